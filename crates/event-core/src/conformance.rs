@@ -1,0 +1,1145 @@
+//! The provider conformance suite.
+//!
+//! Every conforming [`EventProvider`] passes every test here. Each test is a
+//! plain `pub async fn test_name(factory: &dyn ProviderFactory)` that panics
+//! on failure; [`conformance_tests!`](crate::conformance_tests) expands to one
+//! `#[tokio::test]` per test, so a provider crate runs the whole suite with
+//! one macro call in a test file:
+//!
+//! ```ignore
+//! use event_core::conformance::{Capabilities, ProviderFactory};
+//!
+//! struct Factory;
+//!
+//! #[async_trait::async_trait]
+//! impl ProviderFactory for Factory {
+//!     async fn create(&self) -> std::sync::Arc<dyn event_core::EventProvider> {
+//!         std::sync::Arc::new(my_provider::MyProvider::new())
+//!     }
+//!     fn capabilities(&self) -> Capabilities {
+//!         Capabilities::default()
+//!     }
+//! }
+//!
+//! event_core::conformance_tests!(Factory);
+//! ```
+//!
+//! The calling crate needs `tokio` (features `macros`, `rt-multi-thread`) as a
+//! dev-dependency. Each test asks the factory for a fresh, empty provider.
+//! A test that cannot apply to a provider is skipped only through an explicit
+//! [`Capabilities`] flag, and the skip is printed.
+
+use crate::{
+    DeliverPolicy, Error, Event, EventProvider, PendingEvent, PublishOptions, ReceivedEvent,
+    SubscribeOptions, Subscription,
+};
+use async_trait::async_trait;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a provider can do; tests that do not apply are skipped, visibly.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    /// The provider's maximum encoded event size, for the payload-limit test.
+    /// `None` skips that test.
+    pub max_payload: Option<usize>,
+    /// Ack wait used by the timing tests (redelivery, `in_progress`). Keep it
+    /// short; it must be one the provider honours.
+    pub ack_wait: Duration,
+    /// How long a test waits for an expected delivery before failing.
+    pub receive_timeout: Duration,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            max_payload: Some(1024 * 1024),
+            ack_wait: Duration::from_millis(500),
+            receive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Makes fresh, empty providers for the conformance tests.
+#[async_trait]
+pub trait ProviderFactory: Send + Sync {
+    /// A new provider with an empty store and no consumers.
+    async fn create(&self) -> Arc<dyn EventProvider>;
+
+    /// The provider's capabilities.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance test, each calling
+/// `event_core::conformance::<test>(&$factory)`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@each $factory;
+            publish_subscribe_round_trip,
+            wildcard_filtering_and_topic_isolation,
+            ordering_of_1000_events,
+            concurrent_publishers_lose_nothing,
+            history_newest_first_with_limit_and_filter,
+            durable_resumes_after_drop,
+            durable_shared_by_two_subscriptions,
+            nak_redelivers,
+            nak_with_delay_redelivers_later,
+            ack_timeout_redelivers,
+            term_never_redelivers,
+            max_deliver_stops_and_reports_final_delivery,
+            in_progress_extends_ack_wait,
+            auto_ack_never_loses_unfinished_event,
+            close_acks_and_ends_subscription,
+            deliver_policy_all,
+            deliver_policy_last,
+            deliver_policy_new,
+            deliver_policy_by_start_sequence,
+            deliver_policy_by_start_time,
+            deliver_policy_last_per_subject,
+            msg_id_deduplicates,
+            expected_sequence_conflict,
+            unsubscribe_deletes_durable,
+            changed_durable_options_applied_or_refused,
+            invalid_subjects_filters_and_names_rejected,
+            payload_over_limit_rejected,
+            info_counts,
+            publish_batch_reports_each_result,
+            subscription_as_stream
+        );
+    };
+    (@each $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let factory = $factory;
+                $crate::conformance::$name(&factory).await;
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn skip(test: &str, provider: &str, reason: &str) {
+    eprintln!("conformance: SKIPPED {test} on {provider}: {reason}");
+}
+
+fn event(p: &dyn EventProvider, category: &str, topic: &str, n: u64) -> Event {
+    Event::new(
+        p.build_subject(category, topic),
+        category,
+        format!("event {n}"),
+        "conformance",
+        json!({ "n": n }),
+    )
+}
+
+fn n_of(e: &Event) -> u64 {
+    e.payload["n"].as_u64().unwrap_or(u64::MAX)
+}
+
+async fn publish_n(
+    p: &dyn EventProvider,
+    category: &str,
+    topic: &str,
+    range: std::ops::Range<u64>,
+) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for n in range {
+        seqs.push(
+            p.publish(&event(p, category, topic, n))
+                .await
+                .expect("publish"),
+        );
+    }
+    seqs
+}
+
+async fn recv(sub: &mut Box<dyn Subscription>, caps: &Capabilities) -> ReceivedEvent {
+    match tokio::time::timeout(caps.receive_timeout, sub.next()).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => panic!("subscription closed while an event was expected"),
+        Ok(Err(e)) => panic!("subscription error while an event was expected: {e}"),
+        Err(_) => panic!("no event within {:?}", caps.receive_timeout),
+    }
+}
+
+async fn recv_manual(sub: &mut Box<dyn Subscription>, caps: &Capabilities) -> PendingEvent {
+    match tokio::time::timeout(caps.receive_timeout, sub.next_manual_ack()).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => panic!("subscription closed while an event was expected"),
+        Ok(Err(e)) => panic!("subscription error while an event was expected: {e}"),
+        Err(_) => panic!("no event within {:?}", caps.receive_timeout),
+    }
+}
+
+async fn expect_nothing_manual(sub: &mut Box<dyn Subscription>, wait: Duration) {
+    if let Ok(item) = tokio::time::timeout(wait, sub.next_manual_ack()).await {
+        match item {
+            Ok(Some(p)) => panic!(
+                "expected no delivery, got event n={} (num_delivered {})",
+                n_of(&p.received.event),
+                p.received.num_delivered
+            ),
+            Ok(None) => panic!("subscription closed unexpectedly"),
+            Err(e) => panic!("unexpected subscription error: {e}"),
+        }
+    }
+}
+
+fn manual_opts(caps: &Capabilities) -> SubscribeOptions {
+    SubscribeOptions {
+        ack_wait: Some(caps.ack_wait),
+        ..SubscribeOptions::default()
+    }
+}
+
+fn assert_invalid_subject<T: std::fmt::Debug>(result: crate::Result<T>, what: &str) {
+    match result {
+        Err(Error::InvalidSubject { .. }) => {}
+        other => panic!("{what}: expected Error::InvalidSubject, got {other:?}"),
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+/// A published event arrives with every field intact and its delivery context.
+pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe(&p.category_subject("rt"))
+        .await
+        .expect("subscribe");
+    let sent = Event::typed(
+        p.build_subject("rt", "forex.usd_cny"),
+        "rt",
+        "forex.rate_change",
+        3,
+        "USD/CNY broke 7.35 — ünïcödé ✓",
+        "reuters",
+        json!({"rate": 7.3521, "nested": {"list": [1, "two", null, true]}}),
+    )
+    .with_metadata("region", "asia")
+    .with_metadata("odd key/with:chars", "v");
+    let seq = p.publish(&sent).await.expect("publish");
+    assert!(seq >= 1, "sequences start at 1");
+    let got = recv(&mut sub, &caps).await;
+    assert_eq!(*got.event, sent, "event fields must round-trip exactly");
+    assert_eq!(got.sequence, seq);
+    assert_eq!(got.num_delivered, 1);
+    assert!(!got.stream.is_empty(), "stream name must be set");
+}
+
+/// `*` matches one token, `>` one or more; unrelated subjects stay isolated.
+pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let prefix = p.subject_prefix().to_string();
+    let mut star = p
+        .subscribe(&format!("{prefix}.wa.*"))
+        .await
+        .expect("subscribe *");
+    let mut tail = p
+        .subscribe(&format!("{prefix}.wa.>"))
+        .await
+        .expect("subscribe >");
+    let mut mid = p
+        .subscribe(&format!("{prefix}.*.x"))
+        .await
+        .expect("subscribe mid *");
+    let mut exact = p
+        .subscribe(&format!("{prefix}.wb.x"))
+        .await
+        .expect("subscribe exact");
+
+    p.publish(&event(&*p, "wa", "x", 1)).await.expect("publish");
+    p.publish(&event(&*p, "wa", "x.y", 2))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wb", "x", 3)).await.expect("publish");
+    p.publish(&event(&*p, "wb", "y", 4)).await.expect("publish");
+    // sentinels so that "nothing else arrived" is checked by order, not sleeps
+    p.publish(&event(&*p, "wa", "end", 100))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wb", "x", 101))
+        .await
+        .expect("publish");
+
+    let collect = async |sub: &mut Box<dyn Subscription>, sentinel: u64| {
+        let mut seen = Vec::new();
+        loop {
+            let n = n_of(&recv(sub, &caps).await.event);
+            if n == sentinel {
+                return seen;
+            }
+            seen.push(n);
+        }
+    };
+    assert_eq!(
+        collect(&mut star, 100).await,
+        vec![1],
+        "`wa.*` matches exactly one token"
+    );
+    assert_eq!(
+        collect(&mut tail, 100).await,
+        vec![1, 2],
+        "`wa.>` matches one or more tokens"
+    );
+    assert_eq!(
+        collect(&mut mid, 101).await,
+        vec![1, 3],
+        "`*.x` matches any category"
+    );
+    assert_eq!(
+        collect(&mut exact, 101).await,
+        vec![3],
+        "a literal filter matches only itself"
+    );
+}
+
+/// 1,000 events arrive in publish order with strictly increasing sequences.
+pub async fn ordering_of_1000_events(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut live = p
+        .subscribe(&p.category_subject("ord"))
+        .await
+        .expect("subscribe");
+    let seqs = publish_n(&*p, "ord", "t", 0..1000).await;
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "publish sequences must increase"
+    );
+    let mut durable = p
+        .subscribe_durable("ord-durable", &p.category_subject("ord"))
+        .await
+        .expect("durable");
+    for (i, seq) in seqs.iter().enumerate() {
+        let a = recv(&mut live, &caps).await;
+        assert_eq!((n_of(&a.event), a.sequence), (i as u64, *seq), "live order");
+        let b = recv(&mut durable, &caps).await;
+        assert_eq!(
+            (n_of(&b.event), b.sequence),
+            (i as u64, *seq),
+            "durable order"
+        );
+    }
+}
+
+/// 50 concurrent publishers × 100 events: none lost, sequences unique.
+pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut tasks = Vec::new();
+    for t in 0..50u64 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..100u64 {
+                let e = event(&*p, "conc", &format!("p{t}"), t * 1000 + i);
+                seqs.push(p.publish(&e).await.expect("publish"));
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.expect("publisher task");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one publisher's sequences increase"
+        );
+        all.extend(seqs);
+    }
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), 5000, "every publish gets a unique sequence");
+
+    let mut sub = p
+        .subscribe_durable("conc-reader", &p.category_subject("conc"))
+        .await
+        .expect("durable");
+    let mut last = 0;
+    let mut seen = HashSet::new();
+    for _ in 0..5000 {
+        let r = recv(&mut sub, &caps).await;
+        assert!(r.sequence > last, "delivery sequences increase");
+        last = r.sequence;
+        seen.insert(n_of(&r.event));
+    }
+    assert_eq!(seen.len(), 5000, "every event delivered once");
+}
+
+/// `history` returns the newest matching events, newest first, up to `limit`.
+pub async fn history_newest_first_with_limit_and_filter(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    for n in 0..30 {
+        let cat = if n % 3 == 0 { "ha" } else { "hb" };
+        p.publish(&event(&*p, cat, "t", n)).await.expect("publish");
+    }
+    let all = p.history(None, 100).await.expect("history");
+    assert_eq!(
+        all.iter().map(n_of).collect::<Vec<_>>(),
+        (0..30).rev().collect::<Vec<_>>()
+    );
+    let ha = p
+        .history(Some(&p.category_subject("ha")), 4)
+        .await
+        .expect("history");
+    assert_eq!(
+        ha.iter().map(n_of).collect::<Vec<_>>(),
+        vec![27, 24, 21, 18]
+    );
+    let hb = p
+        .history(Some(&p.category_subject("hb")), 1000)
+        .await
+        .expect("history");
+    assert_eq!(hb.len(), 20);
+    assert!(
+        p.history(Some(&p.category_subject("none")), 10)
+            .await
+            .expect("history")
+            .is_empty()
+    );
+    assert!(p.history(None, 0).await.expect("history").is_empty());
+    assert_invalid_subject(
+        p.history(Some("bad..filter"), 10).await,
+        "history with a bad filter",
+    );
+}
+
+/// A durable resumes after the last acknowledged event when resubscribed.
+pub async fn durable_resumes_after_drop(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    publish_n(&*p, "dr", "t", 0..5).await;
+    let filter = p.category_subject("dr");
+    let mut sub = p.subscribe_durable("dr-1", &filter).await.expect("durable");
+    for i in 0..5 {
+        let pending = recv_manual(&mut sub, &caps).await;
+        assert_eq!(n_of(&pending.received.event), i);
+        pending.ack().await.expect("ack");
+    }
+    drop(sub);
+    publish_n(&*p, "dr", "t", 5..8).await;
+    let mut sub = p.subscribe_durable("dr-1", &filter).await.expect("resume");
+    for i in 5..8 {
+        let pending = recv_manual(&mut sub, &caps).await;
+        assert_eq!(
+            n_of(&pending.received.event),
+            i,
+            "resumes after the last ack"
+        );
+        assert_eq!(pending.received.num_delivered, 1);
+        pending.ack().await.expect("ack");
+    }
+    expect_nothing_manual(&mut sub, caps.ack_wait).await;
+}
+
+/// Two live subscriptions on one durable share the work.
+pub async fn durable_shared_by_two_subscriptions(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("sh");
+    let a = p.subscribe_durable("shared", &filter).await.expect("a");
+    let b = p.subscribe_durable("shared", &filter).await.expect("b");
+    publish_n(&*p, "sh", "t", 0..100).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let counts = Arc::new(std::sync::Mutex::new([0usize; 2]));
+    let mut handles = Vec::new();
+    for (idx, mut sub) in [a, b].into_iter().enumerate() {
+        let seen = seen.clone();
+        let counts = counts.clone();
+        let timeout = caps.ack_wait * 4;
+        handles.push(tokio::spawn(async move {
+            while let Ok(Ok(Some(pending))) =
+                tokio::time::timeout(timeout, sub.next_manual_ack()).await
+            {
+                seen.lock()
+                    .expect("lock")
+                    .push(n_of(&pending.received.event));
+                counts.lock().expect("lock")[idx] += 1;
+                // pace so that both subscribers get a share
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                pending.ack().await.expect("ack");
+            }
+            sub
+        }));
+    }
+    // keep both subscriptions alive until both loops ended
+    let subs = join_all(handles).await;
+    drop(subs);
+    let mut seen = seen.lock().expect("lock").clone();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..100).collect::<Vec<_>>(),
+        "each event delivered to exactly one subscription"
+    );
+    let counts = *counts.lock().expect("lock");
+    assert!(
+        counts[0] > 0 && counts[1] > 0,
+        "both subscriptions did work: {counts:?}"
+    );
+}
+
+async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+/// `nak` redelivers the event at once with `num_delivered` 2.
+pub async fn nak_redelivers(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(30)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("nak", &p.category_subject("nak"), &opts)
+        .await
+        .expect("durable");
+    publish_n(&*p, "nak", "t", 0..1).await;
+    let first = recv_manual(&mut sub, &caps).await;
+    assert_eq!(first.received.num_delivered, 1);
+    let seq = first.received.sequence;
+    let started = Instant::now();
+    first.nak().await.expect("nak");
+    let again = recv_manual(&mut sub, &caps).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "nak must redeliver now, not after the 30 s ack wait"
+    );
+    assert_eq!(again.received.sequence, seq);
+    assert_eq!(again.received.num_delivered, 2);
+    again.ack().await.expect("ack");
+    expect_nothing_manual(&mut sub, caps.ack_wait).await;
+}
+
+/// `nak_with_delay` redelivers, but not before the delay.
+pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(30)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("nakd", &p.category_subject("nakd"), &opts)
+        .await
+        .expect("durable");
+    publish_n(&*p, "nakd", "t", 0..1).await;
+    let first = recv_manual(&mut sub, &caps).await;
+    let delay = caps.ack_wait * 2;
+    let started = Instant::now();
+    first.nak_with_delay(delay).await.expect("nak_with_delay");
+    let again = recv_manual(&mut sub, &caps).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed + Duration::from_millis(50) >= delay,
+        "redelivered after {elapsed:?}, before the {delay:?} delay"
+    );
+    assert_eq!(again.received.num_delivered, 2);
+    again.ack().await.expect("ack");
+}
+
+/// An event not acknowledged within `ack_wait` is redelivered.
+pub async fn ack_timeout_redelivers(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe_durable_with_options("aw", &p.category_subject("aw"), &manual_opts(&caps))
+        .await
+        .expect("durable");
+    publish_n(&*p, "aw", "t", 0..1).await;
+    let started = Instant::now();
+    let first = recv_manual(&mut sub, &caps).await;
+    let seq = first.received.sequence;
+    drop(first); // neither acked nor naked
+    let again = recv_manual(&mut sub, &caps).await;
+    assert!(
+        started.elapsed() + Duration::from_millis(50) >= caps.ack_wait,
+        "redelivered before ack_wait"
+    );
+    assert_eq!(again.received.sequence, seq);
+    assert_eq!(again.received.num_delivered, 2);
+    again.ack().await.expect("ack");
+}
+
+/// `term` stops delivery for good.
+pub async fn term_never_redelivers(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe_durable_with_options("term", &p.category_subject("term"), &manual_opts(&caps))
+        .await
+        .expect("durable");
+    publish_n(&*p, "term", "t", 0..2).await;
+    let first = recv_manual(&mut sub, &caps).await;
+    assert_eq!(n_of(&first.received.event), 0);
+    first.term().await.expect("term");
+    let second = recv_manual(&mut sub, &caps).await;
+    assert_eq!(n_of(&second.received.event), 1);
+    second.ack().await.expect("ack");
+    expect_nothing_manual(&mut sub, caps.ack_wait * 3).await;
+}
+
+/// After `max_deliver` deliveries the event stops; its last delivery says so.
+pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let opts = SubscribeOptions {
+        max_deliver: Some(3),
+        ..manual_opts(&caps)
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("maxd", &p.category_subject("maxd"), &opts)
+        .await
+        .expect("durable");
+    publish_n(&*p, "maxd", "t", 0..1).await;
+    for attempt in 1..=3 {
+        let pending = recv_manual(&mut sub, &caps).await;
+        assert_eq!(n_of(&pending.received.event), 0);
+        assert_eq!(pending.received.num_delivered, attempt);
+        assert_eq!(pending.max_deliver(), Some(3));
+        assert_eq!(
+            pending.is_final_delivery(),
+            attempt == 3,
+            "final flag on attempt {attempt}"
+        );
+        if attempt == 2 {
+            drop(pending); // an ack timeout counts as a failed delivery too
+        } else {
+            pending.nak().await.expect("nak");
+        }
+    }
+    expect_nothing_manual(&mut sub, caps.ack_wait * 3).await;
+    // the consumer keeps going with later events
+    publish_n(&*p, "maxd", "t", 1..2).await;
+    let next = recv_manual(&mut sub, &caps).await;
+    assert_eq!(n_of(&next.received.event), 1);
+    next.ack().await.expect("ack");
+}
+
+/// `in_progress` restarts the ack timer.
+pub async fn in_progress_extends_ack_wait(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe_durable_with_options("prog", &p.category_subject("prog"), &manual_opts(&caps))
+        .await
+        .expect("durable");
+    publish_n(&*p, "prog", "t", 0..1).await;
+    let pending = recv_manual(&mut sub, &caps).await;
+    // keep it alive for 3× the ack wait
+    let step = caps.ack_wait / 2;
+    for _ in 0..6 {
+        tokio::time::sleep(step).await;
+        pending.in_progress().await.expect("in_progress");
+    }
+    // a concurrent fetch must not see a redelivery while we are in progress
+    let poll = tokio::time::timeout(step, sub.next_manual_ack()).await;
+    assert!(
+        poll.is_err(),
+        "redelivered although in_progress kept extending the wait"
+    );
+    pending.ack().await.expect("ack");
+    expect_nothing_manual(&mut sub, caps.ack_wait * 2).await;
+}
+
+/// Auto-ack acknowledges on the next call; an event the caller never finished
+/// is redelivered to the durable.
+pub async fn auto_ack_never_loses_unfinished_event(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("auto");
+    let opts = manual_opts(&caps);
+    publish_n(&*p, "auto", "t", 0..3).await;
+    let mut sub = p
+        .subscribe_durable_with_options("auto", &filter, &opts)
+        .await
+        .expect("durable");
+    assert_eq!(n_of(&recv(&mut sub, &caps).await.event), 0);
+    assert_eq!(n_of(&recv(&mut sub, &caps).await.event), 1); // acks 0
+    drop(sub); // crashed while working on 1
+    let mut sub = p
+        .subscribe_durable_with_options("auto", &filter, &opts)
+        .await
+        .expect("resume");
+    // event 2 is new and may come first; event 1 comes back after the ack wait
+    let a = recv(&mut sub, &caps).await;
+    let b = recv(&mut sub, &caps).await;
+    let mut got = [
+        (n_of(&a.event), a.num_delivered),
+        (n_of(&b.event), b.num_delivered),
+    ];
+    got.sort_unstable();
+    assert_eq!(got[0].0, 1, "the unfinished event comes back: {got:?}");
+    assert!(got[0].1 >= 2, "it is a redelivery: {got:?}");
+    assert_eq!(got[1], (2, 1), "the next event is delivered once: {got:?}");
+    sub.close().await.expect("close acks the last event");
+    let mut sub = p
+        .subscribe_durable_with_options("auto", &filter, &opts)
+        .await
+        .expect("resume");
+    expect_nothing_manual(&mut sub, caps.ack_wait * 2).await;
+}
+
+/// `close` acknowledges and ends the subscription with `Ok(None)`.
+pub async fn close_acks_and_ends_subscription(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe(&p.category_subject("close"))
+        .await
+        .expect("subscribe");
+    publish_n(&*p, "close", "t", 0..1).await;
+    recv(&mut sub, &caps).await;
+    sub.close().await.expect("close");
+    let after = tokio::time::timeout(caps.receive_timeout, sub.next()).await;
+    assert!(
+        matches!(after, Ok(Ok(None))),
+        "a closed subscription yields None, got {after:?}"
+    );
+}
+
+async fn policy_fixture(p: &dyn EventProvider) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for (n, topic) in [(0, "x"), (1, "y"), (2, "x"), (3, "y"), (4, "x")] {
+        seqs.push(
+            p.publish(&event(p, "pol", topic, n))
+                .await
+                .expect("publish"),
+        );
+    }
+    seqs
+}
+
+async fn drain_ns(sub: &mut Box<dyn Subscription>, caps: &Capabilities, count: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let pending = recv_manual(sub, caps).await;
+        out.push(n_of(&pending.received.event));
+        pending.ack().await.expect("ack");
+    }
+    expect_nothing_manual(sub, caps.ack_wait).await;
+    out
+}
+
+async fn policy_sub(
+    p: &dyn EventProvider,
+    name: &str,
+    policy: DeliverPolicy,
+) -> Box<dyn Subscription> {
+    let opts = SubscribeOptions {
+        deliver_policy: policy,
+        ..SubscribeOptions::default()
+    };
+    p.subscribe_durable_with_options(name, &p.category_subject("pol"), &opts)
+        .await
+        .expect("durable with policy")
+}
+
+/// `DeliverPolicy::All` delivers every stored event.
+pub async fn deliver_policy_all(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    policy_fixture(&*p).await;
+    let mut sub = policy_sub(&*p, "pol-all", DeliverPolicy::All).await;
+    assert_eq!(drain_ns(&mut sub, &caps, 5).await, vec![0, 1, 2, 3, 4]);
+}
+
+/// `DeliverPolicy::Last` delivers the newest stored event, then new ones.
+pub async fn deliver_policy_last(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    policy_fixture(&*p).await;
+    let mut sub = policy_sub(&*p, "pol-last", DeliverPolicy::Last).await;
+    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![4]);
+    p.publish(&event(&*p, "pol", "y", 5))
+        .await
+        .expect("publish");
+    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![5]);
+}
+
+/// `DeliverPolicy::New` delivers only events published after creation.
+pub async fn deliver_policy_new(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    policy_fixture(&*p).await;
+    let mut sub = policy_sub(&*p, "pol-new", DeliverPolicy::New).await;
+    expect_nothing_manual(&mut sub, caps.ack_wait).await;
+    p.publish(&event(&*p, "pol", "y", 5))
+        .await
+        .expect("publish");
+    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![5]);
+}
+
+/// `DeliverPolicy::ByStartSequence` starts at the given sequence.
+pub async fn deliver_policy_by_start_sequence(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let seqs = policy_fixture(&*p).await;
+    let mut sub = policy_sub(
+        &*p,
+        "pol-seq",
+        DeliverPolicy::ByStartSequence { sequence: seqs[2] },
+    )
+    .await;
+    assert_eq!(drain_ns(&mut sub, &caps, 3).await, vec![2, 3, 4]);
+}
+
+/// `DeliverPolicy::ByStartTime` starts at the first event stored at or after
+/// the time.
+pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    publish_n(&*p, "pol", "x", 0..2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = crate::now_millis();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish_n(&*p, "pol", "x", 2..4).await;
+    let mut sub = policy_sub(
+        &*p,
+        "pol-time",
+        DeliverPolicy::ByStartTime { timestamp: start },
+    )
+    .await;
+    assert_eq!(drain_ns(&mut sub, &caps, 2).await, vec![2, 3]);
+}
+
+/// `DeliverPolicy::LastPerSubject` delivers the newest event of each subject.
+pub async fn deliver_policy_last_per_subject(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    policy_fixture(&*p).await;
+    let mut sub = policy_sub(&*p, "pol-lps", DeliverPolicy::LastPerSubject).await;
+    assert_eq!(drain_ns(&mut sub, &caps, 2).await, vec![3, 4]);
+    p.publish(&event(&*p, "pol", "z", 5))
+        .await
+        .expect("publish");
+    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![5]);
+}
+
+/// A repeated dedup id returns the first sequence and stores nothing.
+pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    let e = event(&*p, "dup", "t", 1);
+    let first = p.publish(&e).await.expect("publish");
+    let again = p.publish(&e).await.expect("republish");
+    assert_eq!(first, again, "same event id: same sequence");
+    let opts = PublishOptions {
+        msg_id: Some("order-42".into()),
+        ..PublishOptions::default()
+    };
+    let a = p
+        .publish_with_options(&event(&*p, "dup", "t", 2), &opts)
+        .await
+        .expect("publish");
+    let b = p
+        .publish_with_options(&event(&*p, "dup", "t", 3), &opts)
+        .await
+        .expect("publish");
+    assert_eq!(a, b, "same msg id: same sequence");
+    let history = p
+        .history(Some(&p.category_subject("dup")), 10)
+        .await
+        .expect("history");
+    assert_eq!(
+        history.iter().map(n_of).collect::<Vec<_>>(),
+        vec![2, 1],
+        "duplicates stored nothing"
+    );
+    assert_eq!(p.info().await.expect("info").messages, 2);
+}
+
+/// `expected_sequence` publishes only on the expected last sequence.
+pub async fn expected_sequence_conflict(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    let s1 = p
+        .publish(&event(&*p, "exp", "t", 1))
+        .await
+        .expect("publish");
+    let ok = PublishOptions {
+        expected_sequence: Some(s1),
+        ..PublishOptions::default()
+    };
+    let s2 = p
+        .publish_with_options(&event(&*p, "exp", "t", 2), &ok)
+        .await
+        .expect("expected matches");
+    assert!(s2 > s1);
+    let stale = PublishOptions {
+        expected_sequence: Some(s1),
+        ..PublishOptions::default()
+    };
+    match p
+        .publish_with_options(&event(&*p, "exp", "t", 3), &stale)
+        .await
+    {
+        Err(Error::WrongLastSequence { expected, .. }) => assert_eq!(expected, s1),
+        other => panic!("expected WrongLastSequence, got {other:?}"),
+    }
+    assert_eq!(
+        p.info().await.expect("info").messages,
+        2,
+        "the conflicting event was not stored"
+    );
+}
+
+/// `unsubscribe` deletes a durable: a new one starts over.
+pub async fn unsubscribe_deletes_durable(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    publish_n(&*p, "uns", "t", 0..3).await;
+    let filter = p.category_subject("uns");
+    let mut sub = p.subscribe_durable("uns", &filter).await.expect("durable");
+    assert_eq!(drain_ns(&mut sub, &caps, 3).await, vec![0, 1, 2]);
+    drop(sub);
+    p.unsubscribe("uns").await.expect("unsubscribe");
+    let mut sub = p
+        .subscribe_durable("uns", &filter)
+        .await
+        .expect("new durable");
+    assert_eq!(
+        drain_ns(&mut sub, &caps, 3).await,
+        vec![0, 1, 2],
+        "a recreated durable starts over"
+    );
+    drop(sub);
+    p.unsubscribe("uns").await.expect("unsubscribe");
+    match p.unsubscribe("uns").await {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("unsubscribing a missing durable: expected NotFound, got {other:?}"),
+    }
+}
+
+/// Resubscribing a durable with different options applies them or refuses
+/// with `Conflict`; it never silently keeps the old ones.
+pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let sub = p
+        .subscribe_durable("chg", &p.category_subject("chga"))
+        .await
+        .expect("durable");
+    drop(sub);
+    match p
+        .subscribe_durable("chg", &p.category_subject("chgb"))
+        .await
+    {
+        Ok(mut sub) => {
+            p.publish(&event(&*p, "chga", "t", 1))
+                .await
+                .expect("publish");
+            p.publish(&event(&*p, "chgb", "t", 2))
+                .await
+                .expect("publish");
+            let got = recv_manual(&mut sub, &caps).await;
+            assert_eq!(
+                n_of(&got.received.event),
+                2,
+                "the new filter must be in effect"
+            );
+            got.ack().await.expect("ack");
+        }
+        Err(Error::Conflict { .. }) => {}
+        Err(other) => panic!("changed filter: expected Ok or Conflict, got {other}"),
+    }
+    let stricter = SubscribeOptions {
+        max_deliver: Some(2),
+        ack_wait: Some(caps.ack_wait),
+        ..SubscribeOptions::default()
+    };
+    match p
+        .subscribe_durable_with_options(
+            "chg2",
+            &p.category_subject("chgc"),
+            &SubscribeOptions::default(),
+        )
+        .await
+    {
+        Ok(s) => drop(s),
+        Err(e) => panic!("durable: {e}"),
+    }
+    match p
+        .subscribe_durable_with_options("chg2", &p.category_subject("chgc"), &stricter)
+        .await
+    {
+        Ok(mut sub) => {
+            p.publish(&event(&*p, "chgc", "t", 1))
+                .await
+                .expect("publish");
+            let a = recv_manual(&mut sub, &caps).await;
+            assert_eq!(
+                a.max_deliver(),
+                Some(2),
+                "the new max_deliver must be in effect"
+            );
+            a.nak().await.expect("nak");
+            let b = recv_manual(&mut sub, &caps).await;
+            assert!(
+                b.is_final_delivery(),
+                "the new max_deliver must be in effect"
+            );
+            b.nak().await.expect("nak");
+            expect_nothing_manual(&mut sub, caps.ack_wait * 2).await;
+        }
+        Err(Error::Conflict { .. }) => {}
+        Err(other) => panic!("changed options: expected Ok or Conflict, got {other}"),
+    }
+}
+
+/// Bad subjects, filters and consumer names are `InvalidSubject`, before I/O.
+pub async fn invalid_subjects_filters_and_names_rejected(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    let prefix = p.subject_prefix().to_string();
+    for subject in [
+        String::new(),
+        format!("{prefix}..x"),
+        format!("{prefix}.a.*"),
+        format!("{prefix}.a.>"),
+        format!("{prefix}.a b.c"),
+        format!("{prefix}.only"),
+        "elsewhere.a.b".to_string(),
+    ] {
+        let mut e = event(&*p, "inv", "t", 0);
+        e.subject = subject.clone();
+        assert_invalid_subject(p.publish(&e).await, &format!("publish to {subject:?}"));
+    }
+    for filter in ["", "a..b", "a.>.b", "a.b*", "a b"] {
+        assert_invalid_subject(
+            p.subscribe(filter).await.map(|_| ()),
+            &format!("filter {filter:?}"),
+        );
+        assert_invalid_subject(
+            p.subscribe_durable("ok-name", filter).await.map(|_| ()),
+            &format!("durable filter {filter:?}"),
+        );
+    }
+    for name in ["", "a.b", "a*", "a>", "a b", "a/b"] {
+        assert_invalid_subject(
+            p.subscribe_durable(name, &p.category_subject("inv"))
+                .await
+                .map(|_| ()),
+            &format!("consumer name {name:?}"),
+        );
+    }
+    assert_eq!(
+        p.info().await.expect("info").messages,
+        0,
+        "nothing was stored"
+    );
+}
+
+/// An event over the provider's size limit is `PayloadTooLarge` and not stored.
+pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let Some(max) = caps.max_payload else {
+        skip(
+            "payload_over_limit_rejected",
+            p.name(),
+            "capabilities.max_payload is None",
+        );
+        return;
+    };
+    let mut e = event(&*p, "big", "t", 0);
+    e.payload = json!({ "blob": "x".repeat(max + 1) });
+    match p.publish(&e).await {
+        Err(Error::PayloadTooLarge { size, max: limit }) => {
+            assert!(size > limit);
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    let mut small = event(&*p, "big", "t", 1);
+    small.payload = json!({ "blob": "x".repeat(max / 2) , "n": 1});
+    p.publish(&small)
+        .await
+        .expect("an event under the limit is accepted");
+    assert_eq!(p.info().await.expect("info").messages, 1);
+}
+
+/// `info` counts messages, bytes, consumers and sequences.
+pub async fn info_counts(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    let empty = p.info().await.expect("info");
+    assert_eq!(empty.messages, 0);
+    assert_eq!(empty.provider, p.name());
+    let seqs = publish_n(&*p, "info", "t", 0..7).await;
+    let _durable = p
+        .subscribe_durable("info-d", &p.category_subject("info"))
+        .await
+        .expect("durable");
+    let info = p.info().await.expect("info");
+    assert_eq!(info.messages, 7);
+    assert!(info.bytes > 0);
+    assert!(info.consumers >= 1, "the durable is counted");
+    assert_eq!(info.last_sequence, seqs[6]);
+    assert_eq!(info.first_sequence, seqs[0]);
+    assert!(p.health().await.expect("health"));
+}
+
+/// `publish_batch` reports one result per event, in order.
+pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    let mut events: Vec<Event> = (0..20).map(|n| event(&*p, "batch", "t", n)).collect();
+    events[7].subject = "bad..subject".into();
+    let results = p.publish_batch(&events).await.expect("batch");
+    assert_eq!(results.len(), 20);
+    let mut last = 0;
+    for (i, r) in results.iter().enumerate() {
+        if i == 7 {
+            assert!(
+                matches!(r, Err(Error::InvalidSubject { .. })),
+                "bad event reported: {r:?}"
+            );
+        } else {
+            let seq = *r.as_ref().expect("good event published");
+            assert!(seq > last, "batch sequences increase in order");
+            last = seq;
+        }
+    }
+    let stored = p
+        .history(Some(&p.category_subject("batch")), 100)
+        .await
+        .expect("history");
+    assert_eq!(stored.len(), 19);
+}
+
+/// A subscription works as a `futures::Stream`.
+pub async fn subscription_as_stream(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let sub = p
+        .subscribe(&p.category_subject("strm"))
+        .await
+        .expect("subscribe");
+    let mut stream = sub.into_stream();
+    publish_n(&*p, "strm", "t", 0..3).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let item = tokio::time::timeout(
+            caps.receive_timeout,
+            std::future::poll_fn(|cx| {
+                futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+            }),
+        )
+        .await
+        .expect("stream item in time")
+        .expect("stream not ended")
+        .expect("delivery");
+        got.push(n_of(&item.event));
+    }
+    assert_eq!(got, vec![0, 1, 2]);
+}

@@ -1,0 +1,341 @@
+//! The provider contract: [`EventProvider`], [`Subscription`], [`PendingEvent`].
+
+use crate::error::{Error, Result};
+use crate::types::{Event, ProviderInfo, PublishOptions, ReceivedEvent, SubscribeOptions};
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// A storage and delivery backend for events.
+///
+/// Applications publish, subscribe and query through this trait and swap the
+/// backend (in-memory, NATS JetStream, a third party's) without code changes.
+///
+/// # Contract
+///
+/// Every implementation MUST hold these rules; the conformance suite
+/// (`event_core::conformance`, feature `conformance`) checks them, and a
+/// provider passes it before it is called conforming.
+///
+/// **Subjects.** Events are published to `{prefix}.{category}.{topic}[...]`
+/// where `prefix` is [`subject_prefix`](Self::subject_prefix). Tokens are
+/// non-empty, without whitespace or `.`; published subjects have no
+/// wildcards; filters may use `*` as a whole token and `>` as the whole last
+/// token, matching one or more tokens (see [`crate::subject`]). A bad subject,
+/// filter or consumer name is [`Error::InvalidSubject`], returned before any
+/// I/O.
+///
+/// **Publish.** [`publish_with_options`](Self::publish_with_options) returns
+/// the stream sequence: starting at 1, strictly increasing in publish order,
+/// unique per provider instance/stream. The dedup id
+/// ([`PublishOptions::msg_id`], defaulting to the event id) deduplicates within
+/// a bounded window: a repeat returns the first publish's sequence and stores
+/// nothing. Dedup is per stream, not per subject. `expected_sequence` makes
+/// the publish conditional on the stream's last sequence
+/// ([`Error::WrongLastSequence`]). An event whose encoded size exceeds the
+/// provider's maximum is [`Error::PayloadTooLarge`], before sending.
+/// [`publish_batch`](Self::publish_batch) reports one result per event, in
+/// order; a conforming implementation pipelines the writes.
+///
+/// **Subscribe.** [`subscribe_with_options`](Self::subscribe_with_options)
+/// creates an ephemeral consumer that lives as long as the returned
+/// [`Subscription`] and starts per [`SubscribeOptions::deliver_policy`];
+/// [`subscribe`](Self::subscribe) is live: it uses
+/// [`DeliverPolicy::New`](crate::DeliverPolicy::New) and sees only events
+/// published after it was created.
+/// [`subscribe_durable_with_options`](Self::subscribe_durable_with_options)
+/// creates or resumes a named consumer: on creation it starts per
+/// [`SubscribeOptions::deliver_policy`] (default `All`); later subscriptions
+/// resume after the last acknowledged event. Two live subscriptions on one
+/// durable share the work (each event goes to one of them). Every
+/// [`DeliverPolicy`](crate::DeliverPolicy) works. Changed options on an
+/// existing durable are applied or refused with [`Error::Conflict`], never
+/// silently ignored. [`unsubscribe`](Self::unsubscribe) deletes a durable and
+/// its position ([`Error::NotFound`] if there is none).
+///
+/// **Acknowledgement.** Delivery is at-least-once. In manual mode
+/// ([`Subscription::next_manual_ack`]) the caller settles every
+/// [`PendingEvent`]: `ack`, `nak` (redeliver now), `nak_with_delay`, `term`
+/// (never again), `in_progress` (restart the ack timer). An event not settled
+/// within `ack_wait` is redelivered (after the `backoff` delay if given).
+/// [`ReceivedEvent::num_delivered`] counts deliveries. After `max_deliver`
+/// deliveries the event is not delivered again: its last delivery reports
+/// [`PendingEvent::is_final_delivery`], so the caller (the bus's consumer
+/// runner) dead-letters it. In auto-ack mode ([`Subscription::next`]) an event
+/// is acknowledged when the caller asks for the next one or calls
+/// [`Subscription::close`]; an event whose caller dropped the subscription
+/// without finishing is redelivered (to durables), never lost. A stored
+/// message that is not a valid event is terminated and returned once as
+/// [`Error::Undecodable`]; the subscription stays usable.
+///
+/// **Slow consumers.** Nothing is dropped silently. Durables read from the
+/// stored log. When retention removed events a consumer had not yet read, or
+/// an ephemeral subscription fell further behind than the provider buffers,
+/// the next call returns [`Error::Lagged`] with the number skipped and the
+/// subscription continues with the oldest available event.
+///
+/// **History.** [`history`](Self::history) returns the newest `limit` events
+/// matching the filter, newest first, without scanning or copying the whole
+/// store.
+///
+/// **Info and health.** [`info`](Self::info) is O(1). [`health`](Self::health)
+/// says whether the backend is reachable (`Ok(false)` when it is not, errors
+/// only for failures of the check itself).
+///
+/// **Errors.** Implementations map their own errors into [`Error`], never
+/// panic on input a caller or the network supplies.
+///
+/// # Default methods
+///
+/// The convenience methods ([`publish`](Self::publish),
+/// [`subscribe`](Self::subscribe), [`subscribe_durable`](Self::subscribe_durable))
+/// call their `_with_options` forms with default options; implement the
+/// `_with_options` forms. Providers that pipeline override
+/// [`publish_batch`](Self::publish_batch) (the default publishes one at a
+/// time). A wrapper around another provider must forward every method, or it
+/// silently loses the inner provider's behaviour.
+///
+/// # Concurrency
+///
+/// All methods take `&self` and may be called concurrently from many tasks.
+#[async_trait]
+pub trait EventProvider: Send + Sync {
+    /// Publishes `event` with `options`; returns the stream sequence.
+    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64>;
+
+    /// Creates an ephemeral subscription on `filter_subject`.
+    async fn subscribe_with_options(
+        &self,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>>;
+
+    /// Creates or resumes the durable consumer `consumer_name`.
+    async fn subscribe_durable_with_options(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>>;
+
+    /// The newest `limit` events matching `filter_subject` (all events when
+    /// `None`), newest first.
+    async fn history(&self, filter_subject: Option<&str>, limit: usize) -> Result<Vec<Event>>;
+
+    /// Deletes the durable consumer `consumer_name` and its position.
+    async fn unsubscribe(&self, consumer_name: &str) -> Result<()>;
+
+    /// Store status, in O(1).
+    async fn info(&self) -> Result<ProviderInfo>;
+
+    /// Provider name (`"memory"`, `"nats"`, ...).
+    fn name(&self) -> &str;
+
+    /// Subject prefix, `"events"` unless configured.
+    fn subject_prefix(&self) -> &str {
+        "events"
+    }
+
+    /// `{prefix}.{category}.{topic}`.
+    fn build_subject(&self, category: &str, topic: &str) -> String {
+        format!("{}.{}.{}", self.subject_prefix(), category, topic)
+    }
+
+    /// `{prefix}.{category}.>`: every event of a category.
+    fn category_subject(&self, category: &str) -> String {
+        format!("{}.{}.>", self.subject_prefix(), category)
+    }
+
+    /// Publishes with default options (dedup by event id).
+    async fn publish(&self, event: &Event) -> Result<u64> {
+        self.publish_with_options(event, &PublishOptions::default())
+            .await
+    }
+
+    /// Publishes several events, one result per event in order.
+    ///
+    /// The default publishes sequentially; pipelining providers override it.
+    async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.publish(event).await);
+        }
+        Ok(results)
+    }
+
+    /// Ephemeral subscription with default options (new events only).
+    async fn subscribe(&self, filter_subject: &str) -> Result<Box<dyn Subscription>> {
+        let options = SubscribeOptions {
+            deliver_policy: crate::DeliverPolicy::New,
+            ..SubscribeOptions::default()
+        };
+        self.subscribe_with_options(filter_subject, &options).await
+    }
+
+    /// Durable subscription with default options (all stored events on
+    /// creation).
+    async fn subscribe_durable(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+    ) -> Result<Box<dyn Subscription>> {
+        self.subscribe_durable_with_options(
+            consumer_name,
+            filter_subject,
+            &SubscribeOptions::default(),
+        )
+        .await
+    }
+
+    /// Whether the backend is reachable. The default calls [`info`](Self::info).
+    async fn health(&self) -> Result<bool> {
+        Ok(self.info().await.is_ok())
+    }
+}
+
+/// A stream of deliveries from one consumer.
+///
+/// # Contract
+///
+/// - [`next`](Self::next) (auto-ack) acknowledges the event it returned last
+///   time before fetching the next one; [`close`](Self::close) acknowledges it
+///   too. Dropping the subscription without `close` leaves that event
+///   unacknowledged, so a durable redelivers it.
+/// - [`next_manual_ack`](Self::next_manual_ack) hands settlement to the
+///   caller. Mixing the two modes on one subscription is allowed; each event
+///   follows the mode it was fetched with.
+/// - Both wait until an event is available. `Ok(None)` means the subscription
+///   is closed (by `close` or because the provider shut down) and will yield
+///   nothing more.
+/// - `Err(Error::Lagged)` and `Err(Error::Undecodable)` are reports; the
+///   subscription stays usable. Other errors (connection loss) may be
+///   transient; callers may keep calling.
+///
+/// Use [`into_stream`](dyn Subscription::into_stream) for a
+/// `futures::Stream`.
+#[async_trait]
+pub trait Subscription: Send + Sync {
+    /// Next event, auto-acknowledged (see the type docs).
+    async fn next(&mut self) -> Result<Option<ReceivedEvent>>;
+
+    /// Next event, to be settled by the caller.
+    async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>>;
+
+    /// Acknowledges the last auto-ack event and stops the subscription.
+    /// Ephemeral consumers are deleted; durables keep their position.
+    async fn close(&mut self) -> Result<()>;
+}
+
+/// How a provider settles one delivery. Implemented by providers; callers use
+/// [`PendingEvent`].
+///
+/// Each method is called at most once per delivery except
+/// [`in_progress`](Self::in_progress), which may be called many times before
+/// a final settlement.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Processing succeeded: never deliver again.
+    async fn ack(&self) -> Result<()>;
+    /// Processing failed: redeliver after `delay` (`None`: now).
+    async fn nak(&self, delay: Option<Duration>) -> Result<()>;
+    /// Never deliver again, without success.
+    async fn term(&self) -> Result<()>;
+    /// Still working: restart the ack-wait timer.
+    async fn in_progress(&self) -> Result<()>;
+}
+
+/// An event awaiting settlement by the caller.
+///
+/// Dropping it unsettled is allowed: it is redelivered after the ack wait.
+///
+/// ```no_run
+/// # async fn demo(mut sub: Box<dyn event_core::Subscription>) -> event_core::Result<()> {
+/// while let Some(pending) = sub.next_manual_ack().await? {
+///     if pending.received.event.payload.is_object() {
+///         pending.ack().await?;
+///     } else {
+///         pending.nak().await?; // request redelivery
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct PendingEvent {
+    /// The delivered event and its context.
+    pub received: ReceivedEvent,
+    max_deliver: Option<u64>,
+    acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for PendingEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingEvent")
+            .field("received", &self.received)
+            .field("max_deliver", &self.max_deliver)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingEvent {
+    /// Wraps a delivery with the provider's acker. `max_deliver` is the
+    /// consumer's limit, so [`is_final_delivery`](Self::is_final_delivery) can
+    /// tell the last attempt.
+    pub fn new(received: ReceivedEvent, max_deliver: Option<u64>, acker: Box<dyn Acker>) -> Self {
+        Self {
+            received,
+            max_deliver,
+            acker,
+        }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &Event {
+        &self.received.event
+    }
+
+    /// The consumer's delivery limit, if any.
+    pub fn max_deliver(&self) -> Option<u64> {
+        self.max_deliver
+    }
+
+    /// Whether this is the last delivery the consumer will make: after a
+    /// `nak` or ack timeout the event is exhausted and not delivered again.
+    pub fn is_final_delivery(&self) -> bool {
+        self.max_deliver
+            .is_some_and(|max| self.received.num_delivered >= max)
+    }
+
+    /// Acknowledges: never delivered again.
+    pub async fn ack(self) -> Result<()> {
+        self.acker.ack().await
+    }
+
+    /// Requests redelivery now.
+    pub async fn nak(self) -> Result<()> {
+        self.acker.nak(None).await
+    }
+
+    /// Requests redelivery after `delay`.
+    pub async fn nak_with_delay(self, delay: Duration) -> Result<()> {
+        self.acker.nak(Some(delay)).await
+    }
+
+    /// Terminates: never delivered again, not counted as success.
+    pub async fn term(self) -> Result<()> {
+        self.acker.term().await
+    }
+
+    /// Restarts the ack-wait timer; call repeatedly during long work.
+    pub async fn in_progress(&self) -> Result<()> {
+        self.acker.in_progress().await
+    }
+
+    /// Splits into the delivery and its acker, for wrappers that transform
+    /// the event (the bus decrypts) and re-wrap it.
+    pub fn into_parts(self) -> (ReceivedEvent, Option<u64>, Box<dyn Acker>) {
+        (self.received, self.max_deliver, self.acker)
+    }
+}
+
+/// Helper for providers: an error for a closed subscription.
+pub fn closed_error(what: &str) -> Error {
+    Error::Closed(what.to_string())
+}

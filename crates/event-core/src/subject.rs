@@ -1,0 +1,368 @@
+//! Subjects, filters and their validation.
+//!
+//! A subject is a `.`-separated list of tokens:
+//! `{prefix}.{category}.{topic}[.{more}]`. Rules (NATS semantics):
+//!
+//! - tokens are non-empty and contain no whitespace, control characters or `.`;
+//! - a published subject contains no wildcards;
+//! - a filter may use `*` as a whole token (exactly one token) and `>` as
+//!   the whole last token (one or more tokens: `events.market.>` matches
+//!   `events.market.forex` but not `events.market`).
+//!
+//! Filters are parsed once into a [`SubjectPattern`]; [`SubjectPattern::matches`]
+//! does not allocate.
+//!
+//! ```
+//! use event_core::subject::SubjectPattern;
+//!
+//! let p = SubjectPattern::parse("events.*.forex.>").unwrap();
+//! assert!(p.matches("events.market.forex.usd"));
+//! assert!(!p.matches("events.market.forex"));
+//! assert!(SubjectPattern::parse("events.mark*").is_err());
+//! ```
+
+use crate::error::{Error, Result};
+
+/// Longest subject or filter accepted, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 1024;
+/// Longest consumer (durable) name accepted, in bytes.
+pub const MAX_CONSUMER_NAME_LEN: usize = 255;
+
+fn check_token(input: &str, token: &str, what: &str) -> Result<()> {
+    if token.is_empty() {
+        return Err(Error::invalid_subject(
+            input,
+            format!("{what} has an empty token"),
+        ));
+    }
+    if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid_subject(
+            input,
+            format!("{what} contains whitespace or a control character ({c:?})"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_literal_token(input: &str, token: &str, what: &str) -> Result<()> {
+    check_token(input, token, what)?;
+    if token.contains(['*', '>']) {
+        return Err(Error::invalid_subject(
+            input,
+            format!("{what} must not contain wildcards (`*`, `>`)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(input: &str, what: &str) -> Result<()> {
+    if input.is_empty() {
+        return Err(Error::invalid_subject(input, format!("{what} is empty")));
+    }
+    if input.len() > MAX_SUBJECT_LEN {
+        return Err(Error::invalid_subject(
+            truncate_for_error(input),
+            format!("{what} is longer than {MAX_SUBJECT_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn truncate_for_error(input: &str) -> String {
+    let mut end = 64.min(input.len());
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &input[..end])
+}
+
+/// Validates a category: exactly one token, no wildcards.
+pub fn validate_category(category: &str) -> Result<()> {
+    check_len(category, "category")?;
+    if category.contains('.') {
+        return Err(Error::invalid_subject(
+            category,
+            "category must be a single token (no `.`)",
+        ));
+    }
+    check_literal_token(category, category, "category")
+}
+
+/// Validates a topic: one or more tokens, no wildcards.
+pub fn validate_topic(topic: &str) -> Result<()> {
+    check_len(topic, "topic")?;
+    topic
+        .split('.')
+        .try_for_each(|t| check_literal_token(topic, t, "topic"))
+}
+
+/// Validates a subject to publish to: one or more tokens, no wildcards.
+pub fn validate_subject(subject: &str) -> Result<()> {
+    check_len(subject, "subject")?;
+    subject
+        .split('.')
+        .try_for_each(|t| check_literal_token(subject, t, "subject"))
+}
+
+/// Validates a publish subject and checks that it lies under `prefix` with at
+/// least a category and a topic token: `{prefix}.{category}.{topic}...`.
+pub fn validate_publish_subject(subject: &str, prefix: &str) -> Result<()> {
+    validate_subject(subject)?;
+    let rest = subject
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'))
+        .ok_or_else(|| {
+            Error::invalid_subject(
+                subject,
+                format!("subject must start with the prefix `{prefix}.`"),
+            )
+        })?;
+    if !rest.contains('.') {
+        return Err(Error::invalid_subject(
+            subject,
+            format!("subject must be `{prefix}.<category>.<topic>`"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a subscription filter (wildcards allowed, see the module docs).
+pub fn validate_filter(filter: &str) -> Result<()> {
+    SubjectPattern::parse(filter).map(|_| ())
+}
+
+/// Validates a consumer (durable) name: non-empty, at most
+/// [`MAX_CONSUMER_NAME_LEN`] bytes, and none of whitespace, control
+/// characters, `.`, `*`, `>`, `/` or `\` (valid on every provider).
+pub fn validate_consumer_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid_subject(name, "consumer name is empty"));
+    }
+    if name.len() > MAX_CONSUMER_NAME_LEN {
+        return Err(Error::invalid_subject(
+            truncate_for_error(name),
+            format!("consumer name is longer than {MAX_CONSUMER_NAME_LEN} bytes"),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return Err(Error::invalid_subject(
+            name,
+            format!("consumer name must not contain {c:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Token {
+    Literal(Box<str>),
+    /// `*`: exactly one token.
+    Single,
+    /// `>`: one or more tokens (last token only).
+    Tail,
+}
+
+/// A parsed subject filter.
+///
+/// Parse once with [`SubjectPattern::parse`], then match many subjects;
+/// matching walks the subject's bytes once and never allocates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubjectPattern {
+    raw: Box<str>,
+    tokens: Box<[Token]>,
+}
+
+impl SubjectPattern {
+    /// Parses and validates a filter.
+    pub fn parse(filter: &str) -> Result<Self> {
+        check_len(filter, "filter")?;
+        let count = filter.split('.').count();
+        let mut tokens = Vec::with_capacity(count);
+        for (i, t) in filter.split('.').enumerate() {
+            check_token(filter, t, "filter")?;
+            let token = match t {
+                "*" => Token::Single,
+                ">" if i + 1 == count => Token::Tail,
+                ">" => {
+                    return Err(Error::invalid_subject(
+                        filter,
+                        "`>` is only allowed as the last token",
+                    ));
+                }
+                _ if t.contains(['*', '>']) => {
+                    return Err(Error::invalid_subject(
+                        filter,
+                        "wildcards `*` and `>` must be whole tokens",
+                    ));
+                }
+                _ => Token::Literal(t.into()),
+            };
+            tokens.push(token);
+        }
+        Ok(Self {
+            raw: filter.into(),
+            tokens: tokens.into_boxed_slice(),
+        })
+    }
+
+    /// The filter as given.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// Whether the filter has no wildcards (matches exactly one subject).
+    pub fn is_literal(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
+
+    /// The literal token at `index`, or `None` for a wildcard or past the end.
+    /// Useful for indexing (for example by category, token 1).
+    pub fn literal_token(&self, index: usize) -> Option<&str> {
+        match self.tokens.get(index)? {
+            Token::Literal(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether `subject` matches. Never allocates.
+    pub fn matches(&self, subject: &str) -> bool {
+        let mut parts = subject.split('.');
+        for token in self.tokens.iter() {
+            match token {
+                Token::Tail => return parts.next().is_some_and(|p| !p.is_empty()),
+                Token::Single => match parts.next() {
+                    Some(p) if !p.is_empty() => {}
+                    _ => return false,
+                },
+                Token::Literal(lit) => match parts.next() {
+                    Some(p) if p == &**lit => {}
+                    _ => return false,
+                },
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+impl std::fmt::Display for SubjectPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl std::str::FromStr for SubjectPattern {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+/// One-off match of `subject` against `filter`; returns `false` for an
+/// invalid filter. Parse a [`SubjectPattern`] instead when matching often.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    SubjectPattern::parse(filter).is_ok_and(|p| p.matches(subject))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(filter: &str, subject: &str) -> bool {
+        SubjectPattern::parse(filter).unwrap().matches(subject)
+    }
+
+    #[test]
+    fn literal_and_wildcards() {
+        assert!(m("events.market.forex", "events.market.forex"));
+        assert!(!m("events.market.forex", "events.market.forex.usd"));
+        assert!(!m("events.market.forex", "events.market"));
+        assert!(m("events.*.forex", "events.market.forex"));
+        assert!(!m("events.*.forex", "events.market.x.forex"));
+        assert!(m("events.market.>", "events.market.forex"));
+        assert!(m("events.market.>", "events.market.forex.usd.cny"));
+        assert!(!m("events.market.>", "events.market"));
+        assert!(!m("events.market.>", "events.marketing.x"));
+        assert!(m(">", "a"));
+        assert!(m("*", "a"));
+        assert!(!m("*", "a.b"));
+        assert!(m("*.>", "a.b"));
+        assert!(!m("*.>", "a"));
+    }
+
+    #[test]
+    fn malformed_subjects_never_match() {
+        assert!(!m("events.*.x", "events..x"));
+        assert!(!m("events.>", "events."));
+        assert!(!m("a.b", "a.b."));
+    }
+
+    #[test]
+    fn bad_filters_are_rejected_with_the_rule() {
+        for bad in [
+            "",
+            "events..x",
+            "events.>.x",
+            "events.mark*",
+            "events.a>",
+            "ev ents.x",
+            ".a",
+            "a.",
+        ] {
+            let err = SubjectPattern::parse(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidSubject { .. }), "{bad}: {err}");
+        }
+        let long = "a.".repeat(MAX_SUBJECT_LEN);
+        assert!(SubjectPattern::parse(&long).is_err());
+    }
+
+    #[test]
+    fn publish_subjects() {
+        validate_subject("events.market.forex").unwrap();
+        for bad in ["events.*.x", "events.>", "events..x", "", "a b", "a\n"] {
+            assert!(validate_subject(bad).is_err(), "{bad}");
+        }
+        validate_publish_subject("events.market.forex", "events").unwrap();
+        validate_publish_subject("events.market.forex.usd", "events").unwrap();
+        assert!(validate_publish_subject("events.market", "events").is_err());
+        assert!(validate_publish_subject("eventsx.market.forex", "events").is_err());
+        assert!(validate_publish_subject("other.market.forex", "events").is_err());
+    }
+
+    #[test]
+    fn categories_topics_and_consumer_names() {
+        validate_category("market").unwrap();
+        assert!(validate_category("mar.ket").is_err());
+        assert!(validate_category("*").is_err());
+        assert!(validate_category("").is_err());
+        validate_topic("forex.usd_cny").unwrap();
+        assert!(validate_topic("forex..x").is_err());
+        assert!(validate_topic("forex.>").is_err());
+        validate_consumer_name("analyst-1_a").unwrap();
+        for bad in ["", "a.b", "a*", "a>", "a b", "a/b", "a\\b"] {
+            assert!(validate_consumer_name(bad).is_err(), "{bad}");
+        }
+        assert!(validate_consumer_name(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn pattern_introspection() {
+        let p = SubjectPattern::parse("events.market.>").unwrap();
+        assert_eq!(p.literal_token(1), Some("market"));
+        assert_eq!(p.literal_token(2), None);
+        assert!(!p.is_literal());
+        assert!(SubjectPattern::parse("a.b").unwrap().is_literal());
+        assert_eq!(p.to_string(), "events.market.>");
+        assert!(subject_matches("a.*", "a.b"));
+        assert!(!subject_matches("a.b*", "a.bc"));
+    }
+
+    #[test]
+    fn long_error_input_is_truncated_on_a_char_boundary() {
+        let s = "é".repeat(2000);
+        let err = validate_subject(&s).unwrap_err();
+        assert!(err.to_string().len() < 300);
+    }
+}

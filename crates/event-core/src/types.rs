@@ -1,0 +1,470 @@
+//! Core data types: [`Event`], [`ReceivedEvent`], options and filters.
+//!
+//! Every type serialises as camelCase JSON. [`Event`] keeps the JSON shape
+//! of the original `a3s-event` 0.3/0.4, so events stored by either library
+//! read back with the other.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A single event.
+///
+/// Events are published to subjects of the form
+/// `{prefix}.{category}.{topic}[.{more}]`, for example
+/// `events.market.forex.usd_cny`.
+///
+/// ```
+/// use event_core::Event;
+///
+/// let event = Event::new(
+///     "events.market.forex",
+///     "market",
+///     "USD/CNY rate change",
+///     "reuters",
+///     serde_json::json!({"rate": 7.35}),
+/// )
+/// .with_metadata("region", "asia");
+/// assert!(event.id.starts_with("evt-"));
+/// assert_eq!(event.version, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Unique identifier, `evt-<uuid>` for generated events.
+    pub id: String,
+    /// Subject the event is published to.
+    pub subject: String,
+    /// Top-level category (the subject's second token by convention).
+    pub category: String,
+    /// Event type for schema lookup (`"forex.rate_change"`); empty when untyped.
+    #[serde(default)]
+    pub event_type: String,
+    /// Schema version of `event_type`; 1 when not given.
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// Arbitrary JSON payload.
+    pub payload: serde_json::Value,
+    /// Human-readable summary.
+    pub summary: String,
+    /// System or service that produced the event.
+    pub source: String,
+    /// Creation time in Unix milliseconds.
+    pub timestamp: u64,
+    /// Free-form key/value metadata.
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+}
+
+fn default_version() -> u32 {
+    1
+}
+
+impl Event {
+    /// Creates an untyped event with a fresh `evt-<uuid>` id and the current
+    /// time.
+    pub fn new(
+        subject: impl Into<String>,
+        category: impl Into<String>,
+        summary: impl Into<String>,
+        source: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
+        Self::typed(subject, category, "", 1, summary, source, payload)
+    }
+
+    /// Creates a typed, versioned event (validated by a schema registry when
+    /// the bus has one).
+    pub fn typed(
+        subject: impl Into<String>,
+        category: impl Into<String>,
+        event_type: impl Into<String>,
+        version: u32,
+        summary: impl Into<String>,
+        source: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
+        Self {
+            id: new_event_id(),
+            subject: subject.into(),
+            category: category.into(),
+            event_type: event_type.into(),
+            version,
+            payload,
+            summary: summary.into(),
+            source: source.into(),
+            timestamp: now_millis(),
+            metadata: HashMap::new(),
+        }
+    }
+
+    /// Adds a metadata entry (builder style).
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Whether the event carries an event type (and so is schema-validated).
+    pub fn is_typed(&self) -> bool {
+        !self.event_type.is_empty()
+    }
+}
+
+/// A fresh event id: `evt-<uuid v4>`.
+pub fn new_event_id() -> String {
+    format!("evt-{}", uuid::Uuid::new_v4())
+}
+
+/// The current time in Unix milliseconds (0 if the clock is before 1970).
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// An event together with its delivery context.
+///
+/// `event` is shared (`Arc`) so that fan-out to many subscribers does not copy
+/// the event; field access works as on an owned [`Event`]
+/// (`received.event.id`), and `Arc::unwrap_or_clone` gives an owned one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedEvent {
+    /// The event.
+    pub event: Arc<Event>,
+    /// Stream sequence assigned at publish time.
+    pub sequence: u64,
+    /// How many times this event has been delivered to this consumer,
+    /// counting this delivery (1 on first delivery).
+    pub num_delivered: u64,
+    /// Name of the stream (or provider store) the event came from.
+    pub stream: Arc<str>,
+}
+
+/// Status of a provider's store, computed in O(1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderInfo {
+    /// Provider name (`"memory"`, `"nats"`, ...).
+    pub provider: String,
+    /// Events currently stored.
+    pub messages: u64,
+    /// Bytes currently stored (encoded events).
+    pub bytes: u64,
+    /// Consumers (durable and ephemeral) currently registered.
+    pub consumers: usize,
+    /// Sequence of the oldest stored event (0 when empty).
+    #[serde(default)]
+    pub first_sequence: u64,
+    /// Sequence of the newest stored event (0 when nothing was ever published).
+    #[serde(default)]
+    pub last_sequence: u64,
+}
+
+/// Event counts grouped by category, as returned by `EventBus::counts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventCounts {
+    /// Count per category.
+    pub categories: HashMap<String, u64>,
+    /// Total of all counts.
+    pub total: u64,
+}
+
+/// Where a new consumer starts reading.
+///
+/// Every policy works on every conforming provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum DeliverPolicy {
+    /// Every stored event matching the filter.
+    #[default]
+    All,
+    /// The newest stored event matching the filter, then new ones.
+    Last,
+    /// Only events published after the consumer is created.
+    New,
+    /// Events from stream sequence `sequence` on.
+    ByStartSequence {
+        /// First stream sequence to deliver.
+        sequence: u64,
+    },
+    /// Events stored at or after `timestamp` (Unix milliseconds).
+    ByStartTime {
+        /// Start time in Unix milliseconds.
+        timestamp: u64,
+    },
+    /// The newest stored event of each distinct subject, then new ones.
+    LastPerSubject,
+}
+
+/// Options for publishing.
+///
+/// Defaults: dedup by the event id, no concurrency check, the provider's
+/// timeout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishOptions {
+    /// Deduplication id. `None` means the event id. A repeat inside the
+    /// provider's dedup window returns the first sequence and stores nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<String>,
+    /// Optimistic concurrency: publish only if the stream's last sequence is
+    /// exactly this, else [`Error::WrongLastSequence`](crate::Error::WrongLastSequence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_sequence: Option<u64>,
+    /// Publish timeout, overriding the provider's default.
+    #[serde(
+        default,
+        rename = "timeoutMs",
+        with = "opt_duration_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+impl PublishOptions {
+    /// The dedup id for `event`: `msg_id` if set, else the event id.
+    pub fn dedup_id<'a>(&'a self, event: &'a Event) -> &'a str {
+        self.msg_id.as_deref().unwrap_or(&event.id)
+    }
+}
+
+/// Options for creating a subscription (consumer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeOptions {
+    /// Deliveries per event before it is given up (exhausted). `None`:
+    /// unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliver: Option<u64>,
+    /// Redelivery delays: the n-th redelivery after an ack timeout waits
+    /// `backoff[n-1]` (the last entry repeats). Empty: `ack_wait` each time.
+    /// Consumer runners also use it as the `nak` delay.
+    #[serde(
+        default,
+        rename = "backoffMs",
+        with = "vec_duration_ms",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub backoff: Vec<Duration>,
+    /// Maximum delivered-but-unacknowledged events; delivery pauses at the
+    /// limit. `None`: the provider default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ack_pending: Option<u64>,
+    /// Where a newly created consumer starts.
+    #[serde(default)]
+    pub deliver_policy: DeliverPolicy,
+    /// How long a delivered event may stay unacknowledged before it is
+    /// redelivered. `None`: the provider default (30 s).
+    #[serde(
+        default,
+        rename = "ackWaitMs",
+        with = "opt_duration_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ack_wait: Option<Duration>,
+}
+
+impl SubscribeOptions {
+    /// The default ack wait of conforming providers.
+    pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
+    /// The delay before redelivery number `redelivery` (1-based) after an ack
+    /// timeout or a runner's nak: the backoff entry, or `ack_wait`.
+    pub fn redelivery_delay(&self, redelivery: u64) -> Duration {
+        if self.backoff.is_empty() {
+            return self.ack_wait.unwrap_or(Self::DEFAULT_ACK_WAIT);
+        }
+        let idx = usize::try_from(redelivery.saturating_sub(1))
+            .unwrap_or(usize::MAX)
+            .min(self.backoff.len() - 1);
+        self.backoff[idx]
+    }
+}
+
+/// A subscriber's interest, as managed by `EventBus::update_subscription`.
+///
+/// ```
+/// use event_core::SubscriptionFilter;
+///
+/// let filter = SubscriptionFilter {
+///     subscriber_id: "analyst".to_string(),
+///     subjects: vec!["events.market.>".to_string()],
+///     durable: true,
+/// };
+/// assert_eq!(
+///     serde_json::to_value(&filter).unwrap()["subscriberId"],
+///     "analyst"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionFilter {
+    /// Subscriber identifier.
+    pub subscriber_id: String,
+    /// Subject filters (wildcards allowed).
+    pub subjects: Vec<String>,
+    /// Whether the subscriber's consumers are durable.
+    pub durable: bool,
+}
+
+/// A subscription as persisted by a `StateStore`: the filter and its options.
+///
+/// Serialises flat, as the original library's filter did:
+/// `{"subscriberId": .., "subjects": [..], "durable": .., "options": {..}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionRecord {
+    /// The filter.
+    #[serde(flatten)]
+    pub filter: SubscriptionFilter,
+    /// Options for the subscriber's consumers, if any were set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<SubscribeOptions>,
+}
+
+mod opt_duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+mod vec_duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for d in v {
+            seq.serialize_element(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX))?;
+        }
+        seq.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Ok(Vec::<u64>::deserialize(d)?
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn event_json_shape_matches_original() {
+        let event = Event::typed("events.a.b", "a", "t.x", 2, "s", "src", json!({"k": 1}))
+            .with_metadata("m", "v");
+        let v = serde_json::to_value(&event).unwrap();
+        for key in [
+            "id",
+            "subject",
+            "category",
+            "eventType",
+            "version",
+            "payload",
+            "summary",
+            "source",
+            "timestamp",
+            "metadata",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn old_events_without_new_fields_read_back() {
+        let raw = r#"{"id":"evt-1","subject":"events.a.b","category":"a","payload":{},
+            "summary":"s","source":"x","timestamp":5}"#;
+        let e: Event = serde_json::from_str(raw).unwrap();
+        assert_eq!(e.version, 1);
+        assert_eq!(e.event_type, "");
+        assert!(e.metadata.is_empty());
+        assert!(!e.is_typed());
+    }
+
+    #[test]
+    fn options_round_trip_with_durations_in_ms() {
+        let opts = SubscribeOptions {
+            max_deliver: Some(5),
+            backoff: vec![Duration::from_millis(100), Duration::from_secs(1)],
+            max_ack_pending: Some(10),
+            deliver_policy: DeliverPolicy::ByStartSequence { sequence: 7 },
+            ack_wait: Some(Duration::from_secs(3)),
+        };
+        let v = serde_json::to_value(&opts).unwrap();
+        assert_eq!(v["backoffMs"], json!([100, 1000]));
+        assert_eq!(v["ackWaitMs"], json!(3000));
+        assert_eq!(
+            v["deliverPolicy"],
+            json!({"type": "byStartSequence", "sequence": 7})
+        );
+        let back: SubscribeOptions = serde_json::from_value(v).unwrap();
+        assert_eq!(back, opts);
+        assert_eq!(
+            serde_json::to_value(SubscribeOptions::default()).unwrap(),
+            json!({"deliverPolicy": {"type": "all"}})
+        );
+    }
+
+    #[test]
+    fn redelivery_delay_uses_backoff_then_repeats_last() {
+        let mut opts = SubscribeOptions::default();
+        assert_eq!(opts.redelivery_delay(1), SubscribeOptions::DEFAULT_ACK_WAIT);
+        opts.backoff = vec![Duration::from_millis(10), Duration::from_millis(20)];
+        assert_eq!(opts.redelivery_delay(1), Duration::from_millis(10));
+        assert_eq!(opts.redelivery_delay(2), Duration::from_millis(20));
+        assert_eq!(opts.redelivery_delay(9), Duration::from_millis(20));
+        assert_eq!(opts.redelivery_delay(0), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn record_serialises_flat() {
+        let rec = SubscriptionRecord {
+            filter: SubscriptionFilter {
+                subscriber_id: "a".into(),
+                subjects: vec!["events.>".into()],
+                durable: true,
+            },
+            options: None,
+        };
+        let v = serde_json::to_value(&rec).unwrap();
+        assert_eq!(
+            v,
+            json!({"subscriberId": "a", "subjects": ["events.>"], "durable": true})
+        );
+        let back: SubscriptionRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn publish_options_dedup_id_defaults_to_event_id() {
+        let e = Event::new("events.a.b", "a", "s", "x", json!(null));
+        assert_eq!(PublishOptions::default().dedup_id(&e), e.id);
+        let o = PublishOptions {
+            msg_id: Some("m".into()),
+            ..Default::default()
+        };
+        assert_eq!(o.dedup_id(&e), "m");
+    }
+}

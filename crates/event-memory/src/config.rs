@@ -1,0 +1,166 @@
+//! Configuration of the memory provider.
+
+use event_core::{Error, Result};
+use std::time::Duration;
+
+/// Basic configuration, as in the original `a3s-event` README.
+///
+/// ```
+/// use event_memory::{MemoryConfig, MemoryProvider};
+///
+/// let provider = MemoryProvider::new(MemoryConfig {
+///     subject_prefix: "events".to_string(),
+///     max_events: 100_000,
+///     channel_capacity: 10_000,
+/// })?;
+/// # Ok::<(), event_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// First token of every subject (`"events"`).
+    pub subject_prefix: String,
+    /// Events kept; the oldest is evicted (O(1)) beyond this.
+    pub max_events: usize,
+    /// How far (in stream positions) an ephemeral subscription may fall
+    /// behind the newest event before it skips ahead and reports
+    /// [`Error::Lagged`]. Durables are bounded by `max_events` only.
+    pub channel_capacity: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            subject_prefix: "events".to_string(),
+            max_events: 100_000,
+            channel_capacity: 10_000,
+        }
+    }
+}
+
+/// Limits beyond [`MemoryConfig`], with production-sane defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Largest encoded event accepted (bytes). Default 1 MiB, as NATS.
+    pub max_payload: usize,
+    /// How long a dedup id is remembered. Default 2 minutes, as JetStream.
+    pub duplicate_window: Duration,
+    /// Most dedup ids remembered at once; the oldest is forgotten first.
+    /// Default 100,000.
+    pub max_dedup_entries: usize,
+    /// Ack wait when a subscription does not set one. Default 30 s.
+    pub default_ack_wait: Duration,
+    /// Unacknowledged deliveries per consumer when a subscription does not
+    /// set `max_ack_pending`. Default 1,000.
+    pub default_max_ack_pending: u64,
+    /// Name reported as [`ReceivedEvent::stream`](event_core::ReceivedEvent::stream).
+    /// Default `"memory"`.
+    pub stream_name: String,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        Self {
+            max_payload: 1024 * 1024,
+            duplicate_window: Duration::from_secs(120),
+            max_dedup_entries: 100_000,
+            default_ack_wait: Duration::from_secs(30),
+            default_max_ack_pending: 1_000,
+            stream_name: "memory".to_string(),
+        }
+    }
+}
+
+pub(crate) fn validate(config: &MemoryConfig, limits: &MemoryLimits) -> Result<()> {
+    event_core::subject::validate_category(&config.subject_prefix)
+        .map_err(|e| Error::invalid_config("subject_prefix", e.to_string()))?;
+    let positive = [
+        ("max_events", config.max_events),
+        ("channel_capacity", config.channel_capacity),
+        ("max_payload", limits.max_payload),
+        ("max_dedup_entries", limits.max_dedup_entries),
+    ];
+    for (field, value) in positive {
+        if value == 0 {
+            return Err(Error::invalid_config(field, "must be greater than zero"));
+        }
+    }
+    if limits.default_ack_wait.is_zero() {
+        return Err(Error::invalid_config(
+            "default_ack_wait",
+            "must be greater than zero",
+        ));
+    }
+    if limits.default_max_ack_pending == 0 {
+        return Err(Error::invalid_config(
+            "default_max_ack_pending",
+            "must be greater than zero",
+        ));
+    }
+    if limits.stream_name.is_empty() {
+        return Err(Error::invalid_config("stream_name", "must not be empty"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_values_are_config_errors() {
+        let limits = MemoryLimits::default();
+        for config in [
+            MemoryConfig {
+                max_events: 0,
+                ..MemoryConfig::default()
+            },
+            MemoryConfig {
+                channel_capacity: 0,
+                ..MemoryConfig::default()
+            },
+            MemoryConfig {
+                subject_prefix: String::new(),
+                ..MemoryConfig::default()
+            },
+            MemoryConfig {
+                subject_prefix: "a.b".into(),
+                ..MemoryConfig::default()
+            },
+            MemoryConfig {
+                subject_prefix: "*".into(),
+                ..MemoryConfig::default()
+            },
+        ] {
+            assert!(
+                matches!(validate(&config, &limits), Err(Error::InvalidConfig { .. })),
+                "{config:?}"
+            );
+        }
+        let config = MemoryConfig::default();
+        for limits in [
+            MemoryLimits {
+                max_payload: 0,
+                ..MemoryLimits::default()
+            },
+            MemoryLimits {
+                max_dedup_entries: 0,
+                ..MemoryLimits::default()
+            },
+            MemoryLimits {
+                default_ack_wait: Duration::ZERO,
+                ..MemoryLimits::default()
+            },
+            MemoryLimits {
+                default_max_ack_pending: 0,
+                ..MemoryLimits::default()
+            },
+            MemoryLimits {
+                stream_name: String::new(),
+                ..MemoryLimits::default()
+            },
+        ] {
+            assert!(validate(&config, &limits).is_err(), "{limits:?}");
+        }
+        validate(&MemoryConfig::default(), &MemoryLimits::default()).unwrap();
+    }
+}

@@ -1,0 +1,39 @@
+//! # event-memory: the in-process A3S Event provider
+//!
+//! [`MemoryProvider`] is the reference implementation of the
+//! [`EventProvider`](event_core::EventProvider) contract and the test double
+//! for applications: same semantics as the NATS JetStream provider (durable
+//! consumers with acknowledgement, redelivery timers, `max_deliver`, every
+//! deliver policy, dedup window, `Lagged` reports), without a server.
+//! It passes the whole conformance suite.
+//!
+//! Events are kept in a bounded ring (`max_events`); publishing evicts the
+//! oldest in O(1), `info()` is O(1) and `history()` walks back from the
+//! newest event only as far as it needs to.
+//!
+//! ```
+//! use event_core::{Event, EventProvider};
+//! use event_memory::{MemoryConfig, MemoryProvider};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> event_core::Result<()> {
+//! let provider = MemoryProvider::new(MemoryConfig {
+//!     subject_prefix: "events".to_string(),
+//!     max_events: 10_000,
+//!     channel_capacity: 1_000,
+//! })?;
+//! let subject = provider.build_subject("task", "completed");
+//! provider.publish(&Event::new(subject, "task", "Task done", "worker", serde_json::json!({"id": 7}))).await?;
+//! let recent = provider.history(Some("events.task.>"), 10).await?;
+//! assert_eq!(recent.len(), 1);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod consumer;
+mod provider;
+mod store;
+mod subscription;
+
+pub use config::{MemoryConfig, MemoryLimits};
+pub use provider::MemoryProvider;

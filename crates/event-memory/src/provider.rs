@@ -1,0 +1,305 @@
+//! [`MemoryProvider`].
+
+use crate::config::{MemoryConfig, MemoryLimits, validate};
+use crate::consumer::{Consumer, Settings};
+use crate::store::{Appended, Store, encoded_len};
+use crate::subscription::MemorySubscription;
+use async_trait::async_trait;
+use event_core::subject::{SubjectPattern, validate_consumer_name, validate_publish_subject};
+use event_core::{
+    Error, Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions,
+    Subscription, now_millis,
+};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tokio::sync::watch;
+
+pub(crate) struct Shared {
+    pub(crate) config: MemoryConfig,
+    pub(crate) limits: MemoryLimits,
+    pub(crate) stream: Arc<str>,
+    pub(crate) store: Mutex<Store>,
+    /// Last published sequence; wakes waiting subscriptions.
+    pub(crate) published: watch::Sender<u64>,
+    pub(crate) durables: Mutex<HashMap<String, Arc<Consumer>>>,
+    pub(crate) ephemeral: AtomicUsize,
+    pub(crate) lagged: AtomicU64,
+}
+
+/// The in-process provider: the reference implementation of the
+/// [`EventProvider`] contract.
+///
+/// Events live in a bounded ring (`max_events`, O(1) eviction); consumers,
+/// durable or ephemeral, read that log with their own position, in-flight
+/// set and timers, so acknowledgement, redelivery, `max_deliver`, every
+/// deliver policy and dedup behave as on JetStream. Nothing survives the
+/// process. Cloning is cheap and shares the store.
+///
+/// ```
+/// use event_core::{Event, EventProvider};
+/// use event_memory::MemoryProvider;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> event_core::Result<()> {
+/// let provider = MemoryProvider::default();
+/// let mut sub = provider.subscribe("events.market.>").await?;
+/// let event = Event::new("events.market.forex", "market", "Rate", "reuters", serde_json::json!({"rate": 7.35}));
+/// let seq = provider.publish(&event).await?;
+/// let received = sub.next().await?.expect("an event");
+/// assert_eq!((received.sequence, received.event.id.as_str()), (seq, event.id.as_str()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemoryProvider {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MemoryProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryProvider")
+            .field("config", &self.shared.config)
+            .field("limits", &self.shared.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryProvider {
+    /// Prefix `events`, 100,000 events, default limits.
+    fn default() -> Self {
+        let config = MemoryConfig::default();
+        let limits = MemoryLimits::default();
+        Self::build(config, limits)
+    }
+}
+
+impl MemoryProvider {
+    /// A provider with `config` and default limits; an unusable config
+    /// (zero capacity, bad prefix) is [`Error::InvalidConfig`].
+    pub fn new(config: MemoryConfig) -> Result<Self> {
+        Self::with_limits(config, MemoryLimits::default())
+    }
+
+    /// A provider with `config` and explicit `limits`.
+    pub fn with_limits(config: MemoryConfig, limits: MemoryLimits) -> Result<Self> {
+        validate(&config, &limits)?;
+        Ok(Self::build(config, limits))
+    }
+
+    fn build(config: MemoryConfig, limits: MemoryLimits) -> Self {
+        let store = Store::new(
+            config.max_events,
+            limits.duplicate_window,
+            limits.max_dedup_entries,
+        );
+        let (published, _) = watch::channel(0);
+        Self {
+            shared: Arc::new(Shared {
+                stream: Arc::from(limits.stream_name.as_str()),
+                config,
+                limits,
+                store: Mutex::new(store),
+                published,
+                durables: Mutex::new(HashMap::new()),
+                ephemeral: AtomicUsize::new(0),
+                lagged: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &MemoryConfig {
+        &self.shared.config
+    }
+
+    /// The limits in use.
+    pub fn limits(&self) -> &MemoryLimits {
+        &self.shared.limits
+    }
+
+    /// Stream positions skipped by lagging subscriptions so far
+    /// (see [`Error::Lagged`]).
+    pub fn lagged_total(&self) -> u64 {
+        self.shared.lagged.load(Ordering::Relaxed)
+    }
+
+    fn settings(
+        &self,
+        filter: &str,
+        options: &SubscribeOptions,
+        ephemeral: bool,
+    ) -> Result<Settings> {
+        let filter = SubjectPattern::parse(filter)?;
+        if options.max_deliver == Some(0) {
+            return Err(Error::invalid_config("max_deliver", "must be at least 1"));
+        }
+        if options.max_ack_pending == Some(0) {
+            return Err(Error::invalid_config(
+                "max_ack_pending",
+                "must be at least 1",
+            ));
+        }
+        if options.ack_wait.is_some_and(|d| d.is_zero())
+            || options.backoff.iter().any(|d| d.is_zero())
+        {
+            return Err(Error::invalid_config(
+                "ack_wait",
+                "ack wait and backoff must be greater than zero",
+            ));
+        }
+        Ok(Settings {
+            filter,
+            ack_wait: options
+                .ack_wait
+                .unwrap_or(self.shared.limits.default_ack_wait),
+            max_ack_pending: options
+                .max_ack_pending
+                .unwrap_or(self.shared.limits.default_max_ack_pending),
+            max_lag: ephemeral.then_some(self.shared.config.channel_capacity as u64),
+            options: options.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl EventProvider for MemoryProvider {
+    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+        validate_publish_subject(&event.subject, &self.shared.config.subject_prefix)?;
+        let size = encoded_len(event)?;
+        if size > self.shared.limits.max_payload {
+            return Err(Error::PayloadTooLarge {
+                size,
+                max: self.shared.limits.max_payload,
+            });
+        }
+        let shared_event = Arc::new(event.clone());
+        let appended = self.shared.store.lock().append(
+            options.dedup_id(event),
+            options.expected_sequence,
+            shared_event,
+            size,
+            now_millis(),
+        )?;
+        match appended {
+            Appended::New(seq) => {
+                self.shared.published.send_replace(seq);
+                Ok(seq)
+            }
+            Appended::Duplicate(seq) => Ok(seq),
+        }
+    }
+
+    async fn subscribe_with_options(
+        &self,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        let settings = self.settings(filter_subject, options, true)?;
+        let consumer = Consumer::new(settings, &self.shared.store.lock());
+        self.shared.ephemeral.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::new(MemorySubscription::new(
+            self.shared.clone(),
+            consumer,
+            true,
+        )))
+    }
+
+    async fn subscribe_durable_with_options(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        validate_consumer_name(consumer_name)?;
+        let settings = self.settings(filter_subject, options, false)?;
+        let consumer = {
+            let mut durables = self.shared.durables.lock();
+            match durables.get(consumer_name) {
+                Some(existing) => {
+                    existing.reconfigure(consumer_name, settings)?;
+                    existing.clone()
+                }
+                None => {
+                    let consumer = Consumer::new(settings, &self.shared.store.lock());
+                    durables.insert(consumer_name.to_string(), consumer.clone());
+                    consumer
+                }
+            }
+        };
+        Ok(Box::new(MemorySubscription::new(
+            self.shared.clone(),
+            consumer,
+            false,
+        )))
+    }
+
+    async fn history(&self, filter_subject: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        let pattern = filter_subject.map(SubjectPattern::parse).transpose()?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let store = self.shared.store.lock();
+        let mut out = Vec::with_capacity(limit.min(store.len()));
+        for (_, entry) in store.iter_rev() {
+            if pattern
+                .as_ref()
+                .is_none_or(|p| p.matches(&entry.event.subject))
+            {
+                out.push(Event::clone(&entry.event));
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
+        validate_consumer_name(consumer_name)?;
+        let removed = self.shared.durables.lock().remove(consumer_name);
+        match removed {
+            Some(consumer) => {
+                consumer.mark_deleted();
+                Ok(())
+            }
+            None => Err(Error::NotFound {
+                kind: "consumer",
+                name: consumer_name.to_string(),
+            }),
+        }
+    }
+
+    async fn info(&self) -> Result<ProviderInfo> {
+        let (messages, bytes, first, last) = {
+            let store = self.shared.store.lock();
+            let first = if store.len() == 0 {
+                0
+            } else {
+                store.first_seq()
+            };
+            (store.len() as u64, store.bytes(), first, store.last_seq())
+        };
+        Ok(ProviderInfo {
+            provider: self.name().to_string(),
+            messages,
+            bytes,
+            consumers: self.shared.durables.lock().len()
+                + self.shared.ephemeral.load(Ordering::Relaxed),
+            first_sequence: first,
+            last_sequence: last,
+        })
+    }
+
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn subject_prefix(&self) -> &str {
+        &self.shared.config.subject_prefix
+    }
+
+    async fn health(&self) -> Result<bool> {
+        Ok(true)
+    }
+}

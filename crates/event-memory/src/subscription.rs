@@ -1,0 +1,128 @@
+//! [`Subscription`] over a memory consumer.
+
+use crate::consumer::{Consumer, MemoryAcker, Next, received};
+use crate::provider::Shared;
+use async_trait::async_trait;
+use event_core::{Error, PendingEvent, ReceivedEvent, Result, Subscription};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub(crate) struct MemorySubscription {
+    shared: Arc<Shared>,
+    consumer: Arc<Consumer>,
+    published: watch::Receiver<u64>,
+    /// Last auto-ack delivery, acknowledged on the next call or on close.
+    unacked: Option<u64>,
+    ephemeral: bool,
+    closed: bool,
+}
+
+impl MemorySubscription {
+    pub(crate) fn new(shared: Arc<Shared>, consumer: Arc<Consumer>, ephemeral: bool) -> Self {
+        let published = shared.published.subscribe();
+        Self {
+            shared,
+            consumer,
+            published,
+            unacked: None,
+            ephemeral,
+            closed: false,
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<Option<(crate::consumer::Delivery, Option<u64>)>> {
+        loop {
+            if self.closed {
+                return Ok(None);
+            }
+            let notified = self.consumer.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.published.borrow_and_update();
+            let deadline = match self.consumer.try_next(&self.shared.store) {
+                Next::Delivery(d) => {
+                    let max = self.consumer.state.lock().settings.options.max_deliver;
+                    return Ok(Some((d, max)));
+                }
+                Next::Lagged(missed) => {
+                    self.shared
+                        .lagged
+                        .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
+                    return Err(Error::Lagged { missed });
+                }
+                Next::Deleted => {
+                    self.closed = true;
+                    return Ok(None);
+                }
+                Next::Wait(deadline) => deadline,
+            };
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = notified => {}
+                changed = self.published.changed() => {
+                    if changed.is_err() {
+                        // the provider is gone: nothing new will come
+                        self.closed = true;
+                        return Ok(None);
+                    }
+                }
+                () = sleep => {}
+            }
+        }
+    }
+
+    fn ack_previous(&mut self) {
+        if let Some(seq) = self.unacked.take() {
+            self.consumer.ack(seq);
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Result<Option<ReceivedEvent>> {
+        self.ack_previous();
+        let Some((delivery, _)) = self.fetch().await? else {
+            return Ok(None);
+        };
+        self.unacked = Some(delivery.sequence);
+        Ok(Some(received(&delivery, &self.shared.stream)))
+    }
+
+    async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
+        let Some((delivery, max_deliver)) = self.fetch().await? else {
+            return Ok(None);
+        };
+        let acker = MemoryAcker {
+            consumer: self.consumer.clone(),
+            seq: delivery.sequence,
+            token: delivery.token,
+        };
+        Ok(Some(PendingEvent::new(
+            received(&delivery, &self.shared.stream),
+            max_deliver,
+            Box::new(acker),
+        )))
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.ack_previous();
+        self.closed = true;
+        Ok(())
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        if self.ephemeral {
+            self.shared
+                .ephemeral
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
