@@ -1,0 +1,222 @@
+//! MemoryProvider throughput against raw baselines measured in the same run.
+//!
+//! - `publish_1_sub`: publish N events to one live subscriber, vs a raw
+//!   `tokio::sync::broadcast` of `Arc<Event>` (the same event type);
+//! - `fanout_4`: one publisher, four subscribers (deliveries/s);
+//! - `publish_only`: store not full vs store full (every publish evicts);
+//! - `history`: newest 100 of a filter matching 10% of 100,000 events;
+//! - `subject_match`: `SubjectPattern::matches`.
+
+use a3s_event::provider::memory::{MemoryConfig, MemoryProvider};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use event_core::{Event, EventProvider, SubjectPattern, Subscription};
+use std::hint::black_box;
+use std::sync::Arc;
+use tokio::runtime::Runtime;
+
+const N: usize = 10_000;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn events(n: usize, categories: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let cat = format!("c{}", i % categories);
+            Event::new(
+                format!("events.{cat}.price.update"),
+                cat,
+                "price update",
+                "bench",
+                serde_json::json!({"symbol": "USD/CNY", "rate": 7.35, "seq": i}),
+            )
+        })
+        .collect()
+}
+
+fn provider(max_events: usize) -> MemoryProvider {
+    MemoryProvider::new(MemoryConfig {
+        subject_prefix: "events".into(),
+        max_events,
+        channel_capacity: N * 2,
+    })
+    .expect("config")
+}
+
+async fn drain(mut sub: Box<dyn Subscription>, n: usize) {
+    for _ in 0..n {
+        black_box(sub.next().await.expect("next").expect("event"));
+    }
+}
+
+fn publish_one_subscriber(c: &mut Criterion) {
+    let rt = runtime();
+    let template = events(N, 1);
+    let mut group = c.benchmark_group("publish_1_sub");
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("raw_broadcast_arc", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let (tx, rx) = tokio::sync::broadcast::channel::<Arc<Event>>(N * 2);
+                (template.clone(), tx, rx)
+            },
+            |(evs, tx, mut rx)| async move {
+                let consumer = tokio::spawn(async move {
+                    for _ in 0..N {
+                        black_box(rx.recv().await.expect("recv"));
+                    }
+                });
+                for e in &evs {
+                    tx.send(Arc::new(e.clone())).expect("send");
+                }
+                consumer.await.expect("consumer");
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("memory_provider", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let p = provider(1_000_000);
+                let sub = futures_util::FutureExt::now_or_never(p.subscribe("events.>"))
+                    .expect("ready")
+                    .expect("subscribe");
+                (template.clone(), p, sub)
+            },
+            |(evs, p, sub)| async move {
+                let consumer = tokio::spawn(drain(sub, N));
+                for e in &evs {
+                    p.publish(e).await.expect("publish");
+                }
+                consumer.await.expect("consumer");
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+fn fanout_four(c: &mut Criterion) {
+    let rt = runtime();
+    let template = events(N, 1);
+    let mut group = c.benchmark_group("fanout_4");
+    group.throughput(Throughput::Elements((N * 4) as u64));
+    group.bench_function("memory_provider", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let p = provider(1_000_000);
+                let subs: Vec<_> = (0..4)
+                    .map(|_| {
+                        futures_util::FutureExt::now_or_never(p.subscribe("events.>"))
+                            .expect("ready")
+                            .expect("subscribe")
+                    })
+                    .collect();
+                (template.clone(), p, subs)
+            },
+            |(evs, p, subs)| async move {
+                let consumers: Vec<_> = subs.into_iter().map(|s| tokio::spawn(drain(s, N))).collect();
+                for e in &evs {
+                    p.publish(e).await.expect("publish");
+                }
+                for c in consumers {
+                    c.await.expect("consumer");
+                }
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+fn publish_only(c: &mut Criterion) {
+    let rt = runtime();
+    let template = events(N, 1);
+    let mut group = c.benchmark_group("publish_only");
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("not_full", |b| {
+        b.to_async(&rt).iter_batched(
+            || (template.clone(), provider(1_000_000)),
+            |(evs, p)| async move {
+                for e in &evs {
+                    p.publish(e).await.expect("publish");
+                }
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("full_evicting", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let p = provider(1_000);
+                for e in events(1_000, 1) {
+                    futures_util::FutureExt::now_or_never(p.publish(&e))
+                        .expect("ready")
+                        .expect("publish");
+                }
+                (template.clone(), p)
+            },
+            |(evs, p)| async move {
+                for e in &evs {
+                    p.publish(e).await.expect("publish");
+                }
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+fn history(c: &mut Criterion) {
+    let rt = runtime();
+    let p = provider(100_000);
+    rt.block_on(async {
+        for e in events(100_000, 10) {
+            p.publish(&e).await.expect("publish");
+        }
+    });
+    let mut group = c.benchmark_group("history");
+    group.bench_function("filter_10pct_limit_100_of_100k", |b| {
+        b.to_async(&rt).iter(|| async {
+            let got = p.history(Some("events.c3.>"), 100).await.expect("history");
+            assert_eq!(got.len(), 100);
+            black_box(got);
+        });
+    });
+    group.finish();
+}
+
+fn subject_match(c: &mut Criterion) {
+    let pattern = SubjectPattern::parse("events.*.forex.>").expect("pattern");
+    let subjects = [
+        "events.market.forex.usd_cny",
+        "events.market.stocks.aapl",
+        "events.system.forex.rates.eur",
+        "events.market",
+    ];
+    let mut group = c.benchmark_group("subject_match");
+    group.throughput(Throughput::Elements(subjects.len() as u64));
+    group.bench_function("pattern_matches", |b| {
+        b.iter(|| {
+            for s in &subjects {
+                black_box(pattern.matches(black_box(s)));
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
+    targets = publish_one_subscriber, fanout_four, publish_only, history, subject_match
+}
+criterion_main!(benches);
