@@ -120,7 +120,10 @@ fn fanout_four(c: &mut Criterion) {
                 (template.clone(), p, subs)
             },
             |(evs, p, subs)| async move {
-                let consumers: Vec<_> = subs.into_iter().map(|s| tokio::spawn(drain(s, N))).collect();
+                let consumers: Vec<_> = subs
+                    .into_iter()
+                    .map(|s| tokio::spawn(drain(s, N)))
+                    .collect();
                 for e in &evs {
                     p.publish(e).await.expect("publish");
                 }

@@ -29,11 +29,22 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn matching_allocates_nothing() {
-    let patterns: Vec<SubjectPattern> = ["events.>", "events.*.forex", "events.market.forex.usd", "*.*.*"]
-        .iter()
-        .map(|p| SubjectPattern::parse(p).unwrap())
-        .collect();
-    let subjects = ["events.market.forex", "events.market.forex.usd", "other.a.b", "events", "events..x"];
+    let patterns: Vec<SubjectPattern> = [
+        "events.>",
+        "events.*.forex",
+        "events.market.forex.usd",
+        "*.*.*",
+    ]
+    .iter()
+    .map(|p| SubjectPattern::parse(p).unwrap())
+    .collect();
+    let subjects = [
+        "events.market.forex",
+        "events.market.forex.usd",
+        "other.a.b",
+        "events",
+        "events..x",
+    ];
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     let mut hits = 0;
     for _ in 0..1000 {

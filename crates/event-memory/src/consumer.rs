@@ -7,7 +7,9 @@ use event_core::{
     Acker, DeliverPolicy, Error, Event, ReceivedEvent, Result, SubjectPattern, SubscribeOptions,
 };
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -41,6 +43,32 @@ enum Phase {
     Scheduled,
 }
 
+/// Hasher for stream sequences: one multiply (Fibonacci hashing); the keys
+/// are dense integers, not attacker-chosen strings.
+#[derive(Default)]
+struct SeqHasher(u64);
+
+impl Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PendingMap = HashMap<u64, Pending, BuildHasherDefault<SeqHasher>>;
+
+/// A timer entry: (deadline, sequence, delivery token). It is live only while
+/// the pending entry still has this token and deadline; acks and reschedules
+/// leave stale entries behind, which are skipped (lazy deletion).
+type Timer = (Instant, u64, u64);
+
 #[derive(Debug)]
 struct Pending {
     deliveries: u64,
@@ -55,8 +83,11 @@ pub(crate) struct State {
     /// Sequences delivered before `next_seq` by the start policy
     /// (`Last`, `LastPerSubject`).
     initial: VecDeque<u64>,
-    pending: HashMap<u64, Pending>,
-    timers: BTreeSet<(Instant, u64)>,
+    pending: PendingMap,
+    /// Ack timers of first deliveries, in deadline order (constant wait).
+    fifo: VecDeque<Timer>,
+    /// Every other timer (redeliveries, naks, in-progress extensions).
+    heap: BinaryHeap<Reverse<Timer>>,
     next_token: u64,
     lagged: u64,
     pub(crate) deleted: bool,
@@ -68,6 +99,7 @@ pub(crate) struct Delivery {
     pub(crate) sequence: u64,
     pub(crate) deliveries: u64,
     pub(crate) token: u64,
+    pub(crate) max_deliver: Option<u64>,
 }
 
 pub(crate) enum Next {
@@ -91,8 +123,9 @@ impl Consumer {
                 settings,
                 next_seq,
                 initial,
-                pending: HashMap::new(),
-                timers: BTreeSet::new(),
+                pending: PendingMap::default(),
+                fifo: VecDeque::new(),
+                heap: BinaryHeap::new(),
                 next_token: 0,
                 lagged: 0,
                 deleted: false,
@@ -118,6 +151,9 @@ impl Consumer {
             });
         }
         state.settings = settings;
+        // first-delivery timers are only ordered for one ack wait
+        let fifo = std::mem::take(&mut state.fifo);
+        state.heap.extend(fifo.into_iter().map(Reverse));
         drop(state);
         self.notify.notify_waiters();
         Ok(())
@@ -155,16 +191,19 @@ impl Consumer {
                 return next;
             }
         }
-        Next::Wait(state.timers.first().map(|(at, _)| *at))
+        Next::Wait(state.next_deadline())
     }
 
     pub(crate) fn ack(&self, seq: u64) {
         let mut state = self.state.lock();
-        if let Some(p) = state.pending.remove(&seq) {
-            state.timers.remove(&(p.deadline, seq));
+        let was_full = state.in_flight() >= state.settings.max_ack_pending;
+        if state.pending.remove(&seq).is_some() {
+            state.drop_stale_timers();
             drop(state);
-            // room under max_ack_pending may wake a waiting subscriber
-            self.notify.notify_waiters();
+            if was_full {
+                // room under max_ack_pending: wake a waiting subscriber
+                self.notify.notify_waiters();
+            }
         }
     }
 
@@ -177,16 +216,14 @@ impl Consumer {
         if p.token != token || p.phase != Phase::InFlight {
             return;
         }
-        let old = p.deadline;
         if max.is_some_and(|m| p.deliveries >= m) {
+            // the final delivery failed: exhausted, never delivered again
             state.pending.remove(&seq);
-            state.timers.remove(&(old, seq));
         } else {
             let deadline = Instant::now() + delay.unwrap_or(Duration::ZERO);
             p.deadline = deadline;
             p.phase = Phase::Scheduled;
-            state.timers.remove(&(old, seq));
-            state.timers.insert((deadline, seq));
+            state.heap.push(Reverse((deadline, seq, token)));
         }
         drop(state);
         self.notify.notify_waiters();
@@ -194,19 +231,20 @@ impl Consumer {
 
     fn in_progress(&self, seq: u64, token: u64) {
         let mut state = self.state.lock();
-        let Some(p) = state.pending.get(&seq) else {
-            return;
+        let wait = {
+            let Some(p) = state.pending.get(&seq) else {
+                return;
+            };
+            if p.token != token || p.phase != Phase::InFlight {
+                return;
+            }
+            state.settings.in_flight_wait(p.deliveries)
         };
-        if p.token != token || p.phase != Phase::InFlight {
-            return;
-        }
-        let (old, deliveries) = (p.deadline, p.deliveries);
-        let deadline = Instant::now() + state.settings.in_flight_wait(deliveries);
+        let deadline = Instant::now() + wait;
         if let Some(p) = state.pending.get_mut(&seq) {
             p.deadline = deadline;
         }
-        state.timers.remove(&(old, seq));
-        state.timers.insert((deadline, seq));
+        state.heap.push(Reverse((deadline, seq, token)));
     }
 }
 
@@ -215,34 +253,80 @@ impl State {
         self.pending.len() as u64
     }
 
+    fn is_live(&self, (deadline, seq, token): &Timer) -> bool {
+        self.pending
+            .get(seq)
+            .is_some_and(|p| p.token == *token && p.deadline == *deadline)
+    }
+
+    /// Pops stale timers off the fronts so the queues stay as small as the
+    /// in-flight set.
+    fn drop_stale_timers(&mut self) {
+        while let Some(front) = self.fifo.front() {
+            if self.is_live(front) {
+                break;
+            }
+            self.fifo.pop_front();
+        }
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if self.is_live(top) {
+                break;
+            }
+            self.heap.pop();
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        self.drop_stale_timers();
+        let fifo = self.fifo.front().map(|t| t.0);
+        let heap = self.heap.peek().map(|Reverse(t)| t.0);
+        match (fifo, heap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Pops the earliest live timer if it is due.
+    fn pop_due(&mut self, now: Instant) -> Option<u64> {
+        let at = self.next_deadline()?;
+        if at > now {
+            return None;
+        }
+        let from_fifo = self.fifo.front().is_some_and(|t| t.0 == at);
+        let timer = if from_fifo {
+            self.fifo.pop_front()
+        } else {
+            self.heap.pop().map(|Reverse(t)| t)
+        };
+        timer.map(|(_, seq, _)| seq)
+    }
+
     fn deliver_new(&mut self, seq: u64, event: Arc<Event>, now: Instant) -> Delivery {
         self.next_token += 1;
+        let token = self.next_token;
         let deadline = now + self.settings.in_flight_wait(1);
         self.pending.insert(
             seq,
             Pending {
                 deliveries: 1,
                 deadline,
-                token: self.next_token,
+                token,
                 phase: Phase::InFlight,
             },
         );
-        self.timers.insert((deadline, seq));
+        self.fifo.push_back((deadline, seq, token));
         Delivery {
             event,
             sequence: seq,
             deliveries: 1,
-            token: self.next_token,
+            token,
+            max_deliver: self.settings.options.max_deliver,
         }
     }
 
     fn due_redelivery(&mut self, store: &Store, now: Instant) -> Option<Delivery> {
         let max = self.settings.options.max_deliver;
-        while let Some(&(at, seq)) = self.timers.first() {
-            if at > now {
-                return None;
-            }
-            self.timers.pop_first();
+        while let Some(seq) = self.pop_due(now) {
             let Some(p) = self.pending.get_mut(&seq) else {
                 continue;
             };
@@ -262,12 +346,14 @@ impl State {
             p.token = self.next_token;
             p.phase = Phase::InFlight;
             p.deadline = now + self.settings.in_flight_wait(p.deliveries);
-            self.timers.insert((p.deadline, seq));
+            let (deadline, token, deliveries) = (p.deadline, p.token, p.deliveries);
+            self.heap.push(Reverse((deadline, seq, token)));
             return Some(Delivery {
                 event: entry.event.clone(),
                 sequence: seq,
-                deliveries: p.deliveries,
-                token: p.token,
+                deliveries,
+                token,
+                max_deliver: max,
             });
         }
         None

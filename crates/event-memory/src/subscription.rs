@@ -1,6 +1,11 @@
 //! [`Subscription`] over a memory consumer.
 
-use crate::consumer::{Consumer, MemoryAcker, Next, received};
+use crate::consumer::{Consumer, Delivery, MemoryAcker, Next, received};
+
+enum Polled {
+    Ready(Option<Delivery>),
+    Wait(Option<std::time::Instant>),
+}
 use crate::provider::Shared;
 use async_trait::async_trait;
 use event_core::{Error, PendingEvent, ReceivedEvent, Result, Subscription};
@@ -30,31 +35,24 @@ impl MemorySubscription {
         }
     }
 
-    async fn fetch(&mut self) -> Result<Option<(crate::consumer::Delivery, Option<u64>)>> {
+    async fn fetch(&mut self) -> Result<Option<Delivery>> {
         loop {
             if self.closed {
                 return Ok(None);
             }
-            let notified = self.consumer.notify.notified();
+            self.published.borrow_and_update();
+            // fast path: something is due now
+            if let Polled::Ready(d) = self.poll_consumer()? {
+                return Ok(d);
+            }
+            // register for wake-ups, then look again so nothing slips between
+            let consumer = self.consumer.clone();
+            let notified = consumer.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            self.published.borrow_and_update();
-            let deadline = match self.consumer.try_next(&self.shared.store) {
-                Next::Delivery(d) => {
-                    let max = self.consumer.state.lock().settings.options.max_deliver;
-                    return Ok(Some((d, max)));
-                }
-                Next::Lagged(missed) => {
-                    self.shared
-                        .lagged
-                        .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
-                    return Err(Error::Lagged { missed });
-                }
-                Next::Deleted => {
-                    self.closed = true;
-                    return Ok(None);
-                }
-                Next::Wait(deadline) => deadline,
+            let deadline = match self.poll_consumer()? {
+                Polled::Ready(d) => return Ok(d),
+                Polled::Wait(deadline) => deadline,
             };
             let sleep = async {
                 match deadline {
@@ -76,6 +74,23 @@ impl MemorySubscription {
         }
     }
 
+    fn poll_consumer(&mut self) -> Result<Polled> {
+        match self.consumer.try_next(&self.shared.store) {
+            Next::Delivery(d) => Ok(Polled::Ready(Some(d))),
+            Next::Lagged(missed) => {
+                self.shared
+                    .lagged
+                    .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
+                Err(Error::Lagged { missed })
+            }
+            Next::Deleted => {
+                self.closed = true;
+                Ok(Polled::Ready(None))
+            }
+            Next::Wait(deadline) => Ok(Polled::Wait(deadline)),
+        }
+    }
+
     fn ack_previous(&mut self) {
         if let Some(seq) = self.unacked.take() {
             self.consumer.ack(seq);
@@ -87,7 +102,7 @@ impl MemorySubscription {
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Result<Option<ReceivedEvent>> {
         self.ack_previous();
-        let Some((delivery, _)) = self.fetch().await? else {
+        let Some(delivery) = self.fetch().await? else {
             return Ok(None);
         };
         self.unacked = Some(delivery.sequence);
@@ -95,7 +110,7 @@ impl Subscription for MemorySubscription {
     }
 
     async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
-        let Some((delivery, max_deliver)) = self.fetch().await? else {
+        let Some(delivery) = self.fetch().await? else {
             return Ok(None);
         };
         let acker = MemoryAcker {
@@ -105,7 +120,7 @@ impl Subscription for MemorySubscription {
         };
         Ok(Some(PendingEvent::new(
             received(&delivery, &self.shared.stream),
-            max_deliver,
+            delivery.max_deliver,
             Box::new(acker),
         )))
     }

@@ -15,7 +15,13 @@ fn provider(max_events: usize, channel_capacity: usize) -> MemoryProvider {
 }
 
 fn ev(n: u64) -> Event {
-    Event::new("events.t.x", "t", "s", "test", serde_json::json!({ "n": n }))
+    Event::new(
+        "events.t.x",
+        "t",
+        "s",
+        "test",
+        serde_json::json!({ "n": n }),
+    )
 }
 
 async fn publish(p: &MemoryProvider, range: std::ops::Range<u64>) {
@@ -27,17 +33,42 @@ async fn publish(p: &MemoryProvider, range: std::ops::Range<u64>) {
 #[tokio::test]
 async fn bad_config_is_an_error_not_a_panic() {
     for config in [
-        MemoryConfig { max_events: 0, ..MemoryConfig::default() },
-        MemoryConfig { channel_capacity: 0, ..MemoryConfig::default() },
-        MemoryConfig { subject_prefix: "bad prefix".into(), ..MemoryConfig::default() },
+        MemoryConfig {
+            max_events: 0,
+            ..MemoryConfig::default()
+        },
+        MemoryConfig {
+            channel_capacity: 0,
+            ..MemoryConfig::default()
+        },
+        MemoryConfig {
+            subject_prefix: "bad prefix".into(),
+            ..MemoryConfig::default()
+        },
     ] {
-        assert!(matches!(MemoryProvider::new(config), Err(Error::InvalidConfig { .. })));
+        assert!(matches!(
+            MemoryProvider::new(config),
+            Err(Error::InvalidConfig { .. })
+        ));
     }
     let p = MemoryProvider::default();
-    let zero = SubscribeOptions { max_deliver: Some(0), ..SubscribeOptions::default() };
-    assert!(matches!(p.subscribe_with_options("events.>", &zero).await, Err(Error::InvalidConfig { .. })));
-    let zero_wait = SubscribeOptions { ack_wait: Some(Duration::ZERO), ..SubscribeOptions::default() };
-    assert!(p.subscribe_durable_with_options("d", "events.>", &zero_wait).await.is_err());
+    let zero = SubscribeOptions {
+        max_deliver: Some(0),
+        ..SubscribeOptions::default()
+    };
+    assert!(matches!(
+        p.subscribe_with_options("events.>", &zero).await,
+        Err(Error::InvalidConfig { .. })
+    ));
+    let zero_wait = SubscribeOptions {
+        ack_wait: Some(Duration::ZERO),
+        ..SubscribeOptions::default()
+    };
+    assert!(
+        p.subscribe_durable_with_options("d", "events.>", &zero_wait)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -45,9 +76,18 @@ async fn eviction_keeps_the_newest_and_counts_stay_exact() {
     let p = provider(100, 1000);
     publish(&p, 0..250).await;
     let info = p.info().await.unwrap();
-    assert_eq!((info.messages, info.first_sequence, info.last_sequence), (100, 151, 250));
+    assert_eq!(
+        (info.messages, info.first_sequence, info.last_sequence),
+        (100, 151, 250)
+    );
     let newest = p.history(None, 3).await.unwrap();
-    assert_eq!(newest.iter().map(|e| e.payload["n"].as_u64().unwrap()).collect::<Vec<_>>(), vec![249, 248, 247]);
+    assert_eq!(
+        newest
+            .iter()
+            .map(|e| e.payload["n"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![249, 248, 247]
+    );
     let all = p.history(None, 1000).await.unwrap();
     assert_eq!(all.len(), 100);
     let one_size = serde_json::to_vec(&all[0]).unwrap().len() as u64;
@@ -72,8 +112,14 @@ async fn slow_ephemeral_subscriber_sees_lagged_not_silent_loss() {
 #[tokio::test]
 async fn durable_behind_retention_reports_lag_then_continues() {
     let p = provider(5, 10);
-    let opts = SubscribeOptions { deliver_policy: DeliverPolicy::All, ..SubscribeOptions::default() };
-    let mut sub = p.subscribe_durable_with_options("d", "events.>", &opts).await.unwrap();
+    let opts = SubscribeOptions {
+        deliver_policy: DeliverPolicy::All,
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("d", "events.>", &opts)
+        .await
+        .unwrap();
     publish(&p, 0..12).await;
     match sub.next().await {
         Err(Error::Lagged { missed }) => assert_eq!(missed, 7),
@@ -86,7 +132,11 @@ async fn durable_behind_retention_reports_lag_then_continues() {
 async fn futures_collect(sub: &mut Box<dyn event_core::Subscription>, n: usize) -> Vec<u64> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(sub.next().await.unwrap().unwrap().event.payload["n"].as_u64().unwrap());
+        out.push(
+            sub.next().await.unwrap().unwrap().event.payload["n"]
+                .as_u64()
+                .unwrap(),
+        );
     }
     out
 }
@@ -95,14 +145,27 @@ async fn futures_collect(sub: &mut Box<dyn event_core::Subscription>, n: usize) 
 async fn max_ack_pending_pauses_delivery_until_acks() {
     let p = MemoryProvider::default();
     publish(&p, 0..5).await;
-    let opts = SubscribeOptions { max_ack_pending: Some(2), ..SubscribeOptions::default() };
-    let mut sub = p.subscribe_durable_with_options("bp", "events.>", &opts).await.unwrap();
+    let opts = SubscribeOptions {
+        max_ack_pending: Some(2),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("bp", "events.>", &opts)
+        .await
+        .unwrap();
     let a = sub.next_manual_ack().await.unwrap().unwrap();
     let _b = sub.next_manual_ack().await.unwrap().unwrap();
     let blocked = tokio::time::timeout(Duration::from_millis(150), sub.next_manual_ack()).await;
-    assert!(blocked.is_err(), "a third delivery exceeded max_ack_pending");
+    assert!(
+        blocked.is_err(),
+        "a third delivery exceeded max_ack_pending"
+    );
     a.ack().await.unwrap();
-    let c = tokio::time::timeout(Duration::from_secs(2), sub.next_manual_ack()).await.unwrap().unwrap().unwrap();
+    let c = tokio::time::timeout(Duration::from_secs(2), sub.next_manual_ack())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(c.received.event.payload["n"], 2);
 }
 
@@ -113,7 +176,10 @@ async fn unsubscribe_closes_live_subscriptions() {
     let waiter = tokio::spawn(async move { sub.next().await });
     tokio::time::sleep(Duration::from_millis(20)).await;
     p.unsubscribe("gone").await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(2), waiter).await.unwrap().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(result, Ok(None)), "{result:?}");
 }
 
@@ -121,8 +187,14 @@ async fn unsubscribe_closes_live_subscriptions() {
 async fn changing_the_deliver_policy_of_a_durable_is_a_conflict() {
     let p = MemoryProvider::default();
     drop(p.subscribe_durable("c", "events.>").await.unwrap());
-    let opts = SubscribeOptions { deliver_policy: DeliverPolicy::New, ..SubscribeOptions::default() };
-    match p.subscribe_durable_with_options("c", "events.>", &opts).await {
+    let opts = SubscribeOptions {
+        deliver_policy: DeliverPolicy::New,
+        ..SubscribeOptions::default()
+    };
+    match p
+        .subscribe_durable_with_options("c", "events.>", &opts)
+        .await
+    {
         Err(Error::Conflict { reason, .. }) => assert!(reason.contains("deliver policy")),
         other => panic!("expected Conflict, got {:?}", other.map(|_| ())),
     }
@@ -130,20 +202,39 @@ async fn changing_the_deliver_policy_of_a_durable_is_a_conflict() {
 
 #[tokio::test]
 async fn dedup_window_forgets_after_its_duration() {
-    let limits = MemoryLimits { duplicate_window: Duration::from_millis(50), ..MemoryLimits::default() };
+    let limits = MemoryLimits {
+        duplicate_window: Duration::from_millis(50),
+        ..MemoryLimits::default()
+    };
     let p = MemoryProvider::with_limits(MemoryConfig::default(), limits).unwrap();
     let e = ev(1);
     let a = p.publish(&e).await.unwrap();
     assert_eq!(p.publish(&e).await.unwrap(), a);
     tokio::time::sleep(Duration::from_millis(80)).await;
-    assert!(p.publish(&e).await.unwrap() > a, "outside the window the id is new again");
+    assert!(
+        p.publish(&e).await.unwrap() > a,
+        "outside the window the id is new again"
+    );
 }
 
 #[tokio::test]
 async fn custom_prefix_is_enforced() {
-    let p = MemoryProvider::new(MemoryConfig { subject_prefix: "acme".into(), ..MemoryConfig::default() }).unwrap();
+    let p = MemoryProvider::new(MemoryConfig {
+        subject_prefix: "acme".into(),
+        ..MemoryConfig::default()
+    })
+    .unwrap();
     assert_eq!(p.build_subject("a", "b"), "acme.a.b");
-    assert!(matches!(p.publish(&ev(1)).await, Err(Error::InvalidSubject { .. })));
-    let ok = Event::new(p.build_subject("a", "b"), "a", "s", "x", serde_json::json!(1));
+    assert!(matches!(
+        p.publish(&ev(1)).await,
+        Err(Error::InvalidSubject { .. })
+    ));
+    let ok = Event::new(
+        p.build_subject("a", "b"),
+        "a",
+        "s",
+        "x",
+        serde_json::json!(1),
+    );
     p.publish(&ok).await.unwrap();
 }
