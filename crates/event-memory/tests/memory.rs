@@ -1,6 +1,7 @@
 //! Memory-specific behaviour beyond the conformance suite: retention,
 //! lag reports, configuration errors, backpressure.
 
+#![allow(clippy::unwrap_used)]
 use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions};
 use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use std::time::Duration;
