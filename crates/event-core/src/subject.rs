@@ -99,6 +99,27 @@ pub fn validate_topic(topic: &str) -> Result<()> {
 /// Validates a subject to publish to: one or more tokens, no wildcards.
 pub fn validate_subject(subject: &str) -> Result<()> {
     check_len(subject, "subject")?;
+    // fast path: printable ASCII without wildcards and without empty tokens
+    let bytes = subject.as_bytes();
+    let mut prev_dot = true;
+    let mut clean = true;
+    for &b in bytes {
+        match b {
+            b'.' if prev_dot => {
+                clean = false;
+                break;
+            }
+            b'.' => prev_dot = true,
+            b'*' | b'>' | 0..=0x20 | 0x7F.. => {
+                clean = false;
+                break;
+            }
+            _ => prev_dot = false,
+        }
+    }
+    if clean && !prev_dot {
+        return Ok(());
+    }
     subject
         .split('.')
         .try_for_each(|t| check_literal_token(subject, t, "subject"))
@@ -227,23 +248,43 @@ impl SubjectPattern {
         }
     }
 
-    /// Whether `subject` matches. Never allocates.
+    /// Whether `subject` matches. Never allocates; walks the subject's bytes
+    /// once.
     pub fn matches(&self, subject: &str) -> bool {
-        let mut parts = subject.split('.');
+        let s = subject.as_bytes();
+        // start of the current subject token; `len + 1` once every token
+        // has been consumed
+        let mut pos = 0;
         for token in self.tokens.iter() {
+            if pos > s.len() {
+                return false; // the subject has fewer tokens than the pattern
+            }
             match token {
-                Token::Tail => return parts.next().is_some_and(|p| !p.is_empty()),
-                Token::Single => match parts.next() {
-                    Some(p) if !p.is_empty() => {}
-                    _ => return false,
-                },
-                Token::Literal(lit) => match parts.next() {
-                    Some(p) if p == &**lit => {}
-                    _ => return false,
-                },
+                Token::Tail => return pos < s.len() && s[pos] != b'.',
+                Token::Single => {
+                    let end = s[pos..]
+                        .iter()
+                        .position(|&b| b == b'.')
+                        .map_or(s.len(), |i| pos + i);
+                    if end == pos {
+                        return false; // empty token
+                    }
+                    pos = end + 1;
+                }
+                Token::Literal(lit) => {
+                    let lit = lit.as_bytes();
+                    if !s[pos..].starts_with(lit) {
+                        return false;
+                    }
+                    let end = pos + lit.len();
+                    if end < s.len() && s[end] != b'.' {
+                        return false;
+                    }
+                    pos = end + 1;
+                }
             }
         }
-        parts.next().is_none()
+        pos == s.len() + 1
     }
 }
 
@@ -290,6 +331,29 @@ mod tests {
         assert!(!m("*", "a.b"));
         assert!(m("*.>", "a.b"));
         assert!(!m("*.>", "a"));
+    }
+
+    #[test]
+    fn literal_prefixes_are_whole_tokens() {
+        assert!(!m("events.mark", "events.market"));
+        assert!(!m("events.market", "events.mark"));
+        assert!(!m("events.market.>", "events.market"));
+        assert!(!m("events.market.>", "events.market."));
+        assert!(m("a.*.c", "a.bb.c"));
+        assert!(!m("a.*.c", "a.bb.cc"));
+        assert!(!m("a.*", ""));
+        assert!(!m(">", ""));
+        assert!(m("ünï.*", "ünï.cödé"));
+    }
+
+    #[test]
+    fn unicode_subjects_use_the_slow_path() {
+        validate_subject("events.ünï.cödé").unwrap();
+        // an em space is whitespace, DEL and NEL are control characters
+        assert!(validate_subject("events.a\u{2003}b.c").is_err());
+        assert!(validate_subject("events.a\u{7f}.c").is_err());
+        assert!(validate_subject("events.a\u{85}b.c").is_err());
+        assert!(validate_subject("events.ü*.c").is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! dedup window.
 
 use event_core::{Error, Event, Result};
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,9 +110,12 @@ impl Store {
     ) -> Result<Appended> {
         let now = Instant::now();
         self.expire_dedup(now);
-        if let Some(&seq) = self.dedup.get(dedup_id) {
-            return Ok(Appended::Duplicate(seq));
-        }
+        // one hash for both the duplicate check and the insert
+        let key: Arc<str> = Arc::from(dedup_id);
+        let slot = match self.dedup.entry(key.clone()) {
+            Slot::Occupied(first) => return Ok(Appended::Duplicate(*first.get())),
+            Slot::Vacant(slot) => slot,
+        };
         if let Some(expected) = expected {
             if expected != self.last_seq {
                 return Err(Error::WrongLastSequence {
@@ -120,9 +124,10 @@ impl Store {
                 });
             }
         }
-        let stored_at = self.log.back().map_or(now_ms, |e| e.stored_at.max(now_ms));
         self.last_seq += 1;
         let seq = self.last_seq;
+        slot.insert(seq);
+        let stored_at = self.log.back().map_or(now_ms, |e| e.stored_at.max(now_ms));
         if self.log.len() == self.max_events {
             if let Some(old) = self.log.pop_front() {
                 self.bytes -= old.size as u64;
@@ -135,8 +140,6 @@ impl Store {
             size,
             stored_at,
         });
-        let key: Arc<str> = Arc::from(dedup_id);
-        self.dedup.insert(key.clone(), seq);
         self.dedup_order.push_back((now, key));
         if self.dedup_order.len() > self.max_dedup_entries {
             self.expire_dedup(now);
@@ -150,8 +153,89 @@ impl Store {
     }
 }
 
-/// Size of `event` encoded as JSON, without allocating the encoding.
+/// Exact size of `event` encoded as JSON by serde_json, computed without
+/// encoding it: the fixed shape is counted directly, only the payload goes
+/// through the serializer (into a byte counter).
 pub(crate) fn encoded_len(event: &Event) -> Result<usize> {
+    const FIXED: usize = r#"{"id":,"subject":,"category":,"eventType":,"version":,"payload":,"summary":,"source":,"timestamp":,"metadata":{}}"#.len();
+    let mut n = FIXED;
+    for s in [
+        &event.id,
+        &event.subject,
+        &event.category,
+        &event.event_type,
+        &event.summary,
+        &event.source,
+    ] {
+        n += json_str_len(s);
+    }
+    n += decimal_digits(u64::from(event.version)) + decimal_digits(event.timestamp);
+    n += payload_len(&event.payload)?;
+    for (k, v) in &event.metadata {
+        n += json_str_len(k) + 1 + json_str_len(v);
+    }
+    n += event.metadata.len().saturating_sub(1);
+    Ok(n)
+}
+
+/// Length of `s` as a JSON string literal, escapes and quotes included.
+fn json_str_len(s: &str) -> usize {
+    // the common case, nothing to escape, is a branch-free (vectorisable) count
+    let needs_escape = s.bytes().fold(0usize, |n, b| {
+        n + usize::from(b < 0x20 || b == b'"' || b == b'\\')
+    });
+    if needs_escape == 0 {
+        return s.len() + 2;
+    }
+    let extra: usize = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0C => 1,
+            0..=0x1F => 5,
+            _ => 0,
+        })
+        .sum();
+    s.len() + 2 + extra
+}
+
+fn decimal_digits(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// Exact serde_json length of a JSON value (compact form), by walking it.
+fn payload_len(payload: &serde_json::Value) -> Result<usize> {
+    use serde_json::Value;
+    Ok(match payload {
+        Value::Null => 4,
+        Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(n) => number_len(n)?,
+        Value::String(s) => json_str_len(s),
+        Value::Array(items) => {
+            let mut n = 2 + items.len().saturating_sub(1);
+            for item in items {
+                n += payload_len(item)?;
+            }
+            n
+        }
+        Value::Object(map) => {
+            let mut n = 2 + map.len().saturating_sub(1);
+            for (k, v) in map {
+                n += json_str_len(k) + 1 + payload_len(v)?;
+            }
+            n
+        }
+    })
+}
+
+fn number_len(n: &serde_json::Number) -> Result<usize> {
+    if let Some(u) = n.as_u64() {
+        return Ok(decimal_digits(u));
+    }
+    if let Some(i) = n.as_i64() {
+        return Ok(1 + decimal_digits(i.unsigned_abs()));
+    }
+    // floats: let serde_json's own formatter (ryu) write into a counter
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -163,7 +247,7 @@ pub(crate) fn encoded_len(event: &Event) -> Result<usize> {
         }
     }
     let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, event)?;
+    serde_json::to_writer(&mut counter, n)?;
     Ok(counter.0)
 }
 
@@ -239,10 +323,37 @@ mod tests {
 
     #[test]
     fn encoded_len_matches_serialization() {
-        let e = Event::new("events.a.b", "a", "s", "x", serde_json::json!({"k": "ü"}));
-        assert_eq!(
-            encoded_len(&e).unwrap(),
-            serde_json::to_vec(&e).unwrap().len()
-        );
+        let mut cases = vec![
+            Event::new("events.a.b", "a", "s", "x", serde_json::json!({"k": "ü"})),
+            Event::typed(
+                "events.a.b",
+                "a",
+                "t.v",
+                4_000_000_000,
+                "",
+                "",
+                serde_json::json!(null),
+            ),
+            Event::new(
+                "events.a.b",
+                "a",
+                "q\"uote\\ \n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}",
+                "ü✓𝄞",
+                serde_json::json!([1.5, -2, "x\u{0}", i64::MIN, u64::MAX, 1e300, -0.0, 2.5e-8,
+                    {"a": [], "b": {}, "c": [true, false, null], "d": 0.1}]),
+            )
+            .with_metadata("k1", "v\"1")
+            .with_metadata("", "")
+            .with_metadata("ключ", "значение"),
+        ];
+        cases[1].timestamp = 0;
+        cases[1].metadata.insert("only".into(), "one".into());
+        for e in &cases {
+            assert_eq!(
+                encoded_len(e).unwrap(),
+                serde_json::to_vec(e).unwrap().len(),
+                "{e:?}"
+            );
+        }
     }
 }
