@@ -10,6 +10,9 @@
 //!   `Value` and back; this adds JSON serialization of the payload, base64 of
 //!   the ciphertext and nonce, the envelope, and JSON parsing of the
 //!   decrypted bytes back into a `Value`;
+//! - `encryptor_bytes`: [`Aes256GcmEncryptor::encrypt_bytes`] +
+//!   [`decrypt_bytes`](Aes256GcmEncryptor::decrypt_bytes) of the same bytes:
+//!   our crypto path (nonce, AAD, key ring, base64, envelope) without JSON;
 //! - `json_only`: serialize + parse the payload with no crypto, the part of
 //!   the `encryptor` cost that any `Value -> Value` encryptor must pay.
 //!
@@ -104,6 +107,20 @@ fn bench(c: &mut Criterion) {
                 black_box(encryptor.decrypt(EVENT_ID, &sealed).expect("decrypt"))
             });
         });
+
+        group.bench_with_input(
+            BenchmarkId::new("encryptor_bytes", label),
+            &bytes,
+            |b, bytes| {
+                b.iter(|| {
+                    let sealed = encryptor
+                        .encrypt_bytes(EVENT_ID, bytes)
+                        .expect("encrypt")
+                        .into_value();
+                    black_box(encryptor.decrypt_bytes(EVENT_ID, &sealed).expect("decrypt"))
+                });
+            },
+        );
 
         group.bench_with_input(BenchmarkId::new("json_only", label), &value, |b, value| {
             b.iter(|| {

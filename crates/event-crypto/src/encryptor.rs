@@ -52,15 +52,15 @@ const AAD_PREFIX: &[u8] = b"a3s-event/aes-256-gcm/v1";
 /// use serde_json::json;
 ///
 /// let encryptor = Aes256GcmEncryptor::new("k1", &[7u8; 32]);
-/// let sealed = encryptor.encrypt("evt-1", &json!({"card": "4111"}))?;
+/// let sealed = encryptor.encrypt("evt-1", &json!({"card": "4111 1111"}))?;
 /// assert!(encryptor.is_encrypted(&sealed));
-/// assert!(!sealed.to_string().contains("4111"));
+/// assert!(!sealed.to_string().contains("4111 1111"));
 ///
 /// encryptor.add_key("k2", &[8u8; 32])?;
 /// encryptor.rotate_to("k2")?;
 /// assert_eq!(encryptor.active_key_id(), "k2");
 /// // Encrypted under k1 before the rotation: still readable.
-/// assert_eq!(encryptor.decrypt("evt-1", &sealed)?, json!({"card": "4111"}));
+/// assert_eq!(encryptor.decrypt("evt-1", &sealed)?, json!({"card": "4111 1111"}));
 /// // Bound to its event.
 /// assert!(encryptor.decrypt("evt-2", &sealed).is_err());
 /// # Ok::<(), event_core::Error>(())
@@ -222,6 +222,35 @@ impl Aes256GcmEncryptor {
         ids
     }
 
+    /// Encrypts raw bytes for the event `event_id` under the active key.
+    ///
+    /// The trait's [`encrypt`](EventEncryptor::encrypt) is this applied to
+    /// the payload's compact JSON; use this directly when the payload is
+    /// already serialized. An envelope made from bytes that are not JSON
+    /// decrypts with [`decrypt_bytes`](Self::decrypt_bytes), not with
+    /// [`decrypt`](EventEncryptor::decrypt).
+    ///
+    /// # Errors
+    /// [`Error::Encryption`] if the system RNG fails or the input exceeds
+    /// AES-GCM's limit (64 GiB).
+    pub fn encrypt_bytes(&self, event_id: &str, plaintext: &[u8]) -> Result<EncryptedPayload> {
+        let mut buffer = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        buffer.extend_from_slice(plaintext);
+        self.seal(event_id, buffer)
+    }
+
+    /// Decrypts an envelope for the event `event_id` to the raw plaintext
+    /// bytes (for a payload from [`encrypt`](EventEncryptor::encrypt), its
+    /// compact JSON, which can be deserialized straight into an application
+    /// type with `serde_json::from_slice`, skipping the `Value`).
+    ///
+    /// # Errors
+    /// [`Error::Decryption`], as [`decrypt`](EventEncryptor::decrypt).
+    pub fn decrypt_bytes(&self, event_id: &str, envelope: &Value) -> Result<Vec<u8>> {
+        let envelope = EnvelopeRef::parse(envelope).map_err(|err| in_event(event_id, err))?;
+        self.open(event_id, envelope)
+    }
+
     fn active(&self) -> Arc<RingKey> {
         Arc::clone(&self.ring.read().active)
     }
@@ -307,6 +336,14 @@ impl Aes256GcmEncryptor {
     }
 }
 
+/// Prefixes a decryption error with the event it concerns.
+fn in_event(event_id: &str, err: Error) -> Error {
+    match err {
+        Error::Decryption(msg) => Error::Decryption(format!("event {event_id:?}: {msg}")),
+        other => other,
+    }
+}
+
 /// Decodes a base64 nonce into `out`, returning its decoded length (which
 /// may be anything up to 15 bytes; the caller checks it).
 fn decode_nonce(encoded: &str, out: &mut Nonce<U12>) -> std::result::Result<usize, String> {
@@ -360,11 +397,7 @@ impl EventEncryptor for Aes256GcmEncryptor {
     }
 
     fn decrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
-        let envelope = EnvelopeRef::parse(payload).map_err(|err| match err {
-            Error::Decryption(msg) => Error::Decryption(format!("event {event_id:?}: {msg}")),
-            other => other,
-        })?;
-        let plaintext = self.open(event_id, envelope)?;
+        let plaintext = self.decrypt_bytes(event_id, payload)?;
         serde_json::from_slice(&plaintext).map_err(|err| {
             Error::Decryption(format!(
                 "event {event_id:?}: decrypted payload is not valid JSON: {err}"

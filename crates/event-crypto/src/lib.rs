@@ -46,7 +46,7 @@
 //! event.payload = encryptor.encrypt(&event.id, &event.payload)?;
 //!
 //! assert!(EncryptedPayload::is_encrypted(&event.payload));
-//! assert!(!serde_json::to_string(&event)?.contains("4111"));
+//! assert!(!serde_json::to_string(&event)?.contains("4111 1111"));
 //! assert_eq!(encryptor.decrypt(&event.id, &event.payload)?, plaintext);
 //!
 //! // Rotate: new payloads use the new key, old ones still decrypt.
