@@ -77,7 +77,18 @@
 //! Only the payload is encrypted. The subject, summary, source, metadata,
 //! event type and timestamps stay in clear so that brokers can route and
 //! filter; keep secrets out of them. The key id is visible (it names a key,
-//! it is not one).
+//! it is not one). Only key material is zeroized: decrypted payloads are
+//! ordinary `serde_json::Value`s owned by the caller.
+//!
+//! ## Cost
+//!
+//! Encrypting a `Value` serializes it to JSON and base64-encodes the
+//! ciphertext; decrypting parses the JSON back into a `Value`. For
+//! structured payloads the JSON work costs several times the AES-GCM work
+//! (see `benches/crypto.rs`). When the payload is already bytes, or the
+//! reader deserializes into its own type, use
+//! [`encrypt_bytes`](Aes256GcmEncryptor::encrypt_bytes) and
+//! [`decrypt_bytes`](Aes256GcmEncryptor::decrypt_bytes).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
