@@ -1,0 +1,423 @@
+//! [`Aes256GcmEncryptor`]: the key ring and the [`EventEncryptor`] impl.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use aes_gcm::aead::{AeadInOut, Generate, KeyInit};
+use aes_gcm::aes::cipher::consts::U12;
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use event_core::{Error, EventEncryptor, Result};
+use parking_lot::RwLock;
+use serde_json::Value;
+
+use crate::envelope::{EncryptedPayload, EnvelopeRef, FORMAT_VERSION};
+use crate::key::{EncryptionKey, KEY_LEN, describe_b64};
+
+/// Nonce length in bytes (96 bits, the GCM standard size).
+pub const NONCE_LEN: usize = 12;
+/// Authentication tag length in bytes (128 bits).
+pub const TAG_LEN: usize = 16;
+
+/// Domain-separation prefix of the associated data, format version 1.
+const AAD_PREFIX: &[u8] = b"a3s-event/aes-256-gcm/v1";
+
+/// AES-256-GCM payload encryption with a key ring.
+///
+/// - **Encrypt** serializes the payload to JSON and seals it under the
+///   *active* key with a fresh random 96-bit nonce. The result is an
+///   [`EncryptedPayload`] envelope as a JSON value.
+/// - **Decrypt** picks the key named by the envelope's `keyId`, so payloads
+///   encrypted before a [`rotate_to`](Self::rotate_to) still read as long as
+///   their key stays in the ring.
+/// - **Binding.** The associated data is the format version, the key id and
+///   the event id (length-prefixed, so no two different pairs collide). A
+///   ciphertext copied into another event, relabelled with another key id or
+///   another version fails to decrypt.
+/// - **Rotation through `&self`.** [`add_key`](Self::add_key),
+///   [`rotate_to`](Self::rotate_to) and [`remove_key`](Self::remove_key)
+///   work on a shared encryptor (`Arc<Aes256GcmEncryptor>`) while other
+///   threads encrypt and decrypt: the ring sits behind a read-write lock
+///   that is held only long enough to clone an `Arc` to the key.
+/// - **Key hygiene.** Key bytes and AES round keys are zeroized when the
+///   last reference to a key is dropped; `Debug` shows key ids only.
+/// - **Errors, never panics.** Every failure is an [`Error::Encryption`] or
+///   [`Error::Decryption`] whose message says what was wrong.
+///
+/// ```
+/// use event_core::EventEncryptor;
+/// use event_crypto::Aes256GcmEncryptor;
+/// use serde_json::json;
+///
+/// let encryptor = Aes256GcmEncryptor::new("k1", &[7u8; 32]);
+/// let sealed = encryptor.encrypt("evt-1", &json!({"card": "4111 1111"}))?;
+/// assert!(encryptor.is_encrypted(&sealed));
+/// assert!(!sealed.to_string().contains("4111 1111"));
+///
+/// encryptor.add_key("k2", &[8u8; 32])?;
+/// encryptor.rotate_to("k2")?;
+/// assert_eq!(encryptor.active_key_id(), "k2");
+/// // Encrypted under k1 before the rotation: still readable.
+/// assert_eq!(encryptor.decrypt("evt-1", &sealed)?, json!({"card": "4111 1111"}));
+/// // Bound to its event.
+/// assert!(encryptor.decrypt("evt-2", &sealed).is_err());
+/// # Ok::<(), event_core::Error>(())
+/// ```
+pub struct Aes256GcmEncryptor {
+    ring: RwLock<KeyRing>,
+}
+
+struct KeyRing {
+    active: Arc<RingKey>,
+    keys: HashMap<String, Arc<RingKey>>,
+}
+
+struct RingKey {
+    id: String,
+    /// Expanded AES key and GHASH key; zeroized on drop (`aes-gcm` feature
+    /// `zeroize`).
+    cipher: Aes256Gcm,
+    /// Kept to tell an idempotent `add_key` from a conflicting one.
+    key: EncryptionKey,
+}
+
+impl RingKey {
+    fn new(id: String, key: EncryptionKey) -> Arc<Self> {
+        let cipher = Aes256Gcm::new(key.as_bytes().into());
+        Arc::new(Self { id, cipher, key })
+    }
+}
+
+impl Aes256GcmEncryptor {
+    /// Creates an encryptor whose ring holds one key, `key_id`, which is
+    /// active.
+    pub fn new(key_id: impl Into<String>, key: &[u8; KEY_LEN]) -> Self {
+        Self::with_key(key_id, EncryptionKey::from_bytes(key))
+    }
+
+    /// Creates an encryptor from an [`EncryptionKey`] (loaded from base64 or
+    /// the environment, or generated).
+    pub fn with_key(key_id: impl Into<String>, key: EncryptionKey) -> Self {
+        let id = key_id.into();
+        let entry = RingKey::new(id.clone(), key);
+        let mut keys = HashMap::new();
+        keys.insert(id, Arc::clone(&entry));
+        Self {
+            ring: RwLock::new(KeyRing {
+                active: entry,
+                keys,
+            }),
+        }
+    }
+
+    /// Creates an encryptor from a base64 key (see
+    /// [`EncryptionKey::from_base64`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for bad base64 or a key that is not 32 bytes.
+    pub fn from_base64(key_id: impl Into<String>, encoded: &str) -> Result<Self> {
+        Ok(Self::with_key(key_id, EncryptionKey::from_base64(encoded)?))
+    }
+
+    /// Creates an encryptor from a base64 key in the environment variable
+    /// `var` (see [`EncryptionKey::from_env`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable.
+    pub fn from_env(key_id: impl Into<String>, var: &str) -> Result<Self> {
+        Ok(Self::with_key(key_id, EncryptionKey::from_env(var)?))
+    }
+
+    /// Adds a key to the ring without making it active.
+    ///
+    /// Adding the same key under the same id again is a no-op, so a
+    /// configuration can be re-applied.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when `key_id` is already in the ring with a
+    /// different key: replacing it would make every payload encrypted under
+    /// the old key unreadable.
+    pub fn add_key(&self, key_id: impl Into<String>, key: &[u8; KEY_LEN]) -> Result<()> {
+        self.add_encryption_key(key_id, EncryptionKey::from_bytes(key))
+    }
+
+    /// [`add_key`](Self::add_key) with an [`EncryptionKey`].
+    ///
+    /// # Errors
+    /// As [`add_key`](Self::add_key).
+    pub fn add_encryption_key(&self, key_id: impl Into<String>, key: EncryptionKey) -> Result<()> {
+        let id = key_id.into();
+        // Expand the key outside the lock.
+        let entry = RingKey::new(id.clone(), key);
+        let mut ring = self.ring.write();
+        if let Some(existing) = ring.keys.get(&id) {
+            return if existing.key.ct_eq(&entry.key) {
+                Ok(())
+            } else {
+                Err(Error::Conflict {
+                    resource: format!("encryption key {id:?}"),
+                    reason: "a different key is already registered under this id; \
+                             use a new key id for a new key"
+                        .to_owned(),
+                })
+            };
+        }
+        ring.keys.insert(id, entry);
+        Ok(())
+    }
+
+    /// Makes `key_id` the key new payloads are encrypted with. Payloads
+    /// encrypted under the previous key still decrypt.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the ring has no such key.
+    pub fn rotate_to(&self, key_id: &str) -> Result<()> {
+        let mut ring = self.ring.write();
+        let entry = ring
+            .keys
+            .get(key_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "encryption key",
+                name: key_id.to_owned(),
+            })?;
+        ring.active = entry;
+        Ok(())
+    }
+
+    /// Removes a retired key from the ring. Payloads encrypted under it can
+    /// no longer be decrypted.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the ring has no such key;
+    /// [`Error::Conflict`] when it is the active key (rotate first).
+    pub fn remove_key(&self, key_id: &str) -> Result<()> {
+        let mut ring = self.ring.write();
+        if ring.active.id == key_id {
+            return Err(Error::Conflict {
+                resource: format!("encryption key {key_id:?}"),
+                reason: "it is the active key; rotate to another key before removing it".to_owned(),
+            });
+        }
+        ring.keys
+            .remove(key_id)
+            .map(drop)
+            .ok_or_else(|| Error::NotFound {
+                kind: "encryption key",
+                name: key_id.to_owned(),
+            })
+    }
+
+    /// The id of the key new payloads are encrypted with.
+    pub fn active_key_id(&self) -> String {
+        self.ring.read().active.id.clone()
+    }
+
+    /// The ids of every key in the ring, sorted.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.ring.read().keys.keys().cloned().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Encrypts raw bytes for the event `event_id` under the active key.
+    ///
+    /// The trait's [`encrypt`](EventEncryptor::encrypt) is this applied to
+    /// the payload's compact JSON; use this directly when the payload is
+    /// already serialized. An envelope made from bytes that are not JSON
+    /// decrypts with [`decrypt_bytes`](Self::decrypt_bytes), not with
+    /// [`decrypt`](EventEncryptor::decrypt).
+    ///
+    /// # Errors
+    /// [`Error::Encryption`] if the system RNG fails or the input exceeds
+    /// AES-GCM's limit (64 GiB).
+    pub fn encrypt_bytes(&self, event_id: &str, plaintext: &[u8]) -> Result<EncryptedPayload> {
+        let mut buffer = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        buffer.extend_from_slice(plaintext);
+        self.seal(event_id, buffer)
+    }
+
+    /// Decrypts an envelope for the event `event_id` to the raw plaintext
+    /// bytes (for a payload from [`encrypt`](EventEncryptor::encrypt), its
+    /// compact JSON, which can be deserialized straight into an application
+    /// type with `serde_json::from_slice`, skipping the `Value`).
+    ///
+    /// # Errors
+    /// [`Error::Decryption`], as [`decrypt`](EventEncryptor::decrypt).
+    pub fn decrypt_bytes(&self, event_id: &str, envelope: &Value) -> Result<Vec<u8>> {
+        let envelope = EnvelopeRef::parse(envelope).map_err(|err| in_event(event_id, err))?;
+        self.open(event_id, envelope)
+    }
+
+    fn active(&self) -> Arc<RingKey> {
+        Arc::clone(&self.ring.read().active)
+    }
+
+    fn key(&self, key_id: &str, event_id: &str) -> Result<Arc<RingKey>> {
+        let ring = self.ring.read();
+        if let Some(entry) = ring.keys.get(key_id) {
+            return Ok(Arc::clone(entry));
+        }
+        let mut known: Vec<&str> = ring.keys.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        Err(Error::Decryption(format!(
+            "event {event_id:?}: unknown key id {key_id:?} (the key ring holds {known:?})"
+        )))
+    }
+
+    /// Encrypts the bytes of a serialized payload in place (appending the
+    /// tag) and wraps them in an envelope.
+    fn seal(&self, event_id: &str, mut buffer: Vec<u8>) -> Result<EncryptedPayload> {
+        let key = self.active();
+        let nonce = Nonce::try_generate().map_err(|err| {
+            Error::Encryption(format!("system random number generator failed: {err}"))
+        })?;
+        let aad = associated_data(&key.id, event_id);
+        key.cipher
+            .encrypt_in_place(&nonce, &aad, &mut buffer)
+            .map_err(|_| {
+                Error::Encryption(format!(
+                    "event {event_id:?}: payload of {} bytes is too large for AES-GCM",
+                    buffer.len()
+                ))
+            })?;
+        Ok(EncryptedPayload {
+            encrypted: true,
+            version: FORMAT_VERSION,
+            key_id: key.id.clone(),
+            nonce: STANDARD.encode(nonce.as_slice()),
+            ciphertext: STANDARD.encode(&buffer),
+        })
+    }
+
+    /// Decrypts an envelope to the serialized payload bytes.
+    fn open(&self, event_id: &str, envelope: EnvelopeRef<'_>) -> Result<Vec<u8>> {
+        let key = self.key(envelope.key_id, event_id)?;
+
+        let mut nonce = Nonce::default();
+        let nonce_len = decode_nonce(envelope.nonce, &mut nonce)
+            .map_err(|reason| Error::Decryption(format!("event {event_id:?}: {reason}")))?;
+        if nonce_len != NONCE_LEN {
+            return Err(Error::Decryption(format!(
+                "event {event_id:?}: nonce must be {NONCE_LEN} bytes, got {nonce_len}"
+            )));
+        }
+
+        let mut buffer = Vec::with_capacity(envelope.ciphertext.len() / 4 * 3 + 3);
+        STANDARD
+            .decode_vec(envelope.ciphertext, &mut buffer)
+            .map_err(|err| {
+                Error::Decryption(format!(
+                    "event {event_id:?}: ciphertext is not valid base64: {}",
+                    describe_b64(&err)
+                ))
+            })?;
+        if buffer.len() < TAG_LEN {
+            return Err(Error::Decryption(format!(
+                "event {event_id:?}: ciphertext is truncated: {} bytes is shorter than the \
+                 {TAG_LEN}-byte authentication tag",
+                buffer.len()
+            )));
+        }
+
+        let aad = associated_data(&key.id, event_id);
+        key.cipher
+            .decrypt_in_place(&nonce, &aad, &mut buffer)
+            .map_err(|_| {
+                Error::Decryption(format!(
+                    "event {event_id:?}: authentication failed under key {:?}: wrong key, \
+                     tampered envelope, or a payload that belongs to another event",
+                    key.id
+                ))
+            })?;
+        Ok(buffer)
+    }
+}
+
+/// Prefixes a decryption error with the event it concerns.
+fn in_event(event_id: &str, err: Error) -> Error {
+    match err {
+        Error::Decryption(msg) => Error::Decryption(format!("event {event_id:?}: {msg}")),
+        other => other,
+    }
+}
+
+/// Decodes a base64 nonce into `out`, returning its decoded length (which
+/// may be anything up to 15 bytes; the caller checks it).
+fn decode_nonce(encoded: &str, out: &mut Nonce<U12>) -> std::result::Result<usize, String> {
+    // 12 bytes are 16 base64 characters; anything longer cannot be a nonce,
+    // and checking first keeps the decode into a fixed buffer in bounds.
+    if encoded.len() > 20 {
+        return Err(format!(
+            "nonce must be {NONCE_LEN} bytes, got {} base64 characters",
+            encoded.len()
+        ));
+    }
+    let mut scratch = [0u8; 16];
+    let len = STANDARD
+        .decode_slice(encoded, &mut scratch)
+        .map_err(|err| match err {
+            base64::DecodeSliceError::DecodeError(err) => {
+                format!("nonce is not valid base64: {}", describe_b64(&err))
+            }
+            base64::DecodeSliceError::OutputSliceTooSmall => {
+                format!("nonce must be {NONCE_LEN} bytes, got more")
+            }
+        })?;
+    if len == NONCE_LEN {
+        out.copy_from_slice(&scratch[..NONCE_LEN]);
+    }
+    Ok(len)
+}
+
+/// `prefix || len(key_id) || key_id || len(event_id) || event_id`, lengths
+/// as 8-byte big-endian integers.
+fn associated_data(key_id: &str, event_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + 16 + key_id.len() + event_id.len());
+    aad.extend_from_slice(AAD_PREFIX);
+    aad.extend_from_slice(&(key_id.len() as u64).to_be_bytes());
+    aad.extend_from_slice(key_id.as_bytes());
+    aad.extend_from_slice(&(event_id.len() as u64).to_be_bytes());
+    aad.extend_from_slice(event_id.as_bytes());
+    aad
+}
+
+impl EventEncryptor for Aes256GcmEncryptor {
+    fn encrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
+        let mut buffer = Vec::with_capacity(128);
+        serde_json::to_writer(&mut buffer, payload).map_err(|err| {
+            Error::Encryption(format!(
+                "event {event_id:?}: payload is not serializable: {err}"
+            ))
+        })?;
+        buffer.reserve_exact(TAG_LEN);
+        Ok(self.seal(event_id, buffer)?.into_value())
+    }
+
+    fn decrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
+        let plaintext = self.decrypt_bytes(event_id, payload)?;
+        serde_json::from_slice(&plaintext).map_err(|err| {
+            Error::Decryption(format!(
+                "event {event_id:?}: decrypted payload is not valid JSON: {err}"
+            ))
+        })
+    }
+
+    fn is_encrypted(&self, payload: &Value) -> bool {
+        EncryptedPayload::is_encrypted(payload)
+    }
+}
+
+impl fmt::Debug for Aes256GcmEncryptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Aes256GcmEncryptor")
+            .field("active_key_id", &self.active_key_id())
+            .field("key_ids", &self.key_ids())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

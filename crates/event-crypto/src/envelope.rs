@@ -1,0 +1,285 @@
+//! [`EncryptedPayload`]: the JSON envelope an encrypted payload travels in.
+
+use event_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The envelope format version this crate writes and reads.
+///
+/// Version 1: AES-256-GCM, 96-bit random nonce, 128-bit tag appended to the
+/// ciphertext, associated data binding the version, the key id and the event
+/// id (see the crate docs).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// An encrypted event payload, as it is stored and sent.
+///
+/// Serialized as camelCase JSON:
+///
+/// ```json
+/// {
+///   "encrypted": true,
+///   "version": 1,
+///   "keyId": "key-2025-01",
+///   "nonce": "3q2+7wAAAAAAAAAA",
+///   "ciphertext": "<base64 of ciphertext || 16-byte tag>"
+/// }
+/// ```
+///
+/// Nothing in it is secret: the key id names a key, it is not the key.
+///
+/// ```
+/// use event_crypto::EncryptedPayload;
+/// use serde_json::json;
+///
+/// let envelope = json!({
+///     "encrypted": true, "version": 1, "keyId": "k1",
+///     "nonce": "AAAAAAAAAAAAAAAA", "ciphertext": "AAAAAAAAAAAAAAAAAAAAAA=="
+/// });
+/// assert!(EncryptedPayload::is_encrypted(&envelope));
+/// assert!(!EncryptedPayload::is_encrypted(&json!({"encrypted": true})));
+/// let parsed = EncryptedPayload::from_value(&envelope)?;
+/// assert_eq!(parsed.key_id, "k1");
+/// assert_eq!(parsed.to_value(), envelope);
+/// # Ok::<(), event_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptedPayload {
+    /// Always `true`: marks the payload as an envelope.
+    pub encrypted: bool,
+    /// Envelope format version ([`FORMAT_VERSION`]).
+    pub version: u32,
+    /// Id of the key in the ring that encrypted the payload.
+    pub key_id: String,
+    /// The 12-byte nonce, standard base64.
+    pub nonce: String,
+    /// Ciphertext followed by the 16-byte authentication tag, standard base64.
+    pub ciphertext: String,
+}
+
+impl EncryptedPayload {
+    /// Whether `value` has the shape of an envelope: an object with
+    /// `"encrypted": true`, a numeric `version` and string `keyId`, `nonce`
+    /// and `ciphertext`.
+    ///
+    /// A plaintext payload that merely contains `"encrypted": true` is not an
+    /// envelope, so it passes through the bus undecrypted. The check does not
+    /// decode anything; a well-shaped envelope can still fail to decrypt.
+    pub fn is_encrypted(value: &Value) -> bool {
+        let Value::Object(map) = value else {
+            return false;
+        };
+        map.get("encrypted") == Some(&Value::Bool(true))
+            && map.get("version").is_some_and(Value::is_u64)
+            && ["keyId", "nonce", "ciphertext"]
+                .iter()
+                .all(|field| map.get(*field).is_some_and(Value::is_string))
+    }
+
+    /// Parses an envelope.
+    ///
+    /// # Errors
+    /// [`Error::Decryption`] naming what is wrong: not an object, a missing
+    /// or mistyped field, `encrypted` not `true`, an unsupported version.
+    pub fn from_value(value: &Value) -> Result<Self> {
+        EnvelopeRef::parse(value).map(|envelope| Self {
+            encrypted: true,
+            version: envelope.version,
+            key_id: envelope.key_id.to_owned(),
+            nonce: envelope.nonce.to_owned(),
+            ciphertext: envelope.ciphertext.to_owned(),
+        })
+    }
+
+    /// The envelope as a JSON value (the form stored in `Event::payload`).
+    pub fn to_value(&self) -> Value {
+        self.clone().into_value()
+    }
+
+    /// Converts the envelope into a JSON value without copying its strings.
+    pub fn into_value(self) -> Value {
+        let mut map = Map::new();
+        map.insert("encrypted".to_owned(), Value::Bool(self.encrypted));
+        map.insert("version".to_owned(), Value::from(self.version));
+        map.insert("keyId".to_owned(), Value::String(self.key_id));
+        map.insert("nonce".to_owned(), Value::String(self.nonce));
+        map.insert("ciphertext".to_owned(), Value::String(self.ciphertext));
+        Value::Object(map)
+    }
+}
+
+/// A parsed, borrowed envelope (no copy of the ciphertext).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EnvelopeRef<'a> {
+    pub(crate) version: u32,
+    pub(crate) key_id: &'a str,
+    pub(crate) nonce: &'a str,
+    pub(crate) ciphertext: &'a str,
+}
+
+impl<'a> EnvelopeRef<'a> {
+    /// Parses and checks an envelope; the version must be [`FORMAT_VERSION`].
+    pub(crate) fn parse(value: &'a Value) -> Result<Self> {
+        let Value::Object(map) = value else {
+            return Err(Error::Decryption(format!(
+                "payload is not an encrypted envelope: expected a JSON object, got {}",
+                kind(value)
+            )));
+        };
+        match map.get("encrypted") {
+            Some(Value::Bool(true)) => {}
+            Some(Value::Bool(false)) => {
+                return Err(Error::Decryption(
+                    "payload is not an encrypted envelope: `encrypted` is false".to_owned(),
+                ));
+            }
+            Some(other) => {
+                return Err(Error::Decryption(format!(
+                    "malformed envelope: `encrypted` must be true, got {}",
+                    kind(other)
+                )));
+            }
+            None => {
+                return Err(Error::Decryption(
+                    "payload is not an encrypted envelope: missing field `encrypted`".to_owned(),
+                ));
+            }
+        }
+        let version = match map.get("version") {
+            None => return Err(missing("version")),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                Error::Decryption(format!(
+                    "malformed envelope: `version` must be a non-negative integer, got {}",
+                    kind(v)
+                ))
+            })?,
+        };
+        if version != u64::from(FORMAT_VERSION) {
+            return Err(Error::Decryption(format!(
+                "unsupported envelope version {version} (this build reads version {FORMAT_VERSION})"
+            )));
+        }
+        Ok(Self {
+            version: FORMAT_VERSION,
+            key_id: string_field(map, "keyId")?,
+            nonce: string_field(map, "nonce")?,
+            ciphertext: string_field(map, "ciphertext")?,
+        })
+    }
+}
+
+fn string_field<'a>(map: &'a Map<String, Value>, field: &str) -> Result<&'a str> {
+    match map.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(Error::Decryption(format!(
+            "malformed envelope: `{field}` must be a string, got {}",
+            kind(other)
+        ))),
+        None => Err(missing(field)),
+    }
+}
+
+fn missing(field: &str) -> Error {
+    Error::Decryption(format!("malformed envelope: missing field `{field}`"))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Value {
+        json!({
+            "encrypted": true,
+            "version": 1,
+            "keyId": "k1",
+            "nonce": "AAAAAAAAAAAAAAAA",
+            "ciphertext": "AAAAAAAAAAAAAAAAAAAAAA=="
+        })
+    }
+
+    #[test]
+    fn serde_shape_is_camel_case() {
+        let parsed: EncryptedPayload = serde_json::from_value(sample()).unwrap();
+        assert_eq!(parsed.key_id, "k1");
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), sample());
+        assert_eq!(parsed.to_value(), sample());
+        assert_eq!(EncryptedPayload::from_value(&sample()).unwrap(), parsed);
+    }
+
+    #[test]
+    fn is_encrypted_requires_the_full_shape() {
+        assert!(EncryptedPayload::is_encrypted(&sample()));
+        for field in ["encrypted", "version", "keyId", "nonce", "ciphertext"] {
+            let mut v = sample();
+            v.as_object_mut().unwrap().remove(field);
+            assert!(!EncryptedPayload::is_encrypted(&v), "without {field}");
+        }
+        let mut v = sample();
+        v["encrypted"] = json!("true");
+        assert!(!EncryptedPayload::is_encrypted(&v));
+        v["encrypted"] = json!(false);
+        assert!(!EncryptedPayload::is_encrypted(&v));
+        let mut v = sample();
+        v["nonce"] = json!(12);
+        assert!(!EncryptedPayload::is_encrypted(&v));
+        // A plaintext payload that happens to say "encrypted".
+        assert!(!EncryptedPayload::is_encrypted(
+            &json!({"encrypted": true, "disk": "sda"})
+        ));
+        for v in [json!(null), json!(1), json!("x"), json!([sample()])] {
+            assert!(!EncryptedPayload::is_encrypted(&v), "{v}");
+        }
+    }
+
+    fn parse_err(v: &Value) -> String {
+        match EnvelopeRef::parse(v) {
+            Err(Error::Decryption(msg)) => msg,
+            other => panic!("expected a decryption error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_names_what_is_wrong() {
+        assert!(parse_err(&json!("abc")).contains("expected a JSON object, got a string"));
+        assert!(parse_err(&json!([1])).contains("got an array"));
+        assert!(parse_err(&json!({"a": 1})).contains("missing field `encrypted`"));
+        for field in ["version", "keyId", "nonce", "ciphertext"] {
+            let mut v = sample();
+            v.as_object_mut().unwrap().remove(field);
+            assert!(
+                parse_err(&v).contains(&format!("missing field `{field}`")),
+                "{field}"
+            );
+            v[field] = json!({"x": 1});
+            let msg = parse_err(&v);
+            assert!(
+                msg.contains(&format!("`{field}` must be")),
+                "{field}: {msg}"
+            );
+        }
+        let mut v = sample();
+        v["encrypted"] = json!(false);
+        assert!(parse_err(&v).contains("`encrypted` is false"));
+        v["encrypted"] = json!(1);
+        assert!(parse_err(&v).contains("`encrypted` must be true, got a number"));
+        let mut v = sample();
+        v["version"] = json!(2);
+        assert!(parse_err(&v).contains("unsupported envelope version 2"));
+        v["version"] = json!(-1);
+        assert!(parse_err(&v).contains("non-negative integer"));
+        v["version"] = json!(1.5);
+        assert!(parse_err(&v).contains("non-negative integer"));
+    }
+}

@@ -1,0 +1,101 @@
+//! # event-crypto: AES-256-GCM payload encryption for A3S Event
+//!
+//! [`Aes256GcmEncryptor`] implements event-core's
+//! [`EventEncryptor`](event_core::EventEncryptor): give it to the event bus
+//! (`EventBus::set_encryptor`) and payloads are encrypted after schema
+//! validation and before they reach the provider, and decrypted for
+//! subscribers. Brokers such as NATS then store and replicate only
+//! ciphertext.
+//!
+//! - **AES-256-GCM** ([RustCrypto `aes-gcm`](https://docs.rs/aes-gcm)),
+//!   a fresh random 96-bit nonce per message, hardware AES and carry-less
+//!   multiplication when the CPU has them.
+//! - **Bound to the event.** The event id is associated data: a payload
+//!   copied into another event does not decrypt.
+//! - **Key ring with rotation** through `&self`: [`add_key`], [`rotate_to`],
+//!   [`remove_key`]. New payloads use the active key; old ones decrypt with
+//!   the key their envelope names.
+//! - **Key hygiene.** [`EncryptionKey`] and the expanded cipher state are
+//!   zeroized on drop and redacted in `Debug`; keys load from base64 or an
+//!   environment variable with a clear [`Error::InvalidConfig`] for a bad one.
+//! - **Errors, never panics**, for every malformed, truncated, tampered or
+//!   foreign envelope: [`Error::Decryption`] saying what was wrong.
+//!
+//! [`add_key`]: Aes256GcmEncryptor::add_key
+//! [`rotate_to`]: Aes256GcmEncryptor::rotate_to
+//! [`remove_key`]: Aes256GcmEncryptor::remove_key
+//! [`Error::InvalidConfig`]: event_core::Error::InvalidConfig
+//! [`Error::Decryption`]: event_core::Error::Decryption
+//!
+//! ## Example
+//!
+//! ```
+//! use event_core::{Event, EventEncryptor};
+//! use event_crypto::{Aes256GcmEncryptor, EncryptedPayload, EncryptionKey};
+//! use serde_json::json;
+//!
+//! // In production: EncryptionKey::from_env("A3S_EVENT_KEY")?
+//! let key = EncryptionKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?;
+//! let encryptor = Aes256GcmEncryptor::with_key("2025-01", key);
+//!
+//! let mut event = Event::new(
+//!     "events.payment.captured", "payment", "Payment captured", "billing",
+//!     json!({"card": "4111 1111 1111 1111", "amount": 4200}),
+//! );
+//! let plaintext = event.payload.clone();
+//! event.payload = encryptor.encrypt(&event.id, &event.payload)?;
+//!
+//! assert!(EncryptedPayload::is_encrypted(&event.payload));
+//! assert!(!serde_json::to_string(&event)?.contains("4111 1111"));
+//! assert_eq!(encryptor.decrypt(&event.id, &event.payload)?, plaintext);
+//!
+//! // Rotate: new payloads use the new key, old ones still decrypt.
+//! encryptor.add_key("2025-02", EncryptionKey::generate()?.as_bytes())?;
+//! encryptor.rotate_to("2025-02")?;
+//! assert_eq!(encryptor.decrypt(&event.id, &event.payload)?, plaintext);
+//!
+//! // The ciphertext is bound to its event.
+//! let err = encryptor.decrypt("evt-someone-else", &event.payload).unwrap_err();
+//! assert!(matches!(err, event_core::Error::Decryption(_)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Envelope (format version 1)
+//!
+//! ```json
+//! {"encrypted": true, "version": 1, "keyId": "2025-01",
+//!  "nonce": "<12 bytes, base64>", "ciphertext": "<ciphertext || 16-byte tag, base64>"}
+//! ```
+//!
+//! The plaintext is the payload serialized as compact JSON. The associated
+//! data is `"a3s-event/aes-256-gcm/v1"`, then the key id and the event id,
+//! each preceded by its length as a big-endian `u64`, so the version, the key
+//! id and the event id are all authenticated.
+//!
+//! ## What it does not protect
+//!
+//! Only the payload is encrypted. The subject, summary, source, metadata,
+//! event type and timestamps stay in clear so that brokers can route and
+//! filter; keep secrets out of them. The key id is visible (it names a key,
+//! it is not one). Only key material is zeroized: decrypted payloads are
+//! ordinary `serde_json::Value`s owned by the caller.
+//!
+//! ## Cost
+//!
+//! Encrypting a `Value` serializes it to JSON and base64-encodes the
+//! ciphertext; decrypting parses the JSON back into a `Value`. For
+//! structured payloads the JSON work costs several times the AES-GCM work
+//! (see `benches/crypto.rs`). When the payload is already bytes, or the
+//! reader deserializes into its own type, use
+//! [`encrypt_bytes`](Aes256GcmEncryptor::encrypt_bytes) and
+//! [`decrypt_bytes`](Aes256GcmEncryptor::decrypt_bytes).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod encryptor;
+mod envelope;
+mod key;
+
+pub use encryptor::{Aes256GcmEncryptor, NONCE_LEN, TAG_LEN};
+pub use envelope::{EncryptedPayload, FORMAT_VERSION};
+pub use key::{EncryptionKey, KEY_LEN};

@@ -1,0 +1,111 @@
+//! Payload encryption with AES-256-GCM and key rotation.
+//!
+//! Publishes encrypted events to the in-memory provider, reads them back
+//! through a subscription and the history, rotates the key and shows that
+//! events encrypted before the rotation still decrypt.
+//!
+//! The key comes from the environment variable `A3S_EVENT_KEY` (32 bytes,
+//! standard base64; create one with `openssl rand -base64 32`):
+//!
+//! ```sh
+//! A3S_EVENT_KEY=$(openssl rand -base64 32) cargo run --example encryption
+//! ```
+//!
+//! Without the variable the example generates a throwaway key and says so.
+//! A real service should fail to start instead: a key it invents is lost on
+//! restart, and with it every payload encrypted under it.
+//!
+//! The example encrypts and decrypts by hand, to show each step; with the
+//! event bus, `EventBus::set_encryptor` does the same on publish and read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_core::{Event, EventEncryptor, EventProvider};
+use event_crypto::{Aes256GcmEncryptor, EncryptedPayload, EncryptionKey};
+use event_memory::MemoryProvider;
+use serde_json::json;
+
+const KEY_VAR: &str = "A3S_EVENT_KEY";
+
+fn load_key() -> event_core::Result<EncryptionKey> {
+    match std::env::var_os(KEY_VAR) {
+        // Set but invalid (bad base64, wrong length): a clear error, no fallback.
+        Some(_) => EncryptionKey::from_env(KEY_VAR),
+        None => {
+            println!("{KEY_VAR} is not set: using a throwaway random key for this run");
+            EncryptionKey::generate()
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let encryptor = Arc::new(Aes256GcmEncryptor::with_key("2025-01", load_key()?));
+    println!("encryptor: {encryptor:?}"); // key ids only, never key bytes
+
+    let provider = MemoryProvider::default();
+    let mut sub = provider.subscribe("events.payment.>").await?;
+
+    // 1. Encrypt the payload under the event's id and publish.
+    let subject = provider.build_subject("payment", "captured");
+    let mut event = Event::new(
+        subject.clone(),
+        "payment",
+        "Payment captured",
+        "billing",
+        json!({"card": "4111 1111 1111 1111", "amount": 4200, "currency": "EUR"}),
+    );
+    event.payload = encryptor.encrypt(&event.id, &event.payload)?;
+    provider.publish(&event).await?;
+    println!(
+        "\nstored payload (what the broker sees):\n  {}",
+        event.payload
+    );
+
+    // 2. A subscriber receives the envelope and decrypts it.
+    let received = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await??
+        .ok_or("subscription closed")?;
+    let plaintext = encryptor.decrypt(&received.event.id, &received.event.payload)?;
+    println!("\nsubscriber decrypted:\n  {plaintext}");
+
+    // 3. Rotate: add a new key and make it active. The ring keeps the old one.
+    encryptor.add_key("2025-02", EncryptionKey::generate()?.as_bytes())?;
+    encryptor.rotate_to("2025-02")?;
+    println!(
+        "\nrotated: active key {:?}, ring {:?}",
+        encryptor.active_key_id(),
+        encryptor.key_ids()
+    );
+
+    let mut refund = Event::new(
+        provider.build_subject("payment", "refunded"),
+        "payment",
+        "Payment refunded",
+        "billing",
+        json!({"card": "4111 1111 1111 1111", "amount": -4200, "currency": "EUR"}),
+    );
+    refund.payload = encryptor.encrypt(&refund.id, &refund.payload)?;
+    provider.publish(&refund).await?;
+
+    // 4. History holds events under both keys; every one still decrypts.
+    println!("\nhistory (newest first):");
+    for stored in provider.history(Some("events.payment.>"), 10).await? {
+        let envelope = EncryptedPayload::from_value(&stored.payload)?;
+        let payload = encryptor.decrypt(&stored.id, &stored.payload)?;
+        println!(
+            "  {} [key {}] -> {payload}",
+            stored.summary, envelope.key_id
+        );
+    }
+
+    // 5. The ciphertext is bound to its event: copied elsewhere, it fails.
+    match encryptor.decrypt("evt-forged", &event.payload) {
+        Err(err) => println!("\npayload moved to another event: {err}"),
+        Ok(_) => return Err("a moved payload must not decrypt".into()),
+    }
+
+    sub.close().await?;
+    Ok(())
+}
