@@ -1,0 +1,1 @@
+//! HTTP binding tests (filled below).
