@@ -12,15 +12,15 @@ use std::borrow::Cow;
 
 use cloudevents::event::{AttributesReader, AttributesWriter, ExtensionValue};
 
-/// Characters encoded in header values: controls, non-ASCII (always), space,
-/// double quote and percent.
-const HEADER_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+/// Characters encoded in header values: C0 controls, DEL, non-ASCII (always),
+/// space, double quote and percent.
+const HEADER_VALUE: &AsciiSet = &CONTROLS.add(0x7f).add(b' ').add(b'"').add(b'%');
 
 fn encode(value: &str) -> Option<String> {
-    match Cow::from(utf8_percent_encode(value, HEADER_VALUE)) {
-        Cow::Owned(encoded) => Some(encoded),
-        Cow::Borrowed(_) => None,
-    }
+    // A single encoded character comes back as a borrowed static "%XX", so
+    // compare rather than trusting `Cow::Owned` to mean "changed".
+    let encoded = Cow::from(utf8_percent_encode(value, HEADER_VALUE));
+    (encoded != value).then(|| encoded.into_owned())
 }
 
 fn decode(attribute: &str, value: &str) -> Result<Option<String>> {
@@ -103,6 +103,9 @@ mod tests {
             ("a\"b%c", Some("a%22b%25c")),
             ("€", Some("%E2%82%AC")),
             ("line\nbreak", Some("line%0Abreak")),
+            ("del\u{7f}", Some("del%7F")),
+            ("\u{7f}", Some("%7F")),
+            ("é", Some("%C3%A9")),
         ] {
             assert_eq!(encode(raw).as_deref(), encoded, "{raw:?}");
             let wire = encode(raw).unwrap_or_else(|| raw.to_string());
