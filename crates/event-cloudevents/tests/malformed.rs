@@ -21,7 +21,7 @@ fn with(pairs: &[(&str, Value)]) -> Vec<u8> {
     let mut doc = base();
     for (k, v) in pairs {
         if v.is_null() {
-            doc.as_object_mut().unwrap().remove(*k);
+            doc.as_object_mut().expect("object").remove(*k);
         } else {
             doc[*k] = v.clone();
         }
