@@ -191,9 +191,9 @@ async fn post_raw(url: &str, headers: &[(&str, &str)], body: &'static str) -> (S
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let response = request.send().await.unwrap();
+    let response = request.send().await.expect("request sent");
     let status = response.status();
-    (status, response.text().await.unwrap())
+    (status, response.text().await.expect("body read"))
 }
 
 #[tokio::test]
