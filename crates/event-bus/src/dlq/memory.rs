@@ -60,6 +60,19 @@ impl MemoryDlqHandler {
         self.evicted.load(Ordering::Relaxed)
     }
 
+    /// Dead letters held (the synchronous form of `count`).
+    pub fn len(&self) -> usize {
+        self.letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no dead letter is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Removes and returns every dead letter, newest first.
     pub fn drain(&self) -> Vec<DeadLetterEvent> {
         self.letters

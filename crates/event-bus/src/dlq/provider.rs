@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use event_core::subject::validate_category;
 use event_core::{
     DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventProvider, PublishOptions,
-    Result, new_event_id,
+    Result,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,7 +142,7 @@ impl ProviderDlqHandler {
         self.provider.build_subject(&self.category, topic)
     }
 
-    fn to_event(&self, dead: &DeadLetterEvent) -> Result<Event> {
+    fn encode_event(&self, dead: &DeadLetterEvent) -> Result<Event> {
         let payload = serde_json::to_value(dead)?;
         let mut event = Event::typed(
             self.subject_for(&dead.event.category),
@@ -162,7 +162,7 @@ impl ProviderDlqHandler {
         Ok(event)
     }
 
-    fn from_event(&self, event: &Event) -> Result<DeadLetterEvent> {
+    fn decode_event(&self, event: &Event) -> Result<DeadLetterEvent> {
         let payload = match &self.encryptor {
             Some(encryptor) if encryptor.is_encrypted(&event.payload) => {
                 encryptor.decrypt(&event.id, &event.payload)?
@@ -179,8 +179,9 @@ impl ProviderDlqHandler {
 
     /// Republishes up to `max` dead letters, oldest first, to their original
     /// subjects through `bus` (so they are validated, encrypted and routed
-    /// like any publish), each with a **fresh event id** and the dead
-    /// letter's event id in metadata `a3s.redriven_from`.
+    /// like any publish), each with a **fresh event id** (derived from the
+    /// dead letter's id, so a retried re-drive is deduplicated) and the
+    /// original event id in metadata `a3s.redriven_from`.
     ///
     /// Progress is kept by a durable consumer on the DLQ subjects: a dead
     /// letter is acknowledged only after its republish succeeded, so each is
@@ -215,10 +216,15 @@ impl ProviderDlqHandler {
                 Err(err) => return Err(err),
             };
             let sequence = pending.received.sequence;
-            match self.from_event(&pending.received.event) {
+            match self.decode_event(&pending.received.event) {
                 Ok(dead) => {
                     let mut event = dead.event;
-                    let from = std::mem::replace(&mut event.id, new_event_id());
+                    // Derived from the dead letter's own (unique) id: a
+                    // re-drive retried after a failure that happened after
+                    // the store (a router refusal, a lost reply) is
+                    // deduplicated by the provider instead of stored twice.
+                    let fresh = redriven_id(&pending.received.event.id);
+                    let from = std::mem::replace(&mut event.id, fresh);
                     event.metadata.insert(META_REDRIVEN_FROM.to_string(), from);
                     if let Err(err) = bus.publish_event(&event).await {
                         // keep the dead letter for the next re-drive
@@ -243,10 +249,21 @@ impl ProviderDlqHandler {
     }
 }
 
+/// The id a re-driven event gets: unique per dead letter, stable across
+/// re-drive attempts.
+fn redriven_id(dead_letter_id: &str) -> String {
+    format!(
+        "evt-redrive-{}",
+        dead_letter_id
+            .strip_prefix("evt-")
+            .unwrap_or(dead_letter_id)
+    )
+}
+
 #[async_trait]
 impl DlqHandler for ProviderDlqHandler {
     async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
-        let event = self.to_event(&dead_letter)?;
+        let event = self.encode_event(&dead_letter)?;
         // Deterministic dedup id: handing the same dead letter over twice
         // (a retry after a lost reply) stores it once.
         let options = PublishOptions {
@@ -267,7 +284,7 @@ impl DlqHandler for ProviderDlqHandler {
             .provider
             .history(Some(&self.filter_subject()), limit)
             .await?;
-        events.iter().map(|e| self.from_event(e)).collect()
+        events.iter().map(|e| self.decode_event(e)).collect()
     }
 
     async fn count(&self) -> Result<usize> {

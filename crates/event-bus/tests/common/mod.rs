@@ -1,5 +1,5 @@
 //! Test doubles for the bus hooks.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use async_trait::async_trait;
 use event_core::{
