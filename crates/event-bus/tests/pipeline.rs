@@ -409,6 +409,7 @@ async fn hooks_can_be_set_on_a_shared_bus_while_publishing() {
 mod span_probe {
     //! A minimal `tracing` subscriber that records, for each `probe` event,
     //! whether it was emitted inside the bus's publish span.
+    #![allow(clippy::unwrap_used)]
     use std::cell::RefCell;
     use std::collections::HashMap;
     use std::sync::Mutex;
