@@ -549,3 +549,70 @@ async fn the_publish_span_covers_the_provider_await() {
     assert!(other.iter().all(|i| !i), "span leaked into another task");
     assert_eq!(inside("after publish"), [false]);
 }
+
+#[tokio::test]
+async fn lag_is_reported_and_counted() {
+    let provider = MemoryProvider::new(event_memory::MemoryConfig {
+        subject_prefix: "events".into(),
+        max_events: 1000,
+        channel_capacity: 4,
+    })
+    .unwrap();
+    let bus = EventBus::new(provider);
+    let mut sub = bus.subscribe("events.>").await.unwrap();
+    for i in 0..20 {
+        bus.publish("a", "b", "s", "src", json!(i)).await.unwrap();
+    }
+    let missed = match sub.next().await {
+        Err(Error::Lagged { missed }) => missed,
+        other => panic!("expected lag, got {other:?}"),
+    };
+    assert!(missed > 0);
+    assert_eq!(bus.metrics().snapshot().lagged, missed);
+    // the subscription continues
+    assert!(next(&mut sub).await.event.payload.as_i64().unwrap() >= 15);
+}
+
+/// A subscription that reports one undecodable message, then closes.
+struct UndecodableOnce(bool);
+
+#[async_trait]
+impl Subscription for UndecodableOnce {
+    async fn next(&mut self) -> Result<Option<event_core::ReceivedEvent>> {
+        Ok(None)
+    }
+    async fn next_manual_ack(&mut self) -> Result<Option<event_core::PendingEvent>> {
+        if std::mem::replace(&mut self.0, false) {
+            return Err(Error::Undecodable {
+                subject: "events.orders.new".into(),
+                sequence: 42,
+                reason: "expected value at line 1".into(),
+                raw: "{not json".into(),
+            });
+        }
+        Ok(None)
+    }
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn undecodable_messages_are_dead_lettered_and_reported() {
+    let (bus, _) = bus();
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    let mut sub = bus.wrap_subscription(Box::new(UndecodableOnce(true)));
+    assert!(matches!(
+        sub.next_manual_ack().await,
+        Err(Error::Undecodable { sequence: 42, .. })
+    ));
+    assert!(sub.next_manual_ack().await.unwrap().is_none());
+    let dead = dlq.list(1).await.unwrap().remove(0);
+    assert_eq!(dead.original_subject, "events.orders.new");
+    assert_eq!(dead.event.category, "orders");
+    assert_eq!(dead.event.payload, json!("{not json"));
+    assert_eq!(dead.event.metadata["a3s.sequence"], "42");
+    assert!(dead.reason.starts_with("undecodable: "), "{}", dead.reason);
+    assert_eq!(bus.metrics().snapshot().dlq_total, 1);
+}
