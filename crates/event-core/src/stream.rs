@@ -14,8 +14,8 @@ type Fetch<T> = fn(Box<dyn Subscription>) -> Step<T>;
 /// A [`Subscription`] adapted to [`futures_core::Stream`].
 ///
 /// Items are `Result<ReceivedEvent>` (auto-ack, from
-/// [`into_stream`](dyn Subscription::into_stream)) or `Result<PendingEvent>`
-/// (manual ack, from [`into_manual_stream`](dyn Subscription::into_manual_stream)).
+/// `Box<dyn Subscription>::into_stream()`) or `Result<PendingEvent>`
+/// (manual ack, from `into_manual_stream()`).
 /// The stream ends when the subscription is closed.
 ///
 /// ```no_run
