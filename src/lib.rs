@@ -191,3 +191,8 @@ pub use event_cloudevents::CloudEvent;
 // Wired by the lead on merge (one feature per optional crate):
 // #[cfg(feature = "schema")] pub mod schema { pub use event_schema::*; }
 // #[cfg(feature = "routing")] pub use event_routing::{broker, sink, source, scaling};
+
+/// The README's Rust code blocks, compiled and run as doctests.
+#[cfg(all(doctest, feature = "memory"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
