@@ -165,6 +165,14 @@ impl NatsProvider {
         payload: bytes::Bytes,
         expected: Option<u64>,
     ) -> Result<PublishAckFuture> {
+        // fail fast while disconnected instead of queueing into a client
+        // buffer that may never drain (the caller retries with the same id)
+        if self.inner.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Error::Connection(format!(
+                "publish: not connected to {} (reconnecting)",
+                self.inner.config.url
+            )));
+        }
         self.inner
             .js
             .publish_with_headers(subject.to_string(), headers, payload)
@@ -172,24 +180,24 @@ impl NatsProvider {
             .map_err(|e| self.publish_error(e, expected))
     }
 
+    /// Awaits an acknowledgement until `deadline` (async-nats starts its own
+    /// timer only when the future is first polled, which in a pipelined batch
+    /// would add up the timeouts of every pending ack).
     async fn await_ack(
         &self,
         ack: PublishAckFuture,
         expected: Option<u64>,
-        timeout: Option<Duration>,
+        deadline: tokio::time::Instant,
     ) -> Result<u64> {
-        let result = match timeout {
-            Some(limit) => tokio::time::timeout(limit, ack.into_future())
-                .await
-                .map_err(|_| Error::Timeout {
-                    operation: "waiting for the publish acknowledgement".into(),
-                    elapsed: limit,
-                })?,
-            None => ack.await,
-        };
-        result
-            .map(|ack| ack.sequence)
-            .map_err(|e| self.publish_error(e, expected))
+        match tokio::time::timeout_at(deadline, ack.into_future()).await {
+            Ok(result) => result
+                .map(|ack| ack.sequence)
+                .map_err(|e| self.publish_error(e, expected)),
+            Err(_) => Err(Error::Timeout {
+                operation: "waiting for the publish acknowledgement".into(),
+                elapsed: self.inner.config.request_timeout(),
+            }),
+        }
     }
 
     fn publish_error(&self, err: jetstream::context::PublishError, expected: Option<u64>) -> Error {
@@ -409,17 +417,23 @@ async fn ensure_stream(
 impl EventProvider for NatsProvider {
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
         let (headers, payload) = self.prepare(event, options)?;
+        let deadline = tokio::time::Instant::now()
+            + options
+                .timeout
+                .unwrap_or_else(|| self.inner.config.request_timeout());
         let ack = self
             .send(&event.subject, headers, payload, options.expected_sequence)
             .await?;
-        self.await_ack(ack, options.expected_sequence, options.timeout)
+        self.await_ack(ack, options.expected_sequence, deadline)
             .await
     }
 
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
         let window = self.inner.options.max_inflight_acks;
         let mut results: Vec<Option<Result<u64>>> = Vec::with_capacity(events.len());
-        let mut inflight: VecDeque<(usize, PublishAckFuture)> = VecDeque::with_capacity(window);
+        let timeout = self.inner.config.request_timeout();
+        let mut inflight: VecDeque<(usize, tokio::time::Instant, PublishAckFuture)> =
+            VecDeque::with_capacity(window);
         let options = PublishOptions::default();
         for (i, event) in events.iter().enumerate() {
             results.push(None);
@@ -431,17 +445,18 @@ impl EventProvider for NatsProvider {
                 }
             };
             if inflight.len() >= window
-                && let Some((j, ack)) = inflight.pop_front()
+                && let Some((j, deadline, ack)) = inflight.pop_front()
             {
-                results[j] = Some(self.await_ack(ack, None, None).await);
+                results[j] = Some(self.await_ack(ack, None, deadline).await);
             }
+            let deadline = tokio::time::Instant::now() + timeout;
             match self.send(&event.subject, headers, payload, None).await {
-                Ok(ack) => inflight.push_back((i, ack)),
+                Ok(ack) => inflight.push_back((i, deadline, ack)),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        while let Some((j, ack)) = inflight.pop_front() {
-            results[j] = Some(self.await_ack(ack, None, None).await);
+        while let Some((j, deadline, ack)) = inflight.pop_front() {
+            results[j] = Some(self.await_ack(ack, None, deadline).await);
         }
         Ok(results
             .into_iter()
