@@ -242,7 +242,7 @@ impl NatsSubscription {
         ))
     }
 
-    fn new(provider: NatsProvider, mut consumer: PullConsumer, name: String, kind: Kind) -> Self {
+    fn new(provider: NatsProvider, consumer: PullConsumer, name: String, kind: Kind) -> Self {
         let info = consumer.cached_info();
         let max_deliver = u64::try_from(info.config.max_deliver)
             .ok()
@@ -252,7 +252,6 @@ impl NatsSubscription {
             .ok()
             .filter(|n| *n > 0)
             .unwrap_or(usize::MAX);
-        let _ = &mut consumer;
         Self {
             provider,
             consumer,

@@ -220,7 +220,7 @@ async fn undecodable_message_is_terminated_and_reported_once() {
 }
 
 async fn consumers(p: &NatsProvider) -> usize {
-    p.info().await.unwrap().consumers
+    p.info().await.expect("info").consumers
 }
 
 #[tokio::test]
