@@ -241,6 +241,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let _guard = rt.enter();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
