@@ -387,3 +387,48 @@ async fn history_reads_only_the_tail_of_a_large_stream() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn prefetched_events_of_a_dropped_subscription_are_not_lost() {
+    let server = server!("prefetched_events_of_a_dropped_subscription_are_not_lost");
+    let p = NatsProvider::connect(common::config(&server, "pre"))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..200).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("t");
+    let mut sub = p
+        .subscribe_durable_with_options("pre", &filter, &opts)
+        .await
+        .unwrap();
+    // past the one-at-a-time warm-up, so later events are fetched ahead
+    for n in 0..100u64 {
+        let got = sub.next().await.unwrap().unwrap();
+        assert_eq!(got.event.payload["n"], n);
+    }
+    drop(sub); // event 99 unfinished, some later ones fetched but unseen
+    let mut sub = p
+        .subscribe_durable_with_options("pre", &filter, &opts)
+        .await
+        .unwrap();
+    let mut rest = std::collections::BTreeSet::new();
+    while rest.len() < 101 {
+        let got = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("redelivery within the ack wait")
+            .unwrap()
+            .unwrap();
+        rest.insert(got.event.payload["n"].as_u64().unwrap());
+    }
+    assert_eq!(
+        rest,
+        (99..200).collect(),
+        "nothing lost, nothing acked twice"
+    );
+}
