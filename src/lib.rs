@@ -126,10 +126,12 @@ pub mod provider {
         pub use event_memory::*;
     }
 
-    // Wired by the lead on merge:
-    // #[cfg(feature = "nats")]
-    // #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
-    // pub mod nats { pub use event_nats::*; }
+    /// The NATS JetStream provider (feature `nats`).
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    pub mod nats {
+        pub use event_nats::*;
+    }
 }
 
 /// The hook traits the bus calls; implementations plug in as `Arc<dyn Trait>`.

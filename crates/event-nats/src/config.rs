@@ -1,0 +1,456 @@
+//! Configuration: [`NatsConfig`] (the original README's fields) and
+//! [`NatsOptions`] (what production needs beyond them).
+
+use event_core::{Error, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where JetStream keeps the stream's events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum StorageType {
+    /// On disk: survives server restarts (the default).
+    #[default]
+    File,
+    /// In memory: faster, lost when the server restarts.
+    Memory,
+}
+
+/// What JetStream does when a stream limit (`max_events`, `max_bytes`) is hit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum DiscardPolicy {
+    /// Remove the oldest events to make room (the default).
+    #[default]
+    Old,
+    /// Refuse new events while the stream is full.
+    New,
+}
+
+/// Connection and stream settings, field for field as in the original
+/// `a3s-event` README.
+///
+/// ```
+/// use event_nats::{NatsConfig, StorageType};
+///
+/// let config = NatsConfig {
+///     url: "nats://127.0.0.1:4222".to_string(),
+///     token: None,
+///     credentials_path: None,
+///     stream_name: "A3S_EVENTS".to_string(),
+///     subject_prefix: "events".to_string(),
+///     storage: StorageType::File,
+///     max_events: 100_000,
+///     max_age_secs: 604_800, // 7 days
+///     max_bytes: 0,          // unlimited
+///     connect_timeout_secs: 5,
+///     request_timeout_secs: 10,
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated: `nats://host:4222`, `tls://host:4222`.
+    pub url: String,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// A `.creds` file (JWT + nkey seed) for decentralised authentication.
+    pub credentials_path: Option<String>,
+    /// JetStream stream name (created if absent).
+    pub stream_name: String,
+    /// Subject prefix; the stream captures `{subject_prefix}.>`.
+    pub subject_prefix: String,
+    /// File or memory storage.
+    pub storage: StorageType,
+    /// Maximum events kept in the stream (0: unlimited).
+    pub max_events: u64,
+    /// Maximum event age in seconds (0: unlimited).
+    pub max_age_secs: u64,
+    /// Maximum stream size in bytes (0: unlimited).
+    pub max_bytes: u64,
+    /// Timeout for establishing the connection, in seconds.
+    pub connect_timeout_secs: u64,
+    /// Timeout for JetStream requests and publish acknowledgements, in seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_string(),
+            token: None,
+            credentials_path: None,
+            stream_name: "A3S_EVENTS".to_string(),
+            subject_prefix: "events".to_string(),
+            storage: StorageType::File,
+            max_events: 100_000,
+            max_age_secs: 604_800,
+            max_bytes: 0,
+            connect_timeout_secs: 5,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+impl NatsConfig {
+    /// Checks every field that can be checked without a server.
+    pub fn validate(&self) -> Result<()> {
+        if self.url.trim().is_empty() {
+            return Err(Error::invalid_config("url", "must not be empty"));
+        }
+        for url in self.url.split(',') {
+            validate_url(url.trim())?;
+        }
+        if self.stream_name.is_empty()
+            || self
+                .stream_name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
+        {
+            return Err(Error::invalid_config(
+                "stream_name",
+                format!(
+                    "{:?} must be non-empty without whitespace, `.`, `*`, `>`, `/` or `\\`",
+                    self.stream_name
+                ),
+            ));
+        }
+        event_core::subject::validate_subject(&self.subject_prefix).map_err(|e| {
+            Error::invalid_config("subject_prefix", format!("{:?}: {e}", self.subject_prefix))
+        })?;
+        if self.connect_timeout_secs == 0 {
+            return Err(Error::invalid_config(
+                "connect_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(Error::invalid_config(
+                "request_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        for (field, value) in [
+            ("max_events", self.max_events),
+            ("max_bytes", self.max_bytes),
+        ] {
+            if i64::try_from(value).is_err() {
+                return Err(Error::invalid_config(field, "must fit in an i64"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+fn validate_url(url: &str) -> Result<()> {
+    let bad = |reason: &str| Error::invalid_config("url", format!("{url:?}: {reason}"));
+    if url.is_empty() {
+        return Err(bad("empty server address"));
+    }
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+                return Err(bad("scheme must be nats://, tls://, ws:// or wss://"));
+            }
+            rest
+        }
+        None => url,
+    };
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, hp)| hp);
+    let host_port = host_port.split('/').next().unwrap_or_default();
+    if host_port.is_empty() {
+        return Err(bad("missing host"));
+    }
+    if host_port.chars().any(char::is_whitespace) {
+        return Err(bad("host contains whitespace"));
+    }
+    if let Some((host, port)) = host_port.rsplit_once(':')
+        && !host.ends_with(']')
+        && !host.contains(':')
+    {
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        if port.parse::<u16>().is_err() {
+            return Err(bad("port must be a number from 0 to 65535"));
+        }
+    }
+    Ok(())
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Refuse to talk to a server that does not offer TLS.
+    pub require: bool,
+    /// PEM file with the CA certificate(s) that signed the server certificate
+    /// (in addition to the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate and its private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Certificate chain.
+    pub cert_file: PathBuf,
+    /// Private key.
+    pub key_file: PathBuf,
+}
+
+/// Production settings beyond [`NatsConfig`]: further authentication methods,
+/// TLS, stream durability and flow control. Passed to
+/// [`NatsProvider::connect_with`](crate::NatsProvider::connect_with).
+///
+/// ```
+/// use event_nats::{DiscardPolicy, NatsOptions};
+/// use std::time::Duration;
+///
+/// let options = NatsOptions {
+///     user: Some("svc".into()),
+///     password: Some("secret".into()),
+///     duplicate_window: Duration::from_secs(600),
+///     discard: DiscardPolicy::New,
+///     ..NatsOptions::default()
+/// };
+/// assert_eq!(options.max_inflight_acks, 256);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// User for user/password authentication.
+    pub user: Option<String>,
+    /// Password for user/password authentication.
+    pub password: Option<String>,
+    /// NKey seed (`SU...`) for nkey authentication.
+    pub nkey_seed: Option<String>,
+    /// TLS settings. A `tls://` URL also enables TLS.
+    pub tls: TlsOptions,
+    /// Client name shown by the server's monitoring.
+    pub client_name: Option<String>,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    pub duplicate_window: Duration,
+    /// Stream replicas (1 on a single server; 3 or 5 in a cluster).
+    pub replicas: usize,
+    /// What happens when the stream is full.
+    pub discard: DiscardPolicy,
+    /// Publishes awaiting their acknowledgement at once, in
+    /// [`publish_batch`](event_core::EventProvider::publish_batch) and over
+    /// all concurrent publishers of the provider.
+    pub max_inflight_acks: usize,
+    /// Most events a subscription fetches ahead of the caller (see the crate
+    /// docs on prefetch). 1 fetches strictly one event per call.
+    pub max_prefetch: usize,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            user: None,
+            password: None,
+            nkey_seed: None,
+            tls: TlsOptions::default(),
+            client_name: None,
+            duplicate_window: Duration::from_secs(120),
+            replicas: 1,
+            discard: DiscardPolicy::Old,
+            max_inflight_acks: 256,
+            max_prefetch: 256,
+        }
+    }
+}
+
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsOptions")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("client_name", &self.client_name)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("replicas", &self.replicas)
+            .field("discard", &self.discard)
+            .field("max_inflight_acks", &self.max_inflight_acks)
+            .field("max_prefetch", &self.max_prefetch)
+            .finish()
+    }
+}
+
+impl NatsOptions {
+    /// Checks every field that can be checked without a server.
+    pub fn validate(&self) -> Result<()> {
+        if self.user.is_some() != self.password.is_some() {
+            return Err(Error::invalid_config(
+                "user/password",
+                "set both or neither",
+            ));
+        }
+        if self.replicas == 0 || self.replicas > 5 {
+            return Err(Error::invalid_config("replicas", "must be from 1 to 5"));
+        }
+        if self.max_inflight_acks == 0 {
+            return Err(Error::invalid_config(
+                "max_inflight_acks",
+                "must be at least 1",
+            ));
+        }
+        if self.max_prefetch == 0 {
+            return Err(Error::invalid_config("max_prefetch", "must be at least 1"));
+        }
+        if self.duplicate_window.is_zero() {
+            return Err(Error::invalid_config(
+                "duplicate_window",
+                "must be positive (deduplication is part of the contract)",
+            ));
+        }
+        for (field, path) in [
+            ("tls.ca_file", self.tls.ca_file.as_ref()),
+            (
+                "tls.client_cert.cert_file",
+                self.tls.client_cert.as_ref().map(|c| &c.cert_file),
+            ),
+            (
+                "tls.client_cert.key_file",
+                self.tls.client_cert.as_ref().map(|c| &c.key_file),
+            ),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(Error::invalid_config(
+                    field,
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        NatsConfig::default().validate().unwrap();
+        NatsOptions::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_urls_are_invalid_config() {
+        for url in [
+            "",
+            "http://x:4222",
+            "nats://:4222",
+            "nats://host:notaport",
+            "nats://host:99999",
+            "nats://",
+            "nats://a b:4222",
+        ] {
+            let config = NatsConfig {
+                url: url.into(),
+                ..NatsConfig::default()
+            };
+            match config.validate() {
+                Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "url", "{url}"),
+                other => panic!("{url:?}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+        for url in [
+            "nats://127.0.0.1:4222",
+            "localhost:4222",
+            "tls://user:pw@host:4443",
+            "nats://a:1,nats://b:2",
+            "nats://[::1]:4222",
+        ] {
+            let config = NatsConfig {
+                url: url.into(),
+                ..NatsConfig::default()
+            };
+            config.validate().unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+    }
+
+    #[test]
+    fn bad_fields_name_the_field() {
+        let cases: Vec<(NatsConfig, &str)> = vec![
+            (
+                NatsConfig {
+                    stream_name: "a.b".into(),
+                    ..NatsConfig::default()
+                },
+                "stream_name",
+            ),
+            (
+                NatsConfig {
+                    subject_prefix: "a..b".into(),
+                    ..NatsConfig::default()
+                },
+                "subject_prefix",
+            ),
+            (
+                NatsConfig {
+                    subject_prefix: "ev.*".into(),
+                    ..NatsConfig::default()
+                },
+                "subject_prefix",
+            ),
+            (
+                NatsConfig {
+                    connect_timeout_secs: 0,
+                    ..NatsConfig::default()
+                },
+                "connect_timeout_secs",
+            ),
+            (
+                NatsConfig {
+                    max_bytes: u64::MAX,
+                    ..NatsConfig::default()
+                },
+                "max_bytes",
+            ),
+        ];
+        for (config, expected) in cases {
+            match config.validate() {
+                Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, expected),
+                other => panic!("{expected}: got {other:?}"),
+            }
+        }
+        let opts = NatsOptions {
+            user: Some("u".into()),
+            ..NatsOptions::default()
+        };
+        assert!(matches!(opts.validate(), Err(Error::InvalidConfig { .. })));
+        let opts = NatsOptions {
+            tls: TlsOptions {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..TlsOptions::default()
+            },
+            ..NatsOptions::default()
+        };
+        match opts.validate() {
+            Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "tls.ca_file"),
+            other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let opts = NatsOptions {
+            user: Some("u".into()),
+            password: Some("hunter2".into()),
+            nkey_seed: Some("SUSEED".into()),
+            ..NatsOptions::default()
+        };
+        let s = format!("{opts:?}");
+        assert!(!s.contains("hunter2") && !s.contains("SUSEED"), "{s}");
+    }
+}

@@ -1,0 +1,189 @@
+//! Mapping async-nats errors into [`event_core::Error`].
+
+use async_nats::jetstream::{Error as ApiError, ErrorCode};
+use event_core::BoxError;
+use event_core::Error;
+use std::time::Duration;
+
+pub(crate) const PROVIDER: &str = "nats";
+
+/// The JetStream API error anywhere in `err`'s source chain.
+pub(crate) fn api_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ApiError> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(api) = e.downcast_ref::<ApiError>() {
+            return Some(api);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Maps any async-nats error of the operation `op` into a semantic error.
+///
+/// JetStream API errors are mapped by their error code; client-side failures
+/// by their kind (timeouts, lost connections); anything else is kept as
+/// [`Error::Provider`] with the original as its source.
+pub(crate) fn map(op: &str, err: impl Into<BoxError>, timeout: Duration) -> Error {
+    let err: BoxError = err.into();
+    let text = err.to_string();
+    // JetStream API errors sit either in the source chain or in the error
+    // kind (`...Kind::JetStream(e)`), which only shows in the message
+    let api = api_error(err.as_ref());
+    let code = api
+        .map(|api| (api.error_code(), api.code()))
+        .or_else(|| api_codes(&text));
+    if let Some((code, status)) = code {
+        if code == ErrorCode::CONSUMER_NOT_FOUND {
+            return Error::NotFound {
+                kind: "consumer",
+                name: op.to_string(),
+            };
+        }
+        if code == ErrorCode::STREAM_NOT_FOUND {
+            return Error::NotFound {
+                kind: "stream",
+                name: op.to_string(),
+            };
+        }
+        if status == 503 {
+            return Error::Connection(format!("{op}: JetStream is not available: {text}"));
+        }
+        return Error::provider(PROVIDER, format!("{op}: {text}"));
+    }
+    // kinds without an API error, e.g. `ConsumerInfoErrorKind::NotFound`
+    if text.contains("consumer not found") {
+        return Error::NotFound {
+            kind: "consumer",
+            name: op.to_string(),
+        };
+    }
+    if text.contains("timed out") || text.contains("timeout") {
+        return Error::Timeout {
+            operation: format!("{op}: {text}"),
+            elapsed: timeout,
+        };
+    }
+    if text.contains("no responders")
+        || text.contains("broken pipe")
+        || text.contains("disconnected")
+        || text.contains("connection")
+        || text.contains("request error")
+    {
+        return Error::Connection(format!("{op}: {text}"));
+    }
+    Error::Provider {
+        provider: PROVIDER.to_string(),
+        source: format!("{op}: {text}").into(),
+    }
+}
+
+/// `(error code, status)` from an API error's message:
+/// `... (code 404, error code 10059)`.
+fn api_codes(text: &str) -> Option<(ErrorCode, usize)> {
+    let number = |after: &str| -> Option<u64> {
+        let rest = text.rsplit(after).next()?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    if !text.contains("error code ") {
+        return None;
+    }
+    let code = number("error code ")?;
+    let status = number("(code ")
+        .and_then(|s| usize::try_from(s).ok())
+        .unwrap_or(0);
+    Some((ErrorCode(code), status))
+}
+
+/// Maps a connection error. The URL was validated before, so a parse error
+/// here still names the URL.
+pub(crate) fn connect(err: async_nats::ConnectError, url: &str, timeout: Duration) -> Error {
+    use async_nats::ConnectErrorKind as K;
+    match err.kind() {
+        K::ServerParse => Error::invalid_config("url", format!("{url:?}: {err}")),
+        K::Authentication | K::AuthorizationViolation => {
+            Error::Authentication(format!("{url}: {err}"))
+        }
+        K::TimedOut => Error::Timeout {
+            operation: format!("connecting to {url}"),
+            elapsed: timeout,
+        },
+        K::Tls => Error::Connection(format!("TLS to {url}: {err}")),
+        K::Dns | K::Io | K::MaxReconnects => Error::Connection(format!("{url}: {err}")),
+    }
+}
+
+/// Parses the stream's last sequence out of a "wrong last sequence: N" error.
+pub(crate) fn actual_last_sequence(err: &(dyn std::error::Error + 'static)) -> u64 {
+    let text = api_error(err).map_or_else(|| err.to_string(), ToString::to_string);
+    text.split("wrong last sequence:")
+        .nth(1)
+        .and_then(|rest| {
+            rest.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|digits| digits.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_and_connection_errors_are_classified() {
+        let e = map(
+            "publish",
+            std::io::Error::other("timed out: didn't receive ack in time"),
+            Duration::from_secs(1),
+        );
+        assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+        let e = map(
+            "publish",
+            std::io::Error::other("broken pipe"),
+            Duration::from_secs(1),
+        );
+        assert!(matches!(e, Error::Connection(_)), "{e:?}");
+        let e = map("x", std::io::Error::other("weird"), Duration::from_secs(1));
+        assert!(matches!(e, Error::Provider { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn api_errors_are_mapped_by_code() {
+        let api: ApiError = serde_json::from_str(
+            r#"{"code":404,"err_code":10014,"description":"consumer not found"}"#,
+        )
+        .unwrap();
+        let wrapped = async_nats::jetstream::stream::ConsumerError::with_source(
+            async_nats::jetstream::stream::ConsumerErrorKind::Other,
+            api,
+        );
+        assert!(matches!(
+            map("c1", wrapped, Duration::from_secs(1)),
+            Error::NotFound {
+                kind: "consumer",
+                ..
+            }
+        ));
+        let in_kind =
+            std::io::Error::other("jetstream error: stream not found (code 404, error code 10059)");
+        assert!(matches!(
+            map("s", in_kind, Duration::from_secs(1)),
+            Error::NotFound { kind: "stream", .. }
+        ));
+    }
+
+    #[test]
+    fn wrong_last_sequence_is_parsed() {
+        let api: ApiError = serde_json::from_str(
+            r#"{"code":400,"err_code":10071,"description":"wrong last sequence: 17"}"#,
+        )
+        .unwrap();
+        assert_eq!(actual_last_sequence(&api), 17);
+        assert_eq!(actual_last_sequence(&std::io::Error::other("nope")), 0);
+    }
+}

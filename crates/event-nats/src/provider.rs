@@ -1,0 +1,576 @@
+//! [`NatsProvider`]: connection, stream management, publish, history, info.
+
+use crate::config::{DiscardPolicy, NatsConfig, NatsOptions, StorageType};
+use crate::error::{self, PROVIDER};
+use crate::subscription::NatsSubscription;
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind, stream};
+use async_trait::async_trait;
+use event_core::subject::{validate_consumer_name, validate_filter, validate_publish_subject};
+use event_core::{
+    Error, Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions,
+    Subscription,
+};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Header carrying the dedup id.
+const MSG_ID: &str = "Nats-Msg-Id";
+/// Header carrying the optimistic-concurrency expectation.
+const EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
+
+/// The [`EventProvider`] on NATS JetStream.
+///
+/// Cheap to clone: clones share one connection and stream handle.
+#[derive(Clone)]
+pub struct NatsProvider {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) stream: stream::Stream,
+    pub(crate) stream_name: Arc<str>,
+    pub(crate) config: NatsConfig,
+    pub(crate) options: NatsOptions,
+    pub(crate) max_payload: AtomicUsize,
+    pub(crate) connected: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for NatsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsProvider")
+            .field("url", &self.inner.config.url)
+            .field("stream", &self.inner.stream_name)
+            .field("subject_prefix", &self.inner.config.subject_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsProvider {
+    /// Connects with [`NatsOptions::default`] and creates or checks the stream.
+    ///
+    /// Errors: [`Error::InvalidConfig`] for a bad URL or field,
+    /// [`Error::Connection`] when the server refuses or cannot be reached,
+    /// [`Error::Authentication`] for rejected credentials,
+    /// [`Error::Timeout`] when the server does not answer in
+    /// `connect_timeout_secs`, [`Error::Conflict`] when the stream exists with
+    /// settings that cannot be changed in place.
+    pub async fn connect(config: NatsConfig) -> Result<Self> {
+        Self::connect_with(config, NatsOptions::default()).await
+    }
+
+    /// Connects with production [`NatsOptions`] (user/password, nkey, TLS,
+    /// duplicate window, replicas, discard policy, flow control).
+    pub async fn connect_with(config: NatsConfig, options: NatsOptions) -> Result<Self> {
+        config.validate()?;
+        options.validate()?;
+        if config.max_age_secs > 0
+            && options.duplicate_window > Duration::from_secs(config.max_age_secs)
+        {
+            return Err(Error::invalid_config(
+                "duplicate_window",
+                "must not be longer than max_age_secs",
+            ));
+        }
+        let connected = Arc::new(AtomicBool::new(false));
+        let connect_options = connect_options(&config, &options, connected.clone()).await?;
+        let client = connect_options
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| error::connect(e, &config.url, config.connect_timeout()))?;
+        connected.store(true, Ordering::Relaxed);
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout())
+            // the batch window bounds in-flight acks per publish_batch call;
+            // a shared bound here could deadlock concurrent batches
+            .max_ack_inflight(1 << 24)
+            .build(client.clone());
+        let stream = ensure_stream(&js, &config, &options).await?;
+        let max_payload = client.server_info().max_payload;
+        tracing::info!(
+            url = %config.url,
+            stream = %config.stream_name,
+            max_payload,
+            "connected to NATS JetStream"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                stream,
+                stream_name: Arc::from(config.stream_name.as_str()),
+                max_payload: AtomicUsize::new(max_payload),
+                config,
+                options,
+                connected,
+            }),
+        })
+    }
+
+    /// The async-nats client, for what the provider does not cover.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    /// The JetStream stream name.
+    pub fn stream_name(&self) -> &str {
+        &self.inner.stream_name
+    }
+
+    /// The server's maximum message size (payload and headers), in bytes.
+    pub fn max_payload(&self) -> usize {
+        self.inner.max_payload.load(Ordering::Relaxed)
+    }
+
+    /// Encodes `event` and builds its headers, checking subject and size.
+    fn prepare(
+        &self,
+        event: &Event,
+        options: &PublishOptions,
+    ) -> Result<(HeaderMap, bytes::Bytes)> {
+        validate_publish_subject(&event.subject, &self.inner.config.subject_prefix)?;
+        let msg_id = options.dedup_id(event);
+        if msg_id.is_empty() || msg_id.chars().any(char::is_control) {
+            return Err(Error::invalid_config(
+                "msg_id",
+                format!("{msg_id:?} must be non-empty without control characters"),
+            ));
+        }
+        let payload = serde_json::to_vec(event)?;
+        let mut headers = HeaderMap::new();
+        // "NATS/1.0\r\n" + "name: value\r\n"... + "\r\n"
+        let mut header_len = 12 + MSG_ID.len() + 4 + msg_id.len();
+        headers.insert(MSG_ID, msg_id);
+        if let Some(expected) = options.expected_sequence {
+            let value = expected.to_string();
+            header_len += EXPECTED_LAST_SEQ.len() + 4 + value.len();
+            headers.insert(EXPECTED_LAST_SEQ, value.as_str());
+        }
+        let size = payload.len() + header_len;
+        let max = self.max_payload();
+        if max > 0 && size > max {
+            return Err(Error::PayloadTooLarge { size, max });
+        }
+        Ok((headers, payload.into()))
+    }
+
+    async fn send(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+        expected: Option<u64>,
+    ) -> Result<PublishAckFuture> {
+        // fail fast while disconnected instead of queueing into a client
+        // buffer that may never drain (the caller retries with the same id)
+        if self.inner.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Error::Connection(format!(
+                "publish: not connected to {} (reconnecting)",
+                self.inner.config.url
+            )));
+        }
+        self.inner
+            .js
+            .publish_with_headers(subject.to_string(), headers, payload)
+            .await
+            .map_err(|e| self.publish_error(e, expected))
+    }
+
+    /// Awaits an acknowledgement until `deadline` (async-nats starts its own
+    /// timer only when the future is first polled, which in a pipelined batch
+    /// would add up the timeouts of every pending ack).
+    async fn await_ack(
+        &self,
+        ack: PublishAckFuture,
+        expected: Option<u64>,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64> {
+        match tokio::time::timeout_at(deadline, ack.into_future()).await {
+            Ok(result) => result
+                .map(|ack| ack.sequence)
+                .map_err(|e| self.publish_error(e, expected)),
+            Err(_) => Err(Error::Timeout {
+                operation: "waiting for the publish acknowledgement".into(),
+                elapsed: self.inner.config.request_timeout(),
+            }),
+        }
+    }
+
+    fn publish_error(&self, err: jetstream::context::PublishError, expected: Option<u64>) -> Error {
+        let timeout = self.inner.config.request_timeout();
+        match err.kind() {
+            PublishErrorKind::WrongLastSequence => Error::WrongLastSequence {
+                expected: expected.unwrap_or(0),
+                actual: error::actual_last_sequence(&err),
+            },
+            PublishErrorKind::TimedOut => Error::Timeout {
+                operation: "waiting for the publish acknowledgement".into(),
+                elapsed: timeout,
+            },
+            PublishErrorKind::BrokenPipe => {
+                Error::Connection(format!("publish: connection lost before the ack: {err}"))
+            }
+            PublishErrorKind::StreamNotFound => Error::Connection(format!(
+                "publish: no JetStream stream answered for stream {} (server down or recovering)",
+                self.inner.stream_name
+            )),
+            PublishErrorKind::MaxPayloadExceeded => Error::PayloadTooLarge {
+                size: 0,
+                max: self.max_payload(),
+            },
+            _ => error::map("publish", err, timeout),
+        }
+    }
+
+    pub(crate) fn consumer_timeout(&self) -> Duration {
+        self.inner.config.request_timeout()
+    }
+}
+
+async fn connect_options(
+    config: &NatsConfig,
+    options: &NatsOptions,
+    connected: Arc<AtomicBool>,
+) -> Result<async_nats::ConnectOptions> {
+    let mut co = async_nats::ConnectOptions::new()
+        .connection_timeout(config.connect_timeout())
+        .request_timeout(Some(config.request_timeout()))
+        .event_callback(move |event| {
+            let connected = connected.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        connected.store(true, Ordering::Relaxed);
+                        tracing::info!("NATS connection (re)established");
+                    }
+                    async_nats::Event::Disconnected => {
+                        connected.store(false, Ordering::Relaxed);
+                        tracing::warn!("NATS connection lost; reconnecting");
+                    }
+                    async_nats::Event::Closed => {
+                        connected.store(false, Ordering::Relaxed);
+                        tracing::warn!("NATS connection closed");
+                    }
+                    other => tracing::warn!(event = %other, "NATS connection event"),
+                }
+            }
+        });
+    if let Some(name) = &options.client_name {
+        co = co.name(name);
+    }
+    if let Some(token) = &config.token {
+        co = co.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&options.user, &options.password) {
+        co = co.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(seed) = &options.nkey_seed {
+        co = co.nkey(seed.clone());
+    }
+    if let Some(path) = &config.credentials_path {
+        co = co
+            .credentials_file(path)
+            .await
+            .map_err(|e| Error::invalid_config("credentials_path", format!("{path}: {e}")))?;
+    }
+    let tls = &options.tls;
+    if tls.require {
+        co = co.require_tls(true);
+    }
+    if let Some(ca) = &tls.ca_file {
+        co = co.add_root_certificates(ca.clone());
+    }
+    if let Some(cert) = &tls.client_cert {
+        co = co.add_client_certificate(cert.cert_file.clone(), cert.key_file.clone());
+    }
+    Ok(co)
+}
+
+fn limit(value: u64) -> i64 {
+    if value == 0 {
+        -1
+    } else {
+        i64::try_from(value).unwrap_or(i64::MAX)
+    }
+}
+
+fn desired_stream(config: &NatsConfig, options: &NatsOptions) -> stream::Config {
+    stream::Config {
+        name: config.stream_name.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        storage: match config.storage {
+            StorageType::File => stream::StorageType::File,
+            StorageType::Memory => stream::StorageType::Memory,
+        },
+        max_messages: limit(config.max_events),
+        max_bytes: limit(config.max_bytes),
+        max_age: Duration::from_secs(config.max_age_secs),
+        duplicate_window: options.duplicate_window,
+        num_replicas: options.replicas,
+        discard: match options.discard {
+            DiscardPolicy::Old => stream::DiscardPolicy::Old,
+            DiscardPolicy::New => stream::DiscardPolicy::New,
+        },
+        ..stream::Config::default()
+    }
+}
+
+/// The managed settings in which `existing` differs from `desired`.
+fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let subject = &desired.subjects[0];
+    if !existing.subjects.iter().any(|s| s == subject) {
+        diffs.push(format!("subjects {:?} lack {subject:?}", existing.subjects));
+    }
+    macro_rules! cmp {
+        ($field:ident) => {
+            if existing.$field != desired.$field {
+                diffs.push(format!(
+                    concat!(stringify!($field), ": stream has {:?}, config wants {:?}"),
+                    existing.$field, desired.$field
+                ));
+            }
+        };
+    }
+    cmp!(storage);
+    cmp!(max_messages);
+    cmp!(max_bytes);
+    cmp!(max_age);
+    cmp!(duplicate_window);
+    cmp!(num_replicas);
+    cmp!(discard);
+    diffs
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    options: &NatsOptions,
+) -> Result<stream::Stream> {
+    let timeout = config.request_timeout();
+    let desired = desired_stream(config, options);
+    let name = &config.stream_name;
+    match js.get_stream(name).await {
+        Ok(mut existing) => {
+            let current = existing
+                .info()
+                .await
+                .map_err(|e| error::map("stream info", e, timeout))?
+                .config
+                .clone();
+            let diffs = stream_differences(&current, &desired);
+            if diffs.is_empty() {
+                return Ok(existing);
+            }
+            let reason = diffs.join("; ");
+            if current.storage != desired.storage {
+                return Err(Error::Conflict {
+                    resource: format!("stream {name}"),
+                    reason: format!("{reason} (JetStream cannot change the storage type)"),
+                });
+            }
+            let mut merged = current.clone();
+            if !merged.subjects.contains(&desired.subjects[0]) {
+                merged.subjects.push(desired.subjects[0].clone());
+            }
+            merged.max_messages = desired.max_messages;
+            merged.max_bytes = desired.max_bytes;
+            merged.max_age = desired.max_age;
+            merged.duplicate_window = desired.duplicate_window;
+            merged.num_replicas = desired.num_replicas;
+            merged.discard = desired.discard;
+            tracing::info!(stream = %name, changes = %reason, "updating stream settings");
+            js.update_stream(&merged)
+                .await
+                .map_err(|e| Error::Conflict {
+                    resource: format!("stream {name}"),
+                    reason: format!("{reason}; the server refused the update: {e}"),
+                })?;
+            js.get_stream(name)
+                .await
+                .map_err(|e| error::map("get stream", e, timeout))
+        }
+        Err(err) => {
+            match error::map("get stream", err, timeout) {
+                Error::NotFound { .. } => {}
+                other => return Err(other),
+            }
+            tracing::info!(stream = %name, "creating stream");
+            js.create_stream(desired).await.map_err(|e| {
+                match error::map("create stream", e, timeout) {
+                    Error::Provider { source, .. } => Error::invalid_config(
+                        "stream",
+                        format!("the server refused to create stream {name}: {source}"),
+                    ),
+                    other => other,
+                }
+            })
+        }
+    }
+}
+
+#[async_trait]
+impl EventProvider for NatsProvider {
+    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+        let (headers, payload) = self.prepare(event, options)?;
+        let deadline = tokio::time::Instant::now()
+            + options
+                .timeout
+                .unwrap_or_else(|| self.inner.config.request_timeout());
+        let ack = self
+            .send(&event.subject, headers, payload, options.expected_sequence)
+            .await?;
+        self.await_ack(ack, options.expected_sequence, deadline)
+            .await
+    }
+
+    async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
+        let window = self.inner.options.max_inflight_acks;
+        let mut results: Vec<Option<Result<u64>>> = Vec::with_capacity(events.len());
+        let timeout = self.inner.config.request_timeout();
+        let mut inflight: VecDeque<(usize, tokio::time::Instant, PublishAckFuture)> =
+            VecDeque::with_capacity(window);
+        let options = PublishOptions::default();
+        for (i, event) in events.iter().enumerate() {
+            results.push(None);
+            let (headers, payload) = match self.prepare(event, &options) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            if inflight.len() >= window
+                && let Some((j, deadline, ack)) = inflight.pop_front()
+            {
+                results[j] = Some(self.await_ack(ack, None, deadline).await);
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            match self.send(&event.subject, headers, payload, None).await {
+                Ok(ack) => inflight.push_back((i, deadline, ack)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        while let Some((j, deadline, ack)) = inflight.pop_front() {
+            results[j] = Some(self.await_ack(ack, None, deadline).await);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::provider(
+                        PROVIDER,
+                        "batch publish lost track of an event",
+                    ))
+                })
+            })
+            .collect())
+    }
+
+    async fn subscribe_with_options(
+        &self,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        validate_filter(filter_subject)?;
+        let sub = NatsSubscription::ephemeral(self.clone(), filter_subject, options).await?;
+        Ok(Box::new(sub))
+    }
+
+    async fn subscribe_durable_with_options(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        validate_consumer_name(consumer_name)?;
+        validate_filter(filter_subject)?;
+        let sub =
+            NatsSubscription::durable(self.clone(), consumer_name, filter_subject, options).await?;
+        Ok(Box::new(sub))
+    }
+
+    async fn history(&self, filter_subject: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        if let Some(filter) = filter_subject {
+            validate_filter(filter)?;
+        }
+        crate::history::history(self, filter_subject, limit).await
+    }
+
+    async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
+        validate_consumer_name(consumer_name)?;
+        match self.inner.stream.delete_consumer(consumer_name).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(
+                match error::map(consumer_name, e, self.consumer_timeout()) {
+                    Error::NotFound { .. } => Error::NotFound {
+                        kind: "consumer",
+                        name: consumer_name.to_string(),
+                    },
+                    other => other,
+                },
+            ),
+        }
+    }
+
+    async fn info(&self) -> Result<ProviderInfo> {
+        let info = self
+            .inner
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| error::map("stream info", e, self.consumer_timeout()))?;
+        let state = info.state;
+        Ok(ProviderInfo {
+            provider: PROVIDER.to_string(),
+            messages: state.messages,
+            bytes: state.bytes,
+            consumers: state.consumer_count,
+            first_sequence: if state.messages == 0 {
+                0
+            } else {
+                state.first_sequence
+            },
+            last_sequence: state.last_sequence,
+        })
+    }
+
+    fn name(&self) -> &str {
+        PROVIDER
+    }
+
+    fn subject_prefix(&self) -> &str {
+        &self.inner.config.subject_prefix
+    }
+
+    async fn health(&self) -> Result<bool> {
+        if self.inner.client.connection_state() != async_nats::connection::State::Connected {
+            return Ok(false);
+        }
+        match self.inner.stream.get_info().await {
+            Ok(_) => {
+                let max = self.inner.client.server_info().max_payload;
+                if max > 0 {
+                    self.inner.max_payload.store(max, Ordering::Relaxed);
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "NATS health check: stream lookup failed");
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl NatsProvider {
+    /// Whether the client currently has a live connection (updated from
+    /// async-nats connection events; reconnection is automatic).
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+}

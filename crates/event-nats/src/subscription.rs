@@ -1,0 +1,589 @@
+//! Pull-consumer subscriptions: [`NatsSubscription`] and its acker.
+
+use crate::error::{self, PROVIDER};
+use crate::provider::NatsProvider;
+use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::{AckKind, Acker as NatsMsgAcker};
+use async_trait::async_trait;
+use event_core::{
+    Acker, DeliverPolicy, Error, Event, PendingEvent, ReceivedEvent, Result, SubscribeOptions,
+    Subscription,
+};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Deliveries fetched one at a time at the start of a subscription, before
+/// prefetching starts (see the crate docs).
+const WARMUP: u64 = 8;
+/// How long one pull request waits at the server for events.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// Default `max_ack_pending` when the options leave it open.
+const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
+/// Ephemeral consumers left behind by a crashed process vanish after this.
+const EPHEMERAL_INACTIVE: Duration = Duration::from_secs(120);
+
+/// Maps the contract's deliver policy into JetStream's.
+pub(crate) fn deliver_policy(policy: &DeliverPolicy) -> Result<consumer::DeliverPolicy> {
+    Ok(match policy {
+        DeliverPolicy::All => consumer::DeliverPolicy::All,
+        DeliverPolicy::Last => consumer::DeliverPolicy::Last,
+        DeliverPolicy::New => consumer::DeliverPolicy::New,
+        DeliverPolicy::LastPerSubject => consumer::DeliverPolicy::LastPerSubject,
+        DeliverPolicy::ByStartSequence { sequence } => consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: (*sequence).max(1),
+        },
+        DeliverPolicy::ByStartTime { timestamp } => {
+            let nanos = i128::from(*timestamp) * 1_000_000;
+            let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                .map_err(|e| Error::invalid_config("deliver_policy", e.to_string()))?;
+            consumer::DeliverPolicy::ByStartTime { start_time }
+        }
+    })
+}
+
+/// The pull-consumer configuration for `options`.
+pub(crate) fn consumer_config(
+    durable: Option<&str>,
+    filter: &str,
+    options: &SubscribeOptions,
+) -> Result<pull::Config> {
+    let max_deliver = match options.max_deliver {
+        None => -1,
+        Some(0) => {
+            return Err(Error::invalid_config("max_deliver", "must be at least 1"));
+        }
+        Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
+    };
+    if !options.backoff.is_empty()
+        && max_deliver != -1
+        && max_deliver <= i64::try_from(options.backoff.len()).unwrap_or(i64::MAX)
+    {
+        return Err(Error::invalid_config(
+            "backoff",
+            "JetStream needs max_deliver greater than the number of backoff entries",
+        ));
+    }
+    let max_ack_pending = match options.max_ack_pending {
+        None => DEFAULT_MAX_ACK_PENDING,
+        Some(0) => {
+            return Err(Error::invalid_config(
+                "max_ack_pending",
+                "must be at least 1",
+            ));
+        }
+        Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
+    };
+    let ack_wait = match options.backoff.first() {
+        // JetStream uses the first backoff step as the ack wait
+        Some(first) => *first,
+        None => options
+            .ack_wait
+            .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT),
+    };
+    if ack_wait.is_zero() {
+        return Err(Error::invalid_config("ack_wait", "must be positive"));
+    }
+    Ok(pull::Config {
+        durable_name: durable.map(str::to_string),
+        name: durable.map(str::to_string),
+        deliver_policy: deliver_policy(&options.deliver_policy)?,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait,
+        max_deliver,
+        filter_subject: filter.to_string(),
+        max_ack_pending,
+        backoff: options.backoff.clone(),
+        ..pull::Config::default()
+    })
+}
+
+/// Settings of `existing` that differ from `desired` and matter after
+/// creation (the deliver policy applies at creation only).
+fn consumer_differences(existing: &consumer::Config, desired: &pull::Config) -> Vec<String> {
+    let desired = consumer::IntoConsumerConfig::into_consumer_config(desired);
+    let mut diffs = Vec::new();
+    macro_rules! cmp {
+        ($field:ident) => {
+            if existing.$field != desired.$field {
+                diffs.push(format!(
+                    concat!(
+                        stringify!($field),
+                        ": consumer has {:?}, subscription wants {:?}"
+                    ),
+                    existing.$field, desired.$field
+                ));
+            }
+        };
+    }
+    cmp!(filter_subject);
+    cmp!(ack_wait);
+    cmp!(max_deliver);
+    cmp!(max_ack_pending);
+    cmp!(backoff);
+    diffs
+}
+
+enum Kind {
+    /// Deleted when the subscription ends; recreated (after the last
+    /// delivered event) if the server dropped it.
+    Ephemeral {
+        config: Box<pull::Config>,
+    },
+    Durable,
+}
+
+/// A subscription on one JetStream pull consumer.
+pub(crate) struct NatsSubscription {
+    provider: NatsProvider,
+    consumer: PullConsumer,
+    name: String,
+    kind: Kind,
+    max_deliver: Option<u64>,
+    ack_wait: Duration,
+    max_ack_pending: usize,
+    batch: Option<pull::Batch>,
+    auto_pending: Option<NatsMsgAcker>,
+    handed_out: u64,
+    last_call: Option<Instant>,
+    avg_gap: Duration,
+    last_batch: usize,
+    last_sequence: u64,
+    closed: bool,
+}
+
+impl NatsSubscription {
+    pub(crate) async fn ephemeral(
+        provider: NatsProvider,
+        filter: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Self> {
+        let mut config = consumer_config(None, filter, options)?;
+        let name = format!("eph-{}", uuid::Uuid::new_v4().simple());
+        config.name = Some(name.clone());
+        config.inactive_threshold = EPHEMERAL_INACTIVE;
+        let consumer = provider
+            .inner
+            .stream
+            .create_consumer(config.clone())
+            .await
+            .map_err(|e| consumer_error(&name, e, provider.consumer_timeout()))?;
+        Ok(Self::new(
+            provider,
+            consumer,
+            name,
+            Kind::Ephemeral {
+                config: Box::new(config),
+            },
+        ))
+    }
+
+    pub(crate) async fn durable(
+        provider: NatsProvider,
+        name: &str,
+        filter: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Self> {
+        let timeout = provider.consumer_timeout();
+        let desired = consumer_config(Some(name), filter, options)?;
+        let stream = &provider.inner.stream;
+        let consumer: PullConsumer = match stream.consumer_info(name).await {
+            Ok(info) => {
+                let existing = info.config.clone();
+                let diffs = consumer_differences(&existing, &desired);
+                if diffs.is_empty() {
+                    stream
+                        .get_consumer(name)
+                        .await
+                        .map_err(|e| consumer_error(name, e, timeout))?
+                } else {
+                    let reason = diffs.join("; ");
+                    // the deliver policy applies at creation only: keep it
+                    let mut merged = desired.clone();
+                    merged.deliver_policy = existing.deliver_policy;
+                    tracing::info!(consumer = name, changes = %reason, "updating durable consumer");
+                    let updated = stream.create_consumer(merged).await.map_err(|e| {
+                        match consumer_error(name, e, timeout) {
+                            err @ (Error::Timeout { .. } | Error::Connection(_)) => err,
+                            err => Error::Conflict {
+                                resource: format!("durable consumer {name}"),
+                                reason: format!("{reason}; JetStream refused the change: {err}"),
+                            },
+                        }
+                    })?;
+                    // a server that accepts the request but keeps old values
+                    // (older servers ignore some fields) is a conflict too
+                    let applied = consumer_differences(&updated.cached_info().config, &desired);
+                    if !applied.is_empty() {
+                        return Err(Error::Conflict {
+                            resource: format!("durable consumer {name}"),
+                            reason: format!(
+                                "JetStream kept the old settings: {}",
+                                applied.join("; ")
+                            ),
+                        });
+                    }
+                    updated
+                }
+            }
+            Err(err) => match error::map(name, err, timeout) {
+                Error::NotFound { .. } => stream
+                    .create_consumer(desired)
+                    .await
+                    .map_err(|e| consumer_error(name, e, timeout))?,
+                other => return Err(other),
+            },
+        };
+        Ok(Self::new(
+            provider,
+            consumer,
+            name.to_string(),
+            Kind::Durable,
+        ))
+    }
+
+    fn new(provider: NatsProvider, consumer: PullConsumer, name: String, kind: Kind) -> Self {
+        let info = consumer.cached_info();
+        let max_deliver = u64::try_from(info.config.max_deliver)
+            .ok()
+            .filter(|n| *n > 0);
+        let ack_wait = info.config.ack_wait;
+        let max_ack_pending = usize::try_from(info.config.max_ack_pending)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(usize::MAX);
+        Self {
+            provider,
+            consumer,
+            name,
+            kind,
+            max_deliver,
+            ack_wait,
+            max_ack_pending,
+            batch: None,
+            auto_pending: None,
+            handed_out: 0,
+            last_call: None,
+            avg_gap: Duration::ZERO,
+            last_batch: 1,
+            last_sequence: 0,
+            closed: false,
+        }
+    }
+
+    /// How many events the next pull request asks for.
+    ///
+    /// One at a time for the first [`WARMUP`] deliveries, so a caller that
+    /// stops early leaves nothing fetched-but-unseen behind; then doubling,
+    /// bounded by `max_prefetch`, `max_ack_pending` and by how many events the
+    /// caller handles in a quarter of the ack wait (so prefetched events are
+    /// not redelivered while they wait in the buffer).
+    fn next_batch_size(&self) -> usize {
+        if self.handed_out < WARMUP {
+            return 1;
+        }
+        let max = self
+            .provider
+            .inner
+            .options
+            .max_prefetch
+            .min(self.max_ack_pending);
+        let by_pace = if self.avg_gap.is_zero() {
+            max
+        } else {
+            let budget = self.ack_wait.as_nanos() / 4;
+            usize::try_from(budget / self.avg_gap.as_nanos().max(1)).unwrap_or(max)
+        };
+        (self.last_batch.saturating_mul(2))
+            .min(max)
+            .min(by_pace)
+            .max(1)
+    }
+
+    fn note_call(&mut self) {
+        let now = Instant::now();
+        if let Some(last) = self.last_call {
+            let gap = now - last;
+            // exponential moving average, weight 1/8
+            self.avg_gap = if self.avg_gap.is_zero() {
+                gap
+            } else {
+                (self.avg_gap * 7 + gap) / 8
+            };
+        }
+        self.last_call = Some(now);
+    }
+
+    async fn start_batch(&mut self) -> Result<pull::Batch> {
+        let size = self.next_batch_size();
+        self.last_batch = size;
+        self.consumer
+            .batch()
+            .max_messages(size)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| error::map("pull request", e, self.provider.consumer_timeout()))
+    }
+
+    /// Recreates an ephemeral consumer the server dropped, after the last
+    /// event this subscription delivered.
+    async fn recreate_ephemeral(&mut self) -> Result<bool> {
+        let Kind::Ephemeral { config } = &self.kind else {
+            return Ok(false);
+        };
+        let mut config = (**config).clone();
+        if self.last_sequence > 0 {
+            config.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: self.last_sequence + 1,
+            };
+        }
+        let timeout = self.provider.consumer_timeout();
+        let consumer = self
+            .provider
+            .inner
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| consumer_error(&self.name, e, timeout))?;
+        tracing::info!(consumer = %self.name, "recreated ephemeral consumer");
+        self.consumer = consumer;
+        Ok(true)
+    }
+
+    async fn consumer_exists(&self) -> bool {
+        let info = self.provider.inner.stream.consumer_info(&self.name).await;
+        !matches!(
+            info.map_err(|e| error::map(&self.name, e, Duration::ZERO)),
+            Err(Error::NotFound { .. })
+        )
+    }
+
+    async fn receive(&mut self) -> Result<Option<(ReceivedEvent, NatsMsgAcker)>> {
+        if self.closed {
+            return Ok(None);
+        }
+        self.note_call();
+        loop {
+            if self.batch.is_none() {
+                self.batch = Some(self.start_batch().await?);
+            }
+            let Some(batch) = self.batch.as_mut() else {
+                continue;
+            };
+            match batch.next().await {
+                None => self.batch = None,
+                Some(Err(err)) => {
+                    self.batch = None;
+                    let text = err.to_string();
+                    tracing::debug!(consumer = %self.name, error = %text, "pull request ended");
+                    if !self.consumer_exists().await {
+                        if self.recreate_ephemeral().await? {
+                            continue;
+                        }
+                        return Err(Error::NotFound {
+                            kind: "consumer",
+                            name: self.name.clone(),
+                        });
+                    }
+                    if text.contains("409") || text.contains("408") {
+                        // request limits (max waiting, leadership change):
+                        // ask again
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    return Err(Error::Connection(format!(
+                        "pull from consumer {}: {text}",
+                        self.name
+                    )));
+                }
+                Some(Ok(message)) => return self.decode(message).await.map(Some),
+            }
+        }
+    }
+
+    async fn decode(
+        &mut self,
+        message: async_nats::jetstream::Message,
+    ) -> Result<(ReceivedEvent, NatsMsgAcker)> {
+        let (sequence, delivered, stream) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                u64::try_from(info.delivered).unwrap_or(1).max(1),
+                info.stream.to_string(),
+            ),
+            Err(e) => {
+                return Err(Error::provider(
+                    PROVIDER,
+                    format!("delivery without JetStream metadata: {e}"),
+                ));
+            }
+        };
+        self.last_sequence = self.last_sequence.max(sequence);
+        let subject = message.subject.to_string();
+        let (message, acker) = message.split();
+        match serde_json::from_slice::<Event>(&message.payload) {
+            Ok(event) => {
+                self.handed_out += 1;
+                let stream = if stream == *self.provider.inner.stream_name {
+                    self.provider.inner.stream_name.clone()
+                } else {
+                    Arc::from(stream.as_str())
+                };
+                Ok((
+                    ReceivedEvent {
+                        event: Arc::new(event),
+                        sequence,
+                        num_delivered: delivered,
+                        stream,
+                    },
+                    acker,
+                ))
+            }
+            Err(e) => {
+                if let Err(term_err) = acker.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %term_err, sequence, "could not terminate an undecodable message");
+                }
+                tracing::warn!(sequence, subject = %subject, error = %e, "terminated undecodable message");
+                Err(Error::Undecodable {
+                    subject,
+                    sequence,
+                    reason: e.to_string(),
+                    raw: String::from_utf8_lossy(&message.payload).into_owned(),
+                })
+            }
+        }
+    }
+
+    async fn ack_auto_pending(&mut self) {
+        if let Some(acker) = self.auto_pending.take()
+            && let Err(e) = acker.ack().await
+        {
+            // the event is redelivered: at-least-once still holds
+            tracing::warn!(consumer = %self.name, error = %e, "auto-ack failed");
+        }
+    }
+}
+
+fn consumer_error(name: &str, err: impl Into<event_core::BoxError>, timeout: Duration) -> Error {
+    match error::map(name, err, timeout) {
+        Error::Provider { source, .. } => Error::invalid_config(
+            "subscribe options",
+            format!("JetStream refused consumer {name}: {source}"),
+        ),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn next(&mut self) -> Result<Option<ReceivedEvent>> {
+        self.ack_auto_pending().await;
+        match self.receive().await? {
+            Some((received, acker)) => {
+                self.auto_pending = Some(acker);
+                Ok(Some(received))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
+        match self.receive().await? {
+            Some((received, acker)) => Ok(Some(PendingEvent::new(
+                received,
+                self.max_deliver,
+                Box::new(NatsAcker {
+                    acker,
+                    timeout: self.provider.consumer_timeout(),
+                }),
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.batch = None;
+        self.ack_auto_pending().await;
+        let timeout = self.provider.consumer_timeout();
+        if let Kind::Ephemeral { .. } = self.kind {
+            match self.provider.inner.stream.delete_consumer(&self.name).await {
+                Ok(_) => {}
+                Err(e) => match error::map(&self.name, e, timeout) {
+                    Error::NotFound { .. } => {}
+                    other => return Err(other),
+                },
+            }
+        }
+        self.provider
+            .inner
+            .client
+            .flush()
+            .await
+            .map_err(|e| error::map("flush", e, timeout))
+    }
+}
+
+impl Drop for NatsSubscription {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        if let Kind::Ephemeral { .. } = self.kind
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let stream = self.provider.inner.stream.clone();
+            let name = std::mem::take(&mut self.name);
+            handle.spawn(async move {
+                if let Err(e) = stream.delete_consumer(&name).await {
+                    tracing::debug!(consumer = %name, error = %e, "ephemeral consumer cleanup");
+                }
+            });
+        }
+    }
+}
+
+/// Settles one delivery with JetStream acknowledgements.
+struct NatsAcker {
+    acker: NatsMsgAcker,
+    timeout: Duration,
+}
+
+impl NatsAcker {
+    async fn send(&self, kind: AckKind, what: &str) -> Result<()> {
+        self.acker
+            .ack_with(kind)
+            .await
+            .map_err(|e| Error::Connection(format!("{what}: {e}")))
+            .map_err(|e| match e {
+                Error::Connection(m) if m.contains("timed out") => Error::Timeout {
+                    operation: m,
+                    elapsed: self.timeout,
+                },
+                other => other,
+            })
+    }
+}
+
+#[async_trait]
+impl Acker for NatsAcker {
+    async fn ack(&self) -> Result<()> {
+        self.send(AckKind::Ack, "ack").await
+    }
+
+    async fn nak(&self, delay: Option<Duration>) -> Result<()> {
+        self.send(AckKind::Nak(delay), "nak").await
+    }
+
+    async fn term(&self) -> Result<()> {
+        self.send(AckKind::Term, "term").await
+    }
+
+    async fn in_progress(&self) -> Result<()> {
+        self.send(AckKind::Progress, "in_progress").await
+    }
+}

@@ -1,0 +1,237 @@
+//! Test fixture: a real `nats-server -js` per test, on its own port and
+//! store dir, killed and deleted on drop. Also used by the benches.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Finds `nats-server`: `NATS_SERVER_BIN`, then `PATH`, then the Debian
+/// location.
+pub fn nats_server_bin() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        let bin = PathBuf::from(bin);
+        return bin.is_file().then_some(bin);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("nats-server"))
+        .chain(["/usr/sbin/nats-server", "/usr/local/bin/nats-server"].map(PathBuf::from))
+        .find(|p| p.is_file())
+}
+
+/// `None` (after printing a visible skip line) when there is no
+/// `nats-server`; panics instead when `A3S_REQUIRE_NATS=1`.
+pub fn require_bin(test: &str) -> Option<PathBuf> {
+    match nats_server_bin() {
+        Some(bin) => Some(bin),
+        None => {
+            if std::env::var("A3S_REQUIRE_NATS").as_deref() == Ok("1") {
+                panic!(
+                    "{test}: nats-server not found (NATS_SERVER_BIN, PATH) and A3S_REQUIRE_NATS=1"
+                );
+            }
+            eprintln!(
+                "SKIPPED {test}: nats-server not found (set NATS_SERVER_BIN or put it on PATH)"
+            );
+            None
+        }
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A running `nats-server` with JetStream.
+pub struct NatsServer {
+    bin: PathBuf,
+    dir: PathBuf,
+    conf: PathBuf,
+    log: PathBuf,
+    port: u16,
+    extra: String,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream and a 64 KiB `max_payload`; `None`
+    /// when the binary is missing (see [`require_bin`]).
+    pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, "")
+    }
+
+    /// Like [`start`](Self::start), with extra config-file lines
+    /// (authorization blocks and the like).
+    pub fn start_with(test: &str, extra: &str) -> Option<Self> {
+        let bin = require_bin(test)?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "a3s-nats-{}-{n}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).expect("create server dir");
+        let mut server = Self {
+            bin,
+            conf: dir.join("server.conf"),
+            log: dir.join("server.log"),
+            dir,
+            port: 0,
+            extra: extra.to_string(),
+            child: None,
+        };
+        server.launch();
+        Some(server)
+    }
+
+    fn write_conf(&self) {
+        let listen = if self.port == 0 {
+            "127.0.0.1:-1".to_string()
+        } else {
+            format!("127.0.0.1:{}", self.port)
+        };
+        let conf = format!(
+            "listen: {listen}\nmax_payload: 65536\njetstream {{\n  store_dir: {store:?}\n}}\n{extra}\n",
+            store = self.dir.join("js").display().to_string(),
+            extra = self.extra,
+        );
+        std::fs::write(&self.conf, conf).expect("write server config");
+    }
+
+    fn launch(&mut self) {
+        for attempt in 0..20 {
+            self.write_conf();
+            let _ = std::fs::remove_file(&self.log);
+            let child = Command::new(&self.bin)
+                .arg("-c")
+                .arg(&self.conf)
+                .arg("-l")
+                .arg(&self.log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn nats-server");
+            self.child = Some(child);
+            match self.wait_ready(Duration::from_secs(15)) {
+                Ok(port) => {
+                    self.port = port;
+                    return;
+                }
+                Err(reason) => {
+                    self.kill();
+                    // the port of a restart can be taken meanwhile: retry
+                    eprintln!("nats-server start attempt {attempt} failed: {reason}");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        }
+        panic!("nats-server did not start; log: {}", read(&self.log));
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<u16, String> {
+        let started = Instant::now();
+        loop {
+            let log = read(&self.log);
+            if log.contains("Server is ready") {
+                let port = log
+                    .lines()
+                    .find_map(|l| {
+                        l.split("Listening for client connections on ")
+                            .nth(1)
+                            .and_then(|addr| addr.trim().rsplit(':').next())
+                            .and_then(|p| p.parse::<u16>().ok())
+                    })
+                    .ok_or_else(|| format!("no client port in log: {log}"))?;
+                return Ok(port);
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("exited with {status}: {log}"));
+            }
+            if started.elapsed() > limit {
+                return Err(format!("not ready after {limit:?}: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's directory (config, log, JetStream store).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// SIGKILL, and wait for the process to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        read(&self.log)
+    }
+}
+
+fn read(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A unique stream name / subject prefix pair.
+pub fn unique(tag: &str) -> (String, String) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let short = &id[..12];
+    (
+        format!("T_{}_{short}", tag.to_uppercase()),
+        format!("{tag}{short}"),
+    )
+}
+
+/// A config for `server` with a unique stream and prefix.
+pub fn config(server: &NatsServer, tag: &str) -> event_nats::NatsConfig {
+    let (stream_name, subject_prefix) = unique(tag);
+    event_nats::NatsConfig {
+        url: server.url(),
+        stream_name,
+        subject_prefix,
+        max_events: 0,
+        max_age_secs: 0,
+        connect_timeout_secs: 5,
+        request_timeout_secs: 5,
+        ..event_nats::NatsConfig::default()
+    }
+}

@@ -1,0 +1,46 @@
+//! The whole provider conformance suite against real `nats-server`s: one
+//! server per test, one fresh stream and subject prefix per provider.
+
+mod common;
+
+use common::NatsServer;
+use event_core::EventProvider;
+use event_core::conformance::{Capabilities, ProviderFactory};
+use event_nats::NatsProvider;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Nats {
+    server: NatsServer,
+}
+
+impl Nats {
+    fn new(test: &str) -> Option<Self> {
+        NatsServer::start(test).map(|server| Self { server })
+    }
+}
+
+#[async_trait::async_trait]
+impl ProviderFactory for Nats {
+    async fn create(&self) -> Arc<dyn EventProvider> {
+        let config = common::config(&self.server, "conf");
+        Arc::new(NatsProvider::connect(config).await.expect("connect"))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_payload: Some(65536),
+            ack_wait: Duration::from_secs(1),
+            receive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+// `return` leaves the generated test when there is no nats-server (after the
+// fixture printed a SKIPPED line; with A3S_REQUIRE_NATS=1 it panics instead).
+event_core::conformance_tests!({
+    match Nats::new(module_path!()) {
+        Some(factory) => factory,
+        None => return,
+    }
+});

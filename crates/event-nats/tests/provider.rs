@@ -1,0 +1,434 @@
+//! NATS-specific behaviour beyond the conformance suite: connection errors,
+//! authentication, stream reconciliation, undecodable messages, consumer
+//! cleanup, reconnection.
+
+mod common;
+
+use common::NatsServer;
+use event_core::{Error, Event, EventProvider, SubscribeOptions};
+use event_nats::{NatsConfig, NatsOptions, NatsProvider, StorageType};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+macro_rules! server {
+    ($name:expr) => {
+        match NatsServer::start($name) {
+            Some(s) => s,
+            None => return,
+        }
+    };
+    ($name:expr, $extra:expr) => {
+        match NatsServer::start_with($name, $extra) {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+fn event(p: &NatsProvider, n: u64) -> Event {
+    Event::new(
+        p.build_subject("t", "x"),
+        "t",
+        format!("e{n}"),
+        "test",
+        json!({ "n": n }),
+    )
+}
+
+#[tokio::test]
+async fn bad_url_is_invalid_config() {
+    for url in ["http://127.0.0.1:4222", "nats://127.0.0.1:notaport", ""] {
+        let config = NatsConfig {
+            url: url.into(),
+            ..NatsConfig::default()
+        };
+        match NatsProvider::connect(config).await {
+            Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "url"),
+            other => panic!("{url:?}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn refused_connection_is_connection_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // closed again: nothing listens there
+    let config = NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        connect_timeout_secs: 2,
+        ..NatsConfig::default()
+    };
+    match NatsProvider::connect(config).await {
+        Err(e @ Error::Connection(_)) => assert!(e.is_transient()),
+        other => panic!("expected Connection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn silent_server_is_timeout() {
+    // accepts TCP but never speaks the protocol
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let config = NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        connect_timeout_secs: 1,
+        ..NatsConfig::default()
+    };
+    let started = Instant::now();
+    match NatsProvider::connect(config).await {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    holder.abort();
+}
+
+#[tokio::test]
+async fn token_auth_accepts_right_and_rejects_wrong() {
+    let server = server!(
+        "token_auth_accepts_right_and_rejects_wrong",
+        "authorization { token: \"s3cret\" }"
+    );
+    let good = NatsConfig {
+        token: Some("s3cret".into()),
+        ..common::config(&server, "tok")
+    };
+    let p = NatsProvider::connect(good).await.expect("right token");
+    p.publish(&event(&p, 1)).await.expect("publish");
+    for token in [Some("wrong".to_string()), None] {
+        let bad = NatsConfig {
+            token,
+            ..common::config(&server, "tok")
+        };
+        match NatsProvider::connect(bad).await {
+            Err(Error::Authentication(msg)) => assert!(!msg.is_empty()),
+            other => panic!("expected Authentication, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn user_password_auth_accepts_right_and_rejects_wrong() {
+    let server = server!(
+        "user_password_auth_accepts_right_and_rejects_wrong",
+        "authorization { users = [ { user: \"alice\", password: \"pa55\" } ] }"
+    );
+    let opts = |user: &str, pw: &str| NatsOptions {
+        user: Some(user.into()),
+        password: Some(pw.into()),
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(common::config(&server, "up"), opts("alice", "pa55"))
+        .await
+        .expect("right password");
+    assert!(p.health().await.unwrap());
+    for (user, pw) in [("alice", "nope"), ("bob", "pa55")] {
+        match NatsProvider::connect_with(common::config(&server, "up"), opts(user, pw)).await {
+            Err(Error::Authentication(_)) => {}
+            other => panic!("{user}/{pw}: expected Authentication, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stream_settings_updated_or_refused() {
+    let server = server!("stream_settings_updated_or_refused");
+    let config = NatsConfig {
+        max_events: 100,
+        ..common::config(&server, "upd")
+    };
+    let p = NatsProvider::connect(config.clone()).await.expect("create");
+    drop(p);
+    // an updatable change is applied
+    let bigger = NatsConfig {
+        max_events: 500,
+        max_age_secs: 3600,
+        ..config.clone()
+    };
+    let p = NatsProvider::connect(bigger).await.expect("update");
+    let js = async_nats::jetstream::new(p.client().clone());
+    let mut stream = js.get_stream(&config.stream_name).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.max_messages, 500);
+    assert_eq!(info.config.max_age, Duration::from_secs(3600));
+    // the storage type cannot change: a conflict naming it
+    let memory = NatsConfig {
+        storage: StorageType::Memory,
+        ..config
+    };
+    match NatsProvider::connect(memory).await {
+        Err(Error::Conflict { reason, .. }) => assert!(reason.contains("storage"), "{reason}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn undecodable_message_is_terminated_and_reported_once() {
+    let server = server!("undecodable_message_is_terminated_and_reported_once");
+    let p = NatsProvider::connect(common::config(&server, "bad"))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(p.client().clone());
+    let raw_subject = p.build_subject("t", "x");
+    js.publish(raw_subject.clone(), "not json {".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let good = event(&p, 1);
+    p.publish(&good).await.unwrap();
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("t");
+    let mut sub = p
+        .subscribe_durable_with_options("reader", &filter, &opts)
+        .await
+        .unwrap();
+    match sub.next().await {
+        Err(Error::Undecodable {
+            sequence,
+            raw,
+            subject,
+            ..
+        }) => {
+            assert_eq!(sequence, 1);
+            assert_eq!(raw, "not json {");
+            assert_eq!(subject, raw_subject);
+        }
+        other => panic!("expected Undecodable, got {other:?}"),
+    }
+    let got = sub.next().await.unwrap().unwrap();
+    assert_eq!(*got.event, good, "the subscription stays usable");
+    sub.close().await.unwrap();
+    // the bad message was terminated: not redelivered after the ack wait
+    let mut sub = p
+        .subscribe_durable_with_options("reader", &filter, &opts)
+        .await
+        .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(3), sub.next_manual_ack()).await;
+    assert!(again.is_err(), "nothing redelivered, got {again:?}");
+}
+
+async fn consumers(p: &NatsProvider) -> usize {
+    p.info().await.expect("info").consumers
+}
+
+#[tokio::test]
+async fn ephemeral_consumers_are_deleted_on_close_and_drop() {
+    let server = server!("ephemeral_consumers_are_deleted_on_close_and_drop");
+    let p = NatsProvider::connect(common::config(&server, "eph"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let mut sub = p.subscribe(&filter).await.unwrap();
+    assert_eq!(consumers(&p).await, 1);
+    sub.close().await.unwrap();
+    assert_eq!(consumers(&p).await, 0, "close deletes the ephemeral");
+    let sub = p.subscribe(&filter).await.unwrap();
+    let durable = p.subscribe_durable("keep", &filter).await.unwrap();
+    assert_eq!(consumers(&p).await, 2);
+    drop(sub);
+    drop(durable);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while consumers(&p).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "drop did not delete the ephemeral"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the durable stays until unsubscribed
+    p.unsubscribe("keep").await.unwrap();
+    assert_eq!(consumers(&p).await, 0);
+}
+
+#[tokio::test]
+async fn changed_durable_options_are_applied_or_named() {
+    let server = server!("changed_durable_options_are_applied_or_named");
+    let p = NatsProvider::connect(common::config(&server, "chg"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    drop(p.subscribe_durable("d", &filter).await.unwrap());
+    // ack wait can change in place
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(7)),
+        ..SubscribeOptions::default()
+    };
+    drop(
+        p.subscribe_durable_with_options("d", &filter, &opts)
+            .await
+            .expect("ack_wait is updatable"),
+    );
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    let info = stream.consumer_info("d").await.unwrap();
+    assert_eq!(info.config.ack_wait, Duration::from_secs(7));
+    // a new filter is applied, or refused naming the filter
+    match p
+        .subscribe_durable_with_options("d", &p.category_subject("other"), &opts)
+        .await
+    {
+        Ok(_) => {
+            let info = stream.consumer_info("d").await.unwrap();
+            assert_eq!(info.config.filter_subject, p.category_subject("other"));
+        }
+        Err(Error::Conflict { reason, .. }) => {
+            assert!(reason.contains("filter_subject"), "{reason}")
+        }
+        Err(other) => panic!("expected Ok or Conflict, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_subscribe_options_are_invalid_config() {
+    let server = server!("bad_subscribe_options_are_invalid_config");
+    let p = NatsProvider::connect(common::config(&server, "opt"))
+        .await
+        .unwrap();
+    let opts = SubscribeOptions {
+        backoff: vec![Duration::from_millis(100), Duration::from_millis(200)],
+        max_deliver: Some(2),
+        ..SubscribeOptions::default()
+    };
+    match p
+        .subscribe_durable_with_options("b", &p.category_subject("t"), &opts)
+        .await
+    {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "backoff"),
+        other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn health_follows_the_server_and_publishing_resumes_after_restart() {
+    let mut server = server!("health_follows_the_server_and_publishing_resumes_after_restart");
+    let config = NatsConfig {
+        request_timeout_secs: 2,
+        ..common::config(&server, "hl")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
+    p.publish(&event(&p, 1)).await.unwrap();
+    assert!(p.health().await.unwrap());
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.health().await.unwrap() {
+        assert!(Instant::now() < deadline, "health still true after kill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match p.publish(&event(&p, 2)).await {
+        Err(e) => assert!(e.is_transient(), "publish while down: {e:?}"),
+        Ok(seq) => panic!("published to a dead server: {seq}"),
+    }
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.health().await.unwrap() {
+        assert!(Instant::now() < deadline, "no reconnection after restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seq = p.publish(&event(&p, 3)).await.unwrap();
+    assert!(seq >= 2, "the stream survived the restart: {seq}");
+    assert!(p.is_connected());
+}
+
+#[tokio::test]
+async fn history_reads_only_the_tail_of_a_large_stream() {
+    let server = server!("history_reads_only_the_tail_of_a_large_stream");
+    let p = NatsProvider::connect(common::config(&server, "hist"))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..5000)
+        .map(|n| {
+            let cat = if n % 100 == 0 { "rare" } else { "t" };
+            Event::new(
+                p.build_subject(cat, "x"),
+                cat,
+                "h",
+                "test",
+                json!({ "n": n }),
+            )
+        })
+        .collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let newest = p.history(None, 10).await.unwrap();
+    let ns: Vec<u64> = newest
+        .iter()
+        .map(|e| e.payload["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, (4990..5000).rev().collect::<Vec<_>>());
+    let rare = p
+        .history(Some(&p.category_subject("rare")), 1000)
+        .await
+        .unwrap();
+    let ns: Vec<u64> = rare
+        .iter()
+        .map(|e| e.payload["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, (0..50).rev().map(|i| i * 100).collect::<Vec<_>>());
+    // history leaves no consumers behind
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.info().await.unwrap().consumers != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "history consumers not cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn prefetched_events_of_a_dropped_subscription_are_not_lost() {
+    let server = server!("prefetched_events_of_a_dropped_subscription_are_not_lost");
+    let p = NatsProvider::connect(common::config(&server, "pre"))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..200).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("t");
+    let mut sub = p
+        .subscribe_durable_with_options("pre", &filter, &opts)
+        .await
+        .unwrap();
+    // past the one-at-a-time warm-up, so later events are fetched ahead
+    for n in 0..100u64 {
+        let got = sub.next().await.unwrap().unwrap();
+        assert_eq!(got.event.payload["n"], n);
+    }
+    drop(sub); // event 99 unfinished, some later ones fetched but unseen
+    let mut sub = p
+        .subscribe_durable_with_options("pre", &filter, &opts)
+        .await
+        .unwrap();
+    let mut rest = std::collections::BTreeSet::new();
+    while rest.len() < 101 {
+        let got = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("redelivery within the ack wait")
+            .unwrap()
+            .unwrap();
+        rest.insert(got.event.payload["n"].as_u64().unwrap());
+    }
+    assert_eq!(
+        rest,
+        (99..200).collect(),
+        "nothing lost, nothing acked twice"
+    );
+}
