@@ -68,7 +68,9 @@ async fn main() -> event_core::Result<()> {
         json!({"order_id": "o-3", "amount": -5}),
         json!({"order_id": "o-4", "amount": 10, "currency": "GBP"}),
     ] {
-        let err = registry.validate(&order(1, bad.clone())).unwrap_err();
+        let err = registry
+            .validate(&order(1, bad.clone()))
+            .expect_err("invalid payload");
         println!("invalid: {bad} -> {err}");
     }
 
@@ -121,7 +123,7 @@ async fn main() -> event_core::Result<()> {
     let bad = order(2, json!({"amount": "nineteen"}));
     let err = publish_validated(&provider, validator.as_ref(), &bad)
         .await
-        .unwrap_err();
+        .expect_err("invalid v2 payload");
     println!("not published: {err}");
 
     let unknown = Event::typed(
@@ -135,7 +137,7 @@ async fn main() -> event_core::Result<()> {
     );
     let err = publish_validated(&provider, validator.as_ref(), &unknown)
         .await
-        .unwrap_err();
+        .expect_err("unknown type under Reject");
     println!("not published: {err}");
 
     let stored = provider.history(None, 10).await?;

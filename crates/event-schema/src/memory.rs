@@ -8,6 +8,7 @@ use crate::validate::{CompiledSchema, validation_error};
 use event_core::{Error, Event, Result, SchemaValidator};
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// An in-memory [`SchemaRegistry`]: schemas live in the process and are lost
 /// on restart (register them at startup).
@@ -44,7 +45,7 @@ pub struct MemorySchemaRegistry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    types: HashMap<String, TypeEntry>,
+    types: HashMap<String, TypeEntry, BuildHasherDefault<TypeHasher>>,
     default_level: Compatibility,
 }
 
@@ -60,6 +61,40 @@ impl Inner {
             .get(event_type)
             .and_then(|t| t.level)
             .unwrap_or(self.default_level)
+    }
+}
+
+/// A fast multiplicative hash for event-type names (FxHash-style).
+///
+/// Lookups happen on every validated event; SipHash would be a measurable
+/// part of validating a small payload. Flooding is not a concern: only
+/// registered types are inserted, and publishers merely look names up.
+#[derive(Default)]
+struct TypeHasher(u64);
+
+impl Hasher for TypeHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
     }
 }
 

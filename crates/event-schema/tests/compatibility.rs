@@ -1,5 +1,6 @@
 //! Every compatibility level, with accepted and refused evolutions, including
 //! the transitive levels; and the checker's rules one by one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 

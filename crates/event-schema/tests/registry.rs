@@ -1,4 +1,5 @@
 //! Registration, lookup, immutability and configuration of the registry.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Payload validation: required fields, JSON Schema, policies.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 
@@ -345,4 +346,28 @@ fn concurrent_validation_while_registering() {
         });
     });
     assert_eq!(registry.list_types().unwrap().len(), 51);
+}
+
+#[test]
+fn required_fields_with_a_root_ref_schema() {
+    let registry = MemorySchemaRegistry::new();
+    registry
+        .register(
+            EventSchema::new("t", 1)
+                .with_required_fields(["a"])
+                .with_json_schema(json!({
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                    "$ref": "#/definitions/o",
+                    "definitions": {"o": {"type": "object", "properties": {"b": {"type": "integer"}}}}
+                })),
+        )
+        .unwrap();
+    registry
+        .validate(&event("t", 1, json!({"a": 1, "b": 2})))
+        .unwrap();
+    let (_, _, path, _) = expect_invalid(registry.validate(&event("t", 1, json!({"b": 2}))));
+    assert_eq!(path, "/a");
+    let (_, _, path, _) =
+        expect_invalid(registry.validate(&event("t", 1, json!({"a": 1, "b": "x"}))));
+    assert_eq!(path, "/b");
 }
