@@ -7,17 +7,25 @@ use crate::schema::EventSchema;
 use crate::validate::{CompiledSchema, validation_error};
 use event_core::{Error, Event, Result, SchemaValidator};
 use parking_lot::RwLock;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An in-memory [`SchemaRegistry`]: schemas live in the process and are lost
 /// on restart (register them at startup).
 ///
-/// Each JSON Schema is compiled once, at registration; validation takes a
-/// shared read lock, finds the compiled schema by type and version without
-/// allocating, and runs it. Registration is serialised (check and insert
-/// happen under one write lock, so two racing registrations cannot both pass
-/// a check against a stale latest version).
+/// Each JSON Schema is compiled once, at registration. The registry's state
+/// is an immutable snapshot replaced on every change (copy on write):
+/// validation finds the compiled schema by type and version without
+/// allocating and without taking a lock or touching a shared cache line in
+/// the common case (each thread keeps the snapshot it last used, tagged with
+/// the registry's generation, and refreshes it when the registry changed).
+/// Registration is serialised (check and swap happen under one write lock,
+/// so two racing registrations cannot both pass a check against a stale
+/// latest version). A thread keeps the last snapshot it used alive until it
+/// validates against a registry again or exits.
 ///
 /// ```
 /// use event_schema::{EventSchema, MemorySchemaRegistry, SchemaRegistry, UnknownTypePolicy};
@@ -36,22 +44,50 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// assert!(registry.validate(&missing).is_err());
 /// # Ok::<(), event_core::Error>(())
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemorySchemaRegistry {
-    inner: RwLock<Inner>,
+    /// Unique per registry instance (tags the per-thread snapshot cache).
+    id: u64,
+    /// Bumped after every change to `inner`.
+    generation: AtomicU64,
+    inner: RwLock<Arc<Inner>>,
     unknown_types: UnknownTypePolicy,
     untyped: UntypedPolicy,
 }
 
-#[derive(Debug, Default)]
+impl Default for MemorySchemaRegistry {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            inner: RwLock::new(Arc::new(Inner::default())),
+            unknown_types: UnknownTypePolicy::default(),
+            untyped: UntypedPolicy::default(),
+        }
+    }
+}
+
+/// The snapshot a thread last validated with.
+struct CachedSnapshot {
+    registry: u64,
+    generation: u64,
+    snapshot: Arc<Inner>,
+}
+
+thread_local! {
+    static SNAPSHOT: RefCell<Option<CachedSnapshot>> = const { RefCell::new(None) };
+}
+
+#[derive(Debug, Default, Clone)]
 struct Inner {
     types: HashMap<String, TypeEntry, BuildHasherDefault<TypeHasher>>,
     default_level: Compatibility,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct TypeEntry {
-    versions: BTreeMap<u32, CompiledSchema>,
+    versions: BTreeMap<u32, Arc<CompiledSchema>>,
     level: Option<Compatibility>,
 }
 
@@ -130,8 +166,51 @@ impl MemorySchemaRegistry {
     /// Sets the registry-wide default compatibility level.
     #[must_use]
     pub fn with_default_compatibility(self, level: Compatibility) -> Self {
-        self.inner.write().default_level = level;
+        self.update(|inner| {
+            inner.default_level = level;
+            Ok(())
+        })
+        .unwrap_or_default();
         self
+    }
+
+    /// Applies `change` to a copy of the state and publishes the copy, only
+    /// if `change` succeeds.
+    fn update<R>(&self, change: impl FnOnce(&mut Inner) -> Result<R>) -> Result<R> {
+        let mut current = self.inner.write();
+        let mut next = Inner::clone(&current);
+        let out = change(&mut next)?;
+        *current = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(out)
+    }
+
+    /// Runs `f` on the current snapshot: the calling thread's cached one when
+    /// it is still current, otherwise a fresh one (cached for next time).
+    fn with_snapshot<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
+        // Loaded before the snapshot is read: a snapshot tagged with an older
+        // generation than it is only causes one extra refresh.
+        let generation = self.generation.load(Ordering::Acquire);
+        SNAPSHOT.with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                // Re-entered on this thread (not done by this crate): bypass the cache.
+                return f(&self.inner.read());
+            };
+            let current = slot
+                .as_ref()
+                .is_some_and(|c| c.registry == self.id && c.generation == generation);
+            if !current {
+                *slot = Some(CachedSnapshot {
+                    registry: self.id,
+                    generation,
+                    snapshot: Arc::clone(&self.inner.read()),
+                });
+            }
+            match slot.as_ref() {
+                Some(cached) => f(&cached.snapshot),
+                None => f(&self.inner.read()),
+            }
+        })
     }
 
     /// The policy for typed events without a registered schema.
@@ -170,7 +249,10 @@ impl MemorySchemaRegistry {
                 )),
             };
         }
-        let inner = self.inner.read();
+        self.with_snapshot(|inner| self.validate_in(inner, event))
+    }
+
+    fn validate_in(&self, inner: &Inner, event: &Event) -> Result<()> {
         let entry = inner.types.get(event.event_type.as_str());
         match entry.and_then(|t| t.versions.get(&event.version)) {
             Some(compiled) => compiled.validate(event),
@@ -222,7 +304,8 @@ impl SchemaRegistry for MemorySchemaRegistry {
         // Compile outside the lock: it is the expensive part.
         let compiled = CompiledSchema::new(schema)?;
         let schema = &compiled.schema;
-        let mut inner = self.inner.write();
+        let mut current = self.inner.write();
+        let inner: &Inner = &current;
         let level = inner.level_for(&schema.event_type);
         let entry = inner.types.get(schema.event_type.as_str());
         if let Some(t) = entry {
@@ -254,12 +337,14 @@ impl SchemaRegistry for MemorySchemaRegistry {
         Self::check_candidate(entry, level, schema)?;
         let event_type = schema.event_type.clone();
         let version = schema.version;
-        inner
-            .types
+        let mut next = inner.clone();
+        next.types
             .entry(event_type)
             .or_default()
             .versions
-            .insert(version, compiled);
+            .insert(version, Arc::new(compiled));
+        *current = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -336,18 +421,17 @@ impl SchemaRegistry for MemorySchemaRegistry {
                 "cannot set a compatibility level for an empty event type",
             ));
         }
-        self.inner
-            .write()
-            .types
-            .entry(event_type.to_owned())
-            .or_default()
-            .level = Some(level);
-        Ok(())
+        self.update(|inner| {
+            inner.types.entry(event_type.to_owned()).or_default().level = Some(level);
+            Ok(())
+        })
     }
 
     fn set_default_compatibility(&self, level: Compatibility) -> Result<()> {
-        self.inner.write().default_level = level;
-        Ok(())
+        self.update(|inner| {
+            inner.default_level = level;
+            Ok(())
+        })
     }
 
     fn compatibility(&self, event_type: &str) -> Result<Compatibility> {

@@ -371,3 +371,36 @@ fn required_fields_with_a_root_ref_schema() {
         expect_invalid(registry.validate(&event("t", 1, json!({"a": 1, "b": "x"}))));
     assert_eq!(path, "/b");
 }
+
+#[test]
+fn validation_sees_registrations_made_after_earlier_validations() {
+    let registry = MemorySchemaRegistry::new().with_unknown_type_policy(UnknownTypePolicy::Reject);
+    assert!(registry.validate(&event("t", 1, json!({}))).is_err());
+    registry
+        .register(EventSchema::new("t", 1).with_required_fields(["a"]))
+        .unwrap();
+    registry.validate(&event("t", 1, json!({"a": 1}))).unwrap();
+    assert!(registry.validate(&event("t", 2, json!({"a": 1}))).is_err());
+    registry
+        .register(EventSchema::new("t", 2).with_required_fields(["a"]))
+        .unwrap();
+    registry.validate(&event("t", 2, json!({"a": 1}))).unwrap();
+}
+
+#[test]
+fn registries_used_alternately_on_one_thread_stay_separate() {
+    let first = MemorySchemaRegistry::new();
+    let second = MemorySchemaRegistry::new();
+    first
+        .register(EventSchema::new("t", 1).with_required_fields(["a"]))
+        .unwrap();
+    second
+        .register(EventSchema::new("t", 1).with_required_fields(["b"]))
+        .unwrap();
+    for _ in 0..3 {
+        first.validate(&event("t", 1, json!({"a": 1}))).unwrap();
+        assert!(first.validate(&event("t", 1, json!({"b": 1}))).is_err());
+        second.validate(&event("t", 1, json!({"b": 1}))).unwrap();
+        assert!(second.validate(&event("t", 1, json!({"a": 1}))).is_err());
+    }
+}
