@@ -180,6 +180,14 @@ pub mod crypto {
 #[cfg_attr(docsrs, doc(cfg(feature = "crypto")))]
 pub use event_crypto::{Aes256GcmEncryptor, EncryptedPayload};
 
+/// Schema registry with JSON Schema validation and compatibility rules
+/// (feature `schema`).
+#[cfg(feature = "schema")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+pub mod schema {
+    pub use event_schema::*;
+}
+
 /// CloudEvents v1.0: lossless conversion and bindings (feature `cloudevents`).
 #[cfg(feature = "cloudevents")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudevents")))]
@@ -191,7 +199,7 @@ pub mod cloudevents {
 pub use event_cloudevents::CloudEvent;
 
 // Wired by the lead on merge (one feature per optional crate):
-// #[cfg(feature = "schema")] pub mod schema { pub use event_schema::*; }
+
 // #[cfg(feature = "routing")] pub use event_routing::{broker, sink, source, scaling};
 
 /// The README's Rust code blocks, compiled and run as doctests.

@@ -1,0 +1,713 @@
+//! The compatibility checker: can a reader schema read everything a writer
+//! schema admits?
+//!
+//! The check is a conservative proof that every payload valid under the
+//! writer's [effective schema](crate::EventSchema::effective_schema) is valid
+//! under the reader's. When the checker cannot prove it, it refuses and says
+//! where and why; it never accepts an evolution it does not understand.
+
+use crate::compatibility::Compatibility;
+use crate::schema::EventSchema;
+use crate::validate::compile;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Why a reader schema cannot read data written with a writer schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incompatibility {
+    /// JSON pointer into the payload where the schemas disagree (`""` is the
+    /// payload root; `*` stands for "any array item" or "any undeclared
+    /// property").
+    pub path: String,
+    /// The rule that broke, in words.
+    pub rule: String,
+}
+
+impl Incompatibility {
+    fn new(path: &str, rule: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            rule: rule.into(),
+        }
+    }
+}
+
+impl fmt::Display for Incompatibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "at the payload root: {}", self.rule)
+        } else {
+            write!(f, "at `{}`: {}", self.path, self.rule)
+        }
+    }
+}
+
+type Check = Result<(), Incompatibility>;
+
+/// Whether a consumer using `reader` can read every payload valid under
+/// `writer`.
+///
+/// `Ok(())` is a proof; an `Err` names the first place (a JSON pointer into the
+/// payload) and the rule that stops the proof: a real incompatibility, or a
+/// construct the checker does not understand. See the crate documentation for
+/// the list of understood keywords.
+///
+/// ```
+/// use event_schema::{EventSchema, can_read};
+/// use serde_json::json;
+///
+/// let v1 = EventSchema::new("t", 1).with_json_schema(json!({
+///     "type": "object", "properties": {"n": {"type": "integer"}}
+/// }));
+/// let v2 = EventSchema::new("t", 2).with_json_schema(json!({
+///     "type": "object", "properties": {"n": {"type": "number"}}
+/// }));
+/// assert!(can_read(&v2, &v1).is_ok()); // integer widens to number
+/// let err = can_read(&v1, &v2).unwrap_err(); // number does not narrow to integer
+/// assert_eq!(err.path, "/n");
+/// ```
+pub fn can_read(reader: &EventSchema, writer: &EventSchema) -> Result<(), Incompatibility> {
+    // Same JSON Schema, and the reader requires no field the writer does not:
+    // the reader's valid set contains the writer's, whatever the schema says.
+    if reader.json_schema == writer.json_schema
+        && reader
+            .required_fields
+            .iter()
+            .all(|f| writer.required_fields.contains(f))
+    {
+        return Ok(());
+    }
+    let r = reader.effective_schema();
+    let w = writer.effective_schema();
+    let r_draft = declared_draft(&r);
+    let w_draft = declared_draft(&w);
+    for (who, draft) in [("reader", r_draft), ("writer", w_draft)] {
+        if let Some(d) = draft {
+            if d.contains("draft-03") || d.contains("draft-04") {
+                return Err(Incompatibility::new(
+                    "",
+                    format!(
+                        "the {who} declares `$schema` {d:?}; the compatibility checker \
+                         understands drafts 6, 7, 2019-09 and 2020-12 only"
+                    ),
+                ));
+            }
+        }
+    }
+    let ctx = Ctx {
+        reader_draft: r_draft,
+        same_draft: r_draft == w_draft,
+    };
+    subset(&w, &r, "", &ctx)
+}
+
+/// Checks `candidate` (a new version) against the earlier versions of its
+/// type under `level`. `earlier` is in ascending version order. The error is
+/// the reason, naming the level, the versions, the field and the rule.
+pub(crate) fn check_evolution(
+    level: Compatibility,
+    candidate: &EventSchema,
+    earlier: &[&EventSchema],
+) -> Result<(), String> {
+    if level == Compatibility::None {
+        return Ok(());
+    }
+    let targets: &[&EventSchema] = if level.is_transitive() {
+        earlier
+    } else {
+        &earlier[earlier.len().saturating_sub(1)..]
+    };
+    for old in targets.iter().rev() {
+        if level.checks_backward() {
+            can_read(candidate, old).map_err(|e| {
+                format!(
+                    "{level}: v{} cannot read data written with v{}: {e}",
+                    candidate.version, old.version
+                )
+            })?;
+        }
+        if level.checks_forward() {
+            can_read(old, candidate).map_err(|e| {
+                format!(
+                    "{level}: v{} cannot read data written with v{}: {e}",
+                    old.version, candidate.version
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+struct Ctx<'a> {
+    reader_draft: Option<&'a str>,
+    same_draft: bool,
+}
+
+fn declared_draft(schema: &Value) -> Option<&str> {
+    schema.get("$schema").and_then(Value::as_str)
+}
+
+/// Keywords that never change which instances are valid (once `$ref` is
+/// excluded, which the checker refuses).
+const ANNOTATIONS: &[&str] = &[
+    "$id",
+    "$anchor",
+    "$comment",
+    "$defs",
+    "definitions",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+];
+
+/// Keywords the checker reasons about.
+const UNDERSTOOD: &[&str] = &[
+    "type",
+    "enum",
+    "const",
+    "properties",
+    "required",
+    "additionalProperties",
+    "minProperties",
+    "maxProperties",
+    "items",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "contentEncoding",
+    "contentMediaType",
+];
+
+fn is_annotation(key: &str, root: bool) -> bool {
+    ANNOTATIONS.contains(&key) || (root && key == "$schema")
+}
+
+fn accepts_everything(schema: &Value, root: bool) -> bool {
+    match schema {
+        Value::Bool(b) => *b,
+        Value::Object(map) => map.keys().all(|k| is_annotation(k, root)),
+        _ => false,
+    }
+}
+
+fn accepts_nothing(schema: &Value) -> bool {
+    matches!(schema, Value::Bool(false))
+}
+
+fn contains_ref(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.iter().any(|(k, v)| {
+            matches!(k.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef") || contains_ref(v)
+        }),
+        Value::Array(items) => items.iter().any(contains_ref),
+        _ => false,
+    }
+}
+
+fn child(at: &str, property: &str) -> String {
+    let escaped = property.replace('~', "~0").replace('/', "~1");
+    format!("{at}/{escaped}")
+}
+
+/// Proves `writer ⊆ reader` at payload location `at`.
+fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
+    let root = at.is_empty();
+    if accepts_everything(r, root) || accepts_nothing(w) {
+        return Ok(());
+    }
+    if accepts_nothing(r) {
+        return Err(Incompatibility::new(
+            at,
+            "the reader accepts no value here but the writer does",
+        ));
+    }
+    // An unchanged subtree admits the same values, provided it is read under
+    // the same draft and holds no reference whose target may have changed.
+    if ctx.same_draft && w == r && !contains_ref(w) {
+        return Ok(());
+    }
+    let empty = Map::new();
+    let wm = schema_map(w, &empty, "writer", at)?;
+    let rm = schema_map(r, &empty, "reader", at)?;
+    for (who, map) in [("reader", rm), ("writer", wm)] {
+        for key in map.keys() {
+            if !is_annotation(key, root) && !UNDERSTOOD.contains(&key.as_str()) {
+                return Err(Incompatibility::new(
+                    at,
+                    format!(
+                        "the {who} uses `{key}`, which the compatibility checker does not \
+                         understand, so it cannot prove the change safe (register under \
+                         NONE to skip the check)"
+                    ),
+                ));
+            }
+        }
+    }
+
+    // A writer limited to a finite set of values: check each value.
+    if let Some(values) = finite_values(wm, at)? {
+        return values
+            .iter()
+            .try_for_each(|value| check_value(value, r, at, ctx));
+    }
+    if rm.contains_key("enum") || rm.contains_key("const") {
+        return Err(Incompatibility::new(
+            at,
+            "the reader restricts the value to a fixed set (enum/const) but the writer does not",
+        ));
+    }
+
+    let wt = TypeSet::of(wm, "writer", at)?;
+    let rt = TypeSet::of(rm, "reader", at)?;
+    check_types(wt, rt, wm.contains_key("type"), at)?;
+
+    if wt.may_be(TypeSet::NUMBER | TypeSet::INTEGER) {
+        check_numeric(wm, rm, at)?;
+    }
+    if wt.may_be(TypeSet::STRING) {
+        check_lower(wm, rm, "minLength", at)?;
+        check_upper(wm, rm, "maxLength", at)?;
+        check_equal(wm, rm, "pattern", at)?;
+        check_equal(wm, rm, "contentEncoding", at)?;
+        check_equal(wm, rm, "contentMediaType", at)?;
+        check_equal(wm, rm, "format", at)?;
+        if rm.contains_key("format") && !ctx.same_draft {
+            return Err(Incompatibility::new(
+                at,
+                "`format` under different `$schema` drafts: whether it is asserted differs \
+                 between drafts, so the checker cannot prove the change safe",
+            ));
+        }
+    }
+    if wt.may_be(TypeSet::ARRAY) {
+        check_array(wm, rm, at, ctx)?;
+    }
+    if wt.may_be(TypeSet::OBJECT) {
+        check_object(wm, rm, at, ctx)?;
+    }
+    Ok(())
+}
+
+fn schema_map<'a>(
+    schema: &'a Value,
+    empty: &'a Map<String, Value>,
+    who: &str,
+    at: &str,
+) -> Result<&'a Map<String, Value>, Incompatibility> {
+    match schema {
+        Value::Object(map) => Ok(map),
+        Value::Bool(true) => Ok(empty),
+        other => Err(Incompatibility::new(
+            at,
+            format!("the {who}'s schema here is not a schema (got {other})"),
+        )),
+    }
+}
+
+fn finite_values<'a>(
+    wm: &'a Map<String, Value>,
+    at: &str,
+) -> Result<Option<Vec<&'a Value>>, Incompatibility> {
+    if let Some(value) = wm.get("const") {
+        return Ok(Some(vec![value]));
+    }
+    match wm.get("enum") {
+        None => Ok(None),
+        Some(Value::Array(values)) => Ok(Some(values.iter().collect())),
+        Some(_) => Err(Incompatibility::new(
+            at,
+            "the writer's `enum` is not an array",
+        )),
+    }
+}
+
+fn check_value(value: &Value, reader: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
+    if contains_ref(reader) {
+        return Err(Incompatibility::new(
+            at,
+            "the reader uses `$ref` here, which the compatibility checker does not resolve",
+        ));
+    }
+    let mut schema = reader.clone();
+    if let (Value::Object(map), Some(draft)) = (&mut schema, ctx.reader_draft) {
+        map.entry("$schema")
+            .or_insert_with(|| Value::String(draft.to_owned()));
+    }
+    let validator = compile(&schema).map_err(|e| {
+        Incompatibility::new(
+            at,
+            format!("the reader's schema here does not compile: {e}"),
+        )
+    })?;
+    if validator.is_valid(value) {
+        Ok(())
+    } else {
+        Err(Incompatibility::new(
+            at,
+            format!("the writer allows the value {value}, which the reader does not accept"),
+        ))
+    }
+}
+
+/// The JSON types a schema admits, as a bit set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TypeSet(u8);
+
+impl TypeSet {
+    const NULL: u8 = 1;
+    const BOOLEAN: u8 = 2;
+    const OBJECT: u8 = 4;
+    const ARRAY: u8 = 8;
+    const NUMBER: u8 = 16;
+    const INTEGER: u8 = 32;
+    const STRING: u8 = 64;
+    const ALL: TypeSet = TypeSet(127);
+    const NAMES: [(u8, &'static str); 7] = [
+        (Self::NULL, "null"),
+        (Self::BOOLEAN, "boolean"),
+        (Self::OBJECT, "object"),
+        (Self::ARRAY, "array"),
+        (Self::NUMBER, "number"),
+        (Self::INTEGER, "integer"),
+        (Self::STRING, "string"),
+    ];
+
+    fn of(map: &Map<String, Value>, who: &str, at: &str) -> Result<Self, Incompatibility> {
+        let bad = || {
+            Incompatibility::new(
+                at,
+                format!("the {who}'s `type` is not a type name or a list of them"),
+            )
+        };
+        let bit = |name: &Value| {
+            name.as_str()
+                .and_then(|n| Self::NAMES.iter().find(|(_, s)| *s == n))
+                .map(|(b, _)| *b)
+        };
+        match map.get("type") {
+            None => Ok(Self::ALL),
+            Some(Value::Array(names)) => names
+                .iter()
+                .try_fold(0u8, |acc, n| bit(n).map(|b| acc | b))
+                .map(TypeSet)
+                .ok_or_else(bad),
+            Some(name) => bit(name).map(TypeSet).ok_or_else(bad),
+        }
+    }
+
+    fn may_be(self, bits: u8) -> bool {
+        self.0 & bits != 0
+    }
+
+    /// Whether this set admits every value of type `bit`.
+    fn covers(self, bit: u8) -> bool {
+        self.0 & bit != 0 || (bit == Self::INTEGER && self.0 & Self::NUMBER != 0)
+    }
+}
+
+impl fmt::Display for TypeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = Self::NAMES
+            .iter()
+            .filter(|(b, _)| self.0 & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        if names.is_empty() {
+            f.write_str("no type")
+        } else {
+            f.write_str(&names.join(" | "))
+        }
+    }
+}
+
+fn check_types(wt: TypeSet, rt: TypeSet, writer_typed: bool, at: &str) -> Check {
+    for (bit, name) in TypeSet::NAMES {
+        if wt.0 & bit != 0 && !rt.covers(bit) {
+            let rule = if writer_typed {
+                format!("type change: the writer allows `{name}` but the reader accepts only {rt}")
+            } else {
+                format!("the reader requires type {rt} but the writer does not restrict the type")
+            };
+            return Err(Incompatibility::new(at, rule));
+        }
+    }
+    Ok(())
+}
+
+fn number(map: &Map<String, Value>, key: &str, at: &str) -> Result<Option<f64>, Incompatibility> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            Incompatibility::new(
+                at,
+                format!("`{key}` is not a number (draft-4 boolean forms are not understood)"),
+            )
+        }),
+    }
+}
+
+fn check_numeric(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> Check {
+    let w_min = number(wm, "minimum", at)?;
+    let w_xmin = number(wm, "exclusiveMinimum", at)?;
+    let w_max = number(wm, "maximum", at)?;
+    let w_xmax = number(wm, "exclusiveMaximum", at)?;
+    let describe = |incl: Option<f64>, excl: Option<f64>, word: &str| match (incl, excl) {
+        (None, None) => format!("no {word}"),
+        (Some(i), None) => format!("{word} {i}"),
+        (None, Some(e)) => format!("exclusive {word} {e}"),
+        (Some(i), Some(e)) => format!("{word} {i} and exclusive {word} {e}"),
+    };
+    if let Some(a) = number(rm, "minimum", at)? {
+        if !(w_min.is_some_and(|m| m >= a) || w_xmin.is_some_and(|m| m >= a)) {
+            return Err(Incompatibility::new(
+                at,
+                format!(
+                    "the reader requires minimum {a} but the writer allows smaller values ({})",
+                    describe(w_min, w_xmin, "minimum")
+                ),
+            ));
+        }
+    }
+    if let Some(a) = number(rm, "exclusiveMinimum", at)? {
+        if !(w_min.is_some_and(|m| m > a) || w_xmin.is_some_and(|m| m >= a)) {
+            return Err(Incompatibility::new(
+                at,
+                format!(
+                    "the reader requires values above {a} but the writer allows {a} or less ({})",
+                    describe(w_min, w_xmin, "minimum")
+                ),
+            ));
+        }
+    }
+    if let Some(a) = number(rm, "maximum", at)? {
+        if !(w_max.is_some_and(|m| m <= a) || w_xmax.is_some_and(|m| m <= a)) {
+            return Err(Incompatibility::new(
+                at,
+                format!(
+                    "the reader requires maximum {a} but the writer allows larger values ({})",
+                    describe(w_max, w_xmax, "maximum")
+                ),
+            ));
+        }
+    }
+    if let Some(a) = number(rm, "exclusiveMaximum", at)? {
+        if !(w_max.is_some_and(|m| m < a) || w_xmax.is_some_and(|m| m <= a)) {
+            return Err(Incompatibility::new(
+                at,
+                format!(
+                    "the reader requires values below {a} but the writer allows {a} or more ({})",
+                    describe(w_max, w_xmax, "maximum")
+                ),
+            ));
+        }
+    }
+    if let Some(a) = number(rm, "multipleOf", at)? {
+        let ok = number(wm, "multipleOf", at)?.is_some_and(|b| {
+            let q = b / a;
+            a > 0.0 && q >= 1.0 && q.fract() == 0.0
+        });
+        if !ok {
+            return Err(Incompatibility::new(
+                at,
+                format!(
+                    "the reader requires multiples of {a} but the writer's values are not \
+                     restricted to them"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn count(map: &Map<String, Value>, key: &str, at: &str) -> Result<Option<u64>, Incompatibility> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            Incompatibility::new(at, format!("`{key}` is not a non-negative integer"))
+        }),
+    }
+}
+
+fn check_lower(wm: &Map<String, Value>, rm: &Map<String, Value>, key: &str, at: &str) -> Check {
+    if let Some(a) = count(rm, key, at)? {
+        let w = count(wm, key, at)?.unwrap_or(0);
+        if w < a {
+            return Err(Incompatibility::new(
+                at,
+                format!("`{key}` tightened: the reader requires {a}, the writer allows {w}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_upper(wm: &Map<String, Value>, rm: &Map<String, Value>, key: &str, at: &str) -> Check {
+    if let Some(a) = count(rm, key, at)? {
+        match count(wm, key, at)? {
+            Some(w) if w <= a => {}
+            w => {
+                let shown = w.map_or_else(|| "no limit".to_owned(), |w| w.to_string());
+                return Err(Incompatibility::new(
+                    at,
+                    format!("`{key}` tightened: the reader allows {a}, the writer allows {shown}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_equal(wm: &Map<String, Value>, rm: &Map<String, Value>, key: &str, at: &str) -> Check {
+    if let Some(r) = rm.get(key) {
+        if wm.get(key) != Some(r) {
+            let w = wm
+                .get(key)
+                .map_or_else(|| "none".to_owned(), ToString::to_string);
+            return Err(Incompatibility::new(
+                at,
+                format!("`{key}` changed: the reader requires {r}, the writer has {w}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_array(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str, ctx: &Ctx<'_>) -> Check {
+    check_lower(wm, rm, "minItems", at)?;
+    check_upper(wm, rm, "maxItems", at)?;
+    if rm.get("uniqueItems") == Some(&Value::Bool(true))
+        && wm.get("uniqueItems") != Some(&Value::Bool(true))
+    {
+        return Err(Incompatibility::new(
+            at,
+            "the reader requires unique items but the writer does not",
+        ));
+    }
+    let any = Value::Bool(true);
+    let wi = wm.get("items").unwrap_or(&any);
+    let ri = rm.get("items").unwrap_or(&any);
+    if wi.is_array() || ri.is_array() {
+        return Err(Incompatibility::new(
+            at,
+            "tuple-form `items` (an array of schemas) is not understood by the compatibility checker",
+        ));
+    }
+    subset(wi, ri, &format!("{at}/*"), ctx)
+}
+
+fn names<'a>(
+    map: &'a Map<String, Value>,
+    who: &str,
+    at: &str,
+) -> Result<Vec<&'a str>, Incompatibility> {
+    match map.get("required") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().ok_or_else(|| {
+                    Incompatibility::new(at, format!("the {who}'s `required` holds a non-string"))
+                })
+            })
+            .collect(),
+        Some(_) => Err(Incompatibility::new(
+            at,
+            format!("the {who}'s `required` is not an array"),
+        )),
+    }
+}
+
+fn properties<'a>(
+    map: &'a Map<String, Value>,
+    empty: &'a Map<String, Value>,
+    who: &str,
+    at: &str,
+) -> Result<&'a Map<String, Value>, Incompatibility> {
+    match map.get("properties") {
+        None => Ok(empty),
+        Some(Value::Object(props)) => Ok(props),
+        Some(_) => Err(Incompatibility::new(
+            at,
+            format!("the {who}'s `properties` is not an object"),
+        )),
+    }
+}
+
+fn check_object(
+    wm: &Map<String, Value>,
+    rm: &Map<String, Value>,
+    at: &str,
+    ctx: &Ctx<'_>,
+) -> Check {
+    check_lower(wm, rm, "minProperties", at)?;
+    check_upper(wm, rm, "maxProperties", at)?;
+
+    let w_required = names(wm, "writer", at)?;
+    for name in names(rm, "reader", at)? {
+        if !w_required.contains(&name) {
+            return Err(Incompatibility::new(
+                &child(at, name),
+                "required by the reader but not by the writer: data written without it \
+                 cannot be read",
+            ));
+        }
+    }
+
+    let empty = Map::new();
+    let any = Value::Bool(true);
+    let w_props = properties(wm, &empty, "writer", at)?;
+    let r_props = properties(rm, &empty, "reader", at)?;
+    let w_extra = wm.get("additionalProperties").unwrap_or(&any);
+    let r_extra = rm.get("additionalProperties").unwrap_or(&any);
+
+    for (name, ws) in w_props {
+        let path = child(at, name);
+        match r_props.get(name) {
+            Some(rs) => subset(ws, rs, &path, ctx)?,
+            None if accepts_nothing(r_extra) && !accepts_nothing(ws) => {
+                return Err(Incompatibility::new(
+                    &path,
+                    "the writer may include this property but the reader does not allow it \
+                     (additionalProperties: false)",
+                ));
+            }
+            None => subset(ws, r_extra, &path, ctx)?,
+        }
+    }
+    for (name, rs) in r_props {
+        if w_props.contains_key(name) {
+            continue;
+        }
+        let path = child(at, name);
+        if accepts_everything(w_extra, false) && !accepts_everything(rs, false) {
+            return Err(Incompatibility::new(
+                &path,
+                "the reader constrains this property but the writer does not declare it and \
+                 allows any value for undeclared properties (open content model); close the \
+                 writer with additionalProperties: false or leave the property unconstrained",
+            ));
+        }
+        subset(w_extra, rs, &path, ctx)?;
+    }
+    if accepts_nothing(r_extra) && !accepts_nothing(w_extra) {
+        return Err(Incompatibility::new(
+            at,
+            "the reader does not allow undeclared properties (additionalProperties: false) \
+             but the writer does",
+        ));
+    }
+    subset(w_extra, r_extra, &format!("{at}/*"), ctx)
+}

@@ -1,0 +1,127 @@
+//! # event-schema: schema registry for A3S Event
+//!
+//! Per event type and version, an [`EventSchema`]: required top-level fields
+//! (as in the original `a3s-event`) and, beyond them, an optional full JSON
+//! Schema, validated with the [`jsonschema`] crate (compiled once, at
+//! registration). [`MemorySchemaRegistry`] implements the [`SchemaRegistry`]
+//! trait and event-core's [`SchemaValidator`](event_core::SchemaValidator)
+//! hook, so the event bus can validate typed events on publish, before
+//! encryption.
+//!
+//! - **Validation** errors are
+//!   [`Error::SchemaValidation`](event_core::Error::SchemaValidation) with the
+//!   event type, version and a JSON pointer into the payload (`/customer/email`).
+//!   Payload values are masked in the reason.
+//! - **Compatibility** levels are Confluent Schema Registry's
+//!   ([`Compatibility`]: `BACKWARD` (default), `BACKWARD_TRANSITIVE`,
+//!   `FORWARD`, `FORWARD_TRANSITIVE`, `FULL`, `FULL_TRANSITIVE`, `NONE`), per
+//!   type or registry-wide, enforced when a version is registered. A refused
+//!   evolution is [`Error::Schema`](event_core::Error::Schema) whose reason
+//!   names the level, the versions, the field and the rule.
+//! - **Policies**: [`UnknownTypePolicy`] for typed events without a schema
+//!   (`Allow`, the original behaviour and the default, or `Reject`) and
+//!   [`UntypedPolicy`] for events with an empty `event_type` (`Allow` by
+//!   default: only typed events are validated; `Reject` to require types).
+//!   Both apply to a known type published with an unregistered version too.
+//!
+//! ## Example
+//!
+//! ```
+//! use event_core::{Error, Event};
+//! use event_schema::{Compatibility, EventSchema, MemorySchemaRegistry, SchemaRegistry};
+//! use serde_json::json;
+//!
+//! let registry = MemorySchemaRegistry::new(); // BACKWARD by default
+//! registry.register(
+//!     EventSchema::new("order.created", 1).with_json_schema(json!({
+//!         "type": "object",
+//!         "properties": {"id": {"type": "string"}, "amount": {"type": "integer"}},
+//!         "required": ["id", "amount"]
+//!     })),
+//! )?;
+//!
+//! let event = Event::typed("events.shop.order", "shop", "order.created", 1,
+//!     "order placed", "shop", json!({"id": "o-1", "amount": "ten"}));
+//! match registry.validate(&event) {
+//!     Err(Error::SchemaValidation { path, .. }) => assert_eq!(path, "/amount"),
+//!     other => panic!("expected a validation error, got {other:?}"),
+//! }
+//!
+//! // v2 widens `amount` to number: new consumers still read v1 data.
+//! registry.register(
+//!     EventSchema::new("order.created", 2).with_json_schema(json!({
+//!         "type": "object",
+//!         "properties": {"id": {"type": "string"}, "amount": {"type": "number"}},
+//!         "required": ["id", "amount"]
+//!     })),
+//! )?;
+//!
+//! // v3 makes a new field required: v3 consumers cannot read v2 data.
+//! let err = registry.register(
+//!     EventSchema::new("order.created", 3).with_json_schema(json!({
+//!         "type": "object",
+//!         "properties": {"id": {"type": "string"}, "amount": {"type": "number"}},
+//!         "required": ["id", "amount", "currency"]
+//!     })),
+//! ).unwrap_err();
+//! assert!(err.to_string().contains("/currency"));
+//! assert_eq!(registry.compatibility("order.created")?, Compatibility::Backward);
+//! # Ok::<(), event_core::Error>(())
+//! ```
+//!
+//! ## What the compatibility checker understands
+//!
+//! "Reader R can read writer W" is proved keyword by keyword on the
+//! [effective schemas](EventSchema::effective_schema) (required fields merged
+//! into the JSON Schema): every payload valid under W must be valid under R.
+//! The public entry point is [`can_read`].
+//!
+//! | JSON Schema | rule (R reads W when ...) |
+//! |---|---|
+//! | unchanged schema or subschema (no `$ref` inside) | always |
+//! | `true`, `{}`, annotation-only subschemas in R | always |
+//! | `type` | every type W allows is allowed by R; `integer` widens to `number` (integer→number is safe, number→integer is not) |
+//! | `enum`, `const` | every value W allows is valid under R (adding enum values is backward-safe, removing them forward-safe); R restricting to a set W does not have is refused |
+//! | `required` (and `required_fields`) | every name R requires, W requires too |
+//! | `properties` in both | recursively, R's property schema reads W's |
+//! | property only in W | R's `additionalProperties` reads it (`false` in R refuses it) |
+//! | property only in R | W's `additionalProperties` must be readable by it: with an open W (`additionalProperties` absent or `true`) R may not constrain the new property (Confluent's open content model rule); with a closed W it is fine |
+//! | `additionalProperties` (bool or schema) | R's reads W's; R closing an open W is refused |
+//! | `items` (single schema) | recursively |
+//! | `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `multipleOf` | R's bound is implied by W's (numbers only matter if W allows numbers) |
+//! | `minLength`, `maxLength`, `minItems`, `maxItems`, `minProperties`, `maxProperties`, `uniqueItems` | R's bound is implied by W's |
+//! | `pattern`, `format`, `contentEncoding`, `contentMediaType` | R's is absent or identical to W's (`format` also needs the same `$schema`) |
+//! | annotations (`title`, `description`, `default`, `examples`, `$comment`, `$id`, `$defs`, `deprecated`, `readOnly`, `writeOnly`, root `$schema`) | ignored |
+//!
+//! Anything else in a subschema that changed (`$ref`, `allOf`, `anyOf`,
+//! `oneOf`, `not`, `if`/`then`/`else`, `patternProperties`,
+//! `dependentRequired`, `prefixItems`, tuple `items`, `unevaluated*`, draft-4
+//! schemas, ...) is treated conservatively: the evolution is refused with a
+//! reason naming the keyword, unless the level is `NONE`. The checker may
+//! refuse a change that is in fact safe; it never accepts one it cannot prove.
+//!
+//! In practice: with `BACKWARD` you may remove fields, make required fields
+//! optional, widen types and add enum values; to add a constrained optional
+//! property, the previous version must be closed (`additionalProperties:
+//! false`). With `FORWARD`, the mirror image. `FULL` allows only changes
+//! safe both ways (adding or removing unconstrained optional fields,
+//! annotations).
+//!
+//! ## Dependencies
+//!
+//! `jsonschema` is built with `default-features = false`: no HTTP client, no
+//! file resolver; remote `$ref`s fail to compile rather than being fetched.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod checker;
+mod compatibility;
+mod memory;
+mod registry;
+mod schema;
+mod validate;
+
+pub use checker::{Incompatibility, can_read};
+pub use compatibility::Compatibility;
+pub use memory::MemorySchemaRegistry;
+pub use registry::{RegistryValidator, SchemaRegistry, UnknownTypePolicy, UntypedPolicy};
+pub use schema::EventSchema;

@@ -1,0 +1,446 @@
+//! [`MemorySchemaRegistry`]: the in-process registry.
+
+use crate::checker::check_evolution;
+use crate::compatibility::Compatibility;
+use crate::registry::{SchemaRegistry, UnknownTypePolicy, UntypedPolicy};
+use crate::schema::EventSchema;
+use crate::validate::{CompiledSchema, validation_error};
+use event_core::{Error, Event, Result, SchemaValidator};
+use parking_lot::RwLock;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An in-memory [`SchemaRegistry`]: schemas live in the process and are lost
+/// on restart (register them at startup).
+///
+/// Each JSON Schema is compiled once, at registration. The registry's state
+/// is an immutable snapshot replaced on every change (copy on write):
+/// validation finds the compiled schema by type and version without
+/// allocating and without taking a lock or touching a shared cache line in
+/// the common case (each thread keeps the snapshot it last used, tagged with
+/// the registry's generation, and refreshes it when the registry changed).
+/// Registration is serialised (check and swap happen under one write lock,
+/// so two racing registrations cannot both pass a check against a stale
+/// latest version). A thread keeps the last snapshot it used alive until it
+/// validates against a registry again or exits.
+///
+/// ```
+/// use event_schema::{EventSchema, MemorySchemaRegistry, SchemaRegistry, UnknownTypePolicy};
+/// use event_core::Event;
+/// use serde_json::json;
+///
+/// let registry = MemorySchemaRegistry::new().with_unknown_type_policy(UnknownTypePolicy::Reject);
+/// registry.register(EventSchema::new("user.created", 1).with_required_fields(["id"]))?;
+///
+/// let ok = Event::typed("events.user.created", "user", "user.created", 1, "new user", "auth",
+///     json!({"id": "u1"}));
+/// registry.validate(&ok)?;
+///
+/// let missing = Event::typed("events.user.created", "user", "user.created", 1, "new user", "auth",
+///     json!({"name": "x"}));
+/// assert!(registry.validate(&missing).is_err());
+/// # Ok::<(), event_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct MemorySchemaRegistry {
+    /// Unique per registry instance (tags the per-thread snapshot cache).
+    id: u64,
+    /// Bumped after every change to `inner`.
+    generation: AtomicU64,
+    inner: RwLock<Arc<Inner>>,
+    unknown_types: UnknownTypePolicy,
+    untyped: UntypedPolicy,
+}
+
+impl Default for MemorySchemaRegistry {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            inner: RwLock::new(Arc::new(Inner::default())),
+            unknown_types: UnknownTypePolicy::default(),
+            untyped: UntypedPolicy::default(),
+        }
+    }
+}
+
+/// The snapshot a thread last validated with.
+struct CachedSnapshot {
+    registry: u64,
+    generation: u64,
+    snapshot: Arc<Inner>,
+}
+
+thread_local! {
+    static SNAPSHOT: RefCell<Option<CachedSnapshot>> = const { RefCell::new(None) };
+}
+
+#[derive(Debug, Default, Clone)]
+struct Inner {
+    types: HashMap<String, TypeEntry, BuildHasherDefault<TypeHasher>>,
+    default_level: Compatibility,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TypeEntry {
+    versions: BTreeMap<u32, Arc<CompiledSchema>>,
+    level: Option<Compatibility>,
+}
+
+impl Inner {
+    fn level_for(&self, event_type: &str) -> Compatibility {
+        self.types
+            .get(event_type)
+            .and_then(|t| t.level)
+            .unwrap_or(self.default_level)
+    }
+}
+
+/// A fast multiplicative hash for event-type names (FxHash-style).
+///
+/// Lookups happen on every validated event; SipHash would be a measurable
+/// part of validating a small payload. Flooding is not a concern: only
+/// registered types are inserted, and publishers merely look names up.
+#[derive(Default)]
+struct TypeHasher(u64);
+
+impl Hasher for TypeHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+}
+
+fn schema_error(event_type: &str, version: u32, reason: impl Into<String>) -> Error {
+    Error::Schema {
+        event_type: event_type.to_owned(),
+        version,
+        reason: reason.into(),
+    }
+}
+
+impl MemorySchemaRegistry {
+    /// An empty registry: unknown types and untyped events allowed, default
+    /// compatibility `BACKWARD`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the policy for typed events without a registered schema.
+    #[must_use]
+    pub fn with_unknown_type_policy(mut self, policy: UnknownTypePolicy) -> Self {
+        self.unknown_types = policy;
+        self
+    }
+
+    /// Sets the policy for untyped events.
+    #[must_use]
+    pub fn with_untyped_policy(mut self, policy: UntypedPolicy) -> Self {
+        self.untyped = policy;
+        self
+    }
+
+    /// Sets the registry-wide default compatibility level.
+    #[must_use]
+    pub fn with_default_compatibility(self, level: Compatibility) -> Self {
+        self.update(|inner| {
+            inner.default_level = level;
+            Ok(())
+        })
+        .unwrap_or_default();
+        self
+    }
+
+    /// Applies `change` to a copy of the state and publishes the copy, only
+    /// if `change` succeeds.
+    fn update<R>(&self, change: impl FnOnce(&mut Inner) -> Result<R>) -> Result<R> {
+        let mut current = self.inner.write();
+        let mut next = Inner::clone(&current);
+        let out = change(&mut next)?;
+        *current = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(out)
+    }
+
+    /// Runs `f` on the current snapshot: the calling thread's cached one when
+    /// it is still current, otherwise a fresh one (cached for next time).
+    fn with_snapshot<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
+        // Loaded before the snapshot is read: a snapshot tagged with an older
+        // generation than it is only causes one extra refresh.
+        let generation = self.generation.load(Ordering::Acquire);
+        SNAPSHOT.with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                // Re-entered on this thread (not done by this crate): bypass the cache.
+                return f(&self.inner.read());
+            };
+            let current = slot
+                .as_ref()
+                .is_some_and(|c| c.registry == self.id && c.generation == generation);
+            if !current {
+                *slot = Some(CachedSnapshot {
+                    registry: self.id,
+                    generation,
+                    snapshot: Arc::clone(&self.inner.read()),
+                });
+            }
+            match slot.as_ref() {
+                Some(cached) => f(&cached.snapshot),
+                None => f(&self.inner.read()),
+            }
+        })
+    }
+
+    /// The policy for typed events without a registered schema.
+    pub fn unknown_type_policy(&self) -> UnknownTypePolicy {
+        self.unknown_types
+    }
+
+    /// The policy for untyped events.
+    pub fn untyped_policy(&self) -> UntypedPolicy {
+        self.untyped
+    }
+
+    /// The registered versions of `event_type`, ascending.
+    pub fn versions(&self, event_type: &str) -> Vec<u32> {
+        self.inner
+            .read()
+            .types
+            .get(event_type)
+            .map(|t| t.versions.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Validates `event` (same as [`SchemaRegistry::validate`]; an inherent
+    /// method so that calls are unambiguous when both [`SchemaRegistry`] and
+    /// [`SchemaValidator`] are in scope).
+    pub fn validate(&self, event: &Event) -> Result<()> {
+        if event.event_type.is_empty() {
+            return match self.untyped {
+                UntypedPolicy::Allow => Ok(()),
+                UntypedPolicy::Reject => Err(validation_error(
+                    event,
+                    String::new(),
+                    "untyped event refused: this registry requires an event type \
+                     (UntypedPolicy::Reject)"
+                        .to_owned(),
+                )),
+            };
+        }
+        self.with_snapshot(|inner| self.validate_in(inner, event))
+    }
+
+    fn validate_in(&self, inner: &Inner, event: &Event) -> Result<()> {
+        let entry = inner.types.get(event.event_type.as_str());
+        match entry.and_then(|t| t.versions.get(&event.version)) {
+            Some(compiled) => compiled.validate(event),
+            None => match self.unknown_types {
+                UnknownTypePolicy::Allow => Ok(()),
+                UnknownTypePolicy::Reject => {
+                    let reason = match entry.filter(|t| !t.versions.is_empty()) {
+                        None => format!(
+                            "no schema is registered for event type `{}` \
+                             (UnknownTypePolicy::Reject)",
+                            event.event_type
+                        ),
+                        Some(t) => format!(
+                            "event type `{}` has no schema version {} (registered: {:?}; \
+                             UnknownTypePolicy::Reject)",
+                            event.event_type,
+                            event.version,
+                            t.versions.keys().collect::<Vec<_>>()
+                        ),
+                    };
+                    Err(validation_error(event, String::new(), reason))
+                }
+            },
+        }
+    }
+
+    /// Checks `candidate` against the earlier versions in `entry` under
+    /// `level`, and that it may be added after them.
+    fn check_candidate(
+        entry: Option<&TypeEntry>,
+        level: Compatibility,
+        candidate: &EventSchema,
+    ) -> Result<()> {
+        let earlier: Vec<&EventSchema> = entry
+            .map(|t| {
+                t.versions
+                    .range(..candidate.version)
+                    .map(|(_, c)| &c.schema)
+                    .collect()
+            })
+            .unwrap_or_default();
+        check_evolution(level, candidate, &earlier)
+            .map_err(|reason| schema_error(&candidate.event_type, candidate.version, reason))
+    }
+}
+
+impl SchemaRegistry for MemorySchemaRegistry {
+    fn register(&self, schema: EventSchema) -> Result<()> {
+        // Compile outside the lock: it is the expensive part.
+        let compiled = CompiledSchema::new(schema)?;
+        let schema = &compiled.schema;
+        let mut current = self.inner.write();
+        let inner: &Inner = &current;
+        let level = inner.level_for(&schema.event_type);
+        let entry = inner.types.get(schema.event_type.as_str());
+        if let Some(t) = entry {
+            if let Some(existing) = t.versions.get(&schema.version) {
+                if existing.schema == *schema {
+                    return Ok(());
+                }
+                return Err(schema_error(
+                    &schema.event_type,
+                    schema.version,
+                    "this version is already registered with a different definition; \
+                     registered schemas are immutable, register a new version",
+                ));
+            }
+            if let Some((&latest, _)) = t.versions.last_key_value() {
+                if latest > schema.version {
+                    return Err(schema_error(
+                        &schema.event_type,
+                        schema.version,
+                        format!(
+                            "version {} is older than the latest registered version {latest}; \
+                             register versions in increasing order",
+                            schema.version
+                        ),
+                    ));
+                }
+            }
+        }
+        Self::check_candidate(entry, level, schema)?;
+        let event_type = schema.event_type.clone();
+        let version = schema.version;
+        let mut next = inner.clone();
+        next.types
+            .entry(event_type)
+            .or_default()
+            .versions
+            .insert(version, Arc::new(compiled));
+        *current = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    fn get(&self, event_type: &str, version: u32) -> Result<Option<EventSchema>> {
+        Ok(self
+            .inner
+            .read()
+            .types
+            .get(event_type)
+            .and_then(|t| t.versions.get(&version))
+            .map(|c| c.schema.clone()))
+    }
+
+    fn latest_version(&self, event_type: &str) -> Result<Option<u32>> {
+        Ok(self
+            .inner
+            .read()
+            .types
+            .get(event_type)
+            .and_then(|t| t.versions.last_key_value())
+            .map(|(v, _)| *v))
+    }
+
+    fn list_types(&self) -> Result<Vec<String>> {
+        let mut types: Vec<String> = self
+            .inner
+            .read()
+            .types
+            .iter()
+            .filter(|(_, t)| !t.versions.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        types.sort();
+        Ok(types)
+    }
+
+    fn validate(&self, event: &Event) -> Result<()> {
+        MemorySchemaRegistry::validate(self, event)
+    }
+
+    fn check_compatibility(
+        &self,
+        event_type: &str,
+        new_version: u32,
+        mode: Compatibility,
+    ) -> Result<()> {
+        let inner = self.inner.read();
+        let entry = inner.types.get(event_type);
+        let Some(candidate) = entry.and_then(|t| t.versions.get(&new_version)) else {
+            return Err(Error::NotFound {
+                kind: "schema",
+                name: format!("{event_type} v{new_version}"),
+            });
+        };
+        Self::check_candidate(entry, mode, &candidate.schema)
+    }
+
+    fn test_compatibility(&self, candidate: &EventSchema) -> Result<()> {
+        // The definition must be registrable too.
+        let compiled = CompiledSchema::new(candidate.clone())?;
+        let inner = self.inner.read();
+        let level = inner.level_for(&candidate.event_type);
+        Self::check_candidate(
+            inner.types.get(candidate.event_type.as_str()),
+            level,
+            &compiled.schema,
+        )
+    }
+
+    fn set_compatibility(&self, event_type: &str, level: Compatibility) -> Result<()> {
+        if event_type.trim().is_empty() {
+            return Err(Error::invalid_config(
+                "event_type",
+                "cannot set a compatibility level for an empty event type",
+            ));
+        }
+        self.update(|inner| {
+            inner.types.entry(event_type.to_owned()).or_default().level = Some(level);
+            Ok(())
+        })
+    }
+
+    fn set_default_compatibility(&self, level: Compatibility) -> Result<()> {
+        self.update(|inner| {
+            inner.default_level = level;
+            Ok(())
+        })
+    }
+
+    fn compatibility(&self, event_type: &str) -> Result<Compatibility> {
+        Ok(self.inner.read().level_for(event_type))
+    }
+}
+
+impl SchemaValidator for MemorySchemaRegistry {
+    fn validate(&self, event: &Event) -> Result<()> {
+        MemorySchemaRegistry::validate(self, event)
+    }
+}

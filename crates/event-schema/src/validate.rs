@@ -1,0 +1,219 @@
+//! Compiled schemas and payload validation.
+
+use crate::schema::EventSchema;
+use event_core::{Error, Event, Result};
+use serde_json::Value;
+
+/// Compiles a JSON Schema with the options the registry uses everywhere.
+///
+/// Remote `$ref`s are not fetched: the crate is built without `jsonschema`'s
+/// HTTP and file resolvers, so a schema that needs one fails to compile.
+pub(crate) fn compile(schema: &Value) -> std::result::Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
+/// A registered schema with its JSON Schema compiled once.
+pub(crate) struct CompiledSchema {
+    pub(crate) schema: EventSchema,
+    check: Check,
+}
+
+/// How a payload is checked.
+enum Check {
+    /// No required fields and no JSON Schema: everything is valid.
+    Nothing,
+    /// One compiled validator covers the required fields and the JSON Schema
+    /// (its effective schema); the hand-written required-field check runs
+    /// only on failure, to report the field by name.
+    Merged(Box<jsonschema::Validator>),
+    /// The JSON Schema has a root `$ref` (whose siblings are ignored by
+    /// drafts up to 7), so the required fields are checked separately first.
+    Split(Box<jsonschema::Validator>),
+}
+
+impl std::fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let check = match self.check {
+            Check::Nothing => "nothing",
+            Check::Merged(_) => "merged",
+            Check::Split(_) => "split",
+        };
+        f.debug_struct("CompiledSchema")
+            .field("schema", &self.schema)
+            .field("check", &check)
+            .finish()
+    }
+}
+
+fn schema_error(schema: &EventSchema, reason: impl Into<String>) -> Error {
+    Error::Schema {
+        event_type: schema.event_type.clone(),
+        version: schema.version,
+        reason: reason.into(),
+    }
+}
+
+impl CompiledSchema {
+    /// Checks the definition and compiles its JSON Schema.
+    pub(crate) fn new(schema: EventSchema) -> Result<Self> {
+        if schema.event_type.trim().is_empty() {
+            return Err(schema_error(&schema, "the event type is empty"));
+        }
+        if schema.version == 0 {
+            return Err(schema_error(&schema, "versions start at 1; got version 0"));
+        }
+        for (i, field) in schema.required_fields.iter().enumerate() {
+            if field.is_empty() {
+                return Err(schema_error(
+                    &schema,
+                    "required field names must not be empty",
+                ));
+            }
+            if schema.required_fields[..i].contains(field) {
+                return Err(schema_error(
+                    &schema,
+                    format!("required field `{field}` is listed twice"),
+                ));
+            }
+        }
+        let compile_or_refuse = |json: &Value| {
+            compile(json)
+                .map(Box::new)
+                .map_err(|e| schema_error(&schema, format!("invalid JSON Schema: {e}")))
+        };
+        let check = match &schema.json_schema {
+            Some(json @ (Value::Object(_) | Value::Bool(false))) => {
+                // Compile the schema as given first, so that its errors are
+                // reported against what the user wrote.
+                let own = compile_or_refuse(json)?;
+                if schema.required_fields.is_empty() {
+                    Check::Merged(own)
+                } else if json.get("$ref").is_some() {
+                    Check::Split(own)
+                } else {
+                    Check::Merged(compile_or_refuse(&schema.effective_schema())?)
+                }
+            }
+            None | Some(Value::Bool(true)) => {
+                if schema.required_fields.is_empty() {
+                    Check::Nothing
+                } else {
+                    Check::Merged(compile_or_refuse(&schema.effective_schema())?)
+                }
+            }
+            Some(other) => {
+                return Err(schema_error(
+                    &schema,
+                    format!("invalid JSON Schema: expected an object or a boolean, got {other}"),
+                ));
+            }
+        };
+        Ok(Self { schema, check })
+    }
+
+    /// Validates `event`'s payload: required fields, then the JSON Schema.
+    /// The error names the type, version and failing JSON pointer. Payload
+    /// values are masked in the reason (payloads may be sensitive).
+    pub(crate) fn validate(&self, event: &Event) -> Result<()> {
+        let payload = &event.payload;
+        match &self.check {
+            Check::Nothing => Ok(()),
+            Check::Merged(validator) => {
+                if validator.is_valid(payload) {
+                    return Ok(());
+                }
+                self.check_required(event)?;
+                Err(first_error(event, validator))
+            }
+            Check::Split(validator) => {
+                self.check_required(event)?;
+                if validator.is_valid(payload) {
+                    Ok(())
+                } else {
+                    Err(first_error(event, validator))
+                }
+            }
+        }
+    }
+
+    /// The required-field check, naming the first missing field.
+    fn check_required(&self, event: &Event) -> Result<()> {
+        let fields = &self.schema.required_fields;
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let payload = &event.payload;
+        let Some(object) = payload.as_object() else {
+            return Err(validation_error(
+                event,
+                String::new(),
+                format!(
+                    "the payload must be a JSON object with fields {fields:?}, got {}",
+                    kind(payload)
+                ),
+            ));
+        };
+        for field in fields {
+            if !object.contains_key(field) {
+                return Err(validation_error(
+                    event,
+                    pointer(field),
+                    format!("required field `{field}` is missing"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first error `validator` reports for an invalid payload.
+fn first_error(event: &Event, validator: &jsonschema::Validator) -> Error {
+    match validator.validate(&event.payload) {
+        Err(error) => validation_error(
+            event,
+            error.instance_path().to_string(),
+            error.masked().to_string(),
+        ),
+        // `is_valid` said no; keep refusing even if the detailed pass disagrees.
+        Ok(()) => validation_error(
+            event,
+            String::new(),
+            "the payload does not match the schema".to_owned(),
+        ),
+    }
+}
+
+pub(crate) fn validation_error(event: &Event, path: String, reason: String) -> Error {
+    Error::SchemaValidation {
+        event_type: event.event_type.clone(),
+        version: event.version,
+        path,
+        reason,
+    }
+}
+
+fn pointer(field: &str) -> String {
+    let mut out = String::with_capacity(field.len() + 1);
+    out.push('/');
+    for c in field.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,865 @@
+//! Every compatibility level, with accepted and refused evolutions, including
+//! the transitive levels; and the checker's rules one by one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use common::object;
+use event_core::Error;
+use event_schema::{Compatibility, EventSchema, MemorySchemaRegistry, SchemaRegistry, can_read};
+use serde_json::{Value, json};
+
+fn js(event_type: &str, version: u32, schema: Value) -> EventSchema {
+    EventSchema::new(event_type, version).with_json_schema(schema)
+}
+
+fn rf(event_type: &str, version: u32, fields: &[&str]) -> EventSchema {
+    EventSchema::new(event_type, version).with_required_fields(fields.iter().copied())
+}
+
+/// Registers `versions` in order under `level`; all must be accepted.
+fn registry_with(level: Compatibility, versions: &[EventSchema]) -> MemorySchemaRegistry {
+    let registry = MemorySchemaRegistry::new().with_default_compatibility(level);
+    for schema in versions {
+        registry
+            .register(schema.clone())
+            .unwrap_or_else(|e| panic!("{level}: v{} refused: {e}", schema.version));
+    }
+    registry
+}
+
+fn accepted(level: Compatibility, old: EventSchema, new: EventSchema) {
+    let registry = registry_with(level, &[old]);
+    registry
+        .register(new.clone())
+        .unwrap_or_else(|e| panic!("{level}: expected {new:?} to be accepted: {e}"));
+}
+
+/// Registers `old` then `new` under `level`, expects `new` refused, returns
+/// the reason.
+fn refused(level: Compatibility, old: EventSchema, new: EventSchema) -> String {
+    let registry = registry_with(level, &[old]);
+    match registry.register(new.clone()) {
+        Err(Error::Schema {
+            event_type,
+            version,
+            reason,
+        }) => {
+            assert_eq!(event_type, new.event_type);
+            assert_eq!(version, new.version);
+            assert!(reason.starts_with(level.as_str()), "{reason}");
+            assert_eq!(
+                registry.latest_version(&new.event_type).unwrap(),
+                Some(old_version(&registry, &new))
+            );
+            reason
+        }
+        other => panic!("{level}: expected {new:?} to be refused, got {other:?}"),
+    }
+}
+
+fn old_version(registry: &MemorySchemaRegistry, new: &EventSchema) -> u32 {
+    *registry.versions(&new.event_type).last().unwrap()
+}
+
+fn number_field(ty: &str) -> Value {
+    object(json!({"n": {"type": ty}}), &["n"], None)
+}
+
+fn status(values: &[&str]) -> Value {
+    object(json!({"status": {"enum": values}}), &["status"], None)
+}
+
+// ---------------------------------------------------------------- BACKWARD
+
+#[test]
+fn backward_accepts_removing_a_required_field() {
+    accepted(
+        Compatibility::Backward,
+        rf("t", 1, &["a", "b"]),
+        rf("t", 2, &["a"]),
+    );
+}
+
+#[test]
+fn backward_accepts_adding_an_optional_unconstrained_field() {
+    accepted(
+        Compatibility::Backward,
+        rf("t", 1, &["a"]),
+        js(
+            "t",
+            2,
+            object(json!({"note": {"description": "free text"}}), &["a"], None),
+        ),
+    );
+}
+
+#[test]
+fn backward_accepts_widening_integer_to_number() {
+    accepted(
+        Compatibility::Backward,
+        js("t", 1, number_field("integer")),
+        js("t", 2, number_field("number")),
+    );
+}
+
+#[test]
+fn backward_accepts_adding_an_enum_value() {
+    accepted(
+        Compatibility::Backward,
+        js("t", 1, status(&["new", "paid"])),
+        js("t", 2, status(&["new", "paid", "void"])),
+    );
+}
+
+#[test]
+fn backward_accepts_a_constrained_new_property_when_the_old_version_was_closed() {
+    accepted(
+        Compatibility::Backward,
+        js(
+            "t",
+            1,
+            object(json!({"a": {"type": "string"}}), &["a"], Some(false)),
+        ),
+        js(
+            "t",
+            2,
+            object(
+                json!({"a": {"type": "string"}, "b": {"type": "integer"}}),
+                &["a"],
+                Some(false),
+            ),
+        ),
+    );
+}
+
+#[test]
+fn backward_accepts_removing_a_property_from_an_open_model() {
+    accepted(
+        Compatibility::Backward,
+        js(
+            "t",
+            1,
+            object(
+                json!({"a": {"type": "string"}, "b": {"type": "integer"}}),
+                &["a"],
+                None,
+            ),
+        ),
+        js(
+            "t",
+            2,
+            object(json!({"a": {"type": "string"}}), &["a"], None),
+        ),
+    );
+}
+
+#[test]
+fn backward_refuses_adding_a_required_field() {
+    let reason = refused(
+        Compatibility::Backward,
+        rf("t", 1, &["a"]),
+        rf("t", 2, &["a", "b"]),
+    );
+    assert!(
+        reason.contains("v2 cannot read data written with v1"),
+        "{reason}"
+    );
+    assert!(reason.contains("`/b`"), "{reason}");
+    assert!(reason.contains("required by the reader"), "{reason}");
+}
+
+#[test]
+fn backward_refuses_narrowing_number_to_integer() {
+    let reason = refused(
+        Compatibility::Backward,
+        js("t", 1, number_field("number")),
+        js("t", 2, number_field("integer")),
+    );
+    assert!(
+        reason.contains("`/n`") && reason.contains("type change"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn backward_refuses_changing_a_type() {
+    let reason = refused(
+        Compatibility::Backward,
+        js("t", 1, number_field("string")),
+        js("t", 2, number_field("integer")),
+    );
+    assert!(
+        reason.contains("`/n`") && reason.contains("`string`"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn backward_refuses_removing_an_enum_value() {
+    let reason = refused(
+        Compatibility::Backward,
+        js("t", 1, status(&["new", "paid"])),
+        js("t", 2, status(&["new"])),
+    );
+    assert!(
+        reason.contains("`/status`") && reason.contains("\"paid\""),
+        "{reason}"
+    );
+}
+
+#[test]
+fn backward_refuses_a_constrained_new_property_on_an_open_model() {
+    let reason = refused(
+        Compatibility::Backward,
+        js(
+            "t",
+            1,
+            object(json!({"a": {"type": "string"}}), &["a"], None),
+        ),
+        js(
+            "t",
+            2,
+            object(
+                json!({"a": {"type": "string"}, "b": {"type": "integer"}}),
+                &["a"],
+                None,
+            ),
+        ),
+    );
+    assert!(
+        reason.contains("`/b`") && reason.contains("open content model"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn backward_refuses_closing_the_content_model() {
+    let reason = refused(
+        Compatibility::Backward,
+        js(
+            "t",
+            1,
+            object(json!({"a": {"type": "string"}}), &["a"], None),
+        ),
+        js(
+            "t",
+            2,
+            object(json!({"a": {"type": "string"}}), &["a"], Some(false)),
+        ),
+    );
+    assert!(reason.contains("additionalProperties: false"), "{reason}");
+}
+
+#[test]
+fn backward_refuses_removing_a_property_from_a_closed_model() {
+    let reason = refused(
+        Compatibility::Backward,
+        js(
+            "t",
+            1,
+            object(
+                json!({"a": {"type": "string"}, "b": {"type": "integer"}}),
+                &["a"],
+                Some(false),
+            ),
+        ),
+        js(
+            "t",
+            2,
+            object(json!({"a": {"type": "string"}}), &["a"], Some(false)),
+        ),
+    );
+    assert!(
+        reason.contains("`/b`") && reason.contains("does not allow it"),
+        "{reason}"
+    );
+}
+
+// ----------------------------------------------------------------- FORWARD
+
+#[test]
+fn forward_accepts_adding_a_required_field() {
+    accepted(
+        Compatibility::Forward,
+        rf("t", 1, &["a"]),
+        rf("t", 2, &["a", "b"]),
+    );
+}
+
+#[test]
+fn forward_accepts_narrowing_number_to_integer() {
+    accepted(
+        Compatibility::Forward,
+        js("t", 1, number_field("number")),
+        js("t", 2, number_field("integer")),
+    );
+}
+
+#[test]
+fn forward_accepts_removing_an_enum_value() {
+    accepted(
+        Compatibility::Forward,
+        js("t", 1, status(&["new", "paid"])),
+        js("t", 2, status(&["paid"])),
+    );
+}
+
+#[test]
+fn forward_accepts_adding_a_property_to_an_open_model() {
+    accepted(
+        Compatibility::Forward,
+        js(
+            "t",
+            1,
+            object(json!({"a": {"type": "string"}}), &["a"], None),
+        ),
+        js(
+            "t",
+            2,
+            object(
+                json!({"a": {"type": "string"}, "b": {"type": "integer"}}),
+                &["a", "b"],
+                None,
+            ),
+        ),
+    );
+}
+
+#[test]
+fn forward_refuses_removing_a_required_field() {
+    let reason = refused(
+        Compatibility::Forward,
+        rf("t", 1, &["a", "b"]),
+        rf("t", 2, &["a"]),
+    );
+    assert!(
+        reason.contains("v1 cannot read data written with v2"),
+        "{reason}"
+    );
+    assert!(reason.contains("`/b`"), "{reason}");
+}
+
+#[test]
+fn forward_refuses_widening_integer_to_number() {
+    let reason = refused(
+        Compatibility::Forward,
+        js("t", 1, number_field("integer")),
+        js("t", 2, number_field("number")),
+    );
+    assert!(
+        reason.contains("`/n`") && reason.contains("`number`"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn forward_refuses_adding_an_enum_value() {
+    let reason = refused(
+        Compatibility::Forward,
+        js("t", 1, status(&["new"])),
+        js("t", 2, status(&["new", "void"])),
+    );
+    assert!(reason.contains("\"void\""), "{reason}");
+}
+
+#[test]
+fn forward_refuses_adding_a_property_the_closed_old_version_forbids() {
+    let reason = refused(
+        Compatibility::Forward,
+        js(
+            "t",
+            1,
+            object(json!({"a": {"type": "string"}}), &["a"], Some(false)),
+        ),
+        js(
+            "t",
+            2,
+            object(
+                json!({"a": {"type": "string"}, "b": {"type": "integer"}}),
+                &["a"],
+                Some(false),
+            ),
+        ),
+    );
+    assert!(reason.contains("`/b`"), "{reason}");
+}
+
+// -------------------------------------------------------------------- FULL
+
+#[test]
+fn full_accepts_annotation_changes() {
+    let mut v2 = number_field("integer");
+    v2["title"] = json!("renamed");
+    v2["properties"]["n"]["description"] = json!("a count");
+    accepted(
+        Compatibility::Full,
+        js("t", 1, number_field("integer")),
+        js("t", 2, v2),
+    );
+}
+
+#[test]
+fn full_accepts_adding_an_unconstrained_optional_field() {
+    accepted(
+        Compatibility::Full,
+        js(
+            "t",
+            1,
+            object(json!({"a": {"type": "string"}}), &["a"], None),
+        ),
+        js(
+            "t",
+            2,
+            object(json!({"a": {"type": "string"}, "b": {}}), &["a"], None),
+        ),
+    );
+}
+
+#[test]
+fn full_accepts_an_equivalent_required_fields_schema() {
+    // Required fields expressed once as `required_fields`, once in the JSON Schema.
+    accepted(
+        Compatibility::Full,
+        rf("t", 1, &["a"]),
+        js("t", 2, json!({"type": "object", "required": ["a"]})),
+    );
+}
+
+#[test]
+fn full_refuses_adding_a_required_field() {
+    let reason = refused(
+        Compatibility::Full,
+        rf("t", 1, &["a"]),
+        rf("t", 2, &["a", "b"]),
+    );
+    assert!(
+        reason.contains("v2 cannot read data written with v1"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn full_refuses_removing_a_required_field() {
+    let reason = refused(
+        Compatibility::Full,
+        rf("t", 1, &["a", "b"]),
+        rf("t", 2, &["a"]),
+    );
+    assert!(
+        reason.contains("v1 cannot read data written with v2"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn full_refuses_widening_a_type() {
+    let reason = refused(
+        Compatibility::Full,
+        js("t", 1, number_field("integer")),
+        js("t", 2, number_field("number")),
+    );
+    assert!(
+        reason.contains("v1 cannot read data written with v2"),
+        "{reason}"
+    );
+}
+
+// -------------------------------------------------------------------- NONE
+
+#[test]
+fn none_accepts_any_evolution() {
+    accepted(
+        Compatibility::None,
+        js("t", 1, number_field("string")),
+        js("t", 2, json!({"type": "array"})),
+    );
+    accepted(
+        Compatibility::None,
+        rf("t", 1, &["a"]),
+        rf("t", 2, &["b", "c"]),
+    );
+    accepted(
+        Compatibility::None,
+        js("t", 1, json!({"anyOf": [{"type": "string"}]})),
+        js("t", 2, json!({"not": {}})),
+    );
+}
+
+// -------------------------------------------------------------- TRANSITIVE
+//
+// Each step of a chain accepted by an exact checker is transitive by itself
+// (set inclusion is transitive), so a non-transitive violation arises when an
+// earlier version was registered under a weaker level. The transitive level
+// catches it; the plain one does not.
+
+fn chain_with_a_break(
+    level_for_v3: Compatibility,
+    v1: EventSchema,
+    v2: EventSchema,
+    v3: EventSchema,
+) -> event_core::Result<()> {
+    let registry = MemorySchemaRegistry::new().with_default_compatibility(Compatibility::None);
+    registry.register(v1).unwrap();
+    registry.register(v2).unwrap();
+    registry.set_compatibility("t", level_for_v3).unwrap();
+    registry.register(v3)
+}
+
+fn transitive_reason(result: event_core::Result<()>) -> String {
+    match result {
+        Err(Error::Schema { reason, .. }) => reason,
+        other => panic!("expected Error::Schema, got {other:?}"),
+    }
+}
+
+#[test]
+fn backward_transitive_checks_every_earlier_version() {
+    let v1 = js("t", 1, number_field("integer"));
+    let v2 = js("t", 2, number_field("string"));
+    let v3 = js("t", 3, number_field("string"));
+    chain_with_a_break(Compatibility::Backward, v1.clone(), v2.clone(), v3.clone()).unwrap();
+    let reason = transitive_reason(chain_with_a_break(
+        Compatibility::BackwardTransitive,
+        v1,
+        v2,
+        v3,
+    ));
+    assert!(
+        reason.starts_with("BACKWARD_TRANSITIVE: v3 cannot read data written with v1"),
+        "{reason}"
+    );
+    assert!(reason.contains("`/n`"), "{reason}");
+}
+
+#[test]
+fn backward_transitive_accepts_an_evolution_compatible_with_all() {
+    let registry = registry_with(
+        Compatibility::BackwardTransitive,
+        &[
+            rf("t", 1, &["a", "b", "c"]),
+            rf("t", 2, &["a", "b"]),
+            rf("t", 3, &["a"]),
+        ],
+    );
+    assert_eq!(registry.versions("t"), vec![1, 2, 3]);
+}
+
+#[test]
+fn forward_transitive_checks_every_earlier_version() {
+    let v1 = rf("t", 1, &["a", "b"]);
+    let v2 = rf("t", 2, &["a"]);
+    let v3 = rf("t", 3, &["a"]);
+    chain_with_a_break(Compatibility::Forward, v1.clone(), v2.clone(), v3.clone()).unwrap();
+    let reason = transitive_reason(chain_with_a_break(
+        Compatibility::ForwardTransitive,
+        v1,
+        v2,
+        v3,
+    ));
+    assert!(
+        reason.starts_with("FORWARD_TRANSITIVE: v1 cannot read data written with v3"),
+        "{reason}"
+    );
+    assert!(reason.contains("`/b`"), "{reason}");
+}
+
+#[test]
+fn forward_transitive_accepts_an_evolution_compatible_with_all() {
+    registry_with(
+        Compatibility::ForwardTransitive,
+        &[
+            rf("t", 1, &["a"]),
+            rf("t", 2, &["a", "b"]),
+            rf("t", 3, &["a", "b", "c"]),
+        ],
+    );
+}
+
+#[test]
+fn full_transitive_checks_every_earlier_version() {
+    let v1 = js("t", 1, number_field("integer"));
+    let v2 = js("t", 2, number_field("number"));
+    let v3 = js("t", 3, number_field("number"));
+    chain_with_a_break(Compatibility::Full, v1.clone(), v2.clone(), v3.clone()).unwrap();
+    let reason = transitive_reason(chain_with_a_break(
+        Compatibility::FullTransitive,
+        v1,
+        v2,
+        v3,
+    ));
+    assert!(
+        reason.starts_with("FULL_TRANSITIVE: v1 cannot read data written with v3"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn full_transitive_accepts_an_evolution_compatible_with_all() {
+    let mut v2 = number_field("integer");
+    v2["description"] = json!("v2");
+    let mut v3 = number_field("integer");
+    v3["properties"]["extra"] = json!({});
+    registry_with(
+        Compatibility::FullTransitive,
+        &[
+            js("t", 1, number_field("integer")),
+            js("t", 2, v2),
+            js("t", 3, v3),
+        ],
+    );
+}
+
+#[test]
+fn check_compatibility_on_registered_versions() {
+    let registry = registry_with(
+        Compatibility::None,
+        &[
+            js("t", 1, number_field("integer")),
+            js("t", 2, number_field("string")),
+            js("t", 3, number_field("string")),
+        ],
+    );
+    registry
+        .check_compatibility("t", 3, Compatibility::Backward)
+        .unwrap();
+    registry
+        .check_compatibility("t", 3, Compatibility::Full)
+        .unwrap();
+    registry
+        .check_compatibility("t", 3, Compatibility::None)
+        .unwrap();
+    for level in [
+        Compatibility::BackwardTransitive,
+        Compatibility::ForwardTransitive,
+        Compatibility::FullTransitive,
+    ] {
+        let reason = transitive_reason(registry.check_compatibility("t", 3, level));
+        assert!(reason.contains("v1"), "{level}: {reason}");
+    }
+    let reason = transitive_reason(registry.check_compatibility("t", 2, Compatibility::Backward));
+    assert!(
+        reason.contains("v2 cannot read data written with v1"),
+        "{reason}"
+    );
+}
+
+// ----------------------------------------------------------- checker rules
+
+fn reads(reader: Value, writer: Value) -> Result<(), event_schema::Incompatibility> {
+    can_read(&js("t", 2, reader), &js("t", 1, writer))
+}
+
+#[test]
+fn nested_objects_and_array_items_are_checked_with_paths() {
+    let writer = json!({"type": "object", "properties": {
+        "lines": {"type": "array", "items": {"type": "object", "properties": {"qty": {"type": "number"}}}}
+    }});
+    let reader = json!({"type": "object", "properties": {
+        "lines": {"type": "array", "items": {"type": "object", "properties": {"qty": {"type": "integer"}}}}
+    }});
+    let err = reads(reader.clone(), writer.clone()).unwrap_err();
+    assert_eq!(err.path, "/lines/*/qty");
+    reads(writer, reader).unwrap();
+}
+
+#[test]
+fn numeric_and_length_bounds() {
+    let w = json!({"type": "integer", "minimum": 1, "maximum": 10});
+    reads(
+        json!({"type": "integer", "minimum": 0, "maximum": 10}),
+        w.clone(),
+    )
+    .unwrap();
+    reads(json!({"type": "number", "exclusiveMinimum": 0}), w.clone()).unwrap();
+    assert!(
+        reads(json!({"type": "integer", "minimum": 2}), w.clone())
+            .unwrap_err()
+            .rule
+            .contains("minimum 2")
+    );
+    assert!(
+        reads(
+            json!({"type": "integer", "exclusiveMaximum": 10}),
+            w.clone()
+        )
+        .is_err()
+    );
+    assert!(reads(json!({"type": "integer", "maximum": 5}), w).is_err());
+
+    reads(
+        json!({"type": "integer", "multipleOf": 2}),
+        json!({"type": "integer", "multipleOf": 4}),
+    )
+    .unwrap();
+    assert!(
+        reads(
+            json!({"type": "integer", "multipleOf": 4}),
+            json!({"type": "integer", "multipleOf": 2})
+        )
+        .is_err()
+    );
+
+    let s = json!({"type": "string", "minLength": 2, "maxLength": 8});
+    reads(json!({"type": "string", "maxLength": 10}), s.clone()).unwrap();
+    assert!(
+        reads(json!({"type": "string", "maxLength": 5}), s.clone())
+            .unwrap_err()
+            .rule
+            .contains("maxLength")
+    );
+    assert!(reads(json!({"type": "string", "minLength": 3}), s).is_err());
+    assert!(
+        reads(
+            json!({"type": "array", "maxItems": 3}),
+            json!({"type": "array"})
+        )
+        .is_err()
+    );
+    assert!(
+        reads(
+            json!({"type": "array", "uniqueItems": true}),
+            json!({"type": "array"})
+        )
+        .is_err()
+    );
+    // Numeric bounds do not matter when the writer only writes strings.
+    reads(json!({"minimum": 5}), json!({"type": "string"})).unwrap();
+}
+
+#[test]
+fn pattern_and_format_must_stay_identical() {
+    let w = json!({"type": "string", "pattern": "^a"});
+    reads(w.clone(), w.clone()).unwrap();
+    reads(json!({"type": "string"}), w.clone()).unwrap();
+    assert!(
+        reads(json!({"type": "string", "pattern": "^b"}), w)
+            .unwrap_err()
+            .rule
+            .contains("pattern")
+    );
+    assert!(
+        reads(
+            json!({"type": "string", "format": "email"}),
+            json!({"type": "string"})
+        )
+        .is_err()
+    );
+    // Different drafts disagree on whether `format` is asserted.
+    let err = reads(
+        json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+               "properties": {"e": {"type": "string", "format": "email"}}}),
+        json!({"type": "object", "properties": {"e": {"type": "string", "format": "email"}},
+               "required": []}),
+    )
+    .unwrap_err();
+    assert!(err.rule.contains("format"), "{err}");
+}
+
+#[test]
+fn const_and_enum() {
+    reads(json!({"enum": ["a", "b"]}), json!({"const": "a"})).unwrap();
+    reads(json!({"type": "string"}), json!({"enum": ["a", "b"]})).unwrap();
+    assert!(reads(json!({"type": "integer"}), json!({"enum": ["a", 1]})).is_err());
+    assert!(
+        reads(json!({"const": "a"}), json!({"type": "string"}))
+            .unwrap_err()
+            .rule
+            .contains("fixed set")
+    );
+}
+
+#[test]
+fn additional_properties_schemas() {
+    let w = json!({"type": "object", "additionalProperties": {"type": "integer"}});
+    reads(
+        json!({"type": "object", "additionalProperties": {"type": "number"}}),
+        w.clone(),
+    )
+    .unwrap();
+    assert!(
+        reads(
+            json!({"type": "object", "additionalProperties": {"type": "string"}}),
+            w.clone()
+        )
+        .is_err()
+    );
+    // A property declared only by the reader is governed by the writer's additionalProperties.
+    reads(
+        json!({"type": "object", "properties": {"x": {"type": "number"}}}),
+        w.clone(),
+    )
+    .unwrap();
+    let err = reads(
+        json!({"type": "object", "properties": {"x": {"type": "string"}}}),
+        w,
+    )
+    .unwrap_err();
+    assert_eq!(err.path, "/x");
+}
+
+#[test]
+fn unknown_keywords_are_refused_unless_unchanged() {
+    let any_of = json!({"type": "object", "properties": {"v": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}});
+    // Unchanged subtree: fine.
+    let mut with_extra = any_of.clone();
+    with_extra["properties"]["note"] = json!({});
+    reads(with_extra, any_of.clone()).unwrap();
+    // Changed subtree with a keyword the checker does not understand: refused.
+    let changed = json!({"type": "object", "properties": {"v": {"anyOf": [{"type": "string"}]}}});
+    let err = reads(changed.clone(), any_of.clone()).unwrap_err();
+    assert_eq!(err.path, "/v");
+    assert!(
+        err.rule.contains("`anyOf`") && err.rule.contains("NONE"),
+        "{err}"
+    );
+    // Even a change that is in fact safe (widening) is refused: conservative.
+    assert!(reads(any_of.clone(), changed.clone()).is_err());
+
+    // Through the registry: refused under BACKWARD, accepted under NONE.
+    let reason = refused(
+        Compatibility::Backward,
+        js("t", 1, any_of.clone()),
+        js("t", 2, changed.clone()),
+    );
+    assert!(reason.contains("anyOf"), "{reason}");
+    accepted(Compatibility::None, js("t", 1, any_of), js("t", 2, changed));
+}
+
+#[test]
+fn refs_are_refused_unless_the_whole_schema_is_unchanged() {
+    let with_ref = json!({"$defs": {"m": {"type": "number"}}, "type": "object",
+                          "properties": {"a": {"$ref": "#/$defs/m"}}});
+    reads(with_ref.clone(), with_ref.clone()).unwrap();
+    let mut changed_defs = with_ref.clone();
+    changed_defs["$defs"]["m"] = json!({"type": "string"});
+    let err = reads(changed_defs, with_ref).unwrap_err();
+    assert!(err.rule.contains("$ref"), "{err}");
+}
+
+#[test]
+fn draft_4_schemas_are_not_reasoned_about() {
+    let d4 = json!({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
+                    "properties": {"n": {"type": "integer"}}});
+    let mut d4b = d4.clone();
+    d4b["properties"]["n"] = json!({"type": "number"});
+    assert!(reads(d4b, d4).unwrap_err().rule.contains("draft"));
+}
+
+#[test]
+fn required_fields_only_schemas() {
+    // The original API: only top-level required fields.
+    can_read(&rf("t", 2, &["a"]), &rf("t", 1, &["a", "b"])).unwrap();
+    let err = can_read(&rf("t", 2, &["a", "c"]), &rf("t", 1, &["a"])).unwrap_err();
+    assert_eq!(err.path, "/c");
+    // Reader with no rules reads anything.
+    can_read(
+        &EventSchema::new("t", 2),
+        &js("t", 1, json!({"type": "string"})),
+    )
+    .unwrap();
+    // Writer with no rules: a reader requiring fields cannot read it.
+    let err = can_read(&rf("t", 2, &["a"]), &EventSchema::new("t", 1)).unwrap_err();
+    assert_eq!(err.path, "");
+    assert!(err.rule.contains("object"), "{err}");
+}

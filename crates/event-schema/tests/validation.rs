@@ -1,0 +1,406 @@
+//! Payload validation: required fields, JSON Schema, policies.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use common::{event, object};
+use event_core::{Error, Event, SchemaValidator};
+use event_schema::{
+    EventSchema, MemorySchemaRegistry, RegistryValidator, SchemaRegistry, UnknownTypePolicy,
+    UntypedPolicy,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+fn expect_invalid(result: event_core::Result<()>) -> (String, u32, String, String) {
+    match result {
+        Err(Error::SchemaValidation {
+            event_type,
+            version,
+            path,
+            reason,
+        }) => (event_type, version, path, reason),
+        other => panic!("expected Error::SchemaValidation, got {other:?}"),
+    }
+}
+
+fn required_registry() -> MemorySchemaRegistry {
+    let registry = MemorySchemaRegistry::new();
+    registry
+        .register(EventSchema::new("user.created", 1).with_required_fields(["id", "email"]))
+        .unwrap();
+    registry
+}
+
+#[test]
+fn required_fields_accept_complete_payloads() {
+    let registry = required_registry();
+    registry
+        .validate(&event(
+            "user.created",
+            1,
+            json!({"id": 1, "email": "a@b", "extra": true}),
+        ))
+        .unwrap();
+    // A present key whose value is null counts as present.
+    registry
+        .validate(&event(
+            "user.created",
+            1,
+            json!({"id": null, "email": "a@b"}),
+        ))
+        .unwrap();
+}
+
+#[test]
+fn required_fields_name_the_missing_field() {
+    let registry = required_registry();
+    let (event_type, version, path, reason) =
+        expect_invalid(registry.validate(&event("user.created", 1, json!({"id": 1}))));
+    assert_eq!(event_type, "user.created");
+    assert_eq!(version, 1);
+    assert_eq!(path, "/email");
+    assert!(reason.contains("`email`"), "{reason}");
+}
+
+#[test]
+fn required_fields_refuse_non_object_payloads() {
+    let registry = required_registry();
+    for payload in [json!([1, 2]), json!("id"), json!(null), json!(3)] {
+        let (_, _, path, reason) =
+            expect_invalid(registry.validate(&event("user.created", 1, payload.clone())));
+        assert_eq!(path, "", "{payload}");
+        assert!(reason.contains("JSON object"), "{reason}");
+    }
+}
+
+#[test]
+fn required_field_paths_are_escaped_json_pointers() {
+    let registry = MemorySchemaRegistry::new();
+    registry
+        .register(EventSchema::new("t", 1).with_required_fields(["a/b", "c~d"]))
+        .unwrap();
+    let (_, _, path, _) = expect_invalid(registry.validate(&event("t", 1, json!({}))));
+    assert_eq!(path, "/a~1b");
+    let (_, _, path, _) = expect_invalid(registry.validate(&event("t", 1, json!({"a/b": 1}))));
+    assert_eq!(path, "/c~0d");
+}
+
+fn order_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "^o-[0-9]+$"},
+            "customer": {
+                "type": "object",
+                "properties": {"email": {"type": "string", "format": "email"}},
+                "required": ["email"]
+            },
+            "lines": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "sku": {"type": "string"},
+                        "qty": {"type": "integer", "minimum": 1}
+                    },
+                    "required": ["sku", "qty"]
+                }
+            },
+            "status": {"enum": ["new", "paid"]}
+        },
+        "required": ["id", "customer", "lines"]
+    })
+}
+
+fn order_registry() -> MemorySchemaRegistry {
+    let registry = MemorySchemaRegistry::new();
+    registry
+        .register(EventSchema::new("order.created", 1).with_json_schema(order_schema()))
+        .unwrap();
+    registry
+}
+
+fn valid_order() -> serde_json::Value {
+    json!({
+        "id": "o-17",
+        "customer": {"email": "ann@example.com"},
+        "lines": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 3}],
+        "status": "new"
+    })
+}
+
+#[test]
+fn json_schema_accepts_a_valid_payload() {
+    order_registry()
+        .validate(&event("order.created", 1, valid_order()))
+        .unwrap();
+}
+
+#[test]
+fn json_schema_errors_point_into_the_payload() {
+    let registry = order_registry();
+    let cases = [
+        (
+            "/lines/1/qty",
+            json!({"lines": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 0}]}),
+        ),
+        (
+            "/lines/0/qty",
+            json!({"lines": [{"sku": "A", "qty": "one"}]}),
+        ),
+        ("/customer", json!({"customer": {}})),
+        ("/id", json!({"id": "x-1"})),
+        ("/status", json!({"status": "shipped"})),
+        ("/lines", json!({"lines": []})),
+    ];
+    for (expected_path, patch) in cases {
+        let mut payload = valid_order();
+        for (k, v) in patch.as_object().unwrap() {
+            payload[k] = v.clone();
+        }
+        let (event_type, version, path, reason) =
+            expect_invalid(registry.validate(&event("order.created", 1, payload)));
+        assert_eq!(event_type, "order.created");
+        assert_eq!(version, 1);
+        assert_eq!(path, expected_path, "reason: {reason}");
+        assert!(!reason.is_empty());
+    }
+}
+
+#[test]
+fn json_schema_error_reasons_mask_payload_values() {
+    let registry = order_registry();
+    let mut payload = valid_order();
+    payload["id"] = json!("secret-card-4111111111111111");
+    let (_, _, path, reason) =
+        expect_invalid(registry.validate(&event("order.created", 1, payload)));
+    assert_eq!(path, "/id");
+    assert!(!reason.contains("4111111111111111"), "{reason}");
+}
+
+#[test]
+fn required_fields_and_json_schema_combine() {
+    let registry = MemorySchemaRegistry::new();
+    registry
+        .register(
+            EventSchema::new("t", 1)
+                .with_required_fields(["a"])
+                .with_json_schema(object(json!({"b": {"type": "integer"}}), &[], None)),
+        )
+        .unwrap();
+    registry
+        .validate(&event("t", 1, json!({"a": 1, "b": 2})))
+        .unwrap();
+    registry.validate(&event("t", 1, json!({"a": 1}))).unwrap();
+    let (_, _, path, _) = expect_invalid(registry.validate(&event("t", 1, json!({"b": 2}))));
+    assert_eq!(path, "/a");
+    let (_, _, path, _) =
+        expect_invalid(registry.validate(&event("t", 1, json!({"a": 1, "b": "x"}))));
+    assert_eq!(path, "/b");
+}
+
+#[test]
+fn each_version_validates_with_its_own_schema() {
+    let registry = MemorySchemaRegistry::new();
+    registry
+        .register(EventSchema::new("t", 1).with_required_fields(["a", "b"]))
+        .unwrap();
+    registry
+        .register(EventSchema::new("t", 2).with_required_fields(["a"]))
+        .unwrap();
+    let payload = json!({"a": 1});
+    assert!(registry.validate(&event("t", 1, payload.clone())).is_err());
+    registry.validate(&event("t", 2, payload)).unwrap();
+}
+
+#[test]
+fn schema_without_rules_accepts_anything() {
+    let registry = MemorySchemaRegistry::new();
+    registry.register(EventSchema::new("free", 1)).unwrap();
+    for payload in [json!(null), json!([1]), json!({"x": 1}), json!("s")] {
+        registry.validate(&event("free", 1, payload)).unwrap();
+    }
+}
+
+#[test]
+fn unknown_types_are_allowed_by_default() {
+    let registry = required_registry();
+    assert_eq!(registry.unknown_type_policy(), UnknownTypePolicy::Allow);
+    registry
+        .validate(&event("never.registered", 1, json!(null)))
+        .unwrap();
+    // A known type with an unregistered version follows the same policy.
+    registry
+        .validate(&event("user.created", 9, json!({})))
+        .unwrap();
+}
+
+#[test]
+fn unknown_types_are_refused_under_reject() {
+    let registry = MemorySchemaRegistry::new().with_unknown_type_policy(UnknownTypePolicy::Reject);
+    registry
+        .register(EventSchema::new("user.created", 1).with_required_fields(["id"]))
+        .unwrap();
+    let (event_type, version, path, reason) =
+        expect_invalid(registry.validate(&event("never.registered", 1, json!({}))));
+    assert_eq!(
+        (event_type.as_str(), version, path.as_str()),
+        ("never.registered", 1, "")
+    );
+    assert!(reason.contains("no schema is registered"), "{reason}");
+
+    let (_, version, _, reason) =
+        expect_invalid(registry.validate(&event("user.created", 2, json!({"id": 1}))));
+    assert_eq!(version, 2);
+    assert!(reason.contains("no schema version 2"), "{reason}");
+    assert!(reason.contains("[1]"), "{reason}");
+
+    registry
+        .validate(&event("user.created", 1, json!({"id": 1})))
+        .unwrap();
+}
+
+#[test]
+fn a_type_with_only_a_level_set_is_still_unknown() {
+    let registry = MemorySchemaRegistry::new().with_unknown_type_policy(UnknownTypePolicy::Reject);
+    registry
+        .set_compatibility("later", event_schema::Compatibility::Full)
+        .unwrap();
+    let (_, _, _, reason) = expect_invalid(registry.validate(&event("later", 1, json!({}))));
+    assert!(reason.contains("no schema is registered"), "{reason}");
+    assert!(registry.list_types().unwrap().is_empty());
+}
+
+#[test]
+fn untyped_events_pass_by_default_even_when_unknown_types_are_rejected() {
+    let registry = MemorySchemaRegistry::new().with_unknown_type_policy(UnknownTypePolicy::Reject);
+    assert_eq!(registry.untyped_policy(), UntypedPolicy::Allow);
+    let untyped = Event::new("events.a.b", "a", "s", "src", json!([1, 2, 3]));
+    registry.validate(&untyped).unwrap();
+}
+
+#[test]
+fn untyped_events_are_refused_under_untyped_reject() {
+    let registry = MemorySchemaRegistry::new().with_untyped_policy(UntypedPolicy::Reject);
+    let untyped = Event::new("events.a.b", "a", "s", "src", json!({}));
+    let (event_type, _, path, reason) = expect_invalid(registry.validate(&untyped));
+    assert_eq!((event_type.as_str(), path.as_str()), ("", ""));
+    assert!(reason.contains("untyped"), "{reason}");
+    // Typed events of unknown types are still allowed (separate policy).
+    registry.validate(&event("x", 1, json!({}))).unwrap();
+}
+
+#[test]
+fn works_through_the_schema_validator_hook() {
+    let registry = required_registry();
+    let validator: Arc<dyn SchemaValidator> = Arc::new(registry);
+    validator
+        .validate(&event("user.created", 1, json!({"id": 1, "email": "e"})))
+        .unwrap();
+    let (_, _, path, _) = expect_invalid(validator.validate(&event("user.created", 1, json!({}))));
+    assert_eq!(path, "/id");
+}
+
+#[test]
+fn registry_validator_adapts_a_dyn_registry() {
+    let registry: Arc<dyn SchemaRegistry> = Arc::new(required_registry());
+    let validator: Arc<dyn SchemaValidator> = Arc::new(RegistryValidator(registry.clone()));
+    assert!(
+        validator
+            .validate(&event("user.created", 1, json!({})))
+            .is_err()
+    );
+    validator
+        .validate(&event("user.created", 1, json!({"id": 1, "email": "e"})))
+        .unwrap();
+}
+
+#[test]
+fn concurrent_validation_while_registering() {
+    let registry = Arc::new(order_registry());
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let registry = registry.clone();
+            scope.spawn(move || {
+                for i in 0..500 {
+                    registry
+                        .validate(&event("order.created", 1, valid_order()))
+                        .unwrap();
+                    assert!(
+                        registry
+                            .validate(&event("order.created", 1, json!({"id": i})))
+                            .is_err()
+                    );
+                }
+            });
+        }
+        let writer = registry.clone();
+        scope.spawn(move || {
+            for v in 1..=50u32 {
+                writer
+                    .register(EventSchema::new(format!("other.{v}"), 1).with_required_fields(["x"]))
+                    .unwrap();
+            }
+        });
+    });
+    assert_eq!(registry.list_types().unwrap().len(), 51);
+}
+
+#[test]
+fn required_fields_with_a_root_ref_schema() {
+    let registry = MemorySchemaRegistry::new();
+    registry
+        .register(
+            EventSchema::new("t", 1)
+                .with_required_fields(["a"])
+                .with_json_schema(json!({
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                    "$ref": "#/definitions/o",
+                    "definitions": {"o": {"type": "object", "properties": {"b": {"type": "integer"}}}}
+                })),
+        )
+        .unwrap();
+    registry
+        .validate(&event("t", 1, json!({"a": 1, "b": 2})))
+        .unwrap();
+    let (_, _, path, _) = expect_invalid(registry.validate(&event("t", 1, json!({"b": 2}))));
+    assert_eq!(path, "/a");
+    let (_, _, path, _) =
+        expect_invalid(registry.validate(&event("t", 1, json!({"a": 1, "b": "x"}))));
+    assert_eq!(path, "/b");
+}
+
+#[test]
+fn validation_sees_registrations_made_after_earlier_validations() {
+    let registry = MemorySchemaRegistry::new().with_unknown_type_policy(UnknownTypePolicy::Reject);
+    assert!(registry.validate(&event("t", 1, json!({}))).is_err());
+    registry
+        .register(EventSchema::new("t", 1).with_required_fields(["a"]))
+        .unwrap();
+    registry.validate(&event("t", 1, json!({"a": 1}))).unwrap();
+    assert!(registry.validate(&event("t", 2, json!({"a": 1}))).is_err());
+    registry
+        .register(EventSchema::new("t", 2).with_required_fields(["a"]))
+        .unwrap();
+    registry.validate(&event("t", 2, json!({"a": 1}))).unwrap();
+}
+
+#[test]
+fn registries_used_alternately_on_one_thread_stay_separate() {
+    let first = MemorySchemaRegistry::new();
+    let second = MemorySchemaRegistry::new();
+    first
+        .register(EventSchema::new("t", 1).with_required_fields(["a"]))
+        .unwrap();
+    second
+        .register(EventSchema::new("t", 1).with_required_fields(["b"]))
+        .unwrap();
+    for _ in 0..3 {
+        first.validate(&event("t", 1, json!({"a": 1}))).unwrap();
+        assert!(first.validate(&event("t", 1, json!({"b": 1}))).is_err());
+        second.validate(&event("t", 1, json!({"b": 1}))).unwrap();
+        assert!(second.validate(&event("t", 1, json!({"a": 1}))).is_err());
+    }
+}
