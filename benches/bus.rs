@@ -77,6 +77,26 @@ async fn through_bus(iters: u64) -> Duration {
     start.elapsed()
 }
 
+/// The bus with an AES-256-GCM encryptor: encrypt on publish, decrypt for
+/// the subscriber (issue 5's "bus publish with an encryptor vs without").
+#[cfg(feature = "crypto")]
+async fn through_bus_encrypted(iters: u64) -> Duration {
+    let bus = EventBus::from_arc(provider());
+    bus.set_encryptor(Arc::new(a3s_event::crypto::Aes256GcmEncryptor::new(
+        "bench", &[5; 32],
+    )));
+    let sub = bus.subscribe("events.bench.>").await.expect("subscribe");
+    let start = Instant::now();
+    let read = reader(sub, iters);
+    for i in 0..iters {
+        bus.publish("bench", "tick", "tick", "bench", payload(i))
+            .await
+            .expect("publish");
+    }
+    assert_eq!(read.await.expect("reader"), iters);
+    start.elapsed()
+}
+
 fn bench(c: &mut Criterion) {
     // Two set-ups: one thread (the publisher runs, then the subscriber
     // drains: pure CPU cost per event) and two worker threads (publisher and
@@ -107,6 +127,10 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("event_bus", |b| {
             b.to_async(rt).iter_custom(through_bus);
+        });
+        #[cfg(feature = "crypto")]
+        group.bench_function("event_bus_encrypted", |b| {
+            b.to_async(rt).iter_custom(through_bus_encrypted);
         });
         group.finish();
     }
