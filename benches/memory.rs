@@ -1,7 +1,8 @@
 //! MemoryProvider throughput against raw baselines measured in the same run.
 //!
 //! - `publish_1_sub`: publish N events to one live subscriber, vs a raw
-//!   `tokio::sync::broadcast` of `Arc<Event>` (the same event type);
+//!   `tokio::sync::broadcast` of `Arc<Event>` (the same event type; both
+//!   clone the caller's event once, as `publish(&Event)` must);
 //! - `fanout_4`: one publisher, four subscribers (deliveries/s);
 //! - `publish_only`: store not full vs store full (every publish evicts);
 //! - `history`: newest 100 of a filter matching 10% of 100,000 events;
@@ -75,6 +76,7 @@ fn publish_one_subscriber(c: &mut Criterion) {
                     tx.send(Arc::new(e.clone())).expect("send");
                 }
                 consumer.await.expect("consumer");
+                evs // dropped outside the measurement
             },
             BatchSize::PerIteration,
         );
@@ -94,6 +96,7 @@ fn publish_one_subscriber(c: &mut Criterion) {
                     p.publish(e).await.expect("publish");
                 }
                 consumer.await.expect("consumer");
+                (evs, p) // dropped outside the measurement
             },
             BatchSize::PerIteration,
         );
@@ -130,6 +133,7 @@ fn fanout_four(c: &mut Criterion) {
                 for c in consumers {
                     c.await.expect("consumer");
                 }
+                (evs, p)
             },
             BatchSize::PerIteration,
         );
@@ -149,6 +153,7 @@ fn publish_only(c: &mut Criterion) {
                 for e in &evs {
                     p.publish(e).await.expect("publish");
                 }
+                (evs, p)
             },
             BatchSize::PerIteration,
         );
@@ -168,6 +173,7 @@ fn publish_only(c: &mut Criterion) {
                 for e in &evs {
                     p.publish(e).await.expect("publish");
                 }
+                (evs, p)
             },
             BatchSize::PerIteration,
         );
