@@ -1,5 +1,7 @@
 //! Filters: every kind and composition, and the index against brute force.
 
+#![allow(clippy::unwrap_used)] // test helpers
+
 use event_core::Event;
 use event_routing::{Broker, CollectorSink, FilterExpr, Trigger, TriggerFilter};
 use serde_json::json;

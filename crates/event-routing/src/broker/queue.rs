@@ -167,8 +167,10 @@ impl Drop for Admission<'_> {
 async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Arc<Event>>) {
     let workers = core.config.workers;
     let permits = Arc::new(Semaphore::new(workers));
-    while let Some(event) = rx.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+    // Take a worker slot before taking an event, so that while every worker
+    // is busy the events wait in the queue, where the capacity bounds them.
+    while let Ok(permit) = permits.clone().acquire_owned().await {
+        let Some(event) = rx.recv().await else {
             break;
         };
         let core = core.clone();
