@@ -38,6 +38,7 @@ fn filter(i: usize) -> TriggerFilter {
 
 fn bench_route(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let mut group = c.benchmark_group("route_one_event");
