@@ -1,14 +1,175 @@
 //! # A3S Event
 //!
-//! Provider-agnostic events for Rust. Placeholder umbrella; see the README.
-pub use event_core::*;
+//! Provider-agnostic events for Rust: publish, subscribe to and query events
+//! through one trait, [`EventProvider`](provider::EventProvider), and swap the
+//! backend (in-memory, NATS JetStream, your own) without touching application
+//! code. Above the providers, the [`EventBus`] adds what no broker does for
+//! you: subject and schema validation, payload encryption, managed durable
+//! subscriptions that survive restarts, a consumer runner with retries and
+//! dead-lettering, and metrics.
+//!
+//! This crate only re-exports the workspace's crates, laid out as the
+//! original `a3s-event` README imports them:
+//!
+//! | path | what |
+//! |---|---|
+//! | `a3s_event::{EventBus, Event, SubscriptionFilter, Result, Error, ...}` | the main API |
+//! | [`a3s_event::provider`](provider) | `EventProvider`, `Subscription`, `PendingEvent`, `ProviderInfo` |
+//! | [`a3s_event::provider::memory`](provider::memory) | `MemoryProvider`, `MemoryConfig` (feature `memory`) |
+//! | [`a3s_event::types`](types) | `Event`, `ReceivedEvent`, options, filters |
+//! | [`a3s_event::subject`](subject) | subject validation, `SubjectPattern` |
+//! | [`a3s_event::consumer`](consumer) | the consumer runner |
+//! | [`a3s_event::dlq`](dlq) | `DlqHandler`, `DeadLetterEvent`, `MemoryDlqHandler`, `ProviderDlqHandler` |
+//! | [`a3s_event::state`](state) | `StateStore`, `FileStateStore`, `MemoryStateStore` |
+//! | [`a3s_event::metrics`](metrics) | `EventMetrics`, `MetricsSnapshot` |
+//! | [`a3s_event::hooks`](hooks) | the hook traits: encryptor, schema validator, router, DLQ, state |
+//!
+//! ## Features
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `memory` | yes | [`provider::memory`]: the in-process provider |
+//! | `conformance` | no | [`conformance`]: the provider test suite, for third-party providers |
+//! | `full` | no | every feature |
+//!
+//! The bus itself is always present and light: the minimal build
+//! (`--no-default-features`) links no NATS, AES or HTTP crates.
+//!
+//! ## Example
+//!
+//! ```
+//! # #[cfg(feature = "memory")]
+//! # mod run {
+//! use a3s_event::{EventBus, Event, SubscriptionFilter};
+//! use a3s_event::provider::memory::MemoryProvider;
+//!
+//! # pub
+//! async fn main() -> a3s_event::Result<()> {
+//!     // Create an event bus with any provider
+//!     let bus = EventBus::new(MemoryProvider::default());
+//!
+//!     // A durable subscriber, resumed across restarts
+//!     bus.update_subscription(SubscriptionFilter {
+//!         subscriber_id: "analyst".to_string(),
+//!         subjects: vec!["events.market.>".to_string()],
+//!         durable: true,
+//!     }).await?;
+//!
+//!     // Publish an event
+//!     let event: Event = bus.publish(
+//!         "market",
+//!         "forex.usd_cny",
+//!         "USD/CNY broke through 7.35",
+//!         "reuters",
+//!         serde_json::json!({"rate": 7.3521}),
+//!     ).await?;
+//!
+//!     // Receive it
+//!     let mut subs = bus.create_subscriber("analyst").await?;
+//!     let received = subs[0].next().await?.expect("an event");
+//!     assert_eq!(received.event.id, event.id);
+//!
+//!     // Query history
+//!     let events = bus.list_events(Some("market"), 50).await?;
+//!     assert_eq!(events.len(), 1);
+//!     assert_eq!(bus.metrics().snapshot().publish_total, 1);
+//!     Ok(())
+//! }
+//! # }
+//! # #[cfg(feature = "memory")]
+//! # fn main() -> a3s_event::Result<()> {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run::main())
+//! # }
+//! # #[cfg(not(feature = "memory"))]
+//! # fn main() {}
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-/// Event providers.
+pub use event_bus::{
+    BusSubscription, ConsumerConfig, ConsumerHandle, ConsumerReport, EventBus, EventMetrics,
+    FileStateStore, Handler, MemoryDlqHandler, MemoryStateStore, MetricsSnapshot,
+    ProviderDlqHandler, durable_consumer_name,
+};
+pub use event_core::{
+    BoxError, DeadLetterEvent, DeliverPolicy, DlqHandler, Error, Event, EventCounts,
+    EventEncryptor, EventProvider, EventRouter, PendingEvent, ProviderInfo, PublishOptions,
+    ReceivedEvent, Result, SchemaValidator, StateStore, SubjectPattern, SubscribeOptions,
+    Subscription, SubscriptionFilter, SubscriptionRecord,
+};
+
+/// The error type and [`Result`](error::Result) alias.
+pub mod error {
+    pub use event_core::error::*;
+}
+
+/// Core data types: [`Event`](types::Event), [`ReceivedEvent`](types::ReceivedEvent),
+/// options and filters.
+pub mod types {
+    pub use event_core::types::*;
+}
+
+/// Subjects, filters and their validation.
+pub mod subject {
+    pub use event_core::subject::*;
+}
+
+/// The provider contract and the providers.
 pub mod provider {
     pub use event_core::provider::*;
-    /// The in-memory provider.
+    pub use event_core::stream::SubscriptionStream;
+    pub use event_core::types::ProviderInfo;
+
+    /// The in-process provider (feature `memory`).
     #[cfg(feature = "memory")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
     pub mod memory {
         pub use event_memory::*;
     }
+
+    // Wired by the lead on merge:
+    // #[cfg(feature = "nats")]
+    // #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    // pub mod nats { pub use event_nats::*; }
 }
+
+/// The hook traits the bus calls; implementations plug in as `Arc<dyn Trait>`.
+pub mod hooks {
+    pub use event_core::hooks::*;
+}
+
+/// The consumer runner.
+pub mod consumer {
+    pub use event_bus::consumer::*;
+}
+
+/// Dead-letter queues.
+pub mod dlq {
+    pub use event_bus::dlq::*;
+    pub use event_core::hooks::{DeadLetterEvent, DlqHandler};
+}
+
+/// Subscription state persistence.
+pub mod state {
+    pub use event_bus::state::*;
+    pub use event_core::hooks::StateStore;
+    pub use event_core::types::SubscriptionRecord;
+}
+
+/// Metrics.
+pub mod metrics {
+    pub use event_bus::metrics::*;
+}
+
+/// The provider conformance suite (feature `conformance`).
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub use event_core::conformance;
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub use event_core::conformance_tests;
+
+// Wired by the lead on merge (one feature per optional crate):
+// #[cfg(feature = "crypto")] pub mod crypto { pub use event_crypto::*; }
+// #[cfg(feature = "schema")] pub mod schema { pub use event_schema::*; }
+// #[cfg(feature = "cloudevents")] pub mod cloudevents { pub use event_cloudevents::*; }
+// #[cfg(feature = "routing")] pub use event_routing::{broker, sink, source, scaling};

@@ -89,7 +89,11 @@ use std::time::Duration;
 /// The convenience methods ([`publish`](Self::publish),
 /// [`subscribe`](Self::subscribe), [`subscribe_durable`](Self::subscribe_durable))
 /// call their `_with_options` forms with default options; implement the
-/// `_with_options` forms. Providers that pipeline override
+/// `_with_options` forms. (A provider written against the original 0.3 API
+/// may implement only the convenience forms: it compiles, its `_with_options`
+/// forms return [`Error::Unsupported`], and the event bus calls the
+/// convenience forms whenever no options are given. The defaults never call
+/// each other in a cycle.) Providers that pipeline override
 /// [`publish_batch`](Self::publish_batch) (the default publishes one at a
 /// time). A wrapper around another provider must forward every method, or it
 /// silently loses the inner provider's behaviour.
@@ -100,22 +104,45 @@ use std::time::Duration;
 #[async_trait]
 pub trait EventProvider: Send + Sync {
     /// Publishes `event` with `options`; returns the stream sequence.
-    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64>;
+    ///
+    /// Conforming providers implement this. The default exists only so that
+    /// providers written against the original 0.3 API (which implement
+    /// [`publish`](Self::publish) alone) still compile: it returns
+    /// [`Error::Unsupported`] and never calls `publish`.
+    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+        let _ = (event, options);
+        Err(Error::unsupported(self.name(), "publish_with_options"))
+    }
 
     /// Creates an ephemeral subscription on `filter_subject`.
+    ///
+    /// Conforming providers implement this; the default returns
+    /// [`Error::Unsupported`] (see [`publish_with_options`](Self::publish_with_options)).
     async fn subscribe_with_options(
         &self,
         filter_subject: &str,
         options: &SubscribeOptions,
-    ) -> Result<Box<dyn Subscription>>;
+    ) -> Result<Box<dyn Subscription>> {
+        let _ = (filter_subject, options);
+        Err(Error::unsupported(self.name(), "subscribe_with_options"))
+    }
 
     /// Creates or resumes the durable consumer `consumer_name`.
+    ///
+    /// Conforming providers implement this; the default returns
+    /// [`Error::Unsupported`] (see [`publish_with_options`](Self::publish_with_options)).
     async fn subscribe_durable_with_options(
         &self,
         consumer_name: &str,
         filter_subject: &str,
         options: &SubscribeOptions,
-    ) -> Result<Box<dyn Subscription>>;
+    ) -> Result<Box<dyn Subscription>> {
+        let _ = (consumer_name, filter_subject, options);
+        Err(Error::unsupported(
+            self.name(),
+            "subscribe_durable_with_options",
+        ))
+    }
 
     /// The newest `limit` events matching `filter_subject` (all events when
     /// `None`), newest first.

@@ -1,0 +1,388 @@
+//! [`EventBus`]: the publish pipeline and queries.
+
+use crate::hooks::{HookSlot, Hooks};
+use crate::metrics::EventMetrics;
+use crate::subscriptions::SubState;
+use event_core::subject::{validate_category, validate_publish_subject, validate_topic};
+use event_core::{
+    DlqHandler, Error, Event, EventCounts, EventEncryptor, EventProvider, EventRouter,
+    ProviderInfo, PublishOptions, Result, SchemaValidator,
+};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub(crate) struct Inner {
+    pub(crate) provider: Arc<dyn EventProvider>,
+    pub(crate) hooks: HookSlot,
+    pub(crate) metrics: EventMetrics,
+    pub(crate) subs: tokio::sync::Mutex<SubState>,
+}
+
+/// The high-level event API over any [`EventProvider`].
+///
+/// Publishing runs the pipeline, in this order:
+///
+/// 1. the subject is validated (`{prefix}.{category}.{topic}`, no wildcards);
+/// 2. the plaintext is validated by the schema validator, if one is set
+///    ([`with_schema_registry`](Self::with_schema_registry));
+/// 3. the payload is encrypted, if an encryptor is set
+///    ([`set_encryptor`](Self::set_encryptor)), with the event id as
+///    associated data;
+/// 4. the provider stores it, deduplicating by the event id (so a retried
+///    publish of the same event is stored once);
+/// 5. the plaintext event is handed to the router, if one is set
+///    ([`set_router`](Self::set_router)); routers enqueue and return, so a
+///    slow sink never blocks the publisher;
+/// 6. metrics are updated; a `tracing` span (`a3s_event.publish`, debug
+///    level) covers the whole pipeline including the awaits.
+///
+/// Subscriptions the bus creates ([`create_subscriber`](Self::create_subscriber),
+/// [`subscribe`](Self::subscribe), consumer runners) return decrypted events;
+/// [`list_events`](Self::list_events) decrypts too.
+///
+/// The bus is cheap to clone (it is an `Arc`); every setter takes `&self`,
+/// so hooks can be changed on a bus shared between tasks. The hooks are read
+/// once per publish through an uncontended read lock.
+///
+/// ```
+/// use event_bus::EventBus;
+/// use event_memory::MemoryProvider;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> event_core::Result<()> {
+/// let bus = EventBus::new(MemoryProvider::default());
+/// let event = bus
+///     .publish("market", "forex.usd_cny", "USD/CNY broke through 7.35", "reuters",
+///              serde_json::json!({"rate": 7.3521}))
+///     .await?;
+/// assert_eq!(event.subject, "events.market.forex.usd_cny");
+/// let events = bus.list_events(Some("market"), 50).await?;
+/// assert_eq!(events[0].id, event.id);
+/// assert_eq!(bus.metrics().snapshot().publish_total, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EventBus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hooks = self.inner.hooks.load();
+        f.debug_struct("EventBus")
+            .field("provider", &self.inner.provider.name())
+            .field("encryptor", &hooks.encryptor.is_some())
+            .field("schema_validator", &hooks.validator.is_some())
+            .field("router", &hooks.router.is_some())
+            .field("dlq_handler", &hooks.dlq.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventBus {
+    /// A bus over `provider`, without hooks.
+    pub fn new(provider: impl EventProvider + 'static) -> Self {
+        Self::from_arc(Arc::new(provider))
+    }
+
+    /// A bus over a shared provider.
+    pub fn from_arc(provider: Arc<dyn EventProvider>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                provider,
+                hooks: HookSlot::default(),
+                metrics: EventMetrics::new(),
+                subs: tokio::sync::Mutex::new(SubState::default()),
+            }),
+        }
+    }
+
+    /// Builder form of [`set_schema_validator`](Self::set_schema_validator):
+    /// publishes are validated by `validator` (a schema registry).
+    #[must_use]
+    pub fn with_schema_registry(self, validator: Arc<dyn SchemaValidator>) -> Self {
+        self.set_schema_validator(validator);
+        self
+    }
+
+    /// Validates every published event's plaintext with `validator`.
+    pub fn set_schema_validator(&self, validator: Arc<dyn SchemaValidator>) {
+        self.inner.hooks.update(|h| h.validator = Some(validator));
+    }
+
+    /// Encrypts published payloads and decrypts delivered and listed ones.
+    pub fn set_encryptor(&self, encryptor: Arc<dyn EventEncryptor>) {
+        self.inner.hooks.update(|h| h.encryptor = Some(encryptor));
+    }
+
+    /// Stops encrypting new payloads. Encrypted events already stored are
+    /// then delivered and listed as they are stored (encrypted).
+    pub fn clear_encryptor(&self) {
+        self.inner.hooks.update(|h| h.encryptor = None);
+    }
+
+    /// Dead letters (exhausted, undecodable or undecryptable events) go to
+    /// `handler`.
+    pub fn set_dlq_handler(&self, handler: Arc<dyn DlqHandler>) {
+        self.inner.hooks.update(|h| h.dlq = Some(handler));
+    }
+
+    /// The DLQ handler, if set.
+    pub fn dlq_handler(&self) -> Option<Arc<dyn DlqHandler>> {
+        self.inner.hooks.load().dlq.clone()
+    }
+
+    /// Every published event (plaintext) is handed to `router` after the
+    /// provider stored it.
+    pub fn set_router(&self, router: Arc<dyn EventRouter>) {
+        self.inner.hooks.update(|h| h.router = Some(router));
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> &Arc<dyn EventProvider> {
+        &self.inner.provider
+    }
+
+    /// The bus's metrics.
+    pub fn metrics(&self) -> &EventMetrics {
+        &self.inner.metrics
+    }
+
+    /// Publishes an untyped event to `{prefix}.{category}.{topic}` and
+    /// returns it (plaintext).
+    pub async fn publish(
+        &self,
+        category: &str,
+        topic: &str,
+        summary: &str,
+        source: &str,
+        payload: serde_json::Value,
+    ) -> Result<Event> {
+        self.check_category_topic(category, topic)?;
+        let subject = self.inner.provider.build_subject(category, topic);
+        let event = Event::new(subject, category, summary, source, payload);
+        self.publish_event(&event).await?;
+        Ok(event)
+    }
+
+    /// Publishes a typed, versioned event (validated against its schema when
+    /// a schema validator is set) and returns it (plaintext).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn publish_typed(
+        &self,
+        category: &str,
+        topic: &str,
+        event_type: &str,
+        version: u32,
+        summary: &str,
+        source: &str,
+        payload: serde_json::Value,
+    ) -> Result<Event> {
+        self.check_category_topic(category, topic)?;
+        let subject = self.inner.provider.build_subject(category, topic);
+        let event = Event::typed(
+            subject, category, event_type, version, summary, source, payload,
+        );
+        self.publish_event(&event).await?;
+        Ok(event)
+    }
+
+    /// Publishes a pre-built event; returns its stream sequence. Publishing
+    /// the same event (same id) again is deduplicated by the provider.
+    pub async fn publish_event(&self, event: &Event) -> Result<u64> {
+        self.run_pipeline(event, None).await
+    }
+
+    /// Publishes with explicit options (dedup id, expected sequence,
+    /// timeout); returns the stream sequence.
+    pub async fn publish_event_with_options(
+        &self,
+        event: &Event,
+        options: &PublishOptions,
+    ) -> Result<u64> {
+        self.run_pipeline(event, Some(options)).await
+    }
+
+    fn check_category_topic(&self, category: &str, topic: &str) -> Result<()> {
+        let checked = validate_category(category).and_then(|()| validate_topic(topic));
+        if checked.is_err() {
+            self.inner.metrics.add_validation_error(1);
+            self.inner.metrics.add_publish_error(1);
+        }
+        checked
+    }
+
+    async fn run_pipeline(&self, event: &Event, options: Option<&PublishOptions>) -> Result<u64> {
+        let start = Instant::now();
+        let span = tracing::debug_span!(
+            "a3s_event.publish",
+            subject = %event.subject,
+            event_id = %event.id,
+            sequence = tracing::field::Empty,
+        );
+        let result = self.pipeline(event, options).instrument(span.clone()).await;
+        match &result {
+            Ok(seq) => {
+                span.record("sequence", seq);
+                self.inner.metrics.record_publish(start.elapsed());
+            }
+            Err(err) => {
+                self.inner.metrics.add_publish_error(1);
+                tracing::debug!(parent: &span, error = %err, "publish failed");
+            }
+        }
+        result
+    }
+
+    async fn pipeline(&self, event: &Event, options: Option<&PublishOptions>) -> Result<u64> {
+        let inner = &*self.inner;
+        // 1. subject
+        if let Err(err) = validate_publish_subject(&event.subject, inner.provider.subject_prefix())
+        {
+            inner.metrics.add_validation_error(1);
+            return Err(err);
+        }
+        let hooks = inner.hooks.load();
+        // 2. schema, on the plaintext
+        if let Some(validator) = &hooks.validator
+            && let Err(err) = validator.validate(event)
+        {
+            inner.metrics.add_validation_error(1);
+            return Err(err);
+        }
+        // 3. encryption, bound to the event id
+        let encrypted;
+        let stored: &Event = match &hooks.encryptor {
+            Some(encryptor) => {
+                let payload = encryptor.encrypt(&event.id, &event.payload)?;
+                inner.metrics.add_encrypt(1);
+                encrypted = with_payload(event, payload);
+                &encrypted
+            }
+            None => event,
+        };
+        // 4. provider (dedup id = event id unless the options say otherwise)
+        let sequence = match options {
+            Some(options) => inner.provider.publish_with_options(stored, options).await?,
+            None => inner.provider.publish(stored).await?,
+        };
+        // 5. router, with the plaintext
+        if let Some(router) = &hooks.router
+            && let Err(err) = router
+                .route_published(Arc::new(event.clone()), sequence)
+                .await
+        {
+            inner.metrics.add_router_error(1);
+            return Err(err);
+        }
+        Ok(sequence)
+    }
+
+    /// The newest `limit` events, optionally of one category, newest first,
+    /// decrypted.
+    ///
+    /// An event that fails to decrypt is an [`Error::Decryption`] naming it.
+    pub async fn list_events(&self, category: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        let filter = match category {
+            Some(category) => {
+                validate_category(category)?;
+                Some(self.inner.provider.category_subject(category))
+            }
+            None => None,
+        };
+        let events = self
+            .inner
+            .provider
+            .history(filter.as_deref(), limit)
+            .await?;
+        let hooks = self.inner.hooks.load();
+        if hooks.encryptor.is_none() {
+            return Ok(events);
+        }
+        events
+            .into_iter()
+            .map(|mut event| {
+                if let Some(plain) = self.inner.decrypt_payload(&hooks, &event, None)? {
+                    event.payload = plain;
+                }
+                Ok(event)
+            })
+            .collect()
+    }
+
+    /// Event counts per category over the newest `limit` events.
+    pub async fn counts(&self, limit: usize) -> Result<EventCounts> {
+        let events = self.inner.provider.history(None, limit).await?;
+        let mut counts = EventCounts::default();
+        for event in events {
+            *counts.categories.entry(event.category).or_insert(0) += 1;
+            counts.total += 1;
+        }
+        Ok(counts)
+    }
+
+    /// The provider's store status.
+    pub async fn info(&self) -> Result<ProviderInfo> {
+        self.inner.provider.info().await
+    }
+
+    /// Whether the provider's backend is reachable.
+    pub async fn health(&self) -> Result<bool> {
+        self.inner.provider.health().await
+    }
+}
+
+/// A copy of `event` with another payload (the payload is not cloned).
+pub(crate) fn with_payload(event: &Event, payload: serde_json::Value) -> Event {
+    Event {
+        id: event.id.clone(),
+        subject: event.subject.clone(),
+        category: event.category.clone(),
+        event_type: event.event_type.clone(),
+        version: event.version,
+        payload,
+        summary: event.summary.clone(),
+        source: event.source.clone(),
+        timestamp: event.timestamp,
+        metadata: event.metadata.clone(),
+    }
+}
+
+impl Inner {
+    /// The plaintext payload of `event` if an encryptor is set and the
+    /// payload is one of its envelopes; `None` when nothing is to decrypt.
+    pub(crate) fn decrypt_payload(
+        &self,
+        hooks: &Hooks,
+        event: &Event,
+        sequence: Option<u64>,
+    ) -> Result<Option<serde_json::Value>> {
+        let Some(encryptor) = &hooks.encryptor else {
+            return Ok(None);
+        };
+        if !encryptor.is_encrypted(&event.payload) {
+            return Ok(None);
+        }
+        match encryptor.decrypt(&event.id, &event.payload) {
+            Ok(plain) => {
+                self.metrics.add_decrypt(1);
+                Ok(Some(plain))
+            }
+            Err(err) => {
+                self.metrics.add_decrypt_error(1);
+                let detail = match err {
+                    Error::Decryption(msg) => msg,
+                    other => other.to_string(),
+                };
+                let at = sequence
+                    .map(|s| format!(" (sequence {s})"))
+                    .unwrap_or_default();
+                Err(Error::Decryption(format!(
+                    "event {}{at}: {detail}",
+                    event.id
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Running a handler future with panics caught.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Polls `F`, turning a panic inside `poll` into `Err(payload)`.
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The handler's state is dropped right after a panic and never
+        // polled again, so observing it after unwinding cannot happen.
+        let inner = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+/// The panic message, when the payload is a string.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn panics_become_errors() {
+        let ok: Pin<Box<dyn Future<Output = u8> + Send>> = Box::pin(async { 7 });
+        assert_eq!(CatchUnwind(ok).await.unwrap(), 7);
+        let boom: Pin<Box<dyn Future<Output = u8> + Send>> = Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("boom {}", 42)
+        });
+        let err = CatchUnwind(boom).await.unwrap_err();
+        assert_eq!(panic_message(&*err), "boom 42");
+    }
+}

@@ -1,0 +1,144 @@
+//! The consumer runner: runs a [`Handler`] over subscriptions with bounded
+//! concurrency, acknowledgement, backoff, dead-lettering and graceful
+//! shutdown (as Watermill's Router does for Go).
+//!
+//! Start one with [`EventBus::consume`](crate::EventBus::consume) (a managed
+//! subscriber: its subjects, durable consumers and options) or
+//! [`EventBus::consume_subscription`](crate::EventBus::consume_subscription).
+//!
+//! For every delivery:
+//!
+//! - the handler gets the decrypted [`ReceivedEvent`]; nothing is
+//!   acknowledged before it finishes;
+//! - `Ok` → `ack`;
+//! - `Err`, a panic (caught) or a timeout ([`ConsumerConfig::handler_timeout`])
+//!   → `nak` with the subscription's backoff
+//!   ([`SubscribeOptions::redelivery_delay`]) of the delivery number;
+//! - on the last allowed delivery (`max_deliver` of the subscription
+//!   options) a failure goes to the bus's DLQ handler with the original
+//!   subject, the delivery attempts, the time of the first failure this
+//!   runner saw and the reason, and the event is terminated only after the
+//!   DLQ accepted it. If the DLQ keeps refusing it, the event is left
+//!   unsettled (logged, counted in [`ConsumerReport::dlq_failed`]); without
+//!   a DLQ handler it is logged and terminated;
+//! - while a handler runs, the runner extends the ack wait (`in_progress`)
+//!   every half `ack_wait`, so slow handlers are not redelivered
+//!   concurrently.
+//!
+//! Undecryptable and undecodable deliveries are dead-lettered by the bus
+//! subscription itself (see [`BusSubscription`](crate::BusSubscription)).
+//!
+//! [`ConsumerHandle::shutdown`] stops fetching, waits for in-flight handlers
+//! up to a deadline and aborts the rest; an aborted delivery is unsettled,
+//! so the provider redelivers it: nothing is lost.
+
+mod guard;
+mod runner;
+
+pub use runner::{ConsumerHandle, ConsumerReport};
+
+use async_trait::async_trait;
+use event_core::{BoxError, ReceivedEvent};
+use std::future::Future;
+use std::time::Duration;
+
+#[cfg(doc)]
+use event_core::SubscribeOptions;
+
+/// Processes one event for a consumer runner.
+///
+/// Return `Ok(())` when done (the event is acknowledged) or an error to have
+/// it redelivered (and dead-lettered once exhausted). Panics are caught and
+/// treated as errors. Closures `Fn(ReceivedEvent) -> impl Future<Output =
+/// Result<(), E>>` implement it.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Handles `event`.
+    async fn handle(&self, event: ReceivedEvent) -> Result<(), BoxError>;
+}
+
+#[async_trait]
+impl<F, Fut, E> Handler for F
+where
+    F: Fn(ReceivedEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    async fn handle(&self, event: ReceivedEvent) -> Result<(), BoxError> {
+        (self)(event).await.map_err(Into::into)
+    }
+}
+
+/// How a consumer runner behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// Handlers running at once, across the consumer's subscriptions.
+    /// Default 16.
+    pub concurrency: usize,
+    /// A handler running longer is cancelled and counted as failed. `None`:
+    /// no limit. Default 30 s.
+    pub handler_timeout: Option<Duration>,
+    /// Shutdown deadline used when the [`ConsumerHandle`] is dropped without
+    /// [`shutdown`](ConsumerHandle::shutdown), or when all subscriptions
+    /// close. Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// Attempts at handing an exhausted event to the DLQ handler before it
+    /// is left unsettled. Default 5 (with 100 ms, 200 ms, ... between).
+    pub dlq_attempts: u32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            handler_timeout: Some(Duration::from_secs(30)),
+            shutdown_timeout: Duration::from_secs(30),
+            dlq_attempts: 5,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Sets [`concurrency`](Self::concurrency).
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Sets [`handler_timeout`](Self::handler_timeout).
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
+    /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> event_core::Result<()> {
+        if self.concurrency == 0 {
+            return Err(event_core::Error::invalid_config(
+                "concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.handler_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(event_core::Error::invalid_config(
+                "handler_timeout",
+                "must be greater than zero (use None for no limit)",
+            ));
+        }
+        if self.dlq_attempts == 0 {
+            return Err(event_core::Error::invalid_config(
+                "dlq_attempts",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}

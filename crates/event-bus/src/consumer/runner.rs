@@ -1,0 +1,468 @@
+//! The runner loop and per-delivery processing.
+
+use super::guard::{CatchUnwind, panic_message};
+use super::{ConsumerConfig, Handler};
+use crate::EventBus;
+use crate::bus::Inner;
+use event_core::{
+    DeadLetterEvent, Error, Event, PendingEvent, Result, SubscribeOptions, Subscription, now_millis,
+};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// First-failure times remembered at most (per runner); the oldest
+/// sequences are forgotten first.
+const MAX_TRACKED_FAILURES: usize = 100_000;
+
+/// What a consumer runner did, returned by [`ConsumerHandle::shutdown`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerReport {
+    /// Deliveries handled successfully and acknowledged.
+    pub acked: u64,
+    /// Failed deliveries naked for redelivery.
+    pub retried: u64,
+    /// Exhausted deliveries accepted by the DLQ handler (then terminated).
+    pub dead_lettered: u64,
+    /// Exhausted deliveries terminated without a DLQ handler.
+    pub terminated: u64,
+    /// Exhausted deliveries the DLQ handler kept refusing (left unsettled).
+    pub dlq_failed: u64,
+    /// In-flight deliveries aborted at the shutdown deadline (unsettled, so
+    /// redelivered by the provider).
+    pub aborted: u64,
+    /// Acknowledgement calls (ack, nak, term) that failed.
+    pub settle_errors: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    acked: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    terminated: AtomicU64,
+    dlq_failed: AtomicU64,
+    aborted: AtomicU64,
+    settle_errors: AtomicU64,
+}
+
+impl Stats {
+    fn report(&self) -> ConsumerReport {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ConsumerReport {
+            acked: l(&self.acked),
+            retried: l(&self.retried),
+            dead_lettered: l(&self.dead_lettered),
+            terminated: l(&self.terminated),
+            dlq_failed: l(&self.dlq_failed),
+            aborted: l(&self.aborted),
+            settle_errors: l(&self.settle_errors),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Shared {
+    bus: Arc<Inner>,
+    handler: Arc<dyn Handler>,
+    config: ConsumerConfig,
+    options: SubscribeOptions,
+    permits: Arc<Semaphore>,
+    /// sequence → first failure (Unix ms)
+    failures: Mutex<BTreeMap<u64, u64>>,
+    stats: Stats,
+}
+
+/// A running consumer. Stop it with [`shutdown`](Self::shutdown); dropping
+/// the handle shuts it down in the background with
+/// [`ConsumerConfig::shutdown_timeout`].
+pub struct ConsumerHandle {
+    /// `Some(deadline)` once shutdown was requested.
+    stop: watch::Sender<Option<Instant>>,
+    loops: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ConsumerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerHandle")
+            .field("subscriptions", &self.loops.len())
+            .field("report", &self.shared.stats.report())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsumerHandle {
+    /// Counters so far.
+    pub fn report(&self) -> ConsumerReport {
+        self.shared.stats.report()
+    }
+
+    /// Whether every subscription loop has ended (subscriptions closed or
+    /// shutdown finished).
+    pub fn is_finished(&self) -> bool {
+        self.loops.iter().all(JoinHandle::is_finished)
+    }
+
+    /// Stops fetching, waits up to `deadline` for in-flight handlers to
+    /// finish and settle their events, aborts the rest (left unsettled, so
+    /// redelivered), closes the subscriptions and returns the counters.
+    pub async fn shutdown(mut self, deadline: Duration) -> ConsumerReport {
+        self.stop.send_replace(Some(Instant::now() + deadline));
+        for handle in std::mem::take(&mut self.loops) {
+            if let Err(err) = handle.await {
+                tracing::error!(error = %err, "consumer loop failed");
+            }
+        }
+        self.shared.stats.report()
+    }
+
+    /// Waits until every subscription has closed (the provider or
+    /// `remove_subscription` closed it) and in-flight work is done.
+    pub async fn join(mut self) -> ConsumerReport {
+        for handle in std::mem::take(&mut self.loops) {
+            if let Err(err) = handle.await {
+                tracing::error!(error = %err, "consumer loop failed");
+            }
+        }
+        self.shared.stats.report()
+    }
+}
+
+impl Drop for ConsumerHandle {
+    fn drop(&mut self) {
+        if !self.loops.is_empty() {
+            let deadline = Instant::now() + self.shared.config.shutdown_timeout;
+            self.stop.send_if_modified(|stop| {
+                if stop.is_none() {
+                    *stop = Some(deadline);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+}
+
+impl EventBus {
+    /// Runs `handler` over the managed subscriber `subscriber_id`: one
+    /// subscription per subject (durable consumers for durable subscribers),
+    /// with the subscriber's options (`max_deliver` enables dead-lettering,
+    /// `backoff` sets the nak delays). See [`consumer`](crate::consumer).
+    ///
+    /// [`Error::NotFound`] if there is no such subscriber; an unusable
+    /// config is [`Error::InvalidConfig`]. Must be called inside a tokio
+    /// runtime.
+    pub async fn consume(
+        &self,
+        subscriber_id: &str,
+        handler: impl Handler,
+        config: ConsumerConfig,
+    ) -> Result<ConsumerHandle> {
+        config.validate()?;
+        let record = self
+            .get_subscription_record(subscriber_id)
+            .await
+            .ok_or_else(|| Error::NotFound {
+                kind: "subscription",
+                name: subscriber_id.to_string(),
+            })?;
+        let mut subs = Vec::with_capacity(record.filter.subjects.len());
+        for subject in &record.filter.subjects {
+            subs.push(self.open(&record, subject).await?);
+        }
+        let options = record.options.clone().unwrap_or_default();
+        Ok(self.start(subs, options, Arc::new(handler), config))
+    }
+
+    /// Runs `handler` over one subscription (wrapped so it decrypts, see
+    /// [`wrap_subscription`](Self::wrap_subscription)); `options` are the
+    /// subscription's options (for the backoff, `max_deliver` and
+    /// `ack_wait`). Must be called inside a tokio runtime.
+    pub fn consume_subscription(
+        &self,
+        subscription: Box<dyn Subscription>,
+        options: SubscribeOptions,
+        handler: impl Handler,
+        config: ConsumerConfig,
+    ) -> Result<ConsumerHandle> {
+        config.validate()?;
+        let sub = self.wrap_subscription(subscription);
+        Ok(self.start(vec![sub], options, Arc::new(handler), config))
+    }
+
+    fn start(
+        &self,
+        subs: Vec<Box<dyn Subscription>>,
+        options: SubscribeOptions,
+        handler: Arc<dyn Handler>,
+        config: ConsumerConfig,
+    ) -> ConsumerHandle {
+        let (stop, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            bus: self.inner.clone(),
+            handler,
+            permits: Arc::new(Semaphore::new(config.concurrency)),
+            config,
+            options,
+            failures: Mutex::new(BTreeMap::new()),
+            stats: Stats::default(),
+        });
+        let loops = subs
+            .into_iter()
+            .map(|sub| tokio::spawn(run_loop(shared.clone(), sub, stop.subscribe())))
+            .collect();
+        ConsumerHandle {
+            stop,
+            loops,
+            shared,
+        }
+    }
+}
+
+async fn stop_requested(stop: &mut watch::Receiver<Option<Instant>>) {
+    // an error means the handle is gone: treat as a stop request
+    let _ = stop.wait_for(Option::is_some).await;
+}
+
+async fn run_loop(
+    shared: Arc<Shared>,
+    mut sub: Box<dyn Subscription>,
+    mut stop: watch::Receiver<Option<Instant>>,
+) {
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut error_backoff = Duration::from_millis(50);
+    loop {
+        while let Some(done) = tasks.try_join_next() {
+            log_task_end(done);
+        }
+        let permit = tokio::select! {
+            biased;
+            () = stop_requested(&mut stop) => break,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                log_task_end(done);
+                continue;
+            }
+            permit = shared.permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // semaphore closed: never happens
+            },
+        };
+        let next = tokio::select! {
+            biased;
+            () = stop_requested(&mut stop) => break,
+            next = sub.next_manual_ack() => next,
+        };
+        match next {
+            Ok(Some(pending)) => {
+                error_backoff = Duration::from_millis(50);
+                let span = tracing::debug_span!(
+                    "a3s_event.consume",
+                    event_id = %pending.received.event.id,
+                    sequence = pending.received.sequence,
+                    attempt = pending.received.num_delivered,
+                );
+                tasks.spawn(process(shared.clone(), pending, permit).instrument(span));
+            }
+            Ok(None) => break,
+            Err(Error::Closed(_)) => break,
+            // Reported (and dead-lettered where applicable) by the bus
+            // subscription; the subscription stays usable.
+            Err(
+                err @ (Error::Lagged { .. } | Error::Undecodable { .. } | Error::Decryption(_)),
+            ) => {
+                tracing::warn!(error = %err, "consumer skipped a delivery");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?error_backoff, "consumer fetch failed");
+                tokio::select! {
+                    () = stop_requested(&mut stop) => break,
+                    () = tokio::time::sleep(error_backoff) => {}
+                }
+                error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // Drain in-flight work until the deadline, then abort what is left.
+    let deadline = stop
+        .borrow()
+        .unwrap_or_else(|| Instant::now() + shared.config.shutdown_timeout);
+    let drained = tokio::time::timeout_at(deadline, async {
+        while let Some(done) = tasks.join_next().await {
+            log_task_end(done);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        let left = tasks.len() as u64;
+        shared.stats.aborted.fetch_add(left, Ordering::Relaxed);
+        tracing::warn!(
+            in_flight = left,
+            "shutdown deadline reached; aborting handlers (their events will be redelivered)"
+        );
+        tasks.shutdown().await;
+    }
+    if let Err(err) = sub.close().await {
+        tracing::warn!(error = %err, "closing a consumer subscription failed");
+    }
+}
+
+fn log_task_end(done: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(err) = done
+        && !err.is_cancelled()
+    {
+        tracing::error!(error = %err, "consumer task failed");
+    }
+}
+
+/// Outcome of one handler run: `Err(reason)` on error, panic or timeout.
+async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Result<(), String> {
+    let fut = CatchUnwind(shared.handler.handle(pending.received.clone()));
+    let guarded = async {
+        let outcome = match shared.config.handler_timeout {
+            Some(limit) => match tokio::time::timeout(limit, fut).await {
+                Ok(outcome) => outcome,
+                Err(_) => return Err(format!("handler timed out after {limit:?}")),
+            },
+            None => fut.await,
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic))),
+        }
+    };
+    tokio::pin!(guarded);
+    // Keep the delivery ours while the handler runs.
+    let ack_wait = shared
+        .options
+        .ack_wait
+        .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT);
+    let every = (ack_wait / 2).max(Duration::from_millis(1));
+    let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            outcome = &mut guarded => return outcome,
+            _ = keepalive.tick() => {
+                if let Err(err) = pending.in_progress().await {
+                    tracing::debug!(error = %err, "in_progress failed");
+                }
+            }
+        }
+    }
+}
+
+async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemaphorePermit) {
+    let sequence = pending.received.sequence;
+    let attempt = pending.received.num_delivered;
+    let event_id = pending.received.event.id.clone();
+    match run_handler(&shared, &pending).await {
+        Ok(()) => {
+            forget_failure(&shared, sequence);
+            settle(&shared, pending.ack().await, "ack");
+            bump(&shared.stats.acked);
+            shared.bus.metrics.add_handled(1);
+        }
+        Err(reason) => {
+            shared.bus.metrics.add_handler_error(1);
+            let first_failure = remember_failure(&shared, sequence);
+            let exhausted = pending.is_final_delivery()
+                || shared.options.max_deliver.is_some_and(|max| attempt >= max);
+            if exhausted {
+                dead_letter(&shared, pending, reason, first_failure).await;
+                forget_failure(&shared, sequence);
+            } else {
+                tracing::debug!(event_id = %event_id, attempt, reason = %reason, "handler failed; retrying");
+                let delay = shared.options.redelivery_delay(attempt);
+                settle(&shared, pending.nak_with_delay(delay).await, "nak");
+                bump(&shared.stats.retried);
+                shared.bus.metrics.add_redelivery(1);
+            }
+        }
+    }
+}
+
+async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, first_failure: u64) {
+    let received = &pending.received;
+    let dead = DeadLetterEvent::new(Event::clone(&received.event), reason)
+        .with_attempts(received.num_delivered)
+        .with_first_failure_at(first_failure);
+    let Some(dlq) = shared.bus.hooks.load().dlq.clone() else {
+        tracing::error!(
+            event_id = %received.event.id,
+            subject = %received.event.subject,
+            attempts = received.num_delivered,
+            reason = %dead.reason,
+            "event exhausted its deliveries and no DLQ handler is set; terminating it"
+        );
+        settle(shared, pending.term().await, "term");
+        bump(&shared.stats.terminated);
+        return;
+    };
+    let mut pause = Duration::from_millis(100);
+    for attempt in 1..=shared.config.dlq_attempts {
+        match dlq.handle(dead.clone()).await {
+            Ok(()) => {
+                shared.bus.metrics.add_dlq(1);
+                settle(shared, pending.term().await, "term");
+                bump(&shared.stats.dead_lettered);
+                return;
+            }
+            Err(err) => {
+                shared.bus.metrics.add_dlq_error(1);
+                tracing::warn!(
+                    event_id = %dead.event.id,
+                    attempt,
+                    error = %err,
+                    "DLQ handler refused a dead letter"
+                );
+                if attempt < shared.config.dlq_attempts {
+                    let _ = pending.in_progress().await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    tracing::error!(
+        event_id = %dead.event.id,
+        "DLQ handler kept refusing a dead letter; leaving the event unsettled"
+    );
+    bump(&shared.stats.dlq_failed);
+}
+
+fn settle(shared: &Shared, result: Result<()>, what: &str) {
+    if let Err(err) = result {
+        bump(&shared.stats.settle_errors);
+        tracing::warn!(error = %err, "{what} failed");
+    }
+}
+
+fn remember_failure(shared: &Shared, sequence: u64) -> u64 {
+    let mut failures = shared
+        .failures
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let first = *failures.entry(sequence).or_insert_with(now_millis);
+    while failures.len() > MAX_TRACKED_FAILURES {
+        failures.pop_first();
+    }
+    first
+}
+
+fn forget_failure(shared: &Shared, sequence: u64) {
+    shared
+        .failures
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&sequence);
+}

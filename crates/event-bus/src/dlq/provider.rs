@@ -1,0 +1,298 @@
+use crate::bus::EventBus;
+use crate::naming::durable_consumer_name;
+use async_trait::async_trait;
+use event_core::subject::validate_category;
+use event_core::{
+    DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventProvider, PublishOptions,
+    Result,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `event_type` of the events a [`ProviderDlqHandler`] publishes.
+pub const DEAD_LETTER_EVENT_TYPE: &str = "a3s.dead_letter";
+
+/// Metadata key: id of the dead-lettered event.
+const META_ORIGINAL_ID: &str = "a3s.original_id";
+/// Metadata key: subject of the dead-lettered event.
+const META_ORIGINAL_SUBJECT: &str = "a3s.original_subject";
+/// Metadata key set on re-driven events: the id they were re-driven from.
+pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
+
+/// A dead-letter queue stored on a provider: every dead letter is published
+/// as a new event, so it survives restarts (on a persistent provider) and can
+/// be re-driven.
+///
+/// A dead letter for an event of category `market` is published to
+/// `{prefix}.dlq.market` (the DLQ category is configurable) with a **new
+/// event id** (dedup is per stream: reusing the original id would make the
+/// provider swallow it as a duplicate), `event_type`
+/// [`DEAD_LETTER_EVENT_TYPE`], the whole [`DeadLetterEvent`] as payload and
+/// the original id and subject in metadata (`a3s.original_id`,
+/// `a3s.original_subject`). Note that `{prefix}.>` subscribers see dead
+/// letters too.
+///
+/// Dead letters carry the event's plaintext (the bus decrypts before it
+/// dead-letters). Give the handler an encryptor
+/// ([`with_encryptor`](Self::with_encryptor), normally the bus's) so they are
+/// stored encrypted, bound to the dead letter's own id.
+///
+/// [`redrive`](Self::redrive) republishes dead-lettered events to their
+/// original subjects through a bus.
+///
+/// ```
+/// use event_bus::{EventBus, dlq::ProviderDlqHandler};
+/// use event_core::{DeadLetterEvent, DlqHandler, Event, EventProvider};
+/// use event_memory::MemoryProvider;
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> event_core::Result<()> {
+/// let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+/// let bus = EventBus::from_arc(provider.clone());
+/// let dlq = Arc::new(ProviderDlqHandler::new(provider));
+/// bus.set_dlq_handler(dlq.clone());
+///
+/// let event = Event::new("events.orders.created", "orders", "Order 7", "shop", serde_json::json!({"id": 7}));
+/// dlq.handle(DeadLetterEvent::new(event.clone(), "handler failed").with_attempts(5)).await?;
+/// assert_eq!(dlq.list(10).await?[0].event.id, event.id);
+///
+/// let report = dlq.redrive(&bus, 100).await?;
+/// assert_eq!(report.redriven, 1);
+/// let orders = bus.list_events(Some("orders"), 10).await?;
+/// assert_eq!(orders[0].metadata["a3s.redriven_from"], event.id);
+/// # Ok(()) }
+/// ```
+pub struct ProviderDlqHandler {
+    provider: Arc<dyn EventProvider>,
+    category: String,
+    encryptor: Option<Arc<dyn EventEncryptor>>,
+    redrive_idle: Duration,
+}
+
+impl std::fmt::Debug for ProviderDlqHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderDlqHandler")
+            .field("provider", &self.provider.name())
+            .field("category", &self.category)
+            .field("encrypted", &self.encryptor.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`ProviderDlqHandler::redrive`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedriveReport {
+    /// Dead letters republished to their original subject (and removed from
+    /// the re-drive queue).
+    pub redriven: usize,
+    /// Dead letters that could not be decoded or decrypted; they were
+    /// terminated in the re-drive queue (still in the stream) and logged.
+    pub skipped: usize,
+}
+
+impl ProviderDlqHandler {
+    /// A DLQ on `provider` under `{prefix}.dlq.>`.
+    pub fn new(provider: Arc<dyn EventProvider>) -> Self {
+        Self {
+            provider,
+            category: "dlq".to_string(),
+            encryptor: None,
+            redrive_idle: Duration::from_millis(200),
+        }
+    }
+
+    /// Uses `{prefix}.{category}.>` instead of `{prefix}.dlq.>`; `category`
+    /// must be one subject token.
+    pub fn with_category(mut self, category: impl Into<String>) -> Result<Self> {
+        let category = category.into();
+        validate_category(&category)?;
+        self.category = category;
+        Ok(self)
+    }
+
+    /// Encrypts stored dead letters (and decrypts them in `list` and
+    /// `redrive`).
+    #[must_use]
+    pub fn with_encryptor(mut self, encryptor: Arc<dyn EventEncryptor>) -> Self {
+        self.encryptor = Some(encryptor);
+        self
+    }
+
+    /// How long [`redrive`](Self::redrive) waits for another dead letter
+    /// before it stops (default 200 ms).
+    #[must_use]
+    pub fn with_redrive_idle(mut self, idle: Duration) -> Self {
+        self.redrive_idle = idle;
+        self
+    }
+
+    /// The filter covering every dead letter: `{prefix}.{dlq}.>`.
+    pub fn filter_subject(&self) -> String {
+        self.provider.category_subject(&self.category)
+    }
+
+    /// The subject dead letters of `original_category` are published to.
+    pub fn subject_for(&self, original_category: &str) -> String {
+        let topic = if validate_category(original_category).is_ok() {
+            original_category
+        } else {
+            "unknown"
+        };
+        self.provider.build_subject(&self.category, topic)
+    }
+
+    fn encode_event(&self, dead: &DeadLetterEvent) -> Result<Event> {
+        let payload = serde_json::to_value(dead)?;
+        let mut event = Event::typed(
+            self.subject_for(&dead.event.category),
+            self.category.clone(),
+            DEAD_LETTER_EVENT_TYPE,
+            1,
+            format!("dead letter: {}", dead.reason),
+            "a3s-event-dlq",
+            serde_json::Value::Null,
+        )
+        .with_metadata(META_ORIGINAL_ID, dead.event.id.clone())
+        .with_metadata(META_ORIGINAL_SUBJECT, dead.original_subject.clone());
+        event.payload = match &self.encryptor {
+            Some(encryptor) => encryptor.encrypt(&event.id, &payload)?,
+            None => payload,
+        };
+        Ok(event)
+    }
+
+    fn decode_event(&self, event: &Event) -> Result<DeadLetterEvent> {
+        let payload = match &self.encryptor {
+            Some(encryptor) if encryptor.is_encrypted(&event.payload) => {
+                encryptor.decrypt(&event.id, &event.payload)?
+            }
+            _ => event.payload.clone(),
+        };
+        serde_json::from_value(payload).map_err(|e| {
+            Error::Serialization(format!(
+                "event {} on {} is not a dead letter: {e}",
+                event.id, event.subject
+            ))
+        })
+    }
+
+    /// Republishes up to `max` dead letters, oldest first, to their original
+    /// subjects through `bus` (so they are validated, encrypted and routed
+    /// like any publish), each with a **fresh event id** (derived from the
+    /// dead letter's id, so a retried re-drive is deduplicated) and the
+    /// original event id in metadata `a3s.redriven_from`.
+    ///
+    /// Progress is kept by a durable consumer on the DLQ subjects: a dead
+    /// letter is acknowledged only after its republish succeeded, so each is
+    /// re-driven once, and a failed republish stops the re-drive with the
+    /// error, leaving that dead letter for the next call. Stops when `max`
+    /// are done, when it reaches the newest dead letter that existed when it
+    /// started, or after the idle time (see
+    /// [`with_redrive_idle`](Self::with_redrive_idle)) without one.
+    pub async fn redrive(&self, bus: &EventBus, max: usize) -> Result<RedriveReport> {
+        let mut report = RedriveReport::default();
+        if max == 0 {
+            return Ok(report);
+        }
+        let filter = self.filter_subject();
+        let last = self.provider.info().await?.last_sequence;
+        let name = durable_consumer_name("a3s-dlq-redrive", &filter);
+        let mut sub = self.provider.subscribe_durable(&name, &filter).await?;
+        while report.redriven < max {
+            let next = match tokio::time::timeout(self.redrive_idle, sub.next_manual_ack()).await {
+                Err(_) => break,
+                Ok(next) => next,
+            };
+            let pending = match next {
+                Ok(Some(pending)) => pending,
+                Ok(None) => break,
+                Err(Error::Lagged { .. }) => continue,
+                Err(err @ Error::Undecodable { .. }) => {
+                    tracing::error!(error = %err, "undecodable message in the DLQ stream");
+                    report.skipped += 1;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let sequence = pending.received.sequence;
+            match self.decode_event(&pending.received.event) {
+                Ok(dead) => {
+                    let mut event = dead.event;
+                    // Derived from the dead letter's own (unique) id: a
+                    // re-drive retried after a failure that happened after
+                    // the store (a router refusal, a lost reply) is
+                    // deduplicated by the provider instead of stored twice.
+                    let fresh = redriven_id(&pending.received.event.id);
+                    let from = std::mem::replace(&mut event.id, fresh);
+                    event.metadata.insert(META_REDRIVEN_FROM.to_string(), from);
+                    if let Err(err) = bus.publish_event(&event).await {
+                        // keep the dead letter for the next re-drive
+                        pending.nak().await?;
+                        return Err(err);
+                    }
+                    pending.ack().await?;
+                    report.redriven += 1;
+                }
+                Err(err) => {
+                    tracing::error!(sequence, error = %err, "skipping an unreadable dead letter");
+                    pending.term().await?;
+                    report.skipped += 1;
+                }
+            }
+            if sequence >= last {
+                break;
+            }
+        }
+        sub.close().await?;
+        Ok(report)
+    }
+}
+
+/// The id a re-driven event gets: unique per dead letter, stable across
+/// re-drive attempts.
+fn redriven_id(dead_letter_id: &str) -> String {
+    format!(
+        "evt-redrive-{}",
+        dead_letter_id
+            .strip_prefix("evt-")
+            .unwrap_or(dead_letter_id)
+    )
+}
+
+#[async_trait]
+impl DlqHandler for ProviderDlqHandler {
+    async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
+        let event = self.encode_event(&dead_letter)?;
+        // Deterministic dedup id: handing the same dead letter over twice
+        // (a retry after a lost reply) stores it once.
+        let options = PublishOptions {
+            msg_id: Some(format!(
+                "a3s-dlq:{}:{}",
+                dead_letter.event.id, dead_letter.delivery_attempts
+            )),
+            ..PublishOptions::default()
+        };
+        match self.provider.publish_with_options(&event, &options).await {
+            Err(Error::Unsupported { .. }) => self.provider.publish(&event).await.map(|_| ()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn list(&self, limit: usize) -> Result<Vec<DeadLetterEvent>> {
+        let events = self
+            .provider
+            .history(Some(&self.filter_subject()), limit)
+            .await?;
+        events.iter().map(|e| self.decode_event(e)).collect()
+    }
+
+    async fn count(&self) -> Result<usize> {
+        let stored = usize::try_from(self.provider.info().await?.messages).unwrap_or(usize::MAX);
+        Ok(self
+            .provider
+            .history(Some(&self.filter_subject()), stored)
+            .await?
+            .len())
+    }
+}

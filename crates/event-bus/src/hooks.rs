@@ -1,0 +1,38 @@
+//! The bus's hook slots: swapped through `&self`, read with one uncontended
+//! read lock on the publish path.
+
+use event_core::{DlqHandler, EventEncryptor, EventRouter, SchemaValidator};
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// The hooks in effect at one moment.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) encryptor: Option<Arc<dyn EventEncryptor>>,
+    pub(crate) validator: Option<Arc<dyn SchemaValidator>>,
+    pub(crate) router: Option<Arc<dyn EventRouter>>,
+    pub(crate) dlq: Option<Arc<dyn DlqHandler>>,
+}
+
+/// Copy-on-write slot: readers clone an `Arc<Hooks>` under a read lock held
+/// for a few nanoseconds; writers replace the whole set.
+#[derive(Default)]
+pub(crate) struct HookSlot(RwLock<Arc<Hooks>>);
+
+impl HookSlot {
+    /// The current hooks.
+    pub(crate) fn load(&self) -> Arc<Hooks> {
+        // a panic while holding the lock cannot leave `Arc<Hooks>` half-written
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the hooks with `f` applied to a copy of the current ones.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Hooks)) {
+        let mut guard = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = Hooks::clone(&guard);
+        f(&mut next);
+        *guard = Arc::new(next);
+    }
+}

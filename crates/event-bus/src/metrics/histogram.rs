@@ -1,0 +1,252 @@
+//! A lock-free log-linear latency histogram.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Sub-buckets per power of two: 2^SUB_BITS. 16 sub-buckets bound the
+/// relative error of a quantile to 1/16 (6.25 %).
+const SUB_BITS: u32 = 4;
+const SUB: usize = 1 << SUB_BITS;
+/// Values below `SUB` get one exact bucket each; every power of two above
+/// gets `SUB` buckets.
+const BUCKETS: usize = SUB + (64 - SUB_BITS as usize) * SUB;
+
+/// Bucket index of `v` (nanoseconds).
+fn index(v: u64) -> usize {
+    if v < SUB as u64 {
+        return v as usize;
+    }
+    let exp = 63 - v.leading_zeros(); // >= SUB_BITS
+    let shift = exp - SUB_BITS;
+    let sub = ((v >> shift) as usize) & (SUB - 1);
+    SUB + (exp - SUB_BITS) as usize * SUB + sub
+}
+
+/// Largest value that falls into bucket `i`.
+fn upper_bound(i: usize) -> u64 {
+    if i < SUB {
+        return i as u64;
+    }
+    let group = (i - SUB) / SUB;
+    let sub = ((i - SUB) % SUB) as u64;
+    let shift = group as u32;
+    let exp = shift + SUB_BITS;
+    let base = 1u128 << exp;
+    let width = 1u128 << shift;
+    let ub = base + u128::from(sub + 1) * width - 1;
+    u64::try_from(ub).unwrap_or(u64::MAX)
+}
+
+/// Lock-free histogram of durations, recorded in nanoseconds.
+///
+/// Recording is three relaxed atomic adds and one `fetch_max`; no locks, no
+/// allocation. Quantiles are computed from log-linear buckets (16 per power
+/// of two), so a reported quantile is within 6.25 % of the true value and
+/// never above the recorded maximum.
+pub struct LatencyHistogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+impl std::fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatencyHistogram")
+            .field("count", &self.count.load(Ordering::Relaxed))
+            .field("max_ns", &self.max_ns.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LatencyHistogram {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one duration.
+    pub fn record(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.record_nanos(ns);
+    }
+
+    /// Records one duration given in nanoseconds.
+    pub fn record_nanos(&self, ns: u64) {
+        self.buckets[index(ns)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// Number of recorded durations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Summary of the recorded durations.
+    pub fn summary(&self) -> LatencySummary {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let max = self.max_ns.load(Ordering::Relaxed);
+        let sum = self.sum_ns.load(Ordering::Relaxed);
+        let quantile = |q: f64| -> u64 {
+            if total == 0 {
+                return 0;
+            }
+            // rank of the q-quantile, 1-based
+            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+            let mut seen = 0u64;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return upper_bound(i).min(max);
+                }
+            }
+            max
+        };
+        LatencySummary {
+            count: total,
+            sum_ns: sum,
+            p50_ns: quantile(0.50),
+            p90_ns: quantile(0.90),
+            p99_ns: quantile(0.99),
+            max_ns: max,
+        }
+    }
+
+    /// Zeroes the histogram.
+    pub fn reset(&self) {
+        for b in self.buckets.iter() {
+            b.store(0, Ordering::Relaxed);
+        }
+        self.count.store(0, Ordering::Relaxed);
+        self.sum_ns.store(0, Ordering::Relaxed);
+        self.max_ns.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Point-in-time summary of a [`LatencyHistogram`], in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySummary {
+    /// Recorded durations.
+    pub count: u64,
+    /// Sum of all recorded durations.
+    pub sum_ns: u64,
+    /// Median (within 6.25 %).
+    pub p50_ns: u64,
+    /// 90th percentile (within 6.25 %).
+    pub p90_ns: u64,
+    /// 99th percentile (within 6.25 %).
+    pub p99_ns: u64,
+    /// Largest recorded duration (exact).
+    pub max_ns: u64,
+}
+
+impl LatencySummary {
+    /// Mean duration in nanoseconds (0 when empty).
+    pub fn mean_ns(&self) -> u64 {
+        self.sum_ns.checked_div(self.count).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_contiguous_and_monotonic() {
+        let mut prev = None;
+        for i in 0..BUCKETS {
+            let ub = upper_bound(i);
+            if let Some(p) = prev {
+                assert!(ub > p || ub == u64::MAX, "bucket {i}: {ub} <= {p}");
+            }
+            prev = Some(ub);
+        }
+        for v in [
+            0u64,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            1000,
+            123_456,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let i = index(v);
+            assert!(upper_bound(i) >= v, "{v} above its bucket");
+            if i > 0 {
+                assert!(upper_bound(i - 1) < v, "{v} belongs to an earlier bucket");
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_within_error_bound() {
+        let h = LatencyHistogram::new();
+        for v in 1..=10_000u64 {
+            h.record_nanos(v * 1000);
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 10_000);
+        assert_eq!(s.max_ns, 10_000_000);
+        let close = |got: u64, want: u64| {
+            let err = (got as f64 - want as f64).abs() / want as f64;
+            assert!(err <= 0.0625, "got {got}, want {want}");
+        };
+        close(s.p50_ns, 5_000_000);
+        close(s.p90_ns, 9_000_000);
+        close(s.p99_ns, 9_900_000);
+        assert_eq!(s.mean_ns(), 5_000_500);
+    }
+
+    #[test]
+    fn empty_and_reset() {
+        let h = LatencyHistogram::new();
+        assert_eq!(h.summary(), LatencySummary::default());
+        h.record(Duration::from_micros(3));
+        assert_eq!(h.summary().p99_ns, 3000);
+        h.reset();
+        assert_eq!(h.summary(), LatencySummary::default());
+    }
+
+    #[test]
+    fn concurrent_records_are_all_counted() {
+        let h = std::sync::Arc::new(LatencyHistogram::new());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        h.record_nanos(i * (t + 1));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(h.summary().count, 40_000);
+        assert_eq!(h.summary().max_ns, 9_999 * 4);
+    }
+}

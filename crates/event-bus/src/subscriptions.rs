@@ -1,0 +1,294 @@
+//! Managed subscriptions: filters, options, state persistence, creation.
+
+use crate::bus::EventBus;
+use crate::naming::durable_consumer_name;
+use crate::subscription::BusSubscription;
+use event_core::subject::validate_filter;
+use event_core::{
+    Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
+    SubscriptionRecord,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The bus's subscriptions and the store that persists them. Guarded by one
+/// async mutex held across the save, so saves land in change order.
+#[derive(Default)]
+pub(crate) struct SubState {
+    records: BTreeMap<String, SubscriptionRecord>,
+    store: Option<Arc<dyn StateStore>>,
+}
+
+impl SubState {
+    fn snapshot(records: &BTreeMap<String, SubscriptionRecord>) -> Vec<SubscriptionRecord> {
+        records.values().cloned().collect()
+    }
+}
+
+fn validate_record(record: &SubscriptionRecord) -> Result<()> {
+    let filter = &record.filter;
+    if filter.subscriber_id.is_empty() {
+        return Err(Error::invalid_config("subscriber_id", "must not be empty"));
+    }
+    if let Some(c) = filter.subscriber_id.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid_config(
+            "subscriber_id",
+            format!("must not contain control characters ({c:?})"),
+        ));
+    }
+    if filter.subjects.is_empty() {
+        return Err(Error::invalid_config(
+            "subjects",
+            format!(
+                "subscriber {:?} has no subjects (use remove_subscription to remove it)",
+                filter.subscriber_id
+            ),
+        ));
+    }
+    for subject in &filter.subjects {
+        validate_filter(subject)?;
+    }
+    Ok(())
+}
+
+impl EventBus {
+    /// Adds or replaces the subscriber `filter.subscriber_id`, keeping the
+    /// options it already had (see
+    /// [`update_subscription_with_options`](Self::update_subscription_with_options)),
+    /// and persists the change through the state store, if one is set.
+    ///
+    /// Subjects are validated as filters ([`Error::InvalidSubject`]); an empty
+    /// subscriber id or subject list is [`Error::InvalidConfig`]. If the state
+    /// store fails, the change is not applied and its error is returned.
+    /// Durable consumers of subjects the update drops (or of every subject,
+    /// when `durable` becomes false) are deleted from the provider.
+    pub async fn update_subscription(&self, filter: SubscriptionFilter) -> Result<()> {
+        self.upsert(filter, None).await
+    }
+
+    /// Like [`update_subscription`](Self::update_subscription), and sets the
+    /// subscriber's consumer options (`max_deliver`, `backoff`, `ack_wait`,
+    /// deliver policy...). Consumer runners use `backoff` as the nak delay.
+    pub async fn update_subscription_with_options(
+        &self,
+        filter: SubscriptionFilter,
+        options: SubscribeOptions,
+    ) -> Result<()> {
+        self.upsert(filter, Some(Some(options))).await
+    }
+
+    /// `options`: `None` keeps the subscriber's current options.
+    async fn upsert(
+        &self,
+        filter: SubscriptionFilter,
+        options: Option<Option<SubscribeOptions>>,
+    ) -> Result<()> {
+        let mut state = self.inner.subs.lock().await;
+        let previous = state.records.get(&filter.subscriber_id).cloned();
+        let options = match options {
+            Some(options) => options,
+            None => previous.as_ref().and_then(|p| p.options.clone()),
+        };
+        let record = SubscriptionRecord { filter, options };
+        validate_record(&record)?;
+        let mut next = state.records.clone();
+        next.insert(record.filter.subscriber_id.clone(), record.clone());
+        if let Some(store) = &state.store {
+            store.save(&SubState::snapshot(&next)).await?;
+        }
+        state.records = next;
+        drop(state);
+        if let Some(previous) = previous.filter(|p| p.filter.durable) {
+            let dropped: Vec<&str> = previous
+                .filter
+                .subjects
+                .iter()
+                .filter(|s| !record.filter.durable || !record.filter.subjects.contains(s))
+                .map(String::as_str)
+                .collect();
+            self.delete_durables(&previous.filter.subscriber_id, &dropped)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Replaces the subscriber described by `record` (filter and options
+    /// exactly as given, `None` clearing them); persisted like
+    /// [`update_subscription`](Self::update_subscription).
+    pub async fn set_subscription(&self, record: SubscriptionRecord) -> Result<()> {
+        self.upsert(record.filter, Some(record.options)).await
+    }
+
+    /// Removes the subscriber, persists the change, and deletes its durable
+    /// consumers from the provider. [`Error::NotFound`] if there is no such
+    /// subscriber.
+    pub async fn remove_subscription(&self, subscriber_id: &str) -> Result<()> {
+        let mut state = self.inner.subs.lock().await;
+        if !state.records.contains_key(subscriber_id) {
+            return Err(Error::NotFound {
+                kind: "subscription",
+                name: subscriber_id.to_string(),
+            });
+        }
+        let mut next = state.records.clone();
+        let removed = next.remove(subscriber_id);
+        if let Some(store) = &state.store {
+            store.save(&SubState::snapshot(&next)).await?;
+        }
+        state.records = next;
+        drop(state);
+        self.inner.metrics.add_unsubscribe(1);
+        if let Some(removed) = removed.filter(|r| r.filter.durable) {
+            let subjects: Vec<&str> = removed.filter.subjects.iter().map(String::as_str).collect();
+            self.delete_durables(subscriber_id, &subjects).await;
+        }
+        Ok(())
+    }
+
+    /// Deletes the durable consumers of `subscriber_id` on `subjects`. The
+    /// state change they follow is already committed, so a failure is logged
+    /// (a consumer that was never created is not a failure).
+    async fn delete_durables(&self, subscriber_id: &str, subjects: &[&str]) {
+        for subject in subjects {
+            let name = durable_consumer_name(subscriber_id, subject);
+            match self.inner.provider.unsubscribe(&name).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(err) => tracing::warn!(
+                    consumer = %name,
+                    error = %err,
+                    "could not delete a durable consumer; delete it with provider().unsubscribe"
+                ),
+            }
+        }
+    }
+
+    /// Every subscriber's filter, ordered by subscriber id.
+    pub async fn list_subscriptions(&self) -> Vec<SubscriptionFilter> {
+        let state = self.inner.subs.lock().await;
+        state.records.values().map(|r| r.filter.clone()).collect()
+    }
+
+    /// Every subscriber's filter and options, ordered by subscriber id.
+    pub async fn list_subscription_records(&self) -> Vec<SubscriptionRecord> {
+        let state = self.inner.subs.lock().await;
+        SubState::snapshot(&state.records)
+    }
+
+    /// The filter of `subscriber_id`, if it exists.
+    pub async fn get_subscription(&self, subscriber_id: &str) -> Option<SubscriptionFilter> {
+        let state = self.inner.subs.lock().await;
+        state.records.get(subscriber_id).map(|r| r.filter.clone())
+    }
+
+    /// The filter and options of `subscriber_id`, if it exists.
+    pub async fn get_subscription_record(&self, subscriber_id: &str) -> Option<SubscriptionRecord> {
+        let state = self.inner.subs.lock().await;
+        state.records.get(subscriber_id).cloned()
+    }
+
+    /// Persists subscriptions through `store` from now on.
+    ///
+    /// The store is loaded first: its subscriptions are added to the bus,
+    /// and subscriptions already on the bus (set before the store) win over
+    /// stored ones with the same id, as the newer. If that changed anything,
+    /// the merged set is saved. If loading fails (a corrupt file, say), the
+    /// error is returned and neither the bus nor the store is changed.
+    pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
+        let mut state = self.inner.subs.lock().await;
+        let loaded = store.load().await?;
+        let mut merged: BTreeMap<String, SubscriptionRecord> = BTreeMap::new();
+        for record in loaded {
+            validate_record(&record).map_err(|e| {
+                Error::invalid_config(
+                    "state store",
+                    format!("stored subscription is invalid: {e}"),
+                )
+            })?;
+            merged.insert(record.filter.subscriber_id.clone(), record);
+        }
+        let stored = SubState::snapshot(&merged);
+        for (id, record) in &state.records {
+            merged.insert(id.clone(), record.clone());
+        }
+        let merged_list = SubState::snapshot(&merged);
+        if merged_list != stored {
+            store.save(&merged_list).await?;
+        }
+        state.records = merged;
+        state.store = Some(store);
+        Ok(())
+    }
+
+    /// Opens the subscriber's subscriptions, one per subject, decrypting.
+    ///
+    /// Durable subscribers get durable consumers named by
+    /// [`durable_consumer_name`](crate::durable_consumer_name) (they resume
+    /// where they left off, across restarts); others get live ephemeral
+    /// subscriptions. The subscriber's options are passed to the provider;
+    /// without options the provider's defaults apply (durables start with
+    /// every stored event, ephemeral ones with new events only).
+    /// [`Error::NotFound`] if there is no such subscriber.
+    pub async fn create_subscriber(
+        &self,
+        subscriber_id: &str,
+    ) -> Result<Vec<Box<dyn Subscription>>> {
+        let record = self
+            .get_subscription_record(subscriber_id)
+            .await
+            .ok_or_else(|| Error::NotFound {
+                kind: "subscription",
+                name: subscriber_id.to_string(),
+            })?;
+        let mut subs: Vec<Box<dyn Subscription>> = Vec::with_capacity(record.filter.subjects.len());
+        for subject in &record.filter.subjects {
+            subs.push(self.open(&record, subject).await?);
+        }
+        Ok(subs)
+    }
+
+    pub(crate) async fn open(
+        &self,
+        record: &SubscriptionRecord,
+        subject: &str,
+    ) -> Result<Box<dyn Subscription>> {
+        let provider = &self.inner.provider;
+        let sub = if record.filter.durable {
+            let name = durable_consumer_name(&record.filter.subscriber_id, subject);
+            match &record.options {
+                Some(options) => {
+                    provider
+                        .subscribe_durable_with_options(&name, subject, options)
+                        .await?
+                }
+                None => provider.subscribe_durable(&name, subject).await?,
+            }
+        } else {
+            match &record.options {
+                Some(options) => provider.subscribe_with_options(subject, options).await?,
+                None => provider.subscribe(subject).await?,
+            }
+        };
+        self.inner.metrics.add_subscribe(1);
+        tracing::debug!(
+            subscriber = %record.filter.subscriber_id,
+            subject,
+            durable = record.filter.durable,
+            "subscribed"
+        );
+        Ok(Box::new(BusSubscription::new(sub, self.inner.clone())))
+    }
+
+    /// A live, ephemeral, decrypting subscription on `filter_subject` (new
+    /// events only), outside the managed subscribers.
+    pub async fn subscribe(&self, filter_subject: &str) -> Result<Box<dyn Subscription>> {
+        let sub = self.inner.provider.subscribe(filter_subject).await?;
+        self.inner.metrics.add_subscribe(1);
+        Ok(self.wrap_subscription(sub))
+    }
+
+    /// Wraps a provider subscription so its events come out decrypted and
+    /// undecryptable events are dead-lettered (see [`BusSubscription`]).
+    pub fn wrap_subscription(&self, subscription: Box<dyn Subscription>) -> Box<dyn Subscription> {
+        Box::new(BusSubscription::new(subscription, self.inner.clone()))
+    }
+}

@@ -1,0 +1,127 @@
+//! Test doubles for the bus hooks.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use async_trait::async_trait;
+use event_core::{
+    DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventRouter, Result, SchemaValidator,
+};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A reversible "encryptor" with the real contract: the envelope is bound to
+/// the event id, wrong ids and malformed envelopes fail to decrypt.
+#[derive(Default)]
+pub struct TestEncryptor {
+    pub key: u8,
+}
+
+impl EventEncryptor for TestEncryptor {
+    fn encrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
+        let plain = serde_json::to_vec(payload)?;
+        let data: Vec<u8> = plain.iter().map(|b| b ^ self.key ^ 0x5a).collect();
+        Ok(json!({"encrypted": true, "aad": event_id, "key": self.key, "data": data}))
+    }
+
+    fn decrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
+        if payload["aad"] != event_id {
+            return Err(Error::Decryption("associated data mismatch".into()));
+        }
+        if payload["key"] != self.key {
+            return Err(Error::Decryption("unknown key".into()));
+        }
+        let data: Vec<u8> = serde_json::from_value(payload["data"].clone())
+            .map_err(|e| Error::Decryption(format!("malformed envelope: {e}")))?;
+        let plain: Vec<u8> = data.iter().map(|b| b ^ self.key ^ 0x5a).collect();
+        serde_json::from_slice(&plain).map_err(|e| Error::Decryption(e.to_string()))
+    }
+
+    fn is_encrypted(&self, payload: &Value) -> bool {
+        payload.get("encrypted") == Some(&Value::Bool(true))
+    }
+}
+
+/// Rejects typed events whose payload lacks `required`.
+pub struct RequireField(pub &'static str);
+
+impl SchemaValidator for RequireField {
+    fn validate(&self, event: &Event) -> Result<()> {
+        if event.is_typed() && event.payload.get(self.0).is_none() {
+            return Err(Error::SchemaValidation {
+                event_type: event.event_type.clone(),
+                version: event.version,
+                path: format!("/{}", self.0),
+                reason: "required field missing".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Records routed events; can be told to refuse.
+#[derive(Default)]
+pub struct CollectRouter {
+    pub routed: Mutex<Vec<(Arc<Event>, u64)>>,
+    pub refuse: AtomicBool,
+}
+
+#[async_trait]
+impl EventRouter for CollectRouter {
+    async fn route_published(&self, event: Arc<Event>, sequence: u64) -> Result<()> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(Error::Closed("router queue full".into()));
+        }
+        self.routed.lock().unwrap().push((event, sequence));
+        Ok(())
+    }
+}
+
+/// A DLQ that refuses the first `refusals` dead letters, then stores.
+#[derive(Default)]
+pub struct FlakyDlq {
+    pub refusals: AtomicUsize,
+    pub stored: Mutex<Vec<DeadLetterEvent>>,
+}
+
+#[async_trait]
+impl DlqHandler for FlakyDlq {
+    async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
+        if self
+            .refusals
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::Connection("dlq down".into()));
+        }
+        self.stored.lock().unwrap().insert(0, dead_letter);
+        Ok(())
+    }
+
+    async fn list(&self, limit: usize) -> Result<Vec<DeadLetterEvent>> {
+        Ok(self
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn count(&self) -> Result<usize> {
+        Ok(self.stored.lock().unwrap().len())
+    }
+}
+
+/// A unique temp directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "a3s-bus-test-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,512 @@
+//! The consumer runner over the memory provider.
+
+mod common;
+
+use common::{FlakyDlq, TestEncryptor};
+use event_bus::{ConsumerConfig, EventBus, MemoryDlqHandler};
+use event_core::{
+    BoxError, DlqHandler, Error, Event, EventProvider, ReceivedEvent, SubscribeOptions,
+    SubscriptionFilter,
+};
+use event_memory::MemoryProvider;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn filter(id: &str, subject: &str) -> SubscriptionFilter {
+    SubscriptionFilter {
+        subscriber_id: id.into(),
+        subjects: vec![subject.into()],
+        durable: true,
+    }
+}
+
+fn opts(max_deliver: u64, backoff_ms: u64) -> SubscribeOptions {
+    SubscribeOptions {
+        max_deliver: Some(max_deliver),
+        backoff: vec![Duration::from_millis(backoff_ms)],
+        ack_wait: Some(Duration::from_secs(5)),
+        ..Default::default()
+    }
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn dlq_count(dlq: &dyn DlqHandler) -> usize {
+    dlq.count().await.expect("count")
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_backoff_then_acked() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription_with_options(filter("w", "events.jobs.>"), opts(5, 30))
+        .await
+        .unwrap();
+    let e = bus
+        .publish("jobs", "run", "s", "src", json!({}))
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let s = seen.clone();
+    let consumer = bus
+        .consume(
+            "w",
+            move |r: ReceivedEvent| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push((r.num_delivered, Instant::now()));
+                    if r.num_delivered < 3 {
+                        Err("not yet")
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("ack", || consumer.report().acked == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (report.acked, report.retried, report.dead_lettered),
+        (1, 2, 0)
+    );
+    let seen = seen.lock().unwrap().clone();
+    let attempts: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    for pair in seen.windows(2) {
+        assert!(
+            pair[1].1 - pair[0].1 >= Duration::from_millis(25),
+            "backoff not applied"
+        );
+    }
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (m.handled_total, m.handler_errors, m.redeliveries),
+        (1, 2, 2)
+    );
+    // acked: a new runner on the same durable gets nothing
+    let again = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Err::<(), _>("must not run") },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        again.shutdown(Duration::from_secs(1)).await,
+        Default::default()
+    );
+    assert_eq!(bus.list_events(Some("jobs"), 1).await.unwrap()[0].id, e.id);
+}
+
+#[tokio::test]
+async fn exhausted_events_are_dead_lettered_with_metadata_and_nothing_is_lost() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription_with_options(filter("w", "events.orders.>"), opts(3, 5))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let e = bus
+            .publish(
+                "orders",
+                "new",
+                "s",
+                "src",
+                json!({"i": i, "poison": i % 5 == 0}),
+            )
+            .await
+            .unwrap();
+        ids.push(e.id);
+    }
+    let handled: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let h = handled.clone();
+    let started = event_core::now_millis();
+    let consumer = bus
+        .consume(
+            "w",
+            move |r: ReceivedEvent| {
+                let h = h.clone();
+                async move {
+                    if r.event.payload["poison"] == json!(true) {
+                        return Err(format!("poison {}", r.event.payload["i"]));
+                    }
+                    h.lock().unwrap().insert(r.event.id.clone());
+                    Ok(())
+                }
+            },
+            ConsumerConfig::default().concurrency(4),
+        )
+        .await
+        .unwrap();
+    wait_until("all settled", || {
+        let r = consumer.report();
+        r.acked + r.dead_lettered == 40
+    })
+    .await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (report.acked, report.dead_lettered, report.retried),
+        (32, 8, 16)
+    );
+    let dead = dlq.list(100).await.unwrap();
+    assert_eq!(dead.len(), 8);
+    for d in &dead {
+        assert_eq!(d.original_subject, "events.orders.new");
+        assert_eq!(d.delivery_attempts, 3);
+        assert!(d.reason.starts_with("poison "), "{}", d.reason);
+        let first = d.first_failure_at.expect("first failure time");
+        assert!(first >= started && first <= d.dead_lettered_at);
+        assert_eq!(d.event.payload["poison"], json!(true));
+    }
+    // nothing lost: every id was either handled or dead-lettered
+    let mut accounted: HashSet<String> = handled.lock().unwrap().clone();
+    accounted.extend(dead.iter().map(|d| d.event.id.clone()));
+    assert_eq!(accounted, ids.into_iter().collect());
+    assert_eq!(bus.metrics().snapshot().dlq_total, 8);
+}
+
+#[tokio::test]
+async fn panics_and_timeouts_are_failures() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription_with_options(filter("w", "events.p.>"), opts(2, 5))
+        .await
+        .unwrap();
+    bus.publish("p", "panic", "s", "src", json!("panic"))
+        .await
+        .unwrap();
+    bus.publish("p", "slow", "s", "src", json!("slow"))
+        .await
+        .unwrap();
+    bus.publish("p", "fine", "s", "src", json!("fine"))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |r: ReceivedEvent| async move {
+                match r.event.payload.as_str() {
+                    Some("panic") => panic!("handler exploded"),
+                    Some("slow") => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok::<(), BoxError>(())
+                    }
+                    _ => Ok(()),
+                }
+            },
+            ConsumerConfig::default().handler_timeout(Some(Duration::from_millis(50))),
+        )
+        .await
+        .unwrap();
+    wait_until("both dead-lettered", || {
+        consumer.report().dead_lettered == 2
+    })
+    .await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.acked, 1);
+    let reasons: HashMap<String, String> = dlq
+        .list(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.event.payload.as_str().unwrap().to_string(), d.reason))
+        .collect();
+    assert_eq!(reasons["panic"], "handler panicked: handler exploded");
+    assert!(
+        reasons["slow"].starts_with("handler timed out"),
+        "{}",
+        reasons["slow"]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_and_aborts_at_the_deadline_without_loss() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.update_subscription_with_options(
+        filter("w", "events.s.>"),
+        SubscribeOptions {
+            ack_wait: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..6 {
+        bus.publish("s", "t", "s", "src", json!(i)).await.unwrap();
+    }
+    let started = Arc::new(AtomicUsize::new(0));
+    let st = started.clone();
+    // two quick handlers finish during the drain; two never finish in time
+    let consumer = bus
+        .consume(
+            "w",
+            move |r: ReceivedEvent| {
+                let st = st.clone();
+                async move {
+                    st.fetch_add(1, Ordering::SeqCst);
+                    let ms = if r.event.payload.as_i64().unwrap() < 2 {
+                        150
+                    } else {
+                        10_000
+                    };
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default()
+                .concurrency(4)
+                .handler_timeout(None),
+        )
+        .await
+        .unwrap();
+    wait_until("4 in flight", || started.load(Ordering::SeqCst) == 4).await;
+    let t = Instant::now();
+    let report = consumer.shutdown(Duration::from_millis(400)).await;
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(started.load(Ordering::SeqCst), 4, "no fetch after shutdown");
+    assert_eq!((report.acked, report.aborted), (2, 2));
+    // the two aborted and the two never fetched come back to the next runner
+    let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let s = seen.clone();
+    let next = bus
+        .consume(
+            "w",
+            move |r: ReceivedEvent| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(r.event.payload.as_i64().unwrap());
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("the rest", || seen.lock().unwrap().len() == 4).await;
+    next.shutdown(Duration::from_secs(1)).await;
+    let mut rest = seen.lock().unwrap().clone();
+    rest.sort_unstable();
+    assert_eq!(rest, [2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn concurrency_is_bounded() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("w", "events.c.>"))
+        .await
+        .unwrap();
+    for i in 0..30 {
+        bus.publish("c", "t", "s", "src", json!(i)).await.unwrap();
+    }
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r2, p2) = (running.clone(), peak.clone());
+    let consumer = bus
+        .consume(
+            "w",
+            move |_r: ReceivedEvent| {
+                let (running, peak) = (r2.clone(), p2.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default().concurrency(3),
+        )
+        .await
+        .unwrap();
+    wait_until("all", || consumer.report().acked == 30).await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 3, "peak {peak}");
+    assert!(peak >= 2, "ran sequentially (peak {peak})");
+}
+
+#[tokio::test]
+async fn dlq_refusals_are_retried_and_the_event_is_kept_until_accepted() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.refusals.store(2, Ordering::SeqCst);
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription_with_options(filter("w", "events.f.>"), opts(1, 5))
+        .await
+        .unwrap();
+    bus.publish("f", "t", "s", "src", json!(1)).await.unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Err::<(), _>("always") },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.dlq_failed, 0);
+    assert_eq!(dlq_count(&*dlq).await, 1);
+    assert_eq!(bus.metrics().snapshot().dlq_errors, 2);
+
+    // a DLQ that never accepts: the event is left unsettled, not terminated
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.refusals.store(usize::MAX, Ordering::SeqCst);
+    bus.set_dlq_handler(dlq.clone());
+    bus.publish("f", "t", "s", "src", json!(2)).await.unwrap();
+    let config = ConsumerConfig {
+        dlq_attempts: 2,
+        ..ConsumerConfig::default()
+    };
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Err::<(), _>("always") },
+            config,
+        )
+        .await
+        .unwrap();
+    wait_until("dlq failed", || consumer.report().dlq_failed == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((report.dead_lettered, report.terminated), (0, 0));
+}
+
+#[tokio::test]
+async fn handler_sees_plaintext_and_undecryptable_events_are_dead_lettered() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    bus.update_subscription(filter("w", "events.sec.>"))
+        .await
+        .unwrap();
+    bus.publish("sec", "ok", "s", "src", json!({"secret": 1}))
+        .await
+        .unwrap();
+    // an envelope under a key the bus does not have
+    let foreign = Event::new("events.sec.bad", "sec", "s", "src", json!(null));
+    let envelope =
+        event_core::EventEncryptor::encrypt(&TestEncryptor { key: 8 }, &foreign.id, &json!(2))
+            .unwrap();
+    let foreign = Event {
+        payload: envelope,
+        ..foreign
+    };
+    provider.publish(&foreign).await.unwrap();
+
+    let payloads: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let p = payloads.clone();
+    let consumer = bus
+        .consume(
+            "w",
+            move |r: ReceivedEvent| {
+                let p = p.clone();
+                async move {
+                    p.lock().unwrap().push(r.event.payload.clone());
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("dead letter", || dlq.len() == 1).await;
+    wait_until("handled", || consumer.report().acked == 1).await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(*payloads.lock().unwrap(), vec![json!({"secret": 1})]);
+    let dead = dlq.list(1).await.unwrap().remove(0);
+    assert_eq!(dead.event.id, foreign.id);
+    assert!(dead.reason.contains("unknown key"), "{}", dead.reason);
+}
+
+#[tokio::test]
+async fn runner_refuses_bad_config_and_unknown_subscribers() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("w", "events.>"))
+        .await
+        .unwrap();
+    let h = |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) };
+    assert!(matches!(
+        bus.consume("w", h, ConsumerConfig::default().concurrency(0))
+            .await,
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert!(matches!(
+        bus.consume("nobody", h, ConsumerConfig::default()).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn consumer_ends_when_the_subscriber_is_removed() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("w", "events.>"))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    bus.remove_subscription("w").await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
+        .await
+        .expect("consumer ended");
+    assert_eq!(report.acked, 0);
+}
+
+/// A handler implemented on a type.
+struct Counter(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl event_bus::Handler for Counter {
+    async fn handle(&self, _event: ReceivedEvent) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn consume_subscription_with_a_struct_handler() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let sub = provider.subscribe_durable("raw", "events.>").await.unwrap();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let consumer = bus
+        .consume_subscription(
+            sub,
+            SubscribeOptions::default(),
+            Counter(counter.clone()),
+            ConsumerConfig::default(),
+        )
+        .unwrap();
+    for i in 0..5 {
+        bus.publish("x", "y", "s", "src", json!(i)).await.unwrap();
+    }
+    wait_until("5 handled", || counter.load(Ordering::SeqCst) == 5).await;
+    assert_eq!(consumer.shutdown(Duration::from_secs(1)).await.acked, 5);
+}

@@ -1,0 +1,407 @@
+//! The publish pipeline, queries and decrypting subscriptions.
+
+mod common;
+
+use async_trait::async_trait;
+use common::{CollectRouter, RequireField, TestEncryptor};
+use event_bus::EventBus;
+use event_bus::dlq::MemoryDlqHandler;
+use event_core::{
+    DlqHandler, Error, Event, EventEncryptor, EventProvider, ProviderInfo, PublishOptions, Result,
+    Subscription,
+};
+use event_memory::MemoryProvider;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn bus() -> (EventBus, Arc<MemoryProvider>) {
+    let provider = Arc::new(MemoryProvider::default());
+    (EventBus::from_arc(provider.clone()), provider)
+}
+
+async fn next(sub: &mut Box<dyn Subscription>) -> event_core::ReceivedEvent {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("an event in time")
+        .expect("no error")
+        .expect("open")
+}
+
+#[tokio::test]
+async fn publish_builds_subject_and_returns_plaintext_event() {
+    let (bus, provider) = bus();
+    let event = bus
+        .publish(
+            "market",
+            "forex.usd_cny",
+            "USD/CNY",
+            "reuters",
+            json!({"rate": 7.35}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(event.subject, "events.market.forex.usd_cny");
+    assert_eq!(event.category, "market");
+    let stored = provider.history(None, 10).await.unwrap();
+    assert_eq!(stored, vec![event.clone()]);
+    // publishing the same event again is deduplicated
+    let seq1 = bus.publish_event(&event).await.unwrap();
+    let seq2 = bus.publish_event(&event).await.unwrap();
+    assert_eq!(seq1, seq2);
+    assert_eq!(provider.info().await.unwrap().messages, 1);
+}
+
+#[tokio::test]
+async fn invalid_subjects_are_refused_before_io() {
+    let (bus, provider) = bus();
+    for (category, topic) in [
+        ("a.b", "t"),
+        ("", "t"),
+        ("m", "x.*"),
+        ("m", ""),
+        ("m k", "t"),
+    ] {
+        let err = bus
+            .publish(category, topic, "s", "src", json!(null))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidSubject { .. }),
+            "{category}/{topic}: {err}"
+        );
+    }
+    let bad = Event::new("other.market.x", "market", "s", "src", json!(null));
+    assert!(matches!(
+        bus.publish_event(&bad).await,
+        Err(Error::InvalidSubject { .. })
+    ));
+    let wildcard = Event::new("events.market.>", "market", "s", "src", json!(null));
+    assert!(bus.publish_event(&wildcard).await.is_err());
+    assert_eq!(provider.info().await.unwrap().messages, 0);
+    let m = bus.metrics().snapshot();
+    assert_eq!(m.validation_errors, 7);
+    assert_eq!(m.publish_errors, 7);
+    assert_eq!(m.publish_total, 0);
+}
+
+#[tokio::test]
+async fn schema_validation_runs_on_plaintext_before_encryption() {
+    let (bus, provider) = bus();
+    let bus = bus.with_schema_registry(Arc::new(RequireField("rate")));
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 1 }));
+    let err = bus
+        .publish_typed(
+            "market",
+            "forex",
+            "forex.rate",
+            2,
+            "s",
+            "src",
+            json!({"other": 1}),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        Error::SchemaValidation {
+            event_type,
+            version,
+            path,
+            ..
+        } => {
+            assert_eq!(
+                (event_type.as_str(), version, path.as_str()),
+                ("forex.rate", 2, "/rate")
+            );
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(provider.info().await.unwrap().messages, 0);
+    // the valid one passes although the stored payload is an envelope
+    let ok = bus
+        .publish_typed(
+            "market",
+            "forex",
+            "forex.rate",
+            2,
+            "s",
+            "src",
+            json!({"rate": 7}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.event_type, "forex.rate");
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (m.validation_errors, m.publish_total, m.encrypt_total),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn encrypted_at_rest_decrypted_for_readers() {
+    let (bus, provider) = bus();
+    let enc = Arc::new(TestEncryptor { key: 3 });
+    bus.set_encryptor(enc.clone());
+    let mut live = bus.subscribe("events.secret.>").await.unwrap();
+    let event = bus
+        .publish("secret", "x", "s", "src", json!({"pin": 1234}))
+        .await
+        .unwrap();
+    // stored encrypted, bound to the event id
+    let stored = &provider.history(None, 1).await.unwrap()[0];
+    assert!(enc.is_encrypted(&stored.payload));
+    assert_ne!(stored.payload, json!({"pin": 1234}));
+    assert_eq!(
+        enc.decrypt(&event.id, &stored.payload).unwrap(),
+        json!({"pin": 1234})
+    );
+    // readers see plaintext
+    assert_eq!(
+        bus.list_events(Some("secret"), 10).await.unwrap()[0].payload,
+        json!({"pin": 1234})
+    );
+    assert_eq!(next(&mut live).await.event.payload, json!({"pin": 1234}));
+    let m = bus.metrics().snapshot();
+    assert_eq!((m.encrypt_total, m.decrypt_total), (1, 2));
+}
+
+#[tokio::test]
+async fn undecryptable_event_is_dead_lettered_terminated_and_reported() {
+    let (bus, provider) = bus();
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 3 }));
+    bus.set_dlq_handler(dlq.clone());
+    let mut live = bus.subscribe("events.secret.>").await.unwrap();
+    // a ciphertext moved to another event (AAD mismatch), published raw
+    let real = bus
+        .publish("secret", "x", "s", "src", json!({"pin": 1}))
+        .await
+        .unwrap();
+    let stored = provider.history(None, 1).await.unwrap().remove(0);
+    let mut moved = Event::new(
+        "events.secret.y",
+        "secret",
+        "s",
+        "src",
+        stored.payload.clone(),
+    );
+    moved.metadata.insert("k".into(), "v".into());
+    provider.publish(&moved).await.unwrap();
+    bus.publish("secret", "z", "s", "src", json!({"pin": 2}))
+        .await
+        .unwrap();
+
+    assert_eq!(next(&mut live).await.event.id, real.id);
+    let err = live.next().await.unwrap_err();
+    match &err {
+        Error::Decryption(msg) => assert!(msg.contains(&moved.id), "{msg}"),
+        other => panic!("unexpected {other}"),
+    }
+    // the subscription stays usable
+    assert_eq!(next(&mut live).await.event.payload, json!({"pin": 2}));
+    let dead = dlq.list(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.id, moved.id);
+    assert_eq!(dead[0].original_subject, "events.secret.y");
+    assert!(
+        dead[0].reason.contains("associated data"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(bus.metrics().snapshot().decrypt_errors, 1);
+    // listing history names the bad event
+    let err = bus.list_events(Some("secret"), 10).await.unwrap_err();
+    assert!(err.to_string().contains(&moved.id));
+}
+
+#[tokio::test]
+async fn undecryptable_durable_event_is_not_redelivered_after_term() {
+    let (bus, provider) = bus();
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 3 }));
+    bus.publish("secret", "x", "s", "src", json!(1))
+        .await
+        .unwrap();
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 4 })); // key lost
+    let opts = event_core::SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(50)),
+        ..Default::default()
+    };
+    let mut sub = bus.wrap_subscription(
+        provider
+            .subscribe_durable_with_options("d1", "events.>", &opts)
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        sub.next_manual_ack().await,
+        Err(Error::Decryption(_))
+    ));
+    // terminated: not redelivered after the ack wait
+    let again = tokio::time::timeout(Duration::from_millis(300), sub.next_manual_ack()).await;
+    assert!(again.is_err(), "terminated event came back");
+}
+
+#[tokio::test]
+async fn router_gets_plaintext_and_sequence_and_can_refuse() {
+    let (bus, provider) = bus();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 9 }));
+    bus.set_router(router.clone());
+    let e = bus
+        .publish("orders", "new", "s", "src", json!({"n": 1}))
+        .await
+        .unwrap();
+    {
+        let routed = router.routed.lock().unwrap();
+        assert_eq!(routed.len(), 1);
+        assert_eq!(*routed[0].0, e);
+        assert_eq!(routed[0].1, 1);
+    }
+    router.refuse.store(true, Ordering::SeqCst);
+    let e2 = Event::new("events.orders.new", "orders", "s", "src", json!({"n": 2}));
+    assert!(matches!(
+        bus.publish_event(&e2).await,
+        Err(Error::Closed(_))
+    ));
+    // stored anyway; a retry is deduplicated and routed
+    assert_eq!(provider.info().await.unwrap().messages, 2);
+    router.refuse.store(false, Ordering::SeqCst);
+    assert_eq!(bus.publish_event(&e2).await.unwrap(), 2);
+    assert_eq!(provider.info().await.unwrap().messages, 2);
+    assert_eq!(router.routed.lock().unwrap()[1].0.id, e2.id);
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (m.router_errors, m.publish_errors, m.publish_total),
+        (1, 1, 2)
+    );
+}
+
+#[tokio::test]
+async fn publish_options_are_passed_through() {
+    let (bus, _) = bus();
+    let e1 = Event::new("events.a.b", "a", "s", "src", json!(1));
+    let seq = bus.publish_event(&e1).await.unwrap();
+    let e2 = Event::new("events.a.b", "a", "s", "src", json!(2));
+    let wrong = PublishOptions {
+        expected_sequence: Some(seq + 5),
+        ..Default::default()
+    };
+    assert!(matches!(
+        bus.publish_event_with_options(&e2, &wrong).await,
+        Err(Error::WrongLastSequence { .. })
+    ));
+    let same_msg = PublishOptions {
+        msg_id: Some(e1.id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        bus.publish_event_with_options(&e2, &same_msg)
+            .await
+            .unwrap(),
+        seq
+    );
+}
+
+#[tokio::test]
+async fn list_and_counts() {
+    let (bus, _) = bus();
+    for (cat, n) in [("market", 3), ("system", 2)] {
+        for i in 0..n {
+            bus.publish(cat, "t", "s", "src", json!(i)).await.unwrap();
+        }
+    }
+    let market = bus.list_events(Some("market"), 50).await.unwrap();
+    assert_eq!(market.len(), 3);
+    assert_eq!(market[0].payload, json!(2), "newest first");
+    assert_eq!(bus.list_events(None, 2).await.unwrap().len(), 2);
+    assert!(bus.list_events(Some("a.b"), 2).await.is_err());
+    let counts = bus.counts(1000).await.unwrap();
+    assert_eq!(counts.total, 5);
+    assert_eq!(counts.categories["market"], 3);
+    assert_eq!(counts.categories["system"], 2);
+    assert_eq!(bus.counts(4).await.unwrap().total, 4);
+    let info = bus.info().await.unwrap();
+    assert_eq!((info.provider.as_str(), info.messages), ("memory", 5));
+    assert!(bus.health().await.unwrap());
+    let snap = bus.metrics().snapshot();
+    assert_eq!(snap.publish_latency.count, 5);
+    assert!(snap.publish_latency.max_ns >= snap.publish_latency.p50_ns);
+}
+
+/// A provider written against the 0.3 API: only the convenience methods.
+struct LegacyProvider(MemoryProvider);
+
+#[async_trait]
+impl EventProvider for LegacyProvider {
+    async fn publish(&self, event: &Event) -> Result<u64> {
+        self.0.publish(event).await
+    }
+    async fn subscribe(&self, filter: &str) -> Result<Box<dyn Subscription>> {
+        self.0.subscribe(filter).await
+    }
+    async fn subscribe_durable(&self, name: &str, filter: &str) -> Result<Box<dyn Subscription>> {
+        self.0.subscribe_durable(name, filter).await
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        self.0.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> Result<()> {
+        self.0.unsubscribe(name).await
+    }
+    async fn info(&self) -> Result<ProviderInfo> {
+        self.0.info().await
+    }
+    fn name(&self) -> &str {
+        "legacy"
+    }
+}
+
+#[tokio::test]
+async fn legacy_providers_work_without_options_and_refuse_options_clearly() {
+    let bus = EventBus::new(LegacyProvider(MemoryProvider::default()));
+    let mut sub = bus.subscribe("events.>").await.unwrap();
+    let e = bus.publish("a", "b", "s", "src", json!(1)).await.unwrap();
+    assert_eq!(next(&mut sub).await.event.id, e.id);
+    bus.update_subscription(event_core::SubscriptionFilter {
+        subscriber_id: "s".into(),
+        subjects: vec!["events.>".into()],
+        durable: true,
+    })
+    .await
+    .unwrap();
+    let mut subs = bus.create_subscriber("s").await.unwrap();
+    assert_eq!(next(&mut subs[0]).await.event.id, e.id);
+    let err = bus
+        .publish_event_with_options(&e, &PublishOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn hooks_can_be_set_on_a_shared_bus_while_publishing() {
+    let (bus, _) = bus();
+    let publishers: Vec<_> = (0..4)
+        .map(|t| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for i in 0..200 {
+                    bus.publish("load", "t", "s", "src", json!({"t": t, "i": i}))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 5 }));
+    bus.set_router(Arc::new(CollectRouter::default()));
+    for p in publishers {
+        p.await.unwrap();
+    }
+    // every event reads back as plaintext, encrypted or not
+    let all = bus.list_events(Some("load"), 1000).await.unwrap();
+    assert_eq!(all.len(), 800);
+    assert!(all.iter().all(|e| e.payload.get("t").is_some()));
+}

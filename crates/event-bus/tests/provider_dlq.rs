@@ -1,0 +1,204 @@
+//! The provider-backed DLQ and re-drive.
+
+mod common;
+
+use common::{CollectRouter, TestEncryptor};
+use event_bus::dlq::{DEAD_LETTER_EVENT_TYPE, ProviderDlqHandler};
+use event_bus::{ConsumerConfig, EventBus};
+use event_core::{
+    BoxError, DeadLetterEvent, DlqHandler, Event, EventEncryptor, EventProvider, ReceivedEvent,
+    SubscribeOptions, SubscriptionFilter,
+};
+use event_memory::MemoryProvider;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn setup() -> (
+    EventBus,
+    Arc<dyn EventProvider>,
+    Arc<ProviderDlqHandler>,
+    Arc<TestEncryptor>,
+) {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let enc = Arc::new(TestEncryptor { key: 11 });
+    bus.set_encryptor(enc.clone());
+    let dlq = Arc::new(ProviderDlqHandler::new(provider.clone()).with_encryptor(enc.clone()));
+    bus.set_dlq_handler(dlq.clone());
+    (bus, provider, dlq, enc)
+}
+
+#[tokio::test]
+async fn dead_letters_are_new_encrypted_events_with_the_original_in_metadata() {
+    let (_bus, provider, dlq, enc) = setup();
+    let original = Event::new(
+        "events.orders.new",
+        "orders",
+        "s",
+        "src",
+        json!({"card": "4111"}),
+    );
+    let dead = DeadLetterEvent::new(original.clone(), "boom")
+        .with_attempts(3)
+        .with_first_failure_at(5);
+    dlq.handle(dead.clone()).await.unwrap();
+    // the same dead letter handed over again (a retry) is stored once
+    dlq.handle(dead.clone()).await.unwrap();
+    let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let e = &stored[0];
+    assert_eq!(e.subject, "events.dlq.orders");
+    assert_ne!(e.id, original.id, "dead letters get a new id");
+    assert_eq!(e.event_type, DEAD_LETTER_EVENT_TYPE);
+    assert_eq!(e.metadata["a3s.original_id"], original.id);
+    assert_eq!(e.metadata["a3s.original_subject"], "events.orders.new");
+    assert!(
+        enc.is_encrypted(&e.payload),
+        "stored plaintext: {}",
+        e.payload
+    );
+    assert!(!e.payload.to_string().contains("4111"));
+    let listed = dlq.list(10).await.unwrap();
+    assert_eq!(listed, vec![dead]);
+    assert_eq!(dlq.count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn runner_dead_letters_to_the_provider_and_redrive_republishes_once() {
+    let (bus, provider, dlq, _) = setup();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    bus.update_subscription_with_options(
+        SubscriptionFilter {
+            subscriber_id: "w".into(),
+            subjects: vec!["events.orders.>".into()],
+            durable: true,
+        },
+        SubscribeOptions {
+            max_deliver: Some(2),
+            backoff: vec![Duration::from_millis(5)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            bus.publish("orders", "new", "s", "src", json!({"i": i}))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let consumer = bus
+        .consume(
+            "w",
+            |r: ReceivedEvent| async move {
+                // fails unless re-driven
+                if r.event.metadata.contains_key("a3s.redriven_from") {
+                    Ok::<(), BoxError>(())
+                } else {
+                    Err("downstream unavailable".into())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while consumer.report().dead_lettered < 3 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let dead = dlq.list(10).await.unwrap();
+    assert_eq!(dead.len(), 3);
+    assert!(
+        dead.iter()
+            .all(|d| d.delivery_attempts == 2 && d.reason == "downstream unavailable")
+    );
+
+    let report = dlq.redrive(&bus, 100).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (3, 0));
+    // a second re-drive finds nothing new
+    assert_eq!(dlq.redrive(&bus, 100).await.unwrap().redriven, 0);
+    while consumer.report().acked < 3 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    consumer.shutdown(Duration::from_secs(1)).await;
+    // the re-driven copies: fresh ids, original subject, routed and encrypted
+    let redriven: Vec<Event> = bus
+        .list_events(Some("orders"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.metadata.contains_key("a3s.redriven_from"))
+        .collect();
+    assert_eq!(redriven.len(), 3);
+    let mut from: Vec<String> = redriven
+        .iter()
+        .map(|e| e.metadata["a3s.redriven_from"].clone())
+        .collect();
+    from.sort();
+    ids.sort();
+    assert_eq!(from, ids);
+    assert!(
+        redriven
+            .iter()
+            .all(|e| !ids.contains(&e.id) && e.subject == "events.orders.new")
+    );
+    assert_eq!(router.routed.lock().unwrap().len(), 6);
+    assert_eq!(
+        provider
+            .history(Some("events.dlq.>"), 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn redrive_limits_and_failed_republish_keeps_the_letter() {
+    let (bus, _provider, dlq, _) = setup();
+    for i in 0..3 {
+        let e = Event::new("events.jobs.run", "jobs", "s", "src", json!(i));
+        dlq.handle(DeadLetterEvent::new(e, "x")).await.unwrap();
+    }
+    assert_eq!(dlq.redrive(&bus, 1).await.unwrap().redriven, 1);
+    let router = Arc::new(CollectRouter::default());
+    router.refuse.store(true, Ordering::SeqCst);
+    bus.set_router(router.clone());
+    assert!(dlq.redrive(&bus, 10).await.is_err());
+    router.refuse.store(false, Ordering::SeqCst);
+    assert_eq!(dlq.redrive(&bus, 10).await.unwrap().redriven, 2);
+    assert_eq!(dlq.redrive(&bus, 0).await.unwrap().redriven, 0);
+    // the refused attempt was stored, and its retry deduplicated: 3 copies
+    assert_eq!(bus.list_events(Some("jobs"), 10).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn configuration_and_subjects() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    assert!(
+        ProviderDlqHandler::new(provider.clone())
+            .with_category("a.b")
+            .is_err()
+    );
+    let dlq = ProviderDlqHandler::new(provider)
+        .with_category("deadletters")
+        .unwrap();
+    assert_eq!(dlq.filter_subject(), "events.deadletters.>");
+    assert_eq!(dlq.subject_for("market"), "events.deadletters.market");
+    assert_eq!(
+        dlq.subject_for("bad category"),
+        "events.deadletters.unknown"
+    );
+    // an undecodable-looking category still stores fine
+    let e = Event::new("events.x.y", "", "s", "src", json!(null));
+    dlq.handle(DeadLetterEvent::new(e, "r")).await.unwrap();
+    assert_eq!(dlq.count().await.unwrap(), 1);
+}

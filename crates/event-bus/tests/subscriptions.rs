@@ -1,0 +1,357 @@
+//! Managed subscriptions and state persistence.
+
+mod common;
+
+use async_trait::async_trait;
+use event_bus::{EventBus, FileStateStore, MemoryStateStore, durable_consumer_name};
+use event_core::{
+    Error, EventProvider, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
+    SubscriptionRecord,
+};
+use event_memory::MemoryProvider;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+fn filter(id: &str, subjects: &[&str], durable: bool) -> SubscriptionFilter {
+    SubscriptionFilter {
+        subscriber_id: id.into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        durable,
+    }
+}
+
+async fn next(sub: &mut Box<dyn Subscription>) -> event_core::ReceivedEvent {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("an event in time")
+        .expect("no error")
+        .expect("open")
+}
+
+#[tokio::test]
+async fn update_get_list_remove() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("b", &["events.market.>"], true))
+        .await
+        .unwrap();
+    bus.update_subscription(filter("a", &["events.*.x"], false))
+        .await
+        .unwrap();
+    let ids: Vec<_> = bus
+        .list_subscriptions()
+        .await
+        .into_iter()
+        .map(|f| f.subscriber_id)
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(
+        bus.get_subscription("b").await.unwrap().subjects,
+        ["events.market.>"]
+    );
+    bus.remove_subscription("b").await.unwrap();
+    assert!(bus.get_subscription("b").await.is_none());
+    assert!(matches!(
+        bus.remove_subscription("b").await,
+        Err(Error::NotFound {
+            kind: "subscription",
+            ..
+        })
+    ));
+    assert!(matches!(
+        bus.create_subscriber("nobody").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(bus.metrics().snapshot().unsubscribe_total, 1);
+}
+
+#[tokio::test]
+async fn invalid_filters_are_refused() {
+    let bus = EventBus::new(MemoryProvider::default());
+    for f in [
+        filter("", &["events.>"], true),
+        filter("a", &[], true),
+        filter("a", &["events.>.x"], true),
+        filter("a", &["events..x"], true),
+        filter("a\n", &["events.>"], true),
+    ] {
+        assert!(bus.update_subscription(f.clone()).await.is_err(), "{f:?}");
+    }
+    assert!(bus.list_subscriptions().await.is_empty());
+}
+
+#[tokio::test]
+async fn options_are_kept_replaced_and_persisted() {
+    let store = Arc::new(MemoryStateStore::new());
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(store.clone()).await.unwrap();
+    let opts = SubscribeOptions {
+        max_deliver: Some(4),
+        backoff: vec![Duration::from_millis(10)],
+        ..Default::default()
+    };
+    bus.update_subscription_with_options(filter("a", &["events.>"], true), opts.clone())
+        .await
+        .unwrap();
+    // a plain update keeps the options
+    bus.update_subscription(filter("a", &["events.x.>"], true))
+        .await
+        .unwrap();
+    let rec = bus.get_subscription_record("a").await.unwrap();
+    assert_eq!(rec.options.as_ref(), Some(&opts));
+    assert_eq!(rec.filter.subjects, ["events.x.>"]);
+    assert_eq!(store.load().await.unwrap(), vec![rec.clone()]);
+    // set_subscription replaces exactly
+    bus.set_subscription(SubscriptionRecord {
+        filter: rec.filter.clone(),
+        options: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(store.load().await.unwrap()[0].options, None);
+    assert_eq!(store.saves(), 3);
+}
+
+#[tokio::test]
+async fn durable_subscriber_resumes_and_removal_deletes_its_consumers() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.update_subscription(filter(
+        "analyst",
+        &["events.market.>", "events.system.>"],
+        true,
+    ))
+    .await
+    .unwrap();
+    let e1 = bus
+        .publish("market", "fx", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let mut subs = bus.create_subscriber("analyst").await.unwrap();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(next(&mut subs[0]).await.event.id, e1.id);
+    subs[0].close().await.unwrap();
+    drop(subs);
+    let e2 = bus
+        .publish("market", "fx", "s", "src", json!(2))
+        .await
+        .unwrap();
+    // the durable resumes after the acknowledged event
+    let mut subs = bus.create_subscriber("analyst").await.unwrap();
+    assert_eq!(next(&mut subs[0]).await.event.id, e2.id);
+    drop(subs);
+    assert_eq!(provider.info().await.unwrap().consumers, 2);
+    // dropping a subject deletes its durable; removal deletes the rest
+    bus.update_subscription(filter("analyst", &["events.market.>"], true))
+        .await
+        .unwrap();
+    assert!(matches!(
+        provider
+            .unsubscribe(&durable_consumer_name("analyst", "events.system.>"))
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    bus.remove_subscription("analyst").await.unwrap();
+    assert_eq!(provider.info().await.unwrap().consumers, 0);
+    assert_eq!(bus.metrics().snapshot().subscribe_total, 4);
+}
+
+#[tokio::test]
+async fn ephemeral_subscriber_sees_new_events_only_unless_options_say_otherwise() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let old = bus.publish("a", "b", "s", "src", json!(0)).await.unwrap();
+    bus.update_subscription(filter("live", &["events.a.>"], false))
+        .await
+        .unwrap();
+    let mut live = bus.create_subscriber("live").await.unwrap();
+    let new = bus.publish("a", "b", "s", "src", json!(1)).await.unwrap();
+    assert_eq!(next(&mut live[0]).await.event.id, new.id);
+    bus.update_subscription_with_options(
+        filter("replay", &["events.a.>"], false),
+        SubscribeOptions::default(), // deliver policy All
+    )
+    .await
+    .unwrap();
+    let mut replay = bus.create_subscriber("replay").await.unwrap();
+    assert_eq!(next(&mut replay[0]).await.event.id, old.id);
+}
+
+#[tokio::test]
+async fn crash_test_subscriptions_restored_from_the_state_file() {
+    let dir = common::temp_dir("crash");
+    let path = dir.join("state/subscriptions.json");
+    let provider = Arc::new(MemoryProvider::default());
+    let opts = SubscribeOptions {
+        max_deliver: Some(3),
+        ..Default::default()
+    };
+    {
+        let bus_a = EventBus::from_arc(provider.clone());
+        bus_a
+            .set_state_store(Arc::new(FileStateStore::new(&path)))
+            .await
+            .unwrap();
+        bus_a
+            .update_subscription(filter("analyst", &["events.market.>"], true))
+            .await
+            .unwrap();
+        bus_a
+            .update_subscription_with_options(filter("auditor", &["events.>"], true), opts.clone())
+            .await
+            .unwrap();
+        bus_a
+            .update_subscription(filter("gone", &["events.x.>"], false))
+            .await
+            .unwrap();
+        bus_a.remove_subscription("gone").await.unwrap();
+        // bus A is dropped without any shutdown step
+    }
+    let bus_b = EventBus::from_arc(provider.clone());
+    assert!(bus_b.list_subscriptions().await.is_empty());
+    bus_b
+        .set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    let records = bus_b.list_subscription_records().await;
+    let ids: Vec<_> = records
+        .iter()
+        .map(|r| r.filter.subscriber_id.as_str())
+        .collect();
+    assert_eq!(ids, ["analyst", "auditor"]);
+    assert_eq!(records[1].options.as_ref(), Some(&opts));
+    // and they work: the restored durable is the same consumer name
+    let e = bus_b
+        .publish("market", "fx", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let mut subs = bus_b.create_subscriber("analyst").await.unwrap();
+    assert_eq!(next(&mut subs[0]).await.event.id, e.id);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn set_state_store_merges_and_a_corrupt_file_changes_nothing() {
+    let dir = common::temp_dir("merge");
+    let path = dir.join("s.json");
+    let stored = FileStateStore::new(&path);
+    stored
+        .save(&[SubscriptionRecord {
+            filter: filter("stored", &["events.a.>"], true),
+            options: None,
+        }])
+        .await
+        .unwrap();
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("early", &["events.b.>"], false))
+        .await
+        .unwrap();
+    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    let ids: Vec<_> = bus
+        .list_subscriptions()
+        .await
+        .into_iter()
+        .map(|f| f.subscriber_id)
+        .collect();
+    assert_eq!(ids, ["early", "stored"]);
+    assert_eq!(stored.load().await.unwrap().len(), 2, "merged set saved");
+
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, b"{\"version\":1,\"subscriptions\":[{").unwrap();
+    let other = EventBus::new(MemoryProvider::default());
+    other
+        .update_subscription(filter("x", &["events.>"], true))
+        .await
+        .unwrap();
+    let err = other
+        .set_state_store(Arc::new(FileStateStore::new(&bad)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bad.json"), "{err}");
+    assert_eq!(
+        std::fs::read(&bad).unwrap(),
+        b"{\"version\":1,\"subscriptions\":[{"
+    );
+    // the bus kept its state and has no store: updates do not touch the file
+    other
+        .update_subscription(filter("y", &["events.>"], true))
+        .await
+        .unwrap();
+    assert_eq!(other.list_subscriptions().await.len(), 2);
+    assert_eq!(
+        std::fs::read(&bad).unwrap(),
+        b"{\"version\":1,\"subscriptions\":[{"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[derive(Default)]
+struct FailingStore {
+    fail: AtomicBool,
+    inner: MemoryStateStore,
+}
+
+#[async_trait]
+impl StateStore for FailingStore {
+    async fn load(&self) -> Result<Vec<SubscriptionRecord>> {
+        self.inner.load().await
+    }
+    async fn save(&self, subscriptions: &[SubscriptionRecord]) -> Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::Connection("disk gone".into()));
+        }
+        self.inner.save(subscriptions).await
+    }
+}
+
+#[tokio::test]
+async fn a_change_that_cannot_be_saved_is_not_applied() {
+    let store = Arc::new(FailingStore::default());
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(store.clone()).await.unwrap();
+    bus.update_subscription(filter("a", &["events.>"], true))
+        .await
+        .unwrap();
+    store.fail.store(true, Ordering::SeqCst);
+    assert!(
+        bus.update_subscription(filter("b", &["events.>"], true))
+            .await
+            .is_err()
+    );
+    assert!(bus.remove_subscription("a").await.is_err());
+    let ids: Vec<_> = bus
+        .list_subscriptions()
+        .await
+        .into_iter()
+        .map(|f| f.subscriber_id)
+        .collect();
+    assert_eq!(ids, ["a"]);
+    assert_eq!(store.inner.load().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_updates_all_land_in_the_store() {
+    let dir = common::temp_dir("concurrent");
+    let path = dir.join("s.json");
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                bus.update_subscription(filter(&format!("s{i:02}"), &["events.>"], i % 2 == 0))
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(FileStateStore::new(&path).load().await.unwrap().len(), 20);
+    std::fs::remove_dir_all(dir).unwrap();
+}
