@@ -1,0 +1,470 @@
+//! `Event` ↔ `CloudEvent` conversion (see [`crate::mapping`] for the mapping).
+
+use crate::CloudEvent;
+use crate::mapping::{
+    self, CATEGORY, DEFAULT_SOURCE, DEFAULT_TYPE, DEFAULTED, FOREIGN_PREFIX, JSON_CONTENT_TYPE,
+    METADATA_HEX_PREFIX, METADATA_PREFIX, MetadataSlot, SUMMARY, TIMESTAMP, VERSION,
+};
+use chrono::{DateTime, Utc};
+use cloudevents::event::{AttributesReader, AttributesWriter, ExtensionValue};
+use cloudevents::{Data, EventBuilder, EventBuilderV10};
+use event_core::{Error, Event, Result};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use url::Url;
+
+/// The largest timestamp (ms) whose RFC 3339 form has a four-digit year:
+/// 9999-12-31T23:59:59.999Z.
+const MAX_RFC3339_MILLIS: u64 = 253_402_300_799_999;
+
+fn invalid(reason: impl std::fmt::Display) -> Error {
+    Error::Serialization(format!("CloudEvent cannot become an A3S event: {reason}"))
+}
+
+/// Converts without consuming the event (clones it).
+impl From<&Event> for CloudEvent {
+    fn from(event: &Event) -> Self {
+        CloudEvent::from(event.clone())
+    }
+}
+
+/// Lossless: `Event::try_from(CloudEvent::from(e)) == Ok(e)` for every event.
+impl From<Event> for CloudEvent {
+    fn from(event: Event) -> Self {
+        let Event {
+            id,
+            subject,
+            category,
+            event_type,
+            version,
+            payload,
+            summary,
+            source,
+            timestamp,
+            metadata,
+        } = event;
+
+        let mut defaulted: Vec<&str> = Vec::new();
+        let id = if id.is_empty() {
+            defaulted.push("id");
+            event_core::new_event_id()
+        } else {
+            id
+        };
+        let source = if source.is_empty() {
+            defaulted.push("source");
+            DEFAULT_SOURCE.to_string()
+        } else {
+            source
+        };
+        let ty = if event_type.is_empty() {
+            defaulted.push("type");
+            DEFAULT_TYPE.to_string()
+        } else {
+            event_type
+        };
+
+        let mut ce = base_event(id, source, ty);
+        if !subject.is_empty() {
+            ce.set_subject(Some(subject));
+        }
+        match millis_to_time(timestamp) {
+            Some(time) => {
+                ce.set_time(Some(time));
+            }
+            None => ce.set_extension(TIMESTAMP, timestamp.to_string()),
+        }
+        ce.set_extension(CATEGORY, category);
+        ce.set_extension(SUMMARY, summary);
+        match i32::try_from(version) {
+            Ok(v) => ce.set_extension(VERSION, i64::from(v)),
+            Err(_) => ce.set_extension(VERSION, version.to_string()),
+        }
+        if !defaulted.is_empty() {
+            ce.set_extension(DEFAULTED, defaulted.join(","));
+        }
+
+        let mut content_type: Option<String> = None;
+        for (key, value) in metadata {
+            match mapping::metadata_slot(&key) {
+                MetadataSlot::Foreign(name) => ce.set_extension(name, value),
+                MetadataSlot::DataSchema => match Url::parse(&value) {
+                    Ok(url) if url.as_str() == value => {
+                        ce.set_dataschema(Some(url));
+                    }
+                    _ => ce.set_extension(&mapping::encode_metadata_key(&key), value),
+                },
+                MetadataSlot::DataContentType
+                    if mapping::is_json_content_type(&value) && value != JSON_CONTENT_TYPE =>
+                {
+                    content_type = Some(value);
+                }
+                MetadataSlot::DataContentType | MetadataSlot::Encoded => {
+                    ce.set_extension(&mapping::encode_metadata_key(&key), value)
+                }
+            }
+        }
+
+        if payload.is_null() {
+            if content_type.is_some() {
+                ce.set_datacontenttype(content_type);
+            }
+        } else {
+            ce.set_data(
+                content_type.unwrap_or_else(|| JSON_CONTENT_TYPE.to_string()),
+                Data::Json(payload),
+            );
+        }
+        CloudEvent::new(ce)
+    }
+}
+
+/// An SDK event with the three required attributes (all non-empty).
+fn base_event(id: String, source: String, ty: String) -> cloudevents::Event {
+    let built = EventBuilderV10::new()
+        .id(id.as_str())
+        .source(source.as_str())
+        .ty(ty.as_str())
+        .build();
+    match built {
+        Ok(event) => event,
+        // The builder fails only on a missing or empty required attribute,
+        // which the caller rules out; set the attributes directly regardless.
+        Err(_) => {
+            let mut event = cloudevents::Event::default();
+            event.set_id(id);
+            event.set_source(source);
+            event.set_type(ty);
+            event.set_time(None::<DateTime<Utc>>);
+            event
+        }
+    }
+}
+
+/// `time` for a millisecond timestamp, if it has an RFC 3339 form.
+fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
+    if millis > MAX_RFC3339_MILLIS {
+        return None;
+    }
+    DateTime::from_timestamp_millis(i64::try_from(millis).ok()?)
+}
+
+/// Fails with [`Error::Serialization`] when the CloudEvent cannot be held by
+/// an A3S event:
+///
+/// - `data` under a non-JSON `datacontenttype` (`text/plain`, `application/xml`,
+///   ...), or data that does not parse as JSON;
+/// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
+/// - a bad A3S extension: a non-string `a3scategory`/`a3ssummary`, an
+///   `a3sversion` that is not an integer in `u32` range, an `a3stimestamp`
+///   that is not decimal milliseconds, an unknown entry in `a3sdefaulted`, an
+///   `a3sx…` name that is not hex of UTF-8, two extensions for the same
+///   metadata key.
+///
+/// Missing optional parts take the defaults listed in [`crate::mapping`].
+impl TryFrom<CloudEvent> for Event {
+    type Error = Error;
+
+    fn try_from(ce: CloudEvent) -> Result<Event> {
+        let mut ce = ce.into_inner();
+        let (content_type, dataschema, data) = ce.take_data();
+
+        let mut category: Option<String> = None;
+        let mut summary = String::new();
+        let mut version = 1_u32;
+        let mut defaulted_id = false;
+        let mut defaulted_source = false;
+        let mut defaulted_type = false;
+        let mut a3s_timestamp: Option<u64> = None;
+        let mut metadata: HashMap<String, String> = HashMap::new();
+
+        for (name, value) in ce.iter_extensions() {
+            match name {
+                CATEGORY => category = Some(string_extension(name, value)?),
+                SUMMARY => summary = string_extension(name, value)?,
+                VERSION => version = version_extension(value)?,
+                TIMESTAMP => {
+                    let raw = string_extension(name, value)?;
+                    a3s_timestamp = Some(raw.parse().map_err(|_| {
+                        invalid(format!(
+                            "extension `{TIMESTAMP}` must be decimal Unix milliseconds, got {raw:?}"
+                        ))
+                    })?);
+                }
+                DEFAULTED => {
+                    for attr in string_extension(name, value)?.split(',') {
+                        match attr {
+                            "id" => defaulted_id = true,
+                            "source" => defaulted_source = true,
+                            "type" => defaulted_type = true,
+                            other => {
+                                return Err(invalid(format!(
+                                    "extension `{DEFAULTED}` names unknown attribute {other:?} \
+                                     (expected id, source or type)"
+                                )));
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let key = if let Some(hex) = name.strip_prefix(METADATA_HEX_PREFIX) {
+                        mapping::decode_hex_key(hex).map_err(|reason| {
+                            invalid(format!("metadata extension `{name}`: {reason}"))
+                        })?
+                    } else if let Some(key) = name.strip_prefix(METADATA_PREFIX) {
+                        key.to_string()
+                    } else {
+                        format!("{FOREIGN_PREFIX}{name}")
+                    };
+                    insert_metadata(&mut metadata, key, value.to_string(), name)?;
+                }
+            }
+        }
+
+        if let Some(url) = dataschema {
+            insert_metadata(
+                &mut metadata,
+                format!("{FOREIGN_PREFIX}dataschema"),
+                url.into(),
+                "dataschema",
+            )?;
+        }
+        let payload = match data {
+            None => serde_json::Value::Null,
+            Some(data) => json_payload(content_type.as_deref(), data)?,
+        };
+        if let Some(ct) = content_type.filter(|ct| ct != JSON_CONTENT_TYPE) {
+            insert_metadata(
+                &mut metadata,
+                format!("{FOREIGN_PREFIX}datacontenttype"),
+                ct,
+                "datacontenttype",
+            )?;
+        }
+
+        let timestamp = match (ce.time(), a3s_timestamp) {
+            (Some(time), _) => u64::try_from(time.timestamp_millis()).map_err(|_| {
+                invalid(format!(
+                    "time {} is before 1970; A3S timestamps are unsigned",
+                    time.to_rfc3339()
+                ))
+            })?,
+            (None, Some(ms)) => ms,
+            (None, None) => event_core::now_millis(),
+        };
+
+        let subject = ce.subject().unwrap_or_default().to_string();
+        let category = category.unwrap_or_else(|| subject_category(&subject));
+        let keep = |defaulted: bool, value: &str| {
+            if defaulted {
+                String::new()
+            } else {
+                value.to_string()
+            }
+        };
+        Ok(Event {
+            id: keep(defaulted_id, ce.id()),
+            source: keep(defaulted_source, ce.source()),
+            event_type: keep(defaulted_type, ce.ty()),
+            subject,
+            category,
+            version,
+            payload,
+            summary,
+            timestamp,
+            metadata,
+        })
+    }
+}
+
+/// The category a foreign CloudEvent gets: the subject's second token.
+fn subject_category(subject: &str) -> String {
+    let mut tokens = subject.split('.');
+    match (tokens.next(), tokens.next()) {
+        (Some(_), Some(category)) => category.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn insert_metadata(
+    metadata: &mut HashMap<String, String>,
+    key: String,
+    value: String,
+    attribute: &str,
+) -> Result<()> {
+    match metadata.entry(key) {
+        Entry::Vacant(slot) => {
+            slot.insert(value);
+            Ok(())
+        }
+        Entry::Occupied(slot) => Err(invalid(format!(
+            "attribute `{attribute}` maps to metadata key {:?}, which another attribute already holds",
+            slot.key()
+        ))),
+    }
+}
+
+fn string_extension(name: &str, value: &ExtensionValue) -> Result<String> {
+    match value {
+        ExtensionValue::String(s) => Ok(s.clone()),
+        other => Err(invalid(format!(
+            "extension `{name}` must be a string, got {other}"
+        ))),
+    }
+}
+
+fn version_extension(value: &ExtensionValue) -> Result<u32> {
+    let parsed = match value {
+        ExtensionValue::Integer(i) => u32::try_from(*i).ok(),
+        ExtensionValue::String(s) => s.parse::<u32>().ok(),
+        ExtensionValue::Boolean(_) => None,
+    };
+    parsed.ok_or_else(|| {
+        invalid(format!(
+            "extension `{VERSION}` must be an integer from 0 to {}, got {value}",
+            u32::MAX
+        ))
+    })
+}
+
+fn json_payload(content_type: Option<&str>, data: Data) -> Result<serde_json::Value> {
+    if let Some(ct) = content_type.filter(|ct| !mapping::is_json_content_type(ct)) {
+        return Err(invalid(format!(
+            "datacontenttype {ct:?} is not JSON; an A3S payload holds JSON only"
+        )));
+    }
+    match data {
+        Data::Json(value) => Ok(value),
+        Data::String(text) => {
+            serde_json::from_str(&text).map_err(|e| invalid(format!("data is not valid JSON: {e}")))
+        }
+        Data::Binary(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("data is not valid JSON: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Event {
+        Event::typed(
+            "events.market.forex",
+            "market",
+            "forex.rate_change",
+            3,
+            "USD/CNY",
+            "reuters",
+            json!({"rate": 7.35}),
+        )
+        .with_metadata("region", "asia")
+        .with_metadata("X-Trace.Id", "abc")
+        .with_metadata("ce-traceparent", "00-abc-01")
+    }
+
+    #[test]
+    fn attributes_map_as_documented() {
+        let event = sample();
+        let ce = CloudEvent::from(&event);
+        assert_eq!(ce.id(), event.id);
+        assert_eq!(ce.ty(), "forex.rate_change");
+        assert_eq!(ce.source(), "reuters");
+        assert_eq!(ce.subject(), Some("events.market.forex"));
+        assert_eq!(ce.datacontenttype(), Some("application/json"));
+        assert_eq!(
+            ce.time().map(|t| t.timestamp_millis()),
+            Some(i64::try_from(event.timestamp).unwrap())
+        );
+        assert_eq!(
+            ce.extension("a3scategory"),
+            Some(&ExtensionValue::from("market"))
+        );
+        assert_eq!(
+            ce.extension("a3sversion"),
+            Some(&ExtensionValue::Integer(3))
+        );
+        assert_eq!(
+            ce.extension("a3smregion"),
+            Some(&ExtensionValue::from("asia"))
+        );
+        assert_eq!(
+            ce.extension("traceparent"),
+            Some(&ExtensionValue::from("00-abc-01"))
+        );
+        assert!(ce.extension("a3sdefaulted").is_none());
+        assert_eq!(ce.data(), Some(&Data::Json(json!({"rate": 7.35}))));
+        assert_eq!(Event::try_from(ce).unwrap(), event);
+    }
+
+    #[test]
+    fn empty_required_fields_get_recorded_defaults() {
+        let mut event = Event::new("", "", "", "", json!(null));
+        event.id = String::new();
+        let ce = CloudEvent::from(&event);
+        assert_eq!(ce.ty(), DEFAULT_TYPE);
+        assert_eq!(ce.source(), DEFAULT_SOURCE);
+        assert!(ce.id().starts_with("evt-"));
+        assert_eq!(
+            ce.extension(DEFAULTED),
+            Some(&ExtensionValue::from("id,source,type"))
+        );
+        assert!(ce.subject().is_none());
+        assert!(ce.data().is_none());
+        assert!(ce.datacontenttype().is_none());
+        assert_eq!(Event::try_from(ce).unwrap(), event);
+    }
+
+    #[test]
+    fn far_future_and_zero_timestamps_round_trip() {
+        for ts in [0, 1, MAX_RFC3339_MILLIS, MAX_RFC3339_MILLIS + 1, u64::MAX] {
+            let mut event = sample();
+            event.timestamp = ts;
+            let ce = CloudEvent::from(&event);
+            assert_eq!(ce.time().is_some(), ts <= MAX_RFC3339_MILLIS, "{ts}");
+            assert_eq!(Event::try_from(ce).unwrap(), event, "{ts}");
+        }
+    }
+
+    #[test]
+    fn large_versions_travel_as_strings() {
+        let mut event = sample();
+        event.version = u32::MAX;
+        let ce = CloudEvent::from(&event);
+        assert_eq!(
+            ce.extension(VERSION),
+            Some(&ExtensionValue::from(u32::MAX.to_string()))
+        );
+        assert_eq!(Event::try_from(ce).unwrap(), event);
+    }
+
+    #[test]
+    fn dataschema_and_content_type_metadata_become_attributes() {
+        let event = sample()
+            .with_metadata("ce-dataschema", "https://schemas.example.com/rate.json")
+            .with_metadata("ce-datacontenttype", "application/vnd.rate+json");
+        let ce = CloudEvent::from(&event);
+        assert_eq!(
+            ce.dataschema().map(Url::as_str),
+            Some("https://schemas.example.com/rate.json")
+        );
+        assert_eq!(ce.datacontenttype(), Some("application/vnd.rate+json"));
+        assert_eq!(Event::try_from(ce).unwrap(), event);
+
+        // Values the attributes cannot hold verbatim stay encoded metadata.
+        let event = sample()
+            .with_metadata("ce-dataschema", "HTTPS://Example.com")
+            .with_metadata("ce-datacontenttype", "text/plain");
+        let ce = CloudEvent::from(&event);
+        assert!(ce.dataschema().is_none());
+        assert_eq!(ce.datacontenttype(), Some("application/json"));
+        assert_eq!(Event::try_from(ce).unwrap(), event);
+    }
+
+    #[test]
+    fn category_defaults_to_the_subject_token() {
+        assert_eq!(subject_category("events.market.forex"), "market");
+        assert_eq!(subject_category("events"), "");
+        assert_eq!(subject_category(""), "");
+    }
+}

@@ -1,0 +1,238 @@
+//! The HTTP protocol binding (feature `http`; `http-client` and
+//! `http-server` build on it).
+//!
+//! Messages are produced and parsed by the SDK's HTTP binding, in either
+//! content mode:
+//!
+//! - [`Mode::Binary`] (the default, as in Knative): attributes in `ce-*`
+//!   headers, `datacontenttype` in `Content-Type`, the JSON payload as the
+//!   body. Header values are percent-encoded as the binding requires (the
+//!   SDK does not), so unicode and leading spaces survive.
+//! - [`Mode::Structured`]: the whole event as one
+//!   `application/cloudevents+json` document.
+//!
+//! Receiving detects the mode from the headers, as the binding specifies.
+
+mod percent;
+
+#[cfg(feature = "http-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
+pub mod client;
+#[cfg(feature = "http-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http-server")))]
+pub mod server;
+
+use crate::CloudEvent;
+use crate::structured::STRUCTURED_CONTENT_TYPE;
+use cloudevents::binding::http::{Builder, SPEC_VERSION_HEADER, Serializer, to_event};
+use cloudevents::message::{BinaryDeserializer, StructuredDeserializer};
+use event_core::{Error, Event, Result};
+use http::{HeaderMap, HeaderName, HeaderValue, header::CONTENT_TYPE};
+
+/// How an event is laid out in an HTTP message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Attributes in `ce-*` headers, data in the body.
+    #[default]
+    Binary,
+    /// One `application/cloudevents+json` document in the body.
+    Structured,
+}
+
+/// The headers and body of an HTTP message carrying one CloudEvent; use it as
+/// a request or a response with any HTTP stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpMessage {
+    /// `ce-*` and `Content-Type` headers.
+    pub headers: HeaderMap,
+    /// The body: JSON data (binary mode) or the event document (structured).
+    pub body: Vec<u8>,
+}
+
+/// The event as an HTTP message in `mode`.
+///
+/// ```
+/// use event_cloudevents::http::{Mode, to_http, from_http};
+/// use event_core::Event;
+///
+/// let event = Event::new("events.a.b", "a", "naïve café", "svc", serde_json::json!({"k": 1}));
+/// let msg = to_http(&event, Mode::Binary)?;
+/// assert_eq!(msg.headers["ce-subject"], "events.a.b");
+/// assert_eq!(msg.headers["ce-a3ssummary"], "na%C3%AFve%20caf%C3%A9");
+/// assert_eq!(from_http(&msg.headers, msg.body)?, event);
+/// # Ok::<(), event_core::Error>(())
+/// ```
+pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
+    cloudevent_to_http(CloudEvent::from(event), mode)
+}
+
+/// A CloudEvent as an HTTP message in `mode`. Fails when an extension name
+/// cannot be a header name.
+pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> {
+    let mut event = event.into_inner();
+    let builder = MessageBuilder::default();
+    let result = match mode {
+        Mode::Binary => {
+            percent::encode_event(&mut event);
+            BinaryDeserializer::deserialize_binary(event, Serializer::new(builder))
+        }
+        Mode::Structured => {
+            StructuredDeserializer::deserialize_structured(event, Serializer::new(builder))
+        }
+    };
+    result.map_err(|e| Error::Serialization(format!("cannot encode CloudEvent for HTTP: {e}")))
+}
+
+/// Parses a CloudEvent from an HTTP message (either mode) and converts it to
+/// an event. A message that is not a valid CloudEvent, or one that cannot
+/// become an A3S event, is [`Error::Serialization`].
+pub fn from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<Event> {
+    Event::try_from(cloudevent_from_http(headers, body)?)
+}
+
+/// Parses a CloudEvent from an HTTP message (either mode).
+pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudEvent> {
+    let structured = is_structured(headers);
+    if !structured && !headers.contains_key(SPEC_VERSION_HEADER) {
+        return Err(Error::Serialization(format!(
+            "HTTP message is not a CloudEvent: no `{SPEC_VERSION_HEADER}` header and \
+             Content-Type is not {STRUCTURED_CONTENT_TYPE}"
+        )));
+    }
+    let mut event = to_event(headers, body)
+        .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")))?;
+    if !structured {
+        percent::decode_event(&mut event)?;
+    }
+    Ok(CloudEvent::new(event))
+}
+
+/// Whether the headers announce a CloudEvent (binary or structured mode).
+pub fn is_cloudevent(headers: &HeaderMap) -> bool {
+    is_structured(headers) || headers.contains_key(SPEC_VERSION_HEADER)
+}
+
+fn is_structured(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(STRUCTURED_CONTENT_TYPE))
+}
+
+/// Collects what the SDK's serializer writes.
+#[derive(Default)]
+struct MessageBuilder {
+    headers: HeaderMap,
+    bad_header: Option<String>,
+}
+
+impl Builder<HttpMessage> for MessageBuilder {
+    fn header(&mut self, key: &str, value: HeaderValue) {
+        match HeaderName::from_bytes(key.as_bytes()) {
+            Ok(name) => {
+                self.headers.insert(name, value);
+            }
+            Err(_) => self.bad_header = Some(key.to_string()),
+        }
+    }
+
+    fn body(&mut self, bytes: Vec<u8>) -> cloudevents::message::Result<HttpMessage> {
+        if let Some(key) = self.bad_header.take() {
+            return Err(cloudevents::message::Error::Other {
+                source: format!("{key:?} is not a valid HTTP header name").into(),
+            });
+        }
+        Ok(HttpMessage {
+            headers: std::mem::take(&mut self.headers),
+            body: bytes,
+        })
+    }
+
+    fn finish(&mut self) -> cloudevents::message::Result<HttpMessage> {
+        self.body(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn odd_event() -> Event {
+        Event::typed(
+            "events.market.forex",
+            "märket",
+            "forex.rate_change",
+            7,
+            " leading space and \"quotes\" 100% ✓",
+            "/sources/路透",
+            json!({"rate": 7.35, "note": "ünïcödé"}),
+        )
+        .with_metadata("X-Trace.Id", "  padded  ")
+        .with_metadata("", "empty key")
+        .with_metadata(
+            "ce-traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+    }
+
+    #[test]
+    fn both_modes_round_trip() {
+        let event = odd_event();
+        for mode in [Mode::Binary, Mode::Structured] {
+            let msg = to_http(&event, mode).unwrap();
+            assert!(is_cloudevent(&msg.headers));
+            assert_eq!(
+                from_http(&msg.headers, msg.body).unwrap(),
+                event,
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn binary_mode_layout() {
+        let event = odd_event();
+        let msg = to_http(&event, Mode::Binary).unwrap();
+        assert_eq!(msg.headers["ce-specversion"], "1.0");
+        assert_eq!(msg.headers["ce-type"], "forex.rate_change");
+        assert_eq!(msg.headers[CONTENT_TYPE], "application/json");
+        assert_eq!(msg.headers["ce-a3sversion"], "7");
+        assert_eq!(
+            msg.headers["ce-traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        for value in msg.headers.values() {
+            assert!(
+                value.to_str().is_ok(),
+                "header value not visible ASCII: {value:?}"
+            );
+        }
+        let body: serde_json::Value = serde_json::from_slice(&msg.body).unwrap();
+        assert_eq!(body, event.payload);
+    }
+
+    #[test]
+    fn structured_mode_layout() {
+        let msg = to_http(&odd_event(), Mode::Structured).unwrap();
+        assert_eq!(msg.headers[CONTENT_TYPE], STRUCTURED_CONTENT_TYPE);
+        assert_eq!(msg.headers.len(), 1);
+        let doc: serde_json::Value = serde_json::from_slice(&msg.body).unwrap();
+        assert_eq!(doc["a3ssummary"], " leading space and \"quotes\" 100% ✓");
+    }
+
+    #[test]
+    fn non_cloudevent_messages_are_rejected() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let err = from_http(&headers, b"{}".to_vec()).unwrap_err();
+        assert!(err.to_string().contains("not a CloudEvent"), "{err}");
+
+        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+        headers.insert("ce-id", HeaderValue::from_static("1"));
+        headers.insert("ce-source", HeaderValue::from_static("s"));
+        // no ce-type
+        let err = from_http(&headers, b"{}".to_vec()).unwrap_err();
+        assert!(err.to_string().contains("type"), "{err}");
+    }
+}

@@ -1,0 +1,97 @@
+//! Receiving events in an axum server, through the SDK's HTTP binding
+//! (feature `http-server`).
+//!
+//! [`HttpEvent`] is an extractor: a handler taking it receives the A3S
+//! [`Event`] of a CloudEvent POSTed in either mode; a malformed CloudEvent is
+//! answered `400 Bad Request` with the reason, a body over axum's
+//! `DefaultBodyLimit` (2 MB unless configured) `413`. Unlike the SDK's own
+//! extractor it honours the body limit and percent-decodes binary-mode
+//! headers.
+//!
+//! ```
+//! use axum::{Router, routing::post, http::StatusCode};
+//! use event_cloudevents::http::server::HttpEvent;
+//!
+//! async fn receive(HttpEvent(event): HttpEvent) -> StatusCode {
+//!     println!("{} on {}", event.id, event.subject);
+//!     StatusCode::ACCEPTED
+//! }
+//!
+//! let app: Router = Router::new().route("/events", post(receive));
+//! ```
+
+use super::{Mode, cloudevent_from_http, cloudevent_to_http};
+use crate::CloudEvent;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use event_core::Event;
+
+/// Extracts the A3S [`Event`] of a CloudEvent request (binary or structured
+/// mode). As a response it answers `200 OK` with the event in binary mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpEvent(pub Event);
+
+/// Extracts the CloudEvent of a request without converting it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCloudEvent(pub CloudEvent);
+
+async fn read_cloudevent<S: Send + Sync>(req: Request, state: &S) -> Result<CloudEvent, Response> {
+    let headers = req.headers().clone();
+    let body = Bytes::from_request(req, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    cloudevent_from_http(&headers, body.to_vec()).map_err(bad_request)
+}
+
+fn bad_request(err: event_core::Error) -> Response {
+    (StatusCode::BAD_REQUEST, err.to_string()).into_response()
+}
+
+impl<S: Send + Sync> FromRequest<S> for HttpCloudEvent {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_cloudevent(req, state).await.map(HttpCloudEvent)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for HttpEvent {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ce = read_cloudevent(req, state).await?;
+        Event::try_from(ce).map(HttpEvent).map_err(bad_request)
+    }
+}
+
+/// A `200 OK` response carrying `event` in `mode` (a reply event); `500` if it
+/// cannot be encoded.
+pub fn http_response(event: &Event, mode: Mode) -> Response {
+    cloudevent_response(CloudEvent::from(event), mode)
+}
+
+/// A `200 OK` response carrying a CloudEvent in `mode`.
+pub fn cloudevent_response(event: CloudEvent, mode: Mode) -> Response {
+    match cloudevent_to_http(event, mode) {
+        Ok(message) => {
+            let mut response = Response::new(Body::from(message.body));
+            *response.headers_mut() = message.headers;
+            response
+        }
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+impl IntoResponse for HttpEvent {
+    fn into_response(self) -> Response {
+        http_response(&self.0, Mode::Binary)
+    }
+}
+
+impl IntoResponse for HttpCloudEvent {
+    fn into_response(self) -> Response {
+        cloudevent_response(self.0, Mode::Binary)
+    }
+}

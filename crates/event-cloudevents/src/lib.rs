@@ -1,0 +1,85 @@
+//! # event-cloudevents: A3S events as CloudEvents v1.0
+//!
+//! Lossless conversion between the A3S [`Event`](event_core::Event) and
+//! [CloudEvents v1.0](https://github.com/cloudevents/spec), built on the
+//! official [`cloudevents-sdk`](cloudevents) (event model, builder,
+//! validation and serialisation are the SDK's), plus protocol bindings:
+//!
+//! - [`From<Event> for CloudEvent`](CloudEvent) and
+//!   [`TryFrom<CloudEvent> for Event`](CloudEvent): every event comes back
+//!   equal, including empty fields, odd metadata keys and far-future
+//!   timestamps. The A3S fields travel as spec-valid extensions
+//!   (`a3scategory`, `a3ssummary`, `a3sversion`, one per metadata entry);
+//!   [`mapping`] documents every attribute, default and error.
+//! - Structured mode ([`to_structured`] / [`from_structured`],
+//!   `application/cloudevents+json`, and batches).
+//! - The provider binding ([`CloudEventProviderExt`]): publish CloudEvents to
+//!   and receive them from any `EventProvider` (NATS JetStream, memory, ...).
+//! - The HTTP binding ([`http`]): binary and structured mode messages;
+//!   [`send_http`](http::client::send_http) with reqwest and the
+//!   [`HttpEvent`](http::server::HttpEvent) axum extractor, behind features.
+//!
+//! [`CloudEvent`] is the SDK's event (it dereferences to
+//! [`cloudevents::Event`]) under the name the A3S API uses.
+//!
+//! ## Example
+//!
+//! ```
+//! use cloudevents::AttributesReader;
+//! use event_cloudevents::{CloudEvent, from_structured, to_structured};
+//! use event_core::Event;
+//!
+//! let event = Event::typed(
+//!     "events.market.forex",
+//!     "market",
+//!     "forex.rate_change",
+//!     2,
+//!     "USD/CNY broke 7.35",
+//!     "reuters",
+//!     serde_json::json!({"rate": 7.3521}),
+//! )
+//! .with_metadata("X-Request-Id", "r-42");
+//!
+//! let ce = CloudEvent::from(event.clone());
+//! assert_eq!(ce.ty(), "forex.rate_change");
+//! assert_eq!(ce.subject(), Some("events.market.forex"));
+//! assert!(ce.extension("a3ssummary").is_some());
+//! assert_eq!(Event::try_from(ce)?, event);
+//!
+//! let json = to_structured(&event)?; // application/cloudevents+json
+//! assert_eq!(from_structured(&json)?, event);
+//! # Ok::<(), event_core::Error>(())
+//! ```
+//!
+//! ## Features
+//!
+//! No feature is on by default: the default build links no HTTP crate.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `http` | [`http`]: binary/structured HTTP messages on `http` types |
+//! | `http-client` | [`http::client::send_http`]: POST events with reqwest (SDK `reqwest` binding) |
+//! | `http-server` | [`http::server::HttpEvent`]: the axum extractor and responses (SDK `axum` binding) |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cloudevent;
+mod convert;
+pub mod mapping;
+pub mod provider;
+pub mod structured;
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
+
+/// The official CloudEvents SDK (`cloudevents-sdk`), re-exported for its
+/// traits and types (`AttributesReader`, `Data`, `EventBuilderV10`, ...).
+pub use cloudevents;
+
+pub use cloudevent::CloudEvent;
+pub use provider::{CloudEventProviderExt, CloudEventSubscription, ReceivedCloudEvent};
+pub use structured::{
+    BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, cloudevent_from_structured,
+    cloudevent_to_structured, from_structured, from_structured_batch, to_structured,
+    to_structured_batch,
+};

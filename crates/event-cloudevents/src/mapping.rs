@@ -1,0 +1,280 @@
+//! The attribute mapping between an A3S [`Event`](event_core::Event) and a
+//! CloudEvent: extension names, defaults and the metadata key encoding.
+//!
+//! | A3S `Event` field | CloudEvent attribute | notes |
+//! |---|---|---|
+//! | `id` | `id` | empty → a fresh `evt-<uuid>`, recorded in [`DEFAULTED`] |
+//! | `source` | `source` | empty → [`DEFAULT_SOURCE`], recorded in [`DEFAULTED`] |
+//! | `event_type` | `type` | empty → [`DEFAULT_TYPE`], recorded in [`DEFAULTED`] |
+//! | `subject` | `subject` | the NATS-style subject (`events.market.forex`); empty → absent |
+//! | `timestamp` (ms) | `time` | RFC 3339 with millisecond precision; a timestamp past year 9999 goes to [`TIMESTAMP`] instead |
+//! | `payload` | `data` | `datacontenttype: application/json`; a `null` payload → no `data` |
+//! | `category` | [`CATEGORY`] | string extension |
+//! | `summary` | [`SUMMARY`] | string extension |
+//! | `version` | [`VERSION`] | integer extension (string when above `i32::MAX`, the spec's integer range) |
+//! | `metadata` | one extension per entry | see below |
+//!
+//! # Metadata
+//!
+//! CloudEvents attribute names are lowercase ASCII letters and digits only,
+//! while metadata keys are arbitrary strings. Each entry becomes one string
+//! extension, so routers can filter on it, named by the first rule that
+//! applies:
+//!
+//! 1. A key `ce-<name>`, where `<name>` is a valid attribute name that is not
+//!    reserved (not a core attribute, not one of the `a3s…` names above, not
+//!    starting with [`METADATA_PREFIX`] or [`METADATA_HEX_PREFIX`]), is the
+//!    *foreign* extension `<name>` itself (`ce-traceparent` ↔ `traceparent`).
+//!    Two core attributes the `Event` has no field for travel the same way:
+//!    `ce-dataschema` ↔ `dataschema` (when the value is a URL in normal
+//!    form) and `ce-datacontenttype` ↔ `datacontenttype` (when it is a JSON
+//!    type other than `application/json`).
+//! 2. A key of lowercase letters and digits only (including the empty key) is
+//!    [`METADATA_PREFIX`]` + key`: `region` ↔ `a3smregion`.
+//! 3. Any other key is [`METADATA_HEX_PREFIX`]` + lowercase hex of its UTF-8
+//!    bytes`: `X-Trace.Id` ↔ `a3sx582d54726163652e4964`.
+//!
+//! Reading a CloudEvent applies the rules backwards, so a CloudEvent from
+//! another producer keeps everything: its extensions (say `traceparent`) and
+//! its `dataschema` / non-default `datacontenttype` land in metadata under
+//! `ce-<name>` and are written back as the same attributes. Non-string
+//! extension values (integers, booleans) become their string form.
+//!
+//! # Reading a foreign CloudEvent
+//!
+//! Missing A3S extensions take documented defaults: `category` is the second
+//! token of the subject (`events.market.forex` → `market`) or empty, `summary`
+//! is empty, `version` is 1, a missing `time` is the time of conversion, a
+//! missing `subject` is empty. `time` is truncated to whole milliseconds.
+//! Everything else that cannot be held is an error, never guessed: see
+//! [`TryFrom<CloudEvent>`](crate::CloudEvent).
+
+/// Extension holding the event's category.
+pub const CATEGORY: &str = "a3scategory";
+/// Extension holding the event's human-readable summary.
+pub const SUMMARY: &str = "a3ssummary";
+/// Extension holding the schema version of the event type.
+pub const VERSION: &str = "a3sversion";
+/// Extension listing (comma-separated) the attributes among `id`, `source`
+/// and `type` that were empty on the A3S event and carry a default on the
+/// CloudEvent; reading restores them as empty strings.
+pub const DEFAULTED: &str = "a3sdefaulted";
+/// Extension holding the timestamp (decimal Unix milliseconds) when it is too
+/// far in the future for an RFC 3339 `time` (after year 9999).
+pub const TIMESTAMP: &str = "a3stimestamp";
+/// Prefix of the extension for a metadata key made of lowercase letters and
+/// digits: `a3sm<key>`.
+pub const METADATA_PREFIX: &str = "a3sm";
+/// Prefix of the extension for any other metadata key:
+/// `a3sx<lowercase hex of the key's UTF-8 bytes>`.
+pub const METADATA_HEX_PREFIX: &str = "a3sx";
+/// Metadata key prefix for foreign CloudEvent attributes (`ce-traceparent`).
+pub const FOREIGN_PREFIX: &str = "ce-";
+
+/// `type` of a CloudEvent made from an untyped event (empty `event_type`).
+pub const DEFAULT_TYPE: &str = "a3s.event";
+/// `source` of a CloudEvent made from an event with an empty source.
+pub const DEFAULT_SOURCE: &str = "a3s";
+
+/// The `datacontenttype` of every CloudEvent made from an event.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// Core attribute names of CloudEvents v1.0 (and the reserved `data`).
+const CORE_ATTRIBUTES: [&str; 10] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "time",
+    "data",
+    "data_base64",
+];
+
+/// Whether `name` is a valid CloudEvents attribute name: non-empty, lowercase
+/// ASCII letters and digits only.
+pub fn is_valid_attribute_name(name: &str) -> bool {
+    !name.is_empty() && is_lower_alnum(name)
+}
+
+fn is_lower_alnum(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Whether an extension name belongs to the A3S mapping (and so cannot carry a
+/// foreign attribute).
+fn is_reserved(name: &str) -> bool {
+    CORE_ATTRIBUTES.contains(&name)
+        || [CATEGORY, SUMMARY, VERSION, DEFAULTED, TIMESTAMP].contains(&name)
+        || name.starts_with(METADATA_PREFIX)
+        || name.starts_with(METADATA_HEX_PREFIX)
+}
+
+/// Where a metadata entry goes on the CloudEvent.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum MetadataSlot<'a> {
+    /// A foreign extension with this name (rule 1).
+    Foreign(&'a str),
+    /// The `dataschema` attribute, if the value is a normalised URL.
+    DataSchema,
+    /// The `datacontenttype` attribute, if the value is a JSON type other than
+    /// `application/json`.
+    DataContentType,
+    /// An encoded A3S metadata extension (rules 2 and 3).
+    Encoded,
+}
+
+/// Classifies a metadata key (rule 1 vs rules 2–3).
+pub(crate) fn metadata_slot(key: &str) -> MetadataSlot<'_> {
+    match key.strip_prefix(FOREIGN_PREFIX) {
+        Some("dataschema") => MetadataSlot::DataSchema,
+        Some("datacontenttype") => MetadataSlot::DataContentType,
+        Some(name) if is_valid_attribute_name(name) && !is_reserved(name) => {
+            MetadataSlot::Foreign(name)
+        }
+        _ => MetadataSlot::Encoded,
+    }
+}
+
+/// The extension name for a metadata key under rules 2 and 3.
+pub fn encode_metadata_key(key: &str) -> String {
+    if is_lower_alnum(key) {
+        let mut name = String::with_capacity(METADATA_PREFIX.len() + key.len());
+        name.push_str(METADATA_PREFIX);
+        name.push_str(key);
+        name
+    } else {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut name = String::with_capacity(METADATA_HEX_PREFIX.len() + 2 * key.len());
+        name.push_str(METADATA_HEX_PREFIX);
+        for b in key.bytes() {
+            name.push(char::from(HEX[usize::from(b >> 4)]));
+            name.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        name
+    }
+}
+
+/// Decodes the hex part of an `a3sx…` extension name back to the metadata key.
+pub(crate) fn decode_hex_key(hex: &str) -> Result<String, String> {
+    if hex.len() % 2 != 0 {
+        return Err("odd number of hex digits".to_string());
+    }
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let bytes = hex
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| "not lowercase hex".to_string())?;
+    String::from_utf8(bytes).map_err(|_| "hex does not decode to UTF-8".to_string())
+}
+
+/// Whether a content type denotes JSON data (`application/json`,
+/// `text/json`, `*+json`, with or without parameters).
+pub fn is_json_content_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_names_follow_the_spec() {
+        assert!(is_valid_attribute_name("a3scategory"));
+        assert!(is_valid_attribute_name("traceparent"));
+        assert!(!is_valid_attribute_name(""));
+        assert!(!is_valid_attribute_name("Trace"));
+        assert!(!is_valid_attribute_name("a_b"));
+        assert!(!is_valid_attribute_name("é"));
+        for name in [CATEGORY, SUMMARY, VERSION, DEFAULTED, TIMESTAMP] {
+            assert!(is_valid_attribute_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn metadata_keys_encode_to_valid_names_and_back() {
+        for key in [
+            "region",
+            "",
+            "a.b",
+            "X-Trace-Id",
+            "ключ",
+            "😀",
+            "ce-",
+            "a b",
+        ] {
+            let name = encode_metadata_key(key);
+            assert!(
+                name == METADATA_PREFIX || is_valid_attribute_name(&name),
+                "{name}"
+            );
+            let back = if let Some(hex) = name.strip_prefix(METADATA_HEX_PREFIX) {
+                decode_hex_key(hex).unwrap()
+            } else {
+                name.strip_prefix(METADATA_PREFIX).unwrap().to_string()
+            };
+            assert_eq!(back, key);
+        }
+        assert_eq!(encode_metadata_key("region"), "a3smregion");
+        assert_eq!(encode_metadata_key("a.b"), "a3sx612e62");
+    }
+
+    #[test]
+    fn bad_hex_is_rejected() {
+        assert!(decode_hex_key("6").is_err());
+        assert!(decode_hex_key("zz").is_err());
+        assert!(decode_hex_key("6A").is_err());
+        assert!(decode_hex_key("ff").is_err()); // not UTF-8
+    }
+
+    #[test]
+    fn metadata_slots() {
+        assert_eq!(
+            metadata_slot("ce-traceparent"),
+            MetadataSlot::Foreign("traceparent")
+        );
+        assert_eq!(metadata_slot("ce-dataschema"), MetadataSlot::DataSchema);
+        assert_eq!(
+            metadata_slot("ce-datacontenttype"),
+            MetadataSlot::DataContentType
+        );
+        for key in [
+            "ce-id",
+            "ce-a3scategory",
+            "ce-a3smx",
+            "ce-Bad",
+            "ce-",
+            "region",
+        ] {
+            assert_eq!(metadata_slot(key), MetadataSlot::Encoded, "{key}");
+        }
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json_content_type("application/json"));
+        assert!(is_json_content_type("application/json; charset=utf-8"));
+        assert!(is_json_content_type("application/vnd.a3s+json"));
+        assert!(is_json_content_type("Text/JSON"));
+        assert!(!is_json_content_type("text/plain"));
+        assert!(!is_json_content_type("application/xml"));
+        assert!(!is_json_content_type("application/jsonx"));
+    }
+}

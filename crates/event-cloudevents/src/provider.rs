@@ -1,0 +1,171 @@
+//! The provider binding: publish and receive CloudEvents through any
+//! [`EventProvider`] (NATS JetStream, memory, a third party's).
+//!
+//! A CloudEvent is converted to an A3S [`Event`] and published to the subject
+//! in its `subject` attribute (or one given explicitly); subscriptions yield
+//! the events back as CloudEvents. On the wire the provider stores A3S events
+//! in its own format; the conversion is lossless, so what comes out equals
+//! what went in for every CloudEvent made from an A3S event.
+
+use crate::CloudEvent;
+use crate::mapping::CATEGORY;
+use cloudevents::AttributesReader;
+use event_core::{Error, Event, EventProvider, PendingEvent, Result, Subscription};
+use std::future::Future;
+use std::sync::Arc;
+
+/// CloudEvents conveniences on every [`EventProvider`] (blanket-implemented).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> event_core::Result<()> {
+/// use event_cloudevents::{CloudEvent, CloudEventProviderExt};
+/// use event_core::Event;
+/// use event_memory::MemoryProvider;
+///
+/// let provider = MemoryProvider::default();
+/// let mut sub = provider.subscribe_cloudevents("events.market.>").await?;
+/// let ce = CloudEvent::from(Event::new(
+///     "events.market.forex", "market", "rate", "reuters", serde_json::json!({"rate": 7.35}),
+/// ));
+/// provider.publish_cloudevent(&ce).await?;
+/// let received = sub.next().await?.expect("delivered");
+/// assert_eq!(received.event, ce);
+/// # Ok(()) }
+/// ```
+pub trait CloudEventProviderExt: EventProvider {
+    /// Converts `event` and publishes it to the subject in its `subject`
+    /// attribute; returns the stream sequence. A CloudEvent without a
+    /// `subject` is [`Error::InvalidSubject`]; one that cannot become an A3S
+    /// event is [`Error::Serialization`].
+    fn publish_cloudevent<'a>(
+        &'a self,
+        event: &'a CloudEvent,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        async move {
+            let converted = Event::try_from(event.clone())?;
+            if converted.subject.is_empty() {
+                return Err(Error::invalid_subject(
+                    "",
+                    format!(
+                        "CloudEvent {:?} has no `subject` attribute; publish it with \
+                         `publish_cloudevent_to` and an explicit subject",
+                        event.id()
+                    ),
+                ));
+            }
+            self.publish(&converted).await
+        }
+    }
+
+    /// Converts `event` and publishes it to `subject`, replacing its
+    /// `subject` attribute (for CloudEvents from other producers, whose
+    /// subject is rarely an A3S subject). Without an `a3scategory` extension
+    /// the category is the subject's second token.
+    fn publish_cloudevent_to<'a>(
+        &'a self,
+        subject: &'a str,
+        event: &'a CloudEvent,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        async move {
+            let has_category = event.extension(CATEGORY).is_some();
+            let mut converted = Event::try_from(event.clone())?;
+            converted.subject = subject.to_string();
+            if !has_category {
+                converted.category = subject.split('.').nth(1).unwrap_or_default().to_string();
+            }
+            self.publish(&converted).await
+        }
+    }
+
+    /// Ephemeral live subscription yielding CloudEvents.
+    fn subscribe_cloudevents<'a>(
+        &'a self,
+        filter_subject: &'a str,
+    ) -> impl Future<Output = Result<CloudEventSubscription>> + Send + 'a {
+        async move {
+            Ok(CloudEventSubscription::new(
+                self.subscribe(filter_subject).await?,
+            ))
+        }
+    }
+
+    /// Durable subscription (created or resumed) yielding CloudEvents.
+    fn subscribe_durable_cloudevents<'a>(
+        &'a self,
+        consumer_name: &'a str,
+        filter_subject: &'a str,
+    ) -> impl Future<Output = Result<CloudEventSubscription>> + Send + 'a {
+        async move {
+            Ok(CloudEventSubscription::new(
+                self.subscribe_durable(consumer_name, filter_subject)
+                    .await?,
+            ))
+        }
+    }
+}
+
+impl<P: EventProvider + ?Sized> CloudEventProviderExt for P {}
+
+/// A CloudEvent delivered by a [`CloudEventSubscription`], with its delivery
+/// context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedCloudEvent {
+    /// The event.
+    pub event: CloudEvent,
+    /// Stream sequence assigned at publish time.
+    pub sequence: u64,
+    /// Deliveries to this consumer so far, counting this one.
+    pub num_delivered: u64,
+    /// The stream the event came from.
+    pub stream: Arc<str>,
+}
+
+/// A [`Subscription`] whose events come out as CloudEvents. Acknowledgement
+/// follows the wrapped subscription's contract exactly.
+pub struct CloudEventSubscription {
+    inner: Box<dyn Subscription>,
+}
+
+impl std::fmt::Debug for CloudEventSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudEventSubscription")
+            .finish_non_exhaustive()
+    }
+}
+
+impl CloudEventSubscription {
+    /// Wraps a provider subscription.
+    pub fn new(inner: Box<dyn Subscription>) -> Self {
+        Self { inner }
+    }
+
+    /// The wrapped subscription.
+    pub fn into_inner(self) -> Box<dyn Subscription> {
+        self.inner
+    }
+
+    /// Next event, auto-acknowledged as [`Subscription::next`] does.
+    pub async fn next(&mut self) -> Result<Option<ReceivedCloudEvent>> {
+        Ok(self.inner.next().await?.map(|received| ReceivedCloudEvent {
+            event: CloudEvent::from(Arc::unwrap_or_clone(received.event)),
+            sequence: received.sequence,
+            num_delivered: received.num_delivered,
+            stream: received.stream,
+        }))
+    }
+
+    /// Next event with its [`PendingEvent`] for the caller to settle.
+    pub async fn next_manual_ack(&mut self) -> Result<Option<(CloudEvent, PendingEvent)>> {
+        Ok(self
+            .inner
+            .next_manual_ack()
+            .await?
+            .map(|pending| (CloudEvent::from(pending.event()), pending)))
+    }
+
+    /// Acknowledges the last auto-ack event and stops the subscription.
+    pub async fn close(&mut self) -> Result<()> {
+        self.inner.close().await
+    }
+}

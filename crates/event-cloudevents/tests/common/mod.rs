@@ -1,0 +1,190 @@
+//! A small seeded generator of awkward events, shared by the integration
+//! tests (no proptest: a failing seed is printed and reproduces exactly).
+#![allow(dead_code)]
+
+use event_core::Event;
+use serde_json::{Map, Value, json};
+
+/// SplitMix64: tiny, seeded, good enough to explore inputs.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// A string drawn from ASCII, whitespace, quotes, percent signs,
+    /// controls, accented letters, CJK and emoji.
+    pub fn text(&mut self, max_len: usize) -> String {
+        const POOL: &[&str] = &[
+            "a", "Z", "0", "9", ".", "-", "_", " ", "  ", "\"", "%", "%20", "%zz", "\t", "\n",
+            "\r", "\u{0}", "\u{7f}", "é", "ß", "Ω", "路", "透", "😀", "🚀", "\u{200b}", ",", ":",
+            "/", "\\", "{", "}", "ce-", "a3s",
+        ];
+        let len = self.below(max_len + 1);
+        (0..len).map(|_| *self.pick(POOL)).collect()
+    }
+
+    /// A metadata key: plain, the odd cases named by the mapping, or random.
+    pub fn key(&mut self) -> String {
+        const KEYS: &[&str] = &[
+            "",
+            "region",
+            "a.b.c",
+            "X-Request-Id",
+            "UPPER",
+            "ключ",
+            "😀",
+            "with space",
+            "ce-",
+            "ce-traceparent",
+            "ce-tracestate",
+            "ce-dataschema",
+            "ce-datacontenttype",
+            "ce-id",
+            "ce-type",
+            "ce-a3scategory",
+            "ce-a3smx",
+            "ce-a3sxff",
+            "ce-Bad",
+            "a3smregion",
+            "a3sx00",
+            "a3scategory",
+            "category",
+            "0",
+        ];
+        if self.chance(60) {
+            (*self.pick(KEYS)).to_string()
+        } else {
+            self.text(12)
+        }
+    }
+
+    fn metadata_value(&mut self, key: &str) -> String {
+        match key {
+            "ce-dataschema" if self.chance(50) => (*self.pick(&[
+                "https://schemas.example.com/a.json",
+                "urn:x:y",
+                "HTTP://Ex.com",
+                "not a url",
+            ]))
+            .to_string(),
+            "ce-datacontenttype" if self.chance(50) => (*self.pick(&[
+                "application/vnd.a3s+json",
+                "application/json; charset=utf-8",
+                "application/json",
+                "text/plain",
+            ]))
+            .to_string(),
+            _ => self.text(24),
+        }
+    }
+
+    /// A JSON value of bounded depth; floats are exactly representable so that
+    /// text round trips are exact whatever the parser.
+    pub fn json(&mut self, depth: usize) -> Value {
+        let kind = if depth == 0 {
+            self.below(6)
+        } else {
+            self.below(8)
+        };
+        match kind {
+            0 => Value::Null,
+            1 => Value::Bool(self.chance(50)),
+            2 => json!(self.next_u64()),
+            3 => json!(-(self.below(1_000_000) as i64)),
+            4 => json!((self.below(1 << 20) as f64) / 8.0),
+            5 => Value::String(self.text(20)),
+            6 => Value::Array((0..self.below(5)).map(|_| self.json(depth - 1)).collect()),
+            _ => {
+                let mut map = Map::new();
+                for _ in 0..self.below(5) {
+                    let k = self.text(8);
+                    let v = self.json(depth - 1);
+                    map.insert(k, v);
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    fn maybe_empty(&mut self, s: String) -> String {
+        if self.chance(10) { String::new() } else { s }
+    }
+
+    /// A random event: empty fields, extreme timestamps and versions, odd
+    /// metadata, unicode everywhere, sometimes a large payload.
+    pub fn event(&mut self) -> Event {
+        let subject = format!("events.{}.{}", self.below(9), self.below(99));
+        let subject = self.maybe_empty(subject);
+        let category = self.text(10);
+        let category = self.maybe_empty(category);
+        let event_type = self.text(16);
+        let event_type = self.maybe_empty(event_type);
+        let source = self.text(16);
+        let source = self.maybe_empty(source);
+        let id = if self.chance(5) {
+            String::new()
+        } else {
+            event_core::new_event_id()
+        };
+        let summary = self.text(40);
+        let version = match self.below(4) {
+            0 => 1,
+            1 => u32::MAX,
+            2 => (i32::MAX as u32) + 1,
+            _ => self.next_u64() as u32,
+        };
+        let timestamp = match self.below(6) {
+            0 => 0,
+            1 => u64::MAX,
+            2 => 253_402_300_799_999,
+            3 => 253_402_300_800_000,
+            _ => self.next_u64() % 4_000_000_000_000,
+        };
+        let payload = if self.chance(3) {
+            json!({"blob": "x".repeat(300_000 + self.below(100_000)), "n": 1})
+        } else {
+            self.json(3)
+        };
+        let mut event = Event {
+            id,
+            subject,
+            category,
+            event_type,
+            version,
+            payload,
+            summary,
+            source,
+            timestamp,
+            metadata: Default::default(),
+        };
+        for _ in 0..self.below(8) {
+            let key = self.key();
+            let value = self.metadata_value(&key);
+            event.metadata.insert(key, value);
+        }
+        event
+    }
+}

@@ -1,0 +1,367 @@
+//! The HTTP binding end to end: a local axum server (127.0.0.1:0) receiving
+//! events through the `HttpEvent` extractor, and `send_http` posting to it in
+//! both modes.
+
+mod common;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use common::Rng;
+use event_cloudevents::http::client::{HttpStatusError, send_http};
+use event_cloudevents::http::server::{HttpEvent, http_response};
+use event_cloudevents::http::{Mode, to_http};
+use event_core::{Error, Event};
+use serde_json::json;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+struct Server {
+    base: String,
+    received: mpsc::UnboundedReceiver<Event>,
+}
+
+async fn collect(
+    State(tx): State<mpsc::UnboundedSender<Event>>,
+    HttpEvent(event): HttpEvent,
+) -> StatusCode {
+    tx.send(event).expect("test receiver alive");
+    StatusCode::ACCEPTED
+}
+
+async fn echo_binary(HttpEvent(event): HttpEvent) -> HttpEvent {
+    HttpEvent(event)
+}
+
+async fn echo_structured(HttpEvent(event): HttpEvent) -> Response {
+    http_response(&event, Mode::Structured)
+}
+
+async fn status(axum::extract::Path(code): axum::extract::Path<u16>) -> Response {
+    (StatusCode::from_u16(code).expect("valid code"), "nope").into_response()
+}
+
+async fn slow() -> StatusCode {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    StatusCode::OK
+}
+
+async fn start() -> Server {
+    let (tx, received) = mpsc::unbounded_channel();
+    let app = Router::new()
+        .route("/events", post(collect))
+        .route("/small", post(collect).layer(DefaultBodyLimit::max(1024)))
+        .with_state(tx)
+        .route("/echo/binary", post(echo_binary))
+        .route("/echo/structured", post(echo_structured))
+        .route("/status/{code}", post(status))
+        .route("/slow", post(slow));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    Server {
+        base: format!("http://{addr}"),
+        received,
+    }
+}
+
+impl Server {
+    async fn next(&mut self) -> Event {
+        tokio::time::timeout(Duration::from_secs(5), self.received.recv())
+            .await
+            .expect("received in time")
+            .expect("channel open")
+    }
+}
+
+fn odd_event() -> Event {
+    Event::typed(
+        "events.market.forex",
+        "märket",
+        "forex.rate_change",
+        3,
+        "  USD/CNY \"broke\" 7.35 — 100% ✓ 😀",
+        "/sources/路透",
+        json!({"rate": 7.3521, "note": "ünïcödé", "nested": {"a": [1, null, true]}}),
+    )
+    .with_metadata("X-Request-Id", "r-42")
+    .with_metadata("a.b", " spaced ")
+    .with_metadata("", "empty key")
+    .with_metadata(
+        "ce-traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+}
+
+#[tokio::test]
+async fn events_posted_in_both_modes_arrive_equal() {
+    let mut server = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/events", server.base);
+    let event = odd_event();
+    for mode in [Mode::Binary, Mode::Structured] {
+        let reply = send_http(&client, &url, &event, mode).await.unwrap();
+        assert_eq!(reply, None, "202 without a CloudEvent is no reply");
+        assert_eq!(server.next().await, event, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn random_events_over_http_arrive_equal() {
+    let mut server = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/events", server.base);
+    for seed in 0..60 {
+        let event = Rng::new(seed).event();
+        let mode = if seed % 2 == 0 {
+            Mode::Binary
+        } else {
+            Mode::Structured
+        };
+        send_http(&client, &url, &event, mode)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(server.next().await, event, "seed {seed} {mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn large_payload_round_trips() {
+    let mut server = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/events", server.base);
+    let mut event = odd_event();
+    event.payload = json!({"blob": "é".repeat(400_000), "n": 1}); // ~800 KB
+    for mode in [Mode::Binary, Mode::Structured] {
+        send_http(&client, &url, &event, mode).await.unwrap();
+        assert_eq!(server.next().await, event, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn reply_events_are_read_back_in_both_modes() {
+    let server = start().await;
+    let client = reqwest::Client::new();
+    let event = odd_event();
+    for (path, send_mode) in [
+        ("echo/binary", Mode::Structured),
+        ("echo/structured", Mode::Binary),
+    ] {
+        let url = format!("{}/{path}", server.base);
+        let reply = send_http(&client, &url, &event, send_mode).await.unwrap();
+        assert_eq!(reply.as_ref(), Some(&event), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn spec_binary_example_is_received() {
+    // http-protocol-binding.md §3.1.4 "Example", with a JSON body.
+    let mut server = start().await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/events", server.base))
+        .header("ce-specversion", "1.0")
+        .header("ce-type", "com.example.someevent")
+        .header("ce-time", "2018-04-05T03:56:24Z")
+        .header("ce-id", "1234-1234-1234")
+        .header("ce-source", "/mycontext/subcontext")
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"app": "data"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let event = server.next().await;
+    assert_eq!(event.id, "1234-1234-1234");
+    assert_eq!(event.event_type, "com.example.someevent");
+    assert_eq!(event.source, "/mycontext/subcontext");
+    assert_eq!(event.timestamp, 1_522_900_584_000);
+    assert_eq!(event.payload, json!({"app": "data"}));
+    assert_eq!(
+        event.metadata.get("ce-datacontenttype").map(String::as_str),
+        Some("application/json; charset=utf-8")
+    );
+}
+
+async fn post_raw(url: &str, headers: &[(&str, &str)], body: &'static str) -> (StatusCode, String) {
+    let mut request = reqwest::Client::new().post(url).body(body);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status();
+    (status, response.text().await.expect("body read"))
+}
+
+#[tokio::test]
+async fn malformed_requests_are_answered_400_with_the_reason() {
+    let server = start().await;
+    let url = format!("{}/events", server.base);
+    let binary = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "/s"),
+        ("content-type", "application/json"),
+    ];
+
+    // Not a CloudEvent at all.
+    let (status, body) = post_raw(&url, &[("content-type", "application/json")], "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("not a CloudEvent"), "{body}");
+
+    // Binary mode without ce-type.
+    let (status, body) = post_raw(&url, &binary, "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("type"), "{body}");
+
+    // Body that is not JSON under a JSON content type.
+    let mut with_type = binary.to_vec();
+    with_type.push(("ce-type", "t"));
+    let (status, body) = post_raw(&url, &with_type, "{oops").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("not valid JSON"), "{body}");
+
+    // Non-JSON content type.
+    let mut xml = with_type.clone();
+    xml.retain(|(k, _)| *k != "content-type");
+    xml.push(("content-type", "text/xml"));
+    let (status, body) = post_raw(&url, &xml, "<a/>").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("text/xml"), "{body}");
+
+    // Bad A3S extension.
+    let mut bad_version = with_type.clone();
+    bad_version.push(("ce-a3sversion", "two"));
+    let (status, body) = post_raw(&url, &bad_version, "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("a3sversion"), "{body}");
+
+    // Percent-encoding that is not UTF-8.
+    let mut bad_pct = with_type.clone();
+    bad_pct.push(("ce-a3ssummary", "%FF"));
+    let (status, body) = post_raw(&url, &bad_pct, "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("a3ssummary"), "{body}");
+
+    // Structured mode with a broken document.
+    let (status, body) = post_raw(
+        &url,
+        &[("content-type", "application/cloudevents+json")],
+        r#"{"specversion":"1.0","id":"1"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("invalid CloudEvent"), "{body}");
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413() {
+    let server = start().await;
+    let mut event = odd_event();
+    event.payload = json!("x".repeat(4096));
+    let err = send_http(
+        &reqwest::Client::new(),
+        &format!("{}/small", server.base),
+        &event,
+        Mode::Binary,
+    )
+    .await
+    .unwrap_err();
+    match err {
+        Error::Provider { provider, source } => {
+            assert_eq!(provider, "http");
+            let status = source
+                .downcast_ref::<HttpStatusError>()
+                .expect("status error");
+            assert_eq!(status.status, 413);
+        }
+        other => panic!("expected a 413 provider error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn status_errors_are_typed_by_retryability() {
+    let server = start().await;
+    let client = reqwest::Client::new();
+    let event = odd_event();
+
+    for code in [500_u16, 503, 429, 408] {
+        let url = format!("{}/status/{code}", server.base);
+        let err = send_http(&client, &url, &event, Mode::Binary)
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{code}: {err}");
+        assert!(
+            matches!(err, Error::Connection(ref m) if m.contains(&code.to_string())),
+            "{err}"
+        );
+    }
+    let url = format!("{}/status/404", server.base);
+    match send_http(&client, &url, &event, Mode::Binary)
+        .await
+        .unwrap_err()
+    {
+        Error::Provider { source, .. } => {
+            let status = source
+                .downcast_ref::<HttpStatusError>()
+                .expect("status error");
+            assert_eq!(status.status, 404);
+            assert_eq!(status.body, "nope");
+            assert_eq!(status.url, url);
+        }
+        other => panic!("expected a provider error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_a_connection_error() {
+    // Bind, note the port, close: nothing listens there any more.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let err = send_http(
+        &reqwest::Client::new(),
+        &format!("http://{addr}/events"),
+        &odd_event(),
+        Mode::Binary,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+    assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn client_timeout_is_a_timeout_error() {
+    let server = start().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = send_http(
+        &client,
+        &format!("{}/slow", server.base),
+        &odd_event(),
+        Mode::Structured,
+    )
+    .await
+    .unwrap_err();
+    match err {
+        Error::Timeout { operation, elapsed } => {
+            assert!(operation.contains("/slow"), "{operation}");
+            assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn binary_messages_carry_only_ascii_headers() {
+    let msg = to_http(&odd_event(), Mode::Binary).unwrap();
+    for (name, value) in &msg.headers {
+        assert!(value.to_str().is_ok(), "{name}: {value:?}");
+    }
+}

@@ -1,0 +1,174 @@
+//! Malformed CloudEvents are rejected with clear, typed errors.
+
+use event_cloudevents::{CloudEvent, cloudevent_from_structured, from_structured};
+use event_core::{Error, Event};
+use serde_json::{Value, json};
+
+fn base() -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "/svc",
+        "type": "t.x",
+        "subject": "events.a.b",
+        "time": "2024-01-02T03:04:05.678Z",
+        "datacontenttype": "application/json",
+        "data": {"k": 1}
+    })
+}
+
+fn with(pairs: &[(&str, Value)]) -> Vec<u8> {
+    let mut doc = base();
+    for (k, v) in pairs {
+        if v.is_null() {
+            doc.as_object_mut().expect("object").remove(*k);
+        } else {
+            doc[*k] = v.clone();
+        }
+    }
+    doc.to_string().into_bytes()
+}
+
+/// Asserts a serialization error whose message contains every needle.
+fn rejected(doc: &[u8], needles: &[&str]) {
+    match from_structured(doc) {
+        Err(Error::Serialization(reason)) => {
+            for needle in needles {
+                assert!(reason.contains(needle), "{reason:?} lacks {needle:?}");
+            }
+        }
+        other => panic!("expected rejection mentioning {needles:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_base_document_is_accepted() {
+    let event = from_structured(&with(&[])).unwrap();
+    assert_eq!(event.category, "a", "category from the subject");
+    assert_eq!(event.timestamp, 1_704_164_645_678);
+}
+
+#[test]
+fn invalid_documents_are_rejected_by_the_sdk() {
+    rejected(b"not json", &["invalid structured CloudEvent"]);
+    rejected(b"[]", &["invalid structured CloudEvent"]);
+    rejected(&with(&[("id", Value::Null)]), &["id"]);
+    rejected(&with(&[("type", Value::Null)]), &["type"]);
+    rejected(&with(&[("source", Value::Null)]), &["source"]);
+    rejected(&with(&[("specversion", json!("2.0"))]), &["2.0"]);
+    rejected(
+        &with(&[("time", json!("yesterday"))]),
+        &["invalid structured CloudEvent"],
+    );
+    rejected(
+        &with(&[("dataschema", json!("not a url"))]),
+        &["invalid structured CloudEvent"],
+    );
+    rejected(&with(&[("data_base64", json!("AAEC"))]), &["data_base64"]);
+}
+
+#[test]
+fn data_the_mapping_cannot_hold_is_rejected() {
+    rejected(
+        &with(&[
+            ("datacontenttype", json!("text/plain")),
+            ("data", json!("hello")),
+        ]),
+        &["text/plain", "not JSON"],
+    );
+    rejected(
+        &with(&[
+            ("datacontenttype", json!("application/json")),
+            ("data", Value::Null),
+            ("data_base64", json!("bm90IGpzb24=")),
+        ]),
+        &["not valid JSON"],
+    );
+}
+
+#[test]
+fn time_before_1970_is_rejected() {
+    rejected(
+        &with(&[("time", json!("1969-12-31T23:59:59.999Z"))]),
+        &["before 1970"],
+    );
+}
+
+#[test]
+fn bad_a3s_extensions_are_rejected_naming_the_extension() {
+    for (name, value, needle) in [
+        ("a3sversion", json!("two"), "a3sversion"),
+        ("a3sversion", json!(-1), "a3sversion"),
+        ("a3sversion", json!(4_294_967_296_i64), "a3sversion"),
+        ("a3sversion", json!(true), "a3sversion"),
+        ("a3scategory", json!(5), "a3scategory"),
+        ("a3ssummary", json!(false), "a3ssummary"),
+        ("a3stimestamp", json!("soon"), "a3stimestamp"),
+        ("a3stimestamp", json!(12), "a3stimestamp"),
+        ("a3sdefaulted", json!("type,subject"), "subject"),
+        ("a3sxzz", json!("v"), "a3sxzz"),
+        ("a3sx6", json!("v"), "odd number"),
+        ("a3sxff", json!("v"), "UTF-8"),
+    ] {
+        match from_structured(&with(&[(name, value.clone())])) {
+            Err(Error::Serialization(reason)) => {
+                assert!(reason.contains(needle), "{name}={value}: {reason}")
+            }
+            other => panic!("{name}={value}: expected rejection, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn two_attributes_for_one_metadata_key_are_rejected() {
+    // a3smregion and the hex form of "region" both claim metadata key "region".
+    rejected(
+        &with(&[("a3smregion", json!("a")), ("a3sx726567696f6e", json!("b"))]),
+        &["region"],
+    );
+    // A foreign dataschema and an encoded metadata entry "ce-dataschema".
+    let hex_ce_dataschema = format!(
+        "a3sx{}",
+        "ce-dataschema"
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    rejected(
+        &with(&[
+            ("dataschema", json!("https://x.example/s")),
+            (&hex_ce_dataschema, json!("y")),
+        ]),
+        &["ce-dataschema"],
+    );
+}
+
+#[test]
+fn accepted_variants_of_a3s_extensions() {
+    // Binary-mode HTTP carries every extension as a string: numbers in
+    // strings are accepted where the mapping expects integers.
+    let event = from_structured(&with(&[
+        ("a3sversion", json!("7")),
+        ("a3sdefaulted", json!("source")),
+        ("a3stimestamp", json!("99")),
+        ("time", Value::Null),
+    ]))
+    .unwrap();
+    assert_eq!(event.version, 7);
+    assert_eq!(event.source, "", "defaulted source restores empty");
+    assert_eq!(event.timestamp, 99);
+}
+
+#[test]
+fn publishing_path_never_panics_on_weird_sdk_events() {
+    // An SDK event built by hand, with names the spec forbids, still converts
+    // (into ce-… metadata) and back.
+    let mut ce = cloudevent_from_structured(&with(&[])).unwrap();
+    ce.set_extension("Not_Valid", "x");
+    ce.set_extension("a3sfuture", 3_i64);
+    let event = Event::try_from(ce).unwrap();
+    assert_eq!(event.metadata["ce-Not_Valid"], "x");
+    assert_eq!(event.metadata["ce-a3sfuture"], "3");
+    let again = Event::try_from(CloudEvent::from(event.clone())).unwrap();
+    assert_eq!(again, event);
+}

@@ -1,0 +1,149 @@
+//! The provider binding: CloudEvents published and received through the
+//! memory provider (the reference implementation of the contract).
+
+mod common;
+
+use cloudevents::AttributesReader;
+use common::Rng;
+use event_cloudevents::{CloudEvent, CloudEventProviderExt, cloudevent_from_structured};
+use event_core::{Error, Event, EventProvider};
+use event_memory::MemoryProvider;
+use serde_json::json;
+use std::time::Duration;
+
+/// A random event that a provider accepts: a valid subject, a unique id.
+fn publishable(rng: &mut Rng, i: usize) -> Event {
+    let mut event = rng.event();
+    event.id = format!("evt-{i}");
+    event.subject = format!("events.ce.t{}", i % 3);
+    event
+}
+
+async fn next_ce(
+    sub: &mut event_cloudevents::CloudEventSubscription,
+) -> event_cloudevents::ReceivedCloudEvent {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("delivery in time")
+        .expect("no error")
+        .expect("open subscription")
+}
+
+#[tokio::test]
+async fn random_cloudevents_come_back_equal() {
+    let provider = MemoryProvider::default();
+    let mut sub = provider.subscribe_cloudevents("events.ce.>").await.unwrap();
+    let mut rng = Rng::new(2024);
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        let ce = CloudEvent::from(publishable(&mut rng, i));
+        let seq = provider.publish_cloudevent(&ce).await.unwrap();
+        assert_eq!(seq, i as u64 + 1);
+        sent.push(ce);
+    }
+    for (i, ce) in sent.iter().enumerate() {
+        let received = next_ce(&mut sub).await;
+        assert_eq!(&received.event, ce, "event {i}");
+        assert_eq!(received.sequence, i as u64 + 1);
+        assert_eq!(received.num_delivered, 1);
+    }
+    sub.close().await.unwrap();
+
+    // What the provider stored is the A3S event itself.
+    let history = provider.history(Some("events.ce.>"), 1).await.unwrap();
+    assert_eq!(CloudEvent::from(history[0].clone()), sent[59]);
+}
+
+#[tokio::test]
+async fn durable_manual_ack_redelivers_on_nak() {
+    let provider = MemoryProvider::default();
+    let ce = CloudEvent::from(Event::new(
+        "events.orders.created",
+        "orders",
+        "order 1",
+        "shop",
+        json!({"id": 1}),
+    ));
+    provider.publish_cloudevent(&ce).await.unwrap();
+
+    let mut sub = provider
+        .subscribe_durable_cloudevents("ce-worker", "events.orders.>")
+        .await
+        .unwrap();
+    let (first, pending) = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(first, ce);
+    assert_eq!(pending.received.num_delivered, 1);
+    pending.nak().await.unwrap();
+
+    let (again, pending) = tokio::time::timeout(Duration::from_secs(5), sub.next_manual_ack())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, ce);
+    assert_eq!(pending.received.num_delivered, 2);
+    pending.ack().await.unwrap();
+    sub.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn cloudevent_without_subject_is_refused_before_publishing() {
+    let provider = MemoryProvider::default();
+    let foreign = cloudevent_from_structured(
+        br#"{"specversion":"1.0","id":"x-1","source":"/other","type":"com.example.ping","data":{"n":1}}"#,
+    )
+    .unwrap();
+    match provider.publish_cloudevent(&foreign).await {
+        Err(Error::InvalidSubject { reason, .. }) => {
+            assert!(reason.contains("subject"), "{reason}")
+        }
+        other => panic!("expected InvalidSubject, got {other:?}"),
+    }
+    assert_eq!(provider.info().await.unwrap().messages, 0);
+}
+
+#[tokio::test]
+async fn foreign_cloudevent_published_to_an_explicit_subject() {
+    let provider = MemoryProvider::default();
+    let mut sub = provider
+        .subscribe_cloudevents("events.partner.>")
+        .await
+        .unwrap();
+    let foreign = cloudevent_from_structured(
+        br#"{"specversion":"1.0","id":"x-1","source":"/other","type":"com.example.ping",
+             "subject":"not/an/a3s/subject","traceparent":"00-ab-cd-01","data":{"n":1}}"#,
+    )
+    .unwrap();
+    provider
+        .publish_cloudevent_to("events.partner.ping", &foreign)
+        .await
+        .unwrap();
+    let received = next_ce(&mut sub).await.event;
+    assert_eq!(received.subject(), Some("events.partner.ping"));
+    assert_eq!(received.id(), "x-1");
+    assert_eq!(received.ty(), "com.example.ping");
+    assert_eq!(
+        received
+            .extension("traceparent")
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("00-ab-cd-01")
+    );
+    let event = Event::try_from(received).unwrap();
+    assert_eq!(event.category, "partner");
+    assert_eq!(event.payload, json!({"n": 1}));
+}
+
+#[tokio::test]
+async fn unconvertible_cloudevent_is_a_serialization_error() {
+    let provider = MemoryProvider::default();
+    let xml = cloudevent_from_structured(
+        br#"{"specversion":"1.0","id":"x","source":"/s","type":"t","subject":"events.a.b",
+             "datacontenttype":"text/xml","data":"<a/>"}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        provider.publish_cloudevent(&xml).await,
+        Err(Error::Serialization(_))
+    ));
+}

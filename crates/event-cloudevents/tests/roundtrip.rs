@@ -1,0 +1,118 @@
+//! Property-style round trips: random awkward events must come back equal
+//! through every path (in memory, structured JSON, HTTP binary/structured).
+
+mod common;
+
+use common::Rng;
+use event_cloudevents::{
+    CloudEvent, from_structured, from_structured_batch, to_structured, to_structured_batch,
+};
+use event_core::Event;
+
+const CASES: u64 = 400;
+
+fn check(path: &str, seed: u64, event: &Event, back: event_core::Result<Event>) {
+    match back {
+        Ok(back) => assert_eq!(&back, event, "{path}: seed {seed} did not round-trip"),
+        Err(err) => panic!("{path}: seed {seed} failed: {err}\nevent: {event:?}"),
+    }
+}
+
+#[test]
+fn random_events_round_trip_in_memory() {
+    for seed in 0..CASES {
+        let event = Rng::new(seed).event();
+        let ce = CloudEvent::from(&event);
+        check("memory", seed, &event, Event::try_from(ce));
+    }
+}
+
+#[test]
+fn cloudevents_made_from_events_survive_the_reverse_trip() {
+    // CloudEvent -> Event -> CloudEvent is the identity on CloudEvents this
+    // crate produces (ids are not defaulted, so nothing is regenerated).
+    for seed in 0..CASES {
+        let mut event = Rng::new(seed).event();
+        if event.id.is_empty() {
+            event.id = "evt-fixed".into();
+        }
+        let ce = CloudEvent::from(&event);
+        let again = CloudEvent::from(Event::try_from(ce.clone()).unwrap());
+        assert_eq!(again, ce, "seed {seed}");
+    }
+}
+
+#[test]
+fn random_events_round_trip_through_structured_json() {
+    for seed in 0..CASES {
+        let event = Rng::new(seed).event();
+        let json = to_structured(&event).unwrap();
+        check("structured", seed, &event, from_structured(&json));
+    }
+}
+
+#[test]
+fn random_batches_round_trip() {
+    let mut rng = Rng::new(7);
+    for _ in 0..20 {
+        let events: Vec<Event> = (0..rng.below(6)).map(|_| rng.event()).collect();
+        let json = to_structured_batch(&events).unwrap();
+        assert_eq!(from_structured_batch(&json).unwrap(), events);
+    }
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn random_events_round_trip_through_http_messages() {
+    use event_cloudevents::http::{Mode, from_http, to_http};
+    for seed in 0..CASES {
+        let event = Rng::new(seed).event();
+        for mode in [Mode::Binary, Mode::Structured] {
+            let msg = to_http(&event, mode).unwrap_or_else(|e| {
+                panic!("seed {seed} {mode:?}: {e}\n{:?}", CloudEvent::from(&event))
+            });
+            for value in msg.headers.values() {
+                assert!(
+                    value.to_str().is_ok(),
+                    "seed {seed}: non-ASCII header {value:?}"
+                );
+            }
+            check(
+                &format!("http {mode:?}"),
+                seed,
+                &event,
+                from_http(&msg.headers, msg.body),
+            );
+        }
+    }
+}
+
+#[test]
+fn every_extension_name_is_spec_valid() {
+    for seed in 0..CASES {
+        let ce = CloudEvent::from(Rng::new(seed).event());
+        for (name, _) in ce.iter_extensions() {
+            assert!(
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+                "seed {seed}: invalid extension name {name:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn millisecond_timestamps_are_exact_in_time() {
+    use cloudevents::AttributesReader;
+    let mut rng = Rng::new(99);
+    for _ in 0..1000 {
+        let mut event = rng.event();
+        event.timestamp = rng.next_u64() % 253_402_300_800_000;
+        let ce = CloudEvent::from(&event);
+        let time = ce.time().expect("time set for four-digit years");
+        assert_eq!(time.timestamp_millis() as u64, event.timestamp);
+        assert_eq!(time.timestamp_subsec_nanos() % 1_000_000, 0);
+    }
+}

@@ -1,0 +1,112 @@
+//! CloudEvents interop: convert A3S events to and from CloudEvents v1.0,
+//! carry them through a provider, and over HTTP in binary and structured mode.
+//!
+//! Run: `cargo run --example cloudevents`
+
+use axum::{Router, extract::State, http::StatusCode, routing::post};
+use event_cloudevents::cloudevents::AttributesReader;
+use event_cloudevents::http::client::send_http;
+use event_cloudevents::http::server::HttpEvent;
+use event_cloudevents::http::{Mode, to_http};
+use event_cloudevents::{CloudEvent, CloudEventProviderExt, from_structured, to_structured};
+use event_core::{Event, EventProvider};
+use event_memory::MemoryProvider;
+use serde_json::json;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // 1. An A3S event becomes a CloudEvent and comes back unchanged.
+    let event = Event::typed(
+        "events.market.forex.usd_cny",
+        "market",
+        "forex.rate_change",
+        2,
+        "USD/CNY broke through 7.35",
+        "reuters",
+        json!({"pair": "USD/CNY", "rate": 7.3521}),
+    )
+    .with_metadata("region", "asia")
+    .with_metadata("X-Request-Id", "r-42");
+
+    let ce = CloudEvent::from(event.clone());
+    println!(
+        "type={} source={} subject={:?}",
+        ce.ty(),
+        ce.source(),
+        ce.subject()
+    );
+    println!(
+        "structured mode:\n{}",
+        serde_json::to_string_pretty(&serde_json::from_slice::<serde_json::Value>(
+            &to_structured(&event)?
+        )?)?
+    );
+    assert_eq!(Event::try_from(ce.clone())?, event);
+
+    let binary = to_http(&event, Mode::Binary)?;
+    println!("binary mode headers:");
+    for (name, value) in &binary.headers {
+        println!("  {name}: {}", value.to_str().unwrap_or("<binary>"));
+    }
+
+    // 2. A CloudEvent from another producer (the spec's JSON example).
+    let foreign = from_structured(
+        br#"{
+            "specversion": "1.0",
+            "type": "com.example.someevent",
+            "source": "/mycontext",
+            "id": "C234-1234-1234",
+            "time": "2018-04-05T17:31:00Z",
+            "comexampleextension1": "value",
+            "datacontenttype": "application/json",
+            "data": {"appinfoA": "abc", "appinfoB": 123}
+        }"#,
+    )?;
+    println!(
+        "foreign event: type={} metadata={:?}",
+        foreign.event_type, foreign.metadata
+    );
+
+    // 3. Through a provider: publish CloudEvents, receive CloudEvents.
+    let provider = Arc::new(MemoryProvider::default());
+    let mut sub = provider.subscribe_cloudevents("events.market.>").await?;
+    provider.publish_cloudevent(&ce).await?;
+    let received = sub.next().await?.ok_or("subscription closed")?;
+    assert_eq!(received.event, ce);
+    println!(
+        "provider delivered {} at sequence {}",
+        received.event.id(),
+        received.sequence
+    );
+
+    // 4. Over HTTP: a webhook that publishes what it receives, and a client.
+    async fn webhook(
+        State(provider): State<Arc<MemoryProvider>>,
+        HttpEvent(event): HttpEvent,
+    ) -> StatusCode {
+        match provider.publish(&event).await {
+            Ok(_) => StatusCode::ACCEPTED,
+            Err(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+    let app = Router::new()
+        .route("/events", post(webhook))
+        .with_state(provider.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/events", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = reqwest::Client::new();
+    for (i, mode) in [Mode::Binary, Mode::Structured].into_iter().enumerate() {
+        let mut sent = event.clone();
+        sent.id = format!("evt-http-{i}");
+        sent.summary = format!("sent in {mode:?} mode: naïve café ✓");
+        send_http(&client, &url, &sent, mode).await?;
+        let got = sub.next().await?.ok_or("subscription closed")?;
+        assert_eq!(Event::try_from(got.event)?, sent);
+        println!("HTTP {mode:?}: {} arrived intact", sent.id);
+    }
+    sub.close().await?;
+    Ok(())
+}
