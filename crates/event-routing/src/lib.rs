@@ -75,12 +75,18 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | *(default)* | everything above; no HTTP crates |
+//! | `bus` (default) | [`TopicSink::through_bus`] and [`Broker::attach`]: routing on an `EventBus` (`event-bus`, no HTTP) |
+//! | `http` | [`http::HttpSink`] and [`http::WebhookSource`]: CloudEvents over HTTP (reqwest, axum) |
+//!
+//! Without `http` the crate pulls no HTTP crates.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod broker;
 mod dlq;
 pub mod filter;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod index;
 pub mod metadata;
 pub mod scaling;

@@ -10,6 +10,12 @@ pub const ORIGINAL_ID: &str = "originalid";
 /// Subject of the event a [`TopicSink`](crate::TopicSink) forwarded.
 pub const ORIGINAL_SUBJECT: &str = "originalsubject";
 
+/// How many times the event was forwarded by a topic sink (absent: never).
+/// A broker does not route an event that reached its
+/// [`max_hops`](crate::BrokerConfig::max_hops), which breaks routing loops
+/// (a trigger whose topic sink publishes where the same trigger matches).
+pub const HOPS: &str = "routinghops";
+
 /// Why delivery failed (the last error), on dead-lettered events.
 pub const DLQ_REASON: &str = "dlqreason";
 /// Delivery attempts made before the event was dead-lettered.

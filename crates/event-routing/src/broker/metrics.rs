@@ -49,6 +49,7 @@ counters! {
     dead_letter_failures => "Failed deliveries the dead-letter sink also refused, or that had none: lost unless the source redelivers.",
     enqueued => "Events accepted into the queue.",
     queue_full => "Times the queue was full when an event arrived (the publisher waited or was refused).",
+    hop_limit => "Events not routed because topic sinks had forwarded them `max_hops` times (a routing loop).",
     rejected => "Events refused because the queue was full (policy `Reject`, or `WaitFor` timed out).",
 }
 

@@ -81,6 +81,11 @@ pub struct BrokerConfig {
     /// How long a feed waits before an unsettled event is redelivered, and
     /// between retries of a failing subscription. Default 1 s.
     pub feed_retry_delay: Duration,
+    /// Events forwarded this many times by topic sinks
+    /// ([`metadata::HOPS`](crate::metadata::HOPS)) are not routed again,
+    /// which ends routing loops; they are counted in
+    /// [`BrokerMetrics::hop_limit`] and logged. Default 8.
+    pub max_hops: u32,
 }
 
 impl Default for BrokerConfig {
@@ -91,6 +96,7 @@ impl Default for BrokerConfig {
             full_policy: QueueFullPolicy::Wait,
             feed_concurrency: 16,
             feed_retry_delay: Duration::from_secs(1),
+            max_hops: 8,
         }
     }
 }
@@ -190,6 +196,19 @@ impl Core {
     }
 
     async fn route(&self, event: &Event) -> RouteResult {
+        let hops = event
+            .metadata
+            .get(crate::metadata::HOPS)
+            .and_then(|h| h.parse::<u32>().ok())
+            .unwrap_or(0);
+        if hops >= self.config.max_hops {
+            Counters::add(&self.counters.hop_limit, 1);
+            tracing::warn!(
+                event_id = %event.id, subject = %event.subject, hops,
+                "event forwarded too many times (routing loop?); not routed"
+            );
+            return RouteResult::default();
+        }
         let snapshot = self.current();
         let matched = snapshot.matching(event);
         Counters::add(&self.counters.routed, 1);
@@ -448,6 +467,15 @@ impl Broker {
     /// for them. Idempotent. [`route`](Self::route) keeps working.
     pub async fn shutdown(&self) {
         self.inner.queue.shutdown().await;
+    }
+
+    /// Attaches the broker to `bus`: every event the bus publishes (the
+    /// plaintext, after the provider stored it) is [queued](Self::enqueue)
+    /// for routing. Replaces a router the bus had.
+    #[cfg(feature = "bus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+    pub fn attach(&self, bus: &event_bus::EventBus) {
+        bus.set_router(Arc::new(self.clone()));
     }
 
     /// The broker's counters now.

@@ -8,18 +8,24 @@ use std::sync::Arc;
 #[derive(Clone)]
 enum Target {
     Provider(Arc<dyn EventProvider>),
+    #[cfg(feature = "bus")]
+    Bus(event_bus::EventBus),
 }
 
 impl Target {
     fn prefix(&self) -> &str {
         match self {
             Self::Provider(p) => p.subject_prefix(),
+            #[cfg(feature = "bus")]
+            Self::Bus(bus) => bus.provider().subject_prefix(),
         }
     }
 
     async fn publish(&self, event: &Event) -> Result<u64> {
         match self {
             Self::Provider(p) => p.publish(event).await,
+            #[cfg(feature = "bus")]
+            Self::Bus(bus) => bus.publish_event(event).await,
         }
     }
 }
@@ -31,7 +37,8 @@ impl Target {
 /// original id and subject in metadata ([`metadata::ORIGINAL_ID`],
 /// [`metadata::ORIGINAL_SUBJECT`]). The new id matters: providers deduplicate
 /// per stream by event id, so re-publishing the original id would be
-/// swallowed as a duplicate. A retried delivery publishes another copy
+/// swallowed as a duplicate. The forward count goes up by one in
+/// [`metadata::HOPS`], so a broker stops routing loops. A retried delivery publishes another copy
 /// (at-least-once).
 ///
 /// ```
@@ -57,6 +64,8 @@ pub struct TopicSink {
     target: Target,
     /// `None`: the event's own subject.
     subject: Option<String>,
+    /// Publish the event as it is (its own id and subject).
+    unchanged: bool,
 }
 
 impl std::fmt::Debug for TopicSink {
@@ -64,6 +73,7 @@ impl std::fmt::Debug for TopicSink {
         f.debug_struct("TopicSink")
             .field("name", &self.name)
             .field("subject", &self.subject)
+            .field("unchanged", &self.unchanged)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +94,33 @@ impl TopicSink {
         )
     }
 
+    /// A sink publishing to `subject` through `bus`'s pipeline, so the
+    /// forwarded event is validated, schema-checked and encrypted (under its
+    /// own new id) like any other, and counted in the bus's metrics. A bus
+    /// with this broker attached routes the forwarded event too; the
+    /// [`metadata::HOPS`] count stops loops.
+    #[cfg(feature = "bus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+    pub fn through_bus(
+        name: impl Into<String>,
+        bus: event_bus::EventBus,
+        subject: impl Into<String>,
+    ) -> Result<Self> {
+        Self::with_target(name.into(), Target::Bus(bus), Some(subject.into()))
+    }
+
+    /// [`unchanged`](Self::unchanged) through `bus`'s pipeline.
+    #[cfg(feature = "bus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+    pub fn unchanged_through_bus(name: impl Into<String>, bus: event_bus::EventBus) -> Self {
+        Self {
+            name: name.into(),
+            target: Target::Bus(bus),
+            subject: None,
+            unchanged: true,
+        }
+    }
+
     /// A sink publishing each event on its own subject (with a new id), for
     /// example after a [`SinkDlqHandler`](crate::SinkDlqHandler) moved it under
     /// its dead-letter prefix.
@@ -92,6 +129,20 @@ impl TopicSink {
             name: name.into(),
             target: Target::Provider(provider),
             subject: None,
+            unchanged: false,
+        }
+    }
+
+    /// A sink publishing each event exactly as it is: its own subject and
+    /// **its own id**, so a retried delivery of the same event is
+    /// deduplicated by the provider. For ingesting events from outside (a
+    /// [`WebhookSource`](crate::http::WebhookSource) whose senders retry), not
+    /// for forwarding events already in the stream (those would be dropped as
+    /// duplicates).
+    pub fn unchanged(name: impl Into<String>, provider: Arc<dyn EventProvider>) -> Self {
+        Self {
+            unchanged: true,
+            ..Self::same_subject(name, provider)
         }
     }
 
@@ -103,6 +154,7 @@ impl TopicSink {
             name,
             target,
             subject,
+            unchanged: false,
         })
     }
 
@@ -111,7 +163,7 @@ impl TopicSink {
         self.subject.as_deref()
     }
 
-    /// The copy of `event` this sink publishes.
+    /// The copy of `event` a forwarding sink publishes (an [`unchanged`](Self::unchanged) sink publishes `event` itself).
     pub fn forwarded(&self, event: &Event) -> Event {
         let mut out = event.clone();
         out.id = new_event_id();
@@ -121,6 +173,15 @@ impl TopicSink {
                 out.category = category.to_owned();
             }
         }
+        let hops = event
+            .metadata
+            .get(metadata::HOPS)
+            .and_then(|h| h.parse::<u32>().ok())
+            .unwrap_or(0);
+        out.metadata.insert(
+            metadata::HOPS.to_owned(),
+            hops.saturating_add(1).to_string(),
+        );
         out.metadata
             .insert(metadata::ORIGINAL_ID.to_owned(), event.id.clone());
         out.metadata
@@ -132,6 +193,10 @@ impl TopicSink {
 #[async_trait]
 impl EventSink for TopicSink {
     async fn deliver(&self, event: &Event) -> Result<()> {
+        if self.unchanged {
+            subject::validate_publish_subject(&event.subject, self.target.prefix())?;
+            return self.target.publish(event).await.map(|_| ());
+        }
         let forwarded = self.forwarded(event);
         if self.subject.is_none() {
             subject::validate_publish_subject(&forwarded.subject, self.target.prefix())?;

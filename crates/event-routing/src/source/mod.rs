@@ -9,7 +9,7 @@
 //! route, an [`InProcessSink`](crate::InProcessSink) to handle.
 
 mod cron;
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod metrics;
 mod schedule;
 
