@@ -88,5 +88,71 @@ fn bench_route(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_route);
+/// Bus publish on the memory provider, without a broker and with one whose
+/// only trigger matches every event and delivers to a slow sink (10 ms per
+/// delivery). Delivery runs off the publish path, so the attached broker
+/// should cost the publisher little: the target is >= 0.9x the baseline.
+fn bench_bus_publish(c: &mut Criterion) {
+    use event_bus::EventBus;
+    use event_memory::MemoryProvider;
+    use event_routing::{BrokerConfig, InProcessSink};
+    use std::time::Duration;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let event = || {
+        Event::new(
+            "events.orders.created",
+            "orders",
+            "new order",
+            "shop",
+            serde_json::json!({"id": 42, "total": 99.5}),
+        )
+    };
+    let mut group = c.benchmark_group("bus_publish_slow_sinks");
+
+    let plain = rt.block_on(async { EventBus::new(MemoryProvider::default()) });
+    group.bench_function("baseline_no_broker", |b| {
+        b.to_async(&rt)
+            .iter(|| async { plain.publish_event(&event()).await.unwrap() });
+    });
+
+    // Enough workers that 10 ms sinks never fill the queue at publish rate.
+    let broker = Broker::with_config(BrokerConfig {
+        queue_capacity: 65_536,
+        workers: 65_536,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "slow",
+            TriggerFilter::by_subject("events.orders.>"),
+            Arc::new(InProcessSink::new("slow", |_| async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(())
+            })),
+        ))
+        .unwrap();
+    let attached = rt.block_on(async { EventBus::new(MemoryProvider::default()) });
+    broker.attach(&attached);
+    group.bench_function("broker_attached", |b| {
+        b.to_async(&rt)
+            .iter(|| async { attached.publish_event(&event()).await.unwrap() });
+    });
+    group.finish();
+    rt.block_on(broker.shutdown());
+    let m = broker.metrics();
+    assert_eq!(m.rejected, 0);
+    assert_eq!(m.delivered, m.enqueued);
+    eprintln!(
+        "broker: {} events routed, {} times the queue was full",
+        m.routed, m.queue_full
+    );
+}
+
+criterion_group!(benches, bench_route, bench_bus_publish);
 criterion_main!(benches);
