@@ -104,3 +104,13 @@ pub use scaling::ScalingEvent;
 pub use sink::{CollectorSink, EventSink, FailingSink, InProcessSink, LogSink, TopicSink};
 pub use source::{CronSource, EventSource, MetricSample, MetricsPoller, MetricsSource, Schedule};
 pub use trigger::{BackoffPolicy, DeliverySpec, Trigger};
+
+/// `docs/deployment.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/deployment.md")]
+pub struct DeploymentGuide;
+
+/// `docs/custom-providers.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/custom-providers.md")]
+pub struct CustomProvidersGuide;
