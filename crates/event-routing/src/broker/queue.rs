@@ -83,12 +83,25 @@ impl Queue {
     }
 
     pub(super) async fn enqueue(&self, core: &Arc<Core>, event: Arc<Event>) -> Result<()> {
-        let tx = self.sender(core)?;
         core.begin();
         let mut admission = Admission {
             core,
             admitted: false,
         };
+        // Fast path: room in a running queue; no sender clone, no await.
+        let event = match &*self.state.read() {
+            State::Running { tx, .. } => match tx.try_send(event) {
+                Ok(()) => {
+                    admission.admitted = true;
+                    Counters::add(&core.counters.enqueued, 1);
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed()),
+                Err(mpsc::error::TrySendError::Full(event)) => event,
+            },
+            _ => event,
+        };
+        let tx = self.sender(core)?;
         let event = match tx.try_send(event) {
             Ok(()) => {
                 admission.admitted = true;
