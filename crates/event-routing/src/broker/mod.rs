@@ -276,7 +276,9 @@ impl Drop for PendingGuard {
 /// Triggers are indexed (by exact type, subject tokens, source and
 /// attributes), so an event is checked only against triggers that can match.
 ///
-/// `Broker` is a cheap handle (`Clone` shares the broker). The queue's
+/// Routing needs a Tokio runtime with the time driver enabled (delivery
+/// timeouts and backoff use Tokio's clock, so a paused test clock drives
+/// them). `Broker` is a cheap handle (`Clone` shares the broker). The queue's
 /// dispatcher stops when [`shutdown`](Self::shutdown) is called or every
 /// handle is dropped, after routing what was queued.
 ///
