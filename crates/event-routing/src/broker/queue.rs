@@ -177,22 +177,61 @@ impl Drop for Admission<'_> {
 
 /// Takes events off the queue and routes up to `workers` at a time; when the
 /// queue closes, routes what is left and waits for the routings.
+///
+/// It takes a worker slot before taking an event, so that while every worker
+/// is busy the events wait in the queue, where the capacity bounds them.
+///
+/// While events keep arriving it does not wait on the queue (which would
+/// make every publish wake it, a cross-thread wake-up on the publisher's
+/// path): it drains what is there, sleeps `linger`, and drains again. Only
+/// when a sleep found nothing new does it go back to waiting, so an idle
+/// broker costs nothing and the first event after a pause is taken at once.
 async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Arc<Event>>) {
     let workers = core.config.workers;
+    let linger = core.config.dispatch_linger;
     let permits = Arc::new(Semaphore::new(workers));
-    // Take a worker slot before taking an event, so that while every worker
-    // is busy the events wait in the queue, where the capacity bounds them.
-    while let Ok(permit) = permits.clone().acquire_owned().await {
+    'idle: loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
         let Some(event) = rx.recv().await else {
             break;
         };
-        let core = core.clone();
-        tokio::spawn(async move {
-            let _done = PendingGuard(core.clone());
-            let _permit = permit;
-            core.route(&event).await;
-        });
+        spawn_routing(&core, event, permit);
+        if linger.is_zero() {
+            continue;
+        }
+        // Busy: drain without registering a waker, then linger.
+        loop {
+            let mut took = false;
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break 'idle;
+                };
+                match rx.try_recv() {
+                    Ok(event) => {
+                        spawn_routing(&core, event, permit);
+                        took = true;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break 'idle,
+                }
+            }
+            if !took && rx.is_empty() {
+                continue 'idle;
+            }
+            tokio::time::sleep(linger).await;
+        }
     }
     let all = u32::try_from(workers).unwrap_or(u32::MAX);
     let _ = permits.acquire_many(all).await;
+}
+
+fn spawn_routing(core: &Arc<Core>, event: Arc<Event>, permit: tokio::sync::OwnedSemaphorePermit) {
+    let core = core.clone();
+    tokio::spawn(async move {
+        let _done = PendingGuard(core.clone());
+        let _permit = permit;
+        core.route(&event).await;
+    });
 }
