@@ -688,3 +688,75 @@ async fn a_durable_feed_acks_after_delivery_or_dead_letter_and_resumes() {
     assert_eq!((stats.received, stats.acked), (1, 1), "{stats:?}");
     assert_eq!(all.events().last().unwrap().event_type, "later");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_dispatcher_takes_an_idle_brokers_first_event_at_once_and_lingers_only_under_load() {
+    for linger in [Duration::ZERO, Duration::from_millis(1)] {
+        let broker = Broker::with_config(BrokerConfig {
+            dispatch_linger: linger,
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        let times = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        broker
+            .add_trigger(Trigger::new(
+                "t",
+                TriggerFilter::all(),
+                Arc::new(InProcessSink::new("clock", {
+                    let times = times.clone();
+                    move |_| {
+                        let times = times.clone();
+                        async move {
+                            times.lock().push(Instant::now());
+                            Ok(())
+                        }
+                    }
+                })),
+            ))
+            .unwrap();
+        let start = Instant::now();
+        broker
+            .enqueue(Arc::new(event("events.a.b", "t")))
+            .await
+            .unwrap();
+        broker.wait_idle().await;
+        assert_eq!(
+            times.lock()[0],
+            start,
+            "linger {linger:?}: first event delayed"
+        );
+        // A burst, then a pause, then one more: everything is routed, none
+        // later than one linger (plus the timer's 1 ms granularity) after it
+        // was queued.
+        let mut queued = vec![start];
+        for _ in 0..50 {
+            queued.push(Instant::now());
+            broker
+                .enqueue(Arc::new(event("events.a.b", "t")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let late = Instant::now();
+        broker
+            .enqueue(Arc::new(event("events.a.b", "t")))
+            .await
+            .unwrap();
+        broker.wait_idle().await;
+        let times = times.lock().clone();
+        assert_eq!(times.len(), 52);
+        assert_eq!(
+            *times.last().unwrap(),
+            late,
+            "linger {linger:?}: idle broker delayed"
+        );
+        for (routed, queued) in times.iter().zip(&queued) {
+            assert!(
+                *routed - *queued <= linger + Duration::from_millis(1),
+                "{:?}",
+                *routed - *queued
+            );
+        }
+    }
+}
