@@ -78,21 +78,38 @@ async fn through_bus(iters: u64) -> Duration {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut group = c.benchmark_group("publish_with_one_subscriber");
-    group.throughput(Throughput::Elements(1));
-    group.sample_size(20);
-    group.bench_function("provider_only", |b| {
-        b.to_async(&rt).iter_custom(provider_only);
-    });
-    group.bench_function("event_bus", |b| {
-        b.to_async(&rt).iter_custom(through_bus);
-    });
-    group.finish();
+    // Two set-ups: one thread (the publisher runs, then the subscriber
+    // drains: pure CPU cost per event) and two worker threads (publisher and
+    // subscriber in parallel, with cross-thread wake-ups).
+    let runtimes = [
+        (
+            "current_thread",
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        ),
+        (
+            "multi_thread",
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        ),
+    ];
+    for (name, rt) in &runtimes {
+        let mut group = c.benchmark_group(format!("publish_with_one_subscriber/{name}"));
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(20);
+        group.bench_function("provider_only", |b| {
+            b.to_async(rt).iter_custom(provider_only);
+        });
+        group.bench_function("event_bus", |b| {
+            b.to_async(rt).iter_custom(through_bus);
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);

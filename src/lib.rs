@@ -1,7 +1,7 @@
 //! # A3S Event
 //!
 //! Provider-agnostic events for Rust: publish, subscribe to and query events
-//! through one trait, [`EventProvider`](provider::EventProvider), and swap the
+//! through one trait, [`EventProvider`], and swap the
 //! backend (in-memory, NATS JetStream, your own) without touching application
 //! code. Above the providers, the [`EventBus`] adds what no broker does for
 //! you: subject and schema validation, payload encryption, managed durable
@@ -97,12 +97,12 @@ pub use event_core::{
     Subscription, SubscriptionFilter, SubscriptionRecord,
 };
 
-/// The error type and [`Result`](error::Result) alias.
+/// The error type and [`Result`] alias.
 pub mod error {
     pub use event_core::error::*;
 }
 
-/// Core data types: [`Event`](types::Event), [`ReceivedEvent`](types::ReceivedEvent),
+/// Core data types: [`Event`], [`ReceivedEvent`],
 /// options and filters.
 pub mod types {
     pub use event_core::types::*;

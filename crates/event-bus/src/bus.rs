@@ -161,8 +161,9 @@ impl EventBus {
     ) -> Result<Event> {
         self.check_category_topic(category, topic)?;
         let subject = self.inner.provider.build_subject(category, topic);
+        let checked = self.is_checked_subject(&subject, category, topic);
         let event = Event::new(subject, category, summary, source, payload);
-        self.publish_event(&event).await?;
+        self.run_pipeline(&event, None, checked).await?;
         Ok(event)
     }
 
@@ -181,17 +182,18 @@ impl EventBus {
     ) -> Result<Event> {
         self.check_category_topic(category, topic)?;
         let subject = self.inner.provider.build_subject(category, topic);
+        let checked = self.is_checked_subject(&subject, category, topic);
         let event = Event::typed(
             subject, category, event_type, version, summary, source, payload,
         );
-        self.publish_event(&event).await?;
+        self.run_pipeline(&event, None, checked).await?;
         Ok(event)
     }
 
     /// Publishes a pre-built event; returns its stream sequence. Publishing
     /// the same event (same id) again is deduplicated by the provider.
     pub async fn publish_event(&self, event: &Event) -> Result<u64> {
-        self.run_pipeline(event, None).await
+        self.run_pipeline(event, None, false).await
     }
 
     /// Publishes with explicit options (dedup id, expected sequence,
@@ -201,7 +203,7 @@ impl EventBus {
         event: &Event,
         options: &PublishOptions,
     ) -> Result<u64> {
-        self.run_pipeline(event, Some(options)).await
+        self.run_pipeline(event, Some(options), false).await
     }
 
     fn check_category_topic(&self, category: &str, topic: &str) -> Result<()> {
@@ -213,7 +215,26 @@ impl EventBus {
         checked
     }
 
-    async fn run_pipeline(&self, event: &Event, options: Option<&PublishOptions>) -> Result<u64> {
+    /// Whether `subject` is exactly `{prefix}.{category}.{topic}` for an
+    /// already validated category and topic, so validating it again can be
+    /// skipped (a provider with its own `build_subject` is checked in full).
+    fn is_checked_subject(&self, subject: &str, category: &str, topic: &str) -> bool {
+        let prefix = self.inner.provider.subject_prefix();
+        validate_category(prefix).is_ok()
+            && subject
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('.'))
+                .and_then(|r| r.strip_prefix(category))
+                .and_then(|r| r.strip_prefix('.'))
+                == Some(topic)
+    }
+
+    async fn run_pipeline(
+        &self,
+        event: &Event,
+        options: Option<&PublishOptions>,
+        subject_checked: bool,
+    ) -> Result<u64> {
         let start = Instant::now();
         let span = tracing::debug_span!(
             "a3s_event.publish",
@@ -221,7 +242,10 @@ impl EventBus {
             event_id = %event.id,
             sequence = tracing::field::Empty,
         );
-        let result = self.pipeline(event, options).instrument(span.clone()).await;
+        let result = self
+            .pipeline(event, options, subject_checked)
+            .instrument(span.clone())
+            .await;
         match &result {
             Ok(seq) => {
                 span.record("sequence", seq);
@@ -235,10 +259,18 @@ impl EventBus {
         result
     }
 
-    async fn pipeline(&self, event: &Event, options: Option<&PublishOptions>) -> Result<u64> {
+    async fn pipeline(
+        &self,
+        event: &Event,
+        options: Option<&PublishOptions>,
+        subject_checked: bool,
+    ) -> Result<u64> {
         let inner = &*self.inner;
-        // 1. subject
-        if let Err(err) = validate_publish_subject(&event.subject, inner.provider.subject_prefix())
+        // 1. subject (already checked when built from a validated category
+        //    and topic)
+        if !subject_checked
+            && let Err(err) =
+                validate_publish_subject(&event.subject, inner.provider.subject_prefix())
         {
             inner.metrics.add_validation_error(1);
             return Err(err);

@@ -2,6 +2,7 @@
 //! read lock on the publish path.
 
 use event_core::{DlqHandler, EventEncryptor, EventRouter, SchemaValidator};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// The hooks in effect at one moment.
@@ -14,25 +15,36 @@ pub(crate) struct Hooks {
 }
 
 /// Copy-on-write slot: readers clone an `Arc<Hooks>` under a read lock held
-/// for a few nanoseconds; writers replace the whole set.
+/// for a few nanoseconds; writers replace the whole set. A flag lets the
+/// delivery path skip the lock entirely when no encryptor is set.
 #[derive(Default)]
-pub(crate) struct HookSlot(RwLock<Arc<Hooks>>);
+pub(crate) struct HookSlot {
+    hooks: RwLock<Arc<Hooks>>,
+    encrypting: AtomicBool,
+}
 
 impl HookSlot {
     /// The current hooks.
     pub(crate) fn load(&self) -> Arc<Hooks> {
         // a panic while holding the lock cannot leave `Arc<Hooks>` half-written
-        self.0
+        self.hooks
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
+    /// Whether an encryptor is set (no lock taken).
+    pub(crate) fn encrypting(&self) -> bool {
+        self.encrypting.load(Ordering::Acquire)
+    }
+
     /// Replaces the hooks with `f` applied to a copy of the current ones.
     pub(crate) fn update(&self, f: impl FnOnce(&mut Hooks)) {
-        let mut guard = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.hooks.write().unwrap_or_else(PoisonError::into_inner);
         let mut next = Hooks::clone(&guard);
         f(&mut next);
+        self.encrypting
+            .store(next.encryptor.is_some(), Ordering::Release);
         *guard = Arc::new(next);
     }
 }

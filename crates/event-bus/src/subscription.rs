@@ -77,6 +77,9 @@ impl BusSubscription {
             Ok(None) => return Ok(None),
             Err(err) => return Err(self.bus.report_error(err).await),
         };
+        if !self.bus.hooks.encrypting() {
+            return Ok(Some(pending));
+        }
         let hooks = self.bus.hooks.load();
         let sequence = pending.received.sequence;
         match self

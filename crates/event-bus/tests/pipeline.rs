@@ -405,3 +405,214 @@ async fn hooks_can_be_set_on_a_shared_bus_while_publishing() {
     assert_eq!(all.len(), 800);
     assert!(all.iter().all(|e| e.payload.get("t").is_some()));
 }
+
+mod span_probe {
+    //! A minimal `tracing` subscriber that records, for each `probe` event,
+    //! whether it was emitted inside the bus's publish span.
+    #![allow(clippy::unwrap_used)]
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    thread_local! {
+        static STACK: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[derive(Default)]
+    pub struct Recorder {
+        next: AtomicU64,
+        names: Mutex<HashMap<u64, &'static str>>,
+        pub probes: Mutex<Vec<(String, bool)>>,
+    }
+
+    impl Subscriber for Recorder {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+            let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+            self.names
+                .lock()
+                .unwrap()
+                .insert(id, attrs.metadata().name());
+            Id::from_u64(id)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if event.metadata().target() != "probe" {
+                return;
+            }
+            let names = self.names.lock().unwrap();
+            let inside = STACK.with(|s| {
+                s.borrow()
+                    .iter()
+                    .any(|id| names.get(id) == Some(&"a3s_event.publish"))
+            });
+            let mut label = String::new();
+            struct V<'a>(&'a mut String);
+            impl tracing::field::Visit for V<'_> {
+                fn record_debug(&mut self, _: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push_str(&format!("{v:?}"));
+                }
+            }
+            event.record(&mut V(&mut label));
+            self.probes.lock().unwrap().push((label, inside));
+        }
+        fn enter(&self, id: &Id) {
+            STACK.with(|s| s.borrow_mut().push(id.into_u64()));
+        }
+        fn exit(&self, id: &Id) {
+            STACK.with(|s| {
+                let mut s = s.borrow_mut();
+                if let Some(pos) = s.iter().rposition(|x| *x == id.into_u64()) {
+                    s.remove(pos);
+                }
+            });
+        }
+    }
+}
+
+/// A provider whose publish awaits (yields and sleeps) before storing.
+struct AwaitingProvider(MemoryProvider);
+
+#[async_trait]
+impl EventProvider for AwaitingProvider {
+    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+        tracing::info!(target: "probe", "before await");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        tracing::info!(target: "probe", "after await");
+        self.0.publish_with_options(event, options).await
+    }
+    async fn subscribe_with_options(
+        &self,
+        filter: &str,
+        options: &event_core::SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        self.0.subscribe_with_options(filter, options).await
+    }
+    async fn subscribe_durable_with_options(
+        &self,
+        name: &str,
+        filter: &str,
+        options: &event_core::SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        self.0
+            .subscribe_durable_with_options(name, filter, options)
+            .await
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        self.0.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> Result<()> {
+        self.0.unsubscribe(name).await
+    }
+    async fn info(&self) -> Result<ProviderInfo> {
+        self.0.info().await
+    }
+    fn name(&self) -> &str {
+        "awaiting"
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_publish_span_covers_the_provider_await() {
+    let recorder = Arc::new(span_probe::Recorder::default());
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let bus = EventBus::new(AwaitingProvider(MemoryProvider::default()));
+    // something else runs while the publish is suspended
+    let other = tokio::spawn(async {
+        for _ in 0..5 {
+            tracing::info!(target: "probe", "other task");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    bus.publish("a", "b", "s", "src", json!(1)).await.unwrap();
+    other.await.unwrap();
+    tracing::info!(target: "probe", "after publish");
+    let probes = recorder.probes.lock().unwrap().clone();
+    let inside = |label: &str| -> Vec<bool> {
+        probes
+            .iter()
+            .filter(|(l, _)| l.contains(label))
+            .map(|(_, i)| *i)
+            .collect()
+    };
+    assert_eq!(inside("before await"), [true]);
+    assert_eq!(inside("after await"), [true], "span lost across the await");
+    let other = inside("other task");
+    assert!(!other.is_empty());
+    assert!(other.iter().all(|i| !i), "span leaked into another task");
+    assert_eq!(inside("after publish"), [false]);
+}
+
+#[tokio::test]
+async fn lag_is_reported_and_counted() {
+    let provider = MemoryProvider::new(event_memory::MemoryConfig {
+        subject_prefix: "events".into(),
+        max_events: 1000,
+        channel_capacity: 4,
+    })
+    .unwrap();
+    let bus = EventBus::new(provider);
+    let mut sub = bus.subscribe("events.>").await.unwrap();
+    for i in 0..20 {
+        bus.publish("a", "b", "s", "src", json!(i)).await.unwrap();
+    }
+    let missed = match sub.next().await {
+        Err(Error::Lagged { missed }) => missed,
+        other => panic!("expected lag, got {other:?}"),
+    };
+    assert!(missed > 0);
+    assert_eq!(bus.metrics().snapshot().lagged, missed);
+    // the subscription continues
+    assert!(next(&mut sub).await.event.payload.as_i64().unwrap() >= 15);
+}
+
+/// A subscription that reports one undecodable message, then closes.
+struct UndecodableOnce(bool);
+
+#[async_trait]
+impl Subscription for UndecodableOnce {
+    async fn next(&mut self) -> Result<Option<event_core::ReceivedEvent>> {
+        Ok(None)
+    }
+    async fn next_manual_ack(&mut self) -> Result<Option<event_core::PendingEvent>> {
+        if std::mem::replace(&mut self.0, false) {
+            return Err(Error::Undecodable {
+                subject: "events.orders.new".into(),
+                sequence: 42,
+                reason: "expected value at line 1".into(),
+                raw: "{not json".into(),
+            });
+        }
+        Ok(None)
+    }
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn undecodable_messages_are_dead_lettered_and_reported() {
+    let (bus, _) = bus();
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    let mut sub = bus.wrap_subscription(Box::new(UndecodableOnce(true)));
+    assert!(matches!(
+        sub.next_manual_ack().await,
+        Err(Error::Undecodable { sequence: 42, .. })
+    ));
+    assert!(sub.next_manual_ack().await.unwrap().is_none());
+    let dead = dlq.list(1).await.unwrap().remove(0);
+    assert_eq!(dead.original_subject, "events.orders.new");
+    assert_eq!(dead.event.category, "orders");
+    assert_eq!(dead.event.payload, json!("{not json"));
+    assert_eq!(dead.event.metadata["a3s.sequence"], "42");
+    assert!(dead.reason.starts_with("undecodable: "), "{}", dead.reason);
+    assert_eq!(bus.metrics().snapshot().dlq_total, 1);
+}

@@ -13,7 +13,9 @@
 //! - `Ok` → `ack`;
 //! - `Err`, a panic (caught) or a timeout ([`ConsumerConfig::handler_timeout`])
 //!   → `nak` with the subscription's backoff
-//!   ([`SubscribeOptions::redelivery_delay`]) of the delivery number;
+//!   ([`SubscribeOptions::redelivery_delay`]) of the delivery number
+//!   (without `backoff` that is `ack_wait`, 30 s by default: set `backoff`
+//!   for quicker retries);
 //! - on the last allowed delivery (`max_deliver` of the subscription
 //!   options) a failure goes to the bus's DLQ handler with the original
 //!   subject, the delivery attempts, the time of the first failure this
