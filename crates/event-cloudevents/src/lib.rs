@@ -15,9 +15,9 @@
 //!   `application/cloudevents+json`, and batches).
 //! - The provider binding ([`CloudEventProviderExt`]): publish CloudEvents to
 //!   and receive them from any `EventProvider` (NATS JetStream, memory, ...).
-//! - The HTTP binding ([`http`]): binary and structured mode messages;
-//!   [`send_http`](http::client::send_http) with reqwest and the
-//!   [`HttpEvent`](http::server::HttpEvent) axum extractor, behind features.
+//! - The HTTP binding (module `http`, behind features): binary and
+//!   structured mode messages, `http::client::send_http` with reqwest and the
+//!   `http::server::HttpEvent` axum extractor.
 //!
 //! [`CloudEvent`] is the SDK's event (it dereferences to
 //! [`cloudevents::Event`]) under the name the A3S API uses.
@@ -57,9 +57,9 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `http` | [`http`]: binary/structured HTTP messages on `http` types |
-//! | `http-client` | [`http::client::send_http`]: POST events with reqwest (SDK `reqwest` binding) |
-//! | `http-server` | [`http::server::HttpEvent`]: the axum extractor and responses (SDK `axum` binding) |
+//! | `http` | module `http`: binary/structured HTTP messages on `http` crate types |
+//! | `http-client` | `http::client::send_http`: POST events with reqwest (the SDK's `reqwest` binding) |
+//! | `http-server` | `http::server::HttpEvent`: the axum extractor and responses (the SDK's HTTP binding) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cloudevent;
