@@ -14,7 +14,7 @@ status=0
 check() {
     local label="$1"; shift
     local tree
-    if ! tree="$(cargo tree -p a3s-event --edges normal --prefix none --format '{p}' "$@")"; then
+    if ! tree="$(cargo tree -p "${PKG:-a3s-event}" --edges normal --prefix none --format '{p}' "$@")"; then
         echo "error: cargo tree failed ($label)" >&2
         exit 2
     fi
@@ -31,5 +31,7 @@ check() {
 
 check "no default features" --no-default-features
 check "default features"
+# event-routing links HTTP crates only behind its `http` feature.
+PKG=event-routing check "event-routing default features"
 
 exit "$status"

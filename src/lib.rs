@@ -198,9 +198,20 @@ pub mod cloudevents {
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudevents")))]
 pub use event_cloudevents::CloudEvent;
 
-// Wired by the lead on merge (one feature per optional crate):
 
-// #[cfg(feature = "routing")] pub use event_routing::{broker, sink, source, scaling};
+/// Knative-style Broker/Trigger routing, sinks, sources and scaling events
+/// (feature `routing`; the HTTP sink and webhook source need `routing-http`).
+#[cfg(feature = "routing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "routing")))]
+pub mod routing {
+    pub use event_routing::*;
+}
+#[cfg(feature = "routing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "routing")))]
+pub use event_routing::{
+    Broker, CronSource, EventSink, EventSource, InProcessSink, ScalingEvent, SinkDlqHandler,
+    TopicSink, Trigger, TriggerFilter,
+};
 
 /// The README's Rust code blocks, compiled and run as doctests.
 #[cfg(all(doctest, feature = "memory"))]

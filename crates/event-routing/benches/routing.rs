@@ -1,0 +1,192 @@
+//! Per-event routing cost against 10, 100 and 1,000 triggers, with the
+//! brute-force baseline (evaluating every filter, as an unindexed broker
+//! does) measured in the same run.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use async_trait::async_trait;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use event_core::{Event, Result};
+use event_routing::{Broker, CompiledFilter, EventSink, FilterExpr, Trigger, TriggerFilter};
+use std::hint::black_box;
+use std::sync::Arc;
+
+struct Noop;
+
+#[async_trait]
+impl EventSink for Noop {
+    async fn deliver(&self, _event: &Event) -> Result<()> {
+        Ok(())
+    }
+    fn name(&self) -> &str {
+        "noop"
+    }
+}
+
+/// A mix of filter kinds: types, subject patterns, sources with attributes,
+/// and one in ten unindexable (a Knative `prefix`).
+fn filter(i: usize) -> TriggerFilter {
+    match i % 10 {
+        0..=2 => TriggerFilter::by_type(format!("type-{i}")),
+        3..=5 => TriggerFilter::by_subject(format!("events.svc{i}.>")),
+        6..=7 => TriggerFilter::by_source(format!("source-{i}")).with_attribute("region", "eu"),
+        8 => TriggerFilter::by_subject(format!("events.*.topic{i}"))
+            .with_filter(FilterExpr::not(FilterExpr::exact("type", "x"))),
+        _ => TriggerFilter::all().with_filter(FilterExpr::prefix("type", format!("type-{i}."))),
+    }
+}
+
+fn bench_route(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("route_one_event");
+    for n in [10usize, 100, 1000] {
+        let broker = Broker::new();
+        let filters: Vec<CompiledFilter> = (0..n).map(|i| filter(i).compile().unwrap()).collect();
+        for i in 0..n {
+            broker
+                .add_trigger(Trigger::new(format!("t{i}"), filter(i), Arc::new(Noop)))
+                .unwrap();
+        }
+        // Matches exactly one trigger (t3: events.svc3.>).
+        let event = Event::typed(
+            "events.svc3.orders",
+            "svc3",
+            "type-none",
+            1,
+            "s",
+            "source-none",
+            serde_json::json!({"n": 1}),
+        )
+        .with_metadata("region", "eu");
+        assert_eq!(broker.matching_triggers(&event), ["t3"]);
+
+        group.bench_with_input(BenchmarkId::new("indexed_broker_route", n), &n, |b, _| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(broker.route(black_box(&event)).await) });
+        });
+        group.bench_with_input(BenchmarkId::new("indexed_match_only", n), &n, |b, _| {
+            b.iter(|| black_box(broker.matching_triggers(black_box(&event))));
+        });
+        group.bench_with_input(
+            BenchmarkId::new("baseline_evaluate_all_filters", n),
+            &n,
+            |b, _| {
+                b.iter(|| {
+                    black_box(
+                        filters
+                            .iter()
+                            .filter(|f| f.matches(black_box(&event)))
+                            .count(),
+                    )
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+/// Bus publish on the memory provider, without a broker and with one whose
+/// only trigger matches every event and delivers to a slow sink (10 ms per
+/// delivery). Delivery runs off the publish path, so the attached broker
+/// should cost the publisher little: the target is >= 0.9x the baseline.
+fn bench_bus_publish(c: &mut Criterion) {
+    use event_bus::EventBus;
+    use event_memory::MemoryProvider;
+    use event_routing::{BrokerConfig, InProcessSink};
+    use std::time::Duration;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let event = || {
+        Event::new(
+            "events.orders.created",
+            "orders",
+            "new order",
+            "shop",
+            serde_json::json!({"id": 42, "total": 99.5}),
+        )
+    };
+    let mut group = c.benchmark_group("bus_publish_slow_sinks");
+    // Publishes `iters` events from a task on the runtime (where
+    // applications publish from), timing the loop.
+    //
+    // `gap`: idle time between two publishes (not timed), leaving the
+    // machine room to route. Zero saturates the CPU: then the routing work
+    // competes with the publisher for the cores, and the ratio measures total
+    // CPU cost rather than the publisher's path.
+    let publish_loop = |bus: &EventBus, iters: u64, gap: Duration| {
+        let bus = bus.clone();
+        rt.block_on(async move {
+            tokio::spawn(async move {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = std::time::Instant::now();
+                    bus.publish_event(&event()).await.unwrap();
+                    timed += start.elapsed();
+                    if !gap.is_zero() {
+                        let idle = std::time::Instant::now();
+                        while idle.elapsed() < gap {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+                timed
+            })
+            .await
+            .unwrap()
+        })
+    };
+    let gap = Duration::from_micros(50);
+
+    let plain = rt.block_on(async { EventBus::new(MemoryProvider::default()) });
+    group.bench_function("baseline_no_broker", |b| {
+        b.iter_custom(|iters| publish_loop(&plain, iters, Duration::ZERO));
+    });
+    group.bench_function("paced_baseline_no_broker", |b| {
+        b.iter_custom(|iters| publish_loop(&plain, iters, gap));
+    });
+
+    // Enough workers that 10 ms sinks never fill the queue at publish rate.
+    let broker = Broker::with_config(BrokerConfig {
+        queue_capacity: 65_536,
+        workers: 65_536,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "slow",
+            TriggerFilter::by_subject("events.orders.>"),
+            Arc::new(InProcessSink::new("slow", |_| async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(())
+            })),
+        ))
+        .unwrap();
+    let attached = rt.block_on(async { EventBus::new(MemoryProvider::default()) });
+    broker.attach(&attached);
+    group.bench_function("broker_attached", |b| {
+        b.iter_custom(|iters| publish_loop(&attached, iters, Duration::ZERO));
+    });
+    group.bench_function("paced_broker_attached", |b| {
+        b.iter_custom(|iters| publish_loop(&attached, iters, gap));
+    });
+    group.finish();
+    rt.block_on(broker.shutdown());
+    let m = broker.metrics();
+    assert_eq!(m.rejected, 0);
+    assert_eq!(m.delivered, m.enqueued);
+    eprintln!(
+        "broker: {} events routed, {} times the queue was full",
+        m.routed, m.queue_full
+    );
+}
+
+criterion_group!(benches, bench_route, bench_bus_publish);
+criterion_main!(benches);

@@ -1,0 +1,135 @@
+//! One trigger's delivery of one event: attempts, backoff, timeout,
+//! dead-letter.
+
+use super::metrics::Counters;
+use crate::metadata;
+use crate::sink::EventSink;
+use crate::trigger::Trigger;
+use event_core::{Error, Event, Result, now_millis};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+/// How one delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Delivered,
+    DeadLettered,
+    Failed,
+}
+
+async fn attempt(sink: &dyn EventSink, event: &Event, timeout: Option<Duration>) -> Result<()> {
+    let call = AssertUnwindSafe(sink.deliver(event)).catch_unwind();
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation: format!("delivery to sink `{}`", sink.name()),
+                    elapsed: limit,
+                });
+            }
+        },
+        None => call.await,
+    };
+    result.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        Err(Error::provider(
+            format!("sink `{}`", sink.name()),
+            format!("panicked: {message}"),
+        ))
+    })
+}
+
+/// The event a dead-letter sink receives: the original with the failure in
+/// metadata.
+pub(crate) fn dead_letter_event(
+    event: &Event,
+    trigger: &str,
+    reason: &str,
+    attempts: u64,
+    first_failure_at: u64,
+) -> Event {
+    let mut out = event.clone();
+    let m = &mut out.metadata;
+    m.insert(metadata::DLQ_REASON.to_owned(), reason.to_owned());
+    m.insert(metadata::DLQ_ATTEMPTS.to_owned(), attempts.to_string());
+    m.insert(metadata::DLQ_TRIGGER.to_owned(), trigger.to_owned());
+    m.insert(
+        metadata::DLQ_ORIGINAL_SUBJECT.to_owned(),
+        event.subject.clone(),
+    );
+    m.insert(
+        metadata::DLQ_FIRST_FAILURE_AT.to_owned(),
+        first_failure_at.to_string(),
+    );
+    m.insert(
+        metadata::DLQ_DEAD_LETTERED_AT.to_owned(),
+        now_millis().to_string(),
+    );
+    out
+}
+
+/// Delivers `event` to `trigger`'s sink per its delivery spec.
+pub(crate) async fn deliver(trigger: &Trigger, event: &Event, counters: &Counters) -> Outcome {
+    let spec = &trigger.delivery;
+    let attempts = u64::from(spec.retries) + 1;
+    let mut first_failure_at = None;
+    let mut last_error = String::new();
+    for n in 1..=attempts {
+        match attempt(&*trigger.sink, event, spec.timeout).await {
+            Ok(()) => {
+                Counters::add(&counters.delivered, 1);
+                return Outcome::Delivered;
+            }
+            Err(err) => {
+                if matches!(err, Error::Timeout { .. }) {
+                    Counters::add(&counters.timeouts, 1);
+                }
+                first_failure_at.get_or_insert_with(now_millis);
+                tracing::debug!(trigger = %trigger.name, attempt = n, error = %err, "delivery attempt failed");
+                last_error = err.to_string();
+                if n < attempts {
+                    Counters::add(&counters.retries, 1);
+                    let retry = u32::try_from(n).unwrap_or(u32::MAX);
+                    tokio::time::sleep(spec.delay_before_retry(retry)).await;
+                }
+            }
+        }
+    }
+    Counters::add(&counters.failed, 1);
+    let first_failure_at = first_failure_at.unwrap_or_else(now_millis);
+    let Some(dls) = &spec.dead_letter_sink else {
+        Counters::add(&counters.dead_letter_failures, 1);
+        tracing::warn!(
+            trigger = %trigger.name, event_id = %event.id, attempts, error = %last_error,
+            "delivery failed and the trigger has no dead-letter sink"
+        );
+        return Outcome::Failed;
+    };
+    let dead = dead_letter_event(
+        event,
+        &trigger.name,
+        &last_error,
+        attempts,
+        first_failure_at,
+    );
+    match attempt(&**dls, &dead, spec.timeout).await {
+        Ok(()) => {
+            Counters::add(&counters.dead_lettered, 1);
+            Outcome::DeadLettered
+        }
+        Err(err) => {
+            Counters::add(&counters.dead_letter_failures, 1);
+            tracing::error!(
+                trigger = %trigger.name, event_id = %event.id, error = %err,
+                delivery_error = %last_error, "dead-letter sink refused a failed delivery"
+            );
+            Outcome::Failed
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Feeding a broker from a (durable) subscription.
+
+use super::{Broker, Core, PendingGuard};
+use event_core::{Error, EventProvider, Result, SubscribeOptions, Subscription};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    acked: AtomicU64,
+    naked: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// What a [`BrokerFeed`] did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct FeedStats {
+    /// Events received from the subscription.
+    pub received: u64,
+    /// Events acknowledged: every matching trigger delivered or
+    /// dead-lettered them (events matching no trigger are acknowledged too).
+    pub acked: u64,
+    /// Events not settled and left for redelivery (`nak` with the broker's
+    /// `feed_retry_delay`).
+    pub naked: u64,
+    /// Errors reported by the subscription (lag, undecodable messages,
+    /// connection failures, failed acks).
+    pub errors: u64,
+}
+
+/// A running feed from a subscription into a broker
+/// ([`Broker::feed`](crate::Broker::feed)).
+///
+/// Events are routed up to `feed_concurrency` at a time. Each is acknowledged
+/// once every matching trigger has delivered or dead-lettered it; otherwise it
+/// is nak'ed with `feed_retry_delay` and comes back (redelivering it to the
+/// triggers that did succeed too: delivery is at-least-once). With a durable
+/// subscription, routing survives restarts and covers events other processes
+/// published.
+///
+/// [`stop`](Self::stop) stops fetching, finishes the routings in progress,
+/// settles their events and closes the subscription. Dropping the handle
+/// without `stop` leaves the feed running until the subscription ends.
+#[derive(Debug)]
+pub struct BrokerFeed {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+impl BrokerFeed {
+    /// What the feed did so far.
+    pub fn stats(&self) -> FeedStats {
+        snapshot(&self.counters)
+    }
+
+    /// Whether the feed has ended (stopped, or the subscription closed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the feed gracefully (see the type docs) and returns its final
+    /// stats.
+    pub async fn stop(self) -> Result<FeedStats> {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .map_err(|e| Error::provider("broker feed", e.to_string()))?;
+        Ok(snapshot(&self.counters))
+    }
+}
+
+fn snapshot(c: &Counters) -> FeedStats {
+    FeedStats {
+        received: c.received.load(Ordering::Relaxed),
+        acked: c.acked.load(Ordering::Relaxed),
+        naked: c.naked.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+    }
+}
+
+impl Broker {
+    /// Routes every event `subscription` delivers (manual acknowledgement:
+    /// see [`BrokerFeed`]). Spawns a task on the current Tokio runtime.
+    pub fn feed(&self, subscription: Box<dyn Subscription>) -> BrokerFeed {
+        let (stop, stop_rx) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let task = tokio::spawn(run(
+            self.inner.core.clone(),
+            subscription,
+            stop_rx,
+            counters.clone(),
+        ));
+        BrokerFeed {
+            stop,
+            task,
+            counters,
+        }
+    }
+
+    /// Creates or resumes the durable consumer `consumer_name` on `provider`
+    /// for `filter_subject` and [feeds](Self::feed) it into the broker.
+    ///
+    /// The provider delivers events as stored: when the event bus encrypts
+    /// payloads, feed a subscription made through the bus instead, which
+    /// decrypts.
+    pub async fn feed_durable(
+        &self,
+        provider: &dyn EventProvider,
+        consumer_name: &str,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<BrokerFeed> {
+        let subscription = provider
+            .subscribe_durable_with_options(consumer_name, filter_subject, options)
+            .await?;
+        Ok(self.feed(subscription))
+    }
+}
+
+/// Resolves once stop was requested; never if the handle was dropped
+/// without stopping.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn run(
+    core: Arc<Core>,
+    mut subscription: Box<dyn Subscription>,
+    mut stop: watch::Receiver<bool>,
+    counters: Arc<Counters>,
+) {
+    let concurrency = core.config.feed_concurrency;
+    let retry_delay = core.config.feed_retry_delay;
+    let permits = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            next = subscription.next_manual_ack() => next,
+        };
+        match next {
+            Ok(Some(pending)) => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let core = core.clone();
+                let counters = counters.clone();
+                core.begin();
+                tokio::spawn(async move {
+                    let _done = PendingGuard(core.clone());
+                    let _permit = permit;
+                    let result = core.route(pending.event()).await;
+                    let settled = if result.is_settled() {
+                        counters.acked.fetch_add(1, Ordering::Relaxed);
+                        pending.ack().await
+                    } else {
+                        counters.naked.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            event_id = %pending.event().id, ?result,
+                            "routing not settled; the event will be redelivered"
+                        );
+                        pending.nak_with_delay(retry_delay).await
+                    };
+                    if let Err(err) = settled {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %err, "could not settle a fed event");
+                    }
+                });
+            }
+            Ok(None) => break,
+            Err(err @ (Error::Lagged { .. } | Error::Undecodable { .. })) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "broker feed: subscription reported");
+            }
+            Err(err) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "broker feed: subscription failed; retrying");
+                tokio::select! {
+                    _ = stopped(&mut stop) => break,
+                    _ = tokio::time::sleep(retry_delay) => {}
+                }
+            }
+        }
+    }
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
+    if let Err(err) = subscription.close().await {
+        tracing::warn!(error = %err, "broker feed: closing the subscription failed");
+    }
+}

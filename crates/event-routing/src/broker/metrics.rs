@@ -1,0 +1,60 @@
+//! Broker counters.
+
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($field:ident => $doc:literal),* $(,)?) => {
+        /// Lock-free counters updated on the routing path.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $field: AtomicU64,)*
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self, queue_depth: usize, in_flight: usize, triggers: usize) -> BrokerMetrics {
+                BrokerMetrics {
+                    $($field: self.$field.load(Ordering::Relaxed),)*
+                    queue_depth,
+                    in_flight,
+                    triggers,
+                }
+            }
+        }
+
+        /// A snapshot of a broker's counters ([`Broker::metrics`](crate::Broker::metrics)).
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        #[non_exhaustive]
+        pub struct BrokerMetrics {
+            $(#[doc = $doc] pub $field: u64,)*
+            /// Events waiting in the queue now.
+            pub queue_depth: usize,
+            /// Events queued or being routed now (queue depth plus in-flight routings).
+            pub in_flight: usize,
+            /// Triggers registered now.
+            pub triggers: usize,
+        }
+    };
+}
+
+counters! {
+    routed => "Events routed (by `route`, the queue or a feed).",
+    matched => "Trigger matches (one event matching three triggers counts three).",
+    delivered => "Deliveries that succeeded.",
+    retries => "Retry attempts made after a failed attempt.",
+    timeouts => "Attempts cancelled by the per-attempt timeout.",
+    failed => "Deliveries whose every attempt failed (dead-lettered or not).",
+    dead_lettered => "Failed deliveries handed to the trigger's dead-letter sink.",
+    dead_letter_failures => "Failed deliveries the dead-letter sink also refused, or that had none: lost unless the source redelivers.",
+    enqueued => "Events accepted into the queue.",
+    queue_full => "Times the queue was full when an event arrived (the publisher waited or was refused).",
+    hop_limit => "Events not routed because topic sinks had forwarded them `max_hops` times (a routing loop).",
+    rejected => "Events refused because the queue was full (policy `Reject`, or `WaitFor` timed out).",
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

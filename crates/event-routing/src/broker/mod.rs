@@ -1,0 +1,532 @@
+//! The [`Broker`]: triggers, routing, the delivery queue and durable feeds.
+
+mod deliver;
+mod feed;
+mod metrics;
+mod queue;
+
+pub use feed::{BrokerFeed, FeedStats};
+pub use metrics::BrokerMetrics;
+pub use queue::QueueFullError;
+
+use crate::filter::CompiledFilter;
+use crate::index::TriggerIndex;
+use crate::sink::EventSink;
+use crate::trigger::Trigger;
+use async_trait::async_trait;
+use deliver::Outcome;
+use event_core::{Error, Event, Result};
+use metrics::Counters;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// What to do with an event when the broker's queue is full.
+///
+/// Either way the event is never dropped silently: every full-queue
+/// encounter counts in [`BrokerMetrics::queue_full`], every refusal in
+/// [`BrokerMetrics::rejected`] and as an error to the caller (the event bus
+/// counts it as a router error).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "policy")]
+pub enum QueueFullPolicy {
+    /// Wait for room: publishers slow down to the rate the sinks sustain
+    /// (backpressure). Nothing is refused.
+    #[default]
+    Wait,
+    /// Wait at most this long, then refuse with
+    /// [`Error::Timeout`](event_core::Error::Timeout).
+    WaitFor {
+        /// How long to wait for room, in milliseconds.
+        #[serde(rename = "timeoutMs", with = "duration_ms")]
+        timeout: Duration,
+    },
+    /// Refuse at once with [`Error::Provider`](event_core::Error::Provider)
+    /// whose source is a [`QueueFullError`]: the publisher never waits; the
+    /// refused event is stored by the provider but not routed (feed the
+    /// broker from a durable subscription where that is not acceptable).
+    Reject,
+}
+
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Broker tuning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Events the queue holds before [`full_policy`](Self::full_policy)
+    /// applies. Default 1024.
+    pub queue_capacity: usize,
+    /// Events routed concurrently from the queue (each routing delivers to
+    /// all its triggers in parallel). Default 64.
+    pub workers: usize,
+    /// What a full queue does to the publisher. Default [`QueueFullPolicy::Wait`].
+    pub full_policy: QueueFullPolicy,
+    /// Events a durable feed routes concurrently. Default 16; 1 keeps each
+    /// trigger's deliveries in stream order.
+    pub feed_concurrency: usize,
+    /// How long a feed waits before an unsettled event is redelivered, and
+    /// between retries of a failing subscription. Default 1 s.
+    pub feed_retry_delay: Duration,
+    /// Events forwarded this many times by topic sinks
+    /// ([`metadata::HOPS`](crate::metadata::HOPS)) are not routed again,
+    /// which ends routing loops; they are counted in
+    /// [`BrokerMetrics::hop_limit`] and logged. Default 8.
+    pub max_hops: u32,
+    /// While events keep arriving, how long the queue's dispatcher sleeps
+    /// between two drains instead of being woken by every publish (a
+    /// cross-thread wake-up on the publisher's path). Adds at most this much
+    /// latency to routing under load; an idle broker takes the next event at
+    /// once. Zero: woken by every event. Default 1 ms.
+    pub dispatch_linger: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            workers: 64,
+            full_policy: QueueFullPolicy::Wait,
+            feed_concurrency: 16,
+            feed_retry_delay: Duration::from_secs(1),
+            max_hops: 8,
+            dispatch_linger: Duration::from_millis(1),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Checks the values: zero capacity, workers or feed concurrency is
+    /// [`Error::InvalidConfig`].
+    pub fn validate(&self) -> Result<()> {
+        for (field, value) in [
+            ("queue_capacity", self.queue_capacity),
+            ("workers", self.workers),
+            ("feed_concurrency", self.feed_concurrency),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid_config(field, "must be at least 1"));
+            }
+        }
+        for (field, value) in [
+            ("workers", self.workers),
+            ("feed_concurrency", self.feed_concurrency),
+        ] {
+            if u32::try_from(value).is_err() {
+                return Err(Error::invalid_config(field, "must fit in a u32"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What routing one event did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteResult {
+    /// Triggers whose filter matched.
+    pub matched: usize,
+    /// Deliveries that succeeded.
+    pub delivered: usize,
+    /// Deliveries whose every attempt failed (including dead-lettered ones).
+    pub failed: usize,
+    /// Failed deliveries the dead-letter sink accepted.
+    pub dead_lettered: usize,
+}
+
+impl RouteResult {
+    /// Whether every matched trigger delivered or dead-lettered the event
+    /// (nothing would be lost by acknowledging it).
+    pub fn is_settled(&self) -> bool {
+        self.delivered + self.dead_lettered == self.matched
+    }
+}
+
+struct Entry {
+    trigger: Trigger,
+    filter: CompiledFilter,
+}
+
+/// An immutable trigger set; routing holds one while delivering, so changes
+/// (which build a new one) never wait for deliveries.
+#[derive(Default)]
+struct Snapshot {
+    entries: Vec<Arc<Entry>>,
+    index: TriggerIndex,
+}
+
+impl Snapshot {
+    fn build(entries: Vec<Arc<Entry>>) -> Self {
+        let index = TriggerIndex::build(entries.iter().map(|e| &e.filter));
+        Self { entries, index }
+    }
+
+    fn matching(&self, event: &Event) -> Vec<&Arc<Entry>> {
+        let mut candidates = Vec::new();
+        self.index.candidates(event, &mut candidates);
+        candidates
+            .into_iter()
+            .filter_map(|id| self.entries.get(id))
+            .filter(|e| e.filter.matches(event))
+            .collect()
+    }
+}
+
+/// Shared by the broker handles, the queue dispatcher and feeds.
+struct Core {
+    config: BrokerConfig,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Serialises trigger changes (readers never take it).
+    writer: Mutex<()>,
+    counters: Counters,
+    /// Events accepted (queue or feed) and not yet fully routed.
+    pending: AtomicUsize,
+    idle: Notify,
+}
+
+impl Core {
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.read().clone()
+    }
+
+    async fn route(&self, event: &Event) -> RouteResult {
+        let hops = event
+            .metadata
+            .get(crate::metadata::HOPS)
+            .and_then(|h| h.parse::<u32>().ok())
+            .unwrap_or(0);
+        if hops >= self.config.max_hops {
+            Counters::add(&self.counters.hop_limit, 1);
+            tracing::warn!(
+                event_id = %event.id, subject = %event.subject, hops,
+                "event forwarded too many times (routing loop?); not routed"
+            );
+            return RouteResult::default();
+        }
+        let snapshot = self.current();
+        let matched = snapshot.matching(event);
+        Counters::add(&self.counters.routed, 1);
+        Counters::add(&self.counters.matched, matched.len() as u64);
+        let mut result = RouteResult {
+            matched: matched.len(),
+            ..RouteResult::default()
+        };
+        let outcomes = futures_util::future::join_all(
+            matched
+                .iter()
+                .map(|e| deliver::deliver(&e.trigger, event, &self.counters)),
+        )
+        .await;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Delivered => result.delivered += 1,
+                Outcome::DeadLettered => {
+                    result.failed += 1;
+                    result.dead_lettered += 1;
+                }
+                Outcome::Failed => result.failed += 1,
+            }
+        }
+        result
+    }
+
+    fn begin(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// Ends one pending routing when dropped (also on panic or cancellation).
+struct PendingGuard(Arc<Core>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// Routes events to triggers, Knative style.
+///
+/// - [`add_trigger`](Self::add_trigger) / [`remove_trigger`](Self::remove_trigger)
+///   swap in a new immutable trigger set: they never wait for deliveries in
+///   progress, and a routing in progress finishes with the set it started
+///   with.
+/// - [`route`](Self::route) delivers one event to every matching trigger in
+///   parallel, each per its [`DeliverySpec`](crate::DeliverySpec), and
+///   reports what happened.
+/// - As an [`EventRouter`](event_core::EventRouter) (attach it to an
+///   `EventBus`) or through [`enqueue`](Self::enqueue), events go into a
+///   bounded queue drained by up to [`BrokerConfig::workers`] concurrent
+///   routings, off the publisher's path; a full queue follows
+///   [`QueueFullPolicy`].
+/// - [`feed`](Self::feed) routes a durable subscription, acknowledging each
+///   event once every matching trigger delivered or dead-lettered it.
+///
+/// Triggers are indexed (by exact type, subject tokens, source and
+/// attributes), so an event is checked only against triggers that can match.
+///
+/// Routing needs a Tokio runtime with the time driver enabled (delivery
+/// timeouts and backoff use Tokio's clock, so a paused test clock drives
+/// them). `Broker` is a cheap handle (`Clone` shares the broker). The queue's
+/// dispatcher stops when [`shutdown`](Self::shutdown) is called or every
+/// handle is dropped, after routing what was queued.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
+/// use event_core::Event;
+/// use event_routing::{Broker, CollectorSink, Trigger, TriggerFilter};
+/// use std::sync::Arc;
+///
+/// let broker = Broker::new();
+/// let orders = Arc::new(CollectorSink::new("orders"));
+/// broker.add_trigger(Trigger::new(
+///     "orders",
+///     TriggerFilter::by_subject("events.orders.>"),
+///     orders.clone(),
+/// ))?;
+///
+/// let event = Event::new("events.orders.created", "orders", "new", "shop", serde_json::json!({}));
+/// let result = broker.route(&event).await;
+/// assert_eq!((result.matched, result.delivered), (1, 1));
+/// assert_eq!(orders.len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    core: Arc<Core>,
+    queue: queue::Queue,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("config", &self.inner.core.config)
+            .field("triggers", &self.trigger_names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Broker {
+    /// A broker with the default [`BrokerConfig`].
+    pub fn new() -> Self {
+        Self::build(BrokerConfig::default())
+    }
+
+    /// A broker with `config` ([`Error::InvalidConfig`] if it is unusable).
+    pub fn with_config(config: BrokerConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self::build(config))
+    }
+
+    fn build(config: BrokerConfig) -> Self {
+        let core = Arc::new(Core {
+            config,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            writer: Mutex::new(()),
+            counters: Counters::default(),
+            pending: AtomicUsize::new(0),
+            idle: Notify::new(),
+        });
+        Self {
+            inner: Arc::new(Inner {
+                core,
+                queue: queue::Queue::default(),
+            }),
+        }
+    }
+
+    /// The broker's configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.core.config
+    }
+
+    fn change(&self, f: impl FnOnce(&[Arc<Entry>]) -> Result<Vec<Arc<Entry>>>) -> Result<()> {
+        let core = &self.inner.core;
+        let _writer = core.writer.lock();
+        let current = core.current();
+        let next = Arc::new(Snapshot::build(f(&current.entries)?));
+        *core.snapshot.write() = next;
+        Ok(())
+    }
+
+    /// Adds `trigger`. Its filter and delivery spec are validated
+    /// ([`Error::InvalidSubject`] / [`Error::InvalidConfig`]); a trigger with
+    /// the same name already registered is [`Error::Conflict`].
+    pub fn add_trigger(&self, trigger: Trigger) -> Result<()> {
+        if trigger.name.is_empty() {
+            return Err(Error::invalid_config("trigger.name", "must not be empty"));
+        }
+        let filter = trigger.filter.compile()?;
+        trigger.delivery.validate()?;
+        let entry = Arc::new(Entry { trigger, filter });
+        self.change(|entries| {
+            if entries.iter().any(|e| e.trigger.name == entry.trigger.name) {
+                return Err(Error::Conflict {
+                    resource: format!("trigger `{}`", entry.trigger.name),
+                    reason: "a trigger with this name exists; remove it first".to_owned(),
+                });
+            }
+            let mut next = entries.to_vec();
+            next.push(entry);
+            Ok(next)
+        })
+    }
+
+    /// Removes the trigger named `name`; returns whether there was one.
+    /// Deliveries already started for it finish.
+    pub fn remove_trigger(&self, name: &str) -> bool {
+        let mut removed = false;
+        let _ = self.change(|entries| {
+            let next: Vec<_> = entries
+                .iter()
+                .filter(|e| e.trigger.name != name)
+                .cloned()
+                .collect();
+            removed = next.len() != entries.len();
+            Ok(next)
+        });
+        removed
+    }
+
+    /// How many triggers are registered.
+    pub fn trigger_count(&self) -> usize {
+        self.inner.core.current().entries.len()
+    }
+
+    /// The registered triggers' names, in the order they were added.
+    pub fn trigger_names(&self) -> Vec<String> {
+        self.inner
+            .core
+            .current()
+            .entries
+            .iter()
+            .map(|e| e.trigger.name.clone())
+            .collect()
+    }
+
+    /// The names of the triggers `event` matches, in the order they were
+    /// added (no delivery).
+    pub fn matching_triggers(&self, event: &Event) -> Vec<String> {
+        self.inner
+            .core
+            .current()
+            .matching(event)
+            .into_iter()
+            .map(|e| e.trigger.name.clone())
+            .collect()
+    }
+
+    /// Delivers `event` to every matching trigger, in parallel, each per its
+    /// delivery spec, and waits for all of them.
+    pub async fn route(&self, event: &Event) -> RouteResult {
+        self.inner.core.route(event).await
+    }
+
+    /// Hands `event` to the queue for routing by the workers; returns once it
+    /// is queued (see [`QueueFullPolicy`]). After [`shutdown`](Self::shutdown)
+    /// it is [`Error::Closed`].
+    pub async fn enqueue(&self, event: Arc<Event>) -> Result<()> {
+        self.inner.queue.enqueue(&self.inner.core, event).await
+    }
+
+    /// Waits until every queued or fed event has been routed (deliveries,
+    /// retries and dead-lettering included).
+    pub async fn wait_idle(&self) {
+        let core = &self.inner.core;
+        loop {
+            let notified = core.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if core.pending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops accepting queued events, routes those already queued and waits
+    /// for them. Idempotent. [`route`](Self::route) keeps working.
+    pub async fn shutdown(&self) {
+        self.inner.queue.shutdown().await;
+    }
+
+    /// Attaches the broker to `bus`: every event the bus publishes (the
+    /// plaintext, after the provider stored it) is [queued](Self::enqueue)
+    /// for routing. Replaces a router the bus had.
+    #[cfg(feature = "bus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+    pub fn attach(&self, bus: &event_bus::EventBus) {
+        bus.set_router(Arc::new(self.clone()));
+    }
+
+    /// The broker's counters now.
+    pub fn metrics(&self) -> BrokerMetrics {
+        let core = &self.inner.core;
+        core.counters.snapshot(
+            self.inner.queue.depth(),
+            core.pending.load(Ordering::SeqCst),
+            self.trigger_count(),
+        )
+    }
+}
+
+#[async_trait]
+impl event_core::EventRouter for Broker {
+    async fn route_published(&self, event: Arc<Event>, _sequence: u64) -> Result<()> {
+        self.enqueue(event).await
+    }
+}
+
+/// A broker is also a sink: delivering to it routes the event (waiting for
+/// the deliveries) and fails unless every matching trigger delivered or
+/// dead-lettered it. Point a source or another broker's trigger at it.
+#[async_trait]
+impl EventSink for Broker {
+    async fn deliver(&self, event: &Event) -> Result<()> {
+        let result = self.route(event).await;
+        if result.is_settled() {
+            Ok(())
+        } else {
+            Err(Error::provider(
+                "broker",
+                format!(
+                    "{} of {} matching triggers failed without dead-lettering",
+                    result.matched - result.delivered - result.dead_lettered,
+                    result.matched
+                ),
+            ))
+        }
+    }
+
+    fn name(&self) -> &str {
+        "broker"
+    }
+}

@@ -1,0 +1,106 @@
+use crate::sink::EventSink;
+use async_trait::async_trait;
+use event_cloudevents::http::{Mode, client::send_http};
+use event_core::{Error, Event, Result};
+use std::time::Duration;
+
+/// Delivers by POSTing the event as a CloudEvent to a URL.
+///
+/// A 2xx answer is a delivery; anything else fails it, so the trigger's
+/// delivery spec retries and dead-letters:
+///
+/// - no connection, a timeout, or 408 / 429 / 5xx: [`Error::Connection`] or
+///   [`Error::Timeout`] (transient);
+/// - any other status: [`Error::Provider`] with provider `"http"` and an
+///   [`HttpStatusError`](event_cloudevents::http::client::HttpStatusError)
+///   source carrying the status and the start of the body.
+///
+/// A reply event in the response (as Knative sinks may send) is ignored.
+///
+/// ```no_run
+/// use event_routing::http::{HttpSink, Mode};
+/// use std::time::Duration;
+///
+/// let sink = HttpSink::new("billing", "https://billing.internal/events")?
+///     .with_mode(Mode::Structured)
+///     .with_request_timeout(Duration::from_secs(5))?;
+/// # Ok::<(), event_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpSink {
+    name: String,
+    url: String,
+    mode: Mode,
+    client: reqwest::Client,
+}
+
+impl HttpSink {
+    /// A sink POSTing to `url` (http or https) in binary mode, with a default
+    /// client. A URL that does not parse, or has another scheme, is
+    /// [`Error::InvalidConfig`].
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Result<Self> {
+        let url = url.into();
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|e| Error::invalid_config("http_sink.url", format!("{url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::invalid_config(
+                "http_sink.url",
+                format!("{url:?}: the scheme must be http or https"),
+            ));
+        }
+        Ok(Self {
+            name: name.into(),
+            url,
+            mode: Mode::Binary,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    /// Sends in `mode` instead of binary mode.
+    #[must_use]
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Uses `client` (TLS settings, proxies, pools, timeouts).
+    #[must_use]
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// Uses a client whose requests time out after `timeout` (prefer the
+    /// trigger's [`DeliverySpec`](crate::DeliverySpec) timeout, which covers
+    /// any sink).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Result<Self> {
+        self.client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::invalid_config("http_sink.client", e.to_string()))?;
+        Ok(self)
+    }
+
+    /// The endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The content mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+}
+
+#[async_trait]
+impl EventSink for HttpSink {
+    async fn deliver(&self, event: &Event) -> Result<()> {
+        send_http(&self.client, &self.url, event, self.mode)
+            .await
+            .map(|_reply| ())
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

@@ -1,0 +1,194 @@
+use crate::sink::EventSink;
+use crate::source::EventSource;
+use crate::source::lifecycle::Lifecycle;
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use event_cloudevents::http::server::HttpEvent;
+use event_core::{Error, Result};
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[derive(Clone)]
+struct AppState {
+    sink: Arc<dyn EventSink>,
+    counters: Arc<Counters>,
+}
+
+/// Receives CloudEvents over HTTP (binary or structured mode) and delivers
+/// each to the sink it was started with (a [`TopicSink`](crate::TopicSink)
+/// publishes them, a [`Broker`](crate::Broker) routes them).
+///
+/// Answers, per request to `POST {path}`:
+///
+/// | outcome | status |
+/// |---|---|
+/// | delivered | `202 Accepted` |
+/// | not a valid CloudEvent, or one that is not a valid A3S event | `400 Bad Request`, nothing delivered |
+/// | the sink refused it as invalid (bad subject, schema, serialization) | `400 Bad Request` |
+/// | the sink refused it as too large | `413 Payload Too Large` |
+/// | the sink failed transiently (connection, timeout) | `503 Service Unavailable` (the sender should retry) |
+/// | any other sink failure | `500 Internal Server Error` |
+///
+/// [`start`](EventSource::start) binds the address (port 0 picks a free one:
+/// see [`local_addr`](Self::local_addr)); [`stop`](EventSource::stop) stops
+/// accepting connections, lets requests in progress finish and returns when
+/// the server has ended. To mount the endpoint in your own axum app instead,
+/// use [`router`](Self::router).
+pub struct WebhookSource {
+    name: String,
+    bind: SocketAddr,
+    path: String,
+    lifecycle: Lifecycle,
+    local_addr: Mutex<Option<SocketAddr>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for WebhookSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSource")
+            .field("name", &self.name)
+            .field("bind", &self.bind)
+            .field("path", &self.path)
+            .field("local_addr", &*self.local_addr.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+fn status_for(err: &Error) -> StatusCode {
+    match err {
+        Error::InvalidSubject { .. }
+        | Error::SchemaValidation { .. }
+        | Error::Serialization(_)
+        | Error::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
+        Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        e if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn receive(State(state): State<AppState>, HttpEvent(event): HttpEvent) -> Response {
+    match state.sink.deliver(&event).await {
+        Ok(()) => {
+            state.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Err(err) => {
+            state.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(event_id = %event.id, error = %err, "webhook: delivery failed");
+            (status_for(&err), err.to_string()).into_response()
+        }
+    }
+}
+
+impl WebhookSource {
+    /// A source that will listen on `bind` at `POST /events`.
+    pub fn new(name: impl Into<String>, bind: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            bind,
+            path: "/events".to_owned(),
+            lifecycle: Lifecycle::default(),
+            local_addr: Mutex::new(None),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// Listens at `path` instead of `/events` (must start with `/`).
+    pub fn with_path(mut self, path: impl Into<String>) -> Result<Self> {
+        let path = path.into();
+        if !path.starts_with('/') {
+            return Err(Error::invalid_config(
+                "webhook.path",
+                format!("{path:?} must start with `/`"),
+            ));
+        }
+        self.path = path;
+        Ok(self)
+    }
+
+    /// The address the server listens on, once started.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        *self.local_addr.lock()
+    }
+
+    /// The endpoint as an axum router delivering to `sink`, to mount in an
+    /// existing application.
+    pub fn router(&self, sink: Arc<dyn EventSink>) -> Router {
+        Router::new()
+            .route(&self.path, post(receive))
+            .with_state(AppState {
+                sink,
+                counters: self.counters.clone(),
+            })
+    }
+
+    /// Events delivered so far.
+    pub fn accepted(&self) -> u64 {
+        self.counters.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Valid CloudEvents the sink refused so far (malformed requests are not
+    /// counted: they never reach the sink).
+    pub fn refused(&self) -> u64 {
+        self.counters.refused.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl EventSource for WebhookSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&self, sink: Arc<dyn EventSink>) -> Result<()> {
+        if self.lifecycle.is_running() {
+            return Err(Error::Conflict {
+                resource: format!("source `{}`", self.name),
+                reason: "already running; stop it first".to_owned(),
+            });
+        }
+        let listener = tokio::net::TcpListener::bind(self.bind)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("webhook `{}`: binding {}", self.name, self.bind),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            context: format!("webhook `{}`: local address", self.name),
+            source,
+        })?;
+        let app = self.router(sink);
+        let name = self.name.clone();
+        self.lifecycle
+            .start(&self.name, move |mut stop| async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.requested().await })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(source = %name, error = %err, "webhook server failed");
+                }
+            })?;
+        *self.local_addr.lock() = Some(addr);
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<()> {
+        self.lifecycle.stop(&self.name).await
+    }
+
+    fn is_running(&self) -> bool {
+        self.lifecycle.is_running()
+    }
+}

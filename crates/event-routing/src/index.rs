@@ -1,0 +1,146 @@
+//! The trigger index: which triggers can possibly match an event.
+//!
+//! Each trigger is filed under one key (see `CompiledFilter::index_key`): its
+//! exact event type, else the last literal token of its subject pattern (with
+//! its position), else its exact source, else an exact metadata attribute.
+//! Filters with none of these (only `prefix`, `any`, `not`, ...) go to a
+//! fallback list that every event is checked against.
+//!
+//! Routing an event looks up its type, its source, each of its subject tokens
+//! and its metadata entries, so only the triggers in those buckets and the
+//! fallback list have their filters evaluated. Every trigger sits in exactly
+//! one bucket and an event hits each bucket at most once, so no candidate is
+//! evaluated twice.
+
+use crate::filter::{CompiledFilter, IndexKey};
+use event_core::Event;
+use std::collections::HashMap;
+
+/// Candidate lookup over a fixed set of filters (positions in a slice).
+#[derive(Debug, Default)]
+pub(crate) struct TriggerIndex {
+    by_type: HashMap<Box<str>, Vec<usize>>,
+    by_source: HashMap<Box<str>, Vec<usize>>,
+    /// `by_subject[i]`: literal token at position `i` → triggers.
+    by_subject: Vec<HashMap<Box<str>, Vec<usize>>>,
+    /// metadata key → value → triggers.
+    by_attribute: HashMap<Box<str>, HashMap<Box<str>, Vec<usize>>>,
+    fallback: Vec<usize>,
+}
+
+impl TriggerIndex {
+    /// Builds the index over `filters`; ids are positions in the iterator.
+    pub(crate) fn build<'a>(filters: impl IntoIterator<Item = &'a CompiledFilter>) -> Self {
+        let mut index = Self::default();
+        for (id, filter) in filters.into_iter().enumerate() {
+            match filter.index_key() {
+                Some(IndexKey::Type(t)) => index.by_type.entry(t).or_default().push(id),
+                Some(IndexKey::Source(s)) => index.by_source.entry(s).or_default().push(id),
+                Some(IndexKey::SubjectToken(pos, token)) => {
+                    if index.by_subject.len() <= pos {
+                        index.by_subject.resize_with(pos + 1, HashMap::new);
+                    }
+                    index.by_subject[pos].entry(token).or_default().push(id);
+                }
+                Some(IndexKey::Attribute(k, v)) => index
+                    .by_attribute
+                    .entry(k)
+                    .or_default()
+                    .entry(v)
+                    .or_default()
+                    .push(id),
+                None => index.fallback.push(id),
+            }
+        }
+        index
+    }
+
+    /// Ids of the triggers that may match `event`, ascending, each once.
+    pub(crate) fn candidates(&self, event: &Event, out: &mut Vec<usize>) {
+        out.clear();
+        out.extend_from_slice(&self.fallback);
+        if let Some(ids) = self.by_type.get(event.event_type.as_str()) {
+            out.extend_from_slice(ids);
+        }
+        if let Some(ids) = self.by_source.get(event.source.as_str()) {
+            out.extend_from_slice(ids);
+        }
+        if !self.by_subject.is_empty() {
+            for (pos, token) in event.subject.split('.').enumerate() {
+                let Some(map) = self.by_subject.get(pos) else {
+                    break;
+                };
+                if let Some(ids) = map.get(token) {
+                    out.extend_from_slice(ids);
+                }
+            }
+        }
+        if !self.by_attribute.is_empty() {
+            if self.by_attribute.len() <= event.metadata.len() {
+                for (key, values) in &self.by_attribute {
+                    if let Some(ids) = event
+                        .metadata
+                        .get(&**key)
+                        .and_then(|v| values.get(v.as_str()))
+                    {
+                        out.extend_from_slice(ids);
+                    }
+                }
+            } else {
+                for (key, value) in &event.metadata {
+                    if let Some(ids) = self
+                        .by_attribute
+                        .get(key.as_str())
+                        .and_then(|values| values.get(value.as_str()))
+                    {
+                        out.extend_from_slice(ids);
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FilterExpr, TriggerFilter};
+    use serde_json::json;
+
+    fn compile(filters: &[TriggerFilter]) -> Vec<CompiledFilter> {
+        filters.iter().map(|f| f.compile().unwrap()).collect()
+    }
+
+    #[test]
+    fn files_each_filter_under_its_most_selective_key() {
+        let filters = compile(&[
+            TriggerFilter::by_type("a").with_source("s"),
+            TriggerFilter::by_subject("events.orders.>"),
+            TriggerFilter::by_source("s"),
+            TriggerFilter::all().with_attribute("region", "eu"),
+            TriggerFilter::all().with_filter(FilterExpr::prefix("type", "a")),
+            TriggerFilter::by_subject("events.*.>"),
+        ]);
+        let index = TriggerIndex::build(&filters);
+        assert_eq!(index.by_type["a"], vec![0]);
+        assert_eq!(index.by_subject[1]["orders"], vec![1]);
+        assert_eq!(index.by_subject[0]["events"], vec![5]);
+        assert_eq!(index.by_source["s"], vec![2]);
+        assert_eq!(index.by_attribute["region"]["eu"], vec![3]);
+        assert_eq!(index.fallback, vec![4]);
+    }
+
+    #[test]
+    fn candidates_skip_filters_that_cannot_match() {
+        let filters: Vec<_> = (0..100)
+            .map(|i| TriggerFilter::by_type(format!("t{i}")))
+            .collect();
+        let compiled = compile(&filters);
+        let index = TriggerIndex::build(&compiled);
+        let event = event_core::Event::typed("events.a.b", "a", "t42", 1, "", "x", json!(null));
+        let mut out = Vec::new();
+        index.candidates(&event, &mut out);
+        assert_eq!(out, vec![42]);
+    }
+}

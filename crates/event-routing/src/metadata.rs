@@ -1,0 +1,30 @@
+//! Metadata keys the routing components write.
+//!
+//! All are lowercase letters only, so they map one to one onto CloudEvents
+//! extension attributes (`a3sm<key>` in `event-cloudevents`) and survive an
+//! HTTP hop.
+
+/// Id of the event a [`TopicSink`](crate::TopicSink) forwarded (the forwarded
+/// event carries a new id, or the provider would deduplicate it away).
+pub const ORIGINAL_ID: &str = "originalid";
+/// Subject of the event a [`TopicSink`](crate::TopicSink) forwarded.
+pub const ORIGINAL_SUBJECT: &str = "originalsubject";
+
+/// How many times the event was forwarded by a topic sink (absent: never).
+/// A broker does not route an event that reached its
+/// [`max_hops`](crate::BrokerConfig::max_hops), which breaks routing loops
+/// (a trigger whose topic sink publishes where the same trigger matches).
+pub const HOPS: &str = "routinghops";
+
+/// Why delivery failed (the last error), on dead-lettered events.
+pub const DLQ_REASON: &str = "dlqreason";
+/// Delivery attempts made before the event was dead-lettered.
+pub const DLQ_ATTEMPTS: &str = "dlqattempts";
+/// Name of the trigger whose deliveries failed.
+pub const DLQ_TRIGGER: &str = "dlqtrigger";
+/// Subject the event was originally published on.
+pub const DLQ_ORIGINAL_SUBJECT: &str = "dlqoriginalsubject";
+/// Time of the first failed delivery, Unix milliseconds.
+pub const DLQ_FIRST_FAILURE_AT: &str = "dlqfirstfailureat";
+/// Time the event was dead-lettered, Unix milliseconds.
+pub const DLQ_DEAD_LETTERED_AT: &str = "dlqdeadletteredat";

@@ -1,0 +1,210 @@
+use super::EventSink;
+use crate::metadata;
+use async_trait::async_trait;
+use event_core::{Event, EventProvider, Result, new_event_id, subject};
+use std::sync::Arc;
+
+/// Where a [`TopicSink`] publishes.
+#[derive(Clone)]
+enum Target {
+    Provider(Arc<dyn EventProvider>),
+    #[cfg(feature = "bus")]
+    Bus(event_bus::EventBus),
+}
+
+impl Target {
+    fn prefix(&self) -> &str {
+        match self {
+            Self::Provider(p) => p.subject_prefix(),
+            #[cfg(feature = "bus")]
+            Self::Bus(bus) => bus.provider().subject_prefix(),
+        }
+    }
+
+    async fn publish(&self, event: &Event) -> Result<u64> {
+        match self {
+            Self::Provider(p) => p.publish(event).await,
+            #[cfg(feature = "bus")]
+            Self::Bus(bus) => bus.publish_event(event).await,
+        }
+    }
+}
+
+/// Publishes routed events to a subject of a provider.
+///
+/// The forwarded event is a copy with a **new id**, its subject set to the
+/// sink's subject (and category to that subject's second token), and the
+/// original id and subject in metadata ([`metadata::ORIGINAL_ID`],
+/// [`metadata::ORIGINAL_SUBJECT`]). The new id matters: providers deduplicate
+/// per stream by event id, so re-publishing the original id would be
+/// swallowed as a duplicate. The forward count goes up by one in
+/// [`metadata::HOPS`], so a broker stops routing loops. A retried delivery publishes another copy
+/// (at-least-once).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
+/// use event_core::{Event, EventProvider};
+/// use event_memory::MemoryProvider;
+/// use event_routing::{EventSink, TopicSink};
+/// use std::sync::Arc;
+///
+/// let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+/// let sink = TopicSink::new("audit", provider.clone(), "events.audit.orders")?;
+/// let event = Event::new("events.orders.created", "orders", "new", "shop", serde_json::json!({}));
+/// sink.deliver(&event).await?;
+///
+/// let stored = provider.history(Some("events.audit.>"), 1).await?;
+/// assert_eq!(stored[0].metadata["originalid"], event.id);
+/// assert_ne!(stored[0].id, event.id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TopicSink {
+    name: String,
+    target: Target,
+    /// `None`: the event's own subject.
+    subject: Option<String>,
+    /// Publish the event as it is (its own id and subject).
+    unchanged: bool,
+}
+
+impl std::fmt::Debug for TopicSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicSink")
+            .field("name", &self.name)
+            .field("subject", &self.subject)
+            .field("unchanged", &self.unchanged)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TopicSink {
+    /// A sink publishing to `subject` on `provider`. The subject must be a
+    /// valid publish subject under the provider's prefix
+    /// ([`Error::InvalidSubject`](event_core::Error::InvalidSubject) otherwise).
+    pub fn new(
+        name: impl Into<String>,
+        provider: Arc<dyn EventProvider>,
+        subject: impl Into<String>,
+    ) -> Result<Self> {
+        Self::with_target(
+            name.into(),
+            Target::Provider(provider),
+            Some(subject.into()),
+        )
+    }
+
+    /// A sink publishing to `subject` through `bus`'s pipeline, so the
+    /// forwarded event is validated, schema-checked and encrypted (under its
+    /// own new id) like any other, and counted in the bus's metrics. A bus
+    /// with this broker attached routes the forwarded event too; the
+    /// [`metadata::HOPS`] count stops loops.
+    #[cfg(feature = "bus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+    pub fn through_bus(
+        name: impl Into<String>,
+        bus: event_bus::EventBus,
+        subject: impl Into<String>,
+    ) -> Result<Self> {
+        Self::with_target(name.into(), Target::Bus(bus), Some(subject.into()))
+    }
+
+    /// [`unchanged`](Self::unchanged) through `bus`'s pipeline.
+    #[cfg(feature = "bus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+    pub fn unchanged_through_bus(name: impl Into<String>, bus: event_bus::EventBus) -> Self {
+        Self {
+            name: name.into(),
+            target: Target::Bus(bus),
+            subject: None,
+            unchanged: true,
+        }
+    }
+
+    /// A sink publishing each event on its own subject (with a new id), for
+    /// example after a [`SinkDlqHandler`](crate::SinkDlqHandler) moved it under
+    /// its dead-letter prefix.
+    pub fn same_subject(name: impl Into<String>, provider: Arc<dyn EventProvider>) -> Self {
+        Self {
+            name: name.into(),
+            target: Target::Provider(provider),
+            subject: None,
+            unchanged: false,
+        }
+    }
+
+    /// A sink publishing each event exactly as it is: its own subject and
+    /// **its own id**, so a retried delivery of the same event is
+    /// deduplicated by the provider. For ingesting events from outside (a
+    /// [`WebhookSource`](crate::http::WebhookSource) whose senders retry), not
+    /// for forwarding events already in the stream (those would be dropped as
+    /// duplicates).
+    pub fn unchanged(name: impl Into<String>, provider: Arc<dyn EventProvider>) -> Self {
+        Self {
+            unchanged: true,
+            ..Self::same_subject(name, provider)
+        }
+    }
+
+    fn with_target(name: String, target: Target, subject: Option<String>) -> Result<Self> {
+        if let Some(s) = &subject {
+            subject::validate_publish_subject(s, target.prefix())?;
+        }
+        Ok(Self {
+            name,
+            target,
+            subject,
+            unchanged: false,
+        })
+    }
+
+    /// The subject published to (`None`: each event's own subject).
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// The copy of `event` a forwarding sink publishes (an [`unchanged`](Self::unchanged) sink publishes `event` itself).
+    pub fn forwarded(&self, event: &Event) -> Event {
+        let mut out = event.clone();
+        out.id = new_event_id();
+        if let Some(s) = &self.subject {
+            out.subject.clone_from(s);
+            if let Some(category) = s.split('.').nth(1) {
+                out.category = category.to_owned();
+            }
+        }
+        let hops = event
+            .metadata
+            .get(metadata::HOPS)
+            .and_then(|h| h.parse::<u32>().ok())
+            .unwrap_or(0);
+        out.metadata.insert(
+            metadata::HOPS.to_owned(),
+            hops.saturating_add(1).to_string(),
+        );
+        out.metadata
+            .insert(metadata::ORIGINAL_ID.to_owned(), event.id.clone());
+        out.metadata
+            .insert(metadata::ORIGINAL_SUBJECT.to_owned(), event.subject.clone());
+        out
+    }
+}
+
+#[async_trait]
+impl EventSink for TopicSink {
+    async fn deliver(&self, event: &Event) -> Result<()> {
+        if self.unchanged {
+            subject::validate_publish_subject(&event.subject, self.target.prefix())?;
+            return self.target.publish(event).await.map(|_| ());
+        }
+        let forwarded = self.forwarded(event);
+        if self.subject.is_none() {
+            subject::validate_publish_subject(&forwarded.subject, self.target.prefix())?;
+        }
+        self.target.publish(&forwarded).await.map(|_| ())
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

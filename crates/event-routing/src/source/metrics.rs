@@ -1,0 +1,159 @@
+use super::EventSource;
+use super::lifecycle::Lifecycle;
+use super::schedule::Schedule;
+use crate::sink::EventSink;
+use async_trait::async_trait;
+use event_core::{Event, Result, subject};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One measurement an application exposes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSample {
+    /// Metric name (`http_requests_in_flight`).
+    pub name: String,
+    /// Current value.
+    pub value: f64,
+    /// Labels (`{"route": "/orders"}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl MetricSample {
+    /// A sample without labels.
+    pub fn new(name: impl Into<String>, value: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a label.
+    #[must_use]
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// Application metrics to turn into events (for example the input of an
+/// autoscaler). Implement it; [`MetricsPoller`] polls it on a schedule.
+#[async_trait]
+pub trait MetricsSource: Send + Sync {
+    /// A name for logs; also the `source` of the emitted events.
+    fn name(&self) -> &str;
+
+    /// The current samples.
+    async fn collect(&self) -> Result<Vec<MetricSample>>;
+}
+
+/// An [`EventSource`] that polls a [`MetricsSource`] on a [`Schedule`] and
+/// emits one event per poll: type [`MetricsPoller::EVENT_TYPE`], payload
+/// `{"samples": [...]}`, on the configured subject. A failed `collect` or
+/// delivery is logged; polling goes on.
+pub struct MetricsPoller {
+    source: Arc<dyn MetricsSource>,
+    schedule: Schedule,
+    subject: String,
+    lifecycle: Lifecycle,
+}
+
+impl std::fmt::Debug for MetricsPoller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsPoller")
+            .field("source", &self.source.name())
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsPoller {
+    /// Event type of the emitted events.
+    pub const EVENT_TYPE: &'static str = "a3s.metrics.samples";
+
+    /// Polls `source` on `schedule`, emitting on `subject`
+    /// (`{prefix}.{category}.{topic}`; [`Error::InvalidSubject`](event_core::Error::InvalidSubject)
+    /// when it has wildcards or fewer than two tokens).
+    pub fn new(
+        source: Arc<dyn MetricsSource>,
+        schedule: Schedule,
+        subject: impl Into<String>,
+    ) -> Result<Self> {
+        let subject = subject.into();
+        subject::validate_subject(&subject)?;
+        if !subject.contains('.') {
+            return Err(event_core::Error::invalid_subject(
+                subject,
+                "needs at least a prefix and a category token",
+            ));
+        }
+        Ok(Self {
+            source,
+            schedule,
+            subject,
+            lifecycle: Lifecycle::default(),
+        })
+    }
+
+    /// The event for `samples`.
+    pub fn event(&self, samples: &[MetricSample]) -> Event {
+        let category = self.subject.split('.').nth(1).unwrap_or_default();
+        Event::typed(
+            self.subject.clone(),
+            category,
+            Self::EVENT_TYPE,
+            1,
+            format!("{} samples from {}", samples.len(), self.source.name()),
+            self.source.name(),
+            serde_json::json!({ "samples": samples }),
+        )
+    }
+}
+
+#[async_trait]
+impl EventSource for MetricsPoller {
+    fn name(&self) -> &str {
+        self.source.name()
+    }
+
+    async fn start(&self, sink: Arc<dyn EventSink>) -> Result<()> {
+        let schedule = self.schedule.clone();
+        let source = self.source.clone();
+        let template = MetricsPoller {
+            source: self.source.clone(),
+            schedule: self.schedule.clone(),
+            subject: self.subject.clone(),
+            lifecycle: Lifecycle::default(),
+        };
+        self.lifecycle.start(self.source.name(), move |stop| async move {
+            schedule
+                .run(stop, |_| {
+                    let (source, sink, template) = (source.clone(), sink.clone(), &template);
+                    async move {
+                        let samples = match source.collect().await {
+                            Ok(s) => s,
+                            Err(err) => {
+                                tracing::warn!(source = %source.name(), error = %err, "metrics source: collect failed");
+                                return;
+                            }
+                        };
+                        if let Err(err) = sink.deliver(&template.event(&samples)).await {
+                            tracing::warn!(source = %source.name(), error = %err, "metrics source: delivery failed");
+                        }
+                    }
+                })
+                .await;
+        })
+    }
+
+    async fn stop(&self) -> Result<()> {
+        self.lifecycle.stop(self.source.name()).await
+    }
+
+    fn is_running(&self) -> bool {
+        self.lifecycle.is_running()
+    }
+}

@@ -1,0 +1,248 @@
+//! Triggers and their delivery specs.
+
+use crate::filter::TriggerFilter;
+use crate::sink::EventSink;
+use event_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the delay between delivery attempts grows (Knative's `backoffPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffPolicy {
+    /// Retry `n` waits `delay × n`.
+    Linear,
+    /// Retry `n` waits `delay × 2^(n-1)`.
+    #[default]
+    Exponential,
+}
+
+/// Per-trigger delivery guarantees, as Knative's `delivery` spec: retries,
+/// backoff, per-attempt timeout and a dead-letter sink.
+///
+/// A delivery makes up to `1 + retries` attempts. Before retry `n` (1-based)
+/// it waits per [`BackoffPolicy`] from `backoff_delay`, at most
+/// `backoff_cap`. Each attempt is cancelled after `timeout` (a timeout is a
+/// failed attempt). When every attempt failed, the event goes to the
+/// dead-letter sink, if any, with the reason, the attempts and the trigger
+/// name in metadata (see [`metadata`](crate::metadata)).
+///
+/// Defaults: no retries, exponential backoff from 100 ms capped at 30 s, a
+/// 30 s timeout, no dead-letter sink.
+///
+/// ```
+/// use event_routing::{BackoffPolicy, DeliverySpec};
+/// use std::time::Duration;
+///
+/// let spec = DeliverySpec::new()
+///     .with_retries(3)
+///     .with_backoff(BackoffPolicy::Exponential, Duration::from_millis(100))
+///     .with_backoff_cap(Duration::from_millis(250));
+/// assert_eq!(spec.delay_before_retry(1), Duration::from_millis(100));
+/// assert_eq!(spec.delay_before_retry(2), Duration::from_millis(200));
+/// assert_eq!(spec.delay_before_retry(3), Duration::from_millis(250));
+/// ```
+#[derive(Clone)]
+pub struct DeliverySpec {
+    /// Attempts after the first one.
+    pub retries: u32,
+    /// How the delay grows.
+    pub backoff_policy: BackoffPolicy,
+    /// The base delay.
+    pub backoff_delay: Duration,
+    /// The longest delay between two attempts.
+    pub backoff_cap: Duration,
+    /// Per-attempt timeout; `None` waits as long as the sink takes.
+    pub timeout: Option<Duration>,
+    /// Receives events whose every attempt failed.
+    pub dead_letter_sink: Option<Arc<dyn EventSink>>,
+}
+
+impl std::fmt::Debug for DeliverySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliverySpec")
+            .field("retries", &self.retries)
+            .field("backoff_policy", &self.backoff_policy)
+            .field("backoff_delay", &self.backoff_delay)
+            .field("backoff_cap", &self.backoff_cap)
+            .field("timeout", &self.timeout)
+            .field(
+                "dead_letter_sink",
+                &self.dead_letter_sink.as_ref().map(|s| s.name().to_owned()),
+            )
+            .finish()
+    }
+}
+
+impl Default for DeliverySpec {
+    fn default() -> Self {
+        Self {
+            retries: 0,
+            backoff_policy: BackoffPolicy::Exponential,
+            backoff_delay: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(30),
+            timeout: Some(Duration::from_secs(30)),
+            dead_letter_sink: None,
+        }
+    }
+}
+
+impl DeliverySpec {
+    /// The default spec.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the number of retries after the first attempt.
+    #[must_use]
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Sets the backoff policy and base delay.
+    #[must_use]
+    pub fn with_backoff(mut self, policy: BackoffPolicy, delay: Duration) -> Self {
+        self.backoff_policy = policy;
+        self.backoff_delay = delay;
+        self
+    }
+
+    /// Sets the longest delay between attempts.
+    #[must_use]
+    pub fn with_backoff_cap(mut self, cap: Duration) -> Self {
+        self.backoff_cap = cap;
+        self
+    }
+
+    /// Sets the per-attempt timeout (`None`: no timeout).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the dead-letter sink.
+    #[must_use]
+    pub fn with_dead_letter_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.dead_letter_sink = Some(sink);
+        self
+    }
+
+    /// The wait before retry `retry` (1-based).
+    pub fn delay_before_retry(&self, retry: u32) -> Duration {
+        let retry = retry.max(1);
+        let delay = match self.backoff_policy {
+            BackoffPolicy::Linear => self.backoff_delay.saturating_mul(retry),
+            BackoffPolicy::Exponential => {
+                let factor = 2u32.checked_pow(retry - 1).unwrap_or(u32::MAX);
+                self.backoff_delay.saturating_mul(factor)
+            }
+        };
+        delay.min(self.backoff_cap)
+    }
+
+    /// Checks the spec: a zero timeout is [`Error::InvalidConfig`].
+    pub fn validate(&self) -> Result<()> {
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_config(
+                "delivery.timeout",
+                "must be greater than zero (use None for no timeout)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A named subscription of a sink to the events a filter selects.
+///
+/// ```
+/// use event_routing::{CollectorSink, DeliverySpec, Trigger, TriggerFilter};
+/// use std::sync::Arc;
+///
+/// let trigger = Trigger::new(
+///     "orders-to-audit",
+///     TriggerFilter::by_subject("events.orders.>"),
+///     Arc::new(CollectorSink::new("audit")),
+/// )
+/// .with_delivery(DeliverySpec::new().with_retries(3));
+/// assert_eq!(trigger.delivery.retries, 3);
+/// ```
+#[derive(Clone)]
+pub struct Trigger {
+    /// Unique name within a broker.
+    pub name: String,
+    /// Which events it receives.
+    pub filter: TriggerFilter,
+    /// Where they go.
+    pub sink: Arc<dyn EventSink>,
+    /// Retries, backoff, timeout and dead-letter sink.
+    pub delivery: DeliverySpec,
+}
+
+impl std::fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trigger")
+            .field("name", &self.name)
+            .field("filter", &self.filter)
+            .field("sink", &self.sink.name())
+            .field("delivery", &self.delivery)
+            .finish()
+    }
+}
+
+impl Trigger {
+    /// A trigger with the default [`DeliverySpec`].
+    pub fn new(name: impl Into<String>, filter: TriggerFilter, sink: Arc<dyn EventSink>) -> Self {
+        Self {
+            name: name.into(),
+            filter,
+            sink,
+            delivery: DeliverySpec::default(),
+        }
+    }
+
+    /// Sets the delivery spec.
+    #[must_use]
+    pub fn with_delivery(mut self, delivery: DeliverySpec) -> Self {
+        self.delivery = delivery;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_backoff_grows_by_the_base_and_caps() {
+        let spec = DeliverySpec::new()
+            .with_backoff(BackoffPolicy::Linear, Duration::from_millis(10))
+            .with_backoff_cap(Duration::from_millis(35));
+        let delays: Vec<_> = (1..=5).map(|n| spec.delay_before_retry(n)).collect();
+        assert_eq!(
+            delays,
+            [10, 20, 30, 35, 35].map(Duration::from_millis).to_vec()
+        );
+    }
+
+    #[test]
+    fn exponential_backoff_doubles_and_never_overflows() {
+        let spec = DeliverySpec::new()
+            .with_backoff(BackoffPolicy::Exponential, Duration::from_millis(10))
+            .with_backoff_cap(Duration::from_secs(3600));
+        assert_eq!(spec.delay_before_retry(1), Duration::from_millis(10));
+        assert_eq!(spec.delay_before_retry(4), Duration::from_millis(80));
+        assert_eq!(spec.delay_before_retry(200), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn zero_timeout_is_rejected() {
+        let err = DeliverySpec::new()
+            .with_timeout(Some(Duration::ZERO))
+            .validate()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }));
+    }
+}

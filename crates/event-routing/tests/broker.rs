@@ -1,0 +1,762 @@
+//! Broker: parallel delivery, retries and backoff, timeouts, dead-lettering,
+//! trigger changes during routing, the queue and its full policies, feeds.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+use event_core::{Error, Event, EventProvider, EventRouter, SubscribeOptions};
+use event_memory::MemoryProvider;
+use event_routing::{
+    BackoffPolicy, Broker, BrokerConfig, CollectorSink, DeliverySpec, EventSink, FailingSink,
+    InProcessSink, QueueFullError, QueueFullPolicy, Trigger, TriggerFilter,
+};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+fn event(subject: &str, event_type: &str) -> Event {
+    Event::typed(
+        subject,
+        "orders",
+        event_type,
+        1,
+        "s",
+        "shop",
+        json!({"n": 1}),
+    )
+}
+
+fn sleeping_sink(name: &str, delay: Duration) -> Arc<InProcessSink> {
+    Arc::new(InProcessSink::new(name, move |_| async move {
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }))
+}
+
+/// A sink that blocks each delivery until a permit is added to the gate,
+/// and signals `started` when a delivery begins.
+fn gated_sink(
+    gate: Arc<Semaphore>,
+    started: Arc<Semaphore>,
+    done: Arc<CollectorSink>,
+) -> Arc<InProcessSink> {
+    Arc::new(InProcessSink::new("gated", move |e| {
+        let (gate, started, done) = (gate.clone(), started.clone(), done.clone());
+        async move {
+            started.add_permits(1);
+            gate.acquire().await.unwrap().forget();
+            done.deliver(&e).await
+        }
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn deliveries_to_matching_triggers_run_in_parallel() {
+    let broker = Broker::new();
+    for i in 0..3 {
+        broker
+            .add_trigger(Trigger::new(
+                format!("slow{i}"),
+                TriggerFilter::by_subject("events.orders.>"),
+                sleeping_sink("slow", Duration::from_millis(100)),
+            ))
+            .unwrap();
+    }
+    let start = Instant::now();
+    let result = broker.route(&event("events.orders.created", "t")).await;
+    assert_eq!((result.matched, result.delivered, result.failed), (3, 3, 0));
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "sequential would take 300 ms"
+    );
+}
+
+#[tokio::test]
+async fn events_matching_no_trigger_are_not_delivered() {
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::by_type("paid"),
+            sink.clone(),
+        ))
+        .unwrap();
+    let result = broker
+        .route(&event("events.orders.created", "created"))
+        .await;
+    assert_eq!(result, Default::default());
+    assert!(result.is_settled());
+    assert!(sink.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_follow_exponential_backoff_then_succeed() {
+    let broker = Broker::new();
+    let sink = Arc::new(FailingSink::fail_first("flaky", "503", 3));
+    broker
+        .add_trigger(
+            Trigger::new("t", TriggerFilter::all(), sink.clone()).with_delivery(
+                DeliverySpec::new()
+                    .with_retries(5)
+                    .with_backoff(BackoffPolicy::Exponential, Duration::from_millis(100)),
+            ),
+        )
+        .unwrap();
+    let start = Instant::now();
+    let result = broker.route(&event("events.orders.created", "t")).await;
+    assert_eq!((result.delivered, result.failed), (1, 0));
+    let offsets: Vec<_> = sink.attempt_times().iter().map(|t| *t - start).collect();
+    assert_eq!(
+        offsets,
+        [0, 100, 300, 700].map(Duration::from_millis).to_vec()
+    );
+    assert_eq!(broker.metrics().retries, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn linear_backoff_is_capped_and_exhaustion_dead_letters_with_details() {
+    let broker = Broker::new();
+    let sink = Arc::new(FailingSink::new("down", "connection refused"));
+    let dead = Arc::new(CollectorSink::new("dead"));
+    broker
+        .add_trigger(
+            Trigger::new("to-down", TriggerFilter::all(), sink.clone()).with_delivery(
+                DeliverySpec::new()
+                    .with_retries(4)
+                    .with_backoff(BackoffPolicy::Linear, Duration::from_millis(100))
+                    .with_backoff_cap(Duration::from_millis(250))
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    let start = Instant::now();
+    let original = event("events.orders.created", "t");
+    let result = broker.route(&original).await;
+    assert_eq!(
+        (result.matched, result.failed, result.dead_lettered),
+        (1, 1, 1)
+    );
+    assert!(result.is_settled());
+    let offsets: Vec<_> = sink.attempt_times().iter().map(|t| *t - start).collect();
+    assert_eq!(
+        offsets,
+        [0, 100, 300, 550, 800].map(Duration::from_millis).to_vec()
+    );
+
+    let letters = dead.events();
+    assert_eq!(letters.len(), 1);
+    let m = &letters[0].metadata;
+    assert_eq!(letters[0].id, original.id);
+    assert_eq!(letters[0].payload, original.payload);
+    assert!(m["dlqreason"].contains("connection refused"), "{m:?}");
+    assert_eq!(m["dlqattempts"], "5");
+    assert_eq!(m["dlqtrigger"], "to-down");
+    assert_eq!(m["dlqoriginalsubject"], "events.orders.created");
+    assert!(m["dlqfirstfailureat"].parse::<u64>().unwrap() > 0);
+    let metrics = broker.metrics();
+    assert_eq!(
+        (metrics.failed, metrics.dead_lettered, metrics.retries),
+        (1, 1, 4)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_time_out_and_count_as_failures() {
+    let broker = Broker::new();
+    let dead = Arc::new(CollectorSink::new("dead"));
+    broker
+        .add_trigger(
+            Trigger::new(
+                "slow",
+                TriggerFilter::all(),
+                sleeping_sink("slow", Duration::from_secs(10)),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(1)
+                    .with_backoff(BackoffPolicy::Linear, Duration::from_millis(500))
+                    .with_timeout(Some(Duration::from_secs(1)))
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    let start = Instant::now();
+    let result = broker.route(&event("events.orders.created", "t")).await;
+    assert_eq!(start.elapsed(), Duration::from_millis(2500));
+    assert_eq!((result.failed, result.dead_lettered), (1, 1));
+    assert_eq!(broker.metrics().timeouts, 2);
+    assert!(dead.events()[0].metadata["dlqreason"].contains("timed out"));
+}
+
+#[tokio::test]
+async fn failed_dead_letter_sink_leaves_the_delivery_failed_and_counted() {
+    let broker = Broker::new();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "t",
+                TriggerFilter::all(),
+                Arc::new(FailingSink::new("a", "x")),
+            )
+            .with_delivery(
+                DeliverySpec::new().with_dead_letter_sink(Arc::new(FailingSink::new("dls", "y"))),
+            ),
+        )
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "no-dls",
+            TriggerFilter::all(),
+            Arc::new(FailingSink::new("b", "x")),
+        ))
+        .unwrap();
+    let result = broker.route(&event("events.orders.created", "t")).await;
+    assert_eq!(
+        (result.matched, result.failed, result.dead_lettered),
+        (2, 2, 0)
+    );
+    assert!(!result.is_settled());
+    assert_eq!(broker.metrics().dead_letter_failures, 2);
+}
+
+#[tokio::test]
+async fn a_panicking_sink_is_a_failed_delivery() {
+    let broker = Broker::new();
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let panicking = Arc::new(InProcessSink::new("boom", |_| async { panic!("sink bug") }));
+    broker
+        .add_trigger(
+            Trigger::new("t", TriggerFilter::all(), panicking)
+                .with_delivery(DeliverySpec::new().with_dead_letter_sink(dead.clone())),
+        )
+        .unwrap();
+    let result = broker.route(&event("events.orders.created", "t")).await;
+    assert_eq!(result.dead_lettered, 1);
+    assert!(dead.events()[0].metadata["dlqreason"].contains("sink bug"));
+}
+
+#[tokio::test]
+async fn trigger_names_are_unique_and_removal_reports() {
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    broker
+        .add_trigger(Trigger::new("a", TriggerFilter::all(), sink.clone()))
+        .unwrap();
+    let err = broker
+        .add_trigger(Trigger::new("a", TriggerFilter::all(), sink.clone()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }));
+    assert!(matches!(
+        broker.add_trigger(Trigger::new("", TriggerFilter::all(), sink.clone())),
+        Err(Error::InvalidConfig { .. })
+    ));
+    broker
+        .add_trigger(Trigger::new("b", TriggerFilter::all(), sink))
+        .unwrap();
+    assert_eq!(broker.trigger_count(), 2);
+    assert_eq!(broker.trigger_names(), ["a", "b"]);
+    assert!(broker.remove_trigger("a"));
+    assert!(!broker.remove_trigger("a"));
+    assert_eq!(broker.trigger_names(), ["b"]);
+}
+
+#[tokio::test]
+async fn trigger_changes_do_not_wait_for_deliveries_in_progress() {
+    let broker = Broker::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(Semaphore::new(0));
+    let done = Arc::new(CollectorSink::new("done"));
+    broker
+        .add_trigger(Trigger::new(
+            "blocked",
+            TriggerFilter::all(),
+            gated_sink(gate.clone(), started.clone(), done.clone()),
+        ))
+        .unwrap();
+    let routing = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.route(&event("events.orders.created", "t")).await }
+    });
+    started.acquire().await.unwrap().forget();
+
+    // The delivery is blocked; changes complete anyway.
+    let other = Arc::new(CollectorSink::new("other"));
+    broker
+        .add_trigger(Trigger::new("new", TriggerFilter::all(), other.clone()))
+        .unwrap();
+    assert!(broker.remove_trigger("blocked"));
+    assert_eq!(broker.trigger_names(), ["new"]);
+
+    // A routing in progress finishes with the set it started with.
+    gate.add_permits(1);
+    let result = routing.await.unwrap();
+    assert_eq!((result.matched, result.delivered), (1, 1));
+    assert_eq!(done.len(), 1);
+    assert!(other.is_empty());
+
+    // New routings see the new set.
+    let result = broker.route(&event("events.orders.created", "t")).await;
+    assert_eq!((result.matched, result.delivered), (1, 1));
+    assert_eq!(other.len(), 1);
+    assert_eq!(done.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_trigger_changes_and_routing_stay_consistent() {
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    broker
+        .add_trigger(Trigger::new("stable", TriggerFilter::all(), sink.clone()))
+        .unwrap();
+    let churn = tokio::spawn({
+        let broker = broker.clone();
+        let sink = sink.clone();
+        async move {
+            for i in 0..200 {
+                broker
+                    .add_trigger(Trigger::new(
+                        format!("t{i}"),
+                        TriggerFilter::by_type("never"),
+                        sink.clone(),
+                    ))
+                    .unwrap();
+                tokio::task::yield_now().await;
+                assert!(broker.remove_trigger(&format!("t{i}")));
+            }
+        }
+    });
+    for _ in 0..200 {
+        let result = broker.route(&event("events.orders.created", "t")).await;
+        assert_eq!((result.matched, result.delivered), (1, 1));
+        tokio::task::yield_now().await;
+    }
+    churn.await.unwrap();
+    assert_eq!(broker.trigger_names(), ["stable"]);
+    assert_eq!(sink.len(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_router_hook_enqueues_without_waiting_for_slow_sinks() {
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let slow = Arc::new(InProcessSink::new("slow", {
+        let sink = sink.clone();
+        move |e| {
+            let sink = sink.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                sink.deliver(&e).await
+            }
+        }
+    }));
+    broker
+        .add_trigger(Trigger::new("slow", TriggerFilter::all(), slow))
+        .unwrap();
+    let router: Arc<dyn EventRouter> = Arc::new(broker.clone());
+    let start = Instant::now();
+    for i in 0..10 {
+        router
+            .route_published(Arc::new(event("events.orders.created", "t")), i)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "publishing waited for a sink"
+    );
+    broker.wait_idle().await;
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(5),
+        "deliveries ran in parallel"
+    );
+    assert_eq!(sink.len(), 10);
+    let m = broker.metrics();
+    assert_eq!(
+        (
+            m.enqueued,
+            m.routed,
+            m.delivered,
+            m.in_flight,
+            m.queue_depth
+        ),
+        (10, 10, 10, 0, 0)
+    );
+}
+
+struct Blocked {
+    broker: Broker,
+    gate: Arc<Semaphore>,
+    done: Arc<CollectorSink>,
+}
+
+/// A broker with one worker and a one-slot queue whose worker is busy: the
+/// next event fills the queue, the one after finds it full.
+async fn blocked_broker(policy: QueueFullPolicy) -> Blocked {
+    let broker = Broker::with_config(BrokerConfig {
+        queue_capacity: 1,
+        workers: 1,
+        full_policy: policy,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(Semaphore::new(0));
+    let done = Arc::new(CollectorSink::new("done"));
+    broker
+        .add_trigger(Trigger::new(
+            "gated",
+            TriggerFilter::all(),
+            gated_sink(gate.clone(), started.clone(), done.clone()),
+        ))
+        .unwrap();
+    broker
+        .enqueue(Arc::new(event("events.a.one", "t")))
+        .await
+        .unwrap();
+    started.acquire().await.unwrap().forget(); // the worker holds event one
+    broker
+        .enqueue(Arc::new(event("events.a.two", "t")))
+        .await
+        .unwrap(); // queued
+    assert_eq!(broker.metrics().queue_depth, 1);
+    Blocked { broker, gate, done }
+}
+
+#[tokio::test]
+async fn full_queue_with_reject_refuses_visibly() {
+    let Blocked { broker, gate, done } = blocked_broker(QueueFullPolicy::Reject).await;
+    let err = broker
+        .enqueue(Arc::new(event("events.a.three", "t")))
+        .await
+        .unwrap_err();
+    let source = std::error::Error::source(&err).unwrap();
+    assert_eq!(
+        source.downcast_ref::<QueueFullError>(),
+        Some(&QueueFullError { capacity: 1 })
+    );
+    let m = broker.metrics();
+    assert_eq!((m.queue_full, m.rejected, m.enqueued), (1, 1, 2));
+    gate.add_permits(10);
+    broker.wait_idle().await;
+    let subjects: Vec<_> = done.events().into_iter().map(|e| e.subject).collect();
+    assert_eq!(subjects, ["events.a.one", "events.a.two"]);
+}
+
+#[tokio::test]
+async fn full_queue_with_wait_applies_backpressure_and_loses_nothing() {
+    let Blocked { broker, gate, done } = blocked_broker(QueueFullPolicy::Wait).await;
+    let third = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.enqueue(Arc::new(event("events.a.three", "t"))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!third.is_finished(), "the publisher should wait for room");
+    assert_eq!(broker.metrics().queue_full, 1);
+    gate.add_permits(10);
+    third.await.unwrap().unwrap();
+    broker.wait_idle().await;
+    assert_eq!(done.len(), 3);
+    let m = broker.metrics();
+    assert_eq!((m.queue_full, m.rejected, m.enqueued), (1, 0, 3));
+}
+
+#[tokio::test]
+async fn full_queue_with_wait_for_times_out() {
+    let Blocked { broker, gate, done } = blocked_broker(QueueFullPolicy::WaitFor {
+        timeout: Duration::from_millis(30),
+    })
+    .await;
+    let err = broker
+        .enqueue(Arc::new(event("events.a.three", "t")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert_eq!(broker.metrics().rejected, 1);
+    gate.add_permits(10);
+    broker.wait_idle().await;
+    assert_eq!(done.len(), 2);
+}
+
+#[tokio::test]
+async fn shutdown_routes_what_was_queued_then_refuses() {
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::all(),
+            sleeping_sink_into(sink.clone()),
+        ))
+        .unwrap();
+    for _ in 0..20 {
+        broker
+            .enqueue(Arc::new(event("events.a.b", "t")))
+            .await
+            .unwrap();
+    }
+    broker.shutdown().await;
+    assert_eq!(sink.len(), 20);
+    let err = broker
+        .enqueue(Arc::new(event("events.a.b", "t")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed(_)));
+    broker.shutdown().await; // idempotent
+    // Direct routing still works.
+    assert_eq!(broker.route(&event("events.a.b", "t")).await.delivered, 1);
+}
+
+fn sleeping_sink_into(sink: Arc<CollectorSink>) -> Arc<InProcessSink> {
+    Arc::new(InProcessSink::new("sleepy", move |e| {
+        let sink = sink.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            sink.deliver(&e).await
+        }
+    }))
+}
+
+#[test]
+fn invalid_configs_are_refused() {
+    for config in [
+        BrokerConfig {
+            queue_capacity: 0,
+            ..Default::default()
+        },
+        BrokerConfig {
+            workers: 0,
+            ..Default::default()
+        },
+        BrokerConfig {
+            feed_concurrency: 0,
+            ..Default::default()
+        },
+    ] {
+        assert!(matches!(
+            Broker::with_config(config),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+    let err = Broker::new()
+        .add_trigger(
+            Trigger::new("t", TriggerFilter::all(), Arc::new(CollectorSink::new("c")))
+                .with_delivery(DeliverySpec::new().with_timeout(Some(Duration::ZERO))),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }));
+}
+
+#[tokio::test]
+async fn enqueue_outside_a_tokio_runtime_is_an_error_not_a_panic() {
+    let broker = Broker::new();
+    let result = std::thread::spawn(move || {
+        futures_executor_block_on(broker.enqueue(Arc::new(event("events.a.b", "t"))))
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(result, Err(Error::InvalidConfig { .. })));
+}
+
+/// A minimal executor for one future (no Tokio runtime on this thread).
+fn futures_executor_block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = Waker::from(Arc::new(Noop));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[tokio::test]
+async fn a_broker_is_a_sink() {
+    let inner = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    inner
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::by_type("ok"),
+            sink.clone(),
+        ))
+        .unwrap();
+    inner
+        .add_trigger(Trigger::new(
+            "f",
+            TriggerFilter::by_type("bad"),
+            Arc::new(FailingSink::new("f", "x")),
+        ))
+        .unwrap();
+    let as_sink: Arc<dyn EventSink> = Arc::new(inner);
+    as_sink.deliver(&event("events.a.b", "ok")).await.unwrap();
+    assert_eq!(sink.len(), 1);
+    assert!(as_sink.deliver(&event("events.a.b", "bad")).await.is_err());
+}
+
+#[tokio::test]
+async fn a_durable_feed_acks_after_delivery_or_dead_letter_and_resumes() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let broker = Broker::with_config(BrokerConfig {
+        feed_retry_delay: Duration::from_millis(20),
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let all = Arc::new(CollectorSink::new("all"));
+    let dead = Arc::new(CollectorSink::new("dead"));
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
+        .unwrap();
+    // Fails its first delivery with no retries and no dead-letter sink: the
+    // event is nak'ed and must come back.
+    broker
+        .add_trigger(Trigger::new(
+            "flaky",
+            TriggerFilter::by_type("flaky"),
+            Arc::new(FailingSink::fail_first("flaky", "x", 1)),
+        ))
+        .unwrap();
+    // Always fails, but dead-letters: settled, acked.
+    broker
+        .add_trigger(
+            Trigger::new(
+                "broken",
+                TriggerFilter::by_type("broken"),
+                Arc::new(FailingSink::new("b", "x")),
+            )
+            .with_delivery(DeliverySpec::new().with_dead_letter_sink(dead.clone())),
+        )
+        .unwrap();
+
+    // Published before the feed exists (by "another process").
+    for t in ["plain", "flaky", "broken"] {
+        provider
+            .publish(&event("events.orders.x", t))
+            .await
+            .unwrap();
+    }
+    let feed = broker
+        .feed_durable(
+            &*provider,
+            "router",
+            "events.>",
+            &SubscribeOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        all.wait_for(4, Duration::from_secs(5)).await,
+        "flaky should come back"
+    );
+    // Let the acks land before stopping.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = feed.stop().await.unwrap();
+    assert_eq!(
+        (stats.received, stats.acked, stats.naked),
+        (4, 3, 1),
+        "{stats:?}"
+    );
+    assert_eq!(dead.len(), 1);
+
+    // Restart: the durable resumes after the acked events only.
+    provider
+        .publish(&event("events.orders.x", "later"))
+        .await
+        .unwrap();
+    let feed = broker
+        .feed_durable(
+            &*provider,
+            "router",
+            "events.>",
+            &SubscribeOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(all.wait_for(5, Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = feed.stop().await.unwrap();
+    assert_eq!((stats.received, stats.acked), (1, 1), "{stats:?}");
+    assert_eq!(all.events().last().unwrap().event_type, "later");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dispatcher_takes_an_idle_brokers_first_event_at_once_and_lingers_only_under_load() {
+    for linger in [Duration::ZERO, Duration::from_millis(1)] {
+        let broker = Broker::with_config(BrokerConfig {
+            dispatch_linger: linger,
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        let times = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        broker
+            .add_trigger(Trigger::new(
+                "t",
+                TriggerFilter::all(),
+                Arc::new(InProcessSink::new("clock", {
+                    let times = times.clone();
+                    move |_| {
+                        let times = times.clone();
+                        async move {
+                            times.lock().push(Instant::now());
+                            Ok(())
+                        }
+                    }
+                })),
+            ))
+            .unwrap();
+        let start = Instant::now();
+        broker
+            .enqueue(Arc::new(event("events.a.b", "t")))
+            .await
+            .unwrap();
+        broker.wait_idle().await;
+        assert_eq!(
+            times.lock()[0],
+            start,
+            "linger {linger:?}: first event delayed"
+        );
+        // A burst, then a pause, then one more: everything is routed, none
+        // later than one linger (plus the timer's 1 ms granularity) after it
+        // was queued.
+        let mut queued = vec![start];
+        for _ in 0..50 {
+            queued.push(Instant::now());
+            broker
+                .enqueue(Arc::new(event("events.a.b", "t")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let late = Instant::now();
+        broker
+            .enqueue(Arc::new(event("events.a.b", "t")))
+            .await
+            .unwrap();
+        broker.wait_idle().await;
+        let times = times.lock().clone();
+        assert_eq!(times.len(), 52);
+        assert_eq!(
+            *times.last().unwrap(),
+            late,
+            "linger {linger:?}: idle broker delayed"
+        );
+        for (routed, queued) in times.iter().zip(&queued) {
+            assert!(
+                *routed - *queued <= linger + Duration::from_millis(1),
+                "{:?}",
+                *routed - *queued
+            );
+        }
+    }
+}

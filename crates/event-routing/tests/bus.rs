@@ -1,0 +1,233 @@
+//! A broker attached to an EventBus; topic sinks publishing through the bus
+//! pipeline (validation, encryption under the new id); routing loops.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+use event_bus::EventBus;
+use event_core::{Error, Event, EventEncryptor, EventProvider, Result, SchemaValidator};
+use event_memory::MemoryProvider;
+use event_routing::{
+    Broker, BrokerConfig, CollectorSink, DeliverySpec, EventSink, InProcessSink, TopicSink,
+    Trigger, TriggerFilter,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Binds the payload to the event id, reversibly (a stand-in for AES-GCM).
+struct TestEncryptor;
+
+impl EventEncryptor for TestEncryptor {
+    fn encrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
+        Ok(json!({"enc": payload.to_string(), "aad": event_id}))
+    }
+    fn decrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
+        if payload["aad"] != event_id {
+            return Err(Error::Decryption(format!(
+                "bound to {}, not {event_id}",
+                payload["aad"]
+            )));
+        }
+        serde_json::from_str(payload["enc"].as_str().unwrap_or_default()).map_err(Into::into)
+    }
+    fn is_encrypted(&self, payload: &Value) -> bool {
+        payload.get("enc").is_some()
+    }
+}
+
+/// Refuses payloads without an `id`.
+struct NeedsId;
+
+impl SchemaValidator for NeedsId {
+    fn validate(&self, event: &Event) -> Result<()> {
+        if event.payload.get("id").is_none() {
+            return Err(Error::SchemaValidation {
+                event_type: event.event_type.clone(),
+                version: event.version,
+                path: "/id".into(),
+                reason: "required".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attached_broker_routes_published_events_without_slowing_publishers() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let broker = Broker::new();
+    broker.attach(&bus);
+    let seen = Arc::new(CollectorSink::new("seen"));
+    let slow = Arc::new(InProcessSink::new("slow", {
+        let seen = seen.clone();
+        move |e| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                seen.deliver(&e).await
+            }
+        }
+    }));
+    broker
+        .add_trigger(Trigger::new(
+            "forex",
+            TriggerFilter::by_subject("events.market.forex.>"),
+            slow,
+        ))
+        .unwrap();
+
+    let start = Instant::now();
+    for i in 0..5 {
+        bus.publish(
+            "market",
+            &format!("forex.pair{i}"),
+            "rate",
+            "reuters",
+            json!({"i": i}),
+        )
+        .await
+        .unwrap();
+    }
+    bus.publish("market", "stocks.aapl", "price", "nasdaq", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO, "publish waited for a sink");
+    broker.wait_idle().await;
+    assert_eq!(seen.len(), 5);
+    let m = broker.metrics();
+    assert_eq!((m.enqueued, m.routed, m.matched, m.delivered), (6, 6, 5, 5));
+    assert_eq!(bus.metrics().snapshot().publish_total, 6);
+}
+
+#[tokio::test]
+async fn a_topic_sink_through_the_bus_encrypts_the_forward_under_its_own_id() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor));
+    let broker = Broker::new();
+    broker.attach(&bus);
+    // The broker sees plaintext.
+    broker
+        .add_trigger(Trigger::new(
+            "big-orders",
+            TriggerFilter::by_subject("events.orders.>")
+                .with_filter(event_routing::FilterExpr::exact("type", "order.created")),
+            Arc::new(TopicSink::through_bus("audit", bus.clone(), "events.audit.orders").unwrap()),
+        ))
+        .unwrap();
+    let original = bus
+        .publish_typed(
+            "orders",
+            "created",
+            "order.created",
+            1,
+            "order",
+            "shop",
+            json!({"id": 1, "total": 99}),
+        )
+        .await
+        .unwrap();
+    broker.wait_idle().await;
+    assert_eq!(broker.metrics().delivered, 1);
+
+    // Stored encrypted, bound to the forwarded event's own id.
+    let stored = provider.history(Some("events.audit.>"), 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let forwarded = &stored[0];
+    assert_ne!(forwarded.id, original.id);
+    assert_eq!(forwarded.payload["aad"], forwarded.id.as_str());
+    assert_eq!(forwarded.metadata["originalid"], original.id);
+    assert_eq!(
+        TestEncryptor
+            .decrypt(&forwarded.id, &forwarded.payload)
+            .unwrap(),
+        original.payload
+    );
+    // And the bus reads it back decrypted.
+    let listed = bus.list_events(Some("audit"), 10).await.unwrap();
+    assert_eq!(listed[0].payload, json!({"id": 1, "total": 99}));
+}
+
+#[tokio::test]
+async fn a_forward_the_bus_refuses_is_retried_then_dead_lettered() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let broker = Broker::new();
+    // Direct routing (no attach): the validator applies to the forward only.
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let sink = TopicSink::through_bus("audit", bus.clone(), "events.audit.all").unwrap();
+    broker
+        .add_trigger(
+            Trigger::new("audit", TriggerFilter::all(), Arc::new(sink)).with_delivery(
+                DeliverySpec::new()
+                    .with_retries(2)
+                    .with_backoff(
+                        event_routing::BackoffPolicy::Linear,
+                        Duration::from_millis(1),
+                    )
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    bus.set_schema_validator(Arc::new(NeedsId));
+    let event = Event::new(
+        "events.orders.created",
+        "orders",
+        "s",
+        "shop",
+        json!({"no": "id"}),
+    );
+    let result = broker.route(&event).await;
+    assert_eq!((result.failed, result.dead_lettered), (1, 1));
+    let letter = &dead.events()[0];
+    assert_eq!(letter.metadata["dlqattempts"], "3");
+    assert!(
+        letter.metadata["dlqreason"].contains("schema validation failed"),
+        "{:?}",
+        letter.metadata
+    );
+    assert_eq!(bus.metrics().snapshot().validation_errors, 3);
+}
+
+#[tokio::test]
+async fn a_routing_loop_through_the_bus_stops_at_max_hops() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let broker = Broker::with_config(BrokerConfig {
+        max_hops: 3,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker.attach(&bus);
+    // Matches its own output.
+    broker
+        .add_trigger(Trigger::new(
+            "echo",
+            TriggerFilter::by_subject("events.>"),
+            Arc::new(TopicSink::through_bus("echo", bus.clone(), "events.loop.echo").unwrap()),
+        ))
+        .unwrap();
+    bus.publish("start", "here", "s", "x", json!({}))
+        .await
+        .unwrap();
+    // Wait for the chain to settle (each hop enqueues the next).
+    for _ in 0..100 {
+        broker.wait_idle().await;
+        if broker.metrics().hop_limit == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let m = broker.metrics();
+    assert_eq!(m.hop_limit, 1);
+    // The original plus three forwards; the third is not routed again.
+    assert_eq!(provider.info().await.unwrap().messages, 4);
+    let hops: Vec<_> = provider
+        .history(Some("events.loop.>"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.metadata["routinghops"].clone())
+        .collect();
+    assert_eq!(hops, ["3", "2", "1"]);
+}

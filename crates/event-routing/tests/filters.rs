@@ -1,0 +1,304 @@
+//! Filters: every kind and composition, and the index against brute force.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+use event_core::Event;
+use event_routing::{Broker, CollectorSink, FilterExpr, Trigger, TriggerFilter};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+fn order(event_type: &str, source: &str, subject: &str) -> Event {
+    Event::typed(subject, "orders", event_type, 1, "s", source, json!({}))
+}
+
+fn matches(filter: TriggerFilter, event: &Event) -> bool {
+    filter.compile().unwrap().matches(event)
+}
+
+#[test]
+fn empty_filter_matches_everything() {
+    assert!(matches(TriggerFilter::all(), &order("", "", "events.a.b")));
+}
+
+#[test]
+fn by_type_source_subject_and_attribute() {
+    let e = order("order.created", "shop", "events.orders.created").with_metadata("region", "eu");
+    assert!(matches(TriggerFilter::by_type("order.created"), &e));
+    assert!(!matches(TriggerFilter::by_type("order.paid"), &e));
+    assert!(matches(TriggerFilter::by_source("shop"), &e));
+    assert!(!matches(TriggerFilter::by_source("shop2"), &e));
+    assert!(matches(TriggerFilter::by_subject("events.orders.*"), &e));
+    assert!(matches(TriggerFilter::by_subject("events.>"), &e));
+    assert!(!matches(TriggerFilter::by_subject("events.orders"), &e));
+    assert!(!matches(TriggerFilter::by_subject("events.payments.>"), &e));
+    assert!(matches(
+        TriggerFilter::all().with_attribute("region", "eu"),
+        &e
+    ));
+    assert!(!matches(
+        TriggerFilter::all().with_attribute("region", "us"),
+        &e
+    ));
+    assert!(!matches(
+        TriggerFilter::all().with_attribute("tier", "eu"),
+        &e
+    ));
+}
+
+#[test]
+fn conditions_combine_with_and() {
+    let e = order("order.created", "shop", "events.orders.created").with_metadata("region", "eu");
+    let f = TriggerFilter::by_type("order.created")
+        .with_source("shop")
+        .with_subject("events.orders.>")
+        .with_attribute("region", "eu");
+    assert!(matches(f.clone(), &e));
+    assert!(!matches(f.clone().with_source("other"), &e));
+    assert!(!matches(f.clone().with_attribute("region", "us"), &e));
+    assert!(!matches(
+        f.with_filter(FilterExpr::exact("type", "order.paid")),
+        &e
+    ));
+}
+
+#[test]
+fn exact_prefix_suffix_on_core_attributes_and_metadata() {
+    let e =
+        order("order.created", "shop-eu", "events.orders.created").with_metadata("tier", "gold");
+    let cases = [
+        (FilterExpr::exact("type", "order.created"), true),
+        (FilterExpr::exact("type", "order"), false),
+        (FilterExpr::exact("id", e.id.clone()), true),
+        (FilterExpr::exact("category", "orders"), true),
+        (FilterExpr::exact("tier", "gold"), true),
+        (FilterExpr::exact("missing", ""), false),
+        (FilterExpr::prefix("type", "order."), true),
+        (FilterExpr::prefix("type", "payment."), false),
+        (FilterExpr::prefix("subject", "events.orders"), true),
+        (FilterExpr::prefix("tier", "go"), true),
+        (FilterExpr::prefix("missing", ""), false),
+        (FilterExpr::suffix("source", "-eu"), true),
+        (FilterExpr::suffix("source", "-us"), false),
+        (FilterExpr::suffix("tier", "old"), true),
+    ];
+    for (expr, expected) in cases {
+        assert_eq!(expr.matches(&e), expected, "{expr:?}");
+        assert_eq!(
+            matches(TriggerFilter::all().with_filter(expr.clone()), &e),
+            expected,
+            "{expr:?} in a trigger filter"
+        );
+    }
+}
+
+#[test]
+fn a_map_with_several_entries_requires_all() {
+    let e = order("t", "s", "events.a.b");
+    let both: FilterExpr =
+        serde_json::from_value(json!({"exact": {"type": "t", "source": "s"}})).unwrap();
+    assert!(both.matches(&e));
+    let one_wrong: FilterExpr =
+        serde_json::from_value(json!({"exact": {"type": "t", "source": "x"}})).unwrap();
+    assert!(!one_wrong.matches(&e));
+}
+
+#[test]
+fn all_any_not_compose() {
+    let e = order("order.created", "shop", "events.orders.created");
+    let t = FilterExpr::exact("type", "order.created");
+    let f = FilterExpr::exact("type", "nope");
+    assert!(FilterExpr::all([t.clone(), t.clone()]).matches(&e));
+    assert!(!FilterExpr::all([t.clone(), f.clone()]).matches(&e));
+    assert!(FilterExpr::any([f.clone(), t.clone()]).matches(&e));
+    assert!(!FilterExpr::any([f.clone(), f.clone()]).matches(&e));
+    assert!(FilterExpr::not(f.clone()).matches(&e));
+    assert!(!FilterExpr::not(t.clone()).matches(&e));
+    // Nested: all(any(f, not(f)), not(all(t, f)))
+    let nested = FilterExpr::all([
+        FilterExpr::any([f.clone(), FilterExpr::not(f.clone())]),
+        FilterExpr::not(FilterExpr::all([t.clone(), f.clone()])),
+    ]);
+    assert!(nested.matches(&e));
+    assert!(!FilterExpr::not(nested).matches(&e));
+}
+
+#[test]
+fn knative_json_round_trips() {
+    let raw = json!({"any": [
+        {"exact": {"type": "a"}},
+        {"all": [{"prefix": {"source": "svc-"}}, {"not": {"suffix": {"subject": ".test"}}}]}
+    ]});
+    let expr: FilterExpr = serde_json::from_value(raw.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&expr).unwrap(), raw);
+}
+
+#[test]
+fn invalid_filters_are_typed_errors() {
+    let bad_subject = TriggerFilter::by_subject("events.>.x")
+        .compile()
+        .unwrap_err();
+    assert!(matches!(
+        bad_subject,
+        event_core::Error::InvalidSubject { .. }
+    ));
+    for expr in [
+        FilterExpr::All(vec![]),
+        FilterExpr::Any(vec![]),
+        FilterExpr::Exact(Default::default()),
+        FilterExpr::prefix("", "x"),
+        FilterExpr::not(FilterExpr::Suffix(Default::default())),
+    ] {
+        let err = TriggerFilter::all()
+            .with_filter(expr)
+            .compile()
+            .unwrap_err();
+        assert!(
+            matches!(err, event_core::Error::InvalidConfig { .. }),
+            "{err}"
+        );
+    }
+    let err = Broker::new()
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::by_subject("bad subject"),
+            Arc::new(CollectorSink::new("c")),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, event_core::Error::InvalidSubject { .. }));
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const TYPES: &[&str] = &["a", "b", "c", "order.created", ""];
+const SOURCES: &[&str] = &["s1", "s2", "svc-x", "svc-y"];
+const TOKENS: &[&str] = &["orders", "payments", "created", "eu", "x"];
+const KEYS: &[&str] = &["region", "tier"];
+const VALUES: &[&str] = &["eu", "us", "gold"];
+
+fn random_expr(rng: &mut Rng, depth: u32) -> FilterExpr {
+    let attrs = ["type", "source", "subject", "region", "tier", "category"];
+    let attr = rng.pick(&attrs);
+    let value = match attr {
+        "type" => rng.pick(TYPES).to_owned(),
+        "source" => rng.pick(SOURCES).to_owned(),
+        "subject" => format!("events.{}.{}", rng.pick(TOKENS), rng.pick(TOKENS)),
+        "category" => rng.pick(TOKENS).to_owned(),
+        _ => rng.pick(VALUES).to_owned(),
+    };
+    let kind = if depth == 0 {
+        rng.below(3)
+    } else {
+        rng.below(6)
+    };
+    match kind {
+        0 => FilterExpr::exact(attr, value),
+        1 => FilterExpr::prefix(attr, &value[..value.len() / 2]),
+        2 => FilterExpr::suffix(attr, &value[value.len() / 2..]),
+        3 => FilterExpr::all((0..1 + rng.below(3)).map(|_| random_expr(rng, depth - 1))),
+        4 => FilterExpr::any((0..1 + rng.below(3)).map(|_| random_expr(rng, depth - 1))),
+        _ => FilterExpr::not(random_expr(rng, depth - 1)),
+    }
+}
+
+fn random_pattern(rng: &mut Rng) -> String {
+    let len = 2 + rng.below(3);
+    let mut tokens = vec!["events".to_owned()];
+    for i in 1..len {
+        let t = match rng.below(5) {
+            0 => "*".to_owned(),
+            1 if i == len - 1 => ">".to_owned(),
+            _ => rng.pick(TOKENS).to_owned(),
+        };
+        tokens.push(t);
+    }
+    tokens.join(".")
+}
+
+fn random_filter(rng: &mut Rng) -> TriggerFilter {
+    let mut f = TriggerFilter::all();
+    if rng.below(3) == 0 {
+        f = f.with_type(rng.pick(TYPES));
+    }
+    if rng.below(4) == 0 {
+        f = f.with_source(rng.pick(SOURCES));
+    }
+    if rng.below(2) == 0 {
+        f = f.with_subject(random_pattern(rng));
+    }
+    if rng.below(4) == 0 {
+        f = f.with_attribute(rng.pick(KEYS), rng.pick(VALUES));
+    }
+    for _ in 0..rng.below(3) {
+        f = f.with_filter(random_expr(rng, 2));
+    }
+    f
+}
+
+fn random_event(rng: &mut Rng) -> Event {
+    let len = 1 + rng.below(4);
+    let subject = std::iter::once("events".to_owned())
+        .chain((0..len).map(|_| rng.pick(TOKENS).to_owned()))
+        .collect::<Vec<_>>()
+        .join(".");
+    let mut e = Event::typed(
+        subject,
+        rng.pick(TOKENS),
+        rng.pick(TYPES),
+        1,
+        "s",
+        rng.pick(SOURCES),
+        json!(null),
+    );
+    for key in KEYS {
+        if rng.below(2) == 0 {
+            e = e.with_metadata(*key, rng.pick(VALUES));
+        }
+    }
+    e
+}
+
+#[test]
+fn indexed_routing_equals_brute_force_on_random_filters_and_events() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let mut filters = Vec::new();
+    for i in 0..600 {
+        let filter = random_filter(&mut rng);
+        broker
+            .add_trigger(Trigger::new(format!("t{i}"), filter.clone(), sink.clone()))
+            .unwrap();
+        filters.push((format!("t{i}"), filter.compile().unwrap()));
+    }
+    let mut total = 0;
+    for _ in 0..3000 {
+        let event = random_event(&mut rng);
+        let expected: BTreeSet<String> = filters
+            .iter()
+            .filter(|(_, f)| f.matches(&event))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let got: BTreeSet<String> = broker.matching_triggers(&event).into_iter().collect();
+        assert_eq!(got, expected, "event {event:?}");
+        total += expected.len();
+    }
+    // The generator must exercise matches, not only misses.
+    assert!(total > 3000, "only {total} matches");
+}

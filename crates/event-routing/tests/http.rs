@@ -1,0 +1,354 @@
+//! HttpSink against a local axum server; WebhookSource end to end.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use event_cloudevents::http::{Mode, to_http};
+use event_core::{Error, Event, EventProvider};
+use event_memory::MemoryProvider;
+use event_routing::http::{HttpSink, WebhookSource};
+use event_routing::{
+    BackoffPolicy, Broker, CollectorSink, DeliverySpec, EventSink, EventSource, FailingSink,
+    TopicSink, Trigger, TriggerFilter,
+};
+use parking_lot::Mutex;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Request = (HeaderMap, Vec<u8>);
+
+#[derive(Clone, Default)]
+struct Received {
+    requests: Arc<Mutex<Vec<Request>>>,
+    /// Status codes to answer, in order; then 200.
+    statuses: Arc<Mutex<Vec<u16>>>,
+}
+
+async fn record(
+    State(state): State<Received>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    state.requests.lock().push((headers, body.to_vec()));
+    let mut statuses = state.statuses.lock();
+    if statuses.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::from_u16(statuses.remove(0)).unwrap()
+    }
+}
+
+async fn server(statuses: Vec<u16>) -> (String, Received) {
+    let state = Received {
+        statuses: Arc::new(Mutex::new(statuses)),
+        ..Received::default()
+    };
+    let app = Router::new()
+        .route("/hook", post(record))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), state)
+}
+
+fn order() -> Event {
+    Event::typed(
+        "events.orders.created",
+        "orders",
+        "order.created",
+        1,
+        "order 7",
+        "shop",
+        json!({"id": 7}),
+    )
+    .with_metadata("region", "eu")
+}
+
+#[tokio::test]
+async fn http_sink_posts_a_binary_mode_cloudevent() {
+    let (url, received) = server(vec![]).await;
+    let sink = HttpSink::new("hook", url).unwrap();
+    let event = order();
+    sink.deliver(&event).await.unwrap();
+    let (headers, body) = received.requests.lock()[0].clone();
+    assert_eq!(headers["ce-id"], event.id.as_str());
+    assert_eq!(headers["ce-type"], "order.created");
+    assert_eq!(headers["ce-source"], "shop");
+    assert_eq!(headers["ce-subject"], "events.orders.created");
+    assert_eq!(headers["ce-a3smregion"], "eu");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        json!({"id": 7})
+    );
+    assert_eq!(
+        event_cloudevents::http::from_http(&headers, body).unwrap(),
+        event
+    );
+}
+
+#[tokio::test]
+async fn http_sink_posts_a_structured_mode_cloudevent() {
+    let (url, received) = server(vec![]).await;
+    let sink = HttpSink::new("hook", url)
+        .unwrap()
+        .with_mode(Mode::Structured);
+    let event = order();
+    sink.deliver(&event).await.unwrap();
+    let (headers, body) = received.requests.lock()[0].clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/cloudevents+json")
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["id"], event.id.as_str());
+    assert_eq!(doc["data"], json!({"id": 7}));
+    assert_eq!(
+        event_cloudevents::http::from_http(&headers, body).unwrap(),
+        event
+    );
+}
+
+#[tokio::test]
+async fn non_2xx_answers_fail_the_delivery() {
+    let (url, _) = server(vec![500, 404, 429]).await;
+    let sink = HttpSink::new("hook", url).unwrap();
+    assert!(matches!(
+        sink.deliver(&order()).await,
+        Err(Error::Connection(_))
+    ));
+    let err = sink.deliver(&order()).await.unwrap_err();
+    assert!(matches!(err, Error::Provider { .. }), "{err}");
+    assert!(err.to_string().contains("404"), "{err}");
+    assert!(matches!(
+        sink.deliver(&order()).await,
+        Err(Error::Connection(_))
+    ));
+    sink.deliver(&order()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_trigger_retries_an_http_sink_then_dead_letters() {
+    let (url, received) = server(vec![503, 503, 503]).await;
+    let broker = Broker::new();
+    let dead = Arc::new(CollectorSink::new("dead"));
+    broker
+        .add_trigger(
+            Trigger::new(
+                "webhook",
+                TriggerFilter::all(),
+                Arc::new(HttpSink::new("hook", url).unwrap()),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(2)
+                    .with_backoff(BackoffPolicy::Linear, Duration::from_millis(5))
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    let result = broker.route(&order()).await;
+    assert_eq!((result.failed, result.dead_lettered), (1, 1));
+    assert_eq!(received.requests.lock().len(), 3);
+    assert!(
+        dead.events()[0].metadata["dlqreason"].contains("503"),
+        "{:?}",
+        dead.events()[0].metadata
+    );
+    // The next event gets 200.
+    assert_eq!(broker.route(&order()).await.delivered, 1);
+}
+
+#[tokio::test]
+async fn bad_urls_and_unreachable_endpoints_are_typed_errors() {
+    for url in ["not a url", "ftp://example.com/x", ""] {
+        assert!(
+            matches!(HttpSink::new("h", url), Err(Error::InvalidConfig { .. })),
+            "{url}"
+        );
+    }
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let sink = HttpSink::new("h", format!("http://{addr}/x")).unwrap();
+    assert!(matches!(
+        sink.deliver(&order()).await,
+        Err(Error::Connection(_))
+    ));
+}
+
+async fn send(addr: SocketAddr, path: &str, headers: HeaderMap, body: Vec<u8>) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn webhook_into(provider: Arc<dyn EventProvider>) -> WebhookSource {
+    let source = WebhookSource::new("ingest", "127.0.0.1:0".parse().unwrap());
+    source
+        .start(Arc::new(TopicSink::unchanged("ingest", provider)))
+        .await
+        .unwrap();
+    source
+}
+
+#[tokio::test]
+async fn webhook_publishes_binary_and_structured_cloudevents() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let source = webhook_into(provider.clone()).await;
+    let addr = source.local_addr().unwrap();
+
+    let binary = order();
+    let msg = to_http(&binary, Mode::Binary).unwrap();
+    assert_eq!(
+        send(addr, "/events", msg.headers.clone(), msg.body.clone())
+            .await
+            .0,
+        202
+    );
+    // A sender's retry of the same event is deduplicated by id.
+    assert_eq!(send(addr, "/events", msg.headers, msg.body).await.0, 202);
+
+    let structured = order();
+    let msg = to_http(&structured, Mode::Structured).unwrap();
+    assert_eq!(send(addr, "/events", msg.headers, msg.body).await.0, 202);
+
+    let stored = provider.history(None, 10).await.unwrap();
+    assert_eq!(stored, vec![structured, binary]);
+    assert_eq!(source.accepted(), 3);
+    source.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_publish_nothing() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let source = webhook_into(provider.clone()).await;
+    let addr = source.local_addr().unwrap();
+
+    let mut json_headers = HeaderMap::new();
+    json_headers.insert("content-type", "application/json".parse().unwrap());
+    let mut structured = HeaderMap::new();
+    structured.insert(
+        "content-type",
+        "application/cloudevents+json".parse().unwrap(),
+    );
+    let valid = to_http(&order(), Mode::Binary).unwrap();
+    let mut missing_id = valid.headers.clone();
+    missing_id.remove("ce-id");
+    let mut bad_version = valid.headers.clone();
+    bad_version.insert("ce-specversion", "0.1".parse().unwrap());
+    let mut bad_subject_event = order();
+    bad_subject_event.subject = "not a subject".into();
+    let bad_subject = to_http(&bad_subject_event, Mode::Binary).unwrap();
+
+    let cases: Vec<(&str, HeaderMap, Vec<u8>)> = vec![
+        (
+            "plain JSON, not a CloudEvent",
+            json_headers,
+            br#"{"id": 1}"#.to_vec(),
+        ),
+        (
+            "structured garbage",
+            structured.clone(),
+            b"{not json".to_vec(),
+        ),
+        (
+            "structured without required attributes",
+            structured,
+            br#"{"specversion": "1.0"}"#.to_vec(),
+        ),
+        ("binary without ce-id", missing_id, valid.body.clone()),
+        ("unknown spec version", bad_version, valid.body.clone()),
+        ("invalid subject", bad_subject.headers, bad_subject.body),
+    ];
+    for (what, headers, body) in cases {
+        let (status, text) = send(addr, "/events", headers, body).await;
+        assert_eq!(status, 400, "{what}: {text}");
+    }
+    assert_eq!(provider.info().await.unwrap().messages, 0);
+    // Wrong path and method.
+    let (status, _) = send(addr, "/other", valid.headers.clone(), valid.body.clone()).await;
+    assert_eq!(status, 404);
+    source.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn webhook_maps_sink_failures_and_stops_listening() {
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_path("/in")
+        .unwrap();
+    source
+        .start(Arc::new(FailingSink::new("down", "broker unreachable")))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let (status, text) = send(addr, "/in", msg.headers.clone(), msg.body.clone()).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("broker unreachable"));
+    assert_eq!(source.refused(), 1);
+    assert!(matches!(
+        source.start(Arc::new(CollectorSink::new("c"))).await,
+        Err(Error::Conflict { .. })
+    ));
+    source.stop().await.unwrap();
+    assert!(!source.is_running());
+    let refused = reqwest::Client::new()
+        .post(format!("http://{addr}/in"))
+        .send()
+        .await;
+    assert!(refused.is_err(), "still listening after stop");
+    assert!(WebhookSource::new("w", addr).with_path("in").is_err());
+}
+
+#[tokio::test]
+async fn webhook_into_a_broker_routes_end_to_end_over_http() {
+    // Webhook -> broker -> HttpSink -> another server.
+    let (url, received) = server(vec![]).await;
+    let broker = Broker::new();
+    broker
+        .add_trigger(Trigger::new(
+            "forward",
+            TriggerFilter::by_type("order.created"),
+            Arc::new(
+                HttpSink::new("out", url)
+                    .unwrap()
+                    .with_mode(Mode::Structured),
+            ),
+        ))
+        .unwrap();
+    let source = WebhookSource::new("in", "127.0.0.1:0".parse().unwrap());
+    source.start(Arc::new(broker.clone())).await.unwrap();
+    let event = order();
+    let msg = to_http(&event, Mode::Binary).unwrap();
+    assert_eq!(
+        send(
+            source.local_addr().unwrap(),
+            "/events",
+            msg.headers,
+            msg.body
+        )
+        .await
+        .0,
+        202
+    );
+    let (headers, body) = received.requests.lock()[0].clone();
+    assert_eq!(
+        event_cloudevents::http::from_http(&headers, body).unwrap(),
+        event
+    );
+    source.stop().await.unwrap();
+}

@@ -1,0 +1,231 @@
+//! Sinks and the sink-based DLQ handler.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+use event_core::{DeadLetterEvent, DlqHandler, Error, Event, EventProvider};
+use event_memory::MemoryProvider;
+use event_routing::{
+    CollectorSink, EventSink, FailingSink, InProcessSink, LogSink, SinkDlqHandler, TopicSink,
+};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn event() -> Event {
+    Event::typed(
+        "events.orders.created",
+        "orders",
+        "order.created",
+        2,
+        "s",
+        "shop",
+        json!({"id": 7}),
+    )
+    .with_metadata("region", "eu")
+}
+
+#[tokio::test]
+async fn topic_sink_publishes_a_new_id_with_the_original_in_metadata() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let sink = TopicSink::new("audit", provider.clone(), "events.audit.orders").unwrap();
+    let original = event();
+    // Twice: a retry must not be swallowed by the provider's dedup window,
+    // and the original must be publishable on its own subject too.
+    sink.deliver(&original).await.unwrap();
+    sink.deliver(&original).await.unwrap();
+    provider.publish(&original).await.unwrap();
+
+    let forwarded = provider.history(Some("events.audit.>"), 10).await.unwrap();
+    assert_eq!(forwarded.len(), 2);
+    for f in &forwarded {
+        assert_ne!(f.id, original.id);
+        assert_eq!(f.subject, "events.audit.orders");
+        assert_eq!(f.category, "audit");
+        assert_eq!(f.metadata["originalid"], original.id);
+        assert_eq!(f.metadata["originalsubject"], "events.orders.created");
+        assert_eq!(f.metadata["region"], "eu");
+        assert_eq!(
+            (f.payload.clone(), f.event_type.as_str(), f.version),
+            (original.payload.clone(), "order.created", 2)
+        );
+    }
+    assert_ne!(forwarded[0].id, forwarded[1].id);
+    assert_eq!(
+        provider
+            .history(Some("events.orders.>"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn topic_sink_rejects_bad_subjects_before_any_io() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    for subject in [
+        "events.audit.>",
+        "events.audit",
+        "other.audit.x",
+        "events..x",
+        "",
+    ] {
+        let err = TopicSink::new("t", provider.clone(), subject).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidSubject { .. }),
+            "{subject}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn same_subject_topic_sink_keeps_each_events_subject() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let sink = TopicSink::same_subject("replay", provider.clone());
+    let original = event();
+    sink.deliver(&original).await.unwrap();
+    let stored = provider.history(None, 10).await.unwrap();
+    assert_eq!(stored[0].subject, original.subject);
+    assert_ne!(stored[0].id, original.id);
+    let mut bad = event();
+    bad.subject = "elsewhere.a.b".into();
+    assert!(matches!(
+        sink.deliver(&bad).await,
+        Err(Error::InvalidSubject { .. })
+    ));
+}
+
+#[tokio::test]
+async fn in_process_sink_calls_the_handler_and_reports_its_errors() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let sink = InProcessSink::new("h", {
+        let calls = calls.clone();
+        move |e: Event| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                if e.event_type == "bad" {
+                    Err(Error::Connection("nope".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    });
+    sink.deliver(&event()).await.unwrap();
+    let mut bad = event();
+    bad.event_type = "bad".into();
+    assert!(matches!(
+        sink.deliver(&bad).await,
+        Err(Error::Connection(_))
+    ));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(sink.name(), "h");
+}
+
+#[tokio::test]
+async fn log_collector_and_failing_sinks() {
+    LogSink::new("log")
+        .with_level(tracing::Level::DEBUG)
+        .deliver(&event())
+        .await
+        .unwrap();
+
+    let collector = CollectorSink::new("c");
+    assert!(!collector.wait_for(1, Duration::from_millis(10)).await);
+    collector.deliver(&event()).await.unwrap();
+    assert!(collector.wait_for(1, Duration::from_millis(10)).await);
+    assert_eq!(collector.events()[0].payload, json!({"id": 7}));
+    collector.clear();
+    assert!(collector.is_empty());
+
+    let failing = FailingSink::fail_first("f", "boom", 2);
+    assert!(failing.deliver(&event()).await.is_err());
+    assert!(failing.deliver(&event()).await.is_err());
+    assert!(failing.deliver(&event()).await.is_ok());
+    assert_eq!(failing.attempts(), 3);
+    assert_eq!(failing.attempt_times().len(), 3);
+    let always = FailingSink::new("f", "boom");
+    let err = always.deliver(&event()).await.unwrap_err();
+    assert!(err.to_string().contains("boom"));
+}
+
+#[tokio::test]
+async fn sink_dlq_handler_forwards_under_the_configured_prefix_with_metadata() {
+    let sink = Arc::new(CollectorSink::new("dlq"));
+    let dlq = SinkDlqHandler::new(sink.clone(), "events.deadletters")
+        .unwrap()
+        .with_history(2);
+    let original = event();
+    let letter = DeadLetterEvent::new(original.clone(), "handler failed: timeout")
+        .with_attempts(5)
+        .with_first_failure_at(1_700_000_000_000);
+    dlq.handle(letter.clone()).await.unwrap();
+
+    let forwarded = &sink.events()[0];
+    assert_eq!(forwarded.subject, "events.deadletters.orders.created");
+    assert_eq!(forwarded.payload, original.payload);
+    let m = &forwarded.metadata;
+    assert_eq!(m["dlqreason"], "handler failed: timeout");
+    assert_eq!(m["dlqoriginalsubject"], "events.orders.created");
+    assert_eq!(m["dlqattempts"], "5");
+    assert_eq!(m["dlqfirstfailureat"], "1700000000000");
+    assert_eq!(m["dlqdeadletteredat"], letter.dead_lettered_at.to_string());
+
+    for i in 0..3 {
+        dlq.handle(DeadLetterEvent::new(event(), format!("r{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(dlq.count().await.unwrap(), 4);
+    let listed: Vec<_> = dlq
+        .list(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    assert_eq!(listed, ["r2", "r1"], "newest first, bounded history");
+    assert_eq!(dlq.list(1).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sink_dlq_handler_through_a_topic_sink_lands_in_the_provider() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let dlq = SinkDlqHandler::new(
+        Arc::new(TopicSink::same_subject("dlq", provider.clone())),
+        "events.dlq",
+    )
+    .unwrap();
+    let original = event();
+    provider.publish(&original).await.unwrap();
+    dlq.handle(DeadLetterEvent::new(original.clone(), "bad"))
+        .await
+        .unwrap();
+    let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "not deduplicated against the original");
+    assert_eq!(stored[0].subject, "events.dlq.orders.created");
+    assert_eq!(stored[0].metadata["originalid"], original.id);
+}
+
+#[tokio::test]
+async fn sink_dlq_handler_errors_are_returned_and_prefixes_validated() {
+    let dlq = SinkDlqHandler::new(Arc::new(FailingSink::new("f", "down")), "events.dlq").unwrap();
+    assert!(
+        dlq.handle(DeadLetterEvent::new(event(), "x"))
+            .await
+            .is_err()
+    );
+    assert_eq!(dlq.count().await.unwrap(), 0);
+    assert!(dlq.list(10).await.unwrap().is_empty());
+    for prefix in ["", "events.>", "a..b", "has space"] {
+        assert!(
+            matches!(
+                SinkDlqHandler::new(Arc::new(CollectorSink::new("c")), prefix),
+                Err(Error::InvalidSubject { .. })
+            ),
+            "{prefix:?}"
+        );
+    }
+}

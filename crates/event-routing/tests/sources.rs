@@ -1,0 +1,216 @@
+//! Sources: cron expressions and intervals on a paused clock, graceful
+//! shutdown, metrics polling.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+use async_trait::async_trait;
+use event_core::{Error, Event, Result};
+use event_routing::{
+    CollectorSink, CronSource, EventSink, EventSource, FailingSink, InProcessSink, MetricSample,
+    MetricsPoller, MetricsSource, Schedule,
+};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn tick_event(tick: u64) -> Event {
+    Event::new(
+        "events.system.tick",
+        "system",
+        format!("tick {tick}"),
+        "cron",
+        json!({"tick": tick}),
+    )
+}
+
+/// A sink recording when (on Tokio's clock) each event arrived.
+fn timing_sink(times: Arc<parking_lot::Mutex<Vec<Instant>>>) -> Arc<InProcessSink> {
+    Arc::new(InProcessSink::new("timing", move |_| {
+        let times = times.clone();
+        async move {
+            times.lock().push(Instant::now());
+            Ok(())
+        }
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn interval_source_fires_every_period_and_stops() {
+    let source = CronSource::every("every-10s", Duration::from_secs(10), tick_event).unwrap();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let start = Instant::now();
+    source.start(sink.clone()).await.unwrap();
+    assert!(source.is_running());
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    source.stop().await.unwrap();
+    assert!(!source.is_running());
+    let ticks: Vec<_> = sink
+        .events()
+        .iter()
+        .map(|e| e.payload["tick"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ticks, [1, 2, 3, 4]);
+    assert_eq!(source.emitted(), 4);
+    // Stopped: nothing more arrives.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(sink.len(), 4);
+    assert!(start.elapsed() >= Duration::from_secs(105));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cron_source_fires_on_the_expression() {
+    // Every 10 seconds (six-field form with seconds).
+    let source = CronSource::cron("cron", "*/10 * * * * *", tick_event).unwrap();
+    let times = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    source.start(timing_sink(times.clone())).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    source.stop().await.unwrap();
+    let times = times.lock().clone();
+    // Any 60 s window holds exactly six multiples of 10 s.
+    assert_eq!(times.len(), 6, "{times:?}");
+    for pair in times.windows(2) {
+        assert_eq!(pair[1] - pair[0], Duration::from_secs(10));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_field_cron_fires_each_minute_at_second_zero() {
+    let source = CronSource::cron("minutely", "* * * * *", tick_event).unwrap();
+    let times = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    source.start(timing_sink(times.clone())).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    source.stop().await.unwrap();
+    let times = times.lock().clone();
+    assert_eq!(times.len(), 5);
+    for pair in times.windows(2) {
+        assert_eq!(pair[1] - pair[0], Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn schedules_validate_their_input() {
+    assert!(matches!(
+        CronSource::every("zero", Duration::ZERO, tick_event),
+        Err(Error::InvalidConfig { .. })
+    ));
+    for bad in ["", "every minute", "61 * * * * *", "* * *", "@fortnightly"] {
+        assert!(
+            matches!(Schedule::cron(bad), Err(Error::InvalidConfig { .. })),
+            "{bad:?} accepted"
+        );
+    }
+    let daily = Schedule::cron("@daily").unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    assert_eq!(
+        daily.next_after(at).unwrap().to_rfc3339(),
+        "2026-01-02T00:00:00+00:00"
+    );
+    let weekdays = Schedule::cron("30 9 * * MON-FRI").unwrap();
+    // 2026-01-02 is a Friday: the next one is Monday the 5th.
+    let friday_noon = chrono::DateTime::parse_from_rfc3339("2026-01-02T12:00:00Z")
+        .unwrap()
+        .to_utc();
+    assert_eq!(
+        weekdays.next_after(friday_noon).unwrap().to_rfc3339(),
+        "2026-01-05T09:30:00+00:00"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_waits_for_the_emission_in_progress() {
+    let source = CronSource::every("slow", Duration::from_secs(1), tick_event).unwrap();
+    let finished = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(InProcessSink::new("slow", {
+        let finished = finished.clone();
+        move |_| {
+            let finished = finished.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                finished.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }));
+    source.start(sink).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // delivery in progress
+    source.stop().await.unwrap();
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "stop returned before the delivery completed"
+    );
+    assert_eq!(source.emitted(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_twice_conflicts_restart_after_stop_works_and_failures_are_counted() {
+    let source = CronSource::every("s", Duration::from_secs(1), tick_event).unwrap();
+    let failing: Arc<dyn EventSink> = Arc::new(FailingSink::new("f", "down"));
+    source.start(failing.clone()).await.unwrap();
+    assert!(matches!(
+        source.start(failing).await,
+        Err(Error::Conflict { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    source.stop().await.unwrap();
+    assert_eq!((source.emitted(), source.failures()), (0, 3));
+    source.stop().await.unwrap(); // no-op
+
+    let sink = Arc::new(CollectorSink::new("c"));
+    source.start(sink.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    source.stop().await.unwrap();
+    assert_eq!(sink.len(), 2);
+}
+
+struct Gauges;
+
+#[async_trait]
+impl MetricsSource for Gauges {
+    fn name(&self) -> &str {
+        "gauges"
+    }
+    async fn collect(&self) -> Result<Vec<MetricSample>> {
+        Ok(vec![
+            MetricSample::new("in_flight", 3.0).with_label("route", "/orders"),
+            MetricSample::new("cpu", 42.5),
+        ])
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_poller_emits_samples_on_schedule() {
+    let poller = MetricsPoller::new(
+        Arc::new(Gauges),
+        Schedule::every(Duration::from_secs(15)).unwrap(),
+        "events.metrics.gauges",
+    )
+    .unwrap();
+    let sink = Arc::new(CollectorSink::new("c"));
+    poller.start(sink.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    poller.stop().await.unwrap();
+    let events = sink.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].event_type, MetricsPoller::EVENT_TYPE);
+    assert_eq!(events[0].category, "metrics");
+    assert_eq!(events[0].source, "gauges");
+    assert_eq!(
+        events[0].payload,
+        json!({"samples": [
+            {"name": "in_flight", "value": 3.0, "labels": {"route": "/orders"}},
+            {"name": "cpu", "value": 42.5}
+        ]})
+    );
+    assert!(
+        MetricsPoller::new(
+            Arc::new(Gauges),
+            Schedule::every(Duration::from_secs(1)).unwrap(),
+            "events.>"
+        )
+        .is_err()
+    );
+}
