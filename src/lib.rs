@@ -198,7 +198,6 @@ pub mod cloudevents {
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudevents")))]
 pub use event_cloudevents::CloudEvent;
 
-
 /// Knative-style Broker/Trigger routing, sinks, sources and scaling events
 /// (feature `routing`; the HTTP sink and webhook source need `routing-http`).
 #[cfg(feature = "routing")]
