@@ -189,8 +189,9 @@ fn validate_url(url: &str) -> Result<()> {
 pub struct TlsOptions {
     /// Refuse to talk to a server that does not offer TLS.
     pub require: bool,
-    /// PEM file with the CA certificate(s) that signed the server certificate
-    /// (in addition to the system roots).
+    /// PEM file with the CA certificate(s) that signed the server certificate.
+    /// When set, these CAs replace the system roots (async-nats loads the
+    /// platform roots only when no CA file is given).
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate and key, for servers that verify clients.
     pub client_cert: Option<ClientCert>,
@@ -309,6 +310,26 @@ impl NatsOptions {
                 "duplicate_window",
                 "must be positive (deduplication is part of the contract)",
             ));
+        }
+        if let Some(seed) = &self.nkey_seed {
+            // checked here so that a typo fails before any network I/O (the
+            // client would only report a generic authentication failure);
+            // the reason never echoes the secret
+            match nkeys::KeyPair::from_seed(seed) {
+                Ok(pair) if pair.public_key().starts_with('U') => {}
+                Ok(_) => {
+                    return Err(Error::invalid_config(
+                        "nkey_seed",
+                        "is not a user seed (user seeds start with `SU`)",
+                    ));
+                }
+                Err(e) => {
+                    return Err(Error::invalid_config(
+                        "nkey_seed",
+                        format!("is not a valid nkey seed: {}", e.kind()),
+                    ));
+                }
+            }
         }
         for (field, path) in [
             ("tls.ca_file", self.tls.ca_file.as_ref()),

@@ -112,7 +112,55 @@ pub(crate) fn connect(err: async_nats::ConnectError, url: &str, timeout: Duratio
             elapsed: timeout,
         },
         K::Tls => Error::Connection(format!("TLS to {url}: {err}")),
+        // handshake failures arrive as I/O errors wrapping a rustls error
+        K::Io if let Some(tls) = tls_error(&err) => {
+            Error::Connection(format!("TLS to {url}: {}: {err}", tls_hint(tls)))
+        }
         K::Dns | K::Io | K::MaxReconnects => Error::Connection(format!("{url}: {err}")),
+    }
+}
+
+/// The rustls error anywhere in `err`'s source chain (also inside an
+/// `io::Error`, whose `source()` skips the wrapped error).
+fn tls_error(err: &async_nats::ConnectError) -> Option<&async_nats::rustls::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<async_nats::rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<async_nats::rustls::Error>())
+        {
+            return Some(tls);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// What a TLS failure most likely means for the configuration.
+fn tls_hint(err: &async_nats::rustls::Error) -> &'static str {
+    use async_nats::rustls::{AlertDescription as A, Error as E};
+    match err {
+        E::InvalidCertificate(_) => {
+            "the server certificate is not trusted (check tls.ca_file and the host name)"
+        }
+        E::AlertReceived(
+            A::BadCertificate
+            | A::CertificateRequired
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::AccessDenied,
+        ) => "the server refused the client certificate (check tls.client_cert)",
+        E::InvalidMessage(_) => {
+            "the server did not answer the TLS handshake (is TLS enabled on the server?)"
+        }
+        _ => "handshake failed",
     }
 }
 

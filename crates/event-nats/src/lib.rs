@@ -66,7 +66,18 @@
 //! - nkey: `NatsOptions::nkey_seed`;
 //! - JWT + nkey `.creds` file (decentralised auth): `NatsConfig::credentials_path`;
 //! - TLS: a `tls://` URL or `NatsOptions::tls.require`; a private CA with
-//!   `tls.ca_file`; mutual TLS with `tls.client_cert` (PEM certificate and key).
+//!   `tls.ca_file` (it replaces the system roots); mutual TLS with
+//!   `tls.client_cert` (PEM certificate and key).
+//!
+//! A malformed nkey seed, a missing or malformed `.creds` file and a missing
+//! TLS file are [`Error::InvalidConfig`](event_core::Error::InvalidConfig)
+//! before any I/O. A rejected nkey or JWT is
+//! [`Error::Authentication`](event_core::Error::Authentication). TLS failures
+//! (untrusted server certificate, client certificate missing or refused,
+//! `tls.require` against a server without TLS) are
+//! [`Error::Connection`](event_core::Error::Connection) with the TLS error in
+//! the message. All of this is tested against a real server in
+//! `tests/security.rs`.
 //!
 //! ```no_run
 //! use event_nats::{ClientCert, NatsConfig, NatsOptions, NatsProvider, TlsOptions};

@@ -1,0 +1,423 @@
+//! Security wiring against a real `nats-server`: TLS (server verification,
+//! mutual TLS, `tls.require`), nkey authentication and decentralised JWT
+//! authentication through a `.creds` file.
+//!
+//! Certificates are made at test time with the `openssl` CLI; NATS JWTs are
+//! signed with the `nkeys` crate. Without `nats-server` or `openssl` the tests
+//! print a `SKIPPED` line (or panic when `A3S_REQUIRE_NATS=1`).
+//!
+//! Error variants asserted here (the documented contract):
+//! - TLS failures (unknown CA, missing client certificate, `tls.require`
+//!   against a plaintext server) → [`Error::Connection`], message naming TLS
+//!   or the certificate problem;
+//! - rejected nkeys / JWTs → [`Error::Authentication`];
+//! - missing or malformed `.creds` file, malformed nkey seed →
+//!   [`Error::InvalidConfig`] before any network I/O.
+
+mod common;
+#[path = "common/security.rs"]
+mod sec;
+
+use common::NatsServer;
+use event_core::{Error, Event, EventProvider};
+use event_nats::{ClientCert, NatsConfig, NatsOptions, NatsProvider, TlsOptions};
+use sec::{Operator, Pki, TempDir};
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+macro_rules! server {
+    ($name:expr, $extra:expr) => {
+        match NatsServer::start_with($name, $extra) {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+fn event(p: &NatsProvider, n: u64) -> Event {
+    Event::new(
+        p.build_subject("sec", "x"),
+        "sec",
+        format!("e{n}"),
+        "test",
+        json!({ "n": n }),
+    )
+}
+
+/// Publishes one event and reads it back through a subscription.
+async fn round_trip(p: &NatsProvider) {
+    let filter = format!("{}.>", p.subject_prefix());
+    let mut sub = p.subscribe(&filter).await.expect("subscribe");
+    let sent = event(p, 7);
+    p.publish(&sent).await.expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("event within 5 s")
+        .expect("next")
+        .expect("an event");
+    assert_eq!(*got.event, sent);
+    let history = p.history(None, 10).await.expect("history");
+    assert_eq!(history, vec![sent]);
+}
+
+fn tls_options(ca: Option<&Path>, client: Option<&Pki>) -> NatsOptions {
+    NatsOptions {
+        tls: TlsOptions {
+            require: true,
+            ca_file: ca.map(Path::to_path_buf),
+            client_cert: client.map(|pki| ClientCert {
+                cert_file: pki.client_cert.clone(),
+                key_file: pki.client_key.clone(),
+            }),
+        },
+        ..NatsOptions::default()
+    }
+}
+
+fn config(server: &NatsServer, tag: &str) -> NatsConfig {
+    NatsConfig {
+        connect_timeout_secs: 3,
+        ..common::config(server, tag)
+    }
+}
+
+fn tls_server(test: &str) -> Option<(Pki, NatsServer)> {
+    let pki = Pki::generate(test)?;
+    let server = NatsServer::start_with(test, &pki.server_tls_block())?;
+    Some((pki, server))
+}
+
+// ---------------------------------------------------------------- TLS
+
+#[tokio::test]
+async fn mutual_tls_with_ca_and_client_cert_publishes_and_subscribes() {
+    let Some((pki, server)) =
+        tls_server("mutual_tls_with_ca_and_client_cert_publishes_and_subscribes")
+    else {
+        return;
+    };
+    let p = NatsProvider::connect_with(
+        config(&server, "mtls"),
+        tls_options(Some(&pki.ca), Some(&pki)),
+    )
+    .await
+    .expect("mutual TLS connect");
+    assert!(p.health().await.expect("health"));
+    round_trip(&p).await;
+    assert!(
+        server.log().contains("TLS required for client connections"),
+        "the server really runs TLS: {}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn tls_url_scheme_enables_tls_without_the_require_flag() {
+    let Some((pki, server)) = tls_server("tls_url_scheme_enables_tls_without_the_require_flag")
+    else {
+        return;
+    };
+    let mut options = tls_options(Some(&pki.ca), Some(&pki));
+    options.tls.require = false;
+    let cfg = NatsConfig {
+        url: format!("tls://127.0.0.1:{}", server.port()),
+        ..config(&server, "tlsurl")
+    };
+    let p = NatsProvider::connect_with(cfg, options)
+        .await
+        .expect("tls:// connect");
+    round_trip(&p).await;
+}
+
+#[tokio::test]
+async fn mutual_tls_without_client_cert_is_connection_error() {
+    let Some((pki, server)) = tls_server("mutual_tls_without_client_cert_is_connection_error")
+    else {
+        return;
+    };
+    let started = Instant::now();
+    match NatsProvider::connect_with(config(&server, "nocert"), tls_options(Some(&pki.ca), None))
+        .await
+    {
+        Err(Error::Connection(msg)) => {
+            assert!(msg.contains("127.0.0.1"), "names the server: {msg}");
+            assert!(
+                msg.contains("TLS") && msg.contains("tls.client_cert"),
+                "says the client certificate is the problem: {msg}"
+            );
+        }
+        other => panic!("expected Connection, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
+}
+
+#[tokio::test]
+async fn tls_with_the_wrong_ca_is_connection_error_naming_the_certificate() {
+    let Some((pki, server)) =
+        tls_server("tls_with_the_wrong_ca_is_connection_error_naming_the_certificate")
+    else {
+        return;
+    };
+    match NatsProvider::connect_with(
+        config(&server, "wrongca"),
+        tls_options(Some(&pki.other_ca), Some(&pki)),
+    )
+    .await
+    {
+        Err(Error::Connection(msg)) => {
+            assert!(
+                msg.contains("TLS") && msg.contains("not trusted") && msg.contains("tls.ca_file"),
+                "says the server certificate is not trusted: {msg}"
+            );
+        }
+        other => panic!("expected Connection, got {other:?}"),
+    }
+    // and without any CA: the system roots do not know the test CA either
+    match NatsProvider::connect_with(config(&server, "noca"), tls_options(None, Some(&pki))).await {
+        Err(Error::Connection(msg)) => {
+            assert!(msg.contains("not trusted"), "untrusted: {msg}")
+        }
+        other => panic!("expected Connection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tls_require_against_a_plaintext_server_is_connection_error() {
+    let server = server!(
+        "tls_require_against_a_plaintext_server_is_connection_error",
+        ""
+    );
+    let started = Instant::now();
+    match NatsProvider::connect_with(config(&server, "plain"), tls_options(None, None)).await {
+        Err(Error::Connection(msg)) => assert!(
+            msg.contains("TLS") && msg.contains("is TLS enabled on the server"),
+            "says the server does not speak TLS: {msg}"
+        ),
+        other => panic!("expected Connection, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
+}
+
+#[tokio::test]
+async fn unreadable_tls_files_are_invalid_config_before_connecting() {
+    let dir = TempDir::new();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    // nothing listens on port 1: any network attempt would be a Connection error
+    let cfg = NatsConfig {
+        url: "nats://127.0.0.1:1".into(),
+        ..NatsConfig::default()
+    };
+    let missing = TlsOptions {
+        require: true,
+        ca_file: Some(dir.path().join("nope.pem")),
+        client_cert: None,
+    };
+    match NatsProvider::connect_with(
+        cfg.clone(),
+        NatsOptions {
+            tls: missing,
+            ..NatsOptions::default()
+        },
+    )
+    .await
+    {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "tls.ca_file"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    let missing_key = TlsOptions {
+        require: true,
+        ca_file: None,
+        client_cert: Some(ClientCert {
+            cert_file: garbage.clone(),
+            key_file: dir.path().join("nope.key"),
+        }),
+    };
+    match NatsProvider::connect_with(
+        cfg,
+        NatsOptions {
+            tls: missing_key,
+            ..NatsOptions::default()
+        },
+    )
+    .await
+    {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "tls.client_cert.key_file"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- nkey
+
+#[tokio::test]
+async fn nkey_auth_accepts_the_right_seed_and_rejects_another() {
+    let user = nkeys::KeyPair::new_user();
+    let server = server!(
+        "nkey_auth_accepts_the_right_seed_and_rejects_another",
+        &format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}",
+            user.public_key()
+        )
+    );
+    let with_seed = |seed: String| NatsOptions {
+        nkey_seed: Some(seed),
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(config(&server, "nkey"), with_seed(user.seed().unwrap()))
+        .await
+        .expect("right seed");
+    round_trip(&p).await;
+
+    let stranger = nkeys::KeyPair::new_user();
+    match NatsProvider::connect_with(config(&server, "nkey"), with_seed(stranger.seed().unwrap()))
+        .await
+    {
+        Err(Error::Authentication(msg)) => assert!(!msg.is_empty()),
+        other => panic!("different seed: expected Authentication, got {other:?}"),
+    }
+    // no credentials at all
+    match NatsProvider::connect_with(config(&server, "nkey"), NatsOptions::default()).await {
+        Err(Error::Authentication(_)) => {}
+        other => panic!("no seed: expected Authentication, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_nkey_seed_is_invalid_config_before_connecting() {
+    let cfg = NatsConfig {
+        url: "nats://127.0.0.1:1".into(),
+        ..NatsConfig::default()
+    };
+    let public_key_not_seed = nkeys::KeyPair::new_user().public_key();
+    let account_seed = nkeys::KeyPair::new_account().seed().unwrap();
+    for seed in [
+        "",
+        "SUnotaseed",
+        public_key_not_seed.as_str(),
+        account_seed.as_str(),
+    ] {
+        let options = NatsOptions {
+            nkey_seed: Some(seed.into()),
+            ..NatsOptions::default()
+        };
+        match NatsProvider::connect_with(cfg.clone(), options).await {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "nkey_seed");
+                if !seed.is_empty() {
+                    assert!(!reason.contains(seed), "the secret is not echoed: {reason}");
+                }
+            }
+            other => panic!("{seed:?}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- creds (JWT)
+
+#[tokio::test]
+async fn creds_file_user_of_a_trusted_account_connects() {
+    let op = Operator::new();
+    let server = server!(
+        "creds_file_user_of_a_trusted_account_connects",
+        &op.server_conf()
+    );
+    let dir = TempDir::new();
+    let path = dir.path().join("user.creds");
+    std::fs::write(&path, op.user_creds()).unwrap();
+    let cfg = NatsConfig {
+        credentials_path: Some(path.display().to_string()),
+        ..config(&server, "creds")
+    };
+    let p = NatsProvider::connect(cfg).await.expect("valid creds");
+    round_trip(&p).await;
+}
+
+#[tokio::test]
+async fn creds_file_rejected_by_the_server_is_authentication_error() {
+    let op = Operator::new();
+    let server = server!(
+        "creds_file_rejected_by_the_server_is_authentication_error",
+        &op.server_conf()
+    );
+    let dir = TempDir::new();
+    // a user of an account the operator never signed
+    let untrusted = Operator::new();
+    // a JWT for one user with another user's seed (signature mismatch)
+    let user = nkeys::KeyPair::new_user();
+    let impostor = nkeys::KeyPair::new_user();
+    let cases = [
+        ("untrusted account", untrusted.user_creds()),
+        (
+            "seed of another user",
+            sec::creds(
+                &sec::user_jwt(&op.account, &user),
+                &impostor.seed().unwrap(),
+            ),
+        ),
+    ];
+    for (what, text) in cases {
+        let path = dir.path().join("bad.creds");
+        std::fs::write(&path, text).unwrap();
+        let cfg = NatsConfig {
+            credentials_path: Some(path.display().to_string()),
+            ..config(&server, "creds")
+        };
+        match NatsProvider::connect(cfg).await {
+            Err(Error::Authentication(msg)) => assert!(!msg.is_empty()),
+            other => panic!("{what}: expected Authentication, got {other:?}"),
+        }
+    }
+    // no creds at all on an operator-mode server
+    match NatsProvider::connect(config(&server, "creds")).await {
+        Err(Error::Authentication(_)) => {}
+        other => panic!("no creds: expected Authentication, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn missing_or_malformed_creds_file_is_invalid_config_before_connecting() {
+    let dir = TempDir::new();
+    let user = nkeys::KeyPair::new_user();
+    let account = nkeys::KeyPair::new_account();
+    let jwt = sec::user_jwt(&account, &user);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let cases = [
+        (
+            "missing",
+            dir.path().join("nope.creds").display().to_string(),
+        ),
+        ("empty", write("empty.creds", "")),
+        ("garbage", write("garbage.creds", "hello\nworld\n")),
+        (
+            "jwt without seed",
+            write(
+                "noseed.creds",
+                &format!("-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n"),
+            ),
+        ),
+        (
+            "bad seed",
+            write("badseed.creds", &sec::creds(&jwt, "SUAAAAnotaseed")),
+        ),
+    ];
+    for (what, path) in cases {
+        // nothing listens on port 1: a network attempt would be Connection
+        let cfg = NatsConfig {
+            url: "nats://127.0.0.1:1".into(),
+            credentials_path: Some(path.clone()),
+            ..NatsConfig::default()
+        };
+        match NatsProvider::connect(cfg).await {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "credentials_path", "{what}");
+                assert!(reason.contains(&path), "{what}: names the file: {reason}");
+            }
+            other => panic!("{what}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
