@@ -295,9 +295,8 @@ async fn history_skips_deleted_sequences_and_undecodable_payloads() {
 #[tokio::test]
 async fn history_works_without_direct_gets() {
     let server = server!("history_works_without_direct_gets");
-    let p = NatsProvider::connect(common::config(&server, "nodirect"))
-        .await
-        .unwrap();
+    let config_used = common::config(&server, "nodirect2");
+    let p = NatsProvider::connect(config_used.clone()).await.unwrap();
     let js = async_nats::jetstream::new(p.client().clone());
     let mut stream = js.get_stream(p.stream_name()).await.unwrap();
     let mut config = stream.info().await.unwrap().config.clone();
@@ -311,4 +310,11 @@ async fn history_works_without_direct_gets() {
             check(&p, &subjects, Some(&format!("{prefix}.{filter}")), limit).await;
         }
     }
+    // connecting again turns direct gets back on (updated in place)
+    let again = NatsProvider::connect(config_used).await.unwrap();
+    assert!(
+        stream.info().await.unwrap().config.allow_direct,
+        "reconnect re-enables allow_direct"
+    );
+    check(&again, &subjects, Some(&format!("{prefix}.vrare.*")), 20).await;
 }
