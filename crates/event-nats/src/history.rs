@@ -200,7 +200,10 @@ async fn filtered(provider: &NatsProvider, filter: &str, limit: usize) -> Result
             if (last + 1 - start) <= gets.saturating_mul(SCAN_PER_GET) {
                 let (consumer, _guard) = create_consumer(provider, Some(filter), start).await?;
                 let pending = consumer.cached_info().num_pending;
-                read_consumer(provider, &consumer, pending, end - start, end).await?
+                // twice the estimate: rarely a second pull, and a window
+                // older than the tail does not pull the newer matches too
+                let hint = expected.saturating_mul(2).min(end - start);
+                read_consumer(provider, &consumer, pending, hint, end).await?
             } else {
                 step_range(provider, direct, filter, start, end, need).await?
             }
@@ -324,8 +327,9 @@ async fn create_consumer(
 /// `pending` is what the consumer has left to deliver (from its creation
 /// response); reading stops when the server reports none left, so no fetch
 /// waits for messages that do not exist. `expected` (the most matches the
-/// range can hold) sizes the first pull so that one round trip usually
-/// covers the range and the first delivery past it.
+/// range is expected to hold) sizes the first pull so that one round trip
+/// usually covers the range and the first delivery past it; later pulls
+/// double.
 async fn read_consumer(
     provider: &NatsProvider,
     consumer: &PullConsumer,
@@ -335,8 +339,11 @@ async fn read_consumer(
 ) -> Result<Vec<Raw>> {
     let timeout = provider.consumer_timeout();
     let mut raws = Vec::new();
+    let mut size = expected.saturating_add(1);
     while pending > 0 {
-        let want = pending.min(expected.saturating_add(1)).min(MAX_FETCH);
+        let want = pending.min(size).min(MAX_FETCH);
+        // more than expected: grow the pulls geometrically
+        size = size.saturating_mul(2);
         let want = usize::try_from(want).unwrap_or(1);
         let mut batch = consumer
             .fetch()
