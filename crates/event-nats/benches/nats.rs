@@ -186,20 +186,25 @@ fn bench_consume(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &commo
     group.finish();
 }
 
+/// Subject of event `n` in the history stream: three tokens marking
+/// `n % 10 == 0`, `n % 100 == 0`, `n % 1000 == 0`, so wildcard filters match
+/// 10%, 1% and 0.1% of the events, evenly spread.
+fn history_subject(p: &NatsProvider, n: u64) -> String {
+    let mark = |m| if n % m == 0 { "x" } else { "y" };
+    format!(
+        "{}.{}.{}.{}.t",
+        p.subject_prefix(),
+        mark(10),
+        mark(100),
+        mark(1000)
+    )
+}
+
 fn bench_history(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &common::NatsServer) {
     let p = rt.block_on(provider(server, "his"));
     rt.block_on(async {
         let events: Vec<Event> = (0..100_000u64)
-            .map(|n| {
-                let cat = if n % 100 == 0 { "rare" } else { "bench" };
-                Event::new(
-                    p.build_subject(cat, "t"),
-                    cat,
-                    "h",
-                    "bench",
-                    json!({ "n": n }),
-                )
-            })
+            .map(|n| Event::new(history_subject(&p, n), "h", "h", "bench", json!({ "n": n })))
             .collect();
         for chunk in events.chunks(10_000) {
             for r in p.publish_batch(chunk).await.expect("batch") {
@@ -207,28 +212,26 @@ fn bench_history(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &commo
             }
         }
     });
-    let mut group = c.benchmark_group("history_100k_stream");
+    let prefix = p.subject_prefix().to_string();
+    let cases: [(&str, Option<String>); 7] = [
+        ("no_filter", None),
+        ("wildcard_100pct", Some(format!("{prefix}.*.*.*.*"))),
+        ("wildcard_10pct", Some(format!("{prefix}.x.>"))),
+        ("wildcard_1pct", Some(format!("{prefix}.x.x.*.*"))),
+        ("wildcard_0.1pct", Some(format!("{prefix}.x.x.x.*"))),
+        ("literal_90pct", Some(format!("{prefix}.y.y.y.t"))),
+        ("literal_0.1pct", Some(format!("{prefix}.x.x.x.t"))),
+    ];
+    let mut group = c.benchmark_group("history_100k_stream_limit_100");
     group.sample_size(20);
-    group.bench_function("limit_100_all", |b| {
-        b.to_async(rt).iter(|| async {
-            let h = p.history(None, 100).await.expect("history");
-            assert_eq!(h.len(), 100);
-        })
-    });
-    let category = p.category_subject("bench");
-    group.bench_function("limit_100_category_99pct", |b| {
-        b.to_async(rt).iter(|| async {
-            let h = p.history(Some(&category), 100).await.expect("history");
-            assert_eq!(h.len(), 100);
-        })
-    });
-    let rare = p.category_subject("rare");
-    group.bench_function("limit_100_category_1pct", |b| {
-        b.to_async(rt).iter(|| async {
-            let h = p.history(Some(&rare), 100).await.expect("history");
-            assert_eq!(h.len(), 100);
-        })
-    });
+    for (name, filter) in &cases {
+        group.bench_function(*name, |b| {
+            b.to_async(rt).iter(|| async {
+                let h = p.history(filter.as_deref(), 100).await.expect("history");
+                assert_eq!(h.len(), 100);
+            })
+        });
+    }
     group.finish();
 }
 

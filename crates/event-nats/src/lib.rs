@@ -145,9 +145,22 @@
 //!   Events fetched ahead and never handed out (subscription dropped) are
 //!   redelivered after the ack wait with their delivery count increased; set
 //!   `max_prefetch = 1` where that matters more than throughput.
-//! - **History** reads backwards from the end of the stream in growing
-//!   windows with short-lived filtered consumers: the newest 100 events of a
-//!   100,000-event stream cost a few milliseconds, independent of its length.
+//! - **History** returns exactly the newest `limit` matches, newest first,
+//!   without reading the whole stream. Unfiltered, it reads the tail with a
+//!   short-lived consumer. Filtered, it counts the matches first (a consumer
+//!   at the stream start, created alongside the stream-info request), sizes
+//!   a tail window from the match density, and reads it with a consumer when
+//!   matches are dense or by stepping through it with parallel
+//!   `next_by_subj` direct gets when they are sparse; short windows are
+//!   followed by older ones sized from the matches left. A filter is first
+//!   narrowed to the stream's `<prefix>.>` (a filter outside it returns
+//!   nothing). Measured on a 100,000-event stream, limit 100 (nats-server
+//!   2.9, file storage): 1.7 ms unfiltered, 2.3-2.8 ms for filters matching
+//!   100%-10%, 6.3 ms at 1%; at 0.1% (100 matches) the server has to scan
+//!   the whole stream (~16 ms). The provider enables `allow_direct` on its
+//!   stream (updated in place on connect); direct gets are used only on
+//!   single-replica streams (a follower may lag), leader message gets
+//!   otherwise.
 //! - **Reconnection** is async-nats's (automatic, unlimited); connection
 //!   changes are logged through `tracing`; [`NatsProvider::is_connected`]
 //!   and `health()` (connection state plus a stream lookup) report it.

@@ -315,6 +315,8 @@ fn desired_stream(config: &NatsConfig, options: &NatsOptions) -> stream::Config 
             DiscardPolicy::Old => stream::DiscardPolicy::Old,
             DiscardPolicy::New => stream::DiscardPolicy::New,
         },
+        // `history` steps through sparse matches with direct gets
+        allow_direct: true,
         ..stream::Config::default()
     }
 }
@@ -343,6 +345,7 @@ fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Ve
     cmp!(duplicate_window);
     cmp!(num_replicas);
     cmp!(discard);
+    cmp!(allow_direct);
     diffs
 }
 
@@ -383,6 +386,7 @@ async fn ensure_stream(
             merged.duplicate_window = desired.duplicate_window;
             merged.num_replicas = desired.num_replicas;
             merged.discard = desired.discard;
+            merged.allow_direct = desired.allow_direct;
             tracing::info!(stream = %name, changes = %reason, "updating stream settings");
             js.update_stream(&merged)
                 .await
