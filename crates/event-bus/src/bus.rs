@@ -33,7 +33,13 @@ pub(crate) struct Inner {
 ///    publish of the same event is stored once);
 /// 5. the plaintext event is handed to the router, if one is set
 ///    ([`set_router`](Self::set_router)); routers enqueue and return, so a
-///    slow sink never blocks the publisher;
+///    slow sink never blocks the publisher. If the router refuses (a full
+///    queue under a reject policy), the publish returns its error although
+///    the provider **has stored** the event: retry with
+///    [`publish_event`](Self::publish_event) of the same event, which the
+///    provider deduplicates and the router gets again (with
+///    [`publish`](Self::publish), which makes a new event each call, prefer
+///    a router that waits for room);
 /// 6. metrics are updated; a `tracing` span (`a3s_event.publish`, debug
 ///    level) covers the whole pipeline including the awaits.
 ///
@@ -134,7 +140,9 @@ impl EventBus {
     }
 
     /// Every published event (plaintext) is handed to `router` after the
-    /// provider stored it.
+    /// provider stored it. A refusal by the router is returned to the
+    /// publisher (the event stays stored; see the pipeline notes on the
+    /// type) and counted in `router_errors`.
     pub fn set_router(&self, router: Arc<dyn EventRouter>) {
         self.inner.hooks.update(|h| h.router = Some(router));
     }

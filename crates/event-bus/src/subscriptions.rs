@@ -97,7 +97,9 @@ impl EventBus {
             store.save(&SubState::snapshot(&next)).await?;
         }
         state.records = next;
-        drop(state);
+        // the lock stays held while the dropped durables are deleted, so a
+        // concurrent update that re-adds a subject cannot have its consumer
+        // deleted under it
         if let Some(previous) = previous.filter(|p| p.filter.durable) {
             let dropped: Vec<&str> = previous
                 .filter
@@ -109,6 +111,7 @@ impl EventBus {
             self.delete_durables(&previous.filter.subscriber_id, &dropped)
                 .await;
         }
+        drop(state);
         Ok(())
     }
 
@@ -136,12 +139,13 @@ impl EventBus {
             store.save(&SubState::snapshot(&next)).await?;
         }
         state.records = next;
-        drop(state);
+        // held through the deletes (see `upsert`)
         self.inner.metrics.add_unsubscribe(1);
         if let Some(removed) = removed.filter(|r| r.filter.durable) {
             let subjects: Vec<&str> = removed.filter.subjects.iter().map(String::as_str).collect();
             self.delete_durables(subscriber_id, &subjects).await;
         }
+        drop(state);
         Ok(())
     }
 

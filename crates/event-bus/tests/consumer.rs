@@ -510,3 +510,82 @@ async fn consume_subscription_with_a_struct_handler() {
     wait_until("5 handled", || counter.load(Ordering::SeqCst) == 5).await;
     assert_eq!(consumer.shutdown(Duration::from_secs(1)).await.acked, 5);
 }
+
+#[tokio::test]
+async fn a_quiet_subject_does_not_starve_the_others() {
+    // one permit, two subjects, events only on the second one
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(SubscriptionFilter {
+        subscriber_id: "two".into(),
+        subjects: vec!["events.quiet.>".into(), "events.busy.>".into()],
+        durable: true,
+    })
+    .await
+    .unwrap();
+    for n in 0..3 {
+        bus.publish("busy", "x", "s", "src", json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = handled.clone();
+    let consumer = bus
+        .consume(
+            "two",
+            move |_r: ReceivedEvent| {
+                let h = h.clone();
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default().concurrency(1),
+        )
+        .await
+        .unwrap();
+    wait_until("the busy subject's events", || {
+        handled.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    consumer.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_handler_slower_than_the_backoff_is_not_redelivered_meanwhile() {
+    // the provider's in-flight wait is the backoff entry (50 ms); the handler
+    // takes 300 ms: the runner's keepalive must cover it
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription_with_options(filter("slow", "events.slow.>"), opts(3, 50))
+        .await
+        .unwrap();
+    bus.publish("slow", "x", "s", "src", json!({}))
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let consumer = bus
+        .consume(
+            "slow",
+            move |_r: ReceivedEvent| {
+                let c = c.clone();
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    let report = {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        consumer.shutdown(Duration::from_secs(2)).await
+    };
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "redelivered while the handler ran"
+    );
+    assert_eq!(report.acked, 1);
+}

@@ -21,9 +21,12 @@ pub struct MemoryConfig {
     pub subject_prefix: String,
     /// Events kept; the oldest is evicted (O(1)) beyond this.
     pub max_events: usize,
-    /// How far (in stream positions) an ephemeral subscription may fall
-    /// behind the newest event before it skips ahead and reports
-    /// [`Error::Lagged`]. Durables are bounded by `max_events` only.
+    /// Kept from the original configuration (which sized a broadcast
+    /// channel with it) and validated to be non-zero. Subscriptions here,
+    /// ephemeral or durable, read the stored log, so none is cut off while
+    /// its events are still stored; a subscription that retention
+    /// (`max_events`) overtakes gets [`Error::Lagged`] with the number of
+    /// events it missed.
     pub channel_capacity: usize,
 }
 

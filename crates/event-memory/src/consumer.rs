@@ -21,8 +21,6 @@ pub(crate) struct Settings {
     pub(crate) options: SubscribeOptions,
     pub(crate) ack_wait: Duration,
     pub(crate) max_ack_pending: u64,
-    /// Ephemeral consumers skip ahead past this many positions (lag bound).
-    pub(crate) max_lag: Option<u64>,
 }
 
 impl Settings {
@@ -220,7 +218,7 @@ impl Consumer {
             // the final delivery failed: exhausted, never delivered again
             state.pending.remove(&seq);
         } else {
-            let deadline = Instant::now() + delay.unwrap_or(Duration::ZERO);
+            let deadline = after(Instant::now(), delay.unwrap_or(Duration::ZERO));
             p.deadline = deadline;
             p.phase = Phase::Scheduled;
             state.heap.push(Reverse((deadline, seq, token)));
@@ -240,7 +238,7 @@ impl Consumer {
             }
             state.settings.in_flight_wait(p.deliveries)
         };
-        let deadline = Instant::now() + wait;
+        let deadline = after(Instant::now(), wait);
         if let Some(p) = state.pending.get_mut(&seq) {
             p.deadline = deadline;
         }
@@ -304,7 +302,7 @@ impl State {
     fn deliver_new(&mut self, seq: u64, event: Arc<Event>, now: Instant) -> Delivery {
         self.next_token += 1;
         let token = self.next_token;
-        let deadline = now + self.settings.in_flight_wait(1);
+        let deadline = after(now, self.settings.in_flight_wait(1));
         self.pending.insert(
             seq,
             Pending {
@@ -345,7 +343,7 @@ impl State {
             p.deliveries += 1;
             p.token = self.next_token;
             p.phase = Phase::InFlight;
-            p.deadline = now + self.settings.in_flight_wait(p.deliveries);
+            p.deadline = after(now, self.settings.in_flight_wait(p.deliveries));
             let (deadline, token, deliveries) = (p.deadline, p.token, p.deliveries);
             self.heap.push(Reverse((deadline, seq, token)));
             return Some(Delivery {
@@ -364,13 +362,6 @@ impl State {
             self.lagged += store.first_seq() - self.next_seq;
             self.next_seq = store.first_seq();
         }
-        if let Some(max_lag) = self.settings.max_lag {
-            let behind = (store.last_seq() + 1).saturating_sub(self.next_seq);
-            if behind > max_lag {
-                self.lagged += behind - max_lag;
-                self.next_seq += behind - max_lag;
-            }
-        }
         if self.lagged > 0 {
             return Some(Next::Lagged(std::mem::take(&mut self.lagged)));
         }
@@ -386,6 +377,14 @@ impl State {
         }
         None
     }
+}
+
+/// `now + d`, saturating a century ahead instead of panicking on overflow
+/// (callers may pass `Duration::MAX` to mean "forever").
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 fn start_position(settings: &Settings, store: &Store) -> (u64, VecDeque<u64>) {

@@ -124,12 +124,7 @@ impl MemoryProvider {
         self.shared.lagged.load(Ordering::Relaxed)
     }
 
-    fn settings(
-        &self,
-        filter: &str,
-        options: &SubscribeOptions,
-        ephemeral: bool,
-    ) -> Result<Settings> {
+    fn settings(&self, filter: &str, options: &SubscribeOptions) -> Result<Settings> {
         let filter = SubjectPattern::parse(filter)?;
         if options.max_deliver == Some(0) {
             return Err(Error::invalid_config("max_deliver", "must be at least 1"));
@@ -156,7 +151,6 @@ impl MemoryProvider {
             max_ack_pending: options
                 .max_ack_pending
                 .unwrap_or(self.shared.limits.default_max_ack_pending),
-            max_lag: ephemeral.then_some(self.shared.config.channel_capacity as u64),
             options: options.clone(),
         })
     }
@@ -195,7 +189,7 @@ impl EventProvider for MemoryProvider {
         filter_subject: &str,
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
-        let settings = self.settings(filter_subject, options, true)?;
+        let settings = self.settings(filter_subject, options)?;
         let consumer = Consumer::new(settings, &self.shared.store.lock());
         self.shared.ephemeral.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(MemorySubscription::new(
@@ -212,7 +206,7 @@ impl EventProvider for MemoryProvider {
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         validate_consumer_name(consumer_name)?;
-        let settings = self.settings(filter_subject, options, false)?;
+        let settings = self.settings(filter_subject, options)?;
         let consumer = {
             let mut durables = self.shared.durables.lock();
             match durables.get(consumer_name) {

@@ -97,17 +97,72 @@ async fn eviction_keeps_the_newest_and_counts_stay_exact() {
 
 #[tokio::test]
 async fn slow_ephemeral_subscriber_sees_lagged_not_silent_loss() {
-    let p = provider(10_000, 10);
+    // retention (10 events) overtakes a subscriber that has read nothing
+    let p = provider(10, 1000);
     let mut sub = p.subscribe("events.>").await.unwrap();
     publish(&p, 0..25).await;
     match sub.next().await {
         Err(Error::Lagged { missed }) => assert_eq!(missed, 15),
         other => panic!("expected Lagged, got {other:?}"),
     }
-    // continues with the oldest event still within reach
+    // continues with the oldest event still stored
     let next = sub.next().await.unwrap().unwrap();
     assert_eq!(next.event.payload["n"], 15);
     assert_eq!(p.lagged_total(), 15);
+}
+
+#[tokio::test]
+async fn ephemeral_replay_of_a_large_store_is_complete_and_not_lagged() {
+    // far more stored events than channel_capacity, and a rare subject
+    let p = provider(100_000, 10);
+    publish(&p, 0..5_000).await;
+    let rare = Event::new(
+        "events.rare.x",
+        "rare",
+        "s",
+        "test",
+        serde_json::json!({ "n": 9_999 }),
+    );
+    p.publish(&rare).await.unwrap();
+    let opts = SubscribeOptions {
+        deliver_policy: DeliverPolicy::All,
+        ..SubscribeOptions::default()
+    };
+    let mut all = p.subscribe_with_options("events.>", &opts).await.unwrap();
+    for n in 0..5_000u64 {
+        assert_eq!(all.next().await.unwrap().unwrap().event.payload["n"], n);
+    }
+    let mut only_rare = p
+        .subscribe_with_options("events.rare.>", &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        only_rare.next().await.unwrap().unwrap().event.payload["n"],
+        9_999
+    );
+    assert_eq!(p.lagged_total(), 0);
+}
+
+#[tokio::test]
+async fn huge_durations_mean_forever_and_never_panic() {
+    let p = MemoryProvider::default();
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::MAX),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("forever", "events.>", &opts)
+        .await
+        .unwrap();
+    publish(&p, 0..2).await;
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    first.in_progress().await.unwrap();
+    first.nak_with_delay(Duration::MAX).await.unwrap();
+    let second = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(second.received.event.payload["n"], 1);
+    second.ack().await.unwrap();
+    let nothing = tokio::time::timeout(Duration::from_millis(100), sub.next_manual_ack()).await;
+    assert!(nothing.is_err(), "a nak delayed 'forever' came back");
 }
 
 #[tokio::test]

@@ -116,7 +116,8 @@ impl ConsumerHandle {
     /// finish and settle their events, aborts the rest (left unsettled, so
     /// redelivered), closes the subscriptions and returns the counters.
     pub async fn shutdown(mut self, deadline: Duration) -> ConsumerReport {
-        self.stop.send_replace(Some(Instant::now() + deadline));
+        self.stop
+            .send_replace(Some(after(Instant::now(), deadline)));
         for handle in std::mem::take(&mut self.loops) {
             if let Err(err) = handle.await {
                 tracing::error!(error = %err, "consumer loop failed");
@@ -140,7 +141,7 @@ impl ConsumerHandle {
 impl Drop for ConsumerHandle {
     fn drop(&mut self) {
         if !self.loops.is_empty() {
-            let deadline = Instant::now() + self.shared.config.shutdown_timeout;
+            let deadline = after(Instant::now(), self.shared.config.shutdown_timeout);
             self.stop.send_if_modified(|stop| {
                 if stop.is_none() {
                     *stop = Some(deadline);
@@ -245,18 +246,8 @@ async fn run_loop(
         while let Some(done) = tasks.try_join_next() {
             log_task_end(done);
         }
-        let permit = tokio::select! {
-            biased;
-            () = stop_requested(&mut stop) => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                log_task_end(done);
-                continue;
-            }
-            permit = shared.permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break, // semaphore closed: never happens
-            },
-        };
+        // Fetch first, then wait for a permit: a loop waiting on a quiet
+        // subject must not hold a permit other subjects' loops need.
         let next = tokio::select! {
             biased;
             () = stop_requested(&mut stop) => break,
@@ -265,6 +256,11 @@ async fn run_loop(
         match next {
             Ok(Some(pending)) => {
                 error_backoff = Duration::from_millis(50);
+                // stop requested while waiting: the delivery stays unsettled
+                // and is redelivered after the ack wait
+                let Some(permit) = acquire_permit(&shared, &pending, &mut stop).await else {
+                    break;
+                };
                 let span = tracing::debug_span!(
                     "a3s_event.consume",
                     event_id = %pending.received.event.id,
@@ -295,7 +291,7 @@ async fn run_loop(
     // Drain in-flight work until the deadline, then abort what is left.
     let deadline = stop
         .borrow()
-        .unwrap_or_else(|| Instant::now() + shared.config.shutdown_timeout);
+        .unwrap_or_else(|| after(Instant::now(), shared.config.shutdown_timeout));
     let drained = tokio::time::timeout_at(deadline, async {
         while let Some(done) = tasks.join_next().await {
             log_task_end(done);
@@ -343,16 +339,57 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
     };
     tokio::pin!(guarded);
     // Keep the delivery ours while the handler runs.
-    let ack_wait = shared
-        .options
-        .ack_wait
-        .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT);
-    let every = (ack_wait / 2).max(Duration::from_millis(1));
-    let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
+    let every = keepalive_interval(&shared.options, pending.received.num_delivered);
+    let mut keepalive = tokio::time::interval_at(after(Instant::now(), every), every);
     loop {
         tokio::select! {
             outcome = &mut guarded => return outcome,
             _ = keepalive.tick() => {
+                if let Err(err) = pending.in_progress().await {
+                    tracing::debug!(error = %err, "in_progress failed");
+                }
+            }
+        }
+    }
+}
+
+/// Half the wait the provider applies to this delivery before redelivering
+/// it: with a `backoff`, providers (JetStream, memory) use the backoff entry
+/// of the delivery as its ack wait; otherwise `ack_wait`.
+fn keepalive_interval(options: &SubscribeOptions, delivery: u64) -> Duration {
+    let wait = if options.backoff.is_empty() {
+        options
+            .ack_wait
+            .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT)
+    } else {
+        options.redelivery_delay(delivery)
+    };
+    (wait / 2).max(Duration::from_millis(1))
+}
+
+/// `now + d`, saturating far in the future instead of panicking on overflow.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// Waits for a handler permit, keeping the fetched delivery alive
+/// (`in_progress`) meanwhile; `None` if a stop was requested first.
+async fn acquire_permit(
+    shared: &Arc<Shared>,
+    pending: &PendingEvent,
+    stop: &mut watch::Receiver<Option<Instant>>,
+) -> Option<OwnedSemaphorePermit> {
+    let every = keepalive_interval(&shared.options, pending.received.num_delivered);
+    let acquire = shared.permits.clone().acquire_owned();
+    tokio::pin!(acquire);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop_requested(stop) => return None,
+            permit = &mut acquire => return permit.ok(),
+            () = tokio::time::sleep(every) => {
                 if let Err(err) = pending.in_progress().await {
                     tracing::debug!(error = %err, "in_progress failed");
                 }

@@ -141,12 +141,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             err,
         ));
     }
-    sync_dir(&dir).map_err(|e| {
-        io_error(
-            format!("syncing the directory of state file {}", path.display()),
-            e,
-        )
-    })
+    // The new file is in place (readers see it); only the durability of the
+    // rename is in doubt. Reporting an error here would make the caller
+    // believe the old state is still current, so warn instead.
+    if let Err(err) = sync_dir(&dir) {
+        tracing::warn!(
+            path = %path.display(),
+            error = %err,
+            "state file replaced, but syncing its directory failed: the rename may not survive a power loss"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -58,8 +58,13 @@ impl DeadLetterEvent {
 /// # Contract
 ///
 /// - `handle` stores or forwards the dead letter; it returns only when that is
-///   done (a durable handler has persisted it). On error the caller keeps the
-///   original event unacknowledged so it is not lost.
+///   done (a durable handler has persisted it). On error the caller leaves
+///   the original event unacknowledged: if deliveries remain it comes back
+///   and dead-lettering is tried again; after its final delivery the provider
+///   does not deliver it again, so it then remains only in the stream
+///   (readable through `history` while retention keeps it), and the failure
+///   is counted and logged. Keep DLQ handlers highly available (or
+///   `max_deliver` unset) where that matters.
 /// - `list` returns the newest first, at most `limit`.
 #[async_trait]
 pub trait DlqHandler: Send + Sync {
