@@ -35,7 +35,9 @@ pub(crate) struct Shared {
 /// durable or ephemeral, read that log with their own position, in-flight
 /// set and timers, so acknowledgement, redelivery, `max_deliver`, every
 /// deliver policy and dedup behave as on JetStream. Nothing survives the
-/// process. Cloning is cheap and shares the store.
+/// process. Cloning is cheap and shares the store. Subscriptions share it
+/// too: they keep working (and keep waiting) after every provider handle is
+/// dropped, until they are closed or dropped themselves.
 ///
 /// ```
 /// use event_core::{Event, EventProvider};

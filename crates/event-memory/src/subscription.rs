@@ -62,13 +62,8 @@ impl MemorySubscription {
             };
             tokio::select! {
                 _ = notified => {}
-                changed = self.published.changed() => {
-                    if changed.is_err() {
-                        // the provider is gone: nothing new will come
-                        self.closed = true;
-                        return Ok(None);
-                    }
-                }
+                // cannot fail: this subscription's `Arc<Shared>` owns the sender
+                _ = self.published.changed() => {}
                 () = sleep => {}
             }
         }
