@@ -28,6 +28,10 @@
 //! dev-dependency. Each test asks the factory for a fresh, empty provider.
 //! A test that cannot apply to a provider is skipped only through an explicit
 //! [`Capabilities`] flag, and the skip is printed.
+//!
+//! This module is test code shipped behind a feature: its `expect`s and
+//! assertions are how a non-conforming provider is reported (as a failing
+//! test), never reached in production paths.
 
 use crate::{
     DeliverPolicy, Error, Event, EventProvider, PendingEvent, PublishOptions, ReceivedEvent,

@@ -67,11 +67,16 @@ use std::time::Duration;
 /// message that is not a valid event is terminated and returned once as
 /// [`Error::Undecodable`]; the subscription stays usable.
 ///
-/// **Slow consumers.** Nothing is dropped silently. Durables read from the
-/// stored log. When retention removed events a consumer had not yet read, or
-/// an ephemeral subscription fell further behind than the provider buffers,
-/// the next call returns [`Error::Lagged`] with the number skipped and the
-/// subscription continues with the oldest available event.
+/// **Slow consumers.** A provider never drops an event a consumer has not
+/// read while the event is still stored: durables (and, on conforming
+/// providers, ephemerals) read from the stored log. When an event is lost to
+/// the consumer anyway (retention removed it first, or an ephemeral
+/// subscription fell further behind than the provider buffers), the next
+/// call returns [`Error::Lagged`] with the number skipped, wherever the
+/// backend can tell, and the subscription continues with the oldest
+/// available event. (The memory provider always reports it; JetStream skips
+/// messages removed by retention without telling the consumer, so the NATS
+/// provider cannot; size retention accordingly.)
 ///
 /// **History.** [`history`](Self::history) returns the newest `limit` events
 /// matching the filter, newest first, without scanning or copying the whole
