@@ -355,16 +355,10 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
 
 /// Half the wait the provider applies to this delivery before redelivering
 /// it: with a `backoff`, providers (JetStream, memory) use the backoff entry
-/// of the delivery as its ack wait; otherwise `ack_wait`.
+/// of the delivery as its ack wait, otherwise `ack_wait`; that is
+/// [`SubscribeOptions::redelivery_delay`].
 fn keepalive_interval(options: &SubscribeOptions, delivery: u64) -> Duration {
-    let wait = if options.backoff.is_empty() {
-        options
-            .ack_wait
-            .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT)
-    } else {
-        options.redelivery_delay(delivery)
-    };
-    (wait / 2).max(Duration::from_millis(1))
+    (options.redelivery_delay(delivery) / 2).max(Duration::from_millis(1))
 }
 
 /// `now + d`, saturating far in the future instead of panicking on overflow.
