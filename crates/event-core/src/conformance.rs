@@ -113,6 +113,7 @@ macro_rules! conformance_tests {
             payload_over_limit_rejected,
             info_counts,
             publish_batch_reports_each_result,
+            publish_shared_follows_publish_contract,
             subscription_as_stream
         );
     };
@@ -1072,6 +1073,82 @@ pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
         .await
         .expect("an event under the limit is accepted");
     assert_eq!(p.info().await.expect("info").messages, 1);
+}
+
+/// `publish_shared` and `publish_shared_with_options` keep every rule of
+/// `publish`: delivery with fields intact, dedup, expected sequence, subject
+/// validation and the payload limit.
+pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe(&p.category_subject("shared"))
+        .await
+        .expect("subscribe");
+    let e = std::sync::Arc::new(
+        event(&*p, "shared", "t", 1).with_metadata("trace", "abc"),
+    );
+    let seq = p
+        .publish_shared(std::sync::Arc::clone(&e))
+        .await
+        .expect("publish_shared");
+    let got = recv(&mut sub, &caps).await;
+    assert_eq!(got.sequence, seq);
+    assert_eq!(*got.event, *e, "every field intact");
+    assert_eq!(
+        p.publish_shared(std::sync::Arc::clone(&e))
+            .await
+            .expect("republish"),
+        seq,
+        "same event id: same sequence"
+    );
+    let by_id = PublishOptions {
+        msg_id: Some("shared-1".into()),
+        ..PublishOptions::default()
+    };
+    let a = p
+        .publish_shared_with_options(std::sync::Arc::new(event(&*p, "shared", "t", 2)), &by_id)
+        .await
+        .expect("publish");
+    let b = p
+        .publish_shared_with_options(std::sync::Arc::new(event(&*p, "shared", "t", 3)), &by_id)
+        .await
+        .expect("publish");
+    assert_eq!(a, b, "same msg id: same sequence");
+    let stale = PublishOptions {
+        expected_sequence: Some(seq),
+        ..PublishOptions::default()
+    };
+    match p
+        .publish_shared_with_options(std::sync::Arc::new(event(&*p, "shared", "t", 4)), &stale)
+        .await
+    {
+        Err(Error::WrongLastSequence { expected, .. }) => assert_eq!(expected, seq),
+        other => panic!("expected WrongLastSequence, got {other:?}"),
+    }
+    let mut bad = event(&*p, "shared", "t", 5);
+    bad.subject = format!("{}.shared.*", p.subject_prefix());
+    assert_invalid_subject(
+        p.publish_shared(std::sync::Arc::new(bad)).await,
+        "wildcard in a published subject",
+    );
+    if let Some(max) = caps.max_payload {
+        let mut big = event(&*p, "shared", "t", 6);
+        big.payload = json!({ "blob": "x".repeat(max + 1) });
+        match p.publish_shared(std::sync::Arc::new(big)).await {
+            Err(Error::PayloadTooLarge { size, max: limit }) => assert!(size > limit),
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+    }
+    let history = p
+        .history(Some(&p.category_subject("shared")), 10)
+        .await
+        .expect("history");
+    assert_eq!(
+        history.iter().map(n_of).collect::<Vec<_>>(),
+        vec![2, 1],
+        "duplicates, conflicts and refusals stored nothing"
+    );
 }
 
 /// `info` counts messages, bytes, consumers and sequences.

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::types::{Event, ProviderInfo, PublishOptions, ReceivedEvent, SubscribeOptions};
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A storage and delivery backend for events.
@@ -100,7 +101,12 @@ use std::time::Duration;
 /// convenience forms whenever no options are given. The defaults never call
 /// each other in a cycle.) Providers that pipeline override
 /// [`publish_batch`](Self::publish_batch) (the default publishes one at a
-/// time). A wrapper around another provider must forward every method, or it
+/// time). [`publish_shared`](Self::publish_shared) and
+/// [`publish_shared_with_options`](Self::publish_shared_with_options) default
+/// to [`publish`](Self::publish) and
+/// [`publish_with_options`](Self::publish_with_options) on the borrowed
+/// event; in-process providers override them to keep the `Arc` without a
+/// copy. A wrapper around another provider must forward every method, or it
 /// silently loses the inner provider's behaviour.
 ///
 /// # Concurrency
@@ -192,6 +198,43 @@ pub trait EventProvider: Send + Sync {
             results.push(self.publish(event).await);
         }
         Ok(results)
+    }
+
+    /// Publishes an event the caller already holds in an [`Arc`], with
+    /// default options; returns the stream sequence.
+    ///
+    /// Same contract as [`publish`](Self::publish). It exists so that an
+    /// event shared with other parts of the application (the event bus hands
+    /// the same `Arc` to its router) is not copied again: an in-process
+    /// provider may store and deliver this very `Arc`, so subscribers receive
+    /// it without a copy. The default calls [`publish`](Self::publish), which
+    /// is right for providers that serialize the event anyway.
+    ///
+    /// ```
+    /// # use event_core::{Event, EventProvider};
+    /// # use std::sync::Arc;
+    /// # async fn demo(provider: &dyn EventProvider) -> event_core::Result<()> {
+    /// let event = Arc::new(Event::new("events.orders.created", "orders", "new order", "shop",
+    ///     serde_json::json!({"id": 7})));
+    /// let seq = provider.publish_shared(Arc::clone(&event)).await?;
+    /// # let _ = seq; Ok(()) }
+    /// ```
+    async fn publish_shared(&self, event: Arc<Event>) -> Result<u64> {
+        self.publish(&event).await
+    }
+
+    /// [`publish_shared`](Self::publish_shared) with `options` (same contract
+    /// as [`publish_with_options`](Self::publish_with_options)).
+    ///
+    /// The default calls [`publish_with_options`](Self::publish_with_options);
+    /// providers that keep events in memory override it to store the `Arc`
+    /// itself.
+    async fn publish_shared_with_options(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<u64> {
+        self.publish_with_options(&event, options).await
     }
 
     /// Ephemeral subscription with default options (new events only).

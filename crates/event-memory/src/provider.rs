@@ -126,6 +126,37 @@ impl MemoryProvider {
         self.shared.lagged.load(Ordering::Relaxed)
     }
 
+    /// Validates the subject and the encoded size; returns the size.
+    fn admit(&self, event: &Event) -> Result<usize> {
+        validate_publish_subject(&event.subject, &self.shared.config.subject_prefix)?;
+        let size = encoded_len(event)?;
+        if size > self.shared.limits.max_payload {
+            return Err(Error::PayloadTooLarge {
+                size,
+                max: self.shared.limits.max_payload,
+            });
+        }
+        Ok(size)
+    }
+
+    /// Appends an admitted event and wakes the subscriptions.
+    fn append(&self, event: Arc<Event>, size: usize, options: &PublishOptions) -> Result<u64> {
+        let appended = self.shared.store.lock().append(
+            options.msg_id.as_deref(),
+            options.expected_sequence,
+            event,
+            size,
+            now_millis(),
+        )?;
+        match appended {
+            Appended::New(seq) => {
+                self.shared.published.send_replace(seq);
+                Ok(seq)
+            }
+            Appended::Duplicate(seq) => Ok(seq),
+        }
+    }
+
     fn settings(&self, filter: &str, options: &SubscribeOptions) -> Result<Settings> {
         let filter = SubjectPattern::parse(filter)?;
         if options.max_deliver == Some(0) {
@@ -161,29 +192,24 @@ impl MemoryProvider {
 #[async_trait]
 impl EventProvider for MemoryProvider {
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
-        validate_publish_subject(&event.subject, &self.shared.config.subject_prefix)?;
-        let size = encoded_len(event)?;
-        if size > self.shared.limits.max_payload {
-            return Err(Error::PayloadTooLarge {
-                size,
-                max: self.shared.limits.max_payload,
-            });
-        }
-        let shared_event = Arc::new(event.clone());
-        let appended = self.shared.store.lock().append(
-            options.dedup_id(event),
-            options.expected_sequence,
-            shared_event,
-            size,
-            now_millis(),
-        )?;
-        match appended {
-            Appended::New(seq) => {
-                self.shared.published.send_replace(seq);
-                Ok(seq)
-            }
-            Appended::Duplicate(seq) => Ok(seq),
-        }
+        // Checked before the copy, so a refused event is never cloned.
+        let size = self.admit(event)?;
+        self.append(Arc::new(event.clone()), size, options)
+    }
+
+    async fn publish_shared(&self, event: Arc<Event>) -> Result<u64> {
+        self.publish_shared_with_options(event, &PublishOptions::default())
+            .await
+    }
+
+    /// Stores `event` itself: subscribers receive this `Arc`, no copy is made.
+    async fn publish_shared_with_options(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<u64> {
+        let size = self.admit(&event)?;
+        self.append(event, size, options)
     }
 
     async fn subscribe_with_options(

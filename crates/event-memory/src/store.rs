@@ -106,7 +106,7 @@ impl Store {
 
     pub(crate) fn append(
         &mut self,
-        dedup_id: &str,
+        msg_id: Option<&str>,
         expected: Option<u64>,
         event: Arc<Event>,
         size: usize,
@@ -115,7 +115,7 @@ impl Store {
         let now = Instant::now();
         self.expire_dedup(now);
         // one hash for both the duplicate check and the insert
-        let key: Arc<str> = Arc::from(dedup_id);
+        let key: Arc<str> = Arc::from(msg_id.unwrap_or(&event.id));
         let slot = match self.dedup.entry(key.clone()) {
             Slot::Occupied(first) => return Ok(Appended::Duplicate(*first.get())),
             Slot::Vacant(slot) => slot,
@@ -302,7 +302,7 @@ mod tests {
         for n in 0..5 {
             let e = ev(n);
             let id = e.id.clone();
-            store.append(&id, None, e, 10, n).unwrap();
+            store.append(Some(&id), None, e, 10, n).unwrap();
         }
         assert_eq!(store.len(), 3);
         assert_eq!((store.first_seq(), store.last_seq()), (3, 5));
@@ -317,16 +317,16 @@ mod tests {
     fn dedup_is_bounded_in_entries_and_time() {
         let mut store = Store::new(100, Duration::from_millis(30), 4);
         for n in 0..10 {
-            store.append(&format!("id{n}"), None, ev(n), 1, 0).unwrap();
+            store.append(Some(&format!("id{n}")), None, ev(n), 1, 0).unwrap();
         }
         assert_eq!(store.dedup_len(), 4, "entry bound");
         assert!(matches!(
-            store.append("id9", None, ev(9), 1, 0).unwrap(),
+            store.append(Some("id9"), None, ev(9), 1, 0).unwrap(),
             Appended::Duplicate(10)
         ));
         assert!(
             matches!(
-                store.append("id0", None, ev(0), 1, 0).unwrap(),
+                store.append(Some("id0"), None, ev(0), 1, 0).unwrap(),
                 Appended::New(11)
             ),
             "forgotten"
@@ -334,7 +334,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(
             matches!(
-                store.append("id9", None, ev(9), 1, 0).unwrap(),
+                store.append(Some("id9"), None, ev(9), 1, 0).unwrap(),
                 Appended::New(12)
             ),
             "time bound"
@@ -344,9 +344,9 @@ mod tests {
     #[test]
     fn store_time_never_decreases() {
         let mut store = Store::new(10, Duration::from_secs(60), 100);
-        store.append("a", None, ev(0), 1, 100).unwrap();
-        store.append("b", None, ev(1), 1, 50).unwrap();
-        store.append("c", None, ev(2), 1, 200).unwrap();
+        store.append(Some("a"), None, ev(0), 1, 100).unwrap();
+        store.append(Some("b"), None, ev(1), 1, 50).unwrap();
+        store.append(Some("c"), None, ev(2), 1, 200).unwrap();
         assert_eq!(store.seq_at_time(100), 1);
         assert_eq!(store.seq_at_time(101), 3);
         assert_eq!(store.seq_at_time(201), 4);

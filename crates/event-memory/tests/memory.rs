@@ -294,3 +294,25 @@ async fn custom_prefix_is_enforced() {
     );
     p.publish(&ok).await.unwrap();
 }
+
+#[tokio::test]
+async fn publish_shared_delivers_the_same_arc_without_a_copy() {
+    let p = provider(100, 100);
+    let mut live = p.subscribe("events.t.>").await.unwrap();
+    let mut durable = p.subscribe_durable("shared-reader", "events.t.>").await.unwrap();
+    let event = std::sync::Arc::new(ev(1));
+    let seq = p.publish_shared(std::sync::Arc::clone(&event)).await.unwrap();
+    for sub in [&mut live, &mut durable] {
+        let got = sub.next().await.unwrap().unwrap();
+        assert_eq!(got.sequence, seq);
+        assert!(
+            std::sync::Arc::ptr_eq(&got.event, &event),
+            "the subscriber got a copy, not the published Arc"
+        );
+    }
+    // `publish(&Event)` must copy: the caller keeps its event.
+    let borrowed = ev(2);
+    p.publish(&borrowed).await.unwrap();
+    let got = live.next().await.unwrap().unwrap();
+    assert_eq!(*got.event, borrowed);
+}
