@@ -291,27 +291,32 @@ impl EventBus {
             inner.metrics.add_validation_error(1);
             return Err(err);
         }
-        // 3. encryption, bound to the event id
-        let encrypted;
-        let stored: &Event = match &hooks.encryptor {
+        // 3. encryption, bound to the event id. The stored event is built
+        //    once, owned, and handed to the provider as an `Arc` (no copy).
+        let stored: Option<Arc<Event>> = match &hooks.encryptor {
             Some(encryptor) => {
                 let payload = encryptor.encrypt(&event.id, &event.payload)?;
                 inner.metrics.add_encrypt(1);
-                encrypted = with_payload(event, payload);
-                &encrypted
+                Some(Arc::new(with_payload(event, payload)))
             }
-            None => event,
+            None => None,
         };
+        // With a router, the plaintext is copied once into an `Arc` that the
+        // router and (unencrypted) the provider share.
+        let plain: Option<Arc<Event>> = hooks.router.as_ref().map(|_| Arc::new(event.clone()));
         // 4. provider (dedup id = event id unless the options say otherwise)
-        let sequence = match options {
-            Some(options) => inner.provider.publish_with_options(stored, options).await?,
-            None => inner.provider.publish(stored).await?,
+        let provider = &inner.provider;
+        let sequence = match (stored.or_else(|| plain.clone()), options) {
+            (Some(shared), Some(options)) => {
+                provider.publish_shared_with_options(shared, options).await?
+            }
+            (Some(shared), None) => provider.publish_shared(shared).await?,
+            (None, Some(options)) => provider.publish_with_options(event, options).await?,
+            (None, None) => provider.publish(event).await?,
         };
         // 5. router, with the plaintext
-        if let Some(router) = &hooks.router
-            && let Err(err) = router
-                .route_published(Arc::new(event.clone()), sequence)
-                .await
+        if let (Some(router), Some(plain)) = (&hooks.router, plain)
+            && let Err(err) = router.route_published(plain, sequence).await
         {
             inner.metrics.add_router_error(1);
             return Err(err);
