@@ -1,11 +1,16 @@
 //! MemoryProvider throughput against raw baselines measured in the same run.
 //!
 //! - `publish_1_sub`: publish N events to one live subscriber, vs a raw
-//!   `tokio::sync::broadcast` of `Arc<Event>` (the same event type; both
-//!   clone the caller's event once, as `publish(&Event)` must);
-//! - `fanout_4`: one publisher, four subscribers (deliveries/s);
+//!   `tokio::sync::broadcast` of `Arc<Event>` (the same event type), in two
+//!   pairs: *borrowed* (`publish(&Event)` against `send(Arc::new(e.clone()))`:
+//!   both copy the caller's event once, as a borrowed API must) and *owned*
+//!   (`publish_shared(Arc<Event>)` against `send(Arc::new(e))` with `e` moved
+//!   in: neither copies; the events are built before the timed part in both);
+//! - `fanout_4`: one publisher, four subscribers (deliveries/s), borrowed and
+//!   owned, with the raw broadcast of the owned events alongside;
 //! - `publish_only`: store not full vs store full (every publish evicts);
-//! - `history`: newest 100 of a filter matching 10% of 100,000 events;
+//! - `history`: newest 100 of a filter matching 10% of 100,000 events, as
+//!   owned copies (`history`) and as shared `Arc`s (`history_shared`);
 //! - `subject_match`: `SubjectPattern::matches`.
 
 use a3s_event::provider::memory::{MemoryConfig, MemoryProvider};
@@ -101,6 +106,50 @@ fn publish_one_subscriber(c: &mut Criterion) {
             BatchSize::PerIteration,
         );
     });
+    group.bench_function("raw_broadcast_arc_owned", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let (tx, rx) = tokio::sync::broadcast::channel::<Arc<Event>>(N * 2);
+                (template.clone(), tx, rx)
+            },
+            |(evs, tx, mut rx)| async move {
+                let consumer = tokio::spawn(async move {
+                    let mut kept = Vec::with_capacity(N);
+                    for _ in 0..N {
+                        kept.push(rx.recv().await.expect("recv"));
+                    }
+                    kept
+                });
+                for e in evs {
+                    tx.send(Arc::new(e)).expect("send");
+                }
+                // the provider keeps its events in the store: keep them here
+                // too, so that neither side frees events inside the measurement
+                consumer.await.expect("consumer")
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("memory_provider_shared", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let p = provider(1_000_000);
+                let sub = futures_util::FutureExt::now_or_never(p.subscribe("events.>"))
+                    .expect("ready")
+                    .expect("subscribe");
+                (template.clone(), p, sub)
+            },
+            |(evs, p, sub)| async move {
+                let consumer = tokio::spawn(drain(sub, N));
+                for e in evs {
+                    p.publish_shared(Arc::new(e)).await.expect("publish");
+                }
+                consumer.await.expect("consumer");
+                p // dropped outside the measurement
+            },
+            BatchSize::PerIteration,
+        );
+    });
     group.finish();
 }
 
@@ -134,6 +183,69 @@ fn fanout_four(c: &mut Criterion) {
                     c.await.expect("consumer");
                 }
                 (evs, p)
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("memory_provider_shared", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let p = provider(1_000_000);
+                let subs: Vec<_> = (0..4)
+                    .map(|_| {
+                        futures_util::FutureExt::now_or_never(p.subscribe("events.>"))
+                            .expect("ready")
+                            .expect("subscribe")
+                    })
+                    .collect();
+                (template.clone(), p, subs)
+            },
+            |(evs, p, subs)| async move {
+                let consumers: Vec<_> = subs
+                    .into_iter()
+                    .map(|s| tokio::spawn(drain(s, N)))
+                    .collect();
+                for e in evs {
+                    p.publish_shared(Arc::new(e)).await.expect("publish");
+                }
+                for c in consumers {
+                    c.await.expect("consumer");
+                }
+                p
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("raw_broadcast_arc_owned", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                let (tx, _) = tokio::sync::broadcast::channel::<Arc<Event>>(N * 2);
+                let rxs: Vec<_> = (0..4).map(|_| tx.subscribe()).collect();
+                (template.clone(), tx, rxs)
+            },
+            |(evs, tx, rxs)| async move {
+                let consumers: Vec<_> = rxs
+                    .into_iter()
+                    .map(|mut rx| {
+                        // kept until after the measurement, as the
+                        // provider's store keeps its events
+                        tokio::spawn(async move {
+                            let mut kept = Vec::with_capacity(N);
+                            for _ in 0..N {
+                                kept.push(rx.recv().await.expect("recv"));
+                            }
+                            kept
+                        })
+                    })
+                    .collect();
+                for e in evs {
+                    tx.send(Arc::new(e)).expect("send");
+                }
+                let mut kept = Vec::new();
+                for c in consumers {
+                    kept.push(c.await.expect("consumer"));
+                }
+                kept
             },
             BatchSize::PerIteration,
         );
@@ -193,6 +305,16 @@ fn history(c: &mut Criterion) {
     group.bench_function("filter_10pct_limit_100_of_100k", |b| {
         b.to_async(&rt).iter(|| async {
             let got = p.history(Some("events.c3.>"), 100).await.expect("history");
+            assert_eq!(got.len(), 100);
+            black_box(got);
+        });
+    });
+    group.bench_function("shared_filter_10pct_limit_100_of_100k", |b| {
+        b.to_async(&rt).iter(|| async {
+            let got = p
+                .history_shared(Some("events.c3.>"), 100)
+                .await
+                .expect("history");
             assert_eq!(got.len(), 100);
             black_box(got);
         });

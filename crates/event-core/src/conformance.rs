@@ -417,6 +417,29 @@ pub async fn history_newest_first_with_limit_and_filter(factory: &dyn ProviderFa
         p.history(Some("bad..filter"), 10).await,
         "history with a bad filter",
     );
+    // the shared form returns the same events in the same order
+    for (filter, limit) in [(None, 100), (Some(p.category_subject("ha")), 4)] {
+        let owned = p.history(filter.as_deref(), limit).await.expect("history");
+        let shared = p
+            .history_shared(filter.as_deref(), limit)
+            .await
+            .expect("history_shared");
+        assert_eq!(
+            shared.iter().map(|e| (**e).clone()).collect::<Vec<_>>(),
+            owned,
+            "history_shared({filter:?}, {limit}) differs from history"
+        );
+    }
+    assert!(
+        p.history_shared(None, 0)
+            .await
+            .expect("history_shared")
+            .is_empty()
+    );
+    assert_invalid_subject(
+        p.history_shared(Some("bad..filter"), 10).await,
+        "history_shared with a bad filter",
+    );
 }
 
 /// A durable resumes after the last acknowledged event when resubscribed.

@@ -105,8 +105,9 @@ use std::time::Duration;
 /// [`publish_shared_with_options`](Self::publish_shared_with_options) default
 /// to [`publish`](Self::publish) and
 /// [`publish_with_options`](Self::publish_with_options) on the borrowed
-/// event; in-process providers override them to keep the `Arc` without a
-/// copy. A wrapper around another provider must forward every method, or it
+/// event, and [`history_shared`](Self::history_shared) wraps
+/// [`history`](Self::history); in-process providers override them to keep
+/// the `Arc` without a copy. A wrapper around another provider must forward every method, or it
 /// silently loses the inner provider's behaviour.
 ///
 /// # Concurrency
@@ -235,6 +236,26 @@ pub trait EventProvider: Send + Sync {
         options: &PublishOptions,
     ) -> Result<u64> {
         self.publish_with_options(&event, options).await
+    }
+
+    /// [`history`](Self::history) as shared events: the same events in the
+    /// same order, each in an [`Arc`].
+    ///
+    /// For read-only use (dashboards, replays), this lets an in-process
+    /// provider hand out the events it stores without copying them. The
+    /// default wraps the result of [`history`](Self::history), which is right
+    /// for providers that decode events anyway.
+    async fn history_shared(
+        &self,
+        filter_subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>> {
+        Ok(self
+            .history(filter_subject, limit)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     /// Ephemeral subscription with default options (new events only).

@@ -126,6 +126,34 @@ impl MemoryProvider {
         self.shared.lagged.load(Ordering::Relaxed)
     }
 
+    /// The newest `limit` stored events matching `filter_subject`, newest
+    /// first, each taken out with `take` (a copy or a shared handle).
+    fn newest<T>(
+        &self,
+        filter_subject: Option<&str>,
+        limit: usize,
+        take: impl Fn(&Arc<Event>) -> T,
+    ) -> Result<Vec<T>> {
+        let pattern = filter_subject.map(SubjectPattern::parse).transpose()?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let store = self.shared.store.lock();
+        let mut out = Vec::with_capacity(limit.min(store.len()));
+        for (_, entry) in store.iter_rev() {
+            if pattern
+                .as_ref()
+                .is_none_or(|p| p.matches(&entry.event.subject))
+            {
+                out.push(take(&entry.event));
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Validates the subject and the encoded size; returns the size.
     fn admit(&self, event: &Event) -> Result<usize> {
         validate_publish_subject(&event.subject, &self.shared.config.subject_prefix)?;
@@ -257,24 +285,16 @@ impl EventProvider for MemoryProvider {
     }
 
     async fn history(&self, filter_subject: Option<&str>, limit: usize) -> Result<Vec<Event>> {
-        let pattern = filter_subject.map(SubjectPattern::parse).transpose()?;
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let store = self.shared.store.lock();
-        let mut out = Vec::with_capacity(limit.min(store.len()));
-        for (_, entry) in store.iter_rev() {
-            if pattern
-                .as_ref()
-                .is_none_or(|p| p.matches(&entry.event.subject))
-            {
-                out.push(Event::clone(&entry.event));
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        self.newest(filter_subject, limit, |event| Event::clone(event))
+    }
+
+    /// The stored events themselves: no copy is made.
+    async fn history_shared(
+        &self,
+        filter_subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>> {
+        self.newest(filter_subject, limit, Arc::clone)
     }
 
     async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
