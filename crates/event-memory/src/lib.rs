@@ -32,6 +32,7 @@
 mod config;
 mod consumer;
 mod provider;
+mod signal;
 mod store;
 mod subscription;
 

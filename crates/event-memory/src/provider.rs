@@ -2,6 +2,7 @@
 
 use crate::config::{MemoryConfig, MemoryLimits, validate};
 use crate::consumer::{Consumer, Settings};
+use crate::signal::PublishSignal;
 use crate::store::{Appended, Store, encoded_len};
 use crate::subscription::MemorySubscription;
 use async_trait::async_trait;
@@ -14,15 +15,14 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use tokio::sync::watch;
 
 pub(crate) struct Shared {
     pub(crate) config: MemoryConfig,
     pub(crate) limits: MemoryLimits,
     pub(crate) stream: Arc<str>,
     pub(crate) store: Mutex<Store>,
-    /// Last published sequence; wakes waiting subscriptions.
-    pub(crate) published: watch::Sender<u64>,
+    /// Wakes subscriptions waiting for new events.
+    pub(crate) published: PublishSignal,
     pub(crate) durables: Mutex<HashMap<String, Arc<Consumer>>>,
     pub(crate) ephemeral: AtomicUsize,
     pub(crate) lagged: AtomicU64,
@@ -95,14 +95,13 @@ impl MemoryProvider {
             limits.duplicate_window,
             limits.max_dedup_entries,
         );
-        let (published, _) = watch::channel(0);
         Self {
             shared: Arc::new(Shared {
                 stream: Arc::from(limits.stream_name.as_str()),
                 config,
                 limits,
                 store: Mutex::new(store),
-                published,
+                published: PublishSignal::default(),
                 durables: Mutex::new(HashMap::new()),
                 ephemeral: AtomicUsize::new(0),
                 lagged: AtomicU64::new(0),
@@ -178,7 +177,7 @@ impl MemoryProvider {
         )?;
         match appended {
             Appended::New(seq) => {
-                self.shared.published.send_replace(seq);
+                self.shared.published.published();
                 Ok(seq)
             }
             Appended::Duplicate(seq) => Ok(seq),

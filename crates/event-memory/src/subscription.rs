@@ -10,12 +10,10 @@ use crate::provider::Shared;
 use async_trait::async_trait;
 use event_core::{Error, PendingEvent, ReceivedEvent, Result, Subscription};
 use std::sync::Arc;
-use tokio::sync::watch;
 
 pub(crate) struct MemorySubscription {
     shared: Arc<Shared>,
     consumer: Arc<Consumer>,
-    published: watch::Receiver<u64>,
     /// Last auto-ack delivery, acknowledged on the next call or on close.
     unacked: Option<u64>,
     ephemeral: bool,
@@ -24,11 +22,9 @@ pub(crate) struct MemorySubscription {
 
 impl MemorySubscription {
     pub(crate) fn new(shared: Arc<Shared>, consumer: Arc<Consumer>, ephemeral: bool) -> Self {
-        let published = shared.published.subscribe();
         Self {
             shared,
             consumer,
-            published,
             unacked: None,
             ephemeral,
             closed: false,
@@ -40,16 +36,17 @@ impl MemorySubscription {
             if self.closed {
                 return Ok(None);
             }
-            self.published.borrow_and_update();
             // fast path: something is due now
             if let Polled::Ready(d) = self.poll_consumer()? {
                 return Ok(d);
             }
             // register for wake-ups, then look again so nothing slips between
             let consumer = self.consumer.clone();
+            let shared = self.shared.clone();
             let notified = consumer.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let (published, _waiting) = shared.published.register();
             let deadline = match self.poll_consumer()? {
                 Polled::Ready(d) => return Ok(d),
                 Polled::Wait(deadline) => deadline,
@@ -62,8 +59,7 @@ impl MemorySubscription {
             };
             tokio::select! {
                 _ = notified => {}
-                // cannot fail: this subscription's `Arc<Shared>` owns the sender
-                _ = self.published.changed() => {}
+                _ = published => {}
                 () = sleep => {}
             }
         }

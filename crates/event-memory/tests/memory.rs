@@ -316,3 +316,46 @@ async fn publish_shared_delivers_the_same_arc_without_a_copy() {
     let got = live.next().await.unwrap().unwrap();
     assert_eq!(*got.event, borrowed);
 }
+
+/// Subscriptions that keep catching up (and so keep going back to waiting)
+/// are woken for every publish: a lost wake-up shows as a timeout here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_subscriptions_miss_no_wake_up() {
+    const PER_PUBLISHER: u64 = 3_000;
+    let p = provider(100_000, 100);
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let mut sub = p.subscribe("events.t.>").await.unwrap();
+        readers.push(tokio::spawn(async move {
+            let mut seen = 0u64;
+            while seen < 2 * PER_PUBLISHER {
+                tokio::time::timeout(Duration::from_secs(10), sub.next())
+                    .await
+                    .expect("a published event was not delivered: lost wake-up")
+                    .unwrap()
+                    .unwrap();
+                seen += 1;
+            }
+            seen
+        }));
+    }
+    let publishers: Vec<_> = (0..2)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                for n in 0..PER_PUBLISHER {
+                    p.publish(&ev(n)).await.unwrap();
+                    if n % 3 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), 2 * PER_PUBLISHER);
+    }
+}
