@@ -100,29 +100,59 @@ pub fn validate_topic(topic: &str) -> Result<()> {
 pub fn validate_subject(subject: &str) -> Result<()> {
     check_len(subject, "subject")?;
     // fast path: printable ASCII without wildcards and without empty tokens
-    let bytes = subject.as_bytes();
-    let mut prev_dot = true;
-    let mut clean = true;
-    for &b in bytes {
-        match b {
-            b'.' if prev_dot => {
-                clean = false;
-                break;
-            }
-            b'.' => prev_dot = true,
-            b'*' | b'>' | 0..=0x20 | 0x7F.. => {
-                clean = false;
-                break;
-            }
-            _ => prev_dot = false,
-        }
-    }
-    if clean && !prev_dot {
+    if is_plain_subject(subject.as_bytes()) {
         return Ok(());
     }
     subject
         .split('.')
         .try_for_each(|t| check_literal_token(subject, t, "subject"))
+}
+
+/// Whether `bytes` is a non-empty run of printable ASCII tokens (no space,
+/// control byte, DEL, non-ASCII byte, `*` or `>`) separated by single dots,
+/// without a leading or trailing dot. Exact, eight bytes at a time (SWAR):
+/// `false` sends the caller to the per-token checks that explain the error
+/// (or accept non-ASCII tokens).
+fn is_plain_subject(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const LOWS: u64 = !HIGHS;
+    // high bit set exactly in the lanes of `x` (7-bit lanes) equal to `b`
+    let eq = |x: u64, b: u8| {
+        let d = x ^ (ONES * u64::from(b));
+        !(((d & LOWS) + LOWS) | d) & HIGHS
+    };
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    if first == b'.' || last == b'.' {
+        return false;
+    }
+    let mut prev_dot_carry = 0u64;
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let live = if chunk.len() == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * chunk.len())) - 1
+        };
+        let a = v & LOWS;
+        // lanes below 0x21 (space and controls): no carry leaves a lane
+        let low = !(a + ONES * 0x5F) & HIGHS;
+        let bad = (v & HIGHS) | low | eq(a, 0x7F) | eq(a, b'*') | eq(a, b'>');
+        if bad & live != 0 {
+            return false;
+        }
+        let dots = eq(a, b'.') & live;
+        // a dot right after a dot (this word, or the last lane of the previous one)
+        if dots & ((dots << 8) | prev_dot_carry) != 0 {
+            return false;
+        }
+        prev_dot_carry = (dots >> 56) & 0x80;
+    }
+    true
 }
 
 /// Validates a publish subject and checks that it lies under `prefix` with at
@@ -310,6 +340,72 @@ pub fn subject_matches(filter: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte-at-a-time definition that `is_plain_subject` must equal.
+    fn plain_reference(bytes: &[u8]) -> bool {
+        let mut prev_dot = true;
+        for &b in bytes {
+            match b {
+                b'.' if prev_dot => return false,
+                b'.' => prev_dot = true,
+                b'*' | b'>' | 0..=0x20 | 0x7F.. => return false,
+                _ => prev_dot = false,
+            }
+        }
+        !prev_dot
+    }
+
+    #[test]
+    fn swar_plain_subject_check_equals_the_bytewise_definition() {
+        // every string over a small alphabet that covers each class, at
+        // lengths around the 8-byte word boundaries, plus random ones
+        let alphabet: &[u8] = b"a.*> \x7f\x80Z\x1f~!";
+        let alphabet: Vec<u8> = alphabet.to_vec();
+        let mut checked = 0u32;
+        for len in 0..=4usize {
+            let mut idx = vec![0usize; len];
+            loop {
+                let s: Vec<u8> = idx.iter().map(|&i| alphabet[i]).collect();
+                assert_eq!(is_plain_subject(&s), plain_reference(&s), "{s:?}");
+                checked += 1;
+                let mut k = 0;
+                while k < len {
+                    idx[k] += 1;
+                    if idx[k] < alphabet.len() {
+                        break;
+                    }
+                    idx[k] = 0;
+                    k += 1;
+                }
+                if k == len {
+                    break;
+                }
+            }
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let mut s = Vec::with_capacity(len);
+            let mut y = x;
+            for _ in 0..len {
+                y = y.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                // mostly letters and dots, so that valid subjects are common
+                let r = (y >> 33) % 16;
+                s.push(match r {
+                    0..=9 => b'a' + r as u8,
+                    10 | 11 => b'.',
+                    _ => alphabet[((y >> 40) as usize) % alphabet.len()],
+                });
+            }
+            assert_eq!(is_plain_subject(&s), plain_reference(&s), "{s:?}");
+            checked += 1;
+        }
+        assert!(checked > 200_000);
+    }
+
 
     fn m(filter: &str, subject: &str) -> bool {
         SubjectPattern::parse(filter).unwrap().matches(subject)
