@@ -208,24 +208,29 @@ fn needs_escape(bytes: &[u8]) -> bool {
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // high bit set in every lane that is zero (and possibly above one)
     let zero_lanes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word);
+    let flagged = |v: u64| {
         let ascii_lanes = !v & HIGHS; // bytes >= 0x80 never need escaping
         let a = v & !HIGHS;
         let control = a.wrapping_sub(ONES * 0x20) & !a & HIGHS;
         let quote = zero_lanes(a ^ (ONES * u64::from(b'"')));
         let backslash = zero_lanes(a ^ (ONES * u64::from(b'\\')));
-        if (control | quote | backslash) & ascii_lanes != 0 {
-            return true;
-        }
+        (control | quote | backslash) & ascii_lanes != 0
+    };
+    let word = |chunk: &[u8]| {
+        // padded with a byte that never needs escaping
+        let mut word = [b'a'; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        u64::from_le_bytes(word)
+    };
+    if bytes.len() < 8 {
+        return flagged(word(bytes));
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    let mut chunks = bytes.chunks_exact(8);
+    if chunks.any(|chunk| flagged(word(chunk))) {
+        return true;
+    }
+    // the last (overlapping) eight bytes cover the remainder
+    !chunks.remainder().is_empty() && flagged(word(&bytes[bytes.len() - 8..]))
 }
 
 fn decimal_digits(v: u64) -> usize {
