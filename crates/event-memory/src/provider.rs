@@ -216,12 +216,24 @@ impl MemoryProvider {
     }
 }
 
+/// Publishing never waits, so a loop of publishes would otherwise hold its
+/// runtime worker until it ends, starving the subscriptions it just woke
+/// (tokio runs a woken task on the waker's worker when it can). Like
+/// tokio's own channels, a publish spends a unit of the task's cooperative
+/// budget and yields once the budget is used up; outside a tokio runtime this
+/// never yields.
+async fn cooperate() {
+    tokio::task::consume_budget().await;
+}
+
 #[async_trait]
 impl EventProvider for MemoryProvider {
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
         // Checked before the copy, so a refused event is never cloned.
         let size = self.admit(event)?;
-        self.append(Arc::new(event.clone()), size, options)
+        let seq = self.append(Arc::new(event.clone()), size, options)?;
+        cooperate().await;
+        Ok(seq)
     }
 
     async fn publish_shared(&self, event: Arc<Event>) -> Result<u64> {
@@ -236,7 +248,9 @@ impl EventProvider for MemoryProvider {
         options: &PublishOptions,
     ) -> Result<u64> {
         let size = self.admit(&event)?;
-        self.append(event, size, options)
+        let seq = self.append(event, size, options)?;
+        cooperate().await;
+        Ok(seq)
     }
 
     async fn subscribe_with_options(

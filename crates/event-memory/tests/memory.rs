@@ -359,3 +359,28 @@ async fn waiting_subscriptions_miss_no_wake_up() {
         assert_eq!(reader.await.unwrap(), 2 * PER_PUBLISHER);
     }
 }
+
+/// A long publish loop yields to the runtime now and then (tokio's
+/// cooperative budget), so subscriptions on the same thread keep up instead
+/// of waiting for the loop to end.
+#[tokio::test(flavor = "current_thread")]
+async fn a_publish_loop_lets_subscribers_run() {
+    let p = provider(100_000, 100);
+    let mut sub = p.subscribe("events.t.>").await.unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(_)) = sub.next().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    for n in 0..10_000 {
+        p.publish(&ev(n)).await.unwrap();
+    }
+    let during_loop = received.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        during_loop > 5_000,
+        "the subscriber ran only {during_loop} times during a 10,000-event publish loop"
+    );
+    reader.abort();
+}
