@@ -451,9 +451,9 @@ impl Acker for MemoryAcker {
     }
 }
 
-pub(crate) fn received(d: &Delivery, stream: &Arc<str>) -> ReceivedEvent {
+pub(crate) fn received(d: Delivery, stream: &Arc<str>) -> ReceivedEvent {
     ReceivedEvent {
-        event: d.event.clone(),
+        event: d.event,
         sequence: d.sequence,
         num_delivered: d.deliveries,
         stream: stream.clone(),

@@ -14,6 +14,10 @@ use std::sync::Arc;
 pub(crate) struct MemorySubscription {
     shared: Arc<Shared>,
     consumer: Arc<Consumer>,
+    /// This subscription's own handle on the stream name: every delivery
+    /// clones it, and a handle shared by all subscriptions would make their
+    /// reference-count updates contend across cores.
+    stream: Arc<str>,
     /// Last auto-ack delivery, acknowledged on the next call or on close.
     unacked: Option<u64>,
     ephemeral: bool,
@@ -23,6 +27,7 @@ pub(crate) struct MemorySubscription {
 impl MemorySubscription {
     pub(crate) fn new(shared: Arc<Shared>, consumer: Arc<Consumer>, ephemeral: bool) -> Self {
         Self {
+            stream: Arc::from(&*shared.stream),
             shared,
             consumer,
             unacked: None,
@@ -97,7 +102,7 @@ impl Subscription for MemorySubscription {
             return Ok(None);
         };
         self.unacked = Some(delivery.sequence);
-        Ok(Some(received(&delivery, &self.shared.stream)))
+        Ok(Some(received(delivery, &self.stream)))
     }
 
     async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
@@ -109,9 +114,10 @@ impl Subscription for MemorySubscription {
             seq: delivery.sequence,
             token: delivery.token,
         };
+        let max_deliver = delivery.max_deliver;
         Ok(Some(PendingEvent::new(
-            received(&delivery, &self.shared.stream),
-            delivery.max_deliver,
+            received(delivery, &self.stream),
+            max_deliver,
             Box::new(acker),
         )))
     }
