@@ -11,6 +11,15 @@
 //! oldest in O(1), `info()` is O(1) and `history()` walks back from the
 //! newest event only as far as it needs to.
 //!
+//! Events are stored as `Arc<Event>` and delivered as the same `Arc`.
+//! [`publish`](event_core::EventProvider::publish) copies the borrowed event
+//! once; [`publish_shared`](event_core::EventProvider::publish_shared) stores
+//! the caller's `Arc` itself, and
+//! [`history_shared`](event_core::EventProvider::history_shared) returns the
+//! stored `Arc`s, so neither copies an event. A publish spends a unit of
+//! tokio's cooperative budget, so a long publish loop lets the subscriptions
+//! on its worker run.
+//!
 //! ```
 //! use event_core::{Event, EventProvider};
 //! use event_memory::{MemoryConfig, MemoryProvider};
