@@ -27,7 +27,22 @@ fn main() {
             .collect();
         let evs: Vec<Arc<Event>> = evs.into_iter().map(Arc::new).collect();
         let mut sub = p.subscribe("events.>").await.unwrap();
-        if mode == "sub" {
+        if mode == "fan" {
+            let mut subs = vec![sub];
+            for _ in 0..3 {
+                subs.push(p.subscribe("events.>").await.unwrap());
+            }
+            for chunk in evs.chunks(100) {
+                for e in chunk {
+                    p.publish_shared(e.clone()).await.unwrap();
+                }
+                for s in subs.iter_mut() {
+                    for _ in 0..chunk.len() {
+                        std::hint::black_box(s.next().await.unwrap());
+                    }
+                }
+            }
+        } else if mode == "sub" {
             for e in evs {
                 p.publish_shared(e).await.unwrap();
                 std::hint::black_box(sub.next().await.unwrap());

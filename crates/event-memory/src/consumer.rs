@@ -164,44 +164,27 @@ impl Consumer {
 
     /// The next delivery, if any is due. Redeliveries go first, then the
     /// start-policy backlog, then new events in log order.
-    pub(crate) fn try_next(&self, store: &parking_lot::Mutex<Store>) -> Next {
+    ///
+    /// `ack` acknowledges an earlier delivery first, under the same lock (the
+    /// auto-ack path: the previous event is settled when the next is asked
+    /// for).
+    pub(crate) fn try_next(&self, store: &parking_lot::Mutex<Store>, ack: Option<u64>) -> Next {
         let mut state = self.state.lock();
-        if state.deleted {
-            return Next::Deleted;
+        let freed = ack.is_some_and(|seq| state.ack(seq));
+        let next = state.try_next(store);
+        drop(state);
+        if freed {
+            // room under max_ack_pending: wake a waiting subscriber
+            self.notify.notify_waiters();
         }
-        let now = Instant::now();
-        let store = store.lock();
-        if let Some(d) = state.due_redelivery(&store, now) {
-            return Next::Delivery(d);
-        }
-        if state.lagged > 0 {
-            return Next::Lagged(std::mem::take(&mut state.lagged));
-        }
-        if state.in_flight() < state.settings.max_ack_pending {
-            while let Some(seq) = state.initial.pop_front() {
-                if let Some(entry) = store.get(seq) {
-                    let event = entry.event.clone();
-                    return Next::Delivery(state.deliver_new(seq, event, now));
-                }
-                state.lagged += 1;
-            }
-            if let Some(next) = state.next_new(&store, now) {
-                return next;
-            }
-        }
-        Next::Wait(state.next_deadline())
+        next
     }
 
     pub(crate) fn ack(&self, seq: u64) {
-        let mut state = self.state.lock();
-        let was_full = state.in_flight() >= state.settings.max_ack_pending;
-        if state.pending.remove(&seq).is_some() {
-            state.drop_stale_timers();
-            drop(state);
-            if was_full {
-                // room under max_ack_pending: wake a waiting subscriber
-                self.notify.notify_waiters();
-            }
+        let freed = self.state.lock().ack(seq);
+        if freed {
+            // room under max_ack_pending: wake a waiting subscriber
+            self.notify.notify_waiters();
         }
     }
 
@@ -247,6 +230,45 @@ impl Consumer {
 }
 
 impl State {
+    /// Acknowledges `seq`; true when that made room under a full
+    /// `max_ack_pending` (waiting subscribers should be woken).
+    fn ack(&mut self, seq: u64) -> bool {
+        let was_full = self.in_flight() >= self.settings.max_ack_pending;
+        if self.pending.remove(&seq).is_some() {
+            self.drop_stale_timers();
+            was_full
+        } else {
+            false
+        }
+    }
+
+    fn try_next(&mut self, store: &parking_lot::Mutex<Store>) -> Next {
+        if self.deleted {
+            return Next::Deleted;
+        }
+        let now = Instant::now();
+        let store = store.lock();
+        if let Some(d) = self.due_redelivery(&store, now) {
+            return Next::Delivery(d);
+        }
+        if self.lagged > 0 {
+            return Next::Lagged(std::mem::take(&mut self.lagged));
+        }
+        if self.in_flight() < self.settings.max_ack_pending {
+            while let Some(seq) = self.initial.pop_front() {
+                if let Some(entry) = store.get(seq) {
+                    let event = entry.event.clone();
+                    return Next::Delivery(self.deliver_new(seq, event, now));
+                }
+                self.lagged += 1;
+            }
+            if let Some(next) = self.next_new(&store, now) {
+                return next;
+            }
+        }
+        Next::Wait(self.next_deadline())
+    }
+
     fn in_flight(&self) -> u64 {
         self.pending.len() as u64
     }

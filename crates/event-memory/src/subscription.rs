@@ -39,6 +39,7 @@ impl MemorySubscription {
     async fn fetch(&mut self) -> Result<Option<Delivery>> {
         loop {
             if self.closed {
+                self.ack_previous();
                 return Ok(None);
             }
             // fast path: something is due now
@@ -71,7 +72,8 @@ impl MemorySubscription {
     }
 
     fn poll_consumer(&mut self) -> Result<Polled> {
-        match self.consumer.try_next(&self.shared.store) {
+        // the previous auto-ack delivery is settled under the same lock
+        match self.consumer.try_next(&self.shared.store, self.unacked.take()) {
             Next::Delivery(d) => Ok(Polled::Ready(Some(d))),
             Next::Lagged(missed) => {
                 self.shared
@@ -97,7 +99,7 @@ impl MemorySubscription {
 #[async_trait]
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Result<Option<ReceivedEvent>> {
-        self.ack_previous();
+        // `fetch` acknowledges the previous delivery (see `poll_consumer`)
         let Some(delivery) = self.fetch().await? else {
             return Ok(None);
         };
