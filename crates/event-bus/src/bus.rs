@@ -308,7 +308,9 @@ impl EventBus {
         let provider = &inner.provider;
         let sequence = match (stored.or_else(|| plain.clone()), options) {
             (Some(shared), Some(options)) => {
-                provider.publish_shared_with_options(shared, options).await?
+                provider
+                    .publish_shared_with_options(shared, options)
+                    .await?
             }
             (Some(shared), None) => provider.publish_shared(shared).await?,
             (None, Some(options)) => provider.publish_with_options(event, options).await?,

@@ -1108,9 +1108,7 @@ pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFacto
         .subscribe(&p.category_subject("shared"))
         .await
         .expect("subscribe");
-    let e = std::sync::Arc::new(
-        event(&*p, "shared", "t", 1).with_metadata("trace", "abc"),
-    );
+    let e = std::sync::Arc::new(event(&*p, "shared", "t", 1).with_metadata("trace", "abc"));
     let seq = p
         .publish_shared(std::sync::Arc::clone(&e))
         .await

@@ -406,7 +406,6 @@ mod tests {
         assert!(checked > 200_000);
     }
 
-
     fn m(filter: &str, subject: &str) -> bool {
         SubjectPattern::parse(filter).unwrap().matches(subject)
     }

@@ -322,7 +322,9 @@ mod tests {
     fn dedup_is_bounded_in_entries_and_time() {
         let mut store = Store::new(100, Duration::from_millis(30), 4);
         for n in 0..10 {
-            store.append(Some(&format!("id{n}")), None, ev(n), 1, 0).unwrap();
+            store
+                .append(Some(&format!("id{n}")), None, ev(n), 1, 0)
+                .unwrap();
         }
         assert_eq!(store.dedup_len(), 4, "entry bound");
         assert!(matches!(

@@ -73,7 +73,10 @@ impl MemorySubscription {
 
     fn poll_consumer(&mut self) -> Result<Polled> {
         // the previous auto-ack delivery is settled under the same lock
-        match self.consumer.try_next(&self.shared.store, self.unacked.take()) {
+        match self
+            .consumer
+            .try_next(&self.shared.store, self.unacked.take())
+        {
             Next::Delivery(d) => Ok(Polled::Ready(Some(d))),
             Next::Lagged(missed) => {
                 self.shared

@@ -299,9 +299,15 @@ async fn custom_prefix_is_enforced() {
 async fn publish_shared_delivers_the_same_arc_without_a_copy() {
     let p = provider(100, 100);
     let mut live = p.subscribe("events.t.>").await.unwrap();
-    let mut durable = p.subscribe_durable("shared-reader", "events.t.>").await.unwrap();
+    let mut durable = p
+        .subscribe_durable("shared-reader", "events.t.>")
+        .await
+        .unwrap();
     let event = std::sync::Arc::new(ev(1));
-    let seq = p.publish_shared(std::sync::Arc::clone(&event)).await.unwrap();
+    let seq = p
+        .publish_shared(std::sync::Arc::clone(&event))
+        .await
+        .unwrap();
     for sub in [&mut live, &mut durable] {
         let got = sub.next().await.unwrap().unwrap();
         assert_eq!(got.sequence, seq);
