@@ -13,6 +13,7 @@ use event_core::{Error, EventEncryptor, Result};
 use parking_lot::RwLock;
 use serde_json::Value;
 
+use crate::codec;
 use crate::envelope::{EncryptedPayload, EnvelopeRef, FORMAT_VERSION};
 use crate::key::{EncryptionKey, KEY_LEN, describe_b64};
 
@@ -274,10 +275,10 @@ impl Aes256GcmEncryptor {
         let nonce = Nonce::try_generate().map_err(|err| {
             Error::Encryption(format!("system random number generator failed: {err}"))
         })?;
-        let aad = associated_data(&key.id, event_id);
-        key.cipher
-            .encrypt_in_place(&nonce, &aad, &mut buffer)
-            .map_err(|_| {
+        with_associated_data(&key.id, event_id, |aad| {
+            key.cipher.encrypt_in_place(&nonce, aad, &mut buffer)
+        })
+        .map_err(|_| {
                 Error::Encryption(format!(
                     "event {event_id:?}: payload of {} bytes is too large for AES-GCM",
                     buffer.len()
@@ -288,7 +289,7 @@ impl Aes256GcmEncryptor {
             version: FORMAT_VERSION,
             key_id: key.id.clone(),
             nonce: STANDARD.encode(nonce.as_slice()),
-            ciphertext: STANDARD.encode(&buffer),
+            ciphertext: codec::engine().encode(&buffer),
         })
     }
 
@@ -306,7 +307,7 @@ impl Aes256GcmEncryptor {
         }
 
         let mut buffer = Vec::with_capacity(envelope.ciphertext.len() / 4 * 3 + 3);
-        STANDARD
+        codec::engine()
             .decode_vec(envelope.ciphertext, &mut buffer)
             .map_err(|err| {
                 Error::Decryption(format!(
@@ -322,10 +323,10 @@ impl Aes256GcmEncryptor {
             )));
         }
 
-        let aad = associated_data(&key.id, event_id);
-        key.cipher
-            .decrypt_in_place(&nonce, &aad, &mut buffer)
-            .map_err(|_| {
+        with_associated_data(&key.id, event_id, |aad| {
+            key.cipher.decrypt_in_place(&nonce, aad, &mut buffer)
+        })
+        .map_err(|_| {
                 Error::Decryption(format!(
                     "event {event_id:?}: authentication failed under key {:?}: wrong key, \
                      tampered envelope, or a payload that belongs to another event",
@@ -372,16 +373,48 @@ fn decode_nonce(encoded: &str, out: &mut Nonce<U12>) -> std::result::Result<usiz
     Ok(len)
 }
 
+/// Associated data up to this many bytes (ids up to ~80 bytes together) is
+/// built on the stack; longer ids take a heap buffer.
+const AAD_INLINE: usize = 128;
+
+/// Calls `f` with the associated data of a payload:
 /// `prefix || len(key_id) || key_id || len(event_id) || event_id`, lengths
 /// as 8-byte big-endian integers.
+fn with_associated_data<R>(key_id: &str, event_id: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    let len = AAD_PREFIX.len() + 16 + key_id.len() + event_id.len();
+    if len <= AAD_INLINE {
+        let mut inline = [0u8; AAD_INLINE];
+        let aad = &mut inline[..len];
+        write_associated_data(aad, key_id, event_id);
+        f(aad)
+    } else {
+        let mut heap = vec![0u8; len];
+        write_associated_data(&mut heap, key_id, event_id);
+        f(&heap)
+    }
+}
+
+/// Writes the associated data into `out`, which is exactly its length.
+fn write_associated_data(out: &mut [u8], key_id: &str, event_id: &str) {
+    let parts: [&[u8]; 5] = [
+        AAD_PREFIX,
+        &(key_id.len() as u64).to_be_bytes(),
+        key_id.as_bytes(),
+        &(event_id.len() as u64).to_be_bytes(),
+        event_id.as_bytes(),
+    ];
+    let mut at = 0;
+    for part in parts {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    debug_assert_eq!(at, out.len());
+}
+
+/// The associated data as an owned buffer (for tests).
+#[cfg(test)]
 fn associated_data(key_id: &str, event_id: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + 16 + key_id.len() + event_id.len());
-    aad.extend_from_slice(AAD_PREFIX);
-    aad.extend_from_slice(&(key_id.len() as u64).to_be_bytes());
-    aad.extend_from_slice(key_id.as_bytes());
-    aad.extend_from_slice(&(event_id.len() as u64).to_be_bytes());
-    aad.extend_from_slice(event_id.as_bytes());
-    aad
+    with_associated_data(key_id, event_id, <[u8]>::to_vec)
 }
 
 impl EventEncryptor for Aes256GcmEncryptor {

@@ -92,6 +92,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod codec;
 mod encryptor;
 mod envelope;
 mod key;
