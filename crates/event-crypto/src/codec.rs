@@ -52,6 +52,64 @@ mod imp {
 
 pub(crate) use imp::engine;
 
+use base64::Engine as _;
+
+/// Data up to this many bytes (payloads up to ~2 KiB, whole) is encoded
+/// from a stack copy in one call; longer data takes about a dozen chunks
+/// first (a chunk costs a call and a short scalar tail).
+const TAIL: usize = 2048;
+
+/// Why [`encode_tail_in_place`] could not encode (never expected: a bug).
+#[derive(Debug)]
+pub(crate) struct LayoutError;
+
+/// Encodes `buf[start..]` as padded standard base64 into `buf` itself and
+/// returns it as the text, without a second buffer.
+///
+/// `buf.len()` must be exactly the encoded length of the `buf.len() - start`
+/// data bytes at its end. The output grows 4/3 as fast as the input is
+/// consumed and starts `start` (about a third of the data) ahead of it, so
+/// encoding front to back in chunks that fit in the gap between the written
+/// text and the unread data never overwrites unread data; each chunk is a
+/// whole number of 3-byte groups, so the chunks concatenate to the one-shot
+/// encoding. The gap shrinks by a quarter per chunk; the last two KiB are
+/// encoded from a stack copy.
+pub(crate) fn encode_tail_in_place(
+    mut buf: Vec<u8>,
+    start: usize,
+) -> Result<String, LayoutError> {
+    let total = buf.len();
+    let data_len = total.checked_sub(start).ok_or(LayoutError)?;
+    if base64::encoded_len(data_len, true) != Some(total) {
+        return Err(LayoutError);
+    }
+    let mut read = start;
+    let mut written = 0;
+    while total - read > TAIL {
+        // Whole groups whose text fits in the gap (at least a quarter of
+        // the remaining data, by the length check above).
+        let fits = (read - written) / 4 * 3;
+        let chunk = fits.min(total - read) / 3 * 3;
+        let (text, data) = buf.split_at_mut(read);
+        let text = text.get_mut(written..).ok_or(LayoutError)?;
+        let data = data.get(..chunk).ok_or(LayoutError)?;
+        written += engine().encode_slice(data, text).map_err(|_| LayoutError)?;
+        read += chunk;
+        if chunk == 0 {
+            return Err(LayoutError);
+        }
+    }
+    let mut rest = [0u8; TAIL];
+    let rest = &mut rest[..total - read];
+    rest.copy_from_slice(&buf[read..]);
+    let text = buf.get_mut(written..).ok_or(LayoutError)?;
+    written += engine().encode_slice(&*rest, text).map_err(|_| LayoutError)?;
+    if written != total {
+        return Err(LayoutError);
+    }
+    String::from_utf8(buf).map_err(|_| LayoutError)
+}
+
 #[cfg(test)]
 mod tests {
     use base64::Engine as _;
@@ -70,6 +128,24 @@ mod tests {
                 (x >> 24) as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn in_place_encoding_matches_the_standard_engine() {
+        let lengths = (0..2000).chain([4095, 4096, 65_536 + 16, 100_001, 1 << 20]);
+        for len in lengths {
+            let data = bytes(len, !(len as u64));
+            let total = base64::encoded_len(len, true).unwrap();
+            let start = total - len;
+            let mut buf = vec![0u8; start];
+            buf.extend_from_slice(&data);
+            let text = super::encode_tail_in_place(buf, start).unwrap();
+            assert_eq!(text, STANDARD.encode(&data), "len {len}");
+        }
+        // A buffer of the wrong size is an error, not a panic or bad text.
+        assert!(super::encode_tail_in_place(vec![0; 10], 2).is_err());
+        assert!(super::encode_tail_in_place(vec![0; 10], 11).is_err());
+        assert!(super::encode_tail_in_place(vec![0; 8], 0).is_err());
     }
 
     #[test]

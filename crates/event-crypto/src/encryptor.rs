@@ -235,9 +235,7 @@ impl Aes256GcmEncryptor {
     /// [`Error::Encryption`] if the system RNG fails or the input exceeds
     /// AES-GCM's limit (64 GiB).
     pub fn encrypt_bytes(&self, event_id: &str, plaintext: &[u8]) -> Result<EncryptedPayload> {
-        let mut buffer = Vec::with_capacity(plaintext.len() + TAG_LEN);
-        buffer.extend_from_slice(plaintext);
-        self.seal(event_id, buffer)
+        self.seal(event_id, plaintext)
     }
 
     /// Decrypts an envelope for the event `event_id` to the raw plaintext
@@ -268,28 +266,47 @@ impl Aes256GcmEncryptor {
         )))
     }
 
-    /// Encrypts the bytes of a serialized payload in place (appending the
-    /// tag) and wraps them in an envelope.
-    fn seal(&self, event_id: &str, mut buffer: Vec<u8>) -> Result<EncryptedPayload> {
+    /// Encrypts `plaintext` and wraps it in an envelope.
+    ///
+    /// One buffer, sized for the base64 text: the plaintext is copied to its
+    /// end, encrypted there in place with the tag appended, and base64-encoded
+    /// front to back over itself (see [`codec::encode_tail_in_place`]); the
+    /// buffer then becomes the envelope's `ciphertext` string.
+    fn seal(&self, event_id: &str, plaintext: &[u8]) -> Result<EncryptedPayload> {
+        let too_large = || {
+            Error::Encryption(format!(
+                "event {event_id:?}: payload of {} bytes is too large for AES-GCM",
+                plaintext.len()
+            ))
+        };
+        let sealed_len = plaintext.len().checked_add(TAG_LEN).ok_or_else(too_large)?;
+        let text_len = base64::encoded_len(sealed_len, true).ok_or_else(too_large)?;
+        let start = text_len - sealed_len;
+
         let key = self.active();
         let nonce = Nonce::try_generate().map_err(|err| {
             Error::Encryption(format!("system random number generator failed: {err}"))
         })?;
-        with_associated_data(&key.id, event_id, |aad| {
-            key.cipher.encrypt_in_place(&nonce, aad, &mut buffer)
+        let mut buffer = Vec::with_capacity(text_len);
+        buffer.resize(start, 0);
+        buffer.extend_from_slice(plaintext);
+        let tag = with_associated_data(&key.id, event_id, |aad| {
+            key.cipher
+                .encrypt_inout_detached(&nonce, aad, buffer[start..].as_mut().into())
         })
-        .map_err(|_| {
-                Error::Encryption(format!(
-                    "event {event_id:?}: payload of {} bytes is too large for AES-GCM",
-                    buffer.len()
-                ))
-            })?;
+        .map_err(|_| too_large())?;
+        buffer.extend_from_slice(&tag);
+        let ciphertext = codec::encode_tail_in_place(buffer, start).map_err(|_| {
+            Error::Encryption(format!(
+                "event {event_id:?}: internal error: base64 buffer layout"
+            ))
+        })?;
         Ok(EncryptedPayload {
             encrypted: true,
             version: FORMAT_VERSION,
             key_id: key.id.clone(),
             nonce: STANDARD.encode(nonce.as_slice()),
-            ciphertext: codec::engine().encode(&buffer),
+            ciphertext,
         })
     }
 
@@ -425,8 +442,7 @@ impl EventEncryptor for Aes256GcmEncryptor {
                 "event {event_id:?}: payload is not serializable: {err}"
             ))
         })?;
-        buffer.reserve_exact(TAG_LEN);
-        Ok(self.seal(event_id, buffer)?.into_value())
+        Ok(self.seal(event_id, &buffer)?.into_value())
     }
 
     fn decrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
