@@ -74,10 +74,7 @@ pub(crate) struct LayoutError;
 /// whole number of 3-byte groups, so the chunks concatenate to the one-shot
 /// encoding. The gap shrinks by a quarter per chunk; the last two KiB are
 /// encoded from a stack copy.
-pub(crate) fn encode_tail_in_place(
-    mut buf: Vec<u8>,
-    start: usize,
-) -> Result<String, LayoutError> {
+pub(crate) fn encode_tail_in_place(mut buf: Vec<u8>, start: usize) -> Result<String, LayoutError> {
     let total = buf.len();
     let data_len = total.checked_sub(start).ok_or(LayoutError)?;
     if base64::encoded_len(data_len, true) != Some(total) {
@@ -103,7 +100,9 @@ pub(crate) fn encode_tail_in_place(
     let rest = &mut rest[..total - read];
     rest.copy_from_slice(&buf[read..]);
     let text = buf.get_mut(written..).ok_or(LayoutError)?;
-    written += engine().encode_slice(&*rest, text).map_err(|_| LayoutError)?;
+    written += engine()
+        .encode_slice(&*rest, text)
+        .map_err(|_| LayoutError)?;
     if written != total {
         return Err(LayoutError);
     }

@@ -344,12 +344,12 @@ impl Aes256GcmEncryptor {
             key.cipher.decrypt_in_place(&nonce, aad, &mut buffer)
         })
         .map_err(|_| {
-                Error::Decryption(format!(
-                    "event {event_id:?}: authentication failed under key {:?}: wrong key, \
+            Error::Decryption(format!(
+                "event {event_id:?}: authentication failed under key {:?}: wrong key, \
                      tampered envelope, or a payload that belongs to another event",
-                    key.id
-                ))
-            })?;
+                key.id
+            ))
+        })?;
         Ok(buffer)
     }
 }
