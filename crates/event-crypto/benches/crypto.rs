@@ -14,7 +14,13 @@
 //!   [`decrypt_bytes`](Aes256GcmEncryptor::decrypt_bytes) of the same bytes:
 //!   our crypto path (nonce, AAD, key ring, base64, envelope) without JSON;
 //! - `json_only`: serialize + parse the payload with no crypto, the part of
-//!   the `encryptor` cost that any `Value -> Value` encryptor must pay.
+//!   the `encryptor` cost that any `Value -> Value` encryptor must pay;
+//! - `base64_simd` / `base64_scalar`: base64 encode + strict decode of
+//!   `ciphertext || tag` alone (payload size + 16 bytes), with the `base64`
+//!   crate's runtime-detected SIMD engine (what the encryptor uses) and with
+//!   its scalar `STANDARD` engine, no crypto: the part of `encryptor_bytes`
+//!   that the envelope format (base64 text in JSON) costs on top of
+//!   `raw_aes_gcm`.
 //!
 //! Run: `cargo bench -p event-crypto --bench crypto -- --warm-up-time 1 --measurement-time 3`
 
@@ -22,6 +28,8 @@ use std::hint::black_box;
 
 use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use event_core::EventEncryptor;
 use event_crypto::Aes256GcmEncryptor;
@@ -118,6 +126,37 @@ fn bench(c: &mut Criterion) {
                         .expect("encrypt")
                         .into_value();
                     black_box(encryptor.decrypt_bytes(EVENT_ID, &sealed).expect("decrypt"))
+                });
+            },
+        );
+
+        let sealed_len = bytes.len() + 16;
+        let ciphertext: Vec<u8> = bytes.iter().copied().cycle().take(sealed_len).collect();
+        // The engine the encryptor uses (see src/codec.rs).
+        #[cfg(any(
+            target_arch = "x86_64",
+            all(target_arch = "aarch64", target_feature = "neon")
+        ))]
+        {
+            let simd = base64::engine::Simd::standard(base64::engine::general_purpose::PAD);
+            group.bench_with_input(
+                BenchmarkId::new("base64_simd", label),
+                &ciphertext,
+                |b, ciphertext| {
+                    b.iter(|| {
+                        let text = simd.encode(ciphertext);
+                        black_box(simd.decode(&text).expect("decode"))
+                    });
+                },
+            );
+        }
+        group.bench_with_input(
+            BenchmarkId::new("base64_scalar", label),
+            &ciphertext,
+            |b, ciphertext| {
+                b.iter(|| {
+                    let text = STANDARD.encode(ciphertext);
+                    black_box(STANDARD.decode(&text).expect("decode"))
                 });
             },
         );

@@ -13,6 +13,7 @@ use event_core::{Error, EventEncryptor, Result};
 use parking_lot::RwLock;
 use serde_json::Value;
 
+use crate::codec;
 use crate::envelope::{EncryptedPayload, EnvelopeRef, FORMAT_VERSION};
 use crate::key::{EncryptionKey, KEY_LEN, describe_b64};
 
@@ -234,9 +235,7 @@ impl Aes256GcmEncryptor {
     /// [`Error::Encryption`] if the system RNG fails or the input exceeds
     /// AES-GCM's limit (64 GiB).
     pub fn encrypt_bytes(&self, event_id: &str, plaintext: &[u8]) -> Result<EncryptedPayload> {
-        let mut buffer = Vec::with_capacity(plaintext.len() + TAG_LEN);
-        buffer.extend_from_slice(plaintext);
-        self.seal(event_id, buffer)
+        self.seal(event_id, plaintext)
     }
 
     /// Decrypts an envelope for the event `event_id` to the raw plaintext
@@ -267,28 +266,47 @@ impl Aes256GcmEncryptor {
         )))
     }
 
-    /// Encrypts the bytes of a serialized payload in place (appending the
-    /// tag) and wraps them in an envelope.
-    fn seal(&self, event_id: &str, mut buffer: Vec<u8>) -> Result<EncryptedPayload> {
+    /// Encrypts `plaintext` and wraps it in an envelope.
+    ///
+    /// One buffer, sized for the base64 text: the plaintext is copied to its
+    /// end, encrypted there in place with the tag appended, and base64-encoded
+    /// front to back over itself (see [`codec::encode_tail_in_place`]); the
+    /// buffer then becomes the envelope's `ciphertext` string.
+    fn seal(&self, event_id: &str, plaintext: &[u8]) -> Result<EncryptedPayload> {
+        let too_large = || {
+            Error::Encryption(format!(
+                "event {event_id:?}: payload of {} bytes is too large for AES-GCM",
+                plaintext.len()
+            ))
+        };
+        let sealed_len = plaintext.len().checked_add(TAG_LEN).ok_or_else(too_large)?;
+        let text_len = base64::encoded_len(sealed_len, true).ok_or_else(too_large)?;
+        let start = text_len - sealed_len;
+
         let key = self.active();
         let nonce = Nonce::try_generate().map_err(|err| {
             Error::Encryption(format!("system random number generator failed: {err}"))
         })?;
-        let aad = associated_data(&key.id, event_id);
-        key.cipher
-            .encrypt_in_place(&nonce, &aad, &mut buffer)
-            .map_err(|_| {
-                Error::Encryption(format!(
-                    "event {event_id:?}: payload of {} bytes is too large for AES-GCM",
-                    buffer.len()
-                ))
-            })?;
+        let mut buffer = Vec::with_capacity(text_len);
+        buffer.resize(start, 0);
+        buffer.extend_from_slice(plaintext);
+        let tag = with_associated_data(&key.id, event_id, |aad| {
+            key.cipher
+                .encrypt_inout_detached(&nonce, aad, buffer[start..].as_mut().into())
+        })
+        .map_err(|_| too_large())?;
+        buffer.extend_from_slice(&tag);
+        let ciphertext = codec::encode_tail_in_place(buffer, start).map_err(|_| {
+            Error::Encryption(format!(
+                "event {event_id:?}: internal error: base64 buffer layout"
+            ))
+        })?;
         Ok(EncryptedPayload {
             encrypted: true,
             version: FORMAT_VERSION,
             key_id: key.id.clone(),
             nonce: STANDARD.encode(nonce.as_slice()),
-            ciphertext: STANDARD.encode(&buffer),
+            ciphertext,
         })
     }
 
@@ -306,7 +324,7 @@ impl Aes256GcmEncryptor {
         }
 
         let mut buffer = Vec::with_capacity(envelope.ciphertext.len() / 4 * 3 + 3);
-        STANDARD
+        codec::engine()
             .decode_vec(envelope.ciphertext, &mut buffer)
             .map_err(|err| {
                 Error::Decryption(format!(
@@ -322,16 +340,16 @@ impl Aes256GcmEncryptor {
             )));
         }
 
-        let aad = associated_data(&key.id, event_id);
-        key.cipher
-            .decrypt_in_place(&nonce, &aad, &mut buffer)
-            .map_err(|_| {
-                Error::Decryption(format!(
-                    "event {event_id:?}: authentication failed under key {:?}: wrong key, \
+        with_associated_data(&key.id, event_id, |aad| {
+            key.cipher.decrypt_in_place(&nonce, aad, &mut buffer)
+        })
+        .map_err(|_| {
+            Error::Decryption(format!(
+                "event {event_id:?}: authentication failed under key {:?}: wrong key, \
                      tampered envelope, or a payload that belongs to another event",
-                    key.id
-                ))
-            })?;
+                key.id
+            ))
+        })?;
         Ok(buffer)
     }
 }
@@ -372,16 +390,48 @@ fn decode_nonce(encoded: &str, out: &mut Nonce<U12>) -> std::result::Result<usiz
     Ok(len)
 }
 
+/// Associated data up to this many bytes (ids up to ~80 bytes together) is
+/// built on the stack; longer ids take a heap buffer.
+const AAD_INLINE: usize = 128;
+
+/// Calls `f` with the associated data of a payload:
 /// `prefix || len(key_id) || key_id || len(event_id) || event_id`, lengths
 /// as 8-byte big-endian integers.
+fn with_associated_data<R>(key_id: &str, event_id: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    let len = AAD_PREFIX.len() + 16 + key_id.len() + event_id.len();
+    if len <= AAD_INLINE {
+        let mut inline = [0u8; AAD_INLINE];
+        let aad = &mut inline[..len];
+        write_associated_data(aad, key_id, event_id);
+        f(aad)
+    } else {
+        let mut heap = vec![0u8; len];
+        write_associated_data(&mut heap, key_id, event_id);
+        f(&heap)
+    }
+}
+
+/// Writes the associated data into `out`, which is exactly its length.
+fn write_associated_data(out: &mut [u8], key_id: &str, event_id: &str) {
+    let parts: [&[u8]; 5] = [
+        AAD_PREFIX,
+        &(key_id.len() as u64).to_be_bytes(),
+        key_id.as_bytes(),
+        &(event_id.len() as u64).to_be_bytes(),
+        event_id.as_bytes(),
+    ];
+    let mut at = 0;
+    for part in parts {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    debug_assert_eq!(at, out.len());
+}
+
+/// The associated data as an owned buffer (for tests).
+#[cfg(test)]
 fn associated_data(key_id: &str, event_id: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + 16 + key_id.len() + event_id.len());
-    aad.extend_from_slice(AAD_PREFIX);
-    aad.extend_from_slice(&(key_id.len() as u64).to_be_bytes());
-    aad.extend_from_slice(key_id.as_bytes());
-    aad.extend_from_slice(&(event_id.len() as u64).to_be_bytes());
-    aad.extend_from_slice(event_id.as_bytes());
-    aad
+    with_associated_data(key_id, event_id, <[u8]>::to_vec)
 }
 
 impl EventEncryptor for Aes256GcmEncryptor {
@@ -392,8 +442,7 @@ impl EventEncryptor for Aes256GcmEncryptor {
                 "event {event_id:?}: payload is not serializable: {err}"
             ))
         })?;
-        buffer.reserve_exact(TAG_LEN);
-        Ok(self.seal(event_id, buffer)?.into_value())
+        Ok(self.seal(event_id, &buffer)?.into_value())
     }
 
     fn decrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {

@@ -126,7 +126,21 @@ impl<'a> EnvelopeRef<'a> {
                 kind(value)
             )));
         };
-        match map.get("encrypted") {
+        // One pass over the fields instead of a lookup per field.
+        let mut fields: [Option<&'a Value>; 5] = [None; 5];
+        for (name, value) in map {
+            let slot = match name.as_str() {
+                "encrypted" => 0,
+                "version" => 1,
+                "keyId" => 2,
+                "nonce" => 3,
+                "ciphertext" => 4,
+                _ => continue,
+            };
+            fields[slot] = Some(value);
+        }
+        let [encrypted, version, key_id, nonce, ciphertext] = fields;
+        match encrypted {
             Some(Value::Bool(true)) => {}
             Some(Value::Bool(false)) => {
                 return Err(Error::Decryption(
@@ -145,7 +159,7 @@ impl<'a> EnvelopeRef<'a> {
                 ));
             }
         }
-        let version = match map.get("version") {
+        let version = match version {
             None => return Err(missing("version")),
             Some(v) => v.as_u64().ok_or_else(|| {
                 Error::Decryption(format!(
@@ -161,15 +175,15 @@ impl<'a> EnvelopeRef<'a> {
         }
         Ok(Self {
             version: FORMAT_VERSION,
-            key_id: string_field(map, "keyId")?,
-            nonce: string_field(map, "nonce")?,
-            ciphertext: string_field(map, "ciphertext")?,
+            key_id: string_field(key_id, "keyId")?,
+            nonce: string_field(nonce, "nonce")?,
+            ciphertext: string_field(ciphertext, "ciphertext")?,
         })
     }
 }
 
-fn string_field<'a>(map: &'a Map<String, Value>, field: &str) -> Result<&'a str> {
-    match map.get(field) {
+fn string_field<'a>(value: Option<&'a Value>, field: &str) -> Result<&'a str> {
+    match value {
         Some(Value::String(s)) => Ok(s),
         Some(other) => Err(Error::Decryption(format!(
             "malformed envelope: `{field}` must be a string, got {}",

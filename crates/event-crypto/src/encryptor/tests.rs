@@ -548,3 +548,53 @@ fn bytes_round_trip_and_interop_with_the_value_api() {
         "{msg}"
     );
 }
+
+// ---- compatibility ----
+
+/// Envelopes written by an earlier build (before the SIMD base64 engine and
+/// the stack-built associated data) under key `[0x42; 32]`, id `k1`: every
+/// envelope ever written must keep decrypting.
+#[test]
+fn envelopes_from_earlier_builds_still_decrypt() {
+    let e = Aes256GcmEncryptor::new("k1", &[0x42; 32]);
+    let sealed = json!({
+        "ciphertext": "8c8kE1iL7T+kBK0jBQpak2yzsGIk8xuByCPGk+EnNuGJJbHmN0cB5FEqC1CyUo35gonS5AngR96WniGurgOzhOzXarWekj975TU4G8e06KDWgW4=",
+        "encrypted": true, "keyId": "k1", "nonce": "k+g3huU7w5Iy66Uu", "version": 1
+    });
+    assert_eq!(
+        e.decrypt("evt-kat-1", &sealed).unwrap(),
+        json!({"card": "4111 1111 1111 1111", "amount": 4200, "note": "päyløad ✓"})
+    );
+    assert!(e.decrypt("evt-kat-2", &sealed).is_err());
+
+    let sealed = json!({
+        "ciphertext": "jPEXtLO/CGDA2SCNLcYEBWzawsPQRfOHjIDZ9EXTX2urujleK4Tgzoj7aPUXxjzBuNWovU1UuTTlkI0wJfFX2cQgQPeuDnuxwl28QKKCX3QYTfqYdh8E8OAo+pgWwqqXQ2yxZFDPS+t/MlHRGOAeSCwgqmdnizVetM9p6bJZKaSAad+Clw+TOf3TdbxZSQipHIZ/uS/Rj1i3HcjLxhhe1t5udSdSnoB8FVNPDoSde4nWZ9HxsHIPr/z1Hk1wnQORv7jXPLlkn/WVV+lWp01iF5V7Zvd6/XLpPgz1rJfyW0D29hnNvAa4hhwEqWtD9cWGhzHoug1K87E8LvthT3p+6TJm0mdpSe1IZLLtla0CqGQ=",
+        "encrypted": true, "keyId": "k1", "nonce": "glQp2NJ8ecbddcjT", "version": 1
+    });
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    assert_eq!(e.decrypt_bytes("evt-kat-2", &sealed).unwrap(), all_bytes);
+}
+
+/// Ids too long for the stack-built associated data take the heap path,
+/// with the same layout.
+#[test]
+fn long_ids_round_trip() {
+    let long_key = "k".repeat(300);
+    let long_event = "e".repeat(1000);
+    let aad = associated_data(&long_key, &long_event);
+    assert_eq!(aad.len(), AAD_PREFIX.len() + 16 + 1300);
+    assert!(aad.starts_with(AAD_PREFIX));
+    assert!(aad.ends_with(long_event.as_bytes()));
+    let short = associated_data("k1", "evt-1");
+    let mut expected = AAD_PREFIX.to_vec();
+    expected.extend_from_slice(&2u64.to_be_bytes());
+    expected.extend_from_slice(b"k1");
+    expected.extend_from_slice(&5u64.to_be_bytes());
+    expected.extend_from_slice(b"evt-1");
+    assert_eq!(short, expected);
+
+    let e = Aes256GcmEncryptor::new(long_key.clone(), &K1);
+    let sealed = e.encrypt(&long_event, &payload()).unwrap();
+    assert_eq!(e.decrypt(&long_event, &sealed).unwrap(), payload());
+    assert!(e.decrypt("evt-1", &sealed).is_err());
+}
