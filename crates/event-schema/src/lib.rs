@@ -117,6 +117,7 @@ mod checker;
 mod compatibility;
 mod memory;
 mod registry;
+mod required;
 mod schema;
 mod validate;
 

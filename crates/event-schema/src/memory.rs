@@ -92,6 +92,17 @@ struct TypeEntry {
 }
 
 impl Inner {
+    /// Keeps the type table at most about half full, so that a validation's
+    /// lookup nearly always probes a single group (a table near its maximum
+    /// load probes several). Snapshots are cloned with the same capacity.
+    fn with_headroom(mut self) -> Self {
+        let len = self.types.len();
+        if self.types.capacity() < 2 * len {
+            self.types.reserve(len);
+        }
+        self
+    }
+
     fn level_for(&self, event_type: &str) -> Compatibility {
         self.types
             .get(event_type)
@@ -109,29 +120,43 @@ impl Inner {
 struct TypeHasher(u64);
 
 impl Hasher for TypeHasher {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0xf135_7aea_2e62_a9c5;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        let mut hash = self.0;
+        let mut rest = bytes;
+        while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+            hash = mix(hash, u64::from_le_bytes(*word));
+            rest = tail;
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        // The last 1..=7 bytes in one word, read without a copy loop.
+        if let (Some(first), Some(last)) = (rest.first_chunk::<4>(), rest.last_chunk::<4>()) {
+            let word = u64::from(u32::from_le_bytes(*first))
+                | (u64::from(u32::from_le_bytes(*last)) << 32);
+            hash = mix(hash, word);
+        } else if let [first, .., last] = rest {
+            let middle = rest.get(rest.len() / 2).copied().unwrap_or(0);
+            let word = u64::from(*first) | (u64::from(middle) << 8) | (u64::from(*last) << 16);
+            hash = mix(hash, word | ((rest.len() as u64) << 24));
+        } else if let [only] = rest {
+            hash = mix(hash, u64::from(*only) | (1 << 24));
         }
+        self.0 = hash;
     }
 
+    #[inline]
     fn write_u8(&mut self, byte: u8) {
-        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0xf135_7aea_2e62_a9c5);
+        self.0 = mix(self.0, u64::from(byte));
     }
 
+    #[inline]
     fn finish(&self) -> u64 {
         self.0.rotate_left(26)
     }
+}
+
+#[inline]
+fn mix(hash: u64, word: u64) -> u64 {
+    (hash ^ word).wrapping_mul(0xf135_7aea_2e62_a9c5)
 }
 
 fn schema_error(event_type: &str, version: u32, reason: impl Into<String>) -> Error {
@@ -180,13 +205,14 @@ impl MemorySchemaRegistry {
         let mut current = self.inner.write();
         let mut next = Inner::clone(&current);
         let out = change(&mut next)?;
-        *current = Arc::new(next);
+        *current = Arc::new(next.with_headroom());
         self.generation.fetch_add(1, Ordering::Release);
         Ok(out)
     }
 
     /// Runs `f` on the current snapshot: the calling thread's cached one when
     /// it is still current, otherwise a fresh one (cached for next time).
+    #[inline]
     fn with_snapshot<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
         // Loaded before the snapshot is read: a snapshot tagged with an older
         // generation than it is only causes one extra refresh.
@@ -196,21 +222,27 @@ impl MemorySchemaRegistry {
                 // Re-entered on this thread (not done by this crate): bypass the cache.
                 return f(&self.inner.read());
             };
-            let current = slot
+            if let Some(cached) = slot
                 .as_ref()
-                .is_some_and(|c| c.registry == self.id && c.generation == generation);
-            if !current {
-                *slot = Some(CachedSnapshot {
-                    registry: self.id,
-                    generation,
-                    snapshot: Arc::clone(&self.inner.read()),
-                });
+                .filter(|c| c.registry == self.id && c.generation == generation)
+            {
+                return f(&cached.snapshot);
             }
-            match slot.as_ref() {
-                Some(cached) => f(&cached.snapshot),
-                None => f(&self.inner.read()),
-            }
+            f(self.refresh(&mut slot, generation))
         })
+    }
+
+    /// Replaces the thread's cached snapshot with the current one.
+    #[cold]
+    #[inline(never)]
+    fn refresh<'a>(&self, slot: &'a mut Option<CachedSnapshot>, generation: u64) -> &'a Inner {
+        &slot
+            .insert(CachedSnapshot {
+                registry: self.id,
+                generation,
+                snapshot: Arc::clone(&self.inner.read()),
+            })
+            .snapshot
     }
 
     /// The policy for typed events without a registered schema.
@@ -238,45 +270,60 @@ impl MemorySchemaRegistry {
     /// [`SchemaValidator`] are in scope).
     pub fn validate(&self, event: &Event) -> Result<()> {
         if event.event_type.is_empty() {
-            return match self.untyped {
-                UntypedPolicy::Allow => Ok(()),
-                UntypedPolicy::Reject => Err(validation_error(
-                    event,
-                    String::new(),
-                    "untyped event refused: this registry requires an event type \
-                     (UntypedPolicy::Reject)"
-                        .to_owned(),
-                )),
-            };
+            return self.validate_untyped(event);
         }
-        self.with_snapshot(|inner| self.validate_in(inner, event))
+        // The closure returns one word: `Error` is large, and moving it out
+        // of the thread-local access on every call cost more than the lookup.
+        self.with_snapshot(|inner| {
+            match inner
+                .types
+                .get(event.event_type.as_str())
+                .and_then(|t| t.versions.get(&event.version))
+            {
+                Some(compiled) if compiled.is_valid(&event.payload) => Ok(()),
+                Some(compiled) => Err(Box::new(compiled.error(event))),
+                None if self.unknown_types == UnknownTypePolicy::Allow => Ok(()),
+                None => Err(Box::new(Self::unknown_type_error(inner, event))),
+            }
+        })
+        .map_err(|error| *error)
     }
 
-    fn validate_in(&self, inner: &Inner, event: &Event) -> Result<()> {
-        let entry = inner.types.get(event.event_type.as_str());
-        match entry.and_then(|t| t.versions.get(&event.version)) {
-            Some(compiled) => compiled.validate(event),
-            None => match self.unknown_types {
-                UnknownTypePolicy::Allow => Ok(()),
-                UnknownTypePolicy::Reject => {
-                    let reason = match entry.filter(|t| !t.versions.is_empty()) {
-                        None => format!(
-                            "no schema is registered for event type `{}` \
-                             (UnknownTypePolicy::Reject)",
-                            event.event_type
-                        ),
-                        Some(t) => format!(
-                            "event type `{}` has no schema version {} (registered: {:?}; \
-                             UnknownTypePolicy::Reject)",
-                            event.event_type,
-                            event.version,
-                            t.versions.keys().collect::<Vec<_>>()
-                        ),
-                    };
-                    Err(validation_error(event, String::new(), reason))
-                }
-            },
+    /// [`validate`](Self::validate) for an event without a type.
+    fn validate_untyped(&self, event: &Event) -> Result<()> {
+        match self.untyped {
+            UntypedPolicy::Allow => Ok(()),
+            UntypedPolicy::Reject => Err(validation_error(
+                event,
+                String::new(),
+                "untyped event refused: this registry requires an event type \
+                 (UntypedPolicy::Reject)"
+                    .to_owned(),
+            )),
         }
+    }
+
+    /// The refusal of a typed event without a schema, under
+    /// [`UnknownTypePolicy::Reject`].
+    #[cold]
+    #[inline(never)]
+    fn unknown_type_error(inner: &Inner, event: &Event) -> Error {
+        let entry = inner.types.get(event.event_type.as_str());
+        let reason = match entry.filter(|t| !t.versions.is_empty()) {
+            None => format!(
+                "no schema is registered for event type `{}` \
+                 (UnknownTypePolicy::Reject)",
+                event.event_type
+            ),
+            Some(t) => format!(
+                "event type `{}` has no schema version {} (registered: {:?}; \
+                 UnknownTypePolicy::Reject)",
+                event.event_type,
+                event.version,
+                t.versions.keys().collect::<Vec<_>>()
+            ),
+        };
+        validation_error(event, String::new(), reason)
     }
 
     /// Checks `candidate` against the earlier versions in `entry` under
@@ -343,7 +390,7 @@ impl SchemaRegistry for MemorySchemaRegistry {
             .or_default()
             .versions
             .insert(version, Arc::new(compiled));
-        *current = Arc::new(next);
+        *current = Arc::new(next.with_headroom());
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
