@@ -115,6 +115,7 @@
 
 mod checker;
 mod compatibility;
+mod index;
 mod memory;
 mod registry;
 mod required;

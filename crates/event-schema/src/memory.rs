@@ -2,6 +2,7 @@
 
 use crate::checker::check_evolution;
 use crate::compatibility::Compatibility;
+use crate::index::TypeIndex;
 use crate::registry::{SchemaRegistry, UnknownTypePolicy, UntypedPolicy};
 use crate::schema::EventSchema;
 use crate::validate::{CompiledSchema, validation_error};
@@ -9,7 +10,6 @@ use event_core::{Error, Event, Result, SchemaValidator};
 use parking_lot::RwLock;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// allocating and without taking a lock or touching a shared cache line in
 /// the common case (each thread keeps the snapshot it last used, tagged with
 /// the registry's generation, and refreshes it when the registry changed).
+/// Each snapshot carries a lookup table built for validation (a half-full
+/// open-addressing table keyed by the type name's length and first and last
+/// eight bytes, so that names of up to 16 bytes are found without hashing
+/// the whole name or calling `memcmp`). Schemas with required fields and no
+/// JSON Schema are checked without `jsonschema`, by one merge of the
+/// payload's sorted keys with the sorted names.
 /// Registration is serialised (check and swap happen under one write lock,
 /// so two racing registrations cannot both pass a check against a stale
 /// latest version). A thread keeps the last snapshot it used alive until it
@@ -81,8 +87,11 @@ thread_local! {
 
 #[derive(Debug, Default, Clone)]
 struct Inner {
-    types: HashMap<String, TypeEntry, BuildHasherDefault<TypeHasher>>,
+    types: HashMap<String, TypeEntry>,
     default_level: Compatibility,
+    /// `types` laid out for validation; rebuilt by [`Inner::reindexed`]
+    /// whenever a changed copy is published.
+    index: TypeIndex,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -92,14 +101,17 @@ struct TypeEntry {
 }
 
 impl Inner {
-    /// Keeps the type table at most about half full, so that a validation's
-    /// lookup nearly always probes a single group (a table near its maximum
-    /// load probes several). Snapshots are cloned with the same capacity.
-    fn with_headroom(mut self) -> Self {
-        let len = self.types.len();
-        if self.types.capacity() < 2 * len {
-            self.types.reserve(len);
-        }
+    /// This state with its validation index rebuilt from `types`.
+    fn reindexed(mut self) -> Self {
+        self.index = TypeIndex::build(self.types.iter().map(|(name, entry)| {
+            (
+                name.as_str(),
+                entry
+                    .versions
+                    .iter()
+                    .map(|(version, compiled)| (*version, compiled)),
+            )
+        }));
         self
     }
 
@@ -109,54 +121,6 @@ impl Inner {
             .and_then(|t| t.level)
             .unwrap_or(self.default_level)
     }
-}
-
-/// A fast multiplicative hash for event-type names (FxHash-style).
-///
-/// Lookups happen on every validated event; SipHash would be a measurable
-/// part of validating a small payload. Flooding is not a concern: only
-/// registered types are inserted, and publishers merely look names up.
-#[derive(Default)]
-struct TypeHasher(u64);
-
-impl Hasher for TypeHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = self.0;
-        let mut rest = bytes;
-        while let Some((word, tail)) = rest.split_first_chunk::<8>() {
-            hash = mix(hash, u64::from_le_bytes(*word));
-            rest = tail;
-        }
-        // The last 1..=7 bytes in one word, read without a copy loop.
-        if let (Some(first), Some(last)) = (rest.first_chunk::<4>(), rest.last_chunk::<4>()) {
-            let word = u64::from(u32::from_le_bytes(*first))
-                | (u64::from(u32::from_le_bytes(*last)) << 32);
-            hash = mix(hash, word);
-        } else if let [first, .., last] = rest {
-            let middle = rest.get(rest.len() / 2).copied().unwrap_or(0);
-            let word = u64::from(*first) | (u64::from(middle) << 8) | (u64::from(*last) << 16);
-            hash = mix(hash, word | ((rest.len() as u64) << 24));
-        } else if let [only] = rest {
-            hash = mix(hash, u64::from(*only) | (1 << 24));
-        }
-        self.0 = hash;
-    }
-
-    #[inline]
-    fn write_u8(&mut self, byte: u8) {
-        self.0 = mix(self.0, u64::from(byte));
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
-
-#[inline]
-fn mix(hash: u64, word: u64) -> u64 {
-    (hash ^ word).wrapping_mul(0xf135_7aea_2e62_a9c5)
 }
 
 fn schema_error(event_type: &str, version: u32, reason: impl Into<String>) -> Error {
@@ -205,7 +169,7 @@ impl MemorySchemaRegistry {
         let mut current = self.inner.write();
         let mut next = Inner::clone(&current);
         let out = change(&mut next)?;
-        *current = Arc::new(next.with_headroom());
+        *current = Arc::new(next.reindexed());
         self.generation.fetch_add(1, Ordering::Release);
         Ok(out)
     }
@@ -274,18 +238,14 @@ impl MemorySchemaRegistry {
         }
         // The closure returns one word: `Error` is large, and moving it out
         // of the thread-local access on every call cost more than the lookup.
-        self.with_snapshot(|inner| {
-            match inner
-                .types
-                .get(event.event_type.as_str())
-                .and_then(|t| t.versions.get(&event.version))
-            {
+        self.with_snapshot(
+            |inner| match inner.index.get(&event.event_type, event.version) {
                 Some(compiled) if compiled.is_valid(&event.payload) => Ok(()),
                 Some(compiled) => Err(Box::new(compiled.error(event))),
                 None if self.unknown_types == UnknownTypePolicy::Allow => Ok(()),
                 None => Err(Box::new(Self::unknown_type_error(inner, event))),
-            }
-        })
+            },
+        )
         .map_err(|error| *error)
     }
 
@@ -390,7 +350,7 @@ impl SchemaRegistry for MemorySchemaRegistry {
             .or_default()
             .versions
             .insert(version, Arc::new(compiled));
-        *current = Arc::new(next.with_headroom());
+        *current = Arc::new(next.reindexed());
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
