@@ -2,6 +2,9 @@
 //! `jsonschema` crate used directly on the same payload, in the same run.
 //!
 //! `cargo bench -p event-schema --bench validation -- --warm-up-time 1 --measurement-time 3`
+//!
+//! For load-independent instruction counts of the same two cases, run
+//! `examples/validate_loop.rs` under `valgrind --tool=callgrind` (see there).
 #![allow(missing_docs)]
 
 use criterion::{Criterion, criterion_group};

@@ -115,8 +115,10 @@
 
 mod checker;
 mod compatibility;
+mod index;
 mod memory;
 mod registry;
+mod required;
 mod schema;
 mod validate;
 

@@ -2,6 +2,7 @@
 
 use crate::checker::check_evolution;
 use crate::compatibility::Compatibility;
+use crate::index::TypeIndex;
 use crate::registry::{SchemaRegistry, UnknownTypePolicy, UntypedPolicy};
 use crate::schema::EventSchema;
 use crate::validate::{CompiledSchema, validation_error};
@@ -9,7 +10,6 @@ use event_core::{Error, Event, Result, SchemaValidator};
 use parking_lot::RwLock;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// allocating and without taking a lock or touching a shared cache line in
 /// the common case (each thread keeps the snapshot it last used, tagged with
 /// the registry's generation, and refreshes it when the registry changed).
+/// Each snapshot carries a lookup table built for validation (a half-full
+/// open-addressing table keyed by the type name's length and first and last
+/// eight bytes, so that names of up to 16 bytes are found without hashing
+/// the whole name or calling `memcmp`). Schemas with required fields and no
+/// JSON Schema are checked without `jsonschema`, by one merge of the
+/// payload's sorted keys with the sorted names.
 /// Registration is serialised (check and swap happen under one write lock,
 /// so two racing registrations cannot both pass a check against a stale
 /// latest version). A thread keeps the last snapshot it used alive until it
@@ -81,8 +87,11 @@ thread_local! {
 
 #[derive(Debug, Default, Clone)]
 struct Inner {
-    types: HashMap<String, TypeEntry, BuildHasherDefault<TypeHasher>>,
+    types: HashMap<String, TypeEntry>,
     default_level: Compatibility,
+    /// `types` laid out for validation; rebuilt by [`Inner::reindexed`]
+    /// whenever a changed copy is published.
+    index: TypeIndex,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -92,45 +101,25 @@ struct TypeEntry {
 }
 
 impl Inner {
+    /// This state with its validation index rebuilt from `types`.
+    fn reindexed(mut self) -> Self {
+        self.index = TypeIndex::build(self.types.iter().map(|(name, entry)| {
+            (
+                name.as_str(),
+                entry
+                    .versions
+                    .iter()
+                    .map(|(version, compiled)| (*version, compiled)),
+            )
+        }));
+        self
+    }
+
     fn level_for(&self, event_type: &str) -> Compatibility {
         self.types
             .get(event_type)
             .and_then(|t| t.level)
             .unwrap_or(self.default_level)
-    }
-}
-
-/// A fast multiplicative hash for event-type names (FxHash-style).
-///
-/// Lookups happen on every validated event; SipHash would be a measurable
-/// part of validating a small payload. Flooding is not a concern: only
-/// registered types are inserted, and publishers merely look names up.
-#[derive(Default)]
-struct TypeHasher(u64);
-
-impl Hasher for TypeHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0xf135_7aea_2e62_a9c5;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(K);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(K);
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0xf135_7aea_2e62_a9c5);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
     }
 }
 
@@ -180,13 +169,14 @@ impl MemorySchemaRegistry {
         let mut current = self.inner.write();
         let mut next = Inner::clone(&current);
         let out = change(&mut next)?;
-        *current = Arc::new(next);
+        *current = Arc::new(next.reindexed());
         self.generation.fetch_add(1, Ordering::Release);
         Ok(out)
     }
 
     /// Runs `f` on the current snapshot: the calling thread's cached one when
     /// it is still current, otherwise a fresh one (cached for next time).
+    #[inline]
     fn with_snapshot<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
         // Loaded before the snapshot is read: a snapshot tagged with an older
         // generation than it is only causes one extra refresh.
@@ -196,21 +186,27 @@ impl MemorySchemaRegistry {
                 // Re-entered on this thread (not done by this crate): bypass the cache.
                 return f(&self.inner.read());
             };
-            let current = slot
+            if let Some(cached) = slot
                 .as_ref()
-                .is_some_and(|c| c.registry == self.id && c.generation == generation);
-            if !current {
-                *slot = Some(CachedSnapshot {
-                    registry: self.id,
-                    generation,
-                    snapshot: Arc::clone(&self.inner.read()),
-                });
+                .filter(|c| c.registry == self.id && c.generation == generation)
+            {
+                return f(&cached.snapshot);
             }
-            match slot.as_ref() {
-                Some(cached) => f(&cached.snapshot),
-                None => f(&self.inner.read()),
-            }
+            f(self.refresh(&mut slot, generation))
         })
+    }
+
+    /// Replaces the thread's cached snapshot with the current one.
+    #[cold]
+    #[inline(never)]
+    fn refresh<'a>(&self, slot: &'a mut Option<CachedSnapshot>, generation: u64) -> &'a Inner {
+        &slot
+            .insert(CachedSnapshot {
+                registry: self.id,
+                generation,
+                snapshot: Arc::clone(&self.inner.read()),
+            })
+            .snapshot
     }
 
     /// The policy for typed events without a registered schema.
@@ -238,45 +234,56 @@ impl MemorySchemaRegistry {
     /// [`SchemaValidator`] are in scope).
     pub fn validate(&self, event: &Event) -> Result<()> {
         if event.event_type.is_empty() {
-            return match self.untyped {
-                UntypedPolicy::Allow => Ok(()),
-                UntypedPolicy::Reject => Err(validation_error(
-                    event,
-                    String::new(),
-                    "untyped event refused: this registry requires an event type \
-                     (UntypedPolicy::Reject)"
-                        .to_owned(),
-                )),
-            };
+            return self.validate_untyped(event);
         }
-        self.with_snapshot(|inner| self.validate_in(inner, event))
+        // The closure returns one word: `Error` is large, and moving it out
+        // of the thread-local access on every call cost more than the lookup.
+        self.with_snapshot(
+            |inner| match inner.index.get(&event.event_type, event.version) {
+                Some(compiled) if compiled.is_valid(&event.payload) => Ok(()),
+                Some(compiled) => Err(Box::new(compiled.error(event))),
+                None if self.unknown_types == UnknownTypePolicy::Allow => Ok(()),
+                None => Err(Box::new(Self::unknown_type_error(inner, event))),
+            },
+        )
+        .map_err(|error| *error)
     }
 
-    fn validate_in(&self, inner: &Inner, event: &Event) -> Result<()> {
-        let entry = inner.types.get(event.event_type.as_str());
-        match entry.and_then(|t| t.versions.get(&event.version)) {
-            Some(compiled) => compiled.validate(event),
-            None => match self.unknown_types {
-                UnknownTypePolicy::Allow => Ok(()),
-                UnknownTypePolicy::Reject => {
-                    let reason = match entry.filter(|t| !t.versions.is_empty()) {
-                        None => format!(
-                            "no schema is registered for event type `{}` \
-                             (UnknownTypePolicy::Reject)",
-                            event.event_type
-                        ),
-                        Some(t) => format!(
-                            "event type `{}` has no schema version {} (registered: {:?}; \
-                             UnknownTypePolicy::Reject)",
-                            event.event_type,
-                            event.version,
-                            t.versions.keys().collect::<Vec<_>>()
-                        ),
-                    };
-                    Err(validation_error(event, String::new(), reason))
-                }
-            },
+    /// [`validate`](Self::validate) for an event without a type.
+    fn validate_untyped(&self, event: &Event) -> Result<()> {
+        match self.untyped {
+            UntypedPolicy::Allow => Ok(()),
+            UntypedPolicy::Reject => Err(validation_error(
+                event,
+                String::new(),
+                "untyped event refused: this registry requires an event type \
+                 (UntypedPolicy::Reject)"
+                    .to_owned(),
+            )),
         }
+    }
+
+    /// The refusal of a typed event without a schema, under
+    /// [`UnknownTypePolicy::Reject`].
+    #[cold]
+    #[inline(never)]
+    fn unknown_type_error(inner: &Inner, event: &Event) -> Error {
+        let entry = inner.types.get(event.event_type.as_str());
+        let reason = match entry.filter(|t| !t.versions.is_empty()) {
+            None => format!(
+                "no schema is registered for event type `{}` \
+                 (UnknownTypePolicy::Reject)",
+                event.event_type
+            ),
+            Some(t) => format!(
+                "event type `{}` has no schema version {} (registered: {:?}; \
+                 UnknownTypePolicy::Reject)",
+                event.event_type,
+                event.version,
+                t.versions.keys().collect::<Vec<_>>()
+            ),
+        };
+        validation_error(event, String::new(), reason)
     }
 
     /// Checks `candidate` against the earlier versions in `entry` under
@@ -343,7 +350,7 @@ impl SchemaRegistry for MemorySchemaRegistry {
             .or_default()
             .versions
             .insert(version, Arc::new(compiled));
-        *current = Arc::new(next);
+        *current = Arc::new(next.reindexed());
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
