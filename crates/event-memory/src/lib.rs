@@ -18,7 +18,8 @@
 //! [`history_shared`](event_core::EventProvider::history_shared) returns the
 //! stored `Arc`s, so neither copies an event. A publish spends a unit of
 //! tokio's cooperative budget, so a long publish loop lets the subscriptions
-//! on its worker run.
+//! on its worker run; a publish may therefore return `Pending` once in a
+//! while (wrap it in `tokio::task::unconstrained` to opt out).
 //!
 //! ```
 //! use event_core::{Event, EventProvider};

@@ -220,8 +220,8 @@ impl MemoryProvider {
 /// runtime worker until it ends, starving the subscriptions it just woke
 /// (tokio runs a woken task on the waker's worker when it can). Like
 /// tokio's own channels, a publish spends a unit of the task's cooperative
-/// budget and yields once the budget is used up; outside a tokio runtime this
-/// never yields.
+/// budget and yields once the budget is used up (outside a tokio runtime, or
+/// inside `tokio::task::unconstrained`, it never yields).
 async fn cooperate() {
     tokio::task::consume_budget().await;
 }

@@ -3,8 +3,11 @@
 //!
 //! `cargo bench -p event-schema --bench validation -- --warm-up-time 1 --measurement-time 3`
 //!
-//! For load-independent instruction counts of the same two cases, run
-//! `examples/validate_loop.rs` under `valgrind --tool=callgrind` (see there).
+//! For load-independent instruction counts, run one case in criterion's
+//! profile mode under callgrind and divide a function's inclusive count by
+//! its calls (`callgrind_annotate --inclusive=yes`):
+//! `valgrind --tool=callgrind target/release/deps/validation-<hash> --bench
+//! --profile-time 3 required_fields/registry_validate`.
 #![allow(missing_docs)]
 
 use criterion::{Criterion, criterion_group};
