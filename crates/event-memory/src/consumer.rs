@@ -168,10 +168,22 @@ impl Consumer {
     /// `ack` acknowledges an earlier delivery first, under the same lock (the
     /// auto-ack path: the previous event is settled when the next is asked
     /// for).
-    pub(crate) fn try_next(&self, store: &parking_lot::Mutex<Store>, ack: Option<u64>) -> Next {
+    ///
+    /// `untracked` delivers a new event without putting it in flight: no ack
+    /// is expected, no timer is set. The auto-ack path of an ephemeral
+    /// consumer uses it: its one subscription acknowledges a delivery when it
+    /// asks for the next one, before anything could be redelivered to it, so
+    /// tracking would be unobservable; if the subscription goes away first,
+    /// so does the consumer.
+    pub(crate) fn try_next(
+        &self,
+        store: &parking_lot::Mutex<Store>,
+        ack: Option<u64>,
+        untracked: bool,
+    ) -> Next {
         let mut state = self.state.lock();
         let freed = ack.is_some_and(|seq| state.ack(seq));
-        let next = state.try_next(store);
+        let next = state.try_next(store, untracked);
         drop(state);
         if freed {
             // room under max_ack_pending: wake a waiting subscriber
@@ -242,27 +254,32 @@ impl State {
         }
     }
 
-    fn try_next(&mut self, store: &parking_lot::Mutex<Store>) -> Next {
+    fn try_next(&mut self, store: &parking_lot::Mutex<Store>, untracked: bool) -> Next {
         if self.deleted {
             return Next::Deleted;
         }
-        let now = Instant::now();
+        // the clock is needed only for timers: none are pending and an
+        // untracked delivery sets none
+        let now = (!untracked || !self.pending.is_empty()).then(Instant::now);
         let store = store.lock();
-        if let Some(d) = self.due_redelivery(&store, now) {
+        if let Some(now) = now
+            && let Some(d) = self.due_redelivery(&store, now)
+        {
             return Next::Delivery(d);
         }
         if self.lagged > 0 {
             return Next::Lagged(std::mem::take(&mut self.lagged));
         }
+        let track = if untracked { None } else { now };
         if self.in_flight() < self.settings.max_ack_pending {
             while let Some(seq) = self.initial.pop_front() {
                 if let Some(entry) = store.get(seq) {
                     let event = entry.event.clone();
-                    return Next::Delivery(self.deliver_new(seq, event, now));
+                    return Next::Delivery(self.deliver_new(seq, event, track));
                 }
                 self.lagged += 1;
             }
-            if let Some(next) = self.next_new(&store, now) {
+            if let Some(next) = self.next_new(&store, track) {
                 return next;
             }
         }
@@ -321,20 +338,26 @@ impl State {
         timer.map(|(_, seq, _)| seq)
     }
 
-    fn deliver_new(&mut self, seq: u64, event: Arc<Event>, now: Instant) -> Delivery {
-        self.next_token += 1;
-        let token = self.next_token;
-        let deadline = after(now, self.settings.in_flight_wait(1));
-        self.pending.insert(
-            seq,
-            Pending {
-                deliveries: 1,
-                deadline,
-                token,
-                phase: Phase::InFlight,
-            },
-        );
-        self.fifo.push_back((deadline, seq, token));
+    /// A first delivery of `seq`, in flight from `track` (the current time)
+    /// until settled; `None` delivers it untracked (see
+    /// [`Consumer::try_next`]).
+    fn deliver_new(&mut self, seq: u64, event: Arc<Event>, track: Option<Instant>) -> Delivery {
+        let mut token = 0;
+        if let Some(now) = track {
+            self.next_token += 1;
+            token = self.next_token;
+            let deadline = after(now, self.settings.in_flight_wait(1));
+            self.pending.insert(
+                seq,
+                Pending {
+                    deliveries: 1,
+                    deadline,
+                    token,
+                    phase: Phase::InFlight,
+                },
+            );
+            self.fifo.push_back((deadline, seq, token));
+        }
         Delivery {
             event,
             sequence: seq,
@@ -379,7 +402,7 @@ impl State {
         None
     }
 
-    fn next_new(&mut self, store: &Store, now: Instant) -> Option<Next> {
+    fn next_new(&mut self, store: &Store, track: Option<Instant>) -> Option<Next> {
         if self.next_seq < store.first_seq() {
             self.lagged += store.first_seq() - self.next_seq;
             self.next_seq = store.first_seq();
@@ -393,7 +416,7 @@ impl State {
             if let Some(entry) = store.get(seq) {
                 if self.settings.filter.matches(&entry.event.subject) {
                     let event = entry.event.clone();
-                    return Some(Next::Delivery(self.deliver_new(seq, event, now)));
+                    return Some(Next::Delivery(self.deliver_new(seq, event, track)));
                 }
             }
         }

@@ -36,14 +36,15 @@ impl MemorySubscription {
         }
     }
 
-    async fn fetch(&mut self) -> Result<Option<Delivery>> {
+    /// The next delivery; `auto_ack` for [`Subscription::next`].
+    async fn fetch(&mut self, auto_ack: bool) -> Result<Option<Delivery>> {
         loop {
             if self.closed {
                 self.ack_previous();
                 return Ok(None);
             }
             // fast path: something is due now
-            if let Polled::Ready(d) = self.poll_consumer()? {
+            if let Polled::Ready(d) = self.poll_consumer(auto_ack)? {
                 return Ok(d);
             }
             // register for wake-ups, then look again so nothing slips between
@@ -53,7 +54,7 @@ impl MemorySubscription {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (published, _waiting) = shared.published.register();
-            let deadline = match self.poll_consumer()? {
+            let deadline = match self.poll_consumer(auto_ack)? {
                 Polled::Ready(d) => return Ok(d),
                 Polled::Wait(deadline) => deadline,
             };
@@ -71,12 +72,13 @@ impl MemorySubscription {
         }
     }
 
-    fn poll_consumer(&mut self) -> Result<Polled> {
+    fn poll_consumer(&mut self, auto_ack: bool) -> Result<Polled> {
         // the previous auto-ack delivery is settled under the same lock
-        match self
-            .consumer
-            .try_next(&self.shared.store, self.unacked.take())
-        {
+        match self.consumer.try_next(
+            &self.shared.store,
+            self.unacked.take(),
+            auto_ack && self.ephemeral,
+        ) {
             Next::Delivery(d) => Ok(Polled::Ready(Some(d))),
             Next::Lagged(missed) => {
                 self.shared
@@ -103,15 +105,19 @@ impl MemorySubscription {
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Result<Option<ReceivedEvent>> {
         // `fetch` acknowledges the previous delivery (see `poll_consumer`)
-        let Some(delivery) = self.fetch().await? else {
+        let Some(delivery) = self.fetch(true).await? else {
             return Ok(None);
         };
-        self.unacked = Some(delivery.sequence);
+        // untracked deliveries (token 0, ephemeral consumers) need no ack;
+        // redeliveries and durables' deliveries do
+        if delivery.token != 0 {
+            self.unacked = Some(delivery.sequence);
+        }
         Ok(Some(received(delivery, &self.stream)))
     }
 
     async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
-        let Some(delivery) = self.fetch().await? else {
+        let Some(delivery) = self.fetch(false).await? else {
             return Ok(None);
         };
         let acker = MemoryAcker {

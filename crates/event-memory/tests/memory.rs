@@ -390,3 +390,35 @@ async fn a_publish_loop_lets_subscribers_run() {
     );
     reader.abort();
 }
+
+/// On an ephemeral subscription, auto-ack deliveries need no tracking, but a
+/// manual delivery left unsettled is still redelivered after `ack_wait`,
+/// also when the subscription reads on with `next`.
+#[tokio::test]
+async fn ephemeral_mixing_manual_and_auto_ack_keeps_manual_redelivery() {
+    let p = provider(100, 100);
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(200)),
+        deliver_policy: DeliverPolicy::All,
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_with_options("events.t.>", &options)
+        .await
+        .unwrap();
+    publish(&p, 0..2).await;
+    let manual = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(manual.received.event.payload["n"], 0);
+    let auto = sub.next().await.unwrap().unwrap();
+    assert_eq!(auto.event.payload["n"], 1);
+    let again = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the unsettled manual delivery was not redelivered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.event.payload["n"].as_u64(), again.num_delivered),
+        (Some(0), 2)
+    );
+    drop(manual);
+}
