@@ -11,13 +11,20 @@
 //! - `publish_only`: store not full vs store full (every publish evicts);
 //! - `history`: newest 100 of a filter matching 10% of 100,000 events, as
 //!   owned copies (`history`) and as shared `Arc`s (`history_shared`);
-//! - `subject_match`: `SubjectPattern::matches`.
+//! - `subject_match`: `SubjectPattern::matches`;
+//! - then a paired report (`paired/...` lines): the publish cases run
+//!   alternately round after round, with the median of per-round ratios,
+//!   which is steadier than separate criterion runs on a shared machine.
+//!
+//! Each publish case times one run of N events from a provider (or raw
+//! channel) with its subscribers already created, to the last delivery.
 
 use a3s_event::provider::memory::{MemoryConfig, MemoryProvider};
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use event_core::{Event, EventProvider, SubjectPattern, Subscription};
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
 const N: usize = 10_000;
@@ -103,127 +110,157 @@ async fn publish_to(
     (p, left)
 }
 
-fn publish_one_subscriber(c: &mut Criterion) {
+type Raw = (
+    tokio::sync::broadcast::Sender<Arc<Event>>,
+    Vec<tokio::sync::broadcast::Receiver<Arc<Event>>>,
+);
+
+/// The raw baseline's channel: a `tokio::sync::broadcast` of `Arc<Event>`
+/// with `k` receivers.
+fn raw_channel(k: usize) -> Raw {
+    let (tx, _) = tokio::sync::broadcast::channel::<Arc<Event>>(N * 2);
+    let rxs = (0..k).map(|_| tx.subscribe()).collect();
+    (tx, rxs)
+}
+
+/// The raw baseline of [`publish_to`]: sends `evs` to every receiver, copied
+/// into a new `Arc` (`owned == false`, as `publish(&Event)` copies) or moved
+/// in. The receivers keep what they get until after the measurement, as the
+/// provider's store keeps its events: neither side frees events while timed.
+async fn raw_to(
+    (tx, rxs): Raw,
+    evs: Vec<Event>,
+    owned: bool,
+) -> (Vec<Vec<Arc<Event>>>, Vec<Event>) {
+    let consumers: Vec<_> = rxs
+        .into_iter()
+        .map(|mut rx| {
+            tokio::spawn(async move {
+                let mut kept = Vec::with_capacity(N);
+                for _ in 0..N {
+                    kept.push(rx.recv().await.expect("recv"));
+                }
+                kept
+            })
+        })
+        .collect();
+    let mut left = Vec::new();
+    if owned {
+        for e in evs {
+            tx.send(Arc::new(e)).expect("send");
+        }
+    } else {
+        for e in &evs {
+            tx.send(Arc::new(e.clone())).expect("send");
+        }
+        left = evs;
+    }
+    let mut kept = Vec::new();
+    for c in consumers {
+        kept.push(c.await.expect("consumer"));
+    }
+    (kept, left)
+}
+
+/// The four cases of one subscriber count: (name, ours?, owned?).
+const CASES: [(&str, bool, bool); 4] = [
+    ("raw_broadcast_arc", false, false),
+    ("memory_provider", true, false),
+    ("raw_broadcast_arc_owned", false, true),
+    ("memory_provider_shared", true, true),
+];
+
+/// One timed run of a case with `k` subscribers, set up outside the timing.
+fn run_case(rt: &Runtime, template: &[Event], k: usize, ours: bool, owned: bool) -> Duration {
+    let evs = template.to_vec();
+    if ours {
+        let (p, subs) = rt.block_on(async { with_subscribers(k) });
+        let (elapsed, leftovers) = rt.block_on(async {
+            let start = Instant::now();
+            let out = publish_to(p, subs, evs, owned).await;
+            (start.elapsed(), out)
+        });
+        drop(leftovers);
+        elapsed
+    } else {
+        let raw = raw_channel(k);
+        let (elapsed, leftovers) = rt.block_on(async {
+            let start = Instant::now();
+            let out = raw_to(raw, evs, owned).await;
+            (start.elapsed(), out)
+        });
+        drop(leftovers);
+        elapsed
+    }
+}
+
+fn subscribers_group(c: &mut Criterion, name: &str, k: usize) {
     let rt = runtime();
     let template = events(N, 1);
-    let mut group = c.benchmark_group("publish_1_sub");
-    group.throughput(Throughput::Elements(N as u64));
-    group.bench_function("raw_broadcast_arc", |b| {
-        b.to_async(&rt).iter_batched(
-            || {
-                let (tx, rx) = tokio::sync::broadcast::channel::<Arc<Event>>(N * 2);
-                (template.clone(), tx, rx)
-            },
-            |(evs, tx, mut rx)| async move {
-                let consumer = tokio::spawn(async move {
-                    for _ in 0..N {
-                        black_box(rx.recv().await.expect("recv"));
-                    }
-                });
-                for e in &evs {
-                    tx.send(Arc::new(e.clone())).expect("send");
-                }
-                consumer.await.expect("consumer");
-                evs // dropped outside the measurement
-            },
-            BatchSize::PerIteration,
-        );
-    });
-    group.bench_function("memory_provider", |b| {
-        b.to_async(&rt).iter_batched(
-            || (with_subscribers(1), template.clone()),
-            |((p, subs), evs)| publish_to(p, subs, evs, false),
-            BatchSize::PerIteration,
-        );
-    });
-    group.bench_function("raw_broadcast_arc_owned", |b| {
-        b.to_async(&rt).iter_batched(
-            || {
-                let (tx, rx) = tokio::sync::broadcast::channel::<Arc<Event>>(N * 2);
-                (template.clone(), tx, rx)
-            },
-            |(evs, tx, mut rx)| async move {
-                let consumer = tokio::spawn(async move {
-                    let mut kept = Vec::with_capacity(N);
-                    for _ in 0..N {
-                        kept.push(rx.recv().await.expect("recv"));
-                    }
-                    kept
-                });
-                for e in evs {
-                    tx.send(Arc::new(e)).expect("send");
-                }
-                // the provider keeps its events in the store: keep them here
-                // too, so that neither side frees events inside the measurement
-                consumer.await.expect("consumer")
-            },
-            BatchSize::PerIteration,
-        );
-    });
-    group.bench_function("memory_provider_shared", |b| {
-        b.to_async(&rt).iter_batched(
-            || (with_subscribers(1), template.clone()),
-            |((p, subs), evs)| publish_to(p, subs, evs, true),
-            BatchSize::PerIteration,
-        );
-    });
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements((N * k) as u64));
+    for (case, ours, owned) in CASES {
+        group.bench_function(case, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| run_case(&rt, &template, k, ours, owned))
+                    .sum()
+            });
+        });
+    }
     group.finish();
 }
 
+fn publish_one_subscriber(c: &mut Criterion) {
+    subscribers_group(c, "publish_1_sub", 1);
+}
+
 fn fanout_four(c: &mut Criterion) {
+    subscribers_group(c, "fanout_4", 4);
+}
+
+/// Paired report: the four cases run alternately, round after round (the
+/// order rotating), so that load changes on a shared machine hit all of them
+/// alike; prints the median rate of each and the median of the per-round
+/// ratios ours/raw, borrowed and owned.
+fn paired_report() {
+    const ROUNDS: usize = 31;
     let rt = runtime();
     let template = events(N, 1);
-    let mut group = c.benchmark_group("fanout_4");
-    group.throughput(Throughput::Elements((N * 4) as u64));
-    group.bench_function("memory_provider", |b| {
-        b.to_async(&rt).iter_batched(
-            || (with_subscribers(4), template.clone()),
-            |((p, subs), evs)| publish_to(p, subs, evs, false),
-            BatchSize::PerIteration,
+    for (name, k) in [("publish_1_sub", 1usize), ("fanout_4", 4)] {
+        let mut times: [Vec<f64>; 4] = Default::default();
+        let mut borrowed = Vec::with_capacity(ROUNDS);
+        let mut owned = Vec::with_capacity(ROUNDS);
+        for round in 0..ROUNDS {
+            let mut t = [0f64; 4];
+            for i in 0..4 {
+                let case = (i + round) % 4;
+                let (_, ours, own) = CASES[case];
+                t[case] = run_case(&rt, &template, k, ours, own).as_secs_f64();
+            }
+            for (all, now) in times.iter_mut().zip(t) {
+                all.push(now);
+            }
+            borrowed.push(t[0] / t[1]);
+            owned.push(t[2] / t[3]);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let per_sec = |secs: f64| (N * k) as f64 / secs;
+        let mut rates = Vec::new();
+        for ((case, _, _), mut t) in CASES.iter().zip(times) {
+            rates.push(format!("{case} {:.0} k/s", per_sec(median(&mut t)) / 1e3));
+        }
+        println!(
+            "paired/{name} ({ROUNDS} rounds, medians, deliveries/s): {}; \
+             ours/raw borrowed {:.2}x, owned {:.2}x",
+            rates.join(", "),
+            median(&mut borrowed),
+            median(&mut owned)
         );
-    });
-    group.bench_function("memory_provider_shared", |b| {
-        b.to_async(&rt).iter_batched(
-            || (with_subscribers(4), template.clone()),
-            |((p, subs), evs)| publish_to(p, subs, evs, true),
-            BatchSize::PerIteration,
-        );
-    });
-    group.bench_function("raw_broadcast_arc_owned", |b| {
-        b.to_async(&rt).iter_batched(
-            || {
-                let (tx, _) = tokio::sync::broadcast::channel::<Arc<Event>>(N * 2);
-                let rxs: Vec<_> = (0..4).map(|_| tx.subscribe()).collect();
-                (template.clone(), tx, rxs)
-            },
-            |(evs, tx, rxs)| async move {
-                let consumers: Vec<_> = rxs
-                    .into_iter()
-                    .map(|mut rx| {
-                        // kept until after the measurement, as the
-                        // provider's store keeps its events
-                        tokio::spawn(async move {
-                            let mut kept = Vec::with_capacity(N);
-                            for _ in 0..N {
-                                kept.push(rx.recv().await.expect("recv"));
-                            }
-                            kept
-                        })
-                    })
-                    .collect();
-                for e in evs {
-                    tx.send(Arc::new(e)).expect("send");
-                }
-                let mut kept = Vec::new();
-                for c in consumers {
-                    kept.push(c.await.expect("consumer"));
-                }
-                kept
-            },
-            BatchSize::PerIteration,
-        );
-    });
-    group.finish();
+    }
 }
 
 fn publish_only(c: &mut Criterion) {
@@ -327,4 +364,12 @@ criterion_group! {
         .measurement_time(std::time::Duration::from_secs(3));
     targets = publish_one_subscriber, fanout_four, publish_only, history, subject_match
 }
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    // `cargo bench --bench memory -- --test` (CI smoke runs) skips the report
+    if !std::env::args().any(|a| a == "--test" || a == "--list") {
+        paired_report();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
