@@ -760,3 +760,58 @@ async fn the_dispatcher_takes_an_idle_brokers_first_event_at_once_and_lingers_on
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn queued_bursts_route_at_most_workers_at_a_time_and_all_settle() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 3,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let (now, max, done) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::all(),
+            Arc::new(InProcessSink::new("counting", {
+                let (now, max, done) = (now.clone(), max.clone(), done.clone());
+                move |_| {
+                    let (now, max, done) = (now.clone(), max.clone(), done.clone());
+                    async move {
+                        let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        max.fetch_max(running, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        done.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                }
+            })),
+        ))
+        .unwrap();
+    for _ in 0..50 {
+        broker
+            .enqueue(Arc::new(event("events.a.b", "t")))
+            .await
+            .unwrap();
+    }
+    // Two waiters at once: both return when the last event settles.
+    let other = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.wait_idle().await }
+    });
+    broker.wait_idle().await;
+    other.await.unwrap();
+    assert_eq!(done.load(Ordering::SeqCst), 50);
+    assert_eq!(max.load(Ordering::SeqCst), 3);
+    let m = broker.metrics();
+    assert_eq!(
+        (m.enqueued, m.delivered, m.in_flight, m.queue_depth),
+        (50, 50, 0, 0)
+    );
+}

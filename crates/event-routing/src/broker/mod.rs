@@ -175,13 +175,22 @@ impl Snapshot {
     }
 
     fn matching(&self, event: &Event) -> Vec<&Arc<Entry>> {
-        let mut candidates = Vec::new();
-        self.index.candidates(event, &mut candidates);
-        candidates
-            .into_iter()
+        let mut ids = Vec::new();
+        self.matching_ids(event, &mut ids);
+        ids.into_iter()
             .filter_map(|id| self.entries.get(id))
-            .filter(|e| e.filter.matches(event))
             .collect()
+    }
+
+    /// Positions in `entries` of the triggers `event` matches, ascending
+    /// (one allocation: the candidates are filtered in place).
+    fn matching_ids(&self, event: &Event, ids: &mut Vec<usize>) {
+        self.index.candidates(event, ids);
+        ids.retain(|&id| {
+            self.entries
+                .get(id)
+                .is_some_and(|e| e.filter.matches(event))
+        });
     }
 }
 
@@ -192,9 +201,29 @@ struct Core {
     /// Serialises trigger changes (readers never take it).
     writer: Mutex<()>,
     counters: Counters,
-    /// Events accepted (queue or feed) and not yet fully routed.
-    pending: AtomicUsize,
+    /// Events accepted (queue or feed), ever. Pending events are
+    /// `accepted - settled`: two counters on their own cache lines, so that
+    /// publishers (who bump `accepted`) and routing tasks on other threads
+    /// (who bump `settled`) do not pull one shared line back and forth.
+    accepted: Padded<AtomicUsize>,
+    /// Accepted events fully routed (or never queued after all).
+    settled: Padded<AtomicUsize>,
+    /// [`Broker::wait_idle`] callers waiting now; `end` notifies only then.
+    idle_waiters: Padded<AtomicUsize>,
     idle: Notify,
+}
+
+/// A value alone on its cache line (no false sharing with its neighbours).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 impl Core {
@@ -217,40 +246,58 @@ impl Core {
             return RouteResult::default();
         }
         let snapshot = self.current();
-        let matched = snapshot.matching(event);
+        let mut matched = Vec::new();
+        snapshot.matching_ids(event, &mut matched);
         Counters::add(&self.counters.routed, 1);
         Counters::add(&self.counters.matched, matched.len() as u64);
         let mut result = RouteResult {
             matched: matched.len(),
             ..RouteResult::default()
         };
-        let outcomes = futures_util::future::join_all(
-            matched
-                .iter()
-                .map(|e| deliver::deliver(&e.trigger, event, &self.counters)),
-        )
-        .await;
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Delivered => result.delivered += 1,
-                Outcome::DeadLettered => {
-                    result.failed += 1;
-                    result.dead_lettered += 1;
-                }
-                Outcome::Failed => result.failed += 1,
+        let mut tally = |outcome| match outcome {
+            Outcome::Delivered => result.delivered += 1,
+            Outcome::DeadLettered => {
+                result.failed += 1;
+                result.dead_lettered += 1;
             }
+            Outcome::Failed => result.failed += 1,
+        };
+        let mut entries = matched.iter().filter_map(|&id| snapshot.entries.get(id));
+        if let [_] = matched.as_slice()
+            && let Some(entry) = entries.next()
+        {
+            // One trigger (the common case): no `join_all` and its allocations.
+            tally(deliver::deliver(&entry.trigger, event, &self.counters).await);
+        } else {
+            let outcomes = futures_util::future::join_all(
+                entries.map(|e| deliver::deliver(&e.trigger, event, &self.counters)),
+            )
+            .await;
+            outcomes.into_iter().for_each(tally);
         }
         result
     }
 
     fn begin(&self) {
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.accepted.fetch_add(1, Ordering::SeqCst);
     }
 
     fn end(&self) {
-        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+        self.settled.fetch_add(1, Ordering::SeqCst);
+        // SeqCst pairs with `wait_idle`: either it sees this event settled,
+        // or this sees it waiting.
+        if self.idle_waiters.load(Ordering::SeqCst) > 0 && self.pending() == 0 {
             self.idle.notify_waiters();
         }
+    }
+
+    /// Events accepted and not yet settled. Zero means that at the moment
+    /// `accepted` was read, every accepted event was settled (`settled` is
+    /// read first and never exceeds `accepted`).
+    fn pending(&self) -> usize {
+        let settled = self.settled.load(Ordering::SeqCst);
+        let accepted = self.accepted.load(Ordering::SeqCst);
+        accepted.saturating_sub(settled)
     }
 }
 
@@ -352,7 +399,9 @@ impl Broker {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             writer: Mutex::new(()),
             counters: Counters::default(),
-            pending: AtomicUsize::new(0),
+            accepted: Padded(AtomicUsize::new(0)),
+            settled: Padded(AtomicUsize::new(0)),
+            idle_waiters: Padded(AtomicUsize::new(0)),
             idle: Notify::new(),
         });
         Self {
@@ -460,12 +509,20 @@ impl Broker {
     /// Waits until every queued or fed event has been routed (deliveries,
     /// retries and dead-lettering included).
     pub async fn wait_idle(&self) {
-        let core = &self.inner.core;
+        struct Waiting<'a>(&'a Core);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.idle_waiters.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let core = &*self.inner.core;
+        core.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(core);
         loop {
             let notified = core.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if core.pending.load(Ordering::SeqCst) == 0 {
+            if core.pending() == 0 {
                 return;
             }
             notified.await;
@@ -492,7 +549,7 @@ impl Broker {
         let core = &self.inner.core;
         core.counters.snapshot(
             self.inner.queue.depth(),
-            core.pending.load(Ordering::SeqCst),
+            core.pending(),
             self.trigger_count(),
         )
     }

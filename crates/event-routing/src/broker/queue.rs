@@ -1,11 +1,15 @@
 //! The bounded queue between publishers and routing workers.
 
 use super::metrics::Counters;
-use super::{Core, PendingGuard, QueueFullPolicy};
+use super::{Core, QueueFullPolicy};
 use event_core::{Error, Event, Result};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use parking_lot::RwLock;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 /// The broker's queue was full and its policy is
@@ -175,63 +179,150 @@ impl Drop for Admission<'_> {
     }
 }
 
+/// Worker slots: how many more events may be routed now. Only the
+/// dispatcher takes slots; routings give them back one by one.
+struct Slots {
+    free: AtomicUsize,
+    total: usize,
+    /// Signalled when `free` leaves zero or comes back to `total`.
+    changed: Notify,
+}
+
+impl Slots {
+    fn free(&self) -> usize {
+        self.free.load(Ordering::Acquire)
+    }
+
+    /// Takes `n` slots; `n` is at most [`free`](Self::free) (only the
+    /// dispatcher takes).
+    fn take(&self, n: usize) {
+        self.free.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn give_back(&self) {
+        let before = self.free.fetch_add(1, Ordering::AcqRel);
+        if before == 0 || before + 1 == self.total {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Waits until `ready(free)` holds.
+    async fn wait(&self, ready: impl Fn(usize) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if ready(self.free()) {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// Most events one routing task takes: a drain's events are routed by tasks
+/// of up to this many concurrent routings, so a burst costs a few task
+/// spawns rather than one per event, and still spreads over the runtime's
+/// threads.
+const BATCH: usize = 32;
+
 /// Takes events off the queue and routes up to `workers` at a time; when the
 /// queue closes, routes what is left and waits for the routings.
 ///
-/// It takes a worker slot before taking an event, so that while every worker
-/// is busy the events wait in the queue, where the capacity bounds them.
+/// It takes an event only while a worker slot is free, so that while every
+/// worker is busy the events wait in the queue, where the capacity bounds
+/// them.
 ///
 /// While events keep arriving it does not wait on the queue (which would
 /// make every publish wake it, a cross-thread wake-up on the publisher's
 /// path): it drains what is there, sleeps `linger`, and drains again. Only
 /// when a sleep found nothing new does it go back to waiting, so an idle
 /// broker costs nothing and the first event after a pause is taken at once.
+///
+/// What one drain takes is routed by one task per [`BATCH`] events, each
+/// driving its routings concurrently, instead of one task per event.
 async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Arc<Event>>) {
     let workers = core.config.workers;
     let linger = core.config.dispatch_linger;
-    let permits = Arc::new(Semaphore::new(workers));
+    let slots = Arc::new(Slots {
+        free: AtomicUsize::new(workers),
+        total: workers,
+        changed: Notify::new(),
+    });
+    let mut batch = Vec::new();
     'idle: loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
+        slots.wait(|free| free > 0).await;
         let Some(event) = rx.recv().await else {
             break;
         };
-        spawn_routing(&core, event, permit);
-        if linger.is_zero() {
-            continue;
-        }
+        batch.push(event);
         // Busy: drain without registering a waker, then linger.
         loop {
-            let mut took = false;
-            loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break 'idle;
-                };
-                match rx.try_recv() {
-                    Ok(event) => {
-                        spawn_routing(&core, event, permit);
-                        took = true;
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => break 'idle,
+            let room = slots.free().saturating_sub(batch.len());
+            // Polled once: if the queue is empty this registers a no-op
+            // waker, which the next publish clears without a wake-up. Zero
+            // taken (with room) means closed and drained.
+            let open = room == 0 || rx.recv_many(&mut batch, room).now_or_never() != Some(0);
+            let took = !batch.is_empty();
+            if took {
+                slots.take(batch.len());
+                let mut taken = batch.drain(..);
+                while taken.len() > 0 {
+                    spawn_routings(&core, &slots, taken.by_ref().take(BATCH).collect());
                 }
             }
-            if !took && rx.is_empty() {
+            if !open {
+                break 'idle;
+            }
+            if linger.is_zero() || (!took && rx.is_empty()) {
                 continue 'idle;
+            }
+            if slots.free() == 0 {
+                // Every worker busy: the events wait in the queue.
+                slots.wait(|free| free > 0).await;
+                continue;
             }
             tokio::time::sleep(linger).await;
         }
     }
-    let all = u32::try_from(workers).unwrap_or(u32::MAX);
-    let _ = permits.acquire_many(all).await;
+    slots.wait(|free| free == workers).await;
 }
 
-fn spawn_routing(core: &Arc<Core>, event: Arc<Event>, permit: tokio::sync::OwnedSemaphorePermit) {
+/// Routes `events` (each holding a worker slot) concurrently in one task.
+fn spawn_routings(core: &Arc<Core>, slots: &Arc<Slots>, events: Vec<Arc<Event>>) {
     let core = core.clone();
+    let slots = slots.clone();
     tokio::spawn(async move {
-        let _done = PendingGuard(core.clone());
-        let _permit = permit;
-        core.route(&event).await;
+        if let [event] = events.as_slice() {
+            route_queued(&core, &slots, event).await;
+            return;
+        }
+        let mut routings: FuturesUnordered<_> = events
+            .iter()
+            .map(|event| route_queued(&core, &slots, event))
+            .collect();
+        while routings.next().await.is_some() {}
     });
+}
+
+/// Routes one queued event, then gives back its slot and ends its pending
+/// count (also if routing panics or the runtime drops the task).
+async fn route_queued(core: &Core, slots: &Slots, event: &Event) {
+    struct Settle<'a>(&'a Core, &'a Slots);
+    impl Drop for Settle<'_> {
+        fn drop(&mut self) {
+            self.1.give_back();
+            self.0.end();
+        }
+    }
+    let _settle = Settle(core, slots);
+    // Sinks' panics are caught per attempt; this keeps a bug in routing
+    // itself from cancelling the other routings of the task.
+    if AssertUnwindSafe(core.route(event))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::error!(event_id = %event.id, "routing panicked; the event was not fully routed");
+    }
 }
