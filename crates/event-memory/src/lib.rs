@@ -19,7 +19,8 @@
 //! stored `Arc`s, so neither copies an event. A publish spends a unit of
 //! tokio's cooperative budget, so a long publish loop lets the subscriptions
 //! on its worker run; a publish may therefore return `Pending` once in a
-//! while (wrap it in `tokio::task::unconstrained` to opt out).
+//! while, always before it takes effect, so dropping it there stores nothing
+//! (wrap it in `tokio::task::unconstrained` to opt out).
 //!
 //! ```
 //! use event_core::{Event, EventProvider};

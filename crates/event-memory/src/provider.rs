@@ -13,8 +13,10 @@ use event_core::{
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 
 pub(crate) struct Shared {
     pub(crate) config: MemoryConfig,
@@ -220,20 +222,39 @@ impl MemoryProvider {
 /// runtime worker until it ends, starving the subscriptions it just woke
 /// (tokio runs a woken task on the waker's worker when it can). Like
 /// tokio's own channels, a publish spends a unit of the task's cooperative
-/// budget and yields once the budget is used up (outside a tokio runtime, or
-/// inside `tokio::task::unconstrained`, it never yields).
+/// budget; once the budget is used up it yields once, *before* the publish
+/// takes effect, so a publish future dropped at that point (`select!`,
+/// `now_or_never`) has stored nothing. It wakes itself as it yields, so an
+/// executor other than tokio polls it again instead of waiting on tokio's
+/// deferred wake-up, and the second poll completes whatever the budget says.
+/// Outside a tokio runtime, or inside `tokio::task::unconstrained`, it never
+/// yields.
 async fn cooperate() {
-    tokio::task::consume_budget().await;
+    let mut budget = std::pin::pin!(tokio::task::consume_budget());
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        match budget.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    })
+    .await;
 }
 
 #[async_trait]
 impl EventProvider for MemoryProvider {
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+        cooperate().await;
         // Checked before the copy, so a refused event is never cloned.
         let size = self.admit(event)?;
-        let seq = self.append(Arc::new(event.clone()), size, options)?;
-        cooperate().await;
-        Ok(seq)
+        self.append(Arc::new(event.clone()), size, options)
     }
 
     async fn publish_shared(&self, event: Arc<Event>) -> Result<u64> {
@@ -247,10 +268,9 @@ impl EventProvider for MemoryProvider {
         event: Arc<Event>,
         options: &PublishOptions,
     ) -> Result<u64> {
-        let size = self.admit(&event)?;
-        let seq = self.append(event, size, options)?;
         cooperate().await;
-        Ok(seq)
+        let size = self.admit(&event)?;
+        self.append(event, size, options)
     }
 
     async fn subscribe_with_options(

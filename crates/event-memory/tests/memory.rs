@@ -422,3 +422,85 @@ async fn ephemeral_mixing_manual_and_auto_ack_keeps_manual_redelivery() {
     );
     drop(manual);
 }
+
+/// A publish that yields to the runtime (cooperative budget used up) does
+/// so before it takes effect: a publish future dropped there stored nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_dropped_while_yielding_stored_nothing() {
+    let p = provider(10_000, 100);
+    let task = tokio::spawn({
+        let p = p.clone();
+        async move {
+            let (mut done, mut dropped) = (0u64, 0u64);
+            for n in 0..1_000 {
+                // `now_or_never` drops the future if it is not ready at once
+                let event = ev(n);
+                let polled = {
+                    let fut = std::pin::pin!(p.publish(&event));
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    std::future::Future::poll(fut, &mut cx)
+                };
+                match polled {
+                    std::task::Poll::Ready(result) => {
+                        result.unwrap();
+                        done += 1;
+                    }
+                    std::task::Poll::Pending => dropped += 1,
+                }
+            }
+            (done, dropped)
+        }
+    });
+    let (done, dropped) = task.await.unwrap();
+    assert!(dropped > 0, "the budget never ran out: nothing was tested");
+    assert_eq!(
+        p.info().await.unwrap().messages,
+        done,
+        "a dropped publish stored its event"
+    );
+}
+
+/// Polled by an executor other than tokio's from inside a tokio task (whose
+/// budget is used up), a publish still completes: it wakes itself when it
+/// yields instead of waiting for tokio's deferred wake-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_completes_under_a_foreign_executor_inside_a_tokio_task() {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    /// A minimal `block_on`: polls, parks until woken, polls again; gives
+    /// up (fails the test instead of hanging it) after 10 s.
+    fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+        let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        let start = std::time::Instant::now();
+        loop {
+            if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return out;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "a publish under a foreign executor never completed"
+            );
+            std::thread::park_timeout(Duration::from_millis(100));
+        }
+    }
+    let p = provider(10_000, 100);
+    let task = tokio::spawn({
+        let p = p.clone();
+        async move {
+            for n in 0..1_000 {
+                block_on(p.publish(&ev(n))).unwrap();
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("a publish under a foreign executor never completed")
+        .unwrap();
+    assert_eq!(p.info().await.unwrap().messages, 1_000);
+}
