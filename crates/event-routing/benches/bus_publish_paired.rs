@@ -11,11 +11,11 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
 use event_bus::EventBus;
 use event_core::Event;
 use event_memory::MemoryProvider;
-use event_routing::{Broker, BrokerConfig, InProcessSink, Trigger, TriggerFilter};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BURST: u64 = 64;
@@ -38,22 +38,7 @@ fn main() {
         .unwrap();
     let plain = rt.block_on(async { EventBus::new(MemoryProvider::default()) });
     let attached = rt.block_on(async { EventBus::new(MemoryProvider::default()) });
-    let broker = Broker::with_config(BrokerConfig {
-        queue_capacity: 65_536,
-        workers: 65_536,
-        ..BrokerConfig::default()
-    })
-    .unwrap();
-    broker
-        .add_trigger(Trigger::new(
-            "slow",
-            TriggerFilter::by_subject("events.orders.>"),
-            Arc::new(InProcessSink::new("slow", |_| async {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                Ok(())
-            })),
-        ))
-        .unwrap();
+    let broker = common::slow_sink_broker();
     broker.attach(&attached);
 
     // Nanoseconds per publish over one round.

@@ -4,6 +4,8 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
 use async_trait::async_trait;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use event_core::{Event, Result};
@@ -111,7 +113,6 @@ fn bench_route(c: &mut Criterion) {
 fn bench_bus_publish(c: &mut Criterion) {
     use event_bus::EventBus;
     use event_memory::MemoryProvider;
-    use event_routing::{BrokerConfig, InProcessSink};
     use std::time::Duration;
 
     /// Publishes per burst in the paced variants.
@@ -156,23 +157,7 @@ fn bench_bus_publish(c: &mut Criterion) {
     };
 
     let plain = rt.block_on(async { EventBus::new(MemoryProvider::default()) });
-    // Enough workers that 10 ms sinks never fill the queue at publish rate.
-    let broker = Broker::with_config(BrokerConfig {
-        queue_capacity: 65_536,
-        workers: 65_536,
-        ..BrokerConfig::default()
-    })
-    .unwrap();
-    broker
-        .add_trigger(Trigger::new(
-            "slow",
-            TriggerFilter::by_subject("events.orders.>"),
-            Arc::new(InProcessSink::new("slow", |_| async {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                Ok(())
-            })),
-        ))
-        .unwrap();
+    let broker = common::slow_sink_broker();
     let attached = rt.block_on(async { EventBus::new(MemoryProvider::default()) });
     broker.attach(&attached);
 
