@@ -170,8 +170,9 @@ impl MemoryProvider {
 
     /// Appends an admitted event and wakes the subscriptions.
     fn append(&self, event: Arc<Event>, size: usize, options: &PublishOptions) -> Result<u64> {
+        let dedup_key = Arc::from(options.dedup_id(&event));
         let appended = self.shared.store.lock().append(
-            options.msg_id.as_deref(),
+            dedup_key,
             options.expected_sequence,
             event,
             size,

@@ -106,7 +106,7 @@ impl Store {
 
     pub(crate) fn append(
         &mut self,
-        msg_id: Option<&str>,
+        key: Arc<str>,
         expected: Option<u64>,
         event: Arc<Event>,
         size: usize,
@@ -115,7 +115,6 @@ impl Store {
         let now = Instant::now();
         self.expire_dedup(now);
         // one hash for both the duplicate check and the insert
-        let key: Arc<str> = Arc::from(msg_id.unwrap_or(&event.id));
         let slot = match self.dedup.entry(key.clone()) {
             Slot::Occupied(first) => return Ok(Appended::Duplicate(*first.get())),
             Slot::Vacant(slot) => slot,
@@ -291,6 +290,10 @@ fn number_len(n: &serde_json::Number) -> Result<usize> {
 mod tests {
     use super::*;
 
+    fn key(id: &str) -> Arc<str> {
+        Arc::from(id)
+    }
+
     fn ev(n: u64) -> Arc<Event> {
         Arc::new(Event::new(
             "events.a.b",
@@ -307,7 +310,7 @@ mod tests {
         for n in 0..5 {
             let e = ev(n);
             let id = e.id.clone();
-            store.append(Some(&id), None, e, 10, n).unwrap();
+            store.append(key(&id), None, e, 10, n).unwrap();
         }
         assert_eq!(store.len(), 3);
         assert_eq!((store.first_seq(), store.last_seq()), (3, 5));
@@ -323,17 +326,17 @@ mod tests {
         let mut store = Store::new(100, Duration::from_millis(30), 4);
         for n in 0..10 {
             store
-                .append(Some(&format!("id{n}")), None, ev(n), 1, 0)
+                .append(key(&format!("id{n}")), None, ev(n), 1, 0)
                 .unwrap();
         }
         assert_eq!(store.dedup_len(), 4, "entry bound");
         assert!(matches!(
-            store.append(Some("id9"), None, ev(9), 1, 0).unwrap(),
+            store.append(key("id9"), None, ev(9), 1, 0).unwrap(),
             Appended::Duplicate(10)
         ));
         assert!(
             matches!(
-                store.append(Some("id0"), None, ev(0), 1, 0).unwrap(),
+                store.append(key("id0"), None, ev(0), 1, 0).unwrap(),
                 Appended::New(11)
             ),
             "forgotten"
@@ -341,7 +344,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(
             matches!(
-                store.append(Some("id9"), None, ev(9), 1, 0).unwrap(),
+                store.append(key("id9"), None, ev(9), 1, 0).unwrap(),
                 Appended::New(12)
             ),
             "time bound"
@@ -351,9 +354,9 @@ mod tests {
     #[test]
     fn store_time_never_decreases() {
         let mut store = Store::new(10, Duration::from_secs(60), 100);
-        store.append(Some("a"), None, ev(0), 1, 100).unwrap();
-        store.append(Some("b"), None, ev(1), 1, 50).unwrap();
-        store.append(Some("c"), None, ev(2), 1, 200).unwrap();
+        store.append(key("a"), None, ev(0), 1, 100).unwrap();
+        store.append(key("b"), None, ev(1), 1, 50).unwrap();
+        store.append(key("c"), None, ev(2), 1, 200).unwrap();
         assert_eq!(store.seq_at_time(100), 1);
         assert_eq!(store.seq_at_time(101), 3);
         assert_eq!(store.seq_at_time(201), 4);

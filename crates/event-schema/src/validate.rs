@@ -36,7 +36,7 @@ enum Check {
     Merged(Box<jsonschema::Validator>),
     /// The JSON Schema has a root `$ref` (whose siblings are ignored by
     /// drafts up to 7), so the required fields are checked separately first.
-    Split(Box<jsonschema::Validator>),
+    Split(RequiredFields, Box<jsonschema::Validator>),
 }
 
 impl std::fmt::Debug for CompiledSchema {
@@ -45,7 +45,7 @@ impl std::fmt::Debug for CompiledSchema {
             Check::Nothing => "nothing",
             Check::Required(_) => "required",
             Check::Merged(_) => "merged",
-            Check::Split(_) => "split",
+            Check::Split(..) => "split",
         };
         f.debug_struct("CompiledSchema")
             .field("schema", &self.schema)
@@ -98,7 +98,7 @@ impl CompiledSchema {
                 if schema.required_fields.is_empty() {
                     Check::Merged(own)
                 } else if json.get("$ref").is_some() {
-                    Check::Split(own)
+                    Check::Split(RequiredFields::new(&schema.required_fields), own)
                 } else {
                     Check::Merged(compile_or_refuse(&schema.effective_schema())?)
                 }
@@ -130,13 +130,11 @@ impl CompiledSchema {
                 .as_object()
                 .is_some_and(|object| fields.all_present(object)),
             Check::Merged(validator) => validator.is_valid(payload),
-            Check::Split(validator) => {
-                payload.as_object().is_some_and(|object| {
-                    self.schema
-                        .required_fields
-                        .iter()
-                        .all(|field| object.contains_key(field))
-                }) && validator.is_valid(payload)
+            Check::Split(fields, validator) => {
+                payload
+                    .as_object()
+                    .is_some_and(|object| fields.all_present(object))
+                    && validator.is_valid(payload)
             }
         }
     }
@@ -152,7 +150,7 @@ impl CompiledSchema {
             return error;
         }
         match &self.check {
-            Check::Merged(validator) | Check::Split(validator) => first_error(event, validator),
+            Check::Merged(validator) | Check::Split(_, validator) => first_error(event, validator),
             // `is_valid` said no; keep refusing even though no check names a reason.
             Check::Nothing | Check::Required(_) => validation_error(
                 event,

@@ -3,18 +3,23 @@
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A value alone on its cache line (no false sharing with its neighbours).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// A counter alone on its cache line: publishers bump `enqueued` while
 /// routing tasks on other threads bump `routed`, `delivered`, ...; sharing a
 /// line would make every publish pull it from the router's core.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    fn load(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub(crate) type Counter = Padded<AtomicU64>;
 
 macro_rules! counters {
     ($($field:ident => $doc:literal),* $(,)?) => {
@@ -27,7 +32,7 @@ macro_rules! counters {
         impl Counters {
             pub(crate) fn snapshot(&self, queue_depth: usize, in_flight: usize, triggers: usize) -> BrokerMetrics {
                 BrokerMetrics {
-                    $($field: self.$field.load(),)*
+                    $($field: self.$field.load(Ordering::Relaxed),)*
                     queue_depth,
                     in_flight,
                     triggers,
@@ -68,6 +73,6 @@ counters! {
 
 impl Counters {
     pub(crate) fn add(counter: &Counter, n: u64) {
-        counter.0.fetch_add(n, Ordering::Relaxed);
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 }

@@ -16,7 +16,7 @@ use crate::trigger::Trigger;
 use async_trait::async_trait;
 use deliver::Outcome;
 use event_core::{Error, Event, Result};
-use metrics::Counters;
+use metrics::{Counters, Padded};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -211,19 +211,6 @@ struct Core {
     /// [`Broker::wait_idle`] callers waiting now; `end` notifies only then.
     idle_waiters: Padded<AtomicUsize>,
     idle: Notify,
-}
-
-/// A value alone on its cache line (no false sharing with its neighbours).
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
 }
 
 impl Core {
