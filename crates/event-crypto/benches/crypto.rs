@@ -25,7 +25,11 @@
 //!   crate's runtime-detected SIMD engine (what the encryptor uses) and with
 //!   its scalar `STANDARD` engine, no crypto: the part of `encryptor_bytes`
 //!   that the envelope format (base64 text in JSON) costs on top of
-//!   `raw_aes_gcm`.
+//!   `raw_aes_gcm`;
+//! - then a paired report (`paired/...` lines): `raw_aes_gcm`,
+//!   `raw_aes_gcm_base64` and `encryptor_bytes` run alternately, round after
+//!   round, and the median of the per-round ratios is printed, which is
+//!   steadier than separate criterion runs on a shared machine.
 //!
 //! Run: `cargo bench -p event-crypto --bench crypto -- --warm-up-time 1 --measurement-time 3`
 
