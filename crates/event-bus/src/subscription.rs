@@ -112,7 +112,7 @@ impl Inner {
     pub(crate) async fn dead_letter(&self, dead: DeadLetterEvent) -> Option<Result<()>> {
         let dlq = self.hooks.load().dlq.clone()?;
         let id = dead.event.id.clone();
-        let result = dlq.handle(dead).await;
+        let result = crate::consumer::guard::offer_dead_letter(&*dlq, dead).await;
         match &result {
             Ok(()) => self.metrics.add_dlq(1),
             Err(err) => {
