@@ -839,3 +839,78 @@ async fn a_delivery_fetched_before_shutdown_is_handed_back_at_once() {
     next.shutdown(Duration::from_secs(1)).await;
     assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
 }
+
+/// A DLQ handler that stores a dead letter, then takes a while to return
+/// (as a networked handler awaiting its acknowledgement does).
+#[derive(Default)]
+struct SlowAckDlq {
+    stored: Mutex<Vec<event_core::DeadLetterEvent>>,
+}
+
+#[async_trait::async_trait]
+impl DlqHandler for SlowAckDlq {
+    async fn handle(&self, dead: event_core::DeadLetterEvent) -> event_core::Result<()> {
+        self.stored.lock().unwrap().push(dead);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+    async fn list(&self, limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
+        Ok(self
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    async fn count(&self) -> event_core::Result<usize> {
+        Ok(self.stored.lock().unwrap().len())
+    }
+}
+
+#[tokio::test]
+async fn shutdown_during_a_dead_letter_hand_off_does_not_dead_letter_twice() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    let dlq = Arc::new(SlowAckDlq::default());
+    bus.set_dlq_handler(dlq.clone());
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(150)),
+        ..Default::default()
+    };
+    bus.update_subscription_with_options(filter("w", "events.sec.>"), options)
+        .await
+        .unwrap();
+    let foreign = Event::new("events.sec.bad", "sec", "s", "src", json!(null));
+    let envelope =
+        event_core::EventEncryptor::encrypt(&TestEncryptor { key: 8 }, &foreign.id, &json!(2))
+            .unwrap();
+    provider
+        .publish(&Event {
+            payload: envelope,
+            ..foreign
+        })
+        .await
+        .unwrap();
+    let start = || {
+        bus.consume(
+            "w",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+    };
+    let consumer = start().await.unwrap();
+    wait_until("handed to the DLQ", || {
+        dlq.stored.lock().unwrap().len() == 1
+    })
+    .await;
+    // stop while the DLQ handler has not returned yet
+    consumer.shutdown(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let consumer = start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(dlq.stored.lock().unwrap().len(), 1, "dead-lettered twice");
+}
