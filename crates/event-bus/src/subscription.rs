@@ -6,6 +6,7 @@ use event_core::{
     Acker, DeadLetterEvent, Error, Event, PendingEvent, ReceivedEvent, Result, Subscription,
     new_event_id,
 };
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ impl BusSubscription {
         let pending = match self.inner.next_manual_ack().await {
             Ok(Some(pending)) => pending,
             Ok(None) => return Ok(None),
-            Err(err) => return Err(self.bus.report_error(err).await),
+            Err(err) => return Err(Inner::report_error(&self.bus, err).await),
         };
         if !self.bus.hooks.encrypting() {
             return Ok(Some(pending));
@@ -97,13 +98,34 @@ impl BusSubscription {
                 let (received, _, acker) = pending.into_parts();
                 let dead = DeadLetterEvent::new(Event::clone(&received.event), err.to_string())
                     .with_attempts(received.num_delivered);
-                match self.bus.dead_letter(dead).await {
-                    Some(Ok(())) | None => acker.term().await?,
-                    Some(Err(_)) => acker.nak(Some(DLQ_RETRY_DELAY)).await?,
-                }
+                let bus = self.bus.clone();
+                detached(async move {
+                    match bus.dead_letter(dead).await {
+                        Some(Ok(())) | None => acker.term().await,
+                        Some(Err(_)) => acker.nak(Some(DLQ_RETRY_DELAY)).await,
+                    }
+                })
+                .await?;
                 Err(err)
             }
         }
+    }
+}
+
+/// Runs `work` to completion even if the caller stops waiting for it: a
+/// consumer runner shutting down drops a pending `fetch`, and a dead letter
+/// handed over but not followed by `term` would be dead-lettered again on
+/// redelivery (or, for an undecodable message the provider already
+/// terminated, lost). Runs inline outside a tokio runtime.
+async fn detached(work: impl Future<Output = Result<()>> + Send + 'static) -> Result<()> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.spawn(work).await.unwrap_or_else(|e| {
+            Err(Error::provider(
+                "event-bus",
+                format!("dead-letter hand-off failed: {e}"),
+            ))
+        }),
+        Err(_) => work.await,
     }
 }
 
@@ -112,7 +134,7 @@ impl Inner {
     pub(crate) async fn dead_letter(&self, dead: DeadLetterEvent) -> Option<Result<()>> {
         let dlq = self.hooks.load().dlq.clone()?;
         let id = dead.event.id.clone();
-        let result = dlq.handle(dead).await;
+        let result = crate::consumer::guard::offer_dead_letter(&*dlq, dead).await;
         match &result {
             Ok(()) => self.metrics.add_dlq(1),
             Err(err) => {
@@ -125,9 +147,9 @@ impl Inner {
 
     /// Counts lag, dead-letters undecodable messages; returns the error to
     /// report.
-    pub(crate) async fn report_error(&self, err: Error) -> Error {
+    pub(crate) async fn report_error(this: &Arc<Self>, err: Error) -> Error {
         match &err {
-            Error::Lagged { missed } => self.metrics.add_lagged(*missed),
+            Error::Lagged { missed } => this.metrics.add_lagged(*missed),
             Error::Undecodable {
                 subject,
                 sequence,
@@ -153,7 +175,12 @@ impl Inner {
                     DeadLetterEvent::new(event, format!("undecodable: {reason}")).with_attempts(1);
                 // The provider already terminated the message; a refusal is
                 // logged and counted by `dead_letter`.
-                let _ = self.dead_letter(dead).await;
+                let bus = this.clone();
+                let _ = detached(async move {
+                    let _ = bus.dead_letter(dead).await;
+                    Ok(())
+                })
+                .await;
             }
             _ => {}
         }

@@ -1,4 +1,5 @@
 //! The consumer runner over the memory provider.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -588,4 +589,328 @@ async fn a_handler_slower_than_the_backoff_is_not_redelivered_meanwhile() {
         "redelivered while the handler ran"
     );
     assert_eq!(report.acked, 1);
+}
+
+#[tokio::test]
+async fn a_slow_handler_is_kept_alive_under_the_providers_default_ack_wait() {
+    // no ack_wait or backoff in the options: the provider's default (2.2 s
+    // here, not 30 s) is the ack wait the runner must keep alive
+    let limits = event_memory::MemoryLimits {
+        default_ack_wait: Duration::from_millis(2200),
+        ..event_memory::MemoryLimits::default()
+    };
+    let provider =
+        MemoryProvider::with_limits(event_memory::MemoryConfig::default(), limits).unwrap();
+    let bus = EventBus::new(provider);
+    bus.update_subscription(filter("w", "events.a.>"))
+        .await
+        .unwrap();
+    bus.publish("a", "b", "s", "src", json!({})).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let consumer = bus
+        .consume(
+            "w",
+            move |_r: ReceivedEvent| {
+                let c = c.clone();
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2700)).await;
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("acked", || consumer.report().acked == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "redelivered while the handler ran"
+    );
+    assert_eq!(report.acked, 1);
+}
+
+/// A DLQ handler that panics on its first call, then stores.
+#[derive(Default)]
+struct PanickyDlq {
+    calls: AtomicUsize,
+    stored: Mutex<Vec<event_core::DeadLetterEvent>>,
+}
+
+#[async_trait::async_trait]
+impl DlqHandler for PanickyDlq {
+    async fn handle(&self, dead: event_core::DeadLetterEvent) -> event_core::Result<()> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("dlq exploded");
+        }
+        self.stored.lock().unwrap().push(dead);
+        Ok(())
+    }
+    async fn list(&self, limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
+        Ok(self
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    async fn count(&self) -> event_core::Result<usize> {
+        Ok(self.stored.lock().unwrap().len())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_dlq_handler_is_a_refusal_and_the_event_is_not_lost() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(PanickyDlq::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription_with_options(filter("w", "events.a.>"), opts(1, 20))
+        .await
+        .unwrap();
+    let event = bus.publish("a", "b", "s", "src", json!({})).await.unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Err::<(), _>("fail") },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.dlq_failed, 0);
+    let stored = dlq.list(10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].event.id, event.id);
+    assert_eq!(stored[0].reason, "fail");
+    assert_eq!(bus.metrics().snapshot().dlq_errors, 1);
+}
+
+#[tokio::test]
+async fn a_dlq_panic_on_an_undecryptable_event_does_not_kill_the_consumer() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    let dlq = Arc::new(PanickyDlq::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription(filter("w", "events.sec.>"))
+        .await
+        .unwrap();
+    let foreign = Event::new("events.sec.bad", "sec", "s", "src", json!(null));
+    let envelope =
+        event_core::EventEncryptor::encrypt(&TestEncryptor { key: 8 }, &foreign.id, &json!(2))
+            .unwrap();
+    provider
+        .publish(&Event {
+            payload: envelope,
+            ..foreign
+        })
+        .await
+        .unwrap();
+    bus.publish("sec", "ok", "s", "src", json!({"n": 1}))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("the good event handled", || consumer.report().acked == 1).await;
+    assert!(!consumer.is_finished(), "the consumer loop died");
+    consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(bus.metrics().snapshot().dlq_errors, 1);
+}
+
+/// A handler whose `handle` panics before it returns a future.
+struct PanicsEagerly;
+
+impl event_bus::Handler for PanicsEagerly {
+    fn handle<'a, 'b>(
+        &'a self,
+        _event: ReceivedEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        panic!("eager panic")
+    }
+}
+
+#[tokio::test]
+async fn a_handler_panicking_before_its_future_is_a_failure() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription_with_options(filter("w", "events.a.>"), opts(1, 20))
+        .await
+        .unwrap();
+    bus.publish("a", "b", "s", "src", json!({})).await.unwrap();
+    let consumer = bus
+        .consume("w", PanicsEagerly, ConsumerConfig::default())
+        .await
+        .unwrap();
+    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        dlq.list(1).await.unwrap()[0].reason,
+        "handler panicked: eager panic"
+    );
+}
+
+/// Runs `consume` on `w` recording payloads; the handler sleeps `ms`.
+async fn recording_consumer(
+    bus: &EventBus,
+    seen: &Arc<Mutex<Vec<i64>>>,
+    ms: u64,
+    concurrency: usize,
+) -> event_bus::ConsumerHandle {
+    let s = seen.clone();
+    bus.consume(
+        "w",
+        move |r: ReceivedEvent| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(r.event.payload.as_i64().unwrap());
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<(), BoxError>(())
+            }
+        },
+        ConsumerConfig::default().concurrency(concurrency),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_final_delivery_fetched_before_shutdown_is_drained_not_lost() {
+    // max_deliver 1: every delivery is final; the second event is fetched
+    // while the first runs (one permit) when shutdown is requested
+    let bus = EventBus::new(MemoryProvider::default());
+    let options = SubscribeOptions {
+        max_deliver: Some(1),
+        ack_wait: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    bus.update_subscription_with_options(filter("w", "events.a.>"), options)
+        .await
+        .unwrap();
+    bus.publish("a", "b", "s", "src", json!(1)).await.unwrap();
+    bus.publish("a", "b", "s", "src", json!(2)).await.unwrap();
+    let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let consumer = recording_consumer(&bus, &seen, 100, 1).await;
+    wait_until("first started", || seen.lock().unwrap().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = consumer.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+    assert_eq!((report.acked, report.aborted), (2, 0));
+}
+
+#[tokio::test]
+async fn a_delivery_fetched_before_shutdown_is_handed_back_at_once() {
+    // a long ack wait: a delivery merely dropped would come back only after it
+    let bus = EventBus::new(MemoryProvider::default());
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    bus.update_subscription_with_options(filter("w", "events.a.>"), options)
+        .await
+        .unwrap();
+    bus.publish("a", "b", "s", "src", json!(1)).await.unwrap();
+    bus.publish("a", "b", "s", "src", json!(2)).await.unwrap();
+    let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let consumer = recording_consumer(&bus, &seen, 300, 1).await;
+    wait_until("first started", || seen.lock().unwrap().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = consumer.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(*seen.lock().unwrap(), vec![1], "started after shutdown");
+    assert_eq!((report.acked, report.released), (1, 1));
+    let next = recording_consumer(&bus, &seen, 0, 1).await;
+    wait_until("the handed-back event", || seen.lock().unwrap().len() == 2).await;
+    next.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+}
+
+/// A DLQ handler that stores a dead letter, then takes a while to return
+/// (as a networked handler awaiting its acknowledgement does).
+#[derive(Default)]
+struct SlowAckDlq {
+    stored: Mutex<Vec<event_core::DeadLetterEvent>>,
+}
+
+#[async_trait::async_trait]
+impl DlqHandler for SlowAckDlq {
+    async fn handle(&self, dead: event_core::DeadLetterEvent) -> event_core::Result<()> {
+        self.stored.lock().unwrap().push(dead);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+    async fn list(&self, limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
+        Ok(self
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    async fn count(&self) -> event_core::Result<usize> {
+        Ok(self.stored.lock().unwrap().len())
+    }
+}
+
+#[tokio::test]
+async fn shutdown_during_a_dead_letter_hand_off_does_not_dead_letter_twice() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    let dlq = Arc::new(SlowAckDlq::default());
+    bus.set_dlq_handler(dlq.clone());
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(150)),
+        ..Default::default()
+    };
+    bus.update_subscription_with_options(filter("w", "events.sec.>"), options)
+        .await
+        .unwrap();
+    let foreign = Event::new("events.sec.bad", "sec", "s", "src", json!(null));
+    let envelope =
+        event_core::EventEncryptor::encrypt(&TestEncryptor { key: 8 }, &foreign.id, &json!(2))
+            .unwrap();
+    provider
+        .publish(&Event {
+            payload: envelope,
+            ..foreign
+        })
+        .await
+        .unwrap();
+    let start = || {
+        bus.consume(
+            "w",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+    };
+    let consumer = start().await.unwrap();
+    wait_until("handed to the DLQ", || {
+        dlq.stored.lock().unwrap().len() == 1
+    })
+    .await;
+    // stop while the DLQ handler has not returned yet
+    consumer.shutdown(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let consumer = start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(dlq.stored.lock().unwrap().len(), 1, "dead-lettered twice");
 }

@@ -1,5 +1,6 @@
-//! Running a handler future with panics caught.
+//! Running a handler future (or a DLQ handler) with panics caught.
 
+use event_core::{DeadLetterEvent, DlqHandler, Error, Result};
 use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -32,6 +33,19 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_string()
+    }
+}
+
+/// Hands `dead` to `dlq`, turning a panic of the handler into an error (so
+/// a panicking DLQ handler is treated like a refusing one: the event is
+/// kept, not lost with the task that ran it).
+pub(crate) async fn offer_dead_letter(dlq: &dyn DlqHandler, dead: DeadLetterEvent) -> Result<()> {
+    match CatchUnwind(dlq.handle(dead)).await {
+        Ok(result) => result,
+        Err(panic) => Err(Error::provider(
+            "dlq handler",
+            format!("DLQ handler panicked: {}", panic_message(&*panic)),
+        )),
     }
 }
 

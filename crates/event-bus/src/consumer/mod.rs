@@ -20,21 +20,30 @@
 //!   options) a failure goes to the bus's DLQ handler with the original
 //!   subject, the delivery attempts, the time of the first failure this
 //!   runner saw and the reason, and the event is terminated only after the
-//!   DLQ accepted it. If the DLQ keeps refusing it, the event is left
-//!   unsettled (logged, counted in [`ConsumerReport::dlq_failed`]); without
-//!   a DLQ handler it is logged and terminated;
+//!   DLQ accepted it. If the DLQ keeps refusing it (an error or a panic),
+//!   the event is left unsettled (logged, counted in
+//!   [`ConsumerReport::dlq_failed`]); without a DLQ handler it is logged and
+//!   terminated;
 //! - while a handler runs, the runner extends the ack wait (`in_progress`)
-//!   every half `ack_wait`, so slow handlers are not redelivered
-//!   concurrently.
+//!   every half `ack_wait` (or backoff entry), so slow handlers are not
+//!   redelivered concurrently. When the options set neither, the provider's
+//!   default ack wait applies, which the runner cannot see: it then extends
+//!   every second (so provider defaults of 2 s and more are covered; set
+//!   `ack_wait` for shorter ones).
 //!
 //! Undecryptable and undecodable deliveries are dead-lettered by the bus
 //! subscription itself (see [`BusSubscription`](crate::BusSubscription)).
 //!
 //! [`ConsumerHandle::shutdown`] stops fetching, waits for in-flight handlers
 //! up to a deadline and aborts the rest; an aborted delivery is unsettled,
-//! so the provider redelivers it: nothing is lost.
+//! so the provider redelivers it (unless it was the event's final delivery
+//! under `max_deliver`). A delivery fetched but not started when shutdown is
+//! requested is naked, so it comes back at once
+//! ([`ConsumerReport::released`]); if it is the event's final delivery
+//! (which the provider would never repeat) it is run within the deadline
+//! instead.
 
-mod guard;
+pub(crate) mod guard;
 mod runner;
 
 pub use runner::{ConsumerHandle, ConsumerReport};

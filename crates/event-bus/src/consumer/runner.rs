@@ -1,6 +1,6 @@
 //! The runner loop and per-delivery processing.
 
-use super::guard::{CatchUnwind, panic_message};
+use super::guard::{CatchUnwind, offer_dead_letter, panic_message};
 use super::{ConsumerConfig, Handler};
 use crate::EventBus;
 use crate::bus::Inner;
@@ -8,6 +8,7 @@ use event_core::{
     DeadLetterEvent, Error, Event, PendingEvent, Result, SubscribeOptions, Subscription, now_millis,
 };
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,6 +20,11 @@ use tracing::Instrument;
 /// First-failure times remembered at most (per runner); the oldest
 /// sequences are forgotten first.
 const MAX_TRACKED_FAILURES: usize = 100_000;
+
+/// Longest keepalive period when the subscription options do not state the
+/// ack wait (no `ack_wait`, no `backoff`): the provider then applies its own
+/// default, which the runner cannot see, so it must not assume 30 s.
+const UNKNOWN_WAIT_KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// What a consumer runner did, returned by [`ConsumerHandle::shutdown`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,8 +40,11 @@ pub struct ConsumerReport {
     /// Exhausted deliveries the DLQ handler kept refusing (left unsettled).
     pub dlq_failed: u64,
     /// In-flight deliveries aborted at the shutdown deadline (unsettled, so
-    /// redelivered by the provider).
+    /// redelivered by the provider unless it was their final delivery).
     pub aborted: u64,
+    /// Deliveries fetched but not yet started when shutdown was requested,
+    /// handed back unprocessed (naked for immediate redelivery).
+    pub released: u64,
     /// Acknowledgement calls (ack, nak, term) that failed.
     pub settle_errors: u64,
 }
@@ -48,6 +57,7 @@ struct Stats {
     terminated: AtomicU64,
     dlq_failed: AtomicU64,
     aborted: AtomicU64,
+    released: AtomicU64,
     settle_errors: AtomicU64,
 }
 
@@ -61,6 +71,7 @@ impl Stats {
             terminated: l(&self.terminated),
             dlq_failed: l(&self.dlq_failed),
             aborted: l(&self.aborted),
+            released: l(&self.released),
             settle_errors: l(&self.settle_errors),
         }
     }
@@ -256,18 +267,18 @@ async fn run_loop(
         match next {
             Ok(Some(pending)) => {
                 error_backoff = Duration::from_millis(50);
-                // stop requested while waiting: the delivery stays unsettled
-                // and is redelivered after the ack wait
-                let Some(permit) = acquire_permit(&shared, &pending, &mut stop).await else {
-                    break;
-                };
-                let span = tracing::debug_span!(
-                    "a3s_event.consume",
-                    event_id = %pending.received.event.id,
-                    sequence = pending.received.sequence,
-                    attempt = pending.received.num_delivered,
-                );
-                tasks.spawn(process(shared.clone(), pending, permit).instrument(span));
+                match acquire_permit(&shared, &pending, stop_requested(&mut stop)).await {
+                    Some(permit) => spawn_process(&mut tasks, &shared, pending, permit),
+                    None => {
+                        // stop requested before this delivery could start
+                        if let Some((pending, permit)) =
+                            unstarted_at_stop(&shared, pending, &stop).await
+                        {
+                            spawn_process(&mut tasks, &shared, pending, permit);
+                        }
+                        break;
+                    }
+                }
             }
             Ok(None) => break,
             Err(Error::Closed(_)) => break,
@@ -312,6 +323,64 @@ async fn run_loop(
     }
 }
 
+fn spawn_process(
+    tasks: &mut JoinSet<()>,
+    shared: &Arc<Shared>,
+    pending: PendingEvent,
+    permit: OwnedSemaphorePermit,
+) {
+    let span = tracing::debug_span!(
+        "a3s_event.consume",
+        event_id = %pending.received.event.id,
+        sequence = pending.received.sequence,
+        attempt = pending.received.num_delivered,
+    );
+    tasks.spawn(process(shared.clone(), pending, permit).instrument(span));
+}
+
+/// A delivery fetched before a stop request that has not started. It is
+/// handed back (naked, so redelivered at once) unless this is its last
+/// allowed delivery: the provider would then never deliver it again, so it
+/// is drained like in-flight work instead (it waits for a permit until the
+/// shutdown deadline; `Some` means run it). At the deadline it is left
+/// unsettled and counted as aborted.
+async fn unstarted_at_stop(
+    shared: &Arc<Shared>,
+    pending: PendingEvent,
+    stop: &watch::Receiver<Option<Instant>>,
+) -> Option<(PendingEvent, OwnedSemaphorePermit)> {
+    if !is_last_attempt(&shared.options, &pending) {
+        tracing::debug!(
+            event_id = %pending.received.event.id,
+            "shutdown: handing back a delivery that had not started"
+        );
+        settle(shared, pending.nak().await, "nak");
+        bump(&shared.stats.released);
+        return None;
+    }
+    let deadline = stop
+        .borrow()
+        .unwrap_or_else(|| after(Instant::now(), shared.config.shutdown_timeout));
+    let permit = acquire_permit(shared, &pending, tokio::time::sleep_until(deadline)).await;
+    if permit.is_none() {
+        bump(&shared.stats.aborted);
+        tracing::warn!(
+            event_id = %pending.received.event.id,
+            attempt = pending.received.num_delivered,
+            "shutdown deadline reached before the final delivery of an event could start; it is not redelivered"
+        );
+    }
+    permit.map(|permit| (pending, permit))
+}
+
+/// Whether a failure of this delivery exhausts the event.
+fn is_last_attempt(options: &SubscribeOptions, pending: &PendingEvent) -> bool {
+    pending.is_final_delivery()
+        || options
+            .max_deliver
+            .is_some_and(|max| pending.received.num_delivered >= max)
+}
+
 fn log_task_end(done: std::result::Result<(), tokio::task::JoinError>) {
     if let Err(err) = done
         && !err.is_cancelled()
@@ -322,7 +391,11 @@ fn log_task_end(done: std::result::Result<(), tokio::task::JoinError>) {
 
 /// Outcome of one handler run: `Err(reason)` on error, panic or timeout.
 async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Result<(), String> {
-    let fut = CatchUnwind(shared.handler.handle(pending.received.clone()));
+    // `handle` itself runs inside the guard too: a handler that panics
+    // before returning its future is caught like one panicking in it
+    let handler = shared.handler.clone();
+    let received = pending.received.clone();
+    let fut = CatchUnwind(Box::pin(async move { handler.handle(received).await }));
     let guarded = async {
         let outcome = match shared.config.handler_timeout {
             Some(limit) => match tokio::time::timeout(limit, fut).await {
@@ -356,9 +429,17 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
 /// Half the wait the provider applies to this delivery before redelivering
 /// it: with a `backoff`, providers (JetStream, memory) use the backoff entry
 /// of the delivery as its ack wait, otherwise `ack_wait`; that is
-/// [`SubscribeOptions::redelivery_delay`].
+/// [`SubscribeOptions::redelivery_delay`]. When the options set neither, the
+/// provider's default ack wait applies, which may be shorter than the 30 s
+/// `redelivery_delay` assumes, so the period is capped at
+/// [`UNKNOWN_WAIT_KEEPALIVE`].
 fn keepalive_interval(options: &SubscribeOptions, delivery: u64) -> Duration {
-    (options.redelivery_delay(delivery) / 2).max(Duration::from_millis(1))
+    let half = (options.redelivery_delay(delivery) / 2).max(Duration::from_millis(1));
+    if options.ack_wait.is_none() && options.backoff.is_empty() {
+        half.min(UNKNOWN_WAIT_KEEPALIVE)
+    } else {
+        half
+    }
 }
 
 /// `now + d`, saturating far in the future instead of panicking on overflow.
@@ -369,20 +450,21 @@ fn after(now: Instant, d: Duration) -> Instant {
 }
 
 /// Waits for a handler permit, keeping the fetched delivery alive
-/// (`in_progress`) meanwhile; `None` if a stop was requested first.
+/// (`in_progress`) meanwhile; `None` if `until` completes first.
 async fn acquire_permit(
     shared: &Arc<Shared>,
     pending: &PendingEvent,
-    stop: &mut watch::Receiver<Option<Instant>>,
+    until: impl Future<Output = ()>,
 ) -> Option<OwnedSemaphorePermit> {
     let every = keepalive_interval(&shared.options, pending.received.num_delivered);
     let acquire = shared.permits.clone().acquire_owned();
     tokio::pin!(acquire);
+    tokio::pin!(until);
     loop {
         tokio::select! {
             biased;
-            () = stop_requested(stop) => return None,
             permit = &mut acquire => return permit.ok(),
+            () = &mut until => return None,
             () = tokio::time::sleep(every) => {
                 if let Err(err) = pending.in_progress().await {
                     tracing::debug!(error = %err, "in_progress failed");
@@ -406,9 +488,7 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
         Err(reason) => {
             shared.bus.metrics.add_handler_error(1);
             let first_failure = remember_failure(&shared, sequence);
-            let exhausted = pending.is_final_delivery()
-                || shared.options.max_deliver.is_some_and(|max| attempt >= max);
-            if exhausted {
+            if is_last_attempt(&shared.options, &pending) {
                 dead_letter(&shared, pending, reason, first_failure).await;
                 forget_failure(&shared, sequence);
             } else {
@@ -441,7 +521,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
     };
     let mut pause = Duration::from_millis(100);
     for attempt in 1..=shared.config.dlq_attempts {
-        match dlq.handle(dead.clone()).await {
+        match offer_dead_letter(&*dlq, dead.clone()).await {
             Ok(()) => {
                 shared.bus.metrics.add_dlq(1);
                 settle(shared, pending.term().await, "term");
