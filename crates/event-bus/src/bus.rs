@@ -17,6 +17,10 @@ pub(crate) struct Inner {
     pub(crate) hooks: HookSlot,
     pub(crate) metrics: EventMetrics,
     pub(crate) subs: tokio::sync::Mutex<SubState>,
+    /// Bumped whenever a managed subscriber changes or is removed: the
+    /// subscriptions opened for it check whether they still belong to it
+    /// (see [`BusSubscription`](crate::BusSubscription)).
+    pub(crate) sub_changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// The high-level event API over any [`EventProvider`].
@@ -100,6 +104,7 @@ impl EventBus {
                 hooks: HookSlot::default(),
                 metrics: EventMetrics::new(),
                 subs: tokio::sync::Mutex::new(SubState::default()),
+                sub_changes: tokio::sync::watch::Sender::new(0),
             }),
         }
     }

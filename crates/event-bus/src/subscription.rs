@@ -34,6 +34,18 @@ const DLQ_RETRY_DELAY: Duration = Duration::from_secs(5);
 ///
 /// `Error::Lagged` reports are counted in the bus metrics and passed on.
 ///
+/// # Managed subscribers
+///
+/// A subscription opened for a managed subscriber
+/// ([`create_subscriber`](crate::EventBus::create_subscriber),
+/// [`consume`](crate::EventBus::consume)) ends (returns `Ok(None)`, and a
+/// consumer runner over it stops) once
+/// [`remove_subscription`](crate::EventBus::remove_subscription) removes the
+/// subscriber, or an update drops its subject or changes its durability; it
+/// delivers nothing published after that. A delivery already handed out is
+/// unaffected and can still be settled. Changes to other subscribers do not
+/// disturb it.
+///
 /// # Auto-ack
 ///
 /// [`next`](Subscription::next) keeps the auto-ack contract (the previous
@@ -46,6 +58,46 @@ pub struct BusSubscription {
     bus: Arc<Inner>,
     /// The last auto-ack delivery, acknowledged on the next call or close.
     unacked: Option<Box<dyn Acker>>,
+    /// The managed subscriber this subscription serves, if any.
+    membership: Option<Membership>,
+    /// The subscriber no longer covers this subscription: it has ended.
+    ended: bool,
+}
+
+/// The managed subscriber (and subject) a [`BusSubscription`] was opened
+/// for, and the bus's change signal to watch.
+pub(crate) struct Membership {
+    pub(crate) subscriber_id: String,
+    pub(crate) subject: String,
+    pub(crate) durable: bool,
+    pub(crate) changes: tokio::sync::watch::Receiver<u64>,
+    /// A change was signalled and not yet checked (the check can be
+    /// interrupted by a delivery; it is redone on the next call).
+    pub(crate) unchecked: bool,
+}
+
+impl Membership {
+    /// Waits for a change that removes this subscription from its
+    /// subscriber; never completes if the bus (the signal) is gone.
+    async fn removed(&mut self, bus: &Inner) {
+        loop {
+            if !self.unchecked {
+                if self.changes.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                self.unchecked = true;
+            }
+            let covered =
+                bus.subs
+                    .lock()
+                    .await
+                    .covers(&self.subscriber_id, &self.subject, self.durable);
+            self.unchecked = false;
+            if !covered {
+                return;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for BusSubscription {
@@ -62,6 +114,30 @@ impl BusSubscription {
             inner,
             bus,
             unacked: None,
+            membership: None,
+            ended: false,
+        }
+    }
+
+    /// Ties the subscription to a managed subscriber (see "Managed
+    /// subscribers" above).
+    pub(crate) fn member_of(mut self, membership: Membership) -> Self {
+        self.membership = Some(membership);
+        self
+    }
+
+    /// The provider's next delivery, or `None` once this subscription's
+    /// subscriber no longer covers it. A change that leaves it covered does
+    /// not interrupt the pending fetch.
+    async fn next_delivery(&mut self) -> Option<Result<Option<PendingEvent>>> {
+        let Some(membership) = self.membership.as_mut() else {
+            return Some(self.inner.next_manual_ack().await);
+        };
+        tokio::select! {
+            // a removal wins over a delivery that is ready at the same time
+            biased;
+            () = membership.removed(&self.bus) => None,
+            next = self.inner.next_manual_ack() => Some(next),
         }
     }
 
@@ -73,7 +149,22 @@ impl BusSubscription {
     }
 
     async fn fetch(&mut self) -> Result<Option<PendingEvent>> {
-        let pending = match self.inner.next_manual_ack().await {
+        if self.ended {
+            return Ok(None);
+        }
+        let Some(next) = self.next_delivery().await else {
+            self.ended = true;
+            if let Some(m) = &self.membership {
+                tracing::debug!(
+                    subscriber = %m.subscriber_id,
+                    subject = %m.subject,
+                    "subscriber removed or changed: subscription ends"
+                );
+            }
+            self.inner.close().await?;
+            return Ok(None);
+        };
+        let pending = match next {
             Ok(Some(pending)) => pending,
             Ok(None) => return Ok(None),
             Err(err) => return Err(Inner::report_error(&self.bus, err).await),

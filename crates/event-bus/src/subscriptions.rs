@@ -2,7 +2,7 @@
 
 use crate::bus::EventBus;
 use crate::naming::durable_consumer_name;
-use crate::subscription::BusSubscription;
+use crate::subscription::{BusSubscription, Membership};
 use event_core::subject::validate_filter;
 use event_core::{
     Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
@@ -20,6 +20,13 @@ pub(crate) struct SubState {
 }
 
 impl SubState {
+    /// Whether subscriber `id` (still) has `subject`, with this durability.
+    pub(crate) fn covers(&self, id: &str, subject: &str, durable: bool) -> bool {
+        self.records.get(id).is_some_and(|r| {
+            r.filter.durable == durable && r.filter.subjects.iter().any(|s| s == subject)
+        })
+    }
+
     fn snapshot(records: &BTreeMap<String, SubscriptionRecord>) -> Vec<SubscriptionRecord> {
         records.values().cloned().collect()
     }
@@ -61,7 +68,10 @@ impl EventBus {
     /// subscriber id or subject list is [`Error::InvalidConfig`]. If the state
     /// store fails, the change is not applied and its error is returned.
     /// Durable consumers of subjects the update drops (or of every subject,
-    /// when `durable` becomes false) are deleted from the provider.
+    /// when `durable` becomes false) are deleted from the provider, and the
+    /// subscriptions opened for dropped subjects (or for every subject, when
+    /// `durable` changes) end, as on
+    /// [`remove_subscription`](Self::remove_subscription).
     pub async fn update_subscription(&self, filter: SubscriptionFilter) -> Result<()> {
         self.upsert(filter, None).await
     }
@@ -97,6 +107,9 @@ impl EventBus {
             store.save(&SubState::snapshot(&next)).await?;
         }
         state.records = next;
+        self.inner
+            .sub_changes
+            .send_modify(|generation| *generation += 1);
         // the lock stays held while the dropped durables are deleted, so a
         // concurrent update that re-adds a subject cannot have its consumer
         // deleted under it
@@ -123,8 +136,11 @@ impl EventBus {
     }
 
     /// Removes the subscriber, persists the change, and deletes its durable
-    /// consumers from the provider. [`Error::NotFound`] if there is no such
-    /// subscriber.
+    /// consumers from the provider. The subscriptions opened for it
+    /// ([`create_subscriber`](Self::create_subscriber),
+    /// [`consume`](Self::consume)) end: they return `Ok(None)` and deliver
+    /// nothing published after the removal, and consumer runners over them
+    /// stop. [`Error::NotFound`] if there is no such subscriber.
     pub async fn remove_subscription(&self, subscriber_id: &str) -> Result<()> {
         let mut state = self.inner.subs.lock().await;
         if !state.records.contains_key(subscriber_id) {
@@ -139,6 +155,9 @@ impl EventBus {
             store.save(&SubState::snapshot(&next)).await?;
         }
         state.records = next;
+        self.inner
+            .sub_changes
+            .send_modify(|generation| *generation += 1);
         // held through the deletes (see `upsert`)
         self.inner.metrics.add_unsubscribe(1);
         if let Some(removed) = removed.filter(|r| r.filter.durable) {
@@ -279,7 +298,16 @@ impl EventBus {
             durable = record.filter.durable,
             "subscribed"
         );
-        Ok(Box::new(BusSubscription::new(sub, self.inner.clone())))
+        let membership = Membership {
+            subscriber_id: record.filter.subscriber_id.clone(),
+            subject: subject.to_owned(),
+            durable: record.filter.durable,
+            changes: self.inner.sub_changes.subscribe(),
+            unchecked: false,
+        };
+        Ok(Box::new(
+            BusSubscription::new(sub, self.inner.clone()).member_of(membership),
+        ))
     }
 
     /// A live, ephemeral, decrypting subscription on `filter_subject` (new

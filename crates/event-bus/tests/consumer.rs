@@ -480,6 +480,47 @@ async fn consumer_ends_when_the_subscriber_is_removed() {
     assert_eq!(report.acked, 0);
 }
 
+#[tokio::test]
+async fn consumer_of_an_ephemeral_subscriber_ends_when_it_is_removed() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(SubscriptionFilter {
+        subscriber_id: "w".into(),
+        subjects: vec!["events.>".into()],
+        durable: false,
+    })
+    .await
+    .unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = handled.clone();
+    let consumer = bus
+        .consume(
+            "w",
+            move |_r: ReceivedEvent| {
+                let h = h.clone();
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    bus.publish("a", "b", "s", "src", json!(1)).await.unwrap();
+    wait_until("the first event is handled", || {
+        handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    bus.remove_subscription("w").await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
+        .await
+        .expect("the consumer of a removed subscriber did not end");
+    assert_eq!(report.acked, 1);
+    bus.publish("a", "b", "s", "src", json!(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
 /// A handler implemented on a type.
 struct Counter(Arc<AtomicUsize>);
 

@@ -355,3 +355,96 @@ async fn concurrent_updates_all_land_in_the_store() {
     assert_eq!(FileStateStore::new(&path).load().await.unwrap().len(), 20);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `next` on `sub` ends (`Ok(None)`) within five seconds.
+async fn ends(sub: &mut Box<dyn Subscription>) {
+    let next = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the subscription did not end");
+    assert!(
+        next.expect("no error").is_none(),
+        "expected the end, got an event"
+    );
+}
+
+#[tokio::test]
+async fn removing_an_ephemeral_subscriber_ends_its_subscriptions() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("e", &["events.a.>", "events.b.>"], false))
+        .await
+        .unwrap();
+    let mut subs = bus.create_subscriber("e").await.unwrap();
+    let first = bus.publish("a", "x", "s", "src", json!(1)).await.unwrap();
+    assert_eq!(next(&mut subs[0]).await.event.id, first.id);
+    // one subscription waits idle while the subscriber is removed
+    let mut idle = subs.pop().unwrap();
+    let waiting = tokio::spawn(async move {
+        ends(&mut idle).await;
+        idle
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    bus.remove_subscription("e").await.unwrap();
+    let mut idle = waiting.await.unwrap();
+    // nothing published after the removal reaches either subscription
+    bus.publish("a", "x", "s", "src", json!(2)).await.unwrap();
+    bus.publish("b", "x", "s", "src", json!(3)).await.unwrap();
+    ends(&mut subs[0]).await;
+    ends(&mut idle).await;
+}
+
+#[tokio::test]
+async fn an_update_that_drops_a_subject_ends_only_that_subscription() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("e", &["events.a.>", "events.b.>"], false))
+        .await
+        .unwrap();
+    let mut subs = bus.create_subscriber("e").await.unwrap();
+    bus.update_subscription(filter("e", &["events.a.>"], false))
+        .await
+        .unwrap();
+    bus.publish("b", "x", "s", "src", json!(1)).await.unwrap();
+    let kept = bus.publish("a", "x", "s", "src", json!(2)).await.unwrap();
+    ends(&mut subs[1]).await;
+    assert_eq!(next(&mut subs[0]).await.event.id, kept.id);
+    // switching the subscriber to durable ends its ephemeral subscriptions
+    bus.update_subscription(filter("e", &["events.a.>"], true))
+        .await
+        .unwrap();
+    ends(&mut subs[0]).await;
+}
+
+#[tokio::test]
+async fn changes_to_other_subscribers_do_not_disturb_a_subscription() {
+    const N: usize = 200;
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("x", &["events.a.>"], false))
+        .await
+        .unwrap();
+    let mut sub = bus.create_subscriber("x").await.unwrap().remove(0);
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(N);
+        for _ in 0..N {
+            got.push(next(&mut sub).await.event.payload["n"].as_u64().unwrap());
+        }
+        got
+    });
+    for n in 0..N {
+        bus.publish("a", "x", "s", "src", json!({"n": n}))
+            .await
+            .unwrap();
+        let subjects: &[&str] = if n % 2 == 0 {
+            &["events.a.>"]
+        } else {
+            &["events.b.>"]
+        };
+        bus.update_subscription(filter("y", subjects, false))
+            .await
+            .unwrap();
+        if n % 50 == 0 {
+            bus.remove_subscription("y").await.unwrap();
+        }
+        tokio::task::yield_now().await;
+    }
+    let got = reader.await.unwrap();
+    assert_eq!(got, (0..N as u64).collect::<Vec<_>>());
+}
