@@ -521,6 +521,75 @@ async fn consumer_of_an_ephemeral_subscriber_ends_when_it_is_removed() {
     assert_eq!(handled.load(Ordering::SeqCst), 1);
 }
 
+/// Settles nothing: every acknowledgement call fails.
+struct RefusingAcker;
+
+#[async_trait::async_trait]
+impl event_core::Acker for RefusingAcker {
+    async fn ack(&self) -> event_core::Result<()> {
+        Err(Error::Connection("ack refused".into()))
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        Err(Error::Connection("nak refused".into()))
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        Err(Error::Connection("term refused".into()))
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        Err(Error::Connection("in_progress refused".into()))
+    }
+}
+
+/// Hands out `left` deliveries whose acknowledgements fail, then ends.
+struct UnsettleableSubscription {
+    left: u64,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for UnsettleableSubscription {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(self.next_manual_ack().await?.map(|p| p.received))
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let event = Event::new("events.a.b", "a", "s", "src", json!(self.left));
+        let received = ReceivedEvent {
+            event: Arc::new(event),
+            sequence: 10 - self.left,
+            num_delivered: 1,
+            stream: Arc::from("test"),
+        };
+        Ok(Some(event_core::PendingEvent::new(
+            received,
+            None,
+            Box::new(RefusingAcker),
+        )))
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_ack_is_a_settle_error_not_an_ack() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let consumer = bus
+        .consume_subscription(
+            Box::new(UnsettleableSubscription { left: 3 }),
+            SubscribeOptions::default(),
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
+        .await
+        .expect("the consumer ends with its subscription");
+    assert_eq!((report.acked, report.settle_errors), (0, 3));
+}
+
 /// A handler implemented on a type.
 struct Counter(Arc<AtomicUsize>);
 

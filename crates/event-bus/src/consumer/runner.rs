@@ -481,9 +481,12 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
     match run_handler(&shared, &pending).await {
         Ok(()) => {
             forget_failure(&shared, sequence);
-            settle(&shared, pending.ack().await, "ack");
-            bump(&shared.stats.acked);
             shared.bus.metrics.add_handled(1);
+            // a failed ack is a settle error, not an ack: the provider
+            // redelivers the event, and that delivery is counted then
+            if settle(&shared, pending.ack().await, "ack") {
+                bump(&shared.stats.acked);
+            }
         }
         Err(reason) => {
             shared.bus.metrics.add_handler_error(1);
@@ -551,10 +554,15 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
     bump(&shared.stats.dlq_failed);
 }
 
-fn settle(shared: &Shared, result: Result<()>, what: &str) {
-    if let Err(err) = result {
-        bump(&shared.stats.settle_errors);
-        tracing::warn!(error = %err, "{what} failed");
+/// Counts and logs a failed settlement; true when it succeeded.
+fn settle(shared: &Shared, result: Result<()>, what: &str) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(err) => {
+            bump(&shared.stats.settle_errors);
+            tracing::warn!(error = %err, "{what} failed");
+            false
+        }
     }
 }
 
