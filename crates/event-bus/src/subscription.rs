@@ -189,6 +189,9 @@ impl BusSubscription {
                 let (received, _, acker) = pending.into_parts();
                 let dead = DeadLetterEvent::new(Event::clone(&received.event), err.to_string())
                     .with_attempts(received.num_delivered);
+                // decrypting fails the first time it is tried
+                let at = dead.dead_lettered_at;
+                let dead = dead.with_first_failure_at(at);
                 let bus = self.bus.clone();
                 detached(async move {
                     match bus.dead_letter(dead).await {
@@ -264,6 +267,8 @@ impl Inner {
                 };
                 let dead =
                     DeadLetterEvent::new(event, format!("undecodable: {reason}")).with_attempts(1);
+                let at = dead.dead_lettered_at;
+                let dead = dead.with_first_failure_at(at);
                 // The provider already terminated the message; a refusal is
                 // logged and counted by `dead_letter`.
                 let bus = this.clone();

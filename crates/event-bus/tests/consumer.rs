@@ -439,6 +439,7 @@ async fn handler_sees_plaintext_and_undecryptable_events_are_dead_lettered() {
     let dead = dlq.list(1).await.unwrap().remove(0);
     assert_eq!(dead.event.id, foreign.id);
     assert!(dead.reason.contains("unknown key"), "{}", dead.reason);
+    assert_eq!(dead.first_failure_at, Some(dead.dead_lettered_at));
 }
 
 #[tokio::test]
