@@ -179,12 +179,10 @@ impl BusSubscription {
             .decrypt_payload(&hooks, &pending.received.event, Some(sequence))
         {
             Ok(None) => Ok(Some(pending)),
-            Ok(Some(plain)) => {
-                let (received, max_deliver, acker) = pending.into_parts();
+            Ok(Some(plain)) => Ok(Some(pending.map_received(|received| {
                 let event = Arc::new(with_payload(&received.event, plain));
-                let received = ReceivedEvent { event, ..received };
-                Ok(Some(PendingEvent::new(received, max_deliver, acker)))
-            }
+                ReceivedEvent { event, ..received }
+            }))),
             Err(err) => {
                 let (received, _, acker) = pending.into_parts();
                 let dead = DeadLetterEvent::new(Event::clone(&received.event), err.to_string())

@@ -744,6 +744,58 @@ async fn a_slow_handler_is_kept_alive_under_the_providers_default_ack_wait() {
     assert_eq!(report.acked, 1);
 }
 
+/// The memory provider reports each delivery's ack wait: a default far
+/// shorter than the runner's one-second fallback keepalive still holds a
+/// slow handler's delivery, and a failure is retried after that default,
+/// not after 30 s.
+#[tokio::test]
+async fn the_runner_uses_the_ack_wait_the_provider_reports() {
+    let limits = event_memory::MemoryLimits {
+        default_ack_wait: Duration::from_millis(300),
+        ..event_memory::MemoryLimits::default()
+    };
+    let provider =
+        MemoryProvider::with_limits(event_memory::MemoryConfig::default(), limits).unwrap();
+    let bus = EventBus::new(provider);
+    bus.update_subscription(filter("w", "events.a.>"))
+        .await
+        .unwrap();
+    bus.publish("a", "b", "s", "src", json!({})).await.unwrap();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let c = calls.clone();
+    let started = Instant::now();
+    let consumer = bus
+        .consume(
+            "w",
+            move |r: ReceivedEvent| {
+                let c = c.clone();
+                async move {
+                    c.lock().unwrap().push(r.num_delivered);
+                    // slow: three times the provider's ack wait
+                    tokio::time::sleep(Duration::from_millis(900)).await;
+                    if r.num_delivered == 1 {
+                        Err("first attempt fails")
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("acked", || consumer.report().acked == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    // no redelivery while a handler ran: exactly the nak'd one
+    assert_eq!(*calls.lock().unwrap(), vec![1, 2]);
+    assert_eq!((report.acked, report.retried), (1, 1));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the retry waited {:?}, not the provider's 300 ms",
+        started.elapsed()
+    );
+}
+
 /// A DLQ handler that panics on its first call, then stores.
 #[derive(Default)]
 struct PanickyDlq {

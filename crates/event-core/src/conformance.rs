@@ -593,6 +593,13 @@ pub async fn ack_timeout_redelivers(factory: &dyn ProviderFactory) {
     let started = Instant::now();
     let first = recv_manual(&mut sub, &caps).await;
     let seq = first.received.sequence;
+    // a provider that reports the wait reports the one it applies
+    assert!(
+        first.ack_wait().is_none_or(|w| w == caps.ack_wait),
+        "reported ack wait {:?}, subscribed with {:?}",
+        first.ack_wait(),
+        caps.ack_wait
+    );
     drop(first); // neither acked nor naked
     let again = recv_manual(&mut sub, &caps).await;
     assert!(
@@ -601,6 +608,7 @@ pub async fn ack_timeout_redelivers(factory: &dyn ProviderFactory) {
     );
     assert_eq!(again.received.sequence, seq);
     assert_eq!(again.received.num_delivered, 2);
+    assert!(again.ack_wait().is_none_or(|w| w == caps.ack_wait));
     again.ack().await.expect("ack");
 }
 

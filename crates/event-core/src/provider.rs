@@ -358,6 +358,7 @@ pub struct PendingEvent {
     /// The delivered event and its context.
     pub received: ReceivedEvent,
     max_deliver: Option<u64>,
+    ack_wait: Option<Duration>,
     acker: Box<dyn Acker>,
 }
 
@@ -366,6 +367,7 @@ impl std::fmt::Debug for PendingEvent {
         f.debug_struct("PendingEvent")
             .field("received", &self.received)
             .field("max_deliver", &self.max_deliver)
+            .field("ack_wait", &self.ack_wait)
             .finish_non_exhaustive()
     }
 }
@@ -378,8 +380,35 @@ impl PendingEvent {
         Self {
             received,
             max_deliver,
+            ack_wait: None,
             acker,
         }
+    }
+
+    /// Records how long the provider waits for this delivery to be settled
+    /// before redelivering it (the consumer's ack wait, or the backoff entry
+    /// of this delivery). Providers that know it should say it: a consumer
+    /// that keeps a long task alive with [`in_progress`](Self::in_progress)
+    /// needs it when the subscription left the wait to the provider's
+    /// default. The memory and NATS providers report it.
+    #[must_use]
+    pub fn with_ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = Some(wait);
+        self
+    }
+
+    /// The ack wait the provider applies to this delivery, if it reported
+    /// it (see [`with_ack_wait`](Self::with_ack_wait)).
+    pub fn ack_wait(&self) -> Option<Duration> {
+        self.ack_wait
+    }
+
+    /// Transforms the delivered event (the bus decrypts it), keeping the
+    /// acker and what the provider reported (`max_deliver`, the ack wait).
+    #[must_use]
+    pub fn map_received(mut self, f: impl FnOnce(ReceivedEvent) -> ReceivedEvent) -> Self {
+        self.received = f(self.received);
+        self
     }
 
     /// The event.
@@ -424,8 +453,10 @@ impl PendingEvent {
         self.acker.in_progress().await
     }
 
-    /// Splits into the delivery and its acker, for wrappers that transform
-    /// the event (the bus decrypts) and re-wrap it.
+    /// Splits into the delivery and its acker, for wrappers that take the
+    /// delivery apart (to transform the event and keep everything else, use
+    /// [`map_received`](Self::map_received)). The ack wait is not part of
+    /// the split; read it first with [`ack_wait`](Self::ack_wait).
     pub fn into_parts(self) -> (ReceivedEvent, Option<u64>, Box<dyn Acker>) {
         (self.received, self.max_deliver, self.acker)
     }

@@ -98,6 +98,9 @@ pub(crate) struct Delivery {
     pub(crate) deliveries: u64,
     pub(crate) token: u64,
     pub(crate) max_deliver: Option<u64>,
+    /// How long this delivery may stay unsettled before it is redelivered
+    /// (`None`: untracked).
+    pub(crate) ack_wait: Option<Duration>,
 }
 
 pub(crate) enum Next {
@@ -343,10 +346,13 @@ impl State {
     /// [`Consumer::try_next`]).
     fn deliver_new(&mut self, seq: u64, event: Arc<Event>, track: Option<Instant>) -> Delivery {
         let mut token = 0;
+        let mut ack_wait = None;
         if let Some(now) = track {
             self.next_token += 1;
             token = self.next_token;
-            let deadline = after(now, self.settings.in_flight_wait(1));
+            let wait = self.settings.in_flight_wait(1);
+            ack_wait = Some(wait);
+            let deadline = after(now, wait);
             self.pending.insert(
                 seq,
                 Pending {
@@ -364,6 +370,7 @@ impl State {
             deliveries: 1,
             token,
             max_deliver: self.settings.options.max_deliver,
+            ack_wait,
         }
     }
 
@@ -388,7 +395,8 @@ impl State {
             p.deliveries += 1;
             p.token = self.next_token;
             p.phase = Phase::InFlight;
-            p.deadline = after(now, self.settings.in_flight_wait(p.deliveries));
+            let wait = self.settings.in_flight_wait(p.deliveries);
+            p.deadline = after(now, wait);
             let (deadline, token, deliveries) = (p.deadline, p.token, p.deliveries);
             self.heap.push(Reverse((deadline, seq, token)));
             return Some(Delivery {
@@ -397,6 +405,7 @@ impl State {
                 deliveries,
                 token,
                 max_deliver: max,
+                ack_wait: Some(wait),
             });
         }
         None

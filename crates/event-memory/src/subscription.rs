@@ -125,12 +125,16 @@ impl Subscription for MemorySubscription {
             seq: delivery.sequence,
             token: delivery.token,
         };
-        let max_deliver = delivery.max_deliver;
-        Ok(Some(PendingEvent::new(
+        let (max_deliver, ack_wait) = (delivery.max_deliver, delivery.ack_wait);
+        let pending = PendingEvent::new(
             received(delivery, &self.stream),
             max_deliver,
             Box::new(acker),
-        )))
+        );
+        Ok(Some(match ack_wait {
+            Some(wait) => pending.with_ack_wait(wait),
+            None => pending,
+        }))
     }
 
     async fn close(&mut self) -> Result<()> {

@@ -504,3 +504,49 @@ async fn a_publish_completes_under_a_foreign_executor_inside_a_tokio_task() {
         .unwrap();
     assert_eq!(p.info().await.unwrap().messages, 1_000);
 }
+
+/// Manual deliveries report the ack wait applied to them: the subscription's
+/// `ack_wait`, the backoff entry of the delivery, or the provider's default.
+#[tokio::test]
+async fn manual_deliveries_report_their_ack_wait() {
+    let p = MemoryProvider::with_limits(
+        MemoryConfig::default(),
+        MemoryLimits {
+            default_ack_wait: Duration::from_millis(700),
+            ..MemoryLimits::default()
+        },
+    )
+    .unwrap();
+    let mut plain = p.subscribe_durable("plain", "events.t.>").await.unwrap();
+    let waited = SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(300)),
+        ..SubscribeOptions::default()
+    };
+    let mut waiting = p
+        .subscribe_durable_with_options("waiting", "events.t.>", &waited)
+        .await
+        .unwrap();
+    let backed = SubscribeOptions {
+        backoff: vec![Duration::from_millis(20), Duration::from_millis(40)],
+        ..SubscribeOptions::default()
+    };
+    let mut backing = p
+        .subscribe_durable_with_options("backing", "events.t.>", &backed)
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    let first = plain.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(first.ack_wait(), Some(Duration::from_millis(700)));
+    first.ack().await.unwrap();
+    let first = waiting.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(first.ack_wait(), Some(Duration::from_millis(300)));
+    first.ack().await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let pending = backing.next_manual_ack().await.unwrap().unwrap();
+        seen.push((pending.received.num_delivered, pending.ack_wait()));
+        pending.nak().await.unwrap();
+    }
+    let ms = |n| Some(Duration::from_millis(n));
+    assert_eq!(seen, vec![(1, ms(20)), (2, ms(40)), (3, ms(40))]);
+}

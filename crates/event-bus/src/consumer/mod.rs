@@ -14,8 +14,8 @@
 //! - `Err`, a panic (caught) or a timeout ([`ConsumerConfig::handler_timeout`])
 //!   → `nak` with the subscription's backoff
 //!   ([`SubscribeOptions::redelivery_delay`]) of the delivery number
-//!   (without `backoff` that is `ack_wait`, 30 s by default: set `backoff`
-//!   for quicker retries);
+//!   (without `backoff` that is `ack_wait`, or the provider's reported
+//!   default, else 30 s: set `backoff` for quicker retries);
 //! - on the last allowed delivery (`max_deliver` of the subscription
 //!   options) a failure goes to the bus's DLQ handler with the original
 //!   subject, the delivery attempts, the time of the first failure this
@@ -25,11 +25,13 @@
 //!   [`ConsumerReport::dlq_failed`]); without a DLQ handler it is logged and
 //!   terminated;
 //! - while a handler runs, the runner extends the ack wait (`in_progress`)
-//!   every half `ack_wait` (or backoff entry), so slow handlers are not
-//!   redelivered concurrently. When the options set neither, the provider's
-//!   default ack wait applies, which the runner cannot see: it then extends
-//!   every second (so provider defaults of 2 s and more are covered; set
-//!   `ack_wait` for shorter ones).
+//!   every half of the wait the provider applies to the delivery, so slow
+//!   handlers are not redelivered concurrently. Providers that report it
+//!   ([`PendingEvent::ack_wait`](event_core::PendingEvent::ack_wait); the
+//!   memory and NATS providers do) are taken at their word; otherwise it is
+//!   `ack_wait` or the backoff entry of the options, and when the options
+//!   set neither (the provider's unreported default applies) the runner
+//!   extends every second (covering provider defaults of 2 s and more).
 //!
 //! Undecryptable and undecodable deliveries are dead-lettered by the bus
 //! subscription itself (see [`BusSubscription`](crate::BusSubscription)).

@@ -412,7 +412,7 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
     };
     tokio::pin!(guarded);
     // Keep the delivery ours while the handler runs.
-    let every = keepalive_interval(&shared.options, pending.received.num_delivered);
+    let every = keepalive_interval(&shared.options, pending);
     let mut keepalive = tokio::time::interval_at(after(Instant::now(), every), every);
     loop {
         tokio::select! {
@@ -427,18 +427,35 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
 }
 
 /// Half the wait the provider applies to this delivery before redelivering
-/// it: with a `backoff`, providers (JetStream, memory) use the backoff entry
-/// of the delivery as its ack wait, otherwise `ack_wait`; that is
+/// it. Providers that report it ([`PendingEvent::ack_wait`]; memory and
+/// NATS do) are taken at their word. Otherwise it is inferred from the
+/// options: with a `backoff`, providers (JetStream, memory) use the backoff
+/// entry of the delivery as its ack wait, otherwise `ack_wait`; that is
 /// [`SubscribeOptions::redelivery_delay`]. When the options set neither, the
 /// provider's default ack wait applies, which may be shorter than the 30 s
 /// `redelivery_delay` assumes, so the period is capped at
 /// [`UNKNOWN_WAIT_KEEPALIVE`].
-fn keepalive_interval(options: &SubscribeOptions, delivery: u64) -> Duration {
-    let half = (options.redelivery_delay(delivery) / 2).max(Duration::from_millis(1));
+fn keepalive_interval(options: &SubscribeOptions, pending: &PendingEvent) -> Duration {
+    let half = |wait: Duration| (wait / 2).max(Duration::from_millis(1));
+    if let Some(wait) = pending.ack_wait() {
+        return half(wait);
+    }
+    let inferred = half(options.redelivery_delay(pending.received.num_delivered));
     if options.ack_wait.is_none() && options.backoff.is_empty() {
-        half.min(UNKNOWN_WAIT_KEEPALIVE)
+        inferred.min(UNKNOWN_WAIT_KEEPALIVE)
     } else {
-        half
+        inferred
+    }
+}
+
+/// The delay of the nak after failed delivery number `attempt`: the
+/// subscription's backoff entry, or its `ack_wait`; when the options set
+/// neither, the wait the provider reported for the delivery (its default),
+/// or 30 s.
+fn nak_delay(options: &SubscribeOptions, pending: &PendingEvent, attempt: u64) -> Duration {
+    match pending.ack_wait() {
+        Some(wait) if options.ack_wait.is_none() && options.backoff.is_empty() => wait,
+        _ => options.redelivery_delay(attempt),
     }
 }
 
@@ -456,7 +473,7 @@ async fn acquire_permit(
     pending: &PendingEvent,
     until: impl Future<Output = ()>,
 ) -> Option<OwnedSemaphorePermit> {
-    let every = keepalive_interval(&shared.options, pending.received.num_delivered);
+    let every = keepalive_interval(&shared.options, pending);
     let acquire = shared.permits.clone().acquire_owned();
     tokio::pin!(acquire);
     tokio::pin!(until);
@@ -496,7 +513,7 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
                 forget_failure(&shared, sequence);
             } else {
                 tracing::debug!(event_id = %event_id, attempt, reason = %reason, "handler failed; retrying");
-                let delay = shared.options.redelivery_delay(attempt);
+                let delay = nak_delay(&shared.options, &pending, attempt);
                 settle(&shared, pending.nak_with_delay(delay).await, "nak");
                 bump(&shared.stats.retried);
                 shared.bus.metrics.add_redelivery(1);
