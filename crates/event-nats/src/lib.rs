@@ -144,7 +144,10 @@
 //!   and by how many events the caller handles in a quarter of the ack wait.
 //!   Events fetched ahead and never handed out (subscription dropped) are
 //!   redelivered after the ack wait with their delivery count increased; set
-//!   `max_prefetch = 1` where that matters more than throughput.
+//!   `max_prefetch = 1` where that matters more than throughput. A
+//!   subscription with `max_deliver` never fetches ahead: an unseen fetched
+//!   event could be on its last delivery and would be exhausted without ever
+//!   being handed out (or reported).
 //! - **History** returns exactly the newest `limit` matches, newest first,
 //!   without reading the whole stream. Unfiltered, it reads the tail with a
 //!   short-lived consumer. Filtered, it counts the matches first (a consumer
@@ -163,7 +166,16 @@
 //!   otherwise.
 //! - **Reconnection** is async-nats's (automatic, unlimited); connection
 //!   changes are logged through `tracing`; [`NatsProvider::is_connected`]
-//!   and `health()` (connection state plus a stream lookup) report it.
+//!   and `health()` (connection state plus a stream lookup) report it. A
+//!   subscription waiting for events when the connection is lost hands out
+//!   what it already received, then returns
+//!   [`Error::Connection`](event_core::Error::Connection) (at once, and on
+//!   later calls after waiting `request_timeout_secs` for the reconnection);
+//!   it stays usable and pulls again once the connection is back.
+//! - **Durables**: changed `ack_wait`, `max_deliver`, `max_ack_pending`,
+//!   `backoff` or filter are applied to the existing consumer; a different
+//!   `deliver_policy` (which applies at creation only) is
+//!   [`Error::Conflict`](event_core::Error::Conflict).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;

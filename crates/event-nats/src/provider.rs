@@ -37,7 +37,43 @@ pub(crate) struct Inner {
     pub(crate) config: NatsConfig,
     pub(crate) options: NatsOptions,
     pub(crate) max_payload: AtomicUsize,
-    pub(crate) connected: Arc<AtomicBool>,
+    pub(crate) link: Arc<Link>,
+}
+
+/// The connection state as reported by async-nats connection events.
+#[derive(Default)]
+pub(crate) struct Link {
+    /// Whether the client has a live connection.
+    pub(crate) connected: AtomicBool,
+    /// Woken (all waiters) when the connection is lost or closed: a pull
+    /// request waiting at the server is gone with it.
+    pub(crate) lost: tokio::sync::Notify,
+    /// Woken (all waiters) when the connection is (re)established.
+    pub(crate) restored: tokio::sync::Notify,
+}
+
+impl Link {
+    /// Whether the client has a live connection.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `limit` for a live connection; whether there is one.
+    pub(crate) async fn wait_connected(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let restored = self.restored.notified();
+            tokio::pin!(restored);
+            // registered before the state is read: no wake-up is missed
+            restored.as_mut().enable();
+            if self.is_connected() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, restored).await.is_err() {
+                return self.is_connected();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for NatsProvider {
@@ -76,13 +112,13 @@ impl NatsProvider {
                 "must not be longer than max_age_secs",
             ));
         }
-        let connected = Arc::new(AtomicBool::new(false));
-        let connect_options = connect_options(&config, &options, connected.clone()).await?;
+        let link = Arc::new(Link::default());
+        let connect_options = connect_options(&config, &options, link.clone()).await?;
         let client = connect_options
             .connect(config.url.as_str())
             .await
             .map_err(|e| error::connect(e, &config.url, config.connect_timeout()))?;
-        connected.store(true, Ordering::Relaxed);
+        link.connected.store(true, Ordering::Release);
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout())
             // the batch window bounds in-flight acks per publish_batch call;
@@ -106,7 +142,7 @@ impl NatsProvider {
                 max_payload: AtomicUsize::new(max_payload),
                 config,
                 options,
-                connected,
+                link,
             }),
         })
     }
@@ -234,25 +270,28 @@ impl NatsProvider {
 async fn connect_options(
     config: &NatsConfig,
     options: &NatsOptions,
-    connected: Arc<AtomicBool>,
+    link: Arc<Link>,
 ) -> Result<async_nats::ConnectOptions> {
     let mut co = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout())
         .request_timeout(Some(config.request_timeout()))
         .event_callback(move |event| {
-            let connected = connected.clone();
+            let link = link.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
-                        connected.store(true, Ordering::Relaxed);
+                        link.connected.store(true, Ordering::Release);
+                        link.restored.notify_waiters();
                         tracing::info!("NATS connection (re)established");
                     }
                     async_nats::Event::Disconnected => {
-                        connected.store(false, Ordering::Relaxed);
+                        link.connected.store(false, Ordering::Release);
+                        link.lost.notify_waiters();
                         tracing::warn!("NATS connection lost; reconnecting");
                     }
                     async_nats::Event::Closed => {
-                        connected.store(false, Ordering::Relaxed);
+                        link.connected.store(false, Ordering::Release);
+                        link.lost.notify_waiters();
                         tracing::warn!("NATS connection closed");
                     }
                     other => tracing::warn!(event = %other, "NATS connection event"),
@@ -575,6 +614,6 @@ impl NatsProvider {
     /// Whether the client currently has a live connection (updated from
     /// async-nats connection events; reconnection is automatic).
     pub fn is_connected(&self) -> bool {
-        self.inner.connected.load(Ordering::Relaxed)
+        self.inner.link.is_connected()
     }
 }

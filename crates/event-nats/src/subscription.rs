@@ -9,7 +9,7 @@ use event_core::{
     Acker, DeliverPolicy, Error, Event, PendingEvent, ReceivedEvent, Result, SubscribeOptions,
     Subscription,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,8 +98,8 @@ pub(crate) fn consumer_config(
     })
 }
 
-/// Settings of `existing` that differ from `desired` and matter after
-/// creation (the deliver policy applies at creation only).
+/// Settings of `existing` that differ from `desired` and can change after
+/// creation (a different deliver policy is refused before this).
 fn consumer_differences(existing: &consumer::Config, desired: &pull::Config) -> Vec<String> {
     let desired = consumer::IntoConsumerConfig::into_consumer_config(desired);
     let mut diffs = Vec::new();
@@ -149,6 +149,9 @@ pub(crate) struct NatsSubscription {
     avg_gap: Duration,
     last_batch: usize,
     last_sequence: u64,
+    /// The connection was lost while `batch` was pending: its pull request
+    /// is gone, only what it already received is left.
+    stale: bool,
     closed: bool,
 }
 
@@ -190,6 +193,18 @@ impl NatsSubscription {
         let consumer: PullConsumer = match stream.consumer_info(name).await {
             Ok(info) => {
                 let existing = info.config.clone();
+                // the start policy applies at creation only: a different
+                // one would be silently ignored, so it is refused
+                if existing.deliver_policy != desired.deliver_policy {
+                    return Err(Error::Conflict {
+                        resource: format!("durable consumer {name}"),
+                        reason: format!(
+                            "deliver_policy: consumer has {:?}, subscription wants {:?} (it applies \
+                             at creation only; unsubscribe the consumer first)",
+                            existing.deliver_policy, desired.deliver_policy
+                        ),
+                    });
+                }
                 let diffs = consumer_differences(&existing, &desired);
                 if diffs.is_empty() {
                     stream
@@ -198,11 +213,8 @@ impl NatsSubscription {
                         .map_err(|e| consumer_error(name, e, timeout))?
                 } else {
                     let reason = diffs.join("; ");
-                    // the deliver policy applies at creation only: keep it
-                    let mut merged = desired.clone();
-                    merged.deliver_policy = existing.deliver_policy;
                     tracing::info!(consumer = name, changes = %reason, "updating durable consumer");
-                    let updated = stream.create_consumer(merged).await.map_err(|e| {
+                    let updated = stream.create_consumer(desired.clone()).await.map_err(|e| {
                         match consumer_error(name, e, timeout) {
                             err @ (Error::Timeout { .. } | Error::Connection(_)) => err,
                             err => Error::Conflict {
@@ -267,6 +279,7 @@ impl NatsSubscription {
             avg_gap: Duration::ZERO,
             last_batch: 1,
             last_sequence: 0,
+            stale: false,
             closed: false,
         }
     }
@@ -279,7 +292,10 @@ impl NatsSubscription {
     /// caller handles in a quarter of the ack wait (so prefetched events are
     /// not redelivered while they wait in the buffer).
     fn next_batch_size(&self) -> usize {
-        if self.handed_out < WARMUP {
+        // with max_deliver, a fetched event the caller never sees (the
+        // subscription is closed first) may have had its last delivery: it
+        // would be exhausted without ever being reported
+        if self.handed_out < WARMUP || self.max_deliver.is_some() {
             return 1;
         }
         let max = self
@@ -366,12 +382,46 @@ impl NatsSubscription {
         self.note_call();
         loop {
             if self.batch.is_none() {
+                let link = &self.provider.inner.link;
+                if !link.wait_connected(self.provider.consumer_timeout()).await {
+                    return Err(self.connection_lost());
+                }
                 self.batch = Some(self.start_batch().await?);
+                self.stale = false;
             }
             let Some(batch) = self.batch.as_mut() else {
                 continue;
             };
-            match batch.next().await {
+            let next = if self.stale {
+                // the pull request died with the connection: hand out what
+                // was already received, then pull again
+                match batch.next().now_or_never() {
+                    Some(next) => next,
+                    None => {
+                        self.batch = None;
+                        continue;
+                    }
+                }
+            } else {
+                let lost = self.provider.inner.link.lost.notified();
+                tokio::pin!(lost);
+                // registered before the state is read: no loss is missed
+                lost.as_mut().enable();
+                if self.provider.inner.link.is_connected() {
+                    tokio::select! {
+                        biased;
+                        next = batch.next() => next,
+                        () = lost => {
+                            self.stale = true;
+                            continue;
+                        }
+                    }
+                } else {
+                    self.stale = true;
+                    continue;
+                }
+            };
+            match next {
                 None => self.batch = None,
                 Some(Err(err)) => {
                     self.batch = None;
@@ -400,6 +450,16 @@ impl NatsSubscription {
                 Some(Ok(message)) => return self.decode(message).await.map(Some),
             }
         }
+    }
+
+    fn connection_lost(&self) -> Error {
+        Error::Connection(format!(
+            "consumer {}: not connected to {} for {:?} (reconnecting; the subscription \
+             resumes when called again after the reconnection)",
+            self.name,
+            self.provider.inner.config.url,
+            self.provider.consumer_timeout()
+        ))
     }
 
     async fn decode(
@@ -519,12 +579,18 @@ impl Subscription for NatsSubscription {
                 },
             }
         }
-        self.provider
-            .inner
-            .client
-            .flush()
-            .await
-            .map_err(|e| error::map("flush", e, timeout))
+        // the flush waits for a connection: bounded, or a close while the
+        // server is down would never return
+        match tokio::time::timeout(timeout, self.provider.inner.client.flush()).await {
+            Ok(flushed) => flushed.map_err(|e| error::map("flush", e, timeout)),
+            Err(_) => Err(Error::Timeout {
+                operation: format!(
+                    "closing consumer {}: flushing its acknowledgements (connection lost?)",
+                    self.name
+                ),
+                elapsed: timeout,
+            }),
+        }
     }
 }
 

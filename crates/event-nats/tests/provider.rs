@@ -5,7 +5,7 @@
 mod common;
 
 use common::NatsServer;
-use event_core::{Error, Event, EventProvider, SubscribeOptions};
+use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions};
 use event_nats::{NatsConfig, NatsOptions, NatsProvider, StorageType};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -431,4 +431,163 @@ async fn prefetched_events_of_a_dropped_subscription_are_not_lost() {
         (99..200).collect(),
         "nothing lost, nothing acked twice"
     );
+}
+
+#[tokio::test]
+async fn changed_deliver_policy_on_an_existing_durable_is_refused() {
+    let server = server!("changed_deliver_policy_on_an_existing_durable_is_refused");
+    let p = NatsProvider::connect(common::config(&server, "dp"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    for n in 0..3 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    drop(p.subscribe_durable("d", &filter).await.unwrap());
+    let live = SubscribeOptions {
+        deliver_policy: DeliverPolicy::New,
+        ..SubscribeOptions::default()
+    };
+    // the consumer would go on delivering all three stored events
+    match p.subscribe_durable_with_options("d", &filter, &live).await {
+        Err(Error::Conflict { reason, .. }) => {
+            assert!(reason.contains("deliver_policy"), "{reason}")
+        }
+        other => panic!("expected Conflict, got {:?}", other.map(|_| ())),
+    }
+    // the same policy resumes; after unsubscribe the new policy applies
+    drop(p.subscribe_durable("d", &filter).await.unwrap());
+    p.unsubscribe("d").await.unwrap();
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &live)
+        .await
+        .unwrap();
+    p.publish(&event(&p, 3)).await.unwrap();
+    let got = sub.next().await.unwrap().unwrap();
+    assert_eq!(got.event.payload["n"], 3);
+}
+
+#[tokio::test]
+async fn fetched_but_unseen_events_are_not_exhausted_by_close() {
+    let server = server!("fetched_but_unseen_events_are_not_exhausted_by_close");
+    let p = NatsProvider::connect(common::config(&server, "md"))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..100).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let opts = SubscribeOptions {
+        max_deliver: Some(1),
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("t");
+    let mut sub = p
+        .subscribe_durable_with_options("once", &filter, &opts)
+        .await
+        .unwrap();
+    // well past the one-at-a-time warm-up
+    for n in 0..30u64 {
+        assert_eq!(sub.next().await.unwrap().unwrap().event.payload["n"], n);
+    }
+    sub.close().await.unwrap();
+    // a fetched event the caller never saw would have used its one delivery
+    let mut sub = p
+        .subscribe_durable_with_options("once", &filter, &opts)
+        .await
+        .unwrap();
+    for n in 30..100u64 {
+        let got = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} never delivered"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.event.payload["n"], n);
+        assert_eq!(got.num_delivered, 1);
+    }
+}
+
+#[tokio::test]
+async fn subscription_reports_a_lost_server_and_resumes_after_restart() {
+    let mut server = server!("subscription_reports_a_lost_server_and_resumes_after_restart");
+    let config = NatsConfig {
+        request_timeout_secs: 2,
+        ..common::config(&server, "down")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
+    let filter = p.category_subject("t");
+    let mut sub = p.subscribe_durable("d", &filter).await.unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    assert_eq!(sub.next().await.unwrap().unwrap().event.payload["n"], 0);
+    // waiting at the server when it dies
+    let waiting = tokio::spawn(async move {
+        let r = tokio::time::timeout(Duration::from_secs(30), sub.next()).await;
+        (sub, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    let (mut sub, r) = waiting.await.unwrap();
+    match r {
+        Ok(Err(e)) => assert!(
+            matches!(e, Error::Connection(_)),
+            "a lost server is a connection error: {e:?}"
+        ),
+        Ok(Ok(got)) => panic!("got {got:?} from a dead server"),
+        Err(_) => panic!("next() waited silently for a dead server"),
+    }
+    // still down: every call reports it, within the request timeout
+    let r = tokio::time::timeout(Duration::from_secs(30), sub.next()).await;
+    assert!(
+        matches!(r, Ok(Err(Error::Connection(_)))),
+        "while down: {r:?}"
+    );
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p.health().await.unwrap() {
+        assert!(Instant::now() < deadline, "no reconnection after restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.publish(&event(&p, 1)).await.unwrap();
+    // the same subscription resumes (transient errors while JetStream
+    // recovers are allowed)
+    let got = loop {
+        assert!(Instant::now() < deadline, "the subscription did not resume");
+        match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
+            Ok(Ok(Some(got))) => break got,
+            Ok(Err(e)) if e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("after restart: {other:?}"),
+        }
+    };
+    assert_eq!(got.event.payload["n"], 1);
+}
+
+#[tokio::test]
+async fn close_while_the_server_is_down_returns_within_the_timeout() {
+    let mut server = server!("close_while_the_server_is_down_returns_within_the_timeout");
+    let config = NatsConfig {
+        request_timeout_secs: 2,
+        ..common::config(&server, "cl")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
+    let filter = p.category_subject("t");
+    p.publish(&event(&p, 0)).await.unwrap();
+    let mut sub = p.subscribe_durable("d", &filter).await.unwrap();
+    sub.next().await.unwrap().unwrap();
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.is_connected() {
+        assert!(Instant::now() < deadline, "the client did not notice");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the auto-ack of event 0 cannot be flushed: a typed error, not a hang
+    match tokio::time::timeout(Duration::from_secs(20), sub.close()).await {
+        Ok(Err(e)) => assert!(e.is_transient(), "{e:?}"),
+        Ok(Ok(())) => panic!("close flushed acknowledgements to a dead server"),
+        Err(_) => panic!("close() hung while the server was down"),
+    }
+    // closed all the same
+    assert!(matches!(sub.next().await, Ok(None)));
 }
