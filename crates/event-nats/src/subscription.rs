@@ -141,6 +141,8 @@ pub(crate) struct NatsSubscription {
     kind: Kind,
     max_deliver: Option<u64>,
     ack_wait: Duration,
+    /// The consumer's backoff: the ack wait of each delivery.
+    backoff: Vec<Duration>,
     max_ack_pending: usize,
     batch: Option<pull::Batch>,
     auto_pending: Option<NatsMsgAcker>,
@@ -260,6 +262,7 @@ impl NatsSubscription {
             .ok()
             .filter(|n| *n > 0);
         let ack_wait = info.config.ack_wait;
+        let backoff = info.config.backoff.clone();
         let max_ack_pending = usize::try_from(info.config.max_ack_pending)
             .ok()
             .filter(|n| *n > 0)
@@ -271,6 +274,7 @@ impl NatsSubscription {
             kind,
             max_deliver,
             ack_wait,
+            backoff,
             max_ack_pending,
             batch: None,
             auto_pending: None,
@@ -452,6 +456,17 @@ impl NatsSubscription {
         }
     }
 
+    /// The ack wait JetStream applies to delivery number `delivery`: the
+    /// consumer's backoff entry for it (the last one repeating), or its
+    /// `ack_wait` without a backoff.
+    fn ack_wait_of(&self, delivery: u64) -> Duration {
+        let index = usize::try_from(delivery.saturating_sub(1)).unwrap_or(usize::MAX);
+        match self.backoff.get(index).or(self.backoff.last()) {
+            Some(wait) => *wait,
+            None => self.ack_wait,
+        }
+    }
+
     fn connection_lost(&self) -> Error {
         Error::Connection(format!(
             "consumer {}: not connected to {} for {:?} (reconnecting; the subscription \
@@ -550,14 +565,20 @@ impl Subscription for NatsSubscription {
 
     async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
         match self.receive().await? {
-            Some((received, acker)) => Ok(Some(PendingEvent::new(
-                received,
-                self.max_deliver,
-                Box::new(NatsAcker {
-                    acker,
-                    timeout: self.provider.consumer_timeout(),
-                }),
-            ))),
+            Some((received, acker)) => {
+                let wait = self.ack_wait_of(received.num_delivered);
+                Ok(Some(
+                    PendingEvent::new(
+                        received,
+                        self.max_deliver,
+                        Box::new(NatsAcker {
+                            acker,
+                            timeout: self.provider.consumer_timeout(),
+                        }),
+                    )
+                    .with_ack_wait(wait),
+                ))
+            }
             None => Ok(None),
         }
     }

@@ -591,3 +591,48 @@ async fn close_while_the_server_is_down_returns_within_the_timeout() {
     // closed all the same
     assert!(matches!(sub.next().await, Ok(None)));
 }
+
+/// Manual deliveries report the ack wait JetStream applies to them: the
+/// consumer's `ack_wait`, or the backoff entry of the delivery (the last
+/// one repeating).
+#[tokio::test]
+async fn manual_deliveries_report_their_ack_wait() {
+    let server = server!("manual_deliveries_report_their_ack_wait");
+    let p = NatsProvider::connect(common::config(&server, "aw"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    p.publish(&event(&p, 0)).await.unwrap();
+    let waited = SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(1500)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("waited", &filter, &waited)
+        .await
+        .unwrap();
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(first.ack_wait(), Some(Duration::from_millis(1500)));
+    first.ack().await.unwrap();
+    let backed = SubscribeOptions {
+        backoff: vec![Duration::from_millis(100), Duration::from_millis(200)],
+        max_deliver: Some(5),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("backed", &filter, &backed)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let pending = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+            .await
+            .expect("a delivery in time")
+            .unwrap()
+            .unwrap();
+        seen.push((pending.received.num_delivered, pending.ack_wait()));
+        pending.nak().await.unwrap();
+    }
+    let ms = |n| Some(Duration::from_millis(n));
+    assert_eq!(seen, vec![(1, ms(100)), (2, ms(200)), (3, ms(200))]);
+}
