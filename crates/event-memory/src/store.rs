@@ -215,21 +215,38 @@ fn needs_escape(bytes: &[u8]) -> bool {
         let backslash = zero_lanes(a ^ (ONES * u64::from(b'\\')));
         (control | quote | backslash) & ascii_lanes != 0
     };
-    let word = |chunk: &[u8]| {
-        // padded with a byte that never needs escaping
-        let mut word = [b'a'; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        u64::from_le_bytes(word)
+    let Some(last) = bytes.last_chunk::<8>() else {
+        return flagged(short_word(bytes));
     };
-    if bytes.len() < 8 {
-        return flagged(word(bytes));
-    }
-    let mut chunks = bytes.chunks_exact(8);
-    if chunks.any(|chunk| flagged(word(chunk))) {
-        return true;
+    let mut rest = bytes;
+    while let Some((chunk, tail)) = rest.split_first_chunk::<8>() {
+        if flagged(u64::from_le_bytes(*chunk)) {
+            return true;
+        }
+        rest = tail;
     }
     // the last (overlapping) eight bytes cover the remainder
-    !chunks.remainder().is_empty() && flagged(word(&bytes[bytes.len() - 8..]))
+    !rest.is_empty() && flagged(u64::from_le_bytes(*last))
+}
+
+/// The bytes of a string shorter than eight bytes as one word, read with two
+/// overlapping loads (no copy loop, no `memcpy` call); lanes the bytes do
+/// not fill hold `a`, which never needs escaping. A byte may appear twice,
+/// which does not change whether any byte needs escaping.
+fn short_word(bytes: &[u8]) -> u64 {
+    const PAD: u64 = u64::from_le_bytes([b'a'; 8]);
+    if let (Some(lo), Some(hi)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        return u64::from(u32::from_le_bytes(*lo)) | u64::from(u32::from_le_bytes(*hi)) << 32;
+    }
+    if let (Some(lo), Some(hi)) = (bytes.first_chunk::<2>(), bytes.last_chunk::<2>()) {
+        return u64::from(u16::from_le_bytes(*lo))
+            | u64::from(u16::from_le_bytes(*hi)) << 16
+            | PAD << 32;
+    }
+    match bytes.first() {
+        Some(&b) => u64::from(b) | PAD << 8,
+        None => PAD,
+    }
 }
 
 fn decimal_digits(v: u64) -> usize {
@@ -400,6 +417,18 @@ mod tests {
         for special in [
             0u8, 0x1F, b'"', b'\\', 0x7F, 0x80, 0xA2, 0xDC, 0xFF, 0x20, 0x9F,
         ] {
+            // short strings (one overlapping word) and the tail word
+            for len in 1..=12 {
+                for pos in 0..len {
+                    let mut bytes = vec![b'x'; len];
+                    bytes[pos] = special;
+                    assert_eq!(
+                        needs_escape(&bytes),
+                        slow(&bytes),
+                        "{special:#x} at {pos} of {len}"
+                    );
+                }
+            }
             for pos in 0..16 {
                 let mut bytes = vec![b'x'; 16];
                 bytes[pos] = special;
