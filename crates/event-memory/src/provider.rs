@@ -3,7 +3,7 @@
 use crate::config::{MemoryConfig, MemoryLimits, validate};
 use crate::consumer::{Consumer, Settings};
 use crate::signal::PublishSignal;
-use crate::store::{Appended, Store, encoded_len};
+use crate::store::{Appended, DedupKey, Store, encoded_len};
 use crate::subscription::MemorySubscription;
 use async_trait::async_trait;
 use event_core::subject::{SubjectPattern, validate_consumer_name, validate_publish_subject};
@@ -170,7 +170,7 @@ impl MemoryProvider {
 
     /// Appends an admitted event and wakes the subscriptions.
     fn append(&self, event: Arc<Event>, size: usize, options: &PublishOptions) -> Result<u64> {
-        let dedup_key = Arc::from(options.dedup_id(&event));
+        let dedup_key = DedupKey::new(options.dedup_id(&event));
         let appended = self.shared.store.lock().append(
             dedup_key,
             options.expected_sequence,

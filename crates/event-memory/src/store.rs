@@ -5,11 +5,59 @@ use event_core::{Error, Event, Result};
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
 
-/// Dedup ids are caller-supplied: a seeded hasher (foldhash), fast and
-/// resistant to chosen collisions.
-type DedupMap = HashMap<Arc<str>, u64, foldhash::fast::RandomState>;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Dedup ids are caller-supplied: a seeded hasher (foldhash), fast and
+/// resistant to chosen collisions.
+type DedupMap = HashMap<DedupKey, u64, foldhash::fast::RandomState>;
+
+/// Ids up to this many bytes (an event id, `evt-` and a UUID, is 40) are
+/// kept inline in a [`DedupKey`].
+const INLINE_KEY: usize = 46;
+
+/// A dedup id: inline when short (no allocation per publish), shared
+/// otherwise; equal and hashed by its bytes either way.
+#[derive(Clone)]
+pub(crate) enum DedupKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Shared(Arc<str>),
+}
+
+impl DedupKey {
+    pub(crate) fn new(id: &str) -> Self {
+        let mut bytes = [0; INLINE_KEY];
+        match (bytes.get_mut(..id.len()), u8::try_from(id.len())) {
+            (Some(inline), Ok(len)) => {
+                inline.copy_from_slice(id.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(Arc::from(id)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(bytes),
+            Self::Shared(id) => id.as_bytes(),
+        }
+    }
+}
+
+impl PartialEq for DedupKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for DedupKey {}
+
+impl Hash for DedupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
 
 pub(crate) struct Entry {
     pub(crate) event: Arc<Event>,
@@ -26,7 +74,7 @@ pub(crate) struct Store {
     bytes: u64,
     max_events: usize,
     dedup: DedupMap,
-    dedup_order: VecDeque<(Instant, Arc<str>)>,
+    dedup_order: VecDeque<(Instant, DedupKey)>,
     duplicate_window: Duration,
     max_dedup_entries: usize,
 }
@@ -106,7 +154,7 @@ impl Store {
 
     pub(crate) fn append(
         &mut self,
-        key: Arc<str>,
+        key: DedupKey,
         expected: Option<u64>,
         event: Arc<Event>,
         size: usize,
@@ -307,8 +355,46 @@ fn number_len(n: &serde_json::Number) -> Result<usize> {
 mod tests {
     use super::*;
 
-    fn key(id: &str) -> Arc<str> {
-        Arc::from(id)
+    fn key(id: &str) -> DedupKey {
+        DedupKey::new(id)
+    }
+
+    #[test]
+    fn dedup_keys_of_every_length_are_told_apart_and_found_again() {
+        let mut store = Store::new(1_000, Duration::from_secs(60), 10_000);
+        let ids: Vec<String> = (0..=100)
+            .flat_map(|len| {
+                let base = "k".repeat(len);
+                // same length, last byte different; a trailing NUL (the
+                // inline padding byte) must not make two ids equal
+                [
+                    base.clone(),
+                    format!("{base}\0"),
+                    format!("{}é", "k".repeat(len)),
+                ]
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for id in &ids {
+            match store.append(key(id), None, ev(0), 1, 0).unwrap() {
+                Appended::New(seq) => seqs.push(seq),
+                Appended::Duplicate(_) => panic!("{id:?} taken for a duplicate"),
+            }
+        }
+        for (id, seq) in ids.iter().zip(&seqs) {
+            match store.append(key(id), None, ev(0), 1, 0).unwrap() {
+                Appended::Duplicate(first) => assert_eq!(first, *seq, "{id:?}"),
+                Appended::New(_) => panic!("{id:?} not recognised as a duplicate"),
+            }
+        }
+        assert!(matches!(
+            key(&"x".repeat(INLINE_KEY)),
+            DedupKey::Inline { .. }
+        ));
+        assert!(matches!(
+            key(&"x".repeat(INLINE_KEY + 1)),
+            DedupKey::Shared(_)
+        ));
     }
 
     fn ev(n: u64) -> Arc<Event> {
