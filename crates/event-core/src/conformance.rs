@@ -106,6 +106,7 @@ macro_rules! conformance_tests {
             deliver_policy_by_start_time,
             deliver_policy_last_per_subject,
             msg_id_deduplicates,
+            unusable_msg_id_refused,
             expected_sequence_conflict,
             unsubscribe_deletes_durable,
             changed_durable_options_applied_or_refused,
@@ -897,6 +898,35 @@ pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
         "duplicates stored nothing"
     );
     assert_eq!(p.info().await.expect("info").messages, 2);
+}
+
+/// An empty dedup id (or one with control characters) is refused before
+/// sending, as JetStream refuses it; it never becomes one dedup key that
+/// silently swallows every later publish using it.
+pub async fn unusable_msg_id_refused(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    for id in ["", "a\r\nb", "\u{0}"] {
+        let opts = PublishOptions {
+            msg_id: Some(id.to_string()),
+            ..PublishOptions::default()
+        };
+        for n in 0..2 {
+            match p
+                .publish_with_options(&event(&*p, "badid", "t", n), &opts)
+                .await
+            {
+                Err(Error::InvalidConfig { .. }) => {}
+                other => panic!("msg_id {id:?}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+    let mut e = event(&*p, "badid", "t", 9);
+    e.id = String::new();
+    match p.publish(&e).await {
+        Err(Error::InvalidConfig { .. }) => {}
+        other => panic!("empty event id as dedup id: expected InvalidConfig, got {other:?}"),
+    }
+    assert_eq!(p.info().await.expect("info").messages, 0, "nothing stored");
 }
 
 /// `expected_sequence` publishes only on the expected last sequence.
