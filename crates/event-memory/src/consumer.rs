@@ -74,6 +74,20 @@ struct Pending {
     deadline: Instant,
     token: u64,
     phase: Phase,
+    /// This delivery was reported as the final one
+    /// ([`PendingEvent::is_final_delivery`](event_core::PendingEvent::is_final_delivery)).
+    reported_final: bool,
+}
+
+impl Pending {
+    /// Whether a failed (nak'd or timed-out) delivery is the end of the
+    /// event: it was reported as the final delivery and `max_deliver` (which
+    /// a reconfigured durable may have changed since) still says so. A
+    /// delivery made under a higher limit was not reported as final, so it
+    /// is delivered once more, flagged final, rather than dropped unreported.
+    fn exhausted(&self, max_deliver: Option<u64>) -> bool {
+        self.reported_final && max_deliver.is_some_and(|m| self.deliveries >= m)
+    }
 }
 
 pub(crate) struct State {
@@ -213,7 +227,7 @@ impl Consumer {
         if p.token != token || p.phase != Phase::InFlight {
             return;
         }
-        if max.is_some_and(|m| p.deliveries >= m) {
+        if p.exhausted(max) {
             // the final delivery failed: exhausted, never delivered again
             state.pending.remove(&seq);
         } else {
@@ -378,6 +392,7 @@ impl State {
                     deadline,
                     token,
                     phase: Phase::InFlight,
+                    reported_final: self.settings.options.max_deliver.is_some_and(|m| m <= 1),
                 },
             );
             self.fifo.push_back((deadline, seq, token));
@@ -398,7 +413,7 @@ impl State {
             let Some(p) = self.pending.get_mut(&seq) else {
                 continue;
             };
-            if max.is_some_and(|m| p.deliveries >= m) {
+            if p.exhausted(max) {
                 // exhausted: its final delivery was reported as such
                 self.pending.remove(&seq);
                 continue;
@@ -413,6 +428,7 @@ impl State {
             p.deliveries += 1;
             p.token = self.next_token;
             p.phase = Phase::InFlight;
+            p.reported_final = max.is_some_and(|m| p.deliveries >= m);
             let wait = self.settings.in_flight_wait(p.deliveries);
             p.deadline = after(now, wait);
             let (deadline, token, deliveries) = (p.deadline, p.token, p.deliveries);
