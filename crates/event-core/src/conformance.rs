@@ -98,6 +98,7 @@ macro_rules! conformance_tests {
             max_deliver_stops_and_reports_final_delivery,
             in_progress_extends_ack_wait,
             auto_ack_never_loses_unfinished_event,
+            cancelled_fetches_lose_nothing,
             close_acks_and_ends_subscription,
             deliver_policy_all,
             deliver_policy_last,
@@ -106,6 +107,7 @@ macro_rules! conformance_tests {
             deliver_policy_by_start_time,
             deliver_policy_last_per_subject,
             msg_id_deduplicates,
+            unusable_msg_id_refused,
             expected_sequence_conflict,
             unsubscribe_deletes_durable,
             changed_durable_options_applied_or_refused,
@@ -665,6 +667,16 @@ pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn Provider
     let next = recv_manual(&mut sub, &caps).await;
     assert_eq!(n_of(&next.received.event), 1);
     next.ack().await.expect("ack");
+    // a final delivery that times out (the caller crashed) ends it too
+    publish_n(&*p, "maxd", "t", 2..3).await;
+    for attempt in 1..=3 {
+        let pending = recv_manual(&mut sub, &caps).await;
+        assert_eq!(n_of(&pending.received.event), 2);
+        assert_eq!(pending.received.num_delivered, attempt);
+        assert_eq!(pending.is_final_delivery(), attempt == 3);
+        drop(pending); // ack timeout
+    }
+    expect_nothing_manual(&mut sub, caps.ack_wait * 3).await;
 }
 
 /// `in_progress` restarts the ack timer.
@@ -729,6 +741,67 @@ pub async fn auto_ack_never_loses_unfinished_event(factory: &dyn ProviderFactory
         .await
         .expect("resume");
     expect_nothing_manual(&mut sub, caps.ack_wait * 2).await;
+}
+
+/// A fetch dropped before it completes (a `select!` branch that lost, a
+/// `timeout`) loses and skips nothing: every event still arrives, in order,
+/// on its first delivery, not after an ack wait.
+pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("cancel");
+    let opts = SubscribeOptions {
+        // a lost delivery would come back only after this
+        ack_wait: Some(Duration::from_secs(60)),
+        ..SubscribeOptions::default()
+    };
+    let mut durable = p
+        .subscribe_durable_with_options("cancel", &filter, &opts)
+        .await
+        .expect("durable");
+    let mut live = p.subscribe(&filter).await.expect("subscribe");
+    let publisher = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            for n in 0..100 {
+                p.publish(&event(&*p, "cancel", "t", n))
+                    .await
+                    .expect("publish");
+                if n % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + caps.receive_timeout;
+    let (mut manual, mut auto) = (Vec::new(), Vec::new());
+    let mut round = 0u32;
+    while (manual.len() < 100 || auto.len() < 100) && Instant::now() < deadline {
+        // a zero timeout drops a fetch at its first await; a short one lets
+        // a provider that needs a round trip make progress
+        round += 1;
+        let tick = Duration::from_millis(u64::from(round % 2));
+        if manual.len() < 100 {
+            if let Ok(item) = tokio::time::timeout(tick, durable.next_manual_ack()).await {
+                let pending = item.expect("delivery").expect("subscription open");
+                manual.push((
+                    n_of(&pending.received.event),
+                    pending.received.num_delivered,
+                ));
+                pending.ack().await.expect("ack");
+            }
+        }
+        if auto.len() < 100 {
+            if let Ok(item) = tokio::time::timeout(tick, live.next()).await {
+                let received = item.expect("delivery").expect("subscription open");
+                auto.push((n_of(&received.event), received.num_delivered));
+            }
+        }
+    }
+    publisher.await.expect("publisher");
+    let expected: Vec<(u64, u64)> = (0..100).map(|n| (n, 1)).collect();
+    assert_eq!(manual, expected, "manual-ack fetches dropped mid-way");
+    assert_eq!(auto, expected, "auto-ack fetches dropped mid-way");
 }
 
 /// `close` acknowledges and ends the subscription with `Ok(None)`.
@@ -897,6 +970,35 @@ pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
         "duplicates stored nothing"
     );
     assert_eq!(p.info().await.expect("info").messages, 2);
+}
+
+/// An empty dedup id (or one with control characters) is refused before
+/// sending, as JetStream refuses it; it never becomes one dedup key that
+/// silently swallows every later publish using it.
+pub async fn unusable_msg_id_refused(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    for id in ["", "a\r\nb", "\u{0}"] {
+        let opts = PublishOptions {
+            msg_id: Some(id.to_string()),
+            ..PublishOptions::default()
+        };
+        for n in 0..2 {
+            match p
+                .publish_with_options(&event(&*p, "badid", "t", n), &opts)
+                .await
+            {
+                Err(Error::InvalidConfig { .. }) => {}
+                other => panic!("msg_id {id:?}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+    let mut e = event(&*p, "badid", "t", 9);
+    e.id = String::new();
+    match p.publish(&e).await {
+        Err(Error::InvalidConfig { .. }) => {}
+        other => panic!("empty event id as dedup id: expected InvalidConfig, got {other:?}"),
+    }
+    assert_eq!(p.info().await.expect("info").messages, 0, "nothing stored");
 }
 
 /// `expected_sequence` publishes only on the expected last sequence.

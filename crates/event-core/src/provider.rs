@@ -30,7 +30,9 @@ use std::time::Duration;
 /// unique per provider instance/stream. The dedup id
 /// ([`PublishOptions::msg_id`], defaulting to the event id) deduplicates within
 /// a bounded window: a repeat returns the first publish's sequence and stores
-/// nothing. Dedup is per stream, not per subject. `expected_sequence` makes
+/// nothing. Dedup is per stream, not per subject. A dedup id that is empty
+/// or contains control characters is [`Error::InvalidConfig`], before
+/// sending. `expected_sequence` makes
 /// the publish conditional on the stream's last sequence
 /// ([`Error::WrongLastSequence`]). An event whose encoded size exceeds the
 /// provider's maximum is [`Error::PayloadTooLarge`], before sending.

@@ -290,7 +290,8 @@ impl SubjectPattern {
                 return false; // the subject has fewer tokens than the pattern
             }
             match token {
-                Token::Tail => return pos < s.len() && s[pos] != b'.',
+                // one or more tokens, each non-empty
+                Token::Tail => return is_token_run(&s[pos..]),
                 Token::Single => {
                     let end = s[pos..]
                         .iter()
@@ -315,6 +316,17 @@ impl SubjectPattern {
             }
         }
         pos == s.len() + 1
+    }
+}
+
+/// Whether `bytes` is one or more non-empty `.`-separated tokens (no
+/// leading, trailing or doubled dot).
+fn is_token_run(bytes: &[u8]) -> bool {
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) => {
+            first != b'.' && last != b'.' && !bytes.windows(2).any(|w| w == b"..")
+        }
+        _ => false,
     }
 }
 
@@ -456,6 +468,68 @@ mod tests {
         assert!(!m("events.*.x", "events..x"));
         assert!(!m("events.>", "events."));
         assert!(!m("a.b", "a.b."));
+        // `>` stands for well-formed tokens only
+        assert!(!m("events.>", "events.a."));
+        assert!(!m("events.>", "events.a..b"));
+        assert!(!m("events.>", "events..a"));
+        assert!(!m("*.>", "a.b.c."));
+        assert!(m("events.>", "events.a.b"));
+    }
+
+    /// The definition of matching, token lists compared one by one: a
+    /// subject with an empty token matches nothing.
+    fn match_reference(filter: &str, subject: &str) -> bool {
+        let f: Vec<&str> = filter.split('.').collect();
+        let s: Vec<&str> = subject.split('.').collect();
+        if s.iter().any(|t| t.is_empty()) {
+            return false;
+        }
+        for (i, ft) in f.iter().enumerate() {
+            if *ft == ">" {
+                return s.len() > i;
+            }
+            match s.get(i) {
+                Some(st) if *ft == "*" || ft == st => {}
+                _ => return false,
+            }
+        }
+        f.len() == s.len()
+    }
+
+    #[test]
+    fn matching_equals_the_token_by_token_definition() {
+        // tokens that share prefixes, wildcards, and the empty token (which
+        // makes a filter invalid and a subject malformed)
+        let tokens = ["a", "b", "ab", "*", ">", ""];
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut checked = 0u32;
+        for _ in 0..200_000 {
+            let filter_len = 1 + (next() % 4) as usize;
+            let subject_len = 1 + (next() % 5) as usize;
+            let filter: Vec<&str> = (0..filter_len)
+                .map(|_| tokens[(next() % 6) as usize])
+                .collect();
+            let subject: Vec<&str> = (0..subject_len)
+                .map(|_| tokens[[0, 1, 2, 5][(next() % 4) as usize]])
+                .collect();
+            let (filter, subject) = (filter.join("."), subject.join("."));
+            let Ok(pattern) = SubjectPattern::parse(&filter) else {
+                continue;
+            };
+            assert_eq!(
+                pattern.matches(&subject),
+                match_reference(&filter, &subject),
+                "{filter:?} against {subject:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 50_000);
     }
 
     #[test]

@@ -64,7 +64,8 @@ type PendingMap = HashMap<u64, Pending, BuildHasherDefault<SeqHasher>>;
 
 /// A timer entry: (deadline, sequence, delivery token). It is live only while
 /// the pending entry still has this token and deadline; acks and reschedules
-/// leave stale entries behind, which are skipped (lazy deletion).
+/// leave stale entries behind, which are skipped (lazy deletion) and swept
+/// once they outnumber the live ones (see `State::tidy_timers`).
 type Timer = (Instant, u64, u64);
 
 #[derive(Debug)]
@@ -73,6 +74,20 @@ struct Pending {
     deadline: Instant,
     token: u64,
     phase: Phase,
+    /// This delivery was reported as the final one
+    /// ([`PendingEvent::is_final_delivery`](event_core::PendingEvent::is_final_delivery)).
+    reported_final: bool,
+}
+
+impl Pending {
+    /// Whether a failed (nak'd or timed-out) delivery is the end of the
+    /// event: it was reported as the final delivery and `max_deliver` (which
+    /// a reconfigured durable may have changed since) still says so. A
+    /// delivery made under a higher limit was not reported as final, so it
+    /// is delivered once more, flagged final, rather than dropped unreported.
+    fn exhausted(&self, max_deliver: Option<u64>) -> bool {
+        self.reported_final && max_deliver.is_some_and(|m| self.deliveries >= m)
+    }
 }
 
 pub(crate) struct State {
@@ -212,7 +227,7 @@ impl Consumer {
         if p.token != token || p.phase != Phase::InFlight {
             return;
         }
-        if max.is_some_and(|m| p.deliveries >= m) {
+        if p.exhausted(max) {
             // the final delivery failed: exhausted, never delivered again
             state.pending.remove(&seq);
         } else {
@@ -221,6 +236,7 @@ impl Consumer {
             p.phase = Phase::Scheduled;
             state.heap.push(Reverse((deadline, seq, token)));
         }
+        state.tidy_timers();
         drop(state);
         self.notify.notify_waiters();
     }
@@ -241,6 +257,7 @@ impl Consumer {
             p.deadline = deadline;
         }
         state.heap.push(Reverse((deadline, seq, token)));
+        state.tidy_timers();
     }
 }
 
@@ -250,7 +267,7 @@ impl State {
     fn ack(&mut self, seq: u64) -> bool {
         let was_full = self.in_flight() >= self.settings.max_ack_pending;
         if self.pending.remove(&seq).is_some() {
-            self.drop_stale_timers();
+            self.tidy_timers();
             was_full
         } else {
             false
@@ -293,10 +310,25 @@ impl State {
         self.pending.len() as u64
     }
 
-    fn is_live(&self, (deadline, seq, token): &Timer) -> bool {
-        self.pending
-            .get(seq)
-            .is_some_and(|p| p.token == *token && p.deadline == *deadline)
+    fn is_live(&self, timer: &Timer) -> bool {
+        is_live(&self.pending, timer)
+    }
+
+    /// Called whenever a timer went stale (its delivery was settled or its
+    /// deadline moved): pops stale timers off the fronts and, when stale
+    /// timers behind a live front (a delivery held unsettled for a long ack
+    /// wait) outnumber the live ones, sweeps them all. Every timer is live
+    /// once, so the sweep is amortised O(1) per timer and the queues stay
+    /// proportional to the unsettled deliveries, not to the deliveries made
+    /// during one ack wait.
+    fn tidy_timers(&mut self) {
+        self.drop_stale_timers();
+        let timers = self.fifo.len() + self.heap.len();
+        if timers > 2 * self.pending.len() + 32 {
+            let pending = &self.pending;
+            self.fifo.retain(|t| is_live(pending, t));
+            self.heap.retain(|Reverse(t)| is_live(pending, t));
+        }
     }
 
     /// Pops stale timers off the fronts so the queues stay as small as the
@@ -360,6 +392,7 @@ impl State {
                     deadline,
                     token,
                     phase: Phase::InFlight,
+                    reported_final: self.settings.options.max_deliver.is_some_and(|m| m <= 1),
                 },
             );
             self.fifo.push_back((deadline, seq, token));
@@ -380,7 +413,7 @@ impl State {
             let Some(p) = self.pending.get_mut(&seq) else {
                 continue;
             };
-            if max.is_some_and(|m| p.deliveries >= m) {
+            if p.exhausted(max) {
                 // exhausted: its final delivery was reported as such
                 self.pending.remove(&seq);
                 continue;
@@ -395,6 +428,7 @@ impl State {
             p.deliveries += 1;
             p.token = self.next_token;
             p.phase = Phase::InFlight;
+            p.reported_final = max.is_some_and(|m| p.deliveries >= m);
             let wait = self.settings.in_flight_wait(p.deliveries);
             p.deadline = after(now, wait);
             let (deadline, token, deliveries) = (p.deadline, p.token, p.deliveries);
@@ -431,6 +465,12 @@ impl State {
         }
         None
     }
+}
+
+fn is_live(pending: &PendingMap, (deadline, seq, token): &Timer) -> bool {
+    pending
+        .get(seq)
+        .is_some_and(|p| p.token == *token && p.deadline == *deadline)
 }
 
 /// `now + d`, saturating a century ahead instead of panicking on overflow
@@ -511,5 +551,77 @@ pub(crate) fn received(d: Delivery, stream: &Arc<str>) -> ReceivedEvent {
         sequence: d.sequence,
         num_delivered: d.deliveries,
         stream: stream.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumer(store: &Store, ack_wait: Duration) -> Arc<Consumer> {
+        let settings = Settings {
+            filter: SubjectPattern::parse("events.>").unwrap(),
+            options: SubscribeOptions::default(),
+            ack_wait,
+            max_ack_pending: 10_000,
+        };
+        Consumer::new(settings, store)
+    }
+
+    fn append(store: &parking_lot::Mutex<Store>, n: u64) {
+        let event = Arc::new(Event::new(
+            "events.a.b",
+            "a",
+            "s",
+            "x",
+            serde_json::json!({ "n": n }),
+        ));
+        let key: Arc<str> = Arc::from(event.id.as_str());
+        store.lock().append(key, None, event, 1, n).unwrap();
+    }
+
+    fn deliver(c: &Consumer, store: &parking_lot::Mutex<Store>) -> Delivery {
+        match c.try_next(store, None, false) {
+            Next::Delivery(d) => d,
+            _ => panic!("expected a delivery"),
+        }
+    }
+
+    /// One delivery held unsettled (a long ack wait, "forever" included)
+    /// must not make every later, settled delivery leave its timer behind:
+    /// the timer queues stay proportional to the unsettled deliveries.
+    #[test]
+    fn settled_deliveries_leave_no_timers_behind_a_held_one() {
+        let store = parking_lot::Mutex::new(Store::new(100_000, Duration::from_secs(60), 100_000));
+        for wait in [Duration::from_secs(3600), Duration::MAX] {
+            let c = consumer(&store.lock(), wait);
+            append(&store, 0);
+            let held = deliver(&c, &store);
+            for n in 1..=20_000 {
+                append(&store, n);
+                let d = deliver(&c, &store);
+                if n % 2 == 0 {
+                    c.ack(d.sequence);
+                } else {
+                    // a nak and in_progress also retire the timer they replace
+                    c.in_progress(d.sequence, d.token);
+                    c.nak(d.sequence, d.token, Some(Duration::from_secs(3600)));
+                    c.ack(d.sequence);
+                }
+            }
+            let state = c.state.lock();
+            assert_eq!(
+                state.pending.len(),
+                1,
+                "only the held delivery is unsettled"
+            );
+            let timers = state.fifo.len() + state.heap.len();
+            assert!(
+                timers <= 64,
+                "{timers} timers kept for 1 unsettled delivery"
+            );
+            drop(state);
+            c.ack(held.sequence);
+        }
     }
 }

@@ -155,9 +155,19 @@ impl MemoryProvider {
         Ok(out)
     }
 
-    /// Validates the subject and the encoded size; returns the size.
-    fn admit(&self, event: &Event) -> Result<usize> {
+    /// Validates the subject, the dedup id and the encoded size; returns the
+    /// size.
+    fn admit(&self, event: &Event, options: &PublishOptions) -> Result<usize> {
         validate_publish_subject(&event.subject, &self.shared.config.subject_prefix)?;
+        // as on JetStream (a message id is a header value): an empty id
+        // would otherwise be one dedup key shared by every publish using it
+        let msg_id = options.dedup_id(event);
+        if msg_id.is_empty() || msg_id.chars().any(char::is_control) {
+            return Err(Error::invalid_config(
+                "msg_id",
+                format!("{msg_id:?} must be non-empty without control characters"),
+            ));
+        }
         let size = encoded_len(event)?;
         if size > self.shared.limits.max_payload {
             return Err(Error::PayloadTooLarge {
@@ -254,7 +264,7 @@ impl EventProvider for MemoryProvider {
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
         cooperate().await;
         // Checked before the copy, so a refused event is never cloned.
-        let size = self.admit(event)?;
+        let size = self.admit(event, options)?;
         self.append(Arc::new(event.clone()), size, options)
     }
 
@@ -270,7 +280,7 @@ impl EventProvider for MemoryProvider {
         options: &PublishOptions,
     ) -> Result<u64> {
         cooperate().await;
-        let size = self.admit(&event)?;
+        let size = self.admit(&event, options)?;
         self.append(event, size, options)
     }
 

@@ -550,3 +550,45 @@ async fn manual_deliveries_report_their_ack_wait() {
     let ms = |n| Some(Duration::from_millis(n));
     assert_eq!(seen, vec![(1, ms(20)), (2, ms(40)), (3, ms(40))]);
 }
+
+/// Lowering `max_deliver` on a durable while a delivery is in flight: that
+/// delivery was not reported as the final one, so the event comes back once
+/// more, flagged final, instead of being dropped without any report (the bus
+/// dead-letters on the final flag). Raising it needs nothing special.
+#[tokio::test]
+async fn lowered_max_deliver_still_reports_the_final_delivery() {
+    let p = MemoryProvider::default();
+    let wait = Duration::from_millis(100);
+    let opts = |max| SubscribeOptions {
+        max_deliver: Some(max),
+        ack_wait: Some(wait),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("lower", "events.>", &opts(5))
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    for attempt in 1..=3 {
+        let d = sub.next_manual_ack().await.unwrap().unwrap();
+        assert_eq!(d.received.num_delivered, attempt);
+        assert!(!d.is_final_delivery());
+        if attempt < 3 {
+            d.nak().await.unwrap();
+        } // the third stays in flight
+    }
+    let mut sub = p
+        .subscribe_durable_with_options("lower", "events.>", &opts(2))
+        .await
+        .unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(2), sub.next_manual_ack())
+        .await
+        .expect("the exhausted event is reported, not dropped silently")
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.received.event.payload["n"], 0);
+    assert!(last.is_final_delivery(), "{last:?}");
+    last.nak().await.unwrap();
+    let nothing = tokio::time::timeout(wait * 3, sub.next_manual_ack()).await;
+    assert!(nothing.is_err(), "delivered again after its final delivery");
+}
