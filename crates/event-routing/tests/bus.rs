@@ -231,3 +231,90 @@ async fn a_routing_loop_through_the_bus_stops_at_max_hops() {
         .collect();
     assert_eq!(hops, ["3", "2", "1"]);
 }
+
+/// Topic sinks forwarding through the bus the broker is attached to, while
+/// the queue is full: a routing worker's forward must not wait for room in
+/// the queue that only the (busy) workers can drain, or every worker and
+/// every publisher waits forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_from_busy_workers_into_a_full_queue_do_not_deadlock() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 2,
+        queue_capacity: 2,
+        dispatch_linger: Duration::ZERO,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker.attach(&bus);
+    // Let the publisher fill the queue before the workers forward.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let forward =
+        Arc::new(TopicSink::through_bus("audit", bus.clone(), "events.audit.all").unwrap());
+    let gated_forward = Arc::new(InProcessSink::new("gated forward", {
+        let gate = gate.clone();
+        move |e| {
+            let (gate, forward) = (gate.clone(), forward.clone());
+            async move {
+                gate.acquire().await.unwrap().forget();
+                forward.deliver(&e).await
+            }
+        }
+    }));
+    let audited = Arc::new(CollectorSink::new("audited"));
+    broker
+        .add_trigger(
+            Trigger::new(
+                "forward",
+                TriggerFilter::by_subject("events.orders.>"),
+                gated_forward,
+            )
+            .with_delivery(DeliverySpec::new().with_timeout(None)),
+        )
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "audit",
+            TriggerFilter::by_subject("events.audit.>"),
+            audited.clone(),
+        ))
+        .unwrap();
+
+    let publishes = 6;
+    let publisher = tokio::spawn({
+        let bus = bus.clone();
+        async move {
+            for i in 0..publishes {
+                bus.publish(
+                    "orders",
+                    "created",
+                    &format!("order {i}"),
+                    "shop",
+                    json!({"id": i}),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    });
+    // Two events routing (blocked at the gate), two queued: the queue is full.
+    for _ in 0..200 {
+        if broker.metrics().queue_depth == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(broker.metrics().queue_depth, 2);
+    gate.add_permits(publishes);
+
+    tokio::time::timeout(Duration::from_secs(10), async {
+        publisher.await.unwrap();
+        broker.wait_idle().await;
+    })
+    .await
+    .expect("publishers and workers deadlocked on the full queue");
+    assert_eq!(audited.len(), publishes);
+    let m = broker.metrics();
+    assert_eq!(m.failed, 0);
+    assert!(m.deferred > 0, "{m:?}");
+}
