@@ -318,3 +318,38 @@ async fn forwards_from_busy_workers_into_a_full_queue_do_not_deadlock() {
     assert_eq!(m.failed, 0);
     assert!(m.deferred > 0, "{m:?}");
 }
+
+/// A dead letter forwarded by a `SinkDlqHandler` into the stream its event
+/// came from carries a new id (the original in metadata): with the
+/// original's id the provider would deduplicate it away while `handle`
+/// reported success, and the event would be lost.
+#[tokio::test]
+async fn a_sink_dlq_handler_forwards_under_a_new_id_so_dedup_keeps_it() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = event_routing::SinkDlqHandler::new(
+        Arc::new(TopicSink::unchanged_through_bus("dlq", bus.clone())),
+        "events.dlq",
+    )
+    .unwrap();
+    let event = Event::new(
+        "events.orders.created",
+        "orders",
+        "s",
+        "shop",
+        json!({"id": 1}),
+    );
+    bus.publish_event(&event).await.unwrap();
+    use event_core::DlqHandler;
+    dlq.handle(event_core::DeadLetterEvent::new(
+        event.clone(),
+        "handler failed",
+    ))
+    .await
+    .unwrap();
+    let letters = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    assert_eq!(letters.len(), 1, "the dead letter was deduplicated away");
+    assert_ne!(letters[0].id, event.id);
+    assert_eq!(letters[0].metadata["originalid"], event.id);
+    assert_eq!(letters[0].subject, "events.dlq.orders.created");
+}

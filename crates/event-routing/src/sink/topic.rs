@@ -35,7 +35,8 @@ impl Target {
 /// The forwarded event is a copy with a **new id**, its subject set to the
 /// sink's subject (and category to that subject's second token), and the
 /// original id and subject in metadata ([`metadata::ORIGINAL_ID`],
-/// [`metadata::ORIGINAL_SUBJECT`]). The new id matters: providers deduplicate
+/// [`metadata::ORIGINAL_SUBJECT`]; a forward of a forward keeps the first
+/// event's). The new id matters: providers deduplicate
 /// per stream by event id, so re-publishing the original id would be
 /// swallowed as a duplicate. The forward count goes up by one in
 /// [`metadata::HOPS`], so a broker stops routing loops. A retried delivery publishes another copy
@@ -182,10 +183,14 @@ impl TopicSink {
             metadata::HOPS.to_owned(),
             hops.saturating_add(1).to_string(),
         );
+        // A forward of a forward (or of a dead letter) keeps the first
+        // event's id and subject.
         out.metadata
-            .insert(metadata::ORIGINAL_ID.to_owned(), event.id.clone());
+            .entry(metadata::ORIGINAL_ID.to_owned())
+            .or_insert_with(|| event.id.clone());
         out.metadata
-            .insert(metadata::ORIGINAL_SUBJECT.to_owned(), event.subject.clone());
+            .entry(metadata::ORIGINAL_SUBJECT.to_owned())
+            .or_insert_with(|| event.subject.clone());
         out
     }
 }
