@@ -353,3 +353,45 @@ async fn a_sink_dlq_handler_forwards_under_a_new_id_so_dedup_keeps_it() {
     assert_eq!(letters[0].metadata["originalid"], event.id);
     assert_eq!(letters[0].subject, "events.dlq.orders.created");
 }
+
+/// An `unchanged` topic sink through the bus its broker is attached to, on
+/// a trigger that matches its own output: the provider deduplicates the
+/// republished event, but the bus routes it again each time, so without a
+/// hop count the broker loops forever.
+#[tokio::test]
+async fn an_unchanged_forward_into_its_own_broker_stops_at_max_hops() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let broker = Broker::with_config(BrokerConfig {
+        max_hops: 3,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker.attach(&bus);
+    broker
+        .add_trigger(Trigger::new(
+            "ingest",
+            TriggerFilter::by_subject("events.orders.>"),
+            Arc::new(TopicSink::unchanged_through_bus("ingest", bus.clone())),
+        ))
+        .unwrap();
+    let event = Event::new("events.orders.created", "orders", "s", "webhook", json!({}));
+    broker.route(&event).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            broker.wait_idle().await;
+            if broker.metrics().hop_limit == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the unchanged forward loops without end");
+    let m = broker.metrics();
+    // The direct routing plus one per hop; the last is not routed again.
+    assert_eq!(m.routed, 3, "{m:?}");
+    let stored = provider.history(None, 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "stored once, under its own id");
+    assert_eq!(stored[0].id, event.id);
+}

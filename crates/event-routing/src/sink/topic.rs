@@ -110,7 +110,11 @@ impl TopicSink {
         Self::with_target(name.into(), Target::Bus(bus), Some(subject.into()))
     }
 
-    /// [`unchanged`](Self::unchanged) through `bus`'s pipeline.
+    /// [`unchanged`](Self::unchanged) through `bus`'s pipeline, but for one
+    /// more [`metadata::HOPS`]: a broker attached to `bus` whose trigger
+    /// matches the event routes it again on every publish (the provider
+    /// deduplicates it, the bus still hands it over), and the hop count
+    /// ends that loop.
     #[cfg(feature = "bus")]
     #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
     pub fn unchanged_through_bus(name: impl Into<String>, bus: event_bus::EventBus) -> Self {
@@ -174,15 +178,7 @@ impl TopicSink {
                 out.category = category.to_owned();
             }
         }
-        let hops = event
-            .metadata
-            .get(metadata::HOPS)
-            .and_then(|h| h.parse::<u32>().ok())
-            .unwrap_or(0);
-        out.metadata.insert(
-            metadata::HOPS.to_owned(),
-            hops.saturating_add(1).to_string(),
-        );
+        count_hop(&mut out, event);
         // A forward of a forward (or of a dead letter) keeps the first
         // event's id and subject.
         out.metadata
@@ -195,11 +191,34 @@ impl TopicSink {
     }
 }
 
+/// Sets `out`'s [`metadata::HOPS`] to `event`'s plus one.
+fn count_hop(out: &mut Event, event: &Event) {
+    let hops = event
+        .metadata
+        .get(metadata::HOPS)
+        .and_then(|h| h.parse::<u32>().ok())
+        .unwrap_or(0);
+    out.metadata.insert(
+        metadata::HOPS.to_owned(),
+        hops.saturating_add(1).to_string(),
+    );
+}
+
 #[async_trait]
 impl EventSink for TopicSink {
     async fn deliver(&self, event: &Event) -> Result<()> {
         if self.unchanged {
             subject::validate_publish_subject(&event.subject, self.target.prefix())?;
+            #[cfg(feature = "bus")]
+            if let Target::Bus(_) = &self.target {
+                // Same id and subject, but one more hop: through the bus of
+                // a broker whose trigger matches it, the provider
+                // deduplicates the event and the bus routes it again, every
+                // time.
+                let mut out = event.clone();
+                count_hop(&mut out, event);
+                return self.target.publish(&out).await.map(|_| ());
+            }
             return self.target.publish(event).await.map(|_| ());
         }
         let forwarded = self.forwarded(event);
