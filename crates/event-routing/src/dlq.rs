@@ -3,7 +3,7 @@
 use crate::metadata;
 use crate::sink::EventSink;
 use async_trait::async_trait;
-use event_core::{DeadLetterEvent, DlqHandler, Error, Event, Result, subject};
+use event_core::{DeadLetterEvent, DlqHandler, Error, Event, Result, new_event_id, subject};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,6 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///
 /// The forwarded event is the dead-lettered event with:
 ///
+/// - a **new id**, the original id in [`ORIGINAL_ID`](metadata::ORIGINAL_ID)
+///   and its subject in [`ORIGINAL_SUBJECT`](metadata::ORIGINAL_SUBJECT)
+///   (unless it was itself a forward, whose originals are kept): providers
+///   deduplicate per stream by event id, so a dead letter with its
+///   original's id, published where the original was, would be dropped as a
+///   duplicate while `handle` reported success;
 /// - subject `{prefix}.{original subject without its first token}`
 ///   (`events.orders.created` under `events.dlq` → `events.dlq.orders.created`;
 ///   a one-token subject is appended whole);
@@ -103,6 +109,7 @@ impl SinkDlqHandler {
             .split_once('.')
             .map_or(original.as_str(), |(_, r)| r);
         let mut event = dead_letter.event.clone();
+        event.id = new_event_id();
         event.subject = format!("{}.{rest}", self.prefix);
         subject::validate_subject(&event.subject).map_err(|e| {
             Error::invalid_subject(
@@ -111,6 +118,10 @@ impl SinkDlqHandler {
             )
         })?;
         let m = &mut event.metadata;
+        m.entry(metadata::ORIGINAL_ID.to_owned())
+            .or_insert_with(|| dead_letter.event.id.clone());
+        m.entry(metadata::ORIGINAL_SUBJECT.to_owned())
+            .or_insert_with(|| original.clone());
         m.insert(metadata::DLQ_REASON.to_owned(), dead_letter.reason.clone());
         m.insert(metadata::DLQ_ORIGINAL_SUBJECT.to_owned(), original.clone());
         m.insert(

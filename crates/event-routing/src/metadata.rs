@@ -4,10 +4,12 @@
 //! extension attributes (`a3sm<key>` in `event-cloudevents`) and survive an
 //! HTTP hop.
 
-/// Id of the event a [`TopicSink`](crate::TopicSink) forwarded (the forwarded
-/// event carries a new id, or the provider would deduplicate it away).
+/// Id of the event a [`TopicSink`](crate::TopicSink) or a
+/// [`SinkDlqHandler`](crate::SinkDlqHandler) forwarded (the forwarded event
+/// carries a new id, or the provider would deduplicate it away); through a
+/// chain of forwards, the first event's.
 pub const ORIGINAL_ID: &str = "originalid";
-/// Subject of the event a [`TopicSink`](crate::TopicSink) forwarded.
+/// Subject of the event [`ORIGINAL_ID`] names.
 pub const ORIGINAL_SUBJECT: &str = "originalsubject";
 
 /// How many times the event was forwarded by a topic sink (absent: never).

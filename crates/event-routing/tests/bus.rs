@@ -231,3 +231,167 @@ async fn a_routing_loop_through_the_bus_stops_at_max_hops() {
         .collect();
     assert_eq!(hops, ["3", "2", "1"]);
 }
+
+/// Topic sinks forwarding through the bus the broker is attached to, while
+/// the queue is full: a routing worker's forward must not wait for room in
+/// the queue that only the (busy) workers can drain, or every worker and
+/// every publisher waits forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_from_busy_workers_into_a_full_queue_do_not_deadlock() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 2,
+        queue_capacity: 2,
+        dispatch_linger: Duration::ZERO,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker.attach(&bus);
+    // Let the publisher fill the queue before the workers forward.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let forward =
+        Arc::new(TopicSink::through_bus("audit", bus.clone(), "events.audit.all").unwrap());
+    let gated_forward = Arc::new(InProcessSink::new("gated forward", {
+        let gate = gate.clone();
+        move |e| {
+            let (gate, forward) = (gate.clone(), forward.clone());
+            async move {
+                gate.acquire().await.unwrap().forget();
+                forward.deliver(&e).await
+            }
+        }
+    }));
+    let audited = Arc::new(CollectorSink::new("audited"));
+    broker
+        .add_trigger(
+            Trigger::new(
+                "forward",
+                TriggerFilter::by_subject("events.orders.>"),
+                gated_forward,
+            )
+            .with_delivery(DeliverySpec::new().with_timeout(None)),
+        )
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "audit",
+            TriggerFilter::by_subject("events.audit.>"),
+            audited.clone(),
+        ))
+        .unwrap();
+
+    let publishes = 6;
+    let publisher = tokio::spawn({
+        let bus = bus.clone();
+        async move {
+            for i in 0..publishes {
+                bus.publish(
+                    "orders",
+                    "created",
+                    &format!("order {i}"),
+                    "shop",
+                    json!({"id": i}),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    });
+    // Two events routing (blocked at the gate), two queued: the queue is full.
+    for _ in 0..200 {
+        if broker.metrics().queue_depth == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(broker.metrics().queue_depth, 2);
+    gate.add_permits(publishes);
+
+    tokio::time::timeout(Duration::from_secs(10), async {
+        publisher.await.unwrap();
+        broker.wait_idle().await;
+    })
+    .await
+    .expect("publishers and workers deadlocked on the full queue");
+    assert_eq!(audited.len(), publishes);
+    let m = broker.metrics();
+    assert_eq!(m.failed, 0);
+    assert!(m.deferred > 0, "{m:?}");
+}
+
+/// A dead letter forwarded by a `SinkDlqHandler` into the stream its event
+/// came from carries a new id (the original in metadata): with the
+/// original's id the provider would deduplicate it away while `handle`
+/// reported success, and the event would be lost.
+#[tokio::test]
+async fn a_sink_dlq_handler_forwards_under_a_new_id_so_dedup_keeps_it() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = event_routing::SinkDlqHandler::new(
+        Arc::new(TopicSink::unchanged_through_bus("dlq", bus.clone())),
+        "events.dlq",
+    )
+    .unwrap();
+    let event = Event::new(
+        "events.orders.created",
+        "orders",
+        "s",
+        "shop",
+        json!({"id": 1}),
+    );
+    bus.publish_event(&event).await.unwrap();
+    use event_core::DlqHandler;
+    dlq.handle(event_core::DeadLetterEvent::new(
+        event.clone(),
+        "handler failed",
+    ))
+    .await
+    .unwrap();
+    let letters = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    assert_eq!(letters.len(), 1, "the dead letter was deduplicated away");
+    assert_ne!(letters[0].id, event.id);
+    assert_eq!(letters[0].metadata["originalid"], event.id);
+    assert_eq!(letters[0].subject, "events.dlq.orders.created");
+}
+
+/// An `unchanged` topic sink through the bus its broker is attached to, on
+/// a trigger that matches its own output: the provider deduplicates the
+/// republished event, but the bus routes it again each time, so without a
+/// hop count the broker loops forever.
+#[tokio::test]
+async fn an_unchanged_forward_into_its_own_broker_stops_at_max_hops() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let broker = Broker::with_config(BrokerConfig {
+        max_hops: 3,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker.attach(&bus);
+    broker
+        .add_trigger(Trigger::new(
+            "ingest",
+            TriggerFilter::by_subject("events.orders.>"),
+            Arc::new(TopicSink::unchanged_through_bus("ingest", bus.clone())),
+        ))
+        .unwrap();
+    let event = Event::new("events.orders.created", "orders", "s", "webhook", json!({}));
+    broker.route(&event).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            broker.wait_idle().await;
+            if broker.metrics().hop_limit == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the unchanged forward loops without end");
+    let m = broker.metrics();
+    // The direct routing plus one per hop; the last is not routed again.
+    assert_eq!(m.routed, 3, "{m:?}");
+    let stored = provider.history(None, 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "stored once, under its own id");
+    assert_eq!(stored[0].id, event.id);
+}

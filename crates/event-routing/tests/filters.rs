@@ -302,3 +302,88 @@ fn indexed_routing_equals_brute_force_on_random_filters_and_events() {
     // The generator must exercise matches, not only misses.
     assert!(total > 3000, "only {total} matches");
 }
+
+/// The index against brute force where attribute names collide: metadata
+/// keys named like event fields (`type`, `id`, `subject`, ...), exact
+/// filters on `id` and `category`, odd subjects (one token, empty tokens,
+/// other prefixes) and several triggers with one key.
+#[test]
+fn indexed_routing_equals_brute_force_with_colliding_attribute_names() {
+    const NAMES: &[&str] = &["type", "source", "subject", "id", "category", "k"];
+    const VALS: &[&str] = &["a", "b", "x.a", "a.b", ""];
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let mut filters = Vec::new();
+    let leaf = |rng: &mut Rng| {
+        let name = rng.pick(NAMES);
+        let value = rng.pick(VALS);
+        match rng.below(3) {
+            0 => FilterExpr::exact(name, value),
+            1 => FilterExpr::prefix(name, value),
+            _ => FilterExpr::suffix(name, value),
+        }
+    };
+    for i in 0..400 {
+        let mut f = TriggerFilter::all();
+        if rng.below(4) == 0 {
+            f = f.with_type(rng.pick(VALS));
+        }
+        if rng.below(4) == 0 {
+            f = f.with_source(rng.pick(VALS));
+        }
+        if rng.below(3) == 0 {
+            let pattern = ["a", "b", "*", "x", "a.*", "*.b", "a.>", "x.a.b", "*.>", ">"];
+            f = f.with_subject(rng.pick(&pattern));
+        }
+        if rng.below(3) == 0 {
+            f = f.with_attribute(rng.pick(NAMES), rng.pick(VALS));
+        }
+        for _ in 0..rng.below(3) {
+            let expr = match rng.below(4) {
+                0 => FilterExpr::all((0..1 + rng.below(3)).map(|_| leaf(&mut rng))),
+                1 => FilterExpr::any((0..1 + rng.below(2)).map(|_| leaf(&mut rng))),
+                2 => FilterExpr::not(leaf(&mut rng)),
+                _ => leaf(&mut rng),
+            };
+            f = f.with_filter(expr);
+        }
+        if f.compile().is_err() {
+            continue;
+        }
+        broker
+            .add_trigger(Trigger::new(format!("t{i}"), f.clone(), sink.clone()))
+            .unwrap();
+        filters.push((format!("t{i}"), f.compile().unwrap()));
+    }
+    let subjects = ["a", "b", "x.a", "a.b", "x.a.b", "a..b", "", "a.b.c"];
+    let mut total = 0;
+    for _ in 0..4000 {
+        let mut e = Event::typed(
+            rng.pick(&subjects),
+            rng.pick(VALS),
+            rng.pick(VALS),
+            1,
+            "s",
+            rng.pick(VALS),
+            json!(null),
+        );
+        if rng.below(3) == 0 {
+            e.id = rng.pick(VALS).to_owned();
+        }
+        for name in NAMES {
+            if rng.below(3) == 0 {
+                e = e.with_metadata(*name, rng.pick(VALS));
+            }
+        }
+        let expected: BTreeSet<String> = filters
+            .iter()
+            .filter(|(_, f)| f.matches(&e))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let got: BTreeSet<String> = broker.matching_triggers(&e).into_iter().collect();
+        assert_eq!(got, expected, "event {e:?}");
+        total += expected.len();
+    }
+    assert!(total > 4000, "only {total} matches");
+}

@@ -214,3 +214,80 @@ async fn metrics_poller_emits_samples_on_schedule() {
         .is_err()
     );
 }
+
+fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .to_utc()
+}
+
+fn next(expression: &str, after: &str) -> String {
+    Schedule::cron(expression)
+        .unwrap_or_else(|e| panic!("{expression:?}: {e}"))
+        .next_after(at(after))
+        .unwrap()
+        .to_rfc3339()
+}
+
+/// The classic five-field form means what crontab(5) says: day of week 0-7
+/// with 0 and 7 Sunday (not the six-field form's 1 = Sunday), and a day of
+/// month and a day of week both restricted fire on either.
+#[test]
+fn five_field_cron_has_crontab_day_of_week_semantics() {
+    // 2026-01-03 is a Saturday.
+    let saturday = "2026-01-03T12:00:00Z";
+    // 1-5 is Monday to Friday, as MON-FRI.
+    assert_eq!(next("30 9 * * 1-5", saturday), "2026-01-05T09:30:00+00:00");
+    assert_eq!(
+        next("30 9 * * 1-5", "2026-01-09T12:00:00Z"),
+        "2026-01-12T09:30:00+00:00"
+    );
+    // 0 and 7 are Sunday.
+    assert_eq!(next("0 0 * * 0", saturday), "2026-01-04T00:00:00+00:00");
+    assert_eq!(next("0 0 * * 7", saturday), "2026-01-04T00:00:00+00:00");
+    // Steps and lists: Monday, Wednesday, Friday.
+    assert_eq!(next("0 0 * * 1-5/2", saturday), "2026-01-05T00:00:00+00:00");
+    assert_eq!(
+        next("0 0 * * 1-5/2", "2026-01-05T12:00:00Z"),
+        "2026-01-07T00:00:00+00:00"
+    );
+    assert_eq!(next("0 0 * * 2,4", saturday), "2026-01-06T00:00:00+00:00");
+    // Every third day from Sunday: Sunday, Wednesday, Saturday.
+    assert_eq!(next("0 0 * * */3", saturday), "2026-01-04T00:00:00+00:00");
+    assert_eq!(
+        next("0 0 * * */3", "2026-01-04T12:00:00Z"),
+        "2026-01-07T00:00:00+00:00"
+    );
+    // Names still work; 5-7 is Friday to Sunday.
+    assert_eq!(
+        next("0 0 * * fri-sun", saturday),
+        "2026-01-04T00:00:00+00:00"
+    );
+    assert_eq!(next("0 0 * * 5-7", saturday), "2026-01-04T00:00:00+00:00");
+    // Day of month OR day of week when both are restricted: the 13th or
+    // any Friday (Friday the 9th comes first), not only Friday the 13th.
+    assert_eq!(next("0 0 13 * 5", saturday), "2026-01-09T00:00:00+00:00");
+    assert_eq!(
+        next("0 0 13 * 5", "2026-01-09T12:00:00Z"),
+        "2026-01-13T00:00:00+00:00"
+    );
+    // A `*` day of month leaves the day of week alone in charge.
+    assert_eq!(next("0 0 * 2 MON", saturday), "2026-02-02T00:00:00+00:00");
+    // Across a year boundary, with months.
+    assert_eq!(
+        next("0 0 1 JAN 0", "2026-12-31T00:00:00Z"),
+        "2027-01-01T00:00:00+00:00"
+    );
+    for bad in [
+        "0 0 * * 8",
+        "0 0 * * 5-2",
+        "0 0 * * 1/0",
+        "0 0 * * MON-",
+        "0 0 * * ,",
+    ] {
+        assert!(
+            matches!(Schedule::cron(bad), Err(Error::InvalidConfig { .. })),
+            "{bad:?} accepted"
+        );
+    }
+}

@@ -35,6 +35,11 @@ use tokio::sync::Notify;
 pub enum QueueFullPolicy {
     /// Wait for room: publishers slow down to the rate the sinks sustain
     /// (backpressure). Nothing is refused.
+    ///
+    /// A routing's own sink publishing back into the broker (a topic sink
+    /// through the bus it is attached to) does not wait: its event waits
+    /// for room in a task of its own ([`BrokerMetrics::deferred`]), since
+    /// only the routings it would block make room.
     #[default]
     Wait,
     /// Wait at most this long, then refuse with

@@ -116,6 +116,33 @@ impl Queue {
             Err(mpsc::error::TrySendError::Full(event)) => event,
         };
         Counters::add(&core.counters.queue_full, 1);
+        if core.config.full_policy == QueueFullPolicy::Wait && in_routing_worker(core) {
+            // A sink of one of this broker's routings publishes back into it
+            // (a topic sink through the bus the broker is attached to). The
+            // routing holds a worker slot, and only the workers make room in
+            // the queue: waiting here would, once every worker does, wait
+            // forever, and every publisher with it. The event waits for room
+            // in a task of its own; the routing goes on.
+            admission.admitted = true; // the task below owns the pending count
+            let pending = OwnedAdmission {
+                core: core.clone(),
+                admitted: false,
+            };
+            Counters::add(&core.counters.deferred, 1);
+            tokio::spawn(async move {
+                let mut pending = pending;
+                if tx.send(event).await.is_ok() {
+                    pending.admitted = true;
+                    Counters::add(&pending.core.counters.enqueued, 1);
+                } else {
+                    Counters::add(&pending.core.counters.rejected, 1);
+                    tracing::error!(
+                        "broker shut down while a forwarded event waited for room; not routed"
+                    );
+                }
+            });
+            return Ok(());
+        }
         let sent = match core.config.full_policy {
             QueueFullPolicy::Reject => {
                 Counters::add(&core.counters.rejected, 1);
@@ -177,6 +204,36 @@ impl Drop for Admission<'_> {
             self.core.end();
         }
     }
+}
+
+/// [`Admission`] owned by a task.
+struct OwnedAdmission {
+    core: Arc<Core>,
+    admitted: bool,
+}
+
+impl Drop for OwnedAdmission {
+    fn drop(&mut self) {
+        if !self.admitted {
+            self.core.end();
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set (to the address of its `Core`) while a task routes queued events.
+    static ROUTING_WORKER: usize;
+}
+
+fn core_id(core: &Arc<Core>) -> usize {
+    Arc::as_ptr(core) as usize
+}
+
+/// Whether the current task is one of `core`'s routing workers.
+fn in_routing_worker(core: &Arc<Core>) -> bool {
+    ROUTING_WORKER
+        .try_with(|id| *id == core_id(core))
+        .unwrap_or(false)
 }
 
 /// Worker slots: how many more events may be routed now. Only the
@@ -290,9 +347,10 @@ async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Arc<Event>>) {
 
 /// Routes `events` (each holding a worker slot) concurrently in one task.
 fn spawn_routings(core: &Arc<Core>, slots: &Arc<Slots>, events: Vec<Arc<Event>>) {
+    let id = core_id(core);
     let core = core.clone();
     let slots = slots.clone();
-    tokio::spawn(async move {
+    tokio::spawn(ROUTING_WORKER.scope(id, async move {
         if let [event] = events.as_slice() {
             route_queued(&core, &slots, event).await;
             return;
@@ -302,7 +360,7 @@ fn spawn_routings(core: &Arc<Core>, slots: &Arc<Slots>, events: Vec<Arc<Event>>)
             .map(|event| route_queued(&core, &slots, event))
             .collect();
         while routings.next().await.is_some() {}
-    });
+    }));
 }
 
 /// Routes one queued event, then gives back its slot and ends its pending

@@ -35,7 +35,8 @@ impl Target {
 /// The forwarded event is a copy with a **new id**, its subject set to the
 /// sink's subject (and category to that subject's second token), and the
 /// original id and subject in metadata ([`metadata::ORIGINAL_ID`],
-/// [`metadata::ORIGINAL_SUBJECT`]). The new id matters: providers deduplicate
+/// [`metadata::ORIGINAL_SUBJECT`]; a forward of a forward keeps the first
+/// event's). The new id matters: providers deduplicate
 /// per stream by event id, so re-publishing the original id would be
 /// swallowed as a duplicate. The forward count goes up by one in
 /// [`metadata::HOPS`], so a broker stops routing loops. A retried delivery publishes another copy
@@ -109,7 +110,11 @@ impl TopicSink {
         Self::with_target(name.into(), Target::Bus(bus), Some(subject.into()))
     }
 
-    /// [`unchanged`](Self::unchanged) through `bus`'s pipeline.
+    /// [`unchanged`](Self::unchanged) through `bus`'s pipeline, but for one
+    /// more [`metadata::HOPS`]: a broker attached to `bus` whose trigger
+    /// matches the event routes it again on every publish (the provider
+    /// deduplicates it, the bus still hands it over), and the hop count
+    /// ends that loop.
     #[cfg(feature = "bus")]
     #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
     pub fn unchanged_through_bus(name: impl Into<String>, bus: event_bus::EventBus) -> Self {
@@ -173,21 +178,30 @@ impl TopicSink {
                 out.category = category.to_owned();
             }
         }
-        let hops = event
-            .metadata
-            .get(metadata::HOPS)
-            .and_then(|h| h.parse::<u32>().ok())
-            .unwrap_or(0);
-        out.metadata.insert(
-            metadata::HOPS.to_owned(),
-            hops.saturating_add(1).to_string(),
-        );
+        count_hop(&mut out, event);
+        // A forward of a forward (or of a dead letter) keeps the first
+        // event's id and subject.
         out.metadata
-            .insert(metadata::ORIGINAL_ID.to_owned(), event.id.clone());
+            .entry(metadata::ORIGINAL_ID.to_owned())
+            .or_insert_with(|| event.id.clone());
         out.metadata
-            .insert(metadata::ORIGINAL_SUBJECT.to_owned(), event.subject.clone());
+            .entry(metadata::ORIGINAL_SUBJECT.to_owned())
+            .or_insert_with(|| event.subject.clone());
         out
     }
+}
+
+/// Sets `out`'s [`metadata::HOPS`] to `event`'s plus one.
+fn count_hop(out: &mut Event, event: &Event) {
+    let hops = event
+        .metadata
+        .get(metadata::HOPS)
+        .and_then(|h| h.parse::<u32>().ok())
+        .unwrap_or(0);
+    out.metadata.insert(
+        metadata::HOPS.to_owned(),
+        hops.saturating_add(1).to_string(),
+    );
 }
 
 #[async_trait]
@@ -195,6 +209,16 @@ impl EventSink for TopicSink {
     async fn deliver(&self, event: &Event) -> Result<()> {
         if self.unchanged {
             subject::validate_publish_subject(&event.subject, self.target.prefix())?;
+            #[cfg(feature = "bus")]
+            if let Target::Bus(_) = &self.target {
+                // Same id and subject, but one more hop: through the bus of
+                // a broker whose trigger matches it, the provider
+                // deduplicates the event and the bus routes it again, every
+                // time.
+                let mut out = event.clone();
+                count_hop(&mut out, event);
+                return self.target.publish(&out).await.map(|_| ());
+            }
             return self.target.publish(event).await.map(|_| ());
         }
         let forwarded = self.forwarded(event);

@@ -10,12 +10,19 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 /// When a scheduled source fires: a fixed interval or a cron expression.
 ///
-/// Cron expressions use the [`cron`](https://docs.rs/cron) crate's syntax:
-/// six or seven fields (`sec min hour day-of-month month day-of-week [year]`),
-/// or the classic five fields (`min hour dom month dow`, firing at second 0),
-/// or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`. Times are UTC.
-/// Prefer day names (`MON-FRI`) to numbers in the day-of-week field: the
-/// `cron` crate numbers days from 1 (Sunday).
+/// Cron expressions take three forms. Times are UTC.
+///
+/// - The classic five fields of crontab(5), `min hour dom month dow`,
+///   firing at second 0, with crontab's meaning: day of week `0`-`7` (`0`
+///   and `7` are Sunday, `1-5` is Monday to Friday) or names, and when both
+///   the day of month and the day of week are restricted (neither starts
+///   with `*`), a day matching **either** fires (`0 0 13 * 5`: every 13th
+///   and every Friday).
+/// - Six or seven fields (`sec min hour day-of-month month day-of-week
+///   [year]`) in the [`cron`](https://docs.rs/cron) crate's (Quartz-like)
+///   syntax: there, numeric days of week count from `1` (Sunday), and both
+///   day fields must match. Prefer day names (`MON-FRI`).
+/// - `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
 ///
 /// ```
 /// use event_routing::Schedule;
@@ -33,7 +40,72 @@ pub struct Schedule(Kind);
 #[derive(Debug, Clone)]
 enum Kind {
     Interval(Duration),
-    Cron(Box<cron::Schedule>),
+    /// Fires at the earliest next time of any of them (crontab's day of
+    /// month OR day of week takes two).
+    Cron(Box<[cron::Schedule]>),
+}
+
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// A crontab(5) day of week: `0`-`7` (`0` and `7` Sunday) or a name (its
+/// first three letters or more: `mon`, `tues`, `thursday`).
+fn crontab_day(token: &str) -> Option<usize> {
+    if let Ok(n) = token.parse::<usize>() {
+        return (n <= 7).then_some(n);
+    }
+    const FULL: [&str; 7] = [
+        "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+    ];
+    let lower = token.to_ascii_lowercase();
+    if lower.len() < 3 {
+        return None;
+    }
+    FULL.iter().position(|full| full.starts_with(&lower))
+}
+
+/// A crontab(5) day-of-week field (lists, ranges, steps, numbers 0-7 and
+/// names) as a list of day names, which the `cron` crate reads the same
+/// way. `None` if it is not a valid field.
+fn crontab_days_of_week(field: &str) -> Option<String> {
+    let mut days = [false; 7];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => (range, step.parse::<usize>().ok().filter(|&s| s > 0)?),
+            None => (item, 1),
+        };
+        let (first, last) = if range == "*" {
+            (0, 7)
+        } else if let Some((a, b)) = range.split_once('-') {
+            // `5-7` and `fri-sun` are Friday to Sunday.
+            let last = match crontab_day(b)? {
+                0 if b.parse::<usize>().is_err() => 7,
+                d => d,
+            };
+            (crontab_day(a)?, last)
+        } else {
+            let day = crontab_day(range)?;
+            // `a/step`: from `a` to the end of the week.
+            (day, if item.contains('/') { 7 } else { day })
+        };
+        if first > last {
+            return None;
+        }
+        for day in (first..=last).step_by(step) {
+            days[day % 7] = true;
+        }
+    }
+    let names: Vec<&str> = DAY_NAMES
+        .iter()
+        .zip(days)
+        .filter_map(|(name, on)| on.then_some(*name))
+        .collect();
+    Some(names.join(","))
 }
 
 impl Schedule {
@@ -53,21 +125,37 @@ impl Schedule {
     /// Fires at the times the cron expression `expression` names (see the
     /// type docs). An invalid expression is [`Error::InvalidConfig`].
     pub fn cron(expression: &str) -> Result<Self> {
-        let trimmed = expression.trim();
-        let fields = trimmed.split_whitespace().count();
-        let full = if fields == 5 && !trimmed.starts_with('@') {
-            format!("0 {trimmed}")
-        } else {
-            trimmed.to_owned()
+        let invalid = |reason: &dyn std::fmt::Display| {
+            Error::invalid_config(
+                "schedule.cron",
+                format!("invalid cron expression {expression:?}: {reason}"),
+            )
         };
-        cron::Schedule::from_str(&full)
-            .map(|s| Self(Kind::Cron(Box::new(s))))
-            .map_err(|e| {
-                Error::invalid_config(
-                    "schedule.cron",
-                    format!("invalid cron expression {expression:?}: {e}"),
-                )
-            })
+        let parse = |e: &str| cron::Schedule::from_str(e).map_err(|e| invalid(&e));
+        let trimmed = expression.trim();
+        let fields: Vec<&str> = trimmed.split_whitespace().collect();
+        let schedules = match fields.as_slice() {
+            [min, hour, dom, month, dow] if !trimmed.starts_with('@') => {
+                let unrestricted = |f: &str| f.starts_with('*') || f == "?";
+                let days = if matches!(*dow, "*" | "?") {
+                    (*dow).to_owned()
+                } else {
+                    crontab_days_of_week(dow)
+                        .ok_or_else(|| invalid(&format!("bad day of week {dow:?}")))?
+                };
+                if unrestricted(dom) || unrestricted(dow) {
+                    vec![parse(&format!("0 {min} {hour} {dom} {month} {days}"))?]
+                } else {
+                    // crontab(5): either day field matching is enough.
+                    vec![
+                        parse(&format!("0 {min} {hour} {dom} {month} *"))?,
+                        parse(&format!("0 {min} {hour} * {month} {days}"))?,
+                    ]
+                }
+            }
+            _ => vec![parse(trimmed)?],
+        };
+        Ok(Self(Kind::Cron(schedules.into_boxed_slice())))
     }
 
     /// The first fire time strictly after `after` (`None` when a cron
@@ -76,7 +164,7 @@ impl Schedule {
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match &self.0 {
             Kind::Interval(_) => None,
-            Kind::Cron(s) => s.after(&after).next(),
+            Kind::Cron(s) => next_cron(s, &after),
         }
     }
 
@@ -114,7 +202,7 @@ impl Schedule {
                         let now = wall_start
                             .checked_add_signed(elapsed)
                             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                        let Some(next) = schedule.after(&now).next() else {
+                        let Some(next) = next_cron(schedule, &now) else {
                             return false;
                         };
                         let offset = (next - wall_start).to_std().unwrap_or_default();
@@ -139,4 +227,9 @@ impl Schedule {
             tick(n).await;
         }
     }
+}
+
+/// The earliest fire time strictly after `after` of any of `schedules`.
+fn next_cron(schedules: &[cron::Schedule], after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
+    schedules.iter().filter_map(|s| s.after(after).next()).min()
 }
