@@ -576,7 +576,7 @@ mod tests {
             "x",
             serde_json::json!({ "n": n }),
         ));
-        let key: Arc<str> = Arc::from(event.id.as_str());
+        let key = crate::store::DedupKey::new(&event.id);
         store.lock().append(key, None, event, 1, n).unwrap();
     }
 
