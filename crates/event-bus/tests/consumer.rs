@@ -800,7 +800,7 @@ async fn the_runner_uses_the_ack_wait_the_provider_reports() {
 #[derive(Default)]
 struct PanickyDlq {
     calls: AtomicUsize,
-    stored: Mutex<Vec<event_core::DeadLetterEvent>>,
+    stored: MemoryDlqHandler,
 }
 
 #[async_trait::async_trait]
@@ -809,21 +809,13 @@ impl DlqHandler for PanickyDlq {
         if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
             panic!("dlq exploded");
         }
-        self.stored.lock().unwrap().push(dead);
-        Ok(())
+        self.stored.handle(dead).await
     }
     async fn list(&self, limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
-        Ok(self
-            .stored
-            .lock()
-            .unwrap()
-            .iter()
-            .take(limit)
-            .cloned()
-            .collect())
+        self.stored.list(limit).await
     }
     async fn count(&self) -> event_core::Result<usize> {
-        Ok(self.stored.lock().unwrap().len())
+        self.stored.count().await
     }
 }
 
@@ -1007,28 +999,21 @@ async fn a_delivery_fetched_before_shutdown_is_handed_back_at_once() {
 /// (as a networked handler awaiting its acknowledgement does).
 #[derive(Default)]
 struct SlowAckDlq {
-    stored: Mutex<Vec<event_core::DeadLetterEvent>>,
+    stored: MemoryDlqHandler,
 }
 
 #[async_trait::async_trait]
 impl DlqHandler for SlowAckDlq {
     async fn handle(&self, dead: event_core::DeadLetterEvent) -> event_core::Result<()> {
-        self.stored.lock().unwrap().push(dead);
+        self.stored.handle(dead).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         Ok(())
     }
     async fn list(&self, limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
-        Ok(self
-            .stored
-            .lock()
-            .unwrap()
-            .iter()
-            .take(limit)
-            .cloned()
-            .collect())
+        self.stored.list(limit).await
     }
     async fn count(&self) -> event_core::Result<usize> {
-        Ok(self.stored.lock().unwrap().len())
+        self.stored.count().await
     }
 }
 
@@ -1065,15 +1050,12 @@ async fn shutdown_during_a_dead_letter_hand_off_does_not_dead_letter_twice() {
         )
     };
     let consumer = start().await.unwrap();
-    wait_until("handed to the DLQ", || {
-        dlq.stored.lock().unwrap().len() == 1
-    })
-    .await;
+    wait_until("handed to the DLQ", || dlq.stored.len() == 1).await;
     // stop while the DLQ handler has not returned yet
     consumer.shutdown(Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let consumer = start().await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     consumer.shutdown(Duration::from_secs(1)).await;
-    assert_eq!(dlq.stored.lock().unwrap().len(), 1, "dead-lettered twice");
+    assert_eq!(dlq.stored.len(), 1, "dead-lettered twice");
 }
