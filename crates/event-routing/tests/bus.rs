@@ -189,16 +189,23 @@ async fn a_forward_the_bus_refuses_is_retried_then_dead_lettered() {
     assert_eq!(bus.metrics().snapshot().validation_errors, 3);
 }
 
-#[tokio::test]
-async fn a_routing_loop_through_the_bus_stops_at_max_hops() {
+/// A memory provider, a bus over it, and a broker with `max_hops`
+/// attached to the bus.
+fn bus_with_broker(max_hops: u32) -> (Arc<dyn EventProvider>, EventBus, Broker) {
     let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
     let bus = EventBus::from_arc(provider.clone());
     let broker = Broker::with_config(BrokerConfig {
-        max_hops: 3,
+        max_hops,
         ..BrokerConfig::default()
     })
     .unwrap();
     broker.attach(&bus);
+    (provider, bus, broker)
+}
+
+#[tokio::test]
+async fn a_routing_loop_through_the_bus_stops_at_max_hops() {
+    let (provider, bus, broker) = bus_with_broker(3);
     // Matches its own output.
     broker
         .add_trigger(Trigger::new(
@@ -360,14 +367,7 @@ async fn a_sink_dlq_handler_forwards_under_a_new_id_so_dedup_keeps_it() {
 /// hop count the broker loops forever.
 #[tokio::test]
 async fn an_unchanged_forward_into_its_own_broker_stops_at_max_hops() {
-    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
-    let bus = EventBus::from_arc(provider.clone());
-    let broker = Broker::with_config(BrokerConfig {
-        max_hops: 3,
-        ..BrokerConfig::default()
-    })
-    .unwrap();
-    broker.attach(&bus);
+    let (provider, bus, broker) = bus_with_broker(3);
     broker
         .add_trigger(Trigger::new(
             "ingest",
