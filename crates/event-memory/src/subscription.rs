@@ -21,6 +21,8 @@ pub(crate) struct MemorySubscription {
     /// Last auto-ack delivery, acknowledged on the next call or on close.
     unacked: Option<u64>,
     ephemeral: bool,
+    /// Counted in the provider's ephemeral consumers (see `stop_counting`).
+    counted: bool,
     closed: bool,
 }
 
@@ -32,6 +34,7 @@ impl MemorySubscription {
             consumer,
             unacked: None,
             ephemeral,
+            counted: ephemeral,
             closed: false,
         }
     }
@@ -140,16 +143,25 @@ impl Subscription for MemorySubscription {
     async fn close(&mut self) -> Result<()> {
         self.ack_previous();
         self.closed = true;
+        self.stop_counting();
         Ok(())
+    }
+}
+
+impl MemorySubscription {
+    /// An ephemeral consumer counts in `info().consumers` until its
+    /// subscription is closed or dropped, whichever comes first.
+    fn stop_counting(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.shared
+                .ephemeral
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for MemorySubscription {
     fn drop(&mut self) {
-        if self.ephemeral {
-            self.shared
-                .ephemeral
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.stop_counting();
     }
 }

@@ -592,3 +592,21 @@ async fn lowered_max_deliver_still_reports_the_final_delivery() {
     let nothing = tokio::time::timeout(wait * 3, sub.next_manual_ack()).await;
     assert!(nothing.is_err(), "delivered again after its final delivery");
 }
+
+/// An ephemeral subscription counts in `info().consumers` until it is
+/// closed or dropped, whichever comes first, and only once.
+#[tokio::test]
+async fn a_closed_ephemeral_subscription_no_longer_counts_as_a_consumer() {
+    let p = provider(100, 100);
+    let mut closed = p.subscribe("events.t.>").await.unwrap();
+    let dropped = p.subscribe("events.t.>").await.unwrap();
+    let _durable = p.subscribe_durable("d", "events.t.>").await.unwrap();
+    assert_eq!(p.info().await.unwrap().consumers, 3);
+    closed.close().await.unwrap();
+    assert_eq!(p.info().await.unwrap().consumers, 2);
+    closed.close().await.unwrap();
+    drop(closed);
+    assert_eq!(p.info().await.unwrap().consumers, 2);
+    drop(dropped);
+    assert_eq!(p.info().await.unwrap().consumers, 1);
+}
