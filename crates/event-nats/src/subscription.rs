@@ -133,6 +133,11 @@ enum Kind {
     Durable,
 }
 
+/// A consumer's delivery limit (`None`: unlimited).
+fn max_deliver_of(config: &consumer::Config) -> Option<u64> {
+    u64::try_from(config.max_deliver).ok().filter(|n| *n > 0)
+}
+
 /// A subscription on one JetStream pull consumer.
 pub(crate) struct NatsSubscription {
     provider: NatsProvider,
@@ -258,9 +263,7 @@ impl NatsSubscription {
 
     fn new(provider: NatsProvider, consumer: PullConsumer, name: String, kind: Kind) -> Self {
         let info = consumer.cached_info();
-        let max_deliver = u64::try_from(info.config.max_deliver)
-            .ok()
-            .filter(|n| *n > 0);
+        let max_deliver = max_deliver_of(&info.config);
         let ack_wait = info.config.ack_wait;
         let backoff = info.config.backoff.clone();
         let max_ack_pending = usize::try_from(info.config.max_ack_pending)
@@ -369,6 +372,31 @@ impl NatsSubscription {
         tracing::info!(consumer = %self.name, "recreated ephemeral consumer");
         self.consumer = consumer;
         Ok(true)
+    }
+
+    /// Re-reads `max_deliver`, the ack wait and the backoff of a durable
+    /// from the server: another subscription on it may have changed them,
+    /// and a redelivery is when the final-delivery flag and the wait matter
+    /// (redeliveries are rare, so this costs a request only on the failure
+    /// path). Keeps the values it has if the server does not answer in time.
+    async fn refresh_settings(&mut self) {
+        if !matches!(self.kind, Kind::Durable) {
+            return;
+        }
+        let lookup = self.provider.inner.stream.consumer_info(&self.name);
+        match tokio::time::timeout(self.provider.consumer_timeout(), lookup).await {
+            Ok(Ok(info)) => {
+                self.max_deliver = max_deliver_of(&info.config);
+                self.ack_wait = info.config.ack_wait;
+                self.backoff = info.config.backoff.clone();
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(consumer = %self.name, error = %e, "could not refresh consumer settings");
+            }
+            Err(_) => {
+                tracing::debug!(consumer = %self.name, "consumer settings refresh timed out");
+            }
+        }
     }
 
     async fn consumer_exists(&self) -> bool {
@@ -495,6 +523,9 @@ impl NatsSubscription {
             }
         };
         self.last_sequence = self.last_sequence.max(sequence);
+        if delivered > 1 {
+            self.refresh_settings().await;
+        }
         let subject = message.subject.to_string();
         let (message, acker) = message.split();
         match serde_json::from_slice::<Event>(&message.payload) {

@@ -636,3 +636,51 @@ async fn manual_deliveries_report_their_ack_wait() {
     let ms = |n| Some(Duration::from_millis(n));
     assert_eq!(seen, vec![(1, ms(100)), (2, ms(200)), (3, ms(200))]);
 }
+
+/// A second subscription that lowers `max_deliver` on a durable changes
+/// what the first one reports: its redelivery at the new limit is flagged
+/// final (so a bus consumer dead-letters it instead of naking it into
+/// silent exhaustion).
+#[tokio::test]
+async fn a_lowered_max_deliver_is_seen_by_the_other_subscriptions() {
+    let server = server!("a_lowered_max_deliver_is_seen_by_the_other_subscriptions");
+    let p = NatsProvider::connect(common::config(&server, "md"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let five = SubscribeOptions {
+        max_deliver: Some(5),
+        ..SubscribeOptions::default()
+    };
+    let mut first = p
+        .subscribe_durable_with_options("shared", &filter, &five)
+        .await
+        .unwrap();
+    let two = SubscribeOptions {
+        max_deliver: Some(2),
+        ..SubscribeOptions::default()
+    };
+    drop(
+        p.subscribe_durable_with_options("shared", &filter, &two)
+            .await
+            .unwrap(),
+    );
+    p.publish(&event(&p, 0)).await.unwrap();
+    let within = Duration::from_secs(10);
+    let pending = tokio::time::timeout(within, first.next_manual_ack())
+        .await
+        .expect("a delivery in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.received.num_delivered, 1);
+    pending.nak().await.unwrap();
+    let again = tokio::time::timeout(within, first.next_manual_ack())
+        .await
+        .expect("a redelivery in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.received.num_delivered, 2);
+    assert_eq!(again.max_deliver(), Some(2));
+    assert!(again.is_final_delivery(), "the lowered limit was not seen");
+    again.ack().await.unwrap();
+}
