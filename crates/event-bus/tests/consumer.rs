@@ -702,48 +702,6 @@ async fn a_handler_slower_than_the_backoff_is_not_redelivered_meanwhile() {
     assert_eq!(report.acked, 1);
 }
 
-#[tokio::test]
-async fn a_slow_handler_is_kept_alive_under_the_providers_default_ack_wait() {
-    // no ack_wait or backoff in the options: the provider's default (2.2 s
-    // here, not 30 s) is the ack wait the runner must keep alive
-    let limits = event_memory::MemoryLimits {
-        default_ack_wait: Duration::from_millis(2200),
-        ..event_memory::MemoryLimits::default()
-    };
-    let provider =
-        MemoryProvider::with_limits(event_memory::MemoryConfig::default(), limits).unwrap();
-    let bus = EventBus::new(provider);
-    bus.update_subscription(filter("w", "events.a.>"))
-        .await
-        .unwrap();
-    bus.publish("a", "b", "s", "src", json!({})).await.unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    let consumer = bus
-        .consume(
-            "w",
-            move |_r: ReceivedEvent| {
-                let c = c.clone();
-                async move {
-                    c.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(2700)).await;
-                    Ok::<(), BoxError>(())
-                }
-            },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
-    wait_until("acked", || consumer.report().acked == 1).await;
-    let report = consumer.shutdown(Duration::from_secs(1)).await;
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "redelivered while the handler ran"
-    );
-    assert_eq!(report.acked, 1);
-}
-
 /// The memory provider reports each delivery's ack wait: a default far
 /// shorter than the runner's one-second fallback keepalive still holds a
 /// slow handler's delivery, and a failure is retried after that default,
