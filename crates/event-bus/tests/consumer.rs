@@ -392,6 +392,22 @@ async fn dlq_refusals_are_retried_and_the_event_is_kept_until_accepted() {
     assert_eq!((report.dead_lettered, report.terminated), (0, 0));
 }
 
+/// Publishes straight to `provider` an event on `events.sec.bad` whose
+/// payload is an envelope under a key the test buses do not have (8; they
+/// use 7), and returns it.
+async fn publish_undecryptable(provider: &dyn EventProvider) -> Event {
+    let foreign = Event::new("events.sec.bad", "sec", "s", "src", json!(null));
+    let envelope =
+        event_core::EventEncryptor::encrypt(&TestEncryptor { key: 8 }, &foreign.id, &json!(2))
+            .unwrap();
+    let foreign = Event {
+        payload: envelope,
+        ..foreign
+    };
+    provider.publish(&foreign).await.unwrap();
+    foreign
+}
+
 #[tokio::test]
 async fn handler_sees_plaintext_and_undecryptable_events_are_dead_lettered() {
     let provider = Arc::new(MemoryProvider::default());
@@ -405,16 +421,7 @@ async fn handler_sees_plaintext_and_undecryptable_events_are_dead_lettered() {
     bus.publish("sec", "ok", "s", "src", json!({"secret": 1}))
         .await
         .unwrap();
-    // an envelope under a key the bus does not have
-    let foreign = Event::new("events.sec.bad", "sec", "s", "src", json!(null));
-    let envelope =
-        event_core::EventEncryptor::encrypt(&TestEncryptor { key: 8 }, &foreign.id, &json!(2))
-            .unwrap();
-    let foreign = Event {
-        payload: envelope,
-        ..foreign
-    };
-    provider.publish(&foreign).await.unwrap();
+    let foreign = publish_undecryptable(&*provider).await;
 
     let payloads: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let p = payloads.clone();
@@ -814,17 +821,7 @@ async fn a_dlq_panic_on_an_undecryptable_event_does_not_kill_the_consumer() {
     bus.update_subscription(filter("w", "events.sec.>"))
         .await
         .unwrap();
-    let foreign = Event::new("events.sec.bad", "sec", "s", "src", json!(null));
-    let envelope =
-        event_core::EventEncryptor::encrypt(&TestEncryptor { key: 8 }, &foreign.id, &json!(2))
-            .unwrap();
-    provider
-        .publish(&Event {
-            payload: envelope,
-            ..foreign
-        })
-        .await
-        .unwrap();
+    publish_undecryptable(&*provider).await;
     bus.publish("sec", "ok", "s", "src", json!({"n": 1}))
         .await
         .unwrap();
@@ -989,17 +986,7 @@ async fn shutdown_during_a_dead_letter_hand_off_does_not_dead_letter_twice() {
     bus.update_subscription_with_options(filter("w", "events.sec.>"), options)
         .await
         .unwrap();
-    let foreign = Event::new("events.sec.bad", "sec", "s", "src", json!(null));
-    let envelope =
-        event_core::EventEncryptor::encrypt(&TestEncryptor { key: 8 }, &foreign.id, &json!(2))
-            .unwrap();
-    provider
-        .publish(&Event {
-            payload: envelope,
-            ..foreign
-        })
-        .await
-        .unwrap();
+    publish_undecryptable(&*provider).await;
     let start = || {
         bus.consume(
             "w",
