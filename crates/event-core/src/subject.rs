@@ -128,31 +128,43 @@ fn is_plain_subject(bytes: &[u8]) -> bool {
     if first == b'.' || last == b'.' {
         return false;
     }
-    let mut prev_dot_carry = 0u64;
-    for chunk in bytes.chunks(8) {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word);
-        let live = if chunk.len() == 8 {
-            u64::MAX
-        } else {
-            (1u64 << (8 * chunk.len())) - 1
-        };
+    // `live` marks the lanes holding subject bytes; `carry` is the high bit
+    // of a dot in the last lane of the previous word. Returns the carry for
+    // the next word, or `None` for a byte or dot pair the fast path refuses.
+    let word = |v: u64, live: u64, carry: u64| -> Option<u64> {
         let a = v & LOWS;
         // lanes below 0x21 (space and controls): no carry leaves a lane
         let low = !(a + ONES * 0x5F) & HIGHS;
         let bad = (v & HIGHS) | low | eq(a, 0x7F) | eq(a, b'*') | eq(a, b'>');
         if bad & live != 0 {
-            return false;
+            return None;
         }
         let dots = eq(a, b'.') & live;
         // a dot right after a dot (this word, or the last lane of the previous one)
-        if dots & ((dots << 8) | prev_dot_carry) != 0 {
-            return false;
+        if dots & ((dots << 8) | carry) != 0 {
+            return None;
         }
-        prev_dot_carry = (dots >> 56) & 0x80;
+        Some((dots >> 56) & 0x80)
+    };
+    let Some(last) = bytes.last_chunk::<8>() else {
+        // shorter than a word: one padded word
+        let mut padded = [0u8; 8];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        let live = (1u64 << (8 * bytes.len())) - 1;
+        return word(u64::from_le_bytes(padded), live, 0).is_some();
+    };
+    let mut carry = 0;
+    let mut rest = bytes;
+    while let Some((chunk, tail)) = rest.split_first_chunk::<8>() {
+        match word(u64::from_le_bytes(*chunk), u64::MAX, carry) {
+            Some(next) => carry = next,
+            None => return false,
+        }
+        rest = tail;
     }
-    true
+    // the last (overlapping) eight bytes cover the remainder, and the dot
+    // pair across its start lies inside them
+    rest.is_empty() || word(u64::from_le_bytes(*last), u64::MAX, 0).is_some()
 }
 
 /// Validates a publish subject and checks that it lies under `prefix` with at

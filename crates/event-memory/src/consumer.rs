@@ -86,7 +86,7 @@ impl Pending {
     /// delivery made under a higher limit was not reported as final, so it
     /// is delivered once more, flagged final, rather than dropped unreported.
     fn exhausted(&self, max_deliver: Option<u64>) -> bool {
-        self.reported_final && max_deliver.is_some_and(|m| self.deliveries >= m)
+        self.reported_final && is_final(max_deliver, self.deliveries)
     }
 }
 
@@ -392,7 +392,7 @@ impl State {
                     deadline,
                     token,
                     phase: Phase::InFlight,
-                    reported_final: self.settings.options.max_deliver.is_some_and(|m| m <= 1),
+                    reported_final: is_final(self.settings.options.max_deliver, 1),
                 },
             );
             self.fifo.push_back((deadline, seq, token));
@@ -428,7 +428,7 @@ impl State {
             p.deliveries += 1;
             p.token = self.next_token;
             p.phase = Phase::InFlight;
-            p.reported_final = max.is_some_and(|m| p.deliveries >= m);
+            p.reported_final = is_final(max, p.deliveries);
             let wait = self.settings.in_flight_wait(p.deliveries);
             p.deadline = after(now, wait);
             let (deadline, token, deliveries) = (p.deadline, p.token, p.deliveries);
@@ -465,6 +465,12 @@ impl State {
         }
         None
     }
+}
+
+/// Whether delivery number `deliveries` is the last one `max_deliver`
+/// allows (what [`PendingEvent::is_final_delivery`](event_core::PendingEvent::is_final_delivery) reports).
+fn is_final(max_deliver: Option<u64>, deliveries: u64) -> bool {
+    max_deliver.is_some_and(|m| deliveries >= m)
 }
 
 fn is_live(pending: &PendingMap, (deadline, seq, token): &Timer) -> bool {
