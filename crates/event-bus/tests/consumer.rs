@@ -1004,3 +1004,120 @@ async fn shutdown_during_a_dead_letter_hand_off_does_not_dead_letter_twice() {
     consumer.shutdown(Duration::from_secs(1)).await;
     assert_eq!(dlq.stored.len(), 1, "dead-lettered twice");
 }
+
+/// A provider with one stream per category, whose sequences overlap: each
+/// delivery is relabelled with its category as the stream and the payload's
+/// `n` as the sequence.
+struct StreamPerCategory(MemoryProvider);
+
+struct Relabel(Box<dyn event_core::Subscription>);
+
+fn relabel(mut r: ReceivedEvent) -> ReceivedEvent {
+    r.stream = r.event.category.as_str().into();
+    r.sequence = r.event.payload["n"].as_u64().unwrap();
+    r
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for Relabel {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(self.0.next().await?.map(relabel))
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        Ok(self
+            .0
+            .next_manual_ack()
+            .await?
+            .map(|p| p.map_received(relabel)))
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        self.0.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl EventProvider for StreamPerCategory {
+    async fn publish_with_options(
+        &self,
+        event: &Event,
+        options: &event_core::PublishOptions,
+    ) -> event_core::Result<u64> {
+        self.0.publish_with_options(event, options).await
+    }
+    async fn subscribe_with_options(
+        &self,
+        filter: &str,
+        options: &SubscribeOptions,
+    ) -> event_core::Result<Box<dyn event_core::Subscription>> {
+        let sub = self.0.subscribe_with_options(filter, options).await?;
+        Ok(Box::new(Relabel(sub)))
+    }
+    async fn subscribe_durable_with_options(
+        &self,
+        name: &str,
+        filter: &str,
+        options: &SubscribeOptions,
+    ) -> event_core::Result<Box<dyn event_core::Subscription>> {
+        let sub = self
+            .0
+            .subscribe_durable_with_options(name, filter, options)
+            .await?;
+        Ok(Box::new(Relabel(sub)))
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> event_core::Result<Vec<Event>> {
+        self.0.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> event_core::Result<()> {
+        self.0.unsubscribe(name).await
+    }
+    async fn info(&self) -> event_core::Result<event_core::ProviderInfo> {
+        self.0.info().await
+    }
+    fn name(&self) -> &str {
+        "stream-per-category"
+    }
+}
+
+#[tokio::test]
+async fn failure_times_are_kept_per_stream() {
+    let bus = EventBus::new(StreamPerCategory(MemoryProvider::default()));
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    // three attempts 400 ms apart
+    bus.update_subscription_with_options(filter("w", "events.>"), opts(3, 400))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_: ReceivedEvent| async { Err::<(), _>("always fails".to_owned()) },
+            ConsumerConfig::default().concurrency(2),
+        )
+        .await
+        .unwrap();
+    // both are sequence 1, of different streams, failing 200 ms apart
+    bus.publish("a", "x", "s", "src", json!({"n": 1}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b_published = event_core::now_millis();
+    bus.publish("b", "x", "s", "src", json!({"n": 1}))
+        .await
+        .unwrap();
+    wait_until("both dead-lettered", || {
+        consumer.report().dead_lettered == 2
+    })
+    .await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    let dead = dlq.list(10).await.unwrap();
+    let b = dead.iter().find(|d| d.event.category == "b").unwrap();
+    let first = b.first_failure_at.unwrap();
+    // a shared key would give b a's first failure (before b existed), or,
+    // once a's dead letter cleared the key, b's last failure
+    assert!(first >= b_published, "b inherited a's failure time {first}");
+    assert!(
+        b.dead_lettered_at - first >= 600,
+        "b's first failure {first} is its last: {}",
+        b.dead_lettered_at
+    );
+}

@@ -87,8 +87,9 @@ struct Shared {
     config: ConsumerConfig,
     options: SubscribeOptions,
     permits: Arc<Semaphore>,
-    /// sequence → first failure (Unix ms)
-    failures: Mutex<BTreeMap<u64, u64>>,
+    /// (stream, sequence) → first failure (Unix ms); a runner's
+    /// subscriptions may read more than one stream, whose sequences overlap
+    failures: Mutex<BTreeMap<(Arc<str>, u64), u64>>,
     stats: Stats,
 }
 
@@ -492,12 +493,15 @@ async fn acquire_permit(
 }
 
 async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemaphorePermit) {
-    let sequence = pending.received.sequence;
+    let key = (
+        Arc::clone(&pending.received.stream),
+        pending.received.sequence,
+    );
     let attempt = pending.received.num_delivered;
     let event_id = pending.received.event.id.clone();
     match run_handler(&shared, &pending).await {
         Ok(()) => {
-            forget_failure(&shared, sequence);
+            forget_failure(&shared, &key);
             shared.bus.metrics.add_handled(1);
             // a failed ack is a settle error, not an ack: the provider
             // redelivers the event, and that delivery is counted then
@@ -507,10 +511,10 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
         }
         Err(reason) => {
             shared.bus.metrics.add_handler_error(1);
-            let first_failure = remember_failure(&shared, sequence);
+            let first_failure = remember_failure(&shared, key.clone());
             if is_last_attempt(&shared.options, &pending) {
                 dead_letter(&shared, pending, reason, first_failure).await;
-                forget_failure(&shared, sequence);
+                forget_failure(&shared, &key);
             } else {
                 tracing::debug!(event_id = %event_id, attempt, reason = %reason, "handler failed; retrying");
                 let delay = nak_delay(&shared.options, &pending, attempt);
@@ -583,22 +587,22 @@ fn settle(shared: &Shared, result: Result<()>, what: &str) -> bool {
     }
 }
 
-fn remember_failure(shared: &Shared, sequence: u64) -> u64 {
+fn remember_failure(shared: &Shared, key: (Arc<str>, u64)) -> u64 {
     let mut failures = shared
         .failures
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let first = *failures.entry(sequence).or_insert_with(now_millis);
+    let first = *failures.entry(key).or_insert_with(now_millis);
     while failures.len() > MAX_TRACKED_FAILURES {
         failures.pop_first();
     }
     first
 }
 
-fn forget_failure(shared: &Shared, sequence: u64) {
+fn forget_failure(shared: &Shared, key: &(Arc<str>, u64)) {
     shared
         .failures
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .remove(&sequence);
+        .remove(key);
 }
