@@ -95,12 +95,15 @@ pub enum Error {
     #[error("authentication failed: {0}")]
     Authentication(String),
 
-    /// A live subscription fell behind and `missed` stream positions were
-    /// skipped. The subscription remains usable; the next call continues
-    /// with the oldest event still available.
+    /// A live subscription fell behind and `missed` events it would have
+    /// delivered were skipped (retention removed them first). The
+    /// subscription remains usable; the next call continues with the oldest
+    /// event still available.
     #[error("subscription lagged: {missed} events were skipped")]
     Lagged {
-        /// Number of stream positions skipped.
+        /// Number of skipped events that matched the subscription's filter;
+        /// a provider that cannot tell counts every skipped stream position,
+        /// an upper bound.
         missed: u64,
     },
 

@@ -1,7 +1,7 @@
 //! Consumers: a position in the log, the deliveries awaiting settlement and
 //! their timers. Durable and ephemeral consumers share this machinery.
 
-use crate::store::Store;
+use crate::store::{Cursor, Store};
 use async_trait::async_trait;
 use event_core::{
     Acker, DeliverPolicy, Error, Event, ReceivedEvent, Result, SubjectPattern, SubscribeOptions,
@@ -93,6 +93,9 @@ impl Pending {
 pub(crate) struct State {
     pub(crate) settings: Settings,
     next_seq: u64,
+    /// `next_seq` and the filter as the store sees them (for exact `Lagged`
+    /// counts).
+    cursor: Arc<Cursor>,
     /// Sequences delivered before `next_seq` by the start policy
     /// (`Last`, `LastPerSubject`).
     initial: VecDeque<u64>,
@@ -132,12 +135,14 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(settings: Settings, store: &Store) -> Arc<Self> {
+    pub(crate) fn new(settings: Settings, store: &mut Store) -> Arc<Self> {
         let (next_seq, initial) = start_position(&settings, store);
+        let cursor = store.add_cursor(settings.filter.clone(), next_seq);
         Arc::new(Self {
             state: Mutex::new(State {
                 settings,
                 next_seq,
+                cursor,
                 initial,
                 pending: PendingMap::default(),
                 fifo: VecDeque::new(),
@@ -165,6 +170,9 @@ impl Consumer {
                     state.settings.options.deliver_policy, settings.options.deliver_policy
                 ),
             });
+        }
+        if state.settings.filter != settings.filter {
+            state.cursor.set_filter(settings.filter.clone());
         }
         state.settings = settings;
         // first-delivery timers are only ordered for one ack wait
@@ -447,23 +455,29 @@ impl State {
 
     fn next_new(&mut self, store: &Store, track: Option<Instant>) -> Option<Next> {
         if self.next_seq < store.first_seq() {
-            self.lagged += store.first_seq() - self.next_seq;
+            // retention overtook this consumer: the store counted the
+            // evicted events its filter matches
+            self.lagged += self.cursor.take_missed();
             self.next_seq = store.first_seq();
         }
         if self.lagged > 0 {
+            self.cursor.advance_to(self.next_seq);
             return Some(Next::Lagged(std::mem::take(&mut self.lagged)));
         }
+        let mut found = None;
         while self.next_seq <= store.last_seq() {
             let seq = self.next_seq;
             self.next_seq += 1;
             if let Some(entry) = store.get(seq) {
                 if self.settings.filter.matches(&entry.event.subject) {
-                    let event = entry.event.clone();
-                    return Some(Next::Delivery(self.deliver_new(seq, event, track)));
+                    found = Some((seq, entry.event.clone()));
+                    break;
                 }
             }
         }
-        None
+        self.cursor.advance_to(self.next_seq);
+        let (seq, event) = found?;
+        Some(Next::Delivery(self.deliver_new(seq, event, track)))
     }
 }
 
@@ -564,7 +578,7 @@ pub(crate) fn received(d: Delivery, stream: &Arc<str>) -> ReceivedEvent {
 mod tests {
     use super::*;
 
-    fn consumer(store: &Store, ack_wait: Duration) -> Arc<Consumer> {
+    fn consumer(store: &mut Store, ack_wait: Duration) -> Arc<Consumer> {
         let settings = Settings {
             filter: SubjectPattern::parse("events.>").unwrap(),
             options: SubscribeOptions::default(),
@@ -600,7 +614,7 @@ mod tests {
     fn settled_deliveries_leave_no_timers_behind_a_held_one() {
         let store = parking_lot::Mutex::new(Store::new(100_000, Duration::from_secs(60), 100_000));
         for wait in [Duration::from_secs(3600), Duration::MAX] {
-            let c = consumer(&store.lock(), wait);
+            let c = consumer(&mut store.lock(), wait);
             append(&store, 0);
             let held = deliver(&c, &store);
             for n in 1..=20_000 {

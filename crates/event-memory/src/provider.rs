@@ -121,8 +121,8 @@ impl MemoryProvider {
         &self.shared.limits
     }
 
-    /// Stream positions skipped by lagging subscriptions so far
-    /// (see [`Error::Lagged`]).
+    /// Events skipped by lagging subscriptions so far, each counted once per
+    /// subscription whose filter it matched (see [`Error::Lagged`]).
     pub fn lagged_total(&self) -> u64 {
         self.shared.lagged.load(Ordering::Relaxed)
     }
@@ -301,7 +301,7 @@ impl EventProvider for MemoryProvider {
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         let settings = self.settings(filter_subject, options)?;
-        let consumer = Consumer::new(settings, &self.shared.store.lock());
+        let consumer = Consumer::new(settings, &mut self.shared.store.lock());
         self.shared.ephemeral.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(MemorySubscription::new(
             self.shared.clone(),
@@ -326,7 +326,7 @@ impl EventProvider for MemoryProvider {
                     existing.clone()
                 }
                 None => {
-                    let consumer = Consumer::new(settings, &self.shared.store.lock());
+                    let consumer = Consumer::new(settings, &mut self.shared.store.lock());
                     durables.insert(consumer_name.to_string(), consumer.clone());
                     consumer
                 }

@@ -1,12 +1,14 @@
 //! The event log: a bounded ring with O(1) append and eviction, and the
 //! dedup window.
 
-use event_core::{Error, Event, Result};
+use event_core::{Error, Event, Result, SubjectPattern};
+use parking_lot::Mutex;
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Dedup ids are caller-supplied: a seeded hasher (foldhash), fast and
@@ -66,6 +68,38 @@ pub(crate) struct Entry {
     pub(crate) stored_at: u64,
 }
 
+/// Where a consumer reads new events, registered with the store so that
+/// retention overtaking the consumer counts the events its filter would have
+/// delivered: its `Lagged` report says how many it missed, and a consumer
+/// that missed none (only other subjects were evicted) gets no report.
+///
+/// Both counters are read and written only under the store lock (the
+/// atomics give the shared handle interior mutability; `Relaxed` suffices).
+pub(crate) struct Cursor {
+    next_seq: AtomicU64,
+    missed: AtomicU64,
+    /// Consulted only when an eviction overtakes the cursor; a leaf lock.
+    filter: Mutex<SubjectPattern>,
+}
+
+impl Cursor {
+    pub(crate) fn set_filter(&self, filter: SubjectPattern) {
+        *self.filter.lock() = filter;
+    }
+
+    /// Records that the consumer reads `next_seq` next. Call under the
+    /// store lock.
+    pub(crate) fn advance_to(&self, next_seq: u64) {
+        self.next_seq.store(next_seq, Ordering::Relaxed);
+    }
+
+    /// Takes the count of matching events evicted before the consumer read
+    /// them. Call under the store lock.
+    pub(crate) fn take_missed(&self) -> u64 {
+        self.missed.swap(0, Ordering::Relaxed)
+    }
+}
+
 pub(crate) struct Store {
     log: VecDeque<Entry>,
     /// Sequence of `log[0]`; `last_seq + 1` when the log is empty.
@@ -77,6 +111,9 @@ pub(crate) struct Store {
     dedup_order: VecDeque<(Instant, DedupKey)>,
     duplicate_window: Duration,
     max_dedup_entries: usize,
+    /// Every live consumer's cursor; a cursor only the store still holds
+    /// belongs to a dropped consumer and is removed at the next eviction.
+    cursors: Vec<Arc<Cursor>>,
 }
 
 pub(crate) enum Appended {
@@ -100,7 +137,35 @@ impl Store {
             dedup_order: VecDeque::new(),
             duplicate_window,
             max_dedup_entries,
+            cursors: Vec::new(),
         }
+    }
+
+    /// Registers a consumer that reads `next_seq` next with `filter`, and
+    /// forgets the cursors of dropped consumers (so subscribing and dropping
+    /// in a loop does not grow the list while nothing is evicted).
+    pub(crate) fn add_cursor(&mut self, filter: SubjectPattern, next_seq: u64) -> Arc<Cursor> {
+        self.cursors.retain(|cursor| Arc::strong_count(cursor) > 1);
+        let cursor = Arc::new(Cursor {
+            next_seq: AtomicU64::new(next_seq),
+            missed: AtomicU64::new(0),
+            filter: Mutex::new(filter),
+        });
+        self.cursors.push(Arc::clone(&cursor));
+        cursor
+    }
+
+    /// Counts evicted event `seq` against every cursor it overtakes whose
+    /// filter matches it, and forgets the cursors of dropped consumers.
+    fn count_evicted(&mut self, seq: u64, subject: &str) {
+        self.cursors.retain(|cursor| {
+            if cursor.next_seq.load(Ordering::Relaxed) <= seq
+                && cursor.filter.lock().matches(subject)
+            {
+                cursor.missed.fetch_add(1, Ordering::Relaxed);
+            }
+            Arc::strong_count(cursor) > 1
+        });
     }
 
     pub(crate) fn first_seq(&self) -> u64 {
@@ -181,6 +246,7 @@ impl Store {
         let stored_at = self.log.back().map_or(now_ms, |e| e.stored_at.max(now_ms));
         if self.log.len() == self.max_events {
             if let Some(old) = self.log.pop_front() {
+                self.count_evicted(self.first_seq, &old.event.subject);
                 self.bytes -= old.size as u64;
                 self.first_seq += 1;
             }
@@ -196,6 +262,11 @@ impl Store {
             self.expire_dedup(now);
         }
         Ok(Appended::New(seq))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cursor_count(&self) -> usize {
+        self.cursors.len()
     }
 
     #[cfg(test)]
@@ -357,6 +428,34 @@ mod tests {
 
     fn key(id: &str) -> DedupKey {
         DedupKey::new(id)
+    }
+
+    fn append_n(store: &mut Store, subject: &str, n: u64) {
+        for i in 0..n {
+            let event = Arc::new(Event::new(subject, "a", "s", "x", serde_json::json!(i)));
+            store
+                .append(DedupKey::new(&event.id), None, event, 1, 0)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn cursors_of_dropped_consumers_are_forgotten() {
+        let mut store = Store::new(4, Duration::from_secs(60), 10_000);
+        let pattern = || SubjectPattern::parse("events.>").unwrap();
+        let kept = store.add_cursor(pattern(), 1);
+        for _ in 0..100 {
+            drop(store.add_cursor(pattern(), 1));
+        }
+        // forgotten at the next registration, without any eviction
+        assert_eq!(store.cursor_count(), 2);
+        append_n(&mut store, "events.a.b", 4);
+        drop(store.add_cursor(pattern(), 5));
+        assert_eq!(store.cursor_count(), 2);
+        // and at the next eviction
+        append_n(&mut store, "events.a.b", 1);
+        assert_eq!(store.cursor_count(), 1);
+        assert_eq!(kept.take_missed(), 1);
     }
 
     #[test]

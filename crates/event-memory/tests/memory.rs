@@ -610,3 +610,77 @@ async fn a_closed_ephemeral_subscription_no_longer_counts_as_a_consumer() {
     drop(dropped);
     assert_eq!(p.info().await.unwrap().consumers, 1);
 }
+
+async fn publish_on(p: &MemoryProvider, subject: &str, n: u64) {
+    let category = subject.split('.').nth(1).unwrap();
+    let event = Event::new(
+        subject,
+        category,
+        "s",
+        "test",
+        serde_json::json!({ "n": n }),
+    );
+    p.publish(&event).await.unwrap();
+}
+
+#[tokio::test]
+async fn lag_counts_only_the_events_the_filter_matches() {
+    // retention (8 events) overtakes an ephemeral and a durable on a rare
+    // subject: of 25 events (rare ones at 0, 6, 12, 18, 24), 0..=16 are
+    // evicted, 3 of them rare
+    let p = provider(8, 10);
+    let mut ephemeral = p.subscribe("events.rare.>").await.unwrap();
+    let opts = SubscribeOptions {
+        deliver_policy: DeliverPolicy::New,
+        ..SubscribeOptions::default()
+    };
+    let mut durable = p
+        .subscribe_durable_with_options("rare", "events.rare.>", &opts)
+        .await
+        .unwrap();
+    for n in 0..24 {
+        let subject = if n % 6 == 0 {
+            "events.rare.x"
+        } else {
+            "events.busy.x"
+        };
+        publish_on(&p, subject, n).await;
+    }
+    publish_on(&p, "events.rare.x", 24).await;
+    for sub in [&mut ephemeral, &mut durable] {
+        match sub.next().await {
+            Err(Error::Lagged { missed }) => assert_eq!(missed, 3),
+            other => panic!("expected Lagged {{ missed: 3 }}, got {other:?}"),
+        }
+        // the rare events still stored
+        for n in [18, 24] {
+            let got = sub.next().await.unwrap().unwrap();
+            assert_eq!(got.event.payload["n"], n);
+        }
+    }
+    assert_eq!(p.lagged_total(), 6);
+}
+
+#[tokio::test]
+async fn rare_subject_consumers_that_lost_nothing_get_no_lag_report() {
+    let p = provider(5, 10);
+    let mut ephemeral = p.subscribe("events.rare.>").await.unwrap();
+    let mut durable = p.subscribe_durable("rare", "events.rare.>").await.unwrap();
+    publish_on(&p, "events.rare.x", 0).await;
+    for sub in [&mut ephemeral, &mut durable] {
+        assert_eq!(sub.next().await.unwrap().unwrap().event.payload["n"], 0);
+    }
+    // the durable goes away (its position stays); both fall far behind
+    durable.close().await.unwrap();
+    drop(durable);
+    for n in 1..=50 {
+        publish_on(&p, "events.busy.x", n).await;
+    }
+    publish_on(&p, "events.rare.x", 51).await;
+    let mut durable = p.subscribe_durable("rare", "events.rare.>").await.unwrap();
+    for sub in [&mut ephemeral, &mut durable] {
+        let got = sub.next().await.unwrap().unwrap();
+        assert_eq!(got.event.payload["n"], 51);
+    }
+    assert_eq!(p.lagged_total(), 0);
+}
