@@ -131,7 +131,13 @@
 //! - **Subscriptions** are pull consumers with explicit acks: at-least-once.
 //!   Durables keep their position on the server; ephemeral consumers are
 //!   deleted when the subscription is closed or dropped (and expire on the
-//!   server after two idle minutes if the process dies). `ack`, `nak`,
+//!   server after two idle minutes if the process dies). A consumer the
+//!   server no longer has (a restart, an administrator, another process's
+//!   `unsubscribe`) is noticed within one pull expiry (5 s): a durable's
+//!   subscription returns [`Error::NotFound`](event_core::Error::NotFound);
+//!   an ephemeral is recreated at its oldest unsettled delivery, else after
+//!   the last event it handed out, else where it started, so nothing is
+//!   skipped (deliveries of the new consumer count from 1 again). `ack`, `nak`,
 //!   `nak_with_delay`, `term` and `in_progress` map to JetStream's `+ACK`,
 //!   `-NAK`, `-NAK {delay}`, `+TERM` and `+WPI`. `max_deliver` and `backoff`
 //!   map to the consumer's; with a backoff, JetStream uses `backoff[0]` as the

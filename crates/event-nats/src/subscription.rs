@@ -10,7 +10,8 @@ use event_core::{
     Subscription,
 };
 use futures_util::{FutureExt, StreamExt};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Deliveries fetched one at a time at the start of a subscription, before
@@ -125,12 +126,25 @@ fn consumer_differences(existing: &consumer::Config, desired: &pull::Config) -> 
 }
 
 enum Kind {
-    /// Deleted when the subscription ends; recreated (after the last
-    /// delivered event) if the server dropped it.
+    /// Deleted when the subscription ends; recreated if the server dropped
+    /// it (see [`NatsSubscription::resume_point`]).
     Ephemeral {
         config: Box<pull::Config>,
+        /// Manual-mode deliveries handed out and not yet acked or
+        /// terminated: a recreated consumer starts at the oldest of them.
+        unsettled: Unsettled,
     },
     Durable,
+}
+
+/// Sequences of an ephemeral's manual deliveries that are not settled yet.
+#[derive(Clone, Default)]
+struct Unsettled(Arc<Mutex<BTreeSet<u64>>>);
+
+impl Unsettled {
+    fn with<R>(&self, f: impl FnOnce(&mut BTreeSet<u64>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// A consumer's delivery limit (`None`: unlimited).
@@ -156,6 +170,12 @@ pub(crate) struct NatsSubscription {
     avg_gap: Duration,
     last_batch: usize,
     last_sequence: u64,
+    /// The stream sequence the consumer started after (JetStream's
+    /// delivered stream sequence at creation): where a recreated ephemeral
+    /// resumes when it has handed nothing out.
+    start_floor: u64,
+    /// `batch` has delivered a message.
+    batch_delivered: bool,
     /// The connection was lost while `batch` was pending: its pull request
     /// is gone, only what it already received is left.
     stale: bool,
@@ -184,6 +204,7 @@ impl NatsSubscription {
             name,
             Kind::Ephemeral {
                 config: Box::new(config),
+                unsettled: Unsettled::default(),
             },
         ))
     }
@@ -266,6 +287,7 @@ impl NatsSubscription {
         let max_deliver = max_deliver_of(&info.config);
         let ack_wait = info.config.ack_wait;
         let backoff = info.config.backoff.clone();
+        let start_floor = info.delivered.stream_sequence;
         let max_ack_pending = usize::try_from(info.config.max_ack_pending)
             .ok()
             .filter(|n| *n > 0)
@@ -286,6 +308,8 @@ impl NatsSubscription {
             avg_gap: Duration::ZERO,
             last_batch: 1,
             last_sequence: 0,
+            start_floor,
+            batch_delivered: false,
             stale: false,
             closed: false,
         }
@@ -349,17 +373,39 @@ impl NatsSubscription {
             .map_err(|e| error::map("pull request", e, self.provider.consumer_timeout()))
     }
 
-    /// Recreates an ephemeral consumer the server dropped, after the last
-    /// event this subscription delivered.
+    /// Where a recreated ephemeral consumer starts: at the oldest delivery
+    /// handed out and not settled (the old consumer's acks are lost with it,
+    /// so those are delivered again), else after the last event handed out,
+    /// else where the lost consumer started, so events published while it
+    /// was gone are not skipped. `None` keeps the original policy: a
+    /// `LastPerSubject` consumer that handed nothing out selects again.
+    fn resume_point(&self) -> Option<u64> {
+        let Kind::Ephemeral { config, unsettled } = &self.kind else {
+            return None;
+        };
+        // (an auto-ack delivery is acked before the next pull: finished)
+        if let Some(seq) = unsettled.with(|set| set.first().copied()) {
+            return Some(seq);
+        }
+        if self.last_sequence > 0 {
+            return Some(self.last_sequence + 1);
+        }
+        match config.deliver_policy {
+            consumer::DeliverPolicy::LastPerSubject => None,
+            _ => Some(self.start_floor + 1),
+        }
+    }
+
+    /// Recreates an ephemeral consumer the server dropped (a restart, or it
+    /// was deleted), at [`resume_point`](Self::resume_point). Delivery
+    /// counts start again at 1 on the new consumer.
     async fn recreate_ephemeral(&mut self) -> Result<bool> {
-        let Kind::Ephemeral { config } = &self.kind else {
+        let Kind::Ephemeral { config, .. } = &self.kind else {
             return Ok(false);
         };
         let mut config = (**config).clone();
-        if self.last_sequence > 0 {
-            config.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: self.last_sequence + 1,
-            };
+        if let Some(start_sequence) = self.resume_point() {
+            config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence };
         }
         let timeout = self.provider.consumer_timeout();
         let consumer = self
@@ -370,7 +416,12 @@ impl NatsSubscription {
             .await
             .map_err(|e| consumer_error(&self.name, e, timeout))?;
         tracing::info!(consumer = %self.name, "recreated ephemeral consumer");
+        self.start_floor = consumer.cached_info().delivered.stream_sequence;
         self.consumer = consumer;
+        // deliveries of the old consumer come again from the new one
+        if let Kind::Ephemeral { unsettled, .. } = &self.kind {
+            unsettled.with(BTreeSet::clear);
+        }
         Ok(true)
     }
 
@@ -407,6 +458,18 @@ impl NatsSubscription {
         )
     }
 
+    /// The server lost this subscription's consumer: an ephemeral is
+    /// recreated, a durable (deleted by someone else) is `NotFound`.
+    async fn replace_lost_consumer(&mut self) -> Result<()> {
+        if self.recreate_ephemeral().await? {
+            return Ok(());
+        }
+        Err(Error::NotFound {
+            kind: "consumer",
+            name: self.name.clone(),
+        })
+    }
+
     async fn receive(&mut self) -> Result<Option<(ReceivedEvent, NatsMsgAcker)>> {
         if self.closed {
             return Ok(None);
@@ -419,6 +482,7 @@ impl NatsSubscription {
                     return Err(self.connection_lost());
                 }
                 self.batch = Some(self.start_batch().await?);
+                self.batch_delivered = false;
                 self.stale = false;
             }
             let Some(batch) = self.batch.as_mut() else {
@@ -454,19 +518,22 @@ impl NatsSubscription {
                 }
             };
             match next {
-                None => self.batch = None,
+                None => {
+                    self.batch = None;
+                    // a pull request to a consumer the server no longer has
+                    // is not answered at all: it ends like an idle one, by
+                    // expiring, so an empty pull asks whether it still exists
+                    if !std::mem::take(&mut self.batch_delivered) && !self.consumer_exists().await {
+                        self.replace_lost_consumer().await?;
+                    }
+                }
                 Some(Err(err)) => {
                     self.batch = None;
                     let text = err.to_string();
                     tracing::debug!(consumer = %self.name, error = %text, "pull request ended");
                     if !self.consumer_exists().await {
-                        if self.recreate_ephemeral().await? {
-                            continue;
-                        }
-                        return Err(Error::NotFound {
-                            kind: "consumer",
-                            name: self.name.clone(),
-                        });
+                        self.replace_lost_consumer().await?;
+                        continue;
                     }
                     if text.contains("409") || text.contains("408") {
                         // request limits (max waiting, leadership change):
@@ -479,7 +546,10 @@ impl NatsSubscription {
                         self.name
                     )));
                 }
-                Some(Ok(message)) => return self.decode(message).await.map(Some),
+                Some(Ok(message)) => {
+                    self.batch_delivered = true;
+                    return self.decode(message).await.map(Some);
+                }
             }
         }
     }
@@ -598,6 +668,13 @@ impl Subscription for NatsSubscription {
         match self.receive().await? {
             Some((received, acker)) => {
                 let wait = self.ack_wait_of(received.num_delivered);
+                let unsettled = match &self.kind {
+                    Kind::Ephemeral { unsettled, .. } => {
+                        unsettled.with(|set| set.insert(received.sequence));
+                        Some((unsettled.clone(), received.sequence))
+                    }
+                    Kind::Durable => None,
+                };
                 Ok(Some(
                     PendingEvent::new(
                         received,
@@ -605,6 +682,7 @@ impl Subscription for NatsSubscription {
                         Box::new(NatsAcker {
                             acker,
                             timeout: self.provider.consumer_timeout(),
+                            unsettled,
                         }),
                     )
                     .with_ack_wait(wait),
@@ -669,9 +747,18 @@ impl Drop for NatsSubscription {
 struct NatsAcker {
     acker: NatsMsgAcker,
     timeout: Duration,
+    /// An ephemeral's delivery: struck from its unsettled set once acked or
+    /// terminated.
+    unsettled: Option<(Unsettled, u64)>,
 }
 
 impl NatsAcker {
+    fn settled(&self) {
+        if let Some((unsettled, seq)) = &self.unsettled {
+            unsettled.with(|set| set.remove(seq));
+        }
+    }
+
     async fn send(&self, kind: AckKind, what: &str) -> Result<()> {
         self.acker
             .ack_with(kind)
@@ -690,7 +777,9 @@ impl NatsAcker {
 #[async_trait]
 impl Acker for NatsAcker {
     async fn ack(&self) -> Result<()> {
-        self.send(AckKind::Ack, "ack").await
+        self.send(AckKind::Ack, "ack").await?;
+        self.settled();
+        Ok(())
     }
 
     async fn nak(&self, delay: Option<Duration>) -> Result<()> {
@@ -698,7 +787,9 @@ impl Acker for NatsAcker {
     }
 
     async fn term(&self) -> Result<()> {
-        self.send(AckKind::Term, "term").await
+        self.send(AckKind::Term, "term").await?;
+        self.settled();
+        Ok(())
     }
 
     async fn in_progress(&self) -> Result<()> {

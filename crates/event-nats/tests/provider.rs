@@ -2,6 +2,8 @@
 //! authentication, stream reconciliation, undecodable messages, consumer
 //! cleanup, reconnection.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::NatsServer;
@@ -625,7 +627,7 @@ async fn manual_deliveries_report_their_ack_wait() {
         .unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let pending = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+        let pending = tokio::time::timeout(Duration::from_secs(40), sub.next_manual_ack())
             .await
             .expect("a delivery in time")
             .unwrap()
@@ -683,4 +685,124 @@ async fn a_lowered_max_deliver_is_seen_by_the_other_subscriptions() {
     assert_eq!(again.max_deliver(), Some(2));
     assert!(again.is_final_delivery(), "the lowered limit was not seen");
     again.ack().await.unwrap();
+}
+
+/// Deletes the stream's ephemeral consumers behind the provider's back, as a
+/// server restart or an administrator would.
+async fn delete_ephemerals(server: &NatsServer, stream: &str) {
+    use futures_util::TryStreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let stream = js.get_stream(stream).await.unwrap();
+    let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    let ephemerals: Vec<&String> = names.iter().filter(|n| n.starts_with("eph-")).collect();
+    assert!(!ephemerals.is_empty(), "no ephemeral consumer in {names:?}");
+    for name in ephemerals {
+        stream.delete_consumer(name).await.unwrap();
+    }
+}
+
+async fn next_n(sub: &mut Box<dyn event_core::Subscription>) -> event_core::PendingEvent {
+    // a lost consumer is noticed when a pull expires unanswered (5 s)
+    tokio::time::timeout(Duration::from_secs(30), sub.next_manual_ack())
+        .await
+        .expect("an event within 30 s")
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_ephemeral_is_recreated_without_skipping_or_dropping_events() {
+    let server = server!("a_lost_ephemeral_is_recreated_without_skipping_or_dropping_events");
+    let config = common::config(&server, "lost");
+    let stream = config.stream_name.clone();
+    let p = NatsProvider::connect(config).await.unwrap();
+    let filter = p.category_subject("t");
+
+    // lost with a manual delivery handed out and not settled
+    let mut sub = p.subscribe(&filter).await.unwrap();
+    for n in 0..3 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    next_n(&mut sub).await.ack().await.unwrap();
+    let held = next_n(&mut sub).await;
+    assert_eq!(held.received.event.payload["n"], 1);
+    delete_ephemerals(&server, &stream).await;
+    p.publish(&event(&p, 3)).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let got = next_n(&mut sub).await;
+        seen.push(got.received.event.payload["n"].as_u64().unwrap());
+        got.ack().await.unwrap();
+    }
+    assert_eq!(
+        seen,
+        [1, 2, 3],
+        "the unsettled event comes again, nothing is skipped"
+    );
+    sub.close().await.unwrap();
+
+    // lost before it delivered anything: events published meanwhile arrive
+    let mut sub = p.subscribe(&filter).await.unwrap();
+    delete_ephemerals(&server, &stream).await;
+    p.publish(&event(&p, 4)).await.unwrap();
+    assert_eq!(next_n(&mut sub).await.received.event.payload["n"], 4);
+}
+
+#[tokio::test]
+async fn an_ephemeral_resumes_after_a_server_restart() {
+    let mut server = server!("an_ephemeral_resumes_after_a_server_restart");
+    let config = NatsConfig {
+        request_timeout_secs: 2,
+        ..common::config(&server, "ephrs")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
+    let filter = p.category_subject("t");
+    let mut sub = p.subscribe(&filter).await.unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    assert_eq!(sub.next().await.unwrap().unwrap().event.payload["n"], 0);
+    server.kill();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !p.health().await.unwrap() {
+        assert!(Instant::now() < deadline, "no reconnection after restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let published = loop {
+        match p.publish(&event(&p, 1)).await {
+            Ok(seq) => break seq,
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("publish after restart: {e:?}"),
+        }
+    };
+    let got = loop {
+        assert!(Instant::now() < deadline, "the ephemeral did not resume");
+        match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
+            Ok(Ok(Some(got))) => break got,
+            Ok(Err(e)) if e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("after restart: {other:?}"),
+        }
+    };
+    assert_eq!(
+        (got.event.payload["n"].as_u64(), got.sequence),
+        (Some(1), published)
+    );
+}
+
+#[tokio::test]
+async fn a_durable_deleted_elsewhere_is_not_found_not_a_silent_wait() {
+    let server = server!("a_durable_deleted_elsewhere_is_not_found_not_a_silent_wait");
+    let p = NatsProvider::connect(common::config(&server, "deld"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let mut sub = p.subscribe_durable("gone", &filter).await.unwrap();
+    p.unsubscribe("gone").await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), sub.next_manual_ack()).await {
+        Ok(Err(Error::NotFound { name, .. })) => assert_eq!(name, "gone"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
 }
