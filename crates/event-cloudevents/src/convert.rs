@@ -152,6 +152,8 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// Fails with [`Error::Serialization`] when the CloudEvent cannot be held by
 /// an A3S event:
 ///
+/// - an empty `id`, `source` or `type` (the spec requires them non-empty;
+///   the SDK accepts them empty);
 /// - `data` under a non-JSON `datacontenttype` (`text/plain`, `application/xml`,
 ///   ...), or data that does not parse as JSON;
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
@@ -167,6 +169,13 @@ impl TryFrom<CloudEvent> for Event {
 
     fn try_from(ce: CloudEvent) -> Result<Event> {
         let mut ce = ce.into_inner();
+        for (attribute, value) in [("id", ce.id()), ("source", ce.source()), ("type", ce.ty())] {
+            if value.is_empty() {
+                return Err(invalid(format!(
+                    "required attribute `{attribute}` is empty; CloudEvents requires a non-empty value"
+                )));
+            }
+        }
         let (content_type, dataschema, data) = ce.take_data();
 
         let mut category: Option<String> = None;
