@@ -95,7 +95,9 @@ impl From<Event> for CloudEvent {
                     _ => ce.set_extension(&mapping::encode_metadata_key(&key), value),
                 },
                 MetadataSlot::DataContentType
-                    if mapping::is_json_content_type(&value) && value != JSON_CONTENT_TYPE =>
+                    if mapping::is_json_content_type(&value)
+                        && value != JSON_CONTENT_TYPE
+                        && is_stable_header_value(&value) =>
                 {
                     content_type = Some(value);
                 }
@@ -117,6 +119,15 @@ impl From<Event> for CloudEvent {
         }
         CloudEvent::new(ce)
     }
+}
+
+/// Whether `value` survives as an HTTP header value (binary mode carries
+/// `datacontenttype` in `Content-Type`, unencoded): printable ASCII, inner
+/// spaces only (HTTP trims surrounding whitespace).
+fn is_stable_header_value(value: &str) -> bool {
+    value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
 }
 
 /// An SDK event with the three required attributes (all non-empty).
