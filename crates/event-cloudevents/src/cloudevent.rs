@@ -1,5 +1,9 @@
 //! [`CloudEvent`]: the SDK's event under the name the A3S API uses.
 
+use crate::mapping;
+use cloudevents::Data;
+use serde::de::Error as _;
+use serde_json::{Map, Value};
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
@@ -13,7 +17,13 @@ use std::ops::{Deref, DerefMut};
 /// [`AttributesReader`](cloudevents::AttributesReader) /
 /// [`AttributesWriter`](cloudevents::AttributesWriter) into scope), and it
 /// converts to and from the SDK type for free. It serialises exactly as the
-/// SDK event does: the CloudEvents JSON event format.
+/// SDK event does: the CloudEvents JSON event format. It deserialises as the
+/// SDK does, except that `data` under any JSON `datacontenttype` (media types
+/// are case-insensitive and may carry parameters:
+/// `application/vnd.x+json; charset=utf-8`) is read as JSON, as the JSON
+/// format requires; the SDK only recognises a case-sensitive
+/// `application/json` / `text/json` prefix or a bare `+json` suffix and would
+/// read such data as a string.
 ///
 /// ```
 /// use cloudevents::AttributesReader;
@@ -35,7 +45,7 @@ use std::ops::{Deref, DerefMut};
 /// assert_eq!(Event::try_from(ce)?, event);
 /// # Ok::<(), event_core::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(transparent)]
 pub struct CloudEvent(cloudevents::Event);
 
@@ -53,6 +63,41 @@ impl CloudEvent {
     /// The SDK event, borrowed.
     pub fn as_sdk(&self) -> &cloudevents::Event {
         &self.0
+    }
+}
+
+/// Whether the SDK's JSON event format reads `data` under this content type
+/// as JSON (its own, case-sensitive test).
+fn sdk_reads_as_json(content_type: &str) -> bool {
+    content_type.starts_with("application/json")
+        || content_type.starts_with("text/json")
+        || content_type.ends_with("+json")
+}
+
+impl<'de> serde::Deserialize<'de> for CloudEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut doc = Map::<String, Value>::deserialize(deserializer)?;
+        // JSON data the SDK would misread as a string: take it out, let the
+        // SDK parse the rest, put it back as JSON. Base64 data (`data_base64`,
+        // or 0.3's `datacontentencoding`) is left to the SDK, which decodes
+        // it or refuses it.
+        let json_data = match doc.get("datacontenttype") {
+            Some(Value::String(ct))
+                if mapping::is_json_content_type(ct)
+                    && !sdk_reads_as_json(ct)
+                    && !doc.contains_key("data_base64")
+                    && !doc.contains_key("datacontentencoding") =>
+            {
+                doc.remove("data").filter(|data| !data.is_null())
+            }
+            _ => None,
+        };
+        let mut event: cloudevents::Event =
+            serde_json::from_value(Value::Object(doc)).map_err(D::Error::custom)?;
+        if let Some(data) = json_data {
+            event.set_data_unchecked(Data::Json(data));
+        }
+        Ok(Self(event))
     }
 }
 

@@ -95,7 +95,9 @@ impl From<Event> for CloudEvent {
                     _ => ce.set_extension(&mapping::encode_metadata_key(&key), value),
                 },
                 MetadataSlot::DataContentType
-                    if mapping::is_json_content_type(&value) && value != JSON_CONTENT_TYPE =>
+                    if mapping::is_json_content_type(&value)
+                        && value != JSON_CONTENT_TYPE
+                        && is_stable_header_value(&value) =>
                 {
                     content_type = Some(value);
                 }
@@ -117,6 +119,15 @@ impl From<Event> for CloudEvent {
         }
         CloudEvent::new(ce)
     }
+}
+
+/// Whether `value` survives as an HTTP header value (binary mode carries
+/// `datacontenttype` in `Content-Type`, unencoded): printable ASCII, inner
+/// spaces only (HTTP trims surrounding whitespace).
+fn is_stable_header_value(value: &str) -> bool {
+    value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
 }
 
 /// An SDK event with the three required attributes (all non-empty).
@@ -152,6 +163,8 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// Fails with [`Error::Serialization`] when the CloudEvent cannot be held by
 /// an A3S event:
 ///
+/// - an empty `id`, `source` or `type` (the spec requires them non-empty;
+///   the SDK accepts them empty);
 /// - `data` under a non-JSON `datacontenttype` (`text/plain`, `application/xml`,
 ///   ...), or data that does not parse as JSON;
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
@@ -167,6 +180,13 @@ impl TryFrom<CloudEvent> for Event {
 
     fn try_from(ce: CloudEvent) -> Result<Event> {
         let mut ce = ce.into_inner();
+        for (attribute, value) in [("id", ce.id()), ("source", ce.source()), ("type", ce.ty())] {
+            if value.is_empty() {
+                return Err(invalid(format!(
+                    "required attribute `{attribute}` is empty; CloudEvents requires a non-empty value"
+                )));
+            }
+        }
         let (content_type, dataschema, data) = ce.take_data();
 
         let mut category: Option<String> = None;

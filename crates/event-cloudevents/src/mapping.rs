@@ -28,7 +28,9 @@
 //!    Two core attributes the `Event` has no field for travel the same way:
 //!    `ce-dataschema` ↔ `dataschema` (when the value is a URL in normal
 //!    form) and `ce-datacontenttype` ↔ `datacontenttype` (when it is a JSON
-//!    type other than `application/json`).
+//!    type other than `application/json`, written in printable ASCII without
+//!    surrounding spaces, so that binary mode can carry it in
+//!    `Content-Type`).
 //! 2. A key of lowercase letters and digits only (including the empty key) is
 //!    [`METADATA_PREFIX`]` + key`: `region` ↔ `a3smregion`.
 //! 3. Any other key is [`METADATA_HEX_PREFIX`]` + lowercase hex of its UTF-8

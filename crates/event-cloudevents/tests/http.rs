@@ -365,3 +365,84 @@ fn binary_messages_carry_only_ascii_headers() {
         assert!(value.to_str().is_ok(), "{name}: {value:?}");
     }
 }
+
+/// A raw server that answers every request with `status_line` and a chunked
+/// body that never ends.
+async fn endless_body_server(status_line: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0_u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 {status_line}\r\ncontent-type: text/plain\r\n\
+                     transfer-encoding: chunked\r\n\r\n"
+                );
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 8192, "e".repeat(8192));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    format!("http://{addr}/events")
+}
+
+#[tokio::test]
+async fn an_error_response_body_is_read_only_as_far_as_it_is_kept() {
+    // The error keeps at most 512 bytes of the body; reading all of it first
+    // let an endpoint stall the sender forever with an endless body.
+    for (status_line, transient) in [
+        ("500 Internal Server Error", true),
+        ("404 Not Found", false),
+    ] {
+        let url = endless_body_server(status_line).await;
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            send_http(&reqwest::Client::new(), &url, &odd_event(), Mode::Binary),
+        )
+        .await
+        .expect("the sender stops reading after the part it keeps")
+        .unwrap_err();
+        assert_eq!(err.is_transient(), transient, "{err}");
+        assert!(err.to_string().contains("eeee"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn requests_that_cannot_be_built_are_not_transient() {
+    use event_cloudevents::CloudEvent;
+    use event_cloudevents::http::client::send_cloudevent_http;
+    let client = reqwest::Client::new();
+
+    // An unusable URL is a configuration error, not a connection problem to retry.
+    let err = send_http(&client, "not a url", &odd_event(), Mode::Binary)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(
+        matches!(err, Error::InvalidConfig { ref field, .. } if field == "url"),
+        "{err:?}"
+    );
+
+    // An extension name that cannot be a header name: as `cloudevent_to_http`.
+    let server = start().await;
+    let mut ce = CloudEvent::from(odd_event());
+    ce.set_extension("not valid", "x");
+    let err = send_cloudevent_http(
+        &client,
+        &format!("{}/events", server.base),
+        ce,
+        Mode::Binary,
+    )
+    .await
+    .unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(matches!(err, Error::Serialization(_)), "{err:?}");
+}

@@ -42,6 +42,9 @@ impl std::error::Error for HttpStatusError {}
 /// Knative sink may), `None` for any other 2xx response.
 ///
 /// Errors:
+/// - `url` is not an absolute URL: [`Error::InvalidConfig`] (field `url`);
+/// - the request cannot be built (say an extension name that is no header
+///   name): [`Error::Serialization`];
 /// - the request timed out (the client's timeout): [`Error::Timeout`];
 /// - no connection, or the endpoint answered 408, 429 or 5xx:
 ///   [`Error::Connection`] (transient, worth retrying);
@@ -77,7 +80,9 @@ pub async fn send_cloudevent_http(
     mode: Mode,
 ) -> Result<Option<CloudEvent>> {
     let mut event = event.into_inner();
-    let request = client.post(url);
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Error::invalid_config("url", format!("{url:?} is not a URL: {e}")))?;
+    let request = client.post(parsed);
     let request = match mode {
         Mode::Binary => {
             percent::encode_event(&mut event);
@@ -90,18 +95,25 @@ pub async fn send_cloudevent_http(
     .map_err(|e| Error::Serialization(format!("cannot encode CloudEvent for HTTP: {e}")))?;
 
     let started = Instant::now();
-    let response = request
+    let mut response = request
         .send()
         .await
         .map_err(|e| transport_error(url, &e, started.elapsed()))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| transport_error(url, &e, started.elapsed()))?;
 
     if !status.is_success() {
+        // Read only the part the error keeps: an endless or huge error body
+        // must not stall the sender or fill its memory.
+        let mut body = Vec::new();
+        while body.len() <= ERROR_BODY_LIMIT {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                // The status is the error; a body cut short does not matter.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        body.truncate(ERROR_BODY_LIMIT + 4); // room to finish a UTF-8 char
         let mut text = String::from_utf8_lossy(&body).into_owned();
         if text.len() > ERROR_BODY_LIMIT {
             let mut cut = ERROR_BODY_LIMIT;
@@ -125,6 +137,10 @@ pub async fn send_cloudevent_http(
             },
         ));
     }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(url, &e, started.elapsed()))?;
     if is_cloudevent(&headers) {
         Ok(Some(cloudevent_from_http(&headers, body.to_vec())?))
     } else {
@@ -133,7 +149,12 @@ pub async fn send_cloudevent_http(
 }
 
 fn transport_error(url: &str, err: &reqwest::Error, elapsed: Duration) -> Error {
-    if err.is_timeout() {
+    if err.is_builder() {
+        Error::Serialization(format!(
+            "cannot build the HTTP request for POST {url}: {}",
+            error_chain(err)
+        ))
+    } else if err.is_timeout() {
         Error::Timeout {
             operation: format!("POST {url}"),
             elapsed,

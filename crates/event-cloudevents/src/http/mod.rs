@@ -99,11 +99,16 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
              Content-Type is not {STRUCTURED_CONTENT_TYPE}"
         )));
     }
+    if structured {
+        // Parsed here rather than by the SDK, which matches the content type
+        // case-sensitively and misreads JSON data under some JSON types (see
+        // `CloudEvent`'s `Deserialize`).
+        return serde_json::from_slice(&body)
+            .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")));
+    }
     let mut event = to_event(headers, body)
         .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")))?;
-    if !structured {
-        percent::decode_event(&mut event)?;
-    }
+    percent::decode_event(&mut event)?;
     Ok(CloudEvent::new(event))
 }
 
@@ -112,11 +117,14 @@ pub fn is_cloudevent(headers: &HeaderMap) -> bool {
     is_structured(headers) || headers.contains_key(SPEC_VERSION_HEADER)
 }
 
+/// Whether `Content-Type` is `application/cloudevents+json`, in any case,
+/// with or without parameters.
 fn is_structured(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(STRUCTURED_CONTENT_TYPE))
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(STRUCTURED_CONTENT_TYPE))
 }
 
 /// Collects what the SDK's serializer writes.
@@ -234,5 +242,74 @@ mod tests {
         // no ce-type
         let err = from_http(&headers, b"{}".to_vec()).unwrap_err();
         assert!(err.to_string().contains("type"), "{err}");
+    }
+
+    #[test]
+    fn structured_mode_reads_json_data_under_any_json_content_type() {
+        for ct in [
+            "Application/JSON",
+            "application/vnd.a3s+json; charset=utf-8",
+        ] {
+            for payload in [json!({"k": 1}), json!("{\"a\":1}")] {
+                let mut event = odd_event().with_metadata("ce-datacontenttype", ct);
+                event.payload = payload.clone();
+                let msg = to_http(&event, Mode::Structured).unwrap();
+                assert_eq!(
+                    from_http(&msg.headers, msg.body).unwrap(),
+                    event,
+                    "{ct} {payload}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn structured_content_type_is_matched_case_insensitively() {
+        // Media types are case-insensitive (RFC 9110 §8.3.1).
+        let event = odd_event();
+        let msg = to_http(&event, Mode::Structured).unwrap();
+        for ct in [
+            "Application/CloudEvents+JSON",
+            "application/cloudevents+json; charset=utf-8",
+            " application/cloudevents+json ;charset=utf-8",
+        ] {
+            let mut headers = msg.headers.clone();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            assert!(is_cloudevent(&headers), "{ct}");
+            assert_eq!(
+                from_http(&headers, msg.body.clone()).unwrap(),
+                event,
+                "{ct}"
+            );
+        }
+        // Not the structured type, merely starting like it.
+        let mut headers = msg.headers.clone();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/cloudevents+jsonx"),
+        );
+        assert!(!is_cloudevent(&headers));
+    }
+
+    #[test]
+    fn content_types_that_cannot_be_header_values_survive_binary_mode() {
+        // A JSON content type in metadata that is no valid (or no stable)
+        // Content-Type header value travels as an encoded extension instead.
+        for ct in [
+            "application/json\n",
+            "application/json; name=\u{e9}",
+            " application/json",
+            "application/json\t",
+        ] {
+            let event = odd_event().with_metadata("ce-datacontenttype", ct);
+            for mode in [Mode::Binary, Mode::Structured] {
+                let msg = to_http(&event, mode).unwrap_or_else(|e| panic!("{ct:?} {mode:?}: {e}"));
+                assert_eq!(
+                    from_http(&msg.headers, msg.body).unwrap(),
+                    event,
+                    "{ct:?} {mode:?}"
+                );
+            }
+        }
     }
 }

@@ -95,6 +95,10 @@ impl Rng {
                 "application/json; charset=utf-8",
                 "application/json",
                 "text/plain",
+                "Application/JSON",
+                "application/vnd.a3s+json; charset=utf-8",
+                "application/json\n",
+                " text/json",
             ]))
             .to_string(),
             _ => self.text(24),
