@@ -1,4 +1,5 @@
 //! The provider-backed DLQ and re-drive.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -277,7 +278,7 @@ async fn redrive_of_an_undecryptable_event_republishes_its_plaintext_once_the_ke
         .await
         .unwrap()
         .into_iter()
-        .filter(|e| e.metadata.get("a3s.redriven_from").is_some())
+        .filter(|e| e.metadata.contains_key("a3s.redriven_from"))
         .collect();
     assert_eq!(redriven.len(), 1);
     let stored = &redriven[0];
