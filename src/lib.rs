@@ -212,7 +212,8 @@ pub use event_routing::{
     TopicSink, Trigger, TriggerFilter,
 };
 
-/// The README's Rust code blocks, compiled and run as doctests.
-#[cfg(all(doctest, feature = "memory"))]
+/// The README's Rust code blocks, compiled and run as doctests (its NATS
+/// block needs the `nats` feature, the others `memory`).
+#[cfg(all(doctest, feature = "memory", feature = "nats"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -326,3 +326,142 @@ fn readme_custom_provider_compiles_and_its_plain_methods_work() {
     assert_eq!(p.build_subject("market", "forex"), "events.market.forex");
     assert_eq!(p.category_subject("market"), "events.market.>");
 }
+
+#[tokio::test]
+async fn readme_subscription_on_an_ephemeral_subscription() -> a3s_event::Result<()> {
+    use a3s_event::provider::EventProvider;
+    use a3s_event::provider::memory::MemoryProvider;
+    use std::sync::Arc;
+
+    let provider = Arc::new(MemoryProvider::default());
+    let publisher = provider.clone();
+    // The README's auto-ack loop runs on `provider.subscribe`; it ends when
+    // the subscription is closed, so it runs in a task with a deadline.
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        // --- README: Subscription (auto-ack, first line verbatim) --------------
+        // Auto-ack mode
+        let mut sub = provider.subscribe("events.>").await?;
+        while let Some(received) = sub.next().await? {
+            println!("{}: {}", received.event.id, received.event.summary);
+            // --- end -----------------------------------------------------------
+            seen += 1;
+            if seen == 2 {
+                break;
+            }
+        }
+        Ok::<_, a3s_event::Error>(seen)
+    });
+    // the subscription is live: publish once it exists
+    let mut published = 0;
+    while !reader.is_finished() && published < 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let e = a3s_event::Event::new("events.t.x", "t", "s", "src", serde_json::json!(published));
+        publisher.publish(&e).await?;
+        published += 1;
+    }
+    assert_eq!(reader.await.unwrap()?, 2);
+    Ok(())
+}
+
+/// The README's NATS blocks, compiled (not run: they need a server on
+/// 127.0.0.1:4222; the NATS crate's own tests start one).
+#[cfg(feature = "nats")]
+#[allow(dead_code)]
+mod nats_blocks {
+    // --- README: NATS JetStream Provider ---------------------------------------
+    use a3s_event::provider::nats::{NatsConfig, NatsProvider, StorageType};
+
+    async fn connect() -> a3s_event::Result<NatsProvider> {
+        let provider = NatsProvider::connect(NatsConfig {
+            url: "nats://127.0.0.1:4222".to_string(),
+            stream_name: "A3S_EVENTS".to_string(),
+            subject_prefix: "events".to_string(),
+            storage: StorageType::File,
+            max_events: 100_000,
+            max_age_secs: 604_800, // 7 days
+            ..Default::default()
+        })
+        .await?;
+        // --- end -----------------------------------------------------------------
+        Ok(provider)
+    }
+
+    fn config() -> NatsConfig {
+        // --- README: NATS Configuration ------------------------------------------
+        let config = NatsConfig {
+            url: "nats://127.0.0.1:4222".to_string(),
+            token: None,
+            credentials_path: None,
+            stream_name: "A3S_EVENTS".to_string(),
+            subject_prefix: "events".to_string(),
+            storage: StorageType::File,
+            max_events: 100_000,
+            max_age_secs: 604_800, // 7 days
+            max_bytes: 0,          // unlimited
+            connect_timeout_secs: 5,
+            request_timeout_secs: 10,
+        };
+        // --- end -----------------------------------------------------------------
+        config
+    }
+
+    #[test]
+    fn readme_nats_configuration_compiles() {
+        let config = config();
+        assert_eq!(config.stream_name, "A3S_EVENTS");
+        assert_eq!(config.storage, StorageType::File);
+        assert_eq!(config.max_bytes, 0);
+    }
+}
+
+/// README "Core Types": every type the table names is importable from the
+/// crate root with all features on.
+#[cfg(feature = "full")]
+#[allow(unused_imports)]
+mod core_types {
+    use a3s_event::{
+        Aes256GcmEncryptor, Broker, CloudEvent, CronSource, EncryptedPayload, Event, EventBus,
+        EventEncryptor, EventMetrics, EventProvider, EventSink, EventSource, FileStateStore,
+        InProcessSink, MetricsSnapshot, PendingEvent, ProviderInfo, ReceivedEvent, ScalingEvent,
+        SinkDlqHandler, StateStore, Subscription, TopicSink, Trigger, TriggerFilter,
+    };
+}
+
+/// README roadmap, "Phase 5: Payload Encryption": the encryptor API as it
+/// names it, plugged into the bus.
+#[cfg(feature = "crypto")]
+#[tokio::test]
+async fn readme_payload_encryption() -> a3s_event::Result<()> {
+    use a3s_event::provider::memory::MemoryProvider;
+    use a3s_event::{Aes256GcmEncryptor, EncryptedPayload, EventBus};
+    use std::sync::Arc;
+
+    // 0.3 code declared the encryptor `mut` to rotate; ours rotates through `&self`.
+    #[allow(unused_mut)]
+    let mut enc = Aes256GcmEncryptor::new("key-1", &[0x42; 32]);
+    enc.add_key("key-2", &[0x7A; 32])?;
+    enc.rotate_to("key-2")?;
+    assert_eq!(enc.active_key_id(), "key-2");
+    let mut ids = enc.key_ids();
+    ids.sort();
+    assert_eq!(ids, vec!["key-1", "key-2"]);
+
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_encryptor(Arc::new(enc));
+    let event = bus
+        .publish(
+            "market",
+            "forex",
+            "Rate change",
+            "reuters",
+            serde_json::json!({"rate": 7.35}),
+        )
+        .await?;
+    let stored = bus.provider().history(None, 1).await?;
+    assert!(EncryptedPayload::is_encrypted(&stored[0].payload));
+    let listed = bus.list_events(Some("market"), 50).await?;
+    assert_eq!(listed[0].payload, event.payload);
+    assert_eq!(bus.metrics().snapshot().encrypt_total, 1);
+    Ok(())
+}

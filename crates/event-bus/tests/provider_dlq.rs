@@ -1,4 +1,5 @@
 //! The provider-backed DLQ and re-drive.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -201,4 +202,97 @@ async fn configuration_and_subjects() {
     let e = Event::new("events.x.y", "", "s", "src", json!(null));
     dlq.handle(DeadLetterEvent::new(e, "r")).await.unwrap();
     assert_eq!(dlq.count().await.unwrap(), 1);
+}
+
+/// [`TestEncryptor`] with a key ring: encrypts under `active`, decrypts
+/// under any key in `keys` (which can grow, as a recovered key is added).
+struct RingEncryptor {
+    active: u8,
+    keys: std::sync::Mutex<Vec<u8>>,
+}
+
+impl EventEncryptor for RingEncryptor {
+    fn encrypt(
+        &self,
+        event_id: &str,
+        payload: &serde_json::Value,
+    ) -> event_core::Result<serde_json::Value> {
+        TestEncryptor { key: self.active }.encrypt(event_id, payload)
+    }
+
+    fn decrypt(
+        &self,
+        event_id: &str,
+        payload: &serde_json::Value,
+    ) -> event_core::Result<serde_json::Value> {
+        let key = payload["key"].as_u64().unwrap_or(0) as u8;
+        if !self.keys.lock().unwrap().contains(&key) {
+            return Err(event_core::Error::Decryption(format!("unknown key {key}")));
+        }
+        TestEncryptor { key }.decrypt(event_id, payload)
+    }
+
+    fn is_encrypted(&self, payload: &serde_json::Value) -> bool {
+        TestEncryptor::default().is_encrypted(payload)
+    }
+}
+
+#[tokio::test]
+async fn redrive_of_an_undecryptable_event_republishes_its_plaintext_once_the_key_is_back() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    // A writer with a key the reader does not have (yet).
+    let writer = EventBus::from_arc(provider.clone());
+    writer.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    let ring = Arc::new(RingEncryptor {
+        active: 11,
+        keys: std::sync::Mutex::new(vec![11]),
+    });
+    let reader = EventBus::from_arc(provider.clone());
+    reader.set_encryptor(ring.clone());
+    let dlq = Arc::new(ProviderDlqHandler::new(provider.clone()).with_encryptor(ring.clone()));
+    reader.set_dlq_handler(dlq.clone());
+
+    let mut sub = reader.subscribe("events.orders.>").await.unwrap();
+    let original = writer
+        .publish("orders", "new", "s", "src", json!({"card": "4111"}))
+        .await
+        .unwrap();
+    let lost = TestEncryptor { key: 9 };
+    let mut never = Event::new("events.orders.new", "orders", "s", "src", json!(1));
+    never.payload = lost.encrypt(&never.id, &never.payload).unwrap();
+    provider.publish(&never).await.unwrap();
+    for _ in 0..2 {
+        let err = sub.next().await.unwrap_err();
+        assert!(matches!(err, event_core::Error::Decryption(_)), "{err:?}");
+    }
+    assert_eq!(dlq.count().await.unwrap(), 2);
+
+    // The missing key 7 is recovered; key 9 is not.
+    ring.keys.lock().unwrap().push(7);
+    let report = dlq.redrive(&reader, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 1));
+
+    // (`list_events` would fail: the event under key 9 is still stored.)
+    let redriven: Vec<Event> = provider
+        .history(Some("events.orders.>"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.metadata.contains_key("a3s.redriven_from"))
+        .collect();
+    assert_eq!(redriven.len(), 1);
+    let stored = &redriven[0];
+    assert_eq!(stored.metadata["a3s.redriven_from"], original.id);
+    // Stored encrypted once, under the ring's active key and the new id.
+    assert_eq!(stored.payload["key"], json!(11));
+    assert_eq!(
+        TestEncryptor { key: 11 }
+            .decrypt(&stored.id, &stored.payload)
+            .unwrap(),
+        json!({"card": "4111"})
+    );
+    // The subscriber gets the plaintext, not the envelope bound to the old id.
+    let next = sub.next().await.unwrap().unwrap();
+    assert_eq!(next.event.id, stored.id);
+    assert_eq!(next.event.payload, json!({"card": "4111"}));
 }

@@ -183,6 +183,12 @@ impl ProviderDlqHandler {
     /// dead letter's id, so a retried re-drive is deduplicated) and the
     /// original event id in metadata `a3s.redriven_from`.
     ///
+    /// An event dead-lettered because it did not decrypt still carries its
+    /// envelope, bound to its original id: it is decrypted with the bus's
+    /// encryptor (which may have got the missing key since) and republished
+    /// as plaintext, so the bus encrypts it under the fresh id. One that
+    /// still does not decrypt is skipped (see [`RedriveReport::skipped`]).
+    ///
     /// Progress is kept by a durable consumer on the DLQ subjects: a dead
     /// letter is acknowledged only after its republish succeeded, so each is
     /// re-driven once, and a failed republish stops the re-drive with the
@@ -216,9 +222,11 @@ impl ProviderDlqHandler {
                 Err(err) => return Err(err),
             };
             let sequence = pending.received.sequence;
-            match self.decode_event(&pending.received.event) {
-                Ok(dead) => {
-                    let mut event = dead.event;
+            let decoded = self
+                .decode_event(&pending.received.event)
+                .and_then(|dead| opened_for_redrive(bus, dead.event));
+            match decoded {
+                Ok(mut event) => {
                     // Derived from the dead letter's own (unique) id: a
                     // re-drive retried after a failure that happened after
                     // the store (a router refusal, a lost reply) is
@@ -247,6 +255,23 @@ impl ProviderDlqHandler {
         sub.close().await?;
         Ok(report)
     }
+}
+
+/// `event` with its payload decrypted by `bus`'s encryptor when it is still
+/// one of its envelopes (an event dead-lettered because it did not decrypt).
+///
+/// The envelope is bound to the event's original id; the re-driven copy gets
+/// a fresh id, so the envelope itself could never decrypt again. The
+/// plaintext is republished instead, and the bus encrypts it under the new
+/// id. An envelope that still does not decrypt (its key is still missing)
+/// is an [`Error::Decryption`]: the dead letter is skipped rather than
+/// republished as an event no subscriber can read.
+fn opened_for_redrive(bus: &EventBus, mut event: Event) -> Result<Event> {
+    let hooks = bus.inner.hooks.load();
+    if let Some(plain) = bus.inner.decrypt_payload(&hooks, &event, None)? {
+        event.payload = plain;
+    }
+    Ok(event)
 }
 
 /// The id a re-driven event gets: unique per dead letter, stable across

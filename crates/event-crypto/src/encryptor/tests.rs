@@ -598,3 +598,76 @@ fn long_ids_round_trip() {
     assert_eq!(e.decrypt(&long_event, &sealed).unwrap(), payload());
     assert!(e.decrypt("evt-1", &sealed).is_err());
 }
+
+/// Every field of a valid envelope replaced by each value from a list of
+/// hostile ones (wrong JSON kinds, extreme numbers, empty, huge, non-ASCII,
+/// URL-safe or whitespace-laden base64, lengths around each limit), alone
+/// and with extra fields: always an `Error::Decryption`, never a panic or
+/// another error kind, and never a successful decryption.
+#[test]
+fn hostile_field_values_are_decryption_errors() {
+    let e = enc();
+    let sealed = e.encrypt("evt-1", &payload()).unwrap();
+    let nonce = sealed["nonce"].as_str().unwrap().to_owned();
+    let ciphertext = sealed["ciphertext"].as_str().unwrap().to_owned();
+    let mut hostile = vec![
+        json!(null),
+        json!(true),
+        json!(false),
+        json!(0),
+        json!(-1),
+        json!(1.0),
+        json!(1.5),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(1e308),
+        json!(""),
+        json!("="),
+        json!("===="),
+        json!("é"),
+        json!("\u{0}"),
+        json!([]),
+        json!([1]),
+        json!({}),
+        json!({"k": "v"}),
+        json!("A".repeat(1 << 20)),
+        json!("k1 "),
+        json!(" k1"),
+        json!(format!("{nonce} ")),
+        json!(format!("\n{nonce}")),
+        json!(nonce.replace('+', "-").replace('/', "_") + "-_"),
+        json!(ciphertext.replace('+', "-").replace('/', "_") + "-_"),
+        json!(format!("{ciphertext}\n")),
+        json!(ciphertext.trim_end_matches('=')),
+        json!(format!("{ciphertext}=")),
+        json!(ciphertext[..ciphertext.len() - 4].to_owned()),
+    ];
+    // Every nonce length from 0 to 24 characters, valid alphabet.
+    for len in 0..=24 {
+        hostile.push(json!("QUJD".repeat(6)[..len].to_owned()));
+    }
+    for field in ["encrypted", "version", "keyId", "nonce", "ciphertext"] {
+        for value in &hostile {
+            if sealed[field] == *value {
+                continue;
+            }
+            for extra in [false, true] {
+                let mut bad = sealed.clone();
+                bad[field] = value.clone();
+                if extra {
+                    bad["extra"] = json!({"nested": [1, 2, 3]});
+                    bad["Ciphertext"] = json!(ciphertext.clone());
+                }
+                match e.decrypt("evt-1", &bad) {
+                    Err(Error::Decryption(_)) => {}
+                    other => panic!("{field} = {value:.60}: {other:?}"),
+                }
+                assert!(e.decrypt_bytes("evt-1", &bad).is_err(), "{field}");
+            }
+        }
+    }
+    // Extra fields alone do not change what decrypts.
+    let mut extra = sealed.clone();
+    extra["note"] = json!("ignored");
+    assert_eq!(e.decrypt("evt-1", &extra).unwrap(), payload());
+}
