@@ -191,6 +191,14 @@ impl Aes256GcmEncryptor {
     /// Removes a retired key from the ring. Payloads encrypted under it can
     /// no longer be decrypted.
     ///
+    /// Remove a key only once nothing can still be encrypted under it: an
+    /// `encrypt` that picked the key up just before [`rotate_to`](Self::rotate_to)
+    /// may still store a payload under it afterwards, and every process
+    /// sharing the ring's keys must have rotated too. Stored events under a
+    /// removed key fail to decrypt until retention removes them (a bus
+    /// dead-letters them on delivery; its `list_events` reports them as
+    /// errors), so keep retired keys for at least the stream's retention.
+    ///
     /// # Errors
     /// [`Error::NotFound`] when the ring has no such key;
     /// [`Error::Conflict`] when it is the active key (rotate first).
