@@ -10,7 +10,8 @@
 //!   owned, with the raw broadcast of the owned events alongside;
 //! - `publish_only`: store not full vs store full (every publish evicts);
 //! - `history`: newest 100 of a filter matching 10% of 100,000 events, as
-//!   owned copies (`history`) and as shared `Arc`s (`history_shared`);
+//!   owned copies (`history`) and as shared `Arc`s (`history_shared`), and
+//!   of a rare filter (0.1%, so the 100 span the whole store);
 //! - `subject_match`: `SubjectPattern::matches`;
 //! - then a paired report (`paired/...` lines): the publish cases run
 //!   alternately round after round, with the median of per-round ratios,
@@ -327,6 +328,28 @@ fn history(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let got = p
                 .history_shared(Some("events.c3.>"), 100)
+                .await
+                .expect("history");
+            assert_eq!(got.len(), 100);
+            black_box(got);
+        });
+    });
+    // a rare subject: one event in 1,000, so the newest 100 span the whole
+    // store
+    let rare = provider(100_000);
+    rt.block_on(async {
+        for (i, mut e) in events(100_000, 10).into_iter().enumerate() {
+            if i % 1_000 == 0 {
+                e.subject = "events.rare.price.update".into();
+                e.category = "rare".into();
+            }
+            rare.publish(&e).await.expect("publish");
+        }
+    });
+    group.bench_function("shared_filter_0.1pct_limit_100_of_100k", |b| {
+        b.to_async(&rt).iter(|| async {
+            let got = rare
+                .history_shared(Some("events.rare.>"), 100)
                 .await
                 .expect("history");
             assert_eq!(got.len(), 100);
