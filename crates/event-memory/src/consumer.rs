@@ -1,7 +1,7 @@
 //! Consumers: a position in the log, the deliveries awaiting settlement and
 //! their timers. Durable and ephemeral consumers share this machinery.
 
-use crate::store::{Cursor, Store};
+use crate::store::{Cursor, Store, Summary};
 use async_trait::async_trait;
 use event_core::{
     Acker, DeliverPolicy, Error, Event, ReceivedEvent, Result, SubjectPattern, SubscribeOptions,
@@ -18,6 +18,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Settings {
     pub(crate) filter: SubjectPattern,
+    /// What the store's block summaries must hold for `filter` to match.
+    pub(crate) required: Summary,
     pub(crate) options: SubscribeOptions,
     pub(crate) ack_wait: Duration,
     pub(crate) max_ack_pending: u64,
@@ -465,7 +467,12 @@ impl State {
             return Some(Next::Lagged(std::mem::take(&mut self.lagged)));
         }
         let mut found = None;
-        while self.next_seq <= store.last_seq() {
+        loop {
+            // whole blocks without a possible match are skipped
+            self.next_seq = store.next_candidate(self.next_seq, self.settings.required);
+            if self.next_seq > store.last_seq() {
+                break;
+            }
             let seq = self.next_seq;
             self.next_seq += 1;
             if let Some(entry) = store.get(seq) {
@@ -515,7 +522,7 @@ fn start_position(settings: &Settings, store: &Store) -> (u64, VecDeque<u64>) {
         }
         DeliverPolicy::Last => {
             let last = store
-                .iter_rev()
+                .iter_rev_candidates(settings.required)
                 .find(|(_, e)| filter.matches(&e.event.subject))
                 .map(|(seq, _)| seq);
             (end, last.into_iter().collect())
@@ -523,7 +530,7 @@ fn start_position(settings: &Settings, store: &Store) -> (u64, VecDeque<u64>) {
         DeliverPolicy::LastPerSubject => {
             let mut seen = HashSet::new();
             let mut seqs: Vec<u64> = store
-                .iter_rev()
+                .iter_rev_candidates(settings.required)
                 .filter(|(_, e)| {
                     filter.matches(&e.event.subject) && seen.insert(e.event.subject.as_str())
                 })
@@ -579,8 +586,10 @@ mod tests {
     use super::*;
 
     fn consumer(store: &mut Store, ack_wait: Duration) -> Arc<Consumer> {
+        let filter = SubjectPattern::parse("events.>").unwrap();
         let settings = Settings {
-            filter: SubjectPattern::parse("events.>").unwrap(),
+            required: Summary::required_by(&filter),
+            filter,
             options: SubscribeOptions::default(),
             ack_wait,
             max_ack_pending: 10_000,

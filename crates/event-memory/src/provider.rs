@@ -3,7 +3,7 @@
 use crate::config::{MemoryConfig, MemoryLimits, validate};
 use crate::consumer::{Consumer, Settings};
 use crate::signal::PublishSignal;
-use crate::store::{Appended, DedupKey, Store, encoded_len};
+use crate::store::{Appended, DedupKey, Store, Summary, encoded_len};
 use crate::subscription::MemorySubscription;
 use async_trait::async_trait;
 use event_core::subject::{SubjectPattern, validate_consumer_name, validate_publish_subject};
@@ -139,16 +139,22 @@ impl MemoryProvider {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let required = pattern
+            .as_ref()
+            .map(Summary::required_by)
+            .unwrap_or_default();
         let store = self.shared.store.lock();
         let mut out = Vec::with_capacity(limit.min(store.len()));
-        for (_, entry) in store.iter_rev() {
-            if pattern
-                .as_ref()
-                .is_none_or(|p| p.matches(&entry.event.subject))
-            {
-                out.push(take(&entry.event));
-                if out.len() == limit {
-                    break;
+        for (lo, hi) in store.candidate_runs(required) {
+            for (_, entry) in store.range_rev(lo, hi) {
+                if pattern
+                    .as_ref()
+                    .is_none_or(|p| p.matches(&entry.event.subject))
+                {
+                    out.push(take(&entry.event));
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
                 }
             }
         }
@@ -181,12 +187,14 @@ impl MemoryProvider {
     /// Appends an admitted event and wakes the subscriptions.
     fn append(&self, event: Arc<Event>, size: usize, options: &PublishOptions) -> Result<u64> {
         let dedup_key = DedupKey::new(options.dedup_id(&event));
-        let appended = self.shared.store.lock().append(
+        let summary = Summary::of_subject(&event.subject);
+        let appended = self.shared.store.lock().append_event(
             dedup_key,
             options.expected_sequence,
             event,
             size,
             now_millis(),
+            summary,
         )?;
         match appended {
             Appended::New(seq) => {
@@ -217,6 +225,7 @@ impl MemoryProvider {
             ));
         }
         Ok(Settings {
+            required: Summary::required_by(&filter),
             filter,
             ack_wait: options
                 .ack_wait

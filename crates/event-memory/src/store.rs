@@ -61,6 +61,97 @@ impl Hash for DedupKey {
     }
 }
 
+/// Events per block of the subject summary (see [`Summary`]).
+const BLOCK: u64 = 64;
+
+/// Which category tokens (the second subject token) a block of [`BLOCK`]
+/// consecutive sequences holds, one bit per token hash: a one-word Bloom
+/// filter. A filter with a literal category skips every block whose bits
+/// lack it, so a search for a rare category (history, a consumer catching
+/// up) looks at its matches and one word per 64 events instead of every
+/// stored event. (The category alone: a second word for the topic cost as
+/// much again per publish, for filters that name a topic under a wildcard
+/// category.) Bits are only ever added:
+/// a block's summary may also cover evicted events (a false positive costs
+/// a scan of that block, never a missed event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Summary {
+    category: u64,
+}
+
+impl Summary {
+    /// The bits of one published subject (computed before the store is
+    /// locked).
+    pub(crate) fn of_subject(subject: &str) -> Self {
+        let s = subject.as_bytes();
+        let Some(rest) = find_dot(s).and_then(|i| s.get(i + 1..)) else {
+            return Self::default();
+        };
+        let category = find_dot(rest).and_then(|i| rest.get(..i)).unwrap_or(rest);
+        Self {
+            category: token_bit(category),
+        }
+    }
+
+    /// The bits every subject matching `filter` has (none when its category
+    /// is a wildcard: nothing can be skipped).
+    pub(crate) fn required_by(filter: &SubjectPattern) -> Self {
+        Self {
+            category: filter
+                .literal_token(1)
+                .map_or(0, |t| token_bit(t.as_bytes())),
+        }
+    }
+
+    fn is_empty(self) -> bool {
+        self.category == 0
+    }
+
+    /// Whether a block with summary `self` may hold a subject with the
+    /// `required` bits.
+    fn may_hold(self, required: Self) -> bool {
+        self.category & required.category == required.category
+    }
+
+    fn add(&mut self, other: Self) {
+        self.category |= other.category;
+    }
+}
+
+/// Index of the first `.` in `s`, eight bytes at a time (SWAR: the lowest
+/// zero lane of `word ^ dots` is exact; borrows only affect higher lanes).
+fn find_dot(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const DOTS: u64 = ONES * b'.' as u64;
+    let mut start = 0;
+    let mut rest = s;
+    while let Some((chunk, tail)) = rest.split_first_chunk::<8>() {
+        let x = u64::from_le_bytes(*chunk) ^ DOTS;
+        let lanes = x.wrapping_sub(ONES) & !x & HIGHS;
+        if lanes != 0 {
+            return Some(start + (lanes.trailing_zeros() / 8) as usize);
+        }
+        start += 8;
+        rest = tail;
+    }
+    rest.iter().position(|&b| b == b'.').map(|i| start + i)
+}
+
+/// One of 64 bits, from a multiplicative hash of `token`'s length and its
+/// first and last eight bytes (read with overlapping loads: constant time,
+/// no copy). Tokens that differ only in the middle collide, which only
+/// makes a block look like a candidate.
+fn token_bit(token: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let (first, last) = match (token.first_chunk::<8>(), token.last_chunk::<8>()) {
+        (Some(first), Some(last)) => (u64::from_le_bytes(*first), u64::from_le_bytes(*last)),
+        _ => (short_word(token), 0),
+    };
+    let h = ((token.len() as u64 ^ first).wrapping_mul(K) ^ last).wrapping_mul(K);
+    1 << (h >> 58)
+}
+
 pub(crate) struct Entry {
     pub(crate) event: Arc<Event>,
     pub(crate) size: usize,
@@ -111,6 +202,9 @@ pub(crate) struct Store {
     dedup_order: VecDeque<(Instant, DedupKey)>,
     duplicate_window: Duration,
     max_dedup_entries: usize,
+    /// Subject summary of each block of [`BLOCK`] sequences still (partly)
+    /// stored; `blocks[0]` is the block of `first_seq`.
+    blocks: VecDeque<Summary>,
     /// Every live consumer's cursor; a cursor only the store still holds
     /// belongs to a dropped consumer and is removed at the next eviction.
     cursors: Vec<Arc<Cursor>>,
@@ -138,6 +232,7 @@ impl Store {
             duplicate_window,
             max_dedup_entries,
             cursors: Vec::new(),
+            blocks: VecDeque::with_capacity(max_events.min(1 << 16) / BLOCK as usize + 2),
         }
     }
 
@@ -190,14 +285,71 @@ impl Store {
         self.log.get(idx)
     }
 
-    /// Entries newest first.
-    pub(crate) fn iter_rev(&self) -> impl Iterator<Item = (u64, &Entry)> {
-        let last = self.last_seq;
+    /// Entries newest first, skipping whole blocks that cannot hold a
+    /// subject with the `required` bits (see [`Summary::required_by`]); the
+    /// caller still matches each entry returned.
+    pub(crate) fn iter_rev_candidates(
+        &self,
+        required: Summary,
+    ) -> impl Iterator<Item = (u64, &Entry)> {
+        self.candidate_runs(required)
+            .flat_map(|(lo, hi)| self.range_rev(lo, hi))
+    }
+
+    /// Sequence ranges `(lo, hi)`, newest first, covering every block that
+    /// may hold a subject with the `required` bits; adjacent candidate
+    /// blocks form one range, so a filter that skips nothing reads one range
+    /// (the cost of a plain scan).
+    pub(crate) fn candidate_runs(&self, required: Summary) -> impl Iterator<Item = (u64, u64)> {
+        let first_block = (self.first_seq - 1) / BLOCK;
+        let candidate = move |i: usize| self.blocks.get(i).is_some_and(|b| b.may_hold(required));
+        // blocks [0, remaining) are still to be searched
+        let mut remaining = self.blocks.len();
+        std::iter::from_fn(move || {
+            while remaining > 0 && !candidate(remaining - 1) {
+                remaining -= 1;
+            }
+            let end = remaining;
+            while remaining > 0 && candidate(remaining - 1) {
+                remaining -= 1;
+            }
+            (end > remaining).then(|| {
+                let lo = ((first_block + remaining as u64) * BLOCK + 1).max(self.first_seq);
+                let hi = ((first_block + end as u64) * BLOCK).min(self.last_seq);
+                (lo, hi)
+            })
+        })
+    }
+
+    /// The stored entries with sequences `lo..=hi`, newest first.
+    pub(crate) fn range_rev(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, &Entry)> {
+        let index =
+            |seq: u64| usize::try_from(seq.saturating_sub(self.first_seq)).unwrap_or(usize::MAX);
+        let (start, end) = (index(lo), index(hi).saturating_add(1).min(self.log.len()));
         self.log
-            .iter()
+            .range(start.min(end)..end)
             .rev()
             .enumerate()
-            .map(move |(i, e)| (last - i as u64, e))
+            .map(move |(back, e)| (hi - back as u64, e))
+    }
+
+    /// The first sequence at or after `seq` in a block that may hold a
+    /// subject with the `required` bits (`last_seq + 1` if none does).
+    pub(crate) fn next_candidate(&self, seq: u64, required: Summary) -> u64 {
+        if required.is_empty() {
+            return seq;
+        }
+        let first_block = (self.first_seq - 1) / BLOCK;
+        let mut seq = seq.max(self.first_seq);
+        while seq <= self.last_seq {
+            let block = (seq - 1) / BLOCK;
+            let index = usize::try_from(block - first_block).unwrap_or(usize::MAX);
+            match self.blocks.get(index) {
+                Some(summary) if !summary.may_hold(required) => seq = (block + 1) * BLOCK + 1,
+                _ => return seq,
+            }
+        }
+        self.last_seq + 1
     }
 
     /// First sequence stored at or after `ms`.
@@ -217,6 +369,7 @@ impl Store {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn append(
         &mut self,
         key: DedupKey,
@@ -224,6 +377,22 @@ impl Store {
         event: Arc<Event>,
         size: usize,
         now_ms: u64,
+    ) -> Result<Appended> {
+        let summary = Summary::of_subject(&event.subject);
+        self.append_event(key, expected, event, size, now_ms, summary)
+    }
+
+    /// Appends `event` (of `size` encoded bytes, whose subject has
+    /// `summary`) unless `key` is a duplicate or `expected` is not the last
+    /// sequence; evicts the oldest event when full.
+    pub(crate) fn append_event(
+        &mut self,
+        key: DedupKey,
+        expected: Option<u64>,
+        event: Arc<Event>,
+        size: usize,
+        now_ms: u64,
+        summary: Summary,
     ) -> Result<Appended> {
         let now = Instant::now();
         self.expire_dedup(now);
@@ -243,11 +412,21 @@ impl Store {
         self.last_seq += 1;
         let seq = self.last_seq;
         slot.insert(seq);
+        if (seq - 1) % BLOCK == 0 {
+            self.blocks.push_back(Summary::default());
+        }
+        if let Some(block) = self.blocks.back_mut() {
+            block.add(summary);
+        }
         let stored_at = self.log.back().map_or(now_ms, |e| e.stored_at.max(now_ms));
         if self.log.len() == self.max_events {
             if let Some(old) = self.log.pop_front() {
                 self.count_evicted(self.first_seq, &old.event.subject);
                 self.bytes -= old.size as u64;
+                if self.first_seq % BLOCK == 0 {
+                    // the last of its block
+                    self.blocks.pop_front();
+                }
                 self.first_seq += 1;
             }
         }
@@ -439,6 +618,110 @@ mod tests {
         }
     }
 
+    /// The block summaries never hide a match: for random subjects (few
+    /// tokens, so hashes and blocks collide) under eviction, searching with
+    /// skipping finds exactly what a full scan finds, newest first and
+    /// forward from every position.
+    #[test]
+    fn block_skipping_finds_exactly_what_a_full_scan_finds() {
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let names = ["a", "b", "rare", "orders", "x", "a_much_longer_token_name"];
+        let filters = [
+            "events.>",
+            "events.rare.>",
+            "events.*.x",
+            "events.a.b",
+            "events.orders.*",
+            "events.*.a_much_longer_token_name.>",
+            "events.b.*.x",
+            "events.nothing.>",
+        ];
+        for max_events in [1, 63, 64, 65, 300, 5_000] {
+            let mut store = Store::new(max_events, Duration::from_secs(60), 100_000);
+            for i in 0..2_000 {
+                // mostly one busy subject, so whole blocks lack the others
+                let subject = if next(10) < 8 {
+                    "events.a.a".to_owned()
+                } else {
+                    let depth = 2 + next(3) as usize;
+                    let tokens: Vec<&str> = (0..depth)
+                        .map(|_| names[next(names.len() as u64) as usize])
+                        .collect();
+                    format!("events.{}", tokens.join("."))
+                };
+                let event = Arc::new(Event::new(subject, "c", "s", "x", serde_json::json!(i)));
+                store
+                    .append(DedupKey::new(&event.id), None, event, 1, 0)
+                    .unwrap();
+                if i % 97 != 0 {
+                    continue;
+                }
+                for filter in filters {
+                    let pattern = SubjectPattern::parse(filter).unwrap();
+                    let required = Summary::required_by(&pattern);
+                    let matches = |seq: &u64| {
+                        store
+                            .get(*seq)
+                            .is_some_and(|e| pattern.matches(&e.event.subject))
+                    };
+                    let all: Vec<u64> = (store.first_seq()..=store.last_seq())
+                        .filter(matches)
+                        .collect();
+                    let newest_first: Vec<u64> = store
+                        .iter_rev_candidates(required)
+                        .map(|(seq, _)| seq)
+                        .filter(matches)
+                        .collect();
+                    let mut expected = all.clone();
+                    expected.reverse();
+                    assert_eq!(newest_first, expected, "{filter}, max {max_events}");
+                    let mut forward = Vec::new();
+                    let mut seq = store.first_seq();
+                    loop {
+                        seq = store.next_candidate(seq, required);
+                        if seq > store.last_seq() {
+                            break;
+                        }
+                        if matches(&seq) {
+                            forward.push(seq);
+                        }
+                        seq += 1;
+                    }
+                    assert_eq!(forward, all, "{filter}, max {max_events}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rare_subjects_are_found_without_visiting_every_block() {
+        let mut store = Store::new(100_000, Duration::from_secs(60), 100_000);
+        for i in 0..10_000u64 {
+            let subject = if i == 5_000 {
+                "events.rare.x"
+            } else {
+                "events.busy.x"
+            };
+            let event = Arc::new(Event::new(subject, "c", "s", "x", serde_json::json!(i)));
+            store
+                .append(DedupKey::new(&event.id), None, event, 1, 0)
+                .unwrap();
+        }
+        let required = Summary::required_by(&SubjectPattern::parse("events.rare.>").unwrap());
+        // only the rare event's block is visited (unless the two hashes
+        // collide, which they do not)
+        assert_eq!(store.iter_rev_candidates(required).count(), 64);
+        assert_eq!(store.next_candidate(1, required), 4_993);
+        assert_eq!(store.next_candidate(5_002, required), 5_002);
+        assert_eq!(store.next_candidate(5_057, required), 10_001);
+    }
+
     #[test]
     fn cursors_of_dropped_consumers_are_forgotten() {
         let mut store = Store::new(4, Duration::from_secs(60), 10_000);
@@ -519,7 +802,10 @@ mod tests {
         assert_eq!(store.bytes(), 30);
         assert!(store.get(2).is_none());
         assert_eq!(store.get(3).unwrap().event.payload["n"], 2);
-        let seqs: Vec<u64> = store.iter_rev().map(|(s, _)| s).collect();
+        let seqs: Vec<u64> = store
+            .iter_rev_candidates(Summary::default())
+            .map(|(s, _)| s)
+            .collect();
         assert_eq!(seqs, vec![5, 4, 3]);
     }
 
