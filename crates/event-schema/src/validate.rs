@@ -9,10 +9,17 @@ use serde_json::Value;
 ///
 /// Remote `$ref`s are not fetched: the crate is built without `jsonschema`'s
 /// HTTP and file resolvers, so a schema that needs one fails to compile.
+/// The error names where in the schema the problem is (a JSON pointer into
+/// the schema document), when it is not the root.
 pub(crate) fn compile(schema: &Value) -> std::result::Result<jsonschema::Validator, String> {
-    jsonschema::options()
-        .build(schema)
-        .map_err(|e| e.to_string())
+    jsonschema::options().build(schema).map_err(|e| {
+        let location = e.instance_path().as_str();
+        if location.is_empty() {
+            e.to_string()
+        } else {
+            format!("at `{location}` in the schema: {e}")
+        }
+    })
 }
 
 /// A registered schema with its JSON Schema compiled once.

@@ -307,3 +307,21 @@ fn concurrent_registrations_of_conflicting_versions_keep_one() {
     assert_eq!(results.iter().filter(|ok| **ok).count(), 1);
     assert_eq!(registry.versions("t"), vec![1, 2]);
 }
+
+#[test]
+fn an_invalid_json_schema_is_refused_naming_where_in_the_schema() {
+    let registry = MemorySchemaRegistry::new();
+    let nested = json!({"type": "object", "properties": {
+        "customer": {"type": "object", "properties": {"e/mail": {"type": "strin"}}}
+    }});
+    let (_, _, reason) =
+        schema_reason(registry.register(EventSchema::new("t", 1).with_json_schema(nested)));
+    assert!(
+        reason.contains("/properties/customer/properties/e~1mail/type"),
+        "{reason}"
+    );
+    let (_, _, reason) = schema_reason(registry.register(
+        EventSchema::new("t", 1).with_json_schema(json!({"items": {"pattern": "(unclosed"}})),
+    ));
+    assert!(reason.contains("/items/pattern"), "{reason}");
+}
