@@ -11,7 +11,10 @@
 //! - **Validation** errors are
 //!   [`Error::SchemaValidation`](event_core::Error::SchemaValidation) with the
 //!   event type, version and a JSON pointer into the payload (`/customer/email`).
-//!   Payload values are masked in the reason.
+//!   Payload values are masked in the reason. With a schema whose validation
+//!   follows the payload down (a `$ref`, `uniqueItems`), a payload nested
+//!   deeper than 128 levels (where `serde_json` stops decoding) is refused
+//!   instead of risking the thread's stack.
 //! - **Compatibility** levels are Confluent Schema Registry's
 //!   ([`Compatibility`]: `BACKWARD` (default), `BACKWARD_TRANSITIVE`,
 //!   `FORWARD`, `FORWARD_TRANSITIVE`, `FULL`, `FULL_TRANSITIVE`, `NONE`), per
