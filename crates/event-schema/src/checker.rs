@@ -633,9 +633,19 @@ fn check_numeric(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> 
 fn count(map: &Map<String, Value>, key: &str, at: &str) -> Result<Option<u64>, Incompatibility> {
     match map.get(key) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            Incompatibility::new(at, format!("`{key}` is not a non-negative integer"))
-        }),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| {
+                // An integral float (`2.0`) is an integer to JSON Schema.
+                let f = v.as_f64()?;
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                (f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0)
+                    .then_some(f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| {
+                Incompatibility::new(at, format!("`{key}` is not a non-negative integer"))
+            }),
     }
 }
 

@@ -959,3 +959,31 @@ fn multiple_of_is_checked_exactly() {
     assert!(reads(json!({"multipleOf": 0.2}), json!({"multipleOf": 0.5})).is_err());
     assert!(reads(json!({"multipleOf": 1e-300}), json!({"multipleOf": 1e300})).is_err());
 }
+
+#[test]
+fn integral_float_counts_are_counts() {
+    // `2.0` is an integer in every draft the checker reads (JSON Schema
+    // compares numbers by value), and the validator accepts it.
+    assert!(valid(&json!({"minLength": 2.0}), json!("ab")));
+    reads(
+        json!({"minLength": 2.0}),
+        json!({"type": "string", "minLength": 3}),
+    )
+    .unwrap();
+    reads(
+        json!({"type": "string", "minLength": 3}),
+        json!({"minLength": 3.0, "type": "string"}),
+    )
+    .unwrap();
+    reads(
+        json!({"type": "array", "maxItems": 4}),
+        json!({"type": "array", "maxItems": 4.0}),
+    )
+    .unwrap();
+    let err = reads(
+        json!({"type": "string", "maxLength": 2.0}),
+        json!({"type": "string"}),
+    )
+    .unwrap_err();
+    assert!(err.rule.contains("tightened"), "{err}");
+}
