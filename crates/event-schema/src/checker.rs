@@ -527,12 +527,21 @@ fn decimal(n: &Number) -> Option<(i128, i32)> {
     Some((mantissa, decimals))
 }
 
-/// Whether every multiple of `multiple` is a multiple of `divisor` (both
-/// positive): `multiple / divisor` is an integer, in the decimal reading the
-/// validator uses. Integers beyond 2^53 are refused unless equal: the
-/// validator reads such a divisor as the `f64` it rounds to.
+/// Whether every value the validator accepts as a multiple of `multiple`
+/// it also accepts as a multiple of `divisor` (both positive).
+///
+/// The validator checks an integer divisor with exact integer arithmetic,
+/// and a fractional one on the value read as an `f64`, in the decimal
+/// reading of that `f64`. So: `multiple / divisor` must be an integer (as
+/// the decimals are written); an integer `multiple` with a fractional
+/// `divisor` also needs every integer to be a multiple of the divisor
+/// (`1 / divisor` an integer), because an integer beyond 2^53 that is an
+/// exact multiple of `multiple` can round to an `f64` that is no multiple of
+/// the divisor. Integers beyond 2^53 as divisors are refused unless equal:
+/// the validator reads them as the `f64` they round to.
 fn implies_multiple(multiple: &Number, divisor: &Number) -> bool {
     const SAFE: f64 = 9_007_199_254_740_992.0;
+    let integral = |n: &Number| n.as_f64().is_none_or(|f| f.fract() == 0.0);
     let unsafe_integer = |n: &Number| {
         n.as_f64()
             .is_none_or(|f| f.fract() == 0.0 && f.abs() > SAFE)
@@ -540,10 +549,19 @@ fn implies_multiple(multiple: &Number, divisor: &Number) -> bool {
     if unsafe_integer(multiple) || unsafe_integer(divisor) {
         return compare(multiple, divisor) == Some(Ordering::Equal);
     }
-    let (Some((m, m_decimals)), Some((d, d_decimals))) = (decimal(multiple), decimal(divisor))
-    else {
+    let (Some(m), Some(d)) = (decimal(multiple), decimal(divisor)) else {
         return false;
     };
+    if integral(multiple) && !integral(divisor) {
+        return divides((1, 0), d);
+    }
+    divides(m, d)
+}
+
+/// Whether the decimal `multiple` divided by the decimal `divisor` (both
+/// `(mantissa, decimals)`, positive) is an integer; `false` when the
+/// arithmetic does not fit.
+fn divides((m, m_decimals): (i128, i32), (d, d_decimals): (i128, i32)) -> bool {
     if m <= 0 || d <= 0 {
         return false;
     }

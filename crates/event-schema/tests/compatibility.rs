@@ -953,6 +953,12 @@ fn multiple_of_is_checked_exactly() {
     reads(json!({"multipleOf": 0.3}), json!({"multipleOf": 0.6})).unwrap();
     reads(json!({"multipleOf": 0.1}), json!({"multipleOf": 0.7})).unwrap();
     reads(json!({"multipleOf": 0.5}), json!({"multipleOf": 3})).unwrap();
+    // A fractional divisor is checked on the value as an `f64`: the exact
+    // multiple of 3 that is -(2^53 + 1) reads as -2^53, no multiple of 0.3.
+    let big = -9_007_199_254_740_993_i64;
+    assert!(valid(&json!({"multipleOf": 3}), json!(big)));
+    assert!(!valid(&json!({"multipleOf": 0.3}), json!(big)));
+    assert!(reads(json!({"multipleOf": 0.3}), json!({"multipleOf": 3})).is_err());
     reads(json!({"multipleOf": 0.25}), json!({"multipleOf": 1.5})).unwrap();
     assert!(reads(json!({"multipleOf": 0.7}), json!({"multipleOf": 0.1})).is_err());
     assert!(reads(json!({"multipleOf": 2}), json!({"multipleOf": 0.5})).is_err());
