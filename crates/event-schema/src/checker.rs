@@ -9,7 +9,8 @@
 use crate::compatibility::Compatibility;
 use crate::schema::EventSchema;
 use crate::validate::compile;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
+use std::cmp::Ordering;
 use std::fmt;
 
 /// Why a reader schema cannot read data written with a writer schema.
@@ -447,31 +448,149 @@ fn check_types(wt: TypeSet, rt: TypeSet, writer_typed: bool, at: &str) -> Check 
     Ok(())
 }
 
-fn number(map: &Map<String, Value>, key: &str, at: &str) -> Result<Option<f64>, Incompatibility> {
+fn number<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    at: &str,
+) -> Result<Option<&'a Number>, Incompatibility> {
     match map.get(key) {
         None => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-            Incompatibility::new(
-                at,
-                format!("`{key}` is not a number (draft-4 boolean forms are not understood)"),
-            )
-        }),
+        Some(Value::Number(n)) => Ok(Some(n)),
+        Some(_) => Err(Incompatibility::new(
+            at,
+            format!("`{key}` is not a number (draft-4 boolean forms are not understood)"),
+        )),
+    }
+}
+
+/// `a` compared with `b` exactly (integers beyond 2^53 are not rounded to
+/// `f64`, as the validator does not round them either). `None` if a number
+/// has no value the checker can compare (never with plain `serde_json`).
+fn compare(a: &Number, b: &Number) -> Option<Ordering> {
+    fn integer(n: &Number) -> Option<i128> {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    }
+    // `i` compared with the finite float `f`.
+    fn with_float(i: i128, f: f64) -> Option<Ordering> {
+        if !f.is_finite() {
+            return f.partial_cmp(&0.0).map(Ordering::reverse);
+        }
+        let whole = f.trunc();
+        // Beyond every i128 (and so beyond every JSON integer serde_json holds).
+        const LIMIT: f64 = 1.7e38;
+        if whole >= LIMIT {
+            return Some(Ordering::Less);
+        }
+        if whole <= -LIMIT {
+            return Some(Ordering::Greater);
+        }
+        // `whole` is integral and in range: the conversion is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let whole_int = whole as i128;
+        Some(match i.cmp(&whole_int) {
+            // `|f - whole| < 1`, so an integer on either side of `whole` is
+            // on the same side of `f`.
+            Ordering::Equal => whole.partial_cmp(&f)?,
+            unequal => unequal,
+        })
+    }
+    match (integer(a), integer(b)) {
+        (Some(x), Some(y)) => Some(x.cmp(&y)),
+        (Some(x), None) => with_float(x, b.as_f64()?),
+        (None, Some(y)) => with_float(y, a.as_f64()?).map(Ordering::reverse),
+        (None, None) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+    }
+}
+
+/// Whether `writer_bound` relates to `reader_bound` as `wanted` says (one of
+/// the orderings in it), comparing exactly.
+fn holds(writer_bound: Option<&Number>, reader_bound: &Number, wanted: &[Ordering]) -> bool {
+    writer_bound
+        .and_then(|w| compare(w, reader_bound))
+        .is_some_and(|order| wanted.contains(&order))
+}
+
+/// A JSON number as the decimal it is written as: `mantissa * 10^-decimals`.
+/// `None` when it does not fit (the caller then refuses).
+fn decimal(n: &Number) -> Option<(i128, i32)> {
+    let text = n.to_string();
+    let (significand, exponent) = match text.split_once(['e', 'E']) {
+        Some((s, e)) => (s, e.parse::<i32>().ok()?),
+        None => (text.as_str(), 0),
+    };
+    let (whole, fraction) = significand.split_once('.').unwrap_or((significand, ""));
+    let digits = format!("{whole}{fraction}");
+    let mantissa: i128 = digits.parse().ok()?;
+    let decimals = i32::try_from(fraction.len()).ok()?.checked_sub(exponent)?;
+    Some((mantissa, decimals))
+}
+
+/// Whether every value the validator accepts as a multiple of `multiple`
+/// it also accepts as a multiple of `divisor` (both positive).
+///
+/// The validator checks an integer divisor with exact integer arithmetic,
+/// and a fractional one on the value read as an `f64`, in the decimal
+/// reading of that `f64`. So: `multiple / divisor` must be an integer (as
+/// the decimals are written); an integer `multiple` with a fractional
+/// `divisor` also needs every integer to be a multiple of the divisor
+/// (`1 / divisor` an integer), because an integer beyond 2^53 that is an
+/// exact multiple of `multiple` can round to an `f64` that is no multiple of
+/// the divisor. Integers beyond 2^53 as divisors are refused unless equal:
+/// the validator reads them as the `f64` they round to.
+fn implies_multiple(multiple: &Number, divisor: &Number) -> bool {
+    const SAFE: f64 = 9_007_199_254_740_992.0;
+    let integral = |n: &Number| n.as_f64().is_none_or(|f| f.fract() == 0.0);
+    let unsafe_integer = |n: &Number| {
+        n.as_f64()
+            .is_none_or(|f| f.fract() == 0.0 && f.abs() > SAFE)
+    };
+    if unsafe_integer(multiple) || unsafe_integer(divisor) {
+        return compare(multiple, divisor) == Some(Ordering::Equal);
+    }
+    let (Some(m), Some(d)) = (decimal(multiple), decimal(divisor)) else {
+        return false;
+    };
+    if integral(multiple) && !integral(divisor) {
+        return divides((1, 0), d);
+    }
+    divides(m, d)
+}
+
+/// Whether the decimal `multiple` divided by the decimal `divisor` (both
+/// `(mantissa, decimals)`, positive) is an integer; `false` when the
+/// arithmetic does not fit.
+fn divides((m, m_decimals): (i128, i32), (d, d_decimals): (i128, i32)) -> bool {
+    if m <= 0 || d <= 0 {
+        return false;
+    }
+    // multiple / divisor = (m * 10^d_decimals) / (d * 10^m_decimals)
+    let shared = m_decimals.min(d_decimals);
+    let scale = |mantissa: i128, decimals: i32| {
+        let places = u32::try_from(decimals.checked_sub(shared)?).ok()?;
+        mantissa.checked_mul(10_i128.checked_pow(places)?)
+    };
+    match (scale(m, d_decimals), scale(d, m_decimals)) {
+        (Some(numerator), Some(denominator)) if denominator != 0 => numerator % denominator == 0,
+        _ => false,
     }
 }
 
 fn check_numeric(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> Check {
+    use Ordering::{Equal, Greater, Less};
     let w_min = number(wm, "minimum", at)?;
     let w_xmin = number(wm, "exclusiveMinimum", at)?;
     let w_max = number(wm, "maximum", at)?;
     let w_xmax = number(wm, "exclusiveMaximum", at)?;
-    let describe = |incl: Option<f64>, excl: Option<f64>, word: &str| match (incl, excl) {
+    let describe = |incl: Option<&Number>, excl: Option<&Number>, word: &str| match (incl, excl) {
         (None, None) => format!("no {word}"),
         (Some(i), None) => format!("{word} {i}"),
         (None, Some(e)) => format!("exclusive {word} {e}"),
         (Some(i), Some(e)) => format!("{word} {i} and exclusive {word} {e}"),
     };
     if let Some(a) = number(rm, "minimum", at)? {
-        if !(w_min.is_some_and(|m| m >= a) || w_xmin.is_some_and(|m| m >= a)) {
+        if !(holds(w_min, a, &[Greater, Equal]) || holds(w_xmin, a, &[Greater, Equal])) {
             return Err(Incompatibility::new(
                 at,
                 format!(
@@ -482,7 +601,7 @@ fn check_numeric(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> 
         }
     }
     if let Some(a) = number(rm, "exclusiveMinimum", at)? {
-        if !(w_min.is_some_and(|m| m > a) || w_xmin.is_some_and(|m| m >= a)) {
+        if !(holds(w_min, a, &[Greater]) || holds(w_xmin, a, &[Greater, Equal])) {
             return Err(Incompatibility::new(
                 at,
                 format!(
@@ -493,7 +612,7 @@ fn check_numeric(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> 
         }
     }
     if let Some(a) = number(rm, "maximum", at)? {
-        if !(w_max.is_some_and(|m| m <= a) || w_xmax.is_some_and(|m| m <= a)) {
+        if !(holds(w_max, a, &[Less, Equal]) || holds(w_xmax, a, &[Less, Equal])) {
             return Err(Incompatibility::new(
                 at,
                 format!(
@@ -504,7 +623,7 @@ fn check_numeric(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> 
         }
     }
     if let Some(a) = number(rm, "exclusiveMaximum", at)? {
-        if !(w_max.is_some_and(|m| m < a) || w_xmax.is_some_and(|m| m <= a)) {
+        if !(holds(w_max, a, &[Less]) || holds(w_xmax, a, &[Less, Equal])) {
             return Err(Incompatibility::new(
                 at,
                 format!(
@@ -515,10 +634,7 @@ fn check_numeric(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> 
         }
     }
     if let Some(a) = number(rm, "multipleOf", at)? {
-        let ok = number(wm, "multipleOf", at)?.is_some_and(|b| {
-            let q = b / a;
-            a > 0.0 && q >= 1.0 && q.fract() == 0.0
-        });
+        let ok = number(wm, "multipleOf", at)?.is_some_and(|b| implies_multiple(b, a));
         if !ok {
             return Err(Incompatibility::new(
                 at,
@@ -535,9 +651,19 @@ fn check_numeric(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> 
 fn count(map: &Map<String, Value>, key: &str, at: &str) -> Result<Option<u64>, Incompatibility> {
     match map.get(key) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            Incompatibility::new(at, format!("`{key}` is not a non-negative integer"))
-        }),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| {
+                // An integral float (`2.0`) is an integer to JSON Schema.
+                let f = v.as_f64()?;
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                (f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0)
+                    .then_some(f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| {
+                Incompatibility::new(at, format!("`{key}` is not a non-negative integer"))
+            }),
     }
 }
 

@@ -11,7 +11,10 @@
 //! - **Validation** errors are
 //!   [`Error::SchemaValidation`](event_core::Error::SchemaValidation) with the
 //!   event type, version and a JSON pointer into the payload (`/customer/email`).
-//!   Payload values are masked in the reason.
+//!   Payload values are masked in the reason. With a schema whose validation
+//!   follows the payload down (a `$ref`, `uniqueItems`), a payload nested
+//!   deeper than 128 levels (where `serde_json` stops decoding) is refused
+//!   instead of risking the thread's stack.
 //! - **Compatibility** levels are Confluent Schema Registry's
 //!   ([`Compatibility`]: `BACKWARD` (default), `BACKWARD_TRANSITIVE`,
 //!   `FORWARD`, `FORWARD_TRANSITIVE`, `FULL`, `FULL_TRANSITIVE`, `NONE`), per
@@ -88,7 +91,7 @@
 //! | property only in R | W's `additionalProperties` must be readable by it: with an open W (`additionalProperties` absent or `true`) R may not constrain the new property (Confluent's open content model rule); with a closed W it is fine |
 //! | `additionalProperties` (bool or schema) | R's reads W's; R closing an open W is refused |
 //! | `items` (single schema) | recursively |
-//! | `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `multipleOf` | R's bound is implied by W's (numbers only matter if W allows numbers) |
+//! | `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `multipleOf` | R's bound is implied by W's (numbers only matter if W allows numbers); bounds are compared exactly, also beyond 2^53; W's `multipleOf` must be an integer multiple of R's, read as written in decimal |
 //! | `minLength`, `maxLength`, `minItems`, `maxItems`, `minProperties`, `maxProperties`, `uniqueItems` | R's bound is implied by W's |
 //! | `pattern`, `format`, `contentEncoding`, `contentMediaType` | R's is absent or identical to W's (`format` also needs the same `$schema`) |
 //! | annotations (`title`, `description`, `default`, `examples`, `$comment`, `$id`, `$defs`, `deprecated`, `readOnly`, `writeOnly`, root `$schema`) | ignored |

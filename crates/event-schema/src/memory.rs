@@ -94,6 +94,15 @@ struct Inner {
     index: TypeIndex,
 }
 
+/// Where a schema being registered goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// A version not registered yet, after every registered one.
+    New,
+    /// Exactly this definition is registered already.
+    AlreadyRegistered,
+}
+
 #[derive(Debug, Default, Clone)]
 struct TypeEntry {
     versions: BTreeMap<u32, Arc<CompiledSchema>>,
@@ -286,6 +295,40 @@ impl MemorySchemaRegistry {
         validation_error(event, String::new(), reason)
     }
 
+    /// Whether `schema` may be added to `entry` (the registered versions of
+    /// its type): not older than the latest version, and, if its version is
+    /// registered, identical to it (registered schemas are immutable).
+    fn check_placement(entry: Option<&TypeEntry>, schema: &EventSchema) -> Result<Placement> {
+        let Some(t) = entry else {
+            return Ok(Placement::New);
+        };
+        if let Some(existing) = t.versions.get(&schema.version) {
+            if existing.schema == *schema {
+                return Ok(Placement::AlreadyRegistered);
+            }
+            return Err(schema_error(
+                &schema.event_type,
+                schema.version,
+                "this version is already registered with a different definition; \
+                 registered schemas are immutable, register a new version",
+            ));
+        }
+        if let Some((&latest, _)) = t.versions.last_key_value() {
+            if latest > schema.version {
+                return Err(schema_error(
+                    &schema.event_type,
+                    schema.version,
+                    format!(
+                        "version {} is older than the latest registered version {latest}; \
+                         register versions in increasing order",
+                        schema.version
+                    ),
+                ));
+            }
+        }
+        Ok(Placement::New)
+    }
+
     /// Checks `candidate` against the earlier versions in `entry` under
     /// `level`, and that it may be added after them.
     fn check_candidate(
@@ -315,31 +358,8 @@ impl SchemaRegistry for MemorySchemaRegistry {
         let inner: &Inner = &current;
         let level = inner.level_for(&schema.event_type);
         let entry = inner.types.get(schema.event_type.as_str());
-        if let Some(t) = entry {
-            if let Some(existing) = t.versions.get(&schema.version) {
-                if existing.schema == *schema {
-                    return Ok(());
-                }
-                return Err(schema_error(
-                    &schema.event_type,
-                    schema.version,
-                    "this version is already registered with a different definition; \
-                     registered schemas are immutable, register a new version",
-                ));
-            }
-            if let Some((&latest, _)) = t.versions.last_key_value() {
-                if latest > schema.version {
-                    return Err(schema_error(
-                        &schema.event_type,
-                        schema.version,
-                        format!(
-                            "version {} is older than the latest registered version {latest}; \
-                             register versions in increasing order",
-                            schema.version
-                        ),
-                    ));
-                }
-            }
+        if Self::check_placement(entry, schema)? == Placement::AlreadyRegistered {
+            return Ok(());
         }
         Self::check_candidate(entry, level, schema)?;
         let event_type = schema.event_type.clone();
@@ -414,11 +434,11 @@ impl SchemaRegistry for MemorySchemaRegistry {
         let compiled = CompiledSchema::new(candidate.clone())?;
         let inner = self.inner.read();
         let level = inner.level_for(&candidate.event_type);
-        Self::check_candidate(
-            inner.types.get(candidate.event_type.as_str()),
-            level,
-            &compiled.schema,
-        )
+        let entry = inner.types.get(candidate.event_type.as_str());
+        if Self::check_placement(entry, &compiled.schema)? == Placement::AlreadyRegistered {
+            return Ok(());
+        }
+        Self::check_candidate(entry, level, &compiled.schema)
     }
 
     fn set_compatibility(&self, event_type: &str, level: Compatibility) -> Result<()> {

@@ -86,9 +86,12 @@ pub trait SchemaRegistry: Send + Sync {
         mode: Compatibility,
     ) -> Result<()>;
 
-    /// Checks an unregistered `candidate` against the registered versions of
-    /// its type older than it, under the type's configured level, without
-    /// registering it (Confluent's "test compatibility").
+    /// Checks `candidate` as [`register`](Self::register) would, without
+    /// registering it (Confluent's "test compatibility"): `Ok(())` exactly
+    /// when registering it now would succeed. It is checked against the
+    /// registered versions of its type older than it, under the type's
+    /// configured level; a version older than the latest, or a registered
+    /// version with another definition, is refused as `register` refuses it.
     fn test_compatibility(&self, candidate: &EventSchema) -> Result<()>;
 
     /// Sets the compatibility level of one event type.

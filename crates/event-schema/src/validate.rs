@@ -9,16 +9,94 @@ use serde_json::Value;
 ///
 /// Remote `$ref`s are not fetched: the crate is built without `jsonschema`'s
 /// HTTP and file resolvers, so a schema that needs one fails to compile.
+/// The error names where in the schema the problem is (a JSON pointer into
+/// the schema document), when it is not the root.
 pub(crate) fn compile(schema: &Value) -> std::result::Result<jsonschema::Validator, String> {
-    jsonschema::options()
-        .build(schema)
-        .map_err(|e| e.to_string())
+    jsonschema::options().build(schema).map_err(|e| {
+        let location = e.instance_path().as_str();
+        if location.is_empty() {
+            e.to_string()
+        } else {
+            format!("at `{location}` in the schema: {e}")
+        }
+    })
 }
+
+/// How deep a payload may be nested for a schema whose validation follows
+/// the payload all the way down (see [`walks_whole_payload`]): the depth at
+/// which `serde_json` itself stops decoding, far below what exhausts a
+/// thread's stack in the validator.
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// A registered schema with its JSON Schema compiled once.
 pub(crate) struct CompiledSchema {
     pub(crate) schema: EventSchema,
     check: Check,
+    /// Whether payloads must be checked against [`MAX_DEPTH`] before the
+    /// validator sees them.
+    depth_limited: bool,
+}
+
+/// Whether validating against `schema` may recurse as deep as the payload
+/// is nested, rather than only as deep as the schema: a reference (which can
+/// recurse) or `uniqueItems` (which compares whole items).
+fn walks_whole_payload(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map.iter().any(|(key, value)| {
+            matches!(
+                key.as_str(),
+                "$ref" | "$dynamicRef" | "$recursiveRef" | "uniqueItems"
+            ) || walks_whole_payload(value)
+        }),
+        Value::Array(items) => items.iter().any(walks_whole_payload),
+        _ => false,
+    }
+}
+
+/// Whether `payload` is nested deeper than [`MAX_DEPTH`] (counted without
+/// recursion; a scalar or an empty container at the top is depth 0).
+fn too_deep(payload: &Value) -> bool {
+    /// The members of one open container.
+    enum Members<'a> {
+        Array(std::slice::Iter<'a, Value>),
+        Object(serde_json::map::Values<'a>),
+    }
+    impl<'a> Members<'a> {
+        fn of(value: &'a Value) -> Option<Self> {
+            match value {
+                Value::Array(items) if !items.is_empty() => Some(Self::Array(items.iter())),
+                Value::Object(map) if !map.is_empty() => Some(Self::Object(map.values())),
+                _ => None,
+            }
+        }
+        fn next(&mut self) -> Option<&'a Value> {
+            match self {
+                Self::Array(items) => items.next(),
+                Self::Object(values) => values.next(),
+            }
+        }
+    }
+    let Some(top) = Members::of(payload) else {
+        return false;
+    };
+    // One entry per open container: the stack's length is the depth.
+    let mut open = vec![top];
+    while let Some(members) = open.last_mut() {
+        match members.next() {
+            Some(child) => {
+                if let Some(inner) = Members::of(child) {
+                    if open.len() >= MAX_DEPTH {
+                        return true;
+                    }
+                    open.push(inner);
+                }
+            }
+            None => {
+                open.pop();
+            }
+        }
+    }
+    false
 }
 
 /// How a payload is checked.
@@ -90,6 +168,7 @@ impl CompiledSchema {
                 .map(Box::new)
                 .map_err(|e| schema_error(&schema, format!("invalid JSON Schema: {e}")))
         };
+        let depth_limited = schema.json_schema.as_ref().is_some_and(walks_whole_payload);
         let check = match &schema.json_schema {
             Some(json @ (Value::Object(_) | Value::Bool(false))) => {
                 // Compile the schema as given first, so that its errors are
@@ -117,7 +196,11 @@ impl CompiledSchema {
                 ));
             }
         };
-        Ok(Self { schema, check })
+        Ok(Self {
+            schema,
+            check,
+            depth_limited,
+        })
     }
 
     /// Whether `payload` is valid: required fields, then the JSON Schema (the
@@ -129,11 +212,14 @@ impl CompiledSchema {
             Check::Required(fields) => payload
                 .as_object()
                 .is_some_and(|object| fields.all_present(object)),
-            Check::Merged(validator) => validator.is_valid(payload),
+            Check::Merged(validator) => {
+                !(self.depth_limited && too_deep(payload)) && validator.is_valid(payload)
+            }
             Check::Split(fields, validator) => {
                 payload
                     .as_object()
                     .is_some_and(|object| fields.all_present(object))
+                    && !(self.depth_limited && too_deep(payload))
                     && validator.is_valid(payload)
             }
         }
@@ -148,6 +234,16 @@ impl CompiledSchema {
     pub(crate) fn error(&self, event: &Event) -> Error {
         if let Err(error) = self.check_required(event) {
             return error;
+        }
+        if self.depth_limited && too_deep(&event.payload) {
+            return validation_error(
+                event,
+                String::new(),
+                format!(
+                    "the payload is nested deeper than {MAX_DEPTH} levels, which this schema \
+                     (recursive, or with uniqueItems) does not validate"
+                ),
+            );
         }
         match &self.check {
             Check::Merged(validator) | Check::Split(_, validator) => first_error(event, validator),

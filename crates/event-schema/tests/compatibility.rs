@@ -863,3 +863,133 @@ fn required_fields_only_schemas() {
     assert_eq!(err.path, "");
     assert!(err.rule.contains("object"), "{err}");
 }
+
+/// Whether `payload` is valid under `schema` (through a registry, as on publish).
+fn valid(schema: &Value, payload: Value) -> bool {
+    let registry = MemorySchemaRegistry::new();
+    registry.register(js("v", 1, schema.clone())).unwrap();
+    registry.validate(&common::event("v", 1, payload)).is_ok()
+}
+
+#[test]
+fn integer_bounds_beyond_2_pow_53_are_compared_exactly() {
+    // 2^53 and 2^53 + 1 are the same `f64`, but not the same bound.
+    let two_53 = 9_007_199_254_740_992_u64;
+    let writer = json!({"type": "integer", "maximum": two_53 + 1});
+    let reader = json!({"type": "integer", "maximum": two_53});
+    // A real incompatibility: the writer allows 2^53 + 1, the reader refuses it.
+    assert!(valid(&writer, json!(two_53 + 1)));
+    assert!(!valid(&reader, json!(two_53 + 1)));
+    let err = reads(reader.clone(), writer.clone()).unwrap_err();
+    assert!(err.rule.contains("maximum"), "{err}");
+    reads(writer, reader).unwrap();
+
+    let low = -9_007_199_254_740_992_i64;
+    let writer = json!({"minimum": low - 1});
+    let reader = json!({"minimum": low});
+    assert!(valid(&writer, json!(low - 1)) && !valid(&reader, json!(low - 1)));
+    assert!(reads(reader.clone(), writer.clone()).is_err());
+    reads(writer, reader).unwrap();
+
+    // Exclusive bounds.
+    assert!(
+        reads(
+            json!({"exclusiveMaximum": two_53}),
+            json!({"maximum": two_53})
+        )
+        .is_err()
+    );
+    reads(
+        json!({"exclusiveMaximum": two_53 + 1}),
+        json!({"maximum": two_53}),
+    )
+    .unwrap();
+    reads(
+        json!({"maximum": two_53}),
+        json!({"exclusiveMaximum": two_53}),
+    )
+    .unwrap();
+    assert!(
+        reads(
+            json!({"maximum": two_53}),
+            json!({"exclusiveMaximum": two_53 + 1})
+        )
+        .is_err()
+    );
+    assert!(reads(json!({"exclusiveMinimum": low}), json!({"minimum": low})).is_err());
+    reads(
+        json!({"exclusiveMinimum": low - 1}),
+        json!({"minimum": low}),
+    )
+    .unwrap();
+    // Integers against fractional bounds.
+    reads(json!({"minimum": 2.5}), json!({"minimum": 3})).unwrap();
+    assert!(reads(json!({"minimum": 3}), json!({"minimum": 2.5})).is_err());
+    reads(json!({"maximum": -2}), json!({"maximum": -2.5})).unwrap();
+    assert!(reads(json!({"maximum": -3}), json!({"maximum": -2.5})).is_err());
+    reads(json!({"maximum": 1e19}), json!({"maximum": u64::MAX})).unwrap_err();
+    reads(json!({"maximum": u64::MAX}), json!({"maximum": 1e19})).unwrap();
+    reads(
+        json!({"maximum": 18_446_744_073_709_551_616.0}),
+        json!({"maximum": u64::MAX}),
+    )
+    .unwrap();
+    reads(json!({"maximum": 1e20}), json!({"maximum": u64::MAX})).unwrap();
+}
+
+#[test]
+fn multiple_of_is_checked_exactly() {
+    // 9007199254740995 rounds to the `f64` 9007199254740996, a multiple of 3;
+    // 9007199254740995 itself is not.
+    let writer = json!({"type": "integer", "multipleOf": 9_007_199_254_740_995_u64});
+    let reader = json!({"type": "integer", "multipleOf": 3});
+    assert!(valid(&writer, json!(9_007_199_254_740_995_u64)));
+    assert!(!valid(&reader, json!(9_007_199_254_740_995_u64)));
+    let err = reads(reader, writer.clone()).unwrap_err();
+    assert!(err.rule.contains("multiples of 3"), "{err}");
+    reads(writer.clone(), writer).unwrap();
+
+    // Decimal divisors are read as the decimals they are written as.
+    reads(json!({"multipleOf": 0.3}), json!({"multipleOf": 0.6})).unwrap();
+    reads(json!({"multipleOf": 0.1}), json!({"multipleOf": 0.7})).unwrap();
+    reads(json!({"multipleOf": 0.5}), json!({"multipleOf": 3})).unwrap();
+    // A fractional divisor is checked on the value as an `f64`: the exact
+    // multiple of 3 that is -(2^53 + 1) reads as -2^53, no multiple of 0.3.
+    let big = -9_007_199_254_740_993_i64;
+    assert!(valid(&json!({"multipleOf": 3}), json!(big)));
+    assert!(!valid(&json!({"multipleOf": 0.3}), json!(big)));
+    assert!(reads(json!({"multipleOf": 0.3}), json!({"multipleOf": 3})).is_err());
+    reads(json!({"multipleOf": 0.25}), json!({"multipleOf": 1.5})).unwrap();
+    assert!(reads(json!({"multipleOf": 0.7}), json!({"multipleOf": 0.1})).is_err());
+    assert!(reads(json!({"multipleOf": 2}), json!({"multipleOf": 0.5})).is_err());
+    assert!(reads(json!({"multipleOf": 0.2}), json!({"multipleOf": 0.5})).is_err());
+    assert!(reads(json!({"multipleOf": 1e-300}), json!({"multipleOf": 1e300})).is_err());
+}
+
+#[test]
+fn integral_float_counts_are_counts() {
+    // `2.0` is an integer in every draft the checker reads (JSON Schema
+    // compares numbers by value), and the validator accepts it.
+    assert!(valid(&json!({"minLength": 2.0}), json!("ab")));
+    reads(
+        json!({"minLength": 2.0}),
+        json!({"type": "string", "minLength": 3}),
+    )
+    .unwrap();
+    reads(
+        json!({"type": "string", "minLength": 3}),
+        json!({"minLength": 3.0, "type": "string"}),
+    )
+    .unwrap();
+    reads(
+        json!({"type": "array", "maxItems": 4}),
+        json!({"type": "array", "maxItems": 4.0}),
+    )
+    .unwrap();
+    let err = reads(
+        json!({"type": "string", "maxLength": 2.0}),
+        json!({"type": "string"}),
+    )
+    .unwrap_err();
+    assert!(err.rule.contains("tightened"), "{err}");
+}

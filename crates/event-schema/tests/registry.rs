@@ -307,3 +307,51 @@ fn concurrent_registrations_of_conflicting_versions_keep_one() {
     assert_eq!(results.iter().filter(|ok| **ok).count(), 1);
     assert_eq!(registry.versions("t"), vec![1, 2]);
 }
+
+#[test]
+fn an_invalid_json_schema_is_refused_naming_where_in_the_schema() {
+    let registry = MemorySchemaRegistry::new();
+    let nested = json!({"type": "object", "properties": {
+        "customer": {"type": "object", "properties": {"e/mail": {"type": "strin"}}}
+    }});
+    let (_, _, reason) =
+        schema_reason(registry.register(EventSchema::new("t", 1).with_json_schema(nested)));
+    assert!(
+        reason.contains("/properties/customer/properties/e~1mail/type"),
+        "{reason}"
+    );
+    let (_, _, reason) = schema_reason(registry.register(
+        EventSchema::new("t", 1).with_json_schema(json!({"items": {"pattern": "(unclosed"}})),
+    ));
+    assert!(reason.contains("/items/pattern"), "{reason}");
+}
+
+#[test]
+fn test_compatibility_refuses_what_register_would_refuse() {
+    let registry = MemorySchemaRegistry::new().with_default_compatibility(Compatibility::None);
+    registry.register(EventSchema::new("t", 1)).unwrap();
+    registry
+        .register(EventSchema::new("t", 3).with_required_fields(["a"]))
+        .unwrap();
+    // Older than the latest version: register refuses it, so must the test.
+    let older = EventSchema::new("t", 2);
+    let (_, _, register_reason) = schema_reason(registry.register(older.clone()));
+    let (_, version, reason) = schema_reason(registry.test_compatibility(&older));
+    assert_eq!(version, 2);
+    assert_eq!(reason, register_reason);
+    // A registered version with another definition: immutable.
+    let changed = EventSchema::new("t", 3).with_description("changed");
+    let (_, _, register_reason) = schema_reason(registry.register(changed.clone()));
+    assert_eq!(
+        schema_reason(registry.test_compatibility(&changed)).2,
+        register_reason
+    );
+    // The registered definition itself, and the next version, pass.
+    registry
+        .test_compatibility(&EventSchema::new("t", 3).with_required_fields(["a"]))
+        .unwrap();
+    registry
+        .test_compatibility(&EventSchema::new("t", 4))
+        .unwrap();
+    assert_eq!(registry.versions("t"), vec![1, 3]);
+}

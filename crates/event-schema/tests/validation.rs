@@ -404,3 +404,68 @@ fn registries_used_alternately_on_one_thread_stay_separate() {
         assert!(second.validate(&event("t", 1, json!({"a": 1}))).is_err());
     }
 }
+
+/// `depth` arrays nested around `1`.
+fn nested_arrays(depth: usize) -> serde_json::Value {
+    let mut value = json!(1);
+    for _ in 0..depth {
+        value = serde_json::Value::Array(vec![value]);
+    }
+    value
+}
+
+/// Drops a deeply nested payload without recursing (serde_json's drop
+/// recurses once per level).
+fn dismantle(value: serde_json::Value) {
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        if let serde_json::Value::Array(items) = value {
+            pending.extend(items);
+        }
+    }
+}
+
+#[test]
+fn deeply_nested_payloads_are_refused_not_a_stack_overflow() {
+    // Schemas whose validation walks the payload as deep as it goes: a
+    // recursive `$ref`, and `uniqueItems` (which compares whole items).
+    let schemas = [
+        json!({"type": ["array", "integer"], "items": {"$ref": "#"}}),
+        json!({"type": "array", "uniqueItems": true}),
+    ];
+    for (i, schema) in schemas.into_iter().enumerate() {
+        let registry = MemorySchemaRegistry::new();
+        let event_type = format!("tree.{i}");
+        registry
+            .register(EventSchema::new(&event_type, 1).with_json_schema(schema))
+            .unwrap();
+        // Shallow payloads validate as before.
+        let shallow = nested_arrays(100);
+        let shallow_pair = json!([shallow.clone(), [shallow.clone()]]);
+        registry
+            .validate(&event(&event_type, 1, shallow_pair))
+            .unwrap();
+        // The limit is serde_json's: 128 levels pass, 129 do not.
+        registry
+            .validate(&event(&event_type, 1, json!([nested_arrays(127), 2])))
+            .unwrap();
+        expect_invalid(registry.validate(&event(&event_type, 1, json!([nested_arrays(128), 2]))));
+        // 20 000 levels would overflow a 2 MiB stack inside the validator.
+        let deep = nested_arrays(20_000);
+        let payload = serde_json::Value::Array(vec![deep, json!(2)]);
+        let ev = event(&event_type, 1, payload);
+        let result = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let result = registry.validate(&ev);
+                dismantle(ev.payload);
+                result
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (_, _, path, reason) = expect_invalid(result);
+        assert_eq!(path, "");
+        assert!(reason.contains("nested deeper than"), "{reason}");
+    }
+}
