@@ -806,9 +806,13 @@ mod tests {
             ("ce-subject", "events.go.x"),
             ("ce-a3sversion", "4"),
             ("ce-traceparent", "00-01-02-01"),
-            ("content-type", "application/json"),
+            ("content-type", "application/vnd.go+json"),
         ]);
         let event = from_nats(Some(&h), br#"{"go":true}"#).unwrap();
+        assert_eq!(
+            event.metadata.get("ce-datacontenttype").map(String::as_str),
+            Some("application/vnd.go+json")
+        );
         assert_eq!(event.version, 4);
         assert_eq!(event.category, "go");
         assert_eq!(
