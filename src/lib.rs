@@ -188,7 +188,9 @@ pub mod schema {
     pub use event_schema::*;
 }
 
-/// CloudEvents v1.0: lossless conversion and bindings (feature `cloudevents`).
+/// CloudEvents v1.0: lossless conversion and bindings (feature `cloudevents`;
+/// the HTTP binding with `cloudevents-http`, the NATS binding with
+/// `cloudevents-nats`).
 #[cfg(feature = "cloudevents")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudevents")))]
 pub mod cloudevents {

@@ -18,6 +18,11 @@
 //! - The HTTP binding (module `http`, behind features): binary and
 //!   structured mode messages, `http::client::send_http` with reqwest and the
 //!   `http::server::HttpEvent` axum extractor.
+//! - The NATS binding (module `nats`, feature `nats`): binary mode (`ce-*`
+//!   message headers, NATS 2.2+) and structured mode messages as the
+//!   CloudEvents NATS protocol binding specifies, interoperable with other
+//!   SDKs' NATS protocols; `nats::publish` on an `async_nats::Client` and
+//!   `nats::from_message` for received messages.
 //!
 //! [`CloudEvent`] is the SDK's event (it dereferences to
 //! [`cloudevents::Event`]) under the name the A3S API uses.
@@ -53,24 +58,32 @@
 //!
 //! ## Features
 //!
-//! No feature is on by default: the default build links no HTTP crate.
+//! No feature is on by default: the default build links no HTTP or NATS
+//! crate.
 //!
 //! | feature | what it adds |
 //! |---|---|
 //! | `http` | module `http`: binary/structured HTTP messages on `http` crate types |
 //! | `http-client` | `http::client::send_http`: POST events with reqwest (the SDK's `reqwest` binding) |
 //! | `http-server` | `http::server::HttpEvent`: the axum extractor and responses (the SDK's HTTP binding) |
+//! | `nats` | module `nats`: binary/structured NATS messages (`async_nats::HeaderMap` + payload), `publish` and `from_message` with `async-nats` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cloudevent;
 mod convert;
 pub mod mapping;
+#[cfg(any(feature = "http", feature = "nats"))]
+mod percent;
 pub mod provider;
 pub mod structured;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 
 /// The official CloudEvents SDK (`cloudevents-sdk`), re-exported for its
 /// traits and types (`AttributesReader`, `Data`, `EventBuilderV10`, ...).

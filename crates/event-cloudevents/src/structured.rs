@@ -10,6 +10,14 @@ pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 /// Content type of a batch of CloudEvents in the JSON event format.
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
 
+/// The media type of a content type: without parameters and surrounding
+/// whitespace (`" application/cloudevents+json ; charset=utf-8"` →
+/// `application/cloudevents+json`). Compare it case-insensitively.
+#[cfg(any(feature = "http", feature = "nats"))]
+pub(crate) fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
+}
+
 /// The event as a CloudEvents JSON document.
 ///
 /// ```

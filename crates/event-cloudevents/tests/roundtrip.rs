@@ -1,5 +1,6 @@
 //! Property-style round trips: random awkward events must come back equal
-//! through every path (in memory, structured JSON, HTTP binary/structured).
+//! through every path (in memory, structured JSON, HTTP and NATS
+//! binary/structured).
 
 mod common;
 
@@ -82,6 +83,41 @@ fn random_events_round_trip_through_http_messages() {
                 seed,
                 &event,
                 from_http(&msg.headers, msg.body),
+            );
+        }
+    }
+}
+
+#[cfg(feature = "nats")]
+#[test]
+fn random_events_round_trip_through_nats_messages() {
+    use event_cloudevents::nats::{Mode, content_mode, from_nats, is_cloudevent, to_nats};
+    for seed in 0..CASES {
+        let event = Rng::new(seed).event();
+        for mode in [Mode::Binary, Mode::Structured] {
+            let msg = to_nats(&event, mode).unwrap_or_else(|e| {
+                panic!("seed {seed} {mode:?}: {e}\n{:?}", CloudEvent::from(&event))
+            });
+            assert_eq!(content_mode(Some(&msg.headers)), mode, "seed {seed}");
+            assert!(
+                is_cloudevent(Some(&msg.headers), &msg.payload),
+                "seed {seed}"
+            );
+            for (name, values) in msg.headers.iter() {
+                for value in values {
+                    // what a NATS header carries unchanged: printable ASCII,
+                    // no surrounding whitespace
+                    assert!(
+                        value.as_str().bytes().all(|b| (0x21..0x7f).contains(&b)),
+                        "seed {seed}: header {name} not printable ASCII: {value:?}"
+                    );
+                }
+            }
+            check(
+                &format!("nats {mode:?}"),
+                seed,
+                &event,
+                from_nats(Some(&msg.headers), &msg.payload),
             );
         }
     }

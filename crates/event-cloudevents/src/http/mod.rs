@@ -13,8 +13,6 @@
 //!
 //! Receiving detects the mode from the headers, as the binding specifies.
 
-mod percent;
-
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
 pub mod client;
@@ -23,7 +21,8 @@ pub mod client;
 pub mod server;
 
 use crate::CloudEvent;
-use crate::structured::STRUCTURED_CONTENT_TYPE;
+use crate::percent;
+use crate::structured::{STRUCTURED_CONTENT_TYPE, media_type};
 use cloudevents::binding::http::{Builder, SPEC_VERSION_HEADER, Serializer, to_event};
 use cloudevents::message::{BinaryDeserializer, StructuredDeserializer};
 use event_core::{Error, Event, Result};
@@ -123,8 +122,7 @@ fn is_structured(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(STRUCTURED_CONTENT_TYPE))
+        .is_some_and(|v| media_type(v).eq_ignore_ascii_case(STRUCTURED_CONTENT_TYPE))
 }
 
 /// Collects what the SDK's serializer writes.

@@ -1,0 +1,187 @@
+//! Percent-encoding of attribute values in binary-mode headers, shared by the
+//! HTTP and NATS bindings.
+//!
+//! Both bindings (HTTP §3.1.3.2, NATS §3.1.3.2, same text) require header
+//! values to be percent-encoded outside printable ASCII, plus space, `"` and
+//! `%`, and receivers to decode them (rejecting invalid UTF-8). The SDK writes
+//! and reads HTTP header values verbatim, which loses leading/trailing spaces
+//! and fails on non-ASCII text, so the HTTP binding encodes before the SDK
+//! serialises and decodes after it parses; the NATS binding encodes and
+//! decodes every header value it writes and reads.
+
+use event_core::{Error, Result};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use std::borrow::Cow;
+
+#[cfg(feature = "http")]
+use cloudevents::event::{AttributesReader, AttributesWriter, ExtensionValue};
+
+/// Characters encoded in header values: C0 controls, DEL, non-ASCII (always),
+/// space, double quote and percent.
+const HEADER_VALUE: &AsciiSet = &CONTROLS.add(0x7f).add(b' ').add(b'"').add(b'%');
+
+/// The percent-encoded form of `value`, or `None` when it needs no encoding.
+pub(crate) fn encode(value: &str) -> Option<String> {
+    // A single encoded character comes back as a borrowed static "%XX", so
+    // compare rather than trusting `Cow::Owned` to mean "changed".
+    let encoded = Cow::from(utf8_percent_encode(value, HEADER_VALUE));
+    (encoded != value).then(|| encoded.into_owned())
+}
+
+/// One round of percent-decoding of the header value of `attribute`, or `None`
+/// when it contains no `%`. Fails on sequences that decode to invalid UTF-8
+/// (overlong forms included); a `%` not followed by two hex digits is kept.
+pub(crate) fn decode(attribute: &str, value: &str) -> Result<Option<String>> {
+    if !value.contains('%') {
+        return Ok(None);
+    }
+    let decoded = percent_decode_str(value).decode_utf8().map_err(|_| {
+        Error::Serialization(format!(
+            "header for CloudEvent attribute `{attribute}` is not percent-encoded UTF-8"
+        ))
+    })?;
+    Ok(Some(decoded.into_owned()))
+}
+
+/// Removes RFC 7230 §3.2.6 quoting from the header value of `attribute`:
+/// inside a double-quoted string a backslash escapes the next character and
+/// the quotes themselves are dropped; text outside quotes is kept as is. The
+/// NATS binding requires this before percent-decoding, for senders that
+/// quote instead of percent-encoding. An unterminated quoted string or a
+/// trailing backslash is an error.
+#[cfg(feature = "nats")]
+pub(crate) fn unquote<'a>(attribute: &str, value: &'a str) -> Result<Cow<'a, str>> {
+    if !value.contains('"') {
+        return Ok(Cow::Borrowed(value));
+    }
+    let malformed = |what: &str| {
+        Error::Serialization(format!(
+            "header for CloudEvent attribute `{attribute}` has {what}"
+        ))
+    };
+    let mut out = String::with_capacity(value.len());
+    let mut quoted = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (_, '"') => quoted = !quoted,
+            (true, '\\') => match chars.next() {
+                Some(escaped) => out.push(escaped),
+                None => return Err(malformed("a backslash at the end of a quoted string")),
+            },
+            (_, c) => out.push(c),
+        }
+    }
+    if quoted {
+        return Err(malformed("an unterminated quoted string"));
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Percent-encodes the string attributes and extensions that go into HTTP
+/// headers (not `datacontenttype`, which travels in `Content-Type`).
+#[cfg(feature = "http")]
+pub(crate) fn encode_event(event: &mut cloudevents::Event) {
+    if let Some(v) = encode(event.id()) {
+        event.set_id(v);
+    }
+    if let Some(v) = encode(event.source()) {
+        event.set_source(v);
+    }
+    if let Some(v) = encode(event.ty()) {
+        event.set_type(v);
+    }
+    if let Some(v) = event.subject().and_then(encode) {
+        event.set_subject(Some(v));
+    }
+    let changed: Vec<(String, String)> = event
+        .iter_extensions()
+        .filter_map(|(name, value)| match value {
+            ExtensionValue::String(s) => encode(s).map(|v| (name.to_string(), v)),
+            _ => None,
+        })
+        .collect();
+    for (name, value) in changed {
+        event.set_extension(&name, value);
+    }
+}
+
+/// Decodes what [`encode_event`] encoded (on a binary-mode HTTP message).
+#[cfg(feature = "http")]
+pub(crate) fn decode_event(event: &mut cloudevents::Event) -> Result<()> {
+    if let Some(v) = decode("id", event.id())? {
+        event.set_id(v);
+    }
+    if let Some(v) = decode("source", event.source())? {
+        event.set_source(v);
+    }
+    if let Some(v) = decode("type", event.ty())? {
+        event.set_type(v);
+    }
+    if let Some(subject) = event.subject() {
+        if let Some(v) = decode("subject", subject)? {
+            event.set_subject(Some(v));
+        }
+    }
+    let mut changed = Vec::new();
+    for (name, value) in event.iter_extensions() {
+        if let ExtensionValue::String(s) = value {
+            if let Some(v) = decode(name, s)? {
+                changed.push((name.to_string(), v));
+            }
+        }
+    }
+    for (name, value) in changed {
+        event.set_extension(&name, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_what_the_binding_requires_and_decodes_back() {
+        for (raw, encoded) in [
+            ("plain-ascii_1.2", None),
+            (" lead", Some("%20lead")),
+            ("a\"b%c", Some("a%22b%25c")),
+            ("€", Some("%E2%82%AC")),
+            ("line\nbreak", Some("line%0Abreak")),
+            ("del\u{7f}", Some("del%7F")),
+            ("\u{7f}", Some("%7F")),
+            ("é", Some("%C3%A9")),
+        ] {
+            assert_eq!(encode(raw).as_deref(), encoded, "{raw:?}");
+            let wire = encode(raw).unwrap_or_else(|| raw.to_string());
+            let back = decode("x", &wire).unwrap().unwrap_or(wire);
+            assert_eq!(back, raw);
+        }
+        assert!(decode("x", "%FF").is_err());
+        // overlong encoding of a space (the binding's own example)
+        assert!(decode("x", "%C0%A0").is_err());
+        // lower-case hex is accepted, stray percent signs are kept
+        assert_eq!(decode("x", "%c3%a9").unwrap().as_deref(), Some("é"));
+        assert_eq!(decode("x", "100%").unwrap().as_deref(), Some("100%"));
+    }
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn quoted_strings_are_unescaped() {
+        for (raw, plain) in [
+            ("plain", "plain"),
+            ("\"quoted value\"", "quoted value"),
+            ("\"a \\\"b\\\" c\"", "a \"b\" c"),
+            ("\"back\\\\slash\"", "back\\slash"),
+            ("pre\"mid\"post", "premidpost"),
+            ("\"\"", ""),
+            ("outside\\kept", "outside\\kept"),
+        ] {
+            assert_eq!(unquote("x", raw).unwrap(), plain, "{raw:?}");
+        }
+        for bad in ["\"open", "a\"b", "\"trailing\\"] {
+            assert!(unquote("x", bad).is_err(), "{bad:?}");
+        }
+    }
+}
