@@ -132,8 +132,14 @@ macro_rules! conformance_tests {
 
 // ---------------------------------------------------------------- helpers
 
+/// Prints a skip line straight to stderr: libtest captures `eprintln!` of
+/// passing tests, which would hide it.
 fn skip(test: &str, provider: &str, reason: &str) {
-    eprintln!("conformance: SKIPPED {test} on {provider}: {reason}");
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "conformance: SKIPPED {test} on {provider}: {reason}"
+    );
 }
 
 fn event(p: &dyn EventProvider, category: &str, topic: &str, n: u64) -> Event {

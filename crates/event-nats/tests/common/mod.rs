@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +34,10 @@ pub fn require_bin(test: &str) -> Option<PathBuf> {
                     "{test}: nats-server not found (NATS_SERVER_BIN, PATH) and A3S_REQUIRE_NATS=1"
                 );
             }
-            eprintln!(
+            // straight to stderr: libtest captures `eprintln!` of passing
+            // tests, which would hide the skip
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED {test}: nats-server not found (set NATS_SERVER_BIN or put it on PATH)"
             );
             None

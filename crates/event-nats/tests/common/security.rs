@@ -6,6 +6,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +33,11 @@ pub fn require_openssl(test: &str) -> Option<PathBuf> {
             if std::env::var("A3S_REQUIRE_NATS").as_deref() == Ok("1") {
                 panic!("{test}: openssl not found (OPENSSL_BIN, PATH) and A3S_REQUIRE_NATS=1");
             }
-            eprintln!("SKIPPED {test}: openssl not found (set OPENSSL_BIN or put it on PATH)");
+            // straight to stderr: libtest captures `eprintln!` of passing tests
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: openssl not found (set OPENSSL_BIN or put it on PATH)"
+            );
             None
         }
     }
