@@ -46,10 +46,10 @@ pub(crate) fn decode(attribute: &str, value: &str) -> Result<Option<String>> {
 /// Removes RFC 7230 §3.2.6 quoting from the header value of `attribute`:
 /// inside a double-quoted string a backslash escapes the next character and
 /// the quotes themselves are dropped; text outside quotes is kept as is. The
-/// NATS binding requires this before percent-decoding, for senders that
-/// quote instead of percent-encoding. An unterminated quoted string or a
+/// HTTP and NATS bindings require this before percent-decoding, for senders
+/// that quote instead of percent-encoding. An unterminated quoted string or a
 /// trailing backslash is an error.
-#[cfg(feature = "nats")]
+#[cfg(any(feature = "http", feature = "nats"))]
 pub(crate) fn unquote<'a>(attribute: &str, value: &'a str) -> Result<Cow<'a, str>> {
     if !value.contains('"') {
         return Ok(Cow::Borrowed(value));
@@ -106,27 +106,43 @@ pub(crate) fn encode_event(event: &mut cloudevents::Event) {
     }
 }
 
-/// Decodes what [`encode_event`] encoded (on a binary-mode HTTP message).
+/// A header value as the binding reads it: unquoted (RFC 7230), then one
+/// round of percent-decoding; `None` when that changes nothing.
+#[cfg(feature = "http")]
+fn header_text(attribute: &str, value: &str) -> Result<Option<String>> {
+    let unquoted = unquote(attribute, value)?;
+    Ok(match decode(attribute, &unquoted)? {
+        Some(decoded) => Some(decoded),
+        None => match unquoted {
+            Cow::Owned(text) => Some(text),
+            Cow::Borrowed(_) => None,
+        },
+    })
+}
+
+/// Reads the string attributes and extensions of a binary-mode HTTP message
+/// as the binding requires (see [`header_text`]): undoes [`encode_event`]
+/// and a sender's RFC 7230 quoting.
 #[cfg(feature = "http")]
 pub(crate) fn decode_event(event: &mut cloudevents::Event) -> Result<()> {
-    if let Some(v) = decode("id", event.id())? {
+    if let Some(v) = header_text("id", event.id())? {
         event.set_id(v);
     }
-    if let Some(v) = decode("source", event.source())? {
+    if let Some(v) = header_text("source", event.source())? {
         event.set_source(v);
     }
-    if let Some(v) = decode("type", event.ty())? {
+    if let Some(v) = header_text("type", event.ty())? {
         event.set_type(v);
     }
     if let Some(subject) = event.subject() {
-        if let Some(v) = decode("subject", subject)? {
+        if let Some(v) = header_text("subject", subject)? {
             event.set_subject(Some(v));
         }
     }
     let mut changed = Vec::new();
     for (name, value) in event.iter_extensions() {
         if let ExtensionValue::String(s) = value {
-            if let Some(v) = decode(name, s)? {
+            if let Some(v) = header_text(name, s)? {
                 changed.push((name.to_string(), v));
             }
         }

@@ -162,6 +162,7 @@ impl Builder<HttpMessage> for MessageBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloudevents::AttributesReader as _;
     use serde_json::json;
 
     fn odd_event() -> Event {
@@ -216,6 +217,30 @@ mod tests {
         }
         let body: serde_json::Value = serde_json::from_slice(&msg.body).unwrap();
         assert_eq!(body, event.payload);
+    }
+
+    #[test]
+    fn quoted_header_values_are_unquoted_before_percent_decoding() {
+        // HTTP binding §3.1.3.2: a receiver unescapes RFC 7230 quoted
+        // strings, then percent-decodes once
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "\"id with \\\"quotes\\\" inside\""),
+            ("ce-source", "s"),
+            ("ce-type", "\"t%20x\""),
+            ("ce-subject", "events.a.b"),
+        ] {
+            headers.insert(name, HeaderValue::from_str(value).unwrap());
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let ce = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap();
+        assert_eq!(ce.id(), "id with \"quotes\" inside");
+        assert_eq!(ce.ty(), "t x");
+
+        headers.insert("ce-id", HeaderValue::from_static("\"unterminated"));
+        let err = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap_err();
+        assert!(err.to_string().contains("unterminated"), "{err}");
     }
 
     #[test]
