@@ -110,6 +110,7 @@ macro_rules! conformance_tests {
             unusable_msg_id_refused,
             expected_sequence_conflict,
             unsubscribe_deletes_durable,
+            unsubscribe_ends_live_subscriptions,
             changed_durable_options_applied_or_refused,
             invalid_subjects_filters_and_names_rejected,
             payload_over_limit_rejected,
@@ -1065,6 +1066,29 @@ pub async fn unsubscribe_deletes_durable(factory: &dyn ProviderFactory) {
     match p.unsubscribe("uns").await {
         Err(Error::NotFound { .. }) => {}
         other => panic!("unsubscribing a missing durable: expected NotFound, got {other:?}"),
+    }
+}
+
+/// A subscription waiting on a durable that is unsubscribed ends with
+/// `Ok(None)` or `Error::NotFound` instead of waiting forever.
+pub async fn unsubscribe_ends_live_subscriptions(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("une");
+    let mut sub = p.subscribe_durable("une", &filter).await.expect("durable");
+    publish_n(&*p, "une", "t", 0..1).await;
+    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![0]);
+    // a backend may notice only when its pending fetch expires
+    let limit = caps.receive_timeout.max(Duration::from_secs(30));
+    let (waited, unsubscribed) = tokio::join!(tokio::time::timeout(limit, sub.next()), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        p.unsubscribe("une").await
+    });
+    unsubscribed.expect("unsubscribe");
+    match waited {
+        Ok(Ok(None) | Err(Error::NotFound { .. })) => {}
+        Ok(other) => panic!("a subscription on an unsubscribed durable: got {other:?}"),
+        Err(_) => panic!("a subscription on an unsubscribed durable kept waiting for {limit:?}"),
     }
 }
 

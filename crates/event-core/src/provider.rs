@@ -304,6 +304,9 @@ pub trait EventProvider: Send + Sync {
 /// - Both wait until an event is available. `Ok(None)` means the subscription
 ///   is closed (by `close` or because the provider shut down) and will yield
 ///   nothing more.
+/// - A durable removed by [`EventProvider::unsubscribe`] (or lost by the
+///   backend) ends its live subscriptions: a waiting call returns `Ok(None)`
+///   or `Err(Error::NotFound)`; it does not wait forever.
 /// - `Err(Error::Lagged)` and `Err(Error::Undecodable)` are reports; the
 ///   subscription stays usable. Other errors (connection loss) may be
 ///   transient; callers may keep calling.
