@@ -214,7 +214,8 @@ impl EventBus {
     /// The store is loaded first: its subscriptions are added to the bus,
     /// and subscriptions already on the bus (set before the store) win over
     /// stored ones with the same id, as the newer. If that changed anything,
-    /// the merged set is saved. If loading fails (a corrupt file, say), the
+    /// the merged set is saved. If loading fails (a corrupt file, say), or
+    /// the store holds an invalid subscription or one subscriber twice, the
     /// error is returned and neither the bus nor the store is changed.
     pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
         let mut state = self.inner.subs.lock().await;
@@ -227,7 +228,17 @@ impl EventBus {
                     format!("stored subscription is invalid: {e}"),
                 )
             })?;
-            merged.insert(record.filter.subscriber_id.clone(), record);
+            if let Some(twice) = merged.insert(record.filter.subscriber_id.clone(), record) {
+                // keeping either record would lose the other, in the file too
+                // on the next save
+                return Err(Error::invalid_config(
+                    "state store",
+                    format!(
+                        "subscriber {:?} is stored twice; remove one of its records",
+                        twice.filter.subscriber_id
+                    ),
+                ));
+            }
         }
         let stored = SubState::snapshot(&merged);
         for (id, record) in &state.records {

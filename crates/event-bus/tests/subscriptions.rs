@@ -448,3 +448,43 @@ async fn changes_to_other_subscribers_do_not_disturb_a_subscription() {
     let got = reader.await.unwrap();
     assert_eq!(got, (0..N as u64).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_state_file_naming_a_subscriber_twice_is_refused_and_left_untouched() {
+    // Two records for one subscriber (a hand-edited file, or a legacy map
+    // whose keys disagree with the ids): keeping either would silently drop
+    // the other, and the next save would erase it from the file.
+    let dir = common::temp_dir("duplicate");
+    let path = dir.join("s.json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let versioned = r#"{"version":1,"subscriptions":[
+        {"subscriberId":"a","subjects":["events.x.>"],"durable":true},
+        {"subscriberId":"a","subjects":["events.y.>"],"durable":true}]}"#;
+    let legacy = r#"{"a":{"subscriberId":"a","subjects":["events.x.>"],"durable":true},
+        "b":{"subscriberId":"a","subjects":["events.y.>"],"durable":true}}"#;
+    for body in [versioned, legacy] {
+        std::fs::write(&path, body).unwrap();
+        for early in [false, true] {
+            let bus = EventBus::new(MemoryProvider::default());
+            if early {
+                // a bus with subscriptions of its own saves the merged set
+                bus.update_subscription(filter("early", &["events.z.>"], true))
+                    .await
+                    .unwrap();
+            }
+            let err = bus
+                .set_state_store(Arc::new(FileStateStore::new(&path)))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+            assert!(err.to_string().contains("\"a\""), "{err}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+            // the bus has no store: later changes do not touch the file
+            bus.update_subscription(filter("later", &["events.z.>"], true))
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
