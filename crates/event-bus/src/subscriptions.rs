@@ -266,9 +266,26 @@ impl EventBus {
         &self,
         subscriber_id: &str,
     ) -> Result<Vec<Box<dyn Subscription>>> {
-        let record = self
-            .get_subscription_record(subscriber_id)
-            .await
+        Ok(self.open_subscriber(subscriber_id).await?.1)
+    }
+
+    /// The subscriber's record and its subscriptions, one per subject.
+    ///
+    /// The subscriptions are opened under the subscriptions lock: a removal
+    /// or update waits for them, then deletes the durables it drops and ends
+    /// the subscriptions it no longer covers. (Read first and opened after,
+    /// a removal in between would find no durable to delete, and the
+    /// subscription, never told of the change, would go on delivering for a
+    /// removed subscriber over an orphan consumer.)
+    pub(crate) async fn open_subscriber(
+        &self,
+        subscriber_id: &str,
+    ) -> Result<(SubscriptionRecord, Vec<Box<dyn Subscription>>)> {
+        let state = self.inner.subs.lock().await;
+        let record = state
+            .records
+            .get(subscriber_id)
+            .cloned()
             .ok_or_else(|| Error::NotFound {
                 kind: "subscription",
                 name: subscriber_id.to_string(),
@@ -277,7 +294,8 @@ impl EventBus {
         for subject in &record.filter.subjects {
             subs.push(self.open(&record, subject).await?);
         }
-        Ok(subs)
+        drop(state);
+        Ok((record, subs))
     }
 
     pub(crate) async fn open(

@@ -488,3 +488,116 @@ async fn a_state_file_naming_a_subscriber_twice_is_refused_and_left_untouched() 
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A memory provider whose durable subscribes wait for a gate, so a test can
+/// act while a subscriber is being opened.
+struct GatedProvider {
+    inner: MemoryProvider,
+    entered: tokio::sync::Notify,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl EventProvider for GatedProvider {
+    async fn publish_with_options(
+        &self,
+        event: &event_core::Event,
+        options: &event_core::PublishOptions,
+    ) -> Result<u64> {
+        self.inner.publish_with_options(event, options).await
+    }
+    async fn subscribe_with_options(
+        &self,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        self.inner
+            .subscribe_with_options(filter_subject, options)
+            .await
+    }
+    async fn subscribe_durable_with_options(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        self.entered.notify_one();
+        let _permit = self.gate.acquire().await.unwrap();
+        self.inner
+            .subscribe_durable_with_options(consumer_name, filter_subject, options)
+            .await
+    }
+    async fn subscribe_durable(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+    ) -> Result<Box<dyn Subscription>> {
+        self.subscribe_durable_with_options(
+            consumer_name,
+            filter_subject,
+            &SubscribeOptions::default(),
+        )
+        .await
+    }
+    async fn history(
+        &self,
+        filter_subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<event_core::Event>> {
+        self.inner.history(filter_subject, limit).await
+    }
+    async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
+        self.inner.unsubscribe(consumer_name).await
+    }
+    async fn info(&self) -> Result<event_core::ProviderInfo> {
+        self.inner.info().await
+    }
+    fn name(&self) -> &str {
+        "gated-memory"
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_removed_while_it_is_being_opened_leaves_no_consumer_behind() {
+    // create_subscriber read the record, then removal ran (deleting the
+    // durables, none yet), then the durable was created: an orphan consumer
+    // retaining events forever, and a live subscription for a removed
+    // subscriber.
+    let provider = Arc::new(GatedProvider {
+        inner: MemoryProvider::default(),
+        entered: tokio::sync::Notify::new(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let bus = EventBus::from_arc(provider.clone());
+    bus.update_subscription(filter("a", &["events.x.>"], true))
+        .await
+        .unwrap();
+    let create = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.create_subscriber("a").await }
+    });
+    provider.entered.notified().await;
+    let remove = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.remove_subscription("a").await }
+    });
+    // let the removal run as far as it can
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    provider.gate.add_permits(1);
+    let created = create.await.unwrap();
+    remove.await.unwrap().unwrap();
+    assert!(bus.get_subscription("a").await.is_none());
+    bus.publish("x", "t", "s", "src", json!(1)).await.unwrap();
+    match created {
+        Ok(mut subs) => {
+            assert_eq!(subs.len(), 1);
+            ends(&mut subs[0]).await;
+        }
+        Err(err) => assert!(matches!(err, Error::NotFound { .. }), "{err}"),
+    }
+    assert_eq!(
+        provider.info().await.unwrap().consumers,
+        0,
+        "orphan consumer"
+    );
+}
