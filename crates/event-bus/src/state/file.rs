@@ -345,12 +345,21 @@ mod tests {
         let dir = temp_dir("corrupt");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.json");
+        let deep = "[".repeat(100_000);
+        let truncated = b"{\"version\": 1, \"subscriptions\": [{\"subscriberId\": \"a\", \"subj";
         for body in [
             &b"{not json"[..],
             b"",
             b"42",
             b"{\"version\": 1, \"subscriptions\": [{\"subscriberId\": 5}]}",
             b"{\"version\": 99, \"subscriptions\": []}",
+            // not UTF-8, a byte-order mark, zeros from a lost write, nesting
+            // deeper than any parser stack, a torn write
+            b"\xff\xfe{\x00}",
+            b"\xef\xbb\xbf{\"version\": 1, \"subscriptions\": []}",
+            &[0u8; 4096],
+            deep.as_bytes(),
+            truncated,
         ] {
             std::fs::write(&path, body).unwrap();
             let err = FileStateStore::new(&path).load().await.unwrap_err();
