@@ -2,10 +2,11 @@ use async_trait::async_trait;
 use event_core::{Error, Result, StateStore, SubscriptionRecord};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher as _, RandomState};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// Version written into state files; newer files are refused, not misread.
 const FORMAT_VERSION: u64 = 1;
@@ -170,6 +171,44 @@ fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
     ))
 }
 
+/// Attempts at a fresh temporary file name before giving up.
+const TEMP_ATTEMPTS: usize = 64;
+
+/// Creates a new temporary file next to the state file.
+///
+/// The name carries the pid, a random number drawn once per process and a
+/// counter: a file left by a crashed process that had the same pid (pid 1 in
+/// a container, restarted) or by another process with the same pid (another
+/// container sharing the volume) does not collide with it. A name that is
+/// taken anyway is skipped, never opened or removed.
+fn create_temp(dir: &Path, file_name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    static NONCE: OnceLock<u64> = OnceLock::new();
+    let nonce = *NONCE.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    for _ in 0..TEMP_ATTEMPTS {
+        let tmp = dir.join(format!(
+            ".{file_name}.tmp-{}-{nonce:016x}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "{TEMP_ATTEMPTS} temporary file names in {} are taken",
+            dir.display()
+        ),
+    ))
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -187,16 +226,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .ok_or_else(|| {
             Error::invalid_config("state file", format!("{} has no file name", path.display()))
         })?;
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let (tmp, mut file) = create_temp(&dir, &file_name)
+        .map_err(|e| io_error(format!("writing state file {}", path.display()), e))?;
     let written = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
         file.write_all(bytes)?;
         // the replacement keeps the permissions the user gave the file (a
         // file system that cannot set them still gets the new state)
@@ -214,7 +246,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::rename(&tmp, path)
     })();
     if let Err(err) = written {
-        // best effort: do not leave temporary files behind
+        // best effort: do not leave our temporary file behind
         let _ = std::fs::remove_file(&tmp);
         return Err(io_error(
             format!("writing state file {}", path.display()),
@@ -482,6 +514,31 @@ mod tests {
         release.send(()).unwrap();
         drop(busy);
         assert_eq!(other.block_on(store.load()).unwrap(), new);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn temporary_files_left_by_a_crashed_process_with_the_same_pid_do_not_block_saves() {
+        // A process killed between creating its temporary file and renaming
+        // it leaves the file behind. After a restart the new process often
+        // has the same pid (pid 1 in a container), and its saves must not
+        // trip over the leftovers.
+        let dir = temp_dir("leftover");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let next = TEMP_COUNTER.load(Ordering::Relaxed);
+        for n in next..next + 1000 {
+            std::fs::write(
+                dir.join(format!(".state.json.tmp-{}-{n}", std::process::id())),
+                b"{\"torn",
+            )
+            .unwrap();
+        }
+        let store = FileStateStore::new(&path);
+        store.save(&[record("a", None)]).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
+        // the leftovers (possibly another live process's) are not touched
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1001);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
