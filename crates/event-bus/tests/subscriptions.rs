@@ -522,7 +522,11 @@ impl EventProvider for GatedProvider {
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         self.entered.notify_one();
-        let _permit = self.gate.acquire().await.unwrap();
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| Error::Closed("gate closed".into()))?;
         self.inner
             .subscribe_durable_with_options(consumer_name, filter_subject, options)
             .await
