@@ -605,3 +605,49 @@ async fn a_subscriber_removed_while_it_is_being_opened_leaves_no_consumer_behind
         "orphan consumer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_and_removals_leave_the_file_equal_to_the_bus() {
+    let dir = common::temp_dir("churn");
+    let path = dir.join("s.json");
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                for _ in 0..25 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let id = format!("s{}", x % 6);
+                    if x % 3 == 0 {
+                        // NotFound when another task removed it first
+                        let _ = bus.remove_subscription(&id).await;
+                    } else {
+                        let subject = format!("events.t{}.>", x % 4);
+                        bus.update_subscription(filter(&id, &[&subject], x % 2 == 0))
+                            .await
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let on_bus = bus.list_subscription_records().await;
+    assert_eq!(FileStateStore::new(&path).load().await.unwrap(), on_bus);
+    // a restarted bus sees the same set
+    let restarted = EventBus::new(MemoryProvider::default());
+    restarted
+        .set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    assert_eq!(restarted.list_subscription_records().await, on_bus);
+    std::fs::remove_dir_all(dir).unwrap();
+}
