@@ -115,4 +115,32 @@ mod tests {
             .collect();
         assert_eq!(names.len(), pairs.len());
     }
+
+    #[test]
+    fn names_stay_distinct_on_case_insensitive_stores() {
+        // JetStream's file store keeps a consumer in a directory named after
+        // it: on a case-insensitive file system, names that differ only in
+        // case would share it. Ids that differ in case or in characters the
+        // readable part replaces, and long ids that share the readable
+        // prefix, must still differ when folded.
+        let long_a = format!("{}a", "x".repeat(100));
+        let long_b = format!("{}b", "x".repeat(100));
+        let pairs = [
+            ("Analyst", "events.market.>"),
+            ("analyst", "events.market.>"),
+            ("ANALYST", "events.market.>"),
+            ("analyst", "events.Market.>"),
+            ("ünï", "events.x"),
+            ("ÜNÏ", "events.x"),
+            ("a b", "events.x"),
+            ("a/b", "events.x"),
+            (long_a.as_str(), "events.x"),
+            (long_b.as_str(), "events.x"),
+        ];
+        let folded: HashSet<_> = pairs
+            .iter()
+            .map(|(a, b)| durable_consumer_name(a, b).to_ascii_lowercase())
+            .collect();
+        assert_eq!(folded.len(), pairs.len());
+    }
 }

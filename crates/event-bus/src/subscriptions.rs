@@ -214,7 +214,8 @@ impl EventBus {
     /// The store is loaded first: its subscriptions are added to the bus,
     /// and subscriptions already on the bus (set before the store) win over
     /// stored ones with the same id, as the newer. If that changed anything,
-    /// the merged set is saved. If loading fails (a corrupt file, say), the
+    /// the merged set is saved. If loading fails (a corrupt file, say), or
+    /// the store holds an invalid subscription or one subscriber twice, the
     /// error is returned and neither the bus nor the store is changed.
     pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
         let mut state = self.inner.subs.lock().await;
@@ -227,7 +228,17 @@ impl EventBus {
                     format!("stored subscription is invalid: {e}"),
                 )
             })?;
-            merged.insert(record.filter.subscriber_id.clone(), record);
+            if let Some(twice) = merged.insert(record.filter.subscriber_id.clone(), record) {
+                // keeping either record would lose the other, in the file too
+                // on the next save
+                return Err(Error::invalid_config(
+                    "state store",
+                    format!(
+                        "subscriber {:?} is stored twice; remove one of its records",
+                        twice.filter.subscriber_id
+                    ),
+                ));
+            }
         }
         let stored = SubState::snapshot(&merged);
         for (id, record) in &state.records {
@@ -255,9 +266,26 @@ impl EventBus {
         &self,
         subscriber_id: &str,
     ) -> Result<Vec<Box<dyn Subscription>>> {
-        let record = self
-            .get_subscription_record(subscriber_id)
-            .await
+        Ok(self.open_subscriber(subscriber_id).await?.1)
+    }
+
+    /// The subscriber's record and its subscriptions, one per subject.
+    ///
+    /// The subscriptions are opened under the subscriptions lock: a removal
+    /// or update waits for them, then deletes the durables it drops and ends
+    /// the subscriptions it no longer covers. (Read first and opened after,
+    /// a removal in between would find no durable to delete, and the
+    /// subscription, never told of the change, would go on delivering for a
+    /// removed subscriber over an orphan consumer.)
+    pub(crate) async fn open_subscriber(
+        &self,
+        subscriber_id: &str,
+    ) -> Result<(SubscriptionRecord, Vec<Box<dyn Subscription>>)> {
+        let state = self.inner.subs.lock().await;
+        let record = state
+            .records
+            .get(subscriber_id)
+            .cloned()
             .ok_or_else(|| Error::NotFound {
                 kind: "subscription",
                 name: subscriber_id.to_string(),
@@ -266,7 +294,8 @@ impl EventBus {
         for subject in &record.filter.subjects {
             subs.push(self.open(&record, subject).await?);
         }
-        Ok(subs)
+        drop(state);
+        Ok((record, subs))
     }
 
     pub(crate) async fn open(

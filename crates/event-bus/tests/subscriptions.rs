@@ -448,3 +448,206 @@ async fn changes_to_other_subscribers_do_not_disturb_a_subscription() {
     let got = reader.await.unwrap();
     assert_eq!(got, (0..N as u64).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_state_file_naming_a_subscriber_twice_is_refused_and_left_untouched() {
+    // Two records for one subscriber (a hand-edited file, or a legacy map
+    // whose keys disagree with the ids): keeping either would silently drop
+    // the other, and the next save would erase it from the file.
+    let dir = common::temp_dir("duplicate");
+    let path = dir.join("s.json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let versioned = r#"{"version":1,"subscriptions":[
+        {"subscriberId":"a","subjects":["events.x.>"],"durable":true},
+        {"subscriberId":"a","subjects":["events.y.>"],"durable":true}]}"#;
+    let legacy = r#"{"a":{"subscriberId":"a","subjects":["events.x.>"],"durable":true},
+        "b":{"subscriberId":"a","subjects":["events.y.>"],"durable":true}}"#;
+    for body in [versioned, legacy] {
+        std::fs::write(&path, body).unwrap();
+        for early in [false, true] {
+            let bus = EventBus::new(MemoryProvider::default());
+            if early {
+                // a bus with subscriptions of its own saves the merged set
+                bus.update_subscription(filter("early", &["events.z.>"], true))
+                    .await
+                    .unwrap();
+            }
+            let err = bus
+                .set_state_store(Arc::new(FileStateStore::new(&path)))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+            assert!(err.to_string().contains("\"a\""), "{err}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+            // the bus has no store: later changes do not touch the file
+            bus.update_subscription(filter("later", &["events.z.>"], true))
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A memory provider whose durable subscribes wait for a gate, so a test can
+/// act while a subscriber is being opened.
+struct GatedProvider {
+    inner: MemoryProvider,
+    entered: tokio::sync::Notify,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl EventProvider for GatedProvider {
+    async fn publish_with_options(
+        &self,
+        event: &event_core::Event,
+        options: &event_core::PublishOptions,
+    ) -> Result<u64> {
+        self.inner.publish_with_options(event, options).await
+    }
+    async fn subscribe_with_options(
+        &self,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        self.inner
+            .subscribe_with_options(filter_subject, options)
+            .await
+    }
+    async fn subscribe_durable_with_options(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        self.entered.notify_one();
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| Error::Closed("gate closed".into()))?;
+        self.inner
+            .subscribe_durable_with_options(consumer_name, filter_subject, options)
+            .await
+    }
+    async fn subscribe_durable(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+    ) -> Result<Box<dyn Subscription>> {
+        self.subscribe_durable_with_options(
+            consumer_name,
+            filter_subject,
+            &SubscribeOptions::default(),
+        )
+        .await
+    }
+    async fn history(
+        &self,
+        filter_subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<event_core::Event>> {
+        self.inner.history(filter_subject, limit).await
+    }
+    async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
+        self.inner.unsubscribe(consumer_name).await
+    }
+    async fn info(&self) -> Result<event_core::ProviderInfo> {
+        self.inner.info().await
+    }
+    fn name(&self) -> &str {
+        "gated-memory"
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_removed_while_it_is_being_opened_leaves_no_consumer_behind() {
+    // create_subscriber read the record, then removal ran (deleting the
+    // durables, none yet), then the durable was created: an orphan consumer
+    // retaining events forever, and a live subscription for a removed
+    // subscriber.
+    let provider = Arc::new(GatedProvider {
+        inner: MemoryProvider::default(),
+        entered: tokio::sync::Notify::new(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let bus = EventBus::from_arc(provider.clone());
+    bus.update_subscription(filter("a", &["events.x.>"], true))
+        .await
+        .unwrap();
+    let create = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.create_subscriber("a").await }
+    });
+    provider.entered.notified().await;
+    let remove = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.remove_subscription("a").await }
+    });
+    // let the removal run as far as it can
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    provider.gate.add_permits(1);
+    let created = create.await.unwrap();
+    remove.await.unwrap().unwrap();
+    assert!(bus.get_subscription("a").await.is_none());
+    bus.publish("x", "t", "s", "src", json!(1)).await.unwrap();
+    match created {
+        Ok(mut subs) => {
+            assert_eq!(subs.len(), 1);
+            ends(&mut subs[0]).await;
+        }
+        Err(err) => assert!(matches!(err, Error::NotFound { .. }), "{err}"),
+    }
+    assert_eq!(
+        provider.info().await.unwrap().consumers,
+        0,
+        "orphan consumer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_and_removals_leave_the_file_equal_to_the_bus() {
+    let dir = common::temp_dir("churn");
+    let path = dir.join("s.json");
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                for _ in 0..25 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let id = format!("s{}", x % 6);
+                    if x % 3 == 0 {
+                        // NotFound when another task removed it first
+                        let _ = bus.remove_subscription(&id).await;
+                    } else {
+                        let subject = format!("events.t{}.>", x % 4);
+                        bus.update_subscription(filter(&id, &[&subject], x % 2 == 0))
+                            .await
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let on_bus = bus.list_subscription_records().await;
+    assert_eq!(FileStateStore::new(&path).load().await.unwrap(), on_bus);
+    // a restarted bus sees the same set
+    let restarted = EventBus::new(MemoryProvider::default());
+    restarted
+        .set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    assert_eq!(restarted.list_subscription_records().await, on_bus);
+    std::fs::remove_dir_all(dir).unwrap();
+}

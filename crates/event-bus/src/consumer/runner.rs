@@ -182,17 +182,7 @@ impl EventBus {
         config: ConsumerConfig,
     ) -> Result<ConsumerHandle> {
         config.validate()?;
-        let record = self
-            .get_subscription_record(subscriber_id)
-            .await
-            .ok_or_else(|| Error::NotFound {
-                kind: "subscription",
-                name: subscriber_id.to_string(),
-            })?;
-        let mut subs = Vec::with_capacity(record.filter.subjects.len());
-        for subject in &record.filter.subjects {
-            subs.push(self.open(&record, subject).await?);
-        }
+        let (record, subs) = self.open_subscriber(subscriber_id).await?;
         let options = record.options.clone().unwrap_or_default();
         Ok(self.start(subs, options, Arc::new(handler), config))
     }

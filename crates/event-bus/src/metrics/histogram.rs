@@ -249,4 +249,38 @@ mod tests {
         assert_eq!(h.summary().count, 40_000);
         assert_eq!(h.summary().max_ns, 9_999 * 4);
     }
+
+    #[test]
+    fn quantiles_bound_the_exact_rank_on_random_samples() {
+        // xorshift: deterministic, spread over every magnitude
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..300 {
+            let h = LatencyHistogram::new();
+            let n = usize::try_from(rnd() % 2000 + 1).unwrap();
+            let shift = rnd() % 64;
+            let mut values: Vec<u64> = (0..n).map(|_| rnd() >> shift).collect();
+            for v in &values {
+                h.record_nanos(*v);
+            }
+            values.sort_unstable();
+            let s = h.summary();
+            for (q, got) in [(0.5, s.p50_ns), (0.9, s.p90_ns), (0.99, s.p99_ns)] {
+                let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+                let want = values[rank - 1];
+                assert!(got >= want, "round {round} q {q}: {got} < {want}");
+                assert!(
+                    (got - want) as f64 <= want as f64 / 16.0,
+                    "round {round} q {q}: {got} vs {want}"
+                );
+            }
+            assert_eq!(s.max_ns, values[n - 1]);
+            assert_eq!(s.count, n as u64);
+        }
+    }
 }

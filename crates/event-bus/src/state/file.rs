@@ -2,9 +2,11 @@ use async_trait::async_trait;
 use event_core::{Error, Result, StateStore, SubscriptionRecord};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher as _, RandomState};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// Version written into state files; newer files are refused, not misread.
 const FORMAT_VERSION: u64 = 1;
@@ -22,6 +24,10 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///   after a crash the file holds the old set or the new one, never a torn
 ///   mix.
 /// - **Off the executor.** File I/O runs on tokio's blocking pool.
+/// - **Ordered.** Saves through one store (and its clones) land in the
+///   order they were issued, even when a caller stopped waiting for one.
+/// - **In place.** The new file keeps the old one's permissions; a symbolic
+///   link is followed and stays a link.
 /// - **Corrupt files.** A file that is not valid state is an error naming
 ///   the file ([`Error::Serialization`]); an unreadable one is
 ///   [`Error::Io`] naming it. The file is left untouched either way. A
@@ -38,12 +44,32 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct FileStateStore {
     path: PathBuf,
+    order: Arc<WriteOrder>,
+}
+
+/// Orders the writes of one store (and its clones): a save whose caller
+/// stopped waiting still runs on the blocking pool, and must not land after
+/// a save that was issued later.
+#[derive(Debug, Default)]
+struct WriteOrder {
+    /// Ticket of the next save.
+    next: AtomicU64,
+    /// Ticket of the save whose state is in the file; held while writing.
+    written: Mutex<u64>,
 }
 
 impl FileStateStore {
     /// A store at `path` (created on the first save, with its directory).
+    ///
+    /// If `path` is a symbolic link, saves replace the file it points to and
+    /// the link stays. Saves through one store and its clones land in the
+    /// order they were issued; the file is not locked against other
+    /// processes or other stores on the same path (the last save wins).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            order: Arc::default(),
+        }
     }
 
     /// The state file.
@@ -77,8 +103,18 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<SubscriptionRecord>> {
     };
     match value {
         Value::Array(_) => records(value),
-        Value::Object(mut map) if map.contains_key("subscriptions") => {
-            let version = map.get("version").and_then(Value::as_u64).unwrap_or(1);
+        // The versioned layout; a legacy map may hold subscribers named
+        // "subscriptions" or "version", whose values are objects.
+        Value::Object(mut map)
+            if map.get("subscriptions").is_some_and(Value::is_array)
+                || map.get("version").is_some_and(|v| !v.is_object()) =>
+        {
+            let version = match map.get("version") {
+                None => 1,
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    corrupt(path, format!("format version {v} is not a version number"))
+                })?,
+            };
             if version > FORMAT_VERSION {
                 return Err(corrupt(
                     path,
@@ -101,6 +137,78 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<SubscriptionRecord>> {
     }
 }
 
+/// Longest chain of symbolic links followed (as Linux's `MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
+
+/// The file a save must replace: `path`, or what it points to if it is a
+/// symbolic link (renaming over the link would replace the link itself and
+/// leave its target stale). A dangling link resolves to its target, which
+/// the save creates.
+fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_SYMLINKS {
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&current).map_err(|e| {
+                    io_error(
+                        format!("reading the link {} to the state file", current.display()),
+                        e,
+                    )
+                })?;
+                current = match current.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                };
+            }
+            // a regular file, a missing one, or one whose metadata cannot be
+            // read (the write reports that)
+            _ => return Ok(current),
+        }
+    }
+    Err(io_error(
+        format!("state file {}", path.display()),
+        std::io::Error::other(format!("more than {MAX_SYMLINKS} symbolic links")),
+    ))
+}
+
+/// Attempts at a fresh temporary file name before giving up.
+const TEMP_ATTEMPTS: usize = 64;
+
+/// Creates a new temporary file next to the state file.
+///
+/// The name carries the pid, a random number drawn once per process and a
+/// counter: a file left by a crashed process that had the same pid (pid 1 in
+/// a container, restarted) or by another process with the same pid (another
+/// container sharing the volume) does not collide with it. A name that is
+/// taken anyway is skipped, never opened or removed.
+fn create_temp(dir: &Path, file_name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    static NONCE: OnceLock<u64> = OnceLock::new();
+    let nonce = *NONCE.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    for _ in 0..TEMP_ATTEMPTS {
+        let tmp = dir.join(format!(
+            ".{file_name}.tmp-{}-{nonce:016x}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "{TEMP_ATTEMPTS} temporary file names in {} are taken",
+            dir.display()
+        ),
+    ))
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -118,23 +226,27 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .ok_or_else(|| {
             Error::invalid_config("state file", format!("{} has no file name", path.display()))
         })?;
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let (tmp, mut file) = create_temp(&dir, &file_name)
+        .map_err(|e| io_error(format!("writing state file {}", path.display()), e))?;
     let written = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
         file.write_all(bytes)?;
+        // the replacement keeps the permissions the user gave the file (a
+        // file system that cannot set them still gets the new state)
+        if let Ok(meta) = std::fs::metadata(path) {
+            if let Err(err) = file.set_permissions(meta.permissions()) {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %err,
+                    "could not give the new state file the permissions of the old one"
+                );
+            }
+        }
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)
     })();
     if let Err(err) = written {
-        // best effort: do not leave temporary files behind
+        // best effort: do not leave our temporary file behind
         let _ = std::fs::remove_file(&tmp);
         return Err(io_error(
             format!("writing state file {}", path.display()),
@@ -189,9 +301,20 @@ impl StateStore for FileStateStore {
         });
         let bytes = serde_json::to_vec_pretty(&body)?;
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-            .await
-            .map_err(|e| join_error(&self.path, e))?
+        let order = self.order.clone();
+        let ticket = order.next.fetch_add(1, Ordering::Relaxed) + 1;
+        tokio::task::spawn_blocking(move || {
+            let mut written = order.written.lock().unwrap_or_else(PoisonError::into_inner);
+            if *written > ticket {
+                // a later save is already in the file
+                return Ok(());
+            }
+            write_atomically(&resolve_symlinks(&path)?, &bytes)?;
+            *written = ticket;
+            Ok(())
+        })
+        .await
+        .map_err(|e| join_error(&self.path, e))?
     }
 }
 
@@ -254,12 +377,21 @@ mod tests {
         let dir = temp_dir("corrupt");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.json");
+        let deep = "[".repeat(100_000);
+        let truncated = b"{\"version\": 1, \"subscriptions\": [{\"subscriberId\": \"a\", \"subj";
         for body in [
             &b"{not json"[..],
             b"",
             b"42",
             b"{\"version\": 1, \"subscriptions\": [{\"subscriberId\": 5}]}",
             b"{\"version\": 99, \"subscriptions\": []}",
+            // not UTF-8, a byte-order mark, zeros from a lost write, nesting
+            // deeper than any parser stack, a torn write
+            b"\xff\xfe{\x00}",
+            b"\xef\xbb\xbf{\"version\": 1, \"subscriptions\": []}",
+            &[0u8; 4096],
+            deep.as_bytes(),
+            truncated,
         ] {
             std::fs::write(&path, body).unwrap();
             let err = FileStateStore::new(&path).load().await.unwrap_err();
@@ -296,6 +428,159 @@ mod tests {
             FileStateStore::new(&path).load().await.unwrap(),
             vec![record("a", None)]
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_version_that_is_not_an_integer_is_refused_not_misread() {
+        let dir = temp_dir("version");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let rec = r#"{"subscriberId":"a","subjects":["events.market.>"],"durable":true}"#;
+        for version in [r#""2""#, "2.5", "-1", "null", "true", "{}"] {
+            let body = format!(r#"{{"version": {version}, "subscriptions": [{rec}]}}"#);
+            std::fs::write(&path, &body).unwrap();
+            let err = FileStateStore::new(&path).load().await.unwrap_err();
+            assert!(matches!(err, Error::Serialization(_)), "{version}: {err}");
+            assert!(err.to_string().contains("version"), "{err}");
+            assert_eq!(std::fs::read(&path).unwrap(), body.as_bytes());
+        }
+        // files this library wrote, and files without a version, still load
+        for body in [
+            format!(r#"{{"version": 1, "subscriptions": [{rec}]}}"#),
+            format!(r#"{{"subscriptions": [{rec}]}}"#),
+        ] {
+            std::fs::write(&path, &body).unwrap();
+            assert_eq!(
+                FileStateStore::new(&path).load().await.unwrap(),
+                vec![record("a", None)]
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_legacy_map_with_a_subscriber_named_subscriptions_loads() {
+        let dir = temp_dir("legacy-name");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        std::fs::write(
+            &path,
+            r#"{"subscriptions":{"subscriberId":"subscriptions","subjects":["events.market.>"],"durable":true},
+                "version":{"subscriberId":"version","subjects":["events.market.>"],"durable":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            FileStateStore::new(&path).load().await.unwrap(),
+            vec![record("subscriptions", None), record("version", None)]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_save_never_overwrites_a_later_one() {
+        // A caller that stops waiting for a save (a timeout around
+        // `update_subscription`) leaves its write queued or running on the
+        // blocking pool. A later save must not be overwritten by it when it
+        // runs: the file ends with the newest state.
+        let dir = temp_dir("cancelled");
+        let path = dir.join("state.json");
+        let store = FileStateStore::new(&path);
+        let old = vec![record("old", None)];
+        let new = vec![record("new", None)];
+        // a runtime whose only blocking thread is busy: the old write waits
+        let busy = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        busy.spawn_blocking(move || gate.recv());
+        busy.block_on(async {
+            let mut old = Box::pin(store.save(&old));
+            // poll once: the write is handed to the blocking pool, then the
+            // caller gives up
+            std::future::poll_fn(|cx| {
+                assert!(old.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+        });
+        let other = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        other.block_on(store.save(&new)).unwrap();
+        // the abandoned write runs now; dropping the runtime waits for it
+        release.send(()).unwrap();
+        drop(busy);
+        assert_eq!(other.block_on(store.load()).unwrap(), new);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn temporary_files_left_by_a_crashed_process_with_the_same_pid_do_not_block_saves() {
+        // A process killed between creating its temporary file and renaming
+        // it leaves the file behind. After a restart the new process often
+        // has the same pid (pid 1 in a container), and its saves must not
+        // trip over the leftovers.
+        let dir = temp_dir("leftover");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let next = TEMP_COUNTER.load(Ordering::Relaxed);
+        for n in next..next + 1000 {
+            std::fs::write(
+                dir.join(format!(".state.json.tmp-{}-{n}", std::process::id())),
+                b"{\"torn",
+            )
+            .unwrap();
+        }
+        let store = FileStateStore::new(&path);
+        store.save(&[record("a", None)]).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
+        // the leftovers (possibly another live process's) are not touched
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1001);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_symlinked_state_file_stays_a_symlink_and_its_target_is_updated() {
+        let dir = temp_dir("symlink");
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let target = dir.join("data/real.json");
+        let link = dir.join("state.json");
+        let store = FileStateStore::new(&target);
+        store.save(&[record("a", None)]).await.unwrap();
+        // a relative link, as `ln -s data/real.json state.json` makes
+        std::os::unix::fs::symlink("data/real.json", &link).unwrap();
+        let via_link = FileStateStore::new(&link);
+        via_link.save(&[record("b", None)]).await.unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the symlink was replaced by a regular file"
+        );
+        assert_eq!(store.load().await.unwrap(), vec![record("b", None)]);
+        assert_eq!(via_link.load().await.unwrap(), vec![record("b", None)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_save_keeps_the_permissions_of_the_state_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = temp_dir("mode");
+        let path = dir.join("state.json");
+        let store = FileStateStore::new(&path);
+        store.save(&[record("a", None)]).await.unwrap();
+        for mode in [0o600, 0o640, 0o664] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            store.save(&[record("b", None)]).await.unwrap();
+            let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got, mode, "{got:o} != {mode:o}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
