@@ -52,10 +52,40 @@ fn validate_record(record: &SubscriptionRecord) -> Result<()> {
             ),
         ));
     }
-    for subject in &filter.subjects {
+    for (i, subject) in filter.subjects.iter().enumerate() {
         validate_filter(subject)?;
+        // a non-durable subscriber gets one subscription per subject: a
+        // repeated subject would deliver every event twice
+        if filter
+            .subjects
+            .get(..i)
+            .is_some_and(|before| before.contains(subject))
+        {
+            return Err(Error::invalid_config(
+                "subjects",
+                format!(
+                    "subscriber {:?} lists {subject:?} twice",
+                    filter.subscriber_id
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// Drops repeated subjects from a stored record (earlier versions accepted
+/// them; each meant every event twice), keeping the first of each.
+fn without_repeated_subjects(mut record: SubscriptionRecord) -> SubscriptionRecord {
+    let before = record.filter.subjects.len();
+    let mut seen = std::collections::HashSet::new();
+    record.filter.subjects.retain(|s| seen.insert(s.clone()));
+    if record.filter.subjects.len() != before {
+        tracing::warn!(
+            subscriber = %record.filter.subscriber_id,
+            "stored subscription listed a subject more than once; keeping one of each"
+        );
+    }
+    record
 }
 
 impl EventBus {
@@ -65,7 +95,8 @@ impl EventBus {
     /// and persists the change through the state store, if one is set.
     ///
     /// Subjects are validated as filters ([`Error::InvalidSubject`]); an empty
-    /// subscriber id or subject list is [`Error::InvalidConfig`]. If the state
+    /// subscriber id or subject list, or a subject listed twice, is
+    /// [`Error::InvalidConfig`]. If the state
     /// store fails, the change is not applied and its error is returned.
     /// Durable consumers of subjects the update drops (or of every subject,
     /// when `durable` becomes false) are deleted from the provider, and the
@@ -216,12 +247,15 @@ impl EventBus {
     /// stored ones with the same id, as the newer. If that changed anything,
     /// the merged set is saved. If loading fails (a corrupt file, say), or
     /// the store holds an invalid subscription or one subscriber twice, the
-    /// error is returned and neither the bus nor the store is changed.
+    /// error is returned and neither the bus nor the store is changed. A
+    /// stored subscription that lists a subject twice (earlier versions
+    /// accepted that) is loaded with each subject once.
     pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
         let mut state = self.inner.subs.lock().await;
         let loaded = store.load().await?;
         let mut merged: BTreeMap<String, SubscriptionRecord> = BTreeMap::new();
         for record in loaded {
+            let record = without_repeated_subjects(record);
             validate_record(&record).map_err(|e| {
                 Error::invalid_config(
                     "state store",

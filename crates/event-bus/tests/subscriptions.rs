@@ -75,6 +75,7 @@ async fn invalid_filters_are_refused() {
         filter("a", &["events.>.x"], true),
         filter("a", &["events..x"], true),
         filter("a\n", &["events.>"], true),
+        filter("a", &["events.a.>", "events.b.>", "events.a.>"], false),
     ] {
         assert!(bus.update_subscription(f.clone()).await.is_err(), "{f:?}");
     }
@@ -650,4 +651,26 @@ async fn concurrent_updates_and_removals_leave_the_file_equal_to_the_bus() {
         .unwrap();
     assert_eq!(restarted.list_subscription_records().await, on_bus);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_stored_subject_listed_twice_is_loaded_once_and_delivers_once() {
+    let store = Arc::new(MemoryStateStore::new());
+    store
+        .save(&[SubscriptionRecord {
+            filter: filter("twice", &["events.a.>", "events.a.>"], false),
+            options: None,
+        }])
+        .await
+        .unwrap();
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(store).await.unwrap();
+    let listed = bus.list_subscriptions().await;
+    assert_eq!(listed[0].subjects, vec!["events.a.>".to_string()]);
+    let mut subs = bus.create_subscriber("twice").await.unwrap();
+    assert_eq!(subs.len(), 1);
+    bus.publish("a", "x", "s", "src", json!(1)).await.unwrap();
+    next(&mut subs[0]).await;
+    let again = tokio::time::timeout(Duration::from_millis(200), subs[0].next()).await;
+    assert!(again.is_err(), "delivered twice: {again:?}");
 }
