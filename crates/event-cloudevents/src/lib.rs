@@ -90,6 +90,19 @@ pub mod nats;
 pub use cloudevents;
 
 pub use cloudevent::CloudEvent;
+
+/// How a protocol binding (HTTP, NATS) lays out an event in a message; the
+/// same type in every binding, so a bridge passes it through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Attributes in `ce-*` headers, data in the message body (the payload
+    /// on NATS).
+    #[default]
+    Binary,
+    /// One `application/cloudevents+json` document in the body, announced
+    /// by its `Content-Type` header.
+    Structured,
+}
 pub use provider::{CloudEventProviderExt, CloudEventSubscription, ReceivedCloudEvent};
 pub use structured::{
     BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, cloudevent_from_structured,

@@ -111,16 +111,9 @@ pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
 /// this crate sends) it names the JSON event format.
 const CLOUDEVENTS_MEDIA_TYPE: &str = "application/cloudevents";
 
-/// How an event is laid out in a NATS message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// Attributes in `ce-*` headers, data in the payload (NATS 2.2+).
-    #[default]
-    Binary,
-    /// One JSON event document in the payload, announced by
-    /// `Content-Type: application/cloudevents+json`.
-    Structured,
-}
+/// How an event is laid out in a NATS message (the crate-wide mode; binary
+/// mode needs NATS 2.2+ headers).
+pub use crate::Mode;
 
 /// The headers and payload of a NATS message carrying one CloudEvent; publish
 /// it with [`Client::publish_with_headers`] (or use [`publish`]).

@@ -28,15 +28,8 @@ use cloudevents::message::{BinaryDeserializer, StructuredDeserializer};
 use event_core::{Error, Event, Result};
 use http::{HeaderMap, HeaderName, HeaderValue, header::CONTENT_TYPE};
 
-/// How an event is laid out in an HTTP message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// Attributes in `ce-*` headers, data in the body.
-    #[default]
-    Binary,
-    /// One `application/cloudevents+json` document in the body.
-    Structured,
-}
+/// How an event is laid out in an HTTP message (the crate-wide mode).
+pub use crate::Mode;
 
 /// The headers and body of an HTTP message carrying one CloudEvent; use it as
 /// a request or a response with any HTTP stack.
