@@ -112,7 +112,10 @@ pub enum Error {
     Closed(String),
 
     /// A payload failed schema validation.
-    #[error("schema validation failed for {event_type} v{version} at `{path}`: {reason}")]
+    #[error(
+        "schema validation failed for {event_type} v{version} {}: {reason}",
+        payload_location(.path)
+    )]
     SchemaValidation {
         /// The event type that was validated.
         event_type: String,
@@ -238,6 +241,16 @@ impl From<serde_json::Error> for Error {
     }
 }
 
+/// Where in a payload a schema error is: `at `/a/b`` for a JSON pointer,
+/// `at the payload root` for the empty one.
+fn payload_location(path: &str) -> String {
+    if path.is_empty() {
+        "at the payload root".to_owned()
+    } else {
+        format!("at `{path}`")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +264,27 @@ mod tests {
         );
         let err = Error::PayloadTooLarge { size: 10, max: 5 };
         assert!(err.to_string().contains("10 bytes"));
+    }
+
+    #[test]
+    fn schema_errors_say_where_in_the_payload() {
+        let at = |path: &str| {
+            Error::SchemaValidation {
+                event_type: "order.created".into(),
+                version: 2,
+                path: path.into(),
+                reason: "bad".into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            at("/amount"),
+            "schema validation failed for order.created v2 at `/amount`: bad"
+        );
+        assert_eq!(
+            at(""),
+            "schema validation failed for order.created v2 at the payload root: bad"
+        );
     }
 
     #[test]
