@@ -214,12 +214,29 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // directories this save creates, deepest first
+    let created: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
     std::fs::create_dir_all(&dir).map_err(|e| {
         io_error(
             format!("creating the directory of state file {}", path.display()),
             e,
         )
     })?;
+    // a new directory's entry lives in its parent: sync those too, or a
+    // power loss could take the directory, and the state file in it, away
+    for new_dir in &created {
+        let parent = match new_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if let Err(err) = sync_dir(parent) {
+            tracing::warn!(dir = %parent.display(), error = %err, "could not sync a directory");
+        }
+    }
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
