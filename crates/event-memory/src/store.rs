@@ -334,22 +334,24 @@ impl Store {
     }
 
     /// The first sequence at or after `seq` in a block that may hold a
-    /// subject with the `required` bits (`last_seq + 1` if none does).
+    /// subject with the `required` bits; when none stored does, the first
+    /// sequence not yet stored (`last_seq + 1`), or `seq` itself if that is
+    /// further on (a start beyond the log), never a sequence in between.
     pub(crate) fn next_candidate(&self, seq: u64, required: Summary) -> u64 {
         if required.is_empty() {
             return seq;
         }
         let first_block = (self.first_seq - 1) / BLOCK;
-        let mut seq = seq.max(self.first_seq);
-        while seq <= self.last_seq {
-            let block = (seq - 1) / BLOCK;
+        let mut next = seq.max(self.first_seq);
+        while next <= self.last_seq {
+            let block = (next - 1) / BLOCK;
             let index = usize::try_from(block - first_block).unwrap_or(usize::MAX);
             match self.blocks.get(index) {
-                Some(summary) if !summary.may_hold(required) => seq = (block + 1) * BLOCK + 1,
-                _ => return seq,
+                Some(summary) if !summary.may_hold(required) => next = (block + 1) * BLOCK + 1,
+                _ => return next,
             }
         }
-        self.last_seq + 1
+        seq.max(self.last_seq + 1)
     }
 
     /// First sequence stored at or after `ms`.
@@ -694,6 +696,10 @@ mod tests {
                         seq += 1;
                     }
                     assert_eq!(forward, all, "{filter}, max {max_events}");
+                    for beyond in 1..3 {
+                        let start = store.last_seq() + beyond;
+                        assert_eq!(store.next_candidate(start, required), start);
+                    }
                 }
             }
         }

@@ -684,3 +684,41 @@ async fn rare_subject_consumers_that_lost_nothing_get_no_lag_report() {
     }
     assert_eq!(p.lagged_total(), 0);
 }
+
+#[tokio::test]
+async fn a_start_sequence_beyond_the_last_event_is_kept() {
+    let p = provider(100, 10);
+    for n in 0..3 {
+        publish_on(&p, "events.a.x", n).await;
+    }
+    let opts = SubscribeOptions {
+        deliver_policy: DeliverPolicy::ByStartSequence { sequence: 10 },
+        ..SubscribeOptions::default()
+    };
+    // a literal category (block summaries consulted) and a wildcard one
+    for (name, filter) in [("lit", "events.a.>"), ("wild", "events.*.x")] {
+        let mut sub = p
+            .subscribe_durable_with_options(name, filter, &opts)
+            .await
+            .unwrap();
+        // looks (and finds nothing) while the start is beyond the last event
+        let nothing = tokio::time::timeout(Duration::from_millis(20), sub.next()).await;
+        assert!(nothing.is_err(), "{name}: {nothing:?}");
+    }
+    for n in 3..13 {
+        publish_on(&p, "events.a.x", n).await;
+    }
+    for name in ["lit", "wild"] {
+        let filter = if name == "lit" {
+            "events.a.>"
+        } else {
+            "events.*.x"
+        };
+        let mut sub = p
+            .subscribe_durable_with_options(name, filter, &opts)
+            .await
+            .unwrap();
+        let got = sub.next().await.unwrap().unwrap();
+        assert_eq!(got.sequence, 10, "{name}");
+    }
+}
