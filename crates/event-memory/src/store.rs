@@ -71,9 +71,9 @@ const BLOCK: u64 = 64;
 /// up) looks at its matches and one word per 64 events instead of every
 /// stored event. (The category alone: a second word for the topic cost as
 /// much again per publish, for filters that name a topic under a wildcard
-/// category.) Bits are only ever added:
-/// a block's summary may also cover evicted events (a false positive costs
-/// a scan of that block, never a missed event).
+/// category.) Bits are only ever added: a block's summary may also cover
+/// evicted events (a false positive costs a scan of that block, never a
+/// missed event).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Summary {
     category: u64,

@@ -404,7 +404,8 @@ impl NatsSubscription {
             return Ok(false);
         };
         let mut config = (**config).clone();
-        if let Some(start_sequence) = self.resume_point() {
+        let resume = self.resume_point();
+        if let Some(start_sequence) = resume {
             config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence };
         }
         let timeout = self.provider.consumer_timeout();
@@ -418,9 +419,15 @@ impl NatsSubscription {
         tracing::info!(consumer = %self.name, "recreated ephemeral consumer");
         self.start_floor = consumer.cached_info().delivered.stream_sequence;
         self.consumer = consumer;
-        // deliveries of the old consumer come again from the new one
-        if let Kind::Ephemeral { unsettled, .. } = &self.kind {
-            unsettled.with(BTreeSet::clear);
+        if let Some(start_sequence) = resume {
+            // lost again before redelivering: resume here again
+            self.last_sequence = start_sequence.saturating_sub(1);
+        }
+        // deliveries of the old consumer come again from the new one; a fresh
+        // set, so late settlements of the old deliveries cannot strike the
+        // new ones
+        if let Kind::Ephemeral { unsettled, .. } = &mut self.kind {
+            *unsettled = Unsettled::default();
         }
         Ok(true)
     }
