@@ -1007,7 +1007,8 @@ async fn shutdown_during_a_dead_letter_hand_off_does_not_dead_letter_twice() {
 
 /// A provider with one stream per category, whose sequences overlap: each
 /// delivery is relabelled with its category as the stream and the payload's
-/// `n` as the sequence.
+/// `n` as the sequence. Like NATS, a subscription whose durable was deleted
+/// reports `NotFound` (memory ends it with `Ok(None)`).
 struct StreamPerCategory(MemoryProvider);
 
 struct Relabel(Box<dyn event_core::Subscription>);
@@ -1024,11 +1025,13 @@ impl event_core::Subscription for Relabel {
         Ok(self.0.next().await?.map(relabel))
     }
     async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
-        Ok(self
-            .0
-            .next_manual_ack()
-            .await?
-            .map(|p| p.map_received(relabel)))
+        match self.0.next_manual_ack().await? {
+            Some(pending) => Ok(Some(pending.map_received(relabel))),
+            None => Err(Error::NotFound {
+                kind: "consumer",
+                name: "deleted".into(),
+            }),
+        }
     }
     async fn close(&mut self) -> event_core::Result<()> {
         self.0.close().await
@@ -1120,4 +1123,27 @@ async fn failure_times_are_kept_per_stream() {
         "b's first failure {first} is its last: {}",
         b.dead_lettered_at
     );
+}
+
+#[tokio::test]
+async fn a_consumer_whose_durable_was_deleted_ends() {
+    let provider = MemoryProvider::default();
+    let bus = EventBus::new(StreamPerCategory(provider.clone()));
+    bus.update_subscription(filter("gone", "events.>"))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "gone",
+            |_: ReceivedEvent| async { Ok::<(), String>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    // deleted behind the bus's back (another process, an administrator)
+    provider
+        .unsubscribe(&event_bus::durable_consumer_name("gone", "events.>"))
+        .await
+        .unwrap();
+    wait_until("the consumer ended", || consumer.is_finished()).await;
 }

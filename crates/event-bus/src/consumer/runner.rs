@@ -118,8 +118,8 @@ impl ConsumerHandle {
         self.shared.stats.report()
     }
 
-    /// Whether every subscription loop has ended (subscriptions closed or
-    /// shutdown finished).
+    /// Whether every subscription loop has ended (subscriptions closed, their
+    /// consumers deleted (`NotFound`), or shutdown finished).
     pub fn is_finished(&self) -> bool {
         self.loops.iter().all(JoinHandle::is_finished)
     }
@@ -273,6 +273,12 @@ async fn run_loop(
             }
             Ok(None) => break,
             Err(Error::Closed(_)) => break,
+            // the consumer was deleted (another process, an administrator):
+            // the subscription yields nothing more, as with `Ok(None)`
+            Err(err @ Error::NotFound { .. }) => {
+                tracing::warn!(error = %err, "consumer's subscription is gone; stopping it");
+                break;
+            }
             // Reported (and dead-lettered where applicable) by the bus
             // subscription; the subscription stays usable.
             Err(
