@@ -136,6 +136,21 @@ impl NatsConfig {
                 return Err(Error::invalid_config(field, "must fit in an i64"));
             }
         }
+        // JetStream carries durations as i64 nanoseconds; async-nats
+        // truncates longer ones (a max_age of 18_446_744_274 s arrives as
+        // about 200 s)
+        for (field, value) in [
+            ("max_age_secs", self.max_age_secs),
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+        ] {
+            if value > MAX_SECS {
+                return Err(Error::invalid_config(
+                    field,
+                    format!("{value} is more than {MAX_SECS} (292 years in nanoseconds)"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -147,6 +162,9 @@ impl NatsConfig {
         Duration::from_secs(self.request_timeout_secs)
     }
 }
+
+/// The longest duration, in seconds, that JetStream's i64 nanoseconds hold.
+const MAX_SECS: u64 = i64::MAX as u64 / 1_000_000_000;
 
 fn validate_url(url: &str) -> Result<()> {
     let bad = |reason: &str| Error::invalid_config("url", format!("{url:?}: {reason}"));
@@ -311,6 +329,15 @@ impl NatsOptions {
                 "must be positive (deduplication is part of the contract)",
             ));
         }
+        if self.duplicate_window.as_nanos() > i64::MAX as u128 {
+            return Err(Error::invalid_config(
+                "duplicate_window",
+                format!(
+                    "{:?} is longer than {MAX_SECS} s (292 years in nanoseconds)",
+                    self.duplicate_window
+                ),
+            ));
+        }
         if let Some(seed) = &self.nkey_seed {
             // checked here so that a typo fails before any network I/O (the
             // client would only report a generic authentication failure);
@@ -460,6 +487,45 @@ mod tests {
         match opts.validate() {
             Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "tls.ca_file"),
             other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn durations_beyond_i64_nanoseconds_are_invalid_config() {
+        // 18_446_744_274 s in nanoseconds wraps to about 200 s in i64
+        for (field, secs) in [
+            ("max_age_secs", 18_446_744_274),
+            ("max_age_secs", u64::MAX),
+            ("connect_timeout_secs", u64::MAX),
+            ("request_timeout_secs", u64::MAX),
+            ("request_timeout_secs", MAX_SECS + 1),
+        ] {
+            let mut config = NatsConfig::default();
+            match field {
+                "max_age_secs" => config.max_age_secs = secs,
+                "connect_timeout_secs" => config.connect_timeout_secs = secs,
+                _ => config.request_timeout_secs = secs,
+            }
+            match config.validate() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field, "{secs}"),
+                other => panic!("{field} = {secs}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+        let config = NatsConfig {
+            max_age_secs: MAX_SECS,
+            request_timeout_secs: MAX_SECS,
+            ..NatsConfig::default()
+        };
+        config.validate().unwrap();
+        for window in [Duration::from_secs(18_446_744_274), Duration::MAX] {
+            let opts = NatsOptions {
+                duplicate_window: window,
+                ..NatsOptions::default()
+            };
+            match opts.validate() {
+                Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "duplicate_window"),
+                other => panic!("{window:?}: expected InvalidConfig, got {other:?}"),
+            }
         }
     }
 

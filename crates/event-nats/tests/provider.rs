@@ -806,3 +806,68 @@ async fn a_durable_deleted_elsewhere_is_not_found_not_a_silent_wait() {
         other => panic!("expected NotFound, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn publish_timeout_of_the_caller_is_honoured_and_never_panics() {
+    let server = server!("publish_timeout_of_the_caller_is_honoured_and_never_panics");
+    let p = NatsProvider::connect(common::config(&server, "ptimeout"))
+        .await
+        .unwrap();
+    // a timeout too long for the clock is just a long timeout
+    let forever = event_core::PublishOptions {
+        timeout: Some(Duration::MAX),
+        ..event_core::PublishOptions::default()
+    };
+    assert_eq!(
+        p.publish_with_options(&event(&p, 1), &forever)
+            .await
+            .unwrap(),
+        1
+    );
+    // without the stream, a core subscriber that never answers takes the
+    // publish: no ack comes, and the caller's 1 s (not the 5 s request
+    // timeout) is what expires and is reported
+    let js = async_nats::jetstream::new(p.client().clone());
+    js.delete_stream(p.stream_name()).await.unwrap();
+    let _silent = p
+        .client()
+        .subscribe(p.build_subject("t", "x"))
+        .await
+        .unwrap();
+    p.client().flush().await.unwrap();
+    let short = event_core::PublishOptions {
+        timeout: Some(Duration::from_secs(1)),
+        ..event_core::PublishOptions::default()
+    };
+    let started = Instant::now();
+    match p.publish_with_options(&event(&p, 2), &short).await {
+        Err(Error::Timeout { elapsed, .. }) => assert_eq!(elapsed, Duration::from_secs(1)),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_max_age_beyond_i64_nanoseconds_is_refused_not_truncated() {
+    let server = server!("a_max_age_beyond_i64_nanoseconds_is_refused_not_truncated");
+    // in i64 nanoseconds this wraps to about 200 s: events would expire
+    // after minutes instead of centuries
+    let config = NatsConfig {
+        max_age_secs: 18_446_744_274,
+        ..common::config(&server, "maxage")
+    };
+    match NatsProvider::connect(config).await {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "max_age_secs"),
+        Err(other) => panic!("expected InvalidConfig, got {other:?}"),
+        Ok(p) => {
+            let js = async_nats::jetstream::new(p.client().clone());
+            let mut stream = js.get_stream(p.stream_name()).await.unwrap();
+            let max_age = stream.info().await.unwrap().config.max_age;
+            panic!("connected; the stream keeps events for {max_age:?}");
+        }
+    }
+}
