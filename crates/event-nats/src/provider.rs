@@ -114,8 +114,11 @@ impl NatsProvider {
         }
         let link = Arc::new(Link::default());
         let connect_options = connect_options(&config, &options, link.clone()).await?;
+        // a comma-separated list is several servers (async-nats parses a
+        // single string as one URL)
+        let servers: Vec<&str> = config.url.split(',').map(str::trim).collect();
         let client = connect_options
-            .connect(config.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| error::connect(e, &config.url, config.connect_timeout()))?;
         link.connected.store(true, Ordering::Release);

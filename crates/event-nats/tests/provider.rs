@@ -871,3 +871,27 @@ async fn a_max_age_beyond_i64_nanoseconds_is_refused_not_truncated() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_comma_separated_server_list_connects() {
+    let server = server!("a_comma_separated_server_list_connects");
+    // the first address refuses connections: the client goes on to the next
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for url in [
+        format!("nats://127.0.0.1:{refused},{}", server.url()),
+        format!("{}, nats://127.0.0.1:{refused}", server.url()),
+    ] {
+        let config = NatsConfig {
+            url: url.clone(),
+            ..common::config(&server, "list")
+        };
+        config.validate().unwrap();
+        let p = NatsProvider::connect(config)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e:?}"));
+        assert_eq!(p.publish(&event(&p, 1)).await.unwrap(), 1, "{url}");
+    }
+}
