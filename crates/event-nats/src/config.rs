@@ -259,9 +259,10 @@ pub struct NatsOptions {
     pub replicas: usize,
     /// What happens when the stream is full.
     pub discard: DiscardPolicy,
-    /// Publishes awaiting their acknowledgement at once, in
-    /// [`publish_batch`](event_core::EventProvider::publish_batch) and over
-    /// all concurrent publishers of the provider.
+    /// Publishes awaiting their acknowledgement at once within one
+    /// [`publish_batch`](event_core::EventProvider::publish_batch) call
+    /// (concurrent batches and single publishes are not bounded together:
+    /// a shared bound could deadlock them).
     pub max_inflight_acks: usize,
     /// Most events a subscription fetches ahead of the caller (see the crate
     /// docs on prefetch). 1 fetches strictly one event per call.
