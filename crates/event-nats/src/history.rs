@@ -123,7 +123,7 @@ async fn bounds(provider: &NatsProvider) -> Result<Option<Bounds>> {
         .stream
         .get_info()
         .await
-        .map_err(|e| error::map("stream info", e, provider.consumer_timeout()))?;
+        .map_err(|e| provider.stream_error("stream info", e, provider.consumer_timeout()))?;
     let state = info.state;
     Ok((state.messages > 0).then_some(Bounds {
         first: state.first_sequence.max(1),
@@ -314,7 +314,7 @@ async fn create_consumer(
         .stream
         .create_consumer(config)
         .await
-        .map_err(|e| error::map("history consumer", e, timeout))?;
+        .map_err(|e| provider.stream_error("history consumer", e, timeout))?;
     let guard = ConsumerGuard {
         stream: provider.inner.stream.clone(),
         name,

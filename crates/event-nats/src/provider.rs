@@ -267,6 +267,23 @@ impl NatsProvider {
         }
     }
 
+    /// Maps the error of a request on the stream: a missing stream is
+    /// [`Error::NotFound`] naming the stream (not the operation).
+    pub(crate) fn stream_error(
+        &self,
+        op: &str,
+        err: impl Into<event_core::BoxError>,
+        timeout: Duration,
+    ) -> Error {
+        match error::map(op, err, timeout) {
+            Error::NotFound { kind: "stream", .. } => Error::NotFound {
+                kind: "stream",
+                name: self.inner.stream_name.to_string(),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn consumer_timeout(&self) -> Duration {
         self.inner.config.request_timeout()
     }
@@ -580,7 +597,7 @@ impl EventProvider for NatsProvider {
             .stream
             .get_info()
             .await
-            .map_err(|e| error::map("stream info", e, self.consumer_timeout()))?;
+            .map_err(|e| self.stream_error("stream info", e, self.consumer_timeout()))?;
         let state = info.state;
         Ok(ProviderInfo {
             provider: PROVIDER.to_string(),

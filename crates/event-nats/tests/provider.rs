@@ -895,3 +895,31 @@ async fn a_comma_separated_server_list_connects() {
         assert_eq!(p.publish(&event(&p, 1)).await.unwrap(), 1, "{url}");
     }
 }
+
+#[tokio::test]
+async fn a_deleted_stream_is_not_found_naming_the_stream() {
+    let server = server!("a_deleted_stream_is_not_found_naming_the_stream");
+    let p = NatsProvider::connect(common::config(&server, "gone"))
+        .await
+        .unwrap();
+    p.publish(&event(&p, 1)).await.unwrap();
+    let js = async_nats::jetstream::new(p.client().clone());
+    js.delete_stream(p.stream_name()).await.unwrap();
+    let filter = p.build_subject("t", "*");
+    for (what, result) in [
+        ("info", p.info().await.map(|_| ())),
+        ("history", p.history(None, 3).await.map(|_| ())),
+        (
+            "filtered history",
+            p.history(Some(&filter), 3).await.map(|_| ()),
+        ),
+    ] {
+        match result {
+            Err(Error::NotFound { kind, name }) => {
+                assert_eq!((kind, name.as_str()), ("stream", p.stream_name()), "{what}")
+            }
+            other => panic!("{what}: expected NotFound, got {other:?}"),
+        }
+    }
+    assert!(!p.health().await.unwrap());
+}
