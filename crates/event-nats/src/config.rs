@@ -1,6 +1,8 @@
 //! Configuration: [`NatsConfig`] (the original README's fields) and
 //! [`NatsOptions`] (what production needs beyond them).
 
+use async_nats::rustls::pki_types::pem::PemObject;
+use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use event_core::{Error, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -379,8 +381,36 @@ impl NatsOptions {
                 ));
             }
         }
+        // the client reads these files only in the TLS handshake, where a
+        // malformed one is a (transient-looking) connection error
+        if let Some(ca) = &self.tls.ca_file {
+            check_certificates("tls.ca_file", ca)?;
+        }
+        if let Some(cert) = &self.tls.client_cert {
+            check_certificates("tls.client_cert.cert_file", &cert.cert_file)?;
+            if let Err(e) = PrivateKeyDer::from_pem_file(&cert.key_file) {
+                return Err(Error::invalid_config(
+                    "tls.client_cert.key_file",
+                    format!("{}: no PEM private key: {e}", cert.key_file.display()),
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// `path` holds at least one PEM certificate, and nothing malformed.
+fn check_certificates(field: &str, path: &std::path::Path) -> Result<()> {
+    let bad =
+        |reason: String| Error::invalid_config(field, format!("{}: {reason}", path.display()));
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("malformed PEM: {e}")))?;
+    if certificates.is_empty() {
+        return Err(bad("no PEM certificate in the file".to_string()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -528,6 +558,69 @@ mod tests {
                 other => panic!("{window:?}: expected InvalidConfig, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn malformed_tls_files_are_invalid_config() {
+        let dir = std::env::temp_dir().join(format!("a3s-tls-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a pem file").unwrap();
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let cases = [
+            (
+                TlsOptions {
+                    ca_file: Some(garbage.clone()),
+                    ..TlsOptions::default()
+                },
+                "tls.ca_file",
+            ),
+            (
+                TlsOptions {
+                    ca_file: Some(broken.clone()),
+                    ..TlsOptions::default()
+                },
+                "tls.ca_file",
+            ),
+            (
+                TlsOptions {
+                    client_cert: Some(ClientCert {
+                        cert_file: garbage.clone(),
+                        key_file: garbage.clone(),
+                    }),
+                    ..TlsOptions::default()
+                },
+                "tls.client_cert.cert_file",
+            ),
+        ];
+        for (tls, field) in cases {
+            let opts = NatsOptions {
+                tls,
+                ..NatsOptions::default()
+            };
+            match opts.validate() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A unique enough directory name for parallel test runs.
+    fn uuid_like() -> String {
+        format!(
+            "{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        )
     }
 
     #[test]
