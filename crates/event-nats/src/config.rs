@@ -1,6 +1,8 @@
 //! Configuration: [`NatsConfig`] (the original README's fields) and
 //! [`NatsOptions`] (what production needs beyond them).
 
+use async_nats::rustls::pki_types::pem::PemObject;
+use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use event_core::{Error, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -136,6 +138,21 @@ impl NatsConfig {
                 return Err(Error::invalid_config(field, "must fit in an i64"));
             }
         }
+        // JetStream carries durations as i64 nanoseconds; async-nats
+        // truncates longer ones (a max_age of 18_446_744_274 s arrives as
+        // about 200 s)
+        for (field, value) in [
+            ("max_age_secs", self.max_age_secs),
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+        ] {
+            if value > MAX_SECS {
+                return Err(Error::invalid_config(
+                    field,
+                    format!("{value} is more than {MAX_SECS} (292 years in nanoseconds)"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -147,6 +164,9 @@ impl NatsConfig {
         Duration::from_secs(self.request_timeout_secs)
     }
 }
+
+/// The longest duration, in seconds, that JetStream's i64 nanoseconds hold.
+const MAX_SECS: u64 = i64::MAX as u64 / 1_000_000_000;
 
 fn validate_url(url: &str) -> Result<()> {
     let bad = |reason: &str| Error::invalid_config("url", format!("{url:?}: {reason}"));
@@ -241,9 +261,10 @@ pub struct NatsOptions {
     pub replicas: usize,
     /// What happens when the stream is full.
     pub discard: DiscardPolicy,
-    /// Publishes awaiting their acknowledgement at once, in
-    /// [`publish_batch`](event_core::EventProvider::publish_batch) and over
-    /// all concurrent publishers of the provider.
+    /// Publishes awaiting their acknowledgement at once within one
+    /// [`publish_batch`](event_core::EventProvider::publish_batch) call
+    /// (concurrent batches and single publishes are not bounded together:
+    /// a shared bound could deadlock them).
     pub max_inflight_acks: usize,
     /// Most events a subscription fetches ahead of the caller (see the crate
     /// docs on prefetch). 1 fetches strictly one event per call.
@@ -311,6 +332,15 @@ impl NatsOptions {
                 "must be positive (deduplication is part of the contract)",
             ));
         }
+        if self.duplicate_window.as_nanos() > i64::MAX as u128 {
+            return Err(Error::invalid_config(
+                "duplicate_window",
+                format!(
+                    "{:?} is longer than {MAX_SECS} s (292 years in nanoseconds)",
+                    self.duplicate_window
+                ),
+            ));
+        }
         if let Some(seed) = &self.nkey_seed {
             // checked here so that a typo fails before any network I/O (the
             // client would only report a generic authentication failure);
@@ -351,8 +381,36 @@ impl NatsOptions {
                 ));
             }
         }
+        // the client reads these files only in the TLS handshake, where a
+        // malformed one is a (transient-looking) connection error
+        if let Some(ca) = &self.tls.ca_file {
+            check_certificates("tls.ca_file", ca)?;
+        }
+        if let Some(cert) = &self.tls.client_cert {
+            check_certificates("tls.client_cert.cert_file", &cert.cert_file)?;
+            if let Err(e) = PrivateKeyDer::from_pem_file(&cert.key_file) {
+                return Err(Error::invalid_config(
+                    "tls.client_cert.key_file",
+                    format!("{}: no PEM private key: {e}", cert.key_file.display()),
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// `path` holds at least one PEM certificate, and nothing malformed.
+fn check_certificates(field: &str, path: &std::path::Path) -> Result<()> {
+    let bad =
+        |reason: String| Error::invalid_config(field, format!("{}: {reason}", path.display()));
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("malformed PEM: {e}")))?;
+    if certificates.is_empty() {
+        return Err(bad("no PEM certificate in the file".to_string()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -461,6 +519,108 @@ mod tests {
             Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "tls.ca_file"),
             other => panic!("got {other:?}"),
         }
+    }
+
+    #[test]
+    fn durations_beyond_i64_nanoseconds_are_invalid_config() {
+        // 18_446_744_274 s in nanoseconds wraps to about 200 s in i64
+        for (field, secs) in [
+            ("max_age_secs", 18_446_744_274),
+            ("max_age_secs", u64::MAX),
+            ("connect_timeout_secs", u64::MAX),
+            ("request_timeout_secs", u64::MAX),
+            ("request_timeout_secs", MAX_SECS + 1),
+        ] {
+            let mut config = NatsConfig::default();
+            match field {
+                "max_age_secs" => config.max_age_secs = secs,
+                "connect_timeout_secs" => config.connect_timeout_secs = secs,
+                _ => config.request_timeout_secs = secs,
+            }
+            match config.validate() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field, "{secs}"),
+                other => panic!("{field} = {secs}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+        let config = NatsConfig {
+            max_age_secs: MAX_SECS,
+            request_timeout_secs: MAX_SECS,
+            ..NatsConfig::default()
+        };
+        config.validate().unwrap();
+        for window in [Duration::from_secs(18_446_744_274), Duration::MAX] {
+            let opts = NatsOptions {
+                duplicate_window: window,
+                ..NatsOptions::default()
+            };
+            match opts.validate() {
+                Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "duplicate_window"),
+                other => panic!("{window:?}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_tls_files_are_invalid_config() {
+        let dir = std::env::temp_dir().join(format!("a3s-tls-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a pem file").unwrap();
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let cases = [
+            (
+                TlsOptions {
+                    ca_file: Some(garbage.clone()),
+                    ..TlsOptions::default()
+                },
+                "tls.ca_file",
+            ),
+            (
+                TlsOptions {
+                    ca_file: Some(broken.clone()),
+                    ..TlsOptions::default()
+                },
+                "tls.ca_file",
+            ),
+            (
+                TlsOptions {
+                    client_cert: Some(ClientCert {
+                        cert_file: garbage.clone(),
+                        key_file: garbage.clone(),
+                    }),
+                    ..TlsOptions::default()
+                },
+                "tls.client_cert.cert_file",
+            ),
+        ];
+        for (tls, field) in cases {
+            let opts = NatsOptions {
+                tls,
+                ..NatsOptions::default()
+            };
+            match opts.validate() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A unique enough directory name for parallel test runs.
+    fn uuid_like() -> String {
+        format!(
+            "{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        )
     }
 
     #[test]

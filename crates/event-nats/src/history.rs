@@ -123,7 +123,7 @@ async fn bounds(provider: &NatsProvider) -> Result<Option<Bounds>> {
         .stream
         .get_info()
         .await
-        .map_err(|e| error::map("stream info", e, provider.consumer_timeout()))?;
+        .map_err(|e| provider.stream_error("stream info", e, provider.consumer_timeout()))?;
     let state = info.state;
     Ok((state.messages > 0).then_some(Bounds {
         first: state.first_sequence.max(1),
@@ -314,7 +314,7 @@ async fn create_consumer(
         .stream
         .create_consumer(config)
         .await
-        .map_err(|e| error::map("history consumer", e, timeout))?;
+        .map_err(|e| provider.stream_error("history consumer", e, timeout))?;
     let guard = ConsumerGuard {
         stream: provider.inner.stream.clone(),
         name,
@@ -420,11 +420,11 @@ async fn step_range(
         })
         .collect();
     let mut found: Vec<Raw> = Vec::new();
+    // sequences of the matches found that decode as events: only these
+    // count towards `need` (an undecodable match is skipped later)
     let mut sequences: Vec<u64> = Vec::new();
     while !cursors.is_empty() {
-        // drop cursors older than `need` known matches
-        sequences.clear();
-        sequences.extend(found.iter().map(|(s, _)| *s));
+        // drop cursors older than `need` known events
         sequences.sort_unstable();
         cursors.retain(|c| {
             let newer = sequences.len() - sequences.partition_point(|s| *s < c.end);
@@ -443,6 +443,9 @@ async fn step_range(
             if let Some((sequence, payload)) = reply?.filter(|(s, _)| *s < cursor.end) {
                 cursor.at = sequence + 1;
                 cursor.found += 1;
+                if serde_json::from_slice::<Event>(&payload).is_ok() {
+                    sequences.push(sequence);
+                }
                 found.push((sequence, payload));
                 if cursor.at < cursor.end {
                     next.push(cursor);

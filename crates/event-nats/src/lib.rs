@@ -70,8 +70,8 @@
 //!   `tls.client_cert` (PEM certificate and key).
 //!
 //! A malformed nkey seed, a missing or malformed `.creds` file and a missing
-//! TLS file are [`Error::InvalidConfig`](event_core::Error::InvalidConfig)
-//! before any I/O. A rejected nkey or JWT is
+//! or malformed TLS file (no PEM certificate, no PEM key) are
+//! [`Error::InvalidConfig`](event_core::Error::InvalidConfig) before any I/O. A rejected nkey or JWT is
 //! [`Error::Authentication`](event_core::Error::Authentication). TLS failures
 //! (untrusted server certificate, client certificate missing or refused,
 //! `tls.require` against a server without TLS) are

@@ -114,8 +114,11 @@ impl NatsProvider {
         }
         let link = Arc::new(Link::default());
         let connect_options = connect_options(&config, &options, link.clone()).await?;
+        // a comma-separated list is several servers (async-nats parses a
+        // single string as one URL)
+        let servers: Vec<&str> = config.url.split(',').map(str::trim).collect();
         let client = connect_options
-            .connect(config.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| error::connect(e, &config.url, config.connect_timeout()))?;
         link.connected.store(true, Ordering::Release);
@@ -219,11 +222,13 @@ impl NatsProvider {
     /// Awaits an acknowledgement until `deadline` (async-nats starts its own
     /// timer only when the future is first polled, which in a pipelined batch
     /// would add up the timeouts of every pending ack).
+    /// `timeout` is what `deadline` was set from, for the error.
     async fn await_ack(
         &self,
         ack: PublishAckFuture,
         expected: Option<u64>,
         deadline: tokio::time::Instant,
+        timeout: Duration,
     ) -> Result<u64> {
         match tokio::time::timeout_at(deadline, ack.into_future()).await {
             Ok(result) => result
@@ -231,7 +236,7 @@ impl NatsProvider {
                 .map_err(|e| self.publish_error(e, expected)),
             Err(_) => Err(Error::Timeout {
                 operation: "waiting for the publish acknowledgement".into(),
-                elapsed: self.inner.config.request_timeout(),
+                elapsed: timeout,
             }),
         }
     }
@@ -259,6 +264,23 @@ impl NatsProvider {
                 max: self.max_payload(),
             },
             _ => error::map("publish", err, timeout),
+        }
+    }
+
+    /// Maps the error of a request on the stream: a missing stream is
+    /// [`Error::NotFound`] naming the stream (not the operation).
+    pub(crate) fn stream_error(
+        &self,
+        op: &str,
+        err: impl Into<event_core::BoxError>,
+        timeout: Duration,
+    ) -> Error {
+        match error::map(op, err, timeout) {
+            Error::NotFound { kind: "stream", .. } => Error::NotFound {
+                kind: "stream",
+                name: self.inner.stream_name.to_string(),
+            },
+            other => other,
         }
     }
 
@@ -327,6 +349,15 @@ async fn connect_options(
         co = co.add_client_certificate(cert.cert_file.clone(), cert.key_file.clone());
     }
     Ok(co)
+}
+
+/// `timeout` from now; a timeout too long for the clock (a caller's
+/// `Duration::MAX`) is a deadline decades ahead instead of a panic.
+fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 fn limit(value: u64) -> i64 {
@@ -460,14 +491,14 @@ async fn ensure_stream(
 impl EventProvider for NatsProvider {
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
         let (headers, payload) = self.prepare(event, options)?;
-        let deadline = tokio::time::Instant::now()
-            + options
-                .timeout
-                .unwrap_or_else(|| self.inner.config.request_timeout());
+        let timeout = options
+            .timeout
+            .unwrap_or_else(|| self.inner.config.request_timeout());
+        let deadline = deadline_after(timeout);
         let ack = self
             .send(&event.subject, headers, payload, options.expected_sequence)
             .await?;
-        self.await_ack(ack, options.expected_sequence, deadline)
+        self.await_ack(ack, options.expected_sequence, deadline, timeout)
             .await
     }
 
@@ -490,16 +521,16 @@ impl EventProvider for NatsProvider {
             if inflight.len() >= window
                 && let Some((j, deadline, ack)) = inflight.pop_front()
             {
-                results[j] = Some(self.await_ack(ack, None, deadline).await);
+                results[j] = Some(self.await_ack(ack, None, deadline, timeout).await);
             }
-            let deadline = tokio::time::Instant::now() + timeout;
+            let deadline = deadline_after(timeout);
             match self.send(&event.subject, headers, payload, None).await {
                 Ok(ack) => inflight.push_back((i, deadline, ack)),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
         while let Some((j, deadline, ack)) = inflight.pop_front() {
-            results[j] = Some(self.await_ack(ack, None, deadline).await);
+            results[j] = Some(self.await_ack(ack, None, deadline, timeout).await);
         }
         Ok(results
             .into_iter()
@@ -566,7 +597,7 @@ impl EventProvider for NatsProvider {
             .stream
             .get_info()
             .await
-            .map_err(|e| error::map("stream info", e, self.consumer_timeout()))?;
+            .map_err(|e| self.stream_error("stream info", e, self.consumer_timeout()))?;
         let state = info.state;
         Ok(ProviderInfo {
             provider: PROVIDER.to_string(),

@@ -318,3 +318,69 @@ async fn history_works_without_direct_gets() {
     );
     check(&again, &subjects, Some(&format!("{prefix}.vrare.*")), 20).await;
 }
+
+#[tokio::test]
+async fn history_undecodable_matches_do_not_hide_older_events_in_the_same_window() {
+    let server = server!("history_undecodable_matches_do_not_hide_older_events_in_the_same_window");
+    let p = NatsProvider::connect(common::config(&server, "junkwin"))
+        .await
+        .unwrap();
+    let prefix = p.subject_prefix().to_string();
+    let js = async_nats::jetstream::new(p.client().clone());
+    // 20,000 sequences: a cluster of 20 events at 19,000..19,020, then six
+    // undecodable payloads on the same subject spread over the newer tail;
+    // the sparse matches make `history` step through the tail window with
+    // parallel message gets
+    let junk = [19_200u64, 19_400, 19_600, 19_800, 19_900, 19_990];
+    let mut cluster = Vec::new();
+    let mut batch = Vec::new();
+    for sequence in 1..=20_000u64 {
+        if junk.contains(&sequence) {
+            for r in p.publish_batch(&batch).await.unwrap() {
+                r.unwrap();
+            }
+            batch.clear();
+            let ack = js
+                .publish(format!("{prefix}.m.t"), "not an event".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(ack.sequence, sequence);
+            continue;
+        }
+        let category = if (19_000..19_020).contains(&sequence) {
+            cluster.push(sequence);
+            "m"
+        } else {
+            "fill"
+        };
+        batch.push(Event::new(
+            format!("{prefix}.{category}.t"),
+            "h",
+            "h",
+            "test",
+            json!({ "seq": sequence }),
+        ));
+        if batch.len() == 2000 {
+            for r in p.publish_batch(&batch).await.unwrap() {
+                r.unwrap();
+            }
+            batch.clear();
+        }
+    }
+    for r in p.publish_batch(&batch).await.unwrap() {
+        r.unwrap();
+    }
+    for limit in [1usize, 3, 5, 8, 20, 30] {
+        let got: Vec<u64> = p
+            .history(Some(&format!("{prefix}.m.*")), limit)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.payload["seq"].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = cluster.iter().rev().take(limit).copied().collect();
+        assert_eq!(got, want, "limit {limit}");
+    }
+}

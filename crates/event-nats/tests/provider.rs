@@ -809,3 +809,120 @@ async fn a_durable_deleted_elsewhere_is_not_found_not_a_silent_wait() {
         other => panic!("expected NotFound, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn publish_timeout_of_the_caller_is_honoured_and_never_panics() {
+    let server = server!("publish_timeout_of_the_caller_is_honoured_and_never_panics");
+    let p = NatsProvider::connect(common::config(&server, "ptimeout"))
+        .await
+        .unwrap();
+    // a timeout too long for the clock is just a long timeout
+    let forever = event_core::PublishOptions {
+        timeout: Some(Duration::MAX),
+        ..event_core::PublishOptions::default()
+    };
+    assert_eq!(
+        p.publish_with_options(&event(&p, 1), &forever)
+            .await
+            .unwrap(),
+        1
+    );
+    // without the stream, a core subscriber that never answers takes the
+    // publish: no ack comes, and the caller's 1 s (not the 5 s request
+    // timeout) is what expires and is reported
+    let js = async_nats::jetstream::new(p.client().clone());
+    js.delete_stream(p.stream_name()).await.unwrap();
+    let _silent = p
+        .client()
+        .subscribe(p.build_subject("t", "x"))
+        .await
+        .unwrap();
+    p.client().flush().await.unwrap();
+    let short = event_core::PublishOptions {
+        timeout: Some(Duration::from_secs(1)),
+        ..event_core::PublishOptions::default()
+    };
+    let started = Instant::now();
+    match p.publish_with_options(&event(&p, 2), &short).await {
+        Err(Error::Timeout { elapsed, .. }) => assert_eq!(elapsed, Duration::from_secs(1)),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_max_age_beyond_i64_nanoseconds_is_refused_not_truncated() {
+    let server = server!("a_max_age_beyond_i64_nanoseconds_is_refused_not_truncated");
+    // in i64 nanoseconds this wraps to about 200 s: events would expire
+    // after minutes instead of centuries
+    let config = NatsConfig {
+        max_age_secs: 18_446_744_274,
+        ..common::config(&server, "maxage")
+    };
+    match NatsProvider::connect(config).await {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "max_age_secs"),
+        Err(other) => panic!("expected InvalidConfig, got {other:?}"),
+        Ok(p) => {
+            let js = async_nats::jetstream::new(p.client().clone());
+            let mut stream = js.get_stream(p.stream_name()).await.unwrap();
+            let max_age = stream.info().await.unwrap().config.max_age;
+            panic!("connected; the stream keeps events for {max_age:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_comma_separated_server_list_connects() {
+    let server = server!("a_comma_separated_server_list_connects");
+    // the first address refuses connections: the client goes on to the next
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for url in [
+        format!("nats://127.0.0.1:{refused},{}", server.url()),
+        format!("{}, nats://127.0.0.1:{refused}", server.url()),
+    ] {
+        let config = NatsConfig {
+            url: url.clone(),
+            ..common::config(&server, "list")
+        };
+        config.validate().unwrap();
+        let p = NatsProvider::connect(config)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e:?}"));
+        assert_eq!(p.publish(&event(&p, 1)).await.unwrap(), 1, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_stream_is_not_found_naming_the_stream() {
+    let server = server!("a_deleted_stream_is_not_found_naming_the_stream");
+    let p = NatsProvider::connect(common::config(&server, "gone"))
+        .await
+        .unwrap();
+    p.publish(&event(&p, 1)).await.unwrap();
+    let js = async_nats::jetstream::new(p.client().clone());
+    js.delete_stream(p.stream_name()).await.unwrap();
+    let filter = p.build_subject("t", "*");
+    for (what, result) in [
+        ("info", p.info().await.map(|_| ())),
+        ("history", p.history(None, 3).await.map(|_| ())),
+        (
+            "filtered history",
+            p.history(Some(&filter), 3).await.map(|_| ()),
+        ),
+    ] {
+        match result {
+            Err(Error::NotFound { kind, name }) => {
+                assert_eq!((kind, name.as_str()), ("stream", p.stream_name()), "{what}")
+            }
+            other => panic!("{what}: expected NotFound, got {other:?}"),
+        }
+    }
+    assert!(!p.health().await.unwrap());
+}

@@ -248,6 +248,41 @@ async fn unreadable_tls_files_are_invalid_config_before_connecting() {
     }
 }
 
+#[tokio::test]
+async fn malformed_tls_files_are_invalid_config_not_a_connection_error() {
+    let test = "malformed_tls_files_are_invalid_config_not_a_connection_error";
+    let Some((pki, server)) = tls_server(test) else {
+        return;
+    };
+    let garbage = pki.ca.with_file_name("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    // a client certificate whose "key" file holds no key; a CA file
+    // without a certificate: configuration mistakes, not retryable
+    let no_key = TlsOptions {
+        require: true,
+        ca_file: Some(pki.ca.clone()),
+        client_cert: Some(ClientCert {
+            cert_file: pki.client_cert.clone(),
+            key_file: pki.client_cert.clone(),
+        }),
+    };
+    let no_ca = TlsOptions {
+        require: true,
+        ca_file: Some(garbage),
+        client_cert: None,
+    };
+    for (tls, field) in [(no_key, "tls.client_cert.key_file"), (no_ca, "tls.ca_file")] {
+        let options = NatsOptions {
+            tls,
+            ..NatsOptions::default()
+        };
+        match NatsProvider::connect_with(config(&server, "badpem"), options).await {
+            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
 // ---------------------------------------------------------------- nkey
 
 #[tokio::test]
