@@ -125,7 +125,10 @@
 //!   Events larger than the server's `max_payload` are refused before sending.
 //!   While the connection is down, publishes fail at once with
 //!   [`Error::Connection`](event_core::Error::Connection) instead of
-//!   queueing.
+//!   queueing. A publish no stream answers is that same transient error
+//!   while JetStream is down or recovering, and
+//!   [`Error::NotFound`](event_core::Error::NotFound) naming the stream when
+//!   it was deleted (one stream-info request on that failure tells which).
 //! - **Batch publish** pipelines the writes with at most `max_inflight_acks`
 //!   unacknowledged publishes and reports one result per event, in order.
 //! - **Subscriptions** are pull consumers with explicit acks: at-least-once.

@@ -231,6 +231,9 @@ impl NatsProvider {
         timeout: Duration,
     ) -> Result<u64> {
         match tokio::time::timeout_at(deadline, ack.into_future()).await {
+            Ok(Err(err)) if err.kind() == PublishErrorKind::StreamNotFound => {
+                Err(self.no_stream_answered(deadline).await)
+            }
             Ok(result) => result
                 .map(|ack| ack.sequence)
                 .map_err(|e| self.publish_error(e, expected)),
@@ -255,16 +258,34 @@ impl NatsProvider {
             PublishErrorKind::BrokenPipe => {
                 Error::Connection(format!("publish: connection lost before the ack: {err}"))
             }
-            PublishErrorKind::StreamNotFound => Error::Connection(format!(
-                "publish: no JetStream stream answered for stream {} (server down or recovering)",
-                self.inner.stream_name
-            )),
+            PublishErrorKind::StreamNotFound => self.stream_down(),
             PublishErrorKind::MaxPayloadExceeded => Error::PayloadTooLarge {
                 size: 0,
                 max: self.max_payload(),
             },
             _ => error::map("publish", err, timeout),
         }
+    }
+
+    /// No stream answered a publish: JetStream is down or recovering
+    /// (transient), or the stream was deleted. One stream-info request,
+    /// within the publish's deadline, tells them apart.
+    async fn no_stream_answered(&self, deadline: tokio::time::Instant) -> Error {
+        let info = tokio::time::timeout_at(deadline, self.inner.stream.get_info()).await;
+        match info {
+            Ok(Err(err)) => match self.stream_error("publish", err, self.consumer_timeout()) {
+                missing @ Error::NotFound { .. } => missing,
+                _ => self.stream_down(),
+            },
+            _ => self.stream_down(),
+        }
+    }
+
+    fn stream_down(&self) -> Error {
+        Error::Connection(format!(
+            "publish: no JetStream stream answered for stream {} (server down or recovering)",
+            self.inner.stream_name
+        ))
     }
 
     /// Maps the error of a request on the stream: a missing stream is

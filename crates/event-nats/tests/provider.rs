@@ -916,6 +916,7 @@ async fn a_deleted_stream_is_not_found_naming_the_stream() {
             "filtered history",
             p.history(Some(&filter), 3).await.map(|_| ()),
         ),
+        ("publish", p.publish(&event(&p, 2)).await.map(|_| ())),
     ] {
         match result {
             Err(Error::NotFound { kind, name }) => {
