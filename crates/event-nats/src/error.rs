@@ -58,6 +58,12 @@ pub(crate) fn map(op: &str, err: impl Into<BoxError>, timeout: Duration) -> Erro
             name: op.to_string(),
         };
     }
+    if text.contains("stream not found") {
+        return Error::NotFound {
+            kind: "stream",
+            name: op.to_string(),
+        };
+    }
     if text.contains("timed out") || text.contains("timeout") {
         return Error::Timeout {
             operation: format!("{op}: {text}"),

@@ -197,7 +197,7 @@ impl NatsSubscription {
             .stream
             .create_consumer(config.clone())
             .await
-            .map_err(|e| consumer_error(&name, e, provider.consumer_timeout()))?;
+            .map_err(|e| consumer_error(&provider, &name, e))?;
         Ok(Self::new(
             provider,
             consumer,
@@ -238,12 +238,12 @@ impl NatsSubscription {
                     stream
                         .get_consumer(name)
                         .await
-                        .map_err(|e| consumer_error(name, e, timeout))?
+                        .map_err(|e| consumer_error(&provider, name, e))?
                 } else {
                     let reason = diffs.join("; ");
                     tracing::info!(consumer = name, changes = %reason, "updating durable consumer");
                     let updated = stream.create_consumer(desired.clone()).await.map_err(|e| {
-                        match consumer_error(name, e, timeout) {
+                        match consumer_error(&provider, name, e) {
                             err @ (Error::Timeout { .. } | Error::Connection(_)) => err,
                             err => Error::Conflict {
                                 resource: format!("durable consumer {name}"),
@@ -266,11 +266,13 @@ impl NatsSubscription {
                     updated
                 }
             }
-            Err(err) => match error::map(name, err, timeout) {
-                Error::NotFound { .. } => stream
+            Err(err) => match provider.stream_error(name, err, timeout) {
+                Error::NotFound {
+                    kind: "consumer", ..
+                } => stream
                     .create_consumer(desired)
                     .await
-                    .map_err(|e| consumer_error(name, e, timeout))?,
+                    .map_err(|e| consumer_error(&provider, name, e))?,
                 other => return Err(other),
             },
         };
@@ -408,14 +410,13 @@ impl NatsSubscription {
         if let Some(start_sequence) = resume {
             config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence };
         }
-        let timeout = self.provider.consumer_timeout();
         let consumer = self
             .provider
             .inner
             .stream
             .create_consumer(config)
             .await
-            .map_err(|e| consumer_error(&self.name, e, timeout))?;
+            .map_err(|e| consumer_error(&self.provider, &self.name, e))?;
         tracing::info!(consumer = %self.name, "recreated ephemeral consumer");
         self.start_floor = consumer.cached_info().delivered.stream_sequence;
         self.consumer = consumer;
@@ -648,8 +649,16 @@ impl NatsSubscription {
     }
 }
 
-fn consumer_error(name: &str, err: impl Into<event_core::BoxError>, timeout: Duration) -> Error {
-    match error::map(name, err, timeout) {
+/// Maps the error of a request creating or reading consumer `name`: a
+/// missing stream is `NotFound` naming the stream, another refusal is
+/// `InvalidConfig` (the options).
+fn consumer_error(
+    provider: &NatsProvider,
+    name: &str,
+    err: impl Into<event_core::BoxError>,
+) -> Error {
+    let timeout = provider.consumer_timeout();
+    match provider.stream_error(name, err, timeout) {
         Error::Provider { source, .. } => Error::invalid_config(
             "subscribe options",
             format!("JetStream refused consumer {name}: {source}"),

@@ -917,6 +917,11 @@ async fn a_deleted_stream_is_not_found_naming_the_stream() {
             p.history(Some(&filter), 3).await.map(|_| ()),
         ),
         ("publish", p.publish(&event(&p, 2)).await.map(|_| ())),
+        ("subscribe", p.subscribe(&filter).await.map(|_| ())),
+        (
+            "subscribe_durable",
+            p.subscribe_durable("d", &filter).await.map(|_| ()),
+        ),
     ] {
         match result {
             Err(Error::NotFound { kind, name }) => {
