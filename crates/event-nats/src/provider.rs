@@ -212,11 +212,23 @@ impl NatsProvider {
                 self.inner.config.url
             )));
         }
+        let size = payload.len();
         self.inner
             .js
             .publish_with_headers(subject.to_string(), headers, payload)
             .await
-            .map_err(|e| self.publish_error(e, expected))
+            .map_err(|e| match self.publish_error(e, expected) {
+                // the client refused it against the server's current limit,
+                // which a reconnection lowered: remember that limit
+                Error::PayloadTooLarge { .. } => {
+                    let max = self.inner.client.server_info().max_payload;
+                    if max > 0 {
+                        self.inner.max_payload.store(max, Ordering::Relaxed);
+                    }
+                    Error::PayloadTooLarge { size, max }
+                }
+                other => other,
+            })
     }
 
     /// Awaits an acknowledgement until `deadline` (async-nats starts its own

@@ -932,3 +932,35 @@ async fn a_deleted_stream_is_not_found_naming_the_stream() {
     }
     assert!(!p.health().await.unwrap());
 }
+
+#[tokio::test]
+async fn a_limit_lowered_by_a_restart_is_reported_with_the_real_sizes() {
+    let mut server = server!("a_limit_lowered_by_a_restart_is_reported_with_the_real_sizes");
+    let p = NatsProvider::connect(common::config(&server, "lim"))
+        .await
+        .unwrap();
+    assert_eq!(p.max_payload(), 65_536);
+    server.set_extra("max_payload: 16384");
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.client().server_info().max_payload != 16_384 {
+        assert!(Instant::now() < deadline, "no reconnection after restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut big = event(&p, 1);
+    big.payload = json!({ "blob": "x".repeat(30_000) });
+    let size = serde_json::to_vec(&big).unwrap().len();
+    for attempt in [
+        "first (the client refuses it)",
+        "second (refused before sending)",
+    ] {
+        match p.publish(&big).await {
+            Err(Error::PayloadTooLarge { size: got, max }) => {
+                assert!(got >= size, "{attempt}: size {got} < {size}");
+                assert_eq!(max, 16_384, "{attempt}");
+            }
+            other => panic!("{attempt}: expected PayloadTooLarge, got {other:?}"),
+        }
+    }
+    assert_eq!(p.max_payload(), 16_384);
+}

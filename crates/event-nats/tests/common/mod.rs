@@ -188,6 +188,12 @@ impl NatsServer {
         }
     }
 
+    /// Replaces the extra config-file lines used from the next
+    /// [`restart`](Self::restart) on (later lines override earlier ones).
+    pub fn set_extra(&mut self, extra: &str) {
+        self.extra = extra.to_string();
+    }
+
     /// Starts the server again on the same port and store.
     pub fn restart(&mut self) {
         self.kill();
