@@ -123,7 +123,8 @@
 //!   `Nats-Expected-Last-Sequence` (mismatch:
 //!   [`Error::WrongLastSequence`](event_core::Error::WrongLastSequence)).
 //!   Events larger than the server's `max_payload` are refused before sending.
-//!   While the connection is down, publishes fail at once with
+//!   While the connection is down, publishes (and `subscribe`, `history`,
+//!   `info`, `unsubscribe`) fail at once with
 //!   [`Error::Connection`](event_core::Error::Connection) instead of
 //!   queueing. A publish no stream answers is that same transient error
 //!   while JetStream is down or recovering, and

@@ -206,12 +206,7 @@ impl NatsProvider {
     ) -> Result<PublishAckFuture> {
         // fail fast while disconnected instead of queueing into a client
         // buffer that may never drain (the caller retries with the same id)
-        if self.inner.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(Error::Connection(format!(
-                "publish: not connected to {} (reconnecting)",
-                self.inner.config.url
-            )));
-        }
+        self.require_connected("publish")?;
         let size = payload.len();
         self.inner
             .js
@@ -298,6 +293,18 @@ impl NatsProvider {
             "publish: no JetStream stream answered for stream {} (server down or recovering)",
             self.inner.stream_name
         ))
+    }
+
+    /// `Error::Connection` at once while the client is not connected: a
+    /// request would only wait out its timeout.
+    fn require_connected(&self, op: &str) -> Result<()> {
+        if self.inner.client.connection_state() == async_nats::connection::State::Connected {
+            return Ok(());
+        }
+        Err(Error::Connection(format!(
+            "{op}: not connected to {} (reconnecting)",
+            self.inner.config.url
+        )))
     }
 
     /// Maps the error of a request on the stream: a missing stream is
@@ -584,6 +591,7 @@ impl EventProvider for NatsProvider {
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         validate_filter(filter_subject)?;
+        self.require_connected("subscribe")?;
         let sub = NatsSubscription::ephemeral(self.clone(), filter_subject, options).await?;
         Ok(Box::new(sub))
     }
@@ -596,6 +604,7 @@ impl EventProvider for NatsProvider {
     ) -> Result<Box<dyn Subscription>> {
         validate_consumer_name(consumer_name)?;
         validate_filter(filter_subject)?;
+        self.require_connected("subscribe")?;
         let sub =
             NatsSubscription::durable(self.clone(), consumer_name, filter_subject, options).await?;
         Ok(Box::new(sub))
@@ -605,11 +614,13 @@ impl EventProvider for NatsProvider {
         if let Some(filter) = filter_subject {
             validate_filter(filter)?;
         }
+        self.require_connected("history")?;
         crate::history::history(self, filter_subject, limit).await
     }
 
     async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
         validate_consumer_name(consumer_name)?;
+        self.require_connected("unsubscribe")?;
         match self.inner.stream.delete_consumer(consumer_name).await {
             Ok(_) => Ok(()),
             Err(e) => Err(
@@ -625,6 +636,7 @@ impl EventProvider for NatsProvider {
     }
 
     async fn info(&self) -> Result<ProviderInfo> {
+        self.require_connected("stream info")?;
         let info = self
             .inner
             .stream

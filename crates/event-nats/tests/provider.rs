@@ -964,3 +964,42 @@ async fn a_limit_lowered_by_a_restart_is_reported_with_the_real_sizes() {
     }
     assert_eq!(p.max_payload(), 16_384);
 }
+
+#[tokio::test]
+async fn requests_while_disconnected_fail_at_once() {
+    let mut server = server!("requests_while_disconnected_fail_at_once");
+    let p = NatsProvider::connect(common::config(&server, "down2"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.health().await.unwrap() {
+        assert!(Instant::now() < deadline, "the loss was not noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the request timeout is 5 s: each must answer well before it
+    let started = Instant::now();
+    let results = [
+        ("info", p.info().await.map(|_| ())),
+        ("history", p.history(None, 3).await.map(|_| ())),
+        ("unsubscribe", p.unsubscribe("d").await),
+        ("subscribe", p.subscribe(&filter).await.map(|_| ())),
+        (
+            "subscribe_durable",
+            p.subscribe_durable("d", &filter).await.map(|_| ()),
+        ),
+        ("publish", p.publish(&event(&p, 0)).await.map(|_| ())),
+    ];
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    for (what, result) in results {
+        match result {
+            Err(e @ Error::Connection(_)) => assert!(e.is_transient(), "{what}"),
+            other => panic!("{what}: expected Connection, got {other:?}"),
+        }
+    }
+}
