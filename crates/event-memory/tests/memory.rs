@@ -722,3 +722,24 @@ async fn a_start_sequence_beyond_the_last_event_is_kept() {
         assert_eq!(got.sequence, 10, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_durable_whose_filter_changed_after_retention_overtook_it_is_told_it_lagged() {
+    // "d" sits at sequence 1 filtering category a; retention (4 events)
+    // evicts six category-b events, which its filter then did not match
+    let p = provider(4, 10);
+    drop(p.subscribe_durable("d", "events.a.>").await.unwrap());
+    for n in 0..10 {
+        publish_on(&p, "events.b.x", n).await;
+    }
+    // now filtering category b from the same position: the six evicted
+    // events are ones it would have delivered, and were skipped
+    let mut sub = p.subscribe_durable("d", "events.b.>").await.unwrap();
+    match sub.next().await {
+        Err(Error::Lagged { missed }) => assert_eq!(missed, 6),
+        other => panic!("expected Lagged {{ missed: 6 }}, got {other:?}"),
+    }
+    for n in 6..10 {
+        assert_eq!(sub.next().await.unwrap().unwrap().event.payload["n"], n);
+    }
+}
