@@ -159,7 +159,12 @@ impl Consumer {
 
     /// Applies changed settings to an existing durable. The start policy
     /// only applies at creation; changing it is a conflict.
-    pub(crate) fn reconfigure(&self, name: &str, settings: Settings) -> Result<()> {
+    pub(crate) fn reconfigure(
+        &self,
+        name: &str,
+        settings: Settings,
+        store: &parking_lot::Mutex<Store>,
+    ) -> Result<()> {
         let mut state = self.state.lock();
         if state.settings == settings {
             return Ok(());
@@ -174,6 +179,14 @@ impl Consumer {
             });
         }
         if state.settings.filter != settings.filter {
+            let store = store.lock();
+            // the events already evicted past this consumer were counted
+            // against the old filter; whether the new one matches them can
+            // no longer be told, so every evicted position counts (the upper
+            // bound `Error::Lagged` allows)
+            if state.next_seq < store.first_seq() {
+                state.cursor.set_missed(store.first_seq() - state.next_seq);
+            }
             state.cursor.set_filter(settings.filter.clone());
         }
         state.settings = settings;

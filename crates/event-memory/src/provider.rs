@@ -331,7 +331,7 @@ impl EventProvider for MemoryProvider {
             let mut durables = self.shared.durables.lock();
             match durables.get(consumer_name) {
                 Some(existing) => {
-                    existing.reconfigure(consumer_name, settings)?;
+                    existing.reconfigure(consumer_name, settings, &self.shared.store)?;
                     existing.clone()
                 }
                 None => {

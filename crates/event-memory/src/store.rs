@@ -178,6 +178,11 @@ impl Cursor {
         *self.filter.lock() = filter;
     }
 
+    /// Replaces the count of missed events. Call under the store lock.
+    pub(crate) fn set_missed(&self, missed: u64) {
+        self.missed.store(missed, Ordering::Relaxed);
+    }
+
     /// Records that the consumer reads `next_seq` next. Call under the
     /// store lock.
     pub(crate) fn advance_to(&self, next_seq: u64) {

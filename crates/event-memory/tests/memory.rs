@@ -722,3 +722,99 @@ async fn a_start_sequence_beyond_the_last_event_is_kept() {
         assert_eq!(got.sequence, 10, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_durable_whose_filter_changed_after_retention_overtook_it_is_told_it_lagged() {
+    // "d" sits at sequence 1 filtering category a; retention (4 events)
+    // evicts six category-b events, which its filter then did not match
+    let p = provider(4, 10);
+    drop(p.subscribe_durable("d", "events.a.>").await.unwrap());
+    for n in 0..10 {
+        publish_on(&p, "events.b.x", n).await;
+    }
+    // now filtering category b from the same position: the six evicted
+    // events are ones it would have delivered, and were skipped
+    let mut sub = p.subscribe_durable("d", "events.b.>").await.unwrap();
+    match sub.next().await {
+        Err(Error::Lagged { missed }) => assert_eq!(missed, 6),
+        other => panic!("expected Lagged {{ missed: 6 }}, got {other:?}"),
+    }
+    for n in 6..10 {
+        assert_eq!(sub.next().await.unwrap().unwrap().event.payload["n"], n);
+    }
+}
+
+/// Random publishes and reads under retention: every subscription gets
+/// exactly what a model keeping the whole log says: `Lagged` with the
+/// number of evicted events its filter matched, then the next stored match.
+#[tokio::test]
+async fn deliveries_and_lag_counts_agree_with_a_model_of_the_whole_log() {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let subjects = ["events.a.x", "events.a.y", "events.b.x", "events.rare.z"];
+    let filters = [
+        "events.>",
+        "events.a.>",
+        "events.*.x",
+        "events.rare.>",
+        "events.b.x",
+        ">",
+    ];
+    for max_events in [1, 5, 63, 64, 65, 130] {
+        let p = provider(max_events, 10);
+        // (subscription, filter, next sequence in the model)
+        let mut subs = Vec::new();
+        for (i, filter) in filters.iter().enumerate() {
+            let sub = if i % 2 == 0 {
+                p.subscribe(filter).await.unwrap()
+            } else {
+                p.subscribe_durable(&format!("d{i}"), filter).await.unwrap()
+            };
+            let pattern = event_core::SubjectPattern::parse(filter).unwrap();
+            subs.push((sub, pattern, 1_u64));
+        }
+        let mut log: Vec<&str> = Vec::new();
+        for step in 0..6_000 {
+            if next(3) > 0 {
+                // mostly one busy subject, so whole blocks lack the others
+                // and the block summaries skip them
+                let subject = if next(50) < 47 {
+                    subjects[0]
+                } else {
+                    subjects[next(subjects.len() as u64) as usize]
+                };
+                publish_on(&p, subject, step).await;
+                log.push(subject);
+                continue;
+            }
+            let last = log.len() as u64;
+            let first = last.saturating_sub(max_events as u64) + 1;
+            let (sub, pattern, at) = &mut subs[next(filters.len() as u64) as usize];
+            let matching = |seq: &u64| pattern.matches(log[(*seq - 1) as usize]);
+            let missed = (*at..first.max(*at)).filter(matching).count() as u64;
+            let expected_seq = (first.max(*at)..=last).find(matching);
+            if missed == 0 && expected_seq.is_none() {
+                continue; // the subscription would wait
+            }
+            let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("{pattern:?}: nothing delivered"));
+            if missed > 0 {
+                match got {
+                    Err(Error::Lagged { missed: m }) => assert_eq!(m, missed, "{pattern:?}"),
+                    other => panic!("{pattern:?}: expected Lagged({missed}), got {other:?}"),
+                }
+                *at = first;
+            } else {
+                let seq = expected_seq.unwrap();
+                assert_eq!(got.unwrap().unwrap().sequence, seq, "{pattern:?}");
+                *at = seq + 1;
+            }
+        }
+    }
+}

@@ -131,7 +131,8 @@ enum Kind {
     Ephemeral {
         config: Box<pull::Config>,
         /// Manual-mode deliveries handed out and not yet acked or
-        /// terminated: a recreated consumer starts at the oldest of them.
+        /// terminated (final deliveries excepted: never delivered again): a
+        /// recreated consumer starts at the oldest of them.
         unsettled: Unsettled,
     },
     Durable,
@@ -684,12 +685,18 @@ impl Subscription for NatsSubscription {
         match self.receive().await? {
             Some((received, acker)) => {
                 let wait = self.ack_wait_of(received.num_delivered);
+                // a final delivery is never delivered again, settled or
+                // not (a nak or an ack timeout exhausts it): a recreated
+                // consumer must not resume at it
+                let last = self
+                    .max_deliver
+                    .is_some_and(|max| received.num_delivered >= max);
                 let unsettled = match &self.kind {
-                    Kind::Ephemeral { unsettled, .. } => {
+                    Kind::Ephemeral { unsettled, .. } if !last => {
                         unsettled.with(|set| set.insert(received.sequence));
                         Some((unsettled.clone(), received.sequence))
                     }
-                    Kind::Durable => None,
+                    Kind::Ephemeral { .. } | Kind::Durable => None,
                 };
                 Ok(Some(
                     PendingEvent::new(

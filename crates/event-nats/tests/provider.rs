@@ -749,6 +749,39 @@ async fn a_lost_ephemeral_is_recreated_without_skipping_or_dropping_events() {
 }
 
 #[tokio::test]
+async fn a_lost_ephemeral_does_not_resume_at_an_exhausted_final_delivery() {
+    let server = server!("a_lost_ephemeral_does_not_resume_at_an_exhausted_final_delivery");
+    let config = common::config(&server, "lostfinal");
+    let stream = config.stream_name.clone();
+    let p = NatsProvider::connect(config).await.unwrap();
+    let filter = p.category_subject("t");
+    let options = SubscribeOptions {
+        max_deliver: Some(1),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p.subscribe_with_options(&filter, &options).await.unwrap();
+    for n in 0..3 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    // event 0's only delivery is nak'd (so it is exhausted), event 1's is
+    // dropped unsettled (exhausted when its ack wait ends), event 2 is acked
+    let first = next_n(&mut sub).await;
+    assert!(first.is_final_delivery());
+    first.nak().await.unwrap();
+    drop(next_n(&mut sub).await);
+    next_n(&mut sub).await.ack().await.unwrap();
+    delete_ephemerals(&server, &stream).await;
+    p.publish(&event(&p, 3)).await.unwrap();
+    let got = next_n(&mut sub).await;
+    assert_eq!(
+        got.received.event.payload["n"], 3,
+        "a recreated consumer neither delivers exhausted events again nor replays the acked ones"
+    );
+    got.ack().await.unwrap();
+    sub.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_ephemeral_resumes_after_a_server_restart() {
     let mut server = server!("an_ephemeral_resumes_after_a_server_restart");
     let config = NatsConfig {
