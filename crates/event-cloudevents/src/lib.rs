@@ -77,6 +77,9 @@ mod percent;
 pub mod provider;
 pub mod structured;
 
+#[cfg(all(test, any(feature = "http", feature = "nats")))]
+mod testing;
+
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
