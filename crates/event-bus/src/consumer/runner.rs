@@ -489,15 +489,9 @@ async fn acquire_permit(
 }
 
 async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemaphorePermit) {
-    let key = (
-        Arc::clone(&pending.received.stream),
-        pending.received.sequence,
-    );
-    let attempt = pending.received.num_delivered;
-    let event_id = pending.received.event.id.clone();
     match run_handler(&shared, &pending).await {
         Ok(()) => {
-            forget_failure(&shared, &key);
+            forget_failure(&shared, &pending.received.stream, pending.received.sequence);
             shared.bus.metrics.add_handled(1);
             // a failed ack is a settle error, not an ack: the provider
             // redelivers the event, and that delivery is counted then
@@ -507,12 +501,22 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
         }
         Err(reason) => {
             shared.bus.metrics.add_handler_error(1);
-            let first_failure = remember_failure(&shared, key.clone());
+            let (stream, sequence) = (
+                Arc::clone(&pending.received.stream),
+                pending.received.sequence,
+            );
+            let first_failure = remember_failure(&shared, &stream, sequence);
             if is_last_attempt(&shared.options, &pending) {
                 dead_letter(&shared, pending, reason, first_failure).await;
-                forget_failure(&shared, &key);
+                forget_failure(&shared, &stream, sequence);
             } else {
-                tracing::debug!(event_id = %event_id, attempt, reason = %reason, "handler failed; retrying");
+                let attempt = pending.received.num_delivered;
+                tracing::debug!(
+                    event_id = %pending.received.event.id,
+                    attempt,
+                    reason = %reason,
+                    "handler failed; retrying"
+                );
                 let delay = nak_delay(&shared.options, &pending, attempt);
                 settle(&shared, pending.nak_with_delay(delay).await, "nak");
                 bump(&shared.stats.retried);
@@ -583,22 +587,28 @@ fn settle(shared: &Shared, result: Result<()>, what: &str) -> bool {
     }
 }
 
-fn remember_failure(shared: &Shared, key: (Arc<str>, u64)) -> u64 {
+fn remember_failure(shared: &Shared, stream: &Arc<str>, sequence: u64) -> u64 {
     let mut failures = shared
         .failures
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let first = *failures.entry(key).or_insert_with(now_millis);
+    let first = *failures
+        .entry((Arc::clone(stream), sequence))
+        .or_insert_with(now_millis);
     while failures.len() > MAX_TRACKED_FAILURES {
         failures.pop_first();
     }
     first
 }
 
-fn forget_failure(shared: &Shared, key: &(Arc<str>, u64)) {
-    shared
+/// Forgets a settled event's first failure; builds the key only when
+/// something is tracked (a handled event usually failed never).
+fn forget_failure(shared: &Shared, stream: &Arc<str>, sequence: u64) {
+    let mut failures = shared
         .failures
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(key);
+        .unwrap_or_else(PoisonError::into_inner);
+    if !failures.is_empty() {
+        failures.remove(&(Arc::clone(stream), sequence));
+    }
 }
