@@ -900,21 +900,27 @@ async fn recording_consumer(
     .unwrap()
 }
 
-#[tokio::test]
-async fn a_final_delivery_fetched_before_shutdown_is_drained_not_lost() {
-    // max_deliver 1: every delivery is final; the second event is fetched
-    // while the first runs (one permit) when shutdown is requested
+/// A bus whose subscriber "w" (with `options`) has events 1 and 2 waiting.
+async fn bus_with_two_events(options: SubscribeOptions) -> EventBus {
     let bus = EventBus::new(MemoryProvider::default());
-    let options = SubscribeOptions {
-        max_deliver: Some(1),
-        ack_wait: Some(Duration::from_millis(200)),
-        ..Default::default()
-    };
     bus.update_subscription_with_options(filter("w", "events.a.>"), options)
         .await
         .unwrap();
     bus.publish("a", "b", "s", "src", json!(1)).await.unwrap();
     bus.publish("a", "b", "s", "src", json!(2)).await.unwrap();
+    bus
+}
+
+#[tokio::test]
+async fn a_final_delivery_fetched_before_shutdown_is_drained_not_lost() {
+    // max_deliver 1: every delivery is final; the second event is fetched
+    // while the first runs (one permit) when shutdown is requested
+    let bus = bus_with_two_events(SubscribeOptions {
+        max_deliver: Some(1),
+        ack_wait: Some(Duration::from_millis(200)),
+        ..Default::default()
+    })
+    .await;
     let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
     let consumer = recording_consumer(&bus, &seen, 100, 1).await;
     wait_until("first started", || seen.lock().unwrap().len() == 1).await;
@@ -927,16 +933,11 @@ async fn a_final_delivery_fetched_before_shutdown_is_drained_not_lost() {
 #[tokio::test]
 async fn a_delivery_fetched_before_shutdown_is_handed_back_at_once() {
     // a long ack wait: a delivery merely dropped would come back only after it
-    let bus = EventBus::new(MemoryProvider::default());
-    let options = SubscribeOptions {
+    let bus = bus_with_two_events(SubscribeOptions {
         ack_wait: Some(Duration::from_secs(60)),
         ..Default::default()
-    };
-    bus.update_subscription_with_options(filter("w", "events.a.>"), options)
-        .await
-        .unwrap();
-    bus.publish("a", "b", "s", "src", json!(1)).await.unwrap();
-    bus.publish("a", "b", "s", "src", json!(2)).await.unwrap();
+    })
+    .await;
     let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
     let consumer = recording_consumer(&bus, &seen, 300, 1).await;
     wait_until("first started", || seen.lock().unwrap().len() == 1).await;
