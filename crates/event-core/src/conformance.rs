@@ -27,7 +27,13 @@
 //! The calling crate needs `tokio` (features `macros`, `rt-multi-thread`) as a
 //! dev-dependency. Each test asks the factory for a fresh, empty provider.
 //! A test that cannot apply to a provider is skipped only through an explicit
-//! [`Capabilities`] flag, and the skip is printed.
+//! [`Capabilities`] flag (or, for the retention test, a factory that cannot
+//! make a provider with a retention limit:
+//! [`ProviderFactory::create_with_max_events`]), and the skip is printed.
+//!
+//! The suite is itself tested: `crates/event-memory/tests/conformance_catches.rs`
+//! runs it against deliberately broken providers (one contract rule broken
+//! each) and checks that it fails on every one.
 //!
 //! This module is test code shipped behind a feature: its `expect`s and
 //! assertions are how a non-conforming provider is reported (as a failing
@@ -54,6 +60,12 @@ pub struct Capabilities {
     pub ack_wait: Duration,
     /// How long a test waits for an expected delivery before failing.
     pub receive_timeout: Duration,
+    /// Whether a consumer that retention overtakes is told so with
+    /// [`Error::Lagged`] (the trait's "Slow consumers" rule, "wherever the
+    /// backend can tell"). JetStream skips removed messages without telling
+    /// the consumer, so the NATS provider sets `false`; the retention test
+    /// then checks only that the consumer skips nothing still stored.
+    pub reports_lagged: bool,
 }
 
 impl Default for Capabilities {
@@ -62,6 +74,7 @@ impl Default for Capabilities {
             max_payload: Some(1024 * 1024),
             ack_wait: Duration::from_millis(500),
             receive_timeout: Duration::from_secs(10),
+            reports_lagged: true,
         }
     }
 }
@@ -75,6 +88,15 @@ pub trait ProviderFactory: Send + Sync {
     /// The provider's capabilities.
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
+    }
+
+    /// A new, empty provider as [`create`](Self::create) makes, except that
+    /// it keeps at most `max_events` events and removes the oldest beyond
+    /// that (retention); used by [`retention_overrun_reported_and_skipped`].
+    /// `None`, the default, skips that test (visibly).
+    async fn create_with_max_events(&self, max_events: usize) -> Option<Arc<dyn EventProvider>> {
+        let _ = max_events;
+        None
     }
 }
 
@@ -106,6 +128,9 @@ macro_rules! conformance_tests {
             deliver_policy_by_start_sequence,
             deliver_policy_by_start_time,
             deliver_policy_last_per_subject,
+            max_ack_pending_pauses_delivery,
+            backoff_spaces_redeliveries,
+            retention_overrun_reported_and_skipped,
             msg_id_deduplicates,
             unusable_msg_id_refused,
             expected_sequence_conflict,
@@ -245,12 +270,16 @@ pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
     assert!(seq >= 1, "sequences start at 1");
     let got = recv(&mut sub, &caps).await;
     assert_eq!(*got.event, sent, "event fields must round-trip exactly");
-    assert_eq!(got.sequence, seq);
-    assert_eq!(got.num_delivered, 1);
+    assert_eq!(
+        got.sequence, seq,
+        "the delivery carries the publish sequence"
+    );
+    assert_eq!(got.num_delivered, 1, "first delivery");
     assert!(!got.stream.is_empty(), "stream name must be set");
 }
 
-/// `*` matches one token, `>` one or more; unrelated subjects stay isolated.
+/// `*` matches one token, `>` one or more (never zero: `a.b.>` does not
+/// match `a.b`); unrelated subjects stay isolated.
 pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -271,6 +300,11 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         .subscribe(&format!("{prefix}.wb.x"))
         .await
         .expect("subscribe exact");
+    // `>` needs at least one more token: `wa.x.>` does not match `wa.x`
+    let mut deep = p
+        .subscribe(&format!("{prefix}.wa.x.>"))
+        .await
+        .expect("subscribe deep >");
 
     p.publish(&event(&*p, "wa", "x", 1)).await.expect("publish");
     p.publish(&event(&*p, "wa", "x.y", 2))
@@ -283,6 +317,9 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         .await
         .expect("publish");
     p.publish(&event(&*p, "wb", "x", 101))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wa", "x.end", 102))
         .await
         .expect("publish");
 
@@ -315,6 +352,11 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         collect(&mut exact, 101).await,
         vec![3],
         "a literal filter matches only itself"
+    );
+    assert_eq!(
+        collect(&mut deep, 102).await,
+        vec![2],
+        "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself"
     );
 }
 
@@ -400,7 +442,8 @@ pub async fn history_newest_first_with_limit_and_filter(factory: &dyn ProviderFa
     let all = p.history(None, 100).await.expect("history");
     assert_eq!(
         all.iter().map(n_of).collect::<Vec<_>>(),
-        (0..30).rev().collect::<Vec<_>>()
+        (0..30).rev().collect::<Vec<_>>(),
+        "history(None, 100): every event, newest first"
     );
     let ha = p
         .history(Some(&p.category_subject("ha")), 4)
@@ -408,20 +451,24 @@ pub async fn history_newest_first_with_limit_and_filter(factory: &dyn ProviderFa
         .expect("history");
     assert_eq!(
         ha.iter().map(n_of).collect::<Vec<_>>(),
-        vec![27, 24, 21, 18]
+        vec![27, 24, 21, 18],
+        "history(category, 4): the newest 4 matching events, newest first"
     );
     let hb = p
         .history(Some(&p.category_subject("hb")), 1000)
         .await
         .expect("history");
-    assert_eq!(hb.len(), 20);
+    assert_eq!(hb.len(), 20, "a limit above the matches returns them all");
     assert!(
         p.history(Some(&p.category_subject("none")), 10)
             .await
             .expect("history")
             .is_empty()
     );
-    assert!(p.history(None, 0).await.expect("history").is_empty());
+    assert!(
+        p.history(None, 0).await.expect("history").is_empty(),
+        "limit 0 returns nothing"
+    );
     assert_invalid_subject(
         p.history(Some("bad..filter"), 10).await,
         "history with a bad filter",
@@ -557,8 +604,11 @@ pub async fn nak_redelivers(factory: &dyn ProviderFactory) {
         started.elapsed() < Duration::from_secs(15),
         "nak must redeliver now, not after the 30 s ack wait"
     );
-    assert_eq!(again.received.sequence, seq);
-    assert_eq!(again.received.num_delivered, 2);
+    assert_eq!(again.received.sequence, seq, "the naked event comes back");
+    assert_eq!(
+        again.received.num_delivered, 2,
+        "num_delivered counts the redelivery"
+    );
     again.ack().await.expect("ack");
     expect_nothing_manual(&mut sub, caps.ack_wait).await;
 }
@@ -634,7 +684,11 @@ pub async fn term_never_redelivers(factory: &dyn ProviderFactory) {
     assert_eq!(n_of(&first.received.event), 0);
     first.term().await.expect("term");
     let second = recv_manual(&mut sub, &caps).await;
-    assert_eq!(n_of(&second.received.event), 1);
+    assert_eq!(
+        n_of(&second.received.event),
+        1,
+        "a terminated event is not redelivered"
+    );
     second.ack().await.expect("ack");
     expect_nothing_manual(&mut sub, caps.ack_wait * 3).await;
 }
@@ -655,7 +709,10 @@ pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn Provider
     for attempt in 1..=3 {
         let pending = recv_manual(&mut sub, &caps).await;
         assert_eq!(n_of(&pending.received.event), 0);
-        assert_eq!(pending.received.num_delivered, attempt);
+        assert_eq!(
+            pending.received.num_delivered, attempt,
+            "num_delivered counts every delivery"
+        );
         assert_eq!(pending.max_deliver(), Some(3));
         assert_eq!(
             pending.is_final_delivery(),
@@ -852,71 +909,115 @@ async fn drain_ns(sub: &mut Box<dyn Subscription>, caps: &Capabilities, count: u
     out
 }
 
-async fn policy_sub(
+/// A durable and an ephemeral subscription on the fixture's category with
+/// `policy`, both created now: every policy works on both kinds.
+async fn policy_subs(
     p: &dyn EventProvider,
     name: &str,
     policy: DeliverPolicy,
-) -> Box<dyn Subscription> {
+) -> Vec<(&'static str, Box<dyn Subscription>)> {
     let opts = SubscribeOptions {
         deliver_policy: policy,
         ..SubscribeOptions::default()
     };
-    p.subscribe_durable_with_options(name, &p.category_subject("pol"), &opts)
+    let filter = p.category_subject("pol");
+    let durable = p
+        .subscribe_durable_with_options(name, &filter, &opts)
         .await
-        .expect("durable with policy")
+        .expect("durable with policy");
+    let ephemeral = p
+        .subscribe_with_options(&filter, &opts)
+        .await
+        .expect("ephemeral with policy");
+    vec![("durable", durable), ("ephemeral", ephemeral)]
 }
 
-/// `DeliverPolicy::All` delivers every stored event.
+/// `DeliverPolicy::All` delivers every stored event (durable and ephemeral).
 pub async fn deliver_policy_all(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     policy_fixture(&*p).await;
-    let mut sub = policy_sub(&*p, "pol-all", DeliverPolicy::All).await;
-    assert_eq!(drain_ns(&mut sub, &caps, 5).await, vec![0, 1, 2, 3, 4]);
+    for (kind, mut sub) in policy_subs(&*p, "pol-all", DeliverPolicy::All).await {
+        assert_eq!(
+            drain_ns(&mut sub, &caps, 5).await,
+            vec![0, 1, 2, 3, 4],
+            "{kind} subscription with DeliverPolicy::All"
+        );
+    }
 }
 
-/// `DeliverPolicy::Last` delivers the newest stored event, then new ones.
+/// `DeliverPolicy::Last` delivers the newest stored event, then new ones
+/// (durable and ephemeral).
 pub async fn deliver_policy_last(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     policy_fixture(&*p).await;
-    let mut sub = policy_sub(&*p, "pol-last", DeliverPolicy::Last).await;
-    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![4]);
+    let mut subs = policy_subs(&*p, "pol-last", DeliverPolicy::Last).await;
+    for (kind, sub) in &mut subs {
+        assert_eq!(
+            drain_ns(sub, &caps, 1).await,
+            vec![4],
+            "{kind} subscription with DeliverPolicy::Last"
+        );
+    }
     p.publish(&event(&*p, "pol", "y", 5))
         .await
         .expect("publish");
-    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![5]);
+    for (kind, sub) in &mut subs {
+        assert_eq!(
+            drain_ns(sub, &caps, 1).await,
+            vec![5],
+            "{kind} subscription with DeliverPolicy::Last, then new events"
+        );
+    }
 }
 
-/// `DeliverPolicy::New` delivers only events published after creation.
+/// `DeliverPolicy::New` delivers only events published after creation
+/// (durable, ephemeral, and [`EventProvider::subscribe`], which is live).
 pub async fn deliver_policy_new(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     policy_fixture(&*p).await;
-    let mut sub = policy_sub(&*p, "pol-new", DeliverPolicy::New).await;
-    expect_nothing_manual(&mut sub, caps.ack_wait).await;
+    let mut subs = policy_subs(&*p, "pol-new", DeliverPolicy::New).await;
+    subs.push((
+        "subscribe()",
+        p.subscribe(&p.category_subject("pol"))
+            .await
+            .expect("subscribe"),
+    ));
+    for (_, sub) in &mut subs {
+        expect_nothing_manual(sub, caps.ack_wait).await;
+    }
     p.publish(&event(&*p, "pol", "y", 5))
         .await
         .expect("publish");
-    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![5]);
+    for (kind, sub) in &mut subs {
+        assert_eq!(
+            drain_ns(sub, &caps, 1).await,
+            vec![5],
+            "{kind} subscription with DeliverPolicy::New"
+        );
+    }
 }
 
-/// `DeliverPolicy::ByStartSequence` starts at the given sequence.
+/// `DeliverPolicy::ByStartSequence` starts at the given sequence (durable
+/// and ephemeral).
 pub async fn deliver_policy_by_start_sequence(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     let seqs = policy_fixture(&*p).await;
-    let mut sub = policy_sub(
-        &*p,
-        "pol-seq",
-        DeliverPolicy::ByStartSequence { sequence: seqs[2] },
-    )
-    .await;
-    assert_eq!(drain_ns(&mut sub, &caps, 3).await, vec![2, 3, 4]);
+    let policy = DeliverPolicy::ByStartSequence { sequence: seqs[2] };
+    for (kind, mut sub) in policy_subs(&*p, "pol-seq", policy).await {
+        assert_eq!(
+            drain_ns(&mut sub, &caps, 3).await,
+            vec![2, 3, 4],
+            "{kind} subscription with DeliverPolicy::ByStartSequence"
+        );
+    }
 }
 
 /// `DeliverPolicy::ByStartTime` starts at the first event stored at or after
-/// the time.
+/// the time (durable and ephemeral).
 pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -925,29 +1026,204 @@ pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
     let start = crate::now_millis();
     tokio::time::sleep(Duration::from_millis(50)).await;
     publish_n(&*p, "pol", "x", 2..4).await;
-    let mut sub = policy_sub(
-        &*p,
-        "pol-time",
-        DeliverPolicy::ByStartTime { timestamp: start },
-    )
-    .await;
-    assert_eq!(drain_ns(&mut sub, &caps, 2).await, vec![2, 3]);
+    let policy = DeliverPolicy::ByStartTime { timestamp: start };
+    for (kind, mut sub) in policy_subs(&*p, "pol-time", policy).await {
+        assert_eq!(
+            drain_ns(&mut sub, &caps, 2).await,
+            vec![2, 3],
+            "{kind} subscription with DeliverPolicy::ByStartTime"
+        );
+    }
 }
 
-/// `DeliverPolicy::LastPerSubject` delivers the newest event of each subject.
+/// `DeliverPolicy::LastPerSubject` delivers the newest event of each
+/// subject, then new ones (durable and ephemeral).
 pub async fn deliver_policy_last_per_subject(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     policy_fixture(&*p).await;
-    let mut sub = policy_sub(&*p, "pol-lps", DeliverPolicy::LastPerSubject).await;
-    assert_eq!(drain_ns(&mut sub, &caps, 2).await, vec![3, 4]);
+    let mut subs = policy_subs(&*p, "pol-lps", DeliverPolicy::LastPerSubject).await;
+    for (kind, sub) in &mut subs {
+        assert_eq!(
+            drain_ns(sub, &caps, 2).await,
+            vec![3, 4],
+            "{kind} subscription with DeliverPolicy::LastPerSubject"
+        );
+    }
     p.publish(&event(&*p, "pol", "z", 5))
         .await
         .expect("publish");
-    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![5]);
+    for (kind, sub) in &mut subs {
+        assert_eq!(
+            drain_ns(sub, &caps, 1).await,
+            vec![5],
+            "{kind} subscription with DeliverPolicy::LastPerSubject, then new events"
+        );
+    }
 }
 
-/// A repeated dedup id returns the first sequence and stores nothing.
+/// `max_ack_pending` caps the deliveries awaiting settlement: delivery
+/// pauses at the limit and resumes when one is settled.
+pub async fn max_ack_pending_pauses_delivery(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let opts = SubscribeOptions {
+        max_ack_pending: Some(2),
+        // nothing is redelivered while the test runs
+        ack_wait: Some(Duration::from_secs(60)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("map", &p.category_subject("map"), &opts)
+        .await
+        .expect("durable");
+    publish_n(&*p, "map", "t", 0..4).await;
+    let a = recv_manual(&mut sub, &caps).await;
+    let b = recv_manual(&mut sub, &caps).await;
+    assert_eq!((n_of(&a.received.event), n_of(&b.received.event)), (0, 1));
+    if let Ok(item) = tokio::time::timeout(caps.ack_wait, sub.next_manual_ack()).await {
+        panic!("max_ack_pending 2: a third delivery while two await settlement: {item:?}");
+    }
+    a.ack().await.expect("ack");
+    let c = recv_manual(&mut sub, &caps).await;
+    assert_eq!(n_of(&c.received.event), 2, "delivery resumes after an ack");
+    if let Ok(item) = tokio::time::timeout(caps.ack_wait, sub.next_manual_ack()).await {
+        panic!("max_ack_pending 2: a third delivery while two await settlement: {item:?}");
+    }
+    b.ack().await.expect("ack");
+    c.ack().await.expect("ack");
+    let d = recv_manual(&mut sub, &caps).await;
+    assert_eq!(n_of(&d.received.event), 3);
+    d.ack().await.expect("ack");
+}
+
+/// `backoff` spaces the redeliveries after ack timeouts: the n-th
+/// redelivery comes `backoff[n-1]` after the delivery before it, not a flat
+/// `ack_wait`.
+pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let (short, long) = (caps.ack_wait, caps.ack_wait * 4);
+    let opts = SubscribeOptions {
+        ack_wait: Some(short),
+        backoff: vec![short, long],
+        // JetStream needs more deliveries than backoff entries
+        max_deliver: Some(5),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("backoff", &p.category_subject("backoff"), &opts)
+        .await
+        .expect("durable");
+    publish_n(&*p, "backoff", "t", 0..1).await;
+    let first = recv_manual(&mut sub, &caps).await;
+    let delivered = Instant::now();
+    drop(first); // ack timeout
+    let second = recv_manual(&mut sub, &caps).await;
+    let waited = delivered.elapsed();
+    assert_eq!(second.received.num_delivered, 2);
+    assert!(
+        waited + Duration::from_millis(50) >= short,
+        "first redelivery after {waited:?}, before backoff[0] = {short:?}"
+    );
+    let delivered = Instant::now();
+    drop(second); // ack timeout
+    let third = recv_manual(&mut sub, &caps).await;
+    let waited = delivered.elapsed();
+    assert_eq!(third.received.num_delivered, 3);
+    assert!(
+        waited + Duration::from_millis(50) >= long,
+        "second redelivery after {waited:?}, before backoff[1] = {long:?}"
+    );
+    third.ack().await.expect("ack");
+}
+
+/// When retention removes events a consumer has not read yet, the consumer
+/// continues with the oldest stored event: it skips nothing still stored,
+/// and (where the backend can tell, [`Capabilities::reports_lagged`]) it
+/// first reports [`Error::Lagged`] with the number it missed, so nothing is
+/// lost silently. `info` and `history` see only the retained events.
+pub async fn retention_overrun_reported_and_skipped(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let Some(p) = factory.create_with_max_events(10).await else {
+        skip(
+            "retention_overrun_reported_and_skipped",
+            factory.create().await.name(),
+            "ProviderFactory::create_with_max_events returns None",
+        );
+        return;
+    };
+    let filter = p.category_subject("ret");
+    let durable = p
+        .subscribe_durable_with_options("ret", &filter, &manual_opts(&caps))
+        .await
+        .expect("durable");
+    let live = p.subscribe(&filter).await.expect("subscribe");
+    let seqs = publish_n(&*p, "ret", "t", 0..30).await;
+    for (kind, mut sub, manual) in [("durable", durable, true), ("ephemeral", live, false)] {
+        let (mut got, mut missed) = (Vec::new(), 0);
+        while got.last() != Some(&29) {
+            let next = async {
+                if manual {
+                    let pending = sub.next_manual_ack().await?;
+                    let n = pending.as_ref().map(|p| n_of(&p.received.event));
+                    if let Some(pending) = pending {
+                        pending.ack().await?;
+                    }
+                    Ok::<_, Error>(n)
+                } else {
+                    Ok(sub.next().await?.map(|r| n_of(&r.event)))
+                }
+            };
+            match tokio::time::timeout(caps.receive_timeout, next).await {
+                Ok(Ok(Some(n))) => got.push(n),
+                Ok(Err(Error::Lagged { missed: m })) => missed += m,
+                Ok(other) => panic!("{kind}: expected an event or Lagged, got {other:?}"),
+                Err(_) => panic!(
+                    "{kind}: no event within {:?}; got {got:?}",
+                    caps.receive_timeout
+                ),
+            }
+        }
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{kind}: events in order, none twice: {got:?}"
+        );
+        assert!(
+            got.ends_with(&(20..30).collect::<Vec<_>>()),
+            "{kind}: every retained event delivered: {got:?}"
+        );
+        if caps.reports_lagged {
+            assert_eq!(
+                missed + got.len() as u64,
+                30,
+                "{kind}: delivered {got:?} and reported {missed} missed: events lost silently"
+            );
+        }
+        if manual {
+            expect_nothing_manual(&mut sub, caps.ack_wait).await;
+        }
+    }
+    let info = p.info().await.expect("info");
+    assert_eq!(
+        (info.messages, info.first_sequence, info.last_sequence),
+        (10, seqs[20], seqs[29]),
+        "info after retention: (messages, first_sequence, last_sequence)"
+    );
+    assert_eq!(
+        p.history(None, 100)
+            .await
+            .expect("history")
+            .iter()
+            .map(n_of)
+            .collect::<Vec<_>>(),
+        (20..30).rev().collect::<Vec<_>>(),
+        "history holds the retained events"
+    );
+}
+
+/// A repeated dedup id returns the first sequence and stores nothing, on
+/// any subject: dedup is per stream, not per subject.
 pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let e = event(&*p, "dup", "t", 1);
@@ -967,6 +1243,21 @@ pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
         .await
         .expect("publish");
     assert_eq!(a, b, "same msg id: same sequence");
+    let c = p
+        .publish_with_options(&event(&*p, "dup", "other", 4), &opts)
+        .await
+        .expect("publish");
+    assert_eq!(
+        a, c,
+        "same msg id on another subject: same sequence (dedup is per stream)"
+    );
+    let mut moved = e.clone();
+    moved.subject = p.build_subject("dup", "elsewhere");
+    assert_eq!(
+        p.publish(&moved).await.expect("republish"),
+        first,
+        "same event id on another subject: same sequence (dedup is per stream)"
+    );
     let history = p
         .history(Some(&p.category_subject("dup")), 10)
         .await
@@ -1210,7 +1501,9 @@ pub async fn invalid_subjects_filters_and_names_rejected(factory: &dyn ProviderF
     );
 }
 
-/// An event over the provider's size limit is `PayloadTooLarge` and not stored.
+/// An event whose encoded size is over the provider's limit is
+/// `PayloadTooLarge` and not stored, even when its payload alone is under
+/// the limit.
 pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -1229,6 +1522,19 @@ pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
             assert!(size > limit);
         }
         other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    // the limit applies to the encoded event, not to the payload alone: a
+    // payload just under it leaves no room for the id, subject and the rest
+    let mut e = event(&*p, "big", "t", 0);
+    e.payload = json!({ "blob": "x".repeat(max.saturating_sub(16)) });
+    match p.publish(&e).await {
+        Err(Error::PayloadTooLarge { size, max: limit }) => {
+            assert!(size > limit);
+        }
+        other => panic!(
+            "a payload under the limit in an encoded event over it: expected \
+             PayloadTooLarge, got {other:?}"
+        ),
     }
     let mut small = event(&*p, "big", "t", 1);
     small.payload = json!({ "blob": "x".repeat(max / 2) , "n": 1});
@@ -1312,23 +1618,58 @@ pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFacto
     );
 }
 
-/// `info` counts messages, bytes, consumers and sequences.
+/// `info` counts messages, bytes, consumers (durable and ephemeral) and
+/// sequences; an empty provider reports zeros.
 pub async fn info_counts(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let empty = p.info().await.expect("info");
-    assert_eq!(empty.messages, 0);
     assert_eq!(empty.provider, p.name());
+    assert_eq!(
+        (
+            empty.messages,
+            empty.bytes,
+            empty.consumers,
+            empty.first_sequence,
+            empty.last_sequence
+        ),
+        (0, 0, 0, 0, 0),
+        "an empty provider: (messages, bytes, consumers, first_sequence, last_sequence)"
+    );
     let seqs = publish_n(&*p, "info", "t", 0..7).await;
     let _durable = p
         .subscribe_durable("info-d", &p.category_subject("info"))
         .await
         .expect("durable");
+    let _ephemeral = p
+        .subscribe(&p.category_subject("info"))
+        .await
+        .expect("subscribe");
     let info = p.info().await.expect("info");
-    assert_eq!(info.messages, 7);
-    assert!(info.bytes > 0);
-    assert!(info.consumers >= 1, "the durable is counted");
-    assert_eq!(info.last_sequence, seqs[6]);
-    assert_eq!(info.first_sequence, seqs[0]);
+    assert_eq!(info.messages, 7, "messages stored");
+    assert!(info.bytes > 0, "bytes stored");
+    assert!(
+        info.consumers >= 2,
+        "the durable and the ephemeral consumer are counted: {}",
+        info.consumers
+    );
+    assert_eq!(info.last_sequence, seqs[6], "last_sequence");
+    assert_eq!(info.first_sequence, seqs[0], "first_sequence");
+    let seq = p
+        .publish(&event(&*p, "info", "t", 7))
+        .await
+        .expect("publish");
+    let more = p.info().await.expect("info");
+    assert_eq!(
+        (more.messages, more.last_sequence),
+        (8, seq),
+        "(messages, last_sequence) after one more publish"
+    );
+    assert!(
+        more.bytes > info.bytes,
+        "bytes grow with what is stored: {} then {}",
+        info.bytes,
+        more.bytes
+    );
     assert!(p.health().await.expect("health"));
 }
 
@@ -1338,7 +1679,7 @@ pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
     let mut events: Vec<Event> = (0..20).map(|n| event(&*p, "batch", "t", n)).collect();
     events[7].subject = "bad..subject".into();
     let results = p.publish_batch(&events).await.expect("batch");
-    assert_eq!(results.len(), 20);
+    assert_eq!(results.len(), 20, "one result per event, failures included");
     let mut last = 0;
     for (i, r) in results.iter().enumerate() {
         if i == 7 {
@@ -1356,7 +1697,7 @@ pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
         .history(Some(&p.category_subject("batch")), 100)
         .await
         .expect("history");
-    assert_eq!(stored.len(), 19);
+    assert_eq!(stored.len(), 19, "every good event of the batch is stored");
 }
 
 /// A subscription works as a `futures::Stream`.

@@ -8,16 +8,26 @@ use std::time::Duration;
 
 struct Memory;
 
+fn provider(max_events: usize) -> Arc<dyn EventProvider> {
+    let config = MemoryConfig {
+        max_events,
+        ..MemoryConfig::default()
+    };
+    let limits = MemoryLimits {
+        max_payload: 64 * 1024,
+        ..MemoryLimits::default()
+    };
+    Arc::new(MemoryProvider::with_limits(config, limits).expect("valid config"))
+}
+
 #[async_trait::async_trait]
 impl ProviderFactory for Memory {
     async fn create(&self) -> Arc<dyn EventProvider> {
-        let limits = MemoryLimits {
-            max_payload: 64 * 1024,
-            ..MemoryLimits::default()
-        };
-        Arc::new(
-            MemoryProvider::with_limits(MemoryConfig::default(), limits).expect("valid config"),
-        )
+        provider(MemoryConfig::default().max_events)
+    }
+
+    async fn create_with_max_events(&self, max_events: usize) -> Option<Arc<dyn EventProvider>> {
+        Some(provider(max_events))
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -25,6 +35,7 @@ impl ProviderFactory for Memory {
             max_payload: Some(64 * 1024),
             ack_wait: Duration::from_millis(300),
             receive_timeout: Duration::from_secs(5),
+            reports_lagged: true,
         }
     }
 }

@@ -27,11 +27,24 @@ impl ProviderFactory for Nats {
         Arc::new(NatsProvider::connect(config).await.expect("connect"))
     }
 
+    async fn create_with_max_events(&self, max_events: usize) -> Option<Arc<dyn EventProvider>> {
+        let config = event_nats::NatsConfig {
+            max_events: max_events as u64,
+            ..common::config(&self.server, "conf")
+        };
+        Some(Arc::new(
+            NatsProvider::connect(config).await.expect("connect"),
+        ))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             max_payload: Some(65536),
             ack_wait: Duration::from_secs(1),
             receive_timeout: Duration::from_secs(10),
+            // JetStream skips messages removed by retention without telling
+            // the consumer
+            reports_lagged: false,
         }
     }
 }
