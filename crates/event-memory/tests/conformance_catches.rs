@@ -1,0 +1,1150 @@
+//! The conformance suite catches contract violations: a meta-test.
+//!
+//! Each mutant here is a `MemoryProvider` behind a wrapper that breaks
+//! exactly one rule of the `EventProvider` contract (DESIGN.md, "The
+//! contract"; the trait's "Contract" docs) and forwards everything else. For
+//! every mutant, the conformance test(s) that check that rule run against it
+//! and must FAIL, with a panic message that names the broken rule (so a
+//! mutant is not counted as caught because the wrapper itself misbehaved).
+//! A mutant that passed would be a hole in the suite: a broken provider
+//! called conforming.
+//!
+//! The `faithful` module runs the whole suite against the same wrapper with
+//! no mutation, so every kill below is due to the mutation alone; the plain
+//! `MemoryProvider` runs it in `tests/conformance.rs`.
+//!
+//! Each mutant test's doc comment reads "the suite catches ...". To add a
+//! rule to the suite, add the mutant that breaks it here first and watch it
+//! survive.
+
+#![allow(clippy::unwrap_used)]
+
+use async_trait::async_trait;
+use event_core::conformance::{self, Capabilities, ProviderFactory};
+use event_core::subject::{validate_consumer_name, validate_publish_subject};
+use event_core::{
+    Acker, DeliverPolicy, Error, Event, EventProvider, PendingEvent, ProviderInfo, PublishOptions,
+    ReceivedEvent, Result, SubjectPattern, SubscribeOptions, Subscription,
+};
+use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The payload limit the mutants claim (as the memory runner does).
+const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// The one rule a mutant breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Breaks nothing: the control.
+    Faithful,
+    // ---- history
+    HistoryOldestFirst,
+    HistoryIgnoresLimit,
+    HistoryIgnoresFilter,
+    /// The oldest `limit` matches (newest first among themselves).
+    HistoryOldestMatches,
+    // ---- publish
+    DedupIgnored,
+    /// The dedup key includes the subject (the contract: per stream).
+    DedupPerSubject,
+    /// Only `publish_shared*` ignores the dedup id.
+    SharedIgnoresDedup,
+    ExpectedSequenceIgnored,
+    /// A conflicting publish reports `WrongLastSequence` but is stored.
+    ConflictStillStored,
+    /// The sequence a delivery reports is not the one publish returned.
+    DeliveredSequenceOffByOne,
+    /// Metadata does not survive delivery.
+    MetadataDropped,
+    /// `publish_batch` stops at the first failing event.
+    BatchStopsAtFirstError,
+    /// A published subject that breaks the rules is rewritten and stored.
+    BadSubjectsAccepted,
+    /// A bad filter is widened to `>` instead of refused.
+    BadFiltersAccepted,
+    /// A bad consumer name is escaped instead of refused.
+    BadConsumerNamesAccepted,
+    /// The store accepts events 16× over the claimed limit.
+    PayloadLimitUnenforced,
+    /// The limit is checked on the payload alone, not the encoded event.
+    PayloadLimitCountsPayloadOnly,
+    // ---- acknowledgement
+    NakAcks,
+    NakDelayIgnored,
+    TermNaks,
+    /// `term` does nothing: the event comes back after the ack wait.
+    TermNoop,
+    NumDeliveredAlwaysOne,
+    /// The consumer never stops redelivering (but reports `max_deliver`).
+    MaxDeliverIgnored,
+    /// One delivery more than `max_deliver` (reported as `max_deliver`).
+    MaxDeliverOffByOne,
+    InProgressNoop,
+    /// `ack_wait` is ignored: the provider default (30 s) applies.
+    AckWaitIgnored,
+    /// An unsettled delivery is acked when dropped: never redelivered.
+    UnsettledAckedOnDrop,
+    /// An unsettled delivery is naked when dropped: redelivered before the
+    /// ack wait.
+    UnsettledNakedOnDrop,
+    /// `backoff` is ignored: every redelivery waits `ack_wait`.
+    BackoffIgnored,
+    /// `max_ack_pending` is ignored.
+    MaxAckPendingIgnored,
+    /// Auto-ack acks an event before the caller has seen it.
+    AutoAckBeforeCallerSees,
+    /// Auto-ack never acks (everything comes back after the ack wait).
+    AutoAckNeverAcks,
+    /// `close` drops the last auto-ack event instead of acking it.
+    CloseDoesNotAck,
+    /// A fetch dropped after the event was taken loses the event.
+    NotCancelSafe,
+    // ---- subscriptions and consumers
+    /// A resubscribed durable starts over instead of resuming.
+    DurableRestartsFromStart,
+    /// A second live subscription on a durable gets its own copy.
+    DurableNotShared,
+    /// Resubscribing a durable keeps its first filter and options.
+    ChangedOptionsIgnored,
+    UnsubscribeNoop,
+    /// Unsubscribing a missing durable succeeds.
+    UnsubscribeMissingOk,
+    PolicyLastAsAll,
+    PolicyNewAsAll,
+    PolicyByStartSequenceOffByOne,
+    PolicyByStartTimeIgnored,
+    PolicyLastPerSubjectAsLast,
+    /// Ephemeral subscriptions ignore the deliver policy (always live).
+    EphemeralPolicyIgnored,
+    /// `subscribe` (live) replays the stored events.
+    EphemeralNewReplays,
+    /// `>` also matches zero tokens (the bare prefix).
+    TailMatchesParent,
+    /// `*` matches one or more tokens.
+    StarMatchesMany,
+    /// Every seventh delivery is skipped silently.
+    DropsEvents,
+    /// Deliveries available together are handed out swapped.
+    Reorders,
+    /// `Error::Lagged` is swallowed: overrun events vanish silently.
+    LaggedSwallowed,
+    // ---- info
+    InfoMessagesOffByOne,
+    /// `first_sequence` is always 1 (0 when empty; moves with retention).
+    InfoFirstSequenceAlwaysOne,
+    /// Ephemeral consumers are not counted.
+    InfoIgnoresEphemeralConsumers,
+    /// `bytes` is 1 whenever something is stored.
+    InfoBytesConstant,
+}
+
+// ------------------------------------------------------------- the provider
+
+/// Decrements a live-subscription counter when the subscription goes away.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn enter(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Mutant {
+    inner: MemoryProvider,
+    kind: Kind,
+    /// First filter and options per durable name, until unsubscribed.
+    durables: Mutex<HashMap<String, (String, SubscribeOptions)>>,
+    /// Live subscriptions per durable name.
+    live: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    /// Live ephemeral subscriptions.
+    ephemerals: Arc<AtomicUsize>,
+    counter: AtomicU64,
+}
+
+impl Mutant {
+    fn new(kind: Kind, max_events: usize) -> Self {
+        let max_payload = match kind {
+            Kind::PayloadLimitUnenforced | Kind::PayloadLimitCountsPayloadOnly => MAX_PAYLOAD * 16,
+            _ => MAX_PAYLOAD,
+        };
+        let inner = MemoryProvider::with_limits(
+            MemoryConfig {
+                max_events,
+                ..MemoryConfig::default()
+            },
+            MemoryLimits {
+                max_payload,
+                ..MemoryLimits::default()
+            },
+        )
+        .unwrap();
+        Self {
+            inner,
+            kind,
+            durables: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            ephemerals: Arc::new(AtomicUsize::new(0)),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn fresh_id(&self) -> String {
+        format!("mutant-{}", self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The event the inner provider is asked to store, or the mutant's own
+    /// refusal.
+    fn admit(&self, event: &Arc<Event>) -> Result<Arc<Event>> {
+        match self.kind {
+            Kind::BadSubjectsAccepted
+                if validate_publish_subject(&event.subject, self.subject_prefix()).is_err() =>
+            {
+                let mut e = Event::clone(event);
+                e.subject = self.build_subject("accepted", "t");
+                Ok(Arc::new(e))
+            }
+            Kind::PayloadLimitCountsPayloadOnly => {
+                let size = serde_json::to_vec(&event.payload).unwrap().len();
+                if size > MAX_PAYLOAD {
+                    return Err(Error::PayloadTooLarge {
+                        size,
+                        max: MAX_PAYLOAD,
+                    });
+                }
+                Ok(event.clone())
+            }
+            _ => Ok(event.clone()),
+        }
+    }
+
+    fn publish_options(
+        &self,
+        event: &Event,
+        options: &PublishOptions,
+        shared: bool,
+    ) -> PublishOptions {
+        let mut out = options.clone();
+        let id = options.dedup_id(event);
+        // unusable ids stay unusable: only the dedup rule is broken
+        let usable = !id.is_empty() && !id.chars().any(char::is_control);
+        match self.kind {
+            Kind::DedupIgnored if usable => out.msg_id = Some(self.fresh_id()),
+            Kind::SharedIgnoresDedup if usable && shared => out.msg_id = Some(self.fresh_id()),
+            Kind::DedupPerSubject if usable => {
+                out.msg_id = Some(format!("{}/{id}", event.subject));
+            }
+            Kind::ExpectedSequenceIgnored => out.expected_sequence = None,
+            _ => {}
+        }
+        out
+    }
+
+    async fn publish_arc(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+        shared: bool,
+    ) -> Result<u64> {
+        let event = self.admit(&event)?;
+        let options = self.publish_options(&event, options, shared);
+        let result = if shared {
+            self.inner
+                .publish_shared_with_options(event.clone(), &options)
+                .await
+        } else {
+            self.inner.publish_with_options(&event, &options).await
+        };
+        match result {
+            Err(e @ Error::WrongLastSequence { .. }) if self.kind == Kind::ConflictStillStored => {
+                let unconditional = PublishOptions {
+                    expected_sequence: None,
+                    ..options
+                };
+                self.inner
+                    .publish_with_options(&event, &unconditional)
+                    .await?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    fn filter<'a>(&self, filter: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.kind {
+            Kind::BadFiltersAccepted if SubjectPattern::parse(filter).is_err() => ">".into(),
+            // matched by the subscription with its own (broken) matcher
+            Kind::TailMatchesParent | Kind::StarMatchesMany => ">".into(),
+            _ => filter.into(),
+        }
+    }
+
+    /// The options the inner provider gets, and the `max_deliver` the
+    /// deliveries report instead of the inner one (if different).
+    fn subscribe_options(
+        &self,
+        options: &SubscribeOptions,
+        ephemeral: bool,
+    ) -> (SubscribeOptions, Option<Option<u64>>) {
+        let mut out = options.clone();
+        let mut report_max = None;
+        match self.kind {
+            Kind::MaxDeliverIgnored => {
+                out.max_deliver = None;
+                report_max = Some(options.max_deliver);
+            }
+            Kind::MaxDeliverOffByOne => {
+                out.max_deliver = options.max_deliver.map(|m| m + 1);
+                report_max = Some(options.max_deliver);
+            }
+            Kind::AckWaitIgnored => out.ack_wait = None,
+            Kind::BackoffIgnored => out.backoff.clear(),
+            Kind::MaxAckPendingIgnored => out.max_ack_pending = None,
+            Kind::EphemeralPolicyIgnored if ephemeral => out.deliver_policy = DeliverPolicy::New,
+            _ => {}
+        }
+        out.deliver_policy = match (self.kind, out.deliver_policy) {
+            (Kind::PolicyLastAsAll, DeliverPolicy::Last)
+            | (Kind::PolicyNewAsAll, DeliverPolicy::New)
+            | (Kind::PolicyByStartTimeIgnored, DeliverPolicy::ByStartTime { .. }) => {
+                DeliverPolicy::All
+            }
+            (Kind::EphemeralNewReplays, DeliverPolicy::New) if ephemeral => DeliverPolicy::All,
+            (Kind::PolicyByStartSequenceOffByOne, DeliverPolicy::ByStartSequence { sequence }) => {
+                DeliverPolicy::ByStartSequence {
+                    sequence: sequence + 1,
+                }
+            }
+            (Kind::PolicyLastPerSubjectAsLast, DeliverPolicy::LastPerSubject) => {
+                DeliverPolicy::Last
+            }
+            (_, policy) => policy,
+        };
+        (out, report_max)
+    }
+
+    fn subscription(
+        &self,
+        inner: Box<dyn Subscription>,
+        filter: &str,
+        report_max: Option<Option<u64>>,
+        live: Live,
+    ) -> Box<dyn Subscription> {
+        let own_filter = matches!(self.kind, Kind::TailMatchesParent | Kind::StarMatchesMany)
+            .then(|| filter.to_string());
+        Box::new(MutSub {
+            inner,
+            kind: self.kind,
+            own_filter,
+            report_max,
+            held: None,
+            buffered: VecDeque::new(),
+            fetched: 0,
+            _live: live,
+        })
+    }
+}
+
+#[async_trait]
+impl EventProvider for Mutant {
+    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+        self.publish_arc(Arc::new(event.clone()), options, false)
+            .await
+    }
+
+    async fn publish_shared(&self, event: Arc<Event>) -> Result<u64> {
+        self.publish_shared_with_options(event, &PublishOptions::default())
+            .await
+    }
+
+    async fn publish_shared_with_options(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<u64> {
+        self.publish_arc(event, options, true).await
+    }
+
+    async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            let result = self.publish(event).await;
+            let failed = result.is_err();
+            results.push(result);
+            if failed && self.kind == Kind::BatchStopsAtFirstError {
+                break;
+            }
+        }
+        Ok(results)
+    }
+
+    async fn subscribe_with_options(
+        &self,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        let (options, report_max) = self.subscribe_options(options, true);
+        let inner = self
+            .inner
+            .subscribe_with_options(&self.filter(filter_subject), &options)
+            .await?;
+        Ok(self.subscription(
+            inner,
+            filter_subject,
+            report_max,
+            Live::enter(&self.ephemerals),
+        ))
+    }
+
+    async fn subscribe_durable_with_options(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        let mut name = consumer_name.to_string();
+        if self.kind == Kind::BadConsumerNamesAccepted && validate_consumer_name(&name).is_err() {
+            name = format!(
+                "x{}",
+                name.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+        }
+        let (mut filter, mut options) = (filter_subject.to_string(), options.clone());
+        let known = self.durables.lock().unwrap().get(&name).cloned();
+        match (self.kind, known) {
+            (Kind::DurableRestartsFromStart, Some(_)) => {
+                let _ = self.inner.unsubscribe(&name).await;
+            }
+            (Kind::ChangedOptionsIgnored, Some(first)) => (filter, options) = first,
+            (_, None) => {
+                self.durables
+                    .lock()
+                    .unwrap()
+                    .insert(name.clone(), (filter.clone(), options.clone()));
+            }
+            _ => {}
+        }
+        let counter = self
+            .live
+            .lock()
+            .unwrap()
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        if self.kind == Kind::DurableNotShared && counter.load(Ordering::SeqCst) > 0 {
+            name = format!(
+                "{name}-copy{}",
+                self.counter.fetch_add(1, Ordering::Relaxed)
+            );
+        }
+        let (options, report_max) = self.subscribe_options(&options, false);
+        let inner = self
+            .inner
+            .subscribe_durable_with_options(&name, &self.filter(&filter), &options)
+            .await?;
+        Ok(self.subscription(inner, &filter, report_max, Live::enter(&counter)))
+    }
+
+    async fn history(&self, filter_subject: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        let filter = filter_subject.map(|f| self.filter(f));
+        let filter = filter.as_deref();
+        match self.kind {
+            Kind::HistoryOldestFirst => {
+                let mut events = self.inner.history(filter, limit).await?;
+                events.reverse();
+                Ok(events)
+            }
+            Kind::HistoryIgnoresLimit => self.inner.history(filter, usize::MAX).await,
+            Kind::HistoryIgnoresFilter => self.inner.history(None, limit).await,
+            Kind::HistoryOldestMatches => {
+                let mut events = self.inner.history(filter, usize::MAX).await?;
+                Ok(events.split_off(events.len().saturating_sub(limit)))
+            }
+            _ => self.inner.history(filter, limit).await,
+        }
+    }
+
+    async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
+        match self.kind {
+            Kind::UnsubscribeNoop => return Ok(()),
+            Kind::UnsubscribeMissingOk => {
+                if let Err(Error::NotFound { .. }) = self.inner.unsubscribe(consumer_name).await {
+                    return Ok(());
+                }
+            }
+            _ => self.inner.unsubscribe(consumer_name).await?,
+        }
+        self.durables.lock().unwrap().remove(consumer_name);
+        Ok(())
+    }
+
+    async fn info(&self) -> Result<ProviderInfo> {
+        let mut info = self.inner.info().await?;
+        match self.kind {
+            Kind::InfoMessagesOffByOne => info.messages += 1,
+            Kind::InfoFirstSequenceAlwaysOne => info.first_sequence = 1,
+            Kind::InfoIgnoresEphemeralConsumers => {
+                info.consumers = info
+                    .consumers
+                    .saturating_sub(self.ephemerals.load(Ordering::SeqCst));
+            }
+            Kind::InfoBytesConstant => info.bytes = info.bytes.min(1),
+            _ => {}
+        }
+        Ok(info)
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn subject_prefix(&self) -> &str {
+        self.inner.subject_prefix()
+    }
+
+    async fn health(&self) -> Result<bool> {
+        self.inner.health().await
+    }
+}
+
+// ---------------------------------------------------------- subscriptions
+
+struct MutSub {
+    inner: Box<dyn Subscription>,
+    kind: Kind,
+    /// The caller's filter, matched here with the mutant's matcher (the
+    /// inner subscription gets `>`).
+    own_filter: Option<String>,
+    report_max: Option<Option<u64>>,
+    /// The last auto-ack event, for mutants that emulate auto-ack.
+    held: Option<PendingEvent>,
+    buffered: VecDeque<ReceivedEvent>,
+    fetched: u64,
+    _live: Live,
+}
+
+/// `>` matching zero or more tokens, or `*` one or more: the two classic
+/// wildcard bugs.
+fn broken_match(kind: Kind, filter: &[&str], subject: &[&str]) -> bool {
+    match (filter.first(), subject.first()) {
+        (None, None) => true,
+        (Some(&">"), _) => kind == Kind::TailMatchesParent || !subject.is_empty(),
+        (Some(&"*"), Some(_)) if kind == Kind::StarMatchesMany => {
+            (1..=subject.len()).any(|k| broken_match(kind, &filter[1..], &subject[k..]))
+        }
+        (Some(&"*"), Some(_)) => broken_match(kind, &filter[1..], &subject[1..]),
+        (Some(lit), Some(tok)) => lit == tok && broken_match(kind, &filter[1..], &subject[1..]),
+        _ => false,
+    }
+}
+
+impl MutSub {
+    /// Whether the caller should see `subject` (and the delivery count
+    /// allows it).
+    fn wanted(&mut self, subject: &str) -> bool {
+        if let Some(filter) = &self.own_filter {
+            let f: Vec<&str> = filter.split('.').collect();
+            let s: Vec<&str> = subject.split('.').collect();
+            if !broken_match(self.kind, &f, &s) {
+                return false;
+            }
+        }
+        if self.kind == Kind::DropsEvents {
+            self.fetched += 1;
+            return self.fetched % 7 != 0;
+        }
+        true
+    }
+
+    fn mutate(&self, mut received: ReceivedEvent) -> ReceivedEvent {
+        match self.kind {
+            Kind::NumDeliveredAlwaysOne => received.num_delivered = 1,
+            Kind::DeliveredSequenceOffByOne => received.sequence += 1,
+            Kind::MetadataDropped => Arc::make_mut(&mut received.event).metadata.clear(),
+            _ => {}
+        }
+        received
+    }
+
+    async fn fetch_auto(&mut self) -> Result<Option<ReceivedEvent>> {
+        loop {
+            match self.inner.next().await {
+                Err(Error::Lagged { .. }) if self.kind == Kind::LaggedSwallowed => continue,
+                Ok(Some(received)) => {
+                    if !self.wanted(&received.event.subject) {
+                        continue;
+                    }
+                    return Ok(Some(self.mutate(received)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn fetch_manual(&mut self) -> Result<Option<PendingEvent>> {
+        loop {
+            match self.inner.next_manual_ack().await {
+                Err(Error::Lagged { .. }) if self.kind == Kind::LaggedSwallowed => continue,
+                Ok(Some(pending)) => {
+                    if !self.wanted(&pending.received.event.subject) {
+                        pending.ack().await?;
+                        continue;
+                    }
+                    return Ok(Some(self.wrap(pending)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn wrap(&self, pending: PendingEvent) -> PendingEvent {
+        let wait = pending.ack_wait();
+        let (received, max_deliver, acker) = pending.into_parts();
+        let max_deliver = self.report_max.unwrap_or(max_deliver);
+        let acker = MutAcker {
+            inner: Some(acker),
+            kind: self.kind,
+            settled: AtomicBool::new(false),
+        };
+        let out = PendingEvent::new(self.mutate(received), max_deliver, Box::new(acker));
+        match wait {
+            Some(wait) => out.with_ack_wait(wait),
+            None => out,
+        }
+    }
+
+    /// Auto-ack emulated over manual ack, for the auto-ack mutants.
+    async fn next_emulated(&mut self) -> Result<Option<ReceivedEvent>> {
+        match self.kind {
+            Kind::AutoAckNeverAcks => drop(self.held.take()),
+            _ => {
+                if let Some(last) = self.held.take() {
+                    last.ack().await?;
+                }
+            }
+        }
+        let Some(pending) = self.fetch_manual().await? else {
+            return Ok(None);
+        };
+        let received = pending.received.clone();
+        if self.kind == Kind::AutoAckBeforeCallerSees {
+            pending.ack().await?;
+        } else {
+            self.held = Some(pending);
+        }
+        Ok(Some(received))
+    }
+}
+
+#[async_trait]
+impl Subscription for MutSub {
+    async fn next(&mut self) -> Result<Option<ReceivedEvent>> {
+        match self.kind {
+            Kind::AutoAckBeforeCallerSees | Kind::AutoAckNeverAcks | Kind::CloseDoesNotAck => {
+                self.next_emulated().await
+            }
+            Kind::Reorders => {
+                if let Some(received) = self.buffered.pop_front() {
+                    return Ok(Some(received));
+                }
+                let Some(first) = self.fetch_auto().await? else {
+                    return Ok(None);
+                };
+                match tokio::time::timeout(Duration::from_millis(20), self.fetch_auto()).await {
+                    Ok(Ok(Some(second))) => {
+                        self.buffered.push_back(first);
+                        Ok(Some(second))
+                    }
+                    _ => Ok(Some(first)),
+                }
+            }
+            Kind::NotCancelSafe => {
+                let result = self.fetch_auto().await;
+                tokio::task::yield_now().await;
+                result
+            }
+            _ => self.fetch_auto().await,
+        }
+    }
+
+    async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
+        let result = self.fetch_manual().await;
+        if self.kind == Kind::NotCancelSafe {
+            tokio::task::yield_now().await;
+        }
+        result
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        match self.kind {
+            Kind::CloseDoesNotAck | Kind::AutoAckNeverAcks => drop(self.held.take()),
+            _ => {
+                if let Some(last) = self.held.take() {
+                    last.ack().await?;
+                }
+            }
+        }
+        self.inner.close().await
+    }
+}
+
+struct MutAcker {
+    inner: Option<Box<dyn Acker>>,
+    kind: Kind,
+    settled: AtomicBool,
+}
+
+impl MutAcker {
+    fn inner(&self) -> &dyn Acker {
+        self.inner.as_deref().unwrap()
+    }
+}
+
+#[async_trait]
+impl Acker for MutAcker {
+    async fn ack(&self) -> Result<()> {
+        self.settled.store(true, Ordering::SeqCst);
+        self.inner().ack().await
+    }
+
+    async fn nak(&self, delay: Option<Duration>) -> Result<()> {
+        self.settled.store(true, Ordering::SeqCst);
+        match self.kind {
+            Kind::NakAcks => self.inner().ack().await,
+            Kind::NakDelayIgnored => self.inner().nak(None).await,
+            _ => self.inner().nak(delay).await,
+        }
+    }
+
+    async fn term(&self) -> Result<()> {
+        self.settled.store(true, Ordering::SeqCst);
+        match self.kind {
+            Kind::TermNaks => self.inner().nak(None).await,
+            Kind::TermNoop => Ok(()),
+            _ => self.inner().term().await,
+        }
+    }
+
+    async fn in_progress(&self) -> Result<()> {
+        match self.kind {
+            Kind::InProgressNoop => Ok(()),
+            _ => self.inner().in_progress().await,
+        }
+    }
+}
+
+impl Drop for MutAcker {
+    fn drop(&mut self) {
+        if self.settled.load(Ordering::SeqCst) {
+            return;
+        }
+        let (Some(inner), Ok(runtime)) = (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        match self.kind {
+            Kind::UnsettledAckedOnDrop => {
+                runtime.spawn(async move { inner.ack().await });
+            }
+            Kind::UnsettledNakedOnDrop => {
+                runtime.spawn(async move { inner.nak(None).await });
+            }
+            _ => {}
+        }
+    }
+}
+
+// ----------------------------------------------------------------- harness
+
+struct MutantFactory(Kind);
+
+#[async_trait]
+impl ProviderFactory for MutantFactory {
+    async fn create(&self) -> Arc<dyn EventProvider> {
+        Arc::new(Mutant::new(self.0, MemoryConfig::default().max_events))
+    }
+
+    async fn create_with_max_events(&self, max_events: usize) -> Option<Arc<dyn EventProvider>> {
+        Some(Arc::new(Mutant::new(self.0, max_events)))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_payload: Some(MAX_PAYLOAD),
+            ack_wait: Duration::from_millis(300),
+            // a mutant that loses an event fails on this timeout
+            receive_timeout: if self.0 == Kind::Faithful {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(3)
+            },
+            reports_lagged: true,
+        }
+    }
+}
+
+/// Awaits a conformance test run against a mutant and asserts that it
+/// failed with a panic whose message contains `expected`.
+async fn assert_killed(kind: Kind, test: &str, expected: &str, run: tokio::task::JoinHandle<()>) {
+    let error = match tokio::time::timeout(Duration::from_secs(120), run).await {
+        Err(_) => panic!("{kind:?}: `{test}` hung instead of failing"),
+        Ok(Ok(())) => panic!(
+            "{kind:?} SURVIVED `{test}`: the suite passed against a provider that breaks the contract"
+        ),
+        Ok(Err(error)) => error,
+    };
+    assert!(
+        error.is_panic(),
+        "{kind:?}: `{test}` was cancelled: {error}"
+    );
+    let payload = error.into_panic();
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_default();
+    assert!(
+        message.contains(expected),
+        "{kind:?}: `{test}` failed, but not with {expected:?}: {message}"
+    );
+}
+
+/// `mutant!(name, Kind, test => "expected panic text", ...)`: one
+/// `#[tokio::test]` asserting that each listed conformance test fails
+/// against the mutant.
+macro_rules! mutant {
+    ($(#[doc = $doc:expr])* $name:ident, $kind:expr, $($test:ident => $expected:expr),+ $(,)?) => {
+        $(#[doc = $doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $(
+                assert_killed(
+                    $kind,
+                    stringify!($test),
+                    $expected,
+                    tokio::spawn(async move {
+                        conformance::$test(&MutantFactory($kind)).await;
+                    }),
+                )
+                .await;
+            )+
+        }
+    };
+}
+
+/// The whole suite against the wrapper with no mutation: the wrapper itself
+/// conforms, so the kills below are the mutations' doing.
+mod faithful {
+    use super::{Kind, MutantFactory};
+    event_core::conformance_tests!(MutantFactory(Kind::Faithful));
+}
+
+// ----------------------------------------------------------------- history
+
+mutant!(
+    /// The suite catches history returned oldest first.
+    history_oldest_first, Kind::HistoryOldestFirst,
+    history_newest_first_with_limit_and_filter => "history(None, 100): every event, newest first",
+);
+mutant!(
+    /// The suite catches history ignoring its limit.
+    history_ignores_limit, Kind::HistoryIgnoresLimit,
+    history_newest_first_with_limit_and_filter => "history(category, 4): the newest 4",
+);
+mutant!(
+    /// The suite catches history ignoring its filter.
+    history_ignores_filter, Kind::HistoryIgnoresFilter,
+    history_newest_first_with_limit_and_filter => "history(category, 4): the newest 4",
+);
+mutant!(
+    /// The suite catches history returning the oldest matches instead of the
+    /// newest.
+    history_oldest_matches, Kind::HistoryOldestMatches,
+    history_newest_first_with_limit_and_filter => "history(category, 4): the newest 4",
+);
+
+// ----------------------------------------------------------------- publish
+
+mutant!(
+    /// The suite catches a provider that never deduplicates.
+    dedup_ignored, Kind::DedupIgnored,
+    msg_id_deduplicates => "same event id: same sequence",
+    publish_shared_follows_publish_contract => "same event id: same sequence",
+);
+mutant!(
+    /// The suite catches dedup per subject instead of per stream.
+    dedup_per_subject, Kind::DedupPerSubject,
+    msg_id_deduplicates => "same msg id on another subject: same sequence (dedup is per stream)",
+);
+mutant!(
+    /// The suite catches `publish_shared` skipping dedup.
+    shared_ignores_dedup, Kind::SharedIgnoresDedup,
+    publish_shared_follows_publish_contract => "same event id: same sequence",
+);
+mutant!(
+    /// The suite catches `expected_sequence` being ignored.
+    expected_sequence_ignored, Kind::ExpectedSequenceIgnored,
+    expected_sequence_conflict => "expected WrongLastSequence",
+    publish_shared_follows_publish_contract => "expected WrongLastSequence",
+);
+mutant!(
+    /// The suite catches a conflicting publish that is refused but stored.
+    conflict_still_stored, Kind::ConflictStillStored,
+    expected_sequence_conflict => "the conflicting event was not stored",
+);
+mutant!(
+    /// The suite catches deliveries reporting another sequence than publish.
+    delivered_sequence_off_by_one, Kind::DeliveredSequenceOffByOne,
+    publish_subscribe_round_trip => "the delivery carries the publish sequence",
+);
+mutant!(
+    /// The suite catches metadata lost in delivery.
+    metadata_dropped, Kind::MetadataDropped,
+    publish_subscribe_round_trip => "event fields must round-trip exactly",
+);
+mutant!(
+    /// The suite catches a batch publish that stops at the first failure.
+    batch_stops_at_first_error, Kind::BatchStopsAtFirstError,
+    publish_batch_reports_each_result => "one result per event, failures included",
+);
+mutant!(
+    /// The suite catches invalid published subjects being accepted.
+    bad_subjects_accepted, Kind::BadSubjectsAccepted,
+    invalid_subjects_filters_and_names_rejected => "publish to \"\": expected Error::InvalidSubject",
+);
+mutant!(
+    /// The suite catches invalid filters being accepted.
+    bad_filters_accepted, Kind::BadFiltersAccepted,
+    invalid_subjects_filters_and_names_rejected => "filter \"\": expected Error::InvalidSubject",
+    history_newest_first_with_limit_and_filter => "history with a bad filter: expected Error::InvalidSubject",
+);
+mutant!(
+    /// The suite catches invalid consumer names being accepted.
+    bad_consumer_names_accepted, Kind::BadConsumerNamesAccepted,
+    invalid_subjects_filters_and_names_rejected => "consumer name \"\": expected Error::InvalidSubject",
+);
+mutant!(
+    /// The suite catches a payload limit that is not enforced.
+    payload_limit_unenforced, Kind::PayloadLimitUnenforced,
+    payload_over_limit_rejected => "expected PayloadTooLarge, got Ok",
+    publish_shared_follows_publish_contract => "expected PayloadTooLarge, got Ok",
+);
+mutant!(
+    /// The suite catches a payload limit applied to the payload alone
+    /// instead of the encoded event.
+    payload_limit_counts_payload_only, Kind::PayloadLimitCountsPayloadOnly,
+    payload_over_limit_rejected => "a payload under the limit in an encoded event over it",
+);
+
+// --------------------------------------------------------- acknowledgement
+
+mutant!(
+    /// The suite catches a `nak` that acks (no redelivery).
+    nak_acks, Kind::NakAcks,
+    nak_redelivers => "no event within",
+);
+mutant!(
+    /// The suite catches `nak_with_delay` redelivering at once.
+    nak_delay_ignored, Kind::NakDelayIgnored,
+    nak_with_delay_redelivers_later => "before the 600ms delay",
+);
+mutant!(
+    /// The suite catches a `term` that naks (redelivers).
+    term_naks, Kind::TermNaks,
+    term_never_redelivers => "a terminated event is not redelivered",
+);
+mutant!(
+    /// The suite catches a `term` that does nothing.
+    term_noop, Kind::TermNoop,
+    term_never_redelivers => "expected no delivery, got event n=0 (num_delivered 2)",
+);
+mutant!(
+    /// The suite catches `num_delivered` always 1.
+    num_delivered_always_one, Kind::NumDeliveredAlwaysOne,
+    nak_redelivers => "num_delivered counts the redelivery",
+    max_deliver_stops_and_reports_final_delivery => "num_delivered counts every delivery",
+);
+mutant!(
+    /// The suite catches `max_deliver` being ignored.
+    max_deliver_ignored, Kind::MaxDeliverIgnored,
+    max_deliver_stops_and_reports_final_delivery => "expected no delivery, got event n=0 (num_delivered 4)",
+);
+mutant!(
+    /// The suite catches one delivery too many.
+    max_deliver_off_by_one, Kind::MaxDeliverOffByOne,
+    max_deliver_stops_and_reports_final_delivery => "expected no delivery, got event n=0 (num_delivered 4)",
+);
+mutant!(
+    /// The suite catches `in_progress` as a no-op.
+    in_progress_noop, Kind::InProgressNoop,
+    in_progress_extends_ack_wait => "redelivered although in_progress kept extending the wait",
+);
+mutant!(
+    /// The suite catches `ack_wait` being ignored.
+    ack_wait_ignored, Kind::AckWaitIgnored,
+    ack_timeout_redelivers => "reported ack wait Some(30s), subscribed with 300ms",
+);
+mutant!(
+    /// The suite catches an unsettled delivery that is never redelivered.
+    unsettled_acked_on_drop, Kind::UnsettledAckedOnDrop,
+    ack_timeout_redelivers => "no event within",
+);
+mutant!(
+    /// The suite catches an unsettled delivery redelivered before its ack
+    /// wait.
+    unsettled_naked_on_drop, Kind::UnsettledNakedOnDrop,
+    ack_timeout_redelivers => "redelivered before ack_wait",
+);
+mutant!(
+    /// The suite catches auto-ack acknowledging before the caller sees the
+    /// event (lost if the caller crashes).
+    auto_ack_before_caller_sees, Kind::AutoAckBeforeCallerSees,
+    auto_ack_never_loses_unfinished_event => "no event within",
+);
+mutant!(
+    /// The suite catches auto-ack that never acknowledges.
+    auto_ack_never_acks, Kind::AutoAckNeverAcks,
+    auto_ack_never_loses_unfinished_event => "the unfinished event comes back",
+);
+mutant!(
+    /// The suite catches `close` not acknowledging the last event.
+    close_does_not_ack, Kind::CloseDoesNotAck,
+    auto_ack_never_loses_unfinished_event => "expected no delivery, got event n=1",
+);
+mutant!(
+    /// The suite catches fetches that lose their event when cancelled.
+    not_cancel_safe, Kind::NotCancelSafe,
+    cancelled_fetches_lose_nothing => "fetches dropped mid-way",
+);
+
+// --------------------------------------------- subscriptions and consumers
+
+mutant!(
+    /// The suite catches a durable that starts over instead of resuming.
+    durable_restarts_from_start, Kind::DurableRestartsFromStart,
+    durable_resumes_after_drop => "resumes after the last ack",
+);
+mutant!(
+    /// The suite catches two subscriptions on one durable each getting
+    /// every event.
+    durable_not_shared, Kind::DurableNotShared,
+    durable_shared_by_two_subscriptions => "each event delivered to exactly one subscription",
+);
+mutant!(
+    /// The suite catches changed durable options silently ignored.
+    changed_options_ignored, Kind::ChangedOptionsIgnored,
+    changed_durable_options_applied_or_refused => "the new filter must be in effect",
+);
+mutant!(
+    /// The suite catches `unsubscribe` not deleting the durable.
+    unsubscribe_noop, Kind::UnsubscribeNoop,
+    unsubscribe_deletes_durable => "no event within",
+);
+mutant!(
+    /// The suite catches unsubscribing a missing durable succeeding.
+    unsubscribe_missing_ok, Kind::UnsubscribeMissingOk,
+    unsubscribe_deletes_durable => "unsubscribing a missing durable: expected NotFound",
+);
+mutant!(
+    /// The suite catches `DeliverPolicy::Last` delivering everything.
+    policy_last_as_all, Kind::PolicyLastAsAll,
+    deliver_policy_last => "expected no delivery, got event n=1",
+);
+mutant!(
+    /// The suite catches `DeliverPolicy::New` delivering stored events.
+    policy_new_as_all, Kind::PolicyNewAsAll,
+    deliver_policy_new => "expected no delivery, got event n=0",
+);
+mutant!(
+    /// The suite catches `ByStartSequence` off by one.
+    policy_by_start_sequence_off_by_one, Kind::PolicyByStartSequenceOffByOne,
+    deliver_policy_by_start_sequence => "no event within",
+);
+mutant!(
+    /// The suite catches `ByStartTime` ignored.
+    policy_by_start_time_ignored, Kind::PolicyByStartTimeIgnored,
+    deliver_policy_by_start_time => "expected no delivery, got event n=2",
+);
+mutant!(
+    /// The suite catches `LastPerSubject` treated as `Last`.
+    policy_last_per_subject_as_last, Kind::PolicyLastPerSubjectAsLast,
+    deliver_policy_last_per_subject => "no event within",
+);
+mutant!(
+    /// The suite catches ephemeral subscriptions ignoring the deliver policy.
+    ephemeral_policy_ignored, Kind::EphemeralPolicyIgnored,
+    deliver_policy_all => "no event within",
+);
+mutant!(
+    /// The suite catches `subscribe` (live) replaying stored events.
+    ephemeral_new_replays, Kind::EphemeralNewReplays,
+    deliver_policy_new => "expected no delivery, got event n=0",
+);
+mutant!(
+    /// The suite catches a `>` that also matches the bare prefix.
+    tail_matches_parent, Kind::TailMatchesParent,
+    wildcard_filtering_and_topic_isolation => "`wa.x.>` matches one or more tokens after `wa.x`",
+);
+mutant!(
+    /// The suite catches a `*` that matches several tokens.
+    star_matches_many, Kind::StarMatchesMany,
+    wildcard_filtering_and_topic_isolation => "`wa.*` matches exactly one token",
+);
+mutant!(
+    /// The suite catches events silently dropped from a subscription.
+    drops_events, Kind::DropsEvents,
+    ordering_of_1000_events => "live order",
+);
+mutant!(
+    /// The suite catches a subscription that reorders events.
+    reorders, Kind::Reorders,
+    ordering_of_1000_events => "live order",
+);
+mutant!(
+    /// The suite catches `max_ack_pending` ignored.
+    max_ack_pending_ignored, Kind::MaxAckPendingIgnored,
+    max_ack_pending_pauses_delivery => "max_ack_pending 2: a third delivery",
+);
+mutant!(
+    /// The suite catches `backoff` ignored.
+    backoff_ignored, Kind::BackoffIgnored,
+    backoff_spaces_redeliveries => "before backoff[1]",
+);
+mutant!(
+    /// The suite catches `Error::Lagged` swallowed (events dropped silently).
+    lagged_swallowed, Kind::LaggedSwallowed,
+    retention_overrun_reported_and_skipped => "events lost silently",
+);
+
+// -------------------------------------------------------------------- info
+
+mutant!(
+    /// The suite catches a miscounted `info().messages`.
+    info_messages_off_by_one, Kind::InfoMessagesOffByOne,
+    info_counts => "an empty provider",
+);
+mutant!(
+    /// The suite catches a `first_sequence` that is always 1.
+    info_first_sequence_always_one, Kind::InfoFirstSequenceAlwaysOne,
+    info_counts => "an empty provider",
+    retention_overrun_reported_and_skipped => "info after retention",
+);
+mutant!(
+    /// The suite catches ephemeral consumers missing from `info().consumers`.
+    info_ignores_ephemeral_consumers, Kind::InfoIgnoresEphemeralConsumers,
+    info_counts => "the durable and the ephemeral consumer are counted",
+);
+mutant!(
+    /// The suite catches a constant `info().bytes`.
+    info_bytes_constant, Kind::InfoBytesConstant,
+    info_counts => "bytes grow with what is stored",
+);
