@@ -577,3 +577,47 @@ async fn publish_batch_reports_provider_and_router_refusals_per_event() {
     );
     assert!(bus.publish_batch(&[]).await.unwrap().is_empty());
 }
+
+/// An encryptor whose key is gone: every encryption fails.
+struct KeylessEncryptor;
+
+impl EventEncryptor for KeylessEncryptor {
+    fn encrypt(&self, _event_id: &str, _payload: &serde_json::Value) -> Result<serde_json::Value> {
+        Err(Error::Encryption("no active key".into()))
+    }
+    fn decrypt(&self, _event_id: &str, _payload: &serde_json::Value) -> Result<serde_json::Value> {
+        Err(Error::Decryption("no key".into()))
+    }
+    fn is_encrypted(&self, _payload: &serde_json::Value) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn an_encryption_failure_publishes_and_routes_nothing_and_counts_once() {
+    let (bus, provider) = bus();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    bus.set_encryptor(Arc::new(KeylessEncryptor));
+    let err = bus
+        .publish("secret", "x", "s", "src", json!({"pin": 1}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Encryption(_)), "{err}");
+    let event = Event::new("events.secret.x", "secret", "s", "src", json!({"pin": 2}));
+    let results = bus.publish_batch(&[event]).await.unwrap();
+    assert!(matches!(results[0], Err(Error::Encryption(_))));
+    assert_eq!(provider.info().await.unwrap().messages, 0);
+    assert!(router.routed.lock().unwrap().is_empty());
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (
+            m.publish_errors,
+            m.validation_errors,
+            m.encrypt_total,
+            m.publish_total
+        ),
+        (2, 0, 0, 0)
+    );
+    assert_eq!(m.publish_latency.count, 0);
+}
