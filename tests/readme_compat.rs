@@ -65,6 +65,29 @@ fn readme_memory_provider() {
     assert_eq!(provider.config().max_events, 100_000);
 }
 
+/// The one place where the README's shape and ours differ: in 0.3
+/// `MemoryProvider::new` returned the provider; ours validates the config
+/// (zero capacities, a bad prefix) and returns `Result<MemoryProvider>`. The
+/// README block above compiles as written (it only binds the value), but
+/// code that goes on to use that binding needs a `?`.
+#[test]
+fn readme_memory_provider_new_is_fallible() -> a3s_event::Result<()> {
+    use a3s_event::provider::memory::{MemoryConfig, MemoryProvider};
+
+    let provider = MemoryProvider::new(MemoryConfig {
+        subject_prefix: "events".to_string(),
+        max_events: 100_000,
+        channel_capacity: 10_000,
+    })?;
+    let _bus = a3s_event::EventBus::new(provider);
+    let zero = MemoryProvider::new(MemoryConfig {
+        max_events: 0,
+        ..MemoryConfig::default()
+    });
+    assert!(matches!(zero, Err(a3s_event::Error::InvalidConfig { .. })));
+    Ok(())
+}
+
 #[tokio::test]
 async fn readme_event_bus() -> a3s_event::Result<()> {
     let payload = serde_json::json!({"rate": 7.35});
@@ -463,5 +486,316 @@ async fn readme_payload_encryption() -> a3s_event::Result<()> {
     let listed = bus.list_events(Some("market"), 50).await?;
     assert_eq!(listed[0].payload, event.payload);
     assert_eq!(bus.metrics().snapshot().encrypt_total, 1);
+    Ok(())
+}
+
+// --- README roadmap: the APIs it names, used as it describes them ------------
+// The roadmap has no code blocks, but it names the API ("`SubscribeOptions`
+// struct — `max_deliver`, `backoff`, ..."); code written against those names
+// compiles, and behaves as the roadmap says.
+
+/// Phase 1: provider config passthrough.
+#[tokio::test]
+async fn readme_roadmap_options_passthrough() -> a3s_event::Result<()> {
+    use a3s_event::provider::EventProvider;
+    use a3s_event::provider::memory::MemoryProvider;
+    use a3s_event::{
+        DeliverPolicy, EventBus, PublishOptions, SubscribeOptions, SubscriptionFilter,
+    };
+
+    let options = SubscribeOptions {
+        max_deliver: Some(3),
+        backoff: vec![Duration::from_millis(10)],
+        max_ack_pending: Some(100),
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: Some(Duration::from_secs(5)),
+    };
+    // every policy the roadmap lists
+    for policy in [
+        DeliverPolicy::All,
+        DeliverPolicy::Last,
+        DeliverPolicy::New,
+        DeliverPolicy::ByStartSequence { sequence: 1 },
+        DeliverPolicy::ByStartTime { timestamp: 0 },
+        DeliverPolicy::LastPerSubject,
+    ] {
+        let _ = SubscribeOptions {
+            deliver_policy: policy,
+            ..options.clone()
+        };
+    }
+
+    let provider = MemoryProvider::default();
+    let event = a3s_event::Event::new(
+        "events.market.fx",
+        "market",
+        "s",
+        "src",
+        serde_json::json!(1),
+    );
+    let publish = PublishOptions {
+        msg_id: Some("order-1".to_string()),
+        expected_sequence: None,
+        timeout: Some(Duration::from_secs(1)),
+    };
+    let seq = provider.publish_with_options(&event, &publish).await?;
+    // same msg id: deduplicated
+    let again = a3s_event::Event::new(
+        "events.market.fx",
+        "market",
+        "s",
+        "src",
+        serde_json::json!(2),
+    );
+    assert_eq!(provider.publish_with_options(&again, &publish).await?, seq);
+    let mut live = provider
+        .subscribe_with_options("events.market.>", &SubscribeOptions::default())
+        .await?;
+    let mut durable = provider
+        .subscribe_durable_with_options("fx", "events.market.>", &options)
+        .await?;
+    assert_eq!(durable.next().await?.unwrap().event.id, event.id);
+    drop(live.close().await);
+
+    // "EventBus threads options through create_subscriber()"
+    let bus = EventBus::new(provider);
+    bus.update_subscription_with_options(
+        SubscriptionFilter {
+            subscriber_id: "analyst".to_string(),
+            subjects: vec!["events.market.>".to_string()],
+            durable: true,
+        },
+        options.clone(),
+    )
+    .await?;
+    let record = bus.get_subscription_record("analyst").await.unwrap();
+    assert_eq!(record.options, Some(options));
+    let mut subs = bus.create_subscriber("analyst").await?;
+    let pending = subs[0].next_manual_ack().await?.unwrap();
+    assert_eq!(pending.received.event.id, event.id);
+    pending.ack().await?;
+    Ok(())
+}
+
+/// Phase 2: event versioning and schema validation on publish.
+#[cfg(feature = "schema")]
+#[tokio::test]
+async fn readme_roadmap_schema() -> a3s_event::Result<()> {
+    use a3s_event::provider::memory::MemoryProvider;
+    use a3s_event::schema::{Compatibility, EventSchema, MemorySchemaRegistry, SchemaRegistry};
+    use a3s_event::{Error, Event, EventBus};
+    use std::sync::Arc;
+
+    let registry = Arc::new(MemorySchemaRegistry::new());
+    registry.register(EventSchema::new("forex.rate_change", 1).with_required_fields(["rate"]))?;
+    registry.register(
+        EventSchema::new("forex.rate_change", 2)
+            .with_required_fields(["rate"])
+            .with_description("v2: same required fields"),
+    )?;
+    for level in [
+        Compatibility::Backward,
+        Compatibility::Forward,
+        Compatibility::Full,
+        Compatibility::None,
+    ] {
+        registry.check_compatibility("forex.rate_change", 2, level)?;
+    }
+    // a v3 that requires a field v2 data lacks is refused (BACKWARD default)
+    assert!(
+        registry
+            .register(
+                EventSchema::new("forex.rate_change", 3).with_required_fields(["rate", "currency"])
+            )
+            .is_err()
+    );
+
+    let bus = EventBus::new(MemoryProvider::default()).with_schema_registry(registry);
+    let bad = Event::typed(
+        "events.market.forex",
+        "market",
+        "forex.rate_change",
+        2,
+        "Rate change",
+        "reuters",
+        serde_json::json!({"currency": "CNY"}),
+    );
+    assert!(matches!(
+        bus.publish_event(&bad).await,
+        Err(Error::SchemaValidation { .. })
+    ));
+    let good = bus
+        .publish_typed(
+            "market",
+            "forex",
+            "forex.rate_change",
+            2,
+            "Rate change",
+            "reuters",
+            serde_json::json!({"rate": 7.35, "currency": "CNY"}),
+        )
+        .await?;
+    assert_eq!(
+        (good.event_type.as_str(), good.version),
+        ("forex.rate_change", 2)
+    );
+    assert_eq!(bus.metrics().snapshot().validation_errors, 1);
+    Ok(())
+}
+
+/// Phase 3: DLQ, `should_dead_letter()`, health checks.
+#[tokio::test]
+async fn readme_roadmap_dlq_and_health() -> a3s_event::Result<()> {
+    use a3s_event::dlq::{DeadLetterEvent, DlqHandler, MemoryDlqHandler, should_dead_letter};
+    use a3s_event::provider::memory::MemoryProvider;
+    use a3s_event::{EventBus, SubscribeOptions};
+    use std::sync::Arc;
+
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    assert!(bus.health().await?);
+    assert!(bus.provider().health().await?);
+
+    bus.publish("orders", "new", "Order 1", "shop", serde_json::json!({}))
+        .await?;
+    let options = SubscribeOptions {
+        max_deliver: Some(2),
+        ..Default::default()
+    };
+    let mut sub = bus
+        .provider()
+        .subscribe_durable_with_options("billing", "events.orders.>", &options)
+        .await?;
+    // a hand-written loop that dead-letters with the 0.3 helper
+    loop {
+        let pending = sub.next_manual_ack().await?.unwrap();
+        if should_dead_letter(&pending.received, options.max_deliver.unwrap_or(0)) {
+            let dead = DeadLetterEvent::new(
+                a3s_event::Event::clone(&pending.received.event),
+                "always fails",
+            )
+            .with_attempts(pending.received.num_delivered);
+            bus.dlq_handler().unwrap().handle(dead).await?;
+            pending.term().await?;
+            break;
+        }
+        pending.nak().await?;
+    }
+    let dead = dlq.list(10).await?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].delivery_attempts),
+        ("always fails", 2)
+    );
+    assert!(dead[0].dead_lettered_at > 0);
+    Ok(())
+}
+
+/// Phase 6: subscription state persistence.
+#[tokio::test]
+async fn readme_roadmap_state_persistence() -> a3s_event::Result<()> {
+    use a3s_event::provider::memory::MemoryProvider;
+    use a3s_event::state::{FileStateStore, MemoryStateStore, StateStore};
+    use a3s_event::{EventBus, SubscriptionFilter};
+    use std::sync::Arc;
+
+    let path = std::env::temp_dir().join(format!(
+        "a3s-readme-state-{}-{}.json",
+        std::process::id(),
+        a3s_event::types::new_event_id()
+    ));
+    let filter = SubscriptionFilter {
+        subscriber_id: "analyst".to_string(),
+        subjects: vec!["events.market.>".to_string()],
+        durable: true,
+    };
+    {
+        let bus = EventBus::new(MemoryProvider::default());
+        bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+            .await?;
+        bus.update_subscription(filter.clone()).await?; // auto-saved
+        bus.update_subscription(SubscriptionFilter {
+            subscriber_id: "gone".to_string(),
+            ..filter.clone()
+        })
+        .await?;
+        bus.remove_subscription("gone").await?; // auto-saved
+    }
+    // a restarted bus loads them on set_state_store
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await?;
+    assert_eq!(bus.list_subscriptions().await, vec![filter]);
+    let _ = std::fs::remove_file(&path);
+
+    let memory: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+    bus.set_state_store(memory.clone()).await?;
+    assert_eq!(memory.load().await?.len(), 1);
+    Ok(())
+}
+
+/// Phase 7: metrics, scraped with `metrics()`, serialized camelCase, reset.
+#[tokio::test]
+async fn readme_roadmap_metrics() -> a3s_event::Result<()> {
+    use a3s_event::provider::memory::MemoryProvider;
+    use a3s_event::{EventBus, EventMetrics, MetricsSnapshot};
+
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.publish("market", "fx", "s", "src", serde_json::json!({}))
+        .await?;
+    let metrics: &EventMetrics = bus.metrics();
+    let snapshot: MetricsSnapshot = metrics.snapshot();
+    assert_eq!(snapshot.publish_total, 1);
+    let json = serde_json::to_value(&snapshot)?;
+    assert_eq!(json["publishTotal"], 1);
+    assert!(json["publishLatency"]["maxNs"].as_u64().is_some());
+    metrics.reset();
+    assert_eq!(metrics.snapshot(), MetricsSnapshot::default());
+    Ok(())
+}
+
+/// Phase 8: CloudEvents conversion and typed scaling payloads.
+#[cfg(all(feature = "cloudevents", feature = "routing"))]
+#[test]
+fn readme_roadmap_cloudevents_and_scaling() -> a3s_event::Result<()> {
+    use a3s_event::routing::scaling::{
+        InstanceHealthPayload, InstanceReadyPayload, InstanceStoppedPayload, ScaleDownPayload,
+        ScaleUpPayload,
+    };
+    use a3s_event::{CloudEvent, Event, ScalingEvent};
+
+    let up = ScaleUpPayload {
+        service: "api".to_string(),
+        desired_replicas: 3,
+        reason: "load".to_string(),
+    };
+    let event: Event = up.to_event("gateway")?;
+    assert_eq!(event.event_type, "a3s.gateway.scale.up");
+    let _ = ScaleDownPayload {
+        service: "api".to_string(),
+        target_replicas: 1,
+        drain_timeout_secs: 30,
+    }
+    .into_event("gateway")?;
+    let _ = InstanceReadyPayload {
+        service: "api".to_string(),
+        instance_id: "i-1".to_string(),
+        endpoint: "http://10.0.0.1:8080".to_string(),
+    };
+    let _ = InstanceStoppedPayload {
+        service: "api".to_string(),
+        instance_id: "i-1".to_string(),
+    };
+    let _ = InstanceHealthPayload {
+        instance_id: "i-1".to_string(),
+        cpu_percent: 12.5,
+        memory_bytes: 1 << 20,
+        in_flight: 2,
+    };
+
+    // lossless `From<Event>` and `TryFrom<CloudEvent>`
+    let cloud = CloudEvent::from(event.clone());
+    assert_eq!(Event::try_from(cloud)?, event);
     Ok(())
 }

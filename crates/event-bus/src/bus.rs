@@ -36,8 +36,10 @@ pub(crate) struct Inner {
 /// 4. the provider stores it, deduplicating by the event id (so a retried
 ///    publish of the same event is stored once);
 /// 5. the plaintext event is handed to the router, if one is set
-///    ([`set_router`](Self::set_router)); routers enqueue and return, so a
-///    slow sink never blocks the publisher. If the router refuses (a full
+///    ([`set_router`](Self::set_router)); routers enqueue and return, so the
+///    publisher never waits for deliveries, only, when the router's queue is
+///    full, for room in it if the router's policy says so (a Broker's
+///    default `Wait`: backpressure). If the router refuses (a full
 ///    queue under a reject policy), the publish returns its error although
 ///    the provider **has stored** the event: retry with
 ///    [`publish_event`](Self::publish_event) of the same event, which the
@@ -279,33 +281,12 @@ impl EventBus {
         subject_checked: bool,
     ) -> Result<u64> {
         let inner = &*self.inner;
-        // 1. subject (already checked when built from a validated category
-        //    and topic)
-        if !subject_checked
-            && let Err(err) =
-                validate_publish_subject(&event.subject, inner.provider.subject_prefix())
-        {
-            inner.metrics.add_validation_error(1);
-            return Err(err);
-        }
         let hooks = inner.hooks.load();
-        // 2. schema, on the plaintext
-        if let Some(validator) = &hooks.validator
-            && let Err(err) = validator.validate(event)
-        {
-            inner.metrics.add_validation_error(1);
-            return Err(err);
-        }
-        // 3. encryption, bound to the event id. The stored event is built
-        //    once, owned, and handed to the provider as an `Arc` (no copy).
-        let stored: Option<Arc<Event>> = match &hooks.encryptor {
-            Some(encryptor) => {
-                let payload = encryptor.encrypt(&event.id, &event.payload)?;
-                inner.metrics.add_encrypt(1);
-                Some(Arc::new(with_payload(event, payload)))
-            }
-            None => None,
-        };
+        // 1.-3. The stored event is built once, owned, and handed to the
+        //    provider as an `Arc` (no copy).
+        let stored: Option<Arc<Event>> = self
+            .check_and_encrypt(&hooks, event, subject_checked)?
+            .map(Arc::new);
         // With a router, the plaintext is copied once into an `Arc` that the
         // router and (unencrypted) the provider share.
         let plain: Option<Arc<Event>> = hooks.router.as_ref().map(|_| Arc::new(event.clone()));
@@ -329,6 +310,150 @@ impl EventBus {
             return Err(err);
         }
         Ok(sequence)
+    }
+
+    /// Steps 1 to 3 of the pipeline: the subject (unless `subject_checked`:
+    /// built from a validated category and topic), the schema, on the
+    /// plaintext, and encryption, bound to the event id. Returns the event to
+    /// store when it differs from `event` (encrypted), `None` when `event`
+    /// itself is stored.
+    fn check_and_encrypt(
+        &self,
+        hooks: &Hooks,
+        event: &Event,
+        subject_checked: bool,
+    ) -> Result<Option<Event>> {
+        let inner = &*self.inner;
+        if !subject_checked
+            && let Err(err) =
+                validate_publish_subject(&event.subject, inner.provider.subject_prefix())
+        {
+            inner.metrics.add_validation_error(1);
+            return Err(err);
+        }
+        if let Some(validator) = &hooks.validator
+            && let Err(err) = validator.validate(event)
+        {
+            inner.metrics.add_validation_error(1);
+            return Err(err);
+        }
+        match &hooks.encryptor {
+            Some(encryptor) => {
+                let payload = encryptor.encrypt(&event.id, &event.payload)?;
+                inner.metrics.add_encrypt(1);
+                Ok(Some(with_payload(event, payload)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Publishes pre-built events through the pipeline as one batch; returns
+    /// one result per event, in order.
+    ///
+    /// Each event is validated (subject, schema) and encrypted as
+    /// [`publish_event`](Self::publish_event) does; those that pass go to the
+    /// provider in one [`publish_batch`](EventProvider::publish_batch) call
+    /// (pipelined where the provider supports it, deduplicated by event id),
+    /// then, in order, to the router. An event refused at any step gets its
+    /// error at its position and does not hold up the others; as with
+    /// `publish_event`, an event the router refuses is stored all the same
+    /// and a retry of it is deduplicated. Each event counts once in the
+    /// metrics (`publish_total` or `publish_errors`); the latency recorded
+    /// for each published event is the whole batch's.
+    ///
+    /// The outer `Err` is the provider failing the whole batch call (no
+    /// per-event results): which events it stored is then unknown, and a
+    /// retry of the same events is deduplicated.
+    ///
+    /// Calling the provider's `publish_batch` directly
+    /// ([`provider`](Self::provider)) skips all of this: no validation, no
+    /// encryption, no routing.
+    pub async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
+        let start = Instant::now();
+        let span = tracing::debug_span!(
+            "a3s_event.publish_batch",
+            events = events.len(),
+            failed = tracing::field::Empty,
+        );
+        let result = self.batch_pipeline(events).instrument(span.clone()).await;
+        let metrics = &self.inner.metrics;
+        match &result {
+            Ok(results) => {
+                let latency = start.elapsed();
+                let mut failed = 0u64;
+                for result in results {
+                    match result {
+                        Ok(_) => metrics.record_publish(latency),
+                        Err(_) => failed += 1,
+                    }
+                }
+                metrics.add_publish_error(failed);
+                span.record("failed", failed);
+            }
+            Err(err) => {
+                metrics.add_publish_error(u64::try_from(events.len()).unwrap_or(u64::MAX));
+                tracing::debug!(parent: &span, error = %err, "batch publish failed");
+            }
+        }
+        result
+    }
+
+    async fn batch_pipeline(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
+        let inner = &*self.inner;
+        let hooks = inner.hooks.load();
+        // steps 1-3 per event: `Err` refused, `Ok(stored form if not the event)`
+        let checked: Vec<Result<Option<Event>>> = events
+            .iter()
+            .map(|event| self.check_and_encrypt(&hooks, event, false))
+            .collect();
+        let passed = checked.iter().filter(|c| c.is_ok()).count();
+        // 4. provider: the caller's slice as it is when nothing changed
+        let outcomes = if passed == 0 {
+            Vec::new()
+        } else if passed == events.len() && hooks.encryptor.is_none() {
+            inner.provider.publish_batch(events).await?
+        } else {
+            let batch: Vec<Event> = events
+                .iter()
+                .zip(&checked)
+                .filter_map(|(event, checked)| match checked {
+                    Ok(Some(stored)) => Some(stored.clone()),
+                    Ok(None) => Some(event.clone()),
+                    Err(_) => None,
+                })
+                .collect();
+            inner.provider.publish_batch(&batch).await?
+        };
+        let mut outcomes = outcomes.into_iter();
+        let mut results: Vec<Result<u64>> = Vec::with_capacity(events.len());
+        for (event, checked) in events.iter().zip(checked) {
+            results.push(match checked {
+                Err(err) => Err(err),
+                Ok(_) => outcomes.next().unwrap_or_else(|| {
+                    Err(Error::provider(
+                        inner.provider.name(),
+                        format!(
+                            "publish_batch returned fewer results than events (none for {})",
+                            event.id
+                        ),
+                    ))
+                }),
+            });
+        }
+        // 5. router, with the plaintext, in order
+        if let Some(router) = &hooks.router {
+            for (event, result) in events.iter().zip(results.iter_mut()) {
+                if let Ok(sequence) = result
+                    && let Err(err) = router
+                        .route_published(Arc::new(event.clone()), *sequence)
+                        .await
+                {
+                    inner.metrics.add_router_error(1);
+                    *result = Err(err);
+                }
+            }
+        }
+        Ok(results)
     }
 
     /// The newest `limit` events, optionally of one category, newest first,

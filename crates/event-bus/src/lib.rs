@@ -5,11 +5,13 @@
 //! for you, and depends on `event-core` alone. Everything pluggable arrives
 //! as an `Arc<dyn Trait>` from `event-core`'s hooks.
 //!
-//! - **Publish pipeline** ([`EventBus::publish`]): subject validation →
-//!   schema validation of the plaintext → payload encryption (event id as
-//!   associated data) → provider publish (deduplicated by event id) → the
-//!   router hook (a Broker; it enqueues, never blocking the publisher) →
-//!   metrics, all inside one `tracing` span.
+//! - **Publish pipeline** ([`EventBus::publish`], and
+//!   [`EventBus::publish_batch`] for many events in one provider call):
+//!   subject validation → schema validation of the plaintext → payload
+//!   encryption (event id as associated data) → provider publish
+//!   (deduplicated by event id) → the router hook (a Broker; it enqueues,
+//!   so the publisher does not wait for deliveries) → metrics, all inside
+//!   one `tracing` span.
 //! - **Managed subscriptions** ([`EventBus::update_subscription`],
 //!   [`EventBus::create_subscriber`]): filters and options per subscriber,
 //!   persisted through a [`StateStore`](event_core::StateStore)

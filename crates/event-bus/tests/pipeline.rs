@@ -473,3 +473,151 @@ async fn undecodable_messages_are_dead_lettered_and_reported() {
     assert!(dead.reason.starts_with("undecodable: "), "{}", dead.reason);
     assert_eq!(bus.metrics().snapshot().dlq_total, 1);
 }
+
+#[tokio::test]
+async fn publish_batch_runs_the_pipeline_per_event_and_reports_each_result() {
+    let (bus, provider) = bus();
+    let enc = Arc::new(TestEncryptor { key: 7 });
+    let router = Arc::new(CollectRouter::default());
+    bus.set_encryptor(enc.clone());
+    bus.set_router(router.clone());
+    let bus = bus.with_schema_registry(Arc::new(RequireField("rate")));
+
+    let first = Event::new("events.fx.usd", "fx", "s", "src", json!({"n": 1}));
+    let bad_subject = Event::new("events.fx.>", "fx", "s", "src", json!({"n": 2}));
+    let bad_schema = Event::typed("events.fx.eur", "fx", "fx.rate", 1, "s", "src", json!({}));
+    let typed = Event::typed(
+        "events.fx.eur",
+        "fx",
+        "fx.rate",
+        1,
+        "s",
+        "src",
+        json!({"rate": 7}),
+    );
+    let batch = [
+        first.clone(),
+        bad_subject,
+        bad_schema,
+        typed.clone(),
+        first.clone(), // a repeat: deduplicated by the event id
+    ];
+    let results = bus.publish_batch(&batch).await.unwrap();
+    assert_eq!(results.len(), 5);
+    assert_eq!(results[0].as_ref().unwrap(), &1);
+    assert!(matches!(results[1], Err(Error::InvalidSubject { .. })));
+    assert!(matches!(results[2], Err(Error::SchemaValidation { .. })));
+    assert_eq!(results[3].as_ref().unwrap(), &2);
+    assert_eq!(results[4].as_ref().unwrap(), &1);
+
+    // stored once each, encrypted under their own ids
+    let stored = provider.history(None, 10).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    for event in &stored {
+        assert!(enc.is_encrypted(&event.payload), "{event:?}");
+    }
+    let listed = bus.list_events(Some("fx"), 10).await.unwrap();
+    assert_eq!(listed[0].payload, typed.payload);
+    assert_eq!(listed[1].payload, first.payload);
+
+    // the router saw the plaintext of every stored event, in order
+    let routed: Vec<(String, u64)> = router
+        .routed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(e, s)| (e.id.clone(), *s))
+        .collect();
+    assert_eq!(
+        routed,
+        [
+            (first.id.clone(), 1),
+            (typed.id.clone(), 2),
+            (first.id.clone(), 1)
+        ]
+    );
+    assert_eq!(router.routed.lock().unwrap()[1].0.payload, typed.payload);
+
+    // each event counted once
+    let m = bus.metrics().snapshot();
+    assert_eq!((m.publish_total, m.publish_errors), (3, 2));
+    assert_eq!(m.validation_errors, 2);
+    assert_eq!(m.encrypt_total, 3);
+    assert_eq!(m.publish_latency.count, 3);
+}
+
+#[tokio::test]
+async fn publish_batch_reports_provider_and_router_refusals_per_event() {
+    let (bus, provider) = bus();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    let small = Event::new("events.a.b", "a", "s", "src", json!(1));
+    let huge = Event::new(
+        "events.a.b",
+        "a",
+        "s",
+        "src",
+        json!("x".repeat(2 * 1024 * 1024)),
+    );
+    let results = bus.publish_batch(&[huge, small.clone()]).await.unwrap();
+    assert!(matches!(results[0], Err(Error::PayloadTooLarge { .. })));
+    assert_eq!(results[1].as_ref().unwrap(), &1);
+    assert_eq!(router.routed.lock().unwrap().len(), 1);
+
+    router.refuse.store(true, Ordering::SeqCst);
+    let other = Event::new("events.a.c", "a", "s", "src", json!(2));
+    let results = bus.publish_batch(&[other]).await.unwrap();
+    assert!(matches!(results[0], Err(Error::Closed(_))));
+    // stored anyway (as with publish_event); counted as a router error
+    assert_eq!(provider.info().await.unwrap().messages, 2);
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (m.publish_total, m.publish_errors, m.router_errors),
+        (1, 2, 1)
+    );
+    assert!(bus.publish_batch(&[]).await.unwrap().is_empty());
+}
+
+/// An encryptor whose key is gone: every encryption fails.
+struct KeylessEncryptor;
+
+impl EventEncryptor for KeylessEncryptor {
+    fn encrypt(&self, _event_id: &str, _payload: &serde_json::Value) -> Result<serde_json::Value> {
+        Err(Error::Encryption("no active key".into()))
+    }
+    fn decrypt(&self, _event_id: &str, _payload: &serde_json::Value) -> Result<serde_json::Value> {
+        Err(Error::Decryption("no key".into()))
+    }
+    fn is_encrypted(&self, _payload: &serde_json::Value) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn an_encryption_failure_publishes_and_routes_nothing_and_counts_once() {
+    let (bus, provider) = bus();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    bus.set_encryptor(Arc::new(KeylessEncryptor));
+    let err = bus
+        .publish("secret", "x", "s", "src", json!({"pin": 1}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Encryption(_)), "{err}");
+    let event = Event::new("events.secret.x", "secret", "s", "src", json!({"pin": 2}));
+    let results = bus.publish_batch(&[event]).await.unwrap();
+    assert!(matches!(results[0], Err(Error::Encryption(_))));
+    assert_eq!(provider.info().await.unwrap().messages, 0);
+    assert!(router.routed.lock().unwrap().is_empty());
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (
+            m.publish_errors,
+            m.validation_errors,
+            m.encrypt_total,
+            m.publish_total
+        ),
+        (2, 0, 0, 0)
+    );
+    assert_eq!(m.publish_latency.count, 0);
+}

@@ -39,9 +39,11 @@ fn upper_bound(i: usize) -> u64 {
 
 /// Lock-free histogram of durations, recorded in nanoseconds.
 ///
-/// Recording is three relaxed atomic adds and one `fetch_max`; no locks, no
-/// allocation. Quantiles are computed from log-linear buckets (16 per power
-/// of two), so a reported quantile is within 6.25 % of the true value and
+/// Recording is two relaxed atomic adds, one saturating add (a
+/// compare-and-swap loop: the sum stops at `u64::MAX` ns, 584 years, rather
+/// than wrapping) and one `fetch_max`; no locks, no allocation. Quantiles
+/// are computed from log-linear buckets (16 per power of two), so a reported
+/// quantile is within 6.25 % of the true value and
 /// never above the recorded maximum.
 pub struct LatencyHistogram {
     buckets: Box<[AtomicU64]>,
@@ -86,7 +88,13 @@ impl LatencyHistogram {
     pub fn record_nanos(&self, ns: u64) {
         self.buckets[index(ns)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        // saturating: a wrapped sum would read as a tiny total (and a
+        // Prometheus `_sum` going down, as after a reset)
+        let _ = self
+            .sum_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sum| {
+                Some(sum.saturating_add(ns))
+            });
         self.max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
@@ -147,7 +155,7 @@ impl LatencyHistogram {
 pub struct LatencySummary {
     /// Recorded durations.
     pub count: u64,
-    /// Sum of all recorded durations.
+    /// Sum of all recorded durations (saturates at `u64::MAX`).
     pub sum_ns: u64,
     /// Median (within 6.25 %).
     pub p50_ns: u64,
@@ -228,6 +236,21 @@ mod tests {
         assert_eq!(h.summary().p99_ns, 3000);
         h.reset();
         assert_eq!(h.summary(), LatencySummary::default());
+    }
+
+    #[test]
+    fn sum_saturates_instead_of_wrapping() {
+        let h = LatencyHistogram::new();
+        h.record(Duration::MAX); // clamped to u64::MAX ns
+        h.record_nanos(10);
+        let s = h.summary();
+        assert_eq!(s.count, 2);
+        assert_eq!(s.sum_ns, u64::MAX, "the sum wrapped to {}", s.sum_ns);
+        assert_eq!(s.max_ns, u64::MAX);
+        assert_eq!(s.mean_ns(), u64::MAX / 2);
+        // a saturated sum stays saturated (never goes back down)
+        h.record_nanos(u64::MAX);
+        assert_eq!(h.summary().sum_ns, u64::MAX);
     }
 
     #[test]
