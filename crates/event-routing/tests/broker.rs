@@ -815,3 +815,50 @@ async fn queued_bursts_route_at_most_workers_at_a_time_and_all_settle() {
         (50, 50, 0, 0)
     );
 }
+
+/// A subscription whose durable was deleted behind its back: every call
+/// reports `NotFound` (as NATS does) or `Closed`.
+struct Gone {
+    error: fn() -> Error,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for Gone {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err((self.error)())
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err((self.error)())
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_feed_whose_consumer_is_gone_ends_instead_of_retrying_forever() {
+    let broker = Broker::new();
+    let cases: [fn() -> Error; 2] = [
+        || Error::NotFound {
+            kind: "consumer",
+            name: "router".into(),
+        },
+        || Error::Closed("subscription closed".into()),
+    ];
+    for error in cases {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let feed = broker.feed(Box::new(Gone {
+            error,
+            calls: calls.clone(),
+        }));
+        // Ten retry delays: a feed that retries would still be running.
+        tokio::time::sleep(broker.config().feed_retry_delay * 10).await;
+        assert!(feed.is_finished(), "{:?}: the feed kept retrying", error());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let stats = feed.stop().await.unwrap();
+        assert_eq!(stats.errors, 1, "{stats:?}");
+    }
+}
