@@ -134,6 +134,77 @@ async fn non_2xx_answers_fail_the_delivery() {
     sink.deliver(&order()).await.unwrap();
 }
 
+/// A server whose `POST /hook` redirects with `status` to `/moved`, which
+/// records the method and body of every request it gets.
+async fn redirecting_server(status: u16) -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+    let moved = Arc::new(Mutex::new(Vec::new()));
+    let record = moved.clone();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(move || async move {
+                (
+                    StatusCode::from_u16(status).unwrap(),
+                    [("location", "/moved")],
+                )
+            }),
+        )
+        .route(
+            "/moved",
+            axum::routing::any(
+                move |method: axum::http::Method, body: axum::body::Bytes| async move {
+                    record.lock().push((method.to_string(), body.to_vec()));
+                    StatusCode::OK
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), moved)
+}
+
+#[tokio::test]
+async fn a_redirect_that_would_drop_the_event_fails_the_delivery() {
+    // 301, 302 and 303 turn a POST into a GET without a body: following
+    // them "delivered" an event nobody received.
+    for status in [301, 302, 303] {
+        let (url, moved) = redirecting_server(status).await;
+        for sink in [
+            HttpSink::new("hook", url.clone()).unwrap(),
+            HttpSink::new("hook", url.clone())
+                .unwrap()
+                .with_request_timeout(Duration::from_secs(5))
+                .unwrap(),
+        ] {
+            let err = sink.deliver(&order()).await.unwrap_err();
+            assert!(err.to_string().contains(&status.to_string()), "{err}");
+        }
+        assert!(
+            moved.lock().is_empty(),
+            "{status}: followed to {:?}",
+            moved.lock()
+        );
+    }
+    // 307 and 308 repeat the POST with its body: followed.
+    for status in [307, 308] {
+        let (url, moved) = redirecting_server(status).await;
+        let event = order();
+        HttpSink::new("hook", url)
+            .unwrap()
+            .deliver(&event)
+            .await
+            .unwrap();
+        let moved = moved.lock();
+        assert_eq!(moved.len(), 1, "{status}");
+        assert_eq!(moved[0].0, "POST");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&moved[0].1).unwrap(),
+            event.payload
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_trigger_retries_an_http_sink_then_dead_letters() {
     let (url, received) = server(vec![503, 503, 503]).await;

@@ -17,6 +17,12 @@ use std::time::Duration;
 ///
 /// A reply event in the response (as Knative sinks may send) is ignored.
 ///
+/// Redirects: a `307` or `308` answer is followed (at most 10 times), since
+/// it repeats the POST with the event. A `301`, `302` or `303` is not: an
+/// HTTP client turns the POST into a GET without a body there, so following
+/// it would count an event nobody received as delivered; it fails the
+/// delivery like any other non-2xx status.
+///
 /// ```no_run
 /// use event_routing::http::{HttpSink, Mode};
 /// use std::time::Duration;
@@ -52,7 +58,7 @@ impl HttpSink {
             name: name.into(),
             url,
             mode: Mode::Binary,
-            client: reqwest::Client::new(),
+            client: client(reqwest::Client::builder())?,
         })
     }
 
@@ -64,6 +70,12 @@ impl HttpSink {
     }
 
     /// Uses `client` (TLS settings, proxies, pools, timeouts).
+    ///
+    /// Its redirect policy is used as it is: reqwest's default follows a
+    /// `301`, `302` or `303` answer with a GET that carries no event, which
+    /// then counts as delivered. Give it a policy that follows only `307` and
+    /// `308` (as [`new`](Self::new)'s client does), or
+    /// `reqwest::redirect::Policy::none()`.
     #[must_use]
     pub fn with_client(mut self, client: reqwest::Client) -> Self {
         self.client = client;
@@ -72,12 +84,9 @@ impl HttpSink {
 
     /// Uses a client whose requests time out after `timeout` (prefer the
     /// trigger's [`DeliverySpec`](crate::DeliverySpec) timeout, which covers
-    /// any sink).
+    /// any sink), with [`new`](Self::new)'s redirect policy.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Result<Self> {
-        self.client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| Error::invalid_config("http_sink.client", e.to_string()))?;
+        self.client = client(reqwest::Client::builder().timeout(timeout))?;
         Ok(self)
     }
 
@@ -90,6 +99,27 @@ impl HttpSink {
     pub fn mode(&self) -> Mode {
         self.mode
     }
+}
+
+/// Redirects followed before a delivery fails.
+const MAX_REDIRECTS: usize = 10;
+
+/// A client following only the redirects that repeat the POST with its body
+/// (`307`, `308`); any other redirect is returned as the (failing) answer.
+fn client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        if !matches!(attempt.status().as_u16(), 307 | 308) {
+            attempt.stop()
+        } else if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    });
+    builder
+        .redirect(policy)
+        .build()
+        .map_err(|e| Error::invalid_config("http_sink.client", e.to_string()))
 }
 
 #[async_trait]
