@@ -205,6 +205,51 @@ async fn a_redirect_that_would_drop_the_event_fails_the_delivery() {
     }
 }
 
+/// A raw server answering every request `200 OK` with `headers` and a
+/// chunked body that never ends.
+async fn endless_ok_server(headers: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0_u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let head =
+                    format!("HTTP/1.1 200 OK\r\n{headers}transfer-encoding: chunked\r\n\r\n");
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 8192, "e".repeat(8192));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}/hook")
+}
+
+#[tokio::test]
+async fn an_endless_success_body_does_not_stall_the_delivery() {
+    // The endpoint accepted the event (200): reading the whole answer, which
+    // the sink ignores, stalled the delivery until its timeout failed it
+    // (retried: delivered twice), and held the body in memory.
+    for headers in [
+        "content-type: text/plain\r\n",
+        // A reply CloudEvent, which the sink ignores too.
+        "ce-specversion: 1.0\r\nce-id: r1\r\nce-source: s\r\nce-type: t\r\n\
+         content-type: application/json\r\n",
+    ] {
+        let sink = HttpSink::new("hook", endless_ok_server(headers).await).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), sink.deliver(&order()))
+            .await
+            .expect("the delivery does not wait for the answer's body")
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_trigger_retries_an_http_sink_then_dead_letters() {
     let (url, received) = server(vec![503, 503, 503]).await;

@@ -1,6 +1,6 @@
 use crate::sink::EventSink;
 use async_trait::async_trait;
-use event_cloudevents::http::{Mode, client::send_http};
+use event_cloudevents::http::{Mode, client::post_http};
 use event_core::{Error, Event, Result};
 use std::time::Duration;
 
@@ -15,7 +15,9 @@ use std::time::Duration;
 ///   [`HttpStatusError`](event_cloudevents::http::client::HttpStatusError)
 ///   source carrying the status and the start of the body.
 ///
-/// A reply event in the response (as Knative sinks may send) is ignored.
+/// A reply event in the response (as Knative sinks may send) is ignored,
+/// and the body of a 2xx answer is not waited for: an endless or slow body
+/// cannot hold up a delivery the endpoint accepted.
 ///
 /// Redirects: a `307` or `308` answer is followed (at most 10 times), since
 /// it repeats the POST with the event. A `301`, `302` or `303` is not: an
@@ -125,9 +127,7 @@ fn client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
 #[async_trait]
 impl EventSink for HttpSink {
     async fn deliver(&self, event: &Event) -> Result<()> {
-        send_http(&self.client, &self.url, event, self.mode)
-            .await
-            .map(|_reply| ())
+        post_http(&self.client, &self.url, event, self.mode).await
     }
 
     fn name(&self) -> &str {
