@@ -120,6 +120,50 @@ fn schedules_validate_their_input() {
     );
 }
 
+#[test]
+fn cron_expressions_that_never_fire_are_refused() {
+    // Valid syntax, but no such day (or only days in the past): accepted,
+    // such a source started and ended at once without a word.
+    for never in [
+        "0 0 30 2 *",       // 30 February
+        "0 0 31 4 *",       // 31 April
+        "0 0 0 31 11 * *",  // 31 November
+        "0 0 0 1 1 * 2020", // only in 2020
+    ] {
+        let err = Schedule::cron(never).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { reason, .. } if reason.contains("never fires")),
+            "{never:?}: {err:?}"
+        );
+    }
+    // Rare is fine: 29 February.
+    assert!(Schedule::cron("0 0 29 2 *").is_ok());
+}
+
+#[tokio::test]
+async fn an_interval_too_long_to_schedule_is_refused_not_a_panicking_source() {
+    // `Duration::MAX` ("never") overflowed the first deadline: the source's
+    // task panicked and the source silently stopped.
+    for period in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        assert!(
+            matches!(
+                CronSource::every("never", period, tick_event),
+                Err(Error::InvalidConfig { .. })
+            ),
+            "{period:?}"
+        );
+    }
+    // The longest accepted period runs (and is stopped) without a panic.
+    let longest = CronSource::every("rare", Schedule::MAX_INTERVAL, tick_event).unwrap();
+    longest
+        .start(Arc::new(CollectorSink::new("c")))
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    assert!(longest.is_running());
+    longest.stop().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn stop_waits_for_the_emission_in_progress() {
     let source = CronSource::every("slow", Duration::from_secs(1), tick_event).unwrap();
