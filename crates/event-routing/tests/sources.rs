@@ -259,6 +259,65 @@ async fn metrics_poller_emits_samples_on_schedule() {
     );
 }
 
+/// Panics on its first call, succeeds after.
+fn panicking_once_sink(sink: Arc<CollectorSink>) -> Arc<InProcessSink> {
+    let panicked = Arc::new(AtomicBool::new(false));
+    Arc::new(InProcessSink::new("panics once", move |event| {
+        let (sink, panicked) = (sink.clone(), panicked.clone());
+        async move {
+            assert!(panicked.swap(true, Ordering::SeqCst), "sink bug");
+            sink.deliver(&event).await
+        }
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_sink_or_factory_is_a_failed_emission_not_a_dead_source() {
+    // A panic in the sink ended the source's task: no more emissions, ever,
+    // and nothing counted.
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = CronSource::every("s", Duration::from_secs(1), tick_event).unwrap();
+    source
+        .start(panicking_once_sink(sink.clone()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(source.is_running());
+    source.stop().await.unwrap();
+    assert_eq!((source.emitted(), source.failures()), (2, 1));
+    assert_eq!(sink.len(), 2);
+
+    // The same for a factory that panics on one tick.
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = CronSource::every("f", Duration::from_secs(1), |tick| {
+        assert_ne!(tick, 2, "factory bug");
+        tick_event(tick)
+    })
+    .unwrap();
+    source.start(sink.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(source.is_running());
+    source.stop().await.unwrap();
+    assert_eq!((source.emitted(), source.failures()), (2, 1));
+
+    // And for a metrics poller.
+    let sink = Arc::new(CollectorSink::new("c"));
+    let poller = MetricsPoller::new(
+        Arc::new(Gauges),
+        Schedule::every(Duration::from_secs(1)).unwrap(),
+        "events.metrics.gauges",
+    )
+    .unwrap();
+    poller
+        .start(panicking_once_sink(sink.clone()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(poller.is_running());
+    poller.stop().await.unwrap();
+    assert_eq!(sink.len(), 2);
+}
+
 fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .unwrap()
