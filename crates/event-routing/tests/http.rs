@@ -431,6 +431,37 @@ async fn webhook_maps_sink_failures_and_stops_listening() {
 }
 
 #[tokio::test]
+async fn a_panicking_webhook_sink_is_answered_500_and_counted() {
+    // The panic reset the connection: the sender got no status, and the
+    // refusal was not counted.
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    source
+        .start(Arc::new(event_routing::InProcessSink::new(
+            "buggy",
+            move |_| {
+                let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                async move {
+                    assert!(!first, "handler bug");
+                    Ok(())
+                }
+            },
+        )))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let (status, text) = send(addr, "/events", msg.headers.clone(), msg.body.clone()).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(text.contains("handler bug"), "{text}");
+    assert_eq!((source.accepted(), source.refused()), (0, 1));
+    let (status, _) = send(addr, "/events", msg.headers, msg.body).await;
+    assert_eq!(status, 202);
+    source.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn webhook_into_a_broker_routes_end_to_end_over_http() {
     // Webhook -> broker -> HttpSink -> another server.
     let (url, received) = server(vec![]).await;
