@@ -109,9 +109,10 @@ fn crontab_days_of_week(field: &str) -> Option<String> {
 }
 
 impl Schedule {
-    /// The longest interval [`every`](Self::every) accepts: 100 years (of
-    /// 365 days). Longer ones do not fit the clock's arithmetic.
-    pub const MAX_INTERVAL: Duration = Duration::from_secs(100 * 365 * 86_400);
+    /// The longest interval [`every`](Self::every) accepts: 10 years (of
+    /// 365 days). Longer ones may not fit the monotonic clock's arithmetic
+    /// (on some platforms a deadline 100 years ahead overflows it).
+    pub const MAX_INTERVAL: Duration = Duration::from_secs(10 * 365 * 86_400);
 
     /// Fires every `period`, first after one period. A zero period, or one
     /// over [`MAX_INTERVAL`](Self::MAX_INTERVAL), is [`Error::InvalidConfig`].
@@ -126,7 +127,7 @@ impl Schedule {
         if period > Self::MAX_INTERVAL {
             return Err(Error::invalid_config(
                 "schedule.interval",
-                format!("{period:?} is longer than the maximum, 100 years"),
+                format!("{period:?} is longer than the maximum, 10 years"),
             ));
         }
         Ok(Self(Kind::Interval(period)))
