@@ -251,6 +251,43 @@ async fn an_endless_success_body_does_not_stall_the_delivery() {
 }
 
 #[tokio::test]
+async fn credentials_in_the_url_stay_out_of_errors_dead_letters_and_debug() {
+    // Errors quoted the URL as configured, password included, into logs and
+    // into the `dlqreason` of dead letters stored in the event stream.
+    let (url, received) = server(vec![503, 404]).await;
+    let url = url.replace("http://", "http://svc:s3cret@");
+    let broker = Broker::new();
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let sink = HttpSink::new("hook", url).unwrap();
+    assert!(!format!("{sink:?}").contains("s3cret"), "{sink:?}");
+    broker
+        .add_trigger(
+            Trigger::new("hook", TriggerFilter::all(), Arc::new(sink.clone()))
+                .with_delivery(DeliverySpec::new().with_dead_letter_sink(dead.clone())),
+        )
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(broker.route(&order()).await.dead_lettered, 1);
+    }
+    // The credentials were sent, as basic auth.
+    assert!(received.requests.lock()[0].0.contains_key("authorization"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let unreachable = HttpSink::new("h", format!("http://svc:s3cret@{addr}/x")).unwrap();
+    let mut reasons: Vec<String> = dead
+        .events()
+        .iter()
+        .map(|e| e.metadata["dlqreason"].clone())
+        .collect();
+    reasons.push(unreachable.deliver(&order()).await.unwrap_err().to_string());
+    for reason in &reasons {
+        assert!(!reason.contains("s3cret"), "{reason}");
+        assert!(reason.contains("127.0.0.1"), "{reason}");
+    }
+}
+
+#[tokio::test]
 async fn a_trigger_retries_an_http_sink_then_dead_letters() {
     let (url, received) = server(vec![503, 503, 503]).await;
     let broker = Broker::new();

@@ -6,6 +6,7 @@ use crate::CloudEvent;
 use cloudevents::binding::reqwest::{RequestSerializer, event_to_request};
 use cloudevents::message::StructuredDeserializer;
 use event_core::{Error, Event, Result};
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ const DRAIN_LIMIT: u64 = 64 * 1024;
 /// (carried by [`Error::Provider`] with provider `"http"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpStatusError {
-    /// The URL the event was sent to.
+    /// The URL the event was sent to (a password in it shown as `***`).
     pub url: String,
     /// The HTTP status code.
     pub status: u16,
@@ -215,6 +216,7 @@ async fn post(
             text.truncate(cut);
         }
         let code = status.as_u16();
+        let url = shown(url);
         if code == 408 || code == 429 || status.is_server_error() {
             return Err(Error::Connection(format!(
                 "POST {url} answered HTTP {code}: {text}"
@@ -223,7 +225,7 @@ async fn post(
         return Err(Error::provider(
             "http",
             HttpStatusError {
-                url: url.to_string(),
+                url: url.into_owned(),
                 status: code,
                 body: text,
             },
@@ -232,7 +234,20 @@ async fn post(
     Ok(response)
 }
 
+/// `url` as errors show it: a password in it is `***`, so that errors (which
+/// end up in logs and dead letters) do not carry credentials.
+fn shown(url: &str) -> Cow<'_, str> {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            Cow::Owned(parsed.into())
+        }
+        _ => Cow::Borrowed(url),
+    }
+}
+
 fn transport_error(url: &str, err: &reqwest::Error, elapsed: Duration) -> Error {
+    let url = shown(url);
     if err.is_builder() {
         Error::Serialization(format!(
             "cannot build the HTTP request for POST {url}: {}",

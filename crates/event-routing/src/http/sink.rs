@@ -34,7 +34,7 @@ use std::time::Duration;
 ///     .with_request_timeout(Duration::from_secs(5))?;
 /// # Ok::<(), event_core::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpSink {
     name: String,
     url: String,
@@ -100,6 +100,27 @@ impl HttpSink {
     /// The content mode.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+}
+
+impl std::fmt::Debug for HttpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSink")
+            .field("name", &self.name)
+            .field("url", &redacted(&self.url))
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any password in it replaced by `***`, for logs.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 
