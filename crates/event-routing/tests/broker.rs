@@ -511,6 +511,67 @@ async fn shutdown_routes_what_was_queued_then_refuses() {
     assert_eq!(broker.route(&event("events.a.b", "t")).await.delivered, 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn every_shutdown_call_waits_for_the_queued_events() {
+    // A second (concurrent, or retried after a timed-out) shutdown returned
+    // at once while the first was still routing: a caller exiting then lost
+    // the deliveries in flight.
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::all(),
+            sleeping_sink_into(sink.clone()),
+        ))
+        .unwrap();
+    for _ in 0..3 {
+        broker
+            .enqueue(Arc::new(event("events.a.b", "t")))
+            .await
+            .unwrap();
+    }
+    let first = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.shutdown().await }
+    });
+    tokio::task::yield_now().await; // the first shutdown has begun
+    broker.shutdown().await;
+    assert_eq!(
+        sink.len(),
+        3,
+        "the second shutdown returned before the routings ended"
+    );
+    first.await.unwrap();
+
+    // A shutdown given up on (a timeout), then called again.
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::all(),
+            sleeping_sink("slow", Duration::from_secs(10)),
+        ))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new("c", TriggerFilter::all(), sink.clone()))
+        .unwrap();
+    broker
+        .enqueue(Arc::new(event("events.a.b", "t")))
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), broker.shutdown())
+            .await
+            .is_err()
+    );
+    let start = Instant::now();
+    broker.shutdown().await;
+    assert_eq!(start.elapsed(), Duration::from_secs(9));
+    assert_eq!(broker.metrics().in_flight, 0);
+}
+
 fn sleeping_sink_into(sink: Arc<CollectorSink>) -> Arc<InProcessSink> {
     Arc::new(InProcessSink::new("sleepy", move |e| {
         let sink = sink.clone();

@@ -522,7 +522,9 @@ impl Broker {
     }
 
     /// Stops accepting queued events, routes those already queued and waits
-    /// for them. Idempotent. [`route`](Self::route) keeps working.
+    /// for them. Idempotent: every call waits until they are routed, also one
+    /// made while another is waiting or after one was given up on.
+    /// [`route`](Self::route) keeps working.
     pub async fn shutdown(&self) {
         self.inner.queue.shutdown().await;
     }
