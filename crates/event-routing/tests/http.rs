@@ -499,6 +499,46 @@ async fn a_panicking_webhook_sink_is_answered_500_and_counted() {
 }
 
 #[tokio::test]
+async fn a_foreign_cloudevents_extension_is_filtered_by_its_cloudevents_name() {
+    // Another producer's CloudEvent with extension `tenant`, received by the
+    // webhook: a Knative filter on `tenant` never matched it (the event
+    // holds it as metadata `ce-tenant`).
+    let broker = Broker::new();
+    let acme = Arc::new(CollectorSink::new("acme"));
+    broker
+        .add_trigger(Trigger::new(
+            "acme",
+            TriggerFilter::all().with_filter(event_routing::FilterExpr::exact("tenant", "acme")),
+            acme.clone(),
+        ))
+        .unwrap();
+    let source = WebhookSource::new("in", "127.0.0.1:0".parse().unwrap());
+    source.start(Arc::new(broker.clone())).await.unwrap();
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "ext-1"),
+        ("ce-source", "/billing"),
+        ("ce-type", "invoice.paid"),
+        ("ce-subject", "events.billing.paid"),
+        ("ce-tenant", "acme"),
+        ("content-type", "application/json"),
+    ] {
+        headers.insert(name, value.parse().unwrap());
+    }
+    let (status, text) = send(
+        source.local_addr().unwrap(),
+        "/events",
+        headers,
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(acme.len(), 1);
+    source.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn webhook_into_a_broker_routes_end_to_end_over_http() {
     // Webhook -> broker -> HttpSink -> another server.
     let (url, received) = server(vec![]).await;
