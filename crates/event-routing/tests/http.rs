@@ -468,6 +468,31 @@ async fn webhook_maps_sink_failures_and_stops_listening() {
 }
 
 #[tokio::test]
+async fn webhook_paths_the_router_cannot_take_are_config_errors_not_panics() {
+    // Accepted, then `start` panicked in the router ("path segments must not
+    // start with `:`" ...).
+    for path in ["/:id", "/hooks/*rest", "/{", "/a/{b}", "/a}"] {
+        let err = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+            .with_path(path)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig { .. }),
+            "{path}: {err:?}"
+        );
+    }
+    for path in ["/", "/hooks/in", "/a:b", "/v1/events.json"] {
+        let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+            .with_path(path)
+            .unwrap();
+        source
+            .start(Arc::new(CollectorSink::new("c")))
+            .await
+            .unwrap();
+        source.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn a_panicking_webhook_sink_is_answered_500_and_counted() {
     // The panic reset the connection: the sender got no status, and the
     // refusal was not counted.

@@ -113,13 +113,25 @@ impl WebhookSource {
         }
     }
 
-    /// Listens at `path` instead of `/events` (must start with `/`).
+    /// Listens at `path` instead of `/events`: a literal path starting with
+    /// `/`, without `{` or `}` and without a segment starting with `:` or
+    /// `*` (route parameters, which the router would refuse);
+    /// [`Error::InvalidConfig`] otherwise.
     pub fn with_path(mut self, path: impl Into<String>) -> Result<Self> {
         let path = path.into();
         if !path.starts_with('/') {
             return Err(Error::invalid_config(
                 "webhook.path",
                 format!("{path:?} must start with `/`"),
+            ));
+        }
+        if path.contains(['{', '}']) || path.split('/').any(|s| s.starts_with([':', '*'])) {
+            return Err(Error::invalid_config(
+                "webhook.path",
+                format!(
+                    "{path:?} must be a literal path: no `{{` or `}}`, no segment starting \
+                     with `:` or `*`"
+                ),
             ));
         }
         self.path = path;
