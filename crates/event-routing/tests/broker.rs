@@ -666,6 +666,49 @@ async fn a_broker_is_a_sink() {
 }
 
 #[tokio::test]
+async fn brokers_delivering_to_each_other_in_a_cycle_stop_at_max_hops() {
+    // A broker whose trigger delivers to itself (or to a broker delivering
+    // back) recursed until the stack overflowed: the process aborted.
+    let broker = Broker::new();
+    let seen = Arc::new(CollectorSink::new("seen"));
+    broker
+        .add_trigger(Trigger::new("seen", TriggerFilter::all(), seen.clone()))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "again",
+            TriggerFilter::all(),
+            Arc::new(broker.clone()),
+        ))
+        .unwrap();
+    let result = broker.route(&event("events.a.b", "t")).await;
+    assert_eq!(result.delivered, 2);
+    // Routed max_hops times in all, as a topic sink loop is.
+    let max_hops = broker.config().max_hops as usize;
+    assert_eq!(seen.len(), max_hops);
+    assert_eq!(broker.metrics().hop_limit, 1);
+
+    // Two brokers.
+    let a = Broker::new();
+    let b = Broker::new();
+    a.add_trigger(Trigger::new(
+        "to-b",
+        TriggerFilter::all(),
+        Arc::new(b.clone()),
+    ))
+    .unwrap();
+    b.add_trigger(Trigger::new(
+        "to-a",
+        TriggerFilter::all(),
+        Arc::new(a.clone()),
+    ))
+    .unwrap();
+    a.route(&event("events.a.b", "t")).await;
+    assert_eq!(a.metrics().hop_limit + b.metrics().hop_limit, 1);
+    assert_eq!(a.metrics().routed + b.metrics().routed, max_hops as u64);
+}
+
+#[tokio::test]
 async fn a_durable_feed_acks_after_delivery_or_dead_letter_and_resumes() {
     let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
     let broker = Broker::with_config(BrokerConfig {
