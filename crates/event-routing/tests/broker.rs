@@ -597,11 +597,19 @@ fn invalid_configs_are_refused() {
             feed_concurrency: 0,
             ..Default::default()
         },
+        // Routed nothing, ever (every event counted as a routing loop).
+        BrokerConfig {
+            max_hops: 0,
+            ..Default::default()
+        },
     ] {
-        assert!(matches!(
-            Broker::with_config(config),
-            Err(Error::InvalidConfig { .. })
-        ));
+        assert!(
+            matches!(
+                Broker::with_config(config.clone()),
+                Err(Error::InvalidConfig { .. })
+            ),
+            "{config:?}"
+        );
     }
     let err = Broker::new()
         .add_trigger(

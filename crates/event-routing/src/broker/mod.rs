@@ -116,13 +116,14 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// Checks the values: zero capacity, workers or feed concurrency is
-    /// [`Error::InvalidConfig`].
+    /// Checks the values: zero capacity, workers, feed concurrency or
+    /// `max_hops` (which would route nothing) is [`Error::InvalidConfig`].
     pub fn validate(&self) -> Result<()> {
         for (field, value) in [
             ("queue_capacity", self.queue_capacity),
             ("workers", self.workers),
             ("feed_concurrency", self.feed_concurrency),
+            ("max_hops", self.max_hops as usize),
         ] {
             if value == 0 {
                 return Err(Error::invalid_config(field, "must be at least 1"));
