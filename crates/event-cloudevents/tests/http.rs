@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use common::Rng;
-use event_cloudevents::http::client::{HttpStatusError, send_http};
+use event_cloudevents::http::client::{HttpStatusError, MAX_REPLY_SIZE, post_http, send_http};
 use event_cloudevents::http::server::{HttpEvent, http_response};
 use event_cloudevents::http::{Mode, to_http};
 use event_core::{Error, Event};
@@ -366,9 +366,9 @@ fn binary_messages_carry_only_ascii_headers() {
     }
 }
 
-/// A raw server that answers every request with `status_line` and a chunked
-/// body that never ends.
-async fn endless_body_server(status_line: &'static str) -> String {
+/// A raw server that answers every request with `status_line`, `headers`
+/// and a chunked body that never ends.
+async fn endless_body_server(status_line: &'static str, headers: &'static str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -380,8 +380,7 @@ async fn endless_body_server(status_line: &'static str) -> String {
                 let mut request = vec![0_u8; 64 * 1024];
                 let _ = socket.read(&mut request).await;
                 let head = format!(
-                    "HTTP/1.1 {status_line}\r\ncontent-type: text/plain\r\n\
-                     transfer-encoding: chunked\r\n\r\n"
+                    "HTTP/1.1 {status_line}\r\n{headers}transfer-encoding: chunked\r\n\r\n"
                 );
                 if socket.write_all(head.as_bytes()).await.is_err() {
                     return;
@@ -402,7 +401,7 @@ async fn an_error_response_body_is_read_only_as_far_as_it_is_kept() {
         ("500 Internal Server Error", true),
         ("404 Not Found", false),
     ] {
-        let url = endless_body_server(status_line).await;
+        let url = endless_body_server(status_line, "content-type: text/plain\r\n").await;
         let err = tokio::time::timeout(
             Duration::from_secs(10),
             send_http(&reqwest::Client::new(), &url, &odd_event(), Mode::Binary),
@@ -413,6 +412,50 @@ async fn an_error_response_body_is_read_only_as_far_as_it_is_kept() {
         assert_eq!(err.is_transient(), transient, "{err}");
         assert!(err.to_string().contains("eeee"), "{err}");
     }
+}
+
+#[tokio::test]
+async fn a_success_response_body_is_never_read_without_bound() {
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: stalled on an endless body"))
+    }
+    let client = reqwest::Client::new();
+    // Not a CloudEvent: nothing to read; the body is not waited for.
+    let url = endless_body_server("200 OK", "content-type: text/plain\r\n").await;
+    let reply = within(
+        "plain reply",
+        send_http(&client, &url, &odd_event(), Mode::Binary),
+    )
+    .await;
+    assert_eq!(reply.unwrap(), None);
+    // A reply CloudEvent that never ends: read up to the limit, then refused.
+    let url = endless_body_server(
+        "200 OK",
+        "ce-specversion: 1.0\r\nce-id: r\r\nce-source: s\r\nce-type: t\r\n\
+         content-type: application/json\r\n",
+    )
+    .await;
+    let reply = within(
+        "reply event",
+        send_http(&client, &url, &odd_event(), Mode::Binary),
+    )
+    .await;
+    match reply {
+        Err(Error::PayloadTooLarge { size, max }) => {
+            assert_eq!(max, MAX_REPLY_SIZE);
+            assert!(size > MAX_REPLY_SIZE);
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    // post_http ignores the reply altogether.
+    within(
+        "post_http",
+        post_http(&client, &url, &odd_event(), Mode::Binary),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///   duplicate while `handle` reported success;
 /// - subject `{prefix}.{original subject without its first token}`
 ///   (`events.orders.created` under `events.dlq` → `events.dlq.orders.created`;
-///   a one-token subject is appended whole);
+///   a one-token subject is appended whole), and category that subject's
+///   second token (`dlq`);
 /// - metadata [`DLQ_REASON`](metadata::DLQ_REASON),
 ///   [`DLQ_ORIGINAL_SUBJECT`](metadata::DLQ_ORIGINAL_SUBJECT),
 ///   [`DLQ_ATTEMPTS`](metadata::DLQ_ATTEMPTS),
@@ -111,6 +112,10 @@ impl SinkDlqHandler {
         let mut event = dead_letter.event.clone();
         event.id = new_event_id();
         event.subject = format!("{}.{rest}", self.prefix);
+        // The category is the subject's, as for a topic sink's forward.
+        if let Some(category) = event.subject.split('.').nth(1) {
+            event.category = category.to_owned();
+        }
         subject::validate_subject(&event.subject).map_err(|e| {
             Error::invalid_subject(
                 event.subject.clone(),

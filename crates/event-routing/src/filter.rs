@@ -17,8 +17,15 @@
 //! [`FilterExpr`] names attributes as CloudEvents does. `id`, `type`,
 //! `source`, `subject` and `category` are the event's fields (`type` is
 //! [`Event::event_type`]); any other name is looked up in
-//! [`Event::metadata`]. An attribute the event does not have matches no
-//! `exact`, `prefix` or `suffix` expression.
+//! [`Event::metadata`], and then as `ce-<name>`: the metadata key under
+//! which `event-cloudevents` keeps an extension attribute of a CloudEvent
+//! from another producer (received by a `WebhookSource`, say), so that a
+//! filter on extension `tenant` matches its `tenant` either way. An
+//! attribute the event does not have matches no `exact`, `prefix` or
+//! `suffix` expression.
+//!
+//! [`TriggerFilter::with_attribute`] compares a metadata key exactly, with
+//! no such fallback.
 //!
 //! ```
 //! use event_core::Event;
@@ -43,6 +50,11 @@ use event_core::{Error, Event, Result, SubjectPattern};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Prefix of the metadata keys holding a foreign CloudEvent's extension
+/// attributes (`event-cloudevents`' mapping: extension `traceparent` is
+/// metadata `ce-traceparent`).
+pub(crate) const FOREIGN_PREFIX: &str = "ce-";
+
 /// The value of attribute `name` on `event` (see the module docs), if any.
 pub fn attribute<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
     match name {
@@ -51,7 +63,18 @@ pub fn attribute<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
         "source" => Some(&event.source),
         "subject" => Some(&event.subject),
         "category" => Some(&event.category),
-        _ => event.metadata.get(name).map(String::as_str),
+        _ => event
+            .metadata
+            .get(name)
+            .or_else(|| {
+                // `ce-<name>`, without building the key.
+                event
+                    .metadata
+                    .iter()
+                    .find(|(key, _)| key.strip_prefix(FOREIGN_PREFIX) == Some(name))
+                    .map(|(_, value)| value)
+            })
+            .map(String::as_str),
     }
 }
 
@@ -399,7 +422,7 @@ impl CompiledFilter {
         exact
             .iter()
             .find(|(k, _)| !matches!(*k, "id" | "category"))
-            .map(|(k, v)| IndexKey::Attribute((*k).into(), (*v).into()))
+            .map(|(k, v)| IndexKey::Extension((*k).into(), (*v).into()))
     }
 }
 
@@ -414,4 +437,7 @@ pub(crate) enum IndexKey {
     Source(Box<str>),
     /// Exact metadata attribute.
     Attribute(Box<str>, Box<str>),
+    /// Exact attribute of a Knative expression: metadata `name`, or
+    /// `ce-<name>` (see [`attribute`]).
+    Extension(Box<str>, Box<str>),
 }

@@ -2,17 +2,20 @@
 //!
 //! Each trigger is filed under one key (see `CompiledFilter::index_key`): its
 //! exact event type, else the last literal token of its subject pattern (with
-//! its position), else its exact source, else an exact metadata attribute.
-//! Filters with none of these (only `prefix`, `any`, `not`, ...) go to a
-//! fallback list that every event is checked against.
+//! its position), else its exact source, else an exact metadata attribute
+//! (of `with_attribute`, or of an `exact` expression, which also matches a
+//! foreign CloudEvent's extension as metadata `ce-<name>`). Filters with
+//! none of these (only `prefix`, `any`, `not`, ...) go to a fallback list
+//! that every event is checked against.
 //!
 //! Routing an event looks up its type, its source, each of its subject tokens
 //! and its metadata entries, so only the triggers in those buckets and the
 //! fallback list have their filters evaluated. Every trigger sits in exactly
-//! one bucket and an event hits each bucket at most once, so no candidate is
-//! evaluated twice.
+//! one bucket; an event can reach an expression's bucket twice (through
+//! `name` and `ce-name`), so the candidates are deduplicated and no candidate
+//! is evaluated twice.
 
-use crate::filter::{CompiledFilter, IndexKey};
+use crate::filter::{CompiledFilter, FOREIGN_PREFIX, IndexKey};
 use event_core::Event;
 use std::collections::HashMap;
 
@@ -25,6 +28,9 @@ pub(crate) struct TriggerIndex {
     by_subject: Vec<HashMap<Box<str>, Vec<usize>>>,
     /// metadata key → value → triggers.
     by_attribute: HashMap<Box<str>, HashMap<Box<str>, Vec<usize>>>,
+    /// expression attribute name (metadata `name` or `ce-name`) → value →
+    /// triggers.
+    by_extension: HashMap<Box<str>, HashMap<Box<str>, Vec<usize>>>,
     fallback: Vec<usize>,
 }
 
@@ -44,6 +50,13 @@ impl TriggerIndex {
                 }
                 Some(IndexKey::Attribute(k, v)) => index
                     .by_attribute
+                    .entry(k)
+                    .or_default()
+                    .entry(v)
+                    .or_default()
+                    .push(id),
+                Some(IndexKey::Extension(k, v)) => index
+                    .by_extension
                     .entry(k)
                     .or_default()
                     .entry(v)
@@ -97,6 +110,22 @@ impl TriggerIndex {
                     }
                 }
             }
+        }
+        if !self.by_extension.is_empty() {
+            let mut lookup = |name: &str, value: &str| {
+                if let Some(ids) = self.by_extension.get(name).and_then(|v| v.get(value)) {
+                    out.extend_from_slice(ids);
+                }
+            };
+            for (key, value) in &event.metadata {
+                lookup(key, value);
+                if let Some(name) = key.strip_prefix(FOREIGN_PREFIX) {
+                    lookup(name, value);
+                }
+            }
+            out.sort_unstable();
+            out.dedup();
+            return;
         }
         out.sort_unstable();
     }

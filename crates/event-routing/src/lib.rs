@@ -89,6 +89,7 @@ pub mod filter;
 pub mod http;
 mod index;
 pub mod metadata;
+mod panic;
 pub mod scaling;
 mod sink;
 mod source;

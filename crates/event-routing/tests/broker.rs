@@ -511,6 +511,67 @@ async fn shutdown_routes_what_was_queued_then_refuses() {
     assert_eq!(broker.route(&event("events.a.b", "t")).await.delivered, 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn every_shutdown_call_waits_for_the_queued_events() {
+    // A second (concurrent, or retried after a timed-out) shutdown returned
+    // at once while the first was still routing: a caller exiting then lost
+    // the deliveries in flight.
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::all(),
+            sleeping_sink_into(sink.clone()),
+        ))
+        .unwrap();
+    for _ in 0..3 {
+        broker
+            .enqueue(Arc::new(event("events.a.b", "t")))
+            .await
+            .unwrap();
+    }
+    let first = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.shutdown().await }
+    });
+    tokio::task::yield_now().await; // the first shutdown has begun
+    broker.shutdown().await;
+    assert_eq!(
+        sink.len(),
+        3,
+        "the second shutdown returned before the routings ended"
+    );
+    first.await.unwrap();
+
+    // A shutdown given up on (a timeout), then called again.
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::all(),
+            sleeping_sink("slow", Duration::from_secs(10)),
+        ))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new("c", TriggerFilter::all(), sink.clone()))
+        .unwrap();
+    broker
+        .enqueue(Arc::new(event("events.a.b", "t")))
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), broker.shutdown())
+            .await
+            .is_err()
+    );
+    let start = Instant::now();
+    broker.shutdown().await;
+    assert_eq!(start.elapsed(), Duration::from_secs(9));
+    assert_eq!(broker.metrics().in_flight, 0);
+}
+
 fn sleeping_sink_into(sink: Arc<CollectorSink>) -> Arc<InProcessSink> {
     Arc::new(InProcessSink::new("sleepy", move |e| {
         let sink = sink.clone();
@@ -536,11 +597,19 @@ fn invalid_configs_are_refused() {
             feed_concurrency: 0,
             ..Default::default()
         },
+        // Routed nothing, ever (every event counted as a routing loop).
+        BrokerConfig {
+            max_hops: 0,
+            ..Default::default()
+        },
     ] {
-        assert!(matches!(
-            Broker::with_config(config),
-            Err(Error::InvalidConfig { .. })
-        ));
+        assert!(
+            matches!(
+                Broker::with_config(config.clone()),
+                Err(Error::InvalidConfig { .. })
+            ),
+            "{config:?}"
+        );
     }
     let err = Broker::new()
         .add_trigger(
@@ -602,6 +671,49 @@ async fn a_broker_is_a_sink() {
     as_sink.deliver(&event("events.a.b", "ok")).await.unwrap();
     assert_eq!(sink.len(), 1);
     assert!(as_sink.deliver(&event("events.a.b", "bad")).await.is_err());
+}
+
+#[tokio::test]
+async fn brokers_delivering_to_each_other_in_a_cycle_stop_at_max_hops() {
+    // A broker whose trigger delivers to itself (or to a broker delivering
+    // back) recursed until the stack overflowed: the process aborted.
+    let broker = Broker::new();
+    let seen = Arc::new(CollectorSink::new("seen"));
+    broker
+        .add_trigger(Trigger::new("seen", TriggerFilter::all(), seen.clone()))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "again",
+            TriggerFilter::all(),
+            Arc::new(broker.clone()),
+        ))
+        .unwrap();
+    let result = broker.route(&event("events.a.b", "t")).await;
+    assert_eq!(result.delivered, 2);
+    // Routed max_hops times in all, as a topic sink loop is.
+    let max_hops = broker.config().max_hops as usize;
+    assert_eq!(seen.len(), max_hops);
+    assert_eq!(broker.metrics().hop_limit, 1);
+
+    // Two brokers.
+    let a = Broker::new();
+    let b = Broker::new();
+    a.add_trigger(Trigger::new(
+        "to-b",
+        TriggerFilter::all(),
+        Arc::new(b.clone()),
+    ))
+    .unwrap();
+    b.add_trigger(Trigger::new(
+        "to-a",
+        TriggerFilter::all(),
+        Arc::new(a.clone()),
+    ))
+    .unwrap();
+    a.route(&event("events.a.b", "t")).await;
+    assert_eq!(a.metrics().hop_limit + b.metrics().hop_limit, 1);
+    assert_eq!(a.metrics().routed + b.metrics().routed, max_hops as u64);
 }
 
 #[tokio::test]
@@ -814,4 +926,51 @@ async fn queued_bursts_route_at_most_workers_at_a_time_and_all_settle() {
         (m.enqueued, m.delivered, m.in_flight, m.queue_depth),
         (50, 50, 0, 0)
     );
+}
+
+/// A subscription whose durable was deleted behind its back: every call
+/// reports `NotFound` (as NATS does) or `Closed`.
+struct Gone {
+    error: fn() -> Error,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for Gone {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err((self.error)())
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err((self.error)())
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_feed_whose_consumer_is_gone_ends_instead_of_retrying_forever() {
+    let broker = Broker::new();
+    let cases: [fn() -> Error; 2] = [
+        || Error::NotFound {
+            kind: "consumer",
+            name: "router".into(),
+        },
+        || Error::Closed("subscription closed".into()),
+    ];
+    for error in cases {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let feed = broker.feed(Box::new(Gone {
+            error,
+            calls: calls.clone(),
+        }));
+        // Ten retry delays: a feed that retries would still be running.
+        tokio::time::sleep(broker.config().feed_retry_delay * 10).await;
+        assert!(feed.is_finished(), "{:?}: the feed kept retrying", error());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let stats = feed.stop().await.unwrap();
+        assert_eq!(stats.errors, 1, "{stats:?}");
+    }
 }

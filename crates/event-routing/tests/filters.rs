@@ -124,6 +124,57 @@ fn all_any_not_compose() {
 }
 
 #[test]
+fn cloudevents_extensions_of_foreign_events_match_by_their_cloudevents_name() {
+    // A foreign CloudEvent's extension `tenant` is metadata `ce-tenant`.
+    let foreign = order("invoice.paid", "/billing", "events.billing.paid")
+        .with_metadata("ce-tenant", "acme-eu");
+    for expr in [
+        FilterExpr::exact("tenant", "acme-eu"),
+        FilterExpr::prefix("tenant", "acme"),
+        FilterExpr::suffix("tenant", "-eu"),
+        FilterExpr::not(FilterExpr::exact("tenant", "other")),
+    ] {
+        assert!(
+            matches(TriggerFilter::all().with_filter(expr.clone()), &foreign),
+            "{expr:?}"
+        );
+    }
+    assert!(!matches(
+        TriggerFilter::all().with_filter(FilterExpr::not(FilterExpr::exact("tenant", "acme-eu"))),
+        &foreign
+    ));
+    // The event's own metadata key comes first.
+    let both = foreign.clone().with_metadata("tenant", "globex");
+    assert!(matches(
+        TriggerFilter::all().with_filter(FilterExpr::exact("tenant", "globex")),
+        &both
+    ));
+    assert!(!matches(
+        TriggerFilter::all().with_filter(FilterExpr::exact("tenant", "acme-eu")),
+        &both
+    ));
+    // Through the index (the exact condition is the trigger's index key).
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    for (name, tenant) in [("acme", "acme-eu"), ("globex", "globex")] {
+        broker
+            .add_trigger(Trigger::new(
+                name,
+                TriggerFilter::all().with_filter(FilterExpr::exact("tenant", tenant)),
+                sink.clone(),
+            ))
+            .unwrap();
+    }
+    assert_eq!(broker.matching_triggers(&foreign), ["acme"]);
+    assert_eq!(broker.matching_triggers(&both), ["globex"]);
+    // `with_attribute` is about the event's metadata keys only.
+    assert!(!matches(
+        TriggerFilter::all().with_attribute("tenant", "acme-eu"),
+        &foreign
+    ));
+}
+
+#[test]
 fn knative_json_round_trips() {
     let raw = json!({"any": [
         {"exact": {"type": "a"}},
@@ -309,7 +360,9 @@ fn indexed_routing_equals_brute_force_on_random_filters_and_events() {
 /// other prefixes) and several triggers with one key.
 #[test]
 fn indexed_routing_equals_brute_force_with_colliding_attribute_names() {
-    const NAMES: &[&str] = &["type", "source", "subject", "id", "category", "k"];
+    const NAMES: &[&str] = &[
+        "type", "source", "subject", "id", "category", "k", "ce-k", "ce-type", "ce-ce-k",
+    ];
     const VALS: &[&str] = &["a", "b", "x.a", "a.b", ""];
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let broker = Broker::new();

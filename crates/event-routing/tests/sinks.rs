@@ -165,6 +165,9 @@ async fn sink_dlq_handler_forwards_under_the_configured_prefix_with_metadata() {
 
     let forwarded = &sink.events()[0];
     assert_eq!(forwarded.subject, "events.deadletters.orders.created");
+    // The category follows the subject, as a topic sink's forward's does (it
+    // stayed `orders`: a category filter took the dead letter for an order).
+    assert_eq!(forwarded.category, "deadletters");
     assert_eq!(forwarded.payload, original.payload);
     let m = &forwarded.metadata;
     assert_eq!(m["dlqreason"], "handler failed: timeout");

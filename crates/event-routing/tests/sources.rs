@@ -120,6 +120,50 @@ fn schedules_validate_their_input() {
     );
 }
 
+#[test]
+fn cron_expressions_that_never_fire_are_refused() {
+    // Valid syntax, but no such day (or only days in the past): accepted,
+    // such a source started and ended at once without a word.
+    for never in [
+        "0 0 30 2 *",       // 30 February
+        "0 0 31 4 *",       // 31 April
+        "0 0 0 31 11 * *",  // 31 November
+        "0 0 0 1 1 * 2020", // only in 2020
+    ] {
+        let err = Schedule::cron(never).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { reason, .. } if reason.contains("never fires")),
+            "{never:?}: {err:?}"
+        );
+    }
+    // Rare is fine: 29 February.
+    assert!(Schedule::cron("0 0 29 2 *").is_ok());
+}
+
+#[tokio::test]
+async fn an_interval_too_long_to_schedule_is_refused_not_a_panicking_source() {
+    // `Duration::MAX` ("never") overflowed the first deadline: the source's
+    // task panicked and the source silently stopped.
+    for period in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        assert!(
+            matches!(
+                CronSource::every("never", period, tick_event),
+                Err(Error::InvalidConfig { .. })
+            ),
+            "{period:?}"
+        );
+    }
+    // The longest accepted period runs (and is stopped) without a panic.
+    let longest = CronSource::every("rare", Schedule::MAX_INTERVAL, tick_event).unwrap();
+    longest
+        .start(Arc::new(CollectorSink::new("c")))
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    assert!(longest.is_running());
+    longest.stop().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn stop_waits_for_the_emission_in_progress() {
     let source = CronSource::every("slow", Duration::from_secs(1), tick_event).unwrap();
@@ -213,6 +257,65 @@ async fn metrics_poller_emits_samples_on_schedule() {
         )
         .is_err()
     );
+}
+
+/// Panics on its first call, succeeds after.
+fn panicking_once_sink(sink: Arc<CollectorSink>) -> Arc<InProcessSink> {
+    let panicked = Arc::new(AtomicBool::new(false));
+    Arc::new(InProcessSink::new("panics once", move |event| {
+        let (sink, panicked) = (sink.clone(), panicked.clone());
+        async move {
+            assert!(panicked.swap(true, Ordering::SeqCst), "sink bug");
+            sink.deliver(&event).await
+        }
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_sink_or_factory_is_a_failed_emission_not_a_dead_source() {
+    // A panic in the sink ended the source's task: no more emissions, ever,
+    // and nothing counted.
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = CronSource::every("s", Duration::from_secs(1), tick_event).unwrap();
+    source
+        .start(panicking_once_sink(sink.clone()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(source.is_running());
+    source.stop().await.unwrap();
+    assert_eq!((source.emitted(), source.failures()), (2, 1));
+    assert_eq!(sink.len(), 2);
+
+    // The same for a factory that panics on one tick.
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = CronSource::every("f", Duration::from_secs(1), |tick| {
+        assert_ne!(tick, 2, "factory bug");
+        tick_event(tick)
+    })
+    .unwrap();
+    source.start(sink.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(source.is_running());
+    source.stop().await.unwrap();
+    assert_eq!((source.emitted(), source.failures()), (2, 1));
+
+    // And for a metrics poller.
+    let sink = Arc::new(CollectorSink::new("c"));
+    let poller = MetricsPoller::new(
+        Arc::new(Gauges),
+        Schedule::every(Duration::from_secs(1)).unwrap(),
+        "events.metrics.gauges",
+    )
+    .unwrap();
+    poller
+        .start(panicking_once_sink(sink.clone()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(poller.is_running());
+    poller.stop().await.unwrap();
+    assert_eq!(sink.len(), 2);
 }
 
 fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {

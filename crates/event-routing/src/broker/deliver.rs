@@ -33,14 +33,9 @@ async fn attempt(sink: &dyn EventSink, event: &Event, timeout: Option<Duration>)
         None => call.await,
     };
     result.unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned());
         Err(Error::provider(
             format!("sink `{}`", sink.name()),
-            format!("panicked: {message}"),
+            format!("panicked: {}", crate::panic::message(&*panic)),
         ))
     })
 }

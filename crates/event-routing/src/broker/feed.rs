@@ -46,7 +46,10 @@ pub struct FeedStats {
 ///
 /// [`stop`](Self::stop) stops fetching, finishes the routings in progress,
 /// settles their events and closes the subscription. Dropping the handle
-/// without `stop` leaves the feed running until the subscription ends.
+/// without `stop` leaves the feed running until the subscription ends:
+/// `Ok(None)`, [`Error::Closed`], or [`Error::NotFound`] (its durable
+/// consumer was deleted). Other subscription errors (a lost connection) are
+/// counted and retried after `feed_retry_delay`.
 #[derive(Debug)]
 pub struct BrokerFeed {
     stop: watch::Sender<bool>,
@@ -60,7 +63,8 @@ impl BrokerFeed {
         snapshot(&self.counters)
     }
 
-    /// Whether the feed has ended (stopped, or the subscription closed).
+    /// Whether the feed has ended (stopped, the subscription closed, or its
+    /// consumer deleted: `Error::NotFound` ends the feed like `Ok(None)`).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
@@ -183,6 +187,14 @@ async fn run(
                 });
             }
             Ok(None) => break,
+            // The consumer was deleted (by another process, an
+            // administrator) or the subscription closed: it yields nothing
+            // more, as with `Ok(None)`; retrying would spin forever.
+            Err(err @ (Error::NotFound { .. } | Error::Closed(_))) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "broker feed: the subscription is gone; the feed ends");
+                break;
+            }
             Err(err @ (Error::Lagged { .. } | Error::Undecodable { .. })) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %err, "broker feed: subscription reported");

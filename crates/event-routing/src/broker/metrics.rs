@@ -67,7 +67,7 @@ counters! {
     dead_letter_failures => "Failed deliveries the dead-letter sink also refused, or that had none: lost unless the source redelivers.",
     enqueued => "Events accepted into the queue.",
     queue_full => "Times the queue was full when an event arrived (the publisher waited or was refused).",
-    hop_limit => "Events not routed because topic sinks had forwarded them `max_hops` times (a routing loop).",
+    hop_limit => "Events not routed because topic sinks had forwarded them, or brokers delivered them into brokers, `max_hops` times (a routing loop).",
     deferred => "Events a routing worker's own sink published into a full queue (policy `Wait`): they wait for room in a task of their own, so the worker never waits for the queue only workers drain.",
     rejected => "Events refused because the queue was full (policy `Reject`, or `WaitFor` timed out).",
 }

@@ -89,7 +89,9 @@ pub struct BrokerConfig {
     /// Events forwarded this many times by topic sinks
     /// ([`metadata::HOPS`](crate::metadata::HOPS)) are not routed again,
     /// which ends routing loops; they are counted in
-    /// [`BrokerMetrics::hop_limit`] and logged. Default 8.
+    /// [`BrokerMetrics::hop_limit`] and logged. A routing delivering into
+    /// brokers (a broker used as a sink) nests at most this deep, for the
+    /// same reason. Default 8.
     pub max_hops: u32,
     /// While events keep arriving, how long the queue's dispatcher sleeps
     /// between two drains instead of being woken by every publish (a
@@ -114,13 +116,14 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// Checks the values: zero capacity, workers or feed concurrency is
-    /// [`Error::InvalidConfig`].
+    /// Checks the values: zero capacity, workers, feed concurrency or
+    /// `max_hops` (which would route nothing) is [`Error::InvalidConfig`].
     pub fn validate(&self) -> Result<()> {
         for (field, value) in [
             ("queue_capacity", self.queue_capacity),
             ("workers", self.workers),
             ("feed_concurrency", self.feed_concurrency),
+            ("max_hops", self.max_hops as usize),
         ] {
             if value == 0 {
                 return Err(Error::invalid_config(field, "must be at least 1"));
@@ -522,7 +525,9 @@ impl Broker {
     }
 
     /// Stops accepting queued events, routes those already queued and waits
-    /// for them. Idempotent. [`route`](Self::route) keeps working.
+    /// for them. Idempotent: every call waits until they are routed, also one
+    /// made while another is waiting or after one was given up on.
+    /// [`route`](Self::route) keeps working.
     pub async fn shutdown(&self) {
         self.inner.queue.shutdown().await;
     }
@@ -554,13 +559,34 @@ impl event_core::EventRouter for Broker {
     }
 }
 
+tokio::task_local! {
+    /// How many brokers-as-sinks the current routing is nested in.
+    static NESTING: u32;
+}
+
 /// A broker is also a sink: delivering to it routes the event (waiting for
 /// the deliveries) and fails unless every matching trigger delivered or
 /// dead-lettered it. Point a source or another broker's trigger at it.
+///
+/// Each broker a routing delivers into counts as a hop, as a topic sink's
+/// forward does: brokers delivering to each other (or to themselves) in a
+/// cycle route an event at most [`max_hops`](BrokerConfig::max_hops) times in
+/// all; the delivery that would route it once more does not, is counted in
+/// [`BrokerMetrics::hop_limit`], logged, and succeeds.
 #[async_trait]
 impl EventSink for Broker {
     async fn deliver(&self, event: &Event) -> Result<()> {
-        let result = self.route(event).await;
+        let depth = NESTING.try_with(|d| *d).unwrap_or(0).saturating_add(1);
+        let core = &self.inner.core;
+        if depth >= core.config.max_hops {
+            Counters::add(&core.counters.hop_limit, 1);
+            tracing::warn!(
+                event_id = %event.id, subject = %event.subject, depth,
+                "event delivered through too many brokers (a cycle?); not routed"
+            );
+            return Ok(());
+        }
+        let result = NESTING.scope(depth, self.route(event)).await;
         if result.is_settled() {
             Ok(())
         } else {

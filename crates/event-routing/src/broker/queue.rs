@@ -9,8 +9,7 @@ use parking_lot::RwLock;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, mpsc, watch};
 
 /// The broker's queue was full and its policy is
 /// [`QueueFullPolicy::Reject`]; the source of the
@@ -47,9 +46,11 @@ enum State {
     Idle,
     Running {
         tx: mpsc::Sender<Arc<Event>>,
-        dispatcher: JoinHandle<()>,
+        /// Becomes `true` when the dispatcher has routed everything and ended.
+        done: watch::Receiver<bool>,
     },
-    Closed,
+    /// Shut down; `done` as in `Running` if a dispatcher ever ran.
+    Closed { done: Option<watch::Receiver<bool>> },
 }
 
 #[derive(Default)]
@@ -70,16 +71,23 @@ impl Queue {
         let mut state = self.state.write();
         match &*state {
             State::Running { tx, .. } => Ok(tx.clone()),
-            State::Closed => Err(closed()),
+            State::Closed { .. } => Err(closed()),
             State::Idle => {
                 let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                     Error::invalid_config("runtime", "the broker queue needs a Tokio runtime")
                 })?;
                 let (tx, rx) = mpsc::channel(core.config.queue_capacity);
-                let dispatcher = runtime.spawn(dispatch(core.clone(), rx));
+                let (done_tx, done) = watch::channel(false);
+                let core = core.clone();
+                // Dropped without sending if the dispatcher panics or the
+                // runtime drops it: waiters then stop waiting too.
+                runtime.spawn(async move {
+                    dispatch(core, rx).await;
+                    let _ = done_tx.send(true);
+                });
                 *state = State::Running {
                     tx: tx.clone(),
-                    dispatcher,
+                    done,
                 };
                 Ok(tx)
             }
@@ -180,13 +188,28 @@ impl Queue {
         }
     }
 
+    /// Closes the queue and waits until the dispatcher has routed what was
+    /// queued. Every call waits, also one made while another is waiting or
+    /// after one was given up on.
     pub(super) async fn shutdown(&self) {
-        let previous = std::mem::replace(&mut *self.state.write(), State::Closed);
-        if let State::Running { tx, dispatcher } = previous {
-            drop(tx);
-            if let Err(err) = dispatcher.await {
-                tracing::error!(error = %err, "broker dispatcher failed");
-            }
+        let done = {
+            let mut state = self.state.write();
+            let done = match std::mem::take(&mut *state) {
+                State::Running { tx, done } => {
+                    // Without a sender the dispatcher drains the queue and ends.
+                    drop(tx);
+                    Some(done)
+                }
+                State::Closed { done } => done,
+                State::Idle => None,
+            };
+            *state = State::Closed { done: done.clone() };
+            done
+        };
+        if let Some(mut done) = done
+            && done.wait_for(|ended| *ended).await.is_err()
+        {
+            tracing::error!("broker dispatcher failed before routing every queued event");
         }
     }
 }

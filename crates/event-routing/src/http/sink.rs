@@ -1,6 +1,6 @@
 use crate::sink::EventSink;
 use async_trait::async_trait;
-use event_cloudevents::http::{Mode, client::send_http};
+use event_cloudevents::http::{Mode, client::post_http};
 use event_core::{Error, Event, Result};
 use std::time::Duration;
 
@@ -15,7 +15,15 @@ use std::time::Duration;
 ///   [`HttpStatusError`](event_cloudevents::http::client::HttpStatusError)
 ///   source carrying the status and the start of the body.
 ///
-/// A reply event in the response (as Knative sinks may send) is ignored.
+/// A reply event in the response (as Knative sinks may send) is ignored,
+/// and the body of a 2xx answer is not waited for: an endless or slow body
+/// cannot hold up a delivery the endpoint accepted.
+///
+/// Redirects: a `307` or `308` answer is followed (at most 10 times), since
+/// it repeats the POST with the event. A `301`, `302` or `303` is not: an
+/// HTTP client turns the POST into a GET without a body there, so following
+/// it would count an event nobody received as delivered; it fails the
+/// delivery like any other non-2xx status.
 ///
 /// ```no_run
 /// use event_routing::http::{HttpSink, Mode};
@@ -26,7 +34,7 @@ use std::time::Duration;
 ///     .with_request_timeout(Duration::from_secs(5))?;
 /// # Ok::<(), event_core::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpSink {
     name: String,
     url: String,
@@ -52,7 +60,7 @@ impl HttpSink {
             name: name.into(),
             url,
             mode: Mode::Binary,
-            client: reqwest::Client::new(),
+            client: client(reqwest::Client::builder())?,
         })
     }
 
@@ -64,6 +72,12 @@ impl HttpSink {
     }
 
     /// Uses `client` (TLS settings, proxies, pools, timeouts).
+    ///
+    /// Its redirect policy is used as it is: reqwest's default follows a
+    /// `301`, `302` or `303` answer with a GET that carries no event, which
+    /// then counts as delivered. Give it a policy that follows only `307` and
+    /// `308` (as [`new`](Self::new)'s client does), or
+    /// `reqwest::redirect::Policy::none()`.
     #[must_use]
     pub fn with_client(mut self, client: reqwest::Client) -> Self {
         self.client = client;
@@ -72,12 +86,9 @@ impl HttpSink {
 
     /// Uses a client whose requests time out after `timeout` (prefer the
     /// trigger's [`DeliverySpec`](crate::DeliverySpec) timeout, which covers
-    /// any sink).
+    /// any sink), with [`new`](Self::new)'s redirect policy.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Result<Self> {
-        self.client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| Error::invalid_config("http_sink.client", e.to_string()))?;
+        self.client = client(reqwest::Client::builder().timeout(timeout))?;
         Ok(self)
     }
 
@@ -92,12 +103,52 @@ impl HttpSink {
     }
 }
 
+impl std::fmt::Debug for HttpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSink")
+            .field("name", &self.name)
+            .field("url", &redacted(&self.url))
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any password in it replaced by `***`, for logs.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Redirects followed before a delivery fails.
+const MAX_REDIRECTS: usize = 10;
+
+/// A client following only the redirects that repeat the POST with its body
+/// (`307`, `308`); any other redirect is returned as the (failing) answer.
+fn client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        if !matches!(attempt.status().as_u16(), 307 | 308) {
+            attempt.stop()
+        } else if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else {
+            attempt.follow()
+        }
+    });
+    builder
+        .redirect(policy)
+        .build()
+        .map_err(|e| Error::invalid_config("http_sink.client", e.to_string()))
+}
+
 #[async_trait]
 impl EventSink for HttpSink {
     async fn deliver(&self, event: &Event) -> Result<()> {
-        send_http(&self.client, &self.url, event, self.mode)
-            .await
-            .map(|_reply| ())
+        post_http(&self.client, &self.url, event, self.mode).await
     }
 
     fn name(&self) -> &str {

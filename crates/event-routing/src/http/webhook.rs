@@ -39,7 +39,7 @@ struct AppState {
 /// | the sink refused it as invalid (bad subject, schema, serialization) | `400 Bad Request` |
 /// | the sink refused it as too large | `413 Payload Too Large` |
 /// | the sink failed transiently (connection, timeout) | `503 Service Unavailable` (the sender should retry) |
-/// | any other sink failure | `500 Internal Server Error` |
+/// | any other sink failure (a panicking sink included) | `500 Internal Server Error` |
 ///
 /// [`start`](EventSource::start) binds the address (port 0 picks a free one:
 /// see [`local_addr`](Self::local_addr)); [`stop`](EventSource::stop) stops
@@ -79,7 +79,15 @@ fn status_for(err: &Error) -> StatusCode {
 }
 
 async fn receive(State(state): State<AppState>, HttpEvent(event): HttpEvent) -> Response {
-    match state.sink.deliver(&event).await {
+    let delivered = crate::panic::caught(|| state.sink.deliver(&event))
+        .await
+        .unwrap_or_else(|panic| {
+            Err(Error::provider(
+                format!("sink `{}`", state.sink.name()),
+                format!("panicked: {panic}"),
+            ))
+        });
+    match delivered {
         Ok(()) => {
             state.counters.accepted.fetch_add(1, Ordering::Relaxed);
             StatusCode::ACCEPTED.into_response()
@@ -105,13 +113,25 @@ impl WebhookSource {
         }
     }
 
-    /// Listens at `path` instead of `/events` (must start with `/`).
+    /// Listens at `path` instead of `/events`: a literal path starting with
+    /// `/`, without `{` or `}` and without a segment starting with `:` or
+    /// `*` (route parameters, which the router would refuse);
+    /// [`Error::InvalidConfig`] otherwise.
     pub fn with_path(mut self, path: impl Into<String>) -> Result<Self> {
         let path = path.into();
         if !path.starts_with('/') {
             return Err(Error::invalid_config(
                 "webhook.path",
                 format!("{path:?} must start with `/`"),
+            ));
+        }
+        if path.contains(['{', '}']) || path.split('/').any(|s| s.starts_with([':', '*'])) {
+            return Err(Error::invalid_config(
+                "webhook.path",
+                format!(
+                    "{path:?} must be a literal path: no `{{` or `}}`, no segment starting \
+                     with `:` or `*`"
+                ),
             ));
         }
         self.path = path;

@@ -13,8 +13,9 @@ type Factory = Arc<dyn Fn(u64) -> Event + Send + Sync>;
 /// Emits an event on a [`Schedule`]: a cron expression or a fixed interval.
 ///
 /// Each fire calls the factory with the tick number (1, 2, ...) and delivers
-/// the event it returns. A failed delivery is logged and counted
-/// ([`failures`](Self::failures)); the schedule goes on. [`stop`](EventSource::stop)
+/// the event it returns. A failed delivery, or a panic in the factory or the
+/// sink, is logged and counted ([`failures`](Self::failures)); the schedule
+/// goes on. [`stop`](EventSource::stop)
 /// waits for a delivery in progress, then ends the task.
 ///
 /// ```
@@ -97,7 +98,8 @@ impl CronSource {
         self.emitted.load(Ordering::Relaxed)
     }
 
-    /// Deliveries that failed so far.
+    /// Emissions that failed so far (the delivery failed, or the factory or
+    /// the sink panicked).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
@@ -118,17 +120,27 @@ impl EventSource for CronSource {
         self.lifecycle.start(&self.name, move |stop| async move {
             schedule
                 .run(stop, |tick| {
-                    let event = factory(tick);
-                    let sink = sink.clone();
+                    let (factory, sink) = (factory.clone(), sink.clone());
                     let (emitted, failures, name) = (emitted.clone(), failures.clone(), &name);
                     async move {
-                        match sink.deliver(&event).await {
-                            Ok(()) => {
+                        // A panicking factory or sink fails this emission
+                        // only; the schedule goes on.
+                        let emitted_now = crate::panic::caught(|| async move {
+                            let event = factory(tick);
+                            sink.deliver(&event).await
+                        })
+                        .await;
+                        match emitted_now {
+                            Ok(Ok(())) => {
                                 emitted.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(err) => {
+                            Ok(Err(err)) => {
                                 failures.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(source = %name, tick, error = %err, "cron source: delivery failed");
+                            }
+                            Err(panic) => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(source = %name, tick, panic = %panic, "cron source: the factory or the sink panicked");
                             }
                         }
                     }

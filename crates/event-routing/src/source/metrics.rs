@@ -52,8 +52,8 @@ pub trait MetricsSource: Send + Sync {
 
 /// An [`EventSource`] that polls a [`MetricsSource`] on a [`Schedule`] and
 /// emits one event per poll: type [`MetricsPoller::EVENT_TYPE`], payload
-/// `{"samples": [...]}`, on the configured subject. A failed `collect` or
-/// delivery is logged; polling goes on.
+/// `{"samples": [...]}`, on the configured subject. A failed (or panicking)
+/// `collect` or delivery is logged; polling goes on.
 pub struct MetricsPoller {
     source: Arc<dyn MetricsSource>,
     schedule: Schedule,
@@ -133,15 +133,23 @@ impl EventSource for MetricsPoller {
                 .run(stop, |_| {
                     let (source, sink, template) = (source.clone(), sink.clone(), &template);
                     async move {
-                        let samples = match source.collect().await {
-                            Ok(s) => s,
-                            Err(err) => {
-                                tracing::warn!(source = %source.name(), error = %err, "metrics source: collect failed");
-                                return;
+                        // A panicking metrics source or sink fails this poll
+                        // only; polling goes on.
+                        let polled = crate::panic::caught(|| async {
+                            let samples = match source.collect().await {
+                                Ok(s) => s,
+                                Err(err) => {
+                                    tracing::warn!(source = %source.name(), error = %err, "metrics source: collect failed");
+                                    return;
+                                }
+                            };
+                            if let Err(err) = sink.deliver(&template.event(&samples)).await {
+                                tracing::warn!(source = %source.name(), error = %err, "metrics source: delivery failed");
                             }
-                        };
-                        if let Err(err) = sink.deliver(&template.event(&samples)).await {
-                            tracing::warn!(source = %source.name(), error = %err, "metrics source: delivery failed");
+                        })
+                        .await;
+                        if let Err(panic) = polled {
+                            tracing::error!(source = %source.name(), panic = %panic, "metrics source: collect or the sink panicked");
                         }
                     }
                 })

@@ -32,7 +32,8 @@ use std::sync::Arc;
 /// - [`stop`](Self::stop) is graceful: no new emission starts, one in
 ///   progress completes, and it returns when the task has ended. Stopping a
 ///   stopped source is a no-op. A stopped source may be started again.
-/// - A failing delivery is logged and counted, and the source keeps going.
+/// - A failing delivery (an error or a panic in the sink) is logged and
+///   counted, and the source keeps going.
 #[async_trait]
 pub trait EventSource: Send + Sync {
     /// A name for logs.

@@ -109,9 +109,14 @@ fn crontab_days_of_week(field: &str) -> Option<String> {
 }
 
 impl Schedule {
-    /// Fires every `period`, first after one period. A zero period is
-    /// [`Error::InvalidConfig`]. Ticks missed while an emission ran long are
-    /// skipped, not bunched up.
+    /// The longest interval [`every`](Self::every) accepts: 10 years (of
+    /// 365 days). Longer ones may not fit the monotonic clock's arithmetic
+    /// (on some platforms a deadline 100 years ahead overflows it).
+    pub const MAX_INTERVAL: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+    /// Fires every `period`, first after one period. A zero period, or one
+    /// over [`MAX_INTERVAL`](Self::MAX_INTERVAL), is [`Error::InvalidConfig`].
+    /// Ticks missed while an emission ran long are skipped, not bunched up.
     pub fn every(period: Duration) -> Result<Self> {
         if period.is_zero() {
             return Err(Error::invalid_config(
@@ -119,11 +124,18 @@ impl Schedule {
                 "the interval must be greater than zero",
             ));
         }
+        if period > Self::MAX_INTERVAL {
+            return Err(Error::invalid_config(
+                "schedule.interval",
+                format!("{period:?} is longer than the maximum, 10 years"),
+            ));
+        }
         Ok(Self(Kind::Interval(period)))
     }
 
     /// Fires at the times the cron expression `expression` names (see the
-    /// type docs). An invalid expression is [`Error::InvalidConfig`].
+    /// type docs). An invalid expression, or one that names no time from now
+    /// on (`0 0 30 2 *`, a year in the past), is [`Error::InvalidConfig`].
     pub fn cron(expression: &str) -> Result<Self> {
         let invalid = |reason: &dyn std::fmt::Display| {
             Error::invalid_config(
@@ -155,6 +167,9 @@ impl Schedule {
             }
             _ => vec![parse(trimmed)?],
         };
+        if next_cron(&schedules, &Utc::now()).is_none() {
+            return Err(invalid(&"it never fires (no such date from now on)"));
+        }
         Ok(Self(Kind::Cron(schedules.into_boxed_slice())))
     }
 
