@@ -7,7 +7,7 @@ use event_core::{Error, Event, EventProvider, EventRouter, SubscribeOptions};
 use event_memory::MemoryProvider;
 use event_routing::{
     BackoffPolicy, Broker, BrokerConfig, CollectorSink, DeliverySpec, EventSink, FailingSink,
-    InProcessSink, QueueFullError, QueueFullPolicy, Trigger, TriggerFilter,
+    InProcessSink, MAX_BROKER_NESTING, QueueFullError, QueueFullPolicy, Trigger, TriggerFilter,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -714,6 +714,31 @@ async fn brokers_delivering_to_each_other_in_a_cycle_stop_at_max_hops() {
     a.route(&event("events.a.b", "t")).await;
     assert_eq!(a.metrics().hop_limit + b.metrics().hop_limit, 1);
     assert_eq!(a.metrics().routed + b.metrics().routed, max_hops as u64);
+}
+
+#[tokio::test]
+async fn a_broker_cycle_under_a_huge_max_hops_stops_at_the_nesting_limit() {
+    // Each broker-in-a-broker level is a nested poll on the task's stack: a
+    // cycle allowed 100,000 hops overflowed it and aborted the process.
+    let broker = Broker::with_config(BrokerConfig {
+        max_hops: 100_000,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let seen = Arc::new(CollectorSink::new("seen"));
+    broker
+        .add_trigger(Trigger::new("seen", TriggerFilter::all(), seen.clone()))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "again",
+            TriggerFilter::all(),
+            Arc::new(broker.clone()),
+        ))
+        .unwrap();
+    broker.route(&event("events.a.b", "t")).await;
+    assert_eq!(seen.len(), MAX_BROKER_NESTING as usize);
+    assert_eq!(broker.metrics().hop_limit, 1);
 }
 
 #[tokio::test]

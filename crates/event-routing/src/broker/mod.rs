@@ -90,8 +90,8 @@ pub struct BrokerConfig {
     /// ([`metadata::HOPS`](crate::metadata::HOPS)) are not routed again,
     /// which ends routing loops; they are counted in
     /// [`BrokerMetrics::hop_limit`] and logged. A routing delivering into
-    /// brokers (a broker used as a sink) nests at most this deep, for the
-    /// same reason. Default 8.
+    /// brokers (a broker used as a sink) nests at most this deep (and never
+    /// deeper than [`MAX_BROKER_NESTING`]), for the same reason. Default 8.
     pub max_hops: u32,
     /// While events keep arriving, how long the queue's dispatcher sleeps
     /// between two drains instead of being woken by every publish (a
@@ -564,6 +564,12 @@ tokio::task_local! {
     static NESTING: u32;
 }
 
+/// Deepest nesting of brokers delivering into brokers, whatever
+/// [`BrokerConfig::max_hops`] says: each level is a nested poll on the
+/// task's stack, so a cycle under a very large `max_hops` would otherwise
+/// overflow it and abort the process.
+pub const MAX_BROKER_NESTING: u32 = 32;
+
 /// A broker is also a sink: delivering to it routes the event (waiting for
 /// the deliveries) and fails unless every matching trigger delivered or
 /// dead-lettered it. Point a source or another broker's trigger at it.
@@ -571,14 +577,15 @@ tokio::task_local! {
 /// Each broker a routing delivers into counts as a hop, as a topic sink's
 /// forward does: brokers delivering to each other (or to themselves) in a
 /// cycle route an event at most [`max_hops`](BrokerConfig::max_hops) times in
-/// all; the delivery that would route it once more does not, is counted in
+/// all, and never more than [`MAX_BROKER_NESTING`] brokers deep; the
+/// delivery that would route it once more does not, is counted in
 /// [`BrokerMetrics::hop_limit`], logged, and succeeds.
 #[async_trait]
 impl EventSink for Broker {
     async fn deliver(&self, event: &Event) -> Result<()> {
         let depth = NESTING.try_with(|d| *d).unwrap_or(0).saturating_add(1);
         let core = &self.inner.core;
-        if depth >= core.config.max_hops {
+        if depth >= core.config.max_hops.min(MAX_BROKER_NESTING) {
             Counters::add(&core.counters.hop_limit, 1);
             tracing::warn!(
                 event_id = %event.id, subject = %event.subject, depth,
