@@ -94,10 +94,14 @@ impl From<Event> for CloudEvent {
                     }
                     _ => ce.set_extension(&mapping::encode_metadata_key(&key), value),
                 },
+                // With data, the attribute must describe JSON and differ from
+                // the default (which reading cannot tell from no metadata);
+                // without data, any content type is held verbatim.
                 MetadataSlot::DataContentType
-                    if mapping::is_json_content_type(&value)
-                        && value != JSON_CONTENT_TYPE
-                        && is_stable_header_value(&value) =>
+                    if is_stable_header_value(&value)
+                        && (payload.is_null()
+                            || (mapping::is_json_content_type(&value)
+                                && value != JSON_CONTENT_TYPE)) =>
                 {
                     content_type = Some(value);
                 }
@@ -253,7 +257,9 @@ impl TryFrom<CloudEvent> for Event {
             None => serde_json::Value::Null,
             Some(data) => json_payload(content_type.as_deref(), data)?,
         };
-        if let Some(ct) = content_type.filter(|ct| ct != JSON_CONTENT_TYPE) {
+        // `application/json` is the default only for data: a CloudEvent
+        // without data that still names it keeps it.
+        if let Some(ct) = content_type.filter(|ct| ct != JSON_CONTENT_TYPE || payload.is_null()) {
             insert_metadata(
                 &mut metadata,
                 format!("{FOREIGN_PREFIX}datacontenttype"),

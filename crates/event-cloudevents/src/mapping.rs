@@ -8,7 +8,7 @@
 //! | `event_type` | `type` | empty → [`DEFAULT_TYPE`], recorded in [`DEFAULTED`] |
 //! | `subject` | `subject` | the NATS-style subject (`events.market.forex`); empty → absent |
 //! | `timestamp` (ms) | `time` | RFC 3339 with millisecond precision; a timestamp past year 9999 goes to [`TIMESTAMP`] instead |
-//! | `payload` | `data` | `datacontenttype: application/json`; a `null` payload → no `data` |
+//! | `payload` | `data` | `datacontenttype: application/json`; a `null` payload → no `data` and no `datacontenttype` (unless metadata names one, below) |
 //! | `category` | [`CATEGORY`] | string extension |
 //! | `summary` | [`SUMMARY`] | string extension |
 //! | `version` | [`VERSION`] | integer extension (string when above `i32::MAX`, the spec's integer range) |
@@ -27,19 +27,22 @@
 //!    *foreign* extension `<name>` itself (`ce-traceparent` ↔ `traceparent`).
 //!    Two core attributes the `Event` has no field for travel the same way:
 //!    `ce-dataschema` ↔ `dataschema` (when the value is a URL in normal
-//!    form) and `ce-datacontenttype` ↔ `datacontenttype` (when it is a JSON
-//!    type other than `application/json`, written in printable ASCII without
-//!    surrounding spaces, so that binary mode can carry it in
-//!    `Content-Type`).
+//!    form) and `ce-datacontenttype` ↔ `datacontenttype` when the value is
+//!    written in printable ASCII without surrounding spaces (so that binary
+//!    mode can carry it in `Content-Type`) and either the payload is `null`
+//!    (no data: any content type, `application/json` included) or it is a
+//!    JSON type other than `application/json` (the default for data, which
+//!    needs no metadata).
 //! 2. A key of lowercase letters and digits only (including the empty key) is
 //!    [`METADATA_PREFIX`]` + key`: `region` ↔ `a3smregion`.
 //! 3. Any other key is [`METADATA_HEX_PREFIX`]` + lowercase hex of its UTF-8
 //!    bytes`: `X-Trace.Id` ↔ `a3sx582d54726163652e4964`.
 //!
 //! Reading a CloudEvent applies the rules backwards, so a CloudEvent from
-//! another producer keeps everything: its extensions (say `traceparent`) and
-//! its `dataschema` / non-default `datacontenttype` land in metadata under
-//! `ce-<name>` and are written back as the same attributes. Non-string
+//! another producer keeps everything: its extensions (say `traceparent`), its
+//! `dataschema` and its `datacontenttype` (unless it is `application/json`
+//! with data) land in metadata under `ce-<name>` and are written back as the
+//! same attributes. Non-string
 //! extension values (integers, booleans) become their string form.
 //!
 //! # Reading a foreign CloudEvent

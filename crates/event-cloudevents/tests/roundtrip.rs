@@ -2,6 +2,8 @@
 //! through every path (in memory, structured JSON, HTTP and NATS
 //! binary/structured).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::Rng;
@@ -150,5 +152,80 @@ fn millisecond_timestamps_are_exact_in_time() {
         let time = ce.time().expect("time set for four-digit years");
         assert_eq!(time.timestamp_millis() as u64, event.timestamp);
         assert_eq!(time.timestamp_subsec_nanos() % 1_000_000, 0);
+    }
+}
+
+/// A CloudEvent from another producer that declares a content type but
+/// carries no data (a JSON `application/json` event with an empty body, a
+/// deletion notice still typed `text/xml`, ...).
+fn dataless_cloudevent(content_type: &str) -> CloudEvent {
+    use cloudevents::{AttributesWriter, EventBuilder, EventBuilderV10};
+    let mut ce = EventBuilderV10::new()
+        .id("e-1")
+        .source("/src")
+        .ty("t.x")
+        .subject("events.a.b")
+        .build()
+        .unwrap();
+    ce.set_datacontenttype(Some(content_type));
+    CloudEvent::new(ce)
+}
+
+/// Every path a CloudEvent can take through this crate, ending as an A3S
+/// event: in memory, structured JSON, HTTP and NATS in both modes.
+fn cloudevent_paths(ce: &CloudEvent) -> Vec<(&'static str, Event)> {
+    let mut paths = vec![
+        ("memory", Event::try_from(ce.clone()).unwrap()),
+        (
+            "structured",
+            from_structured(&event_cloudevents::cloudevent_to_structured(ce).unwrap()).unwrap(),
+        ),
+    ];
+    #[cfg(feature = "http")]
+    {
+        use event_cloudevents::http::{Mode, cloudevent_to_http, from_http};
+        for (name, mode) in [
+            ("http binary", Mode::Binary),
+            ("http structured", Mode::Structured),
+        ] {
+            let msg = cloudevent_to_http(ce.clone(), mode).unwrap();
+            paths.push((name, from_http(&msg.headers, msg.body).unwrap()));
+        }
+    }
+    #[cfg(feature = "nats")]
+    {
+        use event_cloudevents::nats::{Mode, cloudevent_to_nats, from_nats};
+        for (name, mode) in [
+            ("nats binary", Mode::Binary),
+            ("nats structured", Mode::Structured),
+        ] {
+            let msg = cloudevent_to_nats(ce.clone(), mode).unwrap();
+            paths.push((name, from_nats(Some(&msg.headers), &msg.payload).unwrap()));
+        }
+    }
+    paths
+}
+
+#[test]
+fn content_type_without_data_survives_every_path() {
+    use cloudevents::AttributesReader;
+    for ct in [
+        "text/xml",
+        "application/json",
+        "application/vnd.a3s+json",
+        "application/json; charset=utf-8",
+    ] {
+        let ce = dataless_cloudevent(ct);
+        for (path, event) in cloudevent_paths(&ce) {
+            assert_eq!(event.payload, serde_json::Value::Null, "{ct} {path}");
+            let back = CloudEvent::from(event.clone());
+            assert_eq!(back.datacontenttype(), Some(ct), "{ct} {path}: {back}");
+            assert!(back.data().is_none(), "{ct} {path}");
+            // The same CloudEvent again, so every path sees the same event.
+            let again = cloudevent_paths(&back);
+            for (path2, event2) in again {
+                assert_eq!(event2, event, "{ct} {path} then {path2}");
+            }
+        }
     }
 }
