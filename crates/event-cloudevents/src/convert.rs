@@ -21,16 +21,43 @@ fn invalid(reason: impl std::fmt::Display) -> Error {
     Error::Serialization(format!("CloudEvent cannot become an A3S event: {reason}"))
 }
 
-/// Converts without consuming the event (clones it).
-impl From<&Event> for CloudEvent {
-    fn from(event: &Event) -> Self {
-        CloudEvent::from(event.clone())
+/// Why an event with an empty id does not convert.
+pub(crate) const EMPTY_ID: &str = "event cannot become a CloudEvent: its `id` is empty; \
+     CloudEvents requires a non-empty id that identifies the event (consumers deduplicate \
+     by source and id), so none is invented";
+
+fn empty_id() -> Error {
+    Error::Serialization(EMPTY_ID.to_string())
+}
+
+/// Converts without consuming the event (clones it); fails, before
+/// cloning, as `TryFrom<Event>` does.
+impl TryFrom<&Event> for CloudEvent {
+    type Error = Error;
+
+    fn try_from(event: &Event) -> Result<Self> {
+        if event.id.is_empty() {
+            return Err(empty_id());
+        }
+        CloudEvent::try_from(event.clone())
     }
 }
 
-/// Lossless: `Event::try_from(CloudEvent::from(e)) == Ok(e)` for every event.
-impl From<Event> for CloudEvent {
-    fn from(event: Event) -> Self {
+/// Lossless: `Event::try_from(CloudEvent::try_from(e)?) == Ok(e)` for every
+/// event it accepts, and the same event always gives the same CloudEvent.
+///
+/// Fails with [`Error::Serialization`] on an event whose `id` is empty:
+/// the CloudEvent `id` is required, non-empty and identifies the event (a
+/// consumer deduplicates by `source` and `id`), so a made-up id would turn
+/// one event into as many events as it is converted. [`Event::new`] always
+/// generates an id; an empty one comes only from a hand-built event or a
+/// stored one deserialised with `"id": ""`, which no provider publishes
+/// under its own id either. An empty `source` or `event_type` is
+/// representable and takes a recorded default (see [`crate::mapping`]).
+impl TryFrom<Event> for CloudEvent {
+    type Error = Error;
+
+    fn try_from(event: Event) -> Result<Self> {
         let Event {
             id,
             subject,
@@ -44,13 +71,10 @@ impl From<Event> for CloudEvent {
             metadata,
         } = event;
 
+        if id.is_empty() {
+            return Err(empty_id());
+        }
         let mut defaulted: Vec<&str> = Vec::new();
-        let id = if id.is_empty() {
-            defaulted.push("id");
-            event_core::new_event_id()
-        } else {
-            id
-        };
         let source = if source.is_empty() {
             defaulted.push("source");
             DEFAULT_SOURCE.to_string()
@@ -121,7 +145,7 @@ impl From<Event> for CloudEvent {
                 Data::Json(payload),
             );
         }
-        CloudEvent::new(ce)
+        Ok(CloudEvent::new(ce))
     }
 }
 
@@ -174,7 +198,7 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
 /// - a bad A3S extension: a non-string `a3scategory`/`a3ssummary`, an
 ///   `a3sversion` that is not an integer in `u32` range, an `a3stimestamp`
-///   that is not decimal milliseconds, an unknown entry in `a3sdefaulted`, an
+///   that is not decimal milliseconds, an `a3sdefaulted` entry other than `source` and `type`, an
 ///   `a3sx…` name that is not hex of UTF-8, two extensions for the same
 ///   metadata key.
 ///
@@ -196,7 +220,6 @@ impl TryFrom<CloudEvent> for Event {
         let mut category: Option<String> = None;
         let mut summary = String::new();
         let mut version = 1_u32;
-        let mut defaulted_id = false;
         let mut defaulted_source = false;
         let mut defaulted_type = false;
         let mut a3s_timestamp: Option<u64> = None;
@@ -218,13 +241,12 @@ impl TryFrom<CloudEvent> for Event {
                 DEFAULTED => {
                     for attr in string_extension(name, value)?.split(',') {
                         match attr {
-                            "id" => defaulted_id = true,
                             "source" => defaulted_source = true,
                             "type" => defaulted_type = true,
                             other => {
                                 return Err(invalid(format!(
-                                    "extension `{DEFAULTED}` names unknown attribute {other:?} \
-                                     (expected id, source or type)"
+                                    "extension `{DEFAULTED}` names attribute {other:?}, which \
+                                     is never defaulted (expected source or type)"
                                 )));
                             }
                         }
@@ -289,7 +311,7 @@ impl TryFrom<CloudEvent> for Event {
             }
         };
         Ok(Event {
-            id: keep(defaulted_id, ce.id()),
+            id: ce.id().to_string(),
             source: keep(defaulted_source, ce.source()),
             event_type: keep(defaulted_type, ce.ty()),
             subject,
@@ -392,7 +414,7 @@ mod tests {
     #[test]
     fn attributes_map_as_documented() {
         let event = sample();
-        let ce = CloudEvent::from(&event);
+        let ce = CloudEvent::try_from(&event).unwrap();
         assert_eq!(ce.id(), event.id);
         assert_eq!(ce.ty(), "forex.rate_change");
         assert_eq!(ce.source(), "reuters");
@@ -424,16 +446,15 @@ mod tests {
     }
 
     #[test]
-    fn empty_required_fields_get_recorded_defaults() {
-        let mut event = Event::new("", "", "", "", json!(null));
-        event.id = String::new();
-        let ce = CloudEvent::from(&event);
+    fn empty_source_and_type_get_recorded_defaults() {
+        let event = Event::new("", "", "", "", json!(null));
+        let ce = CloudEvent::try_from(&event).unwrap();
+        assert_eq!(ce.id(), event.id);
         assert_eq!(ce.ty(), DEFAULT_TYPE);
         assert_eq!(ce.source(), DEFAULT_SOURCE);
-        assert!(ce.id().starts_with("evt-"));
         assert_eq!(
             ce.extension(DEFAULTED),
-            Some(&ExtensionValue::from("id,source,type"))
+            Some(&ExtensionValue::from("source,type"))
         );
         assert!(ce.subject().is_none());
         assert!(ce.data().is_none());
@@ -442,11 +463,45 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_id_is_an_error_every_time() {
+        let mut event = sample();
+        event.id = String::new();
+        for _ in 0..2 {
+            for result in [
+                CloudEvent::try_from(&event),
+                CloudEvent::try_from(event.clone()),
+            ] {
+                match result {
+                    Err(Error::Serialization(reason)) => {
+                        assert!(reason.contains("`id` is empty"), "{reason}")
+                    }
+                    other => panic!("expected a serialization error, got {other:?}"),
+                }
+            }
+        }
+        // A whitespace id is non-empty, as CloudEvents counts it: kept.
+        event.id = " ".into();
+        let ce = CloudEvent::try_from(&event).unwrap();
+        assert_eq!(ce.id(), " ");
+        assert_eq!(Event::try_from(ce).unwrap(), event);
+    }
+
+    #[test]
+    fn a_defaulted_id_is_not_read() {
+        // No conversion writes it; reading it would make an event that cannot
+        // convert back.
+        let mut ce = CloudEvent::try_from(&sample()).unwrap();
+        ce.set_extension(DEFAULTED, "id");
+        let err = Event::try_from(ce).unwrap_err().to_string();
+        assert!(err.contains("\"id\""), "{err}");
+    }
+
+    #[test]
     fn far_future_and_zero_timestamps_round_trip() {
         for ts in [0, 1, MAX_RFC3339_MILLIS, MAX_RFC3339_MILLIS + 1, u64::MAX] {
             let mut event = sample();
             event.timestamp = ts;
-            let ce = CloudEvent::from(&event);
+            let ce = CloudEvent::try_from(&event).unwrap();
             assert_eq!(ce.time().is_some(), ts <= MAX_RFC3339_MILLIS, "{ts}");
             assert_eq!(Event::try_from(ce).unwrap(), event, "{ts}");
         }
@@ -456,7 +511,7 @@ mod tests {
     fn large_versions_travel_as_strings() {
         let mut event = sample();
         event.version = u32::MAX;
-        let ce = CloudEvent::from(&event);
+        let ce = CloudEvent::try_from(&event).unwrap();
         assert_eq!(
             ce.extension(VERSION),
             Some(&ExtensionValue::from(u32::MAX.to_string()))
@@ -469,7 +524,7 @@ mod tests {
         let event = sample()
             .with_metadata("ce-dataschema", "https://schemas.example.com/rate.json")
             .with_metadata("ce-datacontenttype", "application/vnd.rate+json");
-        let ce = CloudEvent::from(&event);
+        let ce = CloudEvent::try_from(&event).unwrap();
         assert_eq!(
             ce.dataschema().map(Url::as_str),
             Some("https://schemas.example.com/rate.json")
@@ -481,7 +536,7 @@ mod tests {
         let event = sample()
             .with_metadata("ce-dataschema", "HTTPS://Example.com")
             .with_metadata("ce-datacontenttype", "text/plain");
-        let ce = CloudEvent::from(&event);
+        let ce = CloudEvent::try_from(&event).unwrap();
         assert!(ce.dataschema().is_none());
         assert_eq!(ce.datacontenttype(), Some("application/json"));
         assert_eq!(Event::try_from(ce).unwrap(), event);

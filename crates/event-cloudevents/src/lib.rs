@@ -5,10 +5,11 @@
 //! official [`cloudevents-sdk`](cloudevents) (event model, builder,
 //! validation and serialisation are the SDK's), plus protocol bindings:
 //!
-//! - [`From<Event> for CloudEvent`](CloudEvent) and
+//! - [`TryFrom<Event> for CloudEvent`](CloudEvent) and
 //!   [`TryFrom<CloudEvent> for Event`](CloudEvent): every event comes back
 //!   equal, including empty fields, odd metadata keys and far-future
-//!   timestamps. The A3S fields travel as spec-valid extensions
+//!   timestamps; the one event refused is one with an empty `id` (a
+//!   CloudEvent id identifies the event, so none is invented). The A3S fields travel as spec-valid extensions
 //!   (`a3scategory`, `a3ssummary`, `a3sversion`, one per metadata entry);
 //!   [`mapping`] documents every attribute, default and error.
 //! - Structured mode ([`to_structured`] / [`from_structured`],
@@ -45,7 +46,7 @@
 //! )
 //! .with_metadata("X-Request-Id", "r-42");
 //!
-//! let ce = CloudEvent::from(event.clone());
+//! let ce = CloudEvent::try_from(event.clone())?;
 //! assert_eq!(ce.ty(), "forex.rate_change");
 //! assert_eq!(ce.subject(), Some("events.market.forex"));
 //! assert!(ce.extension("a3ssummary").is_some());

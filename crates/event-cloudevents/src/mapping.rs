@@ -3,7 +3,7 @@
 //!
 //! | A3S `Event` field | CloudEvent attribute | notes |
 //! |---|---|---|
-//! | `id` | `id` | empty → a fresh `evt-<uuid>`, recorded in [`DEFAULTED`] |
+//! | `id` | `id` | must be non-empty: an empty id is an error, never replaced (see [`TryFrom<Event>`](crate::CloudEvent)) |
 //! | `source` | `source` | empty → [`DEFAULT_SOURCE`], recorded in [`DEFAULTED`] |
 //! | `event_type` | `type` | empty → [`DEFAULT_TYPE`], recorded in [`DEFAULTED`] |
 //! | `subject` | `subject` | the NATS-style subject (`events.market.forex`); empty → absent |
@@ -60,9 +60,10 @@ pub const CATEGORY: &str = "a3scategory";
 pub const SUMMARY: &str = "a3ssummary";
 /// Extension holding the schema version of the event type.
 pub const VERSION: &str = "a3sversion";
-/// Extension listing (comma-separated) the attributes among `id`, `source`
-/// and `type` that were empty on the A3S event and carry a default on the
-/// CloudEvent; reading restores them as empty strings.
+/// Extension listing (comma-separated) the attributes among `source` and
+/// `type` that were empty on the A3S event and carry a default on the
+/// CloudEvent; reading restores them as empty strings. (`id` is never
+/// defaulted: an event with an empty id does not convert.)
 pub const DEFAULTED: &str = "a3sdefaulted";
 /// Extension holding the timestamp (decimal Unix milliseconds) when it is too
 /// far in the future for an RFC 3339 `time` (after year 9999).

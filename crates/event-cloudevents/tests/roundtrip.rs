@@ -25,7 +25,7 @@ fn check(path: &str, seed: u64, event: &Event, back: event_core::Result<Event>) 
 fn random_events_round_trip_in_memory() {
     for seed in 0..CASES {
         let event = Rng::new(seed).event();
-        let ce = CloudEvent::from(&event);
+        let ce = CloudEvent::try_from(&event).unwrap();
         check("memory", seed, &event, Event::try_from(ce));
     }
 }
@@ -33,14 +33,11 @@ fn random_events_round_trip_in_memory() {
 #[test]
 fn cloudevents_made_from_events_survive_the_reverse_trip() {
     // CloudEvent -> Event -> CloudEvent is the identity on CloudEvents this
-    // crate produces (ids are not defaulted, so nothing is regenerated).
+    // crate produces.
     for seed in 0..CASES {
-        let mut event = Rng::new(seed).event();
-        if event.id.is_empty() {
-            event.id = "evt-fixed".into();
-        }
-        let ce = CloudEvent::from(&event);
-        let again = CloudEvent::from(Event::try_from(ce.clone()).unwrap());
+        let event = Rng::new(seed).event();
+        let ce = CloudEvent::try_from(&event).unwrap();
+        let again = CloudEvent::try_from(Event::try_from(ce.clone()).unwrap()).unwrap();
         assert_eq!(again, ce, "seed {seed}");
     }
 }
@@ -72,7 +69,10 @@ fn random_events_round_trip_through_http_messages() {
         let event = Rng::new(seed).event();
         for mode in [Mode::Binary, Mode::Structured] {
             let msg = to_http(&event, mode).unwrap_or_else(|e| {
-                panic!("seed {seed} {mode:?}: {e}\n{:?}", CloudEvent::from(&event))
+                panic!(
+                    "seed {seed} {mode:?}: {e}\n{:?}",
+                    CloudEvent::try_from(&event)
+                )
             });
             for value in msg.headers.values() {
                 assert!(
@@ -98,7 +98,10 @@ fn random_events_round_trip_through_nats_messages() {
         let event = Rng::new(seed).event();
         for mode in [Mode::Binary, Mode::Structured] {
             let msg = to_nats(&event, mode).unwrap_or_else(|e| {
-                panic!("seed {seed} {mode:?}: {e}\n{:?}", CloudEvent::from(&event))
+                panic!(
+                    "seed {seed} {mode:?}: {e}\n{:?}",
+                    CloudEvent::try_from(&event)
+                )
             });
             assert_eq!(content_mode(Some(&msg.headers)), mode, "seed {seed}");
             assert!(
@@ -128,7 +131,7 @@ fn random_events_round_trip_through_nats_messages() {
 #[test]
 fn every_extension_name_is_spec_valid() {
     for seed in 0..CASES {
-        let ce = CloudEvent::from(Rng::new(seed).event());
+        let ce = CloudEvent::try_from(Rng::new(seed).event()).unwrap();
         for (name, _) in ce.iter_extensions() {
             assert!(
                 !name.is_empty()
@@ -148,7 +151,7 @@ fn millisecond_timestamps_are_exact_in_time() {
     for _ in 0..1000 {
         let mut event = rng.event();
         event.timestamp = rng.next_u64() % 253_402_300_800_000;
-        let ce = CloudEvent::from(&event);
+        let ce = CloudEvent::try_from(&event).unwrap();
         let time = ce.time().expect("time set for four-digit years");
         assert_eq!(time.timestamp_millis() as u64, event.timestamp);
         assert_eq!(time.timestamp_subsec_nanos() % 1_000_000, 0);
@@ -218,7 +221,7 @@ fn content_type_without_data_survives_every_path() {
         let ce = dataless_cloudevent(ct);
         for (path, event) in cloudevent_paths(&ce) {
             assert_eq!(event.payload, serde_json::Value::Null, "{ct} {path}");
-            let back = CloudEvent::from(event.clone());
+            let back = CloudEvent::try_from(event.clone()).unwrap();
             assert_eq!(back.datacontenttype(), Some(ct), "{ct} {path}: {back}");
             assert!(back.data().is_none(), "{ct} {path}");
             // The same CloudEvent again, so every path sees the same event.
@@ -228,4 +231,57 @@ fn content_type_without_data_survives_every_path() {
             }
         }
     }
+}
+
+/// An event with an empty id, as a stored event in the original JSON shape
+/// can hold one (`"id": ""` deserialises; `Event::new` never makes one).
+fn event_with_empty_id() -> Event {
+    serde_json::from_value(serde_json::json!({
+        "id": "",
+        "subject": "events.a.b",
+        "category": "a",
+        "eventType": "t.x",
+        "version": 1,
+        "payload": {"k": 1},
+        "summary": "s",
+        "source": "svc",
+        "timestamp": 1_700_000_000_000_u64,
+    }))
+    .unwrap()
+}
+
+/// Asserts a serialization error naming the `id` attribute.
+fn refuses_empty_id<T: std::fmt::Debug>(path: &str, result: event_core::Result<T>) {
+    match result {
+        Err(event_core::Error::Serialization(reason)) => {
+            assert!(reason.contains("`id`"), "{path}: {reason}")
+        }
+        other => panic!("{path}: expected a serialization error naming `id`, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_empty_id_is_refused_on_every_path_not_replaced_by_a_random_one() {
+    // A CloudEvent id identifies the event (consumers deduplicate by source
+    // and id): inventing a fresh one on each conversion would turn one event
+    // into several.
+    let event = event_with_empty_id();
+    assert!(event.id.is_empty());
+    refuses_empty_id("conversion", CloudEvent::try_from(&event));
+    refuses_empty_id("conversion by value", CloudEvent::try_from(event.clone()));
+    refuses_empty_id("structured", to_structured(&event));
+    refuses_empty_id(
+        "batch",
+        to_structured_batch(&[Rng::new(1).event(), event.clone()]),
+    );
+    #[cfg(feature = "http")]
+    refuses_empty_id(
+        "http",
+        event_cloudevents::http::to_http(&event, event_cloudevents::Mode::Binary),
+    );
+    #[cfg(feature = "nats")]
+    refuses_empty_id(
+        "nats",
+        event_cloudevents::nats::to_nats(&event, event_cloudevents::Mode::Binary),
+    );
 }

@@ -41,7 +41,9 @@ pub struct HttpMessage {
     pub body: Vec<u8>,
 }
 
-/// The event as an HTTP message in `mode`.
+/// The event as an HTTP message in `mode`. Fails with
+/// [`Error::Serialization`] on an event with an empty `id` (see
+/// [`TryFrom<Event>`](crate::CloudEvent)) and as [`cloudevent_to_http`] does.
 ///
 /// ```
 /// use event_cloudevents::http::{Mode, to_http, from_http};
@@ -55,7 +57,7 @@ pub struct HttpMessage {
 /// # Ok::<(), event_core::Error>(())
 /// ```
 pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
-    cloudevent_to_http(CloudEvent::from(event), mode)
+    cloudevent_to_http(CloudEvent::try_from(event)?, mode)
 }
 
 /// A CloudEvent as an HTTP message in `mode`. Fails when an extension name

@@ -148,8 +148,10 @@ impl Rng {
         let event_type = self.maybe_empty(event_type);
         let source = self.text(16);
         let source = self.maybe_empty(source);
-        let id = if self.chance(5) {
-            String::new()
+        // Never empty: an event without an id does not convert (tested on
+        // its own); sometimes awkward text instead of a generated id.
+        let id = if self.chance(20) {
+            format!("{}x", self.text(16))
         } else {
             event_core::new_event_id()
         };
