@@ -12,6 +12,10 @@
 //!   `application/cloudevents+json` document.
 //!
 //! Receiving detects the mode from the headers, as the binding specifies.
+//! Binary-mode `ce-*` header values are unquoted (RFC 7230) and then
+//! percent-decoded once; a `%` that starts no `%XX` triplet or octets that
+//! are not UTF-8 are an [`Error::Serialization`] naming the attribute, as in
+//! the NATS binding. `Content-Type` is read as is.
 
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
@@ -157,7 +161,9 @@ impl Builder<HttpMessage> for MessageBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{HEADER_UNSAFE_CONTENT_TYPES, odd_event};
+    use crate::testing::{
+        HEADER_UNSAFE_CONTENT_TYPES, MALFORMED_PERCENT, WELL_FORMED_PERCENT, odd_event,
+    };
     use cloudevents::AttributesReader as _;
     use serde_json::json;
 
@@ -309,6 +315,46 @@ mod tests {
                     "{ct:?} {mode:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn malformed_percent_encoding_is_refused_naming_the_attribute() {
+        // §3.1.3.2: a `%` always starts a `%XX` triplet (a sender MUST
+        // encode a literal `%` as `%25`) and the octets MUST be UTF-8.
+        let message = |name: &str, value: &str| {
+            let mut headers = HeaderMap::new();
+            for (n, v) in [
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+            ] {
+                headers.insert(n, HeaderValue::from_static(v));
+            }
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+            headers
+        };
+        for value in MALFORMED_PERCENT {
+            for (header, attribute) in [
+                ("ce-source", "source"),
+                ("ce-subject", "subject"),
+                ("ce-comexample", "comexample"),
+            ] {
+                match cloudevent_from_http(&message(header, value), Vec::new()) {
+                    Err(Error::Serialization(reason)) => {
+                        assert!(reason.contains(attribute), "{value:?}: {reason}")
+                    }
+                    other => panic!("{header}: {value:?}: expected an error, got {other:?}"),
+                }
+            }
+        }
+        for (value, decoded) in WELL_FORMED_PERCENT {
+            let ce = cloudevent_from_http(&message("ce-source", value), Vec::new()).unwrap();
+            assert_eq!(ce.source(), decoded, "{value:?}");
         }
     }
 }
