@@ -123,6 +123,7 @@ impl TryFrom<Event> for CloudEvent {
                 // without data, any content type is held verbatim.
                 MetadataSlot::DataContentType
                     if is_stable_header_value(&value)
+                        && !mapping::is_cloudevents_content_type(&value)
                         && (payload.is_null()
                             || (mapping::is_json_content_type(&value)
                                 && value != JSON_CONTENT_TYPE)) =>

@@ -28,8 +28,11 @@
 //!    Two core attributes the `Event` has no field for travel the same way:
 //!    `ce-dataschema` ↔ `dataschema` (when the value is a URL in normal
 //!    form) and `ce-datacontenttype` ↔ `datacontenttype` when the value is
-//!    written in printable ASCII without surrounding spaces (so that binary
-//!    mode can carry it in `Content-Type`) and either the payload is `null`
+//!    written in printable ASCII without surrounding spaces and names no
+//!    CloudEvents format (so that HTTP binary mode can carry it in
+//!    `Content-Type`, where `application/cloudevents…` would announce
+//!    structured mode; see [`is_cloudevents_content_type`]) and either the
+//!    payload is `null`
 //!    (no data: any content type, `application/json` included) or it is a
 //!    JSON type other than `application/json` (the default for data, which
 //!    needs no metadata).
@@ -197,6 +200,24 @@ pub fn is_json_content_type(content_type: &str) -> bool {
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
+/// Whether a content type names a CloudEvents format itself
+/// (`application/cloudevents`, `application/cloudevents+json`,
+/// `application/cloudevents-batch+json`, any case, with or without
+/// parameters). In an HTTP `Content-Type` such a type announces structured or
+/// batched mode, so binary mode cannot carry it as an event's
+/// `datacontenttype`.
+pub fn is_cloudevents_content_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/cloudevents")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with("-batch"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +303,20 @@ mod tests {
         assert!(!is_json_content_type("text/plain"));
         assert!(!is_json_content_type("application/xml"));
         assert!(!is_json_content_type("application/jsonx"));
+    }
+
+    #[test]
+    fn cloudevents_content_types() {
+        assert!(is_cloudevents_content_type("application/cloudevents"));
+        assert!(is_cloudevents_content_type(
+            "Application/CloudEvents+JSON; x=1"
+        ));
+        assert!(is_cloudevents_content_type(
+            "application/cloudevents-batch+json"
+        ));
+        assert!(!is_cloudevents_content_type(
+            "application/cloudeventsx+json"
+        ));
+        assert!(!is_cloudevents_content_type("application/json"));
     }
 }

@@ -62,3 +62,14 @@ pub(crate) const WELL_FORMED_PERCENT: [(&str, &str); 5] = [
     ("plain", "plain"),
     ("\"%2541\"", "%41"),
 ];
+
+/// Content types that name the CloudEvents formats themselves. In an HTTP
+/// binary-mode `Content-Type` they announce structured or batched mode
+/// (HTTP binding §3), so no binding may put an event's own
+/// `datacontenttype` of this kind there.
+pub(crate) const CLOUDEVENTS_CONTENT_TYPES: [&str; 4] = [
+    "application/cloudevents+json",
+    "Application/CloudEvents+JSON; charset=utf-8",
+    "application/cloudevents-batch+json",
+    "application/cloudevents",
+];

@@ -27,6 +27,7 @@ pub mod server;
 use crate::CloudEvent;
 use crate::percent;
 use crate::structured::{STRUCTURED_CONTENT_TYPE, media_type};
+use cloudevents::AttributesReader as _;
 use cloudevents::binding::http::{Builder, SPEC_VERSION_HEADER, Serializer, to_event};
 use cloudevents::message::{BinaryDeserializer, StructuredDeserializer};
 use event_core::{Error, Event, Result};
@@ -64,14 +65,18 @@ pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
     cloudevent_to_http(CloudEvent::try_from(event)?, mode)
 }
 
-/// A CloudEvent as an HTTP message in `mode`. Fails when an extension name
-/// cannot be a header name.
+/// A CloudEvent as an HTTP message in `mode`. Fails with
+/// [`Error::Serialization`] when an extension name cannot be a header name,
+/// and in binary mode when `datacontenttype` names a CloudEvents format
+/// (`application/cloudevents+json`, ...): in `Content-Type` it would announce
+/// structured mode and the receiver would read the data as the message (send
+/// such an event in structured mode).
 pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> {
     let mut event = event.into_inner();
     let builder = MessageBuilder::default();
     let result = match mode {
         Mode::Binary => {
-            percent::encode_event(&mut event);
+            prepare_binary(&mut event)?;
             BinaryDeserializer::deserialize_binary(event, Serializer::new(builder))
         }
         Mode::Structured => {
@@ -79,6 +84,24 @@ pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> 
         }
     };
     result.map_err(|e| Error::Serialization(format!("cannot encode CloudEvent for HTTP: {e}")))
+}
+
+/// Readies an SDK event for the SDK's binary-mode serialiser: refuses a
+/// `datacontenttype` that `Content-Type` cannot carry, then percent-encodes
+/// the header values.
+pub(crate) fn prepare_binary(event: &mut cloudevents::Event) -> Result<()> {
+    if let Some(ct) = event
+        .datacontenttype()
+        .filter(|ct| crate::mapping::is_cloudevents_content_type(ct))
+    {
+        return Err(Error::Serialization(format!(
+            "CloudEvent {:?} has datacontenttype {ct:?}, which HTTP binary mode cannot carry: \
+             as Content-Type it announces a structured-mode message; send it in structured mode",
+            event.id()
+        )));
+    }
+    percent::encode_event(event);
+    Ok(())
 }
 
 /// Parses a CloudEvent from an HTTP message (either mode) and converts it to
@@ -162,9 +185,9 @@ impl Builder<HttpMessage> for MessageBuilder {
 mod tests {
     use super::*;
     use crate::testing::{
-        HEADER_UNSAFE_CONTENT_TYPES, MALFORMED_PERCENT, WELL_FORMED_PERCENT, odd_event,
+        CLOUDEVENTS_CONTENT_TYPES, HEADER_UNSAFE_CONTENT_TYPES, MALFORMED_PERCENT,
+        WELL_FORMED_PERCENT, odd_event,
     };
-    use cloudevents::AttributesReader as _;
     use serde_json::json;
 
     #[test]
@@ -355,6 +378,48 @@ mod tests {
         for (value, decoded) in WELL_FORMED_PERCENT {
             let ce = cloudevent_from_http(&message("ce-source", value), Vec::new()).unwrap();
             assert_eq!(ce.source(), decoded, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_cloudevent_payload_typed_as_one_is_not_read_as_the_message() {
+        // An event carrying a CloudEvent document, typed as such: in binary
+        // mode a `Content-Type: application/cloudevents+json` would make the
+        // receiver read the payload as the message itself (another event).
+        let inner = json!({"specversion": "1.0", "id": "inner", "source": "s", "type": "t"});
+        for ct in CLOUDEVENTS_CONTENT_TYPES {
+            for payload in [inner.clone(), serde_json::Value::Null] {
+                let mut event = odd_event().with_metadata("ce-datacontenttype", ct);
+                event.payload = payload.clone();
+                for mode in [Mode::Binary, Mode::Structured] {
+                    let msg = to_http(&event, mode).unwrap();
+                    assert_eq!(
+                        from_http(&msg.headers, msg.body).unwrap(),
+                        event,
+                        "{ct:?} {payload} {mode:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cloudevent_typed_as_a_cloudevents_format_is_refused_in_binary_mode() {
+        let inner = json!({"specversion": "1.0", "id": "inner", "source": "s", "type": "t"});
+        for ct in CLOUDEVENTS_CONTENT_TYPES {
+            let mut ce = crate::CloudEvent::try_from(odd_event()).unwrap();
+            ce.set_data(ct, inner.clone());
+            match cloudevent_to_http(ce.clone(), Mode::Binary) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains("structured"), "{ct:?}: {reason}")
+                }
+                other => panic!("{ct:?}: expected a serialization error, got {other:?}"),
+            }
+            // Structured mode carries it (JSON data needs a JSON type).
+            if crate::mapping::is_json_content_type(ct) {
+                let msg = cloudevent_to_http(ce.clone(), Mode::Structured).unwrap();
+                assert_eq!(cloudevent_from_http(&msg.headers, msg.body).unwrap(), ce);
+            }
         }
     }
 }

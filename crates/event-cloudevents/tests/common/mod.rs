@@ -99,6 +99,9 @@ impl Rng {
                 "application/vnd.a3s+json; charset=utf-8",
                 "application/json\n",
                 " text/json",
+                "application/cloudevents+json",
+                "text/xml",
+                "",
             ]))
             .to_string(),
             _ => self.text(24),
