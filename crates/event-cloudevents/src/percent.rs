@@ -103,10 +103,13 @@ pub(crate) fn unquote<'a>(attribute: &str, value: &'a str) -> Result<Cow<'a, str
     Ok(Cow::Owned(out))
 }
 
-/// Percent-encodes the string attributes and extensions that go into HTTP
-/// headers (not `datacontenttype`, which travels in `Content-Type`).
+/// Percent-encodes the string attributes, `dataschema` and the extensions
+/// that go into HTTP headers (not `datacontenttype`, which travels in
+/// `Content-Type`; `time` and `specversion` never need it). Fails only if an
+/// encoded `dataschema` stops being the same URL text, which a URL the
+/// `url` crate serialised cannot do.
 #[cfg(feature = "http")]
-pub(crate) fn encode_event(event: &mut cloudevents::Event) {
+pub(crate) fn encode_event(event: &mut cloudevents::Event) -> Result<()> {
     if let Some(v) = encode(event.id()) {
         event.set_id(v);
     }
@@ -119,6 +122,21 @@ pub(crate) fn encode_event(event: &mut cloudevents::Event) {
     if let Some(v) = event.subject().and_then(encode) {
         event.set_subject(Some(v));
     }
+    // The SDK holds `dataschema` as a URL: its encoded text (a `%` becomes
+    // `%25`, nothing else in a serialised URL needs encoding) must parse back
+    // to exactly that text.
+    if let Some(v) = event.dataschema().and_then(|url| encode(url.as_str())) {
+        match url::Url::parse(&v) {
+            Ok(url) if url.as_str() == v => {
+                event.set_dataschema(Some(url));
+            }
+            _ => {
+                return Err(Error::Serialization(format!(
+                    "dataschema cannot be percent-encoded as a header: {v:?} is no URL"
+                )));
+            }
+        }
+    }
     let changed: Vec<(String, String)> = event
         .iter_extensions()
         .filter_map(|(name, value)| match value {
@@ -129,6 +147,7 @@ pub(crate) fn encode_event(event: &mut cloudevents::Event) {
     for (name, value) in changed {
         event.set_extension(&name, value);
     }
+    Ok(())
 }
 
 /// A header value as the binding reads it: unquoted (RFC 7230), then one
@@ -163,6 +182,23 @@ pub(crate) fn decode_event(event: &mut cloudevents::Event) -> Result<()> {
         if let Some(v) = header_text("subject", subject)? {
             event.set_subject(Some(v));
         }
+    }
+    // The SDK has parsed the header into a URL already; the URL parser keeps
+    // the `%XX` triplets of paths, queries and fragments as they are, so
+    // decoding its text and parsing again reads the header as the NATS
+    // binding does (decode, then parse).
+    let schema = match event.dataschema() {
+        Some(url) => header_text("dataschema", url.as_str())?,
+        None => None,
+    };
+    if let Some(text) = schema {
+        let url = url::Url::parse(&text).map_err(|e| {
+            Error::Serialization(format!(
+                "header for CloudEvent attribute `dataschema` decodes to {text:?}, \
+                 which is no URL: {e}"
+            ))
+        })?;
+        event.set_dataschema(Some(url));
     }
     let mut changed = Vec::new();
     for (name, value) in event.iter_extensions() {

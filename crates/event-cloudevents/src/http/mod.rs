@@ -100,8 +100,7 @@ pub(crate) fn prepare_binary(event: &mut cloudevents::Event) -> Result<()> {
             event.id()
         )));
     }
-    percent::encode_event(event);
-    Ok(())
+    percent::encode_event(event)
 }
 
 /// Parses a CloudEvent from an HTTP message (either mode) and converts it to
@@ -421,5 +420,31 @@ mod tests {
                 assert_eq!(cloudevent_from_http(&msg.headers, msg.body).unwrap(), ce);
             }
         }
+    }
+
+    #[test]
+    fn dataschema_header_is_percent_encoded_like_every_attribute() {
+        // §3.1.3.2 applies to every `ce-*` header: a `%` in a URL travels as
+        // `%25`, as the NATS binding sends it too.
+        let schema = "https://schemas.example.com/a%20b.json?v=%41";
+        let event = odd_event().with_metadata("ce-dataschema", schema);
+        let msg = to_http(&event, Mode::Binary).unwrap();
+        assert_eq!(
+            msg.headers["ce-dataschema"],
+            "https://schemas.example.com/a%2520b.json?v=%2541"
+        );
+        assert_eq!(from_http(&msg.headers, msg.body.clone()).unwrap(), event);
+
+        // What a conforming sender writes reads back as its URL ...
+        let ce = cloudevent_from_http(&msg.headers, msg.body).unwrap();
+        assert_eq!(ce.dataschema().map(url::Url::as_str), Some(schema));
+        // ... and a malformed one is refused like any other attribute.
+        let mut headers = to_http(&odd_event(), Mode::Binary).unwrap().headers;
+        headers.insert(
+            "ce-dataschema",
+            HeaderValue::from_static("https://x.example/%zz"),
+        );
+        let err = cloudevent_from_http(&headers, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("dataschema"), "{err}");
     }
 }

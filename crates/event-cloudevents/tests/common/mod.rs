@@ -86,6 +86,7 @@ impl Rng {
             "ce-dataschema" if self.chance(50) => (*self.pick(&[
                 "https://schemas.example.com/a.json",
                 "urn:x:y",
+                "https://schemas.example.com/a%20b.json?q=%41#%zz",
                 "HTTP://Ex.com",
                 "not a url",
             ]))
