@@ -192,8 +192,9 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// Fails with [`Error::Serialization`] when the CloudEvent cannot be held by
 /// an A3S event:
 ///
-/// - an empty `id`, `source` or `type` (the spec requires them non-empty;
-///   the SDK accepts them empty);
+/// - an empty `id`, `source` or `type`, or an empty `subject` (the spec
+///   requires them non-empty, `subject` when present; the SDK accepts them
+///   empty);
 /// - `data` under a non-JSON `datacontenttype` (`text/plain`, `application/xml`,
 ///   ...), or data that does not parse as JSON;
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
@@ -215,6 +216,12 @@ impl TryFrom<CloudEvent> for Event {
                     "required attribute `{attribute}` is empty; CloudEvents requires a non-empty value"
                 )));
             }
+        }
+        if ce.subject() == Some("") {
+            return Err(invalid(
+                "attribute `subject` is empty; CloudEvents requires it non-empty when present \
+                 (an A3S event holds no subject as an empty one)",
+            ));
         }
         let (content_type, dataschema, data) = ce.take_data();
 

@@ -234,3 +234,11 @@ fn empty_required_attributes_are_rejected() {
     rejected(&with(&[("source", json!(""))]), &["`source`", "empty"]);
     rejected(&with(&[("type", json!(""))]), &["`type`", "empty"]);
 }
+
+#[test]
+fn an_empty_subject_is_rejected() {
+    // spec.md: `subject`, when present, MUST be a non-empty string. An A3S
+    // event holds "no subject" as an empty one, so an empty subject would come
+    // back absent: refused, as an empty id is, rather than changed.
+    rejected(&with(&[("subject", json!(""))]), &["`subject`", "empty"]);
+}
