@@ -200,7 +200,8 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
 /// - a bad A3S extension: a non-string `a3scategory`/`a3ssummary`, an
 ///   `a3sversion` that is not an integer in `u32` range, an `a3stimestamp`
-///   that is not decimal milliseconds, an `a3sdefaulted` entry other than `source` and `type`, an
+///   that is not decimal milliseconds, an `a3sdefaulted` entry other than
+///   `source` and `type` or one on a value that is not the default, an
 ///   `a3sx…` name that is not hex of UTF-8, two extensions for the same
 ///   metadata key.
 ///
@@ -308,6 +309,18 @@ impl TryFrom<CloudEvent> for Event {
             (None, Some(ms)) => ms,
             (None, None) => event_core::now_millis(),
         };
+
+        for (defaulted, attribute, value, default) in [
+            (defaulted_source, "source", ce.source().as_str(), DEFAULT_SOURCE),
+            (defaulted_type, "type", ce.ty(), DEFAULT_TYPE),
+        ] {
+            if defaulted && value != default {
+                return Err(invalid(format!(
+                    "extension `{DEFAULTED}` marks `{attribute}` as the default {default:?}, \
+                     but it is {value:?}; the mark does not belong to this {attribute}"
+                )));
+            }
+        }
 
         let subject = ce.subject().unwrap_or_default().to_string();
         let category = category.unwrap_or_else(|| subject_category(&subject));

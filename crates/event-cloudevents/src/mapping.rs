@@ -65,8 +65,9 @@ pub const SUMMARY: &str = "a3ssummary";
 pub const VERSION: &str = "a3sversion";
 /// Extension listing (comma-separated) the attributes among `source` and
 /// `type` that were empty on the A3S event and carry a default on the
-/// CloudEvent; reading restores them as empty strings. (`id` is never
-/// defaulted: an event with an empty id does not convert.)
+/// CloudEvent; reading restores them as empty strings (and refuses a mark on
+/// a value other than the default). (`id` is never defaulted: an event with
+/// an empty id does not convert.)
 pub const DEFAULTED: &str = "a3sdefaulted";
 /// Extension holding the timestamp (decimal Unix milliseconds) when it is too
 /// far in the future for an RFC 3339 `time` (after year 9999).
