@@ -200,7 +200,7 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
 /// - a bad A3S extension: a non-string `a3scategory`/`a3ssummary`, an
 ///   `a3sversion` that is not an integer in `u32` range, an `a3stimestamp`
-///   that is not decimal milliseconds, an `a3sdefaulted` entry other than
+///   that is not decimal milliseconds or comes with a `time`, an `a3sdefaulted` entry other than
 ///   `source` and `type` or one on a value that is not the default, an
 ///   `a3sx…` name that is not hex of UTF-8, two extensions for the same
 ///   metadata key.
@@ -300,7 +300,13 @@ impl TryFrom<CloudEvent> for Event {
         }
 
         let timestamp = match (ce.time(), a3s_timestamp) {
-            (Some(time), _) => u64::try_from(time.timestamp_millis()).map_err(|_| {
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "extension `{TIMESTAMP}` stands in for a `time` after year 9999, \
+                     but the CloudEvent has a `time` too"
+                )));
+            }
+            (Some(time), None) => u64::try_from(time.timestamp_millis()).map_err(|_| {
                 invalid(format!(
                     "time {} is before 1970; A3S timestamps are unsigned",
                     time.to_rfc3339()
@@ -311,7 +317,12 @@ impl TryFrom<CloudEvent> for Event {
         };
 
         for (defaulted, attribute, value, default) in [
-            (defaulted_source, "source", ce.source().as_str(), DEFAULT_SOURCE),
+            (
+                defaulted_source,
+                "source",
+                ce.source().as_str(),
+                DEFAULT_SOURCE,
+            ),
             (defaulted_type, "type", ce.ty(), DEFAULT_TYPE),
         ] {
             if defaulted && value != default {

@@ -260,3 +260,13 @@ fn a_defaulted_mark_on_a_value_that_is_not_the_default_is_rejected() {
         &["a3sdefaulted", "type", "t.x"],
     );
 }
+
+#[test]
+fn a3stimestamp_next_to_time_is_rejected() {
+    // `a3stimestamp` stands in for a `time` past year 9999; next to a `time`
+    // one of the two would be dropped.
+    rejected(
+        &with(&[("a3stimestamp", json!("99"))]),
+        &["a3stimestamp", "time"],
+    );
+}
