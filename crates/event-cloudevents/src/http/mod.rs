@@ -15,7 +15,9 @@
 //! Binary-mode `ce-*` header values are unquoted (RFC 7230) and then
 //! percent-decoded once; a `%` that starts no `%XX` triplet or octets that
 //! are not UTF-8 are an [`Error::Serialization`] naming the attribute, as in
-//! the NATS binding. `Content-Type` is read as is.
+//! the NATS binding. `Content-Type` is read as is. A `ce-*` or
+//! `Content-Type` header given more than once is an error, as in the NATS
+//! binding.
 
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
@@ -126,10 +128,33 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
         return serde_json::from_slice(&body)
             .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")));
     }
+    refuse_repeated_headers(headers)?;
     let mut event = to_event(headers, body)
         .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")))?;
     percent::decode_event(&mut event)?;
     Ok(CloudEvent::new(event))
+}
+
+/// Refuses a binary-mode message with a `ce-*` or `Content-Type` header given
+/// more than once, as the NATS binding does: the SDK would keep one value
+/// (the last `ce-*`, the first `Content-Type`) and drop the other silently.
+fn refuse_repeated_headers(headers: &HeaderMap) -> Result<()> {
+    for name in headers.keys() {
+        let name = name.as_str();
+        let what = if let Some(attribute) = name.strip_prefix("ce-") {
+            format!("CloudEvent attribute `{attribute}`")
+        } else if name == CONTENT_TYPE.as_str() {
+            "Content-Type".to_string()
+        } else {
+            continue;
+        };
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(Error::Serialization(format!(
+                "HTTP message has more than one {what} header"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the headers announce a CloudEvent (binary or structured mode).
@@ -446,5 +471,39 @@ mod tests {
         );
         let err = cloudevent_from_http(&headers, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("dataschema"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_attribute_header_is_refused_as_in_nats() {
+        // Which of two `ce-id` values is the id? The NATS binding refuses the
+        // message; so does HTTP, instead of keeping the last one.
+        let base = || {
+            let mut headers = HeaderMap::new();
+            for (n, v) in [
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+            ] {
+                headers.insert(n, HeaderValue::from_static(v));
+            }
+            headers
+        };
+        for (name, needle) in [
+            ("ce-id", "`id`"),
+            ("ce-traceparent", "`traceparent`"),
+            ("content-type", "Content-Type"),
+        ] {
+            let mut headers = base();
+            headers.append(name, HeaderValue::from_static("application/json"));
+            headers.append(name, HeaderValue::from_static("application/json"));
+            match cloudevent_from_http(&headers, b"{}".to_vec()) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains(needle), "{name}: {reason}");
+                    assert!(reason.contains("more than one"), "{name}: {reason}");
+                }
+                other => panic!("{name}: expected a serialization error, got {other:?}"),
+            }
+        }
     }
 }
