@@ -15,9 +15,9 @@
 //! Binary-mode `ce-*` header values are unquoted (RFC 7230) and then
 //! percent-decoded once; a `%` that starts no `%XX` triplet or octets that
 //! are not UTF-8 are an [`Error::Serialization`] naming the attribute, as in
-//! the NATS binding. `Content-Type` is read as is. A `ce-*` or
-//! `Content-Type` header given more than once is an error, as in the NATS
-//! binding.
+//! the NATS binding. `Content-Type` is read as is. A `ce-*` header that
+//! names no valid attribute (`ce-a_b`), and a `ce-*` or `Content-Type`
+//! header given more than once, are errors, as in the NATS binding.
 
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
@@ -128,20 +128,28 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
         return serde_json::from_slice(&body)
             .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")));
     }
-    refuse_repeated_headers(headers)?;
+    check_binary_headers(headers)?;
     let mut event = to_event(headers, body)
         .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")))?;
     percent::decode_event(&mut event)?;
     Ok(CloudEvent::new(event))
 }
 
-/// Refuses a binary-mode message with a `ce-*` or `Content-Type` header given
-/// more than once, as the NATS binding does: the SDK would keep one value
-/// (the last `ce-*`, the first `Content-Type`) and drop the other silently.
-fn refuse_repeated_headers(headers: &HeaderMap) -> Result<()> {
+/// Refuses, as the NATS binding does, a binary-mode message with a `ce-*`
+/// header that names no valid attribute (the SDK would take `ce-a_b` as an
+/// extension no CloudEvent may have), or with a `ce-*` or `Content-Type`
+/// header given more than once (the SDK would keep one value, the last
+/// `ce-*` or the first `Content-Type`, and drop the other silently).
+fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
     for name in headers.keys() {
         let name = name.as_str();
         let what = if let Some(attribute) = name.strip_prefix("ce-") {
+            if !crate::mapping::is_valid_attribute_name(attribute) {
+                return Err(Error::Serialization(format!(
+                    "HTTP header {name:?} does not name a CloudEvents attribute \
+                     (lowercase letters and digits after `ce-`)"
+                )));
+            }
             format!("CloudEvent attribute `{attribute}`")
         } else if name == CONTENT_TYPE.as_str() {
             "Content-Type".to_string()
@@ -504,6 +512,24 @@ mod tests {
                 }
                 other => panic!("{name}: expected a serialization error, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_header_naming_no_attribute_is_refused_as_in_nats() {
+        let mut headers = HeaderMap::new();
+        for (n, v) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+            ("ce-a_b", "x"),
+        ] {
+            headers.insert(n, HeaderValue::from_static(v));
+        }
+        match cloudevent_from_http(&headers, Vec::new()) {
+            Err(Error::Serialization(reason)) => assert!(reason.contains("ce-a_b"), "{reason}"),
+            other => panic!("expected a serialization error, got {other:?}"),
         }
     }
 }
