@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_metadata("region", "asia")
     .with_metadata("X-Request-Id", "r-42");
 
-    let ce = CloudEvent::try_from(event.clone())?;
+    let ce = CloudEvent::from(event.clone());
     println!(
         "type={} source={} subject={:?}",
         ce.ty(),

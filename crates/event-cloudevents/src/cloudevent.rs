@@ -11,7 +11,7 @@ use std::ops::{Deref, DerefMut};
 /// the name A3S uses.
 ///
 /// It is a thin wrapper (so that this crate can provide
-/// `TryFrom<Event> for CloudEvent` and `TryFrom<CloudEvent> for Event`, which the
+/// `From<Event> for CloudEvent` and `TryFrom<CloudEvent> for Event`, which the
 /// orphan rule forbids on the SDK type itself). It dereferences to the SDK
 /// event, so the SDK's readers and writers work on it directly (bring
 /// [`AttributesReader`](cloudevents::AttributesReader) /
@@ -39,7 +39,7 @@ use std::ops::{Deref, DerefMut};
 ///     "reuters",
 ///     serde_json::json!({"rate": 7.35}),
 /// );
-/// let ce = CloudEvent::try_from(event.clone())?;
+/// let ce = CloudEvent::from(event.clone());
 /// assert_eq!(ce.ty(), "forex.rate_change");
 /// assert_eq!(ce.subject(), Some("events.market.forex"));
 /// assert_eq!(Event::try_from(ce)?, event);

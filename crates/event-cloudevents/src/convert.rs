@@ -3,7 +3,7 @@
 use crate::CloudEvent;
 use crate::mapping::{
     self, CATEGORY, DEFAULT_SOURCE, DEFAULT_TYPE, DEFAULTED, FOREIGN_PREFIX, JSON_CONTENT_TYPE,
-    METADATA_HEX_PREFIX, METADATA_PREFIX, MetadataSlot, SUMMARY, TIMESTAMP, VERSION,
+    METADATA_HEX_PREFIX, METADATA_PREFIX, MetadataSlot, SUMMARY, TIMESTAMP, VERSION, derived_id,
 };
 use chrono::{DateTime, Utc};
 use cloudevents::event::{AttributesReader, AttributesWriter, ExtensionValue};
@@ -21,43 +21,27 @@ fn invalid(reason: impl std::fmt::Display) -> Error {
     Error::Serialization(format!("CloudEvent cannot become an A3S event: {reason}"))
 }
 
-/// Why an event with an empty id does not convert.
-pub(crate) const EMPTY_ID: &str = "event cannot become a CloudEvent: its `id` is empty; \
-     CloudEvents requires a non-empty id that identifies the event (consumers deduplicate \
-     by source and id), so none is invented";
-
-fn empty_id() -> Error {
-    Error::Serialization(EMPTY_ID.to_string())
-}
-
-/// Converts without consuming the event (clones it); fails, before
-/// cloning, as `TryFrom<Event>` does.
-impl TryFrom<&Event> for CloudEvent {
-    type Error = Error;
-
-    fn try_from(event: &Event) -> Result<Self> {
-        if event.id.is_empty() {
-            return Err(empty_id());
-        }
-        CloudEvent::try_from(event.clone())
+/// Converts without consuming the event (clones it).
+impl From<&Event> for CloudEvent {
+    fn from(event: &Event) -> Self {
+        CloudEvent::from(event.clone())
     }
 }
 
-/// Lossless: `Event::try_from(CloudEvent::try_from(e)?) == Ok(e)` for every
-/// event it accepts, and the same event always gives the same CloudEvent.
+/// Lossless: `Event::try_from(CloudEvent::from(e)) == Ok(e)` for every event,
+/// and the same event always gives the same CloudEvent.
 ///
-/// Fails with [`Error::Serialization`] on an event whose `id` is empty:
-/// the CloudEvent `id` is required, non-empty and identifies the event (a
-/// consumer deduplicates by `source` and `id`), so a made-up id would turn
-/// one event into as many events as it is converted. [`Event::new`] always
-/// generates an id; an empty one comes only from a hand-built event or a
-/// stored one deserialised with `"id": ""`, which no provider publishes
-/// under its own id either. An empty `source` or `event_type` is
-/// representable and takes a recorded default (see [`crate::mapping`]).
-impl TryFrom<Event> for CloudEvent {
-    type Error = Error;
-
-    fn try_from(event: Event) -> Result<Self> {
+/// An event with an empty `id` (hand-built, or stored with `"id": ""`;
+/// [`Event::new`] always generates one) gets the id
+/// [`derived_id`](crate::mapping::derived_id) computes from its content,
+/// marked in [`DEFAULTED`]: the CloudEvent `id` is required and identifies
+/// the event (consumers deduplicate by `source` and `id`), so it must not
+/// change from one conversion to the next. Reading restores the empty id.
+/// An empty `source` or `event_type` takes a fixed, recorded default the
+/// same way (see [`crate::mapping`]).
+impl From<Event> for CloudEvent {
+    fn from(event: Event) -> Self {
+        let derived = event.id.is_empty().then(|| derived_id(&event));
         let Event {
             id,
             subject,
@@ -71,10 +55,14 @@ impl TryFrom<Event> for CloudEvent {
             metadata,
         } = event;
 
-        if id.is_empty() {
-            return Err(empty_id());
-        }
         let mut defaulted: Vec<&str> = Vec::new();
+        let id = match derived {
+            Some(derived) => {
+                defaulted.push("id");
+                derived
+            }
+            None => id,
+        };
         let source = if source.is_empty() {
             defaulted.push("source");
             DEFAULT_SOURCE.to_string()
@@ -146,7 +134,7 @@ impl TryFrom<Event> for CloudEvent {
                 Data::Json(payload),
             );
         }
-        Ok(CloudEvent::new(ce))
+        CloudEvent::new(ce)
     }
 }
 
@@ -200,10 +188,11 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
 /// - a bad A3S extension: a non-string `a3scategory`/`a3ssummary`, an
 ///   `a3sversion` that is not an integer in `u32` range, an `a3stimestamp`
-///   that is not decimal milliseconds or comes with a `time`, an `a3sdefaulted` entry other than
-///   `source` and `type` or one on a value that is not the default, an
-///   `a3sx…` name that is not hex of UTF-8, two extensions for the same
-///   metadata key.
+///   that is not decimal milliseconds or comes with a `time`, an
+///   `a3sdefaulted` entry other than `id`, `source` and `type` or one on a
+///   value that is not the default (for `id`: not the id derived from the
+///   event), an `a3sx…` name that is not hex of UTF-8, two extensions for
+///   the same metadata key.
 ///
 /// Missing optional parts take the defaults listed in [`crate::mapping`].
 impl TryFrom<CloudEvent> for Event {
@@ -229,6 +218,7 @@ impl TryFrom<CloudEvent> for Event {
         let mut category: Option<String> = None;
         let mut summary = String::new();
         let mut version = 1_u32;
+        let mut defaulted_id = false;
         let mut defaulted_source = false;
         let mut defaulted_type = false;
         let mut a3s_timestamp: Option<u64> = None;
@@ -250,12 +240,13 @@ impl TryFrom<CloudEvent> for Event {
                 DEFAULTED => {
                     for attr in string_extension(name, value)?.split(',') {
                         match attr {
+                            "id" => defaulted_id = true,
                             "source" => defaulted_source = true,
                             "type" => defaulted_type = true,
                             other => {
                                 return Err(invalid(format!(
-                                    "extension `{DEFAULTED}` names attribute {other:?}, which \
-                                     is never defaulted (expected source or type)"
+                                    "extension `{DEFAULTED}` names unknown attribute {other:?} \
+                                     (expected id, source or type)"
                                 )));
                             }
                         }
@@ -342,8 +333,8 @@ impl TryFrom<CloudEvent> for Event {
                 value.to_string()
             }
         };
-        Ok(Event {
-            id: ce.id().to_string(),
+        let event = Event {
+            id: keep(defaulted_id, ce.id()),
             source: keep(defaulted_source, ce.source()),
             event_type: keep(defaulted_type, ce.ty()),
             subject,
@@ -353,7 +344,19 @@ impl TryFrom<CloudEvent> for Event {
             summary,
             timestamp,
             metadata,
-        })
+        };
+        if defaulted_id {
+            let derived = derived_id(&event);
+            if ce.id() != derived {
+                return Err(invalid(format!(
+                    "extension `{DEFAULTED}` marks `id` as derived from the event, but {:?} \
+                     is not the id derived from it ({derived:?}); the mark does not belong \
+                     to this event",
+                    ce.id()
+                )));
+            }
+        }
+        Ok(event)
     }
 }
 
@@ -446,7 +449,7 @@ mod tests {
     #[test]
     fn attributes_map_as_documented() {
         let event = sample();
-        let ce = CloudEvent::try_from(&event).unwrap();
+        let ce = CloudEvent::from(&event);
         assert_eq!(ce.id(), event.id);
         assert_eq!(ce.ty(), "forex.rate_change");
         assert_eq!(ce.source(), "reuters");
@@ -478,15 +481,16 @@ mod tests {
     }
 
     #[test]
-    fn empty_source_and_type_get_recorded_defaults() {
-        let event = Event::new("", "", "", "", json!(null));
-        let ce = CloudEvent::try_from(&event).unwrap();
-        assert_eq!(ce.id(), event.id);
+    fn empty_required_fields_get_recorded_defaults() {
+        let mut event = Event::new("", "", "", "", json!(null));
+        event.id = String::new();
+        let ce = CloudEvent::from(&event);
         assert_eq!(ce.ty(), DEFAULT_TYPE);
         assert_eq!(ce.source(), DEFAULT_SOURCE);
+        assert_eq!(ce.id(), derived_id(&event));
         assert_eq!(
             ce.extension(DEFAULTED),
-            Some(&ExtensionValue::from("source,type"))
+            Some(&ExtensionValue::from("id,source,type"))
         );
         assert!(ce.subject().is_none());
         assert!(ce.data().is_none());
@@ -495,37 +499,48 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_id_is_an_error_every_time() {
+    fn an_empty_id_gives_the_same_cloudevent_every_time() {
+        // A consumer deduplicating by CloudEvent id must see one event, not
+        // one per conversion.
         let mut event = sample();
         event.id = String::new();
-        for _ in 0..2 {
-            for result in [
-                CloudEvent::try_from(&event),
-                CloudEvent::try_from(event.clone()),
-            ] {
-                match result {
-                    Err(Error::Serialization(reason)) => {
-                        assert!(reason.contains("`id` is empty"), "{reason}")
-                    }
-                    other => panic!("expected a serialization error, got {other:?}"),
-                }
-            }
-        }
+        let first = CloudEvent::from(&event);
+        assert!(
+            first.id().starts_with(mapping::DERIVED_ID_PREFIX),
+            "{}",
+            first.id()
+        );
+        assert_eq!(CloudEvent::from(&event), first);
+        assert_eq!(CloudEvent::from(event.clone()), first);
+        // Another event, another id.
+        let mut later = event.clone();
+        later.timestamp += 1;
+        assert_ne!(CloudEvent::from(&later).id(), first.id());
+        assert_eq!(Event::try_from(first).unwrap(), event);
+
         // A whitespace id is non-empty, as CloudEvents counts it: kept.
         event.id = " ".into();
-        let ce = CloudEvent::try_from(&event).unwrap();
+        let ce = CloudEvent::from(&event);
         assert_eq!(ce.id(), " ");
         assert_eq!(Event::try_from(ce).unwrap(), event);
     }
 
     #[test]
-    fn a_defaulted_id_is_not_read() {
-        // No conversion writes it; reading it would make an event that cannot
-        // convert back.
-        let mut ce = CloudEvent::try_from(&sample()).unwrap();
-        ce.set_extension(DEFAULTED, "id");
-        let err = Event::try_from(ce).unwrap_err().to_string();
-        assert!(err.contains("\"id\""), "{err}");
+    fn a_derived_id_mark_that_does_not_fit_is_rejected() {
+        // The mark says "this id was derived from this content"; on another id,
+        // or after the content changed on the way, restoring an empty id would
+        // give the event another CloudEvent id.
+        let mut event = sample();
+        event.id = String::new();
+        let mut other_id = CloudEvent::from(&event);
+        other_id.set_id("evt-1");
+        let mut changed = CloudEvent::from(&event);
+        changed.set_extension(SUMMARY, "changed on the way");
+        for ce in [other_id, changed] {
+            let err = Event::try_from(ce).unwrap_err().to_string();
+            assert!(err.contains("a3sdefaulted"), "{err}");
+            assert!(err.contains("derived"), "{err}");
+        }
     }
 
     #[test]
@@ -533,7 +548,7 @@ mod tests {
         for ts in [0, 1, MAX_RFC3339_MILLIS, MAX_RFC3339_MILLIS + 1, u64::MAX] {
             let mut event = sample();
             event.timestamp = ts;
-            let ce = CloudEvent::try_from(&event).unwrap();
+            let ce = CloudEvent::from(&event);
             assert_eq!(ce.time().is_some(), ts <= MAX_RFC3339_MILLIS, "{ts}");
             assert_eq!(Event::try_from(ce).unwrap(), event, "{ts}");
         }
@@ -543,7 +558,7 @@ mod tests {
     fn large_versions_travel_as_strings() {
         let mut event = sample();
         event.version = u32::MAX;
-        let ce = CloudEvent::try_from(&event).unwrap();
+        let ce = CloudEvent::from(&event);
         assert_eq!(
             ce.extension(VERSION),
             Some(&ExtensionValue::from(u32::MAX.to_string()))
@@ -556,7 +571,7 @@ mod tests {
         let event = sample()
             .with_metadata("ce-dataschema", "https://schemas.example.com/rate.json")
             .with_metadata("ce-datacontenttype", "application/vnd.rate+json");
-        let ce = CloudEvent::try_from(&event).unwrap();
+        let ce = CloudEvent::from(&event);
         assert_eq!(
             ce.dataschema().map(Url::as_str),
             Some("https://schemas.example.com/rate.json")
@@ -568,7 +583,7 @@ mod tests {
         let event = sample()
             .with_metadata("ce-dataschema", "HTTPS://Example.com")
             .with_metadata("ce-datacontenttype", "text/plain");
-        let ce = CloudEvent::try_from(&event).unwrap();
+        let ce = CloudEvent::from(&event);
         assert!(ce.dataschema().is_none());
         assert_eq!(ce.datacontenttype(), Some("application/json"));
         assert_eq!(Event::try_from(ce).unwrap(), event);

@@ -5,12 +5,13 @@
 //! official [`cloudevents-sdk`](cloudevents) (event model, builder,
 //! validation and serialisation are the SDK's), plus protocol bindings:
 //!
-//! - [`TryFrom<Event> for CloudEvent`](CloudEvent) and
+//! - [`From<Event> for CloudEvent`](CloudEvent) and
 //!   [`TryFrom<CloudEvent> for Event`](CloudEvent): every event comes back
 //!   equal, including empty fields, odd metadata keys and far-future
-//!   timestamps; the one event refused is one with an empty `id` (a
-//!   CloudEvent id identifies the event, so none is invented). The A3S fields travel as spec-valid extensions
-//!   (`a3scategory`, `a3ssummary`, `a3sversion`, one per metadata entry);
+//!   timestamps, and the same event always gives the same CloudEvent (an
+//!   empty id is replaced by one derived from the content, not a random
+//!   one). The A3S fields travel as spec-valid extensions (`a3scategory`,
+//!   `a3ssummary`, `a3sversion`, one per metadata entry);
 //!   [`mapping`] documents every attribute, default and error.
 //! - Structured mode ([`to_structured`] / [`from_structured`],
 //!   `application/cloudevents+json`, and batches).
@@ -46,7 +47,7 @@
 //! )
 //! .with_metadata("X-Request-Id", "r-42");
 //!
-//! let ce = CloudEvent::try_from(event.clone())?;
+//! let ce = CloudEvent::from(event.clone());
 //! assert_eq!(ce.ty(), "forex.rate_change");
 //! assert_eq!(ce.subject(), Some("events.market.forex"));
 //! assert!(ce.extension("a3ssummary").is_some());
@@ -72,6 +73,7 @@
 
 mod cloudevent;
 mod convert;
+mod derived_id;
 pub mod mapping;
 #[cfg(any(feature = "http", feature = "nats"))]
 mod percent;

@@ -3,7 +3,7 @@
 //!
 //! | A3S `Event` field | CloudEvent attribute | notes |
 //! |---|---|---|
-//! | `id` | `id` | must be non-empty: an empty id is an error, never replaced (see [`TryFrom<Event>`](crate::CloudEvent)) |
+//! | `id` | `id` | empty → [`derived_id`] (from the content: the same event, the same id), recorded in [`DEFAULTED`] |
 //! | `source` | `source` | empty → [`DEFAULT_SOURCE`], recorded in [`DEFAULTED`] |
 //! | `event_type` | `type` | empty → [`DEFAULT_TYPE`], recorded in [`DEFAULTED`] |
 //! | `subject` | `subject` | the NATS-style subject (`events.market.forex`); empty → absent |
@@ -57,17 +57,19 @@
 //! Everything else that cannot be held is an error, never guessed: see
 //! [`TryFrom<CloudEvent>`](crate::CloudEvent).
 
+pub use crate::derived_id::{DERIVED_ID_PREFIX, derived_id};
+
 /// Extension holding the event's category.
 pub const CATEGORY: &str = "a3scategory";
 /// Extension holding the event's human-readable summary.
 pub const SUMMARY: &str = "a3ssummary";
 /// Extension holding the schema version of the event type.
 pub const VERSION: &str = "a3sversion";
-/// Extension listing (comma-separated) the attributes among `source` and
-/// `type` that were empty on the A3S event and carry a default on the
-/// CloudEvent; reading restores them as empty strings (and refuses a mark on
-/// a value other than the default). (`id` is never defaulted: an event with
-/// an empty id does not convert.)
+/// Extension listing (comma-separated) the attributes among `id`, `source`
+/// and `type` that were empty on the A3S event and carry a default on the
+/// CloudEvent ([`derived_id`], [`DEFAULT_SOURCE`], [`DEFAULT_TYPE`]); reading
+/// restores them as empty strings, and refuses a mark on a value that is not
+/// that default.
 pub const DEFAULTED: &str = "a3sdefaulted";
 /// Extension holding the timestamp (decimal Unix milliseconds) when it is too
 /// far in the future for an RFC 3339 `time` (after year 9999).

@@ -38,10 +38,10 @@
 //! case-insensitive; each value is first unquoted (RFC 7230 quoted strings,
 //! for older senders) and then percent-decoded once, rejecting a `%` that
 //! does not start a `%XX` triplet and sequences that are not UTF-8
-//! (overlong forms included), exactly as the HTTP binding does. For compatibility with the
-//! Go SDK, whose JetStream protocol reads the datacontenttype from a
-//! `content-type` header, that header is used when `ce-datacontenttype` is
-//! absent. A `ce-` header that does not name a valid attribute (lowercase
+//! (overlong forms included), exactly as the HTTP binding does. For
+//! compatibility with the Go SDK, whose JetStream protocol reads the
+//! datacontenttype from a `content-type` header, that header is used when
+//! `ce-datacontenttype` is absent. A `ce-` header that does not name a valid attribute (lowercase
 //! letters and digits), a repeated attribute header and a missing required
 //! attribute are errors.
 //!
@@ -127,11 +127,9 @@ pub struct NatsMessage {
     pub payload: Bytes,
 }
 
-/// The event as a NATS message in `mode`. Fails with
-/// [`Error::Serialization`] on an event with an empty `id` (see
-/// [`TryFrom<Event>`](crate::CloudEvent)) and as [`cloudevent_to_nats`] does.
+/// The event as a NATS message in `mode`.
 pub fn to_nats(event: &Event, mode: Mode) -> Result<NatsMessage> {
-    cloudevent_to_nats(CloudEvent::try_from(event)?, mode)
+    cloudevent_to_nats(CloudEvent::from(event), mode)
 }
 
 /// A CloudEvent as a NATS message in `mode`. Fails with
@@ -252,7 +250,7 @@ pub fn is_cloudevent(headers: Option<&HeaderMap>, payload: &[u8]) -> bool {
 /// Publishes the event to `subject` in `mode` (core NATS: fire and forget;
 /// [`Client::flush`] waits until the server has it).
 ///
-/// Errors: [`Error::Serialization`] (see [`to_nats`]),
+/// Errors: [`Error::Serialization`] (see [`cloudevent_to_nats`]),
 /// [`Error::InvalidSubject`], [`Error::PayloadTooLarge`] (headers and
 /// payload over the server's `max_payload`), [`Error::Unsupported`] for
 /// binary mode on a server without headers (before NATS 2.2; structured
@@ -264,7 +262,7 @@ pub async fn publish<S: ToSubject>(
     event: &Event,
     mode: Mode,
 ) -> Result<()> {
-    publish_cloudevent(client, subject, CloudEvent::try_from(event)?, mode).await
+    publish_cloudevent(client, subject, CloudEvent::from(event), mode).await
 }
 
 /// Publishes a CloudEvent to `subject` in `mode` (see [`publish`]).
@@ -732,7 +730,7 @@ mod tests {
     #[test]
     fn extension_names_that_are_no_attribute_names_are_errors_not_panics() {
         for name in ["Upper", "with space", "colon:", "a_b", "é", "line\nbreak"] {
-            let mut ce = CloudEvent::try_from(odd_event()).unwrap();
+            let mut ce = CloudEvent::from(odd_event());
             ce.set_extension(name, "v");
             match cloudevent_to_nats(ce.clone(), Mode::Binary) {
                 Err(Error::Serialization(reason)) => {

@@ -8,7 +8,6 @@
 //! what went in for every CloudEvent made from an A3S event.
 
 use crate::CloudEvent;
-use crate::convert::EMPTY_ID;
 use crate::mapping::CATEGORY;
 use cloudevents::AttributesReader;
 use event_core::{Error, Event, EventProvider, PendingEvent, Result, Subscription};
@@ -26,9 +25,9 @@ use std::sync::Arc;
 ///
 /// let provider = MemoryProvider::default();
 /// let mut sub = provider.subscribe_cloudevents("events.market.>").await?;
-/// let ce = CloudEvent::try_from(Event::new(
+/// let ce = CloudEvent::from(Event::new(
 ///     "events.market.forex", "market", "rate", "reuters", serde_json::json!({"rate": 7.35}),
-/// ))?;
+/// ));
 /// provider.publish_cloudevent(&ce).await?;
 /// let received = sub.next().await?.expect("delivered");
 /// assert_eq!(received.event, ce);
@@ -124,13 +123,6 @@ pub struct ReceivedCloudEvent {
 
 /// A [`Subscription`] whose events come out as CloudEvents. Acknowledgement
 /// follows the wrapped subscription's contract exactly.
-///
-/// A delivered event that cannot become a CloudEvent (one with an empty
-/// `id`, which a provider stores only when it was published with an explicit
-/// `msg_id`) is reported as [`Error::Undecodable`], as the provider contract
-/// reports events it cannot decode: in manual mode it is terminated first,
-/// in auto-ack mode it is acknowledged by the next call, like any other; it
-/// is not redelivered, and the subscription remains usable.
 pub struct CloudEventSubscription {
     inner: Box<dyn Subscription>,
 }
@@ -155,11 +147,8 @@ impl CloudEventSubscription {
 
     /// Next event, auto-acknowledged as [`Subscription::next`] does.
     pub async fn next(&mut self) -> Result<Option<ReceivedCloudEvent>> {
-        let Some(received) = self.inner.next().await? else {
-            return Ok(None);
-        };
-        Ok(Some(ReceivedCloudEvent {
-            event: to_cloudevent(received.event, received.sequence)?,
+        Ok(self.inner.next().await?.map(|received| ReceivedCloudEvent {
+            event: CloudEvent::from(Arc::unwrap_or_clone(received.event)),
             sequence: received.sequence,
             num_delivered: received.num_delivered,
             stream: received.stream,
@@ -168,37 +157,15 @@ impl CloudEventSubscription {
 
     /// Next event with its [`PendingEvent`] for the caller to settle.
     pub async fn next_manual_ack(&mut self) -> Result<Option<(CloudEvent, PendingEvent)>> {
-        let Some(pending) = self.inner.next_manual_ack().await? else {
-            return Ok(None);
-        };
-        match to_cloudevent(
-            Arc::clone(&pending.received.event),
-            pending.received.sequence,
-        ) {
-            Ok(event) => Ok(Some((event, pending))),
-            Err(err) => {
-                pending.term().await?;
-                Err(err)
-            }
-        }
+        Ok(self
+            .inner
+            .next_manual_ack()
+            .await?
+            .map(|pending| (CloudEvent::from(pending.event()), pending)))
     }
 
     /// Acknowledges the last auto-ack event and stops the subscription.
     pub async fn close(&mut self) -> Result<()> {
         self.inner.close().await
     }
-}
-
-/// The CloudEvent for a delivered event; [`Error::Undecodable`] when it has
-/// none (an empty id).
-fn to_cloudevent(event: Arc<Event>, sequence: u64) -> Result<CloudEvent> {
-    if event.id.is_empty() {
-        return Err(Error::Undecodable {
-            subject: event.subject.clone(),
-            sequence,
-            reason: EMPTY_ID.to_string(),
-            raw: serde_json::to_string(&*event).unwrap_or_default(),
-        });
-    }
-    CloudEvent::try_from(Arc::unwrap_or_clone(event))
 }

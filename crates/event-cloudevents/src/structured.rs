@@ -18,9 +18,7 @@ pub(crate) fn media_type(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or_default().trim()
 }
 
-/// The event as a CloudEvents JSON document. Fails with
-/// [`Error::Serialization`] on an event with an empty `id` (see
-/// [`TryFrom<Event>`](crate::CloudEvent)).
+/// The event as a CloudEvents JSON document.
 ///
 /// ```
 /// use event_core::Event;
@@ -31,7 +29,7 @@ pub(crate) fn media_type(content_type: &str) -> &str {
 /// # Ok::<(), event_core::Error>(())
 /// ```
 pub fn to_structured(event: &Event) -> Result<Vec<u8>> {
-    cloudevent_to_structured(&CloudEvent::try_from(event)?)
+    cloudevent_to_structured(&CloudEvent::from(event))
 }
 
 /// A CloudEvent as a JSON document.
@@ -53,22 +51,9 @@ pub fn cloudevent_from_structured(json: &[u8]) -> Result<CloudEvent> {
         .map_err(|e| Error::Serialization(format!("invalid structured CloudEvent: {e}")))
 }
 
-/// Events as a CloudEvents JSON batch (a JSON array of documents). Fails on
-/// the first event that cannot convert (see [`to_structured`]), naming its
-/// index.
+/// Events as a CloudEvents JSON batch (a JSON array of documents).
 pub fn to_structured_batch(events: &[Event]) -> Result<Vec<u8>> {
-    let batch = events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| {
-            CloudEvent::try_from(event).map_err(|e| match e {
-                Error::Serialization(reason) => {
-                    Error::Serialization(format!("batch index {i}: {reason}"))
-                }
-                other => other,
-            })
-        })
-        .collect::<Result<Vec<CloudEvent>>>()?;
+    let batch: Vec<CloudEvent> = events.iter().map(CloudEvent::from).collect();
     serde_json::to_vec(&batch)
         .map_err(|e| Error::Serialization(format!("cannot encode CloudEvents batch: {e}")))
 }

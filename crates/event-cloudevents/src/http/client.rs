@@ -42,8 +42,6 @@ impl std::error::Error for HttpStatusError {}
 /// Knative sink may), `None` for any other 2xx response.
 ///
 /// Errors:
-/// - the event has an empty `id` (see [`TryFrom<Event>`](crate::CloudEvent)):
-///   [`Error::Serialization`], before any I/O;
 /// - `url` is not an absolute URL: [`Error::InvalidConfig`] (field `url`);
 /// - the request cannot be built (say an extension name that is no header
 ///   name): [`Error::Serialization`];
@@ -68,7 +66,7 @@ pub async fn send_http(
     event: &Event,
     mode: Mode,
 ) -> Result<Option<Event>> {
-    match send_cloudevent_http(client, url, CloudEvent::try_from(event)?, mode).await? {
+    match send_cloudevent_http(client, url, CloudEvent::from(event), mode).await? {
         Some(reply) => Ok(Some(Event::try_from(reply)?)),
         None => Ok(None),
     }

@@ -48,9 +48,7 @@ pub struct HttpMessage {
     pub body: Vec<u8>,
 }
 
-/// The event as an HTTP message in `mode`. Fails with
-/// [`Error::Serialization`] on an event with an empty `id` (see
-/// [`TryFrom<Event>`](crate::CloudEvent)) and as [`cloudevent_to_http`] does.
+/// The event as an HTTP message in `mode`.
 ///
 /// ```
 /// use event_cloudevents::http::{Mode, to_http, from_http};
@@ -64,7 +62,7 @@ pub struct HttpMessage {
 /// # Ok::<(), event_core::Error>(())
 /// ```
 pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
-    cloudevent_to_http(CloudEvent::try_from(event)?, mode)
+    cloudevent_to_http(CloudEvent::from(event), mode)
 }
 
 /// A CloudEvent as an HTTP message in `mode`. Fails with
@@ -439,7 +437,7 @@ mod tests {
     fn a_cloudevent_typed_as_a_cloudevents_format_is_refused_in_binary_mode() {
         let inner = json!({"specversion": "1.0", "id": "inner", "source": "s", "type": "t"});
         for ct in CLOUDEVENTS_CONTENT_TYPES {
-            let mut ce = crate::CloudEvent::try_from(odd_event()).unwrap();
+            let mut ce = crate::CloudEvent::from(odd_event());
             ce.set_data(ct, inner.clone());
             match cloudevent_to_http(ce.clone(), Mode::Binary) {
                 Err(Error::Serialization(reason)) => {

@@ -67,14 +67,9 @@ impl<S: Send + Sync> FromRequest<S> for HttpEvent {
 }
 
 /// A `200 OK` response carrying `event` in `mode` (a reply event); `500` if it
-/// cannot be encoded (an empty `id`, see
-/// [`TryFrom<Event>`](crate::CloudEvent), or an extension name that is no
-/// header name).
+/// cannot be encoded.
 pub fn http_response(event: &Event, mode: Mode) -> Response {
-    match CloudEvent::try_from(event) {
-        Ok(event) => cloudevent_response(event, mode),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
-    }
+    cloudevent_response(CloudEvent::from(event), mode)
 }
 
 /// A `200 OK` response carrying a CloudEvent in `mode`.

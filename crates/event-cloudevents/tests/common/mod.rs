@@ -152,12 +152,12 @@ impl Rng {
         let event_type = self.maybe_empty(event_type);
         let source = self.text(16);
         let source = self.maybe_empty(source);
-        // Never empty: an event without an id does not convert (tested on
-        // its own); sometimes awkward text instead of a generated id.
-        let id = if self.chance(20) {
-            format!("{}x", self.text(16))
-        } else {
-            event_core::new_event_id()
+        // Sometimes empty (the CloudEvent id is then derived from the
+        // content), sometimes awkward text instead of a generated id.
+        let id = match self.below(20) {
+            0 => String::new(),
+            1..=4 => format!("{}x", self.text(16)),
+            _ => event_core::new_event_id(),
         };
         let summary = self.text(40);
         let version = match self.below(4) {
