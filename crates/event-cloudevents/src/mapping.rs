@@ -32,10 +32,9 @@
 //!    CloudEvents format (so that HTTP binary mode can carry it in
 //!    `Content-Type`, where `application/cloudevents…` would announce
 //!    structured mode; see [`is_cloudevents_content_type`]) and either the
-//!    payload is `null`
-//!    (no data: any content type, `application/json` included) or it is a
-//!    JSON type other than `application/json` (the default for data, which
-//!    needs no metadata).
+//!    payload is `null` (no data: any content type, `application/json`
+//!    included) or it is a JSON type other than `application/json` (the
+//!    default for data, which needs no metadata).
 //! 2. A key of lowercase letters and digits only (including the empty key) is
 //!    [`METADATA_PREFIX`]` + key`: `region` ↔ `a3smregion`.
 //! 3. Any other key is [`METADATA_HEX_PREFIX`]` + lowercase hex of its UTF-8
@@ -45,8 +44,8 @@
 //! another producer keeps everything: its extensions (say `traceparent`), its
 //! `dataschema` and its `datacontenttype` (unless it is `application/json`
 //! with data) land in metadata under `ce-<name>` and are written back as the
-//! same attributes. Non-string
-//! extension values (integers, booleans) become their string form.
+//! same attributes. Non-string extension values (integers, booleans) become
+//! their string form (as binary mode carries every extension anyway).
 //!
 //! # Reading a foreign CloudEvent
 //!
@@ -54,6 +53,8 @@
 //! token of the subject (`events.market.forex` → `market`) or empty, `summary`
 //! is empty, `version` is 1, a missing `time` is the time of conversion, a
 //! missing `subject` is empty. `time` is truncated to whole milliseconds.
+//! JSON `null` data is no data, and data without a `datacontenttype` comes
+//! back typed `application/json` (which the JSON event format implies).
 //! Everything else that cannot be held is an error, never guessed: see
 //! [`TryFrom<CloudEvent>`](crate::CloudEvent).
 
