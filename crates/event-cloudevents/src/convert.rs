@@ -195,6 +195,13 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 ///   the same metadata key.
 ///
 /// Missing optional parts take the defaults listed in [`crate::mapping`].
+///
+/// String data ([`Data::String`]) under a JSON content type is read as JSON
+/// text, as the SDK converts it to a JSON value and as binary mode sends it
+/// (the string's bytes as the body). The SDK's structured serialisation
+/// writes the same data as a JSON string instead, so such a hand-built
+/// CloudEvent reads differently after structured mode: build JSON data as
+/// [`Data::Json`].
 impl TryFrom<CloudEvent> for Event {
     type Error = Error;
 
