@@ -3,7 +3,7 @@
 use crate::CloudEvent;
 use crate::mapping::{
     self, CATEGORY, DEFAULT_SOURCE, DEFAULT_TYPE, DEFAULTED, FOREIGN_PREFIX, JSON_CONTENT_TYPE,
-    METADATA_HEX_PREFIX, METADATA_PREFIX, MetadataSlot, SUMMARY, TIMESTAMP, VERSION,
+    METADATA_HEX_PREFIX, METADATA_PREFIX, MetadataSlot, SUMMARY, TIMESTAMP, VERSION, derived_id,
 };
 use chrono::{DateTime, Utc};
 use cloudevents::event::{AttributesReader, AttributesWriter, ExtensionValue};
@@ -28,9 +28,20 @@ impl From<&Event> for CloudEvent {
     }
 }
 
-/// Lossless: `Event::try_from(CloudEvent::from(e)) == Ok(e)` for every event.
+/// Lossless: `Event::try_from(CloudEvent::from(e)) == Ok(e)` for every event,
+/// and the same event always gives the same CloudEvent.
+///
+/// An event with an empty `id` (hand-built, or stored with `"id": ""`;
+/// [`Event::new`] always generates one) gets the id
+/// [`derived_id`](crate::mapping::derived_id) computes from its content,
+/// marked in [`DEFAULTED`]: the CloudEvent `id` is required and identifies
+/// the event (consumers deduplicate by `source` and `id`), so it must not
+/// change from one conversion to the next. Reading restores the empty id.
+/// An empty `source` or `event_type` takes a fixed, recorded default the
+/// same way (see [`crate::mapping`]).
 impl From<Event> for CloudEvent {
     fn from(event: Event) -> Self {
+        let derived = event.id.is_empty().then(|| derived_id(&event));
         let Event {
             id,
             subject,
@@ -45,11 +56,12 @@ impl From<Event> for CloudEvent {
         } = event;
 
         let mut defaulted: Vec<&str> = Vec::new();
-        let id = if id.is_empty() {
-            defaulted.push("id");
-            event_core::new_event_id()
-        } else {
-            id
+        let id = match derived {
+            Some(derived) => {
+                defaulted.push("id");
+                derived
+            }
+            None => id,
         };
         let source = if source.is_empty() {
             defaulted.push("source");
@@ -94,10 +106,15 @@ impl From<Event> for CloudEvent {
                     }
                     _ => ce.set_extension(&mapping::encode_metadata_key(&key), value),
                 },
+                // With data, the attribute must describe JSON and differ from
+                // the default (which reading cannot tell from no metadata);
+                // without data, any content type is held verbatim.
                 MetadataSlot::DataContentType
-                    if mapping::is_json_content_type(&value)
-                        && value != JSON_CONTENT_TYPE
-                        && is_stable_header_value(&value) =>
+                    if is_stable_header_value(&value)
+                        && !mapping::is_cloudevents_content_type(&value)
+                        && (payload.is_null()
+                            || (mapping::is_json_content_type(&value)
+                                && value != JSON_CONTENT_TYPE)) =>
                 {
                     content_type = Some(value);
                 }
@@ -163,18 +180,28 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// Fails with [`Error::Serialization`] when the CloudEvent cannot be held by
 /// an A3S event:
 ///
-/// - an empty `id`, `source` or `type` (the spec requires them non-empty;
-///   the SDK accepts them empty);
+/// - an empty `id`, `source` or `type`, or an empty `subject` (the spec
+///   requires them non-empty, `subject` when present; the SDK accepts them
+///   empty);
 /// - `data` under a non-JSON `datacontenttype` (`text/plain`, `application/xml`,
 ///   ...), or data that does not parse as JSON;
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
 /// - a bad A3S extension: a non-string `a3scategory`/`a3ssummary`, an
 ///   `a3sversion` that is not an integer in `u32` range, an `a3stimestamp`
-///   that is not decimal milliseconds, an unknown entry in `a3sdefaulted`, an
-///   `a3sx…` name that is not hex of UTF-8, two extensions for the same
-///   metadata key.
+///   that is not decimal milliseconds or comes with a `time`, an
+///   `a3sdefaulted` entry other than `id`, `source` and `type` or one on a
+///   value that is not the default (for `id`: not the id derived from the
+///   event), an `a3sx…` name that is not hex of UTF-8, two extensions for
+///   the same metadata key.
 ///
 /// Missing optional parts take the defaults listed in [`crate::mapping`].
+///
+/// String data ([`Data::String`]) under a JSON content type is read as JSON
+/// text, as the SDK converts it to a JSON value and as binary mode sends it
+/// (the string's bytes as the body). The SDK's structured serialisation
+/// writes the same data as a JSON string instead, so such a hand-built
+/// CloudEvent reads differently after structured mode: build JSON data as
+/// [`Data::Json`].
 impl TryFrom<CloudEvent> for Event {
     type Error = Error;
 
@@ -186,6 +213,12 @@ impl TryFrom<CloudEvent> for Event {
                     "required attribute `{attribute}` is empty; CloudEvents requires a non-empty value"
                 )));
             }
+        }
+        if ce.subject() == Some("") {
+            return Err(invalid(
+                "attribute `subject` is empty; CloudEvents requires it non-empty when present \
+                 (an A3S event holds no subject as an empty one)",
+            ));
         }
         let (content_type, dataschema, data) = ce.take_data();
 
@@ -253,7 +286,9 @@ impl TryFrom<CloudEvent> for Event {
             None => serde_json::Value::Null,
             Some(data) => json_payload(content_type.as_deref(), data)?,
         };
-        if let Some(ct) = content_type.filter(|ct| ct != JSON_CONTENT_TYPE) {
+        // `application/json` is the default only for data: a CloudEvent
+        // without data that still names it keeps it.
+        if let Some(ct) = content_type.filter(|ct| ct != JSON_CONTENT_TYPE || payload.is_null()) {
             insert_metadata(
                 &mut metadata,
                 format!("{FOREIGN_PREFIX}datacontenttype"),
@@ -263,7 +298,13 @@ impl TryFrom<CloudEvent> for Event {
         }
 
         let timestamp = match (ce.time(), a3s_timestamp) {
-            (Some(time), _) => u64::try_from(time.timestamp_millis()).map_err(|_| {
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "extension `{TIMESTAMP}` stands in for a `time` after year 9999, \
+                     but the CloudEvent has a `time` too"
+                )));
+            }
+            (Some(time), None) => u64::try_from(time.timestamp_millis()).map_err(|_| {
                 invalid(format!(
                     "time {} is before 1970; A3S timestamps are unsigned",
                     time.to_rfc3339()
@@ -272,6 +313,23 @@ impl TryFrom<CloudEvent> for Event {
             (None, Some(ms)) => ms,
             (None, None) => event_core::now_millis(),
         };
+
+        for (defaulted, attribute, value, default) in [
+            (
+                defaulted_source,
+                "source",
+                ce.source().as_str(),
+                DEFAULT_SOURCE,
+            ),
+            (defaulted_type, "type", ce.ty(), DEFAULT_TYPE),
+        ] {
+            if defaulted && value != default {
+                return Err(invalid(format!(
+                    "extension `{DEFAULTED}` marks `{attribute}` as the default {default:?}, \
+                     but it is {value:?}; the mark does not belong to this {attribute}"
+                )));
+            }
+        }
 
         let subject = ce.subject().unwrap_or_default().to_string();
         let category = category.unwrap_or_else(|| subject_category(&subject));
@@ -282,7 +340,7 @@ impl TryFrom<CloudEvent> for Event {
                 value.to_string()
             }
         };
-        Ok(Event {
+        let event = Event {
             id: keep(defaulted_id, ce.id()),
             source: keep(defaulted_source, ce.source()),
             event_type: keep(defaulted_type, ce.ty()),
@@ -293,7 +351,19 @@ impl TryFrom<CloudEvent> for Event {
             summary,
             timestamp,
             metadata,
-        })
+        };
+        if defaulted_id {
+            let derived = derived_id(&event);
+            if ce.id() != derived {
+                return Err(invalid(format!(
+                    "extension `{DEFAULTED}` marks `id` as derived from the event, but {:?} \
+                     is not the id derived from it ({derived:?}); the mark does not belong \
+                     to this event",
+                    ce.id()
+                )));
+            }
+        }
+        Ok(event)
     }
 }
 
@@ -424,7 +494,7 @@ mod tests {
         let ce = CloudEvent::from(&event);
         assert_eq!(ce.ty(), DEFAULT_TYPE);
         assert_eq!(ce.source(), DEFAULT_SOURCE);
-        assert!(ce.id().starts_with("evt-"));
+        assert_eq!(ce.id(), derived_id(&event));
         assert_eq!(
             ce.extension(DEFAULTED),
             Some(&ExtensionValue::from("id,source,type"))
@@ -433,6 +503,51 @@ mod tests {
         assert!(ce.data().is_none());
         assert!(ce.datacontenttype().is_none());
         assert_eq!(Event::try_from(ce).unwrap(), event);
+    }
+
+    #[test]
+    fn an_empty_id_gives_the_same_cloudevent_every_time() {
+        // A consumer deduplicating by CloudEvent id must see one event, not
+        // one per conversion.
+        let mut event = sample();
+        event.id = String::new();
+        let first = CloudEvent::from(&event);
+        assert!(
+            first.id().starts_with(mapping::DERIVED_ID_PREFIX),
+            "{}",
+            first.id()
+        );
+        assert_eq!(CloudEvent::from(&event), first);
+        assert_eq!(CloudEvent::from(event.clone()), first);
+        // Another event, another id.
+        let mut later = event.clone();
+        later.timestamp += 1;
+        assert_ne!(CloudEvent::from(&later).id(), first.id());
+        assert_eq!(Event::try_from(first).unwrap(), event);
+
+        // A whitespace id is non-empty, as CloudEvents counts it: kept.
+        event.id = " ".into();
+        let ce = CloudEvent::from(&event);
+        assert_eq!(ce.id(), " ");
+        assert_eq!(Event::try_from(ce).unwrap(), event);
+    }
+
+    #[test]
+    fn a_derived_id_mark_that_does_not_fit_is_rejected() {
+        // The mark says "this id was derived from this content"; on another id,
+        // or after the content changed on the way, restoring an empty id would
+        // give the event another CloudEvent id.
+        let mut event = sample();
+        event.id = String::new();
+        let mut other_id = CloudEvent::from(&event);
+        other_id.set_id("evt-1");
+        let mut changed = CloudEvent::from(&event);
+        changed.set_extension(SUMMARY, "changed on the way");
+        for ce in [other_id, changed] {
+            let err = Event::try_from(ce).unwrap_err().to_string();
+            assert!(err.contains("a3sdefaulted"), "{err}");
+            assert!(err.contains("derived"), "{err}");
+        }
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! - [`From<Event> for CloudEvent`](CloudEvent) and
 //!   [`TryFrom<CloudEvent> for Event`](CloudEvent): every event comes back
 //!   equal, including empty fields, odd metadata keys and far-future
-//!   timestamps. The A3S fields travel as spec-valid extensions
-//!   (`a3scategory`, `a3ssummary`, `a3sversion`, one per metadata entry);
+//!   timestamps, and the same event always gives the same CloudEvent (an
+//!   empty id is replaced by one derived from the content, not a random
+//!   one). The A3S fields travel as spec-valid extensions (`a3scategory`,
+//!   `a3ssummary`, `a3sversion`, one per metadata entry);
 //!   [`mapping`] documents every attribute, default and error.
 //! - Structured mode ([`to_structured`] / [`from_structured`],
 //!   `application/cloudevents+json`, and batches).
@@ -71,6 +73,7 @@
 
 mod cloudevent;
 mod convert;
+mod derived_id;
 pub mod mapping;
 #[cfg(any(feature = "http", feature = "nats"))]
 mod percent;

@@ -3,12 +3,12 @@
 //!
 //! | A3S `Event` field | CloudEvent attribute | notes |
 //! |---|---|---|
-//! | `id` | `id` | empty → a fresh `evt-<uuid>`, recorded in [`DEFAULTED`] |
+//! | `id` | `id` | empty → [`derived_id`] (from the content: the same event, the same id), recorded in [`DEFAULTED`] |
 //! | `source` | `source` | empty → [`DEFAULT_SOURCE`], recorded in [`DEFAULTED`] |
 //! | `event_type` | `type` | empty → [`DEFAULT_TYPE`], recorded in [`DEFAULTED`] |
 //! | `subject` | `subject` | the NATS-style subject (`events.market.forex`); empty → absent |
 //! | `timestamp` (ms) | `time` | RFC 3339 with millisecond precision; a timestamp past year 9999 goes to [`TIMESTAMP`] instead |
-//! | `payload` | `data` | `datacontenttype: application/json`; a `null` payload → no `data` |
+//! | `payload` | `data` | `datacontenttype: application/json`; a `null` payload → no `data` and no `datacontenttype` (unless metadata names one, below) |
 //! | `category` | [`CATEGORY`] | string extension |
 //! | `summary` | [`SUMMARY`] | string extension |
 //! | `version` | [`VERSION`] | integer extension (string when above `i32::MAX`, the spec's integer range) |
@@ -27,20 +27,25 @@
 //!    *foreign* extension `<name>` itself (`ce-traceparent` ↔ `traceparent`).
 //!    Two core attributes the `Event` has no field for travel the same way:
 //!    `ce-dataschema` ↔ `dataschema` (when the value is a URL in normal
-//!    form) and `ce-datacontenttype` ↔ `datacontenttype` (when it is a JSON
-//!    type other than `application/json`, written in printable ASCII without
-//!    surrounding spaces, so that binary mode can carry it in
-//!    `Content-Type`).
+//!    form) and `ce-datacontenttype` ↔ `datacontenttype` when the value is
+//!    written in printable ASCII without surrounding spaces and names no
+//!    CloudEvents format (so that HTTP binary mode can carry it in
+//!    `Content-Type`, where `application/cloudevents…` would announce
+//!    structured mode; see [`is_cloudevents_content_type`]) and either the
+//!    payload is `null` (no data: any content type, `application/json`
+//!    included) or it is a JSON type other than `application/json` (the
+//!    default for data, which needs no metadata).
 //! 2. A key of lowercase letters and digits only (including the empty key) is
 //!    [`METADATA_PREFIX`]` + key`: `region` ↔ `a3smregion`.
 //! 3. Any other key is [`METADATA_HEX_PREFIX`]` + lowercase hex of its UTF-8
 //!    bytes`: `X-Trace.Id` ↔ `a3sx582d54726163652e4964`.
 //!
 //! Reading a CloudEvent applies the rules backwards, so a CloudEvent from
-//! another producer keeps everything: its extensions (say `traceparent`) and
-//! its `dataschema` / non-default `datacontenttype` land in metadata under
-//! `ce-<name>` and are written back as the same attributes. Non-string
-//! extension values (integers, booleans) become their string form.
+//! another producer keeps everything: its extensions (say `traceparent`), its
+//! `dataschema` and its `datacontenttype` (unless it is `application/json`
+//! with data) land in metadata under `ce-<name>` and are written back as the
+//! same attributes. Non-string extension values (integers, booleans) become
+//! their string form (as binary mode carries every extension anyway).
 //!
 //! # Reading a foreign CloudEvent
 //!
@@ -48,8 +53,12 @@
 //! token of the subject (`events.market.forex` → `market`) or empty, `summary`
 //! is empty, `version` is 1, a missing `time` is the time of conversion, a
 //! missing `subject` is empty. `time` is truncated to whole milliseconds.
+//! JSON `null` data is no data, and data without a `datacontenttype` comes
+//! back typed `application/json` (which the JSON event format implies).
 //! Everything else that cannot be held is an error, never guessed: see
 //! [`TryFrom<CloudEvent>`](crate::CloudEvent).
+
+pub use crate::derived_id::{DERIVED_ID_PREFIX, derived_id};
 
 /// Extension holding the event's category.
 pub const CATEGORY: &str = "a3scategory";
@@ -59,7 +68,9 @@ pub const SUMMARY: &str = "a3ssummary";
 pub const VERSION: &str = "a3sversion";
 /// Extension listing (comma-separated) the attributes among `id`, `source`
 /// and `type` that were empty on the A3S event and carry a default on the
-/// CloudEvent; reading restores them as empty strings.
+/// CloudEvent ([`derived_id`], [`DEFAULT_SOURCE`], [`DEFAULT_TYPE`]); reading
+/// restores them as empty strings, and refuses a mark on a value that is not
+/// that default.
 pub const DEFAULTED: &str = "a3sdefaulted";
 /// Extension holding the timestamp (decimal Unix milliseconds) when it is too
 /// far in the future for an RFC 3339 `time` (after year 9999).
@@ -193,6 +204,24 @@ pub fn is_json_content_type(content_type: &str) -> bool {
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
+/// Whether a content type names a CloudEvents format itself
+/// (`application/cloudevents`, `application/cloudevents+json`,
+/// `application/cloudevents-batch+json`, any case, with or without
+/// parameters). In an HTTP `Content-Type` such a type announces structured or
+/// batched mode, so binary mode cannot carry it as an event's
+/// `datacontenttype`.
+pub fn is_cloudevents_content_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/cloudevents")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with("-batch"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +307,20 @@ mod tests {
         assert!(!is_json_content_type("text/plain"));
         assert!(!is_json_content_type("application/xml"));
         assert!(!is_json_content_type("application/jsonx"));
+    }
+
+    #[test]
+    fn cloudevents_content_types() {
+        assert!(is_cloudevents_content_type("application/cloudevents"));
+        assert!(is_cloudevents_content_type(
+            "Application/CloudEvents+JSON; x=1"
+        ));
+        assert!(is_cloudevents_content_type(
+            "application/cloudevents-batch+json"
+        ));
+        assert!(!is_cloudevents_content_type(
+            "application/cloudeventsx+json"
+        ));
+        assert!(!is_cloudevents_content_type("application/json"));
     }
 }

@@ -36,11 +36,12 @@
 //!
 //! Binary-mode headers are read as §3.1.3.2 says: header names are
 //! case-insensitive; each value is first unquoted (RFC 7230 quoted strings,
-//! for older senders) and then percent-decoded once, rejecting sequences
-//! that are not UTF-8 (overlong forms included). For compatibility with the
-//! Go SDK, whose JetStream protocol reads the datacontenttype from a
-//! `content-type` header, that header is used when `ce-datacontenttype` is
-//! absent. A `ce-` header that does not name a valid attribute (lowercase
+//! for older senders) and then percent-decoded once, rejecting a `%` that
+//! does not start a `%XX` triplet and sequences that are not UTF-8
+//! (overlong forms included), exactly as the HTTP binding does. For
+//! compatibility with the Go SDK, whose JetStream protocol reads the
+//! datacontenttype from a `content-type` header, that header is used when
+//! `ce-datacontenttype` is absent. A `ce-` header that does not name a valid attribute (lowercase
 //! letters and digits), a repeated attribute header and a missing required
 //! attribute are errors.
 //!
@@ -547,7 +548,9 @@ impl BinarySerializer<NatsMessage> for HeaderWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{HEADER_UNSAFE_CONTENT_TYPES, odd_event};
+    use crate::testing::{
+        HEADER_UNSAFE_CONTENT_TYPES, MALFORMED_PERCENT, WELL_FORMED_PERCENT, odd_event,
+    };
     use cloudevents::{AttributesReader, AttributesWriter, Data, EventBuilder, EventBuilderV10};
     use serde_json::json;
 
@@ -997,5 +1000,32 @@ mod tests {
             ("ce-specversion", "1.0"),
         ]);
         assert_eq!(content_mode(Some(&h)), Mode::Binary);
+    }
+
+    #[test]
+    fn malformed_percent_encoding_is_refused_naming_the_attribute() {
+        // §3.1.3.2, as in the HTTP binding (same values, same outcome).
+        let message = |name: &str, value: &str| {
+            headers(&[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+                (name, value),
+            ])
+        };
+        for value in MALFORMED_PERCENT {
+            for (header, attribute) in [
+                ("ce-subject", "subject"),
+                ("ce-comexample", "comexample"),
+                ("ce-datacontenttype", "datacontenttype"),
+            ] {
+                rejected(Some(&message(header, value)), b"", &[attribute]);
+            }
+        }
+        for (value, decoded) in WELL_FORMED_PERCENT {
+            let ce = cloudevent_from_nats(Some(&message("ce-subject", value)), b"").unwrap();
+            assert_eq!(ce.subject(), Some(decoded), "{value:?}");
+        }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Both bindings (HTTP §3.1.3.2, NATS §3.1.3.2, same text) require header
 //! values to be percent-encoded outside printable ASCII, plus space, `"` and
-//! `%`, and receivers to decode them (rejecting invalid UTF-8). The SDK writes
+//! `%`, and receivers to decode them (rejecting invalid UTF-8). Decoding is
+//! strict and identical in both bindings: a `%` that starts no `%XX` triplet
+//! is an error too (see [`decode`]). The SDK writes
 //! and reads HTTP header values verbatim, which loses leading/trailing spaces
 //! and fails on non-ASCII text, so the HTTP binding encodes before the SDK
 //! serialises and decodes after it parses; the NATS binding encodes and
@@ -29,17 +31,40 @@ pub(crate) fn encode(value: &str) -> Option<String> {
 }
 
 /// One round of percent-decoding of the header value of `attribute`, or `None`
-/// when it contains no `%`. Fails on sequences that decode to invalid UTF-8
-/// (overlong forms included); a `%` not followed by two hex digits is kept.
+/// when it contains no `%`.
+///
+/// Strict, in both bindings alike: a `%` must start a `%XX` triplet (two hex
+/// digits, either case), and the decoded octets must be UTF-8 (overlong
+/// forms included). §3.1.3.2 requires senders to encode a literal `%` as
+/// `%25` and receivers to reject invalid UTF-8; RFC 3986 §2.1 gives a `%`
+/// no other meaning. Keeping a stray `%` literally would be a guess that
+/// breaks the encoding's one-to-one mapping (`a%zz` and `a%25zz` would both
+/// read as `a%zz`), so it is an [`Error::Serialization`] naming the
+/// attribute, as invalid UTF-8 is.
 pub(crate) fn decode(attribute: &str, value: &str) -> Result<Option<String>> {
     if !value.contains('%') {
         return Ok(None);
     }
-    let decoded = percent_decode_str(value).decode_utf8().map_err(|_| {
+    let malformed = |what: &str| {
         Error::Serialization(format!(
-            "header for CloudEvent attribute `{attribute}` is not percent-encoded UTF-8"
+            "header for CloudEvent attribute `{attribute}` is not percent-encoded UTF-8: {what}"
         ))
-    })?;
+    };
+    let bytes = value.as_bytes();
+    for (i, _) in value.match_indices('%') {
+        let triplet = bytes
+            .get(i + 1..i + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit));
+        if !triplet {
+            return Err(malformed(&format!(
+                "the `%` at byte {i} is not followed by two hex digits \
+                 (a literal `%` is sent as `%25`)"
+            )));
+        }
+    }
+    let decoded = percent_decode_str(value)
+        .decode_utf8()
+        .map_err(|_| malformed("the decoded octets are not UTF-8"))?;
     Ok(Some(decoded.into_owned()))
 }
 
@@ -78,10 +103,13 @@ pub(crate) fn unquote<'a>(attribute: &str, value: &'a str) -> Result<Cow<'a, str
     Ok(Cow::Owned(out))
 }
 
-/// Percent-encodes the string attributes and extensions that go into HTTP
-/// headers (not `datacontenttype`, which travels in `Content-Type`).
+/// Percent-encodes the string attributes, `dataschema` and the extensions
+/// that go into HTTP headers (not `datacontenttype`, which travels in
+/// `Content-Type`; `time` and `specversion` never need it). Fails only if an
+/// encoded `dataschema` stops being the same URL text, which a URL the
+/// `url` crate serialised cannot do.
 #[cfg(feature = "http")]
-pub(crate) fn encode_event(event: &mut cloudevents::Event) {
+pub(crate) fn encode_event(event: &mut cloudevents::Event) -> Result<()> {
     if let Some(v) = encode(event.id()) {
         event.set_id(v);
     }
@@ -94,6 +122,21 @@ pub(crate) fn encode_event(event: &mut cloudevents::Event) {
     if let Some(v) = event.subject().and_then(encode) {
         event.set_subject(Some(v));
     }
+    // The SDK holds `dataschema` as a URL: its encoded text (a `%` becomes
+    // `%25`, nothing else in a serialised URL needs encoding) must parse back
+    // to exactly that text.
+    if let Some(v) = event.dataschema().and_then(|url| encode(url.as_str())) {
+        match url::Url::parse(&v) {
+            Ok(url) if url.as_str() == v => {
+                event.set_dataschema(Some(url));
+            }
+            _ => {
+                return Err(Error::Serialization(format!(
+                    "dataschema cannot be percent-encoded as a header: {v:?} is no URL"
+                )));
+            }
+        }
+    }
     let changed: Vec<(String, String)> = event
         .iter_extensions()
         .filter_map(|(name, value)| match value {
@@ -104,6 +147,7 @@ pub(crate) fn encode_event(event: &mut cloudevents::Event) {
     for (name, value) in changed {
         event.set_extension(&name, value);
     }
+    Ok(())
 }
 
 /// A header value as the binding reads it: unquoted (RFC 7230), then one
@@ -138,6 +182,23 @@ pub(crate) fn decode_event(event: &mut cloudevents::Event) -> Result<()> {
         if let Some(v) = header_text("subject", subject)? {
             event.set_subject(Some(v));
         }
+    }
+    // The SDK has parsed the header into a URL already; the URL parser keeps
+    // the `%XX` triplets of paths, queries and fragments as they are, so
+    // decoding its text and parsing again reads the header as the NATS
+    // binding does (decode, then parse).
+    let schema = match event.dataschema() {
+        Some(url) => header_text("dataschema", url.as_str())?,
+        None => None,
+    };
+    if let Some(text) = schema {
+        let url = url::Url::parse(&text).map_err(|e| {
+            Error::Serialization(format!(
+                "header for CloudEvent attribute `dataschema` decodes to {text:?}, \
+                 which is no URL: {e}"
+            ))
+        })?;
+        event.set_dataschema(Some(url));
     }
     let mut changed = Vec::new();
     for (name, value) in event.iter_extensions() {
@@ -177,9 +238,13 @@ mod tests {
         assert!(decode("x", "%FF").is_err());
         // overlong encoding of a space (the binding's own example)
         assert!(decode("x", "%C0%A0").is_err());
-        // lower-case hex is accepted, stray percent signs are kept
+        // lower-case hex is accepted; a `%` that starts no triplet is refused
         assert_eq!(decode("x", "%c3%a9").unwrap().as_deref(), Some("é"));
-        assert_eq!(decode("x", "100%").unwrap().as_deref(), Some("100%"));
+        for bad in ["100%", "%", "%4", "a%zzb", "%%41", "%\u{e9}9"] {
+            let err = decode("x", bad).unwrap_err().to_string();
+            assert!(err.contains("two hex digits"), "{bad:?}: {err}");
+        }
+        assert_eq!(decode("x", "%2541").unwrap().as_deref(), Some("%41"));
     }
 
     #[cfg(feature = "nats")]

@@ -106,6 +106,8 @@ fn bad_a3s_extensions_are_rejected_naming_the_extension() {
         ("a3stimestamp", json!("soon"), "a3stimestamp"),
         ("a3stimestamp", json!(12), "a3stimestamp"),
         ("a3sdefaulted", json!("type,subject"), "subject"),
+        // an id that is not the one derived from the event
+        ("a3sdefaulted", json!("id"), "derived"),
         ("a3sxzz", json!("v"), "a3sxzz"),
         ("a3sx6", json!("v"), "odd number"),
         ("a3sxff", json!("v"), "UTF-8"),
@@ -149,13 +151,16 @@ fn accepted_variants_of_a3s_extensions() {
     // strings are accepted where the mapping expects integers.
     let event = from_structured(&with(&[
         ("a3sversion", json!("7")),
-        ("a3sdefaulted", json!("source")),
+        ("a3sdefaulted", json!("source,type")),
+        ("source", json!("a3s")),
+        ("type", json!("a3s.event")),
         ("a3stimestamp", json!("99")),
         ("time", Value::Null),
     ]))
     .unwrap();
     assert_eq!(event.version, 7);
     assert_eq!(event.source, "", "defaulted source restores empty");
+    assert_eq!(event.event_type, "", "defaulted type restores empty");
     assert_eq!(event.timestamp, 99);
 }
 
@@ -231,4 +236,37 @@ fn empty_required_attributes_are_rejected() {
     rejected(&with(&[("id", json!(""))]), &["`id`", "empty"]);
     rejected(&with(&[("source", json!(""))]), &["`source`", "empty"]);
     rejected(&with(&[("type", json!(""))]), &["`type`", "empty"]);
+}
+
+#[test]
+fn an_empty_subject_is_rejected() {
+    // spec.md: `subject`, when present, MUST be a non-empty string. An A3S
+    // event holds "no subject" as an empty one, so an empty subject would come
+    // back absent: refused, as an empty id is, rather than changed.
+    rejected(&with(&[("subject", json!(""))]), &["`subject`", "empty"]);
+}
+
+#[test]
+fn a_defaulted_mark_on_a_value_that_is_not_the_default_is_rejected() {
+    // `a3sdefaulted: source` says the source is the placeholder `a3s` for an
+    // empty one; on any other source (changed on the way) the mark is stale,
+    // and honouring it would throw that source away.
+    rejected(
+        &with(&[("a3sdefaulted", json!("source"))]),
+        &["a3sdefaulted", "source", "/svc"],
+    );
+    rejected(
+        &with(&[("a3sdefaulted", json!("type"))]),
+        &["a3sdefaulted", "type", "t.x"],
+    );
+}
+
+#[test]
+fn a3stimestamp_next_to_time_is_rejected() {
+    // `a3stimestamp` stands in for a `time` past year 9999; next to a `time`
+    // one of the two would be dropped.
+    rejected(
+        &with(&[("a3stimestamp", json!("99"))]),
+        &["a3stimestamp", "time"],
+    );
 }

@@ -147,3 +147,47 @@ async fn unconvertible_cloudevent_is_a_serialization_error() {
         Err(Error::Serialization(_))
     ));
 }
+
+#[tokio::test]
+async fn a_stored_event_without_id_has_one_cloudevent_id_for_every_consumer() {
+    // A provider stores an empty-id event when it is published with an
+    // explicit msg_id. Every delivery of it, to any consumer, must carry the
+    // same CloudEvent id, or a consumer deduplicating by id sees several
+    // events (and a redelivery looks like a new one).
+    let provider = MemoryProvider::default();
+    let mut live = provider
+        .subscribe_cloudevents("events.noid.>")
+        .await
+        .unwrap();
+    let mut durable = provider
+        .subscribe_durable_cloudevents("noid-worker", "events.noid.>")
+        .await
+        .unwrap();
+    let mut no_id = Event::new("events.noid.a", "noid", "s", "svc", json!(1));
+    no_id.id = String::new();
+    let options = event_core::PublishOptions {
+        msg_id: Some("m-1".into()),
+        ..Default::default()
+    };
+    provider
+        .publish_with_options(&no_id, &options)
+        .await
+        .unwrap();
+
+    let live_ce = next_ce(&mut live).await.event;
+    let (first, pending) = durable.next_manual_ack().await.unwrap().unwrap();
+    pending.nak().await.unwrap();
+    let (redelivered, pending) =
+        tokio::time::timeout(Duration::from_secs(5), durable.next_manual_ack())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    assert_eq!(pending.received.num_delivered, 2);
+    pending.ack().await.unwrap();
+
+    assert_eq!(first.id(), live_ce.id());
+    assert_eq!(redelivered.id(), live_ce.id());
+    assert_eq!(first, live_ce);
+    assert_eq!(Event::try_from(live_ce).unwrap(), no_id);
+}

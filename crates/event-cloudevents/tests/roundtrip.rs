@@ -2,6 +2,8 @@
 //! through every path (in memory, structured JSON, HTTP and NATS
 //! binary/structured).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::Rng;
@@ -31,12 +33,9 @@ fn random_events_round_trip_in_memory() {
 #[test]
 fn cloudevents_made_from_events_survive_the_reverse_trip() {
     // CloudEvent -> Event -> CloudEvent is the identity on CloudEvents this
-    // crate produces (ids are not defaulted, so nothing is regenerated).
+    // crate produces.
     for seed in 0..CASES {
-        let mut event = Rng::new(seed).event();
-        if event.id.is_empty() {
-            event.id = "evt-fixed".into();
-        }
+        let event = Rng::new(seed).event();
         let ce = CloudEvent::from(&event);
         let again = CloudEvent::from(Event::try_from(ce.clone()).unwrap());
         assert_eq!(again, ce, "seed {seed}");
@@ -150,5 +149,226 @@ fn millisecond_timestamps_are_exact_in_time() {
         let time = ce.time().expect("time set for four-digit years");
         assert_eq!(time.timestamp_millis() as u64, event.timestamp);
         assert_eq!(time.timestamp_subsec_nanos() % 1_000_000, 0);
+    }
+}
+
+/// A CloudEvent from another producer that declares a content type but
+/// carries no data (a JSON `application/json` event with an empty body, a
+/// deletion notice still typed `text/xml`, ...).
+fn dataless_cloudevent(content_type: &str) -> CloudEvent {
+    use cloudevents::{AttributesWriter, EventBuilder, EventBuilderV10};
+    let mut ce = EventBuilderV10::new()
+        .id("e-1")
+        .source("/src")
+        .ty("t.x")
+        .subject("events.a.b")
+        .build()
+        .unwrap();
+    ce.set_datacontenttype(Some(content_type));
+    CloudEvent::new(ce)
+}
+
+/// Every path a CloudEvent can take through this crate, ending as an A3S
+/// event: in memory, structured JSON, HTTP and NATS in both modes.
+fn cloudevent_paths(ce: &CloudEvent) -> Vec<(&'static str, Event)> {
+    let mut paths = vec![
+        ("memory", Event::try_from(ce.clone()).unwrap()),
+        (
+            "structured",
+            from_structured(&event_cloudevents::cloudevent_to_structured(ce).unwrap()).unwrap(),
+        ),
+    ];
+    #[cfg(feature = "http")]
+    {
+        use event_cloudevents::http::{Mode, cloudevent_to_http, from_http};
+        for (name, mode) in [
+            ("http binary", Mode::Binary),
+            ("http structured", Mode::Structured),
+        ] {
+            let msg = cloudevent_to_http(ce.clone(), mode).unwrap();
+            paths.push((name, from_http(&msg.headers, msg.body).unwrap()));
+        }
+    }
+    #[cfg(feature = "nats")]
+    {
+        use event_cloudevents::nats::{Mode, cloudevent_to_nats, from_nats};
+        for (name, mode) in [
+            ("nats binary", Mode::Binary),
+            ("nats structured", Mode::Structured),
+        ] {
+            let msg = cloudevent_to_nats(ce.clone(), mode).unwrap();
+            paths.push((name, from_nats(Some(&msg.headers), &msg.payload).unwrap()));
+        }
+    }
+    paths
+}
+
+#[test]
+fn content_type_without_data_survives_every_path() {
+    use cloudevents::AttributesReader;
+    for ct in [
+        "text/xml",
+        "application/json",
+        "application/vnd.a3s+json",
+        "application/json; charset=utf-8",
+    ] {
+        let ce = dataless_cloudevent(ct);
+        for (path, event) in cloudevent_paths(&ce) {
+            assert_eq!(event.payload, serde_json::Value::Null, "{ct} {path}");
+            let back = CloudEvent::from(event.clone());
+            assert_eq!(back.datacontenttype(), Some(ct), "{ct} {path}: {back}");
+            assert!(back.data().is_none(), "{ct} {path}");
+            // The same CloudEvent again, so every path sees the same event.
+            let again = cloudevent_paths(&back);
+            for (path2, event2) in again {
+                assert_eq!(event2, event, "{ct} {path} then {path2}");
+            }
+        }
+    }
+}
+
+/// An event with an empty id, as a stored event in the original JSON shape
+/// can hold one (`"id": ""` deserialises; `Event::new` never makes one).
+fn event_with_empty_id() -> Event {
+    serde_json::from_value(serde_json::json!({
+        "id": "",
+        "subject": "events.a.b",
+        "category": "a",
+        "eventType": "t.x",
+        "version": 1,
+        "payload": {"k": 1},
+        "summary": "s",
+        "source": "svc",
+        "timestamp": 1_700_000_000_000_u64,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_empty_id_gives_the_same_cloudevent_on_every_path_every_time() {
+    // A CloudEvent id identifies the event (consumers deduplicate by source
+    // and id): a fresh random id per conversion turned one event into several.
+    use cloudevents::AttributesReader;
+    let event = event_with_empty_id();
+    assert!(event.id.is_empty());
+    let ce = CloudEvent::from(&event);
+    assert!(
+        ce.id()
+            .starts_with(event_cloudevents::mapping::DERIVED_ID_PREFIX)
+    );
+    assert_eq!(CloudEvent::from(&event), ce);
+    // Every message carries that one id (the SDK orders extensions as its hash
+    // map does, so compare the documents, not their bytes).
+    let doc = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap();
+    let structured = doc(&to_structured(&event).unwrap());
+    assert_eq!(structured["id"], ce.id());
+    assert_eq!(doc(&to_structured(&event).unwrap()), structured);
+    let batch = doc(&to_structured_batch(std::slice::from_ref(&event)).unwrap());
+    assert_eq!(batch[0], structured);
+    #[cfg(feature = "http")]
+    {
+        use event_cloudevents::http::{Mode, from_http, to_http};
+        let msg = to_http(&event, Mode::Binary).unwrap();
+        assert_eq!(msg.headers["ce-id"], ce.id());
+        assert_eq!(msg, to_http(&event, Mode::Binary).unwrap());
+        assert_eq!(
+            doc(&to_http(&event, Mode::Structured).unwrap().body),
+            structured
+        );
+        for mode in [Mode::Binary, Mode::Structured] {
+            let msg = to_http(&event, mode).unwrap();
+            assert_eq!(from_http(&msg.headers, msg.body).unwrap(), event);
+        }
+    }
+    #[cfg(feature = "nats")]
+    {
+        use event_cloudevents::nats::{Mode, from_nats, to_nats};
+        let msg = to_nats(&event, Mode::Binary).unwrap();
+        assert_eq!(msg.headers.get("ce-id").map(|v| v.as_str()), Some(ce.id()));
+        assert_eq!(msg, to_nats(&event, Mode::Binary).unwrap());
+        assert_eq!(
+            doc(&to_nats(&event, Mode::Structured).unwrap().payload),
+            structured
+        );
+        for mode in [Mode::Binary, Mode::Structured] {
+            let msg = to_nats(&event, mode).unwrap();
+            assert_eq!(from_nats(Some(&msg.headers), &msg.payload).unwrap(), event);
+        }
+    }
+    for (path, back) in cloudevent_paths(&ce) {
+        assert_eq!(back, event, "{path}");
+    }
+}
+
+/// What a foreign CloudEvent comes back as after a trip through an A3S
+/// event, by the documented mapping: the A3S extensions added (when it had
+/// none), `time` truncated to milliseconds, extension values in their string
+/// form, JSON data held as JSON (not bytes) and typed `application/json`
+/// when it had no type, JSON `null` data as no data.
+fn expected_back(ce: &CloudEvent) -> CloudEvent {
+    use cloudevents::event::ExtensionValue;
+    use cloudevents::{AttributesReader, AttributesWriter, Data};
+    let mut expected = ce.clone();
+    if let Some(time) = ce.time() {
+        let millis = time.timestamp_millis();
+        expected.set_time(chrono::DateTime::from_timestamp_millis(millis));
+    }
+    let extensions: Vec<(String, String)> = ce
+        .iter_extensions()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    for (name, value) in extensions {
+        expected.set_extension(&name, ExtensionValue::String(value));
+    }
+    let (content_type, schema, data) = expected.take_data();
+    let data = data.map(|data| match data {
+        Data::Binary(bytes) => serde_json::from_slice(&bytes).unwrap(),
+        Data::String(text) => serde_json::from_str(&text).unwrap(),
+        Data::Json(value) => value,
+    });
+    expected.set_dataschema(schema);
+    match data {
+        Some(value) if !value.is_null() => {
+            let ct = content_type.unwrap_or_else(|| "application/json".to_string());
+            expected.set_data(ct, Data::Json(value));
+        }
+        _ => {
+            expected.set_datacontenttype(content_type);
+        }
+    }
+    if ce.extension("a3scategory").is_none() {
+        let category = ce
+            .subject()
+            .and_then(|s| s.split('.').nth(1))
+            .unwrap_or_default()
+            .to_string();
+        expected.set_extension("a3scategory", category);
+        expected.set_extension("a3ssummary", "");
+        expected.set_extension("a3sversion", 1_i64);
+    }
+    expected
+}
+
+#[test]
+fn random_foreign_cloudevents_convert_alike_on_every_path_and_come_back() {
+    for seed in 0..CASES {
+        let ce = CloudEvent::new(Rng::new(seed).cloudevent());
+        let paths = cloudevent_paths(&ce);
+        let (_, event) = &paths[0];
+        for (path, other) in &paths[1..] {
+            assert_eq!(
+                other, event,
+                "seed {seed}: {path} differs from memory\n{ce}"
+            );
+        }
+        let back = CloudEvent::from(event.clone());
+        assert_eq!(
+            back,
+            expected_back(&ce),
+            "seed {seed}: came back changed\n{ce}"
+        );
+        for (path, again) in cloudevent_paths(&back) {
+            assert_eq!(&again, event, "seed {seed}: second trip through {path}");
+        }
     }
 }

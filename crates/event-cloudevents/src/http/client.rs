@@ -1,7 +1,7 @@
 //! Sending events to an HTTP endpoint with reqwest, through the SDK's reqwest
 //! binding (feature `http-client`).
 
-use super::{Mode, cloudevent_from_http, is_cloudevent, percent};
+use super::{Mode, cloudevent_from_http, is_cloudevent};
 use crate::CloudEvent;
 use cloudevents::binding::reqwest::{RequestSerializer, event_to_request};
 use cloudevents::message::StructuredDeserializer;
@@ -180,7 +180,7 @@ async fn post(
     let request = client.post(parsed);
     let request = match mode {
         Mode::Binary => {
-            percent::encode_event(&mut event);
+            super::prepare_binary(&mut event)?;
             event_to_request(event, request)
         }
         Mode::Structured => {

@@ -12,6 +12,12 @@
 //!   `application/cloudevents+json` document.
 //!
 //! Receiving detects the mode from the headers, as the binding specifies.
+//! Binary-mode `ce-*` header values are unquoted (RFC 7230) and then
+//! percent-decoded once; a `%` that starts no `%XX` triplet or octets that
+//! are not UTF-8 are an [`Error::Serialization`] naming the attribute, as in
+//! the NATS binding. `Content-Type` is read as is. A `ce-*` header that
+//! names no valid attribute (`ce-a_b`), and a `ce-*` or `Content-Type`
+//! header given more than once, are errors, as in the NATS binding.
 
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
@@ -23,6 +29,7 @@ pub mod server;
 use crate::CloudEvent;
 use crate::percent;
 use crate::structured::{STRUCTURED_CONTENT_TYPE, media_type};
+use cloudevents::AttributesReader as _;
 use cloudevents::binding::http::{Builder, SPEC_VERSION_HEADER, Serializer, to_event};
 use cloudevents::message::{BinaryDeserializer, StructuredDeserializer};
 use event_core::{Error, Event, Result};
@@ -58,14 +65,18 @@ pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
     cloudevent_to_http(CloudEvent::from(event), mode)
 }
 
-/// A CloudEvent as an HTTP message in `mode`. Fails when an extension name
-/// cannot be a header name.
+/// A CloudEvent as an HTTP message in `mode`. Fails with
+/// [`Error::Serialization`] when an extension name cannot be a header name,
+/// and in binary mode when `datacontenttype` names a CloudEvents format
+/// (`application/cloudevents+json`, ...): in `Content-Type` it would announce
+/// structured mode and the receiver would read the data as the message (send
+/// such an event in structured mode).
 pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> {
     let mut event = event.into_inner();
     let builder = MessageBuilder::default();
     let result = match mode {
         Mode::Binary => {
-            percent::encode_event(&mut event);
+            prepare_binary(&mut event)?;
             BinaryDeserializer::deserialize_binary(event, Serializer::new(builder))
         }
         Mode::Structured => {
@@ -73,6 +84,23 @@ pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> 
         }
     };
     result.map_err(|e| Error::Serialization(format!("cannot encode CloudEvent for HTTP: {e}")))
+}
+
+/// Readies an SDK event for the SDK's binary-mode serialiser: refuses a
+/// `datacontenttype` that `Content-Type` cannot carry, then percent-encodes
+/// the header values.
+pub(crate) fn prepare_binary(event: &mut cloudevents::Event) -> Result<()> {
+    if let Some(ct) = event
+        .datacontenttype()
+        .filter(|ct| crate::mapping::is_cloudevents_content_type(ct))
+    {
+        return Err(Error::Serialization(format!(
+            "CloudEvent {:?} has datacontenttype {ct:?}, which HTTP binary mode cannot carry: \
+             as Content-Type it announces a structured-mode message; send it in structured mode",
+            event.id()
+        )));
+    }
+    percent::encode_event(event)
 }
 
 /// Parses a CloudEvent from an HTTP message (either mode) and converts it to
@@ -98,10 +126,41 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
         return serde_json::from_slice(&body)
             .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")));
     }
+    check_binary_headers(headers)?;
     let mut event = to_event(headers, body)
         .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")))?;
     percent::decode_event(&mut event)?;
     Ok(CloudEvent::new(event))
+}
+
+/// Refuses, as the NATS binding does, a binary-mode message with a `ce-*`
+/// header that names no valid attribute (the SDK would take `ce-a_b` as an
+/// extension no CloudEvent may have), or with a `ce-*` or `Content-Type`
+/// header given more than once (the SDK would keep one value, the last
+/// `ce-*` or the first `Content-Type`, and drop the other silently).
+fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
+    for name in headers.keys() {
+        let name = name.as_str();
+        let what = if let Some(attribute) = name.strip_prefix("ce-") {
+            if !crate::mapping::is_valid_attribute_name(attribute) {
+                return Err(Error::Serialization(format!(
+                    "HTTP header {name:?} does not name a CloudEvents attribute \
+                     (lowercase letters and digits after `ce-`)"
+                )));
+            }
+            format!("CloudEvent attribute `{attribute}`")
+        } else if name == CONTENT_TYPE.as_str() {
+            "Content-Type".to_string()
+        } else {
+            continue;
+        };
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(Error::Serialization(format!(
+                "HTTP message has more than one {what} header"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the headers announce a CloudEvent (binary or structured mode).
@@ -155,8 +214,10 @@ impl Builder<HttpMessage> for MessageBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{HEADER_UNSAFE_CONTENT_TYPES, odd_event};
-    use cloudevents::AttributesReader as _;
+    use crate::testing::{
+        CLOUDEVENTS_CONTENT_TYPES, HEADER_UNSAFE_CONTENT_TYPES, MALFORMED_PERCENT,
+        WELL_FORMED_PERCENT, odd_event,
+    };
     use serde_json::json;
 
     #[test]
@@ -307,6 +368,166 @@ mod tests {
                     "{ct:?} {mode:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn malformed_percent_encoding_is_refused_naming_the_attribute() {
+        // §3.1.3.2: a `%` always starts a `%XX` triplet (a sender MUST
+        // encode a literal `%` as `%25`) and the octets MUST be UTF-8.
+        let message = |name: &str, value: &str| {
+            let mut headers = HeaderMap::new();
+            for (n, v) in [
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+            ] {
+                headers.insert(n, HeaderValue::from_static(v));
+            }
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+            headers
+        };
+        for value in MALFORMED_PERCENT {
+            for (header, attribute) in [
+                ("ce-source", "source"),
+                ("ce-subject", "subject"),
+                ("ce-comexample", "comexample"),
+            ] {
+                match cloudevent_from_http(&message(header, value), Vec::new()) {
+                    Err(Error::Serialization(reason)) => {
+                        assert!(reason.contains(attribute), "{value:?}: {reason}")
+                    }
+                    other => panic!("{header}: {value:?}: expected an error, got {other:?}"),
+                }
+            }
+        }
+        for (value, decoded) in WELL_FORMED_PERCENT {
+            let ce = cloudevent_from_http(&message("ce-source", value), Vec::new()).unwrap();
+            assert_eq!(ce.source(), decoded, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_cloudevent_payload_typed_as_one_is_not_read_as_the_message() {
+        // An event carrying a CloudEvent document, typed as such: in binary
+        // mode a `Content-Type: application/cloudevents+json` would make the
+        // receiver read the payload as the message itself (another event).
+        let inner = json!({"specversion": "1.0", "id": "inner", "source": "s", "type": "t"});
+        for ct in CLOUDEVENTS_CONTENT_TYPES {
+            for payload in [inner.clone(), serde_json::Value::Null] {
+                let mut event = odd_event().with_metadata("ce-datacontenttype", ct);
+                event.payload = payload.clone();
+                for mode in [Mode::Binary, Mode::Structured] {
+                    let msg = to_http(&event, mode).unwrap();
+                    assert_eq!(
+                        from_http(&msg.headers, msg.body).unwrap(),
+                        event,
+                        "{ct:?} {payload} {mode:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cloudevent_typed_as_a_cloudevents_format_is_refused_in_binary_mode() {
+        let inner = json!({"specversion": "1.0", "id": "inner", "source": "s", "type": "t"});
+        for ct in CLOUDEVENTS_CONTENT_TYPES {
+            let mut ce = crate::CloudEvent::from(odd_event());
+            ce.set_data(ct, inner.clone());
+            match cloudevent_to_http(ce.clone(), Mode::Binary) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains("structured"), "{ct:?}: {reason}")
+                }
+                other => panic!("{ct:?}: expected a serialization error, got {other:?}"),
+            }
+            // Structured mode carries it (JSON data needs a JSON type).
+            if crate::mapping::is_json_content_type(ct) {
+                let msg = cloudevent_to_http(ce.clone(), Mode::Structured).unwrap();
+                assert_eq!(cloudevent_from_http(&msg.headers, msg.body).unwrap(), ce);
+            }
+        }
+    }
+
+    #[test]
+    fn dataschema_header_is_percent_encoded_like_every_attribute() {
+        // §3.1.3.2 applies to every `ce-*` header: a `%` in a URL travels as
+        // `%25`, as the NATS binding sends it too.
+        let schema = "https://schemas.example.com/a%20b.json?v=%41";
+        let event = odd_event().with_metadata("ce-dataschema", schema);
+        let msg = to_http(&event, Mode::Binary).unwrap();
+        assert_eq!(
+            msg.headers["ce-dataschema"],
+            "https://schemas.example.com/a%2520b.json?v=%2541"
+        );
+        assert_eq!(from_http(&msg.headers, msg.body.clone()).unwrap(), event);
+
+        // What a conforming sender writes reads back as its URL ...
+        let ce = cloudevent_from_http(&msg.headers, msg.body).unwrap();
+        assert_eq!(ce.dataschema().map(url::Url::as_str), Some(schema));
+        // ... and a malformed one is refused like any other attribute.
+        let mut headers = to_http(&odd_event(), Mode::Binary).unwrap().headers;
+        headers.insert(
+            "ce-dataschema",
+            HeaderValue::from_static("https://x.example/%zz"),
+        );
+        let err = cloudevent_from_http(&headers, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("dataschema"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_attribute_header_is_refused_as_in_nats() {
+        // Which of two `ce-id` values is the id? The NATS binding refuses the
+        // message; so does HTTP, instead of keeping the last one.
+        let base = || {
+            let mut headers = HeaderMap::new();
+            for (n, v) in [
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+            ] {
+                headers.insert(n, HeaderValue::from_static(v));
+            }
+            headers
+        };
+        for (name, needle) in [
+            ("ce-id", "`id`"),
+            ("ce-traceparent", "`traceparent`"),
+            ("content-type", "Content-Type"),
+        ] {
+            let mut headers = base();
+            headers.append(name, HeaderValue::from_static("application/json"));
+            headers.append(name, HeaderValue::from_static("application/json"));
+            match cloudevent_from_http(&headers, b"{}".to_vec()) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains(needle), "{name}: {reason}");
+                    assert!(reason.contains("more than one"), "{name}: {reason}");
+                }
+                other => panic!("{name}: expected a serialization error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_header_naming_no_attribute_is_refused_as_in_nats() {
+        let mut headers = HeaderMap::new();
+        for (n, v) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+            ("ce-a_b", "x"),
+        ] {
+            headers.insert(n, HeaderValue::from_static(v));
+        }
+        match cloudevent_from_http(&headers, Vec::new()) {
+            Err(Error::Serialization(reason)) => assert!(reason.contains("ce-a_b"), "{reason}"),
+            other => panic!("expected a serialization error, got {other:?}"),
         }
     }
 }

@@ -86,6 +86,7 @@ impl Rng {
             "ce-dataschema" if self.chance(50) => (*self.pick(&[
                 "https://schemas.example.com/a.json",
                 "urn:x:y",
+                "https://schemas.example.com/a%20b.json?q=%41#%zz",
                 "HTTP://Ex.com",
                 "not a url",
             ]))
@@ -99,6 +100,9 @@ impl Rng {
                 "application/vnd.a3s+json; charset=utf-8",
                 "application/json\n",
                 " text/json",
+                "application/cloudevents+json",
+                "text/xml",
+                "",
             ]))
             .to_string(),
             _ => self.text(24),
@@ -148,10 +152,12 @@ impl Rng {
         let event_type = self.maybe_empty(event_type);
         let source = self.text(16);
         let source = self.maybe_empty(source);
-        let id = if self.chance(5) {
-            String::new()
-        } else {
-            event_core::new_event_id()
+        // Sometimes empty (the CloudEvent id is then derived from the
+        // content), sometimes awkward text instead of a generated id.
+        let id = match self.below(20) {
+            0 => String::new(),
+            1..=4 => format!("{}x", self.text(16)),
+            _ => event_core::new_event_id(),
         };
         let summary = self.text(40);
         let version = match self.below(4) {
@@ -190,5 +196,91 @@ impl Rng {
             event.metadata.insert(key, value);
         }
         event
+    }
+}
+
+impl Rng {
+    /// A random CloudEvent as another producer may send it: optional
+    /// attributes present or not, string, integer and boolean extensions,
+    /// `time` with nanoseconds, data as JSON or as JSON bytes under assorted
+    /// JSON content types, or a content type without data. `time` is always
+    /// set (a missing one is the time of conversion, which differs between
+    /// conversions). Not generated: data as `Data::String` under a JSON type
+    /// (the SDK writes it as a JSON string in structured mode but as raw text
+    /// in binary mode).
+    pub fn cloudevent(&mut self) -> cloudevents::Event {
+        use cloudevents::{AttributesWriter, Data, EventBuilder, EventBuilderV10};
+        let non_empty = |rng: &mut Self, max: usize| format!("{}x", rng.text(max));
+        let mut ce = EventBuilderV10::new()
+            .id(non_empty(self, 12))
+            .source(non_empty(self, 12))
+            .ty(non_empty(self, 12))
+            .build()
+            .expect("required attributes set");
+        let nanos = match self.below(3) {
+            0 => 0,
+            1 => self.below(1000) as u32 * 1_000_000,
+            _ => self.below(1_000_000_000) as u32,
+        };
+        let secs = (self.next_u64() % 4_000_000_000) as i64;
+        ce.set_time(chrono::DateTime::from_timestamp(secs, nanos));
+        if self.chance(70) {
+            ce.set_subject(Some(non_empty(self, 16)));
+        }
+        if self.chance(20) {
+            let url = *self.pick(&[
+                "https://schemas.example.com/a.json",
+                "urn:x:y",
+                "https://schemas.example.com/a%20b.json?q=%41",
+                "http://example.com/",
+            ]);
+            ce.set_dataschema(Some(url::Url::parse(url).expect("valid URL")));
+        }
+        const JSON_TYPES: &[&str] = &[
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/json",
+            "application/vnd.a3s+json",
+            "Application/JSON",
+        ];
+        match self.below(5) {
+            0 => {}
+            1 => {
+                let ct = (*self.pick(JSON_TYPES)).to_string();
+                let data = self.json(3);
+                ce.set_data(ct, Data::Json(data));
+            }
+            2 => {
+                let ct = (*self.pick(JSON_TYPES)).to_string();
+                let data = serde_json::to_vec(&self.json(3)).expect("JSON encodes");
+                ce.set_data(ct, Data::Binary(data));
+            }
+            3 => {
+                let ct = *self.pick(&["application/json", "text/xml", "application/vnd.a3s+json"]);
+                ce.set_datacontenttype(Some(ct));
+            }
+            _ => {
+                let data = self.json(3);
+                ce.set_data_unchecked(Data::Json(data));
+            }
+        }
+        const NAMES: &[&str] = &[
+            "traceparent",
+            "comexampleextension1",
+            "x",
+            "n0",
+            "a3sfuture",
+            "a3smregion",
+            "partitionkey",
+        ];
+        for _ in 0..self.below(5) {
+            let name = *self.pick(NAMES);
+            match self.below(3) {
+                0 => ce.set_extension(name, self.text(16)),
+                1 => ce.set_extension(name, self.next_u64() as i64 >> self.below(64)),
+                _ => ce.set_extension(name, self.chance(50)),
+            }
+        }
+        ce
     }
 }
