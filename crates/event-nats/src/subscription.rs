@@ -23,6 +23,18 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
 /// Ephemeral consumers left behind by a crashed process vanish after this.
 const EPHEMERAL_INACTIVE: Duration = Duration::from_secs(120);
+/// The longest ack wait, backoff step or nak delay sent to JetStream: a
+/// century. It carries durations as i64 nanoseconds (longer ones arrive
+/// wrapped: `18_446_744_274 s` became 200 s, `Duration::MAX` unparsable, a
+/// nak delay then a plain nak) and adds them to the current time, which
+/// overflows past 2262 (an `i64::MAX` ack wait keeps nats-server busy). A
+/// longer duration means "practically never", as on the memory provider.
+const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `wait`, at most [`LONGEST_WAIT`].
+fn jetstream_wait(wait: Duration) -> Duration {
+    wait.min(LONGEST_WAIT)
+}
 
 /// Maps the contract's deliver policy into JetStream's.
 pub(crate) fn deliver_policy(policy: &DeliverPolicy) -> Result<consumer::DeliverPolicy> {
@@ -35,7 +47,10 @@ pub(crate) fn deliver_policy(policy: &DeliverPolicy) -> Result<consumer::Deliver
             start_sequence: (*sequence).max(1),
         },
         DeliverPolicy::ByStartTime { timestamp } => {
-            let nanos = i128::from(*timestamp) * 1_000_000;
+            // JetStream reads the start time as i64 nanoseconds, which end
+            // in 2262 (a later time wrapped and delivered every stored
+            // event): no stored event is later than that end
+            let nanos = (i128::from(*timestamp) * 1_000_000).min(i128::from(i64::MAX));
             let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
                 .map_err(|e| Error::invalid_config("deliver_policy", e.to_string()))?;
             consumer::DeliverPolicy::ByStartTime { start_time }
@@ -75,12 +90,20 @@ pub(crate) fn consumer_config(
         }
         Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
     };
-    let ack_wait = match options.backoff.first() {
+    let backoff: Vec<Duration> = options
+        .backoff
+        .iter()
+        .copied()
+        .map(jetstream_wait)
+        .collect();
+    let ack_wait = match backoff.first() {
         // JetStream uses the first backoff step as the ack wait
         Some(first) => *first,
-        None => options
-            .ack_wait
-            .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT),
+        None => jetstream_wait(
+            options
+                .ack_wait
+                .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT),
+        ),
     };
     if ack_wait.is_zero() {
         return Err(Error::invalid_config("ack_wait", "must be positive"));
@@ -94,7 +117,7 @@ pub(crate) fn consumer_config(
         max_deliver,
         filter_subject: filter.to_string(),
         max_ack_pending,
-        backoff: options.backoff.clone(),
+        backoff,
         ..pull::Config::default()
     })
 }
@@ -806,7 +829,8 @@ impl Acker for NatsAcker {
     }
 
     async fn nak(&self, delay: Option<Duration>) -> Result<()> {
-        self.send(AckKind::Nak(delay), "nak").await
+        self.send(AckKind::Nak(delay.map(jetstream_wait)), "nak")
+            .await
     }
 
     async fn term(&self) -> Result<()> {

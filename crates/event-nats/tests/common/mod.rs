@@ -194,6 +194,11 @@ impl NatsServer {
         self.extra = extra.to_string();
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the server again on the same port and store.
     pub fn restart(&mut self) {
         self.kill();

@@ -1,0 +1,201 @@
+//! Consumer-side behaviour against a real `nats-server`: option limits,
+//! consumer names, start times, cancelled calls.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::NatsServer;
+use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions, Subscription};
+use event_nats::NatsProvider;
+use serde_json::json;
+use std::time::Duration;
+
+macro_rules! server {
+    ($name:expr) => {
+        match NatsServer::start($name) {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+fn event(p: &NatsProvider, n: u64) -> Event {
+    Event::new(
+        p.build_subject("t", "x"),
+        "t",
+        format!("e{n}"),
+        "test",
+        json!({ "n": n }),
+    )
+}
+
+/// The longest ack wait or nak delay the provider sends to JetStream.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+async fn consumer_config(p: &NatsProvider, name: &str) -> async_nats::jetstream::consumer::Config {
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    stream.consumer_info(name).await.unwrap().config.clone()
+}
+
+/// `n` of each delivery until none comes for `quiet`, acking each.
+async fn drain(sub: &mut Box<dyn Subscription>, quiet: Duration) -> Vec<u64> {
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(pending))) = tokio::time::timeout(quiet, sub.next_manual_ack()).await {
+        seen.push(pending.received.event.payload["n"].as_u64().unwrap());
+        pending.ack().await.unwrap();
+    }
+    seen
+}
+
+/// An ack wait or backoff longer than JetStream's i64 nanoseconds was
+/// serialised wrapped (`18_446_744_274 s` became a 200 s ack wait, and
+/// `Duration::MAX` a refusal with a decoding error), and one that fits but
+/// overflows the server's clock arithmetic (`i64::MAX` nanoseconds) kept
+/// nats-server busy. A very long wait means "practically never", as on the
+/// memory provider: the consumer gets a century, and a durable created with
+/// it resumes with the same options.
+#[tokio::test]
+async fn ack_waits_longer_than_a_century_are_a_century() {
+    let server = server!("ack_waits_longer_than_a_century_are_a_century");
+    let p = NatsProvider::connect(common::config(&server, "aw"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    p.publish(&event(&p, 0)).await.unwrap();
+    for (name, wait) in [
+        ("wrap", Duration::from_secs(18_446_744_274)),
+        ("max", Duration::MAX),
+        ("i64", Duration::from_nanos(i64::MAX as u64)),
+    ] {
+        let opts = SubscribeOptions {
+            ack_wait: Some(wait),
+            ..SubscribeOptions::default()
+        };
+        let mut sub = p
+            .subscribe_durable_with_options(name, &filter, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("ack_wait {wait:?}: {e:?}"));
+        assert_eq!(consumer_config(&p, name).await.ack_wait, CENTURY);
+        let pending = sub.next_manual_ack().await.unwrap().unwrap();
+        assert_eq!(pending.ack_wait(), Some(CENTURY));
+        pending.ack().await.unwrap();
+        drop(sub);
+        // resuming with the same options changes nothing
+        drop(
+            p.subscribe_durable_with_options(name, &filter, &opts)
+                .await
+                .unwrap_or_else(|e| panic!("resume with ack_wait {wait:?}: {e:?}")),
+        );
+        // an ephemeral too
+        drop(p.subscribe_with_options(&filter, &opts).await.unwrap());
+    }
+    let opts = SubscribeOptions {
+        backoff: vec![Duration::from_secs(1), Duration::MAX],
+        max_deliver: Some(3),
+        ..SubscribeOptions::default()
+    };
+    drop(
+        p.subscribe_durable_with_options("backoff", &filter, &opts)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        consumer_config(&p, "backoff").await.backoff,
+        vec![Duration::from_secs(1), CENTURY]
+    );
+}
+
+/// A nak delay beyond JetStream's i64 nanoseconds was sent as a number the
+/// server cannot parse, which it treats as a plain nak: the event came back
+/// at once instead of (practically) never.
+#[tokio::test]
+async fn a_nak_delay_beyond_jetstream_nanoseconds_does_not_redeliver_at_once() {
+    let server = server!("a_nak_delay_beyond_jetstream_nanoseconds_does_not_redeliver_at_once");
+    let p = NatsProvider::connect(common::config(&server, "nak"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let mut sub = p.subscribe_durable("later", &filter).await.unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let pending = sub.next_manual_ack().await.unwrap().unwrap();
+    pending.nak_with_delay(Duration::MAX).await.unwrap();
+    p.publish(&event(&p, 1)).await.unwrap();
+    assert_eq!(
+        drain(&mut sub, Duration::from_millis(1500)).await,
+        [1],
+        "the delayed event must not come back now"
+    );
+}
+
+/// A start time after 2262-04-11 (the end of JetStream's i64 nanoseconds)
+/// wrapped at the server and delivered every stored event; stored events
+/// are all older than such a time, so none is delivered (as on the memory
+/// provider), only later ones.
+#[tokio::test]
+async fn a_start_time_beyond_2262_delivers_no_stored_event() {
+    let server = server!("a_start_time_beyond_2262_delivers_no_stored_event");
+    let p = NatsProvider::connect(common::config(&server, "st"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    for n in 0..3 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    // 2262-04-11T23:47:16.855Z, 9999-12-31 and the largest timestamp
+    for (name, timestamp) in [
+        ("after", 9_223_372_036_855),
+        ("y9999", 253_402_300_799_000),
+        ("max", u64::MAX),
+    ] {
+        let opts = SubscribeOptions {
+            deliver_policy: DeliverPolicy::ByStartTime { timestamp },
+            ..SubscribeOptions::default()
+        };
+        let mut eph = p.subscribe_with_options(&filter, &opts).await.unwrap();
+        let mut durable = p
+            .subscribe_durable_with_options(name, &filter, &opts)
+            .await
+            .unwrap();
+        let quiet = Duration::from_millis(500);
+        assert_eq!(drain(&mut eph, quiet).await, Vec::<u64>::new(), "{name}");
+        assert_eq!(
+            drain(&mut durable, quiet).await,
+            Vec::<u64>::new(),
+            "{name}"
+        );
+        drop(durable);
+        // the durable resumes with the same options
+        drop(
+            p.subscribe_durable_with_options(name, &filter, &opts)
+                .await
+                .unwrap(),
+        );
+    }
+}
+
+/// nats-server builds ack subjects with the consumer name in a format
+/// string: a `%` in the name garbled every ack subject, so no delivery
+/// could be decoded or acknowledged. Such a name is refused before any I/O.
+#[tokio::test]
+async fn a_consumer_name_with_a_percent_sign_is_refused() {
+    let server = server!("a_consumer_name_with_a_percent_sign_is_refused");
+    let p = NatsProvider::connect(common::config(&server, "pct"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    match p.subscribe_durable("orders%eu", &filter).await {
+        Err(Error::InvalidSubject { subject, reason }) => {
+            assert_eq!(subject, "orders%eu");
+            assert!(reason.contains('%'), "{reason}");
+        }
+        Err(other) => panic!("expected InvalidSubject, got {other:?}"),
+        Ok(_) => panic!("a consumer name with % was accepted"),
+    }
+    assert!(matches!(
+        p.unsubscribe("orders%eu").await,
+        Err(Error::InvalidSubject { .. })
+    ));
+    assert_eq!(p.info().await.unwrap().consumers, 0);
+}
