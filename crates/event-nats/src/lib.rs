@@ -184,7 +184,10 @@
 //!   what it already received, then returns
 //!   [`Error::Connection`](event_core::Error::Connection) (at once, and on
 //!   later calls after waiting `request_timeout_secs` for the reconnection);
-//!   it stays usable and pulls again once the connection is back.
+//!   it stays usable and pulls again once the connection is back. A call
+//!   cancelled while it waits (a `select!` branch that lost, a timeout)
+//!   loses nothing: a delivery it had already received is returned by the
+//!   next call.
 //! - **Durables**: changed `ack_wait`, `max_deliver`, `max_ack_pending`,
 //!   `backoff` or filter are applied to the existing consumer; a different
 //!   `deliver_policy` (which applies at creation only) is

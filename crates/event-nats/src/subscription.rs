@@ -200,6 +200,11 @@ pub(crate) struct NatsSubscription {
     start_floor: u64,
     /// `batch` has delivered a message.
     batch_delivered: bool,
+    /// A delivery taken from `batch` and not handed out yet: it stays here
+    /// while the call waits (for a settings lookup), so a call cancelled
+    /// meanwhile (a `select!` branch that lost, a timeout) leaves it to the
+    /// next one instead of losing it (the server counted the delivery).
+    held: Option<async_nats::jetstream::Message>,
     /// The connection was lost while `batch` was pending: its pull request
     /// is gone, only what it already received is left.
     stale: bool,
@@ -336,6 +341,7 @@ impl NatsSubscription {
             last_sequence: 0,
             start_floor,
             batch_delivered: false,
+            held: None,
             stale: false,
             closed: false,
         }
@@ -482,6 +488,20 @@ impl NatsSubscription {
         }
     }
 
+    /// [`refresh_settings`](Self::refresh_settings) before the held
+    /// delivery is handed out, if it is a redelivery. The delivery stays
+    /// held while this waits.
+    async fn refresh_for_held(&mut self) {
+        let redelivered = self
+            .held
+            .as_ref()
+            .and_then(|message| message.info().ok())
+            .is_some_and(|info| info.delivered > 1);
+        if redelivered {
+            self.refresh_settings().await;
+        }
+    }
+
     async fn consumer_exists(&self) -> bool {
         let info = self.provider.inner.stream.consumer_info(&self.name).await;
         !matches!(
@@ -508,6 +528,12 @@ impl NatsSubscription {
         }
         self.note_call();
         loop {
+            if self.held.is_some() {
+                self.refresh_for_held().await;
+                if let Some(message) = self.held.take() {
+                    return self.decode(message).await.map(Some);
+                }
+            }
             if self.batch.is_none() {
                 let link = &self.provider.inner.link;
                 if !link.wait_connected(self.provider.consumer_timeout()).await {
@@ -580,7 +606,7 @@ impl NatsSubscription {
                 }
                 Some(Ok(message)) => {
                     self.batch_delivered = true;
-                    return self.decode(message).await.map(Some);
+                    self.held = Some(message);
                 }
             }
         }
@@ -625,9 +651,6 @@ impl NatsSubscription {
             }
         };
         self.last_sequence = self.last_sequence.max(sequence);
-        if delivered > 1 {
-            self.refresh_settings().await;
-        }
         let subject = message.subject.to_string();
         let (message, acker) = message.split();
         match serde_json::from_slice::<Event>(&message.payload) {

@@ -199,3 +199,56 @@ async fn a_consumer_name_with_a_percent_sign_is_refused() {
     ));
     assert_eq!(p.info().await.unwrap().consumers, 0);
 }
+
+/// A call cancelled after it took a delivery off the wire but before it
+/// returned it (a durable's redelivery waits for a settings lookup) lost
+/// that delivery: the server counted it, and on a final delivery it was
+/// exhausted without ever being seen. A cancelled call (a `select!` branch
+/// that lost, a timeout) keeps it for the next call.
+#[tokio::test]
+async fn a_cancelled_call_does_not_lose_the_delivery_it_was_reading() {
+    let server = server!("a_cancelled_call_does_not_lose_the_delivery_it_was_reading");
+    let p = NatsProvider::connect(common::config(&server, "cancel"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let opts = SubscribeOptions {
+        max_deliver: Some(2),
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("twice", &filter, &opts)
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(first.received.num_delivered, 1);
+    drop(first); // redelivered after the ack wait
+    // a call waiting at the server, abandoned: its pull request stays
+    let short = Duration::from_millis(200);
+    assert!(
+        tokio::time::timeout(short, sub.next_manual_ack())
+            .await
+            .is_err()
+    );
+    // the redelivery arrives in that pull's buffer
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // a call that reads it and is cancelled while the (frozen) server
+    // answers its lookup
+    server.pause();
+    let cancelled = tokio::time::timeout(Duration::from_millis(500), sub.next_manual_ack()).await;
+    server.resume();
+    assert!(
+        cancelled.is_err(),
+        "returned while the server was frozen: {cancelled:?}"
+    );
+    let again = tokio::time::timeout(Duration::from_secs(5), sub.next_manual_ack())
+        .await
+        .expect("the delivery the cancelled call was reading")
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.received.num_delivered, 2);
+    assert!(again.is_final_delivery());
+    again.ack().await.unwrap();
+}
