@@ -137,7 +137,8 @@
 //!   deleted when the subscription is closed or dropped (and expire on the
 //!   server after two idle minutes if the process dies). A consumer the
 //!   server no longer has (a restart, an administrator, another process's
-//!   `unsubscribe`) is noticed within one pull expiry (5 s): a durable's
+//!   `unsubscribe`) is noticed when a pull goes unanswered (within 7 s: a
+//!   5 s pull expiry and 2 s for the server's answer): a durable's
 //!   subscription returns [`Error::NotFound`](event_core::Error::NotFound);
 //!   an ephemeral is recreated at its oldest unsettled delivery, else after
 //!   the last event it handed out, else where it started, so nothing is
@@ -155,7 +156,10 @@
 //!   but unseen events behind (they would count as a delivery). After that it
 //!   doubles its pull size up to `max_prefetch`, bounded by `max_ack_pending`
 //!   and by how many events the caller handles in a quarter of the ack wait.
-//!   Events fetched ahead and never handed out (subscription dropped) are
+//!   Everything fetched is handed out, however slowly the caller reads it
+//!   (async-nats's own batches drop what they still hold 5 s after their
+//!   expiry; the provider reads its pull requests itself). Events fetched
+//!   ahead and never handed out (subscription dropped) are
 //!   redelivered after the ack wait with their delivery count increased; set
 //!   `max_prefetch = 1` where that matters more than throughput. A
 //!   subscription with `max_deliver` never fetches ahead: an unseen fetched

@@ -2,6 +2,8 @@
 
 use crate::error::{self, PROVIDER};
 use crate::provider::NatsProvider;
+use async_nats::StatusCode;
+use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker as NatsMsgAcker};
 use async_trait::async_trait;
@@ -19,6 +21,10 @@ use std::time::{Duration, Instant};
 const WARMUP: u64 = 8;
 /// How long one pull request waits at the server for events.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How long after [`PULL_EXPIRES`] a pull request that has had no answer
+/// (the server answers an expired one with a 408; a consumer it no longer
+/// has never answers) is given up, once nothing it received is left.
+const PULL_GRACE: Duration = Duration::from_secs(2);
 /// Default `max_ack_pending` when the options leave it open.
 const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
 /// Ephemeral consumers left behind by a crashed process vanish after this.
@@ -187,7 +193,7 @@ pub(crate) struct NatsSubscription {
     /// The consumer's backoff: the ack wait of each delivery.
     backoff: Vec<Duration>,
     max_ack_pending: usize,
-    batch: Option<pull::Batch>,
+    batch: Option<Pull>,
     auto_pending: Option<NatsMsgAcker>,
     handed_out: u64,
     last_call: Option<Instant>,
@@ -393,16 +399,32 @@ impl NatsSubscription {
         self.last_call = Some(now);
     }
 
-    async fn start_batch(&mut self) -> Result<pull::Batch> {
+    async fn start_batch(&mut self) -> Result<Pull> {
         let size = self.next_batch_size();
         self.last_batch = size;
-        self.consumer
-            .batch()
-            .max_messages(size)
-            .expires(PULL_EXPIRES)
-            .messages()
+        let timeout = self.provider.consumer_timeout();
+        let client = &self.provider.inner.client;
+        let inbox = async_nats::Subject::from(client.new_inbox());
+        let subscriber = client
+            .subscribe(inbox.clone())
             .await
-            .map_err(|e| error::map("pull request", e, self.provider.consumer_timeout()))
+            .map_err(|e| error::map("pull request", e, timeout))?;
+        let request = BatchConfig {
+            batch: size,
+            expires: Some(PULL_EXPIRES),
+            ..BatchConfig::default()
+        };
+        self.consumer
+            .request_batch(request, inbox)
+            .await
+            .map_err(|e| error::map("pull request", e, timeout))?;
+        Ok(Pull {
+            subscriber,
+            context: self.provider.inner.js.clone(),
+            pending: size,
+            deadline: tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE,
+            done: false,
+        })
     }
 
     /// Where a recreated ephemeral consumer starts: at the oldest delivery
@@ -808,6 +830,73 @@ impl Drop for NatsSubscription {
                     tracing::debug!(consumer = %name, error = %e, "ephemeral consumer cleanup");
                 }
             });
+        }
+    }
+}
+
+/// One pull request: the deliveries it brings, in order.
+///
+/// Unlike async-nats's `Batch`, which ends 5 s after the request's expiry
+/// and drops whatever it received and has not handed out yet (the server
+/// counted those deliveries: they came back only after the ack wait), a
+/// pull hands out everything it received, however slowly it is read; it
+/// gives up waiting only when nothing is left and the server has not
+/// answered [`PULL_GRACE`] after the expiry.
+struct Pull {
+    subscriber: async_nats::Subscriber,
+    context: async_nats::jetstream::Context,
+    /// Deliveries the request may still bring.
+    pending: usize,
+    deadline: tokio::time::Instant,
+    done: bool,
+}
+
+impl Pull {
+    /// The next delivery; `None` when the request is over (all delivered,
+    /// expired, or never answered); an error for a status the server ended
+    /// it with. Cancel-safe: a call cancelled while it waits loses nothing.
+    async fn next(
+        &mut self,
+    ) -> Option<std::result::Result<async_nats::jetstream::Message, String>> {
+        loop {
+            if self.done || self.pending == 0 {
+                return None;
+            }
+            // what was received is handed out whatever the time
+            let received = match self.subscriber.next().now_or_never() {
+                Some(received) => received,
+                // nothing after the deadline: the request is over
+                None => tokio::time::timeout_at(self.deadline, self.subscriber.next())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            let Some(message) = received else {
+                self.done = true;
+                return None;
+            };
+            match message.status {
+                None | Some(StatusCode::OK) => {
+                    self.pending -= 1;
+                    return Some(Ok(async_nats::jetstream::Message {
+                        message,
+                        context: self.context.clone(),
+                    }));
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                // expired, or nothing to deliver
+                Some(StatusCode::TIMEOUT | StatusCode::NOT_FOUND) => {
+                    self.done = true;
+                    return None;
+                }
+                Some(status) => {
+                    self.done = true;
+                    return Some(Err(format!(
+                        "{status}: {}",
+                        message.description.as_deref().unwrap_or("")
+                    )));
+                }
+            }
         }
     }
 }

@@ -252,3 +252,46 @@ async fn a_cancelled_call_does_not_lose_the_delivery_it_was_reading() {
     assert!(again.is_final_delivery());
     again.ack().await.unwrap();
 }
+
+/// async-nats ends a pull request 5 s after its expiry even when events it
+/// received are still waiting to be handed out, and drops them: a caller
+/// that slowed down after a fast start (a prefetch sized for the fast pace)
+/// saw a gap, the skipped events coming back only after the ack wait (here
+/// two minutes) with their delivery count raised. Every fetched event is
+/// handed out, in order, on its first delivery.
+#[tokio::test]
+async fn events_fetched_ahead_are_handed_out_when_the_caller_slows_down() {
+    let server = server!("events_fetched_ahead_are_handed_out_when_the_caller_slows_down");
+    let p = NatsProvider::connect(common::config(&server, "slow"))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..520).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(120)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("slow", &p.category_subject("t"), &opts)
+        .await
+        .unwrap();
+    // fast through the warm-up and the growing pulls (up to 256 events
+    // ahead), then 45 ms per event: the last pull takes 11 s to hand out
+    for n in 0..500u64 {
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} not handed out"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.event.payload["n"].as_u64(), got.num_delivered),
+            (Some(n), 1),
+            "event {n}"
+        );
+        if n >= 262 {
+            tokio::time::sleep(Duration::from_millis(45)).await;
+        }
+    }
+}
