@@ -188,7 +188,12 @@
 //!   what it already received, then returns
 //!   [`Error::Connection`](event_core::Error::Connection) (at once, and on
 //!   later calls after waiting `request_timeout_secs` for the reconnection);
-//!   it stays usable and pulls again once the connection is back. A call
+//!   it stays usable and pulls again once the connection is back.
+//!   Acknowledgements made while the connection is down are queued and sent
+//!   on reconnection; once the client's outgoing buffer is full, one that
+//!   cannot be queued within `request_timeout_secs` is
+//!   [`Error::Timeout`](event_core::Error::Timeout) (an auto-ack is logged
+//!   and the event redelivered) instead of waiting for the server. A call
 //!   cancelled while it waits (a `select!` branch that lost, a timeout)
 //!   loses nothing: a delivery it had already received is returned by the
 //!   next call.

@@ -709,11 +709,19 @@ impl NatsSubscription {
     }
 
     async fn ack_auto_pending(&mut self) {
-        if let Some(acker) = self.auto_pending.take()
-            && let Err(e) = acker.ack().await
-        {
+        let Some(acker) = self.auto_pending.take() else {
+            return;
+        };
+        // bounded: with the connection down and the client's buffer full it
+        // would wait for the reconnection (see `NatsAcker::send`)
+        let timeout = self.provider.consumer_timeout();
+        match tokio::time::timeout(timeout, acker.ack()).await {
+            Ok(Ok(())) => {}
             // the event is redelivered: at-least-once still holds
-            tracing::warn!(consumer = %self.name, error = %e, "auto-ack failed");
+            Ok(Err(e)) => tracing::warn!(consumer = %self.name, error = %e, "auto-ack failed"),
+            Err(_) => {
+                tracing::warn!(consumer = %self.name, "auto-ack timed out (connection lost?)");
+            }
         }
     }
 }
@@ -917,11 +925,20 @@ impl NatsAcker {
         }
     }
 
+    /// Sends `kind`. While the connection is down the client queues it
+    /// (it goes out on reconnection); once the client's buffer is full it
+    /// would wait for the reconnection, so the wait is bounded by the
+    /// request timeout.
     async fn send(&self, kind: AckKind, what: &str) -> Result<()> {
-        self.acker
-            .ack_with(kind)
-            .await
-            .map_err(|e| Error::Connection(format!("{what}: {e}")))
+        let Ok(sent) = tokio::time::timeout(self.timeout, self.acker.ack_with(kind)).await else {
+            return Err(Error::Timeout {
+                operation: format!(
+                    "{what}: the client's outgoing buffer stayed full (connection lost?)"
+                ),
+                elapsed: self.timeout,
+            });
+        };
+        sent.map_err(|e| Error::Connection(format!("{what}: {e}")))
             .map_err(|e| match e {
                 Error::Connection(m) if m.contains("timed out") => Error::Timeout {
                     operation: m,

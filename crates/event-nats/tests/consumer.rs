@@ -295,3 +295,66 @@ async fn events_fetched_ahead_are_handed_out_when_the_caller_slows_down() {
         }
     }
 }
+
+/// While the server is down, acknowledgements queue in the client; once its
+/// buffer is full (an outage long enough for a busy consumer's acks and
+/// `in_progress` calls), the next one waited for the reconnection,
+/// possibly forever. Each settles or fails within the request timeout.
+#[tokio::test]
+async fn acknowledgements_while_the_server_is_down_fail_instead_of_hanging() {
+    let mut server = server!("acknowledgements_while_the_server_is_down_fail_instead_of_hanging");
+    let config = event_nats::NatsConfig {
+        request_timeout_secs: 1,
+        ..common::config(&server, "down")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
+    let mut sub = p
+        .subscribe_durable("busy", &p.category_subject("t"))
+        .await
+        .unwrap();
+    let mut auto = p
+        .subscribe_durable("auto", &p.category_subject("t"))
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let pending = sub.next_manual_ack().await.unwrap().unwrap();
+    auto.next().await.unwrap().unwrap();
+    server.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while p.is_connected() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client did not notice"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // a long task keeps reporting progress through the outage
+    let mut failed = None;
+    for call in 0..5000 {
+        match tokio::time::timeout(Duration::from_secs(5), pending.in_progress()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failed = Some((call, e));
+                break;
+            }
+            Err(_) => panic!("in_progress call {call} hung while the server was down"),
+        }
+    }
+    let (call, err) = failed.expect("the client's buffer never filled");
+    assert!(matches!(err, Error::Timeout { .. }), "call {call}: {err:?}");
+    match tokio::time::timeout(Duration::from_secs(5), pending.ack()).await {
+        Ok(Err(e)) => assert!(e.is_transient(), "{e:?}"),
+        Ok(Ok(())) => panic!("an ack was queued into a full buffer"),
+        Err(_) => panic!("ack hung while the server was down"),
+    }
+    // auto-ack: the next call and close acknowledge the previous event
+    match tokio::time::timeout(Duration::from_secs(5), auto.next()).await {
+        Ok(Err(e)) => assert!(e.is_transient(), "{e:?}"),
+        Ok(Ok(got)) => panic!("got {got:?} from a dead server"),
+        Err(_) => panic!("next() hung on its auto-ack while the server was down"),
+    }
+    match tokio::time::timeout(Duration::from_secs(5), auto.close()).await {
+        Ok(result) => assert!(result.is_err(), "close flushed to a dead server"),
+        Err(_) => panic!("close() hung while the server was down"),
+    }
+}
