@@ -200,7 +200,9 @@
 //! - **Durables**: changed `ack_wait`, `max_deliver`, `max_ack_pending`,
 //!   `backoff` or filter are applied to the existing consumer; a different
 //!   `deliver_policy` (which applies at creation only) is
-//!   [`Error::Conflict`](event_core::Error::Conflict).
+//!   [`Error::Conflict`](event_core::Error::Conflict), and so is a consumer
+//!   of that name made by another client as a push consumer or with an ack
+//!   policy other than explicit.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;

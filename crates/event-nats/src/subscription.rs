@@ -256,6 +256,26 @@ impl NatsSubscription {
         let consumer: PullConsumer = match stream.consumer_info(name).await {
             Ok(info) => {
                 let existing = info.config.clone();
+                // made by another client: settling events one by one needs
+                // a pull consumer with explicit acks (with `All`, acking one
+                // event would settle every earlier one), and neither can be
+                // changed in place
+                let foreign = if existing.deliver_subject.is_some() {
+                    Some("it is a push consumer (it has a deliver subject)".to_string())
+                } else if existing.ack_policy != AckPolicy::Explicit {
+                    Some(format!(
+                        "ack_policy: consumer has {:?}, the provider acks each event (Explicit)",
+                        existing.ack_policy
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = foreign {
+                    return Err(Error::Conflict {
+                        resource: format!("durable consumer {name}"),
+                        reason: format!("{reason}; unsubscribe it or use another name"),
+                    });
+                }
                 // the start policy applies at creation only: a different
                 // one would be silently ignored, so it is refused
                 if existing.deliver_policy != desired.deliver_policy {

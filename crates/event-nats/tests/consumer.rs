@@ -358,3 +358,49 @@ async fn acknowledgements_while_the_server_is_down_fail_instead_of_hanging() {
         Err(_) => panic!("close() hung while the server was down"),
     }
 }
+
+/// A durable of the same name made by another client with a different ack
+/// policy was used as it was: with `AckPolicy::All`, acking one event
+/// silently settled every earlier one (a failed event was never
+/// redelivered), and a push consumer was an `InvalidConfig` blaming the
+/// subscription's options. Both are a `Conflict` naming the difference.
+#[tokio::test]
+async fn a_foreign_durable_that_cannot_ack_each_event_is_a_conflict() {
+    use async_nats::jetstream::consumer::{self, AckPolicy};
+    let server = server!("a_foreign_durable_that_cannot_ack_each_event_is_a_conflict");
+    let p = NatsProvider::connect(common::config(&server, "foreign"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("ack-all".into()),
+            ack_policy: AckPolicy::All,
+            filter_subject: filter.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(consumer::push::Config {
+            durable_name: Some("pushed".into()),
+            deliver_subject: "elsewhere".into(),
+            ack_policy: AckPolicy::Explicit,
+            filter_subject: filter.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (name, difference) in [("ack-all", "ack_policy"), ("pushed", "push")] {
+        match p.subscribe_durable(name, &filter).await {
+            Err(Error::Conflict { resource, reason }) => {
+                assert!(resource.contains(name), "{resource}");
+                assert!(reason.contains(difference), "{reason}");
+            }
+            Err(other) => panic!("{name}: expected Conflict, got {other:?}"),
+            Ok(_) => panic!("{name}: subscribed to a consumer that cannot ack each event"),
+        }
+    }
+}
