@@ -77,6 +77,12 @@ pub(crate) fn consumer_config(
         }
         Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
     };
+    if options.backoff.iter().any(Duration::is_zero) {
+        return Err(Error::invalid_config(
+            "backoff",
+            "every step must be positive",
+        ));
+    }
     if !options.backoff.is_empty()
         && max_deliver != -1
         && max_deliver <= i64::try_from(options.backoff.len()).unwrap_or(i64::MAX)

@@ -404,3 +404,29 @@ async fn a_foreign_durable_that_cannot_ack_each_event_is_a_conflict() {
         }
     }
 }
+
+/// A zero backoff step after the first was sent to JetStream, which took
+/// it (a zero first step was already refused, as the ack wait). Every zero
+/// step is refused before any I/O, as the memory provider refuses it.
+#[tokio::test]
+async fn a_zero_backoff_step_is_invalid_config() {
+    let server = server!("a_zero_backoff_step_is_invalid_config");
+    let p = NatsProvider::connect(common::config(&server, "zero"))
+        .await
+        .unwrap();
+    let opts = SubscribeOptions {
+        backoff: vec![Duration::from_secs(1), Duration::ZERO],
+        max_deliver: Some(5),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("t");
+    match p.subscribe_durable_with_options("z", &filter, &opts).await {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "backoff"),
+        other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+    }
+    match p.subscribe_with_options(&filter, &opts).await {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "backoff"),
+        other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(p.info().await.unwrap().consumers, 0);
+}
