@@ -196,7 +196,9 @@ pub fn validate_filter(filter: &str) -> Result<()> {
 
 /// Validates a consumer (durable) name: non-empty, at most
 /// [`MAX_CONSUMER_NAME_LEN`] bytes, and none of whitespace, control
-/// characters, `.`, `*`, `>`, `/` or `\` (valid on every provider).
+/// characters, `.`, `*`, `>`, `/`, `\` or `%` (valid on every provider:
+/// nats-server builds a consumer's ack subjects with its name inside a
+/// format string, so a `%` garbles every one of them).
 pub fn validate_consumer_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid_subject(name, "consumer name is empty"));
@@ -207,10 +209,9 @@ pub fn validate_consumer_name(name: &str) -> Result<()> {
             format!("consumer name is longer than {MAX_CONSUMER_NAME_LEN} bytes"),
         ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
-    {
+    if let Some(c) = name.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\' | '%')
+    }) {
         return Err(Error::invalid_subject(
             name,
             format!("consumer name must not contain {c:?}"),
@@ -586,7 +587,7 @@ mod tests {
         assert!(validate_topic("forex..x").is_err());
         assert!(validate_topic("forex.>").is_err());
         validate_consumer_name("analyst-1_a").unwrap();
-        for bad in ["", "a.b", "a*", "a>", "a b", "a/b", "a\\b"] {
+        for bad in ["", "a.b", "a*", "a>", "a b", "a/b", "a\\b", "a%b", "%d"] {
             assert!(validate_consumer_name(bad).is_err(), "{bad}");
         }
         assert!(validate_consumer_name(&"x".repeat(256)).is_err());

@@ -105,12 +105,14 @@ impl NatsConfig {
             || self
                 .stream_name
                 .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
+                .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\%".contains(c))
         {
+            // (nats-server builds ack subjects with the stream name inside a
+            // format string: a `%` garbles every one of them)
             return Err(Error::invalid_config(
                 "stream_name",
                 format!(
-                    "{:?} must be non-empty without whitespace, `.`, `*`, `>`, `/` or `\\`",
+                    "{:?} must be non-empty without whitespace, `.`, `*`, `>`, `/`, `\\` or `%`",
                     self.stream_name
                 ),
             ));
@@ -464,6 +466,13 @@ mod tests {
             (
                 NatsConfig {
                     stream_name: "a.b".into(),
+                    ..NatsConfig::default()
+                },
+                "stream_name",
+            ),
+            (
+                NatsConfig {
+                    stream_name: "EVENTS%d".into(),
                     ..NatsConfig::default()
                 },
                 "stream_name",

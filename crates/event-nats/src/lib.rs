@@ -137,7 +137,8 @@
 //!   deleted when the subscription is closed or dropped (and expire on the
 //!   server after two idle minutes if the process dies). A consumer the
 //!   server no longer has (a restart, an administrator, another process's
-//!   `unsubscribe`) is noticed within one pull expiry (5 s): a durable's
+//!   `unsubscribe`) is noticed when a pull goes unanswered (within 7 s: a
+//!   5 s pull expiry and 2 s for the server's answer): a durable's
 //!   subscription returns [`Error::NotFound`](event_core::Error::NotFound);
 //!   an ephemeral is recreated at its oldest unsettled delivery, else after
 //!   the last event it handed out, else where it started, so nothing is
@@ -145,14 +146,20 @@
 //!   `nak_with_delay`, `term` and `in_progress` map to JetStream's `+ACK`,
 //!   `-NAK`, `-NAK {delay}`, `+TERM` and `+WPI`. `max_deliver` and `backoff`
 //!   map to the consumer's; with a backoff, JetStream uses `backoff[0]` as the
-//!   ack wait. A stored message that is not an event is terminated and
+//!   ack wait. An ack wait, backoff step or nak delay longer than a century
+//!   is a century (JetStream counts i64 nanoseconds and adds them to the
+//!   clock), and a `ByStartTime` after 2262-04-11 (where those nanoseconds
+//!   end) starts after every stored event. A stored message that is not an event is terminated and
 //!   returned once as [`Error::Undecodable`](event_core::Error::Undecodable).
 //! - **Prefetch**: a subscription asks the server for one event at a time for
 //!   its first 8 deliveries, so a caller that stops early leaves no fetched
 //!   but unseen events behind (they would count as a delivery). After that it
 //!   doubles its pull size up to `max_prefetch`, bounded by `max_ack_pending`
 //!   and by how many events the caller handles in a quarter of the ack wait.
-//!   Events fetched ahead and never handed out (subscription dropped) are
+//!   Everything fetched is handed out, however slowly the caller reads it
+//!   (async-nats's own batches drop what they still hold 5 s after their
+//!   expiry; the provider reads its pull requests itself). Events fetched
+//!   ahead and never handed out (subscription dropped) are
 //!   redelivered after the ack wait with their delivery count increased; set
 //!   `max_prefetch = 1` where that matters more than throughput. A
 //!   subscription with `max_deliver` never fetches ahead: an unseen fetched
@@ -182,10 +189,20 @@
 //!   [`Error::Connection`](event_core::Error::Connection) (at once, and on
 //!   later calls after waiting `request_timeout_secs` for the reconnection);
 //!   it stays usable and pulls again once the connection is back.
+//!   Acknowledgements made while the connection is down are queued and sent
+//!   on reconnection; once the client's outgoing buffer is full, one that
+//!   cannot be queued within `request_timeout_secs` is
+//!   [`Error::Timeout`](event_core::Error::Timeout) (an auto-ack is logged
+//!   and the event redelivered) instead of waiting for the server. A call
+//!   cancelled while it waits (a `select!` branch that lost, a timeout)
+//!   loses nothing: a delivery it had already received is returned by the
+//!   next call.
 //! - **Durables**: changed `ack_wait`, `max_deliver`, `max_ack_pending`,
 //!   `backoff` or filter are applied to the existing consumer; a different
 //!   `deliver_policy` (which applies at creation only) is
-//!   [`Error::Conflict`](event_core::Error::Conflict).
+//!   [`Error::Conflict`](event_core::Error::Conflict), and so is a consumer
+//!   of that name made by another client as a push consumer or with an ack
+//!   policy other than explicit.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;

@@ -2,6 +2,8 @@
 
 use crate::error::{self, PROVIDER};
 use crate::provider::NatsProvider;
+use async_nats::StatusCode;
+use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker as NatsMsgAcker};
 use async_trait::async_trait;
@@ -19,10 +21,26 @@ use std::time::{Duration, Instant};
 const WARMUP: u64 = 8;
 /// How long one pull request waits at the server for events.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How long after [`PULL_EXPIRES`] a pull request that has had no answer
+/// (the server answers an expired one with a 408; a consumer it no longer
+/// has never answers) is given up, once nothing it received is left.
+const PULL_GRACE: Duration = Duration::from_secs(2);
 /// Default `max_ack_pending` when the options leave it open.
 const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
 /// Ephemeral consumers left behind by a crashed process vanish after this.
 const EPHEMERAL_INACTIVE: Duration = Duration::from_secs(120);
+/// The longest ack wait, backoff step or nak delay sent to JetStream: a
+/// century. It carries durations as i64 nanoseconds (longer ones arrive
+/// wrapped: `18_446_744_274 s` became 200 s, `Duration::MAX` unparsable, a
+/// nak delay then a plain nak) and adds them to the current time, which
+/// overflows past 2262 (an `i64::MAX` ack wait keeps nats-server busy). A
+/// longer duration means "practically never", as on the memory provider.
+const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `wait`, at most [`LONGEST_WAIT`].
+fn jetstream_wait(wait: Duration) -> Duration {
+    wait.min(LONGEST_WAIT)
+}
 
 /// Maps the contract's deliver policy into JetStream's.
 pub(crate) fn deliver_policy(policy: &DeliverPolicy) -> Result<consumer::DeliverPolicy> {
@@ -35,7 +53,10 @@ pub(crate) fn deliver_policy(policy: &DeliverPolicy) -> Result<consumer::Deliver
             start_sequence: (*sequence).max(1),
         },
         DeliverPolicy::ByStartTime { timestamp } => {
-            let nanos = i128::from(*timestamp) * 1_000_000;
+            // JetStream reads the start time as i64 nanoseconds, which end
+            // in 2262 (a later time wrapped and delivered every stored
+            // event): no stored event is later than that end
+            let nanos = (i128::from(*timestamp) * 1_000_000).min(i128::from(i64::MAX));
             let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
                 .map_err(|e| Error::invalid_config("deliver_policy", e.to_string()))?;
             consumer::DeliverPolicy::ByStartTime { start_time }
@@ -56,6 +77,12 @@ pub(crate) fn consumer_config(
         }
         Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
     };
+    if options.backoff.iter().any(Duration::is_zero) {
+        return Err(Error::invalid_config(
+            "backoff",
+            "every step must be positive",
+        ));
+    }
     if !options.backoff.is_empty()
         && max_deliver != -1
         && max_deliver <= i64::try_from(options.backoff.len()).unwrap_or(i64::MAX)
@@ -75,12 +102,20 @@ pub(crate) fn consumer_config(
         }
         Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
     };
-    let ack_wait = match options.backoff.first() {
+    let backoff: Vec<Duration> = options
+        .backoff
+        .iter()
+        .copied()
+        .map(jetstream_wait)
+        .collect();
+    let ack_wait = match backoff.first() {
         // JetStream uses the first backoff step as the ack wait
         Some(first) => *first,
-        None => options
-            .ack_wait
-            .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT),
+        None => jetstream_wait(
+            options
+                .ack_wait
+                .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT),
+        ),
     };
     if ack_wait.is_zero() {
         return Err(Error::invalid_config("ack_wait", "must be positive"));
@@ -94,7 +129,7 @@ pub(crate) fn consumer_config(
         max_deliver,
         filter_subject: filter.to_string(),
         max_ack_pending,
-        backoff: options.backoff.clone(),
+        backoff,
         ..pull::Config::default()
     })
 }
@@ -164,7 +199,7 @@ pub(crate) struct NatsSubscription {
     /// The consumer's backoff: the ack wait of each delivery.
     backoff: Vec<Duration>,
     max_ack_pending: usize,
-    batch: Option<pull::Batch>,
+    batch: Option<Pull>,
     auto_pending: Option<NatsMsgAcker>,
     handed_out: u64,
     last_call: Option<Instant>,
@@ -177,6 +212,11 @@ pub(crate) struct NatsSubscription {
     start_floor: u64,
     /// `batch` has delivered a message.
     batch_delivered: bool,
+    /// A delivery taken from `batch` and not handed out yet: it stays here
+    /// while the call waits (for a settings lookup), so a call cancelled
+    /// meanwhile (a `select!` branch that lost, a timeout) leaves it to the
+    /// next one instead of losing it (the server counted the delivery).
+    held: Option<async_nats::jetstream::Message>,
     /// The connection was lost while `batch` was pending: its pull request
     /// is gone, only what it already received is left.
     stale: bool,
@@ -222,6 +262,26 @@ impl NatsSubscription {
         let consumer: PullConsumer = match stream.consumer_info(name).await {
             Ok(info) => {
                 let existing = info.config.clone();
+                // made by another client: settling events one by one needs
+                // a pull consumer with explicit acks (with `All`, acking one
+                // event would settle every earlier one), and neither can be
+                // changed in place
+                let foreign = if existing.deliver_subject.is_some() {
+                    Some("it is a push consumer (it has a deliver subject)".to_string())
+                } else if existing.ack_policy != AckPolicy::Explicit {
+                    Some(format!(
+                        "ack_policy: consumer has {:?}, the provider acks each event (Explicit)",
+                        existing.ack_policy
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = foreign {
+                    return Err(Error::Conflict {
+                        resource: format!("durable consumer {name}"),
+                        reason: format!("{reason}; unsubscribe it or use another name"),
+                    });
+                }
                 // the start policy applies at creation only: a different
                 // one would be silently ignored, so it is refused
                 if existing.deliver_policy != desired.deliver_policy {
@@ -313,6 +373,7 @@ impl NatsSubscription {
             last_sequence: 0,
             start_floor,
             batch_delivered: false,
+            held: None,
             stale: false,
             closed: false,
         }
@@ -364,16 +425,32 @@ impl NatsSubscription {
         self.last_call = Some(now);
     }
 
-    async fn start_batch(&mut self) -> Result<pull::Batch> {
+    async fn start_batch(&mut self) -> Result<Pull> {
         let size = self.next_batch_size();
         self.last_batch = size;
-        self.consumer
-            .batch()
-            .max_messages(size)
-            .expires(PULL_EXPIRES)
-            .messages()
+        let timeout = self.provider.consumer_timeout();
+        let client = &self.provider.inner.client;
+        let inbox = async_nats::Subject::from(client.new_inbox());
+        let subscriber = client
+            .subscribe(inbox.clone())
             .await
-            .map_err(|e| error::map("pull request", e, self.provider.consumer_timeout()))
+            .map_err(|e| error::map("pull request", e, timeout))?;
+        let request = BatchConfig {
+            batch: size,
+            expires: Some(PULL_EXPIRES),
+            ..BatchConfig::default()
+        };
+        self.consumer
+            .request_batch(request, inbox)
+            .await
+            .map_err(|e| error::map("pull request", e, timeout))?;
+        Ok(Pull {
+            subscriber,
+            context: self.provider.inner.js.clone(),
+            pending: size,
+            deadline: tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE,
+            done: false,
+        })
     }
 
     /// Where a recreated ephemeral consumer starts: at the oldest delivery
@@ -459,6 +536,20 @@ impl NatsSubscription {
         }
     }
 
+    /// [`refresh_settings`](Self::refresh_settings) before the held
+    /// delivery is handed out, if it is a redelivery. The delivery stays
+    /// held while this waits.
+    async fn refresh_for_held(&mut self) {
+        let redelivered = self
+            .held
+            .as_ref()
+            .and_then(|message| message.info().ok())
+            .is_some_and(|info| info.delivered > 1);
+        if redelivered {
+            self.refresh_settings().await;
+        }
+    }
+
     async fn consumer_exists(&self) -> bool {
         let info = self.provider.inner.stream.consumer_info(&self.name).await;
         !matches!(
@@ -485,6 +576,12 @@ impl NatsSubscription {
         }
         self.note_call();
         loop {
+            if self.held.is_some() {
+                self.refresh_for_held().await;
+                if let Some(message) = self.held.take() {
+                    return self.decode(message).await.map(Some);
+                }
+            }
             if self.batch.is_none() {
                 let link = &self.provider.inner.link;
                 if !link.wait_connected(self.provider.consumer_timeout()).await {
@@ -557,7 +654,7 @@ impl NatsSubscription {
                 }
                 Some(Ok(message)) => {
                     self.batch_delivered = true;
-                    return self.decode(message).await.map(Some);
+                    self.held = Some(message);
                 }
             }
         }
@@ -602,9 +699,6 @@ impl NatsSubscription {
             }
         };
         self.last_sequence = self.last_sequence.max(sequence);
-        if delivered > 1 {
-            self.refresh_settings().await;
-        }
         let subject = message.subject.to_string();
         let (message, acker) = message.split();
         match serde_json::from_slice::<Event>(&message.payload) {
@@ -641,11 +735,19 @@ impl NatsSubscription {
     }
 
     async fn ack_auto_pending(&mut self) {
-        if let Some(acker) = self.auto_pending.take()
-            && let Err(e) = acker.ack().await
-        {
+        let Some(acker) = self.auto_pending.take() else {
+            return;
+        };
+        // bounded: with the connection down and the client's buffer full it
+        // would wait for the reconnection (see `NatsAcker::send`)
+        let timeout = self.provider.consumer_timeout();
+        match tokio::time::timeout(timeout, acker.ack()).await {
+            Ok(Ok(())) => {}
             // the event is redelivered: at-least-once still holds
-            tracing::warn!(consumer = %self.name, error = %e, "auto-ack failed");
+            Ok(Err(e)) => tracing::warn!(consumer = %self.name, error = %e, "auto-ack failed"),
+            Err(_) => {
+                tracing::warn!(consumer = %self.name, "auto-ack timed out (connection lost?)");
+            }
         }
     }
 }
@@ -766,6 +868,73 @@ impl Drop for NatsSubscription {
     }
 }
 
+/// One pull request: the deliveries it brings, in order.
+///
+/// Unlike async-nats's `Batch`, which ends 5 s after the request's expiry
+/// and drops whatever it received and has not handed out yet (the server
+/// counted those deliveries: they came back only after the ack wait), a
+/// pull hands out everything it received, however slowly it is read; it
+/// gives up waiting only when nothing is left and the server has not
+/// answered [`PULL_GRACE`] after the expiry.
+struct Pull {
+    subscriber: async_nats::Subscriber,
+    context: async_nats::jetstream::Context,
+    /// Deliveries the request may still bring.
+    pending: usize,
+    deadline: tokio::time::Instant,
+    done: bool,
+}
+
+impl Pull {
+    /// The next delivery; `None` when the request is over (all delivered,
+    /// expired, or never answered); an error for a status the server ended
+    /// it with. Cancel-safe: a call cancelled while it waits loses nothing.
+    async fn next(
+        &mut self,
+    ) -> Option<std::result::Result<async_nats::jetstream::Message, String>> {
+        loop {
+            if self.done || self.pending == 0 {
+                return None;
+            }
+            // what was received is handed out whatever the time
+            let received = match self.subscriber.next().now_or_never() {
+                Some(received) => received,
+                // nothing after the deadline: the request is over
+                None => tokio::time::timeout_at(self.deadline, self.subscriber.next())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            let Some(message) = received else {
+                self.done = true;
+                return None;
+            };
+            match message.status {
+                None | Some(StatusCode::OK) => {
+                    self.pending -= 1;
+                    return Some(Ok(async_nats::jetstream::Message {
+                        message,
+                        context: self.context.clone(),
+                    }));
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                // expired, or nothing to deliver
+                Some(StatusCode::TIMEOUT | StatusCode::NOT_FOUND) => {
+                    self.done = true;
+                    return None;
+                }
+                Some(status) => {
+                    self.done = true;
+                    return Some(Err(format!(
+                        "{status}: {}",
+                        message.description.as_deref().unwrap_or("")
+                    )));
+                }
+            }
+        }
+    }
+}
+
 /// Settles one delivery with JetStream acknowledgements.
 struct NatsAcker {
     acker: NatsMsgAcker,
@@ -782,11 +951,20 @@ impl NatsAcker {
         }
     }
 
+    /// Sends `kind`. While the connection is down the client queues it
+    /// (it goes out on reconnection); once the client's buffer is full it
+    /// would wait for the reconnection, so the wait is bounded by the
+    /// request timeout.
     async fn send(&self, kind: AckKind, what: &str) -> Result<()> {
-        self.acker
-            .ack_with(kind)
-            .await
-            .map_err(|e| Error::Connection(format!("{what}: {e}")))
+        let Ok(sent) = tokio::time::timeout(self.timeout, self.acker.ack_with(kind)).await else {
+            return Err(Error::Timeout {
+                operation: format!(
+                    "{what}: the client's outgoing buffer stayed full (connection lost?)"
+                ),
+                elapsed: self.timeout,
+            });
+        };
+        sent.map_err(|e| Error::Connection(format!("{what}: {e}")))
             .map_err(|e| match e {
                 Error::Connection(m) if m.contains("timed out") => Error::Timeout {
                     operation: m,
@@ -806,7 +984,8 @@ impl Acker for NatsAcker {
     }
 
     async fn nak(&self, delay: Option<Duration>) -> Result<()> {
-        self.send(AckKind::Nak(delay), "nak").await
+        self.send(AckKind::Nak(delay.map(jetstream_wait)), "nak")
+            .await
     }
 
     async fn term(&self) -> Result<()> {

@@ -702,7 +702,7 @@ async fn delete_ephemerals(server: &NatsServer, stream: &str) {
 }
 
 async fn next_n(sub: &mut Box<dyn event_core::Subscription>) -> event_core::PendingEvent {
-    // a lost consumer is noticed when a pull expires unanswered (5 s)
+    // a lost consumer is noticed when a pull goes unanswered (7 s)
     tokio::time::timeout(Duration::from_secs(30), sub.next_manual_ack())
         .await
         .expect("an event within 30 s")

@@ -1,0 +1,432 @@
+//! Consumer-side behaviour against a real `nats-server`: option limits,
+//! consumer names, start times, cancelled calls.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::NatsServer;
+use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions, Subscription};
+use event_nats::NatsProvider;
+use serde_json::json;
+use std::time::Duration;
+
+macro_rules! server {
+    ($name:expr) => {
+        match NatsServer::start($name) {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+fn event(p: &NatsProvider, n: u64) -> Event {
+    Event::new(
+        p.build_subject("t", "x"),
+        "t",
+        format!("e{n}"),
+        "test",
+        json!({ "n": n }),
+    )
+}
+
+/// The longest ack wait or nak delay the provider sends to JetStream.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+async fn consumer_config(p: &NatsProvider, name: &str) -> async_nats::jetstream::consumer::Config {
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    stream.consumer_info(name).await.unwrap().config.clone()
+}
+
+/// `n` of each delivery until none comes for `quiet`, acking each.
+async fn drain(sub: &mut Box<dyn Subscription>, quiet: Duration) -> Vec<u64> {
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(pending))) = tokio::time::timeout(quiet, sub.next_manual_ack()).await {
+        seen.push(pending.received.event.payload["n"].as_u64().unwrap());
+        pending.ack().await.unwrap();
+    }
+    seen
+}
+
+/// An ack wait or backoff longer than JetStream's i64 nanoseconds was
+/// serialised wrapped (`18_446_744_274 s` became a 200 s ack wait, and
+/// `Duration::MAX` a refusal with a decoding error), and one that fits but
+/// overflows the server's clock arithmetic (`i64::MAX` nanoseconds) kept
+/// nats-server busy. A very long wait means "practically never", as on the
+/// memory provider: the consumer gets a century, and a durable created with
+/// it resumes with the same options.
+#[tokio::test]
+async fn ack_waits_longer_than_a_century_are_a_century() {
+    let server = server!("ack_waits_longer_than_a_century_are_a_century");
+    let p = NatsProvider::connect(common::config(&server, "aw"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    p.publish(&event(&p, 0)).await.unwrap();
+    for (name, wait) in [
+        ("wrap", Duration::from_secs(18_446_744_274)),
+        ("max", Duration::MAX),
+        ("i64", Duration::from_nanos(i64::MAX as u64)),
+    ] {
+        let opts = SubscribeOptions {
+            ack_wait: Some(wait),
+            ..SubscribeOptions::default()
+        };
+        let mut sub = p
+            .subscribe_durable_with_options(name, &filter, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("ack_wait {wait:?}: {e:?}"));
+        assert_eq!(consumer_config(&p, name).await.ack_wait, CENTURY);
+        let pending = sub.next_manual_ack().await.unwrap().unwrap();
+        assert_eq!(pending.ack_wait(), Some(CENTURY));
+        pending.ack().await.unwrap();
+        drop(sub);
+        // resuming with the same options changes nothing
+        drop(
+            p.subscribe_durable_with_options(name, &filter, &opts)
+                .await
+                .unwrap_or_else(|e| panic!("resume with ack_wait {wait:?}: {e:?}")),
+        );
+        // an ephemeral too
+        drop(p.subscribe_with_options(&filter, &opts).await.unwrap());
+    }
+    let opts = SubscribeOptions {
+        backoff: vec![Duration::from_secs(1), Duration::MAX],
+        max_deliver: Some(3),
+        ..SubscribeOptions::default()
+    };
+    drop(
+        p.subscribe_durable_with_options("backoff", &filter, &opts)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        consumer_config(&p, "backoff").await.backoff,
+        vec![Duration::from_secs(1), CENTURY]
+    );
+}
+
+/// A nak delay beyond JetStream's i64 nanoseconds was sent as a number the
+/// server cannot parse, which it treats as a plain nak: the event came back
+/// at once instead of (practically) never.
+#[tokio::test]
+async fn a_nak_delay_beyond_jetstream_nanoseconds_does_not_redeliver_at_once() {
+    let server = server!("a_nak_delay_beyond_jetstream_nanoseconds_does_not_redeliver_at_once");
+    let p = NatsProvider::connect(common::config(&server, "nak"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let mut sub = p.subscribe_durable("later", &filter).await.unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let pending = sub.next_manual_ack().await.unwrap().unwrap();
+    pending.nak_with_delay(Duration::MAX).await.unwrap();
+    p.publish(&event(&p, 1)).await.unwrap();
+    assert_eq!(
+        drain(&mut sub, Duration::from_millis(1500)).await,
+        [1],
+        "the delayed event must not come back now"
+    );
+}
+
+/// A start time after 2262-04-11 (the end of JetStream's i64 nanoseconds)
+/// wrapped at the server and delivered every stored event; stored events
+/// are all older than such a time, so none is delivered (as on the memory
+/// provider), only later ones.
+#[tokio::test]
+async fn a_start_time_beyond_2262_delivers_no_stored_event() {
+    let server = server!("a_start_time_beyond_2262_delivers_no_stored_event");
+    let p = NatsProvider::connect(common::config(&server, "st"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    for n in 0..3 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    // 2262-04-11T23:47:16.855Z, 9999-12-31 and the largest timestamp
+    for (name, timestamp) in [
+        ("after", 9_223_372_036_855),
+        ("y9999", 253_402_300_799_000),
+        ("max", u64::MAX),
+    ] {
+        let opts = SubscribeOptions {
+            deliver_policy: DeliverPolicy::ByStartTime { timestamp },
+            ..SubscribeOptions::default()
+        };
+        let mut eph = p.subscribe_with_options(&filter, &opts).await.unwrap();
+        let mut durable = p
+            .subscribe_durable_with_options(name, &filter, &opts)
+            .await
+            .unwrap();
+        let quiet = Duration::from_millis(500);
+        assert_eq!(drain(&mut eph, quiet).await, Vec::<u64>::new(), "{name}");
+        assert_eq!(
+            drain(&mut durable, quiet).await,
+            Vec::<u64>::new(),
+            "{name}"
+        );
+        drop(durable);
+        // the durable resumes with the same options
+        drop(
+            p.subscribe_durable_with_options(name, &filter, &opts)
+                .await
+                .unwrap(),
+        );
+    }
+}
+
+/// nats-server builds ack subjects with the consumer name in a format
+/// string: a `%` in the name garbled every ack subject, so no delivery
+/// could be decoded or acknowledged. Such a name is refused before any I/O.
+#[tokio::test]
+async fn a_consumer_name_with_a_percent_sign_is_refused() {
+    let server = server!("a_consumer_name_with_a_percent_sign_is_refused");
+    let p = NatsProvider::connect(common::config(&server, "pct"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    match p.subscribe_durable("orders%eu", &filter).await {
+        Err(Error::InvalidSubject { subject, reason }) => {
+            assert_eq!(subject, "orders%eu");
+            assert!(reason.contains('%'), "{reason}");
+        }
+        Err(other) => panic!("expected InvalidSubject, got {other:?}"),
+        Ok(_) => panic!("a consumer name with % was accepted"),
+    }
+    assert!(matches!(
+        p.unsubscribe("orders%eu").await,
+        Err(Error::InvalidSubject { .. })
+    ));
+    assert_eq!(p.info().await.unwrap().consumers, 0);
+}
+
+/// A call cancelled after it took a delivery off the wire but before it
+/// returned it (a durable's redelivery waits for a settings lookup) lost
+/// that delivery: the server counted it, and on a final delivery it was
+/// exhausted without ever being seen. A cancelled call (a `select!` branch
+/// that lost, a timeout) keeps it for the next call.
+#[tokio::test]
+async fn a_cancelled_call_does_not_lose_the_delivery_it_was_reading() {
+    let server = server!("a_cancelled_call_does_not_lose_the_delivery_it_was_reading");
+    let p = NatsProvider::connect(common::config(&server, "cancel"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let opts = SubscribeOptions {
+        max_deliver: Some(2),
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("twice", &filter, &opts)
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(first.received.num_delivered, 1);
+    drop(first); // redelivered after the ack wait
+    // a call waiting at the server, abandoned: its pull request stays
+    let short = Duration::from_millis(200);
+    assert!(
+        tokio::time::timeout(short, sub.next_manual_ack())
+            .await
+            .is_err()
+    );
+    // the redelivery arrives in that pull's buffer
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // a call that reads it and is cancelled while the (frozen) server
+    // answers its lookup
+    server.pause();
+    let cancelled = tokio::time::timeout(Duration::from_millis(500), sub.next_manual_ack()).await;
+    server.resume();
+    assert!(
+        cancelled.is_err(),
+        "returned while the server was frozen: {cancelled:?}"
+    );
+    let again = tokio::time::timeout(Duration::from_secs(5), sub.next_manual_ack())
+        .await
+        .expect("the delivery the cancelled call was reading")
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.received.num_delivered, 2);
+    assert!(again.is_final_delivery());
+    again.ack().await.unwrap();
+}
+
+/// async-nats ends a pull request 5 s after its expiry even when events it
+/// received are still waiting to be handed out, and drops them: a caller
+/// that slowed down after a fast start (a prefetch sized for the fast pace)
+/// saw a gap, the skipped events coming back only after the ack wait (here
+/// two minutes) with their delivery count raised. Every fetched event is
+/// handed out, in order, on its first delivery.
+#[tokio::test]
+async fn events_fetched_ahead_are_handed_out_when_the_caller_slows_down() {
+    let server = server!("events_fetched_ahead_are_handed_out_when_the_caller_slows_down");
+    let p = NatsProvider::connect(common::config(&server, "slow"))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..520).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(120)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("slow", &p.category_subject("t"), &opts)
+        .await
+        .unwrap();
+    // fast through the warm-up and the growing pulls (up to 256 events
+    // ahead), then 45 ms per event: the last pull takes 11 s to hand out
+    for n in 0..500u64 {
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} not handed out"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.event.payload["n"].as_u64(), got.num_delivered),
+            (Some(n), 1),
+            "event {n}"
+        );
+        if n >= 262 {
+            tokio::time::sleep(Duration::from_millis(45)).await;
+        }
+    }
+}
+
+/// While the server is down, acknowledgements queue in the client; once its
+/// buffer is full (an outage long enough for a busy consumer's acks and
+/// `in_progress` calls), the next one waited for the reconnection,
+/// possibly forever. Each settles or fails within the request timeout.
+#[tokio::test]
+async fn acknowledgements_while_the_server_is_down_fail_instead_of_hanging() {
+    let mut server = server!("acknowledgements_while_the_server_is_down_fail_instead_of_hanging");
+    let config = event_nats::NatsConfig {
+        request_timeout_secs: 1,
+        ..common::config(&server, "down")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
+    let mut sub = p
+        .subscribe_durable("busy", &p.category_subject("t"))
+        .await
+        .unwrap();
+    let mut auto = p
+        .subscribe_durable("auto", &p.category_subject("t"))
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let pending = sub.next_manual_ack().await.unwrap().unwrap();
+    auto.next().await.unwrap().unwrap();
+    server.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while p.is_connected() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client did not notice"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // a long task keeps reporting progress through the outage
+    let mut failed = None;
+    for call in 0..5000 {
+        match tokio::time::timeout(Duration::from_secs(5), pending.in_progress()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failed = Some((call, e));
+                break;
+            }
+            Err(_) => panic!("in_progress call {call} hung while the server was down"),
+        }
+    }
+    let (call, err) = failed.expect("the client's buffer never filled");
+    assert!(matches!(err, Error::Timeout { .. }), "call {call}: {err:?}");
+    match tokio::time::timeout(Duration::from_secs(5), pending.ack()).await {
+        Ok(Err(e)) => assert!(e.is_transient(), "{e:?}"),
+        Ok(Ok(())) => panic!("an ack was queued into a full buffer"),
+        Err(_) => panic!("ack hung while the server was down"),
+    }
+    // auto-ack: the next call and close acknowledge the previous event
+    match tokio::time::timeout(Duration::from_secs(5), auto.next()).await {
+        Ok(Err(e)) => assert!(e.is_transient(), "{e:?}"),
+        Ok(Ok(got)) => panic!("got {got:?} from a dead server"),
+        Err(_) => panic!("next() hung on its auto-ack while the server was down"),
+    }
+    match tokio::time::timeout(Duration::from_secs(5), auto.close()).await {
+        Ok(result) => assert!(result.is_err(), "close flushed to a dead server"),
+        Err(_) => panic!("close() hung while the server was down"),
+    }
+}
+
+/// A durable of the same name made by another client with a different ack
+/// policy was used as it was: with `AckPolicy::All`, acking one event
+/// silently settled every earlier one (a failed event was never
+/// redelivered), and a push consumer was an `InvalidConfig` blaming the
+/// subscription's options. Both are a `Conflict` naming the difference.
+#[tokio::test]
+async fn a_foreign_durable_that_cannot_ack_each_event_is_a_conflict() {
+    use async_nats::jetstream::consumer::{self, AckPolicy};
+    let server = server!("a_foreign_durable_that_cannot_ack_each_event_is_a_conflict");
+    let p = NatsProvider::connect(common::config(&server, "foreign"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("ack-all".into()),
+            ack_policy: AckPolicy::All,
+            filter_subject: filter.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(consumer::push::Config {
+            durable_name: Some("pushed".into()),
+            deliver_subject: "elsewhere".into(),
+            ack_policy: AckPolicy::Explicit,
+            filter_subject: filter.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (name, difference) in [("ack-all", "ack_policy"), ("pushed", "push")] {
+        match p.subscribe_durable(name, &filter).await {
+            Err(Error::Conflict { resource, reason }) => {
+                assert!(resource.contains(name), "{resource}");
+                assert!(reason.contains(difference), "{reason}");
+            }
+            Err(other) => panic!("{name}: expected Conflict, got {other:?}"),
+            Ok(_) => panic!("{name}: subscribed to a consumer that cannot ack each event"),
+        }
+    }
+}
+
+/// A zero backoff step after the first was sent to JetStream, which took
+/// it (a zero first step was already refused, as the ack wait). Every zero
+/// step is refused before any I/O, as the memory provider refuses it.
+#[tokio::test]
+async fn a_zero_backoff_step_is_invalid_config() {
+    let server = server!("a_zero_backoff_step_is_invalid_config");
+    let p = NatsProvider::connect(common::config(&server, "zero"))
+        .await
+        .unwrap();
+    let opts = SubscribeOptions {
+        backoff: vec![Duration::from_secs(1), Duration::ZERO],
+        max_deliver: Some(5),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("t");
+    match p.subscribe_durable_with_options("z", &filter, &opts).await {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "backoff"),
+        other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+    }
+    match p.subscribe_with_options(&filter, &opts).await {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "backoff"),
+        other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(p.info().await.unwrap().consumers, 0);
+}
