@@ -23,9 +23,9 @@ test-nats:
 test-memory:
     cargo test -p event-memory
 
-# Criterion benchmarks (all, or one bench target)
+# Criterion benchmarks (all, or one bench target of any crate)
 bench TARGET="":
-    cargo bench --all-features {{ if TARGET == "" { "" } else { "--bench " + TARGET } }}
+    cargo bench --workspace --all-features {{ if TARGET == "" { "" } else { "--bench " + TARGET } }}
 
 # Clippy with warnings as errors
 lint:

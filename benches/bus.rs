@@ -40,7 +40,10 @@ fn reader(mut sub: Box<dyn Subscription>, n: u64) -> tokio::task::JoinHandle<u64
                 Err(e) => panic!("{e}"),
             }
         }
-        assert_eq!(lagged, 0, "the subscriber lagged; raise channel_capacity");
+        assert_eq!(
+            lagged, 0,
+            "the subscriber lagged (events were evicted before it read them); raise max_events"
+        );
         got
     })
 }

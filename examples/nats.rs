@@ -59,7 +59,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("batch event stored at sequence {}", result?);
     }
 
-    // a durable consumer that starts with the last event and then reads on
+    // a durable consumer that starts at the first event published above and
+    // reads on (it is deleted at the end, so every run starts afresh)
     let options = SubscribeOptions {
         deliver_policy: event_core::DeliverPolicy::ByStartSequence { sequence: seq },
         ack_wait: Some(Duration::from_secs(5)),

@@ -28,16 +28,16 @@
 //!
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `memory` | yes | `provider::memory`: the in-process provider |
-//! | `conformance` | no | `conformance`: the provider test suite, for third-party providers |
-//! | `nats` | no | `provider::nats`: the NATS JetStream provider |
-//! | `crypto` | no | `crypto`, `Aes256GcmEncryptor`, `EncryptedPayload`: AES-256-GCM payload encryption |
-//! | `schema` | no | `schema`: schema registry with JSON Schema and compatibility rules |
-//! | `cloudevents` | no | `cloudevents`, `CloudEvent`: CloudEvents v1.0 conversion |
-//! | `cloudevents-http` | no | `cloudevents` plus the HTTP binding (reqwest client, axum server) |
-//! | `cloudevents-nats` | no | `cloudevents` plus the NATS protocol binding (async-nats) |
-//! | `routing` | no | `routing`, `Broker`, `Trigger`, sinks, sources, scaling events |
-//! | `routing-http` | no | `routing` plus the HTTP sink and the webhook source |
+//! | `memory` | yes | [`provider::memory`]: the in-process provider |
+//! | `nats` | no | `provider::nats`: `NatsProvider` on NATS JetStream |
+//! | `crypto` | no | `crypto` and `Aes256GcmEncryptor`: AES-256-GCM payload encryption with a key ring |
+//! | `schema` | no | `schema`: schema registry, JSON Schema validation, compatibility rules |
+//! | `cloudevents` | no | `cloudevents` and `CloudEvent`: CloudEvents v1.0 conversion and the provider binding |
+//! | `cloudevents-http` | no | `cloudevents::http`: the HTTP binding (reqwest client, axum extractor) |
+//! | `cloudevents-nats` | no | `cloudevents::nats`: the NATS protocol binding (async-nats) |
+//! | `routing` | no | `routing` and `Broker`, `Trigger`, ...: Knative-style routing, sinks, sources |
+//! | `routing-http` | no | `routing::http`: the HTTP sink and the webhook source |
+//! | `conformance` | no | [`conformance`]: the provider test suite, for third-party providers |
 //! | `full` | no | every feature |
 //!
 //! The bus itself is always present and light: the minimal build

@@ -102,7 +102,7 @@ pub use cloudevent::CloudEvent;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Attributes in `ce-*` headers, data in the message body (the payload
-    /// on NATS).
+    /// on NATS). The default.
     #[default]
     Binary,
     /// One `application/cloudevents+json` document in the body, announced

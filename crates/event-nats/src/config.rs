@@ -48,7 +48,9 @@ pub enum DiscardPolicy {
 /// };
 /// assert!(config.validate().is_ok());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` output redacts the token and any `user:password@` in the URL.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NatsConfig {
     /// Server URL(s), comma separated: `nats://host:4222`, `tls://host:4222`.
     pub url: String,
@@ -90,6 +92,47 @@ impl Default for NatsConfig {
             request_timeout_secs: 10,
         }
     }
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_url(&self.url))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("credentials_path", &self.credentials_path)
+            .field("stream_name", &self.stream_name)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("storage", &self.storage)
+            .field("max_events", &self.max_events)
+            .field("max_age_secs", &self.max_age_secs)
+            .field("max_bytes", &self.max_bytes)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .finish()
+    }
+}
+
+/// `url` (comma-separated server URLs) with the credentials of every
+/// `user:password@host` or `token@host` replaced by `<redacted>`.
+pub(crate) fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = match one.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, one),
+            };
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            let rest = match rest[..host_end].rfind('@') {
+                Some(at) => format!("<redacted>{}", &rest[at..]),
+                None => rest.to_string(),
+            };
+            match scheme {
+                Some(scheme) => format!("{scheme}://{rest}"),
+                None => rest,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl NatsConfig {
@@ -171,7 +214,8 @@ impl NatsConfig {
 const MAX_SECS: u64 = i64::MAX as u64 / 1_000_000_000;
 
 fn validate_url(url: &str) -> Result<()> {
-    let bad = |reason: &str| Error::invalid_config("url", format!("{url:?}: {reason}"));
+    let bad =
+        |reason: &str| Error::invalid_config("url", format!("{:?}: {reason}", redact_url(url)));
     if url.is_empty() {
         return Err(bad("empty server address"));
     }
@@ -630,6 +674,45 @@ mod tests {
                 .unwrap()
                 .as_nanos()
         )
+    }
+
+    #[test]
+    fn config_secrets_are_redacted_in_debug() {
+        let config = NatsConfig {
+            url: "tls://svc:hunter2@nats-1:4222, nats://s3cr3t@nats-2:4222,nats-3:4222".into(),
+            token: Some("tok3n".into()),
+            ..NatsConfig::default()
+        };
+        let s = format!("{config:?}");
+        for secret in ["hunter2", "svc:", "s3cr3t", "tok3n"] {
+            assert!(!s.contains(secret), "{secret} in {s}");
+        }
+        for kept in [
+            "tls://<redacted>@nats-1:4222",
+            "nats://<redacted>@nats-2:4222",
+            "nats-3:4222",
+            "A3S_EVENTS",
+        ] {
+            assert!(s.contains(kept), "{kept} missing from {s}");
+        }
+        assert_eq!(
+            redact_url("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222",
+            "nothing to redact"
+        );
+        // a bad URL is named without its credentials
+        let bad = NatsConfig {
+            url: "nats://svc:hunter2@host:notaport".into(),
+            ..NatsConfig::default()
+        };
+        match bad.validate() {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "url");
+                assert!(!reason.contains("hunter2"), "{reason}");
+                assert!(reason.contains("<redacted>@host:notaport"), "{reason}");
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! [`NatsProvider`]: connection, stream management, publish, history, info.
 
-use crate::config::{DiscardPolicy, NatsConfig, NatsOptions, StorageType};
+use crate::config::{DiscardPolicy, NatsConfig, NatsOptions, StorageType, redact_url};
 use crate::error::{self, PROVIDER};
 use crate::subscription::NatsSubscription;
 use async_nats::HeaderMap;
@@ -79,7 +79,7 @@ impl Link {
 impl std::fmt::Debug for NatsProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsProvider")
-            .field("url", &self.inner.config.url)
+            .field("url", &redact_url(&self.inner.config.url))
             .field("stream", &self.inner.stream_name)
             .field("subject_prefix", &self.inner.config.subject_prefix)
             .finish_non_exhaustive()
@@ -120,7 +120,7 @@ impl NatsProvider {
         let client = connect_options
             .connect(servers)
             .await
-            .map_err(|e| error::connect(e, &config.url, config.connect_timeout()))?;
+            .map_err(|e| error::connect(e, &redact_url(&config.url), config.connect_timeout()))?;
         link.connected.store(true, Ordering::Release);
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout())
@@ -131,7 +131,7 @@ impl NatsProvider {
         let stream = ensure_stream(&js, &config, &options).await?;
         let max_payload = client.server_info().max_payload;
         tracing::info!(
-            url = %config.url,
+            url = %redact_url(&config.url),
             stream = %config.stream_name,
             max_payload,
             "connected to NATS JetStream"
@@ -303,7 +303,7 @@ impl NatsProvider {
         }
         Err(Error::Connection(format!(
             "{op}: not connected to {} (reconnecting)",
-            self.inner.config.url
+            redact_url(&self.inner.config.url)
         )))
     }
 

@@ -676,7 +676,7 @@ impl NatsSubscription {
             "consumer {}: not connected to {} for {:?} (reconnecting; the subscription \
              resumes when called again after the reconnection)",
             self.name,
-            self.provider.inner.config.url,
+            crate::config::redact_url(&self.provider.inner.config.url),
             self.provider.consumer_timeout()
         ))
     }

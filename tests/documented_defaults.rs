@@ -1,0 +1,262 @@
+//! Every default the documentation states, checked against the `Default`
+//! impls (and the constructors documented as defaults). Each assertion names
+//! where the value is documented; a change to a default fails here until the
+//! docs that promise it are changed too.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[test]
+fn event_core_options() {
+    use event_core::{DeliverPolicy, Event, PublishOptions, SubscribeOptions};
+
+    // `PublishOptions`: "Defaults: dedup by the event id, no concurrency
+    // check, the provider's timeout."
+    let publish = PublishOptions::default();
+    assert_eq!(publish.msg_id, None);
+    assert_eq!(publish.expected_sequence, None);
+    assert_eq!(publish.timeout, None);
+    let event = Event::new("events.a.b", "a", "s", "src", serde_json::json!({}));
+    assert_eq!(publish.dedup_id(&event), event.id);
+
+    // `SubscribeOptions` field docs; `EventProvider` contract: a durable
+    // "on creation ... starts per deliver_policy (default `All`)"; the ack
+    // wait of conforming providers is 30 s.
+    let subscribe = SubscribeOptions::default();
+    assert_eq!(subscribe.max_deliver, None, "unlimited");
+    assert!(subscribe.backoff.is_empty(), "ack_wait each time");
+    assert_eq!(subscribe.max_ack_pending, None, "the provider default");
+    assert_eq!(subscribe.deliver_policy, DeliverPolicy::All);
+    assert_eq!(subscribe.ack_wait, None, "the provider default");
+    assert_eq!(SubscribeOptions::DEFAULT_ACK_WAIT, Duration::from_secs(30));
+    assert_eq!(subscribe.redelivery_delay(1), Duration::from_secs(30));
+
+    // The original JSON shape (DESIGN.md, README): `eventType` default "",
+    // `version` default 1, `metadata` default empty.
+    let old: Event = serde_json::from_value(serde_json::json!({
+        "id": "evt-1", "subject": "events.a.b", "category": "a", "payload": {},
+        "summary": "s", "source": "src", "timestamp": 1
+    }))
+    .unwrap();
+    assert_eq!(old.event_type, "");
+    assert_eq!(old.version, 1);
+    assert!(old.metadata.is_empty());
+}
+
+#[test]
+fn event_memory_config_and_limits() {
+    use event_core::EventProvider;
+    use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
+
+    // `MemoryConfig` (as in the original README) and the doc example of
+    // `docs/deployment.md`.
+    let config = MemoryConfig::default();
+    assert_eq!(config.subject_prefix, "events");
+    assert_eq!(config.max_events, 100_000);
+    assert_eq!(config.channel_capacity, 10_000);
+
+    // `MemoryLimits` field docs.
+    let limits = MemoryLimits::default();
+    assert_eq!(limits.max_payload, 1024 * 1024, "1 MiB, as NATS");
+    assert_eq!(
+        limits.duplicate_window,
+        Duration::from_secs(120),
+        "2 minutes, as JetStream"
+    );
+    assert_eq!(limits.max_dedup_entries, 100_000);
+    assert_eq!(limits.default_ack_wait, Duration::from_secs(30));
+    assert_eq!(limits.default_max_ack_pending, 1_000);
+    assert_eq!(limits.stream_name, "memory");
+
+    // `EventProvider::subject_prefix`: "`events` unless configured".
+    assert_eq!(MemoryProvider::default().subject_prefix(), "events");
+}
+
+#[test]
+fn event_nats_config_and_options() {
+    use event_nats::{DiscardPolicy, NatsConfig, NatsOptions, StorageType, TlsOptions};
+
+    // The configuration table of the `event-nats` crate docs.
+    let config = NatsConfig::default();
+    assert_eq!(config.url, "nats://127.0.0.1:4222");
+    assert_eq!(config.token, None);
+    assert_eq!(config.credentials_path, None);
+    assert_eq!(config.stream_name, "A3S_EVENTS");
+    assert_eq!(config.subject_prefix, "events");
+    assert_eq!(config.storage, StorageType::File);
+    assert_eq!(config.max_events, 100_000);
+    assert_eq!(config.max_age_secs, 7 * 24 * 3600, "7 days");
+    assert_eq!(config.max_bytes, 0, "unlimited");
+    assert_eq!(config.connect_timeout_secs, 5);
+    assert_eq!(config.request_timeout_secs, 10);
+    assert_eq!(StorageType::default(), StorageType::File);
+
+    let options = NatsOptions::default();
+    assert_eq!(options.user, None);
+    assert_eq!(options.password, None);
+    assert_eq!(options.nkey_seed, None);
+    assert_eq!(options.tls, TlsOptions::default());
+    assert!(!options.tls.require);
+    assert_eq!(options.tls.ca_file, None);
+    assert_eq!(options.tls.client_cert, None);
+    assert_eq!(options.client_name, None);
+    assert_eq!(
+        options.duplicate_window,
+        Duration::from_secs(120),
+        "2 min (also docs/deployment.md)"
+    );
+    assert_eq!(options.replicas, 1);
+    assert_eq!(options.discard, DiscardPolicy::Old);
+    assert_eq!(DiscardPolicy::default(), DiscardPolicy::Old);
+    assert_eq!(options.max_inflight_acks, 256);
+    assert_eq!(options.max_prefetch, 256);
+}
+
+#[tokio::test]
+async fn event_bus_consumer_and_dlq() {
+    use a3s_event::consumer::ConsumerConfig;
+    use a3s_event::dlq::{MemoryDlqHandler, ProviderDlqHandler};
+    use event_core::{DeadLetterEvent, DlqHandler, Event};
+
+    // `ConsumerConfig` field docs.
+    let consumer = ConsumerConfig::default();
+    assert_eq!(consumer.concurrency, 16);
+    assert_eq!(consumer.handler_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(consumer.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(consumer.dlq_attempts, 5);
+
+    // `MemoryDlqHandler::default`: "Capacity 10,000" (the oldest is evicted
+    // beyond it).
+    let dlq = MemoryDlqHandler::default();
+    for n in 0..10_001 {
+        let event = Event::new(
+            "events.a.b",
+            "a",
+            format!("{n}"),
+            "src",
+            serde_json::json!({}),
+        );
+        dlq.handle(DeadLetterEvent::new(event, "failed"))
+            .await
+            .unwrap();
+    }
+    assert_eq!((dlq.len(), dlq.evicted()), (10_000, 1));
+
+    // `ProviderDlqHandler::new`: "A DLQ on `provider` under `{prefix}.dlq.>`".
+    let provider = Arc::new(event_memory::MemoryProvider::default());
+    assert_eq!(
+        ProviderDlqHandler::new(provider).filter_subject(),
+        "events.dlq.>"
+    );
+}
+
+#[test]
+fn event_routing_broker_and_delivery() {
+    use event_routing::{BackoffPolicy, BrokerConfig, DeliverySpec, QueueFullPolicy};
+
+    // `BrokerConfig` field docs.
+    let broker = BrokerConfig::default();
+    assert_eq!(broker.queue_capacity, 1024);
+    assert_eq!(broker.workers, 64);
+    assert_eq!(broker.full_policy, QueueFullPolicy::Wait);
+    assert_eq!(QueueFullPolicy::default(), QueueFullPolicy::Wait);
+    assert_eq!(broker.feed_concurrency, 16);
+    assert_eq!(broker.feed_retry_delay, Duration::from_secs(1));
+    assert_eq!(broker.max_hops, 8);
+    assert_eq!(broker.dispatch_linger, Duration::from_millis(1));
+
+    // `DeliverySpec`: "Defaults: no retries, exponential backoff from 100 ms
+    // capped at 30 s, a 30 s timeout, no dead-letter sink." (the 30 s timeout
+    // is also the one docs/deployment.md names for HTTP sinks)
+    for spec in [DeliverySpec::default(), DeliverySpec::new()] {
+        assert_eq!(spec.retries, 0);
+        assert_eq!(spec.backoff_policy, BackoffPolicy::Exponential);
+        assert_eq!(spec.backoff_delay, Duration::from_millis(100));
+        assert_eq!(spec.backoff_cap, Duration::from_secs(30));
+        assert_eq!(spec.timeout, Some(Duration::from_secs(30)));
+        assert!(spec.dead_letter_sink.is_none());
+    }
+    assert_eq!(BackoffPolicy::default(), BackoffPolicy::Exponential);
+}
+
+#[test]
+fn event_schema_registry() {
+    use event_core::{Event, SchemaValidator};
+    use event_schema::{
+        Compatibility, EventSchema, MemorySchemaRegistry, SchemaRegistry, UnknownTypePolicy,
+        UntypedPolicy,
+    };
+
+    // `MemorySchemaRegistry::new`: "unknown types and untyped events
+    // allowed, default compatibility `BACKWARD`" (also the crate docs and
+    // the `SchemaRegistry` contract).
+    assert_eq!(UnknownTypePolicy::default(), UnknownTypePolicy::Allow);
+    assert_eq!(UntypedPolicy::default(), UntypedPolicy::Allow);
+    assert_eq!(Compatibility::default(), Compatibility::Backward);
+    for registry in [MemorySchemaRegistry::new(), MemorySchemaRegistry::default()] {
+        assert_eq!(
+            registry.compatibility("order.created").unwrap(),
+            Compatibility::Backward
+        );
+        let unknown = Event::typed(
+            "events.shop.order",
+            "shop",
+            "order.created",
+            1,
+            "s",
+            "shop",
+            serde_json::json!({}),
+        );
+        SchemaValidator::validate(&registry, &unknown).unwrap();
+        let untyped = Event::new(
+            "events.shop.order",
+            "shop",
+            "s",
+            "shop",
+            serde_json::json!({}),
+        );
+        SchemaValidator::validate(&registry, &untyped).unwrap();
+        // and the default level is enforced: v2 may not require a new field
+        registry
+            .register(EventSchema::new("order.created", 1).with_required_fields(["id"]))
+            .unwrap();
+        assert!(
+            registry
+                .register(EventSchema::new("order.created", 2).with_required_fields(["id", "new"]))
+                .is_err()
+        );
+    }
+}
+
+#[test]
+fn event_crypto_envelope() {
+    use event_core::EventEncryptor;
+    use event_crypto::{
+        Aes256GcmEncryptor, EncryptedPayload, EncryptionKey, FORMAT_VERSION, KEY_LEN, NONCE_LEN,
+        TAG_LEN,
+    };
+
+    // The crate docs' envelope: format version 1, a 12-byte nonce, a 16-byte
+    // tag, 32-byte (AES-256) keys.
+    assert_eq!(
+        (FORMAT_VERSION, NONCE_LEN, TAG_LEN, KEY_LEN),
+        (1, 12, 16, 32)
+    );
+    let encryptor = Aes256GcmEncryptor::with_key("k1", EncryptionKey::generate().unwrap());
+    let payload = serde_json::json!({"a": 1});
+    let envelope = encryptor.encrypt("evt-1", &payload).unwrap();
+    let parsed = EncryptedPayload::from_value(&envelope).unwrap();
+    assert_eq!(parsed.key_id, "k1");
+    assert_eq!(envelope["version"], 1);
+    assert_eq!(envelope["encrypted"], true);
+}
+
+#[test]
+fn event_cloudevents_mode() {
+    // Binary mode is the default of every binding.
+    assert_eq!(
+        event_cloudevents::Mode::default(),
+        event_cloudevents::Mode::Binary
+    );
+}
