@@ -149,9 +149,10 @@ impl LatencyHistogram {
     }
 }
 
-/// Point-in-time summary of a [`LatencyHistogram`], in nanoseconds.
+/// Point-in-time summary of a [`LatencyHistogram`], in nanoseconds (a field
+/// missing from JSON reads as zero).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct LatencySummary {
     /// Recorded durations.
     pub count: u64,

@@ -60,8 +60,11 @@ macro_rules! counters {
         }
 
         /// Serializable point-in-time view of [`EventMetrics`] (camelCase).
+        ///
+        /// A field missing from the JSON reads as zero, so snapshots written
+        /// by a version with fewer counters still read.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(rename_all = "camelCase")]
+        #[serde(rename_all = "camelCase", default)]
         pub struct MetricsSnapshot {
             $( #[doc = $help] pub $field: u64, )*
             /// Publish latency (whole pipeline, successful publishes).
@@ -133,6 +136,20 @@ mod tests {
         assert_eq!(v["publishLatency"]["maxNs"], 10_000);
         let back: MetricsSnapshot = serde_json::from_value(v).unwrap();
         assert_eq!(back, m.snapshot());
+    }
+
+    #[test]
+    fn snapshot_json_missing_fields_reads_as_zero() {
+        // a snapshot written by a version with fewer counters
+        let back: MetricsSnapshot = serde_json::from_value(serde_json::json!({
+            "publishTotal": 7,
+            "publishLatency": {"count": 7}
+        }))
+        .unwrap();
+        assert_eq!(back.publish_total, 7);
+        assert_eq!(back.publish_errors, 0);
+        assert_eq!(back.publish_latency.count, 7);
+        assert_eq!(back.publish_latency.max_ns, 0);
     }
 
     #[test]
