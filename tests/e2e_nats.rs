@@ -1019,3 +1019,98 @@ async fn broker_forwards_encrypted_through_the_bus_and_posts_plaintext_cloudeven
         (0, 0, 0, 0)
     );
 }
+
+// ---------------------------------------------------------------------------
+// Scenario 1, continued: the card problem is fixed, the DLQ is re-driven
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_redriven_in_two_calls_are_each_handled_once_oldest_first() {
+    let Some(server) = NatsServer::start("redrive") else {
+        return;
+    };
+    let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &key(1)));
+    let svc = Service::connect(common::config(&server, "e2e"), encryptor).await;
+    let bus = &svc.bus;
+    bus.update_subscription_with_options(billing_filter(svc.orders_subject()), billing_options())
+        .await
+        .unwrap();
+    let billing = Billing::default();
+    let consumer = bus
+        .consume("billing", billing.handler(), ConsumerConfig::default())
+        .await
+        .unwrap();
+    const N: u64 = 60;
+    let mut published = BTreeMap::new();
+    for n in 0..N {
+        let event = svc.order(n);
+        bus.publish_event(&event).await.unwrap();
+        published.insert(n, event);
+    }
+    let always: BTreeSet<u64> = (0..N)
+        .filter(|n| Fate::of(*n) == Fate::FailsAlways)
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            billing.handled().len() + always.len() == N as usize
+                && svc.dlq.count().await.unwrap() == always.len()
+        })
+        .await,
+        "handled {:?}",
+        billing.handled()
+    );
+
+    // The fix is deployed; the operator re-drives the DLQ in two steps.
+    billing.fixed.store(true, Ordering::SeqCst);
+    let first = svc.dlq.redrive(bus, 9).await.unwrap();
+    let second = svc.dlq.redrive(bus, 100).await.unwrap();
+    assert_eq!((first.redriven, first.skipped), (9, 0));
+    assert_eq!(
+        (second.redriven, second.skipped),
+        (always.len() - 9, 0),
+        "the second re-drive must take every dead letter the first left"
+    );
+
+    // each dead-lettered order is handled once more, as a re-driven copy
+    let redriven_handled = || {
+        let mut orders: Vec<u64> = billing
+            .calls()
+            .iter()
+            .filter(|c| c.outcome.is_ok() && always.contains(&c.order))
+            .map(|c| c.order)
+            .collect();
+        orders.sort_unstable();
+        orders
+    };
+    let all = eventually(Duration::from_secs(5), || async {
+        redriven_handled().len() >= always.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    consumer.shutdown(Duration::from_secs(5)).await;
+    assert!(all, "re-driven orders handled: {:?}", redriven_handled());
+    assert_eq!(
+        redriven_handled(),
+        always.iter().copied().collect::<Vec<_>>()
+    );
+
+    // oldest dead letter first: the re-driven copies are stored in DLQ order
+    let mut dlq_order: Vec<String> = svc
+        .provider
+        .history(Some(&svc.dlq.filter_subject()), 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.metadata["a3s.original_id"].clone())
+        .collect();
+    dlq_order.reverse();
+    let mut redriven_order: Vec<String> = bus
+        .list_events(Some("orders"), 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.metadata.get("a3s.redriven_from").cloned())
+        .collect();
+    redriven_order.reverse();
+    assert_eq!(redriven_order, dlq_order);
+}

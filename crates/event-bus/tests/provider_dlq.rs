@@ -296,3 +296,56 @@ async fn redrive_of_an_undecryptable_event_republishes_its_plaintext_once_the_ke
     assert_eq!(next.event.id, stored.id);
     assert_eq!(next.event.payload, json!({"card": "4111"}));
 }
+
+/// A provider written against the 0.3 API: only the convenience methods.
+struct LegacyProvider(MemoryProvider);
+
+#[async_trait::async_trait]
+impl EventProvider for LegacyProvider {
+    async fn publish(&self, event: &Event) -> event_core::Result<u64> {
+        self.0.publish(event).await
+    }
+    async fn subscribe_durable(
+        &self,
+        name: &str,
+        filter: &str,
+    ) -> event_core::Result<Box<dyn event_core::Subscription>> {
+        self.0.subscribe_durable(name, filter).await
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> event_core::Result<Vec<Event>> {
+        self.0.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> event_core::Result<()> {
+        self.0.unsubscribe(name).await
+    }
+    async fn info(&self) -> event_core::Result<event_core::ProviderInfo> {
+        self.0.info().await
+    }
+    fn name(&self) -> &str {
+        "legacy"
+    }
+}
+
+#[tokio::test]
+async fn redrive_works_on_a_provider_without_subscribe_options() {
+    let provider: Arc<dyn EventProvider> = Arc::new(LegacyProvider(MemoryProvider::default()));
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    for i in 0..3 {
+        let event = Event::new("events.orders.new", "orders", "s", "src", json!({"i": i}));
+        dlq.handle(DeadLetterEvent::new(event, "boom"))
+            .await
+            .unwrap();
+    }
+    let report = dlq.redrive(&bus, 2).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 0));
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 0));
+    let orders = bus.list_events(Some("orders"), 10).await.unwrap();
+    let is: Vec<i64> = orders
+        .iter()
+        .rev()
+        .map(|e| e.payload["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(is, vec![0, 1, 2]);
+}

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use event_core::subject::validate_category;
 use event_core::{
     DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventProvider, PublishOptions,
-    Result,
+    Result, SubscribeOptions,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,7 +189,9 @@ impl ProviderDlqHandler {
     /// as plaintext, so the bus encrypts it under the fresh id. One that
     /// still does not decrypt is skipped (see [`RedriveReport::skipped`]).
     ///
-    /// Progress is kept by a durable consumer on the DLQ subjects: a dead
+    /// Progress is kept by a durable consumer on the DLQ subjects that holds
+    /// one dead letter at a time (`max_ack_pending` 1, so a call that stops
+    /// at `max` leaves every later letter to the next call, in order): a dead
     /// letter is acknowledged only after its republish succeeded, so each is
     /// re-driven once, and a failed republish stops the re-drive with the
     /// error, leaving that dead letter for the next call. Stops when `max`
@@ -204,7 +206,24 @@ impl ProviderDlqHandler {
         let filter = self.filter_subject();
         let last = self.provider.info().await?.last_sequence;
         let name = durable_consumer_name("a3s-dlq-redrive", &filter);
-        let mut sub = self.provider.subscribe_durable(&name, &filter).await?;
+        // At most one dead letter in flight: a provider that fetches ahead
+        // (NATS) would otherwise hold letters this call never hands out
+        // when it stops at `max`, and the next call would pass over them
+        // until their ack wait ran out (30 s), out of order.
+        let options = SubscribeOptions {
+            max_ack_pending: Some(1),
+            ..SubscribeOptions::default()
+        };
+        let mut sub = match self
+            .provider
+            .subscribe_durable_with_options(&name, &filter, &options)
+            .await
+        {
+            Err(Error::Unsupported { .. }) => {
+                self.provider.subscribe_durable(&name, &filter).await?
+            }
+            other => other?,
+        };
         while report.redriven < max {
             let next = match tokio::time::timeout(self.redrive_idle, sub.next_manual_ack()).await {
                 Err(_) => break,
