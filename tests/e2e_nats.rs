@@ -1114,3 +1114,92 @@ async fn dead_letters_redriven_in_two_calls_are_each_handled_once_oldest_first()
     redriven_order.reverse();
     assert_eq!(redriven_order, dlq_order);
 }
+
+// ---------------------------------------------------------------------------
+// Scenario 4, graceful form: a rolling deploy hands the durable over
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_runner_shutdown_hands_the_durable_over_without_waiting_out_the_ack_wait() {
+    let Some(server) = NatsServer::start("handover") else {
+        return;
+    };
+    let config = common::config(&server, "e2e");
+    // the old and the new instance of the service, default consumer options
+    // (the 30 s ack wait)
+    let old = Service::connect(
+        config.clone(),
+        Arc::new(Aes256GcmEncryptor::new("k1", &key(1))),
+    )
+    .await;
+    old.bus
+        .update_subscription(billing_filter(old.orders_subject()))
+        .await
+        .unwrap();
+    const N: u64 = 200;
+    for n in 0..N {
+        old.bus.publish_event(&old.order(n)).await.unwrap();
+    }
+    let seen: Seen = Arc::default();
+    let handler = |seen: Seen| {
+        move |received: ReceivedEvent| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let n = received.event.payload["order"].as_u64().unwrap();
+                seen.lock().unwrap().push((n, received.num_delivered));
+                Ok::<(), String>(())
+            }
+        }
+    };
+    let consumer = old
+        .bus
+        .consume(
+            "billing",
+            handler(seen.clone()),
+            ConsumerConfig::default().concurrency(2),
+        )
+        .await
+        .unwrap();
+    // well past the provider's one-at-a-time warm-up: it fetches ahead now
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            seen.lock().unwrap().len() >= 60
+        })
+        .await
+    );
+    let report = consumer.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.aborted, report.settle_errors), (0, 0), "{report:?}");
+    let handled_by_old = seen.lock().unwrap().len();
+
+    let new = Service::connect(config, Arc::new(Aes256GcmEncryptor::new("k1", &key(1)))).await;
+    new.bus
+        .update_subscription(billing_filter(new.orders_subject()))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let consumer = new
+        .bus
+        .consume("billing", handler(seen.clone()), ConsumerConfig::default())
+        .await
+        .unwrap();
+    let all = eventually(Duration::from_secs(10), || async {
+        let orders: BTreeSet<u64> = seen.lock().unwrap().iter().map(|(n, _)| *n).collect();
+        orders.len() as u64 == N
+    })
+    .await;
+    let took = started.elapsed();
+    consumer.shutdown(Duration::from_secs(5)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        all,
+        "the new instance handled {} of the {} left in {took:?}",
+        seen.len() - handled_by_old,
+        N as usize - handled_by_old
+    );
+    // each handled once: the old instance acked what it handled and handed
+    // back the rest
+    let mut orders: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
+    orders.sort_unstable();
+    assert_eq!(orders, (0..N).collect::<Vec<_>>());
+}

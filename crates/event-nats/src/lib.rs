@@ -159,8 +159,11 @@
 //!   Everything fetched is handed out, however slowly the caller reads it
 //!   (async-nats's own batches drop what they still hold 5 s after their
 //!   expiry; the provider reads its pull requests itself). Events fetched
-//!   ahead and never handed out (subscription dropped) are
-//!   redelivered after the ack wait with their delivery count increased; set
+//!   ahead and never handed out are naked when a durable's subscription is
+//!   closed (a consumer runner's graceful shutdown closes it), so its next
+//!   subscription, in this process or another, gets them at once, with
+//!   their delivery count increased. A subscription dropped without
+//!   `close` leaves them to be redelivered after the ack wait; set
 //!   `max_prefetch = 1` where that matters more than throughput. A
 //!   subscription with `max_deliver` never fetches ahead: an unseen fetched
 //!   event could be on its last delivery and would be exhausted without ever

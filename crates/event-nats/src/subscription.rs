@@ -734,6 +734,45 @@ impl NatsSubscription {
         }
     }
 
+    /// On close: naks the deliveries received and never handed out (fetched
+    /// ahead, or held by a cancelled call), so that the durable's next
+    /// subscription, here or in another process, gets them at once instead
+    /// of after the ack wait. An ephemeral is deleted instead; a delivery
+    /// still in flight from the server is left to the ack wait. Bounded by
+    /// the request timeout.
+    async fn hand_back_unseen(&mut self) {
+        let held = self.held.take();
+        let batch = self.batch.take();
+        if !matches!(self.kind, Kind::Durable) {
+            return;
+        }
+        let mut unseen: Vec<async_nats::jetstream::Message> = held.into_iter().collect();
+        if let Some(mut pull) = batch {
+            // only what was received: `next` is cancel-safe
+            while let Some(Some(Ok(message))) = pull.next().now_or_never() {
+                unseen.push(message);
+            }
+        }
+        if unseen.is_empty() {
+            return;
+        }
+        let count = unseen.len();
+        let naks = async {
+            for message in &unseen {
+                if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+                    tracing::debug!(consumer = %self.name, error = %e, "could not hand back a fetched event");
+                }
+            }
+        };
+        if tokio::time::timeout(self.provider.consumer_timeout(), naks)
+            .await
+            .is_err()
+        {
+            tracing::debug!(consumer = %self.name, "handing back fetched events timed out");
+        }
+        tracing::debug!(consumer = %self.name, count, "handed back events fetched ahead and never handed out");
+    }
+
     async fn ack_auto_pending(&mut self) {
         let Some(acker) = self.auto_pending.take() else {
             return;
@@ -822,8 +861,8 @@ impl Subscription for NatsSubscription {
             return Ok(());
         }
         self.closed = true;
-        self.batch = None;
         self.ack_auto_pending().await;
+        self.hand_back_unseen().await;
         let timeout = self.provider.consumer_timeout();
         if let Kind::Ephemeral { .. } = self.kind {
             match self.provider.inner.stream.delete_consumer(&self.name).await {

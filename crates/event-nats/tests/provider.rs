@@ -436,6 +436,80 @@ async fn prefetched_events_of_a_dropped_subscription_are_not_lost() {
 }
 
 #[tokio::test]
+async fn prefetched_events_of_a_closed_durable_subscription_come_back_at_once() {
+    let server = server!("prefetched_events_of_a_closed_durable_subscription_come_back_at_once");
+    let p = NatsProvider::connect(common::config(&server, "close"))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..200).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    // the default ack wait (30 s): what close hands back must not wait for it
+    let filter = p.category_subject("t");
+    let mut sub = p.subscribe_durable("handover", &filter).await.unwrap();
+    // past the one-at-a-time warm-up, so later events are fetched ahead
+    for n in 0..100u64 {
+        let pending = sub.next_manual_ack().await.unwrap().unwrap();
+        assert_eq!(pending.received.event.payload["n"], n);
+        pending.ack().await.unwrap();
+    }
+    sub.close().await.unwrap(); // a graceful stop: some events fetched, unseen
+    let started = Instant::now();
+    let mut sub = p.subscribe_durable("handover", &filter).await.unwrap();
+    let mut rest = std::collections::BTreeSet::new();
+    while rest.len() < 100 {
+        let pending = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+            .await
+            .expect("the next event without waiting out the ack wait")
+            .unwrap()
+            .unwrap();
+        rest.insert(pending.received.event.payload["n"].as_u64().unwrap());
+        pending.ack().await.unwrap();
+    }
+    assert_eq!(
+        rest,
+        (100..200).collect(),
+        "nothing lost, nothing acked twice"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "handed back after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_event_handed_back_on_close_is_not_swallowed_by_the_open_pull_request() {
+    let server = server!("an_event_handed_back_on_close_is_not_swallowed_by_the_open_pull_request");
+    let p = NatsProvider::connect(common::config(&server, "close"))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..12).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let filter = p.category_subject("t");
+    let mut sub = p.subscribe_durable("handover", &filter).await.unwrap();
+    // 8 one at a time, a pull of 2, then a pull of 4 that finds events 10
+    // and 11 and waits at the server for two more: event 11 is received
+    // and not handed out when the subscription closes
+    for n in 0..11u64 {
+        let pending = sub.next_manual_ack().await.unwrap().unwrap();
+        assert_eq!(pending.received.event.payload["n"], n);
+        pending.ack().await.unwrap();
+    }
+    sub.close().await.unwrap();
+    let mut sub = p.subscribe_durable("handover", &filter).await.unwrap();
+    let pending = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+        .await
+        .expect("event 11 without waiting out the ack wait")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.received.event.payload["n"], 11);
+}
+
+#[tokio::test]
 async fn changed_deliver_policy_on_an_existing_durable_is_refused() {
     let server = server!("changed_deliver_policy_on_an_existing_durable_is_refused");
     let p = NatsProvider::connect(common::config(&server, "dp"))
