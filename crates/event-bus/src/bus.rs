@@ -166,6 +166,14 @@ impl EventBus {
 
     /// Publishes an untyped event to `{prefix}.{category}.{topic}` and
     /// returns it (plaintext).
+    ///
+    /// Each call makes a new event (a new id). After a transient error
+    /// ([`Error::is_transient`]: a timeout, a lost connection) the provider
+    /// may have stored the event all the same, and a second `publish` would
+    /// store a second copy. To retry safely, build the event once
+    /// ([`Event::new`], [`Event::typed`]) and retry
+    /// [`publish_event`](Self::publish_event) with it: the provider
+    /// deduplicates the repeated id.
     pub async fn publish(
         &self,
         category: &str,
@@ -183,7 +191,8 @@ impl EventBus {
     }
 
     /// Publishes a typed, versioned event (validated against its schema when
-    /// a schema validator is set) and returns it (plaintext).
+    /// a schema validator is set) and returns it (plaintext). Retrying it
+    /// after a transient error: see [`publish`](Self::publish).
     #[allow(clippy::too_many_arguments)]
     pub async fn publish_typed(
         &self,
@@ -206,7 +215,10 @@ impl EventBus {
     }
 
     /// Publishes a pre-built event; returns its stream sequence. Publishing
-    /// the same event (same id) again is deduplicated by the provider.
+    /// the same event (same id) again is deduplicated by the provider, so an
+    /// event whose publish failed with a transient error
+    /// ([`Error::is_transient`]) can be published again safely (within the
+    /// provider's dedup window).
     pub async fn publish_event(&self, event: &Event) -> Result<u64> {
         self.run_pipeline(event, None, false).await
     }
