@@ -748,6 +748,11 @@ impl NatsSubscription {
         }
         let mut unseen: Vec<async_nats::jetstream::Message> = held.into_iter().collect();
         if let Some(mut pull) = batch {
+            // A round trip first: what the server sent before it answers
+            // is then received (and not discarded when the pull's
+            // subscription ends below).
+            let timeout = self.provider.consumer_timeout();
+            let _ = tokio::time::timeout(timeout, self.provider.inner.client.flush()).await;
             // only what was received: `next` is cancel-safe
             while let Some(Some(Ok(message))) = pull.next().now_or_never() {
                 unseen.push(message);
