@@ -203,12 +203,28 @@
 //!   [`Error::Conflict`](event_core::Error::Conflict), and so is a consumer
 //!   of that name made by another client as a push consumer or with an ack
 //!   policy other than explicit.
+//! - **Permissions**: nats-server never answers a request the user's
+//!   permissions deny; it reports a `Permissions Violation` on the
+//!   connection, which the provider matches to its own requests. A denied
+//!   request (connect's stream lookup, creation or update, a publish, a
+//!   consumer creation, lookup or deletion, a pull, `history`'s reads,
+//!   `info`) or a denied subscription to the `_INBOX` subjects replies and
+//!   pulled events arrive on is
+//!   [`Error::Authentication`](event_core::Error::Authentication) at once,
+//!   naming the denied subject and the permission to grant, instead of a
+//!   timeout, an empty `history` or a subscription that waits forever (it
+//!   fails on each call). Acknowledgements get no reply: a denied one is
+//!   reported by the subscription's next call (and later `ack`s, `close`),
+//!   and its event is redelivered after the ack wait. The permissions the
+//!   provider needs are in the deployment guide.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod denial;
 mod error;
 mod history;
 mod provider;
+mod pull;
 mod subscription;
 
 pub use config::{ClientCert, DiscardPolicy, NatsConfig, NatsOptions, StorageType, TlsOptions};
