@@ -202,7 +202,9 @@
 //!   `deliver_policy` (which applies at creation only) is
 //!   [`Error::Conflict`](event_core::Error::Conflict), and so is a consumer
 //!   of that name made by another client as a push consumer or with an ack
-//!   policy other than explicit.
+//!   policy other than explicit. Two processes creating one durable at the
+//!   same time get the same: the creation that loses the race is settled as
+//!   if the consumer had existed (options applied, or `Conflict`).
 //! - **Permissions**: nats-server never answers a request the user's
 //!   permissions deny; it reports a `Permissions Violation` on the
 //!   connection, which the provider matches to its own requests. A denied

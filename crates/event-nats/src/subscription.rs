@@ -301,7 +301,10 @@ impl NatsSubscription {
     }
 
     /// Creates durable `name`, or resumes it (applying changed options or
-    /// refusing them, see [`resume`]).
+    /// refusing them, see [`resume`]). A creation that loses a race with
+    /// another client creating the same durable (another process, maybe
+    /// with other options) finds the consumer existing and is settled as if
+    /// it had existed: the loser gets what a second caller would get.
     pub(crate) async fn durable(
         provider: NatsProvider,
         name: &str,
@@ -312,7 +315,17 @@ impl NatsSubscription {
         let since = provider.inner.link.denials.mark();
         let consumer = match lookup(&provider, name).await? {
             Some(existing) => resume(&provider, name, &existing, &desired).await?,
-            None => create(&provider, name, desired).await?,
+            None => match create(&provider, name, desired.clone()).await {
+                Ok(created) => created,
+                // the server refused the creation: a durable of that name
+                // created meanwhile with other options is refused as an
+                // update of it (JetStream creates or updates)
+                Err(err @ Error::InvalidConfig { .. }) => match lookup(&provider, name).await? {
+                    Some(existing) => resume(&provider, name, &existing, &desired).await?,
+                    None => return Err(err),
+                },
+                Err(err) => return Err(err),
+            },
         };
         Ok(Self::new(
             provider,

@@ -430,3 +430,49 @@ async fn a_zero_backoff_step_is_invalid_config() {
     }
     assert_eq!(p.info().await.unwrap().consumers, 0);
 }
+
+/// Two processes creating one durable at once with different start
+/// policies both looked it up, found nothing and created it; JetStream took
+/// the second creation as an update and refused the changed policy, which
+/// came back as `InvalidConfig` on "subscribe options", while a caller
+/// coming second gets `Conflict` naming `deliver_policy`. The loser of the
+/// race now gets that same `Conflict`. Several rounds, so that most of them
+/// really race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creations_of_one_durable_with_different_options_are_a_conflict() {
+    let server = server!("racing_creations_of_one_durable_with_different_options_are_a_conflict");
+    let config = common::config(&server, "race");
+    let a = NatsProvider::connect(config.clone()).await.unwrap();
+    let b = NatsProvider::connect(config).await.unwrap();
+    let filter = a.category_subject("t");
+    let all = SubscribeOptions {
+        deliver_policy: DeliverPolicy::All,
+        ..SubscribeOptions::default()
+    };
+    let new = SubscribeOptions {
+        deliver_policy: DeliverPolicy::New,
+        ..SubscribeOptions::default()
+    };
+    let conflict = |round: usize, err: Error| match err {
+        Error::Conflict { resource, reason } => {
+            assert!(resource.contains(&format!("race{round}")), "{resource}");
+            assert!(reason.contains("deliver_policy"), "{reason}");
+        }
+        other => panic!("round {round}: the loser got {other:?}, not Conflict"),
+    };
+    for round in 0..12 {
+        let name = format!("race{round}");
+        let (first, second) = tokio::join!(
+            a.subscribe_durable_with_options(&name, &filter, &all),
+            b.subscribe_durable_with_options(&name, &filter, &new),
+        );
+        match (first, second) {
+            (Ok(_), Err(err)) | (Err(err), Ok(_)) => conflict(round, err),
+            (first, second) => panic!(
+                "round {round}: exactly one creation wins: {:?}, {:?}",
+                first.map(|_| ()),
+                second.map(|_| ())
+            ),
+        }
+    }
+}
