@@ -146,10 +146,17 @@
 //!   `nak_with_delay`, `term` and `in_progress` map to JetStream's `+ACK`,
 //!   `-NAK`, `-NAK {delay}`, `+TERM` and `+WPI`. `max_deliver` and `backoff`
 //!   map to the consumer's; with a backoff, JetStream uses `backoff[0]` as the
-//!   ack wait. An ack wait, backoff step or nak delay longer than a century
-//!   is a century (JetStream counts i64 nanoseconds and adds them to the
-//!   clock), and a `ByStartTime` after 2262-04-11 (where those nanoseconds
-//!   end) starts after every stored event. A stored message that is not an event is terminated and
+//!   ack wait. Fewer deliveries than backoff steps is
+//!   [`Error::InvalidConfig`](event_core::Error::InvalidConfig) before any
+//!   I/O (every nats-server refuses it); older servers (2.9, for example)
+//!   also refuse a backoff with an unlimited `max_deliver` or one equal to
+//!   the number of steps, which newer ones accept: that refusal is
+//!   `InvalidConfig` on `backoff` naming the server version, the
+//!   combination and the `max_deliver` to set. An ack wait, backoff step
+//!   or nak delay longer than a century is a century (JetStream counts i64
+//!   nanoseconds and adds them to the clock), and a `ByStartTime` after
+//!   2262-04-11 (where those nanoseconds end) starts after every stored
+//!   event. A stored message that is not an event is terminated and
 //!   returned once as [`Error::Undecodable`](event_core::Error::Undecodable).
 //! - **Prefetch**: a subscription asks the server for one event at a time for
 //!   its first 8 deliveries, so a caller that stops early leaves no fetched

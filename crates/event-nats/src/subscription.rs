@@ -4,6 +4,7 @@ use crate::denial::{Action, Denial, Rule};
 use crate::error::{self, PROVIDER};
 use crate::provider::{Link, NatsProvider};
 use crate::pull::Pull;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker as NatsMsgAcker};
@@ -80,13 +81,17 @@ pub(crate) fn consumer_config(
             "every step must be positive",
         ));
     }
-    if !options.backoff.is_empty()
-        && max_deliver != -1
-        && max_deliver <= i64::try_from(options.backoff.len()).unwrap_or(i64::MAX)
-    {
+    // every nats-server refuses this; what else a server requires of
+    // max_deliver with a backoff depends on its version (see
+    // `backoff_refused`)
+    if max_deliver != -1 && max_deliver < i64::try_from(options.backoff.len()).unwrap_or(i64::MAX) {
         return Err(Error::invalid_config(
             "backoff",
-            "JetStream needs max_deliver greater than the number of backoff entries",
+            format!(
+                "{} backoff steps with max_deliver {max_deliver}: JetStream refuses fewer \
+                 deliveries than backoff steps (each step is the wait after one delivery)",
+                options.backoff.len()
+            ),
         ));
     }
     let max_ack_pending = match options.max_ack_pending {
@@ -815,13 +820,20 @@ async fn lookup(provider: &NatsProvider, name: &str) -> Result<Option<consumer::
 
 /// Creates consumer `name` (JetStream updates one that exists).
 async fn create(provider: &NatsProvider, name: &str, config: pull::Config) -> Result<PullConsumer> {
+    let (steps, max_deliver) = (config.backoff.len(), config.max_deliver);
     let request = async {
         provider
             .inner
             .stream
             .create_consumer(config)
             .await
-            .map_err(|e| consumer_error(provider, name, e))
+            .map_err(|e| {
+                if error::api_code(&e) == Some(ErrorCode::CONSUMER_MAX_DELIVER_BACKOFF) {
+                    backoff_refused(provider, steps, max_deliver, &e)
+                } else {
+                    consumer_error(provider, name, e)
+                }
+            })
     };
     let op = format!("consumer {name}");
     provider
@@ -890,6 +902,9 @@ async fn resume(
         .await
         .map_err(|err| match err {
             err @ (Error::Timeout { .. } | Error::Connection(_) | Error::Authentication(_)) => err,
+            // options no consumer may have on this server, not a conflict
+            // with the existing one
+            err @ Error::InvalidConfig { .. } if is_backoff(&err) => err,
             err => Error::Conflict {
                 resource: format!("durable consumer {name}"),
                 reason: format!("{reason}; JetStream refused the change: {err}"),
@@ -905,6 +920,43 @@ async fn resume(
         });
     }
     Ok(updated)
+}
+
+/// The server refused a backoff of `steps` steps with `max_deliver` (-1:
+/// unlimited). Servers differ: all refuse fewer deliveries than steps, and
+/// older ones (nats-server 2.9, for example) also refuse an unlimited
+/// `max_deliver` or one equal to the number of steps, which newer ones
+/// accept. So the provider refuses only the first before any I/O, and
+/// explains the others from the server's answer.
+fn backoff_refused(
+    provider: &NatsProvider,
+    steps: usize,
+    max_deliver: i64,
+    err: &(dyn std::error::Error + 'static),
+) -> Error {
+    let max_deliver = if max_deliver < 0 {
+        "unlimited (None)".to_string()
+    } else {
+        max_deliver.to_string()
+    };
+    let server = error::api_error(err).map_or_else(|| err.to_string(), ToString::to_string);
+    Error::invalid_config(
+        "backoff",
+        format!(
+            "nats-server {version} refused a backoff of {steps} step(s) with max_deliver \
+             {max_deliver}: this server requires max_deliver to be set and greater than the \
+             number of backoff steps, so set max_deliver to at least {at_least} (newer servers \
+             also accept an unlimited max_deliver, or one equal to the number of steps); the \
+             server said: {server}",
+            version = provider.inner.client.server_info().version,
+            at_least = steps + 1,
+        ),
+    )
+}
+
+/// Whether `err` is a refusal of the `backoff` option.
+fn is_backoff(err: &Error) -> bool {
+    matches!(err, Error::InvalidConfig { field, .. } if field == "backoff")
 }
 
 /// Maps the error of a request creating or reading consumer `name`: a
