@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// Violations kept: enough for every operation in flight to find its own
-/// (each looks only at those recorded since it started).
-const KEPT: usize = 64;
+/// (each looks only at those recorded since it started), a publish batch's
+/// window of acknowledgements included.
+const KEPT: usize = 256;
 
 /// What the server refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -271,9 +271,19 @@ impl NatsProvider {
                 elapsed: timeout,
             }),
         };
-        result.map_err(|err| match denials.find(sent.since, &rules) {
-            Some(denial) => denial.error("publish"),
-            None => err,
+        result.map_err(|err| {
+            // the server reports violations on the connection, and a burst
+            // of them (a batch to a denied subject) can overflow the
+            // client's event queue: an acknowledgement that never came for
+            // a subject this connection was denied before was denied too
+            let earlier = matches!(err, Error::Timeout { .. }).then_some(0);
+            match denials
+                .find(sent.since, &rules)
+                .or_else(|| earlier.and_then(|since| denials.find(since, &rules)))
+            {
+                Some(denial) => denial.error("publish"),
+                None => err,
+            }
         })
     }
 
