@@ -91,7 +91,9 @@ pub enum Error {
     #[error("connection error: {0}")]
     Connection(String),
 
-    /// The backend refused the credentials.
+    /// The backend refused the credentials, or an operation they are not
+    /// permitted (an authorization failure: the message names what was
+    /// denied).
     #[error("authentication failed: {0}")]
     Authentication(String),
 

@@ -84,6 +84,14 @@ pub(crate) fn map(op: &str, err: impl Into<BoxError>, timeout: Duration) -> Erro
     }
 }
 
+/// The JetStream API error code of `err`: from the API error in its source
+/// chain, else from its message.
+pub(crate) fn api_code(err: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
+    api_error(err)
+        .map(ApiError::error_code)
+        .or_else(|| api_codes(&err.to_string()).map(|(code, _)| code))
+}
+
 /// `(error code, status)` from an API error's message:
 /// `... (code 404, error code 10059)`.
 fn api_codes(text: &str) -> Option<(ErrorCode, usize)> {

@@ -25,13 +25,15 @@
 //! matches still known to be older. When the matches are about as few as
 //! `limit`, the counting consumer itself reads them all.
 
+use crate::denial::Rule;
 use crate::error;
 use crate::provider::NatsProvider;
+use crate::pull::{PULL_GRACE, Pull};
+use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
 use bytes::Bytes;
 use event_core::{Error, Event, Result};
-use futures_util::StreamExt;
 use std::time::Duration;
 
 /// Largest pull request.
@@ -118,12 +120,7 @@ struct Bounds {
 
 /// The stream's sequence bounds, `None` when it is empty.
 async fn bounds(provider: &NatsProvider) -> Result<Option<Bounds>> {
-    let info = provider
-        .inner
-        .stream
-        .get_info()
-        .await
-        .map_err(|e| provider.stream_error("stream info", e, provider.consumer_timeout()))?;
+    let info = provider.stream_info("history: stream info").await?;
     let state = info.state;
     Ok((state.messages > 0).then_some(Bounds {
         first: state.first_sequence.max(1),
@@ -142,9 +139,10 @@ async fn unfiltered(provider: &NatsProvider, limit: usize) -> Result<Vec<Event>>
     let mut window = out.need().saturating_add(SLACK);
     while !out.done() && end > first {
         let start = end.saturating_sub(window).max(first);
-        let (consumer, _guard) = create_consumer(provider, None, start).await?;
+        let (consumer, guard) = create_consumer(provider, None, start).await?;
         let pending = consumer.cached_info().num_pending;
-        let raws = read_consumer(provider, &consumer, pending, end - start, end).await?;
+        let raws =
+            read_consumer(provider, &consumer, &guard.name, pending, end - start, end).await?;
         out.take_newest(raws);
         end = start;
         // short because of deleted sequences or undecodable payloads
@@ -159,7 +157,7 @@ async fn filtered(provider: &NatsProvider, filter: &str, limit: usize) -> Result
     // the server counts from per-block subject totals without scanning
     let (bounds, counter) =
         tokio::join!(bounds(provider), create_consumer(provider, Some(filter), 0));
-    let (counter, _guard) = counter?;
+    let (counter, counter_guard) = counter?;
 
     let Some(Bounds {
         first,
@@ -194,16 +192,16 @@ async fn filtered(provider: &NatsProvider, filter: &str, limit: usize) -> Result
         let raws = if start == first {
             // the rest of the stream: the counting consumer sits at `first`
             let pending = counter.cached_info().num_pending;
-            read_consumer(provider, &counter, pending, older, end).await?
+            read_consumer(provider, &counter, &counter_guard.name, pending, older, end).await?
         } else {
             let gets = expected.saturating_add(PARALLEL_GETS as u64);
             if (last + 1 - start) <= gets.saturating_mul(SCAN_PER_GET) {
-                let (consumer, _guard) = create_consumer(provider, Some(filter), start).await?;
+                let (consumer, guard) = create_consumer(provider, Some(filter), start).await?;
                 let pending = consumer.cached_info().num_pending;
                 // twice the estimate: rarely a second pull, and a window
                 // older than the tail does not pull the newer matches too
                 let hint = expected.saturating_mul(2).min(end - start);
-                read_consumer(provider, &consumer, pending, hint, end).await?
+                read_consumer(provider, &consumer, &guard.name, pending, hint, end).await?
             } else {
                 step_range(provider, direct, filter, start, end, need).await?
             }
@@ -309,12 +307,17 @@ async fn create_consumer(
         memory_storage: true,
         ..pull::Config::default()
     };
+    let create = async {
+        provider
+            .inner
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| provider.stream_error("history consumer", e, timeout))
+    };
     let consumer = provider
-        .inner
-        .stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| provider.stream_error("history consumer", e, timeout))?;
+        .guarded("history", &provider.consumer_rules(&name), create)
+        .await?;
     let guard = ConsumerGuard {
         stream: provider.inner.stream.clone(),
         name,
@@ -324,20 +327,25 @@ async fn create_consumer(
 
 /// The consumer's deliveries with stream sequence below `end`, oldest first.
 ///
-/// `pending` is what the consumer has left to deliver (from its creation
-/// response); reading stops when the server reports none left, so no fetch
-/// waits for messages that do not exist. `expected` (the most matches the
-/// range is expected to hold) sizes the first pull so that one round trip
-/// usually covers the range and the first delivery past it; later pulls
-/// double.
+/// `pending` is what the consumer (named `name`) has left to deliver (from
+/// its creation response); reading stops when the server reports none left,
+/// so no pull waits for messages that do not exist. `expected` (the most
+/// matches the range is expected to hold) sizes the first pull so that one
+/// round trip usually covers the range and the first delivery past it;
+/// later pulls double. A pull the server never answers while events are
+/// pending is an error, not an empty result: [`Error::Authentication`] when
+/// the server reported a permission violation for it, else
+/// [`Error::Timeout`].
 async fn read_consumer(
     provider: &NatsProvider,
     consumer: &PullConsumer,
+    name: &str,
     mut pending: u64,
     expected: u64,
     end: u64,
 ) -> Result<Vec<Raw>> {
     let timeout = provider.consumer_timeout();
+    let denials = &provider.inner.link.denials;
     let mut raws = Vec::new();
     let mut size = expected.saturating_add(1);
     while pending > 0 {
@@ -345,16 +353,35 @@ async fn read_consumer(
         // more than expected: grow the pulls geometrically
         size = size.saturating_mul(2);
         let want = usize::try_from(want).unwrap_or(1);
-        let mut batch = consumer
-            .fetch()
-            .max_messages(want)
-            .expires(timeout)
-            .messages()
-            .await
-            .map_err(|e| error::map("history fetch", e, timeout))?;
+        let since = denials.mark();
+        let request = BatchConfig {
+            batch: want,
+            expires: Some(timeout),
+            // answered at once (404) when nothing is left
+            no_wait: true,
+            ..BatchConfig::default()
+        };
+        let mut batch = Pull::start(provider, consumer, name, request).await?;
+        let subjects = batch.subjects();
+        let rules = subjects.rules();
         let mut got = 0usize;
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| error::map("history fetch", e, timeout))?;
+        loop {
+            let next = tokio::select! {
+                biased;
+                next = batch.next() => next,
+                denial = denials.wait(since, &rules) => return Err(denial.error("history")),
+            };
+            let message = match next {
+                None => break,
+                Some(Err(status)) => {
+                    return Err(error::map(
+                        "history fetch",
+                        std::io::Error::other(status),
+                        timeout,
+                    ));
+                }
+                Some(Ok(message)) => message,
+            };
             got += 1;
             let info = message.info().map_err(|e| {
                 Error::provider(
@@ -373,7 +400,21 @@ async fn read_consumer(
             }
         }
         if got == 0 {
-            // deleted meanwhile: nothing more arrived before the expiry
+            if !batch.answered() {
+                // events are pending, yet nothing came back, not even "no
+                // messages": the request or its replies never got through
+                return Err(Error::Timeout {
+                    operation: format!(
+                        "history: consumer {name} did not answer a pull for {pending} pending \
+                         events (a user not allowed to publish to \
+                         $JS.API.CONSUMER.MSG.NEXT.{stream}.> or to subscribe to _INBOX.> \
+                         shows like this)",
+                        stream = provider.inner.stream_name
+                    ),
+                    elapsed: timeout + PULL_GRACE,
+                });
+            }
+            // deleted meanwhile: the server has nothing more to deliver
             break;
         }
     }
@@ -403,8 +444,6 @@ async fn step_range(
     end: u64,
     need: u64,
 ) -> Result<Vec<Raw>> {
-    let timeout = provider.consumer_timeout();
-    let stream = &provider.inner.stream;
     let span = end - start;
     // about one cursor per expected match, at most PARALLEL_GETS
     let parts = span.min(need.saturating_add(1)).min(PARALLEL_GETS as u64);
@@ -434,7 +473,7 @@ async fn step_range(
         let replies = futures_util::future::join_all(
             cursors
                 .iter()
-                .map(|c| next_match(stream, direct, filter, c.at, timeout)),
+                .map(|c| next_match(provider, direct, filter, c.at)),
         )
         .await;
         let mut next = Vec::with_capacity(cursors.len());
@@ -461,33 +500,45 @@ async fn step_range(
 /// The first match of `filter` at or after `sequence`, `None` when there is
 /// none.
 async fn next_match(
-    stream: &Stream,
+    provider: &NatsProvider,
     direct: bool,
     filter: &str,
     sequence: u64,
-    timeout: Duration,
 ) -> Result<Option<Raw>> {
+    let timeout = provider.consumer_timeout();
+    let stream = &provider.inner.stream;
+    let name = &provider.inner.stream_name;
     if direct {
-        match stream
-            .direct_get_next_for_subject(filter, Some(sequence))
-            .await
-        {
-            Ok(message) => Ok(Some((message.sequence, message.payload))),
-            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
-            Err(e) => Err(error::map("history direct get", e, timeout)),
-        }
+        let subject = format!("$JS.API.DIRECT.GET.{name}");
+        let rules = [Rule::ReplyInbox, Rule::PublishUnder(&subject)];
+        let get = async {
+            match stream
+                .direct_get_next_for_subject(filter, Some(sequence))
+                .await
+            {
+                Ok(message) => Ok(Some((message.sequence, message.payload))),
+                Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+                Err(e) => Err(error::map("history direct get", e, timeout)),
+            }
+        };
+        provider.guarded("history", &rules, get).await
     } else {
-        match stream
-            .raw_message_builder()
-            .sequence(sequence)
-            .next_by_subject(filter)
-            .send()
-            .await
-        {
-            Ok(message) => Ok(Some((message.sequence, message.payload))),
-            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
-            Err(e) => Err(error::map("history message get", e, timeout)),
-        }
+        let subject = format!("$JS.API.STREAM.MSG.GET.{name}");
+        let rules = [Rule::ReplyInbox, Rule::Publish(&subject)];
+        let get = async {
+            match stream
+                .raw_message_builder()
+                .sequence(sequence)
+                .next_by_subject(filter)
+                .send()
+                .await
+            {
+                Ok(message) => Ok(Some((message.sequence, message.payload))),
+                Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+                Err(e) => Err(error::map("history message get", e, timeout)),
+            }
+        };
+        provider.guarded("history", &rules, get).await
     }
 }
 

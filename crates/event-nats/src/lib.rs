@@ -146,10 +146,17 @@
 //!   `nak_with_delay`, `term` and `in_progress` map to JetStream's `+ACK`,
 //!   `-NAK`, `-NAK {delay}`, `+TERM` and `+WPI`. `max_deliver` and `backoff`
 //!   map to the consumer's; with a backoff, JetStream uses `backoff[0]` as the
-//!   ack wait. An ack wait, backoff step or nak delay longer than a century
-//!   is a century (JetStream counts i64 nanoseconds and adds them to the
-//!   clock), and a `ByStartTime` after 2262-04-11 (where those nanoseconds
-//!   end) starts after every stored event. A stored message that is not an event is terminated and
+//!   ack wait. Fewer deliveries than backoff steps is
+//!   [`Error::InvalidConfig`](event_core::Error::InvalidConfig) before any
+//!   I/O (every nats-server refuses it); older servers (2.9, for example)
+//!   also refuse a backoff with an unlimited `max_deliver` or one equal to
+//!   the number of steps, which newer ones accept: that refusal is
+//!   `InvalidConfig` on `backoff` naming the server version, the
+//!   combination and the `max_deliver` to set. An ack wait, backoff step
+//!   or nak delay longer than a century is a century (JetStream counts i64
+//!   nanoseconds and adds them to the clock), and a `ByStartTime` after
+//!   2262-04-11 (where those nanoseconds end) starts after every stored
+//!   event. A stored message that is not an event is terminated and
 //!   returned once as [`Error::Undecodable`](event_core::Error::Undecodable).
 //! - **Prefetch**: a subscription asks the server for one event at a time for
 //!   its first 8 deliveries, so a caller that stops early leaves no fetched
@@ -205,13 +212,31 @@
 //!   `deliver_policy` (which applies at creation only) is
 //!   [`Error::Conflict`](event_core::Error::Conflict), and so is a consumer
 //!   of that name made by another client as a push consumer or with an ack
-//!   policy other than explicit.
+//!   policy other than explicit. Two processes creating one durable at the
+//!   same time get the same: the creation that loses the race is settled as
+//!   if the consumer had existed (options applied, or `Conflict`).
+//! - **Permissions**: nats-server never answers a request the user's
+//!   permissions deny; it reports a `Permissions Violation` on the
+//!   connection, which the provider matches to its own requests. A denied
+//!   request (connect's stream lookup, creation or update, a publish, a
+//!   consumer creation, lookup or deletion, a pull, `history`'s reads,
+//!   `info`) or a denied subscription to the `_INBOX` subjects replies and
+//!   pulled events arrive on is
+//!   [`Error::Authentication`](event_core::Error::Authentication) at once,
+//!   naming the denied subject and the permission to grant, instead of a
+//!   timeout, an empty `history` or a subscription that waits forever (it
+//!   fails on each call). Acknowledgements get no reply: a denied one is
+//!   reported by the subscription's next call (and later `ack`s, `close`),
+//!   and its event is redelivered after the ack wait. The permissions the
+//!   provider needs are in the deployment guide.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod denial;
 mod error;
 mod history;
 mod provider;
+mod pull;
 mod subscription;
 
 pub use config::{ClientCert, DiscardPolicy, NatsConfig, NatsOptions, StorageType, TlsOptions};

@@ -1,6 +1,7 @@
 //! [`NatsProvider`]: connection, stream management, publish, history, info.
 
 use crate::config::{DiscardPolicy, NatsConfig, NatsOptions, StorageType, redact_url};
+use crate::denial::{self, Denial, Denials, Rule};
 use crate::error::{self, PROVIDER};
 use crate::subscription::NatsSubscription;
 use async_nats::HeaderMap;
@@ -15,6 +16,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// A publish awaiting its acknowledgement.
+#[derive(Clone, Copy)]
+struct Sent<'a> {
+    subject: &'a str,
+    /// `PublishOptions::expected_sequence`, for the error.
+    expected: Option<u64>,
+    /// The permission violations recorded before it was sent.
+    since: u64,
+}
 
 /// Header carrying the dedup id.
 const MSG_ID: &str = "Nats-Msg-Id";
@@ -50,6 +61,8 @@ pub(crate) struct Link {
     pub(crate) lost: tokio::sync::Notify,
     /// Woken (all waiters) when the connection is (re)established.
     pub(crate) restored: tokio::sync::Notify,
+    /// The permission violations the server reported.
+    pub(crate) denials: Denials,
 }
 
 impl Link {
@@ -128,7 +141,7 @@ impl NatsProvider {
             // a shared bound here could deadlock concurrent batches
             .max_ack_inflight(1 << 24)
             .build(client.clone());
-        let stream = ensure_stream(&js, &config, &options).await?;
+        let stream = ensure_stream(&js, &config, &options, &link.denials).await?;
         let max_payload = client.server_info().max_payload;
         tracing::info!(
             url = %redact_url(&config.url),
@@ -229,26 +242,49 @@ impl NatsProvider {
     /// Awaits an acknowledgement until `deadline` (async-nats starts its own
     /// timer only when the future is first polled, which in a pipelined batch
     /// would add up the timeouts of every pending ack).
-    /// `timeout` is what `deadline` was set from, for the error.
+    /// `timeout` is what `deadline` was set from, for the error. The server
+    /// never acknowledges a publish to `subject` that the user's permissions
+    /// deny: a violation for it recorded since `since` ends the wait.
     async fn await_ack(
         &self,
         ack: PublishAckFuture,
-        expected: Option<u64>,
+        sent: Sent<'_>,
         deadline: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<u64> {
-        match tokio::time::timeout_at(deadline, ack.into_future()).await {
+        let denials = &self.inner.link.denials;
+        let rules = [Rule::Publish(sent.subject)];
+        let acked = tokio::select! {
+            biased;
+            acked = tokio::time::timeout_at(deadline, ack.into_future()) => acked,
+            denial = denials.wait(sent.since, &rules) => return Err(denial.error("publish")),
+        };
+        let result = match acked {
             Ok(Err(err)) if err.kind() == PublishErrorKind::StreamNotFound => {
                 Err(self.no_stream_answered(deadline).await)
             }
             Ok(result) => result
                 .map(|ack| ack.sequence)
-                .map_err(|e| self.publish_error(e, expected)),
+                .map_err(|e| self.publish_error(e, sent.expected)),
             Err(_) => Err(Error::Timeout {
                 operation: "waiting for the publish acknowledgement".into(),
                 elapsed: timeout,
             }),
-        }
+        };
+        result.map_err(|err| {
+            // the server reports violations on the connection, and a burst
+            // of them (a batch to a denied subject) can overflow the
+            // client's event queue: an acknowledgement that never came for
+            // a subject this connection was denied before was denied too
+            let earlier = matches!(err, Error::Timeout { .. }).then_some(0);
+            match denials
+                .find(sent.since, &rules)
+                .or_else(|| earlier.and_then(|since| denials.find(since, &rules)))
+            {
+                Some(denial) => denial.error("publish"),
+                None => err,
+            }
+        })
     }
 
     fn publish_error(&self, err: jetstream::context::PublishError, expected: Option<u64>) -> Error {
@@ -327,6 +363,43 @@ impl NatsProvider {
     pub(crate) fn consumer_timeout(&self) -> Duration {
         self.inner.config.request_timeout()
     }
+
+    /// Runs `request` (operation `op`), ended at once by a permission
+    /// violation that `rules` match (see [`denial::guarded`]).
+    pub(crate) async fn guarded<T>(
+        &self,
+        op: &str,
+        rules: &[Rule<'_>],
+        request: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        denial::guarded(&self.inner.link.denials, op, rules, request).await
+    }
+
+    /// What a JetStream API request on consumer `name` needs.
+    pub(crate) fn consumer_rules<'a>(&'a self, name: &'a str) -> [Rule<'a>; 2] {
+        [
+            Rule::ReplyInbox,
+            Rule::Consumer {
+                stream: &self.inner.stream_name,
+                name,
+            },
+        ]
+    }
+
+    /// The stream's info (operation `op`), a missing stream
+    /// [`Error::NotFound`], a denied request [`Error::Authentication`].
+    pub(crate) async fn stream_info(&self, op: &str) -> Result<stream::Info> {
+        let subject = format!("$JS.API.STREAM.INFO.{}", self.inner.stream_name);
+        let rules = [Rule::ReplyInbox, Rule::Publish(&subject)];
+        let request = async {
+            self.inner
+                .stream
+                .get_info()
+                .await
+                .map_err(|e| self.stream_error(op, e, self.consumer_timeout()))
+        };
+        self.guarded(op, &rules, request).await
+    }
 }
 
 async fn connect_options(
@@ -355,6 +428,16 @@ async fn connect_options(
                         link.connected.store(false, Ordering::Release);
                         link.lost.notify_waiters();
                         tracing::warn!("NATS connection closed");
+                    }
+                    async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                        if let Some((action, subject)) = Denial::parse(&text) =>
+                    {
+                        tracing::error!(
+                            %subject,
+                            action = ?action,
+                            "the server denied a request (Permissions Violation)"
+                        );
+                        link.denials.record(action, subject);
                     }
                     other => tracing::warn!(event = %other, "NATS connection event"),
                 }
@@ -459,7 +542,27 @@ fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Ve
     diffs
 }
 
+/// [`reconcile_stream`], ended by a permission violation of its requests.
 async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    options: &NatsOptions,
+    denials: &Denials,
+) -> Result<stream::Stream> {
+    let name = &config.stream_name;
+    let subjects = ["INFO", "CREATE", "UPDATE"].map(|op| format!("$JS.API.STREAM.{op}.{name}"));
+    let rules = [
+        Rule::ReplyInbox,
+        Rule::Publish(&subjects[0]),
+        Rule::Publish(&subjects[1]),
+        Rule::Publish(&subjects[2]),
+    ];
+    let op = format!("stream {name}");
+    denial::guarded(denials, &op, &rules, reconcile_stream(js, config, options)).await
+}
+
+/// Creates the stream, or checks it and updates what differs.
+async fn reconcile_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
     options: &NatsOptions,
@@ -535,18 +638,22 @@ impl EventProvider for NatsProvider {
             .timeout
             .unwrap_or_else(|| self.inner.config.request_timeout());
         let deadline = deadline_after(timeout);
+        let sent = Sent {
+            subject: &event.subject,
+            expected: options.expected_sequence,
+            since: self.inner.link.denials.mark(),
+        };
         let ack = self
             .send(&event.subject, headers, payload, options.expected_sequence)
             .await?;
-        self.await_ack(ack, options.expected_sequence, deadline, timeout)
-            .await
+        self.await_ack(ack, sent, deadline, timeout).await
     }
 
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
         let window = self.inner.options.max_inflight_acks;
         let mut results: Vec<Option<Result<u64>>> = Vec::with_capacity(events.len());
         let timeout = self.inner.config.request_timeout();
-        let mut inflight: VecDeque<(usize, tokio::time::Instant, PublishAckFuture)> =
+        let mut inflight: VecDeque<(usize, Sent<'_>, tokio::time::Instant, PublishAckFuture)> =
             VecDeque::with_capacity(window);
         let options = PublishOptions::default();
         for (i, event) in events.iter().enumerate() {
@@ -559,18 +666,23 @@ impl EventProvider for NatsProvider {
                 }
             };
             if inflight.len() >= window
-                && let Some((j, deadline, ack)) = inflight.pop_front()
+                && let Some((j, sent, deadline, ack)) = inflight.pop_front()
             {
-                results[j] = Some(self.await_ack(ack, None, deadline, timeout).await);
+                results[j] = Some(self.await_ack(ack, sent, deadline, timeout).await);
             }
             let deadline = deadline_after(timeout);
+            let sent = Sent {
+                subject: &event.subject,
+                expected: None,
+                since: self.inner.link.denials.mark(),
+            };
             match self.send(&event.subject, headers, payload, None).await {
-                Ok(ack) => inflight.push_back((i, deadline, ack)),
+                Ok(ack) => inflight.push_back((i, sent, deadline, ack)),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        while let Some((j, deadline, ack)) = inflight.pop_front() {
-            results[j] = Some(self.await_ack(ack, None, deadline, timeout).await);
+        while let Some((j, sent, deadline, ack)) = inflight.pop_front() {
+            results[j] = Some(self.await_ack(ack, sent, deadline, timeout).await);
         }
         Ok(results
             .into_iter()
@@ -621,28 +733,28 @@ impl EventProvider for NatsProvider {
     async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
         validate_consumer_name(consumer_name)?;
         self.require_connected("unsubscribe")?;
-        match self.inner.stream.delete_consumer(consumer_name).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(
-                match error::map(consumer_name, e, self.consumer_timeout()) {
-                    Error::NotFound { .. } => Error::NotFound {
-                        kind: "consumer",
-                        name: consumer_name.to_string(),
+        let delete = async {
+            match self.inner.stream.delete_consumer(consumer_name).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(
+                    match error::map(consumer_name, e, self.consumer_timeout()) {
+                        Error::NotFound { .. } => Error::NotFound {
+                            kind: "consumer",
+                            name: consumer_name.to_string(),
+                        },
+                        other => other,
                     },
-                    other => other,
-                },
-            ),
-        }
+                ),
+            }
+        };
+        let op = format!("unsubscribe {consumer_name}");
+        self.guarded(&op, &self.consumer_rules(consumer_name), delete)
+            .await
     }
 
     async fn info(&self) -> Result<ProviderInfo> {
         self.require_connected("stream info")?;
-        let info = self
-            .inner
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| self.stream_error("stream info", e, self.consumer_timeout()))?;
+        let info = self.stream_info("stream info").await?;
         let state = info.state;
         Ok(ProviderInfo {
             provider: PROVIDER.to_string(),
@@ -670,7 +782,8 @@ impl EventProvider for NatsProvider {
         if self.inner.client.connection_state() != async_nats::connection::State::Connected {
             return Ok(false);
         }
-        match self.inner.stream.get_info().await {
+        // ended at once by a denied request, not after the request timeout
+        match self.stream_info("health").await {
             Ok(_) => {
                 let max = self.inner.client.server_info().max_payload;
                 if max > 0 {

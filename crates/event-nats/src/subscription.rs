@@ -1,8 +1,10 @@
 //! Pull-consumer subscriptions: [`NatsSubscription`] and its acker.
 
+use crate::denial::{Action, Denial, Rule};
 use crate::error::{self, PROVIDER};
-use crate::provider::NatsProvider;
-use async_nats::StatusCode;
+use crate::provider::{Link, NatsProvider};
+use crate::pull::Pull;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker as NatsMsgAcker};
@@ -11,7 +13,7 @@ use event_core::{
     Acker, DeliverPolicy, Error, Event, PendingEvent, ReceivedEvent, Result, SubscribeOptions,
     Subscription,
 };
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,10 +23,6 @@ use std::time::{Duration, Instant};
 const WARMUP: u64 = 8;
 /// How long one pull request waits at the server for events.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
-/// How long after [`PULL_EXPIRES`] a pull request that has had no answer
-/// (the server answers an expired one with a 408; a consumer it no longer
-/// has never answers) is given up, once nothing it received is left.
-const PULL_GRACE: Duration = Duration::from_secs(2);
 /// Default `max_ack_pending` when the options leave it open.
 const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
 /// Ephemeral consumers left behind by a crashed process vanish after this.
@@ -83,13 +81,17 @@ pub(crate) fn consumer_config(
             "every step must be positive",
         ));
     }
-    if !options.backoff.is_empty()
-        && max_deliver != -1
-        && max_deliver <= i64::try_from(options.backoff.len()).unwrap_or(i64::MAX)
-    {
+    // every nats-server refuses this; what else a server requires of
+    // max_deliver with a backoff depends on its version (see
+    // `backoff_refused`)
+    if max_deliver != -1 && max_deliver < i64::try_from(options.backoff.len()).unwrap_or(i64::MAX) {
         return Err(Error::invalid_config(
             "backoff",
-            "JetStream needs max_deliver greater than the number of backoff entries",
+            format!(
+                "{} backoff steps with max_deliver {max_deliver}: JetStream refuses fewer \
+                 deliveries than backoff steps (each step is the wait after one delivery)",
+                options.backoff.len()
+            ),
         ));
     }
     let max_ack_pending = match options.max_ack_pending {
@@ -220,7 +222,63 @@ pub(crate) struct NatsSubscription {
     /// The connection was lost while `batch` was pending: its pull request
     /// is gone, only what it already received is left.
     stale: bool,
+    /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<name>`: where pulls are sent.
+    pull_subject: String,
+    /// Where acknowledgements go (shared with the deliveries' ackers).
+    acks: Arc<AckScope>,
+    /// The inbox of `batch`.
+    pull_inbox: Option<Arc<str>>,
+    /// Permission violations from this one on are not reported yet (see
+    /// [`denied`](Self::denied)).
+    since: u64,
     closed: bool,
+}
+
+/// What a subscription needs: publishing its pull requests
+/// (`pull_subject`), subscribing to the inbox of its current pull,
+/// publishing acknowledgements.
+fn needs<'a>(pull_subject: &'a str, inbox: Option<&'a str>, acks: &'a AckScope) -> [Rule<'a>; 3] {
+    [
+        Rule::Publish(pull_subject),
+        Rule::Subscribe(inbox.unwrap_or_default()),
+        acks.rule(),
+    ]
+}
+
+/// Where a subscription's acknowledgements go, to recognise their
+/// permission violations.
+struct AckScope {
+    link: Arc<Link>,
+    stream: Arc<str>,
+    consumer: String,
+}
+
+impl AckScope {
+    fn rule(&self) -> Rule<'_> {
+        Rule::Ack {
+            stream: &self.stream,
+            name: &self.consumer,
+        }
+    }
+
+    /// A violation of an acknowledgement recorded since `since`, as the
+    /// error of operation `what`.
+    fn denied(&self, since: u64, what: &str) -> Result<()> {
+        match self.link.denials.find(since, &[self.rule()]) {
+            Some(denial) => Err(denial.error(&format!("{what} on consumer {}", self.consumer))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a wait for the next delivery ended with.
+// a short-lived value on the stack, matched at once: boxing the delivery
+// would allocate for each one
+#[allow(clippy::large_enum_variant)]
+enum Woken {
+    Delivery(Option<std::result::Result<async_nats::jetstream::Message, String>>),
+    ConnectionLost,
+    Denied(Denial),
 }
 
 impl NatsSubscription {
@@ -233,12 +291,8 @@ impl NatsSubscription {
         let name = format!("eph-{}", uuid::Uuid::new_v4().simple());
         config.name = Some(name.clone());
         config.inactive_threshold = EPHEMERAL_INACTIVE;
-        let consumer = provider
-            .inner
-            .stream
-            .create_consumer(config.clone())
-            .await
-            .map_err(|e| consumer_error(&provider, &name, e))?;
+        let since = provider.inner.link.denials.mark();
+        let consumer = create(&provider, &name, config.clone()).await?;
         Ok(Self::new(
             provider,
             consumer,
@@ -247,94 +301,35 @@ impl NatsSubscription {
                 config: Box::new(config),
                 unsettled: Unsettled::default(),
             },
+            since,
         ))
     }
 
+    /// Creates durable `name`, or resumes it (applying changed options or
+    /// refusing them, see [`resume`]). A creation that loses a race with
+    /// another client creating the same durable (another process, maybe
+    /// with other options) finds the consumer existing and is settled as if
+    /// it had existed: the loser gets what a second caller would get.
     pub(crate) async fn durable(
         provider: NatsProvider,
         name: &str,
         filter: &str,
         options: &SubscribeOptions,
     ) -> Result<Self> {
-        let timeout = provider.consumer_timeout();
         let desired = consumer_config(Some(name), filter, options)?;
-        let stream = &provider.inner.stream;
-        let consumer: PullConsumer = match stream.consumer_info(name).await {
-            Ok(info) => {
-                let existing = info.config.clone();
-                // made by another client: settling events one by one needs
-                // a pull consumer with explicit acks (with `All`, acking one
-                // event would settle every earlier one), and neither can be
-                // changed in place
-                let foreign = if existing.deliver_subject.is_some() {
-                    Some("it is a push consumer (it has a deliver subject)".to_string())
-                } else if existing.ack_policy != AckPolicy::Explicit {
-                    Some(format!(
-                        "ack_policy: consumer has {:?}, the provider acks each event (Explicit)",
-                        existing.ack_policy
-                    ))
-                } else {
-                    None
-                };
-                if let Some(reason) = foreign {
-                    return Err(Error::Conflict {
-                        resource: format!("durable consumer {name}"),
-                        reason: format!("{reason}; unsubscribe it or use another name"),
-                    });
-                }
-                // the start policy applies at creation only: a different
-                // one would be silently ignored, so it is refused
-                if existing.deliver_policy != desired.deliver_policy {
-                    return Err(Error::Conflict {
-                        resource: format!("durable consumer {name}"),
-                        reason: format!(
-                            "deliver_policy: consumer has {:?}, subscription wants {:?} (it applies \
-                             at creation only; unsubscribe the consumer first)",
-                            existing.deliver_policy, desired.deliver_policy
-                        ),
-                    });
-                }
-                let diffs = consumer_differences(&existing, &desired);
-                if diffs.is_empty() {
-                    stream
-                        .get_consumer(name)
-                        .await
-                        .map_err(|e| consumer_error(&provider, name, e))?
-                } else {
-                    let reason = diffs.join("; ");
-                    tracing::info!(consumer = name, changes = %reason, "updating durable consumer");
-                    let updated = stream.create_consumer(desired.clone()).await.map_err(|e| {
-                        match consumer_error(&provider, name, e) {
-                            err @ (Error::Timeout { .. } | Error::Connection(_)) => err,
-                            err => Error::Conflict {
-                                resource: format!("durable consumer {name}"),
-                                reason: format!("{reason}; JetStream refused the change: {err}"),
-                            },
-                        }
-                    })?;
-                    // a server that accepts the request but keeps old values
-                    // (older servers ignore some fields) is a conflict too
-                    let applied = consumer_differences(&updated.cached_info().config, &desired);
-                    if !applied.is_empty() {
-                        return Err(Error::Conflict {
-                            resource: format!("durable consumer {name}"),
-                            reason: format!(
-                                "JetStream kept the old settings: {}",
-                                applied.join("; ")
-                            ),
-                        });
-                    }
-                    updated
-                }
-            }
-            Err(err) => match provider.stream_error(name, err, timeout) {
-                Error::NotFound {
-                    kind: "consumer", ..
-                } => stream
-                    .create_consumer(desired)
-                    .await
-                    .map_err(|e| consumer_error(&provider, name, e))?,
-                other => return Err(other),
+        let since = provider.inner.link.denials.mark();
+        let consumer = match lookup(&provider, name).await? {
+            Some(existing) => resume(&provider, name, &existing, &desired).await?,
+            None => match create(&provider, name, desired.clone()).await {
+                Ok(created) => created,
+                // the server refused the creation: a durable of that name
+                // created meanwhile with other options is refused as an
+                // update of it (JetStream creates or updates)
+                Err(err @ Error::InvalidConfig { .. }) => match lookup(&provider, name).await? {
+                    Some(existing) => resume(&provider, name, &existing, &desired).await?,
+                    None => return Err(err),
+                },
+                Err(err) => return Err(err),
             },
         };
         Ok(Self::new(
@@ -342,10 +337,19 @@ impl NatsSubscription {
             consumer,
             name.to_string(),
             Kind::Durable,
+            since,
         ))
     }
 
-    fn new(provider: NatsProvider, consumer: PullConsumer, name: String, kind: Kind) -> Self {
+    /// `since`: the permission-violation mark taken before the consumer was
+    /// created.
+    fn new(
+        provider: NatsProvider,
+        consumer: PullConsumer,
+        name: String,
+        kind: Kind,
+        since: u64,
+    ) -> Self {
         let info = consumer.cached_info();
         let max_deliver = max_deliver_of(&info.config);
         let ack_wait = info.config.ack_wait;
@@ -355,10 +359,20 @@ impl NatsSubscription {
             .ok()
             .filter(|n| *n > 0)
             .unwrap_or(usize::MAX);
+        let pull_subject = format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{name}",
+            provider.inner.stream_name
+        );
+        let acks = Arc::new(AckScope {
+            link: provider.inner.link.clone(),
+            stream: provider.inner.stream_name.clone(),
+            consumer: name.clone(),
+        });
         Self {
             provider,
             consumer,
             name,
+            acks,
             kind,
             max_deliver,
             ack_wait,
@@ -375,6 +389,9 @@ impl NatsSubscription {
             batch_delivered: false,
             held: None,
             stale: false,
+            pull_subject,
+            pull_inbox: None,
+            since,
             closed: false,
         }
     }
@@ -428,29 +445,46 @@ impl NatsSubscription {
     async fn start_batch(&mut self) -> Result<Pull> {
         let size = self.next_batch_size();
         self.last_batch = size;
-        let timeout = self.provider.consumer_timeout();
-        let client = &self.provider.inner.client;
-        let inbox = async_nats::Subject::from(client.new_inbox());
-        let subscriber = client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| error::map("pull request", e, timeout))?;
         let request = BatchConfig {
             batch: size,
             expires: Some(PULL_EXPIRES),
             ..BatchConfig::default()
         };
-        self.consumer
-            .request_batch(request, inbox)
-            .await
-            .map_err(|e| error::map("pull request", e, timeout))?;
-        Ok(Pull {
-            subscriber,
-            context: self.provider.inner.js.clone(),
-            pending: size,
-            deadline: tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE,
-            done: false,
-        })
+        let pull = Pull::start(&self.provider, &self.consumer, &self.name, request).await?;
+        self.pull_inbox = Some(pull.inbox());
+        Ok(pull)
+    }
+
+    /// The oldest permission violation not reported yet of what this
+    /// subscription needs: its pull requests, the inbox of its current
+    /// pull, the acknowledgements of its deliveries. Violations of other
+    /// subjects are skipped for good (one atomic load per call while the
+    /// connection reports none).
+    fn unreported_denial(&mut self) -> Option<Denial> {
+        let denials = &self.provider.inner.link.denials;
+        let mark = denials.mark();
+        if mark <= self.since {
+            return None;
+        }
+        let rules = needs(&self.pull_subject, self.pull_inbox.as_deref(), &self.acks);
+        let found = denials.find(self.since, &rules);
+        if found.is_none() {
+            self.since = mark;
+        }
+        found
+    }
+
+    /// Reports `denial` (once): a denied pull or pull inbox ends the
+    /// current pull (the server never answers it; the next call pulls
+    /// again); a denied ack leaves the delivery to be redelivered after its
+    /// ack wait.
+    fn denied(&mut self, denial: &Denial) -> Error {
+        self.since = self.since.max(denial.id + 1);
+        if denial.action == Action::Subscribe || denial.subject == self.pull_subject {
+            self.batch = None;
+            self.pull_inbox = None;
+        }
+        denial.error(&format!("consumer {}", self.name))
     }
 
     /// Where a recreated ephemeral consumer starts: at the oldest delivery
@@ -488,13 +522,7 @@ impl NatsSubscription {
         if let Some(start_sequence) = resume {
             config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence };
         }
-        let consumer = self
-            .provider
-            .inner
-            .stream
-            .create_consumer(config)
-            .await
-            .map_err(|e| consumer_error(&self.provider, &self.name, e))?;
+        let consumer = create(&self.provider, &self.name, config).await?;
         tracing::info!(consumer = %self.name, "recreated ephemeral consumer");
         self.start_floor = consumer.cached_info().delivered.stream_sequence;
         self.consumer = consumer;
@@ -550,12 +578,16 @@ impl NatsSubscription {
         }
     }
 
-    async fn consumer_exists(&self) -> bool {
-        let info = self.provider.inner.stream.consumer_info(&self.name).await;
-        !matches!(
-            info.map_err(|e| error::map(&self.name, e, Duration::ZERO)),
-            Err(Error::NotFound { .. })
-        )
+    /// Whether the server still has the consumer; a lookup that fails
+    /// otherwise than with "not found" (a timeout) says yes, one the
+    /// server denies is [`Error::Authentication`].
+    async fn consumer_exists(&self) -> Result<bool> {
+        match lookup(&self.provider, &self.name).await {
+            Ok(found) => Ok(found.is_some()),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(err @ Error::Authentication(_)) => Err(err),
+            Err(_) => Ok(true),
+        }
     }
 
     /// The server lost this subscription's consumer: an ephemeral is
@@ -576,6 +608,9 @@ impl NatsSubscription {
         }
         self.note_call();
         loop {
+            if let Some(denial) = self.unreported_denial() {
+                return Err(self.denied(&denial));
+            }
             if self.held.is_some() {
                 self.refresh_for_held().await;
                 if let Some(message) = self.held.take() {
@@ -605,22 +640,32 @@ impl NatsSubscription {
                     }
                 }
             } else {
-                let lost = self.provider.inner.link.lost.notified();
-                tokio::pin!(lost);
-                // registered before the state is read: no loss is missed
-                lost.as_mut().enable();
-                if self.provider.inner.link.is_connected() {
-                    tokio::select! {
-                        biased;
-                        next = batch.next() => next,
-                        () = lost => {
-                            self.stale = true;
-                            continue;
+                let woken = {
+                    let link = &self.provider.inner.link;
+                    let lost = link.lost.notified();
+                    tokio::pin!(lost);
+                    // registered before the state is read: no loss is missed
+                    lost.as_mut().enable();
+                    if link.is_connected() {
+                        let rules =
+                            needs(&self.pull_subject, self.pull_inbox.as_deref(), &self.acks);
+                        tokio::select! {
+                            biased;
+                            next = batch.next() => Woken::Delivery(next),
+                            () = lost => Woken::ConnectionLost,
+                            denial = link.denials.wait(self.since, &rules) => Woken::Denied(denial),
                         }
+                    } else {
+                        Woken::ConnectionLost
                     }
-                } else {
-                    self.stale = true;
-                    continue;
+                };
+                match woken {
+                    Woken::Delivery(next) => next,
+                    Woken::ConnectionLost => {
+                        self.stale = true;
+                        continue;
+                    }
+                    Woken::Denied(denial) => return Err(self.denied(&denial)),
                 }
             };
             match next {
@@ -629,7 +674,8 @@ impl NatsSubscription {
                     // a pull request to a consumer the server no longer has
                     // is not answered at all: it ends like an idle one, by
                     // expiring, so an empty pull asks whether it still exists
-                    if !std::mem::take(&mut self.batch_delivered) && !self.consumer_exists().await {
+                    if !std::mem::take(&mut self.batch_delivered) && !self.consumer_exists().await?
+                    {
                         self.replace_lost_consumer().await?;
                     }
                 }
@@ -637,7 +683,7 @@ impl NatsSubscription {
                     self.batch = None;
                     let text = err.to_string();
                     tracing::debug!(consumer = %self.name, error = %text, "pull request ended");
-                    if !self.consumer_exists().await {
+                    if !self.consumer_exists().await? {
                         self.replace_lost_consumer().await?;
                         continue;
                     }
@@ -796,6 +842,167 @@ impl NatsSubscription {
     }
 }
 
+/// Consumer `name`'s info, `None` when the stream has no such consumer.
+async fn lookup(provider: &NatsProvider, name: &str) -> Result<Option<consumer::Info>> {
+    let timeout = provider.consumer_timeout();
+    let request = async {
+        match provider.inner.stream.consumer_info(name).await {
+            Ok(info) => Ok(Some(info)),
+            Err(err) => match provider.stream_error(name, err, timeout) {
+                Error::NotFound {
+                    kind: "consumer", ..
+                } => Ok(None),
+                other => Err(other),
+            },
+        }
+    };
+    let op = format!("consumer {name}");
+    provider
+        .guarded(&op, &provider.consumer_rules(name), request)
+        .await
+}
+
+/// Creates consumer `name` (JetStream updates one that exists).
+async fn create(provider: &NatsProvider, name: &str, config: pull::Config) -> Result<PullConsumer> {
+    let (steps, max_deliver) = (config.backoff.len(), config.max_deliver);
+    let request = async {
+        provider
+            .inner
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| {
+                if error::api_code(&e) == Some(ErrorCode::CONSUMER_MAX_DELIVER_BACKOFF) {
+                    backoff_refused(provider, steps, max_deliver, &e)
+                } else {
+                    consumer_error(provider, name, e)
+                }
+            })
+    };
+    let op = format!("consumer {name}");
+    provider
+        .guarded(&op, &provider.consumer_rules(name), request)
+        .await
+}
+
+/// Resumes durable `name`, which exists as `existing`: changed options that
+/// JetStream can change are applied, the others are [`Error::Conflict`].
+async fn resume(
+    provider: &NatsProvider,
+    name: &str,
+    existing: &consumer::Info,
+    desired: &pull::Config,
+) -> Result<PullConsumer> {
+    let existing = &existing.config;
+    // made by another client: settling events one by one needs a pull
+    // consumer with explicit acks (with `All`, acking one event would settle
+    // every earlier one), and neither can be changed in place
+    let foreign = if existing.deliver_subject.is_some() {
+        Some("it is a push consumer (it has a deliver subject)".to_string())
+    } else if existing.ack_policy != AckPolicy::Explicit {
+        Some(format!(
+            "ack_policy: consumer has {:?}, the provider acks each event (Explicit)",
+            existing.ack_policy
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = foreign {
+        return Err(Error::Conflict {
+            resource: format!("durable consumer {name}"),
+            reason: format!("{reason}; unsubscribe it or use another name"),
+        });
+    }
+    // the start policy applies at creation only: a different one would be
+    // silently ignored, so it is refused
+    if existing.deliver_policy != desired.deliver_policy {
+        return Err(Error::Conflict {
+            resource: format!("durable consumer {name}"),
+            reason: format!(
+                "deliver_policy: consumer has {:?}, subscription wants {:?} (it applies at \
+                 creation only; unsubscribe the consumer first)",
+                existing.deliver_policy, desired.deliver_policy
+            ),
+        });
+    }
+    let diffs = consumer_differences(existing, desired);
+    if diffs.is_empty() {
+        let request = async {
+            provider
+                .inner
+                .stream
+                .get_consumer(name)
+                .await
+                .map_err(|e| consumer_error(provider, name, e))
+        };
+        let op = format!("consumer {name}");
+        return provider
+            .guarded(&op, &provider.consumer_rules(name), request)
+            .await;
+    }
+    let reason = diffs.join("; ");
+    tracing::info!(consumer = name, changes = %reason, "updating durable consumer");
+    let updated = create(provider, name, desired.clone())
+        .await
+        .map_err(|err| match err {
+            err @ (Error::Timeout { .. } | Error::Connection(_) | Error::Authentication(_)) => err,
+            // options no consumer may have on this server, not a conflict
+            // with the existing one
+            err @ Error::InvalidConfig { .. } if is_backoff(&err) => err,
+            err => Error::Conflict {
+                resource: format!("durable consumer {name}"),
+                reason: format!("{reason}; JetStream refused the change: {err}"),
+            },
+        })?;
+    // a server that accepts the request but keeps old values (older servers
+    // ignore some fields) is a conflict too
+    let applied = consumer_differences(&updated.cached_info().config, desired);
+    if !applied.is_empty() {
+        return Err(Error::Conflict {
+            resource: format!("durable consumer {name}"),
+            reason: format!("JetStream kept the old settings: {}", applied.join("; ")),
+        });
+    }
+    Ok(updated)
+}
+
+/// The server refused a backoff of `steps` steps with `max_deliver` (-1:
+/// unlimited). Servers differ: all refuse fewer deliveries than steps, and
+/// older ones (nats-server 2.9, for example) also refuse an unlimited
+/// `max_deliver` or one equal to the number of steps, which newer ones
+/// accept. So the provider refuses only the first before any I/O, and
+/// explains the others from the server's answer.
+fn backoff_refused(
+    provider: &NatsProvider,
+    steps: usize,
+    max_deliver: i64,
+    err: &(dyn std::error::Error + 'static),
+) -> Error {
+    let max_deliver = if max_deliver < 0 {
+        "unlimited (None)".to_string()
+    } else {
+        max_deliver.to_string()
+    };
+    let server = error::api_error(err).map_or_else(|| err.to_string(), ToString::to_string);
+    Error::invalid_config(
+        "backoff",
+        format!(
+            "nats-server {version} refused a backoff of {steps} step(s) with max_deliver \
+             {max_deliver}: this server requires max_deliver to be set and greater than the \
+             number of backoff steps, so set max_deliver to at least {at_least} (newer servers \
+             also accept an unlimited max_deliver, or one equal to the number of steps); the \
+             server said: {server}",
+            version = provider.inner.client.server_info().version,
+            at_least = steps + 1,
+        ),
+    )
+}
+
+/// Whether `err` is a refusal of the `backoff` option.
+fn is_backoff(err: &Error) -> bool {
+    matches!(err, Error::InvalidConfig { field, .. } if field == "backoff")
+}
+
 /// Maps the error of a request creating or reading consumer `name`: a
 /// missing stream is `NotFound` naming the stream, another refusal is
 /// `InvalidConfig` (the options).
@@ -852,6 +1059,8 @@ impl Subscription for NatsSubscription {
                             acker,
                             timeout: self.provider.consumer_timeout(),
                             unsettled,
+                            acks: self.acks.clone(),
+                            since: self.provider.inner.link.denials.mark(),
                         }),
                     )
                     .with_ack_wait(wait),
@@ -870,26 +1079,36 @@ impl Subscription for NatsSubscription {
         self.hand_back_unseen().await;
         let timeout = self.provider.consumer_timeout();
         if let Kind::Ephemeral { .. } = self.kind {
-            match self.provider.inner.stream.delete_consumer(&self.name).await {
-                Ok(_) => {}
-                Err(e) => match error::map(&self.name, e, timeout) {
-                    Error::NotFound { .. } => {}
-                    other => return Err(other),
-                },
-            }
+            let delete = async {
+                match self.provider.inner.stream.delete_consumer(&self.name).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => match error::map(&self.name, e, timeout) {
+                        Error::NotFound { .. } => Ok(()),
+                        other => Err(other),
+                    },
+                }
+            };
+            let op = format!("closing consumer {}", self.name);
+            let rules = self.provider.consumer_rules(&self.name);
+            self.provider.guarded(&op, &rules, delete).await?;
         }
         // the flush waits for a connection: bounded, or a close while the
         // server is down would never return
         match tokio::time::timeout(timeout, self.provider.inner.client.flush()).await {
-            Ok(flushed) => flushed.map_err(|e| error::map("flush", e, timeout)),
-            Err(_) => Err(Error::Timeout {
-                operation: format!(
-                    "closing consumer {}: flushing its acknowledgements (connection lost?)",
-                    self.name
-                ),
-                elapsed: timeout,
-            }),
+            Ok(flushed) => flushed.map_err(|e| error::map("flush", e, timeout))?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation: format!(
+                        "closing consumer {}: flushing its acknowledgements (connection lost?)",
+                        self.name
+                    ),
+                    elapsed: timeout,
+                });
+            }
         }
+        // the server answered the flush after the acknowledgements: a
+        // violation it reported for one is (almost always) recorded by now
+        self.acks.denied(self.since, "closing")
     }
 }
 
@@ -912,73 +1131,6 @@ impl Drop for NatsSubscription {
     }
 }
 
-/// One pull request: the deliveries it brings, in order.
-///
-/// Unlike async-nats's `Batch`, which ends 5 s after the request's expiry
-/// and drops whatever it received and has not handed out yet (the server
-/// counted those deliveries: they came back only after the ack wait), a
-/// pull hands out everything it received, however slowly it is read; it
-/// gives up waiting only when nothing is left and the server has not
-/// answered [`PULL_GRACE`] after the expiry.
-struct Pull {
-    subscriber: async_nats::Subscriber,
-    context: async_nats::jetstream::Context,
-    /// Deliveries the request may still bring.
-    pending: usize,
-    deadline: tokio::time::Instant,
-    done: bool,
-}
-
-impl Pull {
-    /// The next delivery; `None` when the request is over (all delivered,
-    /// expired, or never answered); an error for a status the server ended
-    /// it with. Cancel-safe: a call cancelled while it waits loses nothing.
-    async fn next(
-        &mut self,
-    ) -> Option<std::result::Result<async_nats::jetstream::Message, String>> {
-        loop {
-            if self.done || self.pending == 0 {
-                return None;
-            }
-            // what was received is handed out whatever the time
-            let received = match self.subscriber.next().now_or_never() {
-                Some(received) => received,
-                // nothing after the deadline: the request is over
-                None => tokio::time::timeout_at(self.deadline, self.subscriber.next())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
-            let Some(message) = received else {
-                self.done = true;
-                return None;
-            };
-            match message.status {
-                None | Some(StatusCode::OK) => {
-                    self.pending -= 1;
-                    return Some(Ok(async_nats::jetstream::Message {
-                        message,
-                        context: self.context.clone(),
-                    }));
-                }
-                Some(StatusCode::IDLE_HEARTBEAT) => {}
-                // expired, or nothing to deliver
-                Some(StatusCode::TIMEOUT | StatusCode::NOT_FOUND) => {
-                    self.done = true;
-                    return None;
-                }
-                Some(status) => {
-                    self.done = true;
-                    return Some(Err(format!(
-                        "{status}: {}",
-                        message.description.as_deref().unwrap_or("")
-                    )));
-                }
-            }
-        }
-    }
-}
-
 /// Settles one delivery with JetStream acknowledgements.
 struct NatsAcker {
     acker: NatsMsgAcker,
@@ -986,6 +1138,10 @@ struct NatsAcker {
     /// An ephemeral's delivery: struck from its unsettled set once acked or
     /// terminated.
     unsettled: Option<(Unsettled, u64)>,
+    /// Where its acknowledgements go.
+    acks: Arc<AckScope>,
+    /// The permission-violation mark when it was handed out.
+    since: u64,
 }
 
 impl NatsAcker {
@@ -998,8 +1154,17 @@ impl NatsAcker {
     /// Sends `kind`. While the connection is down the client queues it
     /// (it goes out on reconnection); once the client's buffer is full it
     /// would wait for the reconnection, so the wait is bounded by the
-    /// request timeout.
+    /// request timeout. Acknowledgements get no reply: a denied one is
+    /// known only from the violation the server reports, so an
+    /// acknowledgement of this consumer denied since this delivery was
+    /// handed out (an earlier one, or this one if the report is already
+    /// in) makes this one fail too.
     async fn send(&self, kind: AckKind, what: &str) -> Result<()> {
+        self.publish(kind, what).await?;
+        self.acks.denied(self.since, what)
+    }
+
+    async fn publish(&self, kind: AckKind, what: &str) -> Result<()> {
         let Ok(sent) = tokio::time::timeout(self.timeout, self.acker.ack_with(kind)).await else {
             return Err(Error::Timeout {
                 operation: format!(

@@ -430,3 +430,127 @@ async fn a_zero_backoff_step_is_invalid_config() {
     }
     assert_eq!(p.info().await.unwrap().consumers, 0);
 }
+
+/// Two processes creating one durable at once with different start
+/// policies both looked it up, found nothing and created it; JetStream took
+/// the second creation as an update and refused the changed policy, which
+/// came back as `InvalidConfig` on "subscribe options", while a caller
+/// coming second gets `Conflict` naming `deliver_policy`. The loser of the
+/// race now gets that same `Conflict`. Several rounds, so that most of them
+/// really race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creations_of_one_durable_with_different_options_are_a_conflict() {
+    let server = server!("racing_creations_of_one_durable_with_different_options_are_a_conflict");
+    let config = common::config(&server, "race");
+    let a = NatsProvider::connect(config.clone()).await.unwrap();
+    let b = NatsProvider::connect(config).await.unwrap();
+    let filter = a.category_subject("t");
+    let all = SubscribeOptions {
+        deliver_policy: DeliverPolicy::All,
+        ..SubscribeOptions::default()
+    };
+    let new = SubscribeOptions {
+        deliver_policy: DeliverPolicy::New,
+        ..SubscribeOptions::default()
+    };
+    let conflict = |round: usize, err: Error| match err {
+        Error::Conflict { resource, reason } => {
+            assert!(resource.contains(&format!("race{round}")), "{resource}");
+            assert!(reason.contains("deliver_policy"), "{reason}");
+        }
+        other => panic!("round {round}: the loser got {other:?}, not Conflict"),
+    };
+    for round in 0..12 {
+        let name = format!("race{round}");
+        let (first, second) = tokio::join!(
+            a.subscribe_durable_with_options(&name, &filter, &all),
+            b.subscribe_durable_with_options(&name, &filter, &new),
+        );
+        match (first, second) {
+            (Ok(_), Err(err)) | (Err(err), Ok(_)) => conflict(round, err),
+            (first, second) => panic!(
+                "round {round}: exactly one creation wins: {:?}, {:?}",
+                first.map(|_| ()),
+                second.map(|_| ())
+            ),
+        }
+    }
+}
+
+/// nats-server 2.9 refuses a backoff with an unlimited `max_deliver`, or
+/// with a `max_deliver` equal to the number of steps (newer servers accept
+/// both; every server refuses fewer deliveries than steps, which is refused
+/// before any I/O). The refusal came back as `InvalidConfig` on "subscribe
+/// options" quoting the server; it now names the option combination, the
+/// rule and the fix.
+#[tokio::test]
+async fn a_backoff_the_server_refuses_names_the_options_and_the_rule() {
+    let server = server!("a_backoff_the_server_refuses_names_the_options_and_the_rule");
+    let p = NatsProvider::connect(common::config(&server, "bo"))
+        .await
+        .unwrap();
+    let version = p.client().server_info().version;
+    // 2.9 refuses both; releases since 2024 accept an unlimited max_deliver
+    // (nats-server PR 5242), then one equal to the steps (PR 6154)
+    let old = version.starts_with("2.9.") || version.starts_with("2.8.");
+    let filter = p.category_subject("t");
+    let backoff = vec![Duration::from_secs(1), Duration::from_secs(2)];
+    for (max_deliver, shown) in [(None, "max_deliver unlimited"), (Some(2), "max_deliver 2")] {
+        let opts = SubscribeOptions {
+            backoff: backoff.clone(),
+            max_deliver,
+            ..SubscribeOptions::default()
+        };
+        for durable in [true, false] {
+            let result = if durable {
+                p.subscribe_durable_with_options("bo", &filter, &opts)
+                    .await
+                    .map(|_| ())
+            } else {
+                p.subscribe_with_options(&filter, &opts).await.map(|_| ())
+            };
+            match result {
+                Err(Error::InvalidConfig { field, reason }) => {
+                    assert_eq!(field, "backoff", "{reason}");
+                    for part in [
+                        format!("nats-server {version}"),
+                        "2 step(s)".to_string(),
+                        shown.to_string(),
+                        "greater than the number of backoff steps".to_string(),
+                        "at least 3".to_string(),
+                    ] {
+                        assert!(reason.contains(&part), "{part:?} in {reason}");
+                    }
+                }
+                Ok(()) if !old => {
+                    p.unsubscribe("bo").await.ok();
+                }
+                other => panic!("{max_deliver:?} on nats-server {version}: {other:?}"),
+            }
+        }
+    }
+    // fewer deliveries than steps: refused by every server, before any I/O
+    let opts = SubscribeOptions {
+        backoff,
+        max_deliver: Some(1),
+        ..SubscribeOptions::default()
+    };
+    match p.subscribe_durable_with_options("bo", &filter, &opts).await {
+        Err(Error::InvalidConfig { field, reason }) => {
+            assert_eq!(field, "backoff");
+            assert!(
+                reason.contains("2 backoff steps with max_deliver 1"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+    }
+    // and with max_deliver above the steps every server takes it
+    let opts = SubscribeOptions {
+        max_deliver: Some(3),
+        ..opts
+    };
+    p.subscribe_durable_with_options("bo", &filter, &opts)
+        .await
+        .unwrap();
+}
