@@ -818,3 +818,53 @@ async fn deliveries_and_lag_counts_agree_with_a_model_of_the_whole_log() {
         }
     }
 }
+
+/// Under tokio's paused clock (`#[tokio::test(start_paused = true)]`, as
+/// application tests using the memory provider as a test double do), an
+/// unsettled delivery comes back after `ack_wait` of the runtime's time:
+/// the ack timers follow tokio's clock, so the wait takes no real time (it
+/// used to take the whole ack wait of real time, spinning at full CPU).
+#[tokio::test(start_paused = true)]
+async fn redelivery_follows_the_paused_tokio_clock() {
+    let p = MemoryProvider::default();
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(10)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("paused", "events.>", &opts)
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    first.in_progress().await.unwrap();
+    drop(first);
+    let (virtual_start, real_start) = (tokio::time::Instant::now(), std::time::Instant::now());
+    let again = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(again.received.num_delivered, 2);
+    assert!(
+        virtual_start.elapsed() >= Duration::from_secs(10),
+        "redelivered before the ack wait"
+    );
+    assert!(
+        real_start.elapsed() < Duration::from_secs(5),
+        "a 10 s ack wait under a paused clock took {:?} of real time",
+        real_start.elapsed()
+    );
+}
+
+/// The dedup window follows tokio's clock too: under a paused clock,
+/// advancing past the window forgets the id.
+#[tokio::test(start_paused = true)]
+async fn dedup_window_follows_the_paused_tokio_clock() {
+    let p = MemoryProvider::default();
+    let e = ev(1);
+    let first = p.publish(&e).await.unwrap();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(p.publish(&e).await.unwrap(), first, "inside the window");
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(
+        p.publish(&e).await.unwrap() > first,
+        "past the 2 min window the id is new again"
+    );
+}
