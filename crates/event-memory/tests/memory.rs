@@ -868,3 +868,18 @@ async fn dedup_window_follows_the_paused_tokio_clock() {
         "past the 2 min window the id is new again"
     );
 }
+
+/// A zero dedup window would silently turn deduplication off (every id
+/// expires at once), which the contract does not allow and the NATS
+/// provider refuses: it is a configuration error.
+#[tokio::test]
+async fn a_zero_duplicate_window_is_a_config_error() {
+    let limits = MemoryLimits {
+        duplicate_window: Duration::ZERO,
+        ..MemoryLimits::default()
+    };
+    match MemoryProvider::with_limits(MemoryConfig::default(), limits) {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "duplicate_window"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
