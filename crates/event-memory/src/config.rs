@@ -43,7 +43,9 @@ impl Default for MemoryConfig {
 /// Limits beyond [`MemoryConfig`], with production-sane defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryLimits {
-    /// Largest encoded event accepted (bytes). Default 1 MiB, as NATS.
+    /// Largest encoded event accepted (bytes), an explicit
+    /// [`PublishOptions::msg_id`](event_core::PublishOptions::msg_id)
+    /// included. Default 1 MiB, as NATS.
     pub max_payload: usize,
     /// How long a dedup id is remembered; must be non-zero. Default 2
     /// minutes, as JetStream.

@@ -2,7 +2,7 @@
 //! lag reports, configuration errors, backpressure.
 
 #![allow(clippy::unwrap_used)]
-use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions};
+use event_core::{DeliverPolicy, Error, Event, EventProvider, PublishOptions, SubscribeOptions};
 use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use std::time::Duration;
 
@@ -882,4 +882,45 @@ async fn a_zero_duplicate_window_is_a_config_error() {
         Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "duplicate_window"),
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
+}
+
+/// An explicit `msg_id` is kept in the dedup window for its whole duration,
+/// so it counts towards `max_payload` (as the `Nats-Msg-Id` header does on
+/// NATS): an id of any size cannot be remembered 100,000 times over.
+#[tokio::test]
+async fn an_explicit_msg_id_counts_towards_the_payload_limit() {
+    let limits = MemoryLimits {
+        max_payload: 4096,
+        ..MemoryLimits::default()
+    };
+    let p = MemoryProvider::with_limits(MemoryConfig::default(), limits).unwrap();
+    let e = ev(1);
+    let size = serde_json::to_vec(&e).unwrap().len();
+    let id_len = 4096 - size;
+    let fits = PublishOptions {
+        msg_id: Some("k".repeat(id_len)),
+        ..PublishOptions::default()
+    };
+    p.publish_with_options(&e, &fits).await.unwrap();
+    let too_long = PublishOptions {
+        msg_id: Some("k".repeat(id_len + 1)),
+        ..PublishOptions::default()
+    };
+    match p.publish_with_options(&ev(2), &too_long).await {
+        Err(Error::PayloadTooLarge { size, max }) => assert_eq!((size, max), (4097, 4096)),
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    let huge = PublishOptions {
+        msg_id: Some("k".repeat(10 << 20)),
+        ..PublishOptions::default()
+    };
+    assert!(matches!(
+        p.publish_with_options(&ev(3), &huge).await,
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    assert_eq!(
+        p.info().await.unwrap().messages,
+        1,
+        "refused ids stored nothing"
+    );
 }
