@@ -924,3 +924,65 @@ async fn an_explicit_msg_id_counts_towards_the_payload_limit() {
         "refused ids stored nothing"
     );
 }
+
+/// Slow consumers: a delivery left unsettled (dropped, or nak'd with a
+/// delay) whose event retention removes before it can be redelivered is
+/// reported as `Lagged` when its redelivery falls due, never dropped
+/// silently; the consumer goes on with the events still stored.
+#[tokio::test(start_paused = true)]
+async fn an_unsettled_delivery_evicted_before_redelivery_is_reported() {
+    let p = provider(1, 10);
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(10)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("evicted", "events.>", &opts)
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    drop(sub.next_manual_ack().await.unwrap().unwrap());
+    publish(&p, 1..2).await; // evicts event 0, in flight
+    let one = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(one.received.event.payload["n"], 1);
+    one.nak_with_delay(Duration::from_secs(5)).await.unwrap();
+    publish(&p, 2..3).await; // evicts event 1, awaiting its delayed redelivery
+    let two = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(two.received.event.payload["n"], 2);
+    two.ack().await.unwrap();
+    let mut missed = 0;
+    while missed < 2 {
+        // virtual time: a lost report fails at once instead of hanging
+        match tokio::time::timeout(Duration::from_secs(60), sub.next_manual_ack()).await {
+            Ok(Err(Error::Lagged { missed: n })) => missed += n,
+            Ok(other) => panic!(
+                "expected Lagged, got {:?}",
+                other.map(|e| e.map(|e| e.received))
+            ),
+            Err(_) => panic!("the evicted deliveries were dropped silently ({missed} reported)"),
+        }
+    }
+    assert_eq!(missed, 2);
+    assert_eq!(p.lagged_total(), 2);
+    let nothing = tokio::time::timeout(Duration::from_secs(60), sub.next_manual_ack()).await;
+    assert!(nothing.is_err(), "nothing else is due");
+}
+
+/// The backlog a start policy selects (`Last`, `LastPerSubject`) is
+/// reported as `Lagged` when retention removes it before it is read.
+#[tokio::test]
+async fn a_start_policy_backlog_evicted_before_it_is_read_is_reported() {
+    let p = provider(1, 10);
+    publish(&p, 0..1).await;
+    let opts = SubscribeOptions {
+        deliver_policy: DeliverPolicy::Last,
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p.subscribe_with_options("events.>", &opts).await.unwrap();
+    publish(&p, 1..2).await; // evicts event 0, the `Last` backlog
+    match sub.next().await {
+        Err(Error::Lagged { missed }) => assert_eq!(missed, 1),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    assert_eq!(sub.next().await.unwrap().unwrap().event.payload["n"], 1);
+}
