@@ -43,9 +43,12 @@ impl Default for MemoryConfig {
 /// Limits beyond [`MemoryConfig`], with production-sane defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryLimits {
-    /// Largest encoded event accepted (bytes). Default 1 MiB, as NATS.
+    /// Largest encoded event accepted (bytes), an explicit
+    /// [`PublishOptions::msg_id`](event_core::PublishOptions::msg_id)
+    /// included. Default 1 MiB, as NATS.
     pub max_payload: usize,
-    /// How long a dedup id is remembered. Default 2 minutes, as JetStream.
+    /// How long a dedup id is remembered; must be non-zero. Default 2
+    /// minutes, as JetStream.
     pub duplicate_window: Duration,
     /// Most dedup ids remembered at once; the oldest is forgotten first.
     /// Default 100,000.
@@ -86,6 +89,13 @@ pub(crate) fn validate(config: &MemoryConfig, limits: &MemoryLimits) -> Result<(
         if value == 0 {
             return Err(Error::invalid_config(field, "must be greater than zero"));
         }
+    }
+    // zero would expire every id at once: deduplication silently off
+    if limits.duplicate_window.is_zero() {
+        return Err(Error::invalid_config(
+            "duplicate_window",
+            "must be greater than zero",
+        ));
     }
     if limits.default_ack_wait.is_zero() {
         return Err(Error::invalid_config(

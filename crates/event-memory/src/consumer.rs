@@ -11,8 +11,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
+// tokio's clock (std's unless the `test-util` feature pauses it), so that
+// ack timers follow a paused or advanced runtime clock in tests
+use tokio::time::Instant;
 
 /// Settings a consumer runs with, resolved against the provider defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -276,8 +279,12 @@ impl Consumer {
             state.settings.in_flight_wait(p.deliveries)
         };
         let deadline = after(Instant::now(), wait);
-        if let Some(p) = state.pending.get_mut(&seq) {
-            p.deadline = deadline;
+        match state.pending.get_mut(&seq) {
+            // an unchanged deadline (a clock that did not move, as a paused
+            // one) keeps its live timer: a second one would be live too,
+            // and a loop of calls would grow the queue without bound
+            Some(p) if p.deadline != deadline => p.deadline = deadline,
+            _ => return,
         }
         state.heap.push(Reverse((deadline, seq, token)));
         state.tidy_timers();
@@ -665,5 +672,22 @@ mod tests {
             drop(state);
             c.ack(held.sequence);
         }
+    }
+
+    /// `in_progress` called again and again while the clock does not move
+    /// (tokio's paused clock, which the timers follow) keeps one live timer,
+    /// not one per call.
+    #[tokio::test(start_paused = true)]
+    async fn in_progress_under_a_still_clock_keeps_one_timer() {
+        let store = parking_lot::Mutex::new(Store::new(100, Duration::from_secs(60), 100));
+        let c = consumer(&mut store.lock(), Duration::from_secs(30));
+        append(&store, 0);
+        let d = deliver(&c, &store);
+        for _ in 0..10_000 {
+            c.in_progress(d.sequence, d.token);
+        }
+        let state = c.state.lock();
+        let timers = state.fifo.len() + state.heap.len();
+        assert!(timers <= 2, "{timers} timers kept for 1 delivery");
     }
 }

@@ -27,6 +27,12 @@
 //! while, always before it takes effect, so dropping it there stores nothing
 //! (wrap it in `tokio::task::unconstrained` to opt out).
 //!
+//! Ack timers, redelivery delays and the dedup window run on tokio's clock
+//! (`tokio::time::Instant`), which is the system's monotonic clock unless
+//! tokio's `test-util` feature pauses it: a test that pauses or advances time
+//! (`start_paused = true`, `tokio::time::advance`) sees redeliveries and
+//! dedup expiry at the runtime's virtual time, without waiting for real time.
+//!
 //! ```
 //! use event_core::{Event, EventProvider};
 //! use event_memory::{MemoryConfig, MemoryProvider};

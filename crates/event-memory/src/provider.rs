@@ -161,8 +161,8 @@ impl MemoryProvider {
         Ok(out)
     }
 
-    /// Validates the subject, the dedup id and the encoded size; returns the
-    /// size.
+    /// Validates the subject, the dedup id and the encoded size (with an
+    /// explicit dedup id's length); returns the event's encoded size.
     fn admit(&self, event: &Event, options: &PublishOptions) -> Result<usize> {
         validate_publish_subject(&event.subject, &self.shared.config.subject_prefix)?;
         // as on JetStream (a message id is a header value): an empty id
@@ -175,9 +175,13 @@ impl MemoryProvider {
             ));
         }
         let size = encoded_len(event)?;
-        if size > self.shared.limits.max_payload {
+        // an explicit dedup id is kept beside the event for the whole dedup
+        // window, so it counts towards the limit (as the `Nats-Msg-Id`
+        // header does on NATS); the default one is the event's own id
+        let admitted = size.saturating_add(options.msg_id.as_deref().map_or(0, str::len));
+        if admitted > self.shared.limits.max_payload {
             return Err(Error::PayloadTooLarge {
-                size,
+                size: admitted,
                 max: self.shared.limits.max_payload,
             });
         }

@@ -9,7 +9,10 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (std's unless the `test-util` feature pauses it), so that
+// the dedup window follows a paused or advanced runtime clock in tests
+use tokio::time::Instant;
 
 /// Dedup ids are caller-supplied: a seeded hasher (foldhash), fast and
 /// resistant to chosen collisions.

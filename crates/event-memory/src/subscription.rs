@@ -4,7 +4,7 @@ use crate::consumer::{Consumer, Delivery, MemoryAcker, Next, received};
 
 enum Polled {
     Ready(Option<Delivery>),
-    Wait(Option<std::time::Instant>),
+    Wait(Option<tokio::time::Instant>),
 }
 use crate::provider::Shared;
 use async_trait::async_trait;
@@ -63,7 +63,7 @@ impl MemorySubscription {
             };
             let sleep = async {
                 match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };

@@ -2,7 +2,7 @@
 //! lag reports, configuration errors, backpressure.
 
 #![allow(clippy::unwrap_used)]
-use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions};
+use event_core::{DeliverPolicy, Error, Event, EventProvider, PublishOptions, SubscribeOptions};
 use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use std::time::Duration;
 
@@ -817,4 +817,172 @@ async fn deliveries_and_lag_counts_agree_with_a_model_of_the_whole_log() {
             }
         }
     }
+}
+
+/// Under tokio's paused clock (`#[tokio::test(start_paused = true)]`, as
+/// application tests using the memory provider as a test double do), an
+/// unsettled delivery comes back after `ack_wait` of the runtime's time:
+/// the ack timers follow tokio's clock, so the wait takes no real time (it
+/// used to take the whole ack wait of real time, spinning at full CPU).
+#[tokio::test(start_paused = true)]
+async fn redelivery_follows_the_paused_tokio_clock() {
+    let p = MemoryProvider::default();
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(10)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("paused", "events.>", &opts)
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    first.in_progress().await.unwrap();
+    drop(first);
+    let (virtual_start, real_start) = (tokio::time::Instant::now(), std::time::Instant::now());
+    let again = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(again.received.num_delivered, 2);
+    assert!(
+        virtual_start.elapsed() >= Duration::from_secs(10),
+        "redelivered before the ack wait"
+    );
+    assert!(
+        real_start.elapsed() < Duration::from_secs(5),
+        "a 10 s ack wait under a paused clock took {:?} of real time",
+        real_start.elapsed()
+    );
+}
+
+/// The dedup window follows tokio's clock too: under a paused clock,
+/// advancing past the window forgets the id.
+#[tokio::test(start_paused = true)]
+async fn dedup_window_follows_the_paused_tokio_clock() {
+    let p = MemoryProvider::default();
+    let e = ev(1);
+    let first = p.publish(&e).await.unwrap();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(p.publish(&e).await.unwrap(), first, "inside the window");
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(
+        p.publish(&e).await.unwrap() > first,
+        "past the 2 min window the id is new again"
+    );
+}
+
+/// A zero dedup window would silently turn deduplication off (every id
+/// expires at once), which the contract does not allow and the NATS
+/// provider refuses: it is a configuration error.
+#[tokio::test]
+async fn a_zero_duplicate_window_is_a_config_error() {
+    let limits = MemoryLimits {
+        duplicate_window: Duration::ZERO,
+        ..MemoryLimits::default()
+    };
+    match MemoryProvider::with_limits(MemoryConfig::default(), limits) {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "duplicate_window"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
+/// An explicit `msg_id` is kept in the dedup window for its whole duration,
+/// so it counts towards `max_payload` (as the `Nats-Msg-Id` header does on
+/// NATS): an id of any size cannot be remembered 100,000 times over.
+#[tokio::test]
+async fn an_explicit_msg_id_counts_towards_the_payload_limit() {
+    let limits = MemoryLimits {
+        max_payload: 4096,
+        ..MemoryLimits::default()
+    };
+    let p = MemoryProvider::with_limits(MemoryConfig::default(), limits).unwrap();
+    let e = ev(1);
+    let size = serde_json::to_vec(&e).unwrap().len();
+    let id_len = 4096 - size;
+    let fits = PublishOptions {
+        msg_id: Some("k".repeat(id_len)),
+        ..PublishOptions::default()
+    };
+    p.publish_with_options(&e, &fits).await.unwrap();
+    let too_long = PublishOptions {
+        msg_id: Some("k".repeat(id_len + 1)),
+        ..PublishOptions::default()
+    };
+    match p.publish_with_options(&ev(2), &too_long).await {
+        Err(Error::PayloadTooLarge { size, max }) => assert_eq!((size, max), (4097, 4096)),
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    let huge = PublishOptions {
+        msg_id: Some("k".repeat(10 << 20)),
+        ..PublishOptions::default()
+    };
+    assert!(matches!(
+        p.publish_with_options(&ev(3), &huge).await,
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    assert_eq!(
+        p.info().await.unwrap().messages,
+        1,
+        "refused ids stored nothing"
+    );
+}
+
+/// Slow consumers: a delivery left unsettled (dropped, or nak'd with a
+/// delay) whose event retention removes before it can be redelivered is
+/// reported as `Lagged` when its redelivery falls due, never dropped
+/// silently; the consumer goes on with the events still stored.
+#[tokio::test(start_paused = true)]
+async fn an_unsettled_delivery_evicted_before_redelivery_is_reported() {
+    let p = provider(1, 10);
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(10)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("evicted", "events.>", &opts)
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    drop(sub.next_manual_ack().await.unwrap().unwrap());
+    publish(&p, 1..2).await; // evicts event 0, in flight
+    let one = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(one.received.event.payload["n"], 1);
+    one.nak_with_delay(Duration::from_secs(5)).await.unwrap();
+    publish(&p, 2..3).await; // evicts event 1, awaiting its delayed redelivery
+    let two = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(two.received.event.payload["n"], 2);
+    two.ack().await.unwrap();
+    let mut missed = 0;
+    while missed < 2 {
+        // virtual time: a lost report fails at once instead of hanging
+        match tokio::time::timeout(Duration::from_secs(60), sub.next_manual_ack()).await {
+            Ok(Err(Error::Lagged { missed: n })) => missed += n,
+            Ok(other) => panic!(
+                "expected Lagged, got {:?}",
+                other.map(|e| e.map(|e| e.received))
+            ),
+            Err(_) => panic!("the evicted deliveries were dropped silently ({missed} reported)"),
+        }
+    }
+    assert_eq!(missed, 2);
+    assert_eq!(p.lagged_total(), 2);
+    let nothing = tokio::time::timeout(Duration::from_secs(60), sub.next_manual_ack()).await;
+    assert!(nothing.is_err(), "nothing else is due");
+}
+
+/// The backlog a start policy selects (`Last`, `LastPerSubject`) is
+/// reported as `Lagged` when retention removes it before it is read.
+#[tokio::test]
+async fn a_start_policy_backlog_evicted_before_it_is_read_is_reported() {
+    let p = provider(1, 10);
+    publish(&p, 0..1).await;
+    let opts = SubscribeOptions {
+        deliver_policy: DeliverPolicy::Last,
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p.subscribe_with_options("events.>", &opts).await.unwrap();
+    publish(&p, 1..2).await; // evicts event 0, the `Last` backlog
+    match sub.next().await {
+        Err(Error::Lagged { missed }) => assert_eq!(missed, 1),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    assert_eq!(sub.next().await.unwrap().unwrap().event.payload["n"], 1);
 }
