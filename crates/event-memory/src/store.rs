@@ -172,12 +172,20 @@ pub(crate) struct Entry {
 pub(crate) struct Cursor {
     next_seq: AtomicU64,
     missed: AtomicU64,
+    /// The category bits ([`Summary::required_by`]) of `filter`: an evicted
+    /// event whose category lacks them cannot match, so the filter is not
+    /// consulted (a consumer left behind on a rare category, a durable
+    /// nobody resumes, costs one compare per eviction, not a match).
+    required: AtomicU64,
     /// Consulted only when an eviction overtakes the cursor; a leaf lock.
     filter: Mutex<SubjectPattern>,
 }
 
 impl Cursor {
+    /// Replaces the filter. Call under the store lock.
     pub(crate) fn set_filter(&self, filter: SubjectPattern) {
+        self.required
+            .store(Summary::required_by(&filter).category, Ordering::Relaxed);
         *self.filter.lock() = filter;
     }
 
@@ -252,6 +260,7 @@ impl Store {
         let cursor = Arc::new(Cursor {
             next_seq: AtomicU64::new(next_seq),
             missed: AtomicU64::new(0),
+            required: AtomicU64::new(Summary::required_by(&filter).category),
             filter: Mutex::new(filter),
         });
         self.cursors.push(Arc::clone(&cursor));
@@ -261,11 +270,17 @@ impl Store {
     /// Counts evicted event `seq` against every cursor it overtakes whose
     /// filter matches it, and forgets the cursors of dropped consumers.
     fn count_evicted(&mut self, seq: u64, subject: &str) {
+        // computed once, and only if some cursor is overtaken
+        let mut evicted: Option<Summary> = None;
         self.cursors.retain(|cursor| {
-            if cursor.next_seq.load(Ordering::Relaxed) <= seq
-                && cursor.filter.lock().matches(subject)
-            {
-                cursor.missed.fetch_add(1, Ordering::Relaxed);
+            if cursor.next_seq.load(Ordering::Relaxed) <= seq {
+                let evicted = *evicted.get_or_insert_with(|| Summary::of_subject(subject));
+                let required = Summary {
+                    category: cursor.required.load(Ordering::Relaxed),
+                };
+                if evicted.may_hold(required) && cursor.filter.lock().matches(subject) {
+                    cursor.missed.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Arc::strong_count(cursor) > 1
         });
