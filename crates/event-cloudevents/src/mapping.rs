@@ -192,15 +192,20 @@ pub(crate) fn decode_hex_key(hex: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| "hex does not decode to UTF-8".to_string())
 }
 
-/// Whether a content type denotes JSON data (`application/json`,
-/// `text/json`, `*+json`, with or without parameters).
-pub fn is_json_content_type(content_type: &str) -> bool {
-    let essence = content_type
+/// The media type of a content type, lowercased, without parameters.
+fn essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Whether a content type denotes JSON data (`application/json`,
+/// `text/json`, `*+json`, with or without parameters).
+pub fn is_json_content_type(content_type: &str) -> bool {
+    let essence = essence(content_type);
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
@@ -211,12 +216,7 @@ pub fn is_json_content_type(content_type: &str) -> bool {
 /// batched mode, so binary mode cannot carry it as an event's
 /// `datacontenttype`.
 pub fn is_cloudevents_content_type(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let essence = essence(content_type);
     essence
         .strip_prefix("application/cloudevents")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with("-batch"))

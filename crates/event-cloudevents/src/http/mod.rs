@@ -371,20 +371,26 @@ mod tests {
         }
     }
 
+    /// Binary-mode headers with only the required attributes.
+    fn required_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (n, v) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+        ] {
+            headers.insert(n, HeaderValue::from_static(v));
+        }
+        headers
+    }
+
     #[test]
     fn malformed_percent_encoding_is_refused_naming_the_attribute() {
         // §3.1.3.2: a `%` always starts a `%XX` triplet (a sender MUST
         // encode a literal `%` as `%25`) and the octets MUST be UTF-8.
         let message = |name: &str, value: &str| {
-            let mut headers = HeaderMap::new();
-            for (n, v) in [
-                ("ce-specversion", "1.0"),
-                ("ce-id", "1"),
-                ("ce-source", "s"),
-                ("ce-type", "t"),
-            ] {
-                headers.insert(n, HeaderValue::from_static(v));
-            }
+            let mut headers = required_headers();
             headers.insert(
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 HeaderValue::from_str(value).unwrap(),
@@ -483,18 +489,7 @@ mod tests {
     fn a_repeated_attribute_header_is_refused_as_in_nats() {
         // Which of two `ce-id` values is the id? The NATS binding refuses the
         // message; so does HTTP, instead of keeping the last one.
-        let base = || {
-            let mut headers = HeaderMap::new();
-            for (n, v) in [
-                ("ce-specversion", "1.0"),
-                ("ce-id", "1"),
-                ("ce-source", "s"),
-                ("ce-type", "t"),
-            ] {
-                headers.insert(n, HeaderValue::from_static(v));
-            }
-            headers
-        };
+        let base = required_headers;
         for (name, needle) in [
             ("ce-id", "`id`"),
             ("ce-traceparent", "`traceparent`"),
