@@ -19,7 +19,7 @@
 #[path = "../crates/event-nats/tests/common/mod.rs"]
 mod common;
 
-use a3s_event::consumer::ConsumerConfig;
+use a3s_event::consumer::{ConsumerConfig, ConsumerHandle};
 use a3s_event::crypto::{Aes256GcmEncryptor, EncryptedPayload};
 use a3s_event::dlq::ProviderDlqHandler;
 use a3s_event::provider::nats::{NatsConfig, NatsProvider};
@@ -117,6 +117,28 @@ impl Service {
 
     fn orders_subject(&self) -> String {
         self.provider.category_subject("orders")
+    }
+
+    /// Registers the durable billing subscriber ([`billing_options`]).
+    async fn register_billing(&self) {
+        self.bus
+            .update_subscription_with_options(
+                billing_filter(self.orders_subject()),
+                billing_options(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Runs the billing handler over the billing subscriber.
+    async fn consume_billing(&self) -> (Billing, ConsumerHandle) {
+        let billing = Billing::default();
+        let consumer = self
+            .bus
+            .consume("billing", billing.handler(), ConsumerConfig::default())
+            .await
+            .unwrap();
+        (billing, consumer)
     }
 
     /// A typed order event, built the way a publisher that retries does
@@ -257,9 +279,7 @@ async fn order_service_handles_retries_and_dead_letters_each_order_exactly_once(
     let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &key(1)));
     let svc = Service::connect(common::config(&server, "e2e"), encryptor).await;
     let bus = &svc.bus;
-    bus.update_subscription_with_options(billing_filter(svc.orders_subject()), billing_options())
-        .await
-        .unwrap();
+    svc.register_billing().await;
 
     // A payload the schema refuses is refused before anything is stored.
     let err = bus
@@ -299,11 +319,7 @@ async fn order_service_handles_retries_and_dead_letters_each_order_exactly_once(
     }
     assert_eq!(svc.provider.info().await.unwrap().messages, N);
 
-    let billing = Billing::default();
-    let consumer = bus
-        .consume("billing", billing.handler(), ConsumerConfig::default())
-        .await
-        .unwrap();
+    let (billing, consumer) = svc.consume_billing().await;
 
     let always: BTreeSet<u64> = (0..N)
         .filter(|n| Fate::of(*n) == Fate::FailsAlways)
@@ -450,14 +466,8 @@ async fn key_rotation_mid_stream_consumer_reads_events_of_both_keys() {
     let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &key(1)));
     let svc = Service::connect(common::config(&server, "e2e"), encryptor.clone()).await;
     let bus = &svc.bus;
-    bus.update_subscription_with_options(billing_filter(svc.orders_subject()), billing_options())
-        .await
-        .unwrap();
-    let billing = Billing::default();
-    let consumer = bus
-        .consume("billing", billing.handler(), ConsumerConfig::default())
-        .await
-        .unwrap();
+    svc.register_billing().await;
+    let (billing, consumer) = svc.consume_billing().await;
 
     const N: u64 = 20;
     const ROTATE_AT: u64 = 10;
@@ -1032,14 +1042,8 @@ async fn dead_letters_redriven_in_two_calls_are_each_handled_once_oldest_first()
     let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &key(1)));
     let svc = Service::connect(common::config(&server, "e2e"), encryptor).await;
     let bus = &svc.bus;
-    bus.update_subscription_with_options(billing_filter(svc.orders_subject()), billing_options())
-        .await
-        .unwrap();
-    let billing = Billing::default();
-    let consumer = bus
-        .consume("billing", billing.handler(), ConsumerConfig::default())
-        .await
-        .unwrap();
+    svc.register_billing().await;
+    let (billing, consumer) = svc.consume_billing().await;
     const N: u64 = 60;
     let mut published = BTreeMap::new();
     for n in 0..N {

@@ -414,7 +414,7 @@ impl EventBus {
         let inner = &*self.inner;
         let hooks = inner.hooks.load();
         // steps 1-3 per event: `Err` refused, `Ok(stored form if not the event)`
-        let checked: Vec<Result<Option<Event>>> = events
+        let mut checked: Vec<Result<Option<Event>>> = events
             .iter()
             .map(|event| self.check_and_encrypt(&hooks, event, false))
             .collect();
@@ -425,12 +425,12 @@ impl EventBus {
         } else if passed == events.len() && hooks.encryptor.is_none() {
             inner.provider.publish_batch(events).await?
         } else {
+            // the encrypted events are moved out (only Ok/Err is read below)
             let batch: Vec<Event> = events
                 .iter()
-                .zip(&checked)
+                .zip(&mut checked)
                 .filter_map(|(event, checked)| match checked {
-                    Ok(Some(stored)) => Some(stored.clone()),
-                    Ok(None) => Some(event.clone()),
+                    Ok(stored) => Some(stored.take().unwrap_or_else(|| event.clone())),
                     Err(_) => None,
                 })
                 .collect();

@@ -532,18 +532,6 @@ impl EventProvider for GatedProvider {
             .subscribe_durable_with_options(consumer_name, filter_subject, options)
             .await
     }
-    async fn subscribe_durable(
-        &self,
-        consumer_name: &str,
-        filter_subject: &str,
-    ) -> Result<Box<dyn Subscription>> {
-        self.subscribe_durable_with_options(
-            consumer_name,
-            filter_subject,
-            &SubscribeOptions::default(),
-        )
-        .await
-    }
     async fn history(
         &self,
         filter_subject: Option<&str>,
