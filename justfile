@@ -27,6 +27,10 @@ test-memory:
 bench TARGET="":
     cargo bench --workspace --all-features {{ if TARGET == "" { "" } else { "--bench " + TARGET } }}
 
+# Every benchmark once, unmeasured (what CI runs to keep the benches working)
+bench-smoke:
+    cargo test --workspace --all-features --bench '*'
+
 # Clippy with warnings as errors
 lint:
     cargo clippy --workspace --all-targets --all-features -- -D warnings

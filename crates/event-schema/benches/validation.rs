@@ -228,6 +228,17 @@ fn paired_report() {
 
 fn main() {
     benches();
-    paired_report();
+    // only under `cargo bench` (which passes `--bench`): `cargo test --benches`
+    // (CI's smoke run) and `cargo bench -- --test` run each case once instead
+    if is_measuring() {
+        paired_report();
+    }
     Criterion::default().configure_from_args().final_summary();
+}
+
+/// Whether this is a measuring run (`cargo bench`), as criterion decides:
+/// `--bench` given and neither `--test` nor `--list`.
+fn is_measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
 }
