@@ -66,7 +66,8 @@ impl EncryptionKey {
     /// decode to exactly 32 bytes. The message names the position of the
     /// first bad character or the decoded length, never the key itself, and
     /// says so when the text is a 32-byte key in another usual form: 64 hex
-    /// digits (`openssl rand -hex 32`), URL-safe base64, or wrapped in quotes.
+    /// digits (`openssl rand -hex 32`), URL-safe base64, wrapped in quotes,
+    /// or base64-encoded twice.
     pub fn from_base64(encoded: &str) -> Result<Self> {
         decode_key("encryption key", encoded)
     }
@@ -76,7 +77,8 @@ impl EncryptionKey {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable when it is unset, not
-    /// Unicode, not base64 or not 32 bytes long.
+    /// Unicode (saying so when it holds 32 raw bytes: the key itself instead
+    /// of its base64), not base64 or not 32 bytes long.
     pub fn from_env(var: &str) -> Result<Self> {
         key_from_env_value(var, std::env::var(var))
     }
@@ -186,6 +188,16 @@ fn format_mistake(text: &str) -> Option<&'static str> {
     if unquoted.is_some_and(|inner| decodes_to_key(&STANDARD, inner)) {
         return Some("it is wrapped in quotes (a line read literally, as by docker --env-file)");
     }
+    let mut once = Zeroizing::new(Vec::with_capacity(text.len()));
+    let twice = STANDARD.decode_vec(text, &mut once).is_ok()
+        && std::str::from_utf8(&once)
+            .is_ok_and(|inner| decodes_to_key(&STANDARD, inner.trim_ascii()));
+    if twice {
+        return Some(
+            "it is a base64 key encoded in base64 twice (a Kubernetes `stringData:` \
+             value must be the key itself)",
+        );
+    }
     None
 }
 
@@ -210,10 +222,19 @@ fn key_from_env_value(
             format!("environment variable {var}"),
             "is not set; expected a base64 AES-256 key (generate one with `openssl rand -base64 32`)",
         )),
-        Err(std::env::VarError::NotUnicode(_)) => Err(Error::invalid_config(
-            format!("environment variable {var}"),
-            "is not valid Unicode; expected a base64 AES-256 key",
-        )),
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            let raw = Zeroizing::new(raw.into_encoded_bytes());
+            let hint = if raw.len() == KEY_LEN {
+                "; it holds 32 raw bytes, the key itself rather than its base64 (a Kubernetes \
+                 secret's `data:` value is base64-decoded once before it reaches the variable)"
+            } else {
+                ""
+            };
+            Err(Error::invalid_config(
+                format!("environment variable {var}"),
+                format!("is not valid Unicode; expected a base64 AES-256 key{hint}"),
+            ))
+        }
     }
 }
 
@@ -307,6 +328,9 @@ mod tests {
             // `KEY="..."` in a file read literally (docker --env-file, k8s)
             (format!("\"{standard}\""), "quotes"),
             (format!("'{standard}'\n"), "quotes"),
+            // a Kubernetes `stringData:` value given as `echo $KEY | base64`
+            (STANDARD.encode(format!("{standard}\n")), "twice"),
+            (STANDARD.encode(&standard), "twice"),
         ];
         for (text, named) in cases {
             let err = EncryptionKey::from_base64(&text).unwrap_err();
@@ -329,6 +353,23 @@ mod tests {
             let msg = EncryptionKey::from_base64(&text).unwrap_err().to_string();
             assert!(!msg.contains("; it "), "{text:?}: {msg}");
         }
+    }
+
+    /// A Kubernetes secret whose `data:` value is the key text itself is
+    /// base64-decoded by Kubernetes: the variable then holds the 32 raw key
+    /// bytes, which are (almost always) not Unicode.
+    #[cfg(unix)]
+    #[test]
+    fn raw_key_bytes_in_a_variable_are_named() {
+        use std::os::unix::ffi::OsStringExt;
+        let raw = std::ffi::OsString::from_vec(vec![0xfb; 32]);
+        let err = key_from_env_value("K", Err(std::env::VarError::NotUnicode(raw))).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not valid Unicode"), "{msg}");
+        assert!(msg.contains("32 raw bytes"), "{msg}");
+        let other = std::ffi::OsString::from_vec(vec![0xfb; 7]);
+        let err = key_from_env_value("K", Err(std::env::VarError::NotUnicode(other))).unwrap_err();
+        assert!(!err.to_string().contains("raw"), "{err}");
     }
 
     #[test]
