@@ -177,6 +177,11 @@ impl Aes256GcmEncryptor {
     /// Makes `key_id` the key new payloads are encrypted with. Payloads
     /// encrypted under the previous key still decrypt.
     ///
+    /// With several processes sharing a stream, add the key to every
+    /// process's ring first and rotate only once all have it: a process
+    /// that reads a payload under a key it lacks cannot decrypt it (a bus
+    /// dead-letters such an event).
+    ///
     /// # Errors
     /// [`Error::NotFound`] when the ring has no such key.
     pub fn rotate_to(&self, key_id: &str) -> Result<()> {
