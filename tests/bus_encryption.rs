@@ -206,7 +206,7 @@ async fn an_undecryptable_event_is_dead_lettered_once_with_its_ciphertext() {
                     Ok::<(), std::io::Error>(())
                 }
             },
-            ConsumerConfig::default(),
+            ConsumerConfig::default().concurrency(1), // handled in order
         )
         .await
         .unwrap();
@@ -287,4 +287,74 @@ async fn publish_batch_encrypts_and_counts_each_event_once() {
         ),
         (2, 2, 1, 2)
     );
+}
+
+/// Plaintext events stored before encryption was turned on pass through
+/// unchanged when they merely mention `"encrypted": true`. One with the
+/// envelope's full shape cannot be told from a damaged envelope: it is not
+/// handed over as if decrypted, and not lost either: its dead letter keeps
+/// the payload as stored.
+#[tokio::test]
+async fn plaintext_that_looks_encrypted_is_passed_through_or_dead_lettered_intact() {
+    let provider = MemoryProvider::default();
+    let legacy = EventBus::new(provider.clone());
+    let mentions = [
+        json!({"encrypted": true, "disk": "sda"}),
+        json!({"encrypted": true, "version": 1, "keyId": 7, "nonce": "n", "ciphertext": "c"}),
+        json!({"encrypted": true, "version": "1", "keyId": "k", "nonce": "n", "ciphertext": "c"}),
+    ];
+    for payload in &mentions {
+        legacy
+            .publish("pay", "legacy", "old", "psp", payload.clone())
+            .await
+            .unwrap();
+    }
+    let look_alike =
+        json!({"encrypted": true, "version": 1, "keyId": "vault", "nonce": "n", "ciphertext": "c"});
+    let odd = legacy
+        .publish("pay", "legacy", "odd", "psp", look_alike.clone())
+        .await
+        .unwrap();
+
+    let bus = EventBus::new(provider.clone());
+    bus.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &KEY_A)));
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription(filter("reader")).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = bus
+        .consume(
+            "reader",
+            move |r: ReceivedEvent| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(r.event.payload.clone()).unwrap();
+                    Ok::<(), std::io::Error>(())
+                }
+            },
+            ConsumerConfig::default().concurrency(1), // handled in order
+        )
+        .await
+        .unwrap();
+    for payload in &mentions {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, payload);
+    }
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = dlq.list(10).await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumer.shutdown(Duration::from_secs(2)).await;
+    assert!(rx.try_recv().is_err(), "the look-alike was not handed over");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.id, odd.id);
+    assert_eq!(dead[0].event.payload, look_alike);
+    assert!(dead[0].reason.contains("vault"), "{}", dead[0].reason);
 }
