@@ -172,3 +172,189 @@ async fn undecryptable_payloads_go_to_the_dlq_and_the_consumer_keeps_going() {
     consumer.shutdown(Duration::from_secs(2)).await;
     assert!(bus.metrics().snapshot().decrypt_errors >= 1);
 }
+
+/// The dead letter of an undecryptable event keeps its ciphertext and its
+/// id, so it decrypts once the key is restored; it is dead-lettered once,
+/// and the consumer goes on with the events after it.
+#[tokio::test]
+async fn an_undecryptable_event_is_dead_lettered_once_with_its_ciphertext() {
+    let provider = MemoryProvider::default();
+    let writer = EventBus::new(provider.clone());
+    let lost = Arc::new(Aes256GcmEncryptor::new("lost", &KEY_B));
+    writer.set_encryptor(lost.clone());
+    let secret = json!({"card": "4111-1111-1111-1111"});
+    let unreadable = writer
+        .publish("pay", "card.charged", "unreadable", "psp", secret.clone())
+        .await
+        .unwrap();
+
+    let bus = EventBus::new(provider.clone());
+    let ring = Arc::new(Aes256GcmEncryptor::new("k1", &KEY_A));
+    bus.set_encryptor(ring.clone());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription(filter("reader")).await.unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = bus
+        .consume(
+            "reader",
+            move |r: ReceivedEvent| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(r.event.payload["n"].as_u64().unwrap()).unwrap();
+                    Ok::<(), std::io::Error>(())
+                }
+            },
+            ConsumerConfig::default().concurrency(1), // handled in order
+        )
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        bus.publish("pay", "a", "readable", "psp", json!({"n": n}))
+            .await
+            .unwrap();
+    }
+    for n in 1..=3 {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, n, "the consumer goes on after the unreadable event");
+    }
+    consumer.shutdown(Duration::from_secs(2)).await;
+
+    let dead = dlq.list(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "dead-lettered once: {dead:?}");
+    let letter = &dead[0];
+    assert_eq!(letter.event.id, unreadable.id);
+    assert_eq!(letter.original_subject, "events.pay.card.charged");
+    assert!(letter.reason.contains(&unreadable.id), "{}", letter.reason);
+    assert!(letter.reason.contains("lost"), "{}", letter.reason);
+    assert_eq!(
+        letter.reason.matches(&unreadable.id).count(),
+        1,
+        "the event is named once: {}",
+        letter.reason
+    );
+    // the ciphertext, not a placeholder, and never the plaintext
+    assert!(EncryptedPayload::is_encrypted(&letter.event.payload));
+    assert!(!letter.event.payload.to_string().contains("4111"));
+    // the key comes back: the dead letter decrypts
+    ring.add_key("lost", &KEY_B).unwrap();
+    assert_eq!(
+        a3s_event::EventEncryptor::decrypt(&*ring, &letter.event.id, &letter.event.payload)
+            .unwrap(),
+        secret
+    );
+    let m = bus.metrics().snapshot();
+    assert_eq!((m.decrypt_errors, m.decrypt_total, m.dlq_total), (1, 3, 1));
+}
+
+/// Under `publish_batch`, every event that passes validation is encrypted
+/// once and counted once; a refused one is neither stored nor counted as
+/// encrypted.
+#[tokio::test]
+async fn publish_batch_encrypts_and_counts_each_event_once() {
+    let provider = MemoryProvider::default();
+    let bus = EventBus::new(provider.clone());
+    bus.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &KEY_A)));
+    let events: Vec<_> = ["events.pay.a", "events.pay.*", "events.pay.b"]
+        .into_iter()
+        .enumerate()
+        .map(|(n, subject)| a3s_event::Event::new(subject, "pay", "s", "psp", json!({"n": n})))
+        .collect();
+    let results = bus.publish_batch(&events).await.unwrap();
+    assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+
+    let stored = provider.history(Some("events.pay.>"), 10).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored
+            .iter()
+            .all(|e| EncryptedPayload::is_encrypted(&e.payload))
+    );
+    let listed = bus.list_events(Some("pay"), 10).await.unwrap();
+    let ns: Vec<_> = listed.iter().map(|e| e.payload["n"].clone()).collect();
+    assert_eq!(ns, [json!(2), json!(0)]);
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (
+            m.encrypt_total,
+            m.publish_total,
+            m.publish_errors,
+            m.decrypt_total
+        ),
+        (2, 2, 1, 2)
+    );
+}
+
+/// Plaintext events stored before encryption was turned on pass through
+/// unchanged when they merely mention `"encrypted": true`. One with the
+/// envelope's full shape cannot be told from a damaged envelope: it is not
+/// handed over as if decrypted, and not lost either: its dead letter keeps
+/// the payload as stored.
+#[tokio::test]
+async fn plaintext_that_looks_encrypted_is_passed_through_or_dead_lettered_intact() {
+    let provider = MemoryProvider::default();
+    let legacy = EventBus::new(provider.clone());
+    let mentions = [
+        json!({"encrypted": true, "disk": "sda"}),
+        json!({"encrypted": true, "version": 1, "keyId": 7, "nonce": "n", "ciphertext": "c"}),
+        json!({"encrypted": true, "version": "1", "keyId": "k", "nonce": "n", "ciphertext": "c"}),
+    ];
+    for payload in &mentions {
+        legacy
+            .publish("pay", "legacy", "old", "psp", payload.clone())
+            .await
+            .unwrap();
+    }
+    let look_alike =
+        json!({"encrypted": true, "version": 1, "keyId": "vault", "nonce": "n", "ciphertext": "c"});
+    let odd = legacy
+        .publish("pay", "legacy", "odd", "psp", look_alike.clone())
+        .await
+        .unwrap();
+
+    let bus = EventBus::new(provider.clone());
+    bus.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &KEY_A)));
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription(filter("reader")).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = bus
+        .consume(
+            "reader",
+            move |r: ReceivedEvent| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(r.event.payload.clone()).unwrap();
+                    Ok::<(), std::io::Error>(())
+                }
+            },
+            ConsumerConfig::default().concurrency(1), // handled in order
+        )
+        .await
+        .unwrap();
+    for payload in &mentions {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, payload);
+    }
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = dlq.list(10).await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumer.shutdown(Duration::from_secs(2)).await;
+    assert!(rx.try_recv().is_err(), "the look-alike was not handed over");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.id, odd.id);
+    assert_eq!(dead[0].event.payload, look_alike);
+    assert!(dead[0].reason.contains("vault"), "{}", dead[0].reason);
+}

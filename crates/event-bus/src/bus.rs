@@ -564,6 +564,10 @@ impl Inner {
                     Error::Decryption(msg) => msg,
                     other => other.to_string(),
                 };
+                // an encryptor that names the event itself (event-crypto's
+                // `event "<id>": ...`) would have it named twice
+                let own = format!("event {:?}: ", event.id);
+                let detail = detail.strip_prefix(&own).unwrap_or(&detail);
                 let at = sequence
                     .map(|s| format!(" (sequence {s})"))
                     .unwrap_or_default();

@@ -22,6 +22,11 @@ pub const NONCE_LEN: usize = 12;
 /// Authentication tag length in bytes (128 bits).
 pub const TAG_LEN: usize = 16;
 
+/// Deepest nesting of arrays and objects in a payload that
+/// [`decrypt`](EventEncryptor::decrypt) can parse back (`serde_json` refuses
+/// a 128th level).
+const MAX_PAYLOAD_DEPTH: usize = 127;
+
 /// Domain-separation prefix of the associated data, format version 1.
 const AAD_PREFIX: &[u8] = b"a3s-event/aes-256-gcm/v1";
 
@@ -171,6 +176,11 @@ impl Aes256GcmEncryptor {
 
     /// Makes `key_id` the key new payloads are encrypted with. Payloads
     /// encrypted under the previous key still decrypt.
+    ///
+    /// With several processes sharing a stream, add the key to every
+    /// process's ring first and rotate only once all have it: a process
+    /// that reads a payload under a key it lacks cannot decrypt it (a bus
+    /// dead-letters such an event).
     ///
     /// # Errors
     /// [`Error::NotFound`] when the ring has no such key.
@@ -446,13 +456,65 @@ fn associated_data(key_id: &str, event_id: &str) -> Vec<u8> {
     with_associated_data(key_id, event_id, <[u8]>::to_vec)
 }
 
+/// `serde_json`'s compact output, refusing to nest deeper than
+/// [`MAX_PAYLOAD_DEPTH`] (its only I/O error: the writer is a `Vec`).
+struct DepthLimited {
+    depth: usize,
+}
+
+impl DepthLimited {
+    fn enter(&mut self) -> std::io::Result<()> {
+        if self.depth >= MAX_PAYLOAD_DEPTH {
+            return Err(std::io::Error::other("payload nested too deep"));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+}
+
+impl serde_json::ser::Formatter for DepthLimited {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.enter()?;
+        writer.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.depth = self.depth.saturating_sub(1);
+        writer.write_all(b"]")
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.enter()?;
+        writer.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.depth = self.depth.saturating_sub(1);
+        writer.write_all(b"}")
+    }
+}
+
 impl EventEncryptor for Aes256GcmEncryptor {
+    /// Serializes `payload` to compact JSON and seals it.
+    ///
+    /// # Errors
+    /// [`Error::Encryption`] as [`encrypt_bytes`](Self::encrypt_bytes), and
+    /// for a payload whose arrays and objects nest more than 127 levels deep
+    /// (`decrypt` could never parse it back).
     fn encrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
+        use serde::Serialize as _;
         let mut buffer = Vec::with_capacity(128);
-        serde_json::to_writer(&mut buffer, payload).map_err(|err| {
-            Error::Encryption(format!(
-                "event {event_id:?}: payload is not serializable: {err}"
-            ))
+        let mut json =
+            serde_json::Serializer::with_formatter(&mut buffer, DepthLimited { depth: 0 });
+        payload.serialize(&mut json).map_err(|err| {
+            Error::Encryption(if err.is_io() {
+                format!(
+                    "event {event_id:?}: payload nests arrays and objects more than \
+                     {MAX_PAYLOAD_DEPTH} levels deep, which cannot be decrypted back"
+                )
+            } else {
+                format!("event {event_id:?}: payload is not serializable: {err}")
+            })
         })?;
         Ok(self.seal(event_id, &buffer)?.into_value())
     }

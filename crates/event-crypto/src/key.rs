@@ -4,7 +4,7 @@ use std::fmt;
 
 use aes_gcm::aead::Generate;
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use event_core::{Error, Result};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -64,7 +64,10 @@ impl EncryptionKey {
     /// # Errors
     /// [`Error::InvalidConfig`] when the text is not base64 or does not
     /// decode to exactly 32 bytes. The message names the position of the
-    /// first bad character or the decoded length, never the key itself.
+    /// first bad character or the decoded length, never the key itself, and
+    /// says so when the text is a 32-byte key in another usual form: 64 hex
+    /// digits (`openssl rand -hex 32`), URL-safe base64, wrapped in quotes,
+    /// or base64-encoded twice.
     pub fn from_base64(encoded: &str) -> Result<Self> {
         decode_key("encryption key", encoded)
     }
@@ -74,7 +77,8 @@ impl EncryptionKey {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable when it is unset, not
-    /// Unicode, not base64 or not 32 bytes long.
+    /// Unicode (saying so when it holds 32 raw bytes: the key itself instead
+    /// of its base64), not base64 or not 32 bytes long.
     pub fn from_env(var: &str) -> Result<Self> {
         key_from_env_value(var, std::env::var(var))
     }
@@ -146,20 +150,63 @@ pub(crate) fn decode_key(what: &str, encoded: &str) -> Result<EncryptionKey> {
         ));
     }
     let mut decoded = Zeroizing::new(Vec::with_capacity(trimmed.len()));
-    STANDARD.decode_vec(trimmed, &mut decoded).map_err(|err| {
-        Error::invalid_config(what, format!("is not valid base64: {}", describe_b64(&err)))
-    })?;
+    let diagnosed = |reason: String| match format_mistake(trimmed) {
+        Some(mistake) => Error::invalid_config(
+            what,
+            format!("{reason}; {mistake}, expected standard base64 (`openssl rand -base64 32`)"),
+        ),
+        None => Error::invalid_config(what, reason),
+    };
+    STANDARD
+        .decode_vec(trimmed, &mut decoded)
+        .map_err(|err| diagnosed(format!("is not valid base64: {}", describe_b64(&err))))?;
     if decoded.len() != KEY_LEN {
-        return Err(wrong_length(what, decoded.len()));
+        return Err(diagnosed(wrong_length_reason(decoded.len())));
     }
     EncryptionKey::from_slice(&decoded)
 }
 
+/// Names the usual way a key text that did not decode was mangled: only
+/// when the text *is* a 32-byte key in that other form (so nothing is
+/// guessed from a text that is merely wrong), and from its form alone.
+fn format_mistake(text: &str) -> Option<&'static str> {
+    let decodes_to_key = |engine: &base64::engine::GeneralPurpose, text: &str| {
+        let mut decoded = Zeroizing::new(Vec::with_capacity(text.len()));
+        engine.decode_vec(text, &mut decoded).is_ok() && decoded.len() == KEY_LEN
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() == 2 * KEY_LEN && bytes.iter().all(u8::is_ascii_hexdigit) {
+        return Some("it looks like 64 hex digits (`openssl rand -hex 32`)");
+    }
+    if text.contains(['-', '_']) && decodes_to_key(&URL_SAFE_NO_PAD, text.trim_end_matches('=')) {
+        return Some("it uses the URL-safe base64 alphabet (`-` and `_`)");
+    }
+    let unquoted = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .or_else(|| text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')));
+    if unquoted.is_some_and(|inner| decodes_to_key(&STANDARD, inner)) {
+        return Some("it is wrapped in quotes (a line read literally, as by docker --env-file)");
+    }
+    let mut once = Zeroizing::new(Vec::with_capacity(text.len()));
+    let twice = STANDARD.decode_vec(text, &mut once).is_ok()
+        && std::str::from_utf8(&once)
+            .is_ok_and(|inner| decodes_to_key(&STANDARD, inner.trim_ascii()));
+    if twice {
+        return Some(
+            "it is a base64 key encoded in base64 twice (a Kubernetes `stringData:` \
+             value must be the key itself)",
+        );
+    }
+    None
+}
+
 fn wrong_length(what: &str, len: usize) -> Error {
-    Error::invalid_config(
-        what,
-        format!("must be {KEY_LEN} bytes for AES-256, got {len} bytes"),
-    )
+    Error::invalid_config(what, wrong_length_reason(len))
+}
+
+fn wrong_length_reason(len: usize) -> String {
+    format!("must be {KEY_LEN} bytes for AES-256, got {len} bytes")
 }
 
 fn key_from_env_value(
@@ -175,10 +222,19 @@ fn key_from_env_value(
             format!("environment variable {var}"),
             "is not set; expected a base64 AES-256 key (generate one with `openssl rand -base64 32`)",
         )),
-        Err(std::env::VarError::NotUnicode(_)) => Err(Error::invalid_config(
-            format!("environment variable {var}"),
-            "is not valid Unicode; expected a base64 AES-256 key",
-        )),
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            let raw = Zeroizing::new(raw.into_encoded_bytes());
+            let hint = if raw.len() == KEY_LEN {
+                "; it holds 32 raw bytes, the key itself rather than its base64 (a Kubernetes \
+                 secret's `data:` value is base64-decoded once before it reaches the variable)"
+            } else {
+                ""
+            };
+            Err(Error::invalid_config(
+                format!("environment variable {var}"),
+                format!("is not valid Unicode; expected a base64 AES-256 key{hint}"),
+            ))
+        }
     }
 }
 
@@ -249,6 +305,71 @@ mod tests {
         assert!(err.to_string().contains("padding"), "{err}");
         let err = EncryptionKey::from_base64("   ").unwrap_err();
         assert!(err.to_string().contains("is empty"), "{err}");
+    }
+
+    /// The usual ways a key gets mangled on its way into a variable or a
+    /// file each get an error that names the mistake, without echoing the
+    /// key.
+    #[test]
+    fn common_key_format_mistakes_are_named() {
+        // 0xfb bytes: standard base64 is all `+` and `/`, so the URL-safe
+        // form is all `-` and `_`
+        let key = [0xfb_u8; 32];
+        let standard = STANDARD.encode(key);
+        let url_safe = standard.replace('+', "-").replace('/', "_");
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let cases = [
+            // `openssl rand -hex 32`
+            (hex.clone(), "hex"),
+            (format!("{}\n", hex.to_uppercase()), "hex"),
+            // Python's `secrets.token_urlsafe(32)`, with and without padding
+            (url_safe.clone(), "URL-safe"),
+            (url_safe.trim_end_matches('=').to_owned(), "URL-safe"),
+            // `KEY="..."` in a file read literally (docker --env-file, k8s)
+            (format!("\"{standard}\""), "quotes"),
+            (format!("'{standard}'\n"), "quotes"),
+            // a Kubernetes `stringData:` value given as `echo $KEY | base64`
+            (STANDARD.encode(format!("{standard}\n")), "twice"),
+            (STANDARD.encode(&standard), "twice"),
+        ];
+        for (text, named) in cases {
+            let err = EncryptionKey::from_base64(&text).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+            assert!(msg.contains(named), "{text:?}: {msg}");
+            assert!(msg.contains("standard base64"), "{text:?}: {msg}");
+            for secret in [&hex[..16], &url_safe[..16], &standard[..16]] {
+                assert!(!msg.contains(secret), "echoes key material: {msg}");
+            }
+        }
+        // a text that is merely wrong gets no invented diagnosis
+        for text in [
+            "AAECAwQFBgcICQoLDA0ODw==".to_owned(),
+            "event-crypto".to_owned(),
+            "\"not-a-key\"".to_owned(),
+            standard.trim_end_matches('=').to_owned(),
+            format!("{}=", &hex[..62]),
+        ] {
+            let msg = EncryptionKey::from_base64(&text).unwrap_err().to_string();
+            assert!(!msg.contains("; it "), "{text:?}: {msg}");
+        }
+    }
+
+    /// A Kubernetes secret whose `data:` value is the key text itself is
+    /// base64-decoded by Kubernetes: the variable then holds the 32 raw key
+    /// bytes, which are (almost always) not Unicode.
+    #[cfg(unix)]
+    #[test]
+    fn raw_key_bytes_in_a_variable_are_named() {
+        use std::os::unix::ffi::OsStringExt;
+        let raw = std::ffi::OsString::from_vec(vec![0xfb; 32]);
+        let err = key_from_env_value("K", Err(std::env::VarError::NotUnicode(raw))).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not valid Unicode"), "{msg}");
+        assert!(msg.contains("32 raw bytes"), "{msg}");
+        let other = std::ffi::OsString::from_vec(vec![0xfb; 7]);
+        let err = key_from_env_value("K", Err(std::env::VarError::NotUnicode(other))).unwrap_err();
+        assert!(!err.to_string().contains("raw"), "{err}");
     }
 
     #[test]

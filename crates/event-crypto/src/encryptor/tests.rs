@@ -54,6 +54,82 @@ fn round_trip_preserves_every_json_kind() {
     }
 }
 
+/// Floats come back bit for bit. About one computed `f64` in ten (a rate,
+/// a measurement: 992.2532032103893) used to come back one ULP off.
+#[test]
+fn floats_round_trip_bit_for_bit() {
+    let e = enc();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let floats: Vec<f64> = (0..2000)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+            unit * [1.0, 1e3, 1e6, 1e-3][i % 4]
+        })
+        .chain([
+            992.253_203_210_389_3,
+            0.1 + 0.2,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+        ])
+        .collect();
+    let value = json!({ "floats": floats });
+    let sealed = e.encrypt("evt-f", &value).unwrap();
+    let back = e.decrypt("evt-f", &sealed).unwrap();
+    let back = back["floats"].as_array().unwrap();
+    assert_eq!(back.len(), floats.len());
+    for (sent, got) in floats.iter().zip(back) {
+        let got = got.as_f64().unwrap();
+        assert_eq!(sent.to_bits(), got.to_bits(), "{sent} came back as {got}");
+    }
+}
+
+/// A payload nested too deep for the JSON reader to parse back is refused
+/// when it is encrypted (a clear error at publish time), instead of being
+/// stored as an envelope that can never be decrypted.
+#[test]
+fn payloads_too_deep_to_read_back_are_refused_when_encrypted() {
+    let e = enc();
+    let nested = |depth: usize| {
+        let mut value = json!({"leaf": 1});
+        for _ in 1..depth {
+            value = Value::Array(vec![value]);
+        }
+        value
+    };
+    let deepest = nested(MAX_PAYLOAD_DEPTH);
+    let sealed = e.encrypt("evt-d", &deepest).unwrap();
+    assert_eq!(e.decrypt("evt-d", &sealed).unwrap(), deepest);
+
+    let too_deep = nested(MAX_PAYLOAD_DEPTH + 1);
+    match e.encrypt("evt-d", &too_deep) {
+        Err(Error::Encryption(msg)) => {
+            assert!(msg.contains("evt-d"), "{msg}");
+            assert!(
+                msg.contains(&format!("{MAX_PAYLOAD_DEPTH} levels")),
+                "{msg}"
+            );
+        }
+        other => panic!("expected Error::Encryption, got {other:?}"),
+    }
+    // far deeper: still an error, not a stack overflow
+    let mut abyss = json!(0);
+    for _ in 0..10_000 {
+        abyss = Value::Array(vec![abyss]);
+    }
+    assert!(matches!(
+        e.encrypt("evt-d", &abyss),
+        Err(Error::Encryption(_))
+    ));
+    // dropping a deep `Value` recurses: unwind it iteratively
+    while let Value::Array(mut inner) = abyss {
+        abyss = inner.pop().unwrap_or(Value::Null);
+    }
+}
+
 #[test]
 fn envelope_holds_only_ciphertext() {
     let e = enc();
