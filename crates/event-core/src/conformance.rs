@@ -262,7 +262,15 @@ pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
         3,
         "USD/CNY broke 7.35 — ünïcödé ✓",
         "reuters",
-        json!({"rate": 7.3521, "nested": {"list": [1, "two", null, true]}}),
+        // a computed float that a JSON parser without exact float parsing
+        // reads back one ULP off, and the extreme integers
+        json!({
+            "rate": 7.3521,
+            "computed": 0.21291890726713458,
+            "max": u64::MAX,
+            "min": i64::MIN,
+            "nested": {"list": [1, "two", null, true]}
+        }),
     )
     .with_metadata("region", "asia")
     .with_metadata("odd key/with:chars", "v");
