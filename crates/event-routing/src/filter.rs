@@ -25,7 +25,9 @@
 //! `suffix` expression.
 //!
 //! [`TriggerFilter::with_attribute`] compares a metadata key exactly, with
-//! no such fallback.
+//! no such fallback; an empty value there matches any value of a key the
+//! event has (Knative's `filter.attributes` reading of `""`), while
+//! [`FilterExpr`] refuses empty values, as Knative's `filters` do.
 //!
 //! ```
 //! use event_core::Event;
@@ -153,8 +155,10 @@ impl FilterExpr {
         Self::Not(Box::new(expr))
     }
 
-    /// Checks the expression: maps and lists are non-empty and attribute
-    /// names are non-empty. [`Error::InvalidConfig`] otherwise.
+    /// Checks the expression: maps and lists are non-empty, and attribute
+    /// names and values are non-empty (Knative refuses an empty value in
+    /// `exact`, `prefix` and `suffix` too: an empty prefix or suffix would
+    /// match any value). [`Error::InvalidConfig`] otherwise.
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::Exact(m) | Self::Prefix(m) | Self::Suffix(m) => {
@@ -168,6 +172,16 @@ impl FilterExpr {
                     return Err(Error::invalid_config(
                         format!("filters.{}", self.dialect()),
                         "attribute names must not be empty",
+                    ));
+                }
+                if let Some((name, _)) = m.iter().find(|(_, v)| v.is_empty()) {
+                    return Err(Error::invalid_config(
+                        format!("filters.{}", self.dialect()),
+                        format!(
+                            "the value for attribute `{name}` must not be empty (to require \
+                             only that a metadata attribute is present, use \
+                             `TriggerFilter::with_attribute(name, \"\")`)"
+                        ),
                     ));
                 }
                 Ok(())
@@ -283,7 +297,9 @@ impl TriggerFilter {
         self
     }
 
-    /// Also requires metadata `key` to equal `value`.
+    /// Also requires metadata `key` to equal `value`, or, when `value` is
+    /// empty, only that the event has metadata `key` (any value), as
+    /// Knative's `filter.attributes` reads `""`.
     #[must_use]
     pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.attributes.insert(key.into(), value.into());
@@ -373,10 +389,12 @@ impl CompiledFilter {
                 .subject
                 .as_ref()
                 .is_none_or(|p| p.matches(&event.subject))
-            && self
-                .attributes
-                .iter()
-                .all(|(k, v)| event.metadata.get(&**k).is_some_and(|value| value == &**v))
+            && self.attributes.iter().all(|(k, v)| {
+                event
+                    .metadata
+                    .get(&**k)
+                    .is_some_and(|value| v.is_empty() || value == &**v)
+            })
             && self.filters.iter().all(|f| f.matches(event))
     }
 
@@ -416,7 +434,8 @@ impl CompiledFilter {
         if let Some(s) = self.source.clone().or_else(|| find("source")) {
             return Some(IndexKey::Source(s));
         }
-        if let Some((k, v)) = self.attributes.first() {
+        // Not an attribute with an empty value (any value matches it).
+        if let Some((k, v)) = self.attributes.iter().find(|(_, v)| !v.is_empty()) {
             return Some(IndexKey::Attribute(k.clone(), v.clone()));
         }
         exact
