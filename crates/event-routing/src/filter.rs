@@ -29,6 +29,22 @@
 //! event has (Knative's `filter.attributes` reading of `""`), while
 //! [`FilterExpr`] refuses empty values, as Knative's `filters` do.
 //!
+//! # Compared with a Knative trigger
+//!
+//! - The helpers and the expressions all apply (AND). A Knative trigger
+//!   with both `filter.attributes` and `filters` ignores `filter`.
+//! - An `exact`, `prefix` or `suffix` map may name several attributes (all
+//!   must match); Knative allows one per map.
+//! - Attribute names are any non-empty string (metadata keys are free-form);
+//!   Knative allows lowercase letters and digits only.
+//! - There is no `cesql` dialect: reading one is a deserialization error.
+//! - The CloudEvents attributes an [`Event`] has no field for
+//!   (`specversion`, `time`, `datacontenttype`, `dataschema`) are found only
+//!   where a foreign CloudEvent left them in metadata (`ce-<name>`). An
+//!   untyped event's `type` is `""` here (sent as a CloudEvent it becomes
+//!   `a3s.event`), and a metadata entry is named by its key (`region`), not
+//!   by the extension it travels as (`a3smregion`).
+//!
 //! ```
 //! use event_core::Event;
 //! use event_routing::{FilterExpr, TriggerFilter};
@@ -101,7 +117,9 @@ pub fn attribute<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 ///
-/// A map with several entries requires all of them (AND).
+/// A map with several entries requires all of them (AND). An object with
+/// two dialects, or an unknown dialect (such as Knative's `cesql`), does not
+/// deserialize.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FilterExpr {

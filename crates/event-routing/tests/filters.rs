@@ -186,6 +186,24 @@ fn knative_json_round_trips() {
 }
 
 #[test]
+fn unsupported_knative_filter_shapes_do_not_deserialize() {
+    // One dialect per object, as in Knative; no CESQL.
+    for raw in [
+        json!({"cesql": "type = 'order.created'"}),
+        json!({"exact": {"type": "a"}, "prefix": {"source": "b"}}),
+        json!({"exact": {"type": 1}}),
+        json!({"not": [{"exact": {"type": "a"}}]}),
+    ] {
+        assert!(
+            serde_json::from_value::<FilterExpr>(raw.clone()).is_err(),
+            "{raw}"
+        );
+    }
+    let err = serde_json::from_value::<FilterExpr>(json!({"cesql": "true"})).unwrap_err();
+    assert!(err.to_string().contains("cesql"), "{err}");
+}
+
+#[test]
 fn invalid_filters_are_typed_errors() {
     let bad_subject = TriggerFilter::by_subject("events.>.x")
         .compile()
