@@ -33,6 +33,9 @@
 //!
 //! - The helpers and the expressions all apply (AND). A Knative trigger
 //!   with both `filter.attributes` and `filters` ignores `filter`.
+//! - `by_type("")` and `by_source("")` select events whose type or source
+//!   is empty (an untyped event's type is `""`); of the helpers, only
+//!   `with_attribute` reads `""` as any value, as `filter.attributes` does.
 //! - An `exact`, `prefix` or `suffix` map may name several attributes (all
 //!   must match); Knative allows one per map.
 //! - Attribute names are any non-empty string (metadata keys are free-form);
