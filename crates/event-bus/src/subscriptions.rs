@@ -326,12 +326,29 @@ impl EventBus {
             })?;
         let mut subs: Vec<Box<dyn Subscription>> = Vec::with_capacity(record.filter.subjects.len());
         for subject in &record.filter.subjects {
-            subs.push(self.open(&record, subject).await?);
+            match self.open(&record, subject).await {
+                Ok(sub) => subs.push(sub),
+                Err(err) => {
+                    // The caller gets none of them: close (not just drop)
+                    // the ones opened, so that a durable hands back what it
+                    // fetched ahead, and count none.
+                    for mut sub in subs {
+                        if let Err(close) = sub.close().await {
+                            tracing::debug!(error = %close, "closing a subscription of a subscriber that failed to open");
+                        }
+                    }
+                    return Err(err);
+                }
+            }
         }
         drop(state);
+        self.inner.metrics.add_subscribe(subs.len() as u64);
         Ok((record, subs))
     }
 
+    /// Opens the subscriber's subscription on `subject` (not counted in
+    /// `subscribe_total`: [`open_subscriber`](Self::open_subscriber) counts a
+    /// subscriber's subscriptions once every one is open).
     pub(crate) async fn open(
         &self,
         record: &SubscriptionRecord,
@@ -354,7 +371,6 @@ impl EventBus {
                 None => provider.subscribe(subject).await?,
             }
         };
-        self.inner.metrics.add_subscribe(1);
         tracing::debug!(
             subscriber = %record.filter.subscriber_id,
             subject,

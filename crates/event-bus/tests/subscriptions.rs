@@ -662,3 +662,145 @@ async fn a_stored_subject_listed_twice_is_loaded_once_and_delivers_once() {
     let again = tokio::time::timeout(Duration::from_millis(200), subs[0].next()).await;
     assert!(again.is_err(), "delivered twice: {again:?}");
 }
+
+/// A memory provider refusing subscriptions on one subject, whose
+/// subscriptions count their `close` calls.
+struct RefusingProvider {
+    inner: MemoryProvider,
+    refused: &'static str,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountingClose {
+    inner: Box<dyn Subscription>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait]
+impl Subscription for CountingClose {
+    async fn next(&mut self) -> Result<Option<event_core::ReceivedEvent>> {
+        self.inner.next().await
+    }
+    async fn next_manual_ack(&mut self) -> Result<Option<event_core::PendingEvent>> {
+        self.inner.next_manual_ack().await
+    }
+    async fn close(&mut self) -> Result<()> {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+        self.inner.close().await
+    }
+}
+
+impl RefusingProvider {
+    fn check(
+        &self,
+        subject: &str,
+        sub: Result<Box<dyn Subscription>>,
+    ) -> Result<Box<dyn Subscription>> {
+        if subject == self.refused {
+            return Err(Error::provider(
+                "refusing",
+                format!("{subject}: permission denied"),
+            ));
+        }
+        Ok(Box::new(CountingClose {
+            inner: sub?,
+            closed: self.closed.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl EventProvider for RefusingProvider {
+    async fn publish_with_options(
+        &self,
+        event: &event_core::Event,
+        options: &event_core::PublishOptions,
+    ) -> Result<u64> {
+        self.inner.publish_with_options(event, options).await
+    }
+    async fn subscribe_with_options(
+        &self,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        let sub = self
+            .inner
+            .subscribe_with_options(filter_subject, options)
+            .await;
+        self.check(filter_subject, sub)
+    }
+    async fn subscribe_durable_with_options(
+        &self,
+        consumer_name: &str,
+        filter_subject: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        let sub = self
+            .inner
+            .subscribe_durable_with_options(consumer_name, filter_subject, options)
+            .await;
+        self.check(filter_subject, sub)
+    }
+    async fn history(
+        &self,
+        filter_subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<event_core::Event>> {
+        self.inner.history(filter_subject, limit).await
+    }
+    async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
+        self.inner.unsubscribe(consumer_name).await
+    }
+    async fn info(&self) -> Result<event_core::ProviderInfo> {
+        self.inner.info().await
+    }
+    fn name(&self) -> &str {
+        "refusing-memory"
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_that_fails_to_open_partway_counts_nothing_and_closes_what_it_opened() {
+    // `subscribe_total` counts subscriptions opened by the bus; a subscriber
+    // whose second subject was refused counted its first subscription,
+    // which the caller never got (and which was dropped without `close`).
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let bus = EventBus::new(RefusingProvider {
+        inner: MemoryProvider::default(),
+        refused: "events.denied.>",
+        closed: closed.clone(),
+    });
+    for durable in [false, true] {
+        let id = format!("partial-{durable}");
+        bus.update_subscription(filter(&id, &["events.ok.>", "events.denied.>"], durable))
+            .await
+            .unwrap();
+        let Err(err) = bus.create_subscriber(&id).await else {
+            panic!("a refused subject fails the subscriber");
+        };
+        assert!(err.to_string().contains("permission denied"), "{err}");
+        let consumed = bus
+            .consume(
+                &id,
+                |_: event_core::ReceivedEvent| async { Ok::<(), Error>(()) },
+                event_bus::ConsumerConfig::default(),
+            )
+            .await;
+        let Err(err) = consumed else {
+            panic!("a refused subject fails the consumer");
+        };
+        assert!(err.to_string().contains("permission denied"), "{err}");
+    }
+    assert_eq!(bus.metrics().snapshot().subscribe_total, 0);
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        4,
+        "each opened subscription closed"
+    );
+    // A subscriber that opens completely counts one per subject.
+    bus.update_subscription(filter("whole", &["events.ok.>", "events.fine.>"], true))
+        .await
+        .unwrap();
+    assert_eq!(bus.create_subscriber("whole").await.unwrap().len(), 2);
+    assert_eq!(bus.metrics().snapshot().subscribe_total, 2);
+}

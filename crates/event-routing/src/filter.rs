@@ -25,7 +25,28 @@
 //! `suffix` expression.
 //!
 //! [`TriggerFilter::with_attribute`] compares a metadata key exactly, with
-//! no such fallback.
+//! no such fallback; an empty value there matches any value of a key the
+//! event has (Knative's `filter.attributes` reading of `""`), while
+//! [`FilterExpr`] refuses empty values, as Knative's `filters` do.
+//!
+//! # Compared with a Knative trigger
+//!
+//! - The helpers and the expressions all apply (AND). A Knative trigger
+//!   with both `filter.attributes` and `filters` ignores `filter`.
+//! - `by_type("")` and `by_source("")` select events whose type or source
+//!   is empty (an untyped event's type is `""`); of the helpers, only
+//!   `with_attribute` reads `""` as any value, as `filter.attributes` does.
+//! - An `exact`, `prefix` or `suffix` map may name several attributes (all
+//!   must match); Knative allows one per map.
+//! - Attribute names are any non-empty string (metadata keys are free-form);
+//!   Knative allows lowercase letters and digits only.
+//! - There is no `cesql` dialect: reading one is a deserialization error.
+//! - The CloudEvents attributes an [`Event`] has no field for
+//!   (`specversion`, `time`, `datacontenttype`, `dataschema`) are found only
+//!   where a foreign CloudEvent left them in metadata (`ce-<name>`). An
+//!   untyped event's `type` is `""` here (sent as a CloudEvent it becomes
+//!   `a3s.event`), and a metadata entry is named by its key (`region`), not
+//!   by the extension it travels as (`a3smregion`).
 //!
 //! ```
 //! use event_core::Event;
@@ -99,7 +120,9 @@ pub fn attribute<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 ///
-/// A map with several entries requires all of them (AND).
+/// A map with several entries requires all of them (AND). An object with
+/// two dialects, or an unknown dialect (such as Knative's `cesql`), does not
+/// deserialize.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FilterExpr {
@@ -153,8 +176,10 @@ impl FilterExpr {
         Self::Not(Box::new(expr))
     }
 
-    /// Checks the expression: maps and lists are non-empty and attribute
-    /// names are non-empty. [`Error::InvalidConfig`] otherwise.
+    /// Checks the expression: maps and lists are non-empty, and attribute
+    /// names and values are non-empty (Knative refuses an empty value in
+    /// `exact`, `prefix` and `suffix` too: an empty prefix or suffix would
+    /// match any value). [`Error::InvalidConfig`] otherwise.
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::Exact(m) | Self::Prefix(m) | Self::Suffix(m) => {
@@ -168,6 +193,16 @@ impl FilterExpr {
                     return Err(Error::invalid_config(
                         format!("filters.{}", self.dialect()),
                         "attribute names must not be empty",
+                    ));
+                }
+                if let Some((name, _)) = m.iter().find(|(_, v)| v.is_empty()) {
+                    return Err(Error::invalid_config(
+                        format!("filters.{}", self.dialect()),
+                        format!(
+                            "the value for attribute `{name}` must not be empty (to require \
+                             only that a metadata attribute is present, use \
+                             `TriggerFilter::with_attribute(name, \"\")`)"
+                        ),
                     ));
                 }
                 Ok(())
@@ -283,7 +318,9 @@ impl TriggerFilter {
         self
     }
 
-    /// Also requires metadata `key` to equal `value`.
+    /// Also requires metadata `key` to equal `value`, or, when `value` is
+    /// empty, only that the event has metadata `key` (any value), as
+    /// Knative's `filter.attributes` reads `""`.
     #[must_use]
     pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.attributes.insert(key.into(), value.into());
@@ -373,10 +410,12 @@ impl CompiledFilter {
                 .subject
                 .as_ref()
                 .is_none_or(|p| p.matches(&event.subject))
-            && self
-                .attributes
-                .iter()
-                .all(|(k, v)| event.metadata.get(&**k).is_some_and(|value| value == &**v))
+            && self.attributes.iter().all(|(k, v)| {
+                event
+                    .metadata
+                    .get(&**k)
+                    .is_some_and(|value| v.is_empty() || value == &**v)
+            })
             && self.filters.iter().all(|f| f.matches(event))
     }
 
@@ -416,7 +455,8 @@ impl CompiledFilter {
         if let Some(s) = self.source.clone().or_else(|| find("source")) {
             return Some(IndexKey::Source(s));
         }
-        if let Some((k, v)) = self.attributes.first() {
+        // Not an attribute with an empty value (any value matches it).
+        if let Some((k, v)) = self.attributes.iter().find(|(_, v)| !v.is_empty()) {
             return Some(IndexKey::Attribute(k.clone(), v.clone()));
         }
         exact

@@ -3,8 +3,9 @@
 //! Each trigger is filed under one key (see `CompiledFilter::index_key`): its
 //! exact event type, else the last literal token of its subject pattern (with
 //! its position), else its exact source, else an exact metadata attribute
-//! (of `with_attribute`, or of an `exact` expression, which also matches a
-//! foreign CloudEvent's extension as metadata `ce-<name>`). Filters with
+//! (of `with_attribute` with a non-empty value, or of an `exact` expression,
+//! which also matches a foreign CloudEvent's extension as metadata
+//! `ce-<name>`). Filters with
 //! none of these (only `prefix`, `any`, `not`, ...) go to a fallback list
 //! that every event is checked against.
 //!

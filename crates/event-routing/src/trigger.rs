@@ -31,6 +31,16 @@ pub enum BackoffPolicy {
 /// Defaults: no retries, exponential backoff from 100 ms capped at 30 s, a
 /// 30 s timeout, no dead-letter sink.
 ///
+/// As Knative's `delivery` (`retry`, `backoffPolicy`, `backoffDelay`,
+/// `timeout`, `deadLetterSink`; `backoff_cap` is its `backoffMax`), but:
+/// the first retry waits `backoff_delay` under either policy (Knative's docs
+/// write `backoffDelay × n` and `backoffDelay × 2^n`); every failed attempt
+/// is retried, whatever the error (see `HttpSink`, feature `http`, for
+/// what Knative does not retry); the dead-letter sink is tried once, within
+/// `timeout`, and gets the failure as `dlq*` metadata (see
+/// [`metadata`](crate::metadata)), not as Knative's `knativeerror*`
+/// extensions.
+///
 /// ```
 /// use event_routing::{BackoffPolicy, DeliverySpec};
 /// use std::time::Duration;

@@ -999,3 +999,78 @@ async fn a_feed_whose_consumer_is_gone_ends_instead_of_retrying_forever() {
         assert_eq!(stats.errors, 1, "{stats:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_each_event_and_each_delivery_once() {
+    // Queued events matching four triggers: one delivering, one retried then
+    // dead-lettered, one timing out into its dead-letter sink, one failing
+    // with nowhere to go. Every counter is per event or per delivery.
+    let broker = Broker::new();
+    let ok = Arc::new(CollectorSink::new("ok"));
+    let dead = Arc::new(CollectorSink::new("dead"));
+    broker
+        .add_trigger(Trigger::new("ok", TriggerFilter::all(), ok.clone()))
+        .unwrap();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "retried",
+                TriggerFilter::all(),
+                Arc::new(FailingSink::new("down", "503")),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(2)
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "slow",
+                TriggerFilter::all(),
+                sleeping_sink("slow", Duration::from_secs(10)),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_timeout(Some(Duration::from_secs(1)))
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "lost",
+            TriggerFilter::all(),
+            Arc::new(FailingSink::new("gone", "x")),
+        ))
+        .unwrap();
+    const EVENTS: u64 = 40;
+    for _ in 0..EVENTS {
+        broker
+            .enqueue(Arc::new(event("events.a.b", "t")))
+            .await
+            .unwrap();
+    }
+    broker.wait_idle().await;
+    let m = broker.metrics();
+    assert_eq!(
+        (m.enqueued, m.routed, m.matched),
+        (EVENTS, EVENTS, 4 * EVENTS)
+    );
+    assert_eq!(m.delivered, EVENTS);
+    assert_eq!(m.failed, 3 * EVENTS);
+    assert_eq!(m.dead_lettered, 2 * EVENTS);
+    assert_eq!(m.dead_letter_failures, EVENTS);
+    assert_eq!((m.retries, m.timeouts), (2 * EVENTS, EVENTS));
+    assert_eq!(
+        (m.queue_full, m.rejected, m.deferred, m.hop_limit),
+        (0, 0, 0, 0)
+    );
+    assert_eq!((m.queue_depth, m.in_flight, m.triggers), (0, 0, 4));
+    assert_eq!(m.matched, m.delivered + m.failed);
+    assert_eq!(m.failed, m.dead_lettered + m.dead_letter_failures);
+    assert_eq!(ok.len() as u64, EVENTS);
+    assert_eq!(dead.len() as u64, 2 * EVENTS);
+}

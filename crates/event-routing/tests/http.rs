@@ -601,3 +601,49 @@ async fn webhook_into_a_broker_routes_end_to_end_over_http() {
     );
     source.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reply_event_is_not_asked_for_and_not_routed() {
+    // Unlike a Knative broker, the sink sends no `Prefer: reply` and drops
+    // a reply CloudEvent in a `200` answer (see the `HttpSink` docs).
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let app = Router::new().route(
+        "/hook",
+        post({
+            let asked = asked.clone();
+            move |headers: HeaderMap| async move {
+                asked.lock().push(headers.get("prefer").cloned());
+                let mut reply = order();
+                reply.event_type = "order.reply".to_owned();
+                let msg = to_http(&reply, Mode::Binary).unwrap();
+                (StatusCode::OK, msg.headers, msg.body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let broker = Broker::new();
+    let replies = Arc::new(CollectorSink::new("replies"));
+    broker
+        .add_trigger(Trigger::new(
+            "out",
+            TriggerFilter::by_type("order.created"),
+            Arc::new(HttpSink::new("out", format!("http://{addr}/hook")).unwrap()),
+        ))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "replies",
+            TriggerFilter::by_type("order.reply"),
+            replies.clone(),
+        ))
+        .unwrap();
+    for _ in 0..2 {
+        let result = broker.route(&order()).await;
+        assert_eq!((result.matched, result.delivered), (1, 1));
+    }
+    broker.wait_idle().await;
+    assert_eq!(*asked.lock(), [None, None], "no Prefer: reply");
+    assert!(replies.is_empty(), "the reply was routed");
+}

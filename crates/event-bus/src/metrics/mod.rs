@@ -83,7 +83,7 @@ macro_rules! counters {
 counters! {
     publish_total => add_publish, "Events published successfully.";
     publish_errors => add_publish_error, "Publishes that failed (validation, encryption, provider or router).";
-    subscribe_total => add_subscribe, "Subscriptions opened by the bus (one per subject of a managed subscriber, or one per subscribe call).";
+    subscribe_total => add_subscribe, "Subscriptions opened by the bus and handed to the caller (one per subject of a managed subscriber whose every subject opened, or one per subscribe call).";
     unsubscribe_total => add_unsubscribe, "Managed subscribers removed (remove_subscription).";
     dlq_total => add_dlq, "Events handed to the dead-letter queue.";
     dlq_errors => add_dlq_error, "Dead letters the DLQ handler refused (the event was kept or logged).";

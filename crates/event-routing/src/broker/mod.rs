@@ -81,7 +81,9 @@ pub struct BrokerConfig {
     /// What a full queue does to the publisher. Default [`QueueFullPolicy::Wait`].
     pub full_policy: QueueFullPolicy,
     /// Events a durable feed routes concurrently. Default 16; 1 keeps each
-    /// trigger's deliveries in stream order.
+    /// trigger's deliveries in stream order, but for an event whose routing
+    /// did not settle, which the subscription redelivers after the events
+    /// behind it.
     pub feed_concurrency: usize,
     /// How long a feed waits before an unsettled event is redelivered, and
     /// between retries of a failing subscription. Default 1 s.

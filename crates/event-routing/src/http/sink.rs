@@ -19,6 +19,20 @@ use std::time::Duration;
 /// and the body of a 2xx answer is not waited for: an endless or slow body
 /// cannot hold up a delivery the endpoint accepted.
 ///
+/// Compared with a Knative broker delivering to a subscriber:
+///
+/// - **Replies**: a Knative broker sends `Prefer: reply` and publishes the
+///   CloudEvent of a `200` answer back into the broker. This sink sends no
+///   `Prefer: reply` and drops any reply; to route replies, deliver through
+///   an [`InProcessSink`](crate::InProcessSink) that calls
+///   `event_cloudevents::http::client::send_http` and hands the reply it
+///   returns to the broker.
+/// - **Retries**: every failure is retried per the trigger's
+///   [`DeliverySpec`](crate::DeliverySpec). Knative retries only 404, 408,
+///   409, 429, 5xx and connection errors, and dead-letters any other `4xx`
+///   (a `400`, say) at once; it also honours `Retry-After`, which is
+///   ignored here.
+///
 /// Redirects: a `307` or `308` answer is followed (at most 10 times), since
 /// it repeats the POST with the event. A `301`, `302` or `303` is not: an
 /// HTTP client turns the POST into a GET without a body there, so following
