@@ -405,6 +405,63 @@ fn registries_used_alternately_on_one_thread_stay_separate() {
     }
 }
 
+/// Validates with its registry when the thread's locals are destroyed.
+struct ValidatesOnDrop {
+    registry: Arc<MemorySchemaRegistry>,
+    results: std::sync::mpsc::Sender<Vec<std::thread::Result<event_core::Result<()>>>>,
+}
+
+impl Drop for ValidatesOnDrop {
+    fn drop(&mut self) {
+        let results = [json!({"a": 1}), json!({"b": 1})]
+            .into_iter()
+            .map(|payload| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.registry.validate(&event("t", 1, payload))
+                }))
+            })
+            .collect();
+        let _ = self.results.send(results);
+    }
+}
+
+thread_local! {
+    static ON_EXIT: std::cell::RefCell<Option<ValidatesOnDrop>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn validation_from_a_thread_local_destructor_still_answers() {
+    // The guard is registered before the registry's per-thread snapshot, so
+    // (destructors running in reverse order) the snapshot is gone when the
+    // guard validates.
+    for json_schema in [None, Some(json!({"type": "object", "required": ["a"]}))] {
+        let registry = Arc::new(MemorySchemaRegistry::new());
+        let mut schema = EventSchema::new("t", 1).with_required_fields(["a"]);
+        schema.json_schema = json_schema;
+        registry.register(schema).unwrap();
+        let (results, received) = std::sync::mpsc::channel();
+        let on_thread = Arc::clone(&registry);
+        std::thread::spawn(move || {
+            ON_EXIT.with(|slot| {
+                *slot.borrow_mut() = Some(ValidatesOnDrop {
+                    registry: Arc::clone(&on_thread),
+                    results,
+                });
+            });
+            on_thread.validate(&event("t", 1, json!({"a": 1}))).unwrap();
+        })
+        .join()
+        .unwrap();
+        let results = received.recv().unwrap();
+        assert!(matches!(results[0], Ok(Ok(()))), "{results:?}");
+        assert!(
+            matches!(results[1], Ok(Err(Error::SchemaValidation { .. }))),
+            "{results:?}"
+        );
+    }
+}
+
 /// `depth` arrays nested around `1`.
 fn nested_arrays(depth: usize) -> serde_json::Value {
     let mut value = json!(1);
