@@ -15,6 +15,13 @@ use serde_json::{Map, Value};
 ///    given (any JSON Schema draft the `jsonschema` crate supports: 4, 6, 7,
 ///    2019-09, 2020-12; 2020-12 when `$schema` is absent).
 ///
+/// `format` is checked as its draft says: asserted under drafts 4, 6 and 7,
+/// an annotation only under 2019-09 and 2020-12, so `{"format": "email"}`
+/// without `$schema` accepts any string (declare draft 7, or use `pattern`,
+/// to refuse malformed values). Unknown format names are ignored.
+/// `contentEncoding` and `contentMediaType` likewise: asserted under drafts 6
+/// and 7, annotations under 2019-09 and 2020-12.
+///
 /// The fields are public, as in the original `a3s-event`, so a struct literal
 /// works (`..Default::default()` fills the rest); the builder methods read
 /// better:

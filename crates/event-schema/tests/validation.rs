@@ -202,6 +202,36 @@ fn required_fields_and_json_schema_combine() {
 }
 
 #[test]
+fn format_and_content_keywords_are_asserted_as_their_draft_says() {
+    let draft_7 = "http://json-schema.org/draft-07/schema#";
+    let cases = [
+        (json!({"format": "email"}), json!("not an email")),
+        (json!({"format": "no-such-format"}), json!("x")),
+        (json!({"contentEncoding": "base64"}), json!("!!!")),
+        (json!({"contentMediaType": "application/json"}), json!("{")),
+    ];
+    for (schema, payload) in cases {
+        let asserted = schema.get("format") != Some(&json!("no-such-format"));
+        let registry = MemorySchemaRegistry::new();
+        // 2020-12 (no `$schema`): annotations only.
+        registry
+            .register(EventSchema::new("annotated", 1).with_json_schema(schema.clone()))
+            .unwrap();
+        registry
+            .validate(&event("annotated", 1, payload.clone()))
+            .unwrap();
+        // Draft 7: asserted (unknown formats still ignored).
+        let mut declared = schema;
+        declared["$schema"] = json!(draft_7);
+        registry
+            .register(EventSchema::new("declared", 1).with_json_schema(declared.clone()))
+            .unwrap();
+        let result = registry.validate(&event("declared", 1, payload));
+        assert_eq!(result.is_err(), asserted, "{declared}: {result:?}");
+    }
+}
+
+#[test]
 fn each_version_validates_with_its_own_schema() {
     let registry = MemorySchemaRegistry::new();
     registry
