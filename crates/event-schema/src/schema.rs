@@ -115,7 +115,13 @@ impl EventSchema {
     /// about.
     ///
     /// No JSON Schema and no required fields is `true` (everything is valid);
-    /// required fields add `"type": "object"` and the names to `required`.
+    /// required fields add `"type": "object"` and the names to `required` at
+    /// the root. That is exact unless the JSON Schema holds a reference
+    /// (`$ref`, `$dynamicRef`, `$recursiveRef`): one that leads back to the
+    /// root would then demand the fields at every level it reaches, too. The
+    /// registry validates such schemas with the required fields checked
+    /// separately, and the compatibility checker does not reason through
+    /// references.
     pub fn effective_schema(&self) -> Value {
         let required: Vec<&String> = dedup(&self.required_fields);
         let base = match &self.json_schema {

@@ -403,6 +403,58 @@ fn required_fields_with_a_root_ref_schema() {
 }
 
 #[test]
+fn required_fields_stay_top_level_when_the_schema_refers_back_to_its_root() {
+    // Each schema lets a child through that has no `id` (or is no object),
+    // reaching the root again by a reference; the required field (and the
+    // object it implies) is for the payload's top level only.
+    let children =
+        |items: serde_json::Value| json!({"children": {"type": "array", "items": items}});
+    let cases = [
+        (
+            json!({"type": "object", "properties": children(json!({"$ref": "#"}))}),
+            json!({"id": 1, "children": [{}]}),
+        ),
+        (
+            json!({"$dynamicAnchor": "node", "type": "object",
+                   "properties": children(json!({"$dynamicRef": "#node"}))}),
+            json!({"id": 1, "children": [{"children": []}]}),
+        ),
+        (
+            json!({"$schema": "http://json-schema.org/draft-07/schema#",
+                   "properties": children(json!({"$ref": "#"}))}),
+            json!({"id": 1, "children": [{}]}),
+        ),
+        (
+            json!({"type": ["object", "integer"], "properties": children(json!({"$ref": "#"}))}),
+            json!({"id": 1, "children": [5, {}]}),
+        ),
+    ];
+    for (i, (json_schema, payload)) in cases.into_iter().enumerate() {
+        let registry = MemorySchemaRegistry::new();
+        registry
+            .register(
+                EventSchema::new("tree", 1)
+                    .with_required_fields(["id"])
+                    .with_json_schema(json_schema.clone()),
+            )
+            .unwrap();
+        let result = registry.validate(&event("tree", 1, payload));
+        assert!(result.is_ok(), "case {i}: {json_schema}: {result:?}");
+        // Still required at the top.
+        let (_, _, path, _) =
+            expect_invalid(registry.validate(&event("tree", 1, json!({"children": []}))));
+        assert_eq!(path, "/id", "case {i}");
+        // And the JSON Schema still applies at every level.
+        let (_, _, path, _) = expect_invalid(registry.validate(&event(
+            "tree",
+            1,
+            json!({"id": 1, "children": [{"children": 7}]}),
+        )));
+        assert_eq!(path, "/children/0/children", "case {i}");
+    }
+}
+
+#[test]
 fn validation_sees_registrations_made_after_earlier_validations() {
     let registry = MemorySchemaRegistry::new().with_unknown_type_policy(UnknownTypePolicy::Reject);
     assert!(registry.validate(&event("t", 1, json!({}))).is_err());
