@@ -117,3 +117,41 @@ async fn validation_sees_plaintext_before_encryption() {
     );
     assert_eq!(provider.info().await.unwrap().messages, 1);
 }
+
+#[tokio::test]
+async fn publish_batch_refuses_only_the_invalid_event_before_encryption() {
+    let provider = MemoryProvider::default();
+    let bus =
+        EventBus::new(provider.clone()).with_schema_registry(registry(UnknownTypePolicy::Allow));
+    bus.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &[5; 32])));
+    let batch = [
+        order(json!({"order_id": "o-1", "amount": 1})),
+        order(json!({"order_id": "o-2", "amount": 2.5})),
+        order(json!({"order_id": "o-3", "amount": 3})),
+    ];
+    let results = bus.publish_batch(&batch).await.unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    match &results[1] {
+        Err(Error::SchemaValidation { path, .. }) => assert_eq!(path, "/amount"),
+        other => panic!("expected SchemaValidation, got {other:?}"),
+    }
+    // Only the valid events were encrypted and stored.
+    let stored = provider.history(None, 10).await.unwrap();
+    let ids: Vec<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, [batch[2].id.as_str(), batch[0].id.as_str()]);
+    assert!(
+        stored
+            .iter()
+            .all(|e| EncryptedPayload::is_encrypted(&e.payload))
+    );
+    let metrics = bus.metrics().snapshot();
+    assert_eq!(
+        (
+            metrics.validation_errors,
+            metrics.encrypt_total,
+            metrics.publish_errors,
+            metrics.publish_total
+        ),
+        (1, 2, 1, 2)
+    );
+}

@@ -285,12 +285,21 @@ fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
         check_equal(wm, rm, "contentEncoding", at)?;
         check_equal(wm, rm, "contentMediaType", at)?;
         check_equal(wm, rm, "format", at)?;
-        if rm.contains_key("format") && !ctx.same_draft {
-            return Err(Incompatibility::new(
-                at,
-                "`format` under different `$schema` drafts: whether it is asserted differs \
-                 between drafts, so the checker cannot prove the change safe",
-            ));
+        // Whether these are asserted depends on the draft (by default in
+        // drafts 6 and 7, annotations only in 2019-09 and 2020-12): the same
+        // keyword under another draft is another rule.
+        if !ctx.same_draft {
+            for key in ["format", "contentEncoding", "contentMediaType"] {
+                if rm.contains_key(key) {
+                    return Err(Incompatibility::new(
+                        at,
+                        format!(
+                            "`{key}` under different `$schema` drafts: whether it is asserted \
+                             differs between drafts, so the checker cannot prove the change safe"
+                        ),
+                    ));
+                }
+            }
         }
     }
     if wt.may_be(TypeSet::ARRAY) {

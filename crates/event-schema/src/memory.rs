@@ -186,23 +186,27 @@ impl MemorySchemaRegistry {
     /// Runs `f` on the current snapshot: the calling thread's cached one when
     /// it is still current, otherwise a fresh one (cached for next time).
     #[inline]
-    fn with_snapshot<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
+    fn with_snapshot<R>(&self, f: impl Fn(&Inner) -> R) -> R {
         // Loaded before the snapshot is read: a snapshot tagged with an older
         // generation than it is only causes one extra refresh.
         let generation = self.generation.load(Ordering::Acquire);
-        SNAPSHOT.with(|cell| {
-            let Ok(mut slot) = cell.try_borrow_mut() else {
-                // Re-entered on this thread (not done by this crate): bypass the cache.
-                return f(&self.inner.read());
-            };
-            if let Some(cached) = slot
-                .as_ref()
-                .filter(|c| c.registry == self.id && c.generation == generation)
-            {
-                return f(&cached.snapshot);
-            }
-            f(self.refresh(&mut slot, generation))
-        })
+        SNAPSHOT
+            .try_with(|cell| {
+                let Ok(mut slot) = cell.try_borrow_mut() else {
+                    // Re-entered on this thread (not done by this crate): bypass the cache.
+                    return f(&self.inner.read());
+                };
+                if let Some(cached) = slot
+                    .as_ref()
+                    .filter(|c| c.registry == self.id && c.generation == generation)
+                {
+                    return f(&cached.snapshot);
+                }
+                f(self.refresh(&mut slot, generation))
+            })
+            // The cache is already destroyed (called from another thread
+            // local's destructor as the thread exits): bypass it.
+            .unwrap_or_else(|_| f(&self.inner.read()))
     }
 
     /// Replaces the thread's cached snapshot with the current one.

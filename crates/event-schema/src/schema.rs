@@ -15,6 +15,13 @@ use serde_json::{Map, Value};
 ///    given (any JSON Schema draft the `jsonschema` crate supports: 4, 6, 7,
 ///    2019-09, 2020-12; 2020-12 when `$schema` is absent).
 ///
+/// `format` is checked as its draft says: asserted under drafts 4, 6 and 7,
+/// an annotation only under 2019-09 and 2020-12, so `{"format": "email"}`
+/// without `$schema` accepts any string (declare draft 7, or use `pattern`,
+/// to refuse malformed values). Unknown format names are ignored.
+/// `contentEncoding` and `contentMediaType` likewise: asserted under drafts 6
+/// and 7, annotations under 2019-09 and 2020-12.
+///
 /// The fields are public, as in the original `a3s-event`, so a struct literal
 /// works (`..Default::default()` fills the rest); the builder methods read
 /// better:
@@ -108,7 +115,13 @@ impl EventSchema {
     /// about.
     ///
     /// No JSON Schema and no required fields is `true` (everything is valid);
-    /// required fields add `"type": "object"` and the names to `required`.
+    /// required fields add `"type": "object"` and the names to `required` at
+    /// the root. That is exact unless the JSON Schema holds a reference
+    /// (`$ref`, `$dynamicRef`, `$recursiveRef`): one that leads back to the
+    /// root would then demand the fields at every level it reaches, too. The
+    /// registry validates such schemas with the required fields checked
+    /// separately, and the compatibility checker does not reason through
+    /// references.
     pub fn effective_schema(&self) -> Value {
         let required: Vec<&String> = dedup(&self.required_fields);
         let base = match &self.json_schema {

@@ -37,20 +37,28 @@ pub(crate) struct CompiledSchema {
     depth_limited: bool,
 }
 
+/// The keywords that refer to another schema (which may be the root).
+const REFERENCES: &[&str] = &["$ref", "$dynamicRef", "$recursiveRef"];
+
+/// Whether `schema` uses any of `keywords`, at any depth.
+fn uses(schema: &Value, keywords: &[&str]) -> bool {
+    match schema {
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| keywords.contains(&key.as_str()) || uses(value, keywords)),
+        Value::Array(items) => items.iter().any(|item| uses(item, keywords)),
+        _ => false,
+    }
+}
+
 /// Whether validating against `schema` may recurse as deep as the payload
 /// is nested, rather than only as deep as the schema: a reference (which can
 /// recurse) or `uniqueItems` (which compares whole items).
 fn walks_whole_payload(schema: &Value) -> bool {
-    match schema {
-        Value::Object(map) => map.iter().any(|(key, value)| {
-            matches!(
-                key.as_str(),
-                "$ref" | "$dynamicRef" | "$recursiveRef" | "uniqueItems"
-            ) || walks_whole_payload(value)
-        }),
-        Value::Array(items) => items.iter().any(walks_whole_payload),
-        _ => false,
-    }
+    uses(
+        schema,
+        &["$ref", "$dynamicRef", "$recursiveRef", "uniqueItems"],
+    )
 }
 
 /// Whether `payload` is nested deeper than [`MAX_DEPTH`] (counted without
@@ -112,8 +120,10 @@ enum Check {
     /// (its effective schema); the hand-written required-field check runs
     /// only on failure, to report the field by name.
     Merged(Box<jsonschema::Validator>),
-    /// The JSON Schema has a root `$ref` (whose siblings are ignored by
-    /// drafts up to 7), so the required fields are checked separately first.
+    /// The JSON Schema holds a reference, which may lead back to the root
+    /// (where merged required fields would then apply at every level the
+    /// reference reaches; and drafts up to 7 ignore a root `$ref`'s
+    /// siblings), so the required fields are checked separately first.
     Split(RequiredFields, Box<jsonschema::Validator>),
 }
 
@@ -176,7 +186,7 @@ impl CompiledSchema {
                 let own = compile_or_refuse(json)?;
                 if schema.required_fields.is_empty() {
                     Check::Merged(own)
-                } else if json.get("$ref").is_some() {
+                } else if uses(json, REFERENCES) {
                     Check::Split(RequiredFields::new(&schema.required_fields), own)
                 } else {
                     Check::Merged(compile_or_refuse(&schema.effective_schema())?)

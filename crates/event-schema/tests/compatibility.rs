@@ -757,6 +757,45 @@ fn pattern_and_format_must_stay_identical() {
 }
 
 #[test]
+fn content_keywords_under_different_drafts_are_refused() {
+    // Drafts 6 and 7 assert `contentEncoding` and `contentMediaType`; 2019-09
+    // and 2020-12 only annotate with them. Identical keywords under another
+    // `$schema` are another rule.
+    let draft_7 = "http://json-schema.org/draft-07/schema#";
+    for (keyword, value, payload) in [
+        (
+            "contentEncoding",
+            "base64",
+            json!({"blob": "!!! not base64"}),
+        ),
+        (
+            "contentMediaType",
+            "application/json",
+            json!({"blob": "{not json"}),
+        ),
+    ] {
+        let writer = json!({"type": "object",
+                            "properties": {"blob": {"type": "string", keyword: value}}});
+        let mut reader = writer.clone();
+        reader["$schema"] = json!(draft_7);
+        // The writer (2020-12) lets the payload through, the reader (draft 7)
+        // does not: the reader cannot read what the writer wrote.
+        assert!(valid(&writer, payload.clone()), "{keyword}");
+        assert!(!valid(&reader, payload), "{keyword}");
+        let err = reads(reader, writer).unwrap_err();
+        assert_eq!(err.path, "/blob");
+        assert!(err.rule.contains(keyword), "{err}");
+    }
+    // Under one draft, an unchanged keyword is still fine.
+    let w = json!({"type": "string", "contentEncoding": "base64"});
+    reads(
+        json!({"type": "string", "contentEncoding": "base64", "title": "t"}),
+        w,
+    )
+    .unwrap();
+}
+
+#[test]
 fn const_and_enum() {
     reads(json!({"enum": ["a", "b"]}), json!({"const": "a"})).unwrap();
     reads(json!({"type": "string"}), json!({"enum": ["a", "b"]})).unwrap();

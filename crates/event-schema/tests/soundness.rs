@@ -4,8 +4,10 @@
 //!
 //! Schema pairs are generated from the keywords the checker understands
 //! (the reader often a mutation of the writer, as in a real evolution), with
-//! numbers chosen around `f64`'s precision limits and decimal divisors;
-//! payloads from the same vocabulary. Deterministic: fixed seeds, or
+//! numbers chosen around `f64`'s precision limits and decimal divisors,
+//! and each side sometimes declaring a `$schema` draft (drafts disagree on
+//! whether `format` and the content keywords are asserted); payloads from
+//! the same vocabulary. Deterministic: fixed seeds, or
 //! `SOUNDNESS_SEED` to explore another.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,6 +41,29 @@ const TYPES: [&str; 7] = [
     "null", "boolean", "object", "array", "number", "integer", "string",
 ];
 const NAMES: [&str; 3] = ["a", "b", "é/~"];
+/// `$schema` values (none: 2020-12).
+const DRAFTS: [Option<&str>; 5] = [
+    None,
+    Some("http://json-schema.org/draft-06/schema#"),
+    Some("http://json-schema.org/draft-07/schema#"),
+    Some("https://json-schema.org/draft/2019-09/schema"),
+    Some("https://json-schema.org/draft/2020-12/schema"),
+];
+/// Strings that some formats, encodings and media types accept and others not.
+const STRINGS: [&str; 12] = [
+    "",
+    "a",
+    "ab",
+    "ba",
+    "abb",
+    "é",
+    "a@b.co",
+    "2020-01-01",
+    "1.2.3.4",
+    "YWI=",
+    "[1]",
+    "!!",
+];
 
 fn numbers() -> Vec<Value> {
     let two_53 = 9_007_199_254_740_992_u64;
@@ -128,6 +153,15 @@ fn schema(rng: &mut Rng, depth: u32) -> Value {
     if rng.percent(6) {
         map.insert("uniqueItems".into(), json!(rng.percent(50)));
     }
+    if rng.percent(6) {
+        map.insert("format".into(), json!(rng.pick(&["email", "date", "ipv4"])));
+    }
+    if rng.percent(4) {
+        map.insert("contentEncoding".into(), json!("base64"));
+    }
+    if rng.percent(4) {
+        map.insert("contentMediaType".into(), json!("application/json"));
+    }
     if depth > 0 {
         if rng.percent(25) {
             map.insert("items".into(), schema(rng, depth - 1));
@@ -216,7 +250,7 @@ fn payload(rng: &mut Rng, pool: &[Value], depth: u32) -> Value {
         2 => rng.pick(&numbers()),
         3 if !pool.is_empty() => rng.pick(pool),
         3 => rng.pick(&numbers()),
-        4 => json!(rng.pick(&["", "a", "ab", "ba", "abb", "é"])),
+        4 => json!(rng.pick(&STRINGS)),
         5 => Value::Array(
             (0..rng.below(4))
                 .map(|_| payload(rng, pool, depth - 1))
@@ -260,11 +294,19 @@ fn search(seed: u64) {
     let mut proved = 0;
     for round in 0..2_500 {
         let writer = schema(&mut rng, 2);
-        let reader = if rng.percent(75) {
+        let mut reader = if rng.percent(75) {
             mutate(&mut rng, &writer, 2)
         } else {
             schema(&mut rng, 2)
         };
+        let mut writer = writer;
+        for side in [&mut writer, &mut reader] {
+            if let (Value::Object(map), Some(draft)) = (side, rng.pick(&DRAFTS)) {
+                if rng.percent(30) {
+                    map.insert("$schema".into(), json!(draft));
+                }
+            }
+        }
         let writer = EventSchema::new("w", 1)
             .with_json_schema(writer)
             .with_required_fields(if rng.percent(20) { vec!["a"] } else { vec![] });

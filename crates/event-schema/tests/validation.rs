@@ -202,6 +202,36 @@ fn required_fields_and_json_schema_combine() {
 }
 
 #[test]
+fn format_and_content_keywords_are_asserted_as_their_draft_says() {
+    let draft_7 = "http://json-schema.org/draft-07/schema#";
+    let cases = [
+        (json!({"format": "email"}), json!("not an email")),
+        (json!({"format": "no-such-format"}), json!("x")),
+        (json!({"contentEncoding": "base64"}), json!("!!!")),
+        (json!({"contentMediaType": "application/json"}), json!("{")),
+    ];
+    for (schema, payload) in cases {
+        let asserted = schema.get("format") != Some(&json!("no-such-format"));
+        let registry = MemorySchemaRegistry::new();
+        // 2020-12 (no `$schema`): annotations only.
+        registry
+            .register(EventSchema::new("annotated", 1).with_json_schema(schema.clone()))
+            .unwrap();
+        registry
+            .validate(&event("annotated", 1, payload.clone()))
+            .unwrap();
+        // Draft 7: asserted (unknown formats still ignored).
+        let mut declared = schema;
+        declared["$schema"] = json!(draft_7);
+        registry
+            .register(EventSchema::new("declared", 1).with_json_schema(declared.clone()))
+            .unwrap();
+        let result = registry.validate(&event("declared", 1, payload));
+        assert_eq!(result.is_err(), asserted, "{declared}: {result:?}");
+    }
+}
+
+#[test]
 fn each_version_validates_with_its_own_schema() {
     let registry = MemorySchemaRegistry::new();
     registry
@@ -373,6 +403,58 @@ fn required_fields_with_a_root_ref_schema() {
 }
 
 #[test]
+fn required_fields_stay_top_level_when_the_schema_refers_back_to_its_root() {
+    // Each schema lets a child through that has no `id` (or is no object),
+    // reaching the root again by a reference; the required field (and the
+    // object it implies) is for the payload's top level only.
+    let children =
+        |items: serde_json::Value| json!({"children": {"type": "array", "items": items}});
+    let cases = [
+        (
+            json!({"type": "object", "properties": children(json!({"$ref": "#"}))}),
+            json!({"id": 1, "children": [{}]}),
+        ),
+        (
+            json!({"$dynamicAnchor": "node", "type": "object",
+                   "properties": children(json!({"$dynamicRef": "#node"}))}),
+            json!({"id": 1, "children": [{"children": []}]}),
+        ),
+        (
+            json!({"$schema": "http://json-schema.org/draft-07/schema#",
+                   "properties": children(json!({"$ref": "#"}))}),
+            json!({"id": 1, "children": [{}]}),
+        ),
+        (
+            json!({"type": ["object", "integer"], "properties": children(json!({"$ref": "#"}))}),
+            json!({"id": 1, "children": [5, {}]}),
+        ),
+    ];
+    for (i, (json_schema, payload)) in cases.into_iter().enumerate() {
+        let registry = MemorySchemaRegistry::new();
+        registry
+            .register(
+                EventSchema::new("tree", 1)
+                    .with_required_fields(["id"])
+                    .with_json_schema(json_schema.clone()),
+            )
+            .unwrap();
+        let result = registry.validate(&event("tree", 1, payload));
+        assert!(result.is_ok(), "case {i}: {json_schema}: {result:?}");
+        // Still required at the top.
+        let (_, _, path, _) =
+            expect_invalid(registry.validate(&event("tree", 1, json!({"children": []}))));
+        assert_eq!(path, "/id", "case {i}");
+        // And the JSON Schema still applies at every level.
+        let (_, _, path, _) = expect_invalid(registry.validate(&event(
+            "tree",
+            1,
+            json!({"id": 1, "children": [{"children": 7}]}),
+        )));
+        assert_eq!(path, "/children/0/children", "case {i}");
+    }
+}
+
+#[test]
 fn validation_sees_registrations_made_after_earlier_validations() {
     let registry = MemorySchemaRegistry::new().with_unknown_type_policy(UnknownTypePolicy::Reject);
     assert!(registry.validate(&event("t", 1, json!({}))).is_err());
@@ -402,6 +484,63 @@ fn registries_used_alternately_on_one_thread_stay_separate() {
         assert!(first.validate(&event("t", 1, json!({"b": 1}))).is_err());
         second.validate(&event("t", 1, json!({"b": 1}))).unwrap();
         assert!(second.validate(&event("t", 1, json!({"a": 1}))).is_err());
+    }
+}
+
+/// Validates with its registry when the thread's locals are destroyed.
+struct ValidatesOnDrop {
+    registry: Arc<MemorySchemaRegistry>,
+    results: std::sync::mpsc::Sender<Vec<std::thread::Result<event_core::Result<()>>>>,
+}
+
+impl Drop for ValidatesOnDrop {
+    fn drop(&mut self) {
+        let results = [json!({"a": 1}), json!({"b": 1})]
+            .into_iter()
+            .map(|payload| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.registry.validate(&event("t", 1, payload))
+                }))
+            })
+            .collect();
+        let _ = self.results.send(results);
+    }
+}
+
+thread_local! {
+    static ON_EXIT: std::cell::RefCell<Option<ValidatesOnDrop>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn validation_from_a_thread_local_destructor_still_answers() {
+    // The guard is registered before the registry's per-thread snapshot, so
+    // (destructors running in reverse order) the snapshot is gone when the
+    // guard validates.
+    for json_schema in [None, Some(json!({"type": "object", "required": ["a"]}))] {
+        let registry = Arc::new(MemorySchemaRegistry::new());
+        let mut schema = EventSchema::new("t", 1).with_required_fields(["a"]);
+        schema.json_schema = json_schema;
+        registry.register(schema).unwrap();
+        let (results, received) = std::sync::mpsc::channel();
+        let on_thread = Arc::clone(&registry);
+        std::thread::spawn(move || {
+            ON_EXIT.with(|slot| {
+                *slot.borrow_mut() = Some(ValidatesOnDrop {
+                    registry: Arc::clone(&on_thread),
+                    results,
+                });
+            });
+            on_thread.validate(&event("t", 1, json!({"a": 1}))).unwrap();
+        })
+        .join()
+        .unwrap();
+        let results = received.recv().unwrap();
+        assert!(matches!(results[0], Ok(Ok(()))), "{results:?}");
+        assert!(
+            matches!(results[1], Ok(Err(Error::SchemaValidation { .. }))),
+            "{results:?}"
+        );
     }
 }
 
