@@ -227,3 +227,9 @@ pub use event_routing::{
 #[cfg(all(doctest, feature = "memory", feature = "nats"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// `docs/deployment.md`, compiled and run as doctests (it uses the
+/// `memory`, `nats` and `routing` features).
+#[cfg(all(doctest, feature = "memory", feature = "nats", feature = "routing"))]
+#[doc = include_str!("../docs/deployment.md")]
+pub struct DeploymentGuide;

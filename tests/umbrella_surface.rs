@@ -1,7 +1,9 @@
-//! Users copy the examples into applications that
+//! Users copy the examples and the deployment guide into applications that
 //! depend on `a3s-event` alone, so they must name only the umbrella's paths
 //! (`a3s_event::...`), never a workspace crate (`event_core::...`,
 //! `event_nats::...`), which such an application does not have.
+//! (`docs/custom-providers.md` is the exception: a provider crate depends on
+//! `event-core` alone, on purpose.)
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +67,16 @@ fn examples_use_only_umbrella_paths() {
     assert!(
         found.is_empty(),
         "examples must import through `a3s_event::...` only:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn deployment_guide_uses_only_umbrella_paths() {
+    let found = sub_crate_paths(&[root().join("docs/deployment.md")]);
+    assert!(
+        found.is_empty(),
+        "docs/deployment.md must use `a3s_event::...` paths only:\n{}",
         found.join("\n")
     );
 }
