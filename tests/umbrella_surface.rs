@@ -1,9 +1,13 @@
+//! What a user of the umbrella crate sees.
+//!
 //! Users copy the examples and the deployment guide into applications that
 //! depend on `a3s-event` alone, so they must name only the umbrella's paths
 //! (`a3s_event::...`), never a workspace crate (`event_core::...`,
 //! `event_nats::...`), which such an application does not have.
 //! (`docs/custom-providers.md` is the exception: a provider crate depends on
 //! `event-core` alone, on purpose.)
+//!
+//! And the published documentation shows every feature's modules.
 
 use std::path::{Path, PathBuf};
 
@@ -105,5 +109,24 @@ fn the_check_sees_sub_crate_paths() {
             "let x = event_core::Event::new();",
             "use event_bus;"
         ]
+    );
+}
+
+/// docs.rs builds default features unless told otherwise: the umbrella's
+/// page would then have no `crypto`, `schema`, `routing`, `cloudevents` or
+/// `provider::nats`, although its own docs list them.
+#[test]
+fn docs_rs_documents_every_feature() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml"))
+        .unwrap_or_else(|err| panic!("cannot read Cargo.toml: {err}"));
+    let section = manifest
+        .split("\n[")
+        .find(|section| section.starts_with("package.metadata.docs.rs]"))
+        .unwrap_or_else(|| panic!("Cargo.toml has no [package.metadata.docs.rs] section"));
+    assert!(
+        section
+            .lines()
+            .any(|line| line.split_whitespace().collect::<String>() == "all-features=true"),
+        "[package.metadata.docs.rs] must set all-features = true:\n[{section}"
     );
 }
