@@ -2,15 +2,19 @@
 //! carry them through a provider, and over HTTP in binary and structured mode.
 //!
 //! Run: `cargo run --example cloudevents`
+//!
+//! In an application: `a3s-event` with the feature `cloudevents-http`, plus
+//! `axum` (for the webhook) and `reqwest` (for the client) of the versions
+//! `a3s-event` uses.
 
+use a3s_event::cloudevents::cloudevents::AttributesReader;
+use a3s_event::cloudevents::http::client::send_http;
+use a3s_event::cloudevents::http::server::HttpEvent;
+use a3s_event::cloudevents::http::{Mode, to_http};
+use a3s_event::cloudevents::{CloudEventProviderExt, from_structured, to_structured};
+use a3s_event::provider::memory::MemoryProvider;
+use a3s_event::{CloudEvent, Event, EventProvider};
 use axum::{Router, extract::State, http::StatusCode, routing::post};
-use event_cloudevents::cloudevents::AttributesReader;
-use event_cloudevents::http::client::send_http;
-use event_cloudevents::http::server::HttpEvent;
-use event_cloudevents::http::{Mode, to_http};
-use event_cloudevents::{CloudEvent, CloudEventProviderExt, from_structured, to_structured};
-use event_core::{Event, EventProvider};
-use event_memory::MemoryProvider;
 use serde_json::json;
 use std::sync::Arc;
 

@@ -7,6 +7,8 @@
 //! ```text
 //! cargo run --example consumer
 //! ```
+//!
+//! In an application: `a3s-event` with its default feature (`memory`).
 
 use a3s_event::consumer::ConsumerConfig;
 use a3s_event::dlq::MemoryDlqHandler;
@@ -72,12 +74,16 @@ async fn main() -> a3s_event::Result<()> {
     println!("{report:?}");
 
     for dead in dlq.list(10).await? {
+        // Times are Unix milliseconds.
+        let waited = dead
+            .first_failure_at
+            .map(|first| dead.dead_lettered_at.saturating_sub(first));
         println!(
-            "dead letter: {} from {} after {} attempts (first failure at {:?}): {}",
+            "dead letter: {} from {} after {} attempts ({} ms from the first failure): {}",
             dead.event.summary,
             dead.original_subject,
             dead.delivery_attempts,
-            dead.first_failure_at,
+            waited.map_or_else(|| "?".to_string(), |ms| ms.to_string()),
             dead.reason
         );
     }

@@ -7,8 +7,11 @@
 //! (feature `conformance`) against a provider before calling it conforming.
 //!
 //! ```text
-//! cargo run --example custom_provider --no-default-features
+//! cargo run --example custom_provider
 //! ```
+//!
+//! In an application: `a3s-event` with no feature, plus `async-trait` and
+//! `tokio`.
 
 use a3s_event::provider::{Acker, EventProvider, PendingEvent, ProviderInfo, Subscription};
 use a3s_event::subject::{SubjectPattern, validate_publish_subject};

@@ -15,20 +15,22 @@
 //! A real service should fail to start instead: a key it invents is lost on
 //! restart, and with it every payload encrypted under it.
 //!
-//! The example encrypts and decrypts by hand, to show each step; with the
-//! event bus, `EventBus::set_encryptor` does the same on publish and read.
+//! Steps 1 to 5 encrypt and decrypt by hand, to show each step; step 6 does
+//! what an application does: `EventBus::set_encryptor`, which encrypts on
+//! publish and decrypts on read. In an application: `a3s-event` with the
+//! feature `crypto`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_core::{Event, EventEncryptor, EventProvider};
-use event_crypto::{Aes256GcmEncryptor, EncryptedPayload, EncryptionKey};
-use event_memory::MemoryProvider;
+use a3s_event::crypto::{Aes256GcmEncryptor, EncryptedPayload, EncryptionKey};
+use a3s_event::provider::memory::MemoryProvider;
+use a3s_event::{Event, EventBus, EventEncryptor, EventProvider};
 use serde_json::json;
 
 const KEY_VAR: &str = "A3S_EVENT_KEY";
 
-fn load_key() -> event_core::Result<EncryptionKey> {
+fn load_key() -> a3s_event::Result<EncryptionKey> {
     match std::env::var_os(KEY_VAR) {
         // Set but invalid (bad base64, wrong length): a clear error, no fallback.
         Some(_) => EncryptionKey::from_env(KEY_VAR),
@@ -107,5 +109,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     sub.close().await?;
+
+    // 6. What an application does: give the encryptor to the bus. Payloads
+    //    are encrypted on publish and decrypted for bus subscriptions,
+    //    consumers and `list_events`; the provider only ever holds ciphertext.
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_encryptor(encryptor.clone());
+    let published = bus
+        .publish(
+            "payment",
+            "captured",
+            "Payment captured",
+            "billing",
+            json!({"card": "4111 1111 1111 1111", "amount": 990, "currency": "EUR"}),
+        )
+        .await?;
+    let stored = &bus.provider().history(None, 1).await?[0];
+    let listed = &bus.list_events(Some("payment"), 1).await?[0];
+    assert!(EncryptedPayload::is_encrypted(&stored.payload));
+    assert_eq!(listed.payload, published.payload);
+    println!(
+        "\nthrough the bus: the provider stores {}\n  list_events returns {}",
+        stored.payload, listed.payload
+    );
     Ok(())
 }

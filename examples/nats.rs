@@ -6,17 +6,27 @@
 //! cargo run --example nats
 //! ```
 //!
-//! Set `NATS_URL` to use another server.
+//! Set `NATS_URL` to use another server, for example a throwaway one:
+//!
+//! ```sh
+//! nats-server -js -p 4333 -sd "$(mktemp -d)" &
+//! NATS_URL=nats://127.0.0.1:4333 cargo run --example nats
+//! ```
+//!
+//! The stream `A3S_EXAMPLE` (file storage) is created on first use and kept,
+//! so each run adds its events to the previous runs'. In an application:
+//! `a3s-event` with the feature `nats`.
 
-use event_core::{Event, EventProvider, SubscribeOptions};
-use event_nats::{NatsConfig, NatsProvider, StorageType};
+use a3s_event::provider::nats::{NatsConfig, NatsProvider, StorageType};
+use a3s_event::{DeliverPolicy, Event, EventProvider, SubscribeOptions};
 use serde_json::json;
 use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string());
     let config = NatsConfig {
-        url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string()),
+        url: url.clone(),
         token: None,
         credentials_path: None,
         stream_name: "A3S_EXAMPLE".to_string(),
@@ -28,7 +38,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         connect_timeout_secs: 5,
         request_timeout_secs: 10,
     };
-    let provider = NatsProvider::connect(config).await?;
+    let provider = match NatsProvider::connect(config).await {
+        Ok(provider) => provider,
+        Err(err) => {
+            eprintln!(
+                "cannot use the NATS server at {url}: {err}\n\
+                 start one with JetStream (`nats-server -js`) or set NATS_URL"
+            );
+            std::process::exit(1);
+        }
+    };
     println!("connected; stream {}", provider.stream_name());
 
     // publish one event and a pipelined batch
@@ -62,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // a durable consumer that starts at the first event published above and
     // reads on (it is deleted at the end, so every run starts afresh)
     let options = SubscribeOptions {
-        deliver_policy: event_core::DeliverPolicy::ByStartSequence { sequence: seq },
+        deliver_policy: DeliverPolicy::ByStartSequence { sequence: seq },
         ack_wait: Some(Duration::from_secs(5)),
         ..SubscribeOptions::default()
     };

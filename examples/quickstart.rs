@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --example quickstart
 //! ```
+//!
+//! In an application: `a3s-event` with its default feature (`memory`).
 
 use a3s_event::provider::memory::MemoryProvider;
 use a3s_event::{EventBus, SubscriptionFilter};

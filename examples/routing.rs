@@ -2,12 +2,13 @@
 //! through the bus pipeline, retries and a dead-letter sink, a cron source
 //! and typed scaling events.
 //!
-//! Run with `cargo run --example routing`.
+//! Run with `cargo run --example routing` (in an application: `a3s-event`
+//! with the feature `routing`).
 
 use a3s_event::EventBus;
 use a3s_event::provider::memory::MemoryProvider;
-use event_routing::scaling::{ScaleUpPayload, ScalingEvent};
-use event_routing::{
+use a3s_event::routing::scaling::{ScaleUpPayload, ScalingEvent};
+use a3s_event::routing::{
     BackoffPolicy, Broker, CollectorSink, CronSource, DeliverySpec, EventSource, FailingSink,
     FilterExpr, InProcessSink, LogSink, SinkDlqHandler, TopicSink, Trigger, TriggerFilter,
 };

@@ -1,29 +1,20 @@
 //! Schema registry walkthrough: register a schema, validate payloads, evolve
 //! it under BACKWARD compatibility, see an incompatible evolution refused, and
-//! validate before publishing to a `MemoryProvider`.
+//! publish through an `EventBus` that validates with the registry.
 //!
-//! Run with `cargo run --example schema`.
+//! Run with `cargo run --example schema` (in an application: `a3s-event`
+//! with the feature `schema`).
 
-use event_core::{Error, Event, EventProvider, SchemaValidator};
-use event_memory::MemoryProvider;
-use event_schema::{
+use a3s_event::provider::memory::MemoryProvider;
+use a3s_event::schema::{
     Compatibility, EventSchema, MemorySchemaRegistry, SchemaRegistry, UnknownTypePolicy,
 };
+use a3s_event::{Error, Event, EventBus};
 use serde_json::json;
 use std::sync::Arc;
 
-/// Validates `event` with `validator`, and publishes it only if it is valid.
-async fn publish_validated(
-    provider: &MemoryProvider,
-    validator: &dyn SchemaValidator,
-    event: &Event,
-) -> event_core::Result<u64> {
-    validator.validate(event)?;
-    provider.publish(event).await
-}
-
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> event_core::Result<()> {
+async fn main() -> a3s_event::Result<()> {
     // Unknown event types are refused; evolutions are checked under BACKWARD
     // (new consumers must read data written with the previous version).
     let registry = Arc::new(
@@ -112,36 +103,58 @@ async fn main() -> event_core::Result<()> {
         other => panic!("v3 should have been refused, got {other:?}"),
     }
 
-    // Validate before publishing. (The event bus does this itself with
-    // `EventBus::with_schema_registry`; here we call the hook directly.)
-    let provider = MemoryProvider::default();
-    let validator: Arc<dyn SchemaValidator> = registry.clone();
-    let good = order(2, json!({"amount": 19.99, "currency": "GBP"}));
-    let seq = publish_validated(&provider, validator.as_ref(), &good).await?;
-    println!("published v2 order at sequence {seq}");
+    // Publish through a bus that validates with the registry: an invalid
+    // event is `Error::SchemaValidation`, counted in the metrics, and never
+    // reaches the provider.
+    let bus = EventBus::new(MemoryProvider::default()).with_schema_registry(registry.clone());
+    let published = bus
+        .publish_typed(
+            "shop",
+            "order_created",
+            "order.created",
+            2,
+            "order placed",
+            "shop",
+            json!({"amount": 19.99, "currency": "GBP"}),
+        )
+        .await?;
+    println!("published v2 order {}", published.id);
 
-    let bad = order(2, json!({"amount": "nineteen"}));
-    let err = publish_validated(&provider, validator.as_ref(), &bad)
+    let err = bus
+        .publish_typed(
+            "shop",
+            "order_created",
+            "order.created",
+            2,
+            "order placed",
+            "shop",
+            json!({"amount": "nineteen"}),
+        )
         .await
         .expect_err("invalid v2 payload");
     println!("not published: {err}");
 
-    let unknown = Event::typed(
-        "events.shop.refund",
-        "shop",
-        "refund.created",
-        1,
-        "refund",
-        "shop",
-        json!({}),
-    );
-    let err = publish_validated(&provider, validator.as_ref(), &unknown)
+    let err = bus
+        .publish_typed(
+            "shop",
+            "refund",
+            "refund.created",
+            1,
+            "refund",
+            "shop",
+            json!({}),
+        )
         .await
         .expect_err("unknown type under Reject");
     println!("not published: {err}");
 
-    let stored = provider.history(None, 10).await?;
-    assert_eq!(stored.len(), 1);
-    println!("events stored: {}", stored.len());
+    let stored = bus.list_events(None, 10).await?;
+    let metrics = bus.metrics().snapshot();
+    println!(
+        "events stored: {}, refused by validation: {}",
+        stored.len(),
+        metrics.validation_errors
+    );
+    assert_eq!((stored.len(), metrics.validation_errors), (1, 2));
     Ok(())
 }

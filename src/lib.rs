@@ -15,7 +15,7 @@
 //! |---|---|
 //! | `a3s_event::{EventBus, Event, SubscriptionFilter, Result, Error, ...}` | the main API |
 //! | [`a3s_event::provider`](provider) | `EventProvider`, `Subscription`, `PendingEvent`, `ProviderInfo` |
-//! | [`a3s_event::provider::memory`](provider::memory) | `MemoryProvider`, `MemoryConfig` (feature `memory`) |
+//! | `a3s_event::provider::memory` | `MemoryProvider`, `MemoryConfig` (feature `memory`) |
 //! | [`a3s_event::types`](types) | `Event`, `ReceivedEvent`, options, filters |
 //! | [`a3s_event::subject`](subject) | subject validation, `SubjectPattern` |
 //! | [`a3s_event::consumer`](consumer) | the consumer runner |
@@ -28,7 +28,7 @@
 //!
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `memory` | yes | [`provider::memory`]: the in-process provider |
+//! | `memory` | yes | `provider::memory`: the in-process provider |
 //! | `nats` | no | `provider::nats`: `NatsProvider` on NATS JetStream |
 //! | `crypto` | no | `crypto` and `Aes256GcmEncryptor`: AES-256-GCM payload encryption with a key ring |
 //! | `schema` | no | `schema`: schema registry, JSON Schema validation, compatibility rules |
@@ -37,7 +37,7 @@
 //! | `cloudevents-nats` | no | `cloudevents::nats`: the NATS protocol binding (async-nats) |
 //! | `routing` | no | `routing` and `Broker`, `Trigger`, ...: Knative-style routing, sinks, sources |
 //! | `routing-http` | no | `routing::http`: the HTTP sink and the webhook source |
-//! | `conformance` | no | [`conformance`]: the provider test suite, for third-party providers |
+//! | `conformance` | no | `conformance`: the provider test suite, for third-party providers |
 //! | `full` | no | every feature |
 //!
 //! The bus itself is always present and light: the minimal build
@@ -127,14 +127,19 @@ pub mod provider {
     pub use event_core::stream::SubscriptionStream;
     pub use event_core::types::ProviderInfo;
 
-    /// The in-process provider (feature `memory`).
+    /// The in-process provider (feature `memory`). The full guide (limits,
+    /// eviction, `Lagged` reports) is the [`event_memory`] crate's
+    /// documentation.
     #[cfg(feature = "memory")]
     #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
     pub mod memory {
         pub use event_memory::*;
     }
 
-    /// The NATS JetStream provider (feature `nats`).
+    /// The NATS JetStream provider (feature `nats`). The full guide
+    /// (authentication, TLS, stream settings, recovery, what is fetched
+    /// ahead) is the [`event_nats`] crate's documentation; deployment and
+    /// sizing: `docs/deployment.md`.
     #[cfg(feature = "nats")]
     #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
     pub mod nats {
@@ -178,7 +183,10 @@ pub use event_core::conformance;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub use event_core::conformance_tests;
 
-/// AES-256-GCM payload encryption with a key ring (feature `crypto`).
+/// AES-256-GCM payload encryption with a key ring (feature `crypto`): give
+/// an [`Aes256GcmEncryptor`] to [`EventBus::set_encryptor`]. The full guide
+/// (envelope format, key rotation, what is *not* encrypted: subject,
+/// summary, metadata) is the [`event_crypto`] crate's documentation.
 #[cfg(feature = "crypto")]
 #[cfg_attr(docsrs, doc(cfg(feature = "crypto")))]
 pub mod crypto {
@@ -189,7 +197,10 @@ pub mod crypto {
 pub use event_crypto::{Aes256GcmEncryptor, EncryptedPayload};
 
 /// Schema registry with JSON Schema validation and compatibility rules
-/// (feature `schema`).
+/// (feature `schema`): give a `MemorySchemaRegistry` to
+/// [`EventBus::with_schema_registry`]. The full guide (policies, what the
+/// compatibility checker understands) is the [`event_schema`] crate's
+/// documentation.
 #[cfg(feature = "schema")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
 pub mod schema {
@@ -199,6 +210,11 @@ pub mod schema {
 /// CloudEvents v1.0: lossless conversion and bindings (feature `cloudevents`;
 /// the HTTP binding with `cloudevents-http`, the NATS binding with
 /// `cloudevents-nats`).
+///
+/// The items' own docs come from the [`event_cloudevents`] crate and name
+/// its features: its `http`, `http-client` and `http-server` are this
+/// crate's `cloudevents-http`, its `nats` is this crate's
+/// `cloudevents-nats` (not `nats`, which is the provider).
 #[cfg(feature = "cloudevents")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudevents")))]
 pub mod cloudevents {
@@ -210,6 +226,10 @@ pub use event_cloudevents::CloudEvent;
 
 /// Knative-style Broker/Trigger routing, sinks, sources and scaling events
 /// (feature `routing`; the HTTP sink and webhook source need `routing-http`).
+///
+/// The items' own docs come from the [`event_routing`] crate and name its
+/// features: its `http` is this crate's `routing-http`, its `bus` (routing
+/// on an [`EventBus`]) is always on here.
 #[cfg(feature = "routing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "routing")))]
 pub mod routing {
@@ -227,3 +247,9 @@ pub use event_routing::{
 #[cfg(all(doctest, feature = "memory", feature = "nats"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// `docs/deployment.md`, compiled and run as doctests (it uses the
+/// `memory`, `nats` and `routing` features).
+#[cfg(all(doctest, feature = "memory", feature = "nats", feature = "routing"))]
+#[doc = include_str!("../docs/deployment.md")]
+pub struct DeploymentGuide;

@@ -106,11 +106,6 @@ pub use sink::{CollectorSink, EventSink, FailingSink, InProcessSink, LogSink, To
 pub use source::{CronSource, EventSource, MetricSample, MetricsPoller, MetricsSource, Schedule};
 pub use trigger::{BackoffPolicy, DeliverySpec, Trigger};
 
-/// `docs/deployment.md`, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../docs/deployment.md")]
-pub struct DeploymentGuide;
-
 /// `docs/custom-providers.md`, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/custom-providers.md")]
