@@ -15,7 +15,9 @@
 
 use a3s_event::provider::{Acker, EventProvider, PendingEvent, ProviderInfo, Subscription};
 use a3s_event::subject::{SubjectPattern, validate_publish_subject};
-use a3s_event::types::{DeliverPolicy, Event, PublishOptions, ReceivedEvent, SubscribeOptions};
+use a3s_event::types::{
+    DeliverPolicy, Event, PublishOptions, ReceivedEvent, SubscribeOptions, check_payload_depth,
+};
 use a3s_event::{Error, EventBus, Result};
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -54,6 +56,8 @@ impl LogProvider {
 impl EventProvider for LogProvider {
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
         validate_publish_subject(&event.subject, self.subject_prefix())?;
+        // what JSON readers could not read back is refused by every provider
+        check_payload_depth(&event.payload)?;
         let mut log = self.lock();
         if let Some(seq) = log.by_msg_id.get(options.dedup_id(event)) {
             return Ok(*seq);

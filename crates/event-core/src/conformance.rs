@@ -139,6 +139,7 @@ macro_rules! conformance_tests {
             changed_durable_options_applied_or_refused,
             invalid_subjects_filters_and_names_rejected,
             payload_over_limit_rejected,
+            payload_too_deep_rejected,
             info_counts,
             publish_batch_reports_each_result,
             publish_shared_follows_publish_contract,
@@ -1550,6 +1551,57 @@ pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
         .await
         .expect("an event under the limit is accepted");
     assert_eq!(p.info().await.expect("info").messages, 1);
+}
+
+/// A payload nested [`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH) levels
+/// deep is stored and read back intact; one level deeper is
+/// `Error::Serialization` at publish and nothing is stored (JSON readers
+/// could never read it back: accepting it would lose it).
+pub async fn payload_too_deep_rejected(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let nested = |levels: usize| {
+        let mut payload = json!({ "leaf": true });
+        for _ in 1..levels {
+            payload = json!([payload]);
+        }
+        payload
+    };
+    let mut sub = p
+        .subscribe(&p.category_subject("deep"))
+        .await
+        .expect("subscribe");
+    let mut deepest = event(&*p, "deep", "t", 0);
+    deepest.payload = nested(crate::MAX_PAYLOAD_DEPTH);
+    p.publish(&deepest)
+        .await
+        .expect("a payload nested MAX_PAYLOAD_DEPTH levels deep is accepted");
+    let got = recv(&mut sub, &caps).await;
+    assert_eq!(
+        *got.event, deepest,
+        "a payload nested MAX_PAYLOAD_DEPTH levels deep must read back intact"
+    );
+    let mut too_deep = event(&*p, "deep", "t", 1);
+    too_deep.payload = nested(crate::MAX_PAYLOAD_DEPTH + 1);
+    match p.publish(&too_deep).await {
+        Err(Error::Serialization(_)) => {}
+        other => panic!(
+            "a payload nested deeper than MAX_PAYLOAD_DEPTH: expected Error::Serialization \
+             at publish, got {other:?}"
+        ),
+    }
+    match p.publish_shared(Arc::new(too_deep)).await {
+        Err(Error::Serialization(_)) => {}
+        other => panic!(
+            "publish_shared of a payload nested deeper than MAX_PAYLOAD_DEPTH: expected \
+             Error::Serialization, got {other:?}"
+        ),
+    }
+    assert_eq!(
+        p.info().await.expect("info").messages,
+        1,
+        "the payload nested too deep must not be stored"
+    );
 }
 
 /// `publish_shared` and `publish_shared_with_options` keep every rule of

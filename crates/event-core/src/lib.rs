@@ -61,6 +61,7 @@ pub use provider::{Acker, EventProvider, PendingEvent, Subscription};
 pub use stream::SubscriptionStream;
 pub use subject::SubjectPattern;
 pub use types::{
-    DeliverPolicy, Event, EventCounts, ProviderInfo, PublishOptions, ReceivedEvent,
-    SubscribeOptions, SubscriptionFilter, SubscriptionRecord, new_event_id, now_millis,
+    DeliverPolicy, Event, EventCounts, MAX_PAYLOAD_DEPTH, ProviderInfo, PublishOptions,
+    ReceivedEvent, SubscribeOptions, SubscriptionFilter, SubscriptionRecord, check_payload_depth,
+    new_event_id, now_millis,
 };

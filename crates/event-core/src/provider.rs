@@ -35,7 +35,11 @@ use std::time::Duration;
 /// sending. `expected_sequence` makes
 /// the publish conditional on the stream's last sequence
 /// ([`Error::WrongLastSequence`]). An event whose encoded size exceeds the
-/// provider's maximum is [`Error::PayloadTooLarge`], before sending.
+/// provider's maximum is [`Error::PayloadTooLarge`], before sending; one
+/// whose payload nests arrays and objects more than
+/// [`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH) levels deep is
+/// [`Error::Serialization`], before sending, on every provider (JSON readers
+/// could not read it back; [`check_payload_depth`](crate::check_payload_depth)).
 /// [`publish_batch`](Self::publish_batch) reports one result per event, in
 /// order; a conforming implementation pipelines the writes.
 ///

@@ -125,6 +125,64 @@ pub fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// How deeply arrays and objects may nest in an event's payload: 126 levels.
+///
+/// JSON readers stop at the 128th level (`serde_json`'s limit: the NATS
+/// provider's decoding, the CloudEvents bindings, decryption), and a stored
+/// event is itself an object with the payload one level inside it. A payload
+/// nested deeper could be published but never read back, so every provider
+/// refuses it at publish, whatever its storage: see [`check_payload_depth`].
+/// An event that carries another inside its payload nests it deeper still
+/// (a dead letter by two levels), so dead letters of payloads within two
+/// levels of the limit are refused too: a consumer runner then leaves the
+/// event unsettled and counts it, nothing is dropped silently.
+pub const MAX_PAYLOAD_DEPTH: usize = 126;
+
+/// Checks that `payload` nests arrays and objects at most
+/// [`MAX_PAYLOAD_DEPTH`] levels deep (a scalar is level 0, `[1]` level 1,
+/// `{"a": [1]}` level 2). Providers call it before storing or sending an
+/// event; it stops at the first level too deep, so it recurses at most
+/// `MAX_PAYLOAD_DEPTH + 1` calls deep whatever the payload.
+///
+/// ```
+/// use event_core::{Error, MAX_PAYLOAD_DEPTH, check_payload_depth};
+/// use serde_json::{Value, json};
+///
+/// let mut payload = json!(1);
+/// for _ in 0..MAX_PAYLOAD_DEPTH {
+///     payload = Value::Array(vec![payload]);
+/// }
+/// assert!(check_payload_depth(&payload).is_ok());
+/// let deeper = Value::Array(vec![payload]);
+/// assert!(matches!(check_payload_depth(&deeper), Err(Error::Serialization(_))));
+/// ```
+///
+/// # Errors
+/// [`Error::Serialization`] naming the limit.
+pub fn check_payload_depth(payload: &serde_json::Value) -> crate::Result<()> {
+    /// Whether `value`, found at nesting level `level`, keeps within the limit.
+    fn within(value: &serde_json::Value, level: usize) -> bool {
+        use serde_json::Value;
+        match value {
+            Value::Array(items) => {
+                level < MAX_PAYLOAD_DEPTH && items.iter().all(|v| within(v, level + 1))
+            }
+            Value::Object(fields) => {
+                level < MAX_PAYLOAD_DEPTH && fields.values().all(|v| within(v, level + 1))
+            }
+            _ => true,
+        }
+    }
+    if within(payload, 0) {
+        Ok(())
+    } else {
+        Err(crate::Error::Serialization(format!(
+            "payload nests arrays and objects more than {MAX_PAYLOAD_DEPTH} levels deep: \
+             JSON readers stop at 128 levels, so it could not be read back"
+        )))
+    }
+}
+
 /// An event together with its delivery context.
 ///
 /// `event` is shared (`Arc`) so that fan-out to many subscribers does not copy

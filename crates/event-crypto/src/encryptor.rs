@@ -9,7 +9,7 @@ use aes_gcm::aes::cipher::consts::U12;
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use event_core::{Error, EventEncryptor, Result};
+use event_core::{Error, EventEncryptor, MAX_PAYLOAD_DEPTH, Result};
 use parking_lot::RwLock;
 use serde_json::Value;
 
@@ -21,11 +21,6 @@ use crate::key::{EncryptionKey, KEY_LEN, describe_b64};
 pub const NONCE_LEN: usize = 12;
 /// Authentication tag length in bytes (128 bits).
 pub const TAG_LEN: usize = 16;
-
-/// Deepest nesting of arrays and objects in a payload that
-/// [`decrypt`](EventEncryptor::decrypt) can parse back (`serde_json` refuses
-/// a 128th level).
-const MAX_PAYLOAD_DEPTH: usize = 127;
 
 /// Domain-separation prefix of the associated data, format version 1.
 const AAD_PREFIX: &[u8] = b"a3s-event/aes-256-gcm/v1";
@@ -456,65 +451,27 @@ fn associated_data(key_id: &str, event_id: &str) -> Vec<u8> {
     with_associated_data(key_id, event_id, <[u8]>::to_vec)
 }
 
-/// `serde_json`'s compact output, refusing to nest deeper than
-/// [`MAX_PAYLOAD_DEPTH`] (its only I/O error: the writer is a `Vec`).
-struct DepthLimited {
-    depth: usize,
-}
-
-impl DepthLimited {
-    fn enter(&mut self) -> std::io::Result<()> {
-        if self.depth >= MAX_PAYLOAD_DEPTH {
-            return Err(std::io::Error::other("payload nested too deep"));
-        }
-        self.depth += 1;
-        Ok(())
-    }
-}
-
-impl serde_json::ser::Formatter for DepthLimited {
-    fn begin_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
-        self.enter()?;
-        writer.write_all(b"[")
-    }
-
-    fn end_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
-        self.depth = self.depth.saturating_sub(1);
-        writer.write_all(b"]")
-    }
-
-    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
-        self.enter()?;
-        writer.write_all(b"{")
-    }
-
-    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
-        self.depth = self.depth.saturating_sub(1);
-        writer.write_all(b"}")
-    }
-}
-
 impl EventEncryptor for Aes256GcmEncryptor {
     /// Serializes `payload` to compact JSON and seals it.
     ///
     /// # Errors
     /// [`Error::Encryption`] as [`encrypt_bytes`](Self::encrypt_bytes), and
-    /// for a payload whose arrays and objects nest more than 127 levels deep
-    /// (`decrypt` could never parse it back).
+    /// for a payload whose arrays and objects nest more than
+    /// [`MAX_PAYLOAD_DEPTH`] levels deep (as every provider refuses in plaintext).
     fn encrypt(&self, event_id: &str, payload: &Value) -> Result<Value> {
-        use serde::Serialize as _;
+        // what every provider refuses in plaintext, refused before it is
+        // hidden in an envelope (decryption could never parse it back)
+        event_core::check_payload_depth(payload).map_err(|_| {
+            Error::Encryption(format!(
+                "event {event_id:?}: payload nests arrays and objects more than \
+                 {MAX_PAYLOAD_DEPTH} levels deep, which could not be decrypted back"
+            ))
+        })?;
         let mut buffer = Vec::with_capacity(128);
-        let mut json =
-            serde_json::Serializer::with_formatter(&mut buffer, DepthLimited { depth: 0 });
-        payload.serialize(&mut json).map_err(|err| {
-            Error::Encryption(if err.is_io() {
-                format!(
-                    "event {event_id:?}: payload nests arrays and objects more than \
-                     {MAX_PAYLOAD_DEPTH} levels deep, which cannot be decrypted back"
-                )
-            } else {
-                format!("event {event_id:?}: payload is not serializable: {err}")
-            })
+        serde_json::to_writer(&mut buffer, payload).map_err(|err| {
+            Error::Encryption(format!(
+                "event {event_id:?}: payload is not serializable: {err}"
+            ))
         })?;
         Ok(self.seal(event_id, &buffer)?.into_value())
     }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use event_core::subject::{SubjectPattern, validate_consumer_name, validate_publish_subject};
 use event_core::{
     Error, Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions,
-    Subscription, now_millis,
+    Subscription, check_payload_depth, now_millis,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -174,6 +174,9 @@ impl MemoryProvider {
                 format!("{msg_id:?} must be non-empty without control characters"),
             ));
         }
+        // the same rule as on every provider: what JSON readers (NATS, a
+        // dead letter's reader) could not read back is refused here too
+        check_payload_depth(&event.payload)?;
         let size = encoded_len(event)?;
         // an explicit dedup id is kept beside the event for the whole dedup
         // window, so it counts towards the limit (as the `Nats-Msg-Id`

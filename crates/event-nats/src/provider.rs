@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use event_core::subject::{validate_consumer_name, validate_filter, validate_publish_subject};
 use event_core::{
     Error, Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions,
-    Subscription,
+    Subscription, check_payload_depth,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -192,6 +192,8 @@ impl NatsProvider {
                 format!("{msg_id:?} must be non-empty without control characters"),
             ));
         }
+        // decoding stops at 128 levels: deeper would be stored unreadable
+        check_payload_depth(&event.payload)?;
         let payload = serde_json::to_vec(event)?;
         let mut headers = HeaderMap::new();
         // "NATS/1.0\r\n" + "name: value\r\n"... + "\r\n"
