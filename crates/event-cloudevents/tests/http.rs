@@ -489,3 +489,93 @@ async fn requests_that_cannot_be_built_are_not_transient() {
     assert!(!err.is_transient(), "{err:?}");
     assert!(matches!(err, Error::Serialization(_)), "{err:?}");
 }
+
+/// A server whose `POST /{code}` answers `code` with `reply` as a binary-mode
+/// CloudEvent; returns its base URL and the `Prefer` header of each request.
+async fn replying_server(
+    reply: Event,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+) {
+    let prefer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = prefer.clone();
+    let app = Router::new().route(
+        "/{code}",
+        post(
+            move |axum::extract::Path(code): axum::extract::Path<u16>,
+                  headers: axum::http::HeaderMap| {
+                let reply = reply.clone();
+                let seen = seen.clone();
+                async move {
+                    seen.lock().expect("lock").push(
+                        headers
+                            .get("prefer")
+                            .map(|v| v.to_str().expect("ascii").to_owned()),
+                    );
+                    let msg = to_http(&reply, Mode::Binary).expect("encodes");
+                    (
+                        StatusCode::from_u16(code).expect("valid code"),
+                        msg.headers,
+                        msg.body,
+                    )
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (format!("http://{addr}"), prefer)
+}
+
+#[tokio::test]
+async fn send_http_asks_for_a_reply_and_post_http_does_not() {
+    // Knative's data plane: a sender that processes reply events MUST send
+    // `Prefer: reply`; send_http read replies without asking for them.
+    let answer = odd_event();
+    let (base, prefer) = replying_server(answer.clone()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/200");
+    for mode in [Mode::Binary, Mode::Structured] {
+        let reply = send_http(&client, &url, &odd_event(), mode).await.unwrap();
+        assert_eq!(reply.as_ref(), Some(&answer), "{mode:?}");
+        post_http(&client, &url, &odd_event(), mode).await.unwrap();
+    }
+    assert_eq!(
+        *prefer.lock().unwrap(),
+        [
+            Some("reply".to_owned()),
+            None,
+            Some("reply".to_owned()),
+            None
+        ]
+    );
+}
+
+#[tokio::test]
+async fn only_a_200_answer_carries_a_reply_event() {
+    // A CloudEvent in a 202 answer MUST NOT be processed as a reply
+    // (Knative's data plane: 202 is "accepted", 200 "accepted, event in
+    // reply"); send_http returned it as one.
+    let answer = odd_event();
+    let (base, _) = replying_server(answer.clone()).await;
+    let client = reqwest::Client::new();
+    for code in [202_u16, 201, 203] {
+        let reply = send_http(
+            &client,
+            &format!("{base}/{code}"),
+            &odd_event(),
+            Mode::Binary,
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply, None, "{code}");
+    }
+    let reply = send_http(&client, &format!("{base}/200"), &odd_event(), Mode::Binary)
+        .await
+        .unwrap();
+    assert_eq!(reply, Some(answer));
+}

@@ -47,9 +47,12 @@ impl std::error::Error for HttpStatusError {}
 
 /// POSTs `event` to `url` as a CloudEvent in `mode`.
 ///
-/// Returns the reply event when the endpoint answers with a CloudEvent (as a
-/// Knative sink may), `None` for any other 2xx response, whose body is not
-/// waited for (see [`post_http`]).
+/// Replies follow Knative's data-plane contract: the request carries
+/// `Prefer: reply` (a sender that reads reply events must say so), and only
+/// a `200` answer carrying a CloudEvent is a reply, returned as `Some`. Any
+/// other 2xx answer is `None`, whose body is not waited for (see
+/// [`post_http`]): a `202` means "accepted", and a CloudEvent in it must not
+/// be taken for a reply.
 ///
 /// Errors:
 /// - `url` is not an absolute URL: [`Error::InvalidConfig`] (field `url`);
@@ -85,7 +88,8 @@ pub async fn send_http(
     }
 }
 
-/// POSTs `event` to `url` as a CloudEvent in `mode` and ignores any reply:
+/// POSTs `event` to `url` as a CloudEvent in `mode` and ignores any reply
+/// (it sends no `Prefer: reply`, as the recipient then should send none):
 /// a 2xx answer is `Ok` whatever its body, which is never waited for (an
 /// endless or slow body cannot stall the sender, a huge one is never held);
 /// a short body the server announced with its length is read, so that the
@@ -106,7 +110,7 @@ pub async fn post_http(
     event: &Event,
     mode: Mode,
 ) -> Result<()> {
-    let response = post(client, url, CloudEvent::from(event), mode).await?;
+    let response = post(client, url, CloudEvent::from(event), mode, false).await?;
     discard_body(response).await;
     Ok(())
 }
@@ -119,9 +123,10 @@ pub async fn send_cloudevent_http(
     mode: Mode,
 ) -> Result<Option<CloudEvent>> {
     let started = Instant::now();
-    let response = post(client, url, event, mode).await?;
+    let response = post(client, url, event, mode, true).await?;
     let headers = response.headers().clone();
-    if !is_cloudevent(&headers) {
+    // Only a 200 carries a reply: a 202 is "accepted", whatever its body.
+    if response.status() != reqwest::StatusCode::OK || !is_cloudevent(&headers) {
         discard_body(response).await;
         return Ok(None);
     }
@@ -167,17 +172,22 @@ async fn read_reply(
     Ok(body)
 }
 
-/// Sends the request; a non-2xx answer is the error it stands for.
+/// Sends the request (with `Prefer: reply` when `want_reply`); a non-2xx
+/// answer is the error it stands for.
 async fn post(
     client: &reqwest::Client,
     url: &str,
     event: CloudEvent,
     mode: Mode,
+    want_reply: bool,
 ) -> Result<reqwest::Response> {
     let mut event = event.into_inner();
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| Error::invalid_config("url", format!("{url:?} is not a URL: {e}")))?;
-    let request = client.post(parsed);
+    let mut request = client.post(parsed);
+    if want_reply {
+        request = request.header("prefer", "reply");
+    }
     let request = match mode {
         Mode::Binary => {
             super::prepare_binary(&mut event)?;

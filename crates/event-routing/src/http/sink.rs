@@ -25,8 +25,9 @@ use std::time::Duration;
 ///   CloudEvent of a `200` answer back into the broker. This sink sends no
 ///   `Prefer: reply` and drops any reply; to route replies, deliver through
 ///   an [`InProcessSink`](crate::InProcessSink) that calls
-///   `event_cloudevents::http::client::send_http` and hands the reply it
-///   returns to the broker.
+///   `event_cloudevents::http::client::send_http` (which sends
+///   `Prefer: reply` and returns the CloudEvent of a `200` answer, never of
+///   a `202`) and hands the reply to the broker.
 /// - **Retries**: every failure is retried per the trigger's
 ///   [`DeliverySpec`](crate::DeliverySpec). Knative retries only 404, 408,
 ///   409, 429, 5xx and connection errors, and dead-letters any other `4xx`
