@@ -118,19 +118,14 @@ async fn http_sink_posts_a_structured_mode_cloudevent() {
 
 #[tokio::test]
 async fn non_2xx_answers_fail_the_delivery() {
-    let (url, _) = server(vec![500, 404, 429]).await;
+    let (url, _) = server(vec![500, 404, 429, 400]).await;
     let sink = HttpSink::new("hook", url).unwrap();
-    assert!(matches!(
-        sink.deliver(&order()).await,
-        Err(Error::Connection(_))
-    ));
-    let err = sink.deliver(&order()).await.unwrap_err();
-    assert!(matches!(err, Error::Provider { .. }), "{err}");
-    assert!(err.to_string().contains("404"), "{err}");
-    assert!(matches!(
-        sink.deliver(&order()).await,
-        Err(Error::Connection(_))
-    ));
+    for (code, retryable) in [(500, true), (404, true), (429, true), (400, false)] {
+        let err = sink.deliver(&order()).await.unwrap_err();
+        let status = event_cloudevents::http::client::status_error(&err).expect("a status");
+        assert_eq!((status.status, status.is_retryable()), (code, retryable));
+        assert!(err.to_string().contains(&format!("HTTP {code}")), "{err}");
+    }
     sink.deliver(&order()).await.unwrap();
 }
 
@@ -646,4 +641,66 @@ async fn a_reply_event_is_not_asked_for_and_not_routed() {
     broker.wait_idle().await;
     assert_eq!(*asked.lock(), [None, None], "no Prefer: reply");
     assert!(replies.is_empty(), "the reply was routed");
+}
+
+/// One scripted answer: a status and extra headers.
+type Answer = (u16, Vec<(&'static str, String)>);
+
+/// A server whose `POST /hook` gives the scripted answers in order, then
+/// `200`; returns the URL and when each request arrived.
+async fn scripted_server(answers: Vec<Answer>) -> (String, Arc<Mutex<Vec<std::time::Instant>>>) {
+    let answers = Arc::new(Mutex::new(answers));
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move || {
+            let answers = answers.clone();
+            let seen = seen.clone();
+            async move {
+                seen.lock().push(std::time::Instant::now());
+                let (status, extra) = {
+                    let mut answers = answers.lock();
+                    if answers.is_empty() {
+                        (200, Vec::new())
+                    } else {
+                        answers.remove(0)
+                    }
+                };
+                let mut headers = HeaderMap::new();
+                for (name, value) in extra {
+                    headers.insert(name, value.parse().unwrap());
+                }
+                (StatusCode::from_u16(status).unwrap(), headers, "refused")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), arrivals)
+}
+
+#[tokio::test]
+async fn a_webhook_passes_on_a_retryable_answer_of_its_http_sink_as_503() {
+    // Webhook -> HttpSink -> an overloaded endpoint: the webhook's sender is
+    // told to retry (503), not that the webhook failed for good.
+    for code in [503_u16, 429, 500] {
+        let (url, _) = scripted_server(vec![(code, vec![])]).await;
+        let source = WebhookSource::new("in", "127.0.0.1:0".parse().unwrap());
+        source
+            .start(Arc::new(HttpSink::new("out", url).unwrap()))
+            .await
+            .unwrap();
+        let msg = to_http(&order(), Mode::Binary).unwrap();
+        let (status, text) = send(
+            source.local_addr().unwrap(),
+            "/events",
+            msg.headers,
+            msg.body,
+        )
+        .await;
+        assert_eq!(status, 503, "{code}: {text}");
+        source.stop().await.unwrap();
+    }
 }

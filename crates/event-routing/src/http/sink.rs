@@ -9,11 +9,12 @@ use std::time::Duration;
 /// A 2xx answer is a delivery; anything else fails it, so the trigger's
 /// delivery spec retries and dead-letters:
 ///
-/// - no connection, a timeout, or 408 / 429 / 5xx: [`Error::Connection`] or
-///   [`Error::Timeout`] (transient);
-/// - any other status: [`Error::Provider`] with provider `"http"` and an
+/// - no connection, a timeout: [`Error::Connection`] or [`Error::Timeout`]
+///   (transient);
+/// - a non-2xx status: [`Error::Provider`] with provider `"http"` and an
 ///   [`HttpStatusError`](event_cloudevents::http::client::HttpStatusError)
-///   source carrying the status and the start of the body.
+///   source carrying the status, whether Knative would retry it, the start
+///   of the body and a `429` or `503` answer's `Retry-After`.
 ///
 /// A reply event in the response (as Knative sinks may send) is ignored,
 /// and the body of a 2xx answer is not waited for: an endless or slow body
