@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use common::Rng;
-use event_cloudevents::http::client::{HttpStatusError, MAX_REPLY_SIZE, post_http, send_http};
+use event_cloudevents::http::client::{
+    HttpStatusError, MAX_REPLY_SIZE, post_http, send_http, status_error,
+};
 use event_cloudevents::http::server::{HttpEvent, http_response};
 use event_cloudevents::http::{Mode, to_http};
 use event_core::{Error, Event};
@@ -284,36 +286,102 @@ async fn body_over_the_limit_is_413() {
 
 #[tokio::test]
 async fn status_errors_are_typed_by_retryability() {
+    // Every answered status is an HttpStatusError, retryable by Knative's
+    // rule. 408, 429 and 5xx were `Error::Connection` (the endpoint did
+    // answer), and 404 and 409, which Knative retries, were not retryable.
     let server = start().await;
     let client = reqwest::Client::new();
     let event = odd_event();
-
-    for code in [500_u16, 503, 429, 408] {
+    for (code, retryable) in [
+        (500_u16, true),
+        (503, true),
+        (429, true),
+        (408, true),
+        (404, true),
+        (409, true),
+        (400, false),
+        (403, false),
+        (410, false),
+        (422, false),
+    ] {
         let url = format!("{}/status/{code}", server.base);
         let err = send_http(&client, &url, &event, Mode::Binary)
             .await
             .unwrap_err();
-        assert!(err.is_transient(), "{code}: {err}");
         assert!(
-            matches!(err, Error::Connection(ref m) if m.contains(&code.to_string())),
-            "{err}"
+            matches!(&err, Error::Provider { provider, .. } if provider == "http"),
+            "{code}: {err:?}"
         );
+        assert!(
+            !err.is_transient(),
+            "{code}: an answer, not a transport failure"
+        );
+        let status = status_error(&err).expect("status error");
+        assert_eq!(status.status, code);
+        assert_eq!(status.body, "nope");
+        assert_eq!(status.url, url);
+        assert_eq!(status.retry_after, None, "{code}");
+        assert_eq!(status.is_retryable(), retryable, "{code}");
+        assert!(err.to_string().contains(&format!("HTTP {code}")), "{err}");
     }
-    let url = format!("{}/status/404", server.base);
-    match send_http(&client, &url, &event, Mode::Binary)
+}
+
+/// A server whose `POST /{code}` answers `code` with `Retry-After: {value}`
+/// (the value from the query string).
+async fn retry_after_server() -> String {
+    let app = Router::new().route(
+        "/{code}",
+        post(
+            |axum::extract::Path(code): axum::extract::Path<u16>,
+             axum::extract::RawQuery(value): axum::extract::RawQuery| async move {
+                let value = value.map(|v| v.replace("%20", " ")).unwrap_or_default();
+                (
+                    StatusCode::from_u16(code).expect("valid code"),
+                    [("retry-after", value)],
+                )
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .unwrap_err()
-    {
-        Error::Provider { source, .. } => {
-            let status = source
-                .downcast_ref::<HttpStatusError>()
-                .expect("status error");
-            assert_eq!(status.status, 404);
-            assert_eq!(status.body, "nope");
-            assert_eq!(status.url, url);
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn retry_after_is_read_from_429_and_503_answers() {
+    let base = retry_after_server().await;
+    let client = reqwest::Client::new();
+    let retry_after = |code: u16, value: &str| {
+        let url = format!("{base}/{code}?{}", value.replace(' ', "%20"));
+        let client = client.clone();
+        async move {
+            let err = post_http(&client, &url, &odd_event(), Mode::Binary)
+                .await
+                .unwrap_err();
+            status_error(&err).expect("status error").retry_after
         }
-        other => panic!("expected a provider error, got {other:?}"),
-    }
+    };
+    assert_eq!(retry_after(429, "7").await, Some(Duration::from_secs(7)));
+    assert_eq!(retry_after(503, "0").await, Some(Duration::ZERO));
+    let in_a_minute =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+    let waited = retry_after(503, &in_a_minute).await.expect("a date");
+    assert!(
+        waited > Duration::from_secs(55) && waited <= Duration::from_secs(60),
+        "{waited:?}"
+    );
+    assert_eq!(
+        retry_after(429, "Sun, 06 Nov 1994 08:49:37 GMT").await,
+        Some(Duration::ZERO),
+        "a date already past"
+    );
+    // Not a delay, or not a status it applies to (as in Knative): none.
+    assert_eq!(retry_after(429, "soon").await, None);
+    assert_eq!(retry_after(500, "7").await, None);
+    assert_eq!(retry_after(404, "7").await, None);
 }
 
 #[tokio::test]
@@ -397,10 +465,7 @@ async fn endless_body_server(status_line: &'static str, headers: &'static str) -
 async fn an_error_response_body_is_read_only_as_far_as_it_is_kept() {
     // The error keeps at most 512 bytes of the body; reading all of it first
     // let an endpoint stall the sender forever with an endless body.
-    for (status_line, transient) in [
-        ("500 Internal Server Error", true),
-        ("404 Not Found", false),
-    ] {
+    for (status_line, code) in [("500 Internal Server Error", 500), ("404 Not Found", 404)] {
         let url = endless_body_server(status_line, "content-type: text/plain\r\n").await;
         let err = tokio::time::timeout(
             Duration::from_secs(10),
@@ -409,7 +474,7 @@ async fn an_error_response_body_is_read_only_as_far_as_it_is_kept() {
         .await
         .expect("the sender stops reading after the part it keeps")
         .unwrap_err();
-        assert_eq!(err.is_transient(), transient, "{err}");
+        assert_eq!(status_error(&err).map(|s| s.status), Some(code), "{err}");
         assert!(err.to_string().contains("eeee"), "{err}");
     }
 }
@@ -488,4 +553,94 @@ async fn requests_that_cannot_be_built_are_not_transient() {
     .unwrap_err();
     assert!(!err.is_transient(), "{err:?}");
     assert!(matches!(err, Error::Serialization(_)), "{err:?}");
+}
+
+/// A server whose `POST /{code}` answers `code` with `reply` as a binary-mode
+/// CloudEvent; returns its base URL and the `Prefer` header of each request.
+async fn replying_server(
+    reply: Event,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+) {
+    let prefer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = prefer.clone();
+    let app = Router::new().route(
+        "/{code}",
+        post(
+            move |axum::extract::Path(code): axum::extract::Path<u16>,
+                  headers: axum::http::HeaderMap| {
+                let reply = reply.clone();
+                let seen = seen.clone();
+                async move {
+                    seen.lock().expect("lock").push(
+                        headers
+                            .get("prefer")
+                            .map(|v| v.to_str().expect("ascii").to_owned()),
+                    );
+                    let msg = to_http(&reply, Mode::Binary).expect("encodes");
+                    (
+                        StatusCode::from_u16(code).expect("valid code"),
+                        msg.headers,
+                        msg.body,
+                    )
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (format!("http://{addr}"), prefer)
+}
+
+#[tokio::test]
+async fn send_http_asks_for_a_reply_and_post_http_does_not() {
+    // Knative's data plane: a sender that processes reply events MUST send
+    // `Prefer: reply`; send_http read replies without asking for them.
+    let answer = odd_event();
+    let (base, prefer) = replying_server(answer.clone()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/200");
+    for mode in [Mode::Binary, Mode::Structured] {
+        let reply = send_http(&client, &url, &odd_event(), mode).await.unwrap();
+        assert_eq!(reply.as_ref(), Some(&answer), "{mode:?}");
+        post_http(&client, &url, &odd_event(), mode).await.unwrap();
+    }
+    assert_eq!(
+        *prefer.lock().unwrap(),
+        [
+            Some("reply".to_owned()),
+            None,
+            Some("reply".to_owned()),
+            None
+        ]
+    );
+}
+
+#[tokio::test]
+async fn only_a_200_answer_carries_a_reply_event() {
+    // A CloudEvent in a 202 answer MUST NOT be processed as a reply
+    // (Knative's data plane: 202 is "accepted", 200 "accepted, event in
+    // reply"); send_http returned it as one.
+    let answer = odd_event();
+    let (base, _) = replying_server(answer.clone()).await;
+    let client = reqwest::Client::new();
+    for code in [202_u16, 201, 203] {
+        let reply = send_http(
+            &client,
+            &format!("{base}/{code}"),
+            &odd_event(),
+            Mode::Binary,
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply, None, "{code}");
+    }
+    let reply = send_http(&client, &format!("{base}/200"), &odd_event(), Mode::Binary)
+        .await
+        .unwrap();
+    assert_eq!(reply, Some(answer));
 }

@@ -230,8 +230,14 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same operation later may succeed (timeouts,
-    /// connection failures). Validation and conflict errors are not transient.
+    /// Whether the operation failed in transport, so that retrying it later
+    /// may succeed: a timeout, a lost or refused connection. Validation and
+    /// conflict errors are not transient.
+    ///
+    /// An answer the backend gave is not judged here: an [`Error::Provider`]
+    /// is never transient by this test, and its source may say more (an
+    /// HTTP status answered to `event-cloudevents`' client, say, tells
+    /// whether it is worth retrying through its `is_retryable`).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Timeout { .. } | Self::Connection(_))
     }

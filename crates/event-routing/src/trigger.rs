@@ -28,16 +28,36 @@ pub enum BackoffPolicy {
 /// dead-letter sink, if any, with the reason, the attempts and the trigger
 /// name in metadata (see [`metadata`](crate::metadata)).
 ///
-/// Defaults: no retries, exponential backoff from 100 ms capped at 30 s, a
-/// 30 s timeout, no dead-letter sink.
+/// Failures are retried whatever they are, but for HTTP answers (feature
+/// `http`): an error carrying an `HttpStatusError` (what `HttpSink`, or an
+/// [`InProcessSink`](crate::InProcessSink) calling `event-cloudevents`'
+/// HTTP client, returns for a non-2xx answer) is judged by its status as
+/// Knative does. `404`, `408`, `409`, `429` and `5xx` are retried; any
+/// other status (a `400` for an unparsable event, a `403`, a `410` ...)
+/// cannot succeed by sending the same event again, so the delivery ends at
+/// once and the event goes to the dead-letter sink, its `dlqattempts` the
+/// attempts made and its `dlqreason` naming the status. Errors of other
+/// sinks (a handler, a topic) are always retried: user code may fail
+/// transiently with any error.
+///
+/// A `429` or `503` answer's `Retry-After` (seconds or an HTTP date) sets
+/// the wait before the next retry, as Knative's `retryAfterMax` does: the
+/// longer of the backoff and the asked delay, the latter capped at
+/// `retry_after_max` (zero ignores the header). See
+/// [`delay_honouring_retry_after`](Self::delay_honouring_retry_after).
+///
+/// Defaults: no retries, exponential backoff from 100 ms capped at 30 s,
+/// `Retry-After` honoured up to 30 s, a 30 s timeout, no dead-letter sink.
 ///
 /// As Knative's `delivery` (`retry`, `backoffPolicy`, `backoffDelay`,
-/// `timeout`, `deadLetterSink`; `backoff_cap` is its `backoffMax`), but:
-/// the first retry waits `backoff_delay` under either policy (Knative's docs
-/// write `backoffDelay × n` and `backoffDelay × 2^n`); every failed attempt
-/// is retried, whatever the error (see `HttpSink`, feature `http`, for
-/// what Knative does not retry); the dead-letter sink is tried once, within
-/// `timeout`, and gets the failure as `dlq*` metadata (see
+/// `timeout`, `retryAfterMax`, `deadLetterSink`; `backoff_cap` is its
+/// `backoffMax`), but: the first retry waits `backoff_delay` under either
+/// policy (Knative's docs write `backoffDelay × n` and
+/// `backoffDelay × 2^n`); `Retry-After` is honoured by default and always
+/// bounded (30 s unless set), where Knative's alpha `delivery-retryafter`
+/// feature honours it only once `retryAfterMax` is set (its planned
+/// default: honoured without a bound); the dead-letter sink is tried once,
+/// within `timeout`, and gets the failure as `dlq*` metadata (see
 /// [`metadata`](crate::metadata)), not as Knative's `knativeerror*`
 /// extensions.
 ///
@@ -63,6 +83,10 @@ pub struct DeliverySpec {
     pub backoff_delay: Duration,
     /// The longest delay between two attempts.
     pub backoff_cap: Duration,
+    /// The longest wait a `Retry-After` answer (HTTP `429` or `503`) can
+    /// impose before the next retry (Knative's `retryAfterMax`); zero
+    /// ignores the header. Bounds a delay the endpoint chooses.
+    pub retry_after_max: Duration,
     /// Per-attempt timeout; `None` waits as long as the sink takes.
     pub timeout: Option<Duration>,
     /// Receives events whose every attempt failed.
@@ -76,6 +100,7 @@ impl std::fmt::Debug for DeliverySpec {
             .field("backoff_policy", &self.backoff_policy)
             .field("backoff_delay", &self.backoff_delay)
             .field("backoff_cap", &self.backoff_cap)
+            .field("retry_after_max", &self.retry_after_max)
             .field("timeout", &self.timeout)
             .field(
                 "dead_letter_sink",
@@ -92,6 +117,7 @@ impl Default for DeliverySpec {
             backoff_policy: BackoffPolicy::Exponential,
             backoff_delay: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(30),
+            retry_after_max: Duration::from_secs(30),
             timeout: Some(Duration::from_secs(30)),
             dead_letter_sink: None,
         }
@@ -126,6 +152,14 @@ impl DeliverySpec {
         self
     }
 
+    /// Sets the longest wait a `Retry-After` answer can impose
+    /// (`Duration::ZERO`: ignore the header).
+    #[must_use]
+    pub fn with_retry_after_max(mut self, max: Duration) -> Self {
+        self.retry_after_max = max;
+        self
+    }
+
     /// Sets the per-attempt timeout (`None`: no timeout).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
@@ -151,6 +185,35 @@ impl DeliverySpec {
             }
         };
         delay.min(self.backoff_cap)
+    }
+
+    /// The wait before retry `retry` (1-based) after an answer that asked
+    /// for `retry_after` (an HTTP `Retry-After`): the longer of the backoff
+    /// ([`delay_before_retry`](Self::delay_before_retry)) and `retry_after`
+    /// capped at `retry_after_max`, as Knative does. The header never
+    /// shortens the backoff, and never makes a wait longer than both
+    /// `backoff_cap` and `retry_after_max`.
+    ///
+    /// ```
+    /// use event_routing::{BackoffPolicy, DeliverySpec};
+    /// use std::time::Duration;
+    ///
+    /// let spec = DeliverySpec::new()
+    ///     .with_backoff(BackoffPolicy::Linear, Duration::from_secs(1))
+    ///     .with_retry_after_max(Duration::from_secs(60));
+    /// let secs = Duration::from_secs;
+    /// assert_eq!(spec.delay_honouring_retry_after(1, Some(secs(20))), secs(20));
+    /// assert_eq!(spec.delay_honouring_retry_after(1, Some(secs(86_400))), secs(60));
+    /// assert_eq!(spec.delay_honouring_retry_after(2, Some(secs(0))), secs(2));
+    /// assert_eq!(spec.delay_honouring_retry_after(2, None), secs(2));
+    /// ```
+    pub fn delay_honouring_retry_after(
+        &self,
+        retry: u32,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        let asked = retry_after.map_or(Duration::ZERO, |d| d.min(self.retry_after_max));
+        self.delay_before_retry(retry).max(asked)
     }
 
     /// Checks the spec: a zero timeout is [`Error::InvalidConfig`].
@@ -245,6 +308,46 @@ mod tests {
         assert_eq!(spec.delay_before_retry(1), Duration::from_millis(10));
         assert_eq!(spec.delay_before_retry(4), Duration::from_millis(80));
         assert_eq!(spec.delay_before_retry(200), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_zero_ignores_it() {
+        let spec = DeliverySpec::new()
+            .with_backoff(BackoffPolicy::Exponential, Duration::from_millis(100))
+            .with_backoff_cap(Duration::from_secs(1))
+            .with_retry_after_max(Duration::from_secs(5));
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(
+            spec.delay_honouring_retry_after(1, hour),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            spec.delay_honouring_retry_after(1, Some(Duration::from_millis(250))),
+            Duration::from_millis(250)
+        );
+        // Past the backoff cap, within `retry_after_max`.
+        assert_eq!(
+            spec.delay_honouring_retry_after(9, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            spec.delay_honouring_retry_after(9, None),
+            Duration::from_secs(1)
+        );
+        // Defaults: honoured up to 30 s.
+        assert_eq!(
+            DeliverySpec::new().delay_honouring_retry_after(1, hour),
+            Duration::from_secs(30)
+        );
+        let ignoring = spec.with_retry_after_max(Duration::ZERO);
+        assert_eq!(
+            ignoring.delay_honouring_retry_after(1, hour),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            ignoring.delay_honouring_retry_after(1, Some(Duration::MAX)),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use cloudevents::message::StructuredDeserializer;
 use event_core::{Error, Event, Result};
 use std::borrow::Cow;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How much of an error response's body is kept in the error.
 const ERROR_BODY_LIMIT: usize = 512;
@@ -21,8 +21,14 @@ pub const MAX_REPLY_SIZE: usize = 2 * 1024 * 1024;
 /// most this many bytes, so that the connection can be reused.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
-/// An endpoint answered with a non-success status that is not retryable
-/// (carried by [`Error::Provider`] with provider `"http"`).
+/// An endpoint answered with a non-success status (carried by
+/// [`Error::Provider`] with provider `"http"`; [`status_error`] finds it).
+///
+/// Whether sending the same event again may succeed is
+/// [`is_retryable`](Self::is_retryable), by the rule of Knative's event
+/// delivery contract. [`Error::is_transient`] is `false` for every answered
+/// status: it speaks of the transport (timeouts, lost or refused
+/// connections), and the endpoint did answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpStatusError {
     /// The URL the event was sent to (a password in it shown as `***`).
@@ -31,6 +37,42 @@ pub struct HttpStatusError {
     pub status: u16,
     /// The start of the response body (at most 512 bytes, lossy UTF-8).
     pub body: String,
+    /// How long a `429` or `503` answer asked the sender to wait before
+    /// trying again, from its `Retry-After` header (delay-seconds or an
+    /// HTTP-date; a date already past is zero). `None` for other statuses
+    /// (as in Knative, which honours the header only on these two), without
+    /// the header, or when its value is neither form.
+    ///
+    /// The endpoint chooses it: cap it before waiting (the router's
+    /// `DeliverySpec::retry_after_max` does). At most `u32::MAX` seconds, so
+    /// that adding it to an `Instant` cannot overflow.
+    pub retry_after: Option<Duration>,
+}
+
+impl HttpStatusError {
+    /// Whether the same request may succeed later, per the Knative Eventing
+    /// data-plane contract: `404` (an endpoint still starting), `408`,
+    /// `409` (processing in progress), `429` and any status from `500` up
+    /// are retryable; any other `4xx` (a `400` for an unparsable event, a
+    /// `403`, a `413` ...) and a redirect that was not followed are not.
+    ///
+    /// ```
+    /// use event_cloudevents::http::client::HttpStatusError;
+    ///
+    /// let answer = |status| HttpStatusError {
+    ///     url: "http://sink/events".into(),
+    ///     status,
+    ///     body: String::new(),
+    ///     retry_after: None,
+    /// };
+    /// assert!(answer(503).is_retryable());
+    /// assert!(answer(404).is_retryable());
+    /// assert!(!answer(400).is_retryable());
+    /// assert!(!answer(302).is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.status, 404 | 408 | 409 | 429) || self.status >= 500
+    }
 }
 
 impl fmt::Display for HttpStatusError {
@@ -45,25 +87,56 @@ impl fmt::Display for HttpStatusError {
 
 impl std::error::Error for HttpStatusError {}
 
+/// The [`HttpStatusError`] an error of [`send_http`] or [`post_http`] carries,
+/// if the endpoint answered with a non-success status.
+///
+/// ```
+/// use event_cloudevents::http::client::{HttpStatusError, status_error};
+/// use event_core::Error;
+///
+/// let err = Error::provider("http", HttpStatusError {
+///     url: "http://sink/events".into(),
+///     status: 429,
+///     body: String::new(),
+///     retry_after: Some(std::time::Duration::from_secs(2)),
+/// });
+/// assert_eq!(status_error(&err).map(|s| s.status), Some(429));
+/// assert!(status_error(&Error::Connection("refused".into())).is_none());
+/// ```
+pub fn status_error(err: &Error) -> Option<&HttpStatusError> {
+    match err {
+        Error::Provider { source, .. } => source.downcast_ref::<HttpStatusError>(),
+        _ => None,
+    }
+}
+
 /// POSTs `event` to `url` as a CloudEvent in `mode`.
 ///
-/// Returns the reply event when the endpoint answers with a CloudEvent (as a
-/// Knative sink may), `None` for any other 2xx response, whose body is not
-/// waited for (see [`post_http`]).
+/// Replies follow Knative's data-plane contract: the request carries
+/// `Prefer: reply` (a sender that reads reply events must say so), and only
+/// a `200` answer carrying a CloudEvent is a reply, returned as `Some`. Any
+/// other 2xx answer is `None`, whose body is not waited for (see
+/// [`post_http`]): a `202` means "accepted", and a CloudEvent in it must not
+/// be taken for a reply.
 ///
 /// Errors:
 /// - `url` is not an absolute URL: [`Error::InvalidConfig`] (field `url`);
 /// - the request cannot be built (say an extension name that is no header
 ///   name): [`Error::Serialization`];
 /// - the request timed out (the client's timeout): [`Error::Timeout`];
-/// - no connection, or the endpoint answered 408, 429 or 5xx:
-///   [`Error::Connection`] (transient, worth retrying);
-/// - any other non-2xx status: [`Error::Provider`] with provider `"http"`
-///   and an [`HttpStatusError`] source;
+/// - no connection: [`Error::Connection`];
+/// - a non-2xx status: [`Error::Provider`] with provider `"http"` and an
+///   [`HttpStatusError`] source ([`status_error`]), which says whether the
+///   status is worth retrying ([`HttpStatusError::is_retryable`]: `404`,
+///   `408`, `409`, `429`, `5xx`) and how long a `429` or `503` asked to wait;
 /// - a reply that is a malformed CloudEvent: [`Error::Serialization`];
 /// - a reply event over [`MAX_REPLY_SIZE`]: [`Error::PayloadTooLarge`],
 ///   read no further (the endpoint did accept the event; only its reply is
 ///   refused).
+///
+/// Only the timeout and the connection errors are transient
+/// ([`Error::is_transient`]); an answered status is judged by
+/// [`HttpStatusError::is_retryable`].
 ///
 /// ```no_run
 /// # async fn demo(event: event_core::Event) -> event_core::Result<()> {
@@ -85,7 +158,8 @@ pub async fn send_http(
     }
 }
 
-/// POSTs `event` to `url` as a CloudEvent in `mode` and ignores any reply:
+/// POSTs `event` to `url` as a CloudEvent in `mode` and ignores any reply
+/// (it sends no `Prefer: reply`, as the recipient then should send none):
 /// a 2xx answer is `Ok` whatever its body, which is never waited for (an
 /// endless or slow body cannot stall the sender, a huge one is never held);
 /// a short body the server announced with its length is read, so that the
@@ -106,7 +180,7 @@ pub async fn post_http(
     event: &Event,
     mode: Mode,
 ) -> Result<()> {
-    let response = post(client, url, CloudEvent::from(event), mode).await?;
+    let response = post(client, url, CloudEvent::from(event), mode, false).await?;
     discard_body(response).await;
     Ok(())
 }
@@ -119,9 +193,10 @@ pub async fn send_cloudevent_http(
     mode: Mode,
 ) -> Result<Option<CloudEvent>> {
     let started = Instant::now();
-    let response = post(client, url, event, mode).await?;
+    let response = post(client, url, event, mode, true).await?;
     let headers = response.headers().clone();
-    if !is_cloudevent(&headers) {
+    // Only a 200 carries a reply: a 202 is "accepted", whatever its body.
+    if response.status() != reqwest::StatusCode::OK || !is_cloudevent(&headers) {
         discard_body(response).await;
         return Ok(None);
     }
@@ -167,17 +242,22 @@ async fn read_reply(
     Ok(body)
 }
 
-/// Sends the request; a non-2xx answer is the error it stands for.
+/// Sends the request (with `Prefer: reply` when `want_reply`); a non-2xx
+/// answer is the error it stands for.
 async fn post(
     client: &reqwest::Client,
     url: &str,
     event: CloudEvent,
     mode: Mode,
+    want_reply: bool,
 ) -> Result<reqwest::Response> {
     let mut event = event.into_inner();
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| Error::invalid_config("url", format!("{url:?} is not a URL: {e}")))?;
-    let request = client.post(parsed);
+    let mut request = client.post(parsed);
+    if want_reply {
+        request = request.header("prefer", "reply");
+    }
     let request = match mode {
         Mode::Binary => {
             super::prepare_binary(&mut event)?;
@@ -196,6 +276,16 @@ async fn post(
         .map_err(|e| transport_error(url, &e, started.elapsed()))?;
     let status = response.status();
     if !status.is_success() {
+        let code = status.as_u16();
+        let retry_after = if code == 429 || code == 503 {
+            response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        } else {
+            None
+        };
         // Read only the part the error keeps: an endless or huge error body
         // must not stall the sender or fill its memory.
         let mut body = Vec::new();
@@ -215,23 +305,38 @@ async fn post(
             }
             text.truncate(cut);
         }
-        let code = status.as_u16();
-        let url = shown(url);
-        if code == 408 || code == 429 || status.is_server_error() {
-            return Err(Error::Connection(format!(
-                "POST {url} answered HTTP {code}: {text}"
-            )));
-        }
         return Err(Error::provider(
             "http",
             HttpStatusError {
-                url: url.into_owned(),
+                url: shown(url).into_owned(),
                 status: code,
                 body: text,
+                retry_after,
             },
         ));
     }
     Ok(response)
+}
+
+/// The longest delay a `Retry-After` value is read as (about 136 years).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(u32::MAX as u64);
+
+/// The wait a `Retry-After` value asks for, from `now` (RFC 9110, 10.2.3):
+/// delay-seconds, or an HTTP-date in any of its three forms (a date already
+/// past is zero). At most [`MAX_RETRY_AFTER`]; `None` for anything else.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits too many for a u64 are a delay longer than the maximum.
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 /// `url` as errors show it: a password in it is `***`, so that errors (which
@@ -273,4 +378,91 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn retry_after_reads_delay_seconds() {
+        let now = at(1_000_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        // A server's choice, however long, is read bounded (never a panic).
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_the_three_http_date_forms() {
+        // Sun, 06 Nov 1994 08:49:37 GMT is 784111777 s after the epoch.
+        let now = at(784_111_777 - 90);
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(
+                parse_retry_after(form, now),
+                Some(Duration::from_secs(90)),
+                "{form}"
+            );
+        }
+        // A date already past asks for no wait.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", at(784_111_777 + 5)),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn retry_after_ignores_what_is_neither_form() {
+        let now = at(1_000_000_000);
+        for value in [
+            "",
+            "  ",
+            "-1",
+            "1.5",
+            "+3",
+            "soon",
+            "120s",
+            "0x10",
+            "Sun, 06 Nov 1994",
+        ] {
+            assert_eq!(parse_retry_after(value, now), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn retryable_statuses_are_knatives() {
+        let answer = |status| HttpStatusError {
+            url: String::new(),
+            status,
+            body: String::new(),
+            retry_after: None,
+        };
+        for status in [404, 408, 409, 429, 500, 501, 502, 503, 504, 599, 600] {
+            assert!(answer(status).is_retryable(), "{status}");
+        }
+        for status in [
+            100, 300, 301, 302, 303, 304, 400, 401, 403, 405, 406, 410, 411, 412, 413, 414, 415,
+            422, 451, 499,
+        ] {
+            assert!(!answer(status).is_retryable(), "{status}");
+        }
+    }
 }

@@ -40,6 +40,32 @@ async fn attempt(sink: &dyn EventSink, event: &Event, timeout: Option<Duration>)
     })
 }
 
+/// What a failed attempt's error says about trying again.
+struct Verdict {
+    /// Whether another attempt may succeed.
+    retry: bool,
+    /// How long the sink asked to be left alone (HTTP `Retry-After`).
+    retry_after: Option<Duration>,
+}
+
+/// Judges a failed attempt: an HTTP answer by its status, as Knative does
+/// (see [`DeliverySpec`](crate::DeliverySpec)); any other error is retried,
+/// since user code may fail transiently with any error.
+fn judge(err: &Error) -> Verdict {
+    #[cfg(feature = "http")]
+    if let Some(answer) = event_cloudevents::http::client::status_error(err) {
+        return Verdict {
+            retry: answer.is_retryable(),
+            retry_after: answer.retry_after,
+        };
+    }
+    let _ = err;
+    Verdict {
+        retry: true,
+        retry_after: None,
+    }
+}
+
 /// The event a dead-letter sink receives: the original with the failure in
 /// metadata.
 pub(crate) fn dead_letter_event(
@@ -73,9 +99,11 @@ pub(crate) fn dead_letter_event(
 pub(crate) async fn deliver(trigger: &Trigger, event: &Event, counters: &Counters) -> Outcome {
     let spec = &trigger.delivery;
     let attempts = u64::from(spec.retries) + 1;
+    let mut made = 0;
     let mut first_failure_at = None;
     let mut last_error = String::new();
     for n in 1..=attempts {
+        made = n;
         match attempt(&*trigger.sink, event, spec.timeout).await {
             Ok(()) => {
                 Counters::add(&counters.delivered, 1);
@@ -86,12 +114,21 @@ pub(crate) async fn deliver(trigger: &Trigger, event: &Event, counters: &Counter
                     Counters::add(&counters.timeouts, 1);
                 }
                 first_failure_at.get_or_insert_with(now_millis);
-                tracing::debug!(trigger = %trigger.name, attempt = n, error = %err, "delivery attempt failed");
+                let verdict = judge(&err);
                 last_error = err.to_string();
+                if !verdict.retry {
+                    tracing::debug!(
+                        trigger = %trigger.name, attempt = n, error = %err,
+                        "delivery refused with an answer a retry cannot change: not retried"
+                    );
+                    break;
+                }
+                tracing::debug!(trigger = %trigger.name, attempt = n, error = %err, "delivery attempt failed");
                 if n < attempts {
                     Counters::add(&counters.retries, 1);
                     let retry = u32::try_from(n).unwrap_or(u32::MAX);
-                    tokio::time::sleep(spec.delay_before_retry(retry)).await;
+                    let wait = spec.delay_honouring_retry_after(retry, verdict.retry_after);
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
@@ -101,18 +138,12 @@ pub(crate) async fn deliver(trigger: &Trigger, event: &Event, counters: &Counter
     let Some(dls) = &spec.dead_letter_sink else {
         Counters::add(&counters.dead_letter_failures, 1);
         tracing::warn!(
-            trigger = %trigger.name, event_id = %event.id, attempts, error = %last_error,
+            trigger = %trigger.name, event_id = %event.id, attempts = made, error = %last_error,
             "delivery failed and the trigger has no dead-letter sink"
         );
         return Outcome::Failed;
     };
-    let dead = dead_letter_event(
-        event,
-        &trigger.name,
-        &last_error,
-        attempts,
-        first_failure_at,
-    );
+    let dead = dead_letter_event(event, &trigger.name, &last_error, made, first_failure_at);
     match attempt(&**dls, &dead, spec.timeout).await {
         Ok(()) => {
             Counters::add(&counters.dead_lettered, 1);

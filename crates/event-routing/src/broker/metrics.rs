@@ -62,7 +62,7 @@ counters! {
     delivered => "Deliveries that succeeded.",
     retries => "Retry attempts made after a failed attempt.",
     timeouts => "Attempts cancelled by the per-attempt timeout.",
-    failed => "Deliveries whose every attempt failed (dead-lettered or not).",
+    failed => "Deliveries that failed (dead-lettered or not): every attempt failed, or an answer a retry cannot change (an HTTP `400`, say) ended them early.",
     dead_lettered => "Failed deliveries handed to the trigger's dead-letter sink.",
     dead_letter_failures => "Failed deliveries the dead-letter sink also refused, or that had none: lost unless the source redelivers.",
     enqueued => "Events accepted into the queue.",

@@ -151,7 +151,9 @@ pub struct RouteResult {
     pub matched: usize,
     /// Deliveries that succeeded.
     pub delivered: usize,
-    /// Deliveries whose every attempt failed (including dead-lettered ones).
+    /// Deliveries that failed (including dead-lettered ones): every attempt
+    /// failed, or an answer a retry cannot change (an HTTP `400`, say)
+    /// ended the delivery before its retries were spent.
     pub failed: usize,
     /// Failed deliveries the dead-letter sink accepted.
     pub dead_lettered: usize,

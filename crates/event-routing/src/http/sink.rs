@@ -9,11 +9,15 @@ use std::time::Duration;
 /// A 2xx answer is a delivery; anything else fails it, so the trigger's
 /// delivery spec retries and dead-letters:
 ///
-/// - no connection, a timeout, or 408 / 429 / 5xx: [`Error::Connection`] or
-///   [`Error::Timeout`] (transient);
-/// - any other status: [`Error::Provider`] with provider `"http"` and an
+/// - no connection, a timeout: [`Error::Connection`] or [`Error::Timeout`]
+///   (transient), retried;
+/// - a non-2xx status: [`Error::Provider`] with provider `"http"` and an
 ///   [`HttpStatusError`](event_cloudevents::http::client::HttpStatusError)
-///   source carrying the status and the start of the body.
+///   source carrying the status, the start of the body and a `429` or
+///   `503` answer's `Retry-After`. As in Knative, `404`, `408`, `409`,
+///   `429` and `5xx` are retried (after `Retry-After`, when given, within
+///   the spec's `retry_after_max`); any other status is dead-lettered
+///   without a retry (see [`DeliverySpec`](crate::DeliverySpec)).
 ///
 /// A reply event in the response (as Knative sinks may send) is ignored,
 /// and the body of a 2xx answer is not waited for: an endless or slow body
@@ -25,19 +29,20 @@ use std::time::Duration;
 ///   CloudEvent of a `200` answer back into the broker. This sink sends no
 ///   `Prefer: reply` and drops any reply; to route replies, deliver through
 ///   an [`InProcessSink`](crate::InProcessSink) that calls
-///   `event_cloudevents::http::client::send_http` and hands the reply it
-///   returns to the broker.
-/// - **Retries**: every failure is retried per the trigger's
-///   [`DeliverySpec`](crate::DeliverySpec). Knative retries only 404, 408,
-///   409, 429, 5xx and connection errors, and dead-letters any other `4xx`
-///   (a `400`, say) at once; it also honours `Retry-After`, which is
-///   ignored here.
+///   `event_cloudevents::http::client::send_http` (which sends
+///   `Prefer: reply` and returns the CloudEvent of a `200` answer, never of
+///   a `202`) and hands the reply to the broker. Its errors are judged as
+///   this sink's are.
+/// - **Retries**: as Knative's (only connection errors, timeouts, `404`,
+///   `408`, `409`, `429` and `5xx` are retried; `Retry-After` honoured on
+///   `429` and `503`), but `Retry-After` is always bounded, by the spec's
+///   `retry_after_max` (30 s unless set).
 ///
 /// Redirects: a `307` or `308` answer is followed (at most 10 times), since
 /// it repeats the POST with the event. A `301`, `302` or `303` is not: an
 /// HTTP client turns the POST into a GET without a body there, so following
 /// it would count an event nobody received as delivered; it fails the
-/// delivery like any other non-2xx status.
+/// delivery, which is not retried (Knative does not retry a `3xx` either).
 ///
 /// ```no_run
 /// use event_routing::http::{HttpSink, Mode};

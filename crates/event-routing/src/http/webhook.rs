@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use event_cloudevents::http::client::{HttpStatusError, status_error};
 use event_cloudevents::http::server::HttpEvent;
 use event_core::{Error, Result};
 use parking_lot::Mutex;
@@ -38,7 +39,7 @@ struct AppState {
 /// | not a valid CloudEvent, or one that is not a valid A3S event | `400 Bad Request`, nothing delivered |
 /// | the sink refused it as invalid (bad subject, schema, serialization) | `400 Bad Request` |
 /// | the sink refused it as too large | `413 Payload Too Large` |
-/// | the sink failed transiently (connection, timeout) | `503 Service Unavailable` (the sender should retry) |
+/// | the sink failed transiently (connection, timeout), or an [`HttpSink`](crate::http::HttpSink) got an answer worth retrying (`404`, `408`, `409`, `429`, `5xx`) | `503 Service Unavailable` (the sender should retry) |
 /// | any other sink failure (a panicking sink included) | `500 Internal Server Error` |
 ///
 /// [`start`](EventSource::start) binds the address (port 0 picks a free one:
@@ -73,7 +74,9 @@ fn status_for(err: &Error) -> StatusCode {
         | Error::Serialization(_)
         | Error::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        e if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+        e if e.is_transient() || status_error(e).is_some_and(HttpStatusError::is_retryable) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
