@@ -130,8 +130,18 @@
 //!   while JetStream is down or recovering, and
 //!   [`Error::NotFound`](event_core::Error::NotFound) naming the stream when
 //!   it was deleted (one stream-info request on that failure tells which).
+//!   A publish's timeout (`PublishOptions::timeout`, else
+//!   `request_timeout_secs`) also bounds the wait for room in the client's
+//!   outgoing queue, which stays full while a stalled server (alive, not
+//!   reading) holds the connection open.
 //! - **Batch publish** pipelines the writes with at most `max_inflight_acks`
 //!   unacknowledged publishes and reports one result per event, in order.
+//!   Once a publish of the batch got no answer within `request_timeout_secs`
+//!   (no acknowledgement, or no room in the outgoing queue: the server
+//!   stalled), the events not sent yet fail at once with
+//!   [`Error::Timeout`](event_core::Error::Timeout) (not sent; retry them
+//!   with the same ids), so a batch to a stalled server ends within about
+//!   two request timeouts rather than one per window of acks.
 //! - **Subscriptions** are pull consumers with explicit acks: at-least-once.
 //!   Durables keep their position on the server; ephemeral consumers are
 //!   deleted when the subscription is closed or dropped (and expire on the

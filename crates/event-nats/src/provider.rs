@@ -210,33 +210,47 @@ impl NatsProvider {
         Ok((headers, payload.into()))
     }
 
+    /// Hands a publish to the client, waiting for room in its outgoing
+    /// queue until `deadline` at most (a server that stopped reading leaves
+    /// the queue full). `timeout` is what `deadline` was set from.
     async fn send(
         &self,
         subject: &str,
         headers: HeaderMap,
         payload: bytes::Bytes,
         expected: Option<u64>,
+        (deadline, timeout): (tokio::time::Instant, Duration),
     ) -> Result<PublishAckFuture> {
         // fail fast while disconnected instead of queueing into a client
         // buffer that may never drain (the caller retries with the same id)
         self.require_connected("publish")?;
         let size = payload.len();
-        self.inner
-            .js
-            .publish_with_headers(subject.to_string(), headers, payload)
-            .await
-            .map_err(|e| match self.publish_error(e, expected) {
-                // the client refused it against the server's current limit,
-                // which a reconnection lowered: remember that limit
-                Error::PayloadTooLarge { .. } => {
-                    let max = self.inner.client.server_info().max_payload;
-                    if max > 0 {
-                        self.inner.max_payload.store(max, Ordering::Relaxed);
-                    }
-                    Error::PayloadTooLarge { size, max }
+        // cancel-safe: a publish still waiting for room is not sent
+        let queued = tokio::time::timeout_at(
+            deadline,
+            self.inner
+                .js
+                .publish_with_headers(subject.to_string(), headers, payload),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "publish: not sent, the connection's outgoing queue stayed full \
+                        (the server is not reading)"
+                .into(),
+            elapsed: timeout,
+        })?;
+        queued.map_err(|e| match self.publish_error(e, expected) {
+            // the client refused it against the server's current limit,
+            // which a reconnection lowered: remember that limit
+            Error::PayloadTooLarge { .. } => {
+                let max = self.inner.client.server_info().max_payload;
+                if max > 0 {
+                    self.inner.max_payload.store(max, Ordering::Relaxed);
                 }
-                other => other,
-            })
+                Error::PayloadTooLarge { size, max }
+            }
+            other => other,
+        })
     }
 
     /// Awaits an acknowledgement until `deadline` (async-nats starts its own
@@ -644,7 +658,13 @@ impl EventProvider for NatsProvider {
             since: self.inner.link.denials.mark(),
         };
         let ack = self
-            .send(&event.subject, headers, payload, options.expected_sequence)
+            .send(
+                &event.subject,
+                headers,
+                payload,
+                options.expected_sequence,
+                (deadline, timeout),
+            )
             .await?;
         self.await_ack(ack, sent, deadline, timeout).await
     }
@@ -656,6 +676,12 @@ impl EventProvider for NatsProvider {
         let mut inflight: VecDeque<(usize, Sent<'_>, tokio::time::Instant, PublishAckFuture)> =
             VecDeque::with_capacity(window);
         let options = PublishOptions::default();
+        // Set once a publish of this batch got no answer within the whole
+        // timeout (no ack, or no room in the client's queue): the server
+        // has stalled. The events not sent yet are then failed at once
+        // instead of waiting out the timeout window after window.
+        let mut stalled = false;
+        let stall = |result: &Result<u64>| matches!(result, Err(Error::Timeout { .. }));
         for (i, event) in events.iter().enumerate() {
             results.push(None);
             let (headers, payload) = match self.prepare(event, &options) {
@@ -665,10 +691,22 @@ impl EventProvider for NatsProvider {
                     continue;
                 }
             };
-            if inflight.len() >= window
+            if !stalled
+                && inflight.len() >= window
                 && let Some((j, sent, deadline, ack)) = inflight.pop_front()
             {
-                results[j] = Some(self.await_ack(ack, sent, deadline, timeout).await);
+                let result = self.await_ack(ack, sent, deadline, timeout).await;
+                stalled = stall(&result);
+                results[j] = Some(result);
+            }
+            if stalled {
+                results[i] = Some(Err(Error::Timeout {
+                    operation: "publish: not sent, an earlier publish of this batch got no \
+                                answer in time (the server is not answering)"
+                        .into(),
+                    elapsed: timeout,
+                }));
+                continue;
             }
             let deadline = deadline_after(timeout);
             let sent = Sent {
@@ -676,9 +714,16 @@ impl EventProvider for NatsProvider {
                 expected: None,
                 since: self.inner.link.denials.mark(),
             };
-            match self.send(&event.subject, headers, payload, None).await {
+            match self
+                .send(&event.subject, headers, payload, None, (deadline, timeout))
+                .await
+            {
                 Ok(ack) => inflight.push_back((i, sent, deadline, ack)),
-                Err(e) => results[i] = Some(Err(e)),
+                Err(e) => {
+                    let result = Err(e);
+                    stalled = stall(&result);
+                    results[i] = Some(result);
+                }
             }
         }
         while let Some((j, sent, deadline, ack)) = inflight.pop_front() {
