@@ -122,7 +122,16 @@
 //!   retried safely with the same id. `expected_sequence` is sent as
 //!   `Nats-Expected-Last-Sequence` (mismatch:
 //!   [`Error::WrongLastSequence`](event_core::Error::WrongLastSequence)).
-//!   Events larger than the server's `max_payload` are refused before sending.
+//!   Events larger than the server's `max_payload` are refused before sending
+//!   (the limit of the server currently connected, raised or lowered by a
+//!   reconnection); one larger than the stream's own `max_msg_size` (set
+//!   by an administrator) is refused by the server: both are
+//!   [`Error::PayloadTooLarge`](event_core::Error::PayloadTooLarge) with
+//!   the limit that applied. A full stream (`DiscardPolicy::New` and
+//!   `max_events` or `max_bytes` reached) is
+//!   [`Error::Conflict`](event_core::Error::Conflict) on the stream naming
+//!   the limit (not transient: it empties only as events expire or are
+//!   removed).
 //!   While the connection is down, publishes (and `subscribe`, `history`,
 //!   `info`, `unsubscribe`) fail at once with
 //!   [`Error::Connection`](event_core::Error::Connection) instead of
@@ -130,6 +139,11 @@
 //!   while JetStream is down or recovering, and
 //!   [`Error::NotFound`](event_core::Error::NotFound) naming the stream when
 //!   it was deleted (one stream-info request on that failure tells which).
+//!   A stream whose subjects were changed elsewhere so that it no longer
+//!   captures `{subject_prefix}.>` is `Error::Conflict` naming its
+//!   subjects (connecting again adds the subject back), and so is an event
+//!   acknowledged by another stream that took those subjects (it is not in
+//!   the provider's stream).
 //!   A publish's timeout (`PublishOptions::timeout`, else
 //!   `request_timeout_secs`) also bounds the wait for room in the client's
 //!   outgoing queue, which stays full while a stalled server (alive, not

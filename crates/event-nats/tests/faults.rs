@@ -143,3 +143,179 @@ async fn publishes_blocked_by_a_full_client_buffer_end_within_their_timeouts() {
     server.resume();
     retry_until_stored_once(&p, &events).await;
 }
+
+/// The stream's settings, as an administrator would change them.
+async fn stream_config(p: &NatsProvider) -> async_nats::jetstream::stream::Config {
+    let js = async_nats::jetstream::new(p.client().clone());
+    let mut stream = js.get_stream(p.stream_name()).await.unwrap();
+    stream.info().await.unwrap().config.clone()
+}
+
+async fn update_stream(p: &NatsProvider, config: &async_nats::jetstream::stream::Config) {
+    let js = async_nats::jetstream::new(p.client().clone());
+    js.update_stream(config).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_stream_with_discard_new_is_a_conflict_naming_the_limit_not_an_outage() {
+    let server =
+        server!("a_full_stream_with_discard_new_is_a_conflict_naming_the_limit_not_an_outage");
+    let options = NatsOptions {
+        discard: event_nats::DiscardPolicy::New,
+        ..NatsOptions::default()
+    };
+    for (limit, config) in [
+        (
+            "maximum messages exceeded",
+            NatsConfig {
+                max_events: 3,
+                ..common::config(&server, "fullm")
+            },
+        ),
+        (
+            "maximum bytes exceeded",
+            NatsConfig {
+                max_bytes: 2_000,
+                ..common::config(&server, "fullb")
+            },
+        ),
+    ] {
+        let p = NatsProvider::connect_with(config, options.clone())
+            .await
+            .unwrap();
+        let mut stored = 0;
+        while p.publish(&event(&p, stored, 300)).await.is_ok() {
+            stored += 1;
+            assert!(stored < 10, "{limit}: the stream never filled");
+        }
+        let single = p.publish(&event(&p, 100, 300)).await;
+        let batch = p
+            .publish_batch(&[event(&p, 101, 300), event(&p, 102, 300)])
+            .await
+            .unwrap();
+        for result in std::iter::once(single).chain(batch) {
+            match result {
+                Err(e @ Error::Conflict { .. }) => {
+                    assert!(!e.is_transient(), "{e}");
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(p.stream_name()) && text.contains(limit),
+                        "{limit}: {text}"
+                    );
+                }
+                other => panic!("{limit}: expected Conflict, got {other:?}"),
+            }
+        }
+        assert_eq!(p.info().await.unwrap().messages, stored);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_message_limit_below_max_payload_is_payload_too_large() {
+    let server = server!("a_stream_message_limit_below_max_payload_is_payload_too_large");
+    let p = NatsProvider::connect(common::config(&server, "msgsize"))
+        .await
+        .unwrap();
+    // an administrator limits the stream's messages to 1000 bytes, far
+    // below the server's 64 KiB max_payload
+    let mut config = stream_config(&p).await;
+    config.max_message_size = 1_000;
+    update_stream(&p, &config).await;
+    let big = event(&p, 1, 5_000);
+    let size = serde_json::to_vec(&big).unwrap().len();
+    let single = p.publish(&big).await;
+    let batch = p
+        .publish_batch(&[event(&p, 2, 5_000), event(&p, 3, 10)])
+        .await
+        .unwrap();
+    for result in [single, batch.into_iter().next().unwrap()] {
+        match result {
+            Err(Error::PayloadTooLarge { size: got, max }) => {
+                assert!(got >= size && got < size + 200, "{got} vs {size}");
+                assert_eq!(max, 1_000);
+            }
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+    }
+    // small events still go through
+    assert!(p.publish(&event(&p, 4, 10)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_max_payload_raised_by_a_restart_is_used() {
+    let mut server = match NatsServer::start_with(
+        "a_max_payload_raised_by_a_restart_is_used",
+        "max_payload: 16384",
+    ) {
+        Some(s) => s,
+        None => return,
+    };
+    let p = NatsProvider::connect(common::config(&server, "raised"))
+        .await
+        .unwrap();
+    assert_eq!(p.max_payload(), 16_384);
+    server.set_extra("");
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while p.client().server_info().max_payload != 65_536 {
+        assert!(Instant::now() < deadline, "no reconnection after restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 30 KB fits the server's limit now: refusing it against the old one
+    // would refuse it until someone called health()
+    let sequence = p.publish(&event(&p, 1, 30_000)).await;
+    assert_eq!(sequence.unwrap(), 1);
+    assert_eq!(p.max_payload(), 65_536);
+}
+
+#[tokio::test]
+async fn a_stream_whose_subjects_were_changed_elsewhere_is_a_conflict_not_an_outage() {
+    let server =
+        server!("a_stream_whose_subjects_were_changed_elsewhere_is_a_conflict_not_an_outage");
+    let p = NatsProvider::connect(common::config(&server, "subj"))
+        .await
+        .unwrap();
+    p.publish(&event(&p, 1, 10)).await.unwrap();
+    let mut config = stream_config(&p).await;
+    let own = format!("{}.>", p.subject_prefix());
+    config.subjects = vec![format!("{}other.>", p.subject_prefix())];
+    update_stream(&p, &config).await;
+    // nothing stores the event now: this is not a server that is down or
+    // recovering (a transient error a caller would retry forever)
+    match p.publish(&event(&p, 2, 10)).await {
+        Err(e @ Error::Conflict { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(p.stream_name()) && text.contains(&own),
+                "{text}"
+            );
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    // another stream takes the subjects: an event it stores is not in the
+    // provider's stream, and must not be reported as published there
+    let js = async_nats::jetstream::new(p.client().clone());
+    let other = format!("{}_OTHER", p.stream_name());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: other.clone(),
+        subjects: vec![own.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let single = p.publish(&event(&p, 3, 10)).await;
+    let batch = p.publish_batch(&[event(&p, 4, 10)]).await.unwrap();
+    for result in [single, batch.into_iter().next().unwrap()] {
+        match result {
+            Err(e @ Error::Conflict { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(p.stream_name()) && text.contains(&other),
+                    "{text}"
+                );
+            }
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(p.info().await.unwrap().messages, 1);
+}
