@@ -141,7 +141,8 @@
 //!   it was deleted (one stream-info request on that failure tells which).
 //!   A stream whose subjects were changed elsewhere so that it no longer
 //!   captures `{subject_prefix}.>` is `Error::Conflict` naming its
-//!   subjects (connecting again adds the subject back), and so is an event
+//!   subjects for a publish and a new subscription on those subjects
+//!   (connecting again adds the subject back), and so is an event
 //!   acknowledged by another stream that took those subjects (it is not in
 //!   the provider's stream).
 //!   A publish's timeout (`PublishOptions::timeout`, else

@@ -401,7 +401,7 @@ impl NatsProvider {
     }
 
     /// [`Error::Conflict`] on the provider's stream.
-    fn stream_conflict(&self, reason: String) -> Error {
+    pub(crate) fn stream_conflict(&self, reason: String) -> Error {
         Error::Conflict {
             resource: format!("stream {}", self.inner.stream_name),
             reason,

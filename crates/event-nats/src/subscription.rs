@@ -865,18 +865,31 @@ async fn lookup(provider: &NatsProvider, name: &str) -> Result<Option<consumer::
 /// Creates consumer `name` (JetStream updates one that exists).
 async fn create(provider: &NatsProvider, name: &str, config: pull::Config) -> Result<PullConsumer> {
     let (steps, max_deliver) = (config.backoff.len(), config.max_deliver);
+    let filter = config.filter_subject.clone();
     let request = async {
         provider
             .inner
             .stream
             .create_consumer(config)
             .await
-            .map_err(|e| {
-                if error::api_code(&e) == Some(ErrorCode::CONSUMER_MAX_DELIVER_BACKOFF) {
+            .map_err(|e| match error::api_code(&e) {
+                Some(ErrorCode::CONSUMER_MAX_DELIVER_BACKOFF) => {
                     backoff_refused(provider, steps, max_deliver, &e)
-                } else {
-                    consumer_error(provider, name, e)
                 }
+                // a filter on the provider's own subjects that the stream
+                // does not cover: the stream changed, not the options
+                Some(ErrorCode::CONSUMER_FILTER_NOT_SUBSET)
+                    if filter
+                        .starts_with(&format!("{}.", provider.inner.config.subject_prefix)) =>
+                {
+                    provider.stream_conflict(format!(
+                        "the stream does not capture {}.> (its subjects were changed \
+                         elsewhere), so consumer {name} cannot filter {filter}; connecting \
+                         again adds the subject back",
+                        provider.inner.config.subject_prefix
+                    ))
+                }
+                _ => consumer_error(provider, name, e),
             })
     };
     let op = format!("consumer {name}");

@@ -292,6 +292,27 @@ async fn a_stream_whose_subjects_were_changed_elsewhere_is_a_conflict_not_an_out
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
+    // a consumer on the provider's subjects is refused for the same reason:
+    // the stream, not the subscribe options
+    let filter = p.category_subject("t");
+    for (what, result) in [
+        ("subscribe", p.subscribe(&filter).await.map(|_| ())),
+        (
+            "subscribe_durable",
+            p.subscribe_durable("d", &filter).await.map(|_| ()),
+        ),
+    ] {
+        match result {
+            Err(e @ Error::Conflict { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(p.stream_name()) && text.contains(&own),
+                    "{what}: {text}"
+                );
+            }
+            other => panic!("{what}: expected Conflict, got {other:?}"),
+        }
+    }
     // another stream takes the subjects: an event it stores is not in the
     // provider's stream, and must not be reported as published there
     let js = async_nats::jetstream::new(p.client().clone());
