@@ -55,7 +55,8 @@
 //!
 //! On connect the stream is created if absent. If it exists with different
 //! settings, the provider updates it where JetStream allows (limits, dedup
-//! window, replicas, discard, an added subject) and otherwise fails with
+//! window, replicas, discard, an added subject, publish acknowledgements
+//! turned back on) and otherwise fails with
 //! [`Error::Conflict`](event_core::Error::Conflict) naming each difference
 //! (for example a different storage type).
 //!
@@ -144,7 +145,8 @@
 //!   subjects for a publish and a new subscription on those subjects
 //!   (connecting again adds the subject back), and so is an event
 //!   acknowledged by another stream that took those subjects (it is not in
-//!   the provider's stream).
+//!   the provider's stream). A publish to a stream sealed elsewhere is
+//!   `Error::Conflict` too.
 //!   A publish's timeout (`PublishOptions::timeout`, else
 //!   `request_timeout_secs`) also bounds the wait for room in the client's
 //!   outgoing queue, which stays full while a stalled server (alive, not

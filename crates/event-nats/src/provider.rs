@@ -353,6 +353,9 @@ impl NatsProvider {
             },
             // not an outage (the server answers 503): retrying at once
             // cannot succeed
+            _ if error::api_code(&err) == Some(ErrorCode::STREAM_SEALED) => self.stream_conflict(
+                "the stream is sealed (changed elsewhere): it takes no new events".into(),
+            ),
             _ if let Some(limit) = error::stream_limit(&err) => self.stream_conflict(format!(
                 "the stream is full ({limit}): its discard policy New refuses new events \
                  until old ones expire or are removed"
@@ -623,6 +626,9 @@ fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Ve
     cmp!(num_replicas);
     cmp!(discard);
     cmp!(allow_direct);
+    // JetStream stores publishes to a no-ack stream without answering them:
+    // every publish would time out
+    cmp!(no_ack);
     diffs
 }
 
@@ -684,6 +690,7 @@ async fn reconcile_stream(
             merged.num_replicas = desired.num_replicas;
             merged.discard = desired.discard;
             merged.allow_direct = desired.allow_direct;
+            merged.no_ack = desired.no_ack;
             tracing::info!(stream = %name, changes = %reason, "updating stream settings");
             js.update_stream(&merged)
                 .await

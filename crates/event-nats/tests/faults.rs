@@ -340,3 +340,54 @@ async fn a_stream_whose_subjects_were_changed_elsewhere_is_a_conflict_not_an_out
     }
     assert_eq!(p.info().await.unwrap().messages, 1);
 }
+
+#[tokio::test]
+async fn a_sealed_stream_refuses_with_a_conflict() {
+    let server = server!("a_sealed_stream_refuses_with_a_conflict");
+    let p = NatsProvider::connect(common::config(&server, "sealed"))
+        .await
+        .unwrap();
+    p.publish(&event(&p, 1, 10)).await.unwrap();
+    let mut config = stream_config(&p).await;
+    config.sealed = true;
+    update_stream(&p, &config).await;
+    let single = p.publish(&event(&p, 2, 10)).await;
+    let batch = p.publish_batch(&[event(&p, 3, 10)]).await.unwrap();
+    for result in [single, batch.into_iter().next().unwrap()] {
+        match result {
+            Err(e @ Error::Conflict { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(p.stream_name()) && text.contains("sealed"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_created_elsewhere_without_publish_acks_gets_them_on_connect() {
+    let server = server!("a_stream_created_elsewhere_without_publish_acks_gets_them_on_connect");
+    let config = NatsConfig {
+        request_timeout_secs: 1,
+        ..common::config(&server, "noack")
+    };
+    // created by an operations tool with `--no-ack`: JetStream stores
+    // publishes without answering them, so every publish timed out (and
+    // was retried, as a timeout invites) although it was stored
+    let client = async_nats::connect(server.url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: config.stream_name.clone(),
+            subjects: vec![format!("{}.>", config.subject_prefix)],
+            no_ack: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let p = NatsProvider::connect(config).await.unwrap();
+    assert_eq!(p.publish(&event(&p, 1, 10)).await.unwrap(), 1);
+    assert!(!stream_config(&p).await.no_ack);
+}
