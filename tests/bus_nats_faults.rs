@@ -87,8 +87,9 @@ async fn runner_shutdown_with_the_server_down_is_bounded_and_acks_only_finished_
     let report = consumer.shutdown(Duration::from_secs(2)).await;
     let took = began.elapsed();
     // the 2 s deadline for the handlers, then closing the subscription:
-    // bounded by the 2 s request timeout although the server is gone
-    assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
+    // bounded by one 2 s request timeout although the server is gone (it
+    // was two when the runner's pull was still open)
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     assert_eq!(
         (report.acked, report.aborted, report.retried),
         (1, 2, 0),

@@ -391,3 +391,44 @@ async fn a_stream_created_elsewhere_without_publish_acks_gets_them_on_connect() 
     assert_eq!(p.publish(&event(&p, 1, 10)).await.unwrap(), 1);
     assert!(!stream_config(&p).await.no_ack);
 }
+
+#[tokio::test]
+async fn closing_a_durable_with_a_pull_outstanding_while_the_server_is_down_takes_one_timeout() {
+    let mut server = server!(
+        "closing_a_durable_with_a_pull_outstanding_while_the_server_is_down_takes_one_timeout"
+    );
+    let config = NatsConfig {
+        request_timeout_secs: 2,
+        ..common::config(&server, "closepull")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
+    let mut sub = p
+        .subscribe_durable("d", &p.category_subject("t"))
+        .await
+        .unwrap();
+    // a call waiting for events, cancelled (a consumer runner's shutdown
+    // does this): its pull request stays open
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sub.next_manual_ack())
+            .await
+            .is_err()
+    );
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.is_connected() {
+        assert!(Instant::now() < deadline, "the client did not notice");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // close waited once for a round trip to collect what the pull had
+    // brought, then once more to flush: twice the request timeout
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(20), sub.close())
+        .await
+        .expect("close hung");
+    let took = started.elapsed();
+    assert!(
+        matches!(closed, Err(ref e) if e.is_transient()),
+        "{closed:?}"
+    );
+    assert!(took < Duration::from_secs(3), "close took {took:?}");
+}
