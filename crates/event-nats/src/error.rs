@@ -92,6 +92,21 @@ pub(crate) fn api_code(err: &(dyn std::error::Error + 'static)) -> Option<ErrorC
         .or_else(|| api_codes(&err.to_string()).map(|(code, _)| code))
 }
 
+/// The stream limit a publish was refused for (`maximum messages exceeded`,
+/// `maximum bytes exceeded`, `maximum messages per subject exceeded`): a
+/// full stream whose discard policy refuses new messages. The server
+/// answers these with status 503, like an unavailable JetStream.
+pub(crate) fn stream_limit(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let api = api_error(err)?;
+    if api.error_code() != ErrorCode::STREAM_STORE_FAILED {
+        return None;
+    }
+    let text = api.to_string();
+    let description = text.split(" (code ").next()?;
+    (description.starts_with("maximum ") && description.ends_with(" exceeded"))
+        .then(|| description.to_string())
+}
+
 /// `(error code, status)` from an API error's message:
 /// `... (code 404, error code 10059)`.
 fn api_codes(text: &str) -> Option<(ErrorCode, usize)> {

@@ -55,7 +55,8 @@
 //!
 //! On connect the stream is created if absent. If it exists with different
 //! settings, the provider updates it where JetStream allows (limits, dedup
-//! window, replicas, discard, an added subject) and otherwise fails with
+//! window, replicas, discard, an added subject, publish acknowledgements
+//! turned back on) and otherwise fails with
 //! [`Error::Conflict`](event_core::Error::Conflict) naming each difference
 //! (for example a different storage type).
 //!
@@ -122,7 +123,16 @@
 //!   retried safely with the same id. `expected_sequence` is sent as
 //!   `Nats-Expected-Last-Sequence` (mismatch:
 //!   [`Error::WrongLastSequence`](event_core::Error::WrongLastSequence)).
-//!   Events larger than the server's `max_payload` are refused before sending.
+//!   Events larger than the server's `max_payload` are refused before sending
+//!   (the limit of the server currently connected, raised or lowered by a
+//!   reconnection); one larger than the stream's own `max_msg_size` (set
+//!   by an administrator) is refused by the server: both are
+//!   [`Error::PayloadTooLarge`](event_core::Error::PayloadTooLarge) with
+//!   the limit that applied. A full stream (`DiscardPolicy::New` and
+//!   `max_events` or `max_bytes` reached) is
+//!   [`Error::Conflict`](event_core::Error::Conflict) on the stream naming
+//!   the limit (not transient: it empties only as events expire or are
+//!   removed).
 //!   While the connection is down, publishes (and `subscribe`, `history`,
 //!   `info`, `unsubscribe`) fail at once with
 //!   [`Error::Connection`](event_core::Error::Connection) instead of
@@ -130,8 +140,25 @@
 //!   while JetStream is down or recovering, and
 //!   [`Error::NotFound`](event_core::Error::NotFound) naming the stream when
 //!   it was deleted (one stream-info request on that failure tells which).
+//!   A stream whose subjects were changed elsewhere so that it no longer
+//!   captures `{subject_prefix}.>` is `Error::Conflict` naming its
+//!   subjects for a publish and a new subscription on those subjects
+//!   (connecting again adds the subject back), and so is an event
+//!   acknowledged by another stream that took those subjects (it is not in
+//!   the provider's stream). A publish to a stream sealed elsewhere is
+//!   `Error::Conflict` too.
+//!   A publish's timeout (`PublishOptions::timeout`, else
+//!   `request_timeout_secs`) also bounds the wait for room in the client's
+//!   outgoing queue, which stays full while a stalled server (alive, not
+//!   reading) holds the connection open.
 //! - **Batch publish** pipelines the writes with at most `max_inflight_acks`
 //!   unacknowledged publishes and reports one result per event, in order.
+//!   Once a publish of the batch got no answer within `request_timeout_secs`
+//!   (no acknowledgement, or no room in the outgoing queue: the server
+//!   stalled), the events not sent yet fail at once with
+//!   [`Error::Timeout`](event_core::Error::Timeout) (not sent; retry them
+//!   with the same ids), so a batch to a stalled server ends within about
+//!   two request timeouts rather than one per window of acks.
 //! - **Subscriptions** are pull consumers with explicit acks: at-least-once.
 //!   Durables keep their position on the server; ephemeral consumers are
 //!   deleted when the subscription is closed or dropped (and expire on the

@@ -5,7 +5,9 @@ use crate::denial::{self, Denial, Denials, Rule};
 use crate::error::{self, PROVIDER};
 use crate::subscription::NatsSubscription;
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind, stream};
+use async_nats::jetstream::{
+    self, ErrorCode, context::PublishAckFuture, context::PublishErrorKind, stream,
+};
 use async_trait::async_trait;
 use event_core::subject::{validate_consumer_name, validate_filter, validate_publish_subject};
 use event_core::{
@@ -25,6 +27,8 @@ struct Sent<'a> {
     expected: Option<u64>,
     /// The permission violations recorded before it was sent.
     since: u64,
+    /// Encoded size (payload and headers), for the error.
+    size: usize,
 }
 
 /// Header carrying the dedup id.
@@ -178,12 +182,13 @@ impl NatsProvider {
         self.inner.max_payload.load(Ordering::Relaxed)
     }
 
-    /// Encodes `event` and builds its headers, checking subject and size.
+    /// Encodes `event` and builds its headers, checking subject and size;
+    /// also returns the size (payload and headers).
     fn prepare(
         &self,
         event: &Event,
         options: &PublishOptions,
-    ) -> Result<(HeaderMap, bytes::Bytes)> {
+    ) -> Result<(HeaderMap, bytes::Bytes, usize)> {
         validate_publish_subject(&event.subject, &self.inner.config.subject_prefix)?;
         let msg_id = options.dedup_id(event);
         if msg_id.is_empty() || msg_id.chars().any(char::is_control) {
@@ -205,40 +210,66 @@ impl NatsProvider {
             headers.insert(EXPECTED_LAST_SEQ, value.as_str());
         }
         let size = payload.len() + header_len;
-        let max = self.max_payload();
+        let mut max = self.max_payload();
         if max > 0 && size > max {
-            return Err(Error::PayloadTooLarge { size, max });
+            // a reconnection may have raised the limit: the client has the
+            // current one (read only here, to keep the common path cheap)
+            max = self.refresh_max_payload();
+            if max > 0 && size > max {
+                return Err(Error::PayloadTooLarge { size, max });
+            }
         }
-        Ok((headers, payload.into()))
+        Ok((headers, payload.into(), size))
     }
 
+    /// Remembers and returns the connected server's `max_payload` (the
+    /// remembered one while the client does not know it).
+    fn refresh_max_payload(&self) -> usize {
+        let max = self.inner.client.server_info().max_payload;
+        if max > 0 {
+            self.inner.max_payload.store(max, Ordering::Relaxed);
+        }
+        self.max_payload()
+    }
+
+    /// Hands a publish to the client, waiting for room in its outgoing
+    /// queue until `deadline` at most (a server that stopped reading leaves
+    /// the queue full). `timeout` is what `deadline` was set from.
     async fn send(
         &self,
         subject: &str,
         headers: HeaderMap,
         payload: bytes::Bytes,
         expected: Option<u64>,
+        (deadline, timeout): (tokio::time::Instant, Duration),
     ) -> Result<PublishAckFuture> {
         // fail fast while disconnected instead of queueing into a client
         // buffer that may never drain (the caller retries with the same id)
         self.require_connected("publish")?;
         let size = payload.len();
-        self.inner
-            .js
-            .publish_with_headers(subject.to_string(), headers, payload)
-            .await
-            .map_err(|e| match self.publish_error(e, expected) {
-                // the client refused it against the server's current limit,
-                // which a reconnection lowered: remember that limit
-                Error::PayloadTooLarge { .. } => {
-                    let max = self.inner.client.server_info().max_payload;
-                    if max > 0 {
-                        self.inner.max_payload.store(max, Ordering::Relaxed);
-                    }
-                    Error::PayloadTooLarge { size, max }
-                }
-                other => other,
-            })
+        // cancel-safe: a publish still waiting for room is not sent
+        let queued = tokio::time::timeout_at(
+            deadline,
+            self.inner
+                .js
+                .publish_with_headers(subject.to_string(), headers, payload),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "publish: not sent, the connection's outgoing queue stayed full \
+                        (the server is not reading)"
+                .into(),
+            elapsed: timeout,
+        })?;
+        queued.map_err(|e| match self.publish_error(e, expected) {
+            // the client refused it against the server's current limit,
+            // which a reconnection lowered: remember that limit
+            Error::PayloadTooLarge { .. } => Error::PayloadTooLarge {
+                size,
+                max: self.refresh_max_payload(),
+            },
+            other => other,
+        })
     }
 
     /// Awaits an acknowledgement until `deadline` (async-nats starts its own
@@ -264,6 +295,20 @@ impl NatsProvider {
         let result = match acked {
             Ok(Err(err)) if err.kind() == PublishErrorKind::StreamNotFound => {
                 Err(self.no_stream_answered(deadline).await)
+            }
+            Ok(Err(err))
+                if error::api_code(&err) == Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) =>
+            {
+                Err(self.too_large_for_stream(sent.size, deadline).await)
+            }
+            // its subjects were given to another stream: the event is not
+            // in the provider's stream
+            Ok(Ok(ack)) if *ack.stream != *self.inner.stream_name => {
+                Err(self.stream_conflict(format!(
+                    "the event on {} was stored by stream {} instead: this stream no longer \
+                     captures its subject (its subjects were changed elsewhere)",
+                    sent.subject, ack.stream
+                )))
             }
             Ok(result) => result
                 .map(|ack| ack.sequence)
@@ -308,21 +353,63 @@ impl NatsProvider {
                 size: 0,
                 max: self.max_payload(),
             },
+            // not an outage (the server answers 503): retrying at once
+            // cannot succeed
+            _ if error::api_code(&err) == Some(ErrorCode::STREAM_SEALED) => self.stream_conflict(
+                "the stream is sealed (changed elsewhere): it takes no new events".into(),
+            ),
+            _ if let Some(limit) = error::stream_limit(&err) => self.stream_conflict(format!(
+                "the stream is full ({limit}): its discard policy New refuses new events \
+                 until old ones expire or are removed"
+            )),
             _ => error::map("publish", err, timeout),
         }
     }
 
     /// No stream answered a publish: JetStream is down or recovering
-    /// (transient), or the stream was deleted. One stream-info request,
-    /// within the publish's deadline, tells them apart.
+    /// (transient), the stream was deleted, or its subjects were changed
+    /// so that it no longer captures the provider's. One stream-info
+    /// request, within the publish's deadline, tells them apart.
     async fn no_stream_answered(&self, deadline: tokio::time::Instant) -> Error {
         let info = tokio::time::timeout_at(deadline, self.inner.stream.get_info()).await;
         match info {
+            Ok(Ok(info)) => {
+                let own = format!("{}.>", self.inner.config.subject_prefix);
+                if info.config.subjects.contains(&own) {
+                    return self.stream_down();
+                }
+                self.stream_conflict(format!(
+                    "the stream no longer captures {own} (its subjects are {:?}, changed \
+                     elsewhere), so nothing stores the event; connecting again adds the \
+                     subject back",
+                    info.config.subjects
+                ))
+            }
             Ok(Err(err)) => match self.stream_error("publish", err, self.consumer_timeout()) {
                 missing @ Error::NotFound { .. } => missing,
                 _ => self.stream_down(),
             },
-            _ => self.stream_down(),
+            Err(_) => self.stream_down(),
+        }
+    }
+
+    /// The stream refused an event larger than its `max_msg_size`: the
+    /// limit, from one stream-info request within the publish's deadline
+    /// (0 if that fails too).
+    async fn too_large_for_stream(&self, size: usize, deadline: tokio::time::Instant) -> Error {
+        let info = tokio::time::timeout_at(deadline, self.inner.stream.get_info()).await;
+        let max = match info {
+            Ok(Ok(info)) => usize::try_from(info.config.max_message_size).unwrap_or(0),
+            _ => 0,
+        };
+        Error::PayloadTooLarge { size, max }
+    }
+
+    /// [`Error::Conflict`] on the provider's stream.
+    pub(crate) fn stream_conflict(&self, reason: String) -> Error {
+        Error::Conflict {
+            resource: format!("stream {}", self.inner.stream_name),
+            reason,
         }
     }
 
@@ -541,6 +628,9 @@ fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Ve
     cmp!(num_replicas);
     cmp!(discard);
     cmp!(allow_direct);
+    // JetStream stores publishes to a no-ack stream without answering them:
+    // every publish would time out
+    cmp!(no_ack);
     diffs
 }
 
@@ -602,6 +692,7 @@ async fn reconcile_stream(
             merged.num_replicas = desired.num_replicas;
             merged.discard = desired.discard;
             merged.allow_direct = desired.allow_direct;
+            merged.no_ack = desired.no_ack;
             tracing::info!(stream = %name, changes = %reason, "updating stream settings");
             js.update_stream(&merged)
                 .await
@@ -635,7 +726,7 @@ async fn reconcile_stream(
 #[async_trait]
 impl EventProvider for NatsProvider {
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
-        let (headers, payload) = self.prepare(event, options)?;
+        let (headers, payload, size) = self.prepare(event, options)?;
         let timeout = options
             .timeout
             .unwrap_or_else(|| self.inner.config.request_timeout());
@@ -644,9 +735,16 @@ impl EventProvider for NatsProvider {
             subject: &event.subject,
             expected: options.expected_sequence,
             since: self.inner.link.denials.mark(),
+            size,
         };
         let ack = self
-            .send(&event.subject, headers, payload, options.expected_sequence)
+            .send(
+                &event.subject,
+                headers,
+                payload,
+                options.expected_sequence,
+                (deadline, timeout),
+            )
             .await?;
         self.await_ack(ack, sent, deadline, timeout).await
     }
@@ -658,29 +756,55 @@ impl EventProvider for NatsProvider {
         let mut inflight: VecDeque<(usize, Sent<'_>, tokio::time::Instant, PublishAckFuture)> =
             VecDeque::with_capacity(window);
         let options = PublishOptions::default();
+        // Set once a publish of this batch got no answer within the whole
+        // timeout (no ack, or no room in the client's queue): the server
+        // has stalled. The events not sent yet are then failed at once
+        // instead of waiting out the timeout window after window.
+        let mut stalled = false;
+        let stall = |result: &Result<u64>| matches!(result, Err(Error::Timeout { .. }));
         for (i, event) in events.iter().enumerate() {
             results.push(None);
-            let (headers, payload) = match self.prepare(event, &options) {
+            let (headers, payload, size) = match self.prepare(event, &options) {
                 Ok(prepared) => prepared,
                 Err(e) => {
                     results[i] = Some(Err(e));
                     continue;
                 }
             };
-            if inflight.len() >= window
+            if !stalled
+                && inflight.len() >= window
                 && let Some((j, sent, deadline, ack)) = inflight.pop_front()
             {
-                results[j] = Some(self.await_ack(ack, sent, deadline, timeout).await);
+                let result = self.await_ack(ack, sent, deadline, timeout).await;
+                stalled = stall(&result);
+                results[j] = Some(result);
+            }
+            if stalled {
+                results[i] = Some(Err(Error::Timeout {
+                    operation: "publish: not sent, an earlier publish of this batch got no \
+                                answer in time (the server is not answering)"
+                        .into(),
+                    elapsed: timeout,
+                }));
+                continue;
             }
             let deadline = deadline_after(timeout);
             let sent = Sent {
                 subject: &event.subject,
                 expected: None,
                 since: self.inner.link.denials.mark(),
+                size,
             };
-            match self.send(&event.subject, headers, payload, None).await {
+            match self
+                .send(&event.subject, headers, payload, None, (deadline, timeout))
+                .await
+            {
                 Ok(ack) => inflight.push_back((i, sent, deadline, ack)),
-                Err(e) => results[i] = Some(Err(e)),
+                Err(e) => {
+                    let result = Err(e);
+                    stalled = stall(&result);
+                    results[i] = Some(result);
+                }
             }
         }
         while let Some((j, sent, deadline, ack)) = inflight.pop_front() {

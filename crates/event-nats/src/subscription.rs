@@ -785,8 +785,8 @@ impl NatsSubscription {
     /// subscription, here or in another process, gets them at once instead
     /// of after the ack wait. An ephemeral is deleted instead; a delivery
     /// still in flight from the server is left to the ack wait. Bounded by
-    /// the request timeout.
-    async fn hand_back_unseen(&mut self) {
+    /// `deadline` (close's: one request timeout for all its waits).
+    async fn hand_back_unseen(&mut self, deadline: tokio::time::Instant) {
         let held = self.held.take();
         let batch = self.batch.take();
         if !matches!(self.kind, Kind::Durable) {
@@ -797,8 +797,7 @@ impl NatsSubscription {
             // A round trip first: what the server sent before it answers
             // is then received (and not discarded when the pull's
             // subscription ends below).
-            let timeout = self.provider.consumer_timeout();
-            let _ = tokio::time::timeout(timeout, self.provider.inner.client.flush()).await;
+            let _ = tokio::time::timeout_at(deadline, self.provider.inner.client.flush()).await;
             // only what was received: `next` is cancel-safe
             while let Some(Some(Ok(message))) = pull.next().now_or_never() {
                 unseen.push(message);
@@ -815,10 +814,7 @@ impl NatsSubscription {
                 }
             }
         };
-        if tokio::time::timeout(self.provider.consumer_timeout(), naks)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(deadline, naks).await.is_err() {
             tracing::debug!(consumer = %self.name, "handing back fetched events timed out");
         }
         tracing::debug!(consumer = %self.name, count, "handed back events fetched ahead and never handed out");
@@ -865,18 +861,31 @@ async fn lookup(provider: &NatsProvider, name: &str) -> Result<Option<consumer::
 /// Creates consumer `name` (JetStream updates one that exists).
 async fn create(provider: &NatsProvider, name: &str, config: pull::Config) -> Result<PullConsumer> {
     let (steps, max_deliver) = (config.backoff.len(), config.max_deliver);
+    let filter = config.filter_subject.clone();
     let request = async {
         provider
             .inner
             .stream
             .create_consumer(config)
             .await
-            .map_err(|e| {
-                if error::api_code(&e) == Some(ErrorCode::CONSUMER_MAX_DELIVER_BACKOFF) {
+            .map_err(|e| match error::api_code(&e) {
+                Some(ErrorCode::CONSUMER_MAX_DELIVER_BACKOFF) => {
                     backoff_refused(provider, steps, max_deliver, &e)
-                } else {
-                    consumer_error(provider, name, e)
                 }
+                // a filter on the provider's own subjects that the stream
+                // does not cover: the stream changed, not the options
+                Some(ErrorCode::CONSUMER_FILTER_NOT_SUBSET)
+                    if filter
+                        .starts_with(&format!("{}.", provider.inner.config.subject_prefix)) =>
+                {
+                    provider.stream_conflict(format!(
+                        "the stream does not capture {}.> (its subjects were changed \
+                         elsewhere), so consumer {name} cannot filter {filter}; connecting \
+                         again adds the subject back",
+                        provider.inner.config.subject_prefix
+                    ))
+                }
+                _ => consumer_error(provider, name, e),
             })
     };
     let op = format!("consumer {name}");
@@ -1076,8 +1085,11 @@ impl Subscription for NatsSubscription {
         }
         self.closed = true;
         self.ack_auto_pending().await;
-        self.hand_back_unseen().await;
         let timeout = self.provider.consumer_timeout();
+        // the waits for the server below share one request timeout: with
+        // the server down or stalled, each would otherwise wait it out
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.hand_back_unseen(deadline).await;
         if let Kind::Ephemeral { .. } = self.kind {
             let delete = async {
                 match self.provider.inner.stream.delete_consumer(&self.name).await {
@@ -1094,7 +1106,7 @@ impl Subscription for NatsSubscription {
         }
         // the flush waits for a connection: bounded, or a close while the
         // server is down would never return
-        match tokio::time::timeout(timeout, self.provider.inner.client.flush()).await {
+        match tokio::time::timeout_at(deadline, self.provider.inner.client.flush()).await {
             Ok(flushed) => flushed.map_err(|e| error::map("flush", e, timeout))?,
             Err(_) => {
                 return Err(Error::Timeout {

@@ -1,0 +1,143 @@
+//! The consumer runner over NATS when the server goes away: shutdown with
+//! handlers in flight and the server down.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../crates/event-nats/tests/common/mod.rs"]
+mod common;
+
+use a3s_event::consumer::ConsumerConfig;
+use a3s_event::{Event, EventBus, EventProvider, ReceivedEvent, SubscribeOptions};
+use common::NatsServer;
+use event_nats::{NatsConfig, NatsProvider};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_shutdown_with_the_server_down_is_bounded_and_acks_only_finished_handlers() {
+    let Some(mut server) = NatsServer::start(
+        "runner_shutdown_with_the_server_down_is_bounded_and_acks_only_finished_handlers",
+    ) else {
+        return;
+    };
+    let config = NatsConfig {
+        request_timeout_secs: 2,
+        ..common::config(&server, "rsd")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
+    let bus = EventBus::new(p.clone());
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(3)),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("t");
+    let sub = p
+        .subscribe_durable_with_options("runner", &filter, &options)
+        .await
+        .unwrap();
+    // each handler waits for a permit of its own
+    let started: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let finished: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handler = {
+        let (started, finished, gate) = (started.clone(), finished.clone(), gate.clone());
+        move |received: ReceivedEvent| {
+            let (started, finished, gate) = (started.clone(), finished.clone(), gate.clone());
+            async move {
+                let n = received.event.payload["n"].as_u64().unwrap();
+                started.lock().unwrap().insert(n);
+                gate.acquire().await.unwrap().forget();
+                finished.lock().unwrap().insert(n);
+                Ok::<(), String>(())
+            }
+        }
+    };
+    let consumer = bus
+        .consume_subscription(sub, options.clone(), handler, ConsumerConfig::default())
+        .unwrap();
+    for n in 0..3 {
+        let event = Event::new(
+            p.build_subject("t", "x"),
+            "t",
+            format!("e{n}"),
+            "test",
+            json!({ "n": n }),
+        );
+        p.publish(&event).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while started.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "handlers never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    server.kill();
+    // one handler finishes while the server is down: its ack is queued
+    gate.add_permits(1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while finished.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the released handler never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let began = Instant::now();
+    let report = consumer.shutdown(Duration::from_secs(2)).await;
+    let took = began.elapsed();
+    // the 2 s deadline for the handlers, then closing the subscription:
+    // bounded by one 2 s request timeout although the server is gone (it
+    // was two when the runner's pull was still open)
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert_eq!(
+        (report.acked, report.aborted, report.retried),
+        (1, 2, 0),
+        "{report:?}"
+    );
+    assert_eq!(
+        report.dead_lettered + report.terminated + report.dlq_failed + report.released,
+        0,
+        "{report:?}"
+    );
+
+    // the unfinished handlers' events come back once the server does
+    let unfinished: BTreeSet<u64> = started
+        .lock()
+        .unwrap()
+        .difference(&finished.lock().unwrap())
+        .copied()
+        .collect();
+    server.restart();
+    let mut sub = p
+        .subscribe_durable_with_options("runner", &filter, &options)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sub.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnection: {:?}",
+            sub.err()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sub = p
+            .subscribe_durable_with_options("runner", &filter, &options)
+            .await;
+    }
+    let mut sub = sub.unwrap();
+    let mut redelivered = BTreeSet::new();
+    while !unfinished.is_subset(&redelivered) {
+        assert!(
+            Instant::now() < deadline,
+            "never redelivered: {unfinished:?}, got {redelivered:?}"
+        );
+        match tokio::time::timeout(Duration::from_secs(2), sub.next_manual_ack()).await {
+            Ok(Ok(Some(pending))) => {
+                redelivered.insert(pending.received.event.payload["n"].as_u64().unwrap());
+                pending.ack().await.unwrap();
+            }
+            Ok(Ok(None)) => panic!("the durable subscription ended"),
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+}
