@@ -370,15 +370,40 @@ async fn dlq_refusals_are_retried_and_the_event_is_kept_until_accepted() {
     assert_eq!(dlq_count(&*dlq).await, 1);
     assert_eq!(bus.metrics().snapshot().dlq_errors, 2);
 
-    // a DLQ that never accepts: the event is left unsettled, not terminated
+    // a DLQ that is down for longer than `dlq_attempts` tries: the dead
+    // letter is offered until it is accepted (the event's deliveries are
+    // exhausted, so giving up would lose it)
     let dlq = Arc::new(FlakyDlq::default());
-    dlq.refusals.store(usize::MAX, Ordering::SeqCst);
+    dlq.refusals.store(4, Ordering::SeqCst);
     bus.set_dlq_handler(dlq.clone());
     bus.publish("f", "t", "s", "src", json!(2)).await.unwrap();
     let config = ConsumerConfig {
         dlq_attempts: 2,
         ..ConsumerConfig::default()
     };
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Err::<(), _>("always") },
+            config.clone(),
+        )
+        .await
+        .unwrap();
+    wait_until("dead-lettered after the outage", || {
+        consumer.report().dead_lettered == 1
+    })
+    .await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.dlq_failed, 0);
+    assert_eq!(dlq_count(&*dlq).await, 1);
+
+    // a DLQ that refuses for good (a permanent error): after `dlq_attempts`
+    // the event is left unsettled, not terminated
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.refusals.store(usize::MAX, Ordering::SeqCst);
+    dlq.permanent.store(true, Ordering::SeqCst);
+    bus.set_dlq_handler(dlq.clone());
+    bus.publish("f", "t", "s", "src", json!(3)).await.unwrap();
     let consumer = bus
         .consume(
             "w",

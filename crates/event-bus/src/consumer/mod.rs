@@ -20,7 +20,11 @@
 //!   options) a failure goes to the bus's DLQ handler with the original
 //!   subject, the delivery attempts, the time of the first failure this
 //!   runner saw and the reason, and the event is terminated only after the
-//!   DLQ accepted it. If the DLQ keeps refusing it (an error or a panic),
+//!   DLQ accepted it. A DLQ that is down (a transient error: timeout, lost
+//!   connection) is offered the dead letter again, backing off to every
+//!   5 s, for as long as the runner runs (the event's deliveries are
+//!   exhausted, so giving up would lose it). If the DLQ refuses it for good
+//!   (any other error, or a panic) [`ConsumerConfig::dlq_attempts`] times,
 //!   the event is left unsettled (logged, counted in
 //!   [`ConsumerReport::dlq_failed`]); without a DLQ handler it is logged and
 //!   terminated;
@@ -95,8 +99,12 @@ pub struct ConsumerConfig {
     /// [`shutdown`](ConsumerHandle::shutdown), or when all subscriptions
     /// close. Default 30 s.
     pub shutdown_timeout: Duration,
-    /// Attempts at handing an exhausted event to the DLQ handler before it
-    /// is left unsettled. Default 5 (with 100 ms, 200 ms, ... between).
+    /// Attempts at handing an exhausted event to a DLQ handler that refuses
+    /// it for good (an error that is not
+    /// [transient](event_core::Error::is_transient), or a panic) before the
+    /// event is left unsettled. Default 5 (with 100 ms, 200 ms, ... between).
+    /// Transient refusals (the DLQ's backend down) are retried until the DLQ
+    /// accepts or the runner shuts down, whatever this says.
     pub dlq_attempts: u32,
 }
 

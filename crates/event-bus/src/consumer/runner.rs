@@ -37,7 +37,8 @@ pub struct ConsumerReport {
     pub dead_lettered: u64,
     /// Exhausted deliveries terminated without a DLQ handler.
     pub terminated: u64,
-    /// Exhausted deliveries the DLQ handler kept refusing (left unsettled).
+    /// Exhausted deliveries the DLQ handler refused for good (left
+    /// unsettled; see [`ConsumerConfig::dlq_attempts`]).
     pub dlq_failed: u64,
     /// In-flight deliveries aborted at the shutdown deadline (unsettled, so
     /// redelivered by the provider unless it was their final delivery).
@@ -544,7 +545,13 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
         return;
     };
     let mut pause = Duration::from_millis(100);
-    for attempt in 1..=shared.config.dlq_attempts {
+    // a DLQ that is down (a transient error) is waited for as long as the
+    // runner runs (until the shutdown deadline aborts this task): the
+    // event's deliveries are exhausted, so giving up would lose it; a
+    // permanent refusal (or a panic) is tried `dlq_attempts` times
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         match offer_dead_letter(&*dlq, dead.clone()).await {
             Ok(()) => {
                 shared.bus.metrics.add_dlq(1);
@@ -560,11 +567,12 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
                     error = %err,
                     "DLQ handler refused a dead letter"
                 );
-                if attempt < shared.config.dlq_attempts {
-                    let _ = pending.in_progress().await;
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                if !err.is_transient() && attempt >= shared.config.dlq_attempts {
+                    break;
                 }
+                let _ = pending.in_progress().await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -80,6 +80,9 @@ impl EventRouter for CollectRouter {
 #[derive(Default)]
 pub struct FlakyDlq {
     pub refusals: AtomicUsize,
+    /// Refuse with a permanent error (a conflict) instead of a transient
+    /// one (the DLQ's backend down).
+    pub permanent: AtomicBool,
     pub stored: Mutex<Vec<DeadLetterEvent>>,
 }
 
@@ -91,6 +94,12 @@ impl DlqHandler for FlakyDlq {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
+            if self.permanent.load(Ordering::SeqCst) {
+                return Err(Error::Conflict {
+                    resource: "dlq".into(),
+                    reason: "refused for good".into(),
+                });
+            }
             return Err(Error::Connection("dlq down".into()));
         }
         self.stored.lock().unwrap().insert(0, dead_letter);
