@@ -939,7 +939,9 @@ pub async fn auto_ack_never_loses_unfinished_event(factory: &dyn ProviderFactory
 
 /// A fetch dropped before it completes (a `select!` branch that lost, a
 /// `timeout`) loses and skips nothing: every event still arrives, in order,
-/// on its first delivery, not after an ack wait.
+/// on its first delivery, not after an ack wait. Half the fetches are
+/// dropped right after their first poll, half after a millisecond (so a
+/// provider that needs a round trip makes progress).
 pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -971,12 +973,13 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
     let (mut manual, mut auto) = (Vec::new(), Vec::new());
     let mut round = 0u32;
     while (manual.len() < 100 || auto.len() < 100) && Instant::now() < deadline {
-        // a zero timeout drops a fetch at its first await; a short one lets
-        // a provider that needs a round trip make progress
+        // every other round drops the fetch at its first await (a zero
+        // `timeout` would not: tokio rounds its deadline up to the next
+        // millisecond tick, so the fetch may run past several awaits first)
         round += 1;
-        let tick = Duration::from_millis(u64::from(round % 2));
+        let first_poll_only = round % 2 == 0;
         if manual.len() < 100 {
-            if let Ok(item) = tokio::time::timeout(tick, durable.next_manual_ack()).await {
+            if let Some(item) = fetch_or_cancel(durable.next_manual_ack(), first_poll_only).await {
                 let pending = item.expect("delivery").expect("subscription open");
                 manual.push((
                     n_of(&pending.received.event),
@@ -986,7 +989,7 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
             }
         }
         if auto.len() < 100 {
-            if let Ok(item) = tokio::time::timeout(tick, live.next()).await {
+            if let Some(item) = fetch_or_cancel(live.next(), first_poll_only).await {
                 let received = item.expect("delivery").expect("subscription open");
                 auto.push((n_of(&received.event), received.num_delivered));
             }
@@ -1005,6 +1008,25 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
             );
         }
     }
+}
+
+/// Runs `fetch` until its first poll returns (`first_poll_only`) or for a
+/// millisecond, then drops it unfinished: `None` when it was cancelled.
+async fn fetch_or_cancel<F: std::future::Future>(
+    fetch: F,
+    first_poll_only: bool,
+) -> Option<F::Output> {
+    if !first_poll_only {
+        return tokio::time::timeout(Duration::from_millis(1), fetch)
+            .await
+            .ok();
+    }
+    let mut fetch = std::pin::pin!(fetch);
+    std::future::poll_fn(|cx| match fetch.as_mut().poll(cx) {
+        std::task::Poll::Ready(item) => std::task::Poll::Ready(Some(item)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 /// `close` acknowledges and ends the subscription with `Ok(None)`.
