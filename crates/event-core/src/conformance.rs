@@ -50,6 +50,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a provider can do; tests that do not apply are skipped, visibly.
+///
+/// Fields may be added in minor releases: build it with
+/// `..Capabilities::default()` so that your tests keep compiling.
+///
+/// ```
+/// use event_core::conformance::Capabilities;
+/// use std::time::Duration;
+///
+/// let caps = Capabilities {
+///     max_payload: Some(256 * 1024),
+///     ack_wait: Duration::from_millis(300),
+///     ..Capabilities::default()
+/// };
+/// assert!(caps.reports_lagged);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Capabilities {
     /// The provider's maximum encoded event size, for the payload-limit test.
