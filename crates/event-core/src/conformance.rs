@@ -1972,11 +1972,14 @@ pub async fn info_counts(factory: &dyn ProviderFactory) {
     assert!(p.health().await.expect("health"));
 }
 
-/// `publish_batch` reports one result per event, in order.
+/// `publish_batch` reports one result per event, in order, and
+/// deduplicates as `publish` does, within the batch too.
 pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let mut events: Vec<Event> = (0..20).map(|n| event(&*p, "batch", "t", n)).collect();
     events[7].subject = "bad..subject".into();
+    // the same event twice in one batch, as a retried publish would send it
+    events[12] = events[3].clone();
     let results = p.publish_batch(&events).await.expect("batch");
     assert_eq!(results.len(), 20, "one result per event, failures included");
     let mut last = 0;
@@ -1985,6 +1988,12 @@ pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
             assert!(
                 matches!(r, Err(Error::InvalidSubject { .. })),
                 "bad event reported: {r:?}"
+            );
+        } else if i == 12 {
+            assert_eq!(
+                r.as_ref().ok(),
+                results[3].as_ref().ok(),
+                "a repeat inside the batch returns the first one's sequence (dedup by event id)"
             );
         } else {
             let seq = *r.as_ref().expect("good event published");
@@ -1996,7 +2005,11 @@ pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
         .history(Some(&p.category_subject("batch")), 100)
         .await
         .expect("history");
-    assert_eq!(stored.len(), 19, "every good event of the batch is stored");
+    assert_eq!(
+        stored.len(),
+        18,
+        "every good event of the batch is stored, the repeated one once"
+    );
 }
 
 /// A subscription works as a `futures::Stream`.

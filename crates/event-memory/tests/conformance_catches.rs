@@ -61,6 +61,8 @@ enum Kind {
     MetadataDropped,
     /// `publish_batch` stops at the first failing event.
     BatchStopsAtFirstError,
+    /// `publish_batch` stores an event repeated inside the batch twice.
+    BatchStoresRepeats,
     /// A published subject that breaks the rules is rewritten and stored.
     BadSubjectsAccepted,
     /// A bad filter is widened to `>` instead of refused.
@@ -376,8 +378,19 @@ impl EventProvider for Mutant {
 
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
         let mut results = Vec::with_capacity(events.len());
+        let mut seen = std::collections::HashSet::new();
         for event in events {
-            let result = self.publish(event).await;
+            let repeat = !seen.insert(event.id.clone());
+            let result = if repeat && self.kind == Kind::BatchStoresRepeats {
+                // dedup checked against earlier batches only
+                let fresh = PublishOptions {
+                    msg_id: Some(format!("{}-again", event.id)),
+                    ..PublishOptions::default()
+                };
+                self.publish_with_options(event, &fresh).await
+            } else {
+                self.publish(event).await
+            };
             let failed = result.is_err();
             results.push(result);
             if failed && self.kind == Kind::BatchStopsAtFirstError {
@@ -915,6 +928,12 @@ mutant!(
     /// The suite catches a batch publish that stops at the first failure.
     batch_stops_at_first_error, Kind::BatchStopsAtFirstError,
     publish_batch_reports_each_result => "one result per event, failures included",
+);
+mutant!(
+    /// The suite catches a batch publish that stores an event repeated
+    /// inside the batch.
+    batch_stores_repeats, Kind::BatchStoresRepeats,
+    publish_batch_reports_each_result => "a repeat inside the batch returns the first one's sequence",
 );
 mutant!(
     /// The suite catches invalid published subjects being accepted.
