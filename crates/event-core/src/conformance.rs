@@ -546,6 +546,12 @@ pub async fn history_newest_first_with_limit_and_filter(factory: &dyn ProviderFa
         p.history(None, 0).await.expect("history").is_empty(),
         "limit 0 returns nothing"
     );
+    // callers ask for "everything" this way; sizing a buffer by the limit
+    // must not overflow
+    match p.history(None, usize::MAX).await {
+        Ok(all) => assert_eq!(all.len(), 30, "history(None, usize::MAX): every event"),
+        Err(e) => panic!("history(None, usize::MAX) (everything): {e}"),
+    }
     assert_invalid_subject(
         p.history(Some("bad..filter"), 10).await,
         "history with a bad filter",

@@ -46,6 +46,8 @@ enum Kind {
     HistoryIgnoresFilter,
     /// The oldest `limit` matches (newest first among themselves).
     HistoryOldestMatches,
+    /// Allocates `limit` slots up front: `usize::MAX` ("everything") panics.
+    HistoryPreallocatesLimit,
     // ---- publish
     DedupIgnored,
     /// The dedup key includes the subject (the contract: per stream).
@@ -478,6 +480,11 @@ impl EventProvider for Mutant {
             }
             Kind::HistoryIgnoresLimit => self.inner.history(filter, usize::MAX).await,
             Kind::HistoryIgnoresFilter => self.inner.history(None, limit).await,
+            Kind::HistoryPreallocatesLimit => {
+                let mut events = Vec::with_capacity(limit);
+                events.extend(self.inner.history(filter, limit).await?);
+                Ok(events)
+            }
             Kind::HistoryOldestMatches => {
                 let mut events = self.inner.history(filter, usize::MAX).await?;
                 Ok(events.split_off(events.len().saturating_sub(limit)))
@@ -883,6 +890,12 @@ mutant!(
     /// newest.
     history_oldest_matches, Kind::HistoryOldestMatches,
     history_newest_first_with_limit_and_filter => "history(category, 4): the newest 4",
+);
+
+mutant!(
+    /// The suite catches history panicking on a `usize::MAX` limit.
+    history_preallocates_limit, Kind::HistoryPreallocatesLimit,
+    history_newest_first_with_limit_and_filter => "capacity overflow",
 );
 
 // ----------------------------------------------------------------- publish
