@@ -10,8 +10,11 @@
 //! cargo run --example custom_provider
 //! ```
 //!
-//! In an application: `a3s-event` with no feature, plus `async-trait` and
-//! `tokio`.
+//! In an application: `a3s-event` with no feature, plus `async-trait`,
+//! `serde_json` and `tokio`. A provider crate depends on `event-core` alone
+//! instead: the `provider`, `types` and `subject` modules used here are
+//! re-exports of event-core's modules of the same names (see
+//! `docs/custom-providers.md`).
 
 use a3s_event::provider::{Acker, EventProvider, PendingEvent, ProviderInfo, Subscription};
 use a3s_event::subject::{SubjectPattern, validate_publish_subject};

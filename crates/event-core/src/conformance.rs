@@ -50,6 +50,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a provider can do; tests that do not apply are skipped, visibly.
+///
+/// Fields may be added in minor releases: build it with
+/// `..Capabilities::default()` so that your tests keep compiling.
+///
+/// ```
+/// use event_core::conformance::Capabilities;
+/// use std::time::Duration;
+///
+/// let caps = Capabilities {
+///     max_payload: Some(256 * 1024),
+///     ack_wait: Duration::from_millis(300),
+///     ..Capabilities::default()
+/// };
+/// assert!(caps.reports_lagged);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Capabilities {
     /// The provider's maximum encoded event size, for the payload-limit test.
@@ -200,34 +215,62 @@ async fn publish_n(
     seqs
 }
 
-async fn recv(sub: &mut Box<dyn Subscription>, caps: &Capabilities) -> ReceivedEvent {
-    match tokio::time::timeout(caps.receive_timeout, sub.next()).await {
-        Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) => panic!("subscription closed while an event was expected"),
-        Ok(Err(e)) => panic!("subscription error while an event was expected: {e}"),
-        Err(_) => panic!("no event within {:?}", caps.receive_timeout),
+/// Waits for one auto-ack delivery; panics naming `what` (the step of the
+/// test and the rule it checks) when none comes.
+async fn recv(sub: &mut Box<dyn Subscription>, caps: &Capabilities, what: &str) -> ReceivedEvent {
+    let got = tokio::time::timeout(caps.receive_timeout, sub.next()).await;
+    match expected_delivery(got, caps) {
+        Ok(received) => received,
+        Err(failure) => panic!("{what}: {failure}"),
     }
 }
 
-async fn recv_manual(sub: &mut Box<dyn Subscription>, caps: &Capabilities) -> PendingEvent {
-    match tokio::time::timeout(caps.receive_timeout, sub.next_manual_ack()).await {
-        Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) => panic!("subscription closed while an event was expected"),
-        Ok(Err(e)) => panic!("subscription error while an event was expected: {e}"),
-        Err(_) => panic!("no event within {:?}", caps.receive_timeout),
+/// Waits for one manual-ack delivery; panics naming `what` when none comes.
+async fn recv_manual(
+    sub: &mut Box<dyn Subscription>,
+    caps: &Capabilities,
+    what: &str,
+) -> PendingEvent {
+    match try_recv_manual(sub, caps).await {
+        Ok(pending) => pending,
+        Err(failure) => panic!("{what}: {failure}"),
     }
 }
 
-async fn expect_nothing_manual(sub: &mut Box<dyn Subscription>, wait: Duration) {
+async fn try_recv_manual(
+    sub: &mut Box<dyn Subscription>,
+    caps: &Capabilities,
+) -> Result<PendingEvent, String> {
+    let got = tokio::time::timeout(caps.receive_timeout, sub.next_manual_ack()).await;
+    expected_delivery(got, caps)
+}
+
+/// What went wrong when a delivery was expected, for the panic message.
+fn expected_delivery<T>(
+    got: Result<crate::Result<Option<T>>, tokio::time::error::Elapsed>,
+    caps: &Capabilities,
+) -> Result<T, String> {
+    match got {
+        Ok(Ok(Some(item))) => Ok(item),
+        Ok(Ok(None)) => Err("subscription closed (Ok(None)) while an event was expected".into()),
+        Ok(Err(e)) => Err(format!(
+            "subscription error while an event was expected: {e}"
+        )),
+        Err(_) => Err(format!("no event within {:?}", caps.receive_timeout)),
+    }
+}
+
+/// Checks that nothing is delivered for `wait`; panics naming `what`.
+async fn expect_nothing_manual(sub: &mut Box<dyn Subscription>, wait: Duration, what: &str) {
     if let Ok(item) = tokio::time::timeout(wait, sub.next_manual_ack()).await {
         match item {
             Ok(Some(p)) => panic!(
-                "expected no delivery, got event n={} (num_delivered {})",
+                "{what}: expected no delivery, got event n={} (num_delivered {})",
                 n_of(&p.received.event),
                 p.received.num_delivered
             ),
-            Ok(None) => panic!("subscription closed unexpectedly"),
-            Err(e) => panic!("unexpected subscription error: {e}"),
+            Ok(None) => panic!("{what}: subscription closed unexpectedly"),
+            Err(e) => panic!("{what}: unexpected subscription error: {e}"),
         }
     }
 }
@@ -277,7 +320,12 @@ pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
     .with_metadata("odd key/with:chars", "v");
     let seq = p.publish(&sent).await.expect("publish");
     assert!(seq >= 1, "sequences start at 1");
-    let got = recv(&mut sub, &caps).await;
+    let got = recv(
+        &mut sub,
+        &caps,
+        "the published event on a live subscription",
+    )
+    .await;
     assert_eq!(*got.event, sent, "event fields must round-trip exactly");
     assert_eq!(
         got.sequence, seq,
@@ -332,10 +380,18 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         .await
         .expect("publish");
 
-    let collect = async |sub: &mut Box<dyn Subscription>, sentinel: u64| {
+    let collect = async |sub: &mut Box<dyn Subscription>, filter: &str, sentinel: u64| {
         let mut seen = Vec::new();
         loop {
-            let n = n_of(&recv(sub, &caps).await.event);
+            let n = n_of(
+                &recv(
+                    sub,
+                    &caps,
+                    &format!("filter `{filter}`: the events up to the sentinel n={sentinel}"),
+                )
+                .await
+                .event,
+            );
             if n == sentinel {
                 return seen;
             }
@@ -343,27 +399,27 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         }
     };
     assert_eq!(
-        collect(&mut star, 100).await,
+        collect(&mut star, "wa.*", 100).await,
         vec![1],
         "`wa.*` matches exactly one token"
     );
     assert_eq!(
-        collect(&mut tail, 100).await,
+        collect(&mut tail, "wa.>", 100).await,
         vec![1, 2],
         "`wa.>` matches one or more tokens"
     );
     assert_eq!(
-        collect(&mut mid, 101).await,
+        collect(&mut mid, "*.x", 101).await,
         vec![1, 3],
         "`*.x` matches any category"
     );
     assert_eq!(
-        collect(&mut exact, 101).await,
+        collect(&mut exact, "wb.x", 101).await,
         vec![3],
         "a literal filter matches only itself"
     );
     assert_eq!(
-        collect(&mut deep, 102).await,
+        collect(&mut deep, "wa.x.>", 102).await,
         vec![2],
         "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself"
     );
@@ -387,9 +443,14 @@ pub async fn ordering_of_1000_events(factory: &dyn ProviderFactory) {
         .await
         .expect("durable");
     for (i, seq) in seqs.iter().enumerate() {
-        let a = recv(&mut live, &caps).await;
+        let a = recv(
+            &mut live,
+            &caps,
+            &format!("live subscription: event {i} of 1000"),
+        )
+        .await;
         assert_eq!((n_of(&a.event), a.sequence), (i as u64, *seq), "live order");
-        let b = recv(&mut durable, &caps).await;
+        let b = recv(&mut durable, &caps, &format!("durable: event {i} of 1000")).await;
         assert_eq!(
             (n_of(&b.event), b.sequence),
             (i as u64, *seq),
@@ -433,7 +494,15 @@ pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
     let mut last = 0;
     let mut seen = HashSet::new();
     for _ in 0..5000 {
-        let r = recv(&mut sub, &caps).await;
+        let r = recv(
+            &mut sub,
+            &caps,
+            &format!(
+                "durable: every concurrently published event (got {} of 5000)",
+                seen.len()
+            ),
+        )
+        .await;
         assert!(r.sequence > last, "delivery sequences increase");
         last = r.sequence;
         seen.insert(n_of(&r.event));
@@ -478,6 +547,12 @@ pub async fn history_newest_first_with_limit_and_filter(factory: &dyn ProviderFa
         p.history(None, 0).await.expect("history").is_empty(),
         "limit 0 returns nothing"
     );
+    // callers ask for "everything" this way; sizing a buffer by the limit
+    // must not overflow
+    match p.history(None, usize::MAX).await {
+        Ok(all) => assert_eq!(all.len(), 30, "history(None, usize::MAX): every event"),
+        Err(e) => panic!("history(None, usize::MAX) (everything): {e}"),
+    }
     assert_invalid_subject(
         p.history(Some("bad..filter"), 10).await,
         "history with a bad filter",
@@ -515,7 +590,7 @@ pub async fn durable_resumes_after_drop(factory: &dyn ProviderFactory) {
     let filter = p.category_subject("dr");
     let mut sub = p.subscribe_durable("dr-1", &filter).await.expect("durable");
     for i in 0..5 {
-        let pending = recv_manual(&mut sub, &caps).await;
+        let pending = recv_manual(&mut sub, &caps, &format!("new durable: stored event {i}")).await;
         assert_eq!(n_of(&pending.received.event), i);
         pending.ack().await.expect("ack");
     }
@@ -523,7 +598,12 @@ pub async fn durable_resumes_after_drop(factory: &dyn ProviderFactory) {
     publish_n(&*p, "dr", "t", 5..8).await;
     let mut sub = p.subscribe_durable("dr-1", &filter).await.expect("resume");
     for i in 5..8 {
-        let pending = recv_manual(&mut sub, &caps).await;
+        let pending = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("resubscribed durable: event {i}, after the last acked one"),
+        )
+        .await;
         assert_eq!(
             n_of(&pending.received.event),
             i,
@@ -532,7 +612,12 @@ pub async fn durable_resumes_after_drop(factory: &dyn ProviderFactory) {
         assert_eq!(pending.received.num_delivered, 1);
         pending.ack().await.expect("ack");
     }
-    expect_nothing_manual(&mut sub, caps.ack_wait).await;
+    expect_nothing_manual(
+        &mut sub,
+        caps.ack_wait,
+        "resubscribed durable, everything acked",
+    )
+    .await;
 }
 
 /// Two live subscriptions on one durable share the work.
@@ -603,12 +688,12 @@ pub async fn nak_redelivers(factory: &dyn ProviderFactory) {
         .await
         .expect("durable");
     publish_n(&*p, "nak", "t", 0..1).await;
-    let first = recv_manual(&mut sub, &caps).await;
+    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
     assert_eq!(first.received.num_delivered, 1);
     let seq = first.received.sequence;
     let started = Instant::now();
     first.nak().await.expect("nak");
-    let again = recv_manual(&mut sub, &caps).await;
+    let again = recv_manual(&mut sub, &caps, "the redelivery after nak").await;
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "nak must redeliver now, not after the 30 s ack wait"
@@ -619,7 +704,7 @@ pub async fn nak_redelivers(factory: &dyn ProviderFactory) {
         "num_delivered counts the redelivery"
     );
     again.ack().await.expect("ack");
-    expect_nothing_manual(&mut sub, caps.ack_wait).await;
+    expect_nothing_manual(&mut sub, caps.ack_wait, "after the redelivery was acked").await;
 }
 
 /// `nak_with_delay` redelivers, but not before the delay.
@@ -635,11 +720,16 @@ pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
         .await
         .expect("durable");
     publish_n(&*p, "nakd", "t", 0..1).await;
-    let first = recv_manual(&mut sub, &caps).await;
+    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
     let delay = caps.ack_wait * 2;
     let started = Instant::now();
     first.nak_with_delay(delay).await.expect("nak_with_delay");
-    let again = recv_manual(&mut sub, &caps).await;
+    let again = recv_manual(
+        &mut sub,
+        &caps,
+        &format!("the redelivery after nak_with_delay({delay:?})"),
+    )
+    .await;
     let elapsed = started.elapsed();
     assert!(
         elapsed + Duration::from_millis(50) >= delay,
@@ -659,7 +749,7 @@ pub async fn ack_timeout_redelivers(factory: &dyn ProviderFactory) {
         .expect("durable");
     publish_n(&*p, "aw", "t", 0..1).await;
     let started = Instant::now();
-    let first = recv_manual(&mut sub, &caps).await;
+    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
     let seq = first.received.sequence;
     // a provider that reports the wait reports the one it applies
     assert!(
@@ -669,7 +759,15 @@ pub async fn ack_timeout_redelivers(factory: &dyn ProviderFactory) {
         caps.ack_wait
     );
     drop(first); // neither acked nor naked
-    let again = recv_manual(&mut sub, &caps).await;
+    let again = recv_manual(
+        &mut sub,
+        &caps,
+        &format!(
+            "the redelivery after the ack wait expired ({:?}, the delivery dropped unsettled)",
+            caps.ack_wait
+        ),
+    )
+    .await;
     assert!(
         started.elapsed() + Duration::from_millis(50) >= caps.ack_wait,
         "redelivered before ack_wait"
@@ -689,17 +787,22 @@ pub async fn term_never_redelivers(factory: &dyn ProviderFactory) {
         .await
         .expect("durable");
     publish_n(&*p, "term", "t", 0..2).await;
-    let first = recv_manual(&mut sub, &caps).await;
+    let first = recv_manual(&mut sub, &caps, "event 0").await;
     assert_eq!(n_of(&first.received.event), 0);
     first.term().await.expect("term");
-    let second = recv_manual(&mut sub, &caps).await;
+    let second = recv_manual(&mut sub, &caps, "event 1, after event 0 was terminated").await;
     assert_eq!(
         n_of(&second.received.event),
         1,
         "a terminated event is not redelivered"
     );
     second.ack().await.expect("ack");
-    expect_nothing_manual(&mut sub, caps.ack_wait * 3).await;
+    expect_nothing_manual(
+        &mut sub,
+        caps.ack_wait * 3,
+        "after term and ack: a terminated event is not redelivered",
+    )
+    .await;
 }
 
 /// After `max_deliver` deliveries the event stops; its last delivery says so.
@@ -716,7 +819,14 @@ pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn Provider
         .expect("durable");
     publish_n(&*p, "maxd", "t", 0..1).await;
     for attempt in 1..=3 {
-        let pending = recv_manual(&mut sub, &caps).await;
+        let pending = recv_manual(
+            &mut sub,
+            &caps,
+            &format!(
+                "event 0, delivery {attempt} of max_deliver 3 (after a nak or an expired ack wait)"
+            ),
+        )
+        .await;
         assert_eq!(n_of(&pending.received.event), 0);
         assert_eq!(
             pending.received.num_delivered, attempt,
@@ -734,22 +844,42 @@ pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn Provider
             pending.nak().await.expect("nak");
         }
     }
-    expect_nothing_manual(&mut sub, caps.ack_wait * 3).await;
+    expect_nothing_manual(
+        &mut sub,
+        caps.ack_wait * 3,
+        "event 0 naked on its 3rd delivery: max_deliver 3 stops it",
+    )
+    .await;
     // the consumer keeps going with later events
     publish_n(&*p, "maxd", "t", 1..2).await;
-    let next = recv_manual(&mut sub, &caps).await;
+    let next = recv_manual(
+        &mut sub,
+        &caps,
+        "event 1, published after event 0 was exhausted: the consumer keeps going",
+    )
+    .await;
     assert_eq!(n_of(&next.received.event), 1);
     next.ack().await.expect("ack");
     // a final delivery that times out (the caller crashed) ends it too
     publish_n(&*p, "maxd", "t", 2..3).await;
     for attempt in 1..=3 {
-        let pending = recv_manual(&mut sub, &caps).await;
+        let pending = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("event 2, delivery {attempt} of max_deliver 3 (each ack wait expires)"),
+        )
+        .await;
         assert_eq!(n_of(&pending.received.event), 2);
         assert_eq!(pending.received.num_delivered, attempt);
         assert_eq!(pending.is_final_delivery(), attempt == 3);
         drop(pending); // ack timeout
     }
-    expect_nothing_manual(&mut sub, caps.ack_wait * 3).await;
+    expect_nothing_manual(
+        &mut sub,
+        caps.ack_wait * 3,
+        "event 2 unsettled on its 3rd delivery: max_deliver 3 stops it",
+    )
+    .await;
 }
 
 /// `in_progress` restarts the ack timer.
@@ -761,7 +891,7 @@ pub async fn in_progress_extends_ack_wait(factory: &dyn ProviderFactory) {
         .await
         .expect("durable");
     publish_n(&*p, "prog", "t", 0..1).await;
-    let pending = recv_manual(&mut sub, &caps).await;
+    let pending = recv_manual(&mut sub, &caps, "the first delivery").await;
     // keep it alive for 3× the ack wait
     let step = caps.ack_wait / 2;
     for _ in 0..6 {
@@ -775,7 +905,7 @@ pub async fn in_progress_extends_ack_wait(factory: &dyn ProviderFactory) {
         "redelivered although in_progress kept extending the wait"
     );
     pending.ack().await.expect("ack");
-    expect_nothing_manual(&mut sub, caps.ack_wait * 2).await;
+    expect_nothing_manual(&mut sub, caps.ack_wait * 2, "after in_progress then ack").await;
 }
 
 /// Auto-ack acknowledges on the next call; an event the caller never finished
@@ -790,16 +920,24 @@ pub async fn auto_ack_never_loses_unfinished_event(factory: &dyn ProviderFactory
         .subscribe_durable_with_options("auto", &filter, &opts)
         .await
         .expect("durable");
-    assert_eq!(n_of(&recv(&mut sub, &caps).await.event), 0);
-    assert_eq!(n_of(&recv(&mut sub, &caps).await.event), 1); // acks 0
+    assert_eq!(
+        n_of(&recv(&mut sub, &caps, "auto-ack: event 0").await.event),
+        0
+    );
+    assert_eq!(
+        n_of(&recv(&mut sub, &caps, "auto-ack: event 1").await.event),
+        1
+    ); // acks 0
     drop(sub); // crashed while working on 1
     let mut sub = p
         .subscribe_durable_with_options("auto", &filter, &opts)
         .await
         .expect("resume");
     // event 2 is new and may come first; event 1 comes back after the ack wait
-    let a = recv(&mut sub, &caps).await;
-    let b = recv(&mut sub, &caps).await;
+    const AFTER_CRASH: &str = "resubscribed after a subscription was dropped mid-event: \
+                               the unfinished event 1 comes back and the new event 2 arrives";
+    let a = recv(&mut sub, &caps, AFTER_CRASH).await;
+    let b = recv(&mut sub, &caps, AFTER_CRASH).await;
     let mut got = [
         (n_of(&a.event), a.num_delivered),
         (n_of(&b.event), b.num_delivered),
@@ -813,12 +951,19 @@ pub async fn auto_ack_never_loses_unfinished_event(factory: &dyn ProviderFactory
         .subscribe_durable_with_options("auto", &filter, &opts)
         .await
         .expect("resume");
-    expect_nothing_manual(&mut sub, caps.ack_wait * 2).await;
+    expect_nothing_manual(
+        &mut sub,
+        caps.ack_wait * 2,
+        "resubscribed after `close`: close acks the last event",
+    )
+    .await;
 }
 
 /// A fetch dropped before it completes (a `select!` branch that lost, a
 /// `timeout`) loses and skips nothing: every event still arrives, in order,
-/// on its first delivery, not after an ack wait.
+/// on its first delivery, not after an ack wait. Half the fetches are
+/// dropped right after their first poll, half after a millisecond (so a
+/// provider that needs a round trip makes progress).
 pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -850,12 +995,13 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
     let (mut manual, mut auto) = (Vec::new(), Vec::new());
     let mut round = 0u32;
     while (manual.len() < 100 || auto.len() < 100) && Instant::now() < deadline {
-        // a zero timeout drops a fetch at its first await; a short one lets
-        // a provider that needs a round trip make progress
+        // every other round drops the fetch at its first await (a zero
+        // `timeout` would not: tokio rounds its deadline up to the next
+        // millisecond tick, so the fetch may run past several awaits first)
         round += 1;
-        let tick = Duration::from_millis(u64::from(round % 2));
+        let first_poll_only = round % 2 == 0;
         if manual.len() < 100 {
-            if let Ok(item) = tokio::time::timeout(tick, durable.next_manual_ack()).await {
+            if let Some(item) = fetch_or_cancel(durable.next_manual_ack(), first_poll_only).await {
                 let pending = item.expect("delivery").expect("subscription open");
                 manual.push((
                     n_of(&pending.received.event),
@@ -865,7 +1011,7 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
             }
         }
         if auto.len() < 100 {
-            if let Ok(item) = tokio::time::timeout(tick, live.next()).await {
+            if let Some(item) = fetch_or_cancel(live.next(), first_poll_only).await {
                 let received = item.expect("delivery").expect("subscription open");
                 auto.push((n_of(&received.event), received.num_delivered));
             }
@@ -873,8 +1019,36 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
     }
     publisher.await.expect("publisher");
     let expected: Vec<(u64, u64)> = (0..100).map(|n| (n, 1)).collect();
-    assert_eq!(manual, expected, "manual-ack fetches dropped mid-way");
-    assert_eq!(auto, expected, "auto-ack fetches dropped mid-way");
+    for (mode, got) in [("manual-ack", &manual), ("auto-ack", &auto)] {
+        if *got != expected {
+            let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).collect();
+            let unexpected: Vec<_> = got.iter().filter(|g| !expected.contains(g)).collect();
+            panic!(
+                "{mode} fetches dropped mid-way: a fetch cancelled at an await must not take \
+                 an event it does not return; missing (n, num_delivered): {missing:?}, \
+                 unexpected: {unexpected:?}, received in this order: {got:?}"
+            );
+        }
+    }
+}
+
+/// Runs `fetch` until its first poll returns (`first_poll_only`) or for a
+/// millisecond, then drops it unfinished: `None` when it was cancelled.
+async fn fetch_or_cancel<F: std::future::Future>(
+    fetch: F,
+    first_poll_only: bool,
+) -> Option<F::Output> {
+    if !first_poll_only {
+        return tokio::time::timeout(Duration::from_millis(1), fetch)
+            .await
+            .ok();
+    }
+    let mut fetch = std::pin::pin!(fetch);
+    std::future::poll_fn(|cx| match fetch.as_mut().poll(cx) {
+        std::task::Poll::Ready(item) => std::task::Poll::Ready(Some(item)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 /// `close` acknowledges and ends the subscription with `Ok(None)`.
@@ -886,7 +1060,7 @@ pub async fn close_acks_and_ends_subscription(factory: &dyn ProviderFactory) {
         .await
         .expect("subscribe");
     publish_n(&*p, "close", "t", 0..1).await;
-    recv(&mut sub, &caps).await;
+    recv(&mut sub, &caps, "the published event").await;
     sub.close().await.expect("close");
     let after = tokio::time::timeout(caps.receive_timeout, sub.next()).await;
     assert!(
@@ -907,14 +1081,25 @@ async fn policy_fixture(p: &dyn EventProvider) -> Vec<u64> {
     seqs
 }
 
-async fn drain_ns(sub: &mut Box<dyn Subscription>, caps: &Capabilities, count: usize) -> Vec<u64> {
+/// Receives and acks `count` events, then checks that nothing more comes;
+/// returns their `n`s. Panics naming `what` and what arrived so far.
+async fn drain_ns(
+    sub: &mut Box<dyn Subscription>,
+    caps: &Capabilities,
+    count: usize,
+    what: &str,
+) -> Vec<u64> {
     let mut out = Vec::new();
     for _ in 0..count {
-        let pending = recv_manual(sub, caps).await;
-        out.push(n_of(&pending.received.event));
-        pending.ack().await.expect("ack");
+        match try_recv_manual(sub, caps).await {
+            Ok(pending) => {
+                out.push(n_of(&pending.received.event));
+                pending.ack().await.expect("ack");
+            }
+            Err(failure) => panic!("{what}: expected {count} events, got {out:?}, then {failure}"),
+        }
     }
-    expect_nothing_manual(sub, caps.ack_wait).await;
+    expect_nothing_manual(sub, caps.ack_wait, &format!("{what}: after {out:?}")).await;
     out
 }
 
@@ -948,7 +1133,13 @@ pub async fn deliver_policy_all(factory: &dyn ProviderFactory) {
     policy_fixture(&*p).await;
     for (kind, mut sub) in policy_subs(&*p, "pol-all", DeliverPolicy::All).await {
         assert_eq!(
-            drain_ns(&mut sub, &caps, 5).await,
+            drain_ns(
+                &mut sub,
+                &caps,
+                5,
+                &format!("{kind} subscription with DeliverPolicy::All")
+            )
+            .await,
             vec![0, 1, 2, 3, 4],
             "{kind} subscription with DeliverPolicy::All"
         );
@@ -964,7 +1155,13 @@ pub async fn deliver_policy_last(factory: &dyn ProviderFactory) {
     let mut subs = policy_subs(&*p, "pol-last", DeliverPolicy::Last).await;
     for (kind, sub) in &mut subs {
         assert_eq!(
-            drain_ns(sub, &caps, 1).await,
+            drain_ns(
+                sub,
+                &caps,
+                1,
+                &format!("{kind} subscription with DeliverPolicy::Last")
+            )
+            .await,
             vec![4],
             "{kind} subscription with DeliverPolicy::Last"
         );
@@ -974,7 +1171,13 @@ pub async fn deliver_policy_last(factory: &dyn ProviderFactory) {
         .expect("publish");
     for (kind, sub) in &mut subs {
         assert_eq!(
-            drain_ns(sub, &caps, 1).await,
+            drain_ns(
+                sub,
+                &caps,
+                1,
+                &format!("{kind} subscription with DeliverPolicy::Last, then new events")
+            )
+            .await,
             vec![5],
             "{kind} subscription with DeliverPolicy::Last, then new events"
         );
@@ -994,15 +1197,28 @@ pub async fn deliver_policy_new(factory: &dyn ProviderFactory) {
             .await
             .expect("subscribe"),
     ));
-    for (_, sub) in &mut subs {
-        expect_nothing_manual(sub, caps.ack_wait).await;
+    for (kind, sub) in &mut subs {
+        expect_nothing_manual(
+            sub,
+            caps.ack_wait,
+            &format!(
+                "{kind} subscription with DeliverPolicy::New, before anything new was published"
+            ),
+        )
+        .await;
     }
     p.publish(&event(&*p, "pol", "y", 5))
         .await
         .expect("publish");
     for (kind, sub) in &mut subs {
         assert_eq!(
-            drain_ns(sub, &caps, 1).await,
+            drain_ns(
+                sub,
+                &caps,
+                1,
+                &format!("{kind} subscription with DeliverPolicy::New")
+            )
+            .await,
             vec![5],
             "{kind} subscription with DeliverPolicy::New"
         );
@@ -1018,7 +1234,13 @@ pub async fn deliver_policy_by_start_sequence(factory: &dyn ProviderFactory) {
     let policy = DeliverPolicy::ByStartSequence { sequence: seqs[2] };
     for (kind, mut sub) in policy_subs(&*p, "pol-seq", policy).await {
         assert_eq!(
-            drain_ns(&mut sub, &caps, 3).await,
+            drain_ns(
+                &mut sub,
+                &caps,
+                3,
+                &format!("{kind} subscription with DeliverPolicy::ByStartSequence")
+            )
+            .await,
             vec![2, 3, 4],
             "{kind} subscription with DeliverPolicy::ByStartSequence"
         );
@@ -1038,7 +1260,13 @@ pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
     let policy = DeliverPolicy::ByStartTime { timestamp: start };
     for (kind, mut sub) in policy_subs(&*p, "pol-time", policy).await {
         assert_eq!(
-            drain_ns(&mut sub, &caps, 2).await,
+            drain_ns(
+                &mut sub,
+                &caps,
+                2,
+                &format!("{kind} subscription with DeliverPolicy::ByStartTime")
+            )
+            .await,
             vec![2, 3],
             "{kind} subscription with DeliverPolicy::ByStartTime"
         );
@@ -1054,7 +1282,13 @@ pub async fn deliver_policy_last_per_subject(factory: &dyn ProviderFactory) {
     let mut subs = policy_subs(&*p, "pol-lps", DeliverPolicy::LastPerSubject).await;
     for (kind, sub) in &mut subs {
         assert_eq!(
-            drain_ns(sub, &caps, 2).await,
+            drain_ns(
+                sub,
+                &caps,
+                2,
+                &format!("{kind} subscription with DeliverPolicy::LastPerSubject")
+            )
+            .await,
             vec![3, 4],
             "{kind} subscription with DeliverPolicy::LastPerSubject"
         );
@@ -1064,7 +1298,13 @@ pub async fn deliver_policy_last_per_subject(factory: &dyn ProviderFactory) {
         .expect("publish");
     for (kind, sub) in &mut subs {
         assert_eq!(
-            drain_ns(sub, &caps, 1).await,
+            drain_ns(
+                sub,
+                &caps,
+                1,
+                &format!("{kind} subscription with DeliverPolicy::LastPerSubject, then new events")
+            )
+            .await,
             vec![5],
             "{kind} subscription with DeliverPolicy::LastPerSubject, then new events"
         );
@@ -1087,21 +1327,31 @@ pub async fn max_ack_pending_pauses_delivery(factory: &dyn ProviderFactory) {
         .await
         .expect("durable");
     publish_n(&*p, "map", "t", 0..4).await;
-    let a = recv_manual(&mut sub, &caps).await;
-    let b = recv_manual(&mut sub, &caps).await;
+    let a = recv_manual(&mut sub, &caps, "max_ack_pending 2: the first delivery").await;
+    let b = recv_manual(&mut sub, &caps, "max_ack_pending 2: the second delivery").await;
     assert_eq!((n_of(&a.received.event), n_of(&b.received.event)), (0, 1));
     if let Ok(item) = tokio::time::timeout(caps.ack_wait, sub.next_manual_ack()).await {
         panic!("max_ack_pending 2: a third delivery while two await settlement: {item:?}");
     }
     a.ack().await.expect("ack");
-    let c = recv_manual(&mut sub, &caps).await;
+    let c = recv_manual(
+        &mut sub,
+        &caps,
+        "max_ack_pending 2: delivery resumes after an ack",
+    )
+    .await;
     assert_eq!(n_of(&c.received.event), 2, "delivery resumes after an ack");
     if let Ok(item) = tokio::time::timeout(caps.ack_wait, sub.next_manual_ack()).await {
         panic!("max_ack_pending 2: a third delivery while two await settlement: {item:?}");
     }
     b.ack().await.expect("ack");
     c.ack().await.expect("ack");
-    let d = recv_manual(&mut sub, &caps).await;
+    let d = recv_manual(
+        &mut sub,
+        &caps,
+        "max_ack_pending 2: the 4th event, after every delivery was acked",
+    )
+    .await;
     assert_eq!(n_of(&d.received.event), 3);
     d.ack().await.expect("ack");
 }
@@ -1125,10 +1375,15 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
         .await
         .expect("durable");
     publish_n(&*p, "backoff", "t", 0..1).await;
-    let first = recv_manual(&mut sub, &caps).await;
+    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
     let delivered = Instant::now();
     drop(first); // ack timeout
-    let second = recv_manual(&mut sub, &caps).await;
+    let second = recv_manual(
+        &mut sub,
+        &caps,
+        &format!("the first redelivery, backoff[0] = {short:?} after the first delivery"),
+    )
+    .await;
     let waited = delivered.elapsed();
     assert_eq!(second.received.num_delivered, 2);
     assert!(
@@ -1137,7 +1392,12 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
     );
     let delivered = Instant::now();
     drop(second); // ack timeout
-    let third = recv_manual(&mut sub, &caps).await;
+    let third = recv_manual(
+        &mut sub,
+        &caps,
+        &format!("the second redelivery, backoff[1] = {long:?} after the first one"),
+    )
+    .await;
     let waited = delivered.elapsed();
     assert_eq!(third.received.num_delivered, 3);
     assert!(
@@ -1210,7 +1470,12 @@ pub async fn retention_overrun_reported_and_skipped(factory: &dyn ProviderFactor
             );
         }
         if manual {
-            expect_nothing_manual(&mut sub, caps.ack_wait).await;
+            expect_nothing_manual(
+                &mut sub,
+                caps.ack_wait,
+                &format!("{kind}: every retained event delivered and acked"),
+            )
+            .await;
         }
     }
     let info = p.info().await.expect("info");
@@ -1349,7 +1614,10 @@ pub async fn unsubscribe_deletes_durable(factory: &dyn ProviderFactory) {
     publish_n(&*p, "uns", "t", 0..3).await;
     let filter = p.category_subject("uns");
     let mut sub = p.subscribe_durable("uns", &filter).await.expect("durable");
-    assert_eq!(drain_ns(&mut sub, &caps, 3).await, vec![0, 1, 2]);
+    assert_eq!(
+        drain_ns(&mut sub, &caps, 3, "new durable: the stored events").await,
+        vec![0, 1, 2]
+    );
     drop(sub);
     p.unsubscribe("uns").await.expect("unsubscribe");
     let mut sub = p
@@ -1357,7 +1625,13 @@ pub async fn unsubscribe_deletes_durable(factory: &dyn ProviderFactory) {
         .await
         .expect("new durable");
     assert_eq!(
-        drain_ns(&mut sub, &caps, 3).await,
+        drain_ns(
+            &mut sub,
+            &caps,
+            3,
+            "a durable recreated after unsubscribe starts over"
+        )
+        .await,
         vec![0, 1, 2],
         "a recreated durable starts over"
     );
@@ -1377,7 +1651,10 @@ pub async fn unsubscribe_ends_live_subscriptions(factory: &dyn ProviderFactory) 
     let filter = p.category_subject("une");
     let mut sub = p.subscribe_durable("une", &filter).await.expect("durable");
     publish_n(&*p, "une", "t", 0..1).await;
-    assert_eq!(drain_ns(&mut sub, &caps, 1).await, vec![0]);
+    assert_eq!(
+        drain_ns(&mut sub, &caps, 1, "new durable: the stored event").await,
+        vec![0]
+    );
     // a backend may notice only when its pending fetch expires
     let limit = caps.receive_timeout.max(Duration::from_secs(30));
     let (waited, unsubscribed) = tokio::join!(tokio::time::timeout(limit, sub.next()), async {
@@ -1413,7 +1690,12 @@ pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFa
             p.publish(&event(&*p, "chgb", "t", 2))
                 .await
                 .expect("publish");
-            let got = recv_manual(&mut sub, &caps).await;
+            let got = recv_manual(
+                &mut sub,
+                &caps,
+                "durable resubscribed with another filter: the event on the new filter",
+            )
+            .await;
             assert_eq!(
                 n_of(&got.received.event),
                 2,
@@ -1448,20 +1730,35 @@ pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFa
             p.publish(&event(&*p, "chgc", "t", 1))
                 .await
                 .expect("publish");
-            let a = recv_manual(&mut sub, &caps).await;
+            let a = recv_manual(
+                &mut sub,
+                &caps,
+                "durable resubscribed with max_deliver 2: the first delivery",
+            )
+            .await;
             assert_eq!(
                 a.max_deliver(),
                 Some(2),
                 "the new max_deliver must be in effect"
             );
             a.nak().await.expect("nak");
-            let b = recv_manual(&mut sub, &caps).await;
+            let b = recv_manual(
+                &mut sub,
+                &caps,
+                "durable resubscribed with max_deliver 2: the redelivery after nak",
+            )
+            .await;
             assert!(
                 b.is_final_delivery(),
                 "the new max_deliver must be in effect"
             );
             b.nak().await.expect("nak");
-            expect_nothing_manual(&mut sub, caps.ack_wait * 2).await;
+            expect_nothing_manual(
+                &mut sub,
+                caps.ack_wait * 2,
+                "durable resubscribed with max_deliver 2: max_deliver 2 stops it",
+            )
+            .await;
         }
         Err(Error::Conflict { .. }) => {}
         Err(other) => panic!("changed options: expected Ok or Conflict, got {other}"),
@@ -1619,7 +1916,7 @@ pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFacto
         .publish_shared(std::sync::Arc::clone(&e))
         .await
         .expect("publish_shared");
-    let got = recv(&mut sub, &caps).await;
+    let got = recv(&mut sub, &caps, "the event published with publish_shared").await;
     assert_eq!(got.sequence, seq);
     assert_eq!(*got.event, *e, "every field intact");
     assert_eq!(
@@ -1733,11 +2030,14 @@ pub async fn info_counts(factory: &dyn ProviderFactory) {
     assert!(p.health().await.expect("health"));
 }
 
-/// `publish_batch` reports one result per event, in order.
+/// `publish_batch` reports one result per event, in order, and
+/// deduplicates as `publish` does, within the batch too.
 pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let mut events: Vec<Event> = (0..20).map(|n| event(&*p, "batch", "t", n)).collect();
     events[7].subject = "bad..subject".into();
+    // the same event twice in one batch, as a retried publish would send it
+    events[12] = events[3].clone();
     let results = p.publish_batch(&events).await.expect("batch");
     assert_eq!(results.len(), 20, "one result per event, failures included");
     let mut last = 0;
@@ -1746,6 +2046,12 @@ pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
             assert!(
                 matches!(r, Err(Error::InvalidSubject { .. })),
                 "bad event reported: {r:?}"
+            );
+        } else if i == 12 {
+            assert_eq!(
+                r.as_ref().ok(),
+                results[3].as_ref().ok(),
+                "a repeat inside the batch returns the first one's sequence (dedup by event id)"
             );
         } else {
             let seq = *r.as_ref().expect("good event published");
@@ -1757,7 +2063,11 @@ pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
         .history(Some(&p.category_subject("batch")), 100)
         .await
         .expect("history");
-    assert_eq!(stored.len(), 19, "every good event of the batch is stored");
+    assert_eq!(
+        stored.len(),
+        18,
+        "every good event of the batch is stored, the repeated one once"
+    );
 }
 
 /// A subscription works as a `futures::Stream`.

@@ -15,7 +15,10 @@ use std::time::Duration;
 ///
 /// Every implementation MUST hold these rules; the conformance suite
 /// (`event_core::conformance`, feature `conformance`) checks them, and a
-/// provider passes it before it is called conforming.
+/// provider passes it before it is called conforming. (The suite sees a
+/// provider from outside, on a fresh store per test: what happens across a
+/// restart, undecodable stored messages, the dedup window's bound and
+/// "without scanning" are for the provider's own tests.)
 ///
 /// **Subjects.** Events are published to `{prefix}.{category}.{topic}[...]`
 /// where `prefix` is [`subject_prefix`](Self::subject_prefix). Tokens are
@@ -63,7 +66,11 @@ use std::time::Duration;
 /// ([`Subscription::next_manual_ack`]) the caller settles every
 /// [`PendingEvent`]: `ack`, `nak` (redeliver now), `nak_with_delay`, `term`
 /// (never again), `in_progress` (restart the ack timer). An event not settled
-/// within `ack_wait` is redelivered (after the `backoff` delay if given).
+/// within `ack_wait` is redelivered; with a `backoff`, the n-th delivery
+/// waits `backoff[n-1]` instead (the last entry repeats, see
+/// [`SubscribeOptions::redelivery_delay`]). At most `max_ack_pending`
+/// deliveries await settlement at once: delivery of further events pauses
+/// at the limit and resumes when one is settled.
 /// [`ReceivedEvent::num_delivered`] counts deliveries. After `max_deliver`
 /// deliveries the event is not delivered again: its last delivery reports
 /// [`PendingEvent::is_final_delivery`], so the caller (the bus's consumer
@@ -308,6 +315,12 @@ pub trait EventProvider: Send + Sync {
 /// - Both wait until an event is available. `Ok(None)` means the subscription
 ///   is closed (by `close` or because the provider shut down) and will yield
 ///   nothing more.
+/// - Both are cancel-safe: a call dropped before it returns (a `select!`
+///   branch that lost, a `timeout`), even right after its first poll, takes
+///   no event with it; the event goes to a later call, as a first delivery,
+///   not after an ack wait. Take an event off the backend's queue only in
+///   the poll that returns it, or keep it in the subscription for the next
+///   call.
 /// - A durable removed by [`EventProvider::unsubscribe`] (or lost by the
 ///   backend) ends its live subscriptions: a waiting call returns `Ok(None)`
 ///   or `Err(Error::NotFound)`; it does not wait forever.

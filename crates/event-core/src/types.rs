@@ -331,7 +331,11 @@ impl SubscribeOptions {
     pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
     /// The delay before redelivery number `redelivery` (1-based) after an ack
-    /// timeout or a runner's nak: the backoff entry, or `ack_wait`.
+    /// timeout or a runner's nak: the backoff entry, or `ack_wait`. A
+    /// provider uses it as the ack wait of delivery number `redelivery`.
+    /// With neither set it is [`DEFAULT_ACK_WAIT`](Self::DEFAULT_ACK_WAIT),
+    /// not a provider's own configured default: resolve `ack_wait` first if
+    /// yours differs.
     pub fn redelivery_delay(&self, redelivery: u64) -> Duration {
         if self.backoff.is_empty() {
             return self.ack_wait.unwrap_or(Self::DEFAULT_ACK_WAIT);

@@ -46,6 +46,8 @@ enum Kind {
     HistoryIgnoresFilter,
     /// The oldest `limit` matches (newest first among themselves).
     HistoryOldestMatches,
+    /// Allocates `limit` slots up front: `usize::MAX` ("everything") panics.
+    HistoryPreallocatesLimit,
     // ---- publish
     DedupIgnored,
     /// The dedup key includes the subject (the contract: per stream).
@@ -61,6 +63,8 @@ enum Kind {
     MetadataDropped,
     /// `publish_batch` stops at the first failing event.
     BatchStopsAtFirstError,
+    /// `publish_batch` stores an event repeated inside the batch twice.
+    BatchStoresRepeats,
     /// A published subject that breaks the rules is rewritten and stored.
     BadSubjectsAccepted,
     /// A bad filter is widened to `>` instead of refused.
@@ -376,8 +380,19 @@ impl EventProvider for Mutant {
 
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
         let mut results = Vec::with_capacity(events.len());
+        let mut seen = std::collections::HashSet::new();
         for event in events {
-            let result = self.publish(event).await;
+            let repeat = !seen.insert(event.id.clone());
+            let result = if repeat && self.kind == Kind::BatchStoresRepeats {
+                // dedup checked against earlier batches only
+                let fresh = PublishOptions {
+                    msg_id: Some(format!("{}-again", event.id)),
+                    ..PublishOptions::default()
+                };
+                self.publish_with_options(event, &fresh).await
+            } else {
+                self.publish(event).await
+            };
             let failed = result.is_err();
             results.push(result);
             if failed && self.kind == Kind::BatchStopsAtFirstError {
@@ -465,6 +480,11 @@ impl EventProvider for Mutant {
             }
             Kind::HistoryIgnoresLimit => self.inner.history(filter, usize::MAX).await,
             Kind::HistoryIgnoresFilter => self.inner.history(None, limit).await,
+            Kind::HistoryPreallocatesLimit => {
+                let mut events = Vec::with_capacity(limit);
+                events.extend(self.inner.history(filter, limit).await?);
+                Ok(events)
+            }
             Kind::HistoryOldestMatches => {
                 let mut events = self.inner.history(filter, usize::MAX).await?;
                 Ok(events.split_off(events.len().saturating_sub(limit)))
@@ -872,6 +892,12 @@ mutant!(
     history_newest_first_with_limit_and_filter => "history(category, 4): the newest 4",
 );
 
+mutant!(
+    /// The suite catches history panicking on a `usize::MAX` limit.
+    history_preallocates_limit, Kind::HistoryPreallocatesLimit,
+    history_newest_first_with_limit_and_filter => "capacity overflow",
+);
+
 // ----------------------------------------------------------------- publish
 
 mutant!(
@@ -917,6 +943,12 @@ mutant!(
     publish_batch_reports_each_result => "one result per event, failures included",
 );
 mutant!(
+    /// The suite catches a batch publish that stores an event repeated
+    /// inside the batch.
+    batch_stores_repeats, Kind::BatchStoresRepeats,
+    publish_batch_reports_each_result => "a repeat inside the batch returns the first one's sequence",
+);
+mutant!(
     /// The suite catches invalid published subjects being accepted.
     bad_subjects_accepted, Kind::BadSubjectsAccepted,
     invalid_subjects_filters_and_names_rejected => "publish to \"\": expected Error::InvalidSubject",
@@ -950,7 +982,7 @@ mutant!(
 mutant!(
     /// The suite catches a `nak` that acks (no redelivery).
     nak_acks, Kind::NakAcks,
-    nak_redelivers => "no event within",
+    nak_redelivers => "the redelivery after nak: no event within",
 );
 mutant!(
     /// The suite catches `nak_with_delay` redelivering at once.
@@ -965,7 +997,7 @@ mutant!(
 mutant!(
     /// The suite catches a `term` that does nothing.
     term_noop, Kind::TermNoop,
-    term_never_redelivers => "expected no delivery, got event n=0 (num_delivered 2)",
+    term_never_redelivers => "a terminated event is not redelivered: expected no delivery, got event n=0 (num_delivered 2)",
 );
 mutant!(
     /// The suite catches `num_delivered` always 1.
@@ -976,12 +1008,12 @@ mutant!(
 mutant!(
     /// The suite catches `max_deliver` being ignored.
     max_deliver_ignored, Kind::MaxDeliverIgnored,
-    max_deliver_stops_and_reports_final_delivery => "expected no delivery, got event n=0 (num_delivered 4)",
+    max_deliver_stops_and_reports_final_delivery => "max_deliver 3 stops it: expected no delivery, got event n=0 (num_delivered 4)",
 );
 mutant!(
     /// The suite catches one delivery too many.
     max_deliver_off_by_one, Kind::MaxDeliverOffByOne,
-    max_deliver_stops_and_reports_final_delivery => "expected no delivery, got event n=0 (num_delivered 4)",
+    max_deliver_stops_and_reports_final_delivery => "max_deliver 3 stops it: expected no delivery, got event n=0 (num_delivered 4)",
 );
 mutant!(
     /// The suite catches `in_progress` as a no-op.
@@ -996,7 +1028,7 @@ mutant!(
 mutant!(
     /// The suite catches an unsettled delivery that is never redelivered.
     unsettled_acked_on_drop, Kind::UnsettledAckedOnDrop,
-    ack_timeout_redelivers => "no event within",
+    ack_timeout_redelivers => "the redelivery after the ack wait expired (300ms, the delivery dropped unsettled): no event within",
 );
 mutant!(
     /// The suite catches an unsettled delivery redelivered before its ack
@@ -1008,7 +1040,7 @@ mutant!(
     /// The suite catches auto-ack acknowledging before the caller sees the
     /// event (lost if the caller crashes).
     auto_ack_before_caller_sees, Kind::AutoAckBeforeCallerSees,
-    auto_ack_never_loses_unfinished_event => "no event within",
+    auto_ack_never_loses_unfinished_event => "the unfinished event 1 comes back and the new event 2 arrives: no event within",
 );
 mutant!(
     /// The suite catches auto-ack that never acknowledges.
@@ -1018,12 +1050,12 @@ mutant!(
 mutant!(
     /// The suite catches `close` not acknowledging the last event.
     close_does_not_ack, Kind::CloseDoesNotAck,
-    auto_ack_never_loses_unfinished_event => "expected no delivery, got event n=1",
+    auto_ack_never_loses_unfinished_event => "close acks the last event: expected no delivery, got event n=1",
 );
 mutant!(
     /// The suite catches fetches that lose their event when cancelled.
     not_cancel_safe, Kind::NotCancelSafe,
-    cancelled_fetches_lose_nothing => "fetches dropped mid-way",
+    cancelled_fetches_lose_nothing => "a fetch cancelled at an await must not take an event it does not return; missing (n, num_delivered): [",
 );
 
 // --------------------------------------------- subscriptions and consumers
@@ -1047,7 +1079,7 @@ mutant!(
 mutant!(
     /// The suite catches `unsubscribe` not deleting the durable.
     unsubscribe_noop, Kind::UnsubscribeNoop,
-    unsubscribe_deletes_durable => "no event within",
+    unsubscribe_deletes_durable => "a durable recreated after unsubscribe starts over: expected 3 events, got []",
 );
 mutant!(
     /// The suite catches unsubscribing a missing durable succeeding.
@@ -1057,37 +1089,37 @@ mutant!(
 mutant!(
     /// The suite catches `DeliverPolicy::Last` delivering everything.
     policy_last_as_all, Kind::PolicyLastAsAll,
-    deliver_policy_last => "expected no delivery, got event n=1",
+    deliver_policy_last => "durable subscription with DeliverPolicy::Last: after [0]: expected no delivery, got event n=1",
 );
 mutant!(
     /// The suite catches `DeliverPolicy::New` delivering stored events.
     policy_new_as_all, Kind::PolicyNewAsAll,
-    deliver_policy_new => "expected no delivery, got event n=0",
+    deliver_policy_new => "durable subscription with DeliverPolicy::New, before anything new was published: expected no delivery, got event n=0",
 );
 mutant!(
     /// The suite catches `ByStartSequence` off by one.
     policy_by_start_sequence_off_by_one, Kind::PolicyByStartSequenceOffByOne,
-    deliver_policy_by_start_sequence => "no event within",
+    deliver_policy_by_start_sequence => "subscription with DeliverPolicy::ByStartSequence: expected 3 events, got [3, 4], then no event within",
 );
 mutant!(
     /// The suite catches `ByStartTime` ignored.
     policy_by_start_time_ignored, Kind::PolicyByStartTimeIgnored,
-    deliver_policy_by_start_time => "expected no delivery, got event n=2",
+    deliver_policy_by_start_time => "subscription with DeliverPolicy::ByStartTime: after [0, 1]: expected no delivery, got event n=2",
 );
 mutant!(
     /// The suite catches `LastPerSubject` treated as `Last`.
     policy_last_per_subject_as_last, Kind::PolicyLastPerSubjectAsLast,
-    deliver_policy_last_per_subject => "no event within",
+    deliver_policy_last_per_subject => "subscription with DeliverPolicy::LastPerSubject: expected 2 events, got [4], then no event within",
 );
 mutant!(
     /// The suite catches ephemeral subscriptions ignoring the deliver policy.
     ephemeral_policy_ignored, Kind::EphemeralPolicyIgnored,
-    deliver_policy_all => "no event within",
+    deliver_policy_all => "ephemeral subscription with DeliverPolicy::All: expected 5 events, got [], then no event within",
 );
 mutant!(
     /// The suite catches `subscribe` (live) replaying stored events.
     ephemeral_new_replays, Kind::EphemeralNewReplays,
-    deliver_policy_new => "expected no delivery, got event n=0",
+    deliver_policy_new => "ephemeral subscription with DeliverPolicy::New, before anything new was published: expected no delivery, got event n=0",
 );
 mutant!(
     /// The suite catches a `>` that also matches the bare prefix.
