@@ -1873,7 +1873,12 @@ pub async fn payload_too_deep_rejected(factory: &dyn ProviderFactory) {
     p.publish(&deepest)
         .await
         .expect("a payload nested MAX_PAYLOAD_DEPTH levels deep is accepted");
-    let got = recv(&mut sub, &caps).await;
+    let got = recv(
+        &mut sub,
+        &caps,
+        "the payload nested MAX_PAYLOAD_DEPTH levels deep",
+    )
+    .await;
     assert_eq!(
         *got.event, deepest,
         "a payload nested MAX_PAYLOAD_DEPTH levels deep must read back intact"
