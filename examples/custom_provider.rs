@@ -61,8 +61,9 @@ impl EventProvider for LogProvider {
         validate_publish_subject(&event.subject, self.subject_prefix())?;
         // what JSON readers could not read back is refused by every provider
         check_payload_depth(&event.payload)?;
+        let dedup_id = options.checked_dedup_id(event)?;
         let mut log = self.lock();
-        if let Some(seq) = log.by_msg_id.get(options.dedup_id(event)) {
+        if let Some(seq) = log.by_msg_id.get(dedup_id) {
             return Ok(*seq);
         }
         let last = log.events.len() as u64;
@@ -77,8 +78,7 @@ impl EventProvider for LogProvider {
         let seq = last + 1;
         log.bytes += serde_json::to_vec(event)?.len() as u64;
         log.events.push(Arc::new(event.clone()));
-        log.by_msg_id
-            .insert(options.dedup_id(event).to_string(), seq);
+        log.by_msg_id.insert(dedup_id.to_string(), seq);
         let shared = log.events[log.events.len() - 1].clone();
         drop(log);
         // no live subscriber is fine

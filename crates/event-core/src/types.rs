@@ -288,6 +288,49 @@ impl PublishOptions {
     pub fn dedup_id<'a>(&'a self, event: &'a Event) -> &'a str {
         self.msg_id.as_deref().unwrap_or(&event.id)
     }
+
+    /// [`dedup_id`](Self::dedup_id), refused as the contract says when it
+    /// cannot serve as one: an empty id (one key shared by every publish
+    /// using it) or one with a control character (not a header value on
+    /// NATS). Providers call it before storing or sending.
+    ///
+    /// ```
+    /// use event_core::{Error, Event, PublishOptions};
+    ///
+    /// let event = Event::new("events.orders.created", "orders", "s", "src", serde_json::json!({}));
+    /// assert_eq!(PublishOptions::default().checked_dedup_id(&event)?, event.id);
+    /// let options = PublishOptions { msg_id: Some("order\n42".into()), ..Default::default() };
+    /// assert!(matches!(options.checked_dedup_id(&event), Err(Error::InvalidConfig { .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) with field
+    /// `msg_id`.
+    #[inline]
+    pub fn checked_dedup_id<'a>(&'a self, event: &'a Event) -> crate::Result<&'a str> {
+        let id = self.dedup_id(event);
+        if usable_dedup_id(id) {
+            Ok(id)
+        } else {
+            Err(crate::Error::invalid_config(
+                "msg_id",
+                format!("{id:?} must be non-empty without control characters"),
+            ))
+        }
+    }
+}
+
+/// Whether `id` can serve as a dedup id: non-empty, no control character.
+/// Printable ASCII (every generated event id) is settled in one byte pass
+/// without an early exit, which the compiler vectorises, and without
+/// decoding characters: this runs on every publish.
+#[inline]
+fn usable_dedup_id(id: &str) -> bool {
+    let printable_ascii = id
+        .bytes()
+        .fold(true, |ok, b| ok & (b.wrapping_sub(0x20) < 0x5F));
+    !id.is_empty() && (printable_ascii || !id.chars().any(char::is_control))
 }
 
 /// Options for creating a subscription (consumer).
@@ -528,5 +571,27 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(o.dedup_id(&e), "m");
+    }
+}
+
+#[cfg(test)]
+mod dedup_id_tests {
+    use super::usable_dedup_id;
+
+    #[test]
+    fn dedup_ids_are_refused_exactly_for_empty_and_control_characters() {
+        for id in ["evt-1", "order 42", "~!", "é", "注文-1", "a\u{A0}b"] {
+            assert!(usable_dedup_id(id), "{id:?} refused");
+        }
+        // C0, DEL and C1 controls, in ASCII-only and non-ASCII ids
+        for id in [
+            "", "a\tb", "\u{0}", "a\u{7F}", "é\u{1F}", "a\u{85}b", "\u{9F}",
+        ] {
+            assert!(!usable_dedup_id(id), "{id:?} accepted");
+        }
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let id = format!("x{c}");
+            assert_eq!(usable_dedup_id(&id), !c.is_control(), "{c:?}");
+        }
     }
 }

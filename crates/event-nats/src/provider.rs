@@ -190,13 +190,7 @@ impl NatsProvider {
         options: &PublishOptions,
     ) -> Result<(HeaderMap, bytes::Bytes, usize)> {
         validate_publish_subject(&event.subject, &self.inner.config.subject_prefix)?;
-        let msg_id = options.dedup_id(event);
-        if msg_id.is_empty() || msg_id.chars().any(char::is_control) {
-            return Err(Error::invalid_config(
-                "msg_id",
-                format!("{msg_id:?} must be non-empty without control characters"),
-            ));
-        }
+        let msg_id = options.checked_dedup_id(event)?;
         // decoding stops at 128 levels: deeper would be stored unreadable
         check_payload_depth(&event.payload)?;
         let payload = serde_json::to_vec(event)?;
