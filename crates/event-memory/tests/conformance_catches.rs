@@ -61,6 +61,10 @@ enum Kind {
     MetadataDropped,
     /// `publish_batch` stops at the first failing event.
     BatchStopsAtFirstError,
+    /// `publish_batch` stores a payload nested deeper than
+    /// `MAX_PAYLOAD_DEPTH` (as a pipelining path that skips the check
+    /// would), here in a form the wrapped store takes.
+    BatchSkipsDepthCheck,
     /// A published subject that breaks the rules is rewritten and stored.
     BadSubjectsAccepted,
     /// A bad filter is widened to `>` instead of refused.
@@ -377,7 +381,16 @@ impl EventProvider for Mutant {
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
         let mut results = Vec::with_capacity(events.len());
         for event in events {
-            let result = self.publish(event).await;
+            let result = match self.kind {
+                Kind::BatchSkipsDepthCheck
+                    if event_core::check_payload_depth(&event.payload).is_err() =>
+                {
+                    let mut stored = event.clone();
+                    stored.payload = serde_json::Value::String(event.payload.to_string());
+                    self.publish(&stored).await
+                }
+                _ => self.publish(event).await,
+            };
             let failed = result.is_err();
             results.push(result);
             if failed && self.kind == Kind::BatchStopsAtFirstError {
@@ -931,6 +944,11 @@ mutant!(
     /// The suite catches invalid consumer names being accepted.
     bad_consumer_names_accepted, Kind::BadConsumerNamesAccepted,
     invalid_subjects_filters_and_names_rejected => "consumer name \"\": expected Error::InvalidSubject",
+);
+mutant!(
+    /// The suite catches a batch that stores a payload nested too deep.
+    batch_skips_depth_check, Kind::BatchSkipsDepthCheck,
+    payload_too_deep_rejected => "publish_batch of a payload nested deeper than MAX_PAYLOAD_DEPTH",
 );
 mutant!(
     /// The suite catches a payload limit that is not enforced.
