@@ -6,7 +6,7 @@ use crate::subscriptions::SubState;
 use event_core::subject::{validate_category, validate_publish_subject, validate_topic};
 use event_core::{
     DlqHandler, Error, Event, EventCounts, EventEncryptor, EventProvider, EventRouter,
-    ProviderInfo, PublishOptions, Result, SchemaValidator,
+    ProviderInfo, PublishOptions, Result, SchemaValidator, check_payload_depth,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -351,6 +351,11 @@ impl EventBus {
         }
         match &hooks.encryptor {
             Some(encryptor) => {
+                // the provider's rule, checked on the plaintext it will not
+                // see: once hidden in an envelope, a payload no JSON reader
+                // can parse back would be stored and fail every decryption
+                // (whatever the encryptor; the provider's error)
+                check_payload_depth(&event.payload)?;
                 let payload = encryptor.encrypt(&event.id, &event.payload)?;
                 inner.metrics.add_encrypt(1);
                 Ok(Some(with_payload(event, payload)))

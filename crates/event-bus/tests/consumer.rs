@@ -417,6 +417,43 @@ async fn dlq_refusals_are_retried_and_the_event_is_kept_until_accepted() {
     assert_eq!((report.dead_lettered, report.terminated), (0, 0));
 }
 
+/// `dlq_attempts` counts the refusals for good alone: after an outage
+/// (transient refusals, however many) a DLQ that refuses once for good and
+/// then accepts gets the dead letter when `dlq_attempts` allows a second
+/// try (the outage's attempts used it up at once before).
+#[tokio::test]
+async fn dlq_attempts_count_only_permanent_refusals() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.refusals.store(3, Ordering::SeqCst);
+    dlq.then_permanent.store(1, Ordering::SeqCst);
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription_with_options(filter("w", "events.f.>"), opts(1, 5))
+        .await
+        .unwrap();
+    bus.publish("f", "t", "s", "src", json!(1)).await.unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Err::<(), _>("always") },
+            ConsumerConfig {
+                dlq_attempts: 2,
+                ..ConsumerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_until("the dead letter settled", || {
+        let report = consumer.report();
+        report.dead_lettered + report.dlq_failed == 1
+    })
+    .await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((report.dead_lettered, report.dlq_failed), (1, 0));
+    assert_eq!(dlq_count(&*dlq).await, 1);
+    assert_eq!(bus.metrics().snapshot().dlq_errors, 4);
+}
+
 /// Publishes straight to `provider` an event on `events.sec.bad` whose
 /// payload is an envelope under a key the test buses do not have (8; they
 /// use 7), and returns it.

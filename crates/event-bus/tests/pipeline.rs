@@ -621,3 +621,65 @@ async fn an_encryption_failure_publishes_and_routes_nothing_and_counts_once() {
     );
     assert_eq!(m.publish_latency.count, 0);
 }
+
+/// A payload nested deeper than `MAX_PAYLOAD_DEPTH` is refused at publish
+/// whether or not the bus encrypts, with the provider's error
+/// (`Serialization`), whatever the encryptor: the provider only sees the
+/// shallow envelope, and an encryptor that does not check (any custom one)
+/// would hide a payload that no JSON reader can parse back at decryption,
+/// so every reader would dead-letter it. A payload at the limit still
+/// passes and reads back.
+#[tokio::test]
+async fn a_payload_too_deep_is_refused_with_or_without_encryption() {
+    let nested = |levels: usize| {
+        let mut payload = json!({ "leaf": true });
+        for _ in 1..levels {
+            payload = json!([payload]);
+        }
+        payload
+    };
+    for encrypted in [false, true] {
+        let (bus, provider) = bus();
+        if encrypted {
+            bus.set_encryptor(Arc::new(TestEncryptor { key: 2 }));
+        }
+        let mut live = bus.subscribe("events.deep.>").await.unwrap();
+        let deepest = bus
+            .publish(
+                "deep",
+                "x",
+                "s",
+                "src",
+                nested(event_core::MAX_PAYLOAD_DEPTH),
+            )
+            .await
+            .unwrap();
+        assert_eq!(next(&mut live).await.event.payload, deepest.payload);
+        let too_deep = nested(event_core::MAX_PAYLOAD_DEPTH + 1);
+        let err = bus
+            .publish("deep", "x", "s", "src", too_deep.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Serialization(_)),
+            "encrypted: {encrypted}: {err:?}"
+        );
+        let event = Event::new("events.deep.x", "deep", "s", "src", too_deep);
+        let results = bus.publish_batch(&[event]).await.unwrap();
+        assert!(
+            matches!(results[0], Err(Error::Serialization(_))),
+            "encrypted: {encrypted}: {results:?}"
+        );
+        assert_eq!(
+            provider.info().await.unwrap().messages,
+            1,
+            "encrypted: {encrypted}"
+        );
+        let m = bus.metrics().snapshot();
+        assert_eq!(
+            (m.publish_errors, m.encrypt_total),
+            (2, u64::from(encrypted)),
+            "encrypted: {encrypted}"
+        );
+    }
+}

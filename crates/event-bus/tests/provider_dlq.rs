@@ -349,3 +349,42 @@ async fn redrive_works_on_a_provider_without_subscribe_options() {
         .collect();
     assert_eq!(is, vec![0, 1, 2]);
 }
+
+/// A dead letter nests its event's payload two levels deeper: one whose
+/// payload, so nested, passes `MAX_PAYLOAD_DEPTH` is refused by `handle`
+/// (`Serialization`, as a provider refuses it in plaintext) and nothing is
+/// stored, whatever the encryptor: the dead letter of an event at the
+/// publish limit, stored in an envelope, failed every decryption (`list`
+/// failed on it, `redrive` skipped it). One within the limit is stored and
+/// listed.
+#[tokio::test]
+async fn a_dead_letter_too_deep_to_read_back_is_refused_even_encrypted() {
+    let (_bus, provider, dlq, _enc) = setup();
+    let nested = |levels: usize| {
+        let mut payload = json!({ "leaf": true });
+        for _ in 1..levels {
+            payload = json!([payload]);
+        }
+        payload
+    };
+    let event = |levels| Event::new("events.orders.new", "orders", "s", "src", nested(levels));
+    let fits = event(event_core::MAX_PAYLOAD_DEPTH - 2);
+    dlq.handle(DeadLetterEvent::new(fits.clone(), "r"))
+        .await
+        .unwrap();
+    let err = dlq
+        .handle(DeadLetterEvent::new(
+            event(event_core::MAX_PAYLOAD_DEPTH),
+            "r",
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, event_core::Error::Serialization(_)),
+        "{err:?}"
+    );
+    assert_eq!(provider.info().await.unwrap().messages, 1);
+    let listed = dlq.list(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].event, fits);
+}

@@ -60,14 +60,21 @@ pub fn to_structured_batch(events: &[Event]) -> Result<Vec<u8>> {
 
 /// Parses a CloudEvents JSON batch; fails on the first invalid member,
 /// naming its index.
+///
+/// Each member is read as a document of its own, so a member's data may
+/// nest as deeply as in a single structured document (the batch's array
+/// does not count against the JSON reader's 128 levels): whatever a
+/// provider accepts ([`MAX_PAYLOAD_DEPTH`](event_core::MAX_PAYLOAD_DEPTH))
+/// reads back from a batch too.
 pub fn from_structured_batch(json: &[u8]) -> Result<Vec<Event>> {
-    let batch: Vec<serde_json::Value> = serde_json::from_slice(json)
+    // raw members: skipping a value is not limited in depth, reading one is
+    let batch: Vec<&serde_json::value::RawValue> = serde_json::from_slice(json)
         .map_err(|e| Error::Serialization(format!("invalid CloudEvents batch: {e}")))?;
     batch
         .into_iter()
         .enumerate()
-        .map(|(i, value)| {
-            let ce: CloudEvent = serde_json::from_value(value).map_err(|e| {
+        .map(|(i, member)| {
+            let ce: CloudEvent = serde_json::from_str(member.get()).map_err(|e| {
                 Error::Serialization(format!("invalid CloudEvent at batch index {i}: {e}"))
             })?;
             Event::try_from(ce).map_err(|e| match e {
@@ -111,6 +118,52 @@ mod tests {
         let bad = br#"[{"specversion":"1.0","id":"1","source":"s","type":"t"},
                       {"specversion":"1.0","id":"2","source":"s"}]"#;
         let err = from_structured_batch(bad).unwrap_err().to_string();
+        assert!(err.contains("batch index 1"), "{err}");
+    }
+
+    /// A payload nested as deep as a provider accepts
+    /// ([`MAX_PAYLOAD_DEPTH`](event_core::MAX_PAYLOAD_DEPTH)) comes back from
+    /// a batch as from a single document: the batch's array is not one
+    /// more level against the JSON reader's limit.
+    #[test]
+    fn batch_reads_back_the_deepest_payload_a_provider_accepts() {
+        let nested = |levels: usize| {
+            let mut payload = json!({ "leaf": true });
+            for _ in 1..levels {
+                payload = json!([payload]);
+            }
+            payload
+        };
+        let deepest = Event::new(
+            "events.a.b",
+            "a",
+            "deep",
+            "x",
+            nested(event_core::MAX_PAYLOAD_DEPTH),
+        );
+        assert_eq!(
+            from_structured(&to_structured(&deepest).unwrap()).unwrap(),
+            deepest
+        );
+        let events = vec![
+            Event::new("events.a.c", "a", "flat", "y", json!(1)),
+            deepest,
+        ];
+        let json = to_structured_batch(&events).unwrap();
+        assert_eq!(from_structured_batch(&json).unwrap(), events);
+        // a member nested past what any JSON reader reads is still an
+        // error naming it, not a stack overflow
+        let mut member =
+            String::from(r#"{"specversion":"1.0","id":"1","source":"s","type":"t","data":"#);
+        member.push_str(&"[".repeat(100_000));
+        member.push_str(&"]".repeat(100_000));
+        member.push('}');
+        let bad = format!(
+            "[{{\"specversion\":\"1.0\",\"id\":\"0\",\"source\":\"s\",\"type\":\"t\"}},{member}]"
+        );
+        let err = from_structured_batch(bad.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("batch index 1"), "{err}");
     }
 }

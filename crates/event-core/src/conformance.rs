@@ -1892,16 +1892,39 @@ pub async fn payload_too_deep_rejected(factory: &dyn ProviderFactory) {
              at publish, got {other:?}"
         ),
     }
-    match p.publish_shared(Arc::new(too_deep)).await {
+    match p.publish_shared(Arc::new(too_deep.clone())).await {
         Err(Error::Serialization(_)) => {}
         other => panic!(
             "publish_shared of a payload nested deeper than MAX_PAYLOAD_DEPTH: expected \
              Error::Serialization, got {other:?}"
         ),
     }
+    match p
+        .publish_shared_with_options(Arc::new(too_deep.clone()), &PublishOptions::default())
+        .await
+    {
+        Err(Error::Serialization(_)) => {}
+        other => panic!(
+            "publish_shared_with_options of a payload nested deeper than MAX_PAYLOAD_DEPTH: \
+             expected Error::Serialization, got {other:?}"
+        ),
+    }
+    // a batch refuses that event alone (a pipelining provider's own path)
+    let flat = event(&*p, "deep", "t", 2);
+    let results = p
+        .publish_batch(&[too_deep, flat])
+        .await
+        .expect("publish_batch");
+    match results.as_slice() {
+        [Err(Error::Serialization(_)), Ok(_)] => {}
+        other => panic!(
+            "publish_batch of a payload nested deeper than MAX_PAYLOAD_DEPTH and a flat one: \
+             expected [Err(Error::Serialization), Ok], got {other:?}"
+        ),
+    }
     assert_eq!(
         p.info().await.expect("info").messages,
-        1,
+        2,
         "the payload nested too deep must not be stored"
     );
 }

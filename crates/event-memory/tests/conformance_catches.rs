@@ -65,6 +65,10 @@ enum Kind {
     BatchStopsAtFirstError,
     /// `publish_batch` stores an event repeated inside the batch twice.
     BatchStoresRepeats,
+    /// `publish_batch` stores a payload nested deeper than
+    /// `MAX_PAYLOAD_DEPTH` (as a pipelining path that skips the check
+    /// would), here in a form the wrapped store takes.
+    BatchSkipsDepthCheck,
     /// A published subject that breaks the rules is rewritten and stored.
     BadSubjectsAccepted,
     /// A bad filter is widened to `>` instead of refused.
@@ -390,6 +394,12 @@ impl EventProvider for Mutant {
                     ..PublishOptions::default()
                 };
                 self.publish_with_options(event, &fresh).await
+            } else if self.kind == Kind::BatchSkipsDepthCheck
+                && event_core::check_payload_depth(&event.payload).is_err()
+            {
+                let mut stored = event.clone();
+                stored.payload = serde_json::Value::String(event.payload.to_string());
+                self.publish(&stored).await
             } else {
                 self.publish(event).await
             };
@@ -963,6 +973,11 @@ mutant!(
     /// The suite catches invalid consumer names being accepted.
     bad_consumer_names_accepted, Kind::BadConsumerNamesAccepted,
     invalid_subjects_filters_and_names_rejected => "consumer name \"\": expected Error::InvalidSubject",
+);
+mutant!(
+    /// The suite catches a batch that stores a payload nested too deep.
+    batch_skips_depth_check, Kind::BatchSkipsDepthCheck,
+    payload_too_deep_rejected => "publish_batch of a payload nested deeper than MAX_PAYLOAD_DEPTH",
 );
 mutant!(
     /// The suite catches a payload limit that is not enforced.

@@ -8,7 +8,8 @@
 //! idle (untimed), so the baseline never shares the machine with routing.
 //!
 //! `cargo bench -p event-routing --bench bus_publish_paired [-- ROUNDS]`
-//! (`cargo test --benches` runs two unmeasured rounds as a smoke test)
+//! (`cargo test --benches` and `cargo bench -- --test` run two unmeasured
+//! rounds as a smoke test)
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -28,9 +29,16 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    // `cargo test --benches` (CI's smoke run) passes no `--bench`: two rounds
-    // and no warm-up check that the bench still runs; `cargo bench` measures
-    let measuring = std::env::args().any(|a| a == "--bench");
+    // `cargo test --benches` (CI's smoke run) passes no `--bench`, and
+    // `cargo bench -- --test` asks for a test run as criterion reads it: two
+    // rounds and no warm-up check that the bench still runs; `cargo bench`
+    // measures; `--list` (criterion's listing) runs nothing
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        println!("bus_publish_paired: benchmark");
+        return;
+    }
+    let measuring = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
     let rounds: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

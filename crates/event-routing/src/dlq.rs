@@ -32,7 +32,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///   [`DLQ_DEAD_LETTERED_AT`](metadata::DLQ_DEAD_LETTERED_AT).
 ///
 /// `handle` returns the sink's error, so the caller keeps the original event
-/// unacknowledged. `list` returns the most recent dead letters this handler
+/// unacknowledged; an HTTP answer worth retrying (an `HttpSink`'s `503`,
+/// `429` ..., feature `http`)
+/// comes back as [`Error::Connection`]: the dead-letter endpoint is down,
+/// which a consumer runner waits out instead of giving up on the dead
+/// letter. `list` returns the most recent dead letters this handler
 /// forwarded (at most [`with_history`](Self::with_history), default 1,000);
 /// `count` is how many it forwarded in total.
 ///
@@ -99,6 +103,25 @@ impl SinkDlqHandler {
         &self.prefix
     }
 
+    /// The sink's error as `handle` returns it: an HTTP answer worth
+    /// retrying (`is_retryable`: `503`, `429` ...) says the dead-letter
+    /// endpoint is down, which is [`Error::Connection`] (transient) for the
+    /// caller, who judges a DLQ's refusal by [`Error::is_transient`] (a
+    /// consumer runner keeps offering the dead letter, where it gives up on
+    /// a refusal for good).
+    fn judged(&self, err: Error) -> Error {
+        #[cfg(feature = "http")]
+        if let Some(answer) = event_cloudevents::http::client::status_error(&err)
+            && answer.is_retryable()
+        {
+            return Error::Connection(format!(
+                "dead-letter sink `{}` is unavailable: {answer}",
+                self.sink.name()
+            ));
+        }
+        err
+    }
+
     /// The event forwarded for `dead_letter`.
     pub fn forwarded_event(&self, dead_letter: &DeadLetterEvent) -> Result<Event> {
         let original = if dead_letter.original_subject.is_empty() {
@@ -148,7 +171,10 @@ impl SinkDlqHandler {
 impl DlqHandler for SinkDlqHandler {
     async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
         let event = self.forwarded_event(&dead_letter)?;
-        self.sink.deliver(&event).await?;
+        self.sink
+            .deliver(&event)
+            .await
+            .map_err(|err| self.judged(err))?;
         self.forwarded.fetch_add(1, Ordering::Relaxed);
         if self.history > 0 {
             let mut recent = self.recent.lock();

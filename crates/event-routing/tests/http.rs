@@ -904,3 +904,63 @@ async fn retry_after_is_bounded_by_retry_after_max() {
         .expect("Retry-After ignored");
     assert_eq!(result.delivered, 1);
 }
+
+/// A consumer runner's DLQ that forwards through an `HttpSink` to an
+/// endpoint that is down (answering `503`, as a proxy with no backend
+/// does) keeps being offered the dead letter until the endpoint takes it:
+/// the answer is worth retrying, so the `SinkDlqHandler` reports it as
+/// transient (the runner judges DLQ errors by `Error::is_transient`). It
+/// was a refusal for good: after `dlq_attempts` the event was left
+/// unsettled, its deliveries exhausted, and the dead letter lost.
+#[cfg(feature = "bus")]
+#[tokio::test]
+async fn a_consumer_dead_letters_through_an_http_dlq_that_answers_503_until_it_recovers() {
+    use event_bus::{ConsumerConfig, EventBus};
+    use event_core::{ReceivedEvent, SubscribeOptions, SubscriptionFilter};
+    let (url, received) = server(vec![503, 503, 503, 503]).await;
+    let dlq = event_routing::SinkDlqHandler::new(
+        Arc::new(HttpSink::new("dlq-endpoint", url).unwrap()),
+        "events.dlq",
+    )
+    .unwrap();
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_dlq_handler(Arc::new(dlq));
+    bus.update_subscription_with_options(
+        SubscriptionFilter {
+            subscriber_id: "w".into(),
+            subjects: vec!["events.orders.>".into()],
+            durable: true,
+        },
+        SubscribeOptions {
+            max_deliver: Some(1),
+            ack_wait: Some(Duration::from_secs(5)),
+            ..SubscribeOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    bus.publish_event(&order()).await.unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Err::<(), _>("always") },
+            ConsumerConfig {
+                dlq_attempts: 2,
+                ..ConsumerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let report = consumer.report();
+        if report.dead_lettered + report.dlq_failed > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{report:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((report.dead_lettered, report.dlq_failed), (1, 0));
+    assert_eq!(received.requests.lock().len(), 5);
+}

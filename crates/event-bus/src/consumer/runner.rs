@@ -548,8 +548,9 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
     // a DLQ that is down (a transient error) is waited for as long as the
     // runner runs (until the shutdown deadline aborts this task): the
     // event's deliveries are exhausted, so giving up would lose it; a
-    // permanent refusal (or a panic) is tried `dlq_attempts` times
-    let mut attempt = 0;
+    // permanent refusal (or a panic) is tried `dlq_attempts` times: only
+    // those count towards it, not the attempts an outage took
+    let (mut attempt, mut refused_for_good) = (0u64, 0u32);
     loop {
         attempt += 1;
         match offer_dead_letter(&*dlq, dead.clone()).await {
@@ -567,8 +568,11 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
                     error = %err,
                     "DLQ handler refused a dead letter"
                 );
-                if !err.is_transient() && attempt >= shared.config.dlq_attempts {
-                    break;
+                if !err.is_transient() {
+                    refused_for_good += 1;
+                    if refused_for_good >= shared.config.dlq_attempts {
+                        break;
+                    }
                 }
                 let _ = pending.in_progress().await;
                 tokio::time::sleep(pause).await;

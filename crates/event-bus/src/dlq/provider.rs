@@ -3,8 +3,8 @@ use crate::naming::durable_consumer_name;
 use async_trait::async_trait;
 use event_core::subject::validate_category;
 use event_core::{
-    DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventProvider, PublishOptions,
-    Result, SubscribeOptions,
+    DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventProvider, MAX_PAYLOAD_DEPTH,
+    PublishOptions, Result, SubscribeOptions, check_payload_depth,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,13 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// dead-letters). Give the handler an encryptor
 /// ([`with_encryptor`](Self::with_encryptor), normally the bus's) so they are
 /// stored encrypted, bound to the dead letter's own id.
+///
+/// The dead letter nests the event's payload two levels deeper, so the
+/// dead letter of an event whose payload nests more than
+/// [`MAX_PAYLOAD_DEPTH`]` - 2` levels deep is refused
+/// ([`Error::Serialization`], encrypted or not, as a provider refuses a
+/// payload it could not read back; a consumer runner then leaves the event
+/// unsettled and counts it).
 ///
 /// [`redrive`](Self::redrive) republishes dead-lettered events to their
 /// original subjects through a bus.
@@ -144,6 +151,17 @@ impl ProviderDlqHandler {
 
     fn encode_event(&self, dead: &DeadLetterEvent) -> Result<Event> {
         let payload = serde_json::to_value(dead)?;
+        // the event's payload is two levels deeper here: the provider's
+        // rule, checked before an encryptor hides it in an envelope that
+        // no decryption could parse back
+        check_payload_depth(&payload).map_err(|_| {
+            Error::Serialization(format!(
+                "dead letter of event {}: its payload, two levels deeper in a dead letter, \
+                 nests more than {MAX_PAYLOAD_DEPTH} levels deep there, which could not be \
+                 read back",
+                dead.event.id
+            ))
+        })?;
         let mut event = Event::typed(
             self.subject_for(&dead.event.category),
             self.category.clone(),

@@ -83,6 +83,8 @@ pub struct FlakyDlq {
     /// Refuse with a permanent error (a conflict) instead of a transient
     /// one (the DLQ's backend down).
     pub permanent: AtomicBool,
+    /// Permanent refusals (a conflict) once `refusals` are used up.
+    pub then_permanent: AtomicUsize,
     pub stored: Mutex<Vec<DeadLetterEvent>>,
 }
 
@@ -101,6 +103,16 @@ impl DlqHandler for FlakyDlq {
                 });
             }
             return Err(Error::Connection("dlq down".into()));
+        }
+        if self
+            .then_permanent
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::Conflict {
+                resource: "dlq".into(),
+                reason: "refused for good".into(),
+            });
         }
         self.stored.lock().unwrap().insert(0, dead_letter);
         Ok(())
