@@ -312,7 +312,8 @@ async fn run_loop(
         shared.stats.aborted.fetch_add(left, Ordering::Relaxed);
         tracing::warn!(
             in_flight = left,
-            "shutdown deadline reached; aborting handlers (their events will be redelivered)"
+            "shutdown deadline reached; aborting handlers and dead letters in progress (their \
+             events are redelivered unless it was their final delivery, which is then lost)"
         );
         tasks.shutdown().await;
     }
