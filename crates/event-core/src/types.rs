@@ -158,7 +158,7 @@ pub const MAX_PAYLOAD_DEPTH: usize = 126;
 /// ```
 ///
 /// # Errors
-/// [`Error::Serialization`] naming the limit.
+/// [`Error::Serialization`](crate::Error::Serialization) naming the limit.
 pub fn check_payload_depth(payload: &serde_json::Value) -> crate::Result<()> {
     /// Whether `value`, found at nesting level `level`, keeps within the limit.
     fn within(value: &serde_json::Value, level: usize) -> bool {
