@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use event_core::subject::{SubjectPattern, validate_consumer_name, validate_publish_subject};
 use event_core::{
     Error, Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions,
-    Subscription, check_payload_depth, now_millis,
+    Subscription, now_millis,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -161,16 +161,16 @@ impl MemoryProvider {
         Ok(out)
     }
 
-    /// Validates the subject, the dedup id and the encoded size (with an
-    /// explicit dedup id's length); returns the event's encoded size.
+    /// Validates the subject, the dedup id, the payload's depth and the
+    /// encoded size (with an explicit dedup id's length); returns the
+    /// event's encoded size.
     fn admit(&self, event: &Event, options: &PublishOptions) -> Result<usize> {
         validate_publish_subject(&event.subject, &self.shared.config.subject_prefix)?;
         // as on JetStream (a message id is a header value): an empty id
         // would otherwise be one dedup key shared by every publish using it
         options.checked_dedup_id(event)?;
-        // the same rule as on every provider: what JSON readers (NATS, a
-        // dead letter's reader) could not read back is refused here too
-        check_payload_depth(&event.payload)?;
+        // also refuses, as every provider does, a payload nested deeper
+        // than JSON readers (NATS, a dead letter's reader) could read back
         let size = encoded_len(event)?;
         // an explicit dedup id is kept beside the event for the whole dedup
         // window, so it counts towards the limit (as the `Nats-Msg-Id`

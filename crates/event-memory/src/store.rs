@@ -1,7 +1,7 @@
 //! The event log: a bounded ring with O(1) append and eviction, and the
 //! dedup window.
 
-use event_core::{Error, Event, Result, SubjectPattern};
+use event_core::{Error, Event, MAX_PAYLOAD_DEPTH, Result, SubjectPattern, check_payload_depth};
 use parking_lot::Mutex;
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
@@ -481,7 +481,9 @@ impl Store {
 
 /// Exact size of `event` encoded as JSON by serde_json, computed without
 /// encoding it: the fixed shape is counted directly, only the payload goes
-/// through the serializer (into a byte counter).
+/// through the serializer (into a byte counter). A payload nested deeper
+/// than [`MAX_PAYLOAD_DEPTH`] is refused as [`check_payload_depth`] refuses
+/// it.
 pub(crate) fn encoded_len(event: &Event) -> Result<usize> {
     const FIXED: usize = r#"{"id":,"subject":,"category":,"eventType":,"version":,"payload":,"summary":,"source":,"timestamp":,"metadata":{}}"#.len();
     let mut n = FIXED;
@@ -496,7 +498,12 @@ pub(crate) fn encoded_len(event: &Event) -> Result<usize> {
         n += json_str_len(s);
     }
     n += decimal_digits(u64::from(event.version)) + decimal_digits(event.timestamp);
-    n += payload_len(&event.payload)?;
+    // the walk that sizes the payload also keeps to the depth every
+    // provider enforces; the shared check then words the refusal
+    n += match payload_len(&event.payload, 0)? {
+        Some(len) => len,
+        None => return check_payload_depth(&event.payload).map(|()| 0),
+    };
     for (k, v) in &event.metadata {
         n += json_str_len(k) + 1 + json_str_len(v);
     }
@@ -576,28 +583,42 @@ fn decimal_digits(v: u64) -> usize {
     v.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
-/// Exact serde_json length of a JSON value (compact form), by walking it.
-fn payload_len(payload: &serde_json::Value) -> Result<usize> {
+/// Exact serde_json length of a JSON value (compact form), by walking it;
+/// `None` once arrays and objects nest deeper than [`MAX_PAYLOAD_DEPTH`]
+/// (`level` is the value's own nesting level, 0 at the payload's root), so
+/// the walk never recurses past that limit.
+fn payload_len(payload: &serde_json::Value, level: usize) -> Result<Option<usize>> {
     use serde_json::Value;
+    let container = |len: usize| (level < MAX_PAYLOAD_DEPTH).then_some(len);
     Ok(match payload {
-        Value::Null => 4,
-        Value::Bool(true) => 4,
-        Value::Bool(false) => 5,
-        Value::Number(n) => number_len(n)?,
-        Value::String(s) => json_str_len(s),
+        Value::Null => Some(4),
+        Value::Bool(true) => Some(4),
+        Value::Bool(false) => Some(5),
+        Value::Number(n) => Some(number_len(n)?),
+        Value::String(s) => Some(json_str_len(s)),
         Value::Array(items) => {
-            let mut n = 2 + items.len().saturating_sub(1);
+            let Some(mut n) = container(2 + items.len().saturating_sub(1)) else {
+                return Ok(None);
+            };
             for item in items {
-                n += payload_len(item)?;
+                let Some(len) = payload_len(item, level + 1)? else {
+                    return Ok(None);
+                };
+                n += len;
             }
-            n
+            Some(n)
         }
         Value::Object(map) => {
-            let mut n = 2 + map.len().saturating_sub(1);
+            let Some(mut n) = container(2 + map.len().saturating_sub(1)) else {
+                return Ok(None);
+            };
             for (k, v) in map {
-                n += json_str_len(k) + 1 + payload_len(v)?;
+                let Some(len) = payload_len(v, level + 1)? else {
+                    return Ok(None);
+                };
+                n += json_str_len(k) + 1 + len;
             }
-            n
+            Some(n)
         }
     })
 }
