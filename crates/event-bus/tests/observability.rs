@@ -391,3 +391,57 @@ async fn warnings_about_a_delivery_name_the_event_at_info_level() {
         "{context}"
     );
 }
+
+/// A warning from a consumer runner's fetch loop (here: its subscription
+/// lagged) names the managed subscriber and the subject it consumes, so an
+/// operator running several consumers can tell which one it is about.
+#[tokio::test(flavor = "current_thread")]
+async fn consumer_loop_warnings_name_the_subscriber_and_subject() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider = MemoryProvider::new(event_memory::MemoryConfig {
+        subject_prefix: "events".into(),
+        max_events: 5,
+        channel_capacity: 4,
+    })
+    .unwrap();
+    let bus = EventBus::new(provider);
+    bus.update_subscription(SubscriptionFilter {
+        subscriber_id: "slow-reader".into(),
+        subjects: vec!["events.ticks.>".into()],
+        durable: false,
+    })
+    .await
+    .unwrap();
+    let consumer = bus
+        .consume(
+            "slow-reader",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    // the runner's loop does not run before the test task yields: it lags
+    for i in 0..20 {
+        bus.publish("ticks", "t", "s", "src", json!(i))
+            .await
+            .unwrap();
+    }
+    let start = Instant::now();
+    while bus.metrics().snapshot().lagged == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no lag");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    consumer.shutdown(Duration::from_secs(1)).await;
+    let lines = capture.lines();
+    let lagged: Vec<_> = lines
+        .iter()
+        .filter(|l| l.level == Level::WARN && l.fields.contains("lagged"))
+        .collect();
+    assert_eq!(lagged.len(), 1, "{lines:#?}");
+    let context = lagged[0].context();
+    assert!(
+        context.contains("slow-reader") && context.contains("events.ticks.>"),
+        "the lag warning does not say which consumer lagged: {context}"
+    );
+}

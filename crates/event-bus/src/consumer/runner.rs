@@ -185,6 +185,19 @@ impl EventBus {
         config.validate()?;
         let (record, subs) = self.open_subscriber(subscriber_id).await?;
         let options = record.options.clone().unwrap_or_default();
+        // one subscription per subject, in the record's order
+        let subs = subs
+            .into_iter()
+            .zip(&record.filter.subjects)
+            .map(|(sub, subject)| {
+                let span = tracing::info_span!(
+                    "a3s_event.consumer",
+                    subscriber = %record.filter.subscriber_id,
+                    subject = %subject,
+                );
+                (sub, span)
+            })
+            .collect();
         Ok(self.start(subs, options, Arc::new(handler), config))
     }
 
@@ -201,12 +214,15 @@ impl EventBus {
     ) -> Result<ConsumerHandle> {
         config.validate()?;
         let sub = self.wrap_subscription(subscription);
-        Ok(self.start(vec![sub], options, Arc::new(handler), config))
+        let span = tracing::info_span!("a3s_event.consumer");
+        Ok(self.start(vec![(sub, span)], options, Arc::new(handler), config))
     }
 
+    /// Runs one loop per subscription, each in its span (the logs of the
+    /// loop and of the deliveries it starts carry the span's fields).
     fn start(
         &self,
-        subs: Vec<Box<dyn Subscription>>,
+        subs: Vec<(Box<dyn Subscription>, tracing::Span)>,
         options: SubscribeOptions,
         handler: Arc<dyn Handler>,
         config: ConsumerConfig,
@@ -223,7 +239,9 @@ impl EventBus {
         });
         let loops = subs
             .into_iter()
-            .map(|sub| tokio::spawn(run_loop(shared.clone(), sub, stop.subscribe())))
+            .map(|(sub, span)| {
+                tokio::spawn(run_loop(shared.clone(), sub, stop.subscribe()).instrument(span))
+            })
             .collect();
         ConsumerHandle {
             stop,
@@ -334,7 +352,13 @@ fn spawn_process(
         sequence = pending.received.sequence,
         attempt = pending.received.num_delivered,
     );
-    tasks.spawn(process(shared.clone(), pending, permit).instrument(span));
+    // the delivery's span (debug) is a child of the loop's; the loop's is
+    // kept when the delivery's is disabled
+    tasks.spawn(
+        process(shared.clone(), pending, permit)
+            .instrument(span)
+            .in_current_span(),
+    );
 }
 
 /// A delivery fetched before a stop request that has not started. It is
