@@ -157,3 +157,76 @@ async fn every_outcome_is_counted_once_in_its_counter() {
         }
     );
 }
+
+/// Quantiles at the extremes, against the exact nearest-rank value (rank
+/// `ceil(q * n)`, computed in integers): a single sample, zeros, the largest
+/// duration, and no sample at all.
+#[test]
+fn latency_quantiles_at_the_extremes() {
+    use event_bus::metrics::LatencyHistogram;
+    let exact = |sorted: &[u64], num: u64, den: u64| -> u64 {
+        let n = sorted.len() as u64;
+        let rank = (num * n).div_ceil(den).max(1);
+        sorted[usize::try_from(rank - 1).unwrap()]
+    };
+    let within = |got: u64, want: u64| got >= want && got - want <= want / 16;
+    let cases: Vec<Vec<u64>> = vec![
+        vec![0],
+        vec![u64::MAX],
+        vec![1_234_567],
+        vec![0; 100],
+        vec![u64::MAX; 3],
+        [vec![0; 99], vec![u64::MAX]].concat(),
+        [vec![1_000; 63], vec![1_000_000_000; 7]].concat(),
+        (0..=1000).collect(),
+    ];
+    for mut values in cases {
+        let h = LatencyHistogram::new();
+        for v in &values {
+            h.record_nanos(*v);
+        }
+        values.sort_unstable();
+        let s = h.summary();
+        assert_eq!(s.count, values.len() as u64);
+        assert_eq!(s.max_ns, *values.last().unwrap());
+        for (got, num, den) in [(s.p50_ns, 1, 2), (s.p90_ns, 9, 10), (s.p99_ns, 99, 100)] {
+            let want = exact(&values, num, den);
+            assert!(within(got, want), "q {num}/{den}: {got} vs {want}");
+        }
+        if values.len() == 1 {
+            // one sample: every quantile is that sample, exactly
+            assert_eq!((s.p50_ns, s.p99_ns), (values[0], values[0]));
+        }
+    }
+    let empty = LatencyHistogram::new().summary();
+    assert_eq!(
+        (empty.count, empty.p50_ns, empty.p99_ns, empty.mean_ns()),
+        (0, 0, 0, 0)
+    );
+}
+
+/// The exposition at extreme values still parses as Prometheus does:
+/// plain decimal numbers (no exponent), NaN only for quantiles without
+/// observations, one sample per series.
+#[test]
+fn prometheus_text_at_extreme_values() {
+    use event_bus::metrics::EventMetrics;
+    let m = EventMetrics::new();
+    m.add_lagged(u64::MAX);
+    m.record_publish(Duration::MAX);
+    m.record_publish(Duration::ZERO);
+    let text = m.snapshot().to_prometheus();
+    let mut series = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(series.insert(name.to_string()), "repeated: {line}");
+        assert!(
+            !value.contains(['e', 'E']) || value == "NaN",
+            "exponent in {line}"
+        );
+        let parsed: f64 = value.parse().unwrap();
+        assert!(parsed.is_finite() && parsed >= 0.0, "{line}");
+    }
+    assert!(text.contains("a3s_event_lagged_total 18446744073709551615\n"));
+    assert!(text.contains("a3s_event_publish_latency_seconds_count 2\n"));
+}
