@@ -394,3 +394,50 @@ fn five_field_cron_has_crontab_day_of_week_semantics() {
         );
     }
 }
+
+/// A gauge with no value yet (NaN, as Prometheus clients report an empty
+/// summary's quantiles) or an infinite one reads back from the emitted
+/// event as it was: JSON has no such numbers, so they must not turn into a
+/// `null` that no `MetricSample` can be read from.
+#[test]
+fn non_finite_samples_read_back_from_the_event() {
+    struct NonFinite;
+    #[async_trait]
+    impl MetricsSource for NonFinite {
+        fn name(&self) -> &str {
+            "non-finite"
+        }
+        async fn collect(&self) -> Result<Vec<MetricSample>> {
+            Ok(Vec::new())
+        }
+    }
+    let poller = MetricsPoller::new(
+        Arc::new(NonFinite),
+        Schedule::every(Duration::from_secs(1)).unwrap(),
+        "events.metrics.gauges",
+    )
+    .unwrap();
+    let samples = vec![
+        MetricSample::new("p99", f64::NAN),
+        MetricSample::new("up", f64::INFINITY),
+        MetricSample::new("down", f64::NEG_INFINITY),
+        MetricSample::new("cpu", 0.5),
+    ];
+    let event = poller.event(&samples);
+    // as a consumer reads it, after the event went through a provider
+    let stored: event_core::Event =
+        serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
+    let back: Vec<MetricSample> =
+        serde_json::from_value(stored.payload["samples"].clone()).unwrap();
+    assert_eq!(back.len(), 4);
+    assert!(back[0].value.is_nan());
+    assert_eq!(back[1].value, f64::INFINITY);
+    assert_eq!(back[2].value, f64::NEG_INFINITY);
+    assert_eq!(back[3], samples[3]);
+    // written by earlier versions: `null`; integers; anything else refused
+    let old: MetricSample = serde_json::from_value(json!({"name": "p99", "value": null})).unwrap();
+    assert!(old.value.is_nan());
+    let int: MetricSample = serde_json::from_value(json!({"name": "n", "value": 3})).unwrap();
+    assert_eq!(int.value, 3.0);
+    assert!(serde_json::from_value::<MetricSample>(json!({"name": "n", "value": "lots"})).is_err());
+}

@@ -40,6 +40,14 @@
 //! Undecryptable and undecodable deliveries are dead-lettered by the bus
 //! subscription itself (see [`BusSubscription`](crate::BusSubscription)).
 //!
+//! Tracing: each subscription's loop runs in an `INFO` span
+//! `a3s_event.consumer` (`subscriber`, `subject`; no fields for
+//! [`consume_subscription`](crate::EventBus::consume_subscription)), each
+//! delivery in a `DEBUG` span `a3s_event.consume` (`event_id`, `sequence`,
+//! `attempt`) inside it. Warnings and errors about one delivery name its
+//! event id, subject and sequence themselves, so they read the same with
+//! the `DEBUG` span filtered out.
+//!
 //! [`ConsumerHandle::shutdown`] stops fetching, waits for in-flight handlers
 //! up to a deadline and aborts the rest; an aborted delivery is unsettled,
 //! so the provider redelivers it (unless it was the event's final delivery

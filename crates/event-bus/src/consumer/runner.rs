@@ -185,6 +185,19 @@ impl EventBus {
         config.validate()?;
         let (record, subs) = self.open_subscriber(subscriber_id).await?;
         let options = record.options.clone().unwrap_or_default();
+        // one subscription per subject, in the record's order
+        let subs = subs
+            .into_iter()
+            .zip(&record.filter.subjects)
+            .map(|(sub, subject)| {
+                let span = tracing::info_span!(
+                    "a3s_event.consumer",
+                    subscriber = %record.filter.subscriber_id,
+                    subject = %subject,
+                );
+                (sub, span)
+            })
+            .collect();
         Ok(self.start(subs, options, Arc::new(handler), config))
     }
 
@@ -201,12 +214,15 @@ impl EventBus {
     ) -> Result<ConsumerHandle> {
         config.validate()?;
         let sub = self.wrap_subscription(subscription);
-        Ok(self.start(vec![sub], options, Arc::new(handler), config))
+        let span = tracing::info_span!("a3s_event.consumer");
+        Ok(self.start(vec![(sub, span)], options, Arc::new(handler), config))
     }
 
+    /// Runs one loop per subscription, each in its span (the logs of the
+    /// loop and of the deliveries it starts carry the span's fields).
     fn start(
         &self,
-        subs: Vec<Box<dyn Subscription>>,
+        subs: Vec<(Box<dyn Subscription>, tracing::Span)>,
         options: SubscribeOptions,
         handler: Arc<dyn Handler>,
         config: ConsumerConfig,
@@ -223,7 +239,9 @@ impl EventBus {
         });
         let loops = subs
             .into_iter()
-            .map(|sub| tokio::spawn(run_loop(shared.clone(), sub, stop.subscribe())))
+            .map(|(sub, span)| {
+                tokio::spawn(run_loop(shared.clone(), sub, stop.subscribe()).instrument(span))
+            })
             .collect();
         ConsumerHandle {
             stop,
@@ -334,7 +352,13 @@ fn spawn_process(
         sequence = pending.received.sequence,
         attempt = pending.received.num_delivered,
     );
-    tasks.spawn(process(shared.clone(), pending, permit).instrument(span));
+    // the delivery's span (debug) is a child of the loop's; the loop's is
+    // kept when the delivery's is disabled
+    tasks.spawn(
+        process(shared.clone(), pending, permit)
+            .instrument(span)
+            .in_current_span(),
+    );
 }
 
 /// A delivery fetched before a stop request that has not started. It is
@@ -353,7 +377,8 @@ async fn unstarted_at_stop(
             event_id = %pending.received.event.id,
             "shutdown: handing back a delivery that had not started"
         );
-        settle(shared, pending.nak().await, "nak");
+        let (event, sequence) = delivery(&pending);
+        settle(shared, &event, sequence, pending.nak().await, "nak");
         bump(&shared.stats.released);
         return None;
     }
@@ -365,6 +390,8 @@ async fn unstarted_at_stop(
         bump(&shared.stats.aborted);
         tracing::warn!(
             event_id = %pending.received.event.id,
+            subject = %pending.received.event.subject,
+            sequence = pending.received.sequence,
             attempt = pending.received.num_delivered,
             "shutdown deadline reached before the final delivery of an event could start; it is not redelivered"
         );
@@ -497,7 +524,8 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
             shared.bus.metrics.add_handled(1);
             // a failed ack is a settle error, not an ack: the provider
             // redelivers the event, and that delivery is counted then
-            if settle(&shared, pending.ack().await, "ack") {
+            let (event, sequence) = delivery(&pending);
+            if settle(&shared, &event, sequence, pending.ack().await, "ack") {
                 bump(&shared.stats.acked);
             }
         }
@@ -520,7 +548,14 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
                     "handler failed; retrying"
                 );
                 let delay = nak_delay(&shared.options, &pending, attempt);
-                settle(&shared, pending.nak_with_delay(delay).await, "nak");
+                let (event, sequence) = delivery(&pending);
+                settle(
+                    &shared,
+                    &event,
+                    sequence,
+                    pending.nak_with_delay(delay).await,
+                    "nak",
+                );
                 bump(&shared.stats.retried);
                 shared.bus.metrics.add_redelivery(1);
             }
@@ -537,11 +572,13 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
         tracing::error!(
             event_id = %received.event.id,
             subject = %received.event.subject,
+            sequence = received.sequence,
             attempts = received.num_delivered,
             reason = %dead.reason,
             "event exhausted its deliveries and no DLQ handler is set; terminating it"
         );
-        settle(shared, pending.term().await, "term");
+        let (event, sequence) = delivery(&pending);
+        settle(shared, &event, sequence, pending.term().await, "term");
         bump(&shared.stats.terminated);
         return;
     };
@@ -557,7 +594,8 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
         match offer_dead_letter(&*dlq, dead.clone()).await {
             Ok(()) => {
                 shared.bus.metrics.add_dlq(1);
-                settle(shared, pending.term().await, "term");
+                let (event, sequence) = delivery(&pending);
+                settle(shared, &event, sequence, pending.term().await, "term");
                 bump(&shared.stats.dead_lettered);
                 return;
             }
@@ -565,6 +603,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
                 shared.bus.metrics.add_dlq_error(1);
                 tracing::warn!(
                     event_id = %dead.event.id,
+                    sequence = pending.received.sequence,
                     attempt,
                     error = %err,
                     "DLQ handler refused a dead letter"
@@ -583,18 +622,36 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
     }
     tracing::error!(
         event_id = %dead.event.id,
+        subject = %dead.event.subject,
+        sequence = pending.received.sequence,
         "DLQ handler kept refusing a dead letter; leaving the event unsettled"
     );
     bump(&shared.stats.dlq_failed);
 }
 
-/// Counts and logs a failed settlement; true when it succeeded.
-fn settle(shared: &Shared, result: Result<()>, what: &str) -> bool {
+/// The event and sequence of a delivery, kept to name it in the log once
+/// settling has consumed the delivery.
+fn delivery(pending: &PendingEvent) -> (Arc<Event>, u64) {
+    (
+        Arc::clone(&pending.received.event),
+        pending.received.sequence,
+    )
+}
+
+/// Counts and logs a failed settlement of `event` (delivered at
+/// `sequence`); true when it succeeded.
+fn settle(shared: &Shared, event: &Event, sequence: u64, result: Result<()>, what: &str) -> bool {
     match result {
         Ok(()) => true,
         Err(err) => {
             bump(&shared.stats.settle_errors);
-            tracing::warn!(error = %err, "{what} failed");
+            tracing::warn!(
+                event_id = %event.id,
+                subject = %event.subject,
+                sequence,
+                error = %err,
+                "{what} failed"
+            );
             false
         }
     }

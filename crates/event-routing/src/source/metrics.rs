@@ -14,7 +14,10 @@ use std::sync::Arc;
 pub struct MetricSample {
     /// Metric name (`http_requests_in_flight`).
     pub name: String,
-    /// Current value.
+    /// Current value. JSON has no NaN or infinities: those are written as
+    /// the strings `"NaN"`, `"+Inf"` and `"-Inf"` (as Prometheus writes
+    /// them) and read back; a `null` reads as NaN.
+    #[serde(with = "sample_value")]
     pub value: f64,
     /// Labels (`{"route": "/orders"}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -36,6 +39,46 @@ impl MetricSample {
     pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
+    }
+}
+
+/// [`MetricSample::value`] in JSON: a number when finite, else `"NaN"`,
+/// `"+Inf"` or `"-Inf"` (serde_json would write `null`, which no `f64`
+/// reads back).
+mod sample_value {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_nan() {
+            serializer.serialize_str("NaN")
+        } else if value.is_infinite() {
+            serializer.serialize_str(if *value > 0.0 { "+Inf" } else { "-Inf" })
+        } else {
+            serializer.serialize_f64(*value)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(f64),
+        Text(String),
+        Null(()),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(deserializer)? {
+            Repr::Number(n) => Ok(n),
+            Repr::Null(()) => Ok(f64::NAN),
+            Repr::Text(text) => match text.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "+Inf" | "Inf" => Ok(f64::INFINITY),
+                "-Inf" => Ok(f64::NEG_INFINITY),
+                other => Err(D::Error::custom(format!(
+                    "expected a number, \"NaN\", \"+Inf\" or \"-Inf\", got {other:?}"
+                ))),
+            },
+        }
     }
 }
 

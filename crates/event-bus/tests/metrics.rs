@@ -1,0 +1,232 @@
+//! The bus's metrics as an operator reads them: each outcome of the
+//! publish pipeline and of a consumer runner is counted once, in its counter.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{CollectRouter, FlakyDlq, RequireField, TestEncryptor};
+use event_bus::metrics::MetricsSnapshot;
+use event_bus::{ConsumerConfig, EventBus};
+use event_core::{
+    BoxError, DlqHandler, Event, ReceivedEvent, SubscribeOptions, SubscriptionFilter,
+};
+use event_memory::MemoryProvider;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+async fn wait_for_dead_letters(dlq: &dyn DlqHandler, n: usize) {
+    let start = Instant::now();
+    while dlq.count().await.unwrap() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {n} dead letters"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Each outcome of the pipeline and of a consumer runner lands in its
+/// counter exactly once, and in no other: the whole snapshot is compared.
+#[tokio::test(flavor = "current_thread")]
+async fn every_outcome_is_counted_once_in_its_counter() {
+    let bus = EventBus::new(MemoryProvider::default())
+        .with_schema_registry(Arc::new(RequireField("must")));
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 1 }));
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.refusals.store(1, Ordering::SeqCst); // one transient refusal
+    bus.set_dlq_handler(dlq.clone());
+
+    // publish: ok, bad category, bad subject, schema, router refusal
+    bus.publish("ok", "a", "s", "src", json!({"n": 1}))
+        .await
+        .unwrap();
+    bus.publish("", "a", "s", "src", json!(1))
+        .await
+        .unwrap_err();
+    let bad = Event::new("nope.x.y", "x", "s", "src", json!(1));
+    bus.publish_event(&bad).await.unwrap_err();
+    bus.publish_typed("ok", "a", "t", 1, "s", "src", json!({}))
+        .await
+        .unwrap_err();
+    router.refuse.store(true, Ordering::SeqCst);
+    bus.publish("ok", "a", "s", "src", json!(1))
+        .await
+        .unwrap_err();
+    router.refuse.store(false, Ordering::SeqCst);
+    // batch: ok, bad subject, schema failure
+    let batch = [
+        Event::new("events.ok.b", "ok", "s", "src", json!(2)),
+        bad.clone(),
+        Event::typed("events.ok.b", "ok", "t", 1, "s", "src", json!({})),
+    ];
+    let results = bus.publish_batch(&batch).await.unwrap();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    // reading decrypts the three stored events
+    assert_eq!(bus.list_events(Some("ok"), 10).await.unwrap().len(), 3);
+
+    let expected_publish = MetricsSnapshot {
+        publish_total: 2,
+        publish_errors: 6,
+        validation_errors: 5,
+        router_errors: 1,
+        encrypt_total: 3,
+        decrypt_total: 3,
+        ..Default::default()
+    };
+    let m = bus.metrics().snapshot();
+    assert_eq!(m.publish_latency.count, 2);
+    assert_eq!(
+        MetricsSnapshot {
+            publish_latency: Default::default(),
+            ..m
+        },
+        expected_publish
+    );
+
+    // a consumer: "retry" fails once then succeeds; "dead" fails twice and
+    // goes to the DLQ, which refuses once (transient) then takes it
+    bus.update_subscription_with_options(
+        SubscriptionFilter {
+            subscriber_id: "w".into(),
+            subjects: vec!["events.jobs.>".into()],
+            durable: true,
+        },
+        SubscribeOptions {
+            max_deliver: Some(2),
+            backoff: vec![Duration::from_millis(5)],
+            ack_wait: Some(Duration::from_secs(5)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    bus.publish("jobs", "retry", "s", "src", json!({"fail": 1}))
+        .await
+        .unwrap();
+    bus.publish("jobs", "dead", "s", "src", json!({"fail": 9}))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |r: ReceivedEvent| async move {
+                if r.num_delivered <= r.event.payload["fail"].as_u64().unwrap() {
+                    Err::<(), BoxError>("failed".into())
+                } else {
+                    Ok(())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_for_dead_letters(&*dlq, 1).await;
+    let start = Instant::now();
+    while consumer.report().acked < 1 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (report.acked, report.retried, report.dead_lettered),
+        (1, 2, 1)
+    );
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        MetricsSnapshot {
+            publish_latency: Default::default(),
+            ..m
+        },
+        MetricsSnapshot {
+            publish_total: 4,
+            encrypt_total: 5,
+            // 3 listed, then 4 deliveries
+            decrypt_total: 7,
+            subscribe_total: 1,
+            handled_total: 1,
+            handler_errors: 3,
+            redeliveries: 2,
+            dlq_total: 1,
+            dlq_errors: 1,
+            ..expected_publish
+        }
+    );
+}
+
+/// Quantiles at the extremes, against the exact nearest-rank value (rank
+/// `ceil(q * n)`, computed in integers): a single sample, zeros, the largest
+/// duration, and no sample at all.
+#[test]
+fn latency_quantiles_at_the_extremes() {
+    use event_bus::metrics::LatencyHistogram;
+    let exact = |sorted: &[u64], num: u64, den: u64| -> u64 {
+        let n = sorted.len() as u64;
+        let rank = (num * n).div_ceil(den).max(1);
+        sorted[usize::try_from(rank - 1).unwrap()]
+    };
+    let within = |got: u64, want: u64| got >= want && got - want <= want / 16;
+    let cases: Vec<Vec<u64>> = vec![
+        vec![0],
+        vec![u64::MAX],
+        vec![1_234_567],
+        vec![0; 100],
+        vec![u64::MAX; 3],
+        [vec![0; 99], vec![u64::MAX]].concat(),
+        [vec![1_000; 63], vec![1_000_000_000; 7]].concat(),
+        (0..=1000).collect(),
+    ];
+    for mut values in cases {
+        let h = LatencyHistogram::new();
+        for v in &values {
+            h.record_nanos(*v);
+        }
+        values.sort_unstable();
+        let s = h.summary();
+        assert_eq!(s.count, values.len() as u64);
+        assert_eq!(s.max_ns, *values.last().unwrap());
+        for (got, num, den) in [(s.p50_ns, 1, 2), (s.p90_ns, 9, 10), (s.p99_ns, 99, 100)] {
+            let want = exact(&values, num, den);
+            assert!(within(got, want), "q {num}/{den}: {got} vs {want}");
+        }
+        if values.len() == 1 {
+            // one sample: every quantile is that sample, exactly
+            assert_eq!((s.p50_ns, s.p99_ns), (values[0], values[0]));
+        }
+    }
+    let empty = LatencyHistogram::new().summary();
+    assert_eq!(
+        (empty.count, empty.p50_ns, empty.p99_ns, empty.mean_ns()),
+        (0, 0, 0, 0)
+    );
+}
+
+/// The exposition at extreme values still parses as Prometheus does:
+/// plain decimal numbers (no exponent), NaN only for quantiles without
+/// observations, one sample per series.
+#[test]
+fn prometheus_text_at_extreme_values() {
+    use event_bus::metrics::EventMetrics;
+    let m = EventMetrics::new();
+    m.add_lagged(u64::MAX);
+    m.record_publish(Duration::MAX);
+    m.record_publish(Duration::ZERO);
+    let text = m.snapshot().to_prometheus();
+    let mut series = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(series.insert(name.to_string()), "repeated: {line}");
+        assert!(
+            !value.contains(['e', 'E']) || value == "NaN",
+            "exponent in {line}"
+        );
+        let parsed: f64 = value.parse().unwrap();
+        assert!(parsed.is_finite() && parsed >= 0.0, "{line}");
+    }
+    assert!(text.contains("a3s_event_lagged_total 18446744073709551615\n"));
+    assert!(text.contains("a3s_event_publish_latency_seconds_count 2\n"));
+}

@@ -1,0 +1,447 @@
+//! What an operator reads: the logs and spans the bus emits (captured by a
+//! small recording subscriber) and the metrics it counts. Kept in its own
+//! test binary, as `span.rs` is: tracing caches callsite interest
+//! process-wide, and each test here installs its own subscriber.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use capture::Capture;
+use event_bus::{ConsumerConfig, EventBus, MemoryDlqHandler};
+use event_core::{
+    Acker, BoxError, DlqHandler, Error, Event, PendingEvent, ReceivedEvent, SubscribeOptions,
+    Subscription, SubscriptionFilter,
+};
+use event_crypto::Aes256GcmEncryptor;
+use event_memory::MemoryProvider;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Level;
+
+mod capture {
+    //! A recording `tracing` subscriber: every enabled event, with its own
+    //! fields and those of the spans it was emitted in.
+    #![allow(clippy::unwrap_used)]
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::fmt::Write as _;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::subscriber::Interest;
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    thread_local! {
+        static STACK: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// One captured event.
+    #[derive(Debug, Clone)]
+    pub struct Line {
+        pub level: Level,
+        /// `message` and `key=value` of the event's own fields.
+        pub fields: String,
+        /// `name{key=value ...}` of every span it was emitted in.
+        pub spans: String,
+    }
+
+    impl Line {
+        /// The event's fields and its spans' fields.
+        pub fn context(&self) -> String {
+            format!("{} {}", self.fields, self.spans)
+        }
+    }
+
+    struct Fields<'a>(&'a mut String);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, " {}={:?}", field.name(), value);
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            let _ = write!(self.0, " {}={}", field.name(), value);
+        }
+    }
+
+    pub struct Capture {
+        max: Level,
+        next: AtomicU64,
+        spans: Mutex<HashMap<u64, String>>,
+        pub lines: Mutex<Vec<Line>>,
+    }
+
+    impl Capture {
+        /// Records what a subscriber filtered at `max` would see.
+        pub fn at(max: Level) -> Self {
+            Self {
+                max,
+                next: AtomicU64::new(0),
+                spans: Mutex::default(),
+                lines: Mutex::default(),
+            }
+        }
+
+        pub fn lines(&self) -> Vec<Line> {
+            self.lines.lock().unwrap().clone()
+        }
+
+        /// Every captured string: events and every span ever created.
+        pub fn all_text(&self) -> String {
+            let mut all: String = self
+                .lines()
+                .iter()
+                .map(|l| format!("{}\n", l.context()))
+                .collect();
+            for span in self.spans.lock().unwrap().values() {
+                all.push_str(span);
+                all.push('\n');
+            }
+            all
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+            Interest::sometimes()
+        }
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            *metadata.level() <= self.max
+        }
+        fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+            let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut text = format!("{}{{", attrs.metadata().name());
+            attrs.record(&mut Fields(&mut text));
+            self.spans.lock().unwrap().insert(id, text);
+            Id::from_u64(id)
+        }
+        fn record(&self, id: &Id, values: &Record<'_>) {
+            if let Some(text) = self.spans.lock().unwrap().get_mut(&id.into_u64()) {
+                values.record(&mut Fields(text));
+            }
+        }
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = String::new();
+            event.record(&mut Fields(&mut fields));
+            let names = self.spans.lock().unwrap();
+            let spans = STACK.with(|s| {
+                s.borrow()
+                    .iter()
+                    .filter_map(|id| names.get(id))
+                    .map(|t| format!("{t}}} "))
+                    .collect()
+            });
+            self.lines.lock().unwrap().push(Line {
+                level: *event.metadata().level(),
+                fields,
+                spans,
+            });
+        }
+        fn enter(&self, id: &Id) {
+            STACK.with(|s| s.borrow_mut().push(id.into_u64()));
+        }
+        fn exit(&self, id: &Id) {
+            STACK.with(|s| {
+                let mut s = s.borrow_mut();
+                if let Some(pos) = s.iter().rposition(|x| *x == id.into_u64()) {
+                    s.remove(pos);
+                }
+            });
+        }
+    }
+}
+
+async fn wait_for_dead_letters(dlq: &dyn DlqHandler, n: usize) {
+    let start = Instant::now();
+    while dlq.count().await.unwrap() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {n} dead letters"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+const SECRET: &str = "TOP-SECRET-PLAINTEXT-4711";
+const KEY: [u8; 32] = *b"an-aes-256-key-of-32-bytes-here!";
+const OTHER_KEY: [u8; 32] = *b"another-32-byte-key-for-aes-256!";
+
+/// Publishing, consuming, failing, dead-lettering and failing to decrypt
+/// encrypted events, with every level recorded: neither the plaintext of a
+/// payload nor the key appears in any log line, span field or error string.
+#[tokio::test(flavor = "current_thread")]
+async fn no_plaintext_or_key_in_logs_spans_or_errors() {
+    let capture = Arc::new(Capture::at(Level::TRACE));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &KEY)));
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    // a second bus over the same store with another key: it cannot decrypt
+    let stranger = EventBus::from_arc(provider.clone());
+    stranger.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &OTHER_KEY)));
+    let stranger_dlq = Arc::new(MemoryDlqHandler::default());
+    stranger.set_dlq_handler(stranger_dlq.clone());
+
+    let options = SubscribeOptions {
+        max_deliver: Some(2),
+        backoff: vec![Duration::from_millis(5)],
+        ack_wait: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    for (b, id) in [(&bus, "owner"), (&stranger, "stranger")] {
+        b.update_subscription_with_options(
+            SubscriptionFilter {
+                subscriber_id: id.into(),
+                subjects: vec!["events.vault.>".into()],
+                durable: true,
+            },
+            options.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut errors = Vec::new();
+    let owner = bus
+        .consume(
+            "owner",
+            |_r: ReceivedEvent| async { Err::<(), BoxError>("handler refused".into()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    let other = stranger
+        .consume(
+            "stranger",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    for i in 0..3 {
+        bus.publish(
+            "vault",
+            "open",
+            "s",
+            "src",
+            json!({"secret": SECRET, "i": i}),
+        )
+        .await
+        .unwrap();
+    }
+    wait_for_dead_letters(&*dlq, 3).await;
+    wait_for_dead_letters(&*stranger_dlq, 3).await;
+    owner.shutdown(Duration::from_secs(1)).await;
+    other.shutdown(Duration::from_secs(1)).await;
+    let metrics = stranger.metrics().snapshot();
+    assert_eq!(metrics.decrypt_errors, 3, "{metrics:?}");
+    errors.push(stranger.list_events(Some("vault"), 10).await.unwrap_err());
+    // a payload nested too deep to encrypt
+    let mut deep = json!(SECRET);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    errors.push(
+        bus.publish("vault", "open", "s", "src", deep)
+            .await
+            .unwrap_err(),
+    );
+
+    let mut text = capture.all_text();
+    for err in &errors {
+        text.push_str(&format!("{err} {err:?}\n"));
+    }
+    text.push_str(&format!("{bus:?} {stranger:?}"));
+    assert!(text.contains("a3s_event.publish"), "nothing captured");
+    let hex: String = KEY.iter().map(|b| format!("{b:02x}")).collect();
+    for (what, needle) in [
+        ("plaintext", SECRET.to_string()),
+        ("key", String::from_utf8_lossy(&KEY).into_owned()),
+        (
+            "other key",
+            String::from_utf8_lossy(&OTHER_KEY).into_owned(),
+        ),
+        ("key (hex)", hex),
+        ("key (bytes)", format!("{:?}", &KEY[..8])),
+    ] {
+        assert!(!text.contains(&needle), "the {what} leaked:\n{text}");
+    }
+}
+
+/// Every acknowledgement call fails.
+struct RefusingAcker;
+
+#[async_trait::async_trait]
+impl Acker for RefusingAcker {
+    async fn ack(&self) -> event_core::Result<()> {
+        Err(Error::Connection("ack refused".into()))
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        Err(Error::Connection("nak refused".into()))
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        Err(Error::Connection("term refused".into()))
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        Err(Error::Connection("in_progress refused".into()))
+    }
+}
+
+/// Hands out the given events (sequence 100, 101, ...; delivery `attempt`)
+/// whose acknowledgements fail, then ends.
+struct UnsettleableSubscription {
+    events: Vec<(Event, u64)>,
+    sequence: u64,
+}
+
+#[async_trait::async_trait]
+impl Subscription for UnsettleableSubscription {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(self.next_manual_ack().await?.map(|p| p.received))
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<PendingEvent>> {
+        if self.events.is_empty() {
+            return Ok(None);
+        }
+        let (event, attempt) = self.events.remove(0);
+        self.sequence += 1;
+        let received = ReceivedEvent {
+            event: Arc::new(event),
+            sequence: self.sequence,
+            num_delivered: attempt,
+            stream: Arc::from("test"),
+        };
+        Ok(Some(PendingEvent::new(
+            received,
+            Some(2),
+            Box::new(RefusingAcker),
+        )))
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// An operator running at `INFO` (the per-delivery span is at `DEBUG`, so
+/// it is not there) can tell which event a warning or error about one
+/// delivery is about: it names the event id and its stream sequence.
+#[tokio::test(flavor = "current_thread")]
+async fn warnings_about_a_delivery_name_the_event_at_info_level() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let bus = EventBus::new(MemoryProvider::default());
+    let ok = Event::new("events.a.ok", "a", "s", "src", json!({"ok": true}));
+    let retry = Event::new("events.a.retry", "a", "s", "src", json!({"ok": false}));
+    let last = Event::new("events.a.last", "a", "s", "src", json!({"ok": false}));
+    let sub = UnsettleableSubscription {
+        // ok: ack fails; retry: nak fails; last (final delivery, no DLQ
+        // handler): logged as exhausted, term fails
+        events: vec![(ok.clone(), 1), (retry.clone(), 1), (last.clone(), 2)],
+        sequence: 100,
+    };
+    let consumer = bus
+        .consume_subscription(
+            Box::new(sub),
+            SubscribeOptions::default(),
+            |r: ReceivedEvent| async move {
+                if r.event.payload["ok"] == true {
+                    Ok(())
+                } else {
+                    Err::<(), BoxError>("handler refused".into())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
+        .await
+        .unwrap();
+    assert_eq!(report.settle_errors, 3, "{report:?}");
+    let lines = capture.lines();
+    let faults: Vec<_> = lines.iter().filter(|l| l.level <= Level::WARN).collect();
+    for (event, sequence, what) in [
+        (&ok, 101, "ack"),
+        (&retry, 102, "nak"),
+        (&last, 103, "term"),
+    ] {
+        let about: Vec<_> = faults
+            .iter()
+            .filter(|l| l.fields.contains(&format!("{what} refused")))
+            .collect();
+        assert_eq!(about.len(), 1, "the failed {what}, once: {lines:#?}");
+        let context = about[0].context();
+        assert!(
+            context.contains(&event.id) && context.contains(&format!("sequence={sequence}")),
+            "the failed {what} does not name event {} at sequence {sequence}: {context}",
+            event.id
+        );
+    }
+    let exhausted: Vec<_> = faults
+        .iter()
+        .filter(|l| l.fields.contains("exhausted"))
+        .collect();
+    assert_eq!(exhausted.len(), 1, "{lines:#?}");
+    let context = exhausted[0].context();
+    assert!(
+        context.contains(&last.id) && context.contains("sequence=103"),
+        "{context}"
+    );
+}
+
+/// A warning from a consumer runner's fetch loop (here: its subscription
+/// lagged) names the managed subscriber and the subject it consumes, so an
+/// operator running several consumers can tell which one it is about.
+#[tokio::test(flavor = "current_thread")]
+async fn consumer_loop_warnings_name_the_subscriber_and_subject() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider = MemoryProvider::new(event_memory::MemoryConfig {
+        subject_prefix: "events".into(),
+        max_events: 5,
+        channel_capacity: 4,
+    })
+    .unwrap();
+    let bus = EventBus::new(provider);
+    bus.update_subscription(SubscriptionFilter {
+        subscriber_id: "slow-reader".into(),
+        subjects: vec!["events.ticks.>".into()],
+        durable: false,
+    })
+    .await
+    .unwrap();
+    let consumer = bus
+        .consume(
+            "slow-reader",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    // the runner's loop does not run before the test task yields: it lags
+    for i in 0..20 {
+        bus.publish("ticks", "t", "s", "src", json!(i))
+            .await
+            .unwrap();
+    }
+    let start = Instant::now();
+    while bus.metrics().snapshot().lagged == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no lag");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    consumer.shutdown(Duration::from_secs(1)).await;
+    let lines = capture.lines();
+    let lagged: Vec<_> = lines
+        .iter()
+        .filter(|l| l.level == Level::WARN && l.fields.contains("lagged"))
+        .collect();
+    assert_eq!(lagged.len(), 1, "{lines:#?}");
+    let context = lagged[0].context();
+    assert!(
+        context.contains("slow-reader") && context.contains("events.ticks.>"),
+        "the lag warning does not say which consumer lagged: {context}"
+    );
+}
