@@ -6,9 +6,20 @@ use event_core::{
     Acker, DeadLetterEvent, Error, Event, PendingEvent, ReceivedEvent, Result, Subscription,
     new_event_id,
 };
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
+
+/// Addresses of the live bus subscriptions handed out boxed, so that one
+/// given back to a bus to be wrapped (`consume_subscription(bus.subscribe(..))`)
+/// is recognised and used as it is: wrapped twice, it would count every lag
+/// report twice and dead-letter an undecodable message twice.
+static HANDED_OUT: LazyLock<Mutex<HashSet<usize>>> = LazyLock::new(Mutex::default);
+
+fn handed_out() -> std::sync::MutexGuard<'static, HashSet<usize>> {
+    HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Delay before an undecryptable event is offered again when the DLQ handler
 /// refused it (so it is not lost).
@@ -108,6 +119,12 @@ impl std::fmt::Debug for BusSubscription {
     }
 }
 
+impl Drop for BusSubscription {
+    fn drop(&mut self) {
+        handed_out().remove(&std::ptr::from_ref::<Self>(self).addr());
+    }
+}
+
 impl BusSubscription {
     pub(crate) fn new(inner: Box<dyn Subscription>, bus: Arc<Inner>) -> Self {
         Self {
@@ -117,6 +134,22 @@ impl BusSubscription {
             membership: None,
             ended: false,
         }
+    }
+
+    /// Boxes the subscription, remembering that it is one of ours (see
+    /// [`is_bus_subscription`](Self::is_bus_subscription)).
+    pub(crate) fn boxed(self) -> Box<dyn Subscription> {
+        let boxed = Box::new(self);
+        handed_out().insert(std::ptr::from_ref::<Self>(&boxed).addr());
+        boxed
+    }
+
+    /// Whether `subscription` is a bus subscription handed out by
+    /// [`boxed`](Self::boxed) (the address of a live allocation identifies
+    /// it: no other object can share it while it lives).
+    pub(crate) fn is_bus_subscription(subscription: &dyn Subscription) -> bool {
+        let address = std::ptr::from_ref(subscription).cast::<()>().addr();
+        handed_out().contains(&address)
     }
 
     /// Ties the subscription to a managed subscriber (see "Managed

@@ -384,9 +384,9 @@ impl EventBus {
             changes: self.inner.sub_changes.subscribe(),
             unchecked: false,
         };
-        Ok(Box::new(
-            BusSubscription::new(sub, self.inner.clone()).member_of(membership),
-        ))
+        Ok(BusSubscription::new(sub, self.inner.clone())
+            .member_of(membership)
+            .boxed())
     }
 
     /// A live, ephemeral, decrypting subscription on `filter_subject` (new
@@ -399,7 +399,16 @@ impl EventBus {
 
     /// Wraps a provider subscription so its events come out decrypted and
     /// undecryptable events are dead-lettered (see [`BusSubscription`]).
+    ///
+    /// A subscription that a bus already wraps (one from
+    /// [`subscribe`](Self::subscribe), [`create_subscriber`](Self::create_subscriber)
+    /// or this method) is returned as it is, still served by the bus that
+    /// wrapped it: wrapped twice, it would count lag twice and dead-letter
+    /// an undecodable message twice.
     pub fn wrap_subscription(&self, subscription: Box<dyn Subscription>) -> Box<dyn Subscription> {
-        Box::new(BusSubscription::new(subscription, self.inner.clone()))
+        if BusSubscription::is_bus_subscription(&*subscription) {
+            return subscription;
+        }
+        BusSubscription::new(subscription, self.inner.clone()).boxed()
     }
 }

@@ -1210,3 +1210,40 @@ async fn a_consumer_whose_durable_was_deleted_ends() {
         .unwrap();
     wait_until("the consumer ended", || consumer.is_finished()).await;
 }
+
+#[tokio::test]
+async fn a_bus_subscription_given_to_consume_subscription_is_not_wrapped_twice() {
+    // a subscription from `bus.subscribe` already decrypts, dead-letters and
+    // counts lag; wrapped again it counted every lag report twice (and
+    // would dead-letter an undecodable message twice)
+    let provider = Arc::new(
+        MemoryProvider::new(event_memory::MemoryConfig {
+            subject_prefix: "events".into(),
+            max_events: 5,
+            channel_capacity: 4,
+        })
+        .unwrap(),
+    );
+    let bus = EventBus::from_arc(provider.clone());
+    let sub = bus.subscribe("events.>").await.unwrap();
+    for i in 0..20 {
+        bus.publish("x", "y", "s", "src", json!(i)).await.unwrap();
+    }
+    let handled = Arc::new(AtomicUsize::new(0));
+    let consumer = bus
+        .consume_subscription(
+            sub,
+            SubscribeOptions::default(),
+            Counter(handled.clone()),
+            ConsumerConfig::default(),
+        )
+        .unwrap();
+    wait_until("the lag reported", || provider.lagged_total() > 0).await;
+    let missed = provider.lagged_total();
+    wait_until("the rest handled", || {
+        handled.load(Ordering::SeqCst) as u64 + missed == 20
+    })
+    .await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(bus.metrics().snapshot().lagged, missed);
+}

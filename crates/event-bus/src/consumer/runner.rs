@@ -201,8 +201,9 @@ impl EventBus {
         Ok(self.start(subs, options, Arc::new(handler), config))
     }
 
-    /// Runs `handler` over one subscription (wrapped so it decrypts, see
-    /// [`wrap_subscription`](Self::wrap_subscription)); `options` are the
+    /// Runs `handler` over one subscription (a provider's is wrapped so it
+    /// decrypts, see [`wrap_subscription`](Self::wrap_subscription); one
+    /// from [`subscribe`](Self::subscribe) is used as it is); `options` are the
     /// subscription's options (for the backoff, `max_deliver` and
     /// `ack_wait`). Must be called inside a tokio runtime.
     pub fn consume_subscription(
