@@ -292,7 +292,20 @@ impl NatsSubscription {
         config.name = Some(name.clone());
         config.inactive_threshold = EPHEMERAL_INACTIVE;
         let since = provider.inner.link.denials.mark();
-        let consumer = create(&provider, &name, config.clone()).await?;
+        // the server may create the consumer although this call never
+        // returns it (dropped while waiting for the answer, or timed out):
+        // it is deleted then, not left for the inactivity threshold
+        let mut orphan = OrphanGuard {
+            provider: &provider,
+            name: Some(&name),
+        };
+        let created = create(&provider, &name, config.clone()).await;
+        // a refusal the server answered created nothing
+        if !matches!(created, Err(Error::Timeout { .. } | Error::Connection(_))) {
+            orphan.name = None;
+        }
+        let consumer = created?;
+        drop(orphan);
         Ok(Self::new(
             provider,
             consumer,
@@ -1129,16 +1142,38 @@ impl Drop for NatsSubscription {
         if self.closed {
             return;
         }
-        if let Kind::Ephemeral { .. } = self.kind
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            let stream = self.provider.inner.stream.clone();
-            let name = std::mem::take(&mut self.name);
-            handle.spawn(async move {
-                if let Err(e) = stream.delete_consumer(&name).await {
-                    tracing::debug!(consumer = %name, error = %e, "ephemeral consumer cleanup");
-                }
-            });
+        if let Kind::Ephemeral { .. } = self.kind {
+            delete_in_background(&self.provider, std::mem::take(&mut self.name));
+        }
+    }
+}
+
+/// Deletes ephemeral consumer `name` from a spawned task, when dropped
+/// inside a tokio runtime (outside one, or in one shutting down, the server
+/// removes it after [`EPHEMERAL_INACTIVE`]).
+fn delete_in_background(provider: &NatsProvider, name: String) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        let stream = provider.inner.stream.clone();
+        handle.spawn(async move {
+            if let Err(e) = stream.delete_consumer(&name).await {
+                tracing::debug!(consumer = %name, error = %e, "ephemeral consumer cleanup");
+            }
+        });
+    }
+}
+
+/// Deletes the ephemeral consumer being created unless `name` is cleared
+/// once the creation was answered: a creation dropped after the request was
+/// sent, or timed out, may have created it on the server.
+struct OrphanGuard<'a> {
+    provider: &'a NatsProvider,
+    name: Option<&'a str>,
+}
+
+impl Drop for OrphanGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.name {
+            delete_in_background(self.provider, name.to_string());
         }
     }
 }
