@@ -112,6 +112,38 @@ async fn a_dropped_ephemeral_subscribe_leaves_no_consumer() {
     await_consumers(&p, 0, "subscription dropped").await;
 }
 
+/// A `history` dropped while it creates its short-lived consumer (filtered
+/// or not) deletes it: it used to stay on the stream until its inactivity
+/// threshold, ten seconds later. A completed history is right.
+#[tokio::test]
+async fn a_dropped_history_leaves_no_consumer() {
+    let server = server!("a_dropped_history_leaves_no_consumer");
+    let p = NatsProvider::connect(common::config(&server, "cancelhist"))
+        .await
+        .unwrap();
+    for n in 0..30 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    let filter = p.build_subject("cancel", "x");
+    for filter in [None, Some(filter.as_str())] {
+        let newest = sweep!(p.history(filter, 5), |k| {
+            await_consumers(
+                &p,
+                0,
+                &format!("history({filter:?}) dropped after {k} polls"),
+            )
+            .await
+        })
+        .unwrap();
+        let ns: Vec<u64> = newest
+            .iter()
+            .map(|e| e.payload["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ns, [29, 28, 27, 26, 25]);
+        await_consumers(&p, 0, "history done").await;
+    }
+}
+
 /// `close` dropped part-way still lets the ephemeral consumer go (closed or
 /// dropped, the subscription deletes it), a second `close` returns, and the
 /// subscription yields nothing more.
