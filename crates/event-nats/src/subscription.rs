@@ -231,7 +231,12 @@ pub(crate) struct NatsSubscription {
     /// Permission violations from this one on are not reported yet (see
     /// [`denied`](Self::denied)).
     since: u64,
+    /// `close` was called: nothing more is delivered.
     closed: bool,
+    /// `close` ran to its end. A close dropped part-way (a `timeout`, a
+    /// `select!`) is not: the next `close` finishes it, and a drop without
+    /// one deletes an ephemeral consumer as if `close` was never called.
+    close_finished: bool,
 }
 
 /// What a subscription needs: publishing its pull requests
@@ -406,6 +411,7 @@ impl NatsSubscription {
             pull_inbox: None,
             since,
             closed: false,
+            close_finished: false,
         }
     }
 
@@ -1093,9 +1099,19 @@ impl Subscription for NatsSubscription {
     }
 
     async fn close(&mut self) -> Result<()> {
-        if self.closed {
+        if self.close_finished {
             return Ok(());
         }
+        let result = self.close_now().await;
+        self.close_finished = true;
+        result
+    }
+}
+
+impl NatsSubscription {
+    /// [`Subscription::close`]'s work; run again in full if a call was
+    /// dropped before its end (each step is harmless to repeat).
+    async fn close_now(&mut self) -> Result<()> {
         self.closed = true;
         self.ack_auto_pending().await;
         let timeout = self.provider.consumer_timeout();
@@ -1139,7 +1155,7 @@ impl Subscription for NatsSubscription {
 
 impl Drop for NatsSubscription {
     fn drop(&mut self) {
-        if self.closed {
+        if self.close_finished {
             return;
         }
         if let Kind::Ephemeral { .. } = self.kind {

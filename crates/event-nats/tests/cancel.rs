@@ -34,12 +34,14 @@ macro_rules! server {
 /// `Some(output)` when it completed within those polls.
 async fn poll_then_drop<F: Future>(fut: F, polls: usize) -> Option<F::Output> {
     let mut fut = pin!(fut);
-    for _ in 0..polls {
+    for poll in 0..polls {
+        if poll > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
         if let Poll::Ready(out) = polled {
             return Some(out);
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     None
 }
@@ -179,6 +181,62 @@ async fn a_dropped_close_leaves_no_consumer() {
         );
         drop(sub);
         await_consumers(&p, 0, &format!("close dropped after {k} polls")).await;
+    }
+}
+
+/// A `close` dropped before its delete request could go out (the client's
+/// outgoing queue full: a busy publisher, a stalled server) marked the
+/// subscription closed, so neither a second `close` (which returned `Ok` at
+/// once) nor the subscription's drop deleted the ephemeral consumer: it
+/// stayed on the stream for two minutes. Now the second `close` finishes
+/// the job, and a drop without one deletes it as for any unclosed
+/// ephemeral.
+#[tokio::test(flavor = "current_thread")]
+async fn a_close_dropped_before_its_delete_went_out_still_deletes_the_consumer() {
+    let server = server!("a_close_dropped_before_its_delete_went_out_still_deletes_the_consumer");
+    let p = NatsProvider::connect(common::config(&server, "cancelfull"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("cancel");
+    for second_close in [true, false] {
+        let mut sub = p.subscribe(&filter).await.unwrap();
+        await_consumers(&p, 1, "subscribed").await;
+        // fill the client's outgoing queue: on this single-threaded runtime
+        // the connection task cannot drain it until this task yields
+        let client = p.client().clone();
+        let mut full = false;
+        for _ in 0..100_000 {
+            // unconstrained: a Pending from tokio's cooperative budget is
+            // not a full queue
+            let publish = client.publish("flood.x", bytes::Bytes::from_static(b"x"));
+            if tokio::task::unconstrained(poll_then_drop(publish, 1))
+                .await
+                .is_none()
+            {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the client's queue never filled");
+        assert!(
+            tokio::task::unconstrained(poll_then_drop(sub.close(), 1))
+                .await
+                .is_none(),
+            "close went through a full queue"
+        );
+        if second_close {
+            tokio::time::timeout(Duration::from_secs(10), sub.close())
+                .await
+                .expect("the second close hung")
+                .unwrap();
+        }
+        drop(sub);
+        await_consumers(
+            &p,
+            0,
+            &format!("close dropped (second close: {second_close})"),
+        )
+        .await;
     }
 }
 
