@@ -806,17 +806,22 @@ impl NatsSubscription {
     /// still in flight from the server is left to the ack wait. Bounded by
     /// `deadline` (close's: one request timeout for all its waits).
     async fn hand_back_unseen(&mut self, deadline: tokio::time::Instant) {
-        let held = self.held.take();
-        let batch = self.batch.take();
         if !matches!(self.kind, Kind::Durable) {
+            self.held = None;
+            self.batch = None;
             return;
         }
-        let mut unseen: Vec<async_nats::jetstream::Message> = held.into_iter().collect();
-        if let Some(mut pull) = batch {
+        if self.batch.is_some() {
             // A round trip first: what the server sent before it answers
             // is then received (and not discarded when the pull's
-            // subscription ends below).
+            // subscription ends below). The held delivery and the pull stay
+            // in place meanwhile: a close dropped here leaves them to the
+            // next close.
             let _ = tokio::time::timeout_at(deadline, self.provider.inner.client.flush()).await;
+        }
+        let mut unseen: Vec<async_nats::jetstream::Message> =
+            self.held.take().into_iter().collect();
+        if let Some(mut pull) = self.batch.take() {
             // only what was received: `next` is cancel-safe
             while let Some(Some(Ok(message))) = pull.next().now_or_never() {
                 unseen.push(message);

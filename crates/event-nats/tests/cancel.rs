@@ -240,6 +240,64 @@ async fn a_close_dropped_before_its_delete_went_out_still_deletes_the_consumer()
     }
 }
 
+/// A durable's `close` dropped while it waits for its round trip (before
+/// handing back the events it fetched ahead) used to drop those events
+/// unseen: they came back only after the ack wait (a minute here). Now
+/// they stay with the subscription, and the next `close` hands them back:
+/// the durable's next subscription gets them at once.
+#[tokio::test]
+async fn a_dropped_durable_close_still_hands_back_what_it_fetched_ahead() {
+    let server = server!("a_dropped_durable_close_still_hands_back_what_it_fetched_ahead");
+    let p = NatsProvider::connect(common::config(&server, "cancelhand"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("cancel");
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(60)),
+        ..SubscribeOptions::default()
+    };
+    for n in 0..40 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &options)
+        .await
+        .unwrap();
+    // past the warm-up, pulls fetch ahead
+    for n in 0..12 {
+        let pending = sub.next_manual_ack().await.unwrap().unwrap();
+        assert_eq!(pending.event().payload["n"], n);
+        pending.ack().await.unwrap();
+    }
+    assert!(
+        poll_then_drop(sub.close(), 1).await.is_none(),
+        "close finished without a round trip"
+    );
+    tokio::time::timeout(Duration::from_secs(10), sub.close())
+        .await
+        .expect("the second close hung")
+        .unwrap();
+    drop(sub);
+    let mut again = p
+        .subscribe_durable_with_options("d", &filter, &options)
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    while rest.len() < 28 {
+        let pending = tokio::time::timeout(Duration::from_secs(3), again.next_manual_ack())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("events fetched ahead are held back until the ack wait; got {rest:?}")
+            })
+            .unwrap()
+            .unwrap();
+        rest.push(pending.event().payload["n"].as_u64().unwrap());
+        pending.ack().await.unwrap();
+    }
+    rest.sort_unstable();
+    assert_eq!(rest, (12..40).collect::<Vec<u64>>());
+}
+
 /// `next` and `next_manual_ack` dropped at every poll while a pull is
 /// outstanding, and while the event arrives, lose nothing: each event comes
 /// once, on its first delivery (the ack wait is a minute: a lost delivery
