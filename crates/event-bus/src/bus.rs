@@ -168,9 +168,10 @@ impl EventBus {
     /// returns it (plaintext).
     ///
     /// Each call makes a new event (a new id). After a transient error
-    /// ([`Error::is_transient`]: a timeout, a lost connection) the provider
-    /// may have stored the event all the same, and a second `publish` would
-    /// store a second copy. To retry safely, build the event once
+    /// ([`Error::is_transient`]: a timeout, a lost connection), or a call
+    /// dropped before it returned (a `timeout` around it, a `select!`), the
+    /// provider may have stored the event all the same, and a second
+    /// `publish` would store a second copy. To retry safely, build the event once
     /// ([`Event::new`], [`Event::typed`]) and retry
     /// [`publish_event`](Self::publish_event) with it: the provider
     /// deduplicates the repeated id.
@@ -217,8 +218,10 @@ impl EventBus {
     /// Publishes a pre-built event; returns its stream sequence. Publishing
     /// the same event (same id) again is deduplicated by the provider, so an
     /// event whose publish failed with a transient error
-    /// ([`Error::is_transient`]) can be published again safely (within the
-    /// provider's dedup window).
+    /// ([`Error::is_transient`]), or whose call was dropped before it
+    /// returned, can be published again safely (within the provider's dedup
+    /// window); the router, which a dropped call may not have reached, gets
+    /// it then (a second time if that call had reached it).
     pub async fn publish_event(&self, event: &Event) -> Result<u64> {
         self.run_pipeline(event, None, false).await
     }

@@ -224,7 +224,7 @@ impl BusSubscription {
                 let at = dead.dead_lettered_at;
                 let dead = dead.with_first_failure_at(at);
                 let bus = self.bus.clone();
-                detached(async move {
+                detached("dead-letter hand-off", async move {
                     match bus.dead_letter(dead).await {
                         Some(Ok(())) | None => acker.term().await,
                         Some(Err(_)) => acker.nak(Some(DLQ_RETRY_DELAY)).await,
@@ -237,19 +237,22 @@ impl BusSubscription {
     }
 }
 
-/// Runs `work` to completion even if the caller stops waiting for it: a
-/// consumer runner shutting down drops a pending `fetch`, and a dead letter
-/// handed over but not followed by `term` would be dead-lettered again on
-/// redelivery (or, for an undecodable message the provider already
-/// terminated, lost). Runs inline outside a tokio runtime.
-async fn detached(work: impl Future<Output = Result<()>> + Send + 'static) -> Result<()> {
+/// Runs `work` (`what`, for the error if its task fails) to completion even
+/// if the caller stops waiting for it. A consumer runner shutting down drops
+/// a pending `fetch`, and a dead letter handed over but not followed by
+/// `term` would be dead-lettered again on redelivery (or, for an
+/// undecodable message the provider already terminated, lost); a
+/// subscription change dropped while its state is saved would leave the
+/// store and the bus disagreeing. Runs inline outside a tokio runtime.
+pub(crate) async fn detached(
+    what: &str,
+    work: impl Future<Output = Result<()>> + Send + 'static,
+) -> Result<()> {
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.spawn(work).await.unwrap_or_else(|e| {
-            Err(Error::provider(
-                "event-bus",
-                format!("dead-letter hand-off failed: {e}"),
-            ))
-        }),
+        Ok(handle) => handle
+            .spawn(work)
+            .await
+            .unwrap_or_else(|e| Err(Error::provider("event-bus", format!("{what} failed: {e}")))),
         Err(_) => work.await,
     }
 }
@@ -303,7 +306,7 @@ impl Inner {
                 // The provider already terminated the message; a refusal is
                 // logged and counted by `dead_letter`.
                 let bus = this.clone();
-                let _ = detached(async move {
+                let _ = detached("dead-letter hand-off", async move {
                     let _ = bus.dead_letter(dead).await;
                     Ok(())
                 })

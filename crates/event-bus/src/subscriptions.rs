@@ -2,7 +2,7 @@
 
 use crate::bus::EventBus;
 use crate::naming::durable_consumer_name;
-use crate::subscription::{BusSubscription, Membership};
+use crate::subscription::{BusSubscription, Membership, detached};
 use event_core::subject::validate_filter;
 use event_core::{
     Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
@@ -103,6 +103,13 @@ impl EventBus {
     /// subscriptions opened for dropped subjects (or for every subject, when
     /// `durable` changes) end, as on
     /// [`remove_subscription`](Self::remove_subscription).
+    ///
+    /// **Cancellation.** Once polled, the change runs to completion (saved
+    /// and applied, or refused) even if the caller stops waiting for it (a
+    /// `timeout`, a `select!`): the bus and its state store always agree.
+    /// A caller that gave up can read the outcome with
+    /// [`get_subscription_record`](Self::get_subscription_record). The same
+    /// holds for every method that changes subscriptions.
     pub async fn update_subscription(&self, filter: SubscriptionFilter) -> Result<()> {
         self.upsert(filter, None).await
     }
@@ -119,7 +126,24 @@ impl EventBus {
     }
 
     /// `options`: `None` keeps the subscriber's current options.
+    ///
+    /// Runs detached (see [`detached`]): once polled, the change is made in
+    /// full, saved and applied, even if the caller stops waiting (a
+    /// `timeout`, a `select!`), so the state store and the bus never
+    /// disagree.
     async fn upsert(
+        &self,
+        filter: SubscriptionFilter,
+        options: Option<Option<SubscribeOptions>>,
+    ) -> Result<()> {
+        let bus = self.clone();
+        detached("subscription update", async move {
+            bus.upsert_now(filter, options).await
+        })
+        .await
+    }
+
+    async fn upsert_now(
         &self,
         filter: SubscriptionFilter,
         options: Option<Option<SubscribeOptions>>,
@@ -173,6 +197,17 @@ impl EventBus {
     /// nothing published after the removal, and consumer runners over them
     /// stop. [`Error::NotFound`] if there is no such subscriber.
     pub async fn remove_subscription(&self, subscriber_id: &str) -> Result<()> {
+        // detached, as `upsert`: a removal dropped while its state is saved
+        // still removes the subscriber and deletes its durables
+        let bus = self.clone();
+        let subscriber_id = subscriber_id.to_owned();
+        detached("subscription removal", async move {
+            bus.remove_now(&subscriber_id).await
+        })
+        .await
+    }
+
+    async fn remove_now(&self, subscriber_id: &str) -> Result<()> {
         let mut state = self.inner.subs.lock().await;
         if !state.records.contains_key(subscriber_id) {
             return Err(Error::NotFound {
@@ -251,6 +286,16 @@ impl EventBus {
     /// stored subscription that lists a subject twice (earlier versions
     /// accepted that) is loaded with each subject once.
     pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
+        // detached, as `upsert`: dropped while the merged set is saved, the
+        // store would hold subscriptions the bus does not
+        let bus = self.clone();
+        detached("setting the state store", async move {
+            bus.set_state_store_now(store).await
+        })
+        .await
+    }
+
+    async fn set_state_store_now(&self, store: Arc<dyn StateStore>) -> Result<()> {
         let mut state = self.inner.subs.lock().await;
         let loaded = store.load().await?;
         let mut merged: BTreeMap<String, SubscriptionRecord> = BTreeMap::new();

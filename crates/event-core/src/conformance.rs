@@ -136,6 +136,7 @@ macro_rules! conformance_tests {
             in_progress_extends_ack_wait,
             auto_ack_never_loses_unfinished_event,
             cancelled_fetches_lose_nothing,
+            cancelled_subscribe_and_close_leave_no_consumer,
             close_acks_and_ends_subscription,
             deliver_policy_all,
             deliver_policy_last,
@@ -1049,6 +1050,81 @@ async fn fetch_or_cancel<F: std::future::Future>(
         std::task::Poll::Pending => std::task::Poll::Ready(None),
     })
     .await
+}
+
+/// An ephemeral `subscribe`, or a `close`, dropped part-way (a `select!`
+/// branch that lost, a `timeout`) leaves no consumer behind: once the
+/// subscriptions are gone, `info().consumers` is back where it was (within
+/// the receive timeout: a provider may delete consumers in the
+/// background). A second `close` after a dropped one returns and ends the
+/// subscription.
+pub async fn cancelled_subscribe_and_close_leave_no_consumer(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("dropsub");
+    let baseline = p.info().await.expect("info").consumers;
+    let settled = |when: String| {
+        let p = p.clone();
+        async move {
+            let deadline = Instant::now() + caps.receive_timeout;
+            loop {
+                let consumers = p.info().await.expect("info").consumers;
+                if consumers == baseline {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{when}: {consumers} consumers, {baseline} before: a consumer was left behind"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    for polls in 0..6 {
+        let made = poll_then_drop(p.subscribe(&filter), polls).await;
+        drop(made);
+        settled(format!(
+            "subscribe dropped after {polls} polls (or finished and dropped)"
+        ))
+        .await;
+    }
+    for second_close in [true, false] {
+        let mut sub = p.subscribe(&filter).await.expect("subscribe");
+        let _ = poll_then_drop(sub.close(), 1).await;
+        if second_close {
+            tokio::time::timeout(caps.receive_timeout, sub.close())
+                .await
+                .expect("a close after a dropped one hung")
+                .expect("a close after a dropped one");
+            let next = tokio::time::timeout(caps.receive_timeout, sub.next())
+                .await
+                .expect("next after close hung")
+                .expect("next after close");
+            assert!(next.is_none(), "a closed subscription delivered {next:?}");
+        }
+        drop(sub);
+        settled(format!(
+            "close dropped after its first poll (closed again: {second_close})"
+        ))
+        .await;
+    }
+}
+
+/// Polls `fut` `polls` times, a millisecond apart (so a provider that
+/// needs a round trip makes progress), then drops it: `None` when it did
+/// not complete.
+async fn poll_then_drop<F: std::future::Future>(fut: F, polls: usize) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    for poll in 0..polls {
+        if poll > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(out) = polled {
+            return Some(out);
+        }
+    }
+    None
 }
 
 /// `close` acknowledges and ends the subscription with `Ok(None)`.

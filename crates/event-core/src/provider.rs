@@ -103,6 +103,17 @@ use std::time::Duration;
 /// **Errors.** Implementations map their own errors into [`Error`], never
 /// panic on input a caller or the network supplies.
 ///
+/// **Cancellation.** Callers drop calls part-way (a `select!` branch that
+/// lost, a `timeout`, a task aborted at shutdown). A dropped publish may or
+/// may not have stored its event: publishing it again with the same dedup
+/// id stores it once (a batch: event by event). A dropped ephemeral
+/// subscribe leaves no consumer behind. Fetches are cancel-safe (see
+/// [`Subscription`]); a dropped [`Subscription::close`] is finished by the
+/// next `close`, or by dropping the subscription. A dropped settlement
+/// ([`PendingEvent::ack`], `nak`, `term`) may or may not have settled the
+/// delivery; one it did not settle is redelivered after the ack wait, as
+/// for a dropped [`PendingEvent`].
+///
 /// # Default methods
 ///
 /// The convenience methods ([`publish`](Self::publish),

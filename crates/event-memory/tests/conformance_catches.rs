@@ -110,6 +110,9 @@ enum Kind {
     CloseDoesNotAck,
     /// A fetch dropped after the event was taken loses the event.
     NotCancelSafe,
+    /// An ephemeral subscribe dropped after the consumer was made leaves
+    /// the consumer behind.
+    CancelledSubscribeLeaks,
     // ---- subscriptions and consumers
     /// A resubscribed durable starts over instead of resuming.
     DurableRestartsFromStart,
@@ -418,10 +421,22 @@ impl EventProvider for Mutant {
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         let (options, report_max) = self.subscribe_options(options, true);
-        let inner = self
+        let mut inner = self
             .inner
             .subscribe_with_options(&self.filter(filter_subject), &options)
             .await?;
+        if self.kind == Kind::CancelledSubscribeLeaks {
+            // the consumer exists; a caller that stops waiting now leaks it
+            struct Leak(Option<Box<dyn Subscription>>);
+            impl Drop for Leak {
+                fn drop(&mut self) {
+                    std::mem::forget(self.0.take());
+                }
+            }
+            let mut made = Leak(Some(inner));
+            tokio::task::yield_now().await;
+            inner = made.0.take().unwrap();
+        }
         Ok(self.subscription(
             inner,
             filter_subject,
@@ -1066,6 +1081,12 @@ mutant!(
     /// The suite catches `close` not acknowledging the last event.
     close_does_not_ack, Kind::CloseDoesNotAck,
     auto_ack_never_loses_unfinished_event => "close acks the last event: expected no delivery, got event n=1",
+);
+mutant!(
+    /// The suite catches an ephemeral subscribe that, dropped part-way,
+    /// leaves its consumer behind.
+    cancelled_subscribe_leaks, Kind::CancelledSubscribeLeaks,
+    cancelled_subscribe_and_close_leave_no_consumer => "a consumer was left behind",
 );
 mutant!(
     /// The suite catches fetches that lose their event when cancelled.

@@ -261,7 +261,8 @@ impl Collected {
 }
 
 /// Deletes a short-lived consumer when dropped (in the background; the
-/// server would also drop it after its inactivity threshold).
+/// server would also drop it after its inactivity threshold); an empty
+/// `name` deletes nothing.
 struct ConsumerGuard {
     stream: Stream,
     name: String,
@@ -269,6 +270,9 @@ struct ConsumerGuard {
 
 impl Drop for ConsumerGuard {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -315,14 +319,21 @@ async fn create_consumer(
             .await
             .map_err(|e| provider.stream_error("history consumer", e, timeout))
     };
-    let consumer = provider
-        .guarded("history", &provider.consumer_rules(&name), create)
-        .await?;
-    let guard = ConsumerGuard {
+    // made before the request: a `history` dropped while waiting for the
+    // answer (or timed out) may have had the consumer created, and deletes
+    // it rather than leaving it for the inactivity threshold
+    let mut guard = ConsumerGuard {
         stream: provider.inner.stream.clone(),
-        name,
+        name: name.clone(),
     };
-    Ok((consumer, guard))
+    let created = provider
+        .guarded("history", &provider.consumer_rules(&name), create)
+        .await;
+    if matches!(&created, Err(e) if !matches!(e, Error::Timeout { .. } | Error::Connection(_))) {
+        // a refusal the server answered created nothing
+        guard.name.clear();
+    }
+    Ok((created?, guard))
 }
 
 /// The consumer's deliveries with stream sequence below `end`, oldest first.

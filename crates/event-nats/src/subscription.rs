@@ -231,7 +231,12 @@ pub(crate) struct NatsSubscription {
     /// Permission violations from this one on are not reported yet (see
     /// [`denied`](Self::denied)).
     since: u64,
+    /// `close` was called: nothing more is delivered.
     closed: bool,
+    /// `close` ran to its end. A close dropped part-way (a `timeout`, a
+    /// `select!`) is not: the next `close` finishes it, and a drop without
+    /// one deletes an ephemeral consumer as if `close` was never called.
+    close_finished: bool,
 }
 
 /// What a subscription needs: publishing its pull requests
@@ -292,7 +297,20 @@ impl NatsSubscription {
         config.name = Some(name.clone());
         config.inactive_threshold = EPHEMERAL_INACTIVE;
         let since = provider.inner.link.denials.mark();
-        let consumer = create(&provider, &name, config.clone()).await?;
+        // the server may create the consumer although this call never
+        // returns it (dropped while waiting for the answer, or timed out):
+        // it is deleted then, not left for the inactivity threshold
+        let mut orphan = OrphanGuard {
+            provider: &provider,
+            name: Some(&name),
+        };
+        let created = create(&provider, &name, config.clone()).await;
+        // a refusal the server answered created nothing
+        if !matches!(created, Err(Error::Timeout { .. } | Error::Connection(_))) {
+            orphan.name = None;
+        }
+        let consumer = created?;
+        drop(orphan);
         Ok(Self::new(
             provider,
             consumer,
@@ -393,6 +411,7 @@ impl NatsSubscription {
             pull_inbox: None,
             since,
             closed: false,
+            close_finished: false,
         }
     }
 
@@ -787,17 +806,22 @@ impl NatsSubscription {
     /// still in flight from the server is left to the ack wait. Bounded by
     /// `deadline` (close's: one request timeout for all its waits).
     async fn hand_back_unseen(&mut self, deadline: tokio::time::Instant) {
-        let held = self.held.take();
-        let batch = self.batch.take();
         if !matches!(self.kind, Kind::Durable) {
+            self.held = None;
+            self.batch = None;
             return;
         }
-        let mut unseen: Vec<async_nats::jetstream::Message> = held.into_iter().collect();
-        if let Some(mut pull) = batch {
+        if self.batch.is_some() {
             // A round trip first: what the server sent before it answers
             // is then received (and not discarded when the pull's
-            // subscription ends below).
+            // subscription ends below). The held delivery and the pull stay
+            // in place meanwhile: a close dropped here leaves them to the
+            // next close.
             let _ = tokio::time::timeout_at(deadline, self.provider.inner.client.flush()).await;
+        }
+        let mut unseen: Vec<async_nats::jetstream::Message> =
+            self.held.take().into_iter().collect();
+        if let Some(mut pull) = self.batch.take() {
             // only what was received: `next` is cancel-safe
             while let Some(Some(Ok(message))) = pull.next().now_or_never() {
                 unseen.push(message);
@@ -1080,9 +1104,19 @@ impl Subscription for NatsSubscription {
     }
 
     async fn close(&mut self) -> Result<()> {
-        if self.closed {
+        if self.close_finished {
             return Ok(());
         }
+        let result = self.close_now().await;
+        self.close_finished = true;
+        result
+    }
+}
+
+impl NatsSubscription {
+    /// [`Subscription::close`]'s work; run again in full if a call was
+    /// dropped before its end (each step is harmless to repeat).
+    async fn close_now(&mut self) -> Result<()> {
         self.closed = true;
         self.ack_auto_pending().await;
         let timeout = self.provider.consumer_timeout();
@@ -1126,19 +1160,41 @@ impl Subscription for NatsSubscription {
 
 impl Drop for NatsSubscription {
     fn drop(&mut self) {
-        if self.closed {
+        if self.close_finished {
             return;
         }
-        if let Kind::Ephemeral { .. } = self.kind
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            let stream = self.provider.inner.stream.clone();
-            let name = std::mem::take(&mut self.name);
-            handle.spawn(async move {
-                if let Err(e) = stream.delete_consumer(&name).await {
-                    tracing::debug!(consumer = %name, error = %e, "ephemeral consumer cleanup");
-                }
-            });
+        if let Kind::Ephemeral { .. } = self.kind {
+            delete_in_background(&self.provider, std::mem::take(&mut self.name));
+        }
+    }
+}
+
+/// Deletes ephemeral consumer `name` from a spawned task, when dropped
+/// inside a tokio runtime (outside one, or in one shutting down, the server
+/// removes it after [`EPHEMERAL_INACTIVE`]).
+fn delete_in_background(provider: &NatsProvider, name: String) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        let stream = provider.inner.stream.clone();
+        handle.spawn(async move {
+            if let Err(e) = stream.delete_consumer(&name).await {
+                tracing::debug!(consumer = %name, error = %e, "ephemeral consumer cleanup");
+            }
+        });
+    }
+}
+
+/// Deletes the ephemeral consumer being created unless `name` is cleared
+/// once the creation was answered: a creation dropped after the request was
+/// sent, or timed out, may have created it on the server.
+struct OrphanGuard<'a> {
+    provider: &'a NatsProvider,
+    name: Option<&'a str>,
+}
+
+impl Drop for OrphanGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.name {
+            delete_in_background(self.provider, name.to_string());
         }
     }
 }
