@@ -123,6 +123,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $factory;
             publish_subscribe_round_trip,
             wildcard_filtering_and_topic_isolation,
+            wildcard_over_prefix_filters,
             ordering_of_1000_events,
             concurrent_publishers_lose_nothing,
             history_newest_first_with_limit_and_filter,
@@ -423,6 +424,53 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         vec![2],
         "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself"
     );
+}
+
+/// A wildcard may stand for the prefix token too (`*` is a whole token
+/// anywhere, `>` may be the whole filter): `*.{category}.>`, `*.*.{topic}`
+/// and `>` subscribe, ephemeral or durable, to what they match among the
+/// provider's subjects, as `history` reads them.
+pub async fn wildcard_over_prefix_filters(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let all = SubscribeOptions::default();
+    let mut category = p
+        .subscribe_with_options("*.wpa.>", &all)
+        .await
+        .expect("subscribe `*.wpa.>`");
+    let mut topic = p
+        .subscribe_durable_with_options("wildcard_prefix", "*.*.wpt", &all)
+        .await
+        .expect("subscribe durable `*.*.wpt`");
+    let mut everything = p
+        .subscribe_with_options(">", &all)
+        .await
+        .expect("subscribe `>`");
+    p.publish(&event(&*p, "wpa", "x", 1))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wpb", "wpt", 2))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wpa", "wpt", 3))
+        .await
+        .expect("publish");
+    let take = async |sub: &mut Box<dyn Subscription>, filter: &str, count: usize| {
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            let what = format!("filter `{filter}`: event {} of {count}", seen.len() + 1);
+            seen.push(n_of(&recv(sub, &caps, &what).await.event));
+        }
+        seen
+    };
+    assert_eq!(take(&mut category, "*.wpa.>", 2).await, vec![1, 3]);
+    assert_eq!(take(&mut topic, "*.*.wpt", 2).await, vec![2, 3]);
+    assert_eq!(take(&mut everything, ">", 3).await, vec![1, 2, 3]);
+    let history = p
+        .history(Some("*.wpa.>"), 10)
+        .await
+        .expect("history `*.wpa.>`");
+    assert_eq!(history.iter().map(n_of).collect::<Vec<_>>(), vec![3, 1]);
 }
 
 /// 1,000 events arrive in publish order with strictly increasing sequences.
