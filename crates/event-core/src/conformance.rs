@@ -153,6 +153,7 @@ macro_rules! conformance_tests {
             unsubscribe_deletes_durable,
             unsubscribe_ends_live_subscriptions,
             changed_durable_options_applied_or_refused,
+            changed_durable_filter_from_literal_to_wildcard,
             invalid_subjects_filters_and_names_rejected,
             payload_over_limit_rejected,
             payload_too_deep_rejected,
@@ -1810,6 +1811,57 @@ pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFa
         }
         Err(Error::Conflict { .. }) => {}
         Err(other) => panic!("changed options: expected Ok or Conflict, got {other}"),
+    }
+}
+
+/// A durable that has delivered events on a literal filter, resubscribed
+/// with a wildcard filter, delivers what the new filter matches, or refuses
+/// the change with `Conflict`: it never accepts the filter and then
+/// delivers nothing.
+pub async fn changed_durable_filter_from_literal_to_wildcard(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe_durable_with_options(
+            "chlit",
+            &p.build_subject("chlit", "a"),
+            &manual_opts(&caps),
+        )
+        .await
+        .expect("durable on a literal filter");
+    p.publish(&event(&*p, "chlit", "a", 1))
+        .await
+        .expect("publish");
+    recv_manual(&mut sub, &caps, "the event on the literal filter")
+        .await
+        .ack()
+        .await
+        .expect("ack");
+    sub.close().await.expect("close");
+    drop(sub);
+    match p
+        .subscribe_durable_with_options("chlit", &p.category_subject("chlit"), &manual_opts(&caps))
+        .await
+    {
+        Ok(mut sub) => {
+            p.publish(&event(&*p, "chlit", "b", 2))
+                .await
+                .expect("publish");
+            let got = recv_manual(
+                &mut sub,
+                &caps,
+                "durable resubscribed with a wildcard filter: the event it matches",
+            )
+            .await;
+            assert_eq!(
+                n_of(&got.received.event),
+                2,
+                "the new filter must be in effect"
+            );
+            got.ack().await.expect("ack");
+        }
+        Err(Error::Conflict { .. }) => {}
+        Err(other) => panic!("changed filter: expected Ok or Conflict, got {other}"),
     }
 }
 
