@@ -142,6 +142,7 @@ macro_rules! conformance_tests {
             deliver_policy_last,
             deliver_policy_new,
             deliver_policy_by_start_sequence,
+            deliver_policy_by_start_sequence_beyond_the_end,
             deliver_policy_by_start_time,
             deliver_policy_last_per_subject,
             max_ack_pending_pauses_delivery,
@@ -1292,6 +1293,39 @@ pub async fn deliver_policy_by_start_sequence(factory: &dyn ProviderFactory) {
             .await,
             vec![2, 3, 4],
             "{kind} subscription with DeliverPolicy::ByStartSequence"
+        );
+    }
+}
+
+/// `DeliverPolicy::ByStartSequence` beyond the stream's end waits for that
+/// sequence: events published meanwhile with lower sequences are not
+/// delivered (durable and ephemeral).
+pub async fn deliver_policy_by_start_sequence_beyond_the_end(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let seqs = policy_fixture(&*p).await;
+    let start = seqs[4] + 3;
+    let policy = DeliverPolicy::ByStartSequence { sequence: start };
+    let mut subs = policy_subs(&*p, "pol-beyond", policy).await;
+    // sequences seqs[4]+1 ..= seqs[4]+4: the first two are before the start
+    for n in 5..9 {
+        p.publish(&event(&*p, "pol", "x", n))
+            .await
+            .expect("publish");
+    }
+    for (kind, sub) in &mut subs {
+        assert_eq!(
+            drain_ns(
+                sub,
+                &caps,
+                2,
+                &format!(
+                    "{kind} subscription with DeliverPolicy::ByStartSequence {start} beyond the end"
+                )
+            )
+            .await,
+            vec![7, 8],
+            "{kind} subscription with DeliverPolicy::ByStartSequence {start}: nothing before it"
         );
     }
 }

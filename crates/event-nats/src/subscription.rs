@@ -700,10 +700,33 @@ impl NatsSubscription {
                 }
                 Some(Ok(message)) => {
                     self.batch_delivered = true;
+                    if self.before_start(&message) {
+                        // settled so that it is not redelivered (and does
+                        // not hold a place under max_ack_pending)
+                        if let Err(e) = message.ack_with(AckKind::Ack).await {
+                            tracing::debug!(consumer = %self.name, error = %e, "could not settle an event before the start sequence");
+                        }
+                        continue;
+                    }
                     self.held = Some(message);
                 }
             }
         }
+    }
+
+    /// Whether `message` comes before the consumer's start sequence:
+    /// JetStream starts a `ByStartSequence` consumer whose start is beyond
+    /// the stream's end at the next event stored, whatever its sequence,
+    /// while the contract delivers events from that sequence on.
+    fn before_start(&self, message: &async_nats::jetstream::Message) -> bool {
+        let consumer::DeliverPolicy::ByStartSequence { start_sequence } =
+            self.consumer.cached_info().config.deliver_policy
+        else {
+            return false;
+        };
+        message
+            .info()
+            .is_ok_and(|info| info.stream_sequence < start_sequence)
     }
 
     /// The ack wait JetStream applies to delivery number `delivery`: the
