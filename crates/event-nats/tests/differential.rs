@@ -21,7 +21,8 @@
 //! seed, the operations and both observation logs. Fixed seeds run by
 //! default; `A3S_DIFF_SEEDS=N` runs seeds `0..N`, `A3S_DIFF_SEEDS=a..b` a
 //! range, `A3S_DIFF_SEEDS=3,17` a list (hunting locally);
-//! `A3S_DIFF_PARALLEL` seeds run at once (default 3).
+//! `A3S_DIFF_PARALLEL` seeds run at once (default 3); `A3S_DIFF_LOG=1`
+//! prints every seed's log.
 //!
 //! # Normalizations (what legitimately differs)
 //!
@@ -77,9 +78,12 @@
 //!     client at once and its ack timer starts then, not when a later call
 //!     hands it out (memory starts it at hand-out). If the caller comes
 //!     back later than the ack wait, NATS hands out the event and at once
-//!     its redelivery. This is a reported finding, not hidden: the harness
-//!     tracks, per slot, whether a pull may be open and when events were
-//!     published since, adds the NATS-side deadlines to the deadline set,
+//!     its redelivery. The same holds for a redelivery that comes due
+//!     while no call waits (it is caught by the open pull, and its next ack
+//!     wait starts then). This is a reported finding, not hidden: the
+//!     harness tracks, per slot, whether a pull may be open and when events
+//!     were published or redeliveries came due since, adds the NATS-side
+//!     deadlines to the deadline set,
 //!     and when a drain would come later than such an ack wait it
 //!     "quarantines" the slot on both sides instead (drops its held
 //!     deliveries and the subscription, and deletes its durable), so the
@@ -540,10 +544,18 @@ struct Ctx {
 struct Track {
     /// A drain ended while waiting: its pull request may still be open.
     pull_open: bool,
+    /// When it may have been opened.
+    opened: Option<Instant>,
     /// When events were published since.
     published: Vec<Instant>,
-    /// The ack wait of a first delivery on this slot.
+    /// When deliveries of this slot come due for redelivery (ack waits,
+    /// naks): a redelivery that comes due while the pull is open and no
+    /// call waits is caught by the pull like a new event.
+    due: Vec<Instant>,
+    /// The shortest ack wait of a delivery on this slot.
     wait: Duration,
+    /// Every ack wait a delivery on this slot may have.
+    waits: Vec<Duration>,
     /// The slot's durable name, if any.
     durable: Option<String>,
 }
@@ -1200,10 +1212,19 @@ async fn run_seed(seed: u64) -> Result<(), String> {
         // cancelled call's pull request may have caught
         if let Op::Drain { slot, .. } = op {
             let t = &tracks[*slot];
-            let late = t.pull_open
-                && t.published
-                    .iter()
-                    .any(|p| *p + t.wait < Instant::now() + DRAIN + MARGIN);
+            let now = Instant::now();
+            let caught: Vec<Instant> = t
+                .published
+                .iter()
+                .copied()
+                .chain(
+                    t.due
+                        .iter()
+                        .copied()
+                        .filter(|d| t.opened.is_some_and(|o| o < *d) && *d < now),
+                )
+                .collect();
+            let late = t.pull_open && caught.iter().any(|c| *c + t.wait < now + DRAIN + MARGIN);
             if late {
                 let (m, n) = tokio::join!(mem.quarantine(*slot), nats.quarantine(*slot));
                 if let Some(name) = &t.durable {
@@ -1223,9 +1244,9 @@ async fn run_seed(seed: u64) -> Result<(), String> {
                 }
                 continue;
             }
-            for p in &t.published {
+            for c in &caught {
                 // when NATS may redeliver what that pull caught
-                deadlines.push(*p + t.wait);
+                deadlines.extend(t.waits.iter().map(|w| *c + *w));
             }
         }
         // shared inputs, made once for both sides
@@ -1287,6 +1308,22 @@ async fn run_seed(seed: u64) -> Result<(), String> {
             mem.run(op, &ctx, event.as_ref(), &batch, end, &mut mem_deadlines),
             nats.run(op, &ctx, event.as_ref(), &batch, end, &mut nats_deadlines)
         );
+        match op {
+            Op::Drain { slot, .. } => {
+                tracks[*slot].due.extend(&mem_deadlines);
+                tracks[*slot].due.extend(&nats_deadlines);
+            }
+            Op::Settle { how, .. } => {
+                for t in &mut tracks {
+                    t.due.extend(&mem_deadlines);
+                    t.due.extend(&nats_deadlines);
+                    if matches!(how, How::Nak) {
+                        t.due.push(Instant::now());
+                    }
+                }
+            }
+            _ => {}
+        }
         deadlines.extend(mem_deadlines);
         deadlines.extend(nats_deadlines);
         let n = if matches!(op, Op::Info) && m != n {
@@ -1319,6 +1356,14 @@ async fn run_seed(seed: u64) -> Result<(), String> {
                 if m == "ok" {
                     let options = subscribe_options(opts, &ctx.marks);
                     tracks[*slot].wait = first_wait(&options);
+                    let mut waits = options.backoff.clone();
+                    waits.push(first_wait(&options));
+                    waits.push(
+                        options
+                            .ack_wait
+                            .unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT),
+                    );
+                    tracks[*slot].waits = waits;
                     if let (Some(d), None, false) = (durable, bad_name, bad_filter) {
                         durables.insert(NAMES[*d].to_string(), FILTERS[*filter].to_string());
                         tracks[*slot].durable = Some(NAMES[*d].to_string());
@@ -1330,8 +1375,11 @@ async fn run_seed(seed: u64) -> Result<(), String> {
             }
             Op::Drain { slot, .. } => {
                 let t = &mut tracks[*slot];
+                let now = Instant::now();
                 t.published.clear();
+                t.due.retain(|d| *d > now);
                 t.pull_open = !m.contains("no sub") && !m.contains("end");
+                t.opened = Some(now);
             }
             Op::Close { slot } | Op::Drop { slot } => tracks[*slot] = Track::default(),
             Op::Unsubscribe { name, bad: false } if m.starts_with("ok") => {
@@ -1349,6 +1397,9 @@ async fn run_seed(seed: u64) -> Result<(), String> {
     }
     if quarantined > 0 {
         eprintln!("seed {seed}: {quarantined} slot(s) quarantined (normalization 11)");
+    }
+    if std::env::var_os("A3S_DIFF_LOG").is_some() {
+        eprintln!("seed {seed}: log\n{log}");
     }
     drop(nats);
     drop(server);
