@@ -123,6 +123,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $factory;
             publish_subscribe_round_trip,
             wildcard_filtering_and_topic_isolation,
+            wildcard_over_prefix_filters,
             ordering_of_1000_events,
             concurrent_publishers_lose_nothing,
             history_newest_first_with_limit_and_filter,
@@ -142,6 +143,7 @@ macro_rules! conformance_tests {
             deliver_policy_last,
             deliver_policy_new,
             deliver_policy_by_start_sequence,
+            deliver_policy_by_start_sequence_beyond_the_end,
             deliver_policy_by_start_time,
             deliver_policy_last_per_subject,
             max_ack_pending_pauses_delivery,
@@ -153,6 +155,7 @@ macro_rules! conformance_tests {
             unsubscribe_deletes_durable,
             unsubscribe_ends_live_subscriptions,
             changed_durable_options_applied_or_refused,
+            changed_durable_filter_from_literal_to_wildcard,
             invalid_subjects_filters_and_names_rejected,
             payload_over_limit_rejected,
             payload_too_deep_rejected,
@@ -424,6 +427,53 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         vec![2],
         "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself"
     );
+}
+
+/// A wildcard may stand for the prefix token too (`*` is a whole token
+/// anywhere, `>` may be the whole filter): `*.{category}.>`, `*.*.{topic}`
+/// and `>` subscribe, ephemeral or durable, to what they match among the
+/// provider's subjects, as `history` reads them.
+pub async fn wildcard_over_prefix_filters(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let all = SubscribeOptions::default();
+    let mut category = p
+        .subscribe_with_options("*.wpa.>", &all)
+        .await
+        .expect("subscribe `*.wpa.>`");
+    let mut topic = p
+        .subscribe_durable_with_options("wildcard_prefix", "*.*.wpt", &all)
+        .await
+        .expect("subscribe durable `*.*.wpt`");
+    let mut everything = p
+        .subscribe_with_options(">", &all)
+        .await
+        .expect("subscribe `>`");
+    p.publish(&event(&*p, "wpa", "x", 1))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wpb", "wpt", 2))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wpa", "wpt", 3))
+        .await
+        .expect("publish");
+    let take = async |sub: &mut Box<dyn Subscription>, filter: &str, count: usize| {
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            let what = format!("filter `{filter}`: event {} of {count}", seen.len() + 1);
+            seen.push(n_of(&recv(sub, &caps, &what).await.event));
+        }
+        seen
+    };
+    assert_eq!(take(&mut category, "*.wpa.>", 2).await, vec![1, 3]);
+    assert_eq!(take(&mut topic, "*.*.wpt", 2).await, vec![2, 3]);
+    assert_eq!(take(&mut everything, ">", 3).await, vec![1, 2, 3]);
+    let history = p
+        .history(Some("*.wpa.>"), 10)
+        .await
+        .expect("history `*.wpa.>`");
+    assert_eq!(history.iter().map(n_of).collect::<Vec<_>>(), vec![3, 1]);
 }
 
 /// 1,000 events arrive in publish order with strictly increasing sequences.
@@ -1323,6 +1373,39 @@ pub async fn deliver_policy_by_start_sequence(factory: &dyn ProviderFactory) {
     }
 }
 
+/// `DeliverPolicy::ByStartSequence` beyond the stream's end waits for that
+/// sequence: events published meanwhile with lower sequences are not
+/// delivered (durable and ephemeral).
+pub async fn deliver_policy_by_start_sequence_beyond_the_end(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let seqs = policy_fixture(&*p).await;
+    let start = seqs[4] + 3;
+    let policy = DeliverPolicy::ByStartSequence { sequence: start };
+    let mut subs = policy_subs(&*p, "pol-beyond", policy).await;
+    // sequences seqs[4]+1 ..= seqs[4]+4: the first two are before the start
+    for n in 5..9 {
+        p.publish(&event(&*p, "pol", "x", n))
+            .await
+            .expect("publish");
+    }
+    for (kind, sub) in &mut subs {
+        assert_eq!(
+            drain_ns(
+                sub,
+                &caps,
+                2,
+                &format!(
+                    "{kind} subscription with DeliverPolicy::ByStartSequence {start} beyond the end"
+                )
+            )
+            .await,
+            vec![7, 8],
+            "{kind} subscription with DeliverPolicy::ByStartSequence {start}: nothing before it"
+        );
+    }
+}
+
 /// `DeliverPolicy::ByStartTime` starts at the first event stored at or after
 /// the time (durable and ephemeral).
 pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
@@ -1838,6 +1921,57 @@ pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFa
         }
         Err(Error::Conflict { .. }) => {}
         Err(other) => panic!("changed options: expected Ok or Conflict, got {other}"),
+    }
+}
+
+/// A durable that has delivered events on a literal filter, resubscribed
+/// with a wildcard filter, delivers what the new filter matches, or refuses
+/// the change with `Conflict`: it never accepts the filter and then
+/// delivers nothing.
+pub async fn changed_durable_filter_from_literal_to_wildcard(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe_durable_with_options(
+            "chlit",
+            &p.build_subject("chlit", "a"),
+            &manual_opts(&caps),
+        )
+        .await
+        .expect("durable on a literal filter");
+    p.publish(&event(&*p, "chlit", "a", 1))
+        .await
+        .expect("publish");
+    recv_manual(&mut sub, &caps, "the event on the literal filter")
+        .await
+        .ack()
+        .await
+        .expect("ack");
+    sub.close().await.expect("close");
+    drop(sub);
+    match p
+        .subscribe_durable_with_options("chlit", &p.category_subject("chlit"), &manual_opts(&caps))
+        .await
+    {
+        Ok(mut sub) => {
+            p.publish(&event(&*p, "chlit", "b", 2))
+                .await
+                .expect("publish");
+            let got = recv_manual(
+                &mut sub,
+                &caps,
+                "durable resubscribed with a wildcard filter: the event it matches",
+            )
+            .await;
+            assert_eq!(
+                n_of(&got.received.event),
+                2,
+                "the new filter must be in effect"
+            );
+            got.ack().await.expect("ack");
+        }
+        Err(Error::Conflict { .. }) => {}
+        Err(other) => panic!("changed filter: expected Ok or Conflict, got {other}"),
     }
 }
 

@@ -72,7 +72,7 @@ pub(crate) async fn history(
 
 /// A (valid) filter intersected with the stream's subjects `<prefix>.>`.
 #[derive(Debug, PartialEq, Eq)]
-enum Narrowed {
+pub(crate) enum Narrowed {
     /// No subject of the stream matches.
     Nothing,
     /// Every subject of the stream matches: no filter (the server counts
@@ -84,7 +84,7 @@ enum Narrowed {
     Filter(String),
 }
 
-fn narrow(filter: Option<&str>, prefix: &str) -> Narrowed {
+pub(crate) fn narrow(filter: Option<&str>, prefix: &str) -> Narrowed {
     let Some(filter) = filter else {
         return Narrowed::All;
     };
@@ -104,6 +104,20 @@ fn narrow(filter: Option<&str>, prefix: &str) -> Narrowed {
             narrowed.extend_from_slice(rest);
             Narrowed::Filter(narrowed.join("."))
         }
+    }
+}
+
+/// The consumer filter for subscription filter `filter`: narrowed to the
+/// stream's subjects, since JetStream refuses a consumer filter that is not
+/// a subset of them (`*.orders.>` becomes `<prefix>.orders.>`, `>` becomes
+/// `<prefix>.>`), so a wildcard over the prefix token matches here what it
+/// matches on every provider. A filter matching none of the stream's
+/// subjects is kept as given (the server refuses it).
+pub(crate) fn consumer_filter(filter: &str, prefix: &str) -> String {
+    match narrow(Some(filter), prefix) {
+        Narrowed::All => format!("{prefix}.>"),
+        Narrowed::Filter(narrowed) => narrowed,
+        Narrowed::Nothing => filter.to_string(),
     }
 }
 

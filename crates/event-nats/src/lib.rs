@@ -235,7 +235,11 @@
 //!   loses nothing: a delivery it had already received is returned by the
 //!   next call.
 //! - **Durables**: changed `ack_wait`, `max_deliver`, `max_ack_pending`,
-//!   `backoff` or filter are applied to the existing consumer; a different
+//!   `backoff` or filter are applied to the existing consumer (a changed
+//!   filter only on nats-server 2.9.14 and later: older servers accept it
+//!   and keep matching with parts of the old one, so a literal filter
+//!   changed to a wildcard one would skip every event; there it is
+//!   [`Error::Conflict`](event_core::Error::Conflict)); a different
 //!   `deliver_policy` (which applies at creation only) is
 //!   [`Error::Conflict`](event_core::Error::Conflict), and so is a consumer
 //!   of that name made by another client as a push consumer or with an ack

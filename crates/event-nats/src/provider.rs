@@ -824,7 +824,8 @@ impl EventProvider for NatsProvider {
     ) -> Result<Box<dyn Subscription>> {
         validate_filter(filter_subject)?;
         self.require_connected("subscribe")?;
-        let sub = NatsSubscription::ephemeral(self.clone(), filter_subject, options).await?;
+        let filter = crate::history::consumer_filter(filter_subject, self.subject_prefix());
+        let sub = NatsSubscription::ephemeral(self.clone(), &filter, options).await?;
         Ok(Box::new(sub))
     }
 
@@ -837,8 +838,8 @@ impl EventProvider for NatsProvider {
         validate_consumer_name(consumer_name)?;
         validate_filter(filter_subject)?;
         self.require_connected("subscribe")?;
-        let sub =
-            NatsSubscription::durable(self.clone(), consumer_name, filter_subject, options).await?;
+        let filter = crate::history::consumer_filter(filter_subject, self.subject_prefix());
+        let sub = NatsSubscription::durable(self.clone(), consumer_name, &filter, options).await?;
         Ok(Box::new(sub))
     }
 

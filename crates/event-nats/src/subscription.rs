@@ -719,10 +719,33 @@ impl NatsSubscription {
                 }
                 Some(Ok(message)) => {
                     self.batch_delivered = true;
+                    if self.before_start(&message) {
+                        // settled so that it is not redelivered (and does
+                        // not hold a place under max_ack_pending)
+                        if let Err(e) = message.ack_with(AckKind::Ack).await {
+                            tracing::debug!(consumer = %self.name, error = %e, "could not settle an event before the start sequence");
+                        }
+                        continue;
+                    }
                     self.held = Some(message);
                 }
             }
         }
+    }
+
+    /// Whether `message` comes before the consumer's start sequence:
+    /// JetStream starts a `ByStartSequence` consumer whose start is beyond
+    /// the stream's end at the next event stored, whatever its sequence,
+    /// while the contract delivers events from that sequence on.
+    fn before_start(&self, message: &async_nats::jetstream::Message) -> bool {
+        let consumer::DeliverPolicy::ByStartSequence { start_sequence } =
+            self.consumer.cached_info().config.deliver_policy
+        else {
+            return false;
+        };
+        message
+            .info()
+            .is_ok_and(|info| info.stream_sequence < start_sequence)
     }
 
     /// The ack wait JetStream applies to delivery number `delivery`: the
@@ -958,6 +981,22 @@ async fn resume(
             ),
         });
     }
+    // nats-server before 2.9.14 accepts a new filter but keeps matching
+    // with parts of the old one (nats-server#3829, #3845): a literal filter
+    // changed to a wildcard one then skips every event, so the change is
+    // refused there rather than accepted and silently broken
+    let version = provider.inner.client.server_info().version;
+    if existing.filter_subject != desired.filter_subject && filter_update_unsafe(&version) {
+        return Err(Error::Conflict {
+            resource: format!("durable consumer {name}"),
+            reason: format!(
+                "filter_subject: consumer has {:?}, subscription wants {:?}; nats-server \
+                 {version} cannot change a consumer's filter in place (fixed in 2.9.14): \
+                 unsubscribe the consumer first, or upgrade the server",
+                existing.filter_subject, desired.filter_subject
+            ),
+        });
+    }
     let diffs = consumer_differences(existing, desired);
     if diffs.is_empty() {
         let request = async {
@@ -997,6 +1036,24 @@ async fn resume(
         });
     }
     Ok(updated)
+}
+
+/// Whether nats-server `version` mishandles a consumer filter update (before
+/// 2.9.14 it keeps matching with the old filter's wildcard flag and signal
+/// subscription). An unparsable version is taken for a current one.
+fn filter_update_unsafe(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .map(|p| p.parse::<u64>().ok());
+    match (
+        parts.next().flatten(),
+        parts.next().flatten(),
+        parts.next().flatten(),
+    ) {
+        (Some(major), Some(minor), Some(patch)) => (major, minor, patch) < (2, 9, 14),
+        _ => false,
+    }
 }
 
 /// The server refused a backoff of `steps` steps with `max_deliver` (-1:
@@ -1273,5 +1330,20 @@ impl Acker for NatsAcker {
 
     async fn in_progress(&self) -> Result<()> {
         self.send(AckKind::Progress, "in_progress").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_update_unsafe;
+
+    #[test]
+    fn filter_updates_are_unsafe_before_2_9_14() {
+        for old in ["2.9.10", "v2.9.13", "2.8.4", "1.0.0"] {
+            assert!(filter_update_unsafe(old), "{old}");
+        }
+        for new in ["2.9.14", "2.10.0", "2.11.1-RC.1", "3.0.0", "", "dev"] {
+            assert!(!filter_update_unsafe(new), "{new}");
+        }
     }
 }
