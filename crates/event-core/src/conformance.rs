@@ -154,6 +154,7 @@ macro_rules! conformance_tests {
             expected_sequence_conflict,
             unsubscribe_deletes_durable,
             unsubscribe_ends_live_subscriptions,
+            recreated_durable_does_not_feed_old_subscriptions,
             changed_durable_options_applied_or_refused,
             changed_durable_filter_from_literal_to_wildcard,
             invalid_subjects_filters_and_names_rejected,
@@ -1826,6 +1827,56 @@ pub async fn unsubscribe_ends_live_subscriptions(factory: &dyn ProviderFactory) 
         Ok(other) => panic!("a subscription on an unsubscribed durable: got {other:?}"),
         Err(_) => panic!("a subscription on an unsubscribed durable kept waiting for {limit:?}"),
     }
+}
+
+/// A subscription on a durable that was unsubscribed and then created again
+/// under the same name ends (`Ok(None)` or `Error::NotFound`): it does not
+/// take events from the new durable, which gets every one of them.
+pub async fn recreated_durable_does_not_feed_old_subscriptions(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("rdo");
+    let mut old = p.subscribe_durable("rdo", &filter).await.expect("durable");
+    publish_n(&*p, "rdo", "t", 0..1).await;
+    assert_eq!(
+        drain_ns(&mut old, &caps, 1, "first durable: the stored event").await,
+        vec![0]
+    );
+    p.unsubscribe("rdo").await.expect("unsubscribe");
+    let mut new = p
+        .subscribe_durable("rdo", &filter)
+        .await
+        .expect("the durable created again");
+    publish_n(&*p, "rdo", "t", 1..4).await;
+    let limit = caps.receive_timeout.max(Duration::from_secs(30));
+    match tokio::time::timeout(limit, old.next_manual_ack()).await {
+        Ok(Ok(None) | Err(Error::NotFound { .. })) => {}
+        Ok(Ok(Some(pending))) => panic!(
+            "a subscription of the deleted durable took event {} from the new durable of \
+             the same name",
+            n_of(&pending.received.event)
+        ),
+        Ok(Err(other)) => panic!("a subscription of the deleted durable: got {other:?}"),
+        Err(_) => panic!("a subscription of the deleted durable kept waiting for {limit:?}"),
+    }
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        match try_recv_manual(&mut new, &caps).await {
+            Ok(pending) => {
+                got.push(n_of(&pending.received.event));
+                pending.ack().await.expect("ack");
+            }
+            Err(failure) => {
+                panic!("the new durable: expected events 0..4, got {got:?}, then {failure}")
+            }
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        vec![0, 1, 2, 3],
+        "the new durable delivers every stored event"
+    );
 }
 
 /// Resubscribing a durable with different options applies them or refuses

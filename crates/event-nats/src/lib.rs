@@ -169,7 +169,15 @@
 //!   subscription returns [`Error::NotFound`](event_core::Error::NotFound);
 //!   an ephemeral is recreated at its oldest unsettled delivery, else after
 //!   the last event it handed out, else where it started, so nothing is
-//!   skipped (deliveries of the new consumer count from 1 again). `ack`, `nak`,
+//!   skipped (deliveries of the new consumer count from 1 again). A durable
+//!   deleted and created again under its name ends the old one's
+//!   subscriptions too (a pull request goes to whatever consumer has the
+//!   name): at once when the deletion went through this provider (or a
+//!   clone), else when their open pull hears of it. A subscription with no
+//!   pull open while another process deletes its durable and creates one of
+//!   the same name cannot tell (nats-server gives a consumer no identity
+//!   beyond its name; its creation time changes across restarts) and reads
+//!   the new durable. `ack`, `nak`,
 //!   `nak_with_delay`, `term` and `in_progress` map to JetStream's `+ACK`,
 //!   `-NAK`, `-NAK {delay}`, `+TERM` and `+WPI`. `max_deliver` and `backoff`
 //!   map to the consumer's; with a backoff, JetStream uses `backoff[0]` as the

@@ -16,7 +16,7 @@ use event_core::{
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A publish awaiting its acknowledgement.
@@ -53,6 +53,49 @@ pub(crate) struct Inner {
     pub(crate) options: NatsOptions,
     pub(crate) max_payload: AtomicUsize,
     pub(crate) link: Arc<Link>,
+    /// Durables this provider (and its clones) deleted.
+    pub(crate) unsubscribed: Unsubscribed,
+}
+
+/// Durables deleted through this provider: a subscription opened on a
+/// durable before it was deleted ends, even if a new durable of the same
+/// name exists by the time it asks for more (JetStream serves a pull
+/// request by name, and a new consumer's `created` time is no identity:
+/// nats-server reports it differently after a restart).
+#[derive(Debug, Default)]
+pub(crate) struct Unsubscribed {
+    /// Bumped on every deletion: a subscription compares it with the value
+    /// it saw last, and looks its own name up only when it changed.
+    epoch: AtomicU64,
+    /// How many times each durable name was deleted.
+    deletions: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl Unsubscribed {
+    /// Records that durable `name` was deleted.
+    pub(crate) fn record(&self, name: &str) {
+        let mut deletions = self
+            .deletions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *deletions.entry(name.to_owned()).or_default() += 1;
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The deletion epoch (any name).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// How many times durable `name` was deleted.
+    pub(crate) fn deletions_of(&self, name: &str) -> u64 {
+        self.deletions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// The connection state as reported by async-nats connection events.
@@ -163,6 +206,7 @@ impl NatsProvider {
                 config,
                 options,
                 link,
+                unsubscribed: Unsubscribed::default(),
             }),
         })
     }
@@ -856,7 +900,10 @@ impl EventProvider for NatsProvider {
         self.require_connected("unsubscribe")?;
         let delete = async {
             match self.inner.stream.delete_consumer(consumer_name).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    self.inner.unsubscribed.record(consumer_name);
+                    Ok(())
+                }
                 Err(e) => Err(
                     match error::map(consumer_name, e, self.consumer_timeout()) {
                         Error::NotFound { .. } => Error::NotFound {

@@ -233,6 +233,14 @@ pub(crate) struct NatsSubscription {
     since: u64,
     /// `close` was called: nothing more is delivered.
     closed: bool,
+    /// The provider's deletion epoch this durable subscription saw last,
+    /// and how many times its name had been deleted when it was opened
+    /// (see [`deleted`](Self::deleted)).
+    epoch: u64,
+    deletions: u64,
+    /// The durable this subscription reads was deleted: it ends, whatever
+    /// consumer now has its name.
+    gone: bool,
     /// `close` ran to its end. A close dropped part-way (a `timeout`, a
     /// `select!`) is not: the next `close` finishes it, and a drop without
     /// one deletes an ephemeral consumer as if `close` was never called.
@@ -336,6 +344,10 @@ impl NatsSubscription {
     ) -> Result<Self> {
         let desired = consumer_config(Some(name), filter, options)?;
         let since = provider.inner.link.denials.mark();
+        // read before the consumer is looked up: a deletion from here on
+        // may have deleted the one this subscription gets
+        let epoch = provider.inner.unsubscribed.epoch();
+        let deletions = provider.inner.unsubscribed.deletions_of(name);
         let consumer = match lookup(&provider, name).await? {
             Some(existing) => resume(&provider, name, &existing, &desired).await?,
             None => match create(&provider, name, desired.clone()).await {
@@ -350,13 +362,10 @@ impl NatsSubscription {
                 Err(err) => return Err(err),
             },
         };
-        Ok(Self::new(
-            provider,
-            consumer,
-            name.to_string(),
-            Kind::Durable,
-            since,
-        ))
+        let mut sub = Self::new(provider, consumer, name.to_string(), Kind::Durable, since);
+        sub.epoch = epoch;
+        sub.deletions = deletions;
+        Ok(sub)
     }
 
     /// `since`: the permission-violation mark taken before the consumer was
@@ -410,6 +419,9 @@ impl NatsSubscription {
             pull_subject,
             pull_inbox: None,
             since,
+            epoch: 0,
+            deletions: 0,
+            gone: false,
             closed: false,
             close_finished: false,
         }
@@ -610,20 +622,49 @@ impl NatsSubscription {
     }
 
     /// The server lost this subscription's consumer: an ephemeral is
-    /// recreated, a durable (deleted by someone else) is `NotFound`.
+    /// recreated, a durable (deleted by someone else) is `NotFound`, from
+    /// then on.
     async fn replace_lost_consumer(&mut self) -> Result<()> {
         if self.recreate_ephemeral().await? {
             return Ok(());
         }
-        Err(Error::NotFound {
+        self.gone = true;
+        Err(self.gone_error())
+    }
+
+    fn gone_error(&self) -> Error {
+        Error::NotFound {
             kind: "consumer",
             name: self.name.clone(),
-        })
+        }
+    }
+
+    /// Whether this subscription's durable was deleted through this
+    /// provider (or a clone) since it was opened: a pull request goes to
+    /// whatever consumer has the name now, possibly a new durable, which
+    /// this subscription must not read from. An atomic load unless some
+    /// durable was deleted since the last call.
+    fn deleted(&mut self) -> bool {
+        if !matches!(self.kind, Kind::Durable) {
+            return false;
+        }
+        let unsubscribed = &self.provider.inner.unsubscribed;
+        let epoch = unsubscribed.epoch();
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            if unsubscribed.deletions_of(&self.name) != self.deletions {
+                self.gone = true;
+            }
+        }
+        self.gone
     }
 
     async fn receive(&mut self) -> Result<Option<(ReceivedEvent, NatsMsgAcker)>> {
         if self.closed {
             return Ok(None);
+        }
+        if self.deleted() {
+            return Err(self.gone_error());
         }
         self.note_call();
         loop {
@@ -702,7 +743,9 @@ impl NatsSubscription {
                     self.batch = None;
                     let text = err.to_string();
                     tracing::debug!(consumer = %self.name, error = %text, "pull request ended");
-                    if !self.consumer_exists().await? {
+                    // the consumer this pull was sent to was deleted; one of
+                    // the same name may exist already, which is not ours
+                    if text.contains("Consumer Deleted") || !self.consumer_exists().await? {
                         self.replace_lost_consumer().await?;
                         continue;
                     }

@@ -1113,3 +1113,81 @@ async fn requests_while_disconnected_fail_at_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_durable_deleted_and_created_again_elsewhere_ends_a_waiting_subscription() {
+    // another process deletes the durable and creates one of the same name
+    // while this subscription waits on a pull: the pull ends with "409
+    // Consumer Deleted", and the subscription must end, not go on reading
+    // the new durable (a lookup by name finds that one)
+    let server = server!("a_durable_deleted_and_created_again_elsewhere");
+    let config = common::config(&server, "drce");
+    let here = NatsProvider::connect(config.clone()).await.unwrap();
+    let elsewhere = NatsProvider::connect(config).await.unwrap();
+    let filter = here.category_subject("t");
+    let mut old = here.subscribe_durable("shared", &filter).await.unwrap();
+    here.publish(&event(&here, 0)).await.unwrap();
+    let first = old.next_manual_ack().await.unwrap().unwrap();
+    first.ack().await.unwrap();
+    // a call that gives up leaves its pull open (cancel safety): the
+    // server's "409 Consumer Deleted" for it waits until the next call,
+    // by which time a durable of the same name exists again
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), old.next_manual_ack())
+            .await
+            .is_err()
+    );
+    elsewhere.unsubscribe("shared").await.unwrap();
+    let mut new = elsewhere
+        .subscribe_durable("shared", &filter)
+        .await
+        .unwrap();
+    elsewhere.publish(&event(&elsewhere, 1)).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(20), old.next_manual_ack()).await;
+    match waited {
+        Ok(Err(Error::NotFound { .. }) | Ok(None)) => {}
+        Ok(Ok(Some(p))) => panic!(
+            "the deleted durable's subscription took event {} from the new durable",
+            p.received.event.payload["n"]
+        ),
+        other => panic!("the deleted durable's subscription: {other:?}"),
+    }
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let p = tokio::time::timeout(Duration::from_secs(10), new.next_manual_ack())
+            .await
+            .expect("the new durable delivers")
+            .unwrap()
+            .unwrap();
+        got.push(p.received.event.payload["n"].as_u64().unwrap());
+        p.ack().await.unwrap();
+    }
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 1]);
+}
+
+#[tokio::test]
+async fn a_durable_deleted_here_ends_its_idle_subscriptions() {
+    // no pull of the old subscription is open when its durable is deleted
+    // and created again: its next pull would go to the new durable by name
+    let server = server!("a_durable_deleted_here_ends_its_idle_subscriptions");
+    let p = NatsProvider::connect(common::config(&server, "ddis"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let mut old = p.subscribe_durable("again", &filter).await.unwrap();
+    p.unsubscribe("again").await.unwrap();
+    let mut new = p.subscribe_durable("again", &filter).await.unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), old.next_manual_ack()).await {
+        Ok(Err(Error::NotFound { .. }) | Ok(None)) => {}
+        Ok(Ok(Some(_))) => panic!("the deleted durable's subscription read the new durable"),
+        other => panic!("the deleted durable's subscription: {other:?}"),
+    }
+    let got = tokio::time::timeout(Duration::from_secs(10), new.next_manual_ack())
+        .await
+        .expect("the new durable delivers")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.received.event.payload["n"], 0);
+}
