@@ -16,7 +16,9 @@ pub(crate) struct Inner {
     pub(crate) provider: Arc<dyn EventProvider>,
     pub(crate) hooks: HookSlot,
     pub(crate) metrics: EventMetrics,
-    pub(crate) subs: tokio::sync::Mutex<SubState>,
+    /// Shared so a subscription change can take the lock in its caller
+    /// and carry it into the task it runs detached in.
+    pub(crate) subs: Arc<tokio::sync::Mutex<SubState>>,
     /// Bumped whenever a managed subscriber changes or is removed: the
     /// subscriptions opened for it check whether they still belong to it
     /// (see [`BusSubscription`](crate::BusSubscription)).
@@ -105,7 +107,7 @@ impl EventBus {
                 provider,
                 hooks: HookSlot::default(),
                 metrics: EventMetrics::new(),
-                subs: tokio::sync::Mutex::new(SubState::default()),
+                subs: Arc::new(tokio::sync::Mutex::new(SubState::default())),
                 sub_changes: tokio::sync::watch::Sender::new(0),
             }),
         }

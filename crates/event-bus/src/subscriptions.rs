@@ -10,6 +10,7 @@ use event_core::{
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::sync::OwnedMutexGuard;
 
 /// The bus's subscriptions and the store that persists them. Guarded by one
 /// async mutex held across the save, so saves land in change order.
@@ -104,10 +105,13 @@ impl EventBus {
     /// `durable` changes) end, as on
     /// [`remove_subscription`](Self::remove_subscription).
     ///
-    /// **Cancellation.** Once polled, the change runs to completion (saved
-    /// and applied, or refused) even if the caller stops waiting for it (a
-    /// `timeout`, a `select!`): the bus and its state store always agree.
-    /// A caller that gave up can read the outcome with
+    /// **Cancellation.** Changes are made one at a time, in the order they
+    /// were called. A change dropped (a `timeout`, a `select!`) while it
+    /// still waits for the ones before it does nothing; once it has started,
+    /// it runs to completion (saved and applied, or refused) even if the
+    /// caller stops waiting for it: the bus and its state store always
+    /// agree, and a change the caller makes next comes after it. A caller
+    /// that gave up can read the outcome with
     /// [`get_subscription_record`](Self::get_subscription_record). The same
     /// holds for every method that changes subscriptions.
     pub async fn update_subscription(&self, filter: SubscriptionFilter) -> Result<()> {
@@ -127,28 +131,31 @@ impl EventBus {
 
     /// `options`: `None` keeps the subscriber's current options.
     ///
-    /// Runs detached (see [`detached`]): once polled, the change is made in
-    /// full, saved and applied, even if the caller stops waiting (a
-    /// `timeout`, a `select!`), so the state store and the bus never
-    /// disagree.
+    /// Waits for the subscriptions lock here (dropped meanwhile, it does
+    /// nothing), then runs detached (see [`detached`]) with the lock: the
+    /// change is made in full, saved and applied, even if the caller stops
+    /// waiting (a `timeout`, a `select!`), so the state store and the bus
+    /// never disagree. (Detached before taking the lock, a change given up
+    /// on could take it after a change its caller made next, and undo it.)
     async fn upsert(
         &self,
         filter: SubscriptionFilter,
         options: Option<Option<SubscribeOptions>>,
     ) -> Result<()> {
+        let state = self.inner.subs.clone().lock_owned().await;
         let bus = self.clone();
         detached("subscription update", async move {
-            bus.upsert_now(filter, options).await
+            bus.upsert_now(state, filter, options).await
         })
         .await
     }
 
     async fn upsert_now(
         &self,
+        mut state: OwnedMutexGuard<SubState>,
         filter: SubscriptionFilter,
         options: Option<Option<SubscribeOptions>>,
     ) -> Result<()> {
-        let mut state = self.inner.subs.lock().await;
         let previous = state.records.get(&filter.subscriber_id).cloned();
         let options = match options {
             Some(options) => options,
@@ -197,18 +204,23 @@ impl EventBus {
     /// nothing published after the removal, and consumer runners over them
     /// stop. [`Error::NotFound`] if there is no such subscriber.
     pub async fn remove_subscription(&self, subscriber_id: &str) -> Result<()> {
-        // detached, as `upsert`: a removal dropped while its state is saved
-        // still removes the subscriber and deletes its durables
+        // locked, then detached, as `upsert`: a removal dropped while its
+        // state is saved still removes the subscriber and deletes its
+        // durables
+        let state = self.inner.subs.clone().lock_owned().await;
         let bus = self.clone();
         let subscriber_id = subscriber_id.to_owned();
         detached("subscription removal", async move {
-            bus.remove_now(&subscriber_id).await
+            bus.remove_now(state, &subscriber_id).await
         })
         .await
     }
 
-    async fn remove_now(&self, subscriber_id: &str) -> Result<()> {
-        let mut state = self.inner.subs.lock().await;
+    async fn remove_now(
+        &self,
+        mut state: OwnedMutexGuard<SubState>,
+        subscriber_id: &str,
+    ) -> Result<()> {
         if !state.records.contains_key(subscriber_id) {
             return Err(Error::NotFound {
                 kind: "subscription",
@@ -286,17 +298,19 @@ impl EventBus {
     /// stored subscription that lists a subject twice (earlier versions
     /// accepted that) is loaded with each subject once.
     pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
-        // detached, as `upsert`: dropped while the merged set is saved, the
-        // store would hold subscriptions the bus does not
-        let bus = self.clone();
+        // locked, then detached, as `upsert`: dropped while the merged set
+        // is saved, the store would hold subscriptions the bus does not
+        let state = self.inner.subs.clone().lock_owned().await;
         detached("setting the state store", async move {
-            bus.set_state_store_now(store).await
+            Self::set_state_store_now(state, store).await
         })
         .await
     }
 
-    async fn set_state_store_now(&self, store: Arc<dyn StateStore>) -> Result<()> {
-        let mut state = self.inner.subs.lock().await;
+    async fn set_state_store_now(
+        mut state: OwnedMutexGuard<SubState>,
+        store: Arc<dyn StateStore>,
+    ) -> Result<()> {
         let loaded = store.load().await?;
         let mut merged: BTreeMap<String, SubscriptionRecord> = BTreeMap::new();
         for record in loaded {

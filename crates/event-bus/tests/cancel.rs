@@ -278,3 +278,34 @@ fn drops_inside_outside_and_during_runtime_shutdown_do_not_panic() {
     drop(sub);
     drop(bus);
 }
+
+/// A change given up on before it started (still waiting for the changes
+/// made before it) is not applied after a change the caller made next:
+/// `timeout(update(a))` that timed out, then `update(b)`, must not end with
+/// `a` in effect. Each change is polled once, and dropped, before the next
+/// is made; whatever was applied, the last change wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_given_up_on_is_not_applied_after_a_later_one() {
+    let path = temp_state("order");
+    let store = FileStateStore::new(&path);
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(Arc::new(store.clone())).await.unwrap();
+    for round in 0..50 {
+        let given_up = filter("ordered", &[&format!("events.given-up.{round}")]);
+        {
+            // polled once and dropped at once (a `timeout` that expired)
+            let mut update = pin!(bus.update_subscription(given_up));
+            let _ = std::future::poll_fn(|cx| Poll::Ready(update.as_mut().poll(cx))).await;
+        }
+        let last = filter("ordered", &[&format!("events.last.{round}")]);
+        bus.update_subscription(last.clone()).await.unwrap();
+        // let a change still running in the background finish
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_bus_and_file_agree(&bus, &store, &format!("round {round}")).await;
+        assert_eq!(
+            bus.get_subscription("ordered").await,
+            Some(last),
+            "round {round}: a change given up on was applied after the next one"
+        );
+    }
+}

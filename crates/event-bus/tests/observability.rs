@@ -445,3 +445,67 @@ async fn consumer_loop_warnings_name_the_subscriber_and_subject() {
         "the lag warning does not say which consumer lagged: {context}"
     );
 }
+
+/// Refuses every dead letter, for good (not a transient error).
+struct RefusingDlq;
+
+#[async_trait::async_trait]
+impl DlqHandler for RefusingDlq {
+    async fn handle(&self, _dead: event_core::DeadLetterEvent) -> event_core::Result<()> {
+        Err(Error::provider("dlq", "dead letters refused"))
+    }
+    async fn list(&self, _limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
+        Ok(Vec::new())
+    }
+    async fn count(&self) -> event_core::Result<usize> {
+        Ok(0)
+    }
+}
+
+/// At `INFO`, the warning that the DLQ handler refused a dead letter, and
+/// the error once it kept refusing, name the event id, its subject and its
+/// sequence, as the other warnings about one delivery do.
+#[tokio::test(flavor = "current_thread")]
+async fn dlq_refusals_name_the_event_subject_and_sequence_at_info_level() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_dlq_handler(Arc::new(RefusingDlq));
+    let last = Event::new("events.a.refused", "a", "s", "src", json!({"ok": false}));
+    let sub = UnsettleableSubscription {
+        // the final delivery (of 2): dead-lettered, and refused
+        events: vec![(last.clone(), 2)],
+        sequence: 100,
+    };
+    let consumer = bus
+        .consume_subscription(
+            Box::new(sub),
+            SubscribeOptions::default(),
+            |_r: ReceivedEvent| async { Err::<(), BoxError>("handler refused".into()) },
+            ConsumerConfig {
+                dlq_attempts: 1,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
+        .await
+        .unwrap();
+    assert_eq!(report.dlq_failed, 1, "{report:?}");
+    let lines = capture.lines();
+    for what in ["refused a dead letter", "kept refusing"] {
+        let about: Vec<_> = lines
+            .iter()
+            .filter(|l| l.level <= Level::WARN && l.fields.contains(what))
+            .collect();
+        assert_eq!(about.len(), 1, "{what}, once: {lines:#?}");
+        let context = about[0].context();
+        assert!(
+            context.contains(&last.id)
+                && context.contains("events.a.refused")
+                && context.contains("sequence=101"),
+            "'{what}' does not name event {} on events.a.refused at sequence 101: {context}",
+            last.id
+        );
+    }
+}

@@ -604,6 +604,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
                 shared.bus.metrics.add_dlq_error(1);
                 tracing::warn!(
                     event_id = %dead.event.id,
+                    subject = %dead.event.subject,
                     sequence = pending.received.sequence,
                     attempt,
                     error = %err,
