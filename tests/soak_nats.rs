@@ -31,7 +31,10 @@
 //!
 //! `A3S_SOAK_SECS` (default 20) sets the length of the fault phase: the
 //! default runs each fault once; longer runs draw faults at random.
-//! `A3S_SOAK_SEED` replays a run (the seed is printed).
+//! `A3S_SOAK_SEED` replays a run (the seed is printed); without it the
+//! default run uses a fixed seed (so CI replays one plan of handler fates;
+//! the faults' timing still varies) and a run with `A3S_SOAK_SECS` set
+//! draws one from the clock.
 #![cfg(all(feature = "nats", feature = "crypto"))]
 #![allow(clippy::unwrap_used)]
 
@@ -656,6 +659,9 @@ async fn with_server<R: Send + 'static>(
 // The soak
 // ---------------------------------------------------------------------------
 
+/// The seed of the default run.
+const DEFAULT_SEED: u64 = 20_261_129;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
     let Some(server) = NatsServer::start("chaos_soak") else {
@@ -670,6 +676,10 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
+            // the default (CI) run replays one plan; a longer run hunts
+            if std::env::var_os("A3S_SOAK_SECS").is_none() {
+                return DEFAULT_SEED;
+            }
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
