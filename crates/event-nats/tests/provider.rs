@@ -1191,3 +1191,50 @@ async fn a_durable_deleted_here_ends_its_idle_subscriptions() {
         .unwrap();
     assert_eq!(got.received.event.payload["n"], 0);
 }
+
+#[tokio::test]
+async fn a_durable_subscription_waiting_on_a_pull_survives_a_graceful_server_restart() {
+    // a graceful shutdown (SIGTERM: a rolling upgrade) stops the server's
+    // consumers; the subscription must go on with its durable after the
+    // restart, not take the stop for a deletion
+    let mut server = server!("a_durable_subscription_waiting_on_a_pull_survives_a_graceful");
+    let config = NatsConfig {
+        request_timeout_secs: 2,
+        ..common::config(&server, "graceful")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
+    let mut sub = p
+        .subscribe_durable("keep", &p.category_subject("t"))
+        .await
+        .unwrap();
+    // a call that gives up leaves its pull open at the server
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sub.next_manual_ack())
+            .await
+            .is_err()
+    );
+    server.terminate();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seq = loop {
+        match p.publish(&event(&p, 1)).await {
+            Ok(seq) => break seq,
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("publish after restart: {e:?}"),
+        }
+    };
+    let got = loop {
+        assert!(Instant::now() < deadline, "the durable did not resume");
+        match tokio::time::timeout(Duration::from_secs(30), sub.next_manual_ack()).await {
+            Ok(Ok(Some(got))) => break got,
+            Ok(Err(e)) if e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("after a graceful restart: {other:?}"),
+        }
+    };
+    assert_eq!(got.received.sequence, seq);
+    got.ack().await.unwrap();
+}

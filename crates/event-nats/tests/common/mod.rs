@@ -188,6 +188,15 @@ impl NatsServer {
         }
     }
 
+    /// SIGTERM (a graceful shutdown, as a rolling upgrade does), and wait
+    /// for the process to exit.
+    pub fn terminate(&mut self) {
+        self.signal("-TERM");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
     /// Replaces the extra config-file lines used from the next
     /// [`restart`](Self::restart) on (later lines override earlier ones).
     pub fn set_extra(&mut self, extra: &str) {
