@@ -29,9 +29,10 @@ use crate::denial::Rule;
 use crate::error;
 use crate::provider::NatsProvider;
 use crate::pull::{PULL_GRACE, Pull};
+use crate::subscription::delete_in_background;
 use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use bytes::Bytes;
 use event_core::{Error, Event, Result};
 use std::time::Duration;
@@ -278,25 +279,15 @@ impl Collected {
 /// server would also drop it after its inactivity threshold); an empty
 /// `name` deletes nothing.
 struct ConsumerGuard {
-    stream: Stream,
+    provider: NatsProvider,
     name: String,
 }
 
 impl Drop for ConsumerGuard {
     fn drop(&mut self) {
-        if self.name.is_empty() {
-            return;
+        if !self.name.is_empty() {
+            delete_in_background(&self.provider, std::mem::take(&mut self.name));
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let stream = self.stream.clone();
-        let name = std::mem::take(&mut self.name);
-        runtime.spawn(async move {
-            if let Err(e) = stream.delete_consumer(&name).await {
-                tracing::debug!(consumer = %name, error = %e, "history consumer cleanup");
-            }
-        });
     }
 }
 
@@ -337,7 +328,7 @@ async fn create_consumer(
     // answer (or timed out) may have had the consumer created, and deletes
     // it rather than leaving it for the inactivity threshold
     let mut guard = ConsumerGuard {
-        stream: provider.inner.stream.clone(),
+        provider: provider.clone(),
         name: name.clone(),
     };
     let created = provider

@@ -1269,15 +1269,16 @@ impl Drop for NatsSubscription {
     }
 }
 
-/// Deletes ephemeral consumer `name` from a spawned task, when dropped
-/// inside a tokio runtime (outside one, or in one shutting down, the server
-/// removes it after [`EPHEMERAL_INACTIVE`]).
-fn delete_in_background(provider: &NatsProvider, name: String) {
+/// Deletes short-lived consumer `name` (an ephemeral, or one of
+/// `history`'s) from a spawned task, when dropped inside a tokio runtime
+/// (outside one, or in one shutting down, the server removes it after its
+/// inactivity threshold, [`EPHEMERAL_INACTIVE`] for an ephemeral).
+pub(crate) fn delete_in_background(provider: &NatsProvider, name: String) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         let stream = provider.inner.stream.clone();
         handle.spawn(async move {
             if let Err(e) = stream.delete_consumer(&name).await {
-                tracing::debug!(consumer = %name, error = %e, "ephemeral consumer cleanup");
+                tracing::debug!(consumer = %name, error = %e, "short-lived consumer cleanup");
             }
         });
     }
