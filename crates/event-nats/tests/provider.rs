@@ -27,6 +27,20 @@ macro_rules! server {
     };
 }
 
+/// Publishes `event` once the server is back after a restart, retrying
+/// transient errors until `deadline`; its sequence.
+async fn publish_once_back(p: &NatsProvider, event: &Event, deadline: Instant) -> u64 {
+    loop {
+        match p.publish(event).await {
+            Ok(seq) => return seq,
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("publish after restart: {e:?}"),
+        }
+    }
+}
+
 fn event(p: &NatsProvider, n: u64) -> Event {
     Event::new(
         p.build_subject("t", "x"),
@@ -877,15 +891,7 @@ async fn an_ephemeral_resumes_after_a_server_restart() {
         assert!(Instant::now() < deadline, "no reconnection after restart");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let published = loop {
-        match p.publish(&event(&p, 1)).await {
-            Ok(seq) => break seq,
-            Err(e) if e.is_transient() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("publish after restart: {e:?}"),
-        }
-    };
+    let published = publish_once_back(&p, &event(&p, 1), deadline).await;
     let got = loop {
         assert!(Instant::now() < deadline, "the ephemeral did not resume");
         match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
@@ -1216,15 +1222,7 @@ async fn a_durable_subscription_waiting_on_a_pull_survives_a_graceful_server_res
     server.terminate();
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let seq = loop {
-        match p.publish(&event(&p, 1)).await {
-            Ok(seq) => break seq,
-            Err(e) if e.is_transient() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("publish after restart: {e:?}"),
-        }
-    };
+    let seq = publish_once_back(&p, &event(&p, 1), deadline).await;
     let got = loop {
         assert!(Instant::now() < deadline, "the durable did not resume");
         match tokio::time::timeout(Duration::from_secs(30), sub.next_manual_ack()).await {
