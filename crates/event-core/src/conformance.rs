@@ -134,6 +134,7 @@ macro_rules! conformance_tests {
             ack_timeout_redelivers,
             term_never_redelivers,
             max_deliver_stops_and_reports_final_delivery,
+            unsettled_final_delivery_comes_once_more,
             in_progress_extends_ack_wait,
             auto_ack_never_loses_unfinished_event,
             cancelled_fetches_lose_nothing,
@@ -858,6 +859,7 @@ pub async fn term_never_redelivers(factory: &dyn ProviderFactory) {
 }
 
 /// After `max_deliver` deliveries the event stops; its last delivery says so.
+/// A nak of the final delivery (with or without a delay) ends the event.
 pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -912,24 +914,94 @@ pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn Provider
     .await;
     assert_eq!(n_of(&next.received.event), 1);
     next.ack().await.expect("ack");
-    // a final delivery that times out (the caller crashed) ends it too
+    // a delayed nak of the final delivery ends it as well
     publish_n(&*p, "maxd", "t", 2..3).await;
     for attempt in 1..=3 {
         let pending = recv_manual(
             &mut sub,
             &caps,
-            &format!("event 2, delivery {attempt} of max_deliver 3 (each ack wait expires)"),
+            &format!("event 2, delivery {attempt} of max_deliver 3 (naked with a delay)"),
         )
         .await;
         assert_eq!(n_of(&pending.received.event), 2);
         assert_eq!(pending.received.num_delivered, attempt);
-        assert_eq!(pending.is_final_delivery(), attempt == 3);
+        pending
+            .nak_with_delay(caps.ack_wait / 4)
+            .await
+            .expect("nak_with_delay");
+    }
+    expect_nothing_manual(
+        &mut sub,
+        caps.ack_wait * 3,
+        "event 2 naked with a delay on its 3rd delivery: max_deliver 3 stops it",
+    )
+    .await;
+}
+
+/// A final delivery left unsettled (its holder crashed, dropped it, or
+/// stalled past the ack wait) was never reported: it comes once more,
+/// numbered `max_deliver + 1` and still final, so the event reaches a
+/// dead-letter queue instead of vanishing. When that spare delivery is not
+/// settled either, the event ends.
+pub async fn unsettled_final_delivery_comes_once_more(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let opts = SubscribeOptions {
+        max_deliver: Some(2),
+        ..manual_opts(&caps)
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("spare", &p.category_subject("spare"), &opts)
+        .await
+        .expect("durable");
+    publish_n(&*p, "spare", "t", 0..1).await;
+    for attempt in 1..=3 {
+        let pending = recv_manual(
+            &mut sub,
+            &caps,
+            &format!(
+                "event 0, delivery {attempt} of max_deliver 2, each left unsettled (delivery 3 \
+                 is the spare of an unsettled final delivery)"
+            ),
+        )
+        .await;
+        assert_eq!(n_of(&pending.received.event), 0);
+        assert_eq!(pending.received.num_delivered, attempt);
+        assert_eq!(pending.max_deliver(), Some(2));
+        assert_eq!(
+            pending.is_final_delivery(),
+            attempt >= 2,
+            "final flag on delivery {attempt} of max_deliver 2"
+        );
         drop(pending); // ack timeout
     }
     expect_nothing_manual(
         &mut sub,
         caps.ack_wait * 3,
-        "event 2 unsettled on its 3rd delivery: max_deliver 3 stops it",
+        "event 0's spare delivery (3 of max_deliver 2) left unsettled too: the event ends",
+    )
+    .await;
+    // settled, the spare ends the event as any delivery does
+    publish_n(&*p, "spare", "t", 1..2).await;
+    for attempt in 1..=3 {
+        let pending = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("event 1, delivery {attempt} of max_deliver 2"),
+        )
+        .await;
+        assert_eq!(n_of(&pending.received.event), 1);
+        assert_eq!(pending.received.num_delivered, attempt);
+        if attempt < 3 {
+            drop(pending);
+        } else {
+            pending.term().await.expect("term the spare delivery");
+        }
+    }
+    expect_nothing_manual(
+        &mut sub,
+        caps.ack_wait * 3,
+        "event 1's spare delivery was terminated: the event ends",
     )
     .await;
 }

@@ -74,7 +74,12 @@ use std::time::Duration;
 /// [`ReceivedEvent::num_delivered`] counts deliveries. After `max_deliver`
 /// deliveries the event is not delivered again: its last delivery reports
 /// [`PendingEvent::is_final_delivery`], so the caller (the bus's consumer
-/// runner) dead-letters it. In auto-ack mode ([`Subscription::next`]) an event
+/// runner) dead-letters it, and a `nak` of it (with or without a delay)
+/// ends the event like a `term`. A final delivery left unsettled (its
+/// holder crashed, dropped it, or stalled past the ack wait) was never
+/// reported: it is delivered once more, numbered `max_deliver + 1` and still
+/// final (the spare delivery), so the event is dead-lettered rather than
+/// lost; when the spare is not settled either, the event ends. In auto-ack mode ([`Subscription::next`]) an event
 /// is acknowledged when the caller asks for the next one or calls
 /// [`Subscription::close`]; an event whose caller dropped the subscription
 /// without finishing is redelivered (to durables), never lost. A stored
@@ -454,8 +459,13 @@ impl PendingEvent {
         self.max_deliver
     }
 
-    /// Whether this is the last delivery the consumer will make: after a
-    /// `nak` or ack timeout the event is exhausted and not delivered again.
+    /// Whether this is the last delivery the consumer will make: a `nak`
+    /// (with or without a delay) or a `term` ends the event, and the caller
+    /// dead-letters it on failure. If it is left unsettled past its ack wait
+    /// (the holder crashed or dropped it), the event comes once more,
+    /// numbered `max_deliver + 1` and still final (the spare delivery, see
+    /// the [`EventProvider`](crate::EventProvider) contract); after that, it
+    /// ends whatever happens.
     pub fn is_final_delivery(&self) -> bool {
         self.max_deliver
             .is_some_and(|max| self.received.num_delivered >= max)

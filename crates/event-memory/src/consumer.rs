@@ -82,6 +82,11 @@ struct Pending {
     /// This delivery was reported as the final one
     /// ([`PendingEvent::is_final_delivery`](event_core::PendingEvent::is_final_delivery)).
     reported_final: bool,
+    /// This delivery is the spare: the one more delivery an event gets when
+    /// its final delivery was never settled (see
+    /// [`State::due_redelivery`]). When the spare is not settled either, the
+    /// event ends.
+    spare: bool,
 }
 
 impl Pending {
@@ -423,6 +428,7 @@ impl State {
                     token,
                     phase: Phase::InFlight,
                     reported_final: is_final(self.settings.options.max_deliver, 1),
+                    spare: false,
                 },
             );
             self.fifo.push_back((deadline, seq, token));
@@ -443,11 +449,17 @@ impl State {
             let Some(p) = self.pending.get_mut(&seq) else {
                 continue;
             };
-            if p.exhausted(max) {
-                // exhausted: its final delivery was reported as such
+            if p.exhausted(max) && p.spare {
+                // the spare delivery was not settled either: the event ends
                 self.pending.remove(&seq);
                 continue;
             }
+            // A final delivery that reaches its deadline unsettled (its
+            // holder crashed, stalled or dropped it) was never reported (a
+            // final delivery nak'd or terminated ends at once). It is delivered
+            // once more, still final, so that it reaches a dead-letter queue
+            // instead of vanishing.
+            let spare = p.exhausted(max);
             let Some(entry) = store.get(seq) else {
                 // evicted by retention before it could be redelivered
                 self.pending.remove(&seq);
@@ -459,6 +471,7 @@ impl State {
             p.token = self.next_token;
             p.phase = Phase::InFlight;
             p.reported_final = is_final(max, p.deliveries);
+            p.spare = spare;
             let wait = self.settings.in_flight_wait(p.deliveries);
             p.deadline = after(now, wait);
             let (deadline, token, deliveries) = (p.deadline, p.token, p.deliveries);

@@ -90,6 +90,13 @@ enum Kind {
     MaxDeliverIgnored,
     /// One delivery more than `max_deliver` (reported as `max_deliver`).
     MaxDeliverOffByOne,
+    /// A final delivery left unsettled is never delivered again: the spare
+    /// delivery is skipped (terminated unseen), so the event is lost
+    /// unreported.
+    SpareSkipped,
+    /// A nak of the final delivery leaves it unsettled, so it comes back
+    /// once more as the spare instead of ending.
+    NakFinalLeftUnsettled,
     InProgressNoop,
     /// `ack_wait` is ignored: the provider default (30 s) applies.
     AckWaitIgnored,
@@ -644,6 +651,14 @@ impl MutSub {
                         pending.ack().await?;
                         continue;
                     }
+                    if self.kind == Kind::SpareSkipped
+                        && pending
+                            .max_deliver()
+                            .is_some_and(|max| pending.received.num_delivered > max)
+                    {
+                        pending.term().await?;
+                        continue;
+                    }
                     return Ok(Some(self.wrap(pending)));
                 }
                 other => return other,
@@ -659,6 +674,7 @@ impl MutSub {
             inner: Some(acker),
             kind: self.kind,
             settled: AtomicBool::new(false),
+            last: max_deliver.is_some_and(|max| received.num_delivered >= max),
         };
         let out = PendingEvent::new(self.mutate(received), max_deliver, Box::new(acker));
         match wait {
@@ -746,6 +762,8 @@ struct MutAcker {
     inner: Option<Box<dyn Acker>>,
     kind: Kind,
     settled: AtomicBool,
+    /// The delivery is reported as the final one.
+    last: bool,
 }
 
 impl MutAcker {
@@ -766,6 +784,8 @@ impl Acker for MutAcker {
         match self.kind {
             Kind::NakAcks => self.inner().ack().await,
             Kind::NakDelayIgnored => self.inner().nak(None).await,
+            // the inner acker is dropped unsettled: the ack wait expires
+            Kind::NakFinalLeftUnsettled if self.last => Ok(()),
             _ => self.inner().nak(delay).await,
         }
     }
@@ -1043,6 +1063,19 @@ mutant!(
 mutant!(
     /// The suite catches one delivery too many.
     max_deliver_off_by_one, Kind::MaxDeliverOffByOne,
+    max_deliver_stops_and_reports_final_delivery => "max_deliver 3 stops it: expected no delivery, got event n=0 (num_delivered 4)",
+    unsettled_final_delivery_comes_once_more => "the event ends: expected no delivery, got event n=0 (num_delivered 4)",
+);
+mutant!(
+    /// The suite catches a final delivery left unsettled that is never
+    /// delivered again (lost instead of dead-lettered).
+    spare_skipped, Kind::SpareSkipped,
+    unsettled_final_delivery_comes_once_more => "event 0, delivery 3 of max_deliver 2",
+);
+mutant!(
+    /// The suite catches a nak of the final delivery that does not end the
+    /// event (the spare delivery brings it back).
+    nak_final_left_unsettled, Kind::NakFinalLeftUnsettled,
     max_deliver_stops_and_reports_final_delivery => "max_deliver 3 stops it: expected no delivery, got event n=0 (num_delivered 4)",
 );
 mutant!(
