@@ -179,15 +179,21 @@
 //!   beyond its name; its creation time changes across restarts) and reads
 //!   the new durable. `ack`, `nak`,
 //!   `nak_with_delay`, `term` and `in_progress` map to JetStream's `+ACK`,
-//!   `-NAK`, `-NAK {delay}`, `+TERM` and `+WPI`. `max_deliver` and `backoff`
-//!   map to the consumer's; with a backoff, JetStream uses `backoff[0]` as the
-//!   ack wait. Fewer deliveries than backoff steps is
+//!   `-NAK`, `-NAK {delay}`, `+TERM` and `+WPI`; a nak of a final delivery
+//!   is sent as `+TERM`. `backoff` maps to the consumer's; with a backoff,
+//!   JetStream uses `backoff[0]` as the ack wait. `max_deliver` maps to the
+//!   consumer's plus one, the spare delivery of the contract: JetStream
+//!   stops at its limit whether or not the last delivery was settled, so a
+//!   final delivery whose holder crashed would end the event unreported;
+//!   with the spare it comes once more, still final. The consumer's
+//!   description marks it (a durable made without it, by an earlier version
+//!   or another client, is updated when a subscription resumes it).
+//!   Fewer deliveries than backoff steps is
 //!   [`Error::InvalidConfig`](event_core::Error::InvalidConfig) before any
 //!   I/O (every nats-server refuses it); older servers (2.9, for example)
-//!   also refuse a backoff with an unlimited `max_deliver` or one equal to
-//!   the number of steps, which newer ones accept: that refusal is
-//!   `InvalidConfig` on `backoff` naming the server version, the
-//!   combination and the `max_deliver` to set. An ack wait, backoff step
+//!   also refuse a backoff with an unlimited `max_deliver`, which newer
+//!   ones accept: that refusal is `InvalidConfig` on `backoff` naming the
+//!   server version, the combination and the `max_deliver` to set. An ack wait, backoff step
 //!   or nak delay longer than a century is a century (JetStream counts i64
 //!   nanoseconds and adds them to the clock), and a `ByStartTime` after
 //!   2262-04-11 (where those nanoseconds end) starts after every stored
@@ -208,8 +214,8 @@
 //!   `close` leaves them to be redelivered after the ack wait; set
 //!   `max_prefetch = 1` where that matters more than throughput. A
 //!   subscription with `max_deliver` never fetches ahead: an unseen fetched
-//!   event could be on its last delivery and would be exhausted without ever
-//!   being handed out (or reported).
+//!   event could be on its spare delivery and would end without ever being
+//!   handed out (or reported).
 //! - **History** returns exactly the newest `limit` matches, newest first,
 //!   without reading the whole stream. Unfiltered, it reads the tail with a
 //!   short-lived consumer. Filtered, it counts the matches first (a consumer

@@ -35,6 +35,27 @@ const EPHEMERAL_INACTIVE: Duration = Duration::from_secs(120);
 /// longer duration means "practically never", as on the memory provider.
 const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// The description of every consumer the provider creates with a limited
+/// `max_deliver`: it marks the consumer's JetStream `max_deliver` as the
+/// subscription's plus one spare delivery (see [`server_max_deliver`]), so
+/// that a subscription reading the settings back (another process may have
+/// changed them) subtracts it. A consumer without it (made by another
+/// client, or by an earlier version of this crate) has no spare.
+pub(crate) const SPARE_MARK: &str =
+    "a3s-event: max_deliver holds one spare delivery for a final delivery left unsettled";
+
+/// JetStream's `max_deliver` for a subscription's `max_deliver` of `n`: one
+/// more. JetStream stops at its limit whether or not the last delivery was
+/// settled, so a final delivery whose holder crashed (or dropped it, or
+/// stalled past the ack wait) would end the event unreported. With the spare
+/// the event comes once more, still final
+/// ([`PendingEvent::is_final_delivery`]), so it is dead-lettered instead of
+/// lost; a nak of a final delivery is sent as a term, so only an unsettled
+/// final delivery uses the spare.
+fn server_max_deliver(n: u64) -> i64 {
+    i64::try_from(n.saturating_add(1)).unwrap_or(i64::MAX)
+}
+
 /// `wait`, at most [`LONGEST_WAIT`].
 fn jetstream_wait(wait: Duration) -> Duration {
     wait.min(LONGEST_WAIT)
@@ -73,7 +94,7 @@ pub(crate) fn consumer_config(
         Some(0) => {
             return Err(Error::invalid_config("max_deliver", "must be at least 1"));
         }
-        Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
+        Some(n) => server_max_deliver(n),
     };
     if options.backoff.iter().any(Duration::is_zero) {
         return Err(Error::invalid_config(
@@ -81,15 +102,19 @@ pub(crate) fn consumer_config(
             "every step must be positive",
         ));
     }
-    // every nats-server refuses this; what else a server requires of
-    // max_deliver with a backoff depends on its version (see
+    // fewer deliveries than backoff steps: every nats-server refuses it (in
+    // its own terms, with the spare, some would accept one fewer, but a
+    // limit is kept the same on every server); what else a server requires
+    // of max_deliver with a backoff depends on its version (see
     // `backoff_refused`)
-    if max_deliver != -1 && max_deliver < i64::try_from(options.backoff.len()).unwrap_or(i64::MAX) {
+    if let Some(n) = options.max_deliver
+        && n < u64::try_from(options.backoff.len()).unwrap_or(u64::MAX)
+    {
         return Err(Error::invalid_config(
             "backoff",
             format!(
-                "{} backoff steps with max_deliver {max_deliver}: JetStream refuses fewer \
-                 deliveries than backoff steps (each step is the wait after one delivery)",
+                "{} backoff steps with max_deliver {n}: JetStream refuses fewer deliveries \
+                 than backoff steps (each step is the wait after one delivery)",
                 options.backoff.len()
             ),
         ));
@@ -129,6 +154,7 @@ pub(crate) fn consumer_config(
         ack_policy: AckPolicy::Explicit,
         ack_wait,
         max_deliver,
+        description: (max_deliver > 0).then(|| SPARE_MARK.to_string()),
         filter_subject: filter.to_string(),
         max_ack_pending,
         backoff,
@@ -157,6 +183,9 @@ fn consumer_differences(existing: &consumer::Config, desired: &pull::Config) -> 
     cmp!(filter_subject);
     cmp!(ack_wait);
     cmp!(max_deliver);
+    // the spare's mark: a consumer made without it has no spare (a limit of
+    // `n` there is `n - 1` here), so it is updated to carry both
+    cmp!(description);
     cmp!(max_ack_pending);
     cmp!(backoff);
     diffs
@@ -168,8 +197,9 @@ enum Kind {
     Ephemeral {
         config: Box<pull::Config>,
         /// Manual-mode deliveries handed out and not yet acked or
-        /// terminated (final deliveries excepted: never delivered again): a
-        /// recreated consumer starts at the oldest of them.
+        /// terminated (a nak of a final delivery terminates it; spare
+        /// deliveries are excepted: never delivered again): a recreated
+        /// consumer starts at the oldest of them.
         unsettled: Unsettled,
     },
     Durable,
@@ -185,9 +215,16 @@ impl Unsettled {
     }
 }
 
-/// A consumer's delivery limit (`None`: unlimited).
+/// A consumer's delivery limit as subscriptions see it (`None`:
+/// unlimited): JetStream's minus the spare on consumers that carry one
+/// ([`SPARE_MARK`]).
 fn max_deliver_of(config: &consumer::Config) -> Option<u64> {
-    u64::try_from(config.max_deliver).ok().filter(|n| *n > 0)
+    let server = u64::try_from(config.max_deliver).ok().filter(|n| *n > 0)?;
+    if config.description.as_deref() == Some(SPARE_MARK) && server > 1 {
+        Some(server - 1)
+    } else {
+        Some(server)
+    }
 }
 
 /// A subscription on one JetStream pull consumer.
@@ -436,8 +473,8 @@ impl NatsSubscription {
     /// not redelivered while they wait in the buffer).
     fn next_batch_size(&self) -> usize {
         // with max_deliver, a fetched event the caller never sees (the
-        // subscription is closed first) may have had its last delivery: it
-        // would be exhausted without ever being reported
+        // subscription is closed first) may have had its spare delivery: it
+        // would end without ever being reported
         if self.handed_out < WARMUP || self.max_deliver.is_some() {
             return 1;
         }
@@ -1099,34 +1136,35 @@ fn filter_update_unsafe(version: &str) -> bool {
     }
 }
 
-/// The server refused a backoff of `steps` steps with `max_deliver` (-1:
-/// unlimited). Servers differ: all refuse fewer deliveries than steps, and
+/// The server refused a backoff of `steps` steps with JetStream
+/// `max_deliver` (-1: unlimited; otherwise the subscription's plus the
+/// spare). Servers differ: all refuse fewer deliveries than steps, and
 /// older ones (nats-server 2.9, for example) also refuse an unlimited
 /// `max_deliver` or one equal to the number of steps, which newer ones
-/// accept. So the provider refuses only the first before any I/O, and
-/// explains the others from the server's answer.
+/// accept. The provider refuses the first before any I/O; with the spare,
+/// a limited `max_deliver` that passes that check satisfies every server,
+/// so what is left to explain from the server's answer is an unlimited one.
 fn backoff_refused(
     provider: &NatsProvider,
     steps: usize,
     max_deliver: i64,
     err: &(dyn std::error::Error + 'static),
 ) -> Error {
+    // shown as the subscription set it: JetStream's holds the spare
     let max_deliver = if max_deliver < 0 {
         "unlimited (None)".to_string()
     } else {
-        max_deliver.to_string()
+        (max_deliver - 1).to_string()
     };
     let server = error::api_error(err).map_or_else(|| err.to_string(), ToString::to_string);
     Error::invalid_config(
         "backoff",
         format!(
             "nats-server {version} refused a backoff of {steps} step(s) with max_deliver \
-             {max_deliver}: this server requires max_deliver to be set and greater than the \
-             number of backoff steps, so set max_deliver to at least {at_least} (newer servers \
-             also accept an unlimited max_deliver, or one equal to the number of steps); the \
-             server said: {server}",
+             {max_deliver}: this server requires a limited max_deliver with a backoff, so set \
+             max_deliver to at least {steps} (one delivery per backoff step; newer servers \
+             also accept an unlimited max_deliver); the server said: {server}",
             version = provider.inner.client.server_info().version,
-            at_least = steps + 1,
         ),
     )
 }
@@ -1171,14 +1209,16 @@ impl Subscription for NatsSubscription {
         match self.receive().await? {
             Some((received, acker)) => {
                 let wait = self.ack_wait_of(received.num_delivered);
-                // a final delivery is never delivered again, settled or
-                // not (a nak or an ack timeout exhausts it): a recreated
-                // consumer must not resume at it
                 let last = self
                     .max_deliver
                     .is_some_and(|max| received.num_delivered >= max);
+                // the spare delivery is never delivered again, settled or
+                // not: a recreated consumer must not resume at it
+                let spare = self
+                    .max_deliver
+                    .is_some_and(|max| received.num_delivered > max);
                 let unsettled = match &self.kind {
-                    Kind::Ephemeral { unsettled, .. } if !last => {
+                    Kind::Ephemeral { unsettled, .. } if !spare => {
                         unsettled.with(|set| set.insert(received.sequence));
                         Some((unsettled.clone(), received.sequence))
                     }
@@ -1194,6 +1234,7 @@ impl Subscription for NatsSubscription {
                             unsettled,
                             acks: self.acks.clone(),
                             since: self.provider.inner.link.denials.mark(),
+                            last,
                         }),
                     )
                     .with_ack_wait(wait),
@@ -1311,6 +1352,10 @@ struct NatsAcker {
     acks: Arc<AckScope>,
     /// The permission-violation mark when it was handed out.
     since: u64,
+    /// The final delivery: a nak ends the event (it is sent as a term,
+    /// or JetStream would spend the spare delivery on it, see
+    /// [`server_max_deliver`]).
+    last: bool,
 }
 
 impl NatsAcker {
@@ -1362,6 +1407,12 @@ impl Acker for NatsAcker {
     }
 
     async fn nak(&self, delay: Option<Duration>) -> Result<()> {
+        if self.last {
+            self.send(AckKind::Term, "nak (of a final delivery: term)")
+                .await?;
+            self.settled();
+            return Ok(());
+        }
         self.send(AckKind::Nak(delay.map(jetstream_wait)), "nak")
             .await
     }

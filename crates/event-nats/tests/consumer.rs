@@ -478,11 +478,13 @@ async fn racing_creations_of_one_durable_with_different_options_are_a_conflict()
 }
 
 /// nats-server 2.9 refuses a backoff with an unlimited `max_deliver`, or
-/// with a `max_deliver` equal to the number of steps (newer servers accept
-/// both; every server refuses fewer deliveries than steps, which is refused
-/// before any I/O). The refusal came back as `InvalidConfig` on "subscribe
-/// options" quoting the server; it now names the option combination, the
-/// rule and the fix.
+/// with a JetStream `max_deliver` equal to the number of steps (newer
+/// servers accept both; every server refuses fewer deliveries than steps,
+/// which is refused before any I/O). The refusal came back as
+/// `InvalidConfig` on "subscribe options" quoting the server; it now names
+/// the option combination, the rule and the fix. A subscription's
+/// `max_deliver` equal to the steps is JetStream's plus the spare delivery,
+/// which every server takes.
 #[tokio::test]
 async fn a_backoff_the_server_refuses_names_the_options_and_the_rule() {
     let server = server!("a_backoff_the_server_refuses_names_the_options_and_the_rule");
@@ -495,10 +497,10 @@ async fn a_backoff_the_server_refuses_names_the_options_and_the_rule() {
     let old = version.starts_with("2.9.") || version.starts_with("2.8.");
     let filter = p.category_subject("t");
     let backoff = vec![Duration::from_secs(1), Duration::from_secs(2)];
-    for (max_deliver, shown) in [(None, "max_deliver unlimited"), (Some(2), "max_deliver 2")] {
+    {
         let opts = SubscribeOptions {
             backoff: backoff.clone(),
-            max_deliver,
+            max_deliver: None,
             ..SubscribeOptions::default()
         };
         for durable in [true, false] {
@@ -515,9 +517,9 @@ async fn a_backoff_the_server_refuses_names_the_options_and_the_rule() {
                     for part in [
                         format!("nats-server {version}"),
                         "2 step(s)".to_string(),
-                        shown.to_string(),
-                        "greater than the number of backoff steps".to_string(),
-                        "at least 3".to_string(),
+                        "max_deliver unlimited".to_string(),
+                        "requires a limited max_deliver".to_string(),
+                        "at least 2".to_string(),
                     ] {
                         assert!(reason.contains(&part), "{part:?} in {reason}");
                     }
@@ -525,7 +527,7 @@ async fn a_backoff_the_server_refuses_names_the_options_and_the_rule() {
                 Ok(()) if !old => {
                     p.unsubscribe("bo").await.ok();
                 }
-                other => panic!("{max_deliver:?} on nats-server {version}: {other:?}"),
+                other => panic!("unlimited max_deliver on nats-server {version}: {other:?}"),
             }
         }
     }
@@ -545,12 +547,111 @@ async fn a_backoff_the_server_refuses_names_the_options_and_the_rule() {
         }
         other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
     }
-    // and with max_deliver above the steps every server takes it
-    let opts = SubscribeOptions {
-        max_deliver: Some(3),
-        ..opts
-    };
-    p.subscribe_durable_with_options("bo", &filter, &opts)
+    // one delivery per step (JetStream: one more, the spare) and above:
+    // every server takes it
+    for max_deliver in [2, 3] {
+        let opts = SubscribeOptions {
+            max_deliver: Some(max_deliver),
+            ..opts.clone()
+        };
+        p.subscribe_durable_with_options("bo", &filter, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("max_deliver {max_deliver} on {version}: {e}"));
+        p.subscribe_with_options(&filter, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("max_deliver {max_deliver} on {version}: {e}"));
+    }
+}
+
+/// JetStream ends an event at its `max_deliver` whether or not the last
+/// delivery was settled, so the provider sets one spare delivery on the
+/// consumer (a final delivery whose holder crashed comes once more, and is
+/// dead-lettered rather than lost) and marks the consumer with it. A durable
+/// made without the spare (by an earlier version of this crate, or another
+/// client) is updated to carry it when a subscription resumes it.
+#[tokio::test]
+async fn a_durable_made_without_the_spare_delivery_gets_it_when_resumed() {
+    use async_nats::jetstream::consumer::{self, AckPolicy};
+    let server = server!("a_durable_made_without_the_spare_delivery_gets_it_when_resumed");
+    let p = NatsProvider::connect(common::config(&server, "spare"))
         .await
         .unwrap();
+    let filter = p.category_subject("t");
+    let wait = Duration::from_millis(600);
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("old".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: wait,
+            max_deliver: 2,
+            max_ack_pending: 1000,
+            filter_subject: filter.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let opts = SubscribeOptions {
+        max_deliver: Some(2),
+        ack_wait: Some(wait),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("old", &filter, &opts)
+        .await
+        .unwrap();
+    let config = consumer_config(&p, "old").await;
+    assert_eq!(config.max_deliver, 3, "two deliveries and the spare");
+    assert!(
+        config
+            .description
+            .as_deref()
+            .is_some_and(|d| d.starts_with("a3s-event") && d.contains("spare")),
+        "{:?}",
+        config.description
+    );
+    p.publish(&event(&p, 0)).await.unwrap();
+    for delivery in 1..=3 {
+        let pending = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+            .await
+            .unwrap_or_else(|_| panic!("delivery {delivery} of max_deliver 2 (3: the spare)"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(pending.received.num_delivered, delivery);
+        assert_eq!(pending.max_deliver(), Some(2), "as the subscription set it");
+        assert_eq!(pending.is_final_delivery(), delivery >= 2);
+        drop(pending); // left unsettled: its ack wait expires
+    }
+    let more = tokio::time::timeout(wait * 4, sub.next_manual_ack()).await;
+    assert!(more.is_err(), "the spare left unsettled ends the event");
+    drop(sub);
+    // a consumer without the mark whose JetStream limit already equals the
+    // subscription's plus one: only the mark tells the two apart
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("old3".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: wait,
+            max_deliver: 3,
+            max_ack_pending: 1000,
+            filter_subject: filter.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut sub = p
+        .subscribe_durable_with_options("old3", &filter, &opts)
+        .await
+        .unwrap();
+    let config = consumer_config(&p, "old3").await;
+    assert_eq!(config.max_deliver, 3);
+    assert!(config.description.is_some(), "marked when resumed");
+    let pending = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.max_deliver(), Some(2), "as the subscription set it");
+    pending.ack().await.unwrap();
 }
