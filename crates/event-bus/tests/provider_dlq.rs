@@ -47,6 +47,9 @@ async fn dead_letters_are_new_encrypted_events_with_the_original_in_metadata() {
     dlq.handle(dead.clone()).await.unwrap();
     // the same dead letter handed over again (a retry) is stored once
     dlq.handle(dead.clone()).await.unwrap();
+    // and so is the dead letter of the event's spare delivery (its final
+    // delivery was dead-lettered, then its holder died before settling it)
+    dlq.handle(dead.clone().with_attempts(4)).await.unwrap();
     let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     let e = &stored[0];

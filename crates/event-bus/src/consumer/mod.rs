@@ -26,7 +26,9 @@
 //!   exhausted, so giving up would lose it). If the DLQ refuses it for good
 //!   (any other error, or a panic) [`ConsumerConfig::dlq_attempts`] times,
 //!   the event is left unsettled (logged, counted in
-//!   [`ConsumerReport::dlq_failed`]); without a DLQ handler it is logged and
+//!   [`ConsumerReport::dlq_failed`]), so the provider delivers it once more
+//!   (the spare delivery, see the `EventProvider` contract) unless this
+//!   was already the spare; without a DLQ handler it is logged and
 //!   terminated;
 //! - while a handler runs, the runner extends the ack wait (`in_progress`)
 //!   every half of the wait the provider applies to the delivery, so slow
@@ -50,12 +52,13 @@
 //!
 //! [`ConsumerHandle::shutdown`] stops fetching, waits for in-flight handlers
 //! up to a deadline and aborts the rest; an aborted delivery is unsettled,
-//! so the provider redelivers it (unless it was the event's final delivery
-//! under `max_deliver`). A delivery fetched but not started when shutdown is
-//! requested is naked, so it comes back at once
-//! ([`ConsumerReport::released`]); if it is the event's final delivery
-//! (which the provider would never repeat) it is run within the deadline
-//! instead.
+//! so the provider redelivers it after its ack wait (a final delivery under
+//! `max_deliver` comes once more, as its spare delivery, to whichever
+//! instance is running then; an aborted spare delivery does not). A
+//! delivery fetched but not started when shutdown is requested is naked,
+//! so it comes back at once ([`ConsumerReport::released`]); if it is the
+//! event's final delivery (where a nak ends the event) it is run within the
+//! deadline instead.
 
 pub(crate) mod guard;
 mod runner;

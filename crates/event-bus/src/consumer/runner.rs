@@ -41,7 +41,8 @@ pub struct ConsumerReport {
     /// unsettled; see [`ConsumerConfig::dlq_attempts`]).
     pub dlq_failed: u64,
     /// In-flight deliveries aborted at the shutdown deadline (unsettled, so
-    /// redelivered by the provider unless it was their final delivery).
+    /// redelivered by the provider after their ack wait; a final delivery
+    /// once more, as its spare, a spare delivery not at all).
     pub aborted: u64,
     /// Deliveries fetched but not yet started when shutdown was requested,
     /// handed back unprocessed (naked for immediate redelivery).
@@ -332,7 +333,8 @@ async fn run_loop(
         tracing::warn!(
             in_flight = left,
             "shutdown deadline reached; aborting handlers and dead letters in progress (their \
-             events are redelivered unless it was their final delivery, which is then lost)"
+             events are redelivered after their ack wait; a final delivery comes once more, as \
+             its spare, and an aborted spare delivery is lost)"
         );
         tasks.shutdown().await;
     }
@@ -364,10 +366,11 @@ fn spawn_process(
 
 /// A delivery fetched before a stop request that has not started. It is
 /// handed back (naked, so redelivered at once) unless this is its last
-/// allowed delivery: the provider would then never deliver it again, so it
-/// is drained like in-flight work instead (it waits for a permit until the
-/// shutdown deadline; `Some` means run it). At the deadline it is left
-/// unsettled and counted as aborted.
+/// allowed delivery: a nak would end the event, so it is drained like
+/// in-flight work instead (it waits for a permit until the shutdown
+/// deadline; `Some` means run it). At the deadline it is left unsettled and
+/// counted as aborted: the provider delivers a final delivery once more
+/// after its ack wait (the spare), but not a spare delivery.
 async fn unstarted_at_stop(
     shared: &Arc<Shared>,
     pending: PendingEvent,
@@ -394,7 +397,7 @@ async fn unstarted_at_stop(
             subject = %pending.received.event.subject,
             sequence = pending.received.sequence,
             attempt = pending.received.num_delivered,
-            "shutdown deadline reached before the final delivery of an event could start; it is not redelivered"
+            "shutdown deadline reached before the final delivery of an event could start; it comes once more after its ack wait unless this was already its spare delivery"
         );
     }
     permit.map(|permit| (pending, permit))
@@ -437,13 +440,23 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
             Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic))),
         }
     };
-    tokio::pin!(guarded);
-    // Keep the delivery ours while the handler runs.
+    keep_alive(shared, pending, guarded).await
+}
+
+/// Runs `work` while keeping `pending` ours: `in_progress` every half of
+/// the wait the provider applies to it, so that it is not redelivered
+/// (to this or another instance) while the handler or the DLQ works on it.
+async fn keep_alive<T>(
+    shared: &Shared,
+    pending: &PendingEvent,
+    work: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
     let every = keepalive_interval(&shared.options, pending);
     let mut keepalive = tokio::time::interval_at(after(Instant::now(), every), every);
     loop {
         tokio::select! {
-            outcome = &mut guarded => return outcome,
+            outcome = &mut work => return outcome,
             _ = keepalive.tick() => {
                 if let Err(err) = pending.in_progress().await {
                     tracing::debug!(error = %err, "in_progress failed");
@@ -583,50 +596,52 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
         bump(&shared.stats.terminated);
         return;
     };
-    let mut pause = Duration::from_millis(100);
     // a DLQ that is down (a transient error) is waited for as long as the
     // runner runs (until the shutdown deadline aborts this task): the
     // event's deliveries are exhausted, so giving up would lose it; a
     // permanent refusal (or a panic) is tried `dlq_attempts` times: only
-    // those count towards it, not the attempts an outage took
-    let (mut attempt, mut refused_for_good) = (0u64, 0u32);
-    loop {
-        attempt += 1;
-        match offer_dead_letter(&*dlq, dead.clone()).await {
-            Ok(()) => {
-                shared.bus.metrics.add_dlq(1);
-                let (event, sequence) = delivery(&pending);
-                settle(shared, &event, sequence, pending.term().await, "term");
-                bump(&shared.stats.dead_lettered);
-                return;
-            }
-            Err(err) => {
-                shared.bus.metrics.add_dlq_error(1);
-                tracing::warn!(
-                    event_id = %dead.event.id,
-                    subject = %dead.event.subject,
-                    sequence = pending.received.sequence,
-                    attempt,
-                    error = %err,
-                    "DLQ handler refused a dead letter"
-                );
-                if !err.is_transient() {
-                    refused_for_good += 1;
-                    if refused_for_good >= shared.config.dlq_attempts {
-                        break;
-                    }
+    // those count towards it, not the attempts an outage took. The delivery
+    // is kept ours meanwhile: once its ack wait passed, its spare delivery
+    // would run the handler and dead-letter it a second time elsewhere.
+    let offered = async {
+        let mut pause = Duration::from_millis(100);
+        let (mut attempt, mut refused_for_good) = (0u64, 0u32);
+        loop {
+            attempt += 1;
+            let Err(err) = offer_dead_letter(&*dlq, dead.clone()).await else {
+                return true;
+            };
+            shared.bus.metrics.add_dlq_error(1);
+            tracing::warn!(
+                event_id = %dead.event.id,
+                subject = %dead.event.subject,
+                sequence = pending.received.sequence,
+                attempt,
+                error = %err,
+                "DLQ handler refused a dead letter"
+            );
+            if !err.is_transient() {
+                refused_for_good += 1;
+                if refused_for_good >= shared.config.dlq_attempts {
+                    return false;
                 }
-                let _ = pending.in_progress().await;
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
+    };
+    if keep_alive(shared, &pending, offered).await {
+        shared.bus.metrics.add_dlq(1);
+        let (event, sequence) = delivery(&pending);
+        settle(shared, &event, sequence, pending.term().await, "term");
+        bump(&shared.stats.dead_lettered);
+        return;
     }
     tracing::error!(
         event_id = %dead.event.id,
         subject = %dead.event.subject,
         sequence = pending.received.sequence,
-        "DLQ handler kept refusing a dead letter; leaving the event unsettled"
+        "DLQ handler kept refusing a dead letter; leaving the event unsettled (a final delivery comes once more, as its spare; a spare delivery does not)"
     );
     bump(&shared.stats.dlq_failed);
 }

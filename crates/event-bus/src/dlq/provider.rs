@@ -32,6 +32,12 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// `a3s.original_subject`). Note that `{prefix}.>` subscribers see dead
 /// letters too.
 ///
+/// An event is stored once inside the provider's dedup window, however often
+/// its dead letter is handed over: a retry after a lost reply, or its spare
+/// delivery (see [`PendingEvent::is_final_delivery`](event_core::PendingEvent::is_final_delivery))
+/// failing again after the final delivery was dead-lettered but not settled
+/// (the first dead letter, with its attempt count, is kept).
+///
 /// Dead letters carry the event's plaintext (the bus decrypts before it
 /// dead-letters). Give the handler an encryptor
 /// ([`with_encryptor`](Self::with_encryptor), normally the bus's) so they are
@@ -326,13 +332,14 @@ fn redriven_id(dead_letter_id: &str) -> String {
 impl DlqHandler for ProviderDlqHandler {
     async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
         let event = self.encode_event(&dead_letter)?;
-        // Deterministic dedup id: handing the same dead letter over twice
-        // (a retry after a lost reply) stores it once.
+        // Deterministic dedup id, one per event: handing the same dead
+        // letter over twice (a retry after a lost reply) stores it once, and
+        // so does the event's spare delivery failing again after its final
+        // delivery was dead-lettered but not settled (the holder died in
+        // between, or the server lost the settlement): that one counts one
+        // attempt more. A re-driven event has an id of its own.
         let options = PublishOptions {
-            msg_id: Some(format!(
-                "a3s-dlq:{}:{}",
-                dead_letter.event.id, dead_letter.delivery_attempts
-            )),
+            msg_id: Some(format!("a3s-dlq:{}", dead_letter.event.id)),
             ..PublishOptions::default()
         };
         match self.provider.publish_with_options(&event, &options).await {
