@@ -18,16 +18,18 @@
 //! At the end the at-least-once contract is checked exactly: every event
 //! whose publish returned `Ok` is stored (once, at the returned sequence)
 //! and was either handled successfully or is in the DLQ (with the handler's
-//! reason, `max_deliver` attempts, decrypting), as its fate says; nothing was
-//! handled that was not published; the metrics agree with what the handlers
-//! and the DLQ saw; graceful shutdowns kept their deadline; nothing
-//! panicked; warnings and errors logged are printed.
+//! reason, `max_deliver` attempts (one more after its spare delivery),
+//! decrypting), as its fate says; nothing was handled that was not
+//! published; the metrics agree with what the handlers and the DLQ saw;
+//! graceful shutdowns kept their deadline; nothing panicked; warnings and
+//! errors logged are printed.
 //!
-//! One loss is allowed, and printed: an event whose final delivery
-//! (`max_deliver`) was in flight when its instance died or the server went
-//! away is not delivered again (docs/deployment.md, "Guarantees"); the soak
-//! accepts it only when such a stop or outage happened right after the
-//! event's last delivery was seen.
+//! A final delivery (`max_deliver`) in flight when its instance died or the
+//! server went away comes once more, as its spare delivery, so the event is
+//! still handled or dead-lettered. One loss is allowed, and printed: an
+//! event whose spare delivery was lost the same way (docs/deployment.md,
+//! "Guarantees"); the soak accepts it only when two distinct stops or
+//! outages happened, one at the final delivery and one at the spare.
 //!
 //! `A3S_SOAK_SECS` (default 20) sets the length of the fault phase: the
 //! default runs each fault once; longer runs draw faults at random.
@@ -60,7 +62,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MAX_DELIVER: u64 = 4;
+/// The attempts a dead letter reports: the final delivery, or the spare
+/// that follows a final delivery left unsettled (its instance died).
+const FINAL_ATTEMPTS: std::ops::RangeInclusive<u64> = MAX_DELIVER..=MAX_DELIVER + 1;
 const INSTANCES: usize = 3;
+/// Handlers each instance runs at once.
+const CONCURRENCY: u64 = 4;
 const SUBSCRIBER: &str = "billing";
 const REQUEST_TIMEOUT_SECS: u64 = 2;
 const CONSUMER_SHUTDOWN: Duration = Duration::from_secs(3);
@@ -234,7 +241,7 @@ fn subscribe_options() -> SubscribeOptions {
 
 fn consumer_config() -> ConsumerConfig {
     ConsumerConfig::default()
-        .concurrency(4)
+        .concurrency(CONCURRENCY as usize)
         .handler_timeout(Some(Duration::from_secs(5)))
         .shutdown_timeout(CONSUMER_SHUTDOWN)
 }
@@ -1002,28 +1009,55 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
     }
     // An event whose final delivery (`max_deliver`) was in progress, or
     // fetched and not yet started, in an instance that died (or whose
-    // shutdown gave up on it) is neither redelivered by JetStream nor
-    // dead-lettered: the documented limitation of `max_deliver` (see
-    // docs/deployment.md, "Guarantees"). Such an event is told apart by
-    // an instance stop that could drop work right after its last delivery
-    // was seen; it is reported, not counted as a finding.
-    // The same holds for a final delivery the server sent just before it
-    // went away (SIGKILL, SIGSTOP): it counted the delivery, the instance
-    // never got it.
-    let near = |at: Instant, last: Instant| {
-        at + Duration::from_secs(1) >= last && at <= last + Duration::from_secs(4)
+    // shutdown gave up on it), or that the server sent just before it went
+    // away (SIGKILL, SIGSTOP: it counted the delivery, no instance got it),
+    // comes once more: the spare delivery. Only when the spare is lost the
+    // same way is the event neither handled nor dead-lettered (the
+    // documented limit, docs/deployment.md, "Guarantees"). Such a loss is
+    // told apart by two distinct incidents: one near the final delivery,
+    // and one near the spare's delivery (or, if the spare was never seen,
+    // in the seconds after the first incident, when it was due); it is
+    // reported, not counted as a finding. Any other loss is a finding.
+    let incidents: Vec<(Instant, String)> = exits
+        .iter()
+        .filter(|e| matches!(e.stop, Stop::Kill | Stop::DropHandle) || e.report.aborted > 0)
+        .map(|e| {
+            (
+                e.stopped_at,
+                format!("instance {} stopped ({:?})", e.id, e.stop),
+            )
+        })
+        .chain(outages.iter().map(|at| {
+            (
+                *at,
+                format!("the server went away at {:?}", at.duration_since(began)),
+            )
+        }))
+        .collect();
+    let near = |at: Instant, seen: Instant| {
+        at + Duration::from_secs(1) >= seen && at <= seen + Duration::from_secs(4)
     };
-    let died_after = |last: Instant| -> Option<String> {
-        if let Some(e) = exits.iter().find(|e| {
-            (matches!(e.stop, Stop::Kill | Stop::DropHandle) || e.report.aborted > 0)
-                && near(e.stopped_at, last)
-        }) {
-            return Some(format!("instance {} stopped ({:?})", e.id, e.stop));
-        }
-        outages
-            .iter()
-            .find(|at| near(**at, last))
-            .map(|at| format!("the server went away at {:?}", at.duration_since(began)))
+    let lost_twice = |n: u64| -> Option<String> {
+        let seen = |delivery: u64| {
+            calls
+                .iter()
+                .filter(|c| c.n == n && c.delivery == delivery)
+                .map(|c| c.at)
+                .max()
+        };
+        // the final delivery as seen, or (unseen) the last delivery seen
+        let last_seen = calls.iter().filter(|c| c.n == n).map(|c| c.at).max()?;
+        let at_final = seen(MAX_DELIVER).unwrap_or(last_seen);
+        let (first_at, first) = incidents.iter().find(|(at, _)| near(*at, at_final))?;
+        let (_, second) = match seen(MAX_DELIVER + 1) {
+            Some(at_spare) => incidents
+                .iter()
+                .find(|(at, why)| why != first && near(*at, at_spare))?,
+            None => incidents.iter().find(|(at, why)| {
+                why != first && *at >= *first_at && *at <= *first_at + Duration::from_secs(6)
+            })?,
+        };
+        Some(format!("{first}, then {second}"))
     };
     let mut lost_with_an_instance: Vec<String> = Vec::new();
     let (mut n_ok, mut n_dead, mut redelivered) = (0, 0, 0);
@@ -1045,10 +1079,10 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
                         .map(|c| (c.instance, c.delivery))
                         .collect();
                     let last = calls.iter().filter(|c| c.n == *n).map(|c| c.at).max();
-                    if let Some(why) = last.and_then(died_after) {
+                    if let Some(why) = lost_twice(*n) {
                         lost_with_an_instance.push(format!(
                             "event {n} (fails always; deliveries {tries:?}, the last at {:?}): \
-                             {why} at its final delivery",
+                             {why}, at its final and its spare delivery",
                             last.map(|l| l.duration_since(began))
                         ));
                         continue;
@@ -1071,7 +1105,9 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
                     );
                 }
                 for offer in &dead {
-                    if offer.attempts != MAX_DELIVER || offer.reason != permanent_reason(*n) {
+                    if !FINAL_ATTEMPTS.contains(&offer.attempts)
+                        || offer.reason != permanent_reason(*n)
+                    {
                         findings.push(format!("event {n}: dead letter {offer:?}"));
                     }
                 }
@@ -1084,12 +1120,13 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
                         .filter(|c| c.n == *n)
                         .map(|c| (c.instance, c.delivery, c.outcome.clone()))
                         .collect();
-                    let last = calls.iter().filter(|c| c.n == *n).map(|c| c.at).max();
+                    // the final delivery and its spare never ran to an end
                     let final_due = tries.iter().all(|t| t.1 < MAX_DELIVER)
                         && tries.iter().any(|t| t.1 == MAX_DELIVER - 1);
-                    if final_due && let Some(why) = last.and_then(died_after) {
+                    if final_due && let Some(why) = lost_twice(*n) {
                         lost_with_an_instance.push(format!(
-                            "event {n} ({:?}; deliveries {tries:?}): {why} at its final delivery",
+                            "event {n} ({:?}; deliveries {tries:?}): {why}, at its final and its \
+                             spare delivery",
                             fate(seed, *n),
                         ));
                         continue;
@@ -1124,7 +1161,7 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
                 };
                 if letter.event.payload != payload(*n)
                     || letter.reason != permanent_reason(*n)
-                    || letter.delivery_attempts != MAX_DELIVER
+                    || !FINAL_ATTEMPTS.contains(&letter.delivery_attempts)
                     || letter.original_subject != letter.event.subject
                     || letter
                         .first_failure_at
@@ -1170,13 +1207,23 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
         let dlq_ok = my_offers.iter().filter(|o| o.accepted.is_ok()).count() as u64;
         let dlq_err = my_offers.len() as u64 - dlq_ok;
         let exact = (m.handled_total, m.handler_errors, m.dlq_total, m.dlq_errors);
-        if exact != (ok_calls, err_calls, dlq_ok, dlq_err) {
+        let seen = (ok_calls, err_calls, dlq_ok, dlq_err);
+        // a killed instance may die between a handler (or the DLQ)
+        // returning and the runner counting it: at most one per handler
+        // running at once
+        let counted = |metric: u64, saw: u64| match exit.stop {
+            Stop::Kill => metric <= saw && saw - metric <= CONCURRENCY,
+            _ => metric == saw,
+        };
+        if !(counted(exact.0, seen.0)
+            && counted(exact.1, seen.1)
+            && counted(exact.2, seen.2)
+            && counted(exact.3, seen.3))
+        {
             findings.push(format!(
                 "instance {} ({:?}): metrics (handled, handler errors, dlq, dlq errors) = \
                  {exact:?}, handlers and DLQ saw {:?}",
-                exit.id,
-                exit.stop,
-                (ok_calls, err_calls, dlq_ok, dlq_err)
+                exit.id, exit.stop, seen
             ));
         }
         // a killed instance may die between a nak and counting it
@@ -1258,7 +1305,7 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
         );
     }
     eprintln!(
-        "lost with their instance at their final delivery (documented limitation): {}",
+        "lost with their instances at their final and spare deliveries (documented limitation): {}",
         lost_with_an_instance.len()
     );
     for lost in &lost_with_an_instance {
