@@ -165,6 +165,9 @@ fn event_routing_broker_and_delivery() {
     assert_eq!(broker.feed_retry_delay, Duration::from_secs(1));
     assert_eq!(broker.max_hops, 8);
     assert_eq!(broker.dispatch_linger, Duration::from_millis(1));
+    // `LOSS_WARN_INTERVAL` docs and docs/deployment.md ("later ones `DEBUG`
+    // for 60 s").
+    assert_eq!(event_routing::LOSS_WARN_INTERVAL, Duration::from_secs(60));
 
     // `DeliverySpec`: "Defaults: no retries, exponential backoff from 100 ms
     // capped at 30 s, a 30 s timeout, no dead-letter sink." (the 30 s timeout

@@ -48,8 +48,11 @@ pub(crate) struct Inner {
 ///    provider deduplicates and the router gets again (with
 ///    [`publish`](Self::publish), which makes a new event each call, prefer
 ///    a router that waits for room);
-/// 6. metrics are updated; a `tracing` span (`a3s_event.publish`, debug
-///    level) covers the whole pipeline including the awaits.
+/// 6. metrics are updated: a publish the provider stored counts in
+///    `publish_total` (and its latency), also when the router then refused
+///    it, which counts in `router_errors` as well; one refused before the
+///    store counts in `publish_errors`. A `tracing` span (`a3s_event.publish`,
+///    debug level) covers the whole pipeline including the awaits.
 ///
 /// Subscriptions the bus creates ([`create_subscriber`](Self::create_subscriber),
 /// [`subscribe`](Self::subscribe), consumer runners) return decrypted events;
@@ -151,7 +154,8 @@ impl EventBus {
     /// Every published event (plaintext) is handed to `router` after the
     /// provider stored it. A refusal by the router is returned to the
     /// publisher (the event stays stored; see the pipeline notes on the
-    /// type) and counted in `router_errors`.
+    /// type) and counted in `router_errors`; the publish itself counts in
+    /// `publish_total`, not `publish_errors`, since the event was stored.
     pub fn set_router(&self, router: Arc<dyn EventRouter>) {
         self.inner.hooks.update(|h| h.router = Some(router));
     }
@@ -278,17 +282,31 @@ impl EventBus {
             .pipeline(event, options, subject_checked)
             .instrument(span.clone())
             .await;
-        match &result {
+        match result {
             Ok(seq) => {
                 span.record("sequence", seq);
                 self.inner.metrics.record_publish(start.elapsed());
+                Ok(seq)
             }
-            Err(err) => {
+            Err(PipelineError::Refused(err)) => {
                 self.inner.metrics.add_publish_error(1);
                 tracing::debug!(parent: &span, error = %err, "publish failed");
+                Err(err)
+            }
+            Err(PipelineError::NotRouted { sequence, error }) => {
+                // stored: a publish as far as the provider is concerned,
+                // counted in `router_errors` (by `pipeline`), not as a
+                // publish error
+                span.record("sequence", sequence);
+                self.inner.metrics.record_publish(start.elapsed());
+                tracing::debug!(
+                    parent: &span,
+                    error = %error,
+                    "the router refused a stored event"
+                );
+                Err(error)
             }
         }
-        result
     }
 
     async fn pipeline(
@@ -296,7 +314,7 @@ impl EventBus {
         event: &Event,
         options: Option<&PublishOptions>,
         subject_checked: bool,
-    ) -> Result<u64> {
+    ) -> std::result::Result<u64, PipelineError> {
         let inner = &*self.inner;
         let hooks = inner.hooks.load();
         // 1.-3. The stored event is built once, owned, and handed to the
@@ -321,10 +339,10 @@ impl EventBus {
         };
         // 5. router, with the plaintext
         if let (Some(router), Some(plain)) = (&hooks.router, plain)
-            && let Err(err) = router.route_published(plain, sequence).await
+            && let Err(error) = router.route_published(plain, sequence).await
         {
             inner.metrics.add_router_error(1);
-            return Err(err);
+            return Err(PipelineError::NotRouted { sequence, error });
         }
         Ok(sequence)
     }
@@ -380,8 +398,9 @@ impl EventBus {
     /// error at its position and does not hold up the others; as with
     /// `publish_event`, an event the router refuses is stored all the same
     /// and a retry of it is deduplicated. Each event counts once in the
-    /// metrics (`publish_total` or `publish_errors`); the latency recorded
-    /// for each published event is the whole batch's.
+    /// metrics: `publish_total` when the provider stored it (a router
+    /// refusal also counts in `router_errors`), `publish_errors` otherwise;
+    /// the latency recorded for each stored event is the whole batch's.
     ///
     /// The outer `Err` is the provider failing the whole batch call (no
     /// per-event results): which events it stored is then unknown, and a
@@ -399,28 +418,45 @@ impl EventBus {
         );
         let result = self.batch_pipeline(events).instrument(span.clone()).await;
         let metrics = &self.inner.metrics;
-        match &result {
-            Ok(results) => {
+        match result {
+            Ok(outcomes) => {
                 let latency = start.elapsed();
                 let mut failed = 0u64;
-                for result in results {
-                    match result {
-                        Ok(_) => metrics.record_publish(latency),
-                        Err(_) => failed += 1,
-                    }
-                }
-                metrics.add_publish_error(failed);
+                let results = outcomes
+                    .into_iter()
+                    .map(|outcome| match outcome {
+                        Ok(sequence) => {
+                            metrics.record_publish(latency);
+                            Ok(sequence)
+                        }
+                        // stored, refused by the router (counted there)
+                        Err(PipelineError::NotRouted { error, .. }) => {
+                            metrics.record_publish(latency);
+                            failed += 1;
+                            Err(error)
+                        }
+                        Err(PipelineError::Refused(error)) => {
+                            metrics.add_publish_error(1);
+                            failed += 1;
+                            Err(error)
+                        }
+                    })
+                    .collect();
                 span.record("failed", failed);
+                Ok(results)
             }
             Err(err) => {
                 metrics.add_publish_error(u64::try_from(events.len()).unwrap_or(u64::MAX));
                 tracing::debug!(parent: &span, error = %err, "batch publish failed");
+                Err(err)
             }
         }
-        result
     }
 
-    async fn batch_pipeline(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
+    async fn batch_pipeline(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<std::result::Result<u64, PipelineError>>> {
         let inner = &*self.inner;
         let hooks = inner.hooks.load();
         // steps 1-3 per event: `Err` refused, `Ok(stored form if not the event)`
@@ -447,9 +483,10 @@ impl EventBus {
             inner.provider.publish_batch(&batch).await?
         };
         let mut outcomes = outcomes.into_iter();
-        let mut results: Vec<Result<u64>> = Vec::with_capacity(events.len());
+        let mut results: Vec<std::result::Result<u64, PipelineError>> =
+            Vec::with_capacity(events.len());
         for (event, checked) in events.iter().zip(checked) {
-            results.push(match checked {
+            let result = match checked {
                 Err(err) => Err(err),
                 Ok(_) => outcomes.next().unwrap_or_else(|| {
                     Err(Error::provider(
@@ -460,18 +497,19 @@ impl EventBus {
                         ),
                     ))
                 }),
-            });
+            };
+            results.push(result.map_err(PipelineError::Refused));
         }
         // 5. router, with the plaintext, in order
         if let Some(router) = &hooks.router {
             for (event, result) in events.iter().zip(results.iter_mut()) {
-                if let Ok(sequence) = result
-                    && let Err(err) = router
-                        .route_published(Arc::new(event.clone()), *sequence)
+                if let Ok(sequence) = *result
+                    && let Err(error) = router
+                        .route_published(Arc::new(event.clone()), sequence)
                         .await
                 {
                     inner.metrics.add_router_error(1);
-                    *result = Err(err);
+                    *result = Err(PipelineError::NotRouted { sequence, error });
                 }
             }
         }
@@ -529,6 +567,22 @@ impl EventBus {
     /// Whether the provider's backend is reachable.
     pub async fn health(&self) -> Result<bool> {
         self.inner.provider.health().await
+    }
+}
+
+/// Why a publish through the pipeline did not return `Ok`.
+enum PipelineError {
+    /// Refused before the provider stored the event (validation,
+    /// encryption, the provider itself): a publish error.
+    Refused(Error),
+    /// The provider stored the event at `sequence`, then the router
+    /// refused it: a stored publish and a router error.
+    NotRouted { sequence: u64, error: Error },
+}
+
+impl From<Error> for PipelineError {
+    fn from(err: Error) -> Self {
+        Self::Refused(err)
     }
 }
 

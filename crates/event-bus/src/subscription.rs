@@ -226,7 +226,11 @@ impl BusSubscription {
                 let bus = self.bus.clone();
                 detached("dead-letter hand-off", async move {
                     match bus.dead_letter(dead).await {
-                        Some(Ok(())) | None => acker.term().await,
+                        Some(Ok(())) => acker.term().await,
+                        None => {
+                            bus.metrics.add_dlq_dropped(1);
+                            acker.term().await
+                        }
                         Some(Err(_)) => acker.nak(Some(DLQ_RETRY_DELAY)).await,
                     }
                 })
@@ -304,10 +308,13 @@ impl Inner {
                 let at = dead.dead_lettered_at;
                 let dead = dead.with_first_failure_at(at);
                 // The provider already terminated the message; a refusal is
-                // logged and counted by `dead_letter`.
+                // logged and counted by `dead_letter`, and the dead letter
+                // is then gone (counted as dropped, as without a handler).
                 let bus = this.clone();
                 let _ = detached("dead-letter hand-off", async move {
-                    let _ = bus.dead_letter(dead).await;
+                    if !matches!(bus.dead_letter(dead).await, Some(Ok(()))) {
+                        bus.metrics.add_dlq_dropped(1);
+                    }
                     Ok(())
                 })
                 .await;

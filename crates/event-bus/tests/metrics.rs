@@ -69,9 +69,11 @@ async fn every_outcome_is_counted_once_in_its_counter() {
     // reading decrypts the three stored events
     assert_eq!(bus.list_events(Some("ok"), 10).await.unwrap().len(), 3);
 
+    // the router's refusal came after the provider stored the event: a
+    // stored publish (and a router error), not a publish error
     let expected_publish = MetricsSnapshot {
-        publish_total: 2,
-        publish_errors: 6,
+        publish_total: 3,
+        publish_errors: 5,
         validation_errors: 5,
         router_errors: 1,
         encrypt_total: 3,
@@ -79,7 +81,7 @@ async fn every_outcome_is_counted_once_in_its_counter() {
         ..Default::default()
     };
     let m = bus.metrics().snapshot();
-    assert_eq!(m.publish_latency.count, 2);
+    assert_eq!(m.publish_latency.count, 3);
     assert_eq!(
         MetricsSnapshot {
             publish_latency: Default::default(),
@@ -143,7 +145,7 @@ async fn every_outcome_is_counted_once_in_its_counter() {
             ..m
         },
         MetricsSnapshot {
-            publish_total: 4,
+            publish_total: 5,
             encrypt_total: 5,
             // 3 listed, then 4 deliveries
             decrypt_total: 7,
@@ -229,4 +231,234 @@ fn prometheus_text_at_extreme_values() {
     }
     assert!(text.contains("a3s_event_lagged_total 18446744073709551615\n"));
     assert!(text.contains("a3s_event_publish_latency_seconds_count 2\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Consumer outcomes that only the ConsumerReport and the logs used to show
+// ---------------------------------------------------------------------------
+
+fn one_delivery(subscriber_id: &str) -> (SubscriptionFilter, SubscribeOptions) {
+    (
+        SubscriptionFilter {
+            subscriber_id: subscriber_id.into(),
+            subjects: vec!["events.jobs.>".into()],
+            durable: true,
+        },
+        SubscribeOptions {
+            max_deliver: Some(1),
+            ack_wait: Some(Duration::from_secs(5)),
+            ..Default::default()
+        },
+    )
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn failing(_r: ReceivedEvent) -> Result<(), BoxError> {
+    Err("handler failed".into())
+}
+
+/// The Prometheus sample of `counter` (`a3s_event_<counter>_total`).
+fn exported(m: &MetricsSnapshot, counter: &str) -> u64 {
+    let prefix = format!("a3s_event_{counter}_total ");
+    m.to_prometheus()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("{counter} is not exported"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_exhausted_event_without_a_dlq_handler_counts_as_dropped() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let (filter, options) = one_delivery("w");
+    bus.update_subscription_with_options(filter, options)
+        .await
+        .unwrap();
+    bus.publish("jobs", "x", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume("w", failing, ConsumerConfig::default())
+        .await
+        .unwrap();
+    wait_until("the event is terminated", || {
+        consumer.report().terminated == 1
+    })
+    .await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (m.dlq_dropped, m.dlq_total, m.dlq_errors, m.dlq_unsettled),
+        (1, 0, 0, 0)
+    );
+    assert_eq!(exported(&m, "dlq_dropped"), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dead_letter_refused_for_good_counts_as_unsettled_and_each_refusal_as_an_error() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.then_permanent.store(usize::MAX, Ordering::SeqCst);
+    bus.set_dlq_handler(dlq.clone());
+    let (filter, options) = one_delivery("w");
+    bus.update_subscription_with_options(filter, options)
+        .await
+        .unwrap();
+    bus.publish("jobs", "x", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let config = ConsumerConfig {
+        dlq_attempts: 2,
+        ..ConsumerConfig::default()
+    };
+    let consumer = bus.consume("w", failing, config).await.unwrap();
+    wait_until("the DLQ gives up", || consumer.report().dlq_failed == 1).await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    let m = bus.metrics().snapshot();
+    // one event, two refusals, no dead letter
+    assert_eq!(
+        (m.dlq_unsettled, m.dlq_errors, m.dlq_total, m.dlq_dropped),
+        (1, 2, 0, 0)
+    );
+    assert_eq!(exported(&m, "dlq_unsettled"), 1);
+}
+
+/// Every acknowledgement call fails.
+struct RefusingAcker;
+
+#[async_trait::async_trait]
+impl event_core::Acker for RefusingAcker {
+    async fn ack(&self) -> event_core::Result<()> {
+        Err(event_core::Error::Connection("ack refused".into()))
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        Err(event_core::Error::Connection("nak refused".into()))
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        Err(event_core::Error::Connection("term refused".into()))
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        Err(event_core::Error::Connection("in_progress refused".into()))
+    }
+}
+
+/// Hands out `left` first deliveries whose acknowledgements fail, then ends.
+struct UnsettleableSubscription {
+    left: u64,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for UnsettleableSubscription {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(self.next_manual_ack().await?.map(|p| p.received))
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let received = ReceivedEvent {
+            event: Arc::new(Event::new("events.a.b", "a", "s", "src", json!(self.left))),
+            sequence: 10 - self.left,
+            num_delivered: 1,
+            stream: Arc::from("test"),
+        };
+        Ok(Some(event_core::PendingEvent::new(
+            received,
+            None,
+            Box::new(RefusingAcker),
+        )))
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// `handled_total` counts the handler's `Ok`, as its help says; an ack that
+/// then fails is a settle error, in the metrics as in the report.
+#[tokio::test(flavor = "current_thread")]
+async fn handled_counts_the_handlers_ok_and_a_failed_ack_is_a_settle_error() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let consumer = bus
+        .consume_subscription(
+            Box::new(UnsettleableSubscription { left: 3 }),
+            SubscribeOptions::default(),
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
+        .await
+        .unwrap();
+    assert_eq!((report.acked, report.settle_errors), (0, 3));
+    let m = bus.metrics().snapshot();
+    assert_eq!((m.handled_total, m.settle_errors), (3, 3));
+    assert_eq!(exported(&m, "settle_errors"), 3);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_delivery_abandoned_at_the_shutdown_deadline_counts_as_aborted() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let (filter, mut options) = one_delivery("w");
+    options.max_deliver = Some(5);
+    bus.update_subscription_with_options(filter, options)
+        .await
+        .unwrap();
+    bus.publish("jobs", "x", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let started = started.clone();
+        move |_r: ReceivedEvent| {
+            let started = started.clone();
+            async move {
+                started.notify_one();
+                std::future::pending::<Result<(), BoxError>>().await
+            }
+        }
+    };
+    let consumer = bus
+        .consume("w", handler, ConsumerConfig::default())
+        .await
+        .unwrap();
+    started.notified().await;
+    let report = consumer.shutdown(Duration::from_millis(20)).await;
+    assert_eq!(report.aborted, 1);
+    let m = bus.metrics().snapshot();
+    assert_eq!(m.consumer_aborted, 1);
+    assert_eq!(exported(&m, "consumer_aborted"), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_undecryptable_delivery_without_a_dlq_handler_counts_as_dropped() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 3 }));
+    bus.publish("jobs", "x", "s", "src", json!(1))
+        .await
+        .unwrap();
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 4 })); // key lost
+    let mut sub = bus.wrap_subscription(
+        bus.provider()
+            .subscribe_durable("d", "events.>")
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        sub.next_manual_ack().await,
+        Err(event_core::Error::Decryption(_))
+    ));
+    let m = bus.metrics().snapshot();
+    assert_eq!((m.dlq_dropped, m.decrypt_errors, m.dlq_total), (1, 1, 0));
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use async_trait::async_trait;
-use common::{CollectRouter, RequireField, TestEncryptor};
+use common::{CollectRouter, FlakyDlq, RequireField, TestEncryptor};
 use event_bus::EventBus;
 use event_bus::dlq::MemoryDlqHandler;
 use event_core::{
@@ -271,11 +271,14 @@ async fn router_gets_plaintext_and_sequence_and_can_refuse() {
     assert_eq!(bus.publish_event(&e2).await.unwrap(), 2);
     assert_eq!(provider.info().await.unwrap().messages, 2);
     assert_eq!(router.routed.lock().unwrap()[1].0.id, e2.id);
+    // the refused publish was stored: a publish and a router error, not a
+    // publish error
     let m = bus.metrics().snapshot();
     assert_eq!(
         (m.router_errors, m.publish_errors, m.publish_total),
-        (1, 1, 2)
+        (1, 0, 3)
     );
+    assert_eq!(m.publish_latency.count, 3);
 }
 
 #[tokio::test]
@@ -474,6 +477,26 @@ async fn undecodable_messages_are_dead_lettered_and_reported() {
     assert_eq!(bus.metrics().snapshot().dlq_total, 1);
 }
 
+/// The provider terminated an undecodable message itself: a dead letter
+/// that no DLQ takes (none set, or it refuses) is gone, and counted so.
+#[tokio::test]
+async fn undecodable_messages_no_dlq_takes_count_as_dropped() {
+    let (no_dlq, _) = bus();
+    let mut sub = no_dlq.wrap_subscription(Box::new(UndecodableOnce(true)));
+    assert!(sub.next_manual_ack().await.is_err());
+    let m = no_dlq.metrics().snapshot();
+    assert_eq!((m.dlq_dropped, m.dlq_total, m.dlq_errors), (1, 0, 0));
+
+    let (refusing, _) = bus();
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.then_permanent.store(1, Ordering::SeqCst);
+    refusing.set_dlq_handler(dlq);
+    let mut sub = refusing.wrap_subscription(Box::new(UndecodableOnce(true)));
+    assert!(sub.next_manual_ack().await.is_err());
+    let m = refusing.metrics().snapshot();
+    assert_eq!((m.dlq_dropped, m.dlq_total, m.dlq_errors), (1, 0, 1));
+}
+
 #[tokio::test]
 async fn publish_batch_runs_the_pipeline_per_event_and_reports_each_result() {
     let (bus, provider) = bus();
@@ -568,13 +591,15 @@ async fn publish_batch_reports_provider_and_router_refusals_per_event() {
     let other = Event::new("events.a.c", "a", "s", "src", json!(2));
     let results = bus.publish_batch(&[other]).await.unwrap();
     assert!(matches!(results[0], Err(Error::Closed(_))));
-    // stored anyway (as with publish_event); counted as a router error
+    // stored anyway (as with publish_event): counted as stored and as a
+    // router error; only the oversized event is a publish error
     assert_eq!(provider.info().await.unwrap().messages, 2);
     let m = bus.metrics().snapshot();
     assert_eq!(
         (m.publish_total, m.publish_errors, m.router_errors),
-        (1, 2, 1)
+        (2, 1, 1)
     );
+    assert_eq!(m.publish_latency.count, 2);
     assert!(bus.publish_batch(&[]).await.unwrap().is_empty());
 }
 

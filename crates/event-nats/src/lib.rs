@@ -233,7 +233,13 @@
 //!   single-replica streams (a follower may lag), leader message gets
 //!   otherwise.
 //! - **Reconnection** is async-nats's (automatic, unlimited); connection
-//!   changes are logged through `tracing`; [`NatsProvider::is_connected`]
+//!   changes are logged through `tracing` (target `event_nats`): one `WARN`
+//!   when the connection is lost, one `WARN` when it is re-established
+//!   (with `down_for` and `failed_attempts`), each failed reconnection
+//!   attempt at `DEBUG`, and a reminder `WARN` once a minute while it stays
+//!   down. async-nats also logs every connection event itself at `INFO`
+//!   (target `async_nats`, `event: ...`, one per attempt): filter it with
+//!   `async_nats=warn`. [`NatsProvider::is_connected`]
 //!   and `health()` (connection state plus a stream lookup) report it. A
 //!   subscription waiting for events when the connection is lost hands out
 //!   what it already received, then returns
@@ -277,6 +283,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod connection;
 mod denial;
 mod error;
 mod history;

@@ -1,6 +1,7 @@
 //! [`NatsProvider`]: connection, stream management, publish, history, info.
 
 use crate::config::{DiscardPolicy, NatsConfig, NatsOptions, StorageType, redact_url};
+use crate::connection::ConnectionLog;
 use crate::denial::{self, Denial, Denials, Rule};
 use crate::error::{self, PROVIDER};
 use crate::subscription::NatsSubscription;
@@ -110,6 +111,8 @@ pub(crate) struct Link {
     pub(crate) restored: tokio::sync::Notify,
     /// The permission violations the server reported.
     pub(crate) denials: Denials,
+    /// What the log said about the connection (see [`ConnectionLog`]).
+    pub(crate) log: ConnectionLog,
 }
 
 impl Link {
@@ -544,12 +547,17 @@ async fn connect_options(
                     async_nats::Event::Connected => {
                         link.connected.store(true, Ordering::Release);
                         link.restored.notify_waiters();
-                        tracing::info!("NATS connection (re)established");
+                        link.log.connected();
                     }
                     async_nats::Event::Disconnected => {
                         link.connected.store(false, Ordering::Release);
                         link.lost.notify_waiters();
-                        tracing::warn!("NATS connection lost; reconnecting");
+                        link.log.disconnected();
+                    }
+                    // async-nats reports each failed reconnection attempt
+                    // so (a few a second at first)
+                    async_nats::Event::ClientError(async_nats::ClientError::Other(error)) => {
+                        link.log.attempt_failed(&error);
                     }
                     async_nats::Event::Closed => {
                         link.connected.store(false, Ordering::Release);

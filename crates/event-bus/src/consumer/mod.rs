@@ -26,10 +26,11 @@
 //!   exhausted, so giving up would lose it). If the DLQ refuses it for good
 //!   (any other error, or a panic) [`ConsumerConfig::dlq_attempts`] times,
 //!   the event is left unsettled (logged, counted in
-//!   [`ConsumerReport::dlq_failed`]), so the provider delivers it once more
-//!   (the spare delivery, see the `EventProvider` contract) unless this
-//!   was already the spare; without a DLQ handler it is logged and
-//!   terminated;
+//!   [`ConsumerReport::dlq_failed`] and the bus's `dlq_unsettled` metric),
+//!   so the provider delivers it once more (the spare delivery, see the
+//!   `EventProvider` contract) unless this was already the spare; without a
+//!   DLQ handler it is logged and terminated (counted in
+//!   [`ConsumerReport::terminated`] and `dlq_dropped`);
 //! - while a handler runs, the runner extends the ack wait (`in_progress`)
 //!   every half of the wait the provider applies to the delivery, so slow
 //!   handlers are not redelivered concurrently. Providers that report it

@@ -27,6 +27,15 @@ const MAX_TRACKED_FAILURES: usize = 100_000;
 const UNKNOWN_WAIT_KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// What a consumer runner did, returned by [`ConsumerHandle::shutdown`].
+///
+/// The bus's [`EventMetrics`](crate::EventMetrics) count the same outcomes
+/// across all its runners (for Prometheus): `terminated` in `dlq_dropped`,
+/// `dlq_failed` in `dlq_unsettled`, `aborted` in `consumer_aborted`,
+/// `settle_errors` in `settle_errors`, `retried` in `redeliveries`,
+/// `dead_lettered` in `dlq_total` (which also counts the bus
+/// subscriptions' dead letters). `acked` has no counter of its own:
+/// `handled_total` counts the handler's `Ok` before the ack, so it is
+/// `acked` plus the acks among `settle_errors`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerReport {
     /// Deliveries handled successfully and acknowledged.
@@ -330,6 +339,7 @@ async fn run_loop(
     if drained.is_err() {
         let left = tasks.len() as u64;
         shared.stats.aborted.fetch_add(left, Ordering::Relaxed);
+        shared.bus.metrics.add_consumer_aborted(left);
         tracing::warn!(
             in_flight = left,
             "shutdown deadline reached; aborting handlers and dead letters in progress (their \
@@ -392,6 +402,7 @@ async fn unstarted_at_stop(
     let permit = acquire_permit(shared, &pending, tokio::time::sleep_until(deadline)).await;
     if permit.is_none() {
         bump(&shared.stats.aborted);
+        shared.bus.metrics.add_consumer_aborted(1);
         tracing::warn!(
             event_id = %pending.received.event.id,
             subject = %pending.received.event.subject,
@@ -594,6 +605,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
         let (event, sequence) = delivery(&pending);
         settle(shared, &event, sequence, pending.term().await, "term");
         bump(&shared.stats.terminated);
+        shared.bus.metrics.add_dlq_dropped(1);
         return;
     };
     // a DLQ that is down (a transient error) is waited for as long as the
@@ -644,6 +656,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
         "DLQ handler kept refusing a dead letter; leaving the event unsettled (a final delivery comes once more, as its spare; a spare delivery does not)"
     );
     bump(&shared.stats.dlq_failed);
+    shared.bus.metrics.add_dlq_unsettled(1);
 }
 
 /// The event and sequence of a delivery, kept to name it in the log once
@@ -662,6 +675,7 @@ fn settle(shared: &Shared, event: &Event, sequence: u64, result: Result<()>, wha
         Ok(()) => true,
         Err(err) => {
             bump(&shared.stats.settle_errors);
+            shared.bus.metrics.add_settle_error(1);
             tracing::warn!(
                 event_id = %event.id,
                 subject = %event.subject,

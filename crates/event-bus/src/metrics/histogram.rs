@@ -37,6 +37,13 @@ fn upper_bound(i: usize) -> u64 {
     u64::try_from(ub).unwrap_or(u64::MAX)
 }
 
+/// Exponent of the smallest and of the largest fixed bucket bound of
+/// [`LatencyBuckets`]: bounds are `2^k - 1` ns for `k` in this range.
+const FIXED_FIRST_EXP: u32 = 10;
+const FIXED_LAST_EXP: u32 = 35;
+/// Number of fixed (finite) buckets of [`LatencyBuckets`].
+pub const LATENCY_BUCKETS: usize = (FIXED_LAST_EXP - FIXED_FIRST_EXP + 1) as usize;
+
 /// Lock-free histogram of durations, recorded in nanoseconds.
 ///
 /// Recording is two relaxed atomic adds, one saturating add (a
@@ -113,6 +120,16 @@ impl LatencyHistogram {
         let total: u64 = counts.iter().sum();
         let max = self.max_ns.load(Ordering::Relaxed);
         let sum = self.sum_ns.load(Ordering::Relaxed);
+        // each fixed bound is the last value of an internal bucket, so the
+        // count up to it is exact
+        let mut fixed = [0u64; LATENCY_BUCKETS];
+        let (mut seen, mut from) = (0u64, 0usize);
+        for (k, slot) in fixed.iter_mut().enumerate() {
+            let last = index(LatencyBuckets::bound_ns(k));
+            seen += counts[from..=last].iter().sum::<u64>();
+            from = last + 1;
+            *slot = seen;
+        }
         let quantile = |q: f64| -> u64 {
             if total == 0 {
                 return 0;
@@ -135,6 +152,7 @@ impl LatencyHistogram {
             p90_ns: quantile(0.90),
             p99_ns: quantile(0.99),
             max_ns: max,
+            buckets: LatencyBuckets { cumulative: fixed },
         }
     }
 
@@ -166,6 +184,47 @@ pub struct LatencySummary {
     pub p99_ns: u64,
     /// Largest recorded duration (exact).
     pub max_ns: u64,
+    /// Cumulative counts at fixed bounds (exact), for a Prometheus
+    /// histogram that can be aggregated across instances.
+    pub buckets: LatencyBuckets,
+}
+
+/// Cumulative counts of a [`LatencyHistogram`] at fixed bounds: the
+/// durations of at most `2^k - 1` ns for `k` from 10 to 35, that is
+/// "below 2^k ns": about 1 µs, 2 µs, 4 µs, ... up to 34.4 s (the last
+/// bound), doubling each time.
+///
+/// The bounds are the same in every process and version using them, and
+/// each falls exactly on a boundary of the histogram's internal buckets, so
+/// the counts are exact (not interpolated): summed across instances they
+/// give the counts of the whole fleet. Durations above the last bound are
+/// counted only in the total ([`LatencySummary::count`], Prometheus
+/// `le="+Inf"`).
+///
+/// In JSON it is the array of the cumulative counts, smallest bound first
+/// (missing: all zero).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct LatencyBuckets {
+    cumulative: [u64; LATENCY_BUCKETS],
+}
+
+impl LatencyBuckets {
+    /// The bound of fixed bucket `k` (0-based) in nanoseconds: `2^(k+10) - 1`.
+    /// Beyond the last bucket it is the last bound.
+    pub fn bound_ns(k: usize) -> u64 {
+        let exp = FIXED_FIRST_EXP + u32::try_from(k.min(LATENCY_BUCKETS - 1)).unwrap_or(0);
+        (1u64 << exp) - 1
+    }
+
+    /// `(bound in ns, durations at most that long)` of every fixed bucket,
+    /// smallest bound first; the counts never decrease.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.cumulative
+            .iter()
+            .enumerate()
+            .map(|(k, &count)| (Self::bound_ns(k), count))
+    }
 }
 
 impl LatencySummary {
@@ -208,6 +267,58 @@ mod tests {
                 assert!(upper_bound(i - 1) < v, "{v} belongs to an earlier bucket");
             }
         }
+    }
+
+    #[test]
+    fn fixed_bounds_fall_on_internal_bucket_boundaries() {
+        assert_eq!(LatencyBuckets::bound_ns(0), 1_023);
+        assert_eq!(LatencyBuckets::bound_ns(LATENCY_BUCKETS - 1), (1 << 35) - 1);
+        assert_eq!(LatencyBuckets::bound_ns(usize::MAX), (1 << 35) - 1);
+        for k in 0..LATENCY_BUCKETS {
+            let bound = LatencyBuckets::bound_ns(k);
+            // the bound ends an internal bucket, and the next value starts one
+            assert_eq!(upper_bound(index(bound)), bound, "bucket {k}");
+            assert_eq!(index(bound + 1), index(bound) + 1, "bucket {k}");
+        }
+    }
+
+    #[test]
+    fn fixed_bucket_counts_are_exact_on_random_samples() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..100 {
+            let h = LatencyHistogram::new();
+            let n = rnd() % 3000 + 1;
+            let values: Vec<u64> = (0..n).map(|_| rnd() >> (rnd() % 64).max(26)).collect();
+            for v in &values {
+                h.record_nanos(*v);
+            }
+            let s = h.summary();
+            for (bound, count) in s.buckets.iter() {
+                let want = values.iter().filter(|v| **v <= bound).count() as u64;
+                assert_eq!(count, want, "round {round}, bound {bound}");
+            }
+            assert_eq!(s.count, n);
+        }
+    }
+
+    #[test]
+    fn buckets_serialise_as_an_array_and_read_back() {
+        let h = LatencyHistogram::new();
+        h.record_nanos(5_000);
+        let s = h.summary();
+        let v = serde_json::to_value(s).unwrap();
+        let array = v["buckets"].as_array().unwrap();
+        assert_eq!(array.len(), LATENCY_BUCKETS);
+        assert_eq!(array[0], 0); // <= 1023 ns
+        assert_eq!(array[3], 1); // <= 8191 ns
+        let back: LatencySummary = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

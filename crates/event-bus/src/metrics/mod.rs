@@ -1,5 +1,32 @@
 //! [`EventMetrics`]: lock-free counters and a publish-latency histogram.
 //!
+//! Each counter's field docs (also its Prometheus `# HELP`) say exactly what
+//! it counts. How they relate:
+//!
+//! - **Publishing.** Every publish call lands in one of `publish_total` (the
+//!   provider stored the event) or `publish_errors` (refused before the
+//!   store: `validation_errors` says how many of those validation refused).
+//!   A router refusal comes after the store: the call returns the router's
+//!   error, but it counts in `publish_total` and `router_errors`, not in
+//!   `publish_errors`.
+//! - **Consumer runners.** `handled_total` counts handlers that returned
+//!   `Ok` (the ack comes after; one that fails counts in `settle_errors`),
+//!   `handler_errors` the failures, `redeliveries` the naks among them.
+//!   `consumer_aborted` counts deliveries abandoned at a shutdown deadline.
+//! - **Dead letters.** `dlq_total` counts dead letters the DLQ handler
+//!   accepted (events), `dlq_errors` its refusals (calls: one event refused
+//!   three times counts three). An event that never reaches a DLQ counts in
+//!   `dlq_dropped` (terminated: no handler set, or an undecodable message
+//!   the handler refused) or `dlq_unsettled` (a runner gave up on a DLQ that
+//!   refused it for good and left it unsettled). An operator alerts on
+//!   `dlq_dropped` and `dlq_unsettled`: those events are left only in the
+//!   stream.
+//! - **Latency.** Exported both as a Prometheus histogram
+//!   (`a3s_event_publish_duration_seconds`, fixed bounds, aggregatable
+//!   across instances) and as the older lifetime summary
+//!   (`a3s_event_publish_latency_seconds`); see
+//!   [`MetricsSnapshot::to_prometheus`].
+//!
 //! ```
 //! use event_bus::metrics::EventMetrics;
 //! use std::time::Duration;
@@ -16,7 +43,7 @@
 mod histogram;
 mod prometheus;
 
-pub use histogram::{LatencyHistogram, LatencySummary};
+pub use histogram::{LATENCY_BUCKETS, LatencyBuckets, LatencyHistogram, LatencySummary};
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,12 +89,15 @@ macro_rules! counters {
         /// Serializable point-in-time view of [`EventMetrics`] (camelCase).
         ///
         /// A field missing from the JSON reads as zero, so snapshots written
-        /// by a version with fewer counters still read.
+        /// by a version with fewer counters still read. New counters are
+        /// added as new fields: build a snapshot with `..Default::default()`
+        /// (or from [`EventMetrics::snapshot`]), not by listing every field.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(rename_all = "camelCase", default)]
         pub struct MetricsSnapshot {
             $( #[doc = $help] pub $field: u64, )*
-            /// Publish latency (whole pipeline, successful publishes).
+            /// Publish latency (whole pipeline) of the publishes counted in
+            /// `publish_total`.
             pub publish_latency: LatencySummary,
         }
 
@@ -81,21 +111,25 @@ macro_rules! counters {
 }
 
 counters! {
-    publish_total => add_publish, "Events published successfully.";
-    publish_errors => add_publish_error, "Publishes that failed (validation, encryption, provider or router).";
+    publish_total => add_publish, "Publishes the provider stored (a deduplicated repeat included), whether or not the router then took the event (a router refusal also counts in router_errors).";
+    publish_errors => add_publish_error, "Publishes that failed before the provider stored the event (validation, encryption or provider errors); a router refusal after the store is not one (see router_errors).";
     subscribe_total => add_subscribe, "Subscriptions opened by the bus and handed to the caller (one per subject of a managed subscriber whose every subject opened, or one per subscribe call).";
     unsubscribe_total => add_unsubscribe, "Managed subscribers removed (remove_subscription).";
-    dlq_total => add_dlq, "Events handed to the dead-letter queue.";
-    dlq_errors => add_dlq_error, "Dead letters the DLQ handler refused (the event was kept or logged).";
+    dlq_total => add_dlq, "Dead letters the DLQ handler accepted (each one event dead-lettered: exhausted, undecryptable or undecodable).";
+    dlq_errors => add_dlq_error, "DLQ handler calls that failed (an error or a panic): a dead letter offered again after a refusal counts once per refusal, so this counts refusals, not events.";
+    dlq_dropped => add_dlq_dropped, "Dead letters that reached no DLQ and were terminated: no DLQ handler was set (an exhausted, undecryptable or undecodable delivery), or the handler refused an undecodable message the provider had already terminated. The event is left only in the stream.";
+    dlq_unsettled => add_dlq_unsettled, "Exhausted events a consumer runner left unsettled because the DLQ handler refused them for good dlq_attempts times: neither dead-lettered nor redelivered, left only in the stream.";
     validation_errors => add_validation_error, "Publishes refused by subject or schema validation.";
     encrypt_total => add_encrypt, "Payloads encrypted.";
     decrypt_total => add_decrypt, "Payloads decrypted.";
     decrypt_errors => add_decrypt_error, "Payloads that failed to decrypt.";
     redeliveries => add_redelivery, "Events naked for redelivery by consumer runners.";
     lagged => add_lagged, "Stream positions skipped by lagging subscriptions.";
-    handled_total => add_handled, "Events handled successfully by consumer runners (acked).";
+    handled_total => add_handled, "Deliveries whose handler returned Ok in consumer runners, counted before the ack (an ack that then fails counts in settle_errors too, and the provider redelivers the event).";
     handler_errors => add_handler_error, "Handler failures (errors, panics, timeouts) in consumer runners.";
-    router_errors => add_router_error, "Events the router (broker hook) refused.";
+    settle_errors => add_settle_error, "Acknowledgement calls (ack, nak, term) of consumer runners that failed.";
+    consumer_aborted => add_consumer_aborted, "Deliveries a consumer runner abandoned at its shutdown deadline, unsettled (the provider redelivers them, unless it was their final delivery).";
+    router_errors => add_router_error, "Stored events the router (broker hook) refused: the publish returned the router's error although the provider stored the event (counted in publish_total too).";
 }
 
 impl EventMetrics {

@@ -11,11 +11,25 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 /// How one delivery ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Delivered,
     DeadLettered,
-    Failed,
+    /// Every attempt failed and no dead-letter sink took the event. Not
+    /// logged above `DEBUG` here: the caller knows whether the event is lost
+    /// (the queue) or will come back (a feed), and logs it once.
+    Failed(Failure),
+}
+
+/// Why a delivery failed, for the caller's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// Attempts made.
+    pub(crate) attempts: u64,
+    /// The last attempt's error.
+    pub(crate) error: String,
+    /// The dead-letter sink's refusal; `None`: the trigger has none.
+    pub(crate) dead_letter_error: Option<String>,
 }
 
 async fn attempt(sink: &dyn EventSink, event: &Event, timeout: Option<Duration>) -> Result<()> {
@@ -137,11 +151,12 @@ pub(crate) async fn deliver(trigger: &Trigger, event: &Event, counters: &Counter
     let first_failure_at = first_failure_at.unwrap_or_else(now_millis);
     let Some(dls) = &spec.dead_letter_sink else {
         Counters::add(&counters.dead_letter_failures, 1);
-        tracing::warn!(
-            trigger = %trigger.name, event_id = %event.id, attempts = made, error = %last_error,
-            "delivery failed and the trigger has no dead-letter sink"
-        );
-        return Outcome::Failed;
+        Counters::add(&counters.no_dead_letter_sink, 1);
+        return Outcome::Failed(Failure {
+            attempts: made,
+            error: last_error,
+            dead_letter_error: None,
+        });
     };
     let dead = dead_letter_event(event, &trigger.name, &last_error, made, first_failure_at);
     match attempt(&**dls, &dead, spec.timeout).await {
@@ -151,11 +166,11 @@ pub(crate) async fn deliver(trigger: &Trigger, event: &Event, counters: &Counter
         }
         Err(err) => {
             Counters::add(&counters.dead_letter_failures, 1);
-            tracing::error!(
-                trigger = %trigger.name, event_id = %event.id, error = %err,
-                delivery_error = %last_error, "dead-letter sink refused a failed delivery"
-            );
-            Outcome::Failed
+            Outcome::Failed(Failure {
+                attempts: made,
+                error: last_error,
+                dead_letter_error: Some(err.to_string()),
+            })
         }
     }
 }

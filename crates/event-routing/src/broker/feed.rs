@@ -44,6 +44,12 @@ pub struct FeedStats {
 /// subscription, routing survives restarts and covers events other processes
 /// published.
 ///
+/// Logging: each routing that did not settle is one `WARN` ("routing not
+/// settled; the event will be redelivered") naming the event, and per
+/// failed trigger its last error, attempts and the dead-letter sink's
+/// refusal (or that it has none); the deliveries themselves log their
+/// attempts at `DEBUG` only, since the event is not lost.
+///
 /// [`stop`](Self::stop) stops fetching, finishes the routings in progress,
 /// settles their events and closes the subscription. Dropping the handle
 /// without `stop` leaves the feed running until the subscription ends:
@@ -128,6 +134,30 @@ impl Broker {
     }
 }
 
+/// `trigger: error (attempts: N); no dead-letter sink` (or `; dead-letter
+/// sink: error`), per failed trigger, for the feed's one warning about an
+/// unsettled routing.
+fn describe(failures: &[(Arc<super::Entry>, super::Failure)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (entry, failure) in failures {
+        if !out.is_empty() {
+            out.push_str(" | ");
+        }
+        // writing to a String cannot fail
+        let _ = write!(
+            out,
+            "{}: {} (attempts: {})",
+            entry.trigger.name, failure.error, failure.attempts
+        );
+        let _ = match &failure.dead_letter_error {
+            Some(err) => write!(out, "; dead-letter sink: {err}"),
+            None => write!(out, "; no dead-letter sink"),
+        };
+    }
+    out
+}
+
 /// Resolves once stop was requested; never if the handle was dropped
 /// without stopping.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -168,14 +198,20 @@ async fn run(
                 tokio::spawn(async move {
                     let _done = PendingGuard(core.clone());
                     let _permit = permit;
-                    let result = core.route(pending.event()).await;
+                    let (result, failures) = core.route_reporting(pending.event()).await;
                     let settled = if result.is_settled() {
                         counters.acked.fetch_add(1, Ordering::Relaxed);
                         pending.ack().await
                     } else {
                         counters.naked.fetch_add(1, Ordering::Relaxed);
+                        // the one line about this routing (the deliveries
+                        // logged their attempts at DEBUG only)
+                        let event = pending.event();
                         tracing::warn!(
-                            event_id = %pending.event().id, ?result,
+                            event_id = %event.id,
+                            subject = %event.subject,
+                            failed = %describe(&failures),
+                            ?result,
                             "routing not settled; the event will be redelivered"
                         );
                         pending.nak_with_delay(retry_delay).await

@@ -2,10 +2,12 @@
 
 mod deliver;
 mod feed;
+mod losses;
 mod metrics;
 mod queue;
 
 pub use feed::{BrokerFeed, FeedStats};
+pub use losses::LOSS_WARN_INTERVAL;
 pub use metrics::BrokerMetrics;
 pub use queue::QueueFullError;
 
@@ -14,8 +16,9 @@ use crate::index::TriggerIndex;
 use crate::sink::EventSink;
 use crate::trigger::Trigger;
 use async_trait::async_trait;
-use deliver::Outcome;
+use deliver::{Failure, Outcome};
 use event_core::{Error, Event, Result};
+use losses::LossWarnings;
 use metrics::{Counters, Padded};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -170,6 +173,8 @@ impl RouteResult {
 struct Entry {
     trigger: Trigger,
     filter: CompiledFilter,
+    /// Rate limit of this trigger's "lost delivery" warnings.
+    losses: LossWarnings,
 }
 
 /// An immutable trigger set; routing holds one while delivering, so changes
@@ -230,7 +235,21 @@ impl Core {
         self.snapshot.read().clone()
     }
 
+    /// Routes `event` for a caller that does not deliver it again: a
+    /// failed delivery is lost to its trigger, and logged so (see
+    /// [`log_loss`]).
     async fn route(&self, event: &Event) -> RouteResult {
+        let (result, failures) = self.route_reporting(event).await;
+        for (entry, failure) in &failures {
+            log_loss(entry, event, failure);
+        }
+        result
+    }
+
+    /// Routes `event`; returns what happened and, per trigger whose
+    /// delivery failed without a dead-letter sink taking it, why. Logs
+    /// nothing about those failures above `DEBUG`: the caller does, once.
+    async fn route_reporting(&self, event: &Event) -> (RouteResult, Vec<(Arc<Entry>, Failure)>) {
         let hops = event
             .metadata
             .get(crate::metadata::HOPS)
@@ -242,7 +261,7 @@ impl Core {
                 event_id = %event.id, subject = %event.subject, hops,
                 "event forwarded too many times (routing loop?); not routed"
             );
-            return RouteResult::default();
+            return (RouteResult::default(), Vec::new());
         }
         let snapshot = self.current();
         let mut matched = Vec::new();
@@ -253,28 +272,35 @@ impl Core {
             matched: matched.len(),
             ..RouteResult::default()
         };
-        let mut tally = |outcome| match outcome {
+        let mut failures = Vec::new();
+        let mut tally = |entry: &Arc<Entry>, outcome| match outcome {
             Outcome::Delivered => result.delivered += 1,
             Outcome::DeadLettered => {
                 result.failed += 1;
                 result.dead_lettered += 1;
             }
-            Outcome::Failed => result.failed += 1,
+            Outcome::Failed(failure) => {
+                result.failed += 1;
+                failures.push((Arc::clone(entry), failure));
+            }
         };
         let mut entries = matched.iter().filter_map(|&id| snapshot.entries.get(id));
         if let [_] = matched.as_slice()
             && let Some(entry) = entries.next()
         {
             // One trigger (the common case): no `join_all` and its allocations.
-            tally(deliver::deliver(&entry.trigger, event, &self.counters).await);
+            let outcome = deliver::deliver(&entry.trigger, event, &self.counters).await;
+            tally(entry, outcome);
         } else {
-            let outcomes = futures_util::future::join_all(
-                entries.map(|e| deliver::deliver(&e.trigger, event, &self.counters)),
-            )
+            let outcomes = futures_util::future::join_all(entries.map(|e| async move {
+                (e, deliver::deliver(&e.trigger, event, &self.counters).await)
+            }))
             .await;
-            outcomes.into_iter().for_each(tally);
+            for (entry, outcome) in outcomes {
+                tally(entry, outcome);
+            }
         }
-        result
+        (result, failures)
     }
 
     fn begin(&self) {
@@ -297,6 +323,43 @@ impl Core {
         let settled = self.settled.load(Ordering::SeqCst);
         let accepted = self.accepted.load(Ordering::SeqCst);
         accepted.saturating_sub(settled)
+    }
+}
+
+/// Logs a delivery lost to `entry`'s trigger (every attempt failed and no
+/// dead-letter sink took it). A dead-letter sink's refusal is an `ERROR`
+/// each time. Without a dead-letter sink, the trigger's first loss is a
+/// `WARN`, later ones `DEBUG` until [`LOSS_WARN_INTERVAL`] has passed since
+/// that warning; the next `WARN` then counts them (`quiet_losses`). Every
+/// loss counts in [`BrokerMetrics::no_dead_letter_sink`].
+fn log_loss(entry: &Entry, event: &Event, failure: &Failure) {
+    let trigger = &entry.trigger.name;
+    let Failure {
+        attempts,
+        error,
+        dead_letter_error,
+    } = failure;
+    if let Some(dls_error) = dead_letter_error {
+        tracing::error!(
+            trigger = %trigger, event_id = %event.id, subject = %event.subject,
+            error = %dls_error, delivery_error = %error,
+            "dead-letter sink refused a failed delivery"
+        );
+        return;
+    }
+    match entry.losses.record(tokio::time::Instant::now()) {
+        Some(quiet_losses) => tracing::warn!(
+            trigger = %trigger, event_id = %event.id, subject = %event.subject,
+            attempts, error = %error, quiet_losses,
+            "delivery failed and the trigger has no dead-letter sink; the event is lost to \
+             it (further losses of this trigger are logged at DEBUG for a while, counted in \
+             no_dead_letter_sink)"
+        ),
+        None => tracing::debug!(
+            trigger = %trigger, event_id = %event.id, subject = %event.subject,
+            attempts, error = %error,
+            "delivery failed and the trigger has no dead-letter sink"
+        ),
     }
 }
 
@@ -328,6 +391,16 @@ impl Drop for PendingGuard {
 ///
 /// Triggers are indexed (by exact type, subject tokens, source and
 /// attributes), so an event is checked only against triggers that can match.
+///
+/// Failed deliveries are logged so that a broken sink does not flood the
+/// log: attempts at `DEBUG`; a delivery lost for good (queued or
+/// [`route`](Self::route)d events: every attempt failed and no dead-letter
+/// sink took it) as an `ERROR` when the dead-letter sink refused it, and,
+/// for a trigger without a dead-letter sink, as one `WARN` per trigger and
+/// [`LOSS_WARN_INTERVAL`] (the others at `DEBUG`; the next `WARN` says how
+/// many in `quiet_losses`), every one counted in
+/// [`BrokerMetrics::no_dead_letter_sink`]. A [feed](Self::feed) logs one
+/// `WARN` per routing it redelivers instead (see [`BrokerFeed`]).
 ///
 /// Routing needs a Tokio runtime with the time driver enabled (delivery
 /// timeouts and backoff use Tokio's clock, so a paused test clock drives
@@ -434,7 +507,11 @@ impl Broker {
         }
         let filter = trigger.filter.compile()?;
         trigger.delivery.validate()?;
-        let entry = Arc::new(Entry { trigger, filter });
+        let entry = Arc::new(Entry {
+            trigger,
+            filter,
+            losses: LossWarnings::default(),
+        });
         self.change(|entries| {
             if entries.iter().any(|e| e.trigger.name == entry.trigger.name) {
                 return Err(Error::Conflict {

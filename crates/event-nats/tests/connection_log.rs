@@ -1,0 +1,116 @@
+//! What an operator reads when the NATS server goes away for a while and
+//! comes back: one warning when the connection is lost and one when it is
+//! back, not one per reconnection attempt. Captured by a recording
+//! subscriber; kept in its own test binary (the subscriber is global).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::NatsServer;
+use event_nats::NatsProvider;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+
+/// `(level, target, message and fields)` of every event.
+static LINES: Mutex<Vec<(Level, String, String)>> = Mutex::new(Vec::new());
+
+struct Capture(AtomicU64);
+
+struct Text<'a>(&'a mut String);
+
+impl Visit for Text<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl Subscriber for Capture {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut text = String::new();
+        event.record(&mut Text(&mut text));
+        LINES.lock().unwrap().push((
+            *event.metadata().level(),
+            event.metadata().target().to_string(),
+            text,
+        ));
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+/// Lines of targets starting with `prefix` at exactly `level`.
+fn lines(prefix: &str, level: Level) -> Vec<String> {
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, t, _)| *l == level && t.starts_with(prefix))
+        .map(|(_, _, text)| text.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_outage_logs_two_warnings_however_many_reconnection_attempts() {
+    tracing::subscriber::set_global_default(Capture(AtomicU64::new(0))).unwrap();
+    let Some(mut server) = NatsServer::start("connection_log") else {
+        return;
+    };
+    let provider = NatsProvider::connect(common::config(&server, "connlog"))
+        .await
+        .unwrap();
+    server.kill();
+    // async-nats retries at once, then after 2, 4, 8 ... ms (at most 4 s):
+    // about a dozen attempts in 3 s
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.restart();
+    let start = Instant::now();
+    while !provider.is_connected() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no reconnection");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the callback runs in async-nats's event task: let it log
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // async-nats logs every connection event itself (INFO, `event: ...`):
+    // the failed attempts it reported to the callback
+    let attempts = lines("async_nats", Level::INFO)
+        .into_iter()
+        .filter(|l| l.contains("event: client error"))
+        .count();
+    assert!(
+        attempts >= 3,
+        "expected several failed attempts, saw {attempts}"
+    );
+    let warns = lines("event_nats", Level::WARN);
+    assert_eq!(warns.len(), 2, "{attempts} attempts: {warns:#?}");
+    assert!(warns[0].contains("connection lost"), "{warns:?}");
+    assert!(warns[1].contains("re-established"), "{warns:?}");
+    assert!(
+        warns[1].contains(&format!("failed_attempts={attempts}")),
+        "{warns:?}"
+    );
+    let debug = lines("event_nats", Level::DEBUG);
+    let at_debug = debug
+        .iter()
+        .filter(|l| l.contains("reconnection attempt failed"))
+        .count();
+    assert_eq!(at_debug, attempts, "{debug:#?}");
+    assert!(lines("event_nats", Level::ERROR).is_empty());
+    // async-nats itself logs each connection event at INFO (target
+    // `async_nats`, see docs/deployment.md), never above
+    assert!(lines("async_nats", Level::WARN).is_empty());
+}

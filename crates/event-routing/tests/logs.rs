@@ -1,0 +1,259 @@
+//! What an operator reads in the logs when deliveries fail: a broker
+//! without a dead-letter sink does not warn once per failed event, and a
+//! durable feed warns once per unsettled routing, not twice. Captured by a
+//! small recording subscriber; kept in its own test binary, since tracing
+//! caches callsite interest process-wide.
+
+#![allow(clippy::unwrap_used)]
+
+use capture::Capture;
+use event_core::{Event, EventProvider, SubscribeOptions};
+use event_memory::MemoryProvider;
+use event_routing::{
+    Broker, BrokerConfig, DeliverySpec, FailingSink, LOSS_WARN_INTERVAL, Trigger, TriggerFilter,
+};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Level;
+
+mod capture {
+    //! A recording `tracing` subscriber: level and fields of every event.
+    #![allow(clippy::unwrap_used)]
+    use std::fmt::Write as _;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::subscriber::Interest;
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    #[derive(Debug, Clone)]
+    pub struct Line {
+        pub level: Level,
+        /// `message` and ` key=value` of the event's fields.
+        pub text: String,
+    }
+
+    struct Fields<'a>(&'a mut String);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                let _ = write!(self.0, "{value:?}");
+            } else {
+                let _ = write!(self.0, " {}={:?}", field.name(), value);
+            }
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            let _ = write!(self.0, " {}={}", field.name(), value);
+        }
+    }
+
+    #[derive(Default)]
+    pub struct Capture {
+        next: AtomicU64,
+        lines: Mutex<Vec<Line>>,
+    }
+
+    impl Capture {
+        /// Lines at `level` or more severe.
+        pub fn at_least(&self, level: Level) -> Vec<Line> {
+            let lines = self.lines.lock().unwrap();
+            lines.iter().filter(|l| l.level <= level).cloned().collect()
+        }
+
+        /// Lines at exactly `level` whose text contains `needle`.
+        pub fn find(&self, level: Level, needle: &str) -> Vec<Line> {
+            let lines = self.lines.lock().unwrap();
+            lines
+                .iter()
+                .filter(|l| l.level == level && l.text.contains(needle))
+                .cloned()
+                .collect()
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+            Interest::sometimes()
+        }
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(self.next.fetch_add(1, Ordering::SeqCst) + 1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut text = String::new();
+            event.record(&mut Fields(&mut text));
+            self.lines.lock().unwrap().push(Line {
+                level: *event.metadata().level(),
+                text,
+            });
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
+
+fn event(n: u64) -> Arc<Event> {
+    Arc::new(Event::new(
+        "events.orders.created",
+        "orders",
+        "s",
+        "src",
+        json!({ "n": n }),
+    ))
+}
+
+/// A trigger without retries whose sink always fails.
+fn failing_trigger(name: &str) -> Trigger {
+    Trigger::new(
+        name,
+        TriggerFilter::all(),
+        Arc::new(FailingSink::new(name, "sink down")),
+    )
+    .with_delivery(DeliverySpec::new().with_retries(0))
+}
+
+const LOST: &str = "the trigger has no dead-letter sink";
+
+/// A hundred events lost to a trigger without a dead-letter sink: one
+/// warning (the rest at DEBUG), every loss counted; the first loss after
+/// the interval warns again and says how many were quiet. Each trigger has
+/// its own first warning.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn losses_without_a_dead_letter_sink_warn_once_per_interval_and_are_counted() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let broker = Broker::new();
+    broker.add_trigger(failing_trigger("audit")).unwrap();
+    for n in 0..100 {
+        broker.enqueue(event(n)).await.unwrap();
+    }
+    broker.wait_idle().await;
+    let warned = capture.find(Level::WARN, LOST);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(warned[0].text.contains("trigger=audit"), "{warned:?}");
+    assert!(warned[0].text.contains("quiet_losses=0"), "{warned:?}");
+    assert_eq!(capture.find(Level::DEBUG, LOST).len(), 99);
+    let m = broker.metrics();
+    assert_eq!((m.no_dead_letter_sink, m.dead_letter_failures), (100, 100));
+
+    // a second trigger's first loss warns at once, whatever the first's
+    broker.add_trigger(failing_trigger("billing")).unwrap();
+    broker.route(&event(100)).await;
+    let warned = capture.find(Level::WARN, LOST);
+    assert_eq!(warned.len(), 2, "{warned:#?}");
+    assert!(warned[1].text.contains("trigger=billing"), "{warned:?}");
+
+    // after the interval: one warning per trigger, with the quiet count
+    tokio::time::advance(LOSS_WARN_INTERVAL).await;
+    broker.route(&event(101)).await;
+    let warned = capture.find(Level::WARN, LOST);
+    assert_eq!(warned.len(), 4, "{warned:#?}");
+    let audit = warned.iter().filter(|l| l.text.contains("trigger=audit"));
+    // 99 quiet after its first warning, then event 100
+    assert!(
+        audit.clone().any(|l| l.text.contains("quiet_losses=100")),
+        "{warned:#?}"
+    );
+    assert_eq!(broker.metrics().no_dead_letter_sink, 104);
+    assert!(capture.at_least(Level::ERROR).is_empty());
+}
+
+/// A durable feed whose routing fails is redelivered; each redelivery is
+/// one warning naming the trigger and the error (not a second one from the
+/// delivery), with or without a dead-letter sink that refuses.
+#[tokio::test(flavor = "current_thread")]
+async fn a_durable_feed_warns_once_per_unsettled_routing() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let broker = Broker::with_config(BrokerConfig {
+        feed_retry_delay: Duration::from_millis(5),
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "no-dls",
+                TriggerFilter::by_type("a"),
+                Arc::new(FailingSink::new("no-dls", "sink down")),
+            )
+            .with_delivery(DeliverySpec::new().with_retries(0)),
+        )
+        .unwrap();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "bad-dls",
+                TriggerFilter::by_type("b"),
+                Arc::new(FailingSink::new("bad-dls", "sink down")),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(0)
+                    .with_dead_letter_sink(Arc::new(FailingSink::new("dls", "dls down"))),
+            ),
+        )
+        .unwrap();
+    for t in ["a", "b"] {
+        provider
+            .publish(&Event::typed(
+                "events.orders.x",
+                "orders",
+                t,
+                1,
+                "s",
+                "src",
+                json!({}),
+            ))
+            .await
+            .unwrap();
+    }
+    let options = SubscribeOptions {
+        max_deliver: Some(3),
+        ..SubscribeOptions::default()
+    };
+    let feed = broker
+        .feed_durable(&*provider, "router", "events.>", &options)
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    while feed.stats().naked < 6 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            feed.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = feed.stop().await.unwrap();
+    assert_eq!((stats.received, stats.naked), (6, 6), "{stats:?}");
+    let faults = capture.at_least(Level::WARN);
+    assert_eq!(
+        faults.len(),
+        6,
+        "one line per unsettled routing: {faults:#?}"
+    );
+    for line in &faults {
+        assert_eq!(line.level, Level::WARN, "{line:?}");
+        assert!(line.text.contains("will be redelivered"), "{line:?}");
+        assert!(line.text.contains("sink down"), "{line:?}");
+    }
+    let named = |needle: &str| faults.iter().filter(|l| l.text.contains(needle)).count();
+    assert_eq!(
+        named("no-dls: connection error: sink down (attempts: 1); no dead-letter sink"),
+        3
+    );
+    assert_eq!(
+        named("bad-dls: connection error: sink down (attempts: 1); dead-letter sink: "),
+        3
+    );
+    assert_eq!(named("dls down"), 3);
+}
