@@ -213,9 +213,10 @@
 //!   their delivery count increased. A subscription dropped without
 //!   `close` leaves them to be redelivered after the ack wait; set
 //!   `max_prefetch = 1` where that matters more than throughput. A
-//!   subscription with `max_deliver` never fetches ahead: an unseen fetched
-//!   event could be on its spare delivery and would end without ever being
-//!   handed out (or reported).
+//!   subscription with `max_deliver` never fetches ahead: each event fetched
+//!   and not handed out would lose one of its deliveries to a close or a
+//!   restart, so a backlog read through a few rolling restarts would use up
+//!   its events' attempts (the spare delivery included) unseen.
 //! - **History** returns exactly the newest `limit` matches, newest first,
 //!   without reading the whole stream. Unfiltered, it reads the tail with a
 //!   short-lived consumer. Filtered, it counts the matches first (a consumer

@@ -473,8 +473,9 @@ impl NatsSubscription {
     /// not redelivered while they wait in the buffer).
     fn next_batch_size(&self) -> usize {
         // with max_deliver, a fetched event the caller never sees (the
-        // subscription is closed first) may have had its spare delivery: it
-        // would end without ever being reported
+        // subscription is closed or dropped first) loses one of its
+        // deliveries: a backlog read through a few restarts would use up
+        // its events' attempts, the spare included, unseen
         if self.handed_out < WARMUP || self.max_deliver.is_some() {
             return 1;
         }
