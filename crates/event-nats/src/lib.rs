@@ -254,7 +254,13 @@
 //!   and the event redelivered) instead of waiting for the server. A call
 //!   cancelled while it waits (a `select!` branch that lost, a timeout)
 //!   loses nothing: a delivery it had already received is returned by the
-//!   next call.
+//!   next call. Its pull request stays open for that, so an event that
+//!   arrives meanwhile has its ack wait running at the server before the
+//!   next call hands it out: a caller that comes back only after the ack
+//!   wait may get that delivery and its redelivery back to back (the memory
+//!   provider starts the wait when it hands an event out). Call again
+//!   within the ack wait, or set an ack wait longer than the gaps between
+//!   calls.
 //! - **Durables**: changed `ack_wait`, `max_deliver`, `max_ack_pending`,
 //!   `backoff` or filter are applied to the existing consumer (a changed
 //!   filter only on nats-server 2.9.14 and later: older servers accept it
