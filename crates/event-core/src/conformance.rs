@@ -156,6 +156,7 @@ macro_rules! conformance_tests {
             unsubscribe_deletes_durable,
             unsubscribe_ends_live_subscriptions,
             recreated_durable_does_not_feed_old_subscriptions,
+            invalid_subscribe_options_refused,
             changed_durable_options_applied_or_refused,
             changed_durable_filter_from_literal_to_wildcard,
             invalid_subjects_filters_and_names_rejected,
@@ -1949,6 +1950,96 @@ pub async fn recreated_durable_does_not_feed_old_subscriptions(factory: &dyn Pro
         vec![0, 1, 2, 3],
         "the new durable delivers every stored event"
     );
+}
+
+/// Subscribe options no provider can honour are refused with
+/// [`Error::InvalidConfig`] before anything is created, by ephemeral and
+/// durable subscriptions alike: a zero `max_deliver`, `max_ack_pending`,
+/// `ack_wait` (with or without a backoff) or backoff step, and fewer
+/// deliveries than backoff steps (each step is the wait after one
+/// delivery). Code that runs on one provider then runs on another.
+pub async fn invalid_subscribe_options_refused(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    let filter = p.category_subject("badopts");
+    let step = Duration::from_millis(200);
+    let cases: [(&str, SubscribeOptions); 6] = [
+        (
+            "max_deliver 0",
+            SubscribeOptions {
+                max_deliver: Some(0),
+                ..SubscribeOptions::default()
+            },
+        ),
+        (
+            "max_ack_pending 0",
+            SubscribeOptions {
+                max_ack_pending: Some(0),
+                ..SubscribeOptions::default()
+            },
+        ),
+        (
+            "ack_wait 0",
+            SubscribeOptions {
+                ack_wait: Some(Duration::ZERO),
+                ..SubscribeOptions::default()
+            },
+        ),
+        (
+            "ack_wait 0 beside a backoff",
+            SubscribeOptions {
+                ack_wait: Some(Duration::ZERO),
+                backoff: vec![step],
+                // a limit, as some servers require one with a backoff
+                max_deliver: Some(3),
+                ..SubscribeOptions::default()
+            },
+        ),
+        (
+            "a zero backoff step",
+            SubscribeOptions {
+                backoff: vec![step, Duration::ZERO],
+                max_deliver: Some(3),
+                ..SubscribeOptions::default()
+            },
+        ),
+        (
+            "max_deliver 1 with 2 backoff steps",
+            SubscribeOptions {
+                max_deliver: Some(1),
+                backoff: vec![step, step],
+                ..SubscribeOptions::default()
+            },
+        ),
+    ];
+    for (what, options) in &cases {
+        match p.subscribe_with_options(&filter, options).await {
+            Err(Error::InvalidConfig { .. }) => {}
+            Err(other) => panic!("subscribe with {what}: expected InvalidConfig, got {other:?}"),
+            Ok(_) => panic!("subscribe with {what}: expected InvalidConfig, got a subscription"),
+        }
+        match p
+            .subscribe_durable_with_options("badopts", &filter, options)
+            .await
+        {
+            Err(Error::InvalidConfig { .. }) => {}
+            Err(other) => panic!("durable with {what}: expected InvalidConfig, got {other:?}"),
+            Ok(_) => panic!("durable with {what}: expected InvalidConfig, got a subscription"),
+        }
+    }
+    // nothing was created: the durable name is free
+    match p.unsubscribe("badopts").await {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("a refused durable was created: unsubscribe gave {other:?}"),
+    }
+    // one delivery per step is fine
+    let fine = SubscribeOptions {
+        max_deliver: Some(2),
+        backoff: vec![step, step],
+        ..SubscribeOptions::default()
+    };
+    p.subscribe_durable_with_options("badopts", &filter, &fine)
+        .await
+        .expect("max_deliver 2 with 2 backoff steps");
 }
 
 /// Resubscribing a durable with different options applies them or refuses

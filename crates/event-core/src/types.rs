@@ -249,7 +249,11 @@ pub enum DeliverPolicy {
         /// First stream sequence to deliver.
         sequence: u64,
     },
-    /// Events stored at or after `timestamp` (Unix milliseconds).
+    /// Events from the first one stored at or after `timestamp` (Unix
+    /// milliseconds, the provider's storage time, not the event's own
+    /// `timestamp`) on, in stream order: the time sets the start position
+    /// only, so a later event that carries an earlier storage time (a
+    /// clock stepped back) is still delivered.
     ByStartTime {
         /// Start time in Unix milliseconds.
         timestamp: u64,

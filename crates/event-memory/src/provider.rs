@@ -225,6 +225,20 @@ impl MemoryProvider {
                 "ack wait and backoff must be greater than zero",
             ));
         }
+        // later steps could never apply; JetStream refuses it too, so code
+        // that runs here runs on NATS
+        if let Some(n) = options.max_deliver
+            && n < u64::try_from(options.backoff.len()).unwrap_or(u64::MAX)
+        {
+            return Err(Error::invalid_config(
+                "backoff",
+                format!(
+                    "{} backoff steps with max_deliver {n}: fewer deliveries than backoff steps \
+                     (each step is the wait after one delivery)",
+                    options.backoff.len()
+                ),
+            ));
+        }
         Ok(Settings {
             required: Summary::required_by(&filter),
             filter,

@@ -97,6 +97,9 @@ enum Kind {
     /// A nak of the final delivery leaves it unsettled, so it comes back
     /// once more as the spare instead of ending.
     NakFinalLeftUnsettled,
+    /// Options no provider can honour are repaired instead of refused: a
+    /// zero ack wait becomes the default, extra backoff steps are cut.
+    InvalidOptionsRepaired,
     InProgressNoop,
     /// `ack_wait` is ignored: the provider default (30 s) applies.
     AckWaitIgnored,
@@ -325,6 +328,15 @@ impl Mutant {
                 report_max = Some(options.max_deliver);
             }
             Kind::AckWaitIgnored => out.ack_wait = None,
+            Kind::InvalidOptionsRepaired => {
+                if out.ack_wait == Some(Duration::ZERO) {
+                    out.ack_wait = None;
+                }
+                if let Some(n) = out.max_deliver {
+                    out.backoff
+                        .truncate(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+            }
             Kind::BackoffIgnored => out.backoff.clear(),
             Kind::MaxAckPendingIgnored => out.max_ack_pending = None,
             Kind::EphemeralPolicyIgnored if ephemeral => out.deliver_policy = DeliverPolicy::New,
@@ -1071,6 +1083,12 @@ mutant!(
     /// delivered again (lost instead of dead-lettered).
     spare_skipped, Kind::SpareSkipped,
     unsettled_final_delivery_comes_once_more => "event 0, delivery 3 of max_deliver 2",
+);
+mutant!(
+    /// The suite catches subscribe options no provider can honour being
+    /// repaired instead of refused.
+    invalid_options_repaired, Kind::InvalidOptionsRepaired,
+    invalid_subscribe_options_refused => "subscribe with ack_wait 0: expected InvalidConfig, got a subscription",
 );
 mutant!(
     /// The suite catches a nak of the final delivery that does not end the

@@ -102,6 +102,11 @@ pub(crate) fn consumer_config(
             "every step must be positive",
         ));
     }
+    // JetStream would ignore it beside a backoff; refused as on every
+    // provider, so the mistake shows wherever the code runs
+    if options.ack_wait.is_some_and(|wait| wait.is_zero()) {
+        return Err(Error::invalid_config("ack_wait", "must be positive"));
+    }
     // fewer deliveries than backoff steps: every nats-server refuses it (in
     // its own terms, with the spare, some would accept one fewer, but a
     // limit is kept the same on every server); what else a server requires

@@ -62,13 +62,13 @@
 //!    an event is not specified, so the `Shared` operation compares the
 //!    union of what both received, and the generator never leaves one
 //!    durable bound to two slots. That includes a slot left on a durable
-//!    that `unsubscribe` deleted, when the name is subscribed again: on
-//!    NATS such a subscription goes on pulling from the new durable of the
-//!    same name (a known difference, reported, not yet fixed; memory ends
-//!    it as the contract says), so the old slot is dropped first.
-//! 9. **Backoff limits**: JetStream refuses fewer deliveries than backoff
-//!    steps (and nats-server 2.9 an unlimited or equal `max_deliver`), a
-//!    documented NATS limit; backoffs are generated with enough deliveries.
+//!    that `unsubscribe` deleted, when the name is subscribed again (both
+//!    providers end such a subscription, NATS once its pull hears of the
+//!    deletion, see normalization 6), so the old slot is dropped first.
+//! 9. **Backoff limits**: nats-server 2.9 refuses a backoff with an
+//!    unlimited `max_deliver`, a documented NATS limit; backoffs are
+//!    generated with a limit (fewer deliveries than steps, which both
+//!    providers refuse, included).
 //! 10. **Filter changes on old servers**: nats-server before 2.9.14 cannot
 //!     change a durable's filter in place (it kept matching with the old
 //!     one: nats-server#3829), so the NATS provider refuses the change with
@@ -349,13 +349,12 @@ fn gen_opts(rng: &mut Rng) -> Opts {
         1 => Some(2),
         _ => None,
     };
-    // a backoff only with more deliveries than steps: fewer is refused by
-    // the NATS provider before any I/O, and nats-server 2.9 also refuses an
-    // unlimited or equal `max_deliver` (documented NATS limits the memory
-    // provider does not have; normalization 9)
+    // a backoff always with a delivery limit: nats-server 2.9 refuses an
+    // unlimited one (a documented NATS limit the memory provider does not
+    // have; normalization 9); one delivery for two steps is refused by both
     let (max_deliver, backoff) = if rng.chance(8) {
         (
-            Some(3),
+            Some(1 + rng.below(3)),
             vec![Duration::from_millis(300), Duration::from_millis(600)],
         )
     } else {
