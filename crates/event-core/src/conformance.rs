@@ -2189,7 +2189,10 @@ pub async fn changed_durable_filter_from_literal_to_wildcard(factory: &dyn Provi
     }
 }
 
-/// Bad subjects, filters and consumer names are `InvalidSubject`, before I/O.
+/// Bad subjects, filters and consumer names are `InvalidSubject`, before I/O,
+/// and so is a filter that matches no subject the provider publishes
+/// (`<prefix>.<category>.<topic>`, see
+/// [`validate_filter_for_prefix`](crate::subject::validate_filter_for_prefix)).
 pub async fn invalid_subjects_filters_and_names_rejected(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let prefix = p.subject_prefix().to_string();
@@ -2214,6 +2217,23 @@ pub async fn invalid_subjects_filters_and_names_rejected(factory: &dyn ProviderF
         assert_invalid_subject(
             p.subscribe_durable("ok-name", filter).await.map(|_| ()),
             &format!("durable filter {filter:?}"),
+        );
+    }
+    // well formed, but matching nothing this provider publishes: refused
+    // rather than waited on forever
+    for filter in [
+        format!("elsewhere-{prefix}.>"),
+        prefix.clone(),
+        format!("{prefix}.inv"),
+        format!("{prefix}.*"),
+    ] {
+        assert_invalid_subject(
+            p.subscribe(&filter).await.map(|_| ()),
+            &format!("filter {filter:?}, outside `{prefix}.<category>.<topic>`"),
+        );
+        assert_invalid_subject(
+            p.subscribe_durable("ok-name", &filter).await.map(|_| ()),
+            &format!("durable filter {filter:?}, outside `{prefix}.<category>.<topic>`"),
         );
     }
     for name in ["", "a.b", "a*", "a>", "a b", "a/b"] {

@@ -194,6 +194,38 @@ pub fn validate_filter(filter: &str) -> Result<()> {
     SubjectPattern::parse(filter).map(|_| ())
 }
 
+/// Parses a subscription filter for a provider whose subjects start with
+/// `prefix` (see [`validate_publish_subject`]): a filter that can match
+/// none of them (`orders.>` under the prefix `events`, or `events.orders`,
+/// which lacks the topic) is [`Error::InvalidSubject`] naming the prefix,
+/// so a subscription cannot wait silently for events that can never come.
+/// Providers call it in `subscribe` and `subscribe_durable`, so the mistake
+/// shows the same way on every backend.
+///
+/// ```
+/// use event_core::subject::validate_filter_for_prefix;
+///
+/// assert!(validate_filter_for_prefix("events.orders.>", "events").is_ok());
+/// assert!(validate_filter_for_prefix("*.orders.*", "events").is_ok());
+/// assert!(validate_filter_for_prefix(">", "events").is_ok());
+/// assert!(validate_filter_for_prefix("orders.>", "events").is_err());
+/// assert!(validate_filter_for_prefix("events.orders", "events").is_err());
+/// ```
+pub fn validate_filter_for_prefix(filter: &str, prefix: &str) -> Result<SubjectPattern> {
+    let pattern = SubjectPattern::parse(filter)?;
+    if pattern.can_match_under(prefix) {
+        Ok(pattern)
+    } else {
+        Err(Error::invalid_subject(
+            filter,
+            format!(
+                "the filter matches no subject this provider publishes: they are \
+                 `{prefix}.<category>.<topic>`"
+            ),
+        ))
+    }
+}
+
 /// Validates a consumer (durable) name: non-empty, at most
 /// [`MAX_CONSUMER_NAME_LEN`] bytes, and none of whitespace, control
 /// characters, `.`, `*`, `>`, `/`, `\` or `%` (valid on every provider:
@@ -291,6 +323,22 @@ impl SubjectPattern {
         }
     }
 
+    /// Whether some subject `<prefix>.<category>.<topic>` (what
+    /// [`validate_publish_subject`] accepts under `prefix`) matches.
+    pub fn can_match_under(&self, prefix: &str) -> bool {
+        let mut tokens = self.tokens.iter();
+        for expected in prefix.split('.') {
+            match tokens.next() {
+                Some(Token::Tail) => return true,
+                Some(Token::Single) => {}
+                Some(Token::Literal(t)) if **t == *expected => {}
+                _ => return false,
+            }
+        }
+        // a category and a topic (of one or more tokens) must follow
+        !matches!(tokens.as_slice(), [] | [Token::Literal(_) | Token::Single])
+    }
+
     /// Whether `subject` matches. Never allocates; walks the subject's bytes
     /// once.
     pub fn matches(&self, subject: &str) -> bool {
@@ -378,6 +426,44 @@ mod tests {
             }
         }
         !prev_dot
+    }
+
+    #[test]
+    fn filters_that_can_match_nothing_under_the_prefix() {
+        for ok in [
+            ">",
+            "events.>",
+            "*.>",
+            "events.orders.>",
+            "events.*.*",
+            "*.orders.created",
+            "events.orders.created.eu",
+            "events.*.>",
+        ] {
+            assert!(validate_filter_for_prefix(ok, "events").is_ok(), "{ok}");
+        }
+        for never in [
+            "orders.>",
+            "events",
+            "events.orders",
+            "*.*",
+            "*",
+            "other.orders.created",
+        ] {
+            match validate_filter_for_prefix(never, "events") {
+                Err(Error::InvalidSubject { reason, .. }) => {
+                    assert!(reason.contains("`events.<category>.<topic>`"), "{reason}");
+                }
+                other => panic!("{never}: {other:?}"),
+            }
+        }
+        // a prefix of several tokens
+        assert!(validate_filter_for_prefix("acme.*.orders.x", "acme.events").is_ok());
+        assert!(validate_filter_for_prefix("acme.>", "acme.events").is_ok());
+        assert!(validate_filter_for_prefix("acme.events.orders", "acme.events").is_err());
+        assert!(validate_filter_for_prefix("acme.other.orders.x", "acme.events").is_err());
+        // bad syntax stays a syntax error
+        assert!(validate_filter_for_prefix("events.>.x", "events").is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use crate::signal::PublishSignal;
 use crate::store::{Appended, DedupKey, Store, Summary, encoded_len};
 use crate::subscription::MemorySubscription;
 use async_trait::async_trait;
-use event_core::subject::{SubjectPattern, validate_consumer_name, validate_publish_subject};
+use event_core::subject::{
+    SubjectPattern, validate_consumer_name, validate_filter_for_prefix, validate_publish_subject,
+};
 use event_core::{
     Error, Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions,
     Subscription, now_millis,
@@ -207,7 +209,7 @@ impl MemoryProvider {
     }
 
     fn settings(&self, filter: &str, options: &SubscribeOptions) -> Result<Settings> {
-        let filter = SubjectPattern::parse(filter)?;
+        let filter = validate_filter_for_prefix(filter, &self.shared.config.subject_prefix)?;
         if options.max_deliver == Some(0) {
             return Err(Error::invalid_config("max_deliver", "must be at least 1"));
         }

@@ -113,7 +113,8 @@ pub(crate) fn narrow(filter: Option<&str>, prefix: &str) -> Narrowed {
 /// a subset of them (`*.orders.>` becomes `<prefix>.orders.>`, `>` becomes
 /// `<prefix>.>`), so a wildcard over the prefix token matches here what it
 /// matches on every provider. A filter matching none of the stream's
-/// subjects is kept as given (the server refuses it).
+/// subjects is kept as given (subscriptions refuse one before any I/O, see
+/// [`validate_filter_for_prefix`](event_core::subject::validate_filter_for_prefix)).
 pub(crate) fn consumer_filter(filter: &str, prefix: &str) -> String {
     match narrow(Some(filter), prefix) {
         Narrowed::All => format!("{prefix}.>"),

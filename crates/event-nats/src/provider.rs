@@ -10,7 +10,9 @@ use async_nats::jetstream::{
     self, ErrorCode, context::PublishAckFuture, context::PublishErrorKind, stream,
 };
 use async_trait::async_trait;
-use event_core::subject::{validate_consumer_name, validate_filter, validate_publish_subject};
+use event_core::subject::{
+    validate_consumer_name, validate_filter, validate_filter_for_prefix, validate_publish_subject,
+};
 use event_core::{
     Error, Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions,
     Subscription, check_payload_depth,
@@ -874,7 +876,7 @@ impl EventProvider for NatsProvider {
         filter_subject: &str,
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
-        validate_filter(filter_subject)?;
+        validate_filter_for_prefix(filter_subject, self.subject_prefix())?;
         self.require_connected("subscribe")?;
         let filter = crate::history::consumer_filter(filter_subject, self.subject_prefix());
         let sub = NatsSubscription::ephemeral(self.clone(), &filter, options).await?;
@@ -888,7 +890,7 @@ impl EventProvider for NatsProvider {
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         validate_consumer_name(consumer_name)?;
-        validate_filter(filter_subject)?;
+        validate_filter_for_prefix(filter_subject, self.subject_prefix())?;
         self.require_connected("subscribe")?;
         let filter = crate::history::consumer_filter(filter_subject, self.subject_prefix());
         let sub = NatsSubscription::durable(self.clone(), consumer_name, &filter, options).await?;
