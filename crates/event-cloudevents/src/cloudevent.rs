@@ -80,13 +80,15 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
         // JSON data the SDK would misread as a string: take it out, let the
         // SDK parse the rest, put it back as JSON. Base64 data (`data_base64`,
         // or 0.3's `datacontentencoding`) is left to the SDK, which decodes
-        // it or refuses it.
+        // it or refuses it. In a 1.0 document `datacontentencoding` is no
+        // attribute but an extension like any other, which says nothing
+        // about `data`.
+        let base64_data = doc.contains_key("data_base64")
+            || (doc.get("specversion").and_then(Value::as_str) == Some("0.3")
+                && doc.contains_key("datacontentencoding"));
         let json_data = match doc.get("datacontenttype") {
             Some(Value::String(ct))
-                if mapping::is_json_content_type(ct)
-                    && !sdk_reads_as_json(ct)
-                    && !doc.contains_key("data_base64")
-                    && !doc.contains_key("datacontentencoding") =>
+                if mapping::is_json_content_type(ct) && !sdk_reads_as_json(ct) && !base64_data =>
             {
                 doc.remove("data").filter(|data| !data.is_null())
             }

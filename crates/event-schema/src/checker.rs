@@ -8,7 +8,7 @@
 
 use crate::compatibility::Compatibility;
 use crate::schema::EventSchema;
-use crate::validate::compile;
+use crate::validate::{MAX_DEPTH, compile, too_deep};
 use serde_json::{Map, Number, Value};
 use std::cmp::Ordering;
 use std::fmt;
@@ -80,6 +80,20 @@ pub fn can_read(reader: &EventSchema, writer: &EventSchema) -> Result<(), Incomp
     }
     let r = reader.effective_schema();
     let w = writer.effective_schema();
+    // The proof walks both schemas one call per level (and compiles
+    // subschemas, which recurses too): refuse what no JSON document can
+    // carry rather than exhaust the stack.
+    for (who, schema) in [("reader", &r), ("writer", &w)] {
+        if too_deep(schema) {
+            return Err(Incompatibility::new(
+                "",
+                format!(
+                    "the {who}'s schema nests arrays and objects more than {MAX_DEPTH} levels \
+                     deep, deeper than any JSON document can carry; the checker does not walk it"
+                ),
+            ));
+        }
+    }
     let r_draft = declared_draft(&r);
     let w_draft = declared_draft(&w);
     for (who, draft) in [("reader", r_draft), ("writer", w_draft)] {

@@ -14,7 +14,10 @@
 //!   Payload values are masked in the reason. With a schema whose validation
 //!   follows the payload down (a `$ref`, `uniqueItems`), a payload nested
 //!   deeper than 128 levels (where `serde_json` stops decoding) is refused
-//!   instead of risking the thread's stack.
+//!   instead of risking the thread's stack. So is a schema nested deeper
+//!   than that (only ever built in memory): registering it is an
+//!   [`Error::Schema`](event_core::Error::Schema) and [`can_read`] refuses
+//!   it, where compiling or walking it could exhaust the stack.
 //! - **Compatibility** levels are Confluent Schema Registry's
 //!   ([`Compatibility`]: `BACKWARD` (default), `BACKWARD_TRANSITIVE`,
 //!   `FORWARD`, `FORWARD_TRANSITIVE`, `FULL`, `FULL_TRANSITIVE`, `NONE`), per

@@ -11,7 +11,18 @@ use serde_json::Value;
 /// HTTP and file resolvers, so a schema that needs one fails to compile.
 /// The error names where in the schema the problem is (a JSON pointer into
 /// the schema document), when it is not the root.
+///
+/// A schema nested deeper than [`MAX_DEPTH`] levels (deeper than any JSON
+/// document `serde_json` reads, so only ever built in memory) is refused
+/// before the compiler sees it: the compiler recurses once per level and
+/// would exhaust the thread's stack (aborting the process) a few hundred
+/// levels down.
 pub(crate) fn compile(schema: &Value) -> std::result::Result<jsonschema::Validator, String> {
+    if too_deep(schema) {
+        return Err(format!(
+            "the schema nests arrays and objects more than {MAX_DEPTH} levels deep,              deeper than any JSON document can carry; it is not compiled"
+        ));
+    }
     jsonschema::options().build(schema).map_err(|e| {
         let location = e.instance_path().as_str();
         if location.is_empty() {
@@ -23,9 +34,10 @@ pub(crate) fn compile(schema: &Value) -> std::result::Result<jsonschema::Validat
 }
 
 /// How deep a payload may be nested for a schema whose validation follows
-/// the payload all the way down (see [`walks_whole_payload`]): the depth at
-/// which `serde_json` itself stops decoding, far below what exhausts a
-/// thread's stack in the validator.
+/// the payload all the way down (see [`walks_whole_payload`]), and how deep
+/// a schema may be nested at all (see [`compile`]): the depth at which
+/// `serde_json` itself stops decoding, far below what exhausts a thread's
+/// stack in the validator or the compiler.
 pub(crate) const MAX_DEPTH: usize = 128;
 
 /// A registered schema with its JSON Schema compiled once.
@@ -63,7 +75,7 @@ fn walks_whole_payload(schema: &Value) -> bool {
 
 /// Whether `payload` is nested deeper than [`MAX_DEPTH`] (counted without
 /// recursion; a scalar or an empty container at the top is depth 0).
-fn too_deep(payload: &Value) -> bool {
+pub(crate) fn too_deep(payload: &Value) -> bool {
     /// The members of one open container.
     enum Members<'a> {
         Array(std::slice::Iter<'a, Value>),

@@ -245,6 +245,11 @@ impl Schedule {
 }
 
 /// The earliest fire time strictly after `after` of any of `schedules`.
+///
+/// `None` within a second of the last instant chrono holds: there is no
+/// later time, and the `cron` crate, which starts its search a second after
+/// `after`, would panic on the overflow.
 fn next_cron(schedules: &[cron::Schedule], after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
+    after.checked_add_signed(chrono::TimeDelta::seconds(1))?;
     schedules.iter().filter_map(|s| s.after(after).next()).min()
 }
