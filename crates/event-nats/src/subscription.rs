@@ -1213,16 +1213,22 @@ impl Subscription for NatsSubscription {
                     .max_deliver
                     .is_some_and(|max| received.num_delivered >= max);
                 // the spare delivery is never delivered again, settled or
-                // not: a recreated consumer must not resume at it
+                // not: a recreated consumer must not resume at it, although
+                // the final delivery before it, dropped unsettled, left its
+                // sequence in the set
                 let spare = self
                     .max_deliver
                     .is_some_and(|max| received.num_delivered > max);
                 let unsettled = match &self.kind {
-                    Kind::Ephemeral { unsettled, .. } if !spare => {
+                    Kind::Ephemeral { unsettled, .. } if spare => {
+                        unsettled.with(|set| set.remove(&received.sequence));
+                        None
+                    }
+                    Kind::Ephemeral { unsettled, .. } => {
                         unsettled.with(|set| set.insert(received.sequence));
                         Some((unsettled.clone(), received.sequence))
                     }
-                    Kind::Ephemeral { .. } | Kind::Durable => None,
+                    Kind::Durable => None,
                 };
                 Ok(Some(
                     PendingEvent::new(
