@@ -184,8 +184,13 @@ fn consumer_differences(existing: &consumer::Config, desired: &pull::Config) -> 
     cmp!(ack_wait);
     cmp!(max_deliver);
     // the spare's mark: a consumer made without it has no spare (a limit of
-    // `n` there is `n - 1` here), so it is updated to carry both
-    cmp!(description);
+    // `n` there is `n - 1` here), so it is updated to carry both. Without a
+    // limit there is no spare to mark: a description of another client's
+    // own (an administrator's provisioned durable) is left alone, so
+    // resuming it needs no update (nor the permission to make one)
+    if desired.max_deliver > 0 {
+        cmp!(description);
+    }
     cmp!(max_ack_pending);
     cmp!(backoff);
     diffs
