@@ -22,7 +22,8 @@ fn handed_out() -> std::sync::MutexGuard<'static, HashSet<usize>> {
 }
 
 /// Delay before an undecryptable event is offered again when the DLQ handler
-/// refused it (so it is not lost).
+/// refused it (so it is not lost; a final delivery is left unsettled
+/// instead, see [`BusSubscription`]).
 const DLQ_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// A subscription created by the bus: events come out decrypted.
@@ -33,7 +34,12 @@ const DLQ_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// from another event) is not handed to the caller. If the bus has a DLQ
 /// handler, the event (payload still encrypted) is dead-lettered first and
 /// then terminated; if the DLQ handler refuses it, it is naked with a delay so
-/// it is not lost. Without a DLQ handler it is terminated. Either way the call
+/// it is not lost, unless this is its final delivery under `max_deliver`
+/// (a nak would end it): that one is left unsettled, so it comes once more
+/// after its ack wait (its spare delivery, see the
+/// [`EventProvider`](event_core::EventProvider) contract) and is offered to
+/// the DLQ again, and it counts in the `dlq_unsettled` metric. Without a DLQ
+/// handler it is terminated. Either way the call
 /// returns [`Error::Decryption`] naming the event id and sequence, once, and
 /// the subscription stays usable. Such an event can never be processed by
 /// this bus as configured, so redelivering it forever would only block the
@@ -217,6 +223,7 @@ impl BusSubscription {
                 ReceivedEvent { event, ..received }
             }))),
             Err(err) => {
+                let last = pending.is_final_delivery();
                 let (received, _, acker) = pending.into_parts();
                 let dead = DeadLetterEvent::new(Event::clone(&received.event), err.to_string())
                     .with_attempts(received.num_delivered);
@@ -230,6 +237,15 @@ impl BusSubscription {
                         None => {
                             bus.metrics.add_dlq_dropped(1);
                             acker.term().await
+                        }
+                        // a nak of a final delivery would end the event:
+                        // left unsettled, it comes once more (its spare
+                        // delivery, unless this was the spare), and the DLQ
+                        // is offered it again then
+                        Some(Err(_)) if last => {
+                            bus.metrics.add_dlq_unsettled(1);
+                            drop(acker);
+                            Ok(())
                         }
                         Some(Err(_)) => acker.nak(Some(DLQ_RETRY_DELAY)).await,
                     }

@@ -352,7 +352,11 @@ async fn dlq_refusals_are_retried_and_the_event_is_kept_until_accepted() {
     let dlq = Arc::new(FlakyDlq::default());
     dlq.refusals.store(2, Ordering::SeqCst);
     bus.set_dlq_handler(dlq.clone());
-    bus.update_subscription_with_options(filter("w", "events.f.>"), opts(1, 5))
+    // the only delivery's ack wait is the backoff step: long enough for the
+    // runner's keep-alive to hold it through the DLQ retries on a loaded
+    // machine (with 5 ms, a late tick let its spare delivery in, which
+    // dead-lettered the event a second time)
+    bus.update_subscription_with_options(filter("w", "events.f.>"), opts(1, 1000))
         .await
         .unwrap();
     bus.publish("f", "t", "s", "src", json!(1)).await.unwrap();
@@ -428,7 +432,8 @@ async fn dlq_attempts_count_only_permanent_refusals() {
     dlq.refusals.store(3, Ordering::SeqCst);
     dlq.then_permanent.store(1, Ordering::SeqCst);
     bus.set_dlq_handler(dlq.clone());
-    bus.update_subscription_with_options(filter("w", "events.f.>"), opts(1, 5))
+    // an ack wait the keep-alive holds under load (see above)
+    bus.update_subscription_with_options(filter("w", "events.f.>"), opts(1, 1000))
         .await
         .unwrap();
     bus.publish("f", "t", "s", "src", json!(1)).await.unwrap();

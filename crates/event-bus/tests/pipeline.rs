@@ -708,3 +708,46 @@ async fn a_payload_too_deep_is_refused_with_or_without_encryption() {
         );
     }
 }
+
+/// An undecryptable event on its final delivery whose dead letter the DLQ
+/// refuses is left unsettled, not naked (a nak of a final delivery ends the
+/// event): its spare delivery offers it to the DLQ again. It counts in
+/// `dlq_unsettled`, not as handed to a DLQ.
+#[tokio::test]
+async fn an_undecryptable_final_delivery_the_dlq_refused_comes_once_more() {
+    let (bus, provider) = bus();
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 3 }));
+    bus.publish("secret", "x", "s", "src", json!(1))
+        .await
+        .unwrap();
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 4 })); // key lost
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.refusals.store(1, Ordering::SeqCst);
+    bus.set_dlq_handler(dlq.clone());
+    let opts = event_core::SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(100)),
+        max_deliver: Some(1),
+        ..Default::default()
+    };
+    let mut sub = bus.wrap_subscription(
+        provider
+            .subscribe_durable_with_options("d1", "events.>", &opts)
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        sub.next_manual_ack().await,
+        Err(Error::Decryption(_))
+    ));
+    assert!(dlq.stored.lock().unwrap().is_empty());
+    assert_eq!(bus.metrics().snapshot().dlq_unsettled, 1);
+    let spare = tokio::time::timeout(Duration::from_secs(2), sub.next_manual_ack())
+        .await
+        .expect("the spare delivery of the unsettled final delivery");
+    assert!(matches!(spare, Err(Error::Decryption(_))), "{spare:?}");
+    let stored = dlq.stored.lock().unwrap().clone();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].delivery_attempts, 2);
+    let m = bus.metrics().snapshot();
+    assert_eq!((m.dlq_total, m.dlq_errors, m.dlq_unsettled), (1, 1, 1));
+}

@@ -464,8 +464,8 @@ impl PendingEvent {
     /// dead-letters it on failure. If it is left unsettled past its ack wait
     /// (the holder crashed or dropped it), the event comes once more,
     /// numbered `max_deliver + 1` and still final (the spare delivery, see
-    /// the [`EventProvider`](crate::EventProvider) contract); after that, it
-    /// ends whatever happens.
+    /// the [`EventProvider`] contract); after that, it ends whatever
+    /// happens.
     pub fn is_final_delivery(&self) -> bool {
         self.max_deliver
             .is_some_and(|max| self.received.num_delivered >= max)

@@ -342,7 +342,9 @@ fn usable_dedup_id(id: &str) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct SubscribeOptions {
     /// Deliveries per event before it is given up (exhausted). `None`:
-    /// unlimited.
+    /// unlimited. A final delivery left unsettled comes once more (the
+    /// spare delivery, numbered `max_deliver + 1`; see the
+    /// [`EventProvider`](crate::EventProvider) contract).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_deliver: Option<u64>,
     /// Redelivery delays: the n-th redelivery after an ack timeout waits

@@ -83,7 +83,8 @@ struct Pending {
     /// ([`PendingEvent::is_final_delivery`](event_core::PendingEvent::is_final_delivery)).
     reported_final: bool,
     /// This delivery is the spare: the one more delivery an event gets when
-    /// its final delivery was never settled (see
+    /// its final delivery was never settled, or when a delivery failed at or
+    /// past a limit lowered after it was handed out (see
     /// [`State::due_redelivery`]). When the spare is not settled either, the
     /// event ends.
     spare: bool,
@@ -458,8 +459,11 @@ impl State {
             // holder crashed, stalled or dropped it) was never reported (a
             // final delivery nak'd or terminated ends at once). It is delivered
             // once more, still final, so that it reaches a dead-letter queue
-            // instead of vanishing.
-            let spare = p.exhausted(max);
+            // instead of vanishing. So is a delivery at or past a limit
+            // lowered after it was handed out (not reported final, so nak'd
+            // or not): either way the next delivery is past the limit, the
+            // event's one spare, and the event ends when that one fails too.
+            let spare = is_final(max, p.deliveries);
             let Some(entry) = store.get(seq) else {
                 // evicted by retention before it could be redelivered
                 self.pending.remove(&seq);

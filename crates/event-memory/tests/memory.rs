@@ -986,3 +986,48 @@ async fn a_start_policy_backlog_evicted_before_it_is_read_is_reported() {
     }
     assert_eq!(sub.next().await.unwrap().unwrap().event.payload["n"], 1);
 }
+
+/// Lowering `max_deliver` while a delivery that was not final under the old
+/// limit is in flight: the event still gets one delivery past the new limit
+/// (flagged final), never two. That delivery is already numbered
+/// `max_deliver + 1`, the spare's number, so when it is left unsettled too
+/// the event ends, as a spare delivery does.
+#[tokio::test]
+async fn lowered_max_deliver_gives_one_delivery_past_the_limit_not_two() {
+    let p = MemoryProvider::default();
+    let wait = Duration::from_millis(100);
+    let opts = |max| SubscribeOptions {
+        max_deliver: Some(max),
+        ack_wait: Some(wait),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("lower2", "events.>", &opts(3))
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    first.nak().await.unwrap();
+    // delivery 2 of max_deliver 3: not final when handed out
+    let held = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(held.received.num_delivered, 2);
+    assert!(!held.is_final_delivery());
+    let mut sub = p
+        .subscribe_durable_with_options("lower2", "events.>", &opts(2))
+        .await
+        .unwrap();
+    drop(held); // left unsettled: its ack wait expires under max_deliver 2
+    let next = tokio::time::timeout(Duration::from_secs(2), sub.next_manual_ack())
+        .await
+        .expect("the event is reported once more, flagged final")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.received.num_delivered, 3);
+    assert!(next.is_final_delivery(), "{next:?}");
+    drop(next); // left unsettled as well
+    let again = tokio::time::timeout(wait * 4, sub.next_manual_ack()).await;
+    assert!(
+        again.is_err(),
+        "delivered again past max_deliver 2 + 1: {again:?}"
+    );
+}

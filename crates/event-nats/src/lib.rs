@@ -187,7 +187,8 @@
 //!   final delivery whose holder crashed would end the event unreported;
 //!   with the spare it comes once more, still final. The consumer's
 //!   description marks it (a durable made without it, by an earlier version
-//!   or another client, is updated when a subscription resumes it).
+//!   or another client, is updated when a subscription with a `max_deliver`
+//!   resumes it; one without leaves a durable's description alone).
 //!   Fewer deliveries than backoff steps is
 //!   [`Error::InvalidConfig`](event_core::Error::InvalidConfig) before any
 //!   I/O (every nats-server refuses it); older servers (2.9, for example)

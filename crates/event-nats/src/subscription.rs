@@ -189,8 +189,13 @@ fn consumer_differences(existing: &consumer::Config, desired: &pull::Config) -> 
     cmp!(ack_wait);
     cmp!(max_deliver);
     // the spare's mark: a consumer made without it has no spare (a limit of
-    // `n` there is `n - 1` here), so it is updated to carry both
-    cmp!(description);
+    // `n` there is `n - 1` here), so it is updated to carry both. Without a
+    // limit there is no spare to mark: a description of another client's
+    // own (an administrator's provisioned durable) is left alone, so
+    // resuming it needs no update (nor the permission to make one)
+    if desired.max_deliver > 0 {
+        cmp!(description);
+    }
     cmp!(max_ack_pending);
     cmp!(backoff);
     diffs
@@ -1219,16 +1224,22 @@ impl Subscription for NatsSubscription {
                     .max_deliver
                     .is_some_and(|max| received.num_delivered >= max);
                 // the spare delivery is never delivered again, settled or
-                // not: a recreated consumer must not resume at it
+                // not: a recreated consumer must not resume at it, although
+                // the final delivery before it, dropped unsettled, left its
+                // sequence in the set
                 let spare = self
                     .max_deliver
                     .is_some_and(|max| received.num_delivered > max);
                 let unsettled = match &self.kind {
-                    Kind::Ephemeral { unsettled, .. } if !spare => {
+                    Kind::Ephemeral { unsettled, .. } if spare => {
+                        unsettled.with(|set| set.remove(&received.sequence));
+                        None
+                    }
+                    Kind::Ephemeral { unsettled, .. } => {
                         unsettled.with(|set| set.insert(received.sequence));
                         Some((unsettled.clone(), received.sequence))
                     }
-                    Kind::Ephemeral { .. } | Kind::Durable => None,
+                    Kind::Durable => None,
                 };
                 Ok(Some(
                     PendingEvent::new(

@@ -655,3 +655,48 @@ async fn a_durable_made_without_the_spare_delivery_gets_it_when_resumed() {
     assert_eq!(pending.max_deliver(), Some(2), "as the subscription set it");
     pending.ack().await.unwrap();
 }
+
+/// The spare delivery's mark in the consumer description matters only with
+/// a limited `max_deliver`: a durable provisioned by another client (an
+/// administrator, an operator) with no limit and a description of its own
+/// is resumed as it is, not updated to clear that description (an update
+/// needs a permission a consuming client may not have).
+#[tokio::test]
+async fn an_unlimited_durable_with_a_description_of_its_own_is_resumed_unchanged() {
+    use async_nats::jetstream::consumer::{self, AckPolicy};
+    let server = server!("an_unlimited_durable_with_a_description_of_its_own_is_resumed_unchanged");
+    let p = NatsProvider::connect(common::config(&server, "owndesc"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("ops".into()),
+            description: Some("provisioned by ops".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: SubscribeOptions::DEFAULT_ACK_WAIT,
+            max_deliver: -1,
+            max_ack_pending: 1000,
+            filter_subject: filter.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut sub = p.subscribe_durable("ops", &filter).await.unwrap();
+    let config = consumer_config(&p, "ops").await;
+    assert_eq!(
+        config.description.as_deref(),
+        Some("provisioned by ops"),
+        "the durable was updated although nothing the subscription sets differs"
+    );
+    p.publish(&event(&p, 0)).await.unwrap();
+    let pending = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.max_deliver(), None);
+    pending.ack().await.unwrap();
+}

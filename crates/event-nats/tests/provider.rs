@@ -882,6 +882,47 @@ async fn a_lost_ephemeral_resumes_at_an_unsettled_final_delivery_not_a_naked_one
     sub.close().await.unwrap();
 }
 
+/// A spare delivery is the event's last: once it is acked, a recreated
+/// ephemeral does not resume at the event (the final delivery before it was
+/// dropped unsettled), which would hand out again every event acked since.
+#[tokio::test]
+async fn a_lost_ephemeral_does_not_resume_at_an_acked_spare_delivery() {
+    let server = server!("a_lost_ephemeral_does_not_resume_at_an_acked_spare_delivery");
+    let config = common::config(&server, "lostspare");
+    let stream = config.stream_name.clone();
+    let p = NatsProvider::connect(config).await.unwrap();
+    let filter = p.category_subject("t");
+    let options = SubscribeOptions {
+        max_deliver: Some(1),
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p.subscribe_with_options(&filter, &options).await.unwrap();
+    for n in 0..2 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    let dropped = next_n(&mut sub).await;
+    assert_eq!(dropped.received.event.payload["n"], 0);
+    assert!(dropped.is_final_delivery());
+    drop(dropped); // unsettled: owed its spare delivery
+    let second = next_n(&mut sub).await;
+    assert_eq!(second.received.event.payload["n"], 1);
+    second.ack().await.unwrap();
+    let spare = next_n(&mut sub).await;
+    assert_eq!(spare.received.event.payload["n"], 0);
+    assert_eq!(spare.received.num_delivered, 2);
+    spare.ack().await.unwrap();
+    delete_ephemerals(&server, &stream).await;
+    p.publish(&event(&p, 2)).await.unwrap();
+    let got = next_n(&mut sub).await;
+    assert_eq!(
+        got.received.event.payload["n"], 2,
+        "a recreated consumer resumed at an event whose spare delivery was acked: {got:?}"
+    );
+    got.ack().await.unwrap();
+    sub.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn an_ephemeral_resumes_after_a_server_restart() {
     let mut server = server!("an_ephemeral_resumes_after_a_server_restart");

@@ -18,9 +18,12 @@
 //!   three times counts three). An event that never reaches a DLQ counts in
 //!   `dlq_dropped` (terminated: no handler set, or an undecodable message
 //!   the handler refused) or `dlq_unsettled` (a runner gave up on a DLQ that
-//!   refused it for good and left it unsettled). An operator alerts on
-//!   `dlq_dropped` and `dlq_unsettled`: those events are left only in the
-//!   stream.
+//!   refused it for good, or a bus subscription's DLQ refused an
+//!   undecryptable event, on its final delivery, and left it unsettled: it
+//!   comes once more, as its spare delivery, and counts again if refused
+//!   again; a spare delivery does not come back). An operator alerts on
+//!   `dlq_dropped` and `dlq_unsettled`: those events may be left only in
+//!   the stream.
 //! - **Latency.** Exported both as a Prometheus histogram
 //!   (`a3s_event_publish_duration_seconds`, fixed bounds, aggregatable
 //!   across instances) and as the older lifetime summary
@@ -118,7 +121,7 @@ counters! {
     dlq_total => add_dlq, "Dead letters the DLQ handler accepted (each one event dead-lettered: exhausted, undecryptable or undecodable).";
     dlq_errors => add_dlq_error, "DLQ handler calls that failed (an error or a panic): a dead letter offered again after a refusal counts once per refusal, so this counts refusals, not events.";
     dlq_dropped => add_dlq_dropped, "Dead letters that reached no DLQ and were terminated: no DLQ handler was set (an exhausted, undecryptable or undecodable delivery), or the handler refused an undecodable message the provider had already terminated. The event is left only in the stream.";
-    dlq_unsettled => add_dlq_unsettled, "Exhausted events a consumer runner left unsettled because the DLQ handler refused them for good dlq_attempts times: neither dead-lettered nor redelivered, left only in the stream.";
+    dlq_unsettled => add_dlq_unsettled, "Final deliveries left unsettled because the DLQ handler refused their dead letter (a consumer runner: for good, dlq_attempts times; a bus subscription: an undecryptable event, once). A final delivery comes once more (its spare delivery) and is offered to the DLQ again, counting again if refused; a spare delivery does not, and its event is left only in the stream.";
     validation_errors => add_validation_error, "Publishes refused by subject or schema validation.";
     encrypt_total => add_encrypt, "Payloads encrypted.";
     decrypt_total => add_decrypt, "Payloads decrypted.";
@@ -128,7 +131,7 @@ counters! {
     handled_total => add_handled, "Deliveries whose handler returned Ok in consumer runners, counted before the ack (an ack that then fails counts in settle_errors too, and the provider redelivers the event).";
     handler_errors => add_handler_error, "Handler failures (errors, panics, timeouts) in consumer runners.";
     settle_errors => add_settle_error, "Acknowledgement calls (ack, nak, term) of consumer runners that failed.";
-    consumer_aborted => add_consumer_aborted, "Deliveries a consumer runner abandoned at its shutdown deadline, unsettled (the provider redelivers them, unless it was their final delivery).";
+    consumer_aborted => add_consumer_aborted, "Deliveries a consumer runner abandoned at its shutdown deadline, unsettled (the provider redelivers them after their ack wait, a final delivery once more as its spare delivery; a spare delivery is not redelivered).";
     router_errors => add_router_error, "Stored events the router (broker hook) refused: the publish returned the router's error although the provider stored the event (counted in publish_total too).";
 }
 
