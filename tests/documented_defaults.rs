@@ -125,6 +125,7 @@ async fn event_bus_consumer_and_dlq() {
     assert_eq!(consumer.handler_timeout, Some(Duration::from_secs(30)));
     assert_eq!(consumer.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(consumer.dlq_attempts, 5);
+    assert_eq!(consumer.dlq_timeout, Some(Duration::from_secs(30)));
 
     // `MemoryDlqHandler::default`: "Capacity 10,000" (the oldest is evicted
     // beyond it).

@@ -1252,3 +1252,90 @@ async fn a_bus_subscription_given_to_consume_subscription_is_not_wrapped_twice()
     consumer.shutdown(Duration::from_secs(1)).await;
     assert_eq!(bus.metrics().snapshot().lagged, missed);
 }
+
+/// A DLQ handler whose first call never returns, then stores.
+#[derive(Default)]
+struct HangingDlq {
+    calls: AtomicUsize,
+    stored: MemoryDlqHandler,
+}
+
+#[async_trait::async_trait]
+impl DlqHandler for HangingDlq {
+    async fn handle(&self, dead: event_core::DeadLetterEvent) -> event_core::Result<()> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::future::pending::<()>().await;
+        }
+        self.stored.handle(dead).await
+    }
+    async fn list(&self, limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
+        self.stored.list(limit).await
+    }
+    async fn count(&self) -> event_core::Result<usize> {
+        self.stored.count().await
+    }
+}
+
+/// A DLQ handler call that hangs is abandoned after `dlq_timeout` and the
+/// dead letter offered again (the event's delivery is kept alive meanwhile,
+/// so without the limit the hang held the event and a permit until
+/// shutdown).
+#[tokio::test]
+async fn a_dlq_handler_that_hangs_is_abandoned_after_dlq_timeout_and_offered_again() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(HangingDlq::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription_with_options(filter("w", "events.h.>"), opts(1, 1000))
+        .await
+        .unwrap();
+    let event = bus.publish("h", "t", "s", "src", json!({})).await.unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Err::<(), _>("fail") },
+            ConsumerConfig::default().dlq_timeout(Some(Duration::from_millis(200))),
+        )
+        .await
+        .unwrap();
+    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.dlq_failed, 0);
+    assert_eq!(
+        dlq.calls.load(Ordering::SeqCst),
+        2,
+        "abandoned once, then taken"
+    );
+    let stored = dlq.list(10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].event.id, event.id);
+    assert_eq!(
+        bus.metrics().snapshot().dlq_errors,
+        1,
+        "the hang counts as a refusal"
+    );
+}
+
+#[test]
+fn a_zero_dlq_timeout_is_invalid_config() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bus = EventBus::new(MemoryProvider::default());
+        bus.update_subscription(filter("w", "events.h.>"))
+            .await
+            .unwrap();
+        match bus
+            .consume(
+                "w",
+                |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+                ConsumerConfig::default().dlq_timeout(Some(Duration::ZERO)),
+            )
+            .await
+        {
+            Err(event_core::Error::InvalidConfig { field, .. }) => assert_eq!(field, "dlq_timeout"),
+            other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+        }
+    });
+}

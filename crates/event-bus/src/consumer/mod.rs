@@ -118,6 +118,12 @@ pub struct ConsumerConfig {
     /// Transient refusals (the DLQ's backend down) are retried until the DLQ
     /// accepts or the runner shuts down, whatever this says.
     pub dlq_attempts: u32,
+    /// A call of the DLQ handler running longer is abandoned and counted as
+    /// a transient refusal ([`Error::Timeout`](event_core::Error::Timeout)),
+    /// so it is offered again: the event is held (its delivery kept alive)
+    /// meanwhile, so a handler that hangs would otherwise hold it and a
+    /// concurrency permit until shutdown. `None`: no limit. Default 30 s.
+    pub dlq_timeout: Option<Duration>,
 }
 
 impl Default for ConsumerConfig {
@@ -127,6 +133,7 @@ impl Default for ConsumerConfig {
             handler_timeout: Some(Duration::from_secs(30)),
             shutdown_timeout: Duration::from_secs(30),
             dlq_attempts: 5,
+            dlq_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -153,6 +160,13 @@ impl ConsumerConfig {
         self
     }
 
+    /// Sets [`dlq_timeout`](Self::dlq_timeout).
+    #[must_use]
+    pub fn dlq_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.dlq_timeout = timeout;
+        self
+    }
+
     pub(crate) fn validate(&self) -> event_core::Result<()> {
         if self.concurrency == 0 {
             return Err(event_core::Error::invalid_config(
@@ -170,6 +184,12 @@ impl ConsumerConfig {
             return Err(event_core::Error::invalid_config(
                 "dlq_attempts",
                 "must be at least 1",
+            ));
+        }
+        if self.dlq_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(event_core::Error::invalid_config(
+                "dlq_timeout",
+                "must be greater than zero (use None for no limit)",
             ));
         }
         Ok(())

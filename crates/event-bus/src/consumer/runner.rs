@@ -620,7 +620,19 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
         let (mut attempt, mut refused_for_good) = (0u64, 0u32);
         loop {
             attempt += 1;
-            let Err(err) = offer_dead_letter(&*dlq, dead.clone()).await else {
+            let offer = offer_dead_letter(&*dlq, dead.clone());
+            let outcome = match shared.config.dlq_timeout {
+                Some(limit) => tokio::time::timeout(limit, offer)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Timeout {
+                            operation: "the DLQ handler taking a dead letter".to_string(),
+                            elapsed: limit,
+                        })
+                    }),
+                None => offer.await,
+            };
+            let Err(err) = outcome else {
                 return true;
             };
             shared.bus.metrics.add_dlq_error(1);
