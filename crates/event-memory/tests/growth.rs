@@ -1,0 +1,235 @@
+//! Long-running use must not grow memory: every loop here repeats an
+//! operation that adds state (subscriptions, durables, deliveries, timers,
+//! dedup ids) together with what normally removes it, many times, and
+//! checks that the bytes the process holds stay flat.
+//!
+//! A dedicated test binary: its global allocator counts live bytes, and the
+//! tests take turns (a lock) so that each measures only itself.
+#![allow(unsafe_code)] // a counting global allocator needs it
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use event_core::{Event, EventProvider, PublishOptions, SubscribeOptions};
+use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+/// Counts the bytes currently allocated through it.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+fn size(layout: Layout) -> isize {
+    isize::try_from(layout.size()).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counter is a
+// side effect only.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(size(layout), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(size(layout), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(size(layout), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(
+                isize::try_from(new_size).unwrap_or(isize::MAX) - size(layout),
+                Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One measurement at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Growth allowed over a whole measured run: far below what one byte kept
+/// per operation would add up to over [`ROUNDS`] operations.
+const SLACK: isize = 48 * 1024;
+const WARMUP: usize = 2_000;
+const ROUNDS: usize = 100_000;
+
+/// Runs `$body` (with `$n` counting) [`WARMUP`] times, to reach the
+/// steady state (buffers at their working size), then `$rounds` times more,
+/// and asserts that live bytes did not grow by more than [`SLACK`] over the
+/// second run. Expanded in place, so the body may borrow and `.await`.
+macro_rules! stays_flat {
+    ($what:expr, $rounds:expr, |$n:ident| $body:block) => {{
+        for $n in 0..WARMUP {
+            $body
+        }
+        let before = LIVE.load(Ordering::Relaxed);
+        for $n in WARMUP..WARMUP + $rounds {
+            $body
+        }
+        check_flat($what, $rounds, LIVE.load(Ordering::Relaxed) - before);
+    }};
+}
+
+fn check_flat(what: &str, rounds: usize, grown: isize) {
+    assert!(
+        grown <= SLACK,
+        "{what}: {grown} bytes more are held after {rounds} more rounds ({} per round)",
+        grown / isize::try_from(rounds).unwrap_or(1)
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A provider whose bounded stores (the ring, the dedup window) fill during
+/// the warm-up, so that what grows after it is what the loop leaks.
+fn provider() -> MemoryProvider {
+    MemoryProvider::with_limits(
+        MemoryConfig {
+            max_events: 64,
+            ..MemoryConfig::default()
+        },
+        MemoryLimits {
+            max_dedup_entries: 64,
+            ..MemoryLimits::default()
+        },
+    )
+    .unwrap()
+}
+
+fn event(p: &MemoryProvider, n: usize) -> Event {
+    Event::new(
+        p.build_subject("growth", "x"),
+        "growth",
+        "s",
+        "test",
+        serde_json::json!({ "n": n }),
+    )
+}
+
+#[test]
+fn ephemeral_subscriptions_opened_and_dropped_leave_nothing_behind() {
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    runtime().block_on(async {
+        let p = provider();
+        let filter = p.category_subject("growth");
+        stays_flat!("subscribe, receive, drop", ROUNDS, |n| {
+            let mut sub = p.subscribe(&filter).await.unwrap();
+            p.publish(&event(&p, n)).await.unwrap();
+            assert!(sub.next().await.unwrap().is_some());
+            if n % 2 == 0 {
+                sub.close().await.unwrap();
+            }
+        });
+        assert_eq!(p.info().await.unwrap().consumers, 0);
+    });
+}
+
+#[test]
+fn durables_created_and_unsubscribed_leave_nothing_behind() {
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    runtime().block_on(async {
+        let p = provider();
+        let filter = p.category_subject("growth");
+        p.publish(&event(&p, 0)).await.unwrap();
+        stays_flat!("durable per name, then unsubscribe", ROUNDS / 4, |n| {
+            // a new name every time, as per-session durables have
+            let name = format!("session-{n:08}-{}", "x".repeat(24));
+            let mut sub = p.subscribe_durable(&name, &filter).await.unwrap();
+            let pending = sub.next_manual_ack().await.unwrap().unwrap();
+            if n % 3 == 0 {
+                // left unsettled: the deleted durable's in-flight state
+                drop(pending);
+            } else {
+                pending.ack().await.unwrap();
+            }
+            if n % 2 == 0 {
+                // unsubscribed while its subscription is still open
+                p.unsubscribe(&name).await.unwrap();
+                drop(sub);
+            } else {
+                drop(sub);
+                p.unsubscribe(&name).await.unwrap();
+            }
+        });
+        assert_eq!(p.info().await.unwrap().consumers, 0);
+    });
+}
+
+#[test]
+fn in_progress_and_nak_loops_on_one_delivery_keep_one_timer() {
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    runtime().block_on(async {
+        let p = provider();
+        let filter = p.category_subject("growth");
+        let options = SubscribeOptions {
+            ack_wait: Some(Duration::from_secs(3600)),
+            ..SubscribeOptions::default()
+        };
+        let mut sub = p
+            .subscribe_durable_with_options("worker", &filter, &options)
+            .await
+            .unwrap();
+        p.publish(&event(&p, 0)).await.unwrap();
+        let mut pending = sub.next_manual_ack().await.unwrap().unwrap();
+        stays_flat!("in_progress, nak, redelivery", ROUNDS, |_n| {
+            pending.in_progress().await.unwrap();
+            pending.in_progress().await.unwrap();
+            pending.nak().await.unwrap();
+            // redelivered at once, to the same subscription
+            pending = sub.next_manual_ack().await.unwrap().unwrap();
+        });
+        assert_eq!(pending.received.num_delivered, (WARMUP + ROUNDS + 1) as u64);
+    });
+}
+
+#[test]
+fn publishing_unique_ids_keeps_the_dedup_window_bounded() {
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    runtime().block_on(async {
+        let p = provider();
+        stays_flat!("publish with a new dedup id", ROUNDS, |n| {
+            // long ids: kept out of line, so a kept one costs an allocation
+            let options = PublishOptions {
+                msg_id: Some(format!("{n:08}-{}", "d".repeat(64))),
+                ..PublishOptions::default()
+            };
+            p.publish_with_options(&event(&p, n), &options)
+                .await
+                .unwrap();
+        });
+        assert_eq!(p.info().await.unwrap().messages, 64);
+    });
+}
