@@ -57,7 +57,7 @@ pub(crate) struct Inner {
     pub(crate) max_payload: AtomicUsize,
     pub(crate) link: Arc<Link>,
     /// Durables this provider (and its clones) deleted.
-    pub(crate) unsubscribed: Unsubscribed,
+    pub(crate) unsubscribed: Arc<Unsubscribed>,
 }
 
 /// Durables deleted through this provider: a subscription opened on a
@@ -65,23 +65,39 @@ pub(crate) struct Inner {
 /// name exists by the time it asks for more (JetStream serves a pull
 /// request by name, and a new consumer's `created` time is no identity:
 /// nats-server reports it differently after a restart).
+///
+/// Deletions are counted only for names that a live durable subscription
+/// of this provider (or a clone) reads ([`watch`](Self::watch)); a name's
+/// entry goes with its last subscription. A process that deletes durables
+/// under ever new names (one per session or job) keeps nothing for them.
 #[derive(Debug, Default)]
 pub(crate) struct Unsubscribed {
     /// Bumped on every deletion: a subscription compares it with the value
     /// it saw last, and looks its own name up only when it changed.
     epoch: AtomicU64,
-    /// How many times each durable name was deleted.
-    deletions: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Per durable name read by live subscriptions: how many read it, and
+    /// how many times it was deleted since the first of them watched it.
+    watched: std::sync::Mutex<std::collections::HashMap<String, Watched>>,
+}
+
+#[derive(Debug, Default)]
+struct Watched {
+    subscriptions: usize,
+    deletions: u64,
 }
 
 impl Unsubscribed {
+    fn watched(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Watched>> {
+        self.watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Records that durable `name` was deleted.
     pub(crate) fn record(&self, name: &str) {
-        let mut deletions = self
-            .deletions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *deletions.entry(name.to_owned()).or_default() += 1;
+        if let Some(watched) = self.watched().get_mut(name) {
+            watched.deletions += 1;
+        }
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -90,14 +106,59 @@ impl Unsubscribed {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// How many times durable `name` was deleted.
-    pub(crate) fn deletions_of(&self, name: &str) -> u64 {
-        self.deletions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-            .copied()
-            .unwrap_or(0)
+    /// Starts counting the deletions of durable `name` for a subscription
+    /// (until the returned watch is dropped); a deletion recorded from now
+    /// on makes [`DeletionWatch::deleted`] true.
+    pub(crate) fn watch(self: &Arc<Self>, name: &str) -> DeletionWatch {
+        let seen = {
+            let mut watched = self.watched();
+            let entry = watched.entry(name.to_owned()).or_default();
+            entry.subscriptions += 1;
+            entry.deletions
+        };
+        DeletionWatch {
+            registry: Arc::clone(self),
+            name: name.to_owned(),
+            seen,
+        }
+    }
+
+    /// Names watched now (for tests).
+    #[cfg(test)]
+    fn watched_names(&self) -> usize {
+        self.watched().len()
+    }
+}
+
+/// A durable subscription's watch on deletions of its durable (see
+/// [`Unsubscribed::watch`]).
+#[derive(Debug)]
+pub(crate) struct DeletionWatch {
+    registry: Arc<Unsubscribed>,
+    name: String,
+    /// The name's deletion count when the watch started.
+    seen: u64,
+}
+
+impl DeletionWatch {
+    /// Whether the durable was deleted since the watch started.
+    pub(crate) fn deleted(&self) -> bool {
+        self.registry
+            .watched()
+            .get(&self.name)
+            .is_some_and(|w| w.deletions != self.seen)
+    }
+}
+
+impl Drop for DeletionWatch {
+    fn drop(&mut self) {
+        let mut watched = self.registry.watched();
+        if let Some(entry) = watched.get_mut(&self.name) {
+            entry.subscriptions = entry.subscriptions.saturating_sub(1);
+            if entry.subscriptions == 0 {
+                watched.remove(&self.name);
+            }
+        }
     }
 }
 
@@ -211,7 +272,7 @@ impl NatsProvider {
                 config,
                 options,
                 link,
-                unsubscribed: Unsubscribed::default(),
+                unsubscribed: Arc::default(),
             }),
         })
     }
@@ -982,5 +1043,39 @@ impl NatsProvider {
     /// async-nats connection events; reconnection is automatic).
     pub fn is_connected(&self) -> bool {
         self.inner.link.is_connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unsubscribed;
+    use std::sync::Arc;
+
+    /// Deletions of names no subscription reads leave nothing behind; a
+    /// watched name is kept while a subscription watches it, and each
+    /// watch sees only the deletions after it started.
+    #[test]
+    fn deletions_are_kept_only_for_watched_names() {
+        let registry = Arc::new(Unsubscribed::default());
+        for n in 0..100_000 {
+            registry.record(&format!("session-{n}"));
+        }
+        assert_eq!(registry.watched_names(), 0);
+        assert_eq!(registry.epoch(), 100_000);
+
+        let first = registry.watch("d");
+        registry.record("d");
+        let second = registry.watch("d");
+        assert!(first.deleted());
+        assert!(!second.deleted());
+        drop(first);
+        assert_eq!(registry.watched_names(), 1);
+        registry.record("d");
+        assert!(second.deleted());
+        drop(second);
+        assert_eq!(registry.watched_names(), 0);
+        // a new subscription on the name starts afresh
+        assert!(!registry.watch("d").deleted());
+        assert_eq!(registry.watched_names(), 0);
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::denial::{Action, Denial, Rule};
 use crate::error::{self, PROVIDER};
-use crate::provider::{Link, NatsProvider};
+use crate::provider::{DeletionWatch, Link, NatsProvider};
 use crate::pull::Pull;
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::pull::BatchConfig;
@@ -281,10 +281,10 @@ pub(crate) struct NatsSubscription {
     /// `close` was called: nothing more is delivered.
     closed: bool,
     /// The provider's deletion epoch this durable subscription saw last,
-    /// and how many times its name had been deleted when it was opened
-    /// (see [`deleted`](Self::deleted)).
+    /// and its watch on deletions of its name since it was opened (see
+    /// [`deleted`](Self::deleted)); `None` for an ephemeral.
     epoch: u64,
-    deletions: u64,
+    deletions: Option<DeletionWatch>,
     /// The durable this subscription reads was deleted: it ends, whatever
     /// consumer now has its name.
     gone: bool,
@@ -393,8 +393,10 @@ impl NatsSubscription {
         let since = provider.inner.link.denials.mark();
         // read before the consumer is looked up: a deletion from here on
         // may have deleted the one this subscription gets
+        // (the epoch first: a deletion between the two is counted before
+        // the watch starts, and the lookup below sees it)
         let epoch = provider.inner.unsubscribed.epoch();
-        let deletions = provider.inner.unsubscribed.deletions_of(name);
+        let deletions = provider.inner.unsubscribed.watch(name);
         let consumer = match lookup(&provider, name).await? {
             Some(existing) => resume(&provider, name, &existing, &desired).await?,
             None => match create(&provider, name, desired.clone()).await {
@@ -411,7 +413,7 @@ impl NatsSubscription {
         };
         let mut sub = Self::new(provider, consumer, name.to_string(), Kind::Durable, since);
         sub.epoch = epoch;
-        sub.deletions = deletions;
+        sub.deletions = Some(deletions);
         Ok(sub)
     }
 
@@ -467,7 +469,7 @@ impl NatsSubscription {
             pull_inbox: None,
             since,
             epoch: 0,
-            deletions: 0,
+            deletions: None,
             gone: false,
             closed: false,
             close_finished: false,
@@ -693,14 +695,13 @@ impl NatsSubscription {
     /// this subscription must not read from. An atomic load unless some
     /// durable was deleted since the last call.
     fn deleted(&mut self) -> bool {
-        if !matches!(self.kind, Kind::Durable) {
+        let Some(deletions) = &self.deletions else {
             return false;
-        }
-        let unsubscribed = &self.provider.inner.unsubscribed;
-        let epoch = unsubscribed.epoch();
+        };
+        let epoch = self.provider.inner.unsubscribed.epoch();
         if epoch != self.epoch {
             self.epoch = epoch;
-            if unsubscribed.deletions_of(&self.name) != self.deletions {
+            if deletions.deleted() {
                 self.gone = true;
             }
         }
