@@ -207,9 +207,13 @@ enum Kind {
     Ephemeral {
         config: Box<pull::Config>,
         /// Manual-mode deliveries handed out and not yet acked or
-        /// terminated (a nak of a final delivery terminates it; spare
-        /// deliveries are excepted: never delivered again): a recreated
-        /// consumer starts at the oldest of them.
+        /// terminated (a nak of a final delivery terminates it): a
+        /// recreated consumer starts at the oldest of them. An event whose
+        /// spare delivery came is struck off, settled or not: it is never
+        /// delivered again. At most `max_ack_pending` are kept, the oldest
+        /// dropped first: the server holds no more unsettled deliveries
+        /// than that, so the others were ended on its side (evicted by the
+        /// stream's limits, say) and will not come again.
         unsettled: Unsettled,
     },
     Durable,
@@ -222,6 +226,17 @@ struct Unsettled(Arc<Mutex<BTreeSet<u64>>>);
 impl Unsettled {
     fn with<R>(&self, f: impl FnOnce(&mut BTreeSet<u64>) -> R) -> R {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Records delivery `seq` as handed out and unsettled, keeping at most
+    /// `max` (the consumer's `max_ack_pending`: see [`Kind::Ephemeral`]).
+    fn handed_out(&self, seq: u64, max: usize) {
+        self.with(|set| {
+            set.insert(seq);
+            while set.len() > max.max(1) {
+                set.pop_first();
+            }
+        });
     }
 }
 
@@ -1237,7 +1252,7 @@ impl Subscription for NatsSubscription {
                         None
                     }
                     Kind::Ephemeral { unsettled, .. } => {
-                        unsettled.with(|set| set.insert(received.sequence));
+                        unsettled.handed_out(received.sequence, self.max_ack_pending);
                         Some((unsettled.clone(), received.sequence))
                     }
                     Kind::Durable => None,
@@ -1448,7 +1463,22 @@ impl Acker for NatsAcker {
 
 #[cfg(test)]
 mod tests {
-    use super::filter_update_unsafe;
+    use super::{Unsettled, filter_update_unsafe};
+
+    /// Deliveries the server ended on its side (evicted while unsettled)
+    /// are never settled here: the set keeps no more than the consumer's
+    /// `max_ack_pending`, the newest.
+    #[test]
+    fn unsettled_deliveries_are_kept_up_to_max_ack_pending() {
+        let unsettled = Unsettled::default();
+        for seq in 1..=100_000 {
+            unsettled.handed_out(seq, 1_000);
+        }
+        assert_eq!(unsettled.with(|set| set.len()), 1_000);
+        assert_eq!(unsettled.with(|set| set.first().copied()), Some(99_001));
+        unsettled.handed_out(100_001, 0);
+        assert_eq!(unsettled.with(|set| set.len()), 1);
+    }
 
     #[test]
     fn filter_updates_are_unsafe_before_2_9_14() {
