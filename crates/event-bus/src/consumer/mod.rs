@@ -43,6 +43,18 @@
 //! Undecryptable and undecodable deliveries are dead-lettered by the bus
 //! subscription itself (see [`BusSubscription`](crate::BusSubscription)).
 //!
+//! The first-failure time a dead letter carries is remembered per event
+//! from its first failure in this runner until it is settled here. An
+//! event may fail here and then be settled elsewhere (another instance
+//! sharing the durable handles or dead-letters it), which the runner never
+//! learns; so it remembers at most `max_ack_pending` events per
+//! subscription (from the subscription options: 1,000, the providers'
+//! default, when they leave it open; at most 100,000 in all), since no
+//! provider holds more unsettled events per consumer, and forgets the least
+//! recently failed first. Set `max_ack_pending` in the options when the
+//! provider's is higher, or a dead letter may give a later first failure
+//! than the real one.
+//!
 //! Tracing: each subscription's loop runs in an `INFO` span
 //! `a3s_event.consumer` (`subscriber`, `subject`; no fields for
 //! [`consume_subscription`](crate::EventBus::consume_subscription)), each

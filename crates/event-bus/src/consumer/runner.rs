@@ -17,9 +17,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-/// First-failure times remembered at most (per runner); the oldest
-/// sequences are forgotten first.
+/// First-failure times remembered at most per runner, whatever the
+/// options say (see [`Failures`]).
 const MAX_TRACKED_FAILURES: usize = 100_000;
+
+/// `max_ack_pending` assumed when the options leave it to the provider
+/// (the memory and NATS providers' default).
+const DEFAULT_MAX_ACK_PENDING: u64 = 1_000;
 
 /// Longest keepalive period when the subscription options do not state the
 /// ack wait (no `ack_wait`, no `backoff`): the provider then applies its own
@@ -98,10 +102,91 @@ struct Shared {
     config: ConsumerConfig,
     options: SubscribeOptions,
     permits: Arc<Semaphore>,
-    /// (stream, sequence) → first failure (Unix ms); a runner's
-    /// subscriptions may read more than one stream, whose sequences overlap
-    failures: Mutex<BTreeMap<(Arc<str>, u64), u64>>,
+    failures: Mutex<Failures>,
     stats: Stats,
+}
+
+/// A delivery's place in a stream: a runner's subscriptions may read more
+/// than one stream, whose sequences overlap.
+type Position = (Arc<str>, u64);
+
+/// The first failure this runner saw of each event that failed here and
+/// was not settled here since, for its dead letter.
+///
+/// An event that failed here may be settled by another instance sharing
+/// the durable (or dead-lettered there), which this runner never learns.
+/// No provider holds more unsettled events per consumer than its
+/// `max_ack_pending`, so beyond `capacity` (that many per subscription)
+/// some remembered events were settled elsewhere: the least recently failed
+/// is forgotten first. (One of them failing here again is remembered anew,
+/// its dead letter then giving the first failure seen after that.)
+struct Failures {
+    /// Position → (first failure, Unix ms; when it last failed here, in
+    /// `clock` ticks).
+    first: BTreeMap<Position, (u64, u64)>,
+    /// `clock` tick of the last failure → position: least recently failed
+    /// first.
+    by_recency: BTreeMap<u64, Position>,
+    clock: u64,
+    capacity: usize,
+}
+
+impl Failures {
+    /// Room for `max_ack_pending` (the options', or the providers'
+    /// default) per subscription, at most [`MAX_TRACKED_FAILURES`].
+    fn new(options: &SubscribeOptions, subscriptions: usize) -> Self {
+        let per_subscription = options
+            .max_ack_pending
+            .unwrap_or(DEFAULT_MAX_ACK_PENDING)
+            .max(1);
+        let capacity = usize::try_from(per_subscription)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(subscriptions.max(1))
+            .min(MAX_TRACKED_FAILURES);
+        Self {
+            first: BTreeMap::new(),
+            by_recency: BTreeMap::new(),
+            clock: 0,
+            capacity,
+        }
+    }
+
+    /// Records a failure of the event at `position` now; returns its first
+    /// failure.
+    fn remember(&mut self, position: Position, now: u64) -> u64 {
+        self.clock += 1;
+        let tick = self.clock;
+        let first = match self.first.get_mut(&position) {
+            Some((first, touched)) => {
+                self.by_recency.remove(touched);
+                *touched = tick;
+                *first
+            }
+            None => {
+                self.first.insert(position.clone(), (now, tick));
+                now
+            }
+        };
+        self.by_recency.insert(tick, position);
+        while self.first.len() > self.capacity {
+            let Some((_, oldest)) = self.by_recency.pop_first() else {
+                break;
+            };
+            self.first.remove(&oldest);
+        }
+        first
+    }
+
+    /// Forgets the event at `position` (settled here).
+    fn forget(&mut self, position: &Position) {
+        if let Some((_, touched)) = self.first.remove(position) {
+            self.by_recency.remove(&touched);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
 }
 
 /// A running consumer. Stop it with [`shutdown`](Self::shutdown); dropping
@@ -239,13 +324,14 @@ impl EventBus {
         config: ConsumerConfig,
     ) -> ConsumerHandle {
         let (stop, _) = watch::channel(None);
+        let failures = Failures::new(&options, subs.len());
         let shared = Arc::new(Shared {
             bus: self.inner.clone(),
             handler,
             permits: Arc::new(Semaphore::new(config.concurrency)),
             config,
             options,
-            failures: Mutex::new(BTreeMap::new()),
+            failures: Mutex::new(failures),
             stats: Stats::default(),
         });
         let loops = subs
@@ -701,17 +787,11 @@ fn settle(shared: &Shared, event: &Event, sequence: u64, result: Result<()>, wha
 }
 
 fn remember_failure(shared: &Shared, stream: &Arc<str>, sequence: u64) -> u64 {
-    let mut failures = shared
+    shared
         .failures
         .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    let first = *failures
-        .entry((Arc::clone(stream), sequence))
-        .or_insert_with(now_millis);
-    while failures.len() > MAX_TRACKED_FAILURES {
-        failures.pop_first();
-    }
-    first
+        .unwrap_or_else(PoisonError::into_inner)
+        .remember((Arc::clone(stream), sequence), now_millis())
 }
 
 /// Forgets a settled event's first failure; builds the key only when
@@ -722,6 +802,64 @@ fn forget_failure(shared: &Shared, stream: &Arc<str>, sequence: u64) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     if !failures.is_empty() {
-        failures.remove(&(Arc::clone(stream), sequence));
+        failures.forget(&(Arc::clone(stream), sequence));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Failures, MAX_TRACKED_FAILURES, Position};
+    use event_core::SubscribeOptions;
+    use std::sync::Arc;
+
+    fn at(stream: &Arc<str>, sequence: u64) -> Position {
+        (Arc::clone(stream), sequence)
+    }
+
+    /// Beyond `max_ack_pending` per subscription, the least recently
+    /// failed event is forgotten; one that keeps failing keeps its first
+    /// failure, and a settled one is forgotten at once.
+    #[test]
+    fn failures_are_kept_up_to_max_ack_pending_least_recently_failed_forgotten_first() {
+        let options = SubscribeOptions {
+            max_ack_pending: Some(3),
+            ..SubscribeOptions::default()
+        };
+        let mut failures = Failures::new(&options, 2);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        // the same sequence on two streams: two events
+        assert_eq!(failures.remember(at(&a, 1), 10), 10);
+        assert_eq!(failures.remember(at(&b, 1), 11), 11);
+        for seq in 2..=5 {
+            failures.remember(at(&a, seq), 20 + seq);
+        }
+        assert_eq!(failures.first.len(), 6);
+        // a/1 fails again: it keeps its first failure and is now the most
+        // recent, so b/1 goes first
+        assert_eq!(failures.remember(at(&a, 1), 99), 10);
+        failures.remember(at(&a, 6), 30);
+        assert_eq!(failures.first.len(), 6);
+        assert!(!failures.first.contains_key(&at(&b, 1)));
+        assert_eq!(failures.remember(at(&a, 1), 100), 10);
+        failures.forget(&at(&a, 1));
+        assert_eq!(failures.first.len(), 5);
+        assert_eq!(failures.by_recency.len(), 5);
+        assert_eq!(failures.remember(at(&a, 1), 101), 101);
+
+        // 100,000 events failed here and settled elsewhere: the default
+        // room (1,000 per subscription) is all that is kept
+        let mut failures = Failures::new(&SubscribeOptions::default(), 1);
+        for seq in 0..100_000 {
+            failures.remember(at(&a, seq), seq);
+        }
+        assert_eq!(failures.first.len(), 1_000);
+        assert_eq!(failures.by_recency.len(), 1_000);
+        assert!(failures.first.contains_key(&at(&a, 99_999)));
+
+        let unlimited = SubscribeOptions {
+            max_ack_pending: Some(u64::MAX),
+            ..SubscribeOptions::default()
+        };
+        assert_eq!(Failures::new(&unlimited, 4).capacity, MAX_TRACKED_FAILURES);
     }
 }

@@ -1,0 +1,354 @@
+//! Long-running use of the bus must not grow memory or tasks: each loop
+//! here repeats an operation that adds state (bus subscriptions and their
+//! registry, managed subscribers, consumer runners, remembered failures)
+//! with what normally removes it, many times, and checks that the bytes the
+//! process holds and the tasks it runs stay flat.
+//!
+//! A dedicated test binary: its global allocator counts live bytes, and the
+//! tests take turns (a lock) so that each measures only itself.
+
+#![allow(unsafe_code)] // a counting global allocator needs it
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use event_bus::{ConsumerConfig, EventBus};
+use event_core::{
+    BoxError, DeliverPolicy, EventProvider, ReceivedEvent, SubscribeOptions, SubscriptionFilter,
+};
+use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
+use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counts the bytes currently allocated through it.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+fn size(bytes: usize) -> isize {
+    isize::try_from(bytes).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counter is a
+// side effect only.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(size(layout.size()), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(size(layout.size()), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(size(layout.size()), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(size(new_size) - size(layout.size()), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One measurement at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Growth allowed over a whole measured run: far below what one byte kept
+/// per operation adds up to over the runs below.
+const SLACK: isize = 48 * 1024;
+
+/// Runs `$body` (with `$n` counting) `$warmup` times, to reach the steady
+/// state (buffers at their working size), then `$rounds` times more, and
+/// asserts that live bytes did not grow by more than [`SLACK`] and that no
+/// task was left running. Expanded in place, so the body may borrow and
+/// `.await`.
+macro_rules! stays_flat {
+    ($what:expr, $warmup:expr, $rounds:expr, |$n:ident| $body:block) => {{
+        for $n in 0..$warmup {
+            $body
+        }
+        settle().await;
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        let before = LIVE.load(Ordering::Relaxed);
+        for $n in $warmup..$warmup + $rounds {
+            $body
+        }
+        settle().await;
+        let grown = LIVE.load(Ordering::Relaxed) - before;
+        assert!(
+            grown <= SLACK,
+            "{}: {grown} bytes more are held after {} more rounds ({} per round)",
+            $what,
+            $rounds,
+            grown / isize::try_from($rounds).unwrap_or(1)
+        );
+        let now = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        assert!(now <= tasks, "{}: {tasks} tasks before, {now} after", $what);
+    }};
+}
+
+/// Lets tasks the loop ended (runner loops, detached hand-offs) finish.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Runs `test` on a runtime of its own, when no other test of this binary
+/// runs.
+fn measured(test: impl std::future::Future<Output = ()>) {
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
+/// A bus on a memory provider whose bounded stores (the ring, the dedup
+/// window) fill during the warm-up.
+fn bus() -> (EventBus, MemoryProvider) {
+    let provider = MemoryProvider::with_limits(
+        MemoryConfig {
+            max_events: 64,
+            ..MemoryConfig::default()
+        },
+        MemoryLimits {
+            max_dedup_entries: 64,
+            ..MemoryLimits::default()
+        },
+    )
+    .unwrap();
+    (EventBus::new(provider.clone()), provider)
+}
+
+async fn publish(bus: &EventBus, n: usize) {
+    bus.publish("growth", "x", "s", "test", json!({ "n": n }))
+        .await
+        .unwrap();
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    let mut polls = 0u32;
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        // a few turns for the other tasks first, then the timers' too
+        polls += 1;
+        if polls > 16 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Bus subscriptions (each registered so that one handed back to a bus is
+/// not wrapped twice) opened, read and dropped or closed; provider
+/// subscriptions wrapped by the bus, too.
+#[test]
+fn bus_subscriptions_opened_and_dropped_leave_nothing_behind() {
+    measured(async {
+        let (bus, provider) = bus();
+        stays_flat!("bus subscribe, receive, drop", 2_000, 100_000, |n| {
+            let mut sub = if n % 2 == 0 {
+                bus.subscribe("events.growth.>").await.unwrap()
+            } else {
+                bus.wrap_subscription(provider.subscribe("events.growth.>").await.unwrap())
+            };
+            publish(&bus, n).await;
+            assert!(sub.next().await.unwrap().is_some());
+            if n % 3 == 0 {
+                sub.close().await.unwrap();
+            }
+        });
+        assert_eq!(provider.info().await.unwrap().consumers, 0);
+    });
+}
+
+/// Managed durable subscribers under new ids (one per session or job):
+/// added, opened, read, removed.
+#[test]
+fn managed_subscribers_added_and_removed_leave_nothing_behind() {
+    measured(async {
+        let (bus, provider) = bus();
+        stays_flat!("subscriber per id, then remove", 1_000, 10_000, |n| {
+            let id = format!("session-{n:08}");
+            bus.update_subscription_with_options(
+                SubscriptionFilter {
+                    subscriber_id: id.clone(),
+                    subjects: vec!["events.growth.>".into()],
+                    durable: true,
+                },
+                SubscribeOptions {
+                    deliver_policy: DeliverPolicy::New,
+                    ..SubscribeOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+            let mut subs = bus.create_subscriber(&id).await.unwrap();
+            publish(&bus, n).await;
+            let pending = subs[0].next_manual_ack().await.unwrap().unwrap();
+            pending.ack().await.unwrap();
+            bus.remove_subscription(&id).await.unwrap();
+            // ended by the removal
+            assert!(subs[0].next().await.unwrap().is_none());
+        });
+        assert_eq!(provider.info().await.unwrap().consumers, 0);
+        assert!(bus.list_subscriptions().await.is_empty());
+    });
+}
+
+/// Consumer runners started over a subscription, run on an event and shut
+/// down: their loops, delivery tasks and spans end with them.
+#[test]
+fn consumer_runners_started_and_shut_down_leave_nothing_behind() {
+    measured(async {
+        let (bus, provider) = bus();
+        let handled = Arc::new(AtomicUsize::new(0));
+        stays_flat!(
+            "consume_subscription, one event, shutdown",
+            300,
+            3_000,
+            |n| {
+                let sub = bus.subscribe("events.growth.>").await.unwrap();
+                let count = handled.clone();
+                let handle = bus
+                    .consume_subscription(
+                        sub,
+                        SubscribeOptions::default(),
+                        move |_: ReceivedEvent| {
+                            let count = count.clone();
+                            async move {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                Ok::<(), BoxError>(())
+                            }
+                        },
+                        ConsumerConfig::default(),
+                    )
+                    .unwrap();
+                publish(&bus, n).await;
+                wait_until("the event handled", || handled.load(Ordering::SeqCst) > n).await;
+                let report = handle.shutdown(Duration::from_secs(5)).await;
+                assert_eq!(report.acked, 1);
+            }
+        );
+        assert_eq!(provider.info().await.unwrap().consumers, 0);
+    });
+}
+
+/// Two instances share a durable (two runners on one subscriber): events
+/// that fail on one are redelivered to, and settled by, the other. The
+/// first runner remembers each failure for the dead letter it might write;
+/// what it remembers of events settled elsewhere must not pile up.
+#[test]
+fn failures_settled_by_another_instance_are_not_remembered_forever() {
+    const BATCH: usize = 50;
+    const WARMUP: usize = 40;
+    const ROUNDS: usize = 600;
+    measured(async {
+        let (bus, _provider) = bus();
+        // the runner remembers up to max_ack_pending failures per
+        // subscription: reached during the warm-up
+        let options = SubscribeOptions {
+            backoff: vec![Duration::from_millis(5)],
+            max_ack_pending: Some(100),
+            ..SubscribeOptions::default()
+        };
+        bus.update_subscription_with_options(
+            SubscriptionFilter {
+                subscriber_id: "shared".into(),
+                subjects: vec!["events.growth.>".into()],
+                durable: true,
+            },
+            options,
+        )
+        .await
+        .unwrap();
+        // which events the working instance settled (allocated up front, so
+        // the measurement does not count it)
+        let settled: Arc<Vec<AtomicBool>> = Arc::new(
+            (0..(WARMUP + ROUNDS) * BATCH)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+        );
+        let failing = bus
+            .consume(
+                "shared",
+                |event: ReceivedEvent| async move {
+                    if event.num_delivered > 1 {
+                        // slow on a redelivery: longer than the backoff, so
+                        // that the next one goes to the other instance
+                        // (the memory provider hands a redelivery to
+                        // whichever subscription asks first)
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err::<(), BoxError>("this instance fails".into())
+                },
+                ConsumerConfig::default().concurrency(1),
+            )
+            .await
+            .unwrap();
+        let marks = settled.clone();
+        let working = bus
+            .consume(
+                "shared",
+                move |event: ReceivedEvent| {
+                    let marks = marks.clone();
+                    async move {
+                        let n = event.event.payload["n"].as_u64().unwrap();
+                        marks[usize::try_from(n).unwrap()].store(true, Ordering::SeqCst);
+                        Ok::<(), BoxError>(())
+                    }
+                },
+                ConsumerConfig::default(),
+            )
+            .await
+            .unwrap();
+        // the ring (64 events) never evicts an unsettled one: each batch
+        // is settled before the next is published
+        stays_flat!("failed here, settled there", WARMUP, ROUNDS, |n| {
+            for i in 0..BATCH {
+                publish(&bus, n * BATCH + i).await;
+            }
+            wait_until("the batch settled", || {
+                settled[n * BATCH..(n + 1) * BATCH]
+                    .iter()
+                    .all(|s| s.load(Ordering::SeqCst))
+            })
+            .await;
+        });
+        let failed = failing.shutdown(Duration::from_secs(5)).await;
+        // thousands of events failed there
+        assert!(failed.retried > 1_000, "{failed:?}");
+        working.shutdown(Duration::from_secs(5)).await;
+    });
+}
