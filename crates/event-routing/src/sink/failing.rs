@@ -8,7 +8,12 @@ use tokio::time::Instant;
 /// Fails deliveries, always or the first `n` times, and records when each
 /// attempt was made (for tests of retries and dead-lettering).
 ///
-/// Failures are [`Error::Connection`] with the configured message.
+/// Failures are [`Error::Connection`] with the configured message. Every
+/// attempt's time is kept for the sink's lifetime (16 bytes each): a test
+/// sink, not one for a long-running process (an [`InProcessSink`] that
+/// returns an error fails deliveries without keeping anything).
+///
+/// [`InProcessSink`]: crate::InProcessSink
 #[derive(Debug)]
 pub struct FailingSink {
     name: String,

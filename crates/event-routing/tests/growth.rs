@@ -1,0 +1,289 @@
+//! Long-running routing must not grow memory or tasks: each loop here
+//! repeats an operation that adds state (triggers and their per-trigger
+//! state, queued routings, feeds and their tasks) with what normally
+//! removes it, many times, and checks that the bytes the process holds and
+//! the tasks it runs stay flat.
+//!
+//! A dedicated test binary: its global allocator counts live bytes, and the
+//! tests take turns (a lock) so that each measures only itself.
+
+#![allow(unsafe_code)] // a counting global allocator needs it
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use event_core::{Event, EventProvider, SubscribeOptions};
+use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
+use event_routing::{Broker, BrokerConfig, DeliverySpec, InProcessSink, Trigger, TriggerFilter};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counts the bytes currently allocated through it.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+fn size(bytes: usize) -> isize {
+    isize::try_from(bytes).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counter is a
+// side effect only.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(size(layout.size()), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(size(layout.size()), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(size(layout.size()), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(size(new_size) - size(layout.size()), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One measurement at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Growth allowed over a whole measured run: far below what one byte kept
+/// per operation adds up to over the runs below.
+const SLACK: isize = 48 * 1024;
+
+/// Runs `$body` (with `$n` counting) `$warmup` times, to reach the steady
+/// state (buffers at their working size), then `$rounds` times more, and
+/// asserts that live bytes did not grow by more than [`SLACK`] and that no
+/// task was left running. Expanded in place, so the body may borrow and
+/// `.await`.
+macro_rules! stays_flat {
+    ($what:expr, $warmup:expr, $rounds:expr, |$n:ident| $body:block) => {{
+        for $n in 0..$warmup {
+            $body
+        }
+        settle().await;
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        let before = LIVE.load(Ordering::Relaxed);
+        for $n in $warmup..$warmup + $rounds {
+            $body
+        }
+        settle().await;
+        let grown = LIVE.load(Ordering::Relaxed) - before;
+        assert!(
+            grown <= SLACK,
+            "{}: {grown} bytes more are held after {} more rounds ({} per round)",
+            $what,
+            $rounds,
+            grown / isize::try_from($rounds).unwrap_or(1)
+        );
+        let now = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        assert!(now <= tasks, "{}: {tasks} tasks before, {now} after", $what);
+    }};
+}
+
+/// Lets tasks the loop ended (runner loops, detached hand-offs) finish.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Runs `test` on a runtime of its own, when no other test of this binary
+/// runs.
+fn measured(test: impl std::future::Future<Output = ()>) {
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
+fn event(n: usize) -> Event {
+    event_on("events.growth.x", n)
+}
+
+fn event_on(subject: &str, n: usize) -> Event {
+    Event::new(
+        subject,
+        "growth",
+        "s",
+        "test",
+        serde_json::json!({ "n": n }),
+    )
+}
+
+fn counting_sink(count: &Arc<AtomicUsize>) -> Arc<InProcessSink> {
+    let count = count.clone();
+    Arc::new(InProcessSink::new("count", move |_| {
+        let count = count.clone();
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }))
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    let mut polls = 0u32;
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        // a few turns for the other tasks first, then the timers' too
+        polls += 1;
+        if polls > 16 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Triggers added, losing a delivery (their loss-warning state records
+/// it), and removed, under new names: nothing of them stays.
+#[test]
+fn triggers_added_and_removed_leave_nothing_behind() {
+    measured(async {
+        let broker = Broker::new();
+        // (not a `FailingSink`: a test sink that records every attempt)
+        let failing = Arc::new(InProcessSink::new("down", |_| async {
+            Err(event_core::Error::Connection("unreachable".into()))
+        }));
+        let spec = DeliverySpec::new().with_retries(0);
+        stays_flat!(
+            "trigger per name, a lost delivery, remove",
+            2_000,
+            50_000,
+            |n| {
+                let name = format!("trigger-{n:08}");
+                broker
+                    .add_trigger(
+                        Trigger::new(
+                            name.clone(),
+                            TriggerFilter::by_subject("events.growth.>"),
+                            failing.clone(),
+                        )
+                        .with_delivery(spec.clone()),
+                    )
+                    .unwrap();
+                let result = broker.route(&event(n)).await;
+                assert_eq!((result.matched, result.failed), (1, 1));
+                assert!(broker.remove_trigger(&name));
+            }
+        );
+        assert_eq!(broker.trigger_count(), 0);
+    });
+}
+
+/// Events queued for routing (the bounded queue, its dispatcher, the
+/// routing tasks): nothing is kept once they are routed.
+#[test]
+fn queued_routings_leave_nothing_behind() {
+    measured(async {
+        let broker = Broker::with_config(BrokerConfig {
+            queue_capacity: 256,
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        broker
+            .add_trigger(Trigger::new(
+                "all",
+                TriggerFilter::by_subject("events.growth.>"),
+                counting_sink(&count),
+            ))
+            .unwrap();
+        const BATCH: usize = 100;
+        stays_flat!("enqueue a batch, wait until routed", 100, 1_000, |n| {
+            for i in 0..BATCH {
+                broker
+                    .enqueue(Arc::new(event(n * BATCH + i)))
+                    .await
+                    .unwrap();
+            }
+            broker.wait_idle().await;
+            assert_eq!(count.load(Ordering::SeqCst), (n + 1) * BATCH);
+        });
+        let metrics = broker.metrics();
+        assert_eq!((metrics.queue_depth, metrics.in_flight), (0, 0));
+    });
+}
+
+/// Feeds started on a subscription, fed an event, and stopped: their
+/// tasks end with them.
+#[test]
+fn feeds_started_and_stopped_leave_nothing_behind() {
+    measured(async {
+        let provider = MemoryProvider::with_limits(
+            MemoryConfig {
+                max_events: 64,
+                ..MemoryConfig::default()
+            },
+            MemoryLimits {
+                max_dedup_entries: 64,
+                ..MemoryLimits::default()
+            },
+        )
+        .unwrap();
+        let broker = Broker::new();
+        let count = Arc::new(AtomicUsize::new(0));
+        broker
+            .add_trigger(Trigger::new(
+                "all",
+                TriggerFilter::by_subject("events.growth.>"),
+                counting_sink(&count),
+            ))
+            .unwrap();
+        stays_flat!("feed, one event, stop", 500, 5_000, |n| {
+            // the durable reads a subject of its own: it resumes after
+            // the event of its previous round
+            let (feed, subject) = if n % 2 == 0 {
+                let sub = provider.subscribe("events.growth.eph").await.unwrap();
+                (broker.feed(sub), "events.growth.eph")
+            } else {
+                let options = SubscribeOptions::default();
+                let feed = broker
+                    .feed_durable(&provider, "feed", "events.growth.durable", &options)
+                    .await
+                    .unwrap();
+                (feed, "events.growth.durable")
+            };
+            provider.publish(&event_on(subject, n)).await.unwrap();
+            wait_until("the event routed", || count.load(Ordering::SeqCst) > n).await;
+            let stats = feed.stop().await.unwrap();
+            assert_eq!(stats.acked, 1);
+        });
+        provider.unsubscribe("feed").await.unwrap();
+        assert_eq!(provider.info().await.unwrap().consumers, 0);
+    });
+}
