@@ -964,3 +964,70 @@ async fn a_consumer_dead_letters_through_an_http_dlq_that_answers_503_until_it_r
     assert_eq!((report.dead_lettered, report.dlq_failed), (1, 0));
     assert_eq!(received.requests.lock().len(), 5);
 }
+
+/// Reads `conn` until the peer closes it; `Err` with what was read if it
+/// is still open after `limit`.
+async fn read_until_closed(
+    conn: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Result<Vec<u8>, Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Ok(seen),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => return Err(seen),
+        }
+    }
+}
+
+/// A connection that sends nothing (a peer that vanished without closing
+/// it: a crashed host, a dropped NAT mapping) or stays open idle after a
+/// request is closed after the idle timeout, instead of holding its socket
+/// and task for as long as the server runs.
+#[tokio::test]
+async fn webhook_closes_connections_that_stay_silent_or_idle() {
+    use tokio::io::AsyncWriteExt;
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_idle_timeout(Duration::from_millis(300))
+        .unwrap();
+    source
+        .start(Arc::new(CollectorSink::new("c")))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // a complete request on a kept-alive connection, answered, then nothing
+    idle.write_all(b"GET /events HTTP/1.1\r\nHost: webhook\r\n\r\n")
+        .await
+        .unwrap();
+    let limit = Duration::from_secs(5);
+    let answered = read_until_closed(&mut idle, limit).await;
+    let silent = read_until_closed(&mut silent, limit).await;
+    assert!(
+        answered
+            .as_ref()
+            .is_ok_and(|text| text.starts_with(b"HTTP/1.1 405")),
+        "the idle connection was not closed: {:?}",
+        answered.map_err(|text| String::from_utf8_lossy(&text).into_owned())
+    );
+    assert_eq!(
+        silent,
+        Ok(Vec::new()),
+        "the silent connection was not closed"
+    );
+    // a working client is served as before
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let (status, text) = send(addr, "/events", msg.headers.clone(), msg.body.clone()).await;
+    assert_eq!(status, 202, "{text}");
+    source.stop().await.unwrap();
+
+    assert!(matches!(
+        WebhookSource::new("w", addr).with_idle_timeout(Duration::ZERO),
+        Err(Error::InvalidConfig { .. })
+    ));
+}

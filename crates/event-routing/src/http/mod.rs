@@ -10,4 +10,4 @@ mod webhook;
 
 pub use event_cloudevents::http::Mode;
 pub use sink::HttpSink;
-pub use webhook::WebhookSource;
+pub use webhook::{DEFAULT_IDLE_TIMEOUT, WebhookSource};

@@ -1,6 +1,6 @@
 use crate::sink::EventSink;
 use crate::source::EventSource;
-use crate::source::lifecycle::Lifecycle;
+use crate::source::lifecycle::{Lifecycle, StopSignal};
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
@@ -10,10 +10,18 @@ use axum::routing::post;
 use event_cloudevents::http::client::{HttpStatusError, status_error};
 use event_cloudevents::http::server::HttpEvent;
 use event_core::{Error, Result};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long a webhook connection may go without sending a complete request
+/// head (see [`WebhookSource::with_idle_timeout`]): 30 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -43,10 +51,15 @@ struct AppState {
 /// | any other sink failure (a panicking sink included) | `500 Internal Server Error` |
 ///
 /// [`start`](EventSource::start) binds the address (port 0 picks a free one:
-/// see [`local_addr`](Self::local_addr)); [`stop`](EventSource::stop) stops
-/// accepting connections, lets requests in progress finish and returns when
-/// the server has ended. To mount the endpoint in your own axum app instead,
-/// use [`router`](Self::router).
+/// see [`local_addr`](Self::local_addr)) and serves HTTP/1.1;
+/// [`stop`](EventSource::stop) stops accepting connections, lets requests in
+/// progress finish and returns when the server has ended. A connection that
+/// goes [`with_idle_timeout`](Self::with_idle_timeout) (default 30 s)
+/// without sending a complete request head, a new one or a kept-alive one
+/// between requests, is closed: a sender that vanished without closing its
+/// connections (a crashed host, a dropped NAT mapping) holds no socket or
+/// task for longer. To mount the endpoint in your own axum app instead, use
+/// [`router`](Self::router) (your server's timeouts apply then).
 pub struct WebhookSource {
     name: String,
     bind: SocketAddr,
@@ -54,6 +67,7 @@ pub struct WebhookSource {
     lifecycle: Lifecycle,
     local_addr: Mutex<Option<SocketAddr>>,
     counters: Arc<Counters>,
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for WebhookSource {
@@ -103,6 +117,59 @@ async fn receive(State(state): State<AppState>, HttpEvent(event): HttpEvent) -> 
     }
 }
 
+/// Serves `app` on `listener` (HTTP/1.1) until `stop`, then lets the
+/// requests in progress finish (idle connections are closed at once).
+///
+/// Unlike `axum::serve`, connections have a timer: one that goes
+/// `idle_timeout` without a complete request head (a new connection, or a
+/// kept-alive one between requests) is closed, so a peer that vanished
+/// without closing (a crashed host, a dropped NAT mapping) or keeps
+/// connections open idle does not hold a socket and a task for as long as
+/// the server runs.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: StopSignal,
+    idle_timeout: Duration,
+    name: String,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(idle_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.requested() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // out of file descriptors, say: the connections that hold
+                // them may close; try again shortly
+                tracing::warn!(source = %name, error = %err, "webhook: accepting a connection failed");
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_RETRY) => continue,
+                    () = stop.requested() => break,
+                }
+            }
+        };
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "webhook connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Pause after a failed `accept`.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 impl WebhookSource {
     /// A source that will listen on `bind` at `POST /events`.
     pub fn new(name: impl Into<String>, bind: SocketAddr) -> Self {
@@ -113,7 +180,22 @@ impl WebhookSource {
             lifecycle: Lifecycle::default(),
             local_addr: Mutex::new(None),
             counters: Arc::new(Counters::default()),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
+    }
+
+    /// Closes a connection that has not sent a complete request head for
+    /// `timeout`: a new one, or a kept-alive one between requests. Zero is
+    /// [`Error::InvalidConfig`]. Default [`DEFAULT_IDLE_TIMEOUT`].
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(Error::invalid_config(
+                "webhook.idle_timeout",
+                "must be greater than zero",
+            ));
+        }
+        self.idle_timeout = timeout;
+        Ok(self)
     }
 
     /// Listens at `path` instead of `/events`: a literal path starting with
@@ -194,15 +276,10 @@ impl EventSource for WebhookSource {
         })?;
         let app = self.router(sink);
         let name = self.name.clone();
-        self.lifecycle
-            .start(&self.name, move |mut stop| async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.requested().await })
-                    .await;
-                if let Err(err) = served {
-                    tracing::error!(source = %name, error = %err, "webhook server failed");
-                }
-            })?;
+        let idle_timeout = self.idle_timeout;
+        self.lifecycle.start(&self.name, move |stop| {
+            serve(listener, app, stop, idle_timeout, name)
+        })?;
         *self.local_addr.lock() = Some(addr);
         Ok(())
     }
