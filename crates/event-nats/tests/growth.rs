@@ -85,15 +85,14 @@ macro_rules! stays_flat {
         for $n in 0..WARMUP {
             $body
         }
-        settle().await;
-        let tasks = tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks();
+        settle(None).await;
+        let tasks = alive_tasks();
         let before = LIVE.load(Ordering::Relaxed);
         for $n in WARMUP..WARMUP + $rounds {
             $body
         }
-        settle().await;
+        let now = settle(Some(tasks)).await;
+        assert!(now <= tasks, "{}: {tasks} tasks before, {now} after", $what);
         let grown = LIVE.load(Ordering::Relaxed) - before;
         assert!(
             grown <= SLACK,
@@ -102,19 +101,27 @@ macro_rules! stays_flat {
             $rounds,
             grown / isize::try_from($rounds).unwrap_or(1)
         );
-        let now = tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks();
-        assert!(now <= tasks, "{}: {tasks} tasks before, {now} after", $what);
     }};
 }
 
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
 /// Lets background work started by the loop (consumer deletions, the
-/// client's unsubscribes) finish.
-async fn settle() {
-    for _ in 0..20 {
+/// client's unsubscribes) finish: a moment, and then, given `tasks`, until
+/// no more tasks than that are alive (10 s at most: a task that outlives
+/// its work never ends); returns the tasks alive then.
+async fn settle(tasks: Option<usize>) -> usize {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tasks.is_some_and(|tasks| alive_tasks() > tasks) && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    alive_tasks()
 }
 
 macro_rules! server {
@@ -134,6 +141,23 @@ fn event(p: &NatsProvider, n: usize) -> Event {
         "test",
         serde_json::json!({ "n": n }),
     )
+}
+
+/// Waits (10 s at most) until the stream has no consumer left: those of
+/// dropped subscriptions and of `history` are deleted from spawned tasks.
+async fn no_consumers_left(p: &NatsProvider) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let consumers = p.info().await.unwrap().consumers;
+        if consumers == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{consumers} consumers left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -201,7 +225,7 @@ fn ephemeral_subscriptions_opened_and_dropped_leave_nothing_behind() {
             }
         });
         // the dropped ones' consumers were deleted too
-        assert_eq!(p.info().await.unwrap().consumers, 0);
+        no_consumers_left(&p).await;
     });
 }
 
@@ -222,6 +246,6 @@ fn history_calls_leave_nothing_behind() {
             let filter = (n % 2 == 0).then_some(filter.as_str());
             assert_eq!(p.history(filter, 5).await.unwrap().len(), 5);
         });
-        assert_eq!(p.info().await.unwrap().consumers, 0);
+        no_consumers_left(&p).await;
     });
 }
