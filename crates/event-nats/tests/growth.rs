@@ -7,7 +7,6 @@
 //! A dedicated test binary: its global allocator counts live bytes, and the
 //! tests take turns (a lock) so that each measures only itself.
 
-#![allow(unsafe_code)] // a counting global allocator needs it
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,56 +14,16 @@ mod common;
 use common::NatsServer;
 use event_core::{Event, EventProvider};
 use event_nats::NatsProvider;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Counts the bytes currently allocated through it.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-fn size(bytes: usize) -> isize {
-    isize::try_from(bytes).unwrap_or(isize::MAX)
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counter is a
-// side effect only.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(size(layout.size()), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(size(layout.size()), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(size(layout.size()), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_add(size(new_size) - size(layout.size()), Ordering::Relaxed);
-        }
-        p
-    }
-}
+#[path = "../../event-core/tests/growth_support/mod.rs"]
+mod growth_support;
+use growth_support::LIVE;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: growth_support::Counting = growth_support::Counting;
 
 /// One measurement at a time.
 static TURN: Mutex<()> = Mutex::new(());
