@@ -828,17 +828,30 @@ async fn the_runner_uses_the_ack_wait_the_provider_reports() {
     );
 }
 
-/// A DLQ handler that panics on its first call, then stores.
+/// A DLQ handler whose first call panics (or never returns), then stores.
 #[derive(Default)]
-struct PanickyDlq {
+struct MisbehavingDlq {
     calls: AtomicUsize,
+    hangs: bool,
     stored: MemoryDlqHandler,
 }
 
+impl MisbehavingDlq {
+    fn hanging() -> Self {
+        Self {
+            hangs: true,
+            ..Self::default()
+        }
+    }
+}
+
 #[async_trait::async_trait]
-impl DlqHandler for PanickyDlq {
+impl DlqHandler for MisbehavingDlq {
     async fn handle(&self, dead: event_core::DeadLetterEvent) -> event_core::Result<()> {
         if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            if self.hangs {
+                std::future::pending::<()>().await;
+            }
             panic!("dlq exploded");
         }
         self.stored.handle(dead).await
@@ -854,7 +867,7 @@ impl DlqHandler for PanickyDlq {
 #[tokio::test]
 async fn a_panicking_dlq_handler_is_a_refusal_and_the_event_is_not_lost() {
     let bus = EventBus::new(MemoryProvider::default());
-    let dlq = Arc::new(PanickyDlq::default());
+    let dlq = Arc::new(MisbehavingDlq::default());
     bus.set_dlq_handler(dlq.clone());
     bus.update_subscription_with_options(filter("w", "events.a.>"), opts(1, 20))
         .await
@@ -883,7 +896,7 @@ async fn a_dlq_panic_on_an_undecryptable_event_does_not_kill_the_consumer() {
     let provider = Arc::new(MemoryProvider::default());
     let bus = EventBus::from_arc(provider.clone());
     bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
-    let dlq = Arc::new(PanickyDlq::default());
+    let dlq = Arc::new(MisbehavingDlq::default());
     bus.set_dlq_handler(dlq.clone());
     bus.update_subscription(filter("w", "events.sec.>"))
         .await
@@ -1253,29 +1266,6 @@ async fn a_bus_subscription_given_to_consume_subscription_is_not_wrapped_twice()
     assert_eq!(bus.metrics().snapshot().lagged, missed);
 }
 
-/// A DLQ handler whose first call never returns, then stores.
-#[derive(Default)]
-struct HangingDlq {
-    calls: AtomicUsize,
-    stored: MemoryDlqHandler,
-}
-
-#[async_trait::async_trait]
-impl DlqHandler for HangingDlq {
-    async fn handle(&self, dead: event_core::DeadLetterEvent) -> event_core::Result<()> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            std::future::pending::<()>().await;
-        }
-        self.stored.handle(dead).await
-    }
-    async fn list(&self, limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
-        self.stored.list(limit).await
-    }
-    async fn count(&self) -> event_core::Result<usize> {
-        self.stored.count().await
-    }
-}
-
 /// A DLQ handler call that hangs is abandoned after `dlq_timeout` and the
 /// dead letter offered again (the event's delivery is kept alive meanwhile,
 /// so without the limit the hang held the event and a permit until
@@ -1283,7 +1273,7 @@ impl DlqHandler for HangingDlq {
 #[tokio::test]
 async fn a_dlq_handler_that_hangs_is_abandoned_after_dlq_timeout_and_offered_again() {
     let bus = EventBus::new(MemoryProvider::default());
-    let dlq = Arc::new(HangingDlq::default());
+    let dlq = Arc::new(MisbehavingDlq::hanging());
     bus.set_dlq_handler(dlq.clone());
     bus.update_subscription_with_options(filter("w", "events.h.>"), opts(1, 1000))
         .await
