@@ -16,77 +16,20 @@ use event_core::{
 use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use serde_json::json;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[path = "../../event-core/tests/growth_support/mod.rs"]
+#[macro_use]
 mod growth_support;
-use growth_support::LIVE;
+use growth_support::measured;
 
 #[global_allocator]
 static ALLOCATOR: growth_support::Counting = growth_support::Counting;
 
-/// One measurement at a time.
-static TURN: Mutex<()> = Mutex::new(());
-
 /// Growth allowed over a whole measured run: far below what one byte kept
 /// per operation adds up to over the runs below.
 const SLACK: isize = 48 * 1024;
-
-/// Runs `$body` (with `$n` counting) `$warmup` times, to reach the steady
-/// state (buffers at their working size), then `$rounds` times more, and
-/// asserts that live bytes did not grow by more than [`SLACK`] and that no
-/// task was left running. Expanded in place, so the body may borrow and
-/// `.await`.
-macro_rules! stays_flat {
-    ($what:expr, $warmup:expr, $rounds:expr, |$n:ident| $body:block) => {{
-        for $n in 0..$warmup {
-            $body
-        }
-        settle().await;
-        let tasks = tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks();
-        let before = LIVE.load(Ordering::Relaxed);
-        for $n in $warmup..$warmup + $rounds {
-            $body
-        }
-        settle().await;
-        let grown = LIVE.load(Ordering::Relaxed) - before;
-        assert!(
-            grown <= SLACK,
-            "{}: {grown} bytes more are held after {} more rounds ({} per round)",
-            $what,
-            $rounds,
-            grown / isize::try_from($rounds).unwrap_or(1)
-        );
-        let now = tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks();
-        assert!(now <= tasks, "{}: {tasks} tasks before, {now} after", $what);
-    }};
-}
-
-/// Lets tasks the loop ended (runner loops, detached hand-offs) finish.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Runs `test` on a runtime of its own, when no other test of this binary
-/// runs.
-fn measured(test: impl std::future::Future<Output = ()>) {
-    let _turn = TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test);
-}
 
 /// A bus on a memory provider whose bounded stores (the ring, the dedup
 /// window) fill during the warm-up.
@@ -139,7 +82,7 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
 fn bus_subscriptions_opened_and_dropped_leave_nothing_behind() {
     measured(async {
         let (bus, provider) = bus();
-        stays_flat!("bus subscribe, receive, drop", 2_000, 100_000, |n| {
+        stays_flat!("bus subscribe, receive, drop", SLACK, 2_000, 100_000, |n| {
             let mut sub = if n % 2 == 0 {
                 bus.subscribe("events.growth.>").await.unwrap()
             } else {
@@ -161,29 +104,35 @@ fn bus_subscriptions_opened_and_dropped_leave_nothing_behind() {
 fn managed_subscribers_added_and_removed_leave_nothing_behind() {
     measured(async {
         let (bus, provider) = bus();
-        stays_flat!("subscriber per id, then remove", 1_000, 10_000, |n| {
-            let id = format!("session-{n:08}");
-            bus.update_subscription_with_options(
-                SubscriptionFilter {
-                    subscriber_id: id.clone(),
-                    subjects: vec!["events.growth.>".into()],
-                    durable: true,
-                },
-                SubscribeOptions {
-                    deliver_policy: DeliverPolicy::New,
-                    ..SubscribeOptions::default()
-                },
-            )
-            .await
-            .unwrap();
-            let mut subs = bus.create_subscriber(&id).await.unwrap();
-            publish(&bus, n).await;
-            let pending = subs[0].next_manual_ack().await.unwrap().unwrap();
-            pending.ack().await.unwrap();
-            bus.remove_subscription(&id).await.unwrap();
-            // ended by the removal
-            assert!(subs[0].next().await.unwrap().is_none());
-        });
+        stays_flat!(
+            "subscriber per id, then remove",
+            SLACK,
+            1_000,
+            10_000,
+            |n| {
+                let id = format!("session-{n:08}");
+                bus.update_subscription_with_options(
+                    SubscriptionFilter {
+                        subscriber_id: id.clone(),
+                        subjects: vec!["events.growth.>".into()],
+                        durable: true,
+                    },
+                    SubscribeOptions {
+                        deliver_policy: DeliverPolicy::New,
+                        ..SubscribeOptions::default()
+                    },
+                )
+                .await
+                .unwrap();
+                let mut subs = bus.create_subscriber(&id).await.unwrap();
+                publish(&bus, n).await;
+                let pending = subs[0].next_manual_ack().await.unwrap().unwrap();
+                pending.ack().await.unwrap();
+                bus.remove_subscription(&id).await.unwrap();
+                // ended by the removal
+                assert!(subs[0].next().await.unwrap().is_none());
+            }
+        );
         assert_eq!(provider.info().await.unwrap().consumers, 0);
         assert!(bus.list_subscriptions().await.is_empty());
     });
@@ -198,6 +147,7 @@ fn consumer_runners_started_and_shut_down_leave_nothing_behind() {
         let handled = Arc::new(AtomicUsize::new(0));
         stays_flat!(
             "consume_subscription, one event, shutdown",
+            SLACK,
             300,
             3_000,
             |n| {
@@ -297,7 +247,7 @@ fn failures_settled_by_another_instance_are_not_remembered_forever() {
             .unwrap();
         // the ring (64 events) never evicts an unsettled one: each batch
         // is settled before the next is published
-        stays_flat!("failed here, settled there", WARMUP, ROUNDS, |n| {
+        stays_flat!("failed here, settled there", SLACK, WARMUP, ROUNDS, |n| {
             for i in 0..BATCH {
                 publish(&bus, n * BATCH + i).await;
             }

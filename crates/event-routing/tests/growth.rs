@@ -13,77 +13,20 @@ use event_core::{Event, EventProvider, SubscribeOptions};
 use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use event_routing::{Broker, BrokerConfig, DeliverySpec, InProcessSink, Trigger, TriggerFilter};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[path = "../../event-core/tests/growth_support/mod.rs"]
+#[macro_use]
 mod growth_support;
-use growth_support::LIVE;
+use growth_support::measured;
 
 #[global_allocator]
 static ALLOCATOR: growth_support::Counting = growth_support::Counting;
 
-/// One measurement at a time.
-static TURN: Mutex<()> = Mutex::new(());
-
 /// Growth allowed over a whole measured run: far below what one byte kept
 /// per operation adds up to over the runs below.
 const SLACK: isize = 48 * 1024;
-
-/// Runs `$body` (with `$n` counting) `$warmup` times, to reach the steady
-/// state (buffers at their working size), then `$rounds` times more, and
-/// asserts that live bytes did not grow by more than [`SLACK`] and that no
-/// task was left running. Expanded in place, so the body may borrow and
-/// `.await`.
-macro_rules! stays_flat {
-    ($what:expr, $warmup:expr, $rounds:expr, |$n:ident| $body:block) => {{
-        for $n in 0..$warmup {
-            $body
-        }
-        settle().await;
-        let tasks = tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks();
-        let before = LIVE.load(Ordering::Relaxed);
-        for $n in $warmup..$warmup + $rounds {
-            $body
-        }
-        settle().await;
-        let grown = LIVE.load(Ordering::Relaxed) - before;
-        assert!(
-            grown <= SLACK,
-            "{}: {grown} bytes more are held after {} more rounds ({} per round)",
-            $what,
-            $rounds,
-            grown / isize::try_from($rounds).unwrap_or(1)
-        );
-        let now = tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks();
-        assert!(now <= tasks, "{}: {tasks} tasks before, {now} after", $what);
-    }};
-}
-
-/// Lets tasks the loop ended (runner loops, detached hand-offs) finish.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Runs `test` on a runtime of its own, when no other test of this binary
-/// runs.
-fn measured(test: impl std::future::Future<Output = ()>) {
-    let _turn = TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test);
-}
 
 fn event(n: usize) -> Event {
     event_on("events.growth.x", n)
@@ -141,6 +84,7 @@ fn triggers_added_and_removed_leave_nothing_behind() {
         let spec = DeliverySpec::new().with_retries(0);
         stays_flat!(
             "trigger per name, a lost delivery, remove",
+            SLACK,
             2_000,
             50_000,
             |n| {
@@ -183,16 +127,22 @@ fn queued_routings_leave_nothing_behind() {
             ))
             .unwrap();
         const BATCH: usize = 100;
-        stays_flat!("enqueue a batch, wait until routed", 100, 1_000, |n| {
-            for i in 0..BATCH {
-                broker
-                    .enqueue(Arc::new(event(n * BATCH + i)))
-                    .await
-                    .unwrap();
+        stays_flat!(
+            "enqueue a batch, wait until routed",
+            SLACK,
+            100,
+            1_000,
+            |n| {
+                for i in 0..BATCH {
+                    broker
+                        .enqueue(Arc::new(event(n * BATCH + i)))
+                        .await
+                        .unwrap();
+                }
+                broker.wait_idle().await;
+                assert_eq!(count.load(Ordering::SeqCst), (n + 1) * BATCH);
             }
-            broker.wait_idle().await;
-            assert_eq!(count.load(Ordering::SeqCst), (n + 1) * BATCH);
-        });
+        );
         let metrics = broker.metrics();
         assert_eq!((metrics.queue_depth, metrics.in_flight), (0, 0));
     });
@@ -223,7 +173,7 @@ fn feeds_started_and_stopped_leave_nothing_behind() {
                 counting_sink(&count),
             ))
             .unwrap();
-        stays_flat!("feed, one event, stop", 500, 5_000, |n| {
+        stays_flat!("feed, one event, stop", SLACK, 500, 5_000, |n| {
             // the durable reads a subject of its own: it resumes after
             // the event of its previous round
             let (feed, subject) = if n % 2 == 0 {
