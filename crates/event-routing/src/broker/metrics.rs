@@ -41,8 +41,11 @@ macro_rules! counters {
         }
 
         /// A snapshot of a broker's counters ([`Broker::metrics`](crate::Broker::metrics)).
+        ///
+        /// A counter missing from the JSON reads as zero, so snapshots
+        /// written by a version with fewer counters still read.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(rename_all = "camelCase")]
+        #[serde(rename_all = "camelCase", default)]
         #[non_exhaustive]
         pub struct BrokerMetrics {
             $(#[doc = $doc] pub $field: u64,)*
@@ -76,5 +79,23 @@ counters! {
 impl Counters {
     pub(crate) fn add(counter: &Counter, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BrokerMetrics;
+
+    #[test]
+    fn a_snapshot_written_before_a_counter_existed_still_reads() {
+        // as written before `noDeadLetterSink` was added
+        let old = r#"{"routed":3,"matched":2,"delivered":2,"retries":0,"timeouts":0,
+            "failed":1,"deadLettered":0,"deadLetterFailures":1,"enqueued":3,
+            "queueFull":0,"hopLimit":0,"deferred":0,"rejected":0,
+            "queueDepth":0,"inFlight":0,"triggers":1}"#;
+        let read: BrokerMetrics = serde_json::from_str(old).unwrap();
+        assert_eq!(read.routed, 3);
+        assert_eq!(read.dead_letter_failures, 1);
+        assert_eq!(read.no_dead_letter_sink, 0);
     }
 }
