@@ -72,15 +72,16 @@ use std::time::Duration;
 /// deliveries await settlement at once: delivery of further events pauses
 /// at the limit and resumes when one is settled.
 /// [`ReceivedEvent::num_delivered`] counts deliveries. After `max_deliver`
-/// deliveries the event is not delivered again: its last delivery reports
-/// [`PendingEvent::is_final_delivery`], so the caller (the bus's consumer
-/// runner) dead-letters it, and a `nak` of it (with or without a delay)
-/// ends the event like a `term`. A final delivery left unsettled (its
-/// holder crashed, dropped it, or stalled past the ack wait) was never
-/// reported: it is delivered once more, numbered `max_deliver + 1` and still
-/// final (the spare delivery), so the event is dead-lettered rather than
-/// lost; when the spare is not settled either, the event ends. In auto-ack mode ([`Subscription::next`]) an event
-/// is acknowledged when the caller asks for the next one or calls
+/// deliveries the event stops, with one exception (the spare, below): its
+/// last delivery reports [`PendingEvent::is_final_delivery`], so the caller
+/// (the bus's consumer runner) dead-letters it, and a `nak` of it (with or
+/// without a delay) ends the event like a `term`. A final delivery left
+/// unsettled (its holder crashed, dropped it, or stalled past the ack wait)
+/// was never reported: it is delivered once more, numbered
+/// `max_deliver + 1` and still final (the spare delivery), so the event is
+/// dead-lettered rather than lost; when the spare is not settled either,
+/// the event ends. In auto-ack mode ([`Subscription::next`]) an event is
+/// acknowledged when the caller asks for the next one or calls
 /// [`Subscription::close`]; an event whose caller dropped the subscription
 /// without finishing is redelivered (to durables), never lost. A stored
 /// message that is not a valid event is terminated and returned once as
