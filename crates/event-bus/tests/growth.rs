@@ -17,12 +17,12 @@ use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[path = "../../event-core/tests/growth_support/mod.rs"]
 #[macro_use]
 mod growth_support;
-use growth_support::measured;
+use growth_support::{measured, wait_until};
 
 #[global_allocator]
 static ALLOCATOR: growth_support::Counting = growth_support::Counting;
@@ -52,24 +52,6 @@ async fn publish(bus: &EventBus, n: usize) {
     bus.publish("growth", "x", "s", "test", json!({ "n": n }))
         .await
         .unwrap();
-}
-
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    let mut polls = 0u32;
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        // a few turns for the other tasks first, then the timers' too
-        polls += 1;
-        if polls > 16 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
-    }
 }
 
 /// Bus subscriptions opened, read and dropped or closed; provider

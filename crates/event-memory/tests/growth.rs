@@ -9,57 +9,21 @@
 
 use event_core::{Event, EventProvider, PublishOptions, SubscribeOptions};
 use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[path = "../../event-core/tests/growth_support/mod.rs"]
+#[macro_use]
 mod growth_support;
-use growth_support::LIVE;
+use growth_support::measured;
 
 #[global_allocator]
 static ALLOCATOR: growth_support::Counting = growth_support::Counting;
-
-/// One measurement at a time.
-static TURN: Mutex<()> = Mutex::new(());
 
 /// Growth allowed over a whole measured run: far below what one byte kept
 /// per operation would add up to over [`ROUNDS`] operations.
 const SLACK: isize = 48 * 1024;
 const WARMUP: usize = 2_000;
 const ROUNDS: usize = 100_000;
-
-/// Runs `$body` (with `$n` counting) [`WARMUP`] times, to reach the
-/// steady state (buffers at their working size), then `$rounds` times more,
-/// and asserts that live bytes did not grow by more than [`SLACK`] over the
-/// second run. Expanded in place, so the body may borrow and `.await`.
-macro_rules! stays_flat {
-    ($what:expr, $rounds:expr, |$n:ident| $body:block) => {{
-        for $n in 0..WARMUP {
-            $body
-        }
-        let before = LIVE.load(Ordering::Relaxed);
-        for $n in WARMUP..WARMUP + $rounds {
-            $body
-        }
-        check_flat($what, $rounds, LIVE.load(Ordering::Relaxed) - before);
-    }};
-}
-
-fn check_flat(what: &str, rounds: usize, grown: isize) {
-    assert!(
-        grown <= SLACK,
-        "{what}: {grown} bytes more are held after {rounds} more rounds ({} per round)",
-        grown / isize::try_from(rounds).unwrap_or(1)
-    );
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A provider whose bounded stores (the ring, the dedup window) fill during
 /// the warm-up, so that what grows after it is what the loop leaks.
@@ -89,13 +53,10 @@ fn event(p: &MemoryProvider, n: usize) -> Event {
 
 #[test]
 fn ephemeral_subscriptions_opened_and_dropped_leave_nothing_behind() {
-    let _turn = TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    runtime().block_on(async {
+    measured(async {
         let p = provider();
         let filter = p.category_subject("growth");
-        stays_flat!("subscribe, receive, drop", ROUNDS, |n| {
+        stays_flat!("subscribe, receive, drop", SLACK, WARMUP, ROUNDS, |n| {
             let mut sub = p.subscribe(&filter).await.unwrap();
             p.publish(&event(&p, n)).await.unwrap();
             assert!(sub.next().await.unwrap().is_some());
@@ -109,43 +70,43 @@ fn ephemeral_subscriptions_opened_and_dropped_leave_nothing_behind() {
 
 #[test]
 fn durables_created_and_unsubscribed_leave_nothing_behind() {
-    let _turn = TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    runtime().block_on(async {
+    measured(async {
         let p = provider();
         let filter = p.category_subject("growth");
         p.publish(&event(&p, 0)).await.unwrap();
-        stays_flat!("durable per name, then unsubscribe", ROUNDS / 4, |n| {
-            // a new name every time, as per-session durables have
-            let name = format!("session-{n:08}-{}", "x".repeat(24));
-            let mut sub = p.subscribe_durable(&name, &filter).await.unwrap();
-            let pending = sub.next_manual_ack().await.unwrap().unwrap();
-            if n % 3 == 0 {
-                // left unsettled: the deleted durable's in-flight state
-                drop(pending);
-            } else {
-                pending.ack().await.unwrap();
+        stays_flat!(
+            "durable per name, then unsubscribe",
+            SLACK,
+            WARMUP,
+            ROUNDS / 4,
+            |n| {
+                // a new name every time, as per-session durables have
+                let name = format!("session-{n:08}-{}", "x".repeat(24));
+                let mut sub = p.subscribe_durable(&name, &filter).await.unwrap();
+                let pending = sub.next_manual_ack().await.unwrap().unwrap();
+                if n % 3 == 0 {
+                    // left unsettled: the deleted durable's in-flight state
+                    drop(pending);
+                } else {
+                    pending.ack().await.unwrap();
+                }
+                if n % 2 == 0 {
+                    // unsubscribed while its subscription is still open
+                    p.unsubscribe(&name).await.unwrap();
+                    drop(sub);
+                } else {
+                    drop(sub);
+                    p.unsubscribe(&name).await.unwrap();
+                }
             }
-            if n % 2 == 0 {
-                // unsubscribed while its subscription is still open
-                p.unsubscribe(&name).await.unwrap();
-                drop(sub);
-            } else {
-                drop(sub);
-                p.unsubscribe(&name).await.unwrap();
-            }
-        });
+        );
         assert_eq!(p.info().await.unwrap().consumers, 0);
     });
 }
 
 #[test]
 fn in_progress_and_nak_loops_on_one_delivery_keep_one_timer() {
-    let _turn = TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    runtime().block_on(async {
+    measured(async {
         let p = provider();
         let filter = p.category_subject("growth");
         let options = SubscribeOptions {
@@ -158,25 +119,28 @@ fn in_progress_and_nak_loops_on_one_delivery_keep_one_timer() {
             .unwrap();
         p.publish(&event(&p, 0)).await.unwrap();
         let mut pending = sub.next_manual_ack().await.unwrap().unwrap();
-        stays_flat!("in_progress, nak, redelivery", ROUNDS, |_n| {
-            pending.in_progress().await.unwrap();
-            pending.in_progress().await.unwrap();
-            pending.nak().await.unwrap();
-            // redelivered at once, to the same subscription
-            pending = sub.next_manual_ack().await.unwrap().unwrap();
-        });
+        stays_flat!(
+            "in_progress, nak, redelivery",
+            SLACK,
+            WARMUP,
+            ROUNDS,
+            |_n| {
+                pending.in_progress().await.unwrap();
+                pending.in_progress().await.unwrap();
+                pending.nak().await.unwrap();
+                // redelivered at once, to the same subscription
+                pending = sub.next_manual_ack().await.unwrap().unwrap();
+            }
+        );
         assert_eq!(pending.received.num_delivered, (WARMUP + ROUNDS + 1) as u64);
     });
 }
 
 #[test]
 fn publishing_unique_ids_keeps_the_dedup_window_bounded() {
-    let _turn = TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    runtime().block_on(async {
+    measured(async {
         let p = provider();
-        stays_flat!("publish with a new dedup id", ROUNDS, |n| {
+        stays_flat!("publish with a new dedup id", SLACK, WARMUP, ROUNDS, |n| {
             // long ids: kept out of line, so a kept one costs an allocation
             let options = PublishOptions {
                 msg_id: Some(format!("{n:08}-{}", "d".repeat(64))),

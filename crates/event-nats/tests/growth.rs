@@ -14,74 +14,24 @@ mod common;
 use common::NatsServer;
 use event_core::{Event, EventProvider};
 use event_nats::NatsProvider;
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[path = "../../event-core/tests/growth_support/mod.rs"]
+#[macro_use]
 mod growth_support;
-use growth_support::LIVE;
+use growth_support::measured;
 
 #[global_allocator]
 static ALLOCATOR: growth_support::Counting = growth_support::Counting;
-
-/// One measurement at a time.
-static TURN: Mutex<()> = Mutex::new(());
 
 /// Growth allowed over a whole measured run: far below what 64 bytes kept
 /// per operation add up to over [`ROUNDS`] operations.
 const SLACK: isize = 32 * 1024;
 const WARMUP: usize = 300;
 const ROUNDS: usize = 1_500;
-
-/// Runs `$body` (with `$n` counting) [`WARMUP`] times, to reach the steady
-/// state (the client's buffers at their working size), then `$rounds` times
-/// more, and asserts that live bytes did not grow by more than [`SLACK`]
-/// and that no task was left running. Expanded in place, so the body may
-/// borrow and `.await`.
-macro_rules! stays_flat {
-    ($what:expr, $rounds:expr, |$n:ident| $body:block) => {{
-        for $n in 0..WARMUP {
-            $body
-        }
-        settle(None).await;
-        let tasks = alive_tasks();
-        let before = LIVE.load(Ordering::Relaxed);
-        for $n in WARMUP..WARMUP + $rounds {
-            $body
-        }
-        let now = settle(Some(tasks)).await;
-        assert!(now <= tasks, "{}: {tasks} tasks before, {now} after", $what);
-        let grown = LIVE.load(Ordering::Relaxed) - before;
-        assert!(
-            grown <= SLACK,
-            "{}: {grown} bytes more are held after {} more rounds ({} per round)",
-            $what,
-            $rounds,
-            grown / isize::try_from($rounds).unwrap_or(1)
-        );
-    }};
-}
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
-
-/// Lets background work started by the loop (consumer deletions, the
-/// client's unsubscribes) finish: a moment, and then, given `tasks`, until
-/// no more tasks than that are alive (10 s at most: a task that outlives
-/// its work never ends); returns the tasks alive then.
-async fn settle(tasks: Option<usize>) -> usize {
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tasks.is_some_and(|tasks| alive_tasks() > tasks) && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    alive_tasks()
-}
+/// Before each measurement: time for background consumer deletions and
+/// the client's unsubscribes.
+const PAUSE: Duration = Duration::from_millis(200);
 
 macro_rules! server {
     ($name:expr) => {
@@ -119,22 +69,6 @@ async fn no_consumers_left(p: &NatsProvider) {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Runs `test` on a runtime of its own, when no other test of this binary
-/// runs.
-fn measured(test: impl std::future::Future<Output = ()>) {
-    let _turn = TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    runtime().block_on(test);
-}
-
 /// Durables with a new name each (per-session or per-job durables),
 /// subscribed and deleted: the provider's record of deleted durables (which
 /// ends subscriptions opened on a durable before it was deleted) must not
@@ -148,18 +82,25 @@ fn durables_created_and_deleted_under_new_names_leave_nothing_behind() {
             .unwrap();
         let filter = p.category_subject("growth");
         let suffix = "s".repeat(96);
-        stays_flat!("durable per name, then unsubscribe", ROUNDS, |n| {
-            let name = format!("job-{n:06}-{suffix}");
-            let sub = p.subscribe_durable(&name, &filter).await.unwrap();
-            if n % 2 == 0 {
-                drop(sub);
-                p.unsubscribe(&name).await.unwrap();
-            } else {
-                // deleted while a subscription on it is open
-                p.unsubscribe(&name).await.unwrap();
-                drop(sub);
+        stays_flat!(
+            "durable per name, then unsubscribe",
+            SLACK,
+            WARMUP,
+            ROUNDS,
+            PAUSE,
+            |n| {
+                let name = format!("job-{n:06}-{suffix}");
+                let sub = p.subscribe_durable(&name, &filter).await.unwrap();
+                if n % 2 == 0 {
+                    drop(sub);
+                    p.unsubscribe(&name).await.unwrap();
+                } else {
+                    // deleted while a subscription on it is open
+                    p.unsubscribe(&name).await.unwrap();
+                    drop(sub);
+                }
             }
-        });
+        );
     });
 }
 
@@ -174,15 +115,22 @@ fn ephemeral_subscriptions_opened_and_dropped_leave_nothing_behind() {
             .await
             .unwrap();
         let filter = p.category_subject("growth");
-        stays_flat!("subscribe, receive, close or drop", ROUNDS / 2, |n| {
-            let mut sub = p.subscribe(&filter).await.unwrap();
-            p.publish(&event(&p, n)).await.unwrap();
-            let got = sub.next_manual_ack().await.unwrap().unwrap();
-            got.ack().await.unwrap();
-            if n % 2 == 0 {
-                sub.close().await.unwrap();
+        stays_flat!(
+            "subscribe, receive, close or drop",
+            SLACK,
+            WARMUP,
+            ROUNDS / 2,
+            PAUSE,
+            |n| {
+                let mut sub = p.subscribe(&filter).await.unwrap();
+                p.publish(&event(&p, n)).await.unwrap();
+                let got = sub.next_manual_ack().await.unwrap().unwrap();
+                got.ack().await.unwrap();
+                if n % 2 == 0 {
+                    sub.close().await.unwrap();
+                }
             }
-        });
+        );
         // the dropped ones' consumers were deleted too
         no_consumers_left(&p).await;
     });
@@ -201,7 +149,7 @@ fn history_calls_leave_nothing_behind() {
             p.publish(&event(&p, n)).await.unwrap();
         }
         let filter = p.category_subject("growth");
-        stays_flat!("history", ROUNDS / 2, |n| {
+        stays_flat!("history", SLACK, WARMUP, ROUNDS / 2, PAUSE, |n| {
             let filter = (n % 2 == 0).then_some(filter.as_str());
             assert_eq!(p.history(filter, 5).await.unwrap().len(), 5);
         });

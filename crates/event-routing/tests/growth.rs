@@ -14,12 +14,11 @@ use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use event_routing::{Broker, BrokerConfig, DeliverySpec, InProcessSink, Trigger, TriggerFilter};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 #[path = "../../event-core/tests/growth_support/mod.rs"]
 #[macro_use]
 mod growth_support;
-use growth_support::measured;
+use growth_support::{measured, wait_until};
 
 #[global_allocator]
 static ALLOCATOR: growth_support::Counting = growth_support::Counting;
@@ -51,24 +50,6 @@ fn counting_sink(count: &Arc<AtomicUsize>) -> Arc<InProcessSink> {
             Ok(())
         }
     }))
-}
-
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    let mut polls = 0u32;
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        // a few turns for the other tasks first, then the timers' too
-        polls += 1;
-        if polls > 16 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
-    }
 }
 
 /// Triggers added, losing a delivery (their loss-warning state records

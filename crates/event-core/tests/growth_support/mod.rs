@@ -83,34 +83,75 @@ pub fn measured(test: impl std::future::Future<Output = ()>) {
         .block_on(test);
 }
 
-/// Lets tasks the loop ended (runner loops, detached hand-offs) finish.
-pub async fn settle() {
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+/// Tasks alive on the current runtime.
+pub fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Lets work the loop started in the background finish (runner loops,
+/// detached hand-offs, consumer deletions): `pause`, and then, given
+/// `tasks`, until no more tasks than that are alive (10 s at most: a task
+/// that outlives its work never ends); returns the tasks alive then.
+pub async fn settle(pause: Duration, tasks: Option<usize>) -> usize {
+    tokio::time::sleep(pause).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tasks.is_some_and(|tasks| alive_tasks() > tasks) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    alive_tasks()
+}
+
+/// Polls `cond` until it holds (20 s at most): a few turns for the other
+/// tasks first, then the timers' too.
+pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    let mut polls = 0u32;
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        polls += 1;
+        if polls > 16 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
 /// Runs `$body` (with `$n` counting) `$warmup` times, to reach the steady
 /// state (buffers at their working size), then `$rounds` times more, and
 /// asserts that live bytes did not grow by more than `$slack` and that no
-/// task was left running. Expanded in place, so the body may borrow and
-/// `.await`. (The including file declares this module `growth_support` at
-/// its root, with `#[macro_use]`.)
+/// task was left running. Before each measurement it lets background work
+/// finish ([`settle`], with `$pause`, 20 ms when not given). Expanded in
+/// place, so the body may borrow and `.await`. (The including file declares
+/// this module `growth_support` at its root, with `#[macro_use]`.)
 #[allow(unused_macros)]
 macro_rules! stays_flat {
-    ($what:expr, $slack:expr, $warmup:expr, $rounds:expr, |$n:ident| $body:block) => {{
+    ($what:expr, $slack:expr, $warmup:expr, $rounds:expr, |$n:ident| $body:block) => {
+        stays_flat!(
+            $what,
+            $slack,
+            $warmup,
+            $rounds,
+            std::time::Duration::from_millis(20),
+            |$n| $body
+        )
+    };
+    ($what:expr, $slack:expr, $warmup:expr, $rounds:expr, $pause:expr, |$n:ident| $body:block) => {{
         for $n in 0..$warmup {
             $body
         }
-        crate::growth_support::settle().await;
-        let tasks = tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks();
+        let tasks = crate::growth_support::settle($pause, None).await;
         let before = crate::growth_support::live();
         for $n in $warmup..$warmup + $rounds {
             $body
         }
-        crate::growth_support::settle().await;
+        let now = crate::growth_support::settle($pause, Some(tasks)).await;
         let grown = crate::growth_support::live() - before;
         assert!(
             grown <= $slack,
@@ -119,9 +160,6 @@ macro_rules! stays_flat {
             $rounds,
             grown / isize::try_from($rounds).unwrap_or(1)
         );
-        let now = tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks();
         assert!(now <= tasks, "{}: {tasks} tasks before, {now} after", $what);
     }};
 }
