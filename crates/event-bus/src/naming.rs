@@ -5,7 +5,7 @@ const READABLE_MAX: usize = 48;
 
 /// 64-bit FNV-1a: stable across processes, platforms and releases (unlike
 /// std's `DefaultHasher`).
-fn fnv1a64(chunks: &[&[u8]]) -> u64 {
+pub(crate) fn fnv1a64(chunks: &[&[u8]]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;

@@ -206,7 +206,10 @@ impl BusSubscription {
         let pending = match next {
             Ok(Some(pending)) => pending,
             Ok(None) => return Ok(None),
-            Err(err) => return Err(Inner::report_error(&self.bus, err).await),
+            Err(err) => {
+                let subscriber = self.membership.as_ref().map(|m| m.subscriber_id.as_str());
+                return Err(Inner::report_error(&self.bus, err, subscriber).await);
+            }
         };
         if !self.bus.hooks.encrypting() {
             return Ok(Some(pending));
@@ -225,8 +228,11 @@ impl BusSubscription {
             Err(err) => {
                 let last = pending.is_final_delivery();
                 let (received, _, acker) = pending.into_parts();
-                let dead = DeadLetterEvent::new(Event::clone(&received.event), err.to_string())
+                let mut dead = DeadLetterEvent::new(Event::clone(&received.event), err.to_string())
                     .with_attempts(received.num_delivered);
+                if let Some(m) = &self.membership {
+                    dead = dead.with_subscriber(m.subscriber_id.clone());
+                }
                 // decrypting fails the first time it is tried
                 let at = dead.dead_lettered_at;
                 let dead = dead.with_first_failure_at(at);
@@ -293,9 +299,14 @@ impl Inner {
         Some(result)
     }
 
-    /// Counts lag, dead-letters undecodable messages; returns the error to
+    /// Counts lag, dead-letters undecodable messages (naming `subscriber`,
+    /// the managed subscriber that read them, if any); returns the error to
     /// report.
-    pub(crate) async fn report_error(this: &Arc<Self>, err: Error) -> Error {
+    pub(crate) async fn report_error(
+        this: &Arc<Self>,
+        err: Error,
+        subscriber: Option<&str>,
+    ) -> Error {
         match &err {
             Error::Lagged { missed } => this.metrics.add_lagged(*missed),
             Error::Undecodable {
@@ -319,8 +330,11 @@ impl Inner {
                         .into_iter()
                         .collect(),
                 };
-                let dead =
+                let mut dead =
                     DeadLetterEvent::new(event, format!("undecodable: {reason}")).with_attempts(1);
+                if let Some(subscriber) = subscriber {
+                    dead = dead.with_subscriber(subscriber);
+                }
                 let at = dead.dead_lettered_at;
                 let dead = dead.with_first_failure_at(at);
                 // The provider already terminated the message; a refusal is

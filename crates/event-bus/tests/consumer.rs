@@ -171,6 +171,7 @@ async fn exhausted_events_are_dead_lettered_with_metadata_and_nothing_is_lost() 
     assert_eq!(dead.len(), 8);
     for d in &dead {
         assert_eq!(d.original_subject, "events.orders.new");
+        assert_eq!(d.subscriber.as_deref(), Some("w"));
         assert_eq!(d.delivery_attempts, 3);
         assert!(d.reason.starts_with("poison "), "{}", d.reason);
         let first = d.first_failure_at.expect("first failure time");
@@ -514,6 +515,7 @@ async fn handler_sees_plaintext_and_undecryptable_events_are_dead_lettered() {
     assert_eq!(dead.event.id, foreign.id);
     assert!(dead.reason.contains("unknown key"), "{}", dead.reason);
     assert_eq!(dead.first_failure_at, Some(dead.dead_lettered_at));
+    assert_eq!(dead.subscriber.as_deref(), Some("w"));
 }
 
 #[tokio::test]

@@ -171,6 +171,9 @@ fn dead_letter_records_round_trip_and_mutations_never_panic() {
         if rng.one_in(2) {
             dead = dead.with_first_failure_at(rng.next_u64());
         }
+        if rng.one_in(2) {
+            dead = dead.with_subscriber(random_string(rng));
+        }
         let value = serde_json::to_value(&dead).unwrap();
         let back: DeadLetterEvent = serde_json::from_value(value.clone()).unwrap();
         assert_eq!(back, dead);

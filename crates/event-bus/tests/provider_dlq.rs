@@ -391,3 +391,93 @@ async fn a_dead_letter_too_deep_to_read_back_is_refused_even_encrypted() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].event, fits);
 }
+
+/// Two subscribers that both fail the same event each get a dead letter
+/// naming them (one subscriber's failure does not hide the other's); a
+/// letter handed over twice is still stored once; and re-driving both
+/// letters republishes the event once, so each subscriber handles it once.
+#[tokio::test]
+async fn each_subscriber_that_fails_an_event_gets_its_own_dead_letter_and_redrive_copies_once() {
+    let (bus, provider, dlq, _) = setup();
+    let options = SubscribeOptions {
+        max_deliver: Some(1),
+        ..Default::default()
+    };
+    for id in ["w1", "w2"] {
+        bus.update_subscription_with_options(
+            SubscriptionFilter {
+                subscriber_id: id.into(),
+                subjects: vec!["events.orders.>".into()],
+                durable: true,
+            },
+            options.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    let original = bus
+        .publish("orders", "new", "s", "src", json!({"n": 1}))
+        .await
+        .unwrap();
+    let handler = |r: ReceivedEvent| async move {
+        if r.event.metadata.contains_key("a3s.redriven_from") {
+            Ok::<(), BoxError>(())
+        } else {
+            Err("downstream unavailable".into())
+        }
+    };
+    let mut consumers = Vec::new();
+    for id in ["w1", "w2"] {
+        consumers.push(
+            bus.consume(id, handler, ConsumerConfig::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let start = Instant::now();
+    while consumers.iter().any(|c| c.report().dead_lettered < 1) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let dead = dlq.list(10).await.unwrap();
+    let mut subscribers: Vec<Option<String>> = dead.iter().map(|d| d.subscriber.clone()).collect();
+    subscribers.sort();
+    assert_eq!(
+        subscribers,
+        vec![Some("w1".to_owned()), Some("w2".to_owned())]
+    );
+    assert!(dead.iter().all(|d| d.event.id == original.id));
+
+    // the same letter handed over again (a retry after a lost reply)
+    dlq.handle(dead[0].clone()).await.unwrap();
+    assert_eq!(
+        provider
+            .history(Some("events.dlq.>"), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let report = dlq.redrive(&bus, 100).await.unwrap();
+    assert_eq!(report.redriven, 2);
+    while consumers.iter().any(|c| c.report().acked < 1) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // give a second copy, if one had been stored, time to arrive
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for consumer in consumers {
+        let report = consumer.report();
+        assert_eq!(report.acked, 1, "{report:?}");
+        consumer.shutdown(Duration::from_secs(1)).await;
+    }
+    let copies: Vec<Event> = bus
+        .list_events(Some("orders"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.metadata.contains_key("a3s.redriven_from"))
+        .collect();
+    assert_eq!(copies.len(), 1);
+}

@@ -98,6 +98,9 @@ fn bump(counter: &AtomicU64) {
 
 struct Shared {
     bus: Arc<Inner>,
+    /// The managed subscriber run by [`EventBus::consume`], named in its
+    /// dead letters.
+    subscriber: Option<String>,
     handler: Arc<dyn Handler>,
     config: ConsumerConfig,
     options: SubscribeOptions,
@@ -293,7 +296,8 @@ impl EventBus {
                 (sub, span)
             })
             .collect();
-        Ok(self.start(subs, options, Arc::new(handler), config))
+        let subscriber = Some(record.filter.subscriber_id.clone());
+        Ok(self.start(subs, subscriber, options, Arc::new(handler), config))
     }
 
     /// Runs `handler` over one subscription (a provider's is wrapped so it
@@ -311,7 +315,7 @@ impl EventBus {
         config.validate()?;
         let sub = self.wrap_subscription(subscription);
         let span = tracing::info_span!("a3s_event.consumer");
-        Ok(self.start(vec![(sub, span)], options, Arc::new(handler), config))
+        Ok(self.start(vec![(sub, span)], None, options, Arc::new(handler), config))
     }
 
     /// Runs one loop per subscription, each in its span (the logs of the
@@ -319,6 +323,7 @@ impl EventBus {
     fn start(
         &self,
         subs: Vec<(Box<dyn Subscription>, tracing::Span)>,
+        subscriber: Option<String>,
         options: SubscribeOptions,
         handler: Arc<dyn Handler>,
         config: ConsumerConfig,
@@ -327,6 +332,7 @@ impl EventBus {
         let failures = Failures::new(&options, subs.len());
         let shared = Arc::new(Shared {
             bus: self.inner.clone(),
+            subscriber,
             handler,
             permits: Arc::new(Semaphore::new(config.concurrency)),
             config,
@@ -676,9 +682,12 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
 
 async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, first_failure: u64) {
     let received = &pending.received;
-    let dead = DeadLetterEvent::new(Event::clone(&received.event), reason)
+    let mut dead = DeadLetterEvent::new(Event::clone(&received.event), reason)
         .with_attempts(received.num_delivered)
         .with_first_failure_at(first_failure);
+    if let Some(subscriber) = &shared.subscriber {
+        dead = dead.with_subscriber(subscriber.clone());
+    }
     let Some(dlq) = shared.bus.hooks.load().dlq.clone() else {
         tracing::error!(
             event_id = %received.event.id,

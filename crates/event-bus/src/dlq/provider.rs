@@ -32,8 +32,10 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// `a3s.original_subject`). Note that `{prefix}.>` subscribers see dead
 /// letters too.
 ///
-/// An event is stored once inside the provider's dedup window, however often
-/// its dead letter is handed over: a retry after a lost reply, or its spare
+/// An event is stored once per subscriber (see
+/// [`DeadLetterEvent::subscriber`]) inside the provider's dedup window,
+/// however often its dead letter is handed over: a retry after a lost
+/// reply, or its spare
 /// delivery (see [`PendingEvent::is_final_delivery`](event_core::PendingEvent::is_final_delivery))
 /// failing again after the final delivery was dead-lettered but not settled
 /// (the first dead letter, with its attempt count, is kept).
@@ -203,9 +205,13 @@ impl ProviderDlqHandler {
 
     /// Republishes up to `max` dead letters, oldest first, to their original
     /// subjects through `bus` (so they are validated, encrypted and routed
-    /// like any publish), each with a **fresh event id** (derived from the
-    /// dead letter's id, so a retried re-drive is deduplicated) and the
-    /// original event id in metadata `a3s.redriven_from`.
+    /// like any publish), each with a **fresh event id** and the original
+    /// event id in metadata `a3s.redriven_from`. The fresh id is derived
+    /// from the original one, so within the provider's dedup window a
+    /// retried re-drive stores nothing twice, and an event dead-lettered by
+    /// several subscribers (one dead letter each) is republished once: every
+    /// subscriber of its subject, those that handled it included, receives
+    /// the copy once.
     ///
     /// An event dead-lettered because it did not decrypt still carries its
     /// envelope, bound to its original id: it is decrypted with the bus's
@@ -270,11 +276,12 @@ impl ProviderDlqHandler {
                 .and_then(|dead| opened_for_redrive(bus, dead.event));
             match decoded {
                 Ok(mut event) => {
-                    // Derived from the dead letter's own (unique) id: a
-                    // re-drive retried after a failure that happened after
-                    // the store (a router refusal, a lost reply) is
+                    // Derived from the original event's id: a re-drive
+                    // retried after a failure that happened after the store
+                    // (a router refusal, a lost reply), and the dead letters
+                    // several subscribers made of one event, are
                     // deduplicated by the provider instead of stored twice.
-                    let fresh = redriven_id(&pending.received.event.id);
+                    let fresh = redriven_id(&event.id);
                     let from = std::mem::replace(&mut event.id, fresh);
                     event.metadata.insert(META_REDRIVEN_FROM.to_string(), from);
                     if let Err(err) = bus.publish_event(&event).await {
@@ -317,29 +324,40 @@ fn opened_for_redrive(bus: &EventBus, mut event: Event) -> Result<Event> {
     Ok(event)
 }
 
-/// The id a re-driven event gets: unique per dead letter, stable across
-/// re-drive attempts.
-fn redriven_id(dead_letter_id: &str) -> String {
-    format!(
-        "evt-redrive-{}",
-        dead_letter_id
-            .strip_prefix("evt-")
-            .unwrap_or(dead_letter_id)
-    )
+/// The id a re-driven event gets: one per original event, stable across
+/// re-drive attempts and across the dead letters of different subscribers,
+/// and distinct for distinct ids (the whole id is kept: an event's id is
+/// its publisher's choice, so `evt-x` and `x` are two events).
+fn redriven_id(original_id: &str) -> String {
+    format!("evt-redrive-{original_id}")
+}
+
+/// The dead letter's dedup id, deterministic per event and subscriber:
+/// handing the same dead letter over twice (a retry after a lost reply)
+/// stores it once, and so does the event's spare delivery failing again
+/// after its final delivery was dead-lettered but not settled (the holder
+/// died in between, or the server lost the settlement): that one counts one
+/// attempt more. Each subscriber that fails the same event gets a dead
+/// letter of its own (its id is hashed in: an id may hold characters a
+/// dedup id cannot). A re-driven event has an id of its own.
+fn dedup_id(dead_letter: &DeadLetterEvent) -> String {
+    let id = &dead_letter.event.id;
+    match &dead_letter.subscriber {
+        None => format!("a3s-dlq:{id}"),
+        Some(subscriber) => {
+            let len = (subscriber.len() as u64).to_le_bytes();
+            let hash = crate::naming::fnv1a64(&[&len, subscriber.as_bytes()]);
+            format!("a3s-dlq:{id}:{hash:016x}")
+        }
+    }
 }
 
 #[async_trait]
 impl DlqHandler for ProviderDlqHandler {
     async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
         let event = self.encode_event(&dead_letter)?;
-        // Deterministic dedup id, one per event: handing the same dead
-        // letter over twice (a retry after a lost reply) stores it once, and
-        // so does the event's spare delivery failing again after its final
-        // delivery was dead-lettered but not settled (the holder died in
-        // between, or the server lost the settlement): that one counts one
-        // attempt more. A re-driven event has an id of its own.
         let options = PublishOptions {
-            msg_id: Some(format!("a3s-dlq:{}", dead_letter.event.id)),
+            msg_id: Some(dedup_id(&dead_letter)),
             ..PublishOptions::default()
         };
         match self.provider.publish_with_options(&event, &options).await {

@@ -22,6 +22,12 @@ pub struct DeadLetterEvent {
     /// When the first delivery failed, Unix milliseconds, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_failure_at: Option<u64>,
+    /// Who failed to process it, when known: the bus sets the managed
+    /// subscriber's id (the same event can fail independently for each
+    /// subscriber that receives it, and each failure is its own dead
+    /// letter). `None` for dead letters made outside a managed subscriber.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber: Option<String>,
 }
 
 impl DeadLetterEvent {
@@ -35,6 +41,7 @@ impl DeadLetterEvent {
             dead_lettered_at: now_millis(),
             delivery_attempts: 0,
             first_failure_at: None,
+            subscriber: None,
         }
     }
 
@@ -51,6 +58,13 @@ impl DeadLetterEvent {
         self.first_failure_at = Some(at);
         self
     }
+
+    /// Sets the subscriber that failed to process the event.
+    #[must_use]
+    pub fn with_subscriber(mut self, subscriber: impl Into<String>) -> Self {
+        self.subscriber = Some(subscriber.into());
+        self
+    }
 }
 
 /// Receives events that exhausted their deliveries or could not be decoded.
@@ -60,10 +74,12 @@ impl DeadLetterEvent {
 /// - `handle` stores or forwards the dead letter; it returns only when that is
 ///   done (a durable handler has persisted it). On error the caller leaves
 ///   the original event unacknowledged: if deliveries remain it comes back
-///   and dead-lettering is tried again; after its final delivery the provider
-///   does not deliver it again, so it then remains only in the stream
-///   (readable through `history` while retention keeps it), and the failure
-///   is counted and logged. Keep DLQ handlers highly available (or
+///   and dead-lettering is tried again; a final delivery left unsettled
+///   comes once more (the spare delivery, see
+///   [`PendingEvent::is_final_delivery`](crate::PendingEvent::is_final_delivery)),
+///   and after that the provider does not deliver it again, so it then
+///   remains only in the stream (readable through `history` while retention
+///   keeps it), and the failure is counted and logged. Keep DLQ handlers highly available (or
 ///   `max_deliver` unset) where that matters.
 /// - `list` returns the newest first, at most `limit`.
 #[async_trait]
