@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// - metadata [`DLQ_REASON`](metadata::DLQ_REASON),
 ///   [`DLQ_ORIGINAL_SUBJECT`](metadata::DLQ_ORIGINAL_SUBJECT),
 ///   [`DLQ_ATTEMPTS`](metadata::DLQ_ATTEMPTS),
-///   [`DLQ_FIRST_FAILURE_AT`](metadata::DLQ_FIRST_FAILURE_AT) (when known) and
+///   [`DLQ_FIRST_FAILURE_AT`](metadata::DLQ_FIRST_FAILURE_AT) (when known),
+///   [`DLQ_SUBSCRIBER`](metadata::DLQ_SUBSCRIBER) (when known) and
 ///   [`DLQ_DEAD_LETTERED_AT`](metadata::DLQ_DEAD_LETTERED_AT).
 ///
 /// `handle` returns the sink's error, so the caller keeps the original event
@@ -158,6 +159,9 @@ impl SinkDlqHandler {
         );
         if let Some(at) = dead_letter.first_failure_at {
             m.insert(metadata::DLQ_FIRST_FAILURE_AT.to_owned(), at.to_string());
+        }
+        if let Some(subscriber) = &dead_letter.subscriber {
+            m.insert(metadata::DLQ_SUBSCRIBER.to_owned(), subscriber.clone());
         }
         m.insert(
             metadata::DLQ_DEAD_LETTERED_AT.to_owned(),

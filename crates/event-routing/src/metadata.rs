@@ -30,3 +30,6 @@ pub const DLQ_ORIGINAL_SUBJECT: &str = "dlqoriginalsubject";
 pub const DLQ_FIRST_FAILURE_AT: &str = "dlqfirstfailureat";
 /// Time the event was dead-lettered, Unix milliseconds.
 pub const DLQ_DEAD_LETTERED_AT: &str = "dlqdeadletteredat";
+/// The subscriber that failed to process the event, when the dead letter
+/// names one (see `DeadLetterEvent::subscriber`).
+pub const DLQ_SUBSCRIBER: &str = "dlqsubscriber";

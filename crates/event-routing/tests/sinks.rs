@@ -160,7 +160,8 @@ async fn sink_dlq_handler_forwards_under_the_configured_prefix_with_metadata() {
     let original = event();
     let letter = DeadLetterEvent::new(original.clone(), "handler failed: timeout")
         .with_attempts(5)
-        .with_first_failure_at(1_700_000_000_000);
+        .with_first_failure_at(1_700_000_000_000)
+        .with_subscriber("billing");
     dlq.handle(letter.clone()).await.unwrap();
 
     let forwarded = &sink.events()[0];
@@ -175,6 +176,7 @@ async fn sink_dlq_handler_forwards_under_the_configured_prefix_with_metadata() {
     assert_eq!(m["dlqattempts"], "5");
     assert_eq!(m["dlqfirstfailureat"], "1700000000000");
     assert_eq!(m["dlqdeadletteredat"], letter.dead_lettered_at.to_string());
+    assert_eq!(m["dlqsubscriber"], "billing");
 
     for i in 0..3 {
         dlq.handle(DeadLetterEvent::new(event(), format!("r{i}")))
