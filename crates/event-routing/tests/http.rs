@@ -1031,3 +1031,322 @@ async fn webhook_closes_connections_that_stay_silent_or_idle() {
         Err(Error::InvalidConfig { .. })
     ));
 }
+
+/// Deliveries that take `delay` (`None`: never end), counted as they start
+/// and as they end.
+struct SlowSink {
+    delay: Option<Duration>,
+    started: std::sync::atomic::AtomicUsize,
+    delivered: std::sync::atomic::AtomicUsize,
+}
+
+impl SlowSink {
+    fn new(delay: Option<Duration>) -> Arc<Self> {
+        Arc::new(Self {
+            delay,
+            started: 0.into(),
+            delivered: 0.into(),
+        })
+    }
+
+    fn started(&self) -> usize {
+        self.started.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn delivered(&self) -> usize {
+        self.delivered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (5 s at most) until a delivery has started.
+    async fn wait_started(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.started() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no delivery started"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventSink for SlowSink {
+    async fn deliver(&self, _event: &Event) -> event_core::Result<()> {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match self.delay {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => std::future::pending().await,
+        }
+        self.delivered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn name(&self) -> &str {
+        "slow"
+    }
+}
+
+/// The head (with `extra` headers) and the body of a binary-mode POST of
+/// `event` to `/events`, as a raw HTTP/1.1 client sends them.
+fn raw_request(event: &Event, extra: &str) -> (Vec<u8>, Vec<u8>) {
+    let msg = to_http(event, Mode::Binary).unwrap();
+    let mut head = format!(
+        "POST /events HTTP/1.1\r\nHost: webhook\r\nContent-Length: {}\r\n{extra}",
+        msg.body.len()
+    );
+    for (name, value) in &msg.headers {
+        head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    head.push_str("\r\n");
+    (head.into_bytes(), msg.body)
+}
+
+/// An order whose body is large enough to send in many pieces.
+fn large_order() -> Event {
+    let mut event = order();
+    event.payload = json!({"id": 7, "note": "x".repeat(2_000)});
+    event
+}
+
+/// Sends the head of a request with `Expect: 100-continue`, waits for the
+/// server's `100 Continue` (the handler is reading the body then), sends
+/// half of the body and stops: a sender that stalls mid-body.
+async fn stalled_request(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (head, body) = raw_request(&large_order(), "Expect: 100-continue\r\n");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&head).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !seen.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("no 100 Continue")
+            .unwrap();
+        assert_ne!(n, 0, "closed before 100 Continue");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 100"), "{seen:?}");
+    conn.write_all(&body[..body.len() / 2]).await.unwrap();
+    conn
+}
+
+/// A sender that sends a request head and then only part of the body (a
+/// slowloris, or a sender that hung mid-request) is answered `408` and
+/// disconnected after the body timeout, instead of holding a socket and a
+/// task for as long as the server runs; nothing is delivered.
+#[tokio::test]
+async fn webhook_answers_408_and_closes_when_a_request_body_stalls() {
+    use tokio::io::AsyncWriteExt;
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_body_timeout(Duration::from_millis(300))
+        .unwrap();
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+
+    // the head and half the body at once, then nothing
+    let (head, body) = raw_request(&order(), "");
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&head).await.unwrap();
+    stalled.write_all(&body[..body.len() / 2]).await.unwrap();
+    // the same after a `100 Continue`
+    let mut continued = stalled_request(addr).await;
+
+    let limit = Duration::from_secs(5);
+    for (what, conn) in [("stalled", &mut stalled), ("continued", &mut continued)] {
+        let answer = read_until_closed(conn, limit)
+            .await
+            .map(|text| String::from_utf8_lossy(&text).into_owned());
+        assert!(
+            answer
+                .as_ref()
+                .is_ok_and(|text| text.contains("HTTP/1.1 408")),
+            "the {what} request was not answered 408 and closed: {answer:?}"
+        );
+    }
+    assert!(sink.is_empty());
+
+    // a working client is served as before
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let (status, text) = send(addr, "/events", msg.headers, msg.body).await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(sink.len(), 1);
+    source.stop().await.unwrap();
+
+    assert!(matches!(
+        WebhookSource::new("w", addr).with_body_timeout(Duration::ZERO),
+        Err(Error::InvalidConfig { .. })
+    ));
+}
+
+/// The body timeout bounds the whole body, not the pause between two
+/// pieces: a sender that trickles a byte at a time is cut off too.
+#[tokio::test]
+async fn webhook_closes_a_request_whose_body_trickles_past_the_body_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_body_timeout(Duration::from_millis(300))
+        .unwrap();
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+
+    let (head, body) = raw_request(&large_order(), "");
+    let conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = conn.into_split();
+    let trickle = tokio::spawn(async move {
+        write.write_all(&head).await?;
+        // a byte every 20 ms: the whole body would take 40 s
+        for byte in body.chunks(1) {
+            write.write_all(byte).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::io::Result::Ok(write)
+    });
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    trickle.abort();
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        closed.is_ok(),
+        "the trickling sender was not disconnected: {seen:?}"
+    );
+    // the 408 is written; whether it reaches a sender that keeps writing
+    // into a closed connection depends on its TCP stack (a reset may drop it)
+    assert!(
+        seen.is_empty() || seen.starts_with("HTTP/1.1 408"),
+        "{seen}"
+    );
+    assert!(sink.is_empty());
+    source.stop().await.unwrap();
+}
+
+/// The body timeout bounds reading the body only: a sender that pauses
+/// briefly mid-body, or whose event takes the sink longer than the body
+/// timeout to deliver (a slow sink is not the sender's fault), is answered
+/// 202.
+#[tokio::test]
+async fn a_slow_sink_or_a_brief_pause_mid_body_is_not_a_body_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let sink = SlowSink::new(Some(Duration::from_millis(2_500)));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_body_timeout(Duration::from_millis(2_000))
+        .unwrap();
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+
+    // `Connection: close`: the server closes the connection after answering
+    let (head, body) = raw_request(&large_order(), "Connection: close\r\n");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&head).await.unwrap();
+    conn.write_all(&body[..body.len() / 2]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.write_all(&body[body.len() / 2..]).await.unwrap();
+    let answer = read_until_closed(&mut conn, Duration::from_secs(10))
+        .await
+        .map(|text| String::from_utf8_lossy(&text).into_owned());
+    assert!(
+        answer
+            .as_ref()
+            .is_ok_and(|text| text.starts_with("HTTP/1.1 202")),
+        "{answer:?}"
+    );
+    assert_eq!(sink.delivered(), 1);
+    source.stop().await.unwrap();
+}
+
+/// `stop` does not wait for a sender that stalls mid-body: it returns once
+/// the shutdown grace period is over, with the connection closed and
+/// nothing delivered (the sender got no answer, so it retries elsewhere).
+#[tokio::test]
+async fn webhook_stop_returns_within_the_grace_period_while_a_body_stalls() {
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        // long enough that only the grace period can end the request
+        .with_body_timeout(Duration::from_secs(60))
+        .unwrap()
+        .with_shutdown_grace(Duration::from_millis(300));
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let mut stalled = stalled_request(addr).await;
+
+    let stopped = tokio::time::timeout(Duration::from_secs(10), source.stop()).await;
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "stop did not return: {stopped:?}"
+    );
+    assert!(!source.is_running());
+    let answer = read_until_closed(&mut stalled, Duration::from_secs(5))
+        .await
+        .map(|text| String::from_utf8_lossy(&text).into_owned());
+    assert!(
+        answer.as_ref().is_ok_and(|text| !text.contains(" 202 ")),
+        "the stalled connection was not closed, or accepted: {answer:?}"
+    );
+    assert!(sink.is_empty());
+}
+
+/// A request in progress when `stop` is called finishes within the grace
+/// period and is answered; a delivery still running when the grace period
+/// ends (a stuck sink) is cancelled, the sender gets no answer (so it
+/// retries) and `stop` returns.
+#[tokio::test]
+async fn stop_lets_a_request_finish_within_the_grace_period_and_cancels_a_stuck_sink_after_it() {
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+
+    // a delivery that takes 300 ms, a 10 s grace period: answered 202
+    let sink = SlowSink::new(Some(Duration::from_millis(300)));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_shutdown_grace(Duration::from_secs(10));
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let request = tokio::spawn(send(addr, "/events", msg.headers.clone(), msg.body.clone()));
+    sink.wait_started().await;
+    source.stop().await.unwrap();
+    assert_eq!(request.await.unwrap().0, 202);
+    assert_eq!(sink.delivered(), 1);
+
+    // a delivery that never ends, a 300 ms grace period: cancelled
+    let sink = SlowSink::new(None);
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_shutdown_grace(Duration::from_millis(300));
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let client = reqwest::Client::new();
+    let request = tokio::spawn(
+        client
+            .post(format!("http://{addr}/events"))
+            .headers(msg.headers.clone())
+            .body(msg.body.clone())
+            .send(),
+    );
+    sink.wait_started().await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), source.stop()).await;
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "stop did not return: {stopped:?}"
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .expect("the request was not cut off")
+        .unwrap();
+    assert!(
+        answer.is_err(),
+        "the sender got an answer for an event not delivered: {answer:?}"
+    );
+    assert_eq!(sink.delivered(), 0);
+}

@@ -10,4 +10,6 @@ mod webhook;
 
 pub use event_cloudevents::http::Mode;
 pub use sink::HttpSink;
-pub use webhook::{DEFAULT_IDLE_TIMEOUT, WebhookSource};
+pub use webhook::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, WebhookSource,
+};

@@ -3,8 +3,8 @@ use crate::source::EventSource;
 use crate::source::lifecycle::{Lifecycle, StopSignal};
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use event_cloudevents::http::client::{HttpStatusError, status_error};
@@ -18,10 +18,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::task::JoinSet;
 
 /// How long a webhook connection may go without sending a complete request
 /// head (see [`WebhookSource::with_idle_timeout`]): 30 s.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a request's body may take to arrive completely once its head
+/// has (see [`WebhookSource::with_body_timeout`]): 30 s, enough for the
+/// 2 MB body limit at about 70 kB/s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`stop`](EventSource::stop) lets the requests in progress
+/// finish before closing their connections (see
+/// [`WebhookSource::with_shutdown_grace`]): 10 s, well inside the 30 s an
+/// orchestrator such as Kubernetes gives a process between its stop signal
+/// and killing it.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -33,6 +46,7 @@ struct Counters {
 struct AppState {
     sink: Arc<dyn EventSink>,
     counters: Arc<Counters>,
+    body_timeout: Duration,
 }
 
 /// Receives CloudEvents over HTTP (binary or structured mode) and delivers
@@ -45,21 +59,48 @@ struct AppState {
 /// |---|---|
 /// | delivered | `202 Accepted` |
 /// | not a valid CloudEvent, or one that is not a valid A3S event | `400 Bad Request`, nothing delivered |
+/// | the body did not arrive completely within [`with_body_timeout`](Self::with_body_timeout) (default 30 s) of the head | `408 Request Timeout` and the connection is closed, nothing delivered (the sender should retry) |
 /// | the sink refused it as invalid (bad subject, schema, serialization) | `400 Bad Request` |
 /// | the sink refused it as too large | `413 Payload Too Large` |
 /// | the sink failed transiently (connection, timeout), or an [`HttpSink`](crate::http::HttpSink) got an answer worth retrying (`404`, `408`, `409`, `429`, `5xx`) | `503 Service Unavailable` (the sender should retry) |
 /// | any other sink failure (a panicking sink included) | `500 Internal Server Error` |
 ///
 /// [`start`](EventSource::start) binds the address (port 0 picks a free one:
-/// see [`local_addr`](Self::local_addr)) and serves HTTP/1.1;
-/// [`stop`](EventSource::stop) stops accepting connections, lets requests in
-/// progress finish and returns when the server has ended. A connection that
-/// goes [`with_idle_timeout`](Self::with_idle_timeout) (default 30 s)
-/// without sending a complete request head, a new one or a kept-alive one
-/// between requests, is closed: a sender that vanished without closing its
-/// connections (a crashed host, a dropped NAT mapping) holds no socket or
-/// task for longer. To mount the endpoint in your own axum app instead, use
-/// [`router`](Self::router) (your server's timeouts apply then).
+/// see [`local_addr`](Self::local_addr)) and serves HTTP/1.1. Every
+/// connection is timed, so that a sender that vanished without closing its
+/// connections (a crashed host, a dropped NAT mapping), or one that keeps
+/// them open on purpose (slowloris), holds a socket and a task for a
+/// bounded time only:
+///
+/// | while the connection waits for | it is closed after | then |
+/// |---|---|---|
+/// | a complete request head (a new connection, or a kept-alive one between requests) | [`with_idle_timeout`](Self::with_idle_timeout) (default 30 s) | closed without an answer |
+/// | the request's body, once the head arrived (a sender trickling or stalling mid-body) | [`with_body_timeout`](Self::with_body_timeout) (default 30 s), for the whole body | answered `408 Request Timeout` and closed; nothing is delivered |
+///
+/// The sink's delivery is not timed here: a slow sink is not the sender's
+/// fault (bound it with the sink's own timeout, such as
+/// [`HttpSink::with_request_timeout`](crate::http::HttpSink::with_request_timeout) or a
+/// trigger's [`DeliverySpec`](crate::DeliverySpec) timeout).
+///
+/// [`stop`](EventSource::stop) stops accepting connections and closes the
+/// idle ones at once, then lets the requests in progress finish (their
+/// bodies still bounded by the body timeout), each answered and its
+/// connection closed, for at most
+/// [`with_shutdown_grace`](Self::with_shutdown_grace) (default 10 s). It
+/// then closes the connections left, cancelling their requests, and
+/// returns. A request cut off that way gets no answer, so its sender
+/// retries: one still being received was not delivered; one whose delivery
+/// was still running (a sink slower than the grace period) was cancelled
+/// mid-way and may or may not have reached the sink, so the retry may
+/// deliver it twice (providers store a repeated event id once within their
+/// dedup window). A delivery that returned is not cut off before its
+/// answer: the answer is written to the connection in the same step, so a
+/// sender that reads its answers is not made to retry an event already
+/// delivered.
+///
+/// To mount the endpoint in your own axum app instead, use
+/// [`router`](Self::router): the body timeout applies there too; the idle
+/// timeout and the shutdown grace period are your server's.
 pub struct WebhookSource {
     name: String,
     bind: SocketAddr,
@@ -68,6 +109,8 @@ pub struct WebhookSource {
     local_addr: Mutex<Option<SocketAddr>>,
     counters: Arc<Counters>,
     idle_timeout: Duration,
+    body_timeout: Duration,
+    shutdown_grace: Duration,
 }
 
 impl std::fmt::Debug for WebhookSource {
@@ -95,7 +138,41 @@ fn status_for(err: &Error) -> StatusCode {
     }
 }
 
-async fn receive(State(state): State<AppState>, HttpEvent(event): HttpEvent) -> Response {
+/// The answer to a request whose body did not arrive in time: `408`. The
+/// rest of the body is not read, so HTTP/1 closes the connection after the
+/// answer, which says so with `Connection: close` (a header HTTP/2, where
+/// the router may be mounted, does not allow).
+fn body_timed_out(timeout: Duration, version: Version) -> Response {
+    let mut response = (
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the request body did not arrive within {timeout:?}"),
+    )
+        .into_response();
+    if version <= Version::HTTP_11 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn receive(State(state): State<AppState>, request: Request) -> Response {
+    // Only reading the body is timed, not the delivery: a slow sink is not
+    // the sender's fault.
+    let version = request.version();
+    let read =
+        tokio::time::timeout(state.body_timeout, HttpEvent::from_request(request, &state)).await;
+    let event = match read {
+        Ok(Ok(HttpEvent(event))) => event,
+        Ok(Err(rejection)) => return rejection,
+        Err(_elapsed) => {
+            tracing::debug!(
+                timeout = ?state.body_timeout,
+                "webhook: a request body did not arrive in time; answering 408"
+            );
+            return body_timed_out(state.body_timeout, version);
+        }
+    };
     let delivered = crate::panic::caught(|| state.sink.deliver(&event))
         .await
         .unwrap_or_else(|panic| {
@@ -118,25 +195,31 @@ async fn receive(State(state): State<AppState>, HttpEvent(event): HttpEvent) -> 
 }
 
 /// Serves `app` on `listener` (HTTP/1.1) until `stop`, then lets the
-/// requests in progress finish (idle connections are closed at once).
+/// requests in progress finish (idle connections are closed at once) for
+/// at most `shutdown_grace`, and closes the connections left.
 ///
 /// Unlike `axum::serve`, connections have a timer: one that goes
 /// `idle_timeout` without a complete request head (a new connection, or a
 /// kept-alive one between requests) is closed, so a peer that vanished
 /// without closing (a crashed host, a dropped NAT mapping) or keeps
 /// connections open idle does not hold a socket and a task for as long as
-/// the server runs.
+/// the server runs (the body is timed by the handler, see `receive`).
 async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     mut stop: StopSignal,
     idle_timeout: Duration,
+    shutdown_grace: Duration,
     name: String,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(idle_timeout);
     let graceful = GracefulShutdown::new();
+    // The connections' tasks, to close those still open when the grace
+    // period ends; the ended ones are reaped at each accept, so the set
+    // holds at most the connections open at the last accept, plus one.
+    let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -157,14 +240,29 @@ async fn serve(
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "webhook connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        while connections.try_join_next().is_some() {}
+        tracing::warn!(
+            source = %name,
+            grace = ?shutdown_grace,
+            connections = connections.len(),
+            "webhook: requests still in progress after the shutdown grace period; \
+             closing their connections (their senders get no answer and retry)"
+        );
+    }
+    // Aborting a connection's task drops its socket and its request.
+    connections.shutdown().await;
 }
 
 /// Pause after a failed `accept`.
@@ -181,6 +279,8 @@ impl WebhookSource {
             local_addr: Mutex::new(None),
             counters: Arc::new(Counters::default()),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 
@@ -196,6 +296,33 @@ impl WebhookSource {
         }
         self.idle_timeout = timeout;
         Ok(self)
+    }
+
+    /// Closes a connection whose request body has not arrived completely
+    /// `timeout` after its head, answering `408 Request Timeout` (a sender
+    /// trickling or stalling mid-body, or one that vanished mid-request).
+    /// The timeout bounds the whole body, not each pause within it; it does
+    /// not include the sink's delivery. It applies to
+    /// [`router`](Self::router) too. Zero is [`Error::InvalidConfig`].
+    /// Default [`DEFAULT_BODY_TIMEOUT`].
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(Error::invalid_config(
+                "webhook.body_timeout",
+                "must be greater than zero",
+            ));
+        }
+        self.body_timeout = timeout;
+        Ok(self)
+    }
+
+    /// How long [`stop`](EventSource::stop) lets the requests in progress
+    /// finish before closing their connections and returning; zero closes
+    /// them at once. Default [`DEFAULT_SHUTDOWN_GRACE`]. See the
+    /// [type's documentation](Self) for what happens to a request cut off.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
     }
 
     /// Listens at `path` instead of `/events`: a literal path starting with
@@ -236,6 +363,7 @@ impl WebhookSource {
             .with_state(AppState {
                 sink,
                 counters: self.counters.clone(),
+                body_timeout: self.body_timeout,
             })
     }
 
@@ -276,9 +404,9 @@ impl EventSource for WebhookSource {
         })?;
         let app = self.router(sink);
         let name = self.name.clone();
-        let idle_timeout = self.idle_timeout;
+        let (idle_timeout, shutdown_grace) = (self.idle_timeout, self.shutdown_grace);
         self.lifecycle.start(&self.name, move |stop| {
-            serve(listener, app, stop, idle_timeout, name)
+            serve(listener, app, stop, idle_timeout, shutdown_grace, name)
         })?;
         *self.local_addr.lock() = Some(addr);
         Ok(())
