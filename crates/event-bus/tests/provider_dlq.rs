@@ -391,3 +391,53 @@ async fn a_dead_letter_too_deep_to_read_back_is_refused_even_encrypted() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].event, fits);
 }
+
+/// Other events published under the DLQ subjects are not dead letters: an
+/// event-routing `SinkDlqHandler` forwarding through a topic sink under
+/// `events.dlq` (its documented example) puts plain events on
+/// `events.dlq.orders.created`, in the same stream. `list` failed on the
+/// first of them (`Serialization`: "not a dead letter"), so no dead letter
+/// could be listed at all, `count` counted them, and `redrive` reported
+/// them as skipped dead letters.
+#[tokio::test]
+async fn events_under_the_dlq_subjects_that_are_not_dead_letters_are_left_out() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    let foreign = |n: i64| {
+        Event::new(
+            "events.dlq.orders.created",
+            "dlq",
+            "forwarded",
+            "router",
+            json!({"n": n}),
+        )
+    };
+    let mut dead = Vec::new();
+    for i in 0..3 {
+        let event = Event::new("events.orders.new", "orders", "s", "src", json!({"i": i}));
+        let letter = DeadLetterEvent::new(event, "boom");
+        dlq.handle(letter.clone()).await.unwrap();
+        dead.insert(0, letter);
+        // foreign events between the dead letters and after the newest
+        for n in 0..2 {
+            provider.publish(&foreign(i * 10 + n)).await.unwrap();
+        }
+    }
+    assert_eq!(dlq.list(10).await.unwrap(), dead);
+    // the newest `limit` dead letters, however many foreign events are newer
+    assert_eq!(dlq.list(1).await.unwrap(), dead[..1]);
+    assert_eq!(dlq.list(2).await.unwrap(), dead[..2]);
+    assert!(dlq.list(0).await.unwrap().is_empty());
+    assert_eq!(dlq.count().await.unwrap(), 3);
+
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (3, 0));
+    let orders = bus.list_events(Some("orders"), 10).await.unwrap();
+    assert_eq!(orders.len(), 3);
+    assert!(
+        orders
+            .iter()
+            .all(|e| e.metadata.contains_key("a3s.redriven_from"))
+    );
+}

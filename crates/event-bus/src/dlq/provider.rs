@@ -30,7 +30,10 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// [`DEAD_LETTER_EVENT_TYPE`], the whole [`DeadLetterEvent`] as payload and
 /// the original id and subject in metadata (`a3s.original_id`,
 /// `a3s.original_subject`). Note that `{prefix}.>` subscribers see dead
-/// letters too.
+/// letters too. Only events of that type are dead letters: other events
+/// published under the DLQ subjects (an event-routing `SinkDlqHandler`
+/// forwarding under `{prefix}.dlq`, say) are not listed, counted or
+/// re-driven.
 ///
 /// An event is stored once inside the provider's dedup window, however often
 /// its dead letter is handed over: a retry after a lost reply, or its spare
@@ -265,6 +268,20 @@ impl ProviderDlqHandler {
                 Err(err) => return Err(err),
             };
             let sequence = pending.received.sequence;
+            if !is_dead_letter(&pending.received.event) {
+                // another publisher's event under the DLQ subjects: not a
+                // dead letter, passed over (not counted as skipped)
+                tracing::debug!(
+                    sequence,
+                    event_id = %pending.received.event.id,
+                    "passing over an event under the DLQ subjects that is not a dead letter"
+                );
+                pending.term().await?;
+                if sequence >= last {
+                    break;
+                }
+                continue;
+            }
             let decoded = self
                 .decode_event(&pending.received.event)
                 .and_then(|dead| opened_for_redrive(bus, dead.event));
@@ -317,6 +334,12 @@ fn opened_for_redrive(bus: &EventBus, mut event: Event) -> Result<Event> {
     Ok(event)
 }
 
+/// Whether `event`, found under the DLQ subjects, is a dead letter a
+/// [`ProviderDlqHandler`] stored (other publishers may use those subjects).
+fn is_dead_letter(event: &Event) -> bool {
+    event.event_type == DEAD_LETTER_EVENT_TYPE
+}
+
 /// The id a re-driven event gets: unique per dead letter, stable across
 /// re-drive attempts.
 fn redriven_id(dead_letter_id: &str) -> String {
@@ -349,11 +372,26 @@ impl DlqHandler for ProviderDlqHandler {
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetterEvent>> {
-        let events = self
-            .provider
-            .history(Some(&self.filter_subject()), limit)
-            .await?;
-        events.iter().map(|e| self.decode_event(e)).collect()
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let filter = self.filter_subject();
+        // other events under the DLQ subjects are passed over: read further
+        // back until `limit` dead letters are found or the stream is done
+        let mut fetch = limit;
+        loop {
+            let events = self.provider.history(Some(&filter), fetch).await?;
+            let exhausted = events.len() < fetch;
+            let letters: Vec<&Event> = events
+                .iter()
+                .filter(|e| is_dead_letter(e))
+                .take(limit)
+                .collect();
+            if letters.len() == limit || exhausted {
+                return letters.into_iter().map(|e| self.decode_event(e)).collect();
+            }
+            fetch = fetch.saturating_mul(2);
+        }
     }
 
     async fn count(&self) -> Result<usize> {
@@ -362,6 +400,8 @@ impl DlqHandler for ProviderDlqHandler {
             .provider
             .history(Some(&self.filter_subject()), stored)
             .await?
-            .len())
+            .iter()
+            .filter(|e| is_dead_letter(e))
+            .count())
     }
 }
