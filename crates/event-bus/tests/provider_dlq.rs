@@ -441,3 +441,103 @@ async fn events_under_the_dlq_subjects_that_are_not_dead_letters_are_left_out() 
             .all(|e| e.metadata.contains_key("a3s.redriven_from"))
     );
 }
+
+/// A memory provider that counts the durable subscriptions it opens and
+/// those closed (not merely dropped).
+#[derive(Default)]
+struct CloseCounting {
+    inner: MemoryProvider,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountedSubscription {
+    inner: Box<dyn event_core::Subscription>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for CountedSubscription {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        self.inner.next().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        self.inner.next_manual_ack().await
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+        self.inner.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl EventProvider for CloseCounting {
+    async fn publish_with_options(
+        &self,
+        event: &Event,
+        options: &event_core::PublishOptions,
+    ) -> event_core::Result<u64> {
+        self.inner.publish_with_options(event, options).await
+    }
+    async fn subscribe_durable_with_options(
+        &self,
+        name: &str,
+        filter: &str,
+        options: &SubscribeOptions,
+    ) -> event_core::Result<Box<dyn event_core::Subscription>> {
+        let inner = self
+            .inner
+            .subscribe_durable_with_options(name, filter, options)
+            .await?;
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(CountedSubscription {
+            inner,
+            closed: self.closed.clone(),
+        }))
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> event_core::Result<Vec<Event>> {
+        self.inner.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> event_core::Result<()> {
+        self.inner.unsubscribe(name).await
+    }
+    async fn info(&self) -> event_core::Result<event_core::ProviderInfo> {
+        self.inner.info().await
+    }
+    fn name(&self) -> &str {
+        "close-counting"
+    }
+}
+
+/// A re-drive that stops on an error closes its subscription, as one that
+/// finishes does. Dropped instead, a provider that fetches ahead (NATS)
+/// keeps the dead letter just naked for re-delivery held by the dropped
+/// subscription until its ack wait (30 s) runs out; with the re-drive
+/// consumer's one letter in flight, a retry meanwhile found nothing and
+/// reported nothing re-driven.
+#[tokio::test]
+async fn a_redrive_stopped_by_an_error_closes_its_subscription() {
+    let probe = CloseCounting::default();
+    let (opened, closed) = (probe.opened.clone(), probe.closed.clone());
+    let provider: Arc<dyn EventProvider> = Arc::new(probe);
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    for i in 0..2 {
+        let e = Event::new("events.jobs.run", "jobs", "s", "src", json!(i));
+        dlq.handle(DeadLetterEvent::new(e, "x")).await.unwrap();
+    }
+    let router = Arc::new(CollectRouter::default());
+    router.refuse.store(true, Ordering::SeqCst);
+    bus.set_router(router.clone());
+    assert!(dlq.redrive(&bus, 10).await.is_err());
+    assert_eq!(opened.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        1,
+        "the failed re-drive dropped its subscription without closing it"
+    );
+    router.refuse.store(false, Ordering::SeqCst);
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 0));
+    assert_eq!(closed.load(Ordering::SeqCst), 2);
+}

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use event_core::subject::validate_category;
 use event_core::{
     DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventProvider, MAX_PAYLOAD_DEPTH,
-    PublishOptions, Result, SubscribeOptions, check_payload_depth,
+    PublishOptions, Result, SubscribeOptions, Subscription, check_payload_depth,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,6 +251,27 @@ impl ProviderDlqHandler {
             }
             other => other?,
         };
+        // closed on every way out: dropped, a provider that fetches ahead
+        // (NATS) would keep the letter it holds (one just naked after a
+        // failed republish) from the next call until its ack wait ran out
+        let result = self
+            .redrive_with(&mut *sub, bus, max, last, &mut report)
+            .await;
+        let closed = sub.close().await;
+        result?;
+        closed?;
+        Ok(report)
+    }
+
+    /// The loop of [`redrive`](Self::redrive) over its subscription `sub`.
+    async fn redrive_with(
+        &self,
+        sub: &mut dyn Subscription,
+        bus: &EventBus,
+        max: usize,
+        last: u64,
+        report: &mut RedriveReport,
+    ) -> Result<()> {
         while report.redriven < max {
             let next = match tokio::time::timeout(self.redrive_idle, sub.next_manual_ack()).await {
                 Err(_) => break,
@@ -295,8 +316,12 @@ impl ProviderDlqHandler {
                     let from = std::mem::replace(&mut event.id, fresh);
                     event.metadata.insert(META_REDRIVEN_FROM.to_string(), from);
                     if let Err(err) = bus.publish_event(&event).await {
-                        // keep the dead letter for the next re-drive
-                        pending.nak().await?;
+                        // keep the dead letter for the next re-drive (a
+                        // failed nak leaves it to its ack wait); the
+                        // caller gets the republish's error
+                        if let Err(nak) = pending.nak().await {
+                            tracing::warn!(sequence, error = %nak, "could not hand a dead letter back after a failed re-drive");
+                        }
                         return Err(err);
                     }
                     pending.ack().await?;
@@ -312,8 +337,7 @@ impl ProviderDlqHandler {
                 break;
             }
         }
-        sub.close().await?;
-        Ok(report)
+        Ok(())
     }
 }
 
