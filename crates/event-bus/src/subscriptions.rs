@@ -297,6 +297,10 @@ impl EventBus {
     /// error is returned and neither the bus nor the store is changed. A
     /// stored subscription that lists a subject twice (earlier versions
     /// accepted that) is loaded with each subject once.
+    ///
+    /// One bus per store: each save writes the bus's whole set, so two
+    /// buses (or processes) saving to one store or one file replace each
+    /// other's subscriptions there, and the last save wins.
     pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
         // locked, then detached, as `upsert`: dropped while the merged set
         // is saved, the store would hold subscriptions the bus does not

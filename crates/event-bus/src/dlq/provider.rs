@@ -51,10 +51,16 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// [`MAX_PAYLOAD_DEPTH`]` - 2` levels deep is refused
 /// ([`Error::Serialization`], encrypted or not, as a provider refuses a
 /// payload it could not read back; a consumer runner then leaves the event
-/// unsettled and counts it).
+/// unsettled and counts it). A dead letter is also larger than its event
+/// (the record around it, and the envelope when the handler encrypts), so
+/// the dead letter of an event close to the provider's maximum size is
+/// refused as [`Error::PayloadTooLarge`], handled the same way.
 ///
 /// [`redrive`](Self::redrive) republishes dead-lettered events to their
-/// original subjects through a bus.
+/// original subjects through a bus. It does not remove them from the
+/// stream: [`list`](DlqHandler::list) and [`count`](DlqHandler::count) go
+/// on showing re-driven dead letters (until the stream's retention drops
+/// them), and re-drive keeps its own position, so none is re-driven twice.
 ///
 /// ```
 /// use event_bus::{EventBus, dlq::ProviderDlqHandler};
