@@ -2,7 +2,7 @@
 
 use crate::bus::EventBus;
 use crate::naming::durable_consumer_name;
-use crate::subscription::{BusSubscription, Membership, detached};
+use crate::subscription::{BusSubscription, DEFAULT_DLQ_TIMEOUT, Membership, detached};
 use event_core::subject::validate_filter;
 use event_core::{
     Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
@@ -10,6 +10,7 @@ use event_core::{
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
 /// The bus's subscriptions and the store that persists them. Guarded by one
@@ -363,7 +364,10 @@ impl EventBus {
         &self,
         subscriber_id: &str,
     ) -> Result<Vec<Box<dyn Subscription>>> {
-        Ok(self.open_subscriber(subscriber_id).await?.1)
+        Ok(self
+            .open_subscriber(subscriber_id, DEFAULT_DLQ_TIMEOUT)
+            .await?
+            .1)
     }
 
     /// The subscriber's record and its subscriptions, one per subject.
@@ -377,6 +381,7 @@ impl EventBus {
     pub(crate) async fn open_subscriber(
         &self,
         subscriber_id: &str,
+        dlq_timeout: Option<Duration>,
     ) -> Result<(SubscriptionRecord, Vec<Box<dyn Subscription>>)> {
         let state = self.inner.subs.lock().await;
         let record = state
@@ -389,7 +394,7 @@ impl EventBus {
             })?;
         let mut subs: Vec<Box<dyn Subscription>> = Vec::with_capacity(record.filter.subjects.len());
         for subject in &record.filter.subjects {
-            match self.open(&record, subject).await {
+            match self.open(&record, subject, dlq_timeout).await {
                 Ok(sub) => subs.push(sub),
                 Err(err) => {
                     // The caller gets none of them: close (not just drop)
@@ -416,6 +421,7 @@ impl EventBus {
         &self,
         record: &SubscriptionRecord,
         subject: &str,
+        dlq_timeout: Option<Duration>,
     ) -> Result<Box<dyn Subscription>> {
         let provider = &self.inner.provider;
         let sub = if record.filter.durable {
@@ -448,6 +454,7 @@ impl EventBus {
             unchecked: false,
         };
         Ok(BusSubscription::new(sub, self.inner.clone())
+            .with_dlq_timeout(dlq_timeout)
             .member_of(membership)
             .boxed())
     }
