@@ -122,6 +122,14 @@ impl EventBus {
     /// Like [`update_subscription`](Self::update_subscription), and sets the
     /// subscriber's consumer options (`max_deliver`, `backoff`, `ack_wait`,
     /// deliver policy...). Consumer runners use `backoff` as the nak delay.
+    ///
+    /// The options apply to the subscriptions opened after the change
+    /// ([`create_subscriber`](Self::create_subscriber),
+    /// [`consume`](Self::consume)), which pass them to the provider (a
+    /// durable's consumer is then updated, or the open refused with the
+    /// provider's error). Subscriptions and consumer runners already open
+    /// keep the options they were opened with: shut a runner down and
+    /// `consume` again to apply new ones.
     pub async fn update_subscription_with_options(
         &self,
         filter: SubscriptionFilter,
