@@ -104,7 +104,11 @@ impl EventBus {
     /// when `durable` becomes false) are deleted from the provider, and the
     /// subscriptions opened for dropped subjects (or for every subject, when
     /// `durable` changes) end, as on
-    /// [`remove_subscription`](Self::remove_subscription).
+    /// [`remove_subscription`](Self::remove_subscription). Subjects the
+    /// update adds are opened by the next
+    /// [`create_subscriber`](Self::create_subscriber) or
+    /// [`consume`](Self::consume): subscriptions and consumer runners
+    /// already open do not pick them up.
     ///
     /// **Cancellation.** Changes are made one at a time, in the order they
     /// were called. A change dropped (a `timeout`, a `select!`) while it
