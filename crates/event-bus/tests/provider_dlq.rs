@@ -510,11 +510,10 @@ impl EventProvider for CloseCounting {
 }
 
 /// A re-drive that stops on an error closes its subscription, as one that
-/// finishes does. Dropped instead, a provider that fetches ahead (NATS)
-/// keeps the dead letter just naked for re-delivery held by the dropped
-/// subscription until its ack wait (30 s) runs out; with the re-drive
-/// consumer's one letter in flight, a retry meanwhile found nothing and
-/// reported nothing re-driven.
+/// finishes does: the contract asks for `close`, not a drop, so that a
+/// durable hands back what it fetched ahead (a provider that fetches ahead
+/// of the re-drive's one letter in flight would otherwise hold it from the
+/// next call until its ack wait ran out).
 #[tokio::test]
 async fn a_redrive_stopped_by_an_error_closes_its_subscription() {
     let probe = CloseCounting::default();

@@ -257,9 +257,8 @@ impl ProviderDlqHandler {
             }
             other => other?,
         };
-        // closed on every way out: dropped, a provider that fetches ahead
-        // (NATS) would keep the letter it holds (one just naked after a
-        // failed republish) from the next call until its ack wait ran out
+        // closed on every way out, as the contract asks: a durable hands
+        // back on close (not on drop) what it fetched ahead
         let result = self
             .redrive_with(&mut *sub, bus, max, last, &mut report)
             .await;
