@@ -56,7 +56,8 @@ pub(crate) const DEFAULT_DLQ_TIMEOUT: Option<Duration> = Some(Duration::from_sec
 ///
 /// A message the provider could not decode ([`Error::Undecodable`], already
 /// terminated by the provider) is dead-lettered too when a DLQ handler is
-/// set (payload: the raw body as a JSON string), then reported.
+/// set (payload: the raw body as a JSON string), then reported. That DLQ
+/// call has no time limit: the dead letter is the message's only copy.
 ///
 /// `Error::Lagged` reports are counted in the bus metrics and passed on.
 ///
@@ -224,7 +225,7 @@ impl BusSubscription {
         let pending = match next {
             Ok(Some(pending)) => pending,
             Ok(None) => return Ok(None),
-            Err(err) => return Err(Inner::report_error(&self.bus, err, self.dlq_timeout).await),
+            Err(err) => return Err(Inner::report_error(&self.bus, err).await),
         };
         if !self.bus.hooks.encrypting() {
             return Ok(Some(pending));
@@ -332,13 +333,13 @@ impl Inner {
         Some(result)
     }
 
-    /// Counts lag, dead-letters undecodable messages (each DLQ call bounded
-    /// by `dlq_timeout`); returns the error to report.
-    pub(crate) async fn report_error(
-        this: &Arc<Self>,
-        err: Error,
-        dlq_timeout: Option<Duration>,
-    ) -> Error {
+    /// Counts lag, dead-letters undecodable messages; returns the error to
+    /// report.
+    ///
+    /// The DLQ call for an undecodable message is not bounded: the
+    /// provider already terminated the message, so the dead letter is its
+    /// only copy, and abandoning a slow call would lose it.
+    pub(crate) async fn report_error(this: &Arc<Self>, err: Error) -> Error {
         match &err {
             Error::Lagged { missed } => this.metrics.add_lagged(*missed),
             Error::Undecodable {
@@ -371,7 +372,7 @@ impl Inner {
                 // is then gone (counted as dropped, as without a handler).
                 let bus = this.clone();
                 let _ = detached("dead-letter hand-off", async move {
-                    if !matches!(bus.dead_letter(dead, dlq_timeout).await, Some(Ok(()))) {
+                    if !matches!(bus.dead_letter(dead, None).await, Some(Ok(()))) {
                         bus.metrics.add_dlq_dropped(1);
                     }
                     Ok(())
