@@ -8,7 +8,7 @@ use event_core::{
     Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
     SubscriptionRecord,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
@@ -19,6 +19,10 @@ use tokio::sync::OwnedMutexGuard;
 pub(crate) struct SubState {
     records: BTreeMap<String, SubscriptionRecord>,
     store: Option<Arc<dyn StateStore>>,
+    /// Subscribers whose options were kept, never set, since they were
+    /// added before any state store: `set_state_store` gives them their
+    /// stored options (see there).
+    options_kept: BTreeSet<String>,
 }
 
 impl SubState {
@@ -170,6 +174,7 @@ impl EventBus {
         options: Option<Option<SubscribeOptions>>,
     ) -> Result<()> {
         let previous = state.records.get(&filter.subscriber_id).cloned();
+        let kept = options.is_none();
         let options = match options {
             Some(options) => options,
             None => previous.as_ref().and_then(|p| p.options.clone()),
@@ -182,6 +187,12 @@ impl EventBus {
             store.save(&SubState::snapshot(&next)).await?;
         }
         state.records = next;
+        let id = &record.filter.subscriber_id;
+        if !kept {
+            state.options_kept.remove(id);
+        } else if state.store.is_none() && previous.is_none() {
+            state.options_kept.insert(id.clone());
+        }
         self.inner
             .sub_changes
             .send_modify(|generation| *generation += 1);
@@ -246,6 +257,7 @@ impl EventBus {
             store.save(&SubState::snapshot(&next)).await?;
         }
         state.records = next;
+        state.options_kept.remove(subscriber_id);
         self.inner
             .sub_changes
             .send_modify(|generation| *generation += 1);
@@ -304,7 +316,11 @@ impl EventBus {
     ///
     /// The store is loaded first: its subscriptions are added to the bus,
     /// and subscriptions already on the bus (set before the store) win over
-    /// stored ones with the same id, as the newer. If that changed anything,
+    /// stored ones with the same id, as the newer, except for the options of
+    /// a subscriber added with [`update_subscription`](Self::update_subscription)
+    /// (which keeps the options a subscriber has) and given none since: it
+    /// gets its stored options, so declaring the subscribers before loading
+    /// the state does not wipe options set at run time. If that changed anything,
     /// the merged set is saved. If loading fails (a corrupt file, say), or
     /// the store holds an invalid subscription or one subscriber twice, the
     /// error is returned and neither the bus nor the store is changed. A
@@ -352,7 +368,15 @@ impl EventBus {
         }
         let stored = SubState::snapshot(&merged);
         for (id, record) in &state.records {
-            merged.insert(id.clone(), record.clone());
+            let mut record = record.clone();
+            // added with `update_subscription`, which keeps the options a
+            // subscriber has: those are the stored ones
+            if state.options_kept.contains(id)
+                && let Some(stored) = merged.get(id)
+            {
+                record.options = stored.options.clone();
+            }
+            merged.insert(id.clone(), record);
         }
         let merged_list = SubState::snapshot(&merged);
         if merged_list != stored {
@@ -360,6 +384,7 @@ impl EventBus {
         }
         state.records = merged;
         state.store = Some(store);
+        state.options_kept.clear();
         Ok(())
     }
 
