@@ -26,6 +26,12 @@ fn handed_out() -> std::sync::MutexGuard<'static, HashSet<usize>> {
 /// instead, see [`BusSubscription`]).
 const DLQ_RETRY_DELAY: Duration = Duration::from_secs(5);
 
+/// How long a bus subscription waits for the DLQ handler to take a dead
+/// letter before it abandons the call as a transient refusal, unless a
+/// consumer runner set its own ([`ConsumerConfig::dlq_timeout`](crate::ConsumerConfig::dlq_timeout),
+/// the same default).
+pub(crate) const DEFAULT_DLQ_TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
+
 /// A subscription created by the bus: events come out decrypted.
 ///
 /// # Undecryptable and undecodable events
@@ -38,8 +44,11 @@ const DLQ_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// (a nak would end it): that one is left unsettled, so it comes once more
 /// after its ack wait (its spare delivery, see the
 /// [`EventProvider`](event_core::EventProvider) contract) and is offered to
-/// the DLQ again, and it counts in the `dlq_unsettled` metric. Without a DLQ
-/// handler it is terminated. Either way the call
+/// the DLQ again, and it counts in the `dlq_unsettled` metric. A DLQ call
+/// running longer than 30 s (a consumer runner's
+/// [`dlq_timeout`](crate::ConsumerConfig::dlq_timeout)) is abandoned and
+/// counts as a refusal, so a handler that hangs does not hold the
+/// subscription. Without a DLQ handler it is terminated. Either way the call
 /// returns [`Error::Decryption`] naming the event id and sequence, once, and
 /// the subscription stays usable. Such an event can never be processed by
 /// this bus as configured, so redelivering it forever would only block the
@@ -47,7 +56,8 @@ const DLQ_RETRY_DELAY: Duration = Duration::from_secs(5);
 ///
 /// A message the provider could not decode ([`Error::Undecodable`], already
 /// terminated by the provider) is dead-lettered too when a DLQ handler is
-/// set (payload: the raw body as a JSON string), then reported.
+/// set (payload: the raw body as a JSON string), then reported. That DLQ
+/// call has no time limit: the dead letter is the message's only copy.
 ///
 /// `Error::Lagged` reports are counted in the bus metrics and passed on.
 ///
@@ -79,6 +89,8 @@ pub struct BusSubscription {
     membership: Option<Membership>,
     /// The subscriber no longer covers this subscription: it has ended.
     ended: bool,
+    /// Limit of one DLQ handler call (`None`: none).
+    dlq_timeout: Option<Duration>,
 }
 
 /// The managed subscriber (and subject) a [`BusSubscription`] was opened
@@ -139,7 +151,14 @@ impl BusSubscription {
             unacked: None,
             membership: None,
             ended: false,
+            dlq_timeout: DEFAULT_DLQ_TIMEOUT,
         }
+    }
+
+    /// Bounds each DLQ handler call by `timeout` (`None`: no limit).
+    pub(crate) fn with_dlq_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.dlq_timeout = timeout;
+        self
     }
 
     /// Boxes the subscription, remembering that it is one of ours (see
@@ -237,8 +256,9 @@ impl BusSubscription {
                 let at = dead.dead_lettered_at;
                 let dead = dead.with_first_failure_at(at);
                 let bus = self.bus.clone();
+                let limit = self.dlq_timeout;
                 detached("dead-letter hand-off", async move {
-                    match bus.dead_letter(dead).await {
+                    match bus.dead_letter(dead, limit).await {
                         Some(Ok(())) => acker.term().await,
                         None => {
                             bus.metrics.add_dlq_dropped(1);
@@ -260,6 +280,14 @@ impl BusSubscription {
                 Err(err)
             }
         }
+    }
+}
+
+/// The error of a DLQ handler call abandoned after `limit`.
+pub(crate) fn dlq_timed_out(limit: Duration) -> Error {
+    Error::Timeout {
+        operation: "the DLQ handler taking a dead letter".to_string(),
+        elapsed: limit,
     }
 }
 
@@ -285,10 +313,22 @@ pub(crate) async fn detached(
 
 impl Inner {
     /// Hands `dead` to the DLQ handler, if any; `None` when there is none.
-    pub(crate) async fn dead_letter(&self, dead: DeadLetterEvent) -> Option<Result<()>> {
+    /// A call running longer than `limit` is abandoned
+    /// ([`Error::Timeout`], a transient refusal).
+    pub(crate) async fn dead_letter(
+        &self,
+        dead: DeadLetterEvent,
+        limit: Option<Duration>,
+    ) -> Option<Result<()>> {
         let dlq = self.hooks.load().dlq.clone()?;
         let id = dead.event.id.clone();
-        let result = crate::consumer::guard::offer_dead_letter(&*dlq, dead).await;
+        let offer = crate::consumer::guard::offer_dead_letter(&*dlq, dead);
+        let result = match limit {
+            Some(limit) => tokio::time::timeout(limit, offer)
+                .await
+                .unwrap_or_else(|_| Err(dlq_timed_out(limit))),
+            None => offer.await,
+        };
         match &result {
             Ok(()) => self.metrics.add_dlq(1),
             Err(err) => {
@@ -302,6 +342,10 @@ impl Inner {
     /// Counts lag, dead-letters undecodable messages (naming `subscriber`,
     /// the managed subscriber that read them, if any); returns the error to
     /// report.
+    ///
+    /// The DLQ call for an undecodable message is not bounded: the
+    /// provider already terminated the message, so the dead letter is its
+    /// only copy, and abandoning a slow call would lose it.
     pub(crate) async fn report_error(
         this: &Arc<Self>,
         err: Error,
@@ -342,7 +386,7 @@ impl Inner {
                 // is then gone (counted as dropped, as without a handler).
                 let bus = this.clone();
                 let _ = detached("dead-letter hand-off", async move {
-                    if !matches!(bus.dead_letter(dead).await, Some(Ok(()))) {
+                    if !matches!(bus.dead_letter(dead, None).await, Some(Ok(()))) {
                         bus.metrics.add_dlq_dropped(1);
                     }
                     Ok(())

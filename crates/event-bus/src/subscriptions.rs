@@ -2,14 +2,15 @@
 
 use crate::bus::EventBus;
 use crate::naming::durable_consumer_name;
-use crate::subscription::{BusSubscription, Membership, detached};
+use crate::subscription::{BusSubscription, DEFAULT_DLQ_TIMEOUT, Membership, detached};
 use event_core::subject::validate_filter;
 use event_core::{
     Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
     SubscriptionRecord,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
 /// The bus's subscriptions and the store that persists them. Guarded by one
@@ -18,6 +19,10 @@ use tokio::sync::OwnedMutexGuard;
 pub(crate) struct SubState {
     records: BTreeMap<String, SubscriptionRecord>,
     store: Option<Arc<dyn StateStore>>,
+    /// Subscribers whose options were kept, never set, since they were
+    /// added before any state store: `set_state_store` gives them their
+    /// stored options (see there).
+    options_kept: BTreeSet<String>,
 }
 
 impl SubState {
@@ -103,7 +108,11 @@ impl EventBus {
     /// when `durable` becomes false) are deleted from the provider, and the
     /// subscriptions opened for dropped subjects (or for every subject, when
     /// `durable` changes) end, as on
-    /// [`remove_subscription`](Self::remove_subscription).
+    /// [`remove_subscription`](Self::remove_subscription). Subjects the
+    /// update adds are opened by the next
+    /// [`create_subscriber`](Self::create_subscriber) or
+    /// [`consume`](Self::consume): subscriptions and consumer runners
+    /// already open do not pick them up.
     ///
     /// **Cancellation.** Changes are made one at a time, in the order they
     /// were called. A change dropped (a `timeout`, a `select!`) while it
@@ -121,6 +130,14 @@ impl EventBus {
     /// Like [`update_subscription`](Self::update_subscription), and sets the
     /// subscriber's consumer options (`max_deliver`, `backoff`, `ack_wait`,
     /// deliver policy...). Consumer runners use `backoff` as the nak delay.
+    ///
+    /// The options apply to the subscriptions opened after the change
+    /// ([`create_subscriber`](Self::create_subscriber),
+    /// [`consume`](Self::consume)), which pass them to the provider (a
+    /// durable's consumer is then updated, or the open refused with the
+    /// provider's error). Subscriptions and consumer runners already open
+    /// keep the options they were opened with: shut a runner down and
+    /// `consume` again to apply new ones.
     pub async fn update_subscription_with_options(
         &self,
         filter: SubscriptionFilter,
@@ -157,6 +174,7 @@ impl EventBus {
         options: Option<Option<SubscribeOptions>>,
     ) -> Result<()> {
         let previous = state.records.get(&filter.subscriber_id).cloned();
+        let kept = options.is_none();
         let options = match options {
             Some(options) => options,
             None => previous.as_ref().and_then(|p| p.options.clone()),
@@ -169,6 +187,12 @@ impl EventBus {
             store.save(&SubState::snapshot(&next)).await?;
         }
         state.records = next;
+        let id = &record.filter.subscriber_id;
+        if !kept {
+            state.options_kept.remove(id);
+        } else if state.store.is_none() && previous.is_none() {
+            state.options_kept.insert(id.clone());
+        }
         self.inner
             .sub_changes
             .send_modify(|generation| *generation += 1);
@@ -233,6 +257,7 @@ impl EventBus {
             store.save(&SubState::snapshot(&next)).await?;
         }
         state.records = next;
+        state.options_kept.remove(subscriber_id);
         self.inner
             .sub_changes
             .send_modify(|generation| *generation += 1);
@@ -291,12 +316,20 @@ impl EventBus {
     ///
     /// The store is loaded first: its subscriptions are added to the bus,
     /// and subscriptions already on the bus (set before the store) win over
-    /// stored ones with the same id, as the newer. If that changed anything,
+    /// stored ones with the same id, as the newer, except for the options of
+    /// a subscriber added with [`update_subscription`](Self::update_subscription)
+    /// (which keeps the options a subscriber has) and given none since: it
+    /// gets its stored options, so declaring the subscribers before loading
+    /// the state does not wipe options set at run time. If that changed anything,
     /// the merged set is saved. If loading fails (a corrupt file, say), or
     /// the store holds an invalid subscription or one subscriber twice, the
     /// error is returned and neither the bus nor the store is changed. A
     /// stored subscription that lists a subject twice (earlier versions
     /// accepted that) is loaded with each subject once.
+    ///
+    /// One bus per store: each save writes the bus's whole set, so two
+    /// buses (or processes) saving to one store or one file replace each
+    /// other's subscriptions there, and the last save wins.
     pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
         // locked, then detached, as `upsert`: dropped while the merged set
         // is saved, the store would hold subscriptions the bus does not
@@ -335,7 +368,15 @@ impl EventBus {
         }
         let stored = SubState::snapshot(&merged);
         for (id, record) in &state.records {
-            merged.insert(id.clone(), record.clone());
+            let mut record = record.clone();
+            // added with `update_subscription`, which keeps the options a
+            // subscriber has: those are the stored ones
+            if state.options_kept.contains(id)
+                && let Some(stored) = merged.get(id)
+            {
+                record.options = stored.options.clone();
+            }
+            merged.insert(id.clone(), record);
         }
         let merged_list = SubState::snapshot(&merged);
         if merged_list != stored {
@@ -343,6 +384,7 @@ impl EventBus {
         }
         state.records = merged;
         state.store = Some(store);
+        state.options_kept.clear();
         Ok(())
     }
 
@@ -359,7 +401,10 @@ impl EventBus {
         &self,
         subscriber_id: &str,
     ) -> Result<Vec<Box<dyn Subscription>>> {
-        Ok(self.open_subscriber(subscriber_id).await?.1)
+        Ok(self
+            .open_subscriber(subscriber_id, DEFAULT_DLQ_TIMEOUT)
+            .await?
+            .1)
     }
 
     /// The subscriber's record and its subscriptions, one per subject.
@@ -373,6 +418,7 @@ impl EventBus {
     pub(crate) async fn open_subscriber(
         &self,
         subscriber_id: &str,
+        dlq_timeout: Option<Duration>,
     ) -> Result<(SubscriptionRecord, Vec<Box<dyn Subscription>>)> {
         let state = self.inner.subs.lock().await;
         let record = state
@@ -385,7 +431,7 @@ impl EventBus {
             })?;
         let mut subs: Vec<Box<dyn Subscription>> = Vec::with_capacity(record.filter.subjects.len());
         for subject in &record.filter.subjects {
-            match self.open(&record, subject).await {
+            match self.open(&record, subject, dlq_timeout).await {
                 Ok(sub) => subs.push(sub),
                 Err(err) => {
                     // The caller gets none of them: close (not just drop)
@@ -412,6 +458,7 @@ impl EventBus {
         &self,
         record: &SubscriptionRecord,
         subject: &str,
+        dlq_timeout: Option<Duration>,
     ) -> Result<Box<dyn Subscription>> {
         let provider = &self.inner.provider;
         let sub = if record.filter.durable {
@@ -444,6 +491,7 @@ impl EventBus {
             unchecked: false,
         };
         Ok(BusSubscription::new(sub, self.inner.clone())
+            .with_dlq_timeout(dlq_timeout)
             .member_of(membership)
             .boxed())
     }

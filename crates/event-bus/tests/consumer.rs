@@ -1331,3 +1331,44 @@ fn a_zero_dlq_timeout_is_invalid_config() {
         }
     });
 }
+
+/// `dlq_timeout` also bounds the DLQ call for an undecryptable event, which
+/// the runner's bus subscription dead-letters before the runner sees it: a
+/// handler that hung there held the subscription's fetch, so nothing after
+/// the event was handled until the DLQ returned (never, here). The call is
+/// abandoned as a transient refusal: the event is handed back with a delay
+/// and offered again.
+#[tokio::test]
+async fn a_dlq_handler_that_hangs_on_an_undecryptable_event_does_not_stall_the_consumer() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    let dlq = Arc::new(MisbehavingDlq::hanging());
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription(filter("w", "events.sec.>"))
+        .await
+        .unwrap();
+    let foreign = publish_undecryptable(&*provider).await;
+    bus.publish("sec", "ok", "s", "src", json!({"n": 1}))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default().dlq_timeout(Some(Duration::from_millis(200))),
+        )
+        .await
+        .unwrap();
+    wait_until("the event after the undecryptable one handled", || {
+        consumer.report().acked == 1
+    })
+    .await;
+    // handed back, not lost: offered again, and taken this time
+    wait_until("the dead letter stored", || dlq.stored.len() == 1).await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(dlq.stored.drain()[0].event.id, foreign.id);
+    assert_eq!(dlq.calls.load(Ordering::SeqCst), 2);
+    let metrics = bus.metrics().snapshot();
+    assert_eq!((metrics.dlq_errors, metrics.dlq_total), (1, 1));
+}

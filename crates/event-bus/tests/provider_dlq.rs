@@ -481,3 +481,152 @@ async fn each_subscriber_that_fails_an_event_gets_its_own_dead_letter_and_redriv
         .collect();
     assert_eq!(copies.len(), 1);
 }
+
+/// Other events published under the DLQ subjects are not dead letters: an
+/// event-routing `SinkDlqHandler` forwarding through a topic sink under
+/// `events.dlq` (its documented example) puts plain events on
+/// `events.dlq.orders.created`, in the same stream. `list` failed on the
+/// first of them (`Serialization`: "not a dead letter"), so no dead letter
+/// could be listed at all, `count` counted them, and `redrive` reported
+/// them as skipped dead letters.
+#[tokio::test]
+async fn events_under_the_dlq_subjects_that_are_not_dead_letters_are_left_out() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    let foreign = |n: i64| {
+        Event::new(
+            "events.dlq.orders.created",
+            "dlq",
+            "forwarded",
+            "router",
+            json!({"n": n}),
+        )
+    };
+    let mut dead = Vec::new();
+    for i in 0..3 {
+        let event = Event::new("events.orders.new", "orders", "s", "src", json!({"i": i}));
+        let letter = DeadLetterEvent::new(event, "boom");
+        dlq.handle(letter.clone()).await.unwrap();
+        dead.insert(0, letter);
+        // foreign events between the dead letters and after the newest
+        for n in 0..2 {
+            provider.publish(&foreign(i * 10 + n)).await.unwrap();
+        }
+    }
+    assert_eq!(dlq.list(10).await.unwrap(), dead);
+    // the newest `limit` dead letters, however many foreign events are newer
+    assert_eq!(dlq.list(1).await.unwrap(), dead[..1]);
+    assert_eq!(dlq.list(2).await.unwrap(), dead[..2]);
+    assert!(dlq.list(0).await.unwrap().is_empty());
+    assert_eq!(dlq.count().await.unwrap(), 3);
+
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (3, 0));
+    let orders = bus.list_events(Some("orders"), 10).await.unwrap();
+    assert_eq!(orders.len(), 3);
+    assert!(
+        orders
+            .iter()
+            .all(|e| e.metadata.contains_key("a3s.redriven_from"))
+    );
+}
+
+/// A memory provider that counts the durable subscriptions it opens and
+/// those closed (not merely dropped).
+#[derive(Default)]
+struct CloseCounting {
+    inner: MemoryProvider,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountedSubscription {
+    inner: Box<dyn event_core::Subscription>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for CountedSubscription {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        self.inner.next().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        self.inner.next_manual_ack().await
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+        self.inner.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl EventProvider for CloseCounting {
+    async fn publish_with_options(
+        &self,
+        event: &Event,
+        options: &event_core::PublishOptions,
+    ) -> event_core::Result<u64> {
+        self.inner.publish_with_options(event, options).await
+    }
+    async fn subscribe_durable_with_options(
+        &self,
+        name: &str,
+        filter: &str,
+        options: &SubscribeOptions,
+    ) -> event_core::Result<Box<dyn event_core::Subscription>> {
+        let inner = self
+            .inner
+            .subscribe_durable_with_options(name, filter, options)
+            .await?;
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(CountedSubscription {
+            inner,
+            closed: self.closed.clone(),
+        }))
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> event_core::Result<Vec<Event>> {
+        self.inner.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> event_core::Result<()> {
+        self.inner.unsubscribe(name).await
+    }
+    async fn info(&self) -> event_core::Result<event_core::ProviderInfo> {
+        self.inner.info().await
+    }
+    fn name(&self) -> &str {
+        "close-counting"
+    }
+}
+
+/// A re-drive that stops on an error closes its subscription, as one that
+/// finishes does: the contract asks for `close`, not a drop, so that a
+/// durable hands back what it fetched ahead (a provider that fetches ahead
+/// of the re-drive's one letter in flight would otherwise hold it from the
+/// next call until its ack wait ran out).
+#[tokio::test]
+async fn a_redrive_stopped_by_an_error_closes_its_subscription() {
+    let probe = CloseCounting::default();
+    let (opened, closed) = (probe.opened.clone(), probe.closed.clone());
+    let provider: Arc<dyn EventProvider> = Arc::new(probe);
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    for i in 0..2 {
+        let e = Event::new("events.jobs.run", "jobs", "s", "src", json!(i));
+        dlq.handle(DeadLetterEvent::new(e, "x")).await.unwrap();
+    }
+    let router = Arc::new(CollectRouter::default());
+    router.refuse.store(true, Ordering::SeqCst);
+    bus.set_router(router.clone());
+    assert!(dlq.redrive(&bus, 10).await.is_err());
+    assert_eq!(opened.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        1,
+        "the failed re-drive dropped its subscription without closing it"
+    );
+    router.refuse.store(false, Ordering::SeqCst);
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 0));
+    assert_eq!(closed.load(Ordering::SeqCst), 2);
+}

@@ -804,3 +804,73 @@ async fn a_subscriber_that_fails_to_open_partway_counts_nothing_and_closes_what_
     assert_eq!(bus.create_subscriber("whole").await.unwrap().len(), 2);
     assert_eq!(bus.metrics().snapshot().subscribe_total, 2);
 }
+
+/// A subscriber declared with `update_subscription` (which keeps the
+/// options it had) before the state store is set keeps the options stored
+/// for it: the common start-up order (declare the subscribers, then load
+/// the state) wiped a `max_deliver` set at run time from the bus and, on
+/// the merged save, from the file, so the restarted consumer retried
+/// poison events forever instead of dead-lettering them. Options set on
+/// the bus (`update_subscription_with_options`, `set_subscription`) still
+/// win over the stored ones, as the newer, and so does the filter.
+#[tokio::test]
+async fn a_subscriber_declared_before_the_store_is_set_keeps_its_stored_options() {
+    let dir = common::temp_dir("declared-early");
+    let path = dir.join("s.json");
+    let stored = SubscribeOptions {
+        max_deliver: Some(3),
+        ..Default::default()
+    };
+    {
+        let bus = EventBus::new(MemoryProvider::default());
+        bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+            .await
+            .unwrap();
+        for id in ["kept", "replaced", "cleared"] {
+            bus.update_subscription_with_options(filter(id, &["events.a.>"], true), stored.clone())
+                .await
+                .unwrap();
+        }
+    }
+    // the restarted process declares its subscribers, then loads the state
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("kept", &["events.a.>", "events.b.>"], true))
+        .await
+        .unwrap();
+    let newer = SubscribeOptions {
+        max_deliver: Some(5),
+        ..Default::default()
+    };
+    bus.update_subscription_with_options(filter("replaced", &["events.a.>"], true), newer.clone())
+        .await
+        .unwrap();
+    bus.set_subscription(SubscriptionRecord {
+        filter: filter("cleared", &["events.a.>"], true),
+        options: None,
+    })
+    .await
+    .unwrap();
+    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    let options = |records: &[SubscriptionRecord], id: &str| {
+        records
+            .iter()
+            .find(|r| r.filter.subscriber_id == id)
+            .map(|r| r.options.clone())
+    };
+    for records in [
+        bus.list_subscription_records().await,
+        FileStateStore::new(&path).load().await.unwrap(),
+    ] {
+        assert_eq!(options(&records, "kept"), Some(Some(stored.clone())));
+        assert_eq!(options(&records, "replaced"), Some(Some(newer.clone())));
+        assert_eq!(options(&records, "cleared"), Some(None));
+        let kept = records
+            .iter()
+            .find(|r| r.filter.subscriber_id == "kept")
+            .unwrap();
+        assert_eq!(kept.filter.subjects, ["events.a.>", "events.b.>"]);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -134,7 +134,16 @@ pub struct ConsumerConfig {
     /// a transient refusal ([`Error::Timeout`](event_core::Error::Timeout)),
     /// so it is offered again: the event is held (its delivery kept alive)
     /// meanwhile, so a handler that hangs would otherwise hold it and a
-    /// concurrency permit until shutdown. `None`: no limit. Default 30 s.
+    /// concurrency permit until shutdown. The same limit applies to the
+    /// dead letter of an undecryptable delivery, which the runner's bus
+    /// subscription hands over before the runner sees it (a hang there
+    /// would hold the subscription's fetch; the event is handed back and
+    /// offered again); a subscription the bus had already wrapped, given to
+    /// [`consume_subscription`](crate::EventBus::consume_subscription),
+    /// keeps the 30 s default. Not to the dead letter of an undecodable
+    /// message, which the provider already terminated: it is the message's
+    /// only copy, so the subscription waits for the DLQ. `None`: no limit.
+    /// Default 30 s.
     pub dlq_timeout: Option<Duration>,
 }
 

@@ -4,6 +4,7 @@ use super::guard::{CatchUnwind, offer_dead_letter, panic_message};
 use super::{ConsumerConfig, Handler};
 use crate::EventBus;
 use crate::bus::Inner;
+use crate::subscription::{BusSubscription, dlq_timed_out};
 use event_core::{
     DeadLetterEvent, Error, Event, PendingEvent, Result, SubscribeOptions, Subscription, now_millis,
 };
@@ -281,7 +282,9 @@ impl EventBus {
         config: ConsumerConfig,
     ) -> Result<ConsumerHandle> {
         config.validate()?;
-        let (record, subs) = self.open_subscriber(subscriber_id).await?;
+        let (record, subs) = self
+            .open_subscriber(subscriber_id, config.dlq_timeout)
+            .await?;
         let options = record.options.clone().unwrap_or_default();
         // one subscription per subject, in the record's order
         let subs = subs
@@ -313,7 +316,13 @@ impl EventBus {
         config: ConsumerConfig,
     ) -> Result<ConsumerHandle> {
         config.validate()?;
-        let sub = self.wrap_subscription(subscription);
+        let sub = if BusSubscription::is_bus_subscription(&*subscription) {
+            subscription
+        } else {
+            BusSubscription::new(subscription, self.inner.clone())
+                .with_dlq_timeout(config.dlq_timeout)
+                .boxed()
+        };
         let span = tracing::info_span!("a3s_event.consumer");
         Ok(self.start(vec![(sub, span)], None, options, Arc::new(handler), config))
     }
@@ -719,12 +728,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
             let outcome = match shared.config.dlq_timeout {
                 Some(limit) => tokio::time::timeout(limit, offer)
                     .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::Timeout {
-                            operation: "the DLQ handler taking a dead letter".to_string(),
-                            elapsed: limit,
-                        })
-                    }),
+                    .unwrap_or_else(|_| Err(dlq_timed_out(limit))),
                 None => offer.await,
             };
             let Err(err) = outcome else {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use event_core::subject::validate_category;
 use event_core::{
     DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventProvider, MAX_PAYLOAD_DEPTH,
-    PublishOptions, Result, SubscribeOptions, check_payload_depth,
+    PublishOptions, Result, SubscribeOptions, Subscription, check_payload_depth,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,10 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// [`DEAD_LETTER_EVENT_TYPE`], the whole [`DeadLetterEvent`] as payload and
 /// the original id and subject in metadata (`a3s.original_id`,
 /// `a3s.original_subject`). Note that `{prefix}.>` subscribers see dead
-/// letters too.
+/// letters too. Only events of that type are dead letters: other events
+/// published under the DLQ subjects (an event-routing `SinkDlqHandler`
+/// forwarding under `{prefix}.dlq`, say) are not listed, counted or
+/// re-driven.
 ///
 /// An event is stored once per subscriber (see
 /// [`DeadLetterEvent::subscriber`]) inside the provider's dedup window,
@@ -50,10 +53,16 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// [`MAX_PAYLOAD_DEPTH`]` - 2` levels deep is refused
 /// ([`Error::Serialization`], encrypted or not, as a provider refuses a
 /// payload it could not read back; a consumer runner then leaves the event
-/// unsettled and counts it).
+/// unsettled and counts it). A dead letter is also larger than its event
+/// (the record around it, and the envelope when the handler encrypts), so
+/// the dead letter of an event close to the provider's maximum size is
+/// refused as [`Error::PayloadTooLarge`], handled the same way.
 ///
 /// [`redrive`](Self::redrive) republishes dead-lettered events to their
-/// original subjects through a bus.
+/// original subjects through a bus. It does not remove them from the
+/// stream: [`list`](DlqHandler::list) and [`count`](DlqHandler::count) go
+/// on showing re-driven dead letters (until the stream's retention drops
+/// them), and re-drive keeps its own position, so none is re-driven twice.
 ///
 /// ```
 /// use event_bus::{EventBus, dlq::ProviderDlqHandler};
@@ -254,6 +263,26 @@ impl ProviderDlqHandler {
             }
             other => other?,
         };
+        // closed on every way out, as the contract asks: a durable hands
+        // back on close (not on drop) what it fetched ahead
+        let result = self
+            .redrive_with(&mut *sub, bus, max, last, &mut report)
+            .await;
+        let closed = sub.close().await;
+        result?;
+        closed?;
+        Ok(report)
+    }
+
+    /// The loop of [`redrive`](Self::redrive) over its subscription `sub`.
+    async fn redrive_with(
+        &self,
+        sub: &mut dyn Subscription,
+        bus: &EventBus,
+        max: usize,
+        last: u64,
+        report: &mut RedriveReport,
+    ) -> Result<()> {
         while report.redriven < max {
             let next = match tokio::time::timeout(self.redrive_idle, sub.next_manual_ack()).await {
                 Err(_) => break,
@@ -271,6 +300,20 @@ impl ProviderDlqHandler {
                 Err(err) => return Err(err),
             };
             let sequence = pending.received.sequence;
+            if !is_dead_letter(&pending.received.event) {
+                // another publisher's event under the DLQ subjects: not a
+                // dead letter, passed over (not counted as skipped)
+                tracing::debug!(
+                    sequence,
+                    event_id = %pending.received.event.id,
+                    "passing over an event under the DLQ subjects that is not a dead letter"
+                );
+                pending.term().await?;
+                if sequence >= last {
+                    break;
+                }
+                continue;
+            }
             let decoded = self
                 .decode_event(&pending.received.event)
                 .and_then(|dead| opened_for_redrive(bus, dead.event));
@@ -285,8 +328,12 @@ impl ProviderDlqHandler {
                     let from = std::mem::replace(&mut event.id, fresh);
                     event.metadata.insert(META_REDRIVEN_FROM.to_string(), from);
                     if let Err(err) = bus.publish_event(&event).await {
-                        // keep the dead letter for the next re-drive
-                        pending.nak().await?;
+                        // keep the dead letter for the next re-drive (a
+                        // failed nak leaves it to its ack wait); the
+                        // caller gets the republish's error
+                        if let Err(nak) = pending.nak().await {
+                            tracing::warn!(sequence, error = %nak, "could not hand a dead letter back after a failed re-drive");
+                        }
                         return Err(err);
                     }
                     pending.ack().await?;
@@ -302,8 +349,7 @@ impl ProviderDlqHandler {
                 break;
             }
         }
-        sub.close().await?;
-        Ok(report)
+        Ok(())
     }
 }
 
@@ -322,6 +368,12 @@ fn opened_for_redrive(bus: &EventBus, mut event: Event) -> Result<Event> {
         event.payload = plain;
     }
     Ok(event)
+}
+
+/// Whether `event`, found under the DLQ subjects, is a dead letter a
+/// [`ProviderDlqHandler`] stored (other publishers may use those subjects).
+fn is_dead_letter(event: &Event) -> bool {
+    event.event_type == DEAD_LETTER_EVENT_TYPE
 }
 
 /// The id a re-driven event gets: one per original event, stable across
@@ -367,11 +419,26 @@ impl DlqHandler for ProviderDlqHandler {
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetterEvent>> {
-        let events = self
-            .provider
-            .history(Some(&self.filter_subject()), limit)
-            .await?;
-        events.iter().map(|e| self.decode_event(e)).collect()
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let filter = self.filter_subject();
+        // other events under the DLQ subjects are passed over: read further
+        // back until `limit` dead letters are found or the stream is done
+        let mut fetch = limit;
+        loop {
+            let events = self.provider.history(Some(&filter), fetch).await?;
+            let exhausted = events.len() < fetch;
+            let letters: Vec<&Event> = events
+                .iter()
+                .filter(|e| is_dead_letter(e))
+                .take(limit)
+                .collect();
+            if letters.len() == limit || exhausted {
+                return letters.into_iter().map(|e| self.decode_event(e)).collect();
+            }
+            fetch = fetch.saturating_mul(2);
+        }
     }
 
     async fn count(&self) -> Result<usize> {
@@ -380,6 +447,8 @@ impl DlqHandler for ProviderDlqHandler {
             .provider
             .history(Some(&self.filter_subject()), stored)
             .await?
-            .len())
+            .iter()
+            .filter(|e| is_dead_letter(e))
+            .count())
     }
 }
