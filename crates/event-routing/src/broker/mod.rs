@@ -636,7 +636,14 @@ impl Broker {
 #[async_trait]
 impl event_core::EventRouter for Broker {
     async fn route_published(&self, event: Arc<Event>, _sequence: u64) -> Result<()> {
-        self.enqueue(event).await
+        let queued = self.enqueue(event).await;
+        if queued.is_err() {
+            // The bus stored the event first: a topic sink publishing it
+            // must not take this for a failed publish (and publish again).
+            #[cfg(feature = "bus")]
+            crate::sink::note_stored_not_routed();
+        }
+        queued
     }
 }
 
