@@ -1074,3 +1074,23 @@ async fn metrics_count_each_event_and_each_delivery_once() {
     assert_eq!(ok.len() as u64, EVENTS);
     assert_eq!(dead.len() as u64, 2 * EVENTS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn queue_depth_counts_the_events_a_shutdown_is_still_routing() {
+    // Once shutdown began, `queue_depth` read 0 while the dispatcher still
+    // had the queued events to route: an operator watching the drain saw
+    // an empty queue.
+    let Blocked { broker, gate, done } = blocked_broker(QueueFullPolicy::Wait).await;
+    let shutdown = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!shutdown.is_finished());
+    let m = broker.metrics();
+    assert_eq!((m.queue_depth, m.in_flight), (1, 2), "{m:?}");
+    gate.add_permits(10);
+    shutdown.await.unwrap();
+    assert_eq!(done.len(), 2);
+    assert_eq!(broker.metrics().queue_depth, 0);
+}

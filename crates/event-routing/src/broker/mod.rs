@@ -225,6 +225,9 @@ struct Core {
     accepted: Padded<AtomicUsize>,
     /// Accepted events fully routed (or never queued after all).
     settled: Padded<AtomicUsize>,
+    /// Events the dispatcher took off the queue, ever: the queue holds
+    /// `counters.enqueued - dequeued` (also while a shutdown drains it).
+    dequeued: Padded<std::sync::atomic::AtomicU64>,
     /// [`Broker::wait_idle`] callers waiting now; `end` notifies only then.
     idle_waiters: Padded<AtomicUsize>,
     idle: Notify,
@@ -314,6 +317,16 @@ impl Core {
         if self.idle_waiters.load(Ordering::SeqCst) > 0 && self.pending() == 0 {
             self.idle.notify_waiters();
         }
+    }
+
+    /// Events in the queue now: accepted into it and not yet taken by the
+    /// dispatcher.
+    fn queue_depth(&self) -> usize {
+        // `enqueued` is bumped just after the send, so it may trail
+        // `dequeued` for a moment.
+        let dequeued = self.dequeued.load(Ordering::Relaxed);
+        let enqueued = self.counters.enqueued.load(Ordering::Relaxed);
+        usize::try_from(enqueued.saturating_sub(dequeued)).unwrap_or(usize::MAX)
     }
 
     /// Events accepted and not yet settled. Zero means that at the moment
@@ -473,6 +486,7 @@ impl Broker {
             counters: Counters::default(),
             accepted: Padded(AtomicUsize::new(0)),
             settled: Padded(AtomicUsize::new(0)),
+            dequeued: Padded(std::sync::atomic::AtomicU64::new(0)),
             idle_waiters: Padded(AtomicUsize::new(0)),
             idle: Notify::new(),
         });
@@ -625,11 +639,8 @@ impl Broker {
     /// The broker's counters now.
     pub fn metrics(&self) -> BrokerMetrics {
         let core = &self.inner.core;
-        core.counters.snapshot(
-            self.inner.queue.depth(),
-            core.pending(),
-            self.trigger_count(),
-        )
+        core.counters
+            .snapshot(core.queue_depth(), core.pending(), self.trigger_count())
     }
 }
 

@@ -181,13 +181,6 @@ impl Queue {
         Ok(())
     }
 
-    pub(super) fn depth(&self) -> usize {
-        match &*self.state.read() {
-            State::Running { tx, .. } => tx.max_capacity() - tx.capacity(),
-            _ => 0,
-        }
-    }
-
     /// Closes the queue and waits until the dispatcher has routed what was
     /// queued. Every call waits, also one made while another is waiting or
     /// after one was given up on.
@@ -346,6 +339,8 @@ async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Arc<Event>>) {
             let took = !batch.is_empty();
             if took {
                 slots.take(batch.len());
+                core.dequeued
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let mut taken = batch.drain(..);
                 while taken.len() > 0 {
                     spawn_routings(&core, &slots, taken.by_ref().take(BATCH).collect());
