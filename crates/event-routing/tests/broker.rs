@@ -1094,3 +1094,68 @@ async fn queue_depth_counts_the_events_a_shutdown_is_still_routing() {
     assert_eq!(done.len(), 2);
     assert_eq!(broker.metrics().queue_depth, 0);
 }
+
+#[test]
+fn a_broker_keeps_routing_after_the_runtime_that_first_used_it_is_gone() {
+    // The queue's dispatcher runs on the runtime of the first `enqueue`.
+    // Once that runtime was dropped (a setup runtime, one `#[tokio::test]`
+    // of several sharing a broker), every later enqueue was refused as
+    // "the broker is shut down", though nobody shut it down, and the events
+    // lost with the runtime stayed pending: `wait_idle` never returned.
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(Semaphore::new(0));
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::by_type("gated"),
+            gated_sink(gate, started.clone(), sink.clone()),
+        ))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "c",
+            TriggerFilter::by_type("plain"),
+            sink.clone(),
+        ))
+        .unwrap();
+    {
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        first.block_on(async {
+            // One routing that never ends, one event queued behind it.
+            broker
+                .enqueue(Arc::new(event("events.a.b", "gated")))
+                .await
+                .unwrap();
+            started.acquire().await.unwrap().forget();
+            broker
+                .enqueue(Arc::new(event("events.a.b", "gated")))
+                .await
+                .unwrap();
+        });
+    } // the runtime, its dispatcher and the routing are gone
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        broker
+            .enqueue(Arc::new(event("events.a.b", "plain")))
+            .await
+            .expect("the broker was never shut down");
+        tokio::time::timeout(Duration::from_secs(10), broker.wait_idle())
+            .await
+            .expect("events lost with the first runtime are still pending");
+        assert_eq!(sink.len(), 1);
+        let m = broker.metrics();
+        assert_eq!((m.in_flight, m.queue_depth), (0, 0), "{m:?}");
+    });
+}

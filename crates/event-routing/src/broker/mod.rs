@@ -419,7 +419,11 @@ impl Drop for PendingGuard {
 /// timeouts and backoff use Tokio's clock, so a paused test clock drives
 /// them). `Broker` is a cheap handle (`Clone` shares the broker). The queue's
 /// dispatcher stops when [`shutdown`](Self::shutdown) is called or every
-/// handle is dropped, after routing what was queued.
+/// handle is dropped, after routing what was queued. It runs on the runtime
+/// of the first [`enqueue`](Self::enqueue); if that runtime is dropped, the
+/// events it was routing or held queued are lost (logged as an error, no
+/// longer pending) and the next `enqueue` starts a dispatcher on its own
+/// runtime.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
