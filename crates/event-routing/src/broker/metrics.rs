@@ -51,7 +51,10 @@ macro_rules! counters {
             $(#[doc = $doc] pub $field: u64,)*
             /// Events waiting in the queue now.
             pub queue_depth: usize,
-            /// Events queued or being routed now (queue depth plus in-flight routings).
+            /// Events accepted and not settled yet: queued, being routed (from
+            /// the queue or a [feed](crate::Broker::feed)), or waiting for room
+            /// in a full queue (a waiting publisher's, a deferred forward).
+            /// [`Broker::wait_idle`](crate::Broker::wait_idle) waits for zero.
             pub in_flight: usize,
             /// Triggers registered now.
             pub triggers: usize,
