@@ -1159,3 +1159,31 @@ fn a_broker_keeps_routing_after_the_runtime_that_first_used_it_is_gone() {
         assert_eq!((m.in_flight, m.queue_depth), (0, 0), "{m:?}");
     });
 }
+
+#[tokio::test]
+async fn a_queue_capacity_too_large_for_the_queue_is_refused_not_a_panic() {
+    // Validation passed it; the first enqueue then panicked creating the
+    // channel (Tokio's limit is `usize::MAX >> 3` slots).
+    let config = BrokerConfig {
+        queue_capacity: usize::MAX,
+        ..BrokerConfig::default()
+    };
+    assert!(
+        matches!(
+            Broker::with_config(config),
+            Err(Error::InvalidConfig { ref field, .. }) if field == "queue_capacity"
+        ),
+        "accepted"
+    );
+    // The largest accepted one works.
+    let broker = Broker::with_config(BrokerConfig {
+        queue_capacity: Semaphore::MAX_PERMITS,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .enqueue(Arc::new(event("events.a.b", "t")))
+        .await
+        .unwrap();
+    broker.wait_idle().await;
+}

@@ -121,9 +121,21 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The largest [`queue_capacity`](Self::queue_capacity) the queue can
+    /// hold (Tokio's channel limit, `usize::MAX >> 3`).
+    pub const MAX_QUEUE_CAPACITY: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
     /// Checks the values: zero capacity, workers, feed concurrency or
-    /// `max_hops` (which would route nothing) is [`Error::InvalidConfig`].
+    /// `max_hops` (which would route nothing), a capacity over
+    /// [`MAX_QUEUE_CAPACITY`](Self::MAX_QUEUE_CAPACITY) or workers or feed
+    /// concurrency over `u32::MAX` is [`Error::InvalidConfig`].
     pub fn validate(&self) -> Result<()> {
+        if self.queue_capacity > Self::MAX_QUEUE_CAPACITY {
+            return Err(Error::invalid_config(
+                "queue_capacity",
+                format!("must be at most {}", Self::MAX_QUEUE_CAPACITY),
+            ));
+        }
         for (field, value) in [
             ("queue_capacity", self.queue_capacity),
             ("workers", self.workers),
