@@ -79,7 +79,10 @@ pub struct BrokerConfig {
     /// applies. Default 1024.
     pub queue_capacity: usize,
     /// Events routed concurrently from the queue (each routing delivers to
-    /// all its triggers in parallel). Default 64.
+    /// all its triggers in parallel). Default 64. Concurrent routings keep
+    /// no order: a trigger may get an event before one queued ahead of it
+    /// (say while that one waits for a retry). 1 routes one event at a time,
+    /// in queue order.
     pub workers: usize,
     /// What a full queue does to the publisher. Default [`QueueFullPolicy::Wait`].
     pub full_policy: QueueFullPolicy,
