@@ -35,8 +35,9 @@ use std::sync::Arc;
 ///   given up on), and until then the source is running (starting it is a
 ///   conflict). Stopping a stopped source is a no-op. A stopped source may
 ///   be started again.
-/// - A failing delivery (an error or a panic in the sink) is logged and
-///   counted, and the source keeps going.
+/// - A failing delivery (an error or a panic in the sink) is logged, and
+///   the source keeps going. Sources that count their emissions count it
+///   too ([`CronSource::failures`]; [`MetricsPoller`] only logs).
 #[async_trait]
 pub trait EventSource: Send + Sync {
     /// A name for logs.
