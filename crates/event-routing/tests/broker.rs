@@ -1074,3 +1074,116 @@ async fn metrics_count_each_event_and_each_delivery_once() {
     assert_eq!(ok.len() as u64, EVENTS);
     assert_eq!(dead.len() as u64, 2 * EVENTS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn queue_depth_counts_the_events_a_shutdown_is_still_routing() {
+    // Once shutdown began, `queue_depth` read 0 while the dispatcher still
+    // had the queued events to route: an operator watching the drain saw
+    // an empty queue.
+    let Blocked { broker, gate, done } = blocked_broker(QueueFullPolicy::Wait).await;
+    let shutdown = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!shutdown.is_finished());
+    let m = broker.metrics();
+    assert_eq!((m.queue_depth, m.in_flight), (1, 2), "{m:?}");
+    gate.add_permits(10);
+    shutdown.await.unwrap();
+    assert_eq!(done.len(), 2);
+    assert_eq!(broker.metrics().queue_depth, 0);
+}
+
+#[test]
+fn a_broker_keeps_routing_after_the_runtime_that_first_used_it_is_gone() {
+    // The queue's dispatcher runs on the runtime of the first `enqueue`.
+    // Once that runtime was dropped (a setup runtime, one `#[tokio::test]`
+    // of several sharing a broker), every later enqueue was refused as
+    // "the broker is shut down", though nobody shut it down, and the events
+    // lost with the runtime stayed pending: `wait_idle` never returned.
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(Semaphore::new(0));
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::by_type("gated"),
+            gated_sink(gate, started.clone(), sink.clone()),
+        ))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "c",
+            TriggerFilter::by_type("plain"),
+            sink.clone(),
+        ))
+        .unwrap();
+    {
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        first.block_on(async {
+            // One routing that never ends, one event queued behind it.
+            broker
+                .enqueue(Arc::new(event("events.a.b", "gated")))
+                .await
+                .unwrap();
+            started.acquire().await.unwrap().forget();
+            broker
+                .enqueue(Arc::new(event("events.a.b", "gated")))
+                .await
+                .unwrap();
+        });
+    } // the runtime, its dispatcher and the routing are gone
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        broker
+            .enqueue(Arc::new(event("events.a.b", "plain")))
+            .await
+            .expect("the broker was never shut down");
+        tokio::time::timeout(Duration::from_secs(10), broker.wait_idle())
+            .await
+            .expect("events lost with the first runtime are still pending");
+        assert_eq!(sink.len(), 1);
+        let m = broker.metrics();
+        assert_eq!((m.in_flight, m.queue_depth), (0, 0), "{m:?}");
+    });
+}
+
+#[tokio::test]
+async fn a_queue_capacity_too_large_for_the_queue_is_refused_not_a_panic() {
+    // Validation passed it; the first enqueue then panicked creating the
+    // channel (Tokio's limit is `usize::MAX >> 3` slots).
+    let config = BrokerConfig {
+        queue_capacity: usize::MAX,
+        ..BrokerConfig::default()
+    };
+    assert!(
+        matches!(
+            Broker::with_config(config),
+            Err(Error::InvalidConfig { ref field, .. }) if field == "queue_capacity"
+        ),
+        "accepted"
+    );
+    // The largest accepted one works.
+    let broker = Broker::with_config(BrokerConfig {
+        queue_capacity: Semaphore::MAX_PERMITS,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .enqueue(Arc::new(event("events.a.b", "t")))
+        .await
+        .unwrap();
+    broker.wait_idle().await;
+}

@@ -395,3 +395,123 @@ async fn an_unchanged_forward_into_its_own_broker_stops_at_max_hops() {
     assert_eq!(stored.len(), 1, "stored once, under its own id");
     assert_eq!(stored[0].id, event.id);
 }
+
+/// Queued events forwarding through the bus of a broker shutting down: each
+/// forward is stored, then the closed broker refuses to route it. The
+/// publish did happen, so the delivery is done; taking the refusal for a
+/// failed publish retried it (another copy stored per attempt) and
+/// dead-lettered an event that was in the stream.
+#[tokio::test(start_paused = true)]
+async fn a_forward_stored_but_not_routed_by_a_shut_down_broker_is_delivered_once() {
+    let (provider, bus, broker) = bus_with_broker(8);
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let forward = TopicSink::through_bus("audit", bus.clone(), "events.audit.all").unwrap();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "forward",
+                TriggerFilter::by_subject("events.orders.>"),
+                Arc::new(forward),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(2)
+                    .with_backoff(
+                        event_routing::BackoffPolicy::Linear,
+                        Duration::from_millis(1),
+                    )
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    for i in 0..3 {
+        bus.publish("orders", "created", "s", "shop", json!({"id": i}))
+            .await
+            .unwrap();
+    }
+    // The three are queued; the forwards happen while shutting down.
+    broker.shutdown().await;
+    let forwards = provider.history(Some("events.audit.>"), 100).await.unwrap();
+    assert_eq!(forwards.len(), 3, "one stored forward per event");
+    assert!(dead.is_empty(), "dead-lettered: {:?}", dead.events());
+    let m = broker.metrics();
+    assert_eq!((m.delivered, m.failed, m.retries), (3, 0, 0), "{m:?}");
+}
+
+/// The same with a full queue under policy `Reject`: a worker's forward is
+/// stored, then refused routing; retrying it stored it again.
+#[tokio::test(start_paused = true)]
+async fn a_forward_stored_but_rejected_by_a_full_queue_is_not_published_again() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 1,
+        queue_capacity: 1,
+        full_policy: event_routing::QueueFullPolicy::Reject,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker.attach(&bus);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let forward =
+        Arc::new(TopicSink::through_bus("audit", bus.clone(), "events.audit.all").unwrap());
+    let gated_forward = Arc::new(InProcessSink::new("gated forward", {
+        let gate = gate.clone();
+        move |e| {
+            let (gate, forward) = (gate.clone(), forward.clone());
+            async move {
+                gate.acquire().await.unwrap().forget();
+                forward.deliver(&e).await
+            }
+        }
+    }));
+    broker
+        .add_trigger(
+            Trigger::new(
+                "forward",
+                TriggerFilter::by_subject("events.orders.>"),
+                gated_forward,
+            )
+            .with_delivery(DeliverySpec::new().with_retries(2).with_backoff(
+                event_routing::BackoffPolicy::Linear,
+                Duration::from_millis(1),
+            )),
+        )
+        .unwrap();
+    bus.publish("orders", "created", "one", "shop", json!({"id": 1}))
+        .await
+        .unwrap();
+    // The worker takes the first; the second fills the queue.
+    for _ in 0..100 {
+        if broker.metrics().queue_depth == 0 && broker.metrics().in_flight == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    bus.publish("orders", "created", "two", "shop", json!({"id": 2}))
+        .await
+        .unwrap();
+    assert_eq!(broker.metrics().queue_depth, 1);
+    // The first forward finds the queue full (the second event waits there).
+    gate.add_permits(1);
+    for _ in 0..100 {
+        if broker.metrics().rejected > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    gate.add_permits(100);
+    broker.wait_idle().await;
+    let forwards = provider.history(Some("events.audit.>"), 100).await.unwrap();
+    let originals: Vec<_> = forwards
+        .iter()
+        .map(|e| e.metadata["originalid"].clone())
+        .collect();
+    let mut unique = originals.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(originals.len(), unique.len(), "a forward stored twice");
+    let m = broker.metrics();
+    assert!(m.rejected > 0, "{m:?}");
+    assert_eq!((m.failed, m.retries), (0, 0), "{m:?}");
+}

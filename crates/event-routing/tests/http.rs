@@ -1350,3 +1350,64 @@ async fn stop_lets_a_request_finish_within_the_grace_period_and_cancels_a_stuck_
     );
     assert_eq!(sink.delivered(), 0);
 }
+
+/// A raw server answering every request with `status` and a
+/// `content-length: 16` body of which it sends nothing (the connection stays
+/// open); returns the URL and how many requests arrived.
+async fn stalled_body_server(status: &'static str) -> (String, Arc<Mutex<usize>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(Mutex::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0_u8; 64 * 1024];
+                if socket.read(&mut request).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                *seen.lock() += 1;
+                let head = format!("HTTP/1.1 {status}\r\ncontent-length: 16\r\n\r\n");
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // Never sends the body; holds the connection for a while.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    (format!("http://{addr}/hook"), requests)
+}
+
+#[tokio::test]
+async fn an_answer_whose_body_stalls_is_judged_by_its_status() {
+    // A short body the endpoint announced but never sent: the delivery waited
+    // for it until the attempt timed out. A 200 then counted as a failure
+    // and was retried (the endpoint got the event twice); a 400, which is
+    // not retried, became a timeout, which is.
+    let spec = quick_retries(1).with_timeout(Some(Duration::from_secs(2)));
+    let (url, requests) = stalled_body_server("200 OK").await;
+    let (broker, dead) = broker_to(&url, spec.clone());
+    let result = tokio::time::timeout(Duration::from_secs(10), broker.route(&order()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (result.delivered, result.failed),
+        (1, 0),
+        "{:?}",
+        dead.events()
+    );
+    assert_eq!(*requests.lock(), 1, "an accepted event was sent again");
+
+    let (url, requests) = stalled_body_server("400 Bad Request").await;
+    let (broker, dead) = broker_to(&url, spec);
+    let result = tokio::time::timeout(Duration::from_secs(10), broker.route(&order()))
+        .await
+        .unwrap();
+    assert_eq!((result.failed, result.dead_lettered), (1, 1));
+    assert_eq!(*requests.lock(), 1, "a 400 was retried");
+    let reason = &dead.events()[0].metadata["dlqreason"];
+    assert!(reason.contains("HTTP 400"), "{reason}");
+}

@@ -441,3 +441,55 @@ fn non_finite_samples_read_back_from_the_event() {
     assert_eq!(int.value, 3.0);
     assert!(serde_json::from_value::<MetricSample>(json!({"name": "n", "value": "lots"})).is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_stop_call_waits_for_the_emission_in_progress() {
+    // A second stop (concurrent, or after one given up on) returned at once
+    // while the first was still waiting for the emission: a caller tearing
+    // down the sink then lost it, and the source could be started twice.
+    let source = Arc::new(CronSource::every("slow", Duration::from_secs(1), tick_event).unwrap());
+    let finished = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(InProcessSink::new("slow", {
+        let finished = finished.clone();
+        move |_| {
+            let finished = finished.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                finished.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }));
+    source.start(sink.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // delivery in progress
+    let first = tokio::spawn({
+        let source = source.clone();
+        async move { source.stop().await }
+    });
+    tokio::task::yield_now().await; // the first stop has begun
+    assert!(source.is_running(), "the emission is still in progress");
+    assert!(matches!(
+        source.start(sink.clone()).await,
+        Err(Error::Conflict { .. })
+    ));
+    source.stop().await.unwrap();
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "the second stop returned before the delivery completed"
+    );
+    first.await.unwrap().unwrap();
+
+    // A stop given up on (a timeout), then called again.
+    finished.store(false, Ordering::SeqCst);
+    source.start(sink).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), source.stop())
+            .await
+            .is_err()
+    );
+    source.stop().await.unwrap();
+    assert!(finished.load(Ordering::SeqCst));
+    assert!(!source.is_running());
+    assert_eq!(source.emitted(), 2);
+}

@@ -21,6 +21,13 @@ pub const MAX_REPLY_SIZE: usize = 2 * 1024 * 1024;
 /// most this many bytes, so that the connection can be reused.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
+/// The longest wait for the body of an answer whose status decided the
+/// outcome (a success body drained for reuse, the start of an error body
+/// kept in the error): an endpoint that announces a body and stalls must
+/// not turn an accepted event into a timed-out (retried, so duplicated)
+/// delivery, nor a `400` into a timeout, which is retried.
+const BODY_WAIT: Duration = Duration::from_secs(1);
+
 /// An endpoint answered with a non-success status (carried by
 /// [`Error::Provider`] with provider `"http"`; [`status_error`] finds it).
 ///
@@ -134,6 +141,10 @@ pub fn status_error(err: &Error) -> Option<&HttpStatusError> {
 ///   read no further (the endpoint did accept the event; only its reply is
 ///   refused).
 ///
+/// An error answer's body is read for at most a second (the start of it is
+/// kept in the error), so a stalled body cannot stall the sender; this needs
+/// a Tokio runtime with the time driver.
+///
 /// Only the timeout and the connection errors are transient
 /// ([`Error::is_transient`]); an answered status is judged by
 /// [`HttpStatusError::is_retryable`].
@@ -162,8 +173,10 @@ pub async fn send_http(
 /// (it sends no `Prefer: reply`, as the recipient then should send none):
 /// a 2xx answer is `Ok` whatever its body, which is never waited for (an
 /// endless or slow body cannot stall the sender, a huge one is never held);
-/// a short body the server announced with its length is read, so that the
-/// connection can be reused. Errors as [`send_http`]'s, but for those about
+/// a short body the server announced with its length is read, for at most a
+/// second, so that the connection can be reused. An error answer's body is
+/// read for at most a second too (for the start the error keeps). Needs a
+/// Tokio runtime with the time driver. Errors as [`send_http`]'s, but for those about
 /// the reply.
 ///
 /// ```no_run
@@ -209,7 +222,11 @@ pub async fn send_cloudevent_http(
 /// reused), and otherwise drops it unread.
 async fn discard_body(mut response: reqwest::Response) {
     if response.content_length().is_some_and(|n| n <= DRAIN_LIMIT) {
-        while let Ok(Some(_)) = response.chunk().await {}
+        // Not sent within `BODY_WAIT`: dropped, with its connection.
+        let _ = tokio::time::timeout(BODY_WAIT, async {
+            while let Ok(Some(_)) = response.chunk().await {}
+        })
+        .await;
     }
 }
 
@@ -286,16 +303,20 @@ async fn post(
         } else {
             None
         };
-        // Read only the part the error keeps: an endless or huge error body
-        // must not stall the sender or fill its memory.
+        // Read only the part the error keeps, for at most `BODY_WAIT`: an
+        // endless, huge or stalled error body must not stall the sender or
+        // fill its memory.
         let mut body = Vec::new();
-        while body.len() <= ERROR_BODY_LIMIT {
-            match response.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                // The status is the error; a body cut short does not matter.
-                Ok(None) | Err(_) => break,
+        let _ = tokio::time::timeout(BODY_WAIT, async {
+            while body.len() <= ERROR_BODY_LIMIT {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    // The status is the error; a body cut short does not matter.
+                    Ok(None) | Err(_) => break,
+                }
             }
-        }
+        })
+        .await;
         body.truncate(ERROR_BODY_LIMIT + 4); // room to finish a UTF-8 char
         let mut text = String::from_utf8_lossy(&body).into_owned();
         if text.len() > ERROR_BODY_LIMIT {

@@ -51,7 +51,10 @@ macro_rules! counters {
             $(#[doc = $doc] pub $field: u64,)*
             /// Events waiting in the queue now.
             pub queue_depth: usize,
-            /// Events queued or being routed now (queue depth plus in-flight routings).
+            /// Events accepted and not settled yet: queued, being routed (from
+            /// the queue or a [feed](crate::Broker::feed)), or waiting for room
+            /// in a full queue (a waiting publisher's, a deferred forward).
+            /// [`Broker::wait_idle`](crate::Broker::wait_idle) waits for zero.
             pub in_flight: usize,
             /// Triggers registered now.
             pub triggers: usize,
@@ -64,7 +67,7 @@ counters! {
     matched => "Trigger matches (one event matching three triggers counts three).",
     delivered => "Deliveries that succeeded.",
     retries => "Retry attempts made after a failed attempt.",
-    timeouts => "Attempts cancelled by the per-attempt timeout.",
+    timeouts => "Delivery attempts that timed out: cancelled by the per-attempt timeout, or failed with the sink's own `Error::Timeout` (an HTTP sink's request timeout, say). Attempts of dead-letter sinks are not counted.",
     failed => "Deliveries that failed (dead-lettered or not): every attempt failed, or an answer a retry cannot change (an HTTP `400`, say) ended them early.",
     dead_lettered => "Failed deliveries handed to the trigger's dead-letter sink.",
     dead_letter_failures => "Failed deliveries the dead-letter sink also refused, or that had none: lost unless the source redelivers (a durable feed does).",

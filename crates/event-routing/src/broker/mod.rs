@@ -79,7 +79,10 @@ pub struct BrokerConfig {
     /// applies. Default 1024.
     pub queue_capacity: usize,
     /// Events routed concurrently from the queue (each routing delivers to
-    /// all its triggers in parallel). Default 64.
+    /// all its triggers in parallel). Default 64. Concurrent routings keep
+    /// no order: a trigger may get an event before one queued ahead of it
+    /// (say while that one waits for a retry). 1 routes one event at a time,
+    /// in queue order.
     pub workers: usize,
     /// What a full queue does to the publisher. Default [`QueueFullPolicy::Wait`].
     pub full_policy: QueueFullPolicy,
@@ -121,9 +124,21 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The largest [`queue_capacity`](Self::queue_capacity) the queue can
+    /// hold (Tokio's channel limit, `usize::MAX >> 3`).
+    pub const MAX_QUEUE_CAPACITY: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
     /// Checks the values: zero capacity, workers, feed concurrency or
-    /// `max_hops` (which would route nothing) is [`Error::InvalidConfig`].
+    /// `max_hops` (which would route nothing), a capacity over
+    /// [`MAX_QUEUE_CAPACITY`](Self::MAX_QUEUE_CAPACITY) or workers or feed
+    /// concurrency over `u32::MAX` is [`Error::InvalidConfig`].
     pub fn validate(&self) -> Result<()> {
+        if self.queue_capacity > Self::MAX_QUEUE_CAPACITY {
+            return Err(Error::invalid_config(
+                "queue_capacity",
+                format!("must be at most {}", Self::MAX_QUEUE_CAPACITY),
+            ));
+        }
         for (field, value) in [
             ("queue_capacity", self.queue_capacity),
             ("workers", self.workers),
@@ -225,6 +240,9 @@ struct Core {
     accepted: Padded<AtomicUsize>,
     /// Accepted events fully routed (or never queued after all).
     settled: Padded<AtomicUsize>,
+    /// Events the dispatcher took off the queue, ever: the queue holds
+    /// `counters.enqueued - dequeued` (also while a shutdown drains it).
+    dequeued: Padded<std::sync::atomic::AtomicU64>,
     /// [`Broker::wait_idle`] callers waiting now; `end` notifies only then.
     idle_waiters: Padded<AtomicUsize>,
     idle: Notify,
@@ -314,6 +332,16 @@ impl Core {
         if self.idle_waiters.load(Ordering::SeqCst) > 0 && self.pending() == 0 {
             self.idle.notify_waiters();
         }
+    }
+
+    /// Events in the queue now: accepted into it and not yet taken by the
+    /// dispatcher.
+    fn queue_depth(&self) -> usize {
+        // `enqueued` is bumped just after the send, so it may trail
+        // `dequeued` for a moment.
+        let dequeued = self.dequeued.load(Ordering::Relaxed);
+        let enqueued = self.counters.enqueued.load(Ordering::Relaxed);
+        usize::try_from(enqueued.saturating_sub(dequeued)).unwrap_or(usize::MAX)
     }
 
     /// Events accepted and not yet settled. Zero means that at the moment
@@ -406,7 +434,11 @@ impl Drop for PendingGuard {
 /// timeouts and backoff use Tokio's clock, so a paused test clock drives
 /// them). `Broker` is a cheap handle (`Clone` shares the broker). The queue's
 /// dispatcher stops when [`shutdown`](Self::shutdown) is called or every
-/// handle is dropped, after routing what was queued.
+/// handle is dropped, after routing what was queued. It runs on the runtime
+/// of the first [`enqueue`](Self::enqueue); if that runtime is dropped, the
+/// events it was routing or held queued are lost (logged as an error, no
+/// longer pending) and the next `enqueue` starts a dispatcher on its own
+/// runtime.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
@@ -473,6 +505,7 @@ impl Broker {
             counters: Counters::default(),
             accepted: Padded(AtomicUsize::new(0)),
             settled: Padded(AtomicUsize::new(0)),
+            dequeued: Padded(std::sync::atomic::AtomicU64::new(0)),
             idle_waiters: Padded(AtomicUsize::new(0)),
             idle: Notify::new(),
         });
@@ -625,18 +658,22 @@ impl Broker {
     /// The broker's counters now.
     pub fn metrics(&self) -> BrokerMetrics {
         let core = &self.inner.core;
-        core.counters.snapshot(
-            self.inner.queue.depth(),
-            core.pending(),
-            self.trigger_count(),
-        )
+        core.counters
+            .snapshot(core.queue_depth(), core.pending(), self.trigger_count())
     }
 }
 
 #[async_trait]
 impl event_core::EventRouter for Broker {
     async fn route_published(&self, event: Arc<Event>, _sequence: u64) -> Result<()> {
-        self.enqueue(event).await
+        let queued = self.enqueue(event).await;
+        if queued.is_err() {
+            // The bus stored the event first: a topic sink publishing it
+            // must not take this for a failed publish (and publish again).
+            #[cfg(feature = "bus")]
+            crate::sink::note_stored_not_routed();
+        }
+        queued
     }
 }
 

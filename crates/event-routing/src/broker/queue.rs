@@ -63,16 +63,26 @@ fn closed() -> Error {
 }
 
 impl Queue {
-    /// The sender, starting the dispatcher on first use.
+    /// The sender, starting the dispatcher on first use, and again when the
+    /// one running is gone without a shutdown (the runtime it ran on was
+    /// dropped: a setup runtime, a test's).
     fn sender(&self, core: &Arc<Core>) -> Result<mpsc::Sender<Arc<Event>>> {
-        if let State::Running { tx, .. } = &*self.state.read() {
+        if let State::Running { tx, .. } = &*self.state.read()
+            && !tx.is_closed()
+        {
             return Ok(tx.clone());
         }
         let mut state = self.state.write();
         match &*state {
-            State::Running { tx, .. } => Ok(tx.clone()),
+            State::Running { tx, .. } if !tx.is_closed() => Ok(tx.clone()),
             State::Closed { .. } => Err(closed()),
-            State::Idle => {
+            State::Idle | State::Running { .. } => {
+                if matches!(*state, State::Running { .. }) {
+                    tracing::warn!(
+                        "the broker queue's dispatcher is gone (its Tokio runtime was dropped?); \
+                         starting another on the current runtime"
+                    );
+                }
                 let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                     Error::invalid_config("runtime", "the broker queue needs a Tokio runtime")
                 })?;
@@ -108,8 +118,11 @@ impl Queue {
                     Counters::add(&core.counters.enqueued, 1);
                     return Ok(());
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed()),
-                Err(mpsc::error::TrySendError::Full(event)) => event,
+                // The dispatcher is gone: `sender` starts another.
+                Err(
+                    mpsc::error::TrySendError::Closed(event)
+                    | mpsc::error::TrySendError::Full(event),
+                ) => event,
             },
             _ => event,
         };
@@ -179,13 +192,6 @@ impl Queue {
         admission.admitted = true;
         Counters::add(&core.counters.enqueued, 1);
         Ok(())
-    }
-
-    pub(super) fn depth(&self) -> usize {
-        match &*self.state.read() {
-            State::Running { tx, .. } => tx.max_capacity() - tx.capacity(),
-            _ => 0,
-        }
     }
 
     /// Closes the queue and waits until the dispatcher has routed what was
@@ -321,7 +327,12 @@ const BATCH: usize = 32;
 ///
 /// What one drain takes is routed by one task per [`BATCH`] events, each
 /// driving its routings concurrently, instead of one task per event.
-async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Arc<Event>>) {
+async fn dispatch(core: Arc<Core>, rx: mpsc::Receiver<Arc<Event>>) {
+    let mut queue = Leftovers {
+        core: core.clone(),
+        rx,
+    };
+    let rx = &mut queue.rx;
     let workers = core.config.workers;
     let linger = core.config.dispatch_linger;
     let slots = Arc::new(Slots {
@@ -346,6 +357,8 @@ async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Arc<Event>>) {
             let took = !batch.is_empty();
             if took {
                 slots.take(batch.len());
+                core.dequeued
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let mut taken = batch.drain(..);
                 while taken.len() > 0 {
                     spawn_routings(&core, &slots, taken.by_ref().take(BATCH).collect());
@@ -366,6 +379,37 @@ async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Arc<Event>>) {
         }
     }
     slots.wait(|free| free == workers).await;
+}
+
+/// The dispatcher's end of the queue. Dropped before the queue was drained
+/// (the runtime dropped the dispatcher), it closes the queue and settles the
+/// events left in it, which will never be routed, so that they do not stay
+/// pending forever ([`Broker::wait_idle`](super::Broker::wait_idle)).
+struct Leftovers {
+    core: Arc<Core>,
+    rx: mpsc::Receiver<Arc<Event>>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut lost = 0_u64;
+        while let Ok(event) = self.rx.try_recv() {
+            lost += 1;
+            self.core.dequeued.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                event_id = %event.id, subject = %event.subject,
+                "broker dispatcher dropped (its runtime shut down); a queued event is not routed"
+            );
+            self.core.end();
+        }
+        if lost > 0 {
+            tracing::error!(
+                lost,
+                "broker dispatcher dropped with events queued; they are lost"
+            );
+        }
+    }
 }
 
 /// Routes `events` (each holding a worker slot) concurrently in one task.

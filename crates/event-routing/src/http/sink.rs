@@ -20,8 +20,11 @@ use std::time::Duration;
 ///   without a retry (see [`DeliverySpec`](crate::DeliverySpec)).
 ///
 /// A reply event in the response (as Knative sinks may send) is ignored,
-/// and the body of a 2xx answer is not waited for: an endless or slow body
-/// cannot hold up a delivery the endpoint accepted.
+/// and the body of an answer is never waited for long (a short 2xx body is
+/// drained, the start of an error body kept, for at most a second): an
+/// endless, slow or stalled body cannot hold up a delivery the endpoint
+/// accepted (which a timeout would retry, sending it twice), nor turn a
+/// status that is not retried into a timeout that is.
 ///
 /// Compared with a Knative broker delivering to a subscriber:
 ///

@@ -21,13 +21,48 @@ impl Target {
         }
     }
 
-    async fn publish(&self, event: &Event) -> Result<u64> {
+    /// Publishes `event`. Through a bus, a refusal of a [`Broker`](crate::Broker)
+    /// attached to it comes after the provider stored the event: the publish
+    /// happened, and is `Ok` (publishing again would store another copy).
+    async fn publish(&self, event: &Event) -> Result<()> {
         match self {
-            Self::Provider(p) => p.publish(event).await,
+            Self::Provider(p) => p.publish(event).await.map(|_| ()),
             #[cfg(feature = "bus")]
-            Self::Bus(bus) => bus.publish_event(event).await,
+            Self::Bus(bus) => {
+                let refused = std::cell::Cell::new(false);
+                let published = STORED_NOT_ROUTED
+                    .scope(refused, async {
+                        let published = bus.publish_event(event).await;
+                        (published, STORED_NOT_ROUTED.with(std::cell::Cell::get))
+                    })
+                    .await;
+                match published {
+                    (Err(err), true) => {
+                        tracing::debug!(
+                            event_id = %event.id, subject = %event.subject, error = %err,
+                            "forward stored; the broker attached to the bus did not route it"
+                        );
+                        Ok(())
+                    }
+                    (published, _) => published.map(|_| ()),
+                }
+            }
         }
     }
+}
+
+#[cfg(feature = "bus")]
+tokio::task_local! {
+    /// Set while a topic sink publishes through a bus; a broker attached to
+    /// the bus marks it when it refuses to route the (stored) event.
+    static STORED_NOT_ROUTED: std::cell::Cell<bool>;
+}
+
+/// Called by a broker refusing an event the bus handed it after storing it:
+/// tells a topic sink publishing it, if any, that the publish happened.
+#[cfg(feature = "bus")]
+pub(crate) fn note_stored_not_routed() {
+    let _ = STORED_NOT_ROUTED.try_with(|refused| refused.set(true));
 }
 
 /// Publishes routed events to a subject of a provider.
@@ -99,7 +134,12 @@ impl TopicSink {
     /// forwarded event is validated, schema-checked and encrypted (under its
     /// own new id) like any other, and counted in the bus's metrics. A bus
     /// with this broker attached routes the forwarded event too; the
-    /// [`metadata::HOPS`] count stops loops.
+    /// [`metadata::HOPS`] count stops loops. The delivery is done once the
+    /// provider stored the forward: a [`Broker`](crate::Broker) attached to
+    /// the bus that then refuses to route it (shut down, or its queue full
+    /// under [`QueueFullPolicy::Reject`](crate::QueueFullPolicy::Reject))
+    /// does not fail it, which would publish it again on retry (the bus
+    /// counts the refusal in its router errors).
     #[cfg(feature = "bus")]
     #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
     pub fn through_bus(
@@ -217,15 +257,15 @@ impl EventSink for TopicSink {
                 // time.
                 let mut out = event.clone();
                 count_hop(&mut out, event);
-                return self.target.publish(&out).await.map(|_| ());
+                return self.target.publish(&out).await;
             }
-            return self.target.publish(event).await.map(|_| ());
+            return self.target.publish(event).await;
         }
         let forwarded = self.forwarded(event);
         if self.subject.is_none() {
             subject::validate_publish_subject(&forwarded.subject, self.target.prefix())?;
         }
-        self.target.publish(&forwarded).await.map(|_| ())
+        self.target.publish(&forwarded).await
     }
 
     fn name(&self) -> &str {

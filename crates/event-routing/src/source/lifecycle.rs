@@ -9,6 +9,17 @@ use tokio::task::JoinHandle;
 struct Running {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// Becomes `true` when the task has ended; its sender is dropped
+    /// without sending if the task panicked or was cancelled.
+    done: watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Whether the task has ended (its last step sent `done`, or it
+    /// panicked or was cancelled).
+    fn ended(&self) -> bool {
+        *self.done.borrow() || self.task.is_finished()
+    }
 }
 
 /// A source's background task, if running.
@@ -41,7 +52,7 @@ impl Lifecycle {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut running = self.running.lock();
-        if running.as_ref().is_some_and(|r| !r.task.is_finished()) {
+        if running.as_ref().is_some_and(|r| !r.ended()) {
             return Err(Error::Conflict {
                 resource: format!("source `{name}`"),
                 reason: "already running; stop it first".to_owned(),
@@ -51,26 +62,45 @@ impl Lifecycle {
             Error::invalid_config("runtime", "a source needs a Tokio runtime to start")
         })?;
         let (stop, rx) = watch::channel(false);
-        let task = runtime.spawn(run(StopSignal(rx)));
-        *running = Some(Running { stop, task });
+        let (done_tx, done) = watch::channel(false);
+        let run = run(StopSignal(rx));
+        let task = runtime.spawn(async move {
+            run.await;
+            let _ = done_tx.send(true);
+        });
+        *running = Some(Running { stop, task, done });
         Ok(())
     }
 
+    /// Asks the task to stop and waits until it has ended. Every call waits,
+    /// also one made while another is waiting or after one was given up on;
+    /// the source stays running (and cannot be started) until then.
     pub(crate) async fn stop(&self, name: &str) -> Result<()> {
-        let Some(running) = self.running.lock().take() else {
-            return Ok(());
+        let mut done = {
+            let running = self.running.lock();
+            let Some(running) = running.as_ref() else {
+                return Ok(());
+            };
+            let _ = running.stop.send(true);
+            running.done.clone()
         };
-        let _ = running.stop.send(true);
-        running
-            .task
-            .await
-            .map_err(|e| Error::provider(format!("source `{name}`"), e.to_string()))
+        let ended = done.wait_for(|ended| *ended).await.is_ok();
+        let mut running = self.running.lock();
+        // Forget the task stopped, not one started since.
+        if running.as_ref().is_some_and(Running::ended) {
+            *running = None;
+        }
+        if ended {
+            Ok(())
+        } else {
+            Err(Error::provider(
+                format!("source `{name}`"),
+                "the source's task ended abnormally (panicked or cancelled)",
+            ))
+        }
     }
 
     pub(crate) fn is_running(&self) -> bool {
-        self.running
-            .lock()
-            .as_ref()
-            .is_some_and(|r| !r.task.is_finished())
+        self.running.lock().as_ref().is_some_and(|r| !r.ended())
     }
 }

@@ -30,10 +30,14 @@ use std::sync::Arc;
 ///   and returns at once; starting a running source is
 ///   [`Error::Conflict`](event_core::Error::Conflict).
 /// - [`stop`](Self::stop) is graceful: no new emission starts, one in
-///   progress completes, and it returns when the task has ended. Stopping a
-///   stopped source is a no-op. A stopped source may be started again.
-/// - A failing delivery (an error or a panic in the sink) is logged and
-///   counted, and the source keeps going.
+///   progress completes, and it returns when the task has ended; every
+///   call does (also one made while another is waiting, or after one was
+///   given up on), and until then the source is running (starting it is a
+///   conflict). Stopping a stopped source is a no-op. A stopped source may
+///   be started again.
+/// - A failing delivery (an error or a panic in the sink) is logged, and
+///   the source keeps going. Sources that count their emissions count it
+///   too ([`CronSource::failures`]; [`MetricsPoller`] only logs).
 #[async_trait]
 pub trait EventSource: Send + Sync {
     /// A name for logs.

@@ -22,7 +22,16 @@ use tokio::time::{Instant, MissedTickBehavior};
 ///   [year]`) in the [`cron`](https://docs.rs/cron) crate's (Quartz-like)
 ///   syntax: there, numeric days of week count from `1` (Sunday), and both
 ///   day fields must match. Prefer day names (`MON-FRI`).
-/// - `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+/// - `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly` (lowercase).
+///
+/// A running source reads the wall clock once, when it starts, and counts
+/// from there on Tokio's monotonic clock (so a paused test clock drives it,
+/// and a jump of the wall clock never fires a burst or skips a stretch).
+/// The other side of this: a step of the wall clock after the start (an
+/// NTP correction, a resumed virtual machine, a suspend, which the
+/// monotonic clock does not count) shifts every later fire by that step
+/// until the source is restarted. Restart long-running cron sources after
+/// such a correction.
 ///
 /// ```
 /// use event_routing::Schedule;
