@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{CollectRouter, TestEncryptor};
+use common::{CollectRouter, RequireField, TestEncryptor};
 use event_bus::dlq::{DEAD_LETTER_EVENT_TYPE, ProviderDlqHandler};
 use event_bus::{ConsumerConfig, EventBus};
 use event_core::{
@@ -629,4 +629,40 @@ async fn a_redrive_stopped_by_an_error_closes_its_subscription() {
     let report = dlq.redrive(&bus, 10).await.unwrap();
     assert_eq!((report.redriven, report.skipped), (2, 0));
     assert_eq!(closed.load(Ordering::SeqCst), 2);
+}
+
+/// A dead letter whose event the bus now refuses for good (a schema that
+/// came after it, here) is skipped, not retried: it used to stop every
+/// re-drive with the same error, so the letters behind it were never
+/// re-driven. It stays in the stream for `list`.
+#[tokio::test]
+async fn a_letter_the_bus_refuses_for_good_is_skipped_and_does_not_block_the_rest() {
+    let (bus, _provider, dlq, _) = setup();
+    let typed = |n: Option<i64>| {
+        let payload = match n {
+            Some(n) => json!({"n": n}),
+            None => json!({"other": true}),
+        };
+        Event::typed("events.jobs.run", "jobs", "job.run", 1, "s", "src", payload)
+    };
+    // oldest first: the bad one heads the queue
+    for n in [None, Some(1), Some(2)] {
+        dlq.handle(DeadLetterEvent::new(typed(n), "x"))
+            .await
+            .unwrap();
+    }
+    bus.set_schema_validator(Arc::new(RequireField("n")));
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 1));
+    // nothing left for a later call, and the skipped letter is still listed
+    assert_eq!(dlq.redrive(&bus, 10).await.unwrap(), Default::default());
+    assert_eq!(dlq.list(10).await.unwrap().len(), 3);
+    let redriven: Vec<Event> = bus
+        .list_events(Some("jobs"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.metadata.contains_key("a3s.redriven_from"))
+        .collect();
+    assert_eq!(redriven.len(), 2);
 }

@@ -1,12 +1,19 @@
 use async_trait::async_trait;
 use event_core::{DeadLetterEvent, DlqHandler, Error, Result};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// An in-process dead-letter queue holding the newest `capacity` dead
 /// letters; when full, the oldest is evicted (and counted in
 /// [`evicted`](Self::evicted)).
+///
+/// A dead letter for an event (and subscriber, see
+/// [`DeadLetterEvent::subscriber`]) it already holds is not stored again:
+/// the same letter handed over twice, or an event's spare delivery failing
+/// after its final delivery was dead-lettered but not settled, leaves the
+/// first letter, with its attempt count (as
+/// [`ProviderDlqHandler`](super::ProviderDlqHandler) does).
 ///
 /// ```
 /// use event_bus::dlq::MemoryDlqHandler;
@@ -23,9 +30,21 @@ use std::sync::{Mutex, PoisonError};
 #[derive(Debug)]
 pub struct MemoryDlqHandler {
     capacity: usize,
-    /// Newest at the front.
-    letters: Mutex<VecDeque<DeadLetterEvent>>,
+    letters: Mutex<Letters>,
     evicted: AtomicU64,
+}
+
+/// The letters held, and the (event id, subscriber) of each.
+#[derive(Debug, Default)]
+struct Letters {
+    /// Newest at the front.
+    queue: VecDeque<DeadLetterEvent>,
+    held: HashSet<(String, Option<String>)>,
+}
+
+/// What makes two dead letters the same one.
+fn key(letter: &DeadLetterEvent) -> (String, Option<String>) {
+    (letter.event.id.clone(), letter.subscriber.clone())
 }
 
 impl Default for MemoryDlqHandler {
@@ -33,7 +52,7 @@ impl Default for MemoryDlqHandler {
     fn default() -> Self {
         Self {
             capacity: 10_000,
-            letters: Mutex::new(VecDeque::new()),
+            letters: Mutex::new(Letters::default()),
             evicted: AtomicU64::new(0),
         }
     }
@@ -65,6 +84,7 @@ impl MemoryDlqHandler {
         self.letters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .queue
             .len()
     }
 
@@ -75,11 +95,9 @@ impl MemoryDlqHandler {
 
     /// Removes and returns every dead letter, newest first.
     pub fn drain(&self) -> Vec<DeadLetterEvent> {
-        self.letters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-            .collect()
+        let mut letters = self.letters.lock().unwrap_or_else(PoisonError::into_inner);
+        letters.held.clear();
+        letters.queue.drain(..).collect()
     }
 }
 
@@ -87,9 +105,14 @@ impl MemoryDlqHandler {
 impl DlqHandler for MemoryDlqHandler {
     async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
         let mut letters = self.letters.lock().unwrap_or_else(PoisonError::into_inner);
-        letters.push_front(dead_letter);
-        while letters.len() > self.capacity {
-            letters.pop_back();
+        if !letters.held.insert(key(&dead_letter)) {
+            return Ok(());
+        }
+        letters.queue.push_front(dead_letter);
+        while letters.queue.len() > self.capacity {
+            if let Some(evicted) = letters.queue.pop_back() {
+                letters.held.remove(&key(&evicted));
+            }
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -97,7 +120,7 @@ impl DlqHandler for MemoryDlqHandler {
 
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetterEvent>> {
         let letters = self.letters.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(letters.iter().take(limit).cloned().collect())
+        Ok(letters.queue.iter().take(limit).cloned().collect())
     }
 
     async fn count(&self) -> Result<usize> {
@@ -105,6 +128,7 @@ impl DlqHandler for MemoryDlqHandler {
             .letters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .queue
             .len())
     }
 }
@@ -140,6 +164,29 @@ mod tests {
         assert_eq!(dlq.list(1).await.unwrap().len(), 1);
         assert_eq!(dlq.drain().len(), 3);
         assert_eq!(dlq.count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_letter_held_already_is_not_stored_again() {
+        let dlq = MemoryDlqHandler::new(2).unwrap();
+        let first = letter(1).with_attempts(3).with_subscriber("w1");
+        dlq.handle(first.clone()).await.unwrap();
+        // the same event and subscriber again (a retry, or the spare
+        // delivery failing): the first letter stays
+        dlq.handle(first.clone().with_attempts(4)).await.unwrap();
+        assert_eq!(dlq.list(10).await.unwrap(), vec![first.clone()]);
+        // another subscriber's failure of the same event is its own letter
+        let other = first.clone().with_subscriber("w2");
+        dlq.handle(other.clone()).await.unwrap();
+        assert_eq!(dlq.count().await.unwrap(), 2);
+        // once evicted (or drained), a letter can be stored again
+        dlq.handle(letter(2)).await.unwrap();
+        assert_eq!(dlq.evicted(), 1);
+        dlq.handle(first.clone()).await.unwrap();
+        assert_eq!(dlq.list(1).await.unwrap(), vec![first.clone()]);
+        dlq.drain();
+        dlq.handle(first.clone()).await.unwrap();
+        assert_eq!(dlq.count().await.unwrap(), 1);
     }
 
     #[test]

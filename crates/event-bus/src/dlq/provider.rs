@@ -110,8 +110,13 @@ pub struct RedriveReport {
     /// Dead letters republished to their original subject (and removed from
     /// the re-drive queue).
     pub redriven: usize,
-    /// Dead letters that could not be decoded or decrypted; they were
-    /// terminated in the re-drive queue (still in the stream) and logged.
+    /// Dead letters that could not be decoded or decrypted, or whose event
+    /// the bus refused for good (invalid subject, schema validation, too
+    /// large, not serializable: a schema registered since the event was
+    /// published, say); they were terminated in the re-drive queue, so
+    /// later calls go on with the letters behind them, and logged with the
+    /// reason. They stay in the stream: [`list`](DlqHandler::list) still
+    /// shows them, to fix and publish by hand.
     pub skipped: usize,
 }
 
@@ -232,8 +237,11 @@ impl ProviderDlqHandler {
     /// one dead letter at a time (`max_ack_pending` 1, so a call that stops
     /// at `max` leaves every later letter to the next call, in order): a dead
     /// letter is acknowledged only after its republish succeeded, so each is
-    /// re-driven once, and a failed republish stops the re-drive with the
-    /// error, leaving that dead letter for the next call. Stops when `max`
+    /// re-driven once, and a failed republish (the provider down, a router
+    /// refusing) stops the re-drive with the error, leaving that dead
+    /// letter for the next call. A letter whose event the bus refuses for
+    /// good (see [`RedriveReport::skipped`]) is skipped instead, so one
+    /// such letter does not block those behind it. Stops when `max`
     /// are done, when it reaches the newest dead letter that existed when it
     /// started, or after the idle time (see
     /// [`with_redrive_idle`](Self::with_redrive_idle)) without one.
@@ -327,7 +335,22 @@ impl ProviderDlqHandler {
                     let fresh = redriven_id(&event.id);
                     let from = std::mem::replace(&mut event.id, fresh);
                     event.metadata.insert(META_REDRIVEN_FROM.to_string(), from);
-                    if let Err(err) = bus.publish_event(&event).await {
+                    let published = bus.publish_event(&event).await;
+                    if let Err(err) = &published
+                        && refuses_for_good(err)
+                    {
+                        // the event itself is refused (its schema, subject
+                        // or size): it would be refused again on every
+                        // call, and the letters behind it never re-driven
+                        tracing::error!(
+                            sequence,
+                            original_id = %from_id(&event),
+                            error = %err,
+                            "skipping a dead letter whose event the bus refuses"
+                        );
+                        pending.term().await?;
+                        report.skipped += 1;
+                    } else if let Err(err) = published {
                         // keep the dead letter for the next re-drive (a
                         // failed nak leaves it to its ack wait); the
                         // caller gets the republish's error
@@ -335,9 +358,10 @@ impl ProviderDlqHandler {
                             tracing::warn!(sequence, error = %nak, "could not hand a dead letter back after a failed re-drive");
                         }
                         return Err(err);
+                    } else {
+                        pending.ack().await?;
+                        report.redriven += 1;
                     }
-                    pending.ack().await?;
-                    report.redriven += 1;
                 }
                 Err(err) => {
                     tracing::error!(sequence, error = %err, "skipping an unreadable dead letter");
@@ -374,6 +398,27 @@ fn opened_for_redrive(bus: &EventBus, mut event: Event) -> Result<Event> {
 /// [`ProviderDlqHandler`] stored (other publishers may use those subjects).
 fn is_dead_letter(event: &Event) -> bool {
     event.event_type == DEAD_LETTER_EVENT_TYPE
+}
+
+/// Whether a republish failed because the bus refuses the event itself
+/// (invalid subject, schema validation, too large, not serializable):
+/// every later attempt would be refused the same way.
+fn refuses_for_good(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::InvalidSubject { .. }
+            | Error::SchemaValidation { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::Serialization(_)
+    )
+}
+
+/// The original id a re-driven event carries.
+fn from_id(event: &Event) -> &str {
+    event
+        .metadata
+        .get(META_REDRIVEN_FROM)
+        .map_or("", String::as_str)
 }
 
 /// The id a re-driven event gets: one per original event, stable across
