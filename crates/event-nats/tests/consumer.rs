@@ -7,7 +7,7 @@ mod common;
 
 use common::NatsServer;
 use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions, Subscription};
-use event_nats::NatsProvider;
+use event_nats::{NatsConfig, NatsProvider};
 use serde_json::json;
 use std::time::Duration;
 
@@ -208,9 +208,14 @@ async fn a_consumer_name_with_a_percent_sign_is_refused() {
 #[tokio::test]
 async fn a_cancelled_call_does_not_lose_the_delivery_it_was_reading() {
     let server = server!("a_cancelled_call_does_not_lose_the_delivery_it_was_reading");
-    let p = NatsProvider::connect(common::config(&server, "cancel"))
-        .await
-        .unwrap();
+    // The lookup must outlast the cancelled call by far: on a loaded
+    // machine a stalled test thread wakes with both timers expired, and the
+    // inner (lookup) one is polled first.
+    let config = NatsConfig {
+        request_timeout_secs: 60,
+        ..common::config(&server, "cancel")
+    };
+    let p = NatsProvider::connect(config).await.unwrap();
     let filter = p.category_subject("t");
     let opts = SubscribeOptions {
         max_deliver: Some(2),
