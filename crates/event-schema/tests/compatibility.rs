@@ -796,6 +796,56 @@ fn content_keywords_under_different_drafts_are_refused() {
 }
 
 #[test]
+fn content_keywords_are_checked_as_a_pair() {
+    // Under drafts 6 and 7 the validator reads `contentMediaType` on the
+    // decoded string when `contentEncoding` is present, and skips
+    // `contentEncoding` altogether next to a media type it does not know.
+    // Dropping one keyword of the pair changes what the other one means.
+    let draft_7 = "http://json-schema.org/draft-07/schema#";
+    let cases = [
+        // Base64 of `[1]`: JSON once decoded, not JSON as it stands.
+        (
+            json!({"contentEncoding": "base64", "contentMediaType": "application/json"}),
+            json!({"contentMediaType": "application/json"}),
+            json!("WzFd"),
+        ),
+        // An unknown media type switches the encoding check off.
+        (
+            json!({"contentEncoding": "base64", "contentMediaType": "text/plain"}),
+            json!({"contentEncoding": "base64"}),
+            json!("!! not base64"),
+        ),
+    ];
+    for (writer_content, reader_content, payload) in cases {
+        let string = |content: &Value| {
+            let mut schema = json!({"$schema": draft_7, "type": "object",
+                                    "properties": {"blob": {"type": "string"}}});
+            for (key, value) in content.as_object().unwrap() {
+                schema["properties"]["blob"][key] = value.clone();
+            }
+            schema
+        };
+        let (writer, reader) = (string(&writer_content), string(&reader_content));
+        let payload = json!({ "blob": payload });
+        // The writer lets the payload through, the reader does not.
+        assert!(valid(&writer, payload.clone()), "{writer}");
+        assert!(!valid(&reader, payload), "{reader}");
+        let err = reads(reader.clone(), writer.clone()).unwrap_err();
+        assert_eq!(err.path, "/blob", "{err}");
+        assert!(err.rule.contains("content"), "{err}");
+        // Unchanged, the pair is still fine.
+        reads(writer.clone(), writer).unwrap();
+    }
+    // A reader without either keyword reads any string.
+    reads(
+        json!({"$schema": draft_7, "type": "string"}),
+        json!({"$schema": draft_7, "type": "string", "contentEncoding": "base64",
+               "contentMediaType": "application/json"}),
+    )
+    .unwrap();
+}
+
+#[test]
 fn const_and_enum() {
     reads(json!({"enum": ["a", "b"]}), json!({"const": "a"})).unwrap();
     reads(json!({"type": "string"}), json!({"enum": ["a", "b"]})).unwrap();
