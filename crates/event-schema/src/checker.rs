@@ -9,6 +9,7 @@
 use crate::compatibility::Compatibility;
 use crate::schema::EventSchema;
 use crate::validate::{MAX_DEPTH, compile, too_deep};
+use jsonschema::Draft;
 use serde_json::{Map, Number, Value};
 use std::cmp::Ordering;
 use std::fmt;
@@ -111,7 +112,7 @@ pub fn can_read(reader: &EventSchema, writer: &EventSchema) -> Result<(), Incomp
     }
     let ctx = Ctx {
         reader_draft: r_draft,
-        same_draft: r_draft == w_draft,
+        same_draft: same_draft(r_draft, w_draft),
     };
     subset(&w, &r, "", &ctx)
 }
@@ -160,6 +161,15 @@ struct Ctx<'a> {
 
 fn declared_draft(schema: &Value) -> Option<&str> {
     schema.get("$schema").and_then(Value::as_str)
+}
+
+/// Whether two root `$schema` declarations (absent: 2020-12) name the same
+/// draft as the validator reads them: spellings of one draft (a trailing
+/// `#`, `http` or `https`, the version-less URI) are one draft. A
+/// meta-schema the validator does not know is the same only as itself.
+fn same_draft(a: Option<&str>, b: Option<&str>) -> bool {
+    let draft = |uri: Option<&str>| uri.map_or_else(Draft::default, Draft::from_schema_uri);
+    a == b || (draft(a) == draft(b) && draft(a) != Draft::Unknown)
 }
 
 /// Keywords that never change which instances are valid (once `$ref` is

@@ -796,6 +796,45 @@ fn content_keywords_under_different_drafts_are_refused() {
 }
 
 #[test]
+fn spellings_of_one_draft_are_one_draft() {
+    // No `$schema` is 2020-12; the trailing `#` and http/https do not change
+    // the draft. Declaring it explicitly is not an evolution.
+    let body = json!({"type": "object", "properties": {
+        "e": {"type": "string", "format": "email", "contentEncoding": "base64"}
+    }});
+    let with = |draft: Option<&str>| {
+        let mut schema = body.clone();
+        if let Some(draft) = draft {
+            schema["$schema"] = json!(draft);
+        }
+        schema
+    };
+    for (a, b) in [
+        (None, Some("https://json-schema.org/draft/2020-12/schema")),
+        (None, Some("https://json-schema.org/draft/2020-12/schema#")),
+        (None, Some("http://json-schema.org/schema#")),
+        (
+            Some("http://json-schema.org/draft-07/schema#"),
+            Some("http://json-schema.org/draft-07/schema"),
+        ),
+        (
+            Some("http://json-schema.org/draft-07/schema#"),
+            Some("https://json-schema.org/draft-07/schema#"),
+        ),
+    ] {
+        reads(with(a), with(b)).unwrap_or_else(|e| panic!("{a:?} reading {b:?}: {e}"));
+        reads(with(b), with(a)).unwrap_or_else(|e| panic!("{b:?} reading {a:?}: {e}"));
+    }
+    // Different drafts still are.
+    let err = reads(
+        with(Some("http://json-schema.org/draft-07/schema#")),
+        with(None),
+    )
+    .unwrap_err();
+    assert!(err.rule.contains("format"), "{err}");
+}
+
+#[test]
 fn content_keywords_are_checked_as_a_pair() {
     // Under drafts 6 and 7 the validator reads `contentMediaType` on the
     // decoded string when `contentEncoding` is present, and skips
