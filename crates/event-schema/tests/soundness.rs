@@ -42,15 +42,16 @@ const TYPES: [&str; 7] = [
 ];
 const NAMES: [&str; 3] = ["a", "b", "é/~"];
 /// `$schema` values (none: 2020-12).
-const DRAFTS: [Option<&str>; 5] = [
+const DRAFTS: [Option<&str>; 6] = [
     None,
     Some("http://json-schema.org/draft-06/schema#"),
     Some("http://json-schema.org/draft-07/schema#"),
+    Some("https://json-schema.org/draft-07/schema"),
     Some("https://json-schema.org/draft/2019-09/schema"),
     Some("https://json-schema.org/draft/2020-12/schema"),
 ];
 /// Strings that some formats, encodings and media types accept and others not.
-const STRINGS: [&str; 12] = [
+const STRINGS: [&str; 13] = [
     "",
     "a",
     "ab",
@@ -61,6 +62,7 @@ const STRINGS: [&str; 12] = [
     "2020-01-01",
     "1.2.3.4",
     "YWI=",
+    "WzFd",
     "[1]",
     "!!",
 ];
@@ -160,7 +162,11 @@ fn schema(rng: &mut Rng, depth: u32) -> Value {
         map.insert("contentEncoding".into(), json!("base64"));
     }
     if rng.percent(4) {
-        map.insert("contentMediaType".into(), json!("application/json"));
+        // `text/plain` is a media type the validator does not check.
+        map.insert(
+            "contentMediaType".into(),
+            json!(rng.pick(&["application/json", "text/plain"])),
+        );
     }
     if depth > 0 {
         if rng.percent(25) {
