@@ -326,7 +326,11 @@ fn regression_a_schema_nested_too_deep_to_compile_is_refused() {
     let registry = MemorySchemaRegistry::new();
     let schema = EventSchema::new("deep", 1).with_json_schema(deep_items(500));
     match registry.register(schema.clone()) {
-        Err(Error::Schema { reason, .. }) => assert!(reason.contains("deep"), "{reason}"),
+        Err(Error::Schema { reason, .. }) => {
+            assert!(reason.contains("deep"), "{reason}");
+            // One sentence, not a source line's indentation.
+            assert!(!reason.contains("  "), "{reason:?}");
+        }
         other => panic!("expected a schema error, got {other:?}"),
     }
     assert!(registry.test_compatibility(&schema).is_err());
