@@ -79,8 +79,12 @@ pub fn can_read(reader: &EventSchema, writer: &EventSchema) -> Result<(), Incomp
     {
         return Ok(());
     }
-    let r = reader.effective_schema();
-    let w = writer.effective_schema();
+    // Local references resolved where that is exact (see `inline_refs`).
+    let reader_inlined = inline_schema_refs(reader);
+    let writer_inlined = inline_schema_refs(writer);
+    let resolved = reader_inlined.is_some() || writer_inlined.is_some();
+    let r = reader_inlined.as_ref().unwrap_or(reader).effective_schema();
+    let w = writer_inlined.as_ref().unwrap_or(writer).effective_schema();
     // The proof walks both schemas one call per level (and compiles
     // subschemas, which recurses too): refuse what no JSON document can
     // carry rather than exhaust the stack.
@@ -114,7 +118,208 @@ pub fn can_read(reader: &EventSchema, writer: &EventSchema) -> Result<(), Incomp
         reader_draft: r_draft,
         same_draft: same_draft(r_draft, w_draft),
     };
-    subset(&w, &r, "", &ctx)
+    subset(&w, &r, "", &ctx).map_err(|mut e| {
+        if resolved {
+            e.rule.push_str(
+                " (checked with the schemas' local `$ref`s resolved to their definitions)",
+            );
+        }
+        e
+    })
+}
+
+/// `schema` with its JSON Schema's local references inlined, or `None`
+/// when it has none or they cannot be inlined exactly.
+fn inline_schema_refs(schema: &EventSchema) -> Option<EventSchema> {
+    let json = schema.json_schema.as_ref()?;
+    let inlined = inline_refs(json)?;
+    Some(EventSchema {
+        json_schema: Some(inlined),
+        ..schema.clone()
+    })
+}
+
+/// The most schema nodes [`inline_refs`] produces: references to shared
+/// definitions multiply, and a schema that grows beyond this is left alone.
+const INLINE_BUDGET: usize = 100_000;
+
+/// Schema keywords whose value is one subschema.
+const ONE_SCHEMA: &[&str] = &[
+    "additionalProperties",
+    "items",
+    "additionalItems",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+];
+/// Schema keywords whose value maps names to subschemas.
+const NAMED_SCHEMAS: &[&str] = &["properties", "patternProperties", "dependentSchemas"];
+/// Schema keywords whose value is an array of subschemas.
+const SCHEMA_LIST: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems", "items"];
+
+/// `json` (a root JSON Schema) with every `{"$ref": "#/json/pointer"}` in
+/// a subschema position replaced by the subschema it points to, which the
+/// validator treats identically. `None` (the checker then refuses the
+/// references as before) when the schema has no `$ref`, or when inlining
+/// might not be exact: a reference that is not a JSON pointer into this
+/// document, with a sibling that is not an annotation (applied by 2019-09
+/// and 2020-12, ignored by drafts 6 and 7), recursive, a dynamic or
+/// recursive reference anywhere, an `$id` or `$schema` below the root
+/// (another base URI or draft), or a result beyond [`INLINE_BUDGET`] nodes
+/// or [`MAX_DEPTH`] levels.
+fn inline_refs(json: &Value) -> Option<Value> {
+    fn any_key(value: &Value, found: &dyn Fn(&str, bool) -> bool, root: bool) -> bool {
+        match value {
+            Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| found(k, root) || any_key(v, found, false)),
+            Value::Array(items) => items.iter().any(|v| any_key(v, found, false)),
+            _ => false,
+        }
+    }
+    // Walked by recursion below, and cloned.
+    if too_deep(json)
+        || !any_key(json, &|k, _| k == "$ref", true)
+        || any_key(
+            json,
+            &|k, root| {
+                matches!(k, "$dynamicRef" | "$recursiveRef")
+                    || (!root && matches!(k, "$id" | "$schema"))
+            },
+            true,
+        )
+    {
+        return None;
+    }
+    let mut inliner = Inliner {
+        document: json,
+        expanding: Vec::new(),
+        budget: INLINE_BUDGET,
+    };
+    let out = inliner.schema(json, true, 0)?;
+    (!too_deep(&out)).then_some(out)
+}
+
+struct Inliner<'a> {
+    document: &'a Value,
+    /// The pointers being expanded (a repeat is a recursive reference).
+    expanding: Vec<&'a str>,
+    budget: usize,
+}
+
+impl<'a> Inliner<'a> {
+    fn schema(&mut self, schema: &'a Value, root: bool, depth: usize) -> Option<Value> {
+        self.budget = self.budget.checked_sub(1)?;
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let Value::Object(map) = schema else {
+            return Some(schema.clone());
+        };
+        if let Some(reference) = map.get("$ref") {
+            return self.reference(map, reference, root, depth);
+        }
+        let mut out = Map::new();
+        for (key, value) in map {
+            let k = key.as_str();
+            let inlined = match value {
+                Value::Object(named) if NAMED_SCHEMAS.contains(&k) => {
+                    let mut each = Map::new();
+                    for (name, sub) in named {
+                        each.insert(name.clone(), self.schema(sub, false, depth + 1)?);
+                    }
+                    Value::Object(each)
+                }
+                Value::Array(list) if SCHEMA_LIST.contains(&k) => Value::Array(
+                    list.iter()
+                        .map(|sub| self.schema(sub, false, depth + 1))
+                        .collect::<Option<_>>()?,
+                ),
+                Value::Object(_) | Value::Bool(_) if ONE_SCHEMA.contains(&k) => {
+                    self.schema(value, false, depth + 1)?
+                }
+                // Definitions are reached through references only, and
+                // every reference the checker reads is inlined: drop them.
+                _ if matches!(k, "$defs" | "definitions") => continue,
+                // Values and annotations stay as they are.
+                _ => {
+                    self.budget = self.budget.checked_sub(weight(value))?;
+                    value.clone()
+                }
+            };
+            out.insert(key.clone(), inlined);
+        }
+        Some(Value::Object(out))
+    }
+
+    /// The target of `{"$ref": reference, ...siblings}`, inlined.
+    fn reference(
+        &mut self,
+        map: &'a Map<String, Value>,
+        reference: &'a Value,
+        root: bool,
+        depth: usize,
+    ) -> Option<Value> {
+        let pointer = reference.as_str()?.strip_prefix('#')?;
+        if pointer.is_empty() || pointer.contains('%') || self.expanding.contains(&pointer) {
+            return None;
+        }
+        // Annotations only beside it (and the root's `$schema`).
+        if !map
+            .keys()
+            .all(|k| k == "$ref" || is_annotation(k, root) || k == "$anchor")
+        {
+            return None;
+        }
+        let target = resolve(self.document, pointer)?;
+        if !(target.is_object() || target.is_boolean()) {
+            return None;
+        }
+        self.expanding.push(pointer);
+        let inlined = self.schema(target, false, depth + 1)?;
+        self.expanding.pop();
+        match (root, map.get("$schema"), inlined) {
+            (true, Some(draft), Value::Object(mut target)) => {
+                target.insert("$schema".into(), draft.clone());
+                Some(Value::Object(target))
+            }
+            (_, _, inlined) => Some(inlined),
+        }
+    }
+}
+
+/// How many JSON values `value` holds, itself included.
+fn weight(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(weight).sum::<usize>(),
+        Value::Array(items) => 1 + items.iter().map(weight).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// The value at JSON pointer `pointer` (`/a/0/b`, as in a URI fragment
+/// without percent-escapes) in `document`.
+fn resolve<'a>(document: &'a Value, pointer: &str) -> Option<&'a Value> {
+    let mut at = document;
+    for token in pointer.strip_prefix('/')?.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        at = match at {
+            Value::Object(map) => map.get(&token)?,
+            Value::Array(items) => {
+                if token.len() > 1 && token.starts_with('0') {
+                    return None;
+                }
+                items.get(token.parse::<usize>().ok()?)?
+            }
+            _ => return None,
+        };
+    }
+    Some(at)
 }
 
 /// Checks `candidate` (a new version) against the earlier versions of its

@@ -85,6 +85,7 @@
 //! | JSON Schema | rule (R reads W when ...) |
 //! |---|---|
 //! | unchanged schema or subschema (no `$ref` inside) | always |
+//! | local `$ref` (`"#/$defs/money"`, a JSON pointer into the same schema) | resolved: the referenced subschema is checked in its place. Not resolved (so refused when changed): recursive references, references by anchor or URI, `$dynamicRef`/`$recursiveRef`, a `$ref` with a constraining sibling, schemas with an `$id` or `$schema` below the root |
 //! | `true`, `{}`, annotation-only subschemas in R | always |
 //! | `type` | every type W allows is allowed by R; `integer` widens to `number` (integer→number is safe, number→integer is not) |
 //! | `enum`, `const` | every value W allows is valid under R (adding enum values is backward-safe, removing them forward-safe); R restricting to a set W does not have is refused |
@@ -99,7 +100,7 @@
 //! | `pattern`, `format`, `contentEncoding`, `contentMediaType` | R's is absent or identical to W's; `contentEncoding` and `contentMediaType` as a pair (where asserted, the media type is checked on the decoded string, and an encoding next to an unknown media type is not checked), so with either in R, W has the same two; `format` and the content keywords also need the same draft (drafts 6 and 7 assert them, 2019-09 and 2020-12 only annotate; no `$schema` is 2020-12, and spellings of one draft's URI, with or without `#`, `http` or `https`, are one draft) |
 //! | annotations (`title`, `description`, `default`, `examples`, `$comment`, `$id`, `$defs`, `deprecated`, `readOnly`, `writeOnly`, root `$schema`) | ignored |
 //!
-//! Anything else in a subschema that changed (`$ref`, `allOf`, `anyOf`,
+//! Anything else in a subschema that changed (an unresolved `$ref`, `allOf`, `anyOf`,
 //! `oneOf`, `not`, `if`/`then`/`else`, `patternProperties`,
 //! `dependentRequired`, `prefixItems`, tuple `items`, `unevaluated*`, draft-4
 //! schemas, ...) is treated conservatively: the evolution is refused with a

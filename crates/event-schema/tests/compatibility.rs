@@ -966,6 +966,110 @@ fn refs_are_refused_unless_the_whole_schema_is_unchanged() {
 }
 
 #[test]
+fn local_refs_are_resolved() {
+    // The shape schema generators emit: named definitions in `$defs`,
+    // referenced by JSON pointer.
+    let v1 = json!({
+        "$defs": {
+            "money": {"type": "object", "properties": {"amount": {"type": "integer"}},
+                      "required": ["amount"], "additionalProperties": false},
+            "line": {"type": "object", "properties": {"price": {"$ref": "#/$defs/money"}},
+                     "additionalProperties": false}
+        },
+        "type": "object",
+        "properties": {
+            "total": {"$ref": "#/$defs/money", "description": "order total"},
+            "lines": {"type": "array", "items": {"$ref": "#/$defs/line"}}
+        }
+    });
+    // Annotations and an unconstrained optional field: safe both ways.
+    let mut v2 = v1.clone();
+    v2["description"] = json!("an order");
+    v2["$defs"]["unused"] = json!({"type": "string"});
+    v2["properties"]["note"] = json!({});
+    let registry = registry_with(Compatibility::Full, &[js("order", 1, v1.clone())]);
+    registry.register(js("order", 2, v2)).unwrap();
+    // Widening a definition is backward-safe, not forward-safe; the reason
+    // names the payload path reached through the references.
+    let mut widened = v1.clone();
+    widened["$defs"]["money"]["properties"]["amount"] = json!({"type": "number"});
+    reads(widened.clone(), v1.clone()).unwrap();
+    let err = reads(v1.clone(), widened).unwrap_err();
+    assert_eq!(err.path, "/lines/*/price/amount", "{err}");
+    assert!(err.rule.contains("$ref"), "{err}");
+    // A root `$ref` with required fields beside it.
+    let rooted = |def: Value| {
+        json!({"$schema": "http://json-schema.org/draft-07/schema#",
+               "$ref": "#/definitions/order", "definitions": {"order": def}})
+    };
+    let narrow = EventSchema::new("t", 1)
+        .with_required_fields(["id"])
+        .with_json_schema(rooted(
+            json!({"type": "object", "properties": {"id": {"type": "integer"}}}),
+        ));
+    let wide = EventSchema::new("t", 2)
+        .with_required_fields(["id"])
+        .with_json_schema(rooted(
+            json!({"type": "object", "properties": {"id": {"type": "number"}}}),
+        ));
+    can_read(&wide, &narrow).unwrap();
+    assert_eq!(can_read(&narrow, &wide).unwrap_err().path, "/id");
+}
+
+#[test]
+fn refs_that_cannot_be_resolved_exactly_are_still_refused() {
+    let base = |defs: Value, property: Value| json!({"$defs": defs, "type": "object", "properties": {"a": property}});
+    let cases = [
+        // Recursive: a tree.
+        base(
+            json!({"node": {"type": "object", "properties": {"kids": {"type": "array",
+                  "items": {"$ref": "#/$defs/node"}}}}}),
+            json!({"$ref": "#/$defs/node"}),
+        ),
+        // By anchor, not by pointer.
+        base(
+            json!({"m": {"$anchor": "m", "type": "number"}}),
+            json!({"$ref": "#m"}),
+        ),
+        // Constraints beside the reference (applied in 2020-12, ignored in draft 7).
+        base(
+            json!({"m": {"type": "number"}}),
+            json!({"$ref": "#/$defs/m", "minimum": 0}),
+        ),
+        // Under another base URI.
+        base(
+            json!({"m": {"$id": "https://example.com/m", "type": "number"}}),
+            json!({"$ref": "https://example.com/m"}),
+        ),
+        // Each definition uses the previous one twice: 2^40 copies inlined.
+        base(
+            Value::Object(
+                (0..40)
+                    .map(|i| {
+                        let def = if i == 0 {
+                            json!({"type": "integer"})
+                        } else {
+                            let previous = json!({ "$ref": format!("#/$defs/d{}", i - 1) });
+                            json!({"properties": {"a": previous, "b": previous}})
+                        };
+                        (format!("d{i}"), def)
+                    })
+                    .collect(),
+            ),
+            json!({"$ref": "#/$defs/d39"}),
+        ),
+    ];
+    for schema in cases {
+        let registry = MemorySchemaRegistry::new();
+        registry.register(js("t", 1, schema.clone())).unwrap();
+        let mut changed = schema.clone();
+        changed["description"] = json!("changed");
+        let err = reads(changed, schema.clone()).unwrap_err();
+        assert!(err.rule.contains("$ref"), "{schema}: {err}");
+    }
+}
+
+#[test]
 fn draft_4_schemas_are_not_reasoned_about() {
     let d4 = json!({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
                     "properties": {"n": {"type": "integer"}}});

@@ -274,6 +274,39 @@ fn payload(rng: &mut Rng, pool: &[Value], depth: u32) -> Value {
     }
 }
 
+/// `schema` with some of its subschemas moved to `$defs` and referenced
+/// (`{"$ref": "#/$defs/..."}`, sometimes with an annotation beside it), as
+/// schema generators write them: the checker resolves local references.
+fn extract_defs(rng: &mut Rng, schema: &mut Value) {
+    let mut defs = Map::new();
+    let refer = |rng: &mut Rng, sub: &mut Value, defs: &mut Map<String, Value>| {
+        let name = format!("d{}", defs.len());
+        let mut reference = json!({ "$ref": format!("#/$defs/{name}") });
+        if rng.percent(30) {
+            reference["description"] = json!("referenced");
+        }
+        defs.insert(name, std::mem::replace(sub, reference));
+    };
+    let Value::Object(map) = schema else { return };
+    if let Some(Value::Object(properties)) = map.get_mut("properties") {
+        for sub in properties.values_mut() {
+            if rng.percent(50) {
+                refer(rng, sub, &mut defs);
+            }
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(sub) = map.get_mut(key) {
+            if rng.percent(50) {
+                refer(rng, sub, &mut defs);
+            }
+        }
+    }
+    if !defs.is_empty() {
+        map.insert("$defs".into(), Value::Object(defs));
+    }
+}
+
 /// Every number in `schema` (bounds, divisors, enum values).
 fn collect_numbers(schema: &Value, into: &mut Vec<Value>) {
     match schema {
@@ -307,6 +340,9 @@ fn search(seed: u64) {
         };
         let mut writer = writer;
         for side in [&mut writer, &mut reader] {
+            if rng.percent(25) {
+                extract_defs(&mut rng, side);
+            }
             if let (Value::Object(map), Some(draft)) = (side, rng.pick(&DRAFTS)) {
                 if rng.percent(30) {
                     map.insert("$schema".into(), json!(draft));
