@@ -472,6 +472,9 @@ fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
     let empty = Map::new();
     let wm = schema_map(w, &empty, "writer", at)?;
     let rm = schema_map(r, &empty, "reader", at)?;
+    if let Some(result) = combinators(w, wm, r, rm, at, ctx) {
+        return result;
+    }
     for (who, map) in [("reader", rm), ("writer", wm)] {
         for key in map.keys() {
             if !is_annotation(key, root) && !UNDERSTOOD.contains(&key.as_str()) {
@@ -537,6 +540,133 @@ fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
         check_object(wm, rm, at, ctx)?;
     }
     Ok(())
+}
+
+/// The branches of `map` when its only keyword (annotations aside) is one
+/// of `keywords` and every branch is a schema that does not switch drafts.
+fn alone<'a>(
+    map: &'a Map<String, Value>,
+    keywords: &[&'static str],
+    root: bool,
+) -> Option<(&'static str, &'a [Value])> {
+    let mut found = None;
+    for (key, value) in map {
+        if is_annotation(key, root) {
+            continue;
+        }
+        let keyword = keywords.iter().find(|k| **k == key.as_str())?;
+        if found.is_some() {
+            return None;
+        }
+        found = Some((*keyword, value.as_array()?.as_slice()));
+    }
+    let (keyword, branches) = found?;
+    let plain = |b: &Value| match b {
+        Value::Bool(_) => true,
+        Value::Object(m) => !m.contains_key("$schema"),
+        _ => false,
+    };
+    (!branches.is_empty() && branches.iter().all(plain)).then_some((keyword, branches))
+}
+
+/// `anyOf`, `oneOf` and `allOf` standing alone in a subschema (besides
+/// annotations), the shapes schema generators write (`anyOf: [T, null]`).
+/// `None` when none applies (the caller's rules then refuse the keyword).
+fn combinators(
+    w: &Value,
+    wm: &Map<String, Value>,
+    r: &Value,
+    rm: &Map<String, Value>,
+    at: &str,
+    ctx: &Ctx<'_>,
+) -> Option<Check> {
+    let root = at.is_empty();
+    // W is the union of its branches (a oneOf's values are a subset of it).
+    if let Some((_, branches)) = alone(wm, &["anyOf", "oneOf"], root) {
+        return Some(branches.iter().try_for_each(|b| subset(b, r, at, ctx)));
+    }
+    // R is the intersection of its branches.
+    if let Some((_, branches)) = alone(rm, &["allOf"], root) {
+        return Some(branches.iter().try_for_each(|b| subset(w, b, at, ctx)));
+    }
+    if let Some((keyword, branches)) = alone(rm, &["anyOf", "oneOf"], root) {
+        return Some(read_by_union(w, wm, r, keyword, branches, at, ctx));
+    }
+    // W is within each of its branches: one that R reads is enough.
+    if let Some((_, branches)) = alone(wm, &["allOf"], root) {
+        if branches.iter().any(|b| subset(b, r, at, ctx).is_ok()) {
+            return Some(Ok(()));
+        }
+    }
+    None
+}
+
+/// Whether R = `{keyword: branches}` (`anyOf` or `oneOf`) reads W: every
+/// value of W is valid under one branch (and, for `oneOf`, provably under no
+/// other: the other branches admit none of W's types). A W with several
+/// types is checked one type at a time.
+fn read_by_union(
+    w: &Value,
+    wm: &Map<String, Value>,
+    r: &Value,
+    keyword: &str,
+    branches: &[Value],
+    at: &str,
+    ctx: &Ctx<'_>,
+) -> Check {
+    // A finite W: each value against R itself, exactly.
+    if !contains_ref(w) {
+        if let Some(values) = finite_values(wm, at)? {
+            return values
+                .iter()
+                .try_for_each(|value| check_value(value, r, at, ctx));
+        }
+    }
+    let wt = TypeSet::of(wm, "writer", at)?;
+    let disjoint = |b: &Value| match b {
+        Value::Bool(accepts) => !accepts,
+        Value::Object(bm) if bm.contains_key("type") => {
+            TypeSet::of(bm, "reader", at).is_ok_and(|bt| {
+                let overlap = |x: TypeSet, y: TypeSet| {
+                    x.0 & y.0 != 0
+                        || (x.may_be(TypeSet::INTEGER) && y.may_be(TypeSet::NUMBER))
+                        || (x.may_be(TypeSet::NUMBER) && y.may_be(TypeSet::INTEGER))
+                };
+                !overlap(wt, bt)
+            })
+        }
+        _ => false,
+    };
+    for (i, branch) in branches.iter().enumerate() {
+        if subset(w, branch, at, ctx).is_ok()
+            && (keyword == "anyOf"
+                || branches
+                    .iter()
+                    .enumerate()
+                    .all(|(j, other)| j == i || disjoint(other)))
+        {
+            return Ok(());
+        }
+    }
+    if let Some(Value::Array(types)) = wm.get("type") {
+        if types.len() > 1 {
+            return types.iter().try_for_each(|t| {
+                let mut one = wm.clone();
+                one.insert("type".into(), t.clone());
+                subset(&Value::Object(one), r, at, ctx)
+            });
+        }
+    }
+    Err(Incompatibility::new(
+        at,
+        if keyword == "anyOf" {
+            "the reader accepts the values of its `anyOf` schemas, none of which reads \
+             every value the writer allows"
+        } else {
+            "the reader accepts the values of exactly one of its `oneOf` schemas: none \
+             reads every value the writer allows while the others provably refuse them"
+        },
+    ))
 }
 
 fn schema_map<'a>(

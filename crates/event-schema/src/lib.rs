@@ -95,13 +95,14 @@
 //! | property only in R | W's `additionalProperties` must be readable by it: with an open W (`additionalProperties` absent or `true`) R may not constrain the new property (Confluent's open content model rule); with a closed W it is fine |
 //! | `additionalProperties` (bool or schema) | R's reads W's; R closing an open W is refused |
 //! | `items` (single schema) | recursively |
+//! | `anyOf`, `oneOf`, `allOf` alone in a subschema (annotations aside), as in `{"anyOf": [T, {"type": "null"}]}` | W `anyOf`/`oneOf`: R reads every branch; R `allOf`: every branch reads W; R `anyOf`: one branch reads W (a W with a list of types, one type at a time); R `oneOf`: one branch reads W and every other branch declares types disjoint from W's; W `allOf`: one branch is read by R. Beside other keywords, refused when changed |
 //! | `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `multipleOf` | R's bound is implied by W's (numbers only matter if W allows numbers); bounds are compared exactly, also beyond 2^53; W's `multipleOf` must be an integer multiple of R's, read as written in decimal |
 //! | `minLength`, `maxLength`, `minItems`, `maxItems`, `minProperties`, `maxProperties`, `uniqueItems` | R's bound is implied by W's |
 //! | `pattern`, `format`, `contentEncoding`, `contentMediaType` | R's is absent or identical to W's; `contentEncoding` and `contentMediaType` as a pair (where asserted, the media type is checked on the decoded string, and an encoding next to an unknown media type is not checked), so with either in R, W has the same two; `format` and the content keywords also need the same draft (drafts 6 and 7 assert them, 2019-09 and 2020-12 only annotate; no `$schema` is 2020-12, and spellings of one draft's URI, with or without `#`, `http` or `https`, are one draft) |
 //! | annotations (`title`, `description`, `default`, `examples`, `$comment`, `$id`, `$defs`, `deprecated`, `readOnly`, `writeOnly`, root `$schema`) | ignored |
 //!
-//! Anything else in a subschema that changed (an unresolved `$ref`, `allOf`, `anyOf`,
-//! `oneOf`, `not`, `if`/`then`/`else`, `patternProperties`,
+//! Anything else in a subschema that changed (an unresolved `$ref`, `allOf`,
+//! `anyOf` or `oneOf` beside other keywords, `not`, `if`/`then`/`else`, `patternProperties`,
 //! `dependentRequired`, `prefixItems`, tuple `items`, `unevaluated*`, draft-4
 //! schemas, ...) is treated conservatively: the evolution is refused with a
 //! reason naming the keyword, unless the level is `NONE`. The checker may

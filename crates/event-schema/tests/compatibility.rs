@@ -928,30 +928,33 @@ fn additional_properties_schemas() {
 
 #[test]
 fn unknown_keywords_are_refused_unless_unchanged() {
-    let any_of = json!({"type": "object", "properties": {"v": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}});
+    // `not` (`anyOf` used to be the example here; alone in a subschema it is
+    // now understood, see `any_of_one_of_and_all_of_alone_in_a_subschema`).
+    let not =
+        json!({"type": "object", "properties": {"v": {"not": {"type": "string", "minLength": 1}}}});
     // Unchanged subtree: fine.
-    let mut with_extra = any_of.clone();
+    let mut with_extra = not.clone();
     with_extra["properties"]["note"] = json!({});
-    reads(with_extra, any_of.clone()).unwrap();
+    reads(with_extra, not.clone()).unwrap();
     // Changed subtree with a keyword the checker does not understand: refused.
-    let changed = json!({"type": "object", "properties": {"v": {"anyOf": [{"type": "string"}]}}});
-    let err = reads(changed.clone(), any_of.clone()).unwrap_err();
+    let changed = json!({"type": "object", "properties": {"v": {"not": {"type": "string"}}}});
+    let err = reads(changed.clone(), not.clone()).unwrap_err();
     assert_eq!(err.path, "/v");
     assert!(
-        err.rule.contains("`anyOf`") && err.rule.contains("NONE"),
+        err.rule.contains("`not`") && err.rule.contains("NONE"),
         "{err}"
     );
     // Even a change that is in fact safe (widening) is refused: conservative.
-    assert!(reads(any_of.clone(), changed.clone()).is_err());
+    assert!(reads(not.clone(), changed.clone()).is_err());
 
     // Through the registry: refused under BACKWARD, accepted under NONE.
     let reason = refused(
         Compatibility::Backward,
-        js("t", 1, any_of.clone()),
+        js("t", 1, not.clone()),
         js("t", 2, changed.clone()),
     );
-    assert!(reason.contains("anyOf"), "{reason}");
-    accepted(Compatibility::None, js("t", 1, any_of), js("t", 2, changed));
+    assert!(reason.contains("`not`"), "{reason}");
+    accepted(Compatibility::None, js("t", 1, not), js("t", 2, changed));
 }
 
 #[test]
@@ -1067,6 +1070,68 @@ fn refs_that_cannot_be_resolved_exactly_are_still_refused() {
         let err = reads(changed, schema.clone()).unwrap_err();
         assert!(err.rule.contains("$ref"), "{schema}: {err}");
     }
+}
+
+#[test]
+fn any_of_one_of_and_all_of_alone_in_a_subschema() {
+    let field = |schema: Value| json!({"type": "object", "properties": {"f": schema}});
+    let string = json!({"type": "string"});
+    let optional = |t: &str| json!({"anyOf": [{"type": t}, {"type": "null"}], "default": null});
+    // Making a field nullable is backward-safe, not forward-safe.
+    reads(field(optional("string")), field(string.clone())).unwrap();
+    let err = reads(field(string.clone()), field(optional("string"))).unwrap_err();
+    assert_eq!(err.path, "/f", "{err}");
+    // A type list read by a union of its types, and back.
+    let listed = json!({"type": ["string", "null"]});
+    reads(field(optional("string")), field(listed.clone())).unwrap();
+    reads(field(listed), field(optional("string"))).unwrap();
+    // Widening inside the union.
+    reads(field(optional("number")), field(optional("integer"))).unwrap();
+    assert_eq!(
+        reads(field(optional("integer")), field(optional("number")))
+            .unwrap_err()
+            .path,
+        "/f"
+    );
+    // oneOf: the writer's values must match exactly one branch.
+    let one_of = |a: &str, b: &str| json!({"oneOf": [{"type": a}, {"type": b}]});
+    reads(field(one_of("string", "null")), field(string.clone())).unwrap();
+    reads(field(string.clone()), field(one_of("string", "string"))).unwrap();
+    assert!(
+        reads(
+            field(one_of("number", "integer")),
+            field(json!({"type": "integer"}))
+        )
+        .is_err()
+    );
+    assert!(reads(field(one_of("string", "string")), field(string)).is_err());
+    // allOf in the reader: every branch reads the writer.
+    let all_of = json!({"allOf": [{"type": "object"}, {"required": ["a"]}]});
+    reads(
+        all_of.clone(),
+        json!({"type": "object", "required": ["a", "b"]}),
+    )
+    .unwrap();
+    assert_eq!(
+        reads(all_of, json!({"type": "object", "required": ["b"]}))
+            .unwrap_err()
+            .path,
+        "/a"
+    );
+    // Beside other keywords, unchanged rules: refused.
+    let mixed = json!({"type": "object", "anyOf": [{"required": ["a"]}, {"required": ["b"]}]});
+    assert!(reads(mixed, json!({"type": "object", "required": ["a"]})).is_err());
+    // The registry agrees with the checker.
+    let registry = registry_with(
+        Compatibility::Backward,
+        &[js("t", 1, field(optional("integer")))],
+    );
+    registry
+        .register(js("t", 2, field(optional("number"))))
+        .unwrap();
+    registry
+        .validate(&common::event("t", 2, json!({"f": null})))
+        .unwrap();
 }
 
 #[test]

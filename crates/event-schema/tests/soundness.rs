@@ -106,6 +106,20 @@ fn schema(rng: &mut Rng, depth: u32) -> Value {
     if rng.percent(8) {
         return Value::Bool(rng.percent(70));
     }
+    if depth > 0 && rng.percent(12) {
+        // A combinator alone (as generators write `anyOf: [T, null]`).
+        let keyword = rng.pick(&["anyOf", "oneOf", "allOf"]);
+        let branches: Vec<Value> = (0..1 + rng.below(3))
+            .map(|_| {
+                if rng.percent(30) {
+                    json!({"type": rng.pick(&TYPES)})
+                } else {
+                    schema(rng, depth - 1)
+                }
+            })
+            .collect();
+        return json!({ keyword: branches });
+    }
     let mut map = Map::new();
     if rng.percent(60) {
         let a = rng.pick(&TYPES);
@@ -216,6 +230,18 @@ fn mutate(rng: &mut Rng, schema_: &Value, depth: u32) -> Value {
         }
         let value = match (key.as_str(), value) {
             ("items" | "additionalProperties", sub) if depth > 0 => mutate(rng, sub, depth - 1),
+            ("anyOf" | "oneOf" | "allOf", Value::Array(branches)) if depth > 0 => {
+                let mut next = Vec::new();
+                for branch in branches {
+                    if rng.percent(85) {
+                        next.push(mutate(rng, branch, depth - 1));
+                    }
+                }
+                if next.is_empty() || rng.percent(20) {
+                    next.push(schema(rng, depth - 1));
+                }
+                Value::Array(next)
+            }
             ("properties", Value::Object(properties)) if depth > 0 => {
                 let mut kept = Map::new();
                 for (name, sub) in properties {
