@@ -107,6 +107,9 @@
 //! schemas, ...) is treated conservatively: the evolution is refused with a
 //! reason naming the keyword, unless the level is `NONE`. The checker may
 //! refuse a change that is in fact safe; it never accepts one it cannot prove.
+//! A proof that would take more than 250,000 subschema comparisons (unions
+//! are tried branch by branch, which multiplies with nesting) is refused as
+//! too complex rather than holding up registration.
 //!
 //! In practice: with `BACKWARD` you may remove fields, make required fields
 //! optional, widen types and add enum values; to add a constrained optional

@@ -367,3 +367,21 @@ fn regression_a_too_deep_schema_is_refused_by_the_checker() {
     let err = can_read(&writer, &reader).unwrap_err();
     assert!(err.rule.contains("deep"), "{err}");
 }
+
+/// The union rules try one branch after another (and a writer's types one
+/// at a time): nested 30 levels deep, with every attempt failing only at
+/// the bottom, that was 2^30 attempts under the registry's write lock. The
+/// checker gives up after a fixed amount of work and says so.
+#[test]
+fn regression_backtracking_through_unions_is_bounded() {
+    let mut writer = json!({"type": "string"});
+    let mut reader = json!({"type": "integer"});
+    for _ in 0..30 {
+        writer = json!({"type": ["object", "array"], "properties": {"a": writer}});
+        reader = json!({"anyOf": [{"type": ["object", "array"], "properties": {"a": reader}}]});
+    }
+    let writer = EventSchema::new("t", 1).with_json_schema(writer);
+    let reader = EventSchema::new("t", 2).with_json_schema(reader);
+    let err = can_read(&reader, &writer).unwrap_err();
+    assert!(err.rule.contains("too complex"), "{err}");
+}
