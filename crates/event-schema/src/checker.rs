@@ -515,9 +515,7 @@ fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
 
     // A writer limited to a finite set of values: check each value.
     if let Some(values) = finite_values(wm, at)? {
-        return values
-            .iter()
-            .try_for_each(|value| check_value(value, r, at, ctx));
+        return check_values(&values, r, at, ctx);
     }
     if rm.contains_key("enum") || rm.contains_key("const") {
         return Err(Incompatibility::new(
@@ -640,9 +638,7 @@ fn read_by_union(
     // A finite W: each value against R itself, exactly.
     if !contains_ref(w) {
         if let Some(values) = finite_values(wm, at)? {
-            return values
-                .iter()
-                .try_for_each(|value| check_value(value, r, at, ctx));
+            return check_values(&values, r, at, ctx);
         }
     }
     let wt = TypeSet::of(wm, "writer", at)?;
@@ -725,7 +721,12 @@ fn finite_values<'a>(
     }
 }
 
-fn check_value(value: &Value, reader: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
+/// Whether the reader accepts each of the writer's `values` (its `enum` or
+/// `const`), by the validator itself (the reader compiled once).
+fn check_values(values: &[&Value], reader: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
+    if values.is_empty() {
+        return Ok(());
+    }
     if contains_ref(reader) {
         return Err(Incompatibility::new(
             at,
@@ -743,13 +744,12 @@ fn check_value(value: &Value, reader: &Value, at: &str, ctx: &Ctx<'_>) -> Check 
             format!("the reader's schema here does not compile: {e}"),
         )
     })?;
-    if validator.is_valid(value) {
-        Ok(())
-    } else {
-        Err(Incompatibility::new(
+    match values.iter().find(|value| !validator.is_valid(value)) {
+        None => Ok(()),
+        Some(value) => Err(Incompatibility::new(
             at,
             format!("the writer allows the value {value}, which the reader does not accept"),
-        ))
+        )),
     }
 }
 

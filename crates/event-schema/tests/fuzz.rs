@@ -385,3 +385,24 @@ fn regression_backtracking_through_unions_is_bounded() {
     let err = can_read(&reader, &writer).unwrap_err();
     assert!(err.rule.contains("too complex"), "{err}");
 }
+
+/// Each value of a writer's `enum` is checked by the validator against the
+/// reader's schema: the reader used to be compiled once per value, so adding
+/// a code to a 20,000-value list took minutes (holding the registry's
+/// write lock). It is compiled once.
+#[test]
+fn regression_a_large_enum_is_checked_with_one_compiled_reader() {
+    let codes: Vec<Value> = (0..20_000).map(|i| json!(format!("code-{i}"))).collect();
+    let mut more = codes.clone();
+    more.push(json!("code-new"));
+    let field =
+        |values: Vec<Value>| json!({"type": "object", "properties": {"code": {"enum": values}}});
+    let v1 = EventSchema::new("t", 1).with_json_schema(field(codes));
+    let v2 = EventSchema::new("t", 2).with_json_schema(field(more));
+    let started = std::time::Instant::now();
+    can_read(&v2, &v1).unwrap();
+    let err = can_read(&v1, &v2).unwrap_err();
+    assert!(err.rule.contains("code-new"), "{err}");
+    // Minutes before; a fraction of a second now (generous for a loaded debug build).
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
