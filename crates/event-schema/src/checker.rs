@@ -9,7 +9,9 @@
 use crate::compatibility::Compatibility;
 use crate::schema::EventSchema;
 use crate::validate::{MAX_DEPTH, compile, too_deep};
+use jsonschema::Draft;
 use serde_json::{Map, Number, Value};
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -78,8 +80,12 @@ pub fn can_read(reader: &EventSchema, writer: &EventSchema) -> Result<(), Incomp
     {
         return Ok(());
     }
-    let r = reader.effective_schema();
-    let w = writer.effective_schema();
+    // Local references resolved where that is exact (see `inline_refs`).
+    let reader_inlined = inline_schema_refs(reader);
+    let writer_inlined = inline_schema_refs(writer);
+    let resolved = reader_inlined.is_some() || writer_inlined.is_some();
+    let r = reader_inlined.as_ref().unwrap_or(reader).effective_schema();
+    let w = writer_inlined.as_ref().unwrap_or(writer).effective_schema();
     // The proof walks both schemas one call per level (and compiles
     // subschemas, which recurses too): refuse what no JSON document can
     // carry rather than exhaust the stack.
@@ -111,9 +117,220 @@ pub fn can_read(reader: &EventSchema, writer: &EventSchema) -> Result<(), Incomp
     }
     let ctx = Ctx {
         reader_draft: r_draft,
-        same_draft: r_draft == w_draft,
+        same_draft: same_draft(r_draft, w_draft),
+        steps: Cell::new(MAX_STEPS),
     };
-    subset(&w, &r, "", &ctx)
+    subset(&w, &r, "", &ctx).map_err(|mut e| {
+        if ctx.steps.get() == 0 {
+            return Incompatibility::new(
+                "",
+                format!(
+                    "the schemas are too complex to check: the proof needs more than \
+                     {MAX_STEPS} steps (unions tried branch by branch multiply them)"
+                ),
+            );
+        }
+        if resolved {
+            e.rule.push_str(
+                " (checked with the schemas' local `$ref`s resolved to their definitions)",
+            );
+        }
+        e
+    })
+}
+
+/// `schema` with its JSON Schema's local references inlined, or `None`
+/// when it has none or they cannot be inlined exactly.
+fn inline_schema_refs(schema: &EventSchema) -> Option<EventSchema> {
+    let json = schema.json_schema.as_ref()?;
+    let inlined = inline_refs(json)?;
+    Some(EventSchema {
+        json_schema: Some(inlined),
+        ..schema.clone()
+    })
+}
+
+/// The most schema nodes [`inline_refs`] produces: references to shared
+/// definitions multiply, and a schema that grows beyond this is left alone.
+const INLINE_BUDGET: usize = 100_000;
+
+/// Schema keywords whose value is one subschema.
+const ONE_SCHEMA: &[&str] = &[
+    "additionalProperties",
+    "items",
+    "additionalItems",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+];
+/// Schema keywords whose value maps names to subschemas.
+const NAMED_SCHEMAS: &[&str] = &["properties", "patternProperties", "dependentSchemas"];
+/// Schema keywords whose value is an array of subschemas.
+const SCHEMA_LIST: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems", "items"];
+
+/// `json` (a root JSON Schema) with every `{"$ref": "#/json/pointer"}` in
+/// a subschema position replaced by the subschema it points to, which the
+/// validator treats identically. `None` (the checker then refuses the
+/// references as before) when the schema has no `$ref`, or when inlining
+/// might not be exact: a reference that is not a JSON pointer into this
+/// document, with a sibling that is not an annotation (applied by 2019-09
+/// and 2020-12, ignored by drafts 6 and 7), recursive, a dynamic or
+/// recursive reference anywhere, an `$id` or `$schema` below the root
+/// (another base URI or draft), or a result beyond [`INLINE_BUDGET`] nodes
+/// or [`MAX_DEPTH`] levels.
+fn inline_refs(json: &Value) -> Option<Value> {
+    fn any_key(value: &Value, found: &dyn Fn(&str, bool) -> bool, root: bool) -> bool {
+        match value {
+            Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| found(k, root) || any_key(v, found, false)),
+            Value::Array(items) => items.iter().any(|v| any_key(v, found, false)),
+            _ => false,
+        }
+    }
+    // Walked by recursion below, and cloned.
+    if too_deep(json)
+        || !any_key(json, &|k, _| k == "$ref", true)
+        || any_key(
+            json,
+            &|k, root| {
+                matches!(k, "$dynamicRef" | "$recursiveRef")
+                    || (!root && matches!(k, "$id" | "$schema"))
+            },
+            true,
+        )
+    {
+        return None;
+    }
+    let mut inliner = Inliner {
+        document: json,
+        expanding: Vec::new(),
+        budget: INLINE_BUDGET,
+    };
+    let out = inliner.schema(json, true, 0)?;
+    (!too_deep(&out)).then_some(out)
+}
+
+struct Inliner<'a> {
+    document: &'a Value,
+    /// The pointers being expanded (a repeat is a recursive reference).
+    expanding: Vec<&'a str>,
+    budget: usize,
+}
+
+impl<'a> Inliner<'a> {
+    fn schema(&mut self, schema: &'a Value, root: bool, depth: usize) -> Option<Value> {
+        self.budget = self.budget.checked_sub(1)?;
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let Value::Object(map) = schema else {
+            return Some(schema.clone());
+        };
+        if let Some(reference) = map.get("$ref") {
+            return self.reference(map, reference, root, depth);
+        }
+        let mut out = Map::new();
+        for (key, value) in map {
+            let k = key.as_str();
+            let inlined = match value {
+                Value::Object(named) if NAMED_SCHEMAS.contains(&k) => {
+                    let mut each = Map::new();
+                    for (name, sub) in named {
+                        each.insert(name.clone(), self.schema(sub, false, depth + 1)?);
+                    }
+                    Value::Object(each)
+                }
+                Value::Array(list) if SCHEMA_LIST.contains(&k) => Value::Array(
+                    list.iter()
+                        .map(|sub| self.schema(sub, false, depth + 1))
+                        .collect::<Option<_>>()?,
+                ),
+                Value::Object(_) | Value::Bool(_) if ONE_SCHEMA.contains(&k) => {
+                    self.schema(value, false, depth + 1)?
+                }
+                // Definitions are reached through references only, and
+                // every reference the checker reads is inlined: drop them.
+                _ if matches!(k, "$defs" | "definitions") => continue,
+                // Values and annotations stay as they are.
+                _ => {
+                    self.budget = self.budget.checked_sub(weight(value))?;
+                    value.clone()
+                }
+            };
+            out.insert(key.clone(), inlined);
+        }
+        Some(Value::Object(out))
+    }
+
+    /// The target of `{"$ref": reference, ...siblings}`, inlined.
+    fn reference(
+        &mut self,
+        map: &'a Map<String, Value>,
+        reference: &'a Value,
+        root: bool,
+        depth: usize,
+    ) -> Option<Value> {
+        let pointer = reference.as_str()?.strip_prefix('#')?;
+        if pointer.is_empty() || pointer.contains('%') || self.expanding.contains(&pointer) {
+            return None;
+        }
+        // Annotations only beside it (and the root's `$schema`).
+        if !map
+            .keys()
+            .all(|k| k == "$ref" || is_annotation(k, root) || k == "$anchor")
+        {
+            return None;
+        }
+        let target = resolve(self.document, pointer)?;
+        if !(target.is_object() || target.is_boolean()) {
+            return None;
+        }
+        self.expanding.push(pointer);
+        let inlined = self.schema(target, false, depth + 1)?;
+        self.expanding.pop();
+        match (root, map.get("$schema"), inlined) {
+            (true, Some(draft), Value::Object(mut target)) => {
+                target.insert("$schema".into(), draft.clone());
+                Some(Value::Object(target))
+            }
+            (_, _, inlined) => Some(inlined),
+        }
+    }
+}
+
+/// How many JSON values `value` holds, itself included.
+fn weight(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(weight).sum::<usize>(),
+        Value::Array(items) => 1 + items.iter().map(weight).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// The value at JSON pointer `pointer` (`/a/0/b`, as in a URI fragment
+/// without percent-escapes) in `document`.
+fn resolve<'a>(document: &'a Value, pointer: &str) -> Option<&'a Value> {
+    let mut at = document;
+    for token in pointer.strip_prefix('/')?.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        at = match at {
+            Value::Object(map) => map.get(&token)?,
+            Value::Array(items) => {
+                if token.len() > 1 && token.starts_with('0') {
+                    return None;
+                }
+                items.get(token.parse::<usize>().ok()?)?
+            }
+            _ => return None,
+        };
+    }
+    Some(at)
 }
 
 /// Checks `candidate` (a new version) against the earlier versions of its
@@ -156,10 +373,26 @@ pub(crate) fn check_evolution(
 struct Ctx<'a> {
     reader_draft: Option<&'a str>,
     same_draft: bool,
+    /// Subschema comparisons left before the checker gives up (refusing).
+    steps: Cell<usize>,
 }
+
+/// How many subschema comparisons one [`can_read`] makes at most: linear
+/// in the schemas' size for the keyword rules, but the union rules try
+/// branches one after another, which multiplies with nesting.
+const MAX_STEPS: usize = 250_000;
 
 fn declared_draft(schema: &Value) -> Option<&str> {
     schema.get("$schema").and_then(Value::as_str)
+}
+
+/// Whether two root `$schema` declarations (absent: 2020-12) name the same
+/// draft as the validator reads them: spellings of one draft (a trailing
+/// `#`, `http` or `https`, the version-less URI) are one draft. A
+/// meta-schema the validator does not know is the same only as itself.
+fn same_draft(a: Option<&str>, b: Option<&str>) -> bool {
+    let draft = |uri: Option<&str>| uri.map_or_else(Draft::default, Draft::from_schema_uri);
+    a == b || (draft(a) == draft(b) && draft(a) != Draft::Unknown)
 }
 
 /// Keywords that never change which instances are valid (once `$ref` is
@@ -240,6 +473,11 @@ fn child(at: &str, property: &str) -> String {
 /// Proves `writer ⊆ reader` at payload location `at`.
 fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
     let root = at.is_empty();
+    let left = ctx.steps.get();
+    if left == 0 {
+        return Err(Incompatibility::new(at, "the proof took too many steps"));
+    }
+    ctx.steps.set(left - 1);
     if accepts_everything(r, root) || accepts_nothing(w) {
         return Ok(());
     }
@@ -257,6 +495,9 @@ fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
     let empty = Map::new();
     let wm = schema_map(w, &empty, "writer", at)?;
     let rm = schema_map(r, &empty, "reader", at)?;
+    if let Some(result) = combinators(w, wm, r, rm, at, ctx) {
+        return result;
+    }
     for (who, map) in [("reader", rm), ("writer", wm)] {
         for key in map.keys() {
             if !is_annotation(key, root) && !UNDERSTOOD.contains(&key.as_str()) {
@@ -274,9 +515,7 @@ fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
 
     // A writer limited to a finite set of values: check each value.
     if let Some(values) = finite_values(wm, at)? {
-        return values
-            .iter()
-            .try_for_each(|value| check_value(value, r, at, ctx));
+        return check_values(&values, r, at, ctx);
     }
     if rm.contains_key("enum") || rm.contains_key("const") {
         return Err(Incompatibility::new(
@@ -296,8 +535,7 @@ fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
         check_lower(wm, rm, "minLength", at)?;
         check_upper(wm, rm, "maxLength", at)?;
         check_equal(wm, rm, "pattern", at)?;
-        check_equal(wm, rm, "contentEncoding", at)?;
-        check_equal(wm, rm, "contentMediaType", at)?;
+        check_content(wm, rm, at)?;
         check_equal(wm, rm, "format", at)?;
         // Whether these are asserted depends on the draft (by default in
         // drafts 6 and 7, annotations only in 2019-09 and 2020-12): the same
@@ -323,6 +561,131 @@ fn subset(w: &Value, r: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
         check_object(wm, rm, at, ctx)?;
     }
     Ok(())
+}
+
+/// The branches of `map` when its only keyword (annotations aside) is one
+/// of `keywords` and every branch is a schema that does not switch drafts.
+fn alone<'a>(
+    map: &'a Map<String, Value>,
+    keywords: &[&'static str],
+    root: bool,
+) -> Option<(&'static str, &'a [Value])> {
+    let mut found = None;
+    for (key, value) in map {
+        if is_annotation(key, root) {
+            continue;
+        }
+        let keyword = keywords.iter().find(|k| **k == key.as_str())?;
+        if found.is_some() {
+            return None;
+        }
+        found = Some((*keyword, value.as_array()?.as_slice()));
+    }
+    let (keyword, branches) = found?;
+    let plain = |b: &Value| match b {
+        Value::Bool(_) => true,
+        Value::Object(m) => !m.contains_key("$schema"),
+        _ => false,
+    };
+    (!branches.is_empty() && branches.iter().all(plain)).then_some((keyword, branches))
+}
+
+/// `anyOf`, `oneOf` and `allOf` standing alone in a subschema (besides
+/// annotations), the shapes schema generators write (`anyOf: [T, null]`).
+/// `None` when none applies (the caller's rules then refuse the keyword).
+fn combinators(
+    w: &Value,
+    wm: &Map<String, Value>,
+    r: &Value,
+    rm: &Map<String, Value>,
+    at: &str,
+    ctx: &Ctx<'_>,
+) -> Option<Check> {
+    let root = at.is_empty();
+    // W is the union of its branches (a oneOf's values are a subset of it).
+    if let Some((_, branches)) = alone(wm, &["anyOf", "oneOf"], root) {
+        return Some(branches.iter().try_for_each(|b| subset(b, r, at, ctx)));
+    }
+    // R is the intersection of its branches.
+    if let Some((_, branches)) = alone(rm, &["allOf"], root) {
+        return Some(branches.iter().try_for_each(|b| subset(w, b, at, ctx)));
+    }
+    if let Some((keyword, branches)) = alone(rm, &["anyOf", "oneOf"], root) {
+        return Some(read_by_union(w, wm, r, keyword, branches, at, ctx));
+    }
+    // W is within each of its branches: one that R reads is enough.
+    if let Some((_, branches)) = alone(wm, &["allOf"], root) {
+        if branches.iter().any(|b| subset(b, r, at, ctx).is_ok()) {
+            return Some(Ok(()));
+        }
+    }
+    None
+}
+
+/// Whether R = `{keyword: branches}` (`anyOf` or `oneOf`) reads W: every
+/// value of W is valid under one branch (and, for `oneOf`, provably under no
+/// other: the other branches admit none of W's types). A W with several
+/// types is checked one type at a time.
+fn read_by_union(
+    w: &Value,
+    wm: &Map<String, Value>,
+    r: &Value,
+    keyword: &str,
+    branches: &[Value],
+    at: &str,
+    ctx: &Ctx<'_>,
+) -> Check {
+    // A finite W: each value against R itself, exactly.
+    if !contains_ref(w) {
+        if let Some(values) = finite_values(wm, at)? {
+            return check_values(&values, r, at, ctx);
+        }
+    }
+    let wt = TypeSet::of(wm, "writer", at)?;
+    let disjoint = |b: &Value| match b {
+        Value::Bool(accepts) => !accepts,
+        Value::Object(bm) if bm.contains_key("type") => {
+            TypeSet::of(bm, "reader", at).is_ok_and(|bt| {
+                let overlap = |x: TypeSet, y: TypeSet| {
+                    x.0 & y.0 != 0
+                        || (x.may_be(TypeSet::INTEGER) && y.may_be(TypeSet::NUMBER))
+                        || (x.may_be(TypeSet::NUMBER) && y.may_be(TypeSet::INTEGER))
+                };
+                !overlap(wt, bt)
+            })
+        }
+        _ => false,
+    };
+    for (i, branch) in branches.iter().enumerate() {
+        if subset(w, branch, at, ctx).is_ok()
+            && (keyword == "anyOf"
+                || branches
+                    .iter()
+                    .enumerate()
+                    .all(|(j, other)| j == i || disjoint(other)))
+        {
+            return Ok(());
+        }
+    }
+    if let Some(Value::Array(types)) = wm.get("type") {
+        if types.len() > 1 {
+            return types.iter().try_for_each(|t| {
+                let mut one = wm.clone();
+                one.insert("type".into(), t.clone());
+                subset(&Value::Object(one), r, at, ctx)
+            });
+        }
+    }
+    Err(Incompatibility::new(
+        at,
+        if keyword == "anyOf" {
+            "the reader accepts the values of its `anyOf` schemas, none of which reads \
+             every value the writer allows"
+        } else {
+            "the reader accepts the values of exactly one of its `oneOf` schemas: none \
+             reads every value the writer allows while the others provably refuse them"
+        },
+    ))
 }
 
 fn schema_map<'a>(
@@ -358,7 +721,12 @@ fn finite_values<'a>(
     }
 }
 
-fn check_value(value: &Value, reader: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
+/// Whether the reader accepts each of the writer's `values` (its `enum` or
+/// `const`), by the validator itself (the reader compiled once).
+fn check_values(values: &[&Value], reader: &Value, at: &str, ctx: &Ctx<'_>) -> Check {
+    if values.is_empty() {
+        return Ok(());
+    }
     if contains_ref(reader) {
         return Err(Incompatibility::new(
             at,
@@ -376,13 +744,12 @@ fn check_value(value: &Value, reader: &Value, at: &str, ctx: &Ctx<'_>) -> Check 
             format!("the reader's schema here does not compile: {e}"),
         )
     })?;
-    if validator.is_valid(value) {
-        Ok(())
-    } else {
-        Err(Incompatibility::new(
+    match values.iter().find(|value| !validator.is_valid(value)) {
+        None => Ok(()),
+        Some(value) => Err(Incompatibility::new(
             at,
             format!("the writer allows the value {value}, which the reader does not accept"),
-        ))
+        )),
     }
 }
 
@@ -732,6 +1099,41 @@ fn check_equal(wm: &Map<String, Value>, rm: &Map<String, Value>, key: &str, at: 
         }
     }
     Ok(())
+}
+
+/// `contentEncoding` and `contentMediaType` as one rule: where the
+/// validator asserts them, each changes what the other means (the media
+/// type is checked on the decoded string, and an encoding next to a media
+/// type the validator does not know is not checked at all), so a reader
+/// with either keyword needs the writer's pair to be exactly its own.
+fn check_content(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> Check {
+    const KEYS: [&str; 2] = ["contentEncoding", "contentMediaType"];
+    if KEYS.iter().all(|key| !rm.contains_key(*key)) {
+        return Ok(());
+    }
+    if KEYS.iter().all(|key| wm.get(*key) == rm.get(*key)) {
+        return Ok(());
+    }
+    let pair = |map: &Map<String, Value>| {
+        KEYS.iter()
+            .map(|key| {
+                let value = map
+                    .get(*key)
+                    .map_or_else(|| "none".to_owned(), ToString::to_string);
+                format!("{key} {value}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(Incompatibility::new(
+        at,
+        format!(
+            "`contentEncoding`/`contentMediaType` changed: the reader has {}, the writer has {}; \
+             each changes what the other checks, so the pair must stay identical",
+            pair(rm),
+            pair(wm)
+        ),
+    ))
 }
 
 fn check_array(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str, ctx: &Ctx<'_>) -> Check {

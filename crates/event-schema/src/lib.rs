@@ -85,6 +85,7 @@
 //! | JSON Schema | rule (R reads W when ...) |
 //! |---|---|
 //! | unchanged schema or subschema (no `$ref` inside) | always |
+//! | local `$ref` (`"#/$defs/money"`, a JSON pointer into the same schema) | resolved: the referenced subschema is checked in its place. Not resolved (so refused when changed): recursive references, references by anchor or URI, `$dynamicRef`/`$recursiveRef`, a `$ref` with a constraining sibling, schemas with an `$id` or `$schema` below the root |
 //! | `true`, `{}`, annotation-only subschemas in R | always |
 //! | `type` | every type W allows is allowed by R; `integer` widens to `number` (integer→number is safe, number→integer is not) |
 //! | `enum`, `const` | every value W allows is valid under R (adding enum values is backward-safe, removing them forward-safe); R restricting to a set W does not have is refused |
@@ -94,17 +95,21 @@
 //! | property only in R | W's `additionalProperties` must be readable by it: with an open W (`additionalProperties` absent or `true`) R may not constrain the new property (Confluent's open content model rule); with a closed W it is fine |
 //! | `additionalProperties` (bool or schema) | R's reads W's; R closing an open W is refused |
 //! | `items` (single schema) | recursively |
+//! | `anyOf`, `oneOf`, `allOf` alone in a subschema (annotations aside), as in `{"anyOf": [T, {"type": "null"}]}` | W `anyOf`/`oneOf`: R reads every branch; R `allOf`: every branch reads W; R `anyOf`: one branch reads W (a W with a list of types, one type at a time); R `oneOf`: one branch reads W and every other branch declares types disjoint from W's; W `allOf`: one branch is read by R. Beside other keywords, refused when changed |
 //! | `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `multipleOf` | R's bound is implied by W's (numbers only matter if W allows numbers); bounds are compared exactly, also beyond 2^53; W's `multipleOf` must be an integer multiple of R's, read as written in decimal |
 //! | `minLength`, `maxLength`, `minItems`, `maxItems`, `minProperties`, `maxProperties`, `uniqueItems` | R's bound is implied by W's |
-//! | `pattern`, `format`, `contentEncoding`, `contentMediaType` | R's is absent or identical to W's (`format`, `contentEncoding` and `contentMediaType` also need the same `$schema`: drafts 6 and 7 assert them, 2019-09 and 2020-12 only annotate) |
+//! | `pattern`, `format`, `contentEncoding`, `contentMediaType` | R's is absent or identical to W's; `contentEncoding` and `contentMediaType` as a pair (where asserted, the media type is checked on the decoded string, and an encoding next to an unknown media type is not checked), so with either in R, W has the same two; `format` and the content keywords also need the same draft (drafts 6 and 7 assert them, 2019-09 and 2020-12 only annotate; no `$schema` is 2020-12, and spellings of one draft's URI, with or without `#`, `http` or `https`, are one draft) |
 //! | annotations (`title`, `description`, `default`, `examples`, `$comment`, `$id`, `$defs`, `deprecated`, `readOnly`, `writeOnly`, root `$schema`) | ignored |
 //!
-//! Anything else in a subschema that changed (`$ref`, `allOf`, `anyOf`,
-//! `oneOf`, `not`, `if`/`then`/`else`, `patternProperties`,
+//! Anything else in a subschema that changed (an unresolved `$ref`, `allOf`,
+//! `anyOf` or `oneOf` beside other keywords, `not`, `if`/`then`/`else`, `patternProperties`,
 //! `dependentRequired`, `prefixItems`, tuple `items`, `unevaluated*`, draft-4
 //! schemas, ...) is treated conservatively: the evolution is refused with a
 //! reason naming the keyword, unless the level is `NONE`. The checker may
 //! refuse a change that is in fact safe; it never accepts one it cannot prove.
+//! A proof that would take more than 250,000 subschema comparisons (unions
+//! are tried branch by branch, which multiplies with nesting) is refused as
+//! too complex rather than holding up registration.
 //!
 //! In practice: with `BACKWARD` you may remove fields, make required fields
 //! optional, widen types and add enum values; to add a constrained optional

@@ -120,8 +120,8 @@ impl EventSchema {
     /// (`$ref`, `$dynamicRef`, `$recursiveRef`): one that leads back to the
     /// root would then demand the fields at every level it reaches, too. The
     /// registry validates such schemas with the required fields checked
-    /// separately, and the compatibility checker does not reason through
-    /// references.
+    /// separately, and the compatibility checker resolves only references
+    /// that do not lead back to the root (see the crate documentation).
     pub fn effective_schema(&self) -> Value {
         let required: Vec<&String> = dedup(&self.required_fields);
         let base = match &self.json_schema {

@@ -20,7 +20,8 @@ use serde_json::Value;
 pub(crate) fn compile(schema: &Value) -> std::result::Result<jsonschema::Validator, String> {
     if too_deep(schema) {
         return Err(format!(
-            "the schema nests arrays and objects more than {MAX_DEPTH} levels deep,              deeper than any JSON document can carry; it is not compiled"
+            "the schema nests arrays and objects more than {MAX_DEPTH} levels deep, \
+             deeper than any JSON document can carry; it is not compiled"
         ));
     }
     jsonschema::options().build(schema).map_err(|e| {

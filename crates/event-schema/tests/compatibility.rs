@@ -796,6 +796,95 @@ fn content_keywords_under_different_drafts_are_refused() {
 }
 
 #[test]
+fn spellings_of_one_draft_are_one_draft() {
+    // No `$schema` is 2020-12; the trailing `#` and http/https do not change
+    // the draft. Declaring it explicitly is not an evolution.
+    let body = json!({"type": "object", "properties": {
+        "e": {"type": "string", "format": "email", "contentEncoding": "base64"}
+    }});
+    let with = |draft: Option<&str>| {
+        let mut schema = body.clone();
+        if let Some(draft) = draft {
+            schema["$schema"] = json!(draft);
+        }
+        schema
+    };
+    for (a, b) in [
+        (None, Some("https://json-schema.org/draft/2020-12/schema")),
+        (None, Some("https://json-schema.org/draft/2020-12/schema#")),
+        (None, Some("http://json-schema.org/schema#")),
+        (
+            Some("http://json-schema.org/draft-07/schema#"),
+            Some("http://json-schema.org/draft-07/schema"),
+        ),
+        (
+            Some("http://json-schema.org/draft-07/schema#"),
+            Some("https://json-schema.org/draft-07/schema#"),
+        ),
+    ] {
+        reads(with(a), with(b)).unwrap_or_else(|e| panic!("{a:?} reading {b:?}: {e}"));
+        reads(with(b), with(a)).unwrap_or_else(|e| panic!("{b:?} reading {a:?}: {e}"));
+    }
+    // Different drafts still are.
+    let err = reads(
+        with(Some("http://json-schema.org/draft-07/schema#")),
+        with(None),
+    )
+    .unwrap_err();
+    assert!(err.rule.contains("format"), "{err}");
+}
+
+#[test]
+fn content_keywords_are_checked_as_a_pair() {
+    // Under drafts 6 and 7 the validator reads `contentMediaType` on the
+    // decoded string when `contentEncoding` is present, and skips
+    // `contentEncoding` altogether next to a media type it does not know.
+    // Dropping one keyword of the pair changes what the other one means.
+    let draft_7 = "http://json-schema.org/draft-07/schema#";
+    let cases = [
+        // Base64 of `[1]`: JSON once decoded, not JSON as it stands.
+        (
+            json!({"contentEncoding": "base64", "contentMediaType": "application/json"}),
+            json!({"contentMediaType": "application/json"}),
+            json!("WzFd"),
+        ),
+        // An unknown media type switches the encoding check off.
+        (
+            json!({"contentEncoding": "base64", "contentMediaType": "text/plain"}),
+            json!({"contentEncoding": "base64"}),
+            json!("!! not base64"),
+        ),
+    ];
+    for (writer_content, reader_content, payload) in cases {
+        let string = |content: &Value| {
+            let mut schema = json!({"$schema": draft_7, "type": "object",
+                                    "properties": {"blob": {"type": "string"}}});
+            for (key, value) in content.as_object().unwrap() {
+                schema["properties"]["blob"][key] = value.clone();
+            }
+            schema
+        };
+        let (writer, reader) = (string(&writer_content), string(&reader_content));
+        let payload = json!({ "blob": payload });
+        // The writer lets the payload through, the reader does not.
+        assert!(valid(&writer, payload.clone()), "{writer}");
+        assert!(!valid(&reader, payload), "{reader}");
+        let err = reads(reader.clone(), writer.clone()).unwrap_err();
+        assert_eq!(err.path, "/blob", "{err}");
+        assert!(err.rule.contains("content"), "{err}");
+        // Unchanged, the pair is still fine.
+        reads(writer.clone(), writer).unwrap();
+    }
+    // A reader without either keyword reads any string.
+    reads(
+        json!({"$schema": draft_7, "type": "string"}),
+        json!({"$schema": draft_7, "type": "string", "contentEncoding": "base64",
+               "contentMediaType": "application/json"}),
+    )
+    .unwrap();
+}
+
+#[test]
 fn const_and_enum() {
     reads(json!({"enum": ["a", "b"]}), json!({"const": "a"})).unwrap();
     reads(json!({"type": "string"}), json!({"enum": ["a", "b"]})).unwrap();
@@ -839,30 +928,33 @@ fn additional_properties_schemas() {
 
 #[test]
 fn unknown_keywords_are_refused_unless_unchanged() {
-    let any_of = json!({"type": "object", "properties": {"v": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}});
+    // `not` (`anyOf` used to be the example here; alone in a subschema it is
+    // now understood, see `any_of_one_of_and_all_of_alone_in_a_subschema`).
+    let not =
+        json!({"type": "object", "properties": {"v": {"not": {"type": "string", "minLength": 1}}}});
     // Unchanged subtree: fine.
-    let mut with_extra = any_of.clone();
+    let mut with_extra = not.clone();
     with_extra["properties"]["note"] = json!({});
-    reads(with_extra, any_of.clone()).unwrap();
+    reads(with_extra, not.clone()).unwrap();
     // Changed subtree with a keyword the checker does not understand: refused.
-    let changed = json!({"type": "object", "properties": {"v": {"anyOf": [{"type": "string"}]}}});
-    let err = reads(changed.clone(), any_of.clone()).unwrap_err();
+    let changed = json!({"type": "object", "properties": {"v": {"not": {"type": "string"}}}});
+    let err = reads(changed.clone(), not.clone()).unwrap_err();
     assert_eq!(err.path, "/v");
     assert!(
-        err.rule.contains("`anyOf`") && err.rule.contains("NONE"),
+        err.rule.contains("`not`") && err.rule.contains("NONE"),
         "{err}"
     );
     // Even a change that is in fact safe (widening) is refused: conservative.
-    assert!(reads(any_of.clone(), changed.clone()).is_err());
+    assert!(reads(not.clone(), changed.clone()).is_err());
 
     // Through the registry: refused under BACKWARD, accepted under NONE.
     let reason = refused(
         Compatibility::Backward,
-        js("t", 1, any_of.clone()),
+        js("t", 1, not.clone()),
         js("t", 2, changed.clone()),
     );
-    assert!(reason.contains("anyOf"), "{reason}");
-    accepted(Compatibility::None, js("t", 1, any_of), js("t", 2, changed));
+    assert!(reason.contains("`not`"), "{reason}");
+    accepted(Compatibility::None, js("t", 1, not), js("t", 2, changed));
 }
 
 #[test]
@@ -874,6 +966,172 @@ fn refs_are_refused_unless_the_whole_schema_is_unchanged() {
     changed_defs["$defs"]["m"] = json!({"type": "string"});
     let err = reads(changed_defs, with_ref).unwrap_err();
     assert!(err.rule.contains("$ref"), "{err}");
+}
+
+#[test]
+fn local_refs_are_resolved() {
+    // The shape schema generators emit: named definitions in `$defs`,
+    // referenced by JSON pointer.
+    let v1 = json!({
+        "$defs": {
+            "money": {"type": "object", "properties": {"amount": {"type": "integer"}},
+                      "required": ["amount"], "additionalProperties": false},
+            "line": {"type": "object", "properties": {"price": {"$ref": "#/$defs/money"}},
+                     "additionalProperties": false}
+        },
+        "type": "object",
+        "properties": {
+            "total": {"$ref": "#/$defs/money", "description": "order total"},
+            "lines": {"type": "array", "items": {"$ref": "#/$defs/line"}}
+        }
+    });
+    // Annotations and an unconstrained optional field: safe both ways.
+    let mut v2 = v1.clone();
+    v2["description"] = json!("an order");
+    v2["$defs"]["unused"] = json!({"type": "string"});
+    v2["properties"]["note"] = json!({});
+    let registry = registry_with(Compatibility::Full, &[js("order", 1, v1.clone())]);
+    registry.register(js("order", 2, v2)).unwrap();
+    // Widening a definition is backward-safe, not forward-safe; the reason
+    // names the payload path reached through the references.
+    let mut widened = v1.clone();
+    widened["$defs"]["money"]["properties"]["amount"] = json!({"type": "number"});
+    reads(widened.clone(), v1.clone()).unwrap();
+    let err = reads(v1.clone(), widened).unwrap_err();
+    assert_eq!(err.path, "/lines/*/price/amount", "{err}");
+    assert!(err.rule.contains("$ref"), "{err}");
+    // A root `$ref` with required fields beside it.
+    let rooted = |def: Value| {
+        json!({"$schema": "http://json-schema.org/draft-07/schema#",
+               "$ref": "#/definitions/order", "definitions": {"order": def}})
+    };
+    let narrow = EventSchema::new("t", 1)
+        .with_required_fields(["id"])
+        .with_json_schema(rooted(
+            json!({"type": "object", "properties": {"id": {"type": "integer"}}}),
+        ));
+    let wide = EventSchema::new("t", 2)
+        .with_required_fields(["id"])
+        .with_json_schema(rooted(
+            json!({"type": "object", "properties": {"id": {"type": "number"}}}),
+        ));
+    can_read(&wide, &narrow).unwrap();
+    assert_eq!(can_read(&narrow, &wide).unwrap_err().path, "/id");
+}
+
+#[test]
+fn refs_that_cannot_be_resolved_exactly_are_still_refused() {
+    let base = |defs: Value, property: Value| json!({"$defs": defs, "type": "object", "properties": {"a": property}});
+    let cases = [
+        // Recursive: a tree.
+        base(
+            json!({"node": {"type": "object", "properties": {"kids": {"type": "array",
+                  "items": {"$ref": "#/$defs/node"}}}}}),
+            json!({"$ref": "#/$defs/node"}),
+        ),
+        // By anchor, not by pointer.
+        base(
+            json!({"m": {"$anchor": "m", "type": "number"}}),
+            json!({"$ref": "#m"}),
+        ),
+        // Constraints beside the reference (applied in 2020-12, ignored in draft 7).
+        base(
+            json!({"m": {"type": "number"}}),
+            json!({"$ref": "#/$defs/m", "minimum": 0}),
+        ),
+        // Under another base URI.
+        base(
+            json!({"m": {"$id": "https://example.com/m", "type": "number"}}),
+            json!({"$ref": "https://example.com/m"}),
+        ),
+        // Each definition uses the previous one twice: 2^40 copies inlined.
+        base(
+            Value::Object(
+                (0..40)
+                    .map(|i| {
+                        let def = if i == 0 {
+                            json!({"type": "integer"})
+                        } else {
+                            let previous = json!({ "$ref": format!("#/$defs/d{}", i - 1) });
+                            json!({"properties": {"a": previous, "b": previous}})
+                        };
+                        (format!("d{i}"), def)
+                    })
+                    .collect(),
+            ),
+            json!({"$ref": "#/$defs/d39"}),
+        ),
+    ];
+    for schema in cases {
+        let registry = MemorySchemaRegistry::new();
+        registry.register(js("t", 1, schema.clone())).unwrap();
+        let mut changed = schema.clone();
+        changed["description"] = json!("changed");
+        let err = reads(changed, schema.clone()).unwrap_err();
+        assert!(err.rule.contains("$ref"), "{schema}: {err}");
+    }
+}
+
+#[test]
+fn any_of_one_of_and_all_of_alone_in_a_subschema() {
+    let field = |schema: Value| json!({"type": "object", "properties": {"f": schema}});
+    let string = json!({"type": "string"});
+    let optional = |t: &str| json!({"anyOf": [{"type": t}, {"type": "null"}], "default": null});
+    // Making a field nullable is backward-safe, not forward-safe.
+    reads(field(optional("string")), field(string.clone())).unwrap();
+    let err = reads(field(string.clone()), field(optional("string"))).unwrap_err();
+    assert_eq!(err.path, "/f", "{err}");
+    // A type list read by a union of its types, and back.
+    let listed = json!({"type": ["string", "null"]});
+    reads(field(optional("string")), field(listed.clone())).unwrap();
+    reads(field(listed), field(optional("string"))).unwrap();
+    // Widening inside the union.
+    reads(field(optional("number")), field(optional("integer"))).unwrap();
+    assert_eq!(
+        reads(field(optional("integer")), field(optional("number")))
+            .unwrap_err()
+            .path,
+        "/f"
+    );
+    // oneOf: the writer's values must match exactly one branch.
+    let one_of = |a: &str, b: &str| json!({"oneOf": [{"type": a}, {"type": b}]});
+    reads(field(one_of("string", "null")), field(string.clone())).unwrap();
+    reads(field(string.clone()), field(one_of("string", "string"))).unwrap();
+    assert!(
+        reads(
+            field(one_of("number", "integer")),
+            field(json!({"type": "integer"}))
+        )
+        .is_err()
+    );
+    assert!(reads(field(one_of("string", "string")), field(string)).is_err());
+    // allOf in the reader: every branch reads the writer.
+    let all_of = json!({"allOf": [{"type": "object"}, {"required": ["a"]}]});
+    reads(
+        all_of.clone(),
+        json!({"type": "object", "required": ["a", "b"]}),
+    )
+    .unwrap();
+    assert_eq!(
+        reads(all_of, json!({"type": "object", "required": ["b"]}))
+            .unwrap_err()
+            .path,
+        "/a"
+    );
+    // Beside other keywords, unchanged rules: refused.
+    let mixed = json!({"type": "object", "anyOf": [{"required": ["a"]}, {"required": ["b"]}]});
+    assert!(reads(mixed, json!({"type": "object", "required": ["a"]})).is_err());
+    // The registry agrees with the checker.
+    let registry = registry_with(
+        Compatibility::Backward,
+        &[js("t", 1, field(optional("integer")))],
+    );
+    registry
+        .register(js("t", 2, field(optional("number"))))
+        .unwrap();
+    registry
+        .validate(&common::event("t", 2, json!({"f": null})))
+        .unwrap();
 }
 
 #[test]

@@ -42,15 +42,16 @@ const TYPES: [&str; 7] = [
 ];
 const NAMES: [&str; 3] = ["a", "b", "é/~"];
 /// `$schema` values (none: 2020-12).
-const DRAFTS: [Option<&str>; 5] = [
+const DRAFTS: [Option<&str>; 6] = [
     None,
     Some("http://json-schema.org/draft-06/schema#"),
     Some("http://json-schema.org/draft-07/schema#"),
+    Some("https://json-schema.org/draft-07/schema"),
     Some("https://json-schema.org/draft/2019-09/schema"),
     Some("https://json-schema.org/draft/2020-12/schema"),
 ];
 /// Strings that some formats, encodings and media types accept and others not.
-const STRINGS: [&str; 12] = [
+const STRINGS: [&str; 13] = [
     "",
     "a",
     "ab",
@@ -61,6 +62,7 @@ const STRINGS: [&str; 12] = [
     "2020-01-01",
     "1.2.3.4",
     "YWI=",
+    "WzFd",
     "[1]",
     "!!",
 ];
@@ -103,6 +105,20 @@ fn divisors() -> Vec<Value> {
 fn schema(rng: &mut Rng, depth: u32) -> Value {
     if rng.percent(8) {
         return Value::Bool(rng.percent(70));
+    }
+    if depth > 0 && rng.percent(12) {
+        // A combinator alone (as generators write `anyOf: [T, null]`).
+        let keyword = rng.pick(&["anyOf", "oneOf", "allOf"]);
+        let branches: Vec<Value> = (0..1 + rng.below(3))
+            .map(|_| {
+                if rng.percent(30) {
+                    json!({"type": rng.pick(&TYPES)})
+                } else {
+                    schema(rng, depth - 1)
+                }
+            })
+            .collect();
+        return json!({ keyword: branches });
     }
     let mut map = Map::new();
     if rng.percent(60) {
@@ -160,7 +176,11 @@ fn schema(rng: &mut Rng, depth: u32) -> Value {
         map.insert("contentEncoding".into(), json!("base64"));
     }
     if rng.percent(4) {
-        map.insert("contentMediaType".into(), json!("application/json"));
+        // `text/plain` is a media type the validator does not check.
+        map.insert(
+            "contentMediaType".into(),
+            json!(rng.pick(&["application/json", "text/plain"])),
+        );
     }
     if depth > 0 {
         if rng.percent(25) {
@@ -210,6 +230,18 @@ fn mutate(rng: &mut Rng, schema_: &Value, depth: u32) -> Value {
         }
         let value = match (key.as_str(), value) {
             ("items" | "additionalProperties", sub) if depth > 0 => mutate(rng, sub, depth - 1),
+            ("anyOf" | "oneOf" | "allOf", Value::Array(branches)) if depth > 0 => {
+                let mut next = Vec::new();
+                for branch in branches {
+                    if rng.percent(85) {
+                        next.push(mutate(rng, branch, depth - 1));
+                    }
+                }
+                if next.is_empty() || rng.percent(20) {
+                    next.push(schema(rng, depth - 1));
+                }
+                Value::Array(next)
+            }
             ("properties", Value::Object(properties)) if depth > 0 => {
                 let mut kept = Map::new();
                 for (name, sub) in properties {
@@ -268,6 +300,39 @@ fn payload(rng: &mut Rng, pool: &[Value], depth: u32) -> Value {
     }
 }
 
+/// `schema` with some of its subschemas moved to `$defs` and referenced
+/// (`{"$ref": "#/$defs/..."}`, sometimes with an annotation beside it), as
+/// schema generators write them: the checker resolves local references.
+fn extract_defs(rng: &mut Rng, schema: &mut Value) {
+    let mut defs = Map::new();
+    let refer = |rng: &mut Rng, sub: &mut Value, defs: &mut Map<String, Value>| {
+        let name = format!("d{}", defs.len());
+        let mut reference = json!({ "$ref": format!("#/$defs/{name}") });
+        if rng.percent(30) {
+            reference["description"] = json!("referenced");
+        }
+        defs.insert(name, std::mem::replace(sub, reference));
+    };
+    let Value::Object(map) = schema else { return };
+    if let Some(Value::Object(properties)) = map.get_mut("properties") {
+        for sub in properties.values_mut() {
+            if rng.percent(50) {
+                refer(rng, sub, &mut defs);
+            }
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(sub) = map.get_mut(key) {
+            if rng.percent(50) {
+                refer(rng, sub, &mut defs);
+            }
+        }
+    }
+    if !defs.is_empty() {
+        map.insert("$defs".into(), Value::Object(defs));
+    }
+}
+
 /// Every number in `schema` (bounds, divisors, enum values).
 fn collect_numbers(schema: &Value, into: &mut Vec<Value>) {
     match schema {
@@ -301,6 +366,9 @@ fn search(seed: u64) {
         };
         let mut writer = writer;
         for side in [&mut writer, &mut reader] {
+            if rng.percent(25) {
+                extract_defs(&mut rng, side);
+            }
             if let (Value::Object(map), Some(draft)) = (side, rng.pick(&DRAFTS)) {
                 if rng.percent(30) {
                     map.insert("$schema".into(), json!(draft));
