@@ -148,7 +148,8 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
             .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")));
     }
     check_binary_headers(headers)?;
-    let mut event = to_event(headers, body)
+    let headers = decode_typed_headers(headers)?;
+    let mut event = to_event(headers.as_ref(), body)
         .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")))?;
     percent::decode_event(&mut event)?;
     Ok(CloudEvent::new(event))
@@ -197,6 +198,41 @@ fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Unquotes and percent-decodes (§3.1.3.2) the headers of the attributes the
+/// SDK parses into typed values itself (`specversion`, `time`; for
+/// `dataschema` only the quoting, its `%XX` triplets being read after the
+/// SDK has parsed the URL, see [`percent::decode_event`]), so that a sender
+/// quoting them or encoding them needlessly is understood, as in the NATS
+/// binding. The string attributes are decoded after the SDK has read them.
+fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, HeaderMap>> {
+    let mut decoded = std::borrow::Cow::Borrowed(headers);
+    for (attribute, decode) in [("specversion", true), ("time", true), ("dataschema", false)] {
+        let name = format!("ce-{attribute}");
+        let Some(text) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let unquoted = percent::unquote(attribute, text)?;
+        let value = match decode {
+            true => percent::decode(attribute, &unquoted)?.unwrap_or_else(|| unquoted.into_owned()),
+            false => unquoted.into_owned(),
+        };
+        if value == text {
+            continue;
+        }
+        let value = HeaderValue::from_str(&value).map_err(|_| {
+            Error::Serialization(format!(
+                "header for CloudEvent attribute `{attribute}` decodes to {value:?}, \
+                 which is no {attribute}"
+            ))
+        })?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Error::Serialization(format!("{name:?} is not a valid HTTP header name"))
+        })?;
+        decoded.to_mut().insert(name, value);
+    }
+    Ok(decoded)
 }
 
 /// The binary-mode header a sender must not send next to `Content-Type`.
@@ -554,6 +590,45 @@ mod tests {
                 other => panic!("{name}: expected a serialization error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn quoted_or_needlessly_encoded_typed_attribute_headers_are_read() {
+        // §3.1.3.2: *any* header value is unquoted (RFC 7230) and then
+        // percent-decoded once, and needless percent-encoding MUST be
+        // accepted; not only the string attributes. The NATS binding reads
+        // these already.
+        let april_5 = chrono::DateTime::parse_from_rfc3339("2018-04-05T17:31:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        for (name, value) in [
+            ("ce-specversion", "\"1.0\""),
+            ("ce-specversion", "1%2E0"),
+            ("ce-time", "\"2018-04-05T17:31:00Z\""),
+            ("ce-time", "2018-04-05T19%3A31%3A00%2B02:00"),
+            ("ce-dataschema", "\"https://x.example/s\""),
+        ] {
+            let mut headers = required_headers();
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            let ce = cloudevent_from_http(&headers, Vec::new())
+                .unwrap_or_else(|e| panic!("{name}: {value:?}: {e}"));
+            match name {
+                "ce-time" => assert_eq!(ce.time(), Some(&april_5), "{value:?}"),
+                "ce-dataschema" => assert_eq!(
+                    ce.dataschema().map(url::Url::as_str),
+                    Some("https://x.example/s")
+                ),
+                _ => assert_eq!(ce.specversion().as_str(), "1.0"),
+            }
+        }
+        // Malformed encoding is refused naming the attribute, as elsewhere.
+        let mut headers = required_headers();
+        headers.insert("ce-time", HeaderValue::from_static("2018-04-05T17%3"));
+        let err = cloudevent_from_http(&headers, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("`time`"), "{err}");
     }
 
     #[test]
