@@ -149,6 +149,7 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
     }
     check_binary_headers(headers)?;
     let headers = decode_typed_headers(headers)?;
+    check_content_type_header(&headers)?;
     let mut event = to_event(headers.as_ref(), body)
         .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")))?;
     percent::decode_event(&mut event)?;
@@ -182,9 +183,14 @@ fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
             )));
         }
     }
-    // §3.1.1: `Content-Type` is the datacontenttype and `ce-datacontenttype`
-    // MUST NOT be present too; the SDK would keep the first and drop the
-    // second silently. The same value twice contradicts nothing.
+    Ok(())
+}
+
+/// §3.1.1: `Content-Type` is the datacontenttype and `ce-datacontenttype`
+/// MUST NOT be present too; the SDK would keep the first and drop the second
+/// silently. The same value twice (the `ce-` one decoded) contradicts
+/// nothing.
+fn check_content_type_header(headers: &HeaderMap) -> Result<()> {
     if let (Some(ct), Some(ce_ct)) = (
         headers.get(CONTENT_TYPE),
         headers.get(DATACONTENTTYPE_HEADER),
@@ -200,15 +206,21 @@ fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
     Ok(())
 }
 
-/// Unquotes and percent-decodes (§3.1.3.2) the headers of the attributes the
-/// SDK parses into typed values itself (`specversion`, `time`; for
+/// Unquotes and percent-decodes (§3.1.3.2) the headers of the attributes
+/// the SDK reads without [`percent::decode_event`] (`specversion`, `time`,
+/// a `ce-datacontenttype` sent instead of `Content-Type`; for
 /// `dataschema` only the quoting, its `%XX` triplets being read after the
 /// SDK has parsed the URL, see [`percent::decode_event`]), so that a sender
 /// quoting them or encoding them needlessly is understood, as in the NATS
 /// binding. The string attributes are decoded after the SDK has read them.
 fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, HeaderMap>> {
     let mut decoded = std::borrow::Cow::Borrowed(headers);
-    for (attribute, decode) in [("specversion", true), ("time", true), ("dataschema", false)] {
+    for (attribute, decode) in [
+        ("specversion", true),
+        ("time", true),
+        ("datacontenttype", true),
+        ("dataschema", false),
+    ] {
         let name = format!("ce-{attribute}");
         let Some(text) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) else {
             continue;
@@ -658,6 +670,27 @@ mod tests {
         headers.remove(CONTENT_TYPE);
         let ce = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap();
         assert_eq!(ce.datacontenttype(), Some("application/json"));
+
+        // A `ce-` header value is percent-encoded (§3.1.3.2): compared, and
+        // read, decoded.
+        headers.insert(
+            "ce-datacontenttype",
+            HeaderValue::from_static("application/json;%20charset=utf-8"),
+        );
+        let ce = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap();
+        assert_eq!(
+            ce.datacontenttype(),
+            Some("application/json; charset=utf-8")
+        );
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        let ce = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap();
+        assert_eq!(
+            ce.datacontenttype(),
+            Some("application/json; charset=utf-8")
+        );
     }
 
     #[test]
