@@ -225,7 +225,8 @@ pub fn is_cloudevents_content_type(content_type: &str) -> bool {
 /// Whether a content type names the JSON batch format
 /// (`application/cloudevents-batch+json`, any case, with or without
 /// parameters).
-pub fn is_batch_content_type(content_type: &str) -> bool {
+#[cfg(feature = "http")]
+pub(crate) fn is_batch_content_type(content_type: &str) -> bool {
     essence(content_type) == "application/cloudevents-batch+json"
 }
 
