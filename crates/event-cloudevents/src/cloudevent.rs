@@ -77,6 +77,11 @@ fn sdk_reads_as_json(content_type: &str) -> bool {
 impl<'de> serde::Deserialize<'de> for CloudEvent {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut doc = Map::<String, Value>::deserialize(deserializer)?;
+        // A `null` member is unset (JSON format §2.2); the SDK refuses a
+        // `null` `data_base64` instead of reading it as no data.
+        if doc.get("data_base64").is_some_and(Value::is_null) {
+            doc.remove("data_base64");
+        }
         // JSON data the SDK would misread as a string: take it out, let the
         // SDK parse the rest, put it back as JSON. Base64 data (`data_base64`,
         // or 0.3's `datacontentencoding`) is left to the SDK, which decodes

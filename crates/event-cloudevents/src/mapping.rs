@@ -222,6 +222,14 @@ pub fn is_cloudevents_content_type(content_type: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with("-batch"))
 }
 
+/// Whether a content type names the JSON batch format
+/// (`application/cloudevents-batch+json`, any case, with or without
+/// parameters).
+#[cfg(feature = "http")]
+pub(crate) fn is_batch_content_type(content_type: &str) -> bool {
+    essence(content_type) == "application/cloudevents-batch+json"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,3 +207,24 @@ fn json_data_in_base64_is_accepted() {
     let event = from_structured(doc.to_string().as_bytes()).unwrap();
     assert_eq!(event.payload, json!({"k": 1}));
 }
+
+#[test]
+fn a_null_data_base64_member_is_no_data() {
+    // json-format.md §2.2: a `null` member is treated as unset or omitted.
+    let doc = json!({
+        "specversion": "1.0", "type": "t", "source": "s", "id": "1",
+        "datacontenttype": "application/json",
+        "data_base64": null
+    });
+    let event = from_structured(doc.to_string().as_bytes()).unwrap();
+    assert_eq!(event.payload, serde_json::Value::Null);
+    // Next to JSON `data`, it does not stop the data being read as JSON.
+    let doc = json!({
+        "specversion": "1.0", "type": "t", "source": "s", "id": "1",
+        "datacontenttype": "application/vnd.a3s+json; charset=utf-8",
+        "data": {"k": 1},
+        "data_base64": null
+    });
+    let event = from_structured(doc.to_string().as_bytes()).unwrap();
+    assert_eq!(event.payload, json!({"k": 1}));
+}

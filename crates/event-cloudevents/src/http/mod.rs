@@ -17,7 +17,12 @@
 //! are not UTF-8 are an [`Error::Serialization`] naming the attribute, as in
 //! the NATS binding. `Content-Type` is read as is. A `ce-*` header that
 //! names no valid attribute (`ce-a_b`), and a `ce-*` or `Content-Type`
-//! header given more than once, are errors, as in the NATS binding.
+//! header given more than once, are errors, as in the NATS binding; so is a
+//! `ce-datacontenttype` header that contradicts `Content-Type` (§3.1.1:
+//! `Content-Type` carries the datacontenttype in binary mode). A batched-mode
+//! message (`application/cloudevents-batch+json`) is refused naming the mode
+//! (read its body with [`from_structured_batch`](crate::from_structured_batch)),
+//! as is a structured message in an event format other than JSON.
 
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
@@ -113,6 +118,22 @@ pub fn from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<Event> {
 /// Parses a CloudEvent from an HTTP message (either mode).
 pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudEvent> {
     let structured = is_structured(headers);
+    if !structured {
+        if let Some(ct) = cloudevents_format(headers) {
+            // Batched mode, or structured mode in an event format other than
+            // JSON: a CloudEvents message, but not one event in JSON.
+            let hint = if crate::mapping::is_batch_content_type(ct) {
+                "a batch of events (batched content mode); read the body with \
+                 `from_structured_batch`"
+                    .to_string()
+            } else {
+                format!("an event format this crate does not read (only {STRUCTURED_CONTENT_TYPE})")
+            };
+            return Err(Error::Serialization(format!(
+                "HTTP message has Content-Type {ct:?}: {hint}"
+            )));
+        }
+    }
     if !structured && !headers.contains_key(SPEC_VERSION_HEADER) {
         return Err(Error::Serialization(format!(
             "HTTP message is not a CloudEvent: no `{SPEC_VERSION_HEADER}` header and \
@@ -127,7 +148,9 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
             .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")));
     }
     check_binary_headers(headers)?;
-    let mut event = to_event(headers, body)
+    let headers = decode_typed_headers(headers)?;
+    check_content_type_header(&headers)?;
+    let mut event = to_event(headers.as_ref(), body)
         .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")))?;
     percent::decode_event(&mut event)?;
     Ok(CloudEvent::new(event))
@@ -161,6 +184,79 @@ fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// §3.1.1: `Content-Type` is the datacontenttype and `ce-datacontenttype`
+/// MUST NOT be present too; the SDK would keep the first and drop the second
+/// silently. The same value twice (the `ce-` one decoded) contradicts
+/// nothing.
+fn check_content_type_header(headers: &HeaderMap) -> Result<()> {
+    if let (Some(ct), Some(ce_ct)) = (
+        headers.get(CONTENT_TYPE),
+        headers.get(DATACONTENTTYPE_HEADER),
+    ) {
+        if ct != ce_ct {
+            return Err(Error::Serialization(format!(
+                "HTTP message has a `{DATACONTENTTYPE_HEADER}` header ({ce_ct:?}) that \
+                 contradicts its Content-Type ({ct:?}); in binary mode Content-Type is the \
+                 datacontenttype and `{DATACONTENTTYPE_HEADER}` must not be sent"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Unquotes and percent-decodes (§3.1.3.2) the headers of the attributes
+/// the SDK reads without [`percent::decode_event`] (`specversion`, `time`,
+/// a `ce-datacontenttype` sent instead of `Content-Type`; for
+/// `dataschema` only the quoting, its `%XX` triplets being read after the
+/// SDK has parsed the URL, see [`percent::decode_event`]), so that a sender
+/// quoting them or encoding them needlessly is understood, as in the NATS
+/// binding. The string attributes are decoded after the SDK has read them.
+fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, HeaderMap>> {
+    let mut decoded = std::borrow::Cow::Borrowed(headers);
+    for (attribute, decode) in [
+        ("specversion", true),
+        ("time", true),
+        ("datacontenttype", true),
+        ("dataschema", false),
+    ] {
+        let name = format!("ce-{attribute}");
+        let Some(text) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let unquoted = percent::unquote(attribute, text)?;
+        let value = match decode {
+            true => percent::decode(attribute, &unquoted)?.unwrap_or_else(|| unquoted.into_owned()),
+            false => unquoted.into_owned(),
+        };
+        if value == text {
+            continue;
+        }
+        let value = HeaderValue::from_str(&value).map_err(|_| {
+            Error::Serialization(format!(
+                "header for CloudEvent attribute `{attribute}` decodes to {value:?}, \
+                 which is no {attribute}"
+            ))
+        })?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Error::Serialization(format!("{name:?} is not a valid HTTP header name"))
+        })?;
+        decoded.to_mut().insert(name, value);
+    }
+    Ok(decoded)
+}
+
+/// The binary-mode header a sender must not send next to `Content-Type`.
+const DATACONTENTTYPE_HEADER: &str = "ce-datacontenttype";
+
+/// The `Content-Type`, if it names a CloudEvents format
+/// (`application/cloudevents…`, batches included).
+fn cloudevents_format(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| crate::mapping::is_cloudevents_content_type(v))
 }
 
 /// Whether the headers announce a CloudEvent (binary or structured mode).
@@ -504,6 +600,123 @@ mod tests {
                     assert!(reason.contains("more than one"), "{name}: {reason}");
                 }
                 other => panic!("{name}: expected a serialization error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn quoted_or_needlessly_encoded_typed_attribute_headers_are_read() {
+        // §3.1.3.2: *any* header value is unquoted (RFC 7230) and then
+        // percent-decoded once, and needless percent-encoding MUST be
+        // accepted; not only the string attributes. The NATS binding reads
+        // these already.
+        let april_5 = chrono::DateTime::parse_from_rfc3339("2018-04-05T17:31:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        for (name, value) in [
+            ("ce-specversion", "\"1.0\""),
+            ("ce-specversion", "1%2E0"),
+            ("ce-time", "\"2018-04-05T17:31:00Z\""),
+            ("ce-time", "2018-04-05T19%3A31%3A00%2B02:00"),
+            ("ce-dataschema", "\"https://x.example/s\""),
+        ] {
+            let mut headers = required_headers();
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            let ce = cloudevent_from_http(&headers, Vec::new())
+                .unwrap_or_else(|e| panic!("{name}: {value:?}: {e}"));
+            match name {
+                "ce-time" => assert_eq!(ce.time(), Some(&april_5), "{value:?}"),
+                "ce-dataschema" => assert_eq!(
+                    ce.dataschema().map(url::Url::as_str),
+                    Some("https://x.example/s")
+                ),
+                _ => assert_eq!(ce.specversion().as_str(), "1.0"),
+            }
+        }
+        // Malformed encoding is refused naming the attribute, as elsewhere.
+        let mut headers = required_headers();
+        headers.insert("ce-time", HeaderValue::from_static("2018-04-05T17%3"));
+        let err = cloudevent_from_http(&headers, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("`time`"), "{err}");
+    }
+
+    #[test]
+    fn a_ce_datacontenttype_header_that_contradicts_content_type_is_refused() {
+        // HTTP binding §3.1.1: in binary mode `Content-Type` is the
+        // datacontenttype and a `ce-datacontenttype` header MUST NOT also be
+        // present. One that says something else must not be dropped
+        // silently (the SDK keeps `Content-Type` and forgets it).
+        let mut headers = required_headers();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert("ce-datacontenttype", HeaderValue::from_static("text/plain"));
+        match cloudevent_from_http(&headers, b"{}".to_vec()) {
+            Err(Error::Serialization(reason)) => {
+                assert!(reason.contains("ce-datacontenttype"), "{reason}");
+                assert!(reason.contains("Content-Type"), "{reason}");
+            }
+            other => panic!("expected a serialization error, got {other:?}"),
+        }
+        // The same value twice says nothing contradictory: accepted, as is
+        // `ce-datacontenttype` alone from a sender that forgot Content-Type.
+        headers.insert(
+            "ce-datacontenttype",
+            HeaderValue::from_static("application/json"),
+        );
+        let ce = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap();
+        assert_eq!(ce.datacontenttype(), Some("application/json"));
+        headers.remove(CONTENT_TYPE);
+        let ce = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap();
+        assert_eq!(ce.datacontenttype(), Some("application/json"));
+
+        // A `ce-` header value is percent-encoded (§3.1.3.2): compared, and
+        // read, decoded.
+        headers.insert(
+            "ce-datacontenttype",
+            HeaderValue::from_static("application/json;%20charset=utf-8"),
+        );
+        let ce = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap();
+        assert_eq!(
+            ce.datacontenttype(),
+            Some("application/json; charset=utf-8")
+        );
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        let ce = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap();
+        assert_eq!(
+            ce.datacontenttype(),
+            Some("application/json; charset=utf-8")
+        );
+    }
+
+    #[test]
+    fn batched_and_non_json_structured_messages_are_refused_naming_the_mode() {
+        // HTTP binding §3.3: a batch is a CloudEvents message too; it must
+        // not be answered as "not a CloudEvent".
+        for (ct, needles) in [
+            (
+                "application/cloudevents-batch+json; charset=utf-8",
+                &["batch", "from_structured_batch"][..],
+            ),
+            (
+                "application/cloudevents+xml",
+                &["application/cloudevents+json"][..],
+            ),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            match cloudevent_from_http(&headers, b"[]".to_vec()) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(!reason.contains("not a CloudEvent"), "{ct}: {reason}");
+                    for needle in needles {
+                        assert!(reason.contains(needle), "{ct}: {reason}");
+                    }
+                }
+                other => panic!("{ct}: expected a serialization error, got {other:?}"),
             }
         }
     }
