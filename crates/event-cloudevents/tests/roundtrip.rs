@@ -171,6 +171,7 @@ fn dataless_cloudevent(content_type: &str) -> CloudEvent {
 /// Every path a CloudEvent can take through this crate, ending as an A3S
 /// event: in memory, structured JSON, HTTP and NATS in both modes.
 fn cloudevent_paths(ce: &CloudEvent) -> Vec<(&'static str, Event)> {
+    #[cfg_attr(not(any(feature = "http", feature = "nats")), allow(unused_mut))]
     let mut paths = vec![
         ("memory", Event::try_from(ce.clone()).unwrap()),
         (
