@@ -6,7 +6,7 @@ use event_core::{
     Acker, DeadLetterEvent, Error, Event, PendingEvent, ReceivedEvent, Result, Subscription,
     new_event_id,
 };
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,10 +14,12 @@ use std::time::Duration;
 /// Addresses of the live bus subscriptions handed out boxed, so that one
 /// given back to a bus to be wrapped (`consume_subscription(bus.subscribe(..))`)
 /// is recognised and used as it is: wrapped twice, it would count every lag
-/// report twice and dead-letter an undecodable message twice.
-static HANDED_OUT: LazyLock<Mutex<HashSet<usize>>> = LazyLock::new(Mutex::default);
+/// report twice and dead-letter an undecodable message twice. Each maps to
+/// the managed subscriber it was opened for, if any (a consumer runner over
+/// it names that subscriber in its dead letters).
+static HANDED_OUT: LazyLock<Mutex<HashMap<usize, Option<String>>>> = LazyLock::new(Mutex::default);
 
-fn handed_out() -> std::sync::MutexGuard<'static, HashSet<usize>> {
+fn handed_out() -> std::sync::MutexGuard<'static, HashMap<usize, Option<String>>> {
     HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -164,8 +166,9 @@ impl BusSubscription {
     /// Boxes the subscription, remembering that it is one of ours (see
     /// [`is_bus_subscription`](Self::is_bus_subscription)).
     pub(crate) fn boxed(self) -> Box<dyn Subscription> {
+        let subscriber = self.membership.as_ref().map(|m| m.subscriber_id.clone());
         let boxed = Box::new(self);
-        handed_out().insert(std::ptr::from_ref::<Self>(&boxed).addr());
+        handed_out().insert(std::ptr::from_ref::<Self>(&boxed).addr(), subscriber);
         boxed
     }
 
@@ -174,7 +177,15 @@ impl BusSubscription {
     /// it: no other object can share it while it lives).
     pub(crate) fn is_bus_subscription(subscription: &dyn Subscription) -> bool {
         let address = std::ptr::from_ref(subscription).cast::<()>().addr();
-        handed_out().contains(&address)
+        handed_out().contains_key(&address)
+    }
+
+    /// The managed subscriber a bus subscription handed out by
+    /// [`boxed`](Self::boxed) was opened for; `None` for any other
+    /// subscription.
+    pub(crate) fn subscriber_of(subscription: &dyn Subscription) -> Option<String> {
+        let address = std::ptr::from_ref(subscription).cast::<()>().addr();
+        handed_out().get(&address).cloned().flatten()
     }
 
     /// Ties the subscription to a managed subscriber (see "Managed

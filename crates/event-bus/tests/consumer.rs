@@ -1372,3 +1372,55 @@ async fn a_dlq_handler_that_hangs_on_an_undecryptable_event_does_not_stall_the_c
     let metrics = bus.metrics().snapshot();
     assert_eq!((metrics.dlq_errors, metrics.dlq_total), (1, 1));
 }
+
+/// A managed subscriber's subscriptions run through `consume_subscription`
+/// (opened with `create_subscriber`) name the subscriber in the dead
+/// letters of handler failures, as `consume` does: two subscribers failing
+/// the same event each get a letter. Unnamed, the two letters were the same
+/// one to the DLQ handler (same event, no subscriber), so the second
+/// subscriber's was dropped as a duplicate and its failure lost.
+#[tokio::test]
+async fn consume_subscription_over_a_managed_subscriber_names_it_in_dead_letters() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    for id in ["w1", "w2"] {
+        bus.update_subscription_with_options(filter(id, "events.jobs.>"), opts(1, 1))
+            .await
+            .unwrap();
+    }
+    let event = bus
+        .publish("jobs", "run", "s", "src", json!({}))
+        .await
+        .unwrap();
+    let mut consumers = Vec::new();
+    for id in ["w1", "w2"] {
+        let sub = bus.create_subscriber(id).await.unwrap().remove(0);
+        consumers.push(
+            bus.consume_subscription(
+                sub,
+                opts(1, 1),
+                |_r: ReceivedEvent| async { Err::<(), _>("fail") },
+                ConsumerConfig::default(),
+            )
+            .unwrap(),
+        );
+    }
+    wait_until("both dead-lettered", || {
+        consumers.iter().all(|c| c.report().dead_lettered == 1)
+    })
+    .await;
+    for consumer in consumers {
+        consumer.shutdown(Duration::from_secs(1)).await;
+    }
+    let mut named: Vec<Option<String>> = dlq
+        .list(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .inspect(|d| assert_eq!(d.event.id, event.id))
+        .map(|d| d.subscriber)
+        .collect();
+    named.sort();
+    assert_eq!(named, vec![Some("w1".to_owned()), Some("w2".to_owned())]);
+}

@@ -666,3 +666,36 @@ async fn a_letter_the_bus_refuses_for_good_is_skipped_and_does_not_block_the_res
         .collect();
     assert_eq!(redriven.len(), 2);
 }
+
+/// The dead letters several subscribers made of one event are re-driven as
+/// one copy: the provider stores it once (its id is derived from the
+/// event's), and the bus's router gets it once too. Republished for each
+/// letter, the copy was deduplicated in the stream but handed to the
+/// router again each time, so a broker attached to the bus delivered it to
+/// its triggers once per letter.
+#[tokio::test]
+async fn letters_of_one_event_from_several_subscribers_are_routed_once_on_redrive() {
+    let (bus, _provider, dlq, _) = setup();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    let event = Event::new("events.jobs.run", "jobs", "s", "src", json!({"n": 1}));
+    for subscriber in ["w1", "w2", "w3"] {
+        dlq.handle(DeadLetterEvent::new(event.clone(), "x").with_subscriber(subscriber))
+            .await
+            .unwrap();
+    }
+    let other = Event::new("events.jobs.run", "jobs", "s", "src", json!({"n": 2}));
+    dlq.handle(DeadLetterEvent::new(other.clone(), "x").with_subscriber("w1"))
+        .await
+        .unwrap();
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (4, 0));
+    let routed: Vec<String> = router
+        .routed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(e, _)| e.metadata["a3s.redriven_from"].clone())
+        .collect();
+    assert_eq!(routed, [event.id, other.id]);
+}

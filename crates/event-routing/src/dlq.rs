@@ -157,12 +157,16 @@ impl SinkDlqHandler {
             metadata::DLQ_ATTEMPTS.to_owned(),
             dead_letter.delivery_attempts.to_string(),
         );
-        if let Some(at) = dead_letter.first_failure_at {
-            m.insert(metadata::DLQ_FIRST_FAILURE_AT.to_owned(), at.to_string());
-        }
-        if let Some(subscriber) = &dead_letter.subscriber {
-            m.insert(metadata::DLQ_SUBSCRIBER.to_owned(), subscriber.clone());
-        }
+        // Unknown ones are removed, not left over from an earlier letter
+        // (the event may be a forwarded dead letter itself).
+        match dead_letter.first_failure_at {
+            Some(at) => m.insert(metadata::DLQ_FIRST_FAILURE_AT.to_owned(), at.to_string()),
+            None => m.remove(metadata::DLQ_FIRST_FAILURE_AT),
+        };
+        match &dead_letter.subscriber {
+            Some(subscriber) => m.insert(metadata::DLQ_SUBSCRIBER.to_owned(), subscriber.clone()),
+            None => m.remove(metadata::DLQ_SUBSCRIBER),
+        };
         m.insert(
             metadata::DLQ_DEAD_LETTERED_AT.to_owned(),
             dead_letter.dead_lettered_at.to_string(),

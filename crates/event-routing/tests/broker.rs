@@ -1187,3 +1187,85 @@ async fn a_queue_capacity_too_large_for_the_queue_is_refused_not_a_panic() {
         .unwrap();
     broker.wait_idle().await;
 }
+
+#[test]
+fn a_publisher_waiting_for_room_when_the_dispatchers_runtime_goes_is_queued_not_refused() {
+    // A publisher waiting for room in a full queue (policy `Wait`) on one
+    // runtime while the dispatcher's runtime was dropped got "the broker is
+    // shut down", though nobody shut it down and the next enqueue starts a
+    // dispatcher again: its event was refused for nothing.
+    let broker = Broker::with_config(BrokerConfig {
+        queue_capacity: 1,
+        workers: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(Semaphore::new(0));
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::by_type("gated"),
+            gated_sink(gate, started.clone(), sink.clone()),
+        ))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "c",
+            TriggerFilter::by_type("plain"),
+            sink.clone(),
+        ))
+        .unwrap();
+    let (full_tx, full_rx) = std::sync::mpsc::channel();
+    let (drop_tx, drop_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = std::thread::spawn({
+        let broker = broker.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                // a routing that never ends, an event filling the queue
+                broker
+                    .enqueue(Arc::new(event("events.a.b", "gated")))
+                    .await
+                    .unwrap();
+                started.acquire().await.unwrap().forget();
+                broker
+                    .enqueue(Arc::new(event("events.a.b", "gated")))
+                    .await
+                    .unwrap();
+                full_tx.send(()).unwrap();
+                let _ = drop_rx.await;
+            });
+        } // the runtime, its dispatcher and the routing are gone
+    });
+    full_rx.recv().unwrap();
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let waiting = tokio::spawn({
+            let broker = broker.clone();
+            async move { broker.enqueue(Arc::new(event("events.a.b", "plain"))).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the queue should be full");
+        drop_tx.send(()).unwrap();
+        tokio::task::spawn_blocking(move || first.join().unwrap())
+            .await
+            .unwrap();
+        let queued = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting publisher was not answered")
+            .unwrap();
+        assert!(queued.is_ok(), "refused: {queued:?}");
+        tokio::time::timeout(Duration::from_secs(10), broker.wait_idle())
+            .await
+            .expect("still pending");
+        assert_eq!(sink.len(), 1);
+    });
+}

@@ -1411,3 +1411,83 @@ async fn an_answer_whose_body_stalls_is_judged_by_its_status() {
     let reason = &dead.events()[0].metadata["dlqreason"];
     assert!(reason.contains("HTTP 400"), "{reason}");
 }
+
+#[tokio::test]
+async fn an_accepted_event_whose_answer_body_stalls_is_delivered_under_a_short_attempt_timeout() {
+    // The body of a 2xx answer was waited for (up to a second) inside the
+    // delivery: an attempt timeout shorter than that cancelled the accepted
+    // delivery as a timeout, retried it, and the endpoint got it twice.
+    let spec = quick_retries(1).with_timeout(Some(Duration::from_millis(500)));
+    let (url, requests) = stalled_body_server("200 OK").await;
+    let (broker, dead) = broker_to(&url, spec);
+    let result = tokio::time::timeout(Duration::from_secs(10), broker.route(&order()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (result.delivered, result.failed),
+        (1, 0),
+        "{:?}",
+        dead.events()
+    );
+    assert_eq!(*requests.lock(), 1, "an accepted event was sent again");
+}
+
+/// A raw keep-alive server answering every request `200` with a short body;
+/// returns the URL and how many connections it accepted.
+async fn counting_server() -> (String, Arc<Mutex<usize>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(Mutex::new(0));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            *seen.lock() += 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0_u8; 4096];
+                loop {
+                    // one request: its head, then `content-length` bytes
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if socket.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/hook"), connections)
+}
+
+#[tokio::test]
+async fn deliveries_answered_with_a_short_body_reuse_their_connection() {
+    // The short body of a 2xx answer is read so that the connection goes
+    // back to the pool: back-to-back deliveries share one connection.
+    let (url, connections) = counting_server().await;
+    let sink = HttpSink::new("hook", &url).unwrap();
+    for _ in 0..5 {
+        sink.deliver(&order()).await.unwrap();
+    }
+    assert_eq!(*connections.lock(), 1);
+}

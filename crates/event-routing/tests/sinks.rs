@@ -195,6 +195,32 @@ async fn sink_dlq_handler_forwards_under_the_configured_prefix_with_metadata() {
     assert_eq!(dlq.list(1).await.unwrap().len(), 1);
 }
 
+/// The dead letter of an event that was itself a forwarded dead letter (a
+/// consumer of `events.dlq.>` failed it) describes the new failure only:
+/// `dlqsubscriber` and `dlqfirstfailureat` left over from the first letter
+/// named a subscriber and a time that had nothing to do with this one
+/// (the reason and attempts beside them were the new failure's).
+#[tokio::test]
+async fn sink_dlq_handler_leaves_no_stale_failure_metadata_on_a_dead_letter_of_a_dead_letter() {
+    let sink = Arc::new(CollectorSink::new("dlq"));
+    let dlq = SinkDlqHandler::new(sink.clone(), "events.dlq").unwrap();
+    let first = DeadLetterEvent::new(event(), "handler failed")
+        .with_attempts(3)
+        .with_first_failure_at(1_700_000_000_000)
+        .with_subscriber("billing");
+    dlq.handle(first).await.unwrap();
+    let forwarded = sink.events()[0].clone();
+    // a consumer outside any managed subscriber fails the forwarded letter
+    dlq.handle(DeadLetterEvent::new(forwarded, "audit failed").with_attempts(1))
+        .await
+        .unwrap();
+    let m = &sink.events()[1].metadata;
+    assert_eq!(m["dlqreason"], "audit failed");
+    assert_eq!(m["dlqattempts"], "1");
+    assert!(!m.contains_key("dlqsubscriber"), "{m:?}");
+    assert!(!m.contains_key("dlqfirstfailureat"), "{m:?}");
+}
+
 #[tokio::test]
 async fn sink_dlq_handler_through_a_topic_sink_lands_in_the_provider() {
     let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());

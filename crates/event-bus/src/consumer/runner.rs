@@ -307,7 +307,10 @@ impl EventBus {
     /// decrypts, see [`wrap_subscription`](Self::wrap_subscription); one
     /// from [`subscribe`](Self::subscribe) is used as it is); `options` are the
     /// subscription's options (for the backoff, `max_deliver` and
-    /// `ack_wait`). Must be called inside a tokio runtime.
+    /// `ack_wait`). Dead letters name the managed subscriber of a
+    /// subscription from [`create_subscriber`](Self::create_subscriber)
+    /// ([`DeadLetterEvent::subscriber`]), as [`consume`](Self::consume)'s
+    /// do; others name none. Must be called inside a tokio runtime.
     pub fn consume_subscription(
         &self,
         subscription: Box<dyn Subscription>,
@@ -316,6 +319,9 @@ impl EventBus {
         config: ConsumerConfig,
     ) -> Result<ConsumerHandle> {
         config.validate()?;
+        // a managed subscriber's subscription (from `create_subscriber`):
+        // its dead letters name it, as `consume`'s do
+        let subscriber = BusSubscription::subscriber_of(&*subscription);
         let sub = if BusSubscription::is_bus_subscription(&*subscription) {
             subscription
         } else {
@@ -324,7 +330,13 @@ impl EventBus {
                 .boxed()
         };
         let span = tracing::info_span!("a3s_event.consumer");
-        Ok(self.start(vec![(sub, span)], None, options, Arc::new(handler), config))
+        Ok(self.start(
+            vec![(sub, span)],
+            subscriber,
+            options,
+            Arc::new(handler),
+            config,
+        ))
     }
 
     /// Runs one loop per subscription, each in its span (the logs of the

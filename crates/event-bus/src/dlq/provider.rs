@@ -6,6 +6,7 @@ use event_core::{
     DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventProvider, MAX_PAYLOAD_DEPTH,
     PublishOptions, Result, SubscribeOptions, Subscription, check_payload_depth,
 };
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -225,7 +226,10 @@ impl ProviderDlqHandler {
     /// retried re-drive stores nothing twice, and an event dead-lettered by
     /// several subscribers (one dead letter each) is republished once: every
     /// subscriber of its subject, those that handled it included, receives
-    /// the copy once.
+    /// the copy once, and so does the bus's router when the letters are
+    /// re-driven by one call (by later calls, within the dedup window, the
+    /// router gets the copy again, as for any publish the provider
+    /// deduplicates).
     ///
     /// An event dead-lettered because it did not decrypt still carries its
     /// envelope, bound to its original id: it is decrypted with the bus's
@@ -291,6 +295,9 @@ impl ProviderDlqHandler {
         last: u64,
         report: &mut RedriveReport,
     ) -> Result<()> {
+        // the copies this call published (stored and routed): another
+        // subscriber's dead letter of the same event is done by them
+        let mut published_copies: HashSet<String> = HashSet::new();
         while report.redriven < max {
             let next = match tokio::time::timeout(self.redrive_idle, sub.next_manual_ack()).await {
                 Err(_) => break,
@@ -333,6 +340,17 @@ impl ProviderDlqHandler {
                     // several subscribers made of one event, are
                     // deduplicated by the provider instead of stored twice.
                     let fresh = redriven_id(&event.id);
+                    if published_copies.contains(&fresh) {
+                        // Republished, the copy would be deduplicated in
+                        // the stream but routed again: a broker attached to
+                        // the bus would deliver it once more.
+                        pending.ack().await?;
+                        report.redriven += 1;
+                        if sequence >= last {
+                            break;
+                        }
+                        continue;
+                    }
                     let from = std::mem::replace(&mut event.id, fresh);
                     event.metadata.insert(META_REDRIVEN_FROM.to_string(), from);
                     let published = bus.publish_event(&event).await;
@@ -359,6 +377,7 @@ impl ProviderDlqHandler {
                         }
                         return Err(err);
                     } else {
+                        published_copies.insert(event.id.clone());
                         pending.ack().await?;
                         report.redriven += 1;
                     }

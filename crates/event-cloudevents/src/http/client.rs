@@ -173,8 +173,9 @@ pub async fn send_http(
 /// (it sends no `Prefer: reply`, as the recipient then should send none):
 /// a 2xx answer is `Ok` whatever its body, which is never waited for (an
 /// endless or slow body cannot stall the sender, a huge one is never held);
-/// a short body the server announced with its length is read, for at most a
-/// second, so that the connection can be reused. An error answer's body is
+/// a short body the server announced with its length is read in the
+/// background (for at most a second, not waited for), so that the
+/// connection can be reused. An error answer's body is
 /// read for at most a second too (for the start the error keeps). Needs a
 /// Tokio runtime with the time driver. Errors as [`send_http`]'s, but for those about
 /// the reply.
@@ -194,7 +195,7 @@ pub async fn post_http(
     mode: Mode,
 ) -> Result<()> {
     let response = post(client, url, CloudEvent::from(event), mode, false).await?;
-    discard_body(response).await;
+    discard_body(response);
     Ok(())
 }
 
@@ -210,7 +211,7 @@ pub async fn send_cloudevent_http(
     let headers = response.headers().clone();
     // Only a 200 carries a reply: a 202 is "accepted", whatever its body.
     if response.status() != reqwest::StatusCode::OK || !is_cloudevent(&headers) {
-        discard_body(response).await;
+        discard_body(response);
         return Ok(None);
     }
     let body = read_reply(response, url, started).await?;
@@ -219,14 +220,28 @@ pub async fn send_cloudevent_http(
 
 /// Lets go of a success response whose body is not needed: reads it to its
 /// end only when it announced a short length (the connection can then be
-/// reused), and otherwise drops it unread.
-async fn discard_body(mut response: reqwest::Response) {
-    if response.content_length().is_some_and(|n| n <= DRAIN_LIMIT) {
-        // Not sent within `BODY_WAIT`: dropped, with its connection.
-        let _ = tokio::time::timeout(BODY_WAIT, async {
-            while let Ok(Some(_)) = response.chunk().await {}
-        })
-        .await;
+/// reused), and otherwise drops it unread. The read runs in a task of its
+/// own, so the caller never waits for it: a delivery the endpoint accepted
+/// is done, whatever its body does (waited for, a stalled body outlasted a
+/// caller's timeout shorter than `BODY_WAIT`, which took the accepted event
+/// for a failure and sent it again).
+fn discard_body(mut response: reqwest::Response) {
+    if response.content_length().is_some_and(|n| n <= DRAIN_LIMIT)
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        let mut drain = Box::pin(async move {
+            // Not sent within `BODY_WAIT`: dropped, with its connection.
+            let _ = tokio::time::timeout(BODY_WAIT, async {
+                while let Ok(Some(_)) = response.chunk().await {}
+            })
+            .await;
+        });
+        // Most short bodies came with the head: read at once, the
+        // connection is back in the pool for the caller's next request.
+        let mut now = std::task::Context::from_waker(std::task::Waker::noop());
+        if drain.as_mut().poll(&mut now).is_pending() {
+            runtime.spawn(drain);
+        }
     }
 }
 

@@ -438,7 +438,8 @@ impl Drop for PendingGuard {
 /// of the first [`enqueue`](Self::enqueue); if that runtime is dropped, the
 /// events it was routing or held queued are lost (logged as an error, no
 /// longer pending) and the next `enqueue` starts a dispatcher on its own
-/// runtime.
+/// runtime (one waiting for room in the full queue then does too, and is
+/// queued there).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {

@@ -126,16 +126,48 @@ impl Queue {
             },
             _ => event,
         };
-        let tx = self.sender(core)?;
-        let event = match tx.try_send(event) {
-            Ok(()) => {
-                admission.admitted = true;
-                Counters::add(&core.counters.enqueued, 1);
-                return Ok(());
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed()),
-            Err(mpsc::error::TrySendError::Full(event)) => event,
-        };
+        let mut event = event;
+        // The dispatcher may go (its runtime dropped) while this waits for
+        // room: the event is then offered once more, to the dispatcher
+        // `sender` starts again, unless the broker was shut down.
+        let mut retried = false;
+        loop {
+            let tx = self.sender(core)?;
+            event = match tx.try_send(event) {
+                Ok(()) => {
+                    admission.admitted = true;
+                    Counters::add(&core.counters.enqueued, 1);
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Closed(event)) if !retried => {
+                    retried = true;
+                    event
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed()),
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    match self.wait_for_room(core, &mut admission, tx, event).await? {
+                        None => return Ok(()),
+                        Some(event) if !retried => {
+                            retried = true;
+                            event
+                        }
+                        Some(_) => return Err(closed()),
+                    }
+                }
+            };
+        }
+    }
+
+    /// Applies the full-queue policy to `event`, which found `tx`'s queue
+    /// full. `None`: queued (or handed to a task that waits for room);
+    /// `Some`: the dispatcher is gone, the event handed back.
+    async fn wait_for_room(
+        &self,
+        core: &Arc<Core>,
+        admission: &mut Admission<'_>,
+        tx: mpsc::Sender<Arc<Event>>,
+        event: Arc<Event>,
+    ) -> Result<Option<Arc<Event>>> {
         Counters::add(&core.counters.queue_full, 1);
         if core.config.full_policy == QueueFullPolicy::Wait && in_routing_worker(core) {
             // A sink of one of this broker's routings publishes back into it
@@ -162,7 +194,7 @@ impl Queue {
                     );
                 }
             });
-            return Ok(());
+            return Ok(None);
         }
         let sent = match core.config.full_policy {
             QueueFullPolicy::Reject => {
@@ -188,10 +220,15 @@ impl Queue {
                 }
             }
         };
-        sent.map_err(|_| closed())?;
-        admission.admitted = true;
-        Counters::add(&core.counters.enqueued, 1);
-        Ok(())
+        match sent {
+            Ok(()) => {
+                admission.admitted = true;
+                Counters::add(&core.counters.enqueued, 1);
+                Ok(None)
+            }
+            // the dispatcher is gone (only it closes the queue)
+            Err(mpsc::error::SendError(event)) => Ok(Some(event)),
+        }
     }
 
     /// Closes the queue and waits until the dispatcher has routed what was

@@ -20,11 +20,13 @@ use std::time::Duration;
 ///   without a retry (see [`DeliverySpec`](crate::DeliverySpec)).
 ///
 /// A reply event in the response (as Knative sinks may send) is ignored,
-/// and the body of an answer is never waited for long (a short 2xx body is
-/// drained, the start of an error body kept, for at most a second): an
-/// endless, slow or stalled body cannot hold up a delivery the endpoint
-/// accepted (which a timeout would retry, sending it twice), nor turn a
-/// status that is not retried into a timeout that is.
+/// and the body of an answer is never waited for long: a 2xx body is not
+/// waited for at all (a short one is drained in the background, so the
+/// connection can be reused), the start of an error body is kept, read for
+/// at most a second. An endless, slow or stalled body cannot hold up a
+/// delivery the endpoint accepted (which a timeout would retry, sending it
+/// twice), nor turn a status that is not retried into a timeout that is
+/// (unless the trigger's attempt timeout is under a second).
 ///
 /// Compared with a Knative broker delivering to a subscriber:
 ///

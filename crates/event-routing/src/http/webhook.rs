@@ -92,8 +92,10 @@ struct AppState {
 /// retries: one still being received was not delivered; one whose delivery
 /// was still running (a sink slower than the grace period) was cancelled
 /// mid-way and may or may not have reached the sink, so the retry may
-/// deliver it twice (providers store a repeated event id once within their
-/// dedup window). A delivery that returned is not cut off before its
+/// deliver it twice (a sink that publishes the event under its own id, such
+/// as an [`unchanged`](crate::TopicSink::unchanged) `TopicSink`, is saved by
+/// the provider's dedup window; a forwarding `TopicSink` gives every
+/// delivery a new id, so its retry stores a second copy). A delivery that returned is not cut off before its
 /// answer: the answer is written to the connection in the same step, so a
 /// sender that reads its answers is not made to retry an event already
 /// delivered.
