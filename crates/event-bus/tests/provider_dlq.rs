@@ -828,6 +828,13 @@ async fn redrive_matching_by_subscriber_redrives_only_its_letters_and_keeps_the_
     let routed = routed(&router);
     assert_eq!(routed[routed.len() - 2..], [e2.id.as_str(), e1.id.as_str()]);
     assert_eq!(dlq.count().await.unwrap(), 4);
+
+    // one event's letters (w1's and w2's): one copy, routed once per call
+    let before = router.routed.lock().unwrap().len();
+    let one_event = |d: &DeadLetterEvent| d.event.id == e1.id;
+    let report = dlq.redrive_matching(&bus, 10, one_event).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 0));
+    assert_eq!(router.routed.lock().unwrap().len(), before + 1);
 }
 
 /// `max` bounds the letters re-driven (skipped ones do not count, as in
