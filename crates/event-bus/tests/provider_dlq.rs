@@ -699,3 +699,270 @@ async fn letters_of_one_event_from_several_subscribers_are_routed_once_on_redriv
         .collect();
     assert_eq!(routed, [event.id, other.id]);
 }
+
+/// The schema, fixed: accepts every event.
+struct AcceptAll;
+
+impl event_core::SchemaValidator for AcceptAll {
+    fn validate(&self, _event: &Event) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// The re-driven copies stored under `category`, by the id they were
+/// re-driven from, oldest first.
+async fn redriven_from(bus: &EventBus, category: &str) -> Vec<String> {
+    bus.list_events(Some(category), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .filter_map(|e| e.metadata.get("a3s.redriven_from").cloned())
+        .collect()
+}
+
+fn job(n: i64) -> Event {
+    Event::new("events.jobs.run", "jobs", "s", "src", json!({"n": n}))
+}
+
+/// A letter `redrive` skipped for good (the schema refused its event) is
+/// re-driven by `redrive_matching` once the schema is fixed: `redrive`
+/// never offers it again, so it could only be republished by hand. While
+/// the schema still refuses it, `redrive_matching` skips it the same way.
+#[tokio::test]
+async fn a_letter_redrive_skipped_for_its_schema_is_redriven_by_redrive_matching_once_fixed() {
+    let (bus, _provider, dlq, _) = setup();
+    let typed =
+        |payload| Event::typed("events.jobs.run", "jobs", "job.run", 1, "s", "src", payload);
+    let bad = typed(json!({"other": true}));
+    let good = typed(json!({"n": 1}));
+    for event in [&bad, &good] {
+        dlq.handle(DeadLetterEvent::new(event.clone(), "x"))
+            .await
+            .unwrap();
+    }
+    bus.set_schema_validator(Arc::new(RequireField("n")));
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 1));
+    let is_bad = |d: &DeadLetterEvent| d.event.id == bad.id;
+    let report = dlq.redrive_matching(&bus, 10, is_bad).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (0, 1));
+
+    bus.set_schema_validator(Arc::new(AcceptAll));
+    // `redrive` terminated the letter: it has nothing left
+    assert_eq!(dlq.redrive(&bus, 10).await.unwrap(), Default::default());
+    let report = dlq.redrive_matching(&bus, 10, is_bad).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 0));
+
+    let copies: Vec<Event> = bus
+        .list_events(Some("jobs"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.metadata.contains_key("a3s.redriven_from"))
+        .collect();
+    assert_eq!(copies.len(), 2);
+    let copy = &copies[0];
+    // the same republish as `redrive`'s: derived id, original id in metadata
+    assert_eq!(copy.id, format!("evt-redrive-{}", bad.id));
+    assert_eq!(copy.metadata["a3s.redriven_from"], bad.id);
+    assert_eq!(copy.subject, "events.jobs.run");
+    assert_eq!(copy.event_type, "job.run");
+    assert_eq!(copy.payload, json!({"other": true}));
+    assert_eq!(copies[1].metadata["a3s.redriven_from"], good.id);
+}
+
+/// Selecting by subscriber re-drives only that subscriber's letters, oldest
+/// first (the letters of one event from two subscribers are re-driven for
+/// the one selected), passes over other events under the DLQ subjects, and
+/// leaves the position of `redrive`, which then goes over every letter. A
+/// letter re-driven before is republished again when selected: same copy
+/// id, so the provider stores it once inside its dedup window.
+#[tokio::test]
+async fn redrive_matching_by_subscriber_redrives_only_its_letters_and_keeps_the_redrive_position() {
+    let (bus, provider, dlq, _) = setup();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    let (e1, e2, e3) = (job(1), job(2), job(3));
+    for (event, subscriber) in [(&e1, "w1"), (&e2, "w2"), (&e1, "w2"), (&e3, "w1")] {
+        dlq.handle(DeadLetterEvent::new(event.clone(), "x").with_subscriber(subscriber))
+            .await
+            .unwrap();
+    }
+    // not a dead letter: an event forwarded under the DLQ subjects
+    let foreign = Event::new("events.dlq.jobs", "dlq", "s", "router", json!(0));
+    provider.publish(&foreign).await.unwrap();
+
+    let w1 = |d: &DeadLetterEvent| d.subscriber.as_deref() == Some("w1");
+    let report = dlq.redrive_matching(&bus, 10, w1).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 0));
+    assert_eq!(
+        redriven_from(&bus, "jobs").await,
+        [e1.id.as_str(), e3.id.as_str()]
+    );
+    let routed = |router: &CollectRouter| -> Vec<String> {
+        router
+            .routed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(e, _)| e.metadata["a3s.redriven_from"].clone())
+            .collect()
+    };
+    assert_eq!(routed(&router), [e1.id.as_str(), e3.id.as_str()]);
+
+    // `redrive` starts from the oldest letter all the same
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (4, 0));
+    assert_eq!(
+        redriven_from(&bus, "jobs").await,
+        [e1.id.as_str(), e3.id.as_str(), e2.id.as_str()],
+        "one copy per event in the stream"
+    );
+
+    // selected again after `redrive`: republished, deduplicated by the provider
+    let w2 = |d: &DeadLetterEvent| d.subscriber.as_deref() == Some("w2");
+    let report = dlq.redrive_matching(&bus, 10, w2).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 0));
+    assert_eq!(redriven_from(&bus, "jobs").await.len(), 3);
+    let routed = routed(&router);
+    assert_eq!(routed[routed.len() - 2..], [e2.id.as_str(), e1.id.as_str()]);
+    assert_eq!(dlq.count().await.unwrap(), 4);
+
+    // one event's letters (w1's and w2's): one copy, routed once per call
+    let before = router.routed.lock().unwrap().len();
+    let one_event = |d: &DeadLetterEvent| d.event.id == e1.id;
+    let report = dlq.redrive_matching(&bus, 10, one_event).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 0));
+    assert_eq!(router.routed.lock().unwrap().len(), before + 1);
+}
+
+/// `max` bounds the letters re-driven (skipped ones do not count, as in
+/// `redrive`): the oldest selected ones; 0 re-drives nothing.
+#[tokio::test]
+async fn redrive_matching_honours_max() {
+    let (bus, _provider, dlq, _) = setup();
+    let typed =
+        |payload| Event::typed("events.jobs.run", "jobs", "job.run", 1, "s", "src", payload);
+    let bad = typed(json!({"other": true}));
+    let events: Vec<Event> = (0..4).map(|n| typed(json!({"n": n}))).collect();
+    for event in std::iter::once(&bad).chain(&events) {
+        dlq.handle(DeadLetterEvent::new(event.clone(), "x"))
+            .await
+            .unwrap();
+    }
+    bus.set_schema_validator(Arc::new(RequireField("n")));
+    assert_eq!(
+        dlq.redrive_matching(&bus, 0, |_| true).await.unwrap(),
+        Default::default()
+    );
+    assert!(redriven_from(&bus, "jobs").await.is_empty());
+    let report = dlq.redrive_matching(&bus, 2, |_| true).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 1));
+    assert_eq!(
+        redriven_from(&bus, "jobs").await,
+        [events[0].id.as_str(), events[1].id.as_str()]
+    );
+    let not_first = |d: &DeadLetterEvent| d.event.id != events[0].id;
+    let report = dlq.redrive_matching(&bus, 1, not_first).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 1));
+    // events[1] again: deduplicated by the provider
+    assert_eq!(redriven_from(&bus, "jobs").await.len(), 2);
+    let report = dlq.redrive_matching(&bus, 3, |_| true).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (3, 1));
+    assert_eq!(
+        redriven_from(&bus, "jobs").await,
+        [
+            events[0].id.as_str(),
+            events[1].id.as_str(),
+            events[2].id.as_str()
+        ]
+    );
+}
+
+/// A republish that fails otherwise than for good (a router refusing)
+/// stops `redrive_matching` with the error: the letters behind it are not
+/// republished. The letters are still there for the next call, and for
+/// `redrive`.
+#[tokio::test]
+async fn an_error_stops_redrive_matching() {
+    let (bus, _provider, dlq, _) = setup();
+    let events: Vec<Event> = (0..3).map(job).collect();
+    for event in &events {
+        dlq.handle(DeadLetterEvent::new(event.clone(), "x"))
+            .await
+            .unwrap();
+    }
+    let router = Arc::new(CollectRouter::default());
+    router.refuse.store(true, Ordering::SeqCst);
+    bus.set_router(router.clone());
+    let err = dlq.redrive_matching(&bus, 10, |_| true).await.unwrap_err();
+    assert!(matches!(err, event_core::Error::Closed(_)), "{err:?}");
+    // the refused copy was stored (the router runs after the store); none
+    // after it was attempted
+    assert_eq!(redriven_from(&bus, "jobs").await, [events[0].id.as_str()]);
+
+    router.refuse.store(false, Ordering::SeqCst);
+    let report = dlq.redrive_matching(&bus, 10, |_| true).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (3, 0));
+    assert_eq!(router.routed.lock().unwrap().len(), 3);
+    assert_eq!(redriven_from(&bus, "jobs").await.len(), 3);
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (3, 0));
+}
+
+/// An event dead-lettered because it did not decrypt is skipped by
+/// `redrive` while its key is missing; once the key is added,
+/// `redrive_matching` republishes its plaintext under the derived id,
+/// encrypted by the bus. A letter the DLQ itself cannot decode cannot be
+/// matched: it is counted as skipped and does not stop the call.
+#[tokio::test]
+async fn redrive_matching_redrives_an_undecryptable_event_once_its_key_is_added() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let ring = Arc::new(RingEncryptor {
+        active: 11,
+        keys: std::sync::Mutex::new(vec![11]),
+    });
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(ring.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone()).with_encryptor(ring.clone());
+    let mut sealed = Event::new(
+        "events.orders.new",
+        "orders",
+        "s",
+        "src",
+        json!({"card": "4111"}),
+    );
+    sealed.payload = TestEncryptor { key: 7 }
+        .encrypt(&sealed.id, &sealed.payload)
+        .unwrap();
+    dlq.handle(DeadLetterEvent::new(sealed.clone(), "decryption failed"))
+        .await
+        .unwrap();
+    // a letter stored by a DLQ under a key this one never gets
+    ProviderDlqHandler::new(provider.clone())
+        .with_encryptor(Arc::new(TestEncryptor { key: 9 }))
+        .handle(DeadLetterEvent::new(job(1), "x"))
+        .await
+        .unwrap();
+
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (0, 2));
+    ring.keys.lock().unwrap().push(7);
+    assert_eq!(dlq.redrive(&bus, 10).await.unwrap(), Default::default());
+    let report = dlq.redrive_matching(&bus, 10, |_| true).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 1));
+
+    let copies: Vec<Event> = provider.history(Some("events.orders.>"), 10).await.unwrap();
+    assert_eq!(copies.len(), 1);
+    let copy = &copies[0];
+    assert_eq!(copy.id, format!("evt-redrive-{}", sealed.id));
+    assert_eq!(copy.metadata["a3s.redriven_from"], sealed.id);
+    assert_eq!(copy.payload["key"], json!(11));
+    assert_eq!(
+        TestEncryptor { key: 11 }
+            .decrypt(&copy.id, &copy.payload)
+            .unwrap(),
+        json!({"card": "4111"})
+    );
+}

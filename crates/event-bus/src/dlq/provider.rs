@@ -64,6 +64,9 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// stream: [`list`](DlqHandler::list) and [`count`](DlqHandler::count) go
 /// on showing re-driven dead letters (until the stream's retention drops
 /// them), and re-drive keeps its own position, so none is re-driven twice.
+/// [`redrive_matching`](Self::redrive_matching) re-drives the letters a
+/// predicate selects (one subscriber's, one event's, or those `redrive`
+/// skipped once their cause is fixed), without that position.
 ///
 /// ```
 /// use event_bus::{EventBus, dlq::ProviderDlqHandler};
@@ -105,19 +108,22 @@ impl std::fmt::Debug for ProviderDlqHandler {
     }
 }
 
-/// What [`ProviderDlqHandler::redrive`] did.
+/// What [`ProviderDlqHandler::redrive`] or
+/// [`ProviderDlqHandler::redrive_matching`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RedriveReport {
-    /// Dead letters republished to their original subject (and removed from
-    /// the re-drive queue).
+    /// Dead letters republished to their original subject (and, by
+    /// `redrive`, removed from its re-drive queue).
     pub redriven: usize,
     /// Dead letters that could not be decoded or decrypted, or whose event
     /// the bus refused for good (invalid subject, schema validation, too
     /// large, not serializable: a schema registered since the event was
-    /// published, say); they were terminated in the re-drive queue, so
-    /// later calls go on with the letters behind them, and logged with the
-    /// reason. They stay in the stream: [`list`](DlqHandler::list) still
-    /// shows them, to fix and publish by hand.
+    /// published, say), logged with the reason. `redrive` terminated them
+    /// in its re-drive queue, so later calls go on with the letters behind
+    /// them and never offer them again. They stay in the stream:
+    /// [`list`](DlqHandler::list) still shows them, and once the cause is
+    /// fixed [`redrive_matching`](ProviderDlqHandler::redrive_matching)
+    /// re-drives them.
     pub skipped: usize,
 }
 
@@ -141,8 +147,8 @@ impl ProviderDlqHandler {
         Ok(self)
     }
 
-    /// Encrypts stored dead letters (and decrypts them in `list` and
-    /// `redrive`).
+    /// Encrypts stored dead letters (and decrypts them in `list`,
+    /// `redrive` and `redrive_matching`).
     #[must_use]
     pub fn with_encryptor(mut self, encryptor: Arc<dyn EventEncryptor>) -> Self {
         self.encryptor = Some(encryptor);
@@ -245,7 +251,9 @@ impl ProviderDlqHandler {
     /// refusing) stops the re-drive with the error, leaving that dead
     /// letter for the next call. A letter whose event the bus refuses for
     /// good (see [`RedriveReport::skipped`]) is skipped instead, so one
-    /// such letter does not block those behind it. Stops when `max`
+    /// such letter does not block those behind it; `redrive` does not offer
+    /// it again, [`redrive_matching`](Self::redrive_matching) re-drives it
+    /// once its cause is fixed. Stops when `max`
     /// are done, when it reaches the newest dead letter that existed when it
     /// started, or after the idle time (see
     /// [`with_redrive_idle`](Self::with_redrive_idle)) without one.
@@ -329,63 +337,33 @@ impl ProviderDlqHandler {
                 }
                 continue;
             }
-            let decoded = self
-                .decode_event(&pending.received.event)
-                .and_then(|dead| opened_for_redrive(bus, dead.event));
-            match decoded {
-                Ok(mut event) => {
-                    // Derived from the original event's id: a re-drive
-                    // retried after a failure that happened after the store
-                    // (a router refusal, a lost reply), and the dead letters
-                    // several subscribers made of one event, are
-                    // deduplicated by the provider instead of stored twice.
-                    let fresh = redriven_id(&event.id);
-                    if published_copies.contains(&fresh) {
-                        // Republished, the copy would be deduplicated in
-                        // the stream but routed again: a broker attached to
-                        // the bus would deliver it once more.
-                        pending.ack().await?;
-                        report.redriven += 1;
-                        if sequence >= last {
-                            break;
-                        }
-                        continue;
-                    }
-                    let from = std::mem::replace(&mut event.id, fresh);
-                    event.metadata.insert(META_REDRIVEN_FROM.to_string(), from);
-                    let published = bus.publish_event(&event).await;
-                    if let Err(err) = &published
-                        && refuses_for_good(err)
-                    {
-                        // the event itself is refused (its schema, subject
-                        // or size): it would be refused again on every
-                        // call, and the letters behind it never re-driven
-                        tracing::error!(
-                            sequence,
-                            original_id = %from_id(&event),
-                            error = %err,
-                            "skipping a dead letter whose event the bus refuses"
-                        );
-                        pending.term().await?;
-                        report.skipped += 1;
-                    } else if let Err(err) = published {
-                        // keep the dead letter for the next re-drive (a
-                        // failed nak leaves it to its ack wait); the
-                        // caller gets the republish's error
-                        if let Err(nak) = pending.nak().await {
-                            tracing::warn!(sequence, error = %nak, "could not hand a dead letter back after a failed re-drive");
-                        }
-                        return Err(err);
-                    } else {
-                        published_copies.insert(event.id.clone());
-                        pending.ack().await?;
-                        report.redriven += 1;
-                    }
+            let outcome = match self.decode_event(&pending.received.event) {
+                Ok(dead) => {
+                    self.republish(bus, &pending.received.event.id, dead, &mut published_copies)
+                        .await
                 }
                 Err(err) => {
                     tracing::error!(sequence, error = %err, "skipping an unreadable dead letter");
+                    Ok(Republished::Skipped)
+                }
+            };
+            match outcome {
+                Ok(Republished::Done) => {
+                    pending.ack().await?;
+                    report.redriven += 1;
+                }
+                Ok(Republished::Skipped) => {
                     pending.term().await?;
                     report.skipped += 1;
+                }
+                Err(err) => {
+                    // keep the dead letter for the next re-drive (a failed
+                    // nak leaves it to its ack wait); the caller gets the
+                    // republish's error
+                    if let Err(nak) = pending.nak().await {
+                        tracing::warn!(sequence, error = %nak, "could not hand a dead letter back after a failed re-drive");
+                    }
+                    return Err(err);
                 }
             }
             if sequence >= last {
@@ -394,6 +372,212 @@ impl ProviderDlqHandler {
         }
         Ok(())
     }
+
+    /// Re-drives the dead letters still in the stream that `select` picks,
+    /// oldest first, at most `max` of them: one subscriber's letters, one
+    /// event's, those with a given reason, or letters [`redrive`](Self::redrive)
+    /// skipped for good once their cause is fixed (the missing key added to
+    /// the bus's encryptor, the schema fixed).
+    ///
+    /// Each selected letter is republished exactly as by
+    /// [`redrive`](Self::redrive) (one shared path): to its original subject
+    /// through `bus`, its event decrypted first if it is still an envelope,
+    /// with the id derived from the original id and the original id in
+    /// metadata `a3s.redriven_from`; the letters of one event selected in one
+    /// call are republished once (each counts in
+    /// [`RedriveReport::redriven`]). A selected letter whose event still
+    /// does not decrypt, or that the bus refuses for good (invalid subject,
+    /// schema validation, too large, not serializable), is logged and counted
+    /// in [`RedriveReport::skipped`], and the call goes on; any other
+    /// failure to republish (the provider down, a router refusing) stops the
+    /// call with that error, after the letters before it were republished.
+    /// Letters that cannot be decoded (their DLQ encryptor lacks the key)
+    /// cannot be shown to `select`: they are logged and counted in
+    /// `skipped` too. Other events under the DLQ subjects are passed over.
+    ///
+    /// The letters are read with the provider's
+    /// [`history`](EventProvider::history) over
+    /// [`filter_subject`](Self::filter_subject): nothing is acknowledged or
+    /// removed, and the position of [`redrive`](Self::redrive) is neither
+    /// used nor moved. So the two do not know of each other:
+    ///
+    /// - a letter `redrive` already republished **is republished again** by
+    ///   `redrive_matching` when selected, and a letter `redrive_matching`
+    ///   republished is republished again by `redrive` when its position
+    ///   reaches that letter. The copy has the same id both times, so inside
+    ///   the provider's dedup window the provider stores nothing new and
+    ///   subscribers do not get it again (the bus's router does, as for any
+    ///   publish the provider deduplicates); **after the window a second
+    ///   copy is stored and delivered**. When that matters, select only
+    ///   letters not re-driven yet (by the event id `redrive` logged as
+    ///   skipped, say);
+    /// - every call reads the whole DLQ stream and decodes its letters up to
+    ///   the `max`-th selected one: meant for an operator's occasional
+    ///   repair, not a loop.
+    ///
+    /// ```
+    /// use event_bus::{EventBus, dlq::ProviderDlqHandler};
+    /// use event_core::{DeadLetterEvent, DlqHandler, Event, EventProvider};
+    /// use event_memory::MemoryProvider;
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> event_core::Result<()> {
+    /// let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    /// let bus = EventBus::from_arc(provider.clone());
+    /// let dlq = ProviderDlqHandler::new(provider);
+    /// for (n, subscriber) in [(1, "billing"), (2, "mailer"), (3, "billing")] {
+    ///     let event = Event::new("events.orders.created", "orders", "Order", "shop", serde_json::json!({"n": n}));
+    ///     dlq.handle(DeadLetterEvent::new(event, "handler failed").with_subscriber(subscriber)).await?;
+    /// }
+    ///
+    /// // only the billing subscriber's letters
+    /// let report = dlq
+    ///     .redrive_matching(&bus, 100, |dead| dead.subscriber.as_deref() == Some("billing"))
+    ///     .await?;
+    /// assert_eq!((report.redriven, report.skipped), (2, 0));
+    /// let orders = bus.list_events(Some("orders"), 10).await?;
+    /// let ns: Vec<_> = orders.iter().map(|e| e.payload["n"].clone()).collect();
+    /// assert_eq!(ns, [3, 1]); // newest first
+    ///
+    /// // `redrive` has its own position: it still goes over all three
+    /// assert_eq!(dlq.redrive(&bus, 100).await?.redriven, 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn redrive_matching<F>(
+        &self,
+        bus: &EventBus,
+        max: usize,
+        select: F,
+    ) -> Result<RedriveReport>
+    where
+        F: Fn(&DeadLetterEvent) -> bool,
+    {
+        let mut report = RedriveReport::default();
+        if max == 0 {
+            return Ok(report);
+        }
+        let stored = self.stored_events().await?;
+        let mut published_copies: HashSet<String> = HashSet::new();
+        // `history` is newest first
+        for letter in stored.iter().rev() {
+            if report.redriven >= max {
+                break;
+            }
+            if !is_dead_letter(letter) {
+                continue;
+            }
+            let dead = match self.decode_event(letter) {
+                Ok(dead) => dead,
+                Err(err) => {
+                    tracing::error!(
+                        letter_id = %letter.id,
+                        error = %err,
+                        "skipping an unreadable dead letter (it cannot be matched)"
+                    );
+                    report.skipped += 1;
+                    continue;
+                }
+            };
+            if !select(&dead) {
+                continue;
+            }
+            match self
+                .republish(bus, &letter.id, dead, &mut published_copies)
+                .await?
+            {
+                Republished::Done => report.redriven += 1,
+                Republished::Skipped => report.skipped += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every event stored under [`filter_subject`](Self::filter_subject),
+    /// newest first (dead letters and any other event there).
+    async fn stored_events(&self) -> Result<Vec<Event>> {
+        let filter = self.filter_subject();
+        let messages = usize::try_from(self.provider.info().await?.messages).unwrap_or(usize::MAX);
+        // one more than the stream holds: a full answer means events came
+        // in since `info` (the oldest would be cut off), so read again
+        let mut fetch = messages.saturating_add(1);
+        loop {
+            let events = self.provider.history(Some(&filter), fetch).await?;
+            if events.len() < fetch || fetch == usize::MAX {
+                return Ok(events);
+            }
+            fetch = fetch.saturating_mul(2);
+        }
+    }
+
+    /// Republishes one dead letter, `dead` (stored as event `letter_id`),
+    /// through `bus`: the one path of [`redrive`](Self::redrive) and
+    /// [`redrive_matching`](Self::redrive_matching).
+    ///
+    /// Its event is decrypted if it is still an envelope, gets the id
+    /// derived from its original id and the original id in
+    /// `a3s.redriven_from`, and is published, unless `published_copies` (the
+    /// copies this call published) already holds that copy. `Skipped` (and
+    /// logged) when the event does not decrypt or the bus refuses it for
+    /// good; an error when the publish failed otherwise (the letter should
+    /// be re-driven again later).
+    async fn republish(
+        &self,
+        bus: &EventBus,
+        letter_id: &str,
+        dead: DeadLetterEvent,
+        published_copies: &mut HashSet<String>,
+    ) -> Result<Republished> {
+        let mut event = match opened_for_redrive(bus, dead.event) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(%letter_id, error = %err, "skipping an unreadable dead letter");
+                return Ok(Republished::Skipped);
+            }
+        };
+        // Derived from the original event's id: a re-drive retried after a
+        // failure that happened after the store (a router refusal, a lost
+        // reply), and the dead letters several subscribers made of one
+        // event, are deduplicated by the provider instead of stored twice.
+        let fresh = redriven_id(&event.id);
+        if published_copies.contains(&fresh) {
+            // Republished, the copy would be deduplicated in the stream but
+            // routed again: a broker attached to the bus would deliver it
+            // once more.
+            return Ok(Republished::Done);
+        }
+        let from = std::mem::replace(&mut event.id, fresh);
+        event.metadata.insert(META_REDRIVEN_FROM.to_string(), from);
+        match bus.publish_event(&event).await {
+            Ok(_) => {
+                published_copies.insert(event.id);
+                Ok(Republished::Done)
+            }
+            Err(err) if refuses_for_good(&err) => {
+                // the event itself is refused (its schema, subject or
+                // size): it would be refused again on every attempt, and in
+                // `redrive` the letters behind it never re-driven
+                tracing::error!(
+                    %letter_id,
+                    original_id = %from_id(&event),
+                    error = %err,
+                    "skipping a dead letter whose event the bus refuses"
+                );
+                Ok(Republished::Skipped)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// What republishing one dead letter came to (see
+/// [`ProviderDlqHandler::republish`]).
+enum Republished {
+    /// Republished, or its copy already was by this call.
+    Done,
+    /// Not republished, for good: its event does not decrypt, or the bus
+    /// refuses it (logged).
+    Skipped,
 }
 
 /// `event` with its payload decrypted by `bus`'s encryptor when it is still
@@ -506,10 +690,8 @@ impl DlqHandler for ProviderDlqHandler {
     }
 
     async fn count(&self) -> Result<usize> {
-        let stored = usize::try_from(self.provider.info().await?.messages).unwrap_or(usize::MAX);
         Ok(self
-            .provider
-            .history(Some(&self.filter_subject()), stored)
+            .stored_events()
             .await?
             .iter()
             .filter(|e| is_dead_letter(e))
