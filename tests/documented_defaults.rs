@@ -171,13 +171,15 @@ fn event_routing_broker_and_delivery() {
     assert_eq!(event_routing::LOSS_WARN_INTERVAL, Duration::from_secs(60));
 
     // `DeliverySpec`: "Defaults: no retries, exponential backoff from 100 ms
-    // capped at 30 s, a 30 s timeout, no dead-letter sink." (the 30 s timeout
-    // is also the one docs/deployment.md names for HTTP sinks)
+    // capped at 30 s, `Retry-After` honoured up to 30 s, a 30 s timeout, no
+    // dead-letter sink." (the 30 s timeout is also the one docs/deployment.md
+    // names for HTTP sinks)
     for spec in [DeliverySpec::default(), DeliverySpec::new()] {
         assert_eq!(spec.retries, 0);
         assert_eq!(spec.backoff_policy, BackoffPolicy::Exponential);
         assert_eq!(spec.backoff_delay, Duration::from_millis(100));
         assert_eq!(spec.backoff_cap, Duration::from_secs(30));
+        assert_eq!(spec.retry_after_max, Duration::from_secs(30));
         assert_eq!(spec.timeout, Some(Duration::from_secs(30)));
         assert!(spec.dead_letter_sink.is_none());
     }
@@ -263,4 +265,67 @@ fn event_cloudevents_mode() {
         event_cloudevents::Mode::default(),
         event_cloudevents::Mode::Binary
     );
+}
+
+#[test]
+fn event_routing_webhook_timeouts() {
+    use event_routing::http::{DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE};
+
+    // docs/deployment.md ("Process memory" table and "Shutdown"):
+    // `with_idle_timeout` (30 s), `with_body_timeout` (30 s),
+    // `with_shutdown_grace` (10 s).
+    assert_eq!(DEFAULT_IDLE_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(DEFAULT_BODY_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs(10));
+}
+
+#[test]
+fn event_core_payload_depth() {
+    // `MAX_PAYLOAD_DEPTH`: "126 levels" (docs/custom-providers.md names it).
+    assert_eq!(event_core::MAX_PAYLOAD_DEPTH, 126);
+}
+
+#[test]
+fn event_bus_prometheus_names_and_buckets() {
+    use a3s_event::metrics::{EventMetrics, LATENCY_BUCKETS, LatencyBuckets};
+
+    // Every metric the table of docs/deployment.md ("Operations") names is
+    // exported under that name.
+    let metrics = EventMetrics::new();
+    metrics.record_publish(Duration::from_micros(5));
+    let text = metrics.snapshot().to_prometheus();
+    for name in [
+        "a3s_event_publish_total",
+        "a3s_event_publish_errors_total",
+        "a3s_event_router_errors_total",
+        "a3s_event_handled_total",
+        "a3s_event_settle_errors_total",
+        "a3s_event_dlq_total",
+        "a3s_event_dlq_errors_total",
+        "a3s_event_dlq_dropped_total",
+        "a3s_event_dlq_unsettled_total",
+        "a3s_event_consumer_aborted_total",
+        "a3s_event_publish_duration_seconds",
+        "a3s_event_publish_latency_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} is not exported:\n{text}"
+        );
+    }
+
+    // The histogram's `le` bounds: "2^k - 1 ns (about 1 µs to 34 s,
+    // doubling)" (docs/deployment.md, `to_prometheus` docs).
+    let first = LatencyBuckets::bound_ns(0);
+    let last = LatencyBuckets::bound_ns(LATENCY_BUCKETS - 1);
+    assert_eq!(first, (1 << 10) - 1, "about 1 µs");
+    assert_eq!(last, (1 << 35) - 1, "about 34 s");
+    for k in 1..LATENCY_BUCKETS {
+        assert_eq!(
+            LatencyBuckets::bound_ns(k) + 1,
+            2 * (LatencyBuckets::bound_ns(k - 1) + 1)
+        );
+    }
+    assert!(text.contains("a3s_event_publish_duration_seconds_bucket{le=\"0.000001023\"} "));
+    assert!(text.contains("a3s_event_publish_duration_seconds_bucket{le=\"34.359738367\"} "));
 }
