@@ -256,6 +256,21 @@ fn event_crypto_envelope() {
     assert_eq!(parsed.key_id, "k1");
     assert_eq!(envelope["version"], 1);
     assert_eq!(envelope["encrypted"], true);
+
+    // docs/deployment.md ("Sizing"): encryption makes a payload's JSON a
+    // third larger plus about 110 bytes of envelope: 1 KB becomes 1.45 KB,
+    // 10 KB 13.45 KB (a key id of 7 characters, as "2025-01").
+    let encryptor = Aes256GcmEncryptor::with_key("2025-01", EncryptionKey::generate().unwrap());
+    for (plain_len, documented) in [(1_000usize, 1_450usize), (10_000, 13_450)] {
+        // a JSON string whose compact encoding is `plain_len` bytes
+        let payload = serde_json::Value::String("x".repeat(plain_len - 2));
+        assert_eq!(serde_json::to_vec(&payload).unwrap().len(), plain_len);
+        let envelope = encryptor.encrypt("evt-1", &payload).unwrap();
+        let size = serde_json::to_vec(&envelope).unwrap().len();
+        let overhead = size - plain_len * 4 / 3;
+        assert!((100..=120).contains(&overhead), "{plain_len}: {size} bytes");
+        assert!(size.abs_diff(documented) <= 10, "{plain_len}: {size} bytes");
+    }
 }
 
 #[test]
