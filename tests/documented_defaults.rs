@@ -344,3 +344,32 @@ fn event_bus_prometheus_names_and_buckets() {
     assert!(text.contains("a3s_event_publish_duration_seconds_bucket{le=\"0.000001023\"} "));
     assert!(text.contains("a3s_event_publish_duration_seconds_bucket{le=\"34.359738367\"} "));
 }
+
+#[tokio::test]
+async fn event_routing_sink_dlq_history() {
+    use event_core::{DeadLetterEvent, DlqHandler, Event};
+    use event_routing::{CollectorSink, SinkDlqHandler};
+
+    // `SinkDlqHandler`: "`list` returns the most recent dead letters this
+    // handler forwarded (at most `with_history`, default 1,000); `count` is
+    // how many it forwarded in total."
+    let sink = Arc::new(CollectorSink::new("dlq"));
+    let dlq = SinkDlqHandler::new(sink.clone(), "events.dlq").unwrap();
+    for n in 0..1_001 {
+        let event = Event::new(
+            "events.a.b",
+            "a",
+            format!("{n}"),
+            "src",
+            serde_json::json!({}),
+        );
+        dlq.handle(DeadLetterEvent::new(event, "failed"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.len(), 1_001);
+    assert_eq!(dlq.count().await.unwrap(), 1_001);
+    let listed = dlq.list(usize::MAX).await.unwrap();
+    assert_eq!(listed.len(), 1_000);
+    assert_eq!(listed[0].event.summary, "1000", "newest first");
+}
