@@ -373,3 +373,31 @@ async fn event_routing_sink_dlq_history() {
     assert_eq!(listed.len(), 1_000);
     assert_eq!(listed[0].event.summary, "1000", "newest first");
 }
+
+#[test]
+fn event_bus_durable_consumer_name() {
+    use event_bus::durable_consumer_name;
+
+    // `durable_consumer_name`: "`{subscriber}-{subject}-{hash}` ... each
+    // part at most 48 bytes ... `hash` is 16 hex digits ... stable across
+    // restarts and releases" (a changed name orphans every stored durable).
+    let name = durable_consumer_name("analyst", "events.market.>");
+    assert_eq!(name, "analyst-events_market__-02a64a7923280285");
+    let long = durable_consumer_name(&"s".repeat(100), &"t".repeat(100));
+    let parts: Vec<&str> = long.split('-').collect();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(
+        (parts[0].len(), parts[1].len(), parts[2].len()),
+        (48, 48, 16)
+    );
+    assert!(parts[2].chars().all(|c| c.is_ascii_hexdigit()));
+}
+
+#[test]
+fn event_cloudevents_reply_limit() {
+    // `MAX_REPLY_SIZE`: "2 MiB".
+    assert_eq!(
+        event_cloudevents::http::client::MAX_REPLY_SIZE,
+        2 * 1024 * 1024
+    );
+}
