@@ -171,13 +171,15 @@ fn event_routing_broker_and_delivery() {
     assert_eq!(event_routing::LOSS_WARN_INTERVAL, Duration::from_secs(60));
 
     // `DeliverySpec`: "Defaults: no retries, exponential backoff from 100 ms
-    // capped at 30 s, a 30 s timeout, no dead-letter sink." (the 30 s timeout
-    // is also the one docs/deployment.md names for HTTP sinks)
+    // capped at 30 s, `Retry-After` honoured up to 30 s, a 30 s timeout, no
+    // dead-letter sink." (the 30 s timeout is also the one docs/deployment.md
+    // names for HTTP sinks)
     for spec in [DeliverySpec::default(), DeliverySpec::new()] {
         assert_eq!(spec.retries, 0);
         assert_eq!(spec.backoff_policy, BackoffPolicy::Exponential);
         assert_eq!(spec.backoff_delay, Duration::from_millis(100));
         assert_eq!(spec.backoff_cap, Duration::from_secs(30));
+        assert_eq!(spec.retry_after_max, Duration::from_secs(30));
         assert_eq!(spec.timeout, Some(Duration::from_secs(30)));
         assert!(spec.dead_letter_sink.is_none());
     }
@@ -254,6 +256,21 @@ fn event_crypto_envelope() {
     assert_eq!(parsed.key_id, "k1");
     assert_eq!(envelope["version"], 1);
     assert_eq!(envelope["encrypted"], true);
+
+    // docs/deployment.md ("Sizing"): encryption makes a payload's JSON a
+    // third larger plus about 110 bytes of envelope: 1 KB becomes 1.45 KB,
+    // 10 KB 13.45 KB (a key id of 7 characters, as "2025-01").
+    let encryptor = Aes256GcmEncryptor::with_key("2025-01", EncryptionKey::generate().unwrap());
+    for (plain_len, documented) in [(1_000usize, 1_450usize), (10_000, 13_450)] {
+        // a JSON string whose compact encoding is `plain_len` bytes
+        let payload = serde_json::Value::String("x".repeat(plain_len - 2));
+        assert_eq!(serde_json::to_vec(&payload).unwrap().len(), plain_len);
+        let envelope = encryptor.encrypt("evt-1", &payload).unwrap();
+        let size = serde_json::to_vec(&envelope).unwrap().len();
+        let overhead = size - plain_len * 4 / 3;
+        assert!((100..=120).contains(&overhead), "{plain_len}: {size} bytes");
+        assert!(size.abs_diff(documented) <= 10, "{plain_len}: {size} bytes");
+    }
 }
 
 #[test]
@@ -262,5 +279,125 @@ fn event_cloudevents_mode() {
     assert_eq!(
         event_cloudevents::Mode::default(),
         event_cloudevents::Mode::Binary
+    );
+}
+
+#[test]
+fn event_routing_webhook_timeouts() {
+    use event_routing::http::{DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE};
+
+    // docs/deployment.md ("Process memory" table and "Shutdown"):
+    // `with_idle_timeout` (30 s), `with_body_timeout` (30 s),
+    // `with_shutdown_grace` (10 s).
+    assert_eq!(DEFAULT_IDLE_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(DEFAULT_BODY_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs(10));
+}
+
+#[test]
+fn event_core_payload_depth() {
+    // `MAX_PAYLOAD_DEPTH`: "126 levels" (docs/custom-providers.md names it).
+    assert_eq!(event_core::MAX_PAYLOAD_DEPTH, 126);
+}
+
+#[test]
+fn event_bus_prometheus_names_and_buckets() {
+    use a3s_event::metrics::{EventMetrics, LATENCY_BUCKETS, LatencyBuckets};
+
+    // Every metric the table of docs/deployment.md ("Operations") names is
+    // exported under that name.
+    let metrics = EventMetrics::new();
+    metrics.record_publish(Duration::from_micros(5));
+    let text = metrics.snapshot().to_prometheus();
+    for name in [
+        "a3s_event_publish_total",
+        "a3s_event_publish_errors_total",
+        "a3s_event_router_errors_total",
+        "a3s_event_handled_total",
+        "a3s_event_settle_errors_total",
+        "a3s_event_dlq_total",
+        "a3s_event_dlq_errors_total",
+        "a3s_event_dlq_dropped_total",
+        "a3s_event_dlq_unsettled_total",
+        "a3s_event_consumer_aborted_total",
+        "a3s_event_publish_duration_seconds",
+        "a3s_event_publish_latency_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} is not exported:\n{text}"
+        );
+    }
+
+    // The histogram's `le` bounds: "2^k - 1 ns (about 1 µs to 34 s,
+    // doubling)" (docs/deployment.md, `to_prometheus` docs).
+    let first = LatencyBuckets::bound_ns(0);
+    let last = LatencyBuckets::bound_ns(LATENCY_BUCKETS - 1);
+    assert_eq!(first, (1 << 10) - 1, "about 1 µs");
+    assert_eq!(last, (1 << 35) - 1, "about 34 s");
+    for k in 1..LATENCY_BUCKETS {
+        assert_eq!(
+            LatencyBuckets::bound_ns(k) + 1,
+            2 * (LatencyBuckets::bound_ns(k - 1) + 1)
+        );
+    }
+    assert!(text.contains("a3s_event_publish_duration_seconds_bucket{le=\"0.000001023\"} "));
+    assert!(text.contains("a3s_event_publish_duration_seconds_bucket{le=\"34.359738367\"} "));
+}
+
+#[tokio::test]
+async fn event_routing_sink_dlq_history() {
+    use event_core::{DeadLetterEvent, DlqHandler, Event};
+    use event_routing::{CollectorSink, SinkDlqHandler};
+
+    // `SinkDlqHandler`: "`list` returns the most recent dead letters this
+    // handler forwarded (at most `with_history`, default 1,000); `count` is
+    // how many it forwarded in total."
+    let sink = Arc::new(CollectorSink::new("dlq"));
+    let dlq = SinkDlqHandler::new(sink.clone(), "events.dlq").unwrap();
+    for n in 0..1_001 {
+        let event = Event::new(
+            "events.a.b",
+            "a",
+            format!("{n}"),
+            "src",
+            serde_json::json!({}),
+        );
+        dlq.handle(DeadLetterEvent::new(event, "failed"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.len(), 1_001);
+    assert_eq!(dlq.count().await.unwrap(), 1_001);
+    let listed = dlq.list(usize::MAX).await.unwrap();
+    assert_eq!(listed.len(), 1_000);
+    assert_eq!(listed[0].event.summary, "1000", "newest first");
+}
+
+#[test]
+fn event_bus_durable_consumer_name() {
+    use event_bus::durable_consumer_name;
+
+    // `durable_consumer_name`: "`{subscriber}-{subject}-{hash}` ... each
+    // part at most 48 bytes ... `hash` is 16 hex digits ... stable across
+    // restarts and releases" (a changed name orphans every stored durable).
+    let name = durable_consumer_name("analyst", "events.market.>");
+    assert_eq!(name, "analyst-events_market__-02a64a7923280285");
+    let long = durable_consumer_name(&"s".repeat(100), &"t".repeat(100));
+    let parts: Vec<&str> = long.split('-').collect();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(
+        (parts[0].len(), parts[1].len(), parts[2].len()),
+        (48, 48, 16)
+    );
+    assert!(parts[2].chars().all(|c| c.is_ascii_hexdigit()));
+}
+
+#[test]
+fn event_cloudevents_reply_limit() {
+    // `MAX_REPLY_SIZE`: "2 MiB".
+    assert_eq!(
+        event_cloudevents::http::client::MAX_REPLY_SIZE,
+        2 * 1024 * 1024
     );
 }

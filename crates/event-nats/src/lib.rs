@@ -42,7 +42,7 @@
 //!
 //! | setting | where | default |
 //! |---|---|---|
-//! | URL(s), comma separated (`nats://`, `tls://`) | `NatsConfig::url` | `nats://127.0.0.1:4222` |
+//! | URL(s), comma separated (`nats://`, `tls://`, `ws://`, `wss://`) | `NatsConfig::url` | `nats://127.0.0.1:4222` |
 //! | stream name / subjects (`{prefix}.>`) | `stream_name`, `subject_prefix` | `A3S_EVENTS`, `events` |
 //! | file or memory storage | `storage` | file |
 //! | retention limits (0 = unlimited) | `max_events`, `max_age_secs`, `max_bytes` | 100,000 / 7 days / unlimited |
