@@ -708,6 +708,10 @@ fn desired_stream(config: &NatsConfig, options: &NatsOptions) -> stream::Config 
         },
         // `history` steps through sparse matches with direct gets
         allow_direct: true,
+        // spelled out: an existing stream is compared with (and updated
+        // to) these, since other values lose events silently
+        retention: stream::RetentionPolicy::Limits,
+        max_messages_per_subject: -1,
         ..stream::Config::default()
     }
 }
@@ -730,6 +734,17 @@ fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Ve
         };
     }
     cmp!(storage);
+    // interest or work-queue retention removes events once consumed (or at
+    // once without consumers): history and new subscribers would miss them
+    cmp!(retention);
+    // a per-subject limit removes older events of a subject long before
+    // max_events is reached (0 and -1 both mean unlimited)
+    if existing.max_messages_per_subject > 0 {
+        diffs.push(format!(
+            "max_messages_per_subject: stream has {}, config wants unlimited",
+            existing.max_messages_per_subject
+        ));
+    }
     cmp!(max_messages);
     cmp!(max_bytes);
     cmp!(max_age);
@@ -802,6 +817,8 @@ async fn reconcile_stream(
             merged.discard = desired.discard;
             merged.allow_direct = desired.allow_direct;
             merged.no_ack = desired.no_ack;
+            merged.retention = desired.retention;
+            merged.max_messages_per_subject = desired.max_messages_per_subject;
             tracing::info!(stream = %name, changes = %reason, "updating stream settings");
             js.update_stream(&merged)
                 .await

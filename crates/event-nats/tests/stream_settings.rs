@@ -1,0 +1,96 @@
+//! A stream that an administrator created beforehand with settings the
+//! provider does not manage, but which break its contract (every event is
+//! kept until the stream's own limits remove it): connecting either puts
+//! them right or refuses with a conflict naming them, never silently uses
+//! them.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use async_nats::jetstream::stream::{Config, RetentionPolicy, StorageType};
+use common::NatsServer;
+use event_core::{Error, Event, EventProvider};
+use event_nats::{NatsConfig, NatsProvider};
+use serde_json::json;
+
+macro_rules! server {
+    ($name:expr) => {
+        match NatsServer::start($name) {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+/// Creates the stream `config` names, as the provider would, then changed
+/// by `change`, with a plain client.
+async fn precreate(config: &NatsConfig, change: impl FnOnce(&mut Config)) {
+    let client = async_nats::connect(&config.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = Config {
+        name: config.stream_name.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        storage: StorageType::File,
+        allow_direct: true,
+        ..Config::default()
+    };
+    change(&mut stream);
+    js.create_stream(stream).await.unwrap();
+}
+
+fn event(p: &NatsProvider, topic: &str, n: u64) -> Event {
+    Event::new(
+        format!("{}.probe.{topic}", p.subject_prefix()),
+        "test",
+        "probe",
+        "stream-settings",
+        json!({ "n": n }),
+    )
+}
+
+/// Connecting to the stream: `Ok` only when three events published to one
+/// subject without any subscriber are all kept (history returns them).
+async fn kept_or_conflict(config: NatsConfig, setting: &str) {
+    match NatsProvider::connect(config).await {
+        Ok(p) => {
+            for n in 0..3 {
+                p.publish(&event(&p, "one", n)).await.unwrap();
+            }
+            let history = p.history(None, 10).await.unwrap();
+            assert_eq!(
+                history.len(),
+                3,
+                "{setting}: the provider used the stream as it was and lost events"
+            );
+        }
+        Err(Error::Conflict { reason, .. }) => {
+            assert!(reason.contains(setting), "{setting} not named: {reason}")
+        }
+        Err(other) => panic!("{setting}: expected Ok or Conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_existing_interest_retention_stream_is_not_silently_used() {
+    let server = server!("an_existing_interest_retention_stream_is_not_silently_used");
+    let config = common::config(&server, "interest");
+    precreate(&config, |s| s.retention = RetentionPolicy::Interest).await;
+    kept_or_conflict(config, "retention").await;
+}
+
+#[tokio::test]
+async fn an_existing_work_queue_stream_is_not_silently_used() {
+    let server = server!("an_existing_work_queue_stream_is_not_silently_used");
+    let config = common::config(&server, "workq");
+    precreate(&config, |s| s.retention = RetentionPolicy::WorkQueue).await;
+    kept_or_conflict(config, "retention").await;
+}
+
+#[tokio::test]
+async fn an_existing_per_subject_limit_is_not_silently_used() {
+    let server = server!("an_existing_per_subject_limit_is_not_silently_used");
+    let config = common::config(&server, "persubj");
+    precreate(&config, |s| s.max_messages_per_subject = 1).await;
+    kept_or_conflict(config, "max_messages_per_subject").await;
+}
