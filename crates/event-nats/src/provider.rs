@@ -217,8 +217,8 @@ impl NatsProvider {
     ///
     /// Errors: [`Error::InvalidConfig`] for a bad URL or field,
     /// [`Error::Connection`] when the server refuses or cannot be reached,
-    /// [`Error::Authentication`] for rejected credentials,
-    /// [`Error::Timeout`] when the server does not answer in
+    /// [`Error::Authentication`] for rejected credentials or an account
+    /// without JetStream, [`Error::Timeout`] when the server does not answer in
     /// `connect_timeout_secs`, [`Error::Conflict`] when the stream exists with
     /// settings that cannot be changed in place.
     pub async fn connect(config: NatsConfig) -> Result<Self> {
