@@ -819,6 +819,9 @@ async fn reconcile_stream(
             merged.no_ack = desired.no_ack;
             merged.retention = desired.retention;
             merged.max_messages_per_subject = desired.max_messages_per_subject;
+            // only valid with a per-subject limit: the server refuses the
+            // update that lifts the limit unless this goes too
+            merged.discard_new_per_subject = false;
             tracing::info!(stream = %name, changes = %reason, "updating stream settings");
             js.update_stream(&merged)
                 .await

@@ -8,7 +8,7 @@
 
 mod common;
 
-use async_nats::jetstream::stream::{Config, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
 use common::NatsServer;
 use event_core::{Error, Event, EventProvider};
 use event_nats::{NatsConfig, NatsProvider};
@@ -87,10 +87,36 @@ async fn an_existing_work_queue_stream_is_not_silently_used() {
     kept_or_conflict(config, "retention").await;
 }
 
+/// A per-subject limit can be lifted in place: connecting must do so (and
+/// keep every event), not refuse.
 #[tokio::test]
-async fn an_existing_per_subject_limit_is_not_silently_used() {
-    let server = server!("an_existing_per_subject_limit_is_not_silently_used");
+async fn an_existing_per_subject_limit_is_lifted() {
+    let server = server!("an_existing_per_subject_limit_is_lifted");
     let config = common::config(&server, "persubj");
     precreate(&config, |s| s.max_messages_per_subject = 1).await;
+    let p = NatsProvider::connect(config.clone())
+        .await
+        .expect("the per-subject limit is updatable");
+    drop(p);
+    kept_or_conflict(config, "max_messages_per_subject").await;
+}
+
+/// The same with discard-new-per-subject, which the server accepts only
+/// together with a per-subject limit and the discard-new policy: lifting
+/// the limit must clear it too, or the server refuses the update.
+#[tokio::test]
+async fn an_existing_discard_new_per_subject_limit_is_lifted() {
+    let server = server!("an_existing_discard_new_per_subject_limit_is_lifted");
+    let config = common::config(&server, "dnps");
+    precreate(&config, |s| {
+        s.discard = DiscardPolicy::New;
+        s.max_messages_per_subject = 1;
+        s.discard_new_per_subject = true;
+    })
+    .await;
+    let p = NatsProvider::connect(config.clone())
+        .await
+        .expect("the per-subject limit is updatable");
+    drop(p);
     kept_or_conflict(config, "max_messages_per_subject").await;
 }
