@@ -120,3 +120,31 @@ async fn an_existing_discard_new_per_subject_limit_is_lifted() {
     drop(p);
     kept_or_conflict(config, "max_messages_per_subject").await;
 }
+
+/// Two services with different subject prefixes and the same (default)
+/// stream name share one stream: the second adds its subjects to it. The
+/// history of each, without a filter, holds its own events only.
+#[tokio::test]
+async fn a_stream_shared_with_another_prefix_keeps_history_to_the_own_subjects() {
+    let server = server!("a_stream_shared_with_another_prefix_keeps_history_to_the_own_subjects");
+    let first_config = common::config(&server, "first");
+    let first = NatsProvider::connect(first_config.clone()).await.unwrap();
+    let (_, second_prefix) = common::unique("second");
+    let second = NatsProvider::connect(NatsConfig {
+        subject_prefix: second_prefix,
+        ..first_config
+    })
+    .await
+    .unwrap();
+    for n in 0..3 {
+        first.publish(&event(&first, "one", n)).await.unwrap();
+    }
+    second.publish(&event(&second, "one", 9)).await.unwrap();
+    for (p, want) in [(&first, 3), (&second, 1)] {
+        let history = p.history(None, 10).await.unwrap();
+        let subjects: Vec<&str> = history.iter().map(|e| e.subject.as_str()).collect();
+        assert_eq!(history.len(), want, "{subjects:?}");
+        let own = format!("{}.", p.subject_prefix());
+        assert!(subjects.iter().all(|s| s.starts_with(&own)), "{subjects:?}");
+    }
+}
