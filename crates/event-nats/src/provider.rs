@@ -716,11 +716,30 @@ fn desired_stream(config: &NatsConfig, options: &NatsOptions) -> stream::Config 
     }
 }
 
+/// Whether stream subject `stream_subject` captures every subject that
+/// `wanted` matches (`events.>` captures `events.billing.>`; JetStream
+/// refuses a stream whose subjects overlap, so the narrower one cannot be
+/// added beside it).
+fn captures(stream_subject: &str, wanted: &str) -> bool {
+    let mut have = stream_subject.split('.');
+    let mut want = wanted.split('.');
+    loop {
+        match (have.next(), want.next()) {
+            (None, None) => return true,
+            // `>` matches one or more tokens; `wanted` has at least one here
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(token)) if token != ">" => {}
+            (Some(a), Some(b)) if a == b && a != "*" => {}
+            _ => return false,
+        }
+    }
+}
+
 /// The managed settings in which `existing` differs from `desired`.
 fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Vec<String> {
     let mut diffs = Vec::new();
     let subject = &desired.subjects[0];
-    if !existing.subjects.iter().any(|s| s == subject) {
+    if !existing.subjects.iter().any(|s| captures(s, subject)) {
         diffs.push(format!("subjects {:?} lack {subject:?}", existing.subjects));
     }
     macro_rules! cmp {
@@ -806,7 +825,11 @@ async fn reconcile_stream(
                 });
             }
             let mut merged = current.clone();
-            if !merged.subjects.contains(&desired.subjects[0]) {
+            if !merged
+                .subjects
+                .iter()
+                .any(|s| captures(s, &desired.subjects[0]))
+            {
                 merged.subjects.push(desired.subjects[0].clone());
             }
             merged.max_messages = desired.max_messages;
@@ -1068,8 +1091,27 @@ impl NatsProvider {
 
 #[cfg(test)]
 mod tests {
-    use super::Unsubscribed;
+    use super::{Unsubscribed, captures};
     use std::sync::Arc;
+
+    #[test]
+    fn captured_subjects() {
+        for (stream, wanted, expected) in [
+            ("events.>", "events.>", true),
+            (">", "events.>", true),
+            ("events.>", "events.billing.>", true),
+            ("*.>", "events.billing.>", true),
+            ("events.*.>", "events.billing.>", true),
+            ("events.*", "events.>", false),
+            ("events.*.>", "events.>", false),
+            ("events.billing.>", "events.>", false),
+            ("other.>", "events.>", false),
+            ("events", "events.>", false),
+            ("events.b", "events.billing.>", false),
+        ] {
+            assert_eq!(captures(stream, wanted), expected, "{stream} {wanted}");
+        }
+    }
 
     /// Deletions of names no subscription reads leave nothing behind; a
     /// watched name is kept while a subscription watches it, and each

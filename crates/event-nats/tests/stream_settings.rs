@@ -148,3 +148,28 @@ async fn a_stream_shared_with_another_prefix_keeps_history_to_the_own_subjects()
         assert!(subjects.iter().all(|s| s.starts_with(&own)), "{subjects:?}");
     }
 }
+
+/// An administrator's stream capturing a wider subject space (`events.>`)
+/// already captures the provider's subjects (`events.billing.>`): it is
+/// used as it is, not refused because the update adding the narrower,
+/// overlapping subject fails.
+#[tokio::test]
+async fn a_stream_capturing_a_wider_subject_space_is_used_as_it_is() {
+    let server = server!("a_stream_capturing_a_wider_subject_space_is_used_as_it_is");
+    let wide = common::config(&server, "wide");
+    precreate(&wide, |_| {}).await;
+    let config = NatsConfig {
+        subject_prefix: format!("{}.billing", wide.subject_prefix),
+        ..wide.clone()
+    };
+    let p = NatsProvider::connect(config.clone())
+        .await
+        .expect("the stream already captures the provider's subjects");
+    p.publish(&event(&p, "one", 1)).await.unwrap();
+    assert_eq!(p.history(None, 10).await.unwrap().len(), 1);
+    let client = async_nats::connect(&config.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(&config.stream_name).await.unwrap();
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert_eq!(subjects, vec![format!("{}.>", wide.subject_prefix)]);
+}
