@@ -37,3 +37,30 @@ async fn an_account_without_jetstream_is_an_authentication_error_not_transient()
         other => panic!("expected Authentication, got {other:?}"),
     }
 }
+
+/// A subject prefix in the server's reserved namespaces would make the
+/// stream capture them: on `$JS` every JetStream API request of the account
+/// is stored and answered with a publish acknowledgement, breaking every
+/// JetStream client; on `_INBOX` every reply. Refused before any I/O.
+#[tokio::test]
+async fn a_reserved_subject_prefix_is_invalid_config_and_breaks_nothing() {
+    let Some(server) =
+        NatsServer::start("a_reserved_subject_prefix_is_invalid_config_and_breaks_nothing")
+    else {
+        return;
+    };
+    for prefix in ["$JS", "$SYS", "$KV.bucket", "_INBOX", "_INBOX.app"] {
+        let config = event_nats::NatsConfig {
+            subject_prefix: prefix.into(),
+            ..common::config(&server, "reserved")
+        };
+        match NatsProvider::connect(config).await {
+            Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "subject_prefix"),
+            other => panic!("{prefix}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+    // JetStream still answers
+    NatsProvider::connect(common::config(&server, "after"))
+        .await
+        .expect("JetStream of the account still works");
+}
