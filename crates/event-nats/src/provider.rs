@@ -802,8 +802,51 @@ async fn reconcile_stream(
     config: &NatsConfig,
     options: &NatsOptions,
 ) -> Result<stream::Stream> {
-    let timeout = config.request_timeout();
     let desired = desired_stream(config, options);
+    let name = &config.stream_name;
+    // a second round when another client created the stream between the
+    // lookup and the create (services starting together)
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        match update_or_create(js, config, &desired).await {
+            Err(Reconciled::CreatedElsewhere(e)) if rounds < 2 => {
+                tracing::debug!(stream = %name, error = %e, "stream created meanwhile; checking it");
+            }
+            Err(Reconciled::CreatedElsewhere(e)) => {
+                return Err(Error::invalid_config(
+                    "stream",
+                    format!("the server refused to create stream {name}: {e}"),
+                ));
+            }
+            Err(Reconciled::Failed(e)) => return Err(e),
+            Ok(stream) => return Ok(stream),
+        }
+    }
+}
+
+/// Why [`update_or_create`] did not end with the stream.
+enum Reconciled {
+    /// The create was refused because the stream exists now (created by
+    /// another client since the lookup): worth one more round.
+    CreatedElsewhere(String),
+    /// Anything else.
+    Failed(Error),
+}
+
+impl From<Error> for Reconciled {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// One round of [`reconcile_stream`].
+async fn update_or_create(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    desired: &stream::Config,
+) -> std::result::Result<stream::Stream, Reconciled> {
+    let timeout = config.request_timeout();
     let name = &config.stream_name;
     match js.get_stream(name).await {
         Ok(mut existing) => {
@@ -813,7 +856,7 @@ async fn reconcile_stream(
                 .map_err(|e| error::map("stream info", e, timeout))?
                 .config
                 .clone();
-            let diffs = stream_differences(&current, &desired);
+            let diffs = stream_differences(&current, desired);
             if diffs.is_empty() {
                 return Ok(existing);
             }
@@ -822,7 +865,8 @@ async fn reconcile_stream(
                 return Err(Error::Conflict {
                     resource: format!("stream {name}"),
                     reason: format!("{reason} (JetStream cannot change the storage type)"),
-                });
+                }
+                .into());
             }
             let mut merged = current.clone();
             if !merged
@@ -852,17 +896,21 @@ async fn reconcile_stream(
                     resource: format!("stream {name}"),
                     reason: format!("{reason}; the server refused the update: {e}"),
                 })?;
-            js.get_stream(name)
+            Ok(js
+                .get_stream(name)
                 .await
-                .map_err(|e| error::map("get stream", e, timeout))
+                .map_err(|e| error::map("get stream", e, timeout))?)
         }
         Err(err) => {
             match error::map("get stream", err, timeout) {
                 Error::NotFound { .. } => {}
-                other => return Err(other),
+                other => return Err(other.into()),
             }
             tracing::info!(stream = %name, "creating stream");
-            js.create_stream(desired).await.map_err(|e| {
+            js.create_stream(desired.clone()).await.map_err(|e| {
+                if error::api_code(&e) == Some(ErrorCode::STREAM_NAME_EXIST) {
+                    return Reconciled::CreatedElsewhere(e.to_string());
+                }
                 match error::map("create stream", e, timeout) {
                     Error::Provider { source, .. } => Error::invalid_config(
                         "stream",
@@ -870,6 +918,7 @@ async fn reconcile_stream(
                     ),
                     other => other,
                 }
+                .into()
             })
         }
     }

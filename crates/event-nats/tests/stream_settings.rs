@@ -173,3 +173,37 @@ async fn a_stream_capturing_a_wider_subject_space_is_used_as_it_is() {
     let subjects = stream.info().await.unwrap().config.subjects.clone();
     assert_eq!(subjects, vec![format!("{}.>", wide.subject_prefix)]);
 }
+
+/// Services starting together (replicas of one deployment mid-rollout, or
+/// two services sharing the default stream name) race to create the
+/// stream: the loser's create is refused as "already in use with a
+/// different configuration". It must go on as if the stream had existed
+/// (check and update it), not fail with a permanent configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_racing_to_create_the_stream_all_connect() {
+    let server = server!("services_racing_to_create_the_stream_all_connect");
+    for _ in 0..5 {
+        let config = common::config(&server, "race");
+        let (_, other_prefix) = common::unique("other");
+        let variants = [
+            config.clone(),
+            NatsConfig {
+                max_events: 1000,
+                ..config.clone()
+            },
+            NatsConfig {
+                subject_prefix: other_prefix,
+                ..config.clone()
+            },
+        ];
+        let tasks: Vec<_> = variants
+            .into_iter()
+            .cycle()
+            .take(6)
+            .map(|config| tokio::spawn(NatsProvider::connect(config)))
+            .collect();
+        for task in tasks {
+            task.await.unwrap().expect("every racing service connects");
+        }
+    }
+}
