@@ -60,7 +60,8 @@ pub struct NatsConfig {
     pub credentials_path: Option<String>,
     /// JetStream stream name (created if absent).
     pub stream_name: String,
-    /// Subject prefix; the stream captures `{subject_prefix}.>`.
+    /// Subject prefix; the stream captures `{subject_prefix}.>`. Not in the
+    /// namespaces the server reserves (`$JS`, `$SYS`, ... and `_INBOX`).
     pub subject_prefix: String,
     /// File or memory storage.
     pub storage: StorageType,
@@ -163,6 +164,20 @@ impl NatsConfig {
         event_core::subject::validate_subject(&self.subject_prefix).map_err(|e| {
             Error::invalid_config("subject_prefix", format!("{:?}: {e}", self.subject_prefix))
         })?;
+        // a stream capturing `$JS.>` stores (and acknowledges) every
+        // JetStream API request of the account, breaking every JetStream
+        // client in it; `_INBOX.>` captures every reply. nats-server 2.9
+        // creates either.
+        let first = self.subject_prefix.split('.').next().unwrap_or_default();
+        if first.starts_with('$') || first == "_INBOX" {
+            return Err(Error::invalid_config(
+                "subject_prefix",
+                format!(
+                    "{:?} is in a namespace the server reserves (`$...`, `_INBOX`)",
+                    self.subject_prefix
+                ),
+            ));
+        }
         if self.connect_timeout_secs == 0 {
             return Err(Error::invalid_config(
                 "connect_timeout_secs",
@@ -531,6 +546,20 @@ mod tests {
             (
                 NatsConfig {
                     subject_prefix: "ev.*".into(),
+                    ..NatsConfig::default()
+                },
+                "subject_prefix",
+            ),
+            (
+                NatsConfig {
+                    subject_prefix: "$JS".into(),
+                    ..NatsConfig::default()
+                },
+                "subject_prefix",
+            ),
+            (
+                NatsConfig {
+                    subject_prefix: "_INBOX.app".into(),
                     ..NatsConfig::default()
                 },
                 "subject_prefix",

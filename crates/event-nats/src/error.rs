@@ -46,6 +46,14 @@ pub(crate) fn map(op: &str, err: impl Into<BoxError>, timeout: Duration) -> Erro
                 name: op.to_string(),
             };
         }
+        if code == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT {
+            // answered with status 503 like a passing outage, but permanent
+            // until an operator enables JetStream for the account: not a
+            // (transient) connection error that callers would retry forever
+            return Error::Authentication(format!(
+                "{op}: the account of these credentials has no JetStream: {text}"
+            ));
+        }
         if status == 503 {
             return Error::Connection(format!("{op}: JetStream is not available: {text}"));
         }

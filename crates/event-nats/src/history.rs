@@ -411,7 +411,16 @@ async fn read_consumer(
                 return Ok(raws);
             }
             pending = info.pending;
-            raws.push((sequence, message.payload.clone()));
+            // a stream shared with another subject prefix (the same stream
+            // name in two configurations) also holds that prefix's events;
+            // unfiltered reads skip them like undecodable payloads
+            if message
+                .subject
+                .strip_prefix(provider.inner.config.subject_prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+            {
+                raws.push((sequence, message.payload.clone()));
+            }
             if pending == 0 {
                 break;
             }

@@ -55,10 +55,15 @@
 //!
 //! On connect the stream is created if absent. If it exists with different
 //! settings, the provider updates it where JetStream allows (limits, dedup
-//! window, replicas, discard, an added subject, publish acknowledgements
-//! turned back on) and otherwise fails with
+//! window, replicas, discard, an added subject unless a wider subject of the
+//! stream such as `events.>` captures the prefix's already, publish
+//! acknowledgements turned back on, a per-subject message limit lifted,
+//! interest or work-queue retention back to limits where the server allows
+//! it) and otherwise fails with
 //! [`Error::Conflict`](event_core::Error::Conflict) naming each difference
-//! (for example a different storage type).
+//! (for example a different storage type, or a retention policy that
+//! nats-server 2.9 cannot change: such a stream would lose events that no
+//! subscriber has consumed yet).
 //!
 //! ## Authentication and TLS
 //!

@@ -217,8 +217,8 @@ impl NatsProvider {
     ///
     /// Errors: [`Error::InvalidConfig`] for a bad URL or field,
     /// [`Error::Connection`] when the server refuses or cannot be reached,
-    /// [`Error::Authentication`] for rejected credentials,
-    /// [`Error::Timeout`] when the server does not answer in
+    /// [`Error::Authentication`] for rejected credentials or an account
+    /// without JetStream, [`Error::Timeout`] when the server does not answer in
     /// `connect_timeout_secs`, [`Error::Conflict`] when the stream exists with
     /// settings that cannot be changed in place.
     pub async fn connect(config: NatsConfig) -> Result<Self> {
@@ -708,7 +708,30 @@ fn desired_stream(config: &NatsConfig, options: &NatsOptions) -> stream::Config 
         },
         // `history` steps through sparse matches with direct gets
         allow_direct: true,
+        // spelled out: an existing stream is compared with (and updated
+        // to) these, since other values lose events silently
+        retention: stream::RetentionPolicy::Limits,
+        max_messages_per_subject: -1,
         ..stream::Config::default()
+    }
+}
+
+/// Whether stream subject `stream_subject` captures every subject that
+/// `wanted` matches (`events.>` captures `events.billing.>`; JetStream
+/// refuses a stream whose subjects overlap, so the narrower one cannot be
+/// added beside it).
+fn captures(stream_subject: &str, wanted: &str) -> bool {
+    let mut have = stream_subject.split('.');
+    let mut want = wanted.split('.');
+    loop {
+        match (have.next(), want.next()) {
+            (None, None) => return true,
+            // `>` matches one or more tokens; `wanted` has at least one here
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(token)) if token != ">" => {}
+            (Some(a), Some(b)) if a == b && a != "*" => {}
+            _ => return false,
+        }
     }
 }
 
@@ -716,7 +739,7 @@ fn desired_stream(config: &NatsConfig, options: &NatsOptions) -> stream::Config 
 fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Vec<String> {
     let mut diffs = Vec::new();
     let subject = &desired.subjects[0];
-    if !existing.subjects.iter().any(|s| s == subject) {
+    if !existing.subjects.iter().any(|s| captures(s, subject)) {
         diffs.push(format!("subjects {:?} lack {subject:?}", existing.subjects));
     }
     macro_rules! cmp {
@@ -730,6 +753,17 @@ fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Ve
         };
     }
     cmp!(storage);
+    // interest or work-queue retention removes events once consumed (or at
+    // once without consumers): history and new subscribers would miss them
+    cmp!(retention);
+    // a per-subject limit removes older events of a subject long before
+    // max_events is reached (0 and -1 both mean unlimited)
+    if existing.max_messages_per_subject > 0 {
+        diffs.push(format!(
+            "max_messages_per_subject: stream has {}, config wants unlimited",
+            existing.max_messages_per_subject
+        ));
+    }
     cmp!(max_messages);
     cmp!(max_bytes);
     cmp!(max_age);
@@ -768,8 +802,51 @@ async fn reconcile_stream(
     config: &NatsConfig,
     options: &NatsOptions,
 ) -> Result<stream::Stream> {
-    let timeout = config.request_timeout();
     let desired = desired_stream(config, options);
+    let name = &config.stream_name;
+    // a second round when another client created the stream between the
+    // lookup and the create (services starting together)
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        match update_or_create(js, config, &desired).await {
+            Err(Reconciled::CreatedElsewhere(e)) if rounds < 2 => {
+                tracing::debug!(stream = %name, error = %e, "stream created meanwhile; checking it");
+            }
+            Err(Reconciled::CreatedElsewhere(e)) => {
+                return Err(Error::invalid_config(
+                    "stream",
+                    format!("the server refused to create stream {name}: {e}"),
+                ));
+            }
+            Err(Reconciled::Failed(e)) => return Err(e),
+            Ok(stream) => return Ok(stream),
+        }
+    }
+}
+
+/// Why [`update_or_create`] did not end with the stream.
+enum Reconciled {
+    /// The create was refused because the stream exists now (created by
+    /// another client since the lookup): worth one more round.
+    CreatedElsewhere(String),
+    /// Anything else.
+    Failed(Error),
+}
+
+impl From<Error> for Reconciled {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// One round of [`reconcile_stream`].
+async fn update_or_create(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    desired: &stream::Config,
+) -> std::result::Result<stream::Stream, Reconciled> {
+    let timeout = config.request_timeout();
     let name = &config.stream_name;
     match js.get_stream(name).await {
         Ok(mut existing) => {
@@ -779,7 +856,7 @@ async fn reconcile_stream(
                 .map_err(|e| error::map("stream info", e, timeout))?
                 .config
                 .clone();
-            let diffs = stream_differences(&current, &desired);
+            let diffs = stream_differences(&current, desired);
             if diffs.is_empty() {
                 return Ok(existing);
             }
@@ -788,10 +865,15 @@ async fn reconcile_stream(
                 return Err(Error::Conflict {
                     resource: format!("stream {name}"),
                     reason: format!("{reason} (JetStream cannot change the storage type)"),
-                });
+                }
+                .into());
             }
             let mut merged = current.clone();
-            if !merged.subjects.contains(&desired.subjects[0]) {
+            if !merged
+                .subjects
+                .iter()
+                .any(|s| captures(s, &desired.subjects[0]))
+            {
                 merged.subjects.push(desired.subjects[0].clone());
             }
             merged.max_messages = desired.max_messages;
@@ -802,6 +884,11 @@ async fn reconcile_stream(
             merged.discard = desired.discard;
             merged.allow_direct = desired.allow_direct;
             merged.no_ack = desired.no_ack;
+            merged.retention = desired.retention;
+            merged.max_messages_per_subject = desired.max_messages_per_subject;
+            // only valid with a per-subject limit: the server refuses the
+            // update that lifts the limit unless this goes too
+            merged.discard_new_per_subject = false;
             tracing::info!(stream = %name, changes = %reason, "updating stream settings");
             js.update_stream(&merged)
                 .await
@@ -809,17 +896,21 @@ async fn reconcile_stream(
                     resource: format!("stream {name}"),
                     reason: format!("{reason}; the server refused the update: {e}"),
                 })?;
-            js.get_stream(name)
+            Ok(js
+                .get_stream(name)
                 .await
-                .map_err(|e| error::map("get stream", e, timeout))
+                .map_err(|e| error::map("get stream", e, timeout))?)
         }
         Err(err) => {
             match error::map("get stream", err, timeout) {
                 Error::NotFound { .. } => {}
-                other => return Err(other),
+                other => return Err(other.into()),
             }
             tracing::info!(stream = %name, "creating stream");
-            js.create_stream(desired).await.map_err(|e| {
+            js.create_stream(desired.clone()).await.map_err(|e| {
+                if error::api_code(&e) == Some(ErrorCode::STREAM_NAME_EXIST) {
+                    return Reconciled::CreatedElsewhere(e.to_string());
+                }
                 match error::map("create stream", e, timeout) {
                     Error::Provider { source, .. } => Error::invalid_config(
                         "stream",
@@ -827,6 +918,7 @@ async fn reconcile_stream(
                     ),
                     other => other,
                 }
+                .into()
             })
         }
     }
@@ -1048,8 +1140,27 @@ impl NatsProvider {
 
 #[cfg(test)]
 mod tests {
-    use super::Unsubscribed;
+    use super::{Unsubscribed, captures};
     use std::sync::Arc;
+
+    #[test]
+    fn captured_subjects() {
+        for (stream, wanted, expected) in [
+            ("events.>", "events.>", true),
+            (">", "events.>", true),
+            ("events.>", "events.billing.>", true),
+            ("*.>", "events.billing.>", true),
+            ("events.*.>", "events.billing.>", true),
+            ("events.*", "events.>", false),
+            ("events.*.>", "events.>", false),
+            ("events.billing.>", "events.>", false),
+            ("other.>", "events.>", false),
+            ("events", "events.>", false),
+            ("events.b", "events.billing.>", false),
+        ] {
+            assert_eq!(captures(stream, wanted), expected, "{stream} {wanted}");
+        }
+    }
 
     /// Deletions of names no subscription reads leave nothing behind; a
     /// watched name is kept while a subscription watches it, and each
