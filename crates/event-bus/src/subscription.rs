@@ -294,14 +294,6 @@ impl BusSubscription {
     }
 }
 
-/// The error of a DLQ handler call abandoned after `limit`.
-pub(crate) fn dlq_timed_out(limit: Duration) -> Error {
-    Error::Timeout {
-        operation: "the DLQ handler taking a dead letter".to_string(),
-        elapsed: limit,
-    }
-}
-
 /// Runs `work` (`what`, for the error if its task fails) to completion even
 /// if the caller stops waiting for it. A consumer runner shutting down drops
 /// a pending `fetch`, and a dead letter handed over but not followed by
@@ -333,13 +325,7 @@ impl Inner {
     ) -> Option<Result<()>> {
         let dlq = self.hooks.load().dlq.clone()?;
         let id = dead.event.id.clone();
-        let offer = crate::consumer::guard::offer_dead_letter(&*dlq, dead);
-        let result = match limit {
-            Some(limit) => tokio::time::timeout(limit, offer)
-                .await
-                .unwrap_or_else(|_| Err(dlq_timed_out(limit))),
-            None => offer.await,
-        };
+        let result = crate::consumer::guard::offer_dead_letter(&*dlq, dead, limit).await;
         match &result {
             Ok(()) => self.metrics.add_dlq(1),
             Err(err) => {

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// Polls `F`, turning a panic inside `poll` into `Err(payload)`.
 pub(crate) struct CatchUnwind<F>(pub(crate) F);
@@ -38,14 +39,32 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// Hands `dead` to `dlq`, turning a panic of the handler into an error (so
 /// a panicking DLQ handler is treated like a refusing one: the event is
-/// kept, not lost with the task that ran it).
-pub(crate) async fn offer_dead_letter(dlq: &dyn DlqHandler, dead: DeadLetterEvent) -> Result<()> {
-    match CatchUnwind(dlq.handle(dead)).await {
-        Ok(result) => result,
-        Err(panic) => Err(Error::provider(
-            "dlq handler",
-            format!("DLQ handler panicked: {}", panic_message(&*panic)),
-        )),
+/// kept, not lost with the task that ran it). A call running longer than
+/// `limit` is abandoned as [`Error::Timeout`] (a transient refusal).
+pub(crate) async fn offer_dead_letter(
+    dlq: &dyn DlqHandler,
+    dead: DeadLetterEvent,
+    limit: Option<Duration>,
+) -> Result<()> {
+    let offer = async {
+        match CatchUnwind(dlq.handle(dead)).await {
+            Ok(result) => result,
+            Err(panic) => Err(Error::provider(
+                "dlq handler",
+                format!("DLQ handler panicked: {}", panic_message(&*panic)),
+            )),
+        }
+    };
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, offer)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    operation: "the DLQ handler taking a dead letter".to_string(),
+                    elapsed: limit,
+                })
+            }),
+        None => offer.await,
     }
 }
 

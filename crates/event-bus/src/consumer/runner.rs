@@ -4,7 +4,7 @@ use super::guard::{CatchUnwind, offer_dead_letter, panic_message};
 use super::{ConsumerConfig, Handler};
 use crate::EventBus;
 use crate::bus::Inner;
-use crate::subscription::{BusSubscription, dlq_timed_out};
+use crate::subscription::BusSubscription;
 use event_core::{
     DeadLetterEvent, Error, Event, PendingEvent, Result, SubscribeOptions, Subscription, now_millis,
 };
@@ -736,13 +736,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
         let (mut attempt, mut refused_for_good) = (0u64, 0u32);
         loop {
             attempt += 1;
-            let offer = offer_dead_letter(&*dlq, dead.clone());
-            let outcome = match shared.config.dlq_timeout {
-                Some(limit) => tokio::time::timeout(limit, offer)
-                    .await
-                    .unwrap_or_else(|_| Err(dlq_timed_out(limit))),
-                None => offer.await,
-            };
+            let outcome = offer_dead_letter(&*dlq, dead.clone(), shared.config.dlq_timeout).await;
             let Err(err) = outcome else {
                 return true;
             };

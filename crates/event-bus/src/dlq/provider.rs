@@ -496,14 +496,24 @@ impl ProviderDlqHandler {
     /// Every event stored under [`filter_subject`](Self::filter_subject),
     /// newest first (dead letters and any other event there).
     async fn stored_events(&self) -> Result<Vec<Event>> {
-        let filter = self.filter_subject();
         let messages = usize::try_from(self.provider.info().await?.messages).unwrap_or(usize::MAX);
         // one more than the stream holds: a full answer means events came
         // in since `info` (the oldest would be cut off), so read again
-        let mut fetch = messages.saturating_add(1);
+        self.read_back(messages.saturating_add(1), |_| false).await
+    }
+
+    /// The newest events under [`filter_subject`](Self::filter_subject),
+    /// newest first: `fetch` of them, doubled until `enough` says so or the
+    /// stream has no more.
+    async fn read_back(
+        &self,
+        mut fetch: usize,
+        enough: impl Fn(&[Event]) -> bool,
+    ) -> Result<Vec<Event>> {
+        let filter = self.filter_subject();
         loop {
             let events = self.provider.history(Some(&filter), fetch).await?;
-            if events.len() < fetch || fetch == usize::MAX {
+            if events.len() < fetch || fetch == usize::MAX || enough(&events) {
                 return Ok(events);
             }
             fetch = fetch.saturating_mul(2);
@@ -670,23 +680,19 @@ impl DlqHandler for ProviderDlqHandler {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let filter = self.filter_subject();
         // other events under the DLQ subjects are passed over: read further
         // back until `limit` dead letters are found or the stream is done
-        let mut fetch = limit;
-        loop {
-            let events = self.provider.history(Some(&filter), fetch).await?;
-            let exhausted = events.len() < fetch;
-            let letters: Vec<&Event> = events
-                .iter()
-                .filter(|e| is_dead_letter(e))
-                .take(limit)
-                .collect();
-            if letters.len() == limit || exhausted {
-                return letters.into_iter().map(|e| self.decode_event(e)).collect();
-            }
-            fetch = fetch.saturating_mul(2);
-        }
+        let events = self
+            .read_back(limit, |events| {
+                events.iter().filter(|e| is_dead_letter(e)).count() >= limit
+            })
+            .await?;
+        events
+            .iter()
+            .filter(|e| is_dead_letter(e))
+            .take(limit)
+            .map(|e| self.decode_event(e))
+            .collect()
     }
 
     async fn count(&self) -> Result<usize> {
