@@ -126,6 +126,12 @@ async fn event_bus_consumer_and_dlq() {
     assert_eq!(consumer.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(consumer.dlq_attempts, 5);
     assert_eq!(consumer.dlq_timeout, Some(Duration::from_secs(30)));
+    // `DEFAULT_STATE_STORE_TIMEOUT` docs and deployment.md "Subscription
+    // state": 30 s per load and save.
+    assert_eq!(
+        a3s_event::state::DEFAULT_STATE_STORE_TIMEOUT,
+        Duration::from_secs(30)
+    );
 
     // `MemoryDlqHandler::default`: "Capacity 10,000" (the oldest is evicted
     // beyond it).

@@ -96,5 +96,5 @@ pub use consumer::{ConsumerConfig, ConsumerHandle, ConsumerReport, Handler};
 pub use dlq::{MemoryDlqHandler, ProviderDlqHandler};
 pub use metrics::{EventMetrics, MetricsSnapshot};
 pub use naming::durable_consumer_name;
-pub use state::{FileStateStore, MemoryStateStore};
+pub use state::{DEFAULT_STATE_STORE_TIMEOUT, FileStateStore, MemoryStateStore};
 pub use subscription::BusSubscription;

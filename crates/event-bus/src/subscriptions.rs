@@ -2,6 +2,7 @@
 
 use crate::bus::EventBus;
 use crate::naming::durable_consumer_name;
+use crate::state::DEFAULT_STATE_STORE_TIMEOUT;
 use crate::subscription::{BusSubscription, DEFAULT_DLQ_TIMEOUT, Membership, detached};
 use event_core::subject::validate_filter;
 use event_core::{
@@ -15,10 +16,11 @@ use tokio::sync::OwnedMutexGuard;
 
 /// The bus's subscriptions and the store that persists them. Guarded by one
 /// async mutex held across the save, so saves land in change order.
-#[derive(Default)]
 pub(crate) struct SubState {
     records: BTreeMap<String, SubscriptionRecord>,
     store: Option<Arc<dyn StateStore>>,
+    /// How long a `load` or `save` of `store` may take.
+    store_timeout: Duration,
     /// Subscribers whose options were kept, never set, since they were
     /// added before any state store: `set_state_store` gives them their
     /// stored options (see there).
@@ -36,6 +38,48 @@ impl SubState {
     fn snapshot(records: &BTreeMap<String, SubscriptionRecord>) -> Vec<SubscriptionRecord> {
         records.values().cloned().collect()
     }
+
+    /// Saves `records` to the state store, if one is set, within its time
+    /// limit.
+    async fn save(&self, records: &BTreeMap<String, SubscriptionRecord>) -> Result<()> {
+        match &self.store {
+            Some(store) => {
+                within(
+                    self.store_timeout,
+                    "saving subscription state",
+                    store.save(&Self::snapshot(records)),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for SubState {
+    fn default() -> Self {
+        Self {
+            records: BTreeMap::new(),
+            store: None,
+            store_timeout: DEFAULT_STATE_STORE_TIMEOUT,
+            options_kept: BTreeSet::new(),
+        }
+    }
+}
+
+/// Runs a state store call, abandoning it after `limit`
+/// ([`Error::Timeout`] naming `operation`).
+async fn within<T>(
+    limit: Duration,
+    operation: &str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(Error::Timeout {
+            operation: format!("{operation} (the state store did not answer)"),
+            elapsed: limit,
+        })
+    })
 }
 
 fn validate_record(record: &SubscriptionRecord) -> Result<()> {
@@ -103,7 +147,9 @@ impl EventBus {
     /// Subjects are validated as filters ([`Error::InvalidSubject`]); an empty
     /// subscriber id or subject list, or a subject listed twice, is
     /// [`Error::InvalidConfig`]. If the state
-    /// store fails, the change is not applied and its error is returned.
+    /// store fails, or does not answer within its time limit
+    /// ([`Error::Timeout`], see [`set_state_store`](Self::set_state_store)),
+    /// the change is not applied and its error is returned.
     /// Durable consumers of subjects the update drops (or of every subject,
     /// when `durable` becomes false) are deleted from the provider, and the
     /// subscriptions opened for dropped subjects (or for every subject, when
@@ -183,9 +229,7 @@ impl EventBus {
         validate_record(&record)?;
         let mut next = state.records.clone();
         next.insert(record.filter.subscriber_id.clone(), record.clone());
-        if let Some(store) = &state.store {
-            store.save(&SubState::snapshot(&next)).await?;
-        }
+        state.save(&next).await?;
         state.records = next;
         let id = &record.filter.subscriber_id;
         if !kept {
@@ -253,9 +297,7 @@ impl EventBus {
         }
         let mut next = state.records.clone();
         let removed = next.remove(subscriber_id);
-        if let Some(store) = &state.store {
-            store.save(&SubState::snapshot(&next)).await?;
-        }
+        state.save(&next).await?;
         state.records = next;
         state.options_kept.remove(subscriber_id);
         self.inner
@@ -330,12 +372,44 @@ impl EventBus {
     /// One bus per store: each save writes the bus's whole set, so two
     /// buses (or processes) saving to one store or one file replace each
     /// other's subscriptions there, and the last save wins.
+    ///
+    /// **Time limit.** Each `load` and `save` of the store may take
+    /// [`DEFAULT_STATE_STORE_TIMEOUT`] (30 s; another limit with
+    /// [`set_state_store_with_timeout`](Self::set_state_store_with_timeout)).
+    /// A store that does not answer in time fails the call with
+    /// [`Error::Timeout`], as a store error does: a load that times out
+    /// leaves the bus and its store as they were, a save that times out
+    /// leaves the change unapplied. Subscription changes and reads wait for
+    /// the save before them, so without a limit one hung store (a stalled
+    /// network mount, an unreachable database) would freeze them all. A
+    /// store that completes an abandoned save later holds a set the bus does
+    /// not until the next change, whose save writes the bus's whole set
+    /// again.
     pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
+        self.set_state_store_with_timeout(store, DEFAULT_STATE_STORE_TIMEOUT)
+            .await
+    }
+
+    /// [`set_state_store`](Self::set_state_store) with `timeout` as the
+    /// time limit of each `load` and `save` of `store`, instead of
+    /// [`DEFAULT_STATE_STORE_TIMEOUT`]. A zero `timeout` is
+    /// [`Error::InvalidConfig`].
+    pub async fn set_state_store_with_timeout(
+        &self,
+        store: Arc<dyn StateStore>,
+        timeout: Duration,
+    ) -> Result<()> {
+        if timeout.is_zero() {
+            return Err(Error::invalid_config(
+                "state store timeout",
+                "must be greater than zero",
+            ));
+        }
         // locked, then detached, as `upsert`: dropped while the merged set
         // is saved, the store would hold subscriptions the bus does not
         let state = self.inner.subs.clone().lock_owned().await;
         detached("setting the state store", async move {
-            Self::set_state_store_now(state, store).await
+            Self::set_state_store_now(state, store, timeout).await
         })
         .await
     }
@@ -343,8 +417,9 @@ impl EventBus {
     async fn set_state_store_now(
         mut state: OwnedMutexGuard<SubState>,
         store: Arc<dyn StateStore>,
+        timeout: Duration,
     ) -> Result<()> {
-        let loaded = store.load().await?;
+        let loaded = within(timeout, "loading subscription state", store.load()).await?;
         let mut merged: BTreeMap<String, SubscriptionRecord> = BTreeMap::new();
         for record in loaded {
             let record = without_repeated_subjects(record);
@@ -380,10 +455,16 @@ impl EventBus {
         }
         let merged_list = SubState::snapshot(&merged);
         if merged_list != stored {
-            store.save(&merged_list).await?;
+            within(
+                timeout,
+                "saving subscription state",
+                store.save(&merged_list),
+            )
+            .await?;
         }
         state.records = merged;
         state.store = Some(store);
+        state.store_timeout = timeout;
         state.options_kept.clear();
         Ok(())
     }

@@ -874,3 +874,102 @@ async fn a_subscriber_declared_before_the_store_is_set_keeps_its_stored_options(
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A state store whose `load` or `save` (as switched) never answers, as a
+/// store on a hung network mount or an unreachable database does.
+#[derive(Default)]
+struct HangingStore {
+    hang_load: AtomicBool,
+    hang_save: AtomicBool,
+    inner: MemoryStateStore,
+}
+
+#[async_trait]
+impl StateStore for HangingStore {
+    async fn load(&self) -> Result<Vec<SubscriptionRecord>> {
+        if self.hang_load.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.load().await
+    }
+    async fn save(&self, subscriptions: &[SubscriptionRecord]) -> Result<()> {
+        if self.hang_save.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.save(subscriptions).await
+    }
+}
+
+#[tokio::test]
+async fn a_state_store_that_never_answers_times_out_and_does_not_freeze_the_bus() {
+    let limit = Duration::from_millis(200);
+    let store = Arc::new(HangingStore::default());
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store_with_timeout(store.clone(), limit)
+        .await
+        .unwrap();
+    bus.update_subscription(filter("a", &["events.>"], true))
+        .await
+        .unwrap();
+
+    store.hang_save.store(true, Ordering::SeqCst);
+    // the change is refused with a timeout, in about the limit, not never
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        bus.update_subscription(filter("b", &["events.>"], true)),
+    )
+    .await
+    .expect("the update returns instead of hanging");
+    match refused {
+        Err(Error::Timeout { elapsed, operation }) => {
+            assert_eq!(elapsed, limit);
+            assert!(operation.contains("state"), "{operation}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let removed = tokio::time::timeout(Duration::from_secs(10), bus.remove_subscription("a"))
+        .await
+        .expect("the removal returns instead of hanging");
+    assert!(matches!(removed, Err(Error::Timeout { .. })), "{removed:?}");
+
+    // the bus is not frozen: it reads, and what it holds is what was saved
+    let ids: Vec<_> = tokio::time::timeout(Duration::from_secs(10), bus.list_subscriptions())
+        .await
+        .expect("listing returns")
+        .into_iter()
+        .map(|f| f.subscriber_id)
+        .collect();
+    assert_eq!(ids, ["a"]);
+
+    // once the store answers again, changes go through
+    store.hang_save.store(false, Ordering::SeqCst);
+    bus.update_subscription(filter("b", &["events.>"], true))
+        .await
+        .unwrap();
+    assert_eq!(store.inner.load().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_state_store_whose_load_never_answers_is_not_set() {
+    let limit = Duration::from_millis(200);
+    let store = Arc::new(HangingStore::default());
+    store.hang_load.store(true, Ordering::SeqCst);
+    let bus = EventBus::new(MemoryProvider::default());
+    let set = tokio::time::timeout(
+        Duration::from_secs(10),
+        bus.set_state_store_with_timeout(store.clone(), limit),
+    )
+    .await
+    .expect("returns instead of hanging");
+    assert!(matches!(set, Err(Error::Timeout { .. })), "{set:?}");
+    // the store was not set: changes are not saved to it, and do not hang
+    store.hang_load.store(false, Ordering::SeqCst);
+    store.hang_save.store(true, Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        bus.update_subscription(filter("a", &["events.>"], true)),
+    )
+    .await
+    .expect("not saved to the store that was refused")
+    .unwrap();
+}
