@@ -53,8 +53,16 @@ pub enum DiscardPolicy {
 #[derive(Clone, PartialEq, Eq)]
 pub struct NatsConfig {
     /// Server URL(s), comma separated: `nats://host:4222`, `tls://host:4222`.
+    /// A URL may carry credentials, as with every NATS client:
+    /// `nats://user:password@host:4222` or `nats://token@host:4222`
+    /// (percent-encode `@`, `:`, `/` and `%` in them); every server that
+    /// carries some must carry the same, and they count as the one
+    /// authentication method (beside them, any other is
+    /// [`Error::InvalidConfig`]).
     pub url: String,
-    /// Token authentication.
+    /// Token authentication (the one authentication method: setting two of
+    /// the token, user/password, nkey seed, credentials file and credentials
+    /// in the URL is [`Error::InvalidConfig`] when connecting).
     pub token: Option<String>,
     /// A `.creds` file (JWT + nkey seed) for decentralised authentication.
     pub credentials_path: Option<String>,
@@ -134,6 +142,127 @@ pub(crate) fn redact_url(url: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Credentials carried in a server URL, as every NATS client reads them:
+/// `nats://user:password@host` or `nats://token@host`, percent-decoded.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum UrlCredentials {
+    UserPassword { user: String, password: String },
+    Token(String),
+}
+
+/// The servers of `url` (comma-separated) without the credentials in them,
+/// and those credentials: the same on every server that has any, or
+/// [`Error::InvalidConfig`]. (async-nats ignores credentials in a URL, so
+/// the provider applies them itself, and keeps them out of the addresses it
+/// hands on.)
+pub(crate) fn split_url_credentials(url: &str) -> Result<(Vec<String>, Option<UrlCredentials>)> {
+    let mut servers = Vec::new();
+    let mut found: Option<UrlCredentials> = None;
+    for one in url.split(',').map(str::trim) {
+        let (scheme, rest) = match one.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme), rest),
+            None => (None, one),
+        };
+        let host_end = rest.find('/').unwrap_or(rest.len());
+        let Some(at) = rest[..host_end].rfind('@') else {
+            servers.push(one.to_string());
+            continue;
+        };
+        let userinfo = &rest[..at];
+        let bad =
+            |reason: &str| Error::invalid_config("url", format!("{:?}: {reason}", redact_url(one)));
+        let decode = |part: &str, what: &str| {
+            percent_decode(part)
+                .ok_or_else(|| bad(&format!("the {what} is not valid percent-encoded UTF-8")))
+        };
+        let credentials = match userinfo.split_once(':') {
+            Some((user, password)) => UrlCredentials::UserPassword {
+                user: decode(user, "user")?,
+                password: decode(password, "password")?,
+            },
+            None => UrlCredentials::Token(decode(userinfo, "token")?),
+        };
+        match &credentials {
+            UrlCredentials::UserPassword { user, .. } if user.is_empty() => {
+                return Err(bad("empty user before the password"));
+            }
+            UrlCredentials::Token(token) if token.is_empty() => {
+                return Err(bad("empty credentials before `@`"));
+            }
+            _ => {}
+        }
+        if found.as_ref().is_some_and(|seen| *seen != credentials) {
+            return Err(Error::invalid_config(
+                "url",
+                "the servers carry different credentials; give every server the same ones, \
+                 or set them once in the token or user/password fields",
+            ));
+        }
+        found = Some(credentials);
+        let stripped = &rest[at + 1..];
+        servers.push(match scheme {
+            Some(scheme) => format!("{scheme}://{stripped}"),
+            None => stripped.to_string(),
+        });
+    }
+    Ok((servers, found))
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or bytes that are not
+/// UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Refuses more than one authentication method: the client would send the
+/// server all of them, and which one the server checks depends on its
+/// configuration (a token beside a user, say, authenticates as whichever the
+/// server is set up for; an nkey beside a `.creds` file fails as a signature
+/// mismatch).
+pub(crate) fn check_one_auth_method(
+    config: &NatsConfig,
+    options: &NatsOptions,
+    in_url: bool,
+) -> Result<()> {
+    let methods: Vec<&str> = [
+        (in_url, "credentials in the url"),
+        (config.token.is_some(), "token"),
+        (
+            options.user.is_some() || options.password.is_some(),
+            "user/password",
+        ),
+        (options.nkey_seed.is_some(), "nkey_seed"),
+        (config.credentials_path.is_some(), "credentials_path"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    if methods.len() > 1 {
+        return Err(Error::invalid_config(
+            "authentication",
+            format!(
+                "set one method (the server would be sent them all, and which it checks \
+                 depends on its configuration); got {}",
+                methods.join(" and ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl NatsConfig {
@@ -754,5 +883,71 @@ mod tests {
         };
         let s = format!("{opts:?}");
         assert!(!s.contains("hunter2") && !s.contains("SUSEED"), "{s}");
+    }
+}
+
+#[cfg(test)]
+mod url_credential_tests {
+    use super::{UrlCredentials, split_url_credentials};
+    use event_core::Error;
+
+    fn user(user: &str, password: &str) -> Option<UrlCredentials> {
+        Some(UrlCredentials::UserPassword {
+            user: user.into(),
+            password: password.into(),
+        })
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_the_server_urls() {
+        let (servers, creds) = split_url_credentials("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(servers, ["nats://127.0.0.1:4222"]);
+        assert!(creds.is_none());
+
+        let (servers, creds) =
+            split_url_credentials("tls://al%40ice:p%3Aw@h1:4222/x, h2:4222").unwrap();
+        assert_eq!(servers, ["tls://h1:4222/x", "h2:4222"]);
+        assert!(creds == user("al@ice", "p:w"));
+
+        let (servers, creds) = split_url_credentials("s3cret@[::1]:4222").unwrap();
+        assert_eq!(servers, ["[::1]:4222"]);
+        assert!(creds == Some(UrlCredentials::Token("s3cret".into())));
+
+        // an `@` after the host is part of the path, not credentials
+        let (servers, creds) = split_url_credentials("ws://h:80/a@b").unwrap();
+        assert_eq!(servers, ["ws://h:80/a@b"]);
+        assert!(creds.is_none());
+
+        // an empty password is a password
+        let (_, creds) = split_url_credentials("nats://u:@h").unwrap();
+        assert!(creds == user("u", ""));
+    }
+
+    #[test]
+    fn malformed_or_conflicting_url_credentials_are_invalid_config_without_the_secret() {
+        for url in [
+            "nats://u:p%zz@h",
+            "nats://u:p%4@h",
+            "nats://u:%ff%fe@h",
+            "nats://:secret@h",
+            "nats://@h",
+            "nats://a:secret1@h1,nats://a:secret2@h2",
+            "nats://secret1@h1,nats://a:secret1@h2",
+        ] {
+            match split_url_credentials(url) {
+                Err(Error::InvalidConfig { field, reason }) => {
+                    assert_eq!(field, "url", "{url}");
+                    assert!(!reason.contains("secret"), "{url}: {reason}");
+                    assert!(
+                        !reason.contains("%zz") && !reason.contains("%ff"),
+                        "{url}: {reason}"
+                    );
+                }
+                other => panic!(
+                    "{url}: expected InvalidConfig, got {:?}",
+                    other.map(|(s, _)| s)
+                ),
+            }
+        }
     }
 }

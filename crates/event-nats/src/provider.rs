@@ -1,6 +1,9 @@
 //! [`NatsProvider`]: connection, stream management, publish, history, info.
 
-use crate::config::{DiscardPolicy, NatsConfig, NatsOptions, StorageType, redact_url};
+use crate::config::{
+    DiscardPolicy, NatsConfig, NatsOptions, StorageType, UrlCredentials, check_one_auth_method,
+    redact_url, split_url_credentials,
+};
 use crate::connection::ConnectionLog;
 use crate::denial::{self, Denial, Denials, Rule};
 use crate::error::{self, PROVIDER};
@@ -230,6 +233,8 @@ impl NatsProvider {
     pub async fn connect_with(config: NatsConfig, options: NatsOptions) -> Result<Self> {
         config.validate()?;
         options.validate()?;
+        let (servers, url_credentials) = split_url_credentials(&config.url)?;
+        check_one_auth_method(&config, &options, url_credentials.is_some())?;
         if config.max_age_secs > 0
             && options.duplicate_window > Duration::from_secs(config.max_age_secs)
         {
@@ -239,10 +244,10 @@ impl NatsProvider {
             ));
         }
         let link = Arc::new(Link::default());
-        let connect_options = connect_options(&config, &options, link.clone()).await?;
+        let connect_options =
+            connect_options(&config, &options, url_credentials, link.clone()).await?;
         // a comma-separated list is several servers (async-nats parses a
-        // single string as one URL)
-        let servers: Vec<&str> = config.url.split(',').map(str::trim).collect();
+        // single string as one URL); `servers` are without credentials
         let client = connect_options
             .connect(servers)
             .await
@@ -598,6 +603,7 @@ impl NatsProvider {
 async fn connect_options(
     config: &NatsConfig,
     options: &NatsOptions,
+    url_credentials: Option<UrlCredentials>,
     link: Arc<Link>,
 ) -> Result<async_nats::ConnectOptions> {
     let mut co = async_nats::ConnectOptions::new()
@@ -646,6 +652,13 @@ async fn connect_options(
     }
     if let Some(token) = &config.token {
         co = co.token(token.clone());
+    }
+    match url_credentials {
+        Some(UrlCredentials::UserPassword { user, password }) => {
+            co = co.user_and_password(user, password);
+        }
+        Some(UrlCredentials::Token(token)) => co = co.token(token),
+        None => {}
     }
     if let (Some(user), Some(password)) = (&options.user, &options.password) {
         co = co.user_and_password(user.clone(), password.clone());

@@ -154,6 +154,144 @@ async fn user_password_auth_accepts_right_and_rejects_wrong() {
     }
 }
 
+/// `nats://user:password@host` and `nats://token@host`, the convention of
+/// every NATS client, authenticate as if the fields were set.
+#[tokio::test]
+async fn credentials_in_the_url_authenticate() {
+    let server = server!(
+        "credentials_in_the_url_authenticate",
+        "authorization { users = [ { user: \"alice\", password: \"p@ss:w/rd\" } ] }"
+    );
+    let with_url = |url: String| NatsConfig {
+        url,
+        ..common::config(&server, "urlup")
+    };
+    let port = server.port();
+    // percent-encoded, as a URL must carry `@`, `:` and `/` in a password
+    let p = NatsProvider::connect(with_url(format!(
+        "nats://alice:p%40ss%3Aw%2Frd@127.0.0.1:{port}"
+    )))
+    .await
+    .expect("the URL's user and password are used");
+    assert!(p.health().await.unwrap());
+    // the same credentials on every server of a list
+    NatsProvider::connect(with_url(format!(
+        "nats://alice:p%40ss%3Aw%2Frd@127.0.0.1:{port}, nats://alice:p%40ss%3Aw%2Frd@127.0.0.1:{port}"
+    )))
+    .await
+    .expect("a list whose servers carry the same credentials");
+    match NatsProvider::connect(with_url(format!("nats://alice:wrong@127.0.0.1:{port}"))).await {
+        Err(Error::Authentication(_)) => {}
+        other => panic!("a wrong password in the URL: expected Authentication, got {other:?}"),
+    }
+
+    let server = server!(
+        "credentials_in_the_url_authenticate_token",
+        "authorization { token: \"s3cret\" }"
+    );
+    let config = NatsConfig {
+        url: format!("nats://s3cret@127.0.0.1:{}", server.port()),
+        ..common::config(&server, "urltok")
+    };
+    let p = NatsProvider::connect(config)
+        .await
+        .expect("the URL's token is used");
+    assert!(p.health().await.unwrap());
+}
+
+/// Two authentication methods at once would send the server both, and which
+/// one it checks depends on its configuration: refused before connecting,
+/// naming both.
+#[tokio::test]
+async fn two_authentication_methods_are_invalid_config_before_connecting() {
+    // nothing listens here: a refusal must come before any network I/O
+    let config = |url: &str, token: Option<&str>, creds: Option<&str>| NatsConfig {
+        url: url.to_string(),
+        token: token.map(str::to_string),
+        credentials_path: creds.map(str::to_string),
+        ..NatsConfig::default()
+    };
+    let user = NatsOptions {
+        user: Some("alice".into()),
+        password: Some("pa55".into()),
+        ..NatsOptions::default()
+    };
+    let seed = nkeys::KeyPair::new_user().seed().unwrap();
+    let nkey = NatsOptions {
+        nkey_seed: Some(seed),
+        ..NatsOptions::default()
+    };
+    let closed = "nats://127.0.0.1:1";
+    let cases: Vec<(&str, NatsConfig, NatsOptions, [&str; 2])> = vec![
+        (
+            "token + user",
+            config(closed, Some("t"), None),
+            user.clone(),
+            ["token", "user/password"],
+        ),
+        (
+            "token + nkey",
+            config(closed, Some("t"), None),
+            nkey.clone(),
+            ["token", "nkey_seed"],
+        ),
+        (
+            "user + nkey",
+            config(closed, None, None),
+            NatsOptions {
+                nkey_seed: nkey.nkey_seed.clone(),
+                ..user.clone()
+            },
+            ["user/password", "nkey_seed"],
+        ),
+        (
+            "creds + nkey",
+            config(closed, None, Some("/nonexistent.creds")),
+            nkey.clone(),
+            ["nkey_seed", "credentials_path"],
+        ),
+        (
+            "creds + token",
+            config(closed, Some("t"), Some("/nonexistent.creds")),
+            NatsOptions::default(),
+            ["token", "credentials_path"],
+        ),
+        (
+            "url + user",
+            config("nats://bob:pw@127.0.0.1:1", None, None),
+            user.clone(),
+            ["url", "user/password"],
+        ),
+        (
+            "url token + token",
+            config("nats://tok@127.0.0.1:1", Some("t"), None),
+            NatsOptions::default(),
+            ["url", "token"],
+        ),
+        (
+            "two urls, two users",
+            config("nats://a:1@127.0.0.1:1,nats://b:2@127.0.0.1:2", None, None),
+            NatsOptions::default(),
+            ["url", "different"],
+        ),
+    ];
+    for (case, config, options, named) in cases {
+        match NatsProvider::connect_with(config, options).await {
+            Err(Error::InvalidConfig { field, reason }) => {
+                let text = format!("{field}: {reason}");
+                for name in named {
+                    assert!(text.contains(name), "{case}: {text:?} does not name {name}");
+                }
+                assert!(
+                    !text.contains("pa55") && !text.contains(":pw@") && !text.contains("tok@"),
+                    "{case}: a secret in {text:?}"
+                );
+            }
+            other => panic!("{case}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn stream_settings_updated_or_refused() {
     let server = server!("stream_settings_updated_or_refused");
