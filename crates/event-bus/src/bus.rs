@@ -42,12 +42,18 @@ pub(crate) struct Inner {
 ///    publisher never waits for deliveries, only, when the router's queue is
 ///    full, for room in it if the router's policy says so (a Broker's
 ///    default `Wait`: backpressure). If the router refuses (a full
-///    queue under a reject policy), the publish returns its error although
-///    the provider **has stored** the event: retry with
-///    [`publish_event`](Self::publish_event) of the same event, which the
-///    provider deduplicates and the router gets again (with
-///    [`publish`](Self::publish), which makes a new event each call, prefer
-///    a router that waits for room);
+///    queue under a reject policy, a router shut down), the provider **has
+///    stored** the event all the same. [`publish`](Self::publish),
+///    [`publish_event`](Self::publish_event) and
+///    [`publish_batch`](Self::publish_batch) then return the router's
+///    error, which looks like a publish that stored nothing;
+///    [`publish_event_stored`](Self::publish_event_stored) and
+///    [`publish_batch_stored`](Self::publish_batch_stored) return `Ok` with
+///    the sequence and the refusal inside ([`Stored::not_routed`]), so a
+///    caller that would retry with a new event (a new id: another stored
+///    copy) can tell the two apart. To have the router get the event after
+///    all, publish the same event again: the provider deduplicates it and
+///    the router gets it again;
 /// 6. metrics are updated: a publish the provider stored counts in
 ///    `publish_total` (and its latency), also when the router then refused
 ///    it, which counts in `router_errors` as well; one refused before the
@@ -154,8 +160,12 @@ impl EventBus {
     /// Every published event (plaintext) is handed to `router` after the
     /// provider stored it. A refusal by the router is returned to the
     /// publisher (the event stays stored; see the pipeline notes on the
-    /// type) and counted in `router_errors`; the publish itself counts in
-    /// `publish_total`, not `publish_errors`, since the event was stored.
+    /// type): as the error of [`publish_event`](Self::publish_event) and
+    /// the other publish calls, inside the `Ok` of
+    /// [`publish_event_stored`](Self::publish_event_stored) and
+    /// [`publish_batch_stored`](Self::publish_batch_stored). It counts in
+    /// `router_errors`; the publish itself counts in `publish_total`, not
+    /// `publish_errors`, since the event was stored.
     pub fn set_router(&self, router: Arc<dyn EventRouter>) {
         self.inner.hooks.update(|h| h.router = Some(router));
     }
@@ -181,6 +191,11 @@ impl EventBus {
     /// ([`Event::new`], [`Event::typed`]) and retry
     /// [`publish_event`](Self::publish_event) with it: the provider
     /// deduplicates the repeated id.
+    ///
+    /// An `Err` can also be a router's refusal of an event the provider
+    /// stored (see [`set_router`](Self::set_router)): build the event and
+    /// publish it with [`publish_event_stored`](Self::publish_event_stored)
+    /// to tell the two apart.
     pub async fn publish(
         &self,
         category: &str,
@@ -193,7 +208,9 @@ impl EventBus {
         let subject = self.inner.provider.build_subject(category, topic);
         let checked = self.is_checked_subject(&subject, category, topic);
         let event = Event::new(subject, category, summary, source, payload);
-        self.run_pipeline(&event, None, checked).await?;
+        self.run_pipeline(&event, None, checked)
+            .await?
+            .into_result()?;
         Ok(event)
     }
 
@@ -217,7 +234,9 @@ impl EventBus {
         let event = Event::typed(
             subject, category, event_type, version, summary, source, payload,
         );
-        self.run_pipeline(&event, None, checked).await?;
+        self.run_pipeline(&event, None, checked)
+            .await?
+            .into_result()?;
         Ok(event)
     }
 
@@ -228,17 +247,74 @@ impl EventBus {
     /// returned, can be published again safely (within the provider's dedup
     /// window); the router, which a dropped call may not have reached, gets
     /// it then (a second time if that call had reached it).
+    ///
+    /// A router's refusal after the store is returned as the `Err` too;
+    /// [`publish_event_stored`](Self::publish_event_stored) tells it apart.
     pub async fn publish_event(&self, event: &Event) -> Result<u64> {
+        self.publish_event_stored(event).await?.into_result()
+    }
+
+    /// Publishes a pre-built event as [`publish_event`](Self::publish_event)
+    /// does (the same pipeline, metrics and span), but `Ok` whenever the
+    /// provider stored it: the [`Stored`] value carries the sequence and,
+    /// if the router then refused the event, that refusal
+    /// ([`Stored::not_routed`]). An `Err` is a publish that was refused
+    /// before the store (validation, schema, encryption, the provider), or
+    /// whose outcome is unknown (a transient provider error, which a retry
+    /// of the same event settles).
+    ///
+    /// For a caller that reacts to an error by publishing again, in
+    /// particular with a new event (a new id, which the provider does not
+    /// deduplicate): a router's refusal is not a reason to store the event
+    /// again.
+    ///
+    /// ```
+    /// use event_bus::EventBus;
+    /// use event_core::Event;
+    /// use event_memory::MemoryProvider;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> event_core::Result<()> {
+    /// let bus = EventBus::new(MemoryProvider::default());
+    /// let event = Event::new("events.orders.created", "orders", "new", "shop",
+    ///                        serde_json::json!({"id": 1}));
+    /// let stored = bus.publish_event_stored(&event).await?;
+    /// assert_eq!(stored.sequence, 1);
+    /// if let Some(refusal) = &stored.not_routed {
+    ///     // stored, but the router did not take it: do not publish a copy
+    ///     eprintln!("not routed: {refusal}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_event_stored(&self, event: &Event) -> Result<Stored> {
         self.run_pipeline(event, None, false).await
     }
 
     /// Publishes with explicit options (dedup id, expected sequence,
-    /// timeout); returns the stream sequence.
+    /// timeout); returns the stream sequence. A router's refusal after the
+    /// store is the `Err` too;
+    /// [`publish_event_stored_with_options`](Self::publish_event_stored_with_options)
+    /// tells it apart.
     pub async fn publish_event_with_options(
         &self,
         event: &Event,
         options: &PublishOptions,
     ) -> Result<u64> {
+        self.publish_event_stored_with_options(event, options)
+            .await?
+            .into_result()
+    }
+
+    /// [`publish_event_stored`](Self::publish_event_stored) with explicit
+    /// options: `Ok` whenever the provider stored the event, a router's
+    /// refusal inside it. (With an expected sequence, publishing again
+    /// after a refusal that was taken for a failed publish would fail with
+    /// [`Error::WrongLastSequence`]: the event is already there.)
+    pub async fn publish_event_stored_with_options(
+        &self,
+        event: &Event,
+        options: &PublishOptions,
+    ) -> Result<Stored> {
         self.run_pipeline(event, Some(options), false).await
     }
 
@@ -265,12 +341,14 @@ impl EventBus {
                 == Some(topic)
     }
 
+    /// The publish pipeline with its metrics and span, for every
+    /// single-event publish call. `Err`: refused before the store.
     async fn run_pipeline(
         &self,
         event: &Event,
         options: Option<&PublishOptions>,
         subject_checked: bool,
-    ) -> Result<u64> {
+    ) -> Result<Stored> {
         let start = Instant::now();
         let span = tracing::debug_span!(
             "a3s_event.publish",
@@ -283,28 +361,25 @@ impl EventBus {
             .instrument(span.clone())
             .await;
         match result {
-            Ok(seq) => {
-                span.record("sequence", seq);
+            Ok(stored) => {
+                // stored: a publish as far as the provider is concerned,
+                // also when the router then refused it (counted in
+                // `router_errors` by `pipeline`, not as a publish error)
+                span.record("sequence", stored.sequence);
                 self.inner.metrics.record_publish(start.elapsed());
-                Ok(seq)
+                if let Some(error) = &stored.not_routed {
+                    tracing::debug!(
+                        parent: &span,
+                        error = %error,
+                        "the router refused a stored event"
+                    );
+                }
+                Ok(stored)
             }
-            Err(PipelineError::Refused(err)) => {
+            Err(err) => {
                 self.inner.metrics.add_publish_error(1);
                 tracing::debug!(parent: &span, error = %err, "publish failed");
                 Err(err)
-            }
-            Err(PipelineError::NotRouted { sequence, error }) => {
-                // stored: a publish as far as the provider is concerned,
-                // counted in `router_errors` (by `pipeline`), not as a
-                // publish error
-                span.record("sequence", sequence);
-                self.inner.metrics.record_publish(start.elapsed());
-                tracing::debug!(
-                    parent: &span,
-                    error = %error,
-                    "the router refused a stored event"
-                );
-                Err(error)
             }
         }
     }
@@ -314,7 +389,7 @@ impl EventBus {
         event: &Event,
         options: Option<&PublishOptions>,
         subject_checked: bool,
-    ) -> std::result::Result<u64, PipelineError> {
+    ) -> Result<Stored> {
         let inner = &*self.inner;
         let hooks = inner.hooks.load();
         // 1.-3. The stored event is built once, owned, and handed to the
@@ -338,13 +413,17 @@ impl EventBus {
             (None, None) => provider.publish(event).await?,
         };
         // 5. router, with the plaintext
-        if let (Some(router), Some(plain)) = (&hooks.router, plain)
-            && let Err(error) = router.route_published(plain, sequence).await
-        {
+        let not_routed = match (&hooks.router, plain) {
+            (Some(router), Some(plain)) => router.route_published(plain, sequence).await.err(),
+            _ => None,
+        };
+        if not_routed.is_some() {
             inner.metrics.add_router_error(1);
-            return Err(PipelineError::NotRouted { sequence, error });
         }
-        Ok(sequence)
+        Ok(Stored {
+            sequence,
+            not_routed,
+        })
     }
 
     /// Steps 1 to 3 of the pipeline: the subject (unless `subject_checked`:
@@ -388,7 +467,10 @@ impl EventBus {
     }
 
     /// Publishes pre-built events through the pipeline as one batch; returns
-    /// one result per event, in order.
+    /// one result per event, in order. As with
+    /// [`publish_event`](Self::publish_event), an event's `Err` can be a
+    /// router's refusal after the store;
+    /// [`publish_batch_stored`](Self::publish_batch_stored) tells it apart.
     ///
     /// Each event is validated (subject, schema) and encrypted as
     /// [`publish_event`](Self::publish_event) does; those that pass go to the
@@ -410,6 +492,22 @@ impl EventBus {
     /// ([`provider`](Self::provider)) skips all of this: no validation, no
     /// encryption, no routing.
     pub async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
+        let results = self.publish_batch_stored(events).await?;
+        Ok(results
+            .into_iter()
+            .map(|result| result.and_then(Stored::into_result))
+            .collect())
+    }
+
+    /// [`publish_batch`](Self::publish_batch) (the same pipeline, metrics
+    /// and span), with an event's result `Ok` whenever the provider stored
+    /// it: a router's refusal of it is inside ([`Stored::not_routed`]), as
+    /// with [`publish_event_stored`](Self::publish_event_stored). An
+    /// event's `Err` is a refusal before the store; the outer `Err` is the
+    /// provider failing the whole batch call. The span's `failed` field
+    /// counts both the events refused before the store and those the
+    /// router refused, as for `publish_batch`.
+    pub async fn publish_batch_stored(&self, events: &[Event]) -> Result<Vec<Result<Stored>>> {
         let start = Instant::now();
         let span = tracing::debug_span!(
             "a3s_event.publish_batch",
@@ -422,28 +520,23 @@ impl EventBus {
             Ok(outcomes) => {
                 let latency = start.elapsed();
                 let mut failed = 0u64;
-                let results = outcomes
-                    .into_iter()
-                    .map(|outcome| match outcome {
-                        Ok(sequence) => {
+                for outcome in &outcomes {
+                    match outcome {
+                        Ok(stored) => {
                             metrics.record_publish(latency);
-                            Ok(sequence)
+                            // stored, refused by the router (counted there)
+                            if stored.not_routed.is_some() {
+                                failed += 1;
+                            }
                         }
-                        // stored, refused by the router (counted there)
-                        Err(PipelineError::NotRouted { error, .. }) => {
-                            metrics.record_publish(latency);
-                            failed += 1;
-                            Err(error)
-                        }
-                        Err(PipelineError::Refused(error)) => {
+                        Err(_) => {
                             metrics.add_publish_error(1);
                             failed += 1;
-                            Err(error)
                         }
-                    })
-                    .collect();
+                    }
+                }
                 span.record("failed", failed);
-                Ok(results)
+                Ok(outcomes)
             }
             Err(err) => {
                 metrics.add_publish_error(u64::try_from(events.len()).unwrap_or(u64::MAX));
@@ -453,10 +546,7 @@ impl EventBus {
         }
     }
 
-    async fn batch_pipeline(
-        &self,
-        events: &[Event],
-    ) -> Result<Vec<std::result::Result<u64, PipelineError>>> {
+    async fn batch_pipeline(&self, events: &[Event]) -> Result<Vec<Result<Stored>>> {
         let inner = &*self.inner;
         let hooks = inner.hooks.load();
         // steps 1-3 per event: `Err` refused, `Ok(stored form if not the event)`
@@ -483,8 +573,7 @@ impl EventBus {
             inner.provider.publish_batch(&batch).await?
         };
         let mut outcomes = outcomes.into_iter();
-        let mut results: Vec<std::result::Result<u64, PipelineError>> =
-            Vec::with_capacity(events.len());
+        let mut results: Vec<Result<Stored>> = Vec::with_capacity(events.len());
         for (event, checked) in events.iter().zip(checked) {
             let result = match checked {
                 Err(err) => Err(err),
@@ -498,18 +587,21 @@ impl EventBus {
                     ))
                 }),
             };
-            results.push(result.map_err(PipelineError::Refused));
+            results.push(result.map(|sequence| Stored {
+                sequence,
+                not_routed: None,
+            }));
         }
         // 5. router, with the plaintext, in order
         if let Some(router) = &hooks.router {
             for (event, result) in events.iter().zip(results.iter_mut()) {
-                if let Ok(sequence) = *result
+                if let Ok(stored) = result
                     && let Err(error) = router
-                        .route_published(Arc::new(event.clone()), sequence)
+                        .route_published(Arc::new(event.clone()), stored.sequence)
                         .await
                 {
                     inner.metrics.add_router_error(1);
-                    *result = Err(PipelineError::NotRouted { sequence, error });
+                    stored.not_routed = Some(error);
                 }
             }
         }
@@ -570,19 +662,41 @@ impl EventBus {
     }
 }
 
-/// Why a publish through the pipeline did not return `Ok`.
-enum PipelineError {
-    /// Refused before the provider stored the event (validation,
-    /// encryption, the provider itself): a publish error.
-    Refused(Error),
-    /// The provider stored the event at `sequence`, then the router
-    /// refused it: a stored publish and a router error.
-    NotRouted { sequence: u64, error: Error },
+/// A publish the provider stored: what
+/// [`EventBus::publish_event_stored`] (and the other `_stored` calls)
+/// return, with the router's refusal, if any, inside.
+///
+/// The event is in the stream at [`sequence`](Self::sequence) whether or not
+/// the router took it; publishing a copy of it (a new id) would store it
+/// twice. `#[non_exhaustive]`: read its fields, it is built by the bus.
+#[derive(Debug)]
+#[non_exhaustive]
+#[must_use = "a router's refusal is inside: check `not_routed` (or use `into_result`)"]
+pub struct Stored {
+    /// The stream sequence the provider returned (for a repeat it
+    /// deduplicated, the sequence of the copy already stored).
+    pub sequence: u64,
+    /// The router's refusal of the stored event ([`set_router`](EventBus::set_router)):
+    /// `None` when the router took it or no router is set. A refused event
+    /// is counted in `publish_total` and `router_errors`. To have it routed
+    /// after all, publish the **same** event again (deduplicated by the
+    /// provider, handed to the router again).
+    pub not_routed: Option<Error>,
 }
 
-impl From<Error> for PipelineError {
-    fn from(err: Error) -> Self {
-        Self::Refused(err)
+impl Stored {
+    /// Whether no router refused the event (also `true` without a router).
+    pub fn is_routed(&self) -> bool {
+        self.not_routed.is_none()
+    }
+
+    /// What [`EventBus::publish_event`] returns for this outcome: the
+    /// sequence, or the router's refusal as the error.
+    pub fn into_result(self) -> Result<u64> {
+        match self.not_routed {
+            None => Ok(self.sequence),
+            Some(error) => Err(error),
+        }
     }
 }
 

@@ -11,7 +11,10 @@
 //!   encryption (event id as associated data) → provider publish
 //!   (deduplicated by event id) → the router hook (a Broker; it enqueues,
 //!   so the publisher does not wait for deliveries) → metrics, all inside
-//!   one `tracing` span.
+//!   one `tracing` span. [`EventBus::publish_event_stored`] (and
+//!   [`EventBus::publish_batch_stored`]) tell a router's refusal of a
+//!   stored event ([`Stored::not_routed`]) from a publish that stored
+//!   nothing.
 //! - **Managed subscriptions** ([`EventBus::update_subscription`],
 //!   [`EventBus::create_subscriber`]): filters and options per subscriber,
 //!   persisted through a [`StateStore`](event_core::StateStore)
@@ -91,7 +94,7 @@ pub mod state;
 mod subscription;
 mod subscriptions;
 
-pub use bus::EventBus;
+pub use bus::{EventBus, Stored};
 pub use consumer::{ConsumerConfig, ConsumerHandle, ConsumerReport, Handler};
 pub use dlq::{MemoryDlqHandler, ProviderDlqHandler};
 pub use metrics::{EventMetrics, MetricsSnapshot};

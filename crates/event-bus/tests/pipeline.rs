@@ -751,3 +751,122 @@ async fn an_undecryptable_final_delivery_the_dlq_refused_comes_once_more() {
     let m = bus.metrics().snapshot();
     assert_eq!((m.dlq_total, m.dlq_errors, m.dlq_unsettled), (1, 1, 1));
 }
+
+/// `publish_event_stored`: a router's refusal after the store is inside the
+/// `Ok` (with the sequence the event was stored at), so a caller can tell
+/// it from a publish that stored nothing; metrics as for `publish_event`.
+#[tokio::test]
+async fn publish_event_stored_carries_a_router_refusal_inside_ok() {
+    let (bus, provider) = bus();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    let routed = Event::new("events.orders.new", "orders", "s", "src", json!({"n": 1}));
+    let stored = bus.publish_event_stored(&routed).await.unwrap();
+    assert_eq!(stored.sequence, 1);
+    assert!(stored.not_routed.is_none());
+    assert!(stored.is_routed());
+    assert_eq!(router.routed.lock().unwrap().len(), 1);
+
+    router.refuse.store(true, Ordering::SeqCst);
+    let refused = Event::new("events.orders.new", "orders", "s", "src", json!({"n": 2}));
+    let stored = bus.publish_event_stored(&refused).await.unwrap();
+    assert_eq!(stored.sequence, 2);
+    assert!(!stored.is_routed());
+    assert!(
+        matches!(stored.not_routed, Some(Error::Closed(_))),
+        "{stored:?}"
+    );
+    assert_eq!(provider.info().await.unwrap().messages, 2);
+    // what `publish_event` would have returned
+    assert!(matches!(stored.into_result(), Err(Error::Closed(_))));
+
+    // refused before the store: the `Err`, nothing stored or routed
+    let bad = Event::new("nope.orders.new", "orders", "s", "src", json!({"n": 3}));
+    let err = bus.publish_event_stored(&bad).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidSubject { .. }), "{err}");
+    let huge = Event::new(
+        "events.orders.new",
+        "orders",
+        "s",
+        "src",
+        json!("x".repeat(2 * 1024 * 1024)),
+    );
+    let err = bus.publish_event_stored(&huge).await.unwrap_err();
+    assert!(matches!(err, Error::PayloadTooLarge { .. }), "{err}");
+    assert_eq!(provider.info().await.unwrap().messages, 2);
+    assert_eq!(router.routed.lock().unwrap().len(), 1);
+
+    // counted exactly as `publish_event` counts: two stored (one refused by
+    // the router), two refused before the store
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (
+            m.publish_total,
+            m.router_errors,
+            m.publish_errors,
+            m.validation_errors
+        ),
+        (2, 1, 2, 1)
+    );
+    assert_eq!(m.publish_latency.count, 2);
+}
+
+/// The same with options: a refusal after the store is inside the `Ok`, the
+/// provider's refusal (a wrong expected sequence) is the `Err`.
+#[tokio::test]
+async fn publish_event_stored_with_options_tells_the_two_apart() {
+    let (bus, _) = bus();
+    let router = Arc::new(CollectRouter::default());
+    router.refuse.store(true, Ordering::SeqCst);
+    bus.set_router(router.clone());
+    let first = Event::new("events.a.b", "a", "s", "src", json!(1));
+    let options = PublishOptions {
+        expected_sequence: Some(0),
+        ..PublishOptions::default()
+    };
+    let stored = bus
+        .publish_event_stored_with_options(&first, &options)
+        .await
+        .unwrap();
+    assert_eq!(stored.sequence, 1);
+    assert!(matches!(stored.not_routed, Some(Error::Closed(_))));
+    let second = Event::new("events.a.b", "a", "s", "src", json!(2));
+    let err = bus
+        .publish_event_stored_with_options(&second, &options)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongLastSequence { .. }), "{err}");
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (m.publish_total, m.router_errors, m.publish_errors),
+        (1, 1, 1)
+    );
+}
+
+/// `publish_batch_stored`: per event, `Ok(Stored)` when the provider stored
+/// it (a router refusal inside), `Err` when it was refused before the store.
+#[tokio::test]
+async fn publish_batch_stored_reports_router_refusals_inside_ok() {
+    let (bus, provider) = bus();
+    let router = Arc::new(CollectRouter::default());
+    router.refuse.store(true, Ordering::SeqCst);
+    bus.set_router(router.clone());
+    let stored_event = Event::new("events.a.b", "a", "s", "src", json!(1));
+    let bad = Event::new("nope.a.b", "a", "s", "src", json!(2));
+    let results = bus
+        .publish_batch_stored(&[stored_event, bad])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 2);
+    let stored = results[0].as_ref().unwrap();
+    assert_eq!(stored.sequence, 1);
+    assert!(matches!(stored.not_routed, Some(Error::Closed(_))));
+    assert!(matches!(results[1], Err(Error::InvalidSubject { .. })));
+    assert_eq!(provider.info().await.unwrap().messages, 1);
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (m.publish_total, m.router_errors, m.publish_errors),
+        (1, 1, 1)
+    );
+    assert_eq!(m.publish_latency.count, 1);
+}

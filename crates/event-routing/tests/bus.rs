@@ -515,3 +515,108 @@ async fn a_forward_stored_but_rejected_by_a_full_queue_is_not_published_again() 
     assert!(m.rejected > 0, "{m:?}");
     assert_eq!((m.failed, m.retries), (0, 0), "{m:?}");
 }
+
+/// A third party's router that refuses every event the bus hands it (after
+/// the provider stored it), as one with a full queue under a reject policy
+/// would.
+struct RefusingRouter {
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl event_core::EventRouter for RefusingRouter {
+    async fn route_published(&self, _event: Arc<Event>, _sequence: u64) -> Result<()> {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(Error::Closed("the router's queue is full".into()))
+    }
+}
+
+/// A forward through a bus whose router (not a `Broker`) refuses it after
+/// the provider stored it: the delivery is done, once. Taking the refusal
+/// for a failed publish retried it, storing another copy (a new id) per
+/// attempt, and then dead-lettered an event that was in the stream.
+#[tokio::test(start_paused = true)]
+async fn a_forward_stored_but_refused_by_any_router_is_delivered_once() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let router = Arc::new(RefusingRouter {
+        refused: std::sync::atomic::AtomicUsize::new(0),
+    });
+    bus.set_router(router.clone());
+    // The broker is fed directly, not from `bus`.
+    let broker = Broker::new();
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let forward = TopicSink::through_bus("audit", bus.clone(), "events.audit.all").unwrap();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "forward",
+                TriggerFilter::by_subject("events.orders.>"),
+                Arc::new(forward),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(2)
+                    .with_backoff(
+                        event_routing::BackoffPolicy::Linear,
+                        Duration::from_millis(1),
+                    )
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    let mut results = Vec::new();
+    for i in 0..3 {
+        let event = Event::new(
+            "events.orders.created",
+            "orders",
+            "s",
+            "shop",
+            json!({"id": i}),
+        );
+        let routed = broker.route(&event).await;
+        results.push((routed.delivered, routed.failed));
+    }
+    let forwards = provider.history(Some("events.audit.>"), 100).await.unwrap();
+    assert_eq!(forwards.len(), 3, "one stored forward per event");
+    assert!(dead.is_empty(), "dead-lettered: {:?}", dead.events());
+    assert_eq!(results, [(1, 0); 3], "delivered, not failed");
+    assert_eq!(
+        router.refused.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "the router was offered each forward once"
+    );
+    let m = broker.metrics();
+    assert_eq!((m.delivered, m.failed, m.retries), (3, 0, 0), "{m:?}");
+    let bus_metrics = bus.metrics().snapshot();
+    assert_eq!(
+        (
+            bus_metrics.publish_total,
+            bus_metrics.publish_errors,
+            bus_metrics.router_errors
+        ),
+        (3, 0, 3),
+        "{bus_metrics:?}"
+    );
+}
+
+/// The same for a sink delivering an event as it is (same id) through such
+/// a bus: stored once, and the delivery succeeds.
+#[tokio::test]
+async fn an_unchanged_event_stored_but_refused_by_any_router_is_delivered() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_router(Arc::new(RefusingRouter {
+        refused: std::sync::atomic::AtomicUsize::new(0),
+    }));
+    let sink = TopicSink::unchanged_through_bus("ingest", bus.clone());
+    let event = Event::new("events.orders.created", "orders", "s", "shop", json!({}));
+    sink.deliver(&event).await.unwrap();
+    let stored = provider
+        .history(Some("events.orders.>"), 100)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, event.id);
+}

@@ -7,8 +7,8 @@
 //!   provider stored the event) or `publish_errors` (refused before the
 //!   store: `validation_errors` says how many of those validation refused).
 //!   A router refusal comes after the store: the call returns the router's
-//!   error, but it counts in `publish_total` and `router_errors`, not in
-//!   `publish_errors`.
+//!   error (`publish_event_stored` returns `Ok` with it inside), but it
+//!   counts in `publish_total` and `router_errors`, not in `publish_errors`.
 //! - **Consumer runners.** `handled_total` counts handlers that returned
 //!   `Ok` (the ack comes after; one that fails counts in `settle_errors`),
 //!   `handler_errors` the failures, `redeliveries` the naks among them.

@@ -56,6 +56,8 @@ pub enum QueueFullPolicy {
     /// whose source is a [`QueueFullError`]: the publisher never waits; the
     /// refused event is stored by the provider but not routed (feed the
     /// broker from a durable subscription where that is not acceptable).
+    /// Through an `EventBus`, `publish_event_stored` tells such a refusal
+    /// from a publish that stored nothing.
     Reject,
 }
 
@@ -667,14 +669,7 @@ impl Broker {
 #[async_trait]
 impl event_core::EventRouter for Broker {
     async fn route_published(&self, event: Arc<Event>, _sequence: u64) -> Result<()> {
-        let queued = self.enqueue(event).await;
-        if queued.is_err() {
-            // The bus stored the event first: a topic sink publishing it
-            // must not take this for a failed publish (and publish again).
-            #[cfg(feature = "bus")]
-            crate::sink::note_stored_not_routed();
-        }
-        queued
+        self.enqueue(event).await
     }
 }
 

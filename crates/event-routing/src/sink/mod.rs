@@ -19,8 +19,6 @@ pub use failing::FailingSink;
 pub use in_process::InProcessSink;
 pub use log::LogSink;
 pub use topic::TopicSink;
-#[cfg(feature = "bus")]
-pub(crate) use topic::note_stored_not_routed;
 
 use async_trait::async_trait;
 use event_core::{Event, Result};

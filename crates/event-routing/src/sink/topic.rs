@@ -21,48 +21,27 @@ impl Target {
         }
     }
 
-    /// Publishes `event`. Through a bus, a refusal of a [`Broker`](crate::Broker)
-    /// attached to it comes after the provider stored the event: the publish
-    /// happened, and is `Ok` (publishing again would store another copy).
+    /// Publishes `event`. Through a bus, a router's refusal comes after the
+    /// provider stored the event (whatever router is attached: a
+    /// [`Broker`](crate::Broker) or another): the publish happened, and is
+    /// `Ok` (publishing again would store another copy).
     async fn publish(&self, event: &Event) -> Result<()> {
         match self {
             Self::Provider(p) => p.publish(event).await.map(|_| ()),
             #[cfg(feature = "bus")]
             Self::Bus(bus) => {
-                let refused = std::cell::Cell::new(false);
-                let published = STORED_NOT_ROUTED
-                    .scope(refused, async {
-                        let published = bus.publish_event(event).await;
-                        (published, STORED_NOT_ROUTED.with(std::cell::Cell::get))
-                    })
-                    .await;
-                match published {
-                    (Err(err), true) => {
-                        tracing::debug!(
-                            event_id = %event.id, subject = %event.subject, error = %err,
-                            "forward stored; the broker attached to the bus did not route it"
-                        );
-                        Ok(())
-                    }
-                    (published, _) => published.map(|_| ()),
+                let stored = bus.publish_event_stored(event).await?;
+                if let Some(err) = &stored.not_routed {
+                    tracing::debug!(
+                        event_id = %event.id, subject = %event.subject,
+                        sequence = stored.sequence, error = %err,
+                        "forward stored; the router attached to the bus did not route it"
+                    );
                 }
+                Ok(())
             }
         }
     }
-}
-
-#[cfg(feature = "bus")]
-tokio::task_local! {
-    /// Set while a topic sink publishes through a bus; a broker attached to
-    /// the bus marks it when it refuses to route the (stored) event.
-    static STORED_NOT_ROUTED: std::cell::Cell<bool>;
-}
-
-/// Called by a broker refusing an event the bus handed it after storing it:
-/// tells a topic sink publishing it, if any, that the publish happened.
-#[cfg(feature = "bus")]
-pub(crate) fn note_stored_not_routed() {
-    let _ = STORED_NOT_ROUTED.try_with(|refused| refused.set(true));
 }
 
 /// Publishes routed events to a subject of a provider.
@@ -135,11 +114,14 @@ impl TopicSink {
     /// own new id) like any other, and counted in the bus's metrics. A bus
     /// with this broker attached routes the forwarded event too; the
     /// [`metadata::HOPS`] count stops loops. The delivery is done once the
-    /// provider stored the forward: a [`Broker`](crate::Broker) attached to
-    /// the bus that then refuses to route it (shut down, or its queue full
-    /// under [`QueueFullPolicy::Reject`](crate::QueueFullPolicy::Reject))
-    /// does not fail it, which would publish it again on retry (the bus
-    /// counts the refusal in its router errors).
+    /// provider stored the forward: a router attached to the bus that then
+    /// refuses to route it (a [`Broker`](crate::Broker) shut down or with
+    /// its queue full under
+    /// [`QueueFullPolicy::Reject`](crate::QueueFullPolicy::Reject), or any
+    /// other [`EventRouter`](event_core::EventRouter)) does not fail it,
+    /// which would publish it again on retry (the bus tells the two apart
+    /// with [`EventBus::publish_event_stored`](event_bus::EventBus::publish_event_stored)
+    /// and counts the refusal in its router errors).
     #[cfg(feature = "bus")]
     #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
     pub fn through_bus(
@@ -154,7 +136,8 @@ impl TopicSink {
     /// more [`metadata::HOPS`]: a broker attached to `bus` whose trigger
     /// matches the event routes it again on every publish (the provider
     /// deduplicates it, the bus still hands it over), and the hop count
-    /// ends that loop.
+    /// ends that loop. As with [`through_bus`](Self::through_bus), a
+    /// router's refusal of the stored event does not fail the delivery.
     #[cfg(feature = "bus")]
     #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
     pub fn unchanged_through_bus(name: impl Into<String>, bus: event_bus::EventBus) -> Self {
