@@ -23,7 +23,11 @@ use std::ops::{Deref, DerefMut};
 /// `application/vnd.x+json; charset=utf-8`) is read as JSON, as the JSON
 /// format requires; the SDK only recognises a case-sensitive
 /// `application/json` / `text/json` prefix or a bare `+json` suffix and would
-/// read such data as a string.
+/// read such data as a string. Conversely, data under a type that is not
+/// JSON but that the SDK takes for JSON by its prefix
+/// (`application/json-seq`, `text/json5`) is read as for any non-JSON type:
+/// a `data` string as text, `data_base64` as bytes (the SDK would parse
+/// either as JSON).
 ///
 /// ```
 /// use cloudevents::AttributesReader;
@@ -99,12 +103,65 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
             }
             _ => None,
         };
+        // Non-JSON data under a type the SDK takes for JSON by its prefix
+        // (`application/json-seq`, `text/json5`): the SDK would parse it as
+        // JSON (a `data` string as a JSON value, `data_base64` that decodes
+        // to JSON text as JSON); read it as for any other non-JSON type.
+        let other_data = match doc.get("datacontenttype") {
+            Some(Value::String(ct))
+                if !mapping::is_json_content_type(ct) && sdk_reads_as_json(ct) =>
+            {
+                take_non_json_data(&mut doc).map_err(D::Error::custom)?
+            }
+            _ => None,
+        };
         let mut event: cloudevents::Event =
             serde_json::from_value(Value::Object(doc)).map_err(D::Error::custom)?;
         if let Some(data) = json_data {
             event.set_data_unchecked(Data::Json(data));
         }
+        if let Some(data) = other_data {
+            event.set_data_unchecked(data);
+        }
         Ok(Self(event))
+    }
+}
+
+/// Takes the data of a document whose type is not JSON out of it, as the
+/// JSON format reads non-JSON data: a `data` string is text, `data_base64`
+/// (in 0.3: `data` with `datacontentencoding: base64`) is bytes. Both members
+/// at once, and their other errors, are left to the SDK.
+fn take_non_json_data(doc: &mut Map<String, Value>) -> Result<Option<Data>, String> {
+    let v03 = doc.get("specversion").and_then(Value::as_str) == Some("0.3");
+    let (member, base64) = if v03 {
+        let encoded = doc
+            .get("datacontentencoding")
+            .and_then(Value::as_str)
+            .is_some_and(|encoding| encoding.eq_ignore_ascii_case("base64"));
+        ("data", encoded)
+    } else if doc.contains_key("data") && doc.contains_key("data_base64") {
+        return Ok(None);
+    } else if doc.contains_key("data_base64") {
+        ("data_base64", true)
+    } else {
+        ("data", false)
+    };
+    match doc.remove(member) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if base64 => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(&text)
+                .map(|bytes| Some(Data::Binary(bytes)))
+                .map_err(|e| format!("`{member}` is not base64: {e}"))
+        }
+        Some(Value::String(text)) => Ok(Some(Data::String(text))),
+        Some(other) => Err(format!(
+            "`{member}` under the non-JSON datacontenttype {:?} must be a string, got {other}",
+            doc.get("datacontenttype")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        )),
     }
 }
 

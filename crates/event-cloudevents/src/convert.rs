@@ -1,9 +1,11 @@
 //! `Event` ↔ `CloudEvent` conversion (see [`crate::mapping`] for the mapping).
 
 use crate::CloudEvent;
+use crate::data::{self, DataForm};
 use crate::mapping::{
-    self, CATEGORY, DEFAULT_SOURCE, DEFAULT_TYPE, DEFAULTED, FOREIGN_PREFIX, JSON_CONTENT_TYPE,
-    METADATA_HEX_PREFIX, METADATA_PREFIX, MetadataSlot, SUMMARY, TIMESTAMP, VERSION, derived_id,
+    self, CATEGORY, DATA_BASE64_KEY, DATA_CONTENT_TYPE_KEY, DEFAULT_SOURCE, DEFAULT_TYPE,
+    DEFAULTED, FOREIGN_PREFIX, JSON_CONTENT_TYPE, METADATA_HEX_PREFIX, METADATA_PREFIX,
+    MetadataSlot, SUMMARY, TIMESTAMP, VERSION, derived_id,
 };
 use chrono::{DateTime, Utc};
 use cloudevents::event::{AttributesReader, AttributesWriter, ExtensionValue};
@@ -96,8 +98,20 @@ impl From<Event> for CloudEvent {
             ce.set_extension(DEFAULTED, defaulted.join(","));
         }
 
+        let form = data::form(
+            metadata
+                .get(DATA_CONTENT_TYPE_KEY)
+                .map(String::as_str)
+                .filter(|ct| data::is_attribute_content_type(ct)),
+            metadata.get(DATA_BASE64_KEY).map(String::as_str),
+            &payload,
+        );
         let mut content_type: Option<String> = None;
         for (key, value) in metadata {
+            if key == DATA_BASE64_KEY && matches!(form, DataForm::Binary(_)) {
+                // implied by binary data (`data_base64`, raw bytes)
+                continue;
+            }
             match mapping::metadata_slot(&key) {
                 MetadataSlot::Foreign(name) => ce.set_extension(name, value),
                 MetadataSlot::DataSchema => match Url::parse(&value) {
@@ -106,13 +120,14 @@ impl From<Event> for CloudEvent {
                     }
                     _ => ce.set_extension(&mapping::encode_metadata_key(&key), value),
                 },
-                // With data, the attribute must describe JSON and differ from
-                // the default (which reading cannot tell from no metadata);
-                // without data, any content type is held verbatim.
+                // With JSON data, the attribute must describe JSON and differ
+                // from the default (which reading cannot tell from no
+                // metadata); text and binary data carry their type; without
+                // data, any content type is held verbatim.
                 MetadataSlot::DataContentType
-                    if is_stable_header_value(&value)
-                        && !mapping::is_cloudevents_content_type(&value)
+                    if data::is_attribute_content_type(&value)
                         && (payload.is_null()
+                            || form != DataForm::Json
                             || (mapping::is_json_content_type(&value)
                                 && value != JSON_CONTENT_TYPE)) =>
                 {
@@ -124,27 +139,32 @@ impl From<Event> for CloudEvent {
             }
         }
 
-        if payload.is_null() {
-            if content_type.is_some() {
-                ce.set_datacontenttype(content_type);
+        match (form, content_type) {
+            (_, content_type) if payload.is_null() => {
+                if content_type.is_some() {
+                    ce.set_datacontenttype(content_type);
+                }
             }
-        } else {
-            ce.set_data(
-                content_type.unwrap_or_else(|| JSON_CONTENT_TYPE.to_string()),
-                Data::Json(payload),
-            );
+            (DataForm::Binary(bytes), Some(ct)) => {
+                ce.set_data(ct, Data::Binary(bytes));
+            }
+            (DataForm::Text, Some(ct)) => {
+                let data = match payload {
+                    serde_json::Value::String(text) => Data::String(text),
+                    // `Text` is only chosen for a string payload
+                    other => Data::Json(other),
+                };
+                ce.set_data(ct, data);
+            }
+            (_, content_type) => {
+                ce.set_data(
+                    content_type.unwrap_or_else(|| JSON_CONTENT_TYPE.to_string()),
+                    Data::Json(payload),
+                );
+            }
         }
         CloudEvent::new(ce)
     }
-}
-
-/// Whether `value` survives as an HTTP header value (binary mode carries
-/// `datacontenttype` in `Content-Type`, unencoded): printable ASCII, inner
-/// spaces only (HTTP trims surrounding whitespace).
-fn is_stable_header_value(value: &str) -> bool {
-    value.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !value.starts_with(' ')
-        && !value.ends_with(' ')
 }
 
 /// An SDK event with the three required attributes (all non-empty).
@@ -183,8 +203,10 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// - an empty `id`, `source` or `type`, or an empty `subject` (the spec
 ///   requires them non-empty, `subject` when present; the SDK accepts them
 ///   empty);
-/// - `data` under a non-JSON `datacontenttype` (`text/plain`, `application/xml`,
-///   ...), or data that does not parse as JSON;
+/// - data under a JSON (or no) `datacontenttype` that does not parse as
+///   JSON, and a JSON value other than a string as data under a non-JSON
+///   type (only a hand-built SDK event holds one: the JSON format and the
+///   bindings carry such data as text or bytes);
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
 /// - a bad A3S extension: a non-string `a3scategory`/`a3ssummary`, an
 ///   `a3sversion` that is not an integer in `u32` range, an `a3stimestamp`
@@ -196,12 +218,38 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 ///
 /// Missing optional parts take the defaults listed in [`crate::mapping`].
 ///
+/// Data under a non-JSON type (`text/plain`, `application/xml`, `image/png`,
+/// ...) is held as a string payload with the type in metadata: text as
+/// itself, bytes as base64 marked with [`DATA_BASE64_KEY`] (see
+/// [Non-JSON data](crate::mapping#non-json-data)); it is written back as the
+/// same type and bytes.
+///
+/// ```
+/// use cloudevents::{EventBuilder, EventBuilderV10};
+/// use event_cloudevents::CloudEvent;
+/// use event_core::Event;
+///
+/// let ce = EventBuilderV10::new()
+///     .id("1")
+///     .source("urn:example")
+///     .ty("com.example.note")
+///     .data("text/plain", "hello")
+///     .build()
+///     .unwrap();
+/// let event = Event::try_from(CloudEvent::new(ce.clone()))?;
+/// assert_eq!(event.payload, "hello");
+/// assert_eq!(event.metadata["ce-datacontenttype"], "text/plain");
+/// # Ok::<(), event_core::Error>(())
+/// ```
+///
 /// String data ([`Data::String`]) under a JSON content type is read as JSON
 /// text, as the SDK converts it to a JSON value and as binary mode sends it
 /// (the string's bytes as the body). The SDK's structured serialisation
 /// writes the same data as a JSON string instead, so such a hand-built
 /// CloudEvent reads differently after structured mode: build JSON data as
-/// [`Data::Json`].
+/// [`Data::Json`]. Likewise a JSON string ([`Data::Json`]) under a non-JSON
+/// type is read as the text, as structured mode carries it, while binary
+/// mode would send it quoted: build text data as [`Data::String`].
 impl TryFrom<CloudEvent> for Event {
     type Error = Error;
 
@@ -282,10 +330,18 @@ impl TryFrom<CloudEvent> for Event {
                 "dataschema",
             )?;
         }
-        let payload = match data {
-            None => serde_json::Value::Null,
-            Some(data) => json_payload(content_type.as_deref(), data)?,
+        let (payload, base64) = match data {
+            None => (serde_json::Value::Null, false),
+            Some(data) => data::read(content_type.as_deref(), data, invalid)?,
         };
+        if base64 {
+            insert_metadata(
+                &mut metadata,
+                DATA_BASE64_KEY.to_string(),
+                "true".to_string(),
+                "data_base64",
+            )?;
+        }
         // `application/json` is the default only for data: a CloudEvent
         // without data that still names it keeps it.
         if let Some(ct) = content_type.filter(|ct| ct != JSON_CONTENT_TYPE || payload.is_null()) {
@@ -415,22 +471,6 @@ fn version_extension(value: &ExtensionValue) -> Result<u32> {
             u32::MAX
         ))
     })
-}
-
-fn json_payload(content_type: Option<&str>, data: Data) -> Result<serde_json::Value> {
-    if let Some(ct) = content_type.filter(|ct| !mapping::is_json_content_type(ct)) {
-        return Err(invalid(format!(
-            "datacontenttype {ct:?} is not JSON; an A3S payload holds JSON only"
-        )));
-    }
-    match data {
-        Data::Json(value) => Ok(value),
-        Data::String(text) => {
-            serde_json::from_str(&text).map_err(|e| invalid(format!("data is not valid JSON: {e}")))
-        }
-        Data::Binary(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("data is not valid JSON: {e}"))),
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,11 @@
 //!   one). The A3S fields travel as spec-valid extensions (`a3scategory`,
 //!   `a3ssummary`, `a3sversion`, one per metadata entry);
 //!   [`mapping`] documents every attribute, default and error.
+//! - Data of any content type: JSON data is the payload; text, XML and
+//!   binary data (`text/plain`, `application/xml`, `image/png`, ...) is held
+//!   as a string payload (binary as base64) with its type in metadata, and
+//!   goes back out as the same type and bytes in every mode; [`data`] reads
+//!   and sets it without knowing the encoding.
 //! - Structured mode ([`to_structured`] / [`from_structured`],
 //!   `application/cloudevents+json`, and batches).
 //! - The provider binding ([`CloudEventProviderExt`]): publish CloudEvents to
@@ -73,6 +78,7 @@
 
 mod cloudevent;
 mod convert;
+pub mod data;
 mod derived_id;
 pub mod mapping;
 #[cfg(any(feature = "http", feature = "nats"))]

@@ -8,7 +8,7 @@
 //! | `event_type` | `type` | empty → [`DEFAULT_TYPE`], recorded in [`DEFAULTED`] |
 //! | `subject` | `subject` | the NATS-style subject (`events.market.forex`); empty → absent |
 //! | `timestamp` (ms) | `time` | RFC 3339 with millisecond precision; a timestamp past year 9999 goes to [`TIMESTAMP`] instead |
-//! | `payload` | `data` | `datacontenttype: application/json`; a `null` payload → no `data` and no `datacontenttype` (unless metadata names one, below) |
+//! | `payload` | `data` | `datacontenttype: application/json`; a `null` payload → no `data` and no `datacontenttype` (unless metadata names one, below); a string payload under a non-JSON type in metadata → text or binary data ([Non-JSON data](#non-json-data)) |
 //! | `category` | [`CATEGORY`] | string extension |
 //! | `summary` | [`SUMMARY`] | string extension |
 //! | `version` | [`VERSION`] | integer extension (string when above `i32::MAX`, the spec's integer range) |
@@ -33,8 +33,10 @@
 //!    `Content-Type`, where `application/cloudevents…` would announce
 //!    structured mode; see [`is_cloudevents_content_type`]) and either the
 //!    payload is `null` (no data: any content type, `application/json`
-//!    included) or it is a JSON type other than `application/json` (the
-//!    default for data, which needs no metadata).
+//!    included), or it is a JSON type other than `application/json` (the
+//!    default for data, which needs no metadata), or it is a non-JSON type
+//!    that the payload is text or binary data of (see
+//!    [Non-JSON data](#non-json-data)).
 //! 2. A key of lowercase letters and digits only (including the empty key) is
 //!    [`METADATA_PREFIX`]` + key`: `region` ↔ `a3smregion`.
 //! 3. Any other key is [`METADATA_HEX_PREFIX`]` + lowercase hex of its UTF-8
@@ -57,6 +59,38 @@
 //! back typed `application/json` (which the JSON event format implies).
 //! Everything else that cannot be held is an error, never guessed: see
 //! [`TryFrom<CloudEvent>`](crate::CloudEvent).
+//!
+//! # Non-JSON data
+//!
+//! Data under a `datacontenttype` that is not JSON
+//! ([`is_json_content_type`] false: `text/plain`, `application/xml`,
+//! `image/png`, protobuf, ...) is held as a JSON string payload, the type in
+//! metadata under [`DATA_CONTENT_TYPE_KEY`] exactly as given. Its bytes are
+//! what binary mode carries in the body (text data as its UTF-8 bytes), so
+//! every content mode reads to the same event:
+//!
+//! | CloudEvent data | A3S payload | metadata |
+//! |---|---|---|
+//! | bytes, under a [text type](is_text_content_type), valid UTF-8 | the text | the type |
+//! | any other bytes | standard padded base64 of the bytes | the type, [`DATA_BASE64_KEY`]` = "true"` |
+//! | empty | `null` (no data: binary mode cannot tell them apart) | the type |
+//! | a JSON value that is not a string (only a hand-built SDK event) | error | |
+//!
+//! Writing applies the table backwards, when the metadata type can be the
+//! attribute (as in rule 1 above) and the payload is a non-empty string:
+//! with the marker `"true"` and a payload that is the canonical base64 of
+//! bytes that would not read back as text, the data is those bytes
+//! (`data_base64` in structured mode, the raw body in binary mode) and the
+//! marker is not written (the data implies it); otherwise, under a text
+//! type, the data is the string. In every other case (a marker that does
+//! not fit, a non-text type without the marker, an empty string, a payload
+//! that is not a string) the type and the marker stay encoded metadata and
+//! the data is JSON, so an event always comes back equal. A foreign
+//! CloudEvent comes back with the same `datacontenttype` and the same data
+//! bytes (text whose type reads as bytes, such as
+//! `text/plain; charset=iso-8859-1`, comes back as the same bytes in
+//! `data_base64`). [`crate::data`] reads and sets such data without
+//! knowing the encoding.
 
 pub use crate::derived_id::{DERIVED_ID_PREFIX, derived_id};
 
@@ -89,8 +123,19 @@ pub const DEFAULT_TYPE: &str = "a3s.event";
 /// `source` of a CloudEvent made from an event with an empty source.
 pub const DEFAULT_SOURCE: &str = "a3s";
 
-/// The `datacontenttype` of every CloudEvent made from an event.
+/// The `datacontenttype` of a CloudEvent made from an event with JSON data
+/// (the default; see the table above for the others).
 pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// Metadata key holding a foreign `datacontenttype` (see the table above and
+/// [Non-JSON data](self#non-json-data)).
+pub const DATA_CONTENT_TYPE_KEY: &str = "ce-datacontenttype";
+
+/// Metadata key whose value `"true"` marks a string payload as the standard
+/// (padded) base64 of the event's binary data, under the non-JSON type in
+/// [`DATA_CONTENT_TYPE_KEY`]. It mirrors the JSON event format's
+/// `data_base64` member; see [Non-JSON data](self#non-json-data).
+pub const DATA_BASE64_KEY: &str = "ce-data_base64";
 
 /// Core attribute names of CloudEvents v1.0 (and the reserved `data`).
 const CORE_ATTRIBUTES: [&str; 10] = [
@@ -209,6 +254,45 @@ pub fn is_json_content_type(content_type: &str) -> bool {
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
+/// Whether non-JSON data under this content type is read as text: the media
+/// type (lowercased, without parameters) is `text/*` (other than the JSON
+/// `text/json`), `application/xml`, `*+xml`, `application/yaml`, `*+yaml` or
+/// `application/x-www-form-urlencoded`, and a `charset` parameter, if any, is
+/// `utf-8`, `utf8` or `us-ascii` (any case, quoted or not). Data under any
+/// other charset is kept as bytes: it is not UTF-8 text.
+///
+/// ```
+/// use event_cloudevents::mapping::is_text_content_type;
+///
+/// assert!(is_text_content_type("text/plain"));
+/// assert!(is_text_content_type("Application/Atom+XML; charset=UTF-8"));
+/// assert!(!is_text_content_type("text/plain; charset=iso-8859-1"));
+/// assert!(!is_text_content_type("application/octet-stream"));
+/// ```
+pub fn is_text_content_type(content_type: &str) -> bool {
+    let essence = essence(content_type);
+    let textual = (essence.starts_with("text/") && essence != "text/json")
+        || essence == "application/xml"
+        || essence.ends_with("+xml")
+        || essence == "application/yaml"
+        || essence.ends_with("+yaml")
+        || essence == "application/x-www-form-urlencoded";
+    textual
+        && content_type.split(';').skip(1).all(|parameter| {
+            let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+            !name.trim().eq_ignore_ascii_case("charset") || {
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                ["utf-8", "utf8", "us-ascii"]
+                    .iter()
+                    .any(|utf8| value.eq_ignore_ascii_case(utf8))
+            }
+        })
+}
+
 /// Whether a content type names a CloudEvents format itself
 /// (`application/cloudevents`, `application/cloudevents+json`,
 /// `application/cloudevents-batch+json`, any case, with or without
@@ -315,6 +399,39 @@ mod tests {
         assert!(!is_json_content_type("text/plain"));
         assert!(!is_json_content_type("application/xml"));
         assert!(!is_json_content_type("application/jsonx"));
+    }
+
+    #[test]
+    fn text_content_types() {
+        for ct in [
+            "text/plain",
+            "Text/Plain",
+            "text/csv; header=present",
+            "text/plain; charset=utf-8",
+            "text/plain;charset=\"UTF-8\"",
+            "text/html; charset=us-ascii",
+            "application/xml",
+            "application/atom+xml",
+            "image/svg+xml; charset=utf8",
+            "application/yaml",
+            "application/vnd.k8s+yaml",
+            "application/x-www-form-urlencoded",
+        ] {
+            assert!(is_text_content_type(ct), "{ct}");
+        }
+        for ct in [
+            "application/octet-stream",
+            "image/png",
+            "application/protobuf",
+            "text/plain; charset=iso-8859-1",
+            "text/plain; charset=utf-16",
+            "text/plain; charset=",
+            "application/xmlx",
+            "textplain",
+            "",
+        ] {
+            assert!(!is_text_content_type(ct), "{ct}");
+        }
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!   headers): every attribute, extensions included, in its own header named
 //!   `ce-<attribute>` (§3.1.3.1) — `datacontenttype` too, as
 //!   `ce-datacontenttype`: unlike HTTP, the binding maps it like any other
-//!   attribute. The event data (the A3S payload as JSON) is the message
-//!   payload (§3.1.1); an event without data has an empty payload. Every
+//!   attribute. The event data is the message payload (§3.1.1): the A3S
+//!   payload as JSON, or the bytes of text and binary data (see
+//!   [Non-JSON data](crate::mapping#non-json-data)); an event without data
+//!   has an empty payload, and an empty payload is no data. Every
 //!   header value is the attribute's canonical string, percent-encoded as
 //!   §3.1.3.2 requires (space, `"`, `%`, controls and everything outside
 //!   printable ASCII, as UTF-8 bytes with upper-case hex), so any string —
@@ -122,7 +124,7 @@ pub use crate::Mode;
 pub struct NatsMessage {
     /// `ce-*` headers (binary mode) or `Content-Type` (structured mode).
     pub headers: HeaderMap,
-    /// The payload: JSON data (binary mode) or the event document
+    /// The payload: the data (binary mode) or the event document
     /// (structured mode).
     pub payload: Bytes,
 }
@@ -945,22 +947,26 @@ mod tests {
             &["not valid JSON"],
         );
         rejected(
-            Some(&with(&[("ce-datacontenttype", "text/plain")], "")),
+            Some(&with(
+                &[("ce-datacontenttype", "application/vnd.x+json")],
+                "",
+            )),
             b"hello",
-            &["text/plain", "not JSON"],
+            &["not valid JSON"],
         );
         rejected(
             Some(&with(&[("ce-a3sversion", "-1")], "")),
             b"",
             &["a3sversion"],
         );
-        // the SDK keeps non-JSON data as bytes
+        // the SDK keeps non-JSON data as bytes; text becomes the payload
         let ce = cloudevent_from_nats(
             Some(&with(&[("ce-datacontenttype", "text/plain")], "")),
             b"hello",
         )
         .unwrap();
         assert_eq!(ce.data(), Some(&Data::Binary(b"hello".to_vec())));
+        assert_eq!(Event::try_from(ce).unwrap().payload, json!("hello"));
     }
 
     #[test]

@@ -185,6 +185,9 @@ fn structurally_mutated_documents_are_typed_errors_or_lossless_events() {
                         json!("2024-01-01T00:00:00+25:00"),
                         json!("application/json"),
                         json!("text/plain"),
+                        json!("image/png"),
+                        json!("application/json-seq"),
+                        json!("text/plain; charset=latin1"),
                         json!("APPLICATION/JSON;"),
                         json!("base64"),
                         json!("AAAA"),
@@ -342,6 +345,8 @@ fn mutated_http_messages_are_typed_errors_or_lossless_events() {
                             ("content-type", "application/cloudevents+jsonx"),
                             ("content-type", "application/cloudevents-batch+json"),
                             ("content-type", "text/plain"),
+                            ("content-type", "application/octet-stream"),
+                            ("content-type", "text/json5"),
                             ("ce-specversion", "0.3"),
                             ("ce-specversion", "2.0"),
                             ("ce-time", "yesterday"),
@@ -439,6 +444,9 @@ fn mutated_nats_messages_are_typed_errors_or_lossless_events() {
                         ("ce-a3sversion", "4294967296"),
                         ("ce-a3sx", "v"),
                         ("ce-datacontentencoding", "base64"),
+                        ("ce-datacontenttype", "image/png"),
+                        ("ce-datacontenttype", "text/plain"),
+                        ("ce-data_base64", "true"),
                     ]);
                     pairs.push((n.to_owned(), v.to_owned()));
                 }

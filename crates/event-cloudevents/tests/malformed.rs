@@ -69,12 +69,38 @@ fn invalid_documents_are_rejected_by_the_sdk() {
 
 #[test]
 fn data_the_mapping_cannot_hold_is_rejected() {
+    // Text under a non-JSON type is held (as the payload string, the type in
+    // metadata); data that is no string there is refused (the SDK's JSON
+    // format refuses it already).
+    let event = from_structured(&with(&[
+        ("datacontenttype", json!("text/plain")),
+        ("data", json!("hello")),
+    ]))
+    .unwrap();
+    assert_eq!(event.payload, json!("hello"));
+    assert_eq!(event.metadata["ce-datacontenttype"], "text/plain");
     rejected(
         &with(&[
             ("datacontenttype", json!("text/plain")),
-            ("data", json!("hello")),
+            ("data", json!({"k": 1})),
         ]),
-        &["text/plain", "not JSON"],
+        &["invalid structured CloudEvent"],
+    );
+    rejected(
+        &with(&[
+            ("datacontenttype", json!("application/json-seq")),
+            ("data", json!({"k": 1})),
+        ]),
+        &["application/json-seq", "must be a string"],
+    );
+    // JSON-typed data that is not JSON stays refused
+    rejected(
+        &with(&[
+            ("datacontenttype", json!("application/vnd.x+json")),
+            ("data", Value::Null),
+            ("data_base64", json!("PGEvPg==")),
+        ]),
+        &["not valid JSON"],
     );
     rejected(
         &with(&[

@@ -405,3 +405,78 @@ async fn invalid_subjects_are_typed_errors() {
         }
     }
 }
+
+/// Binary-mode messages with text or binary data (what other SDKs publish
+/// for non-JSON data) used to be refused as "not JSON": now they become
+/// events, and an event republished in binary mode carries the same
+/// `ce-datacontenttype` and the same payload bytes; in structured mode the
+/// same data.
+#[tokio::test]
+async fn text_and_binary_payloads_are_read_and_republished_unchanged() {
+    use base64::Engine as _;
+    let Some(server) = Server::start("text_and_binary_payloads") else {
+        return;
+    };
+    let (client, mut subscriber) = server.pair("data.>").await;
+    let png: &[u8] = &[0x89, b'P', b'N', b'G', 0x00, 0xff, 0x0a];
+    let text = "hello, wörld\n".as_bytes();
+    for (content_type, body, payload, marked) in [
+        ("text/plain", text, json!("hello, wörld\n"), false),
+        (
+            "application/octet-stream",
+            png,
+            json!(base64::engine::general_purpose::STANDARD.encode(png)),
+            true,
+        ),
+        ("text/xml", &[b'<', 0xff, b'>'][..], json!("PP8+"), true),
+    ] {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "ext-1"),
+            ("ce-source", "urn:example:producer"),
+            ("ce-type", "com.example.upload"),
+            ("ce-time", "2024-05-06T07:08:09.123Z"),
+            ("ce-datacontenttype", content_type),
+        ] {
+            headers.insert(name, value);
+        }
+        client
+            .publish_with_headers("data.in", headers, body.to_vec().into())
+            .await
+            .unwrap();
+        let event = from_message(&next(&mut subscriber).await)
+            .unwrap_or_else(|e| panic!("{content_type}: {e}"));
+        assert_eq!(event.payload, payload, "{content_type}");
+        assert_eq!(
+            event.metadata.get("ce-datacontenttype").map(String::as_str),
+            Some(content_type)
+        );
+        assert_eq!(
+            event.metadata.get("ce-data_base64").map(String::as_str),
+            marked.then_some("true")
+        );
+
+        publish(&client, "data.out", &event, Mode::Binary)
+            .await
+            .unwrap();
+        let message = next(&mut subscriber).await;
+        assert_eq!(header(&message, "ce-datacontenttype"), Some(content_type));
+        assert_eq!(header(&message, "ce-data_base64"), None);
+        assert_eq!(&message.payload[..], body, "{content_type}");
+        assert_eq!(from_message(&message).unwrap(), event, "{content_type}");
+
+        publish(&client, "data.out", &event, Mode::Structured)
+            .await
+            .unwrap();
+        let message = next(&mut subscriber).await;
+        let doc: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(doc["datacontenttype"], content_type);
+        if marked {
+            assert_eq!(doc["data_base64"], payload);
+        } else {
+            assert_eq!(doc["data"], payload);
+        }
+        assert_eq!(from_message(&message).unwrap(), event, "{content_type}");
+    }
+}

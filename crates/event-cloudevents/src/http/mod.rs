@@ -5,8 +5,10 @@
 //! content mode:
 //!
 //! - [`Mode::Binary`] (the default, as in Knative): attributes in `ce-*`
-//!   headers, `datacontenttype` in `Content-Type`, the JSON payload as the
-//!   body. Header values are percent-encoded as the binding requires (the
+//!   headers, `datacontenttype` in `Content-Type`, the data as the body
+//!   (the JSON payload, or the bytes of text and binary data, see
+//!   [Non-JSON data](crate::mapping#non-json-data)); an empty body is no
+//!   data. Header values are percent-encoded as the binding requires (the
 //!   SDK does not), so unicode and leading spaces survive.
 //! - [`Mode::Structured`]: the whole event as one
 //!   `application/cloudevents+json` document.
@@ -49,7 +51,7 @@ pub use crate::Mode;
 pub struct HttpMessage {
     /// `ce-*` and `Content-Type` headers.
     pub headers: HeaderMap,
-    /// The body: JSON data (binary mode) or the event document (structured).
+    /// The body: the data (binary mode) or the event document (structured).
     pub body: Vec<u8>,
 }
 

@@ -173,7 +173,8 @@ impl Rng {
             3 => 253_402_300_800_000,
             _ => self.next_u64() % 4_000_000_000_000,
         };
-        let payload = if self.chance(3) {
+        let large = self.chance(3);
+        let payload = if large {
             json!({"blob": "x".repeat(300_000 + self.below(100_000)), "n": 1})
         } else {
             self.json(3)
@@ -195,15 +196,92 @@ impl Rng {
             let value = self.metadata_value(&key);
             event.metadata.insert(key, value);
         }
+        // non-JSON data: text, or marked base64 (also under text types, for
+        // bytes that are not UTF-8), and markers that do not fit
+        match if large { 8 } else { self.below(8) } {
+            0 => {
+                let ct = *self.pick(TEXT_TYPES);
+                event.payload = Value::String(self.text(30));
+                event
+                    .metadata
+                    .insert("ce-datacontenttype".into(), ct.into());
+                if self.chance(20) {
+                    event
+                        .metadata
+                        .insert("ce-data_base64".into(), "true".into());
+                }
+            }
+            1 => {
+                let ct = if self.chance(70) {
+                    *self.pick(BINARY_TYPES)
+                } else {
+                    *self.pick(TEXT_TYPES)
+                };
+                let bytes = self.bytes(40);
+                let text = if self.chance(10) {
+                    (*self.pick(&["AP9=", "AP8", "not base64!", "", "AP8=\n"])).to_string()
+                } else {
+                    base64(&bytes)
+                };
+                event.payload = Value::String(text);
+                event
+                    .metadata
+                    .insert("ce-datacontenttype".into(), ct.into());
+                let marker = if self.chance(80) {
+                    "true"
+                } else {
+                    *self.pick(&["TRUE", "false", ""])
+                };
+                event
+                    .metadata
+                    .insert("ce-data_base64".into(), marker.into());
+            }
+            _ => {}
+        }
         event
     }
+
+    /// Random bytes, NUL and 0xFF included.
+    pub fn bytes(&mut self, max_len: usize) -> Vec<u8> {
+        let len = self.below(max_len + 1);
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Non-JSON content types read as text (with UTF-8 data), some spelled
+/// oddly, and types the SDK's JSON format takes for JSON by their prefix.
+pub const TEXT_TYPES: &[&str] = &[
+    "text/plain",
+    "text/plain; charset=utf-8",
+    "Text/XML",
+    "application/xml",
+    "application/atom+xml",
+    "text/csv; header=present",
+    "text/json5",
+];
+
+/// Non-JSON content types read as bytes.
+pub const BINARY_TYPES: &[&str] = &[
+    "application/octet-stream",
+    "image/png",
+    "application/x-protobuf",
+    "text/plain; charset=iso-8859-1",
+    "application/json-seq",
+    "application/vnd.apache.thrift.binary",
+];
+
+/// Standard padded base64.
+pub fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 impl Rng {
     /// A random CloudEvent as another producer may send it: optional
     /// attributes present or not, string, integer and boolean extensions,
     /// `time` with nanoseconds, data as JSON or as JSON bytes under assorted
-    /// JSON content types, or a content type without data. `time` is always
+    /// JSON content types, text or bytes under non-JSON types, or a content
+    /// type without data. `time` is always
     /// set (a missing one is the time of conversion, which differs between
     /// conversions). Not generated: data as `Data::String` under a JSON type
     /// (the SDK writes it as a JSON string in structured mode but as raw text
@@ -243,7 +321,7 @@ impl Rng {
             "application/vnd.a3s+json",
             "Application/JSON",
         ];
-        match self.below(5) {
+        match self.below(7) {
             0 => {}
             1 => {
                 let ct = (*self.pick(JSON_TYPES)).to_string();
@@ -259,9 +337,27 @@ impl Rng {
                 let ct = *self.pick(&["application/json", "text/xml", "application/vnd.a3s+json"]);
                 ce.set_datacontenttype(Some(ct));
             }
-            _ => {
+            4 => {
                 let data = self.json(3);
                 ce.set_data_unchecked(Data::Json(data));
+            }
+            5 => {
+                let ct = *self.pick(TEXT_TYPES);
+                let text = format!("{}x", self.text(30));
+                if self.chance(80) {
+                    ce.set_data(ct, Data::String(text));
+                } else {
+                    ce.set_data(ct, Data::Binary(text.into_bytes()));
+                }
+            }
+            _ => {
+                let ct = if self.chance(70) {
+                    *self.pick(BINARY_TYPES)
+                } else {
+                    *self.pick(TEXT_TYPES)
+                };
+                let bytes = self.bytes(40);
+                ce.set_data(ct, Data::Binary(bytes));
             }
         }
         const NAMES: &[&str] = &[
