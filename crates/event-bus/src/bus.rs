@@ -611,8 +611,50 @@ impl EventBus {
     /// The newest `limit` events, optionally of one category, newest first,
     /// decrypted.
     ///
-    /// An event that fails to decrypt is an [`Error::Decryption`] naming it.
+    /// An event that fails to decrypt (encrypted under a key the ring no
+    /// longer holds, say) fails the whole call with an
+    /// [`Error::Decryption`] naming it; to list the others anyway, use
+    /// [`list_events_each`](Self::list_events_each).
     pub async fn list_events(&self, category: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        self.list_events_each(category, limit)
+            .await?
+            .into_iter()
+            .collect()
+    }
+
+    /// The newest `limit` events, as [`list_events`](Self::list_events),
+    /// with one result per event: an event that fails to decrypt is an
+    /// [`Error::Decryption`] naming it, in its place, and the others are
+    /// listed (decrypted) all the same. A dashboard or an audit over a
+    /// stream that holds a few undecryptable events reads everything it
+    /// can; the raw, still encrypted events are in the provider's
+    /// [`history`](EventProvider::history).
+    ///
+    /// The outer `Err` is the listing itself failing: an invalid
+    /// `category` ([`Error::InvalidSubject`]) or the provider's error.
+    ///
+    /// ```
+    /// use event_bus::EventBus;
+    /// use event_memory::MemoryProvider;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> event_core::Result<()> {
+    /// let bus = EventBus::new(MemoryProvider::default());
+    /// bus.publish("orders", "created", "new order", "shop", serde_json::json!({"id": 1}))
+    ///     .await?;
+    /// for listed in bus.list_events_each(Some("orders"), 50).await? {
+    ///     match listed {
+    ///         Ok(event) => println!("{} {}", event.id, event.payload),
+    ///         Err(err) => eprintln!("unreadable: {err}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_events_each(
+        &self,
+        category: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Result<Event>>> {
         let filter = match category {
             Some(category) => {
                 validate_category(category)?;
@@ -627,9 +669,9 @@ impl EventBus {
             .await?;
         let hooks = self.inner.hooks.load();
         if hooks.encryptor.is_none() {
-            return Ok(events);
+            return Ok(events.into_iter().map(Ok).collect());
         }
-        events
+        Ok(events
             .into_iter()
             .map(|mut event| {
                 if let Some(plain) = self.inner.decrypt_payload(&hooks, &event, None)? {
@@ -637,7 +679,7 @@ impl EventBus {
                 }
                 Ok(event)
             })
-            .collect()
+            .collect())
     }
 
     /// Event counts per category over the newest `limit` events.

@@ -214,6 +214,25 @@ async fn undecryptable_event_is_dead_lettered_terminated_and_reported() {
     // listing history names the bad event
     let err = bus.list_events(Some("secret"), 10).await.unwrap_err();
     assert!(err.to_string().contains(&moved.id));
+    // listing each event separately shows the others, decrypted, in order
+    let listed = bus.list_events_each(Some("secret"), 10).await.unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let ids: Vec<String> = listed
+        .iter()
+        .map(|r| match r {
+            Ok(event) => event.id.clone(),
+            Err(err) => format!("err:{err}"),
+        })
+        .collect();
+    // newest first: the second plaintext event, the moved one, the first
+    assert_eq!(listed[0].as_ref().unwrap().payload, json!({"pin": 2}));
+    assert!(
+        ids[1].starts_with("err:") && ids[1].contains(&moved.id),
+        "{ids:?}"
+    );
+    assert!(matches!(listed[1], Err(Error::Decryption(_))));
+    assert_eq!(listed[2].as_ref().unwrap().id, real.id);
+    assert_eq!(listed[2].as_ref().unwrap().payload, json!({"pin": 1}));
 }
 
 #[tokio::test]
