@@ -691,6 +691,82 @@ mod tests {
         assert!(!subject_matches("a.b*", "a.bc"));
     }
 
+    /// The length limits are inclusive: a subject or filter of exactly
+    /// [`MAX_SUBJECT_LEN`] bytes is valid, one byte more is not; the same for
+    /// consumer names and [`MAX_CONSUMER_NAME_LEN`].
+    #[test]
+    fn length_limits_are_inclusive() {
+        let at_limit = format!("events.{}", "a".repeat(MAX_SUBJECT_LEN - 7));
+        assert_eq!(at_limit.len(), MAX_SUBJECT_LEN);
+        validate_subject(&at_limit).unwrap();
+        assert!(SubjectPattern::parse(&at_limit).unwrap().matches(&at_limit));
+        let over = format!("{at_limit}a");
+        for err in [
+            validate_subject(&over).unwrap_err(),
+            SubjectPattern::parse(&over).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("longer than 1024 bytes"), "{err}");
+        }
+        validate_consumer_name(&"x".repeat(MAX_CONSUMER_NAME_LEN)).unwrap();
+        let err = validate_consumer_name(&"x".repeat(MAX_CONSUMER_NAME_LEN + 1)).unwrap_err();
+        assert!(err.to_string().contains("longer than 255 bytes"), "{err}");
+    }
+
+    /// `validate_filter` accepts what `SubjectPattern::parse` accepts and
+    /// refuses the rest.
+    #[test]
+    fn validate_filter_refuses_bad_filters() {
+        for ok in ["events.>", "events.*.x", ">", "*"] {
+            validate_filter(ok).unwrap();
+        }
+        for bad in ["", "events..x", "events.>.x", "events.mark*", "a b"] {
+            assert!(
+                matches!(validate_filter(bad), Err(Error::InvalidSubject { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    /// Each bad filter's error names the rule it broke.
+    #[test]
+    fn bad_filter_errors_name_the_rule() {
+        for (bad, rule) in [
+            ("events.>.x", "`>` is only allowed as the last token"),
+            (">.x", "`>` is only allowed as the last token"),
+            ("events.mark*", "must be whole tokens"),
+            ("events.a>", "must be whole tokens"),
+            ("events..x", "empty token"),
+        ] {
+            match SubjectPattern::parse(bad) {
+                Err(Error::InvalidSubject { reason, .. }) => {
+                    assert!(reason.contains(rule), "{bad}: {reason}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    /// An over-long input is echoed in the error by its first 64 bytes at
+    /// most, cut back to a character boundary, then `…`.
+    #[test]
+    fn long_error_input_shows_its_start() {
+        // `€` is three bytes: byte 64 falls inside the 22nd, so 21 are kept
+        let subject = "€".repeat(500);
+        match validate_subject(&subject) {
+            Err(Error::InvalidSubject { subject: shown, .. }) => {
+                assert_eq!(shown, format!("{}…", "€".repeat(21)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let name = "n".repeat(300);
+        match validate_consumer_name(&name) {
+            Err(Error::InvalidSubject { subject: shown, .. }) => {
+                assert_eq!(shown, format!("{}…", "n".repeat(64)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn long_error_input_is_truncated_on_a_char_boundary() {
         let s = "é".repeat(2000);

@@ -355,6 +355,25 @@ mod tests {
         }
     }
 
+    /// Only a text of exactly 64 hex digits is called a hex key: a shorter
+    /// hex key (`openssl rand -hex 16`, an AES-128 key) or 64 characters
+    /// that are not all hex digits get the plain error, not a diagnosis
+    /// that names the wrong mistake.
+    #[test]
+    fn only_64_hex_digits_are_diagnosed_as_a_hex_key() {
+        let hex_128 = "000102030405060708090a0b0c0d0e0f";
+        let msg = EncryptionKey::from_base64(hex_128).unwrap_err().to_string();
+        assert!(msg.contains("got 24 bytes"), "{msg}");
+        assert!(!msg.contains("hex"), "{msg}");
+        // 64 base64 characters (48 bytes), hex digits but for one `g`
+        let not_hex = format!("{}g", &"0123456789abcdef".repeat(4)[..63]);
+        let msg = EncryptionKey::from_base64(&not_hex)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("got 48 bytes"), "{msg}");
+        assert!(!msg.contains("hex"), "{msg}");
+    }
+
     /// A Kubernetes secret whose `data:` value is the key text itself is
     /// base64-decoded by Kubernetes: the variable then holds the 32 raw key
     /// bytes, which are (almost always) not Unicode.

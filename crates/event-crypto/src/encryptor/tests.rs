@@ -360,6 +360,32 @@ fn wrong_nonce_length_fails() {
     }
 }
 
+/// A nonce of the wrong size is reported with its size: the decoded length
+/// while the text is short enough to be a nonce at all (up to 20 base64
+/// characters, 15 bytes), the text's length beyond that (it is not decoded).
+#[test]
+fn wrong_nonce_length_errors_name_the_length() {
+    let e = enc();
+    let sealed = e.encrypt("evt-1", &payload()).unwrap();
+    for (len, reported) in [
+        (11usize, "got 11"),
+        (13, "got 13"),
+        // 20 base64 characters: the longest text still decoded
+        (15, "got 15"),
+        // 24 characters
+        (16, "got 24 base64 characters"),
+        // 32 characters
+        (24, "got 32 base64 characters"),
+        (1000, "got 1336 base64 characters"),
+    ] {
+        let mut bad = sealed.clone();
+        bad["nonce"] = json!(b64(&vec![7u8; len]));
+        let msg = decrypt_err(&e, "evt-1", &bad);
+        assert!(msg.contains("nonce must be 12 bytes"), "len {len}: {msg}");
+        assert!(msg.contains(reported), "len {len}: {msg}");
+    }
+}
+
 #[test]
 fn bad_base64_fails() {
     let e = enc();
