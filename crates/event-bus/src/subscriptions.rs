@@ -164,8 +164,11 @@ impl EventBus {
     /// were called. A change dropped (a `timeout`, a `select!`) while it
     /// still waits for the ones before it does nothing; once it has started,
     /// it runs to completion (saved and applied, or refused) even if the
-    /// caller stops waiting for it: the bus and its state store always
-    /// agree, and a change the caller makes next comes after it. A caller
+    /// caller stops waiting for it: the bus and its state store agree (but
+    /// for a store that answers after its time limit, which then holds the
+    /// refused change until the next save, see
+    /// [`set_state_store`](Self::set_state_store)), and a change the caller
+    /// makes next comes after it. A caller
     /// that gave up can read the outcome with
     /// [`get_subscription_record`](Self::get_subscription_record). The same
     /// holds for every method that changes subscriptions.
@@ -198,7 +201,8 @@ impl EventBus {
     /// nothing), then runs detached (see [`detached`]) with the lock: the
     /// change is made in full, saved and applied, even if the caller stops
     /// waiting (a `timeout`, a `select!`), so the state store and the bus
-    /// never disagree. (Detached before taking the lock, a change given up
+    /// do not disagree (short of a save that completes after its time
+    /// limit). (Detached before taking the lock, a change given up
     /// on could take it after a change its caller made next, and undo it.)
     async fn upsert(
         &self,
@@ -384,7 +388,11 @@ impl EventBus {
     /// network mount, an unreachable database) would freeze them all. A
     /// store that completes an abandoned save later holds a set the bus does
     /// not until the next change, whose save writes the bus's whole set
-    /// again.
+    /// again, provided the store lands saves in the order they were issued
+    /// ([`FileStateStore`](crate::state::FileStateStore) does, even for a
+    /// save abandoned while it waits behind a hung one; a store of your own
+    /// whose late save could land after a newer one would hold the older
+    /// set).
     pub async fn set_state_store(&self, store: Arc<dyn StateStore>) -> Result<()> {
         self.set_state_store_with_timeout(store, DEFAULT_STATE_STORE_TIMEOUT)
             .await

@@ -55,7 +55,10 @@ pub struct NatsConfig {
     /// Server URL(s), comma separated: `nats://host:4222`, `tls://host:4222`.
     /// A URL may carry credentials, as with every NATS client:
     /// `nats://user:password@host:4222` or `nats://token@host:4222`
-    /// (percent-encode `@`, `:`, `/` and `%` in them); every server that
+    /// (percent-encode `@`, `:`, `/` and `%` in them; in a nats:// or
+    /// tls:// URL, which has no path, the credentials end at the last `@`,
+    /// so an unencoded `/` in a password still works, while in a ws:// URL
+    /// it starts the path); every server that
     /// carries some must carry the same, and they count as the one
     /// authentication method (beside them, any other is
     /// [`Error::InvalidConfig`]).
@@ -122,7 +125,10 @@ impl std::fmt::Debug for NatsConfig {
 }
 
 /// `url` (comma-separated server URLs) with the credentials of every
-/// `user:password@host` or `token@host` replaced by `<redacted>`.
+/// `user:password@host` or `token@host` replaced by `<redacted>`: all of a
+/// server URL up to its last `@`, wherever it is (a password with an
+/// unencoded `/` is hidden too; a ws:// path holding an `@` is hidden with
+/// it, which costs a log line some detail, not a secret).
 pub(crate) fn redact_url(url: &str) -> String {
     url.split(',')
         .map(|one| {
@@ -130,8 +136,7 @@ pub(crate) fn redact_url(url: &str) -> String {
                 Some((scheme, rest)) => (Some(scheme), rest),
                 None => (None, one),
             };
-            let host_end = rest.find('/').unwrap_or(rest.len());
-            let rest = match rest[..host_end].rfind('@') {
+            let rest = match rest.rfind('@') {
                 Some(at) => format!("<redacted>{}", &rest[at..]),
                 None => rest.to_string(),
             };
@@ -152,6 +157,22 @@ pub(crate) enum UrlCredentials {
     Token(String),
 }
 
+/// Where the credentials of one server URL end: the index in `rest` (the URL
+/// after `scheme://`) of the `@` after them, if it has any. ws:// and wss://
+/// URLs have paths, so there the credentials end before the first `/`, `?`
+/// or `#`, as URL parsers read them. nats://, tls:// and scheme-less server
+/// addresses have none, so their last `@` ends the credentials (a password
+/// may hold an unencoded `/`, as generated base64 passwords do), as
+/// [`NatsConfig::validate`] reads the host.
+fn credentials_end(scheme: Option<&str>, rest: &str) -> Option<usize> {
+    let authority_end = if matches!(scheme, Some("ws" | "wss")) {
+        rest.find(['/', '?', '#']).unwrap_or(rest.len())
+    } else {
+        rest.len()
+    };
+    rest[..authority_end].rfind('@')
+}
+
 /// The servers of `url` (comma-separated) without the credentials in them,
 /// and those credentials: the same on every server that has any, or
 /// [`Error::InvalidConfig`]. (async-nats ignores credentials in a URL, so
@@ -165,8 +186,7 @@ pub(crate) fn split_url_credentials(url: &str) -> Result<(Vec<String>, Option<Ur
             Some((scheme, rest)) => (Some(scheme), rest),
             None => (None, one),
         };
-        let host_end = rest.find('/').unwrap_or(rest.len());
-        let Some(at) = rest[..host_end].rfind('@') else {
+        let Some(at) = credentials_end(scheme, rest) else {
             servers.push(one.to_string());
             continue;
         };
@@ -218,8 +238,12 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // two hex digits (`from_str_radix` alone would take a sign)
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b);
@@ -266,7 +290,9 @@ pub(crate) fn check_one_auth_method(
 }
 
 impl NatsConfig {
-    /// Checks every field that can be checked without a server.
+    /// Checks every field that can be checked without a server, the
+    /// credentials in the URL included (well-formed, the same on every
+    /// server, not beside `token` or `credentials_path`).
     pub fn validate(&self) -> Result<()> {
         if self.url.trim().is_empty() {
             return Err(Error::invalid_config("url", "must not be empty"));
@@ -274,6 +300,10 @@ impl NatsConfig {
         for url in self.url.split(',') {
             validate_url(url.trim())?;
         }
+        // credentials in the URL: well-formed, the same on every server, and
+        // not beside the token or the credentials file
+        let (_, url_credentials) = split_url_credentials(&self.url)?;
+        check_one_auth_method(self, &NatsOptions::default(), url_credentials.is_some())?;
         if self.stream_name.is_empty()
             || self
                 .stream_name
@@ -372,7 +402,8 @@ fn validate_url(url: &str) -> Result<()> {
         }
         None => url,
     };
-    let host_port = rest.rsplit_once('@').map_or(rest, |(_, hp)| hp);
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    let host_port = credentials_end(scheme, rest).map_or(rest, |at| &rest[at + 1..]);
     let host_port = host_port.split('/').next().unwrap_or_default();
     if host_port.is_empty() {
         return Err(bad("missing host"));
@@ -496,7 +527,9 @@ impl std::fmt::Debug for NatsOptions {
 }
 
 impl NatsOptions {
-    /// Checks every field that can be checked without a server.
+    /// Checks every field that can be checked without a server, the
+    /// credentials in the URL included (well-formed, the same on every
+    /// server, not beside `token` or `credentials_path`).
     pub fn validate(&self) -> Result<()> {
         if self.user.is_some() != self.password.is_some() {
             return Err(Error::invalid_config(
@@ -947,6 +980,102 @@ mod url_credential_tests {
                     "{url}: expected InvalidConfig, got {:?}",
                     other.map(|(s, _)| s)
                 ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod url_credential_edge_tests {
+    use super::{NatsConfig, split_url_credentials};
+    use event_core::Error;
+
+    /// A password with an unencoded `/` (common in generated passwords:
+    /// base64 has `/` and `+`) in a nats:// or tls:// URL, whose servers have
+    /// no path: the credentials end at the last `@`, as `validate` reads the
+    /// host; they are used, and never shown.
+    #[test]
+    fn an_unencoded_slash_in_the_password_is_neither_shown_nor_lost() {
+        for (url, server) in [
+            ("nats://app:Xk/Zq9+@h:4222", "nats://h:4222"),
+            ("tls://app:Xk/Zq9+@h:4222/x", "tls://h:4222/x"),
+            ("app:Xk/Zq9+@h:4222", "h:4222"),
+        ] {
+            let config = NatsConfig {
+                url: url.into(),
+                ..NatsConfig::default()
+            };
+            let debug = format!("{config:?}");
+            assert!(!debug.contains("Xk") && !debug.contains("Zq9"), "{debug}");
+            config.validate().unwrap_or_else(|e| panic!("{url}: {e}"));
+            let (servers, creds) = split_url_credentials(url).unwrap();
+            assert_eq!(servers, [server], "{url}");
+            assert!(
+                creds
+                    == Some(super::UrlCredentials::UserPassword {
+                        user: "app".into(),
+                        password: "Xk/Zq9+".into(),
+                    }),
+                "{url}"
+            );
+        }
+        // ws:// has paths: there the credentials end before the first `/`,
+        // so such a URL is a bad port, named without the secret
+        let config = NatsConfig {
+            url: "ws://app:Xk/Zq9@h:80".into(),
+            ..NatsConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("Xk"));
+        match config.validate() {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "url");
+                assert!(
+                    !reason.contains("Xk") && !reason.contains("Zq9"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+        // and an `@` in a ws path is no credentials
+        let (servers, creds) = split_url_credentials("wss://h:443/a@b").unwrap();
+        assert_eq!(servers, ["wss://h:443/a@b"]);
+        assert!(creds.is_none());
+    }
+
+    /// `%` must be followed by two hex digits (`u8::from_str_radix` alone
+    /// takes `+1`).
+    #[test]
+    fn a_percent_escape_with_a_sign_is_malformed() {
+        for url in ["nats://u:p%+1@h", "nats://u:p%-1@h", "nats://%+4ser:p@h"] {
+            match split_url_credentials(url) {
+                Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "url", "{url}"),
+                other => panic!(
+                    "{url}: expected InvalidConfig, got {:?}",
+                    other.map(|(s, _)| s)
+                ),
+            }
+        }
+    }
+
+    /// `validate` checks every field that can be checked without a server:
+    /// the URL's credentials too.
+    #[test]
+    fn validate_checks_the_credentials_in_the_url() {
+        for (url, token) in [
+            ("nats://a:s3cret1@h1,nats://a:s3cret2@h2", None),
+            ("nats://u:p%zz@h", None),
+            ("nats://u:s3cret@h", Some("t")),
+        ] {
+            let config = NatsConfig {
+                url: url.into(),
+                token: token.map(str::to_string),
+                ..NatsConfig::default()
+            };
+            match config.validate() {
+                Err(Error::InvalidConfig { reason, .. }) => {
+                    assert!(!reason.contains("s3cret"), "{url}: {reason}");
+                }
+                other => panic!("{url}: expected InvalidConfig, got {other:?}"),
             }
         }
     }
