@@ -183,7 +183,14 @@ async fn a_stream_capturing_a_wider_subject_space_is_used_as_it_is() {
 async fn services_racing_to_create_the_stream_all_connect() {
     let server = server!("services_racing_to_create_the_stream_all_connect");
     for _ in 0..5 {
-        let config = common::config(&server, "race");
+        // The race, not the server's latency, is under test: on a loaded
+        // machine (the whole suite in parallel) six concurrent stream
+        // creations and updates once took the server past the default 5 s
+        // request timeout.
+        let config = NatsConfig {
+            request_timeout_secs: 30,
+            ..common::config(&server, "race")
+        };
         let (_, other_prefix) = common::unique("other");
         let variants = [
             config.clone(),
