@@ -404,26 +404,7 @@ async fn an_unchanged_forward_into_its_own_broker_stops_at_max_hops() {
 #[tokio::test(start_paused = true)]
 async fn a_forward_stored_but_not_routed_by_a_shut_down_broker_is_delivered_once() {
     let (provider, bus, broker) = bus_with_broker(8);
-    let dead = Arc::new(CollectorSink::new("dead"));
-    let forward = TopicSink::through_bus("audit", bus.clone(), "events.audit.all").unwrap();
-    broker
-        .add_trigger(
-            Trigger::new(
-                "forward",
-                TriggerFilter::by_subject("events.orders.>"),
-                Arc::new(forward),
-            )
-            .with_delivery(
-                DeliverySpec::new()
-                    .with_retries(2)
-                    .with_backoff(
-                        event_routing::BackoffPolicy::Linear,
-                        Duration::from_millis(1),
-                    )
-                    .with_dead_letter_sink(dead.clone()),
-            ),
-        )
-        .unwrap();
+    let dead = forward_orders_through(&broker, &bus);
     for i in 0..3 {
         bus.publish("orders", "created", "s", "shop", json!({"id": i}))
             .await
@@ -546,26 +527,7 @@ async fn a_forward_stored_but_refused_by_any_router_is_delivered_once() {
     bus.set_router(router.clone());
     // The broker is fed directly, not from `bus`.
     let broker = Broker::new();
-    let dead = Arc::new(CollectorSink::new("dead"));
-    let forward = TopicSink::through_bus("audit", bus.clone(), "events.audit.all").unwrap();
-    broker
-        .add_trigger(
-            Trigger::new(
-                "forward",
-                TriggerFilter::by_subject("events.orders.>"),
-                Arc::new(forward),
-            )
-            .with_delivery(
-                DeliverySpec::new()
-                    .with_retries(2)
-                    .with_backoff(
-                        event_routing::BackoffPolicy::Linear,
-                        Duration::from_millis(1),
-                    )
-                    .with_dead_letter_sink(dead.clone()),
-            ),
-        )
-        .unwrap();
+    let dead = forward_orders_through(&broker, &bus);
     let mut results = Vec::new();
     for i in 0..3 {
         let event = Event::new(
@@ -619,4 +581,31 @@ async fn an_unchanged_event_stored_but_refused_by_any_router_is_delivered() {
         .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].id, event.id);
+}
+
+/// Adds to `broker` a trigger forwarding `events.orders.>` through `bus` to
+/// `events.audit.all` (two retries, 1 ms apart); returns its dead-letter
+/// sink.
+fn forward_orders_through(broker: &Broker, bus: &EventBus) -> Arc<CollectorSink> {
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let forward = TopicSink::through_bus("audit", bus.clone(), "events.audit.all").unwrap();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "forward",
+                TriggerFilter::by_subject("events.orders.>"),
+                Arc::new(forward),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(2)
+                    .with_backoff(
+                        event_routing::BackoffPolicy::Linear,
+                        Duration::from_millis(1),
+                    )
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    dead
 }
