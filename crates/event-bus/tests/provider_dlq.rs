@@ -10,6 +10,7 @@ use event_core::{
     BoxError, DeadLetterEvent, DlqHandler, Event, EventEncryptor, EventProvider, ReceivedEvent,
     SubscribeOptions, SubscriptionFilter,
 };
+use event_crypto::Aes256GcmEncryptor;
 use event_memory::MemoryProvider;
 use serde_json::json;
 use std::sync::Arc;
@@ -965,4 +966,49 @@ async fn redrive_matching_redrives_an_undecryptable_event_once_its_key_is_added(
             .unwrap(),
         json!({"card": "4111"})
     );
+}
+
+/// Dead letters stored before the DLQ was given an encryptor are plaintext.
+/// A handler given one since (the bus's, as the docs advise) reads them as
+/// they are and decrypts only envelopes: it lists, counts and re-drives the
+/// old letters next to the new, encrypted ones, and the bus encrypts the
+/// re-driven copies.
+#[tokio::test]
+async fn letters_stored_before_the_dlq_had_an_encryptor_stay_readable_after() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    // before: no encryptor anywhere
+    let old = job(1);
+    ProviderDlqHandler::new(provider.clone())
+        .handle(DeadLetterEvent::new(old.clone(), "x").with_subscriber("w1"))
+        .await
+        .unwrap();
+    let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    let old_letter: DeadLetterEvent = serde_json::from_value(stored[0].payload.clone()).unwrap();
+    assert_eq!(old_letter.event, old, "stored in plaintext");
+
+    // after: the bus and its DLQ encrypt
+    let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &[7; 32]));
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(encryptor.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone()).with_encryptor(encryptor.clone());
+    let new = job(2);
+    let new_letter = DeadLetterEvent::new(new.clone(), "y").with_subscriber("w1");
+    dlq.handle(new_letter.clone()).await.unwrap();
+    let stored = provider.history(Some("events.dlq.>"), 1).await.unwrap();
+    assert!(encryptor.is_encrypted(&stored[0].payload));
+
+    assert_eq!(dlq.list(10).await.unwrap(), [new_letter, old_letter]);
+    assert_eq!(dlq.count().await.unwrap(), 2);
+    let old_only = |d: &DeadLetterEvent| d.event.id == old.id;
+    let report = dlq.redrive_matching(&bus, 10, old_only).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 0));
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 0));
+    assert_eq!(
+        redriven_from(&bus, "jobs").await,
+        [old.id.as_str(), new.id.as_str()]
+    );
+    let copies = provider.history(Some("events.jobs.>"), 10).await.unwrap();
+    assert_eq!(copies.len(), 2);
+    assert!(copies.iter().all(|e| encryptor.is_encrypted(&e.payload)));
 }
