@@ -1012,3 +1012,139 @@ async fn letters_stored_before_the_dlq_had_an_encryptor_stay_readable_after() {
     assert_eq!(copies.len(), 2);
     assert!(copies.iter().all(|e| encryptor.is_encrypted(&e.payload)));
 }
+
+/// A memory provider whose durable subscriptions first report one message
+/// they could not decode (as NATS does for a message that is not an event),
+/// and that records the `limit` of every `history` call.
+#[derive(Default)]
+struct Probe {
+    inner: MemoryProvider,
+    undecodable: std::sync::atomic::AtomicBool,
+    history_limits: std::sync::Mutex<Vec<usize>>,
+}
+
+struct UndecodableFirst {
+    inner: Box<dyn event_core::Subscription>,
+    pending: bool,
+}
+
+impl UndecodableFirst {
+    fn undecodable(&mut self) -> Option<event_core::Error> {
+        std::mem::take(&mut self.pending).then(|| event_core::Error::Undecodable {
+            subject: "events.dlq.jobs".into(),
+            sequence: 0,
+            reason: "not an event".into(),
+            raw: "garbage".into(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for UndecodableFirst {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        match self.undecodable() {
+            Some(err) => Err(err),
+            None => self.inner.next().await,
+        }
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        match self.undecodable() {
+            Some(err) => Err(err),
+            None => self.inner.next_manual_ack().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl EventProvider for Probe {
+    async fn publish_with_options(
+        &self,
+        event: &Event,
+        options: &event_core::PublishOptions,
+    ) -> event_core::Result<u64> {
+        self.inner.publish_with_options(event, options).await
+    }
+    async fn subscribe_durable_with_options(
+        &self,
+        name: &str,
+        filter: &str,
+        options: &SubscribeOptions,
+    ) -> event_core::Result<Box<dyn event_core::Subscription>> {
+        let inner = self
+            .inner
+            .subscribe_durable_with_options(name, filter, options)
+            .await?;
+        Ok(Box::new(UndecodableFirst {
+            inner,
+            pending: self.undecodable.swap(false, Ordering::SeqCst),
+        }))
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> event_core::Result<Vec<Event>> {
+        self.history_limits.lock().unwrap().push(limit);
+        self.inner.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> event_core::Result<()> {
+        self.inner.unsubscribe(name).await
+    }
+    async fn info(&self) -> event_core::Result<event_core::ProviderInfo> {
+        self.inner.info().await
+    }
+    fn name(&self) -> &str {
+        "probe"
+    }
+}
+
+/// A message in the DLQ stream the provider cannot decode is counted as
+/// skipped by `redrive`, which goes on with the letters behind it.
+#[tokio::test]
+async fn redrive_counts_an_undecodable_message_as_skipped_and_goes_on() {
+    let probe = Arc::new(Probe::default());
+    let provider: Arc<dyn EventProvider> = probe.clone();
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    let events: Vec<Event> = (0..2).map(job).collect();
+    for event in &events {
+        dlq.handle(DeadLetterEvent::new(event.clone(), "x"))
+            .await
+            .unwrap();
+    }
+    probe.undecodable.store(true, Ordering::SeqCst);
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 1));
+    assert_eq!(
+        redriven_from(&bus, "jobs").await,
+        [events[0].id.as_str(), events[1].id.as_str()]
+    );
+}
+
+/// `count` reads the DLQ stream with one `history` call, and `list` reads
+/// back only as far as it must: one call when the newest `limit` events are
+/// dead letters, twice as far back while other events hide some.
+#[tokio::test]
+async fn list_and_count_read_the_stream_no_further_than_needed() {
+    let probe = Arc::new(Probe::default());
+    let provider: Arc<dyn EventProvider> = probe.clone();
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    for n in 0..5 {
+        dlq.handle(DeadLetterEvent::new(job(n), "x")).await.unwrap();
+    }
+    let limits = || std::mem::take(&mut *probe.history_limits.lock().unwrap());
+
+    assert_eq!(dlq.count().await.unwrap(), 5);
+    assert_eq!(limits(), [6]);
+    assert_eq!(dlq.list(2).await.unwrap().len(), 2);
+    assert_eq!(limits(), [2]);
+    assert_eq!(dlq.list(10).await.unwrap().len(), 5);
+    assert_eq!(limits(), [10]);
+
+    // a newer event under the DLQ subjects that is not a dead letter
+    let foreign = Event::new("events.dlq.jobs", "dlq", "s", "router", json!(0));
+    provider.publish(&foreign).await.unwrap();
+    assert_eq!(dlq.list(2).await.unwrap().len(), 2);
+    assert_eq!(limits(), [2, 4]);
+    assert_eq!(dlq.count().await.unwrap(), 5);
+    assert_eq!(limits(), [7]);
+}
