@@ -10,6 +10,7 @@ use event_core::{
     BoxError, DeadLetterEvent, DlqHandler, Event, EventEncryptor, EventProvider, ReceivedEvent,
     SubscribeOptions, SubscriptionFilter,
 };
+use event_crypto::Aes256GcmEncryptor;
 use event_memory::MemoryProvider;
 use serde_json::json;
 use std::sync::Arc;
@@ -965,4 +966,185 @@ async fn redrive_matching_redrives_an_undecryptable_event_once_its_key_is_added(
             .unwrap(),
         json!({"card": "4111"})
     );
+}
+
+/// Dead letters stored before the DLQ was given an encryptor are plaintext.
+/// A handler given one since (the bus's, as the docs advise) reads them as
+/// they are and decrypts only envelopes: it lists, counts and re-drives the
+/// old letters next to the new, encrypted ones, and the bus encrypts the
+/// re-driven copies.
+#[tokio::test]
+async fn letters_stored_before_the_dlq_had_an_encryptor_stay_readable_after() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    // before: no encryptor anywhere
+    let old = job(1);
+    ProviderDlqHandler::new(provider.clone())
+        .handle(DeadLetterEvent::new(old.clone(), "x").with_subscriber("w1"))
+        .await
+        .unwrap();
+    let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    let old_letter: DeadLetterEvent = serde_json::from_value(stored[0].payload.clone()).unwrap();
+    assert_eq!(old_letter.event, old, "stored in plaintext");
+
+    // after: the bus and its DLQ encrypt
+    let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &[7; 32]));
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(encryptor.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone()).with_encryptor(encryptor.clone());
+    let new = job(2);
+    let new_letter = DeadLetterEvent::new(new.clone(), "y").with_subscriber("w1");
+    dlq.handle(new_letter.clone()).await.unwrap();
+    let stored = provider.history(Some("events.dlq.>"), 1).await.unwrap();
+    assert!(encryptor.is_encrypted(&stored[0].payload));
+
+    assert_eq!(dlq.list(10).await.unwrap(), [new_letter, old_letter]);
+    assert_eq!(dlq.count().await.unwrap(), 2);
+    let old_only = |d: &DeadLetterEvent| d.event.id == old.id;
+    let report = dlq.redrive_matching(&bus, 10, old_only).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 0));
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 0));
+    assert_eq!(
+        redriven_from(&bus, "jobs").await,
+        [old.id.as_str(), new.id.as_str()]
+    );
+    let copies = provider.history(Some("events.jobs.>"), 10).await.unwrap();
+    assert_eq!(copies.len(), 2);
+    assert!(copies.iter().all(|e| encryptor.is_encrypted(&e.payload)));
+}
+
+/// A memory provider whose durable subscriptions first report one message
+/// they could not decode (as NATS does for a message that is not an event),
+/// and that records the `limit` of every `history` call.
+#[derive(Default)]
+struct Probe {
+    inner: MemoryProvider,
+    undecodable: std::sync::atomic::AtomicBool,
+    history_limits: std::sync::Mutex<Vec<usize>>,
+}
+
+struct UndecodableFirst {
+    inner: Box<dyn event_core::Subscription>,
+    pending: bool,
+}
+
+impl UndecodableFirst {
+    fn undecodable(&mut self) -> Option<event_core::Error> {
+        std::mem::take(&mut self.pending).then(|| event_core::Error::Undecodable {
+            subject: "events.dlq.jobs".into(),
+            sequence: 0,
+            reason: "not an event".into(),
+            raw: "garbage".into(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for UndecodableFirst {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        match self.undecodable() {
+            Some(err) => Err(err),
+            None => self.inner.next().await,
+        }
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        match self.undecodable() {
+            Some(err) => Err(err),
+            None => self.inner.next_manual_ack().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl EventProvider for Probe {
+    async fn publish_with_options(
+        &self,
+        event: &Event,
+        options: &event_core::PublishOptions,
+    ) -> event_core::Result<u64> {
+        self.inner.publish_with_options(event, options).await
+    }
+    async fn subscribe_durable_with_options(
+        &self,
+        name: &str,
+        filter: &str,
+        options: &SubscribeOptions,
+    ) -> event_core::Result<Box<dyn event_core::Subscription>> {
+        let inner = self
+            .inner
+            .subscribe_durable_with_options(name, filter, options)
+            .await?;
+        Ok(Box::new(UndecodableFirst {
+            inner,
+            pending: self.undecodable.swap(false, Ordering::SeqCst),
+        }))
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> event_core::Result<Vec<Event>> {
+        self.history_limits.lock().unwrap().push(limit);
+        self.inner.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> event_core::Result<()> {
+        self.inner.unsubscribe(name).await
+    }
+    async fn info(&self) -> event_core::Result<event_core::ProviderInfo> {
+        self.inner.info().await
+    }
+    fn name(&self) -> &str {
+        "probe"
+    }
+}
+
+/// A message in the DLQ stream the provider cannot decode is counted as
+/// skipped by `redrive`, which goes on with the letters behind it.
+#[tokio::test]
+async fn redrive_counts_an_undecodable_message_as_skipped_and_goes_on() {
+    let probe = Arc::new(Probe::default());
+    let provider: Arc<dyn EventProvider> = probe.clone();
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    let events: Vec<Event> = (0..2).map(job).collect();
+    for event in &events {
+        dlq.handle(DeadLetterEvent::new(event.clone(), "x"))
+            .await
+            .unwrap();
+    }
+    probe.undecodable.store(true, Ordering::SeqCst);
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 1));
+    assert_eq!(
+        redriven_from(&bus, "jobs").await,
+        [events[0].id.as_str(), events[1].id.as_str()]
+    );
+}
+
+/// `count` reads the DLQ stream with one `history` call, and `list` reads
+/// back only as far as it must: one call when the newest `limit` events are
+/// dead letters, twice as far back while other events hide some.
+#[tokio::test]
+async fn list_and_count_read_the_stream_no_further_than_needed() {
+    let probe = Arc::new(Probe::default());
+    let provider: Arc<dyn EventProvider> = probe.clone();
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    for n in 0..5 {
+        dlq.handle(DeadLetterEvent::new(job(n), "x")).await.unwrap();
+    }
+    let limits = || std::mem::take(&mut *probe.history_limits.lock().unwrap());
+
+    assert_eq!(dlq.count().await.unwrap(), 5);
+    assert_eq!(limits(), [6]);
+    assert_eq!(dlq.list(2).await.unwrap().len(), 2);
+    assert_eq!(limits(), [2]);
+    assert_eq!(dlq.list(10).await.unwrap().len(), 5);
+    assert_eq!(limits(), [10]);
+
+    // a newer event under the DLQ subjects that is not a dead letter
+    let foreign = Event::new("events.dlq.jobs", "dlq", "s", "router", json!(0));
+    provider.publish(&foreign).await.unwrap();
+    assert_eq!(dlq.list(2).await.unwrap().len(), 2);
+    assert_eq!(limits(), [2, 4]);
+    assert_eq!(dlq.count().await.unwrap(), 5);
+    assert_eq!(limits(), [7]);
 }
