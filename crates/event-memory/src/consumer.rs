@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 // tokio's clock (std's unless the `test-util` feature pauses it), so that
@@ -88,6 +89,8 @@ struct Pending {
     /// [`State::due_redelivery`]). When the spare is not settled either, the
     /// event ends.
     spare: bool,
+    /// The subscription this delivery went to (see [`HANDOFF_GRACE`]).
+    holder: u64,
 }
 
 impl Pending {
@@ -100,6 +103,24 @@ impl Pending {
         self.reported_final && is_final(max_deliver, self.deliveries)
     }
 }
+
+/// How long a redelivery offered to the other subscriptions of a durable
+/// waits for one of them before the subscription that failed it may take it
+/// back.
+///
+/// A subscription that fails a delivery (a nak, or an ack wait that ran out
+/// while it kept fetching) asks for more work at once, before the
+/// subscriptions waiting on the same durable have run; taking the
+/// redelivery itself, it could fail the same event again and again while a
+/// healthy subscription waits. So a due redelivery is left to the other
+/// subscriptions while one of them is waiting. One that counts as waiting
+/// but is not polled (its fetch future kept and forgotten) must not strand
+/// the event: after this grace the failing subscription may take it.
+pub(crate) const HANDOFF_GRACE: Duration = Duration::from_millis(100);
+
+/// A due redelivery left to the other subscriptions: (sequence, delivery
+/// token of the failed delivery, when it was left).
+type Handoff = (u64, u64, Instant);
 
 pub(crate) struct State {
     pub(crate) settings: Settings,
@@ -115,6 +136,9 @@ pub(crate) struct State {
     fifo: VecDeque<Timer>,
     /// Every other timer (redeliveries, naks, in-progress extensions).
     heap: BinaryHeap<Reverse<Timer>>,
+    /// Due redeliveries left to subscriptions other than their holder (see
+    /// [`HANDOFF_GRACE`]); their timers have fired, they stay pending.
+    handoff: VecDeque<Handoff>,
     next_token: u64,
     lagged: u64,
     pub(crate) deleted: bool,
@@ -143,6 +167,35 @@ pub(crate) enum Next {
 pub(crate) struct Consumer {
     pub(crate) state: Mutex<State>,
     pub(crate) notify: Notify,
+    /// Subscriptions waiting for work (see [`Consumer::waiting`]).
+    waiting: AtomicUsize,
+    /// Identifiers handed to subscriptions (see [`Consumer::join`]).
+    subscribers: AtomicU64,
+}
+
+/// Counts a subscription as waiting for work while it lives.
+pub(crate) struct Waiting<'a> {
+    consumer: &'a Consumer,
+    /// Dropped without [`woken`](Self::woken): the fetch was cancelled.
+    cancelled: bool,
+}
+
+impl Waiting<'_> {
+    /// The waiter was woken and fetches again (it takes what was left to it).
+    pub(crate) fn woken(mut self) {
+        self.cancelled = false;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.consumer.waiting.fetch_sub(1, Ordering::Relaxed);
+        // a waiter that goes away without fetching again leaves what was
+        // left to it to the others
+        if self.cancelled && !self.consumer.state.lock().handoff.is_empty() {
+            self.consumer.notify.notify_waiters();
+        }
+    }
 }
 
 impl Consumer {
@@ -158,12 +211,32 @@ impl Consumer {
                 pending: PendingMap::default(),
                 fifo: VecDeque::new(),
                 heap: BinaryHeap::new(),
+                handoff: VecDeque::new(),
                 next_token: 0,
                 lagged: 0,
                 deleted: false,
             }),
             notify: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            subscribers: AtomicU64::new(0),
         })
+    }
+
+    /// An identifier for a new subscription to this consumer, which it
+    /// passes to [`try_next`](Self::try_next).
+    pub(crate) fn join(&self) -> u64 {
+        self.subscribers.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts the caller as waiting for work until the guard is dropped:
+    /// due redeliveries are then left to it rather than taken back by the
+    /// subscription that failed them (see [`HANDOFF_GRACE`]).
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            consumer: self,
+            cancelled: true,
+        }
     }
 
     /// Applies changed settings to an existing durable. The start policy
@@ -225,15 +298,27 @@ impl Consumer {
     /// asks for the next one, before anything could be redelivered to it, so
     /// tracking would be unobservable; if the subscription goes away first,
     /// so does the consumer.
+    ///
+    /// `sub` identifies the calling subscription ([`join`](Self::join)).
     pub(crate) fn try_next(
         &self,
         store: &parking_lot::Mutex<Store>,
         ack: Option<u64>,
         untracked: bool,
+        sub: u64,
     ) -> Next {
         let mut state = self.state.lock();
         let freed = ack.is_some_and(|seq| state.ack(seq));
-        let next = state.try_next(store, untracked);
+        // the caller is not waiting while it asks: any waiter is another
+        let others_waiting = self.waiting.load(Ordering::Relaxed) > 0;
+        let next = state.try_next(
+            store,
+            untracked,
+            Caller {
+                sub,
+                others_waiting,
+            },
+        );
         drop(state);
         if freed {
             // room under max_ack_pending: wake a waiting subscriber
@@ -310,7 +395,12 @@ impl State {
         }
     }
 
-    fn try_next(&mut self, store: &parking_lot::Mutex<Store>, untracked: bool) -> Next {
+    fn try_next(
+        &mut self,
+        store: &parking_lot::Mutex<Store>,
+        untracked: bool,
+        caller: Caller,
+    ) -> Next {
         if self.deleted {
             return Next::Deleted;
         }
@@ -319,7 +409,7 @@ impl State {
         let now = (!untracked || !self.pending.is_empty()).then(Instant::now);
         let store = store.lock();
         if let Some(now) = now
-            && let Some(d) = self.due_redelivery(&store, now)
+            && let Some(d) = self.due_redelivery(&store, now, caller)
         {
             return Next::Delivery(d);
         }
@@ -331,15 +421,19 @@ impl State {
             while let Some(seq) = self.initial.pop_front() {
                 if let Some(entry) = store.get(seq) {
                     let event = entry.event.clone();
-                    return Next::Delivery(self.deliver_new(seq, event, track));
+                    return Next::Delivery(self.deliver_new(seq, event, track, caller.sub));
                 }
                 self.lagged += 1;
             }
-            if let Some(next) = self.next_new(&store, track) {
+            if let Some(next) = self.next_new(&store, track, caller.sub) {
                 return next;
             }
         }
-        Next::Wait(self.next_deadline())
+        let handoff = self.handoff.iter().map(|h| after(h.2, HANDOFF_GRACE)).min();
+        Next::Wait(match (self.next_deadline(), handoff) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     fn in_flight(&self) -> u64 {
@@ -412,7 +506,13 @@ impl State {
     /// A first delivery of `seq`, in flight from `track` (the current time)
     /// until settled; `None` delivers it untracked (see
     /// [`Consumer::try_next`]).
-    fn deliver_new(&mut self, seq: u64, event: Arc<Event>, track: Option<Instant>) -> Delivery {
+    fn deliver_new(
+        &mut self,
+        seq: u64,
+        event: Arc<Event>,
+        track: Option<Instant>,
+        holder: u64,
+    ) -> Delivery {
         let mut token = 0;
         let mut ack_wait = None;
         if let Some(now) = track {
@@ -430,6 +530,7 @@ impl State {
                     phase: Phase::InFlight,
                     reported_final: is_final(self.settings.options.max_deliver, 1),
                     spare: false,
+                    holder,
                 },
             );
             self.fifo.push_back((deadline, seq, token));
@@ -444,7 +545,14 @@ impl State {
         }
     }
 
-    fn due_redelivery(&mut self, store: &Store, now: Instant) -> Option<Delivery> {
+    /// A redelivery due now, if any: first one left to other subscriptions
+    /// that the caller may take, then the due timers in deadline order. A due
+    /// redelivery whose holder is the caller is left to the others while one
+    /// of them waits (see [`HANDOFF_GRACE`]).
+    fn due_redelivery(&mut self, store: &Store, now: Instant, caller: Caller) -> Option<Delivery> {
+        if let Some(d) = self.take_handoff(store, now, caller) {
+            return Some(d);
+        }
         let max = self.settings.options.max_deliver;
         while let Some(seq) = self.pop_due(now) {
             let Some(p) = self.pending.get_mut(&seq) else {
@@ -455,44 +563,92 @@ impl State {
                 self.pending.remove(&seq);
                 continue;
             }
-            // A final delivery that reaches its deadline unsettled (its
-            // holder crashed, stalled or dropped it) was never reported (a
-            // final delivery nak'd or terminated ends at once). It is delivered
-            // once more, still final, so that it reaches a dead-letter queue
-            // instead of vanishing. So is a delivery at or past a limit
-            // lowered after it was handed out (not reported final, so nak'd
-            // or not): either way the next delivery is past the limit, the
-            // event's one spare, and the event ends when that one fails too.
-            let spare = is_final(max, p.deliveries);
-            let Some(entry) = store.get(seq) else {
-                // evicted by retention before it could be redelivered
-                self.pending.remove(&seq);
-                self.lagged += 1;
+            if p.holder == caller.sub && caller.others_waiting {
+                // failed by the caller: offered to the waiting ones first;
+                // the holder's token no longer settles or extends it
+                p.phase = Phase::Scheduled;
+                self.handoff.push_back((seq, p.token, now));
                 continue;
-            };
-            self.next_token += 1;
-            p.deliveries += 1;
-            p.token = self.next_token;
-            p.phase = Phase::InFlight;
-            p.reported_final = is_final(max, p.deliveries);
-            p.spare = spare;
-            let wait = self.settings.in_flight_wait(p.deliveries);
-            p.deadline = after(now, wait);
-            let (deadline, token, deliveries) = (p.deadline, p.token, p.deliveries);
-            self.heap.push(Reverse((deadline, seq, token)));
-            return Some(Delivery {
-                event: entry.event.clone(),
-                sequence: seq,
-                deliveries,
-                token,
-                max_deliver: max,
-                ack_wait: Some(wait),
-            });
+            }
+            if let Some(d) = self.redeliver(store, seq, now, caller.sub) {
+                return Some(d);
+            }
         }
         None
     }
 
-    fn next_new(&mut self, store: &Store, track: Option<Instant>) -> Option<Next> {
+    /// A redelivery from the hand-off list the caller may take: one it did
+    /// not fail, or any once nobody else waits or the grace has run out.
+    /// Entries settled meanwhile are dropped.
+    fn take_handoff(&mut self, store: &Store, now: Instant, caller: Caller) -> Option<Delivery> {
+        let mut i = 0;
+        while let Some(&(seq, token, since)) = self.handoff.get(i) {
+            let Some(p) = self.pending.get(&seq).filter(|p| p.token == token) else {
+                // settled (an ack by sequence) after it was left
+                self.handoff.remove(i);
+                continue;
+            };
+            let grace_over = after(since, HANDOFF_GRACE) <= now;
+            if p.holder != caller.sub || !caller.others_waiting || grace_over {
+                self.handoff.remove(i);
+                if let Some(d) = self.redeliver(store, seq, now, caller.sub) {
+                    return Some(d);
+                }
+                continue;
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// Delivers pending `seq` again, to `holder`; `None` when retention
+    /// evicted it meanwhile (reported as lag).
+    fn redeliver(
+        &mut self,
+        store: &Store,
+        seq: u64,
+        now: Instant,
+        holder: u64,
+    ) -> Option<Delivery> {
+        let max = self.settings.options.max_deliver;
+        let p = self.pending.get_mut(&seq)?;
+        // A final delivery that reaches its deadline unsettled (its
+        // holder crashed, stalled or dropped it) was never reported (a
+        // final delivery nak'd or terminated ends at once). It is delivered
+        // once more, still final, so that it reaches a dead-letter queue
+        // instead of vanishing. So is a delivery at or past a limit
+        // lowered after it was handed out (not reported final, so nak'd
+        // or not): either way the next delivery is past the limit, the
+        // event's one spare, and the event ends when that one fails too.
+        let spare = is_final(max, p.deliveries);
+        let Some(entry) = store.get(seq) else {
+            // evicted by retention before it could be redelivered
+            self.pending.remove(&seq);
+            self.lagged += 1;
+            return None;
+        };
+        self.next_token += 1;
+        p.deliveries += 1;
+        p.token = self.next_token;
+        p.phase = Phase::InFlight;
+        p.reported_final = is_final(max, p.deliveries);
+        p.spare = spare;
+        p.holder = holder;
+        let wait = self.settings.in_flight_wait(p.deliveries);
+        p.deadline = after(now, wait);
+        let (deadline, token, deliveries) = (p.deadline, p.token, p.deliveries);
+        self.heap.push(Reverse((deadline, seq, token)));
+        Some(Delivery {
+            event: entry.event.clone(),
+            sequence: seq,
+            deliveries,
+            token,
+            max_deliver: max,
+            ack_wait: Some(wait),
+        })
+    }
+
+    fn next_new(&mut self, store: &Store, track: Option<Instant>, holder: u64) -> Option<Next> {
         if self.next_seq < store.first_seq() {
             // retention overtook this consumer: the store counted the
             // evicted events its filter matches
@@ -521,8 +677,17 @@ impl State {
         }
         self.cursor.advance_to(self.next_seq);
         let (seq, event) = found?;
-        Some(Next::Delivery(self.deliver_new(seq, event, track)))
+        Some(Next::Delivery(self.deliver_new(seq, event, track, holder)))
     }
+}
+
+/// Who asks [`State::try_next`] for a delivery.
+#[derive(Clone, Copy)]
+struct Caller {
+    /// The asking subscription ([`Consumer::join`]).
+    sub: u64,
+    /// Another subscription of the consumer is waiting for work.
+    others_waiting: bool,
 }
 
 /// Whether delivery number `deliveries` is the last one `max_deliver`
@@ -647,7 +812,7 @@ mod tests {
     }
 
     fn deliver(c: &Consumer, store: &parking_lot::Mutex<Store>) -> Delivery {
-        match c.try_next(store, None, false) {
+        match c.try_next(store, None, false, 0) {
             Next::Delivery(d) => d,
             _ => panic!("expected a delivery"),
         }

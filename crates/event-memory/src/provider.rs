@@ -43,6 +43,13 @@ pub(crate) struct Shared {
 /// too: they keep working (and keep waiting) after every provider handle is
 /// dropped, until they are closed or dropped themselves.
 ///
+/// Subscriptions on one durable share its work. A redelivery (after a nak or
+/// an ack wait that ran out) goes to another subscription of the durable
+/// when one is waiting for work, not back to the one that failed it: an
+/// instance that fails every event does not keep an event to itself while a
+/// healthy one waits. It gets the event back when nobody else is waiting,
+/// or when the waiting ones do not take it within 100 ms.
+///
 /// ```
 /// use event_core::{Event, EventProvider};
 /// use event_memory::MemoryProvider;

@@ -18,6 +18,8 @@ pub(crate) struct MemorySubscription {
     /// clones it, and a handle shared by all subscriptions would make their
     /// reference-count updates contend across cores.
     stream: Arc<str>,
+    /// This subscription's identifier with its consumer ([`Consumer::join`]).
+    id: u64,
     /// Last auto-ack delivery, acknowledged on the next call or on close.
     unacked: Option<u64>,
     ephemeral: bool,
@@ -30,6 +32,7 @@ impl MemorySubscription {
     pub(crate) fn new(shared: Arc<Shared>, consumer: Arc<Consumer>, ephemeral: bool) -> Self {
         Self {
             stream: Arc::from(&*shared.stream),
+            id: consumer.join(),
             shared,
             consumer,
             unacked: None,
@@ -61,6 +64,9 @@ impl MemorySubscription {
                 Polled::Ready(d) => return Ok(d),
                 Polled::Wait(deadline) => deadline,
             };
+            // counted as waiting (due redeliveries failed by another
+            // subscription are left to this one) until woken or cancelled
+            let waiting = consumer.waiting();
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -72,6 +78,7 @@ impl MemorySubscription {
                 _ = published => {}
                 () = sleep => {}
             }
+            waiting.woken();
         }
     }
 
@@ -81,6 +88,7 @@ impl MemorySubscription {
             &self.shared.store,
             self.unacked.take(),
             auto_ack && self.ephemeral,
+            self.id,
         ) {
             Next::Delivery(d) => Ok(Polled::Ready(Some(d))),
             Next::Lagged(missed) => {

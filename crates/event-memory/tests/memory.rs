@@ -1031,3 +1031,112 @@ async fn lowered_max_deliver_gives_one_delivery_past_the_limit_not_two() {
         "delivered again past max_deliver 2 + 1: {again:?}"
     );
 }
+
+/// A subscription that fails (naks) an event on a shared durable must not
+/// keep its redeliveries to itself while another subscription on the same
+/// durable is waiting for work: the event goes to the waiting one. On a
+/// current-thread runtime the failing subscription never yields between a
+/// nak and its next fetch, so without the hand-off it would take the same
+/// event back forever and the healthy subscription would never run.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_subscription_hands_redeliveries_to_a_waiting_one() {
+    let p = provider(1_000, 1_000);
+    let mut failing = p.subscribe_durable("work", "events.>").await.unwrap();
+    let mut healthy = p.subscribe_durable("work", "events.>").await.unwrap();
+    publish(&p, 0..1).await;
+    let first = failing.next_manual_ack().await.unwrap().unwrap();
+    let mut settled = tokio::spawn(async move {
+        let pending = healthy.next_manual_ack().await.unwrap().unwrap();
+        let delivered = pending.received.num_delivered;
+        pending.ack().await.unwrap();
+        delivered
+    });
+    // the healthy subscription starts waiting: the one event is in flight
+    tokio::task::yield_now().await;
+    assert!(!settled.is_finished());
+    first.nak().await.unwrap();
+    let mut naks = 1;
+    let delivered = loop {
+        tokio::select! {
+            delivered = &mut settled => break delivered.unwrap(),
+            again = failing.next_manual_ack() => {
+                again.unwrap().unwrap().nak().await.unwrap();
+                naks += 1;
+                assert!(
+                    naks < 1_000,
+                    "the failing subscription took the event back {naks} times while another waited"
+                );
+            }
+        }
+    };
+    assert_eq!(naks, 1, "the waiting subscription got the first redelivery");
+    assert_eq!(delivered, 2);
+}
+
+/// The hand-off never strands an event: when the other subscription counts
+/// as waiting but is never polled again (its fetch future kept alive and
+/// forgotten), the subscription that failed the event gets it back after a
+/// short grace period.
+#[tokio::test]
+async fn a_redelivery_is_not_stranded_on_a_waiter_that_never_runs() {
+    use std::future::Future;
+    let p = provider(1_000, 1_000);
+    let mut failing = p.subscribe_durable("work", "events.>").await.unwrap();
+    let mut stalled = p.subscribe_durable("work", "events.>").await.unwrap();
+    publish(&p, 0..1).await;
+    let first = failing.next_manual_ack().await.unwrap().unwrap();
+    // polled once (it registers as waiting), then never again
+    let mut forgotten = Box::pin(stalled.next_manual_ack());
+    let waker = std::task::Waker::noop();
+    let polled = forgotten
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker));
+    assert!(polled.is_pending());
+    first.nak().await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(5), failing.next_manual_ack())
+        .await
+        .expect("the redelivery comes back to the only subscription that runs")
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.received.num_delivered, 2);
+    again.ack().await.unwrap();
+    drop(forgotten);
+}
+
+/// A waiter whose fetch is cancelled while a redelivery is left to it wakes
+/// the subscription that failed the event at once, rather than leaving it to
+/// wait out the hand-off grace. The clock is paused: it only moves when every
+/// task waits on a timer, so time that passed means the fetch slept.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_gives_the_redelivery_back_at_once() {
+    use std::future::Future;
+    let p = provider(1_000, 1_000);
+    let mut failing = p.subscribe_durable("work", "events.>").await.unwrap();
+    let mut other = p.subscribe_durable("work", "events.>").await.unwrap();
+    publish(&p, 0..1).await;
+    let first = failing.next_manual_ack().await.unwrap().unwrap();
+    let mut waiter = Box::pin(other.next_manual_ack());
+    let waker = std::task::Waker::noop();
+    let polled = waiter
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker));
+    assert!(polled.is_pending());
+    first.nak().await.unwrap();
+    let start = tokio::time::Instant::now();
+    let fetch = tokio::spawn(async move {
+        let again = failing.next_manual_ack().await.unwrap().unwrap();
+        let delivered = again.received.num_delivered;
+        again.ack().await.unwrap();
+        delivered
+    });
+    // the fetch leaves the event to the waiter and waits
+    tokio::task::yield_now().await;
+    assert!(!fetch.is_finished());
+    drop(waiter);
+    assert_eq!(fetch.await.unwrap(), 2);
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "the fetch was woken by the cancelled waiter, not by the grace timer"
+    );
+}
