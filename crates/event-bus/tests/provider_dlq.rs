@@ -1020,22 +1020,39 @@ async fn letters_stored_before_the_dlq_had_an_encryptor_stay_readable_after() {
 struct Probe {
     inner: MemoryProvider,
     undecodable: std::sync::atomic::AtomicBool,
+    /// Durable subscriptions end with one undecodable message, the newest
+    /// in the stream (`info` counts it).
+    undecodable_last: std::sync::atomic::AtomicBool,
     history_limits: std::sync::Mutex<Vec<usize>>,
 }
 
 struct UndecodableFirst {
     inner: Box<dyn event_core::Subscription>,
     pending: bool,
+    /// After the message at this sequence is handed out, one undecodable
+    /// message follows at the next sequence.
+    last: Option<u64>,
+    /// Sequence of the undecodable message reported next.
+    at: u64,
 }
 
 impl UndecodableFirst {
     fn undecodable(&mut self) -> Option<event_core::Error> {
         std::mem::take(&mut self.pending).then(|| event_core::Error::Undecodable {
             subject: "events.dlq.jobs".into(),
-            sequence: 0,
+            sequence: self.at,
             reason: "not an event".into(),
             raw: "garbage".into(),
         })
+    }
+
+    /// Notes a message handed out: after the one at `last`, the undecodable
+    /// message is next.
+    fn handed_out(&mut self, sequence: u64) {
+        if self.last == Some(sequence) {
+            self.pending = true;
+            self.at = sequence + 1;
+        }
     }
 }
 
@@ -1044,13 +1061,25 @@ impl event_core::Subscription for UndecodableFirst {
     async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
         match self.undecodable() {
             Some(err) => Err(err),
-            None => self.inner.next().await,
+            None => {
+                let next = self.inner.next().await?;
+                if let Some(received) = &next {
+                    self.handed_out(received.sequence);
+                }
+                Ok(next)
+            }
         }
     }
     async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
         match self.undecodable() {
             Some(err) => Err(err),
-            None => self.inner.next_manual_ack().await,
+            None => {
+                let next = self.inner.next_manual_ack().await?;
+                if let Some(pending) = &next {
+                    self.handed_out(pending.received.sequence);
+                }
+                Ok(next)
+            }
         }
     }
     async fn close(&mut self) -> event_core::Result<()> {
@@ -1077,9 +1106,16 @@ impl EventProvider for Probe {
             .inner
             .subscribe_durable_with_options(name, filter, options)
             .await?;
+        let last = if self.undecodable_last.load(Ordering::SeqCst) {
+            Some(self.inner.info().await?.last_sequence)
+        } else {
+            None
+        };
         Ok(Box::new(UndecodableFirst {
             inner,
             pending: self.undecodable.swap(false, Ordering::SeqCst),
+            last,
+            at: 0,
         }))
     }
     async fn history(&self, filter: Option<&str>, limit: usize) -> event_core::Result<Vec<Event>> {
@@ -1090,7 +1126,11 @@ impl EventProvider for Probe {
         self.inner.unsubscribe(name).await
     }
     async fn info(&self) -> event_core::Result<event_core::ProviderInfo> {
-        self.inner.info().await
+        let mut info = self.inner.info().await?;
+        if self.undecodable_last.load(Ordering::SeqCst) {
+            info.last_sequence += 1;
+        }
+        Ok(info)
     }
     fn name(&self) -> &str {
         "probe"
@@ -1118,6 +1158,27 @@ async fn redrive_counts_an_undecodable_message_as_skipped_and_goes_on() {
         redriven_from(&bus, "jobs").await,
         [events[0].id.as_str(), events[1].id.as_str()]
     );
+}
+
+/// An undecodable message that is the newest in the DLQ stream ends
+/// `redrive` like any other newest message: it does not wait out its idle
+/// time (set to an hour here) for letters that cannot come.
+#[tokio::test]
+async fn an_undecodable_newest_message_ends_redrive_at_once() {
+    let probe = Arc::new(Probe::default());
+    let provider: Arc<dyn EventProvider> = probe.clone();
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone())
+        .with_redrive_idle(std::time::Duration::from_secs(3600));
+    for event in (0..2).map(job) {
+        dlq.handle(DeadLetterEvent::new(event, "x")).await.unwrap();
+    }
+    probe.undecodable_last.store(true, Ordering::SeqCst);
+    let report = tokio::time::timeout(std::time::Duration::from_secs(10), dlq.redrive(&bus, 10))
+        .await
+        .expect("redrive stops at the newest message")
+        .unwrap();
+    assert_eq!((report.redriven, report.skipped), (2, 1));
 }
 
 /// `count` reads the DLQ stream with one `history` call, and `list` reads

@@ -315,9 +315,12 @@ impl ProviderDlqHandler {
                 Ok(Some(pending)) => pending,
                 Ok(None) => break,
                 Err(Error::Lagged { .. }) => continue,
-                Err(err @ Error::Undecodable { .. }) => {
+                Err(err @ Error::Undecodable { sequence, .. }) => {
                     tracing::error!(error = %err, "undecodable message in the DLQ stream");
                     report.skipped += 1;
+                    if sequence >= last {
+                        break;
+                    }
                     continue;
                 }
                 Err(err) => return Err(err),
