@@ -129,6 +129,7 @@ macro_rules! conformance_tests {
             history_newest_first_with_limit_and_filter,
             durable_resumes_after_drop,
             durable_shared_by_two_subscriptions,
+            shared_durable_settles_every_event_under_random_settlements,
             nak_redelivers,
             nak_with_delay_redelivers_later,
             ack_timeout_redelivers,
@@ -719,6 +720,156 @@ pub async fn durable_shared_by_two_subscriptions(factory: &dyn ProviderFactory) 
         counts[0] > 0 && counts[1] > 0,
         "both subscriptions did work: {counts:?}"
     );
+}
+
+/// A small seeded generator (xorshift64*) for the randomised tests: the same
+/// seed gives the same plan on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self((seed ^ 0x9E37_79B9_7F4A_7C15).max(1))
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+/// What the workers of
+/// [`shared_durable_settles_every_event_under_random_settlements`] share:
+/// each settled event, and whether its settling delivery had outlived its
+/// ack wait (so may have been redelivered meanwhile, and may be again).
+type Settled = Arc<std::sync::Mutex<std::collections::HashMap<u64, bool>>>;
+
+/// Several subscriptions on one durable settle their deliveries at random:
+/// ack, nak, nak with a delay, `in_progress` then ack, term, or keeping one
+/// unsettled past its ack wait (then dropping it); now and then a fetch is
+/// abandoned (dropped while waiting) or a subscription is closed and
+/// replaced. Every event is settled in bounded time, and once all are,
+/// nothing more is delivered (except, at most, an event whose settling
+/// delivery had outlived its ack wait: its redelivery may be under way).
+pub async fn shared_durable_settles_every_event_under_random_settlements(
+    factory: &dyn ProviderFactory,
+) {
+    const EVENTS: u64 = 300;
+    const WORKERS: u64 = 3;
+    const SEED: u64 = 0x5EED_0FA3_5EED;
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("stress");
+    let options = SubscribeOptions {
+        ack_wait: Some(caps.ack_wait),
+        max_ack_pending: Some(16),
+        ..SubscribeOptions::default()
+    };
+    // created before the first publish, so the durable starts at the first
+    let mut first = p
+        .subscribe_durable_with_options("stress", &filter, &options)
+        .await
+        .expect("subscribe the stress durable");
+    first.close().await.expect("close");
+    let settled: Settled = Arc::default();
+    let deadline = tokio::time::Instant::now() + caps.receive_timeout * 6;
+    let mut workers = Vec::new();
+    for index in 0..WORKERS {
+        let (p, filter, options, settled) =
+            (p.clone(), filter.clone(), options.clone(), settled.clone());
+        let ack_wait = caps.ack_wait;
+        workers.push(tokio::spawn(async move {
+            let mut rng = Rng::new(SEED ^ (index + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+            let subscribe = || p.subscribe_durable_with_options("stress", &filter, &options);
+            let mut sub = subscribe().await.expect("subscribe");
+            let mut held = Vec::new();
+            while settled.lock().expect("lock").len() < EVENTS as usize
+                && tokio::time::Instant::now() < deadline
+            {
+                if rng.below(100) == 0 {
+                    held.clear();
+                    sub.close().await.expect("close");
+                    sub = subscribe().await.expect("subscribe again");
+                }
+                let wait = if rng.below(4) == 0 {
+                    Duration::from_millis(1)
+                } else {
+                    ack_wait / 4
+                };
+                let Ok(next) = tokio::time::timeout(wait, sub.next_manual_ack()).await else {
+                    continue;
+                };
+                let pending = next
+                    .expect("next_manual_ack")
+                    .expect("the durable still exists");
+                let fetched = Instant::now();
+                let n = n_of(&pending.received.event);
+                let settle = |settled: &Settled| {
+                    let stale = fetched.elapsed() >= ack_wait;
+                    settled.lock().expect("lock").insert(n, stale);
+                };
+                match rng.below(100) {
+                    0..=3 => {
+                        // redelivered after its ack wait; dropped unsettled
+                        held.push(pending);
+                        if held.len() > 2 {
+                            held.clear();
+                        }
+                    }
+                    4..=23 => pending.nak().await.expect("nak"),
+                    24..=33 => {
+                        let delay = Duration::from_millis(1 + rng.below(10));
+                        pending.nak_with_delay(delay).await.expect("nak_with_delay");
+                    }
+                    34..=43 => {
+                        pending.in_progress().await.expect("in_progress");
+                        tokio::task::yield_now().await;
+                        pending.ack().await.expect("ack");
+                        settle(&settled);
+                    }
+                    44..=48 => {
+                        pending.term().await.expect("term");
+                        settle(&settled);
+                    }
+                    _ => {
+                        pending.ack().await.expect("ack");
+                        settle(&settled);
+                    }
+                }
+            }
+            drop(held);
+            sub.close().await.expect("close");
+        }));
+    }
+    publish_n(&*p, "stress", "t", 0..EVENTS).await;
+    join_all(workers).await;
+    let settled = settled.lock().expect("lock").clone();
+    let missing: Vec<u64> = (0..EVENTS).filter(|n| !settled.contains_key(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {EVENTS} events not settled within {:?} on a durable shared by {WORKERS} \
+         subscriptions settling at random (lost or stranded); first: {:?}",
+        missing.len(),
+        caps.receive_timeout * 6,
+        &missing[..missing.len().min(10)]
+    );
+    let mut sub = p
+        .subscribe_durable_with_options("stress", &filter, &options)
+        .await
+        .expect("subscribe after");
+    while let Ok(late) = tokio::time::timeout(caps.ack_wait * 3, sub.next_manual_ack()).await {
+        let pending = late
+            .expect("next_manual_ack")
+            .expect("the durable still exists");
+        let n = n_of(&pending.received.event);
+        assert!(
+            settled.get(&n) == Some(&true),
+            "event {n} delivered again after it was settled (delivery {})",
+            pending.received.num_delivered
+        );
+        pending.ack().await.expect("ack");
+    }
 }
 
 async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
