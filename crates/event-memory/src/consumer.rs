@@ -407,6 +407,12 @@ impl State {
         // the clock is needed only for timers: none are pending and an
         // untracked delivery sets none
         let now = (!untracked || !self.pending.is_empty()).then(Instant::now);
+        if now.is_none() {
+            // nothing is pending: what is left in the hand-off list was
+            // settled, and its grace deadlines (past ones included, as no
+            // clock was read to drop them) are no reason to wake
+            self.handoff.clear();
+        }
         let store = store.lock();
         if let Some(now) = now
             && let Some(d) = self.due_redelivery(&store, now, caller)
@@ -565,7 +571,8 @@ impl State {
             }
             if p.holder == caller.sub && caller.others_waiting {
                 // failed by the caller: offered to the waiting ones first;
-                // the holder's token no longer settles or extends it
+                // the holder's token can no longer nak or extend it (an ack
+                // or term, by sequence, still settles it)
                 p.phase = Phase::Scheduled;
                 self.handoff.push_back((seq, p.token, now));
                 continue;
@@ -854,6 +861,222 @@ mod tests {
             drop(state);
             c.ack(held.sequence);
         }
+    }
+
+    /// A small seeded generator for the model test below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+        }
+    }
+
+    /// What the model knows of the newest delivery of one event.
+    struct Held {
+        token: u64,
+        /// The ack deadline (`None`: nak'd, released to be redelivered).
+        deadline: Option<Instant>,
+    }
+
+    /// Every pending event has a way out: a live timer, or an entry in the
+    /// hand-off list for its current delivery (a pending event with
+    /// neither would never be redelivered).
+    fn assert_nothing_stranded(state: &State, step: usize) {
+        for (seq, p) in &state.pending {
+            let timer = |t: &Timer| t.1 == *seq && is_live(&state.pending, t);
+            let timed = state.fifo.iter().any(timer) || state.heap.iter().any(|r| timer(&r.0));
+            let handed = state.handoff.iter().any(|h| h.0 == *seq && h.1 == p.token);
+            assert!(
+                timed || handed,
+                "step {step}: event {seq} pending with no live timer and not handed off: {p:?}"
+            );
+            if handed {
+                assert_eq!(p.phase, Phase::Scheduled, "step {step}: event {seq}");
+            }
+        }
+    }
+
+    /// Several subscriptions of one durable fetch (tracked, now and then
+    /// untracked), settle at random (ack, nak, nak with a delay,
+    /// in_progress, nothing), wait (guards held and
+    /// dropped) while the paused clock moves, retention evicts and the
+    /// durable is reconfigured: no event is ever stranded, none is delivered
+    /// while an earlier delivery of it is still in flight, none is
+    /// delivered after its ack, no wait deadline is already past, and once
+    /// the failures stop every event settles.
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_consumer_strands_and_duplicates_nothing_under_random_use() {
+        for seed in 1..=40u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let store = parking_lot::Mutex::new(Store::new(24, Duration::from_secs(60), 1_000));
+            let ack_wait = Duration::from_millis(50);
+            let c = consumer(&mut store.lock(), ack_wait);
+            let subs = [c.join(), c.join(), c.join()];
+            let mut waiting = Vec::new();
+            let mut held: HashMap<u64, Held> = HashMap::new();
+            let mut acked: HashSet<u64> = HashSet::new();
+            let mut appended = 0;
+            for step in 0..3_000 {
+                let now = Instant::now();
+                match rng.below(20) {
+                    0..=2 => {
+                        append(&store, appended);
+                        appended += 1;
+                    }
+                    3..=8 => {
+                        let sub = subs[rng.below(3) as usize];
+                        // now and then untracked (an ephemeral auto-ack fetch)
+                        let untracked = rng.below(8) == 0;
+                        let next = c.try_next(&store, None, untracked, sub);
+                        if let Next::Wait(Some(at)) = next {
+                            assert!(at > now, "step {step}: a wait deadline in the past");
+                        }
+                        if let Next::Delivery(d) = next
+                            && d.token != 0
+                        {
+                            let seq = d.sequence;
+                            assert!(!acked.contains(&seq), "step {step}: {seq} after its ack");
+                            if let Some(h) = held.get(&seq) {
+                                assert!(
+                                    h.deadline.is_none_or(|at| at <= now),
+                                    "step {step}: {seq} delivered again while in flight"
+                                );
+                            }
+                            let deadline = Some(now + d.ack_wait.unwrap_or(ack_wait));
+                            held.insert(
+                                seq,
+                                Held {
+                                    token: d.token,
+                                    deadline,
+                                },
+                            );
+                        }
+                    }
+                    9..=13 if !held.is_empty() => {
+                        let seqs: Vec<u64> = held.keys().copied().collect();
+                        let seq = seqs[rng.below(seqs.len() as u64) as usize];
+                        let token = held[&seq].token;
+                        match rng.below(5) {
+                            0 => {
+                                c.ack(seq);
+                                held.remove(&seq);
+                                acked.insert(seq);
+                            }
+                            1 => {
+                                c.nak(seq, token, None);
+                                held.get_mut(&seq).unwrap().deadline = None;
+                            }
+                            2 => {
+                                c.nak(seq, token, Some(Duration::from_millis(rng.below(30))));
+                                held.get_mut(&seq).unwrap().deadline = None;
+                            }
+                            _ => {
+                                c.in_progress(seq, token);
+                                let h = held.get_mut(&seq).unwrap();
+                                if h.deadline.is_some_and(|at| at > now) {
+                                    h.deadline = Some(now + ack_wait);
+                                }
+                            }
+                        }
+                    }
+                    14..=15 => {
+                        if rng.below(2) == 0 && waiting.len() < 3 {
+                            waiting.push(c.waiting());
+                        } else if let Some(w) = waiting.pop() {
+                            if rng.below(2) == 0 {
+                                w.woken();
+                            }
+                        }
+                    }
+                    16 => {
+                        let mut settings = c.state.lock().settings.clone();
+                        settings.options.max_deliver =
+                            [None, Some(2), Some(3)][rng.below(3) as usize];
+                        c.reconfigure("d", settings, &store).unwrap();
+                    }
+                    _ => {
+                        tokio::time::advance(Duration::from_millis(rng.below(60))).await;
+                    }
+                }
+                assert_nothing_stranded(&c.state.lock(), step);
+            }
+            // failures stop (the waiters stay, never polled): everything
+            // delivered from now on is acked, and every event settles
+            let mut idle = 0;
+            while idle < 5 {
+                let sub = subs[rng.below(3) as usize];
+                match c.try_next(&store, None, false, sub) {
+                    Next::Delivery(d) => {
+                        assert!(!acked.contains(&d.sequence), "{} after its ack", d.sequence);
+                        c.ack(d.sequence);
+                        acked.insert(d.sequence);
+                        idle = 0;
+                    }
+                    Next::Lagged(_) => idle = 0,
+                    Next::Wait(Some(at)) => {
+                        assert!(
+                            at > Instant::now(),
+                            "seed {seed}: a wait deadline in the past"
+                        );
+                        tokio::time::advance(at - Instant::now()).await;
+                        idle = 0;
+                    }
+                    Next::Wait(None) => idle += 1,
+                    Next::Deleted => unreachable!(),
+                }
+            }
+            let state = c.state.lock();
+            assert!(
+                state.pending.is_empty(),
+                "seed {seed}: unsettled {:?}",
+                state.pending
+            );
+            drop(state);
+            drop(waiting);
+        }
+    }
+
+    /// A hand-off entry whose event was acked (by sequence) meanwhile is
+    /// no reason to wake: an ephemeral consumer's untracked path, which
+    /// reads no clock once nothing is pending, must not keep returning the
+    /// grace deadline of such an entry after it passed (a fetch would spin
+    /// on it until the next publish). Only a waiter that never runs (its
+    /// fetch future leaked) makes another subscription count as waiting.
+    #[tokio::test(start_paused = true)]
+    async fn an_acked_hand_off_entry_gives_no_wait_deadline_in_the_past() {
+        let store = parking_lot::Mutex::new(Store::new(100, Duration::from_secs(60), 100));
+        let c = consumer(&mut store.lock(), Duration::from_millis(50));
+        let sub = c.join();
+        let leaked = c.waiting();
+        append(&store, 0);
+        let Next::Delivery(d) = c.try_next(&store, None, false, sub) else {
+            panic!("expected a delivery");
+        };
+        tokio::time::advance(Duration::from_millis(60)).await;
+        // timed out while the other counts as waiting: handed off
+        assert!(matches!(
+            c.try_next(&store, None, false, sub),
+            Next::Wait(Some(_))
+        ));
+        // the late ack settles it; the entry in the hand-off list is stale
+        c.ack(d.sequence);
+        tokio::time::advance(HANDOFF_GRACE * 2).await;
+        for _ in 0..3 {
+            match c.try_next(&store, None, true, sub) {
+                Next::Wait(Some(at)) => assert!(
+                    at > Instant::now(),
+                    "a wait deadline {:?} in the past, returned again and again",
+                    Instant::now() - at
+                ),
+                Next::Wait(None) => {}
+                _ => panic!("nothing to deliver"),
+            }
+        }
+        drop(leaked);
     }
 
     /// `in_progress` called again and again while the clock does not move

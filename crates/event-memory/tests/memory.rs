@@ -1140,3 +1140,68 @@ async fn a_cancelled_waiter_gives_the_redelivery_back_at_once() {
         "the fetch was woken by the cancelled waiter, not by the grace timer"
     );
 }
+
+/// Counts the wake-ups a future asks for.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A fetch with nothing to deliver sleeps: it does not spin on a hand-off
+/// entry whose event was settled meanwhile. Here an ephemeral subscription's
+/// redelivery was handed off (a fetch future of its own, polled once and
+/// leaked, counts as a waiting subscription for good), then the late ack
+/// settled it: nothing is pending, and `next` (untracked, no clock read)
+/// must not keep returning the entry's grace deadline once it has passed,
+/// which makes the fetch loop without ever waiting. The clock is paused: a
+/// fetch that waits returns `Pending` without asking to be woken; one that
+/// spins runs out of its cooperative budget and asks to be polled again
+/// (a wake-up the runtime defers to its next turn).
+#[tokio::test(start_paused = true)]
+async fn a_fetch_does_not_spin_on_a_settled_hand_off_entry() {
+    use std::future::Future;
+    let p = provider(100, 100);
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(50)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_with_options("events.t.>", &options)
+        .await
+        .unwrap();
+    let noop = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(noop);
+    let mut leaked = Box::pin(sub.next_manual_ack());
+    assert!(leaked.as_mut().poll(&mut cx).is_pending());
+    std::mem::forget(leaked);
+    publish(&p, 0..1).await;
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    tokio::time::advance(Duration::from_millis(60)).await;
+    // the timed-out delivery is handed off to the "waiting" leaked fetch
+    let mut fetch = Box::pin(sub.next_manual_ack());
+    assert!(fetch.as_mut().poll(&mut cx).is_pending());
+    drop(fetch);
+    first.ack().await.unwrap();
+    tokio::time::advance(Duration::from_millis(300)).await;
+    let wakes = std::sync::Arc::new(CountingWaker(Default::default()));
+    let waker = std::task::Waker::from(wakes.clone());
+    let mut next = Box::pin(sub.next());
+    assert!(
+        next.as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+            .is_pending()
+    );
+    // a yield lets the runtime call the wake-ups it deferred
+    tokio::task::yield_now().await;
+    assert_eq!(
+        wakes.0.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the fetch spun until its cooperative budget ran out"
+    );
+}
