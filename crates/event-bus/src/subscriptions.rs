@@ -374,8 +374,14 @@ impl EventBus {
     /// accepted that) is loaded with each subject once.
     ///
     /// One bus per store: each save writes the bus's whole set, so two
-    /// buses (or processes) saving to one store or one file replace each
-    /// other's subscriptions there, and the last save wins.
+    /// buses (or processes) saving to one store would replace each other's
+    /// subscriptions there, the last save winning.
+    /// [`FileStateStore`](crate::state::FileStateStore) enforces it for its
+    /// file: while another store holds the file (in this process or
+    /// another), setting a second one fails with [`Error::Conflict`] and
+    /// changes nothing; it works once the holder is dropped (its bus and
+    /// every clone of it) or its process exits. Clones of one store share
+    /// its lock, so give a store to one bus only.
     ///
     /// **Time limit.** Each `load` and `save` of the store may take
     /// [`DEFAULT_STATE_STORE_TIMEOUT`] (30 s; another limit with

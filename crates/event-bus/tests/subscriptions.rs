@@ -247,9 +247,8 @@ async fn set_state_store_merges_and_a_corrupt_file_changes_nothing() {
     bus.update_subscription(filter("early", &["events.b.>"], false))
         .await
         .unwrap();
-    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
-        .await
-        .unwrap();
+    // a clone: one store (and its clones) at a time owns the file
+    bus.set_state_store(Arc::new(stored.clone())).await.unwrap();
     let ids: Vec<_> = bus
         .list_subscriptions()
         .await
@@ -337,9 +336,8 @@ async fn concurrent_updates_all_land_in_the_store() {
     let dir = common::temp_dir("concurrent");
     let path = dir.join("s.json");
     let bus = EventBus::new(MemoryProvider::default());
-    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
-        .await
-        .unwrap();
+    let store = FileStateStore::new(&path);
+    bus.set_state_store(Arc::new(store.clone())).await.unwrap();
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let bus = bus.clone();
@@ -353,7 +351,7 @@ async fn concurrent_updates_all_land_in_the_store() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(FileStateStore::new(&path).load().await.unwrap().len(), 20);
+    assert_eq!(store.load().await.unwrap().len(), 20);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -490,6 +488,74 @@ async fn a_state_file_naming_a_subscriber_twice_is_refused_and_left_untouched() 
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Two buses on one state file would each save their whole set, the last
+/// save erasing the other's subscribers: the second is refused.
+#[tokio::test]
+async fn a_second_bus_on_the_same_state_file_is_refused_until_the_first_is_gone() {
+    let dir = common::temp_dir("second-bus");
+    let path = dir.join("s.json");
+    let first = EventBus::new(MemoryProvider::default());
+    first
+        .set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    first
+        .update_subscription(filter("first", &["events.a.>"], true))
+        .await
+        .unwrap();
+    let body = std::fs::read(&path).unwrap();
+
+    let second = EventBus::new(MemoryProvider::default());
+    second
+        .update_subscription(filter("second", &["events.b.>"], true))
+        .await
+        .unwrap();
+    let err = second
+        .set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Conflict { resource, reason } => {
+            assert!(resource.contains(&path.display().to_string()), "{resource}");
+            assert!(reason.contains("another store or process"), "{reason}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), body, "the file changed");
+    // the second bus has no store: its changes do not touch the file
+    second
+        .update_subscription(filter("later", &["events.b.>"], true))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), body, "the file changed");
+    // the first bus keeps saving
+    first
+        .update_subscription(filter("first-too", &["events.a.>"], true))
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("first-too"),
+        "the first bus's change is not saved"
+    );
+
+    // once the first bus is gone, the second takes the file over and merges
+    drop(first);
+    second
+        .set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    let ids: Vec<_> = second
+        .list_subscriptions()
+        .await
+        .into_iter()
+        .map(|f| f.subscriber_id)
+        .collect();
+    assert_eq!(ids, ["first", "first-too", "later", "second"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A memory provider whose durable subscribes wait for a gate, so a test can
 /// act while a subscriber is being opened.
 struct GatedProvider {
@@ -600,9 +666,8 @@ async fn concurrent_updates_and_removals_leave_the_file_equal_to_the_bus() {
     let dir = common::temp_dir("churn");
     let path = dir.join("s.json");
     let bus = EventBus::new(MemoryProvider::default());
-    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
-        .await
-        .unwrap();
+    let store = FileStateStore::new(&path);
+    bus.set_state_store(Arc::new(store.clone())).await.unwrap();
     let tasks: Vec<_> = (0..8u64)
         .map(|t| {
             let bus = bus.clone();
@@ -630,8 +695,9 @@ async fn concurrent_updates_and_removals_leave_the_file_equal_to_the_bus() {
         t.await.unwrap();
     }
     let on_bus = bus.list_subscription_records().await;
-    assert_eq!(FileStateStore::new(&path).load().await.unwrap(), on_bus);
+    assert_eq!(store.load().await.unwrap(), on_bus);
     // a restarted bus sees the same set
+    drop((bus, store));
     let restarted = EventBus::new(MemoryProvider::default());
     restarted
         .set_state_store(Arc::new(FileStateStore::new(&path)))
@@ -850,9 +916,8 @@ async fn a_subscriber_declared_before_the_store_is_set_keeps_its_stored_options(
     })
     .await
     .unwrap();
-    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
-        .await
-        .unwrap();
+    let store = FileStateStore::new(&path);
+    bus.set_state_store(Arc::new(store.clone())).await.unwrap();
     let options = |records: &[SubscriptionRecord], id: &str| {
         records
             .iter()
@@ -861,7 +926,7 @@ async fn a_subscriber_declared_before_the_store_is_set_keeps_its_stored_options(
     };
     for records in [
         bus.list_subscription_records().await,
-        FileStateStore::new(&path).load().await.unwrap(),
+        store.load().await.unwrap(),
     ] {
         assert_eq!(options(&records, "kept"), Some(Some(stored.clone())));
         assert_eq!(options(&records, "replaced"), Some(Some(newer.clone())));

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+mod lock;
+
 /// Version written into state files; newer files are refused, not misread.
 const FORMAT_VERSION: u64 = 1;
 
@@ -23,11 +25,25 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///   fsyncs it, renames it over the state file and fsyncs the directory:
 ///   after a crash the file holds the old set or the new one, never a torn
 ///   mix.
-/// - **Off the executor.** File I/O runs on tokio's blocking pool.
+/// - **One store at a time.** Each save writes the whole set, so two
+///   stores saving to one file would erase each other's subscriptions. The
+///   first load or save takes an exclusive advisory lock on
+///   `.{file name}.lock` next to the state file (created if missing, never
+///   deleted), held until the store and all its clones are dropped (or the
+///   process exits). Another store on the file, in this process or
+///   another, even by another path (a symbolic link), gets
+///   [`Error::Conflict`] from each load and save, and the file is left
+///   as it was; once the holder is gone, its next load or save takes the
+///   lock. Clones share the lock: give the store to one bus only. On a
+///   file system that cannot lock, the store works unlocked and logs a
+///   warning once.
+/// - **Off the executor.** File I/O, the lock's included, runs on tokio's
+///   blocking pool.
 /// - **Ordered.** Saves through one store (and its clones) land in the
 ///   order they were issued, even when a caller stopped waiting for one.
 /// - **In place.** The new file keeps the old one's permissions; a symbolic
-///   link is followed and stays a link.
+///   link is followed (once, when the lock is taken: the store then keeps
+///   to the file it locked) and stays a link.
 /// - **Corrupt files.** A file that is not valid state is an error naming
 ///   the file ([`Error::Serialization`]); an unreadable one is
 ///   [`Error::Io`] naming it. The file is left untouched either way. A
@@ -44,7 +60,14 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct FileStateStore {
     path: PathBuf,
-    order: Arc<WriteOrder>,
+    shared: Arc<Shared>,
+}
+
+/// What a store shares with its clones.
+#[derive(Debug, Default)]
+struct Shared {
+    order: WriteOrder,
+    ownership: lock::Ownership,
 }
 
 /// Orders the writes of one store (and its clones): a save whose caller
@@ -59,16 +82,20 @@ struct WriteOrder {
 }
 
 impl FileStateStore {
-    /// A store at `path` (created on the first save, with its directory).
+    /// A store at `path` (created on the first save; its directory and lock
+    /// file on the first load or save).
     ///
-    /// If `path` is a symbolic link, saves replace the file it points to and
-    /// the link stays. Saves through one store and its clones land in the
-    /// order they were issued; the file is not locked against other
-    /// processes or other stores on the same path (the last save wins).
+    /// Nothing is touched until then. The first load or save locks the file
+    /// for this store and its clones, until the last of them is dropped:
+    /// another store on the file, in this process or another, gets
+    /// [`Error::Conflict`] meanwhile (see the [type docs](Self)). If
+    /// `path` is a symbolic link, the lock is taken next to the file it
+    /// points to, saves replace that file, and the link stays. Saves through
+    /// one store and its clones land in the order they were issued.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            order: Arc::default(),
+            shared: Arc::default(),
         }
     }
 
@@ -209,18 +236,33 @@ fn create_temp(dir: &Path, file_name: &str) -> std::io::Result<(PathBuf, std::fs
     ))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
+/// The directory of `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
-    };
-    // directories this save creates, deepest first
+    }
+}
+
+/// The file name of the state file `path`.
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| {
+            Error::invalid_config("state file", format!("{} has no file name", path.display()))
+        })
+}
+
+/// Creates `dir`, the directory of the state file `path`, with its missing
+/// ancestors.
+fn create_dir(dir: &Path, path: &Path) -> Result<()> {
+    // directories this call creates, deepest first
     let created: Vec<PathBuf> = dir
         .ancestors()
         .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
         .map(Path::to_path_buf)
         .collect();
-    std::fs::create_dir_all(&dir).map_err(|e| {
+    std::fs::create_dir_all(dir).map_err(|e| {
         io_error(
             format!("creating the directory of state file {}", path.display()),
             e,
@@ -237,26 +279,27 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             tracing::warn!(dir = %parent.display(), error = %err, "could not sync a directory");
         }
     }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| {
-            Error::invalid_config("state file", format!("{} has no file name", path.display()))
-        })?;
+    Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    create_dir(&dir, path)?;
+    let file_name = file_name(path)?;
     let (tmp, mut file) = create_temp(&dir, &file_name)
         .map_err(|e| io_error(format!("writing state file {}", path.display()), e))?;
     let written = (|| -> std::io::Result<()> {
         file.write_all(bytes)?;
         // the replacement keeps the permissions the user gave the file (a
         // file system that cannot set them still gets the new state)
-        if let Ok(meta) = std::fs::metadata(path) {
-            if let Err(err) = file.set_permissions(meta.permissions()) {
-                tracing::warn!(
-                    path = %path.display(),
-                    error = %err,
-                    "could not give the new state file the permissions of the old one"
-                );
-            }
+        if let Ok(meta) = std::fs::metadata(path)
+            && let Err(err) = file.set_permissions(meta.permissions())
+        {
+            tracing::warn!(
+                path = %path.display(),
+                error = %err,
+                "could not give the new state file the permissions of the old one"
+            );
         }
         file.sync_all()?;
         drop(file);
@@ -299,13 +342,17 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
 impl StateStore for FileStateStore {
     async fn load(&self) -> Result<Vec<SubscriptionRecord>> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || match std::fs::read(&path) {
-            Ok(bytes) => parse(&path, &bytes),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(err) => Err(io_error(
-                format!("reading state file {}", path.display()),
-                err,
-            )),
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let target = shared.ownership.target(&path)?;
+            match std::fs::read(&target) {
+                Ok(bytes) => parse(&path, &bytes),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(err) => Err(io_error(
+                    format!("reading state file {}", path.display()),
+                    err,
+                )),
+            }
         })
         .await
         .map_err(|e| join_error(&self.path, e))?
@@ -318,15 +365,20 @@ impl StateStore for FileStateStore {
         });
         let bytes = serde_json::to_vec_pretty(&body)?;
         let path = self.path.clone();
-        let order = self.order.clone();
-        let ticket = order.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let shared = self.shared.clone();
+        let ticket = shared.order.next.fetch_add(1, Ordering::Relaxed) + 1;
         tokio::task::spawn_blocking(move || {
-            let mut written = order.written.lock().unwrap_or_else(PoisonError::into_inner);
+            let target = shared.ownership.target(&path)?;
+            let mut written = shared
+                .order
+                .written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if *written > ticket {
                 // a later save is already in the file
                 return Ok(());
             }
-            write_atomically(&resolve_symlinks(&path)?, &bytes)?;
+            write_atomically(&target, &bytes)?;
             *written = ticket;
             Ok(())
         })
@@ -380,12 +432,13 @@ mod tests {
         assert_eq!(store.load().await.unwrap(), records);
         store.save(&records[..1]).await.unwrap();
         assert_eq!(store.load().await.unwrap(), records[..1]);
-        // no temporary files left behind
-        let names: Vec<_> = std::fs::read_dir(dir.join("nested"))
+        // no temporary files left behind, only the lock file
+        let mut names: Vec<_> = std::fs::read_dir(dir.join("nested"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names, vec!["state.json".to_string()]);
+        names.sort();
+        assert_eq!(names, [".state.json.lock", "state.json"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -554,8 +607,9 @@ mod tests {
         let store = FileStateStore::new(&path);
         store.save(&[record("a", None)]).await.unwrap();
         assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
-        // the leftovers (possibly another live process's) are not touched
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1001);
+        // the leftovers (possibly another live process's) are not touched;
+        // the state file and its lock file are added
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1002);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -566,8 +620,11 @@ mod tests {
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let target = dir.join("data/real.json");
         let link = dir.join("state.json");
-        let store = FileStateStore::new(&target);
-        store.save(&[record("a", None)]).await.unwrap();
+        // one store at a time owns the file, whichever path it goes by
+        FileStateStore::new(&target)
+            .save(&[record("a", None)])
+            .await
+            .unwrap();
         // a relative link, as `ln -s data/real.json state.json` makes
         std::os::unix::fs::symlink("data/real.json", &link).unwrap();
         let via_link = FileStateStore::new(&link);
@@ -579,8 +636,12 @@ mod tests {
                 .is_symlink(),
             "the symlink was replaced by a regular file"
         );
-        assert_eq!(store.load().await.unwrap(), vec![record("b", None)]);
         assert_eq!(via_link.load().await.unwrap(), vec![record("b", None)]);
+        drop(via_link);
+        assert_eq!(
+            FileStateStore::new(&target).load().await.unwrap(),
+            vec![record("b", None)]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -601,14 +662,214 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    fn assert_conflict(err: &Error, path: &Path) {
+        match err {
+            Error::Conflict { resource, reason } => {
+                assert!(resource.contains(&path.display().to_string()), "{resource}");
+                assert!(reason.contains("another store or process"), "{reason}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_is_refused_until_the_first_is_gone() {
+        let dir = temp_dir("owned");
+        let path = dir.join("state.json");
+        let first = FileStateStore::new(&path);
+        let clone = first.clone();
+        first.save(&[record("a", None)]).await.unwrap();
+        let body = std::fs::read(&path).unwrap();
+
+        let second = FileStateStore::new(&path);
+        assert_conflict(&second.load().await.unwrap_err(), &path);
+        assert_conflict(&second.save(&[record("b", None)]).await.unwrap_err(), &path);
+        assert_eq!(std::fs::read(&path).unwrap(), body, "the file changed");
+
+        // the owner and its clones keep working: they share the lock
+        clone
+            .save(&[record("a", None), record("c", None)])
+            .await
+            .unwrap();
+        assert_eq!(
+            first.load().await.unwrap(),
+            vec![record("a", None), record("c", None)]
+        );
+        drop(first);
+        // a clone still holds it
+        assert_conflict(&second.load().await.unwrap_err(), &path);
+        drop(clone);
+
+        // the owner is gone: the refused store takes the file over
+        assert_eq!(
+            second.load().await.unwrap(),
+            vec![record("a", None), record("c", None)]
+        );
+        second.save(&[record("b", None)]).await.unwrap();
+        assert_eq!(second.load().await.unwrap(), vec![record("b", None)]);
+        assert_conflict(&FileStateStore::new(&path).load().await.unwrap_err(), &path);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_first_load_of_a_missing_file_already_owns_it() {
+        // loading a file that does not exist yet (a first start) claims it:
+        // another store cannot slip in before the first save
+        let dir = temp_dir("owned-missing");
+        let path = dir.join("nested/state.json");
+        let first = FileStateStore::new(&path);
+        assert!(first.load().await.unwrap().is_empty());
+        let second = FileStateStore::new(&path);
+        assert_conflict(&second.load().await.unwrap_err(), &path);
+        assert_conflict(&second.save(&[record("b", None)]).await.unwrap_err(), &path);
+        assert!(!path.exists(), "the refused save wrote the file");
+        first.save(&[record("a", None)]).await.unwrap();
+        assert_eq!(first.load().await.unwrap(), vec![record("a", None)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn two_symbolic_links_to_one_file_conflict() {
+        let dir = temp_dir("owned-links");
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let target = dir.join("data/real.json");
+        let relative = dir.join("a.json");
+        let absolute = dir.join("b.json");
+        std::os::unix::fs::symlink("data/real.json", &relative).unwrap();
+        std::os::unix::fs::symlink(&target, &absolute).unwrap();
+        let owner = FileStateStore::new(&relative);
+        owner.save(&[record("a", None)]).await.unwrap();
+        for other in [&absolute, &target] {
+            let store = FileStateStore::new(other);
+            assert_conflict(&store.load().await.unwrap_err(), other);
+            assert_conflict(&store.save(&[record("b", None)]).await.unwrap_err(), other);
+        }
+        assert_eq!(owner.load().await.unwrap(), vec![record("a", None)]);
+        drop(owner);
+        assert_eq!(
+            FileStateStore::new(&absolute).load().await.unwrap(),
+            vec![record("a", None)]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Set in the child process of
+    /// [`a_state_file_owned_by_another_process_is_refused`]: the state file
+    /// it holds until its stdin closes.
+    const HOLDER_ENV: &str = "A3S_EVENT_BUS_TEST_STATE_LOCK_HOLDER";
+    /// What the child prints once it holds the file.
+    const HOLDING: &str = "a3s-state-lock-holder: holding";
+
+    /// Kills the child process if the test fails before waiting for it.
+    struct Holder(std::process::Child);
+
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_state_file_owned_by_another_process_is_refused() {
+        use std::io::BufRead as _;
+        if let Ok(path) = std::env::var(HOLDER_ENV) {
+            // the child: take the file, say so, hold it until stdin closes
+            let store = FileStateStore::new(&path);
+            store.save(&[record("child", None)]).await.unwrap();
+            println!("{HOLDING}");
+            std::io::stdout().flush().unwrap();
+            let _ = std::io::stdin().read_line(&mut String::new());
+            drop(store);
+            return;
+        }
+        let dir = temp_dir("owned-process");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let name = concat!(
+            module_path!(),
+            "::a_state_file_owned_by_another_process_is_refused"
+        );
+        let name = name.split_once("::").map_or(name, |(_, rest)| rest);
+        let mut holder = Holder(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--nocapture", "--test-threads=1"])
+                .env(HOLDER_ENV, &path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = holder.0.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("the child exited without taking the file")
+                .unwrap();
+            // libtest's "test <name> ... " may precede it on the line
+            if line.ends_with(HOLDING) {
+                break;
+            }
+        }
+
+        let store = FileStateStore::new(&path);
+        assert_conflict(&store.load().await.unwrap_err(), &path);
+        assert_conflict(
+            &store.save(&[record("parent", None)]).await.unwrap_err(),
+            &path,
+        );
+
+        // the child lets go (its stdin closes) and exits; the refused save
+        // left its state in the file
+        drop(holder.0.stdin.take());
+        assert!(holder.0.wait().unwrap().success(), "the child failed");
+        assert_eq!(store.load().await.unwrap(), vec![record("child", None)]);
+        store.save(&[record("parent", None)]).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), vec![record("parent", None)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lock_file_that_cannot_be_opened_is_an_io_error_naming_it() {
+        let dir = temp_dir("lock-dir");
+        let path = dir.join("state.json");
+        let lock = dir.join(".state.json.lock");
+        // a directory where the lock file goes: opening it for writing fails
+        std::fs::create_dir_all(&lock).unwrap();
+        let store = FileStateStore::new(&path);
+        for err in [
+            store.load().await.unwrap_err(),
+            store.save(&[record("a", None)]).await.unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Io { .. }), "{err}");
+            assert!(
+                err.to_string().contains(&lock.display().to_string()),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+        }
+        assert!(!path.exists(), "saved without the lock");
+        // fixed, the same store takes the lock and works
+        std::fs::remove_dir(&lock).unwrap();
+        store.save(&[record("a", None)]).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn unreadable_path_is_an_io_error_naming_it() {
         let dir = temp_dir("dir-as-file");
-        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        std::fs::create_dir_all(&path).unwrap();
         // the "file" is a directory: reading it fails
-        let err = FileStateStore::new(&dir).load().await.unwrap_err();
+        let err = FileStateStore::new(&path).load().await.unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err}");
-        assert!(err.to_string().contains(&dir.display().to_string()));
+        assert!(err.to_string().contains(&path.display().to_string()));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

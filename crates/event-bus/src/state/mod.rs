@@ -3,7 +3,8 @@
 //!
 //! - [`MemoryStateStore`]: in-process, for tests.
 //! - [`FileStateStore`]: a JSON file, replaced atomically (temp file, fsync,
-//!   rename, fsync of the directory), with file I/O on a blocking thread.
+//!   rename, fsync of the directory), with file I/O on a blocking thread,
+//!   and locked to one store (and its clones) at a time.
 
 mod file;
 mod memory;

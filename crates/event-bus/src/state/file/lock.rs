@@ -1,0 +1,150 @@
+//! One store at a time on a state file: an exclusive advisory lock on a
+//! lock file next to it, held by a store and its clones.
+
+use super::{create_dir, file_name, io_error, parent_dir, resolve_symlinks};
+use event_core::{Error, Result};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+/// The state file a store (and its clones) owns, once it has claimed it.
+#[derive(Debug, Default)]
+pub(super) struct Ownership {
+    claim: Mutex<Option<Claim>>,
+}
+
+#[derive(Debug)]
+struct Claim {
+    /// The file loads read and saves replace: the store's path with its
+    /// symbolic links resolved when the file was claimed.
+    target: PathBuf,
+    /// The open lock file, locked; closing it (when the last clone of the
+    /// store drops) releases the lock. `None` where the file system cannot
+    /// lock.
+    _lock: Option<File>,
+}
+
+impl Ownership {
+    /// The file to read or replace for the store at `path`, claimed first
+    /// if the store has not claimed it yet.
+    ///
+    /// [`Error::Conflict`] while another store (here or in another process)
+    /// holds it: nothing is claimed, and a later call tries again.
+    /// Blocking: call it on the blocking pool.
+    pub(super) fn target(&self, path: &Path) -> Result<PathBuf> {
+        // held while claiming: clones racing to their first load or save
+        // must share one lock, not take two that conflict
+        let mut claim = self.claim.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(claim) = &*claim {
+            return Ok(claim.target.clone());
+        }
+        let target = resolve_symlinks(path)?;
+        let lock = lock(path, &target)?;
+        *claim = Some(Claim {
+            target: target.clone(),
+            _lock: lock,
+        });
+        Ok(target)
+    }
+}
+
+/// Locks `.{name}.lock` next to `target`, the resolved state file of the
+/// store at `path`: two paths to one file (symbolic links) lock one lock
+/// file. The lock file is created if missing and never deleted: a store
+/// deleting it could leave the next store locking a new file while an old
+/// one still holds the deleted one.
+fn lock(path: &Path, target: &Path) -> Result<Option<File>> {
+    let dir = parent_dir(target);
+    let lock_path = dir.join(format!(".{}.lock", file_name(target)?));
+    create_dir(&dir, path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| {
+            io_error(
+                format!(
+                    "opening the lock file {} of state file {}",
+                    lock_path.display(),
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+    let locked = settle(file.try_lock(), path, &lock_path)?;
+    Ok(locked.then_some(file))
+}
+
+/// What the outcome of locking `lock_path` means for the store at `path`:
+/// `true` locked, `false` used unlocked (the file system cannot lock).
+fn settle(result: Result<(), TryLockError>, path: &Path, lock_path: &Path) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Err(Error::Conflict {
+            resource: format!("state file {}", path.display()),
+            reason: format!(
+                "another store or process holds it (lock file {}); a state file is used by one \
+                 store (and its clones) at a time, as each save writes the whole set",
+                lock_path.display()
+            ),
+        }),
+        // unusable would be worse than unlocked: the store worked before
+        // it locked, and works as it did then
+        Err(TryLockError::Error(err)) if err.kind() == ErrorKind::Unsupported => {
+            tracing::warn!(
+                path = %path.display(),
+                lock = %lock_path.display(),
+                error = %err,
+                "the file system cannot lock the state file: it is used unlocked, and another \
+                 store or process using it would go unnoticed (the last save wins)"
+            );
+            Ok(false)
+        }
+        Err(TryLockError::Error(err)) => Err(io_error(
+            format!(
+                "locking the lock file {} of state file {}",
+                lock_path.display(),
+                path.display()
+            ),
+            err,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_system_that_cannot_lock_leaves_the_store_usable() {
+        let path = Path::new("/data/state.json");
+        let lock_path = Path::new("/data/.state.json.lock");
+        let unsupported = std::io::Error::new(ErrorKind::Unsupported, "no locks here");
+        assert!(!settle(Err(TryLockError::Error(unsupported)), path, lock_path).unwrap());
+        assert!(settle(Ok(()), path, lock_path).unwrap());
+    }
+
+    #[test]
+    fn a_held_lock_is_a_conflict_and_a_failed_one_an_io_error_naming_the_files() {
+        let path = Path::new("/data/state.json");
+        let lock_path = Path::new("/data/.state.json.lock");
+        let err = settle(Err(TryLockError::WouldBlock), path, lock_path).unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+        let err = settle(
+            Err(TryLockError::Error(std::io::Error::new(
+                ErrorKind::PermissionDenied,
+                "denied",
+            ))),
+            path,
+            lock_path,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("/data/state.json"), "{text}");
+        assert!(text.contains("/data/.state.json.lock"), "{text}");
+    }
+}
