@@ -675,11 +675,11 @@ impl State {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
-            if let Some(entry) = store.get(seq) {
-                if self.settings.filter.matches(&entry.event.subject) {
-                    found = Some((seq, entry.event.clone()));
-                    break;
-                }
+            if let Some(entry) = store.get(seq)
+                && self.settings.filter.matches(&entry.event.subject)
+            {
+                found = Some((seq, entry.event.clone()));
+                break;
             }
         }
         self.cursor.advance_to(self.next_seq);

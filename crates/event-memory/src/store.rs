@@ -426,34 +426,34 @@ impl Store {
             Slot::Occupied(first) => return Ok(Appended::Duplicate(*first.get())),
             Slot::Vacant(slot) => slot,
         };
-        if let Some(expected) = expected {
-            if expected != self.last_seq {
-                return Err(Error::WrongLastSequence {
-                    expected,
-                    actual: self.last_seq,
-                });
-            }
+        if let Some(expected) = expected
+            && expected != self.last_seq
+        {
+            return Err(Error::WrongLastSequence {
+                expected,
+                actual: self.last_seq,
+            });
         }
         self.last_seq += 1;
         let seq = self.last_seq;
         slot.insert(seq);
-        if (seq - 1) % BLOCK == 0 {
+        if (seq - 1).is_multiple_of(BLOCK) {
             self.blocks.push_back(Summary::default());
         }
         if let Some(block) = self.blocks.back_mut() {
             block.add(summary);
         }
         let stored_at = self.log.back().map_or(now_ms, |e| e.stored_at.max(now_ms));
-        if self.log.len() == self.max_events {
-            if let Some(old) = self.log.pop_front() {
-                self.count_evicted(self.first_seq, &old.event.subject);
-                self.bytes -= old.size as u64;
-                if self.first_seq % BLOCK == 0 {
-                    // the last of its block
-                    self.blocks.pop_front();
-                }
-                self.first_seq += 1;
+        if self.log.len() == self.max_events
+            && let Some(old) = self.log.pop_front()
+        {
+            self.count_evicted(self.first_seq, &old.event.subject);
+            self.bytes -= old.size as u64;
+            if self.first_seq.is_multiple_of(BLOCK) {
+                // the last of its block
+                self.blocks.pop_front();
             }
+            self.first_seq += 1;
         }
         self.bytes += size as u64;
         self.log.push_back(Entry {
