@@ -92,14 +92,14 @@ pub(crate) fn form(content_type: Option<&str>, marker: Option<&str>, payload: &V
         return DataForm::Json;
     }
     let text_type = is_text_content_type(ct);
-    if marker == Some("true") {
-        if let Some(bytes) = decode_canonical(text) {
-            // (not empty: the text is not) bytes that read back as text
-            // would lose the marker
-            let reads_as_text = text_type && std::str::from_utf8(&bytes).is_ok();
-            if !reads_as_text {
-                return DataForm::Binary(bytes);
-            }
+    if marker == Some("true")
+        && let Some(bytes) = decode_canonical(text)
+    {
+        // (not empty: the text is not) bytes that read back as text
+        // would lose the marker
+        let reads_as_text = text_type && std::str::from_utf8(&bytes).is_ok();
+        if !reads_as_text {
+            return DataForm::Binary(bytes);
         }
     }
     if text_type {

@@ -218,7 +218,7 @@ pub fn encode_metadata_key(key: &str) -> String {
 
 /// Decodes the hex part of an `a3sx…` extension name back to the metadata key.
 pub(crate) fn decode_hex_key(hex: &str) -> Result<String, String> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err("odd number of hex digits".to_string());
     }
     fn nibble(c: u8) -> Option<u8> {

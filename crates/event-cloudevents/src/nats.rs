@@ -236,10 +236,10 @@ pub fn content_mode(headers: Option<&HeaderMap>) -> Mode {
 /// without either, a payload that is a JSON object with a string
 /// `specversion` member (a structured event sent without headers).
 pub fn is_cloudevent(headers: Option<&HeaderMap>, payload: &[u8]) -> bool {
-    if let Some(h) = headers {
-        if structured_content_type(h).is_some() || has_header(h, SPEC_VERSION_HEADER) {
-            return true;
-        }
+    if let Some(h) = headers
+        && (structured_content_type(h).is_some() || has_header(h, SPEC_VERSION_HEADER))
+    {
+        return true;
     }
     #[derive(serde::Deserialize)]
     struct Probe {
@@ -408,10 +408,10 @@ fn read_binary(headers: &HeaderMap, payload: &[u8]) -> Result<CloudEvent> {
             content_type = Some(single_value(name, values)?.to_string());
         }
     }
-    if let Some(ct) = content_type {
-        if !attributes.iter().any(|(a, _)| a == "datacontenttype") {
-            attributes.push(("datacontenttype".to_string(), ct));
-        }
+    if let Some(ct) = content_type
+        && !attributes.iter().any(|(a, _)| a == "datacontenttype")
+    {
+        attributes.push(("datacontenttype".to_string(), ct));
     }
     let spec_version = spec_version.ok_or_else(|| {
         Error::Serialization(format!(

@@ -178,10 +178,10 @@ pub(crate) fn decode_event(event: &mut cloudevents::Event) -> Result<()> {
     if let Some(v) = header_text("type", event.ty())? {
         event.set_type(v);
     }
-    if let Some(subject) = event.subject() {
-        if let Some(v) = header_text("subject", subject)? {
-            event.set_subject(Some(v));
-        }
+    if let Some(subject) = event.subject()
+        && let Some(v) = header_text("subject", subject)?
+    {
+        event.set_subject(Some(v));
     }
     // The SDK has parsed the header into a URL already; the URL parser keeps
     // the `%XX` triplets of paths, queries and fragments as they are, so
@@ -202,10 +202,10 @@ pub(crate) fn decode_event(event: &mut cloudevents::Event) -> Result<()> {
     }
     let mut changed = Vec::new();
     for (name, value) in event.iter_extensions() {
-        if let ExtensionValue::String(s) = value {
-            if let Some(v) = header_text(name, s)? {
-                changed.push((name.to_string(), v));
-            }
+        if let ExtensionValue::String(s) = value
+            && let Some(v) = header_text(name, s)?
+        {
+            changed.push((name.to_string(), v));
         }
     }
     for (name, value) in changed {

@@ -311,26 +311,26 @@ fn an_empty_id_gives_the_same_cloudevent_on_every_path_every_time() {
 fn expected_back(ce: &CloudEvent) -> CloudEvent {
     use cloudevents::{AttributesReader, AttributesWriter, Data};
     use event_cloudevents::mapping::{is_json_content_type, is_text_content_type};
-    if let (Some(ct), Some(data)) = (ce.datacontenttype(), ce.data()) {
-        if !is_json_content_type(ct) {
-            let ct = ct.to_string();
-            let bytes: Vec<u8> = Vec::try_from(data.clone()).unwrap();
-            let mut expected = expected_back_attributes(ce);
-            if bytes.is_empty() {
-                // no data, as binary mode carries it
-                let (_, schema, _) = expected.take_data();
-                expected.set_dataschema(schema);
-                expected.set_datacontenttype(Some(ct));
-                return expected;
-            }
-            let data = match String::from_utf8(bytes) {
-                Ok(text) if is_text_content_type(&ct) => Data::String(text),
-                Ok(text) => Data::Binary(text.into_bytes()),
-                Err(not_utf8) => Data::Binary(not_utf8.into_bytes()),
-            };
-            expected.set_data(ct, data);
+    if let (Some(ct), Some(data)) = (ce.datacontenttype(), ce.data())
+        && !is_json_content_type(ct)
+    {
+        let ct = ct.to_string();
+        let bytes: Vec<u8> = Vec::try_from(data.clone()).unwrap();
+        let mut expected = expected_back_attributes(ce);
+        if bytes.is_empty() {
+            // no data, as binary mode carries it
+            let (_, schema, _) = expected.take_data();
+            expected.set_dataschema(schema);
+            expected.set_datacontenttype(Some(ct));
             return expected;
         }
+        let data = match String::from_utf8(bytes) {
+            Ok(text) if is_text_content_type(&ct) => Data::String(text),
+            Ok(text) => Data::Binary(text.into_bytes()),
+            Err(not_utf8) => Data::Binary(not_utf8.into_bytes()),
+        };
+        expected.set_data(ct, data);
+        return expected;
     }
     let mut expected = expected_back_attributes(ce);
     let (content_type, schema, data) = expected.take_data();

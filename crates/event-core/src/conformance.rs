@@ -1275,22 +1275,22 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
         // `timeout` would not: tokio rounds its deadline up to the next
         // millisecond tick, so the fetch may run past several awaits first)
         round += 1;
-        let first_poll_only = round % 2 == 0;
-        if manual.len() < 100 {
-            if let Some(item) = fetch_or_cancel(durable.next_manual_ack(), first_poll_only).await {
-                let pending = item.expect("delivery").expect("subscription open");
-                manual.push((
-                    n_of(&pending.received.event),
-                    pending.received.num_delivered,
-                ));
-                pending.ack().await.expect("ack");
-            }
+        let first_poll_only = round.is_multiple_of(2);
+        if manual.len() < 100
+            && let Some(item) = fetch_or_cancel(durable.next_manual_ack(), first_poll_only).await
+        {
+            let pending = item.expect("delivery").expect("subscription open");
+            manual.push((
+                n_of(&pending.received.event),
+                pending.received.num_delivered,
+            ));
+            pending.ack().await.expect("ack");
         }
-        if auto.len() < 100 {
-            if let Some(item) = fetch_or_cancel(live.next(), first_poll_only).await {
-                let received = item.expect("delivery").expect("subscription open");
-                auto.push((n_of(&received.event), received.num_delivered));
-            }
+        if auto.len() < 100
+            && let Some(item) = fetch_or_cancel(live.next(), first_poll_only).await
+        {
+            let received = item.expect("delivery").expect("subscription open");
+            auto.push((n_of(&received.event), received.num_delivered));
         }
     }
     publisher.await.expect("publisher");

@@ -986,10 +986,10 @@ mod tests {
                     14..=15 => {
                         if rng.below(2) == 0 && waiting.len() < 3 {
                             waiting.push(c.waiting());
-                        } else if let Some(w) = waiting.pop() {
-                            if rng.below(2) == 0 {
-                                w.woken();
-                            }
+                        } else if let Some(w) = waiting.pop()
+                            && rng.below(2) == 0
+                        {
+                            w.woken();
                         }
                     }
                     16 => {

@@ -624,7 +624,7 @@ impl MutSub {
         }
         if self.kind == Kind::DropsEvents {
             self.fetched += 1;
-            return self.fetched % 7 != 0;
+            return !self.fetched.is_multiple_of(7);
         }
         true
     }

@@ -199,7 +199,7 @@ fn bench_consume(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &commo
 /// `n % 10 == 0`, `n % 100 == 0`, `n % 1000 == 0`, so wildcard filters match
 /// 10%, 1% and 0.1% of the events, evenly spread.
 fn history_subject(p: &NatsProvider, n: u64) -> String {
-    let mark = |m| if n % m == 0 { "x" } else { "y" };
+    let mark = |m| if n.is_multiple_of(m) { "x" } else { "y" };
     format!(
         "{}.{}.{}.{}.t",
         p.subject_prefix(),

@@ -103,16 +103,16 @@ pub fn can_read(reader: &EventSchema, writer: &EventSchema) -> Result<(), Incomp
     let r_draft = declared_draft(&r);
     let w_draft = declared_draft(&w);
     for (who, draft) in [("reader", r_draft), ("writer", w_draft)] {
-        if let Some(d) = draft {
-            if d.contains("draft-03") || d.contains("draft-04") {
-                return Err(Incompatibility::new(
-                    "",
-                    format!(
-                        "the {who} declares `$schema` {d:?}; the compatibility checker \
+        if let Some(d) = draft
+            && (d.contains("draft-03") || d.contains("draft-04"))
+        {
+            return Err(Incompatibility::new(
+                "",
+                format!(
+                    "the {who} declares `$schema` {d:?}; the compatibility checker \
                          understands drafts 6, 7, 2019-09 and 2020-12 only"
-                    ),
-                ));
-            }
+                ),
+            ));
         }
     }
     let ctx = Ctx {
@@ -614,10 +614,10 @@ fn combinators(
         return Some(read_by_union(w, wm, r, keyword, branches, at, ctx));
     }
     // W is within each of its branches: one that R reads is enough.
-    if let Some((_, branches)) = alone(wm, &["allOf"], root) {
-        if branches.iter().any(|b| subset(b, r, at, ctx).is_ok()) {
-            return Some(Ok(()));
-        }
+    if let Some((_, branches)) = alone(wm, &["allOf"], root)
+        && branches.iter().any(|b| subset(b, r, at, ctx).is_ok())
+    {
+        return Some(Ok(()));
     }
     None
 }
@@ -636,10 +636,10 @@ fn read_by_union(
     ctx: &Ctx<'_>,
 ) -> Check {
     // A finite W: each value against R itself, exactly.
-    if !contains_ref(w) {
-        if let Some(values) = finite_values(wm, at)? {
-            return check_values(&values, r, at, ctx);
-        }
+    if !contains_ref(w)
+        && let Some(values) = finite_values(wm, at)?
+    {
+        return check_values(&values, r, at, ctx);
     }
     let wt = TypeSet::of(wm, "writer", at)?;
     let disjoint = |b: &Value| match b {
@@ -667,14 +667,14 @@ fn read_by_union(
             return Ok(());
         }
     }
-    if let Some(Value::Array(types)) = wm.get("type") {
-        if types.len() > 1 {
-            return types.iter().try_for_each(|t| {
-                let mut one = wm.clone();
-                one.insert("type".into(), t.clone());
-                subset(&Value::Object(one), r, at, ctx)
-            });
-        }
+    if let Some(Value::Array(types)) = wm.get("type")
+        && types.len() > 1
+    {
+        return types.iter().try_for_each(|t| {
+            let mut one = wm.clone();
+            one.insert("type".into(), t.clone());
+            subset(&Value::Object(one), r, at, ctx)
+        });
     }
     Err(Incompatibility::new(
         at,
@@ -979,49 +979,49 @@ fn check_numeric(wm: &Map<String, Value>, rm: &Map<String, Value>, at: &str) -> 
         (None, Some(e)) => format!("exclusive {word} {e}"),
         (Some(i), Some(e)) => format!("{word} {i} and exclusive {word} {e}"),
     };
-    if let Some(a) = number(rm, "minimum", at)? {
-        if !(holds(w_min, a, &[Greater, Equal]) || holds(w_xmin, a, &[Greater, Equal])) {
-            return Err(Incompatibility::new(
-                at,
-                format!(
-                    "the reader requires minimum {a} but the writer allows smaller values ({})",
-                    describe(w_min, w_xmin, "minimum")
-                ),
-            ));
-        }
+    if let Some(a) = number(rm, "minimum", at)?
+        && !(holds(w_min, a, &[Greater, Equal]) || holds(w_xmin, a, &[Greater, Equal]))
+    {
+        return Err(Incompatibility::new(
+            at,
+            format!(
+                "the reader requires minimum {a} but the writer allows smaller values ({})",
+                describe(w_min, w_xmin, "minimum")
+            ),
+        ));
     }
-    if let Some(a) = number(rm, "exclusiveMinimum", at)? {
-        if !(holds(w_min, a, &[Greater]) || holds(w_xmin, a, &[Greater, Equal])) {
-            return Err(Incompatibility::new(
-                at,
-                format!(
-                    "the reader requires values above {a} but the writer allows {a} or less ({})",
-                    describe(w_min, w_xmin, "minimum")
-                ),
-            ));
-        }
+    if let Some(a) = number(rm, "exclusiveMinimum", at)?
+        && !(holds(w_min, a, &[Greater]) || holds(w_xmin, a, &[Greater, Equal]))
+    {
+        return Err(Incompatibility::new(
+            at,
+            format!(
+                "the reader requires values above {a} but the writer allows {a} or less ({})",
+                describe(w_min, w_xmin, "minimum")
+            ),
+        ));
     }
-    if let Some(a) = number(rm, "maximum", at)? {
-        if !(holds(w_max, a, &[Less, Equal]) || holds(w_xmax, a, &[Less, Equal])) {
-            return Err(Incompatibility::new(
-                at,
-                format!(
-                    "the reader requires maximum {a} but the writer allows larger values ({})",
-                    describe(w_max, w_xmax, "maximum")
-                ),
-            ));
-        }
+    if let Some(a) = number(rm, "maximum", at)?
+        && !(holds(w_max, a, &[Less, Equal]) || holds(w_xmax, a, &[Less, Equal]))
+    {
+        return Err(Incompatibility::new(
+            at,
+            format!(
+                "the reader requires maximum {a} but the writer allows larger values ({})",
+                describe(w_max, w_xmax, "maximum")
+            ),
+        ));
     }
-    if let Some(a) = number(rm, "exclusiveMaximum", at)? {
-        if !(holds(w_max, a, &[Less]) || holds(w_xmax, a, &[Less, Equal])) {
-            return Err(Incompatibility::new(
-                at,
-                format!(
-                    "the reader requires values below {a} but the writer allows {a} or more ({})",
-                    describe(w_max, w_xmax, "maximum")
-                ),
-            ));
-        }
+    if let Some(a) = number(rm, "exclusiveMaximum", at)?
+        && !(holds(w_max, a, &[Less]) || holds(w_xmax, a, &[Less, Equal]))
+    {
+        return Err(Incompatibility::new(
+            at,
+            format!(
+                "the reader requires values below {a} but the writer allows {a} or more ({})",
+                describe(w_max, w_xmax, "maximum")
+            ),
+        ));
     }
     if let Some(a) = number(rm, "multipleOf", at)? {
         let ok = number(wm, "multipleOf", at)?.is_some_and(|b| implies_multiple(b, a));
@@ -1087,16 +1087,16 @@ fn check_upper(wm: &Map<String, Value>, rm: &Map<String, Value>, key: &str, at: 
 }
 
 fn check_equal(wm: &Map<String, Value>, rm: &Map<String, Value>, key: &str, at: &str) -> Check {
-    if let Some(r) = rm.get(key) {
-        if wm.get(key) != Some(r) {
-            let w = wm
-                .get(key)
-                .map_or_else(|| "none".to_owned(), ToString::to_string);
-            return Err(Incompatibility::new(
-                at,
-                format!("`{key}` changed: the reader requires {r}, the writer has {w}"),
-            ));
-        }
+    if let Some(r) = rm.get(key)
+        && wm.get(key) != Some(r)
+    {
+        let w = wm
+            .get(key)
+            .map_or_else(|| "none".to_owned(), ToString::to_string);
+        return Err(Incompatibility::new(
+            at,
+            format!("`{key}` changed: the reader requires {r}, the writer has {w}"),
+        ));
     }
     Ok(())
 }

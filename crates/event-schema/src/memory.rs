@@ -317,18 +317,18 @@ impl MemorySchemaRegistry {
                  registered schemas are immutable, register a new version",
             ));
         }
-        if let Some((&latest, _)) = t.versions.last_key_value() {
-            if latest > schema.version {
-                return Err(schema_error(
-                    &schema.event_type,
-                    schema.version,
-                    format!(
-                        "version {} is older than the latest registered version {latest}; \
+        if let Some((&latest, _)) = t.versions.last_key_value()
+            && latest > schema.version
+        {
+            return Err(schema_error(
+                &schema.event_type,
+                schema.version,
+                format!(
+                    "version {} is older than the latest registered version {latest}; \
                          register versions in increasing order",
-                        schema.version
-                    ),
-                ));
-            }
+                    schema.version
+                ),
+            ));
         }
         Ok(Placement::New)
     }

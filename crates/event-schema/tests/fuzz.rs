@@ -297,11 +297,11 @@ fn deep_schemas_and_payloads_do_not_overflow_the_stack() {
             }
         }
         // through JSON text, as a schema file would arrive
-        if let Ok(text) = serde_json::to_string(&schema) {
-            if let Ok(decoded) = serde_json::from_str::<EventSchema>(&text) {
-                let registry = MemorySchemaRegistry::new();
-                expect("register decoded deep", &registry.register(decoded));
-            }
+        if let Ok(text) = serde_json::to_string(&schema)
+            && let Ok(decoded) = serde_json::from_str::<EventSchema>(&text)
+        {
+            let registry = MemorySchemaRegistry::new();
+            expect("register decoded deep", &registry.register(decoded));
         }
     });
 }

@@ -322,10 +322,10 @@ fn extract_defs(rng: &mut Rng, schema: &mut Value) {
         }
     }
     for key in ["items", "additionalProperties"] {
-        if let Some(sub) = map.get_mut(key) {
-            if rng.percent(50) {
-                refer(rng, sub, &mut defs);
-            }
+        if let Some(sub) = map.get_mut(key)
+            && rng.percent(50)
+        {
+            refer(rng, sub, &mut defs);
         }
     }
     if !defs.is_empty() {
@@ -369,10 +369,10 @@ fn search(seed: u64) {
             if rng.percent(25) {
                 extract_defs(&mut rng, side);
             }
-            if let (Value::Object(map), Some(draft)) = (side, rng.pick(&DRAFTS)) {
-                if rng.percent(30) {
-                    map.insert("$schema".into(), json!(draft));
-                }
+            if let (Value::Object(map), Some(draft)) = (side, rng.pick(&DRAFTS))
+                && rng.percent(30)
+            {
+                map.insert("$schema".into(), json!(draft));
             }
         }
         let writer = EventSchema::new("w", 1)

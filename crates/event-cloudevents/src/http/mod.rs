@@ -120,21 +120,19 @@ pub fn from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<Event> {
 /// Parses a CloudEvent from an HTTP message (either mode).
 pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudEvent> {
     let structured = is_structured(headers);
-    if !structured {
-        if let Some(ct) = cloudevents_format(headers) {
-            // Batched mode, or structured mode in an event format other than
-            // JSON: a CloudEvents message, but not one event in JSON.
-            let hint = if crate::mapping::is_batch_content_type(ct) {
-                "a batch of events (batched content mode); read the body with \
+    if !structured && let Some(ct) = cloudevents_format(headers) {
+        // Batched mode, or structured mode in an event format other than
+        // JSON: a CloudEvents message, but not one event in JSON.
+        let hint = if crate::mapping::is_batch_content_type(ct) {
+            "a batch of events (batched content mode); read the body with \
                  `from_structured_batch`"
-                    .to_string()
-            } else {
-                format!("an event format this crate does not read (only {STRUCTURED_CONTENT_TYPE})")
-            };
-            return Err(Error::Serialization(format!(
-                "HTTP message has Content-Type {ct:?}: {hint}"
-            )));
-        }
+                .to_string()
+        } else {
+            format!("an event format this crate does not read (only {STRUCTURED_CONTENT_TYPE})")
+        };
+        return Err(Error::Serialization(format!(
+            "HTTP message has Content-Type {ct:?}: {hint}"
+        )));
     }
     if !structured && !headers.contains_key(SPEC_VERSION_HEADER) {
         return Err(Error::Serialization(format!(
@@ -196,14 +194,13 @@ fn check_content_type_header(headers: &HeaderMap) -> Result<()> {
     if let (Some(ct), Some(ce_ct)) = (
         headers.get(CONTENT_TYPE),
         headers.get(DATACONTENTTYPE_HEADER),
-    ) {
-        if ct != ce_ct {
-            return Err(Error::Serialization(format!(
-                "HTTP message has a `{DATACONTENTTYPE_HEADER}` header ({ce_ct:?}) that \
+    ) && ct != ce_ct
+    {
+        return Err(Error::Serialization(format!(
+            "HTTP message has a `{DATACONTENTTYPE_HEADER}` header ({ce_ct:?}) that \
                  contradicts its Content-Type ({ct:?}); in binary mode Content-Type is the \
                  datacontenttype and `{DATACONTENTTYPE_HEADER}` must not be sent"
-            )));
-        }
+        )));
     }
     Ok(())
 }
