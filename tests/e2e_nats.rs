@@ -823,9 +823,20 @@ async fn process_restart_resumes_the_managed_subscriber_from_the_state_file() {
     let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &key(1)));
     let svc = Service::connect(config, encryptor).await;
     let bus = &svc.bus;
-    bus.set_state_store(Arc::new(a3s_event::FileStateStore::new(&state_path)))
-        .await
-        .unwrap();
+    // A real exit releases the state file at once. Here process one's tasks,
+    // which hold its bus and so the file, are dropped by its runtime's
+    // threads after `shutdown_background` returned: until then the file is
+    // still taken (`Error::Conflict`), as by a process still exiting.
+    let store = Arc::new(a3s_event::FileStateStore::new(&state_path));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match bus.set_state_store(store.clone()).await {
+            Err(Error::Conflict { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.unwrap(),
+        }
+    }
     let record = bus.get_subscription_record("billing").await.unwrap();
     assert_eq!(record.filter, billing_filter(svc.orders_subject()));
     assert_eq!(record.options.as_ref(), Some(&options));

@@ -728,6 +728,11 @@ async fn readme_roadmap_state_persistence() -> a3s_event::Result<()> {
         .await?;
     assert_eq!(bus.list_subscriptions().await, vec![filter]);
     let _ = std::fs::remove_file(&path);
+    // the store's lock file, kept next to the state file
+    if let Some(name) = path.file_name() {
+        let lock = path.with_file_name(format!(".{}.lock", name.to_string_lossy()));
+        let _ = std::fs::remove_file(lock);
+    }
 
     let memory: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
     bus.set_state_store(memory.clone()).await?;
