@@ -100,7 +100,11 @@ async fn every_outcome_is_counted_once_in_its_counter() {
         },
         SubscribeOptions {
             max_deliver: Some(2),
-            backoff: vec![Duration::from_millis(5)],
+            // a backoff step is also the ack wait of its delivery: the final
+            // delivery gets 5 s, so the DLQ's retry after its refusal never
+            // races the delivery's expiry (which would give the event its
+            // spare delivery and a second dead letter on a loaded machine)
+            backoff: vec![Duration::from_millis(5), Duration::from_secs(5)],
             ack_wait: Some(Duration::from_secs(5)),
             ..Default::default()
         },
