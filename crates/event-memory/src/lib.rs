@@ -21,11 +21,13 @@
 //! once; [`publish_shared`](event_core::EventProvider::publish_shared) stores
 //! the caller's `Arc` itself, and
 //! [`history_shared`](event_core::EventProvider::history_shared) returns the
-//! stored `Arc`s, so neither copies an event. A publish spends a unit of
-//! tokio's cooperative budget, so a long publish loop lets the subscriptions
-//! on its worker run; a publish may therefore return `Pending` once in a
-//! while, always before it takes effect, so dropping it there stores nothing
-//! (wrap it in `tokio::task::unconstrained` to opt out).
+//! stored `Arc`s, so neither copies an event. A publish, and a fetch
+//! (`next`, `next_manual_ack`), spends a unit of tokio's cooperative
+//! budget, so a long publish loop lets the subscriptions on its worker run
+//! and a fetch loop that always finds work lets the other tasks run; either
+//! may therefore return `Pending` once in a while, always before it takes
+//! effect, so dropping it there stores or takes nothing (wrap it in
+//! `tokio::task::unconstrained` to opt out).
 //!
 //! Ack timers, redelivery delays and the dedup window run on tokio's clock
 //! (`tokio::time::Instant`), which is the system's monotonic clock unless

@@ -264,16 +264,18 @@ impl MemoryProvider {
 
 /// Publishing never waits, so a loop of publishes would otherwise hold its
 /// runtime worker until it ends, starving the subscriptions it just woke
-/// (tokio runs a woken task on the waker's worker when it can). Like
-/// tokio's own channels, a publish spends a unit of the task's cooperative
-/// budget; once the budget is used up it yields once, *before* the publish
-/// takes effect, so a publish future dropped at that point (`select!`,
-/// `now_or_never`) has stored nothing. It wakes itself as it yields, so an
+/// (tokio runs a woken task on the waker's worker when it can); a loop of
+/// fetches that always find work (a backlog, an event nak'd and fetched
+/// again) would starve every other task of its worker the same way. Like
+/// tokio's own channels, a publish or fetch spends a unit of the task's
+/// cooperative budget; once the budget is used up it yields once, *before*
+/// the publish or fetch takes effect, so a future dropped at that point
+/// (`select!`, `now_or_never`) has stored or taken nothing. It wakes itself as it yields, so an
 /// executor other than tokio polls it again instead of waiting on tokio's
 /// deferred wake-up, and the second poll completes whatever the budget says.
 /// Outside a tokio runtime, or inside `tokio::task::unconstrained`, it never
 /// yields.
-async fn cooperate() {
+pub(crate) async fn cooperate() {
     let mut budget = std::pin::pin!(tokio::task::consume_budget());
     let mut yielded = false;
     std::future::poll_fn(|cx| {

@@ -44,6 +44,11 @@ impl MemorySubscription {
 
     /// The next delivery; `auto_ack` for [`Subscription::next`].
     async fn fetch(&mut self, auto_ack: bool) -> Result<Option<Delivery>> {
+        // a loop of fetches that always find work (a backlog, an event
+        // nak'd and fetched again) must not hold the runtime worker: a
+        // unit of the cooperative budget, spent before anything is taken,
+        // so a fetch dropped while it yields took nothing
+        crate::provider::cooperate().await;
         loop {
             if self.closed {
                 self.ack_previous();

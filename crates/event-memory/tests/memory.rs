@@ -1205,3 +1205,32 @@ async fn a_fetch_does_not_spin_on_a_settled_hand_off_entry() {
         "the fetch spun until its cooperative budget ran out"
     );
 }
+
+/// A fetch that always finds work (a backlog, or an event nak'd and fetched
+/// again and again) spends the task's cooperative budget as tokio's own
+/// channels do: a loop of fetches on a current-thread runtime lets the other
+/// tasks (here a 1 ms timer) run, instead of holding the runtime until it
+/// ends.
+#[tokio::test(flavor = "current_thread")]
+async fn a_fetch_loop_lets_other_tasks_run() {
+    const FETCHES: u64 = 200_000;
+    let p = provider(1_000, 1_000);
+    let mut sub = p.subscribe_durable("spin", "events.>").await.unwrap();
+    publish(&p, 0..1).await;
+    let fetched = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = fetched.clone();
+    let spinner = tokio::spawn(async move {
+        for _ in 0..FETCHES {
+            let pending = sub.next_manual_ack().await.unwrap().unwrap();
+            pending.nak().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let during = fetched.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        during < FETCHES,
+        "the fetch loop held the runtime for all its {during} fetches"
+    );
+    spinner.abort();
+}
