@@ -48,7 +48,12 @@ pub(crate) struct Shared {
 /// when one is waiting for work, not back to the one that failed it: an
 /// instance that fails every event does not keep an event to itself while a
 /// healthy one waits. It gets the event back when nobody else is waiting,
-/// or when the waiting ones do not take it within 100 ms.
+/// or when the waiting ones do not take it within 100 ms. So, as on
+/// JetStream, an event nak'd without a delay while the other instances are
+/// all busy comes straight back to the one that failed it, and a low
+/// `max_deliver` can be used up there within microseconds: give retries a
+/// delay ([`nak_with_delay`](event_core::PendingEvent::nak_with_delay), a
+/// `backoff`) to let the other instances take their share.
 ///
 /// ```
 /// use event_core::{Event, EventProvider};
