@@ -15,7 +15,6 @@ mod common;
 use common::NatsServer;
 use event_core::{Event, EventProvider, SubscribeOptions, Subscription};
 use event_nats::NatsProvider;
-use serde_json::json;
 use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
@@ -67,13 +66,7 @@ macro_rules! sweep {
 }
 
 fn event(p: &NatsProvider, n: u64) -> Event {
-    Event::new(
-        p.build_subject("cancel", "x"),
-        "cancel",
-        format!("e{n}"),
-        "test",
-        json!({ "n": n }),
-    )
+    common::numbered_event(p, "cancel", n)
 }
 
 /// Waits (bounded) until the stream has `expected` consumers.

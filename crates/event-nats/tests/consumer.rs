@@ -8,7 +8,6 @@ mod common;
 use common::NatsServer;
 use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions, Subscription};
 use event_nats::{NatsConfig, NatsProvider};
-use serde_json::json;
 use std::time::Duration;
 
 macro_rules! server {
@@ -21,13 +20,7 @@ macro_rules! server {
 }
 
 fn event(p: &NatsProvider, n: u64) -> Event {
-    Event::new(
-        p.build_subject("t", "x"),
-        "t",
-        format!("e{n}"),
-        "test",
-        json!({ "n": n }),
-    )
+    common::numbered_event(p, "t", n)
 }
 
 /// The longest ack wait or nak delay the provider sends to JetStream.

@@ -42,13 +42,7 @@ async fn publish_once_back(p: &NatsProvider, event: &Event, deadline: Instant) -
 }
 
 fn event(p: &NatsProvider, n: u64) -> Event {
-    Event::new(
-        p.build_subject("t", "x"),
-        "t",
-        format!("e{n}"),
-        "test",
-        json!({ "n": n }),
-    )
+    common::numbered_event(p, "t", n)
 }
 
 #[tokio::test]

@@ -22,7 +22,6 @@ use common::NatsServer;
 use event_core::{Error, Event, EventProvider};
 use event_nats::{ClientCert, NatsConfig, NatsOptions, NatsProvider, TlsOptions};
 use sec::{Operator, Pki, TempDir};
-use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,13 +35,7 @@ macro_rules! server {
 }
 
 fn event(p: &NatsProvider, n: u64) -> Event {
-    Event::new(
-        p.build_subject("sec", "x"),
-        "sec",
-        format!("e{n}"),
-        "test",
-        json!({ "n": n }),
-    )
+    common::numbered_event(p, "sec", n)
 }
 
 /// Publishes one event and reads it back through a subscription.

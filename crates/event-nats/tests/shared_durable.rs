@@ -24,7 +24,6 @@ mod common;
 use common::NatsServer;
 use event_core::{Event, EventProvider, SubscribeOptions, Subscription};
 use event_nats::NatsProvider;
-use serde_json::json;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -33,13 +32,7 @@ const SETTLE_BOUND: Duration = Duration::from_secs(5);
 const DURABLE: &str = "work";
 
 fn event(p: &NatsProvider, n: u64) -> Event {
-    Event::new(
-        p.build_subject("t", "x"),
-        "t",
-        format!("e{n}"),
-        "test",
-        json!({ "n": n }),
-    )
+    common::numbered_event(p, "t", n)
 }
 
 fn number(event: &Event) -> u64 {

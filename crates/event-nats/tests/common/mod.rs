@@ -279,3 +279,16 @@ pub fn config(server: &NatsServer, tag: &str) -> event_nats::NatsConfig {
         ..event_nats::NatsConfig::default()
     }
 }
+
+/// Event number `n` of the tests, published under `{prefix}.{category}.x`
+/// with the number in its payload (`{"n": n}`).
+pub fn numbered_event(p: &event_nats::NatsProvider, category: &str, n: u64) -> event_core::Event {
+    use event_core::EventProvider as _;
+    event_core::Event::new(
+        p.build_subject(category, "x"),
+        category,
+        format!("e{n}"),
+        "test",
+        serde_json::json!({ "n": n }),
+    )
+}
