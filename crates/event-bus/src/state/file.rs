@@ -35,7 +35,8 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///   [`Error::Conflict`] from each load and save, and the file is left
 ///   as it was; once the holder is gone, its next load or save takes the
 ///   lock. Clones share the lock: give the store to one bus only. On a
-///   file system that cannot lock, the store works unlocked and logs a
+///   file system that cannot lock (no lock support, or an NFS mount whose
+///   lock service is not running), the store works unlocked and logs a
 ///   warning once.
 /// - **Off the executor.** File I/O, the lock's included, runs on tokio's
 ///   blocking pool.

@@ -93,7 +93,7 @@ fn settle(result: Result<(), TryLockError>, path: &Path, lock_path: &Path) -> Re
         }),
         // unusable would be worse than unlocked: the store worked before
         // it locked, and works as it did then
-        Err(TryLockError::Error(err)) if err.kind() == ErrorKind::Unsupported => {
+        Err(TryLockError::Error(err)) if cannot_lock(&err) => {
             tracing::warn!(
                 path = %path.display(),
                 lock = %lock_path.display(),
@@ -114,6 +114,17 @@ fn settle(result: Result<(), TryLockError>, path: &Path, lock_path: &Path) -> Re
     }
 }
 
+/// Whether `err`, from locking, says the file system cannot lock: it does
+/// not support locks, or (`ENOLCK`, "no locks available") it has no lock
+/// service, as an NFS mount whose lock daemon is not running.
+fn cannot_lock(err: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    if err.raw_os_error() == Some(libc::ENOLCK) {
+        return true;
+    }
+    err.kind() == ErrorKind::Unsupported
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +136,18 @@ mod tests {
         let unsupported = std::io::Error::new(ErrorKind::Unsupported, "no locks here");
         assert!(!settle(Err(TryLockError::Error(unsupported)), path, lock_path).unwrap());
         assert!(settle(Ok(()), path, lock_path).unwrap());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_system_without_a_lock_service_leaves_the_store_usable() {
+        // an NFS mount whose lock service (lockd, statd) is not running
+        // answers every lock with ENOLCK, "no locks available": it cannot
+        // lock, as one that does not support locks
+        let path = Path::new("/data/state.json");
+        let lock_path = Path::new("/data/.state.json.lock");
+        let no_locks = std::io::Error::from_raw_os_error(libc::ENOLCK);
+        assert!(!settle(Err(TryLockError::Error(no_locks)), path, lock_path).unwrap());
     }
 
     #[test]
