@@ -91,8 +91,10 @@ impl FileStateStore {
     /// another store on the file, in this process or another, gets
     /// [`Error::Conflict`] meanwhile (see the [type docs](Self)). If
     /// `path` is a symbolic link, the lock is taken next to the file it
-    /// points to, saves replace that file, and the link stays. Saves through
-    /// one store and its clones land in the order they were issued.
+    /// points to, saves replace that file, and the link stays. A relative
+    /// `path` is taken from the working directory of the first load or
+    /// save, and the store keeps to that file. Saves through one store and
+    /// its clones land in the order they were issued.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
@@ -829,6 +831,56 @@ mod tests {
         assert_eq!(store.load().await.unwrap(), vec![record("child", None)]);
         store.save(&[record("parent", None)]).await.unwrap();
         assert_eq!(store.load().await.unwrap(), vec![record("parent", None)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Set in the child process of
+    /// [`a_relative_path_keeps_to_the_file_it_locked_after_a_change_of_directory`]:
+    /// the directory it works in.
+    const CHDIR_ENV: &str = "A3S_EVENT_BUS_TEST_STATE_CHDIR";
+
+    #[tokio::test]
+    async fn a_relative_path_keeps_to_the_file_it_locked_after_a_change_of_directory() {
+        if let Ok(dir) = std::env::var(CHDIR_ENV) {
+            // the child (the working directory is the process's): a store
+            // at a relative path locks the file in the working directory;
+            // after a change of directory its saves still go to that file,
+            // not to one in the new directory that it never locked
+            let dir = PathBuf::from(dir);
+            let (first, second) = (dir.join("first"), dir.join("second"));
+            std::fs::create_dir_all(&first).unwrap();
+            std::fs::create_dir_all(&second).unwrap();
+            std::env::set_current_dir(&first).unwrap();
+            let store = FileStateStore::new("state.json");
+            assert!(store.load().await.unwrap().is_empty());
+            std::env::set_current_dir(&second).unwrap();
+            store.save(&[record("a", None)]).await.unwrap();
+            assert!(
+                !second.join("state.json").exists(),
+                "saved to a file it did not lock"
+            );
+            assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
+            assert!(first.join("state.json").exists(), "the locked file");
+            return;
+        }
+        let dir = temp_dir("chdir");
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = concat!(
+            module_path!(),
+            "::a_relative_path_keeps_to_the_file_it_locked_after_a_change_of_directory"
+        );
+        let name = name.split_once("::").map_or(name, |(_, rest)| rest);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(CHDIR_ENV, &dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the child failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -16,8 +16,9 @@ pub(super) struct Ownership {
 
 #[derive(Debug)]
 struct Claim {
-    /// The file loads read and saves replace: the store's path with its
-    /// symbolic links resolved when the file was claimed.
+    /// The file loads read and saves replace: the store's path, made
+    /// absolute and with its symbolic links resolved when the file was
+    /// claimed.
     target: PathBuf,
     /// The open lock file, locked; closing it (when the last clone of the
     /// store drops) releases the lock. `None` where the file system cannot
@@ -39,7 +40,20 @@ impl Ownership {
         if let Some(claim) = &*claim {
             return Ok(claim.target.clone());
         }
-        let target = resolve_symlinks(path)?;
+        // absolute: a relative path would name another file (one it never
+        // locked) after a change of the working directory (an empty path
+        // stays empty: it has no file name, which is the error to report)
+        let absolute = if path.as_os_str().is_empty() {
+            path.to_path_buf()
+        } else {
+            std::path::absolute(path).map_err(|e| {
+                io_error(
+                    format!("resolving the path of state file {}", path.display()),
+                    e,
+                )
+            })?
+        };
+        let target = resolve_symlinks(&absolute)?;
         let lock = lock(path, &target)?;
         *claim = Some(Claim {
             target: target.clone(),
