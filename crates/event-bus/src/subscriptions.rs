@@ -381,7 +381,10 @@ impl EventBus {
     /// another), setting a second one fails with [`Error::Conflict`] and
     /// changes nothing; it works once the holder is dropped (its bus and
     /// every clone of it) or its process exits. Clones of one store share
-    /// its lock, so give a store to one bus only.
+    /// its lock, so give a store to one bus only. That includes the bus's
+    /// own current store: a new `FileStateStore` on the file the bus already
+    /// uses is refused too, so to set it again (say with another time limit)
+    /// pass the store the bus has, or a clone of it.
     ///
     /// **Time limit.** Each `load` and `save` of the store may take
     /// [`DEFAULT_STATE_STORE_TIMEOUT`] (30 s; another limit with

@@ -556,6 +556,41 @@ async fn a_second_bus_on_the_same_state_file_is_refused_until_the_first_is_gone(
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A bus sets its own state store again (here with another time limit)
+/// through the store it has; a new store on the same file is refused, as
+/// its docs say, and the bus keeps the store it had.
+#[tokio::test]
+async fn a_bus_sets_its_own_file_store_again_through_the_store_it_has() {
+    let dir = common::temp_dir("same-store");
+    let path = dir.join("s.json");
+    let bus = EventBus::new(MemoryProvider::default());
+    let store = Arc::new(FileStateStore::new(&path));
+    bus.set_state_store(store.clone()).await.unwrap();
+    bus.update_subscription(filter("a", &["events.a.>"], true))
+        .await
+        .unwrap();
+    bus.set_state_store_with_timeout(store.clone(), std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let err = bus
+        .set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    // still saving through the store it had
+    bus.update_subscription(filter("b", &["events.b.>"], true))
+        .await
+        .unwrap();
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        saved.contains("\"a\"") && saved.contains("\"b\""),
+        "{saved}"
+    );
+    drop(bus);
+    drop(store);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A memory provider whose durable subscribes wait for a gate, so a test can
 /// act while a subscriber is being opened.
 struct GatedProvider {
