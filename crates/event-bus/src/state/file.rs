@@ -29,7 +29,8 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///   stores saving to one file would erase each other's subscriptions. The
 ///   first load or save takes an exclusive advisory lock on
 ///   `.{file name}.lock` next to the state file (created if missing, never
-///   deleted), held until the store and all its clones are dropped (or the
+///   deleted; one this user may not write, left by another user, is opened
+///   for reading, which locks as well), held until the store and all its clones are dropped (or the
 ///   process exits). Another store on the file, in this process or
 ///   another, even by another path (a symbolic link), gets
 ///   [`Error::Conflict`] from each load and save, and the file is left
@@ -911,6 +912,52 @@ mod tests {
         std::fs::remove_dir(&lock).unwrap();
         store.save(&[record("a", None)]).await.unwrap();
         assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A lock file this user may not write (left by another user, or
+    /// read-only) still locks: it is opened for reading. Made immutable
+    /// here (`chattr +i`), which refuses writing even to root, as these
+    /// tests run; skipped, visibly, where `chattr` cannot do that.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_lock_file_this_user_may_not_write_still_locks() {
+        struct Immutable(PathBuf);
+        impl Drop for Immutable {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("chattr")
+                    .arg("-i")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+        let dir = temp_dir("lock-read-only");
+        let path = dir.join("state.json");
+        let lock = dir.join(".state.json.lock");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&lock, b"").unwrap();
+        let made = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&lock)
+            .status()
+            .is_ok_and(|s| s.success());
+        let guard = Immutable(lock.clone());
+        if !made || std::fs::OpenOptions::new().write(true).open(&lock).is_ok() {
+            eprintln!(
+                "SKIPPED a_lock_file_this_user_may_not_write_still_locks: chattr +i unavailable"
+            );
+            drop(guard);
+            std::fs::remove_dir_all(dir).unwrap();
+            return;
+        }
+        let store = FileStateStore::new(&path);
+        store.save(&[record("a", None)]).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
+        // and it is a lock: another store is refused
+        let err = FileStateStore::new(&path).load().await.unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+        drop(store);
+        drop(guard);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -72,24 +72,39 @@ fn lock(path: &Path, target: &Path) -> Result<Option<File>> {
     let dir = parent_dir(target);
     let lock_path = dir.join(format!(".{}.lock", file_name(target)?));
     create_dir(&dir, path)?;
-    let file = OpenOptions::new()
+    let file = open_lock_file(&lock_path).map_err(|e| {
+        io_error(
+            format!(
+                "opening the lock file {} of state file {}",
+                lock_path.display(),
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    let locked = settle(file.try_lock(), path, &lock_path)?;
+    Ok(locked.then_some(file))
+}
+
+/// Opens (creating it if missing) the lock file. One this user may not
+/// write (left by another user, say a one-off run as root, or made
+/// immutable) is opened for reading instead: a lock needs an open file, not
+/// write access, and the store worked there before it locked. When that
+/// fails too, the first error is the one reported.
+fn open_lock_file(lock_path: &Path) -> std::io::Result<File> {
+    match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| {
-            io_error(
-                format!(
-                    "opening the lock file {} of state file {}",
-                    lock_path.display(),
-                    path.display()
-                ),
-                e,
-            )
-        })?;
-    let locked = settle(file.try_lock(), path, &lock_path)?;
-    Ok(locked.then_some(file))
+        .open(lock_path)
+    {
+        Err(err) if err.kind() == ErrorKind::PermissionDenied => OpenOptions::new()
+            .read(true)
+            .open(lock_path)
+            .map_err(|_| err),
+        other => other,
+    }
 }
 
 /// What the outcome of locking `lock_path` means for the store at `path`:
