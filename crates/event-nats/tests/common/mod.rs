@@ -212,6 +212,15 @@ impl NatsServer {
     /// answered until [`resume`](Self::resume).
     pub fn pause(&self) {
         self.signal("-STOP");
+        // `kill` returns once the signal is sent; the server's threads stop
+        // a moment later (later still on a loaded machine), and until then
+        // it answers: wait until every thread is stopped
+        let pid = self.pid().expect("server running");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "server {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets a [`pause`](Self::pause)d server run again (SIGCONT).
@@ -291,4 +300,23 @@ pub fn numbered_event(p: &event_nats::NatsProvider, category: &str, n: u64) -> e
         "test",
         serde_json::json!({ "n": n }),
     )
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in
+/// `/proc/{pid}/task/*/stat`). Where `/proc` cannot tell, true: there is
+/// nothing to wait on.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            // the thread ended meanwhile
+            return true;
+        };
+        // "pid (comm) S ...": the state follows the last ')'
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "T" || state == "t")
+    })
 }
