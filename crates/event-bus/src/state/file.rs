@@ -30,12 +30,12 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///   first load or save takes an exclusive advisory lock on
 ///   `.{file name}.lock` next to the state file (created if missing, never
 ///   deleted; one this user may not write, left by another user, is opened
-///   for reading, which locks as well), held until the store and all its clones are dropped (or the
-///   process exits). Another store on the file, in this process or
-///   another, even by another path (a symbolic link), gets
-///   [`Error::Conflict`] from each load and save, and the file is left
-///   as it was; once the holder is gone, its next load or save takes the
-///   lock. Clones share the lock: give the store to one bus only. On a
+///   for reading, which locks as well), held until the store and all its
+///   clones are dropped (or the process exits). Another store on the
+///   file, in this process or another, even by another path (a symbolic
+///   link), gets [`Error::Conflict`] from each load and save, and the file
+///   is left as it was; once the holder is gone, its next load or save
+///   takes the lock. Clones share the lock: give the store to one bus only. On a
 ///   file system that cannot lock (no lock support, or an NFS mount whose
 ///   lock service is not running), the store works unlocked and logs a
 ///   warning once.
