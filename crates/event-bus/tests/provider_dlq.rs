@@ -1013,9 +1013,10 @@ async fn letters_stored_before_the_dlq_had_an_encryptor_stay_readable_after() {
     assert!(copies.iter().all(|e| encryptor.is_encrypted(&e.payload)));
 }
 
-/// A memory provider whose durable subscriptions first report one message
-/// they could not decode (as NATS does for a message that is not an event),
-/// and that records the `limit` of every `history` call.
+/// A memory provider whose durable subscriptions report one message they
+/// could not decode (as NATS does for a message that is not an event), first
+/// or after the newest stored one, and that records the `limit` of every
+/// `history` call.
 #[derive(Default)]
 struct Probe {
     inner: MemoryProvider,
@@ -1026,7 +1027,9 @@ struct Probe {
     history_limits: std::sync::Mutex<Vec<usize>>,
 }
 
-struct UndecodableFirst {
+/// A subscription that reports one undecodable message, first or after
+/// the message at `last`.
+struct WithUndecodable {
     inner: Box<dyn event_core::Subscription>,
     pending: bool,
     /// After the message at this sequence is handed out, one undecodable
@@ -1036,7 +1039,7 @@ struct UndecodableFirst {
     at: u64,
 }
 
-impl UndecodableFirst {
+impl WithUndecodable {
     fn undecodable(&mut self) -> Option<event_core::Error> {
         std::mem::take(&mut self.pending).then(|| event_core::Error::Undecodable {
             subject: "events.dlq.jobs".into(),
@@ -1057,7 +1060,7 @@ impl UndecodableFirst {
 }
 
 #[async_trait::async_trait]
-impl event_core::Subscription for UndecodableFirst {
+impl event_core::Subscription for WithUndecodable {
     async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
         match self.undecodable() {
             Some(err) => Err(err),
@@ -1111,7 +1114,7 @@ impl EventProvider for Probe {
         } else {
             None
         };
-        Ok(Box::new(UndecodableFirst {
+        Ok(Box::new(WithUndecodable {
             inner,
             pending: self.undecodable.swap(false, Ordering::SeqCst),
             last,

@@ -1032,6 +1032,13 @@ async fn lowered_max_deliver_gives_one_delivery_past_the_limit_not_two() {
     );
 }
 
+/// Polls `fut` once with a waker that does nothing: true when it is pending
+/// (a fetch then counts as waiting for work until it is dropped).
+fn pending_after_one_poll<F: std::future::Future + ?Sized>(fut: std::pin::Pin<&mut F>) -> bool {
+    fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        .is_pending()
+}
+
 /// A subscription that fails (naks) an event on a shared durable must not
 /// keep its redeliveries to itself while another subscription on the same
 /// durable is waiting for work: the event goes to the waiting one. On a
@@ -1079,7 +1086,6 @@ async fn a_failing_subscription_hands_redeliveries_to_a_waiting_one() {
 /// short grace period.
 #[tokio::test]
 async fn a_redelivery_is_not_stranded_on_a_waiter_that_never_runs() {
-    use std::future::Future;
     let p = provider(1_000, 1_000);
     let mut failing = p.subscribe_durable("work", "events.>").await.unwrap();
     let mut stalled = p.subscribe_durable("work", "events.>").await.unwrap();
@@ -1087,11 +1093,7 @@ async fn a_redelivery_is_not_stranded_on_a_waiter_that_never_runs() {
     let first = failing.next_manual_ack().await.unwrap().unwrap();
     // polled once (it registers as waiting), then never again
     let mut forgotten = Box::pin(stalled.next_manual_ack());
-    let waker = std::task::Waker::noop();
-    let polled = forgotten
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(waker));
-    assert!(polled.is_pending());
+    assert!(pending_after_one_poll(forgotten.as_mut()));
     first.nak().await.unwrap();
     let again = tokio::time::timeout(Duration::from_secs(5), failing.next_manual_ack())
         .await
@@ -1109,18 +1111,13 @@ async fn a_redelivery_is_not_stranded_on_a_waiter_that_never_runs() {
 /// task waits on a timer, so time that passed means the fetch slept.
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_waiter_gives_the_redelivery_back_at_once() {
-    use std::future::Future;
     let p = provider(1_000, 1_000);
     let mut failing = p.subscribe_durable("work", "events.>").await.unwrap();
     let mut other = p.subscribe_durable("work", "events.>").await.unwrap();
     publish(&p, 0..1).await;
     let first = failing.next_manual_ack().await.unwrap().unwrap();
     let mut waiter = Box::pin(other.next_manual_ack());
-    let waker = std::task::Waker::noop();
-    let polled = waiter
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(waker));
-    assert!(polled.is_pending());
+    assert!(pending_after_one_poll(waiter.as_mut()));
     first.nak().await.unwrap();
     let start = tokio::time::Instant::now();
     let fetch = tokio::spawn(async move {
@@ -1175,17 +1172,15 @@ async fn a_fetch_does_not_spin_on_a_settled_hand_off_entry() {
         .subscribe_with_options("events.t.>", &options)
         .await
         .unwrap();
-    let noop = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(noop);
     let mut leaked = Box::pin(sub.next_manual_ack());
-    assert!(leaked.as_mut().poll(&mut cx).is_pending());
+    assert!(pending_after_one_poll(leaked.as_mut()));
     std::mem::forget(leaked);
     publish(&p, 0..1).await;
     let first = sub.next_manual_ack().await.unwrap().unwrap();
     tokio::time::advance(Duration::from_millis(60)).await;
     // the timed-out delivery is handed off to the "waiting" leaked fetch
     let mut fetch = Box::pin(sub.next_manual_ack());
-    assert!(fetch.as_mut().poll(&mut cx).is_pending());
+    assert!(pending_after_one_poll(fetch.as_mut()));
     drop(fetch);
     first.ack().await.unwrap();
     tokio::time::advance(Duration::from_millis(300)).await;
