@@ -39,6 +39,12 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///   file system that cannot lock (no lock support, or an NFS mount whose
 ///   lock service is not running), the store works unlocked and logs a
 ///   warning once.
+/// - **Read-only locations.** Where the store cannot create the lock file
+///   (a read-only volume, a directory this user may not write), a load
+///   reads the file without the lock and logs a warning: the lock guards
+///   against saves, and none can happen there. Saves fail with
+///   [`Error::Io`] and leave the file as it was; once the location is
+///   writable, the next load or save takes the lock.
 /// - **Off the executor.** File I/O, the lock's included, runs on tokio's
 ///   blocking pool.
 /// - **Ordered.** Saves through one store (and its clones) land in the
@@ -260,18 +266,24 @@ fn file_name(path: &Path) -> Result<String> {
 /// Creates `dir`, the directory of the state file `path`, with its missing
 /// ancestors.
 fn create_dir(dir: &Path, path: &Path) -> Result<()> {
+    create_dir_synced(dir).map_err(|e| {
+        io_error(
+            format!("creating the directory of state file {}", path.display()),
+            e,
+        )
+    })
+}
+
+/// Creates `dir` with its missing ancestors, and syncs the directories
+/// that hold the new entries.
+fn create_dir_synced(dir: &Path) -> std::io::Result<()> {
     // directories this call creates, deepest first
     let created: Vec<PathBuf> = dir
         .ancestors()
         .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
         .map(Path::to_path_buf)
         .collect();
-    std::fs::create_dir_all(dir).map_err(|e| {
-        io_error(
-            format!("creating the directory of state file {}", path.display()),
-            e,
-        )
-    })?;
+    std::fs::create_dir_all(dir)?;
     // a new directory's entry lives in its parent: sync those too, or a
     // power loss could take the directory, and the state file in it, away
     for new_dir in &created {
@@ -348,7 +360,7 @@ impl StateStore for FileStateStore {
         let path = self.path.clone();
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let target = shared.ownership.target(&path)?;
+            let target = shared.ownership.target(&path, lock::Access::Read)?;
             match std::fs::read(&target) {
                 Ok(bytes) => parse(&path, &bytes),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -372,7 +384,7 @@ impl StateStore for FileStateStore {
         let shared = self.shared.clone();
         let ticket = shared.order.next.fetch_add(1, Ordering::Relaxed) + 1;
         tokio::task::spawn_blocking(move || {
-            let target = shared.ownership.target(&path)?;
+            let target = shared.ownership.target(&path, lock::Access::Write)?;
             let mut written = shared
                 .order
                 .written
@@ -915,41 +927,61 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A file or directory made immutable (`chattr +i`), which refuses
+    /// writing even to root, as these tests run; mutable again when
+    /// dropped.
+    #[cfg(target_os = "linux")]
+    struct Immutable(PathBuf);
+
+    #[cfg(target_os = "linux")]
+    impl Immutable {
+        /// `path` made immutable, or `None` (with a `SKIPPED` line naming
+        /// `test`) where `chattr` cannot do that or writing still works.
+        fn make(path: &Path, test: &str) -> Option<Self> {
+            let made = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            let guard = Self(path.to_path_buf());
+            let probe = if path.is_dir() {
+                std::fs::write(path.join(".probe"), b"").is_ok()
+            } else {
+                std::fs::OpenOptions::new().write(true).open(path).is_ok()
+            };
+            if !made || probe {
+                eprintln!("SKIPPED {test}: chattr +i unavailable");
+                return None;
+            }
+            Some(guard)
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    impl Drop for Immutable {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
     /// A lock file this user may not write (left by another user, or
-    /// read-only) still locks: it is opened for reading. Made immutable
-    /// here (`chattr +i`), which refuses writing even to root, as these
-    /// tests run; skipped, visibly, where `chattr` cannot do that.
+    /// read-only) still locks: it is opened for reading.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_lock_file_this_user_may_not_write_still_locks() {
-        struct Immutable(PathBuf);
-        impl Drop for Immutable {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("chattr")
-                    .arg("-i")
-                    .arg(&self.0)
-                    .status();
-            }
-        }
         let dir = temp_dir("lock-read-only");
         let path = dir.join("state.json");
         let lock = dir.join(".state.json.lock");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(&lock, b"").unwrap();
-        let made = std::process::Command::new("chattr")
-            .arg("+i")
-            .arg(&lock)
-            .status()
-            .is_ok_and(|s| s.success());
-        let guard = Immutable(lock.clone());
-        if !made || std::fs::OpenOptions::new().write(true).open(&lock).is_ok() {
-            eprintln!(
-                "SKIPPED a_lock_file_this_user_may_not_write_still_locks: chattr +i unavailable"
-            );
-            drop(guard);
+        let Some(guard) = Immutable::make(&lock, "a_lock_file_this_user_may_not_write_still_locks")
+        else {
             std::fs::remove_dir_all(dir).unwrap();
             return;
-        }
+        };
         let store = FileStateStore::new(&path);
         store.save(&[record("a", None)]).await.unwrap();
         assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
@@ -958,6 +990,59 @@ mod tests {
         assert!(matches!(err, Error::Conflict { .. }), "{err}");
         drop(store);
         drop(guard);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A state file where this store cannot create its lock file (a
+    /// read-only volume, a directory it may not write; here an immutable
+    /// directory) loads without the lock, since no save can happen there;
+    /// saves fail and leave it as it was; once the location is writable,
+    /// the store takes the lock.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_state_file_in_a_read_only_location_loads_and_refuses_saves() {
+        let dir = temp_dir("read-only-dir");
+        let path = dir.join("state.json");
+        std::fs::create_dir_all(&dir).unwrap();
+        // a state file shipped without a lock file (written by hand, an
+        // image, an older version)
+        let before = serde_json::to_vec(&serde_json::json!({
+            "version": 1,
+            "subscriptions": [record("a", None)],
+        }))
+        .unwrap();
+        std::fs::write(&path, &before).unwrap();
+        let Some(guard) = Immutable::make(
+            &dir,
+            "a_state_file_in_a_read_only_location_loads_and_refuses_saves",
+        ) else {
+            std::fs::remove_dir_all(dir).unwrap();
+            return;
+        };
+        let store = FileStateStore::new(&path);
+        assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
+        // nobody holds it: another reader loads too
+        let other = FileStateStore::new(&path);
+        assert_eq!(other.load().await.unwrap(), vec![record("a", None)]);
+        // a missing directory under a read-only one loads as no
+        // subscriptions
+        let missing = FileStateStore::new(dir.join("sub").join("state.json"));
+        assert_eq!(missing.load().await.unwrap(), vec![]);
+        let err = store.save(&[record("b", None)]).await.unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        drop(guard);
+        // writable again: the first store claims the file, the other is
+        // refused
+        store.save(&[record("b", None)]).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), vec![record("b", None)]);
+        assert_conflict(&other.load().await.unwrap_err(), &path);
+        drop(store);
+        drop(other);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

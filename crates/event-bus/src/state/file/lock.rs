@@ -1,12 +1,22 @@
 //! One store at a time on a state file: an exclusive advisory lock on a
 //! lock file next to it, held by a store and its clones.
 
-use super::{create_dir, file_name, io_error, parent_dir, resolve_symlinks};
+use super::{create_dir_synced, file_name, io_error, parent_dir, resolve_symlinks};
 use event_core::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+
+/// What a store claims its file for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// A load: where the lock cannot be taken because the location is
+    /// read-only to this store, the file is read without it.
+    Read,
+    /// A save: never without the lock (or a file system that cannot lock).
+    Write,
+}
 
 /// The state file a store (and its clones) owns, once it has claimed it.
 #[derive(Debug, Default)]
@@ -31,9 +41,11 @@ impl Ownership {
     /// if the store has not claimed it yet.
     ///
     /// [`Error::Conflict`] while another store (here or in another process)
-    /// holds it: nothing is claimed, and a later call tries again.
-    /// Blocking: call it on the blocking pool.
-    pub(super) fn target(&self, path: &Path) -> Result<PathBuf> {
+    /// holds it: nothing is claimed, and a later call tries again. For
+    /// [`Access::Read`], a location read-only to this store (where it
+    /// cannot create the lock file) gives the file unclaimed, and a later
+    /// call tries to claim it again. Blocking: call it on the blocking pool.
+    pub(super) fn target(&self, path: &Path, access: Access) -> Result<PathBuf> {
         // held while claiming: clones racing to their first load or save
         // must share one lock, not take two that conflict
         let mut claim = self.claim.lock().unwrap_or_else(PoisonError::into_inner);
@@ -54,7 +66,13 @@ impl Ownership {
             })?
         };
         let target = resolve_symlinks(&absolute)?;
-        let lock = lock(path, &target)?;
+        let lock = match lock(path, &target, access)? {
+            Lock::Held(file) => Some(file),
+            Lock::Unsupported => None,
+            // not claimed: if the location becomes writable, the next load
+            // or save takes the lock before anything is written
+            Lock::ReadOnly => return Ok(target),
+        };
         *claim = Some(Claim {
             target: target.clone(),
             _lock: lock,
@@ -63,34 +81,79 @@ impl Ownership {
     }
 }
 
+/// How a claim went.
+#[derive(Debug)]
+enum Lock {
+    /// The open lock file, locked.
+    Held(File),
+    /// The file system cannot lock: the store works unlocked.
+    Unsupported,
+    /// A load where this store cannot create the lock file: the location
+    /// is read-only to it, so it cannot save there either.
+    ReadOnly,
+}
+
 /// Locks `.{name}.lock` next to `target`, the resolved state file of the
 /// store at `path`: two paths to one file (symbolic links) lock one lock
 /// file. The lock file is created if missing and never deleted: a store
 /// deleting it could leave the next store locking a new file while an old
 /// one still holds the deleted one.
-fn lock(path: &Path, target: &Path) -> Result<Option<File>> {
+fn lock(path: &Path, target: &Path, access: Access) -> Result<Lock> {
     let dir = parent_dir(target);
     let lock_path = dir.join(format!(".{}.lock", file_name(target)?));
-    create_dir(&dir, path)?;
-    let file = open_lock_file(&lock_path).map_err(|e| {
-        io_error(
-            format!(
+    let opened = match create_dir_synced(&dir) {
+        Ok(()) => open_lock_file(&lock_path).map_err(|err| {
+            let context = format!(
                 "opening the lock file {} of state file {}",
                 lock_path.display(),
                 path.display()
-            ),
-            e,
-        )
-    })?;
-    let locked = settle(file.try_lock(), path, &lock_path)?;
-    Ok(locked.then_some(file))
+            );
+            (context, err)
+        }),
+        Err(err) => Err((
+            format!("creating the directory of state file {}", path.display()),
+            err,
+        )),
+    };
+    let file = match opened {
+        Ok(file) => file,
+        // Reading without the lock is safe where this store cannot write:
+        // the lock keeps a store's saves from erasing another's
+        // subscriptions, and this one cannot save here (a state file
+        // shipped on a read-only volume, say).
+        Err((_, err)) if access == Access::Read && is_read_only(&err) => {
+            tracing::warn!(
+                path = %path.display(),
+                lock = %lock_path.display(),
+                error = %err,
+                "the state file's location is read-only to this store: it is loaded without \
+                 the lock, and saves fail until the location is writable"
+            );
+            return Ok(Lock::ReadOnly);
+        }
+        Err((context, err)) => return Err(io_error(context, err)),
+    };
+    Ok(if settle(file.try_lock(), path, &lock_path)? {
+        Lock::Held(file)
+    } else {
+        Lock::Unsupported
+    })
+}
+
+/// Whether `err`, from creating a file or directory, says this store may
+/// not write there: a read-only file system, or no permission.
+fn is_read_only(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied
+    )
 }
 
 /// Opens (creating it if missing) the lock file. One this user may not
-/// write (left by another user, say a one-off run as root, or made
-/// immutable) is opened for reading instead: a lock needs an open file, not
-/// write access, and the store worked there before it locked. When that
-/// fails too, the first error is the one reported.
+/// write (left by another user, say a one-off run as root, made immutable,
+/// or on a read-only file system) is opened for reading instead: a lock
+/// needs an open file, not write access, and the store worked there before
+/// it locked. When that fails too, the first error is the one reported.
 fn open_lock_file(lock_path: &Path) -> std::io::Result<File> {
     match OpenOptions::new()
         .read(true)
@@ -99,7 +162,7 @@ fn open_lock_file(lock_path: &Path) -> std::io::Result<File> {
         .truncate(false)
         .open(lock_path)
     {
-        Err(err) if err.kind() == ErrorKind::PermissionDenied => OpenOptions::new()
+        Err(err) if is_read_only(&err) => OpenOptions::new()
             .read(true)
             .open(lock_path)
             .map_err(|_| err),
@@ -177,6 +240,20 @@ mod tests {
         let lock_path = Path::new("/data/.state.json.lock");
         let no_locks = std::io::Error::from_raw_os_error(libc::ENOLCK);
         assert!(!settle(Err(TryLockError::Error(no_locks)), path, lock_path).unwrap());
+    }
+
+    #[test]
+    fn a_read_only_file_system_or_a_denied_write_is_a_read_only_location() {
+        for kind in [ErrorKind::ReadOnlyFilesystem, ErrorKind::PermissionDenied] {
+            assert!(is_read_only(&std::io::Error::from(kind)), "{kind:?}");
+        }
+        for kind in [
+            ErrorKind::IsADirectory,
+            ErrorKind::NotFound,
+            ErrorKind::StorageFull,
+        ] {
+            assert!(!is_read_only(&std::io::Error::from(kind)), "{kind:?}");
+        }
     }
 
     #[test]
