@@ -4,7 +4,7 @@ use crate::bus::EventBus;
 use crate::naming::durable_consumer_name;
 use crate::state::DEFAULT_STATE_STORE_TIMEOUT;
 use crate::subscription::{BusSubscription, DEFAULT_DLQ_TIMEOUT, Membership, detached};
-use event_core::subject::validate_filter;
+use event_core::subject::{validate_filter, validate_filter_for_prefix};
 use event_core::{
     Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
     SubscriptionRecord,
@@ -82,8 +82,12 @@ async fn within<T>(
     })
 }
 
-fn validate_record(record: &SubscriptionRecord) -> Result<()> {
-    let filter = &record.filter;
+/// Validates a subscriber's filter. With `prefix` (the provider's subject
+/// prefix) each subject must also be able to match a subject the provider
+/// publishes, checked as the providers check it when the subscriber is
+/// opened ([`validate_filter_for_prefix`]); records loaded from a state
+/// store are checked without it (see `set_state_store_now`).
+fn validate_subscriber(filter: &SubscriptionFilter, prefix: Option<&str>) -> Result<()> {
     if filter.subscriber_id.is_empty() {
         return Err(Error::invalid_config("subscriber_id", "must not be empty"));
     }
@@ -103,7 +107,10 @@ fn validate_record(record: &SubscriptionRecord) -> Result<()> {
         ));
     }
     for (i, subject) in filter.subjects.iter().enumerate() {
-        validate_filter(subject)?;
+        match prefix {
+            Some(prefix) => validate_filter_for_prefix(subject, prefix).map(|_| ())?,
+            None => validate_filter(subject)?,
+        }
         // a non-durable subscriber gets one subscription per subject: a
         // repeated subject would deliver every event twice
         if filter
@@ -144,9 +151,15 @@ impl EventBus {
     /// [`update_subscription_with_options`](Self::update_subscription_with_options)),
     /// and persists the change through the state store, if one is set.
     ///
-    /// Subjects are validated as filters ([`Error::InvalidSubject`]); an empty
-    /// subscriber id or subject list, or a subject listed twice, is
-    /// [`Error::InvalidConfig`]. If the state
+    /// Subjects are validated as filters ([`Error::InvalidSubject`]),
+    /// including that each can match a subject the provider publishes
+    /// (`{prefix}.<category>.<topic>`): `orders.>` under the prefix
+    /// `events`, or `events.orders` (a category without a topic), is the
+    /// error [`create_subscriber`](Self::create_subscriber) would give for
+    /// it. An empty subscriber id or subject list, or a subject listed
+    /// twice, is [`Error::InvalidConfig`]. A refused filter changes and
+    /// saves nothing, and is refused at once, without waiting for the
+    /// changes before it. If the state
     /// store fails, or does not answer within its time limit
     /// ([`Error::Timeout`], see [`set_state_store`](Self::set_state_store)),
     /// the change is not applied and its error is returned.
@@ -209,6 +222,9 @@ impl EventBus {
         filter: SubscriptionFilter,
         options: Option<Option<SubscribeOptions>>,
     ) -> Result<()> {
+        // before waiting for the changes ahead of this one: a filter that
+        // is refused touches nothing
+        validate_subscriber(&filter, Some(self.inner.provider.subject_prefix()))?;
         let state = self.inner.subs.clone().lock_owned().await;
         let bus = self.clone();
         detached("subscription update", async move {
@@ -230,7 +246,6 @@ impl EventBus {
             None => previous.as_ref().and_then(|p| p.options.clone()),
         };
         let record = SubscriptionRecord { filter, options };
-        validate_record(&record)?;
         let mut next = state.records.clone();
         next.insert(record.filter.subscriber_id.clone(), record.clone());
         state.save(&next).await?;
@@ -371,7 +386,14 @@ impl EventBus {
     /// the store holds an invalid subscription or one subscriber twice, the
     /// error is returned and neither the bus nor the store is changed. A
     /// stored subscription that lists a subject twice (earlier versions
-    /// accepted that) is loaded with each subject once.
+    /// accepted that) is loaded with each subject once. Stored subjects are
+    /// checked as filters, not against the provider's subject prefix (as
+    /// [`update_subscription`](Self::update_subscription) checks them): a
+    /// file written under another prefix loads as it is, is saved back as
+    /// it is, and its subscribers fail to open
+    /// ([`create_subscriber`](Self::create_subscriber),
+    /// [`consume`](Self::consume): [`Error::InvalidSubject`]) until they are
+    /// given valid subjects or removed.
     ///
     /// One bus per store: each save writes the bus's whole set, so two
     /// buses (or processes) saving to one store would replace each other's
@@ -440,7 +462,10 @@ impl EventBus {
         let mut merged: BTreeMap<String, SubscriptionRecord> = BTreeMap::new();
         for record in loaded {
             let record = without_repeated_subjects(record);
-            validate_record(&record).map_err(|e| {
+            // not against the provider's prefix: a file written under
+            // another prefix still loads (its subscribers fail to open
+            // until they are given valid subjects)
+            validate_subscriber(&record.filter, None).map_err(|e| {
                 Error::invalid_config(
                     "state store",
                     format!("stored subscription is invalid: {e}"),

@@ -1073,3 +1073,108 @@ async fn a_state_store_whose_load_never_answers_is_not_set() {
     .expect("not saved to the store that was refused")
     .unwrap();
 }
+
+/// A filter that matches no subject the provider publishes (`orders.>`
+/// under the prefix `events`; `events.orders`, a category without a topic)
+/// is refused by every call that adds or changes a subscriber, with the
+/// error `create_subscriber` gives for it, before anything is saved or
+/// changed.
+#[tokio::test]
+async fn a_filter_outside_the_provider_prefix_is_refused_before_it_is_saved() {
+    let store = Arc::new(MemoryStateStore::new());
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(store.clone()).await.unwrap();
+    bus.update_subscription(filter("kept", &["events.orders.>"], true))
+        .await
+        .unwrap();
+    let saves = store.saves();
+    let before = store.load().await.unwrap();
+
+    // what create_subscriber says of such a filter: a record loaded from a
+    // store (not checked against the prefix) that names it
+    let probe = Arc::new(MemoryStateStore::new());
+    for bad in ["orders.>", "events.orders"] {
+        probe
+            .save(&[SubscriptionRecord {
+                filter: filter("probe", &[bad], true),
+                options: None,
+            }])
+            .await
+            .unwrap();
+        let other = EventBus::new(MemoryProvider::default());
+        other.set_state_store(probe.clone()).await.unwrap();
+        let expected = match other.create_subscriber("probe").await {
+            Err(err @ Error::InvalidSubject { .. }) => err.to_string(),
+            Err(err) => panic!("create_subscriber({bad:?}): unexpected {err:?}"),
+            Ok(_) => panic!("create_subscriber({bad:?}) accepted it"),
+        };
+        assert!(
+            expected.contains("matches no subject this provider publishes"),
+            "{expected}"
+        );
+
+        for id in ["new", "kept"] {
+            for durable in [true, false] {
+                let f = filter(id, &["events.ok.>", bad], durable);
+                let calls = [
+                    bus.update_subscription(f.clone()).await,
+                    bus.update_subscription_with_options(f.clone(), SubscribeOptions::default())
+                        .await,
+                    bus.set_subscription(SubscriptionRecord {
+                        filter: f.clone(),
+                        options: None,
+                    })
+                    .await,
+                ];
+                for (i, result) in calls.into_iter().enumerate() {
+                    match result {
+                        Err(err @ Error::InvalidSubject { .. }) => {
+                            assert_eq!(err.to_string(), expected, "call {i}, {id}, {bad:?}");
+                        }
+                        other => panic!("call {i} for {id} with {bad:?}: {other:?}"),
+                    }
+                }
+            }
+        }
+    }
+    // nothing saved, nothing changed
+    assert_eq!(store.saves(), saves);
+    assert_eq!(store.load().await.unwrap(), before);
+    assert!(bus.get_subscription("new").await.is_none());
+    assert_eq!(
+        bus.get_subscription("kept").await.unwrap().subjects,
+        ["events.orders.>"]
+    );
+}
+
+/// A stored subscriber whose filters lie outside the provider's prefix (a
+/// file written under another prefix) still loads, and stays stored: it
+/// cannot be opened, other subscribers change as usual, and it can be
+/// given valid subjects or removed.
+#[tokio::test]
+async fn a_stored_subscriber_under_another_prefix_still_loads_and_can_be_fixed() {
+    let store = Arc::new(MemoryStateStore::new());
+    let foreign = SubscriptionRecord {
+        filter: filter("old", &["orders.>"], true),
+        options: None,
+    };
+    store.save(std::slice::from_ref(&foreign)).await.unwrap();
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(store.clone()).await.unwrap();
+    assert_eq!(
+        bus.get_subscription_record("old").await,
+        Some(foreign.clone())
+    );
+    assert!(matches!(
+        bus.create_subscriber("old").await,
+        Err(Error::InvalidSubject { .. })
+    ));
+    bus.update_subscription(filter("other", &["events.a.>"], true))
+        .await
+        .unwrap();
+    assert!(store.load().await.unwrap().contains(&foreign));
+    bus.update_subscription(filter("old", &["events.orders.>"], true))
+        .await
+        .unwrap();
+    assert_eq!(bus.create_subscriber("old").await.unwrap().len(), 1);
+}
