@@ -8,19 +8,81 @@ use event_core::{
 };
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Addresses of the live bus subscriptions handed out boxed, so that one
 /// given back to a bus to be wrapped (`consume_subscription(bus.subscribe(..))`)
 /// is recognised and used as it is: wrapped twice, it would count every lag
-/// report twice and dead-letter an undecodable message twice. Each maps to
-/// the managed subscriber it was opened for, if any (a consumer runner over
-/// it names that subscriber in its dead letters).
-static HANDED_OUT: LazyLock<Mutex<HashMap<usize, Option<String>>>> = LazyLock::new(Mutex::default);
+/// report twice and dead-letter an undecodable message twice.
+static HANDED_OUT: LazyLock<Mutex<HashMap<usize, HandedOut>>> = LazyLock::new(Mutex::default);
 
-fn handed_out() -> std::sync::MutexGuard<'static, HashMap<usize, Option<String>>> {
+fn handed_out() -> std::sync::MutexGuard<'static, HashMap<usize, HandedOut>> {
     HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a consumer runner needs to know of a bus subscription handed out.
+struct HandedOut {
+    /// The managed subscriber it was opened for, if any (a consumer runner
+    /// over it names that subscriber in its dead letters).
+    subscriber: Option<String>,
+    /// The dead letters it made itself (a consumer runner over it reports
+    /// them).
+    dead_letters: Arc<OwnDeadLetters>,
+}
+
+/// The undecryptable and undecodable deliveries a [`BusSubscription`]
+/// dead-lettered itself, by outcome (a consumer runner adds them to its
+/// report: the runner never sees those events). The bus metrics count them
+/// already (`dlq_total`, `dlq_dropped`, `dlq_unsettled`).
+#[derive(Debug, Default)]
+pub(crate) struct OwnDeadLetters {
+    /// Accepted by the DLQ handler (then terminated).
+    dead_lettered: AtomicU64,
+    /// Terminated without reaching a DLQ: none was set, or it refused an
+    /// undecodable message the provider had already terminated.
+    dropped: AtomicU64,
+    /// Final deliveries left unsettled because the DLQ handler refused them.
+    unsettled: AtomicU64,
+}
+
+/// A reading of [`OwnDeadLetters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OwnDeadLetterCounts {
+    /// See [`OwnDeadLetters`].
+    pub(crate) dead_lettered: u64,
+    /// See [`OwnDeadLetters`].
+    pub(crate) dropped: u64,
+    /// See [`OwnDeadLetters`].
+    pub(crate) unsettled: u64,
+}
+
+impl OwnDeadLetters {
+    /// The counts so far.
+    pub(crate) fn counts(&self) -> OwnDeadLetterCounts {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        OwnDeadLetterCounts {
+            dead_lettered: l(&self.dead_lettered),
+            dropped: l(&self.dropped),
+            unsettled: l(&self.unsettled),
+        }
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl OwnDeadLetterCounts {
+    /// The counts made since `earlier` (a reading of the same counters).
+    pub(crate) fn since(self, earlier: Self) -> Self {
+        Self {
+            dead_lettered: self.dead_lettered.saturating_sub(earlier.dead_lettered),
+            dropped: self.dropped.saturating_sub(earlier.dropped),
+            unsettled: self.unsettled.saturating_sub(earlier.unsettled),
+        }
+    }
 }
 
 /// Delay before an undecryptable event is offered again when the DLQ handler
@@ -93,6 +155,8 @@ pub struct BusSubscription {
     ended: bool,
     /// Limit of one DLQ handler call (`None`: none).
     dlq_timeout: Option<Duration>,
+    /// The dead letters this subscription made itself.
+    dead_letters: Arc<OwnDeadLetters>,
 }
 
 /// The managed subscriber (and subject) a [`BusSubscription`] was opened
@@ -154,6 +218,7 @@ impl BusSubscription {
             membership: None,
             ended: false,
             dlq_timeout: DEFAULT_DLQ_TIMEOUT,
+            dead_letters: Arc::default(),
         }
     }
 
@@ -166,9 +231,12 @@ impl BusSubscription {
     /// Boxes the subscription, remembering that it is one of ours (see
     /// [`is_bus_subscription`](Self::is_bus_subscription)).
     pub(crate) fn boxed(self) -> Box<dyn Subscription> {
-        let subscriber = self.membership.as_ref().map(|m| m.subscriber_id.clone());
+        let handed = HandedOut {
+            subscriber: self.membership.as_ref().map(|m| m.subscriber_id.clone()),
+            dead_letters: self.dead_letters.clone(),
+        };
         let boxed = Box::new(self);
-        handed_out().insert(std::ptr::from_ref::<Self>(&boxed).addr(), subscriber);
+        handed_out().insert(std::ptr::from_ref::<Self>(&boxed).addr(), handed);
         boxed
     }
 
@@ -185,7 +253,19 @@ impl BusSubscription {
     /// subscription.
     pub(crate) fn subscriber_of(subscription: &dyn Subscription) -> Option<String> {
         let address = std::ptr::from_ref(subscription).cast::<()>().addr();
-        handed_out().get(&address).cloned().flatten()
+        handed_out()
+            .get(&address)
+            .and_then(|handed| handed.subscriber.clone())
+    }
+
+    /// The counters of the dead letters a bus subscription handed out by
+    /// [`boxed`](Self::boxed) made itself; `None` for any other
+    /// subscription.
+    pub(crate) fn dead_letters_of(subscription: &dyn Subscription) -> Option<Arc<OwnDeadLetters>> {
+        let address = std::ptr::from_ref(subscription).cast::<()>().addr();
+        handed_out()
+            .get(&address)
+            .map(|handed| handed.dead_letters.clone())
     }
 
     /// Ties the subscription to a managed subscriber (see "Managed
@@ -238,7 +318,9 @@ impl BusSubscription {
             Ok(None) => return Ok(None),
             Err(err) => {
                 let subscriber = self.membership.as_ref().map(|m| m.subscriber_id.as_str());
-                return Err(Inner::report_error(&self.bus, err, subscriber).await);
+                return Err(
+                    Inner::report_error(&self.bus, err, subscriber, &self.dead_letters).await,
+                );
             }
         };
         if !self.bus.hooks.encrypting() {
@@ -268,11 +350,16 @@ impl BusSubscription {
                 let dead = dead.with_first_failure_at(at);
                 let bus = self.bus.clone();
                 let limit = self.dlq_timeout;
+                let own = self.dead_letters.clone();
                 detached("dead-letter hand-off", async move {
                     match bus.dead_letter(dead, limit).await {
-                        Some(Ok(())) => acker.term().await,
+                        Some(Ok(())) => {
+                            OwnDeadLetters::bump(&own.dead_lettered);
+                            acker.term().await
+                        }
                         None => {
                             bus.metrics.add_dlq_dropped(1);
+                            OwnDeadLetters::bump(&own.dropped);
                             acker.term().await
                         }
                         // a nak of a final delivery would end the event:
@@ -281,6 +368,7 @@ impl BusSubscription {
                         // is offered it again then
                         Some(Err(_)) if last => {
                             bus.metrics.add_dlq_unsettled(1);
+                            OwnDeadLetters::bump(&own.unsettled);
                             drop(acker);
                             Ok(())
                         }
@@ -337,7 +425,8 @@ impl Inner {
     }
 
     /// Counts lag, dead-letters undecodable messages (naming `subscriber`,
-    /// the managed subscriber that read them, if any); returns the error to
+    /// the managed subscriber that read them, if any, and counting the
+    /// outcome in `own`, the reading subscription's); returns the error to
     /// report.
     ///
     /// The DLQ call for an undecodable message is not bounded: the
@@ -347,6 +436,7 @@ impl Inner {
         this: &Arc<Self>,
         err: Error,
         subscriber: Option<&str>,
+        own: &Arc<OwnDeadLetters>,
     ) -> Error {
         match &err {
             Error::Lagged { missed } => this.metrics.add_lagged(*missed),
@@ -382,9 +472,13 @@ impl Inner {
                 // logged and counted by `dead_letter`, and the dead letter
                 // is then gone (counted as dropped, as without a handler).
                 let bus = this.clone();
+                let own = own.clone();
                 let _ = detached("dead-letter hand-off", async move {
-                    if !matches!(bus.dead_letter(dead, None).await, Some(Ok(()))) {
+                    if matches!(bus.dead_letter(dead, None).await, Some(Ok(()))) {
+                        OwnDeadLetters::bump(&own.dead_lettered);
+                    } else {
                         bus.metrics.add_dlq_dropped(1);
+                        OwnDeadLetters::bump(&own.dropped);
                     }
                     Ok(())
                 })

@@ -1424,3 +1424,138 @@ async fn consume_subscription_over_a_managed_subscriber_names_it_in_dead_letters
     named.sort();
     assert_eq!(named, vec![Some("w1".to_owned()), Some("w2".to_owned())]);
 }
+
+/// An event the runner's bus subscription cannot decrypt is dead-lettered
+/// by that subscription; the runner's report counts it once, and the bus
+/// metrics count it once.
+#[tokio::test]
+async fn an_undecryptable_event_dead_lettered_by_the_subscription_counts_in_the_report() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    bus.update_subscription(filter("w", "events.sec.>"))
+        .await
+        .unwrap();
+    publish_undecryptable(&*provider).await;
+    bus.publish("sec", "ok", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    // the plaintext event comes after the undecryptable one
+    wait_until("handled", || consumer.report().acked == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    assert_eq!((report.terminated, report.dlq_failed), (0, 0), "{report:?}");
+    assert_eq!(dlq_count(&*dlq).await, 1);
+    assert_eq!(bus.metrics().snapshot().dlq_total, 1);
+}
+
+/// Without a DLQ handler, an undecryptable event the runner's subscription
+/// terminates counts in the report's `terminated`, as `dlq_dropped` counts
+/// it in the metrics.
+#[tokio::test]
+async fn an_undecryptable_event_terminated_without_a_dlq_counts_in_the_report() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    bus.update_subscription(filter("w", "events.sec.>"))
+        .await
+        .unwrap();
+    publish_undecryptable(&*provider).await;
+    bus.publish("sec", "ok", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("handled", || consumer.report().acked == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (report.dead_lettered, report.terminated),
+        (0, 1),
+        "{report:?}"
+    );
+    assert_eq!(bus.metrics().snapshot().dlq_dropped, 1);
+}
+
+/// A subscription that reports this many undecodable messages, then closes.
+struct Undecodable(u64);
+
+#[async_trait::async_trait]
+impl event_core::Subscription for Undecodable {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(None)
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        if self.0 > 0 {
+            self.0 -= 1;
+            return Err(Error::Undecodable {
+                subject: "events.orders.new".into(),
+                sequence: self.0,
+                reason: "expected value".into(),
+                raw: "{not json".into(),
+            });
+        }
+        Ok(None)
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// An undecodable message the runner's bus subscription dead-letters counts
+/// in the report, whether the runner wrapped the subscription or was given
+/// one the bus had wrapped already; a dead letter made before the runner
+/// got the subscription does not.
+#[tokio::test]
+async fn an_undecodable_message_dead_lettered_by_the_subscription_counts_in_the_report() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    let h = |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) };
+    let consumer = bus
+        .consume_subscription(
+            Box::new(Undecodable(1)),
+            SubscribeOptions::default(),
+            h,
+            ConsumerConfig::default(),
+        )
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
+        .await
+        .expect("ends");
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+
+    // wrapped by the bus first, one dead letter made before the runner
+    // and one under it
+    let mut wrapped = bus.wrap_subscription(Box::new(Undecodable(2)));
+    assert!(wrapped.next_manual_ack().await.is_err());
+    let consumer = bus
+        .consume_subscription(
+            wrapped,
+            SubscribeOptions::default(),
+            h,
+            ConsumerConfig::default(),
+        )
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
+        .await
+        .expect("ends");
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    assert_eq!(dlq_count(&*dlq).await, 3);
+    assert_eq!(bus.metrics().snapshot().dlq_total, 3);
+}

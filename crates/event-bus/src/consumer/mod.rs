@@ -41,7 +41,10 @@
 //!   extends every second (covering provider defaults of 2 s and more).
 //!
 //! Undecryptable and undecodable deliveries are dead-lettered by the bus
-//! subscription itself (see [`BusSubscription`](crate::BusSubscription)).
+//! subscription itself (see [`BusSubscription`](crate::BusSubscription));
+//! the handler never sees them, and the runner's [`ConsumerReport`] counts
+//! their outcome as it counts its own dead letters (`dead_lettered`,
+//! `terminated`, `dlq_failed`).
 //!
 //! The first-failure time a dead letter carries is remembered per event
 //! from its first failure in this runner until it is settled here. An

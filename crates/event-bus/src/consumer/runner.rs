@@ -4,7 +4,7 @@ use super::guard::{CatchUnwind, offer_dead_letter, panic_message};
 use super::{ConsumerConfig, Handler};
 use crate::EventBus;
 use crate::bus::Inner;
-use crate::subscription::BusSubscription;
+use crate::subscription::{BusSubscription, OwnDeadLetterCounts, OwnDeadLetters};
 use event_core::{
     DeadLetterEvent, Error, Event, PendingEvent, Result, SubscribeOptions, Subscription, now_millis,
 };
@@ -33,26 +33,41 @@ const UNKNOWN_WAIT_KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// What a consumer runner did, returned by [`ConsumerHandle::shutdown`].
 ///
+/// The dead-letter fields (`dead_lettered`, `terminated`, `dlq_failed`)
+/// count the events the runner exhausted and also the undecryptable and
+/// undecodable deliveries its subscriptions dead-lettered themselves (see
+/// [`BusSubscription`]), which never reach the handler: each outcome once.
+/// Such a hand-off that shutdown interrupts runs to completion in the
+/// background and may end after the report is made: it is then missing
+/// from it (the metrics count it).
+///
 /// The bus's [`EventMetrics`](crate::EventMetrics) count the same outcomes
-/// across all its runners (for Prometheus): `terminated` in `dlq_dropped`,
-/// `dlq_failed` in `dlq_unsettled`, `aborted` in `consumer_aborted`,
-/// `settle_errors` in `settle_errors`, `retried` in `redeliveries`,
-/// `dead_lettered` in `dlq_total` (which also counts the bus
-/// subscriptions' dead letters). `acked` has no counter of its own:
-/// `handled_total` counts the handler's `Ok` before the ack, so it is
-/// `acked` plus the acks among `settle_errors`.
+/// across all its runners (for Prometheus), each once: `terminated` in
+/// `dlq_dropped`, `dlq_failed` in `dlq_unsettled`, `aborted` in
+/// `consumer_aborted`, `settle_errors` in `settle_errors`, `retried` in
+/// `redeliveries`, `dead_lettered` in `dlq_total` (which also counts the
+/// dead letters of bus subscriptions no runner reads). `acked` has no
+/// counter of its own: `handled_total` counts the handler's `Ok` before
+/// the ack, so it is `acked` plus the acks among `settle_errors`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerReport {
     /// Deliveries handled successfully and acknowledged.
     pub acked: u64,
     /// Failed deliveries naked for redelivery.
     pub retried: u64,
-    /// Exhausted deliveries accepted by the DLQ handler (then terminated).
+    /// Dead letters the DLQ handler accepted (the event then terminated):
+    /// exhausted deliveries, and undecryptable or undecodable deliveries
+    /// the runner's subscriptions dead-lettered themselves.
     pub dead_lettered: u64,
-    /// Exhausted deliveries terminated without a DLQ handler.
+    /// Deliveries terminated without reaching a DLQ: exhausted or
+    /// undecryptable ones without a DLQ handler, and undecodable messages
+    /// (the provider already terminated them) no DLQ handler took.
     pub terminated: u64,
-    /// Exhausted deliveries the DLQ handler refused for good (left
-    /// unsettled; see [`ConsumerConfig::dlq_attempts`]).
+    /// Final deliveries left unsettled because the DLQ handler refused
+    /// them: exhausted ones it refused for good (see
+    /// [`ConsumerConfig::dlq_attempts`]), and undecryptable ones it refused
+    /// once. Each comes once more (its spare delivery) unless it was the
+    /// spare, and counts again if refused again.
     pub dlq_failed: u64,
     /// In-flight deliveries aborted at the shutdown deadline (unsettled, so
     /// redelivered by the provider after their ack wait; a final delivery
@@ -108,6 +123,25 @@ struct Shared {
     permits: Arc<Semaphore>,
     failures: Mutex<Failures>,
     stats: Stats,
+    /// The counters of the dead letters the runner's bus subscriptions make
+    /// themselves, each with its reading when the runner took the
+    /// subscription (what it made before is not this runner's).
+    own_dead_letters: Vec<(Arc<OwnDeadLetters>, OwnDeadLetterCounts)>,
+}
+
+impl Shared {
+    /// The runner's counters and those of the dead letters its bus
+    /// subscriptions made since it took them.
+    fn report(&self) -> ConsumerReport {
+        let mut report = self.stats.report();
+        for (counters, taken_at) in &self.own_dead_letters {
+            let own = counters.counts().since(*taken_at);
+            report.dead_lettered += own.dead_lettered;
+            report.terminated += own.dropped;
+            report.dlq_failed += own.unsettled;
+        }
+        report
+    }
 }
 
 /// A delivery's place in a stream: a runner's subscriptions may read more
@@ -207,7 +241,7 @@ impl std::fmt::Debug for ConsumerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsumerHandle")
             .field("subscriptions", &self.loops.len())
-            .field("report", &self.shared.stats.report())
+            .field("report", &self.shared.report())
             .finish_non_exhaustive()
     }
 }
@@ -215,7 +249,7 @@ impl std::fmt::Debug for ConsumerHandle {
 impl ConsumerHandle {
     /// Counters so far.
     pub fn report(&self) -> ConsumerReport {
-        self.shared.stats.report()
+        self.shared.report()
     }
 
     /// Whether every subscription loop has ended (subscriptions closed, their
@@ -235,7 +269,7 @@ impl ConsumerHandle {
                 tracing::error!(error = %err, "consumer loop failed");
             }
         }
-        self.shared.stats.report()
+        self.shared.report()
     }
 
     /// Waits until every subscription has closed (the provider or
@@ -246,7 +280,7 @@ impl ConsumerHandle {
                 tracing::error!(error = %err, "consumer loop failed");
             }
         }
-        self.shared.stats.report()
+        self.shared.report()
     }
 }
 
@@ -351,6 +385,16 @@ impl EventBus {
     ) -> ConsumerHandle {
         let (stop, _) = watch::channel(None);
         let failures = Failures::new(&options, subs.len());
+        // every subscription here is a bus subscription (`consume` opens
+        // them, `consume_subscription` wraps what it is given)
+        let own_dead_letters = subs
+            .iter()
+            .filter_map(|(sub, _)| BusSubscription::dead_letters_of(&**sub))
+            .map(|counters| {
+                let now = counters.counts();
+                (counters, now)
+            })
+            .collect();
         let shared = Arc::new(Shared {
             bus: self.inner.clone(),
             subscriber,
@@ -360,6 +404,7 @@ impl EventBus {
             options,
             failures: Mutex::new(failures),
             stats: Stats::default(),
+            own_dead_letters,
         });
         let loops = subs
             .into_iter()
