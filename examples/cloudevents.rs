@@ -13,7 +13,7 @@ use a3s_event::cloudevents::http::server::HttpEvent;
 use a3s_event::cloudevents::http::{Mode, to_http};
 use a3s_event::cloudevents::{CloudEventProviderExt, from_structured, to_structured};
 use a3s_event::provider::memory::MemoryProvider;
-use a3s_event::{CloudEvent, Event, EventProvider};
+use a3s_event::{CloudEvent, Error, Event, EventProvider};
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use serde_json::json;
 use std::sync::Arc;
@@ -87,11 +87,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 4. Over HTTP: a webhook that publishes what it receives, and a client.
     async fn webhook(
         State(provider): State<Arc<MemoryProvider>>,
-        HttpEvent(event): HttpEvent,
+        HttpEvent(mut event): HttpEvent,
     ) -> StatusCode {
+        // A CloudEvent from another system seldom has an A3S subject (its
+        // `subject` attribute is optional and free-form): give it one, or
+        // its publish is refused as an invalid subject.
+        if event.subject.is_empty() {
+            event.subject = "events.inbound.webhook".into();
+            event.category = "inbound".into();
+        }
         match provider.publish(&event).await {
             Ok(_) => StatusCode::ACCEPTED,
-            Err(_) => StatusCode::BAD_GATEWAY,
+            // the sender retries these: the provider is down or slow
+            Err(err) if err.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            // and must not retry these: the same event fails again
+            Err(Error::PayloadTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Err(Error::InvalidSubject { .. } | Error::Serialization(_)) => StatusCode::BAD_REQUEST,
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
     let app = Router::new()

@@ -118,6 +118,10 @@ where
 pub struct ConsumerConfig {
     /// Handlers running at once, across the consumer's subscriptions.
     /// Default 16.
+    ///
+    /// Above 1, handlers finish out of delivery order (and a retried event
+    /// comes back after later ones in any case): where order matters, use
+    /// 1 on a durable with one subscription.
     pub concurrency: usize,
     /// A handler running longer is cancelled and counted as failed. `None`:
     /// no limit. Default 30 s.
