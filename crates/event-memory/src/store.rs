@@ -512,10 +512,21 @@ pub(crate) fn encoded_len(event: &Event) -> Result<usize> {
 }
 
 /// Length of `s` as a JSON string literal, escapes and quotes included.
+/// Inlined (a publish sizes ten or so strings: a call each cost about as
+/// much as the scan of a short one), the rare escaped case kept out of line.
+#[inline(always)]
 fn json_str_len(s: &str) -> usize {
-    if !needs_escape(s.as_bytes()) {
-        return s.len() + 2;
+    if needs_escape(s.as_bytes()) {
+        escaped_str_len(s)
+    } else {
+        s.len() + 2
     }
+}
+
+/// [`json_str_len`] of a string that may need escapes.
+#[cold]
+#[inline(never)]
+fn escaped_str_len(s: &str) -> usize {
     let extra: usize = s
         .bytes()
         .map(|b| match b {
@@ -532,6 +543,7 @@ fn json_str_len(s: &str) -> usize {
 /// about two instructions per byte. Never misses such a byte; it may rarely
 /// say `true` for a string that needs no escape (a borrow out of a
 /// non-ASCII lane), which only sends the caller down the exact slow path.
+#[inline(always)]
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
