@@ -255,6 +255,8 @@ impl MemoryProvider {
         }
         Ok(Settings {
             required: Summary::required_by(&filter),
+            // what is stored passed `validate_publish_subject` (see `admit`)
+            matches_all: filter.matches_all_under(&self.shared.config.subject_prefix),
             filter,
             ack_wait: options
                 .ack_wait
