@@ -291,7 +291,9 @@ impl Store {
             max_events,
             dedup: DedupMap::default(),
             dedup_hasher: foldhash::fast::RandomState::default(),
-            dedup_order: VecDeque::new(),
+            // reserved as the log is (address space only until used), so
+            // that the first publishes do not copy the window as it doubles
+            dedup_order: VecDeque::with_capacity(max_dedup_entries.min(1 << 16)),
             duplicate_window,
             max_dedup_entries,
             cursors: Vec::new(),
