@@ -339,6 +339,36 @@ impl SubjectPattern {
         !matches!(tokens.as_slice(), [] | [Token::Literal(_) | Token::Single])
     }
 
+    /// Whether every subject `<prefix>.<category>.<topic>` (what
+    /// [`validate_publish_subject`] accepts under `prefix`) matches: `>`,
+    /// `<prefix>.>`, `<prefix>.*.>` and the like. A provider that validates
+    /// what it stores can then skip [`matches`](Self::matches) for such a
+    /// filter.
+    ///
+    /// ```
+    /// use event_core::SubjectPattern;
+    ///
+    /// let all = |f: &str| SubjectPattern::parse(f).unwrap().matches_all_under("events");
+    /// assert!(all("events.>") && all(">") && all("*.*.>"));
+    /// assert!(!all("events.orders.>") && !all("events.*.*") && !all("events.*.*.>"));
+    /// ```
+    pub fn matches_all_under(&self, prefix: &str) -> bool {
+        let mut tokens = self.tokens.iter();
+        for expected in prefix.split('.') {
+            match tokens.next() {
+                Some(Token::Tail) => return true,
+                Some(Token::Single) => {}
+                Some(Token::Literal(t)) if **t == *expected => {}
+                _ => return false,
+            }
+        }
+        // a category and a topic of one or more tokens follow
+        matches!(
+            tokens.as_slice(),
+            [Token::Tail] | [Token::Single, Token::Tail]
+        )
+    }
+
     /// Whether `subject` matches. Never allocates; walks the subject's bytes
     /// once.
     pub fn matches(&self, subject: &str) -> bool {
@@ -593,6 +623,59 @@ mod tests {
             }
         }
         f.len() == s.len()
+    }
+
+    /// A filter said to match every publishable subject under a prefix
+    /// matches each of them, and any other filter misses one of a few.
+    #[test]
+    fn filters_matching_every_subject_under_the_prefix() {
+        let tokens = ["events", "a", "b", "*", ">", "x"];
+        let subjects = [
+            "events.a.b",
+            "events.b.a",
+            "events.a.b.c",
+            "events.x.y.z.w",
+            "events.ab.b",
+            "events.a.a.a.a.a",
+            "events.é.ü",
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut all = 0;
+        for _ in 0..50_000 {
+            let len = 1 + (next() % 5) as usize;
+            let filter: Vec<&str> = (0..len)
+                .map(|_| tokens[(next() % tokens.len() as u64) as usize])
+                .collect();
+            let Ok(pattern) = SubjectPattern::parse(&filter.join(".")) else {
+                continue;
+            };
+            let every = subjects.iter().all(|s| {
+                validate_publish_subject(s, "events").unwrap();
+                pattern.matches(s)
+            });
+            assert_eq!(pattern.matches_all_under("events"), every, "{pattern}");
+            all += u32::from(every);
+        }
+        assert!(all > 100, "{all}");
+        let two = SubjectPattern::parse("a.b.>").unwrap();
+        assert!(two.matches_all_under("a.b"));
+        assert!(!two.matches_all_under("a.c"));
+        assert!(
+            SubjectPattern::parse("*.*.*.>")
+                .unwrap()
+                .matches_all_under("a.b")
+        );
+        assert!(
+            !SubjectPattern::parse("*.*.*.>")
+                .unwrap()
+                .matches_all_under("a")
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub(crate) struct Settings {
     pub(crate) filter: SubjectPattern,
     /// What the store's block summaries must hold for `filter` to match.
     pub(crate) required: Summary,
+    /// `filter` matches every subject the provider stores (`events.>`): new
+    /// events are delivered without matching their subjects.
+    pub(crate) matches_all: bool,
     pub(crate) options: SubscribeOptions,
     pub(crate) ack_wait: Duration,
     pub(crate) max_ack_pending: u64,
@@ -676,7 +679,7 @@ impl State {
             let seq = self.next_seq;
             self.next_seq += 1;
             if let Some(entry) = store.get(seq)
-                && self.settings.filter.matches(&entry.event.subject)
+                && (self.settings.matches_all || self.settings.filter.matches(&entry.event.subject))
             {
                 found = Some((seq, entry.event.clone()));
                 break;
@@ -798,6 +801,7 @@ mod tests {
         let filter = SubjectPattern::parse("events.>").unwrap();
         let settings = Settings {
             required: Summary::required_by(&filter),
+            matches_all: filter.matches_all_under("events"),
             filter,
             options: SubscribeOptions::default(),
             ack_wait,

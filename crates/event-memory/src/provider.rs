@@ -255,6 +255,8 @@ impl MemoryProvider {
         }
         Ok(Settings {
             required: Summary::required_by(&filter),
+            // what is stored passed `validate_publish_subject` (see `admit`)
+            matches_all: filter.matches_all_under(&self.shared.config.subject_prefix),
             filter,
             ack_wait: options
                 .ack_wait
@@ -299,18 +301,38 @@ pub(crate) async fn cooperate() {
     .await;
 }
 
-#[async_trait]
-impl EventProvider for MemoryProvider {
-    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+impl MemoryProvider {
+    /// Every borrowed publish: a copy of `event` is stored. Not a trait
+    /// method, so `publish` awaits it inside its own boxed future instead of
+    /// boxing a second one for `publish_with_options`.
+    async fn publish_copy(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
         cooperate().await;
         // Checked before the copy, so a refused event is never cloned.
         let size = self.admit(event, options)?;
         self.append(Arc::new(event.clone()), size, options)
     }
 
+    /// Every shared publish: `event` itself is stored (see
+    /// [`publish_copy`](Self::publish_copy) for why it is not a trait method).
+    async fn publish_arc(&self, event: Arc<Event>, options: &PublishOptions) -> Result<u64> {
+        cooperate().await;
+        let size = self.admit(&event, options)?;
+        self.append(event, size, options)
+    }
+}
+
+#[async_trait]
+impl EventProvider for MemoryProvider {
+    async fn publish(&self, event: &Event) -> Result<u64> {
+        self.publish_copy(event, &PublishOptions::default()).await
+    }
+
+    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+        self.publish_copy(event, options).await
+    }
+
     async fn publish_shared(&self, event: Arc<Event>) -> Result<u64> {
-        self.publish_shared_with_options(event, &PublishOptions::default())
-            .await
+        self.publish_arc(event, &PublishOptions::default()).await
     }
 
     /// Stores `event` itself: subscribers receive this `Arc`, no copy is made.
@@ -319,9 +341,7 @@ impl EventProvider for MemoryProvider {
         event: Arc<Event>,
         options: &PublishOptions,
     ) -> Result<u64> {
-        cooperate().await;
-        let size = self.admit(&event, options)?;
-        self.append(event, size, options)
+        self.publish_arc(event, options).await
     }
 
     async fn subscribe_with_options(

@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,9 +14,53 @@ use std::time::Duration;
 // the dedup window follows a paused or advanced runtime clock in tests
 use tokio::time::Instant;
 
-/// Dedup ids are caller-supplied: a seeded hasher (foldhash), fast and
-/// resistant to chosen collisions.
-type DedupMap = HashMap<DedupKey, u64, foldhash::fast::RandomState>;
+/// The dedup window's ids, each hashed once ([`HashedKey`]).
+type DedupMap = HashMap<HashedKey, u64, BuildHasherDefault<KnownHash>>;
+
+/// A dedup id with its hash under the store's seeded hasher (foldhash: dedup
+/// ids are caller-supplied, and a seeded hash is fast and resistant to
+/// chosen collisions). The hash is computed once per publish: growing the
+/// table and forgetting the id when it leaves the window reuse it instead of
+/// hashing the id's bytes again.
+#[derive(Clone)]
+struct HashedKey {
+    hash: u64,
+    key: DedupKey,
+}
+
+impl PartialEq for HashedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+
+impl Eq for HashedKey {}
+
+impl Hash for HashedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hasher of [`DedupMap`]: passes on the hash a [`HashedKey`] carries.
+#[derive(Default)]
+struct KnownHash(u64);
+
+impl Hasher for KnownHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // only `write_u64` is used (see `HashedKey`); any other input is
+        // still mixed in rather than ignored
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// Ids up to this many bytes (an event id, `evt-` and a UUID, is 40) are
 /// kept inline in a [`DedupKey`].
@@ -215,7 +259,9 @@ pub(crate) struct Store {
     bytes: u64,
     max_events: usize,
     dedup: DedupMap,
-    dedup_order: VecDeque<(Instant, DedupKey)>,
+    /// Seeds the hashes of dedup ids ([`HashedKey`]).
+    dedup_hasher: foldhash::fast::RandomState,
+    dedup_order: VecDeque<(Instant, HashedKey)>,
     duplicate_window: Duration,
     max_dedup_entries: usize,
     /// Subject summary of each block of [`BLOCK`] sequences still (partly)
@@ -244,7 +290,10 @@ impl Store {
             bytes: 0,
             max_events,
             dedup: DedupMap::default(),
-            dedup_order: VecDeque::new(),
+            dedup_hasher: foldhash::fast::RandomState::default(),
+            // reserved as the log is (address space only until used), so
+            // that the first publishes do not copy the window as it doubles
+            dedup_order: VecDeque::with_capacity(max_dedup_entries.min(1 << 16)),
             duplicate_window,
             max_dedup_entries,
             cursors: Vec::new(),
@@ -421,7 +470,11 @@ impl Store {
     ) -> Result<Appended> {
         let now = Instant::now();
         self.expire_dedup(now);
-        // one hash for both the duplicate check and the insert
+        let key = HashedKey {
+            hash: self.dedup_hasher.hash_one(key.as_bytes()),
+            key,
+        };
+        // one hash for the duplicate check, the insert and the removal
         let slot = match self.dedup.entry(key.clone()) {
             Slot::Occupied(first) => return Ok(Appended::Duplicate(*first.get())),
             Slot::Vacant(slot) => slot,
@@ -512,10 +565,21 @@ pub(crate) fn encoded_len(event: &Event) -> Result<usize> {
 }
 
 /// Length of `s` as a JSON string literal, escapes and quotes included.
+/// Inlined (a publish sizes ten or so strings: a call each cost about as
+/// much as the scan of a short one), the rare escaped case kept out of line.
+#[inline(always)]
 fn json_str_len(s: &str) -> usize {
-    if !needs_escape(s.as_bytes()) {
-        return s.len() + 2;
+    if needs_escape(s.as_bytes()) {
+        escaped_str_len(s)
+    } else {
+        s.len() + 2
     }
+}
+
+/// [`json_str_len`] of a string that may need escapes.
+#[cold]
+#[inline(never)]
+fn escaped_str_len(s: &str) -> usize {
     let extra: usize = s
         .bytes()
         .map(|b| match b {
@@ -532,6 +596,7 @@ fn json_str_len(s: &str) -> usize {
 /// about two instructions per byte. Never misses such a byte; it may rarely
 /// say `true` for a string that needs no escape (a borrow out of a
 /// non-ASCII lane), which only sends the caller down the exact slow path.
+#[inline(always)]
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
