@@ -35,10 +35,11 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///   file, in this process or another, even by another path (a symbolic
 ///   link), gets [`Error::Conflict`] from each load and save, and the file
 ///   is left as it was; once the holder is gone, its next load or save
-///   takes the lock. Clones share the lock: give the store to one bus only. On a
-///   file system that cannot lock (no lock support, or an NFS mount whose
-///   lock service is not running), the store works unlocked and logs a
-///   warning once.
+///   takes the lock (a child process the holder forked keeps the lock
+///   until it starts its program, a moment later). Clones share the lock:
+///   give the store to one bus only. On a file system that cannot lock
+///   (no lock support, or an NFS mount whose lock service is not running),
+///   the store works unlocked and logs a warning once.
 /// - **Read-only locations.** Where the store cannot create the lock file
 ///   (a read-only volume, a directory this user may not write), a load
 ///   reads the file without the lock and logs a warning: the lock guards
@@ -688,6 +689,23 @@ mod tests {
         }
     }
 
+    /// `store.load()`, retried while it is refused as a conflict, for up
+    /// to 5 s: for a store just dropped. Its lock file is closed at once,
+    /// but a process this one forks in that moment (other tests here spawn
+    /// `chattr` and copies of this binary) holds a copy of it, and so the
+    /// lock, until the child execs.
+    async fn load_once_free(store: &FileStateStore) -> Vec<SubscriptionRecord> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match store.load().await {
+                Err(Error::Conflict { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_second_store_on_the_same_file_is_refused_until_the_first_is_gone() {
         let dir = temp_dir("owned");
@@ -718,7 +736,7 @@ mod tests {
 
         // the owner is gone: the refused store takes the file over
         assert_eq!(
-            second.load().await.unwrap(),
+            load_once_free(&second).await,
             vec![record("a", None), record("c", None)]
         );
         second.save(&[record("b", None)]).await.unwrap();
