@@ -1,8 +1,8 @@
 //! [`NatsProvider`]: connection, stream management, publish, history, info.
 
 use crate::config::{
-    DiscardPolicy, NatsConfig, NatsOptions, StorageType, UrlCredentials, check_one_auth_method,
-    redact_url, split_url_credentials,
+    DiscardPolicy, ExistingStream, NatsConfig, NatsOptions, StorageType, UrlCredentials,
+    check_one_auth_method, redact_url, split_url_credentials,
 };
 use crate::connection::ConnectionLog;
 use crate::denial::{self, Denial, Denials, Rule};
@@ -748,45 +748,177 @@ fn captures(stream_subject: &str, wanted: &str) -> bool {
     }
 }
 
+/// A setting in which an existing stream differs from the config.
+#[derive(Debug)]
+struct Difference {
+    /// The setting, by its config name where it has one (`max_events`,
+    /// `replicas`, ...), else by JetStream's (`allow_direct`, ...).
+    setting: &'static str,
+    /// The stream's value, as a user reads it.
+    stream: String,
+    /// What the config wants.
+    config: String,
+    /// Whether the provider needs it changed to work (changed under
+    /// [`ExistingStream::Adopt`] too); otherwise a setting that belongs to
+    /// whoever created the stream (limits, dedup window, replicas, discard).
+    required: bool,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: stream has {}, config wants {}",
+            self.setting, self.stream, self.config
+        )
+    }
+}
+
+/// `differences` as one reason.
+fn describe(differences: &[&Difference]) -> String {
+    differences
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A JetStream count limit as a user reads it (-1 and 0: unlimited).
+fn show_limit(value: i64) -> String {
+    if value <= 0 {
+        "unlimited".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// `max_age` in seconds, as `max_age_secs` reads (0: unlimited).
+fn show_age(age: Duration) -> String {
+    if age.is_zero() {
+        "unlimited".to_string()
+    } else if age.subsec_nanos() == 0 {
+        age.as_secs().to_string()
+    } else {
+        format!("{age:?}")
+    }
+}
+
 /// The managed settings in which `existing` differs from `desired`.
-fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Vec<String> {
+fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Vec<Difference> {
     let mut diffs = Vec::new();
+    let mut differ = |setting, stream: String, config: String, required| {
+        diffs.push(Difference {
+            setting,
+            stream,
+            config,
+            required,
+        });
+    };
     let subject = &desired.subjects[0];
     if !existing.subjects.iter().any(|s| captures(s, subject)) {
-        diffs.push(format!("subjects {:?} lack {subject:?}", existing.subjects));
+        differ(
+            "subjects",
+            format!("{:?}", existing.subjects),
+            format!("{subject:?} captured"),
+            true,
+        );
     }
-    macro_rules! cmp {
-        ($field:ident) => {
-            if existing.$field != desired.$field {
-                diffs.push(format!(
-                    concat!(stringify!($field), ": stream has {:?}, config wants {:?}"),
-                    existing.$field, desired.$field
-                ));
-            }
-        };
+    if existing.storage != desired.storage {
+        differ(
+            "storage",
+            format!("{:?}", existing.storage),
+            format!("{:?}", desired.storage),
+            true,
+        );
     }
-    cmp!(storage);
     // interest or work-queue retention removes events once consumed (or at
     // once without consumers): history and new subscribers would miss them
-    cmp!(retention);
+    if existing.retention != desired.retention {
+        differ(
+            "retention",
+            format!("{:?}", existing.retention),
+            format!("{:?}", desired.retention),
+            true,
+        );
+    }
     // a per-subject limit removes older events of a subject long before
     // max_events is reached (0 and -1 both mean unlimited)
     if existing.max_messages_per_subject > 0 {
-        diffs.push(format!(
-            "max_messages_per_subject: stream has {}, config wants unlimited",
-            existing.max_messages_per_subject
-        ));
+        differ(
+            "max_messages_per_subject",
+            existing.max_messages_per_subject.to_string(),
+            "unlimited".to_string(),
+            true,
+        );
     }
-    cmp!(max_messages);
-    cmp!(max_bytes);
-    cmp!(max_age);
-    cmp!(duplicate_window);
-    cmp!(num_replicas);
-    cmp!(discard);
-    cmp!(allow_direct);
+    // `history` steps through sparse matches with direct gets
+    if existing.allow_direct != desired.allow_direct {
+        differ(
+            "allow_direct",
+            existing.allow_direct.to_string(),
+            desired.allow_direct.to_string(),
+            true,
+        );
+    }
     // JetStream stores publishes to a no-ack stream without answering them:
     // every publish would time out
-    cmp!(no_ack);
+    if existing.no_ack != desired.no_ack {
+        differ(
+            "no_ack",
+            existing.no_ack.to_string(),
+            desired.no_ack.to_string(),
+            true,
+        );
+    }
+    // the settings of whoever created the stream
+    if show_limit(existing.max_messages) != show_limit(desired.max_messages) {
+        differ(
+            "max_events",
+            show_limit(existing.max_messages),
+            show_limit(desired.max_messages),
+            false,
+        );
+    }
+    if show_limit(existing.max_bytes) != show_limit(desired.max_bytes) {
+        differ(
+            "max_bytes",
+            show_limit(existing.max_bytes),
+            show_limit(desired.max_bytes),
+            false,
+        );
+    }
+    if existing.max_age != desired.max_age {
+        differ(
+            "max_age_secs",
+            show_age(existing.max_age),
+            show_age(desired.max_age),
+            false,
+        );
+    }
+    if existing.duplicate_window != desired.duplicate_window {
+        differ(
+            "duplicate_window",
+            format!("{:?}", existing.duplicate_window),
+            format!("{:?}", desired.duplicate_window),
+            false,
+        );
+    }
+    if existing.num_replicas != desired.num_replicas {
+        differ(
+            "replicas",
+            existing.num_replicas.to_string(),
+            desired.num_replicas.to_string(),
+            false,
+        );
+    }
+    if existing.discard != desired.discard {
+        differ(
+            "discard",
+            format!("{:?}", existing.discard),
+            format!("{:?}", desired.discard),
+            false,
+        );
+    }
     diffs
 }
 
@@ -809,7 +941,8 @@ async fn ensure_stream(
     denial::guarded(denials, &op, &rules, reconcile_stream(js, config, options)).await
 }
 
-/// Creates the stream, or checks it and updates what differs.
+/// Creates the stream, or checks it and changes what differs as
+/// `options.existing_stream` says.
 async fn reconcile_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
@@ -822,7 +955,7 @@ async fn reconcile_stream(
     let mut rounds = 0;
     loop {
         rounds += 1;
-        match update_or_create(js, config, &desired).await {
+        match update_or_create(js, config, &desired, options.existing_stream).await {
             Err(Reconciled::CreatedElsewhere(e)) if rounds < 2 => {
                 tracing::debug!(stream = %name, error = %e, "stream created meanwhile; checking it");
             }
@@ -858,6 +991,7 @@ async fn update_or_create(
     js: &jetstream::Context,
     config: &NatsConfig,
     desired: &stream::Config,
+    mode: ExistingStream,
 ) -> std::result::Result<stream::Stream, Reconciled> {
     let timeout = config.request_timeout();
     let name = &config.stream_name;
@@ -873,14 +1007,59 @@ async fn update_or_create(
             if diffs.is_empty() {
                 return Ok(existing);
             }
-            let reason = diffs.join("; ");
+            let all: Vec<&Difference> = diffs.iter().collect();
             if current.storage != desired.storage {
                 return Err(Error::Conflict {
                     resource: format!("stream {name}"),
-                    reason: format!("{reason} (JetStream cannot change the storage type)"),
+                    reason: format!(
+                        "{} (JetStream cannot change the storage type)",
+                        describe(&all)
+                    ),
                 }
                 .into());
             }
+            let apply_config = match mode {
+                ExistingStream::Verify => {
+                    return Err(Error::Conflict {
+                        resource: format!("stream {name}"),
+                        reason: format!(
+                            "{} (NatsOptions::existing_stream is ExistingStream::Verify: \
+                             nothing was changed; make the config match the stream, or \
+                             change the stream)",
+                            describe(&all)
+                        ),
+                    }
+                    .into());
+                }
+                ExistingStream::Update => true,
+                ExistingStream::Adopt => {
+                    for kept in diffs.iter().filter(|d| !d.required) {
+                        tracing::warn!(
+                            stream = %name,
+                            setting = kept.setting,
+                            stream_value = %kept.stream,
+                            config_value = %kept.config,
+                            "stream {name} exists with {} {} where the config has {}: \
+                             keeping the stream's (its settings belong to whoever created \
+                             it; NatsOptions::existing_stream = ExistingStream::Update \
+                             applies the config, and lowering a limit deletes the events \
+                             beyond it)",
+                            kept.setting,
+                            kept.stream,
+                            kept.config
+                        );
+                    }
+                    false
+                }
+            };
+            let changes: Vec<&Difference> = diffs
+                .iter()
+                .filter(|d| d.required || apply_config)
+                .collect();
+            if changes.is_empty() {
+                return Ok(existing);
+            }
+            let reason = describe(&changes);
             let mut merged = current.clone();
             if !merged
                 .subjects
@@ -889,12 +1068,6 @@ async fn update_or_create(
             {
                 merged.subjects.push(desired.subjects[0].clone());
             }
-            merged.max_messages = desired.max_messages;
-            merged.max_bytes = desired.max_bytes;
-            merged.max_age = desired.max_age;
-            merged.duplicate_window = desired.duplicate_window;
-            merged.num_replicas = desired.num_replicas;
-            merged.discard = desired.discard;
             merged.allow_direct = desired.allow_direct;
             merged.no_ack = desired.no_ack;
             merged.retention = desired.retention;
@@ -902,6 +1075,14 @@ async fn update_or_create(
             // only valid with a per-subject limit: the server refuses the
             // update that lifts the limit unless this goes too
             merged.discard_new_per_subject = false;
+            if apply_config {
+                merged.max_messages = desired.max_messages;
+                merged.max_bytes = desired.max_bytes;
+                merged.max_age = desired.max_age;
+                merged.duplicate_window = desired.duplicate_window;
+                merged.num_replicas = desired.num_replicas;
+                merged.discard = desired.discard;
+            }
             tracing::info!(stream = %name, changes = %reason, "updating stream settings");
             js.update_stream(&merged)
                 .await

@@ -8,7 +8,7 @@ mod common;
 
 use common::NatsServer;
 use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions};
-use event_nats::{NatsConfig, NatsOptions, NatsProvider, StorageType};
+use event_nats::{ExistingStream, NatsConfig, NatsOptions, NatsProvider, StorageType};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -303,13 +303,20 @@ async fn stream_settings_updated_or_refused() {
     };
     let p = NatsProvider::connect(config.clone()).await.expect("create");
     drop(p);
-    // an updatable change is applied
+    // an updatable change is applied, with ExistingStream::Update (the
+    // default adopts the stream's limits)
     let bigger = NatsConfig {
         max_events: 500,
         max_age_secs: 3600,
         ..config.clone()
     };
-    let p = NatsProvider::connect(bigger).await.expect("update");
+    let update = NatsOptions {
+        existing_stream: ExistingStream::Update,
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(bigger, update)
+        .await
+        .expect("update");
     let js = async_nats::jetstream::new(p.client().clone());
     let mut stream = js.get_stream(&config.stream_name).await.unwrap();
     let info = stream.info().await.unwrap();
