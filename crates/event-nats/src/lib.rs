@@ -129,7 +129,12 @@
 //! [`Error::Connection`](event_core::Error::Connection), rejected credentials
 //! [`Error::Authentication`](event_core::Error::Authentication), a server
 //! that does not answer within `connect_timeout_secs`
-//! [`Error::Timeout`](event_core::Error::Timeout).
+//! [`Error::Timeout`](event_core::Error::Timeout), a server running without
+//! JetStream [`Error::Unsupported`](event_core::Error::Unsupported) saying
+//! how to enable it (`-js`, or a `jetstream {}` block in its configuration
+//! file): not transient, so a retry loop does not spin on it (the server's
+//! INFO tells it apart from a JetStream that is only starting, which stays
+//! a transient `Connection` error).
 //!
 //! ## Guarantees
 //!

@@ -221,9 +221,12 @@ impl NatsProvider {
     /// Errors: [`Error::InvalidConfig`] for a bad URL or field,
     /// [`Error::Connection`] when the server refuses or cannot be reached,
     /// [`Error::Authentication`] for rejected credentials or an account
-    /// without JetStream, [`Error::Timeout`] when the server does not answer in
+    /// without JetStream, [`Error::Unsupported`] for a server running without
+    /// JetStream (not transient; the message says how to enable it),
+    /// [`Error::Timeout`] when the server does not answer in
     /// `connect_timeout_secs`, [`Error::Conflict`] when the stream exists with
-    /// settings that cannot be changed in place.
+    /// settings that cannot be changed in place (or, with
+    /// [`ExistingStream::Verify`], any settings that differ).
     pub async fn connect(config: NatsConfig) -> Result<Self> {
         Self::connect_with(config, NatsOptions::default()).await
     }
@@ -1096,6 +1099,10 @@ async fn update_or_create(
                 .map_err(|e| error::map("get stream", e, timeout))?)
         }
         Err(err) => {
+            if error::no_responders(&err) {
+                let url = redact_url(&config.url);
+                return Err(error::unanswered("get stream", &js.client(), &url).into());
+            }
             match error::map("get stream", err, timeout) {
                 Error::NotFound { .. } => {}
                 other => return Err(other.into()),

@@ -76,6 +76,46 @@ async fn refused_connection_is_connection_error() {
     }
 }
 
+/// A server running without JetStream answers every JetStream request with
+/// "no responders", which looked like an outage (`Error::Connection`,
+/// transient: retry loops spun forever). It is a clear, permanent error
+/// saying how to enable JetStream; a server that is down stays transient.
+#[tokio::test]
+async fn a_server_without_jetstream_is_a_permanent_error_saying_how_to_enable_it() {
+    let Some(mut server) = NatsServer::start_without_jetstream(
+        "a_server_without_jetstream_is_a_permanent_error_saying_how_to_enable_it",
+    ) else {
+        return;
+    };
+    let config = common::config(&server, "nojs");
+    match NatsProvider::connect(config.clone()).await {
+        Err(e @ Error::Unsupported { .. }) => {
+            assert!(!e.is_transient(), "{e:?}");
+            let text = e.to_string();
+            for named in [
+                "JetStream",
+                "disabled",
+                "-js",
+                "jetstream {}",
+                &server.url(),
+            ] {
+                assert!(text.contains(named), "{named} missing from {text}");
+            }
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    // the same server down: a transient connection error, as before
+    server.kill();
+    let down = NatsConfig {
+        connect_timeout_secs: 2,
+        ..config
+    };
+    match NatsProvider::connect(down).await {
+        Err(e @ Error::Connection(_)) => assert!(e.is_transient(), "{e:?}"),
+        other => panic!("expected Connection, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn silent_server_is_timeout() {
     // accepts TCP but never speaks the protocol
