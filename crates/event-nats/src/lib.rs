@@ -76,7 +76,11 @@
 //! naming each one. A different storage type is `Error::Conflict` in every
 //! mode, and so is a change the server refuses (for example a retention
 //! policy that nats-server 2.9 cannot change: such a stream would lose
-//! events that no subscriber has consumed yet).
+//! events that no subscriber has consumed yet). A `{subject_prefix}.>` that
+//! overlaps another stream's subjects is refused by the server; the error
+//! names that stream and its overlapping subjects (found by listing the
+//! streams by subject; where that is not allowed or takes over 2 s, the
+//! server's message alone).
 //!
 //! ## Authentication and TLS
 //!

@@ -751,6 +751,106 @@ fn captures(stream_subject: &str, wanted: &str) -> bool {
     }
 }
 
+/// Whether two stream subjects (with wildcards) match a subject in common,
+/// as JetStream's overlap check reads them (`a.*` and `a.b.>` do not: `*`
+/// is one token, `>` one or more).
+fn overlaps(a: &str, b: &str) -> bool {
+    let mut left = a.split('.');
+    let mut right = b.split('.');
+    loop {
+        match (left.next(), right.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// For the server's "subjects overlap with an existing stream": which
+/// stream (other than `own`) has a subject overlapping `subject`, and which
+/// of its subjects, as a sentence to add to the error. `None` when that
+/// cannot be found out within a couple of seconds (a user not allowed to
+/// list streams gets no answer at all).
+async fn overlap_detail(
+    js: &jetstream::Context,
+    own: &str,
+    subject: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let lookup = async {
+        // JetStream lists the streams whose subjects overlap a subject
+        let page: serde_json::Value = js
+            .request(
+                "STREAM.NAMES",
+                &serde_json::json!({ "offset": 0, "subject": subject }),
+            )
+            .await
+            .ok()?;
+        let names: Vec<String> = page
+            .get("streams")?
+            .as_array()?
+            .iter()
+            .filter_map(|name| name.as_str())
+            .filter(|name| *name != own)
+            .map(str::to_string)
+            .collect();
+        for name in names {
+            let Ok(mut stream) = js.get_stream(&name).await else {
+                continue;
+            };
+            let Ok(info) = stream.info().await else {
+                continue;
+            };
+            let taken: Vec<&String> = info
+                .config
+                .subjects
+                .iter()
+                .filter(|s| overlaps(s, subject))
+                .collect();
+            if !taken.is_empty() {
+                return Some(format!(
+                    "stream {name} captures {}, which overlaps {subject:?} of stream {own} \
+                     (choose another subject_prefix, or take the subject off stream {name})",
+                    taken
+                        .iter()
+                        .map(|s| format!("{s:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        None
+    };
+    tokio::time::timeout(timeout.min(Duration::from_secs(2)), lookup)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Whether `err` is the server's "subjects overlap with an existing stream".
+fn is_overlap(err: &(dyn std::error::Error + 'static)) -> bool {
+    error::api_code(err) == Some(ErrorCode::STREAM_SUBJECT_OVERLAP)
+}
+
+/// `reason` with the overlap named when the server refused `desired` with
+/// "subjects overlap with an existing stream" (`overlap`).
+async fn with_overlap(
+    reason: String,
+    overlap: bool,
+    js: &jetstream::Context,
+    desired: &stream::Config,
+    timeout: Duration,
+) -> String {
+    if !overlap {
+        return reason;
+    }
+    match overlap_detail(js, &desired.name, &desired.subjects[0], timeout).await {
+        Some(detail) => format!("{reason}: {detail}"),
+        None => reason,
+    }
+}
+
 /// A setting in which an existing stream differs from the config.
 #[derive(Debug)]
 struct Difference {
@@ -1087,12 +1187,14 @@ async fn update_or_create(
                 merged.discard = desired.discard;
             }
             tracing::info!(stream = %name, changes = %reason, "updating stream settings");
-            js.update_stream(&merged)
-                .await
-                .map_err(|e| Error::Conflict {
+            if let Err(e) = js.update_stream(&merged).await {
+                let reason = format!("{reason}; the server refused the update: {e}");
+                return Err(Error::Conflict {
                     resource: format!("stream {name}"),
-                    reason: format!("{reason}; the server refused the update: {e}"),
-                })?;
+                    reason: with_overlap(reason, is_overlap(&e), js, desired, timeout).await,
+                }
+                .into());
+            }
             Ok(js
                 .get_stream(name)
                 .await
@@ -1108,19 +1210,22 @@ async fn update_or_create(
                 other => return Err(other.into()),
             }
             tracing::info!(stream = %name, "creating stream");
-            js.create_stream(desired.clone()).await.map_err(|e| {
-                if error::api_code(&e) == Some(ErrorCode::STREAM_NAME_EXIST) {
-                    return Reconciled::CreatedElsewhere(e.to_string());
-                }
-                match error::map("create stream", e, timeout) {
-                    Error::Provider { source, .. } => Error::invalid_config(
-                        "stream",
-                        format!("the server refused to create stream {name}: {source}"),
-                    ),
-                    other => other,
-                }
-                .into()
-            })
+            let e = match js.create_stream(desired.clone()).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => e,
+            };
+            if error::api_code(&e) == Some(ErrorCode::STREAM_NAME_EXIST) {
+                return Err(Reconciled::CreatedElsewhere(e.to_string()));
+            }
+            let reason = with_overlap(String::new(), is_overlap(&e), js, desired, timeout).await;
+            Err(match error::map("create stream", e, timeout) {
+                Error::Provider { source, .. } => Error::invalid_config(
+                    "stream",
+                    format!("the server refused to create stream {name}: {source}{reason}"),
+                ),
+                other => other,
+            }
+            .into())
         }
     }
 }
@@ -1341,7 +1446,7 @@ impl NatsProvider {
 
 #[cfg(test)]
 mod tests {
-    use super::{Unsubscribed, captures};
+    use super::{Unsubscribed, captures, overlaps};
     use std::sync::Arc;
 
     #[test]
@@ -1360,6 +1465,25 @@ mod tests {
             ("events.b", "events.billing.>", false),
         ] {
             assert_eq!(captures(stream, wanted), expected, "{stream} {wanted}");
+        }
+    }
+
+    #[test]
+    fn overlapping_subjects() {
+        for (a, b, expected) in [
+            ("events.>", "events.orders.>", true),
+            ("events.orders.>", "events.>", true),
+            ("events.*", "events.>", true),
+            ("events.*.x", "events.a.*", true),
+            (">", "anything.at.all", true),
+            ("events.a", "events.a", true),
+            ("events.a", "events.b", false),
+            ("eventsx.a", "events.>", false),
+            ("events", "events.>", false),
+            ("events.*", "events.a.>", false),
+            ("events.a.b", "events.*", false),
+        ] {
+            assert_eq!(overlaps(a, b), expected, "{a} {b}");
         }
     }
 
