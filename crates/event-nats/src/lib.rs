@@ -324,6 +324,7 @@ mod error;
 mod history;
 mod provider;
 mod pull;
+mod stream;
 mod subscription;
 
 pub use config::{
