@@ -27,6 +27,58 @@ pub enum DiscardPolicy {
     New,
 }
 
+/// What connecting does to a stream that exists already (created by an
+/// operator, by another service sharing it, or by an earlier version of this
+/// one): [`NatsOptions::existing_stream`], by default
+/// [`Adopt`](Self::Adopt).
+///
+/// ```
+/// use event_nats::{ExistingStream, NatsOptions};
+///
+/// // this service owns its stream: apply its limits on every connect
+/// let options = NatsOptions {
+///     existing_stream: ExistingStream::Update,
+///     ..NatsOptions::default()
+/// };
+/// assert_eq!(NatsOptions::default().existing_stream, ExistingStream::Adopt);
+/// # let _ = options;
+/// ```
+///
+/// The stream's settings belong to whoever created it: the limits
+/// (`max_events`, `max_age_secs`, `max_bytes`), the dedup window, the
+/// replicas and the discard policy of [`NatsConfig`] and [`NatsOptions`]
+/// are the settings the provider creates a missing stream with. A stream of
+/// another storage type is [`Error::Conflict`] in every mode (JetStream
+/// cannot change it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ExistingStream {
+    /// Use the stream with its own limits, replicas, discard policy and
+    /// dedup window (the default). The provider changes only what it needs
+    /// to work: it adds its missing `{subject_prefix}.>` subject, turns on
+    /// `allow_direct` (for `history`), turns off `no_ack` (publishes would
+    /// never be acknowledged), lifts a per-subject message limit and sets
+    /// limits retention where the server allows it (each of those would
+    /// lose events the contract keeps). Each setting that differs from the
+    /// config is logged once at `WARN` (the stream, the setting, both
+    /// values), so a service cannot delete a shared stream's events by
+    /// connecting with smaller limits (the defaults included).
+    #[default]
+    Adopt,
+    /// Apply the config's limits, dedup window, replicas and discard policy
+    /// to the stream in place, besides what [`Adopt`](Self::Adopt) changes.
+    /// Lowering a limit deletes the stored events beyond it at once (a
+    /// `max_events` of 100 on a stream holding 500 events removes the
+    /// oldest 400): use it where this service alone owns the stream. A
+    /// change the server refuses is [`Error::Conflict`].
+    Update,
+    /// Change nothing: any difference from the config (limits, dedup
+    /// window, replicas, discard policy, and what
+    /// [`Adopt`](Self::Adopt) would change) is [`Error::Conflict`] naming
+    /// each one, for deployments that want configuration drift to fail
+    /// loudly.
+    Verify,
+}
+
 /// Connection and stream settings, field for field as in the original
 /// `a3s-event` README.
 ///
@@ -76,11 +128,16 @@ pub struct NatsConfig {
     pub subject_prefix: String,
     /// File or memory storage.
     pub storage: StorageType,
-    /// Maximum events kept in the stream (0: unlimited).
+    /// Maximum events kept in the stream (0: unlimited). Like every stream
+    /// limit, applied when the provider creates the stream; an existing
+    /// stream keeps its own unless [`NatsOptions::existing_stream`] says
+    /// otherwise.
     pub max_events: u64,
-    /// Maximum event age in seconds (0: unlimited).
+    /// Maximum event age in seconds (0: unlimited). Applied when the
+    /// provider creates the stream (see [`max_events`](Self::max_events)).
     pub max_age_secs: u64,
-    /// Maximum stream size in bytes (0: unlimited).
+    /// Maximum stream size in bytes (0: unlimited). Applied when the
+    /// provider creates the stream (see [`max_events`](Self::max_events)).
     pub max_bytes: u64,
     /// Timeout for establishing the connection, in seconds.
     pub connect_timeout_secs: u64,
@@ -477,11 +534,19 @@ pub struct NatsOptions {
     /// Client name shown by the server's monitoring.
     pub client_name: Option<String>,
     /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    /// Like `replicas` and `discard`, a setting of the stream: applied when
+    /// the provider creates it; an existing stream keeps its own unless
+    /// [`existing_stream`](Self::existing_stream) says otherwise (the
+    /// stream's window is the one deduplication uses).
     pub duplicate_window: Duration,
     /// Stream replicas (1 on a single server; 3 or 5 in a cluster).
     pub replicas: usize,
     /// What happens when the stream is full.
     pub discard: DiscardPolicy,
+    /// What connecting does to a stream that exists already: adopt it as
+    /// it is (the default), update it to the config, or verify that it
+    /// matches the config (see [`ExistingStream`]).
+    pub existing_stream: ExistingStream,
     /// Publishes awaiting their acknowledgement at once within one
     /// [`publish_batch`](event_core::EventProvider::publish_batch) call
     /// (concurrent batches and single publishes are not bounded together:
@@ -503,6 +568,7 @@ impl Default for NatsOptions {
             duplicate_window: Duration::from_secs(120),
             replicas: 1,
             discard: DiscardPolicy::Old,
+            existing_stream: ExistingStream::Adopt,
             max_inflight_acks: 256,
             max_prefetch: 256,
         }
@@ -520,6 +586,7 @@ impl std::fmt::Debug for NatsOptions {
             .field("duplicate_window", &self.duplicate_window)
             .field("replicas", &self.replicas)
             .field("discard", &self.discard)
+            .field("existing_stream", &self.existing_stream)
             .field("max_inflight_acks", &self.max_inflight_acks)
             .field("max_prefetch", &self.max_prefetch)
             .finish()

@@ -92,6 +92,49 @@ pub(crate) fn map(op: &str, err: impl Into<BoxError>, timeout: Duration) -> Erro
     }
 }
 
+/// Whether `err` (anywhere in its source chain) is a request no one
+/// answered: async-nats's "no responders" (the server's 503 status for a
+/// subject without subscribers), which a JetStream API request gets from a
+/// server running without JetStream, and, for a moment, from one whose
+/// JetStream is starting.
+pub(crate) fn no_responders(err: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{RequestError, RequestErrorKind};
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<RequestError>()
+            .is_some_and(|e| e.kind() == RequestErrorKind::NoResponders)
+            || e.downcast_ref::<async_nats::RequestError>()
+                .is_some_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// A JetStream request no one answered on a connection to `url`: the
+/// server runs without JetStream ([`Error::Unsupported`], permanent: a
+/// retry cannot succeed until an operator enables it) when it says so in
+/// its INFO, else its JetStream is not answering yet ([`Error::Connection`],
+/// transient).
+pub(crate) fn unanswered(op: &str, client: &async_nats::Client, url: &str) -> Error {
+    if client.server_info().jetstream {
+        return Error::Connection(format!(
+            "{op}: no JetStream answered on {url} (the server has JetStream enabled: it may \
+             be starting or recovering)"
+        ));
+    }
+    Error::unsupported(
+        PROVIDER,
+        format!(
+            "connecting to {url}, whose server has JetStream disabled (the provider stores \
+             events in a JetStream stream): start nats-server with `-js`, or add a \
+             `jetstream {{}}` block (with a `store_dir`) to its configuration file"
+        ),
+    )
+}
+
 /// The JetStream API error code of `err`: from the API error in its source
 /// chain, else from its message.
 pub(crate) fn api_code(err: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {

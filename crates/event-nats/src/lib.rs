@@ -45,25 +45,42 @@
 //! | URL(s), comma separated (`nats://`, `tls://`, `ws://`, `wss://`) | `NatsConfig::url` | `nats://127.0.0.1:4222` |
 //! | stream name / subjects (`{prefix}.>`) | `stream_name`, `subject_prefix` | `A3S_EVENTS`, `events` |
 //! | file or memory storage | `storage` | file |
-//! | retention limits (0 = unlimited) | `max_events`, `max_age_secs`, `max_bytes` | 100,000 / 7 days / unlimited |
+//! | retention limits (0 = unlimited)¹ | `max_events`, `max_age_secs`, `max_bytes` | 100,000 / 7 days / unlimited |
 //! | connect and request timeouts | `connect_timeout_secs`, `request_timeout_secs` | 5 s / 10 s |
-//! | dedup window for `Nats-Msg-Id` | `NatsOptions::duplicate_window` | 2 min |
-//! | replicas (clusters) | `NatsOptions::replicas` | 1 |
-//! | discard policy when full | `NatsOptions::discard` | old |
+//! | dedup window for `Nats-Msg-Id`¹ | `NatsOptions::duplicate_window` | 2 min |
+//! | replicas (clusters)¹ | `NatsOptions::replicas` | 1 |
+//! | discard policy when full¹ | `NatsOptions::discard` | old |
+//! | what connecting does to an existing stream | `NatsOptions::existing_stream` | [`ExistingStream::Adopt`] |
 //! | acks in flight per `publish_batch` | `NatsOptions::max_inflight_acks` | 256 |
 //! | subscription prefetch ceiling | `NatsOptions::max_prefetch` | 256 |
 //!
-//! On connect the stream is created if absent. If it exists with different
-//! settings, the provider updates it where JetStream allows (limits, dedup
-//! window, replicas, discard, an added subject unless a wider subject of the
-//! stream such as `events.>` captures the prefix's already, publish
-//! acknowledgements turned back on, a per-subject message limit lifted,
+//! ¹ Settings of the stream: applied when the provider creates it. An
+//! existing stream keeps its own by default.
+//!
+//! On connect the stream is created if absent. A stream that exists belongs
+//! to whoever created it (an operator, another service sharing it): by
+//! default ([`ExistingStream::Adopt`]) the provider keeps its limits, dedup
+//! window, replicas and discard policy, logs each one that differs from the
+//! config once at `WARN` (the stream, the setting, both values), and
+//! changes only what it needs to work: it adds its `{subject_prefix}.>`
+//! subject unless a wider subject of the stream such as `events.>`
+//! captures it already, turns on `allow_direct` and turns publish
+//! acknowledgements back on, lifts a per-subject message limit, and sets
 //! interest or work-queue retention back to limits where the server allows
-//! it) and otherwise fails with
-//! [`Error::Conflict`](event_core::Error::Conflict) naming each difference
-//! (for example a different storage type, or a retention policy that
-//! nats-server 2.9 cannot change: such a stream would lose events that no
-//! subscriber has consumed yet).
+//! it. Everything the provider reads from the stream (the dedup window that
+//! applies, the replicas `history` chooses its reads by, the limit a full
+//! stream names) is the stream's own. [`ExistingStream::Update`] applies the
+//! config's settings in place as well (lowering a limit deletes the stored
+//! events beyond it); [`ExistingStream::Verify`] changes nothing and refuses
+//! any difference with [`Error::Conflict`](event_core::Error::Conflict)
+//! naming each one. A different storage type is `Error::Conflict` in every
+//! mode, and so is a change the server refuses (for example a retention
+//! policy that nats-server 2.9 cannot change: such a stream would lose
+//! events that no subscriber has consumed yet). A `{subject_prefix}.>` that
+//! overlaps another stream's subjects is refused by the server; the error
+//! names that stream and its overlapping subjects (found by listing the
+//! streams by subject; where that is not allowed or takes over 2 s, the
+//! server's message alone).
 //!
 //! ## Authentication and TLS
 //!
@@ -116,7 +133,12 @@
 //! [`Error::Connection`](event_core::Error::Connection), rejected credentials
 //! [`Error::Authentication`](event_core::Error::Authentication), a server
 //! that does not answer within `connect_timeout_secs`
-//! [`Error::Timeout`](event_core::Error::Timeout).
+//! [`Error::Timeout`](event_core::Error::Timeout), a server running without
+//! JetStream [`Error::Unsupported`](event_core::Error::Unsupported) saying
+//! how to enable it (`-js`, or a `jetstream {}` block in its configuration
+//! file): not transient, so a retry loop does not spin on it (the server's
+//! INFO tells it apart from a JetStream that is only starting, which stays
+//! a transient `Connection` error).
 //!
 //! ## Guarantees
 //!
@@ -302,7 +324,10 @@ mod error;
 mod history;
 mod provider;
 mod pull;
+mod stream;
 mod subscription;
 
-pub use config::{ClientCert, DiscardPolicy, NatsConfig, NatsOptions, StorageType, TlsOptions};
+pub use config::{
+    ClientCert, DiscardPolicy, ExistingStream, NatsConfig, NatsOptions, StorageType, TlsOptions,
+};
 pub use provider::NatsProvider;

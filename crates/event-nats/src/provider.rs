@@ -1,8 +1,8 @@
 //! [`NatsProvider`]: connection, stream management, publish, history, info.
 
 use crate::config::{
-    DiscardPolicy, NatsConfig, NatsOptions, StorageType, UrlCredentials, check_one_auth_method,
-    redact_url, split_url_credentials,
+    NatsConfig, NatsOptions, UrlCredentials, check_one_auth_method, redact_url,
+    split_url_credentials,
 };
 use crate::connection::ConnectionLog;
 use crate::denial::{self, Denial, Denials, Rule};
@@ -221,9 +221,13 @@ impl NatsProvider {
     /// Errors: [`Error::InvalidConfig`] for a bad URL or field,
     /// [`Error::Connection`] when the server refuses or cannot be reached,
     /// [`Error::Authentication`] for rejected credentials or an account
-    /// without JetStream, [`Error::Timeout`] when the server does not answer in
+    /// without JetStream, [`Error::Unsupported`] for a server running without
+    /// JetStream (not transient; the message says how to enable it),
+    /// [`Error::Timeout`] when the server does not answer in
     /// `connect_timeout_secs`, [`Error::Conflict`] when the stream exists with
-    /// settings that cannot be changed in place.
+    /// settings that cannot be changed in place (or, with
+    /// [`ExistingStream::Verify`](crate::ExistingStream::Verify), any settings
+    /// that differ).
     pub async fn connect(config: NatsConfig) -> Result<Self> {
         Self::connect_with(config, NatsOptions::default()).await
     }
@@ -259,7 +263,7 @@ impl NatsProvider {
             // a shared bound here could deadlock concurrent batches
             .max_ack_inflight(1 << 24)
             .build(client.clone());
-        let stream = ensure_stream(&js, &config, &options, &link.denials).await?;
+        let stream = crate::stream::ensure_stream(&js, &config, &options, &link.denials).await?;
         let max_payload = client.server_info().max_payload;
         tracing::info!(
             url = %redact_url(&config.url),
@@ -694,249 +698,6 @@ fn deadline_after(timeout: Duration) -> tokio::time::Instant {
         .unwrap_or(now)
 }
 
-fn limit(value: u64) -> i64 {
-    if value == 0 {
-        -1
-    } else {
-        i64::try_from(value).unwrap_or(i64::MAX)
-    }
-}
-
-fn desired_stream(config: &NatsConfig, options: &NatsOptions) -> stream::Config {
-    stream::Config {
-        name: config.stream_name.clone(),
-        subjects: vec![format!("{}.>", config.subject_prefix)],
-        storage: match config.storage {
-            StorageType::File => stream::StorageType::File,
-            StorageType::Memory => stream::StorageType::Memory,
-        },
-        max_messages: limit(config.max_events),
-        max_bytes: limit(config.max_bytes),
-        max_age: Duration::from_secs(config.max_age_secs),
-        duplicate_window: options.duplicate_window,
-        num_replicas: options.replicas,
-        discard: match options.discard {
-            DiscardPolicy::Old => stream::DiscardPolicy::Old,
-            DiscardPolicy::New => stream::DiscardPolicy::New,
-        },
-        // `history` steps through sparse matches with direct gets
-        allow_direct: true,
-        // spelled out: an existing stream is compared with (and updated
-        // to) these, since other values lose events silently
-        retention: stream::RetentionPolicy::Limits,
-        max_messages_per_subject: -1,
-        ..stream::Config::default()
-    }
-}
-
-/// Whether stream subject `stream_subject` captures every subject that
-/// `wanted` matches (`events.>` captures `events.billing.>`; JetStream
-/// refuses a stream whose subjects overlap, so the narrower one cannot be
-/// added beside it).
-fn captures(stream_subject: &str, wanted: &str) -> bool {
-    let mut have = stream_subject.split('.');
-    let mut want = wanted.split('.');
-    loop {
-        match (have.next(), want.next()) {
-            (None, None) => return true,
-            // `>` matches one or more tokens; `wanted` has at least one here
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(token)) if token != ">" => {}
-            (Some(a), Some(b)) if a == b && a != "*" => {}
-            _ => return false,
-        }
-    }
-}
-
-/// The managed settings in which `existing` differs from `desired`.
-fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Vec<String> {
-    let mut diffs = Vec::new();
-    let subject = &desired.subjects[0];
-    if !existing.subjects.iter().any(|s| captures(s, subject)) {
-        diffs.push(format!("subjects {:?} lack {subject:?}", existing.subjects));
-    }
-    macro_rules! cmp {
-        ($field:ident) => {
-            if existing.$field != desired.$field {
-                diffs.push(format!(
-                    concat!(stringify!($field), ": stream has {:?}, config wants {:?}"),
-                    existing.$field, desired.$field
-                ));
-            }
-        };
-    }
-    cmp!(storage);
-    // interest or work-queue retention removes events once consumed (or at
-    // once without consumers): history and new subscribers would miss them
-    cmp!(retention);
-    // a per-subject limit removes older events of a subject long before
-    // max_events is reached (0 and -1 both mean unlimited)
-    if existing.max_messages_per_subject > 0 {
-        diffs.push(format!(
-            "max_messages_per_subject: stream has {}, config wants unlimited",
-            existing.max_messages_per_subject
-        ));
-    }
-    cmp!(max_messages);
-    cmp!(max_bytes);
-    cmp!(max_age);
-    cmp!(duplicate_window);
-    cmp!(num_replicas);
-    cmp!(discard);
-    cmp!(allow_direct);
-    // JetStream stores publishes to a no-ack stream without answering them:
-    // every publish would time out
-    cmp!(no_ack);
-    diffs
-}
-
-/// [`reconcile_stream`], ended by a permission violation of its requests.
-async fn ensure_stream(
-    js: &jetstream::Context,
-    config: &NatsConfig,
-    options: &NatsOptions,
-    denials: &Denials,
-) -> Result<stream::Stream> {
-    let name = &config.stream_name;
-    let subjects = ["INFO", "CREATE", "UPDATE"].map(|op| format!("$JS.API.STREAM.{op}.{name}"));
-    let rules = [
-        Rule::ReplyInbox,
-        Rule::Publish(&subjects[0]),
-        Rule::Publish(&subjects[1]),
-        Rule::Publish(&subjects[2]),
-    ];
-    let op = format!("stream {name}");
-    denial::guarded(denials, &op, &rules, reconcile_stream(js, config, options)).await
-}
-
-/// Creates the stream, or checks it and updates what differs.
-async fn reconcile_stream(
-    js: &jetstream::Context,
-    config: &NatsConfig,
-    options: &NatsOptions,
-) -> Result<stream::Stream> {
-    let desired = desired_stream(config, options);
-    let name = &config.stream_name;
-    // a second round when another client created the stream between the
-    // lookup and the create (services starting together)
-    let mut rounds = 0;
-    loop {
-        rounds += 1;
-        match update_or_create(js, config, &desired).await {
-            Err(Reconciled::CreatedElsewhere(e)) if rounds < 2 => {
-                tracing::debug!(stream = %name, error = %e, "stream created meanwhile; checking it");
-            }
-            Err(Reconciled::CreatedElsewhere(e)) => {
-                return Err(Error::invalid_config(
-                    "stream",
-                    format!("the server refused to create stream {name}: {e}"),
-                ));
-            }
-            Err(Reconciled::Failed(e)) => return Err(e),
-            Ok(stream) => return Ok(stream),
-        }
-    }
-}
-
-/// Why [`update_or_create`] did not end with the stream.
-enum Reconciled {
-    /// The create was refused because the stream exists now (created by
-    /// another client since the lookup): worth one more round.
-    CreatedElsewhere(String),
-    /// Anything else.
-    Failed(Error),
-}
-
-impl From<Error> for Reconciled {
-    fn from(e: Error) -> Self {
-        Self::Failed(e)
-    }
-}
-
-/// One round of [`reconcile_stream`].
-async fn update_or_create(
-    js: &jetstream::Context,
-    config: &NatsConfig,
-    desired: &stream::Config,
-) -> std::result::Result<stream::Stream, Reconciled> {
-    let timeout = config.request_timeout();
-    let name = &config.stream_name;
-    match js.get_stream(name).await {
-        Ok(mut existing) => {
-            let current = existing
-                .info()
-                .await
-                .map_err(|e| error::map("stream info", e, timeout))?
-                .config
-                .clone();
-            let diffs = stream_differences(&current, desired);
-            if diffs.is_empty() {
-                return Ok(existing);
-            }
-            let reason = diffs.join("; ");
-            if current.storage != desired.storage {
-                return Err(Error::Conflict {
-                    resource: format!("stream {name}"),
-                    reason: format!("{reason} (JetStream cannot change the storage type)"),
-                }
-                .into());
-            }
-            let mut merged = current.clone();
-            if !merged
-                .subjects
-                .iter()
-                .any(|s| captures(s, &desired.subjects[0]))
-            {
-                merged.subjects.push(desired.subjects[0].clone());
-            }
-            merged.max_messages = desired.max_messages;
-            merged.max_bytes = desired.max_bytes;
-            merged.max_age = desired.max_age;
-            merged.duplicate_window = desired.duplicate_window;
-            merged.num_replicas = desired.num_replicas;
-            merged.discard = desired.discard;
-            merged.allow_direct = desired.allow_direct;
-            merged.no_ack = desired.no_ack;
-            merged.retention = desired.retention;
-            merged.max_messages_per_subject = desired.max_messages_per_subject;
-            // only valid with a per-subject limit: the server refuses the
-            // update that lifts the limit unless this goes too
-            merged.discard_new_per_subject = false;
-            tracing::info!(stream = %name, changes = %reason, "updating stream settings");
-            js.update_stream(&merged)
-                .await
-                .map_err(|e| Error::Conflict {
-                    resource: format!("stream {name}"),
-                    reason: format!("{reason}; the server refused the update: {e}"),
-                })?;
-            Ok(js
-                .get_stream(name)
-                .await
-                .map_err(|e| error::map("get stream", e, timeout))?)
-        }
-        Err(err) => {
-            match error::map("get stream", err, timeout) {
-                Error::NotFound { .. } => {}
-                other => return Err(other.into()),
-            }
-            tracing::info!(stream = %name, "creating stream");
-            js.create_stream(desired.clone()).await.map_err(|e| {
-                if error::api_code(&e) == Some(ErrorCode::STREAM_NAME_EXIST) {
-                    return Reconciled::CreatedElsewhere(e.to_string());
-                }
-                match error::map("create stream", e, timeout) {
-                    Error::Provider { source, .. } => Error::invalid_config(
-                        "stream",
-                        format!("the server refused to create stream {name}: {source}"),
-                    ),
-                    other => other,
-                }
-                .into()
-            })
-        }
-    }
-}
-
 #[async_trait]
 impl EventProvider for NatsProvider {
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
@@ -1153,27 +914,8 @@ impl NatsProvider {
 
 #[cfg(test)]
 mod tests {
-    use super::{Unsubscribed, captures};
+    use super::Unsubscribed;
     use std::sync::Arc;
-
-    #[test]
-    fn captured_subjects() {
-        for (stream, wanted, expected) in [
-            ("events.>", "events.>", true),
-            (">", "events.>", true),
-            ("events.>", "events.billing.>", true),
-            ("*.>", "events.billing.>", true),
-            ("events.*.>", "events.billing.>", true),
-            ("events.*", "events.>", false),
-            ("events.*.>", "events.>", false),
-            ("events.billing.>", "events.>", false),
-            ("other.>", "events.>", false),
-            ("events", "events.>", false),
-            ("events.b", "events.billing.>", false),
-        ] {
-            assert_eq!(captures(stream, wanted), expected, "{stream} {wanted}");
-        }
-    }
 
     /// Deletions of names no subscription reads leave nothing behind; a
     /// watched name is kept while a subscription watches it, and each

@@ -13,7 +13,7 @@ mod common;
 
 use common::NatsServer;
 use event_core::{DeliverPolicy, Event, EventProvider, SubscribeOptions};
-use event_nats::{NatsConfig, NatsOptions, NatsProvider};
+use event_nats::{ExistingStream, NatsConfig, NatsOptions, NatsProvider};
 use serde_json::json;
 use std::time::Duration;
 
@@ -217,14 +217,23 @@ async fn the_documented_permissions_plus_create_and_update_let_the_service_make_
         .await
         .expect("the service creates the stream");
     drop(service);
-    // and updates its settings on the next connect
+    // and updates its settings on the next connect (ExistingStream::Update;
+    // the default adopts the stream's)
     let options = NatsOptions {
         duplicate_window: Duration::from_secs(300),
+        existing_stream: ExistingStream::Update,
         ..user("orders", "orders-pw")
     };
     let service = NatsProvider::connect_with(config(&server), options)
         .await
         .expect("the service updates the stream");
+    let js = async_nats::jetstream::new(service.client().clone());
+    let mut stream = js.get_stream("A3S_EVENTS").await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().config.duplicate_window,
+        Duration::from_secs(300),
+        "the update was not applied"
+    );
     exercise(&service).await;
     assert!(
         !server.log().contains("Permissions Violation"),

@@ -8,7 +8,7 @@ mod common;
 
 use common::NatsServer;
 use event_core::{DeliverPolicy, Error, Event, EventProvider, SubscribeOptions};
-use event_nats::{NatsConfig, NatsOptions, NatsProvider, StorageType};
+use event_nats::{ExistingStream, NatsConfig, NatsOptions, NatsProvider, StorageType};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,46 @@ async fn refused_connection_is_connection_error() {
     };
     match NatsProvider::connect(config).await {
         Err(e @ Error::Connection(_)) => assert!(e.is_transient()),
+        other => panic!("expected Connection, got {other:?}"),
+    }
+}
+
+/// A server running without JetStream answers every JetStream request with
+/// "no responders", which looked like an outage (`Error::Connection`,
+/// transient: retry loops spun forever). It is a clear, permanent error
+/// saying how to enable JetStream; a server that is down stays transient.
+#[tokio::test]
+async fn a_server_without_jetstream_is_a_permanent_error_saying_how_to_enable_it() {
+    let Some(mut server) = NatsServer::start_without_jetstream(
+        "a_server_without_jetstream_is_a_permanent_error_saying_how_to_enable_it",
+    ) else {
+        return;
+    };
+    let config = common::config(&server, "nojs");
+    match NatsProvider::connect(config.clone()).await {
+        Err(e @ Error::Unsupported { .. }) => {
+            assert!(!e.is_transient(), "{e:?}");
+            let text = e.to_string();
+            for named in [
+                "JetStream",
+                "disabled",
+                "-js",
+                "jetstream {}",
+                &server.url(),
+            ] {
+                assert!(text.contains(named), "{named} missing from {text}");
+            }
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    // the same server down: a transient connection error, as before
+    server.kill();
+    let down = NatsConfig {
+        connect_timeout_secs: 2,
+        ..config
+    };
+    match NatsProvider::connect(down).await {
+        Err(e @ Error::Connection(_)) => assert!(e.is_transient(), "{e:?}"),
         other => panic!("expected Connection, got {other:?}"),
     }
 }
@@ -303,13 +343,20 @@ async fn stream_settings_updated_or_refused() {
     };
     let p = NatsProvider::connect(config.clone()).await.expect("create");
     drop(p);
-    // an updatable change is applied
+    // an updatable change is applied, with ExistingStream::Update (the
+    // default adopts the stream's limits)
     let bigger = NatsConfig {
         max_events: 500,
         max_age_secs: 3600,
         ..config.clone()
     };
-    let p = NatsProvider::connect(bigger).await.expect("update");
+    let update = NatsOptions {
+        existing_stream: ExistingStream::Update,
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(bigger, update)
+        .await
+        .expect("update");
     let js = async_nats::jetstream::new(p.client().clone());
     let mut stream = js.get_stream(&config.stream_name).await.unwrap();
     let info = stream.info().await.unwrap();

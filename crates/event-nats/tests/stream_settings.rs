@@ -214,3 +214,48 @@ async fn services_racing_to_create_the_stream_all_connect() {
         }
     }
 }
+
+/// A stream whose subjects overlap another stream's is refused by the
+/// server ("subjects overlap with an existing stream") without saying
+/// which: the error names the other stream and the overlapping subject,
+/// when the provider creates its stream and when it adds its subject to an
+/// existing one.
+#[tokio::test]
+async fn subjects_overlapping_another_stream_name_it_and_the_subject() {
+    let server = server!("subjects_overlapping_another_stream_name_it_and_the_subject");
+    let config = common::config(&server, "overlap");
+    let (other_name, _) = common::unique("other");
+    let taken = format!("{}.orders.>", config.subject_prefix);
+    let client = async_nats::connect(&config.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(Config {
+        name: other_name.clone(),
+        subjects: vec![
+            format!("{}x.unrelated", config.subject_prefix),
+            taken.clone(),
+        ],
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let named = |text: &str| {
+        for part in [other_name.as_str(), taken.as_str(), "overlap"] {
+            assert!(text.contains(part), "{part} missing from {text}");
+        }
+        assert!(
+            !text.contains(&format!("{}x.unrelated", config.subject_prefix)),
+            "a subject that does not overlap is named: {text}"
+        );
+    };
+    // creating the stream
+    match NatsProvider::connect(config.clone()).await {
+        Err(e @ Error::InvalidConfig { .. }) => named(&e.to_string()),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    // adding the subject to an existing stream
+    precreate(&config, |s| s.subjects = vec!["elsewhere.>".into()]).await;
+    match NatsProvider::connect(config.clone()).await {
+        Err(e @ Error::Conflict { .. }) => named(&e.to_string()),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}

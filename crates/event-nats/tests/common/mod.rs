@@ -1,4 +1,5 @@
-//! Test fixture: a real `nats-server -js` per test, on its own port and
+//! Test fixture: a real `nats-server -js` (or, on request, one without
+//! JetStream) per test, on its own port and
 //! store dir, killed and deleted on drop. Also used by the benches.
 #![allow(dead_code)]
 
@@ -55,6 +56,8 @@ pub struct NatsServer {
     log: PathBuf,
     port: u16,
     extra: String,
+    /// Whether the config enables JetStream.
+    jetstream: bool,
     child: Option<Child>,
 }
 
@@ -68,6 +71,16 @@ impl NatsServer {
     /// Like [`start`](Self::start), with extra config-file lines
     /// (authorization blocks and the like).
     pub fn start_with(test: &str, extra: &str) -> Option<Self> {
+        Self::start_configured(test, extra, true)
+    }
+
+    /// A server started without JetStream (no `jetstream {}` block, as
+    /// `nats-server` without `-js`).
+    pub fn start_without_jetstream(test: &str) -> Option<Self> {
+        Self::start_configured(test, "", false)
+    }
+
+    fn start_configured(test: &str, extra: &str, jetstream: bool) -> Option<Self> {
         let bin = require_bin(test)?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
@@ -86,6 +99,7 @@ impl NatsServer {
             dir,
             port: 0,
             extra: extra.to_string(),
+            jetstream,
             child: None,
         };
         server.launch();
@@ -98,9 +112,16 @@ impl NatsServer {
         } else {
             format!("127.0.0.1:{}", self.port)
         };
+        let jetstream = if self.jetstream {
+            format!(
+                "jetstream {{\n  store_dir: {:?}\n}}\n",
+                self.dir.join("js").display().to_string()
+            )
+        } else {
+            String::new()
+        };
         let conf = format!(
-            "listen: {listen}\nmax_payload: 65536\njetstream {{\n  store_dir: {store:?}\n}}\n{extra}\n",
-            store = self.dir.join("js").display().to_string(),
+            "listen: {listen}\nmax_payload: 65536\n{jetstream}{extra}\n",
             extra = self.extra,
         );
         std::fs::write(&self.conf, conf).expect("write server config");
