@@ -75,7 +75,9 @@ fn event_memory_config_and_limits() {
 
 #[test]
 fn event_nats_config_and_options() {
-    use event_nats::{DiscardPolicy, NatsConfig, NatsOptions, StorageType, TlsOptions};
+    use event_nats::{
+        DiscardPolicy, ExistingStream, NatsConfig, NatsOptions, StorageType, TlsOptions,
+    };
 
     // The configuration table of the `event-nats` crate docs.
     let config = NatsConfig::default();
@@ -111,6 +113,9 @@ fn event_nats_config_and_options() {
     assert_eq!(DiscardPolicy::default(), DiscardPolicy::Old);
     assert_eq!(options.max_inflight_acks, 256);
     assert_eq!(options.max_prefetch, 256);
+    // "what connecting does to an existing stream": adopt it as it is
+    assert_eq!(options.existing_stream, ExistingStream::Adopt);
+    assert_eq!(ExistingStream::default(), ExistingStream::Adopt);
 }
 
 #[tokio::test]
