@@ -834,7 +834,8 @@ mod tests {
     /// the timer queues stay proportional to the unsettled deliveries.
     #[test]
     fn settled_deliveries_leave_no_timers_behind_a_held_one() {
-        let store = parking_lot::Mutex::new(Store::new(100_000, Duration::from_secs(60), 100_000));
+        let store =
+            parking_lot::Mutex::new(Store::new(100_000, 0, Duration::from_secs(60), 100_000));
         for wait in [Duration::from_secs(3600), Duration::MAX] {
             let c = consumer(&mut store.lock(), wait);
             append(&store, 0);
@@ -916,7 +917,7 @@ mod tests {
     async fn a_shared_consumer_strands_and_duplicates_nothing_under_random_use() {
         for seed in 1..=40u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let store = parking_lot::Mutex::new(Store::new(24, Duration::from_secs(60), 1_000));
+            let store = parking_lot::Mutex::new(Store::new(24, 0, Duration::from_secs(60), 1_000));
             let ack_wait = Duration::from_millis(50);
             let c = consumer(&mut store.lock(), ack_wait);
             let subs = [c.join(), c.join(), c.join()];
@@ -1052,7 +1053,7 @@ mod tests {
     /// fetch future leaked) makes another subscription count as waiting.
     #[tokio::test(start_paused = true)]
     async fn an_acked_hand_off_entry_gives_no_wait_deadline_in_the_past() {
-        let store = parking_lot::Mutex::new(Store::new(100, Duration::from_secs(60), 100));
+        let store = parking_lot::Mutex::new(Store::new(100, 0, Duration::from_secs(60), 100));
         let c = consumer(&mut store.lock(), Duration::from_millis(50));
         let sub = c.join();
         let leaked = c.waiting();
@@ -1088,7 +1089,7 @@ mod tests {
     /// not one per call.
     #[tokio::test(start_paused = true)]
     async fn in_progress_under_a_still_clock_keeps_one_timer() {
-        let store = parking_lot::Mutex::new(Store::new(100, Duration::from_secs(60), 100));
+        let store = parking_lot::Mutex::new(Store::new(100, 0, Duration::from_secs(60), 100));
         let c = consumer(&mut store.lock(), Duration::from_secs(30));
         append(&store, 0);
         let d = deliver(&c, &store);

@@ -7,12 +7,14 @@
 //! deliver policy, dedup window, `Lagged` reports), without a server.
 //! It passes the whole conformance suite.
 //!
-//! Events are kept in a bounded ring (`max_events`); publishing evicts the
-//! oldest in O(1), `info()` is O(1) and `history()` walks back from the
-//! newest event only as far as it needs to, skipping blocks of 64 events
-//! whose one-word category summary rules out the filter's category (so a
-//! rare category is found without visiting every event; consumers catching
-//! up skip the same way). A consumer that retention overtakes gets
+//! Events are kept in a bounded ring (`max_events`, and
+//! [`MemoryLimits::max_bytes`] of encoded events if set); publishing evicts
+//! the oldest in O(1) (amortized: one event, or as many as a large one
+//! needs under `max_bytes`), `info()` is O(1) and `history()` walks back
+//! from the newest event only as far as it needs to, skipping blocks of 64
+//! events whose one-word category summary rules out the filter's category
+//! (so a rare category is found without visiting every event; consumers
+//! catching up skip the same way). A consumer that retention overtakes gets
 //! [`Error::Lagged`](event_core::Error::Lagged) with the number of evicted
 //! events its filter matched, and no report when none did.
 //!

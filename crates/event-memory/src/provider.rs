@@ -108,6 +108,7 @@ impl MemoryProvider {
     fn build(config: MemoryConfig, limits: MemoryLimits) -> Self {
         let store = Store::new(
             config.max_events,
+            limits.max_bytes,
             limits.duplicate_window,
             limits.max_dedup_entries,
         );

@@ -258,6 +258,8 @@ pub(crate) struct Store {
     last_seq: u64,
     bytes: u64,
     max_events: usize,
+    /// Encoded bytes kept; 0: no limit.
+    max_bytes: u64,
     dedup: DedupMap,
     /// Seeds the hashes of dedup ids ([`HashedKey`]).
     dedup_hasher: foldhash::fast::RandomState,
@@ -280,6 +282,7 @@ pub(crate) enum Appended {
 impl Store {
     pub(crate) fn new(
         max_events: usize,
+        max_bytes: u64,
         duplicate_window: Duration,
         max_dedup_entries: usize,
     ) -> Self {
@@ -289,6 +292,7 @@ impl Store {
             last_seq: 0,
             bytes: 0,
             max_events,
+            max_bytes,
             dedup: DedupMap::default(),
             dedup_hasher: foldhash::fast::RandomState::default(),
             // reserved as the log is (address space only until used), so
@@ -318,6 +322,22 @@ impl Store {
 
     /// Counts evicted event `seq` against every cursor it overtakes whose
     /// filter matches it, and forgets the cursors of dropped consumers.
+    /// Evicts the oldest event, counting it for the consumers it
+    /// overtakes; `false` when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        let Some(old) = self.log.pop_front() else {
+            return false;
+        };
+        self.count_evicted(self.first_seq, &old.event.subject);
+        self.bytes -= old.size as u64;
+        if self.first_seq.is_multiple_of(BLOCK) {
+            // the last of its block
+            self.blocks.pop_front();
+        }
+        self.first_seq += 1;
+        true
+    }
+
     fn count_evicted(&mut self, seq: u64, subject: &str) {
         // computed once, and only if some cursor is overtaken
         let mut evicted: Option<Summary> = None;
@@ -497,16 +517,14 @@ impl Store {
             block.add(summary);
         }
         let stored_at = self.log.back().map_or(now_ms, |e| e.stored_at.max(now_ms));
-        if self.log.len() == self.max_events
-            && let Some(old) = self.log.pop_front()
+        // one event out for the count; for bytes as many as it takes (each
+        // event is evicted once: O(1) per publish, amortized)
+        while self.log.len() >= self.max_events
+            || (self.max_bytes != 0 && self.bytes.saturating_add(size as u64) > self.max_bytes)
         {
-            self.count_evicted(self.first_seq, &old.event.subject);
-            self.bytes -= old.size as u64;
-            if self.first_seq.is_multiple_of(BLOCK) {
-                // the last of its block
-                self.blocks.pop_front();
+            if !self.evict_oldest() {
+                break;
             }
-            self.first_seq += 1;
         }
         self.bytes += size as u64;
         self.log.push_back(Entry {
@@ -754,7 +772,7 @@ mod tests {
             "events.nothing.>",
         ];
         for max_events in [1, 63, 64, 65, 300, 5_000] {
-            let mut store = Store::new(max_events, Duration::from_secs(60), 100_000);
+            let mut store = Store::new(max_events, 0, Duration::from_secs(60), 100_000);
             for i in 0..2_000 {
                 // mostly one busy subject, so whole blocks lack the others
                 let subject = if next(10) < 8 {
@@ -816,7 +834,7 @@ mod tests {
 
     #[test]
     fn rare_subjects_are_found_without_visiting_every_block() {
-        let mut store = Store::new(100_000, Duration::from_secs(60), 100_000);
+        let mut store = Store::new(100_000, 0, Duration::from_secs(60), 100_000);
         for i in 0..10_000u64 {
             let subject = if i == 5_000 {
                 "events.rare.x"
@@ -839,7 +857,7 @@ mod tests {
 
     #[test]
     fn cursors_of_dropped_consumers_are_forgotten() {
-        let mut store = Store::new(4, Duration::from_secs(60), 10_000);
+        let mut store = Store::new(4, 0, Duration::from_secs(60), 10_000);
         let pattern = || SubjectPattern::parse("events.>").unwrap();
         let kept = store.add_cursor(pattern(), 1);
         for _ in 0..100 {
@@ -858,7 +876,7 @@ mod tests {
 
     #[test]
     fn dedup_keys_of_every_length_are_told_apart_and_found_again() {
-        let mut store = Store::new(1_000, Duration::from_secs(60), 10_000);
+        let mut store = Store::new(1_000, 0, Duration::from_secs(60), 10_000);
         let ids: Vec<String> = (0..=100)
             .flat_map(|len| {
                 let base = "k".repeat(len);
@@ -906,7 +924,7 @@ mod tests {
 
     #[test]
     fn ring_evicts_oldest_in_constant_time() {
-        let mut store = Store::new(3, Duration::from_secs(60), 100);
+        let mut store = Store::new(3, 0, Duration::from_secs(60), 100);
         for n in 0..5 {
             let e = ev(n);
             let id = e.id.clone();
@@ -926,7 +944,7 @@ mod tests {
 
     #[test]
     fn dedup_is_bounded_in_entries_and_time() {
-        let mut store = Store::new(100, Duration::from_millis(30), 4);
+        let mut store = Store::new(100, 0, Duration::from_millis(30), 4);
         for n in 0..10 {
             store
                 .append(key(&format!("id{n}")), None, ev(n), 1, 0)
@@ -956,7 +974,7 @@ mod tests {
 
     #[test]
     fn store_time_never_decreases() {
-        let mut store = Store::new(10, Duration::from_secs(60), 100);
+        let mut store = Store::new(10, 0, Duration::from_secs(60), 100);
         store.append(key("a"), None, ev(0), 1, 100).unwrap();
         store.append(key("b"), None, ev(1), 1, 50).unwrap();
         store.append(key("c"), None, ev(2), 1, 200).unwrap();

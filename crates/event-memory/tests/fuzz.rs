@@ -43,6 +43,7 @@ async fn configs_are_accepted_or_refused_with_invalid_config() {
             max_payload: size(&mut rng),
             duplicate_window: duration(&mut rng),
             max_dedup_entries: size(&mut rng),
+            max_bytes: *rng.pick(&[0u64, 1, 1000, 2000, u64::MAX]),
             default_ack_wait: duration(&mut rng),
             default_max_ack_pending: *rng.pick(&[0u64, 1, u64::MAX]),
             stream_name: random_string(&mut rng),

@@ -95,6 +95,70 @@ async fn eviction_keeps_the_newest_and_counts_stay_exact() {
     assert!(info.bytes >= 100 * (one_size - 2) && info.bytes <= 100 * (one_size + 2));
 }
 
+/// `max_bytes` bounds the encoded bytes stored: the oldest events go, as
+/// many as a new one needs (one large event evicts several small ones),
+/// and a subscriber they overtake is told how many it missed.
+#[tokio::test]
+async fn a_byte_limit_evicts_the_oldest_and_reports_the_lag() {
+    let sized = |n: u64, pad: usize| {
+        let mut e = ev(n);
+        e.payload["pad"] = serde_json::Value::String("x".repeat(pad));
+        e
+    };
+    // two-digit numbers: every small event has the same size
+    let one = serde_json::to_vec(&sized(10, 100)).unwrap().len() as u64;
+    let p = MemoryProvider::with_limits(
+        MemoryConfig::default(),
+        MemoryLimits {
+            max_payload: 4096,
+            max_bytes: 4096.max(10 * one),
+            ..MemoryLimits::default()
+        },
+    )
+    .unwrap();
+    let limit = 4096.max(10 * one);
+    let mut sub = p.subscribe("events.>").await.unwrap();
+    for n in 10..35 {
+        p.publish(&sized(n, 100)).await.unwrap();
+    }
+    let info = p.info().await.unwrap();
+    let kept = limit / one;
+    assert_eq!(info.messages, kept, "{info:?}");
+    assert!(info.bytes <= limit, "{info:?}");
+    assert_eq!(info.first_sequence, 25 - kept + 1);
+    // a large event makes room for itself by evicting several small ones
+    let big = sized(99, 2500);
+    let big_size = serde_json::to_vec(&big).unwrap().len() as u64;
+    p.publish(&big).await.unwrap();
+    let info = p.info().await.unwrap();
+    assert!(info.bytes <= limit, "{info:?}");
+    let after = (limit - big_size) / one;
+    assert_eq!(info.messages, after + 1, "{info:?}");
+    assert_eq!(info.bytes, after * one + big_size, "{info:?}");
+    // the subscriber read nothing: it missed everything evicted
+    match sub.next().await {
+        Err(Error::Lagged { missed }) => assert_eq!(missed, 26 - (after + 1)),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    let next = sub.next().await.unwrap().unwrap();
+    assert_eq!(next.sequence, 26 - after);
+}
+
+#[tokio::test]
+async fn a_byte_limit_below_the_largest_event_is_a_config_error() {
+    let err = MemoryProvider::with_limits(
+        MemoryConfig::default(),
+        MemoryLimits {
+            max_payload: 1024 * 1024,
+            max_bytes: 1000,
+            ..MemoryLimits::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    assert!(err.to_string().contains("max_bytes"), "{err}");
+}
+
 #[tokio::test]
 async fn slow_ephemeral_subscriber_sees_lagged_not_silent_loss() {
     // retention (10 events) overtakes a subscriber that has read nothing
