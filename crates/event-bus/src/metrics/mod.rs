@@ -46,6 +46,8 @@
 mod histogram;
 mod prometheus;
 
+pub use prometheus::PrometheusLabels;
+
 pub use histogram::{LATENCY_BUCKETS, LatencyBuckets, LatencyHistogram, LatencySummary};
 
 use serde::{Deserialize, Serialize};

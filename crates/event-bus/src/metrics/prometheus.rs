@@ -1,7 +1,96 @@
 //! Prometheus text exposition (format 0.0.4) of a [`MetricsSnapshot`].
 
 use super::MetricsSnapshot;
+use event_core::{Error, Result};
 use std::fmt::Write as _;
+
+/// Constant labels put on every sample of an exposition, such as
+/// `bus="orders"`: they tell apart the series of several buses (or
+/// brokers) in one process, which would otherwise clash under the same
+/// names.
+///
+/// Names are Prometheus label names (`[a-zA-Z_][a-zA-Z0-9_]*`), not
+/// reserved (`__` prefix) and not `le` or `quantile` (the expositions use
+/// those); values are any text, escaped as the format requires.
+///
+/// ```
+/// use event_bus::EventMetrics;
+/// use event_bus::metrics::PrometheusLabels;
+///
+/// let labels = PrometheusLabels::new([("bus", "orders")])?;
+/// let metrics = EventMetrics::new();
+/// metrics.add_publish(1);
+/// let text = metrics.snapshot().to_prometheus_with_labels(&labels);
+/// assert!(text.contains("a3s_event_publish_total{bus=\"orders\"} 1"));
+/// # Ok::<(), event_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrometheusLabels {
+    /// `name="value",...` in the order given, values escaped; empty for
+    /// none.
+    rendered: String,
+}
+
+impl PrometheusLabels {
+    /// Labels from `(name, value)` pairs; an invalid, reserved or repeated
+    /// name is [`Error::InvalidConfig`].
+    pub fn new<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let mut rendered = String::new();
+        let mut names: Vec<&str> = Vec::new();
+        for (name, value) in labels {
+            let mut chars = name.chars();
+            let valid = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let problem = if !valid {
+                Some("is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+            } else if name.starts_with("__") {
+                Some("is reserved (names starting with __ are Prometheus's own)")
+            } else if name == "le" || name == "quantile" {
+                Some("is used by the exposition's histograms and summaries")
+            } else if names.contains(&name) {
+                Some("is given twice")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(Error::invalid_config(
+                    "prometheus label",
+                    format!("{name:?} {problem}"),
+                ));
+            }
+            names.push(name);
+            if !rendered.is_empty() {
+                rendered.push(',');
+            }
+            rendered.push_str(name);
+            rendered.push_str("=\"");
+            for c in value.chars() {
+                match c {
+                    '\\' => rendered.push_str("\\\\"),
+                    '"' => rendered.push_str("\\\""),
+                    '\n' => rendered.push_str("\\n"),
+                    c => rendered.push(c),
+                }
+            }
+            rendered.push('"');
+        }
+        Ok(Self { rendered })
+    }
+
+    /// The series `name` with these labels and, if given, one more (a
+    /// histogram's `le`, a summary's `quantile`): `name{bus="orders"}`, or
+    /// `name` alone when there are no labels.
+    pub fn series(&self, name: &str, extra: Option<(&str, &str)>) -> String {
+        match (self.rendered.is_empty(), extra) {
+            (true, None) => name.to_owned(),
+            (true, Some((k, v))) => format!("{name}{{{k}=\"{v}\"}}"),
+            (false, None) => format!("{name}{{{}}}", self.rendered),
+            (false, Some((k, v))) => format!("{name}{{{},{k}=\"{v}\"}}", self.rendered),
+        }
+    }
+}
 
 impl MetricsSnapshot {
     /// Renders the snapshot in the Prometheus text exposition format.
@@ -20,7 +109,17 @@ impl MetricsSnapshot {
     ///   plus a `a3s_event_publish_latency_max_seconds` gauge: quantiles over
     ///   the process's whole life, which cannot be aggregated across
     ///   instances or windows (kept for existing dashboards).
+    ///
+    /// Several buses in one process (or a broker's metrics beside them)
+    /// need [`to_prometheus_with_labels`](Self::to_prometheus_with_labels),
+    /// or their series clash.
     pub fn to_prometheus(&self) -> String {
+        self.to_prometheus_with_labels(&PrometheusLabels::default())
+    }
+
+    /// [`to_prometheus`](Self::to_prometheus) with `labels` on every
+    /// sample.
+    pub fn to_prometheus_with_labels(&self, labels: &PrometheusLabels) -> String {
         let mut out = String::with_capacity(2048);
         for (name, help, value) in self.counters() {
             let metric = if name.ends_with("_total") {
@@ -31,7 +130,7 @@ impl MetricsSnapshot {
             // writing to a String cannot fail
             let _ = writeln!(out, "# HELP {metric} {help}");
             let _ = writeln!(out, "# TYPE {metric} counter");
-            let _ = writeln!(out, "{metric} {value}");
+            let _ = writeln!(out, "{} {value}", labels.series(&metric, None));
         }
         let l = &self.publish_latency;
         let secs = |ns: u64| ns as f64 / 1e9;
@@ -45,180 +144,67 @@ impl MetricsSnapshot {
             // no observation, no quantile: NaN, as Prometheus clients write
             // it (0 would read as a 0 s latency)
             let v = if l.count == 0 { f64::NAN } else { secs(v) };
-            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
+            let _ = writeln!(out, "{} {v}", labels.series(name, Some(("quantile", q))));
         }
-        let _ = writeln!(out, "{name}_sum {}", secs(l.sum_ns));
-        let _ = writeln!(out, "{name}_count {}", l.count);
+        let _ = writeln!(
+            out,
+            "{} {}",
+            labels.series(&format!("{name}_sum"), None),
+            secs(l.sum_ns)
+        );
+        let _ = writeln!(
+            out,
+            "{} {}",
+            labels.series(&format!("{name}_count"), None),
+            l.count
+        );
         let hist = "a3s_event_publish_duration_seconds";
         let _ = writeln!(
             out,
             "# HELP {hist} Publish pipeline latency of stored publishes (buckets: below 2^k ns)."
         );
         let _ = writeln!(out, "# TYPE {hist} histogram");
+        let bucket = format!("{hist}_bucket");
         for (bound_ns, count) in l.buckets.iter() {
-            let _ = writeln!(out, "{hist}_bucket{{le=\"{}\"}} {count}", secs(bound_ns));
+            let le = secs(bound_ns).to_string();
+            let _ = writeln!(out, "{} {count}", labels.series(&bucket, Some(("le", &le))));
         }
-        let _ = writeln!(out, "{hist}_bucket{{le=\"+Inf\"}} {}", l.count);
-        let _ = writeln!(out, "{hist}_sum {}", secs(l.sum_ns));
-        let _ = writeln!(out, "{hist}_count {}", l.count);
+        let _ = writeln!(
+            out,
+            "{} {}",
+            labels.series(&bucket, Some(("le", "+Inf"))),
+            l.count
+        );
+        let _ = writeln!(
+            out,
+            "{} {}",
+            labels.series(&format!("{hist}_sum"), None),
+            secs(l.sum_ns)
+        );
+        let _ = writeln!(
+            out,
+            "{} {}",
+            labels.series(&format!("{hist}_count"), None),
+            l.count
+        );
         let max = "a3s_event_publish_latency_max_seconds";
         let _ = writeln!(out, "# HELP {max} Largest publish latency observed.");
         let _ = writeln!(out, "# TYPE {max} gauge");
-        let _ = writeln!(out, "{max} {}", secs(l.max_ns));
+        let _ = writeln!(out, "{} {}", labels.series(max, None), secs(l.max_ns));
         out
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::metrics::EventMetrics;
-    use std::collections::{HashMap, HashSet};
-    use std::time::Duration;
+#[path = "exposition_check.rs"]
+mod exposition_check;
 
-    /// Checks `text` against the text exposition format 0.0.4: each family
-    /// has one `# HELP` and one `# TYPE` before its samples, names are valid,
-    /// samples belong to a declared family (summaries: the bare name with a
-    /// `quantile` label, `_sum`, `_count`; histograms: `_bucket` with an `le`
-    /// label, `_sum`, `_count`, and no bare name), a family's samples are
-    /// contiguous, label values are quoted, values are Prometheus floats.
-    /// A histogram's `le` bounds increase and end with `+Inf`, its bucket
-    /// counts never decrease, and the `+Inf` bucket equals `_count`.
-    /// Returns `sample -> value` (labels included in the key).
-    fn parse_exposition(text: &str) -> HashMap<String, f64> {
-        fn valid_name(n: &str) -> bool {
-            let mut chars = n.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-        }
-        let mut helped = HashSet::new();
-        let mut types: HashMap<String, String> = HashMap::new();
-        let mut samples = HashMap::new();
-        // families whose samples ended (another family's sample followed)
-        let mut closed: HashSet<String> = HashSet::new();
-        let mut current: Option<String> = None;
-        // histogram family -> its (le, count) buckets in order
-        let mut buckets: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
-        assert!(text.ends_with('\n'), "the exposition ends with a newline");
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (name, help) = rest.split_once(' ').unwrap();
-                assert!(valid_name(name), "{line}");
-                assert!(!help.contains('\\'), "unescaped help: {line}");
-                assert!(helped.insert(name.to_string()), "second HELP: {line}");
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap();
-                assert!(valid_name(name), "{line}");
-                assert!(helped.contains(name), "TYPE before HELP: {line}");
-                assert!(
-                    ["counter", "gauge", "summary", "histogram", "untyped"].contains(&kind),
-                    "{line}"
-                );
-                assert!(
-                    types.insert(name.to_string(), kind.to_string()).is_none(),
-                    "second TYPE: {line}"
-                );
-                continue;
-            }
-            assert!(!line.starts_with('#') && !line.is_empty(), "{line:?}");
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let value: f64 = match value {
-                "NaN" => f64::NAN,
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
-            };
-            let mut labels: HashMap<&str, &str> = HashMap::new();
-            let name = match series.split_once('{') {
-                Some((name, list)) => {
-                    let list = list.strip_suffix('}').unwrap();
-                    for label in list.split(',') {
-                        let (k, v) = label.split_once('=').unwrap();
-                        assert!(valid_name(k), "{line}");
-                        assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'));
-                        assert!(
-                            labels.insert(k, &v[1..v.len() - 1]).is_none(),
-                            "repeated label: {line}"
-                        );
-                    }
-                    name
-                }
-                None => series,
-            };
-            assert!(valid_name(name), "{line}");
-            let family = if types.contains_key(name) {
-                name
-            } else {
-                let (base, suffix) = ["_sum", "_count", "_bucket"]
-                    .iter()
-                    .find_map(|s| name.strip_suffix(s).map(|b| (b, *s)))
-                    .unwrap_or_else(|| panic!("sample of an undeclared family: {line}"));
-                let kind = types.get(base).map(String::as_str);
-                match suffix {
-                    "_bucket" => assert_eq!(kind, Some("histogram"), "{line}"),
-                    _ => assert!(matches!(kind, Some("summary" | "histogram")), "{line}"),
-                }
-                base
-            };
-            if current.as_deref() != Some(family) {
-                assert!(
-                    !closed.contains(family),
-                    "samples of {family} are not contiguous: {line}"
-                );
-                if let Some(previous) = current.replace(family.to_string()) {
-                    closed.insert(previous);
-                }
-            }
-            match types[family].as_str() {
-                "summary" if name == family => {
-                    assert!(labels.contains_key("quantile"), "{line}");
-                }
-                "histogram" => {
-                    assert_ne!(name, family, "a histogram has no bare sample: {line}");
-                    if name.ends_with("_bucket") {
-                        let le = match labels.get("le") {
-                            Some(&"+Inf") => f64::INFINITY,
-                            Some(le) => le.parse().unwrap_or_else(|_| panic!("bad le: {line}")),
-                            None => panic!("a bucket without le: {line}"),
-                        };
-                        let list = buckets.entry(family.to_string()).or_default();
-                        if let Some(&(prev_le, prev)) = list.last() {
-                            assert!(le > prev_le, "le does not increase: {line}");
-                            assert!(value >= prev, "bucket counts decrease: {line}");
-                        }
-                        list.push((le, value));
-                    } else {
-                        assert!(labels.is_empty(), "{line}");
-                    }
-                }
-                _ => {}
-            }
-            assert!(
-                samples.insert(series.to_string(), value).is_none(),
-                "repeated sample: {line}"
-            );
-        }
-        for (family, kind) in &types {
-            if kind == "histogram" {
-                let list = &buckets[family];
-                assert_eq!(
-                    list.last().unwrap().0,
-                    f64::INFINITY,
-                    "{family}: no +Inf bucket"
-                );
-                assert_eq!(
-                    list.last().unwrap().1,
-                    samples[&format!("{family}_count")],
-                    "{family}: +Inf bucket is not _count"
-                );
-                assert!(samples.contains_key(&format!("{family}_sum")), "{family}");
-            }
-        }
-        samples
-    }
+#[cfg(test)]
+mod tests {
+    use super::exposition_check::parse_exposition;
+    use crate::metrics::EventMetrics;
+    use std::collections::HashMap;
+    use std::time::Duration;
 
     #[test]
     fn exposition_is_valid_and_an_empty_summary_has_nan_quantiles() {
@@ -245,6 +231,50 @@ mod tests {
         assert!((0.003..=0.003 * 1.0625).contains(&p99), "{p99}");
         assert_eq!(full["a3s_event_publish_latency_max_seconds"], 0.003);
         assert_eq!(full.len(), empty.len());
+    }
+
+    /// Constant labels go on every sample, next to `le` and `quantile`,
+    /// escaped; the exposition stays valid and has the same samples.
+    #[test]
+    fn constant_labels_are_on_every_sample_and_escaped() {
+        use super::PrometheusLabels;
+        let m = EventMetrics::new();
+        m.record_publish(Duration::from_micros(250));
+        let labels = PrometheusLabels::new([("bus", "orders"), ("zone", "a\"b\\c\nd")]).unwrap();
+        let text = m.snapshot().to_prometheus_with_labels(&labels);
+        let labelled = parse_exposition(&text);
+        let plain = parse_exposition(&m.snapshot().to_prometheus());
+        assert_eq!(labelled.len(), plain.len());
+        let set = r#"bus="orders",zone="a\"b\\c\nd""#;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains(&format!("{{{set}")), "{line}");
+        }
+        assert_eq!(labelled[&format!("a3s_event_publish_total{{{set}}}")], 1.0);
+        assert_eq!(
+            labelled[&format!("a3s_event_publish_duration_seconds_bucket{{{set},le=\"+Inf\"}}")],
+            1.0
+        );
+        // no labels: the plain exposition, byte for byte
+        assert_eq!(
+            m.snapshot()
+                .to_prometheus_with_labels(&PrometheusLabels::default()),
+            m.snapshot().to_prometheus()
+        );
+        for bad in [
+            vec![("", "x")],
+            vec![("1bus", "x")],
+            vec![("bus-name", "x")],
+            vec![("__name__", "x")],
+            vec![("le", "x")],
+            vec![("quantile", "x")],
+            vec![("bus", "a"), ("bus", "b")],
+        ] {
+            let err = PrometheusLabels::new(bad.clone()).unwrap_err();
+            assert!(
+                matches!(err, event_core::Error::InvalidConfig { .. }),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     /// The HELP line of `metric`.

@@ -59,6 +59,14 @@ macro_rules! counters {
             /// Triggers registered now.
             pub triggers: usize,
         }
+
+        impl BrokerMetrics {
+            /// Every counter: name, documentation, value.
+            #[cfg_attr(not(feature = "bus"), allow(dead_code))]
+            fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($field), $doc, self.$field),)*]
+            }
+        }
     };
 }
 
@@ -79,15 +87,136 @@ counters! {
     rejected => "Events refused because the queue was full (policy `Reject`, or `WaitFor` timed out).",
 }
 
+#[cfg(feature = "bus")]
+impl BrokerMetrics {
+    /// Renders the snapshot in the Prometheus text exposition format
+    /// (0.0.4), as [`MetricsSnapshot::to_prometheus`](event_bus::MetricsSnapshot::to_prometheus)
+    /// does the bus's: each counter as `a3s_broker_<counter>_total`, and
+    /// the gauges `a3s_broker_queue_depth`, `a3s_broker_in_flight` and
+    /// `a3s_broker_triggers`.
+    ///
+    /// ```
+    /// use event_routing::Broker;
+    ///
+    /// let broker = Broker::new();
+    /// let text = broker.metrics().to_prometheus();
+    /// assert!(text.contains("a3s_broker_routed_total 0"));
+    /// assert!(text.contains("a3s_broker_queue_depth 0"));
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        self.to_prometheus_with_labels(&event_bus::metrics::PrometheusLabels::default())
+    }
+
+    /// [`to_prometheus`](Self::to_prometheus) with `labels` on every
+    /// sample (say `broker="main"`, to tell brokers apart).
+    pub fn to_prometheus_with_labels(
+        &self,
+        labels: &event_bus::metrics::PrometheusLabels,
+    ) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(2048);
+        let gauges = [
+            (
+                "queue_depth",
+                "Events waiting in the broker's queue.",
+                self.queue_depth,
+            ),
+            (
+                "in_flight",
+                "Events accepted and not settled yet (queued, being routed, or waiting for room).",
+                self.in_flight,
+            ),
+            ("triggers", "Triggers registered.", self.triggers),
+        ];
+        let counters = self.counters();
+        let families = counters
+            .iter()
+            .map(|&(name, doc, value)| (format!("a3s_broker_{name}_total"), doc, "counter", value))
+            .chain(gauges.iter().map(|&(name, help, value)| {
+                (format!("a3s_broker_{name}"), help, "gauge", value as u64)
+            }));
+        for (metric, doc, kind, value) in families {
+            // writing to a String cannot fail
+            let _ = writeln!(out, "# HELP {metric} {}", help_text(doc));
+            let _ = writeln!(out, "# TYPE {metric} {kind}");
+            let _ = writeln!(out, "{} {value}", labels.series(&metric, None));
+        }
+        out
+    }
+}
+
+/// A counter's documentation as a HELP text: its first sentence, with
+/// Markdown link targets and code marks taken out, on one line.
+#[cfg(feature = "bus")]
+fn help_text(doc: &str) -> String {
+    let mut text = String::with_capacity(doc.len());
+    let mut rest = doc;
+    while let Some(open) = rest.find("](") {
+        text.push_str(&rest[..open]);
+        rest = rest[open + 2..]
+            .split_once(')')
+            .map_or("", |(_, after)| after);
+    }
+    text.push_str(rest);
+    let text: String = text
+        .chars()
+        .filter(|c| !matches!(c, '[' | ']' | '`'))
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
+    // HELP escapes backslashes (and newlines, gone above)
+    text.replace('\\', "\\\\")
+}
+
 impl Counters {
     pub(crate) fn add(counter: &Counter, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
 
+#[cfg(all(test, feature = "bus"))]
+#[path = "../../../event-bus/src/metrics/exposition_check.rs"]
+mod exposition_check;
+
 #[cfg(test)]
 mod tests {
     use super::BrokerMetrics;
+
+    /// The exposition is valid, has every counter and gauge with its value
+    /// and HELP text without Markdown, and takes constant labels.
+    #[cfg(feature = "bus")]
+    #[test]
+    fn prometheus_exposition_is_valid_with_and_without_labels() {
+        use super::exposition_check::parse_exposition;
+        use event_bus::metrics::PrometheusLabels;
+        let metrics = BrokerMetrics {
+            routed: 7,
+            no_dead_letter_sink: 2,
+            queue_depth: 3,
+            triggers: 5,
+            ..BrokerMetrics::default()
+        };
+        let text = metrics.to_prometheus();
+        let samples = parse_exposition(&text);
+        assert_eq!(samples["a3s_broker_routed_total"], 7.0);
+        assert_eq!(samples["a3s_broker_no_dead_letter_sink_total"], 2.0);
+        assert_eq!(samples["a3s_broker_queue_depth"], 3.0);
+        assert_eq!(samples["a3s_broker_triggers"], 5.0);
+        assert_eq!(samples["a3s_broker_in_flight"], 0.0);
+        assert_eq!(samples.len(), metrics.counters().len() + 3);
+        for line in text.lines().filter(|l| l.starts_with("# HELP")) {
+            assert!(
+                !line.contains('`') && !line.contains("](") && !line.contains('['),
+                "{line}"
+            );
+        }
+        assert!(text.contains(
+            "# HELP a3s_broker_no_dead_letter_sink_total Failed deliveries of triggers without a dead-letter sink"
+        ));
+        let labels = PrometheusLabels::new([("broker", "main")]).unwrap();
+        let labelled = parse_exposition(&metrics.to_prometheus_with_labels(&labels));
+        assert_eq!(labelled[r#"a3s_broker_routed_total{broker="main"}"#], 7.0);
+        assert_eq!(labelled.len(), samples.len());
+    }
 
     #[test]
     fn a_snapshot_written_before_a_counter_existed_still_reads() {
