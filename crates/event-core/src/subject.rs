@@ -326,17 +326,27 @@ impl SubjectPattern {
     /// Whether some subject `<prefix>.<category>.<topic>` (what
     /// [`validate_publish_subject`] accepts under `prefix`) matches.
     pub fn can_match_under(&self, prefix: &str) -> bool {
+        match self.after_prefix(prefix) {
+            // a category and a topic (of one or more tokens) must follow
+            Ok(rest) => !matches!(rest, [] | [Token::Literal(_) | Token::Single]),
+            Err(all) => all,
+        }
+    }
+
+    /// The tokens after those that match `prefix`'s; `Err(true)` when a
+    /// `>` takes the prefix and all that follows, `Err(false)` when the
+    /// pattern does not match the prefix.
+    fn after_prefix(&self, prefix: &str) -> std::result::Result<&[Token], bool> {
         let mut tokens = self.tokens.iter();
         for expected in prefix.split('.') {
             match tokens.next() {
-                Some(Token::Tail) => return true,
+                Some(Token::Tail) => return Err(true),
                 Some(Token::Single) => {}
                 Some(Token::Literal(t)) if **t == *expected => {}
-                _ => return false,
+                _ => return Err(false),
             }
         }
-        // a category and a topic (of one or more tokens) must follow
-        !matches!(tokens.as_slice(), [] | [Token::Literal(_) | Token::Single])
+        Ok(tokens.as_slice())
     }
 
     /// Whether every subject `<prefix>.<category>.<topic>` (what
@@ -353,20 +363,11 @@ impl SubjectPattern {
     /// assert!(!all("events.orders.>") && !all("events.*.*") && !all("events.*.*.>"));
     /// ```
     pub fn matches_all_under(&self, prefix: &str) -> bool {
-        let mut tokens = self.tokens.iter();
-        for expected in prefix.split('.') {
-            match tokens.next() {
-                Some(Token::Tail) => return true,
-                Some(Token::Single) => {}
-                Some(Token::Literal(t)) if **t == *expected => {}
-                _ => return false,
-            }
+        match self.after_prefix(prefix) {
+            // a category and a topic of one or more tokens follow
+            Ok(rest) => matches!(rest, [Token::Tail] | [Token::Single, Token::Tail]),
+            Err(all) => all,
         }
-        // a category and a topic of one or more tokens follow
-        matches!(
-            tokens.as_slice(),
-            [Token::Tail] | [Token::Single, Token::Tail]
-        )
     }
 
     /// Whether `subject` matches. Never allocates; walks the subject's bytes

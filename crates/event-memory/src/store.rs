@@ -42,6 +42,16 @@ impl Hash for HashedKey {
     }
 }
 
+/// `state` with `bytes` mixed in, a multiply per byte (Fibonacci hashing):
+/// the byte path of this crate's integer hashers, which their keys never
+/// take in practice.
+pub(crate) fn mix_bytes(mut state: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        state = (state ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    state
+}
+
 /// The hasher of [`DedupMap`]: passes on the hash a [`HashedKey`] carries.
 #[derive(Default)]
 struct KnownHash(u64);
@@ -53,9 +63,7 @@ impl Hasher for KnownHash {
     fn write(&mut self, bytes: &[u8]) {
         // only `write_u64` is used (see `HashedKey`); any other input is
         // still mixed in rather than ignored
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
+        self.0 = mix_bytes(self.0, bytes);
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
