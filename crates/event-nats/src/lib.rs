@@ -140,6 +140,22 @@
 //! INFO tells it apart from a JetStream that is only starting, which stays
 //! a transient `Connection` error).
 //!
+//! Credentials refused later, when the client reconnects (a password or
+//! token rotated on the server but not in the service, a JWT that expired
+//! or was revoked), are [`Error::Authentication`](event_core::Error::Authentication)
+//! too: while the server's last word on a reconnection attempt is an
+//! authorization violation (or an expired or revoked credential), the
+//! operations that would report "not connected" (`publish`, `subscribe`,
+//! `history`, `info`, `unsubscribe`, a subscription waiting for the
+//! reconnection) fail with it, naming the server and saying that it
+//! refused the credentials on reconnect, instead of the transient
+//! `Connection` error a retry loop would spin on. The client keeps
+//! reconnecting: once the server accepts the credentials again (the
+//! secret rotated back, the service's credentials fixed on the server
+//! side) the provider works again by itself, and a later attempt that
+//! fails for another reason (the server down) makes it a transient
+//! `Connection` error again. `health()` is `Ok(false)` throughout.
+//!
 //! ## Guarantees
 //!
 //! - **Publish**: the returned sequence is JetStream's, acknowledged by the
@@ -266,7 +282,10 @@
 //!   when the connection is lost, one `WARN` when it is re-established
 //!   (with `down_for` and `failed_attempts`), each failed reconnection
 //!   attempt at `DEBUG`, and a reminder `WARN` once a minute while it stays
-//!   down. async-nats also logs every connection event itself at `INFO`
+//!   down; a server refusing the credentials on reconnect is one more
+//!   `WARN` per outage, at the first refusal (see above for the error
+//!   operations get meanwhile). async-nats also logs every connection
+//!   event itself at `INFO`
 //!   (target `async_nats`, `event: ...`, one per attempt): filter it with
 //!   `async_nats=warn`. [`NatsProvider::is_connected`]
 //!   and `health()` (connection state plus a stream lookup) report it. A

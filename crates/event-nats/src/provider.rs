@@ -4,7 +4,7 @@ use crate::config::{
     NatsConfig, NatsOptions, UrlCredentials, check_one_auth_method, redact_url,
     split_url_credentials,
 };
-use crate::connection::ConnectionLog;
+use crate::connection::{ConnectionLog, Credentials, Refusal};
 use crate::denial::{self, Denial, Denials, Rule};
 use crate::error::{self, PROVIDER};
 use crate::subscription::NatsSubscription;
@@ -179,6 +179,9 @@ pub(crate) struct Link {
     pub(crate) denials: Denials,
     /// What the log said about the connection (see [`ConnectionLog`]).
     pub(crate) log: ConnectionLog,
+    /// Whether the server's last word on a reconnection was a refusal of
+    /// the credentials.
+    pub(crate) credentials: Credentials,
 }
 
 impl Link {
@@ -534,15 +537,18 @@ impl NatsProvider {
     }
 
     /// `Error::Connection` at once while the client is not connected: a
-    /// request would only wait out its timeout.
+    /// request would only wait out its timeout. `Error::Authentication`
+    /// instead when the server's last word on reconnecting was a refusal
+    /// of the credentials (not transient: retrying cannot help).
     fn require_connected(&self, op: &str) -> Result<()> {
         if self.inner.client.connection_state() == async_nats::connection::State::Connected {
             return Ok(());
         }
-        Err(Error::Connection(format!(
-            "{op}: not connected to {} (reconnecting)",
-            redact_url(&self.inner.config.url)
-        )))
+        Err(self
+            .inner
+            .link
+            .credentials
+            .not_connected(op, &redact_url(&self.inner.config.url)))
     }
 
     /// Maps the error of a request on the stream: a missing stream is
@@ -618,6 +624,7 @@ async fn connect_options(
             async move {
                 match event {
                     async_nats::Event::Connected => {
+                        link.credentials.set(None);
                         link.connected.store(true, Ordering::Release);
                         link.restored.notify_waiters();
                         link.log.connected();
@@ -628,8 +635,14 @@ async fn connect_options(
                         link.log.disconnected();
                     }
                     // async-nats reports each failed reconnection attempt
-                    // so (a few a second at first)
+                    // so (a few a second at first); the last one tells
+                    // whether the server refuses the credentials
                     async_nats::Event::ClientError(async_nats::ClientError::Other(error)) => {
+                        let refusal = Refusal::of_attempt(&error);
+                        link.credentials.set(refusal);
+                        if let Some(refusal) = refusal {
+                            link.log.refused(refusal);
+                        }
                         link.log.attempt_failed(&error);
                     }
                     async_nats::Event::Closed => {
@@ -646,6 +659,15 @@ async fn connect_options(
                             "the server denied a request (Permissions Violation)"
                         );
                         link.denials.record(action, subject);
+                    }
+                    // an expired or revoked credential on the live
+                    // connection, which the server closes next
+                    async_nats::Event::ServerError(error)
+                        if let Some(refusal) = Refusal::of_server_error(&error) =>
+                    {
+                        tracing::warn!(%error, "NATS server error on the connection");
+                        link.credentials.set(Some(refusal));
+                        link.log.refused(refusal);
                     }
                     other => tracing::warn!(event = %other, "NATS connection event"),
                 }

@@ -10,7 +10,9 @@
 //! - TLS failures (unknown CA, missing client certificate, `tls.require`
 //!   against a plaintext server) → [`Error::Connection`], message naming TLS
 //!   or the certificate problem;
-//! - rejected nkeys / JWTs → [`Error::Authentication`];
+//! - rejected nkeys / JWTs → [`Error::Authentication`], and so are
+//!   credentials refused on reconnection (a secret rotated on the server),
+//!   until the server accepts them again;
 //! - missing or malformed `.creds` file, malformed nkey seed →
 //!   [`Error::InvalidConfig`] before any network I/O.
 
@@ -448,4 +450,164 @@ async fn missing_or_malformed_creds_file_is_invalid_config_before_connecting() {
             other => panic!("{what}: expected InvalidConfig, got {other:?}"),
         }
     }
+}
+
+// ------------------------------------------------ credentials on reconnect
+
+/// An `authorization` block with one user.
+fn one_user(password: &str) -> String {
+    format!("authorization {{ users = [ {{ user: orders, password: {password} }} ] }}")
+}
+
+/// Publishes event `n` until `accept` takes the result (a transient error
+/// meanwhile: the client is still reconnecting) or `limit` has passed.
+async fn publish_until<T>(
+    p: &NatsProvider,
+    n: u64,
+    limit: Duration,
+    mut accept: impl FnMut(&event_core::Result<u64>) -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        let result = p.publish(&event(p, n)).await;
+        if let Some(done) = accept(&result) {
+            return done;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "after {limit:?}, the publish still gives {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn credentials_refused_on_reconnect_are_authentication_until_accepted_again() {
+    let mut server = server!(
+        "credentials_refused_on_reconnect_are_authentication_until_accepted_again",
+        &one_user("first-secret")
+    );
+    let options = NatsOptions {
+        user: Some("orders".into()),
+        password: Some("first-secret".into()),
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(config(&server, "rotate"), options)
+        .await
+        .expect("connect");
+    let filter = format!("{}.>", p.subject_prefix());
+    let mut sub = p.subscribe(&filter).await.expect("subscribe");
+    p.publish(&event(&p, 1)).await.expect("publish");
+    sub.next().await.expect("next").expect("event 1");
+
+    // the secret is rotated on the server only: every reconnection attempt
+    // is refused
+    server.set_extra(&one_user("rotated-secret"));
+    server.restart();
+    let refused = publish_until(&p, 2, Duration::from_secs(20), |r| match r {
+        Err(Error::Authentication(msg)) => Some(msg.clone()),
+        Err(e) if e.is_transient() => None,
+        other => panic!("expected Authentication once refused, got {other:?}"),
+    })
+    .await;
+    assert!(
+        refused.contains(&server.url()) && refused.contains("refused the credentials"),
+        "names the server and the refusal: {refused}"
+    );
+    assert!(refused.contains("reconnect"), "{refused}");
+    assert!(!Error::Authentication(refused).is_transient());
+    // steadily so, and for the other operations too
+    for n in 3..8 {
+        match p.publish(&event(&p, n)).await {
+            Err(Error::Authentication(_)) => {}
+            other => panic!("a later publish: expected Authentication, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // a subscription waiting for the reconnection says so too (its first
+    // call after the loss may still be the transient error)
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        match sub.next().await {
+            Err(e @ Error::Authentication(_)) => {
+                said.push(e);
+                break;
+            }
+            Err(e) if e.is_transient() => said.push(e),
+            other => panic!("subscription: expected an error, got {other:?}"),
+        }
+    }
+    assert!(
+        matches!(said.last(), Some(Error::Authentication(m)) if m.contains("refused the credentials")),
+        "{said:?}"
+    );
+    assert!(matches!(
+        p.subscribe(&filter).await.map(|_| ()),
+        Err(Error::Authentication(_))
+    ));
+    assert!(matches!(
+        p.history(None, 1).await,
+        Err(Error::Authentication(_))
+    ));
+    assert!(matches!(p.info().await, Err(Error::Authentication(_))));
+    assert!(!p.health().await.expect("health"));
+
+    // the secret is rotated back: the provider recovers by itself
+    server.set_extra(&one_user("first-secret"));
+    server.restart();
+    publish_until(&p, 10, Duration::from_secs(20), |r| match r {
+        Ok(_) => Some(()),
+        Err(e) if e.is_transient() || matches!(e, Error::Authentication(_)) => None,
+        Err(e) => panic!("recovering: {e:?}"),
+    })
+    .await;
+    assert!(p.health().await.expect("health"));
+
+    // a plain outage afterwards is transient, not a stale refusal
+    server.kill();
+    let start = Instant::now();
+    while p.is_connected() {
+        assert!(start.elapsed() < Duration::from_secs(10), "loss unnoticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in 11..16 {
+        match p.publish(&event(&p, n)).await {
+            Err(Error::Connection(msg)) => assert!(msg.contains("reconnecting"), "{msg}"),
+            other => panic!("server down: expected Connection, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_followed_by_an_outage_is_transient_again() {
+    let mut server = server!(
+        "a_refusal_followed_by_an_outage_is_transient_again",
+        &one_user("first-secret")
+    );
+    let options = NatsOptions {
+        user: Some("orders".into()),
+        password: Some("first-secret".into()),
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(config(&server, "refdown"), options)
+        .await
+        .expect("connect");
+    server.set_extra(&one_user("rotated-secret"));
+    server.restart();
+    publish_until(&p, 1, Duration::from_secs(20), |r| match r {
+        Err(Error::Authentication(_)) => Some(()),
+        Err(e) if e.is_transient() => None,
+        other => panic!("expected Authentication once refused, got {other:?}"),
+    })
+    .await;
+    // the server goes away: its last word is no longer a refusal (the
+    // next attempt comes within async-nats's longest delay, 4 s)
+    server.kill();
+    publish_until(&p, 2, Duration::from_secs(15), |r| match r {
+        Err(Error::Connection(msg)) => Some(msg.clone()),
+        Err(Error::Authentication(_)) => None,
+        other => panic!("server down: expected Connection, got {other:?}"),
+    })
+    .await;
 }
