@@ -96,11 +96,15 @@
 //! or malformed TLS file (no PEM certificate, no PEM key) are
 //! [`Error::InvalidConfig`](event_core::Error::InvalidConfig) before any I/O. A rejected nkey or JWT is
 //! [`Error::Authentication`](event_core::Error::Authentication). TLS failures
-//! (untrusted server certificate, client certificate missing or refused,
-//! `tls.require` against a server without TLS) are
+//! (untrusted server certificate, client certificate missing or refused, a
+//! connection refused or dropped during the handshake) are
 //! [`Error::Connection`](event_core::Error::Connection) with the TLS error in
-//! the message. All of this is tested against a real server in
-//! `tests/security.rs`.
+//! the message. `tls.require` or a `tls://` URL against a server without
+//! TLS (its INFO, read on a plain connection of its own after the failed
+//! handshake, offers none) is
+//! [`Error::Unsupported`](event_core::Error::Unsupported), not transient,
+//! saying to enable TLS on the server or to connect without it. All of this
+//! is tested against a real server in `tests/security.rs`.
 //!
 //! ```no_run
 //! use event_nats::{ClientCert, NatsConfig, NatsOptions, NatsProvider, TlsOptions};
@@ -136,7 +140,8 @@
 //! [`Error::Timeout`](event_core::Error::Timeout), a server running without
 //! JetStream [`Error::Unsupported`](event_core::Error::Unsupported) saying
 //! how to enable it (`-js`, or a `jetstream {}` block in its configuration
-//! file): not transient, so a retry loop does not spin on it (the server's
+//! file), and so is one without the TLS the configuration requires: not
+//! transient, so a retry loop does not spin on it (the server's
 //! INFO tells it apart from a JetStream that is only starting, which stays
 //! a transient `Connection` error).
 //!

@@ -225,7 +225,8 @@ impl NatsProvider {
     /// [`Error::Connection`] when the server refuses or cannot be reached,
     /// [`Error::Authentication`] for rejected credentials or an account
     /// without JetStream, [`Error::Unsupported`] for a server running without
-    /// JetStream (not transient; the message says how to enable it),
+    /// JetStream or without the TLS the configuration requires (not
+    /// transient; the message says what to change),
     /// [`Error::Timeout`] when the server does not answer in
     /// `connect_timeout_secs`, [`Error::Conflict`] when the stream exists with
     /// settings that cannot be changed in place (or, with
@@ -255,10 +256,14 @@ impl NatsProvider {
             connect_options(&config, &options, url_credentials, link.clone()).await?;
         // a comma-separated list is several servers (async-nats parses a
         // single string as one URL); `servers` are without credentials
-        let client = connect_options
-            .connect(servers)
-            .await
-            .map_err(|e| error::connect(e, &redact_url(&config.url), config.connect_timeout()))?;
+        let client = match connect_options.connect(servers.clone()).await {
+            Ok(client) => client,
+            Err(e) => {
+                let url = redact_url(&config.url);
+                let timeout = config.connect_timeout();
+                return Err(error::connect_failed(e, &servers, &url, timeout).await);
+            }
+        };
         link.connected.store(true, Ordering::Release);
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout())

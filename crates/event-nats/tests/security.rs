@@ -7,9 +7,11 @@
 //! print a `SKIPPED` line (or panic when `A3S_REQUIRE_NATS=1`).
 //!
 //! Error variants asserted here (the documented contract):
-//! - TLS failures (unknown CA, missing client certificate, `tls.require`
-//!   against a plaintext server) → [`Error::Connection`], message naming TLS
-//!   or the certificate problem;
+//! - TLS failures (unknown CA, missing client certificate, a connection
+//!   refused or dropped mid-handshake) → [`Error::Connection`], message
+//!   naming TLS or the certificate problem; `tls.require` or a `tls://` URL
+//!   against a server without TLS → [`Error::Unsupported`] (not transient)
+//!   saying what to change;
 //! - rejected nkeys / JWTs → [`Error::Authentication`], and so are
 //!   credentials refused on reconnection (a secret rotated on the server),
 //!   until the server accepts them again;
@@ -177,21 +179,97 @@ async fn tls_with_the_wrong_ca_is_connection_error_naming_the_certificate() {
     }
 }
 
+/// The error of a configuration asking for TLS from a server without it:
+/// not transient, saying what to change on either side.
+fn assert_tls_not_offered(result: event_core::Result<NatsProvider>, server: &NatsServer) {
+    match result {
+        Err(e @ Error::Unsupported { .. }) => {
+            let msg = e.to_string();
+            assert!(!e.is_transient());
+            assert!(
+                msg.contains(&format!("127.0.0.1:{}", server.port()))
+                    && msg.contains("TLS disabled")
+                    && msg.contains("`tls {}` block")
+                    && msg.contains("tls.require")
+                    && msg.contains("nats://"),
+                "names the server and what to change: {msg}"
+            );
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
 #[tokio::test]
-async fn tls_require_against_a_plaintext_server_is_connection_error() {
+async fn tls_require_against_a_plaintext_server_is_unsupported_not_transient() {
     let server = server!(
-        "tls_require_against_a_plaintext_server_is_connection_error",
+        "tls_require_against_a_plaintext_server_is_unsupported_not_transient",
         ""
     );
     let started = Instant::now();
-    match NatsProvider::connect_with(config(&server, "plain"), tls_options(None, None)).await {
-        Err(Error::Connection(msg)) => assert!(
-            msg.contains("TLS") && msg.contains("is TLS enabled on the server"),
-            "says the server does not speak TLS: {msg}"
-        ),
-        other => panic!("expected Connection, got {other:?}"),
-    }
+    let result =
+        NatsProvider::connect_with(config(&server, "plain"), tls_options(None, None)).await;
+    assert_tls_not_offered(result, &server);
     assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
+
+    // a tls:// URL asks for TLS as well
+    let cfg = NatsConfig {
+        url: format!("tls://127.0.0.1:{}", server.port()),
+        ..config(&server, "plainurl")
+    };
+    assert_tls_not_offered(
+        NatsProvider::connect_with(cfg, NatsOptions::default()).await,
+        &server,
+    );
+}
+
+#[tokio::test]
+async fn tls_to_a_refused_or_dropping_connection_stays_transient() {
+    let Some((pki, mut server)) =
+        tls_server("tls_to_a_refused_or_dropping_connection_stays_transient")
+    else {
+        return;
+    };
+    // nothing listens on the port any more: refused
+    server.kill();
+    match NatsProvider::connect_with(
+        config(&server, "refused"),
+        tls_options(Some(&pki.ca), Some(&pki)),
+    )
+    .await
+    {
+        Err(e @ Error::Connection(_)) => assert!(e.is_transient()),
+        other => panic!("refused: expected Connection, got {other:?}"),
+    }
+
+    // a peer that offers TLS in its INFO and hangs up in the middle of the
+    // handshake (as a server restarting at that moment does)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket
+                .write_all(
+                    b"INFO {\"server_id\":\"X\",\"version\":\"2.9.10\",\"proto\":1,\
+                      \"max_payload\":65536,\"tls_required\":true}\r\n",
+                )
+                .await
+                .unwrap();
+            let mut hello = [0u8; 64];
+            let _ = socket.read(&mut hello).await;
+            drop(socket);
+        }
+    });
+    let cfg = NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        ..config(&server, "dropped")
+    };
+    match NatsProvider::connect_with(cfg, tls_options(Some(&pki.ca), Some(&pki))).await {
+        Err(e @ Error::Connection(_)) => assert!(e.is_transient()),
+        other => panic!("dropped mid-handshake: expected Connection, got {other:?}"),
+    }
+    peer.abort();
 }
 
 #[tokio::test]
