@@ -213,6 +213,19 @@ impl ConnectionLog {
         );
     }
 
+    /// The client closed its connection to `url` for good. `requested`: the
+    /// application caused it (the provider was dropped, its last handle
+    /// gone, as on a normal exit): `DEBUG`. Otherwise a `WARN`: the
+    /// provider does not close its connection by itself, so a close
+    /// nobody asked for is worth an operator's look.
+    pub(crate) fn closed(&self, url: &str, requested: bool) {
+        if requested {
+            tracing::debug!(server = %url, "NATS connection closed: the provider was dropped");
+        } else {
+            tracing::warn!(server = %url, "NATS connection closed (not requested by the application)");
+        }
+    }
+
     /// The server refused the credentials (a reconnection attempt, or an
     /// error on the live connection): one `WARN` per outage, at once
     /// rather than with the next reminder.
@@ -411,6 +424,26 @@ mod tests {
             .filter(|w| w.contains("refused the credentials"))
             .count();
         assert_eq!(refusals, 2, "one per outage: {warns:#?}");
+    }
+
+    #[test]
+    fn a_close_is_a_warning_only_when_the_application_did_not_ask_for_it() {
+        let capture = Arc::new(Capture::default());
+        let _guard = tracing::subscriber::set_default(capture.clone());
+        let log = ConnectionLog::default();
+        log.closed("nats://h:1", true);
+        assert!(capture.at(Level::WARN).is_empty());
+        let debug = capture.at(Level::DEBUG);
+        assert!(
+            debug.len() == 1 && debug[0].contains("dropped") && debug[0].contains("nats://h:1"),
+            "{debug:?}"
+        );
+        log.closed("nats://h:1", false);
+        let warns = capture.at(Level::WARN);
+        assert!(
+            warns.len() == 1 && warns[0].contains("not requested"),
+            "{warns:?}"
+        );
     }
 
     #[test]

@@ -289,7 +289,10 @@
 //!   attempt at `DEBUG`, and a reminder `WARN` once a minute while it stays
 //!   down; a server refusing the credentials on reconnect is one more
 //!   `WARN` per outage, at the first refusal (see above for the error
-//!   operations get meanwhile). async-nats also logs every connection
+//!   operations get meanwhile). Dropping the provider (its last clone and
+//!   subscription: a normal exit) closes the connection with a `DEBUG`
+//!   line; a close the application did not cause is a `WARN`. async-nats
+//!   also logs every connection
 //!   event itself at `INFO`
 //!   (target `async_nats`, `event: ...`, one per attempt): filter it with
 //!   `async_nats=warn`. [`NatsProvider::is_connected`]

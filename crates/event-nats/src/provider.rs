@@ -63,6 +63,15 @@ pub(crate) struct Inner {
     pub(crate) unsubscribed: Arc<Unsubscribed>,
 }
 
+impl Drop for Inner {
+    /// The last handle (provider clone or subscription) is gone: the
+    /// client closes its connection next, a close the application caused
+    /// (see [`ConnectionLog::closed`]).
+    fn drop(&mut self) {
+        self.link.closing.store(true, Ordering::Release);
+    }
+}
+
 /// Durables deleted through this provider: a subscription opened on a
 /// durable before it was deleted ends, even if a new durable of the same
 /// name exists by the time it asks for more (JetStream serves a pull
@@ -182,6 +191,9 @@ pub(crate) struct Link {
     /// Whether the server's last word on a reconnection was a refusal of
     /// the credentials.
     pub(crate) credentials: Credentials,
+    /// Set when the provider is dropped (its last handle): the connection
+    /// closes because the application let it go.
+    pub(crate) closing: AtomicBool,
 }
 
 impl Link {
@@ -621,11 +633,13 @@ async fn connect_options(
     url_credentials: Option<UrlCredentials>,
     link: Arc<Link>,
 ) -> Result<async_nats::ConnectOptions> {
+    let url = redact_url(&config.url);
     let mut co = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout())
         .request_timeout(Some(config.request_timeout()))
         .event_callback(move |event| {
             let link = link.clone();
+            let url = url.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
@@ -653,7 +667,7 @@ async fn connect_options(
                     async_nats::Event::Closed => {
                         link.connected.store(false, Ordering::Release);
                         link.lost.notify_waiters();
-                        tracing::warn!("NATS connection closed");
+                        link.log.closed(&url, link.closing.load(Ordering::Acquire));
                     }
                     async_nats::Event::ServerError(async_nats::ServerError::Other(text))
                         if let Some((action, subject)) = Denial::parse(&text) =>
