@@ -1,8 +1,13 @@
 //! Logging of async-nats connection events: one warning when the
 //! connection is lost, one when it is back, the reconnection attempts in
 //! between at `DEBUG` (async-nats reports each failed attempt, a few per
-//! second at first, as a client error event).
+//! second at first, as a client error event). Also what the server last
+//! said about the client's credentials ([`Credentials`]): a refusal on
+//! reconnection makes operations fail with [`Error::Authentication`]
+//! instead of a transient [`Error::Connection`].
 
+use event_core::Error;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use std::time::Instant;
@@ -11,6 +16,133 @@ use std::time::Instant;
 /// reconnecting") is logged at the first failed attempt at least this long
 /// after the previous warning.
 pub(crate) const STILL_DOWN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the server refused the client's credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `Authorization Violation`: credentials the server does not accept
+    /// (a password or token rotated on the server, an unknown user, an
+    /// expired or revoked JWT presented on reconnection).
+    AuthorizationViolation,
+    /// The user's or account's JWT expired on a live connection.
+    Expired,
+    /// The user's or account's credentials were revoked on a live
+    /// connection.
+    Revoked,
+    /// The client could not sign the server's nonce with its key.
+    Signing,
+}
+
+impl Refusal {
+    const ALL: [Self; 4] = [
+        Self::AuthorizationViolation,
+        Self::Expired,
+        Self::Revoked,
+        Self::Signing,
+    ];
+
+    fn code(self) -> u8 {
+        match self {
+            Self::AuthorizationViolation => 1,
+            Self::Expired => 2,
+            Self::Revoked => 3,
+            Self::Signing => 4,
+        }
+    }
+
+    /// The refusal a failed (re)connection attempt reports. async-nats
+    /// reports each failed attempt as `ClientError::Other` with the kind of
+    /// its `ConnectError` as text (`authorization violation`, `failed
+    /// signing nonce`, `IO error`, ...).
+    pub(crate) fn of_attempt(error: &str) -> Option<Self> {
+        let error = error.to_ascii_lowercase();
+        if error.contains("authorization violation") {
+            Some(Self::AuthorizationViolation)
+        } else if error.contains("failed signing nonce") {
+            Some(Self::Signing)
+        } else {
+            None
+        }
+    }
+
+    /// The refusal an error the server sent on a live connection (`-ERR
+    /// 'Authorization Violation'`, `'User Authentication Expired'`,
+    /// `'Account Authentication Expired'`, `'... Authentication Revoked'`)
+    /// reports; the server closes the connection after it.
+    pub(crate) fn of_server_error(error: &async_nats::ServerError) -> Option<Self> {
+        match error {
+            async_nats::ServerError::AuthorizationViolation => Some(Self::AuthorizationViolation),
+            async_nats::ServerError::Other(text) => {
+                let text = text.to_ascii_lowercase();
+                if text.contains("authentication expired") {
+                    Some(Self::Expired)
+                } else if text.contains("authentication revoked") {
+                    Some(Self::Revoked)
+                } else if text.contains("authorization violation") {
+                    Some(Self::AuthorizationViolation)
+                } else {
+                    None
+                }
+            }
+            async_nats::ServerError::SlowConsumer(_) => None,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Self::AuthorizationViolation => "authorization violation",
+            Self::Expired => "the credentials expired",
+            Self::Revoked => "the credentials were revoked",
+            Self::Signing => "the client could not sign the server's nonce with its key",
+        }
+    }
+
+    /// The error of operation `op` while the client reconnects to `url`
+    /// and the server refuses its credentials: not transient, a retry
+    /// cannot succeed until the credentials or the server's authorization
+    /// change.
+    pub(crate) fn error(self, op: &str, url: &str) -> Error {
+        Error::Authentication(format!(
+            "{op}: {url} refused the credentials on reconnect ({}): update the credentials \
+             (or the server's authorization); the client keeps reconnecting and recovers by \
+             itself once the server accepts them",
+            self.reason()
+        ))
+    }
+}
+
+/// The server's last word on the client's credentials while it
+/// reconnects: a [`Refusal`], or nothing (connected, or the last attempt
+/// failed for another reason such as a server that is down). One atomic:
+/// read only on the error path of an operation.
+#[derive(Debug, Default)]
+pub(crate) struct Credentials(AtomicU8);
+
+impl Credentials {
+    /// The refusal the server's last word was, if any.
+    pub(crate) fn refused(&self) -> Option<Refusal> {
+        let code = self.0.load(Ordering::Acquire);
+        Refusal::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// Records the server's last word; the previous one.
+    pub(crate) fn set(&self, refusal: Option<Refusal>) -> Option<Refusal> {
+        let previous = self
+            .0
+            .swap(refusal.map_or(0, Refusal::code), Ordering::AcqRel);
+        Refusal::ALL.into_iter().find(|r| r.code() == previous)
+    }
+
+    /// The error of operation `op` while the client is not connected to
+    /// `url`: [`Error::Authentication`] when the server refused the
+    /// credentials, else a transient [`Error::Connection`].
+    pub(crate) fn not_connected(&self, op: &str, url: &str) -> Error {
+        match self.refused() {
+            Some(refusal) => refusal.error(op, url),
+            None => Error::Connection(format!("{op}: not connected to {url} (reconnecting)")),
+        }
+    }
+}
 
 /// What the log said about the connection so far.
 #[derive(Debug, Default)]
@@ -26,6 +158,8 @@ struct State {
     failed_attempts: u64,
     /// When the last warning about this outage was logged.
     last_warn: Option<Instant>,
+    /// Whether this outage's refusal of the credentials was logged.
+    refusal_logged: bool,
 }
 
 impl ConnectionLog {
@@ -45,6 +179,7 @@ impl ConnectionLog {
         let mut state = self.state();
         let failed_attempts = std::mem::take(&mut state.failed_attempts);
         state.last_warn = None;
+        state.refusal_logged = false;
         match state.down_since.take() {
             Some(since) => tracing::warn!(
                 down_for = ?now.saturating_duration_since(since),
@@ -75,6 +210,34 @@ impl ConnectionLog {
         tracing::warn!(
             "NATS connection lost; reconnecting (attempts are logged at DEBUG, the \
              reconnection at WARN)"
+        );
+    }
+
+    /// The client closed its connection to `url` for good. `requested`: the
+    /// application caused it (the provider was dropped, its last handle
+    /// gone, as on a normal exit): `DEBUG`. Otherwise a `WARN`: the
+    /// provider does not close its connection by itself, so a close
+    /// nobody asked for is worth an operator's look.
+    pub(crate) fn closed(&self, url: &str, requested: bool) {
+        if requested {
+            tracing::debug!(server = %url, "NATS connection closed: the provider was dropped");
+        } else {
+            tracing::warn!(server = %url, "NATS connection closed (not requested by the application)");
+        }
+    }
+
+    /// The server refused the credentials (a reconnection attempt, or an
+    /// error on the live connection): one `WARN` per outage, at once
+    /// rather than with the next reminder.
+    pub(crate) fn refused(&self, refusal: Refusal) {
+        let mut state = self.state();
+        if std::mem::replace(&mut state.refusal_logged, true) {
+            return;
+        }
+        tracing::warn!(
+            reason = refusal.reason(),
+            "NATS server refused the credentials; operations fail with \
+             Error::Authentication until it accepts them (reconnecting)"
         );
     }
 
@@ -196,6 +359,91 @@ mod tests {
         let warns = capture.at(Level::WARN);
         assert_eq!(warns.len(), 4, "{warns:#?}");
         assert!(warns[3].contains("failed_attempts=1"), "{warns:?}");
+    }
+
+    #[test]
+    fn refusals_are_told_from_other_failures_and_warned_once_per_outage() {
+        use async_nats::ServerError;
+        assert_eq!(
+            Refusal::of_attempt("authorization violation"),
+            Some(Refusal::AuthorizationViolation)
+        );
+        assert_eq!(
+            Refusal::of_attempt("failed signing nonce"),
+            Some(Refusal::Signing)
+        );
+        assert_eq!(Refusal::of_attempt("IO error"), None);
+        assert_eq!(Refusal::of_attempt("timed out"), None);
+        assert_eq!(
+            Refusal::of_server_error(&ServerError::Other("User Authentication Expired".into())),
+            Some(Refusal::Expired)
+        );
+        assert_eq!(
+            Refusal::of_server_error(&ServerError::Other("Account Authentication Revoked".into())),
+            Some(Refusal::Revoked)
+        );
+        assert_eq!(
+            Refusal::of_server_error(&ServerError::AuthorizationViolation),
+            Some(Refusal::AuthorizationViolation)
+        );
+        assert_eq!(
+            Refusal::of_server_error(&ServerError::Other(
+                "Permissions Violation for Publish to \"x\"".into()
+            )),
+            None
+        );
+
+        let credentials = Credentials::default();
+        let e = credentials.not_connected("publish", "nats://h:1");
+        assert!(
+            matches!(e, Error::Connection(_)) && e.is_transient(),
+            "{e:?}"
+        );
+        assert_eq!(credentials.set(Some(Refusal::Expired)), None);
+        let e = credentials.not_connected("publish", "nats://h:1");
+        assert!(
+            matches!(&e, Error::Authentication(m) if m.contains("nats://h:1 refused the credentials on reconnect (the credentials expired)")),
+            "{e:?}"
+        );
+        assert_eq!(credentials.set(None), Some(Refusal::Expired));
+        assert!(credentials.refused().is_none());
+
+        let capture = Arc::new(Capture::default());
+        let _guard = tracing::subscriber::set_default(capture.clone());
+        let log = ConnectionLog::default();
+        log.disconnected();
+        for _ in 0..5 {
+            log.refused(Refusal::AuthorizationViolation);
+        }
+        log.connected();
+        log.disconnected();
+        log.refused(Refusal::AuthorizationViolation);
+        let warns = capture.at(Level::WARN);
+        let refusals = warns
+            .iter()
+            .filter(|w| w.contains("refused the credentials"))
+            .count();
+        assert_eq!(refusals, 2, "one per outage: {warns:#?}");
+    }
+
+    #[test]
+    fn a_close_is_a_warning_only_when_the_application_did_not_ask_for_it() {
+        let capture = Arc::new(Capture::default());
+        let _guard = tracing::subscriber::set_default(capture.clone());
+        let log = ConnectionLog::default();
+        log.closed("nats://h:1", true);
+        assert!(capture.at(Level::WARN).is_empty());
+        let debug = capture.at(Level::DEBUG);
+        assert!(
+            debug.len() == 1 && debug[0].contains("dropped") && debug[0].contains("nats://h:1"),
+            "{debug:?}"
+        );
+        log.closed("nats://h:1", false);
+        let warns = capture.at(Level::WARN);
+        assert!(
+            warns.len() == 1 && warns[0].contains("not requested"),
+            "{warns:?}"
+        );
     }
 
     #[test]

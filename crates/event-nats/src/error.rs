@@ -200,6 +200,88 @@ pub(crate) fn connect(err: async_nats::ConnectError, url: &str, timeout: Duratio
     }
 }
 
+/// Maps a failed first connection to the servers `servers` (`url` as
+/// shown): like [`connect`], except that a TLS handshake failure against
+/// servers whose INFO offers no TLS is [`Error::Unsupported`] (a
+/// configuration to change, not transient: a retry cannot succeed) saying
+/// what to change. The INFO is read on a plain connection of its own
+/// (servers send it before any TLS), within `timeout`; a server that does
+/// not answer with one leaves the error as it was.
+pub(crate) async fn connect_failed(
+    err: async_nats::ConnectError,
+    servers: &[String],
+    url: &str,
+    timeout: Duration,
+) -> Error {
+    let handshake = err.kind() == async_nats::ConnectErrorKind::Tls
+        || (err.kind() == async_nats::ConnectErrorKind::Io && tls_error(&err).is_some());
+    if handshake && let Some(plain) = without_tls(servers, timeout).await {
+        return Error::unsupported(
+            PROVIDER,
+            format!(
+                "TLS to {url}, whose server ({plain}) has TLS disabled (its INFO offers none), \
+                 while the configuration requires it (`tls.require`, a `tls://` URL): enable \
+                 TLS on the server (a `tls {{}}` block with its certificate and key), or, \
+                 where the connection need not be encrypted, use a `nats://` URL without \
+                 `tls.require`"
+            ),
+        );
+    }
+    connect(err, url, timeout)
+}
+
+/// The first of `servers` (`host:port`) whose INFO offers no TLS, when
+/// every server that answers with an INFO within `timeout` offers none;
+/// `None` when one offers TLS or none answers. WebSocket servers are
+/// skipped (their INFO comes inside the WebSocket).
+async fn without_tls(servers: &[String], timeout: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut plain = None;
+    for server in servers {
+        let Ok(addr) = server.parse::<async_nats::ServerAddr>() else {
+            continue;
+        };
+        if addr.is_websocket() {
+            continue;
+        }
+        let target = format!("{}:{}", addr.host(), addr.port());
+        match tokio::time::timeout_at(deadline, read_info(&target)).await {
+            Ok(Some(info)) if offers_tls(&info) => return None,
+            Ok(Some(_)) => {
+                plain.get_or_insert(target);
+            }
+            Ok(None) | Err(_) => {}
+        }
+    }
+    plain
+}
+
+/// The INFO a NATS server at `target` greets a connection with.
+async fn read_info(target: &str) -> Option<serde_json::Value> {
+    use tokio::io::AsyncReadExt as _;
+    let mut stream = tokio::net::TcpStream::connect(target).await.ok()?;
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // an INFO is a few hundred bytes; a cluster's lists of URLs more
+    while !line.ends_with(b"\r\n") && line.len() < 64 * 1024 {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        line.extend_from_slice(chunk.get(..n)?);
+    }
+    let json = line.strip_prefix(b"INFO ")?;
+    serde_json::from_slice(json.trim_ascii_end()).ok()
+}
+
+/// Whether a server's INFO says it does TLS (required, or available to
+/// clients that ask).
+fn offers_tls(info: &serde_json::Value) -> bool {
+    ["tls_required", "tls_available"]
+        .iter()
+        .any(|field| info.get(field).and_then(serde_json::Value::as_bool) == Some(true))
+}
+
 /// The rustls error anywhere in `err`'s source chain (also inside an
 /// `io::Error`, whose `source()` skips the wrapped error).
 fn tls_error(err: &async_nats::ConnectError) -> Option<&async_nats::rustls::Error> {

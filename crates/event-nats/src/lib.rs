@@ -96,11 +96,15 @@
 //! or malformed TLS file (no PEM certificate, no PEM key) are
 //! [`Error::InvalidConfig`](event_core::Error::InvalidConfig) before any I/O. A rejected nkey or JWT is
 //! [`Error::Authentication`](event_core::Error::Authentication). TLS failures
-//! (untrusted server certificate, client certificate missing or refused,
-//! `tls.require` against a server without TLS) are
+//! (untrusted server certificate, client certificate missing or refused, a
+//! connection refused or dropped during the handshake) are
 //! [`Error::Connection`](event_core::Error::Connection) with the TLS error in
-//! the message. All of this is tested against a real server in
-//! `tests/security.rs`.
+//! the message. `tls.require` or a `tls://` URL against a server without
+//! TLS (its INFO, read on a plain connection of its own after the failed
+//! handshake, offers none) is
+//! [`Error::Unsupported`](event_core::Error::Unsupported), not transient,
+//! saying to enable TLS on the server or to connect without it. All of this
+//! is tested against a real server in `tests/security.rs`.
 //!
 //! ```no_run
 //! use event_nats::{ClientCert, NatsConfig, NatsOptions, NatsProvider, TlsOptions};
@@ -136,9 +140,26 @@
 //! [`Error::Timeout`](event_core::Error::Timeout), a server running without
 //! JetStream [`Error::Unsupported`](event_core::Error::Unsupported) saying
 //! how to enable it (`-js`, or a `jetstream {}` block in its configuration
-//! file): not transient, so a retry loop does not spin on it (the server's
+//! file), and so is one without the TLS the configuration requires: not
+//! transient, so a retry loop does not spin on it (the server's
 //! INFO tells it apart from a JetStream that is only starting, which stays
 //! a transient `Connection` error).
+//!
+//! Credentials refused later, when the client reconnects (a password or
+//! token rotated on the server but not in the service, a JWT that expired
+//! or was revoked), are [`Error::Authentication`](event_core::Error::Authentication)
+//! too: while the server's last word on a reconnection attempt is an
+//! authorization violation (or an expired or revoked credential), the
+//! operations that would report "not connected" (`publish`, `subscribe`,
+//! `history`, `info`, `unsubscribe`, a subscription waiting for the
+//! reconnection) fail with it, naming the server and saying that it
+//! refused the credentials on reconnect, instead of the transient
+//! `Connection` error a retry loop would spin on. The client keeps
+//! reconnecting: once the server accepts the credentials again (the
+//! secret rotated back, the service's credentials fixed on the server
+//! side) the provider works again by itself, and a later attempt that
+//! fails for another reason (the server down) makes it a transient
+//! `Connection` error again. `health()` is `Ok(false)` throughout.
 //!
 //! ## Guarantees
 //!
@@ -266,7 +287,13 @@
 //!   when the connection is lost, one `WARN` when it is re-established
 //!   (with `down_for` and `failed_attempts`), each failed reconnection
 //!   attempt at `DEBUG`, and a reminder `WARN` once a minute while it stays
-//!   down. async-nats also logs every connection event itself at `INFO`
+//!   down; a server refusing the credentials on reconnect is one more
+//!   `WARN` per outage, at the first refusal (see above for the error
+//!   operations get meanwhile). Dropping the provider (its last clone and
+//!   subscription: a normal exit) closes the connection with a `DEBUG`
+//!   line; a close the application did not cause is a `WARN`. async-nats
+//!   also logs every connection
+//!   event itself at `INFO`
 //!   (target `async_nats`, `event: ...`, one per attempt): filter it with
 //!   `async_nats=warn`. [`NatsProvider::is_connected`]
 //!   and `health()` (connection state plus a stream lookup) report it. A

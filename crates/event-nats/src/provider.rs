@@ -4,7 +4,7 @@ use crate::config::{
     NatsConfig, NatsOptions, UrlCredentials, check_one_auth_method, redact_url,
     split_url_credentials,
 };
-use crate::connection::ConnectionLog;
+use crate::connection::{ConnectionLog, Credentials, Refusal};
 use crate::denial::{self, Denial, Denials, Rule};
 use crate::error::{self, PROVIDER};
 use crate::subscription::NatsSubscription;
@@ -61,6 +61,15 @@ pub(crate) struct Inner {
     pub(crate) link: Arc<Link>,
     /// Durables this provider (and its clones) deleted.
     pub(crate) unsubscribed: Arc<Unsubscribed>,
+}
+
+impl Drop for Inner {
+    /// The last handle (provider clone or subscription) is gone: the
+    /// client closes its connection next, a close the application caused
+    /// (see [`ConnectionLog::closed`]).
+    fn drop(&mut self) {
+        self.link.closing.store(true, Ordering::Release);
+    }
 }
 
 /// Durables deleted through this provider: a subscription opened on a
@@ -179,6 +188,12 @@ pub(crate) struct Link {
     pub(crate) denials: Denials,
     /// What the log said about the connection (see [`ConnectionLog`]).
     pub(crate) log: ConnectionLog,
+    /// Whether the server's last word on a reconnection was a refusal of
+    /// the credentials.
+    pub(crate) credentials: Credentials,
+    /// Set when the provider is dropped (its last handle): the connection
+    /// closes because the application let it go.
+    pub(crate) closing: AtomicBool,
 }
 
 impl Link {
@@ -222,7 +237,8 @@ impl NatsProvider {
     /// [`Error::Connection`] when the server refuses or cannot be reached,
     /// [`Error::Authentication`] for rejected credentials or an account
     /// without JetStream, [`Error::Unsupported`] for a server running without
-    /// JetStream (not transient; the message says how to enable it),
+    /// JetStream or without the TLS the configuration requires (not
+    /// transient; the message says what to change),
     /// [`Error::Timeout`] when the server does not answer in
     /// `connect_timeout_secs`, [`Error::Conflict`] when the stream exists with
     /// settings that cannot be changed in place (or, with
@@ -252,10 +268,14 @@ impl NatsProvider {
             connect_options(&config, &options, url_credentials, link.clone()).await?;
         // a comma-separated list is several servers (async-nats parses a
         // single string as one URL); `servers` are without credentials
-        let client = connect_options
-            .connect(servers)
-            .await
-            .map_err(|e| error::connect(e, &redact_url(&config.url), config.connect_timeout()))?;
+        let client = match connect_options.connect(servers.clone()).await {
+            Ok(client) => client,
+            Err(e) => {
+                let url = redact_url(&config.url);
+                let timeout = config.connect_timeout();
+                return Err(error::connect_failed(e, &servers, &url, timeout).await);
+            }
+        };
         link.connected.store(true, Ordering::Release);
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout())
@@ -534,15 +554,18 @@ impl NatsProvider {
     }
 
     /// `Error::Connection` at once while the client is not connected: a
-    /// request would only wait out its timeout.
+    /// request would only wait out its timeout. `Error::Authentication`
+    /// instead when the server's last word on reconnecting was a refusal
+    /// of the credentials (not transient: retrying cannot help).
     fn require_connected(&self, op: &str) -> Result<()> {
         if self.inner.client.connection_state() == async_nats::connection::State::Connected {
             return Ok(());
         }
-        Err(Error::Connection(format!(
-            "{op}: not connected to {} (reconnecting)",
-            redact_url(&self.inner.config.url)
-        )))
+        Err(self
+            .inner
+            .link
+            .credentials
+            .not_connected(op, &redact_url(&self.inner.config.url)))
     }
 
     /// Maps the error of a request on the stream: a missing stream is
@@ -610,14 +633,17 @@ async fn connect_options(
     url_credentials: Option<UrlCredentials>,
     link: Arc<Link>,
 ) -> Result<async_nats::ConnectOptions> {
+    let url = redact_url(&config.url);
     let mut co = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout())
         .request_timeout(Some(config.request_timeout()))
         .event_callback(move |event| {
             let link = link.clone();
+            let url = url.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
+                        link.credentials.set(None);
                         link.connected.store(true, Ordering::Release);
                         link.restored.notify_waiters();
                         link.log.connected();
@@ -628,14 +654,20 @@ async fn connect_options(
                         link.log.disconnected();
                     }
                     // async-nats reports each failed reconnection attempt
-                    // so (a few a second at first)
+                    // so (a few a second at first); the last one tells
+                    // whether the server refuses the credentials
                     async_nats::Event::ClientError(async_nats::ClientError::Other(error)) => {
+                        let refusal = Refusal::of_attempt(&error);
+                        link.credentials.set(refusal);
+                        if let Some(refusal) = refusal {
+                            link.log.refused(refusal);
+                        }
                         link.log.attempt_failed(&error);
                     }
                     async_nats::Event::Closed => {
                         link.connected.store(false, Ordering::Release);
                         link.lost.notify_waiters();
-                        tracing::warn!("NATS connection closed");
+                        link.log.closed(&url, link.closing.load(Ordering::Acquire));
                     }
                     async_nats::Event::ServerError(async_nats::ServerError::Other(text))
                         if let Some((action, subject)) = Denial::parse(&text) =>
@@ -646,6 +678,15 @@ async fn connect_options(
                             "the server denied a request (Permissions Violation)"
                         );
                         link.denials.record(action, subject);
+                    }
+                    // an expired or revoked credential on the live
+                    // connection, which the server closes next
+                    async_nats::Event::ServerError(error)
+                        if let Some(refusal) = Refusal::of_server_error(&error) =>
+                    {
+                        tracing::warn!(%error, "NATS server error on the connection");
+                        link.credentials.set(Some(refusal));
+                        link.log.refused(refusal);
                     }
                     other => tracing::warn!(event = %other, "NATS connection event"),
                 }

@@ -867,11 +867,15 @@ impl NatsSubscription {
     }
 
     fn connection_lost(&self) -> Error {
+        let url = crate::config::redact_url(&self.provider.inner.config.url);
+        if let Some(refusal) = self.provider.inner.link.credentials.refused() {
+            return refusal.error(&format!("consumer {}", self.name), &url);
+        }
         Error::Connection(format!(
             "consumer {}: not connected to {} for {:?} (reconnecting; the subscription \
              resumes when called again after the reconnection)",
             self.name,
-            crate::config::redact_url(&self.provider.inner.config.url),
+            url,
             self.provider.consumer_timeout()
         ))
     }

@@ -63,9 +63,29 @@ fn lines(prefix: &str, level: Level) -> Vec<String> {
         .collect()
 }
 
+/// Installs the recording subscriber (once for the test binary).
+fn install() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::subscriber::set_global_default(Capture(AtomicU64::new(0))).unwrap();
+    });
+}
+
+/// Lines of targets starting with `prefix`, at any level, that contain
+/// `text`.
+fn lines_with(prefix: &str, text: &str) -> Vec<(Level, String)> {
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, t, line)| t.starts_with(prefix) && line.contains(text))
+        .map(|(l, _, line)| (*l, line.clone()))
+        .collect()
+}
+
 #[tokio::test]
 async fn an_outage_logs_two_warnings_however_many_reconnection_attempts() {
-    tracing::subscriber::set_global_default(Capture(AtomicU64::new(0))).unwrap();
+    install();
     let Some(mut server) = NatsServer::start("connection_log") else {
         return;
     };
@@ -113,4 +133,56 @@ async fn an_outage_logs_two_warnings_however_many_reconnection_attempts() {
     // async-nats itself logs each connection event at INFO (target
     // `async_nats`, see docs/deployment.md), never above
     assert!(lines("async_nats", Level::WARN).is_empty());
+}
+
+#[tokio::test]
+async fn dropping_the_provider_closes_the_connection_without_a_warning() {
+    install();
+    let Some(server) = NatsServer::start("connection_log_drop") else {
+        return;
+    };
+    let provider = NatsProvider::connect(common::config(&server, "conndrop"))
+        .await
+        .unwrap();
+    let clone = provider.clone();
+    drop(provider);
+    // a clone keeps the connection
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(clone.is_connected());
+    // a normal exit: the last handle goes
+    drop(clone);
+    let url = server.url();
+    let start = Instant::now();
+    let closed = loop {
+        let closed: Vec<_> = lines_with("event_nats", "connection closed")
+            .into_iter()
+            .filter(|(_, line)| line.contains(&url))
+            .collect();
+        if !closed.is_empty() {
+            break closed;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no close logged for {url}: {:#?}",
+            lines_with("event_nats", "closed")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(closed.len(), 1, "{closed:#?}");
+    assert!(
+        closed[0].0 == Level::DEBUG || closed[0].0 == Level::INFO,
+        "a close the application caused is not a warning: {closed:?}"
+    );
+    assert!(closed[0].1.contains("dropped"), "says why: {closed:?}");
+    // nor is anything else about this connection
+    let warned: Vec<_> = LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, t, line)| {
+            *l <= Level::WARN && t.starts_with("event_nats") && line.contains("closed")
+        })
+        .map(|(_, _, line)| line.clone())
+        .collect();
+    assert!(warned.is_empty(), "{warned:#?}");
 }

@@ -7,10 +7,14 @@
 //! print a `SKIPPED` line (or panic when `A3S_REQUIRE_NATS=1`).
 //!
 //! Error variants asserted here (the documented contract):
-//! - TLS failures (unknown CA, missing client certificate, `tls.require`
-//!   against a plaintext server) → [`Error::Connection`], message naming TLS
-//!   or the certificate problem;
-//! - rejected nkeys / JWTs → [`Error::Authentication`];
+//! - TLS failures (unknown CA, missing client certificate, a connection
+//!   refused or dropped mid-handshake) → [`Error::Connection`], message
+//!   naming TLS or the certificate problem; `tls.require` or a `tls://` URL
+//!   against a server without TLS → [`Error::Unsupported`] (not transient)
+//!   saying what to change;
+//! - rejected nkeys / JWTs → [`Error::Authentication`], and so are
+//!   credentials refused on reconnection (a secret rotated on the server),
+//!   until the server accepts them again;
 //! - missing or malformed `.creds` file, malformed nkey seed →
 //!   [`Error::InvalidConfig`] before any network I/O.
 
@@ -175,21 +179,97 @@ async fn tls_with_the_wrong_ca_is_connection_error_naming_the_certificate() {
     }
 }
 
+/// The error of a configuration asking for TLS from a server without it:
+/// not transient, saying what to change on either side.
+fn assert_tls_not_offered(result: event_core::Result<NatsProvider>, server: &NatsServer) {
+    match result {
+        Err(e @ Error::Unsupported { .. }) => {
+            let msg = e.to_string();
+            assert!(!e.is_transient());
+            assert!(
+                msg.contains(&format!("127.0.0.1:{}", server.port()))
+                    && msg.contains("TLS disabled")
+                    && msg.contains("`tls {}` block")
+                    && msg.contains("tls.require")
+                    && msg.contains("nats://"),
+                "names the server and what to change: {msg}"
+            );
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
 #[tokio::test]
-async fn tls_require_against_a_plaintext_server_is_connection_error() {
+async fn tls_require_against_a_plaintext_server_is_unsupported_not_transient() {
     let server = server!(
-        "tls_require_against_a_plaintext_server_is_connection_error",
+        "tls_require_against_a_plaintext_server_is_unsupported_not_transient",
         ""
     );
     let started = Instant::now();
-    match NatsProvider::connect_with(config(&server, "plain"), tls_options(None, None)).await {
-        Err(Error::Connection(msg)) => assert!(
-            msg.contains("TLS") && msg.contains("is TLS enabled on the server"),
-            "says the server does not speak TLS: {msg}"
-        ),
-        other => panic!("expected Connection, got {other:?}"),
-    }
+    let result =
+        NatsProvider::connect_with(config(&server, "plain"), tls_options(None, None)).await;
+    assert_tls_not_offered(result, &server);
     assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
+
+    // a tls:// URL asks for TLS as well
+    let cfg = NatsConfig {
+        url: format!("tls://127.0.0.1:{}", server.port()),
+        ..config(&server, "plainurl")
+    };
+    assert_tls_not_offered(
+        NatsProvider::connect_with(cfg, NatsOptions::default()).await,
+        &server,
+    );
+}
+
+#[tokio::test]
+async fn tls_to_a_refused_or_dropping_connection_stays_transient() {
+    let Some((pki, mut server)) =
+        tls_server("tls_to_a_refused_or_dropping_connection_stays_transient")
+    else {
+        return;
+    };
+    // nothing listens on the port any more: refused
+    server.kill();
+    match NatsProvider::connect_with(
+        config(&server, "refused"),
+        tls_options(Some(&pki.ca), Some(&pki)),
+    )
+    .await
+    {
+        Err(e @ Error::Connection(_)) => assert!(e.is_transient()),
+        other => panic!("refused: expected Connection, got {other:?}"),
+    }
+
+    // a peer that offers TLS in its INFO and hangs up in the middle of the
+    // handshake (as a server restarting at that moment does)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket
+                .write_all(
+                    b"INFO {\"server_id\":\"X\",\"version\":\"2.9.10\",\"proto\":1,\
+                      \"max_payload\":65536,\"tls_required\":true}\r\n",
+                )
+                .await
+                .unwrap();
+            let mut hello = [0u8; 64];
+            let _ = socket.read(&mut hello).await;
+            drop(socket);
+        }
+    });
+    let cfg = NatsConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        ..config(&server, "dropped")
+    };
+    match NatsProvider::connect_with(cfg, tls_options(Some(&pki.ca), Some(&pki))).await {
+        Err(e @ Error::Connection(_)) => assert!(e.is_transient()),
+        other => panic!("dropped mid-handshake: expected Connection, got {other:?}"),
+    }
+    peer.abort();
 }
 
 #[tokio::test]
@@ -448,4 +528,164 @@ async fn missing_or_malformed_creds_file_is_invalid_config_before_connecting() {
             other => panic!("{what}: expected InvalidConfig, got {other:?}"),
         }
     }
+}
+
+// ------------------------------------------------ credentials on reconnect
+
+/// An `authorization` block with one user.
+fn one_user(password: &str) -> String {
+    format!("authorization {{ users = [ {{ user: orders, password: {password} }} ] }}")
+}
+
+/// Publishes event `n` until `accept` takes the result (a transient error
+/// meanwhile: the client is still reconnecting) or `limit` has passed.
+async fn publish_until<T>(
+    p: &NatsProvider,
+    n: u64,
+    limit: Duration,
+    mut accept: impl FnMut(&event_core::Result<u64>) -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        let result = p.publish(&event(p, n)).await;
+        if let Some(done) = accept(&result) {
+            return done;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "after {limit:?}, the publish still gives {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn credentials_refused_on_reconnect_are_authentication_until_accepted_again() {
+    let mut server = server!(
+        "credentials_refused_on_reconnect_are_authentication_until_accepted_again",
+        &one_user("first-secret")
+    );
+    let options = NatsOptions {
+        user: Some("orders".into()),
+        password: Some("first-secret".into()),
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(config(&server, "rotate"), options)
+        .await
+        .expect("connect");
+    let filter = format!("{}.>", p.subject_prefix());
+    let mut sub = p.subscribe(&filter).await.expect("subscribe");
+    p.publish(&event(&p, 1)).await.expect("publish");
+    sub.next().await.expect("next").expect("event 1");
+
+    // the secret is rotated on the server only: every reconnection attempt
+    // is refused
+    server.set_extra(&one_user("rotated-secret"));
+    server.restart();
+    let refused = publish_until(&p, 2, Duration::from_secs(20), |r| match r {
+        Err(Error::Authentication(msg)) => Some(msg.clone()),
+        Err(e) if e.is_transient() => None,
+        other => panic!("expected Authentication once refused, got {other:?}"),
+    })
+    .await;
+    assert!(
+        refused.contains(&server.url()) && refused.contains("refused the credentials"),
+        "names the server and the refusal: {refused}"
+    );
+    assert!(refused.contains("reconnect"), "{refused}");
+    assert!(!Error::Authentication(refused).is_transient());
+    // steadily so, and for the other operations too
+    for n in 3..8 {
+        match p.publish(&event(&p, n)).await {
+            Err(Error::Authentication(_)) => {}
+            other => panic!("a later publish: expected Authentication, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // a subscription waiting for the reconnection says so too (its first
+    // call after the loss may still be the transient error)
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        match sub.next().await {
+            Err(e @ Error::Authentication(_)) => {
+                said.push(e);
+                break;
+            }
+            Err(e) if e.is_transient() => said.push(e),
+            other => panic!("subscription: expected an error, got {other:?}"),
+        }
+    }
+    assert!(
+        matches!(said.last(), Some(Error::Authentication(m)) if m.contains("refused the credentials")),
+        "{said:?}"
+    );
+    assert!(matches!(
+        p.subscribe(&filter).await.map(|_| ()),
+        Err(Error::Authentication(_))
+    ));
+    assert!(matches!(
+        p.history(None, 1).await,
+        Err(Error::Authentication(_))
+    ));
+    assert!(matches!(p.info().await, Err(Error::Authentication(_))));
+    assert!(!p.health().await.expect("health"));
+
+    // the secret is rotated back: the provider recovers by itself
+    server.set_extra(&one_user("first-secret"));
+    server.restart();
+    publish_until(&p, 10, Duration::from_secs(20), |r| match r {
+        Ok(_) => Some(()),
+        Err(e) if e.is_transient() || matches!(e, Error::Authentication(_)) => None,
+        Err(e) => panic!("recovering: {e:?}"),
+    })
+    .await;
+    assert!(p.health().await.expect("health"));
+
+    // a plain outage afterwards is transient, not a stale refusal
+    server.kill();
+    let start = Instant::now();
+    while p.is_connected() {
+        assert!(start.elapsed() < Duration::from_secs(10), "loss unnoticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in 11..16 {
+        match p.publish(&event(&p, n)).await {
+            Err(Error::Connection(msg)) => assert!(msg.contains("reconnecting"), "{msg}"),
+            other => panic!("server down: expected Connection, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_followed_by_an_outage_is_transient_again() {
+    let mut server = server!(
+        "a_refusal_followed_by_an_outage_is_transient_again",
+        &one_user("first-secret")
+    );
+    let options = NatsOptions {
+        user: Some("orders".into()),
+        password: Some("first-secret".into()),
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(config(&server, "refdown"), options)
+        .await
+        .expect("connect");
+    server.set_extra(&one_user("rotated-secret"));
+    server.restart();
+    publish_until(&p, 1, Duration::from_secs(20), |r| match r {
+        Err(Error::Authentication(_)) => Some(()),
+        Err(e) if e.is_transient() => None,
+        other => panic!("expected Authentication once refused, got {other:?}"),
+    })
+    .await;
+    // the server goes away: its last word is no longer a refusal (the
+    // next attempt comes within async-nats's longest delay, 4 s)
+    server.kill();
+    publish_until(&p, 2, Duration::from_secs(15), |r| match r {
+        Err(Error::Connection(msg)) => Some(msg.clone()),
+        Err(Error::Authentication(_)) => None,
+        other => panic!("server down: expected Connection, got {other:?}"),
+    })
+    .await;
 }
