@@ -11,15 +11,12 @@ mod common;
 
 use async_nats::jetstream::stream::Config;
 use common::NatsServer;
+use common::logs::{install, lines};
 use event_core::Error;
 use event_core::{Event, EventProvider};
 use event_nats::{ExistingStream, NatsConfig, NatsOptions, NatsProvider};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Level, Metadata, Subscriber};
+use tracing::Level;
 
 macro_rules! server {
     ($name:expr) => {
@@ -30,54 +27,12 @@ macro_rules! server {
     };
 }
 
-/// `(level, message and fields)` of every event of target `event_nats`.
-static LINES: Mutex<Vec<(Level, String)>> = Mutex::new(Vec::new());
-
-struct Capture(AtomicU64);
-
-struct Text<'a>(&'a mut String);
-
-impl Visit for Text<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        use std::fmt::Write as _;
-        let _ = write!(self.0, " {}={value:?}", field.name());
-    }
-}
-
-impl Subscriber for Capture {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.target().starts_with("event_nats")
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(self.0.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut text = String::new();
-        event.record(&mut Text(&mut text));
-        LINES
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), text));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
-fn capture_logs() {
-    let _ = tracing::subscriber::set_global_default(Capture(AtomicU64::new(0)));
-}
-
 /// The WARN lines naming `stream` (the tests of this binary run in
 /// parallel, each on its own stream).
 fn warnings_about(stream: &str) -> Vec<String> {
-    LINES
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(level, text)| *level == Level::WARN && text.contains(stream))
-        .map(|(_, text)| text.clone())
+    lines("event_nats", Level::WARN)
+        .into_iter()
+        .filter(|text| text.contains(stream))
         .collect()
 }
 
@@ -127,7 +82,7 @@ async fn stream_config(config: &NatsConfig) -> Config {
 /// told at WARN what differs and how to apply it.
 #[tokio::test]
 async fn a_service_with_smaller_limits_keeps_the_shared_streams_events_and_limits() {
-    capture_logs();
+    install();
     let server =
         server!("a_service_with_smaller_limits_keeps_the_shared_streams_events_and_limits");
     let (a_config, a) = service_a(&server, "adopt").await;

@@ -3,6 +3,8 @@
 //! store dir, killed and deleted on drop. Also used by the benches.
 #![allow(dead_code)]
 
+pub mod logs;
+
 use std::io::Read;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
