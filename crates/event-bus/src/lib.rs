@@ -95,7 +95,7 @@ mod subscription;
 mod subscriptions;
 
 pub use bus::{EventBus, Stored};
-pub use consumer::{ConsumerConfig, ConsumerHandle, ConsumerReport, Handler};
+pub use consumer::{ConsumerConfig, ConsumerHandle, ConsumerReport, Handler, SHUTDOWN_CLOSE_GRACE};
 pub use dlq::{MemoryDlqHandler, ProviderDlqHandler};
 pub use metrics::{EventMetrics, MetricsSnapshot};
 pub use naming::durable_consumer_name;

@@ -96,8 +96,8 @@ mod source;
 mod trigger;
 
 pub use broker::{
-    Broker, BrokerConfig, BrokerFeed, BrokerMetrics, FeedStats, LOSS_WARN_INTERVAL,
-    MAX_BROKER_NESTING, QueueFullError, QueueFullPolicy, RouteResult,
+    Broker, BrokerConfig, BrokerFeed, BrokerMetrics, BrokerShutdownReport, FeedStats,
+    LOSS_WARN_INTERVAL, MAX_BROKER_NESTING, QueueFullError, QueueFullPolicy, RouteResult,
 };
 pub use dlq::SinkDlqHandler;
 pub use filter::{CompiledFilter, FilterExpr, TriggerFilter};

@@ -1491,3 +1491,73 @@ async fn deliveries_answered_with_a_short_body_reuse_their_connection() {
     }
     assert_eq!(*connections.lock(), 1);
 }
+
+/// An event of `bytes` payload bytes (a JSON string), in binary mode: the
+/// HTTP body is the payload.
+fn event_of_size(bytes: usize) -> (HeaderMap, Vec<u8>) {
+    let mut event = order();
+    event.payload = json!("x".repeat(bytes - 2));
+    let msg = to_http(&event, Mode::Binary).unwrap();
+    assert_eq!(msg.body.len(), bytes);
+    (msg.headers, msg.body)
+}
+
+/// A 3 MB event was answered `413 "Failed to buffer the request body:
+/// length limit exceeded"`: the 2 MiB limit could not be raised. Now it
+/// can (`with_body_limit`), and the `413` names the limit and the setting.
+#[tokio::test]
+async fn the_webhook_body_limit_is_2_mib_by_default_and_can_be_raised() {
+    use event_routing::http::DEFAULT_BODY_LIMIT;
+    assert_eq!(DEFAULT_BODY_LIMIT, 2 * 1024 * 1024);
+    let sink = Arc::new(CollectorSink::new("in"));
+    let start = |source: WebhookSource| {
+        let sink = sink.clone();
+        async move {
+            source.start(sink).await.unwrap();
+            source
+        }
+    };
+    let default = start(WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())).await;
+    let addr = default.local_addr().unwrap();
+    let (headers, body) = event_of_size(DEFAULT_BODY_LIMIT);
+    assert_eq!(send(addr, "/events", headers, body).await.0, 202);
+    let (headers, body) = event_of_size(3_000_000);
+    let (status, text) = send(addr, "/events", headers, body).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(
+        text.contains("2097152 bytes") && text.contains("with_body_limit"),
+        "{text}"
+    );
+    default.stop().await.unwrap();
+
+    let raised = start(
+        WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+            .with_body_limit(4 * 1024 * 1024)
+            .unwrap(),
+    )
+    .await;
+    let addr = raised.local_addr().unwrap();
+    let (headers, body) = event_of_size(3_000_000);
+    let (status, text) = send(addr, "/events", headers, body).await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(sink.len(), 2);
+    raised.stop().await.unwrap();
+
+    // lowered: the router enforces it too
+    let app = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_body_limit(1024)
+        .unwrap()
+        .router(sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (headers, body) = event_of_size(1025);
+    let (status, text) = send(addr, "/events", headers, body).await;
+    assert_eq!(status, 413, "{text}");
+    let (headers, body) = event_of_size(1024);
+    assert_eq!(send(addr, "/events", headers, body).await.0, 202);
+    server.abort();
+
+    let zero = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap()).with_body_limit(0);
+    assert!(matches!(zero, Err(Error::InvalidConfig { .. })));
+}

@@ -74,12 +74,16 @@
 //! delivery fetched but not started when shutdown is requested is naked,
 //! so it comes back at once ([`ConsumerReport::released`]); if it is the
 //! event's final delivery (where a nak ends the event) it is run within the
-//! deadline instead.
+//! deadline instead. Then the subscriptions are closed; `shutdown` returns
+//! within its deadline plus [`SHUTDOWN_CLOSE_GRACE`] (500 ms) even when the
+//! provider is down and its `close` would wait a request timeout: a close
+//! still running then finishes in the background
+//! ([`ConsumerReport::unclosed`]).
 
 pub(crate) mod guard;
 mod runner;
 
-pub use runner::{ConsumerHandle, ConsumerReport};
+pub use runner::{ConsumerHandle, ConsumerReport, SHUTDOWN_CLOSE_GRACE};
 
 use async_trait::async_trait;
 use event_core::{BoxError, ReceivedEvent};

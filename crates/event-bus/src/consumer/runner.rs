@@ -31,6 +31,11 @@ const DEFAULT_MAX_ACK_PENDING: u64 = 1_000;
 /// default, which the runner cannot see, so it must not assume 30 s.
 const UNKNOWN_WAIT_KEEPALIVE: Duration = Duration::from_secs(1);
 
+/// How long past its deadline [`ConsumerHandle::shutdown`] may take: the
+/// time it gives the subscriptions' `close` when in-flight work used the
+/// whole deadline. 500 ms.
+pub const SHUTDOWN_CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// What a consumer runner did, returned by [`ConsumerHandle::shutdown`].
 ///
 /// The dead-letter fields (`dead_lettered`, `terminated`, `dlq_failed`)
@@ -78,6 +83,14 @@ pub struct ConsumerReport {
     pub released: u64,
     /// Acknowledgement calls (ack, nak, term) that failed.
     pub settle_errors: u64,
+    /// Subscriptions whose loop had not ended when
+    /// [`ConsumerHandle::shutdown`] returned (the deadline plus
+    /// [`SHUTDOWN_CLOSE_GRACE`] had passed), almost always because the
+    /// provider's `close` was still running (a NATS close waits up to its
+    /// request timeout for a server that is down). Each is left to finish
+    /// in the background; see [`ConsumerHandle::shutdown`]. Always 0 in
+    /// [`ConsumerHandle::report`].
+    pub unclosed: u64,
 }
 
 #[derive(Default)]
@@ -104,6 +117,7 @@ impl Stats {
             aborted: l(&self.aborted),
             released: l(&self.released),
             settle_errors: l(&self.settle_errors),
+            unclosed: 0,
         }
     }
 }
@@ -229,7 +243,9 @@ impl Failures {
 
 /// A running consumer. Stop it with [`shutdown`](Self::shutdown); dropping
 /// the handle shuts it down in the background with
-/// [`ConsumerConfig::shutdown_timeout`].
+/// [`ConsumerConfig::shutdown_timeout`] (nothing waits for it: the
+/// subscriptions' `close` runs to its end, however long the provider takes,
+/// in the background).
 pub struct ConsumerHandle {
     /// `Some(deadline)` once shutdown was requested.
     stop: watch::Sender<Option<Instant>>,
@@ -261,15 +277,51 @@ impl ConsumerHandle {
     /// Stops fetching, waits up to `deadline` for in-flight handlers to
     /// finish and settle their events, aborts the rest (left unsettled, so
     /// redelivered), closes the subscriptions and returns the counters.
+    ///
+    /// Returns within `deadline` plus [`SHUTDOWN_CLOSE_GRACE`] (500 ms),
+    /// whatever the provider does: the subscriptions' `close` (which starts
+    /// once their in-flight work is settled or aborted) has until then, so
+    /// it gets at least the grace when in-flight work used the whole
+    /// deadline. A close still running then (a NATS close waits up to its
+    /// request timeout, 10 s by default, for a server that is down) is left
+    /// to finish in the background, logged and counted in
+    /// [`ConsumerReport::unclosed`]. Nothing is lost by that: the runner
+    /// settles (or has aborted, unsettled) every delivery it started before
+    /// it closes, so all a close still has to do is hand back what the
+    /// subscription fetched ahead and never handed out (a durable's, at
+    /// once) and delete an ephemeral consumer. If it never completes (the
+    /// process exits first), that is the same as dropping the subscription,
+    /// which the `Subscription` contract allows: the fetched-ahead events
+    /// are redelivered after their ack wait, and the server removes an
+    /// ephemeral after its inactivity threshold. Letting it finish, rather
+    /// than abandoning it, hands them back at once if the provider recovers
+    /// in time. Its counts made after this returns (none but an abort the
+    /// loop was slow to record) reach the bus's metrics, not this report.
     pub async fn shutdown(mut self, deadline: Duration) -> ConsumerReport {
-        self.stop
-            .send_replace(Some(after(Instant::now(), deadline)));
-        for handle in std::mem::take(&mut self.loops) {
-            if let Err(err) = handle.await {
-                tracing::error!(error = %err, "consumer loop failed");
+        let deadline = after(Instant::now(), deadline);
+        self.stop.send_replace(Some(deadline));
+        let cutoff = after(deadline, SHUTDOWN_CLOSE_GRACE);
+        let mut unclosed = 0;
+        for mut handle in std::mem::take(&mut self.loops) {
+            match tokio::time::timeout_at(cutoff, &mut handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "consumer loop failed"),
+                // dropping the handle detaches the loop: it goes on
+                Err(_) => unclosed += 1,
             }
         }
-        self.shared.report()
+        if unclosed > 0 {
+            tracing::warn!(
+                subscriptions = unclosed,
+                "consumer shutdown: subscriptions still closing at the deadline (provider down?); \
+                 leaving them to finish in the background (events they fetched ahead are \
+                 redelivered after their ack wait if the close never completes)"
+            );
+        }
+        ConsumerReport {
+            unclosed,
+            ..self.shared.report()
+        }
     }
 
     /// Waits until every subscription has closed (the provider or
@@ -506,8 +558,19 @@ async fn run_loop(
         );
         tasks.shutdown().await;
     }
-    if let Err(err) = sub.close().await {
-        tracing::warn!(error = %err, "closing a consumer subscription failed");
+    let closed = sub.close().await;
+    // past the cutoff, `shutdown` has returned without this subscription
+    let late = Instant::now() > after(deadline, SHUTDOWN_CLOSE_GRACE);
+    match closed {
+        Err(err) => tracing::warn!(
+            error = %err,
+            after_shutdown_returned = late,
+            "closing a consumer subscription failed"
+        ),
+        Ok(()) if late => {
+            tracing::info!("a consumer subscription closed after its shutdown had returned");
+        }
+        Ok(()) => {}
     }
 }
 

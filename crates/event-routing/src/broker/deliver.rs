@@ -1,6 +1,7 @@
 //! One trigger's delivery of one event: attempts, backoff, timeout,
 //! dead-letter.
 
+use super::cutoff::Cutoff;
 use super::metrics::Counters;
 use crate::metadata;
 use crate::sink::EventSink;
@@ -109,8 +110,16 @@ pub(crate) fn dead_letter_event(
     out
 }
 
-/// Delivers `event` to `trigger`'s sink per its delivery spec.
-pub(crate) async fn deliver(trigger: &Trigger, event: &Event, counters: &Counters) -> Outcome {
+/// Delivers `event` to `trigger`'s sink per its delivery spec. With a
+/// `cutoff` (a queued routing), a retry whose wait would end after the
+/// broker's shutdown deadline is not made: the delivery fails then, with
+/// the attempts made so far (and goes to the dead-letter sink).
+pub(crate) async fn deliver(
+    trigger: &Trigger,
+    event: &Event,
+    counters: &Counters,
+    cutoff: Option<&Cutoff>,
+) -> Outcome {
     let spec = &trigger.delivery;
     let attempts = u64::from(spec.retries) + 1;
     let mut made = 0;
@@ -139,10 +148,28 @@ pub(crate) async fn deliver(trigger: &Trigger, event: &Event, counters: &Counter
                 }
                 tracing::debug!(trigger = %trigger.name, attempt = n, error = %err, "delivery attempt failed");
                 if n < attempts {
-                    Counters::add(&counters.retries, 1);
                     let retry = u32::try_from(n).unwrap_or(u32::MAX);
                     let wait = spec.delay_honouring_retry_after(retry, verdict.retry_after);
-                    tokio::time::sleep(wait).await;
+                    let waited = match cutoff {
+                        Some(cutoff) => cutoff.wait_for_retry(wait).await,
+                        None => {
+                            tokio::time::sleep(wait).await;
+                            true
+                        }
+                    };
+                    if !waited {
+                        Counters::add(&counters.shutdown_retries_cut, 1);
+                        tracing::debug!(
+                            trigger = %trigger.name, attempt = n, wait = ?wait,
+                            "the next attempt would come after the broker's shutdown deadline: not retried"
+                        );
+                        last_error = format!(
+                            "{last_error} (not retried: the next attempt, {wait:?} later, would \
+                             come after the broker's shutdown deadline)"
+                        );
+                        break;
+                    }
+                    Counters::add(&counters.retries, 1);
                 }
             }
         }

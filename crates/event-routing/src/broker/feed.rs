@@ -198,7 +198,7 @@ async fn run(
                 tokio::spawn(async move {
                     let _done = PendingGuard(core.clone());
                     let _permit = permit;
-                    let (result, failures) = core.route_reporting(pending.event()).await;
+                    let (result, failures) = core.route_reporting(pending.event(), None).await;
                     let settled = if result.is_settled() {
                         counters.acked.fetch_add(1, Ordering::Relaxed);
                         pending.ack().await

@@ -85,6 +85,9 @@ counters! {
     hop_limit => "Events not routed because topic sinks had forwarded them, or brokers delivered them into brokers, `max_hops` times (a routing loop).",
     deferred => "Events a routing worker's own sink published into a full queue (policy `Wait`): they wait for room in a task of their own, so the worker never waits for the queue only workers drain.",
     rejected => "Events refused because the queue was full (policy `Reject`, or `WaitFor` timed out).",
+    shutdown_unrouted => "Queued events discarded without being routed: still queued at the deadline of [`Broker::shutdown_within`](crate::Broker::shutdown_within) (forwards waiting for room in a full queue included), or when the Tokio runtime the queue's dispatcher ran on was dropped. Lost to their triggers (the provider still stores them).",
+    shutdown_aborted => "Queued events whose routing was cancelled before it ended: in progress at the deadline of [`Broker::shutdown_within`](crate::Broker::shutdown_within), or when their Tokio runtime was dropped. Some of their deliveries may have reached their sinks, others not; none was dead-lettered.",
+    shutdown_retries_cut => "Deliveries of queued events not retried because the retry's wait (backoff, or an HTTP `Retry-After` up to `retry_after_max`) would have ended after the deadline of [`Broker::shutdown_within`](crate::Broker::shutdown_within): they failed then (counted in `failed`) and went to the trigger's dead-letter sink, if it has one.",
 }
 
 #[cfg(feature = "bus")]

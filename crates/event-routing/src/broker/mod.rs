@@ -1,5 +1,6 @@
 //! The [`Broker`]: triggers, routing, the delivery queue and durable feeds.
 
+mod cutoff;
 mod deliver;
 mod feed;
 mod losses;
@@ -16,6 +17,7 @@ use crate::index::TriggerIndex;
 use crate::sink::EventSink;
 use crate::trigger::Trigger;
 use async_trait::async_trait;
+use cutoff::Cutoff;
 use deliver::{Failure, Outcome};
 use event_core::{Error, Event, Result};
 use losses::LossWarnings;
@@ -163,6 +165,40 @@ impl BrokerConfig {
     }
 }
 
+/// What [`Broker::shutdown_within`] left undone, as the consumer runner's
+/// `ConsumerReport` says what its shutdown aborted (`aborted` there too).
+///
+/// Unlike a consumer's, nothing here comes back by itself: the broker's
+/// queue is in memory, so an event it did not route is lost to its
+/// triggers (the provider still stores it). The same counts are in
+/// [`BrokerMetrics`] (`shutdown_unrouted`, `shutdown_aborted`,
+/// `shutdown_retries_cut`), which also count the losses of a dispatcher
+/// whose Tokio runtime was dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerShutdownReport {
+    /// Queued events no routing had started at the deadline (and forwards
+    /// still waiting for room in a full queue): discarded, never routed.
+    pub unrouted: u64,
+    /// Routings in progress at the deadline, cancelled: an attempt, a
+    /// retry's wait that ended before the deadline, or a dead-letter
+    /// delivery. Some of an event's triggers may have had it, others not.
+    pub aborted: u64,
+    /// Deliveries not retried because the wait before the retry (backoff,
+    /// or `Retry-After`) would have ended after the deadline: failed then
+    /// and handed to the trigger's dead-letter sink, if it has one (see
+    /// [`BrokerMetrics::dead_lettered`]). Not a loss by itself.
+    pub retries_cut: u64,
+}
+
+impl BrokerShutdownReport {
+    /// Whether everything queued was routed to its end (`unrouted` and
+    /// `aborted` are zero).
+    pub fn is_complete(&self) -> bool {
+        self.unrouted == 0 && self.aborted == 0
+    }
+}
+
 /// What routing one event did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -248,6 +284,8 @@ struct Core {
     /// [`Broker::wait_idle`] callers waiting now; `end` notifies only then.
     idle_waiters: Padded<AtomicUsize>,
     idle: Notify,
+    /// The deadline of [`Broker::shutdown_within`], for queued routings.
+    cutoff: Cutoff,
 }
 
 impl Core {
@@ -259,7 +297,17 @@ impl Core {
     /// failed delivery is lost to its trigger, and logged so (see
     /// [`log_loss`]).
     async fn route(&self, event: &Event) -> RouteResult {
-        let (result, failures) = self.route_reporting(event).await;
+        self.route_logging(event, None).await
+    }
+
+    /// [`route`](Self::route) for a queued event: no retry is made past the
+    /// deadline of [`Broker::shutdown_within`].
+    async fn route_queued(&self, event: &Event) -> RouteResult {
+        self.route_logging(event, Some(&self.cutoff)).await
+    }
+
+    async fn route_logging(&self, event: &Event, cutoff: Option<&Cutoff>) -> RouteResult {
+        let (result, failures) = self.route_reporting(event, cutoff).await;
         for (entry, failure) in &failures {
             log_loss(entry, event, failure);
         }
@@ -269,7 +317,13 @@ impl Core {
     /// Routes `event`; returns what happened and, per trigger whose
     /// delivery failed without a dead-letter sink taking it, why. Logs
     /// nothing about those failures above `DEBUG`: the caller does, once.
-    async fn route_reporting(&self, event: &Event) -> (RouteResult, Vec<(Arc<Entry>, Failure)>) {
+    /// With a `cutoff`, retries stop at its deadline (see
+    /// [`deliver::deliver`]).
+    async fn route_reporting(
+        &self,
+        event: &Event,
+        cutoff: Option<&Cutoff>,
+    ) -> (RouteResult, Vec<(Arc<Entry>, Failure)>) {
         let hops = event
             .metadata
             .get(crate::metadata::HOPS)
@@ -309,11 +363,14 @@ impl Core {
             && let Some(entry) = entries.next()
         {
             // One trigger (the common case): no `join_all` and its allocations.
-            let outcome = deliver::deliver(&entry.trigger, event, &self.counters).await;
+            let outcome = deliver::deliver(&entry.trigger, event, &self.counters, cutoff).await;
             tally(entry, outcome);
         } else {
             let outcomes = futures_util::future::join_all(entries.map(|e| async move {
-                (e, deliver::deliver(&e.trigger, event, &self.counters).await)
+                (
+                    e,
+                    deliver::deliver(&e.trigger, event, &self.counters, cutoff).await,
+                )
             }))
             .await;
             for (entry, outcome) in outcomes {
@@ -511,6 +568,7 @@ impl Broker {
             dequeued: Padded(std::sync::atomic::AtomicU64::new(0)),
             idle_waiters: Padded(AtomicUsize::new(0)),
             idle: Notify::new(),
+            cutoff: Cutoff::default(),
         });
         Self {
             inner: Arc::new(Inner {
@@ -645,8 +703,79 @@ impl Broker {
     /// for them. Idempotent: every call waits until they are routed, also one
     /// made while another is waiting or after one was given up on.
     /// [`route`](Self::route) keeps working.
+    ///
+    /// There is no time limit: routing takes what the deliveries take, with
+    /// their retries, per-attempt timeouts and backoff (an endpoint
+    /// answering `503` with a long `Retry-After` holds each retry for up to
+    /// [`retry_after_max`](crate::DeliverySpec::retry_after_max), 30 s by
+    /// default), one round of [`workers`](BrokerConfig::workers) after
+    /// another. Under an orchestrator's grace period use
+    /// [`shutdown_within`](Self::shutdown_within), which stops at a deadline
+    /// and says what it left. Wrapping this in `tokio::time::timeout` also
+    /// bounds the wait, but not the routing: it goes on in the background,
+    /// and what it has not done when the process exits is lost without a
+    /// count. If a `shutdown_within` deadline is set (by an earlier or
+    /// concurrent call), this returns at that deadline too.
     pub async fn shutdown(&self) {
         self.inner.queue.shutdown().await;
+    }
+
+    /// [`shutdown`](Self::shutdown) with a time limit: stops accepting
+    /// queued events, goes on routing those already queued (as many at a
+    /// time as there are [`workers`](BrokerConfig::workers)) until
+    /// `deadline` has passed, then cancels the routings in progress,
+    /// discards what is still queued and returns what it left undone.
+    /// Returns as soon as everything is routed, at the deadline otherwise.
+    ///
+    /// Until the deadline a queued event is routed as usual, but for its
+    /// retries: a retry whose wait (the backoff, or an HTTP `Retry-After`
+    /// up to [`retry_after_max`](crate::DeliverySpec::retry_after_max))
+    /// would end after the deadline is not made. The delivery fails then,
+    /// with the attempts made so far, and goes to the trigger's dead-letter
+    /// sink if it has one (counted in
+    /// [`BrokerShutdownReport::retries_cut`]), instead of holding the
+    /// shutdown for a wait it would not see the end of.
+    ///
+    /// What is left undone is lost to the triggers (the provider still
+    /// stores the events; a [feed](Self::feed) would redeliver its own):
+    /// [`BrokerShutdownReport`] counts it, and so do the
+    /// [`metrics`](Self::metrics) (`shutdown_unrouted`, `shutdown_aborted`,
+    /// `shutdown_retries_cut`); a `WARN` says it too. A cancelled routing may
+    /// have delivered to some triggers and not to others, and a delivery
+    /// cancelled mid-request may have reached its sink.
+    ///
+    /// Feeds, [`route`](Self::route) and the broker used as a sink are not
+    /// affected: stop feeds first (see [`BrokerFeed`]). Idempotent, like
+    /// `shutdown`: a later call (or one made while another waits) waits for
+    /// the same end, the earlier of the deadlines given; every call returns
+    /// the broker's totals, the same report. A routing that blocks its
+    /// thread (no async sink should) delays the return until it yields.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use event_routing::Broker;
+    /// use std::time::Duration;
+    ///
+    /// let broker = Broker::new();
+    /// // ... on SIGTERM, inside the orchestrator's grace period:
+    /// let report = broker.shutdown_within(Duration::from_secs(20)).await;
+    /// if !report.is_complete() {
+    ///     eprintln!("{} events not routed, {} routings cut off", report.unrouted, report.aborted);
+    /// }
+    /// # }
+    /// ```
+    pub async fn shutdown_within(&self, deadline: Duration) -> BrokerShutdownReport {
+        let core = &self.inner.core;
+        core.cutoff
+            .set(cutoff::after(tokio::time::Instant::now(), deadline));
+        self.inner.queue.shutdown().await;
+        let counters = &core.counters;
+        let read = |c: &metrics::Counter| c.load(Ordering::Relaxed);
+        BrokerShutdownReport {
+            unrouted: read(&counters.shutdown_unrouted),
+            aborted: read(&counters.shutdown_aborted),
+            retries_cut: read(&counters.shutdown_retries_cut),
+        }
     }
 
     /// Attaches the broker to `bus`: every event the bus publishes (the

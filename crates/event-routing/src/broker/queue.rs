@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
 
 /// The broker's queue was full and its policy is
 /// [`QueueFullPolicy::Reject`]; the source of the
@@ -189,6 +190,7 @@ impl Queue {
                     Counters::add(&pending.core.counters.enqueued, 1);
                 } else {
                     Counters::add(&pending.core.counters.rejected, 1);
+                    Counters::add(&pending.core.counters.shutdown_unrouted, 1);
                     tracing::error!(
                         "broker shut down while a forwarded event waited for room; not routed"
                     );
@@ -350,7 +352,65 @@ impl Slots {
 const BATCH: usize = 32;
 
 /// Takes events off the queue and routes up to `workers` at a time; when the
-/// queue closes, routes what is left and waits for the routings.
+/// queue closes, routes what is left and waits for the routings. At the
+/// deadline of [`Broker::shutdown_within`](super::Broker::shutdown_within)
+/// it stops: see [`abandon`].
+async fn dispatch(core: Arc<Core>, rx: mpsc::Receiver<Arc<Event>>) {
+    let mut queue = Leftovers {
+        core: core.clone(),
+        rx,
+    };
+    let mut routings = JoinSet::new();
+    let finished = tokio::select! {
+        biased;
+        () = core.cutoff.passed() => false,
+        () = async {
+            drain(&core, &mut queue.rx, &mut routings).await;
+            while routings.join_next().await.is_some() {}
+        } => true,
+    };
+    if !finished {
+        abandon(&core, &mut queue.rx, &mut routings).await;
+    }
+}
+
+/// At the shutdown deadline: discards the events still queued and cancels
+/// the routings in progress (each counts itself, see [`route_queued`]),
+/// counted and logged.
+async fn abandon(core: &Core, rx: &mut mpsc::Receiver<Arc<Event>>, routings: &mut JoinSet<()>) {
+    rx.close();
+    let mut unrouted = 0_u64;
+    while let Ok(event) = rx.try_recv() {
+        unrouted += 1;
+        core.dequeued.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            event_id = %event.id, subject = %event.subject,
+            "broker shutdown deadline: a queued event is not routed"
+        );
+        core.end();
+    }
+    Counters::add(&core.counters.shutdown_unrouted, unrouted);
+    let aborted_before = core.counters.shutdown_aborted.load(Ordering::Relaxed);
+    routings.abort_all();
+    while routings.join_next().await.is_some() {}
+    let aborted = core
+        .counters
+        .shutdown_aborted
+        .load(Ordering::Relaxed)
+        .saturating_sub(aborted_before);
+    if unrouted > 0 || aborted > 0 {
+        tracing::warn!(
+            unrouted,
+            aborted,
+            "broker shutdown deadline reached: queued events discarded without routing, \
+             routings in progress cancelled (lost to their triggers; the provider still \
+             stores the events)"
+        );
+    }
+}
+
+/// Takes events off the queue and starts their routings, up to `workers`
+/// at a time, until the queue is closed and empty.
 ///
 /// It takes an event only while a worker slot is free, so that while every
 /// worker is busy the events wait in the queue, where the capacity bounds
@@ -363,13 +423,10 @@ const BATCH: usize = 32;
 /// broker costs nothing and the first event after a pause is taken at once.
 ///
 /// What one drain takes is routed by one task per [`BATCH`] events, each
-/// driving its routings concurrently, instead of one task per event.
-async fn dispatch(core: Arc<Core>, rx: mpsc::Receiver<Arc<Event>>) {
-    let mut queue = Leftovers {
-        core: core.clone(),
-        rx,
-    };
-    let rx = &mut queue.rx;
+/// driving its routings concurrently, instead of one task per event; the
+/// tasks go into `routings` (so that a shutdown deadline can cancel them),
+/// which sheds the finished ones as it goes.
+async fn drain(core: &Arc<Core>, rx: &mut mpsc::Receiver<Arc<Event>>, routings: &mut JoinSet<()>) {
     let workers = core.config.workers;
     let linger = core.config.dispatch_linger;
     let slots = Arc::new(Slots {
@@ -396,9 +453,10 @@ async fn dispatch(core: Arc<Core>, rx: mpsc::Receiver<Arc<Event>>) {
                 slots.take(batch.len());
                 core.dequeued
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                while routings.try_join_next().is_some() {}
                 let mut taken = batch.drain(..);
                 while taken.len() > 0 {
-                    spawn_routings(&core, &slots, taken.by_ref().take(BATCH).collect());
+                    spawn_routings(core, &slots, routings, taken.by_ref().take(BATCH).collect());
                 }
             }
             if !open {
@@ -415,7 +473,6 @@ async fn dispatch(core: Arc<Core>, rx: mpsc::Receiver<Arc<Event>>) {
             tokio::time::sleep(linger).await;
         }
     }
-    slots.wait(|free| free == workers).await;
 }
 
 /// The dispatcher's end of the queue. Dropped before the queue was drained
@@ -440,6 +497,7 @@ impl Drop for Leftovers {
             );
             self.core.end();
         }
+        Counters::add(&self.core.counters.shutdown_unrouted, lost);
         if lost > 0 {
             tracing::error!(
                 lost,
@@ -449,12 +507,18 @@ impl Drop for Leftovers {
     }
 }
 
-/// Routes `events` (each holding a worker slot) concurrently in one task.
-fn spawn_routings(core: &Arc<Core>, slots: &Arc<Slots>, events: Vec<Arc<Event>>) {
+/// Routes `events` (each holding a worker slot) concurrently in one task,
+/// spawned into `routings`.
+fn spawn_routings(
+    core: &Arc<Core>,
+    slots: &Arc<Slots>,
+    routings: &mut JoinSet<()>,
+    events: Vec<Arc<Event>>,
+) {
     let id = core_id(core);
     let core = core.clone();
     let slots = slots.clone();
-    tokio::spawn(ROUTING_WORKER.scope(id, async move {
+    routings.spawn(ROUTING_WORKER.scope(id, async move {
         if let [event] = events.as_slice() {
             route_queued(&core, &slots, event).await;
             return;
@@ -468,23 +532,37 @@ fn spawn_routings(core: &Arc<Core>, slots: &Arc<Slots>, events: Vec<Arc<Event>>)
 }
 
 /// Routes one queued event, then gives back its slot and ends its pending
-/// count (also if routing panics or the runtime drops the task).
+/// count (also if routing panics, or the routing is cancelled: at a
+/// shutdown deadline, or because the runtime drops the task; that counts
+/// in `shutdown_aborted`).
 async fn route_queued(core: &Core, slots: &Slots, event: &Event) {
-    struct Settle<'a>(&'a Core, &'a Slots);
+    struct Settle<'a> {
+        core: &'a Core,
+        slots: &'a Slots,
+        routed: bool,
+    }
     impl Drop for Settle<'_> {
         fn drop(&mut self) {
-            self.1.give_back();
-            self.0.end();
+            if !self.routed {
+                Counters::add(&self.core.counters.shutdown_aborted, 1);
+            }
+            self.slots.give_back();
+            self.core.end();
         }
     }
-    let _settle = Settle(core, slots);
+    let mut settle = Settle {
+        core,
+        slots,
+        routed: false,
+    };
     // Sinks' panics are caught per attempt; this keeps a bug in routing
     // itself from cancelling the other routings of the task.
-    if AssertUnwindSafe(core.route(event))
+    if AssertUnwindSafe(core.route_queued(event))
         .catch_unwind()
         .await
         .is_err()
     {
         tracing::error!(event_id = %event.id, "routing panicked; the event was not fully routed");
     }
+    settle.routed = true;
 }

@@ -3,7 +3,7 @@ use crate::source::EventSource;
 use crate::source::lifecycle::{Lifecycle, StopSignal};
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -26,8 +26,13 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a request's body may take to arrive completely once its head
 /// has (see [`WebhookSource::with_body_timeout`]): 30 s, enough for the
-/// 2 MB body limit at about 70 kB/s.
+/// default body limit ([`DEFAULT_BODY_LIMIT`], 2 MiB) at about 70 kB/s.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest request body a webhook takes (see
+/// [`WebhookSource::with_body_limit`]): 2 MiB (2,097,152 bytes, axum's
+/// default); a larger one is answered `413 Payload Too Large`.
+pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// How long [`stop`](EventSource::stop) lets the requests in progress
 /// finish before closing their connections (see
@@ -47,6 +52,7 @@ struct AppState {
     sink: Arc<dyn EventSink>,
     counters: Arc<Counters>,
     body_timeout: Duration,
+    body_limit: usize,
 }
 
 /// Receives CloudEvents over HTTP (binary or structured mode) and delivers
@@ -59,6 +65,7 @@ struct AppState {
 /// |---|---|
 /// | delivered | `202 Accepted` |
 /// | not a valid CloudEvent, or one that is not a valid A3S event | `400 Bad Request`, nothing delivered |
+/// | a body larger than [`with_body_limit`](Self::with_body_limit) (default 2 MiB) | `413 Payload Too Large`, nothing delivered |
 /// | the body did not arrive completely within [`with_body_timeout`](Self::with_body_timeout) (default 30 s) of the head | `408 Request Timeout` and the connection is closed, nothing delivered (the sender should retry) |
 /// | the sink refused it as invalid (bad subject, schema, serialization) | `400 Bad Request` |
 /// | the sink refused it as too large | `413 Payload Too Large` |
@@ -112,6 +119,7 @@ pub struct WebhookSource {
     counters: Arc<Counters>,
     idle_timeout: Duration,
     body_timeout: Duration,
+    body_limit: usize,
     shutdown_grace: Duration,
 }
 
@@ -166,6 +174,21 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         tokio::time::timeout(state.body_timeout, HttpEvent::from_request(request, &state)).await;
     let event = match read {
         Ok(Ok(HttpEvent(event))) => event,
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::debug!(
+                limit = state.body_limit,
+                "webhook: a request body is over the limit; answering 413"
+            );
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than this webhook's limit of {} bytes \
+                     (WebhookSource::with_body_limit)",
+                    state.body_limit
+                ),
+            )
+                .into_response();
+        }
         Ok(Err(rejection)) => return rejection,
         Err(_elapsed) => {
             tracing::debug!(
@@ -282,6 +305,7 @@ impl WebhookSource {
             counters: Arc::new(Counters::default()),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
@@ -315,6 +339,29 @@ impl WebhookSource {
             ));
         }
         self.body_timeout = timeout;
+        Ok(self)
+    }
+
+    /// Answers `413 Payload Too Large` to a request whose body is larger
+    /// than `limit` bytes, without reading the rest (nothing is
+    /// delivered). The body is the event's payload in binary mode, the
+    /// whole CloudEvent JSON in structured mode. It applies to
+    /// [`router`](Self::router) too. Zero is [`Error::InvalidConfig`].
+    /// Default [`DEFAULT_BODY_LIMIT`] (2 MiB).
+    ///
+    /// A larger body is also held in memory longer and needs a longer
+    /// [`with_body_timeout`](Self::with_body_timeout) from slow senders.
+    /// The sink has limits of its own: a provider refuses events above its
+    /// maximum payload size (NATS: the server's `max_payload`, 1 MiB by
+    /// default) with `Error::PayloadTooLarge`, which is answered `413` too.
+    pub fn with_body_limit(mut self, limit: usize) -> Result<Self> {
+        if limit == 0 {
+            return Err(Error::invalid_config(
+                "webhook.body_limit",
+                "must be greater than zero",
+            ));
+        }
+        self.body_limit = limit;
         Ok(self)
     }
 
@@ -358,14 +405,20 @@ impl WebhookSource {
     }
 
     /// The endpoint as an axum router delivering to `sink`, to mount in an
-    /// existing application.
+    /// existing application. Its body limit
+    /// ([`with_body_limit`](Self::with_body_limit)) and body timeout apply
+    /// to its route whatever the application's own settings.
     pub fn router(&self, sink: Arc<dyn EventSink>) -> Router {
         Router::new()
-            .route(&self.path, post(receive))
+            .route(
+                &self.path,
+                post(receive).layer(DefaultBodyLimit::max(self.body_limit)),
+            )
             .with_state(AppState {
                 sink,
                 counters: self.counters.clone(),
                 body_timeout: self.body_timeout,
+                body_limit: self.body_limit,
             })
     }
 

@@ -1,0 +1,184 @@
+//! `Broker::shutdown_within`: a bounded shutdown that reports what it left
+//! undone. On tokio's paused clock, so the times are exact and the waits
+//! cost nothing.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+use event_core::{Error, Event};
+use event_routing::{
+    Broker, BrokerConfig, CollectorSink, DeliverySpec, InProcessSink, Trigger, TriggerFilter,
+};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn event(n: u64) -> Event {
+    Event::new(
+        "events.orders.created",
+        "orders",
+        "new",
+        "shop",
+        json!({"n": n}),
+    )
+}
+
+/// A sink that never answers (an HTTP endpoint that hangs).
+fn hanging_sink() -> Arc<InProcessSink> {
+    Arc::new(InProcessSink::new("hangs", |_| async {
+        std::future::pending::<()>().await;
+        Ok(())
+    }))
+}
+
+/// The reported case: 20 queued events, 4 workers, a sink that hangs (2 s
+/// timeout, 1 retry). `shutdown()` took 20.5 s; `shutdown_within(5 s)`
+/// returns at the deadline and says what it left: the second round of 4
+/// routings cancelled, 12 events never routed.
+#[tokio::test(start_paused = true)]
+async fn shutdown_within_returns_at_its_deadline_and_reports_what_it_abandoned() {
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 4,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(
+            Trigger::new("hook", TriggerFilter::all(), hanging_sink()).with_delivery(
+                DeliverySpec::new()
+                    .with_retries(1)
+                    .with_timeout(Some(Duration::from_secs(2))),
+            ),
+        )
+        .unwrap();
+    for n in 0..20 {
+        broker.enqueue(Arc::new(event(n))).await.unwrap();
+    }
+    let started = Instant::now();
+    let report = tokio::time::timeout(
+        Duration::from_secs(3600),
+        broker.shutdown_within(Duration::from_secs(5)),
+    )
+    .await
+    .expect("shutdown_within never returned");
+    let took = started.elapsed();
+    assert!(took <= Duration::from_secs(5), "took {took:?}");
+    // the first 4 failed after 2 + 0.1 + 2 s; the next 4 were in their
+    // first attempt at the deadline
+    assert_eq!((report.aborted, report.unrouted), (4, 12), "{report:?}");
+    assert_eq!(report.retries_cut, 0);
+    let m = broker.metrics();
+    assert_eq!((m.failed, m.in_flight, m.queue_depth), (4, 0, 0), "{m:?}");
+    assert_eq!(
+        (
+            m.shutdown_aborted,
+            m.shutdown_unrouted,
+            m.shutdown_retries_cut
+        ),
+        (4, 12, 0)
+    );
+    assert!(matches!(
+        broker.enqueue(Arc::new(event(99))).await,
+        Err(Error::Closed(_))
+    ));
+    // a later call returns at once, with the same report
+    assert_eq!(broker.shutdown_within(Duration::from_secs(5)).await, report);
+    assert_eq!(started.elapsed(), took);
+}
+
+/// Everything routed before the deadline: nothing to report, and no wait
+/// for the deadline.
+#[tokio::test(start_paused = true)]
+async fn shutdown_within_routes_what_was_queued_when_there_is_time() {
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let slow = sink.clone();
+    broker
+        .add_trigger(Trigger::new(
+            "t",
+            TriggerFilter::all(),
+            Arc::new(InProcessSink::new("slow", move |e| {
+                let slow = slow.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    event_routing::EventSink::deliver(&*slow, &e).await
+                }
+            })),
+        ))
+        .unwrap();
+    for n in 0..10 {
+        broker.enqueue(Arc::new(event(n))).await.unwrap();
+    }
+    let started = Instant::now();
+    let report = broker.shutdown_within(Duration::from_secs(30)).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(report, event_routing::BrokerShutdownReport::default());
+    assert_eq!(sink.len(), 10);
+}
+
+/// An endpoint answering `503` with `Retry-After: 3600` held a routing
+/// 90 s (3 retries, each wait capped at `retry_after_max`, 30 s), and a
+/// shutdown with it. A retry wait that would end past the deadline is cut
+/// short: the delivery fails at once and goes to the dead-letter sink, and
+/// the shutdown returns without waiting.
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_wait_does_not_hold_a_bounded_shutdown() {
+    use event_cloudevents::http::client::HttpStatusError;
+    let broker = Broker::new();
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let overloaded = Arc::new(InProcessSink::new("overloaded", |_| async {
+        Err(Error::provider(
+            "http",
+            HttpStatusError {
+                url: "http://sink/events".into(),
+                status: 503,
+                body: String::new(),
+                retry_after: Some(Duration::from_secs(3600)),
+            },
+        ))
+    }));
+    broker
+        .add_trigger(
+            Trigger::new("hook", TriggerFilter::all(), overloaded).with_delivery(
+                DeliverySpec::new()
+                    .with_retries(3)
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    broker.enqueue(Arc::new(event(1))).await.unwrap();
+    // the routing is now in its first 30 s wait
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let report = tokio::time::timeout(
+        Duration::from_secs(3600),
+        broker.shutdown_within(Duration::from_secs(10)),
+    )
+    .await
+    .expect("shutdown_within never returned");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "held {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (report.retries_cut, report.aborted, report.unrouted),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    let letters = dead.events();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].metadata["dlqattempts"], "1");
+    assert!(
+        letters[0].metadata["dlqreason"].contains("HTTP 503"),
+        "{:?}",
+        letters[0].metadata
+    );
+    let m = broker.metrics();
+    assert_eq!(
+        (m.retries, m.dead_lettered, m.in_flight),
+        (0, 1, 0),
+        "{m:?}"
+    );
+}
