@@ -1,7 +1,39 @@
 //! The provider contract: [`EventProvider`], [`Subscription`], [`PendingEvent`].
+//!
+//! The module also re-exports the types those traits hand back
+//! ([`ProviderInfo`], [`SubscriptionStream`]), so it holds everything a
+//! provider implements or returns, as the umbrella crate's
+//! `a3s_event::provider` does: code written against `a3s_event::provider::X`
+//! compiles against `event_core::provider::X` for every such `X`.
+//!
+//! ```
+//! // the imports of `examples/custom_provider.rs`, written against event-core
+//! // alone, as docs/custom-providers.md tells a provider crate to write them
+//! use event_core::provider::{
+//!     Acker, EventProvider, PendingEvent, ProviderInfo, Subscription, SubscriptionStream,
+//! };
+//! use event_core::subject::{SubjectPattern, validate_publish_subject};
+//! use event_core::types::{
+//!     DeliverPolicy, Event, PublishOptions, ReceivedEvent, SubscribeOptions, check_payload_depth,
+//! };
+//! use event_core::{Error, Result};
+//!
+//! let info = ProviderInfo {
+//!     provider: "mine".into(),
+//!     messages: 0,
+//!     bytes: 0,
+//!     consumers: 0,
+//!     first_sequence: 0,
+//!     last_sequence: 0,
+//! };
+//! assert_eq!(info.provider, "mine");
+//! ```
 
 use crate::error::{Error, Result};
-use crate::types::{Event, ProviderInfo, PublishOptions, ReceivedEvent, SubscribeOptions};
+use crate::types::{Event, PublishOptions, ReceivedEvent, SubscribeOptions};
+
+pub use crate::stream::SubscriptionStream;
+pub use crate::types::ProviderInfo;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
