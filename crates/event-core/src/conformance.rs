@@ -70,8 +70,12 @@ pub struct Capabilities {
     /// The provider's maximum encoded event size, for the payload-limit test.
     /// `None` skips that test.
     pub max_payload: Option<usize>,
-    /// Ack wait used by the timing tests (redelivery, `in_progress`). Keep it
-    /// short; it must be one the provider honours.
+    /// Ack wait used by the timing tests (redelivery, `in_progress`), and
+    /// the unit of the durations the suite passes in options (backoff steps
+    /// are multiples of it). Keep it short; it must be one the provider
+    /// honours (a backend with whole-second timers sets whole seconds). A
+    /// redelivery checked for lateness may come up to 1.5 × `ack_wait`
+    /// after it is due.
     pub ack_wait: Duration,
     /// How long a test waits for an expected delivery before failing.
     pub receive_timeout: Duration,
@@ -281,6 +285,14 @@ async fn expect_nothing_manual(sub: &mut Box<dyn Subscription>, wait: Duration, 
             Err(e) => panic!("{what}: unexpected subscription error: {e}"),
         }
     }
+}
+
+/// How late after its due time a redelivery may come in the timing tests:
+/// 1.5 × [`Capabilities::ack_wait`] (the backend's timers, the fetch that
+/// carries the redelivery, a loaded machine). It is less than the spacing
+/// the tests leave between steps that must not be confused.
+fn redelivery_slack(caps: &Capabilities) -> Duration {
+    caps.ack_wait + caps.ack_wait / 2
 }
 
 fn manual_opts(caps: &Capabilities) -> SubscribeOptions {
@@ -1740,13 +1752,20 @@ pub async fn max_ack_pending_pauses_delivery(factory: &dyn ProviderFactory) {
     d.ack().await.expect("ack");
 }
 
-/// `backoff` spaces the redeliveries after ack timeouts: the n-th
-/// redelivery comes `backoff[n-1]` after the delivery before it, not a flat
-/// `ack_wait`.
+/// `backoff` spaces the redeliveries after ack timeouts: the n-th delivery
+/// waits `backoff[n-1]` (the last entry repeats), so the first redelivery
+/// comes `backoff[0]` after the first delivery and the second `backoff[1]`
+/// after the first redelivery, not a flat `ack_wait`. Each comes no earlier
+/// than its step and no later than its step plus a slack of 1.5 ×
+/// [`Capabilities::ack_wait`] (a provider off by one step, waiting
+/// `backoff[n]` after delivery n, is late by `backoff[1] - backoff[0]`,
+/// 3 × `ack_wait`), and a delivery that reports its ack wait
+/// ([`PendingEvent::ack_wait`]) reports the step it waits.
 pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     let (short, long) = (caps.ack_wait, caps.ack_wait * 4);
+    let slack = redelivery_slack(&caps);
     let opts = SubscribeOptions {
         ack_wait: Some(short),
         backoff: vec![short, long],
@@ -1759,36 +1778,55 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
         .await
         .expect("durable");
     publish_n(&*p, "backoff", "t", 0..1).await;
-    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
-    let delivered = Instant::now();
-    drop(first); // ack timeout
-    let second = recv_manual(
-        &mut sub,
-        &caps,
-        &format!("the first redelivery, backoff[0] = {short:?} after the first delivery"),
-    )
-    .await;
-    let waited = delivered.elapsed();
-    assert_eq!(second.received.num_delivered, 2);
+    // (delivery number, the step it waits, what that step is)
+    let steps = [
+        (1, short, "backoff[0]"),
+        (2, long, "backoff[1]"),
+        (3, long, "backoff[1], the last step repeating"),
+    ];
+    let mut pending = recv_manual(&mut sub, &caps, "the first delivery").await;
+    let mut delivered = Instant::now();
+    for window in steps.windows(2) {
+        let [(n, wait, step), (next, ..)] = window else {
+            unreachable!("windows(2)")
+        };
+        assert_eq!(pending.received.num_delivered, *n);
+        assert!(
+            pending.ack_wait().is_none_or(|w| w == *wait),
+            "delivery {n} reports ack wait {:?}, but with backoff {:?} it waits {step} = \
+             {wait:?} (delivery n waits backoff[n-1])",
+            pending.ack_wait(),
+            opts.backoff
+        );
+        drop(pending); // ack timeout
+        pending = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("redelivery {next}, {step} = {wait:?} after delivery {n}"),
+        )
+        .await;
+        let waited = delivered.elapsed();
+        delivered = Instant::now();
+        assert_eq!(pending.received.num_delivered, *next);
+        assert!(
+            waited + Duration::from_millis(50) >= *wait,
+            "delivery {next} came {waited:?} after delivery {n}, before {step} = {wait:?}"
+        );
+        assert!(
+            waited <= *wait + slack,
+            "delivery {next} came {waited:?} after delivery {n}, later than {step} = {wait:?} \
+             plus the slack {slack:?} (1.5 x Capabilities::ack_wait): delivery n waits \
+             backoff[n-1] (a provider that waits backoff[n] is off by one step)"
+        );
+    }
+    let (n, wait, step) = steps[2];
     assert!(
-        waited + Duration::from_millis(50) >= short,
-        "first redelivery after {waited:?}, before backoff[0] = {short:?}"
+        pending.ack_wait().is_none_or(|w| w == wait),
+        "delivery {n} reports ack wait {:?}, but with backoff {:?} it waits {step} = {wait:?}",
+        pending.ack_wait(),
+        opts.backoff
     );
-    let delivered = Instant::now();
-    drop(second); // ack timeout
-    let third = recv_manual(
-        &mut sub,
-        &caps,
-        &format!("the second redelivery, backoff[1] = {long:?} after the first one"),
-    )
-    .await;
-    let waited = delivered.elapsed();
-    assert_eq!(third.received.num_delivered, 3);
-    assert!(
-        waited + Duration::from_millis(50) >= long,
-        "second redelivery after {waited:?}, before backoff[1] = {long:?}"
-    );
-    third.ack().await.expect("ack");
+    pending.ack().await.expect("ack");
 }
 
 /// When retention removes events a consumer has not read yet, the consumer
@@ -2603,7 +2641,12 @@ pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFacto
 pub async fn info_counts(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let empty = p.info().await.expect("info");
-    assert_eq!(empty.provider, p.name());
+    assert_eq!(
+        empty.provider,
+        p.name(),
+        "info().provider must be name() (the Contract, \"Info and health\"): a wrapper that \
+         overrides name() sets its own name in the ProviderInfo it forwards from info()"
+    );
     assert_eq!(
         (
             empty.messages,

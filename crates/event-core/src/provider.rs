@@ -76,7 +76,9 @@ use std::time::Duration;
 /// [`Error::Serialization`], before sending, on every provider (JSON readers
 /// could not read it back; [`check_payload_depth`](crate::check_payload_depth)).
 /// [`publish_batch`](Self::publish_batch) reports one result per event, in
-/// order; a conforming implementation pipelines the writes.
+/// order, each under the rules of a single publish; the default (one
+/// publish after another) conforms, and a provider whose backend can
+/// pipeline the writes overrides it as an optimisation.
 ///
 /// **Subscribe.** [`subscribe_with_options`](Self::subscribe_with_options)
 /// creates an ephemeral consumer that lives as long as the returned
@@ -134,7 +136,10 @@ use std::time::Duration;
 /// matching the filter, newest first, without scanning or copying the whole
 /// store.
 ///
-/// **Info and health.** [`info`](Self::info) is O(1). [`health`](Self::health)
+/// **Info and health.** [`info`](Self::info) is O(1), and its
+/// [`ProviderInfo::provider`] is this provider's [`name`](Self::name): a
+/// wrapper that overrides `name` reports that name in `info` too, not the
+/// inner provider's. [`health`](Self::health)
 /// says whether the backend is reachable (`Ok(false)` when it is not, errors
 /// only for failures of the check itself).
 ///
@@ -169,8 +174,10 @@ use std::time::Duration;
 /// [`publish_with_options`](Self::publish_with_options) on the borrowed
 /// event, and [`history_shared`](Self::history_shared) wraps
 /// [`history`](Self::history); in-process providers override them to keep
-/// the `Arc` without a copy. A wrapper around another provider must forward every method, or it
-/// silently loses the inner provider's behaviour.
+/// the `Arc` without a copy. A wrapper around another provider must forward
+/// every method, or it silently loses the inner provider's behaviour; a
+/// wrapper with a name of its own sets it in what it forwards from
+/// [`info`](Self::info) (see "Info and health").
 ///
 /// # Concurrency
 ///

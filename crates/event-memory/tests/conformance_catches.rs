@@ -110,6 +110,16 @@ enum Kind {
     UnsettledNakedOnDrop,
     /// `backoff` is ignored: every redelivery waits `ack_wait`.
     BackoffIgnored,
+    /// [`Kind::BackoffIgnored`], with no ack wait reported: only the
+    /// redelivery times show it.
+    BackoffIgnoredUnreported,
+    /// Delivery n waits `backoff[n]` instead of `backoff[n-1]` (the
+    /// `redelivery_delay(n + 1)` off-by-one): the first redelivery waits
+    /// the second step. The deliveries report the wait they apply.
+    BackoffOffByOne,
+    /// [`Kind::BackoffOffByOne`], with no ack wait reported: only the
+    /// redelivery times show it.
+    BackoffOffByOneUnreported,
     /// `max_ack_pending` is ignored.
     MaxAckPendingIgnored,
     /// Auto-ack acks an event before the caller has seen it.
@@ -160,6 +170,9 @@ enum Kind {
     InfoIgnoresEphemeralConsumers,
     /// `bytes` is 1 whenever something is stored.
     InfoBytesConstant,
+    /// `info().provider` is not `name()` (a wrapper forwarding the inner
+    /// provider's info).
+    InfoProviderNotName,
 }
 
 // ------------------------------------------------------------- the provider
@@ -337,7 +350,11 @@ impl Mutant {
                         .truncate(usize::try_from(n).unwrap_or(usize::MAX));
                 }
             }
-            Kind::BackoffIgnored => out.backoff.clear(),
+            Kind::BackoffIgnored | Kind::BackoffIgnoredUnreported => out.backoff.clear(),
+            // delivery n waits the inner provider's delivery n + 1 step
+            Kind::BackoffOffByOne | Kind::BackoffOffByOneUnreported if out.backoff.len() > 1 => {
+                out.backoff.remove(0);
+            }
             Kind::MaxAckPendingIgnored => out.max_ack_pending = None,
             Kind::EphemeralPolicyIgnored if ephemeral => out.deliver_policy = DeliverPolicy::New,
             _ => {}
@@ -562,6 +579,7 @@ impl EventProvider for Mutant {
                     .saturating_sub(self.ephemerals.load(Ordering::SeqCst));
             }
             Kind::InfoBytesConstant => info.bytes = info.bytes.min(1),
+            Kind::InfoProviderNotName => info.provider = "wrapped".into(),
             _ => {}
         }
         Ok(info)
@@ -679,7 +697,10 @@ impl MutSub {
     }
 
     fn wrap(&self, pending: PendingEvent) -> PendingEvent {
-        let wait = pending.ack_wait();
+        let wait = match self.kind {
+            Kind::BackoffOffByOneUnreported | Kind::BackoffIgnoredUnreported => None,
+            _ => pending.ack_wait(),
+        };
         let (received, max_deliver, acker) = pending.into_parts();
         let max_deliver = self.report_max.unwrap_or(max_deliver);
         let acker = MutAcker {
@@ -1234,9 +1255,28 @@ mutant!(
     max_ack_pending_pauses_delivery => "max_ack_pending 2: a third delivery",
 );
 mutant!(
-    /// The suite catches `backoff` ignored.
+    /// The suite catches `backoff` ignored, by the ack wait the deliveries
+    /// report.
     backoff_ignored, Kind::BackoffIgnored,
-    backoff_spaces_redeliveries => "before backoff[1]",
+    backoff_spaces_redeliveries => "delivery 2 reports ack wait Some(300ms), but with backoff [300ms, 1.2s] it waits backoff[1] = 1.2s",
+);
+mutant!(
+    /// The suite catches `backoff` ignored by the redelivery times alone,
+    /// when no ack wait is reported.
+    backoff_ignored_unreported, Kind::BackoffIgnoredUnreported,
+    backoff_spaces_redeliveries => "before backoff[1] = 1.2s",
+);
+mutant!(
+    /// The suite catches delivery n waiting `backoff[n]` (one step late) by
+    /// the ack wait the deliveries report.
+    backoff_off_by_one, Kind::BackoffOffByOne,
+    backoff_spaces_redeliveries => "delivery 1 reports ack wait Some(1.2s), but with backoff [300ms, 1.2s] it waits backoff[0] = 300ms",
+);
+mutant!(
+    /// The suite catches delivery n waiting `backoff[n]` (one step late) by
+    /// the redelivery times alone, when no ack wait is reported.
+    backoff_off_by_one_unreported, Kind::BackoffOffByOneUnreported,
+    backoff_spaces_redeliveries => "later than backoff[0] = 300ms plus the slack 450ms",
 );
 mutant!(
     /// The suite catches `Error::Lagged` swallowed (events dropped silently).
@@ -1261,6 +1301,11 @@ mutant!(
     /// The suite catches ephemeral consumers missing from `info().consumers`.
     info_ignores_ephemeral_consumers, Kind::InfoIgnoresEphemeralConsumers,
     info_counts => "the durable and the ephemeral consumer are counted",
+);
+mutant!(
+    /// The suite catches an `info().provider` that is not `name()`.
+    info_provider_not_name, Kind::InfoProviderNotName,
+    info_counts => "info().provider must be name()",
 );
 mutant!(
     /// The suite catches a constant `info().bytes`.
