@@ -85,6 +85,18 @@ pub struct Capabilities {
     /// the consumer, so the NATS provider sets `false`; the retention test
     /// then checks only that the consumer skips nothing still stored.
     pub reports_lagged: bool,
+    /// How far apart the clock that stamps stored events (the one
+    /// `DeliverPolicy::ByStartTime` compares with) and the test machine's
+    /// clock may be. [`deliver_policy_by_start_time`] takes its start time
+    /// from the test machine ([`now_millis`](crate::now_millis)) and
+    /// publishes this long before and after it, so a backend whose server
+    /// clock is off by less than this still sees the events on the right
+    /// sides. The default, 50 ms, suits a provider that stamps events with
+    /// the test machine's clock (in-process, or a server on the same
+    /// host); a backend that stamps with a remote server's clock (a Kafka
+    /// broker, a database) sets the largest skew it must tolerate. It must
+    /// exceed the backend's timestamp resolution.
+    pub clock_tolerance: Duration,
 }
 
 impl Default for Capabilities {
@@ -94,6 +106,7 @@ impl Default for Capabilities {
             ack_wait: Duration::from_millis(500),
             receive_timeout: Duration::from_secs(10),
             reports_lagged: true,
+            clock_tolerance: Duration::from_millis(50),
         }
     }
 }
@@ -1645,26 +1658,32 @@ pub async fn deliver_policy_by_start_sequence_beyond_the_end(factory: &dyn Provi
 
 /// `DeliverPolicy::ByStartTime` starts at the first event stored at or after
 /// the time (durable and ephemeral).
+///
+/// The start time is the test machine's clock, with
+/// [`Capabilities::clock_tolerance`] between it and the publishes on either
+/// side: a backend that stamps events with a clock further off than that
+/// fails here although its logic is right, and sets the capability.
 pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
+    let margin = caps.clock_tolerance;
     publish_n(&*p, "pol", "x", 0..2).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(margin).await;
     let start = crate::now_millis();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(margin).await;
     publish_n(&*p, "pol", "x", 2..4).await;
     let policy = DeliverPolicy::ByStartTime { timestamp: start };
     for (kind, mut sub) in policy_subs(&*p, "pol-time", policy).await {
+        let what = format!(
+            "{kind} subscription with DeliverPolicy::ByStartTime (events 0 and 1 published \
+             {margin:?} before the start time by the test machine's clock, 2 and 3 {margin:?} \
+             after it; a backend that stamps events with a clock off by more than that fails \
+             here: set Capabilities::clock_tolerance to the skew it must tolerate)"
+        );
         assert_eq!(
-            drain_ns(
-                &mut sub,
-                &caps,
-                2,
-                &format!("{kind} subscription with DeliverPolicy::ByStartTime")
-            )
-            .await,
+            drain_ns(&mut sub, &caps, 2, &what).await,
             vec![2, 3],
-            "{kind} subscription with DeliverPolicy::ByStartTime"
+            "{what}"
         );
     }
 }
@@ -2146,11 +2165,14 @@ pub async fn recreated_durable_does_not_feed_old_subscriptions(factory: &dyn Pro
 /// durable subscriptions alike: a zero `max_deliver`, `max_ack_pending`,
 /// `ack_wait` (with or without a backoff) or backoff step, and fewer
 /// deliveries than backoff steps (each step is the wait after one
-/// delivery). Code that runs on one provider then runs on another.
+/// delivery). Code that runs on one provider then runs on another. The
+/// valid backoff steps it uses are [`Capabilities::ack_wait`], a duration
+/// the provider honours.
 pub async fn invalid_subscribe_options_refused(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
     let p = factory.create().await;
     let filter = p.category_subject("badopts");
-    let step = Duration::from_millis(200);
+    let step = caps.ack_wait;
     let cases: [(&str, SubscribeOptions); 6] = [
         (
             "max_deliver 0",
@@ -2460,7 +2482,11 @@ pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
         Err(Error::PayloadTooLarge { size, max: limit }) => {
             assert!(size > limit);
         }
-        other => panic!("expected PayloadTooLarge, got {other:?}"),
+        other => panic!(
+            "expected PayloadTooLarge, got {other:?}: the event's payload alone is over \
+             Capabilities::max_payload ({max} bytes); set it to the provider's real limit (or \
+             None, to skip the payload-limit checks)"
+        ),
     }
     // the limit applies to the encoded event, not to the payload alone: a
     // payload just under it leaves no room for the id, subject and the rest
@@ -2617,13 +2643,24 @@ pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFacto
         p.publish_shared(std::sync::Arc::new(bad)).await,
         "wildcard in a published subject",
     );
-    if let Some(max) = caps.max_payload {
-        let mut big = event(&*p, "shared", "t", 6);
-        big.payload = json!({ "blob": "x".repeat(max + 1) });
-        match p.publish_shared(std::sync::Arc::new(big)).await {
-            Err(Error::PayloadTooLarge { size, max: limit }) => assert!(size > limit),
-            other => panic!("expected PayloadTooLarge, got {other:?}"),
+    match caps.max_payload {
+        Some(max) => {
+            let mut big = event(&*p, "shared", "t", 6);
+            big.payload = json!({ "blob": "x".repeat(max + 1) });
+            match p.publish_shared(std::sync::Arc::new(big)).await {
+                Err(Error::PayloadTooLarge { size, max: limit }) => assert!(size > limit),
+                other => panic!(
+                    "publish_shared: expected PayloadTooLarge, got {other:?}: the event's \
+                     payload alone is over Capabilities::max_payload ({max} bytes); set it to \
+                     the provider's real limit (or None, to skip the payload-limit checks)"
+                ),
+            }
         }
+        None => skip(
+            "publish_shared_follows_publish_contract",
+            p.name(),
+            "capabilities.max_payload is None: its payload-limit check (the rest runs)",
+        ),
     }
     let history = p
         .history(Some(&p.category_subject("shared")), 10)

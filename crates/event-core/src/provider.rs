@@ -121,6 +121,24 @@ use std::time::Duration;
 /// message that is not a valid event is terminated and returned once as
 /// [`Error::Undecodable`]; the subscription stays usable.
 ///
+/// **Option values.** Options no provider can honour (a zero
+/// `max_deliver`, `max_ack_pending`, `ack_wait` or backoff step, fewer
+/// deliveries than backoff steps) are [`Error::InvalidConfig`] before
+/// anything is created. A valid value the backend cannot represent exactly
+/// is not refused; it is held to the nearest value that keeps its promise:
+/// a duration beyond the backend's range (an ack wait, backoff step or nak
+/// delay of years, `Duration::MAX`) becomes the longest it can hold, which
+/// means "practically never" (the memory and NATS providers: a century;
+/// JetStream carries i64 nanoseconds), a count beyond its range
+/// (`max_deliver`, `max_ack_pending`) the largest it can hold (NATS:
+/// `i64::MAX`), and a `ByStartTime` later than its clock can express the
+/// latest time it can (NATS: the end of i64 nanoseconds, in 2262, after
+/// every stored event). A duration finer than the backend's timers is
+/// rounded up to the next one it can express, never down: an ack wait,
+/// backoff step or nak delay promises "not before", and the suite checks
+/// that. A provider reports the wait it applies in
+/// [`PendingEvent::ack_wait`].
+///
 /// **Slow consumers.** A provider never drops an event a consumer has not
 /// read while the event is still stored: durables (and, on conforming
 /// providers, ephemerals) read from the stored log. When an event is lost to

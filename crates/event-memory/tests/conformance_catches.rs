@@ -35,6 +35,9 @@ use std::time::Duration;
 /// The payload limit the mutants claim (as the memory runner does).
 const MAX_PAYLOAD: usize = 64 * 1024;
 
+/// How far ahead the clock of the [`Kind::ClockAhead`] backend runs.
+const CLOCK_AHEAD: Duration = Duration::from_millis(200);
+
 /// The one rule a mutant breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -147,6 +150,10 @@ enum Kind {
     PolicyNewAsAll,
     PolicyByStartSequenceOffByOne,
     PolicyByStartTimeIgnored,
+    /// Not a broken rule: a backend whose clock runs [`CLOCK_AHEAD`] ahead
+    /// of the test machine's (its stored events carry later times), for
+    /// the `Capabilities::clock_tolerance` tests.
+    ClockAhead,
     PolicyLastPerSubjectAsLast,
     /// Ephemeral subscriptions ignore the deliver policy (always live).
     EphemeralPolicyIgnored,
@@ -366,6 +373,13 @@ impl Mutant {
                 DeliverPolicy::All
             }
             (Kind::EphemeralNewReplays, DeliverPolicy::New) if ephemeral => DeliverPolicy::All,
+            // events stamped CLOCK_AHEAD late, compared with `timestamp`,
+            // are the true stamps compared with `timestamp - CLOCK_AHEAD`
+            (Kind::ClockAhead, DeliverPolicy::ByStartTime { timestamp }) => {
+                DeliverPolicy::ByStartTime {
+                    timestamp: timestamp.saturating_sub(CLOCK_AHEAD.as_millis() as u64),
+                }
+            }
             (Kind::PolicyByStartSequenceOffByOne, DeliverPolicy::ByStartSequence { sequence }) => {
                 DeliverPolicy::ByStartSequence {
                     sequence: sequence + 1,
@@ -886,8 +900,48 @@ impl ProviderFactory for MutantFactory {
                 Duration::from_secs(3)
             },
             reports_lagged: true,
+            ..Capabilities::default()
         }
     }
+}
+
+/// [`Kind::ClockAhead`] with the clock tolerance it declares.
+struct SkewedFactory(Duration);
+
+#[async_trait]
+impl ProviderFactory for SkewedFactory {
+    async fn create(&self) -> Arc<dyn EventProvider> {
+        MutantFactory(Kind::ClockAhead).create().await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            clock_tolerance: self.0,
+            ..MutantFactory(Kind::ClockAhead).capabilities()
+        }
+    }
+}
+
+/// A backend whose clock is ahead of the test machine's by less than the
+/// `clock_tolerance` it declares passes `deliver_policy_by_start_time`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_within_declared_tolerance_passes() {
+    conformance::deliver_policy_by_start_time(&SkewedFactory(CLOCK_AHEAD * 2)).await;
+}
+
+/// Beyond the declared tolerance (the default, 50 ms), it fails, with a
+/// message that names the clock skew and the capability.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_beyond_declared_tolerance_names_the_capability() {
+    assert_killed(
+        Kind::ClockAhead,
+        "deliver_policy_by_start_time",
+        "set Capabilities::clock_tolerance to the skew it must tolerate",
+        tokio::spawn(async {
+            conformance::deliver_policy_by_start_time(&MutantFactory(Kind::ClockAhead)).await;
+        }),
+    )
+    .await;
 }
 
 /// Awaits a conformance test run against a mutant and asserts that it
@@ -1050,8 +1104,8 @@ mutant!(
 mutant!(
     /// The suite catches a payload limit that is not enforced.
     payload_limit_unenforced, Kind::PayloadLimitUnenforced,
-    payload_over_limit_rejected => "expected PayloadTooLarge, got Ok",
-    publish_shared_follows_publish_contract => "expected PayloadTooLarge, got Ok",
+    payload_over_limit_rejected => "expected PayloadTooLarge, got Ok(1): the event's payload alone is over Capabilities::max_payload (65536 bytes)",
+    publish_shared_follows_publish_contract => "publish_shared: expected PayloadTooLarge, got Ok(",
 );
 mutant!(
     /// The suite catches a payload limit applied to the payload alone
@@ -1212,7 +1266,7 @@ mutant!(
 mutant!(
     /// The suite catches `ByStartTime` ignored.
     policy_by_start_time_ignored, Kind::PolicyByStartTimeIgnored,
-    deliver_policy_by_start_time => "subscription with DeliverPolicy::ByStartTime: after [0, 1]: expected no delivery, got event n=2",
+    deliver_policy_by_start_time => "the skew it must tolerate): after [0, 1]: expected no delivery, got event n=2",
 );
 mutant!(
     /// The suite catches `LastPerSubject` treated as `Last`.
