@@ -402,7 +402,7 @@ pub trait EventProvider: Send + Sync {
 ///   subscription stays usable. Other errors (connection loss) may be
 ///   transient; callers may keep calling.
 ///
-/// Use `into_stream()` (see [`SubscriptionStream`](crate::SubscriptionStream)) for a
+/// Use `into_stream()` (see [`SubscriptionStream`]) for a
 /// `futures::Stream`.
 #[async_trait]
 pub trait Subscription: Send + Sync {
