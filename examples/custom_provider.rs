@@ -2,9 +2,12 @@
 //! (ephemeral) subscriptions, plugged into the `EventBus`.
 //!
 //! It implements the `_with_options` methods, as conforming providers do,
-//! and refuses what it cannot do (durable consumers, redelivery) with
-//! `Error::Unsupported` instead of pretending. Run the conformance suite
-//! (feature `conformance`) against a provider before calling it conforming.
+//! and refuses what it cannot do (durable consumers, replaying deliver
+//! policies, redelivery) with `Error::Unsupported` instead of pretending.
+//! It is deliberately partial, not conforming: besides those, it has no
+//! payload limit and its `history` scans the log, so the conformance suite
+//! (feature `conformance`) fails on it wherever it checks them. Run the
+//! suite against a provider before calling it conforming.
 //!
 //! ```text
 //! cargo run --example custom_provider
@@ -13,7 +16,8 @@
 //! In an application: `a3s-event` with no feature, plus `async-trait`,
 //! `serde_json` and `tokio`. A provider crate depends on `event-core` alone
 //! instead: the `provider`, `types` and `subject` modules used here are
-//! re-exports of event-core's modules of the same names (see
+//! re-exports of event-core's modules of the same names, so replacing
+//! `a3s_event::` with `event_core::` in those imports compiles (see
 //! `docs/custom-providers.md`).
 
 use a3s_event::provider::{Acker, EventProvider, PendingEvent, ProviderInfo, Subscription};

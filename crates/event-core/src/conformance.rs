@@ -70,8 +70,12 @@ pub struct Capabilities {
     /// The provider's maximum encoded event size, for the payload-limit test.
     /// `None` skips that test.
     pub max_payload: Option<usize>,
-    /// Ack wait used by the timing tests (redelivery, `in_progress`). Keep it
-    /// short; it must be one the provider honours.
+    /// Ack wait used by the timing tests (redelivery, `in_progress`), and
+    /// the unit of the durations the suite passes in options (backoff steps
+    /// are multiples of it). Keep it short; it must be one the provider
+    /// honours (a backend with whole-second timers sets whole seconds). A
+    /// redelivery checked for lateness may come up to 1.5 × `ack_wait`
+    /// after it is due.
     pub ack_wait: Duration,
     /// How long a test waits for an expected delivery before failing.
     pub receive_timeout: Duration,
@@ -81,6 +85,18 @@ pub struct Capabilities {
     /// the consumer, so the NATS provider sets `false`; the retention test
     /// then checks only that the consumer skips nothing still stored.
     pub reports_lagged: bool,
+    /// How far apart the clock that stamps stored events (the one
+    /// `DeliverPolicy::ByStartTime` compares with) and the test machine's
+    /// clock may be. [`deliver_policy_by_start_time`] takes its start time
+    /// from the test machine ([`now_millis`](crate::now_millis)) and
+    /// publishes this long before and after it, so a backend whose server
+    /// clock is off by less than this still sees the events on the right
+    /// sides. The default, 50 ms, suits a provider that stamps events with
+    /// the test machine's clock (in-process, or a server on the same
+    /// host); a backend that stamps with a remote server's clock (a Kafka
+    /// broker, a database) sets the largest skew it must tolerate. It must
+    /// exceed the backend's timestamp resolution.
+    pub clock_tolerance: Duration,
 }
 
 impl Default for Capabilities {
@@ -90,6 +106,7 @@ impl Default for Capabilities {
             ack_wait: Duration::from_millis(500),
             receive_timeout: Duration::from_secs(10),
             reports_lagged: true,
+            clock_tolerance: Duration::from_millis(50),
         }
     }
 }
@@ -281,6 +298,14 @@ async fn expect_nothing_manual(sub: &mut Box<dyn Subscription>, wait: Duration, 
             Err(e) => panic!("{what}: unexpected subscription error: {e}"),
         }
     }
+}
+
+/// How late after its due time a redelivery may come in the timing tests:
+/// 1.5 × [`Capabilities::ack_wait`] (the backend's timers, the fetch that
+/// carries the redelivery, a loaded machine). It is less than the spacing
+/// the tests leave between steps that must not be confused.
+fn redelivery_slack(caps: &Capabilities) -> Duration {
+    caps.ack_wait + caps.ack_wait / 2
 }
 
 fn manual_opts(caps: &Capabilities) -> SubscribeOptions {
@@ -1633,26 +1658,32 @@ pub async fn deliver_policy_by_start_sequence_beyond_the_end(factory: &dyn Provi
 
 /// `DeliverPolicy::ByStartTime` starts at the first event stored at or after
 /// the time (durable and ephemeral).
+///
+/// The start time is the test machine's clock, with
+/// [`Capabilities::clock_tolerance`] between it and the publishes on either
+/// side: a backend that stamps events with a clock further off than that
+/// fails here although its logic is right, and sets the capability.
 pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
+    let margin = caps.clock_tolerance;
     publish_n(&*p, "pol", "x", 0..2).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(margin).await;
     let start = crate::now_millis();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(margin).await;
     publish_n(&*p, "pol", "x", 2..4).await;
     let policy = DeliverPolicy::ByStartTime { timestamp: start };
     for (kind, mut sub) in policy_subs(&*p, "pol-time", policy).await {
+        let what = format!(
+            "{kind} subscription with DeliverPolicy::ByStartTime (events 0 and 1 published \
+             {margin:?} before the start time by the test machine's clock, 2 and 3 {margin:?} \
+             after it; a backend that stamps events with a clock off by more than that fails \
+             here: set Capabilities::clock_tolerance to the skew it must tolerate)"
+        );
         assert_eq!(
-            drain_ns(
-                &mut sub,
-                &caps,
-                2,
-                &format!("{kind} subscription with DeliverPolicy::ByStartTime")
-            )
-            .await,
+            drain_ns(&mut sub, &caps, 2, &what).await,
             vec![2, 3],
-            "{kind} subscription with DeliverPolicy::ByStartTime"
+            "{what}"
         );
     }
 }
@@ -1740,13 +1771,20 @@ pub async fn max_ack_pending_pauses_delivery(factory: &dyn ProviderFactory) {
     d.ack().await.expect("ack");
 }
 
-/// `backoff` spaces the redeliveries after ack timeouts: the n-th
-/// redelivery comes `backoff[n-1]` after the delivery before it, not a flat
-/// `ack_wait`.
+/// `backoff` spaces the redeliveries after ack timeouts: the n-th delivery
+/// waits `backoff[n-1]` (the last entry repeats), so the first redelivery
+/// comes `backoff[0]` after the first delivery and the second `backoff[1]`
+/// after the first redelivery, not a flat `ack_wait`. Each comes no earlier
+/// than its step and no later than its step plus a slack of 1.5 ×
+/// [`Capabilities::ack_wait`] (a provider off by one step, waiting
+/// `backoff[n]` after delivery n, is late by `backoff[1] - backoff[0]`,
+/// 3 × `ack_wait`), and a delivery that reports its ack wait
+/// ([`PendingEvent::ack_wait`]) reports the step it waits.
 pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     let (short, long) = (caps.ack_wait, caps.ack_wait * 4);
+    let slack = redelivery_slack(&caps);
     let opts = SubscribeOptions {
         ack_wait: Some(short),
         backoff: vec![short, long],
@@ -1759,36 +1797,55 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
         .await
         .expect("durable");
     publish_n(&*p, "backoff", "t", 0..1).await;
-    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
-    let delivered = Instant::now();
-    drop(first); // ack timeout
-    let second = recv_manual(
-        &mut sub,
-        &caps,
-        &format!("the first redelivery, backoff[0] = {short:?} after the first delivery"),
-    )
-    .await;
-    let waited = delivered.elapsed();
-    assert_eq!(second.received.num_delivered, 2);
+    // (delivery number, the step it waits, what that step is)
+    let steps = [
+        (1, short, "backoff[0]"),
+        (2, long, "backoff[1]"),
+        (3, long, "backoff[1], the last step repeating"),
+    ];
+    let mut pending = recv_manual(&mut sub, &caps, "the first delivery").await;
+    let mut delivered = Instant::now();
+    for window in steps.windows(2) {
+        let [(n, wait, step), (next, ..)] = window else {
+            unreachable!("windows(2)")
+        };
+        assert_eq!(pending.received.num_delivered, *n);
+        assert!(
+            pending.ack_wait().is_none_or(|w| w == *wait),
+            "delivery {n} reports ack wait {:?}, but with backoff {:?} it waits {step} = \
+             {wait:?} (delivery n waits backoff[n-1])",
+            pending.ack_wait(),
+            opts.backoff
+        );
+        drop(pending); // ack timeout
+        pending = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("redelivery {next}, {step} = {wait:?} after delivery {n}"),
+        )
+        .await;
+        let waited = delivered.elapsed();
+        delivered = Instant::now();
+        assert_eq!(pending.received.num_delivered, *next);
+        assert!(
+            waited + Duration::from_millis(50) >= *wait,
+            "delivery {next} came {waited:?} after delivery {n}, before {step} = {wait:?}"
+        );
+        assert!(
+            waited <= *wait + slack,
+            "delivery {next} came {waited:?} after delivery {n}, later than {step} = {wait:?} \
+             plus the slack {slack:?} (1.5 x Capabilities::ack_wait): delivery n waits \
+             backoff[n-1] (a provider that waits backoff[n] is off by one step)"
+        );
+    }
+    let (n, wait, step) = steps[2];
     assert!(
-        waited + Duration::from_millis(50) >= short,
-        "first redelivery after {waited:?}, before backoff[0] = {short:?}"
+        pending.ack_wait().is_none_or(|w| w == wait),
+        "delivery {n} reports ack wait {:?}, but with backoff {:?} it waits {step} = {wait:?}",
+        pending.ack_wait(),
+        opts.backoff
     );
-    let delivered = Instant::now();
-    drop(second); // ack timeout
-    let third = recv_manual(
-        &mut sub,
-        &caps,
-        &format!("the second redelivery, backoff[1] = {long:?} after the first one"),
-    )
-    .await;
-    let waited = delivered.elapsed();
-    assert_eq!(third.received.num_delivered, 3);
-    assert!(
-        waited + Duration::from_millis(50) >= long,
-        "second redelivery after {waited:?}, before backoff[1] = {long:?}"
-    );
-    third.ack().await.expect("ack");
+    pending.ack().await.expect("ack");
 }
 
 /// When retention removes events a consumer has not read yet, the consumer
@@ -2108,11 +2165,14 @@ pub async fn recreated_durable_does_not_feed_old_subscriptions(factory: &dyn Pro
 /// durable subscriptions alike: a zero `max_deliver`, `max_ack_pending`,
 /// `ack_wait` (with or without a backoff) or backoff step, and fewer
 /// deliveries than backoff steps (each step is the wait after one
-/// delivery). Code that runs on one provider then runs on another.
+/// delivery). Code that runs on one provider then runs on another. The
+/// valid backoff steps it uses are [`Capabilities::ack_wait`], a duration
+/// the provider honours.
 pub async fn invalid_subscribe_options_refused(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
     let p = factory.create().await;
     let filter = p.category_subject("badopts");
-    let step = Duration::from_millis(200);
+    let step = caps.ack_wait;
     let cases: [(&str, SubscribeOptions); 6] = [
         (
             "max_deliver 0",
@@ -2422,7 +2482,11 @@ pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
         Err(Error::PayloadTooLarge { size, max: limit }) => {
             assert!(size > limit);
         }
-        other => panic!("expected PayloadTooLarge, got {other:?}"),
+        other => panic!(
+            "expected PayloadTooLarge, got {other:?}: the event's payload alone is over \
+             Capabilities::max_payload ({max} bytes); set it to the provider's real limit (or \
+             None, to skip the payload-limit checks)"
+        ),
     }
     // the limit applies to the encoded event, not to the payload alone: a
     // payload just under it leaves no room for the id, subject and the rest
@@ -2579,13 +2643,24 @@ pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFacto
         p.publish_shared(std::sync::Arc::new(bad)).await,
         "wildcard in a published subject",
     );
-    if let Some(max) = caps.max_payload {
-        let mut big = event(&*p, "shared", "t", 6);
-        big.payload = json!({ "blob": "x".repeat(max + 1) });
-        match p.publish_shared(std::sync::Arc::new(big)).await {
-            Err(Error::PayloadTooLarge { size, max: limit }) => assert!(size > limit),
-            other => panic!("expected PayloadTooLarge, got {other:?}"),
+    match caps.max_payload {
+        Some(max) => {
+            let mut big = event(&*p, "shared", "t", 6);
+            big.payload = json!({ "blob": "x".repeat(max + 1) });
+            match p.publish_shared(std::sync::Arc::new(big)).await {
+                Err(Error::PayloadTooLarge { size, max: limit }) => assert!(size > limit),
+                other => panic!(
+                    "publish_shared: expected PayloadTooLarge, got {other:?}: the event's \
+                     payload alone is over Capabilities::max_payload ({max} bytes); set it to \
+                     the provider's real limit (or None, to skip the payload-limit checks)"
+                ),
+            }
         }
+        None => skip(
+            "publish_shared_follows_publish_contract",
+            p.name(),
+            "capabilities.max_payload is None: its payload-limit check (the rest runs)",
+        ),
     }
     let history = p
         .history(Some(&p.category_subject("shared")), 10)
@@ -2603,7 +2678,12 @@ pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFacto
 pub async fn info_counts(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let empty = p.info().await.expect("info");
-    assert_eq!(empty.provider, p.name());
+    assert_eq!(
+        empty.provider,
+        p.name(),
+        "info().provider must be name() (the Contract, \"Info and health\"): a wrapper that \
+         overrides name() sets its own name in the ProviderInfo it forwards from info()"
+    );
     assert_eq!(
         (
             empty.messages,

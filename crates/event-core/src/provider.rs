@@ -1,7 +1,39 @@
 //! The provider contract: [`EventProvider`], [`Subscription`], [`PendingEvent`].
+//!
+//! The module also re-exports the types those traits hand back
+//! ([`ProviderInfo`], [`SubscriptionStream`]), so it holds everything a
+//! provider implements or returns, as the umbrella crate's
+//! `a3s_event::provider` does: code written against `a3s_event::provider::X`
+//! compiles against `event_core::provider::X` for every such `X`.
+//!
+//! ```
+//! // the imports of `examples/custom_provider.rs`, written against event-core
+//! // alone, as docs/custom-providers.md tells a provider crate to write them
+//! use event_core::provider::{
+//!     Acker, EventProvider, PendingEvent, ProviderInfo, Subscription, SubscriptionStream,
+//! };
+//! use event_core::subject::{SubjectPattern, validate_publish_subject};
+//! use event_core::types::{
+//!     DeliverPolicy, Event, PublishOptions, ReceivedEvent, SubscribeOptions, check_payload_depth,
+//! };
+//! use event_core::{Error, Result};
+//!
+//! let info = ProviderInfo {
+//!     provider: "mine".into(),
+//!     messages: 0,
+//!     bytes: 0,
+//!     consumers: 0,
+//!     first_sequence: 0,
+//!     last_sequence: 0,
+//! };
+//! assert_eq!(info.provider, "mine");
+//! ```
 
 use crate::error::{Error, Result};
-use crate::types::{Event, ProviderInfo, PublishOptions, ReceivedEvent, SubscribeOptions};
+use crate::types::{Event, PublishOptions, ReceivedEvent, SubscribeOptions};
+
+pub use crate::stream::SubscriptionStream;
+pub use crate::types::ProviderInfo;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +76,9 @@ use std::time::Duration;
 /// [`Error::Serialization`], before sending, on every provider (JSON readers
 /// could not read it back; [`check_payload_depth`](crate::check_payload_depth)).
 /// [`publish_batch`](Self::publish_batch) reports one result per event, in
-/// order; a conforming implementation pipelines the writes.
+/// order, each under the rules of a single publish; the default (one
+/// publish after another) conforms, and a provider whose backend can
+/// pipeline the writes overrides it as an optimisation.
 ///
 /// **Subscribe.** [`subscribe_with_options`](Self::subscribe_with_options)
 /// creates an ephemeral consumer that lives as long as the returned
@@ -87,6 +121,24 @@ use std::time::Duration;
 /// message that is not a valid event is terminated and returned once as
 /// [`Error::Undecodable`]; the subscription stays usable.
 ///
+/// **Option values.** Options no provider can honour (a zero
+/// `max_deliver`, `max_ack_pending`, `ack_wait` or backoff step, fewer
+/// deliveries than backoff steps) are [`Error::InvalidConfig`] before
+/// anything is created. A valid value the backend cannot represent exactly
+/// is not refused; it is held to the nearest value that keeps its promise:
+/// a duration beyond the backend's range (an ack wait, backoff step or nak
+/// delay of years, `Duration::MAX`) becomes the longest it can hold, which
+/// means "practically never" (the memory and NATS providers: a century;
+/// JetStream carries i64 nanoseconds), a count beyond its range
+/// (`max_deliver`, `max_ack_pending`) the largest it can hold (NATS:
+/// `i64::MAX`), and a `ByStartTime` later than its clock can express the
+/// latest time it can (NATS: the end of i64 nanoseconds, in 2262, after
+/// every stored event). A duration finer than the backend's timers is
+/// rounded up to the next one it can express, never down: an ack wait,
+/// backoff step or nak delay promises "not before", and the suite checks
+/// that. A provider reports the wait it applies in
+/// [`PendingEvent::ack_wait`].
+///
 /// **Slow consumers.** A provider never drops an event a consumer has not
 /// read while the event is still stored: durables (and, on conforming
 /// providers, ephemerals) read from the stored log. When an event is lost to
@@ -102,7 +154,10 @@ use std::time::Duration;
 /// matching the filter, newest first, without scanning or copying the whole
 /// store.
 ///
-/// **Info and health.** [`info`](Self::info) is O(1). [`health`](Self::health)
+/// **Info and health.** [`info`](Self::info) is O(1), and its
+/// [`ProviderInfo::provider`] is this provider's [`name`](Self::name): a
+/// wrapper that overrides `name` reports that name in `info` too, not the
+/// inner provider's. [`health`](Self::health)
 /// says whether the backend is reachable (`Ok(false)` when it is not, errors
 /// only for failures of the check itself).
 ///
@@ -137,8 +192,10 @@ use std::time::Duration;
 /// [`publish_with_options`](Self::publish_with_options) on the borrowed
 /// event, and [`history_shared`](Self::history_shared) wraps
 /// [`history`](Self::history); in-process providers override them to keep
-/// the `Arc` without a copy. A wrapper around another provider must forward every method, or it
-/// silently loses the inner provider's behaviour.
+/// the `Arc` without a copy. A wrapper around another provider must forward
+/// every method, or it silently loses the inner provider's behaviour; a
+/// wrapper with a name of its own sets it in what it forwards from
+/// [`info`](Self::info) (see "Info and health").
 ///
 /// # Concurrency
 ///
@@ -345,7 +402,7 @@ pub trait EventProvider: Send + Sync {
 ///   subscription stays usable. Other errors (connection loss) may be
 ///   transient; callers may keep calling.
 ///
-/// Use `into_stream()` (see [`SubscriptionStream`](crate::SubscriptionStream)) for a
+/// Use `into_stream()` (see [`SubscriptionStream`]) for a
 /// `futures::Stream`.
 #[async_trait]
 pub trait Subscription: Send + Sync {

@@ -36,6 +36,7 @@ impl ProviderFactory for Memory {
             ack_wait: Duration::from_millis(300),
             receive_timeout: Duration::from_secs(5),
             reports_lagged: true,
+            ..Capabilities::default()
         }
     }
 }

@@ -35,6 +35,9 @@ use std::time::Duration;
 /// The payload limit the mutants claim (as the memory runner does).
 const MAX_PAYLOAD: usize = 64 * 1024;
 
+/// How far ahead the clock of the [`Kind::ClockAhead`] backend runs.
+const CLOCK_AHEAD: Duration = Duration::from_millis(200);
+
 /// The one rule a mutant breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -110,6 +113,16 @@ enum Kind {
     UnsettledNakedOnDrop,
     /// `backoff` is ignored: every redelivery waits `ack_wait`.
     BackoffIgnored,
+    /// [`Kind::BackoffIgnored`], with no ack wait reported: only the
+    /// redelivery times show it.
+    BackoffIgnoredUnreported,
+    /// Delivery n waits `backoff[n]` instead of `backoff[n-1]` (the
+    /// `redelivery_delay(n + 1)` off-by-one): the first redelivery waits
+    /// the second step. The deliveries report the wait they apply.
+    BackoffOffByOne,
+    /// [`Kind::BackoffOffByOne`], with no ack wait reported: only the
+    /// redelivery times show it.
+    BackoffOffByOneUnreported,
     /// `max_ack_pending` is ignored.
     MaxAckPendingIgnored,
     /// Auto-ack acks an event before the caller has seen it.
@@ -137,6 +150,10 @@ enum Kind {
     PolicyNewAsAll,
     PolicyByStartSequenceOffByOne,
     PolicyByStartTimeIgnored,
+    /// Not a broken rule: a backend whose clock runs [`CLOCK_AHEAD`] ahead
+    /// of the test machine's (its stored events carry later times), for
+    /// the `Capabilities::clock_tolerance` tests.
+    ClockAhead,
     PolicyLastPerSubjectAsLast,
     /// Ephemeral subscriptions ignore the deliver policy (always live).
     EphemeralPolicyIgnored,
@@ -160,6 +177,9 @@ enum Kind {
     InfoIgnoresEphemeralConsumers,
     /// `bytes` is 1 whenever something is stored.
     InfoBytesConstant,
+    /// `info().provider` is not `name()` (a wrapper forwarding the inner
+    /// provider's info).
+    InfoProviderNotName,
 }
 
 // ------------------------------------------------------------- the provider
@@ -337,7 +357,11 @@ impl Mutant {
                         .truncate(usize::try_from(n).unwrap_or(usize::MAX));
                 }
             }
-            Kind::BackoffIgnored => out.backoff.clear(),
+            Kind::BackoffIgnored | Kind::BackoffIgnoredUnreported => out.backoff.clear(),
+            // delivery n waits the inner provider's delivery n + 1 step
+            Kind::BackoffOffByOne | Kind::BackoffOffByOneUnreported if out.backoff.len() > 1 => {
+                out.backoff.remove(0);
+            }
             Kind::MaxAckPendingIgnored => out.max_ack_pending = None,
             Kind::EphemeralPolicyIgnored if ephemeral => out.deliver_policy = DeliverPolicy::New,
             _ => {}
@@ -349,6 +373,13 @@ impl Mutant {
                 DeliverPolicy::All
             }
             (Kind::EphemeralNewReplays, DeliverPolicy::New) if ephemeral => DeliverPolicy::All,
+            // events stamped CLOCK_AHEAD late, compared with `timestamp`,
+            // are the true stamps compared with `timestamp - CLOCK_AHEAD`
+            (Kind::ClockAhead, DeliverPolicy::ByStartTime { timestamp }) => {
+                DeliverPolicy::ByStartTime {
+                    timestamp: timestamp.saturating_sub(CLOCK_AHEAD.as_millis() as u64),
+                }
+            }
             (Kind::PolicyByStartSequenceOffByOne, DeliverPolicy::ByStartSequence { sequence }) => {
                 DeliverPolicy::ByStartSequence {
                     sequence: sequence + 1,
@@ -562,6 +593,7 @@ impl EventProvider for Mutant {
                     .saturating_sub(self.ephemerals.load(Ordering::SeqCst));
             }
             Kind::InfoBytesConstant => info.bytes = info.bytes.min(1),
+            Kind::InfoProviderNotName => info.provider = "wrapped".into(),
             _ => {}
         }
         Ok(info)
@@ -679,7 +711,10 @@ impl MutSub {
     }
 
     fn wrap(&self, pending: PendingEvent) -> PendingEvent {
-        let wait = pending.ack_wait();
+        let wait = match self.kind {
+            Kind::BackoffOffByOneUnreported | Kind::BackoffIgnoredUnreported => None,
+            _ => pending.ack_wait(),
+        };
         let (received, max_deliver, acker) = pending.into_parts();
         let max_deliver = self.report_max.unwrap_or(max_deliver);
         let acker = MutAcker {
@@ -865,8 +900,48 @@ impl ProviderFactory for MutantFactory {
                 Duration::from_secs(3)
             },
             reports_lagged: true,
+            ..Capabilities::default()
         }
     }
+}
+
+/// [`Kind::ClockAhead`] with the clock tolerance it declares.
+struct SkewedFactory(Duration);
+
+#[async_trait]
+impl ProviderFactory for SkewedFactory {
+    async fn create(&self) -> Arc<dyn EventProvider> {
+        MutantFactory(Kind::ClockAhead).create().await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            clock_tolerance: self.0,
+            ..MutantFactory(Kind::ClockAhead).capabilities()
+        }
+    }
+}
+
+/// A backend whose clock is ahead of the test machine's by less than the
+/// `clock_tolerance` it declares passes `deliver_policy_by_start_time`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_within_declared_tolerance_passes() {
+    conformance::deliver_policy_by_start_time(&SkewedFactory(CLOCK_AHEAD * 2)).await;
+}
+
+/// Beyond the declared tolerance (the default, 50 ms), it fails, with a
+/// message that names the clock skew and the capability.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_beyond_declared_tolerance_names_the_capability() {
+    assert_killed(
+        Kind::ClockAhead,
+        "deliver_policy_by_start_time",
+        "set Capabilities::clock_tolerance to the skew it must tolerate",
+        tokio::spawn(async {
+            conformance::deliver_policy_by_start_time(&MutantFactory(Kind::ClockAhead)).await;
+        }),
+    )
+    .await;
 }
 
 /// Awaits a conformance test run against a mutant and asserts that it
@@ -1029,8 +1104,8 @@ mutant!(
 mutant!(
     /// The suite catches a payload limit that is not enforced.
     payload_limit_unenforced, Kind::PayloadLimitUnenforced,
-    payload_over_limit_rejected => "expected PayloadTooLarge, got Ok",
-    publish_shared_follows_publish_contract => "expected PayloadTooLarge, got Ok",
+    payload_over_limit_rejected => "expected PayloadTooLarge, got Ok(1): the event's payload alone is over Capabilities::max_payload (65536 bytes)",
+    publish_shared_follows_publish_contract => "publish_shared: expected PayloadTooLarge, got Ok(",
 );
 mutant!(
     /// The suite catches a payload limit applied to the payload alone
@@ -1191,7 +1266,7 @@ mutant!(
 mutant!(
     /// The suite catches `ByStartTime` ignored.
     policy_by_start_time_ignored, Kind::PolicyByStartTimeIgnored,
-    deliver_policy_by_start_time => "subscription with DeliverPolicy::ByStartTime: after [0, 1]: expected no delivery, got event n=2",
+    deliver_policy_by_start_time => "the skew it must tolerate): after [0, 1]: expected no delivery, got event n=2",
 );
 mutant!(
     /// The suite catches `LastPerSubject` treated as `Last`.
@@ -1234,9 +1309,28 @@ mutant!(
     max_ack_pending_pauses_delivery => "max_ack_pending 2: a third delivery",
 );
 mutant!(
-    /// The suite catches `backoff` ignored.
+    /// The suite catches `backoff` ignored, by the ack wait the deliveries
+    /// report.
     backoff_ignored, Kind::BackoffIgnored,
-    backoff_spaces_redeliveries => "before backoff[1]",
+    backoff_spaces_redeliveries => "delivery 2 reports ack wait Some(300ms), but with backoff [300ms, 1.2s] it waits backoff[1] = 1.2s",
+);
+mutant!(
+    /// The suite catches `backoff` ignored by the redelivery times alone,
+    /// when no ack wait is reported.
+    backoff_ignored_unreported, Kind::BackoffIgnoredUnreported,
+    backoff_spaces_redeliveries => "before backoff[1] = 1.2s",
+);
+mutant!(
+    /// The suite catches delivery n waiting `backoff[n]` (one step late) by
+    /// the ack wait the deliveries report.
+    backoff_off_by_one, Kind::BackoffOffByOne,
+    backoff_spaces_redeliveries => "delivery 1 reports ack wait Some(1.2s), but with backoff [300ms, 1.2s] it waits backoff[0] = 300ms",
+);
+mutant!(
+    /// The suite catches delivery n waiting `backoff[n]` (one step late) by
+    /// the redelivery times alone, when no ack wait is reported.
+    backoff_off_by_one_unreported, Kind::BackoffOffByOneUnreported,
+    backoff_spaces_redeliveries => "later than backoff[0] = 300ms plus the slack 450ms",
 );
 mutant!(
     /// The suite catches `Error::Lagged` swallowed (events dropped silently).
@@ -1261,6 +1355,11 @@ mutant!(
     /// The suite catches ephemeral consumers missing from `info().consumers`.
     info_ignores_ephemeral_consumers, Kind::InfoIgnoresEphemeralConsumers,
     info_counts => "the durable and the ephemeral consumer are counted",
+);
+mutant!(
+    /// The suite catches an `info().provider` that is not `name()`.
+    info_provider_not_name, Kind::InfoProviderNotName,
+    info_counts => "info().provider must be name()",
 );
 mutant!(
     /// The suite catches a constant `info().bytes`.

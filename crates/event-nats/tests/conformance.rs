@@ -45,6 +45,7 @@ impl ProviderFactory for Nats {
             // JetStream skips messages removed by retention without telling
             // the consumer
             reports_lagged: false,
+            ..Capabilities::default()
         }
     }
 }
