@@ -16,9 +16,9 @@
 //! In an application: `a3s-event` with no feature, plus `async-trait`,
 //! `serde_json` and `tokio`. A provider crate depends on `event-core` alone
 //! instead: the `provider`, `types` and `subject` modules used here are
-//! re-exports of event-core's modules of the same names, so replacing
-//! `a3s_event::` with `event_core::` in those imports compiles (see
-//! `docs/custom-providers.md`).
+//! re-exports of event-core's modules of the same names, so the same
+//! imports with the crate name `event_core` in place of `a3s_event` compile
+//! (see `docs/custom-providers.md`).
 
 use a3s_event::provider::{Acker, EventProvider, PendingEvent, ProviderInfo, Subscription};
 use a3s_event::subject::{SubjectPattern, validate_publish_subject};

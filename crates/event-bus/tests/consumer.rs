@@ -1425,20 +1425,18 @@ async fn consume_subscription_over_a_managed_subscriber_names_it_in_dead_letters
     assert_eq!(named, vec![Some("w1".to_owned()), Some("w2".to_owned())]);
 }
 
-/// An event the runner's bus subscription cannot decrypt is dead-lettered
-/// by that subscription; the runner's report counts it once, and the bus
-/// metrics count it once.
-#[tokio::test]
-async fn an_undecryptable_event_dead_lettered_by_the_subscription_counts_in_the_report() {
-    let provider = Arc::new(MemoryProvider::default());
-    let bus = EventBus::from_arc(provider.clone());
-    let dlq = Arc::new(MemoryDlqHandler::default());
-    bus.set_dlq_handler(dlq.clone());
+/// Publishes an event the bus cannot decrypt, then a plaintext one, runs
+/// an acking consumer over them until the plaintext one is handled, and
+/// returns its shutdown report.
+async fn consume_undecryptable_then_plaintext(
+    provider: &MemoryProvider,
+    bus: &EventBus,
+) -> event_bus::ConsumerReport {
     bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
     bus.update_subscription(filter("w", "events.sec.>"))
         .await
         .unwrap();
-    publish_undecryptable(&*provider).await;
+    publish_undecryptable(provider).await;
     bus.publish("sec", "ok", "s", "src", json!(1))
         .await
         .unwrap();
@@ -1452,7 +1450,19 @@ async fn an_undecryptable_event_dead_lettered_by_the_subscription_counts_in_the_
         .unwrap();
     // the plaintext event comes after the undecryptable one
     wait_until("handled", || consumer.report().acked == 1).await;
-    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    consumer.shutdown(Duration::from_secs(1)).await
+}
+
+/// An event the runner's bus subscription cannot decrypt is dead-lettered
+/// by that subscription; the runner's report counts it once, and the bus
+/// metrics count it once.
+#[tokio::test]
+async fn an_undecryptable_event_dead_lettered_by_the_subscription_counts_in_the_report() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    let report = consume_undecryptable_then_plaintext(&provider, &bus).await;
     assert_eq!(report.dead_lettered, 1, "{report:?}");
     assert_eq!((report.terminated, report.dlq_failed), (0, 0), "{report:?}");
     assert_eq!(dlq_count(&*dlq).await, 1);
@@ -1466,24 +1476,7 @@ async fn an_undecryptable_event_dead_lettered_by_the_subscription_counts_in_the_
 async fn an_undecryptable_event_terminated_without_a_dlq_counts_in_the_report() {
     let provider = Arc::new(MemoryProvider::default());
     let bus = EventBus::from_arc(provider.clone());
-    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
-    bus.update_subscription(filter("w", "events.sec.>"))
-        .await
-        .unwrap();
-    publish_undecryptable(&*provider).await;
-    bus.publish("sec", "ok", "s", "src", json!(1))
-        .await
-        .unwrap();
-    let consumer = bus
-        .consume(
-            "w",
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
-    wait_until("handled", || consumer.report().acked == 1).await;
-    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    let report = consume_undecryptable_then_plaintext(&provider, &bus).await;
     assert_eq!(
         (report.dead_lettered, report.terminated),
         (0, 1),

@@ -5,7 +5,7 @@
 //! exact.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use event_bus::{ConsumerConfig, EventBus, SHUTDOWN_CLOSE_GRACE};
+use event_bus::{ConsumerConfig, ConsumerHandle, EventBus, SHUTDOWN_CLOSE_GRACE};
 use event_core::{
     Acker, BoxError, Event, PendingEvent, ReceivedEvent, SubscribeOptions, Subscription,
 };
@@ -102,6 +102,17 @@ async fn timed_shutdown(
     (report, started.elapsed())
 }
 
+/// A runner over `sub` whose handler acks everything.
+fn consume_acking(bus: &EventBus, sub: Box<dyn Subscription>) -> ConsumerHandle {
+    bus.consume_subscription(
+        sub,
+        SubscribeOptions::default(),
+        |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+        ConsumerConfig::default(),
+    )
+    .unwrap()
+}
+
 /// The reported case: the provider is down and each close waits a request
 /// timeout (10 s). `shutdown(1 s)` returned after 11 s; now within the
 /// deadline plus `SHUTDOWN_CLOSE_GRACE`, the close left to finish in the
@@ -110,14 +121,7 @@ async fn timed_shutdown(
 async fn shutdown_keeps_its_deadline_when_close_waits_a_request_timeout() {
     let bus = EventBus::new(MemoryProvider::default());
     let (sub, closed) = stuck(0, Some(Duration::from_secs(10)));
-    let handle = bus
-        .consume_subscription(
-            sub,
-            SubscribeOptions::default(),
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .unwrap();
+    let handle = consume_acking(&bus, sub);
     let (report, took) = timed_shutdown(handle, Duration::from_secs(1)).await;
     assert!(
         took <= Duration::from_secs(1) + SHUTDOWN_CLOSE_GRACE,
@@ -170,14 +174,7 @@ async fn shutdown_keeps_its_deadline_when_close_hangs_after_an_abort() {
 async fn a_close_finishing_within_the_grace_is_waited_for() {
     let bus = EventBus::new(MemoryProvider::default());
     let (sub, closed) = stuck(0, Some(SHUTDOWN_CLOSE_GRACE / 2));
-    let handle = bus
-        .consume_subscription(
-            sub,
-            SubscribeOptions::default(),
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .unwrap();
+    let handle = consume_acking(&bus, sub);
     let (report, took) = timed_shutdown(handle, Duration::ZERO).await;
     assert!(took <= SHUTDOWN_CLOSE_GRACE, "{took:?}");
     assert_eq!(report.unclosed, 0, "{report:?}");
