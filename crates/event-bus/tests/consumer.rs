@@ -4,7 +4,7 @@
 mod common;
 
 use common::{FlakyDlq, TestEncryptor};
-use event_bus::{ConsumerConfig, EventBus, MemoryDlqHandler};
+use event_bus::{ConsumerConfig, ConsumerHandle, EventBus, MemoryDlqHandler};
 use event_core::{
     BoxError, DlqHandler, Error, Event, EventProvider, ReceivedEvent, SubscribeOptions,
     SubscriptionFilter,
@@ -897,25 +897,10 @@ async fn a_panicking_dlq_handler_is_a_refusal_and_the_event_is_not_lost() {
 async fn a_dlq_panic_on_an_undecryptable_event_does_not_kill_the_consumer() {
     let provider = Arc::new(MemoryProvider::default());
     let bus = EventBus::from_arc(provider.clone());
-    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
     let dlq = Arc::new(MisbehavingDlq::default());
     bus.set_dlq_handler(dlq.clone());
-    bus.update_subscription(filter("w", "events.sec.>"))
-        .await
-        .unwrap();
-    publish_undecryptable(&*provider).await;
-    bus.publish("sec", "ok", "s", "src", json!({"n": 1}))
-        .await
-        .unwrap();
-    let consumer = bus
-        .consume(
-            "w",
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
-    wait_until("the good event handled", || consumer.report().acked == 1).await;
+    let (consumer, _) =
+        consume_past_an_undecryptable_event(&provider, &bus, ConsumerConfig::default()).await;
     assert!(!consumer.is_finished(), "the consumer loop died");
     consumer.shutdown(Duration::from_secs(1)).await;
     assert_eq!(bus.metrics().snapshot().dlq_errors, 1);
@@ -1342,28 +1327,10 @@ fn a_zero_dlq_timeout_is_invalid_config() {
 async fn a_dlq_handler_that_hangs_on_an_undecryptable_event_does_not_stall_the_consumer() {
     let provider = Arc::new(MemoryProvider::default());
     let bus = EventBus::from_arc(provider.clone());
-    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
     let dlq = Arc::new(MisbehavingDlq::hanging());
     bus.set_dlq_handler(dlq.clone());
-    bus.update_subscription(filter("w", "events.sec.>"))
-        .await
-        .unwrap();
-    let foreign = publish_undecryptable(&*provider).await;
-    bus.publish("sec", "ok", "s", "src", json!({"n": 1}))
-        .await
-        .unwrap();
-    let consumer = bus
-        .consume(
-            "w",
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default().dlq_timeout(Some(Duration::from_millis(200))),
-        )
-        .await
-        .unwrap();
-    wait_until("the event after the undecryptable one handled", || {
-        consumer.report().acked == 1
-    })
-    .await;
+    let config = ConsumerConfig::default().dlq_timeout(Some(Duration::from_millis(200)));
+    let (consumer, foreign) = consume_past_an_undecryptable_event(&provider, &bus, config).await;
     // handed back, not lost: offered again, and taken this time
     wait_until("the dead letter stored", || dlq.stored.len() == 1).await;
     consumer.shutdown(Duration::from_secs(1)).await;
@@ -1425,32 +1392,37 @@ async fn consume_subscription_over_a_managed_subscriber_names_it_in_dead_letters
     assert_eq!(named, vec![Some("w1".to_owned()), Some("w2".to_owned())]);
 }
 
-/// Publishes an event the bus cannot decrypt, then a plaintext one, runs
-/// an acking consumer over them until the plaintext one is handled, and
-/// returns its shutdown report.
-async fn consume_undecryptable_then_plaintext(
+/// Subscribes `w` to `events.sec.>` on `bus` (with a test encryptor),
+/// publishes an event the bus cannot decrypt, then a plaintext one, and
+/// starts an acking consumer with `config`; returns it once the plaintext
+/// event (which comes after the undecryptable one) is handled, with the
+/// undecryptable event.
+async fn consume_past_an_undecryptable_event(
     provider: &MemoryProvider,
     bus: &EventBus,
-) -> event_bus::ConsumerReport {
+    config: ConsumerConfig,
+) -> (ConsumerHandle, Event) {
     bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
     bus.update_subscription(filter("w", "events.sec.>"))
         .await
         .unwrap();
-    publish_undecryptable(provider).await;
-    bus.publish("sec", "ok", "s", "src", json!(1))
+    let foreign = publish_undecryptable(provider).await;
+    bus.publish("sec", "ok", "s", "src", json!({"n": 1}))
         .await
         .unwrap();
     let consumer = bus
         .consume(
             "w",
             |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
+            config,
         )
         .await
         .unwrap();
-    // the plaintext event comes after the undecryptable one
-    wait_until("handled", || consumer.report().acked == 1).await;
-    consumer.shutdown(Duration::from_secs(1)).await
+    wait_until("the event after the undecryptable one handled", || {
+        consumer.report().acked == 1
+    })
+    .await;
+    (consumer, foreign)
 }
 
 /// An event the runner's bus subscription cannot decrypt is dead-lettered
@@ -1462,7 +1434,9 @@ async fn an_undecryptable_event_dead_lettered_by_the_subscription_counts_in_the_
     let bus = EventBus::from_arc(provider.clone());
     let dlq = Arc::new(MemoryDlqHandler::default());
     bus.set_dlq_handler(dlq.clone());
-    let report = consume_undecryptable_then_plaintext(&provider, &bus).await;
+    let (consumer, _) =
+        consume_past_an_undecryptable_event(&provider, &bus, ConsumerConfig::default()).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
     assert_eq!(report.dead_lettered, 1, "{report:?}");
     assert_eq!((report.terminated, report.dlq_failed), (0, 0), "{report:?}");
     assert_eq!(dlq_count(&*dlq).await, 1);
@@ -1476,7 +1450,9 @@ async fn an_undecryptable_event_dead_lettered_by_the_subscription_counts_in_the_
 async fn an_undecryptable_event_terminated_without_a_dlq_counts_in_the_report() {
     let provider = Arc::new(MemoryProvider::default());
     let bus = EventBus::from_arc(provider.clone());
-    let report = consume_undecryptable_then_plaintext(&provider, &bus).await;
+    let (consumer, _) =
+        consume_past_an_undecryptable_event(&provider, &bus, ConsumerConfig::default()).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
     assert_eq!(
         (report.dead_lettered, report.terminated),
         (0, 1),

@@ -101,20 +101,11 @@ enum Lock {
 fn lock(path: &Path, target: &Path, access: Access) -> Result<Lock> {
     let dir = parent_dir(target);
     let lock_path = dir.join(format!(".{}.lock", file_name(target)?));
-    let opened = match create_dir_synced(&dir) {
-        Ok(()) => open_lock_file(&lock_path).map_err(|err| {
-            let context = format!(
-                "opening the lock file {} of state file {}",
-                lock_path.display(),
-                path.display()
-            );
-            (context, err)
-        }),
-        Err(err) => Err((
-            format!("creating the directory of state file {}", path.display()),
-            err,
-        )),
-    };
+    let opened = create_dir_synced(&dir)
+        .map_err(|err| ("creating the directory of", err))
+        .and_then(|()| {
+            open_lock_file(&lock_path).map_err(|err| ("opening the lock file for", err))
+        });
     let file = match opened {
         Ok(file) => file,
         // Reading without the lock is safe where this store cannot write:
@@ -131,7 +122,16 @@ fn lock(path: &Path, target: &Path, access: Access) -> Result<Lock> {
             );
             return Ok(Lock::ReadOnly);
         }
-        Err((context, err)) => return Err(io_error(context, err)),
+        Err((what, err)) => {
+            return Err(io_error(
+                format!(
+                    "{what} state file {} (lock file {})",
+                    path.display(),
+                    lock_path.display()
+                ),
+                err,
+            ));
+        }
     };
     Ok(if settle(file.try_lock(), path, &lock_path)? {
         Lock::Held(file)
