@@ -341,14 +341,12 @@ impl Aes256GcmEncryptor {
         }
 
         let mut buffer = Vec::with_capacity(envelope.ciphertext.len() / 4 * 3 + 3);
-        codec::engine()
-            .decode_vec(envelope.ciphertext, &mut buffer)
-            .map_err(|err| {
-                Error::Decryption(format!(
-                    "event {event_id:?}: ciphertext is not valid base64: {}",
-                    describe_b64(&err)
-                ))
-            })?;
+        codec::decode_vec(envelope.ciphertext.as_bytes(), &mut buffer).map_err(|err| {
+            Error::Decryption(format!(
+                "event {event_id:?}: ciphertext is not valid base64: {}",
+                describe_b64(&err)
+            ))
+        })?;
         if buffer.len() < TAG_LEN {
             return Err(Error::Decryption(format!(
                 "event {event_id:?}: ciphertext is truncated: {} bytes is shorter than the \
