@@ -1269,3 +1269,52 @@ fn a_publisher_waiting_for_room_when_the_dispatchers_runtime_goes_is_queued_not_
         assert_eq!(sink.len(), 1);
     });
 }
+
+/// A feed takes an event from its subscription only once a routing slot
+/// is free: an event that waited for a slot with its ack wait running
+/// would be redelivered (and routed twice) although every routing is
+/// shorter than the ack wait.
+#[tokio::test(start_paused = true)]
+async fn a_feed_takes_an_event_only_when_a_slot_is_free() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let broker = Broker::with_config(BrokerConfig {
+        feed_concurrency: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let all = Arc::new(CollectorSink::new("all"));
+    let slow = Arc::new(InProcessSink::new("slow", {
+        let all = all.clone();
+        move |e| {
+            let all = all.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                all.deliver(&e).await
+            }
+        }
+    }));
+    broker
+        .add_trigger(Trigger::new("slow", TriggerFilter::all(), slow))
+        .unwrap();
+    for i in 0..4 {
+        provider
+            .publish(&event("events.orders.x", &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    // Each routing takes 2 s, under the 3 s ack wait.
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(3)),
+        ..SubscribeOptions::default()
+    };
+    let feed = broker
+        .feed_durable(&*provider, "router", "events.>", &options)
+        .await
+        .unwrap();
+    // Four routings one after another, and time for any redelivery.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let stats = feed.stop().await.unwrap();
+    let types: Vec<String> = all.events().iter().map(|e| e.event_type.clone()).collect();
+    assert_eq!(types, ["e0", "e1", "e2", "e3"], "{stats:?}");
+    assert_eq!((stats.received, stats.acked), (4, 4), "{stats:?}");
+}

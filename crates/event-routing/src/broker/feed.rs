@@ -37,7 +37,10 @@ pub struct FeedStats {
 /// A running feed from a subscription into a broker
 /// ([`Broker::feed`](crate::Broker::feed)).
 ///
-/// Events are routed up to `feed_concurrency` at a time. Each is acknowledged
+/// Events are routed up to `feed_concurrency` at a time; the feed takes the
+/// next event from the subscription only once a routing slot is free, so an
+/// event's ack wait runs only while it is routed (a provider that fetches
+/// ahead, as NATS does, starts it when it fetches). Each is acknowledged
 /// once every matching trigger has delivered or dead-lettered it; otherwise it
 /// is nak'ed with `feed_retry_delay` and comes back (redelivering it to the
 /// triggers that did succeed too: delivery is at-least-once). With a durable
@@ -181,6 +184,17 @@ async fn run(
     let retry_delay = core.config.feed_retry_delay;
     let permits = Arc::new(Semaphore::new(concurrency));
     loop {
+        // A slot first, then the event: an event taken before a slot is
+        // free would wait with its ack wait running, and come back (routed
+        // twice) although every routing is shorter than the ack wait.
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let next = tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
@@ -189,9 +203,6 @@ async fn run(
         match next {
             Ok(Some(pending)) => {
                 counters.received.fetch_add(1, Ordering::Relaxed);
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
                 let core = core.clone();
                 let counters = counters.clone();
                 core.begin();
