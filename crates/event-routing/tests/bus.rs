@@ -583,6 +583,25 @@ async fn an_unchanged_event_stored_but_refused_by_any_router_is_delivered() {
     assert_eq!(stored[0].id, event.id);
 }
 
+/// Through a bus too, an unchanged sink dedups by source and id: the same
+/// id from two sources is two events, each source's repeat is stored once.
+#[tokio::test]
+async fn an_unchanged_sink_through_a_bus_dedups_by_source_and_id() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let sink = TopicSink::unchanged_through_bus("ingest", bus.clone());
+    let mut a = Event::new("events.orders.created", "orders", "s", "a", json!({}));
+    a.id = "1".into();
+    let mut b = a.clone();
+    b.source = "b".into();
+    for event in [&a, &b, &a, &b] {
+        sink.deliver(event).await.unwrap();
+    }
+    let stored = provider.history(None, 10).await.unwrap();
+    let sources: Vec<&str> = stored.iter().map(|e| e.source.as_str()).collect();
+    assert_eq!(sources, ["b", "a"]);
+}
+
 /// Adds to `broker` a trigger forwarding `events.orders.>` through `bus` to
 /// `events.audit.all` (two retries, 1 ms apart); returns its dead-letter
 /// sink.

@@ -380,6 +380,29 @@ async fn webhook_publishes_binary_and_structured_cloudevents() {
     source.stop().await.unwrap();
 }
 
+/// CloudEvents identify an event by source and id: two producers that
+/// both send id `1` are two events, both stored, while each producer's
+/// retry is stored once.
+#[tokio::test]
+async fn webhook_dedups_by_source_and_id() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let source = webhook_into(provider.clone()).await;
+    let addr = source.local_addr().unwrap();
+    let mut billing = order();
+    billing.id = "1".into();
+    billing.source = "https://billing.example".into();
+    let mut shipping = billing.clone();
+    shipping.source = "https://shipping.example".into();
+    shipping.payload = json!({"parcel": "p-9"});
+    for event in [&billing, &shipping, &billing, &shipping] {
+        let msg = to_http(event, Mode::Binary).unwrap();
+        assert_eq!(send(addr, "/events", msg.headers, msg.body).await.0, 202);
+    }
+    let stored = provider.history(None, 10).await.unwrap();
+    assert_eq!(stored, vec![shipping, billing]);
+    source.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn malformed_requests_get_400_and_publish_nothing() {
     let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());

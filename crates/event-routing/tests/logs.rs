@@ -257,3 +257,35 @@ async fn a_durable_feed_warns_once_per_unsettled_routing() {
     );
     assert_eq!(named("dls down"), 3);
 }
+
+/// Event ids come from outside (a webhook sender): one with a line break
+/// must not forge a log line. Ids are logged escaped (`Debug`), so the
+/// line break shows as `\n`.
+#[tokio::test(flavor = "current_thread")]
+async fn an_event_id_with_a_line_break_is_logged_escaped() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let broker = Broker::new();
+    broker.add_trigger(failing_trigger("t")).unwrap();
+    let mut forged = Event::new("events.orders.x", "orders", "s", "src", json!({}));
+    forged.id = "x\nINFO forged line".into();
+    broker.route(&forged).await;
+    let lines: Vec<_> = capture
+        .at_least(Level::TRACE)
+        .into_iter()
+        .filter(|l| l.text.contains("forged line"))
+        .collect();
+    assert!(!lines.is_empty(), "the id is logged");
+    for line in capture.at_least(Level::TRACE) {
+        assert!(
+            !line.text.contains("x\nINFO"),
+            "a raw line break from an event id reached the log: {:?}",
+            line.text
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.contains(r"x\nINFO forged line"))
+    );
+}

@@ -219,7 +219,7 @@ async fn run(
                         // logged their attempts at DEBUG only)
                         let event = pending.event();
                         tracing::warn!(
-                            event_id = %event.id,
+                            event_id = ?event.id,
                             subject = %event.subject,
                             failed = %describe(&failures),
                             ?result,

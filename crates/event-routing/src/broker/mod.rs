@@ -332,7 +332,7 @@ impl Core {
         if hops >= self.config.max_hops {
             Counters::add(&self.counters.hop_limit, 1);
             tracing::warn!(
-                event_id = %event.id, subject = %event.subject, hops,
+                event_id = ?event.id, subject = %event.subject, hops,
                 "event forwarded too many times (routing loop?); not routed"
             );
             return (RouteResult::default(), Vec::new());
@@ -428,7 +428,7 @@ fn log_loss(entry: &Entry, event: &Event, failure: &Failure) {
     } = failure;
     if let Some(dls_error) = dead_letter_error {
         tracing::error!(
-            trigger = %trigger, event_id = %event.id, subject = %event.subject,
+            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
             error = %dls_error, delivery_error = %error,
             "dead-letter sink refused a failed delivery"
         );
@@ -436,14 +436,14 @@ fn log_loss(entry: &Entry, event: &Event, failure: &Failure) {
     }
     match entry.losses.record(tokio::time::Instant::now()) {
         Some(quiet_losses) => tracing::warn!(
-            trigger = %trigger, event_id = %event.id, subject = %event.subject,
+            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
             attempts, error = %error, quiet_losses,
             "delivery failed and the trigger has no dead-letter sink; the event is lost to \
              it (further losses of this trigger are logged at DEBUG for a while, counted in \
              no_dead_letter_sink)"
         ),
         None => tracing::debug!(
-            trigger = %trigger, event_id = %event.id, subject = %event.subject,
+            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
             attempts, error = %error,
             "delivery failed and the trigger has no dead-letter sink"
         ),
@@ -831,7 +831,7 @@ impl EventSink for Broker {
         if depth >= core.config.max_hops.min(MAX_BROKER_NESTING) {
             Counters::add(&core.counters.hop_limit, 1);
             tracing::warn!(
-                event_id = %event.id, subject = %event.subject, depth,
+                event_id = ?event.id, subject = %event.subject, depth,
                 "event delivered through too many brokers (a cycle?); not routed"
             );
             return Ok(());

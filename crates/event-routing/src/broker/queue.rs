@@ -384,7 +384,7 @@ async fn abandon(core: &Core, rx: &mut mpsc::Receiver<Arc<Event>>, routings: &mu
         unrouted += 1;
         core.dequeued.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
-            event_id = %event.id, subject = %event.subject,
+            event_id = ?event.id, subject = %event.subject,
             "broker shutdown deadline: a queued event is not routed"
         );
         core.end();
@@ -492,7 +492,7 @@ impl Drop for Leftovers {
             lost += 1;
             self.core.dequeued.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
-                event_id = %event.id, subject = %event.subject,
+                event_id = ?event.id, subject = %event.subject,
                 "broker dispatcher dropped (its runtime shut down); a queued event is not routed"
             );
             self.core.end();
@@ -562,7 +562,7 @@ async fn route_queued(core: &Core, slots: &Slots, event: &Event) {
         .await
         .is_err()
     {
-        tracing::error!(event_id = %event.id, "routing panicked; the event was not fully routed");
+        tracing::error!(event_id = ?event.id, "routing panicked; the event was not fully routed");
     }
     settle.routed = true;
 }

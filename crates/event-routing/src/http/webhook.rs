@@ -99,10 +99,16 @@ struct AppState {
 /// retries: one still being received was not delivered; one whose delivery
 /// was still running (a sink slower than the grace period) was cancelled
 /// mid-way and may or may not have reached the sink, so the retry may
-/// deliver it twice (a sink that publishes the event under its own id, such
-/// as an [`unchanged`](crate::TopicSink::unchanged) `TopicSink`, is saved by
-/// the provider's dedup window; a forwarding `TopicSink` gives every
-/// delivery a new id, so its retry stores a second copy). A delivery that returned is not cut off before its
+/// deliver it twice (a sink that publishes the event under its own source
+/// and id, such as an [`unchanged`](crate::TopicSink::unchanged)
+/// `TopicSink`, is saved by the provider's dedup window, which stores it
+/// once; a forwarding `TopicSink` gives every delivery a new id, so its
+/// retry stores a second copy). Dedup saves the *store* only: through
+/// [`unchanged_through_bus`](crate::TopicSink::unchanged_through_bus) a
+/// broker attached to the bus routes each repeat to its triggers again; to
+/// route each stored event once, feed the broker from a durable
+/// subscription ([`Broker::feed_durable`](crate::Broker::feed_durable))
+/// instead of attaching it. A delivery that returned is not cut off before its
 /// answer: the answer is written to the connection in the same step, so a
 /// sender that reads its answers is not made to retry an event already
 /// delivered.
@@ -213,7 +219,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         }
         Err(err) => {
             state.counters.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(event_id = %event.id, error = %err, "webhook: delivery failed");
+            tracing::warn!(event_id = ?event.id, error = %err, "webhook: delivery failed");
             (status_for(&err), err.to_string()).into_response()
         }
     }

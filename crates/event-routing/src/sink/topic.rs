@@ -1,7 +1,7 @@
 use super::EventSink;
 use crate::metadata;
 use async_trait::async_trait;
-use event_core::{Event, EventProvider, Result, new_event_id, subject};
+use event_core::{Event, EventProvider, PublishOptions, Result, new_event_id, subject};
 use std::sync::Arc;
 
 /// Where a [`TopicSink`] publishes.
@@ -25,15 +25,17 @@ impl Target {
     /// provider stored the event (whatever router is attached: a
     /// [`Broker`](crate::Broker) or another): the publish happened, and is
     /// `Ok` (publishing again would store another copy).
-    async fn publish(&self, event: &Event) -> Result<()> {
+    async fn publish(&self, event: &Event, options: &PublishOptions) -> Result<()> {
         match self {
-            Self::Provider(p) => p.publish(event).await.map(|_| ()),
+            Self::Provider(p) => p.publish_with_options(event, options).await.map(|_| ()),
             #[cfg(feature = "bus")]
             Self::Bus(bus) => {
-                let stored = bus.publish_event_stored(event).await?;
+                let stored = bus
+                    .publish_event_stored_with_options(event, options)
+                    .await?;
                 if let Some(err) = &stored.not_routed {
                     tracing::debug!(
-                        event_id = %event.id, subject = %event.subject,
+                        event_id = ?event.id, subject = %event.subject,
                         sequence = stored.sequence, error = %err,
                         "forward stored; the router attached to the bus did not route it"
                     );
@@ -167,11 +169,37 @@ impl TopicSink {
     /// [`WebhookSource`](crate::http::WebhookSource) whose senders retry), not
     /// for forwarding events already in the stream (those would be dropped as
     /// duplicates).
+    ///
+    /// The dedup key is the event's **source and id** together
+    /// ([`unchanged_dedup_id`](Self::unchanged_dedup_id)), as CloudEvents defines an event's identity:
+    /// two producers that both send id `1` are two events, both stored; the
+    /// same producer sending id `1` again within the provider's dedup window
+    /// is stored once. Dedup only recognises repeats: it cannot tell a
+    /// sender from someone posting the same source and id first, so a
+    /// webhook open to untrusted senders needs authentication in front of
+    /// it.
     pub fn unchanged(name: impl Into<String>, provider: Arc<dyn EventProvider>) -> Self {
         Self {
             unchanged: true,
             ..Self::same_subject(name, provider)
         }
+    }
+
+    /// The dedup id an [`unchanged`](Self::unchanged) sink publishes
+    /// `event` with: its source and its id, as
+    /// `<length of the source>:<source><id>` (the length makes it one-to-one:
+    /// no other source and id give the same text).
+    ///
+    /// ```
+    /// use event_core::Event;
+    /// use event_routing::TopicSink;
+    ///
+    /// let mut event = Event::new("events.web.x", "web", "s", "https://billing.example", serde_json::json!({}));
+    /// event.id = "1".into();
+    /// assert_eq!(TopicSink::unchanged_dedup_id(&event), "23:https://billing.example1");
+    /// ```
+    pub fn unchanged_dedup_id(event: &Event) -> String {
+        format!("{}:{}{}", event.source.len(), event.source, event.id)
     }
 
     fn with_target(name: String, target: Target, subject: Option<String>) -> Result<Self> {
@@ -232,6 +260,10 @@ impl EventSink for TopicSink {
     async fn deliver(&self, event: &Event) -> Result<()> {
         if self.unchanged {
             subject::validate_publish_subject(&event.subject, self.target.prefix())?;
+            let options = PublishOptions {
+                msg_id: Some(Self::unchanged_dedup_id(event)),
+                ..PublishOptions::default()
+            };
             #[cfg(feature = "bus")]
             if let Target::Bus(_) = &self.target {
                 // Same id and subject, but one more hop: through the bus of
@@ -240,15 +272,17 @@ impl EventSink for TopicSink {
                 // time.
                 let mut out = event.clone();
                 count_hop(&mut out, event);
-                return self.target.publish(&out).await;
+                return self.target.publish(&out, &options).await;
             }
-            return self.target.publish(event).await;
+            return self.target.publish(event, &options).await;
         }
         let forwarded = self.forwarded(event);
         if self.subject.is_none() {
             subject::validate_publish_subject(&forwarded.subject, self.target.prefix())?;
         }
-        self.target.publish(&forwarded).await
+        self.target
+            .publish(&forwarded, &PublishOptions::default())
+            .await
     }
 
     fn name(&self) -> &str {
