@@ -32,6 +32,11 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest request body a webhook takes (see
 /// [`WebhookSource::with_body_limit`]): 2 MiB (2,097,152 bytes, axum's
 /// default); a larger one is answered `413 Payload Too Large`.
+///
+/// The limit bounds a request, not what the store keeps: senders choose
+/// their payloads' shape, and a parsed payload can take ten times its
+/// encoded size in memory. In front of the in-memory provider, set its
+/// `MemoryLimits::max_bytes` (see `docs/deployment.md`, section 1).
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// How long [`stop`](EventSource::stop) lets the requests in progress
