@@ -86,6 +86,21 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
         if doc.get("data_base64").is_some_and(Value::is_null) {
             doc.remove("data_base64");
         }
+        // Attribute names are lowercase letters and digits (§3.1.1); the
+        // SDK would keep any other name as an extension, which binary mode
+        // (and every other binding) refuses. `data` and `data_base64` are
+        // members of the JSON format, not attributes.
+        if let Some(name) = doc.keys().find(|name| {
+            !matches!(name.as_str(), "data" | "data_base64")
+                && !mapping::is_valid_attribute_name(name)
+        }) {
+            let shown: String = name.chars().take(64).collect();
+            let more = if shown.len() < name.len() { "…" } else { "" };
+            return Err(D::Error::custom(format!(
+                "invalid CloudEvents attribute name {shown:?}{more}: attribute names are \
+                 lowercase ASCII letters and digits"
+            )));
+        }
         // JSON data the SDK would misread as a string: take it out, let the
         // SDK parse the rest, put it back as JSON. Base64 data (`data_base64`,
         // or 0.3's `datacontentencoding`) is left to the SDK, which decodes

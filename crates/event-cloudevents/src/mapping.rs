@@ -157,6 +157,27 @@ pub fn is_valid_attribute_name(name: &str) -> bool {
     !name.is_empty() && is_lower_alnum(name)
 }
 
+/// Refuses a CloudEvent carrying an extension whose name is no attribute
+/// name (the SDK lets `set_extension` take any name), before it is
+/// written in any mode: no binding can read it back.
+pub(crate) fn check_extension_names(event: &cloudevents::Event) -> event_core::Result<()> {
+    match event
+        .iter_extensions()
+        .map(|(name, _)| name)
+        .find(|name| !is_valid_attribute_name(name))
+    {
+        None => Ok(()),
+        Some(name) => {
+            let shown: String = name.chars().take(64).collect();
+            let more = if shown.len() < name.len() { "…" } else { "" };
+            Err(event_core::Error::Serialization(format!(
+                "extension {shown:?}{more} is no CloudEvents attribute name \
+                 (lowercase ASCII letters and digits)"
+            )))
+        }
+    }
+}
+
 fn is_lower_alnum(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())

@@ -33,7 +33,12 @@ pub fn to_structured(event: &Event) -> Result<Vec<u8>> {
 }
 
 /// A CloudEvent as a JSON document.
+///
+/// # Errors
+/// [`Error::Serialization`] for an extension whose name is no attribute
+/// name (see [`is_valid_attribute_name`](crate::mapping::is_valid_attribute_name)).
 pub fn cloudevent_to_structured(event: &CloudEvent) -> Result<Vec<u8>> {
+    crate::mapping::check_extension_names(event)?;
     serde_json::to_vec(event)
         .map_err(|e| Error::Serialization(format!("cannot encode CloudEvent as JSON: {e}")))
 }

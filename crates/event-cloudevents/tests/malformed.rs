@@ -296,3 +296,26 @@ fn a3stimestamp_next_to_time_is_rejected() {
         &["a3stimestamp", "time"],
     );
 }
+
+/// Attribute names are lowercase letters and digits (CloudEvents 1.0
+/// §3.1.1): structured mode refuses the others as binary mode refuses a
+/// `ce-a_b` header, instead of storing an extension no CloudEvent may have.
+#[test]
+fn structured_mode_refuses_invalid_attribute_names() {
+    for name in ["BadName", "a-b", "a_b", "a.b", "ünï"] {
+        rejected(&with(&[(name, json!("x"))]), &["attribute name", name]);
+    }
+    // `data_base64` is a member of the JSON format, not an attribute.
+    let doc = json!({
+        "specversion": "1.0", "id": "e-1", "source": "/svc", "type": "t.x",
+        "subject": "events.a.b", "datacontenttype": "application/octet-stream",
+        "data_base64": "AAEC"
+    });
+    assert!(from_structured(doc.to_string().as_bytes()).is_ok());
+    // A very long bad name is named by its start only.
+    let long = "X".repeat(100_000);
+    match from_structured(&with(&[(long.as_str(), json!("x"))])) {
+        Err(Error::Serialization(reason)) => assert!(reason.len() < 400, "{}", reason.len()),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}

@@ -73,12 +73,14 @@ pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
 }
 
 /// A CloudEvent as an HTTP message in `mode`. Fails with
-/// [`Error::Serialization`] when an extension name cannot be a header name,
+/// [`Error::Serialization`] when an extension name is no CloudEvents
+/// attribute name (lowercase ASCII letters and digits), in either mode,
 /// and in binary mode when `datacontenttype` names a CloudEvents format
 /// (`application/cloudevents+json`, ...): in `Content-Type` it would announce
 /// structured mode and the receiver would read the data as the message (send
 /// such an event in structured mode).
 pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> {
+    crate::mapping::check_extension_names(&event)?;
     let mut event = event.into_inner();
     let builder = MessageBuilder::default();
     let result = match mode {
