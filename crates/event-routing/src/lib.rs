@@ -96,8 +96,9 @@ mod source;
 mod trigger;
 
 pub use broker::{
-    Broker, BrokerConfig, BrokerFeed, BrokerMetrics, BrokerShutdownReport, FeedStats,
-    LOSS_WARN_INTERVAL, MAX_BROKER_NESTING, QueueFullError, QueueFullPolicy, RouteResult,
+    Broker, BrokerConfig, BrokerFeed, BrokerMetrics, BrokerShutdownReport, FEED_CLOSE_GRACE,
+    FeedStats, LOSS_WARN_INTERVAL, MAX_BROKER_NESTING, QueueFullError, QueueFullPolicy,
+    RouteResult,
 };
 pub use dlq::SinkDlqHandler;
 pub use filter::{CompiledFilter, FilterExpr, TriggerFilter};

@@ -1318,3 +1318,89 @@ async fn a_feed_takes_an_event_only_when_a_slot_is_free() {
     assert_eq!(types, ["e0", "e1", "e2", "e3"], "{stats:?}");
     assert_eq!((stats.received, stats.acked), (4, 4), "{stats:?}");
 }
+
+/// `stop_within` returns at its deadline with routings still running: it
+/// cuts them off, counts them, and their events come back to the
+/// consumer's next subscription (after their ack wait).
+#[tokio::test(start_paused = true)]
+async fn a_feed_stopped_within_a_deadline_cuts_off_its_routings_and_counts_them() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let broker = Broker::with_config(BrokerConfig {
+        feed_concurrency: 4,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "hangs",
+            TriggerFilter::all(),
+            sleeping_sink("hangs", Duration::from_secs(3600)),
+        ))
+        .unwrap();
+    for i in 0..4 {
+        provider
+            .publish(&event("events.orders.x", &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(5)),
+        ..SubscribeOptions::default()
+    };
+    let feed = broker
+        .feed_durable(&*provider, "router", "events.>", &options)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    let stats = feed.stop_within(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(2),
+        "returns at the deadline"
+    );
+    assert_eq!(
+        (stats.received, stats.aborted, stats.acked),
+        (4, 4, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        broker.metrics().in_flight,
+        0,
+        "cut-off routings are not left in flight"
+    );
+
+    // The cut-off events come back to the next subscription of the consumer.
+    let mut next = provider
+        .subscribe_durable_with_options("router", "events.>", &options)
+        .await
+        .unwrap();
+    let mut back = Vec::new();
+    for _ in 0..4 {
+        let pending = next.next_manual_ack().await.unwrap().unwrap();
+        back.push(pending.event().event_type.clone());
+        pending.ack().await.unwrap();
+    }
+    back.sort();
+    assert_eq!(back, ["e0", "e1", "e2", "e3"]);
+}
+
+/// Without routings left, `stop_within` returns at once.
+#[tokio::test(start_paused = true)]
+async fn a_feed_with_nothing_in_progress_stops_within_at_once() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let broker = Broker::new();
+    let feed = broker
+        .feed_durable(
+            &*provider,
+            "router",
+            "events.>",
+            &SubscribeOptions::default(),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let stats = feed.stop_within(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(stats.aborted, 0);
+}

@@ -5,8 +5,10 @@ use event_core::{Error, EventProvider, Result, SubscribeOptions, Subscription};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -14,6 +16,7 @@ struct Counters {
     acked: AtomicU64,
     naked: AtomicU64,
     errors: AtomicU64,
+    aborted: AtomicU64,
 }
 
 /// What a [`BrokerFeed`] did so far.
@@ -32,6 +35,11 @@ pub struct FeedStats {
     /// Errors reported by the subscription (lag, undecodable messages,
     /// connection failures, failed acks).
     pub errors: u64,
+    /// Routings cut off at the deadline of
+    /// [`stop_within`](BrokerFeed::stop_within): their events were neither
+    /// acknowledged nor nak'ed, so the provider redelivers them after their
+    /// ack wait (to this consumer's next subscription).
+    pub aborted: u64,
 }
 
 /// A running feed from a subscription into a broker
@@ -54,14 +62,15 @@ pub struct FeedStats {
 /// attempts at `DEBUG` only, since the event is not lost.
 ///
 /// [`stop`](Self::stop) stops fetching, finishes the routings in progress,
-/// settles their events and closes the subscription. Dropping the handle
+/// settles their events and closes the subscription;
+/// [`stop_within`](Self::stop_within) does the same until a deadline. Dropping the handle
 /// without `stop` leaves the feed running until the subscription ends:
 /// `Ok(None)`, [`Error::Closed`], or [`Error::NotFound`] (its durable
 /// consumer was deleted). Other subscription errors (a lost connection) are
 /// counted and retried after `feed_retry_delay`.
 #[derive(Debug)]
 pub struct BrokerFeed {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Option<Stop>>,
     task: JoinHandle<()>,
     counters: Arc<Counters>,
 }
@@ -79,14 +88,70 @@ impl BrokerFeed {
     }
 
     /// Stops the feed gracefully (see the type docs) and returns its final
-    /// stats.
+    /// stats. There is no time limit: it waits for the routings in progress,
+    /// with their retries; use [`stop_within`](Self::stop_within) under an
+    /// orchestrator's grace period.
     pub async fn stop(self) -> Result<FeedStats> {
-        let _ = self.stop.send(true);
+        self.stop_at(None).await
+    }
+
+    /// [`stop`](Self::stop) with a time limit: stops fetching, lets the
+    /// routings in progress finish (and settles their events) until
+    /// `deadline` has passed, then cuts off those still running and closes
+    /// the subscription (the close itself is given at most
+    /// [`FEED_CLOSE_GRACE`] more). Returns as soon as all is done.
+    ///
+    /// A cut-off routing may have delivered to some triggers and not to
+    /// others; its event is neither acknowledged nor nak'ed, so the provider
+    /// redelivers it after its ack wait to the consumer's next subscription
+    /// (delivery stays at-least-once). [`FeedStats::aborted`] counts them,
+    /// and a `WARN` says how many. Stop feeds before
+    /// [`Broker::shutdown_within`], which does not wait for them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
+    /// use event_core::{EventProvider, SubscribeOptions};
+    /// use event_memory::MemoryProvider;
+    /// use event_routing::Broker;
+    /// use std::time::Duration;
+    ///
+    /// let provider = MemoryProvider::default();
+    /// let broker = Broker::new();
+    /// let feed = broker
+    ///     .feed_durable(&provider, "router", "events.>", &SubscribeOptions::default())
+    ///     .await?;
+    /// // ... on SIGTERM: the feed first, then the broker's queue.
+    /// let stats = feed.stop_within(Duration::from_secs(10)).await?;
+    /// let report = broker.shutdown_within(Duration::from_secs(10)).await;
+    /// assert_eq!(stats.aborted, 0);
+    /// assert!(report.is_complete());
+    /// # Ok(()) }
+    /// ```
+    pub async fn stop_within(self, deadline: Duration) -> Result<FeedStats> {
+        self.stop_at(Some(super::cutoff::after(Instant::now(), deadline)))
+            .await
+    }
+
+    async fn stop_at(self, deadline: Option<Instant>) -> Result<FeedStats> {
+        let _ = self.stop.send(Some(Stop { deadline }));
         self.task
             .await
             .map_err(|e| Error::provider("broker feed", e.to_string()))?;
         Ok(snapshot(&self.counters))
     }
+}
+
+/// How long [`BrokerFeed::stop_within`] gives the subscription's close
+/// after its deadline (a NATS subscription's close hands back the events it
+/// fetched ahead, a request that waits out its timeout when the server is
+/// down): 500 ms. A close still running then is dropped; the events it
+/// would have handed back come back after their ack wait.
+pub const FEED_CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// A stop request: with a deadline for the routings in progress, or none.
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    deadline: Option<Instant>,
 }
 
 fn snapshot(c: &Counters) -> FeedStats {
@@ -95,6 +160,7 @@ fn snapshot(c: &Counters) -> FeedStats {
         acked: c.acked.load(Ordering::Relaxed),
         naked: c.naked.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
+        aborted: c.aborted.load(Ordering::Relaxed),
     }
 }
 
@@ -102,7 +168,7 @@ impl Broker {
     /// Routes every event `subscription` delivers (manual acknowledgement:
     /// see [`BrokerFeed`]). Spawns a task on the current Tokio runtime.
     pub fn feed(&self, subscription: Box<dyn Subscription>) -> BrokerFeed {
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(None);
         let counters = Arc::new(Counters::default());
         let task = tokio::spawn(run(
             self.inner.core.clone(),
@@ -161,12 +227,12 @@ fn describe(failures: &[(Arc<super::Entry>, super::Failure)]) -> String {
     out
 }
 
-/// Resolves once stop was requested; never if the handle was dropped
-/// without stopping.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+/// Resolves once stop was requested (with its deadline, if any); never if
+/// the handle was dropped without stopping.
+async fn stopped(stop: &mut watch::Receiver<Option<Stop>>) -> Stop {
     loop {
-        if *stop.borrow_and_update() {
-            return;
+        if let Some(request) = *stop.borrow_and_update() {
+            return request;
         }
         if stop.changed().await.is_err() {
             std::future::pending::<()>().await;
@@ -174,16 +240,61 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Waits for the routings in progress. Once a stop with a deadline is
+/// requested (before or while it waits) and the deadline passes, cuts off
+/// those still running and counts them. Returns the deadline, if any.
+async fn finish(
+    routings: &mut JoinSet<()>,
+    stop: &mut watch::Receiver<Option<Stop>>,
+    counters: &Counters,
+) -> Option<Instant> {
+    loop {
+        let deadline = stop
+            .borrow_and_update()
+            .and_then(|request| request.deadline);
+        let passed = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            next = routings.join_next() => if next.is_none() {
+                return deadline;
+            },
+            () = passed => break,
+            changed = stop.changed() => if changed.is_err() {
+                // the handle was dropped: no deadline can come any more
+                while routings.join_next().await.is_some() {}
+                return deadline;
+            },
+        }
+    }
+    let cut = routings.len() as u64;
+    routings.abort_all();
+    while routings.join_next().await.is_some() {}
+    counters.aborted.fetch_add(cut, Ordering::Relaxed);
+    tracing::warn!(
+        aborted = cut,
+        "broker feed stopped at its deadline: routings cut off; their events come back after \
+         their ack wait"
+    );
+    stop.borrow().and_then(|request| request.deadline)
+}
+
 async fn run(
     core: Arc<Core>,
     mut subscription: Box<dyn Subscription>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<Stop>>,
     counters: Arc<Counters>,
 ) {
     let concurrency = core.config.feed_concurrency;
     let retry_delay = core.config.feed_retry_delay;
     let permits = Arc::new(Semaphore::new(concurrency));
+    let mut routings = JoinSet::new();
     loop {
+        // finished routings leave their (empty) results behind until joined
+        while routings.try_join_next().is_some() {}
         // A slot first, then the event: an event taken before a slot is
         // free would wait with its ack wait running, and come back (routed
         // twice) although every routing is shorter than the ack wait.
@@ -206,7 +317,7 @@ async fn run(
                 let core = core.clone();
                 let counters = counters.clone();
                 core.begin();
-                tokio::spawn(async move {
+                routings.spawn(async move {
                     let _done = PendingGuard(core.clone());
                     let _permit = permit;
                     let (result, failures) = core.route_reporting(pending.event(), None).await;
@@ -256,9 +367,23 @@ async fn run(
             }
         }
     }
-    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
-    let _ = permits.acquire_many(all).await;
-    if let Err(err) = subscription.close().await {
-        tracing::warn!(error = %err, "broker feed: closing the subscription failed");
+    let deadline = finish(&mut routings, &mut stop, &counters).await;
+    let close = subscription.close();
+    let closed = match deadline {
+        None => Ok(close.await),
+        Some(deadline) => {
+            let until = Instant::now().max(deadline) + FEED_CLOSE_GRACE;
+            tokio::time::timeout_at(until, close).await
+        }
+    };
+    match closed {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "broker feed: closing the subscription failed");
+        }
+        Err(_) => tracing::warn!(
+            "broker feed: closing the subscription did not finish within its grace after the \
+             deadline; the events it fetched ahead come back after their ack wait"
+        ),
     }
 }

@@ -7,7 +7,7 @@ mod losses;
 mod metrics;
 mod queue;
 
-pub use feed::{BrokerFeed, FeedStats};
+pub use feed::{BrokerFeed, FEED_CLOSE_GRACE, FeedStats};
 pub use losses::LOSS_WARN_INTERVAL;
 pub use metrics::BrokerMetrics;
 pub use queue::QueueFullError;
@@ -745,7 +745,8 @@ impl Broker {
     /// cancelled mid-request may have reached its sink.
     ///
     /// Feeds, [`route`](Self::route) and the broker used as a sink are not
-    /// affected: stop feeds first (see [`BrokerFeed`]). Idempotent, like
+    /// affected: stop feeds first, with their own deadline
+    /// ([`BrokerFeed::stop_within`]). Idempotent, like
     /// `shutdown`: a later call (or one made while another waits) waits for
     /// the same end, the earlier of the deadlines given; every call returns
     /// the broker's totals, the same report. A routing that blocks its
