@@ -263,6 +263,30 @@ impl Aes256GcmEncryptor {
         self.open(event_id, envelope)
     }
 
+    /// Decrypts an envelope already parsed into an [`EncryptedPayload`]
+    /// (for example deserialized with serde from your own storage) to the
+    /// raw plaintext bytes: the counterpart of
+    /// [`encrypt_bytes`](Self::encrypt_bytes), without going through a
+    /// JSON `Value`.
+    ///
+    /// ```
+    /// use event_crypto::Aes256GcmEncryptor;
+    ///
+    /// let encryptor = Aes256GcmEncryptor::new("k1", &[7u8; 32]);
+    /// let sealed = encryptor.encrypt_bytes("evt-1", b"card 4111")?;
+    /// assert_eq!(encryptor.decrypt_payload("evt-1", &sealed)?, b"card 4111");
+    /// assert!(encryptor.decrypt_payload("evt-2", &sealed).is_err());
+    /// # Ok::<(), event_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Decryption`], as [`decrypt`](EventEncryptor::decrypt); also
+    /// for `encrypted: false` and a version other than [`FORMAT_VERSION`].
+    pub fn decrypt_payload(&self, event_id: &str, envelope: &EncryptedPayload) -> Result<Vec<u8>> {
+        let envelope = EnvelopeRef::of(envelope).map_err(|err| in_event(event_id, err))?;
+        self.open(event_id, envelope)
+    }
+
     fn active(&self) -> Arc<RingKey> {
         Arc::clone(&self.ring.read().active)
     }
@@ -322,7 +346,7 @@ impl Aes256GcmEncryptor {
             encrypted: true,
             version: FORMAT_VERSION,
             key_id: key.id.clone(),
-            nonce: STANDARD.encode(nonce.as_slice()),
+            nonce: codec::encode_nonce(&nonce.into()),
             ciphertext,
         })
     }

@@ -118,6 +118,27 @@ pub(crate) struct EnvelopeRef<'a> {
 }
 
 impl<'a> EnvelopeRef<'a> {
+    /// Checks a parsed envelope as [`parse`](Self::parse) checks a value.
+    pub(crate) fn of(envelope: &'a EncryptedPayload) -> Result<Self> {
+        if !envelope.encrypted {
+            return Err(Error::Decryption(
+                "payload is not an encrypted envelope: `encrypted` is false".to_owned(),
+            ));
+        }
+        if envelope.version != FORMAT_VERSION {
+            return Err(Error::Decryption(format!(
+                "unsupported envelope version {} (this build reads version {FORMAT_VERSION})",
+                envelope.version
+            )));
+        }
+        Ok(Self {
+            version: FORMAT_VERSION,
+            key_id: &envelope.key_id,
+            nonce: &envelope.nonce,
+            ciphertext: &envelope.ciphertext,
+        })
+    }
+
     /// Parses and checks an envelope; the version must be [`FORMAT_VERSION`].
     pub(crate) fn parse(value: &'a Value) -> Result<Self> {
         let Value::Object(map) = value else {

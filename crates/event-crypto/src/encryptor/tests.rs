@@ -773,3 +773,40 @@ fn hostile_field_values_are_decryption_errors() {
     extra["note"] = json!("ignored");
     assert_eq!(e.decrypt("evt-1", &extra).unwrap(), payload());
 }
+
+/// `decrypt_payload` reads a parsed envelope as `decrypt_bytes` reads its
+/// value: the same bytes, and the same refusals.
+#[test]
+fn decrypt_payload_is_decrypt_bytes_without_the_value() {
+    let e = enc();
+    let sealed = e.encrypt_bytes("evt-1", b"not json at all").unwrap();
+    assert_eq!(
+        e.decrypt_payload("evt-1", &sealed).unwrap(),
+        b"not json at all"
+    );
+    assert_eq!(
+        e.decrypt_bytes("evt-1", &sealed.to_value()).unwrap(),
+        b"not json at all"
+    );
+    let refused =
+        |envelope: &EncryptedPayload, event_id: &str| match e.decrypt_payload(event_id, envelope) {
+            Err(Error::Decryption(msg)) => msg,
+            other => panic!("expected Error::Decryption, got {other:?}"),
+        };
+    assert!(refused(&sealed, "evt-2").contains("authentication failed"));
+    let mut other = sealed.clone();
+    other.encrypted = false;
+    assert!(refused(&other, "evt-1").contains("`encrypted` is false"));
+    let mut other = sealed.clone();
+    other.version = 2;
+    assert!(refused(&other, "evt-1").contains("unsupported envelope version 2"));
+    let mut other = sealed.clone();
+    other.key_id = "k9".into();
+    assert!(refused(&other, "evt-1").contains("unknown key id"));
+    let mut other = sealed.clone();
+    other.ciphertext.replace_range(0..1, "!");
+    assert!(refused(&other, "evt-1").contains("not valid base64"));
+    let mut other = sealed;
+    other.nonce = "AAAA".into();
+    assert!(refused(&other, "evt-1").contains("nonce must be 12 bytes"));
+}
