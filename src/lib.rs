@@ -101,8 +101,8 @@ pub use event_bus::{
 pub use event_core::{
     BoxError, DeadLetterEvent, DeliverPolicy, DlqHandler, Error, Event, EventCounts,
     EventEncryptor, EventProvider, EventRouter, PendingEvent, ProviderInfo, PublishOptions,
-    ReceivedEvent, Result, SchemaValidator, StateStore, SubjectPattern, SubscribeOptions,
-    Subscription, SubscriptionFilter, SubscriptionRecord,
+    PublishOutcome, ReceivedEvent, Result, SchemaValidator, StateStore, SubjectPattern,
+    SubscribeOptions, Subscription, SubscriptionFilter, SubscriptionRecord,
 };
 
 /// The error type and [`Result`] alias.

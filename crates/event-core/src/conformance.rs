@@ -169,6 +169,7 @@ macro_rules! conformance_tests {
             backoff_spaces_redeliveries,
             retention_overrun_reported_and_skipped,
             msg_id_deduplicates,
+            publish_outcome_reports_duplicates,
             unusable_msg_id_refused,
             expected_sequence_conflict,
             unsubscribe_deletes_durable,
@@ -1982,6 +1983,53 @@ pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
         vec![2, 1],
         "duplicates stored nothing"
     );
+    assert_eq!(p.info().await.expect("info").messages, 2);
+}
+
+/// [`EventProvider::publish_shared_with_outcome`] tells a stored event from
+/// a duplicate, when the provider says at all: the first publish of a dedup
+/// id is stored, a repeat inside the window is a duplicate with the first
+/// sequence. A provider that does not say (the trait's default, `None`)
+/// says so for both.
+pub async fn publish_outcome_reports_duplicates(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    let e = Arc::new(event(&*p, "outcome", "t", 1));
+    let opts = PublishOptions::default();
+    let first = p
+        .publish_shared_with_outcome(Arc::clone(&e), &opts)
+        .await
+        .expect("publish");
+    let again = p
+        .publish_shared_with_outcome(Arc::clone(&e), &opts)
+        .await
+        .expect("republish");
+    assert_eq!(
+        first.sequence, again.sequence,
+        "a duplicate: the first sequence"
+    );
+    match (first.duplicate, again.duplicate) {
+        (None, None) => println!(
+            "conformance: {} does not say whether a publish was a duplicate \
+             (publish_shared_with_outcome returns None); the bus then routes every repeat",
+            p.name()
+        ),
+        (Some(false), Some(true)) => {}
+        other => panic!(
+            "publish_shared_with_outcome: the first publish must be stored (Some(false)) and \
+             its repeat a duplicate (Some(true)), or both None; got {other:?}"
+        ),
+    }
+    // A plain publish of the same id is a duplicate too, and a new id is not.
+    let plain = p.publish(&e).await.expect("publish");
+    assert_eq!(plain, first.sequence);
+    let other = p
+        .publish_shared_with_outcome(Arc::new(event(&*p, "outcome", "t", 2)), &opts)
+        .await
+        .expect("publish");
+    assert!(other.sequence > first.sequence);
+    if first.duplicate.is_some() {
+        assert_eq!(other.duplicate, Some(false), "a new dedup id is stored");
+    }
     assert_eq!(p.info().await.expect("info").messages, 2);
 }
 

@@ -62,6 +62,6 @@ pub use stream::SubscriptionStream;
 pub use subject::SubjectPattern;
 pub use types::{
     DeliverPolicy, Event, EventCounts, MAX_PAYLOAD_DEPTH, ProviderInfo, PublishOptions,
-    ReceivedEvent, SubscribeOptions, SubscriptionFilter, SubscriptionRecord, check_payload_depth,
-    new_event_id, now_millis,
+    PublishOutcome, ReceivedEvent, SubscribeOptions, SubscriptionFilter, SubscriptionRecord,
+    check_payload_depth, new_event_id, now_millis,
 };

@@ -30,7 +30,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::types::{Event, PublishOptions, ReceivedEvent, SubscribeOptions};
+use crate::types::{Event, PublishOptions, PublishOutcome, ReceivedEvent, SubscribeOptions};
 
 pub use crate::stream::SubscriptionStream;
 pub use crate::types::ProviderInfo;
@@ -323,6 +323,25 @@ pub trait EventProvider: Send + Sync {
         options: &PublishOptions,
     ) -> Result<u64> {
         self.publish_with_options(&event, options).await
+    }
+
+    /// [`publish_shared_with_options`](Self::publish_shared_with_options)
+    /// that also says whether the provider stored the event or found its
+    /// dedup id inside its window and stored nothing
+    /// ([`PublishOutcome::duplicate`]). The event bus uses it to route an
+    /// event once, not again for each repeat a retrying sender makes.
+    ///
+    /// The default calls `publish_shared_with_options` and does not say
+    /// ([`PublishOutcome::unknown`]); providers that know (the memory store,
+    /// JetStream's publish acknowledgement) override it.
+    async fn publish_shared_with_outcome(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
+        self.publish_shared_with_options(event, options)
+            .await
+            .map(PublishOutcome::unknown)
     }
 
     /// [`history`](Self::history) as shared events: the same events in the

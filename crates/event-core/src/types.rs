@@ -262,6 +262,54 @@ pub enum DeliverPolicy {
     LastPerSubject,
 }
 
+/// What a publish did ([`EventProvider::publish_shared_with_outcome`]):
+/// the stream sequence, and whether the provider stored the event or found
+/// its dedup id inside its window and stored nothing.
+///
+/// [`EventProvider::publish_shared_with_outcome`]: crate::EventProvider::publish_shared_with_outcome
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishOutcome {
+    /// The stream sequence: the new event's, or for a duplicate the
+    /// sequence of the event first stored under the dedup id.
+    pub sequence: u64,
+    /// `Some(true)`: a duplicate, nothing was stored; `Some(false)`: the
+    /// event was stored; `None`: the provider does not say.
+    pub duplicate: Option<bool>,
+}
+
+impl PublishOutcome {
+    /// An event stored at `sequence`.
+    pub fn stored(sequence: u64) -> Self {
+        Self {
+            sequence,
+            duplicate: Some(false),
+        }
+    }
+
+    /// A duplicate of the event stored at `sequence`; nothing was stored.
+    pub fn duplicate(sequence: u64) -> Self {
+        Self {
+            sequence,
+            duplicate: Some(true),
+        }
+    }
+
+    /// A publish at `sequence` whose provider does not say whether it was a
+    /// duplicate.
+    pub fn unknown(sequence: u64) -> Self {
+        Self {
+            sequence,
+            duplicate: None,
+        }
+    }
+
+    /// Whether the provider said the event was a duplicate.
+    pub fn is_duplicate(&self) -> bool {
+        self.duplicate == Some(true)
+    }
+}
+
 /// Options for publishing.
 ///
 /// Defaults: dedup by the event id, no concurrency check, the provider's

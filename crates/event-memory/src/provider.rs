@@ -10,8 +10,8 @@ use event_core::subject::{
     SubjectPattern, validate_consumer_name, validate_filter_for_prefix, validate_publish_subject,
 };
 use event_core::{
-    Error, Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions,
-    Subscription, now_millis,
+    Error, Event, EventProvider, ProviderInfo, PublishOptions, PublishOutcome, Result,
+    SubscribeOptions, Subscription, now_millis,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -201,7 +201,12 @@ impl MemoryProvider {
     }
 
     /// Appends an admitted event and wakes the subscriptions.
-    fn append(&self, event: Arc<Event>, size: usize, options: &PublishOptions) -> Result<u64> {
+    fn append(
+        &self,
+        event: Arc<Event>,
+        size: usize,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
         let dedup_key = DedupKey::new(options.dedup_id(&event));
         let summary = Summary::of_subject(&event.subject);
         let appended = self.shared.store.lock().append_event(
@@ -215,9 +220,9 @@ impl MemoryProvider {
         match appended {
             Appended::New(seq) => {
                 self.shared.published.published();
-                Ok(seq)
+                Ok(PublishOutcome::stored(seq))
             }
-            Appended::Duplicate(seq) => Ok(seq),
+            Appended::Duplicate(seq) => Ok(PublishOutcome::duplicate(seq)),
         }
     }
 
@@ -311,11 +316,16 @@ impl MemoryProvider {
         // Checked before the copy, so a refused event is never cloned.
         let size = self.admit(event, options)?;
         self.append(Arc::new(event.clone()), size, options)
+            .map(|outcome| outcome.sequence)
     }
 
     /// Every shared publish: `event` itself is stored (see
     /// [`publish_copy`](Self::publish_copy) for why it is not a trait method).
-    async fn publish_arc(&self, event: Arc<Event>, options: &PublishOptions) -> Result<u64> {
+    async fn publish_arc(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
         cooperate().await;
         let size = self.admit(&event, options)?;
         self.append(event, size, options)
@@ -333,7 +343,9 @@ impl EventProvider for MemoryProvider {
     }
 
     async fn publish_shared(&self, event: Arc<Event>) -> Result<u64> {
-        self.publish_arc(event, &PublishOptions::default()).await
+        self.publish_arc(event, &PublishOptions::default())
+            .await
+            .map(|outcome| outcome.sequence)
     }
 
     /// Stores `event` itself: subscribers receive this `Arc`, no copy is made.
@@ -342,6 +354,18 @@ impl EventProvider for MemoryProvider {
         event: Arc<Event>,
         options: &PublishOptions,
     ) -> Result<u64> {
+        self.publish_arc(event, options)
+            .await
+            .map(|outcome| outcome.sequence)
+    }
+
+    /// Says whether the event was stored or a duplicate inside the dedup
+    /// window.
+    async fn publish_shared_with_outcome(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
         self.publish_arc(event, options).await
     }
 

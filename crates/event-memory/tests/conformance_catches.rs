@@ -24,7 +24,7 @@ use event_core::conformance::{self, Capabilities, ProviderFactory};
 use event_core::subject::{validate_consumer_name, validate_publish_subject};
 use event_core::{
     Acker, DeliverPolicy, Error, Event, EventProvider, PendingEvent, ProviderInfo, PublishOptions,
-    ReceivedEvent, Result, SubjectPattern, SubscribeOptions, Subscription,
+    PublishOutcome, ReceivedEvent, Result, SubjectPattern, SubscribeOptions, Subscription,
 };
 use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use std::collections::{HashMap, VecDeque};
@@ -57,6 +57,9 @@ enum Kind {
     DedupPerSubject,
     /// Only `publish_shared*` ignores the dedup id.
     SharedIgnoresDedup,
+    /// `publish_shared_with_outcome` calls every publish stored, repeats
+    /// included.
+    OutcomeMisreported,
     ExpectedSequenceIgnored,
     /// A conflicting publish reports `WrongLastSequence` but is stored.
     ConflictStillStored,
@@ -433,6 +436,26 @@ impl EventProvider for Mutant {
         options: &PublishOptions,
     ) -> Result<u64> {
         self.publish_arc(event, options, true).await
+    }
+
+    async fn publish_shared_with_outcome(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
+        // the inner provider says what happened; the wrapper's own rules
+        // (admission, dedup id) are those of its shared publish
+        let event = self.admit(&event)?;
+        let options = self.publish_options(&event, options, true);
+        let outcome = self
+            .inner
+            .publish_shared_with_outcome(event, &options)
+            .await?;
+        Ok(if self.kind == Kind::OutcomeMisreported {
+            PublishOutcome::stored(outcome.sequence)
+        } else {
+            outcome
+        })
     }
 
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
@@ -1047,6 +1070,11 @@ mutant!(
     /// The suite catches `publish_shared` skipping dedup.
     shared_ignores_dedup, Kind::SharedIgnoresDedup,
     publish_shared_follows_publish_contract => "same event id: same sequence",
+);
+mutant!(
+    /// The suite catches a publish outcome that calls a duplicate stored.
+    outcome_misreported, Kind::OutcomeMisreported,
+    publish_outcome_reports_duplicates => "its repeat a duplicate (Some(true))",
 );
 mutant!(
     /// The suite catches `expected_sequence` being ignored.

@@ -1,6 +1,7 @@
 use async_trait::async_trait;
 use event_core::{
-    Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions, Subscription,
+    Event, EventProvider, ProviderInfo, PublishOptions, PublishOutcome, Result, SubscribeOptions,
+    Subscription,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +57,19 @@ impl EventProvider for CountingProvider {
             .await?;
         self.published.fetch_add(1, Ordering::Relaxed);
         Ok(sequence)
+    }
+
+    async fn publish_shared_with_outcome(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
+        let outcome = self
+            .inner
+            .publish_shared_with_outcome(event, options)
+            .await?;
+        self.published.fetch_add(1, Ordering::Relaxed);
+        Ok(outcome)
     }
 
     async fn subscribe_with_options(
