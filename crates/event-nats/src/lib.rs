@@ -168,11 +168,20 @@
 //!   (`PublishOptions::msg_id`, default the event id) is sent as
 //!   `Nats-Msg-Id`: a repeat inside the duplicate window returns the first
 //!   sequence and stores nothing, so a publish that failed or timed out can be
-//!   retried safely with the same id. `expected_sequence` is sent as
-//!   `Nats-Expected-Last-Sequence` (mismatch:
+//!   retried safely with the same id. Ids are compared exactly, as the
+//!   memory provider does: nats-server skips the spaces before a header
+//!   value (` a` would repeat `a`), so an id is sent as it is only when it
+//!   is printable ASCII, starts and ends with no space and does not start
+//!   with `~` (every generated id, and the ids of most applications: a
+//!   message another client published with the same `Nats-Msg-Id` is a
+//!   duplicate); any other id is sent as `~` followed by its UTF-8 bytes
+//!   with each byte outside `!`..=`~` and each `%` written `%XX` (` a` is
+//!   `~%20a`, `é` is `~%C3%A9`, `~a` is `~~a`), which no other id is sent
+//!   as. `expected_sequence` is sent as `Nats-Expected-Last-Sequence`
+//!   (mismatch:
 //!   [`Error::WrongLastSequence`](event_core::Error::WrongLastSequence)).
-//!   Events larger than the server's `max_payload` are refused before sending
-//!   (the limit of the server currently connected, raised or lowered by a
+//!   Events larger than the server's `max_payload` (the JSON and the
+//!   headers as sent) are refused before sending (the limit of the server currently connected, raised or lowered by a
 //!   reconnection); one larger than the stream's own `max_msg_size` (set
 //!   by an administrator) is refused by the server: both are
 //!   [`Error::PayloadTooLarge`](event_core::Error::PayloadTooLarge) with
