@@ -256,7 +256,14 @@
 //!   nanoseconds and adds them to the clock), and a `ByStartTime` after
 //!   2262-04-11 (where those nanoseconds end) starts after every stored
 //!   event. A stored message that is not an event is terminated and
-//!   returned once as [`Error::Undecodable`](event_core::Error::Undecodable).
+//!   returned once as [`Error::Undecodable`](event_core::Error::Undecodable)
+//!   (ephemeral and durable subscriptions alike), and `history` skips it.
+//!   That includes an event whose `subject` is not the subject it is
+//!   stored under (another client's message claiming, say, `admin.grant`
+//!   while published to `public.note`): filters, durables and `history`
+//!   go by the stored subject, so it would reach the readers of one
+//!   subject saying it is another's; the error's `subject` is the stored
+//!   one and its reason names both.
 //! - **Prefetch**: a subscription asks the server for one event at a time for
 //!   its first 8 deliveries, so a caller that stops early leaves no fetched
 //!   but unseen events behind (they would count as a delivery). After that it
@@ -360,6 +367,7 @@ mod error;
 mod history;
 mod provider;
 mod pull;
+mod stored;
 mod stream;
 mod subscription;
 
