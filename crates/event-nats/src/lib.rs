@@ -263,7 +263,14 @@
 //!   while published to `public.note`): filters, durables and `history`
 //!   go by the stored subject, so it would reach the readers of one
 //!   subject saying it is another's; the error's `subject` is the stored
-//!   one and its reason names both.
+//!   one and its reason names both. The error's `raw` keeps the body byte
+//!   for byte: the body itself when it is UTF-8 text that does not start
+//!   with `base64:`, else `base64:` followed by the standard (padded)
+//!   base64 of its bytes (the reason then says so). An `EventBus` with a
+//!   DLQ handler dead-letters the message with `raw` as its payload (a
+//!   JSON string), so the dead letter, the only copy once the message is
+//!   terminated, holds the original bytes: a payload starting with
+//!   `base64:` is the base64 of the body, any other is its text.
 //! - **Prefetch**: a subscription asks the server for one event at a time for
 //!   its first 8 deliveries, so a caller that stops early leaves no fetched
 //!   but unseen events behind (they would count as a delivery). After that it

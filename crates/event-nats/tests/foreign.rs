@@ -1,16 +1,22 @@
-//! Messages in the stream that the provider did not write: events whose
-//! JSON claims another subject than the one they are stored under.
-//! Subscriptions (ephemeral, durable, manual acks) report each once as
-//! `Error::Undecodable`, and `history` skips them.
+//! Messages in the stream that the provider did not write: bodies that are
+//! not events (text, binary, empty) and events whose JSON claims another
+//! subject than the one they are stored under. Subscriptions (ephemeral,
+//! durable, manual acks) report each once as `Error::Undecodable` with the
+//! body recoverable byte for byte, `history` skips them, and a bus
+//! dead-letters them with that body.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use base64::Engine as _;
 use common::NatsServer;
-use event_core::{Error, Event, EventProvider, SubscribeOptions, Subscription};
+use event_bus::EventBus;
+use event_bus::dlq::MemoryDlqHandler;
+use event_core::{DlqHandler, Error, Event, EventProvider, SubscribeOptions, Subscription};
 use event_nats::NatsProvider;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 
 macro_rules! server {
@@ -44,6 +50,17 @@ async fn raw_publish(p: &NatsProvider, subject: &str, payload: Vec<u8>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("raw message to {subject} not stored");
+}
+
+/// The body an `Error::Undecodable`'s `raw` holds, as the provider
+/// documents it: `base64:` and the body in base64, else the body's text.
+fn body_of(raw: &str) -> Vec<u8> {
+    match raw.strip_prefix("base64:") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
+        None => raw.as_bytes().to_vec(),
+    }
 }
 
 async fn next(sub: &mut Box<dyn Subscription>) -> Result<Event, Error> {
@@ -108,7 +125,7 @@ async fn an_event_claiming_another_subject_is_reported_not_delivered() {
                 reason.contains(&format!("{public:?}")) && reason.contains(&format!("{admin:?}")),
                 "{what}: the reason names both subjects: {reason}"
             );
-            assert_eq!(raw.as_bytes(), spoof_json, "{what}: the body is kept");
+            assert_eq!(body_of(&raw), spoof_json, "{what}: the body is kept");
         }
         other => panic!("{what}: expected Undecodable, got {other:?}"),
     };
@@ -184,4 +201,81 @@ async fn history_by_message_gets_skips_an_event_claiming_another_subject() {
         p.history(Some(&filter), 1).await.unwrap(),
         vec![genuine[1].clone()]
     );
+}
+
+/// Bodies that are not events: each is reported once, its `raw` the text
+/// when it is UTF-8 (and does not start with `base64:`), else `base64:`
+/// and the bytes in base64; a bus dead-letters each with that text as its
+/// payload, so the bytes can be recovered from the dead letter.
+#[tokio::test]
+async fn foreign_bodies_are_reported_and_dead_lettered_with_their_bytes() {
+    let server = server!("foreign_bodies_are_reported_and_dead_lettered_with_their_bytes");
+    let p = provider(&server, "foreign").await;
+    let subject = p.build_subject("x", "foreign");
+    let filter = p.category_subject("x");
+    let mut sub = p.subscribe(&filter).await.unwrap();
+    let bus = EventBus::new(p.clone());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    let mut bus_sub = bus.subscribe(&filter).await.unwrap();
+
+    let binary: Vec<u8> = (0u8..=255).collect();
+    let foreign: Vec<(Vec<u8>, Option<&str>)> = vec![
+        (b"hello".to_vec(), Some("hello")),
+        (Vec::new(), Some("")),
+        (binary.clone(), None),
+        (b"base64:aGk=".to_vec(), Some("base64:YmFzZTY0OmFHaz0=")),
+        (b"\xff\xfe".to_vec(), Some("base64://4=")),
+    ];
+    for (body, _) in &foreign {
+        raw_publish(&p, &subject, body.clone()).await;
+    }
+    let last = Event::new(&subject, "x", "last", "t", json!({"n": 2}));
+    p.publish(&last).await.unwrap();
+
+    for (i, (body, want)) in foreign.iter().enumerate() {
+        match next(&mut sub).await {
+            Err(Error::Undecodable {
+                sequence,
+                raw,
+                reason,
+                ..
+            }) => {
+                assert_eq!(sequence, i as u64 + 1);
+                if let Some(want) = want {
+                    assert_eq!(raw, *want);
+                }
+                assert_eq!(body_of(&raw), *body, "message {sequence}");
+                assert_eq!(
+                    reason.contains("base64"),
+                    raw.starts_with("base64:"),
+                    "the reason says when raw is base64: {reason}"
+                );
+            }
+            other => panic!("message {i}: expected Undecodable, got {other:?}"),
+        }
+        assert!(matches!(
+            next(&mut bus_sub).await,
+            Err(Error::Undecodable { .. })
+        ));
+    }
+    assert_eq!(next(&mut sub).await.unwrap(), last);
+    assert_eq!(next(&mut bus_sub).await.unwrap(), last);
+
+    let mut letters = Vec::new();
+    for _ in 0..500 {
+        letters = dlq.list(100).await.unwrap();
+        if letters.len() == foreign.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut kept: Vec<Vec<u8>> = letters
+        .iter()
+        .map(|letter| body_of(letter.event.payload.as_str().unwrap()))
+        .collect();
+    let mut sent: Vec<Vec<u8>> = foreign.into_iter().map(|(body, _)| body).collect();
+    kept.sort();
+    sent.sort();
+    assert_eq!(kept, sent, "each dead letter holds its message's bytes");
 }
