@@ -163,7 +163,10 @@ pub enum Error {
         sequence: u64,
         /// Why it could not be decoded.
         reason: String,
-        /// The raw message body, lossily converted to UTF-8, for dead-lettering.
+        /// The raw message body, for dead-lettering: the body itself when
+        /// it is UTF-8 text; a body that is not is carried as the provider
+        /// documents (the NATS provider: `base64:` followed by the
+        /// standard base64 of its bytes), else lossily converted to UTF-8.
         raw: String,
     },
 

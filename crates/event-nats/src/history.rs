@@ -53,8 +53,8 @@ const PARALLEL_GETS: usize = 24;
 /// one message get (measured: ~1.2 us per scanned message, ~40 us per get).
 const SCAN_PER_GET: u64 = 32;
 
-/// A raw match: stream sequence and payload.
-type Raw = (u64, Bytes);
+/// A raw match: stream sequence, the subject it is stored under, payload.
+type Raw = (u64, String, Bytes);
 
 pub(crate) async fn history(
     provider: &NatsProvider,
@@ -261,14 +261,17 @@ impl Collected {
     /// from the newest, until the limit is reached.
     fn take_newest(&mut self, mut raws: Vec<Raw>) {
         while !self.done() {
-            let Some((sequence, payload)) = raws.pop() else {
+            let Some((sequence, subject, payload)) = raws.pop() else {
                 break;
             };
-            match serde_json::from_slice::<Event>(&payload) {
+            // the same test as a subscription's: a message claiming
+            // another subject than its own is no event either
+            match crate::stored::decode(&subject, &payload) {
                 Ok(event) => self.events.push(event),
-                Err(e) => tracing::warn!(
+                Err(reason) => tracing::warn!(
                     sequence,
-                    error = %e,
+                    %subject,
+                    error = %reason,
                     "history skipped a message that is not a valid event"
                 ),
             }
@@ -419,7 +422,11 @@ async fn read_consumer(
                 .strip_prefix(provider.inner.config.subject_prefix.as_str())
                 .is_some_and(|rest| rest.starts_with('.'))
             {
-                raws.push((sequence, message.payload.clone()));
+                raws.push((
+                    sequence,
+                    message.subject.to_string(),
+                    message.payload.clone(),
+                ));
             }
             if pending == 0 {
                 break;
@@ -505,13 +512,13 @@ async fn step_range(
         let mut next = Vec::with_capacity(cursors.len());
         for (mut cursor, reply) in cursors.into_iter().zip(replies) {
             // past this range, the next match is another cursor's
-            if let Some((sequence, payload)) = reply?.filter(|(s, _)| *s < cursor.end) {
+            if let Some((sequence, subject, payload)) = reply?.filter(|(s, ..)| *s < cursor.end) {
                 cursor.at = sequence + 1;
                 cursor.found += 1;
-                if serde_json::from_slice::<Event>(&payload).is_ok() {
+                if crate::stored::decode(&subject, &payload).is_ok() {
                     sequences.push(sequence);
                 }
-                found.push((sequence, payload));
+                found.push((sequence, subject, payload));
                 if cursor.at < cursor.end {
                     next.push(cursor);
                 }
@@ -519,7 +526,7 @@ async fn step_range(
         }
         cursors = next;
     }
-    found.sort_unstable_by_key(|(s, _)| *s);
+    found.sort_unstable_by_key(|(s, ..)| *s);
     Ok(found)
 }
 
@@ -542,7 +549,11 @@ async fn next_match(
                 .direct_get_next_for_subject(filter, Some(sequence))
                 .await
             {
-                Ok(message) => Ok(Some((message.sequence, message.payload))),
+                Ok(message) => Ok(Some((
+                    message.sequence,
+                    message.subject.to_string(),
+                    message.payload,
+                ))),
                 Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
                 Err(e) => Err(error::map("history direct get", e, timeout)),
             }
@@ -559,7 +570,11 @@ async fn next_match(
                 .send()
                 .await
             {
-                Ok(message) => Ok(Some((message.sequence, message.payload))),
+                Ok(message) => Ok(Some((
+                    message.sequence,
+                    message.subject.to_string(),
+                    message.payload,
+                ))),
                 Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
                 Err(e) => Err(error::map("history message get", e, timeout)),
             }

@@ -168,11 +168,20 @@
 //!   (`PublishOptions::msg_id`, default the event id) is sent as
 //!   `Nats-Msg-Id`: a repeat inside the duplicate window returns the first
 //!   sequence and stores nothing, so a publish that failed or timed out can be
-//!   retried safely with the same id. `expected_sequence` is sent as
-//!   `Nats-Expected-Last-Sequence` (mismatch:
+//!   retried safely with the same id. Ids are compared exactly, as the
+//!   memory provider does: nats-server skips the spaces before a header
+//!   value (` a` would repeat `a`), so an id is sent as it is only when it
+//!   is printable ASCII, starts and ends with no space and does not start
+//!   with `~` (every generated id, and the ids of most applications: a
+//!   message another client published with the same `Nats-Msg-Id` is a
+//!   duplicate); any other id is sent as `~` followed by its UTF-8 bytes
+//!   with each byte outside `!`..=`~` and each `%` written `%XX` (` a` is
+//!   `~%20a`, `é` is `~%C3%A9`, `~a` is `~~a`), which no other id is sent
+//!   as. `expected_sequence` is sent as `Nats-Expected-Last-Sequence`
+//!   (mismatch:
 //!   [`Error::WrongLastSequence`](event_core::Error::WrongLastSequence)).
-//!   Events larger than the server's `max_payload` are refused before sending
-//!   (the limit of the server currently connected, raised or lowered by a
+//!   Events larger than the server's `max_payload` (the JSON and the
+//!   headers as sent) are refused before sending (the limit of the server currently connected, raised or lowered by a
 //!   reconnection); one larger than the stream's own `max_msg_size` (set
 //!   by an administrator) is refused by the server: both are
 //!   [`Error::PayloadTooLarge`](event_core::Error::PayloadTooLarge) with
@@ -247,7 +256,21 @@
 //!   nanoseconds and adds them to the clock), and a `ByStartTime` after
 //!   2262-04-11 (where those nanoseconds end) starts after every stored
 //!   event. A stored message that is not an event is terminated and
-//!   returned once as [`Error::Undecodable`](event_core::Error::Undecodable).
+//!   returned once as [`Error::Undecodable`](event_core::Error::Undecodable)
+//!   (ephemeral and durable subscriptions alike), and `history` skips it.
+//!   That includes an event whose `subject` is not the subject it is
+//!   stored under (another client's message claiming, say, `admin.grant`
+//!   while published to `public.note`): filters, durables and `history`
+//!   go by the stored subject, so it would reach the readers of one
+//!   subject saying it is another's; the error's `subject` is the stored
+//!   one and its reason names both. The error's `raw` keeps the body byte
+//!   for byte: the body itself when it is UTF-8 text that does not start
+//!   with `base64:`, else `base64:` followed by the standard (padded)
+//!   base64 of its bytes (the reason then says so). An `EventBus` with a
+//!   DLQ handler dead-letters the message with `raw` as its payload (a
+//!   JSON string), so the dead letter, the only copy once the message is
+//!   terminated, holds the original bytes: a payload starting with
+//!   `base64:` is the base64 of the body, any other is its text.
 //! - **Prefetch**: a subscription asks the server for one event at a time for
 //!   its first 8 deliveries, so a caller that stops early leaves no fetched
 //!   but unseen events behind (they would count as a delivery). After that it
@@ -351,6 +374,7 @@ mod error;
 mod history;
 mod provider;
 mod pull;
+mod stored;
 mod stream;
 mod subscription;
 

@@ -37,8 +37,59 @@ struct Sent<'a> {
     size: usize,
 }
 
-/// Header carrying the dedup id.
+/// Header carrying the dedup id (see [`msg_id_header`]).
 const MSG_ID: &str = "Nats-Msg-Id";
+/// First byte of every escaped `Nats-Msg-Id` value (see [`msg_id_header`]).
+const ESCAPED: u8 = b'~';
+
+/// The `Nats-Msg-Id` value for dedup id `id`: an injective function of the
+/// id whose value nats-server keeps as sent, so two ids the memory
+/// provider keeps apart are never merged by JetStream's dedup.
+///
+/// nats-server (tested in `tests/dedup_ids.rs`) skips the spaces before a
+/// header value, so ` a` would be a duplicate of `a`, and takes an empty
+/// value for no id at all; async-nats trims whitespace (Unicode's) at both
+/// ends of the headers it reads, and refuses CR and LF. So:
+///
+/// - an id of printable ASCII (`0x20..=0x7E`) that neither starts nor ends
+///   with a space and does not start with `~` is the value as it is (every
+///   generated event id, and an id published before this escaping existed
+///   still deduplicates with the same id published now);
+/// - any other id is `~` followed by its UTF-8 bytes, each byte outside
+///   `0x21..=0x7E` and each `%` written `%XX` (upper-case hex): ` a`
+///   becomes `~%20a`, `~a` becomes `~~a`, `é` becomes `~%C3%A9`.
+///
+/// A verbatim value never starts with `~` and an escaped one always does,
+/// and percent-encoding with `%` itself encoded is one-to-one, so distinct
+/// ids give distinct values; an escaped value is printable ASCII without
+/// spaces, which the server and the client keep as they are.
+fn msg_id_header(id: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = id.as_bytes();
+    // one pass without an early exit over the bytes: this runs on every
+    // publish, and generated ids are printable ASCII
+    let printable = bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (b.wrapping_sub(0x20) < 0x5F));
+    let verbatim = printable
+        && bytes.first().is_some_and(|&b| b != b' ' && b != ESCAPED)
+        && bytes.last().is_some_and(|&b| b != b' ');
+    if verbatim {
+        return std::borrow::Cow::Borrowed(id);
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut escaped = String::with_capacity(1 + 3 * bytes.len());
+    escaped.push(char::from(ESCAPED));
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'%' {
+            escaped.push(char::from(b));
+        } else {
+            escaped.push('%');
+            escaped.push(char::from(HEX[usize::from(b >> 4)]));
+            escaped.push(char::from(HEX[usize::from(b & 0xF)]));
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
 /// Header carrying the optimistic-concurrency expectation.
 const EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
 
@@ -329,14 +380,14 @@ impl NatsProvider {
         options: &PublishOptions,
     ) -> Result<(HeaderMap, bytes::Bytes, usize)> {
         validate_publish_subject(&event.subject, &self.inner.config.subject_prefix)?;
-        let msg_id = options.checked_dedup_id(event)?;
+        let msg_id = msg_id_header(options.checked_dedup_id(event)?);
         // decoding stops at 128 levels: deeper would be stored unreadable
         check_payload_depth(&event.payload)?;
         let payload = serde_json::to_vec(event)?;
         let mut headers = HeaderMap::new();
         // "NATS/1.0\r\n" + "name: value\r\n"... + "\r\n"
         let mut header_len = 12 + MSG_ID.len() + 4 + msg_id.len();
-        headers.insert(MSG_ID, msg_id);
+        headers.insert(MSG_ID, msg_id.as_ref());
         if let Some(expected) = options.expected_sequence {
             let value = expected.to_string();
             header_len += EXPECTED_LAST_SEQ.len() + 4 + value.len();
@@ -955,8 +1006,107 @@ impl NatsProvider {
 
 #[cfg(test)]
 mod tests {
-    use super::Unsubscribed;
+    use super::{ESCAPED, Unsubscribed, msg_id_header};
     use std::sync::Arc;
+
+    /// The dedup id a `Nats-Msg-Id` value was made from: the inverse of
+    /// [`msg_id_header`], which is therefore injective.
+    fn msg_id_of(value: &str) -> Option<String> {
+        let Some(rest) = value.strip_prefix(char::from(ESCAPED)) else {
+            return Some(value.to_owned());
+        };
+        let mut bytes = Vec::new();
+        let mut rest = rest.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            if b == b'%' {
+                let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = &tail[2..];
+            } else {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    #[test]
+    fn msg_id_headers_are_verbatim_for_ordinary_ids_and_escaped_otherwise() {
+        for id in [
+            "0192d5a4-7c1e-7b3a-9f00-5e8d2c4b1a77",
+            "order-42",
+            "a b",
+            "x~",
+            "100%",
+            "!",
+        ] {
+            assert_eq!(msg_id_header(id), id);
+        }
+        for (id, value) in [
+            (" dup", "~%20dup"),
+            ("dup ", "~dup%20"),
+            ("~x", "~~x"),
+            ("~%20dup", "~~%2520dup"),
+            ("a b ", "~a%20b%20"),
+            ("é", "~%C3%A9"),
+            ("\u{a0}x", "~%C2%A0x"),
+            ("x\u{2028}", "~x%E2%80%A8"),
+            ("", "~"),
+            (" ", "~%20"),
+            ("\r\n\t\0\u{7f}", "~%0D%0A%09%00%7F"),
+        ] {
+            assert_eq!(msg_id_header(id), value, "{id:?}");
+        }
+    }
+
+    /// Every value is printable ASCII that the server and async-nats keep
+    /// as sent (no space at either end, never empty), and decodes back to
+    /// its id: distinct ids never share a value.
+    #[test]
+    fn msg_id_headers_are_injective_and_header_safe() {
+        let pieces = [
+            "",
+            " ",
+            "  ",
+            "~",
+            "%",
+            "%20",
+            "~%20",
+            "a",
+            "A",
+            "é",
+            "\u{a0}",
+            "\u{2028}",
+            "\t",
+            "\r",
+            "\n",
+            "\0",
+            "\u{7f}",
+            "\u{10ffff}",
+            ":",
+            "x y",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let id = format!("{a}{b}{c}");
+                    let value = msg_id_header(&id);
+                    assert!(!value.is_empty(), "{id:?}");
+                    assert!(
+                        value.bytes().all(|b| (0x20..=0x7E).contains(&b))
+                            && !value.starts_with(' ')
+                            && !value.ends_with(' '),
+                        "{id:?} -> {value:?}"
+                    );
+                    assert_eq!(msg_id_of(&value).as_deref(), Some(id.as_str()));
+                    if let Some(other) = seen.insert(value.clone().into_owned(), id.clone()) {
+                        assert_eq!(other, id, "both are {value:?}");
+                    }
+                }
+            }
+        }
+    }
 
     /// Deletions of names no subscription reads leave nothing behind; a
     /// watched name is kept while a subscription watches it, and each

@@ -10,7 +10,7 @@ use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker as NatsMsgAcker};
 use async_trait::async_trait;
 use event_core::{
-    Acker, DeliverPolicy, Error, Event, PendingEvent, ReceivedEvent, Result, SubscribeOptions,
+    Acker, DeliverPolicy, Error, PendingEvent, ReceivedEvent, Result, SubscribeOptions,
     Subscription,
 };
 use futures_util::FutureExt;
@@ -900,7 +900,7 @@ impl NatsSubscription {
         self.last_sequence = self.last_sequence.max(sequence);
         let subject = message.subject.to_string();
         let (message, acker) = message.split();
-        match serde_json::from_slice::<Event>(&message.payload) {
+        match crate::stored::decode(&subject, &message.payload) {
             Ok(event) => {
                 self.handed_out += 1;
                 let stream = if stream == *self.provider.inner.stream_name {
@@ -918,17 +918,17 @@ impl NatsSubscription {
                     acker,
                 ))
             }
-            Err(e) => {
+            Err(reason) => {
                 if let Err(term_err) = acker.ack_with(AckKind::Term).await {
                     tracing::warn!(error = %term_err, sequence, "could not terminate an undecodable message");
                 }
-                tracing::warn!(sequence, subject = %subject, error = %e, "terminated undecodable message");
-                Err(Error::Undecodable {
+                tracing::warn!(sequence, subject = %subject, error = %reason, "terminated undecodable message");
+                Err(crate::stored::undecodable(
                     subject,
                     sequence,
-                    reason: e.to_string(),
-                    raw: String::from_utf8_lossy(&message.payload).into_owned(),
-                })
+                    reason,
+                    &message.payload,
+                ))
             }
         }
     }

@@ -1,0 +1,281 @@
+//! Messages in the stream that the provider did not write: bodies that are
+//! not events (text, binary, empty) and events whose JSON claims another
+//! subject than the one they are stored under. Subscriptions (ephemeral,
+//! durable, manual acks) report each once as `Error::Undecodable` with the
+//! body recoverable byte for byte, `history` skips them, and a bus
+//! dead-letters them with that body.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::NatsServer;
+use event_bus::EventBus;
+use event_bus::dlq::MemoryDlqHandler;
+use event_core::{DlqHandler, Error, Event, EventProvider, SubscribeOptions, Subscription};
+use event_nats::NatsProvider;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+macro_rules! server {
+    ($name:expr) => {
+        match NatsServer::start($name) {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+async fn provider(server: &NatsServer, tag: &str) -> NatsProvider {
+    NatsProvider::connect(common::config(server, tag))
+        .await
+        .unwrap()
+}
+
+/// Publishes `payload` as another client would (core NATS, no headers) to
+/// `subject`, and waits until the stream has stored it.
+async fn raw_publish(p: &NatsProvider, subject: &str, payload: Vec<u8>) {
+    let before = p.info().await.unwrap().messages;
+    p.client()
+        .publish(subject.to_owned(), payload.into())
+        .await
+        .unwrap();
+    p.client().flush().await.unwrap();
+    for _ in 0..500 {
+        if p.info().await.unwrap().messages > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("raw message to {subject} not stored");
+}
+
+/// The body an `Error::Undecodable`'s `raw` holds, as the provider
+/// documents it: `base64:` and the body in base64, else the body's text.
+fn body_of(raw: &str) -> Vec<u8> {
+    match raw.strip_prefix("base64:") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
+        None => raw.as_bytes().to_vec(),
+    }
+}
+
+async fn next(sub: &mut Box<dyn Subscription>) -> Result<Event, Error> {
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("an answer within 10 s")
+        .map(|received| (*received.unwrap().event).clone())
+}
+
+async fn next_manual(sub: &mut Box<dyn Subscription>) -> Result<Event, Error> {
+    let pending = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+        .await
+        .expect("an answer within 10 s")?
+        .unwrap();
+    let event = pending.event().clone();
+    pending.ack().await.unwrap();
+    Ok(event)
+}
+
+/// A message stored under `<prefix>.public.note` whose JSON is an event
+/// claiming `<prefix>.admin.grant` is not handed out as that event: every
+/// kind of subscription reports it once (naming both subjects, the body
+/// kept) and goes on; `history` skips it on each of its read paths.
+#[tokio::test]
+async fn an_event_claiming_another_subject_is_reported_not_delivered() {
+    let server = server!("an_event_claiming_another_subject_is_reported_not_delivered");
+    let p = provider(&server, "spoof").await;
+    let public = p.build_subject("public", "note");
+    let admin = p.build_subject("admin", "grant");
+    let all = format!("{}.>", p.subject_prefix());
+    // opened before the messages exist, so the ephemeral sees them all
+    let mut ephemeral = p.subscribe(&all).await.unwrap();
+    let short_ack = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let mut durable = p
+        .subscribe_durable_with_options("reader", &p.category_subject("public"), &short_ack)
+        .await
+        .unwrap();
+    let mut manual = p
+        .subscribe_durable_with_options("manual", &all, &short_ack)
+        .await
+        .unwrap();
+
+    let mut spoof = Event::new(&admin, "admin", "grant root", "iam", json!({"user": "m"}));
+    spoof.id = "spoof-1".into();
+    let spoof_json = serde_json::to_vec(&spoof).unwrap();
+    raw_publish(&p, &public, spoof_json.clone()).await;
+    let genuine = Event::new(&public, "public", "a note", "t", json!({"n": 1}));
+    p.publish(&genuine).await.unwrap();
+
+    let check = |what: &str, got: Result<Event, Error>| match got {
+        Err(Error::Undecodable {
+            subject,
+            sequence,
+            reason,
+            raw,
+        }) => {
+            assert_eq!((subject.as_str(), sequence), (public.as_str(), 1), "{what}");
+            assert!(
+                reason.contains(&format!("{public:?}")) && reason.contains(&format!("{admin:?}")),
+                "{what}: the reason names both subjects: {reason}"
+            );
+            assert_eq!(body_of(&raw), spoof_json, "{what}: the body is kept");
+        }
+        other => panic!("{what}: expected Undecodable, got {other:?}"),
+    };
+    check("ephemeral", next(&mut ephemeral).await);
+    assert_eq!(next(&mut ephemeral).await.unwrap(), genuine);
+    check("durable", next(&mut durable).await);
+    assert_eq!(next(&mut durable).await.unwrap(), genuine);
+    check("manual", next_manual(&mut manual).await);
+    assert_eq!(next_manual(&mut manual).await.unwrap(), genuine);
+
+    // terminated, not redelivered after the ack wait
+    durable.close().await.unwrap();
+    let mut durable = p
+        .subscribe_durable_with_options("reader", &p.category_subject("public"), &short_ack)
+        .await
+        .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(3), durable.next_manual_ack()).await;
+    assert!(again.is_err(), "nothing redelivered, got {again:?}");
+
+    // history: unfiltered, and filtered by either subject
+    assert_eq!(p.history(None, 10).await.unwrap(), vec![genuine.clone()]);
+    let admin_filter = p.category_subject("admin");
+    assert_eq!(p.history(Some(&admin_filter), 10).await.unwrap(), vec![]);
+    let public_filter = p.category_subject("public");
+    assert_eq!(
+        p.history(Some(&public_filter), 10).await.unwrap(),
+        vec![genuine.clone()]
+    );
+}
+
+/// `history`'s sparse path (message gets stepping through a long window
+/// in parallel cursors) counts only real events towards its limit: a
+/// newer message claiming another subject neither comes back nor makes it
+/// stop before the newest real event.
+#[tokio::test]
+async fn history_by_message_gets_skips_an_event_claiming_another_subject() {
+    let server = server!("history_by_message_gets_skips_an_event_claiming_another_subject");
+    let p = provider(&server, "spoofh").await;
+    let public = p.build_subject("public", "note");
+    let mut next_fill = 0;
+    let mut fill = async |count: u64| {
+        let events: Vec<Event> = (next_fill..next_fill + count)
+            .map(|n| common::numbered_event(&p, "fill", n))
+            .collect();
+        next_fill += count;
+        for result in p.publish_batch(&events).await.unwrap() {
+            result.unwrap();
+        }
+    };
+    let genuine: Vec<Event> = (0..2)
+        .map(|n| Event::new(&public, "public", "a note", "t", json!({ "n": n })))
+        .collect();
+    let spoof = Event::new(
+        p.build_subject("admin", "grant"),
+        "admin",
+        "grant root",
+        "iam",
+        json!({}),
+    );
+    // 3 of 3,003 sequences match the filter: the window for the newest
+    // one is [1895, 3004), read by message gets in two cursors, the older
+    // from 1895 (two real events), the newer from 2449 (the spoof)
+    fill(2_000).await;
+    p.publish(&genuine[0]).await.unwrap(); // 2001
+    fill(99).await;
+    p.publish(&genuine[1]).await.unwrap(); // 2101
+    fill(499).await;
+    raw_publish(&p, &public, serde_json::to_vec(&spoof).unwrap()).await; // 2601
+    fill(402).await;
+    assert_eq!(p.info().await.unwrap().last_sequence, 3_003);
+    let filter = p.category_subject("public");
+    assert_eq!(
+        p.history(Some(&filter), 1).await.unwrap(),
+        vec![genuine[1].clone()]
+    );
+}
+
+/// Bodies that are not events: each is reported once, its `raw` the text
+/// when it is UTF-8 (and does not start with `base64:`), else `base64:`
+/// and the bytes in base64; a bus dead-letters each with that text as its
+/// payload, so the bytes can be recovered from the dead letter.
+#[tokio::test]
+async fn foreign_bodies_are_reported_and_dead_lettered_with_their_bytes() {
+    let server = server!("foreign_bodies_are_reported_and_dead_lettered_with_their_bytes");
+    let p = provider(&server, "foreign").await;
+    let subject = p.build_subject("x", "foreign");
+    let filter = p.category_subject("x");
+    let mut sub = p.subscribe(&filter).await.unwrap();
+    let bus = EventBus::new(p.clone());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    let mut bus_sub = bus.subscribe(&filter).await.unwrap();
+
+    let binary: Vec<u8> = (0u8..=255).collect();
+    let foreign: Vec<(Vec<u8>, Option<&str>)> = vec![
+        (b"hello".to_vec(), Some("hello")),
+        (Vec::new(), Some("")),
+        (binary.clone(), None),
+        (b"base64:aGk=".to_vec(), Some("base64:YmFzZTY0OmFHaz0=")),
+        (b"\xff\xfe".to_vec(), Some("base64://4=")),
+    ];
+    for (body, _) in &foreign {
+        raw_publish(&p, &subject, body.clone()).await;
+    }
+    let last = Event::new(&subject, "x", "last", "t", json!({"n": 2}));
+    p.publish(&last).await.unwrap();
+
+    for (i, (body, want)) in foreign.iter().enumerate() {
+        match next(&mut sub).await {
+            Err(Error::Undecodable {
+                sequence,
+                raw,
+                reason,
+                ..
+            }) => {
+                assert_eq!(sequence, i as u64 + 1);
+                if let Some(want) = want {
+                    assert_eq!(raw, *want);
+                }
+                assert_eq!(body_of(&raw), *body, "message {sequence}");
+                assert_eq!(
+                    reason.contains("base64"),
+                    raw.starts_with("base64:"),
+                    "the reason says when raw is base64: {reason}"
+                );
+            }
+            other => panic!("message {i}: expected Undecodable, got {other:?}"),
+        }
+        assert!(matches!(
+            next(&mut bus_sub).await,
+            Err(Error::Undecodable { .. })
+        ));
+    }
+    assert_eq!(next(&mut sub).await.unwrap(), last);
+    assert_eq!(next(&mut bus_sub).await.unwrap(), last);
+
+    let mut letters = Vec::new();
+    for _ in 0..500 {
+        letters = dlq.list(100).await.unwrap();
+        if letters.len() == foreign.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut kept: Vec<Vec<u8>> = letters
+        .iter()
+        .map(|letter| body_of(letter.event.payload.as_str().unwrap()))
+        .collect();
+    let mut sent: Vec<Vec<u8>> = foreign.into_iter().map(|(body, _)| body).collect();
+    kept.sort();
+    sent.sort();
+    assert_eq!(kept, sent, "each dead letter holds its message's bytes");
+}
