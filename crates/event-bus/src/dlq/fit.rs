@@ -18,6 +18,7 @@
 //!    source, timestamp) and why it failed, and re-drive skips it; the
 //!    event itself is still in its stream.
 
+pub(crate) use crate::text::cut;
 use event_core::{DeadLetterEvent, Event};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -36,14 +37,6 @@ pub(crate) const SUMMARY_REASON_CHARS: usize = 200;
 /// Metadata key, on the event of a dead letter stored without the event's
 /// payload: what was left out and why.
 pub const META_PAYLOAD_DROPPED: &str = "a3s.dlq_payload_dropped";
-
-/// `text`, or its first `chars` characters, `…` and its length in bytes.
-pub(crate) fn cut(text: &str, chars: usize) -> Cow<'_, str> {
-    match text.char_indices().nth(chars) {
-        None => Cow::Borrowed(text),
-        Some((end, _)) => Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len())),
-    }
-}
 
 /// `dead` with its reason cut to [`REASON_CHARS`]; `None` when the reason
 /// is no longer than that (cutting it would not make the letter smaller).
@@ -100,14 +93,6 @@ pub(crate) fn payload_dropped(dead: &DeadLetterEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cut_keeps_short_text_and_marks_long_text() {
-        assert!(matches!(cut("abc", 3), Cow::Borrowed("abc")));
-        assert_eq!(cut("abcd", 3), "abc… (4 bytes)");
-        // characters, never split inside one
-        assert_eq!(cut(&"é".repeat(10), 2), "éé… (20 bytes)");
-    }
 
     #[test]
     fn the_smaller_forms_keep_what_names_the_event() {
