@@ -157,7 +157,8 @@ impl Default for DlqLimits {
 /// [`dlq_timeout`](crate::ConsumerConfig::dlq_timeout)) is abandoned and
 /// counts as a transient refusal, so a handler that hangs does not hold the
 /// subscription. Without a DLQ handler it is terminated. Either way the call
-/// returns [`Error::Decryption`] naming the event id and sequence, once, and
+/// returns [`Error::Decryption`] naming the event id (an id past 64
+/// characters by its start and length) and sequence, once, and
 /// the subscription stays usable. Such an event can never be processed by
 /// this bus as configured, so redelivering it forever would only block the
 /// consumer.

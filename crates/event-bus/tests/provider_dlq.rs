@@ -1393,3 +1393,38 @@ async fn an_undecryptable_event_near_the_limit_is_dead_lettered_once() {
     assert_eq!(report.dead_lettered, 1, "{report:?} {m:?}");
     assert_eq!((m.decrypt_errors, m.dlq_total, m.dlq_errors), (1, 1, 0));
 }
+
+/// An event the bus cannot decrypt whose id is long (the publisher's
+/// choice, as long as the provider allows): the error, which becomes its
+/// dead letter's reason, names it by its start and length, once; it named
+/// the whole id (here 600 kB), which made the dead letter twice the event.
+#[tokio::test]
+async fn an_undecryptable_event_with_a_long_id_gets_a_short_reason() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &[7; 32])));
+    let dlq = Arc::new(event_bus::MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    let mut sub = bus.subscribe("events.pay.>").await.unwrap();
+    for id in [
+        "evt-short".to_owned(),
+        format!("evt-{}", "x".repeat(600_000)),
+    ] {
+        let mut evil = Event::new("events.pay.x", "pay", "s", "src", json!(null));
+        evil.id = id.clone();
+        evil.payload = Aes256GcmEncryptor::new("k9", &[9; 32])
+            .encrypt(&evil.id, &json!({"n": 1}))
+            .unwrap();
+        provider.publish(&evil).await.unwrap();
+        let msg = match sub.next().await {
+            Err(event_core::Error::Decryption(msg)) => msg,
+            other => panic!("expected a decryption error, got {other:?}"),
+        };
+        assert!(msg.len() < 500, "{} bytes: {msg:.200}", msg.len());
+        assert!(msg.contains("unknown key id \"k9\""), "{msg}");
+        assert_eq!(msg.matches("evt-").count(), 1, "named once: {msg:.300}");
+        let dead = dlq.list(1).await.unwrap().remove(0);
+        assert_eq!(dead.event.id, id);
+        assert!(dead.reason.len() < 500, "{} bytes", dead.reason.len());
+    }
+}

@@ -218,7 +218,7 @@ impl ProviderDlqHandler {
                 "dead letter of event {}: its payload, two levels deeper in a dead letter, \
                  nests more than {MAX_PAYLOAD_DEPTH} levels deep there, which could not be \
                  read back",
-                dead.event.id
+                fit::cut(&dead.event.id, 64)
             ))
         })?;
         let mut event = Event::typed(
@@ -252,7 +252,8 @@ impl ProviderDlqHandler {
         serde_json::from_value(payload).map_err(|e| {
             Error::Serialization(format!(
                 "event {} on {} is not a dead letter: {e}",
-                event.id, event.subject
+                fit::cut(&event.id, 64),
+                fit::cut(&event.subject, 64)
             ))
         })
     }
