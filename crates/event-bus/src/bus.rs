@@ -785,15 +785,32 @@ impl Inner {
                     other => other.to_string(),
                 };
                 // an encryptor that names the event itself (event-crypto's
-                // `event "<id>": ...`) would have it named twice
-                let own = format!("event {:?}: ", event.id);
+                // `event "<id>": ...`, an id past 64 characters cut to
+                // `"<start>"… (<length> bytes)`) would have it named twice
+                let (start, _) = event
+                    .id
+                    .char_indices()
+                    .nth(64)
+                    .unwrap_or((event.id.len(), ' '));
+                let own = if start < event.id.len() {
+                    format!(
+                        "event {:?}… ({} bytes): ",
+                        &event.id[..start],
+                        event.id.len()
+                    )
+                } else {
+                    format!("event {:?}: ", event.id)
+                };
                 let detail = detail.strip_prefix(&own).unwrap_or(&detail);
                 let at = sequence
                     .map(|s| format!(" (sequence {s})"))
                     .unwrap_or_default();
+                // the message becomes the dead letter's reason: an id (the
+                // publisher's choice, as long as the provider allows) is
+                // named by its start and length
                 Err(Error::Decryption(format!(
                     "event {}{at}: {detail}",
-                    event.id
+                    crate::text::cut(&event.id, 64)
                 )))
             }
         }

@@ -93,6 +93,7 @@ mod naming;
 pub mod state;
 mod subscription;
 mod subscriptions;
+mod text;
 
 pub use bus::{EventBus, Stored};
 pub use consumer::{ConsumerConfig, ConsumerHandle, ConsumerReport, Handler, SHUTDOWN_CLOSE_GRACE};

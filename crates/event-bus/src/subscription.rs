@@ -90,11 +90,39 @@ impl OwnDeadLetterCounts {
 /// instead, see [`BusSubscription`]).
 const DLQ_RETRY_DELAY: Duration = Duration::from_secs(5);
 
-/// How long a bus subscription waits for the DLQ handler to take a dead
-/// letter before it abandons the call as a transient refusal, unless a
-/// consumer runner set its own ([`ConsumerConfig::dlq_timeout`](crate::ConsumerConfig::dlq_timeout),
-/// the same default).
-pub(crate) const DEFAULT_DLQ_TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
+/// How a bus subscription deals with the DLQ handler for the dead letters
+/// of undecryptable events it makes itself: a consumer runner's
+/// [`ConsumerConfig::dlq_timeout`](crate::ConsumerConfig::dlq_timeout) and
+/// [`dlq_attempts`](crate::ConsumerConfig::dlq_attempts), or their
+/// defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DlqLimits {
+    /// How long the subscription waits for the DLQ handler to take a dead
+    /// letter before it abandons the call as a transient refusal (`None`:
+    /// no limit).
+    pub(crate) timeout: Option<Duration>,
+    /// Deliveries after which an undecryptable event whose dead letter the
+    /// DLQ handler refuses for good is terminated.
+    pub(crate) attempts: u32,
+}
+
+impl DlqLimits {
+    /// The limits of a consumer runner with `config`.
+    pub(crate) fn of(config: &crate::ConsumerConfig) -> Self {
+        Self {
+            timeout: config.dlq_timeout,
+            attempts: config.dlq_attempts,
+        }
+    }
+}
+
+impl Default for DlqLimits {
+    /// Those of [`ConsumerConfig::default`](crate::ConsumerConfig::default):
+    /// 30 s, 5 deliveries.
+    fn default() -> Self {
+        Self::of(&crate::ConsumerConfig::default())
+    }
+}
 
 /// A subscription created by the bus: events come out decrypted.
 ///
@@ -103,17 +131,34 @@ pub(crate) const DEFAULT_DLQ_TIMEOUT: Option<Duration> = Some(Duration::from_sec
 /// An event whose payload fails to decrypt (unknown key, tampered, moved
 /// from another event) is not handed to the caller. If the bus has a DLQ
 /// handler, the event (payload still encrypted) is dead-lettered first and
-/// then terminated; if the DLQ handler refuses it, it is naked with a delay so
-/// it is not lost, unless this is its final delivery under `max_deliver`
-/// (a nak would end it): that one is left unsettled, so it comes once more
-/// after its ack wait (its spare delivery, see the
-/// [`EventProvider`](event_core::EventProvider) contract) and is offered to
-/// the DLQ again, and it counts in the `dlq_unsettled` metric. A DLQ call
-/// running longer than 30 s (a consumer runner's
+/// then terminated. If the DLQ handler refuses it:
+///
+/// - on its final delivery under `max_deliver` (where a nak would end it),
+///   it is left unsettled, so it comes once more after its ack wait (its
+///   spare delivery, see the [`EventProvider`](event_core::EventProvider)
+///   contract) and is offered to the DLQ again; it counts in the
+///   `dlq_unsettled` metric (and a runner's
+///   [`ConsumerReport::dlq_failed`](crate::ConsumerReport::dlq_failed));
+/// - refused for good (an error that is not
+///   [transient](event_core::Error::is_transient), or a panic) once the
+///   event has been delivered 5 times (a consumer runner's
+///   [`dlq_attempts`](crate::ConsumerConfig::dlq_attempts); the provider's
+///   delivery count, which also counts deliveries refused for a transient
+///   reason or made before), it is terminated: logged as an error naming
+///   its id, subject and sequence, counted in the `dlq_dropped` metric
+///   (and a runner's [`ConsumerReport::terminated`](crate::ConsumerReport::terminated)).
+///   It stays in the stream. Without `max_deliver` it was redelivered
+///   every 5 s without end;
+/// - otherwise (a transient refusal, the DLQ's backend down, or a refusal
+///   for good before that many deliveries) it is naked with a 5 s delay so
+///   it is not lost, and offered again on its next delivery.
+///
+/// A DLQ call running longer than 30 s (a consumer runner's
 /// [`dlq_timeout`](crate::ConsumerConfig::dlq_timeout)) is abandoned and
-/// counts as a refusal, so a handler that hangs does not hold the
+/// counts as a transient refusal, so a handler that hangs does not hold the
 /// subscription. Without a DLQ handler it is terminated. Either way the call
-/// returns [`Error::Decryption`] naming the event id and sequence, once, and
+/// returns [`Error::Decryption`] naming the event id (an id past 64
+/// characters by its start and length) and sequence, once, and
 /// the subscription stays usable. Such an event can never be processed by
 /// this bus as configured, so redelivering it forever would only block the
 /// consumer.
@@ -153,8 +198,8 @@ pub struct BusSubscription {
     membership: Option<Membership>,
     /// The subscriber no longer covers this subscription: it has ended.
     ended: bool,
-    /// Limit of one DLQ handler call (`None`: none).
-    dlq_timeout: Option<Duration>,
+    /// Limits of the DLQ handler calls for undecryptable events.
+    dlq_limits: DlqLimits,
     /// The dead letters this subscription made itself.
     dead_letters: Arc<OwnDeadLetters>,
 }
@@ -217,14 +262,16 @@ impl BusSubscription {
             unacked: None,
             membership: None,
             ended: false,
-            dlq_timeout: DEFAULT_DLQ_TIMEOUT,
+            dlq_limits: DlqLimits::default(),
             dead_letters: Arc::default(),
         }
     }
 
-    /// Bounds each DLQ handler call by `timeout` (`None`: no limit).
-    pub(crate) fn with_dlq_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.dlq_timeout = timeout;
+    /// Bounds each DLQ handler call, and the deliveries of an
+    /// undecryptable event whose dead letter is refused for good, by
+    /// `limits`.
+    pub(crate) fn with_dlq_limits(mut self, limits: DlqLimits) -> Self {
+        self.dlq_limits = limits;
         self
     }
 
@@ -340,6 +387,10 @@ impl BusSubscription {
             Err(err) => {
                 let last = pending.is_final_delivery();
                 let (received, _, acker) = pending.into_parts();
+                let deliveries = received.num_delivered;
+                let given_up = deliveries >= u64::from(self.dlq_limits.attempts);
+                let (event_id, subject) =
+                    (received.event.id.clone(), received.event.subject.clone());
                 let mut dead = DeadLetterEvent::new(Event::clone(&received.event), err.to_string())
                     .with_attempts(received.num_delivered);
                 if let Some(m) = &self.membership {
@@ -349,7 +400,7 @@ impl BusSubscription {
                 let at = dead.dead_lettered_at;
                 let dead = dead.with_first_failure_at(at);
                 let bus = self.bus.clone();
-                let limit = self.dlq_timeout;
+                let limit = self.dlq_limits.timeout;
                 let own = self.dead_letters.clone();
                 detached("dead-letter hand-off", async move {
                     match bus.dead_letter(dead, limit).await {
@@ -371,6 +422,23 @@ impl BusSubscription {
                             OwnDeadLetters::bump(&own.unsettled);
                             drop(acker);
                             Ok(())
+                        }
+                        // refused for good, and offered on enough
+                        // deliveries: without `max_deliver` a nak would
+                        // bring it back every few seconds for as long as
+                        // the subscription runs
+                        Some(Err(refusal)) if given_up && !refusal.is_transient() => {
+                            tracing::error!(
+                                event_id = %event_id,
+                                subject = %subject,
+                                sequence,
+                                deliveries,
+                                error = %refusal,
+                                "the DLQ handler refused the dead letter of an undecryptable event for good; terminating the event (it stays in the stream)"
+                            );
+                            bus.metrics.add_dlq_dropped(1);
+                            OwnDeadLetters::bump(&own.dropped);
+                            acker.term().await
                         }
                         Some(Err(_)) => acker.nak(Some(DLQ_RETRY_DELAY)).await,
                     }

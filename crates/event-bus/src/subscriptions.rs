@@ -3,7 +3,7 @@
 use crate::bus::EventBus;
 use crate::naming::durable_consumer_name;
 use crate::state::DEFAULT_STATE_STORE_TIMEOUT;
-use crate::subscription::{BusSubscription, DEFAULT_DLQ_TIMEOUT, Membership, detached};
+use crate::subscription::{BusSubscription, DlqLimits, Membership, detached};
 use event_core::subject::{validate_filter, validate_filter_for_prefix};
 use event_core::{
     Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
@@ -525,7 +525,7 @@ impl EventBus {
         subscriber_id: &str,
     ) -> Result<Vec<Box<dyn Subscription>>> {
         Ok(self
-            .open_subscriber(subscriber_id, DEFAULT_DLQ_TIMEOUT)
+            .open_subscriber(subscriber_id, DlqLimits::default())
             .await?
             .1)
     }
@@ -541,7 +541,7 @@ impl EventBus {
     pub(crate) async fn open_subscriber(
         &self,
         subscriber_id: &str,
-        dlq_timeout: Option<Duration>,
+        dlq_limits: DlqLimits,
     ) -> Result<(SubscriptionRecord, Vec<Box<dyn Subscription>>)> {
         let state = self.inner.subs.lock().await;
         let record = state
@@ -554,7 +554,7 @@ impl EventBus {
             })?;
         let mut subs: Vec<Box<dyn Subscription>> = Vec::with_capacity(record.filter.subjects.len());
         for subject in &record.filter.subjects {
-            match self.open(&record, subject, dlq_timeout).await {
+            match self.open(&record, subject, dlq_limits).await {
                 Ok(sub) => subs.push(sub),
                 Err(err) => {
                     // The caller gets none of them: close (not just drop)
@@ -581,7 +581,7 @@ impl EventBus {
         &self,
         record: &SubscriptionRecord,
         subject: &str,
-        dlq_timeout: Option<Duration>,
+        dlq_limits: DlqLimits,
     ) -> Result<Box<dyn Subscription>> {
         let provider = &self.inner.provider;
         let sub = if record.filter.durable {
@@ -614,7 +614,7 @@ impl EventBus {
             unchecked: false,
         };
         Ok(BusSubscription::new(sub, self.inner.clone())
-            .with_dlq_timeout(dlq_timeout)
+            .with_dlq_limits(dlq_limits)
             .member_of(membership)
             .boxed())
     }

@@ -1528,3 +1528,64 @@ async fn an_undecodable_message_dead_lettered_by_the_subscription_counts_in_the_
     assert_eq!(dlq_count(&*dlq).await, 3);
     assert_eq!(bus.metrics().snapshot().dlq_total, 3);
 }
+
+/// A DLQ handler that refuses the dead letter of an undecryptable event for
+/// good (here on every call), with no `max_deliver`: the event is offered on
+/// `dlq_attempts` deliveries, then terminated and counted (`terminated` in
+/// the report, `dlq_dropped` in the metrics). It was naked and redelivered
+/// every 5 s without end, with nothing in the report.
+#[tokio::test]
+async fn an_undecryptable_event_whose_dead_letter_is_refused_for_good_is_terminated_and_counted() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.refusals.store(usize::MAX, Ordering::SeqCst);
+    dlq.permanent.store(true, Ordering::SeqCst);
+    bus.set_dlq_handler(dlq.clone());
+    let config = ConsumerConfig {
+        dlq_attempts: 2,
+        ..ConsumerConfig::default()
+    };
+    let (consumer, _) = consume_past_an_undecryptable_event(&provider, &bus, config).await;
+    wait_until("terminated", || consumer.report().terminated == 1).await;
+    // ended: not delivered, decrypted or offered again
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (report.terminated, report.dead_lettered, report.dlq_failed),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    let m = bus.metrics().snapshot();
+    assert_eq!(
+        (
+            m.decrypt_errors,
+            m.dlq_errors,
+            m.dlq_dropped,
+            m.dlq_unsettled
+        ),
+        (2, 2, 1, 0),
+        "{m:?}"
+    );
+}
+
+/// A transient refusal (the DLQ's backend down) is not given up on: the
+/// event is offered again past `dlq_attempts` deliveries until the DLQ
+/// takes it.
+#[tokio::test]
+async fn an_undecryptable_event_is_offered_through_a_dlq_outage_past_dlq_attempts() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = Arc::new(FlakyDlq::default());
+    dlq.refusals.store(1, Ordering::SeqCst);
+    bus.set_dlq_handler(dlq.clone());
+    let config = ConsumerConfig {
+        dlq_attempts: 1,
+        ..ConsumerConfig::default()
+    };
+    let (consumer, foreign) = consume_past_an_undecryptable_event(&provider, &bus, config).await;
+    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((report.terminated, report.dlq_failed), (0, 0), "{report:?}");
+    assert_eq!(dlq.stored.lock().unwrap()[0].event.id, foreign.id);
+}

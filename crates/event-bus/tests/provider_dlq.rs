@@ -1212,3 +1212,219 @@ async fn list_and_count_read_the_stream_no_further_than_needed() {
     assert_eq!(dlq.count().await.unwrap(), 5);
     assert_eq!(limits(), [7]);
 }
+
+/// The memory provider's default limit on an encoded event.
+const LIMIT: usize = 1024 * 1024;
+
+/// An event on `events.orders.new` whose encoded size is `size` bytes
+/// (the padding is a string payload).
+fn event_of_size(size: usize) -> Event {
+    let mut event = Event::new("events.orders.new", "orders", "s", "src", json!(""));
+    let base = serde_json::to_vec(&event).unwrap().len();
+    event.payload = json!("x".repeat(size - base));
+    assert_eq!(serde_json::to_vec(&event).unwrap().len(), size);
+    event
+}
+
+/// A dead letter whose reason makes it too large for the provider is stored
+/// with the reason cut (its start and its length kept), the event whole:
+/// refused, it was offered again and again (an undecryptable event's dead
+/// letter, every 5 s without end).
+#[tokio::test]
+async fn a_dead_letter_over_the_limit_is_stored_with_its_reason_cut() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    let event = event_of_size(600_000);
+    provider.publish(&event).await.unwrap();
+    let reason = format!("handler failed: {}", "r".repeat(600_000));
+    dlq.handle(DeadLetterEvent::new(event.clone(), reason.clone()).with_attempts(3))
+        .await
+        .unwrap();
+    let listed = dlq.list(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let dead = &listed[0];
+    assert_eq!(dead.event, event, "the event is kept whole");
+    assert_eq!(dead.delivery_attempts, 3);
+    assert!(
+        dead.reason.starts_with(&reason[..1000]),
+        "{:.100}",
+        dead.reason
+    );
+    assert!(dead.reason.len() < 5000, "{} bytes", dead.reason.len());
+    assert!(
+        dead.reason.ends_with(&format!("({} bytes)", reason.len())),
+        "{}",
+        &dead.reason[dead.reason.len() - 100..]
+    );
+    // the summary (in clear, even when encrypted) holds the reason's start only
+    let stored = provider.history(Some("events.dlq.>"), 1).await.unwrap();
+    assert!(stored[0].summary.len() < 300, "{}", stored[0].summary.len());
+    // the event is whole: it is re-driven
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 0));
+}
+
+/// The dead letter of an event close to the provider's limit cannot hold
+/// the event: it is stored without the event's payload (and metadata),
+/// marked `a3s.dlq_payload_dropped` in the event's metadata, so that `list`
+/// shows which event failed and why; re-drive skips it (the event is still
+/// in the stream). Encrypted or not.
+#[tokio::test]
+async fn the_dead_letter_of_an_event_near_the_limit_keeps_all_but_its_payload() {
+    for encrypted in [false, true] {
+        let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+        let bus = EventBus::from_arc(provider.clone());
+        let mut dlq = ProviderDlqHandler::new(provider.clone());
+        if encrypted {
+            dlq = dlq.with_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &[7; 32])));
+        }
+        let mut event = event_of_size(LIMIT - 200);
+        event
+            .metadata
+            .insert("traceparent".into(), "00-abc-def-01".into());
+        let event = event;
+        provider.publish(&event).await.unwrap();
+        dlq.handle(
+            DeadLetterEvent::new(event.clone(), "handler failed")
+                .with_attempts(5)
+                .with_subscriber("billing"),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("encrypted {encrypted}: {err}"));
+        let dead = dlq.list(10).await.unwrap().remove(0);
+        assert_eq!(dead.reason, "handler failed");
+        assert_eq!(dead.delivery_attempts, 5);
+        assert_eq!(dead.subscriber.as_deref(), Some("billing"));
+        assert_eq!(dead.original_subject, event.subject);
+        let stub = &dead.event;
+        assert_eq!(
+            (&stub.id, &stub.subject, &stub.category, &stub.source),
+            (&event.id, &event.subject, &event.category, &event.source)
+        );
+        assert_eq!(stub.timestamp, event.timestamp);
+        assert_eq!(stub.payload, serde_json::Value::Null);
+        let note = &stub.metadata["a3s.dlq_payload_dropped"];
+        assert!(note.contains("bytes"), "{note}");
+        assert!(!stub.metadata.contains_key("traceparent"));
+        let report = dlq.redrive(&bus, 10).await.unwrap();
+        assert_eq!((report.redriven, report.skipped), (0, 1), "{encrypted}");
+        let report = dlq.redrive_matching(&bus, 10, |_| true).await.unwrap();
+        assert_eq!((report.redriven, report.skipped), (0, 1), "{encrypted}");
+    }
+}
+
+/// Event ids (and the other strings of an event) can be as long as the
+/// provider's limit allows; a dead letter holds the id three times (in the
+/// event, in metadata, in the dedup id). Such a dead letter is stored with
+/// its strings cut, and two ids that share their start and length still
+/// get a dead letter each (the dedup id is not cut to the same one).
+#[tokio::test]
+async fn the_dead_letter_of_an_event_with_a_huge_id_is_stored_cut() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    for tail in ["a", "b"] {
+        let mut event = Event::new("events.orders.new", "orders", "s", "src", json!({"n": 1}));
+        event.id = format!("{}{tail}", "i".repeat(600_000));
+        provider.publish(&event).await.unwrap();
+        dlq.handle(DeadLetterEvent::new(event, "handler failed"))
+            .await
+            .unwrap();
+    }
+    let listed = dlq.list(10).await.unwrap();
+    assert_eq!(listed.len(), 2, "one dead letter each");
+    for dead in &listed {
+        assert!(dead.event.id.len() < 1000, "{}", dead.event.id.len());
+        assert!(dead.event.id.starts_with("iiii"), "{}", dead.event.id);
+        assert!(
+            dead.event.id.contains("(600001 bytes)"),
+            "{}",
+            dead.event.id
+        );
+    }
+    let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .all(|e| e.metadata["a3s.original_id"].len() < 1000)
+    );
+}
+
+/// On an encrypting bus with this handler and default options, an event
+/// the bus cannot decrypt whose dead letter is over the provider's limit
+/// (an envelope near the limit) is dead-lettered once and terminated:
+/// refused as too large, it was redelivered every 5 s without end, and the
+/// consumer's report counted nothing.
+#[tokio::test]
+async fn an_undecryptable_event_near_the_limit_is_dead_lettered_once() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let enc = Aes256GcmEncryptor::new("k1", &[7; 32]);
+    bus.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &[7; 32])));
+    bus.set_dlq_handler(Arc::new(ProviderDlqHandler::new(provider.clone())));
+    bus.update_subscription(SubscriptionFilter {
+        subscriber_id: "reader".into(),
+        subjects: vec!["events.pay.>".into()],
+        durable: true,
+    })
+    .await
+    .unwrap();
+    // a genuine envelope whose ciphertext was swapped for a long one
+    let mut evil = Event::new("events.pay.x", "pay", "s", "src", json!(null));
+    evil.payload = enc.encrypt(&evil.id, &json!({"n": 1})).unwrap();
+    evil.payload["ciphertext"] = json!("");
+    let base = serde_json::to_vec(&evil).unwrap().len();
+    evil.payload["ciphertext"] = json!("A".repeat((LIMIT - 100 - base) / 4 * 4));
+    provider.publish(&evil).await.unwrap();
+    let consumer = bus
+        .consume(
+            "reader",
+            |_: ReceivedEvent| async move { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while consumer.report().dead_lettered == 0 && start.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    let m = bus.metrics().snapshot();
+    assert_eq!(report.dead_lettered, 1, "{report:?} {m:?}");
+    assert_eq!((m.decrypt_errors, m.dlq_total, m.dlq_errors), (1, 1, 0));
+}
+
+/// An event the bus cannot decrypt whose id is long (the publisher's
+/// choice, as long as the provider allows): the error, which becomes its
+/// dead letter's reason, names it by its start and length, once; it named
+/// the whole id (here 600 kB), which made the dead letter twice the event.
+#[tokio::test]
+async fn an_undecryptable_event_with_a_long_id_gets_a_short_reason() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &[7; 32])));
+    let dlq = Arc::new(event_bus::MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    let mut sub = bus.subscribe("events.pay.>").await.unwrap();
+    for id in [
+        "evt-short".to_owned(),
+        format!("evt-{}", "x".repeat(600_000)),
+    ] {
+        let mut evil = Event::new("events.pay.x", "pay", "s", "src", json!(null));
+        evil.id = id.clone();
+        evil.payload = Aes256GcmEncryptor::new("k9", &[9; 32])
+            .encrypt(&evil.id, &json!({"n": 1}))
+            .unwrap();
+        provider.publish(&evil).await.unwrap();
+        let msg = match sub.next().await {
+            Err(event_core::Error::Decryption(msg)) => msg,
+            other => panic!("expected a decryption error, got {other:?}"),
+        };
+        assert!(msg.len() < 500, "{} bytes: {msg:.200}", msg.len());
+        assert!(msg.contains("unknown key id \"k9\""), "{msg}");
+        assert_eq!(msg.matches("evt-").count(), 1, "named once: {msg:.300}");
+        let dead = dlq.list(1).await.unwrap().remove(0);
+        assert_eq!(dead.event.id, id);
+        assert!(dead.reason.len() < 500, "{} bytes", dead.reason.len());
+    }
+}

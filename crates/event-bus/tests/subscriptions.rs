@@ -488,6 +488,41 @@ async fn a_state_file_naming_a_subscriber_twice_is_refused_and_left_untouched() 
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A state file that holds what the bus would not keep (a key given twice,
+/// an option misspelt) is refused and left untouched, even by a bus that
+/// declared subscribers of its own first (whose merge is saved): `"max_deliver"`
+/// was ignored (deliveries unlimited) and erased by the next save, and a
+/// second `"subscriptions"` key erased the first list.
+#[tokio::test]
+async fn a_state_file_with_what_the_bus_would_not_keep_is_refused_and_left_untouched() {
+    let dir = common::temp_dir("unread");
+    let path = dir.join("s.json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = r#"{"subscriberId":"billing","subjects":["events.pay.>"],"durable":true}"#;
+    let misspelt = r#"{"version":1,"subscriptions":[{"subscriberId":"billing","subjects":["events.pay.>"],"durable":true,"options":{"max_deliver":3}}]}"#;
+    let twice = format!(r#"{{"version":1,"subscriptions":[{rec}],"subscriptions":[]}}"#);
+    for (body, names) in [(misspelt, "max_deliver"), (twice.as_str(), "subscriptions")] {
+        std::fs::write(&path, body).unwrap();
+        let bus = EventBus::new(MemoryProvider::default());
+        bus.update_subscription(filter("declared", &["events.y.>"], true))
+            .await
+            .unwrap();
+        let err = bus
+            .set_state_store(Arc::new(FileStateStore::new(&path)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Serialization(_)), "{err}");
+        assert!(err.to_string().contains(names), "{err}");
+        assert!(err.to_string().contains("s.json"), "{err}");
+        assert!(bus.get_subscription_record("billing").await.is_none());
+        bus.update_subscription(filter("other", &["events.z.>"], true))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Two buses on one state file would each save their whole set, the last
 /// save erasing the other's subscribers: the second is refused.
 #[tokio::test]

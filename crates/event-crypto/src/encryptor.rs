@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::codec;
 use crate::envelope::{EncryptedPayload, EnvelopeRef, FORMAT_VERSION};
 use crate::key::{EncryptionKey, KEY_LEN, describe_b64};
+use crate::quote::Quoted;
 
 /// Nonce length in bytes (96 bits, the GCM standard size).
 pub const NONCE_LEN: usize = 12;
@@ -45,7 +46,12 @@ const AAD_PREFIX: &[u8] = b"a3s-event/aes-256-gcm/v1";
 /// - **Key hygiene.** Key bytes and AES round keys are zeroized when the
 ///   last reference to a key is dropped; `Debug` shows key ids only.
 /// - **Errors, never panics.** Every failure is an [`Error::Encryption`] or
-///   [`Error::Decryption`] whose message says what was wrong.
+///   [`Error::Decryption`] whose message says what was wrong. Strings an
+///   envelope's author or an event's publisher chooses (the event id, the
+///   key id) are quoted bounded: up to 64 characters, escaped, then `…` and
+///   their length in bytes (`"kkk…kkk"… (600000 bytes)`), so a message
+///   stays small whatever the envelope holds; nonces and
+///   ciphertexts are described by length and offset, never quoted.
 ///
 /// ```
 /// use event_core::EventEncryptor;
@@ -300,10 +306,13 @@ impl Aes256GcmEncryptor {
         if let Some(entry) = ring.keys.get(key_id) {
             return Ok(Arc::clone(entry));
         }
-        let mut known: Vec<&str> = ring.keys.keys().map(String::as_str).collect();
+        let mut known: Vec<String> = ring.keys.keys().map(|id| Quoted(id).to_string()).collect();
         known.sort_unstable();
         Err(Error::Decryption(format!(
-            "event {event_id:?}: unknown key id {key_id:?} (the key ring holds {known:?})"
+            "event {}: unknown key id {} (the key ring holds [{}])",
+            Quoted(event_id),
+            Quoted(key_id),
+            known.join(", ")
         )))
     }
 
@@ -316,7 +325,8 @@ impl Aes256GcmEncryptor {
     fn seal(&self, event_id: &str, plaintext: &[u8]) -> Result<EncryptedPayload> {
         let too_large = || {
             Error::Encryption(format!(
-                "event {event_id:?}: payload of {} bytes is too large for AES-GCM",
+                "event {}: payload of {} bytes is too large for AES-GCM",
+                Quoted(event_id),
                 plaintext.len()
             ))
         };
@@ -339,7 +349,8 @@ impl Aes256GcmEncryptor {
         buffer.extend_from_slice(&tag);
         let ciphertext = codec::encode_tail_in_place(buffer, start).map_err(|_| {
             Error::Encryption(format!(
-                "event {event_id:?}: internal error: base64 buffer layout"
+                "event {}: internal error: base64 buffer layout",
+                Quoted(event_id)
             ))
         })?;
         Ok(EncryptedPayload {
@@ -357,24 +368,27 @@ impl Aes256GcmEncryptor {
 
         let mut nonce = Nonce::default();
         let nonce_len = decode_nonce(envelope.nonce, &mut nonce)
-            .map_err(|reason| Error::Decryption(format!("event {event_id:?}: {reason}")))?;
+            .map_err(|reason| Error::Decryption(format!("event {}: {reason}", Quoted(event_id))))?;
         if nonce_len != NONCE_LEN {
             return Err(Error::Decryption(format!(
-                "event {event_id:?}: nonce must be {NONCE_LEN} bytes, got {nonce_len}"
+                "event {}: nonce must be {NONCE_LEN} bytes, got {nonce_len}",
+                Quoted(event_id)
             )));
         }
 
         let mut buffer = Vec::with_capacity(envelope.ciphertext.len() / 4 * 3 + 3);
         codec::decode_vec(envelope.ciphertext.as_bytes(), &mut buffer).map_err(|err| {
             Error::Decryption(format!(
-                "event {event_id:?}: ciphertext is not valid base64: {}",
+                "event {}: ciphertext is not valid base64: {}",
+                Quoted(event_id),
                 describe_b64(&err)
             ))
         })?;
         if buffer.len() < TAG_LEN {
             return Err(Error::Decryption(format!(
-                "event {event_id:?}: ciphertext is truncated: {} bytes is shorter than the \
+                "event {}: ciphertext is truncated: {} bytes is shorter than the \
                  {TAG_LEN}-byte authentication tag",
+                Quoted(event_id),
                 buffer.len()
             )));
         }
@@ -384,9 +398,10 @@ impl Aes256GcmEncryptor {
         })
         .map_err(|_| {
             Error::Decryption(format!(
-                "event {event_id:?}: authentication failed under key {:?}: wrong key, \
+                "event {}: authentication failed under key {}: wrong key, \
                      tampered envelope, or a payload that belongs to another event",
-                key.id
+                Quoted(event_id),
+                Quoted(&key.id)
             ))
         })?;
         Ok(buffer)
@@ -396,7 +411,7 @@ impl Aes256GcmEncryptor {
 /// Prefixes a decryption error with the event it concerns.
 fn in_event(event_id: &str, err: Error) -> Error {
     match err {
-        Error::Decryption(msg) => Error::Decryption(format!("event {event_id:?}: {msg}")),
+        Error::Decryption(msg) => Error::Decryption(format!("event {}: {msg}", Quoted(event_id))),
         other => other,
     }
 }
@@ -485,14 +500,16 @@ impl EventEncryptor for Aes256GcmEncryptor {
         // hidden in an envelope (decryption could never parse it back)
         event_core::check_payload_depth(payload).map_err(|_| {
             Error::Encryption(format!(
-                "event {event_id:?}: payload nests arrays and objects more than \
-                 {MAX_PAYLOAD_DEPTH} levels deep, which could not be decrypted back"
+                "event {}: payload nests arrays and objects more than \
+                 {MAX_PAYLOAD_DEPTH} levels deep, which could not be decrypted back",
+                Quoted(event_id)
             ))
         })?;
         let mut buffer = Vec::with_capacity(128);
         serde_json::to_writer(&mut buffer, payload).map_err(|err| {
             Error::Encryption(format!(
-                "event {event_id:?}: payload is not serializable: {err}"
+                "event {}: payload is not serializable: {err}",
+                Quoted(event_id)
             ))
         })?;
         Ok(self.seal(event_id, &buffer)?.into_value())
@@ -502,7 +519,8 @@ impl EventEncryptor for Aes256GcmEncryptor {
         let plaintext = self.decrypt_bytes(event_id, payload)?;
         serde_json::from_slice(&plaintext).map_err(|err| {
             Error::Decryption(format!(
-                "event {event_id:?}: decrypted payload is not valid JSON: {err}"
+                "event {}: decrypted payload is not valid JSON: {err}",
+                Quoted(event_id)
             ))
         })
     }

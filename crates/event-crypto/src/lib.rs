@@ -19,7 +19,9 @@
 //!   zeroized on drop and redacted in `Debug`; keys load from base64 or an
 //!   environment variable with a clear [`Error::InvalidConfig`] for a bad one.
 //! - **Errors, never panics**, for every malformed, truncated, tampered or
-//!   foreign envelope: [`Error::Decryption`] saying what was wrong.
+//!   foreign envelope: [`Error::Decryption`] saying what was wrong, in a
+//!   message of bounded size (ids from the envelope or the event are quoted
+//!   cut to 64 characters and their length).
 //!
 //! [`add_key`]: Aes256GcmEncryptor::add_key
 //! [`rotate_to`]: Aes256GcmEncryptor::rotate_to
@@ -104,6 +106,7 @@ mod codec;
 mod encryptor;
 mod envelope;
 mod key;
+mod quote;
 
 pub use encryptor::{Aes256GcmEncryptor, NONCE_LEN, TAG_LEN};
 pub use envelope::{EncryptedPayload, FORMAT_VERSION};

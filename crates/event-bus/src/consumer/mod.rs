@@ -44,7 +44,9 @@
 //! subscription itself (see [`BusSubscription`](crate::BusSubscription));
 //! the handler never sees them, and the runner's [`ConsumerReport`] counts
 //! their outcome as it counts its own dead letters (`dead_lettered`,
-//! `terminated`, `dlq_failed`).
+//! `terminated`, `dlq_failed`). An undecryptable delivery is offered to the
+//! DLQ once per delivery; one the DLQ refuses for good after
+//! [`ConsumerConfig::dlq_attempts`] deliveries is terminated (`terminated`).
 //!
 //! The first-failure time a dead letter carries is remembered per event
 //! from its first failure in this runner until it is settled here. An
@@ -140,6 +142,13 @@ pub struct ConsumerConfig {
     /// event is left unsettled. Default 5 (with 100 ms, 200 ms, ... between).
     /// Transient refusals (the DLQ's backend down) are retried until the DLQ
     /// accepts or the runner shuts down, whatever this says.
+    ///
+    /// For an undecryptable delivery, which the runner's bus subscription
+    /// dead-letters itself (one offer per delivery, 5 s apart), it is the
+    /// number of deliveries after which a refusal for good terminates the
+    /// event (counted in [`ConsumerReport::terminated`]) instead of handing
+    /// it back: without `max_deliver` it would otherwise come back without
+    /// end. See [`BusSubscription`](crate::BusSubscription).
     pub dlq_attempts: u32,
     /// A call of the DLQ handler running longer is abandoned and counted as
     /// a transient refusal ([`Error::Timeout`](event_core::Error::Timeout)),

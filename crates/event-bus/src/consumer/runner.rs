@@ -4,7 +4,7 @@ use super::guard::{CatchUnwind, offer_dead_letter, panic_message};
 use super::{ConsumerConfig, Handler};
 use crate::EventBus;
 use crate::bus::Inner;
-use crate::subscription::{BusSubscription, OwnDeadLetterCounts, OwnDeadLetters};
+use crate::subscription::{BusSubscription, DlqLimits, OwnDeadLetterCounts, OwnDeadLetters};
 use event_core::{
     DeadLetterEvent, Error, Event, PendingEvent, Result, SubscribeOptions, Subscription, now_millis,
 };
@@ -65,8 +65,11 @@ pub struct ConsumerReport {
     /// the runner's subscriptions dead-lettered themselves.
     pub dead_lettered: u64,
     /// Deliveries terminated without reaching a DLQ: exhausted or
-    /// undecryptable ones without a DLQ handler, and undecodable messages
-    /// (the provider already terminated them) no DLQ handler took.
+    /// undecryptable ones without a DLQ handler, undecryptable ones whose
+    /// dead letter the DLQ handler refused for good once they had been
+    /// delivered [`ConsumerConfig::dlq_attempts`] times (see
+    /// [`BusSubscription`]), and undecodable messages (the provider
+    /// already terminated them) no DLQ handler took.
     pub terminated: u64,
     /// Final deliveries left unsettled because the DLQ handler refused
     /// them: exhausted ones it refused for good (see
@@ -369,7 +372,7 @@ impl EventBus {
     ) -> Result<ConsumerHandle> {
         config.validate()?;
         let (record, subs) = self
-            .open_subscriber(subscriber_id, config.dlq_timeout)
+            .open_subscriber(subscriber_id, DlqLimits::of(&config))
             .await?;
         let options = record.options.clone().unwrap_or_default();
         // one subscription per subject, in the record's order
@@ -412,7 +415,7 @@ impl EventBus {
             subscription
         } else {
             BusSubscription::new(subscription, self.inner.clone())
-                .with_dlq_timeout(config.dlq_timeout)
+                .with_dlq_limits(DlqLimits::of(&config))
                 .boxed()
         };
         let span = tracing::info_span!("a3s_event.consumer");

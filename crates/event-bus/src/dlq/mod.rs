@@ -5,9 +5,11 @@
 //! The trait, [`DlqHandler`](event_core::DlqHandler), and the record,
 //! [`DeadLetterEvent`](event_core::DeadLetterEvent), live in `event-core`.
 
+mod fit;
 mod memory;
 mod provider;
 
+pub use fit::META_PAYLOAD_DROPPED;
 pub use memory::MemoryDlqHandler;
 pub use provider::{DEAD_LETTER_EVENT_TYPE, ProviderDlqHandler, RedriveReport};
 

@@ -1,3 +1,4 @@
+use super::fit;
 use crate::bus::EventBus;
 use crate::naming::durable_consumer_name;
 use async_trait::async_trait;
@@ -54,10 +55,36 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// [`MAX_PAYLOAD_DEPTH`]` - 2` levels deep is refused
 /// ([`Error::Serialization`], encrypted or not, as a provider refuses a
 /// payload it could not read back; a consumer runner then leaves the event
-/// unsettled and counts it). A dead letter is also larger than its event
-/// (the record around it, and the envelope when the handler encrypts), so
-/// the dead letter of an event close to the provider's maximum size is
-/// refused as [`Error::PayloadTooLarge`], handled the same way.
+/// unsettled and counts it).
+///
+/// # Dead letters over the provider's limit
+///
+/// A dead letter is larger than its event (the record around it, the
+/// reason, the envelope when the handler encrypts), so the dead letter of
+/// an event close to the provider's maximum size, or with a long reason,
+/// is refused by the provider ([`Error::PayloadTooLarge`]). Refused, it
+/// would be offered again and again, so `handle` stores a smaller form
+/// instead, the first that fits of:
+///
+/// 1. the dead letter with its reason cut to its first 4,096 characters,
+///    then `…` and its length in bytes; the event whole, so it is
+///    re-driven as any other;
+/// 2. the dead letter without the event's payload and metadata, every
+///    string of the record cut to 256 characters (the reason to 4,096),
+///    and the event's metadata holding only [`META_PAYLOAD_DROPPED`](crate::dlq::META_PAYLOAD_DROPPED)
+///    (`a3s.dlq_payload_dropped`: what was left out, and the limit). It
+///    still names the event (id, subject, category, type, source,
+///    timestamp), who failed it and why; the event itself is still in its
+///    stream. [`redrive`](Self::redrive) and
+///    [`redrive_matching`](Self::redrive_matching) skip such a letter
+///    (counted in [`RedriveReport::skipped`]).
+///
+/// Each is logged as a warning. Only when the smallest form is refused too
+/// (a provider limit of a few KiB) does `handle` return the error. The
+/// cut keeps the start of the reason, which names the failure, and drops
+/// its tail before anything of the event: the event is what re-drive needs.
+/// The summary of every dead letter (in clear, even when the handler
+/// encrypts) quotes only the first 200 characters of the reason.
 ///
 /// [`redrive`](Self::redrive) republishes dead-lettered events to their
 /// original subjects through a bus. It does not remove them from the
@@ -115,7 +142,9 @@ pub struct RedriveReport {
     /// Dead letters republished to their original subject (and, by
     /// `redrive`, removed from its re-drive queue).
     pub redriven: usize,
-    /// Dead letters that could not be decoded or decrypted, or whose event
+    /// Dead letters that could not be decoded or decrypted, that were
+    /// stored without their event's payload (see "Dead letters over the
+    /// provider's limit" on [`ProviderDlqHandler`]), or whose event
     /// the bus refused for good (invalid subject, schema validation, too
     /// large, not serializable: a schema registered since the event was
     /// published, say), logged with the reason. `redrive` terminated them
@@ -123,7 +152,8 @@ pub struct RedriveReport {
     /// them and never offer them again. They stay in the stream:
     /// [`list`](DlqHandler::list) still shows them, and once the cause is
     /// fixed [`redrive_matching`](ProviderDlqHandler::redrive_matching)
-    /// re-drives them.
+    /// re-drives them (not those without their event's payload: neither
+    /// call can republish an event it does not hold).
     pub skipped: usize,
 }
 
@@ -188,7 +218,7 @@ impl ProviderDlqHandler {
                 "dead letter of event {}: its payload, two levels deeper in a dead letter, \
                  nests more than {MAX_PAYLOAD_DEPTH} levels deep there, which could not be \
                  read back",
-                dead.event.id
+                fit::cut(&dead.event.id, 64)
             ))
         })?;
         let mut event = Event::typed(
@@ -196,7 +226,10 @@ impl ProviderDlqHandler {
             self.category.clone(),
             DEAD_LETTER_EVENT_TYPE,
             1,
-            format!("dead letter: {}", dead.reason),
+            format!(
+                "dead letter: {}",
+                fit::cut(&dead.reason, fit::SUMMARY_REASON_CHARS)
+            ),
             "a3s-event-dlq",
             serde_json::Value::Null,
         )
@@ -219,7 +252,8 @@ impl ProviderDlqHandler {
         serde_json::from_value(payload).map_err(|e| {
             Error::Serialization(format!(
                 "event {} on {} is not a dead letter: {e}",
-                event.id, event.subject
+                fit::cut(&event.id, 64),
+                fit::cut(&event.subject, 64)
             ))
         })
     }
@@ -541,6 +575,16 @@ impl ProviderDlqHandler {
         dead: DeadLetterEvent,
         published_copies: &mut HashSet<String>,
     ) -> Result<Republished> {
+        if fit::payload_dropped(&dead) {
+            // stored without its event's payload: there is nothing to
+            // republish (the event is still in its stream)
+            tracing::error!(
+                %letter_id,
+                original_id = %dead.event.id,
+                "skipping a dead letter stored without its event's payload (it was over the DLQ provider's limit)"
+            );
+            return Ok(Republished::Skipped);
+        }
         let mut event = match opened_for_redrive(bus, dead.event) {
             Ok(event) => event,
             Err(err) => {
@@ -653,30 +697,94 @@ fn redriven_id(original_id: &str) -> String {
 /// attempt more. Each subscriber that fails the same event gets a dead
 /// letter of its own (its id is hashed in: an id may hold characters a
 /// dedup id cannot). A re-driven event has an id of its own.
+///
+/// An event id longer than [`DEDUP_ID_CHARS`] bytes is hashed too (with
+/// its length, under another prefix, so it is never taken for a short
+/// id): an id can be as long as the provider's limit allows, and the dedup
+/// id travels with the dead letter (a header on NATS), counting towards
+/// that limit.
 fn dedup_id(dead_letter: &DeadLetterEvent) -> String {
     let id = &dead_letter.event.id;
+    let id = if id.len() <= DEDUP_ID_CHARS {
+        format!("a3s-dlq:{id}")
+    } else {
+        let len = (id.len() as u64).to_le_bytes();
+        let hash = crate::naming::fnv1a64(&[&len, id.as_bytes()]);
+        format!("a3s-dlq#{hash:016x}-{}", id.len())
+    };
     match &dead_letter.subscriber {
-        None => format!("a3s-dlq:{id}"),
+        None => id,
         Some(subscriber) => {
             let len = (subscriber.len() as u64).to_le_bytes();
             let hash = crate::naming::fnv1a64(&[&len, subscriber.as_bytes()]);
-            format!("a3s-dlq:{id}:{hash:016x}")
+            format!("{id}:{hash:016x}")
+        }
+    }
+}
+
+/// Longest event id kept as it is in a dead letter's dedup id.
+const DEDUP_ID_CHARS: usize = 256;
+
+impl ProviderDlqHandler {
+    /// Publishes `dead` as a dead-letter event with `options`.
+    async fn store(&self, dead: &DeadLetterEvent, options: &PublishOptions) -> Result<()> {
+        let event = self.encode_event(dead)?;
+        match self.provider.publish_with_options(&event, options).await {
+            Err(Error::Unsupported { .. }) => self.provider.publish(&event).await.map(|_| ()),
+            other => other.map(|_| ()),
         }
     }
 }
 
 #[async_trait]
 impl DlqHandler for ProviderDlqHandler {
+    /// Stores `dead_letter`; one the provider refuses as too large
+    /// ([`Error::PayloadTooLarge`]) is stored in a smaller form: with its
+    /// reason cut, else without its event's payload (see the
+    /// [type docs](ProviderDlqHandler), "Dead letters over the provider's
+    /// limit"). Every form has the same dedup id.
+    ///
+    /// # Errors
+    /// What the provider returns for the whole dead letter (or, when it
+    /// was too large, for the last smaller form tried);
+    /// [`Error::Serialization`] for an event whose payload nests too deep
+    /// to be read back from a dead letter.
     async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
-        let event = self.encode_event(&dead_letter)?;
         let options = PublishOptions {
             msg_id: Some(dedup_id(&dead_letter)),
             ..PublishOptions::default()
         };
-        match self.provider.publish_with_options(&event, &options).await {
-            Err(Error::Unsupported { .. }) => self.provider.publish(&event).await.map(|_| ()),
-            other => other.map(|_| ()),
+        let max = match self.store(&dead_letter, &options).await {
+            Err(Error::PayloadTooLarge { max, .. }) => max,
+            other => return other,
+        };
+        let id = fit::cut(&dead_letter.event.id, 64);
+        if let Some(cut) = fit::with_reason_cut(&dead_letter) {
+            match self.store(&cut, &options).await {
+                Err(Error::PayloadTooLarge { .. }) => {}
+                Ok(()) => {
+                    tracing::warn!(
+                        event_id = %id,
+                        subject = %fit::cut(&dead_letter.event.subject, 64),
+                        reason_bytes = dead_letter.reason.len(),
+                        max,
+                        "dead letter over the DLQ provider's limit: stored with its reason cut"
+                    );
+                    return Ok(());
+                }
+                Err(err) => return Err(err),
+            }
         }
+        self.store(&fit::without_payload(&dead_letter, max), &options)
+            .await?;
+        tracing::warn!(
+            event_id = %id,
+            subject = %fit::cut(&dead_letter.event.subject, 64),
+            max,
+            "dead letter over the DLQ provider's limit: stored without the event's payload \
+             (re-drive skips it; the event is still in its stream)"
+        );
+        Ok(())
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetterEvent>> {

@@ -16,8 +16,9 @@
 //! - **Dead letters.** `dlq_total` counts dead letters the DLQ handler
 //!   accepted (events), `dlq_errors` its refusals (calls: one event refused
 //!   three times counts three). An event that never reaches a DLQ counts in
-//!   `dlq_dropped` (terminated: no handler set, or an undecodable message
-//!   the handler refused) or `dlq_unsettled` (a runner gave up on a DLQ that
+//!   `dlq_dropped` (terminated: no handler set, an undecodable message the
+//!   handler refused, or an undecryptable event it refused for good on
+//!   `dlq_attempts` deliveries) or `dlq_unsettled` (a runner gave up on a DLQ that
 //!   refused it for good, or a bus subscription's DLQ refused an
 //!   undecryptable event, on its final delivery, and left it unsettled: it
 //!   comes once more, as its spare delivery, and counts again if refused
@@ -122,7 +123,7 @@ counters! {
     unsubscribe_total => add_unsubscribe, "Managed subscribers removed (remove_subscription).";
     dlq_total => add_dlq, "Dead letters the DLQ handler accepted (each one event dead-lettered: exhausted, undecryptable or undecodable).";
     dlq_errors => add_dlq_error, "DLQ handler calls that failed (an error or a panic): a dead letter offered again after a refusal counts once per refusal, so this counts refusals, not events.";
-    dlq_dropped => add_dlq_dropped, "Dead letters that reached no DLQ and were terminated: no DLQ handler was set (an exhausted, undecryptable or undecodable delivery), or the handler refused an undecodable message the provider had already terminated. The event is left only in the stream.";
+    dlq_dropped => add_dlq_dropped, "Dead letters that reached no DLQ and were terminated: no DLQ handler was set (an exhausted, undecryptable or undecodable delivery), the handler refused an undecodable message the provider had already terminated, or it refused an undecryptable event for good once that had been delivered dlq_attempts times. The event is left only in the stream.";
     dlq_unsettled => add_dlq_unsettled, "Final deliveries left unsettled because the DLQ handler refused their dead letter (a consumer runner: for good, dlq_attempts times; a bus subscription: an undecryptable event, once). A final delivery comes once more (its spare delivery) and is offered to the DLQ again, counting again if refused; a spare delivery does not, and its event is left only in the stream.";
     validation_errors => add_validation_error, "Publishes refused by subject or schema validation.";
     encrypt_total => add_encrypt, "Payloads encrypted.";

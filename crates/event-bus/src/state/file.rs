@@ -1,17 +1,15 @@
 use async_trait::async_trait;
 use event_core::{Error, Result, StateStore, SubscriptionRecord};
-use serde_json::Value;
-use std::collections::BTreeMap;
 use std::hash::{BuildHasher as _, RandomState};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+mod format;
 mod lock;
 
-/// Version written into state files; newer files are refused, not misread.
-const FORMAT_VERSION: u64 = 1;
+use format::{FORMAT_VERSION, parse};
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -20,6 +18,20 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The file is `{"version": 1, "subscriptions": [<SubscriptionRecord>...]}`.
 /// Loading also accepts a bare array of records and an object mapping
 /// subscriber ids to records (older layouts).
+///
+/// A load never returns less than the file holds (the bus saves what it
+/// loaded, so whatever a load passed over, the next save would erase):
+///
+/// - a key given twice in one JSON object (readers keep the last) is
+///   refused, in every layout;
+/// - in the versioned layout, a field this library does not read (`"max_deliver"`
+///   for `"maxDeliver"`, a typo, a field of a newer library) is refused,
+///   naming it, the JSON pointer of the object holding it and the field it
+///   may have meant; so is `"version": 0`. Known fields written out at their
+///   default (`"maxDeliver": null`, `"options": null`) load;
+/// - the older layouts, written by earlier libraries that stored fields
+///   this one never read, still load when they hold such fields, with a
+///   warning naming them (the next save drops them).
 ///
 /// - **Atomic.** `save` writes a temporary file in the same directory,
 ///   fsyncs it, renames it over the state file and fsyncs the directory:
@@ -53,10 +65,11 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// - **In place.** The new file keeps the old one's permissions; a symbolic
 ///   link is followed (once, when the lock is taken: the store then keeps
 ///   to the file it locked) and stays a link.
-/// - **Corrupt files.** A file that is not valid state is an error naming
-///   the file ([`Error::Serialization`]); an unreadable one is
-///   [`Error::Io`] naming it. The file is left untouched either way. A
-///   missing file loads as no subscriptions.
+/// - **Corrupt files.** A file that is not valid state (including the
+///   refusals above) is an error naming the file ([`Error::Serialization`]);
+///   an unreadable one is [`Error::Io`] naming it. Nothing is loaded, and
+///   the file is left untouched either way. A missing file loads as no
+///   subscriptions.
 ///
 /// ```no_run
 /// use event_bus::{EventBus, state::FileStateStore};
@@ -125,54 +138,6 @@ fn join_error(path: &Path, err: tokio::task::JoinError) -> Error {
         format!("state file {}: blocking task failed", path.display()),
         std::io::Error::other(err.to_string()),
     )
-}
-
-fn corrupt(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Serialization(format!(
-        "state file {} is corrupt (left untouched): {reason}",
-        path.display()
-    ))
-}
-
-fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<SubscriptionRecord>> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
-    let records = |v: Value| -> Result<Vec<SubscriptionRecord>> {
-        serde_json::from_value(v).map_err(|e| corrupt(path, e))
-    };
-    match value {
-        Value::Array(_) => records(value),
-        // The versioned layout; a legacy map may hold subscribers named
-        // "subscriptions" or "version", whose values are objects.
-        Value::Object(mut map)
-            if map.get("subscriptions").is_some_and(Value::is_array)
-                || map.get("version").is_some_and(|v| !v.is_object()) =>
-        {
-            let version = match map.get("version") {
-                None => 1,
-                Some(v) => v.as_u64().ok_or_else(|| {
-                    corrupt(path, format!("format version {v} is not a version number"))
-                })?,
-            };
-            if version > FORMAT_VERSION {
-                return Err(corrupt(
-                    path,
-                    format!(
-                        "format version {version} is newer than this library's {FORMAT_VERSION}"
-                    ),
-                ));
-            }
-            records(map.remove("subscriptions").unwrap_or(Value::Null))
-        }
-        Value::Object(map) => {
-            let by_id: BTreeMap<String, SubscriptionRecord> =
-                serde_json::from_value(Value::Object(map)).map_err(|e| corrupt(path, e))?;
-            Ok(by_id.into_values().collect())
-        }
-        other => Err(corrupt(
-            path,
-            format!("expected an object or an array, found {other}"),
-        )),
-    }
 }
 
 /// Longest chain of symbolic links followed (as Linux's `MAXSYMLINKS`).
@@ -542,6 +507,200 @@ mod tests {
                 FileStateStore::new(&path).load().await.unwrap(),
                 vec![record("a", None)]
             );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Loads `body` from a fresh file; the error, which must name the file
+    /// and leave it untouched.
+    async fn refused(dir: &Path, body: &str) -> String {
+        let path = dir.join("state.json");
+        std::fs::write(&path, body).unwrap();
+        let err = FileStateStore::new(&path).load().await.unwrap_err();
+        assert!(matches!(err, Error::Serialization(_)), "{body}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+        msg
+    }
+
+    const REC: &str = r#"{"subscriberId":"a","subjects":["events.market.>"],"durable":true}"#;
+
+    /// JSON lets a key appear twice and readers keep the last: a file with
+    /// `subscriptions` twice loaded the second (empty) list, and the next
+    /// save erased the first. Every object of every layout refuses a key
+    /// given twice, naming it.
+    #[tokio::test]
+    async fn a_key_given_twice_is_refused_naming_it() {
+        let dir = temp_dir("duplicate");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (body, key) in [
+            (
+                format!(r#"{{"version":1,"subscriptions":[{REC}],"subscriptions":[]}}"#),
+                "subscriptions",
+            ),
+            (
+                format!(r#"{{"version":1,"version":1,"subscriptions":[{REC}]}}"#),
+                "version",
+            ),
+            (
+                r#"[{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"durable":false}]"#
+                    .to_owned(),
+                "durable",
+            ),
+            (
+                r#"{"version":1,"subscriptions":[{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{"maxDeliver":3,"maxDeliver":null}}]}"#
+                    .to_owned(),
+                "maxDeliver",
+            ),
+            (format!(r#"{{"a":{REC},"a":{REC}}}"#), "a"),
+        ] {
+            let msg = refused(&dir, &body).await;
+            assert!(msg.contains(&format!("`{key}` given twice")), "{msg}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A field this library does not read in a version-1 file (a hand edit
+    /// in the wrong case, a typo) is refused, naming it and where it is:
+    /// `"max_deliver": 3` was ignored (deliveries unlimited) and erased by
+    /// the next save.
+    #[tokio::test]
+    async fn a_field_this_library_does_not_read_is_refused_naming_it() {
+        let dir = temp_dir("unknown");
+        std::fs::create_dir_all(&dir).unwrap();
+        let with_options = |options: &str| {
+            format!(
+                r#"{{"version":1,"subscriptions":[{{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{options}}}]}}"#
+            )
+        };
+        for (body, field, at, hint) in [
+            (
+                with_options(r#"{"max_deliver":3}"#),
+                "max_deliver",
+                "/subscriptions/0/options",
+                Some("maxDeliver"),
+            ),
+            (
+                with_options(r#"{"maxDeliver":3,"rateLimit":5}"#),
+                "rateLimit",
+                "/subscriptions/0/options",
+                None,
+            ),
+            (
+                with_options(r#"{"deliverPolicy":{"type":"all","sequence":5}}"#),
+                "sequence",
+                "/subscriptions/0/options/deliverPolicy",
+                None,
+            ),
+            (
+                r#"{"subscriptions":[{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"option":{"maxDeliver":3}}]}"#
+                    .to_owned(),
+                "option",
+                "/subscriptions/0",
+                Some("options"),
+            ),
+            (
+                format!(r#"{{"version":1,"subscriptions":[{REC}],"comment":"by hand"}}"#),
+                "comment",
+                "",
+                None,
+            ),
+        ] {
+            let msg = refused(&dir, &body).await;
+            let at = if at.is_empty() {
+                "at the top level".to_owned()
+            } else {
+                format!("at `{at}`")
+            };
+            assert!(
+                msg.contains(&format!("unknown field `{field}` {at}")),
+                "{msg}"
+            );
+            if let Some(hint) = hint {
+                assert!(msg.contains(&format!("did you mean `{hint}`")), "{msg}");
+            }
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn version_0_is_refused() {
+        let dir = temp_dir("version-0");
+        std::fs::create_dir_all(&dir).unwrap();
+        let msg = refused(&dir, &format!(r#"{{"version":0,"subscriptions":[{REC}]}}"#)).await;
+        assert!(msg.contains("format version 0"), "{msg}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// What the refusals must not catch: every field this library writes,
+    /// with every deliver policy, and known fields written out at their
+    /// defaults (which a save leaves out: nothing is lost).
+    #[tokio::test]
+    async fn every_field_this_library_reads_loads() {
+        use event_core::DeliverPolicy;
+        let dir = temp_dir("known");
+        let store = FileStateStore::new(dir.join("state.json"));
+        let full = |policy| SubscribeOptions {
+            max_deliver: Some(3),
+            backoff: vec![std::time::Duration::from_millis(5)],
+            max_ack_pending: Some(7),
+            deliver_policy: policy,
+            ack_wait: Some(std::time::Duration::from_secs(2)),
+        };
+        let records: Vec<SubscriptionRecord> = [
+            DeliverPolicy::All,
+            DeliverPolicy::Last,
+            DeliverPolicy::New,
+            DeliverPolicy::ByStartSequence { sequence: 4 },
+            DeliverPolicy::ByStartTime { timestamp: 5 },
+            DeliverPolicy::LastPerSubject,
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(n, policy)| record(&format!("s{n}"), Some(full(policy))))
+        .chain([record("none", None)])
+        .collect();
+        store.save(&records).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), records);
+        drop(store);
+        let path = dir.join("state.json");
+        std::fs::write(
+            &path,
+            r#"{"version":1,"subscriptions":[
+                {"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":null},
+                {"subscriberId":"b","subjects":["events.market.>"],"durable":true,"options":
+                    {"maxDeliver":null,"backoffMs":[],"maxAckPending":null,"ackWaitMs":null}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            FileStateStore::new(&path).load().await.unwrap(),
+            vec![
+                record("a", None),
+                record("b", Some(SubscribeOptions::default()))
+            ]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The unversioned layouts of earlier libraries may hold fields this
+    /// library never read: they still load (with a warning naming them).
+    #[tokio::test]
+    async fn older_layouts_with_fields_this_library_does_not_read_still_load() {
+        let dir = temp_dir("legacy-unknown");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let old = r#"{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{"maxDeliver":3,"backoff":[{"secs":1,"nanos":0}]}}"#;
+        let expected = vec![record(
+            "a",
+            Some(SubscribeOptions {
+                max_deliver: Some(3),
+                ..Default::default()
+            }),
+        )];
+        for body in [format!("[{old}]"), format!(r#"{{"a":{old}}}"#)] {
+            std::fs::write(&path, &body).unwrap();
+            assert_eq!(FileStateStore::new(&path).load().await.unwrap(), expected);
         }
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -810,3 +810,74 @@ fn decrypt_payload_is_decrypt_bytes_without_the_value() {
     other.nonce = "AAAA".into();
     assert!(refused(&other, "evt-1").contains("nonce must be 12 bytes"));
 }
+
+/// The error message for `envelope`, from `decrypt` and `decrypt_bytes`
+/// alike (they must agree).
+fn both_errs(e: &Aes256GcmEncryptor, event_id: &str, envelope: &Value) -> String {
+    let msg = decrypt_err(e, event_id, envelope);
+    match e.decrypt_bytes(event_id, envelope) {
+        Err(Error::Decryption(bytes_msg)) => assert_eq!(bytes_msg, msg),
+        other => panic!("expected Error::Decryption, got {other:?}"),
+    }
+    msg
+}
+
+/// Strings an envelope's author (or an event's publisher) controls are
+/// quoted in errors bounded: their start and their length, never whole.
+/// A 1 MiB key id used to give a 1 MB message, which a dead letter then
+/// carried (twice: reason and summary).
+#[test]
+fn attacker_controlled_strings_are_quoted_bounded() {
+    let e = enc();
+    let sealed = e.encrypt("evt-1", &payload()).unwrap();
+    let long = "k".repeat(1 << 20);
+    let mut foreign_key = sealed.clone();
+    foreign_key["keyId"] = json!(long);
+    let mut long_nonce = sealed.clone();
+    long_nonce["nonce"] = json!("A".repeat(1 << 20));
+    let mut bad_ciphertext = sealed.clone();
+    bad_ciphertext["ciphertext"] = json!(format!("{}!", "A".repeat(1 << 20)));
+    let long_event = format!("evt-{}", "x".repeat(1 << 20));
+    let plain = payload();
+    let cases: Vec<(&str, &str, &Value)> = vec![
+        ("key id", "evt-1", &foreign_key),
+        ("nonce", "evt-1", &long_nonce),
+        ("ciphertext", "evt-1", &bad_ciphertext),
+        ("event id, authentication", &long_event, &sealed),
+        ("event id, key id", &long_event, &foreign_key),
+        ("event id, envelope shape", &long_event, &plain),
+    ];
+    for (what, event_id, envelope) in cases {
+        let msg = both_errs(&e, event_id, envelope);
+        assert!(msg.len() < 600, "{what}: {} bytes: {msg:.300}", msg.len());
+    }
+    let msg = both_errs(&e, "evt-1", &foreign_key);
+    assert!(
+        msg.contains(&format!(
+            "unknown key id \"{}\"… (1048576 bytes)",
+            &long[..64]
+        )),
+        "{msg}"
+    );
+    let msg = both_errs(&e, &long_event, &sealed);
+    assert!(
+        msg.starts_with(&format!("event \"{}\"… (1048580 bytes)", &long_event[..64])),
+        "{msg}"
+    );
+    // a short id is quoted whole, escaped as before
+    let mut control = sealed.clone();
+    control["keyId"] = json!("\u{1b}[31m\0k1\n");
+    let msg = both_errs(&e, "evt-1", &control);
+    assert!(
+        msg.contains(r#"unknown key id "\u{1b}[31m\0k1\n" (the key ring"#),
+        "{msg}"
+    );
+    // 64 characters, not bytes, and never split inside one
+    let mut wide = sealed;
+    wide["keyId"] = json!("é".repeat(100));
+    let msg = both_errs(&e, "evt-1", &wide);
+    assert!(
+        msg.contains(&format!("\"{}\"… (200 bytes)", "é".repeat(64))),
+        "{msg}"
+    );
+}
