@@ -6,7 +6,7 @@ use crate::subscriptions::SubState;
 use event_core::subject::{validate_category, validate_publish_subject, validate_topic};
 use event_core::{
     DlqHandler, Error, Event, EventCounts, EventEncryptor, EventProvider, EventRouter,
-    ProviderInfo, PublishOptions, Result, SchemaValidator, check_payload_depth,
+    ProviderInfo, PublishOptions, PublishOutcome, Result, SchemaValidator, check_payload_depth,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +23,8 @@ pub(crate) struct Inner {
     /// subscriptions opened for it check whether they still belong to it
     /// (see [`BusSubscription`](crate::BusSubscription)).
     pub(crate) sub_changes: tokio::sync::watch::Sender<u64>,
+    /// Stored events the router refused: a repeat of one is routed again.
+    pub(crate) refused: crate::refused::Refused,
 }
 
 /// The high-level event API over any [`EventProvider`].
@@ -118,6 +120,7 @@ impl EventBus {
                 metrics: EventMetrics::new(),
                 subs: Arc::new(tokio::sync::Mutex::new(SubState::default())),
                 sub_changes: tokio::sync::watch::Sender::new(0),
+                refused: crate::refused::Refused::default(),
             }),
         }
     }
@@ -402,19 +405,35 @@ impl EventBus {
         let plain: Option<Arc<Event>> = hooks.router.as_ref().map(|_| Arc::new(event.clone()));
         // 4. provider (dedup id = event id unless the options say otherwise)
         let provider = &inner.provider;
-        let sequence = match (stored.or_else(|| plain.clone()), options) {
-            (Some(shared), Some(options)) => {
+        let outcome = match (stored.or_else(|| plain.clone()), options) {
+            (Some(shared), options) => {
+                let default = PublishOptions::default();
                 provider
-                    .publish_shared_with_options(shared, options)
+                    .publish_shared_with_outcome(shared, options.unwrap_or(&default))
                     .await?
             }
-            (Some(shared), None) => provider.publish_shared(shared).await?,
-            (None, Some(options)) => provider.publish_with_options(event, options).await?,
-            (None, None) => provider.publish(event).await?,
+            (None, Some(options)) => {
+                PublishOutcome::unknown(provider.publish_with_options(event, options).await?)
+            }
+            (None, None) => PublishOutcome::unknown(provider.publish(event).await?),
         };
-        // 5. router, with the plaintext
+        let sequence = outcome.sequence;
+        // 5. router, with the plaintext: a repeat the provider stored once
+        //    was routed when it was first stored, unless the router refused
+        //    it then
         let not_routed = match (&hooks.router, plain) {
-            (Some(router), Some(plain)) => router.route_published(plain, sequence).await.err(),
+            (Some(_), Some(_)) if outcome.is_duplicate() && !inner.refused.contains(sequence) => {
+                None
+            }
+            (Some(router), Some(plain)) => {
+                let refusal = router.route_published(plain, sequence).await.err();
+                if refusal.is_some() {
+                    inner.refused.insert(sequence);
+                } else if outcome.is_duplicate() {
+                    inner.refused.remove(sequence);
+                }
+                refusal
+            }
             _ => None,
         };
         if not_routed.is_some() {
@@ -423,6 +442,7 @@ impl EventBus {
         Ok(Stored {
             sequence,
             not_routed,
+            duplicate: outcome.duplicate,
         })
     }
 
@@ -590,6 +610,7 @@ impl EventBus {
             results.push(result.map(|sequence| Stored {
                 sequence,
                 not_routed: None,
+                duplicate: None,
             }));
         }
         // 5. router, with the plaintext, in order
@@ -724,6 +745,16 @@ pub struct Stored {
     /// after all, publish the **same** event again (deduplicated by the
     /// provider, handed to the router again).
     pub not_routed: Option<Error>,
+    /// `Some(true)`: the provider found the event's dedup id inside its
+    /// window and stored nothing ([`sequence`](Self::sequence) is the first
+    /// copy's). Such a repeat is **not** handed to the router again (it
+    /// was routed when first stored), unless the router refused it then
+    /// (the bus remembers the last 65,536 refusals). `Some(false)`: newly
+    /// stored. `None`: not known, because the provider does not say
+    /// ([`EventProvider::publish_shared_with_outcome`]), or the publish
+    /// was a batch, or the bus had neither a router nor an encryptor (it
+    /// then publishes the caller's event as it is, and does not ask).
+    pub duplicate: Option<bool>,
 }
 
 impl Stored {

@@ -90,6 +90,7 @@ pub mod dlq;
 mod hooks;
 pub mod metrics;
 mod naming;
+mod refused;
 pub mod state;
 mod subscription;
 mod subscriptions;

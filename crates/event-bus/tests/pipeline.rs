@@ -889,3 +889,54 @@ async fn publish_batch_stored_reports_router_refusals_inside_ok() {
     );
     assert_eq!(m.publish_latency.count, 1);
 }
+
+/// A repeat the provider stores once (a sender's retry) is not handed to
+/// the router again: it was routed when first stored. A repeat of an event
+/// the router refused is, until the router takes it.
+#[tokio::test]
+async fn a_deduplicated_repeat_is_routed_only_if_the_router_refused_the_first() {
+    let (bus, provider) = bus();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    let routed = |router: &CollectRouter| router.routed.lock().unwrap().len();
+
+    let event = Event::new("events.orders.new", "orders", "s", "src", json!({"n": 1}));
+    let first = bus.publish_event_stored(&event).await.unwrap();
+    assert_eq!(first.duplicate, Some(false));
+    let again = bus.publish_event_stored(&event).await.unwrap();
+    assert_eq!(
+        (again.sequence, again.duplicate),
+        (first.sequence, Some(true))
+    );
+    assert!(again.is_routed());
+    assert_eq!(routed(&router), 1, "the repeat was routed again");
+
+    // refused when first stored: the repeat goes to the router, once taken
+    // no more
+    router.refuse.store(true, Ordering::SeqCst);
+    let refused = Event::new("events.orders.new", "orders", "s", "src", json!({"n": 2}));
+    assert!(
+        !bus.publish_event_stored(&refused)
+            .await
+            .unwrap()
+            .is_routed()
+    );
+    assert!(
+        !bus.publish_event_stored(&refused)
+            .await
+            .unwrap()
+            .is_routed(),
+        "still refused: refused again"
+    );
+    router.refuse.store(false, Ordering::SeqCst);
+    let retried = bus.publish_event_stored(&refused).await.unwrap();
+    assert_eq!(retried.duplicate, Some(true));
+    assert!(retried.is_routed());
+    assert_eq!(routed(&router), 2, "the retry of a refused event is routed");
+    assert!(bus.publish_event_stored(&refused).await.unwrap().is_routed());
+    assert_eq!(routed(&router), 2, "and only once");
+
+    assert_eq!(provider.info().await.unwrap().messages, 2);
+    let m = bus.metrics().snapshot();
+    assert_eq!((m.publish_total, m.router_errors), (6, 2));
+}

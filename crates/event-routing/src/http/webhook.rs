@@ -108,12 +108,13 @@ struct AppState {
 /// and id, such as an [`unchanged`](crate::TopicSink::unchanged)
 /// `TopicSink`, is saved by the provider's dedup window, which stores it
 /// once; a forwarding `TopicSink` gives every delivery a new id, so its
-/// retry stores a second copy). Dedup saves the *store* only: through
-/// [`unchanged_through_bus`](crate::TopicSink::unchanged_through_bus) a
-/// broker attached to the bus routes each repeat to its triggers again; to
-/// route each stored event once, feed the broker from a durable
-/// subscription ([`Broker::feed_durable`](crate::Broker::feed_durable))
-/// instead of attaching it. A delivery that returned is not cut off before its
+/// retry stores a second copy). Through
+/// [`unchanged_through_bus`](crate::TopicSink::unchanged_through_bus), a
+/// broker attached to the bus is not handed the repeat again where the
+/// provider reports duplicates (memory, NATS); with one that does not, it
+/// routes each repeat to its triggers again: feed the broker from a
+/// durable subscription ([`Broker::feed_durable`](crate::Broker::feed_durable))
+/// instead, which routes each stored event once. A delivery that returned is not cut off before its
 /// answer: the answer is written to the connection in the same step, so a
 /// sender that reads its answers is not made to retry an event already
 /// delivered.

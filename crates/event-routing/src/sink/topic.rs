@@ -135,11 +135,14 @@ impl TopicSink {
     }
 
     /// [`unchanged`](Self::unchanged) through `bus`'s pipeline, but for one
-    /// more [`metadata::HOPS`]: a broker attached to `bus` whose trigger
-    /// matches the event routes it again on every publish (the provider
-    /// deduplicates it, the bus still hands it over), and the hop count
-    /// ends that loop. As with [`through_bus`](Self::through_bus), a
-    /// router's refusal of the stored event does not fail the delivery.
+    /// more [`metadata::HOPS`]. A repeat (a sender's retry) is stored once
+    /// and, where the provider reports duplicates (memory, NATS; see
+    /// [`Stored::duplicate`](event_bus::Stored::duplicate)), not handed to a
+    /// broker attached to `bus` again, so its triggers see it once; with a
+    /// provider that does not say, the bus hands every repeat over, and the
+    /// hop count ends a loop through a trigger that matches its own output.
+    /// As with [`through_bus`](Self::through_bus), a router's refusal of the
+    /// stored event does not fail the delivery.
     #[cfg(feature = "bus")]
     #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
     pub fn unchanged_through_bus(name: impl Into<String>, bus: event_bus::EventBus) -> Self {
@@ -267,9 +270,9 @@ impl EventSink for TopicSink {
             #[cfg(feature = "bus")]
             if let Target::Bus(_) = &self.target {
                 // Same id and subject, but one more hop: through the bus of
-                // a broker whose trigger matches it, the provider
-                // deduplicates the event and the bus routes it again, every
-                // time.
+                // a broker whose trigger matches it, a provider that does
+                // not report duplicates has the bus route every repeat
+                // again; the hop count ends that loop.
                 let mut out = event.clone();
                 count_hop(&mut out, event);
                 return self.target.publish(&out, &options).await;
