@@ -95,7 +95,7 @@
 
 pub use event_bus::{
     BusSubscription, ConsumerConfig, ConsumerHandle, ConsumerReport, EventBus, EventMetrics,
-    FileStateStore, Handler, MemoryDlqHandler, MemoryStateStore, MetricsSnapshot,
+    FileStateStore, Handler, MemoryDlqHandler, MemoryStateStore, MetricsSnapshot, PlaintextPolicy,
     ProviderDlqHandler, Stored, durable_consumer_name,
 };
 pub use event_core::{

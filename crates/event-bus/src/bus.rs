@@ -1,6 +1,6 @@
 //! [`EventBus`]: the publish pipeline and queries.
 
-use crate::hooks::{HookSlot, Hooks};
+use crate::hooks::{HookSlot, Hooks, PlaintextPolicy};
 use crate::metrics::EventMetrics;
 use crate::subscriptions::SubState;
 use event_core::subject::{validate_category, validate_publish_subject, validate_topic};
@@ -55,7 +55,9 @@ pub(crate) struct Inner {
 ///    caller that would retry with a new event (a new id: another stored
 ///    copy) can tell the two apart. To have the router get the event after
 ///    all, publish the same event again: the provider deduplicates it and
-///    the router gets it again;
+///    the router gets it again. A repeat of an event the router took is not
+///    handed over again where the provider reports duplicates
+///    ([`Stored::duplicate`]): a sender's retry reaches the router once;
 /// 6. metrics are updated: a publish the provider stored counts in
 ///    `publish_total` (and its latency), also when the router then refused
 ///    it, which counts in `router_errors` as well; one refused before the
@@ -147,6 +149,26 @@ impl EventBus {
     /// then delivered and listed as they are stored (encrypted).
     pub fn clear_encryptor(&self) {
         self.inner.hooks.update(|h| h.encryptor = None);
+    }
+
+    /// Sets what the bus does with payloads that are not encrypted:
+    /// [`PlaintextPolicy::Accept`] (the default) or
+    /// [`PlaintextPolicy::Refuse`] to fail closed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use event_bus::{EventBus, PlaintextPolicy};
+    /// use event_memory::MemoryProvider;
+    ///
+    /// let bus = EventBus::new(MemoryProvider::default());
+    /// bus.set_plaintext_policy(PlaintextPolicy::Refuse);
+    /// // no encryptor configured: nothing is published in clear
+    /// let err = bus.publish("orders", "created", "s", "shop", serde_json::json!({})).await;
+    /// assert!(matches!(err, Err(event_core::Error::Encryption(_))));
+    /// # }
+    /// ```
+    pub fn set_plaintext_policy(&self, policy: PlaintextPolicy) {
+        self.inner.hooks.update(|h| h.plaintext = policy);
     }
 
     /// Dead letters (exhausted, undecodable or undecryptable events) go to
@@ -472,6 +494,11 @@ impl EventBus {
             return Err(err);
         }
         match &hooks.encryptor {
+            None if hooks.plaintext == PlaintextPolicy::Refuse => Err(Error::Encryption(format!(
+                "event {}: the bus refuses plaintext (PlaintextPolicy::Refuse) and has no \
+                     encryptor: set one with set_encryptor",
+                crate::text::cut(&event.id, 64)
+            ))),
             Some(encryptor) => {
                 // the provider's rule, checked on the plaintext it will not
                 // see: once hidden in an envelope, a payload no JSON reader
@@ -689,7 +716,7 @@ impl EventBus {
             .history(filter.as_deref(), limit)
             .await?;
         let hooks = self.inner.hooks.load();
-        if hooks.encryptor.is_none() {
+        if hooks.encryptor.is_none() && hooks.plaintext == PlaintextPolicy::Accept {
             return Ok(events.into_iter().map(Ok).collect());
         }
         Ok(events
@@ -791,17 +818,56 @@ pub(crate) fn with_payload(event: &Event, payload: serde_json::Value) -> Event {
 
 impl Inner {
     /// The plaintext payload of `event` if an encryptor is set and the
-    /// payload is one of its envelopes; `None` when nothing is to decrypt.
+    /// payload is one of its envelopes; `None` when nothing is to decrypt;
+    /// a decryption error for a payload the bus's [`PlaintextPolicy`]
+    /// refuses.
     pub(crate) fn decrypt_payload(
         &self,
         hooks: &Hooks,
         event: &Event,
         sequence: Option<u64>,
     ) -> Result<Option<serde_json::Value>> {
+        let refuse = hooks.plaintext == PlaintextPolicy::Refuse;
+        self.decrypt_payload_as(hooks, event, sequence, refuse)
+    }
+
+    /// [`decrypt_payload`](Self::decrypt_payload), refusing plaintext only
+    /// if `refuse` (whatever the bus's policy): a dead letter's event,
+    /// re-driven, is the bus's own plaintext copy.
+    pub(crate) fn decrypt_payload_as(
+        &self,
+        hooks: &Hooks,
+        event: &Event,
+        sequence: Option<u64>,
+        refuse: bool,
+    ) -> Result<Option<serde_json::Value>> {
+        let at = || {
+            sequence
+                .map(|s| format!(" (sequence {s})"))
+                .unwrap_or_default()
+        };
         let Some(encryptor) = &hooks.encryptor else {
+            if refuse {
+                self.metrics.add_decrypt_error(1);
+                return Err(Error::Decryption(format!(
+                    "event {}{}: the bus refuses plaintext (PlaintextPolicy::Refuse) and has no \
+                     encryptor to read its payload with",
+                    crate::text::cut(&event.id, 64),
+                    at()
+                )));
+            }
             return Ok(None);
         };
         if !encryptor.is_encrypted(&event.payload) {
+            if refuse {
+                self.metrics.add_decrypt_error(1);
+                return Err(Error::Decryption(format!(
+                    "event {}{}: the payload is not encrypted, and the bus refuses plaintext \
+                     (PlaintextPolicy::Refuse)",
+                    crate::text::cut(&event.id, 64),
+                    at()
+                )));
+            }
             return Ok(None);
         }
         match encryptor.decrypt(&event.id, &event.payload) {

@@ -12,6 +12,32 @@ pub(crate) struct Hooks {
     pub(crate) validator: Option<Arc<dyn SchemaValidator>>,
     pub(crate) router: Option<Arc<dyn EventRouter>>,
     pub(crate) dlq: Option<Arc<dyn DlqHandler>>,
+    pub(crate) plaintext: PlaintextPolicy,
+}
+
+/// What a bus does with payloads that are not encrypted
+/// ([`EventBus::set_plaintext_policy`](crate::EventBus::set_plaintext_policy)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlaintextPolicy {
+    /// The default: a bus without an encryptor publishes plaintext, and a
+    /// payload that is not an envelope is delivered and listed as it is
+    /// (events published before encryption was turned on, or by a bus
+    /// without the encryptor, stay readable).
+    #[default]
+    Accept,
+    /// Fail closed. Publishing without an encryptor fails
+    /// ([`Error::Encryption`](event_core::Error::Encryption), nothing
+    /// stored), so a deployment that lost its key configuration cannot
+    /// publish in clear. Reading a payload that is not one of the
+    /// encryptor's envelopes (or any payload, without an encryptor) is a
+    /// decryption failure, handled as an undecryptable event is: dead-
+    /// lettered with the reason (subscriptions and consumers), an error in
+    /// `list_events` ([`Error::Decryption`](event_core::Error::Decryption)),
+    /// counted in `decrypt_errors`. Someone who can write to the stream
+    /// directly then cannot pass a forged plaintext payload off as a
+    /// decrypted one.
+    Refuse,
 }
 
 /// Copy-on-write slot: readers clone an `Arc<Hooks>` under a read lock held
@@ -33,7 +59,8 @@ impl HookSlot {
             .clone()
     }
 
-    /// Whether an encryptor is set (no lock taken).
+    /// Whether a delivered payload needs looking at: an encryptor is set,
+    /// or plaintext is refused (no lock taken).
     pub(crate) fn encrypting(&self) -> bool {
         self.encrypting.load(Ordering::Acquire)
     }
@@ -43,8 +70,10 @@ impl HookSlot {
         let mut guard = self.hooks.write().unwrap_or_else(PoisonError::into_inner);
         let mut next = Hooks::clone(&guard);
         f(&mut next);
-        self.encrypting
-            .store(next.encryptor.is_some(), Ordering::Release);
+        self.encrypting.store(
+            next.encryptor.is_some() || next.plaintext == PlaintextPolicy::Refuse,
+            Ordering::Release,
+        );
         *guard = Arc::new(next);
     }
 }

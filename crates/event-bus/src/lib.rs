@@ -99,6 +99,7 @@ mod text;
 pub use bus::{EventBus, Stored};
 pub use consumer::{ConsumerConfig, ConsumerHandle, ConsumerReport, Handler, SHUTDOWN_CLOSE_GRACE};
 pub use dlq::{MemoryDlqHandler, ProviderDlqHandler};
+pub use hooks::PlaintextPolicy;
 pub use metrics::{EventMetrics, MetricsSnapshot};
 pub use naming::durable_consumer_name;
 pub use state::{DEFAULT_STATE_STORE_TIMEOUT, FileStateStore, MemoryStateStore};

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{FlakyDlq, TestEncryptor};
-use event_bus::{ConsumerConfig, ConsumerHandle, EventBus, MemoryDlqHandler};
+use event_bus::{ConsumerConfig, ConsumerHandle, EventBus, MemoryDlqHandler, PlaintextPolicy};
 use event_core::{
     BoxError, DlqHandler, Error, Event, EventProvider, ReceivedEvent, SubscribeOptions,
     SubscriptionFilter,
@@ -1588,4 +1588,74 @@ async fn an_undecryptable_event_is_offered_through_a_dlq_outage_past_dlq_attempt
     let report = consumer.shutdown(Duration::from_secs(1)).await;
     assert_eq!((report.terminated, report.dlq_failed), (0, 0), "{report:?}");
     assert_eq!(dlq.stored.lock().unwrap()[0].event.id, foreign.id);
+}
+
+/// `PlaintextPolicy::Refuse` fails closed: a plaintext payload written
+/// straight into the stream (by whoever can write to it) is dead-lettered
+/// as undecryptable instead of reaching the handler as if decrypted, and
+/// listed as an error; encrypted events are handled as usual.
+#[tokio::test]
+async fn a_bus_refusing_plaintext_dead_letters_a_plaintext_payload() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    bus.set_plaintext_policy(PlaintextPolicy::Refuse);
+    bus.update_subscription(filter("w", "events.sec.>"))
+        .await
+        .unwrap();
+    bus.publish("sec", "ok", "s", "src", json!({"secret": 1}))
+        .await
+        .unwrap();
+    let forged = Event::new(
+        "events.sec.grant",
+        "sec",
+        "s",
+        "src",
+        json!({"admin": true}),
+    );
+    provider.publish(&forged).await.unwrap();
+
+    let payloads: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let p = payloads.clone();
+    let consumer = bus
+        .consume(
+            "w",
+            move |r: ReceivedEvent| {
+                let p = p.clone();
+                async move {
+                    p.lock().unwrap().push(r.event.payload.clone());
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("dead letter", || dlq.len() == 1).await;
+    wait_until("handled", || consumer.report().acked == 1).await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(*payloads.lock().unwrap(), vec![json!({"secret": 1})]);
+    let dead = dlq.list(1).await.unwrap().remove(0);
+    assert_eq!(dead.event.id, forged.id);
+    assert!(dead.reason.contains("not encrypted"), "{}", dead.reason);
+    assert!(matches!(
+        bus.list_events(Some("sec"), 10).await,
+        Err(Error::Decryption(_))
+    ));
+    assert!(bus.metrics().snapshot().decrypt_errors >= 2);
+
+    // without an encryptor nothing is published in clear, or read
+    bus.clear_encryptor();
+    let err = bus.publish("sec", "ok", "s", "src", json!({})).await;
+    assert!(matches!(err, Err(Error::Encryption(_))), "{err:?}");
+    assert_eq!(provider.info().await.unwrap().messages, 2);
+    assert!(matches!(
+        bus.list_events(Some("sec"), 10).await,
+        Err(Error::Decryption(_))
+    ));
+    // the default accepts plaintext again
+    bus.set_plaintext_policy(PlaintextPolicy::Accept);
+    assert_eq!(bus.list_events(Some("sec"), 10).await.unwrap().len(), 2);
 }

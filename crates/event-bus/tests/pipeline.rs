@@ -933,7 +933,12 @@ async fn a_deduplicated_repeat_is_routed_only_if_the_router_refused_the_first() 
     assert_eq!(retried.duplicate, Some(true));
     assert!(retried.is_routed());
     assert_eq!(routed(&router), 2, "the retry of a refused event is routed");
-    assert!(bus.publish_event_stored(&refused).await.unwrap().is_routed());
+    assert!(
+        bus.publish_event_stored(&refused)
+            .await
+            .unwrap()
+            .is_routed()
+    );
     assert_eq!(routed(&router), 2, "and only once");
 
     assert_eq!(provider.info().await.unwrap().messages, 2);

@@ -5,7 +5,7 @@ mod common;
 
 use common::{CollectRouter, RequireField, TestEncryptor};
 use event_bus::dlq::{DEAD_LETTER_EVENT_TYPE, ProviderDlqHandler};
-use event_bus::{ConsumerConfig, EventBus};
+use event_bus::{ConsumerConfig, EventBus, PlaintextPolicy};
 use event_core::{
     BoxError, DeadLetterEvent, DlqHandler, Event, EventEncryptor, EventProvider, ReceivedEvent,
     SubscribeOptions, SubscriptionFilter,
@@ -821,21 +821,23 @@ async fn redrive_matching_by_subscriber_redrives_only_its_letters_and_keeps_the_
         "one copy per event in the stream"
     );
 
-    // selected again after `redrive`: republished, deduplicated by the provider
+    // selected again after `redrive`: republished, deduplicated by the
+    // provider, and (the memory provider reports duplicates) not routed
+    // again
+    let before = routed(&router);
+    assert_eq!(before, [e1.id.as_str(), e3.id.as_str(), e2.id.as_str()]);
     let w2 = |d: &DeadLetterEvent| d.subscriber.as_deref() == Some("w2");
     let report = dlq.redrive_matching(&bus, 10, w2).await.unwrap();
     assert_eq!((report.redriven, report.skipped), (2, 0));
     assert_eq!(redriven_from(&bus, "jobs").await.len(), 3);
-    let routed = routed(&router);
-    assert_eq!(routed[routed.len() - 2..], [e2.id.as_str(), e1.id.as_str()]);
+    assert_eq!(routed(&router), before);
     assert_eq!(dlq.count().await.unwrap(), 4);
 
-    // one event's letters (w1's and w2's): one copy, routed once per call
-    let before = router.routed.lock().unwrap().len();
+    // one event's letters (w1's and w2's): one copy, not routed again
     let one_event = |d: &DeadLetterEvent| d.event.id == e1.id;
     let report = dlq.redrive_matching(&bus, 10, one_event).await.unwrap();
     assert_eq!((report.redriven, report.skipped), (2, 0));
-    assert_eq!(router.routed.lock().unwrap().len(), before + 1);
+    assert_eq!(routed(&router), before);
 }
 
 /// `max` bounds the letters re-driven (skipped ones do not count, as in
@@ -1427,4 +1429,59 @@ async fn an_undecryptable_event_with_a_long_id_gets_a_short_reason() {
         assert_eq!(dead.event.id, id);
         assert!(dead.reason.len() < 500, "{} bytes", dead.reason.len());
     }
+}
+
+/// A bus refusing plaintext still re-drives its dead letters: a dead
+/// letter holds the bus's own plaintext copy of the event (the handler saw
+/// it decrypted), which the bus encrypts again under the copy's new id.
+#[tokio::test]
+async fn a_bus_refusing_plaintext_redrives_its_dead_letters() {
+    let (bus, provider, dlq, enc) = setup();
+    bus.set_plaintext_policy(PlaintextPolicy::Refuse);
+    bus.update_subscription_with_options(
+        SubscriptionFilter {
+            subscriber_id: "w".into(),
+            subjects: vec!["events.orders.>".into()],
+            durable: true,
+        },
+        SubscribeOptions {
+            max_deliver: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    bus.publish("orders", "new", "s", "src", json!({"card": "4111"}))
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |r: ReceivedEvent| async move {
+                if r.event.metadata.contains_key("a3s.redriven_from") {
+                    Ok::<(), BoxError>(())
+                } else {
+                    Err("downstream unavailable".into())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while consumer.report().dead_lettered < 1 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 0));
+    while consumer.report().acked < 1 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    consumer.shutdown(Duration::from_secs(1)).await;
+    // the copy is stored encrypted
+    let stored = provider.history(Some("events.orders.>"), 10).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|e| enc.is_encrypted(&e.payload)));
 }

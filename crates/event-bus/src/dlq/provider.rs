@@ -442,10 +442,11 @@ impl ProviderDlqHandler {
     ///   `redrive_matching` when selected, and a letter `redrive_matching`
     ///   republished is republished again by `redrive` when its position
     ///   reaches that letter. The copy has the same id both times, so inside
-    ///   the provider's dedup window the provider stores nothing new and
-    ///   subscribers do not get it again (the bus's router does, as for any
-    ///   publish the provider deduplicates); **after the window a second
-    ///   copy is stored and delivered**. When that matters, select only
+    ///   the provider's dedup window the provider stores nothing new, and
+    ///   neither subscribers nor (where the provider reports duplicates, see
+    ///   [`Stored::duplicate`](crate::Stored::duplicate)) the bus's router
+    ///   get it again; **after the window a second copy is stored and
+    ///   delivered**. When that matters, select only
     ///   letters not re-driven yet (by the event id `redrive` logged as
     ///   skipped, say);
     /// - every call reads the whole DLQ stream and decodes its letters up to
@@ -598,9 +599,9 @@ impl ProviderDlqHandler {
         // event, are deduplicated by the provider instead of stored twice.
         let fresh = redriven_id(&event.id);
         if published_copies.contains(&fresh) {
-            // Republished, the copy would be deduplicated in the stream but
-            // routed again: a broker attached to the bus would deliver it
-            // once more.
+            // Republished, the copy would be deduplicated in the stream and,
+            // with a provider that does not report duplicates, routed again:
+            // a broker attached to the bus would deliver it once more.
             return Ok(Republished::Done);
         }
         let from = std::mem::replace(&mut event.id, fresh);
@@ -648,7 +649,9 @@ enum Republished {
 /// republished as an event no subscriber can read.
 fn opened_for_redrive(bus: &EventBus, mut event: Event) -> Result<Event> {
     let hooks = bus.inner.hooks.load();
-    if let Some(plain) = bus.inner.decrypt_payload(&hooks, &event, None)? {
+    // the dead letter holds the bus's own plaintext copy unless it did not
+    // decrypt: plaintext here is not refused, whatever the policy
+    if let Some(plain) = bus.inner.decrypt_payload_as(&hooks, &event, None, false)? {
         event.payload = plain;
     }
     Ok(event)
