@@ -289,3 +289,37 @@ async fn an_event_id_with_a_line_break_is_logged_escaped() {
             .any(|l| l.text.contains(r"x\nINFO forged line"))
     );
 }
+
+/// A failed attempt that will be retried is no loss: it stays at DEBUG,
+/// but says which event, trigger and attempt it was (the id escaped).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_failed_attempt_names_the_event_the_trigger_and_the_attempt_at_debug() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let broker = Broker::new();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "audit",
+                TriggerFilter::all(),
+                Arc::new(FailingSink::fail_first("audit", "sink down", 2)),
+            )
+            .with_delivery(DeliverySpec::new().with_retries(2)),
+        )
+        .unwrap();
+    let mut e = Event::new("events.orders.x", "orders", "s", "src", json!({}));
+    e.id = "evt-7".into();
+    let result = broker.route(&e).await;
+    assert_eq!(result.delivered, 1);
+    let attempts = capture.find(Level::DEBUG, "delivery attempt failed");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    for (n, line) in attempts.iter().enumerate() {
+        assert!(line.text.contains(r#"event_id="evt-7""#), "{line:?}");
+        assert!(line.text.contains("trigger=audit"), "{line:?}");
+        assert!(
+            line.text.contains(&format!("attempt={}", n + 1)),
+            "{line:?}"
+        );
+    }
+    assert!(capture.at_least(Level::INFO).is_empty());
+}

@@ -141,12 +141,15 @@ pub(crate) async fn deliver(
                 last_error = err.to_string();
                 if !verdict.retry {
                     tracing::debug!(
-                        trigger = %trigger.name, attempt = n, error = %err,
+                        trigger = %trigger.name, event_id = ?event.id, attempt = n, error = %err,
                         "delivery refused with an answer a retry cannot change: not retried"
                     );
                     break;
                 }
-                tracing::debug!(trigger = %trigger.name, attempt = n, error = %err, "delivery attempt failed");
+                tracing::debug!(
+                    trigger = %trigger.name, event_id = ?event.id, attempt = n, error = %err,
+                    "delivery attempt failed"
+                );
                 if n < attempts {
                     let retry = u32::try_from(n).unwrap_or(u32::MAX);
                     let wait = spec.delay_honouring_retry_after(retry, verdict.retry_after);
@@ -160,7 +163,7 @@ pub(crate) async fn deliver(
                     if !waited {
                         Counters::add(&counters.shutdown_retries_cut, 1);
                         tracing::debug!(
-                            trigger = %trigger.name, attempt = n, wait = ?wait,
+                            trigger = %trigger.name, event_id = ?event.id, attempt = n, wait = ?wait,
                             "the next attempt would come after the broker's shutdown deadline: not retried"
                         );
                         last_error = format!(
