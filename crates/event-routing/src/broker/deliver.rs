@@ -15,11 +15,22 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Delivered,
-    DeadLettered,
+    /// Every attempt failed and the dead-letter sink took the event. Logged
+    /// by the caller, which holds the trigger's rate limit.
+    DeadLettered(DeadLetter),
     /// Every attempt failed and no dead-letter sink took the event. Not
     /// logged above `DEBUG` here: the caller knows whether the event is lost
     /// (the queue) or will come back (a feed), and logs it once.
     Failed(Failure),
+}
+
+/// Why a delivery was dead-lettered, for the caller's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadLetter {
+    /// Attempts made.
+    pub(crate) attempts: u64,
+    /// The last attempt's error.
+    pub(crate) error: String,
 }
 
 /// Why a delivery failed, for the caller's log.
@@ -192,7 +203,10 @@ pub(crate) async fn deliver(
     match attempt(&**dls, &dead, spec.timeout).await {
         Ok(()) => {
             Counters::add(&counters.dead_lettered, 1);
-            Outcome::DeadLettered
+            Outcome::DeadLettered(DeadLetter {
+                attempts: made,
+                error: last_error,
+            })
         }
         Err(err) => {
             Counters::add(&counters.dead_letter_failures, 1);

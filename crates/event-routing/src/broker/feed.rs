@@ -59,7 +59,9 @@ pub struct FeedStats {
 /// settled; the event will be redelivered") naming the event, and per
 /// failed trigger its last error, attempts and the dead-letter sink's
 /// refusal (or that it has none); the deliveries themselves log their
-/// attempts at `DEBUG` only, since the event is not lost.
+/// attempts at `DEBUG` only, since the event is not lost. A dead-lettered
+/// delivery is final (its event is acknowledged) and logged as the
+/// broker's are (see [`Broker`]: a rate-limited `WARN` per trigger).
 ///
 /// [`stop`](Self::stop) stops fetching, finishes the routings in progress,
 /// settles their events and closes the subscription;

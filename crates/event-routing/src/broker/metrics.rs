@@ -77,7 +77,7 @@ counters! {
     retries => "Retry attempts made after a failed attempt.",
     timeouts => "Delivery attempts that timed out: cancelled by the per-attempt timeout, or failed with the sink's own `Error::Timeout` (an HTTP sink's request timeout, say). Attempts of dead-letter sinks are not counted.",
     failed => "Deliveries that failed (dead-lettered or not): every attempt failed, or an answer a retry cannot change (an HTTP `400`, say) ended them early.",
-    dead_lettered => "Failed deliveries handed to the trigger's dead-letter sink.",
+    dead_lettered => "Failed deliveries handed to the trigger's dead-letter sink. Logged at `WARN` once per trigger and [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (with how many were logged at `DEBUG` since), so count them here.",
     dead_letter_failures => "Failed deliveries the dead-letter sink also refused, or that had none: lost unless the source redelivers (a durable feed does).",
     no_dead_letter_sink => "Failed deliveries of triggers without a dead-letter sink (a part of `dead_letter_failures`). Logged at `WARN` once per trigger and [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (with how many were logged at `DEBUG` since), so count them here.",
     enqueued => "Events accepted into the queue.",

@@ -3,12 +3,10 @@
 mod cutoff;
 mod deliver;
 mod feed;
-mod losses;
 mod metrics;
 mod queue;
 
 pub use feed::{BrokerFeed, FEED_CLOSE_GRACE, FeedStats};
-pub use losses::LOSS_WARN_INTERVAL;
 pub use metrics::BrokerMetrics;
 pub use queue::QueueFullError;
 
@@ -16,11 +14,11 @@ use crate::filter::CompiledFilter;
 use crate::index::TriggerIndex;
 use crate::sink::EventSink;
 use crate::trigger::Trigger;
+use crate::warn_limit::WarnLimit;
 use async_trait::async_trait;
 use cutoff::Cutoff;
-use deliver::{Failure, Outcome};
+use deliver::{DeadLetter, Failure, Outcome};
 use event_core::{Error, Event, Result};
-use losses::LossWarnings;
 use metrics::{Counters, Padded};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -227,7 +225,9 @@ struct Entry {
     trigger: Trigger,
     filter: CompiledFilter,
     /// Rate limit of this trigger's "lost delivery" warnings.
-    losses: LossWarnings,
+    losses: WarnLimit,
+    /// Rate limit of this trigger's "dead-lettered" warnings.
+    dead_letters: WarnLimit,
 }
 
 /// An immutable trigger set; routing holds one while delivering, so changes
@@ -349,9 +349,10 @@ impl Core {
         let mut failures = Vec::new();
         let mut tally = |entry: &Arc<Entry>, outcome| match outcome {
             Outcome::Delivered => result.delivered += 1,
-            Outcome::DeadLettered => {
+            Outcome::DeadLettered(dead_letter) => {
                 result.failed += 1;
                 result.dead_lettered += 1;
+                log_dead_letter(entry, event, &dead_letter);
             }
             Outcome::Failed(failure) => {
                 result.failed += 1;
@@ -416,7 +417,7 @@ impl Core {
 /// Logs a delivery lost to `entry`'s trigger (every attempt failed and no
 /// dead-letter sink took it). A dead-letter sink's refusal is an `ERROR`
 /// each time. Without a dead-letter sink, the trigger's first loss is a
-/// `WARN`, later ones `DEBUG` until [`LOSS_WARN_INTERVAL`] has passed since
+/// `WARN`, later ones `DEBUG` until [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) has passed since
 /// that warning; the next `WARN` then counts them (`quiet_losses`). Every
 /// loss counts in [`BrokerMetrics::no_dead_letter_sink`].
 fn log_loss(entry: &Entry, event: &Event, failure: &Failure) {
@@ -446,6 +447,33 @@ fn log_loss(entry: &Entry, event: &Event, failure: &Failure) {
             trigger = %trigger, event_id = ?event.id, subject = %event.subject,
             attempts, error = %error,
             "delivery failed and the trigger has no dead-letter sink"
+        ),
+    }
+}
+
+/// Logs a delivery to `entry`'s trigger that failed for good and went to
+/// its dead-letter sink: the event is safe there (no `ERROR`), but the
+/// trigger's sink failed it, which an operator has to act on (a `WARN`).
+/// The trigger's first dead letter is a `WARN`, later ones `DEBUG` until
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) has passed since that warning; the next `WARN`
+/// then counts them (`quiet_dead_letters`). Every one counts in
+/// [`BrokerMetrics::dead_lettered`]. Logged wherever the event came from
+/// (a feed acknowledges it: its dead letter is final there too).
+fn log_dead_letter(entry: &Entry, event: &Event, dead_letter: &DeadLetter) {
+    let trigger = &entry.trigger.name;
+    let DeadLetter { attempts, error } = dead_letter;
+    match entry.dead_letters.record(tokio::time::Instant::now()) {
+        Some(quiet_dead_letters) => tracing::warn!(
+            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
+            attempts, error = %error, quiet_dead_letters,
+            "delivery failed; the event was dead-lettered to the trigger's dead-letter sink \
+             (further dead letters of this trigger are logged at DEBUG for a while, counted in \
+             dead_lettered)"
+        ),
+        None => tracing::debug!(
+            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
+            attempts, error = %error,
+            "delivery failed; the event was dead-lettered to the trigger's dead-letter sink"
         ),
     }
 }
@@ -480,11 +508,17 @@ impl Drop for PendingGuard {
 /// attributes), so an event is checked only against triggers that can match.
 ///
 /// Failed deliveries are logged so that a broken sink does not flood the
-/// log: attempts at `DEBUG`; a delivery lost for good (queued or
+/// log: attempts at `DEBUG` (naming the event id, the trigger and the
+/// attempt); a dead-lettered delivery (every attempt failed and the
+/// dead-letter sink took it) as one `WARN` per trigger and
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (the others at `DEBUG`; the next `WARN` says how many
+/// in `quiet_dead_letters`), every one counted in
+/// [`BrokerMetrics::dead_lettered`], also for a [feed](Self::feed); a
+/// delivery lost for good (queued or
 /// [`route`](Self::route)d events: every attempt failed and no dead-letter
 /// sink took it) as an `ERROR` when the dead-letter sink refused it, and,
 /// for a trigger without a dead-letter sink, as one `WARN` per trigger and
-/// [`LOSS_WARN_INTERVAL`] (the others at `DEBUG`; the next `WARN` says how
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (the others at `DEBUG`; the next `WARN` says how
 /// many in `quiet_losses`), every one counted in
 /// [`BrokerMetrics::no_dead_letter_sink`]. A [feed](Self::feed) logs one
 /// `WARN` per routing it redelivers instead (see [`BrokerFeed`]).
@@ -604,7 +638,8 @@ impl Broker {
         let entry = Arc::new(Entry {
             trigger,
             filter,
-            losses: LossWarnings::default(),
+            losses: WarnLimit::default(),
+            dead_letters: WarnLimit::default(),
         });
         self.change(|entries| {
             if entries.iter().any(|e| e.trigger.name == entry.trigger.name) {
