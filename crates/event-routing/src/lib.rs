@@ -90,6 +90,8 @@ pub mod http;
 mod index;
 pub mod metadata;
 mod panic;
+#[cfg(feature = "bus")]
+mod prometheus;
 pub mod scaling;
 mod sink;
 mod source;
@@ -98,7 +100,7 @@ mod warn_limit;
 
 pub use broker::{
     Broker, BrokerConfig, BrokerFeed, BrokerMetrics, BrokerShutdownReport, FEED_CLOSE_GRACE,
-    FeedStats, MAX_BROKER_NESTING, QueueFullError, QueueFullPolicy, RouteResult,
+    FeedStats, MAX_BROKER_NESTING, QueueFullError, QueueFullPolicy, RouteResult, TriggerMetrics,
 };
 pub use dlq::SinkDlqHandler;
 pub use filter::{CompiledFilter, FilterExpr, TriggerFilter};

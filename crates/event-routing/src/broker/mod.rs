@@ -7,7 +7,7 @@ mod metrics;
 mod queue;
 
 pub use feed::{BrokerFeed, FEED_CLOSE_GRACE, FeedStats};
-pub use metrics::BrokerMetrics;
+pub use metrics::{BrokerMetrics, TriggerMetrics};
 pub use queue::QueueFullError;
 
 use crate::filter::CompiledFilter;
@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use cutoff::Cutoff;
 use deliver::{DeadLetter, Failure, Outcome};
 use event_core::{Error, Event, Result};
-use metrics::{Counters, Padded};
+use metrics::{Counters, Padded, TriggerCounters};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -228,6 +228,9 @@ struct Entry {
     losses: WarnLimit,
     /// Rate limit of this trigger's "dead-lettered" warnings.
     dead_letters: WarnLimit,
+    /// This trigger's counters (on cache lines of their own: deliveries
+    /// write them while routings read the filter next to them).
+    counters: Padded<TriggerCounters>,
 }
 
 /// An immutable trigger set; routing holds one while delivering, so changes
@@ -364,14 +367,18 @@ impl Core {
             && let Some(entry) = entries.next()
         {
             // One trigger (the common case): no `join_all` and its allocations.
-            let outcome = deliver::deliver(&entry.trigger, event, &self.counters, cutoff).await;
+            let outcome = deliver::deliver(
+                &entry.trigger,
+                event,
+                deliver::Tally::new(&self.counters, &entry.counters),
+                cutoff,
+            )
+            .await;
             tally(entry, outcome);
         } else {
             let outcomes = futures_util::future::join_all(entries.map(|e| async move {
-                (
-                    e,
-                    deliver::deliver(&e.trigger, event, &self.counters, cutoff).await,
-                )
+                let tally = deliver::Tally::new(&self.counters, &e.counters);
+                (e, deliver::deliver(&e.trigger, event, tally, cutoff).await)
             }))
             .await;
             for (entry, outcome) in outcomes {
@@ -640,6 +647,7 @@ impl Broker {
             filter,
             losses: WarnLimit::default(),
             dead_letters: WarnLimit::default(),
+            counters: Padded::default(),
         });
         self.change(|entries| {
             if entries.iter().any(|e| e.trigger.name == entry.trigger.name) {
@@ -823,11 +831,18 @@ impl Broker {
         bus.set_router(Arc::new(self.clone()));
     }
 
-    /// The broker's counters now.
+    /// The broker's counters now, with each registered trigger's
+    /// ([`BrokerMetrics::by_trigger`]).
     pub fn metrics(&self) -> BrokerMetrics {
         let core = &self.inner.core;
+        let by_trigger = core
+            .current()
+            .entries
+            .iter()
+            .map(|e| e.counters.snapshot(&e.trigger.name))
+            .collect();
         core.counters
-            .snapshot(core.queue_depth(), core.pending(), self.trigger_count())
+            .snapshot(core.queue_depth(), core.pending(), by_trigger)
     }
 }
 
