@@ -804,6 +804,21 @@ async fn a_durable_feed_acks_after_delivery_or_dead_letter_and_resumes() {
         "{stats:?}"
     );
     assert_eq!(dead.len(), 1);
+    // the same counts for Prometheus
+    #[cfg(feature = "bus")]
+    {
+        let labels = event_bus::metrics::PrometheusLabels::new([("feed", "router")]).unwrap();
+        let text = stats.to_prometheus_with_labels(&labels);
+        for sample in [
+            "a3s_feed_received_total{feed=\"router\"} 4\n",
+            "a3s_feed_acked_total{feed=\"router\"} 3\n",
+            "a3s_feed_naked_total{feed=\"router\"} 1\n",
+            "a3s_feed_errors_total{feed=\"router\"} 0\n",
+            "a3s_feed_aborted_total{feed=\"router\"} 0\n",
+        ] {
+            assert!(text.contains(sample), "{sample}: {text}");
+        }
+    }
 
     // Restart: the durable resumes after the acked events only.
     provider

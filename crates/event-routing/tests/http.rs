@@ -377,6 +377,14 @@ async fn webhook_publishes_binary_and_structured_cloudevents() {
     let stored = provider.history(None, 10).await.unwrap();
     assert_eq!(stored, vec![structured, binary]);
     assert_eq!(source.accepted(), 3);
+    let stats = source.stats();
+    assert_eq!((stats.accepted, stats.refused), (3, 0));
+    #[cfg(feature = "bus")]
+    {
+        let text = stats.to_prometheus();
+        assert!(text.contains("a3s_webhook_accepted_total 3\n"), "{text}");
+        assert!(text.contains("a3s_webhook_refused_total 0\n"), "{text}");
+    }
     source.stop().await.unwrap();
 }
 
@@ -471,6 +479,15 @@ async fn webhook_maps_sink_failures_and_stops_listening() {
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("broker unreachable"));
     assert_eq!(source.refused(), 1);
+    #[cfg(feature = "bus")]
+    {
+        let labels = event_bus::metrics::PrometheusLabels::new([("webhook", "w")]).unwrap();
+        let text = source.stats().to_prometheus_with_labels(&labels);
+        assert!(
+            text.contains("a3s_webhook_refused_total{webhook=\"w\"} 1\n"),
+            "{text}"
+        );
+    }
     assert!(matches!(
         source.start(Arc::new(CollectorSink::new("c"))).await,
         Err(Error::Conflict { .. })

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,105 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 struct Counters {
     accepted: AtomicU64,
     refused: AtomicU64,
+}
+
+/// What a [`WebhookSource`] did so far ([`WebhookSource::stats`]).
+///
+/// A counter missing from the JSON reads as zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct WebhookStats {
+    /// Events delivered to the sink (answered `202 Accepted`).
+    pub accepted: u64,
+    /// Valid CloudEvents the sink refused (answered `400`, `413`, `500` or
+    /// `503`, see [`WebhookSource`]); malformed requests are not counted:
+    /// they never reach the sink.
+    pub refused: u64,
+}
+
+#[cfg(feature = "bus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+impl WebhookStats {
+    /// Renders the stats in the Prometheus text exposition format
+    /// (0.0.4), with the conventions of
+    /// [`BrokerMetrics::to_prometheus`](crate::BrokerMetrics::to_prometheus):
+    /// the counters `a3s_webhook_accepted_total` and
+    /// `a3s_webhook_refused_total`.
+    ///
+    /// ```
+    /// use event_bus::metrics::PrometheusLabels;
+    /// use event_routing::http::WebhookSource;
+    ///
+    /// let webhook = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap());
+    /// // several webhooks in one process: label each
+    /// let labels = PrometheusLabels::new([("webhook", "ingress")])?;
+    /// let text = webhook.stats().to_prometheus_with_labels(&labels);
+    /// assert!(text.contains("a3s_webhook_accepted_total{webhook=\"ingress\"} 0"));
+    /// assert!(text.contains("a3s_webhook_refused_total{webhook=\"ingress\"} 0"));
+    /// # Ok::<(), event_core::Error>(())
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        self.to_prometheus_with_labels(&event_bus::metrics::PrometheusLabels::default())
+    }
+
+    /// [`to_prometheus`](Self::to_prometheus) with `labels` on every
+    /// sample (say `webhook="ingress"`: the series of several webhooks in
+    /// one process would otherwise clash).
+    ///
+    /// One `/metrics` text for a webhook → broker pipeline, concatenated:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
+    /// use event_bus::metrics::PrometheusLabels;
+    /// use event_core::SubscribeOptions;
+    /// use event_memory::MemoryProvider;
+    /// use event_routing::Broker;
+    /// use event_routing::http::WebhookSource;
+    ///
+    /// let provider = MemoryProvider::default();
+    /// let broker = Broker::new();
+    /// let feed = broker
+    ///     .feed_durable(&provider, "router", "events.>", &SubscribeOptions::default())
+    ///     .await?;
+    /// let webhook = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap());
+    /// let text = [
+    ///     broker.metrics().to_prometheus(),
+    ///     feed.stats().to_prometheus_with_labels(&PrometheusLabels::new([("feed", "router")])?),
+    ///     webhook
+    ///         .stats()
+    ///         .to_prometheus_with_labels(&PrometheusLabels::new([("webhook", "ingress")])?),
+    /// ]
+    /// .concat();
+    /// assert!(text.contains("a3s_broker_routed_total 0\n"));
+    /// assert!(text.contains("a3s_feed_acked_total{feed=\"router\"} 0\n"));
+    /// assert!(text.contains("a3s_webhook_refused_total{webhook=\"ingress\"} 0\n"));
+    /// feed.stop().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn to_prometheus_with_labels(
+        &self,
+        labels: &event_bus::metrics::PrometheusLabels,
+    ) -> String {
+        use crate::prometheus::{Kind, write_family};
+        let families = [
+            (
+                "a3s_webhook_accepted_total",
+                "Events the webhook delivered to its sink (answered 202 Accepted).",
+                self.accepted,
+            ),
+            (
+                "a3s_webhook_refused_total",
+                "Valid CloudEvents the webhook's sink refused (answered 400, 413, 500 or 503); malformed requests are not counted.",
+                self.refused,
+            ),
+        ];
+        let mut out = String::with_capacity(512);
+        for (metric, help, value) in families {
+            write_family(&mut out, labels, metric, help, Kind::Counter, value);
+        }
+        out
+    }
 }
 
 #[derive(Clone)]
@@ -443,6 +543,15 @@ impl WebhookSource {
     pub fn refused(&self) -> u64 {
         self.counters.refused.load(Ordering::Relaxed)
     }
+
+    /// Both counts (for JSON, or Prometheus with
+    /// [`WebhookStats::to_prometheus`]).
+    pub fn stats(&self) -> WebhookStats {
+        WebhookStats {
+            accepted: self.accepted(),
+            refused: self.refused(),
+        }
+    }
 }
 
 #[async_trait]
@@ -484,5 +593,31 @@ impl EventSource for WebhookSource {
 
     fn is_running(&self) -> bool {
         self.lifecycle.is_running()
+    }
+}
+
+#[cfg(all(test, feature = "bus"))]
+mod tests {
+    use super::WebhookStats;
+    use crate::prometheus::exposition_check::parse_exposition;
+    use event_bus::metrics::PrometheusLabels;
+
+    #[test]
+    fn webhook_stats_render_a_valid_exposition_with_and_without_labels() {
+        let stats = WebhookStats {
+            accepted: 5,
+            refused: 2,
+        };
+        let samples = parse_exposition(&stats.to_prometheus());
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples["a3s_webhook_accepted_total"], 5.0);
+        assert_eq!(samples["a3s_webhook_refused_total"], 2.0);
+        let labels = PrometheusLabels::new([("webhook", "ingress")]).unwrap();
+        let labelled = parse_exposition(&stats.to_prometheus_with_labels(&labels));
+        assert_eq!(
+            labelled[r#"a3s_webhook_refused_total{webhook="ingress"}"#],
+            2.0
+        );
+        assert_eq!(labelled.len(), 2);
     }
 }
