@@ -17,7 +17,9 @@ use tokio::time::Instant;
 ///   field `quiet_losses`; counted in
 ///   [`BrokerMetrics::no_dead_letter_sink`](crate::BrokerMetrics::no_dead_letter_sink));
 /// - a trigger's dead letters (`quiet_dead_letters`; counted in
-///   [`BrokerMetrics::dead_lettered`](crate::BrokerMetrics::dead_lettered)).
+///   [`BrokerMetrics::dead_lettered`](crate::BrokerMetrics::dead_lettered));
+/// - a webhook's requests whose event its sink refused (`quiet_refusals`;
+///   counted in `WebhookSource::refused`, feature `http`).
 pub const LOSS_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The rate limit of one kind of warning (per trigger, per webhook).

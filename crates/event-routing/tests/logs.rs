@@ -439,3 +439,59 @@ async fn a_durable_feed_logs_its_dead_letters() {
     assert_eq!(capture.find(Level::WARN, DEAD_LETTERED).len(), 1);
     assert_eq!(capture.find(Level::DEBUG, DEAD_LETTERED).len(), 2);
 }
+
+/// A webhook whose sink refuses every event (a misbehaving sender, a sink
+/// down) does not log a line per request: one WARN per interval (naming
+/// the event), the others at DEBUG, the next WARN saying how many were
+/// quiet; every refusal counted in `refused()`.
+#[cfg(feature = "http")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn webhook_refusals_warn_once_per_interval_and_are_counted() {
+    use axum::body::Body;
+    use event_cloudevents::http::{Mode, to_http};
+    use event_routing::http::WebhookSource;
+    use hyper::service::Service as _;
+    use hyper_util::service::TowerToHyperService;
+
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let source = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap());
+    // the router, called in process: no socket, so the paused clock is safe
+    let app = TowerToHyperService::new(
+        source.router(Arc::new(FailingSink::new("down", "broker unreachable"))),
+    );
+    let post = |id: String| {
+        let mut e = Event::new("events.orders.x", "orders", "s", "src", json!({}));
+        e.id = id;
+        let msg = to_http(&e, Mode::Binary).unwrap();
+        let mut request = axum::http::Request::post("/events")
+            .body(Body::from(msg.body))
+            .unwrap();
+        *request.headers_mut() = msg.headers;
+        app.call(request)
+    };
+    for n in 0..50 {
+        let response = post(format!("evt-{n}")).await.unwrap();
+        assert_eq!(response.status(), 503);
+    }
+    const REFUSED: &str = "webhook: delivery failed";
+    let warned = capture.find(Level::WARN, REFUSED);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    for needle in [
+        r#"event_id="evt-0""#,
+        "broker unreachable",
+        "quiet_refusals=0",
+        "source=ingress",
+    ] {
+        assert!(warned[0].text.contains(needle), "{needle}: {warned:?}");
+    }
+    assert_eq!(capture.find(Level::DEBUG, REFUSED).len(), 49);
+    assert_eq!(source.refused(), 50);
+
+    tokio::time::advance(LOSS_WARN_INTERVAL).await;
+    assert_eq!(post("late".into()).await.unwrap().status(), 503);
+    let warned = capture.find(Level::WARN, REFUSED);
+    assert_eq!(warned.len(), 2, "{warned:#?}");
+    assert!(warned[1].text.contains("quiet_refusals=49"), "{warned:?}");
+    assert_eq!(source.refused(), 51);
+}

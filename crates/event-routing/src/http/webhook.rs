@@ -1,6 +1,7 @@
 use crate::sink::EventSink;
 use crate::source::EventSource;
 use crate::source::lifecycle::{Lifecycle, StopSignal};
+use crate::warn_limit::WarnLimit;
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
@@ -51,6 +52,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 struct Counters {
     accepted: AtomicU64,
     refused: AtomicU64,
+    /// Rate limit of the "delivery failed" warnings (see [`log_refusal`]).
+    refusals: WarnLimit,
 }
 
 /// What a [`WebhookSource`] did so far ([`WebhookSource::stats`]).
@@ -154,6 +157,8 @@ impl WebhookStats {
 
 #[derive(Clone)]
 struct AppState {
+    /// The source's name, for logs.
+    name: Arc<str>,
     sink: Arc<dyn EventSink>,
     counters: Arc<Counters>,
     body_timeout: Duration,
@@ -217,6 +222,15 @@ struct AppState {
 /// answer: the answer is written to the connection in the same step, so a
 /// sender that reads its answers is not made to retry an event already
 /// delivered.
+///
+/// A request whose event the sink refused is logged as one `WARN` per
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (naming the source,
+/// the event id, the status and the error; the others at `DEBUG`, the next
+/// `WARN` saying how many in `quiet_refusals`), so that a misbehaving
+/// sender or a sink that is down does not write a line per request; every
+/// one counts in [`refused`](Self::refused). Its
+/// [`stats`](Self::stats) render as Prometheus text
+/// (`WebhookStats::to_prometheus`, feature `bus`).
 ///
 /// To mount the endpoint in your own axum app instead, use
 /// [`router`](Self::router): the body timeout applies there too; the idle
@@ -324,9 +338,33 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         }
         Err(err) => {
             state.counters.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(event_id = ?event.id, error = %err, "webhook: delivery failed");
-            (status_for(&err), err.to_string()).into_response()
+            let status = status_for(&err);
+            log_refusal(&state, &event, &err, status);
+            (status, err.to_string()).into_response()
         }
+    }
+}
+
+/// Logs a request whose event the sink refused: the first one at `WARN`,
+/// then `DEBUG` until [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) has
+/// passed since that warning; the next `WARN` counts them
+/// (`quiet_refusals`). Every one counts in [`WebhookSource::refused`]. A
+/// misbehaving sender (or a sink that is down) would otherwise write a
+/// line per request.
+fn log_refusal(state: &AppState, event: &event_core::Event, err: &Error, status: StatusCode) {
+    let name = &*state.name;
+    match state.counters.refusals.record(tokio::time::Instant::now()) {
+        Some(quiet_refusals) => tracing::warn!(
+            source = %name, event_id = ?event.id, subject = %event.subject,
+            status = status.as_u16(), error = %err, quiet_refusals,
+            "webhook: delivery failed (further refusals of this webhook are logged at DEBUG for \
+             a while, counted in refused())"
+        ),
+        None => tracing::debug!(
+            source = %name, event_id = ?event.id, subject = %event.subject,
+            status = status.as_u16(), error = %err,
+            "webhook: delivery failed"
+        ),
     }
 }
 
@@ -526,6 +564,7 @@ impl WebhookSource {
                 post(receive).layer(DefaultBodyLimit::max(self.body_limit)),
             )
             .with_state(AppState {
+                name: Arc::from(self.name.as_str()),
                 sink,
                 counters: self.counters.clone(),
                 body_timeout: self.body_timeout,
@@ -539,7 +578,8 @@ impl WebhookSource {
     }
 
     /// Valid CloudEvents the sink refused so far (malformed requests are not
-    /// counted: they never reach the sink).
+    /// counted: they never reach the sink). Every one counts, also those
+    /// whose log line was at `DEBUG` (see the type's documentation).
     pub fn refused(&self) -> u64 {
         self.counters.refused.load(Ordering::Relaxed)
     }
