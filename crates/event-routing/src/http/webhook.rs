@@ -52,6 +52,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 struct Counters {
     accepted: AtomicU64,
     refused: AtomicU64,
+    bad_requests: AtomicU64,
     /// Rate limit of the "delivery failed" warnings (see [`log_refusal`]).
     refusals: WarnLimit,
 }
@@ -69,6 +70,11 @@ pub struct WebhookStats {
     /// `503`, see [`WebhookSource`]); malformed requests are not counted:
     /// they never reach the sink.
     pub refused: u64,
+    /// Requests answered without reaching the sink: not a valid CloudEvent
+    /// or A3S event (`400`), a body over the limit (`413`), or a body that
+    /// did not arrive within the body timeout (`408`). Logged at `DEBUG`
+    /// only: a sender's own fault, which its answer tells it.
+    pub bad_requests: u64,
 }
 
 #[cfg(feature = "bus")]
@@ -77,8 +83,8 @@ impl WebhookStats {
     /// Renders the stats in the Prometheus text exposition format
     /// (0.0.4), with the conventions of
     /// [`BrokerMetrics::to_prometheus`](crate::BrokerMetrics::to_prometheus):
-    /// the counters `a3s_webhook_accepted_total` and
-    /// `a3s_webhook_refused_total`.
+    /// the counters `a3s_webhook_accepted_total`,
+    /// `a3s_webhook_refused_total` and `a3s_webhook_bad_requests_total`.
     ///
     /// ```
     /// use event_bus::metrics::PrometheusLabels;
@@ -145,6 +151,11 @@ impl WebhookStats {
                 "a3s_webhook_refused_total",
                 "Valid CloudEvents the webhook's sink refused (answered 400, 413, 500 or 503); malformed requests are not counted.",
                 self.refused,
+            ),
+            (
+                "a3s_webhook_bad_requests_total",
+                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a body over the limit (413), or a body that did not arrive in time (408).",
+                self.bad_requests,
             ),
         ];
         let mut out = String::with_capacity(512);
@@ -300,6 +311,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let event = match read {
         Ok(Ok(HttpEvent(event))) => event,
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 limit = state.body_limit,
                 "webhook: a request body is over the limit; answering 413"
@@ -314,8 +326,17 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
             )
                 .into_response();
         }
-        Ok(Err(rejection)) => return rejection,
+        Ok(Err(rejection)) => {
+            state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                source = %state.name,
+                status = rejection.status().as_u16(),
+                "webhook: a request could not be read as a valid CloudEvent and A3S event; answered with its rejection"
+            );
+            return rejection;
+        }
         Err(_elapsed) => {
+            state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 timeout = ?state.body_timeout,
                 "webhook: a request body did not arrive in time; answering 408"
@@ -578,18 +599,21 @@ impl WebhookSource {
     }
 
     /// Valid CloudEvents the sink refused so far (malformed requests are not
-    /// counted: they never reach the sink). Every one counts, also those
+    /// counted: they never reach the sink; see [`WebhookStats::bad_requests`]). Every one counts, also those
     /// whose log line was at `DEBUG` (see the type's documentation).
     pub fn refused(&self) -> u64 {
         self.counters.refused.load(Ordering::Relaxed)
     }
 
-    /// Both counts (for JSON, or Prometheus with
-    /// [`WebhookStats::to_prometheus`]).
+    /// The counts so far (for JSON, or Prometheus text with
+    /// `WebhookStats::to_prometheus`, feature `bus`), with
+    /// [`WebhookStats::bad_requests`], the requests that never reached the
+    /// sink.
     pub fn stats(&self) -> WebhookStats {
         WebhookStats {
             accepted: self.accepted(),
             refused: self.refused(),
+            bad_requests: self.counters.bad_requests.load(Ordering::Relaxed),
         }
     }
 }
@@ -647,17 +671,19 @@ mod tests {
         let stats = WebhookStats {
             accepted: 5,
             refused: 2,
+            bad_requests: 4,
         };
         let samples = parse_exposition(&stats.to_prometheus());
-        assert_eq!(samples.len(), 2);
+        assert_eq!(samples.len(), 3);
         assert_eq!(samples["a3s_webhook_accepted_total"], 5.0);
         assert_eq!(samples["a3s_webhook_refused_total"], 2.0);
+        assert_eq!(samples["a3s_webhook_bad_requests_total"], 4.0);
         let labels = PrometheusLabels::new([("webhook", "ingress")]).unwrap();
         let labelled = parse_exposition(&stats.to_prometheus_with_labels(&labels));
         assert_eq!(
             labelled[r#"a3s_webhook_refused_total{webhook="ingress"}"#],
             2.0
         );
-        assert_eq!(labelled.len(), 2);
+        assert_eq!(labelled.len(), 3);
     }
 }
