@@ -90,15 +90,17 @@ pub mod http;
 mod index;
 pub mod metadata;
 mod panic;
+#[cfg(feature = "bus")]
+mod prometheus;
 pub mod scaling;
 mod sink;
 mod source;
 mod trigger;
+mod warn_limit;
 
 pub use broker::{
     Broker, BrokerConfig, BrokerFeed, BrokerMetrics, BrokerShutdownReport, FEED_CLOSE_GRACE,
-    FeedStats, LOSS_WARN_INTERVAL, MAX_BROKER_NESTING, QueueFullError, QueueFullPolicy,
-    RouteResult,
+    FeedStats, MAX_BROKER_NESTING, QueueFullError, QueueFullPolicy, RouteResult, TriggerMetrics,
 };
 pub use dlq::SinkDlqHandler;
 pub use filter::{CompiledFilter, FilterExpr, TriggerFilter};
@@ -106,6 +108,7 @@ pub use scaling::ScalingEvent;
 pub use sink::{CollectorSink, EventSink, FailingSink, InProcessSink, LogSink, TopicSink};
 pub use source::{CronSource, EventSource, MetricSample, MetricsPoller, MetricsSource, Schedule};
 pub use trigger::{BackoffPolicy, DeliverySpec, Trigger};
+pub use warn_limit::LOSS_WARN_INTERVAL;
 
 /// `docs/custom-providers.md`, compiled and run as doctests.
 #[cfg(doctest)]

@@ -804,6 +804,21 @@ async fn a_durable_feed_acks_after_delivery_or_dead_letter_and_resumes() {
         "{stats:?}"
     );
     assert_eq!(dead.len(), 1);
+    // the same counts for Prometheus
+    #[cfg(feature = "bus")]
+    {
+        let labels = event_bus::metrics::PrometheusLabels::new([("feed", "router")]).unwrap();
+        let text = stats.to_prometheus_with_labels(&labels);
+        for sample in [
+            "a3s_feed_received_total{feed=\"router\"} 4\n",
+            "a3s_feed_acked_total{feed=\"router\"} 3\n",
+            "a3s_feed_naked_total{feed=\"router\"} 1\n",
+            "a3s_feed_errors_total{feed=\"router\"} 0\n",
+            "a3s_feed_aborted_total{feed=\"router\"} 0\n",
+        ] {
+            assert!(text.contains(sample), "{sample}: {text}");
+        }
+    }
 
     // Restart: the durable resumes after the acked events only.
     provider
@@ -1403,4 +1418,142 @@ async fn a_feed_with_nothing_in_progress_stops_within_at_once() {
     let stats = feed.stop_within(Duration::from_secs(30)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(stats.aborted, 0);
+}
+
+/// Per-trigger counters tell which trigger's sink fails: each trigger
+/// counts its own matches, deliveries, retries, failures, dead letters and
+/// losses; the totals are their sums; a removed trigger's counters go with
+/// it.
+#[tokio::test(start_paused = true)]
+async fn per_trigger_counters_tell_which_sink_fails() {
+    let broker = Broker::new();
+    let ok = Arc::new(CollectorSink::new("ok"));
+    let dead = Arc::new(CollectorSink::new("dead"));
+    broker
+        .add_trigger(Trigger::new("healthy", TriggerFilter::all(), ok.clone()))
+        .unwrap();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "flaky",
+                TriggerFilter::by_type("a"),
+                Arc::new(FailingSink::new("flaky", "down")),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(2)
+                    .with_dead_letter_sink(dead.clone()),
+            ),
+        )
+        .unwrap();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "lossy",
+                TriggerFilter::by_type("b"),
+                Arc::new(FailingSink::new("lossy", "down")),
+            )
+            .with_delivery(DeliverySpec::new().with_retries(0)),
+        )
+        .unwrap();
+    for t in ["a", "a", "b", "c"] {
+        broker.route(&event("events.orders.x", t)).await;
+    }
+    let m = broker.metrics();
+    let names: Vec<_> = m.by_trigger.iter().map(|t| t.trigger.as_str()).collect();
+    assert_eq!(names, ["healthy", "flaky", "lossy"]);
+    let healthy = m.trigger("healthy").unwrap();
+    assert_eq!(
+        (healthy.matched, healthy.delivered, healthy.failed),
+        (4, 4, 0)
+    );
+    let flaky = m.trigger("flaky").unwrap();
+    assert_eq!(
+        (
+            flaky.matched,
+            flaky.delivered,
+            flaky.retries,
+            flaky.failed,
+            flaky.dead_lettered,
+            flaky.dead_letter_failures,
+            flaky.no_dead_letter_sink
+        ),
+        (2, 0, 4, 2, 2, 0, 0)
+    );
+    let lossy = m.trigger("lossy").unwrap();
+    assert_eq!(
+        (
+            lossy.matched,
+            lossy.failed,
+            lossy.dead_lettered,
+            lossy.dead_letter_failures,
+            lossy.no_dead_letter_sink
+        ),
+        (1, 1, 0, 1, 1)
+    );
+    let sum =
+        |f: fn(&event_routing::TriggerMetrics) -> u64| m.by_trigger.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|t| t.matched), m.matched);
+    assert_eq!(sum(|t| t.delivered), m.delivered);
+    assert_eq!(sum(|t| t.retries), m.retries);
+    assert_eq!(sum(|t| t.failed), m.failed);
+    assert_eq!(sum(|t| t.dead_lettered), m.dead_lettered);
+    assert_eq!(sum(|t| t.no_dead_letter_sink), m.no_dead_letter_sink);
+
+    // removed: its counters are gone, the totals keep its counts
+    assert!(broker.remove_trigger("flaky"));
+    let m = broker.metrics();
+    assert!(m.trigger("flaky").is_none());
+    assert_eq!(m.by_trigger.len(), 2);
+    assert_eq!(m.dead_lettered, 2);
+    // re-added under the same name: a new trigger, counting from zero
+    broker
+        .add_trigger(Trigger::new("flaky", TriggerFilter::all(), ok.clone()))
+        .unwrap();
+    broker.route(&event("events.orders.x", "z")).await;
+    let flaky = broker.metrics().trigger("flaky").cloned().unwrap();
+    assert_eq!(
+        (flaky.matched, flaky.delivered, flaky.dead_lettered),
+        (1, 1, 0)
+    );
+}
+
+/// A per-trigger timeout and a retry cut at a shutdown deadline are
+/// counted on the trigger too.
+#[tokio::test(start_paused = true)]
+async fn per_trigger_counters_count_timeouts_and_retries_cut_at_shutdown() {
+    let broker = Broker::new();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "slow",
+                TriggerFilter::all(),
+                sleeping_sink("slow", Duration::from_secs(10)),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(1)
+                    .with_timeout(Some(Duration::from_millis(100)))
+                    .with_backoff(BackoffPolicy::Linear, Duration::from_secs(60)),
+            ),
+        )
+        .unwrap();
+    broker
+        .enqueue(Arc::new(event("events.orders.x", "a")))
+        .await
+        .unwrap();
+    let report = broker.shutdown_within(Duration::from_secs(5)).await;
+    assert_eq!(report.retries_cut, 1);
+    let m = broker.metrics();
+    let slow = m.trigger("slow").unwrap();
+    assert_eq!(
+        (
+            slow.timeouts,
+            slow.shutdown_retries_cut,
+            slow.failed,
+            slow.retries
+        ),
+        (1, 1, 1, 0)
+    );
+    assert_eq!(m.timeouts, 1);
 }

@@ -52,8 +52,9 @@ fn counting_sink(count: &Arc<AtomicUsize>) -> Arc<InProcessSink> {
     }))
 }
 
-/// Triggers added, losing a delivery (their loss-warning state records
-/// it), and removed, under new names: nothing of them stays.
+/// Triggers added, losing a delivery (their loss-warning state and their
+/// per-trigger counters record it), and removed, under new names: nothing
+/// of them stays.
 #[test]
 fn triggers_added_and_removed_leave_nothing_behind() {
     measured(async {
@@ -82,10 +83,16 @@ fn triggers_added_and_removed_leave_nothing_behind() {
                     .unwrap();
                 let result = broker.route(&event(n)).await;
                 assert_eq!((result.matched, result.failed), (1, 1));
+                let counted = broker
+                    .metrics()
+                    .trigger(&name)
+                    .map(|t| t.no_dead_letter_sink);
+                assert_eq!(counted, Some(1));
                 assert!(broker.remove_trigger(&name));
             }
         );
         assert_eq!(broker.trigger_count(), 0);
+        assert!(broker.metrics().by_trigger.is_empty());
     });
 }
 

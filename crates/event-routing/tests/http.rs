@@ -377,6 +377,14 @@ async fn webhook_publishes_binary_and_structured_cloudevents() {
     let stored = provider.history(None, 10).await.unwrap();
     assert_eq!(stored, vec![structured, binary]);
     assert_eq!(source.accepted(), 3);
+    let stats = source.stats();
+    assert_eq!((stats.accepted, stats.refused), (3, 0));
+    #[cfg(feature = "bus")]
+    {
+        let text = stats.to_prometheus();
+        assert!(text.contains("a3s_webhook_accepted_total 3\n"), "{text}");
+        assert!(text.contains("a3s_webhook_refused_total 0\n"), "{text}");
+    }
     source.stop().await.unwrap();
 }
 
@@ -445,11 +453,18 @@ async fn malformed_requests_get_400_and_publish_nothing() {
         ("unknown spec version", bad_version, valid.body.clone()),
         ("invalid subject", bad_subject.headers, bad_subject.body),
     ];
+    let sent = cases.len() as u64;
     for (what, headers, body) in cases {
         let (status, text) = send(addr, "/events", headers, body).await;
         assert_eq!(status, 400, "{what}: {text}");
     }
     assert_eq!(provider.info().await.unwrap().messages, 0);
+    // each counted once: those that never reached the sink as bad
+    // requests, the sink's refusals (its invalid subject) as refused
+    let stats = source.stats();
+    assert_eq!(stats.accepted, 0);
+    assert_eq!(stats.bad_requests + stats.refused, sent, "{stats:?}");
+    assert!(stats.bad_requests >= 5, "{stats:?}");
     // Wrong path and method.
     let (status, _) = send(addr, "/other", valid.headers.clone(), valid.body.clone()).await;
     assert_eq!(status, 404);
@@ -471,6 +486,15 @@ async fn webhook_maps_sink_failures_and_stops_listening() {
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("broker unreachable"));
     assert_eq!(source.refused(), 1);
+    #[cfg(feature = "bus")]
+    {
+        let labels = event_bus::metrics::PrometheusLabels::new([("webhook", "w")]).unwrap();
+        let text = source.stats().to_prometheus_with_labels(&labels);
+        assert!(
+            text.contains("a3s_webhook_refused_total{webhook=\"w\"} 1\n"),
+            "{text}"
+        );
+    }
     assert!(matches!(
         source.start(Arc::new(CollectorSink::new("c"))).await,
         Err(Error::Conflict { .. })
@@ -1192,6 +1216,7 @@ async fn webhook_answers_408_and_closes_when_a_request_body_stalls() {
         );
     }
     assert!(sink.is_empty());
+    assert_eq!(source.stats().bad_requests, 2);
 
     // a working client is served as before
     let msg = to_http(&order(), Mode::Binary).unwrap();
@@ -1551,6 +1576,8 @@ async fn the_webhook_body_limit_is_2_mib_by_default_and_can_be_raised() {
         text.contains("2097152 bytes") && text.contains("with_body_limit"),
         "{text}"
     );
+    let stats = default.stats();
+    assert_eq!((stats.accepted, stats.bad_requests), (1, 1));
     default.stop().await.unwrap();
 
     let raised = start(

@@ -10,7 +10,8 @@ use capture::Capture;
 use event_core::{Event, EventProvider, SubscribeOptions};
 use event_memory::MemoryProvider;
 use event_routing::{
-    Broker, BrokerConfig, DeliverySpec, FailingSink, LOSS_WARN_INTERVAL, Trigger, TriggerFilter,
+    Broker, BrokerConfig, CollectorSink, DeliverySpec, FailingSink, LOSS_WARN_INTERVAL, Trigger,
+    TriggerFilter,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -288,4 +289,209 @@ async fn an_event_id_with_a_line_break_is_logged_escaped() {
             .iter()
             .any(|l| l.text.contains(r"x\nINFO forged line"))
     );
+}
+
+/// A failed attempt that will be retried is no loss: it stays at DEBUG,
+/// but says which event, trigger and attempt it was (the id escaped).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_failed_attempt_names_the_event_the_trigger_and_the_attempt_at_debug() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let broker = Broker::new();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "audit",
+                TriggerFilter::all(),
+                Arc::new(FailingSink::fail_first("audit", "sink down", 2)),
+            )
+            .with_delivery(DeliverySpec::new().with_retries(2)),
+        )
+        .unwrap();
+    let mut e = Event::new("events.orders.x", "orders", "s", "src", json!({}));
+    e.id = "evt-7".into();
+    let result = broker.route(&e).await;
+    assert_eq!(result.delivered, 1);
+    let attempts = capture.find(Level::DEBUG, "delivery attempt failed");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    for (n, line) in attempts.iter().enumerate() {
+        assert!(line.text.contains(r#"event_id="evt-7""#), "{line:?}");
+        assert!(line.text.contains("trigger=audit"), "{line:?}");
+        assert!(
+            line.text.contains(&format!("attempt={}", n + 1)),
+            "{line:?}"
+        );
+    }
+    assert!(capture.at_least(Level::INFO).is_empty());
+}
+
+const DEAD_LETTERED: &str = "dead-lettered";
+
+/// A trigger without retries whose sink always fails, with a dead-letter
+/// sink that takes everything.
+fn dead_lettering_trigger(name: &str, dead: &Arc<CollectorSink>) -> Trigger {
+    Trigger::new(
+        name,
+        TriggerFilter::all(),
+        Arc::new(FailingSink::new(name, "sink down")),
+    )
+    .with_delivery(
+        DeliverySpec::new()
+            .with_retries(0)
+            .with_dead_letter_sink(dead.clone()),
+    )
+}
+
+/// The final outcome of a delivery that exhausted its retries is visible
+/// without DEBUG: a dead letter is one WARN per trigger and interval
+/// (naming the event, the trigger, the attempts and the error), the others
+/// at DEBUG, the next WARN saying how many were quiet; every one counted.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn dead_letters_warn_once_per_interval_per_trigger_and_are_counted() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let broker = Broker::new();
+    broker
+        .add_trigger(dead_lettering_trigger("audit", &dead))
+        .unwrap();
+    let mut first = Event::new("events.orders.x", "orders", "s", "src", json!({}));
+    first.id = "evt-1".into();
+    broker.route(&first).await;
+    for n in 0..99 {
+        broker.enqueue(event(n)).await.unwrap();
+    }
+    broker.wait_idle().await;
+    assert_eq!(dead.len(), 100);
+    let warned = capture.find(Level::WARN, DEAD_LETTERED);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    for needle in [
+        "trigger=audit",
+        r#"event_id="evt-1""#,
+        "attempts=1",
+        "sink down",
+        "quiet_dead_letters=0",
+    ] {
+        assert!(warned[0].text.contains(needle), "{needle}: {warned:?}");
+    }
+    assert_eq!(capture.find(Level::DEBUG, DEAD_LETTERED).len(), 99);
+    assert_eq!(broker.metrics().dead_lettered, 100);
+
+    // another trigger's first dead letter warns at once
+    broker
+        .add_trigger(dead_lettering_trigger("billing", &dead))
+        .unwrap();
+    broker.route(&event(100)).await;
+    let warned = capture.find(Level::WARN, DEAD_LETTERED);
+    assert_eq!(warned.len(), 2, "{warned:#?}");
+    assert!(warned[1].text.contains("trigger=billing"), "{warned:?}");
+
+    // after the interval: one warning per trigger, with the quiet count
+    tokio::time::advance(LOSS_WARN_INTERVAL).await;
+    broker.route(&event(101)).await;
+    let warned = capture.find(Level::WARN, DEAD_LETTERED);
+    assert_eq!(warned.len(), 4, "{warned:#?}");
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.text.contains("trigger=audit") && l.text.contains("quiet_dead_letters=100")),
+        "{warned:#?}"
+    );
+    assert!(capture.at_least(Level::ERROR).is_empty());
+    // a dead letter is not a loss: no loss warning
+    assert!(capture.find(Level::WARN, LOST).is_empty());
+}
+
+/// A durable feed acknowledges a dead-lettered event: its dead letter is
+/// final there too, and logged the same way.
+#[tokio::test(flavor = "current_thread")]
+async fn a_durable_feed_logs_its_dead_letters() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let broker = Broker::new();
+    broker
+        .add_trigger(dead_lettering_trigger("audit", &dead))
+        .unwrap();
+    let feed = broker
+        .feed_durable(
+            &*provider,
+            "router",
+            "events.>",
+            &SubscribeOptions::default(),
+        )
+        .await
+        .unwrap();
+    for n in 0..3 {
+        provider.publish(&event(n)).await.unwrap();
+    }
+    let start = tokio::time::Instant::now();
+    while feed.stats().acked < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            feed.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    feed.stop().await.unwrap();
+    assert_eq!(capture.find(Level::WARN, DEAD_LETTERED).len(), 1);
+    assert_eq!(capture.find(Level::DEBUG, DEAD_LETTERED).len(), 2);
+}
+
+/// A webhook whose sink refuses every event (a misbehaving sender, a sink
+/// down) does not log a line per request: one WARN per interval (naming
+/// the event), the others at DEBUG, the next WARN saying how many were
+/// quiet; every refusal counted in `refused()`.
+#[cfg(feature = "http")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn webhook_refusals_warn_once_per_interval_and_are_counted() {
+    use axum::body::Body;
+    use event_cloudevents::http::{Mode, to_http};
+    use event_routing::http::WebhookSource;
+    use hyper::service::Service as _;
+    use hyper_util::service::TowerToHyperService;
+
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let source = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap());
+    // the router, called in process: no socket, so the paused clock is safe
+    let app = TowerToHyperService::new(
+        source.router(Arc::new(FailingSink::new("down", "broker unreachable"))),
+    );
+    let post = |id: String| {
+        let mut e = Event::new("events.orders.x", "orders", "s", "src", json!({}));
+        e.id = id;
+        let msg = to_http(&e, Mode::Binary).unwrap();
+        let mut request = axum::http::Request::post("/events")
+            .body(Body::from(msg.body))
+            .unwrap();
+        *request.headers_mut() = msg.headers;
+        app.call(request)
+    };
+    for n in 0..50 {
+        let response = post(format!("evt-{n}")).await.unwrap();
+        assert_eq!(response.status(), 503);
+    }
+    const REFUSED: &str = "webhook: delivery failed";
+    let warned = capture.find(Level::WARN, REFUSED);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    for needle in [
+        r#"event_id="evt-0""#,
+        "broker unreachable",
+        "quiet_refusals=0",
+        "source=ingress",
+    ] {
+        assert!(warned[0].text.contains(needle), "{needle}: {warned:?}");
+    }
+    assert_eq!(capture.find(Level::DEBUG, REFUSED).len(), 49);
+    assert_eq!(source.refused(), 50);
+
+    tokio::time::advance(LOSS_WARN_INTERVAL).await;
+    assert_eq!(post("late".into()).await.unwrap().status(), 503);
+    let warned = capture.find(Level::WARN, REFUSED);
+    assert_eq!(warned.len(), 2, "{warned:#?}");
+    assert!(warned[1].text.contains("quiet_refusals=49"), "{warned:?}");
+    assert_eq!(source.refused(), 51);
 }

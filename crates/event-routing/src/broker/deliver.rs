@@ -2,24 +2,58 @@
 //! dead-letter.
 
 use super::cutoff::Cutoff;
-use super::metrics::Counters;
+use super::metrics::{Counters, TriggerCounters};
 use crate::metadata;
 use crate::sink::EventSink;
 use crate::trigger::Trigger;
 use event_core::{Error, Event, Result, now_millis};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+/// The counters one delivery bumps: the broker's totals and its trigger's
+/// own (held by the trigger's entry: no lookup).
+#[derive(Clone, Copy)]
+pub(crate) struct Tally<'a> {
+    totals: &'a Counters,
+    trigger: &'a TriggerCounters,
+}
+
+impl<'a> Tally<'a> {
+    pub(crate) fn new(totals: &'a Counters, trigger: &'a TriggerCounters) -> Self {
+        Self { totals, trigger }
+    }
+}
+
+/// Counts one in `$field` of both the totals and the trigger's counters.
+macro_rules! count {
+    ($tally:expr, $field:ident) => {{
+        Counters::add(&$tally.totals.$field, 1);
+        $tally.trigger.$field.fetch_add(1, Ordering::Relaxed);
+    }};
+}
 
 /// How one delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Delivered,
-    DeadLettered,
+    /// Every attempt failed and the dead-letter sink took the event. Logged
+    /// by the caller, which holds the trigger's rate limit.
+    DeadLettered(DeadLetter),
     /// Every attempt failed and no dead-letter sink took the event. Not
     /// logged above `DEBUG` here: the caller knows whether the event is lost
     /// (the queue) or will come back (a feed), and logs it once.
     Failed(Failure),
+}
+
+/// Why a delivery was dead-lettered, for the caller's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadLetter {
+    /// Attempts made.
+    pub(crate) attempts: u64,
+    /// The last attempt's error.
+    pub(crate) error: String,
 }
 
 /// Why a delivery failed, for the caller's log.
@@ -117,9 +151,11 @@ pub(crate) fn dead_letter_event(
 pub(crate) async fn deliver(
     trigger: &Trigger,
     event: &Event,
-    counters: &Counters,
+    tally: Tally<'_>,
     cutoff: Option<&Cutoff>,
 ) -> Outcome {
+    // the totals' `matched` is counted per routing, by the caller
+    tally.trigger.matched.fetch_add(1, Ordering::Relaxed);
     let spec = &trigger.delivery;
     let attempts = u64::from(spec.retries) + 1;
     let mut made = 0;
@@ -129,24 +165,27 @@ pub(crate) async fn deliver(
         made = n;
         match attempt(&*trigger.sink, event, spec.timeout).await {
             Ok(()) => {
-                Counters::add(&counters.delivered, 1);
+                count!(tally, delivered);
                 return Outcome::Delivered;
             }
             Err(err) => {
                 if matches!(err, Error::Timeout { .. }) {
-                    Counters::add(&counters.timeouts, 1);
+                    count!(tally, timeouts);
                 }
                 first_failure_at.get_or_insert_with(now_millis);
                 let verdict = judge(&err);
                 last_error = err.to_string();
                 if !verdict.retry {
                     tracing::debug!(
-                        trigger = %trigger.name, attempt = n, error = %err,
+                        trigger = %trigger.name, event_id = ?event.id, attempt = n, error = %err,
                         "delivery refused with an answer a retry cannot change: not retried"
                     );
                     break;
                 }
-                tracing::debug!(trigger = %trigger.name, attempt = n, error = %err, "delivery attempt failed");
+                tracing::debug!(
+                    trigger = %trigger.name, event_id = ?event.id, attempt = n, error = %err,
+                    "delivery attempt failed"
+                );
                 if n < attempts {
                     let retry = u32::try_from(n).unwrap_or(u32::MAX);
                     let wait = spec.delay_honouring_retry_after(retry, verdict.retry_after);
@@ -158,9 +197,9 @@ pub(crate) async fn deliver(
                         }
                     };
                     if !waited {
-                        Counters::add(&counters.shutdown_retries_cut, 1);
+                        count!(tally, shutdown_retries_cut);
                         tracing::debug!(
-                            trigger = %trigger.name, attempt = n, wait = ?wait,
+                            trigger = %trigger.name, event_id = ?event.id, attempt = n, wait = ?wait,
                             "the next attempt would come after the broker's shutdown deadline: not retried"
                         );
                         last_error = format!(
@@ -169,16 +208,16 @@ pub(crate) async fn deliver(
                         );
                         break;
                     }
-                    Counters::add(&counters.retries, 1);
+                    count!(tally, retries);
                 }
             }
         }
     }
-    Counters::add(&counters.failed, 1);
+    count!(tally, failed);
     let first_failure_at = first_failure_at.unwrap_or_else(now_millis);
     let Some(dls) = &spec.dead_letter_sink else {
-        Counters::add(&counters.dead_letter_failures, 1);
-        Counters::add(&counters.no_dead_letter_sink, 1);
+        count!(tally, dead_letter_failures);
+        count!(tally, no_dead_letter_sink);
         return Outcome::Failed(Failure {
             attempts: made,
             error: last_error,
@@ -188,11 +227,14 @@ pub(crate) async fn deliver(
     let dead = dead_letter_event(event, &trigger.name, &last_error, made, first_failure_at);
     match attempt(&**dls, &dead, spec.timeout).await {
         Ok(()) => {
-            Counters::add(&counters.dead_lettered, 1);
-            Outcome::DeadLettered
+            count!(tally, dead_lettered);
+            Outcome::DeadLettered(DeadLetter {
+                attempts: made,
+                error: last_error,
+            })
         }
         Err(err) => {
-            Counters::add(&counters.dead_letter_failures, 1);
+            count!(tally, dead_letter_failures);
             Outcome::Failed(Failure {
                 attempts: made,
                 error: last_error,

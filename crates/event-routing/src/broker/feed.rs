@@ -42,6 +42,84 @@ pub struct FeedStats {
     pub aborted: u64,
 }
 
+#[cfg(feature = "bus")]
+impl FeedStats {
+    /// The counters with their Prometheus names and HELP texts.
+    fn families(&self) -> [(&'static str, &'static str, u64); 5] {
+        [
+            (
+                "a3s_feed_received_total",
+                "Events the broker feed received from its subscription.",
+                self.received,
+            ),
+            (
+                "a3s_feed_acked_total",
+                "Events the broker feed acknowledged: every matching trigger delivered or dead-lettered them (events matching no trigger too).",
+                self.acked,
+            ),
+            (
+                "a3s_feed_naked_total",
+                "Events the broker feed did not settle and left for redelivery (nak with the broker's feed_retry_delay).",
+                self.naked,
+            ),
+            (
+                "a3s_feed_errors_total",
+                "Errors the broker feed's subscription reported (lag, undecodable messages, connection failures, failed acks).",
+                self.errors,
+            ),
+            (
+                "a3s_feed_aborted_total",
+                "Routings the broker feed cut off at the deadline of stop_within; their events come back after their ack wait.",
+                self.aborted,
+            ),
+        ]
+    }
+
+    /// Renders the stats in the Prometheus text exposition format
+    /// (0.0.4), with the conventions of
+    /// [`BrokerMetrics::to_prometheus`](crate::BrokerMetrics::to_prometheus):
+    /// each counter as `a3s_feed_<counter>_total` (`received`, `acked`,
+    /// `naked`, `errors`, `aborted`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
+    /// use event_bus::metrics::PrometheusLabels;
+    /// use event_core::SubscribeOptions;
+    /// use event_memory::MemoryProvider;
+    /// use event_routing::Broker;
+    ///
+    /// let provider = MemoryProvider::default();
+    /// let broker = Broker::new();
+    /// let feed = broker
+    ///     .feed_durable(&provider, "router", "events.>", &SubscribeOptions::default())
+    ///     .await?;
+    /// // one feed per durable consumer: label each with its name
+    /// let labels = PrometheusLabels::new([("feed", "router")])?;
+    /// let text = feed.stats().to_prometheus_with_labels(&labels);
+    /// assert!(text.contains("a3s_feed_received_total{feed=\"router\"} 0"));
+    /// feed.stop().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        self.to_prometheus_with_labels(&event_bus::metrics::PrometheusLabels::default())
+    }
+
+    /// [`to_prometheus`](Self::to_prometheus) with `labels` on every
+    /// sample (say `feed="router"`: the series of several feeds in one
+    /// process would otherwise clash).
+    pub fn to_prometheus_with_labels(
+        &self,
+        labels: &event_bus::metrics::PrometheusLabels,
+    ) -> String {
+        use crate::prometheus::{Kind, write_family};
+        let mut out = String::with_capacity(1024);
+        for (metric, help, value) in self.families() {
+            write_family(&mut out, labels, metric, help, Kind::Counter, value);
+        }
+        out
+    }
+}
+
 /// A running feed from a subscription into a broker
 /// ([`Broker::feed`](crate::Broker::feed)).
 ///
@@ -59,7 +137,9 @@ pub struct FeedStats {
 /// settled; the event will be redelivered") naming the event, and per
 /// failed trigger its last error, attempts and the dead-letter sink's
 /// refusal (or that it has none); the deliveries themselves log their
-/// attempts at `DEBUG` only, since the event is not lost.
+/// attempts at `DEBUG` only, since the event is not lost. A dead-lettered
+/// delivery is final (its event is acknowledged) and logged as the
+/// broker's are (see [`Broker`]: a rate-limited `WARN` per trigger).
 ///
 /// [`stop`](Self::stop) stops fetching, finishes the routings in progress,
 /// settles their events and closes the subscription;
@@ -385,5 +465,34 @@ async fn run(
             "broker feed: closing the subscription did not finish within its grace after the \
              deadline; the events it fetched ahead come back after their ack wait"
         ),
+    }
+}
+
+#[cfg(all(test, feature = "bus"))]
+mod tests {
+    use super::FeedStats;
+    use crate::prometheus::exposition_check::parse_exposition;
+    use event_bus::metrics::PrometheusLabels;
+
+    #[test]
+    fn feed_stats_render_a_valid_exposition_with_and_without_labels() {
+        let stats = FeedStats {
+            received: 9,
+            acked: 7,
+            naked: 2,
+            errors: 1,
+            aborted: 3,
+        };
+        let samples = parse_exposition(&stats.to_prometheus());
+        assert_eq!(samples.len(), 5);
+        assert_eq!(samples["a3s_feed_received_total"], 9.0);
+        assert_eq!(samples["a3s_feed_acked_total"], 7.0);
+        assert_eq!(samples["a3s_feed_naked_total"], 2.0);
+        assert_eq!(samples["a3s_feed_errors_total"], 1.0);
+        assert_eq!(samples["a3s_feed_aborted_total"], 3.0);
+        let labels = PrometheusLabels::new([("feed", "a\"b")]).unwrap();
+        let labelled = parse_exposition(&stats.to_prometheus_with_labels(&labels));
+        assert_eq!(labelled[r#"a3s_feed_aborted_total{feed="a\"b"}"#], 3.0);
+        assert_eq!(labelled.len(), 5);
     }
 }

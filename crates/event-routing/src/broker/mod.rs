@@ -3,25 +3,23 @@
 mod cutoff;
 mod deliver;
 mod feed;
-mod losses;
 mod metrics;
 mod queue;
 
 pub use feed::{BrokerFeed, FEED_CLOSE_GRACE, FeedStats};
-pub use losses::LOSS_WARN_INTERVAL;
-pub use metrics::BrokerMetrics;
+pub use metrics::{BrokerMetrics, TriggerMetrics};
 pub use queue::QueueFullError;
 
 use crate::filter::CompiledFilter;
 use crate::index::TriggerIndex;
 use crate::sink::EventSink;
 use crate::trigger::Trigger;
+use crate::warn_limit::WarnLimit;
 use async_trait::async_trait;
 use cutoff::Cutoff;
-use deliver::{Failure, Outcome};
+use deliver::{DeadLetter, Failure, Outcome};
 use event_core::{Error, Event, Result};
-use losses::LossWarnings;
-use metrics::{Counters, Padded};
+use metrics::{Counters, Padded, TriggerCounters};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -227,7 +225,12 @@ struct Entry {
     trigger: Trigger,
     filter: CompiledFilter,
     /// Rate limit of this trigger's "lost delivery" warnings.
-    losses: LossWarnings,
+    losses: WarnLimit,
+    /// Rate limit of this trigger's "dead-lettered" warnings.
+    dead_letters: WarnLimit,
+    /// This trigger's counters (on cache lines of their own: deliveries
+    /// write them while routings read the filter next to them).
+    counters: Padded<TriggerCounters>,
 }
 
 /// An immutable trigger set; routing holds one while delivering, so changes
@@ -349,9 +352,10 @@ impl Core {
         let mut failures = Vec::new();
         let mut tally = |entry: &Arc<Entry>, outcome| match outcome {
             Outcome::Delivered => result.delivered += 1,
-            Outcome::DeadLettered => {
+            Outcome::DeadLettered(dead_letter) => {
                 result.failed += 1;
                 result.dead_lettered += 1;
+                log_dead_letter(entry, event, &dead_letter);
             }
             Outcome::Failed(failure) => {
                 result.failed += 1;
@@ -363,14 +367,18 @@ impl Core {
             && let Some(entry) = entries.next()
         {
             // One trigger (the common case): no `join_all` and its allocations.
-            let outcome = deliver::deliver(&entry.trigger, event, &self.counters, cutoff).await;
+            let outcome = deliver::deliver(
+                &entry.trigger,
+                event,
+                deliver::Tally::new(&self.counters, &entry.counters),
+                cutoff,
+            )
+            .await;
             tally(entry, outcome);
         } else {
             let outcomes = futures_util::future::join_all(entries.map(|e| async move {
-                (
-                    e,
-                    deliver::deliver(&e.trigger, event, &self.counters, cutoff).await,
-                )
+                let tally = deliver::Tally::new(&self.counters, &e.counters);
+                (e, deliver::deliver(&e.trigger, event, tally, cutoff).await)
             }))
             .await;
             for (entry, outcome) in outcomes {
@@ -416,7 +424,7 @@ impl Core {
 /// Logs a delivery lost to `entry`'s trigger (every attempt failed and no
 /// dead-letter sink took it). A dead-letter sink's refusal is an `ERROR`
 /// each time. Without a dead-letter sink, the trigger's first loss is a
-/// `WARN`, later ones `DEBUG` until [`LOSS_WARN_INTERVAL`] has passed since
+/// `WARN`, later ones `DEBUG` until [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) has passed since
 /// that warning; the next `WARN` then counts them (`quiet_losses`). Every
 /// loss counts in [`BrokerMetrics::no_dead_letter_sink`].
 fn log_loss(entry: &Entry, event: &Event, failure: &Failure) {
@@ -446,6 +454,33 @@ fn log_loss(entry: &Entry, event: &Event, failure: &Failure) {
             trigger = %trigger, event_id = ?event.id, subject = %event.subject,
             attempts, error = %error,
             "delivery failed and the trigger has no dead-letter sink"
+        ),
+    }
+}
+
+/// Logs a delivery to `entry`'s trigger that failed for good and went to
+/// its dead-letter sink: the event is safe there (no `ERROR`), but the
+/// trigger's sink failed it, which an operator has to act on (a `WARN`).
+/// The trigger's first dead letter is a `WARN`, later ones `DEBUG` until
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) has passed since that warning; the next `WARN`
+/// then counts them (`quiet_dead_letters`). Every one counts in
+/// [`BrokerMetrics::dead_lettered`]. Logged wherever the event came from
+/// (a feed acknowledges it: its dead letter is final there too).
+fn log_dead_letter(entry: &Entry, event: &Event, dead_letter: &DeadLetter) {
+    let trigger = &entry.trigger.name;
+    let DeadLetter { attempts, error } = dead_letter;
+    match entry.dead_letters.record(tokio::time::Instant::now()) {
+        Some(quiet_dead_letters) => tracing::warn!(
+            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
+            attempts, error = %error, quiet_dead_letters,
+            "delivery failed; the event was dead-lettered to the trigger's dead-letter sink \
+             (further dead letters of this trigger are logged at DEBUG for a while, counted in \
+             dead_lettered)"
+        ),
+        None => tracing::debug!(
+            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
+            attempts, error = %error,
+            "delivery failed; the event was dead-lettered to the trigger's dead-letter sink"
         ),
     }
 }
@@ -480,11 +515,17 @@ impl Drop for PendingGuard {
 /// attributes), so an event is checked only against triggers that can match.
 ///
 /// Failed deliveries are logged so that a broken sink does not flood the
-/// log: attempts at `DEBUG`; a delivery lost for good (queued or
+/// log: attempts at `DEBUG` (naming the event id, the trigger and the
+/// attempt); a dead-lettered delivery (every attempt failed and the
+/// dead-letter sink took it) as one `WARN` per trigger and
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (the others at `DEBUG`; the next `WARN` says how many
+/// in `quiet_dead_letters`), every one counted in
+/// [`BrokerMetrics::dead_lettered`], also for a [feed](Self::feed); a
+/// delivery lost for good (queued or
 /// [`route`](Self::route)d events: every attempt failed and no dead-letter
 /// sink took it) as an `ERROR` when the dead-letter sink refused it, and,
 /// for a trigger without a dead-letter sink, as one `WARN` per trigger and
-/// [`LOSS_WARN_INTERVAL`] (the others at `DEBUG`; the next `WARN` says how
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (the others at `DEBUG`; the next `WARN` says how
 /// many in `quiet_losses`), every one counted in
 /// [`BrokerMetrics::no_dead_letter_sink`]. A [feed](Self::feed) logs one
 /// `WARN` per routing it redelivers instead (see [`BrokerFeed`]).
@@ -604,7 +645,9 @@ impl Broker {
         let entry = Arc::new(Entry {
             trigger,
             filter,
-            losses: LossWarnings::default(),
+            losses: WarnLimit::default(),
+            dead_letters: WarnLimit::default(),
+            counters: Padded::default(),
         });
         self.change(|entries| {
             if entries.iter().any(|e| e.trigger.name == entry.trigger.name) {
@@ -788,11 +831,18 @@ impl Broker {
         bus.set_router(Arc::new(self.clone()));
     }
 
-    /// The broker's counters now.
+    /// The broker's counters now, with each registered trigger's
+    /// ([`BrokerMetrics::by_trigger`]).
     pub fn metrics(&self) -> BrokerMetrics {
         let core = &self.inner.core;
+        let by_trigger = core
+            .current()
+            .entries
+            .iter()
+            .map(|e| e.counters.snapshot(&e.trigger.name))
+            .collect();
         core.counters
-            .snapshot(core.queue_depth(), core.pending(), self.trigger_count())
+            .snapshot(core.queue_depth(), core.pending(), by_trigger)
     }
 }
 

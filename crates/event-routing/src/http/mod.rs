@@ -12,5 +12,5 @@ pub use event_cloudevents::http::Mode;
 pub use sink::HttpSink;
 pub use webhook::{
     DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
-    WebhookSource,
+    WebhookSource, WebhookStats,
 };

@@ -1,6 +1,7 @@
 use crate::sink::EventSink;
 use crate::source::EventSource;
 use crate::source::lifecycle::{Lifecycle, StopSignal};
+use crate::warn_limit::WarnLimit;
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
@@ -14,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,10 +52,124 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 struct Counters {
     accepted: AtomicU64,
     refused: AtomicU64,
+    bad_requests: AtomicU64,
+    /// Rate limit of the "delivery failed" warnings (see [`log_refusal`]).
+    refusals: WarnLimit,
+}
+
+/// What a [`WebhookSource`] did so far ([`WebhookSource::stats`]).
+///
+/// A counter missing from the JSON reads as zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct WebhookStats {
+    /// Events delivered to the sink (answered `202 Accepted`).
+    pub accepted: u64,
+    /// Valid CloudEvents the sink refused (answered `400`, `413`, `500` or
+    /// `503`, see [`WebhookSource`]); malformed requests are not counted:
+    /// they never reach the sink.
+    pub refused: u64,
+    /// Requests answered without reaching the sink: not a valid CloudEvent
+    /// or A3S event (`400`), a body over the limit (`413`), or a body that
+    /// did not arrive within the body timeout (`408`). Logged at `DEBUG`
+    /// only: a sender's own fault, which its answer tells it.
+    pub bad_requests: u64,
+}
+
+#[cfg(feature = "bus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+impl WebhookStats {
+    /// Renders the stats in the Prometheus text exposition format
+    /// (0.0.4), with the conventions of
+    /// [`BrokerMetrics::to_prometheus`](crate::BrokerMetrics::to_prometheus):
+    /// the counters `a3s_webhook_accepted_total`,
+    /// `a3s_webhook_refused_total` and `a3s_webhook_bad_requests_total`.
+    ///
+    /// ```
+    /// use event_bus::metrics::PrometheusLabels;
+    /// use event_routing::http::WebhookSource;
+    ///
+    /// let webhook = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap());
+    /// // several webhooks in one process: label each
+    /// let labels = PrometheusLabels::new([("webhook", "ingress")])?;
+    /// let text = webhook.stats().to_prometheus_with_labels(&labels);
+    /// assert!(text.contains("a3s_webhook_accepted_total{webhook=\"ingress\"} 0"));
+    /// assert!(text.contains("a3s_webhook_refused_total{webhook=\"ingress\"} 0"));
+    /// # Ok::<(), event_core::Error>(())
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        self.to_prometheus_with_labels(&event_bus::metrics::PrometheusLabels::default())
+    }
+
+    /// [`to_prometheus`](Self::to_prometheus) with `labels` on every
+    /// sample (say `webhook="ingress"`: the series of several webhooks in
+    /// one process would otherwise clash).
+    ///
+    /// One `/metrics` text for a webhook → broker pipeline, concatenated:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
+    /// use event_bus::metrics::PrometheusLabels;
+    /// use event_core::SubscribeOptions;
+    /// use event_memory::MemoryProvider;
+    /// use event_routing::Broker;
+    /// use event_routing::http::WebhookSource;
+    ///
+    /// let provider = MemoryProvider::default();
+    /// let broker = Broker::new();
+    /// let feed = broker
+    ///     .feed_durable(&provider, "router", "events.>", &SubscribeOptions::default())
+    ///     .await?;
+    /// let webhook = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap());
+    /// let text = [
+    ///     broker.metrics().to_prometheus(),
+    ///     feed.stats().to_prometheus_with_labels(&PrometheusLabels::new([("feed", "router")])?),
+    ///     webhook
+    ///         .stats()
+    ///         .to_prometheus_with_labels(&PrometheusLabels::new([("webhook", "ingress")])?),
+    /// ]
+    /// .concat();
+    /// assert!(text.contains("a3s_broker_routed_total 0\n"));
+    /// assert!(text.contains("a3s_feed_acked_total{feed=\"router\"} 0\n"));
+    /// assert!(text.contains("a3s_webhook_refused_total{webhook=\"ingress\"} 0\n"));
+    /// feed.stop().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn to_prometheus_with_labels(
+        &self,
+        labels: &event_bus::metrics::PrometheusLabels,
+    ) -> String {
+        use crate::prometheus::{Kind, write_family};
+        let families = [
+            (
+                "a3s_webhook_accepted_total",
+                "Events the webhook delivered to its sink (answered 202 Accepted).",
+                self.accepted,
+            ),
+            (
+                "a3s_webhook_refused_total",
+                "Valid CloudEvents the webhook's sink refused (answered 400, 413, 500 or 503); malformed requests are not counted.",
+                self.refused,
+            ),
+            (
+                "a3s_webhook_bad_requests_total",
+                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a body over the limit (413), or a body that did not arrive in time (408).",
+                self.bad_requests,
+            ),
+        ];
+        let mut out = String::with_capacity(512);
+        for (metric, help, value) in families {
+            write_family(&mut out, labels, metric, help, Kind::Counter, value);
+        }
+        out
+    }
 }
 
 #[derive(Clone)]
 struct AppState {
+    /// The source's name, for logs.
+    name: Arc<str>,
     sink: Arc<dyn EventSink>,
     counters: Arc<Counters>,
     body_timeout: Duration,
@@ -118,6 +234,15 @@ struct AppState {
 /// answer: the answer is written to the connection in the same step, so a
 /// sender that reads its answers is not made to retry an event already
 /// delivered.
+///
+/// A request whose event the sink refused is logged as one `WARN` per
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (naming the source,
+/// the event id, the status and the error; the others at `DEBUG`, the next
+/// `WARN` saying how many in `quiet_refusals`), so that a misbehaving
+/// sender or a sink that is down does not write a line per request; every
+/// one counts in [`refused`](Self::refused). Its
+/// [`stats`](Self::stats) render as Prometheus text
+/// (`WebhookStats::to_prometheus`, feature `bus`).
 ///
 /// To mount the endpoint in your own axum app instead, use
 /// [`router`](Self::router): the body timeout applies there too; the idle
@@ -187,6 +312,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let event = match read {
         Ok(Ok(HttpEvent(event))) => event,
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 limit = state.body_limit,
                 "webhook: a request body is over the limit; answering 413"
@@ -201,8 +327,17 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
             )
                 .into_response();
         }
-        Ok(Err(rejection)) => return rejection,
+        Ok(Err(rejection)) => {
+            state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                source = %state.name,
+                status = rejection.status().as_u16(),
+                "webhook: a request could not be read as a valid CloudEvent and A3S event; answered with its rejection"
+            );
+            return rejection;
+        }
         Err(_elapsed) => {
+            state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 timeout = ?state.body_timeout,
                 "webhook: a request body did not arrive in time; answering 408"
@@ -225,9 +360,33 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         }
         Err(err) => {
             state.counters.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(event_id = ?event.id, error = %err, "webhook: delivery failed");
-            (status_for(&err), err.to_string()).into_response()
+            let status = status_for(&err);
+            log_refusal(&state, &event, &err, status);
+            (status, err.to_string()).into_response()
         }
+    }
+}
+
+/// Logs a request whose event the sink refused: the first one at `WARN`,
+/// then `DEBUG` until [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) has
+/// passed since that warning; the next `WARN` counts them
+/// (`quiet_refusals`). Every one counts in [`WebhookSource::refused`]. A
+/// misbehaving sender (or a sink that is down) would otherwise write a
+/// line per request.
+fn log_refusal(state: &AppState, event: &event_core::Event, err: &Error, status: StatusCode) {
+    let name = &*state.name;
+    match state.counters.refusals.record(tokio::time::Instant::now()) {
+        Some(quiet_refusals) => tracing::warn!(
+            source = %name, event_id = ?event.id, subject = %event.subject,
+            status = status.as_u16(), error = %err, quiet_refusals,
+            "webhook: delivery failed (further refusals of this webhook are logged at DEBUG for \
+             a while, counted in refused())"
+        ),
+        None => tracing::debug!(
+            source = %name, event_id = ?event.id, subject = %event.subject,
+            status = status.as_u16(), error = %err,
+            "webhook: delivery failed"
+        ),
     }
 }
 
@@ -427,6 +586,7 @@ impl WebhookSource {
                 post(receive).layer(DefaultBodyLimit::max(self.body_limit)),
             )
             .with_state(AppState {
+                name: Arc::from(self.name.as_str()),
                 sink,
                 counters: self.counters.clone(),
                 body_timeout: self.body_timeout,
@@ -440,9 +600,22 @@ impl WebhookSource {
     }
 
     /// Valid CloudEvents the sink refused so far (malformed requests are not
-    /// counted: they never reach the sink).
+    /// counted: they never reach the sink; see [`WebhookStats::bad_requests`]). Every one counts, also those
+    /// whose log line was at `DEBUG` (see the type's documentation).
     pub fn refused(&self) -> u64 {
         self.counters.refused.load(Ordering::Relaxed)
+    }
+
+    /// The counts so far (for JSON, or Prometheus text with
+    /// `WebhookStats::to_prometheus`, feature `bus`), with
+    /// [`WebhookStats::bad_requests`], the requests that never reached the
+    /// sink.
+    pub fn stats(&self) -> WebhookStats {
+        WebhookStats {
+            accepted: self.accepted(),
+            refused: self.refused(),
+            bad_requests: self.counters.bad_requests.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -485,5 +658,33 @@ impl EventSource for WebhookSource {
 
     fn is_running(&self) -> bool {
         self.lifecycle.is_running()
+    }
+}
+
+#[cfg(all(test, feature = "bus"))]
+mod tests {
+    use super::WebhookStats;
+    use crate::prometheus::exposition_check::parse_exposition;
+    use event_bus::metrics::PrometheusLabels;
+
+    #[test]
+    fn webhook_stats_render_a_valid_exposition_with_and_without_labels() {
+        let stats = WebhookStats {
+            accepted: 5,
+            refused: 2,
+            bad_requests: 4,
+        };
+        let samples = parse_exposition(&stats.to_prometheus());
+        assert_eq!(samples.len(), 3);
+        assert_eq!(samples["a3s_webhook_accepted_total"], 5.0);
+        assert_eq!(samples["a3s_webhook_refused_total"], 2.0);
+        assert_eq!(samples["a3s_webhook_bad_requests_total"], 4.0);
+        let labels = PrometheusLabels::new([("webhook", "ingress")]).unwrap();
+        let labelled = parse_exposition(&stats.to_prometheus_with_labels(&labels));
+        assert_eq!(
+            labelled[r#"a3s_webhook_refused_total{webhook="ingress"}"#],
+            2.0
+        );
+        assert_eq!(labelled.len(), 3);
     }
 }
