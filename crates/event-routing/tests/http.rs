@@ -411,6 +411,66 @@ async fn webhook_dedups_by_source_and_id() {
     source.stop().await.unwrap();
 }
 
+/// A CloudEvent from elsewhere, without an A3S subject: refused without a
+/// subject mapping; with one, stored under the mapped subject with its own
+/// subject kept in metadata. A mapped subject that is not valid is refused.
+#[tokio::test]
+async fn a_subject_mapping_admits_foreign_cloudevents() {
+    use event_cloudevents::cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
+    let foreign = |subject: Option<&str>| {
+        let mut builder = EventBuilderV10::new()
+            .id("pod-1")
+            .source("/k8s")
+            .ty("com.example.pod.created")
+            .data("application/json", json!({"name": "foo"}));
+        if let Some(subject) = subject {
+            builder = builder.subject(subject);
+        }
+        let ce = event_cloudevents::CloudEvent::from(builder.build().unwrap());
+        event_cloudevents::http::cloudevent_to_http(ce, Mode::Binary).unwrap()
+    };
+
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let plain = webhook_into(provider.clone()).await;
+    let msg = foreign(Some("/apis/v1/namespaces/default/pods/foo"));
+    let addr = plain.local_addr().unwrap();
+    assert_eq!(send(addr, "/events", msg.headers, msg.body).await.0, 400);
+    plain.stop().await.unwrap();
+
+    let mapped = WebhookSource::new("k8s", "127.0.0.1:0".parse().unwrap()).with_subject_mapping(
+        |ce| match ce.ty() {
+            "com.example.pod.created" => Some("events.k8s.pod_created".to_owned()),
+            "com.example.bad" => Some("not a subject".to_owned()),
+            _ => None,
+        },
+    );
+    mapped
+        .start(Arc::new(TopicSink::unchanged("ingest", provider.clone())))
+        .await
+        .unwrap();
+    let addr = mapped.local_addr().unwrap();
+    let msg = foreign(Some("/apis/v1/namespaces/default/pods/foo"));
+    assert_eq!(send(addr, "/events", msg.headers, msg.body).await.0, 202);
+    let msg = foreign(None);
+    assert_eq!(send(addr, "/events", msg.headers, msg.body).await.0, 202);
+    let stored = provider.history(None, 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "the same source and id: stored once");
+    assert_eq!(stored[0].subject, "events.k8s.pod_created");
+    assert_eq!(
+        stored[0].metadata[event_routing::metadata::ORIGINAL_SUBJECT],
+        "/apis/v1/namespaces/default/pods/foo"
+    );
+
+    let mut bad = foreign(None);
+    bad.headers
+        .insert("ce-type", "com.example.bad".parse().unwrap());
+    bad.headers.insert("ce-id", "pod-2".parse().unwrap());
+    let (status, body) = send(addr, "/events", bad.headers, bad.body).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(provider.history(None, 10).await.unwrap().len(), 1);
+    mapped.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn malformed_requests_get_400_and_publish_nothing() {
     let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());

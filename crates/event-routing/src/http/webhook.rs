@@ -8,9 +8,11 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use event_cloudevents::CloudEvent;
+use event_cloudevents::cloudevents::{AttributesReader as _, AttributesWriter as _};
 use event_cloudevents::http::client::{HttpStatusError, status_error};
-use event_cloudevents::http::server::HttpEvent;
-use event_core::{Error, Result};
+use event_cloudevents::http::server::{HttpCloudEvent, HttpEvent};
+use event_core::{Error, Event, Result};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -174,7 +176,11 @@ struct AppState {
     counters: Arc<Counters>,
     body_timeout: Duration,
     body_limit: usize,
+    subject_mapper: Option<SubjectMapper>,
 }
+
+/// [`WebhookSource::with_subject_mapping`]'s function.
+type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
 
 /// Receives CloudEvents over HTTP (binary or structured mode) and delivers
 /// each to the sink it was started with (a [`TopicSink`](crate::TopicSink)
@@ -258,6 +264,7 @@ pub struct WebhookSource {
     body_timeout: Duration,
     body_limit: usize,
     shutdown_grace: Duration,
+    subject_mapper: Option<SubjectMapper>,
 }
 
 impl std::fmt::Debug for WebhookSource {
@@ -307,10 +314,9 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     // Only reading the body is timed, not the delivery: a slow sink is not
     // the sender's fault.
     let version = request.version();
-    let read =
-        tokio::time::timeout(state.body_timeout, HttpEvent::from_request(request, &state)).await;
+    let read = tokio::time::timeout(state.body_timeout, read_event(request, &state)).await;
     let event = match read {
-        Ok(Ok(HttpEvent(event))) => event,
+        Ok(Ok(event)) => event,
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
@@ -365,6 +371,33 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
             (status, err.to_string()).into_response()
         }
     }
+}
+
+/// The request's event: converted as it is, or (with a subject mapping)
+/// read as a CloudEvent, given the mapped subject, then converted.
+async fn read_event(request: Request, state: &AppState) -> std::result::Result<Event, Response> {
+    let Some(mapper) = &state.subject_mapper else {
+        return HttpEvent::from_request(request, state)
+            .await
+            .map(|HttpEvent(event)| event);
+    };
+    let HttpCloudEvent(mut ce) = HttpCloudEvent::from_request(request, state).await?;
+    let original = match mapper(&ce) {
+        Some(subject) => {
+            let original = ce.subject().map(str::to_owned);
+            ce.set_subject(Some(subject));
+            original
+        }
+        None => None,
+    };
+    let mut event = Event::try_from(ce)
+        .map_err(|err| (StatusCode::BAD_REQUEST, err.to_string()).into_response())?;
+    if let Some(original) = original.filter(|original| *original != event.subject) {
+        event
+            .metadata
+            .insert(crate::metadata::ORIGINAL_SUBJECT.to_owned(), original);
+    }
+    Ok(event)
 }
 
 /// Logs a request whose event the sink refused: the first one at `WARN`,
@@ -478,6 +511,7 @@ impl WebhookSource {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            subject_mapper: None,
         }
     }
 
@@ -570,6 +604,41 @@ impl WebhookSource {
         Ok(self)
     }
 
+    /// Gives each received event the A3S subject `mapper` returns for it.
+    ///
+    /// A3S events need a subject under the provider's prefix
+    /// (`events.<category>.<topic>`); CloudEvents from elsewhere (Knative
+    /// sources, other systems) have none, or a free-form one
+    /// (`/apis/v1/namespaces/default/pods/foo`), and are refused with `400`
+    /// without a mapping. `mapper` sees the CloudEvent as received and
+    /// returns `Some(subject)` to set it, or `None` to keep the event's own
+    /// subject (refused if it is not an A3S subject). A subject it replaces
+    /// is kept in the event's metadata under
+    /// [`metadata::ORIGINAL_SUBJECT`](crate::metadata::ORIGINAL_SUBJECT), so
+    /// it goes back out as an extension when the event is sent on as a
+    /// CloudEvent. A subject the mapper returns that is not a valid publish
+    /// subject is refused like any other (`400`).
+    ///
+    /// ```
+    /// use event_cloudevents::cloudevents::AttributesReader;
+    /// use event_routing::http::WebhookSource;
+    ///
+    /// let webhook = WebhookSource::new("k8s", "127.0.0.1:0".parse().unwrap())
+    ///     .with_subject_mapping(|ce| {
+    ///         // com.example.pod.created -> events.k8s.pod_created
+    ///         let topic = ce.ty().rsplit('.').take(2).collect::<Vec<_>>();
+    ///         (topic.len() == 2).then(|| format!("events.k8s.{}_{}", topic[1], topic[0]))
+    ///     });
+    /// # let _ = webhook;
+    /// ```
+    pub fn with_subject_mapping(
+        mut self,
+        mapper: impl Fn(&CloudEvent) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.subject_mapper = Some(Arc::new(mapper));
+        self
+    }
+
     /// The address the server listens on, once started.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         *self.local_addr.lock()
@@ -591,6 +660,7 @@ impl WebhookSource {
                 counters: self.counters.clone(),
                 body_timeout: self.body_timeout,
                 body_limit: self.body_limit,
+                subject_mapper: self.subject_mapper.clone(),
             })
     }
 
