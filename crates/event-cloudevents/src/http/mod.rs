@@ -184,6 +184,12 @@ fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
                 "HTTP message has more than one {what} header"
             )));
         }
+        if headers.get_all(name).iter().any(|v| v.to_str().is_err()) {
+            return Err(Error::Serialization(format!(
+                "HTTP header {name:?} ({what}) holds bytes that are not visible ASCII: \
+                 CloudEvents attribute values travel percent-encoded in headers"
+            )));
+        }
     }
     Ok(())
 }
@@ -719,6 +725,21 @@ mod tests {
                 }
                 other => panic!("{ct}: expected a serialization error, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_header_value_that_is_not_visible_ascii_is_named() {
+        let event = Event::new("events.a.b", "a", "s", "src", serde_json::json!({}));
+        let msg = to_http(&event, Mode::Binary).unwrap();
+        let mut headers = msg.headers.clone();
+        headers.insert("ce-id", HeaderValue::from_bytes(b"\xff\xfe\x80").unwrap());
+        match from_http(&headers, msg.body.clone()) {
+            Err(Error::Serialization(reason)) => {
+                assert!(reason.contains("\"ce-id\""), "{reason}");
+                assert!(reason.contains("percent-encoded"), "{reason}");
+            }
+            other => panic!("expected a serialization error, got {other:?}"),
         }
     }
 
