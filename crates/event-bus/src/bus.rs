@@ -378,7 +378,7 @@ impl EventBus {
         let span = tracing::debug_span!(
             "a3s_event.publish",
             subject = %event.subject,
-            event_id = %event.id,
+            event_id = ?event.id,
             sequence = tracing::field::Empty,
         );
         let result = self

@@ -429,7 +429,7 @@ impl BusSubscription {
                         // the subscription runs
                         Some(Err(refusal)) if given_up && !refusal.is_transient() => {
                             tracing::error!(
-                                event_id = %event_id,
+                                event_id = ?event_id,
                                 subject = %subject,
                                 sequence,
                                 deliveries,
@@ -486,7 +486,7 @@ impl Inner {
             Ok(()) => self.metrics.add_dlq(1),
             Err(err) => {
                 self.metrics.add_dlq_error(1);
-                tracing::error!(event_id = %id, error = %err, "DLQ handler refused a dead letter");
+                tracing::error!(event_id = ?id, error = %err, "DLQ handler refused a dead letter");
             }
         }
         Some(result)

@@ -509,3 +509,62 @@ async fn dlq_refusals_name_the_event_subject_and_sequence_at_info_level() {
         );
     }
 }
+
+/// An event id is the publisher's choice: one with a line break must not
+/// forge a log line. The runner's lines name ids escaped (`Debug`).
+#[tokio::test(flavor = "current_thread")]
+async fn an_event_id_with_a_line_break_is_logged_escaped() {
+    let capture = Arc::new(Capture::at(Level::TRACE));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription_with_options(
+        SubscriptionFilter {
+            subscriber_id: "w".into(),
+            subjects: vec!["events.ids.>".into()],
+            durable: true,
+        },
+        SubscribeOptions {
+            max_deliver: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut event = event_core::Event::new("events.ids.x", "ids", "s", "src", json!({}));
+    event.id = "x\nERROR forged line".into();
+    // (a dedup id may not hold control characters; the event id may)
+    let options = event_core::PublishOptions {
+        msg_id: Some("forged-1".into()),
+        ..Default::default()
+    };
+    bus.publish_event_with_options(&event, &options)
+        .await
+        .unwrap();
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Err::<(), BoxError>("refused".into()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while consumer.report().terminated + consumer.report().dead_lettered < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            consumer.report()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    consumer.shutdown(Duration::from_secs(1)).await;
+    let text = capture.all_text();
+    assert!(
+        text.contains(r"x\nERROR forged line"),
+        "the id is logged:\n{text}"
+    );
+    assert!(
+        !text.contains("x\nERROR forged line"),
+        "a raw line break from an event id reached the log:\n{text}"
+    );
+}

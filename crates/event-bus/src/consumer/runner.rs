@@ -585,7 +585,7 @@ fn spawn_process(
 ) {
     let span = tracing::debug_span!(
         "a3s_event.consume",
-        event_id = %pending.received.event.id,
+        event_id = ?pending.received.event.id,
         sequence = pending.received.sequence,
         attempt = pending.received.num_delivered,
     );
@@ -612,7 +612,7 @@ async fn unstarted_at_stop(
 ) -> Option<(PendingEvent, OwnedSemaphorePermit)> {
     if !is_last_attempt(&shared.options, &pending) {
         tracing::debug!(
-            event_id = %pending.received.event.id,
+            event_id = ?pending.received.event.id,
             "shutdown: handing back a delivery that had not started"
         );
         let (event, sequence) = delivery(&pending);
@@ -628,7 +628,7 @@ async fn unstarted_at_stop(
         bump(&shared.stats.aborted);
         shared.bus.metrics.add_consumer_aborted(1);
         tracing::warn!(
-            event_id = %pending.received.event.id,
+            event_id = ?pending.received.event.id,
             subject = %pending.received.event.subject,
             sequence = pending.received.sequence,
             attempt = pending.received.num_delivered,
@@ -791,7 +791,7 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
             } else {
                 let attempt = pending.received.num_delivered;
                 tracing::debug!(
-                    event_id = %pending.received.event.id,
+                    event_id = ?pending.received.event.id,
                     attempt,
                     reason = %reason,
                     "handler failed; retrying"
@@ -822,7 +822,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
     }
     let Some(dlq) = shared.bus.hooks.load().dlq.clone() else {
         tracing::error!(
-            event_id = %received.event.id,
+            event_id = ?received.event.id,
             subject = %received.event.subject,
             sequence = received.sequence,
             attempts = received.num_delivered,
@@ -853,7 +853,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
             };
             shared.bus.metrics.add_dlq_error(1);
             tracing::warn!(
-                event_id = %dead.event.id,
+                event_id = ?dead.event.id,
                 subject = %dead.event.subject,
                 sequence = pending.received.sequence,
                 attempt,
@@ -878,7 +878,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
         return;
     }
     tracing::error!(
-        event_id = %dead.event.id,
+        event_id = ?dead.event.id,
         subject = %dead.event.subject,
         sequence = pending.received.sequence,
         "DLQ handler kept refusing a dead letter; leaving the event unsettled (a final delivery comes once more, as its spare; a spare delivery does not)"
@@ -905,7 +905,7 @@ fn settle(shared: &Shared, event: &Event, sequence: u64, result: Result<()>, wha
             bump(&shared.stats.settle_errors);
             shared.bus.metrics.add_settle_error(1);
             tracing::warn!(
-                event_id = %event.id,
+                event_id = ?event.id,
                 subject = %event.subject,
                 sequence,
                 error = %err,

@@ -365,7 +365,7 @@ impl ProviderDlqHandler {
                 // dead letter, passed over (not counted as skipped)
                 tracing::debug!(
                     sequence,
-                    event_id = %pending.received.event.id,
+                    event_id = ?pending.received.event.id,
                     "passing over an event under the DLQ subjects that is not a dead letter"
                 );
                 pending.term().await?;
@@ -581,7 +581,7 @@ impl ProviderDlqHandler {
             // republish (the event is still in its stream)
             tracing::error!(
                 %letter_id,
-                original_id = %dead.event.id,
+                original_id = ?dead.event.id,
                 "skipping a dead letter stored without its event's payload (it was over the DLQ provider's limit)"
             );
             return Ok(Republished::Skipped);
@@ -617,7 +617,7 @@ impl ProviderDlqHandler {
                 // `redrive` the letters behind it never re-driven
                 tracing::error!(
                     %letter_id,
-                    original_id = %from_id(&event),
+                    original_id = ?from_id(&event),
                     error = %err,
                     "skipping a dead letter whose event the bus refuses"
                 );
@@ -767,7 +767,7 @@ impl DlqHandler for ProviderDlqHandler {
                 Err(Error::PayloadTooLarge { .. }) => {}
                 Ok(()) => {
                     tracing::warn!(
-                        event_id = %id,
+                        event_id = ?id,
                         subject = %fit::cut(&dead_letter.event.subject, 64),
                         reason_bytes = dead_letter.reason.len(),
                         max,
@@ -781,7 +781,7 @@ impl DlqHandler for ProviderDlqHandler {
         self.store(&fit::without_payload(&dead_letter, max), &options)
             .await?;
         tracing::warn!(
-            event_id = %id,
+            event_id = ?id,
             subject = %fit::cut(&dead_letter.event.subject, 64),
             max,
             "dead letter over the DLQ provider's limit: stored without the event's payload \
