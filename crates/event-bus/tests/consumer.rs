@@ -476,21 +476,11 @@ async fn publish_undecryptable(provider: &dyn EventProvider) -> Event {
     foreign
 }
 
-#[tokio::test]
-async fn handler_sees_plaintext_and_undecryptable_events_are_dead_lettered() {
-    let provider = Arc::new(MemoryProvider::default());
-    let bus = EventBus::from_arc(provider.clone());
-    let dlq = Arc::new(MemoryDlqHandler::default());
-    bus.set_dlq_handler(dlq.clone());
-    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
-    bus.update_subscription(filter("w", "events.sec.>"))
-        .await
-        .unwrap();
-    bus.publish("sec", "ok", "s", "src", json!({"secret": 1}))
-        .await
-        .unwrap();
-    let foreign = publish_undecryptable(&*provider).await;
-
+/// A consumer runner on subscriber `w` whose handler records each payload
+/// it sees and succeeds.
+async fn payload_recording_consumer(
+    bus: &EventBus,
+) -> (ConsumerHandle, Arc<Mutex<Vec<serde_json::Value>>>) {
     let payloads: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let p = payloads.clone();
     let consumer = bus
@@ -507,6 +497,25 @@ async fn handler_sees_plaintext_and_undecryptable_events_are_dead_lettered() {
         )
         .await
         .unwrap();
+    (consumer, payloads)
+}
+
+#[tokio::test]
+async fn handler_sees_plaintext_and_undecryptable_events_are_dead_lettered() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 7 }));
+    bus.update_subscription(filter("w", "events.sec.>"))
+        .await
+        .unwrap();
+    bus.publish("sec", "ok", "s", "src", json!({"secret": 1}))
+        .await
+        .unwrap();
+    let foreign = publish_undecryptable(&*provider).await;
+
+    let (consumer, payloads) = payload_recording_consumer(&bus).await;
     wait_until("dead letter", || dlq.len() == 1).await;
     wait_until("handled", || consumer.report().acked == 1).await;
     consumer.shutdown(Duration::from_secs(1)).await;
@@ -1617,22 +1626,7 @@ async fn a_bus_refusing_plaintext_dead_letters_a_plaintext_payload() {
     );
     provider.publish(&forged).await.unwrap();
 
-    let payloads: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let p = payloads.clone();
-    let consumer = bus
-        .consume(
-            "w",
-            move |r: ReceivedEvent| {
-                let p = p.clone();
-                async move {
-                    p.lock().unwrap().push(r.event.payload.clone());
-                    Ok::<(), BoxError>(())
-                }
-            },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
+    let (consumer, payloads) = payload_recording_consumer(&bus).await;
     wait_until("dead letter", || dlq.len() == 1).await;
     wait_until("handled", || consumer.report().acked == 1).await;
     consumer.shutdown(Duration::from_secs(1)).await;

@@ -5,7 +5,7 @@ mod common;
 
 use common::{CollectRouter, RequireField, TestEncryptor};
 use event_bus::dlq::{DEAD_LETTER_EVENT_TYPE, ProviderDlqHandler};
-use event_bus::{ConsumerConfig, EventBus, PlaintextPolicy};
+use event_bus::{ConsumerConfig, ConsumerHandle, EventBus, PlaintextPolicy};
 use event_core::{
     BoxError, DeadLetterEvent, DlqHandler, Event, EventEncryptor, EventProvider, ReceivedEvent,
     SubscribeOptions, SubscriptionFilter,
@@ -70,11 +70,9 @@ async fn dead_letters_are_new_encrypted_events_with_the_original_in_metadata() {
     assert_eq!(dlq.count().await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn runner_dead_letters_to_the_provider_and_redrive_republishes_once() {
-    let (bus, provider, dlq, _) = setup();
-    let router = Arc::new(CollectRouter::default());
-    bus.set_router(router.clone());
+/// A durable subscriber `w` on `events.orders.>` whose events are
+/// dead-lettered after `max_deliver` deliveries (5 ms apart).
+async fn subscribe_w_to_orders(bus: &EventBus, max_deliver: u64) {
     bus.update_subscription_with_options(
         SubscriptionFilter {
             subscriber_id: "w".into(),
@@ -82,13 +80,39 @@ async fn runner_dead_letters_to_the_provider_and_redrive_republishes_once() {
             durable: true,
         },
         SubscribeOptions {
-            max_deliver: Some(2),
+            max_deliver: Some(max_deliver),
             backoff: vec![Duration::from_millis(5)],
             ..Default::default()
         },
     )
     .await
     .unwrap();
+}
+
+/// A consumer runner on `w` whose handler fails every event but a
+/// re-driven copy.
+async fn fails_unless_redriven(bus: &EventBus) -> ConsumerHandle {
+    bus.consume(
+        "w",
+        |r: ReceivedEvent| async move {
+            if r.event.metadata.contains_key("a3s.redriven_from") {
+                Ok::<(), BoxError>(())
+            } else {
+                Err("downstream unavailable".into())
+            }
+        },
+        ConsumerConfig::default(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn runner_dead_letters_to_the_provider_and_redrive_republishes_once() {
+    let (bus, provider, dlq, _) = setup();
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    subscribe_w_to_orders(&bus, 2).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
@@ -98,21 +122,7 @@ async fn runner_dead_letters_to_the_provider_and_redrive_republishes_once() {
                 .id,
         );
     }
-    let consumer = bus
-        .consume(
-            "w",
-            |r: ReceivedEvent| async move {
-                // fails unless re-driven
-                if r.event.metadata.contains_key("a3s.redriven_from") {
-                    Ok::<(), BoxError>(())
-                } else {
-                    Err("downstream unavailable".into())
-                }
-            },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
+    let consumer = fails_unless_redriven(&bus).await;
     let start = Instant::now();
     while consumer.report().dead_lettered < 3 {
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -1438,36 +1448,11 @@ async fn an_undecryptable_event_with_a_long_id_gets_a_short_reason() {
 async fn a_bus_refusing_plaintext_redrives_its_dead_letters() {
     let (bus, provider, dlq, enc) = setup();
     bus.set_plaintext_policy(PlaintextPolicy::Refuse);
-    bus.update_subscription_with_options(
-        SubscriptionFilter {
-            subscriber_id: "w".into(),
-            subjects: vec!["events.orders.>".into()],
-            durable: true,
-        },
-        SubscribeOptions {
-            max_deliver: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    subscribe_w_to_orders(&bus, 1).await;
     bus.publish("orders", "new", "s", "src", json!({"card": "4111"}))
         .await
         .unwrap();
-    let consumer = bus
-        .consume(
-            "w",
-            |r: ReceivedEvent| async move {
-                if r.event.metadata.contains_key("a3s.redriven_from") {
-                    Ok::<(), BoxError>(())
-                } else {
-                    Err("downstream unavailable".into())
-                }
-            },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
+    let consumer = fails_unless_redriven(&bus).await;
     let start = Instant::now();
     while consumer.report().dead_lettered < 1 {
         assert!(start.elapsed() < Duration::from_secs(10));

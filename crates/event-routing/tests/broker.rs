@@ -1285,18 +1285,46 @@ fn a_publisher_waiting_for_room_when_the_dispatchers_runtime_goes_is_queued_not_
     });
 }
 
+/// Four events `e0`..`e3` stored, and a broker with `concurrency` feed
+/// slots and one trigger on every event delivering to `sink`, fed from the
+/// durable `router` with `ack_wait`.
+async fn feeding_four_events(
+    concurrency: usize,
+    sink: Arc<dyn EventSink>,
+    ack_wait: Duration,
+) -> (Arc<dyn EventProvider>, Broker, event_routing::BrokerFeed) {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let broker = Broker::with_config(BrokerConfig {
+        feed_concurrency: concurrency,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), sink))
+        .unwrap();
+    for i in 0..4 {
+        provider
+            .publish(&event("events.orders.x", &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    let options = SubscribeOptions {
+        ack_wait: Some(ack_wait),
+        ..SubscribeOptions::default()
+    };
+    let feed = broker
+        .feed_durable(&*provider, "router", "events.>", &options)
+        .await
+        .unwrap();
+    (provider, broker, feed)
+}
+
 /// A feed takes an event from its subscription only once a routing slot
 /// is free: an event that waited for a slot with its ack wait running
 /// would be redelivered (and routed twice) although every routing is
 /// shorter than the ack wait.
 #[tokio::test(start_paused = true)]
 async fn a_feed_takes_an_event_only_when_a_slot_is_free() {
-    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
-    let broker = Broker::with_config(BrokerConfig {
-        feed_concurrency: 1,
-        ..BrokerConfig::default()
-    })
-    .unwrap();
     let all = Arc::new(CollectorSink::new("all"));
     let slow = Arc::new(InProcessSink::new("slow", {
         let all = all.clone();
@@ -1308,24 +1336,8 @@ async fn a_feed_takes_an_event_only_when_a_slot_is_free() {
             }
         }
     }));
-    broker
-        .add_trigger(Trigger::new("slow", TriggerFilter::all(), slow))
-        .unwrap();
-    for i in 0..4 {
-        provider
-            .publish(&event("events.orders.x", &format!("e{i}")))
-            .await
-            .unwrap();
-    }
     // Each routing takes 2 s, under the 3 s ack wait.
-    let options = SubscribeOptions {
-        ack_wait: Some(Duration::from_secs(3)),
-        ..SubscribeOptions::default()
-    };
-    let feed = broker
-        .feed_durable(&*provider, "router", "events.>", &options)
-        .await
-        .unwrap();
+    let (_provider, _broker, feed) = feeding_four_events(1, slow, Duration::from_secs(3)).await;
     // Four routings one after another, and time for any redelivery.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let stats = feed.stop().await.unwrap();
@@ -1339,33 +1351,12 @@ async fn a_feed_takes_an_event_only_when_a_slot_is_free() {
 /// consumer's next subscription (after their ack wait).
 #[tokio::test(start_paused = true)]
 async fn a_feed_stopped_within_a_deadline_cuts_off_its_routings_and_counts_them() {
-    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
-    let broker = Broker::with_config(BrokerConfig {
-        feed_concurrency: 4,
-        ..BrokerConfig::default()
-    })
-    .unwrap();
-    broker
-        .add_trigger(Trigger::new(
-            "hangs",
-            TriggerFilter::all(),
-            sleeping_sink("hangs", Duration::from_secs(3600)),
-        ))
-        .unwrap();
-    for i in 0..4 {
-        provider
-            .publish(&event("events.orders.x", &format!("e{i}")))
-            .await
-            .unwrap();
-    }
+    let hangs = sleeping_sink("hangs", Duration::from_secs(3600));
+    let (provider, broker, feed) = feeding_four_events(4, hangs, Duration::from_secs(5)).await;
     let options = SubscribeOptions {
         ack_wait: Some(Duration::from_secs(5)),
         ..SubscribeOptions::default()
     };
-    let feed = broker
-        .feed_durable(&*provider, "router", "events.>", &options)
-        .await
-        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let start = Instant::now();
     let stats = feed.stop_within(Duration::from_secs(2)).await.unwrap();
