@@ -189,7 +189,13 @@
 //!   `max_events` or `max_bytes` reached) is
 //!   [`Error::Conflict`](event_core::Error::Conflict) on the stream naming
 //!   the limit (not transient: it empties only as events expire or are
-//!   removed).
+//!   removed). So is a publish refused for a storage limit beyond the
+//!   stream: the server's whole JetStream store full (its `max_file_store`
+//!   / `max_memory_store`, or the disk; nats-server answers "insufficient
+//!   resources" with status 503, as it answers an outage, but it lasts
+//!   until space is freed), or the account's `max_file` / `max_mem`
+//!   reached; the error names the limit and what frees it, and a retry
+//!   loop on `is_transient()` does not spin on it.
 //!   While the connection is down, publishes (and `subscribe`, `history`,
 //!   `info`, `unsubscribe`) fail at once with
 //!   [`Error::Connection`](event_core::Error::Connection) instead of

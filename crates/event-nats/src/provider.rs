@@ -1,7 +1,7 @@
 //! [`NatsProvider`]: connection, stream management, publish, history, info.
 
 use crate::config::{
-    NatsConfig, NatsOptions, UrlCredentials, check_one_auth_method, redact_url,
+    NatsConfig, NatsOptions, StorageType, UrlCredentials, check_one_auth_method, redact_url,
     split_url_credentials,
 };
 use crate::connection::{ConnectionLog, Credentials, Refusal};
@@ -546,8 +546,38 @@ impl NatsProvider {
                 "the stream is full ({limit}): its discard policy New refuses new events \
                  until old ones expire or are removed"
             )),
+            // answered with 503 like an outage, but it lasts until space is
+            // freed: a retry loop on `is_transient` would spin forever
+            _ if let Some(full) = error::storage_exhausted(&err) => self.storage_full(&full),
             _ => error::map("publish", err, timeout),
         }
+    }
+
+    /// [`Error::Conflict`] on the stream for a publish refused because a
+    /// storage limit beyond the stream is reached (see
+    /// [`error::Exhausted`]), saying which limit and what frees it.
+    fn storage_full(&self, full: &error::Exhausted) -> Error {
+        let (kind, server_limit, account_limit) = match self.inner.config.storage {
+            StorageType::File => ("file", "max_file_store", "max_file"),
+            StorageType::Memory => ("memory", "max_memory_store", "max_mem"),
+        };
+        self.stream_conflict(match full {
+            error::Exhausted::Server(said) => format!(
+                "the server's JetStream {kind} store is full (its {server_limit}, or the \
+                 {medium} it has): it refuses every new event to its {kind}-stored streams \
+                 until space is freed; a stream that discards old events does not evict for \
+                 it. Remove events or streams, or raise {server_limit} (nats-server said: \
+                 {said})",
+                medium = if kind == "file" { "disk" } else { "memory" },
+            ),
+            error::Exhausted::Account(said) => format!(
+                "the account's JetStream {kind} storage is full (its {account_limit} limit): \
+                 it has no room for this event in any stream of the account until space is \
+                 freed; a stream that discards old events does not evict for it. Remove \
+                 events or streams of the account, or raise its {account_limit} (nats-server \
+                 said: {said})"
+            ),
+        })
     }
 
     /// No stream answered a publish: JetStream is down or recovering
