@@ -232,7 +232,21 @@
 //!   subscription returns [`Error::NotFound`](event_core::Error::NotFound);
 //!   an ephemeral is recreated at its oldest unsettled delivery, else after
 //!   the last event it handed out, else where it started, so nothing is
-//!   skipped (deliveries of the new consumer count from 1 again). A durable
+//!   skipped (deliveries of the new consumer count from 1 again). If the
+//!   stream itself was replaced meanwhile (the server restarted on an
+//!   empty store, or the stream was deleted and created again: it was
+//!   created after the lost consumer, or ends before an event the
+//!   subscription received), its sequences started again at 1 and every
+//!   event in it is newer than the subscription: the ephemeral is
+//!   recreated at the new stream's first event (a `ByStartTime` one at its
+//!   start time), with a `WARN`. What the old stream held that it had not
+//!   received, and its deliveries not settled, are gone with the old
+//!   store; nothing tells how many, so no `Lagged` is reported. While the
+//!   stream is missing, the ephemeral's calls return
+//!   [`Error::NotFound`](event_core::Error::NotFound) naming the stream. A
+//!   durable is gone with its stream: its subscription returns `NotFound`
+//!   naming the consumer, and subscribing again creates it in the new
+//!   stream, read by its deliver policy. A durable
 //!   deleted and created again under its name ends the old one's
 //!   subscriptions too (a pull request goes to whatever consumer has the
 //!   name): at once when the deletion went through this provider (or a
