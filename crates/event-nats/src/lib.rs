@@ -168,7 +168,9 @@
 //!   (`PublishOptions::msg_id`, default the event id) is sent as
 //!   `Nats-Msg-Id`: a repeat inside the duplicate window returns the first
 //!   sequence and stores nothing, so a publish that failed or timed out can be
-//!   retried safely with the same id. Ids are compared exactly, as the
+//!   retried safely with the same id;
+//!   `publish_shared_with_outcome` says which it was (`Some(true)` for a
+//!   duplicate, from the acknowledgement's `duplicate`). Ids are compared exactly, as the
 //!   memory provider does: nats-server skips the spaces before a header
 //!   value (` a` would repeat `a`), so an id is sent as it is only when it
 //!   is printable ASCII, starts and ends with no space and does not start
