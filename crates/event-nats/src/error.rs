@@ -158,6 +158,33 @@ pub(crate) fn stream_limit(err: &(dyn std::error::Error + 'static)) -> Option<St
         .then(|| description.to_string())
 }
 
+/// A storage limit beyond the stream that a publish was refused for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Exhausted {
+    /// The server's whole JetStream store is full (its `max_file_store` /
+    /// `max_memory_store`, or the disk): "insufficient resources", answered
+    /// with status 503 like an unavailable JetStream although it lasts
+    /// until space is freed. The server's words.
+    Server(String),
+    /// The account's JetStream storage limit (`max_file` / `max_mem` of the
+    /// account) leaves no room for the event: "resource limits exceeded for
+    /// account". The server's words.
+    Account(String),
+}
+
+/// The storage limit beyond the stream that refused a publish, if `err`
+/// is such a refusal. Only for publishes: creating a stream in a cluster
+/// gets the same "insufficient resources" while too few servers are up,
+/// which passes.
+pub(crate) fn storage_exhausted(err: &(dyn std::error::Error + 'static)) -> Option<Exhausted> {
+    let api = api_error(err)?;
+    match api.error_code() {
+        ErrorCode::INSUFFICIENT_RESOURCES => Some(Exhausted::Server(api.to_string())),
+        ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => Some(Exhausted::Account(api.to_string())),
+        _ => None,
+    }
+}
+
 /// `(error code, status)` from an API error's message:
 /// `... (code 404, error code 10059)`.
 fn api_codes(text: &str) -> Option<(ErrorCode, usize)> {
@@ -385,6 +412,30 @@ mod tests {
             map("s", in_kind, Duration::from_secs(1)),
             Error::NotFound { kind: "stream", .. }
         ));
+    }
+
+    #[test]
+    fn storage_limits_beyond_the_stream_are_recognised() {
+        let api = |json: &str| -> ApiError { serde_json::from_str(json).unwrap() };
+        let server = api(r#"{"code":503,"err_code":10023,"description":"insufficient resources"}"#);
+        assert!(matches!(
+            storage_exhausted(&server),
+            Some(Exhausted::Server(said)) if said.contains("insufficient resources")
+        ));
+        let account = api(
+            r#"{"code":400,"err_code":10002,"description":"resource limits exceeded for account"}"#,
+        );
+        assert!(matches!(
+            storage_exhausted(&account),
+            Some(Exhausted::Account(said)) if said.contains("resource limits exceeded")
+        ));
+        // an outage is not one
+        let outage = api(r#"{"code":503,"err_code":10039,"description":"jetstream not enabled"}"#);
+        assert_eq!(storage_exhausted(&outage), None);
+        assert_eq!(
+            storage_exhausted(&std::io::Error::other("no responders")),
+            None
+        );
     }
 
     #[test]

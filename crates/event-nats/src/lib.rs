@@ -168,7 +168,9 @@
 //!   (`PublishOptions::msg_id`, default the event id) is sent as
 //!   `Nats-Msg-Id`: a repeat inside the duplicate window returns the first
 //!   sequence and stores nothing, so a publish that failed or timed out can be
-//!   retried safely with the same id. Ids are compared exactly, as the
+//!   retried safely with the same id;
+//!   `publish_shared_with_outcome` says which it was (`Some(true)` for a
+//!   duplicate, from the acknowledgement's `duplicate`). Ids are compared exactly, as the
 //!   memory provider does: nats-server skips the spaces before a header
 //!   value (` a` would repeat `a`), so an id is sent as it is only when it
 //!   is printable ASCII, starts and ends with no space and does not start
@@ -189,7 +191,13 @@
 //!   `max_events` or `max_bytes` reached) is
 //!   [`Error::Conflict`](event_core::Error::Conflict) on the stream naming
 //!   the limit (not transient: it empties only as events expire or are
-//!   removed).
+//!   removed). So is a publish refused for a storage limit beyond the
+//!   stream: the server's whole JetStream store full (its `max_file_store`
+//!   / `max_memory_store`, or the disk; nats-server answers "insufficient
+//!   resources" with status 503, as it answers an outage, but it lasts
+//!   until space is freed), or the account's `max_file` / `max_mem`
+//!   reached; the error names the limit and what frees it, and a retry
+//!   loop on `is_transient()` does not spin on it.
 //!   While the connection is down, publishes (and `subscribe`, `history`,
 //!   `info`, `unsubscribe`) fail at once with
 //!   [`Error::Connection`](event_core::Error::Connection) instead of
@@ -226,7 +234,21 @@
 //!   subscription returns [`Error::NotFound`](event_core::Error::NotFound);
 //!   an ephemeral is recreated at its oldest unsettled delivery, else after
 //!   the last event it handed out, else where it started, so nothing is
-//!   skipped (deliveries of the new consumer count from 1 again). A durable
+//!   skipped (deliveries of the new consumer count from 1 again). If the
+//!   stream itself was replaced meanwhile (the server restarted on an
+//!   empty store, or the stream was deleted and created again: it was
+//!   created after the lost consumer, or ends before an event the
+//!   subscription received), its sequences started again at 1 and every
+//!   event in it is newer than the subscription: the ephemeral is
+//!   recreated at the new stream's first event (a `ByStartTime` one at its
+//!   start time), with a `WARN`. What the old stream held that it had not
+//!   received, and its deliveries not settled, are gone with the old
+//!   store; nothing tells how many, so no `Lagged` is reported. While the
+//!   stream is missing, the ephemeral's calls return
+//!   [`Error::NotFound`](event_core::Error::NotFound) naming the stream. A
+//!   durable is gone with its stream: its subscription returns `NotFound`
+//!   naming the consumer, and subscribing again creates it in the new
+//!   stream, read by its deliver policy. A durable
 //!   deleted and created again under its name ends the old one's
 //!   subscriptions too (a pull request goes to whatever consumer has the
 //!   name): at once when the deletion went through this provider (or a

@@ -1,7 +1,7 @@
 //! [`NatsProvider`]: connection, stream management, publish, history, info.
 
 use crate::config::{
-    NatsConfig, NatsOptions, UrlCredentials, check_one_auth_method, redact_url,
+    NatsConfig, NatsOptions, StorageType, UrlCredentials, check_one_auth_method, redact_url,
     split_url_credentials,
 };
 use crate::connection::{ConnectionLog, Credentials, Refusal};
@@ -17,8 +17,8 @@ use event_core::subject::{
     validate_consumer_name, validate_filter, validate_filter_for_prefix, validate_publish_subject,
 };
 use event_core::{
-    Error, Event, EventProvider, ProviderInfo, PublishOptions, Result, SubscribeOptions,
-    Subscription, check_payload_depth,
+    Error, Event, EventProvider, ProviderInfo, PublishOptions, PublishOutcome, Result,
+    SubscribeOptions, Subscription, check_payload_depth,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -468,7 +468,7 @@ impl NatsProvider {
         sent: Sent<'_>,
         deadline: tokio::time::Instant,
         timeout: Duration,
-    ) -> Result<u64> {
+    ) -> Result<PublishOutcome> {
         let denials = &self.inner.link.denials;
         let rules = [Rule::Publish(sent.subject)];
         let acked = tokio::select! {
@@ -494,8 +494,12 @@ impl NatsProvider {
                     sent.subject, ack.stream
                 )))
             }
+            // a duplicate's sequence is the first publish's: nothing stored
             Ok(result) => result
-                .map(|ack| ack.sequence)
+                .map(|ack| match ack.duplicate {
+                    true => PublishOutcome::duplicate(ack.sequence),
+                    false => PublishOutcome::stored(ack.sequence),
+                })
                 .map_err(|e| self.publish_error(e, sent.expected)),
             Err(_) => Err(Error::Timeout {
                 operation: "waiting for the publish acknowledgement".into(),
@@ -546,8 +550,38 @@ impl NatsProvider {
                 "the stream is full ({limit}): its discard policy New refuses new events \
                  until old ones expire or are removed"
             )),
+            // answered with 503 like an outage, but it lasts until space is
+            // freed: a retry loop on `is_transient` would spin forever
+            _ if let Some(full) = error::storage_exhausted(&err) => self.storage_full(&full),
             _ => error::map("publish", err, timeout),
         }
+    }
+
+    /// [`Error::Conflict`] on the stream for a publish refused because a
+    /// storage limit beyond the stream is reached (see
+    /// [`error::Exhausted`]), saying which limit and what frees it.
+    fn storage_full(&self, full: &error::Exhausted) -> Error {
+        let (kind, server_limit, account_limit) = match self.inner.config.storage {
+            StorageType::File => ("file", "max_file_store", "max_file"),
+            StorageType::Memory => ("memory", "max_memory_store", "max_mem"),
+        };
+        self.stream_conflict(match full {
+            error::Exhausted::Server(said) => format!(
+                "the server's JetStream {kind} store is full (its {server_limit}, or the \
+                 {medium} it has): it refuses every new event to its {kind}-stored streams \
+                 until space is freed; a stream that discards old events does not evict for \
+                 it. Remove events or streams, or raise {server_limit} (nats-server said: \
+                 {said})",
+                medium = if kind == "file" { "disk" } else { "memory" },
+            ),
+            error::Exhausted::Account(said) => format!(
+                "the account's JetStream {kind} storage is full (its {account_limit} limit): \
+                 it has no room for this event in any stream of the account until space is \
+                 freed; a stream that discards old events does not evict for it. Remove \
+                 events or streams of the account, or raise its {account_limit} (nats-server \
+                 said: {said})"
+            ),
+        })
     }
 
     /// No stream answered a publish: JetStream is down or recovering
@@ -790,9 +824,11 @@ fn deadline_after(timeout: Duration) -> tokio::time::Instant {
         .unwrap_or(now)
 }
 
-#[async_trait]
-impl EventProvider for NatsProvider {
-    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+impl NatsProvider {
+    /// Publishes one event: what every single publish of the provider
+    /// runs (`publish_with_options`, `publish_shared_with_outcome`, and the
+    /// trait's defaults built on them).
+    async fn publish_one(&self, event: &Event, options: &PublishOptions) -> Result<PublishOutcome> {
         let (headers, payload, size) = self.prepare(event, options)?;
         let timeout = options
             .timeout
@@ -814,6 +850,26 @@ impl EventProvider for NatsProvider {
             )
             .await?;
         self.await_ack(ack, sent, deadline, timeout).await
+    }
+}
+
+#[async_trait]
+impl EventProvider for NatsProvider {
+    async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+        self.publish_one(event, options)
+            .await
+            .map(|outcome| outcome.sequence)
+    }
+
+    /// Says whether JetStream stored the event or found its dedup id inside
+    /// the stream's duplicate window (its publish acknowledgement's
+    /// `duplicate`, with the first publish's sequence).
+    async fn publish_shared_with_outcome(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
+        self.publish_one(&event, options).await
     }
 
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
@@ -842,7 +898,10 @@ impl EventProvider for NatsProvider {
                 && inflight.len() >= window
                 && let Some((j, sent, deadline, ack)) = inflight.pop_front()
             {
-                let result = self.await_ack(ack, sent, deadline, timeout).await;
+                let result = self
+                    .await_ack(ack, sent, deadline, timeout)
+                    .await
+                    .map(|outcome| outcome.sequence);
                 stalled = stall(&result);
                 results[j] = Some(result);
             }
@@ -875,7 +934,11 @@ impl EventProvider for NatsProvider {
             }
         }
         while let Some((j, sent, deadline, ack)) = inflight.pop_front() {
-            results[j] = Some(self.await_ack(ack, sent, deadline, timeout).await);
+            results[j] = Some(
+                self.await_ack(ack, sent, deadline, timeout)
+                    .await
+                    .map(|outcome| outcome.sequence),
+            );
         }
         Ok(results
             .into_iter()

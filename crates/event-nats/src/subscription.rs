@@ -270,6 +270,14 @@ pub(crate) struct NatsSubscription {
     avg_gap: Duration,
     last_batch: usize,
     last_sequence: u64,
+    /// The highest stream sequence of an event received from the current
+    /// stream: one it surely held (unlike `last_sequence`, which a
+    /// recreation also sets to where it resumes).
+    received_sequence: u64,
+    /// When the server created the current consumer: a stream created
+    /// later is not the one this subscription was reading (see
+    /// [`stream_replaced`](Self::stream_replaced)).
+    consumer_created: time::OffsetDateTime,
     /// The stream sequence the consumer started after (JetStream's
     /// delivered stream sequence at creation): where a recreated ephemeral
     /// resumes when it has handed nothing out.
@@ -446,6 +454,7 @@ impl NatsSubscription {
         let ack_wait = info.config.ack_wait;
         let backoff = info.config.backoff.clone();
         let start_floor = info.delivered.stream_sequence;
+        let consumer_created = info.created;
         let max_ack_pending = usize::try_from(info.config.max_ack_pending)
             .ok()
             .filter(|n| *n > 0)
@@ -476,6 +485,8 @@ impl NatsSubscription {
             avg_gap: Duration::ZERO,
             last_batch: 1,
             last_sequence: 0,
+            received_sequence: 0,
+            consumer_created,
             start_floor,
             batch_delivered: false,
             held: None,
@@ -606,21 +617,77 @@ impl NatsSubscription {
         }
     }
 
+    /// Whether `stream` (the provider's stream as it is now) is not the
+    /// stream the lost consumer read, but one created in its place (the
+    /// server restarted on an empty store, or the stream was deleted and
+    /// created again): created after that consumer, or ending before an
+    /// event the subscription received from the old one. Its sequences
+    /// started again at 1, so a position in the old stream means nothing
+    /// there. (A stream's creation time survives restarts; a consumer is
+    /// always created after its stream, on the same clock: the server's,
+    /// or in a cluster the meta leader's.)
+    fn stream_replaced(&self, stream: &async_nats::jetstream::stream::Info) -> bool {
+        stream.created > self.consumer_created
+            || stream.state.last_sequence < self.received_sequence
+    }
+
     /// Recreates an ephemeral consumer the server dropped (a restart, or it
     /// was deleted), at [`resume_point`](Self::resume_point). Delivery
     /// counts start again at 1 on the new consumer.
+    ///
+    /// When the stream itself was replaced
+    /// ([`stream_replaced`](Self::stream_replaced)), every event of the new
+    /// stream was stored after this subscription started, so the new
+    /// consumer starts at the new stream's first event (a `ByStartTime`
+    /// subscription keeps its start time, which means the same in any
+    /// stream). What the old stream held beyond what was received, and the
+    /// deliveries handed out and not settled, were lost with it: the
+    /// server cannot say how many, so no `Lagged` is reported; a warning
+    /// is logged.
     async fn recreate_ephemeral(&mut self) -> Result<bool> {
-        let Kind::Ephemeral { config, .. } = &self.kind else {
+        let Kind::Ephemeral { config, unsettled } = &self.kind else {
             return Ok(false);
         };
         let mut config = (**config).clone();
-        let resume = self.resume_point();
+        let stream = self
+            .provider
+            .stream_info(&format!("recreating consumer {}", self.name))
+            .await?;
+        let replaced = self.stream_replaced(&stream);
+        let resume = if replaced {
+            if !matches!(
+                config.deliver_policy,
+                consumer::DeliverPolicy::ByStartTime { .. }
+            ) {
+                config.deliver_policy = consumer::DeliverPolicy::All;
+            }
+            None
+        } else {
+            self.resume_point()
+        };
         if let Some(start_sequence) = resume {
             config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence };
         }
+        let lost_unsettled = unsettled.with(|set| set.len());
         let consumer = create(&self.provider, &self.name, config).await?;
-        tracing::info!(consumer = %self.name, "recreated ephemeral consumer");
+        if replaced {
+            tracing::warn!(
+                consumer = %self.name,
+                stream = %self.provider.inner.stream_name,
+                received_up_to = self.received_sequence,
+                lost_unsettled,
+                "the stream was replaced (created again: a server restarted on an empty store, \
+                 or the stream deleted and created again) while this ephemeral consumer was lost: \
+                 recreated at the new stream's first event; events of the old stream not \
+                 received yet, and deliveries not settled, are gone with it"
+            );
+            self.last_sequence = 0;
+            self.received_sequence = 0;
+        } else {
+            tracing::info!(consumer = %self.name, "recreated ephemeral consumer");
+        }
         self.start_floor = consumer.cached_info().delivered.stream_sequence;
+        self.consumer_created = consumer.cached_info().created;
         self.consumer = consumer;
         if let Some(start_sequence) = resume {
             // lost again before redelivering: resume here again
@@ -898,6 +965,7 @@ impl NatsSubscription {
             }
         };
         self.last_sequence = self.last_sequence.max(sequence);
+        self.received_sequence = self.received_sequence.max(sequence);
         let subject = message.subject.to_string();
         let (message, acker) = message.split();
         match crate::stored::decode(&subject, &message.payload) {

@@ -204,3 +204,66 @@ async fn an_escaped_msg_id_counts_towards_max_payload() {
     );
     assert!(p.is_connected());
 }
+
+/// `publish_shared_with_outcome` says what JetStream's acknowledgement
+/// says: the first publish of a dedup id is stored, a repeat inside the
+/// dedup window is a duplicate carrying the first one's sequence (nothing
+/// stored), whether the id is the event's or the options' `msg_id`.
+#[tokio::test]
+async fn publish_outcomes_say_whether_jetstream_stored_the_event() {
+    use event_core::PublishOutcome;
+    use std::sync::Arc;
+    let server = server!("publish_outcomes_say_whether_jetstream_stored_the_event");
+    let p = provider(&server, "outcome").await;
+    let event = |n: u64| Arc::new(common::numbered_event(&p, "t", n));
+    let plain = PublishOptions::default();
+    let first = event(1);
+    assert_eq!(
+        p.publish_shared_with_outcome(Arc::clone(&first), &plain)
+            .await
+            .unwrap(),
+        PublishOutcome::stored(1)
+    );
+    assert_eq!(
+        p.publish_shared_with_outcome(Arc::clone(&first), &plain)
+            .await
+            .unwrap(),
+        PublishOutcome::duplicate(1)
+    );
+    let keyed = PublishOptions {
+        msg_id: Some("order-7".into()),
+        ..PublishOptions::default()
+    };
+    assert_eq!(
+        p.publish_shared_with_outcome(event(2), &keyed)
+            .await
+            .unwrap(),
+        PublishOutcome::stored(2)
+    );
+    // another event under the same dedup id: a duplicate of the second
+    assert_eq!(
+        p.publish_shared_with_outcome(event(3), &keyed)
+            .await
+            .unwrap(),
+        PublishOutcome::duplicate(2)
+    );
+    // the expected last sequence is checked before dedup on a stored one
+    let expecting = PublishOptions {
+        expected_sequence: Some(2),
+        ..PublishOptions::default()
+    };
+    assert_eq!(
+        p.publish_shared_with_outcome(event(4), &expecting)
+            .await
+            .unwrap(),
+        PublishOutcome::stored(3)
+    );
+    assert!(matches!(
+        p.publish_shared_with_outcome(event(5), &expecting).await,
+        Err(Error::WrongLastSequence {
+            expected: 2,
+            actual: 3
+        })
+    ));
+    assert_eq!(p.info().await.unwrap().messages, 3);
+}

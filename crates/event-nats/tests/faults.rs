@@ -229,6 +229,125 @@ async fn a_full_stream_with_discard_new_is_a_conflict_naming_the_limit_not_an_ou
     }
 }
 
+/// Publishes events of about 2 KB until the server refuses one; returns how
+/// many it stored and the refusal.
+async fn fill_until_refused(p: &NatsProvider) -> (u64, Error) {
+    for n in 0..5_000 {
+        if let Err(e) = p.publish(&event(p, n, 2_000)).await {
+            return (n, e);
+        }
+    }
+    panic!("5,000 events of 2 KB never filled the server's store");
+}
+
+/// A server-wide JetStream store that is full (`max_file_store`,
+/// `max_memory_store`) refuses every publish until space is freed:
+/// nats-server answers "insufficient resources" with status 503, as it
+/// answers an outage, but nothing clears by retrying, so it is a
+/// `Conflict` saying what is full and what to do, as a full stream is, not
+/// a transient `Connection` that a retry loop would spin on forever. A
+/// server that is down stays transient.
+#[tokio::test]
+async fn a_full_server_store_is_a_conflict_naming_it_not_an_outage() {
+    for (limit, storage) in [
+        ("max_file_store", event_nats::StorageType::File),
+        ("max_memory_store", event_nats::StorageType::Memory),
+    ] {
+        let Some(mut server) = NatsServer::start_with_jetstream(
+            "a_full_server_store_is_a_conflict_naming_it_not_an_outage",
+            &format!("{limit}: 1MB"),
+        ) else {
+            return;
+        };
+        let config = NatsConfig {
+            storage,
+            ..common::config(&server, "srvfull")
+        };
+        let p = NatsProvider::connect(config).await.unwrap();
+        let (stored, first) = fill_until_refused(&p).await;
+        assert!(
+            stored > 100,
+            "{limit}: refused after {stored} events: {first:?}"
+        );
+        // a small event too, and a batch: the store is full, not the event
+        // too large
+        let small = p.publish(&event(&p, 10_000, 10)).await;
+        let batch = p
+            .publish_batch(&[event(&p, 10_001, 10), event(&p, 10_002, 2_000)])
+            .await
+            .unwrap();
+        for result in [Err(first), small].into_iter().chain(batch) {
+            match result {
+                Err(e @ Error::Conflict { .. }) => {
+                    assert!(!e.is_transient(), "{limit}: {e}");
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(p.stream_name())
+                            && text.contains(limit)
+                            && text.contains("full")
+                            && text.contains("insufficient resources"),
+                        "{limit}: {text}"
+                    );
+                }
+                other => panic!("{limit}: expected Conflict, got {other:?}"),
+            }
+        }
+        assert_eq!(p.info().await.unwrap().messages, stored, "{limit}");
+        // the same provider on a server that is down: transient
+        server.kill();
+        let down = p.publish(&event(&p, 10_003, 10)).await.unwrap_err();
+        assert!(down.is_transient(), "{limit}: a server down: {down:?}");
+    }
+}
+
+/// An account's JetStream storage limit (`max_file` / `max_mem` of the
+/// account) refuses an event that does not fit (status 400, "resource limits
+/// exceeded for account"): a `Conflict` naming the limit and what to do,
+/// not a bare provider error.
+#[tokio::test]
+async fn an_account_storage_limit_is_a_conflict_naming_it() {
+    for (limit, storage) in [
+        ("max_file", event_nats::StorageType::File),
+        ("max_mem", event_nats::StorageType::Memory),
+    ] {
+        let Some(server) = NatsServer::start_with(
+            "an_account_storage_limit_is_a_conflict_naming_it",
+            &format!(
+                "accounts {{\n  JS: {{ jetstream: {{ {limit}: 1MB }}, users: [ {{ user: js, \
+                 password: js }} ] }}\n}}"
+            ),
+        ) else {
+            return;
+        };
+        let config = NatsConfig {
+            storage,
+            ..common::config(&server, "accfull")
+        };
+        let options = NatsOptions {
+            user: Some("js".into()),
+            password: Some("js".into()),
+            ..NatsOptions::default()
+        };
+        let p = NatsProvider::connect_with(config, options).await.unwrap();
+        let (stored, refused) = fill_until_refused(&p).await;
+        match refused {
+            e @ Error::Conflict { .. } => {
+                assert!(!e.is_transient(), "{limit}: {e}");
+                let text = e.to_string();
+                assert!(
+                    text.contains(p.stream_name())
+                        && text.contains(limit)
+                        && text.contains("account")
+                        && text.contains("resource limits exceeded"),
+                    "{limit}: {text}"
+                );
+            }
+            other => panic!("{limit}: expected Conflict, got {other:?}"),
+        }
+        assert_eq!(p.info().await.unwrap().messages, stored, "{limit}");
+    }
+}
+
 #[tokio::test]
 async fn a_stream_message_limit_below_max_payload_is_payload_too_large() {
     let server = server!("a_stream_message_limit_below_max_payload_is_payload_too_large");

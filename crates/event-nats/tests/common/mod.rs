@@ -60,6 +60,8 @@ pub struct NatsServer {
     extra: String,
     /// Whether the config enables JetStream.
     jetstream: bool,
+    /// Extra lines inside the `jetstream {}` block (server-wide limits).
+    jetstream_extra: String,
     child: Option<Child>,
 }
 
@@ -76,6 +78,15 @@ impl NatsServer {
         Self::start_configured(test, extra, true)
     }
 
+    /// Like [`start`](Self::start), with extra lines inside the
+    /// `jetstream {}` block (`max_file_store: 1MB` and the like).
+    pub fn start_with_jetstream(test: &str, jetstream_extra: &str) -> Option<Self> {
+        let mut server = Self::prepare(test, "", true)?;
+        server.jetstream_extra = jetstream_extra.to_string();
+        server.launch();
+        Some(server)
+    }
+
     /// A server started without JetStream (no `jetstream {}` block, as
     /// `nats-server` without `-js`).
     pub fn start_without_jetstream(test: &str) -> Option<Self> {
@@ -83,6 +94,13 @@ impl NatsServer {
     }
 
     fn start_configured(test: &str, extra: &str, jetstream: bool) -> Option<Self> {
+        let mut server = Self::prepare(test, extra, jetstream)?;
+        server.launch();
+        Some(server)
+    }
+
+    /// A server not started yet, in a directory of its own.
+    fn prepare(test: &str, extra: &str, jetstream: bool) -> Option<Self> {
         let bin = require_bin(test)?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
@@ -94,7 +112,7 @@ impl NatsServer {
                 .unwrap_or(0)
         ));
         std::fs::create_dir_all(&dir).expect("create server dir");
-        let mut server = Self {
+        Some(Self {
             bin,
             conf: dir.join("server.conf"),
             log: dir.join("server.log"),
@@ -102,10 +120,9 @@ impl NatsServer {
             port: 0,
             extra: extra.to_string(),
             jetstream,
+            jetstream_extra: String::new(),
             child: None,
-        };
-        server.launch();
-        Some(server)
+        })
     }
 
     fn write_conf(&self) {
@@ -116,8 +133,9 @@ impl NatsServer {
         };
         let jetstream = if self.jetstream {
             format!(
-                "jetstream {{\n  store_dir: {:?}\n}}\n",
-                self.dir.join("js").display().to_string()
+                "jetstream {{\n  store_dir: {:?}\n  {}\n}}\n",
+                self.dir.join("js").display().to_string(),
+                self.jetstream_extra
             )
         } else {
             String::new()
@@ -263,6 +281,18 @@ impl NatsServer {
     /// Starts the server again on the same port and store.
     pub fn restart(&mut self) {
         self.kill();
+        self.launch();
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port
+    /// with an empty JetStream store: every stream and consumer is gone, as
+    /// after a lost disk or a server moved to a fresh volume.
+    pub fn restart_with_empty_store(&mut self) {
+        self.kill();
+        let store = self.dir.join("js");
+        if store.exists() {
+            std::fs::remove_dir_all(&store).expect("remove the JetStream store");
+        }
         self.launch();
     }
 
