@@ -92,7 +92,10 @@
 //! use [`encrypt_bytes`](Aes256GcmEncryptor::encrypt_bytes) and
 //! [`decrypt_bytes`](Aes256GcmEncryptor::decrypt_bytes): on top of AES-GCM
 //! they pay the base64 text, one buffer per direction and the envelope
-//! object. The base64 runs in 48-byte blocks with AVX-512 VBMI where the CPU
+//! object (a JSON object of five fields: eight allocations, about 0.2 µs);
+//! [`decrypt_payload`](Aes256GcmEncryptor::decrypt_payload) reads the
+//! envelope as the [`EncryptedPayload`] struct `encrypt_bytes` returns,
+//! without the object, for envelopes stored through serde. The base64 runs in 48-byte blocks with AVX-512 VBMI where the CPU
 //! has it (detected at run time), and
 //! otherwise through the `base64` crate's SIMD engine (AVX2 or NEON) or its
 //! scalar one. The block code is the workspace's only `unsafe` code outside
