@@ -11,7 +11,9 @@
 //! - **Validation** errors are
 //!   [`Error::SchemaValidation`](event_core::Error::SchemaValidation) with the
 //!   event type, version and a JSON pointer into the payload (`/customer/email`).
-//!   Payload values are masked in the reason. With a schema whose validation
+//!   Payload values are masked in the reason, and object keys the schema
+//!   does not name are masked in the path and the reason (`/cards/*`: a
+//!   key can be data too). With a schema whose validation
 //!   follows the payload down (a `$ref`, `uniqueItems`), a payload nested
 //!   deeper than 128 levels (where `serde_json` stops decoding) is refused
 //!   instead of risking the thread's stack. So is a schema nested deeper

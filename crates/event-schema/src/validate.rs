@@ -250,8 +250,9 @@ impl CompiledSchema {
 
     /// The error for a payload [`is_valid`](Self::is_valid) refused: the
     /// first missing required field, else the first JSON Schema error. It
-    /// names the type, version and failing JSON pointer; payload values are
-    /// masked in the reason (payloads may be sensitive).
+    /// names the type, version and failing JSON pointer; payload values, and
+    /// object keys the schema does not name, are masked (payloads may be
+    /// sensitive).
     #[cold]
     #[inline(never)]
     pub(crate) fn error(&self, event: &Event) -> Error {
@@ -269,7 +270,9 @@ impl CompiledSchema {
             );
         }
         match &self.check {
-            Check::Merged(validator) | Check::Split(_, validator) => first_error(event, validator),
+            Check::Merged(validator) | Check::Split(_, validator) => {
+                first_error(event, validator, &self.schema)
+            }
             // `is_valid` said no; keep refusing even though no check names a reason.
             Check::Nothing | Check::Required(_) => validation_error(
                 event,
@@ -309,14 +312,32 @@ impl CompiledSchema {
     }
 }
 
-/// The first error `validator` reports for an invalid payload.
-fn first_error(event: &Event, validator: &jsonschema::Validator) -> Error {
+/// The first error `validator` reports for an invalid payload, with the
+/// payload's content masked: values (the validator's own masking), and the
+/// object keys the schema does not name (in the path and in the reason:
+/// a key can be data too, say a card number used as a map key).
+fn first_error(event: &Event, validator: &jsonschema::Validator, schema: &EventSchema) -> Error {
+    use jsonschema::error::ValidationErrorKind;
     match validator.validate(&event.payload) {
-        Err(error) => validation_error(
-            event,
-            error.instance_path().to_string(),
-            error.masked().to_string(),
-        ),
+        Err(error) => {
+            let declared = declared_names(schema);
+            let path = masked_path(&event.payload, error.instance_path().as_str(), &declared);
+            let reason = match error.kind() {
+                ValidationErrorKind::AdditionalProperties { unexpected } => format!(
+                    "additional properties are not allowed ({} unexpected)",
+                    unexpected.len()
+                ),
+                ValidationErrorKind::UnevaluatedProperties { unexpected } => format!(
+                    "unevaluated properties are not allowed ({} unexpected)",
+                    unexpected.len()
+                ),
+                ValidationErrorKind::PropertyNames { .. } => {
+                    "a property name is not valid under the schema's `propertyNames`".to_owned()
+                }
+                _ => error.masked().to_string(),
+            };
+            validation_error(event, path, reason)
+        }
         // `is_valid` said no; keep refusing even if the detailed pass disagrees.
         Ok(()) => validation_error(
             event,
@@ -324,6 +345,67 @@ fn first_error(event: &Event, validator: &jsonschema::Validator) -> Error {
             "the payload does not match the schema".to_owned(),
         ),
     }
+}
+
+/// Property names the schema itself names (so not payload data): the
+/// required fields, the keys of every `properties`, `dependentRequired`,
+/// `dependentSchemas` and `dependencies` object and the names listed in
+/// every `required` and `dependentRequired` array, at any depth.
+fn declared_names(schema: &EventSchema) -> std::collections::HashSet<&str> {
+    fn walk<'a>(value: &'a Value, out: &mut std::collections::HashSet<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        (
+                            "properties" | "dependentRequired" | "dependentSchemas"
+                            | "dependencies",
+                            Value::Object(named),
+                        ) => out.extend(named.keys().map(String::as_str)),
+                        ("required", Value::Array(names)) => {
+                            out.extend(names.iter().filter_map(Value::as_str));
+                        }
+                        _ => {}
+                    }
+                    walk(value, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            _ => {}
+        }
+    }
+    let mut out: std::collections::HashSet<&str> =
+        schema.required_fields.iter().map(String::as_str).collect();
+    if let Some(json) = &schema.json_schema {
+        walk(json, &mut out);
+    }
+    out
+}
+
+/// `pointer` (a JSON pointer into `payload`) with every object key the
+/// schema does not name replaced by `*`; array indices are kept.
+fn masked_path(
+    payload: &Value,
+    pointer: &str,
+    declared: &std::collections::HashSet<&str>,
+) -> String {
+    let mut out = String::with_capacity(pointer.len());
+    let mut at = Some(payload);
+    for raw in pointer.split('/').skip(1) {
+        let key = raw.replace("~1", "/").replace("~0", "~");
+        let (shown, next) = match at {
+            Some(Value::Array(items)) => {
+                (raw, key.parse::<usize>().ok().and_then(|i| items.get(i)))
+            }
+            Some(Value::Object(map)) if declared.contains(key.as_str()) => (raw, map.get(&key)),
+            Some(Value::Object(map)) => ("*", map.get(&key)),
+            _ => ("*", None),
+        };
+        out.push('/');
+        out.push_str(shown);
+        at = next;
+    }
+    out
 }
 
 pub(crate) fn validation_error(event: &Event, path: String, reason: String) -> Error {

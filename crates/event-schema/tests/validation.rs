@@ -608,3 +608,78 @@ fn deeply_nested_payloads_are_refused_not_a_stack_overflow() {
         assert!(reason.contains("nested deeper than"), "{reason}");
     }
 }
+
+/// Payload content stays out of schema errors, object keys included (a key
+/// can be data: a card number used as a map key), while the names the
+/// schema itself declares, and array indices, still locate the failure.
+#[test]
+fn schema_errors_quote_no_payload_content_keys_included() {
+    const SECRET: &str = "4111111111111111";
+    let check = |schema: serde_json::Value, payload: serde_json::Value| -> (String, String) {
+        let registry = MemorySchemaRegistry::new();
+        registry
+            .register(EventSchema::new("t", 1).with_json_schema(schema))
+            .unwrap();
+        let event = Event::typed("events.a.b", "a", "t", 1, "s", "src", payload);
+        match registry.validate(&event) {
+            Err(Error::SchemaValidation { path, reason, .. }) => (path, reason),
+            other => panic!("expected a schema validation error, got {other:?}"),
+        }
+    };
+    let cases = [
+        (
+            json!({"type": "object", "additionalProperties": false}),
+            json!({ SECRET: 1 }),
+        ),
+        (
+            json!({"type": "object", "propertyNames": {"maxLength": 3}}),
+            json!({ SECRET: 1 }),
+        ),
+        (
+            json!({"type": "object", "propertyNames": {"pattern": "^[a-z]+$"}}),
+            json!({ SECRET: 1 }),
+        ),
+        (
+            json!({"type": "object", "additionalProperties": {"type": "string"}}),
+            json!({ SECRET: 1 }),
+        ),
+        (
+            json!({"properties": {"card": {"pattern": "^x$"}}}),
+            json!({"card": SECRET}),
+        ),
+        (
+            json!({"properties": {"card": {"maxLength": 3}}}),
+            json!({"card": SECRET}),
+        ),
+        (
+            json!({"type": "array", "uniqueItems": true}),
+            json!([SECRET, SECRET]),
+        ),
+        (
+            json!({"type": "object", "unevaluatedProperties": false}),
+            json!({ SECRET: 1 }),
+        ),
+        (
+            json!({"properties": {"cards": {"additionalProperties": {"type": "string"}}}}),
+            json!({"cards": { SECRET: 1 }}),
+        ),
+    ];
+    for (schema, payload) in cases {
+        let (path, reason) = check(schema.clone(), payload);
+        assert!(
+            !path.contains(SECRET) && !reason.contains(SECRET),
+            "{schema}: path {path:?}, reason {reason:?}"
+        );
+    }
+    // what the schema names, and indices, still locate the failure
+    let (path, _) = check(
+        json!({"properties": {"cards": {"additionalProperties": {"type": "string"}}}}),
+        json!({"cards": { SECRET: 1 }}),
+    );
+    assert_eq!(path, "/cards/*");
+    let (path, _) = check(
+        json!({"properties": {"items": {"items": {"properties": {"qty": {"minimum": 1}}}}}}),
+        json!({"items": [{"qty": 1}, {"qty": 0}]}),
+    );
+    assert_eq!(path, "/items/1/qty");
+}
