@@ -400,6 +400,21 @@ async fn legacy_providers_work_without_options_and_refuse_options_clearly() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+
+    // with a router, and with an encryptor, the bus hands the provider a
+    // shared event: it still reaches the provider's `publish`
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    let routed = bus.publish("a", "b", "s", "src", json!(2)).await.unwrap();
+    assert_eq!(router.routed.lock().unwrap().len(), 1);
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 3 }));
+    let encrypted = bus.publish("a", "b", "s", "src", json!(3)).await.unwrap();
+    let stored = bus.provider().history(None, 10).await.unwrap();
+    let ids: Vec<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [encrypted.id.as_str(), routed.id.as_str(), e.id.as_str()]
+    );
 }
 
 #[tokio::test]

@@ -331,17 +331,24 @@ pub trait EventProvider: Send + Sync {
     /// ([`PublishOutcome::duplicate`]). The event bus uses it to route an
     /// event once, not again for each repeat a retrying sender makes.
     ///
-    /// The default calls `publish_shared_with_options` and does not say
-    /// ([`PublishOutcome::unknown`]); providers that know (the memory store,
-    /// JetStream's publish acknowledgement) override it.
+    /// The default does not say ([`PublishOutcome::unknown`]): it calls
+    /// [`publish_shared`](Self::publish_shared) when `options` are the
+    /// defaults (so a provider written against the 0.3 API, which
+    /// implements [`publish`](Self::publish) alone, still works under a bus
+    /// with a router or an encryptor), `publish_shared_with_options`
+    /// otherwise. Providers that know (the memory store, JetStream's publish
+    /// acknowledgement) override it.
     async fn publish_shared_with_outcome(
         &self,
         event: Arc<Event>,
         options: &PublishOptions,
     ) -> Result<PublishOutcome> {
-        self.publish_shared_with_options(event, options)
-            .await
-            .map(PublishOutcome::unknown)
+        let sequence = if *options == PublishOptions::default() {
+            self.publish_shared(event).await?
+        } else {
+            self.publish_shared_with_options(event, options).await?
+        };
+        Ok(PublishOutcome::unknown(sequence))
     }
 
     /// [`history`](Self::history) as shared events: the same events in the

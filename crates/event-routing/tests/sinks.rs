@@ -260,3 +260,41 @@ async fn sink_dlq_handler_errors_are_returned_and_prefixes_validated() {
         );
     }
 }
+
+/// A provider written against the 0.3 API: only the convenience methods
+/// (no options).
+struct LegacyProvider(MemoryProvider);
+
+#[async_trait::async_trait]
+impl EventProvider for LegacyProvider {
+    async fn publish(&self, event: &Event) -> event_core::Result<u64> {
+        self.0.publish(event).await
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> event_core::Result<Vec<Event>> {
+        self.0.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> event_core::Result<()> {
+        self.0.unsubscribe(name).await
+    }
+    async fn info(&self) -> event_core::Result<event_core::ProviderInfo> {
+        self.0.info().await
+    }
+    fn name(&self) -> &str {
+        "legacy"
+    }
+}
+
+/// Topic sinks work over such a provider: a forward publishes with no
+/// options, an unchanged sink's dedup id (source and id) falls back to the
+/// event id when the provider takes no options.
+#[tokio::test]
+async fn topic_sinks_work_over_a_provider_without_options() {
+    let provider: Arc<dyn EventProvider> = Arc::new(LegacyProvider(MemoryProvider::default()));
+    let forward = TopicSink::new("audit", provider.clone(), "events.audit.all").unwrap();
+    forward.deliver(&event()).await.unwrap();
+    let unchanged = TopicSink::unchanged("ingest", provider.clone());
+    let e = event();
+    unchanged.deliver(&e).await.unwrap();
+    unchanged.deliver(&e).await.unwrap();
+    assert_eq!(provider.history(None, 10).await.unwrap().len(), 2);
+}

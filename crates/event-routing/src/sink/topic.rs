@@ -25,14 +25,31 @@ impl Target {
     /// provider stored the event (whatever router is attached: a
     /// [`Broker`](crate::Broker) or another): the publish happened, and is
     /// `Ok` (publishing again would store another copy).
+    ///
+    /// Default `options` take the convenience call (`publish`), which a
+    /// provider written against the 0.3 API implements; one that refuses
+    /// options ([`Error::Unsupported`](event_core::Error::Unsupported)) gets
+    /// the event without them (deduplicated by its id alone).
     async fn publish(&self, event: &Event, options: &PublishOptions) -> Result<()> {
+        let plain = *options == PublishOptions::default();
         match self {
-            Self::Provider(p) => p.publish_with_options(event, options).await.map(|_| ()),
+            Self::Provider(p) if plain => p.publish(event).await.map(|_| ()),
+            Self::Provider(p) => match p.publish_with_options(event, options).await {
+                Err(event_core::Error::Unsupported { .. }) => p.publish(event).await.map(|_| ()),
+                other => other.map(|_| ()),
+            },
             #[cfg(feature = "bus")]
             Self::Bus(bus) => {
-                let stored = bus
-                    .publish_event_stored_with_options(event, options)
-                    .await?;
+                let stored = if plain {
+                    bus.publish_event_stored(event).await?
+                } else {
+                    match bus.publish_event_stored_with_options(event, options).await {
+                        Err(event_core::Error::Unsupported { .. }) => {
+                            bus.publish_event_stored(event).await?
+                        }
+                        other => other?,
+                    }
+                };
                 if let Some(err) = &stored.not_routed {
                     tracing::debug!(
                         event_id = ?event.id, subject = %event.subject,
