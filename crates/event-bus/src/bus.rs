@@ -54,8 +54,8 @@ pub(crate) struct Inner {
 ///    the sequence and the refusal inside ([`Stored::not_routed`]), so a
 ///    caller that would retry with a new event (a new id: another stored
 ///    copy) can tell the two apart. To have the router get the event after
-///    all, publish the same event again: the provider deduplicates it and
-///    the router gets it again. A repeat of an event the router took is not
+///    all, publish the same event again through the same bus: the provider
+///    deduplicates it and the router gets it again. A repeat of an event the router took is not
 ///    handed over again where the provider reports duplicates
 ///    ([`Stored::duplicate`]): a sender's retry reaches the router once;
 /// 6. metrics are updated: a publish the provider stored counts in
@@ -444,15 +444,11 @@ impl EventBus {
         //    was routed when it was first stored, unless the router refused
         //    it then
         let not_routed = match (&hooks.router, plain) {
-            (Some(_), Some(_)) if outcome.is_duplicate() && !inner.refused.contains(sequence) => {
-                None
-            }
+            (Some(_), Some(_)) if outcome.is_duplicate() && !inner.refused.take(sequence) => None,
             (Some(router), Some(plain)) => {
                 let refusal = router.route_published(plain, sequence).await.err();
                 if refusal.is_some() {
                     inner.refused.insert(sequence);
-                } else if outcome.is_duplicate() {
-                    inner.refused.remove(sequence);
                 }
                 refusal
             }
@@ -649,6 +645,8 @@ impl EventBus {
                         .await
                 {
                     inner.metrics.add_router_error(1);
+                    // so that publishing it again alone routes it
+                    inner.refused.insert(stored.sequence);
                     stored.not_routed = Some(error);
                 }
             }
@@ -769,14 +767,18 @@ pub struct Stored {
     /// The router's refusal of the stored event ([`set_router`](EventBus::set_router)):
     /// `None` when the router took it or no router is set. A refused event
     /// is counted in `publish_total` and `router_errors`. To have it routed
-    /// after all, publish the **same** event again (deduplicated by the
-    /// provider, handed to the router again).
+    /// after all, publish the **same** event again through the same bus
+    /// (deduplicated by the provider, handed to the router again; see
+    /// [`duplicate`](Self::duplicate) for the limits).
     pub not_routed: Option<Error>,
     /// `Some(true)`: the provider found the event's dedup id inside its
     /// window and stored nothing ([`sequence`](Self::sequence) is the first
     /// copy's). Such a repeat is **not** handed to the router again (it
-    /// was routed when first stored), unless the router refused it then
-    /// (the bus remembers the last 65,536 refusals). `Some(false)`: newly
+    /// was routed when first stored), unless the router refused it then:
+    /// this bus remembers its last 65,536 refusals (in memory; another bus
+    /// instance, or this one after a restart, does not know them, and does
+    /// not route the repeat: route it yourself then, say with
+    /// `Broker::enqueue`). `Some(false)`: newly
     /// stored. `None`: not known, because the provider does not say
     /// ([`EventProvider::publish_shared_with_outcome`]), or the publish
     /// was a batch, or the bus had neither a router nor an encryptor (it
@@ -816,6 +818,10 @@ pub(crate) fn with_payload(event: &Event, payload: serde_json::Value) -> Event {
     }
 }
 
+/// Part of the reason of every event a bus refused as plaintext
+/// ([`PlaintextPolicy::Refuse`]): a re-drive tells its dead letters by it.
+pub(crate) const PLAINTEXT_REFUSED: &str = "the bus refuses plaintext (PlaintextPolicy::Refuse)";
+
 impl Inner {
     /// The plaintext payload of `event` if an encryptor is set and the
     /// payload is one of its envelopes; `None` when nothing is to decrypt;
@@ -850,8 +856,8 @@ impl Inner {
             if refuse {
                 self.metrics.add_decrypt_error(1);
                 return Err(Error::Decryption(format!(
-                    "event {}{}: the bus refuses plaintext (PlaintextPolicy::Refuse) and has no \
-                     encryptor to read its payload with",
+                    "event {}{}: {PLAINTEXT_REFUSED} and has no encryptor to read its payload \
+                     with",
                     crate::text::cut(&event.id, 64),
                     at()
                 )));
@@ -862,8 +868,7 @@ impl Inner {
             if refuse {
                 self.metrics.add_decrypt_error(1);
                 return Err(Error::Decryption(format!(
-                    "event {}{}: the payload is not encrypted, and the bus refuses plaintext \
-                     (PlaintextPolicy::Refuse)",
+                    "event {}{}: the payload is not encrypted, and {PLAINTEXT_REFUSED}",
                     crate::text::cut(&event.id, 64),
                     at()
                 )));

@@ -36,7 +36,9 @@ pub enum PlaintextPolicy {
     /// `list_events` ([`Error::Decryption`](event_core::Error::Decryption)),
     /// counted in `decrypt_errors`. Someone who can write to the stream
     /// directly then cannot pass a forged plaintext payload off as a
-    /// decrypted one.
+    /// decrypted one; a re-drive
+    /// ([`ProviderDlqHandler`](crate::ProviderDlqHandler)) skips such a
+    /// dead letter instead of republishing it encrypted.
     Refuse,
 }
 

@@ -2,7 +2,7 @@
 //! one of them (stored once by the provider's dedup) is handed to the
 //! router again, and a repeat of any other event is not.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// How many refused sequences are remembered: the oldest are forgotten
@@ -16,41 +16,44 @@ pub(crate) struct Refused(Mutex<Inner>);
 
 #[derive(Debug, Default)]
 struct Inner {
-    set: HashSet<u64>,
-    order: VecDeque<u64>,
+    /// Remembered sequence → the stamp of its entry in `order`.
+    stamps: HashMap<u64, u64>,
+    /// `(sequence, stamp)`, oldest first; an entry whose stamp no longer
+    /// matches `stamps` was taken since, and is skipped when it comes out.
+    order: VecDeque<(u64, u64)>,
+    next_stamp: u64,
 }
 
 impl Refused {
     /// Remembers that the router refused the event at `sequence`.
     pub(crate) fn insert(&self, sequence: u64) {
         let mut inner = self.lock();
-        if inner.set.insert(sequence) {
-            inner.order.push_back(sequence);
-            if inner.order.len() > MAX_REFUSED
-                && let Some(oldest) = inner.order.pop_front()
-            {
-                inner.set.remove(&oldest);
+        let stamp = inner.next_stamp;
+        inner.next_stamp += 1;
+        inner.stamps.insert(sequence, stamp);
+        inner.order.push_back((sequence, stamp));
+        // at most MAX_REFUSED remembered, and `order` (stale entries
+        // included) at most twice that
+        while inner.stamps.len() > MAX_REFUSED || inner.order.len() > 2 * MAX_REFUSED {
+            let Some((oldest, stamp)) = inner.order.pop_front() else {
+                break;
+            };
+            if inner.stamps.get(&oldest) == Some(&stamp) {
+                inner.stamps.remove(&oldest);
             }
         }
     }
 
-    /// Whether the router refused the event at `sequence` (and has not
-    /// taken a repeat of it since).
-    pub(crate) fn contains(&self, sequence: u64) -> bool {
-        self.lock().set.contains(&sequence)
-    }
-
-    /// The router took a repeat of the event at `sequence`.
-    pub(crate) fn remove(&self, sequence: u64) {
-        let mut inner = self.lock();
-        if inner.set.remove(&sequence) {
-            inner.order.retain(|s| *s != sequence);
-        }
+    /// Takes the refusal of the event at `sequence` out, if remembered: the
+    /// caller then hands a repeat of it to the router (and remembers it
+    /// again if the router refuses again). Concurrent repeats: only one
+    /// takes it.
+    pub(crate) fn take(&self, sequence: u64) -> bool {
+        self.lock().stamps.remove(&sequence).is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // a panic while holding it leaves the set consistent (every method
-        // keeps `set` and `order` in step before it can panic)
+        // every method keeps the maps consistent before it could panic
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -62,19 +65,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_the_newest_refusals() {
+    fn remembers_the_newest_refusals_and_each_is_taken_once() {
         let refused = Refused::default();
         for seq in 1..=(MAX_REFUSED as u64 + 10) {
             refused.insert(seq);
         }
-        assert!(!refused.contains(10), "the oldest are forgotten");
-        assert!(refused.contains(11));
-        assert!(refused.contains(MAX_REFUSED as u64 + 10));
-        refused.remove(11);
-        assert!(!refused.contains(11));
+        assert!(!refused.take(10), "the oldest are forgotten");
+        assert!(refused.take(11));
+        assert!(!refused.take(11), "taken once");
         refused.insert(11);
-        assert!(refused.contains(11));
+        assert!(refused.take(11));
+        // taken and inserted again many times: `order` stays bounded
+        for _ in 0..(3 * MAX_REFUSED) {
+            refused.insert(7);
+            assert!(refused.take(7));
+        }
         let inner = refused.lock();
-        assert_eq!(inner.set.len(), inner.order.len());
+        assert!(inner.order.len() <= 2 * MAX_REFUSED);
+        assert!(inner.stamps.len() <= MAX_REFUSED);
     }
 }

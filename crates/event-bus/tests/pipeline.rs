@@ -956,7 +956,28 @@ async fn a_deduplicated_repeat_is_routed_only_if_the_router_refused_the_first() 
     );
     assert_eq!(routed(&router), 2, "and only once");
 
-    assert_eq!(provider.info().await.unwrap().messages, 2);
+    // refused inside a batch: publishing it again alone routes it too
+    router.refuse.store(true, Ordering::SeqCst);
+    let batched = Event::new("events.orders.new", "orders", "s", "src", json!({"n": 3}));
+    let results = bus
+        .publish_batch_stored(std::slice::from_ref(&batched))
+        .await
+        .unwrap();
+    assert!(!results[0].as_ref().unwrap().is_routed());
+    router.refuse.store(false, Ordering::SeqCst);
+    assert!(
+        bus.publish_event_stored(&batched)
+            .await
+            .unwrap()
+            .is_routed()
+    );
+    assert_eq!(
+        routed(&router),
+        3,
+        "the retry of an event refused in a batch is routed"
+    );
+
+    assert_eq!(provider.info().await.unwrap().messages, 3);
     let m = bus.metrics().snapshot();
-    assert_eq!((m.publish_total, m.router_errors), (6, 2));
+    assert_eq!((m.publish_total, m.router_errors), (8, 3));
 }

@@ -1444,29 +1444,50 @@ async fn an_undecryptable_event_with_a_long_id_gets_a_short_reason() {
 /// A bus refusing plaintext still re-drives its dead letters: a dead
 /// letter holds the bus's own plaintext copy of the event (the handler saw
 /// it decrypted), which the bus encrypts again under the copy's new id.
+/// Not the dead letter of a payload it refused as plaintext (written into
+/// the stream from outside): re-driving that would encrypt a forgery as if
+/// it were genuine, so it is skipped.
 #[tokio::test]
-async fn a_bus_refusing_plaintext_redrives_its_dead_letters() {
+async fn a_bus_refusing_plaintext_redrives_its_dead_letters_but_not_forged_plaintext() {
     let (bus, provider, dlq, enc) = setup();
     bus.set_plaintext_policy(PlaintextPolicy::Refuse);
     subscribe_w_to_orders(&bus, 1).await;
     bus.publish("orders", "new", "s", "src", json!({"card": "4111"}))
         .await
         .unwrap();
+    let forged = Event::new(
+        "events.orders.refund",
+        "orders",
+        "s",
+        "src",
+        json!({"refund": 1000}),
+    );
+    provider.publish(&forged).await.unwrap();
     let consumer = fails_unless_redriven(&bus).await;
     let start = Instant::now();
-    while consumer.report().dead_lettered < 1 {
-        assert!(start.elapsed() < Duration::from_secs(10));
+    while consumer.report().dead_lettered < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            consumer.report()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let report = dlq.redrive(&bus, 10).await.unwrap();
-    assert_eq!((report.redriven, report.skipped), (1, 0));
+    assert_eq!((report.redriven, report.skipped), (1, 1));
     while consumer.report().acked < 1 {
         assert!(start.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     consumer.shutdown(Duration::from_secs(1)).await;
-    // the copy is stored encrypted
+    // the genuine event's copy is stored encrypted; the forgery has none
     let stored = provider.history(Some("events.orders.>"), 10).await.unwrap();
-    assert_eq!(stored.len(), 2);
-    assert!(stored.iter().all(|e| enc.is_encrypted(&e.payload)));
+    assert_eq!(stored.len(), 3);
+    let copies: Vec<&Event> = stored
+        .iter()
+        .filter(|e| e.metadata.contains_key("a3s.redriven_from"))
+        .collect();
+    assert_eq!(copies.len(), 1);
+    assert_ne!(copies[0].metadata["a3s.redriven_from"], forged.id);
+    assert!(enc.is_encrypted(&copies[0].payload));
 }

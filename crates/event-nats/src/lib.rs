@@ -285,7 +285,11 @@
 //!   while published to `public.note`): filters, durables and `history`
 //!   go by the stored subject, so it would reach the readers of one
 //!   subject saying it is another's; the error's `subject` is the stored
-//!   one and its reason names both. The error's `raw` keeps the body byte
+//!   one and its reason names both. So a stream whose messages the server
+//!   stores under other subjects than they were published on (subject
+//!   transforms, a sourced or mirrored stream with a transform, account
+//!   subject mappings onto the stream's subjects) is not supported: each of
+//!   its events would be reported this way. The error's `raw` keeps the body byte
 //!   for byte: the body itself when it is UTF-8 text that does not start
 //!   with `base64:`, else `base64:` followed by the standard (padded)
 //!   base64 of its bytes (the reason then says so). An `EventBus` with a

@@ -12,6 +12,11 @@ pub const ORIGINAL_ID: &str = "originalid";
 /// Subject of the event [`ORIGINAL_ID`] names.
 pub const ORIGINAL_SUBJECT: &str = "originalsubject";
 
+/// The subject a CloudEvent had when it arrived at a
+/// [`WebhookSource`](crate::http::WebhookSource) whose subject mapping
+/// replaced it (`with_subject_mapping`): the sender's, not an A3S subject.
+pub const SENDER_SUBJECT: &str = "sendersubject";
+
 /// How many times the event was forwarded by a topic sink (absent: never).
 /// A broker does not route an event that reached its
 /// [`max_hops`](crate::BrokerConfig::max_hops), which breaks routing loops

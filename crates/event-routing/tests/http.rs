@@ -457,7 +457,7 @@ async fn a_subject_mapping_admits_foreign_cloudevents() {
     assert_eq!(stored.len(), 1, "the same source and id: stored once");
     assert_eq!(stored[0].subject, "events.k8s.pod_created");
     assert_eq!(
-        stored[0].metadata[event_routing::metadata::ORIGINAL_SUBJECT],
+        stored[0].metadata[event_routing::metadata::SENDER_SUBJECT],
         "/apis/v1/namespaces/default/pods/foo"
     );
 

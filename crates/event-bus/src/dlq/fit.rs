@@ -85,9 +85,13 @@ pub(crate) fn without_payload(dead: &DeadLetterEvent, max: usize) -> DeadLetterE
 }
 
 /// Whether `dead` was stored without its event's payload (see
-/// [`without_payload`]).
+/// [`without_payload`]): the marker is then the event's only metadata and
+/// its payload is null, which an event published with the marker among
+/// its own metadata (the publisher's choice) does not pass for.
 pub(crate) fn payload_dropped(dead: &DeadLetterEvent) -> bool {
-    dead.event.metadata.contains_key(META_PAYLOAD_DROPPED)
+    dead.event.payload.is_null()
+        && dead.event.metadata.len() == 1
+        && dead.event.metadata.contains_key(META_PAYLOAD_DROPPED)
 }
 
 #[cfg(test)]
@@ -113,6 +117,13 @@ mod tests {
 
         let stub = without_payload(&dead, 1000);
         assert!(payload_dropped(&stub) && !payload_dropped(&dead));
+        // an event that carries the marker among its own metadata is whole
+        let mut marked = dead.clone();
+        marked
+            .event
+            .metadata
+            .insert(META_PAYLOAD_DROPPED.to_owned(), "mine".to_owned());
+        assert!(!payload_dropped(&marked));
         assert_eq!(stub.event.id, event.id);
         assert_eq!(stub.event.payload, serde_json::Value::Null);
         assert_eq!(stub.event.metadata.len(), 1);

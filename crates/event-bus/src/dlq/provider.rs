@@ -586,7 +586,8 @@ impl ProviderDlqHandler {
             );
             return Ok(Republished::Skipped);
         }
-        let mut event = match opened_for_redrive(bus, dead.event) {
+        let refused_plaintext = dead.reason.contains(crate::bus::PLAINTEXT_REFUSED);
+        let mut event = match opened_for_redrive(bus, dead.event, refused_plaintext) {
             Ok(event) => event,
             Err(err) => {
                 tracing::error!(%letter_id, error = %err, "skipping an unreadable dead letter");
@@ -647,11 +648,21 @@ enum Republished {
 /// id. An envelope that still does not decrypt (its key is still missing)
 /// is an [`Error::Decryption`]: the dead letter is skipped rather than
 /// republished as an event no subscriber can read.
-fn opened_for_redrive(bus: &EventBus, mut event: Event) -> Result<Event> {
+///
+/// A dead letter otherwise holds the bus's own plaintext copy of the event
+/// (its handler saw it decrypted), re-driven whatever the bus's
+/// [`PlaintextPolicy`](crate::PlaintextPolicy). Not so one the bus made
+/// because it refused the payload as plaintext (`refused_plaintext`): that
+/// payload came from outside, unencrypted, and republishing it would have
+/// the bus encrypt it as if it were genuine, so it is re-driven only if it
+/// is an envelope after all (dead-lettered while the bus had no
+/// encryptor), and skipped otherwise.
+fn opened_for_redrive(bus: &EventBus, mut event: Event, refused_plaintext: bool) -> Result<Event> {
     let hooks = bus.inner.hooks.load();
-    // the dead letter holds the bus's own plaintext copy unless it did not
-    // decrypt: plaintext here is not refused, whatever the policy
-    if let Some(plain) = bus.inner.decrypt_payload_as(&hooks, &event, None, false)? {
+    if let Some(plain) = bus
+        .inner
+        .decrypt_payload_as(&hooks, &event, None, refused_plaintext)?
+    {
         event.payload = plain;
     }
     Ok(event)

@@ -397,8 +397,11 @@ async fn run(
                 let core = core.clone();
                 let counters = counters.clone();
                 core.begin();
+                // made before the spawn: a routing cut off (aborted) before
+                // it first ran still ends what `begin` counted
+                let done = PendingGuard(core.clone());
                 routings.spawn(async move {
-                    let _done = PendingGuard(core.clone());
+                    let _done = done;
                     let _permit = permit;
                     let (result, failures) = core.route_reporting(pending.event(), None).await;
                     let settled = if result.is_settled() {

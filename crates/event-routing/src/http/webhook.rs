@@ -395,7 +395,7 @@ async fn read_event(request: Request, state: &AppState) -> std::result::Result<E
     if let Some(original) = original.filter(|original| *original != event.subject) {
         event
             .metadata
-            .insert(crate::metadata::ORIGINAL_SUBJECT.to_owned(), original);
+            .insert(crate::metadata::SENDER_SUBJECT.to_owned(), original);
     }
     Ok(event)
 }
@@ -614,7 +614,7 @@ impl WebhookSource {
     /// returns `Some(subject)` to set it, or `None` to keep the event's own
     /// subject (refused if it is not an A3S subject). A subject it replaces
     /// is kept in the event's metadata under
-    /// [`metadata::ORIGINAL_SUBJECT`](crate::metadata::ORIGINAL_SUBJECT), so
+    /// [`metadata::SENDER_SUBJECT`](crate::metadata::SENDER_SUBJECT), so
     /// it goes back out as an extension when the event is sent on as a
     /// CloudEvent. A subject the mapper returns that is not a valid publish
     /// subject is refused like any other (`400`).
