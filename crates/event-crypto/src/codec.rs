@@ -43,6 +43,10 @@ mod vbmi {
     pub(super) fn decode_blocks(_: &[u8], _: &mut Vec<u8>) -> usize {
         0
     }
+    #[cfg(test)]
+    pub(super) fn without<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 }
 
 #[cfg(any(
@@ -208,6 +212,13 @@ mod tests {
 
     use base64::DecodeError;
 
+    /// Runs `check` with the AVX-512 VBMI blocks (where the CPU has them)
+    /// and without, so that both layers are tested on such a CPU.
+    fn in_both_modes(check: impl Fn()) {
+        check();
+        super::vbmi::without(&check);
+    }
+
     /// Our codec's encoding of `data`.
     fn encode(data: &[u8]) -> String {
         let mut out = vec![0u8; base64::encoded_len(data.len(), true).unwrap()];
@@ -246,6 +257,7 @@ mod tests {
         #[cfg(not(target_arch = "x86_64"))]
         let cpu = false;
         assert_eq!(super::blocks_available(), cpu);
+        assert!(!super::vbmi::without(super::blocks_available));
         eprintln!("base64 blocks (AVX-512 VBMI) on this CPU: {cpu}");
     }
 
@@ -254,23 +266,25 @@ mod tests {
     /// (offsets included) as the standard engine.
     #[test]
     fn agrees_with_the_standard_engine_on_random_texts() {
-        let mut seed = 0x5eed_u64;
-        for round in 0..3000u64 {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            let len = (seed >> 33) as usize % 9216;
-            let data = bytes(len, seed);
-            let mut text = encode(&data).into_bytes();
-            assert_eq!(text, STANDARD.encode(&data).into_bytes(), "len {len}");
-            if round % 2 == 1 && !text.is_empty() {
-                let at = (seed >> 17) as usize % text.len();
-                text[at] = (seed >> 7) as u8;
+        in_both_modes(|| {
+            let mut seed = 0x5eed_u64;
+            for round in 0..3000u64 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let len = (seed >> 33) as usize % 9216;
+                let data = bytes(len, seed);
+                let mut text = encode(&data).into_bytes();
+                assert_eq!(text, STANDARD.encode(&data).into_bytes(), "len {len}");
+                if round % 2 == 1 && !text.is_empty() {
+                    let at = (seed >> 17) as usize % text.len();
+                    text[at] = (seed >> 7) as u8;
+                }
+                assert_eq!(
+                    decode(&text),
+                    STANDARD.decode(&text),
+                    "round {round}, len {len}"
+                );
             }
-            assert_eq!(
-                decode(&text),
-                STANDARD.decode(&text),
-                "round {round}, len {len}"
-            );
-        }
+        });
     }
 
     #[test]
@@ -289,31 +303,35 @@ mod tests {
 
     #[test]
     fn in_place_encoding_matches_the_standard_engine() {
-        let lengths = (0..2000).chain([4095, 4096, 65_536 + 16, 100_001, 1 << 20]);
-        for len in lengths {
-            let data = bytes(len, !(len as u64));
-            let total = base64::encoded_len(len, true).unwrap();
-            let start = total - len;
-            let mut buf = vec![0u8; start];
-            buf.extend_from_slice(&data);
-            let text = super::encode_tail_in_place(buf, start).unwrap();
-            assert_eq!(text, STANDARD.encode(&data), "len {len}");
-        }
-        // A buffer of the wrong size is an error, not a panic or bad text.
-        assert!(super::encode_tail_in_place(vec![0; 10], 2).is_err());
-        assert!(super::encode_tail_in_place(vec![0; 10], 11).is_err());
-        assert!(super::encode_tail_in_place(vec![0; 8], 0).is_err());
+        in_both_modes(|| {
+            let lengths = (0..2000).chain([4095, 4096, 65_536 + 16, 100_001, 1 << 20]);
+            for len in lengths {
+                let data = bytes(len, !(len as u64));
+                let total = base64::encoded_len(len, true).unwrap();
+                let start = total - len;
+                let mut buf = vec![0u8; start];
+                buf.extend_from_slice(&data);
+                let text = super::encode_tail_in_place(buf, start).unwrap();
+                assert_eq!(text, STANDARD.encode(&data), "len {len}");
+            }
+            // A buffer of the wrong size is an error, not a panic or bad text.
+            assert!(super::encode_tail_in_place(vec![0; 10], 2).is_err());
+            assert!(super::encode_tail_in_place(vec![0; 10], 11).is_err());
+            assert!(super::encode_tail_in_place(vec![0; 8], 0).is_err());
+        });
     }
 
     #[test]
     fn same_text_as_the_standard_engine_at_every_length() {
-        let lengths = (0..600).chain([1023, 1024, 1040, 4096, 65_536 + 16, 100_001]);
-        for len in lengths {
-            let data = bytes(len, len as u64);
-            let text = encode(&data);
-            assert_eq!(text, STANDARD.encode(&data), "len {len}");
-            assert_eq!(decode(&text).unwrap(), data, "len {len}");
-        }
+        in_both_modes(|| {
+            let lengths = (0..600).chain([1023, 1024, 1040, 4096, 65_536 + 16, 100_001]);
+            for len in lengths {
+                let data = bytes(len, len as u64);
+                let text = encode(&data);
+                assert_eq!(text, STANDARD.encode(&data), "len {len}");
+                assert_eq!(decode(&text).unwrap(), data, "len {len}");
+            }
+        });
     }
 
     /// Exhaustive over short texts, at every data length up to 120 bytes
@@ -325,47 +343,49 @@ mod tests {
     /// The result is the scalar engine's, byte for byte or error for error.
     #[test]
     fn agrees_with_the_standard_engine_on_every_short_edit() {
-        const PROBES: &[u8] = b"-_= \n\r\t\x00\x7f\x80\xff.,:@[`{*/+09AZaz";
-        for len in (0..=120usize).chain([160, 200]) {
-            let good = STANDARD.encode(bytes(len, 3 * len as u64 + 1)).into_bytes();
-            for pos in 0..good.len() {
-                for &probe in PROBES {
-                    let mut replaced = good.clone();
-                    replaced[pos] = probe;
-                    assert_eq!(
-                        decode(&replaced),
-                        STANDARD.decode(&replaced),
-                        "len {len}, byte {probe:#04x} at {pos}"
-                    );
-                    let mut inserted = good.clone();
-                    inserted.insert(pos, probe);
-                    assert_eq!(
-                        decode(&inserted),
-                        STANDARD.decode(&inserted),
-                        "len {len}, byte {probe:#04x} inserted at {pos}"
-                    );
+        in_both_modes(|| {
+            const PROBES: &[u8] = b"-_= \n\r\t\x00\x7f\x80\xff.,:@[`{*/+09AZaz";
+            for len in (0..=120usize).chain([160, 200]) {
+                let good = STANDARD.encode(bytes(len, 3 * len as u64 + 1)).into_bytes();
+                for pos in 0..good.len() {
+                    for &probe in PROBES {
+                        let mut replaced = good.clone();
+                        replaced[pos] = probe;
+                        assert_eq!(
+                            decode(&replaced),
+                            STANDARD.decode(&replaced),
+                            "len {len}, byte {probe:#04x} at {pos}"
+                        );
+                        let mut inserted = good.clone();
+                        inserted.insert(pos, probe);
+                        assert_eq!(
+                            decode(&inserted),
+                            STANDARD.decode(&inserted),
+                            "len {len}, byte {probe:#04x} inserted at {pos}"
+                        );
+                    }
+                }
+                // Every symbol in the last data position: canonical and
+                // non-canonical trailing bits, in each padding case.
+                let last = good.iter().rposition(|&b| b != b'=');
+                if let Some(last) = last {
+                    for symbol in (b'A'..=b'Z')
+                        .chain(b'a'..=b'z')
+                        .chain(b'0'..=b'9')
+                        .chain(*b"+/")
+                    {
+                        let mut text = good.clone();
+                        text[last] = symbol;
+                        assert_eq!(
+                            decode(&text),
+                            STANDARD.decode(&text),
+                            "len {len}, last symbol {}",
+                            symbol as char
+                        );
+                    }
                 }
             }
-            // Every symbol in the last data position: canonical and
-            // non-canonical trailing bits, in each padding case.
-            let last = good.iter().rposition(|&b| b != b'=');
-            if let Some(last) = last {
-                for symbol in (b'A'..=b'Z')
-                    .chain(b'a'..=b'z')
-                    .chain(b'0'..=b'9')
-                    .chain(*b"+/")
-                {
-                    let mut text = good.clone();
-                    text[last] = symbol;
-                    assert_eq!(
-                        decode(&text),
-                        STANDARD.decode(&text),
-                        "len {len}, last symbol {}",
-                        symbol as char
-                    );
-                }
-            }
-        }
+        });
     }
 
     /// Every kind of bad input, placed both in the SIMD-decoded bulk and in
@@ -373,34 +393,36 @@ mod tests {
     /// engine rejects, with the same error.
     #[test]
     fn rejects_exactly_what_the_standard_engine_rejects() {
-        for len in [0usize, 1, 2, 3, 47, 48, 200, 1000, 4099] {
-            let good = STANDARD.encode(bytes(len, 7));
-            let mut cases: Vec<String> = Vec::new();
-            for pos in [0, 1, good.len() / 2, good.len().saturating_sub(5)] {
-                for bad in [b'!', b'-', b'_', b'=', b' ', b'\n', 0x80, b'.'] {
-                    if pos < good.len() {
-                        let mut text = good.clone().into_bytes();
-                        text[pos] = bad;
-                        cases.push(String::from_utf8_lossy(&text).into_owned());
+        in_both_modes(|| {
+            for len in [0usize, 1, 2, 3, 47, 48, 200, 1000, 4099] {
+                let good = STANDARD.encode(bytes(len, 7));
+                let mut cases: Vec<String> = Vec::new();
+                for pos in [0, 1, good.len() / 2, good.len().saturating_sub(5)] {
+                    for bad in [b'!', b'-', b'_', b'=', b' ', b'\n', 0x80, b'.'] {
+                        if pos < good.len() {
+                            let mut text = good.clone().into_bytes();
+                            text[pos] = bad;
+                            cases.push(String::from_utf8_lossy(&text).into_owned());
+                        }
                     }
                 }
-            }
-            // Padding removed, doubled, or trailing bits set.
-            cases.push(good.trim_end_matches('=').to_owned());
-            cases.push(format!("{good}="));
-            cases.push(format!("{good}=="));
-            cases.push(format!("{good}A"));
-            cases.push(format!("{good}AB"));
-            if let Some(stripped) = good.strip_suffix("==") {
-                let mut text = stripped.as_bytes().to_vec();
-                if let Some(last) = text.last_mut() {
-                    *last = b'B';
+                // Padding removed, doubled, or trailing bits set.
+                cases.push(good.trim_end_matches('=').to_owned());
+                cases.push(format!("{good}="));
+                cases.push(format!("{good}=="));
+                cases.push(format!("{good}A"));
+                cases.push(format!("{good}AB"));
+                if let Some(stripped) = good.strip_suffix("==") {
+                    let mut text = stripped.as_bytes().to_vec();
+                    if let Some(last) = text.last_mut() {
+                        *last = b'B';
+                    }
+                    cases.push(format!("{}==", String::from_utf8_lossy(&text)));
                 }
-                cases.push(format!("{}==", String::from_utf8_lossy(&text)));
+                for case in cases {
+                    assert_eq!(decode(&case), STANDARD.decode(&case), "len {len}: {case:?}");
+                }
             }
-            for case in cases {
-                assert_eq!(decode(&case), STANDARD.decode(&case), "len {len}: {case:?}");
-            }
-        }
+        });
     }
 }

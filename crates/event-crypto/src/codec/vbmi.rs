@@ -55,7 +55,27 @@ static AVAILABLE: LazyLock<bool> = LazyLock::new(|| {
 
 /// Whether the block code runs on this CPU.
 pub(super) fn available() -> bool {
+    #[cfg(test)]
+    if OFF.with(std::cell::Cell::get) {
+        return false;
+    }
     *AVAILABLE
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by [`without`]: the block code is off on this thread.
+    static OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the block code off on this thread, so that the tests
+/// cover the fallback on a CPU that has the instructions too.
+#[cfg(test)]
+pub(super) fn without<R>(f: impl FnOnce() -> R) -> R {
+    OFF.with(|off| off.set(true));
+    let result = f();
+    OFF.with(|off| off.set(false));
+    result
 }
 
 /// A 64-byte table, aligned for one load.
