@@ -493,7 +493,7 @@ impl EventBus {
             None if hooks.plaintext == PlaintextPolicy::Refuse => Err(Error::Encryption(format!(
                 "event {}: the bus refuses plaintext (PlaintextPolicy::Refuse) and has no \
                      encryptor: set one with set_encryptor",
-                crate::text::cut(&event.id, 64)
+                crate::text::quoted(&event.id, 64)
             ))),
             Some(encryptor) => {
                 // the provider's rule, checked on the plaintext it will not
@@ -858,7 +858,7 @@ impl Inner {
                 return Err(Error::Decryption(format!(
                     "event {}{}: {PLAINTEXT_REFUSED} and has no encryptor to read its payload \
                      with",
-                    crate::text::cut(&event.id, 64),
+                    crate::text::quoted(&event.id, 64),
                     at()
                 )));
             }
@@ -869,7 +869,7 @@ impl Inner {
                 self.metrics.add_decrypt_error(1);
                 return Err(Error::Decryption(format!(
                     "event {}{}: the payload is not encrypted, and {PLAINTEXT_REFUSED}",
-                    crate::text::cut(&event.id, 64),
+                    crate::text::quoted(&event.id, 64),
                     at()
                 )));
             }
@@ -886,23 +886,11 @@ impl Inner {
                     Error::Decryption(msg) => msg,
                     other => other.to_string(),
                 };
-                // an encryptor that names the event itself (event-crypto's
-                // `event "<id>": ...`, an id past 64 characters cut to
-                // `"<start>"… (<length> bytes)`) would have it named twice
-                let (start, _) = event
-                    .id
-                    .char_indices()
-                    .nth(64)
-                    .unwrap_or((event.id.len(), ' '));
-                let own = if start < event.id.len() {
-                    format!(
-                        "event {:?}… ({} bytes): ",
-                        &event.id[..start],
-                        event.id.len()
-                    )
-                } else {
-                    format!("event {:?}: ", event.id)
-                };
+                // an encryptor that names the event itself as event-crypto
+                // does (`event "<id>": ...`, the id quoted as `quoted`
+                // quotes it) would have it named twice
+                let id = crate::text::quoted(&event.id, 64);
+                let own = format!("event {id}: ");
                 let detail = detail.strip_prefix(&own).unwrap_or(&detail);
                 let at = sequence
                     .map(|s| format!(" (sequence {s})"))
@@ -910,10 +898,7 @@ impl Inner {
                 // the message becomes the dead letter's reason: an id (the
                 // publisher's choice, as long as the provider allows) is
                 // named by its start and length
-                Err(Error::Decryption(format!(
-                    "event {}{at}: {detail}",
-                    crate::text::cut(&event.id, 64)
-                )))
+                Err(Error::Decryption(format!("event {id}{at}: {detail}")))
             }
         }
     }

@@ -11,6 +11,17 @@ pub(crate) fn cut(text: &str, chars: usize) -> Cow<'_, str> {
     }
 }
 
+/// `text` quoted and escaped as `Debug` shows it, cut to its first `chars`
+/// characters (then `…` and its length in bytes): the form in which
+/// errors name an id, as event-crypto's do, so that a line break in it
+/// stays `\n`.
+pub(crate) fn quoted(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -21,5 +32,11 @@ mod tests {
         assert_eq!(cut("abcd", 3), "abc… (4 bytes)");
         // characters, never split inside one
         assert_eq!(cut(&"é".repeat(10), 2), "éé… (20 bytes)");
+    }
+
+    #[test]
+    fn quoted_escapes_and_marks_long_text() {
+        assert_eq!(quoted("a\nb", 3), "\"a\\nb\"");
+        assert_eq!(quoted("abcd", 3), "\"abc\"… (4 bytes)");
     }
 }

@@ -218,7 +218,7 @@ impl ProviderDlqHandler {
                 "dead letter of event {}: its payload, two levels deeper in a dead letter, \
                  nests more than {MAX_PAYLOAD_DEPTH} levels deep there, which could not be \
                  read back",
-                fit::cut(&dead.event.id, 64)
+                crate::text::quoted(&dead.event.id, 64)
             ))
         })?;
         let mut event = Event::typed(
@@ -252,7 +252,7 @@ impl ProviderDlqHandler {
         serde_json::from_value(payload).map_err(|e| {
             Error::Serialization(format!(
                 "event {} on {} is not a dead letter: {e}",
-                fit::cut(&event.id, 64),
+                crate::text::quoted(&event.id, 64),
                 fit::cut(&event.subject, 64)
             ))
         })
