@@ -8,7 +8,7 @@
 mod common;
 
 use async_nats::HeaderMap;
-use common::NatsServer;
+use common::{NatsServer, provider};
 use event_core::{Error, Event, EventProvider, PublishOptions};
 use event_nats::NatsProvider;
 use serde_json::json;
@@ -20,12 +20,6 @@ macro_rules! server {
             None => return,
         }
     };
-}
-
-async fn provider(server: &NatsServer, tag: &str) -> NatsProvider {
-    NatsProvider::connect(common::config(server, tag))
-        .await
-        .unwrap()
 }
 
 /// Publishes `payload` with header `Nats-Msg-Id: id` through async-nats

@@ -10,7 +10,7 @@
 mod common;
 
 use base64::Engine as _;
-use common::NatsServer;
+use common::{NatsServer, provider};
 use event_bus::EventBus;
 use event_bus::dlq::MemoryDlqHandler;
 use event_core::{DlqHandler, Error, Event, EventProvider, SubscribeOptions, Subscription};
@@ -26,12 +26,6 @@ macro_rules! server {
             None => return,
         }
     };
-}
-
-async fn provider(server: &NatsServer, tag: &str) -> NatsProvider {
-    NatsProvider::connect(common::config(server, tag))
-        .await
-        .unwrap()
 }
 
 /// Publishes `payload` as another client would (core NATS, no headers) to

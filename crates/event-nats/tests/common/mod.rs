@@ -327,6 +327,13 @@ pub fn unique(tag: &str) -> (String, String) {
     )
 }
 
+/// A provider on `server` with a unique stream and prefix ([`config`]).
+pub async fn provider(server: &NatsServer, tag: &str) -> event_nats::NatsProvider {
+    event_nats::NatsProvider::connect(config(server, tag))
+        .await
+        .expect("connect")
+}
+
 /// A config for `server` with a unique stream and prefix.
 pub fn config(server: &NatsServer, tag: &str) -> event_nats::NatsConfig {
     let (stream_name, subject_prefix) = unique(tag);
