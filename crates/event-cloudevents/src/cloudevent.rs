@@ -80,7 +80,7 @@ fn sdk_reads_as_json(content_type: &str) -> bool {
 
 impl<'de> serde::Deserialize<'de> for CloudEvent {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut doc = Map::<String, Value>::deserialize(deserializer)?;
+        let Members(mut doc) = Members::deserialize(deserializer)?;
         // A `null` member is unset (JSON format §2.2); the SDK refuses a
         // `null` `data_base64` instead of reading it as no data.
         if doc.get("data_base64").is_some_and(Value::is_null) {
@@ -139,6 +139,49 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
             event.set_data_unchecked(data);
         }
         Ok(Self(event))
+    }
+}
+
+/// The members of a JSON event format document, each name at most once.
+///
+/// The JSON format leaves a repeated member undefined, and JSON readers
+/// differ (the first wins, the last wins, or an error), so a relay and the
+/// final receiver could each read a different event out of one document:
+/// it is refused as ambiguous, as binary mode refuses a repeated `ce-*`
+/// header. Repeated keys inside `data` belong to the data's own JSON, not
+/// to the event, and are read as `serde_json` reads them (the last wins).
+struct Members(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+struct MembersVisitor;
+
+impl<'de> serde::de::Visitor<'de> for MembersVisitor {
+    type Value = Members;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a CloudEvent as a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Members, A::Error> {
+        let mut doc = Map::new();
+        while let Some(name) = access.next_key::<String>()? {
+            if doc.contains_key(&name) {
+                let shown: String = name.chars().take(64).collect();
+                let more = if shown.len() < name.len() { "…" } else { "" };
+                return Err(A::Error::custom(format!(
+                    "the document has the member {shown:?}{more} more than once, which is \
+                     ambiguous (JSON readers differ on which one counts)"
+                )));
+            }
+            let value = access.next_value::<Value>()?;
+            doc.insert(name, value);
+        }
+        Ok(Members(doc))
     }
 }
 

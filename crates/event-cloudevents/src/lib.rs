@@ -1,6 +1,6 @@
 //! # event-cloudevents: A3S events as CloudEvents v1.0
 //!
-//! Lossless conversion between the A3S [`Event`](event_core::Event) and
+//! Conversion between the A3S [`Event`](event_core::Event) and
 //! [CloudEvents v1.0](https://github.com/cloudevents/spec), built on the
 //! official [`cloudevents-sdk`](cloudevents) (event model, builder,
 //! validation and serialisation are the SDK's), plus protocol bindings:
@@ -12,7 +12,12 @@
 //!   empty id is replaced by one derived from the content, not a random
 //!   one). The A3S fields travel as spec-valid extensions (`a3scategory`,
 //!   `a3ssummary`, `a3sversion`, one per metadata entry);
-//!   [`mapping`] documents every attribute, default and error.
+//!   [`mapping`] documents every attribute, default and error. A CloudEvent
+//!   from another system, read in and written back out, keeps its
+//!   attributes and data bytes, with what an A3S event cannot hold made
+//!   explicit there: integer and boolean extensions become strings, `time`
+//!   whole milliseconds, JSON data a `serde_json::Value` (numbers as exact
+//!   as `u64`, `i64` or `f64` hold them).
 //! - Data of any content type: JSON data is the payload; text, XML and
 //!   binary data (`text/plain`, `application/xml`, `image/png`, ...) is held
 //!   as a string payload (binary as base64) with its type in metadata, and

@@ -55,6 +55,14 @@
 //! token of the subject (`events.market.forex` → `market`) or empty, `summary`
 //! is empty, `version` is 1, a missing `time` is the time of conversion, a
 //! missing `subject` is empty. `time` is truncated to whole milliseconds.
+//! A 0.3 event is read as its 1.0 form (`schemaurl` is `dataschema`) and
+//! written back as 1.0; written back, it also carries the A3S extensions.
+//! JSON data becomes a [`serde_json::Value`]: an integer beyond `u64` and
+//! `i64`, or a decimal with more digits than `f64` holds, is rounded to the
+//! nearest `f64`, a number beyond `f64`'s range is refused, and of an
+//! object's repeated keys the last one is kept. A structured document that
+//! repeats a member (an attribute, `data`) is refused as ambiguous, as
+//! binary mode refuses a repeated `ce-*` header.
 //! JSON `null` data is no data, and data without a `datacontenttype` comes
 //! back typed `application/json` (which the JSON event format implies).
 //! Everything else that cannot be held is an error, never guessed: see

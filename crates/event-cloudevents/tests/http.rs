@@ -265,8 +265,8 @@ async fn text_and_binary_bodies_are_received_and_sent_back_unchanged() {
     }
 }
 
-async fn post_raw(url: &str, headers: &[(&str, &str)], body: &'static str) -> (StatusCode, String) {
-    let mut request = reqwest::Client::new().post(url).body(body);
+async fn post_raw(url: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, String) {
+    let mut request = reqwest::Client::new().post(url).body(body.to_owned());
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
@@ -335,6 +335,73 @@ async fn malformed_requests_are_answered_400_with_the_reason() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("invalid CloudEvent"), "{body}");
+}
+
+/// A CloudEvents message in a format the extractor does not read (a batch,
+/// structured mode in an event format other than JSON) is well-formed but
+/// unsupported: `415 Unsupported Media Type`, so that a sender can tell it
+/// from a malformed event (`400`) and fall back to single events in JSON.
+#[tokio::test]
+async fn cloudevents_formats_not_read_are_answered_415() {
+    let server = start().await;
+    let url = format!("{}/events", server.base);
+    for (content_type, body, names) in [
+        (
+            "application/cloudevents-batch+json",
+            "[]",
+            "from_structured_batch",
+        ),
+        (
+            "application/cloudevents+xml",
+            "<event/>",
+            "application/cloudevents+json",
+        ),
+    ] {
+        let (status, text) = post_raw(&url, &[("content-type", content_type)], body).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}: {text}"
+        );
+        assert!(text.contains(names), "{content_type}: {text}");
+    }
+}
+
+/// A structured-mode document that names an attribute twice is refused as
+/// ambiguous, as binary mode refuses a repeated `ce-*` header: JSON parsers
+/// disagree on which member wins (first, last, or an error), so a relay and
+/// the final receiver could each read a different event.
+#[tokio::test]
+async fn a_structured_document_repeating_an_attribute_is_refused() {
+    let server = start().await;
+    let url = format!("{}/events", server.base);
+    let structured = [("content-type", "application/cloudevents+json")];
+    let (status, text) = post_raw(
+        &url,
+        &structured,
+        r#"{"specversion":"1.0","id":"z8","id":"z9","source":"/s","type":"t"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains(r#"member "id" more than once"#), "{text}");
+    // `data` counts as a member too: two of them are as ambiguous
+    let (status, text) = post_raw(
+        &url,
+        &structured,
+        r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":1,"data":2}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains(r#""data" more than once"#), "{text}");
+    // repeated keys inside `data` are the data's own JSON, not attributes
+    // (read as serde_json reads them: the last one wins)
+    let mut event = odd_event();
+    event.payload = json!({"k": 1});
+    let document = String::from_utf8(event_cloudevents::to_structured(&event).expect("encoded"))
+        .expect("UTF-8");
+    let document = document.replacen(r#""k":1"#, r#""k":1,"k":2"#, 1);
+    let (status, text) = post_raw(&url, &structured, &document).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
 }
 
 #[tokio::test]

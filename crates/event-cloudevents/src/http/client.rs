@@ -88,6 +88,14 @@ impl fmt::Display for HttpStatusError {
         if !self.body.is_empty() {
             write!(f, ": {}", self.body)?;
         }
+        if self.status == 431 {
+            // what binary mode does with many metadata entries, and the
+            // way out
+            f.write_str(
+                " (request headers too large: binary mode sends every attribute and \
+                 metadata entry as a header; Mode::Structured carries them in the body)",
+            )?;
+        }
         Ok(())
     }
 }

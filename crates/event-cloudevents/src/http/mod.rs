@@ -119,23 +119,34 @@ pub fn from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<Event> {
     Event::try_from(cloudevent_from_http(headers, body)?)
 }
 
+/// The refusal of a CloudEvents message in a format [`cloudevent_from_http`]
+/// does not read (batched mode, or structured mode in an event format other
+/// than JSON), if the message is one: a server answers it `415`.
+pub(crate) fn unread_format(headers: &HeaderMap) -> Option<Error> {
+    if is_structured(headers) {
+        return None;
+    }
+    let ct = cloudevents_format(headers)?;
+    let hint = if crate::mapping::is_batch_content_type(ct) {
+        "a batch of events (batched content mode); read the body with \
+             `from_structured_batch`"
+            .to_string()
+    } else {
+        format!("an event format this crate does not read (only {STRUCTURED_CONTENT_TYPE})")
+    };
+    Some(Error::Serialization(format!(
+        "HTTP message has Content-Type {ct:?}: {hint}"
+    )))
+}
+
 /// Parses a CloudEvent from an HTTP message (either mode).
 pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudEvent> {
-    let structured = is_structured(headers);
-    if !structured && let Some(ct) = cloudevents_format(headers) {
-        // Batched mode, or structured mode in an event format other than
-        // JSON: a CloudEvents message, but not one event in JSON.
-        let hint = if crate::mapping::is_batch_content_type(ct) {
-            "a batch of events (batched content mode); read the body with \
-                 `from_structured_batch`"
-                .to_string()
-        } else {
-            format!("an event format this crate does not read (only {STRUCTURED_CONTENT_TYPE})")
-        };
-        return Err(Error::Serialization(format!(
-            "HTTP message has Content-Type {ct:?}: {hint}"
-        )));
+    // Batched mode, or structured mode in an event format other than JSON:
+    // a CloudEvents message, but not one event in JSON.
+    if let Some(err) = unread_format(headers) {
+        return Err(err);
     }
+    let structured = is_structured(headers);
     if !structured && !headers.contains_key(SPEC_VERSION_HEADER) {
         return Err(Error::Serialization(format!(
             "HTTP message is not a CloudEvent: no `{SPEC_VERSION_HEADER}` header and \

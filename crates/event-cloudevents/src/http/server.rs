@@ -3,7 +3,9 @@
 //!
 //! [`HttpEvent`] is an extractor: a handler taking it receives the A3S
 //! [`Event`] of a CloudEvent POSTed in either mode; a malformed CloudEvent is
-//! answered `400 Bad Request` with the reason, a body over axum's
+//! answered `400 Bad Request` with the reason, a CloudEvents message in a
+//! format it does not read (batched mode, an event format other than JSON)
+//! `415 Unsupported Media Type` with the reason, a body over axum's
 //! `DefaultBodyLimit` (2 MB unless configured) `413`. Unlike the SDK's own
 //! extractor it honours the body limit and percent-decodes binary-mode
 //! headers.
@@ -20,7 +22,7 @@
 //! let app: Router = Router::new().route("/events", post(receive));
 //! ```
 
-use super::{Mode, cloudevent_from_http, cloudevent_to_http};
+use super::{Mode, cloudevent_from_http, cloudevent_to_http, unread_format};
 use crate::CloudEvent;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
@@ -39,6 +41,11 @@ pub struct HttpCloudEvent(pub CloudEvent);
 
 async fn read_cloudevent<S: Send + Sync>(req: Request, state: &S) -> Result<CloudEvent, Response> {
     let headers = req.headers().clone();
+    if let Some(err) = unread_format(&headers) {
+        // a CloudEvents message in a format not read here, not a malformed
+        // one: the sender can send its events one by one in JSON instead
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, err.to_string()).into_response());
+    }
     let body = Bytes::from_request(req, state)
         .await
         .map_err(IntoResponse::into_response)?;
