@@ -388,6 +388,40 @@ async fn webhook_publishes_binary_and_structured_cloudevents() {
     source.stop().await.unwrap();
 }
 
+/// Binary mode sends each metadata entry as a `ce-*` header: an event with
+/// hundreds of them crosses from one A3S service to another (hyper's
+/// default of 100 headers would answer `431`).
+#[tokio::test]
+async fn an_event_with_hundreds_of_metadata_entries_crosses_in_binary_mode() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let source = webhook_into(provider.clone()).await;
+    let addr = source.local_addr().unwrap();
+    let mut event = order();
+    for i in 0..500 {
+        event = event.with_metadata(format!("k{i}"), format!("v{i}"));
+    }
+    let sink = HttpSink::new("hop", format!("http://{addr}/events")).unwrap();
+    sink.deliver(&event).await.unwrap();
+    assert_eq!(provider.history(None, 1).await.unwrap(), vec![event]);
+    source.stop().await.unwrap();
+}
+
+/// A `431` (headers too large) says what to do about it.
+#[tokio::test]
+async fn a_431_answer_suggests_structured_mode() {
+    let (url, _) = server(vec![431]).await;
+    let err = HttpSink::new("hook", url)
+        .unwrap()
+        .deliver(&order())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("431") && text.contains("Mode::Structured"),
+        "{text}"
+    );
+}
+
 /// CloudEvents identify an event by source and id: two producers that
 /// both send id `1` are two events, both stored, while each producer's
 /// retry is stored once.
@@ -518,13 +552,23 @@ async fn malformed_requests_get_400_and_publish_nothing() {
         let (status, text) = send(addr, "/events", headers, body).await;
         assert_eq!(status, 400, "{what}: {text}");
     }
+    // a batch is a CloudEvents message in a mode the webhook does not read:
+    // unsupported rather than malformed
+    let mut batch = HeaderMap::new();
+    batch.insert(
+        "content-type",
+        "application/cloudevents-batch+json".parse().unwrap(),
+    );
+    let (status, text) = send(addr, "/events", batch, b"[]".to_vec()).await;
+    assert_eq!(status, 415, "{text}");
+    let sent = sent + 1;
     assert_eq!(provider.info().await.unwrap().messages, 0);
     // each counted once: those that never reached the sink as bad
     // requests, the sink's refusals (its invalid subject) as refused
     let stats = source.stats();
     assert_eq!(stats.accepted, 0);
     assert_eq!(stats.bad_requests + stats.refused, sent, "{stats:?}");
-    assert!(stats.bad_requests >= 5, "{stats:?}");
+    assert!(stats.bad_requests >= 6, "{stats:?}");
     // Wrong path and method.
     let (status, _) = send(addr, "/other", valid.headers.clone(), valid.body.clone()).await;
     assert_eq!(status, 404);

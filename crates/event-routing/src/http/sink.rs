@@ -89,6 +89,18 @@ impl HttpSink {
     }
 
     /// Sends in `mode` instead of binary mode.
+    ///
+    /// Binary mode sends every CloudEvents attribute and every metadata
+    /// entry as a `ce-*` header, and HTTP servers cap a request's headers:
+    /// many servers (hyper and axum by default) at 100, about 90 metadata
+    /// entries, others at a few KiB of header text. Such a server answers
+    /// `431`, which is not retried: the delivery is dead-lettered, its
+    /// error saying so. For events with many or long metadata entries, or a
+    /// receiver whose limits you do not know, use [`Mode::Structured`],
+    /// which carries everything in the body. (A [`WebhookSource`]
+    /// accepts up to 1,024 headers.)
+    ///
+    /// [`WebhookSource`]: crate::http::WebhookSource
     #[must_use]
     pub fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;

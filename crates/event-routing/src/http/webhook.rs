@@ -73,9 +73,12 @@ pub struct WebhookStats {
     /// they never reach the sink.
     pub refused: u64,
     /// Requests answered without reaching the sink: not a valid CloudEvent
-    /// or A3S event (`400`), a body over the limit (`413`), or a body that
-    /// did not arrive within the body timeout (`408`). Logged at `DEBUG`
-    /// only: a sender's own fault, which its answer tells it.
+    /// or A3S event (`400`), a CloudEvents format not read here (`415`), a
+    /// body over the limit (`413`), or a body that did not arrive within
+    /// the body timeout (`408`). Logged at `DEBUG` only: a sender's own
+    /// fault, which its answer tells it. (A request head the HTTP server
+    /// refuses, `431`, is answered before the webhook sees it and is not
+    /// counted.)
     pub bad_requests: u64,
 }
 
@@ -156,7 +159,7 @@ impl WebhookStats {
             ),
             (
                 "a3s_webhook_bad_requests_total",
-                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a body over the limit (413), or a body that did not arrive in time (408).",
+                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a CloudEvents format not read (415), a body over the limit (413), or a body that did not arrive in time (408).",
                 self.bad_requests,
             ),
         ];
@@ -192,6 +195,8 @@ type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
 /// |---|---|
 /// | delivered | `202 Accepted` |
 /// | not a valid CloudEvent, or one that is not a valid A3S event | `400 Bad Request`, nothing delivered |
+/// | a CloudEvents message in a format not read here: batched mode, an event format other than JSON | `415 Unsupported Media Type`, nothing delivered (send the events one by one, in binary or JSON structured mode) |
+/// | a request head with more than 1,024 headers (binary mode sends one per attribute and metadata entry) or over about 400 KB | `431 Request Header Fields Too Large`, nothing delivered (send it in structured mode) |
 /// | a body larger than [`with_body_limit`](Self::with_body_limit) (default 2 MiB) | `413 Payload Too Large`, nothing delivered |
 /// | the body did not arrive completely within [`with_body_timeout`](Self::with_body_timeout) (default 30 s) of the head | `408 Request Timeout` and the connection is closed, nothing delivered (the sender should retry) |
 /// | the sink refused it as invalid (bad subject, schema, serialization) | `400 Bad Request` |
@@ -423,6 +428,12 @@ fn log_refusal(state: &AppState, event: &event_core::Event, err: &Error, status:
     }
 }
 
+/// The most headers a request may have (hyper's default is 100): binary
+/// mode sends one per CloudEvents attribute and metadata entry, so an event
+/// with a hundred metadata entries would otherwise be refused with `431`.
+/// The head's size stays bounded by hyper's read buffer (about 400 KB).
+const MAX_HEADERS: usize = 1024;
+
 /// Serves `app` on `listener` (HTTP/1.1) until `stop`, then lets the
 /// requests in progress finish (idle connections are closed at once) for
 /// at most `shutdown_grace`, and closes the connections left.
@@ -443,7 +454,8 @@ async fn serve(
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout);
+        .header_read_timeout(idle_timeout)
+        .max_headers(MAX_HEADERS);
     let graceful = GracefulShutdown::new();
     // The connections' tasks, to close those still open when the grace
     // period ends; the ended ones are reaped at each accept, so the set
