@@ -54,12 +54,14 @@ pub struct MemoryLimits {
     /// Default 100,000.
     ///
     /// Memory: the window is held in full once a publisher reaches it (at
-    /// the default 2-minute window, from about 830 publishes a second),
-    /// at about 250 bytes per id (ids over 46 bytes, such as long explicit
-    /// msg ids, add their length): about 25 MB at the default. A service
-    /// that publishes little, or has little memory, can lower it; a
-    /// repeat older than the last `max_dedup_entries` publishes is then
-    /// stored again.
+    /// the default 2-minute window, from about 830 publishes a second).
+    /// At the default a full window holds at most 120 bytes per id (ids
+    /// over 46 bytes, such as long explicit msg ids, add their length):
+    /// about 11 MB. Other sizes cost up to about twice as much per id just
+    /// past a power of two, as the tables grow by doubling. A service that
+    /// publishes little, or has little memory, can lower it; a repeat
+    /// older than the last `max_dedup_entries` publishes is then stored
+    /// again.
     pub max_dedup_entries: usize,
     /// Encoded bytes of stored events kept (what
     /// [`ProviderInfo::bytes`](event_core::ProviderInfo::bytes) reports);

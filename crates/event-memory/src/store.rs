@@ -2,11 +2,11 @@
 //! dedup window.
 
 use event_core::{Error, Event, MAX_PAYLOAD_DEPTH, Result, SubjectPattern, check_payload_depth};
+use hashbrown::hash_table::Entry as Slot;
 use parking_lot::Mutex;
-use std::collections::hash_map::Entry as Slot;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,32 +14,16 @@ use std::time::Duration;
 // the dedup window follows a paused or advanced runtime clock in tests
 use tokio::time::Instant;
 
-/// The dedup window's ids, each hashed once ([`HashedKey`]).
-type DedupMap = HashMap<HashedKey, u64, BuildHasherDefault<KnownHash>>;
-
-/// A dedup id with its hash under the store's seeded hasher (foldhash: dedup
-/// ids are caller-supplied, and a seeded hash is fast and resistant to
-/// chosen collisions). The hash is computed once per publish: growing the
-/// table and forgetting the id when it leaves the window reuse it instead of
-/// hashing the id's bytes again.
-#[derive(Clone)]
-struct HashedKey {
+/// A remembered dedup id: its hash under the store's seeded hasher
+/// (foldhash: dedup ids are caller-supplied, and a seeded hash is fast and
+/// resistant to chosen collisions), the id, and the sequence it was stored
+/// under. The hash is computed once per publish: growing the table reuses
+/// it, and the window's order queue finds the entry again by hash and
+/// sequence, so the queue does not hold a second copy of the id.
+struct DedupEntry {
     hash: u64,
     key: DedupKey,
-}
-
-impl PartialEq for HashedKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.key == other.key
-    }
-}
-
-impl Eq for HashedKey {}
-
-impl Hash for HashedKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
+    seq: u64,
 }
 
 /// `state` with `bytes` mixed in, a multiply per byte (Fibonacci hashing):
@@ -50,24 +34,6 @@ pub(crate) fn mix_bytes(mut state: u64, bytes: &[u8]) -> u64 {
         state = (state ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
     state
-}
-
-/// The hasher of [`DedupMap`]: passes on the hash a [`HashedKey`] carries.
-#[derive(Default)]
-struct KnownHash(u64);
-
-impl Hasher for KnownHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // only `write_u64` is used (see `HashedKey`); any other input is
-        // still mixed in rather than ignored
-        self.0 = mix_bytes(self.0, bytes);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 /// Ids up to this many bytes (an event id, `evt-` and a UUID, is 40) are
@@ -268,10 +234,13 @@ pub(crate) struct Store {
     max_events: usize,
     /// Encoded bytes kept; 0: no limit.
     max_bytes: u64,
-    dedup: DedupMap,
-    /// Seeds the hashes of dedup ids ([`HashedKey`]).
+    /// The dedup window's ids, each hashed once.
+    dedup: hashbrown::HashTable<DedupEntry>,
+    /// Seeds the hashes of dedup ids ([`DedupEntry`]).
     dedup_hasher: foldhash::fast::RandomState,
-    dedup_order: VecDeque<(Instant, HashedKey)>,
+    /// The window's ids in the order they were stored: when, their hash
+    /// and sequence (which find the entry in `dedup`).
+    dedup_order: VecDeque<(Instant, u64, u64)>,
     duplicate_window: Duration,
     max_dedup_entries: usize,
     /// Subject summary of each block of [`BLOCK`] sequences still (partly)
@@ -301,7 +270,7 @@ impl Store {
             bytes: 0,
             max_events,
             max_bytes,
-            dedup: DedupMap::default(),
+            dedup: hashbrown::HashTable::new(),
             dedup_hasher: foldhash::fast::RandomState::default(),
             // reserved as the log is (address space only until used), so
             // that the first publishes do not copy the window as it doubles
@@ -460,13 +429,15 @@ impl Store {
     }
 
     fn expire_dedup(&mut self, now: Instant) {
-        while let Some((at, _)) = self.dedup_order.front() {
+        while let Some((at, _, _)) = self.dedup_order.front() {
             let expired = now.duration_since(*at) >= self.duplicate_window;
             if !expired && self.dedup_order.len() <= self.max_dedup_entries {
                 break;
             }
-            if let Some((_, key)) = self.dedup_order.pop_front() {
-                self.dedup.remove(&key);
+            if let Some((_, hash, seq)) = self.dedup_order.pop_front()
+                && let Ok(entry) = self.dedup.find_entry(hash, |e| e.seq == seq)
+            {
+                entry.remove();
             }
         }
     }
@@ -498,13 +469,13 @@ impl Store {
     ) -> Result<Appended> {
         let now = Instant::now();
         self.expire_dedup(now);
-        let key = HashedKey {
-            hash: self.dedup_hasher.hash_one(key.as_bytes()),
-            key,
-        };
+        let hash = self.dedup_hasher.hash_one(key.as_bytes());
         // one hash for the duplicate check, the insert and the removal
-        let slot = match self.dedup.entry(key.clone()) {
-            Slot::Occupied(first) => return Ok(Appended::Duplicate(*first.get())),
+        let slot = match self
+            .dedup
+            .entry(hash, |e| e.hash == hash && e.key == key, |e| e.hash)
+        {
+            Slot::Occupied(first) => return Ok(Appended::Duplicate(first.get().seq)),
             Slot::Vacant(slot) => slot,
         };
         if let Some(expected) = expected
@@ -517,7 +488,7 @@ impl Store {
         }
         self.last_seq += 1;
         let seq = self.last_seq;
-        slot.insert(seq);
+        slot.insert(DedupEntry { hash, key, seq });
         if (seq - 1).is_multiple_of(BLOCK) {
             self.blocks.push_back(Summary::default());
         }
@@ -540,7 +511,7 @@ impl Store {
             size,
             stored_at,
         });
-        self.dedup_order.push_back((now, key));
+        self.dedup_order.push_back((now, hash, seq));
         if self.dedup_order.len() > self.max_dedup_entries {
             self.expire_dedup(now);
         }

@@ -153,3 +153,41 @@ fn publishing_unique_ids_keeps_the_dedup_window_bounded() {
         assert_eq!(p.info().await.unwrap().messages, 64);
     });
 }
+
+/// What `MemoryLimits::max_dedup_entries` documents a remembered id to
+/// cost: a window of 100,000 event ids (the default), filled by publishes
+/// whose events are evicted at once, holds at most this many bytes per id
+/// (the table and the order queue, both grown by doubling).
+#[test]
+fn a_full_dedup_window_costs_what_its_docs_say() {
+    const IDS: usize = 100_000;
+    const DOCUMENTED_MAX_BYTES_PER_ID: isize = 120;
+    measured(async {
+        let p = MemoryProvider::with_limits(
+            MemoryConfig {
+                max_events: 16,
+                ..MemoryConfig::default()
+            },
+            MemoryLimits {
+                max_dedup_entries: IDS,
+                ..MemoryLimits::default()
+            },
+        )
+        .unwrap();
+        // the ring and every other structure at its steady size first
+        for n in 0..64 {
+            p.publish(&event(&p, n)).await.unwrap();
+        }
+        let before = growth_support::live();
+        for n in 64..IDS {
+            p.publish(&event(&p, n)).await.unwrap();
+        }
+        let per_id = (growth_support::live() - before) / (IDS - 64) as isize;
+        assert!(
+            per_id <= DOCUMENTED_MAX_BYTES_PER_ID,
+            "a remembered event id costs {per_id} bytes, more than the {DOCUMENTED_MAX_BYTES_PER_ID} \
+             documented"
+        );
+        assert_eq!(p.info().await.unwrap().messages, 16);
+    });
+}
