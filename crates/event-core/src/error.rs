@@ -115,7 +115,8 @@ pub enum Error {
 
     /// A payload failed schema validation.
     #[error(
-        "schema validation failed for {event_type} v{version} {}: {reason}",
+        "schema validation failed for {} v{version} {}: {reason}",
+        type_name(.event_type),
         payload_location(.path)
     )]
     SchemaValidation {
@@ -254,6 +255,16 @@ impl From<serde_json::Error> for Error {
 
 /// Where in a payload a schema error is: `at `/a/b`` for a JSON pointer,
 /// `at the payload root` for the empty one.
+/// An event type as an error names it; an event without one (a schema
+/// registered for the empty type) is said to be untyped.
+fn type_name(event_type: &str) -> &str {
+    if event_type.is_empty() {
+        "untyped events"
+    } else {
+        event_type
+    }
+}
+
 fn payload_location(path: &str) -> String {
     if path.is_empty() {
         "at the payload root".to_owned()
@@ -295,6 +306,16 @@ mod tests {
         assert_eq!(
             at(""),
             "schema validation failed for order.created v2 at the payload root: bad"
+        );
+        let untyped = Error::SchemaValidation {
+            event_type: String::new(),
+            version: 1,
+            path: String::new(),
+            reason: "bad".into(),
+        };
+        assert_eq!(
+            untyped.to_string(),
+            "schema validation failed for untyped events v1 at the payload root: bad"
         );
     }
 

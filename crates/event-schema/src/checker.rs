@@ -439,8 +439,12 @@ const UNDERSTOOD: &[&str] = &[
     "contentMediaType",
 ];
 
+/// Whether `key` never changes which instances are valid: an annotation,
+/// a vendor extension (`x-…`, which no draft defines and validators
+/// ignore; this crate's validator registers no keywords of its own), or
+/// the root's `$schema`.
 fn is_annotation(key: &str, root: bool) -> bool {
-    ANNOTATIONS.contains(&key) || (root && key == "$schema")
+    ANNOTATIONS.contains(&key) || key.starts_with("x-") || (root && key == "$schema")
 }
 
 fn accepts_everything(schema: &Value, root: bool) -> bool {

@@ -1,5 +1,9 @@
-//! [`Compatibility`]: the schema-evolution rules, as Confluent Schema Registry
-//! defines them.
+//! [`Compatibility`]: the schema-evolution levels, as Confluent Schema
+//! Registry names them. What each level checks is this crate's own proof
+//! that one schema reads another's payloads (see the crate docs), stricter
+//! than Confluent's JSON Schema rules where those accept an evolution that
+//! some payload fails (a `default` for a new required property, which
+//! validation does not apply; an overlapping `oneOf` branch).
 
 use event_core::{Error, Result};
 use serde::{Deserialize, Serialize};

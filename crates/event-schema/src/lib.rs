@@ -101,7 +101,7 @@
 //! | `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `multipleOf` | R's bound is implied by W's (numbers only matter if W allows numbers); bounds are compared exactly, also beyond 2^53; W's `multipleOf` must be an integer multiple of R's, read as written in decimal |
 //! | `minLength`, `maxLength`, `minItems`, `maxItems`, `minProperties`, `maxProperties`, `uniqueItems` | R's bound is implied by W's |
 //! | `pattern`, `format`, `contentEncoding`, `contentMediaType` | R's is absent or identical to W's; `contentEncoding` and `contentMediaType` as a pair (where asserted, the media type is checked on the decoded string, and an encoding next to an unknown media type is not checked), so with either in R, W has the same two; `format` and the content keywords also need the same draft (drafts 6 and 7 assert them, 2019-09 and 2020-12 only annotate; no `$schema` is 2020-12, and spellings of one draft's URI, with or without `#`, `http` or `https`, are one draft) |
-//! | annotations (`title`, `description`, `default`, `examples`, `$comment`, `$id`, `$defs`, `deprecated`, `readOnly`, `writeOnly`, root `$schema`) | ignored |
+//! | annotations (`title`, `description`, `default`, `examples`, `$comment`, `$id`, `$defs`, `deprecated`, `readOnly`, `writeOnly`, root `$schema`) and vendor extensions (`x-…`, which validators ignore) | ignored |
 //!
 //! Anything else in a subschema that changed (an unresolved `$ref`, `allOf`,
 //! `anyOf` or `oneOf` beside other keywords, `not`, `if`/`then`/`else`, `patternProperties`,

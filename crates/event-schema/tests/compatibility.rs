@@ -399,6 +399,40 @@ fn full_accepts_annotation_changes() {
     );
 }
 
+/// Vendor extension keywords (`x-…`, as schema generators and Kafka tooling
+/// add) do not change which payloads are valid, so they neither block an
+/// evolution beside them nor count as a change themselves.
+#[test]
+fn vendor_extension_keywords_are_annotations() {
+    let with_ext = |values: &[&str], topic: &str| {
+        let mut schema = json!({
+            "type": "object",
+            "properties": {"status": {"enum": values, "x-generated-by": "gen 1.2"}},
+            "required": ["status"],
+        });
+        schema["x-kafka-topic"] = json!(topic);
+        schema
+    };
+    // an enum value added beside them: readable by the new reader
+    accepted(
+        Compatibility::Backward,
+        js("t", 1, with_ext(&["new"], "orders")),
+        js("t", 2, with_ext(&["new", "paid"], "orders")),
+    );
+    // the extensions alone changed
+    accepted(
+        Compatibility::Full,
+        js("t", 1, with_ext(&["new"], "orders")),
+        js("t", 2, with_ext(&["new"], "orders-v2")),
+    );
+    // and a real change beside them is still judged on its own
+    refused(
+        Compatibility::Forward,
+        js("t", 1, with_ext(&["new"], "orders")),
+        js("t", 2, with_ext(&["new", "paid"], "orders")),
+    );
+}
+
 #[test]
 fn full_accepts_adding_an_unconstrained_optional_field() {
     accepted(
