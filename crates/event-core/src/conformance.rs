@@ -97,6 +97,15 @@ pub struct Capabilities {
     /// broker, a database) sets the largest skew it must tolerate. It must
     /// exceed the backend's timestamp resolution.
     pub clock_tolerance: Duration,
+    /// Whether the backend stamps stored events with the test machine's
+    /// clock (an in-process provider, or a server on the same host), to the
+    /// millisecond. [`deliver_policy_by_start_time_includes_its_millisecond`]
+    /// then checks that `ByStartTime` is inclusive ("at or after"): an event
+    /// stored within the very millisecond of the start time is delivered.
+    /// That needs the two clocks to agree; a backend that stamps with
+    /// another machine's clock sets `false`, which skips that test
+    /// (visibly). Default `true`.
+    pub stamps_with_test_clock: bool,
 }
 
 impl Default for Capabilities {
@@ -107,6 +116,7 @@ impl Default for Capabilities {
             receive_timeout: Duration::from_secs(10),
             reports_lagged: true,
             clock_tolerance: Duration::from_millis(50),
+            stamps_with_test_clock: true,
         }
     }
 }
@@ -155,6 +165,7 @@ macro_rules! conformance_tests {
             unsettled_final_delivery_comes_once_more,
             in_progress_extends_ack_wait,
             auto_ack_never_loses_unfinished_event,
+            auto_ack_acks_when_the_next_event_is_asked,
             cancelled_fetches_lose_nothing,
             cancelled_subscribe_and_close_leave_no_consumer,
             close_acks_and_ends_subscription,
@@ -164,6 +175,7 @@ macro_rules! conformance_tests {
             deliver_policy_by_start_sequence,
             deliver_policy_by_start_sequence_beyond_the_end,
             deliver_policy_by_start_time,
+            deliver_policy_by_start_time_includes_its_millisecond,
             deliver_policy_last_per_subject,
             max_ack_pending_pauses_delivery,
             backoff_spaces_redeliveries,
@@ -325,7 +337,10 @@ fn assert_invalid_subject<T: std::fmt::Debug>(result: crate::Result<T>, what: &s
 
 // ------------------------------------------------------------------ tests
 
-/// A published event arrives with every field intact and its delivery context.
+/// A published event arrives with every field intact and its delivery
+/// context, on a live subscription and read back from the store (replayed
+/// to a durable created after the publish, in manual-ack mode, and from
+/// `history`); the first publish on a fresh provider is sequence 1.
 pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -353,7 +368,11 @@ pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
     .with_metadata("region", "asia")
     .with_metadata("odd key/with:chars", "v");
     let seq = p.publish(&sent).await.expect("publish");
-    assert!(seq >= 1, "sequences start at 1");
+    assert_eq!(
+        seq, 1,
+        "the first publish on a fresh provider: stream sequences start at 1 (the Contract, \
+         \"Publish\")"
+    );
     let got = recv(
         &mut sub,
         &caps,
@@ -367,10 +386,43 @@ pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
     );
     assert_eq!(got.num_delivered, 1, "first delivery");
     assert!(!got.stream.is_empty(), "stream name must be set");
+    // read back from the store, not handed over live: every field intact too
+    let mut durable = p
+        .subscribe_durable("rt-replay", &p.category_subject("rt"))
+        .await
+        .expect("durable");
+    let replayed = recv_manual(
+        &mut durable,
+        &caps,
+        "the stored event, replayed to a durable created after the publish",
+    )
+    .await;
+    assert_eq!(
+        *replayed.received.event, sent,
+        "a stored event replayed to a new durable must round-trip exactly (metadata, numbers \
+         and all)"
+    );
+    assert_eq!(
+        (replayed.received.sequence, replayed.received.num_delivered),
+        (seq, 1),
+        "the replayed delivery: (sequence, num_delivered)"
+    );
+    assert!(
+        !replayed.received.stream.is_empty(),
+        "stream name must be set on a manual-ack delivery too"
+    );
+    replayed.ack().await.expect("ack");
+    assert_eq!(
+        p.history(None, 1).await.expect("history"),
+        vec![sent],
+        "history must return the stored event exactly (metadata, numbers and all)"
+    );
 }
 
 /// `*` matches one token, `>` one or more (never zero: `a.b.>` does not
-/// match `a.b`); unrelated subjects stay isolated.
+/// match `a.b`); a literal filter matches only that subject (not one it is
+/// a string prefix of), on subscriptions and in `history`; unrelated
+/// subjects stay isolated.
 pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -403,6 +455,14 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         .expect("publish");
     p.publish(&event(&*p, "wb", "x", 3)).await.expect("publish");
     p.publish(&event(&*p, "wb", "y", 4)).await.expect("publish");
+    // a literal filter is a whole subject, not a string prefix: `wb.x`
+    // matches neither `wb.xy` nor `wb.x.y`
+    p.publish(&event(&*p, "wb", "xy", 5))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wb", "x.y", 6))
+        .await
+        .expect("publish");
     // sentinels so that "nothing else arrived" is checked by order, not sleeps
     p.publish(&event(&*p, "wa", "end", 100))
         .await
@@ -450,12 +510,23 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
     assert_eq!(
         collect(&mut exact, "wb.x", 101).await,
         vec![3],
-        "a literal filter matches only itself"
+        "a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)"
     );
     assert_eq!(
         collect(&mut deep, "wa.x.>", 102).await,
         vec![2],
         "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself"
+    );
+    let literal = p.build_subject("wb", "x");
+    assert_eq!(
+        p.history(Some(&literal), 10)
+            .await
+            .expect("history")
+            .iter()
+            .map(n_of)
+            .collect::<Vec<_>>(),
+        vec![101, 3],
+        "history(`{literal}`): a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)"
     );
 }
 
@@ -906,7 +977,8 @@ async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -
     out
 }
 
-/// `nak` redelivers the event at once with `num_delivered` 2.
+/// `nak` redelivers the event at once with `num_delivered` 2, on durable
+/// and ephemeral subscriptions alike (delivery is at-least-once on both).
 pub async fn nak_redelivers(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -914,31 +986,52 @@ pub async fn nak_redelivers(factory: &dyn ProviderFactory) {
         ack_wait: Some(Duration::from_secs(30)),
         ..SubscribeOptions::default()
     };
-    let mut sub = p
-        .subscribe_durable_with_options("nak", &p.category_subject("nak"), &opts)
+    let filter = p.category_subject("nak");
+    let durable = p
+        .subscribe_durable_with_options("nak", &filter, &opts)
         .await
         .expect("durable");
+    let ephemeral = p
+        .subscribe_with_options(&filter, &opts)
+        .await
+        .expect("ephemeral");
     publish_n(&*p, "nak", "t", 0..1).await;
-    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
-    assert_eq!(first.received.num_delivered, 1);
-    let seq = first.received.sequence;
-    let started = Instant::now();
-    first.nak().await.expect("nak");
-    let again = recv_manual(&mut sub, &caps, "the redelivery after nak").await;
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "nak must redeliver now, not after the 30 s ack wait"
-    );
-    assert_eq!(again.received.sequence, seq, "the naked event comes back");
-    assert_eq!(
-        again.received.num_delivered, 2,
-        "num_delivered counts the redelivery"
-    );
-    again.ack().await.expect("ack");
-    expect_nothing_manual(&mut sub, caps.ack_wait, "after the redelivery was acked").await;
+    for (kind, mut sub) in [("durable", durable), ("ephemeral", ephemeral)] {
+        let first = recv_manual(&mut sub, &caps, &format!("{kind}: the first delivery")).await;
+        assert_eq!(first.received.num_delivered, 1, "{kind}: first delivery");
+        let seq = first.received.sequence;
+        let started = Instant::now();
+        first.nak().await.expect("nak");
+        let again = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("{kind}: the redelivery after nak (delivery is at-least-once)"),
+        )
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{kind}: nak must redeliver now, not after the 30 s ack wait"
+        );
+        assert_eq!(
+            again.received.sequence, seq,
+            "{kind}: the naked event comes back"
+        );
+        assert_eq!(
+            again.received.num_delivered, 2,
+            "{kind}: num_delivered counts the redelivery"
+        );
+        again.ack().await.expect("ack");
+        expect_nothing_manual(
+            &mut sub,
+            caps.ack_wait,
+            &format!("{kind}: after the redelivery was acked"),
+        )
+        .await;
+    }
 }
 
-/// `nak_with_delay` redelivers, but not before the delay.
+/// `nak_with_delay` redelivers, but not before the delay (a delay finer
+/// than the backend's timers is rounded up, never down).
 pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -952,7 +1045,9 @@ pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
         .expect("durable");
     publish_n(&*p, "nakd", "t", 0..1).await;
     let first = recv_manual(&mut sub, &caps, "the first delivery").await;
-    let delay = caps.ack_wait * 2;
+    // not a whole number of ack waits (nor, with the usual ack waits, of
+    // seconds): a provider that rounds the delay down redelivers early
+    let delay = caps.ack_wait * 5 / 2;
     let started = Instant::now();
     first.nak_with_delay(delay).await.expect("nak_with_delay");
     let again = recv_manual(
@@ -964,7 +1059,8 @@ pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
     let elapsed = started.elapsed();
     assert!(
         elapsed + Duration::from_millis(50) >= delay,
-        "redelivered after {elapsed:?}, before the {delay:?} delay"
+        "redelivered after {elapsed:?}, before the {delay:?} delay (a nak delay means \
+         \"not before\": one the backend cannot express exactly is rounded up, never down)"
     );
     assert_eq!(again.received.num_delivered, 2);
     again.ack().await.expect("ack");
@@ -1261,11 +1357,42 @@ pub async fn auto_ack_never_loses_unfinished_event(factory: &dyn ProviderFactory
     .await;
 }
 
+/// Auto-ack acknowledges the previous event when the caller asks for the
+/// next one, before waiting for it, not when the next event arrives: a
+/// caller done with the last event of a quiet stream, waiting for more,
+/// does not get that event back after the ack wait.
+pub async fn auto_ack_acks_when_the_next_event_is_asked(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    publish_n(&*p, "ask", "t", 0..1).await;
+    let mut sub = p
+        .subscribe_durable_with_options("ask", &p.category_subject("ask"), &manual_opts(&caps))
+        .await
+        .expect("durable");
+    let first = recv(&mut sub, &caps, "auto-ack: event 0").await;
+    assert_eq!(n_of(&first.event), 0);
+    // done with event 0; nothing else is published while we wait for more
+    let wait = caps.ack_wait + redelivery_slack(&caps);
+    match tokio::time::timeout(wait, sub.next()).await {
+        Err(_) => {}
+        Ok(Ok(Some(again))) => panic!(
+            "auto-ack: next() waiting for a second event got event {} again (num_delivered \
+             {}): next() must acknowledge the event it returned last when the caller asks for \
+             the next one, not only once another event arrives",
+            n_of(&again.event),
+            again.num_delivered
+        ),
+        Ok(other) => panic!("auto-ack: next() waiting for a second event: got {other:?}"),
+    }
+    sub.close().await.expect("close");
+}
+
 /// A fetch dropped before it completes (a `select!` branch that lost, a
 /// `timeout`) loses and skips nothing: every event still arrives, in order,
 /// on its first delivery, not after an ack wait. Half the fetches are
-/// dropped right after their first poll, half after a millisecond (so a
-/// provider that needs a round trip makes progress).
+/// dropped right after their first poll, half after a window that doubles
+/// from 1 ms to 32 ms and starts over (so a provider whose fetch needs a
+/// round trip of a few milliseconds completes some and makes progress).
 pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -1302,8 +1429,10 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
         // millisecond tick, so the fetch may run past several awaits first)
         round += 1;
         let first_poll_only = round.is_multiple_of(2);
+        let window = Duration::from_millis(1 << ((round / 2) % 6));
         if manual.len() < 100
-            && let Some(item) = fetch_or_cancel(durable.next_manual_ack(), first_poll_only).await
+            && let Some(item) =
+                fetch_or_cancel(durable.next_manual_ack(), first_poll_only, window).await
         {
             let pending = item.expect("delivery").expect("subscription open");
             manual.push((
@@ -1313,7 +1442,7 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
             pending.ack().await.expect("ack");
         }
         if auto.len() < 100
-            && let Some(item) = fetch_or_cancel(live.next(), first_poll_only).await
+            && let Some(item) = fetch_or_cancel(live.next(), first_poll_only, window).await
         {
             let received = item.expect("delivery").expect("subscription open");
             auto.push((n_of(&received.event), received.num_delivered));
@@ -1328,22 +1457,24 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
             panic!(
                 "{mode} fetches dropped mid-way: a fetch cancelled at an await must not take \
                  an event it does not return; missing (n, num_delivered): {missing:?}, \
-                 unexpected: {unexpected:?}, received in this order: {got:?}"
+                 unexpected: {unexpected:?}, received in this order: {got:?} (within the \
+                 receive timeout {:?}, half the fetches dropped after their first poll, half \
+                 after 1 to 32 ms)",
+                caps.receive_timeout
             );
         }
     }
 }
 
-/// Runs `fetch` until its first poll returns (`first_poll_only`) or for a
-/// millisecond, then drops it unfinished: `None` when it was cancelled.
+/// Runs `fetch` until its first poll returns (`first_poll_only`) or for
+/// `window`, then drops it unfinished: `None` when it was cancelled.
 async fn fetch_or_cancel<F: std::future::Future>(
     fetch: F,
     first_poll_only: bool,
+    window: Duration,
 ) -> Option<F::Output> {
     if !first_poll_only {
-        return tokio::time::timeout(Duration::from_millis(1), fetch)
-            .await
-            .ok();
+        return tokio::time::timeout(window, fetch).await.ok();
     }
     let mut fetch = std::pin::pin!(fetch);
     std::future::poll_fn(|cx| match fetch.as_mut().poll(cx) {
@@ -1523,12 +1654,17 @@ pub async fn deliver_policy_all(factory: &dyn ProviderFactory) {
     }
 }
 
-/// `DeliverPolicy::Last` delivers the newest stored event, then new ones
-/// (durable and ephemeral).
+/// `DeliverPolicy::Last` delivers the newest stored event matching the
+/// filter (not the stream's newest, when that one is on another subject),
+/// then new ones (durable and ephemeral).
 pub async fn deliver_policy_last(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     policy_fixture(&*p).await;
+    // the stream's newest event is outside the filter
+    p.publish(&event(&*p, "pol-other", "x", 99))
+        .await
+        .expect("publish");
     let mut subs = policy_subs(&*p, "pol-last", DeliverPolicy::Last).await;
     for (kind, sub) in &mut subs {
         assert_eq!(
@@ -1536,7 +1672,10 @@ pub async fn deliver_policy_last(factory: &dyn ProviderFactory) {
                 sub,
                 &caps,
                 1,
-                &format!("{kind} subscription with DeliverPolicy::Last")
+                &format!(
+                    "{kind} subscription with DeliverPolicy::Last (the newest event matching \
+                     the filter, n=4; the stream's newest is on another category)"
+                )
             )
             .await,
             vec![4],
@@ -1658,7 +1797,9 @@ pub async fn deliver_policy_by_start_sequence_beyond_the_end(factory: &dyn Provi
 }
 
 /// `DeliverPolicy::ByStartTime` starts at the first event stored at or after
-/// the time (durable and ephemeral).
+/// the time (durable and ephemeral): the provider's storage time, not the
+/// events' own `timestamp` (here set far after the start time on the events
+/// before it, and far before it on the events after it).
 ///
 /// The start time is the test machine's clock, with
 /// [`Capabilities::clock_tolerance`] between it and the publishes on either
@@ -1668,24 +1809,110 @@ pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     let margin = caps.clock_tolerance;
-    publish_n(&*p, "pol", "x", 0..2).await;
+    // the events' own timestamps say the opposite of their storage times
+    // (a producer's clock off by an hour, an old event published again)
+    let publish_stamped = async |range: std::ops::Range<u64>, timestamp: u64| {
+        for n in range {
+            let mut e = event(&*p, "pol", "x", n);
+            e.timestamp = timestamp;
+            p.publish(&e).await.expect("publish");
+        }
+    };
+    publish_stamped(0..2, crate::now_millis() + 3_600_000).await;
     tokio::time::sleep(margin).await;
     let start = crate::now_millis();
     tokio::time::sleep(margin).await;
-    publish_n(&*p, "pol", "x", 2..4).await;
+    publish_stamped(2..4, 1).await;
     let policy = DeliverPolicy::ByStartTime { timestamp: start };
     for (kind, mut sub) in policy_subs(&*p, "pol-time", policy).await {
         let what = format!(
             "{kind} subscription with DeliverPolicy::ByStartTime (events 0 and 1 published \
              {margin:?} before the start time by the test machine's clock, 2 and 3 {margin:?} \
              after it; a backend that stamps events with a clock off by more than that fails \
-             here: set Capabilities::clock_tolerance to the skew it must tolerate)"
+             here: set Capabilities::clock_tolerance to the skew it must tolerate; the events' \
+             own `timestamp`s are an hour after the start time on 0 and 1, and 1 on 2 and 3: \
+             ByStartTime compares the storage time, not Event::timestamp)"
         );
         assert_eq!(
             drain_ns(&mut sub, &caps, 2, &what).await,
             vec![2, 3],
             "{what}"
         );
+    }
+}
+
+/// `DeliverPolicy::ByStartTime` is inclusive ("at or after"): an event
+/// stored within the very millisecond of the start time is delivered
+/// (durable and ephemeral). The test publishes until one publish starts
+/// and returns within one millisecond of the test machine's clock, so its
+/// storage time is that millisecond, and starts there; it needs the
+/// backend to stamp events with the test machine's clock
+/// ([`Capabilities::stamps_with_test_clock`], otherwise skipped).
+pub async fn deliver_policy_by_start_time_includes_its_millisecond(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    if !caps.stamps_with_test_clock {
+        skip(
+            "deliver_policy_by_start_time_includes_its_millisecond",
+            p.name(),
+            "capabilities.stamps_with_test_clock is false",
+        );
+        return;
+    }
+    let mut found = None;
+    for n in 0..1000 {
+        let before = crate::now_millis();
+        p.publish(&event(&*p, "incl", "t", n))
+            .await
+            .expect("publish");
+        if crate::now_millis() == before {
+            found = Some((n, before));
+            break;
+        }
+    }
+    let Some((n, start)) = found else {
+        panic!(
+            "1,000 publishes in a row each took a millisecond or more (by the test machine's \
+             clock): no event is known to be stored within one millisecond, so ByStartTime's \
+             inclusive start cannot be checked"
+        );
+    };
+    // a sentinel stored in a later millisecond
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    p.publish(&event(&*p, "incl", "t", 1000))
+        .await
+        .expect("publish");
+    let policy = DeliverPolicy::ByStartTime { timestamp: start };
+    let opts = SubscribeOptions {
+        deliver_policy: policy,
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("incl");
+    let durable = p
+        .subscribe_durable_with_options("incl", &filter, &opts)
+        .await
+        .expect("durable with ByStartTime");
+    let ephemeral = p
+        .subscribe_with_options(&filter, &opts)
+        .await
+        .expect("ephemeral with ByStartTime");
+    for (kind, mut sub) in [("durable", durable), ("ephemeral", ephemeral)] {
+        let what = format!(
+            "{kind} subscription with DeliverPolicy::ByStartTime {start}: event {n}, published \
+             and acknowledged within millisecond {start} by the test machine's clock, comes \
+             before the sentinel n=1000 stored later (the start is inclusive: at or after; a \
+             backend whose clock is not the test machine's sets \
+             Capabilities::stamps_with_test_clock to false)"
+        );
+        loop {
+            let pending = recv_manual(&mut sub, &caps, &what).await;
+            let got = n_of(&pending.received.event);
+            pending.ack().await.expect("ack");
+            assert_ne!(got, 1000, "{what}");
+            if got == n {
+                break;
+            }
+        }
     }
 }
 
@@ -1990,7 +2217,9 @@ pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
 /// a duplicate, when the provider says at all: the first publish of a dedup
 /// id is stored, a repeat inside the window is a duplicate with the first
 /// sequence. A provider that does not say (the trait's default, `None`)
-/// says so for both.
+/// says so for both. Its [`PublishOptions`] count as in
+/// `publish_with_options`: a repeated `msg_id` is a duplicate, a stale
+/// `expected_sequence` is `WrongLastSequence`.
 pub async fn publish_outcome_reports_duplicates(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let e = Arc::new(event(&*p, "outcome", "t", 1));
@@ -2031,6 +2260,53 @@ pub async fn publish_outcome_reports_duplicates(factory: &dyn ProviderFactory) {
         assert_eq!(other.duplicate, Some(false), "a new dedup id is stored");
     }
     assert_eq!(p.info().await.expect("info").messages, 2);
+    // the options count as in publish_with_options: the dedup id ...
+    let by_id = PublishOptions {
+        msg_id: Some("outcome-key".into()),
+        ..PublishOptions::default()
+    };
+    let keyed = p
+        .publish_shared_with_outcome(Arc::new(event(&*p, "outcome", "t", 3)), &by_id)
+        .await
+        .expect("publish");
+    let rekeyed = p
+        .publish_shared_with_outcome(Arc::new(event(&*p, "outcome", "t", 4)), &by_id)
+        .await
+        .expect("publish");
+    assert_eq!(
+        keyed.sequence, rekeyed.sequence,
+        "publish_shared_with_outcome of two events with the same PublishOptions::msg_id: the \
+         repeat must return the first one's sequence (the options count as in \
+         publish_with_options)"
+    );
+    if keyed.duplicate.is_some() {
+        assert_eq!(
+            (keyed.duplicate, rekeyed.duplicate),
+            (Some(false), Some(true)),
+            "publish_shared_with_outcome with a repeated PublishOptions::msg_id: (first, repeat)"
+        );
+    }
+    // ... and the expected sequence
+    let stale = PublishOptions {
+        expected_sequence: Some(first.sequence),
+        ..PublishOptions::default()
+    };
+    match p
+        .publish_shared_with_outcome(Arc::new(event(&*p, "outcome", "t", 5)), &stale)
+        .await
+    {
+        Err(Error::WrongLastSequence { expected, .. }) => assert_eq!(expected, first.sequence),
+        other => panic!(
+            "publish_shared_with_outcome with a stale PublishOptions::expected_sequence: \
+             expected WrongLastSequence (the options count as in publish_with_options), got \
+             {other:?}"
+        ),
+    }
+    assert_eq!(
+        p.info().await.expect("info").messages,
+        3,
+        "the repeated msg_id and the conflict stored nothing"
+    );
 }
 
 /// An empty dedup id (or one with control characters) is refused before
@@ -2062,7 +2338,8 @@ pub async fn unusable_msg_id_refused(factory: &dyn ProviderFactory) {
     assert_eq!(p.info().await.expect("info").messages, 0, "nothing stored");
 }
 
-/// `expected_sequence` publishes only on the expected last sequence.
+/// `expected_sequence` publishes only on the expected last sequence, the
+/// stream's (any subject's), not the last one of the event's subject.
 pub async fn expected_sequence_conflict(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let s1 = p
@@ -2094,6 +2371,41 @@ pub async fn expected_sequence_conflict(factory: &dyn ProviderFactory) {
         2,
         "the conflicting event was not stored"
     );
+    // the stream's last sequence, whatever subject it was published on
+    let s3 = p
+        .publish(&event(&*p, "exp", "other", 4))
+        .await
+        .expect("publish");
+    let subject_last = PublishOptions {
+        expected_sequence: Some(s2),
+        ..PublishOptions::default()
+    };
+    match p
+        .publish_with_options(&event(&*p, "exp", "t", 5), &subject_last)
+        .await
+    {
+        Err(Error::WrongLastSequence { expected, .. }) => assert_eq!(expected, s2),
+        other => panic!(
+            "expected_sequence {s2}, the last sequence of the event's subject, while the \
+             stream's last is {s3} (on another subject): expected WrongLastSequence \
+             (expected_sequence is the stream's last sequence, not the subject's), got \
+             {other:?}"
+        ),
+    }
+    let stream_last = PublishOptions {
+        expected_sequence: Some(s3),
+        ..PublishOptions::default()
+    };
+    let s4 = p
+        .publish_with_options(&event(&*p, "exp", "t", 6), &stream_last)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "expected_sequence {s3}, the stream's last sequence (published on another \
+                 subject): expected the publish to succeed, got {e}"
+            )
+        });
+    assert!(s4 > s3);
 }
 
 /// `unsubscribe` deletes a durable: a new one starts over.
@@ -2301,8 +2613,9 @@ pub async fn invalid_subscribe_options_refused(factory: &dyn ProviderFactory) {
         .expect("max_deliver 2 with 2 backoff steps");
 }
 
-/// Resubscribing a durable with different options applies them or refuses
-/// with `Conflict`; it never silently keeps the old ones.
+/// Resubscribing a durable with different options (filter, `max_deliver`,
+/// `ack_wait`) applies them or refuses with `Conflict`; it never silently
+/// keeps the old ones.
 pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -2395,6 +2708,54 @@ pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFa
         Err(Error::Conflict { .. }) => {}
         Err(other) => panic!("changed options: expected Ok or Conflict, got {other}"),
     }
+    // a changed ack wait, from one longer than the test to the capability's
+    let long = SubscribeOptions {
+        ack_wait: Some(caps.receive_timeout * 6),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("chgd");
+    match p
+        .subscribe_durable_with_options("chg3", &filter, &long)
+        .await
+    {
+        Ok(s) => drop(s),
+        Err(e) => panic!("durable: {e}"),
+    }
+    match p
+        .subscribe_durable_with_options("chg3", &filter, &manual_opts(&caps))
+        .await
+    {
+        Ok(mut sub) => {
+            p.publish(&event(&*p, "chgd", "t", 1))
+                .await
+                .expect("publish");
+            let what = format!(
+                "durable created with ack_wait {:?}, resubscribed with ack_wait {:?}",
+                long.ack_wait.unwrap_or_default(),
+                caps.ack_wait
+            );
+            let first = recv_manual(&mut sub, &caps, &format!("{what}: the first delivery")).await;
+            assert!(
+                first.ack_wait().is_none_or(|w| w == caps.ack_wait),
+                "{what}: the delivery reports ack wait {:?}: the new ack_wait must be in effect",
+                first.ack_wait()
+            );
+            drop(first); // ack timeout
+            let again = recv_manual(
+                &mut sub,
+                &caps,
+                &format!(
+                    "{what}: the redelivery of a delivery dropped unsettled, after the new ack \
+                     wait (the new ack_wait must be in effect)"
+                ),
+            )
+            .await;
+            assert_eq!(again.received.num_delivered, 2);
+            again.ack().await.expect("ack");
+        }
+        Err(Error::Conflict { .. }) => {}
+        Err(other) => panic!("changed ack_wait: expected Ok or Conflict, got {other}"),
+    }
 }
 
 /// A durable that has delivered events on a literal filter, resubscribed
@@ -2448,9 +2809,11 @@ pub async fn changed_durable_filter_from_literal_to_wildcard(factory: &dyn Provi
     }
 }
 
-/// Bad subjects, filters and consumer names are `InvalidSubject`, before I/O,
-/// and so is a filter that matches no subject the provider publishes
-/// (`<prefix>.<category>.<topic>`, see
+/// Bad subjects, filters and consumer names (every name
+/// [`validate_consumer_name`](crate::subject::validate_consumer_name)
+/// refuses) are `InvalidSubject`, before I/O, and so is a filter that
+/// matches no subject the provider publishes (`<prefix>.<category>.<topic>`,
+/// the prefix a whole token, see
 /// [`validate_filter_for_prefix`](crate::subject::validate_filter_for_prefix)).
 pub async fn invalid_subjects_filters_and_names_rejected(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
@@ -2485,6 +2848,9 @@ pub async fn invalid_subjects_filters_and_names_rejected(factory: &dyn ProviderF
         prefix.clone(),
         format!("{prefix}.inv"),
         format!("{prefix}.*"),
+        // the prefix is a whole token, not a string prefix
+        format!("{prefix}x.inv.t"),
+        format!("{prefix}2.>"),
     ] {
         assert_invalid_subject(
             p.subscribe(&filter).await.map(|_| ()),
@@ -2495,12 +2861,27 @@ pub async fn invalid_subjects_filters_and_names_rejected(factory: &dyn ProviderF
             &format!("durable filter {filter:?}, outside `{prefix}.<category>.<topic>`"),
         );
     }
-    for name in ["", "a.b", "a*", "a>", "a b", "a/b"] {
+    // every name validate_consumer_name refuses, the same on every provider
+    let too_long = "n".repeat(crate::subject::MAX_CONSUMER_NAME_LEN + 1);
+    for name in [
+        "",
+        "a.b",
+        "a*",
+        "a>",
+        "a b",
+        "a/b",
+        "a\\b",
+        "a%b",
+        "a\u{1}b",
+        too_long.as_str(),
+    ] {
         assert_invalid_subject(
             p.subscribe_durable(name, &p.category_subject("inv"))
                 .await
                 .map(|_| ()),
-            &format!("consumer name {name:?}"),
+            &format!(
+                "consumer name {name:?} (refused by event_core::subject::validate_consumer_name)"
+            ),
         );
     }
     assert_eq!(
@@ -2512,7 +2893,8 @@ pub async fn invalid_subjects_filters_and_names_rejected(factory: &dyn ProviderF
 
 /// An event whose encoded size is over the provider's limit is
 /// `PayloadTooLarge` and not stored, even when its payload alone is under
-/// the limit.
+/// the limit; an event of exactly the limit is accepted ("exceeds" is
+/// strict), and a refusal reports a size over the limit.
 pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -2549,12 +2931,54 @@ pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
              PayloadTooLarge, got {other:?}"
         ),
     }
+    // "exceeds" is strict: an event of exactly the limit is accepted. Its
+    // JSON is `max` bytes; a provider that counts more than the JSON (what
+    // its backend stores beside the event) refuses it, and must then say a
+    // size over the limit, and accept the event that many bytes smaller
+    let at_limit = |n: u64, bytes: usize| -> Event {
+        let mut e = event(&*p, "big", "t", n);
+        e.payload = json!({ "blob": "" });
+        let base = serde_json::to_vec(&e).map_or(0, |json| json.len());
+        e.payload = json!({ "blob": "x".repeat(bytes.saturating_sub(base)) });
+        e
+    };
+    let exact = at_limit(2, max);
+    match p.publish(&exact).await {
+        Ok(_) => {}
+        Err(Error::PayloadTooLarge { size, max: limit }) if size > limit => {
+            let framing = size - limit;
+            let smaller = at_limit(3, max.saturating_sub(framing));
+            if let Err(e) = p.publish(&smaller).await {
+                panic!(
+                    "the provider refused an event whose JSON is {max} bytes as {size} bytes, \
+                     over its limit {limit}; the same event {framing} bytes smaller ({limit} \
+                     bytes by the provider's own count) must be accepted (only an event that \
+                     exceeds the limit is PayloadTooLarge), got {e}"
+                );
+            }
+        }
+        Err(Error::PayloadTooLarge { size, max: limit }) => panic!(
+            "an event whose JSON is exactly Capabilities::max_payload ({max} bytes) was refused \
+             as PayloadTooLarge of {size} bytes with a limit of {limit}: only an event that \
+             exceeds the limit is refused (size > max)"
+        ),
+        Err(other) => panic!(
+            "an event whose JSON is exactly Capabilities::max_payload ({max} bytes): expected \
+             it accepted (or PayloadTooLarge over the limit, if the provider counts more than \
+             the JSON), got {other}"
+        ),
+    }
+    assert_eq!(
+        p.info().await.expect("info").messages,
+        1,
+        "the events over the limit stored nothing, the one at the limit is stored"
+    );
     let mut small = event(&*p, "big", "t", 1);
     small.payload = json!({ "blob": "x".repeat(max / 2) , "n": 1});
     p.publish(&small)
         .await
         .expect("an event under the limit is accepted");
-    assert_eq!(p.info().await.expect("info").messages, 1);
+    assert_eq!(p.info().await.expect("info").messages, 2);
 }
 
 /// A payload nested [`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH) levels

@@ -57,8 +57,9 @@ use std::time::Duration;
 /// non-empty, without whitespace or `.`; published subjects have no
 /// wildcards; filters may use `*` as a whole token and `>` as the whole last
 /// token, matching one or more tokens (see [`crate::subject`]). A bad subject,
-/// filter or consumer name is [`Error::InvalidSubject`], returned before any
-/// I/O.
+/// filter or consumer name (a name
+/// [`validate_consumer_name`](crate::subject::validate_consumer_name)
+/// refuses) is [`Error::InvalidSubject`], returned before any I/O.
 ///
 /// **Publish.** [`publish_with_options`](Self::publish_with_options) returns
 /// the stream sequence: starting at 1, strictly increasing in publish order,
@@ -411,7 +412,11 @@ pub trait EventProvider: Send + Sync {
 ///   unacknowledged, so a durable redelivers it.
 /// - [`next_manual_ack`](Self::next_manual_ack) hands settlement to the
 ///   caller. Mixing the two modes on one subscription is allowed; each event
-///   follows the mode it was fetched with.
+///   follows the mode it was fetched with. Whether a `next_manual_ack` call
+///   also acknowledges the event the previous `next` returned is left to the
+///   provider (the memory provider does; the NATS provider leaves it to the
+///   next `next` or `close`): a caller that mixes modes calls `next` or
+///   `close` to settle it.
 /// - Both wait until an event is available. `Ok(None)` means the subscription
 ///   is closed (by `close` or because the provider shut down) and will yield
 ///   nothing more.

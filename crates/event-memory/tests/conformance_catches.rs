@@ -21,7 +21,9 @@
 
 use async_trait::async_trait;
 use event_core::conformance::{self, Capabilities, ProviderFactory};
-use event_core::subject::{validate_consumer_name, validate_publish_subject};
+use event_core::subject::{
+    validate_consumer_name, validate_filter_for_prefix, validate_publish_subject,
+};
 use event_core::{
     Acker, DeliverPolicy, Error, Event, EventProvider, PendingEvent, ProviderInfo, PublishOptions,
     PublishOutcome, ReceivedEvent, Result, SubjectPattern, SubscribeOptions, Subscription,
@@ -85,9 +87,38 @@ enum Kind {
     PayloadLimitUnenforced,
     /// The limit is checked on the payload alone, not the encoded event.
     PayloadLimitCountsPayloadOnly,
+    /// An event of exactly the limit is refused (`>=` for `>`).
+    PayloadLimitOffByOne,
+    /// `publish_shared_with_outcome` ignores its options (dedup id,
+    /// expected sequence).
+    OutcomeIgnoresOptions,
+    /// `expected_sequence` is compared with the last sequence of the
+    /// event's subject, not the stream's.
+    ExpectedSequencePerSubject,
+    /// `publish` returns sequences from 1001 (the store's are from 1).
+    SequencesStartAt1001,
+    /// `history` drops metadata (deliveries keep it).
+    HistoryDropsMetadata,
+    /// Durable deliveries (replays from the store) drop metadata; live
+    /// ephemeral ones keep it.
+    DurableDropsMetadata,
+    /// A literal filter matches every subject it is a string prefix of.
+    LiteralFilterPrefixMatch,
+    /// A filter whose first token merely starts with the prefix is
+    /// accepted (and matches nothing).
+    FilterPrefixStringMatch,
+    /// Consumer names are checked by a hand-rolled rule (no whitespace,
+    /// `.`, `*`, `>`, `/`) and the rest escaped, not refused.
+    ConsumerNameHandRolled,
     // ---- acknowledgement
     NakAcks,
     NakDelayIgnored,
+    /// A nak delay is rounded down to whole seconds.
+    NakDelayRoundedDown,
+    /// A nak on an ephemeral subscription acks.
+    EphemeralNakAcks,
+    /// Manual-ack deliveries carry an empty stream name.
+    StreamEmptyOnManualAck,
     TermNaks,
     /// `term` does nothing: the event comes back after the ack wait.
     TermNoop,
@@ -134,6 +165,9 @@ enum Kind {
     AutoAckNeverAcks,
     /// `close` drops the last auto-ack event instead of acking it.
     CloseDoesNotAck,
+    /// Auto-ack acks the previous event once the next one arrives, not
+    /// when the caller asks for it.
+    AutoAckOnArrival,
     /// A fetch dropped after the event was taken loses the event.
     NotCancelSafe,
     /// An ephemeral subscribe dropped after the consumer was made leaves
@@ -146,6 +180,9 @@ enum Kind {
     DurableNotShared,
     /// Resubscribing a durable keeps its first filter and options.
     ChangedOptionsIgnored,
+    /// Resubscribing a durable keeps its first ack wait (and applies the
+    /// rest).
+    ChangedAckWaitIgnored,
     UnsubscribeNoop,
     /// Unsubscribing a missing durable succeeds.
     UnsubscribeMissingOk,
@@ -153,6 +190,12 @@ enum Kind {
     PolicyNewAsAll,
     PolicyByStartSequenceOffByOne,
     PolicyByStartTimeIgnored,
+    /// `Last` starts at the stream's last event, whatever its subject.
+    PolicyLastIgnoresFilter,
+    /// `ByStartTime` starts after the start time's millisecond.
+    PolicyByStartTimeExclusive,
+    /// `ByStartTime` compares the events' own `timestamp`.
+    PolicyByStartTimeByEventTimestamp,
     /// Not a broken rule: a backend whose clock runs [`CLOCK_AHEAD`] ahead
     /// of the test machine's (its stored events carry later times), for
     /// the `Capabilities::clock_tolerance` tests.
@@ -213,6 +256,11 @@ struct Mutant {
     /// Live ephemeral subscriptions.
     ephemerals: Arc<AtomicUsize>,
     counter: AtomicU64,
+    /// Last sequence per subject ([`Kind::ExpectedSequencePerSubject`]).
+    last_by_subject: Mutex<HashMap<String, u64>>,
+    /// (sequence, event timestamp) of each stored event, in order
+    /// ([`Kind::PolicyByStartTimeByEventTimestamp`]).
+    stamps: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Mutant {
@@ -239,6 +287,8 @@ impl Mutant {
             live: Mutex::new(HashMap::new()),
             ephemerals: Arc::new(AtomicUsize::new(0)),
             counter: AtomicU64::new(0),
+            last_by_subject: Mutex::new(HashMap::new()),
+            stamps: Mutex::new(Vec::new()),
         }
     }
 
@@ -260,6 +310,16 @@ impl Mutant {
             Kind::PayloadLimitCountsPayloadOnly => {
                 let size = serde_json::to_vec(&event.payload).unwrap().len();
                 if size > MAX_PAYLOAD {
+                    return Err(Error::PayloadTooLarge {
+                        size,
+                        max: MAX_PAYLOAD,
+                    });
+                }
+                Ok(event.clone())
+            }
+            Kind::PayloadLimitOffByOne => {
+                let size = serde_json::to_vec(&**event).unwrap().len();
+                if size >= MAX_PAYLOAD {
                     return Err(Error::PayloadTooLarge {
                         size,
                         max: MAX_PAYLOAD,
@@ -300,7 +360,21 @@ impl Mutant {
         shared: bool,
     ) -> Result<u64> {
         let event = self.admit(&event)?;
-        let options = self.publish_options(&event, options, shared);
+        let mut options = self.publish_options(&event, options, shared);
+        if self.kind == Kind::ExpectedSequencePerSubject
+            && let Some(expected) = options.expected_sequence.take()
+        {
+            let actual = self
+                .last_by_subject
+                .lock()
+                .unwrap()
+                .get(&event.subject)
+                .copied()
+                .unwrap_or(0);
+            if actual != expected {
+                return Err(Error::WrongLastSequence { expected, actual });
+            }
+        }
         let result = if shared {
             self.inner
                 .publish_shared_with_options(event.clone(), &options)
@@ -319,6 +393,21 @@ impl Mutant {
                     .await?;
                 Err(e)
             }
+            Ok(seq) => {
+                self.last_by_subject
+                    .lock()
+                    .unwrap()
+                    .insert(event.subject.clone(), seq);
+                let mut stamps = self.stamps.lock().unwrap();
+                if stamps.last().is_none_or(|(last, _)| *last < seq) {
+                    stamps.push((seq, event.timestamp));
+                }
+                Ok(if self.kind == Kind::SequencesStartAt1001 {
+                    seq + 1000
+                } else {
+                    seq
+                })
+            }
             other => other,
         }
     }
@@ -326,6 +415,21 @@ impl Mutant {
     fn filter<'a>(&self, filter: &'a str) -> std::borrow::Cow<'a, str> {
         match self.kind {
             Kind::BadFiltersAccepted if SubjectPattern::parse(filter).is_err() => ">".into(),
+            // a filter that matches nothing, accepted as one that does
+            Kind::FilterPrefixStringMatch
+                if validate_filter_for_prefix(filter, self.subject_prefix()).is_err()
+                    && SubjectPattern::parse(filter).is_ok()
+                    && filter.starts_with(self.subject_prefix())
+                    && filter.split('.').next() != Some(self.subject_prefix()) =>
+            {
+                format!("{}.never.matched", self.subject_prefix()).into()
+            }
+            Kind::LiteralFilterPrefixMatch
+                if validate_filter_for_prefix(filter, self.subject_prefix()).is_ok()
+                    && !filter.split('.').any(|t| t == "*" || t == ">") =>
+            {
+                ">".into()
+            }
             // matched by the subscription with its own (broken) matcher
             Kind::TailMatchesParent | Kind::StarMatchesMany => ">".into(),
             _ => filter.into(),
@@ -391,9 +495,39 @@ impl Mutant {
             (Kind::PolicyLastPerSubjectAsLast, DeliverPolicy::LastPerSubject) => {
                 DeliverPolicy::Last
             }
+            (Kind::PolicyByStartTimeExclusive, DeliverPolicy::ByStartTime { timestamp }) => {
+                DeliverPolicy::ByStartTime {
+                    timestamp: timestamp + 1,
+                }
+            }
+            (Kind::PolicyByStartTimeByEventTimestamp, DeliverPolicy::ByStartTime { timestamp }) => {
+                let stamps = self.stamps.lock().unwrap();
+                match stamps.iter().find(|(_, stamp)| *stamp >= timestamp) {
+                    Some((sequence, _)) => DeliverPolicy::ByStartSequence {
+                        sequence: *sequence,
+                    },
+                    None => DeliverPolicy::New,
+                }
+            }
             (_, policy) => policy,
         };
         (out, report_max)
+    }
+
+    /// [`Kind::PolicyLastIgnoresFilter`]: `Last` as "from the stream's
+    /// last event", filtered afterwards.
+    async fn last_ignoring_filter(&self, options: &mut SubscribeOptions) -> Result<()> {
+        if self.kind == Kind::PolicyLastIgnoresFilter
+            && options.deliver_policy == DeliverPolicy::Last
+        {
+            let last = self.inner.info().await?.last_sequence;
+            options.deliver_policy = if last == 0 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence { sequence: last }
+            };
+        }
+        Ok(())
     }
 
     fn subscription(
@@ -402,12 +536,15 @@ impl Mutant {
         filter: &str,
         report_max: Option<Option<u64>>,
         live: Live,
+        durable: bool,
     ) -> Box<dyn Subscription> {
-        let own_filter = matches!(self.kind, Kind::TailMatchesParent | Kind::StarMatchesMany)
+        let own_filter = (matches!(self.kind, Kind::TailMatchesParent | Kind::StarMatchesMany)
+            || (self.kind == Kind::LiteralFilterPrefixMatch && self.filter(filter) == ">"))
             .then(|| filter.to_string());
         Box::new(MutSub {
             inner,
             kind: self.kind,
+            durable,
             own_filter,
             report_max,
             held: None,
@@ -446,7 +583,12 @@ impl EventProvider for Mutant {
         // the inner provider says what happened; the wrapper's own rules
         // (admission, dedup id) are those of its shared publish
         let event = self.admit(&event)?;
-        let options = self.publish_options(&event, options, true);
+        let options = if self.kind == Kind::OutcomeIgnoresOptions {
+            PublishOptions::default()
+        } else {
+            options.clone()
+        };
+        let options = self.publish_options(&event, &options, true);
         let outcome = self
             .inner
             .publish_shared_with_outcome(event, &options)
@@ -493,7 +635,8 @@ impl EventProvider for Mutant {
         filter_subject: &str,
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
-        let (options, report_max) = self.subscribe_options(options, true);
+        let (mut options, report_max) = self.subscribe_options(options, true);
+        self.last_ignoring_filter(&mut options).await?;
         let mut inner = self
             .inner
             .subscribe_with_options(&self.filter(filter_subject), &options)
@@ -515,6 +658,7 @@ impl EventProvider for Mutant {
             filter_subject,
             report_max,
             Live::enter(&self.ephemerals),
+            false,
         ))
     }
 
@@ -525,7 +669,14 @@ impl EventProvider for Mutant {
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
         let mut name = consumer_name.to_string();
-        if self.kind == Kind::BadConsumerNamesAccepted && validate_consumer_name(&name).is_err() {
+        let hand_rolled_ok = !name.is_empty()
+            && !name
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/'));
+        if (self.kind == Kind::BadConsumerNamesAccepted
+            || (self.kind == Kind::ConsumerNameHandRolled && hand_rolled_ok))
+            && validate_consumer_name(&name).is_err()
+        {
             name = format!(
                 "x{}",
                 name.bytes().map(|b| format!("{b:02x}")).collect::<String>()
@@ -538,6 +689,7 @@ impl EventProvider for Mutant {
                 let _ = self.inner.unsubscribe(&name).await;
             }
             (Kind::ChangedOptionsIgnored, Some(first)) => (filter, options) = first,
+            (Kind::ChangedAckWaitIgnored, Some((_, first))) => options.ack_wait = first.ack_wait,
             (_, None) => {
                 self.durables
                     .lock()
@@ -559,18 +711,33 @@ impl EventProvider for Mutant {
                 self.counter.fetch_add(1, Ordering::Relaxed)
             );
         }
-        let (options, report_max) = self.subscribe_options(&options, false);
+        let (mut options, report_max) = self.subscribe_options(&options, false);
+        self.last_ignoring_filter(&mut options).await?;
         let inner = self
             .inner
             .subscribe_durable_with_options(&name, &self.filter(&filter), &options)
             .await?;
-        Ok(self.subscription(inner, &filter, report_max, Live::enter(&counter)))
+        Ok(self.subscription(inner, &filter, report_max, Live::enter(&counter), true))
     }
 
     async fn history(&self, filter_subject: Option<&str>, limit: usize) -> Result<Vec<Event>> {
         let filter = filter_subject.map(|f| self.filter(f));
         let filter = filter.as_deref();
         match self.kind {
+            Kind::HistoryDropsMetadata => {
+                let mut events = self.inner.history(filter, limit).await?;
+                for event in &mut events {
+                    event.metadata.clear();
+                }
+                Ok(events)
+            }
+            Kind::LiteralFilterPrefixMatch if filter == Some(">") => {
+                let literal = filter_subject.unwrap_or_default();
+                let mut events = self.inner.history(None, usize::MAX).await?;
+                events.retain(|e| e.subject.starts_with(literal));
+                events.truncate(limit);
+                Ok(events)
+            }
             Kind::HistoryOldestFirst => {
                 let mut events = self.inner.history(filter, limit).await?;
                 events.reverse();
@@ -640,6 +807,8 @@ impl EventProvider for Mutant {
 struct MutSub {
     inner: Box<dyn Subscription>,
     kind: Kind,
+    /// A durable's subscription (not an ephemeral one).
+    durable: bool,
     /// The caller's filter, matched here with the mutant's matcher (the
     /// inner subscription gets `>`).
     own_filter: Option<String>,
@@ -670,6 +839,11 @@ impl MutSub {
     /// Whether the caller should see `subject` (and the delivery count
     /// allows it).
     fn wanted(&mut self, subject: &str) -> bool {
+        if let Some(filter) = &self.own_filter
+            && self.kind == Kind::LiteralFilterPrefixMatch
+        {
+            return subject.starts_with(filter.as_str());
+        }
         if let Some(filter) = &self.own_filter {
             let f: Vec<&str> = filter.split('.').collect();
             let s: Vec<&str> = subject.split('.').collect();
@@ -689,6 +863,9 @@ impl MutSub {
             Kind::NumDeliveredAlwaysOne => received.num_delivered = 1,
             Kind::DeliveredSequenceOffByOne => received.sequence += 1,
             Kind::MetadataDropped => Arc::make_mut(&mut received.event).metadata.clear(),
+            Kind::DurableDropsMetadata if self.durable => {
+                Arc::make_mut(&mut received.event).metadata.clear();
+            }
             _ => {}
         }
         received
@@ -738,11 +915,15 @@ impl MutSub {
             Kind::BackoffOffByOneUnreported | Kind::BackoffIgnoredUnreported => None,
             _ => pending.ack_wait(),
         };
-        let (received, max_deliver, acker) = pending.into_parts();
+        let (mut received, max_deliver, acker) = pending.into_parts();
+        if self.kind == Kind::StreamEmptyOnManualAck {
+            received.stream = Arc::from("");
+        }
         let max_deliver = self.report_max.unwrap_or(max_deliver);
         let acker = MutAcker {
             inner: Some(acker),
             kind: self.kind,
+            ephemeral: !self.durable,
             settled: AtomicBool::new(false),
             last: max_deliver.is_some_and(|max| received.num_delivered >= max),
         };
@@ -757,6 +938,8 @@ impl MutSub {
     async fn next_emulated(&mut self) -> Result<Option<ReceivedEvent>> {
         match self.kind {
             Kind::AutoAckNeverAcks => drop(self.held.take()),
+            // acked below, once the next event came
+            Kind::AutoAckOnArrival => {}
             _ => {
                 if let Some(last) = self.held.take() {
                     last.ack().await?;
@@ -766,6 +949,11 @@ impl MutSub {
         let Some(pending) = self.fetch_manual().await? else {
             return Ok(None);
         };
+        if self.kind == Kind::AutoAckOnArrival
+            && let Some(last) = self.held.take()
+        {
+            last.ack().await?;
+        }
         let received = pending.received.clone();
         if self.kind == Kind::AutoAckBeforeCallerSees {
             pending.ack().await?;
@@ -780,9 +968,10 @@ impl MutSub {
 impl Subscription for MutSub {
     async fn next(&mut self) -> Result<Option<ReceivedEvent>> {
         match self.kind {
-            Kind::AutoAckBeforeCallerSees | Kind::AutoAckNeverAcks | Kind::CloseDoesNotAck => {
-                self.next_emulated().await
-            }
+            Kind::AutoAckBeforeCallerSees
+            | Kind::AutoAckNeverAcks
+            | Kind::CloseDoesNotAck
+            | Kind::AutoAckOnArrival => self.next_emulated().await,
             Kind::Reorders => {
                 if let Some(received) = self.buffered.pop_front() {
                     return Ok(Some(received));
@@ -831,6 +1020,8 @@ impl Subscription for MutSub {
 struct MutAcker {
     inner: Option<Box<dyn Acker>>,
     kind: Kind,
+    /// The delivery of an ephemeral subscription.
+    ephemeral: bool,
     settled: AtomicBool,
     /// The delivery is reported as the final one.
     last: bool,
@@ -853,7 +1044,12 @@ impl Acker for MutAcker {
         self.settled.store(true, Ordering::SeqCst);
         match self.kind {
             Kind::NakAcks => self.inner().ack().await,
+            Kind::EphemeralNakAcks if self.ephemeral => self.inner().ack().await,
             Kind::NakDelayIgnored => self.inner().nak(None).await,
+            Kind::NakDelayRoundedDown => {
+                let whole = delay.map(|d| Duration::from_secs(d.as_secs()));
+                self.inner().nak(whole).await
+            }
             // the inner acker is dropped unsettled: the ack wait expires
             Kind::NakFinalLeftUnsettled if self.last => Ok(()),
             _ => self.inner().nak(delay).await,
@@ -1122,7 +1318,7 @@ mutant!(
 mutant!(
     /// The suite catches invalid consumer names being accepted.
     bad_consumer_names_accepted, Kind::BadConsumerNamesAccepted,
-    invalid_subjects_filters_and_names_rejected => "consumer name \"\": expected Error::InvalidSubject",
+    invalid_subjects_filters_and_names_rejected => "consumer name \"\" (refused by event_core::subject::validate_consumer_name): expected Error::InvalidSubject",
 );
 mutant!(
     /// The suite catches a batch that stores a payload nested too deep.
@@ -1142,17 +1338,66 @@ mutant!(
     payload_over_limit_rejected => "a payload under the limit in an encoded event over it",
 );
 
+mutant!(
+    /// The suite catches an event of exactly the payload limit refused.
+    payload_limit_off_by_one, Kind::PayloadLimitOffByOne,
+    payload_over_limit_rejected => "only an event that exceeds the limit is refused (size > max)",
+);
+mutant!(
+    /// The suite catches `publish_shared_with_outcome` ignoring its options.
+    outcome_ignores_options, Kind::OutcomeIgnoresOptions,
+    publish_outcome_reports_duplicates => "the repeat must return the first one's sequence",
+);
+mutant!(
+    /// The suite catches `expected_sequence` compared per subject.
+    expected_sequence_per_subject, Kind::ExpectedSequencePerSubject,
+    expected_sequence_conflict => "the last sequence of the event's subject",
+);
+mutant!(
+    /// The suite catches sequences that do not start at 1.
+    sequences_start_at_1001, Kind::SequencesStartAt1001,
+    publish_subscribe_round_trip => "stream sequences start at 1",
+);
+mutant!(
+    /// The suite catches metadata lost by `history` alone.
+    history_drops_metadata, Kind::HistoryDropsMetadata,
+    publish_subscribe_round_trip => "history must return the stored event exactly",
+);
+mutant!(
+    /// The suite catches metadata lost when a stored event is replayed to a
+    /// durable (live deliveries keep it).
+    durable_drops_metadata, Kind::DurableDropsMetadata,
+    publish_subscribe_round_trip => "a stored event replayed to a new durable must round-trip exactly",
+);
+mutant!(
+    /// The suite catches a literal filter matched as a string prefix.
+    literal_filter_prefix_match, Kind::LiteralFilterPrefixMatch,
+    wildcard_filtering_and_topic_isolation => "a literal filter matches only itself",
+);
+mutant!(
+    /// The suite catches a filter whose first token merely starts with the
+    /// prefix being accepted.
+    filter_prefix_string_match, Kind::FilterPrefixStringMatch,
+    invalid_subjects_filters_and_names_rejected => "x.inv.t\", outside",
+);
+mutant!(
+    /// The suite catches consumer names checked by a hand-rolled rule
+    /// weaker than `validate_consumer_name`.
+    consumer_name_hand_rolled, Kind::ConsumerNameHandRolled,
+    invalid_subjects_filters_and_names_rejected => "(refused by event_core::subject::validate_consumer_name): expected Error::InvalidSubject",
+);
+
 // --------------------------------------------------------- acknowledgement
 
 mutant!(
     /// The suite catches a `nak` that acks (no redelivery).
     nak_acks, Kind::NakAcks,
-    nak_redelivers => "the redelivery after nak: no event within",
+    nak_redelivers => "durable: the redelivery after nak (delivery is at-least-once): no event within",
 );
 mutant!(
     /// The suite catches `nak_with_delay` redelivering at once.
     nak_delay_ignored, Kind::NakDelayIgnored,
-    nak_with_delay_redelivers_later => "before the 600ms delay",
+    nak_with_delay_redelivers_later => "before the 750ms delay",
 );
 mutant!(
     /// The suite catches a `term` that naks (redelivers).
@@ -1248,6 +1493,28 @@ mutant!(
     cancelled_fetches_lose_nothing => "a fetch cancelled at an await must not take an event it does not return; missing (n, num_delivered): [",
 );
 
+mutant!(
+    /// The suite catches a nak delay rounded down.
+    nak_delay_rounded_down, Kind::NakDelayRoundedDown,
+    nak_with_delay_redelivers_later => "a nak delay means",
+);
+mutant!(
+    /// The suite catches a nak that acks on ephemeral subscriptions.
+    ephemeral_nak_acks, Kind::EphemeralNakAcks,
+    nak_redelivers => "ephemeral: the redelivery after nak",
+);
+mutant!(
+    /// The suite catches manual-ack deliveries without a stream name.
+    stream_empty_on_manual_ack, Kind::StreamEmptyOnManualAck,
+    publish_subscribe_round_trip => "stream name must be set on a manual-ack delivery too",
+);
+mutant!(
+    /// The suite catches auto-ack acking the previous event only once the
+    /// next one arrives.
+    auto_ack_on_arrival, Kind::AutoAckOnArrival,
+    auto_ack_acks_when_the_next_event_is_asked => "must acknowledge the event it returned last",
+);
+
 // --------------------------------------------- subscriptions and consumers
 
 mutant!(
@@ -1279,7 +1546,7 @@ mutant!(
 mutant!(
     /// The suite catches `DeliverPolicy::Last` delivering everything.
     policy_last_as_all, Kind::PolicyLastAsAll,
-    deliver_policy_last => "durable subscription with DeliverPolicy::Last: after [0]: expected no delivery, got event n=1",
+    deliver_policy_last => "the stream's newest is on another category): after [0]: expected no delivery, got event n=1",
 );
 mutant!(
     /// The suite catches `DeliverPolicy::New` delivering stored events.
@@ -1294,7 +1561,7 @@ mutant!(
 mutant!(
     /// The suite catches `ByStartTime` ignored.
     policy_by_start_time_ignored, Kind::PolicyByStartTimeIgnored,
-    deliver_policy_by_start_time => "the skew it must tolerate): after [0, 1]: expected no delivery, got event n=2",
+    deliver_policy_by_start_time => "not Event::timestamp): after [0, 1]: expected no delivery, got event n=2",
 );
 mutant!(
     /// The suite catches `LastPerSubject` treated as `Last`.
@@ -1364,6 +1631,29 @@ mutant!(
     /// The suite catches `Error::Lagged` swallowed (events dropped silently).
     lagged_swallowed, Kind::LaggedSwallowed,
     retention_overrun_reported_and_skipped => "events lost silently",
+);
+
+mutant!(
+    /// The suite catches a changed ack wait silently ignored.
+    changed_ack_wait_ignored, Kind::ChangedAckWaitIgnored,
+    changed_durable_options_applied_or_refused => "the new ack_wait must be in effect",
+);
+mutant!(
+    /// The suite catches `Last` starting at the stream's last event
+    /// whatever its subject.
+    policy_last_ignores_filter, Kind::PolicyLastIgnoresFilter,
+    deliver_policy_last => "DeliverPolicy::Last (the newest event matching",
+);
+mutant!(
+    /// The suite catches an exclusive `ByStartTime`.
+    policy_by_start_time_exclusive, Kind::PolicyByStartTimeExclusive,
+    deliver_policy_by_start_time_includes_its_millisecond => "the start is inclusive",
+);
+mutant!(
+    /// The suite catches `ByStartTime` compared with the events' own
+    /// timestamps.
+    policy_by_start_time_by_event_timestamp, Kind::PolicyByStartTimeByEventTimestamp,
+    deliver_policy_by_start_time => "ByStartTime compares the storage time",
 );
 
 // -------------------------------------------------------------------- info
