@@ -1360,7 +1360,9 @@ pub async fn auto_ack_never_loses_unfinished_event(factory: &dyn ProviderFactory
 /// Auto-ack acknowledges the previous event when the caller asks for the
 /// next one, before waiting for it, not when the next event arrives: a
 /// caller done with the last event of a quiet stream, waiting for more,
-/// does not get that event back after the ack wait.
+/// does not get that event back after the ack wait. Asking with
+/// `next_manual_ack` is asking too: a subscription that mixes the modes
+/// does not get its auto-ack event back either.
 pub async fn auto_ack_acks_when_the_next_event_is_asked(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -1385,6 +1387,29 @@ pub async fn auto_ack_acks_when_the_next_event_is_asked(factory: &dyn ProviderFa
         Ok(other) => panic!("auto-ack: next() waiting for a second event: got {other:?}"),
     }
     sub.close().await.expect("close");
+
+    publish_n(&*p, "mix", "t", 0..2).await;
+    let mut sub = p
+        .subscribe_durable_with_options("mix", &p.category_subject("mix"), &manual_opts(&caps))
+        .await
+        .expect("durable");
+    let auto = recv(&mut sub, &caps, "mixed modes: event 0 with next()").await;
+    assert_eq!(n_of(&auto.event), 0);
+    let manual = recv_manual(
+        &mut sub,
+        &caps,
+        "mixed modes: event 1 with next_manual_ack()",
+    )
+    .await;
+    assert_eq!(n_of(&manual.received.event), 1);
+    manual.ack().await.expect("ack");
+    expect_nothing_manual(
+        &mut sub,
+        caps.ack_wait + redelivery_slack(&caps),
+        "mixed modes: next_manual_ack() asks for the next event, so it acknowledges the event \
+         the previous next() returned",
+    )
+    .await;
 }
 
 /// A fetch dropped before it completes (a `select!` branch that lost, a

@@ -412,11 +412,9 @@ pub trait EventProvider: Send + Sync {
 ///   unacknowledged, so a durable redelivers it.
 /// - [`next_manual_ack`](Self::next_manual_ack) hands settlement to the
 ///   caller. Mixing the two modes on one subscription is allowed; each event
-///   follows the mode it was fetched with. Whether a `next_manual_ack` call
-///   also acknowledges the event the previous `next` returned is left to the
-///   provider (the memory provider does; the NATS provider leaves it to the
-///   next `next` or `close`): a caller that mixes modes calls `next` or
-///   `close` to settle it.
+///   follows the mode it was fetched with. A `next_manual_ack` call asks for
+///   the next event too, so it acknowledges the event the previous `next`
+///   returned, as `next` would.
 /// - Both wait until an event is available. `Ok(None)` means the subscription
 ///   is closed (by `close` or because the provider shut down) and will yield
 ///   nothing more.

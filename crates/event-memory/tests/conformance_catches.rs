@@ -168,6 +168,9 @@ enum Kind {
     /// Auto-ack acks the previous event once the next one arrives, not
     /// when the caller asks for it.
     AutoAckOnArrival,
+    /// A `next_manual_ack` call leaves the event the previous `next`
+    /// returned unacknowledged (it comes back after the ack wait).
+    ManualFetchKeepsAutoUnacked,
     /// A fetch dropped after the event was taken loses the event.
     NotCancelSafe,
     /// An ephemeral subscribe dropped after the consumer was made leaves
@@ -971,7 +974,8 @@ impl Subscription for MutSub {
             Kind::AutoAckBeforeCallerSees
             | Kind::AutoAckNeverAcks
             | Kind::CloseDoesNotAck
-            | Kind::AutoAckOnArrival => self.next_emulated().await,
+            | Kind::AutoAckOnArrival
+            | Kind::ManualFetchKeepsAutoUnacked => self.next_emulated().await,
             Kind::Reorders => {
                 if let Some(received) = self.buffered.pop_front() {
                     return Ok(Some(received));
@@ -997,6 +1001,13 @@ impl Subscription for MutSub {
     }
 
     async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
+        // the emulated auto-ack event is settled when the caller asks for
+        // the next one, in either mode
+        if self.kind != Kind::ManualFetchKeepsAutoUnacked
+            && let Some(last) = self.held.take()
+        {
+            last.ack().await?;
+        }
         let result = self.fetch_manual().await;
         if self.kind == Kind::NotCancelSafe {
             tokio::task::yield_now().await;
@@ -1513,6 +1524,12 @@ mutant!(
     /// next one arrives.
     auto_ack_on_arrival, Kind::AutoAckOnArrival,
     auto_ack_acks_when_the_next_event_is_asked => "must acknowledge the event it returned last",
+);
+mutant!(
+    /// The suite catches a `next_manual_ack` call that leaves the previous
+    /// `next` event unacknowledged.
+    manual_fetch_keeps_auto_unacked, Kind::ManualFetchKeepsAutoUnacked,
+    auto_ack_acks_when_the_next_event_is_asked => "so it acknowledges the event the previous next() returned",
 );
 
 // --------------------------------------------- subscriptions and consumers

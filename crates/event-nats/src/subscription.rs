@@ -1305,6 +1305,8 @@ impl Subscription for NatsSubscription {
     }
 
     async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
+        // asking for the next event settles an auto-ack one, in either mode
+        self.ack_auto_pending().await;
         match self.receive().await? {
             Some((received, acker)) => {
                 let wait = self.ack_wait_of(received.num_delivered);
