@@ -698,3 +698,101 @@ async fn an_unlimited_durable_with_a_description_of_its_own_is_resumed_unchanged
     assert_eq!(pending.max_deliver(), None);
     pending.ack().await.unwrap();
 }
+
+/// A durable provisioned elsewhere with request limits (`max_batch`,
+/// `max_expires`, `max_bytes`) made every pull request a `409 Exceeded
+/// MaxRequest…`, which the subscription took for a passing refusal and
+/// sent again every 20 ms: `next()` never returned. Pull requests are
+/// sized within the consumer's limits.
+#[tokio::test]
+async fn a_durable_with_request_limits_is_pulled_within_them() {
+    use async_nats::jetstream::consumer::{self, AckPolicy};
+    let server = server!("a_durable_with_request_limits_is_pulled_within_them");
+    let p = NatsProvider::connect(common::config(&server, "limits"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("limited".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: SubscribeOptions::DEFAULT_ACK_WAIT,
+            max_deliver: -1,
+            max_ack_pending: 1000,
+            filter_subject: filter.clone(),
+            max_batch: 2,
+            max_expires: Duration::from_secs(1),
+            max_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..40).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let mut sub = p.subscribe_durable("limited", &filter).await.unwrap();
+    for n in 0..40u64 {
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} not handed out"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.event.payload["n"].as_u64(), Some(n));
+    }
+    // an idle pull expires within the consumer's max_expires, and the
+    // next event still comes
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.publish(&event(&p, 40)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("event 40 not handed out")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.event.payload["n"].as_u64(), Some(40));
+}
+
+async fn read(sub: &mut Box<dyn Subscription>, n: u64) {
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("event {n} not handed out"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.event.payload["n"].as_u64(), Some(n));
+}
+
+/// Request limits set on a durable while a subscription reads it are read
+/// again when the server refuses a pull for them: the subscription goes on
+/// within the new limits.
+#[tokio::test]
+async fn request_limits_set_while_subscribed_are_followed() {
+    let server = server!("request_limits_set_while_subscribed_are_followed");
+    let p = NatsProvider::connect(common::config(&server, "relimit"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let events: Vec<Event> = (0..60).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events[..20]).await.unwrap() {
+        r.unwrap();
+    }
+    let mut sub = p.subscribe_durable("relimit", &filter).await.unwrap();
+    // past the warm-up: pulls ask for several events
+    for n in 0..20 {
+        read(&mut sub, n).await;
+    }
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    let mut config = consumer_config(&p, "relimit").await;
+    config.max_batch = 1;
+    config.max_expires = Duration::from_secs(1);
+    stream.create_consumer(config).await.unwrap();
+    assert_eq!(consumer_config(&p, "relimit").await.max_batch, 1);
+    for r in p.publish_batch(&events[20..]).await.unwrap() {
+        r.unwrap();
+    }
+    for n in 20..60 {
+        read(&mut sub, n).await;
+    }
+}
