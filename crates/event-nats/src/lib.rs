@@ -373,10 +373,16 @@
 //!   [`Error::Conflict`](event_core::Error::Conflict)); a different
 //!   `deliver_policy` (which applies at creation only) is
 //!   [`Error::Conflict`](event_core::Error::Conflict), and so is a consumer
-//!   of that name made by another client as a push consumer or with an ack
-//!   policy other than explicit. Two processes creating one durable at the
-//!   same time get the same: the creation that loses the race is settled as
-//!   if the consumer had existed (options applied, or `Conflict`).
+//!   of that name made by another client as a push consumer, with an ack
+//!   policy other than explicit, with `headers_only` (events without their
+//!   bodies) or with `replay_policy: original` (events at the pace they
+//!   were stored; JetStream cannot change it). Such a consumer's
+//!   `max_batch` and `max_expires` are kept: pull requests are sized
+//!   within them (read again if the server refuses one for them; a refusal
+//!   no request gets past is a `Conflict` from `next()`). Two processes
+//!   creating one durable at the same time get the same: the creation that
+//!   loses the race is settled as if the consumer had existed (options
+//!   applied, or `Conflict`).
 //! - **Permissions**: nats-server never answers a request the user's
 //!   permissions deny; it reports a `Permissions Violation` on the
 //!   connection, which the provider matches to its own requests. A denied

@@ -1244,13 +1244,27 @@ async fn resume(
     let existing = &existing.config;
     // made by another client: settling events one by one needs a pull
     // consumer with explicit acks (with `All`, acking one event would settle
-    // every earlier one), and neither can be changed in place
+    // every earlier one), decoding them needs their bodies, and the
+    // subscription's pace is its caller's (not the stored one); none of
+    // these can be changed in place (`headers_only` could, but the consumer
+    // is another client's, made so on purpose)
     let foreign = if existing.deliver_subject.is_some() {
         Some("it is a push consumer (it has a deliver subject)".to_string())
     } else if existing.ack_policy != AckPolicy::Explicit {
         Some(format!(
             "ack_policy: consumer has {:?}, the provider acks each event (Explicit)",
             existing.ack_policy
+        ))
+    } else if existing.headers_only {
+        // every event would come without its body: undecodable, terminated
+        Some("headers_only: consumer delivers events without their bodies".to_string())
+    } else if existing.replay_policy != consumer::ReplayPolicy::Instant {
+        // JetStream cannot change it in place
+        Some(format!(
+            "replay_policy: consumer has {:?} (events at the pace they were stored), the \
+             provider delivers them as fast as they are read (Instant), and JetStream cannot \
+             change it",
+            existing.replay_policy
         ))
     } else {
         None

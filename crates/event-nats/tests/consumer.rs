@@ -796,3 +796,69 @@ async fn request_limits_set_while_subscribed_are_followed() {
         read(&mut sub, n).await;
     }
 }
+
+/// A durable of the same name made elsewhere with `headers_only` delivered
+/// every event without its body: each was reported `Undecodable` and
+/// terminated (the consumer's ack floor passed them). One with
+/// `replay_policy: Original` handed events out at the pace they were
+/// stored, and JetStream cannot change a consumer's replay policy. Both are
+/// a `Conflict` naming the setting.
+#[tokio::test]
+async fn a_foreign_durable_without_bodies_or_instant_replay_is_a_conflict() {
+    use async_nats::jetstream::consumer::{self, AckPolicy, ReplayPolicy};
+    let server = server!("a_foreign_durable_without_bodies_or_instant_replay_is_a_conflict");
+    let p = NatsProvider::connect(common::config(&server, "bodiless"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    let base = consumer::pull::Config {
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: SubscribeOptions::DEFAULT_ACK_WAIT,
+        max_deliver: -1,
+        max_ack_pending: 1000,
+        filter_subject: filter.clone(),
+        ..Default::default()
+    };
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("headers".into()),
+            headers_only: true,
+            ..base.clone()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("paced".into()),
+            replay_policy: ReplayPolicy::Original,
+            ..base.clone()
+        })
+        .await
+        .unwrap();
+    // the replay policy is fixed at creation
+    assert!(
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some("paced".into()),
+                ..base.clone()
+            })
+            .await
+            .is_err(),
+        "the server changed a consumer's replay policy"
+    );
+    p.publish(&event(&p, 0)).await.unwrap();
+    for (name, setting) in [("headers", "headers_only"), ("paced", "replay_policy")] {
+        match p.subscribe_durable(name, &filter).await {
+            Err(Error::Conflict { resource, reason }) => {
+                assert!(resource.contains(name), "{resource}");
+                assert!(reason.contains(setting), "{reason}");
+            }
+            Err(other) => panic!("{name}: expected Conflict, got {other:?}"),
+            Ok(_) => panic!("{name}: subscribed to a consumer that cannot deliver as asked"),
+        }
+    }
+    let info = stream.consumer_info("headers").await.unwrap().clone();
+    assert_eq!(info.ack_floor.stream_sequence, 0, "an event was settled");
+}
