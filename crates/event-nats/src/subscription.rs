@@ -1320,7 +1320,7 @@ async fn resume(
     }
     let reason = diffs.join("; ");
     tracing::info!(consumer = name, changes = %reason, "updating durable consumer");
-    let updated = create(provider, name, desired.clone())
+    let updated = create(provider, name, kept(existing, desired))
         .await
         .map_err(|err| match err {
             err @ (Error::Timeout { .. } | Error::Connection(_) | Error::Authentication(_)) => err,
@@ -1342,6 +1342,24 @@ async fn resume(
         });
     }
     Ok(updated)
+}
+
+/// `desired` with the settings of `existing` that subscriptions do not
+/// set (request limits, replicas, storage, ...): JetStream replaces the
+/// whole configuration on an update, so sending the defaults would silently
+/// drop the ones of a consumer provisioned elsewhere.
+fn kept(existing: &consumer::Config, desired: &pull::Config) -> pull::Config {
+    pull::Config {
+        max_batch: existing.max_batch,
+        max_expires: existing.max_expires,
+        max_bytes: existing.max_bytes,
+        max_waiting: existing.max_waiting,
+        inactive_threshold: existing.inactive_threshold,
+        num_replicas: existing.num_replicas,
+        memory_storage: existing.memory_storage,
+        sample_frequency: existing.sample_frequency,
+        ..desired.clone()
+    }
 }
 
 /// Whether nats-server `version` mishandles a consumer filter update (before

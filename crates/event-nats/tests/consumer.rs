@@ -733,7 +733,25 @@ async fn a_durable_with_request_limits_is_pulled_within_them() {
     for r in p.publish_batch(&events).await.unwrap() {
         r.unwrap();
     }
-    let mut sub = p.subscribe_durable("limited", &filter).await.unwrap();
+    // an option that differs: the durable is updated, its limits kept
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(45)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("limited", &filter, &opts)
+        .await
+        .unwrap();
+    let config = consumer_config(&p, "limited").await;
+    assert_eq!(
+        (
+            config.ack_wait,
+            config.max_batch,
+            config.max_expires,
+            config.max_bytes
+        ),
+        (Duration::from_secs(45), 2, Duration::from_secs(1), 1 << 20)
+    );
     for n in 0..40u64 {
         let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
