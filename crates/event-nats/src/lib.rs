@@ -330,7 +330,14 @@
 //!   the whole stream (~16 ms). The provider enables `allow_direct` on its
 //!   stream (updated in place on connect); direct gets are used only on
 //!   single-replica streams (a follower may lag), leader message gets
-//!   otherwise.
+//!   otherwise. Each `history` call uses consumer slots of the stream (its
+//!   `max_consumers`) and of the account while it runs (each deleted as
+//!   the call ends), beside those of the subscriptions: unfiltered, one on
+//!   a non-empty stream; filtered, always one (the counting consumer), up
+//!   to two at once. At either limit a new
+//!   subscription or `history` call is
+//!   [`Error::Conflict`](event_core::Error::Conflict) on the stream naming
+//!   the limit (not transient: it lasts until a consumer is deleted).
 //! - **Reconnection** is async-nats's (automatic, unlimited); connection
 //!   changes are logged through `tracing` (target `event_nats`): one `WARN`
 //!   when the connection is lost, one `WARN` when it is re-established

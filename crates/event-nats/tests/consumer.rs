@@ -880,3 +880,46 @@ async fn a_foreign_durable_without_bodies_or_instant_replay_is_a_conflict() {
     let info = stream.consumer_info("headers").await.unwrap().clone();
     assert_eq!(info.ack_floor.stream_sequence, 0, "an event was settled");
 }
+
+/// A stream (or account) at its consumer limit refused a new consumer with
+/// JetStream error 10026, which a subscription reported as an
+/// `InvalidConfig` blaming its options and `history` as an untyped
+/// `Provider` error. Both are a `Conflict` on the stream naming the limit.
+#[tokio::test]
+async fn the_consumer_limit_is_a_conflict_naming_it() {
+    use async_nats::jetstream::stream;
+    let server = server!("the_consumer_limit_is_a_conflict_naming_it");
+    let config = common::config(&server, "maxcons");
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: config.stream_name.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        max_consumers: 1,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = NatsProvider::connect(config).await.unwrap();
+    let filter = p.category_subject("t");
+    p.publish(&event(&p, 0)).await.unwrap();
+    let _first = p.subscribe_durable("first", &filter).await.unwrap();
+    let refusals = [
+        (
+            "durable",
+            p.subscribe_durable("second", &filter).await.err(),
+        ),
+        ("ephemeral", p.subscribe(&filter).await.err()),
+        ("history", p.history(Some(&filter), 10).await.err()),
+    ];
+    for (what, refusal) in refusals {
+        match refusal {
+            Some(Error::Conflict { resource, reason }) => {
+                assert!(resource.contains(p.stream_name()), "{what}: {resource}");
+                assert!(reason.contains("max_consumers"), "{what}: {reason}");
+            }
+            other => panic!("{what}: expected Conflict, got {other:?}"),
+        }
+    }
+}
