@@ -67,7 +67,11 @@
 //! captures it already, turns on `allow_direct` and turns publish
 //! acknowledgements back on, lifts a per-subject message limit, and sets
 //! interest or work-queue retention back to limits where the server allows
-//! it. Everything the provider reads from the stream (the dedup window that
+//! it. The update is made from the stream's configuration as the server
+//! sends it, with only those fields changed: settings this build of
+//! async-nats does not model (metadata, compression, subject transforms,
+//! consumer limits, message TTLs of nats-server 2.10 and later) are kept
+//! as the stream has them. Everything the provider reads from the stream (the dedup window that
 //! applies, the replicas `history` chooses its reads by, the limit a full
 //! stream names) is the stream's own. [`ExistingStream::Update`] applies the
 //! config's settings in place as well (lowering a limit deletes the stored
@@ -277,7 +281,14 @@
 //!   or nak delay longer than a century is a century (JetStream counts i64
 //!   nanoseconds and adds them to the clock), and a `ByStartTime` after
 //!   2262-04-11 (where those nanoseconds end) starts after every stored
-//!   event. A stored message that is not an event is terminated and
+//!   event. A `ByStartTime` start is compared with the time nats-server
+//!   stored each event (its clock, not the event's `timestamp` nor this
+//!   process's clock); one in the future starts at the next event stored,
+//!   whatever its time (as on the memory provider). A durable keeps the
+//!   start it was created with: resumed with another one (say
+//!   `now - 1 h`, recomputed at each start of a service) it is
+//!   [`Error::Conflict`](event_core::Error::Conflict) on `deliver_policy`
+//!   from its second start on; give it a fixed timestamp, or `All`. A stored message that is not an event is terminated and
 //!   returned once as [`Error::Undecodable`](event_core::Error::Undecodable)
 //!   (ephemeral and durable subscriptions alike), and `history` skips it.
 //!   That includes an event whose `subject` is not the subject it is
