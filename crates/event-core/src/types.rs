@@ -253,7 +253,16 @@ pub enum DeliverPolicy {
     /// milliseconds, the provider's storage time, not the event's own
     /// `timestamp`) on, in stream order: the time sets the start position
     /// only, so a later event that carries an earlier storage time (a
-    /// clock stepped back) is still delivered.
+    /// clock stepped back) is still delivered. A start time in the future
+    /// (for the storage clock) starts at the next event stored, whatever
+    /// its time: the position is fixed when the consumer is created, not
+    /// when the time comes.
+    ///
+    /// Like every deliver policy, it applies when a durable is created: a
+    /// durable resumed with another start (`now - 1 h` recomputed at each
+    /// start of a service) is `Error::Conflict`, as the position cannot
+    /// change. Give a durable a fixed timestamp, or `All`, and let it keep
+    /// its position.
     ByStartTime {
         /// Start time in Unix milliseconds.
         timestamp: u64,

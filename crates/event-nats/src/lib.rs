@@ -67,7 +67,11 @@
 //! captures it already, turns on `allow_direct` and turns publish
 //! acknowledgements back on, lifts a per-subject message limit, and sets
 //! interest or work-queue retention back to limits where the server allows
-//! it. Everything the provider reads from the stream (the dedup window that
+//! it. The update is made from the stream's configuration as the server
+//! sends it, with only those fields changed: settings this build of
+//! async-nats does not model (metadata, compression, subject transforms,
+//! consumer limits, message TTLs of nats-server 2.10 and later) are kept
+//! as the stream has them. Everything the provider reads from the stream (the dedup window that
 //! applies, the replicas `history` chooses its reads by, the limit a full
 //! stream names) is the stream's own. [`ExistingStream::Update`] applies the
 //! config's settings in place as well (lowering a limit deletes the stored
@@ -277,7 +281,14 @@
 //!   or nak delay longer than a century is a century (JetStream counts i64
 //!   nanoseconds and adds them to the clock), and a `ByStartTime` after
 //!   2262-04-11 (where those nanoseconds end) starts after every stored
-//!   event. A stored message that is not an event is terminated and
+//!   event. A `ByStartTime` start is compared with the time nats-server
+//!   stored each event (its clock, not the event's `timestamp` nor this
+//!   process's clock); one in the future starts at the next event stored,
+//!   whatever its time (as on the memory provider). A durable keeps the
+//!   start it was created with: resumed with another one (say
+//!   `now - 1 h`, recomputed at each start of a service) it is
+//!   [`Error::Conflict`](event_core::Error::Conflict) on `deliver_policy`
+//!   from its second start on; give it a fixed timestamp, or `All`. A stored message that is not an event is terminated and
 //!   returned once as [`Error::Undecodable`](event_core::Error::Undecodable)
 //!   (ephemeral and durable subscriptions alike), and `history` skips it.
 //!   That includes an event whose `subject` is not the subject it is
@@ -330,7 +341,14 @@
 //!   the whole stream (~16 ms). The provider enables `allow_direct` on its
 //!   stream (updated in place on connect); direct gets are used only on
 //!   single-replica streams (a follower may lag), leader message gets
-//!   otherwise.
+//!   otherwise. Each `history` call uses consumer slots of the stream (its
+//!   `max_consumers`) and of the account while it runs (each deleted as
+//!   the call ends), beside those of the subscriptions: unfiltered, one on
+//!   a non-empty stream; filtered, always one (the counting consumer), up
+//!   to two at once. At either limit a new
+//!   subscription or `history` call is
+//!   [`Error::Conflict`](event_core::Error::Conflict) on the stream naming
+//!   the limit (not transient: it lasts until a consumer is deleted).
 //! - **Reconnection** is async-nats's (automatic, unlimited); connection
 //!   changes are logged through `tracing` (target `event_nats`): one `WARN`
 //!   when the connection is lost, one `WARN` when it is re-established
@@ -373,10 +391,16 @@
 //!   [`Error::Conflict`](event_core::Error::Conflict)); a different
 //!   `deliver_policy` (which applies at creation only) is
 //!   [`Error::Conflict`](event_core::Error::Conflict), and so is a consumer
-//!   of that name made by another client as a push consumer or with an ack
-//!   policy other than explicit. Two processes creating one durable at the
-//!   same time get the same: the creation that loses the race is settled as
-//!   if the consumer had existed (options applied, or `Conflict`).
+//!   of that name made by another client as a push consumer, with an ack
+//!   policy other than explicit, with `headers_only` (events without their
+//!   bodies) or with `replay_policy: original` (events at the pace they
+//!   were stored; JetStream cannot change it). Such a consumer's
+//!   `max_batch` and `max_expires` are kept: pull requests are sized
+//!   within them (read again if the server refuses one for them; a refusal
+//!   no request gets past is a `Conflict` from `next()`). Two processes
+//!   creating one durable at the same time get the same: the creation that
+//!   loses the race is settled as if the consumer had existed (options
+//!   applied, or `Conflict`).
 //! - **Permissions**: nats-server never answers a request the user's
 //!   permissions deny; it reports a `Permissions Violation` on the
 //!   connection, which the provider matches to its own requests. A denied

@@ -8,6 +8,7 @@ use crate::config::{
 };
 use crate::denial::{self, Denials, Rule};
 use crate::error;
+use async_nats::jetstream::response::Response;
 use async_nats::jetstream::{self, ErrorCode, stream};
 use event_core::{Error, Result};
 use std::time::Duration;
@@ -340,6 +341,94 @@ fn stream_differences(existing: &stream::Config, desired: &stream::Config) -> Ve
     diffs
 }
 
+/// The JSON fields (as async-nats serializes `stream::Config`) an update
+/// changes whatever the mode: what the provider needs to work.
+const ADOPTED_FIELDS: &[&str] = &[
+    "subjects",
+    "allow_direct",
+    "no_ack",
+    "retention",
+    "max_msgs_per_subject",
+    "discard_new_per_subject",
+];
+
+/// The JSON fields an update changes under [`ExistingStream::Update`] too:
+/// the settings of whoever created the stream.
+const CONFIG_FIELDS: &[&str] = &[
+    "max_msgs",
+    "max_bytes",
+    "max_age",
+    "duplicate_window",
+    "num_replicas",
+    "discard",
+];
+
+/// `raw` (a stream's configuration as the server sent it) with `fields`
+/// taken from `merged`; a field `merged` does not serialize (async-nats
+/// leaves out some defaults) is removed, so the server applies its default
+/// as it would for the typed update. Every other field is kept as the
+/// server sent it, those this build does not know included.
+fn patched(
+    raw: &serde_json::Value,
+    merged: &stream::Config,
+    fields: &[&str],
+) -> std::result::Result<serde_json::Value, serde_json::Error> {
+    let merged = serde_json::to_value(merged)?;
+    let mut update = raw.clone();
+    if let Some(object) = update.as_object_mut() {
+        for field in fields {
+            match merged.get(*field) {
+                Some(value) => {
+                    object.insert((*field).to_string(), value.clone());
+                }
+                None => {
+                    object.remove(*field);
+                }
+            }
+        }
+    }
+    Ok(update)
+}
+
+/// Stream `name`'s configuration as the server's JSON.
+async fn raw_stream_config(
+    js: &jetstream::Context,
+    name: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
+    let response: Response<serde_json::Value> = js
+        .request(format!("STREAM.INFO.{name}"), &serde_json::json!({}))
+        .await
+        .map_err(|e| error::map("stream info", e, timeout))?;
+    match response {
+        Response::Ok(mut info) => match info.get_mut("config").map(serde_json::Value::take) {
+            Some(config @ serde_json::Value::Object(_)) => Ok(config),
+            _ => Err(Error::Serialization(format!(
+                "stream {name} info: no configuration in the server's answer"
+            ))),
+        },
+        Response::Err { error } => Err(error::map("stream info", error, timeout)),
+    }
+}
+
+/// Sends `config` (JSON) as stream `name`'s new configuration: `Err`
+/// inside for the server's refusal.
+async fn update_raw(
+    js: &jetstream::Context,
+    name: &str,
+    config: &serde_json::Value,
+    timeout: Duration,
+) -> Result<std::result::Result<(), jetstream::Error>> {
+    let response: Response<serde_json::Value> = js
+        .request(format!("STREAM.UPDATE.{name}"), config)
+        .await
+        .map_err(|e| error::map("stream update", e, timeout))?;
+    Ok(match response {
+        Response::Ok(_) => Ok(()),
+        Response::Err { error } => Err(error),
+    })
+}
+
 /// [`reconcile_stream`], ended by a permission violation of its requests.
 pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
@@ -502,7 +591,17 @@ async fn update_or_create(
                 merged.discard = desired.discard;
             }
             tracing::info!(stream = %name, changes = %reason, "updating stream settings");
-            if let Err(e) = js.update_stream(&merged).await {
+            // from the server's own JSON: a typed update would drop every
+            // setting `stream::Config` does not model (metadata,
+            // compression, subject transforms, message TTLs on 2.10+)
+            let mut fields = ADOPTED_FIELDS.to_vec();
+            if apply_config {
+                fields.extend_from_slice(CONFIG_FIELDS);
+            }
+            let raw = raw_stream_config(js, name, timeout).await?;
+            let update = patched(&raw, &merged, &fields)
+                .map_err(|e| Error::Serialization(format!("stream {name} update: {e}")))?;
+            if let Err(e) = update_raw(js, name, &update, timeout).await? {
                 let reason = format!("{reason}; the server refused the update: {e}");
                 return Err(Error::Conflict {
                     resource: format!("stream {name}"),
@@ -547,7 +646,85 @@ async fn update_or_create(
 
 #[cfg(test)]
 mod tests {
-    use super::{captures, overlaps};
+    use super::{ADOPTED_FIELDS, CONFIG_FIELDS, captures, overlaps, patched};
+    use async_nats::jetstream::stream;
+    use serde_json::json;
+    use std::time::Duration;
+
+    /// The stream's configuration as a 2.10+ server sends it: settings
+    /// async-nats's `stream::Config` does not model in this build.
+    fn raw() -> serde_json::Value {
+        json!({
+            "name": "S",
+            "subjects": ["other.>"],
+            "retention": "interest",
+            "max_msgs": 10,
+            "max_bytes": -1,
+            "max_age": 0,
+            "max_msgs_per_subject": 5,
+            "discard_new_per_subject": true,
+            "discard": "new",
+            "storage": "file",
+            "num_replicas": 1,
+            "duplicate_window": 120_000_000_000_u64,
+            "metadata": {"team": "billing"},
+            "compression": "s2",
+            "subject_transform": {"src": "in.>", "dest": "out.>"},
+            "consumer_limits": {"max_ack_pending": 100},
+            "allow_msg_ttl": true,
+            "some_future_setting": [1, 2],
+        })
+    }
+
+    fn merged() -> stream::Config {
+        stream::Config {
+            name: "S".into(),
+            subjects: vec!["other.>".into(), "events.>".into()],
+            retention: stream::RetentionPolicy::Limits,
+            max_messages: 1_000,
+            max_bytes: -1,
+            max_messages_per_subject: -1,
+            discard: stream::DiscardPolicy::Old,
+            num_replicas: 3,
+            duplicate_window: Duration::from_secs(60),
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+
+    /// Adopting changes only what the provider needs: every other setting
+    /// of the server's JSON stays, those this build does not know included.
+    #[test]
+    fn an_adopting_update_keeps_the_settings_it_does_not_change() {
+        let update = patched(&raw(), &merged(), ADOPTED_FIELDS).unwrap();
+        let mut want = raw();
+        let object = want.as_object_mut().unwrap();
+        object.insert("subjects".into(), json!(["other.>", "events.>"]));
+        object.insert("retention".into(), json!("limits"));
+        object.insert("max_msgs_per_subject".into(), json!(-1));
+        object.insert("allow_direct".into(), json!(true));
+        // serialized by async-nats only when set
+        object.remove("discard_new_per_subject");
+        assert_eq!(update, want);
+    }
+
+    /// Under `ExistingStream::Update` the config's limits are applied too.
+    #[test]
+    fn an_updating_update_changes_the_limits_too() {
+        let fields: Vec<&str> = ADOPTED_FIELDS
+            .iter()
+            .chain(CONFIG_FIELDS)
+            .copied()
+            .collect();
+        let update = patched(&raw(), &merged(), &fields).unwrap();
+        assert_eq!(update["max_msgs"], json!(1_000));
+        assert_eq!(update["num_replicas"], json!(3));
+        assert_eq!(update["discard"], json!("old"));
+        assert_eq!(update["duplicate_window"], json!(60_000_000_000_u64));
+        assert_eq!(update["compression"], json!("s2"));
+        assert_eq!(update["allow_msg_ttl"], json!(true));
+        assert_eq!(update["metadata"], json!({"team": "billing"}));
+    }
 
     #[test]
     fn captured_subjects() {

@@ -240,6 +240,70 @@ impl Unsettled {
     }
 }
 
+/// What the status a pull request ended with (`"<code>: <description>"`)
+/// means for the next one.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Passes (a leadership change, too many waiting requests, an expired
+    /// request): asked again.
+    Passing,
+    /// The request exceeds the consumer's `max_batch`, `max_expires` or
+    /// `max_bytes`.
+    Limits,
+    /// No request gets past it (a push consumer has the name now).
+    Never,
+}
+
+/// `None`: not a refusal (an error for the caller).
+fn refusal_of(status: &str) -> Option<Refusal> {
+    if status.contains("Exceeded MaxRequest") {
+        Some(Refusal::Limits)
+    } else if status.contains("Consumer is push based") {
+        Some(Refusal::Never)
+    } else if status.contains("409") || status.contains("408") {
+        Some(Refusal::Passing)
+    } else {
+        None
+    }
+}
+
+/// A consumer's limits on one pull request: JetStream answers a request
+/// beyond them with a `409 Exceeded MaxRequest…` and delivers nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PullLimits {
+    /// `max_batch` (0: none).
+    max_batch: usize,
+    /// `max_expires` (zero: none).
+    max_expires: Duration,
+}
+
+impl PullLimits {
+    fn of(config: &consumer::Config) -> Self {
+        Self {
+            max_batch: usize::try_from(config.max_batch.max(0)).unwrap_or(usize::MAX),
+            max_expires: config.max_expires,
+        }
+    }
+
+    /// `size` within `max_batch`.
+    fn batch(self, size: usize) -> usize {
+        if self.max_batch > 0 {
+            size.min(self.max_batch)
+        } else {
+            size
+        }
+    }
+
+    /// `expires` within `max_expires`.
+    fn expires(self, expires: Duration) -> Duration {
+        if self.max_expires.is_zero() {
+            expires
+        } else {
+            expires.min(self.max_expires)
+        }
+    }
+}
+
 /// A consumer's delivery limit as subscriptions see it (`None`:
 /// unlimited): JetStream's minus the spare on consumers that carry one
 /// ([`SPARE_MARK`]).
@@ -263,6 +327,9 @@ pub(crate) struct NatsSubscription {
     /// The consumer's backoff: the ack wait of each delivery.
     backoff: Vec<Duration>,
     max_ack_pending: usize,
+    /// The consumer's limits on one pull request (a durable provisioned
+    /// elsewhere may have them): pulls are sized within them.
+    limits: PullLimits,
     batch: Option<Pull>,
     auto_pending: Option<NatsMsgAcker>,
     handed_out: u64,
@@ -468,6 +535,7 @@ impl NatsSubscription {
             stream: provider.inner.stream_name.clone(),
             consumer: name.clone(),
         });
+        let limits = PullLimits::of(&info.config);
         Self {
             provider,
             consumer,
@@ -478,6 +546,7 @@ impl NatsSubscription {
             ack_wait,
             backoff,
             max_ack_pending,
+            limits,
             batch: None,
             auto_pending: None,
             handed_out: 0,
@@ -515,7 +584,7 @@ impl NatsSubscription {
         // deliveries: a backlog read through a few restarts would use up
         // its events' attempts, the spare included, unseen
         if self.handed_out < WARMUP || self.max_deliver.is_some() {
-            return 1;
+            return self.limits.batch(1);
         }
         let max = self
             .provider
@@ -529,10 +598,12 @@ impl NatsSubscription {
             let budget = self.ack_wait.as_nanos() / 4;
             usize::try_from(budget / self.avg_gap.as_nanos().max(1)).unwrap_or(max)
         };
-        (self.last_batch.saturating_mul(2))
-            .min(max)
-            .min(by_pace)
-            .max(1)
+        self.limits.batch(
+            (self.last_batch.saturating_mul(2))
+                .min(max)
+                .min(by_pace)
+                .max(1),
+        )
     }
 
     fn note_call(&mut self) {
@@ -554,7 +625,7 @@ impl NatsSubscription {
         self.last_batch = size;
         let request = BatchConfig {
             batch: size,
-            expires: Some(PULL_EXPIRES),
+            expires: Some(self.limits.expires(PULL_EXPIRES)),
             ..BatchConfig::default()
         };
         let pull = Pull::start(&self.provider, &self.consumer, &self.name, request).await?;
@@ -688,6 +759,7 @@ impl NatsSubscription {
         }
         self.start_floor = consumer.cached_info().delivered.stream_sequence;
         self.consumer_created = consumer.cached_info().created;
+        self.limits = PullLimits::of(&consumer.cached_info().config);
         self.consumer = consumer;
         if let Some(start_sequence) = resume {
             // lost again before redelivering: resume here again
@@ -707,9 +779,11 @@ impl NatsSubscription {
     /// and a redelivery is when the final-delivery flag and the wait matter
     /// (redeliveries are rare, so this costs a request only on the failure
     /// path). Keeps the values it has if the server does not answer in time.
-    async fn refresh_settings(&mut self) {
+    /// Also re-reads the consumer's pull request limits. Whether the
+    /// settings were read.
+    async fn refresh_settings(&mut self) -> bool {
         if !matches!(self.kind, Kind::Durable) {
-            return;
+            return false;
         }
         let lookup = self.provider.inner.stream.consumer_info(&self.name);
         match tokio::time::timeout(self.provider.consumer_timeout(), lookup).await {
@@ -717,12 +791,16 @@ impl NatsSubscription {
                 self.max_deliver = max_deliver_of(&info.config);
                 self.ack_wait = info.config.ack_wait;
                 self.backoff = info.config.backoff.clone();
+                self.limits = PullLimits::of(&info.config);
+                true
             }
             Ok(Err(e)) => {
                 tracing::debug!(consumer = %self.name, error = %e, "could not refresh consumer settings");
+                false
             }
             Err(_) => {
                 tracing::debug!(consumer = %self.name, "consumer settings refresh timed out");
+                false
             }
         }
     }
@@ -880,11 +958,32 @@ impl NatsSubscription {
                         self.replace_lost_consumer().await?;
                         continue;
                     }
-                    if text.contains("409") || text.contains("408") {
-                        // request limits (max waiting, leadership change):
-                        // ask again
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
+                    match refusal_of(&text) {
+                        Some(Refusal::Passing) => {
+                            // max waiting, leadership change: ask again
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                        Some(Refusal::Limits) => {
+                            // pulls are sized within the limits read when
+                            // the consumer was opened: someone changed
+                            // them since, or the server reads them
+                            // otherwise. Asked again if they changed (or
+                            // could not be read); the same request again
+                            // would be refused forever
+                            let before = self.limits;
+                            if !self.refresh_settings().await && matches!(self.kind, Kind::Durable)
+                            {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                continue;
+                            }
+                            if self.limits != before {
+                                continue;
+                            }
+                            return Err(self.refused(&text));
+                        }
+                        Some(Refusal::Never) => return Err(self.refused(&text)),
+                        None => {}
                     }
                     return Err(Error::Connection(format!(
                         "pull from consumer {}: {text}",
@@ -930,6 +1029,20 @@ impl NatsSubscription {
         match self.backoff.get(index).or(self.backoff.last()) {
             Some(wait) => *wait,
             None => self.ack_wait,
+        }
+    }
+
+    /// The server refuses every pull request to this consumer, with
+    /// `status` (a `409` no retry gets past).
+    fn refused(&self, status: &str) -> Error {
+        Error::Conflict {
+            resource: format!("consumer {}", self.name),
+            reason: format!(
+                "JetStream refuses its pull requests ({status}), whatever their size and \
+                 expiry within the consumer's limits ({:?}); change the consumer (made \
+                 elsewhere?) or unsubscribe it",
+                self.limits
+            ),
         }
     }
 
@@ -1131,13 +1244,27 @@ async fn resume(
     let existing = &existing.config;
     // made by another client: settling events one by one needs a pull
     // consumer with explicit acks (with `All`, acking one event would settle
-    // every earlier one), and neither can be changed in place
+    // every earlier one), decoding them needs their bodies, and the
+    // subscription's pace is its caller's (not the stored one); none of
+    // these can be changed in place (`headers_only` could, but the consumer
+    // is another client's, made so on purpose)
     let foreign = if existing.deliver_subject.is_some() {
         Some("it is a push consumer (it has a deliver subject)".to_string())
     } else if existing.ack_policy != AckPolicy::Explicit {
         Some(format!(
             "ack_policy: consumer has {:?}, the provider acks each event (Explicit)",
             existing.ack_policy
+        ))
+    } else if existing.headers_only {
+        // every event would come without its body: undecodable, terminated
+        Some("headers_only: consumer delivers events without their bodies".to_string())
+    } else if existing.replay_policy != consumer::ReplayPolicy::Instant {
+        // JetStream cannot change it in place
+        Some(format!(
+            "replay_policy: consumer has {:?} (events at the pace they were stored), the \
+             provider delivers them as fast as they are read (Instant), and JetStream cannot \
+             change it",
+            existing.replay_policy
         ))
     } else {
         None
@@ -1193,7 +1320,7 @@ async fn resume(
     }
     let reason = diffs.join("; ");
     tracing::info!(consumer = name, changes = %reason, "updating durable consumer");
-    let updated = create(provider, name, desired.clone())
+    let updated = create(provider, name, kept(existing, desired))
         .await
         .map_err(|err| match err {
             err @ (Error::Timeout { .. } | Error::Connection(_) | Error::Authentication(_)) => err,
@@ -1215,6 +1342,24 @@ async fn resume(
         });
     }
     Ok(updated)
+}
+
+/// `desired` with the settings of `existing` that subscriptions do not
+/// set (request limits, replicas, storage, ...): JetStream replaces the
+/// whole configuration on an update, so sending the defaults would silently
+/// drop the ones of a consumer provisioned elsewhere.
+fn kept(existing: &consumer::Config, desired: &pull::Config) -> pull::Config {
+    pull::Config {
+        max_batch: existing.max_batch,
+        max_expires: existing.max_expires,
+        max_bytes: existing.max_bytes,
+        max_waiting: existing.max_waiting,
+        inactive_threshold: existing.inactive_threshold,
+        num_replicas: existing.num_replicas,
+        memory_storage: existing.memory_storage,
+        sample_frequency: existing.sample_frequency,
+        ..desired.clone()
+    }
 }
 
 /// Whether nats-server `version` mishandles a consumer filter update (before
@@ -1537,7 +1682,53 @@ impl Acker for NatsAcker {
 
 #[cfg(test)]
 mod tests {
-    use super::{Unsettled, filter_update_unsafe};
+    use super::{PullLimits, Refusal, Unsettled, filter_update_unsafe, refusal_of};
+    use std::time::Duration;
+
+    /// A request beyond the consumer's limits is refused for good; those
+    /// that pass (max waiting, leadership change) are asked again.
+    #[test]
+    fn pull_refusals_are_told_apart() {
+        for (status, want) in [
+            ("409: Exceeded MaxRequestBatch of 4", Some(Refusal::Limits)),
+            (
+                "409: Exceeded MaxRequestExpires of 1s",
+                Some(Refusal::Limits),
+            ),
+            (
+                "409: Exceeded MaxRequestMaxBytes of 300",
+                Some(Refusal::Limits),
+            ),
+            ("409: Consumer is push based", Some(Refusal::Never)),
+            ("409: Exceeded MaxWaiting", Some(Refusal::Passing)),
+            ("409: Leadership Change", Some(Refusal::Passing)),
+            ("408: Request Timeout", Some(Refusal::Passing)),
+            ("503: No Responders", None),
+        ] {
+            assert_eq!(refusal_of(status), want, "{status}");
+        }
+    }
+
+    #[test]
+    fn pulls_are_sized_within_the_consumer_limits() {
+        let none = PullLimits::default();
+        assert_eq!(none.batch(64), 64);
+        assert_eq!(none.expires(Duration::from_secs(5)), Duration::from_secs(5));
+        let limited = PullLimits {
+            max_batch: 4,
+            max_expires: Duration::from_secs(1),
+        };
+        assert_eq!(limited.batch(64), 4);
+        assert_eq!(limited.batch(1), 1);
+        assert_eq!(
+            limited.expires(Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            limited.expires(Duration::from_millis(200)),
+            Duration::from_millis(200)
+        );
+    }
 
     /// Deliveries the server ended on its side (evicted while unsettled)
     /// are never settled here: the set keeps no more than the consumer's

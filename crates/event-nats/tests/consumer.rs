@@ -698,3 +698,228 @@ async fn an_unlimited_durable_with_a_description_of_its_own_is_resumed_unchanged
     assert_eq!(pending.max_deliver(), None);
     pending.ack().await.unwrap();
 }
+
+/// A durable provisioned elsewhere with request limits (`max_batch`,
+/// `max_expires`, `max_bytes`) made every pull request a `409 Exceeded
+/// MaxRequest…`, which the subscription took for a passing refusal and
+/// sent again every 20 ms: `next()` never returned. Pull requests are
+/// sized within the consumer's limits.
+#[tokio::test]
+async fn a_durable_with_request_limits_is_pulled_within_them() {
+    use async_nats::jetstream::consumer::{self, AckPolicy};
+    let server = server!("a_durable_with_request_limits_is_pulled_within_them");
+    let p = NatsProvider::connect(common::config(&server, "limits"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("limited".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: SubscribeOptions::DEFAULT_ACK_WAIT,
+            max_deliver: -1,
+            max_ack_pending: 1000,
+            filter_subject: filter.clone(),
+            max_batch: 2,
+            max_expires: Duration::from_secs(1),
+            max_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..40).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    // an option that differs: the durable is updated, its limits kept
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(45)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("limited", &filter, &opts)
+        .await
+        .unwrap();
+    let config = consumer_config(&p, "limited").await;
+    assert_eq!(
+        (
+            config.ack_wait,
+            config.max_batch,
+            config.max_expires,
+            config.max_bytes
+        ),
+        (Duration::from_secs(45), 2, Duration::from_secs(1), 1 << 20)
+    );
+    for n in 0..40u64 {
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} not handed out"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.event.payload["n"].as_u64(), Some(n));
+    }
+    // an idle pull expires within the consumer's max_expires, and the
+    // next event still comes
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.publish(&event(&p, 40)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("event 40 not handed out")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.event.payload["n"].as_u64(), Some(40));
+}
+
+async fn read(sub: &mut Box<dyn Subscription>, n: u64) {
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("event {n} not handed out"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.event.payload["n"].as_u64(), Some(n));
+}
+
+/// Request limits set on a durable while a subscription reads it are read
+/// again when the server refuses a pull for them: the subscription goes on
+/// within the new limits.
+#[tokio::test]
+async fn request_limits_set_while_subscribed_are_followed() {
+    let server = server!("request_limits_set_while_subscribed_are_followed");
+    let p = NatsProvider::connect(common::config(&server, "relimit"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let events: Vec<Event> = (0..60).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events[..20]).await.unwrap() {
+        r.unwrap();
+    }
+    let mut sub = p.subscribe_durable("relimit", &filter).await.unwrap();
+    // past the warm-up: pulls ask for several events
+    for n in 0..20 {
+        read(&mut sub, n).await;
+    }
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    let mut config = consumer_config(&p, "relimit").await;
+    config.max_batch = 1;
+    config.max_expires = Duration::from_secs(1);
+    stream.create_consumer(config).await.unwrap();
+    assert_eq!(consumer_config(&p, "relimit").await.max_batch, 1);
+    for r in p.publish_batch(&events[20..]).await.unwrap() {
+        r.unwrap();
+    }
+    for n in 20..60 {
+        read(&mut sub, n).await;
+    }
+}
+
+/// A durable of the same name made elsewhere with `headers_only` delivered
+/// every event without its body: each was reported `Undecodable` and
+/// terminated (the consumer's ack floor passed them). One with
+/// `replay_policy: Original` handed events out at the pace they were
+/// stored, and JetStream cannot change a consumer's replay policy. Both are
+/// a `Conflict` naming the setting.
+#[tokio::test]
+async fn a_foreign_durable_without_bodies_or_instant_replay_is_a_conflict() {
+    use async_nats::jetstream::consumer::{self, AckPolicy, ReplayPolicy};
+    let server = server!("a_foreign_durable_without_bodies_or_instant_replay_is_a_conflict");
+    let p = NatsProvider::connect(common::config(&server, "bodiless"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    let base = consumer::pull::Config {
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: SubscribeOptions::DEFAULT_ACK_WAIT,
+        max_deliver: -1,
+        max_ack_pending: 1000,
+        filter_subject: filter.clone(),
+        ..Default::default()
+    };
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("headers".into()),
+            headers_only: true,
+            ..base.clone()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("paced".into()),
+            replay_policy: ReplayPolicy::Original,
+            ..base.clone()
+        })
+        .await
+        .unwrap();
+    // the replay policy is fixed at creation
+    assert!(
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some("paced".into()),
+                ..base.clone()
+            })
+            .await
+            .is_err(),
+        "the server changed a consumer's replay policy"
+    );
+    p.publish(&event(&p, 0)).await.unwrap();
+    for (name, setting) in [("headers", "headers_only"), ("paced", "replay_policy")] {
+        match p.subscribe_durable(name, &filter).await {
+            Err(Error::Conflict { resource, reason }) => {
+                assert!(resource.contains(name), "{resource}");
+                assert!(reason.contains(setting), "{reason}");
+            }
+            Err(other) => panic!("{name}: expected Conflict, got {other:?}"),
+            Ok(_) => panic!("{name}: subscribed to a consumer that cannot deliver as asked"),
+        }
+    }
+    let info = stream.consumer_info("headers").await.unwrap().clone();
+    assert_eq!(info.ack_floor.stream_sequence, 0, "an event was settled");
+}
+
+/// A stream (or account) at its consumer limit refused a new consumer with
+/// JetStream error 10026, which a subscription reported as an
+/// `InvalidConfig` blaming its options and `history` as an untyped
+/// `Provider` error. Both are a `Conflict` on the stream naming the limit.
+#[tokio::test]
+async fn the_consumer_limit_is_a_conflict_naming_it() {
+    use async_nats::jetstream::stream;
+    let server = server!("the_consumer_limit_is_a_conflict_naming_it");
+    let config = common::config(&server, "maxcons");
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: config.stream_name.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        max_consumers: 1,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = NatsProvider::connect(config).await.unwrap();
+    let filter = p.category_subject("t");
+    p.publish(&event(&p, 0)).await.unwrap();
+    let _first = p.subscribe_durable("first", &filter).await.unwrap();
+    let refusals = [
+        (
+            "durable",
+            p.subscribe_durable("second", &filter).await.err(),
+        ),
+        ("ephemeral", p.subscribe(&filter).await.err()),
+        ("history", p.history(Some(&filter), 10).await.err()),
+    ];
+    for (what, refusal) in refusals {
+        match refusal {
+            Some(Error::Conflict { resource, reason }) => {
+                assert!(resource.contains(p.stream_name()), "{what}: {resource}");
+                assert!(reason.contains("max_consumers"), "{what}: {reason}");
+            }
+            other => panic!("{what}: expected Conflict, got {other:?}"),
+        }
+    }
+}
