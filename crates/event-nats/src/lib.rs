@@ -397,7 +397,10 @@
 //!   were stored; JetStream cannot change it). Such a consumer's
 //!   `max_batch` and `max_expires` are kept: pull requests are sized
 //!   within them (read again if the server refuses one for them; a refusal
-//!   no request gets past is a `Conflict` from `next()`). Two processes
+//!   no request gets past is a `Conflict` from `next()`). An update keeps
+//!   them, with `max_waiting`, the inactivity threshold, replicas and
+//!   storage, but not yet what async-nats does not model in this build: on
+//!   nats-server 2.10 and later it drops the consumer's `metadata`. Two processes
 //!   creating one durable at the same time get the same: the creation that
 //!   loses the race is settled as if the consumer had existed (options
 //!   applied, or `Conflict`).

@@ -974,15 +974,31 @@ impl NatsSubscription {
                             let before = self.limits;
                             if !self.refresh_settings().await && matches!(self.kind, Kind::Durable)
                             {
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                                continue;
+                                // not read (a timeout, a lost connection):
+                                // transient, and the caller's next call
+                                // reads them again, rather than a loop
+                                // here that may never end
+                                return Err(Error::Connection(format!(
+                                    "pull from consumer {}: {text}, and its settings could not \
+                                     be read again to size the next pull",
+                                    self.name
+                                )));
                             }
                             if self.limits != before {
                                 continue;
                             }
                             return Err(self.refused(&text));
                         }
-                        Some(Refusal::Never) => return Err(self.refused(&text)),
+                        Some(Refusal::Never) => {
+                            return Err(Error::Conflict {
+                                resource: format!("consumer {}", self.name),
+                                reason: format!(
+                                    "JetStream refuses every pull request to it ({text}): a \
+                                     consumer of another kind has the name now; unsubscribe it \
+                                     or use another name"
+                                ),
+                            });
+                        }
                         None => {}
                     }
                     return Err(Error::Connection(format!(
@@ -1032,16 +1048,22 @@ impl NatsSubscription {
         }
     }
 
-    /// The server refuses every pull request to this consumer, with
-    /// `status` (a `409` no retry gets past).
+    /// The server refuses this consumer's pull requests for their size or
+    /// expiry, with `status`, although they keep within the limits it
+    /// reports (a `409` no retry gets past).
     fn refused(&self, status: &str) -> Error {
+        let limit = |n: String, set: bool| if set { n } else { "none".to_owned() };
         Error::Conflict {
             resource: format!("consumer {}", self.name),
             reason: format!(
-                "JetStream refuses its pull requests ({status}), whatever their size and \
-                 expiry within the consumer's limits ({:?}); change the consumer (made \
-                 elsewhere?) or unsubscribe it",
-                self.limits
+                "JetStream refuses its pull requests ({status}), although they keep within \
+                 the limits it reports (max_batch {}, max_expires {}); change the consumer \
+                 (made elsewhere?) or unsubscribe it",
+                limit(self.limits.max_batch.to_string(), self.limits.max_batch > 0),
+                limit(
+                    format!("{:?}", self.limits.max_expires),
+                    !self.limits.max_expires.is_zero()
+                ),
             ),
         }
     }

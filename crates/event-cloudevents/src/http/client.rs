@@ -92,8 +92,9 @@ impl fmt::Display for HttpStatusError {
             // what binary mode does with many metadata entries, and the
             // way out
             f.write_str(
-                " (request headers too large: binary mode sends every attribute and \
-                 metadata entry as a header; Mode::Structured carries them in the body)",
+                " (request headers too large; if it was sent in binary mode, which sends \
+                 every attribute and metadata entry as a header, Mode::Structured carries \
+                 them in the body)",
             )?;
         }
         Ok(())
