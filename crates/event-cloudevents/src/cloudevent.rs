@@ -94,11 +94,10 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
             !matches!(name.as_str(), "data" | "data_base64")
                 && !mapping::is_valid_attribute_name(name)
         }) {
-            let shown: String = name.chars().take(64).collect();
-            let more = if shown.len() < name.len() { "…" } else { "" };
             return Err(D::Error::custom(format!(
-                "invalid CloudEvents attribute name {shown:?}{more}: attribute names are \
-                 lowercase ASCII letters and digits"
+                "invalid CloudEvents attribute name {}: attribute names are lowercase ASCII \
+                 letters and digits",
+                mapping::quoted_name(name)
             )));
         }
         // JSON data the SDK would misread as a string: take it out, let the
@@ -171,11 +170,10 @@ impl<'de> serde::de::Visitor<'de> for MembersVisitor {
         let mut doc = Map::new();
         while let Some(name) = access.next_key::<String>()? {
             if doc.contains_key(&name) {
-                let shown: String = name.chars().take(64).collect();
-                let more = if shown.len() < name.len() { "…" } else { "" };
                 return Err(A::Error::custom(format!(
-                    "the document has the member {shown:?}{more} more than once, which is \
-                     ambiguous (JSON readers differ on which one counts)"
+                    "the document has the member {} more than once, which is ambiguous (JSON \
+                     readers differ on which one counts)",
+                    mapping::quoted_name(&name)
                 )));
             }
             let value = access.next_value::<Value>()?;

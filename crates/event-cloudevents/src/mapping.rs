@@ -175,14 +175,10 @@ pub(crate) fn check_extension_names(event: &cloudevents::Event) -> event_core::R
         .find(|name| !is_valid_attribute_name(name))
     {
         None => Ok(()),
-        Some(name) => {
-            let shown: String = name.chars().take(64).collect();
-            let more = if shown.len() < name.len() { "…" } else { "" };
-            Err(event_core::Error::Serialization(format!(
-                "extension {shown:?}{more} is no CloudEvents attribute name \
-                 (lowercase ASCII letters and digits)"
-            )))
-        }
+        Some(name) => Err(event_core::Error::Serialization(format!(
+            "extension {} is no CloudEvents attribute name (lowercase ASCII letters and digits)",
+            quoted_name(name)
+        ))),
     }
 }
 
@@ -341,6 +337,15 @@ pub fn is_cloudevents_content_type(content_type: &str) -> bool {
 #[cfg(feature = "http")]
 pub(crate) fn is_batch_content_type(content_type: &str) -> bool {
     essence(content_type) == "application/cloudevents-batch+json"
+}
+
+/// An attribute or member name as an error quotes it: escaped, and cut to
+/// 64 characters (then `…`), so a message stays small whatever the
+/// document holds.
+pub(crate) fn quoted_name(name: &str) -> String {
+    let shown: String = name.chars().take(64).collect();
+    let more = if shown.len() < name.len() { "…" } else { "" };
+    format!("{shown:?}{more}")
 }
 
 #[cfg(test)]

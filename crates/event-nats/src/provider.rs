@@ -664,14 +664,9 @@ impl NatsProvider {
         let err: event_core::BoxError = err.into();
         // not the caller's options, and lasts until a consumer is deleted
         if error::api_code(err.as_ref()) == Some(ErrorCode::MAXIMUM_CONSUMERS_LIMIT) {
-            // `op` is a subscription's consumer name, or "history consumer"
-            let consumer = if op.ends_with("consumer") {
-                op.to_owned()
-            } else {
-                format!("consumer {op}")
-            };
+            // `op`: a subscription's consumer name, or "history consumer"
             return self.stream_conflict(format!(
-                "cannot create {consumer}: the stream's max_consumers or the account's \
+                "cannot create a consumer ({op}): the stream's max_consumers or the account's \
                  consumer limit is reached (every subscription, and each filtered history \
                  call while it runs, uses a consumer): unsubscribe durables no longer used, \
                  or raise the limit (nats-server said: {err})"

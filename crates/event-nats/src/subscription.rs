@@ -304,6 +304,20 @@ impl PullLimits {
     }
 }
 
+impl std::fmt::Display for PullLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.max_batch {
+            0 => f.write_str("max_batch none")?,
+            n => write!(f, "max_batch {n}")?,
+        }
+        if self.max_expires.is_zero() {
+            f.write_str(", max_expires none")
+        } else {
+            write!(f, ", max_expires {:?}", self.max_expires)
+        }
+    }
+}
+
 /// A consumer's delivery limit as subscriptions see it (`None`:
 /// unlimited): JetStream's minus the spare on consumers that carry one
 /// ([`SPARE_MARK`]).
@@ -1052,18 +1066,13 @@ impl NatsSubscription {
     /// expiry, with `status`, although they keep within the limits it
     /// reports (a `409` no retry gets past).
     fn refused(&self, status: &str) -> Error {
-        let limit = |n: String, set: bool| if set { n } else { "none".to_owned() };
         Error::Conflict {
             resource: format!("consumer {}", self.name),
             reason: format!(
                 "JetStream refuses its pull requests ({status}), although they keep within \
-                 the limits it reports (max_batch {}, max_expires {}); change the consumer \
-                 (made elsewhere?) or unsubscribe it",
-                limit(self.limits.max_batch.to_string(), self.limits.max_batch > 0),
-                limit(
-                    format!("{:?}", self.limits.max_expires),
-                    !self.limits.max_expires.is_zero()
-                ),
+                 the limits it reports ({}); change the consumer (made elsewhere?) or \
+                 unsubscribe it",
+                self.limits
             ),
         }
     }
@@ -1750,6 +1759,8 @@ mod tests {
             limited.expires(Duration::from_millis(200)),
             Duration::from_millis(200)
         );
+        assert_eq!(limited.to_string(), "max_batch 4, max_expires 1s");
+        assert_eq!(none.to_string(), "max_batch none, max_expires none");
     }
 
     /// Deliveries the server ended on its side (evicted while unsettled)
