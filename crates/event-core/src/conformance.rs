@@ -158,6 +158,7 @@ macro_rules! conformance_tests {
             durable_shared_by_two_subscriptions,
             shared_durable_settles_every_event_under_random_settlements,
             nak_redelivers,
+            naked_event_does_not_hold_back_later_ones,
             nak_with_delay_redelivers_later,
             ack_timeout_redelivers,
             term_never_redelivers,
@@ -975,6 +976,70 @@ async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -
         out.push(h.await.expect("task"));
     }
     out
+}
+
+/// An event naked on every delivery (no `max_deliver`, no delay) does not
+/// hold back the events published after it: they are delivered while it
+/// keeps coming back, on durable and ephemeral subscriptions alike. A
+/// provider that always serves a due redelivery first would hand out that
+/// one event forever.
+pub async fn naked_event_does_not_hold_back_later_ones(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(30)),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("naked");
+    let durable = p
+        .subscribe_durable_with_options("naked", &filter, &opts)
+        .await
+        .expect("durable");
+    let ephemeral = p
+        .subscribe_with_options(&filter, &opts)
+        .await
+        .expect("ephemeral");
+    // event 1 is the one that fails; 0 and 2 to 4 are fine
+    publish_n(&*p, "naked", "t", 0..5).await;
+    for (kind, mut sub) in [("durable", durable), ("ephemeral", ephemeral)] {
+        let mut acked = Vec::new();
+        let mut naked = 0u64;
+        // generous: each fine event may wait behind a few redeliveries
+        for _ in 0..40 {
+            if acked.len() == 4 {
+                break;
+            }
+            let pending = recv_manual(
+                &mut sub,
+                &caps,
+                &format!("{kind}: events 0 to 4, event 1 naked on each delivery"),
+            )
+            .await;
+            let n = n_of(&pending.received.event);
+            if n == 1 {
+                naked += 1;
+                pending.nak().await.expect("nak");
+            } else {
+                acked.push(n);
+                pending.ack().await.expect("ack");
+            }
+        }
+        assert_eq!(
+            acked,
+            [0, 2, 3, 4],
+            "{kind}: the events after a naked one must be delivered while it keeps \
+             coming back (event 1 was naked {naked} times meanwhile)"
+        );
+        assert!(naked >= 1, "{kind}: event 1 was never delivered");
+        // end it, so that nothing stays pending
+        let last = recv_manual(&mut sub, &caps, &format!("{kind}: event 1 once more")).await;
+        assert_eq!(
+            n_of(&last.received.event),
+            1,
+            "{kind}: only event 1 is left"
+        );
+        last.term().await.expect("term");
+    }
 }
 
 /// `nak` redelivers the event at once with `num_delivered` 2, on durable

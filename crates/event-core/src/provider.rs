@@ -100,7 +100,10 @@ use std::time::Duration;
 /// **Acknowledgement.** Delivery is at-least-once. In manual mode
 /// ([`Subscription::next_manual_ack`]) the caller settles every
 /// [`PendingEvent`]: `ack`, `nak` (redeliver now), `nak_with_delay`, `term`
-/// (never again), `in_progress` (restart the ack timer). An event not settled
+/// (never again), `in_progress` (restart the ack timer). A redelivery does
+/// not hold back the events after it: an event naked again and again (with
+/// no `max_deliver` to stop it) still lets the new events through, instead
+/// of being the only event delivered. An event not settled
 /// within `ack_wait` is redelivered; with a `backoff`, the n-th delivery
 /// waits `backoff[n-1]` instead (the last entry repeats, see
 /// [`SubscribeOptions::redelivery_delay`]). At most `max_ack_pending`
@@ -563,7 +566,10 @@ impl PendingEvent {
         self.acker.ack().await
     }
 
-    /// Requests redelivery now.
+    /// Requests redelivery now. The redelivery does not hold back the
+    /// events behind it: an event naked on every delivery still lets the
+    /// others through (set `max_deliver`, or use
+    /// [`nak_with_delay`](Self::nak_with_delay), so that it ends or waits).
     pub async fn nak(self) -> Result<()> {
         self.acker.nak(None).await
     }

@@ -142,6 +142,10 @@ pub(crate) struct State {
     handoff: VecDeque<Handoff>,
     next_token: u64,
     lagged: u64,
+    /// The last delivery was a redelivery: a new event waiting goes first
+    /// next, so an event naked over and over (redelivered at once each time)
+    /// cannot hold back the events behind it.
+    new_turn: bool,
     pub(crate) deleted: bool,
 }
 
@@ -215,6 +219,7 @@ impl Consumer {
                 handoff: VecDeque::new(),
                 next_token: 0,
                 lagged: 0,
+                new_turn: false,
                 deleted: false,
             }),
             notify: Notify::new(),
@@ -415,9 +420,14 @@ impl State {
             self.handoff.clear();
         }
         let store = store.lock();
-        if let Some(now) = now
+        // due redeliveries go first, but after one of them a new event that
+        // is waiting takes its turn (see `new_turn`)
+        let new_turn = std::mem::take(&mut self.new_turn);
+        if !new_turn
+            && let Some(now) = now
             && let Some(d) = self.due_redelivery(&store, now, caller)
         {
+            self.new_turn = true;
             return Next::Delivery(d);
         }
         if self.lagged > 0 {
@@ -435,6 +445,13 @@ impl State {
             if let Some(next) = self.next_new(&store, track, caller.sub) {
                 return next;
             }
+        }
+        if new_turn
+            && let Some(now) = now
+            && let Some(d) = self.due_redelivery(&store, now, caller)
+        {
+            self.new_turn = true;
+            return Next::Delivery(d);
         }
         let handoff = self.handoff.iter().map(|h| after(h.2, HANDOFF_GRACE)).min();
         Next::Wait(match (self.next_deadline(), handoff) {
