@@ -407,6 +407,14 @@ pub struct SubscribeOptions {
     /// Redelivery delays: the n-th redelivery after an ack timeout waits
     /// `backoff[n-1]` (the last entry repeats). Empty: `ack_wait` each time.
     /// Consumer runners also use it as the `nak` delay.
+    ///
+    /// A backoff *replaces* `ack_wait` (as on JetStream): delivery number n
+    /// may stay unsettled for `backoff[n-1]`, the first one for
+    /// `backoff[0]`, before it is redelivered (see
+    /// [`redelivery_delay`](Self::redelivery_delay)). A first step shorter
+    /// than your handlers take gets events redelivered while they are still
+    /// being handled, unless the handler (or a consumer runner, which does
+    /// it for you) calls `in_progress` in time.
     #[serde(
         default,
         rename = "backoffMs",
@@ -422,7 +430,8 @@ pub struct SubscribeOptions {
     #[serde(default)]
     pub deliver_policy: DeliverPolicy,
     /// How long a delivered event may stay unacknowledged before it is
-    /// redelivered. `None`: the provider default (30 s).
+    /// redelivered. `None`: the provider default (30 s). Ignored where
+    /// `backoff` is set: the backoff steps are then the ack waits.
     #[serde(
         default,
         rename = "ackWaitMs",

@@ -56,13 +56,21 @@ pub const SHUTDOWN_CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// the ack, so it is `acked` plus the acks among `settle_errors`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerReport {
-    /// Deliveries handled successfully and acknowledged.
+    /// Deliveries handled successfully and acknowledged: the ack was sent
+    /// without an error. Where the provider's ack is not confirmed (NATS
+    /// sends it without waiting for a reply, and the client queues it while
+    /// the connection is down), an ack lost with the connection still
+    /// counts here, and the provider redelivers its event after the ack
+    /// wait: handlers must be idempotent.
     pub acked: u64,
     /// Failed deliveries naked for redelivery.
     pub retried: u64,
     /// Dead letters the DLQ handler accepted (the event then terminated):
     /// exhausted deliveries, and undecryptable or undecodable deliveries
-    /// the runner's subscriptions dead-lettered themselves.
+    /// the runner's subscriptions dead-lettered themselves. Counted per
+    /// hand-over: an event whose termination after its dead letter was lost
+    /// (the connection dropped) is delivered and dead-lettered again, and
+    /// counts twice, so a DLQ should deduplicate on the event id.
     pub dead_lettered: u64,
     /// Deliveries terminated without reaching a DLQ: exhausted or
     /// undecryptable ones without a DLQ handler, undecryptable ones whose

@@ -14,7 +14,9 @@
 //!   `handler_errors` the failures, `redeliveries` the naks among them.
 //!   `consumer_aborted` counts deliveries abandoned at a shutdown deadline.
 //! - **Dead letters.** `dlq_total` counts dead letters the DLQ handler
-//!   accepted (events), `dlq_errors` its refusals (calls: one event refused
+//!   accepted (hand-overs: an event whose termination was lost with the
+//!   connection after its dead letter is dead-lettered again when it comes
+//!   back, and counts again), `dlq_errors` its refusals (calls: one event refused
 //!   three times counts three). An event that never reaches a DLQ counts in
 //!   `dlq_dropped` (terminated: no handler set, an undecodable message the
 //!   handler refused, or an undecryptable event it refused for good on
@@ -121,7 +123,7 @@ counters! {
     publish_errors => add_publish_error, "Publishes that failed before the provider stored the event (validation, encryption or provider errors); a router refusal after the store is not one (see router_errors).";
     subscribe_total => add_subscribe, "Subscriptions opened by the bus and handed to the caller (one per subject of a managed subscriber whose every subject opened, or one per subscribe call).";
     unsubscribe_total => add_unsubscribe, "Managed subscribers removed (remove_subscription).";
-    dlq_total => add_dlq, "Dead letters the DLQ handler accepted (each one event dead-lettered: exhausted, undecryptable or undecodable).";
+    dlq_total => add_dlq, "Dead letters the DLQ handler accepted (exhausted, undecryptable or undecodable events; an event dead-lettered again after a lost termination counts again).";
     dlq_errors => add_dlq_error, "DLQ handler calls that failed (an error or a panic): a dead letter offered again after a refusal counts once per refusal, so this counts refusals, not events.";
     dlq_dropped => add_dlq_dropped, "Dead letters that reached no DLQ and were terminated: no DLQ handler was set (an exhausted, undecryptable or undecodable delivery), the handler refused an undecodable message the provider had already terminated, or it refused an undecryptable event for good once that had been delivered dlq_attempts times. The event is left only in the stream.";
     dlq_unsettled => add_dlq_unsettled, "Final deliveries left unsettled because the DLQ handler refused their dead letter (a consumer runner: for good, dlq_attempts times; a bus subscription: an undecryptable event, once). A final delivery comes once more (its spare delivery) and is offered to the DLQ again, counting again if refused; a spare delivery does not, and its event is left only in the stream.";

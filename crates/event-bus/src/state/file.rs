@@ -62,6 +62,10 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///   blocking pool.
 /// - **Ordered.** Saves through one store (and its clones) land in the
 ///   order they were issued, even when a caller stopped waiting for one.
+/// - **Crashes.** A save writes a temporary file next to the state file
+///   and renames it over the state file, so a crash leaves the old state or
+///   the new, never a mix. The temporary file of a save a crash cut short
+///   is removed by the next store that takes the lock.
 /// - **In place.** The new file keeps the old one's permissions; a symbolic
 ///   link is followed (once, when the lock is taken: the store then keeps
 ///   to the file it locked) and stays a link.
@@ -210,6 +214,43 @@ fn create_temp(dir: &Path, file_name: &str) -> std::io::Result<(PathBuf, std::fs
             dir.display()
         ),
     ))
+}
+
+/// Removes the temporary files of saves that never finished (the process
+/// was killed between creating one and renaming it over the state file)
+/// next to `target`, so that a crash loop does not pile them up. Called
+/// only with the lock held, when no other store can be writing one.
+/// Best effort: a file that cannot be removed is logged and left.
+fn remove_stale_temps(target: &Path) {
+    let Ok(name) = file_name(target) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    let dir = parent_dir(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+            && entry.file_type().is_ok_and(|t| t.is_file());
+        if !is_temp {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => tracing::info!(
+                file = %entry.path().display(),
+                "removed the temporary file of a state save that never finished"
+            ),
+            Err(err) => tracing::warn!(
+                file = %entry.path().display(),
+                error = %err,
+                "could not remove the temporary file of an unfinished state save"
+            ),
+        }
+    }
 }
 
 /// The directory of `path` (`.` for a bare file name).
@@ -421,6 +462,40 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, [".state.json.lock", "state.json"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A process killed between creating a save's temporary file and
+    /// renaming it left the file behind; a crash loop piled them up. The
+    /// store that takes the lock next removes them, and nothing else.
+    #[tokio::test]
+    async fn temporary_files_of_unfinished_saves_are_removed_with_the_lock() {
+        let dir = temp_dir("stale-temps");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let keep = [".other.json.tmp-7-00-0", "state.json.tmp-not-ours", "notes"];
+        for name in [
+            ".state.json.tmp-4242-0123456789abcdef-0",
+            ".state.json.tmp-1-2-3",
+        ]
+        .iter()
+        .chain(&keep)
+        {
+            std::fs::write(dir.join(name), b"{\"half\": ").unwrap();
+        }
+        let records = vec![record("a", None)];
+        let store = FileStateStore::new(&path);
+        store.save(&records).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), records);
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut expected = vec![".state.json.lock", "state.json"];
+        expected.extend(keep);
+        expected.sort();
+        assert_eq!(names, expected);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -783,9 +858,9 @@ mod tests {
         let store = FileStateStore::new(&path);
         store.save(&[record("a", None)]).await.unwrap();
         assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
-        // the leftovers (possibly another live process's) are not touched;
-        // the state file and its lock file are added
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1002);
+        // the store holding the lock removed the leftovers (no other store
+        // can be writing them): the state file and its lock file are left
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,7 +1,9 @@
 //! One store at a time on a state file: an exclusive advisory lock on a
 //! lock file next to it, held by a store and its clones.
 
-use super::{create_dir_synced, file_name, io_error, parent_dir, resolve_symlinks};
+use super::{
+    create_dir_synced, file_name, io_error, parent_dir, remove_stale_temps, resolve_symlinks,
+};
 use event_core::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
@@ -67,7 +69,12 @@ impl Ownership {
         };
         let target = resolve_symlinks(&absolute)?;
         let lock = match lock(path, &target, access)? {
-            Lock::Held(file) => Some(file),
+            Lock::Held(file) => {
+                // no other store writes this file now: temporary files
+                // next to it are from saves that never finished
+                remove_stale_temps(&target);
+                Some(file)
+            }
             Lock::Unsupported => None,
             // not claimed: if the location becomes writable, the next load
             // or save takes the lock before anything is written
