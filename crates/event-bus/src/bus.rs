@@ -108,12 +108,16 @@ impl std::fmt::Debug for EventBus {
 }
 
 impl EventBus {
-    /// A bus over `provider`, without hooks.
+    /// A bus over `provider`, without hooks. The bus owns it; to share one
+    /// provider with other parts of the application (a broker feed, a
+    /// second bus), keep it in an `Arc` and use
+    /// [`from_arc`](Self::from_arc).
     pub fn new(provider: impl EventProvider + 'static) -> Self {
         Self::from_arc(Arc::new(provider))
     }
 
-    /// A bus over a shared provider.
+    /// A bus over a shared provider, which the caller may go on using
+    /// directly (an `Arc<MemoryProvider>` coerces to the argument).
     pub fn from_arc(provider: Arc<dyn EventProvider>) -> Self {
         Self {
             inner: Arc::new(Inner {
