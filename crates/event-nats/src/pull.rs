@@ -5,12 +5,14 @@ use crate::denial::Rule;
 use crate::error;
 use crate::provider::NatsProvider;
 use async_nats::StatusCode;
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::BatchConfig;
 use event_core::Result;
 use futures_util::{FutureExt, StreamExt};
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long after its expiry a pull request that has had no answer (the
 /// server answers an expired one with a 408, a `no_wait` one with nothing
@@ -41,6 +43,22 @@ pub(crate) struct Pull {
     /// The server sent something for this request (a delivery or a status).
     answered: bool,
     done: bool,
+    /// Deliveries received and not handed out yet (read ahead by
+    /// [`keep_alive`](Self::keep_alive)), each with when it was received or
+    /// last kept alive.
+    received: VecDeque<(Instant, async_nats::jetstream::Message)>,
+    /// The oldest time in `received`.
+    oldest: Option<Instant>,
+    /// How the request ended, reported once `received` is handed out.
+    end: Option<End>,
+}
+
+/// How a pull request ended.
+enum End {
+    /// Everything delivered, expired, or nothing to deliver.
+    Over,
+    /// A status the server ended it with.
+    Failed(String),
 }
 
 impl Pull {
@@ -77,6 +95,9 @@ impl Pull {
             deadline: tokio::time::Instant::now() + expires + PULL_GRACE,
             answered: false,
             done: false,
+            received: VecDeque::new(),
+            oldest: None,
+            end: None,
         })
     }
 
@@ -107,6 +128,17 @@ impl Pull {
         &mut self,
     ) -> Option<std::result::Result<async_nats::jetstream::Message, String>> {
         loop {
+            if let Some((_, message)) = self.received.pop_front() {
+                if self.received.is_empty() {
+                    self.oldest = None;
+                }
+                return Some(Ok(message));
+            }
+            match self.end.take() {
+                Some(End::Over) => return None,
+                Some(End::Failed(status)) => return Some(Err(status)),
+                None => {}
+            }
             if self.done || self.pending == 0 {
                 return None;
             }
@@ -119,32 +151,80 @@ impl Pull {
                     .ok()
                     .flatten(),
             };
-            let Some(message) = received else {
-                self.done = true;
-                return None;
-            };
-            self.answered = true;
-            match message.status {
-                None | Some(StatusCode::OK) => {
-                    self.pending -= 1;
-                    return Some(Ok(async_nats::jetstream::Message {
+            match received {
+                Some(message) => self.accept(message),
+                None => self.done = true,
+            }
+        }
+    }
+
+    /// Keeps the deliveries waiting to be handed out from being redelivered:
+    /// reads what has arrived (without waiting), then sends `in_progress`
+    /// for every delivery received or kept alive `wait / 3` ago or earlier
+    /// (`wait`: the shortest ack wait of the consumer). Called on each call
+    /// of the subscription: events fetched ahead for a fast caller that then
+    /// slows down would otherwise reach their ack wait in the buffer and be
+    /// redelivered while their first delivery is still to be handed out.
+    /// A progress that cannot be sent (the connection is down) is left for
+    /// the next call. Cancel-safe.
+    pub(crate) async fn keep_alive(&mut self, wait: Duration) {
+        while self.end.is_none() && !self.done && self.pending > 0 {
+            match self.subscriber.next().now_or_never() {
+                Some(Some(message)) => self.accept(message),
+                Some(None) => self.done = true,
+                None => break,
+            }
+        }
+        let now = Instant::now();
+        let due = wait / 3;
+        if self
+            .oldest
+            .is_none_or(|oldest| now.duration_since(oldest) < due)
+        {
+            return;
+        }
+        for (at, message) in &mut self.received {
+            if now.duration_since(*at) < due {
+                continue;
+            }
+            // into the client's buffer; a full one (connection lost) is not
+            // waited for
+            match message.ack_with(AckKind::Progress).now_or_never() {
+                Some(Ok(())) => *at = now,
+                _ => break,
+            }
+        }
+        self.oldest = self.received.iter().map(|(at, _)| *at).min();
+    }
+
+    /// Takes in what the server sent for this request.
+    fn accept(&mut self, message: async_nats::Message) {
+        self.answered = true;
+        match message.status {
+            None | Some(StatusCode::OK) => {
+                self.pending -= 1;
+                let now = Instant::now();
+                self.oldest.get_or_insert(now);
+                self.received.push_back((
+                    now,
+                    async_nats::jetstream::Message {
                         message,
                         context: self.context.clone(),
-                    }));
-                }
-                Some(StatusCode::IDLE_HEARTBEAT) => {}
-                // expired, or nothing to deliver
-                Some(StatusCode::TIMEOUT | StatusCode::NOT_FOUND) => {
-                    self.done = true;
-                    return None;
-                }
-                Some(status) => {
-                    self.done = true;
-                    return Some(Err(format!(
-                        "{status}: {}",
-                        message.description.as_deref().unwrap_or("")
-                    )));
-                }
+                    },
+                ));
+            }
+            Some(StatusCode::IDLE_HEARTBEAT) => {}
+            // expired, or nothing to deliver
+            Some(StatusCode::TIMEOUT | StatusCode::NOT_FOUND) => {
+                self.done = true;
+                self.end = Some(End::Over);
+            }
+            Some(status) => {
+                self.done = true;
+                self.end = Some(End::Failed(format!(
+                    "{status}: {}",
+                    message.description.as_deref().unwrap_or("")
+                )));
             }
         }
     }

@@ -890,6 +890,16 @@ impl NatsSubscription {
             return Err(self.gone_error());
         }
         self.note_call();
+        if !self.stale
+            && let Some(batch) = self.batch.as_mut()
+        {
+            let wait = self
+                .backoff
+                .iter()
+                .copied()
+                .fold(self.ack_wait, Duration::min);
+            batch.keep_alive(wait).await;
+        }
         loop {
             if let Some(denial) = self.unreported_denial() {
                 return Err(self.denied(&denial));

@@ -294,6 +294,56 @@ async fn events_fetched_ahead_are_handed_out_when_the_caller_slows_down() {
     }
 }
 
+/// Events fetched ahead at a fast pace used to wait in the prefetch buffer
+/// with their ack wait running: once the caller slowed down (here from no
+/// time per event to 150 ms, under the 1 s ack wait), those still waiting
+/// after the ack wait were redelivered while their first delivery was yet
+/// to be handed out, and so handled twice without any fault. Each call now
+/// keeps what waits in the buffer alive (`in_progress`), so every event is
+/// handed out once, on its first delivery, and nothing comes again.
+#[tokio::test]
+async fn events_waiting_in_the_prefetch_buffer_are_not_redelivered() {
+    let server = server!("events_waiting_in_the_prefetch_buffer_are_not_redelivered");
+    let p = NatsProvider::connect(common::config(&server, "keep"))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..80).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("keep", &p.category_subject("t"), &opts)
+        .await
+        .unwrap();
+    // fast through the warm-up and growing pulls, then 150 ms per event:
+    // the events fetched ahead wait seconds in the buffer
+    for n in 0..80u64 {
+        let pending = tokio::time::timeout(Duration::from_secs(5), sub.next_manual_ack())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} not handed out"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                pending.received.event.payload["n"].as_u64(),
+                pending.received.num_delivered
+            ),
+            (Some(n), 1),
+            "event {n}: handed out in order, on its first delivery"
+        );
+        if n >= 40 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        pending.ack().await.unwrap();
+    }
+    let again = drain(&mut sub, Duration::from_millis(2500)).await;
+    assert!(again.is_empty(), "delivered again: {again:?}");
+}
+
 /// While the server is down, acknowledgements queue in the client; once its
 /// buffer is full (an outage long enough for a busy consumer's acks and
 /// `in_progress` calls), the next one waited for the reconnection,
