@@ -407,10 +407,15 @@
 //!   were stored; JetStream cannot change it). Such a consumer's
 //!   `max_batch` and `max_expires` are kept: pull requests are sized
 //!   within them (read again if the server refuses one for them; a refusal
-//!   no request gets past is a `Conflict` from `next()`). An update keeps
-//!   them, with `max_waiting`, the inactivity threshold, replicas and
-//!   storage, but not yet what async-nats does not model in this build: on
-//!   nats-server 2.10 and later it drops the consumer's `metadata`. Two processes
+//!   no request gets past is a `Conflict` from `next()`). An update is
+//!   made from the consumer's configuration as the server reports it, with
+//!   only the subscription's settings changed (filter, `ack_wait`,
+//!   `max_deliver`, `max_ack_pending`, `backoff`; the description only for
+//!   the spare-delivery mark of a limited `max_deliver`): every other
+//!   setting stays, these limits, `max_waiting`, the inactivity threshold,
+//!   replicas and storage as well as what async-nats does not model in this
+//!   build (`metadata`, `pause_until`, priority groups on nats-server 2.10
+//!   and later), whatever the server version. Two processes
 //!   creating one durable at the same time get the same: the creation that
 //!   loses the race is settled as if the consumer had existed (options
 //!   applied, or `Conflict`).
@@ -437,6 +442,7 @@ mod error;
 mod history;
 mod provider;
 mod pull;
+mod raw;
 mod stored;
 mod stream;
 mod subscription;

@@ -7,8 +7,7 @@ use crate::config::{
     DiscardPolicy, ExistingStream, NatsConfig, NatsOptions, StorageType, redact_url,
 };
 use crate::denial::{self, Denials, Rule};
-use crate::error;
-use async_nats::jetstream::response::Response;
+use crate::{error, raw};
 use async_nats::jetstream::{self, ErrorCode, stream};
 use event_core::{Error, Result};
 use std::time::Duration;
@@ -363,70 +362,15 @@ const CONFIG_FIELDS: &[&str] = &[
     "discard",
 ];
 
-/// `raw` (a stream's configuration as the server sent it) with `fields`
-/// taken from `merged`; a field `merged` does not serialize (async-nats
-/// leaves out some defaults) is removed, so the server applies its default
-/// as it would for the typed update. Every other field is kept as the
-/// server sent it, those this build does not know included.
+/// The JSON update of a stream whose configuration the server sent as
+/// `raw`: `fields` taken from `merged`, every other setting kept (see
+/// [`raw::patched`]).
 fn patched(
     raw: &serde_json::Value,
     merged: &stream::Config,
     fields: &[&str],
 ) -> std::result::Result<serde_json::Value, serde_json::Error> {
-    let merged = serde_json::to_value(merged)?;
-    let mut update = raw.clone();
-    if let Some(object) = update.as_object_mut() {
-        for field in fields {
-            match merged.get(*field) {
-                Some(value) => {
-                    object.insert((*field).to_string(), value.clone());
-                }
-                None => {
-                    object.remove(*field);
-                }
-            }
-        }
-    }
-    Ok(update)
-}
-
-/// Stream `name`'s configuration as the server's JSON.
-async fn raw_stream_config(
-    js: &jetstream::Context,
-    name: &str,
-    timeout: Duration,
-) -> Result<serde_json::Value> {
-    let response: Response<serde_json::Value> = js
-        .request(format!("STREAM.INFO.{name}"), &serde_json::json!({}))
-        .await
-        .map_err(|e| error::map("stream info", e, timeout))?;
-    match response {
-        Response::Ok(mut info) => match info.get_mut("config").map(serde_json::Value::take) {
-            Some(config @ serde_json::Value::Object(_)) => Ok(config),
-            _ => Err(Error::Serialization(format!(
-                "stream {name} info: no configuration in the server's answer"
-            ))),
-        },
-        Response::Err { error } => Err(error::map("stream info", error, timeout)),
-    }
-}
-
-/// Sends `config` (JSON) as stream `name`'s new configuration: `Err`
-/// inside for the server's refusal.
-async fn update_raw(
-    js: &jetstream::Context,
-    name: &str,
-    config: &serde_json::Value,
-    timeout: Duration,
-) -> Result<std::result::Result<(), jetstream::Error>> {
-    let response: Response<serde_json::Value> = js
-        .request(format!("STREAM.UPDATE.{name}"), config)
-        .await
-        .map_err(|e| error::map("stream update", e, timeout))?;
-    Ok(match response {
-        Response::Ok(_) => Ok(()),
-        Response::Err { error } => Err(error),
-    })
+    Ok(raw::patched(raw, &serde_json::to_value(merged)?, fields))
 }
 
 /// [`reconcile_stream`], ended by a permission violation of its requests.
@@ -598,10 +542,27 @@ async fn update_or_create(
             if apply_config {
                 fields.extend_from_slice(CONFIG_FIELDS);
             }
-            let raw = raw_stream_config(js, name, timeout).await?;
+            let info = raw::request(
+                js,
+                format!("STREAM.INFO.{name}"),
+                &serde_json::json!({}),
+                "stream info",
+                timeout,
+            )
+            .await?
+            .map_err(|e| error::map("stream info", e, timeout))?;
+            let raw = raw::config_of(info, &format!("stream {name}"))?;
             let update = patched(&raw, &merged, &fields)
                 .map_err(|e| Error::Serialization(format!("stream {name} update: {e}")))?;
-            if let Err(e) = update_raw(js, name, &update, timeout).await? {
+            let updated = raw::request(
+                js,
+                format!("STREAM.UPDATE.{name}"),
+                &update,
+                "stream update",
+                timeout,
+            )
+            .await?;
+            if let Err(e) = updated {
                 let reason = format!("{reason}; the server refused the update: {e}");
                 return Err(Error::Conflict {
                     resource: format!("stream {name}"),

@@ -4,6 +4,7 @@ use crate::denial::{Action, Denial, Rule};
 use crate::error::{self, PROVIDER};
 use crate::provider::{DeletionWatch, Link, NatsProvider};
 use crate::pull::Pull;
+use crate::raw;
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
@@ -1240,33 +1241,142 @@ async fn lookup(provider: &NatsProvider, name: &str) -> Result<Option<consumer::
 
 /// Creates consumer `name` (JetStream updates one that exists).
 async fn create(provider: &NatsProvider, name: &str, config: pull::Config) -> Result<PullConsumer> {
-    let (steps, max_deliver) = (config.backoff.len(), config.max_deliver);
-    let filter = config.filter_subject.clone();
     let request = async {
         provider
             .inner
             .stream
-            .create_consumer(config)
+            .create_consumer(config.clone())
             .await
-            .map_err(|e| match error::api_code(&e) {
-                Some(ErrorCode::CONSUMER_MAX_DELIVER_BACKOFF) => {
-                    backoff_refused(provider, steps, max_deliver, &e)
-                }
-                // a filter on the provider's own subjects that the stream
-                // does not cover: the stream changed, not the options
-                Some(ErrorCode::CONSUMER_FILTER_NOT_SUBSET)
-                    if filter
-                        .starts_with(&format!("{}.", provider.inner.config.subject_prefix)) =>
-                {
-                    provider.stream_conflict(format!(
-                        "the stream does not capture {}.> (its subjects were changed \
-                         elsewhere), so consumer {name} cannot filter {filter}; connecting \
-                         again adds the subject back",
-                        provider.inner.config.subject_prefix
-                    ))
-                }
-                _ => consumer_error(provider, name, e),
-            })
+            .map_err(|e| creation_refused(provider, name, &config, e))
+    };
+    let op = format!("consumer {name}");
+    provider
+        .guarded(&op, &provider.consumer_rules(name), request)
+        .await
+}
+
+/// Consumer `name` as a pull consumer (its callers run it inside
+/// [`NatsProvider::guarded`]).
+async fn get_consumer(provider: &NatsProvider, name: &str) -> Result<PullConsumer> {
+    provider
+        .inner
+        .stream
+        .get_consumer(name)
+        .await
+        .map_err(|e| consumer_error(provider, name, e))
+}
+
+/// Maps the error of a request creating (or updating) consumer `name` with
+/// `config`.
+fn creation_refused<E>(provider: &NatsProvider, name: &str, config: &pull::Config, err: E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let filter = &config.filter_subject;
+    match error::api_code(&err) {
+        Some(ErrorCode::CONSUMER_MAX_DELIVER_BACKOFF) => {
+            backoff_refused(provider, config.backoff.len(), config.max_deliver, &err)
+        }
+        // a filter on the provider's own subjects that the stream does not
+        // cover: the stream changed, not the options
+        Some(ErrorCode::CONSUMER_FILTER_NOT_SUBSET)
+            if filter.starts_with(&format!("{}.", provider.inner.config.subject_prefix)) =>
+        {
+            provider.stream_conflict(format!(
+                "the stream does not capture {}.> (its subjects were changed elsewhere), so \
+                 consumer {name} cannot filter {filter}; connecting again adds the subject back",
+                provider.inner.config.subject_prefix
+            ))
+        }
+        _ => consumer_error(provider, name, err),
+    }
+}
+
+/// The JSON fields of a consumer's configuration (as async-nats serializes
+/// it) that a durable update takes from the subscription: its names, its
+/// filter (`filter_subjects`, a 2.10+ consumer's filters, which async-nats
+/// does not model in this build, goes: the filter is the subscription's in
+/// either form) and the settings [`consumer_differences`] compares (the
+/// description apart, see [`durable_update`]). The deliver and ack
+/// policies are the consumer's already (a different one is refused).
+const OWNED_FIELDS: &[&str] = &[
+    "durable_name",
+    "name",
+    "filter_subject",
+    "filter_subjects",
+    "ack_wait",
+    "max_deliver",
+    "max_ack_pending",
+    "backoff",
+];
+
+/// The configuration (JSON) updating a durable whose configuration the
+/// server sent as `raw` to `desired`: the [`OWNED_FIELDS`] from `desired`,
+/// and the description when it is (or was) the spare's mark
+/// ([`SPARE_MARK`]: set with a limited `max_deliver`, removed with an
+/// unlimited one; another client's description is left alone unless the
+/// mark replaces it). Every other setting stays as the server sent it:
+/// those async-nats does not model (`metadata`, `pause_until`, priority
+/// groups, whatever a later server adds) as well as the request limits,
+/// replicas and storage.
+fn durable_update(
+    raw: &serde_json::Value,
+    desired: &pull::Config,
+) -> std::result::Result<serde_json::Value, serde_json::Error> {
+    let typed = serde_json::to_value(consumer::IntoConsumerConfig::into_consumer_config(desired))?;
+    let marked = |config: &serde_json::Value| {
+        config
+            .get("description")
+            .and_then(serde_json::Value::as_str)
+            == Some(SPARE_MARK)
+    };
+    let mut fields = OWNED_FIELDS.to_vec();
+    if marked(&typed) || marked(raw) {
+        fields.push("description");
+    }
+    Ok(raw::patched(raw, &typed, &fields))
+}
+
+/// Updates durable `name` to `desired`: its configuration is read as the
+/// server's JSON and sent back with only the subscription's settings
+/// changed ([`durable_update`]), since JetStream replaces the whole
+/// configuration and a typed one would drop what async-nats does not model.
+/// A consumer deleted meanwhile is [`Error::NotFound`].
+async fn update(
+    provider: &NatsProvider,
+    name: &str,
+    desired: &pull::Config,
+) -> Result<PullConsumer> {
+    let js = &provider.inner.js;
+    let stream = &*provider.inner.stream_name;
+    let timeout = provider.consumer_timeout();
+    let request = async {
+        let info = raw::request(
+            js,
+            format!("CONSUMER.INFO.{stream}.{name}"),
+            &serde_json::json!({}),
+            name,
+            timeout,
+        )
+        .await?
+        .map_err(|e| consumer_error(provider, name, e))?;
+        let current = raw::config_of(info, &format!("consumer {name}"))?;
+        let config = durable_update(&current, desired)
+            .map_err(|e| Error::Serialization(format!("consumer {name} update: {e}")))?;
+        // the subject async-nats's own creation uses (nats-server 2.9 and
+        // later): the filter in it lets an administrator grant creations
+        // per filter
+        let filter = &desired.filter_subject;
+        let subject = if filter.is_empty() {
+            format!("CONSUMER.CREATE.{stream}.{name}")
+        } else {
+            format!("CONSUMER.CREATE.{stream}.{name}.{filter}")
+        };
+        let body = serde_json::json!({ "stream_name": stream, "config": config });
+        raw::request(js, subject, &body, name, timeout)
+            .await?
+            .map_err(|e| creation_refused(provider, name, desired, e))?;
+        get_consumer(provider, name).await
     };
     let op = format!("consumer {name}");
     provider
@@ -1346,33 +1456,34 @@ async fn resume(
     }
     let diffs = consumer_differences(existing, desired);
     if diffs.is_empty() {
-        let request = async {
-            provider
-                .inner
-                .stream
-                .get_consumer(name)
-                .await
-                .map_err(|e| consumer_error(provider, name, e))
-        };
         let op = format!("consumer {name}");
         return provider
-            .guarded(&op, &provider.consumer_rules(name), request)
+            .guarded(
+                &op,
+                &provider.consumer_rules(name),
+                get_consumer(provider, name),
+            )
             .await;
     }
     let reason = diffs.join("; ");
     tracing::info!(consumer = name, changes = %reason, "updating durable consumer");
-    let updated = create(provider, name, kept(existing, desired))
-        .await
-        .map_err(|err| match err {
-            err @ (Error::Timeout { .. } | Error::Connection(_) | Error::Authentication(_)) => err,
-            // options no consumer may have on this server, not a conflict
-            // with the existing one
-            err @ Error::InvalidConfig { .. } if is_backoff(&err) => err,
-            err => Error::Conflict {
-                resource: format!("durable consumer {name}"),
-                reason: format!("{reason}; JetStream refused the change: {err}"),
-            },
-        })?;
+    let updated = match update(provider, name, desired).await {
+        // deleted since it was looked up: made anew
+        Err(Error::NotFound {
+            kind: "consumer", ..
+        }) => create(provider, name, desired.clone()).await,
+        other => other,
+    }
+    .map_err(|err| match err {
+        err @ (Error::Timeout { .. } | Error::Connection(_) | Error::Authentication(_)) => err,
+        // options no consumer may have on this server, not a conflict
+        // with the existing one
+        err @ Error::InvalidConfig { .. } if is_backoff(&err) => err,
+        err => Error::Conflict {
+            resource: format!("durable consumer {name}"),
+            reason: format!("{reason}; JetStream refused the change: {err}"),
+        },
+    })?;
     // a server that accepts the request but keeps old values (older servers
     // ignore some fields) is a conflict too
     let applied = consumer_differences(&updated.cached_info().config, desired);
@@ -1383,24 +1494,6 @@ async fn resume(
         });
     }
     Ok(updated)
-}
-
-/// `desired` with the settings of `existing` that subscriptions do not
-/// set (request limits, replicas, storage, ...): JetStream replaces the
-/// whole configuration on an update, so sending the defaults would silently
-/// drop the ones of a consumer provisioned elsewhere.
-fn kept(existing: &consumer::Config, desired: &pull::Config) -> pull::Config {
-    pull::Config {
-        max_batch: existing.max_batch,
-        max_expires: existing.max_expires,
-        max_bytes: existing.max_bytes,
-        max_waiting: existing.max_waiting,
-        inactive_threshold: existing.inactive_threshold,
-        num_replicas: existing.num_replicas,
-        memory_storage: existing.memory_storage,
-        sample_frequency: existing.sample_frequency,
-        ..desired.clone()
-    }
 }
 
 /// Whether nats-server `version` mishandles a consumer filter update (before
@@ -1723,8 +1816,103 @@ impl Acker for NatsAcker {
 
 #[cfg(test)]
 mod tests {
-    use super::{PullLimits, Refusal, Unsettled, filter_update_unsafe, refusal_of};
+    use super::{
+        PullLimits, Refusal, SPARE_MARK, Unsettled, consumer_config, durable_update,
+        filter_update_unsafe, refusal_of,
+    };
+    use event_core::SubscribeOptions;
+    use serde_json::json;
     use std::time::Duration;
+
+    /// A durable's configuration as a 2.11+ server sends it, provisioned by
+    /// another team: settings async-nats's typed `consumer::Config` does not
+    /// model in this build (`metadata`, `pause_until`, priority groups, a
+    /// field of a later server), limits it models but subscriptions do not
+    /// set, and the subscription's own settings with other values. The
+    /// integration tests run nats-server 2.9, which refuses the fields it
+    /// does not know: those are checked here only.
+    fn provisioned() -> serde_json::Value {
+        json!({
+            "durable_name": "billing",
+            "name": "billing",
+            "description": "billing's reader",
+            "deliver_policy": "all",
+            "ack_policy": "explicit",
+            "ack_wait": 30_000_000_000_u64,
+            "max_deliver": -1,
+            "filter_subjects": ["events.billing.>", "events.refunds.>"],
+            "replay_policy": "instant",
+            "max_waiting": 64,
+            "max_ack_pending": 1000,
+            "max_batch": 4,
+            "max_expires": 1_000_000_000,
+            "max_bytes": 1_048_576,
+            "inactive_threshold": 3_600_000_000_000_u64,
+            "num_replicas": 3,
+            "mem_storage": true,
+            "sample_freq": "50%",
+            "backoff": [1_000_000_000, 5_000_000_000_u64],
+            "metadata": {"team": "billing", "_nats.ver": "2.11.0"},
+            "pause_until": "2030-01-01T00:00:00Z",
+            "priority_groups": ["jobs"],
+            "priority_policy": "pinned_client",
+            "priority_timeout": 120_000_000_000_u64,
+            "future_field": {"anything": [1, 2]},
+        })
+    }
+
+    /// An update changes the subscription's settings only: every other
+    /// field of the server's JSON stays, those async-nats does not model
+    /// included; a setting the subscription leaves out (the backoff, the
+    /// 2.10+ filter list) goes, so the server applies its default.
+    #[test]
+    fn a_durable_update_changes_only_the_subscription_settings() {
+        let options = SubscribeOptions {
+            ack_wait: Some(Duration::from_secs(45)),
+            max_deliver: Some(5),
+            max_ack_pending: Some(10),
+            ..SubscribeOptions::default()
+        };
+        let desired = consumer_config(Some("billing"), "events.billing.>", &options).unwrap();
+        let update = durable_update(&provisioned(), &desired).unwrap();
+        let mut want = provisioned();
+        let object = want.as_object_mut().unwrap();
+        object.insert("filter_subject".into(), json!("events.billing.>"));
+        object.insert("ack_wait".into(), json!(45_000_000_000_u64));
+        // the subscription's 5 and the spare, marked in the description
+        object.insert("max_deliver".into(), json!(6));
+        object.insert("description".into(), json!(SPARE_MARK));
+        object.insert("max_ack_pending".into(), json!(10));
+        object.remove("filter_subjects");
+        object.remove("backoff");
+        assert_eq!(update, want);
+    }
+
+    /// The spare's mark goes with the limit; another client's description
+    /// stays where the subscription sets no limit.
+    #[test]
+    fn a_durable_update_keeps_a_foreign_description_and_drops_a_stale_mark() {
+        let desired = consumer_config(
+            Some("billing"),
+            "events.billing.>",
+            &SubscribeOptions::default(),
+        )
+        .unwrap();
+        let update = durable_update(&provisioned(), &desired).unwrap();
+        assert_eq!(update["description"], json!("billing's reader"));
+        assert_eq!(update["max_deliver"], json!(-1));
+        assert_eq!(
+            update["metadata"],
+            json!({"team": "billing", "_nats.ver": "2.11.0"})
+        );
+        let mut marked = provisioned();
+        marked["description"] = json!(SPARE_MARK);
+        marked["max_deliver"] = json!(6);
+        let update = durable_update(&marked, &desired).unwrap();
+        assert_eq!(update.get("description"), None);
+        assert_eq!(update["max_deliver"], json!(-1));
+        assert_eq!(update["future_field"], json!({"anything": [1, 2]}));
+    }
 
     /// A request beyond the consumer's limits is refused for good; those
     /// that pass (max waiting, leadership change) are asked again.

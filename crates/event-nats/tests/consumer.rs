@@ -822,6 +822,137 @@ async fn a_durable_with_request_limits_is_pulled_within_them() {
     assert_eq!(got.event.payload["n"].as_u64(), Some(40));
 }
 
+/// Durable `name`'s configuration as the server's JSON.
+async fn raw_consumer_config(p: &NatsProvider, name: &str) -> serde_json::Value {
+    use async_nats::jetstream::response::Response;
+    let js = async_nats::jetstream::new(p.client().clone());
+    let info: Response<serde_json::Value> = js
+        .request(
+            format!("CONSUMER.INFO.{}.{name}", p.stream_name()),
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    match info {
+        Response::Ok(info) => info["config"].clone(),
+        Response::Err { error } => panic!("consumer info {name}: {error}"),
+    }
+}
+
+/// `config` without the fields a durable update sets.
+fn not_owned(mut config: serde_json::Value) -> serde_json::Value {
+    let object = config.as_object_mut().unwrap();
+    for owned in [
+        "ack_wait",
+        "max_deliver",
+        "description",
+        "max_ack_pending",
+        "backoff",
+        "filter_subject",
+    ] {
+        object.remove(owned);
+    }
+    config
+}
+
+/// A durable update sent async-nats's typed configuration, in which
+/// JetStream replaces the whole configuration: what the subscription did
+/// not set was dropped from a durable provisioned elsewhere (its
+/// description, and on nats-server 2.10+ its `metadata` and every other
+/// setting async-nats does not model; nats-server 2.9 refuses those, so
+/// they are unit-tested in `subscription.rs`). An update starts from the
+/// server's JSON: everything but the changed settings stays.
+#[tokio::test]
+async fn a_durable_update_keeps_every_setting_the_subscription_does_not_set() {
+    use async_nats::jetstream::response::Response;
+    let server = server!("a_durable_update_keeps_every_setting_the_subscription_does_not_set");
+    let p = NatsProvider::connect(common::config(&server, "kept"))
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    let js = async_nats::jetstream::new(p.client().clone());
+    // provisioned out of band, as the nats CLI or another team would
+    let created: Response<serde_json::Value> = js
+        .request(
+            format!("CONSUMER.CREATE.{}.ops.{filter}", p.stream_name()),
+            &serde_json::json!({
+                "stream_name": p.stream_name(),
+                "config": {
+                    "durable_name": "ops",
+                    "name": "ops",
+                    "description": "provisioned by ops",
+                    "deliver_policy": "all",
+                    "ack_policy": "explicit",
+                    "ack_wait": 30_000_000_000_u64,
+                    "max_deliver": -1,
+                    "filter_subject": filter,
+                    "replay_policy": "instant",
+                    "max_waiting": 7,
+                    "max_ack_pending": 1000,
+                    "max_batch": 3,
+                    "max_expires": 2_000_000_000_u64,
+                    "max_bytes": 65_536,
+                    "inactive_threshold": 86_400_000_000_000_u64,
+                    "sample_freq": "30%",
+                    "mem_storage": true,
+                },
+            }),
+        )
+        .await
+        .unwrap();
+    if let Response::Err { error } = created {
+        panic!("creating the provisioned durable: {error}");
+    }
+    let provisioned = raw_consumer_config(&p, "ops").await;
+    for (setting, value) in [
+        ("description", serde_json::json!("provisioned by ops")),
+        ("max_waiting", serde_json::json!(7)),
+        ("sample_freq", serde_json::json!("30%")),
+        ("mem_storage", serde_json::json!(true)),
+    ] {
+        assert_eq!(provisioned[setting], value, "{setting} as provisioned");
+    }
+    p.publish(&event(&p, 0)).await.unwrap();
+
+    // a changed ack wait: the durable is updated, the rest kept, the
+    // description of its own included (no delivery limit, no mark)
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(45)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("ops", &filter, &opts)
+        .await
+        .unwrap();
+    let updated = raw_consumer_config(&p, "ops").await;
+    assert_eq!(updated["ack_wait"], serde_json::json!(45_000_000_000_u64));
+    assert_eq!(updated["description"], provisioned["description"]);
+    assert_eq!(not_owned(updated), not_owned(provisioned.clone()));
+    read(&mut sub, 0).await;
+    drop(sub);
+
+    // a delivery limit too: set with the spare (marked in the description)
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(45)),
+        max_deliver: Some(3),
+        ..SubscribeOptions::default()
+    };
+    let sub = p
+        .subscribe_durable_with_options("ops", &filter, &opts)
+        .await
+        .unwrap();
+    let updated = raw_consumer_config(&p, "ops").await;
+    assert_eq!(updated["max_deliver"], serde_json::json!(4));
+    assert!(
+        updated["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("a3s-event")),
+        "{updated}"
+    );
+    assert_eq!(not_owned(updated), not_owned(provisioned));
+    drop(sub);
+}
+
 async fn read(sub: &mut Box<dyn Subscription>, n: u64) {
     let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
         .await
