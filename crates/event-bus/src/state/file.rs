@@ -234,7 +234,8 @@ fn remove_stale_temps(target: &Path) {
         let is_temp = entry
             .file_name()
             .to_str()
-            .is_some_and(|n| n.starts_with(&prefix))
+            .and_then(|n| n.strip_prefix(&prefix))
+            .is_some_and(is_temp_suffix)
             && entry.file_type().is_ok_and(|t| t.is_file());
         if !is_temp {
             continue;
@@ -250,6 +251,26 @@ fn remove_stale_temps(target: &Path) {
                 "could not remove the temporary file of an unfinished state save"
             ),
         }
+    }
+}
+
+/// Whether `suffix`, what follows `.{name}.tmp-` in a file name, is one
+/// [`create_temp`] writes (`<pid>-<16 hex digits>-<counter>`) or earlier
+/// versions wrote (`<pid>-<counter>`). Anything else is another file: the
+/// lock file or a temporary file of a state file whose own name starts
+/// with `{name}.tmp-` (`state.json.tmp-b` next to `state.json`).
+fn is_temp_suffix(suffix: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = suffix.split('-').collect();
+    match parts.as_slice() {
+        [pid, nonce, counter] => {
+            digits(pid)
+                && nonce.len() == 16
+                && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+                && digits(counter)
+        }
+        [pid, counter] => digits(pid) && digits(counter),
+        _ => false,
     }
 }
 
@@ -473,10 +494,18 @@ mod tests {
         let dir = temp_dir("stale-temps");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.json");
-        let keep = [".other.json.tmp-7-00-0", "state.json.tmp-not-ours", "notes"];
+        // another store's files: `state.json.tmp-b` is a state file too
+        let keep = [
+            ".other.json.tmp-7-0123456789abcdef-0",
+            "state.json.tmp-not-ours",
+            "notes",
+            ".state.json.tmp-b.lock",
+            ".state.json.tmp-b.tmp-7-0123456789abcdef-0",
+            ".state.json.tmp-7-0123456789abcdef-0.partial",
+        ];
         for name in [
             ".state.json.tmp-4242-0123456789abcdef-0",
-            ".state.json.tmp-1-2-3",
+            ".state.json.tmp-1-5",
         ]
         .iter()
         .chain(&keep)
