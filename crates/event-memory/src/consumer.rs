@@ -291,8 +291,10 @@ impl Consumer {
         self.notify.notify_waiters();
     }
 
-    /// The next delivery, if any is due. Redeliveries go first, then the
-    /// start-policy backlog, then new events in log order.
+    /// The next delivery, if any is due. Due redeliveries go first, then
+    /// the start-policy backlog, then new events in log order; except that
+    /// right after a redelivery, a new event that is waiting goes first
+    /// (see `State::new_turn`).
     ///
     /// `ack` acknowledges an earlier delivery first, under the same lock (the
     /// auto-ack path: the previous event is settled when the next is asked
