@@ -141,3 +141,86 @@ async fn runner_shutdown_with_the_server_down_is_bounded_and_acks_only_finished_
         }
     }
 }
+
+/// A runner whose handlers become slower than the ack wait, after a fast
+/// start that made the subscription fetch events ahead: while every handler
+/// slot is busy the runner does not ask for the next event, so what was
+/// fetched ahead used to reach its ack wait in the buffer and came back as
+/// a redelivery, handled a second time although nothing failed. The runner
+/// now keeps the buffer alive while it waits for a slot, so each event is
+/// handled once, on its first delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_slowing_down_handles_events_fetched_ahead_once() {
+    let Some(server) = NatsServer::start("a_runner_slowing_down_handles_events_fetched_ahead_once")
+    else {
+        return;
+    };
+    let p = NatsProvider::connect(common::config(&server, "slow"))
+        .await
+        .unwrap();
+    let bus = EventBus::new(p.clone());
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject("t");
+    const EVENTS: u64 = 36;
+    const FAST: u64 = 30;
+    for n in 0..EVENTS {
+        let event = Event::new(
+            p.build_subject("t", "x"),
+            "t",
+            format!("e{n}"),
+            "test",
+            json!({ "n": n }),
+        );
+        p.publish(&event).await.unwrap();
+    }
+    let sub = p
+        .subscribe_durable_with_options("slow", &filter, &options)
+        .await
+        .unwrap();
+    // (n, num_delivered) of every handler call
+    let calls: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let handler = {
+        let calls = calls.clone();
+        move |received: ReceivedEvent| {
+            let calls = calls.clone();
+            async move {
+                let n = received.event.payload["n"].as_u64().unwrap();
+                calls.lock().unwrap().push((n, received.num_delivered));
+                if n >= FAST {
+                    // longer than the ack wait: the runner extends it for
+                    // this event, and the events fetched ahead wait
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+                Ok::<(), String>(())
+            }
+        }
+    };
+    let consumer = bus
+        .consume_subscription(
+            sub,
+            options.clone(),
+            handler,
+            ConsumerConfig::default().concurrency(1),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let handled: BTreeSet<u64> = calls.lock().unwrap().iter().map(|c| c.0).collect();
+        if handled.len() as u64 == EVENTS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "handled only {handled:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // anything redelivered would come within another ack wait or two
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let report = consumer.shutdown(Duration::from_secs(5)).await;
+    let calls = calls.lock().unwrap().clone();
+    let again: Vec<(u64, u64)> = calls.iter().copied().filter(|c| c.1 > 1).collect();
+    assert!(again.is_empty(), "handled again: {again:?} ({report:?})");
+    assert_eq!(calls.len() as u64, EVENTS, "{calls:?}");
+    assert_eq!(report.acked, EVENTS, "{report:?}");
+}

@@ -574,6 +574,10 @@ impl Subscription for BusSubscription {
         self.fetch().await
     }
 
+    async fn keep_alive(&mut self) -> Result<()> {
+        self.inner.keep_alive().await
+    }
+
     async fn close(&mut self) -> Result<()> {
         let acked = self.ack_previous().await;
         let closed = self.inner.close().await;

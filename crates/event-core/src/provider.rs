@@ -103,7 +103,8 @@ use std::time::Duration;
 /// (never again), `in_progress` (restart the ack timer). A redelivery does
 /// not hold back the events after it: an event naked again and again (with
 /// no `max_deliver` to stop it) still lets the new events through, instead
-/// of being the only event delivered. An event not settled
+/// of being the only event delivered (unless `max_ack_pending` is reached:
+/// a naked event still counts as awaiting settlement). An event not settled
 /// within `ack_wait` is redelivered; with a `backoff`, the n-th delivery
 /// waits `backoff[n-1]` instead (the last entry repeats, see
 /// [`SubscribeOptions::redelivery_delay`]). At most `max_ack_pending`
@@ -447,6 +448,22 @@ pub trait Subscription: Send + Sync {
     /// Acknowledges the last auto-ack event and stops the subscription.
     /// Ephemeral consumers are deleted; durables keep their position.
     async fn close(&mut self) -> Result<()>;
+
+    /// Keeps the deliveries this subscription fetched ahead, and has not
+    /// handed out yet, from reaching their ack wait while the caller is busy
+    /// (a provider that fetches ahead restarts their ack timers, as
+    /// `in_progress` does for a delivery handed out). A caller that may go
+    /// longer than half the ack wait between calls of
+    /// [`next`](Self::next) or [`next_manual_ack`](Self::next_manual_ack)
+    /// (all its handler slots busy with slow work, say) calls it meanwhile,
+    /// as the bus's consumer runner does; otherwise an event fetched ahead
+    /// may be redelivered while it still waits for its first turn.
+    ///
+    /// The default does nothing, which is right for a provider that hands
+    /// out only what the caller asks for (the memory provider).
+    async fn keep_alive(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// How a provider settles one delivery. Implemented by providers; callers use

@@ -317,14 +317,13 @@
 //!   (async-nats's own batches drop what they still hold 5 s after their
 //!   expiry; the provider reads its pull requests itself). While events
 //!   wait to be handed out, each call of the subscription keeps them alive:
-//!   one that has waited a third of the shortest ack wait (the ack wait, or
-//!   the shortest `backoff` step) gets an `in_progress`, so a caller that
+//!   one that has waited a quarter of the shortest ack wait (the ack wait,
+//!   or the shortest `backoff` step) gets an `in_progress`, so a caller that
 //!   slows down after a fast start is not handed redeliveries of events
 //!   still waiting for their first turn. That needs a call at least every
-//!   third of the ack wait: a caller pausing longer between calls (a
-//!   consumer runner whose handler slots are all busy for longer) can
-//!   still see events it fetched ahead redelivered, and should use
-//!   `max_prefetch = 1`, or an ack wait well above its slowest handler.
+//!   half of the ack wait: a caller that pauses longer between calls calls
+//!   `Subscription::keep_alive` meanwhile (a consumer runner does so while
+//!   all its handler slots are busy), or uses `max_prefetch = 1`.
 //!   Events fetched
 //!   ahead and never handed out are naked when a durable's subscription is
 //!   closed (a consumer runner's graceful shutdown closes it), so its next

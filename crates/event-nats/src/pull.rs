@@ -160,7 +160,7 @@ impl Pull {
 
     /// Keeps the deliveries waiting to be handed out from being redelivered:
     /// reads what has arrived (without waiting), then sends `in_progress`
-    /// for every delivery received or kept alive `wait / 3` ago or earlier
+    /// for every delivery received or kept alive `wait / 4` ago or earlier
     /// (`wait`: the shortest ack wait of the consumer). Called on each call
     /// of the subscription: events fetched ahead for a fast caller that then
     /// slows down would otherwise reach their ack wait in the buffer and be
@@ -176,7 +176,7 @@ impl Pull {
             }
         }
         let now = Instant::now();
-        let due = wait / 3;
+        let due = wait / 4;
         if self
             .oldest
             .is_none_or(|oldest| now.duration_since(oldest) < due)

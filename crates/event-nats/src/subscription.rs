@@ -891,16 +891,7 @@ impl NatsSubscription {
             return Err(self.gone_error());
         }
         self.note_call();
-        if !self.stale
-            && let Some(batch) = self.batch.as_mut()
-        {
-            let wait = self
-                .backoff
-                .iter()
-                .copied()
-                .fold(self.ack_wait, Duration::min);
-            batch.keep_alive(wait).await;
-        }
+        self.keep_buffer_alive().await;
         loop {
             if let Some(denial) = self.unreported_denial() {
                 return Err(self.denied(&denial));
@@ -1044,6 +1035,22 @@ impl NatsSubscription {
                     self.held = Some(message);
                 }
             }
+        }
+    }
+
+    /// Restarts the ack timers of the deliveries fetched ahead that have
+    /// waited a quarter of the shortest ack wait (see [`Pull::keep_alive`]).
+    async fn keep_buffer_alive(&mut self) {
+        if self.stale {
+            return;
+        }
+        if let Some(batch) = self.batch.as_mut() {
+            let wait = self
+                .backoff
+                .iter()
+                .copied()
+                .fold(self.ack_wait, Duration::min);
+            batch.keep_alive(wait).await;
         }
     }
 
@@ -1628,6 +1635,13 @@ impl Subscription for NatsSubscription {
             }
             None => Ok(None),
         }
+    }
+
+    async fn keep_alive(&mut self) -> Result<()> {
+        if !self.closed {
+            self.keep_buffer_alive().await;
+        }
+        Ok(())
     }
 
     async fn close(&mut self) -> Result<()> {

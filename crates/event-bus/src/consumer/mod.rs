@@ -33,7 +33,12 @@
 //!   [`ConsumerReport::terminated`] and `dlq_dropped`);
 //! - while a handler runs, the runner extends the ack wait (`in_progress`)
 //!   every half of the wait the provider applies to the delivery, so slow
-//!   handlers are not redelivered concurrently. Providers that report it
+//!   handlers are not redelivered concurrently. While a fetched delivery
+//!   waits for a free handler slot, the runner extends its ack wait the
+//!   same way (and once more as its handler starts, if it waited), and
+//!   keeps what the subscription fetched ahead alive
+//!   ([`Subscription::keep_alive`](event_core::Subscription::keep_alive)),
+//!   so the events behind it are not redelivered while they wait either. Providers that report it
 //!   ([`PendingEvent::ack_wait`](event_core::PendingEvent::ack_wait); the
 //!   memory and NATS providers do) are taken at their word; otherwise it is
 //!   `ack_wait` or the backoff entry of the options, and when the options

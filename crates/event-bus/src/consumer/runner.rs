@@ -509,7 +509,9 @@ async fn run_loop(
         match next {
             Ok(Some(pending)) => {
                 error_backoff = Duration::from_millis(50);
-                match acquire_permit(&shared, &pending, stop_requested(&mut stop)).await {
+                match acquire_permit(&shared, &pending, Some(&mut sub), stop_requested(&mut stop))
+                    .await
+                {
                     Some(permit) => spawn_process(&mut tasks, &shared, pending, permit),
                     None => {
                         // stop requested before this delivery could start
@@ -631,7 +633,7 @@ async fn unstarted_at_stop(
     let deadline = stop
         .borrow()
         .unwrap_or_else(|| after(Instant::now(), shared.config.shutdown_timeout));
-    let permit = acquire_permit(shared, &pending, tokio::time::sleep_until(deadline)).await;
+    let permit = acquire_permit(shared, &pending, None, tokio::time::sleep_until(deadline)).await;
     if permit.is_none() {
         bump(&shared.stats.aborted);
         shared.bus.metrics.add_consumer_aborted(1);
@@ -750,24 +752,45 @@ fn after(now: Instant, d: Duration) -> Instant {
 }
 
 /// Waits for a handler permit, keeping the fetched delivery alive
-/// (`in_progress`) meanwhile; `None` if `until` completes first.
+/// (`in_progress`) meanwhile, and what `sub` fetched ahead of it
+/// ([`Subscription::keep_alive`]: the runner does not ask for the next
+/// event while it waits); `None` if `until` completes first.
 async fn acquire_permit(
     shared: &Arc<Shared>,
     pending: &PendingEvent,
+    mut sub: Option<&mut Box<dyn Subscription>>,
     until: impl Future<Output = ()>,
 ) -> Option<OwnedSemaphorePermit> {
     let every = keepalive_interval(&shared.options, pending);
     let acquire = shared.permits.clone().acquire_owned();
     tokio::pin!(acquire);
     tokio::pin!(until);
+    let mut refreshed = Instant::now();
     loop {
         tokio::select! {
             biased;
-            permit = &mut acquire => return permit.ok(),
+            permit = &mut acquire => {
+                // the handler's own keep-alive starts a whole interval from
+                // now: a delivery that waited here since its last refresh
+                // would otherwise go up to two intervals (the ack wait)
+                // without one, and be redelivered as its handler starts
+                if refreshed.elapsed() >= every / 4
+                    && let Err(err) = pending.in_progress().await
+                {
+                    tracing::debug!(error = %err, "in_progress failed");
+                }
+                return permit.ok();
+            }
             () = &mut until => return None,
             () = tokio::time::sleep(every) => {
+                refreshed = Instant::now();
                 if let Err(err) = pending.in_progress().await {
                     tracing::debug!(error = %err, "in_progress failed");
+                }
+                if let Some(sub) = &mut sub
+                    && let Err(err) = sub.keep_alive().await
+                {
+                    tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
                 }
             }
         }
