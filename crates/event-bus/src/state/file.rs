@@ -728,6 +728,32 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A value of the wrong type was refused with serde's words alone
+    /// (`invalid type: string "yes", expected a boolean`), which do not say
+    /// which of many records holds it. The error names the record by its
+    /// JSON pointer and subscriber id, in both array layouts.
+    #[tokio::test]
+    async fn a_value_of_the_wrong_type_names_its_record() {
+        let dir = temp_dir("wrong-type");
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = r#"{"subscriberId":"billing","subjects":["events.b.>"],"durable":"yes"}"#;
+        for (body, at) in [
+            (
+                format!(r#"{{"version":1,"subscriptions":[{REC},{bad}]}}"#),
+                "record /subscriptions/1 (subscriber \"billing\")",
+            ),
+            (
+                format!("[{REC},{REC},{bad}]"),
+                "record /2 (subscriber \"billing\")",
+            ),
+        ] {
+            let msg = refused(&dir, &body).await;
+            assert!(msg.contains(at), "{msg}");
+            assert!(msg.contains("expected a boolean"), "{msg}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn version_0_is_refused() {
         let dir = temp_dir("version-0");

@@ -50,12 +50,29 @@ fn corrupt(path: &Path, reason: impl fmt::Display) -> Error {
 /// The subscriptions in `bytes`, the contents of the state file `path`.
 pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<SubscriptionRecord>> {
     let Unique(value) = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
-    let records = |v: &Value| -> Result<Vec<SubscriptionRecord>> {
-        Vec::<SubscriptionRecord>::deserialize(v).map_err(|e| corrupt(path, e))
+    // `at`: the array's JSON pointer, so that a record of the wrong shape
+    // is named by where it is, not only by what serde expected
+    let records = |v: &Value, at: &str| -> Result<Vec<SubscriptionRecord>> {
+        let Value::Array(items) = v else {
+            return Vec::<SubscriptionRecord>::deserialize(v).map_err(|e| corrupt(path, e));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                SubscriptionRecord::deserialize(item).map_err(|e| {
+                    let id = match item.get("subscriberId").and_then(Value::as_str) {
+                        Some(id) => format!(" (subscriber {:?})", cut(id, 64)),
+                        None => String::new(),
+                    };
+                    corrupt(path, format_args!("record {at}/{i}{id}: {e}"))
+                })
+            })
+            .collect()
     };
     match value {
         Value::Array(_) => {
-            let loaded = records(&value)?;
+            let loaded = records(&value, "")?;
             warn_unread(path, unread_records(&value, &loaded, ""));
             Ok(loaded)
         }
@@ -91,7 +108,7 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<SubscriptionRecord>
                 return Err(corrupt(path, Unread::new("", key, &TOP_LEVEL)));
             }
             let subscriptions = map.get("subscriptions").unwrap_or(&Value::Null);
-            let loaded = records(subscriptions)?;
+            let loaded = records(subscriptions, "/subscriptions")?;
             match unread_records(subscriptions, &loaded, "/subscriptions")
                 .into_iter()
                 .next()
