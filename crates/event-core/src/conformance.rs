@@ -978,6 +978,30 @@ async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -
     out
 }
 
+/// A durable subscription named `category` and an ephemeral one, both on
+/// `category`'s events with a 30 s ack wait (longer than any test: a
+/// redelivery they see comes from a nak, not a timeout), labelled for
+/// assertion messages.
+async fn durable_and_ephemeral(
+    p: &dyn EventProvider,
+    category: &str,
+) -> [(&'static str, Box<dyn Subscription>); 2] {
+    let opts = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(30)),
+        ..SubscribeOptions::default()
+    };
+    let filter = p.category_subject(category);
+    let durable = p
+        .subscribe_durable_with_options(category, &filter, &opts)
+        .await
+        .expect("durable");
+    let ephemeral = p
+        .subscribe_with_options(&filter, &opts)
+        .await
+        .expect("ephemeral");
+    [("durable", durable), ("ephemeral", ephemeral)]
+}
+
 /// An event naked on every delivery (no `max_deliver`, no delay) does not
 /// hold back the events published after it: they are delivered while it
 /// keeps coming back, on durable and ephemeral subscriptions alike. A
@@ -986,22 +1010,10 @@ async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -
 pub async fn naked_event_does_not_hold_back_later_ones(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let opts = SubscribeOptions {
-        ack_wait: Some(Duration::from_secs(30)),
-        ..SubscribeOptions::default()
-    };
-    let filter = p.category_subject("naked");
-    let durable = p
-        .subscribe_durable_with_options("naked", &filter, &opts)
-        .await
-        .expect("durable");
-    let ephemeral = p
-        .subscribe_with_options(&filter, &opts)
-        .await
-        .expect("ephemeral");
+    let subs = durable_and_ephemeral(&*p, "naked").await;
     // event 1 is the one that fails; 0 and 2 to 4 are fine
     publish_n(&*p, "naked", "t", 0..5).await;
-    for (kind, mut sub) in [("durable", durable), ("ephemeral", ephemeral)] {
+    for (kind, mut sub) in subs {
         let mut acked = Vec::new();
         let mut naked = 0u64;
         // generous: each fine event may wait behind a few redeliveries
@@ -1047,21 +1059,9 @@ pub async fn naked_event_does_not_hold_back_later_ones(factory: &dyn ProviderFac
 pub async fn nak_redelivers(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let opts = SubscribeOptions {
-        ack_wait: Some(Duration::from_secs(30)),
-        ..SubscribeOptions::default()
-    };
-    let filter = p.category_subject("nak");
-    let durable = p
-        .subscribe_durable_with_options("nak", &filter, &opts)
-        .await
-        .expect("durable");
-    let ephemeral = p
-        .subscribe_with_options(&filter, &opts)
-        .await
-        .expect("ephemeral");
+    let subs = durable_and_ephemeral(&*p, "nak").await;
     publish_n(&*p, "nak", "t", 0..1).await;
-    for (kind, mut sub) in [("durable", durable), ("ephemeral", ephemeral)] {
+    for (kind, mut sub) in subs {
         let first = recv_manual(&mut sub, &caps, &format!("{kind}: the first delivery")).await;
         assert_eq!(first.received.num_delivered, 1, "{kind}: first delivery");
         let seq = first.received.sequence;
