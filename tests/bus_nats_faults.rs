@@ -224,3 +224,93 @@ async fn a_runner_slowing_down_handles_events_fetched_ahead_once() {
     assert_eq!(calls.len() as u64, EVENTS, "{calls:?}");
     assert_eq!(report.acked, EVENTS, "{report:?}");
 }
+
+/// A broker feed whose routings become slow after a fast start (which made
+/// the NATS subscription fetch events ahead): the feed takes an event only
+/// once a routing slot is free, so while its one slot is busy the events
+/// fetched ahead waited with their ack wait running, and were redelivered
+/// and routed twice although every routing is shorter than the ack wait.
+/// The subscription keeps them alive on each call (what this test needs),
+/// and the feed also while it waits for a slot (for routings close to the
+/// ack wait).
+#[cfg(feature = "routing")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_slowing_down_routes_events_fetched_ahead_once() {
+    use a3s_event::routing::{Broker, BrokerConfig, InProcessSink, Trigger, TriggerFilter};
+
+    let Some(server) = NatsServer::start("a_feed_slowing_down_routes_events_fetched_ahead_once")
+    else {
+        return;
+    };
+    let p = NatsProvider::connect(common::config(&server, "feed"))
+        .await
+        .unwrap();
+    const EVENTS: u64 = 36;
+    const FAST: u64 = 30;
+    for n in 0..EVENTS {
+        let event = Event::new(
+            p.build_subject("t", "x"),
+            "t",
+            format!("e{n}"),
+            "test",
+            json!({ "n": n }),
+        );
+        p.publish(&event).await.unwrap();
+    }
+    // every routing, by event number
+    let routed: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let sink = Arc::new(InProcessSink::new("slow", {
+        let routed = routed.clone();
+        move |e: Event| {
+            let routed = routed.clone();
+            async move {
+                let n = e.payload["n"].as_u64().unwrap();
+                routed.lock().unwrap().push(n);
+                if n >= FAST {
+                    // under the 1 s ack wait, but the events fetched ahead
+                    // wait for several of these
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                Ok::<(), a3s_event::Error>(())
+            }
+        }
+    }));
+    let broker = Broker::with_config(BrokerConfig {
+        feed_concurrency: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), sink))
+        .unwrap();
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(1)),
+        ..SubscribeOptions::default()
+    };
+    let feed = broker
+        .feed_durable(&p, "router", &p.category_subject("t"), &options)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (routed.lock().unwrap().len() as u64) < EVENTS {
+        assert!(
+            Instant::now() < deadline,
+            "routed only {:?}",
+            routed.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // anything redelivered would come within another ack wait or two
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stats = feed.stop().await.unwrap();
+    let routed = routed.lock().unwrap().clone();
+    let mut twice: Vec<u64> = routed.clone();
+    twice.sort_unstable();
+    twice.dedup();
+    assert_eq!(twice.len() as u64, EVENTS, "{routed:?}");
+    assert_eq!(
+        routed.len() as u64,
+        EVENTS,
+        "routed twice: {routed:?} ({stats:?})"
+    );
+}

@@ -453,11 +453,13 @@ pub trait Subscription: Send + Sync {
     /// handed out yet, from reaching their ack wait while the caller is busy
     /// (a provider that fetches ahead restarts their ack timers, as
     /// `in_progress` does for a delivery handed out). A caller that may go
-    /// longer than half the ack wait between calls of
-    /// [`next`](Self::next) or [`next_manual_ack`](Self::next_manual_ack)
-    /// (all its handler slots busy with slow work, say) calls it meanwhile,
-    /// as the bus's consumer runner does; otherwise an event fetched ahead
-    /// may be redelivered while it still waits for its first turn.
+    /// longer than half the shortest ack wait (with a `backoff`, its
+    /// shortest step) between calls of [`next`](Self::next) or
+    /// [`next_manual_ack`](Self::next_manual_ack) (all its handler slots
+    /// busy with slow work, say) calls it meanwhile, at least that often,
+    /// as the bus's consumer runner and the broker's feed do (every
+    /// 100 ms); otherwise an event fetched ahead may be redelivered while it
+    /// still waits for its first turn. Cheap where nothing is due.
     ///
     /// The default does nothing, which is right for a provider that hands
     /// out only what the caller asks for (the memory provider).

@@ -44,11 +44,15 @@ pub(crate) struct Pull {
     answered: bool,
     done: bool,
     /// Deliveries received and not handed out yet (read ahead by
-    /// [`keep_alive`](Self::keep_alive)), each with when it was received or
-    /// last kept alive.
+    /// [`keep_alive`](Self::keep_alive)), each with when it arrived (at the
+    /// earliest, see `seen_empty`) or was last kept alive.
     received: VecDeque<(Instant, async_nats::jetstream::Message)>,
     /// The oldest time in `received`.
     oldest: Option<Instant>,
+    /// When the inbox was last seen empty (or the request was sent): a
+    /// delivery read without waiting arrived after it, at a time not known,
+    /// so its age is counted from it (never less than its true age).
+    seen_empty: Instant,
     /// How the request ended, reported once `received` is handed out.
     end: Option<End>,
 }
@@ -97,6 +101,7 @@ impl Pull {
             done: false,
             received: VecDeque::new(),
             oldest: None,
+            seen_empty: Instant::now(),
             end: None,
         })
     }
@@ -143,16 +148,20 @@ impl Pull {
                 return None;
             }
             // what was received is handed out whatever the time
-            let received = match self.subscriber.next().now_or_never() {
-                Some(received) => received,
+            let (received, arrived) = match self.subscriber.next().now_or_never() {
+                Some(received) => (received, self.seen_empty),
                 // nothing after the deadline: the request is over
-                None => tokio::time::timeout_at(self.deadline, self.subscriber.next())
-                    .await
-                    .ok()
-                    .flatten(),
+                None => {
+                    self.seen_empty = Instant::now();
+                    let received = tokio::time::timeout_at(self.deadline, self.subscriber.next())
+                        .await
+                        .ok()
+                        .flatten();
+                    (received, Instant::now())
+                }
             };
             match received {
-                Some(message) => self.accept(message),
+                Some(message) => self.accept(message, arrived),
                 None => self.done = true,
             }
         }
@@ -170,9 +179,12 @@ impl Pull {
     pub(crate) async fn keep_alive(&mut self, wait: Duration) {
         while self.end.is_none() && !self.done && self.pending > 0 {
             match self.subscriber.next().now_or_never() {
-                Some(Some(message)) => self.accept(message),
+                Some(Some(message)) => self.accept(message, self.seen_empty),
                 Some(None) => self.done = true,
-                None => break,
+                None => {
+                    self.seen_empty = Instant::now();
+                    break;
+                }
             }
         }
         let now = Instant::now();
@@ -197,16 +209,17 @@ impl Pull {
         self.oldest = self.received.iter().map(|(at, _)| *at).min();
     }
 
-    /// Takes in what the server sent for this request.
-    fn accept(&mut self, message: async_nats::Message) {
+    /// Takes in what the server sent for this request, which arrived at
+    /// `arrived` or later.
+    fn accept(&mut self, message: async_nats::Message, arrived: Instant) {
         self.answered = true;
         match message.status {
             None | Some(StatusCode::OK) => {
                 self.pending -= 1;
-                let now = Instant::now();
-                self.oldest.get_or_insert(now);
+                let oldest = self.oldest.get_or_insert(arrived);
+                *oldest = (*oldest).min(arrived);
                 self.received.push_back((
-                    now,
+                    arrived,
                     async_nats::jetstream::Message {
                         message,
                         context: self.context.clone(),

@@ -1041,7 +1041,9 @@ impl NatsSubscription {
     /// Restarts the ack timers of the deliveries fetched ahead that have
     /// waited a quarter of the shortest ack wait (see [`Pull::keep_alive`]).
     async fn keep_buffer_alive(&mut self) {
-        if self.stale {
+        // (a pull that died with the connection still holds what it
+        // received: kept alive again once the connection is back)
+        if !self.provider.inner.link.is_connected() {
             return;
         }
         if let Some(batch) = self.batch.as_mut() {

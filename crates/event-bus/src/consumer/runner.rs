@@ -751,6 +751,11 @@ fn after(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// How often a runner waiting for a handler slot has the subscription keep
+/// what it fetched ahead alive ([`Subscription::keep_alive`]): well under
+/// half of any ack wait in practice, whatever the delivery in hand waits.
+const FETCHED_AHEAD_CHECK: Duration = Duration::from_millis(100);
+
 /// Waits for a handler permit, keeping the fetched delivery alive
 /// (`in_progress`) meanwhile, and what `sub` fetched ahead of it
 /// ([`Subscription::keep_alive`]: the runner does not ask for the next
@@ -766,6 +771,12 @@ async fn acquire_permit(
     tokio::pin!(acquire);
     tokio::pin!(until);
     let mut refreshed = Instant::now();
+    // the buffer holds deliveries of any number, whose ack waits may be
+    // shorter than this one's (a backoff): checked often, which costs a
+    // clock read where nothing is due
+    let mut fetched_ahead =
+        tokio::time::interval_at(refreshed + FETCHED_AHEAD_CHECK, FETCHED_AHEAD_CHECK);
+    fetched_ahead.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -782,11 +793,13 @@ async fn acquire_permit(
                 return permit.ok();
             }
             () = &mut until => return None,
-            () = tokio::time::sleep(every) => {
+            () = tokio::time::sleep_until(after(refreshed, every)) => {
                 refreshed = Instant::now();
                 if let Err(err) = pending.in_progress().await {
                     tracing::debug!(error = %err, "in_progress failed");
                 }
+            }
+            _ = fetched_ahead.tick(), if sub.is_some() => {
                 if let Some(sub) = &mut sub
                     && let Err(err) = sub.keep_alive().await
                 {

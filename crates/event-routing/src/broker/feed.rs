@@ -362,6 +362,11 @@ async fn finish(
     stop.borrow().and_then(|request| request.deadline)
 }
 
+/// How often a feed waiting for a routing slot has its subscription keep
+/// what it fetched ahead alive ([`Subscription::keep_alive`]): well under
+/// half of any ack wait in practice.
+const FETCHED_AHEAD_CHECK: Duration = Duration::from_millis(100);
+
 async fn run(
     core: Arc<Core>,
     mut subscription: Box<dyn Subscription>,
@@ -378,13 +383,29 @@ async fn run(
         // A slot first, then the event: an event taken before a slot is
         // free would wait with its ack wait running, and come back (routed
         // twice) although every routing is shorter than the ack wait.
-        let permit = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
+        // Meanwhile, what the subscription fetched ahead is kept alive: the
+        // feed does not ask for the next event while every slot is busy.
+        let acquire = permits.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let mut fetched_ahead = tokio::time::interval_at(
+            tokio::time::Instant::now() + FETCHED_AHEAD_CHECK,
+            FETCHED_AHEAD_CHECK,
+        );
+        fetched_ahead.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let permit = loop {
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => break None,
+                permit = &mut acquire => break permit.ok(),
+                _ = fetched_ahead.tick() => {
+                    if let Err(err) = subscription.keep_alive().await {
+                        tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
+                    }
+                }
+            }
+        };
+        let Some(permit) = permit else {
+            break;
         };
         let next = tokio::select! {
             biased;

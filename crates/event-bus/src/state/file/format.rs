@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::text::cut;
+use crate::text::{cut, quoted};
 
 /// Version written into state files; newer files are refused, not misread.
 pub(super) const FORMAT_VERSION: u64 = 1;
@@ -62,7 +62,7 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<SubscriptionRecord>
             .map(|(i, item)| {
                 SubscriptionRecord::deserialize(item).map_err(|e| {
                     let id = match item.get("subscriberId").and_then(Value::as_str) {
-                        Some(id) => format!(" (subscriber {:?})", cut(id, 64)),
+                        Some(id) => format!(" (subscriber {})", quoted(id, 64)),
                         None => String::new(),
                     };
                     corrupt(path, format_args!("record {at}/{i}{id}: {e}"))
