@@ -142,6 +142,25 @@ async fn runner_shutdown_with_the_server_down_is_bounded_and_acks_only_finished_
     }
 }
 
+/// Events of the slowing-down tests: the first `SLOWING_FAST` are handled
+/// at once (the subscription then fetches ahead), the rest slowly.
+const SLOWING_EVENTS: u64 = 36;
+const SLOWING_FAST: u64 = 30;
+
+/// Publishes events numbered `range` (payload `{"n": n}`) on `t.x`.
+async fn publish_numbered(p: &NatsProvider, range: std::ops::Range<u64>) {
+    for n in range {
+        let event = Event::new(
+            p.build_subject("t", "x"),
+            "t",
+            format!("e{n}"),
+            "test",
+            json!({ "n": n }),
+        );
+        p.publish(&event).await.unwrap();
+    }
+}
+
 /// A runner whose handlers become slower than the ack wait, after a fast
 /// start that made the subscription fetch events ahead: while every handler
 /// slot is busy the runner does not ask for the next event, so what was
@@ -164,18 +183,7 @@ async fn a_runner_slowing_down_handles_events_fetched_ahead_once() {
         ..SubscribeOptions::default()
     };
     let filter = p.category_subject("t");
-    const EVENTS: u64 = 36;
-    const FAST: u64 = 30;
-    for n in 0..EVENTS {
-        let event = Event::new(
-            p.build_subject("t", "x"),
-            "t",
-            format!("e{n}"),
-            "test",
-            json!({ "n": n }),
-        );
-        p.publish(&event).await.unwrap();
-    }
+    publish_numbered(&p, 0..SLOWING_EVENTS).await;
     let sub = p
         .subscribe_durable_with_options("slow", &filter, &options)
         .await
@@ -189,7 +197,7 @@ async fn a_runner_slowing_down_handles_events_fetched_ahead_once() {
             async move {
                 let n = received.event.payload["n"].as_u64().unwrap();
                 calls.lock().unwrap().push((n, received.num_delivered));
-                if n >= FAST {
+                if n >= SLOWING_FAST {
                     // longer than the ack wait: the runner extends it for
                     // this event, and the events fetched ahead wait
                     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -209,7 +217,7 @@ async fn a_runner_slowing_down_handles_events_fetched_ahead_once() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let handled: BTreeSet<u64> = calls.lock().unwrap().iter().map(|c| c.0).collect();
-        if handled.len() as u64 == EVENTS {
+        if handled.len() as u64 == SLOWING_EVENTS {
             break;
         }
         assert!(Instant::now() < deadline, "handled only {handled:?}");
@@ -221,8 +229,8 @@ async fn a_runner_slowing_down_handles_events_fetched_ahead_once() {
     let calls = calls.lock().unwrap().clone();
     let again: Vec<(u64, u64)> = calls.iter().copied().filter(|c| c.1 > 1).collect();
     assert!(again.is_empty(), "handled again: {again:?} ({report:?})");
-    assert_eq!(calls.len() as u64, EVENTS, "{calls:?}");
-    assert_eq!(report.acked, EVENTS, "{report:?}");
+    assert_eq!(calls.len() as u64, SLOWING_EVENTS, "{calls:?}");
+    assert_eq!(report.acked, SLOWING_EVENTS, "{report:?}");
 }
 
 /// A broker feed whose routings become slow after a fast start (which made
@@ -245,18 +253,7 @@ async fn a_feed_slowing_down_routes_events_fetched_ahead_once() {
     let p = NatsProvider::connect(common::config(&server, "feed"))
         .await
         .unwrap();
-    const EVENTS: u64 = 36;
-    const FAST: u64 = 30;
-    for n in 0..EVENTS {
-        let event = Event::new(
-            p.build_subject("t", "x"),
-            "t",
-            format!("e{n}"),
-            "test",
-            json!({ "n": n }),
-        );
-        p.publish(&event).await.unwrap();
-    }
+    publish_numbered(&p, 0..SLOWING_EVENTS).await;
     // every routing, by event number
     let routed: Arc<Mutex<Vec<u64>>> = Arc::default();
     let sink = Arc::new(InProcessSink::new("slow", {
@@ -266,7 +263,7 @@ async fn a_feed_slowing_down_routes_events_fetched_ahead_once() {
             async move {
                 let n = e.payload["n"].as_u64().unwrap();
                 routed.lock().unwrap().push(n);
-                if n >= FAST {
+                if n >= SLOWING_FAST {
                     // under the 1 s ack wait, but the events fetched ahead
                     // wait for several of these
                     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -292,7 +289,7 @@ async fn a_feed_slowing_down_routes_events_fetched_ahead_once() {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while (routed.lock().unwrap().len() as u64) < EVENTS {
+    while (routed.lock().unwrap().len() as u64) < SLOWING_EVENTS {
         assert!(
             Instant::now() < deadline,
             "routed only {:?}",
@@ -307,10 +304,10 @@ async fn a_feed_slowing_down_routes_events_fetched_ahead_once() {
     let mut twice: Vec<u64> = routed.clone();
     twice.sort_unstable();
     twice.dedup();
-    assert_eq!(twice.len() as u64, EVENTS, "{routed:?}");
+    assert_eq!(twice.len() as u64, SLOWING_EVENTS, "{routed:?}");
     assert_eq!(
         routed.len() as u64,
-        EVENTS,
+        SLOWING_EVENTS,
         "routed twice: {routed:?} ({stats:?})"
     );
 }
