@@ -47,7 +47,7 @@ pub(crate) struct Pull {
     /// [`keep_alive`](Self::keep_alive)), each with when it arrived (at the
     /// earliest, see `seen_empty`) or was last kept alive.
     received: VecDeque<(Instant, async_nats::jetstream::Message)>,
-    /// The oldest time in `received`.
+    /// No later than the oldest time in `received` (`None`: it is empty).
     oldest: Option<Instant>,
     /// When the inbox was last seen empty (or the request was sent): a
     /// delivery read without waiting arrived after it, at a time not known,

@@ -766,6 +766,10 @@ async fn acquire_permit(
     mut sub: Option<&mut Box<dyn Subscription>>,
     until: impl Future<Output = ()>,
 ) -> Option<OwnedSemaphorePermit> {
+    // a free slot: no timers to set up (the common case below saturation)
+    if let Ok(permit) = shared.permits.clone().try_acquire_owned() {
+        return Some(permit);
+    }
     let every = keepalive_interval(&shared.options, pending);
     let acquire = shared.permits.clone().acquire_owned();
     tokio::pin!(acquire);
