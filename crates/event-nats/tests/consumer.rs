@@ -251,6 +251,32 @@ async fn a_cancelled_call_does_not_lose_the_delivery_it_was_reading() {
     again.ack().await.unwrap();
 }
 
+/// A provider on `server` (prefix tag `name`) with events 0 to `count` - 1
+/// stored, and a durable `name` on them with `ack_wait`.
+async fn durable_on_backlog(
+    server: &NatsServer,
+    name: &str,
+    count: u64,
+    ack_wait: Duration,
+) -> (NatsProvider, Box<dyn Subscription>) {
+    let p = NatsProvider::connect(common::config(server, name))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..count).map(|n| event(&p, n)).collect();
+    for r in p.publish_batch(&events).await.unwrap() {
+        r.unwrap();
+    }
+    let opts = SubscribeOptions {
+        ack_wait: Some(ack_wait),
+        ..SubscribeOptions::default()
+    };
+    let sub = p
+        .subscribe_durable_with_options(name, &p.category_subject("t"), &opts)
+        .await
+        .unwrap();
+    (p, sub)
+}
+
 /// async-nats ends a pull request 5 s after its expiry even when events it
 /// received are still waiting to be handed out, and drops them: a caller
 /// that slowed down after a fast start (a prefetch sized for the fast pace)
@@ -260,21 +286,7 @@ async fn a_cancelled_call_does_not_lose_the_delivery_it_was_reading() {
 #[tokio::test]
 async fn events_fetched_ahead_are_handed_out_when_the_caller_slows_down() {
     let server = server!("events_fetched_ahead_are_handed_out_when_the_caller_slows_down");
-    let p = NatsProvider::connect(common::config(&server, "slow"))
-        .await
-        .unwrap();
-    let events: Vec<Event> = (0..520).map(|n| event(&p, n)).collect();
-    for r in p.publish_batch(&events).await.unwrap() {
-        r.unwrap();
-    }
-    let opts = SubscribeOptions {
-        ack_wait: Some(Duration::from_secs(120)),
-        ..SubscribeOptions::default()
-    };
-    let mut sub = p
-        .subscribe_durable_with_options("slow", &p.category_subject("t"), &opts)
-        .await
-        .unwrap();
+    let (_p, mut sub) = durable_on_backlog(&server, "slow", 520, Duration::from_secs(120)).await;
     // fast through the warm-up and the growing pulls (up to 256 events
     // ahead), then 45 ms per event: the last pull takes 11 s to hand out
     for n in 0..500u64 {
@@ -304,21 +316,7 @@ async fn events_fetched_ahead_are_handed_out_when_the_caller_slows_down() {
 #[tokio::test]
 async fn events_waiting_in_the_prefetch_buffer_are_not_redelivered() {
     let server = server!("events_waiting_in_the_prefetch_buffer_are_not_redelivered");
-    let p = NatsProvider::connect(common::config(&server, "keep"))
-        .await
-        .unwrap();
-    let events: Vec<Event> = (0..80).map(|n| event(&p, n)).collect();
-    for r in p.publish_batch(&events).await.unwrap() {
-        r.unwrap();
-    }
-    let opts = SubscribeOptions {
-        ack_wait: Some(Duration::from_secs(1)),
-        ..SubscribeOptions::default()
-    };
-    let mut sub = p
-        .subscribe_durable_with_options("keep", &p.category_subject("t"), &opts)
-        .await
-        .unwrap();
+    let (_p, mut sub) = durable_on_backlog(&server, "keep", 80, Duration::from_secs(1)).await;
     // fast through the warm-up and growing pulls, then 150 ms per event:
     // the events fetched ahead wait seconds in the buffer
     for n in 0..80u64 {
