@@ -39,6 +39,28 @@
 //! [`CloudEvent`] is the SDK's event (it dereferences to
 //! [`cloudevents::Event`]) under the name the A3S API uses.
 //!
+//! ## Interoperability
+//!
+//! Checked against the Rust `cloudevents-sdk` 0.9 over HTTP and NATS:
+//!
+//! - That SDK neither percent-encodes the `ce-*` headers it sends in HTTP
+//!   binary mode nor decodes the ones it receives, as the HTTP binding
+//!   requires (section 3.1.3.2), so values with `%`, spaces or non-ASCII
+//!   characters differ between the two sides. Use structured mode with it.
+//! - It refuses object data under a `+json` content type with parameters
+//!   (`application/vnd.x+json; charset=utf-8`).
+//! - To forward data bytes unchanged (a signed body), relay the
+//!   [`CloudEvent`] (`http::cloudevent_from_http` then
+//!   `http::cloudevent_to_http`, or the `nats` pair), not an `Event`: an
+//!   `Event` holds JSON data as a [`serde_json::Value`], written back with
+//!   keys sorted and whitespace and escapes normalised.
+//! - Data without a `datacontenttype` must be JSON in every mode (as the
+//!   JSON event format implies); a binary-mode body of text or bytes with no
+//!   `Content-Type` is refused, not guessed at.
+//! - Metadata keys other than lowercase letters and digits become
+//!   `a3sx<hex>` extensions, often longer than the 20 characters the spec
+//!   advises ([`mapping`]).
+//!
 //! ## Example
 //!
 //! ```
