@@ -15,6 +15,7 @@ struct Counters {
     received: AtomicU64,
     acked: AtomicU64,
     naked: AtomicU64,
+    dropped: AtomicU64,
     errors: AtomicU64,
     aborted: AtomicU64,
 }
@@ -28,10 +29,19 @@ pub struct FeedStats {
     pub received: u64,
     /// Events acknowledged: every matching trigger delivered or
     /// dead-lettered them (events matching no trigger are acknowledged too).
+    /// These are acks sent: on NATS an ack is not confirmed, and one lost
+    /// with the connection (a server restart) brings its event back, routed
+    /// again.
     pub acked: u64,
     /// Events not settled and left for redelivery (`nak` with the broker's
     /// `feed_retry_delay`).
     pub naked: u64,
+    /// Events not settled on their final delivery (the subscription's
+    /// `max_deliver` reached, see
+    /// [`PendingEvent::is_final_delivery`](event_core::PendingEvent::is_final_delivery)):
+    /// terminated, so the triggers that failed them (and had no dead-letter
+    /// sink that took them) never get them. Each is an `ERROR` in the log.
+    pub dropped: u64,
     /// Errors reported by the subscription (lag, undecodable messages,
     /// connection failures, failed acks).
     pub errors: u64,
@@ -45,7 +55,7 @@ pub struct FeedStats {
 #[cfg(feature = "bus")]
 impl FeedStats {
     /// The counters with their Prometheus names and HELP texts.
-    fn families(&self) -> [(&'static str, &'static str, u64); 5] {
+    fn families(&self) -> [(&'static str, &'static str, u64); 6] {
         [
             (
                 "a3s_feed_received_total",
@@ -61,6 +71,11 @@ impl FeedStats {
                 "a3s_feed_naked_total",
                 "Events the broker feed did not settle and left for redelivery (nak with the broker's feed_retry_delay).",
                 self.naked,
+            ),
+            (
+                "a3s_feed_dropped_total",
+                "Events the broker feed did not settle on their final delivery (max_deliver): terminated, lost to the triggers that failed them.",
+                self.dropped,
             ),
             (
                 "a3s_feed_errors_total",
@@ -79,7 +94,7 @@ impl FeedStats {
     /// (0.0.4), with the conventions of
     /// [`BrokerMetrics::to_prometheus`](crate::BrokerMetrics::to_prometheus):
     /// each counter as `a3s_feed_<counter>_total` (`received`, `acked`,
-    /// `naked`, `errors`, `aborted`).
+    /// `naked`, `dropped`, `errors`, `aborted`).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
@@ -133,10 +148,19 @@ impl FeedStats {
 /// subscription, routing survives restarts and covers events other processes
 /// published.
 ///
+/// Without a `max_deliver` on the subscription, an event that a trigger
+/// with no dead-letter sink keeps failing comes back forever. With one, the
+/// event's final delivery does not come back when it is not settled: it is
+/// terminated, counted in [`FeedStats::dropped`] and logged as an `ERROR`,
+/// and the triggers that failed it never get it. Give every trigger a
+/// dead-letter sink ([`DeliverySpec::with_dead_letter_sink`](crate::DeliverySpec::with_dead_letter_sink))
+/// to keep such events.
+///
 /// Logging: each routing that did not settle is one `WARN` ("routing not
 /// settled; the event will be redelivered") naming the event, and per
 /// failed trigger its last error, attempts and the dead-letter sink's
-/// refusal (or that it has none); the deliveries themselves log their
+/// refusal (or that it has none), or on the final delivery one `ERROR`
+/// ("... the triggers that failed it never get it") with the same fields; the deliveries themselves log their
 /// attempts at `DEBUG` only, since the event is not lost. A dead-lettered
 /// delivery is final (its event is acknowledged) and logged as the
 /// broker's are (see [`Broker`]: a rate-limited `WARN` per trigger).
@@ -239,6 +263,7 @@ fn snapshot(c: &Counters) -> FeedStats {
         received: c.received.load(Ordering::Relaxed),
         acked: c.acked.load(Ordering::Relaxed),
         naked: c.naked.load(Ordering::Relaxed),
+        dropped: c.dropped.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         aborted: c.aborted.load(Ordering::Relaxed),
     }
@@ -428,6 +453,21 @@ async fn run(
                     let settled = if result.is_settled() {
                         counters.acked.fetch_add(1, Ordering::Relaxed);
                         pending.ack().await
+                    } else if pending.is_final_delivery() {
+                        // a nak would end it as well (see the contract):
+                        // say so, and end it explicitly
+                        counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        let event = pending.event();
+                        tracing::error!(
+                            event_id = ?event.id,
+                            subject = %event.subject,
+                            attempt = pending.received.num_delivered,
+                            failed = %describe(&failures),
+                            ?result,
+                            "routing not settled on the event's final delivery (max_deliver); \
+                             the triggers that failed it never get it"
+                        );
+                        pending.term().await
                     } else {
                         counters.naked.fetch_add(1, Ordering::Relaxed);
                         // the one line about this routing (the deliveries
@@ -504,19 +544,21 @@ mod tests {
             received: 9,
             acked: 7,
             naked: 2,
+            dropped: 4,
             errors: 1,
             aborted: 3,
         };
         let samples = parse_exposition(&stats.to_prometheus());
-        assert_eq!(samples.len(), 5);
+        assert_eq!(samples.len(), 6);
         assert_eq!(samples["a3s_feed_received_total"], 9.0);
         assert_eq!(samples["a3s_feed_acked_total"], 7.0);
         assert_eq!(samples["a3s_feed_naked_total"], 2.0);
+        assert_eq!(samples["a3s_feed_dropped_total"], 4.0);
         assert_eq!(samples["a3s_feed_errors_total"], 1.0);
         assert_eq!(samples["a3s_feed_aborted_total"], 3.0);
         let labels = PrometheusLabels::new([("feed", "a\"b")]).unwrap();
         let labelled = parse_exposition(&stats.to_prometheus_with_labels(&labels));
         assert_eq!(labelled[r#"a3s_feed_aborted_total{feed="a\"b"}"#], 3.0);
-        assert_eq!(labelled.len(), 5);
+        assert_eq!(labelled.len(), 6);
     }
 }

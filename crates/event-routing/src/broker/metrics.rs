@@ -90,7 +90,7 @@ counters! {
     timeouts => "Delivery attempts that timed out: cancelled by the per-attempt timeout, or failed with the sink's own `Error::Timeout` (an HTTP sink's request timeout, say). Attempts of dead-letter sinks are not counted.",
     failed => "Deliveries that failed (dead-lettered or not): every attempt failed, or an answer a retry cannot change (an HTTP `400`, say) ended them early.",
     dead_lettered => "Failed deliveries handed to the trigger's dead-letter sink. Logged at `WARN` once per trigger and [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (with how many were logged at `DEBUG` since), so count them here.",
-    dead_letter_failures => "Failed deliveries the dead-letter sink also refused, or that had none: lost unless the source redelivers (a durable feed does).",
+    dead_letter_failures => "Failed deliveries the dead-letter sink also refused, or that had none: lost unless the source redelivers (a durable feed does, up to its max_deliver).",
     no_dead_letter_sink => "Failed deliveries of triggers without a dead-letter sink (a part of `dead_letter_failures`). Logged at `WARN` once per trigger and [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (with how many were logged at `DEBUG` since), so count them here.",
     enqueued => "Events accepted into the queue.",
     queue_full => "Times the queue was full when an event arrived (the publisher waited or was refused).",
@@ -159,7 +159,7 @@ trigger_counters! {
     timeouts => "Delivery attempts to the trigger's sink that timed out (its dead-letter sink's are not counted).",
     failed => "Deliveries to the trigger that failed (dead-lettered or not): every attempt failed, or an answer a retry cannot change ended them early.",
     dead_lettered => "Failed deliveries handed to the trigger's dead-letter sink.",
-    dead_letter_failures => "Failed deliveries the trigger's dead-letter sink also refused, or that had none: lost unless the source redelivers (a durable feed does).",
+    dead_letter_failures => "Failed deliveries the trigger's dead-letter sink also refused, or that had none: lost unless the source redelivers (a durable feed does, up to its max_deliver).",
     no_dead_letter_sink => "Failed deliveries lost because the trigger has no dead-letter sink (a part of `dead_letter_failures`).",
     shutdown_retries_cut => "Deliveries to the trigger not retried because the retry's wait would have ended after the deadline of [`Broker::shutdown_within`](crate::Broker::shutdown_within) (counted in `failed`).",
 }
