@@ -509,3 +509,70 @@ async fn webhook_refusals_warn_once_per_interval_and_are_counted() {
     assert!(warned[1].text.contains("quiet_refusals=49"), "{warned:?}");
     assert_eq!(source.refused(), 51);
 }
+
+/// What a sender controls cannot forge log lines: a subject with a line
+/// break (refused only after the refusal is logged) is written escaped, on
+/// the line of the record that carries it.
+#[cfg(feature = "http")]
+#[tokio::test(flavor = "current_thread")]
+async fn a_webhook_sender_cannot_break_a_log_line() {
+    use axum::body::Body;
+    use event_cloudevents::http::{Mode, to_http};
+    use event_routing::http::WebhookSource;
+    use hyper::service::Service as _;
+    use hyper_util::service::TowerToHyperService;
+
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let source = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap());
+    let app = TowerToHyperService::new(
+        source.router(Arc::new(FailingSink::new("down", "broker unreachable"))),
+    );
+    let forged = "events.a.b\n2026-11-30T00:00:00Z  WARN forged: admin logged in";
+    let mut e = Event::new(forged, "a", "s", "src", json!({}));
+    e.id = "evt\r\n-1".into();
+    let msg = to_http(&e, Mode::Structured).unwrap();
+    let mut request = axum::http::Request::post("/events")
+        .body(Body::from(msg.body))
+        .unwrap();
+    *request.headers_mut() = msg.headers;
+    assert_eq!(app.call(request).await.unwrap().status(), 503);
+    let warned = capture.find(Level::WARN, "webhook: delivery failed");
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(!warned[0].text.contains(['\n', '\r']), "{warned:?}");
+    assert!(
+        warned[0]
+            .text
+            .contains(r#"subject="events.a.b\n2026-11-30T00:00:00Z  WARN forged"#),
+        "{warned:?}"
+    );
+}
+
+/// A log sink writes each field of the event escaped: a line break in a
+/// summary or source stays on the record's line.
+#[tokio::test(flavor = "current_thread")]
+async fn a_log_sink_escapes_the_fields_it_writes() {
+    use event_routing::{EventSink, LogSink};
+
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let mut e = Event::new(
+        "events.a.b",
+        "a",
+        "line one\nERROR forged",
+        "src\r\nx",
+        json!({}),
+    );
+    e.event_type = "t\n".into();
+    e.id = "i\n".into();
+    LogSink::new("log").deliver(&e).await.unwrap();
+    let lines = capture.find(Level::INFO, "routed event");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(!lines[0].text.contains(['\n', '\r']), "{lines:?}");
+    assert!(
+        lines[0]
+            .text
+            .contains(r#"summary="line one\nERROR forged""#),
+        "{lines:?}"
+    );
+}

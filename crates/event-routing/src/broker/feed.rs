@@ -460,7 +460,7 @@ async fn run(
                         let event = pending.event();
                         tracing::error!(
                             event_id = ?event.id,
-                            subject = %event.subject,
+                            subject = ?event.subject,
                             attempt = pending.received.num_delivered,
                             failed = %describe(&failures),
                             ?result,
@@ -475,7 +475,7 @@ async fn run(
                         let event = pending.event();
                         tracing::warn!(
                             event_id = ?event.id,
-                            subject = %event.subject,
+                            subject = ?event.subject,
                             failed = %describe(&failures),
                             ?result,
                             "routing not settled; the event will be redelivered"

@@ -335,7 +335,7 @@ impl Core {
         if hops >= self.config.max_hops {
             Counters::add(&self.counters.hop_limit, 1);
             tracing::warn!(
-                event_id = ?event.id, subject = %event.subject, hops,
+                event_id = ?event.id, subject = ?event.subject, hops,
                 "event forwarded too many times (routing loop?); not routed"
             );
             return (RouteResult::default(), Vec::new());
@@ -436,7 +436,7 @@ fn log_loss(entry: &Entry, event: &Event, failure: &Failure) {
     } = failure;
     if let Some(dls_error) = dead_letter_error {
         tracing::error!(
-            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
+            trigger = %trigger, event_id = ?event.id, subject = ?event.subject,
             error = %dls_error, delivery_error = %error,
             "dead-letter sink refused a failed delivery"
         );
@@ -444,14 +444,14 @@ fn log_loss(entry: &Entry, event: &Event, failure: &Failure) {
     }
     match entry.losses.record(tokio::time::Instant::now()) {
         Some(quiet_losses) => tracing::warn!(
-            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
+            trigger = %trigger, event_id = ?event.id, subject = ?event.subject,
             attempts, error = %error, quiet_losses,
             "delivery failed and the trigger has no dead-letter sink; the event is lost to \
              it (further losses of this trigger are logged at DEBUG for a while, counted in \
              no_dead_letter_sink)"
         ),
         None => tracing::debug!(
-            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
+            trigger = %trigger, event_id = ?event.id, subject = ?event.subject,
             attempts, error = %error,
             "delivery failed and the trigger has no dead-letter sink"
         ),
@@ -471,14 +471,14 @@ fn log_dead_letter(entry: &Entry, event: &Event, dead_letter: &DeadLetter) {
     let DeadLetter { attempts, error } = dead_letter;
     match entry.dead_letters.record(tokio::time::Instant::now()) {
         Some(quiet_dead_letters) => tracing::warn!(
-            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
+            trigger = %trigger, event_id = ?event.id, subject = ?event.subject,
             attempts, error = %error, quiet_dead_letters,
             "delivery failed; the event was dead-lettered to the trigger's dead-letter sink \
              (further dead letters of this trigger are logged at DEBUG for a while, counted in \
              dead_lettered)"
         ),
         None => tracing::debug!(
-            trigger = %trigger, event_id = ?event.id, subject = %event.subject,
+            trigger = %trigger, event_id = ?event.id, subject = ?event.subject,
             attempts, error = %error,
             "delivery failed; the event was dead-lettered to the trigger's dead-letter sink"
         ),
@@ -882,7 +882,7 @@ impl EventSink for Broker {
         if depth >= core.config.max_hops.min(MAX_BROKER_NESTING) {
             Counters::add(&core.counters.hop_limit, 1);
             tracing::warn!(
-                event_id = ?event.id, subject = %event.subject, depth,
+                event_id = ?event.id, subject = ?event.subject, depth,
                 "event delivered through too many brokers (a cycle?); not routed"
             );
             return Ok(());

@@ -384,7 +384,7 @@ async fn abandon(core: &Core, rx: &mut mpsc::Receiver<Arc<Event>>, routings: &mu
         unrouted += 1;
         core.dequeued.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
-            event_id = ?event.id, subject = %event.subject,
+            event_id = ?event.id, subject = ?event.subject,
             "broker shutdown deadline: a queued event is not routed"
         );
         core.end();
@@ -492,7 +492,7 @@ impl Drop for Leftovers {
             lost += 1;
             self.core.dequeued.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
-                event_id = ?event.id, subject = %event.subject,
+                event_id = ?event.id, subject = ?event.subject,
                 "broker dispatcher dropped (its runtime shut down); a queued event is not routed"
             );
             self.core.end();

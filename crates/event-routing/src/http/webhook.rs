@@ -415,13 +415,13 @@ fn log_refusal(state: &AppState, event: &event_core::Event, err: &Error, status:
     let name = &*state.name;
     match state.counters.refusals.record(tokio::time::Instant::now()) {
         Some(quiet_refusals) => tracing::warn!(
-            source = %name, event_id = ?event.id, subject = %event.subject,
+            source = %name, event_id = ?event.id, subject = ?event.subject,
             status = status.as_u16(), error = %err, quiet_refusals,
             "webhook: delivery failed (further refusals of this webhook are logged at DEBUG for \
              a while, counted in refused())"
         ),
         None => tracing::debug!(
-            source = %name, event_id = ?event.id, subject = %event.subject,
+            source = %name, event_id = ?event.id, subject = ?event.subject,
             status = status.as_u16(), error = %err,
             "webhook: delivery failed"
         ),

@@ -4,7 +4,9 @@ use event_core::{Event, Result};
 use tracing::Level;
 
 /// Delivers by logging the event through `tracing` (id, subject, type,
-/// source, summary), at `INFO` unless set otherwise. Never fails.
+/// source, summary, each quoted and escaped as `Debug` writes it, so a line
+/// break in an event cannot start a log line of its own), at `INFO` unless
+/// set otherwise. Never fails.
 #[derive(Debug, Clone)]
 pub struct LogSink {
     name: String,
@@ -33,11 +35,11 @@ macro_rules! log_event {
         tracing::event!(
             $level,
             sink = %$sink,
-            id = %$e.id,
-            subject = %$e.subject,
-            event_type = %$e.event_type,
-            source = %$e.source,
-            summary = %$e.summary,
+            id = ?$e.id,
+            subject = ?$e.subject,
+            event_type = ?$e.event_type,
+            source = ?$e.source,
+            summary = ?$e.summary,
             "routed event"
         )
     };

@@ -52,7 +52,7 @@ impl Target {
                 };
                 if let Some(err) = &stored.not_routed {
                     tracing::debug!(
-                        event_id = ?event.id, subject = %event.subject,
+                        event_id = ?event.id, subject = ?event.subject,
                         sequence = stored.sequence, error = %err,
                         "forward stored; the router attached to the bus did not route it"
                     );
