@@ -20,6 +20,14 @@
 //!   than that (only ever built in memory): registering it is an
 //!   [`Error::Schema`](event_core::Error::Schema) and [`can_read`] refuses
 //!   it, where compiling or walking it could exhaust the stack.
+//! - **Patterns** (`pattern`, `patternProperties`) are matched by
+//!   `jsonschema`'s default engine, `fancy-regex`: linear for plain
+//!   patterns, backtracking for backreferences and lookaround, up to its
+//!   step limit (a string that exceeds it fails validation). Schemas are
+//!   yours, payloads may not be: a pattern that backtracks badly
+//!   (`^(a*)*\1b`) costs that limit for every string it is matched against,
+//!   so keep patterns that untrusted payloads meet free of nested
+//!   quantifiers over backreferences.
 //! - **Compatibility** levels are Confluent Schema Registry's
 //!   ([`Compatibility`]: `BACKWARD` (default), `BACKWARD_TRANSITIVE`,
 //!   `FORWARD`, `FORWARD_TRANSITIVE`, `FULL`, `FULL_TRANSITIVE`, `NONE`), per
