@@ -296,15 +296,19 @@ fn event_cloudevents_mode() {
 #[test]
 fn event_routing_webhook_timeouts() {
     use event_routing::http::{
-        DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
+        DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT,
     };
 
     // docs/deployment.md ("Process memory" table, "Webhook source" and
     // "Shutdown"): `with_idle_timeout` (30 s), `with_body_timeout` (30 s),
+    // `with_write_timeout` (30 s), `with_max_connections` (512),
     // `with_body_limit` (2 MiB), `with_shutdown_grace` (10 s).
     assert_eq!(DEFAULT_BODY_LIMIT, 2 * 1024 * 1024);
     assert_eq!(DEFAULT_IDLE_TIMEOUT, Duration::from_secs(30));
     assert_eq!(DEFAULT_BODY_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(DEFAULT_WRITE_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(DEFAULT_MAX_CONNECTIONS, 512);
     assert_eq!(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs(10));
 }
 

@@ -19,7 +19,9 @@ use tokio::time::Instant;
 /// - a trigger's dead letters (`quiet_dead_letters`; counted in
 ///   [`BrokerMetrics::dead_lettered`](crate::BrokerMetrics::dead_lettered));
 /// - a webhook's requests whose event its sink refused (`quiet_refusals`;
-///   counted in `WebhookSource::refused`, feature `http`).
+///   counted in `WebhookSource::refused`, feature `http`);
+/// - a webhook reaching its connection limit (`quiet_waits`, not
+///   counted; `WebhookSource::with_max_connections`, feature `http`).
 pub const LOSS_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The rate limit of one kind of warning (per trigger, per webhook).

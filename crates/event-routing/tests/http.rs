@@ -1715,3 +1715,187 @@ async fn the_webhook_body_limit_is_2_mib_by_default_and_can_be_raised() {
     let zero = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap()).with_body_limit(0);
     assert!(matches!(zero, Err(Error::InvalidConfig { .. })));
 }
+
+/// Pipelines empty-bodied requests (each answered `400`) into a connection
+/// with a small receive buffer and never reads the answers, until writing
+/// fails (the server closed the connection) or `limit` passes. `Ok` with
+/// how long after connecting writing failed; `Err` if the connection is
+/// still open after `limit`.
+async fn pipeline_without_reading(addr: SocketAddr, limit: Duration) -> Result<Duration, String> {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let started = tokio::time::Instant::now();
+    let mut conn = socket.connect(addr).await.unwrap();
+    let chunk = b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".repeat(1_000);
+    let mut last_progress = started;
+    let mut sent = 0usize;
+    let deadline = started + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.write_all(&chunk)).await {
+            Ok(Ok(())) => {
+                sent += chunk.len();
+                last_progress = tokio::time::Instant::now();
+            }
+            Ok(Err(_closed)) => {
+                return Ok(started.elapsed());
+            }
+            Err(_elapsed) => {
+                return Err(format!(
+                    "still open {limit:?} after connecting, {sent} bytes sent, the last \
+                     {:?} ago",
+                    last_progress.elapsed()
+                ));
+            }
+        }
+    }
+}
+
+/// A sender that pipelines requests and never reads the answers (so the
+/// server's writes stall once the socket buffers are full) is disconnected
+/// after the write timeout, instead of holding a socket, megabytes of
+/// kernel buffers and a task for as long as the server runs; a sender that
+/// reads its answers is served as before.
+#[tokio::test]
+async fn webhook_closes_a_connection_whose_sender_does_not_read_its_answers() {
+    use event_routing::http::DEFAULT_WRITE_TIMEOUT;
+    use tokio::io::AsyncWriteExt;
+    assert_eq!(DEFAULT_WRITE_TIMEOUT, Duration::from_secs(30));
+    let timeout = Duration::from_millis(1_000);
+    // the idle and body timeouts (30 s) do not end such a connection
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_write_timeout(timeout)
+        .unwrap();
+    source
+        .start(Arc::new(CollectorSink::new("c")))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+
+    let since_connect = pipeline_without_reading(addr, Duration::from_secs(20))
+        .await
+        .unwrap();
+    // not before the server had waited the timeout (its writes cannot have
+    // stalled before the connection was open); the bound above is loose:
+    // the server answers the requests buffered ahead of the stall first
+    assert!(since_connect >= timeout, "{since_connect:?}");
+
+    // an answer that fits the buffers is not timed, however long the
+    // sender takes to read it
+    let (head, body) = raw_request(&order(), "Connection: close\r\n");
+    let mut slow_reader = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow_reader.write_all(&head).await.unwrap();
+    slow_reader.write_all(&body).await.unwrap();
+    tokio::time::sleep(timeout * 2).await;
+    let answer = read_until_closed(&mut slow_reader, Duration::from_secs(10))
+        .await
+        .map(|text| String::from_utf8_lossy(&text).into_owned());
+    assert!(
+        answer
+            .as_ref()
+            .is_ok_and(|text| text.starts_with("HTTP/1.1 202")),
+        "{answer:?}"
+    );
+
+    // a working client is served as before
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let (status, text) = send(addr, "/events", msg.headers, msg.body).await;
+    assert_eq!(status, 202, "{text}");
+    source.stop().await.unwrap();
+
+    assert!(matches!(
+        WebhookSource::new("w", addr).with_write_timeout(Duration::ZERO),
+        Err(Error::InvalidConfig { .. })
+    ));
+}
+
+/// At most `with_max_connections` connections are served at once: a
+/// further one is served once one of them closes.
+#[tokio::test]
+async fn a_connection_over_the_limit_is_served_once_another_closes() {
+    use event_routing::http::DEFAULT_MAX_CONNECTIONS;
+    use tokio::io::AsyncWriteExt;
+    assert_eq!(DEFAULT_MAX_CONNECTIONS, 512);
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_max_connections(1)
+        .unwrap();
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+
+    // holds the only connection (the idle timeout, 30 s, does not end it
+    // within the test)
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // let the server accept it before the next one connects
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (head, body) = raw_request(&order(), "Connection: close\r\n");
+    let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
+    waiting.write_all(&head).await.unwrap();
+    waiting.write_all(&body).await.unwrap();
+    let early = read_until_closed(&mut waiting, Duration::from_millis(500)).await;
+    assert_eq!(early, Err(Vec::new()), "served over the limit");
+    assert!(sink.is_empty());
+
+    drop(silent);
+    let answer = read_until_closed(&mut waiting, Duration::from_secs(10))
+        .await
+        .map(|text| String::from_utf8_lossy(&text).into_owned());
+    assert!(
+        answer
+            .as_ref()
+            .is_ok_and(|text| text.starts_with("HTTP/1.1 202")),
+        "{answer:?}"
+    );
+    assert_eq!(sink.len(), 1);
+    source.stop().await.unwrap();
+
+    assert!(matches!(
+        WebhookSource::new("w", addr).with_max_connections(0),
+        Err(Error::InvalidConfig { .. })
+    ));
+}
+
+/// A request that declares a body over the limit is answered `413` at
+/// once, without waiting for the body (which is not read: with
+/// `Expect: 100-continue` the sender is spared sending it), and the
+/// connection is closed.
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_answered_413_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_body_limit(1024)
+        .unwrap()
+        // long enough that only the declared length can end the request
+        .with_body_timeout(Duration::from_secs(60))
+        .unwrap();
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /events HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n\
+             Content-Length: 1025\r\n{expect}\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut conn, Duration::from_secs(10))
+            .await
+            .map(|text| String::from_utf8_lossy(&text).into_owned());
+        assert!(
+            answer
+                .as_ref()
+                .is_ok_and(|text| text.starts_with("HTTP/1.1 413")
+                    && text.contains("1024 bytes")
+                    && text.to_ascii_lowercase().contains("connection: close")),
+            "{expect:?}: {answer:?}"
+        );
+    }
+    assert!(sink.is_empty());
+    assert_eq!(source.stats().bad_requests, 2);
+
+    // at the limit: read and delivered
+    let (headers, body) = event_of_size(1024);
+    assert_eq!(send(addr, "/events", headers, body).await.0, 202);
+    source.stop().await.unwrap();
+}

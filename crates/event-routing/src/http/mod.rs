@@ -11,6 +11,6 @@ mod webhook;
 pub use event_cloudevents::http::Mode;
 pub use sink::HttpSink;
 pub use webhook::{
-    DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
-    WebhookSource, WebhookStats,
+    DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT, WebhookSource, WebhookStats,
 };

@@ -18,15 +18,31 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use std::future::Future as _;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 
 /// How long a webhook connection may go without sending a complete request
 /// head (see [`WebhookSource::with_idle_timeout`]): 30 s.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a webhook connection may go without its answer making progress
+/// (see [`WebhookSource::with_write_timeout`]): 30 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many connections a webhook serves at once (see
+/// [`WebhookSource::with_max_connections`]): 512, leaving room for the
+/// rest of the process under the common file-descriptor limit of 1,024.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// How long a request's body may take to arrive completely once its head
 /// has (see [`WebhookSource::with_body_timeout`]): 30 s, enough for the
@@ -57,6 +73,8 @@ struct Counters {
     bad_requests: AtomicU64,
     /// Rate limit of the "delivery failed" warnings (see [`log_refusal`]).
     refusals: WarnLimit,
+    /// Rate limit of the "too many connections" warnings (see [`serve`]).
+    connections_full: WarnLimit,
 }
 
 /// What a [`WebhookSource`] did so far ([`WebhookSource::stats`]).
@@ -197,7 +215,7 @@ type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
 /// | not a valid CloudEvent, or one that is not a valid A3S event | `400 Bad Request`, nothing delivered |
 /// | a CloudEvents message in a format not read here: batched mode, an event format other than JSON | `415 Unsupported Media Type`, nothing delivered (send the events one by one, in binary or JSON structured mode) |
 /// | a request head with more than 1,024 headers (binary mode sends one per attribute and metadata entry) or over about 400 KB | `431 Request Header Fields Too Large`, nothing delivered (send it in structured mode) |
-/// | a body larger than [`with_body_limit`](Self::with_body_limit) (default 2 MiB) | `413 Payload Too Large`, nothing delivered |
+/// | a body larger than [`with_body_limit`](Self::with_body_limit) (default 2 MiB) | `413 Payload Too Large` and the connection is closed, nothing delivered; at once, without waiting for the body, when the request's `Content-Length` says so |
 /// | the body did not arrive completely within [`with_body_timeout`](Self::with_body_timeout) (default 30 s) of the head | `408 Request Timeout` and the connection is closed, nothing delivered (the sender should retry) |
 /// | the sink refused it as invalid (bad subject, schema, serialization) | `400 Bad Request` |
 /// | the sink refused it as too large | `413 Payload Too Large` |
@@ -215,6 +233,19 @@ type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
 /// |---|---|---|
 /// | a complete request head (a new connection, or a kept-alive one between requests) | [`with_idle_timeout`](Self::with_idle_timeout) (default 30 s) | closed without an answer |
 /// | the request's body, once the head arrived (a sender trickling or stalling mid-body) | [`with_body_timeout`](Self::with_body_timeout) (default 30 s), for the whole body | answered `408 Request Timeout` and closed; nothing is delivered |
+/// | the sender to read its answer, once the socket buffers are full (a sender that pipelines requests and never reads the answers, or a host that vanished with its receive window full) | [`with_write_timeout`](Self::with_write_timeout) (default 30 s) without any of the answer written | closed; the requests it sent after the answer stuck are not read |
+///
+/// A sender that reads its answers, however slowly, is not cut off by the
+/// write timeout; nor is one that keeps sending requests within the idle
+/// timeout. So that such senders cannot hold every socket of the process,
+/// at most [`with_max_connections`](Self::with_max_connections) (default
+/// 512) connections are served at once: further ones wait in the
+/// listening socket's backlog (their senders see no answer yet) until one
+/// closes, and a `WARN` (one per
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL)) says the limit was
+/// reached. A connection holds, besides its socket, at most a request head
+/// (about 400 KB, which also bounds the requests it pipelined ahead), an
+/// answer, and a body up to the body limit while its request is read.
 ///
 /// The sink's delivery is not timed here: a slow sink is not the sender's
 /// fault (bound it with the sink's own timeout, such as
@@ -256,8 +287,9 @@ type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
 /// (`WebhookStats::to_prometheus`, feature `bus`).
 ///
 /// To mount the endpoint in your own axum app instead, use
-/// [`router`](Self::router): the body timeout applies there too; the idle
-/// timeout and the shutdown grace period are your server's.
+/// [`router`](Self::router): the body timeout and the body limit apply
+/// there too; the idle timeout, the write timeout, the connection limit and
+/// the shutdown grace period are your server's.
 pub struct WebhookSource {
     name: String,
     bind: SocketAddr,
@@ -266,6 +298,8 @@ pub struct WebhookSource {
     local_addr: Mutex<Option<SocketAddr>>,
     counters: Arc<Counters>,
     idle_timeout: Duration,
+    write_timeout: Duration,
+    max_connections: usize,
     body_timeout: Duration,
     body_limit: usize,
     shutdown_grace: Duration,
@@ -315,28 +349,59 @@ fn body_timed_out(timeout: Duration, version: Version) -> Response {
     response
 }
 
+/// The answer to a request whose body is over the limit: `413`. The rest
+/// of the body is not read, so HTTP/1 closes the connection after the
+/// answer, which says so (see [`body_timed_out`]).
+fn body_too_large(state: &AppState, version: Version) -> Response {
+    state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(
+        limit = state.body_limit,
+        "webhook: a request body is over the limit; answering 413"
+    );
+    let mut response = (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is larger than this webhook's limit of {} bytes \
+             (WebhookSource::with_body_limit)",
+            state.body_limit
+        ),
+    )
+        .into_response();
+    if version <= Version::HTTP_11 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Whether `request` declares (`Content-Length`) a body over `limit`
+/// bytes; a missing or unreadable length is not (the body limit then
+/// applies as the body is read).
+fn declares_more_than(request: &Request, limit: usize) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .is_some_and(|length| u64::try_from(limit).is_ok_and(|limit| length > limit))
+}
+
 async fn receive(State(state): State<AppState>, request: Request) -> Response {
+    let version = request.version();
+    // Answered before reading the body (and before `100 Continue`), so that
+    // the sender need not send it and the answer does not wait for a body
+    // that may never come.
+    if declares_more_than(&request, state.body_limit) {
+        return body_too_large(&state, version);
+    }
     // Only reading the body is timed, not the delivery: a slow sink is not
     // the sender's fault.
-    let version = request.version();
     let read = tokio::time::timeout(state.body_timeout, read_event(request, &state)).await;
     let event = match read {
         Ok(Ok(event)) => event,
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                limit = state.body_limit,
-                "webhook: a request body is over the limit; answering 413"
-            );
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is larger than this webhook's limit of {} bytes \
-                     (WebhookSource::with_body_limit)",
-                    state.body_limit
-                ),
-            )
-                .into_response();
+            return body_too_large(&state, version);
         }
         Ok(Err(rejection)) => {
             state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -434,34 +499,75 @@ fn log_refusal(state: &AppState, event: &event_core::Event, err: &Error, status:
 /// The head's size stays bounded by hyper's read buffer (about 400 KB).
 const MAX_HEADERS: usize = 1024;
 
+/// How [`serve`] treats connections (from [`WebhookSource`]'s settings).
+#[derive(Debug, Clone, Copy)]
+struct ServeLimits {
+    idle_timeout: Duration,
+    write_timeout: Duration,
+    max_connections: usize,
+    shutdown_grace: Duration,
+}
+
 /// Serves `app` on `listener` (HTTP/1.1) until `stop`, then lets the
 /// requests in progress finish (idle connections are closed at once) for
 /// at most `shutdown_grace`, and closes the connections left.
 ///
-/// Unlike `axum::serve`, connections have a timer: one that goes
+/// Unlike `axum::serve`, connections have timers: one that goes
 /// `idle_timeout` without a complete request head (a new connection, or a
-/// kept-alive one between requests) is closed, so a peer that vanished
-/// without closing (a crashed host, a dropped NAT mapping) or keeps
-/// connections open idle does not hold a socket and a task for as long as
-/// the server runs (the body is timed by the handler, see `receive`).
+/// kept-alive one between requests), or `write_timeout` without its answer
+/// making progress (see [`WriteTimed`]), is closed, so a peer that vanished
+/// without closing (a crashed host, a dropped NAT mapping), keeps
+/// connections open idle or does not read its answers does not hold a
+/// socket and a task for as long as the server runs (the body is timed by
+/// the handler, see `receive`). At most `max_connections` are served at
+/// once: further ones wait in the listener's backlog.
 async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     mut stop: StopSignal,
-    idle_timeout: Duration,
-    shutdown_grace: Duration,
+    limits: ServeLimits,
     name: String,
+    counters: Arc<Counters>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout)
+        .header_read_timeout(limits.idle_timeout)
         .max_headers(MAX_HEADERS);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     // The connections' tasks, to close those still open when the grace
     // period ends; the ended ones are reaped at each accept, so the set
-    // holds at most the connections open at the last accept, plus one.
+    // holds at most `max_connections` tasks.
     let mut connections = JoinSet::new();
     loop {
+        if slots.available_permits() == 0 {
+            // rate-limited: senders that open and close connections at the
+            // limit would otherwise write a line per connection
+            match counters
+                .connections_full
+                .record(tokio::time::Instant::now())
+            {
+                Some(quiet_waits) => tracing::warn!(
+                    source = %name,
+                    max_connections = limits.max_connections,
+                    quiet_waits,
+                    "webhook: serving as many connections as allowed \
+                     (WebhookSource::with_max_connections); new ones wait until one closes \
+                     (further waits of this webhook are logged at DEBUG for a while)"
+                ),
+                None => tracing::debug!(
+                    source = %name,
+                    max_connections = limits.max_connections,
+                    "webhook: serving as many connections as allowed; new ones wait"
+                ),
+            }
+        }
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = stop.requested() => break,
+        };
+        // never closed: `slots` is not closed
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.requested() => break,
@@ -478,6 +584,7 @@ async fn serve(
                 }
             }
         };
+        let stream = WriteTimed::new(stream, limits.write_timeout);
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
@@ -486,9 +593,11 @@ async fn serve(
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "webhook connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
+    let shutdown_grace = limits.shutdown_grace;
     if tokio::time::timeout(shutdown_grace, graceful.shutdown())
         .await
         .is_err()
@@ -509,6 +618,113 @@ async fn serve(
 /// Pause after a failed `accept`.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// A connection's stream whose writes fail (`TimedOut`) once they have
+/// made no progress for `timeout`: the peer does not read (its receive
+/// window and our send buffer are full). Any byte written restarts the
+/// clock. Reads are passed through untimed (the head
+/// and the body have timeouts of their own).
+struct WriteTimed<S> {
+    inner: S,
+    timeout: Duration,
+    /// Running while a write waits for room; `None` until the first wait.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Whether `stall` times the current wait (it is kept to be reset).
+    stalled: bool,
+}
+
+impl<S> WriteTimed<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            stall: None,
+            stalled: false,
+        }
+    }
+
+    /// `poll`, the result of a write (`progress` when ready) or of a flush
+    /// or shutdown of the inner stream, with the stall timer applied: a
+    /// write's progress stops the timer, a wait starts it (or keeps it
+    /// running), and a wait past the timeout is an error.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+        progress: bool,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            if progress {
+                self.stalled = false;
+            }
+            return poll;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let stall = match (&mut self.stall, self.stalled) {
+            (Some(stall), true) => stall,
+            (Some(stall), false) => {
+                stall.as_mut().reset(deadline);
+                stall
+            }
+            (stall @ None, _) => stall.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.stalled = true;
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the peer did not read its answer for {:?} (WebhookSource::with_write_timeout)",
+                    self.timeout
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.timed(cx, poll, true)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.timed(cx, poll, true)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.timed(cx, poll, false)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.timed(cx, poll, false)
+    }
+}
+
 impl WebhookSource {
     /// A source that will listen on `bind` at `POST /events`.
     pub fn new(name: impl Into<String>, bind: SocketAddr) -> Self {
@@ -520,6 +736,8 @@ impl WebhookSource {
             local_addr: Mutex::new(None),
             counters: Arc::new(Counters::default()),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -538,6 +756,47 @@ impl WebhookSource {
             ));
         }
         self.idle_timeout = timeout;
+        Ok(self)
+    }
+
+    /// Closes a connection whose answer has made no progress for
+    /// `timeout`: not a byte of it could be written, because the sender
+    /// does not read its answers (it pipelines requests without reading
+    /// them, or its host vanished with its receive window full) and the
+    /// socket buffers are full. The requests it sent after that are not
+    /// read. A sender that reads, however slowly, is not cut off (see
+    /// [`with_max_connections`](Self::with_max_connections)). Zero is
+    /// [`Error::InvalidConfig`]. Default [`DEFAULT_WRITE_TIMEOUT`].
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(Error::invalid_config(
+                "webhook.write_timeout",
+                "must be greater than zero",
+            ));
+        }
+        self.write_timeout = timeout;
+        Ok(self)
+    }
+
+    /// Serves at most `max` connections at once: a further one is accepted
+    /// only when one of them closes (until then it waits in the listening
+    /// socket's backlog, its sender getting no answer yet), and a `WARN`
+    /// (one per [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL)) says the
+    /// limit was reached. It bounds the sockets, tasks and buffers senders
+    /// can hold, whatever they do within the timeouts: keep it below the
+    /// process's file-descriptor limit (`ulimit -n`), with room for the
+    /// rest of the process, and above the connections your senders keep
+    /// open (their connection pools). Zero is [`Error::InvalidConfig`].
+    /// Default [`DEFAULT_MAX_CONNECTIONS`] (512).
+    pub fn with_max_connections(mut self, max: usize) -> Result<Self> {
+        if max == 0 {
+            return Err(Error::invalid_config(
+                "webhook.max_connections",
+                "must be greater than zero",
+            ));
+        }
+        // a semaphore holds at most `Semaphore::MAX_PERMITS`
+        self.max_connections = max.min(Semaphore::MAX_PERMITS);
         Ok(self)
     }
 
@@ -726,9 +985,15 @@ impl EventSource for WebhookSource {
         })?;
         let app = self.router(sink);
         let name = self.name.clone();
-        let (idle_timeout, shutdown_grace) = (self.idle_timeout, self.shutdown_grace);
+        let limits = ServeLimits {
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+            max_connections: self.max_connections,
+            shutdown_grace: self.shutdown_grace,
+        };
+        let counters = self.counters.clone();
         self.lifecycle.start(&self.name, move |stop| {
-            serve(listener, app, stop, idle_timeout, shutdown_grace, name)
+            serve(listener, app, stop, limits, name, counters)
         })?;
         *self.local_addr.lock() = Some(addr);
         Ok(())
