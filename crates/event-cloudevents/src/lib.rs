@@ -97,7 +97,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `http` | module `http`: binary/structured HTTP messages on `http` crate types |
+//! | `http` | module `http`: binary/structured HTTP messages on `http` crate types; `http::redact_url`, endpoint URLs as errors and logs show them |
 //! | `http-client` | `http::client::send_http` (and `post_http`, which ignores replies): POST events with reqwest (the SDK's `reqwest` binding) |
 //! | `http-server` | `http::server::HttpEvent`: the axum extractor and responses (the SDK's HTTP binding) |
 //! | `nats` | module `nats`: binary/structured NATS messages (`async_nats::HeaderMap` + payload), `publish` and `from_message` with `async-nats` |

@@ -789,3 +789,76 @@ async fn only_a_200_answer_carries_a_reply_event() {
         .unwrap();
     assert_eq!(reply, Some(answer));
 }
+
+#[tokio::test]
+async fn tokens_in_the_username_or_the_query_stay_out_of_errors() {
+    // Only a password was hidden: a token passed as the username
+    // (`https://TOKEN@host`) or in the query (`?access_token=`, `?sig=`)
+    // was quoted verbatim by every error (the query through reqwest's own
+    // error text too), and errors end up in logs and dead letters.
+    let secrets = ["ghp_usertoken", "qtoken", "qsig"];
+    let with_secrets = |url: &str| {
+        format!("{url}?access_token=qtoken&sig=qsig&v=1")
+            .replace("http://", "http://ghp_usertoken@")
+    };
+    let server = start().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let event = odd_event();
+    let mut shown = Vec::new();
+
+    // An answered status.
+    let url = with_secrets(&format!("{}/status/503", server.base));
+    let err = send_http(&client, &url, &event, Mode::Binary)
+        .await
+        .unwrap_err();
+    let status = status_error(&err).expect("status error");
+    assert_eq!(
+        status.url,
+        format!(
+            "{}/status/503?access_token=***&sig=***&v=***",
+            server.base.replace("http://", "http://***@")
+        )
+    );
+    shown.extend([err.to_string(), format!("{err:?}")]);
+
+    // A timeout.
+    let url = with_secrets(&format!("{}/slow", server.base));
+    let err = post_http(&client, &url, &event, Mode::Binary)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    shown.extend([err.to_string(), format!("{err:?}")]);
+
+    // Nobody listens: a connection error.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url = with_secrets(&format!("http://{addr}/events"));
+    let err = send_http(&client, &url, &event, Mode::Binary)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+    shown.extend([err.to_string(), format!("{err:?}")]);
+
+    // Not a URL at all.
+    let err = send_http(
+        &client,
+        &with_secrets("http://exa mple/x"),
+        &event,
+        Mode::Binary,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+    shown.extend([err.to_string(), format!("{err:?}")]);
+
+    for text in &shown {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("access_token=***&sig=***&v=***"), "{text}");
+    }
+}

@@ -283,6 +283,79 @@ async fn credentials_in_the_url_stay_out_of_errors_dead_letters_and_debug() {
 }
 
 #[tokio::test]
+async fn tokens_in_the_username_or_the_query_stay_out_of_errors_dead_letters_and_debug() {
+    // Only a password was hidden: a token passed as the username
+    // (`https://TOKEN@host`) or in the query (`?access_token=`, `?sig=`)
+    // reached `Debug`, errors, logs and the `dlqreason` of dead letters
+    // verbatim (the query through reqwest's own error text too).
+    let secrets = ["ghp_usertoken", "qtoken", "qsig"];
+    let with_secrets = |url: &str| {
+        format!("{url}?access_token=qtoken&sig=qsig&v=1")
+            .replace("http://", "http://ghp_usertoken@")
+    };
+    let (url, received) = server(vec![503, 404]).await;
+    let url = with_secrets(&url);
+    let broker = Broker::new();
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let sink = HttpSink::new("hook", url.clone()).unwrap();
+    assert_eq!(sink.url(), url, "the accessor gives the URL as configured");
+    let mut shown = vec![format!("{sink:?}")];
+    broker
+        .add_trigger(
+            Trigger::new("hook", TriggerFilter::all(), Arc::new(sink))
+                .with_delivery(DeliverySpec::new().with_dead_letter_sink(dead.clone())),
+        )
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(broker.route(&order()).await.dead_lettered, 1);
+    }
+    // The token was sent (as basic auth), the query too.
+    assert!(received.requests.lock()[0].0.contains_key("authorization"));
+    shown.extend(
+        dead.events()
+            .iter()
+            .map(|e| e.metadata["dlqreason"].clone()),
+    );
+    // Nobody listens: a connection error, whose reqwest error names the URL.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let unreachable = HttpSink::new("h", with_secrets(&format!("http://{addr}/x"))).unwrap();
+    let err = unreachable.deliver(&order()).await.unwrap_err();
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+    shown.push(err.to_string());
+    shown.push(format!("{err:?}"));
+    // A URL the sink refuses is named in its error, redacted too.
+    for bad in [
+        "ftp://ghp_usertoken@example.com/x?access_token=qtoken",
+        "http://ghp_usertoken@exa mple.com/x?access_token=qtoken",
+        // no scheme: a URL of scheme `qtoken`
+        "qtoken:x@example.com/x?access_token=qtoken",
+    ] {
+        let err = HttpSink::new("h", bad).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+        shown.push(err.to_string());
+    }
+    assert_eq!(shown.len(), 8);
+    for text in &shown {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("access_token=***"), "{text}");
+    }
+    assert!(
+        shown[0].contains("url: \"http://***@127.0.0.1:"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[0].contains("/hook?access_token=***&sig=***&v=***"),
+        "{}",
+        shown[0]
+    );
+}
+
+#[tokio::test]
 async fn a_trigger_retries_an_http_sink_then_dead_letters() {
     let (url, received) = server(vec![503, 503, 503]).await;
     let broker = Broker::new();

@@ -1,12 +1,11 @@
 //! Sending events to an HTTP endpoint with reqwest, through the SDK's reqwest
 //! binding (feature `http-client`).
 
-use super::{Mode, cloudevent_from_http, is_cloudevent};
+use super::{Mode, cloudevent_from_http, is_cloudevent, redact_url};
 use crate::CloudEvent;
 use cloudevents::binding::reqwest::{RequestSerializer, event_to_request};
 use cloudevents::message::StructuredDeserializer;
 use event_core::{Error, Event, Result};
-use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,7 +37,8 @@ const BODY_WAIT: Duration = Duration::from_secs(1);
 /// connections), and the endpoint did answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpStatusError {
-    /// The URL the event was sent to (a password in it shown as `***`).
+    /// The URL the event was sent to, redacted by [`redact_url`]: its
+    /// userinfo, query values and fragment shown as `***`.
     pub url: String,
     /// The HTTP status code.
     pub status: u16,
@@ -158,6 +158,12 @@ pub fn status_error(err: &Error) -> Option<&HttpStatusError> {
 /// ([`Error::is_transient`]); an answered status is judged by
 /// [`HttpStatusError::is_retryable`].
 ///
+/// Every error names `url` redacted by [`redact_url`] (userinfo, query
+/// values and fragment shown as `***`; scheme, host, port and path kept),
+/// since errors end up in logs and dead letters: a token in the userinfo
+/// (`https://TOKEN@host/hook`) or the query (`?access_token=...`, `?sig=`)
+/// does not appear in them. A token in the path does.
+///
 /// ```no_run
 /// # async fn demo(event: event_core::Event) -> event_core::Result<()> {
 /// use event_cloudevents::http::{Mode, client::send_http};
@@ -273,7 +279,7 @@ async fn read_reply(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| transport_error(url, &e, started.elapsed()))?
+        .map_err(|e| transport_error(url, e, started.elapsed()))?
     {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_REPLY_SIZE {
@@ -293,8 +299,9 @@ async fn post(
     want_reply: bool,
 ) -> Result<reqwest::Response> {
     let mut event = event.into_inner();
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| Error::invalid_config("url", format!("{url:?} is not a URL: {e}")))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        Error::invalid_config("url", format!("{:?} is not a URL: {e}", redact_url(url)))
+    })?;
     let mut request = client.post(parsed);
     if want_reply {
         request = request.header("prefer", "reply");
@@ -314,7 +321,7 @@ async fn post(
     let mut response = request
         .send()
         .await
-        .map_err(|e| transport_error(url, &e, started.elapsed()))?;
+        .map_err(|e| transport_error(url, e, started.elapsed()))?;
     let status = response.status();
     if !status.is_success() {
         let code = status.as_u16();
@@ -353,7 +360,7 @@ async fn post(
         return Err(Error::provider(
             "http",
             HttpStatusError {
-                url: shown(url).into_owned(),
+                url: redact_url(url),
                 status: code,
                 body: text,
                 retry_after,
@@ -384,24 +391,16 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     )
 }
 
-/// `url` as errors show it: a password in it is `***`, so that errors (which
-/// end up in logs and dead letters) do not carry credentials.
-fn shown(url: &str) -> Cow<'_, str> {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            Cow::Owned(parsed.into())
-        }
-        _ => Cow::Borrowed(url),
-    }
-}
-
-fn transport_error(url: &str, err: &reqwest::Error, elapsed: Duration) -> Error {
-    let url = shown(url);
+/// The error a failed request stands for, naming `url` redacted
+/// ([`redact_url`]). reqwest's own text names the URL it failed on (after
+/// a redirect, not even the one given) unredacted: it is left out.
+fn transport_error(url: &str, err: reqwest::Error, elapsed: Duration) -> Error {
+    let url = redact_url(url);
+    let err = err.without_url();
     if err.is_builder() {
         Error::Serialization(format!(
             "cannot build the HTTP request for POST {url}: {}",
-            error_chain(err)
+            error_chain(&err)
         ))
     } else if err.is_timeout() {
         Error::Timeout {
@@ -409,7 +408,7 @@ fn transport_error(url: &str, err: &reqwest::Error, elapsed: Duration) -> Error 
             elapsed,
         }
     } else {
-        Error::Connection(format!("POST {url}: {}", error_chain(err)))
+        Error::Connection(format!("POST {url}: {}", error_chain(&err)))
     }
 }
 

@@ -29,9 +29,12 @@
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
 pub mod client;
+mod redact;
 #[cfg(feature = "http-server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-server")))]
 pub mod server;
+
+pub use redact::redact_url;
 
 use crate::CloudEvent;
 use crate::percent;

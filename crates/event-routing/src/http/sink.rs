@@ -1,6 +1,6 @@
 use crate::sink::EventSink;
 use async_trait::async_trait;
-use event_cloudevents::http::{Mode, client::post_http};
+use event_cloudevents::http::{Mode, client::post_http, redact_url};
 use event_core::{Error, Event, Result};
 use std::time::Duration;
 
@@ -43,6 +43,14 @@ use std::time::Duration;
 ///   `429` and `503`), but `Retry-After` is always bounded, by the spec's
 ///   `retry_after_max` (30 s unless set).
 ///
+/// Credentials: a token in the URL's userinfo (`https://TOKEN@host/hook`,
+/// sent as basic auth) or query (`?access_token=...`, a signed URL's
+/// `?sig=...`) stays out of this sink's `Debug` output and of its errors,
+/// and so out of logs and dead-letter reasons: they show the URL redacted
+/// by [`redact_url`] (`https://***@host/hook?access_token=***`; scheme,
+/// host, port and path kept). A token in the path is shown: pass it in the
+/// userinfo or query instead.
+///
 /// Redirects: a `307` or `308` answer is followed (at most 10 times), since
 /// it repeats the POST with the event. A `301`, `302` or `303` is not: an
 /// HTTP client turns the POST into a GET without a body there, so following
@@ -72,12 +80,13 @@ impl HttpSink {
     /// [`Error::InvalidConfig`].
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Result<Self> {
         let url = url.into();
-        let parsed = reqwest::Url::parse(&url)
-            .map_err(|e| Error::invalid_config("http_sink.url", format!("{url:?}: {e}")))?;
+        let parsed = reqwest::Url::parse(&url).map_err(|e| {
+            Error::invalid_config("http_sink.url", format!("{:?}: {e}", redact_url(&url)))
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(Error::invalid_config(
                 "http_sink.url",
-                format!("{url:?}: the scheme must be http or https"),
+                format!("{:?}: the scheme must be http or https", redact_url(&url)),
             ));
         }
         Ok(Self {
@@ -128,7 +137,9 @@ impl HttpSink {
         Ok(self)
     }
 
-    /// The endpoint.
+    /// The endpoint, as given to [`new`](Self::new): with its credentials,
+    /// so do not log it; [`redact_url`] gives the form this sink's `Debug`
+    /// and errors show.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -143,20 +154,9 @@ impl std::fmt::Debug for HttpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSink")
             .field("name", &self.name)
-            .field("url", &redacted(&self.url))
+            .field("url", &redact_url(&self.url))
             .field("mode", &self.mode)
             .finish_non_exhaustive()
-    }
-}
-
-/// `url` with any password in it replaced by `***`, for logs.
-fn redacted(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
     }
 }
 
