@@ -69,11 +69,16 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// - **In place.** The new file keeps the old one's permissions; a symbolic
 ///   link is followed (once, when the lock is taken: the store then keeps
 ///   to the file it locked) and stays a link.
-/// - **Corrupt files.** A file that is not valid state (including the
-///   refusals above) is an error naming the file ([`Error::Serialization`]);
-///   an unreadable one is [`Error::Io`] naming it. Nothing is loaded, and
-///   the file is left untouched either way. A missing file loads as no
-///   subscriptions.
+/// - **Files it cannot read.** A file that is not valid state (including
+///   the refusals above) is an error naming the file
+///   ([`Error::Serialization`]); an unreadable one is [`Error::Io`] naming
+///   it. Nothing is loaded, and the file is left untouched either way. A
+///   missing file loads as no subscriptions.
+/// - **Rollbacks.** A file written by a newer version (a higher format
+///   version, or a field this version does not know) is refused the same
+///   way, and the error says so: rolling back past a version that wrote
+///   new state needs that state removed (or the file), since this version
+///   would drop what it cannot read on its next save.
 ///
 /// ```no_run
 /// use event_bus::{EventBus, state::FileStateStore};
@@ -721,6 +726,9 @@ mod tests {
                 msg.contains(&format!("unknown field `{field}` {at}")),
                 "{msg}"
             );
+            // a rollback meets a newer version's file: say so, not "corrupt"
+            assert!(msg.contains("written by a newer version"), "{msg}");
+            assert!(!msg.contains("corrupt"), "{msg}");
             if let Some(hint) = hint {
                 assert!(msg.contains(&format!("did you mean `{hint}`")), "{msg}");
             }

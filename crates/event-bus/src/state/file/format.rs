@@ -39,10 +39,11 @@ pub(super) const FORMAT_VERSION: u64 = 1;
 /// The keys of the versioned layout's top-level object.
 const TOP_LEVEL: [&str; 2] = ["version", "subscriptions"];
 
-/// A file that is not valid state.
+/// A file that is not valid state (damaged, edited by hand, or written by
+/// a newer version of this library: the reason says which it looks like).
 fn corrupt(path: &Path, reason: impl fmt::Display) -> Error {
     Error::Serialization(format!(
-        "state file {} is corrupt (left untouched): {reason}",
+        "state file {} cannot be read (left untouched): {reason}",
         path.display()
     ))
 }
@@ -199,7 +200,10 @@ impl fmt::Display for Unread {
         } else {
             write!(f, "at `{}`", self.at)?;
         }
-        f.write_str(": this library does not read it, so the next save would drop it")?;
+        f.write_str(
+            ": this library does not read it, so the next save would drop it \
+             (a file written by a newer version: run that version, or remove the field)",
+        )?;
         match self.meant {
             Some(meant) => write!(f, " (did you mean `{meant}`?)"),
             None => Ok(()),
