@@ -1882,6 +1882,50 @@ async fn webhook_closes_a_connection_whose_sender_does_not_read_its_answers() {
     ));
 }
 
+/// A sender that pipelines requests and reads its answers steadily, if
+/// slowly, is not cut off by the write timeout: with a send buffer of
+/// megabytes, the kernel reported the socket writable again only after
+/// longer than the timeout, and the connection was closed.
+#[tokio::test]
+async fn a_sender_reading_its_answers_steadily_is_not_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_secs(2);
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+        .with_write_timeout(timeout)
+        .unwrap();
+    source
+        .start(Arc::new(CollectorSink::new("c")))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let (mut answers, mut requests) = socket.connect(addr).await.unwrap().into_split();
+    let writer = tokio::spawn(async move {
+        let chunk = b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".repeat(1_000);
+        while requests.write_all(&chunk).await.is_ok() {}
+    });
+    // 16 KiB every 100 ms: 160 KB/s, far more than the 32 KiB per write
+    // timeout the docs ask for, far less than the server writes
+    let started = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut read = 0usize;
+    while started.elapsed() < Duration::from_secs(12) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match tokio::time::timeout(Duration::from_secs(10), answers.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!(
+                "closed {:?} after connecting, {read} bytes of answers read",
+                started.elapsed()
+            ),
+            Ok(Ok(n)) => read += n,
+            Ok(Err(err)) => panic!("{err} {:?} after connecting", started.elapsed()),
+            Err(_) => panic!("no answer for 10 s, {read} bytes read"),
+        }
+    }
+    writer.abort();
+    source.stop().await.unwrap();
+}
+
 /// At most `with_max_connections` connections are served at once: a
 /// further one is served once one of them closes.
 #[tokio::test]

@@ -235,9 +235,11 @@ type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
 /// | the request's body, once the head arrived (a sender trickling or stalling mid-body) | [`with_body_timeout`](Self::with_body_timeout) (default 30 s), for the whole body | answered `408 Request Timeout` and closed; nothing is delivered |
 /// | the sender to read its answer, once the socket buffers are full (a sender that pipelines requests and never reads the answers, or a host that vanished with its receive window full) | [`with_write_timeout`](Self::with_write_timeout) (default 30 s) without any of the answer written | closed; the requests it sent after the answer stuck are not read |
 ///
-/// A sender that reads its answers, however slowly, is not cut off by the
-/// write timeout; nor is one that keeps sending requests within the idle
-/// timeout. So that such senders cannot hold every socket of the process,
+/// A sender that reads its answers, if only 32 KiB of them per write
+/// timeout (each connection's send buffer is 64 KiB, and the kernel lets
+/// a full one be written again once half of it drained), is not cut off by
+/// the write timeout; nor is one that keeps sending requests within the
+/// idle timeout. So that such senders cannot hold every socket of the process,
 /// at most [`with_max_connections`](Self::with_max_connections) (default
 /// 512) connections are served at once: further ones wait in the
 /// listening socket's backlog (their senders see no answer yet) until one
@@ -551,14 +553,14 @@ async fn serve(
                     source = %name,
                     max_connections = limits.max_connections,
                     quiet_waits,
-                    "webhook: serving as many connections as allowed \
-                     (WebhookSource::with_max_connections); new ones wait until one closes \
-                     (further waits of this webhook are logged at DEBUG for a while)"
+                    "webhook: at its connection limit \
+                     (WebhookSource::with_max_connections): a further connection waits until \
+                     one closes (this webhook logs the next times at DEBUG for a while)"
                 ),
                 None => tracing::debug!(
                     source = %name,
                     max_connections = limits.max_connections,
-                    "webhook: serving as many connections as allowed; new ones wait"
+                    "webhook: at its connection limit; a further connection waits"
                 ),
             }
         }
@@ -617,6 +619,31 @@ async fn serve(
 
 /// Pause after a failed `accept`.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// The send buffer of every connection (set on the listening socket, whose
+/// connections inherit it): 64 KiB, where the kernel would otherwise grow
+/// it to megabytes for a peer that reads slowly. The write timeout needs
+/// this: the kernel reports a full socket writable again only once about
+/// half of its buffer has drained, so with megabytes queued a sender
+/// reading its answers steadily (at 20 KB/s, say) showed no progress for
+/// longer than the timeout. It also bounds the kernel memory a connection
+/// holds. Answers are small, so it costs no throughput.
+const SEND_BUFFER: u32 = 64 * 1024;
+
+/// The webhook's listening socket, as `TcpListener::bind` makes it (address
+/// reuse on Unix, a backlog of 1,024), with [`SEND_BUFFER`].
+fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
 
 /// A connection's stream whose writes fail (`TimedOut`) once they have
 /// made no progress for `timeout`: the peer does not read (its receive
@@ -764,7 +791,8 @@ impl WebhookSource {
     /// does not read its answers (it pipelines requests without reading
     /// them, or its host vanished with its receive window full) and the
     /// socket buffers are full. The requests it sent after that are not
-    /// read. A sender that reads, however slowly, is not cut off (see
+    /// read. A sender that reads at least 32 KiB of answers per `timeout`
+    /// is not cut off (see the type docs and
     /// [`with_max_connections`](Self::with_max_connections)). Zero is
     /// [`Error::InvalidConfig`]. Default [`DEFAULT_WRITE_TIMEOUT`].
     pub fn with_write_timeout(mut self, timeout: Duration) -> Result<Self> {
@@ -973,12 +1001,10 @@ impl EventSource for WebhookSource {
                 reason: "already running; stop it first".to_owned(),
             });
         }
-        let listener = tokio::net::TcpListener::bind(self.bind)
-            .await
-            .map_err(|source| Error::Io {
-                context: format!("webhook `{}`: binding {}", self.name, self.bind),
-                source,
-            })?;
+        let listener = listen(self.bind).map_err(|source| Error::Io {
+            context: format!("webhook `{}`: binding {}", self.name, self.bind),
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| Error::Io {
             context: format!("webhook `{}`: local address", self.name),
             source,
