@@ -21,7 +21,7 @@
 //! (see `docs/custom-providers.md`).
 
 use a3s_event::provider::{Acker, EventProvider, PendingEvent, ProviderInfo, Subscription};
-use a3s_event::subject::{SubjectPattern, validate_publish_subject};
+use a3s_event::subject::{SubjectPattern, validate_filter_for_prefix, validate_publish_subject};
 use a3s_event::types::{
     DeliverPolicy, Event, PublishOptions, ReceivedEvent, SubscribeOptions, check_payload_depth,
 };
@@ -102,7 +102,8 @@ impl EventProvider for LogProvider {
             ));
         }
         Ok(Box::new(LiveSubscription {
-            filter: SubjectPattern::parse(filter_subject)?,
+            // a filter that can match no subject under the prefix is refused
+            filter: validate_filter_for_prefix(filter_subject, self.subject_prefix())?,
             rx: Some(self.live.subscribe()),
         }))
     }

@@ -189,6 +189,7 @@ macro_rules! conformance_tests {
             unsubscribe_ends_live_subscriptions,
             recreated_durable_does_not_feed_old_subscriptions,
             invalid_subscribe_options_refused,
+            out_of_range_values_are_held_not_refused,
             changed_durable_options_applied_or_refused,
             changed_durable_filter_from_literal_to_wildcard,
             invalid_subjects_filters_and_names_rejected,
@@ -1129,6 +1130,113 @@ pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
     );
     assert_eq!(again.received.num_delivered, 2);
     again.ack().await.expect("ack");
+}
+
+/// A valid value beyond what the backend can represent is held to the
+/// nearest one that keeps its promise, not refused and never a panic (the
+/// contract's limits): an ack wait, a backoff step and a nak delay of
+/// `Duration::MAX` wait "practically never", and a `max_deliver` or
+/// `max_ack_pending` of `u64::MAX` is the largest the backend holds. Checks
+/// that an event dropped under such a wait, or naked with such a delay, is
+/// not redelivered within 2.5 ack waits, and that a backoff whose second
+/// step is `Duration::MAX` still redelivers after its first.
+pub async fn out_of_range_values_are_held_not_refused(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let quiet = caps.ack_wait + redelivery_slack(&caps);
+    let huge = SubscribeOptions {
+        ack_wait: Some(Duration::MAX),
+        max_deliver: Some(u64::MAX),
+        max_ack_pending: Some(u64::MAX),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("huge", &p.category_subject("huge"), &huge)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "subscribing with ack_wait Duration::MAX and max_deliver and \
+                 max_ack_pending u64::MAX: {e} (a valid value beyond the backend's range \
+                 is held to the nearest one it can represent, not refused)"
+            )
+        });
+    publish_n(&*p, "huge", "t", 0..2).await;
+    let first = recv_manual(
+        &mut sub,
+        &caps,
+        "the first delivery under ack_wait Duration::MAX",
+    )
+    .await;
+    assert!(
+        !first.is_final_delivery(),
+        "delivery 1 of max_deliver u64::MAX reported final"
+    );
+    first
+        .nak_with_delay(Duration::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("nak_with_delay(Duration::MAX): {e} (held, not refused)"));
+    let second = recv_manual(
+        &mut sub,
+        &caps,
+        "the next event, with event 0 naked with a delay of Duration::MAX",
+    )
+    .await;
+    assert_eq!(
+        n_of(&second.received.event),
+        1,
+        "event 0 came back at once after nak_with_delay(Duration::MAX)"
+    );
+    drop(second); // unsettled, under an ack wait of Duration::MAX
+    expect_nothing_manual(
+        &mut sub,
+        quiet,
+        "event 0 naked with a delay of Duration::MAX, event 1 dropped unsettled under \
+         ack_wait Duration::MAX: both wait \"practically never\"",
+    )
+    .await;
+    drop(sub);
+
+    let stepped = SubscribeOptions {
+        ack_wait: Some(caps.ack_wait),
+        backoff: vec![caps.ack_wait, Duration::MAX],
+        max_deliver: Some(5),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("hugeb", &p.category_subject("hugeb"), &stepped)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "subscribing with backoff [{:?}, Duration::MAX]: {e} (held, not refused)",
+                caps.ack_wait
+            )
+        });
+    publish_n(&*p, "hugeb", "t", 0..1).await;
+    drop(
+        recv_manual(
+            &mut sub,
+            &caps,
+            "the first delivery under backoff [ack wait, Duration::MAX]",
+        )
+        .await,
+    );
+    let again = recv_manual(
+        &mut sub,
+        &caps,
+        &format!(
+            "the redelivery after backoff[0] ({:?}, the first delivery dropped unsettled)",
+            caps.ack_wait
+        ),
+    )
+    .await;
+    assert_eq!(again.received.num_delivered, 2);
+    drop(again);
+    expect_nothing_manual(
+        &mut sub,
+        quiet,
+        "delivery 2 dropped unsettled under backoff[1] = Duration::MAX",
+    )
+    .await;
 }
 
 /// An event not acknowledged within `ack_wait` is redelivered.

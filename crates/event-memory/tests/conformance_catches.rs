@@ -115,6 +115,11 @@ enum Kind {
     NakDelayIgnored,
     /// A nak delay is rounded down to whole seconds.
     NakDelayRoundedDown,
+    /// A nak delay is added to the clock unchecked: `Duration::MAX`
+    /// overflows (a panic) instead of being held to the longest wait.
+    NakDelayOverflows,
+    /// An ack wait beyond a year is refused instead of held.
+    LongAckWaitRefused,
     /// A nak on an ephemeral subscription acks.
     EphemeralNakAcks,
     /// Manual-ack deliveries carry an empty stream name.
@@ -671,6 +676,13 @@ impl EventProvider for Mutant {
         filter_subject: &str,
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>> {
+        if self.kind == Kind::LongAckWaitRefused
+            && options
+                .ack_wait
+                .is_some_and(|wait| wait > Duration::from_secs(365 * 24 * 3600))
+        {
+            return Err(Error::invalid_config("ack_wait", "longer than a year"));
+        }
         let mut name = consumer_name.to_string();
         let hand_rolled_ok = !name.is_empty()
             && !name
@@ -1061,6 +1073,11 @@ impl Acker for MutAcker {
                 let whole = delay.map(|d| Duration::from_secs(d.as_secs()));
                 self.inner().nak(whole).await
             }
+            Kind::NakDelayOverflows => {
+                let due = std::time::Instant::now() + delay.unwrap_or_default();
+                std::hint::black_box(due);
+                self.inner().nak(delay).await
+            }
             // the inner acker is dropped unsettled: the ack wait expires
             Kind::NakFinalLeftUnsettled if self.last => Ok(()),
             _ => self.inner().nak(delay).await,
@@ -1231,6 +1248,19 @@ mod faithful {
 }
 
 // ----------------------------------------------------------------- history
+
+mutant!(
+    /// The suite catches a nak delay of `Duration::MAX` overflowing the
+    /// clock instead of being held to the longest wait.
+    nak_delay_overflows, Kind::NakDelayOverflows,
+    out_of_range_values_are_held_not_refused => "overflow",
+);
+mutant!(
+    /// The suite catches a valid ack wait beyond the backend's range
+    /// refused instead of held.
+    long_ack_wait_refused, Kind::LongAckWaitRefused,
+    out_of_range_values_are_held_not_refused => "is held to the nearest one",
+);
 
 mutant!(
     /// The suite catches history returned oldest first.
