@@ -311,3 +311,110 @@ async fn a_feed_slowing_down_routes_events_fetched_ahead_once() {
         "routed twice: {routed:?} ({stats:?})"
     );
 }
+
+/// A rolling deploy: two processes (two connections) share one durable
+/// through their consumer runners. The old one opened it with a long ack
+/// wait, the new one with a shorter wait, which (whichever subscribes last
+/// sets the durable's options) JetStream then applies to every delivery,
+/// those the old process holds included. The old process kept keeping its
+/// deliveries alive at half the wait it had read when it subscribed, too
+/// rarely for the new wait: handlers longer than the new wait saw their
+/// events redelivered (and handled twice) although nothing failed. Its
+/// subscription now reads the durable again while in use, and the waits
+/// its deliveries report follow, so every event is handled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_shortened_by_another_process_keeps_the_old_processes_deliveries() {
+    const EVENTS: u64 = 8;
+    let Some(server) = NatsServer::start(
+        "a_durable_shortened_by_another_process_keeps_the_old_processes_deliveries",
+    ) else {
+        return;
+    };
+    let config = common::config(&server, "roll");
+    let old = NatsProvider::connect(config.clone()).await.unwrap();
+    let new = NatsProvider::connect(config).await.unwrap();
+    let filter = old.category_subject("t");
+    let long = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(6)),
+        ..SubscribeOptions::default()
+    };
+    let short = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(2)),
+        ..SubscribeOptions::default()
+    };
+    // (process, n, num_delivered) of every handler call
+    type Call = (&'static str, u64, u64);
+    let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+    let handler = |process: &'static str| {
+        let calls = calls.clone();
+        move |received: ReceivedEvent| {
+            let calls = calls.clone();
+            async move {
+                let n = received.event.payload["n"].as_u64().unwrap();
+                calls
+                    .lock()
+                    .unwrap()
+                    .push((process, n, received.num_delivered));
+                // longer than the new ack wait: kept alive by the runner
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                Ok::<(), String>(())
+            }
+        }
+    };
+    let old_sub = old
+        .subscribe_durable_with_options("roll", &filter, &long)
+        .await
+        .unwrap();
+    let old_consumer = EventBus::new(old.clone())
+        .consume_subscription(
+            old_sub,
+            long.clone(),
+            handler("old"),
+            ConsumerConfig::default().concurrency(4),
+        )
+        .unwrap();
+    // the old process has read its settings well before the change
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let new_sub = new
+        .subscribe_durable_with_options("roll", &filter, &short)
+        .await
+        .unwrap();
+    let new_consumer = EventBus::new(new.clone())
+        .consume_subscription(
+            new_sub,
+            short.clone(),
+            handler("new"),
+            ConsumerConfig::default().concurrency(4),
+        )
+        .unwrap();
+    publish_numbered(&old, 0..EVENTS).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let handled: BTreeSet<u64> = calls.lock().unwrap().iter().map(|c| c.1).collect();
+        if handled.len() as u64 == EVENTS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "handled only {handled:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // every handler finishes; a redelivery would come within the new wait
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let old_report = old_consumer.shutdown(Duration::from_secs(5)).await;
+    let new_report = new_consumer.shutdown(Duration::from_secs(5)).await;
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        calls.iter().any(|c| c.0 == "old"),
+        "the old process handled nothing, the scenario did not happen: {calls:?}"
+    );
+    let again: Vec<_> = calls.iter().copied().filter(|c| c.2 > 1).collect();
+    assert!(
+        again.is_empty(),
+        "handled again: {again:?} (every call: {calls:?}; old {old_report:?}, new {new_report:?})"
+    );
+    assert_eq!(calls.len() as u64, EVENTS, "{calls:?}");
+    assert_eq!(
+        old_report.acked + new_report.acked,
+        EVENTS,
+        "old {old_report:?}, new {new_report:?}"
+    );
+}

@@ -1653,3 +1653,67 @@ async fn a_bus_refusing_plaintext_dead_letters_a_plaintext_payload() {
     bus.set_plaintext_policy(PlaintextPolicy::Accept);
     assert_eq!(bus.list_events(Some("sec"), 10).await.unwrap().len(), 2);
 }
+
+/// A durable shared by two subscriptions (two processes in a rolling
+/// deploy, here on one provider): the runner's handler is slower than the
+/// ack wait the second subscription set after the delivery was handed out.
+/// The provider applies the new wait from the next `in_progress` on and
+/// reports it live; the runner, which used to keep extending at half the
+/// wait it read when the handler started, follows it, and the event is
+/// not redelivered while its handler runs.
+#[tokio::test]
+async fn the_runner_follows_an_ack_wait_shortened_while_its_handler_runs() {
+    let provider = MemoryProvider::default();
+    let long = SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(600)),
+        ..SubscribeOptions::default()
+    };
+    let short = SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(200)),
+        ..SubscribeOptions::default()
+    };
+    let sub = provider
+        .subscribe_durable_with_options("roll", "events.a.>", &long)
+        .await
+        .unwrap();
+    let bus = EventBus::new(provider.clone());
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+    let c = calls.clone();
+    let consumer = bus
+        .consume_subscription(
+            sub,
+            long.clone(),
+            move |r: ReceivedEvent| {
+                let (c, started_tx) = (c.clone(), started_tx.clone());
+                async move {
+                    c.lock().unwrap().push(r.num_delivered);
+                    if let Some(tx) = started_tx.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    // longer than the old wait and than the new one
+                    tokio::time::sleep(Duration::from_millis(1200)).await;
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .unwrap();
+    bus.publish("a", "b", "s", "src", json!({})).await.unwrap();
+    started_rx.await.unwrap();
+    // the other process subscribes with a shorter wait
+    let _new = provider
+        .subscribe_durable_with_options("roll", "events.a.>", &short)
+        .await
+        .unwrap();
+    wait_until("acked", || consumer.report().acked == 1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = consumer.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![1],
+        "redelivered while its handler ran ({report:?})"
+    );
+    assert_eq!(report.acked, 1);
+}

@@ -142,7 +142,20 @@ use std::time::Duration;
 /// rounded up to the next one it can express, never down: an ack wait,
 /// backoff step or nak delay promises "not before", and the suite checks
 /// that. A provider reports the wait it applies in
-/// [`PendingEvent::ack_wait`].
+/// [`PendingEvent::ack_wait`]. Where that wait can change while a delivery
+/// is held (a durable's options changed by another subscription on it, in
+/// this process or another, take effect for every subscription on the
+/// durable), the report SHOULD follow the change: the provider gives a
+/// live view ([`PendingEvent::with_live_ack_wait`]) that returns the wait
+/// applied now, within a short bounded delay of the change (memory: at
+/// once; NATS: about a second, the time to read the consumer again), so
+/// that a holder restarting the timer with `in_progress` at half the
+/// reported wait (as the bus's consumer runner does, reading it again
+/// several times a second) keeps the delivery against a shortened wait
+/// too. A provider whose waits never change once a delivery is handed out
+/// reports them with [`PendingEvent::with_ack_wait`]. (The suite does not
+/// check the live view: it needs two subscriptions and a wait changed
+/// between them, which the provider's own tests exercise.)
 ///
 /// **Slow consumers.** A provider never drops an event a consumer has not
 /// read while the event is still stored: durables (and, on conforming
@@ -505,8 +518,73 @@ pub struct PendingEvent {
     /// The delivered event and its context.
     pub received: ReceivedEvent,
     max_deliver: Option<u64>,
-    ack_wait: Option<Duration>,
+    ack_wait: Option<AckWait>,
     acker: Box<dyn Acker>,
+}
+
+/// The ack wait a provider reported for a delivery: fixed, or live.
+#[derive(Clone)]
+enum AckWait {
+    Fixed(Duration),
+    Live(LiveAckWait),
+}
+
+impl AckWait {
+    fn get(&self) -> Duration {
+        match self {
+            Self::Fixed(wait) => *wait,
+            Self::Live(live) => live.get(),
+        }
+    }
+}
+
+/// A live view of the ack wait a provider applies to one delivery, for a
+/// provider whose wait can change while the delivery is held: a durable
+/// shared by several processes takes the options of whichever subscribed
+/// last, so the wait another process set applies to the deliveries this
+/// one holds (see the [`EventProvider`] contract, "Acknowledgement").
+///
+/// The provider gives it to [`PendingEvent::with_live_ack_wait`] and keeps
+/// what `read` reads up to date; [`PendingEvent::ack_wait`] then returns the
+/// wait in effect now. `read` is called from the holder's task, often (the
+/// bus's consumer runner reads it several times a second while a handler
+/// runs): it must be cheap and must not block (a lock held briefly, an
+/// atomic load). It may prompt the provider to look the current value up
+/// in the background.
+///
+/// ```
+/// use event_core::provider::LiveAckWait;
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::time::Duration;
+///
+/// // the provider's shared cell, updated when the consumer's wait changes
+/// let millis = Arc::new(AtomicU64::new(6_000));
+/// let cell = millis.clone();
+/// let live = LiveAckWait::new(move || Duration::from_millis(cell.load(Ordering::Relaxed)));
+/// assert_eq!(live.get(), Duration::from_secs(6));
+/// millis.store(2_000, Ordering::Relaxed);
+/// assert_eq!(live.get(), Duration::from_secs(2));
+/// ```
+#[derive(Clone)]
+pub struct LiveAckWait(Arc<dyn Fn() -> Duration + Send + Sync>);
+
+impl LiveAckWait {
+    /// A view that reads the current wait with `read`.
+    pub fn new(read: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
+        Self(Arc::new(read))
+    }
+
+    /// The wait in effect now.
+    pub fn get(&self) -> Duration {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for LiveAckWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LiveAckWait").field(&self.get()).finish()
+    }
 }
 
 impl std::fmt::Debug for PendingEvent {
@@ -514,7 +592,7 @@ impl std::fmt::Debug for PendingEvent {
         f.debug_struct("PendingEvent")
             .field("received", &self.received)
             .field("max_deliver", &self.max_deliver)
-            .field("ack_wait", &self.ack_wait)
+            .field("ack_wait", &self.ack_wait())
             .finish_non_exhaustive()
     }
 }
@@ -540,14 +618,33 @@ impl PendingEvent {
     /// default. The memory and NATS providers report it.
     #[must_use]
     pub fn with_ack_wait(mut self, wait: Duration) -> Self {
-        self.ack_wait = Some(wait);
+        self.ack_wait = Some(AckWait::Fixed(wait));
+        self
+    }
+
+    /// Records the ack wait of this delivery as a live view, for a provider
+    /// whose wait can change while the delivery is held (another
+    /// subscription changed the durable's options): [`ack_wait`](Self::ack_wait)
+    /// then returns the wait in effect at each call. Replaces what
+    /// [`with_ack_wait`](Self::with_ack_wait) recorded. The memory and NATS
+    /// providers report their durables' waits this way.
+    #[must_use]
+    pub fn with_live_ack_wait(mut self, wait: LiveAckWait) -> Self {
+        self.ack_wait = Some(AckWait::Live(wait));
         self
     }
 
     /// The ack wait the provider applies to this delivery, if it reported
-    /// it (see [`with_ack_wait`](Self::with_ack_wait)).
+    /// it (see [`with_ack_wait`](Self::with_ack_wait)): with a live view
+    /// ([`with_live_ack_wait`](Self::with_live_ack_wait)), the wait in
+    /// effect now, which may differ from one call to the next. A holder
+    /// that keeps the delivery alive with [`in_progress`](Self::in_progress)
+    /// reads it again between calls and calls in time for the shorter of
+    /// the wait when it last restarted the timer and the current one (a
+    /// provider may keep the deadline it set with the earlier wait until
+    /// the next `in_progress`).
     pub fn ack_wait(&self) -> Option<Duration> {
-        self.ack_wait
+        self.ack_wait.as_ref().map(AckWait::get)
     }
 
     /// Transforms the delivered event (the bus decrypts it), keeping the
@@ -611,7 +708,9 @@ impl PendingEvent {
     /// Splits into the delivery and its acker, for wrappers that take the
     /// delivery apart (to transform the event and keep everything else, use
     /// [`map_received`](Self::map_received)). The ack wait is not part of
-    /// the split; read it first with [`ack_wait`](Self::ack_wait).
+    /// the split; read it first with [`ack_wait`](Self::ack_wait) (which
+    /// reads a live view once: to keep it live, transform the event with
+    /// [`map_received`](Self::map_received) instead).
     pub fn into_parts(self) -> (ReceivedEvent, Option<u64>, Box<dyn Acker>) {
         (self.received, self.max_deliver, self.acker)
     }

@@ -366,6 +366,13 @@ impl Consumer {
         self.notify.notify_waiters();
     }
 
+    /// The ack wait this consumer applies now to delivery number
+    /// `deliveries` (its settings change when a durable is resubscribed
+    /// with other options): what `in_progress` restarts the timer with.
+    pub(crate) fn current_wait(&self, deliveries: u64) -> Duration {
+        self.state.lock().settings.in_flight_wait(deliveries)
+    }
+
     fn in_progress(&self, seq: u64, token: u64) {
         let mut state = self.state.lock();
         let wait = {

@@ -8,7 +8,7 @@ enum Polled {
 }
 use crate::provider::Shared;
 use async_trait::async_trait;
-use event_core::{Error, PendingEvent, ReceivedEvent, Result, Subscription};
+use event_core::{Error, LiveAckWait, PendingEvent, ReceivedEvent, Result, Subscription};
 use std::sync::Arc;
 
 pub(crate) struct MemorySubscription {
@@ -142,12 +142,21 @@ impl Subscription for MemorySubscription {
             token: delivery.token,
         };
         let (max_deliver, ack_wait) = (delivery.max_deliver, delivery.ack_wait);
+        let deliveries = delivery.deliveries;
         let pending = PendingEvent::new(
             received(delivery, &self.stream),
             max_deliver,
             Box::new(acker),
         );
         Ok(Some(match ack_wait {
+            // a durable resubscribed with another ack wait or backoff
+            // applies it to the deliveries already held from their next
+            // `in_progress` on: reported live, so their holders follow
+            Some(_) if !self.ephemeral => {
+                let consumer = self.consumer.clone();
+                pending
+                    .with_live_ack_wait(LiveAckWait::new(move || consumer.current_wait(deliveries)))
+            }
             Some(wait) => pending.with_ack_wait(wait),
             None => pending,
         }))

@@ -569,6 +569,37 @@ async fn a_publish_completes_under_a_foreign_executor_inside_a_tokio_task() {
     assert_eq!(p.info().await.unwrap().messages, 1_000);
 }
 
+/// A durable resubscribed with a shorter ack wait applies it to the
+/// deliveries other subscriptions hold (from their next `in_progress` on):
+/// what those deliveries report follows at once, so a holder keeping one
+/// alive at half the reported wait keeps it. They reported the wait their
+/// subscription opened with, and a holder that went by it was redelivered.
+#[tokio::test]
+async fn a_delivery_held_reports_the_wait_a_later_subscription_set() {
+    let p = provider(100, 16);
+    let long = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(6)),
+        ..SubscribeOptions::default()
+    };
+    let mut old = p
+        .subscribe_durable_with_options("roll", "events.t.>", &long)
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    let held = old.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(held.ack_wait(), Some(Duration::from_secs(6)));
+    let short = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(2)),
+        ..SubscribeOptions::default()
+    };
+    let _new = p
+        .subscribe_durable_with_options("roll", "events.t.>", &short)
+        .await
+        .unwrap();
+    assert_eq!(held.ack_wait(), Some(Duration::from_secs(2)));
+    held.ack().await.unwrap();
+}
+
 /// Manual deliveries report the ack wait applied to them: the subscription's
 /// `ack_wait`, the backoff entry of the delivery, or the provider's default.
 #[tokio::test]

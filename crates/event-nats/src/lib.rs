@@ -417,7 +417,15 @@
 //!   and later), whatever the server version. Two processes
 //!   creating one durable at the same time get the same: the creation that
 //!   loses the race is settled as if the consumer had existed (options
-//!   applied, or `Conflict`).
+//!   applied, or `Conflict`). Subscriptions already open on a durable
+//!   whose options another one changed (another process, in a rolling
+//!   deploy) follow: while in use, a durable subscription reads its
+//!   consumer again when what it read is older than a second (a
+//!   `CONSUMER.INFO` request in the background, one at a time; on failure
+//!   it keeps what it had), and the ack wait its deliveries report
+//!   ([`PendingEvent::ack_wait`](event_core::PendingEvent::ack_wait)) is a
+//!   live view of it, so their holders keep them alive against a shortened
+//!   wait (JetStream applies it to the deliveries already held).
 //! - **Permissions**: nats-server never answers a request the user's
 //!   permissions deny; it reports a `Permissions Violation` on the
 //!   connection, which the provider matches to its own requests. A denied
@@ -442,6 +450,7 @@ mod history;
 mod provider;
 mod pull;
 mod raw;
+mod settings;
 mod stored;
 mod stream;
 mod subscription;

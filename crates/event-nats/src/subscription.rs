@@ -5,14 +5,15 @@ use crate::error::{self, PROVIDER};
 use crate::provider::{DeletionWatch, Link, NatsProvider};
 use crate::pull::Pull;
 use crate::raw;
+use crate::settings::{ConsumerSettings, LiveSettings};
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker as NatsMsgAcker};
 use async_trait::async_trait;
 use event_core::{
-    Acker, DeliverPolicy, Error, PendingEvent, ReceivedEvent, Result, SubscribeOptions,
-    Subscription,
+    Acker, DeliverPolicy, Error, LiveAckWait, PendingEvent, ReceivedEvent, Result,
+    SubscribeOptions, Subscription,
 };
 use futures_util::FutureExt;
 use std::collections::BTreeSet;
@@ -271,7 +272,7 @@ fn refusal_of(status: &str) -> Option<Refusal> {
 /// A consumer's limits on one pull request: JetStream answers a request
 /// beyond them with a `409 Exceeded MaxRequest…` and delivers nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct PullLimits {
+pub(crate) struct PullLimits {
     /// `max_batch` (0: none).
     max_batch: usize,
     /// `max_expires` (zero: none).
@@ -279,7 +280,7 @@ struct PullLimits {
 }
 
 impl PullLimits {
-    fn of(config: &consumer::Config) -> Self {
+    pub(crate) fn of(config: &consumer::Config) -> Self {
         Self {
             max_batch: usize::try_from(config.max_batch.max(0)).unwrap_or(usize::MAX),
             max_expires: config.max_expires,
@@ -322,7 +323,7 @@ impl std::fmt::Display for PullLimits {
 /// A consumer's delivery limit as subscriptions see it (`None`:
 /// unlimited): JetStream's minus the spare on consumers that carry one
 /// ([`SPARE_MARK`]).
-fn max_deliver_of(config: &consumer::Config) -> Option<u64> {
+pub(crate) fn max_deliver_of(config: &consumer::Config) -> Option<u64> {
     let server = u64::try_from(config.max_deliver).ok().filter(|n| *n > 0)?;
     if config.description.as_deref() == Some(SPARE_MARK) && server > 1 {
         Some(server - 1)
@@ -345,6 +346,13 @@ pub(crate) struct NatsSubscription {
     /// The consumer's limits on one pull request (a durable provisioned
     /// elsewhere may have them): pulls are sized within them.
     limits: PullLimits,
+    /// A durable's settings as last read from the server, shared with the
+    /// live ack waits of its deliveries and read again while in use
+    /// (another subscription may change them: see [`crate::settings`]);
+    /// `None` for an ephemeral. The fields above are copied from it.
+    live: Option<Arc<LiveSettings>>,
+    /// The version of `live` the fields above hold.
+    live_version: u64,
     batch: Option<Pull>,
     auto_pending: Option<NatsMsgAcker>,
     handed_out: u64,
@@ -517,6 +525,14 @@ impl NatsSubscription {
             },
         };
         let mut sub = Self::new(provider, consumer, name.to_string(), Kind::Durable, since);
+        let info = sub.consumer.cached_info();
+        sub.live = Some(LiveSettings::new(
+            ConsumerSettings::of(&info.config),
+            Instant::now(),
+            sub.provider.inner.stream.clone(),
+            sub.name.clone(),
+            sub.provider.consumer_timeout(),
+        ));
         sub.epoch = epoch;
         sub.deletions = Some(deletions);
         Ok(sub)
@@ -562,6 +578,8 @@ impl NatsSubscription {
             backoff,
             max_ack_pending,
             limits,
+            live: None,
+            live_version: 0,
             batch: None,
             auto_pending: None,
             handed_out: 0,
@@ -800,13 +818,18 @@ impl NatsSubscription {
         if !matches!(self.kind, Kind::Durable) {
             return false;
         }
+        let sent = Instant::now();
         let lookup = self.provider.inner.stream.consumer_info(&self.name);
         match tokio::time::timeout(self.provider.consumer_timeout(), lookup).await {
             Ok(Ok(info)) => {
-                self.max_deliver = max_deliver_of(&info.config);
-                self.ack_wait = info.config.ack_wait;
-                self.backoff = info.config.backoff.clone();
-                self.limits = PullLimits::of(&info.config);
+                let settings = ConsumerSettings::of(&info.config);
+                match &self.live {
+                    // shared with the deliveries' live ack waits (unless a
+                    // later background read was recorded meanwhile)
+                    Some(live) => live.store(settings, sent),
+                    None => self.apply(&settings),
+                }
+                self.sync_settings();
                 true
             }
             Ok(Err(e)) => {
@@ -818,6 +841,38 @@ impl NatsSubscription {
                 false
             }
         }
+    }
+
+    /// Copies a durable's settings read (in the background) since the last
+    /// copy into the subscription's fields.
+    fn sync_settings(&mut self) {
+        if let Some((settings, version)) = self
+            .live
+            .as_ref()
+            .and_then(|live| live.changed_since(self.live_version))
+        {
+            self.apply(&settings);
+            self.live_version = version;
+        }
+    }
+
+    fn apply(&mut self, settings: &ConsumerSettings) {
+        self.max_deliver = settings.max_deliver;
+        self.ack_wait = settings.ack_wait;
+        self.backoff.clone_from(&settings.backoff);
+        self.limits = settings.limits;
+    }
+
+    /// Keeps a durable's settings current while the subscription is in use
+    /// (handing out deliveries, keeping those it fetched ahead alive): a
+    /// background read when they are older than the bound
+    /// ([`crate::settings::REFRESH_AFTER`]), and what earlier reads found.
+    /// Never waits for the server.
+    fn follow_settings(&mut self) {
+        if let Some(live) = &self.live {
+            live.refresh_if_stale();
+        }
+        self.sync_settings();
     }
 
     /// [`refresh_settings`](Self::refresh_settings) before the held
@@ -891,6 +946,7 @@ impl NatsSubscription {
             return Err(self.gone_error());
         }
         self.note_call();
+        self.follow_settings();
         self.keep_buffer_alive().await;
         loop {
             if let Some(denial) = self.unreported_denial() {
@@ -1597,7 +1653,8 @@ impl Subscription for NatsSubscription {
         self.ack_auto_pending().await;
         match self.receive().await? {
             Some((received, acker)) => {
-                let wait = self.ack_wait_of(received.num_delivered);
+                let delivery = received.num_delivered;
+                let wait = self.ack_wait_of(delivery);
                 let last = self
                     .max_deliver
                     .is_some_and(|max| received.num_delivered >= max);
@@ -1619,21 +1676,28 @@ impl Subscription for NatsSubscription {
                     }
                     Kind::Durable => None,
                 };
-                Ok(Some(
-                    PendingEvent::new(
-                        received,
-                        self.max_deliver,
-                        Box::new(NatsAcker {
-                            acker,
-                            timeout: self.provider.consumer_timeout(),
-                            unsettled,
-                            acks: self.acks.clone(),
-                            since: self.provider.inner.link.denials.mark(),
-                            last,
-                        }),
-                    )
-                    .with_ack_wait(wait),
-                ))
+                let pending = PendingEvent::new(
+                    received,
+                    self.max_deliver,
+                    Box::new(NatsAcker {
+                        acker,
+                        timeout: self.provider.consumer_timeout(),
+                        unsettled,
+                        acks: self.acks.clone(),
+                        since: self.provider.inner.link.denials.mark(),
+                        last,
+                    }),
+                )
+                .with_ack_wait(wait);
+                Ok(Some(match &self.live {
+                    // another subscription may change a durable's wait while
+                    // this delivery is held: reported live
+                    Some(live) => {
+                        let live = live.clone();
+                        pending.with_live_ack_wait(LiveAckWait::new(move || live.wait_of(delivery)))
+                    }
+                    None => pending,
+                }))
             }
             None => Ok(None),
         }
@@ -1641,6 +1705,7 @@ impl Subscription for NatsSubscription {
 
     async fn keep_alive(&mut self) -> Result<()> {
         if !self.closed {
+            self.follow_settings();
             self.keep_buffer_alive().await;
         }
         Ok(())

@@ -917,6 +917,75 @@ async fn manual_deliveries_report_their_ack_wait() {
     assert_eq!(seen, vec![(1, ms(100)), (2, ms(200)), (3, ms(200))]);
 }
 
+/// Two processes (two connections) on one durable: the old one opened it
+/// with a long ack wait, holds a delivery, and the new one shortens the
+/// wait, which JetStream applies to the held delivery too. What that
+/// delivery reports follows within about a second (the old subscription
+/// reads the durable again in the background), so its holder keeps it
+/// alive in time: kept alive at half the reported wait for longer than the
+/// new wait, it is not redelivered to the new process. It used to report
+/// the wait its subscription read when it opened, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_delivery_follows_a_wait_another_process_shortened() {
+    let server = server!("a_held_delivery_follows_a_wait_another_process_shortened");
+    let config = common::config(&server, "roll");
+    let old = NatsProvider::connect(config.clone()).await.unwrap();
+    let new = NatsProvider::connect(config).await.unwrap();
+    let filter = old.category_subject("t");
+    let long = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(6)),
+        ..SubscribeOptions::default()
+    };
+    let short = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(2)),
+        ..SubscribeOptions::default()
+    };
+    let mut old_sub = old
+        .subscribe_durable_with_options("roll", &filter, &long)
+        .await
+        .unwrap();
+    old.publish(&event(&old, 0)).await.unwrap();
+    let held = old_sub.next_manual_ack().await.unwrap().unwrap();
+    let handed_out = Instant::now();
+    assert_eq!(held.ack_wait(), Some(Duration::from_secs(6)));
+    let mut new_sub = new
+        .subscribe_durable_with_options("roll", &filter, &short)
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    // followed within the bound (1 s) and one request
+    while held.ack_wait() != Some(Duration::from_secs(2)) {
+        assert!(
+            changed.elapsed() < Duration::from_secs(3),
+            "the held delivery still reports {:?}",
+            held.ack_wait()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // kept alive at half the reported wait (since it was handed out: at
+    // once now, as the bus's consumer runner does), past the new wait: the
+    // new process gets nothing meanwhile
+    let keep = async {
+        let mut last = handed_out;
+        loop {
+            let half = held.ack_wait().unwrap() / 2;
+            if last.elapsed() >= half {
+                held.in_progress().await.unwrap();
+                last = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        () = keep => {}
+        got = new_sub.next_manual_ack() => {
+            panic!("redelivered to the new process while kept alive: {got:?}");
+        }
+        () = tokio::time::sleep(Duration::from_secs(4)) => {}
+    }
+    held.ack().await.unwrap();
+}
+
 /// A second subscription that lowers `max_deliver` on a durable changes
 /// what the first one reports: its redelivery at the new limit is flagged
 /// final (so a bus consumer dead-letters it instead of naking it into

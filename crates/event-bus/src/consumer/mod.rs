@@ -40,7 +40,12 @@
 //!   ([`Subscription::keep_alive`](event_core::Subscription::keep_alive)),
 //!   so the events behind it are not redelivered while they wait either. Providers that report it
 //!   ([`PendingEvent::ack_wait`](event_core::PendingEvent::ack_wait); the
-//!   memory and NATS providers do) are taken at their word; otherwise it is
+//!   memory and NATS providers do) are taken at their word, and read again
+//!   several times a second: a wait the provider reports live
+//!   ([`LiveAckWait`](event_core::LiveAckWait)) and another process shortened
+//!   (a shared durable takes the options of whichever process subscribed
+//!   last) is followed, with an `in_progress` at once when the time since
+//!   the last one is already past half the new wait; otherwise it is
 //!   `ack_wait` or the backoff entry of the options, and when the options
 //!   set neither (the provider's unreported default applies) the runner
 //!   extends every second (covering provider defaults of 2 s and more).

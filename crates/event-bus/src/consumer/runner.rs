@@ -691,23 +691,99 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
 /// Runs `work` while keeping `pending` ours: `in_progress` every half of
 /// the wait the provider applies to it, so that it is not redelivered
 /// (to this or another instance) while the handler or the DLQ works on it.
+/// The wait is read again while `work` runs (see [`KeepAliveClock`]): a
+/// durable's ack wait changed by another process meanwhile is followed.
 async fn keep_alive<T>(
     shared: &Shared,
     pending: &PendingEvent,
     work: impl Future<Output = T>,
 ) -> T {
     tokio::pin!(work);
-    let every = keepalive_interval(&shared.options, pending);
-    let mut keepalive = tokio::time::interval_at(after(Instant::now(), every), every);
+    let mut clock = KeepAliveClock::new(&shared.options, pending);
     loop {
         tokio::select! {
             outcome = &mut work => return outcome,
-            _ = keepalive.tick() => {
-                if let Err(err) = pending.in_progress().await {
-                    tracing::debug!(error = %err, "in_progress failed");
+            () = tokio::time::sleep_until(clock.next_check()) => {
+                if clock.due(&shared.options, pending) {
+                    if let Err(err) = pending.in_progress().await {
+                        tracing::debug!(error = %err, "in_progress failed");
+                    }
+                    clock.sent(&shared.options, pending);
                 }
             }
         }
+    }
+}
+
+/// How often a held delivery whose provider reports its ack wait
+/// ([`PendingEvent::ack_wait`]) has the wait read again: a provider may
+/// report it live, and another process may shorten it (a durable takes the
+/// options of whichever subscription came last), so that the next
+/// `in_progress` is due sooner than planned. A clock read and the
+/// provider's (cheap) view where nothing changed.
+const LIVE_WAIT_CHECK: Duration = Duration::from_millis(250);
+
+/// When a held delivery's next `in_progress` is due: half the wait the
+/// provider applies ([`keepalive_interval`]) after the last one, the wait
+/// read again every [`LIVE_WAIT_CHECK`]. Between two calls the shorter of
+/// the wait at the last call and the current one counts: a provider may
+/// keep the deadline the last call set with the earlier wait (the memory
+/// provider does) or apply the current wait to it (JetStream does).
+struct KeepAliveClock {
+    /// The last `in_progress` (or the start).
+    last: Instant,
+    /// The interval due after `last`.
+    every: Duration,
+    /// When to look again ([`next_check`](Self::next_check)).
+    check_at: Instant,
+    /// The provider reports the wait (maybe live): read again meanwhile.
+    reported: bool,
+}
+
+impl KeepAliveClock {
+    fn new(options: &SubscribeOptions, pending: &PendingEvent) -> Self {
+        let now = Instant::now();
+        let mut clock = Self {
+            last: now,
+            every: keepalive_interval(options, pending),
+            check_at: now,
+            reported: pending.ack_wait().is_some(),
+        };
+        clock.plan(now);
+        clock
+    }
+
+    /// When to look again: when the next `in_progress` is due, or sooner to
+    /// read a reported wait again. Fixed until the next [`due`](Self::due),
+    /// however often the caller's loop turns meanwhile.
+    fn next_check(&self) -> Instant {
+        self.check_at
+    }
+
+    fn plan(&mut self, now: Instant) {
+        let due = after(self.last, self.every);
+        self.check_at = if self.reported {
+            due.min(after(now, LIVE_WAIT_CHECK))
+        } else {
+            due
+        };
+    }
+
+    /// Whether the next `in_progress` is due now, with the wait read again
+    /// (one shortened below the time since the last call: at once).
+    fn due(&mut self, options: &SubscribeOptions, pending: &PendingEvent) -> bool {
+        self.every = self.every.min(keepalive_interval(options, pending));
+        let now = Instant::now();
+        self.plan(now);
+        now.saturating_duration_since(self.last) >= self.every
+    }
+
+    /// Records an `in_progress` sent now.
+    fn sent(&mut self, options: &SubscribeOptions, pending: &PendingEvent) {
+        let now = Instant::now();
+        self.last = now;
+        self.every = keepalive_interval(options, pending);
+        self.plan(now);
     }
 }
 
@@ -770,16 +846,15 @@ async fn acquire_permit(
     if let Ok(permit) = shared.permits.clone().try_acquire_owned() {
         return Some(permit);
     }
-    let every = keepalive_interval(&shared.options, pending);
+    let mut clock = KeepAliveClock::new(&shared.options, pending);
     let acquire = shared.permits.clone().acquire_owned();
     tokio::pin!(acquire);
     tokio::pin!(until);
-    let mut refreshed = Instant::now();
     // the buffer holds deliveries of any number, whose ack waits may be
     // shorter than this one's (a backoff): checked often, which costs a
     // clock read where nothing is due
     let mut fetched_ahead =
-        tokio::time::interval_at(refreshed + FETCHED_AHEAD_CHECK, FETCHED_AHEAD_CHECK);
+        tokio::time::interval_at(clock.last + FETCHED_AHEAD_CHECK, FETCHED_AHEAD_CHECK);
     fetched_ahead.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -789,7 +864,8 @@ async fn acquire_permit(
                 // now: a delivery that waited here since its last refresh
                 // would otherwise go up to two intervals (the ack wait)
                 // without one, and be redelivered as its handler starts
-                if refreshed.elapsed() >= every / 4
+                clock.due(&shared.options, pending);
+                if clock.last.elapsed() >= clock.every / 4
                     && let Err(err) = pending.in_progress().await
                 {
                     tracing::debug!(error = %err, "in_progress failed");
@@ -797,10 +873,12 @@ async fn acquire_permit(
                 return permit.ok();
             }
             () = &mut until => return None,
-            () = tokio::time::sleep_until(after(refreshed, every)) => {
-                refreshed = Instant::now();
-                if let Err(err) = pending.in_progress().await {
-                    tracing::debug!(error = %err, "in_progress failed");
+            () = tokio::time::sleep_until(clock.next_check()) => {
+                if clock.due(&shared.options, pending) {
+                    if let Err(err) = pending.in_progress().await {
+                        tracing::debug!(error = %err, "in_progress failed");
+                    }
+                    clock.sent(&shared.options, pending);
                 }
             }
             _ = fetched_ahead.tick(), if sub.is_some() => {
