@@ -62,10 +62,35 @@ impl ConsumerSettings {
 /// What was read last, and when.
 struct Read {
     settings: ConsumerSettings,
-    /// When the request that read them was sent (or the last one failed).
+    /// When the request that read them was sent.
     at: Instant,
+    /// When the last request was sent, whether it read them or failed:
+    /// the next is due [`REFRESH_AFTER`] later.
+    tried: Instant,
     /// Counts the changes, so a subscription copies them only when needed.
     version: u64,
+}
+
+impl Read {
+    /// Records `settings` read by a request sent at `at`, unless what a
+    /// later request read is recorded already.
+    fn record(&mut self, settings: ConsumerSettings, at: Instant) {
+        self.tried = self.tried.max(at);
+        if at < self.at {
+            return;
+        }
+        self.at = at;
+        if self.settings != settings {
+            self.settings = settings;
+            self.version += 1;
+        }
+    }
+
+    /// Records a request sent at `at` that read nothing: the values are
+    /// kept, and the next request is due [`REFRESH_AFTER`] after it.
+    fn failed(&mut self, at: Instant) {
+        self.tried = self.tried.max(at);
+    }
 }
 
 /// A durable's settings shared by its subscription and the live ack waits
@@ -94,6 +119,7 @@ impl LiveSettings {
             read: Mutex::new(Read {
                 settings,
                 at,
+                tried: at,
                 version: 0,
             }),
             refreshing: AtomicBool::new(false),
@@ -112,19 +138,11 @@ impl LiveSettings {
         self.with(|read| (read.version != seen).then(|| (read.settings.clone(), read.version)))
     }
 
-    /// Records `settings` read by a request sent at `at`, unless a later
-    /// request was recorded already.
+    /// Records `settings` read by a request sent at `at`, unless what a
+    /// later request read was recorded already (a later request that
+    /// failed does not count: it read nothing).
     pub(crate) fn store(&self, settings: ConsumerSettings, at: Instant) {
-        self.with(|read| {
-            if at < read.at {
-                return;
-            }
-            read.at = at;
-            if read.settings != settings {
-                read.settings = settings;
-                read.version += 1;
-            }
-        });
+        self.with(|read| read.record(settings, at));
     }
 
     /// The ack wait applied now to delivery number `delivery` (as last
@@ -133,7 +151,7 @@ impl LiveSettings {
         let (wait, stale) = self.with(|read| {
             (
                 read.settings.wait_of(delivery),
-                read.at.elapsed() >= REFRESH_AFTER,
+                read.tried.elapsed() >= REFRESH_AFTER,
             )
         });
         if stale {
@@ -145,7 +163,7 @@ impl LiveSettings {
     /// Starts a background refresh if the settings are older than
     /// [`REFRESH_AFTER`].
     pub(crate) fn refresh_if_stale(self: &Arc<Self>) {
-        if self.with(|read| read.at.elapsed() >= REFRESH_AFTER) {
+        if self.with(|read| read.tried.elapsed() >= REFRESH_AFTER) {
             self.refresh_in_background();
         }
     }
@@ -159,10 +177,13 @@ impl LiveSettings {
         if self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let live = self.clone();
+        // made before the spawn, so the flag is cleared however the task
+        // ends, also when it is dropped before it first runs (a runtime
+        // shutting down)
+        let running = Running(self.clone());
         runtime.spawn(async move {
-            // cleared however the task ends (a runtime shutting down drops it)
-            let _running = Running(&live.refreshing);
+            let running = running;
+            let live = &running.0;
             let sent = Instant::now();
             let lookup = live.stream.consumer_info(&live.name);
             match tokio::time::timeout(live.timeout, lookup).await {
@@ -178,7 +199,7 @@ impl LiveSettings {
                     }
                     // kept, and tried again after the bound (not at every
                     // read while the server refuses)
-                    live.with(|read| read.at = read.at.max(sent));
+                    live.with(|read| read.failed(sent));
                 }
             }
         });
@@ -186,11 +207,11 @@ impl LiveSettings {
 }
 
 /// Clears a refresh's in-flight flag when dropped.
-struct Running<'a>(&'a AtomicBool);
+struct Running(Arc<LiveSettings>);
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.refreshing.store(false, Ordering::Release);
     }
 }
 
@@ -205,6 +226,30 @@ mod tests {
             backoff: backoff.iter().map(|s| Duration::from_secs(*s)).collect(),
             limits: PullLimits::default(),
         }
+    }
+
+    /// A later request that failed does not discard what an earlier one,
+    /// answered after it, read; a later answer wins over an earlier one.
+    #[test]
+    fn a_failed_later_request_does_not_discard_an_earlier_answer() {
+        let start = Instant::now();
+        let mut read = Read {
+            settings: settings(6, &[]),
+            at: start,
+            tried: start,
+            version: 0,
+        };
+        let (first, second) = (
+            start + Duration::from_millis(10),
+            start + Duration::from_millis(20),
+        );
+        read.failed(second);
+        read.record(settings(2, &[]), first);
+        assert_eq!(read.settings.ack_wait, Duration::from_secs(2));
+        assert_eq!((read.at, read.tried, read.version), (first, second, 1));
+        // an answer to a request sent before the one recorded is stale
+        read.record(settings(9, &[]), start);
+        assert_eq!(read.settings.ack_wait, Duration::from_secs(2));
     }
 
     #[test]

@@ -235,12 +235,15 @@ type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
 /// | the request's body, once the head arrived (a sender trickling or stalling mid-body) | [`with_body_timeout`](Self::with_body_timeout) (default 30 s), for the whole body | answered `408 Request Timeout` and closed; nothing is delivered |
 /// | the sender to read its answer, once the socket buffers are full (a sender that pipelines requests and never reads the answers, or a host that vanished with its receive window full) | [`with_write_timeout`](Self::with_write_timeout) (default 30 s) without any of the answer written | closed; the requests it sent after the answer stuck are not read |
 ///
-/// A sender that reads its answers, if only 32 KiB of them per write
-/// timeout (each connection's send buffer is 64 KiB, and the kernel lets
-/// a full one be written again once half of it drained), is not cut off by
-/// the write timeout; nor is one that keeps sending requests within the
-/// idle timeout. So that such senders cannot hold every socket of the process,
-/// at most [`with_max_connections`](Self::with_max_connections) (default
+/// A sender that keeps reading its answers is not cut off by the write
+/// timeout, down to a rate set by both sides' socket buffers: each
+/// connection's send buffer is 64 KiB, and one reading 256 KiB of answers
+/// per write timeout (8.5 KB/s at the default 30 s) keeps its connection
+/// (tested on Linux loopback), while a quarter of that rate could be cut
+/// (the kernel reports a full socket writable only once much of its buffer
+/// has drained). Nor is a sender cut off that keeps sending requests within
+/// the idle timeout. So that such senders cannot hold every socket of the
+/// process, at most [`with_max_connections`](Self::with_max_connections) (default
 /// 512) connections are served at once: further ones wait in the
 /// listening socket's backlog (their senders see no answer yet) until one
 /// closes, and a `WARN` (one per
@@ -623,10 +626,10 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// The send buffer of every connection (set on the listening socket, whose
 /// connections inherit it): 64 KiB, where the kernel would otherwise grow
 /// it to megabytes for a peer that reads slowly. The write timeout needs
-/// this: the kernel reports a full socket writable again only once about
-/// half of its buffer has drained, so with megabytes queued a sender
-/// reading its answers steadily (at 20 KB/s, say) showed no progress for
-/// longer than the timeout. It also bounds the kernel memory a connection
+/// this: the kernel reports a full socket writable again only once much of
+/// its buffer has drained, so with megabytes queued a sender reading its
+/// answers steadily (at 20 KB/s, say) showed no progress for longer than
+/// the timeout. It also bounds the kernel memory a connection
 /// holds. Answers are small, so it costs no throughput.
 const SEND_BUFFER: u32 = 64 * 1024;
 
@@ -791,8 +794,8 @@ impl WebhookSource {
     /// does not read its answers (it pipelines requests without reading
     /// them, or its host vanished with its receive window full) and the
     /// socket buffers are full. The requests it sent after that are not
-    /// read. A sender that reads at least 32 KiB of answers per `timeout`
-    /// is not cut off (see the type docs and
+    /// read. A sender that keeps reading its answers (256 KiB per `timeout`
+    /// is enough) is not cut off (see the type docs and
     /// [`with_max_connections`](Self::with_max_connections)). Zero is
     /// [`Error::InvalidConfig`]. Default [`DEFAULT_WRITE_TIMEOUT`].
     pub fn with_write_timeout(mut self, timeout: Duration) -> Result<Self> {
