@@ -620,6 +620,16 @@ async fn serve(
     connections.shutdown().await;
 }
 
+/// `value`, or [`Error::InvalidConfig`] naming `field` when it is zero
+/// (a zero timeout, limit or count would refuse everything).
+fn nonzero<T: PartialEq + Default>(field: &str, value: T) -> Result<T> {
+    if value == T::default() {
+        Err(Error::invalid_config(field, "must be greater than zero"))
+    } else {
+        Ok(value)
+    }
+}
+
 /// Pause after a failed `accept`.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -779,12 +789,7 @@ impl WebhookSource {
     /// `timeout`: a new one, or a kept-alive one between requests. Zero is
     /// [`Error::InvalidConfig`]. Default [`DEFAULT_IDLE_TIMEOUT`].
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Result<Self> {
-        if timeout.is_zero() {
-            return Err(Error::invalid_config(
-                "webhook.idle_timeout",
-                "must be greater than zero",
-            ));
-        }
+        let timeout = nonzero("webhook.idle_timeout", timeout)?;
         self.idle_timeout = timeout;
         Ok(self)
     }
@@ -799,12 +804,7 @@ impl WebhookSource {
     /// [`with_max_connections`](Self::with_max_connections)). Zero is
     /// [`Error::InvalidConfig`]. Default [`DEFAULT_WRITE_TIMEOUT`].
     pub fn with_write_timeout(mut self, timeout: Duration) -> Result<Self> {
-        if timeout.is_zero() {
-            return Err(Error::invalid_config(
-                "webhook.write_timeout",
-                "must be greater than zero",
-            ));
-        }
+        let timeout = nonzero("webhook.write_timeout", timeout)?;
         self.write_timeout = timeout;
         Ok(self)
     }
@@ -820,12 +820,7 @@ impl WebhookSource {
     /// open (their connection pools). Zero is [`Error::InvalidConfig`].
     /// Default [`DEFAULT_MAX_CONNECTIONS`] (512).
     pub fn with_max_connections(mut self, max: usize) -> Result<Self> {
-        if max == 0 {
-            return Err(Error::invalid_config(
-                "webhook.max_connections",
-                "must be greater than zero",
-            ));
-        }
+        let max = nonzero("webhook.max_connections", max)?;
         // a semaphore holds at most `Semaphore::MAX_PERMITS`
         self.max_connections = max.min(Semaphore::MAX_PERMITS);
         Ok(self)
@@ -839,12 +834,7 @@ impl WebhookSource {
     /// [`router`](Self::router) too. Zero is [`Error::InvalidConfig`].
     /// Default [`DEFAULT_BODY_TIMEOUT`].
     pub fn with_body_timeout(mut self, timeout: Duration) -> Result<Self> {
-        if timeout.is_zero() {
-            return Err(Error::invalid_config(
-                "webhook.body_timeout",
-                "must be greater than zero",
-            ));
-        }
+        let timeout = nonzero("webhook.body_timeout", timeout)?;
         self.body_timeout = timeout;
         Ok(self)
     }
@@ -862,12 +852,7 @@ impl WebhookSource {
     /// maximum payload size (NATS: the server's `max_payload`, 1 MiB by
     /// default) with `Error::PayloadTooLarge`, which is answered `413` too.
     pub fn with_body_limit(mut self, limit: usize) -> Result<Self> {
-        if limit == 0 {
-            return Err(Error::invalid_config(
-                "webhook.body_limit",
-                "must be greater than zero",
-            ));
-        }
+        let limit = nonzero("webhook.body_limit", limit)?;
         self.body_limit = limit;
         Ok(self)
     }
