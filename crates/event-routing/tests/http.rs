@@ -1244,10 +1244,7 @@ async fn webhook_closes_connections_that_stay_silent_or_idle() {
         Ok(Vec::new()),
         "the silent connection was not closed"
     );
-    // a working client is served as before
-    let msg = to_http(&order(), Mode::Binary).unwrap();
-    let (status, text) = send(addr, "/events", msg.headers.clone(), msg.body.clone()).await;
-    assert_eq!(status, 202, "{text}");
+    assert_serves_a_working_client(addr).await;
     source.stop().await.unwrap();
 
     assert!(matches!(
@@ -1395,10 +1392,7 @@ async fn webhook_answers_408_and_closes_when_a_request_body_stalls() {
     assert!(sink.is_empty());
     assert_eq!(source.stats().bad_requests, 2);
 
-    // a working client is served as before
-    let msg = to_http(&order(), Mode::Binary).unwrap();
-    let (status, text) = send(addr, "/events", msg.headers, msg.body).await;
-    assert_eq!(status, 202, "{text}");
+    assert_serves_a_working_client(addr).await;
     assert_eq!(sink.len(), 1);
     source.stop().await.unwrap();
 
@@ -1789,6 +1783,14 @@ async fn the_webhook_body_limit_is_2_mib_by_default_and_can_be_raised() {
     assert!(matches!(zero, Err(Error::InvalidConfig { .. })));
 }
 
+/// A working client is served (`202`): what the connection limits and
+/// timeouts of a test did to other connections left the webhook working.
+async fn assert_serves_a_working_client(addr: SocketAddr) {
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let (status, text) = send(addr, "/events", msg.headers, msg.body).await;
+    assert_eq!(status, 202, "a working client: {text}");
+}
+
 /// Pipelines empty-bodied requests (each answered `400`) into a connection
 /// with a small receive buffer and never reads the answers, until writing
 /// fails (the server closed the connection) or `limit` passes. `Ok` with
@@ -1870,10 +1872,7 @@ async fn webhook_closes_a_connection_whose_sender_does_not_read_its_answers() {
         "{answer:?}"
     );
 
-    // a working client is served as before
-    let msg = to_http(&order(), Mode::Binary).unwrap();
-    let (status, text) = send(addr, "/events", msg.headers, msg.body).await;
-    assert_eq!(status, 202, "{text}");
+    assert_serves_a_working_client(addr).await;
     source.stop().await.unwrap();
 
     assert!(matches!(
