@@ -113,6 +113,11 @@ fn event_nats_config_and_options() {
     assert_eq!(DiscardPolicy::default(), DiscardPolicy::Old);
     assert_eq!(options.max_inflight_acks, 256);
     assert_eq!(options.max_prefetch, 256);
+    assert_eq!(
+        options.ping_interval,
+        Duration::from_secs(20),
+        "20 s (also docs/deployment.md)"
+    );
     // "what connecting does to an existing stream": adopt it as it is
     assert_eq!(options.existing_stream, ExistingStream::Adopt);
     assert_eq!(ExistingStream::default(), ExistingStream::Adopt);

@@ -53,6 +53,7 @@
 //! | what connecting does to an existing stream | `NatsOptions::existing_stream` | [`ExistingStream::Adopt`] |
 //! | acks in flight per `publish_batch` | `NatsOptions::max_inflight_acks` | 256 |
 //! | subscription prefetch ceiling | `NatsOptions::max_prefetch` | 256 |
+//! | client pings (a silent connection is lost after about three) | `NatsOptions::ping_interval` | 20 s |
 //!
 //! ¹ Settings of the stream: applied when the provider creates it. An
 //! existing stream keeps its own by default.
@@ -374,10 +375,18 @@
 //!   `async_nats=warn`. [`NatsProvider::is_connected`]
 //!   and `health()` (connection state plus a stream lookup) report it. A
 //!   subscription waiting for events when the connection is lost hands out
-//!   what it already received, then returns
-//!   [`Error::Connection`](event_core::Error::Connection) (at once, and on
-//!   later calls after waiting `request_timeout_secs` for the reconnection);
-//!   it stays usable and pulls again once the connection is back.
+//!   what it already received, then waits up to `request_timeout_secs` for
+//!   the reconnection: it pulls again if the connection comes back
+//!   meanwhile, and returns
+//!   [`Error::Connection`](event_core::Error::Connection) otherwise (each
+//!   later call waits the same way); it stays usable and pulls again once
+//!   the connection is back. A connection is lost when it closes, or when
+//!   the server stops answering its pings (a network partition that drops
+//!   packets without closing anything: a half-open connection), after
+//!   about three [`NatsOptions::ping_interval`]s (20 s by default, so
+//!   about a minute). Until then nothing fails but publishes and requests,
+//!   each after its timeout, and `health()`: a subscription waits
+//!   silently, so alert on `health()` or on publish errors.
 //!   Acknowledgements made while the connection is down are queued and sent
 //!   on reconnection; once the client's outgoing buffer is full, one that
 //!   cannot be queued within `request_timeout_secs` is
@@ -456,6 +465,7 @@ mod stream;
 mod subscription;
 
 pub use config::{
-    ClientCert, DiscardPolicy, ExistingStream, NatsConfig, NatsOptions, StorageType, TlsOptions,
+    ClientCert, DEFAULT_PING_INTERVAL, DiscardPolicy, ExistingStream, NatsConfig, NatsOptions,
+    StorageType, TlsOptions,
 };
 pub use provider::NatsProvider;

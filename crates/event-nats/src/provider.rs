@@ -733,6 +733,7 @@ async fn connect_options(
     let mut co = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout())
         .request_timeout(Some(config.request_timeout()))
+        .ping_interval(options.ping_interval)
         .event_callback(move |event| {
             let link = link.clone();
             let url = url.clone();
