@@ -347,7 +347,7 @@
 //!   narrowed to the stream's `<prefix>.>` (a filter outside it returns
 //!   nothing). Measured on a 100,000-event stream, limit 100 (nats-server
 //!   2.9, file storage): 1.7 ms unfiltered, 2.3-2.8 ms for filters matching
-//!   100%-10%, 6.3 ms at 1%; at 0.1% (100 matches) the server has to scan
+//!   100%-10%, 6.3-6.5 ms at 1%; at 0.1% (100 matches) the server has to scan
 //!   the whole stream (~16 ms). The provider enables `allow_direct` on its
 //!   stream (updated in place on connect); direct gets are used only on
 //!   single-replica streams (a follower may lag), leader message gets
