@@ -570,3 +570,55 @@ async fn closing_a_durable_with_a_pull_outstanding_while_the_server_is_down_take
     );
     assert!(took < Duration::from_secs(3), "close took {took:?}");
 }
+
+/// A server that stops answering without closing the connection (a paused
+/// process here; a network partition that drops packets looks the same to
+/// the client: a half-open connection) is noticed once about three pings
+/// go unanswered, `NatsOptions::ping_interval` apart: the connection is then
+/// reported lost, and re-established once the server answers again. With
+/// async-nats's default (60 s) that took three minutes.
+#[tokio::test]
+async fn a_server_that_stops_answering_is_noticed_after_a_few_pings() {
+    let server = server!("a_server_that_stops_answering_is_noticed_after_a_few_pings");
+    let options = NatsOptions {
+        ping_interval: Duration::from_secs(1),
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(common::config(&server, "ping"), options)
+        .await
+        .unwrap();
+    assert!(p.is_connected());
+    server.pause();
+    let paused = Instant::now();
+    while p.is_connected() {
+        assert!(
+            paused.elapsed() < Duration::from_secs(15),
+            "a silent server not noticed after 15 pings"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // not on the first missed ping: a busy server may answer late
+    assert!(
+        paused.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        paused.elapsed()
+    );
+    server.resume();
+    let resumed = Instant::now();
+    while !p.is_connected() {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(20),
+            "not reconnected after the server answered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(p.health().await.unwrap());
+    assert!(matches!(
+        NatsOptions {
+            ping_interval: Duration::ZERO,
+            ..NatsOptions::default()
+        }
+        .validate(),
+        Err(Error::InvalidConfig { .. })
+    ));
+}
