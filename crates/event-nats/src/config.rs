@@ -556,14 +556,16 @@ pub struct NatsOptions {
     /// docs on prefetch). 1 fetches strictly one event per call.
     pub max_prefetch: usize,
     /// How often the client pings the server when the connection is quiet.
-    /// A connection whose pings go unanswered (a network partition that
+    /// A connection whose server has gone silent (a network partition that
     /// drops packets without closing the connection: a half-open TCP
-    /// connection) is declared lost after about three intervals, then the
-    /// client reconnects and subscriptions report it (see the crate docs on
-    /// connection loss). Default 20 s, so about a minute; the async-nats
-    /// default of 60 s took three minutes, with no log line and
-    /// subscriptions waiting silently meanwhile. Zero is
-    /// [`Error::InvalidConfig`].
+    /// connection) is declared lost two to three intervals after the
+    /// server's last message, then the client reconnects and subscriptions
+    /// report it (see the crate docs on connection loss). Default 20 s, so
+    /// within a minute; async-nats's own default of 60 s took up to three
+    /// minutes, with no log line and subscriptions waiting silently
+    /// meanwhile. Less than a second is [`Error::InvalidConfig`] (two pings
+    /// unanswered within a round trip would make a slow link look lost);
+    /// more than [`MAX_PING_INTERVAL`] (a year) is held at it.
     pub ping_interval: Duration,
 }
 
@@ -587,8 +589,21 @@ impl Default for NatsOptions {
 }
 
 /// [`NatsOptions::ping_interval`]'s default: 20 s (a half-open connection
-/// is noticed within about a minute).
+/// is noticed within a minute).
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// The longest [`NatsOptions::ping_interval`] used: a year ("practically
+/// never"). A longer one is held at it: the client's timers add the
+/// interval to the clock, which some tokio versions overflow (a panic).
+pub const MAX_PING_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl NatsOptions {
+    /// The ping interval the client uses: [`ping_interval`](Self::ping_interval)
+    /// held at [`MAX_PING_INTERVAL`].
+    pub(crate) fn ping_period(&self) -> Duration {
+        self.ping_interval.min(MAX_PING_INTERVAL)
+    }
+}
 
 impl std::fmt::Debug for NatsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -629,10 +644,14 @@ impl NatsOptions {
                 "must be at least 1",
             ));
         }
-        if self.ping_interval.is_zero() {
+        if self.ping_interval < Duration::from_secs(1) {
             return Err(Error::invalid_config(
                 "ping_interval",
-                "must be greater than zero",
+                format!(
+                    "{:?} is less than 1 s: two pings unanswered within a round trip \
+                     would make a slow link look lost",
+                    self.ping_interval
+                ),
             ));
         }
         if self.max_prefetch == 0 {
@@ -768,6 +787,20 @@ mod tests {
             };
             config.validate().unwrap_or_else(|e| panic!("{url}: {e}"));
         }
+    }
+
+    #[test]
+    fn a_ping_interval_beyond_a_year_is_held_at_a_year() {
+        let held = |ping_interval| {
+            NatsOptions {
+                ping_interval,
+                ..NatsOptions::default()
+            }
+            .ping_period()
+        };
+        assert_eq!(held(Duration::MAX), MAX_PING_INTERVAL);
+        assert_eq!(held(MAX_PING_INTERVAL * 2), MAX_PING_INTERVAL);
+        assert_eq!(held(Duration::from_secs(20)), Duration::from_secs(20));
     }
 
     #[test]

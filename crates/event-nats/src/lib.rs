@@ -53,7 +53,7 @@
 //! | what connecting does to an existing stream | `NatsOptions::existing_stream` | [`ExistingStream::Adopt`] |
 //! | acks in flight per `publish_batch` | `NatsOptions::max_inflight_acks` | 256 |
 //! | subscription prefetch ceiling | `NatsOptions::max_prefetch` | 256 |
-//! | client pings (a silent connection is lost after about three) | `NatsOptions::ping_interval` | 20 s |
+//! | client pings (a silent server's connection is lost after two to three) | `NatsOptions::ping_interval` | 20 s |
 //!
 //! ¹ Settings of the stream: applied when the provider creates it. An
 //! existing stream keeps its own by default.
@@ -381,12 +381,13 @@
 //!   [`Error::Connection`](event_core::Error::Connection) otherwise (each
 //!   later call waits the same way); it stays usable and pulls again once
 //!   the connection is back. A connection is lost when it closes, or when
-//!   the server stops answering its pings (a network partition that drops
-//!   packets without closing anything: a half-open connection), after
-//!   about three [`NatsOptions::ping_interval`]s (20 s by default, so
-//!   about a minute). Until then nothing fails but publishes and requests,
-//!   each after its timeout, and `health()`: a subscription waits
-//!   silently, so alert on `health()` or on publish errors.
+//!   the server goes silent (a network partition that drops packets
+//!   without closing anything: a half-open connection), two to three
+//!   [`NatsOptions::ping_interval`]s after its last message (20 s by
+//!   default, so within a minute). Until then only publishes and requests
+//!   fail, each after its timeout, and `health()` turns false: a
+//!   subscription waits silently, so alert on `health()` or on publish
+//!   errors.
 //!   Acknowledgements made while the connection is down are queued and sent
 //!   on reconnection; once the client's outgoing buffer is full, one that
 //!   cannot be queued within `request_timeout_secs` is
@@ -465,7 +466,7 @@ mod stream;
 mod subscription;
 
 pub use config::{
-    ClientCert, DEFAULT_PING_INTERVAL, DiscardPolicy, ExistingStream, NatsConfig, NatsOptions,
-    StorageType, TlsOptions,
+    ClientCert, DEFAULT_PING_INTERVAL, DiscardPolicy, ExistingStream, MAX_PING_INTERVAL,
+    NatsConfig, NatsOptions, StorageType, TlsOptions,
 };
 pub use provider::NatsProvider;

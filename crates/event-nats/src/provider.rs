@@ -733,7 +733,7 @@ async fn connect_options(
     let mut co = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout())
         .request_timeout(Some(config.request_timeout()))
-        .ping_interval(options.ping_interval)
+        .ping_interval(options.ping_period())
         .event_callback(move |event| {
             let link = link.clone();
             let url = url.clone();

@@ -613,12 +613,37 @@ async fn a_server_that_stops_answering_is_noticed_after_a_few_pings() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(p.health().await.unwrap());
-    assert!(matches!(
-        NatsOptions {
-            ping_interval: Duration::ZERO,
-            ..NatsOptions::default()
-        }
-        .validate(),
-        Err(Error::InvalidConfig { .. })
-    ));
+    for short in [Duration::ZERO, Duration::from_millis(999)] {
+        assert!(
+            matches!(
+                NatsOptions {
+                    ping_interval: short,
+                    ..NatsOptions::default()
+                }
+                .validate(),
+                Err(Error::InvalidConfig { .. })
+            ),
+            "{short:?}"
+        );
+    }
+}
+
+/// A ping interval beyond what the client's timers hold is held at
+/// `MAX_PING_INTERVAL` ("practically never"), not a panic of the
+/// connection's task: the provider connects, publishes and stays healthy.
+#[tokio::test]
+async fn a_ping_interval_beyond_range_is_held() {
+    let server = server!("a_ping_interval_beyond_range_is_held");
+    let options = NatsOptions {
+        ping_interval: Duration::MAX,
+        ..NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(common::config(&server, "pingmax"), options)
+        .await
+        .unwrap();
+    for n in 0..20 {
+        p.publish(&event(&p, n, 10)).await.unwrap();
+    }
+    assert!(p.health().await.unwrap());
+    assert_eq!(p.info().await.unwrap().messages, 20);
 }
