@@ -160,8 +160,9 @@ impl FeedStats {
 /// settled; the event will be redelivered") naming the event, and per
 /// failed trigger its last error, attempts and the dead-letter sink's
 /// refusal (or that it has none), or on the final delivery one `ERROR`
-/// ("... the triggers that failed it never get it") with the same fields; the deliveries themselves log their
-/// attempts at `DEBUG` only, since the event is not lost. A dead-lettered
+/// ("... the triggers that failed it never get it") with the same fields;
+/// the deliveries themselves log their attempts at `DEBUG` only (the
+/// routing's line says what became of the event). A dead-lettered
 /// delivery is final (its event is acknowledged) and logged as the
 /// broker's are (see [`Broker`]: a rate-limited `WARN` per trigger).
 ///
