@@ -147,6 +147,20 @@ async fn runner_shutdown_with_the_server_down_is_bounded_and_acks_only_finished_
 const SLOWING_EVENTS: u64 = 36;
 const SLOWING_FAST: u64 = 30;
 
+/// Waits, up to 30 s, until `handled()` (the event numbers handled so far)
+/// holds `count` distinct numbers; panics naming those it holds.
+async fn wait_until_all_handled(count: u64, handled: impl Fn() -> BTreeSet<u64>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let handled = handled();
+        if handled.len() as u64 == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "handled only {handled:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Publishes events numbered `range` (payload `{"n": n}`) on `t.x`.
 async fn publish_numbered(p: &NatsProvider, range: std::ops::Range<u64>) {
     for n in range {
@@ -214,15 +228,10 @@ async fn a_runner_slowing_down_handles_events_fetched_ahead_once() {
             ConsumerConfig::default().concurrency(1),
         )
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let handled: BTreeSet<u64> = calls.lock().unwrap().iter().map(|c| c.0).collect();
-        if handled.len() as u64 == SLOWING_EVENTS {
-            break;
-        }
-        assert!(Instant::now() < deadline, "handled only {handled:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_all_handled(SLOWING_EVENTS, || {
+        calls.lock().unwrap().iter().map(|c| c.0).collect()
+    })
+    .await;
     // anything redelivered would come within another ack wait or two
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let report = consumer.shutdown(Duration::from_secs(5)).await;
@@ -388,15 +397,10 @@ async fn a_durable_shortened_by_another_process_keeps_the_old_processes_deliveri
         )
         .unwrap();
     publish_numbered(&old, 0..EVENTS).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let handled: BTreeSet<u64> = calls.lock().unwrap().iter().map(|c| c.1).collect();
-        if handled.len() as u64 == EVENTS {
-            break;
-        }
-        assert!(Instant::now() < deadline, "handled only {handled:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_all_handled(EVENTS, || {
+        calls.lock().unwrap().iter().map(|c| c.1).collect()
+    })
+    .await;
     // every handler finishes; a redelivery would come within the new wait
     tokio::time::sleep(Duration::from_secs(7)).await;
     let old_report = old_consumer.shutdown(Duration::from_secs(5)).await;
