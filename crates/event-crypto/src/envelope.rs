@@ -58,22 +58,41 @@ pub struct EncryptedPayload {
 }
 
 impl EncryptedPayload {
-    /// Whether `value` has the shape of an envelope: an object with
-    /// `"encrypted": true`, a numeric `version` and string `keyId`, `nonce`
-    /// and `ciphertext`.
+    /// Whether `value` claims to be an envelope: an object with
+    /// `"encrypted": true`, a `version` field and at least one of `keyId`,
+    /// `nonce` and `ciphertext`.
     ///
-    /// A plaintext payload that merely contains `"encrypted": true` is not an
-    /// envelope, so it passes through the bus undecrypted. The check does not
-    /// decode anything; a well-shaped envelope can still fail to decrypt.
+    /// Every envelope version keeps those markers, so a claim is enough: an
+    /// envelope that is malformed, or of a version this build does not read,
+    /// is still recognised, and decrypting it is an error (a consumer
+    /// dead-letters it) instead of its fields reaching a handler as data. A
+    /// plaintext payload that merely contains `"encrypted": true` (or even
+    /// `"encrypted": true` and a `version`) is not an envelope, so it passes
+    /// through the bus undecrypted; a user payload carrying those markers and
+    /// a `keyId`, `nonce` or `ciphertext` field is taken for an envelope. The
+    /// check does not decode anything; a recognised envelope can still fail
+    /// to decrypt.
+    ///
+    /// ```
+    /// use event_crypto::EncryptedPayload;
+    /// use serde_json::json;
+    ///
+    /// // a future format without a nonce field: recognised, so decrypting
+    /// // it fails with "unsupported envelope version 2"
+    /// let future = json!({"encrypted": true, "version": 2, "keyId": "k2", "ciphertext": "AAAA"});
+    /// assert!(EncryptedPayload::is_encrypted(&future));
+    /// // user data that says "encrypted"
+    /// assert!(!EncryptedPayload::is_encrypted(&json!({"encrypted": true, "version": 3})));
+    /// ```
     pub fn is_encrypted(value: &Value) -> bool {
         let Value::Object(map) = value else {
             return false;
         };
         map.get("encrypted") == Some(&Value::Bool(true))
-            && map.get("version").is_some_and(Value::is_u64)
+            && map.contains_key("version")
             && ["keyId", "nonce", "ciphertext"]
                 .iter()
-                .all(|field| map.get(*field).is_some_and(Value::is_string))
+                .any(|field| map.contains_key(*field))
     }
 
     /// Parses an envelope.
@@ -254,9 +273,10 @@ mod tests {
     }
 
     #[test]
-    fn is_encrypted_requires_the_full_shape() {
+    fn is_encrypted_recognises_any_claim_to_be_an_envelope() {
         assert!(EncryptedPayload::is_encrypted(&sample()));
-        for field in ["encrypted", "version", "keyId", "nonce", "ciphertext"] {
+        // Without a marker: not an envelope.
+        for field in ["encrypted", "version"] {
             let mut v = sample();
             v.as_object_mut().unwrap().remove(field);
             assert!(!EncryptedPayload::is_encrypted(&v), "without {field}");
@@ -266,9 +286,12 @@ mod tests {
         assert!(!EncryptedPayload::is_encrypted(&v));
         v["encrypted"] = json!(false);
         assert!(!EncryptedPayload::is_encrypted(&v));
+        // Markers and no key, nonce or ciphertext field: user data.
         let mut v = sample();
-        v["nonce"] = json!(12);
-        assert!(!EncryptedPayload::is_encrypted(&v));
+        for field in ["keyId", "nonce", "ciphertext"] {
+            v.as_object_mut().unwrap().remove(field);
+        }
+        assert!(!EncryptedPayload::is_encrypted(&v), "{v}");
         // A plaintext payload that happens to say "encrypted".
         assert!(!EncryptedPayload::is_encrypted(
             &json!({"encrypted": true, "disk": "sda"})
@@ -276,6 +299,27 @@ mod tests {
         for v in [json!(null), json!(1), json!("x"), json!([sample()])] {
             assert!(!EncryptedPayload::is_encrypted(&v), "{v}");
         }
+        // Malformed or future envelopes are still envelopes (and fail to
+        // parse), so they are never taken for plaintext.
+        for field in ["keyId", "nonce", "ciphertext"] {
+            let mut v = sample();
+            v.as_object_mut().unwrap().remove(field);
+            assert!(EncryptedPayload::is_encrypted(&v), "without {field}");
+            assert!(EnvelopeRef::parse(&v).is_err(), "without {field}");
+            let mut v = sample();
+            v[field] = json!([1, 2, 3]);
+            assert!(EncryptedPayload::is_encrypted(&v), "{field} mistyped");
+            assert!(EnvelopeRef::parse(&v).is_err(), "{field} mistyped");
+        }
+        for version in [json!(2), json!("1"), json!(null), json!(1.5)] {
+            let mut v = sample();
+            v["version"] = version;
+            assert!(EncryptedPayload::is_encrypted(&v), "{v}");
+            assert!(EnvelopeRef::parse(&v).is_err(), "{v}");
+        }
+        let future = json!({"encrypted": true, "version": 2, "keyId": "k2", "ciphertext": "AAAA"});
+        assert!(EncryptedPayload::is_encrypted(&future));
+        assert!(parse_err(&future).contains("unsupported envelope version 2"));
     }
 
     fn parse_err(v: &Value) -> String {
