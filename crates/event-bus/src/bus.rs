@@ -23,8 +23,12 @@ pub(crate) struct Inner {
     /// subscriptions opened for it check whether they still belong to it
     /// (see [`BusSubscription`](crate::BusSubscription)).
     pub(crate) sub_changes: tokio::sync::watch::Sender<u64>,
-    /// Stored events the router refused: a repeat of one is routed again.
-    pub(crate) refused: crate::refused::Refused,
+    /// Sequences of stored events the router refused: a repeat of one is
+    /// routed again.
+    pub(crate) refused: crate::refused::Recent<u64>,
+    /// Dedup ids of events whose publish call ended (dropped, or failed)
+    /// between the provider and the router: a repeat of one is routed.
+    pub(crate) unrouted: crate::refused::Recent<String>,
 }
 
 /// The high-level event API over any [`EventProvider`].
@@ -126,7 +130,8 @@ impl EventBus {
                 metrics: EventMetrics::new(),
                 subs: Arc::new(tokio::sync::Mutex::new(SubState::default())),
                 sub_changes: tokio::sync::watch::Sender::new(0),
-                refused: crate::refused::Refused::default(),
+                refused: crate::refused::Recent::default(),
+                unrouted: crate::refused::Recent::default(),
             }),
         }
     }
@@ -274,8 +279,11 @@ impl EventBus {
     /// event whose publish failed with a transient error
     /// ([`Error::is_transient`]), or whose call was dropped before it
     /// returned, can be published again safely (within the provider's dedup
-    /// window); the router, which a dropped call may not have reached, gets
-    /// it then (a second time if that call had reached it).
+    /// window); the router, which a dropped or failed call may not have
+    /// reached, gets it then (a second time if the call was dropped while the
+    /// router was taking it). This bus remembers the last 65,536 such calls
+    /// (in memory: a repeat through another bus instance, or after a
+    /// restart, is not routed).
     ///
     /// A router's refusal after the store is returned as the `Err` too;
     /// [`publish_event_stored`](Self::publish_event_stored) tells it apart.
@@ -429,7 +437,18 @@ impl EventBus {
         // With a router, the plaintext is copied once into an `Arc` that the
         // router and (unencrypted) the provider share.
         let plain: Option<Arc<Event>> = hooks.router.as_ref().map(|_| Arc::new(event.clone()));
-        // 4. provider (dedup id = event id unless the options say otherwise)
+        // 4. provider (dedup id = event id unless the options say otherwise).
+        //    With a router, a call that ends from here until the router has
+        //    the event (dropped by the caller, or an error after which the
+        //    event may be stored) leaves its dedup id behind, so that the
+        //    caller's repeat, deduplicated by the provider, is routed.
+        let dedup_id = options
+            .and_then(|options| options.msg_id.as_deref())
+            .unwrap_or(&event.id);
+        let mut guard = hooks
+            .router
+            .as_ref()
+            .map(|_| crate::refused::UnroutedGuard::new(&inner.unrouted, dedup_id));
         let provider = &inner.provider;
         let outcome = match (stored.or_else(|| plain.clone()), options) {
             (Some(shared), options) => {
@@ -446,11 +465,25 @@ impl EventBus {
         let sequence = outcome.sequence;
         // 5. router, with the plaintext: a repeat the provider stored once
         //    was routed when it was first stored, unless the router refused
-        //    it then
+        //    it then or the call that stored it ended before routing it
         let not_routed = match (&hooks.router, plain) {
-            (Some(_), Some(_)) if outcome.is_duplicate() && !inner.refused.take(sequence) => None,
             (Some(router), Some(plain)) => {
-                let refusal = router.route_published(plain, sequence).await.err();
+                let route = if outcome.is_duplicate() {
+                    // both taken: neither is left for a later repeat
+                    inner.refused.take(&sequence) | inner.unrouted.take(dedup_id)
+                } else {
+                    // newly stored: an earlier call's id is settled
+                    inner.unrouted.take(dedup_id);
+                    true
+                };
+                let refusal = if route {
+                    router.route_published(plain, sequence).await.err()
+                } else {
+                    None
+                };
+                if let Some(guard) = &mut guard {
+                    guard.disarm();
+                }
                 if refusal.is_some() {
                     inner.refused.insert(sequence);
                 }
@@ -778,8 +811,11 @@ pub struct Stored {
     /// `Some(true)`: the provider found the event's dedup id inside its
     /// window and stored nothing ([`sequence`](Self::sequence) is the first
     /// copy's). Such a repeat is **not** handed to the router again (it
-    /// was routed when first stored), unless the router refused it then:
-    /// this bus remembers its last 65,536 refusals (in memory; another bus
+    /// was routed when first stored), unless the router refused it then, or
+    /// the call that stored it ended before the router had it (dropped by
+    /// its caller, or failed with an error after the store): this bus
+    /// remembers its last 65,536 refusals and as many such calls (in
+    /// memory; another bus
     /// instance, or this one after a restart, does not know them, and does
     /// not route the repeat: route it yourself then, say with
     /// `Broker::enqueue`). `Some(false)`: newly

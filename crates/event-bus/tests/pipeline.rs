@@ -981,3 +981,170 @@ async fn a_deduplicated_repeat_is_routed_only_if_the_router_refused_the_first() 
     let m = bus.metrics().snapshot();
     assert_eq!((m.publish_total, m.router_errors), (8, 3));
 }
+
+/// Stores through a memory provider, then, as told: answers, never answers
+/// (a caller's timeout drops the call after the store), or fails as a lost
+/// answer would (a timeout after the store).
+#[derive(Default)]
+struct LateAnswerProvider {
+    store: MemoryProvider,
+    /// 0: answer; 1: hang after the store; 2: time out after the store;
+    /// 3: hang before the store.
+    mode: std::sync::atomic::AtomicU8,
+}
+
+#[async_trait]
+impl EventProvider for LateAnswerProvider {
+    async fn publish(&self, event: &Event) -> Result<u64> {
+        self.store.publish(event).await
+    }
+    async fn publish_shared_with_outcome(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<event_core::PublishOutcome> {
+        if self.mode.load(Ordering::SeqCst) == 3 {
+            std::future::pending::<()>().await;
+        }
+        let outcome = self
+            .store
+            .publish_shared_with_outcome(event, options)
+            .await?;
+        match self.mode.load(Ordering::SeqCst) {
+            0 => Ok(outcome),
+            1 => std::future::pending().await,
+            _ => Err(Error::Timeout {
+                operation: "publish".into(),
+                elapsed: Duration::from_secs(5),
+            }),
+        }
+    }
+    async fn subscribe(&self, filter: &str) -> Result<Box<dyn Subscription>> {
+        self.store.subscribe(filter).await
+    }
+    async fn subscribe_durable(&self, name: &str, filter: &str) -> Result<Box<dyn Subscription>> {
+        self.store.subscribe_durable(name, filter).await
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        self.store.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> Result<()> {
+        self.store.unsubscribe(name).await
+    }
+    async fn info(&self) -> Result<ProviderInfo> {
+        self.store.info().await
+    }
+    fn name(&self) -> &str {
+        "late-answer"
+    }
+}
+
+/// A router that, while held, never takes an event (a full queue the
+/// caller gives up waiting on).
+#[derive(Default)]
+struct HeldRouter {
+    held: std::sync::atomic::AtomicBool,
+    routed: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl event_core::EventRouter for HeldRouter {
+    async fn route_published(&self, event: Arc<Event>, _sequence: u64) -> Result<()> {
+        if self.held.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.routed
+            .lock()
+            .expect("router lock")
+            .push(event.id.clone());
+        Ok(())
+    }
+}
+
+/// A publish call that ends after the provider stored the event but before
+/// the router had it (dropped by the caller's timeout while waiting for the
+/// provider's answer or for the router, or failed with a timeout after the
+/// store) leaves the event to its repeat: the repeat, deduplicated by the
+/// provider, is routed, once.
+#[tokio::test]
+async fn a_repeat_of_a_call_that_ended_before_routing_is_routed_once() {
+    let provider = Arc::new(LateAnswerProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let router = Arc::new(HeldRouter::default());
+    bus.set_router(router.clone());
+    let routed = |id: &str| {
+        router
+            .routed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| *r == id)
+            .count()
+    };
+    let give_up = Duration::from_millis(100);
+
+    // (how the first call ends, what holds it)
+    for (case, mode, held) in [
+        ("dropped waiting for the provider's answer", 1, false),
+        ("dropped waiting for the router", 0, true),
+        ("failed after the store", 2, false),
+    ] {
+        let event = Event::new("events.orders.new", "orders", case, "src", json!({}));
+        provider.mode.store(mode, Ordering::SeqCst);
+        router.held.store(held, Ordering::SeqCst);
+        let first = tokio::time::timeout(give_up, bus.publish_event(&event)).await;
+        assert!(
+            !matches!(first, Ok(Ok(_))),
+            "{case}: the first call did not succeed: {first:?}"
+        );
+        assert_eq!(routed(&event.id), 0, "{case}");
+
+        provider.mode.store(0, Ordering::SeqCst);
+        router.held.store(false, Ordering::SeqCst);
+        let repeat = bus.publish_event_stored(&event).await.unwrap();
+        assert_eq!(repeat.duplicate, Some(true), "{case}: stored by the first");
+        assert!(repeat.is_routed(), "{case}");
+        assert_eq!(routed(&event.id), 1, "{case}: the repeat was routed");
+        let again = bus.publish_event_stored(&event).await.unwrap();
+        assert_eq!(again.duplicate, Some(true), "{case}");
+        assert_eq!(routed(&event.id), 1, "{case}: and only once");
+    }
+
+    // with the dedup id of the options
+    let event = Event::new("events.orders.new", "orders", "msg id", "src", json!({}));
+    let options = PublishOptions {
+        msg_id: Some("order-17".into()),
+        ..PublishOptions::default()
+    };
+    provider.mode.store(1, Ordering::SeqCst);
+    let first = tokio::time::timeout(give_up, bus.publish_event_with_options(&event, &options));
+    assert!(first.await.is_err(), "dropped");
+    provider.mode.store(0, Ordering::SeqCst);
+    let repeat = bus
+        .publish_event_stored_with_options(&event, &options)
+        .await
+        .unwrap();
+    assert_eq!(repeat.duplicate, Some(true));
+    assert_eq!(routed(&event.id), 1, "routed by the dedup id");
+
+    // a call dropped before anything was stored, then published anew: the
+    // new copy is routed once and its repeat not at all
+    let event = Event::new("events.orders.new", "orders", "late", "src", json!({}));
+    provider.mode.store(3, Ordering::SeqCst);
+    assert!(
+        tokio::time::timeout(give_up, bus.publish_event(&event))
+            .await
+            .is_err()
+    );
+    provider.mode.store(0, Ordering::SeqCst);
+    let stored = bus.publish_event_stored(&event).await.unwrap();
+    assert_eq!(
+        stored.duplicate,
+        Some(false),
+        "the dropped call stored nothing"
+    );
+    assert!(stored.is_routed());
+    let repeat = bus.publish_event_stored(&event).await.unwrap();
+    assert_eq!(repeat.duplicate, Some(true));
+    assert_eq!(routed(&event.id), 1, "the new copy routed, its repeat not");
+}
