@@ -21,7 +21,7 @@
 //! | [`a3s_event::consumer`](consumer) | the consumer runner |
 //! | [`a3s_event::dlq`](dlq) | `DlqHandler`, `DeadLetterEvent`, `MemoryDlqHandler`, `ProviderDlqHandler` |
 //! | [`a3s_event::state`](state) | `StateStore`, `FileStateStore`, `MemoryStateStore` |
-//! | [`a3s_event::metrics`](metrics) | `EventMetrics`, `MetricsSnapshot`, `PrometheusLabels` |
+//! | [`a3s_event::metrics`](metrics) | `EventMetrics`, `MetricsSnapshot`, `PrometheusLabels`, `merge_expositions` |
 //! | [`a3s_event::hooks`](hooks) | the hook traits: encryptor, schema validator, router, DLQ, state |
 //!
 //! ## Features

@@ -29,7 +29,8 @@ pub(crate) fn parse_exposition(text: &str) -> HashMap<String, f64> {
     // families whose samples ended (another family's sample followed)
     let mut closed: HashSet<String> = HashSet::new();
     let mut current: Option<String> = None;
-    // histogram family -> its (le, count) buckets in order
+    // `family|labels but le` of a histogram -> its (le, count) buckets in
+    // order
     let mut buckets: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
     assert!(text.ends_with('\n'), "the exposition ends with a newline");
     for line in text.lines() {
@@ -80,6 +81,15 @@ pub(crate) fn parse_exposition(text: &str) -> HashMap<String, f64> {
             None => series,
         };
         assert!(valid_name(name), "{line}");
+        // the series' labels but `le`, which tell the label sets of one
+        // family apart (several buses merged into one page)
+        let mut others: Vec<String> = labels
+            .iter()
+            .filter(|(k, _)| **k != "le")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        others.sort();
+        let others = others.join(",");
         let family = if types.contains_key(name) {
             name
         } else {
@@ -115,7 +125,7 @@ pub(crate) fn parse_exposition(text: &str) -> HashMap<String, f64> {
                         Some(le) => le.parse().unwrap_or_else(|_| panic!("bad le: {line}")),
                         None => panic!("a bucket without le: {line}"),
                     };
-                    let list = buckets.entry(family.to_string()).or_default();
+                    let list = buckets.entry(format!("{family}|{others}")).or_default();
                     if let Some(&(prev_le, prev)) = list.last() {
                         assert!(le > prev_le, "le does not increase: {line}");
                         assert!(value >= prev, "bucket counts decrease: {line}");
@@ -131,27 +141,32 @@ pub(crate) fn parse_exposition(text: &str) -> HashMap<String, f64> {
             samples.insert(series.to_string(), value).is_none(),
             "repeated sample: {line}"
         );
-        // by name alone (one label set per exposition here)
-        unlabelled.insert(name.to_string(), value);
+        unlabelled.insert(format!("{name}|{others}"), value);
     }
     for (family, kind) in &types {
         if kind == "histogram" {
-            let list = &buckets[family];
-            assert_eq!(
-                list.last().unwrap().0,
-                f64::INFINITY,
-                "{family}: no +Inf bucket"
-            );
-            assert_eq!(
-                list.last().unwrap().1,
-                unlabelled[&format!("{family}_count")],
-                "{family}: +Inf bucket is not _count"
-            );
             assert!(
-                unlabelled.contains_key(&format!("{family}_sum")),
-                "{family}"
+                buckets.keys().any(|k| k.starts_with(&format!("{family}|"))),
+                "{family}: no buckets"
             );
         }
+    }
+    for (series, list) in &buckets {
+        let (family, others) = series.split_once('|').unwrap();
+        assert_eq!(
+            list.last().unwrap().0,
+            f64::INFINITY,
+            "{series}: no +Inf bucket"
+        );
+        assert_eq!(
+            list.last().unwrap().1,
+            unlabelled[&format!("{family}_count|{others}")],
+            "{series}: +Inf bucket is not _count"
+        );
+        assert!(
+            unlabelled.contains_key(&format!("{family}_sum|{others}")),
+            "{series}: no _sum"
+        );
     }
     samples
 }

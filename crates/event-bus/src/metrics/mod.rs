@@ -49,7 +49,7 @@
 mod histogram;
 mod prometheus;
 
-pub use prometheus::PrometheusLabels;
+pub use prometheus::{PrometheusLabels, merge_expositions};
 
 pub use histogram::{LATENCY_BUCKETS, LatencyBuckets, LatencyHistogram, LatencySummary};
 

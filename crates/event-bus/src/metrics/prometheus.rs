@@ -195,6 +195,109 @@ impl MetricsSnapshot {
     }
 }
 
+/// Merges Prometheus text expositions (format 0.0.4) into one page, for
+/// one `/metrics` endpoint serving several buses, brokers, feeds or
+/// webhooks.
+///
+/// Plain concatenation is only valid when no two texts share a metric
+/// family: two buses' texts (told apart by their
+/// [`PrometheusLabels`]) both declare `a3s_event_publish_total`, and a
+/// second `# HELP` or `# TYPE` for a family, or a family's samples split
+/// in two, is refused by strict parsers (`promtool check metrics`,
+/// Prometheus client parsers) though a lenient scraper takes it. The merge
+/// writes each family once, in the order families first appear, with the
+/// `# HELP` and `# TYPE` of its first text and then the samples of every
+/// text, in order. A sample line belongs to the family of the `# HELP` or
+/// `# TYPE` line before it in its text (so a histogram's `_bucket`,
+/// `_sum` and `_count` stay with it); one with none before it is a family
+/// of its own name. Blank lines are dropped; other comments stay with
+/// their family.
+///
+/// The merge does not tell series apart: two texts with the same series
+/// (the same name and labels; two buses without labels, say) still clash,
+/// so give each its labels.
+///
+/// ```
+/// use event_bus::EventMetrics;
+/// use event_bus::metrics::{PrometheusLabels, merge_expositions};
+///
+/// let (orders, billing) = (EventMetrics::new(), EventMetrics::new());
+/// orders.add_publish(2);
+/// billing.add_publish(5);
+/// let page = merge_expositions([
+///     orders.snapshot().to_prometheus_with_labels(&PrometheusLabels::new([("bus", "orders")])?),
+///     billing.snapshot().to_prometheus_with_labels(&PrometheusLabels::new([("bus", "billing")])?),
+/// ]);
+/// assert_eq!(page.matches("# TYPE a3s_event_publish_total counter").count(), 1);
+/// assert!(page.contains(
+///     "a3s_event_publish_total{bus=\"orders\"} 2\na3s_event_publish_total{bus=\"billing\"} 5\n"
+/// ));
+/// # Ok::<(), event_core::Error>(())
+/// ```
+pub fn merge_expositions<I>(texts: I) -> String
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    /// A family's header lines (its first text's) and every text's samples.
+    #[derive(Default)]
+    struct Family<'a> {
+        help: Option<&'a str>,
+        kind: Option<&'a str>,
+        lines: Vec<&'a str>,
+    }
+    /// The family `name`, added after the others if new.
+    fn family<'a, 'm>(
+        families: &'m mut Vec<(&'a str, Family<'a>)>,
+        name: &'a str,
+    ) -> &'m mut Family<'a> {
+        let at = match families.iter().position(|(known, _)| *known == name) {
+            Some(at) => at,
+            None => {
+                families.push((name, Family::default()));
+                families.len() - 1
+            }
+        };
+        &mut families[at].1
+    }
+    let texts: Vec<I::Item> = texts.into_iter().collect();
+    // a page holds some dozens of families: a linear search is enough
+    let mut families: Vec<(&str, Family<'_>)> = Vec::new();
+    for text in &texts {
+        let mut current: Option<&str> = None;
+        for line in text.as_ref().lines().map(str::trim) {
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split_whitespace().next().unwrap_or_default();
+                family(&mut families, name).help.get_or_insert(line);
+                current = Some(name);
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split_whitespace().next().unwrap_or_default();
+                family(&mut families, name).kind.get_or_insert(line);
+                current = Some(name);
+            } else if let Some(name) = current {
+                family(&mut families, name).lines.push(line);
+            } else if !line.starts_with('#') {
+                let name = line
+                    .split(|c: char| c == '{' || c.is_whitespace())
+                    .next()
+                    .unwrap_or_default();
+                family(&mut families, name).lines.push(line);
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, family) in &families {
+        for line in family.help.iter().chain(&family.kind).chain(&family.lines) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 #[path = "exposition_check.rs"]
 mod exposition_check;
@@ -350,6 +453,44 @@ mod tests {
                 "le {le}"
             );
         }
+    }
+
+    /// Two buses' texts, concatenated, repeat every family's HELP and
+    /// TYPE (strict parsers refuse the page); merged, each family is
+    /// declared once with both buses' samples, histograms included.
+    #[test]
+    fn merged_expositions_declare_each_family_once() {
+        let (a, b) = (EventMetrics::new(), EventMetrics::new());
+        a.record_publish(std::time::Duration::from_micros(40));
+        b.add_handled(3);
+        b.record_publish(std::time::Duration::from_millis(2));
+        let label = |bus| super::PrometheusLabels::new([("bus", bus)]).unwrap();
+        let texts = [
+            a.snapshot().to_prometheus_with_labels(&label("a")),
+            b.snapshot().to_prometheus_with_labels(&label("b")),
+        ];
+        let concatenated = texts.concat();
+        assert!(std::panic::catch_unwind(|| parse_exposition(&concatenated)).is_err());
+
+        let merged = super::merge_expositions(&texts);
+        let samples = parse_exposition(&merged);
+        let alone = parse_exposition(&texts[0]).len() + parse_exposition(&texts[1]).len();
+        assert_eq!(samples.len(), alone, "every sample kept");
+        assert_eq!(samples["a3s_event_publish_total{bus=\"a\"}"], 1.0);
+        assert_eq!(samples["a3s_event_handled_total{bus=\"b\"}"], 3.0);
+        assert_eq!(
+            samples["a3s_event_publish_duration_seconds_count{bus=\"b\"}"],
+            1.0
+        );
+        assert_eq!(
+            merged.matches("# HELP ").count(),
+            texts[0].matches("# HELP ").count()
+        );
+        // a text without headers, and blank lines: kept as families of
+        // their own
+        let merged = super::merge_expositions(["\nup 1\n\n", texts[0].as_str()]);
+        assert!(merged.starts_with("up 1\n# HELP "), "{merged}");
+        assert!(super::merge_expositions(Vec::<String>::new()).is_empty());
     }
 
     /// The validator itself refuses the histogram mistakes it is there for.

@@ -110,7 +110,7 @@ impl WebhookStats {
     /// `a3s_webhook_refused_total` and `a3s_webhook_bad_requests_total`.
     ///
     /// ```
-    /// use event_bus::metrics::PrometheusLabels;
+    /// use event_bus::metrics::{PrometheusLabels, merge_expositions};
     /// use event_routing::http::WebhookSource;
     ///
     /// let webhook = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap());
@@ -129,11 +129,13 @@ impl WebhookStats {
     /// sample (say `webhook="ingress"`: the series of several webhooks in
     /// one process would otherwise clash).
     ///
-    /// One `/metrics` text for a webhook → broker pipeline, concatenated:
+    /// One `/metrics` text for a webhook → broker pipeline, merged with
+    /// [`merge_expositions`](event_bus::metrics::merge_expositions) (which
+    /// declares each family once when several texts share one):
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
-    /// use event_bus::metrics::PrometheusLabels;
+    /// use event_bus::metrics::{PrometheusLabels, merge_expositions};
     /// use event_core::SubscribeOptions;
     /// use event_memory::MemoryProvider;
     /// use event_routing::Broker;
@@ -145,14 +147,13 @@ impl WebhookStats {
     ///     .feed_durable(&provider, "router", "events.>", &SubscribeOptions::default())
     ///     .await?;
     /// let webhook = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap());
-    /// let text = [
+    /// let text = merge_expositions([
     ///     broker.metrics().to_prometheus(),
     ///     feed.stats().to_prometheus_with_labels(&PrometheusLabels::new([("feed", "router")])?),
     ///     webhook
     ///         .stats()
     ///         .to_prometheus_with_labels(&PrometheusLabels::new([("webhook", "ingress")])?),
-    /// ]
-    /// .concat();
+    /// ]);
     /// assert!(text.contains("a3s_broker_routed_total 0\n"));
     /// assert!(text.contains("a3s_feed_acked_total{feed=\"router\"} 0\n"));
     /// assert!(text.contains("a3s_webhook_refused_total{webhook=\"ingress\"} 0\n"));
