@@ -73,6 +73,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\nsubscriber decrypted:\n  {plaintext}");
 
     // 3. Rotate: add a new key and make it active. The ring keeps the old one.
+    //    One process can do both at once. With several, add the key to every
+    //    process first (a rollout whose ring holds both keys, the old one
+    //    still active), make it active in a second step once all hold it,
+    //    and remove the old key only when no event under it is left to read:
+    //    see "Key rotation" in the event-crypto docs and docs/deployment.md.
     encryptor.add_key("2025-02", EncryptionKey::generate()?.as_bytes())?;
     encryptor.rotate_to("2025-02")?;
     println!(

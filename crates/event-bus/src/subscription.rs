@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// Addresses of the live bus subscriptions handed out boxed, so that one
 /// given back to a bus to be wrapped (`consume_subscription(bus.subscribe(..))`)
@@ -167,6 +168,14 @@ impl Default for DlqLimits {
 /// terminated by the provider) is dead-lettered too when a DLQ handler is
 /// set (payload: the raw body as a JSON string), then reported. That DLQ
 /// call has no time limit: the dead letter is the message's only copy.
+///
+/// Each such delivery is logged once, saying what became of it and naming
+/// its subject (escaped, as ids are) and sequence, and for an event its id
+/// and deliveries: a `WARN` when the DLQ handler took it or it is kept to be
+/// offered again, an `ERROR` when it is lost to this subscription's
+/// consumer group (terminated without a DLQ handler, an undecodable message
+/// the handler refused, an undecryptable event refused for good). A
+/// consumer runner over the subscription adds nothing above `DEBUG`.
 ///
 /// `Error::Lagged` reports are counted in the bus metrics and passed on.
 ///
@@ -402,16 +411,16 @@ impl BusSubscription {
                 let bus = self.bus.clone();
                 let limit = self.dlq_limits.timeout;
                 let own = self.dead_letters.clone();
-                detached("dead-letter hand-off", async move {
-                    match bus.dead_letter(dead, limit).await {
+                let (fate, settled) = detached("dead-letter hand-off", async move {
+                    match bus.dead_letter(dead, sequence, limit).await {
                         Some(Ok(())) => {
                             OwnDeadLetters::bump(&own.dead_lettered);
-                            acker.term().await
+                            Ok((Fate::DeadLettered, acker.term().await))
                         }
                         None => {
                             bus.metrics.add_dlq_dropped(1);
                             OwnDeadLetters::bump(&own.dropped);
-                            acker.term().await
+                            Ok((Fate::Terminated, acker.term().await))
                         }
                         // a nak of a final delivery would end the event:
                         // left unsettled, it comes once more (its spare
@@ -421,7 +430,7 @@ impl BusSubscription {
                             bus.metrics.add_dlq_unsettled(1);
                             OwnDeadLetters::bump(&own.unsettled);
                             drop(acker);
-                            Ok(())
+                            Ok((Fate::Unsettled, Ok(())))
                         }
                         // refused for good, and offered on enough
                         // deliveries: without `max_deliver` a nak would
@@ -430,7 +439,7 @@ impl BusSubscription {
                         Some(Err(refusal)) if given_up && !refusal.is_transient() => {
                             tracing::error!(
                                 event_id = ?event_id,
-                                subject = %subject,
+                                subject = ?subject,
                                 sequence,
                                 deliveries,
                                 error = %refusal,
@@ -438,14 +447,120 @@ impl BusSubscription {
                             );
                             bus.metrics.add_dlq_dropped(1);
                             OwnDeadLetters::bump(&own.dropped);
-                            acker.term().await
+                            Ok((Fate::Logged, acker.term().await))
                         }
-                        Some(Err(_)) => acker.nak(Some(DLQ_RETRY_DELAY)).await,
+                        Some(Err(_)) => Ok((
+                            Fate::HandedBack,
+                            acker.nak(Some(DLQ_RETRY_DELAY)).await,
+                        )),
                     }
                 })
                 .await?;
+                fate.log_undecryptable(&received.event, sequence, deliveries, &err);
+                settled?;
                 Err(err)
             }
+        }
+    }
+}
+
+/// What became of a delivery a [`BusSubscription`] could not hand out (an
+/// undecryptable event, an undecodable message), for its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Accepted by the DLQ handler (an undecryptable event is then
+    /// terminated on the stream).
+    DeadLettered,
+    /// Terminated without reaching a DLQ: none is set. The consumer group
+    /// loses the event (it stays in the stream).
+    Terminated,
+    /// Refused by the DLQ handler (an undecodable message: then lost).
+    Refused,
+    /// Refused by the DLQ handler on its final delivery: left unsettled.
+    Unsettled,
+    /// Refused by the DLQ handler: handed back, offered again later.
+    HandedBack,
+    /// Refused for good and terminated; logged where that was decided.
+    Logged,
+}
+
+impl Fate {
+    /// Logs what became of `event`, which failed to decrypt with `err` on
+    /// its delivery number `deliveries`, at stream `sequence`: a `WARN`
+    /// while the event is kept (dead-lettered, or to be offered to the DLQ
+    /// again), an `ERROR` when this consumer group loses it. Ids and
+    /// subjects are logged escaped (`Debug`): they are the publisher's.
+    fn log_undecryptable(self, event: &Event, sequence: u64, deliveries: u64, err: &Error) {
+        let (id, subject) = (&event.id, &event.subject);
+        match self {
+            Self::DeadLettered => tracing::warn!(
+                event_id = ?id,
+                subject = ?subject,
+                sequence,
+                deliveries,
+                error = %err,
+                "undecryptable event dead-lettered: the DLQ handler took it and it was terminated on \
+                 the stream (re-drive it once this process can decrypt it)"
+            ),
+            Self::Terminated => tracing::error!(
+                event_id = ?id,
+                subject = ?subject,
+                sequence,
+                deliveries,
+                error = %err,
+                "undecryptable event terminated: no DLQ handler is set, so this consumer group \
+                 loses it (it stays in the stream)"
+            ),
+            Self::Refused | Self::HandedBack => tracing::warn!(
+                event_id = ?id,
+                subject = ?subject,
+                sequence,
+                deliveries,
+                error = %err,
+                retry_in = ?DLQ_RETRY_DELAY,
+                "undecryptable event not dead-lettered: the DLQ handler refused it; handed back, \
+                 it is offered to the DLQ again on its next delivery"
+            ),
+            Self::Unsettled => tracing::warn!(
+                event_id = ?id,
+                subject = ?subject,
+                sequence,
+                deliveries,
+                error = %err,
+                "undecryptable event not dead-lettered: the DLQ handler refused it on its final \
+                 delivery; left unsettled, it comes once more after its ack wait (unless this was \
+                 its spare delivery) and is offered to the DLQ again"
+            ),
+            Self::Logged => {}
+        }
+    }
+
+    /// Logs what became of the undecodable message `err` (which names its
+    /// subject, escaped, and sequence; its body is not logged): a `WARN`
+    /// when the DLQ handler took it, an `ERROR` when it is lost (the
+    /// provider has already dropped it).
+    fn log_undecodable(self, subject: &str, sequence: u64, err: &Error) {
+        match self {
+            Self::DeadLettered => tracing::warn!(
+                subject = ?subject,
+                sequence,
+                error = %err,
+                "undecodable message dead-lettered (the provider has dropped it; the dead letter \
+                 holds its body)"
+            ),
+            Self::Terminated => tracing::error!(
+                subject = ?subject,
+                sequence,
+                error = %err,
+                "undecodable message lost: the provider has dropped it and no DLQ handler is set"
+            ),
+            _ => tracing::error!(
+                subject = ?subject,
+                sequence,
+                error = %err,
+                "undecodable message lost: the provider has dropped it and the DLQ handler refused \
+                 its dead letter"
+            ),
         }
     }
 }
@@ -457,13 +572,14 @@ impl BusSubscription {
 /// undecodable message the provider already terminated, lost); a
 /// subscription change dropped while its state is saved would leave the
 /// store and the bus disagreeing. Runs inline outside a tokio runtime.
-pub(crate) async fn detached(
+pub(crate) async fn detached<T: Send + 'static>(
     what: &str,
-    work: impl Future<Output = Result<()>> + Send + 'static,
-) -> Result<()> {
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle
-            .spawn(work)
+            // in the caller's span: its logs name the consumer
+            .spawn(work.in_current_span())
             .await
             .unwrap_or_else(|e| Err(Error::provider("event-bus", format!("{what} failed: {e}")))),
         Err(_) => work.await,
@@ -471,22 +587,29 @@ pub(crate) async fn detached(
 }
 
 impl Inner {
-    /// Hands `dead` to the DLQ handler, if any; `None` when there is none.
-    /// A call running longer than `limit` is abandoned
-    /// ([`Error::Timeout`], a transient refusal).
+    /// Hands `dead` (the delivery at stream `sequence`) to the DLQ
+    /// handler, if any; `None` when there is none. A call running longer
+    /// than `limit` is abandoned ([`Error::Timeout`], a transient refusal).
     pub(crate) async fn dead_letter(
         &self,
         dead: DeadLetterEvent,
+        sequence: u64,
         limit: Option<Duration>,
     ) -> Option<Result<()>> {
         let dlq = self.hooks.load().dlq.clone()?;
-        let id = dead.event.id.clone();
+        let (id, subject) = (dead.event.id.clone(), dead.event.subject.clone());
         let result = crate::consumer::guard::offer_dead_letter(&*dlq, dead, limit).await;
         match &result {
             Ok(()) => self.metrics.add_dlq(1),
             Err(err) => {
                 self.metrics.add_dlq_error(1);
-                tracing::error!(event_id = ?id, error = %err, "DLQ handler refused a dead letter");
+                tracing::error!(
+                    event_id = ?id,
+                    subject = ?subject,
+                    sequence,
+                    error = %err,
+                    "DLQ handler refused a dead letter"
+                );
             }
         }
         Some(result)
@@ -539,18 +662,31 @@ impl Inner {
                 // The provider already terminated the message; a refusal is
                 // logged and counted by `dead_letter`, and the dead letter
                 // is then gone (counted as dropped, as without a handler).
-                let bus = this.clone();
-                let own = own.clone();
-                let _ = detached("dead-letter hand-off", async move {
-                    if matches!(bus.dead_letter(dead, None).await, Some(Ok(()))) {
-                        OwnDeadLetters::bump(&own.dead_lettered);
-                    } else {
-                        bus.metrics.add_dlq_dropped(1);
-                        OwnDeadLetters::bump(&own.dropped);
-                    }
-                    Ok(())
+                let (bus, own, seq) = (this.clone(), own.clone(), *sequence);
+                let handed = detached("dead-letter hand-off", async move {
+                    let fate = match bus.dead_letter(dead, seq, None).await {
+                        Some(Ok(())) => {
+                            OwnDeadLetters::bump(&own.dead_lettered);
+                            return Ok(Fate::DeadLettered);
+                        }
+                        None => Fate::Terminated,
+                        Some(Err(_)) => Fate::Refused,
+                    };
+                    bus.metrics.add_dlq_dropped(1);
+                    OwnDeadLetters::bump(&own.dropped);
+                    Ok(fate)
                 })
                 .await;
+                match handed {
+                    Ok(fate) => fate.log_undecodable(subject, *sequence, &err),
+                    Err(failed) => tracing::error!(
+                        subject = ?subject,
+                        sequence,
+                        error = %err,
+                        failure = %failed,
+                        "undecodable message: handing it to the DLQ failed"
+                    ),
+                }
             }
             _ => {}
         }

@@ -466,3 +466,47 @@ async fn an_undecryptable_delivery_without_a_dlq_handler_counts_as_dropped() {
     let m = bus.metrics().snapshot();
     assert_eq!((m.dlq_dropped, m.decrypt_errors, m.dlq_total), (1, 1, 0));
 }
+
+/// `decrypt_errors` counts every failed decryption, not only deliveries: a
+/// history read (`list_events`, `list_events_each`) of an undecryptable
+/// event counts on every call (the docs say so, as a dashboard polling
+/// history during a key rotation raises it). A `ProviderDlqHandler`'s own
+/// encryptor is not counted in the bus's metrics.
+#[tokio::test(flavor = "current_thread")]
+async fn decrypt_errors_count_history_reads_and_not_a_dlq_handlers_own_encryption() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 3 }));
+    let event = bus
+        .publish("jobs", "x", "s", "src", json!(1))
+        .await
+        .unwrap();
+    bus.set_encryptor(Arc::new(TestEncryptor { key: 4 })); // key lost
+    for _ in 0..2 {
+        let listed = bus.list_events_each(None, 10).await.unwrap();
+        assert!(matches!(
+            listed[..],
+            [Err(event_core::Error::Decryption(_))]
+        ));
+    }
+    assert!(bus.list_events(None, 10).await.is_err());
+    let m = bus.metrics().snapshot();
+    assert_eq!((m.decrypt_errors, m.decrypt_total), (3, 0), "{m:?}");
+
+    let dlq = event_bus::ProviderDlqHandler::new(provider)
+        .with_encryptor(Arc::new(TestEncryptor { key: 4 }));
+    dlq.handle(event_core::DeadLetterEvent::new(event, "test"))
+        .await
+        .unwrap();
+    assert_eq!(dlq.list(10).await.unwrap().len(), 1);
+    let after = bus.metrics().snapshot();
+    assert_eq!(
+        (
+            after.encrypt_total,
+            after.decrypt_total,
+            after.decrypt_errors
+        ),
+        (1, 0, 3),
+        "{after:?}"
+    );
+}

@@ -568,3 +568,153 @@ async fn an_event_id_with_a_line_break_is_logged_escaped() {
         "a raw line break from an event id reached the log:\n{text}"
     );
 }
+
+/// A delivery the bus cannot decrypt (here: encrypted under a key id the
+/// reading bus lacks, as in a key rotation rolled out too early) is logged
+/// once, saying what became of the event and naming its subject (escaped):
+/// dead-lettered (a `WARN`: nothing is lost) when a DLQ handler is set,
+/// terminated (an `ERROR`: the consumer group loses it) when none is.
+#[tokio::test(flavor = "current_thread")]
+async fn an_undecryptable_delivery_is_logged_with_its_fate_and_subject() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider = Arc::new(MemoryProvider::default());
+    // the writer encrypts under "k2"; both readers hold only "k1"
+    let writer = EventBus::from_arc(provider.clone());
+    writer.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k2", &OTHER_KEY)));
+    let kept = EventBus::from_arc(provider.clone());
+    kept.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &KEY)));
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    kept.set_dlq_handler(dlq.clone());
+    let lost = EventBus::from_arc(provider.clone());
+    lost.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &KEY)));
+    let mut consumers = Vec::new();
+    for (bus, id) in [(&kept, "with-dlq"), (&lost, "without-dlq")] {
+        bus.update_subscription(SubscriptionFilter {
+            subscriber_id: id.into(),
+            subjects: vec!["events.vault.>".into()],
+            durable: true,
+        })
+        .await
+        .unwrap();
+        let consumer = bus
+            .consume(
+                id,
+                |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+                ConsumerConfig::default(),
+            )
+            .await
+            .unwrap();
+        consumers.push(consumer);
+    }
+    let event_id = writer
+        .publish("vault", "open", "s", "src", json!({"secret": SECRET}))
+        .await
+        .unwrap()
+        .id;
+    let start = Instant::now();
+    while consumers[0].report().dead_lettered + consumers[1].report().terminated < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?} {:?}",
+            consumers[0].report(),
+            consumers[1].report()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for consumer in consumers {
+        consumer.shutdown(Duration::from_secs(1)).await;
+    }
+    let lines = capture.lines();
+    for (subscriber, level, fate) in [
+        ("with-dlq", Level::WARN, "dead-lettered"),
+        ("without-dlq", Level::ERROR, "terminated"),
+    ] {
+        let about: Vec<_> = lines
+            .iter()
+            .filter(|l| {
+                l.level <= Level::WARN
+                    && l.context().contains(&event_id)
+                    && l.spans.contains(&format!("subscriber={subscriber}"))
+            })
+            .collect();
+        assert_eq!(about.len(), 1, "{subscriber}: one line: {lines:#?}");
+        let line = about[0];
+        assert_eq!(line.level, level, "{subscriber}: {line:?}");
+        assert!(
+            line.fields.contains(fate),
+            "{subscriber}: the line does not say the event was {fate}: {line:?}"
+        );
+        assert!(
+            line.fields.contains(r#"subject="events.vault.open""#),
+            "{subscriber}: the line does not name the subject (escaped): {line:?}"
+        );
+    }
+}
+
+/// Yields one undecodable message, then ends.
+struct UndecodableOnce(bool);
+
+#[async_trait::async_trait]
+impl Subscription for UndecodableOnce {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(self.next_manual_ack().await?.map(|p| p.received))
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<PendingEvent>> {
+        if std::mem::replace(&mut self.0, true) {
+            return Ok(None);
+        }
+        Err(Error::Undecodable {
+            subject: "events.raw.in".into(),
+            sequence: 7,
+            reason: "not an event".into(),
+            raw: "BODY-NOT-LOGGED".into(),
+        })
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// An undecodable message (already dropped by the provider) is logged once
+/// with what became of it: dead-lettered (`WARN`) or, without a DLQ
+/// handler, lost (`ERROR`), naming its subject and sequence, not its body.
+#[tokio::test(flavor = "current_thread")]
+async fn an_undecodable_message_is_logged_with_its_fate() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    for (dlq, level, fate) in [
+        (true, Level::WARN, "dead-lettered"),
+        (false, Level::ERROR, "lost"),
+    ] {
+        capture.lines.lock().unwrap().clear();
+        let bus = EventBus::new(MemoryProvider::default());
+        if dlq {
+            bus.set_dlq_handler(Arc::new(MemoryDlqHandler::default()));
+        }
+        let consumer = bus
+            .consume_subscription(
+                Box::new(UndecodableOnce(false)),
+                SubscribeOptions::default(),
+                |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+                ConsumerConfig::default(),
+            )
+            .unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
+            .await
+            .unwrap();
+        assert_eq!(report.dead_lettered + report.terminated, 1, "{report:?}");
+        let lines = capture.lines();
+        let about: Vec<_> = lines.iter().filter(|l| l.level <= Level::WARN).collect();
+        assert_eq!(about.len(), 1, "one line: {lines:#?}");
+        let line = about[0];
+        assert_eq!(line.level, level, "{line:?}");
+        assert!(
+            line.fields.contains(fate)
+                && line.fields.contains(r#"subject="events.raw.in""#)
+                && line.fields.contains("sequence=7")
+                && !line.fields.contains("BODY-NOT-LOGGED"),
+            "{line:?}"
+        );
+    }
+}

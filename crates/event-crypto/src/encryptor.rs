@@ -142,6 +142,11 @@ impl Aes256GcmEncryptor {
     /// Adding the same key under the same id again is a no-op, so a
     /// configuration can be re-applied.
     ///
+    /// A key id must name exactly one key, forever, in every process: this
+    /// ring refuses other bytes under an id it holds, but a process given
+    /// other bytes under an id used elsewhere fails to decrypt that key's
+    /// events (`authentication failed under key ...`).
+    ///
     /// # Errors
     /// [`Error::Conflict`] when `key_id` is already in the ring with a
     /// different key: replacing it would make every payload encrypted under
@@ -179,9 +184,11 @@ impl Aes256GcmEncryptor {
     /// encrypted under the previous key still decrypt.
     ///
     /// With several processes sharing a stream, add the key to every
-    /// process's ring first and rotate only once all have it: a process
-    /// that reads a payload under a key it lacks cannot decrypt it (a bus
-    /// dead-letters such an event).
+    /// process's ring first (the old key still active) and rotate only once
+    /// all have it: a process that reads a payload under a key it lacks
+    /// cannot decrypt it (a bus dead-letters such an event if it has a DLQ
+    /// handler, and without one terminates it, lost for that consumer
+    /// group). The steps, and how to recover: [Key rotation](crate#key-rotation).
     ///
     /// # Errors
     /// [`Error::NotFound`] when the ring has no such key.
@@ -207,8 +214,10 @@ impl Aes256GcmEncryptor {
     /// may still store a payload under it afterwards, and every process
     /// sharing the ring's keys must have rotated too. Stored events under a
     /// removed key fail to decrypt until retention removes them (a bus
-    /// dead-letters them on delivery; its `list_events` reports them as
-    /// errors), so keep retired keys for at least the stream's retention.
+    /// dead-letters them on delivery, or terminates them without a DLQ
+    /// handler; its `list_events` reports them as errors), so keep retired
+    /// keys for at least the stream's retention (and the DLQ's), unless
+    /// every event under them was re-encrypted.
     ///
     /// # Errors
     /// [`Error::NotFound`] when the ring has no such key;

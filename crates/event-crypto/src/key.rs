@@ -4,7 +4,7 @@ use std::fmt;
 
 use aes_gcm::aead::Generate;
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use event_core::{Error, Result};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -66,8 +66,10 @@ impl EncryptionKey {
     /// decode to exactly 32 bytes. The message names the position of the
     /// first bad character or the decoded length, never the key itself, and
     /// says so when the text is a 32-byte key in another usual form: 64 hex
-    /// digits (`openssl rand -hex 32`), URL-safe base64, wrapped in quotes,
-    /// or base64-encoded twice.
+    /// digits (`openssl rand -hex 32`), URL-safe base64, standard base64
+    /// without its `=` padding (43 characters instead of 44), wrapped in
+    /// quotes, or base64-encoded twice. Unpadded base64 is refused, not
+    /// accepted: the key is read exactly as documented.
     pub fn from_base64(encoded: &str) -> Result<Self> {
         decode_key("encryption key", encoded)
     }
@@ -180,6 +182,12 @@ fn format_mistake(text: &str) -> Option<&'static str> {
     }
     if text.contains(['-', '_']) && decodes_to_key(&URL_SAFE_NO_PAD, text.trim_end_matches('=')) {
         return Some("it uses the URL-safe base64 alphabet (`-` and `_`)");
+    }
+    if !text.ends_with('=') && decodes_to_key(&STANDARD_NO_PAD, text) {
+        return Some(
+            "its `=` padding is missing (a 32-byte key in standard base64 is 44 characters, \
+             ending in `=`)",
+        );
     }
     let unquoted = text
         .strip_prefix('"')
@@ -325,6 +333,15 @@ mod tests {
             // Python's `secrets.token_urlsafe(32)`, with and without padding
             (url_safe.clone(), "URL-safe"),
             (url_safe.trim_end_matches('=').to_owned(), "URL-safe"),
+            // standard base64 with its `=` padding stripped (43 characters)
+            (
+                standard.trim_end_matches('=').to_owned(),
+                "padding is missing",
+            ),
+            (
+                format!("{}\n", KEY_B64.trim_end_matches('=')),
+                "padding is missing",
+            ),
             // `KEY="..."` in a file read literally (docker --env-file, k8s)
             (format!("\"{standard}\""), "quotes"),
             (format!("'{standard}'\n"), "quotes"),
@@ -347,11 +364,12 @@ mod tests {
             "AAECAwQFBgcICQoLDA0ODw==".to_owned(),
             "event-crypto".to_owned(),
             "\"not-a-key\"".to_owned(),
-            standard.trim_end_matches('=').to_owned(),
+            // unpadded, but 16 bytes (an AES-128 key): not a 32-byte key
+            "AAECAwQFBgcICQoLDA0ODw".to_owned(),
             format!("{}=", &hex[..62]),
         ] {
             let msg = EncryptionKey::from_base64(&text).unwrap_err().to_string();
-            assert!(!msg.contains("; it "), "{text:?}: {msg}");
+            assert!(!msg.contains("; it"), "{text:?}: {msg}");
         }
     }
 

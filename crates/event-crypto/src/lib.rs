@@ -14,7 +14,8 @@
 //!   copied into another event does not decrypt.
 //! - **Key ring with rotation** through `&self`: [`add_key`], [`rotate_to`],
 //!   [`remove_key`]. New payloads use the active key; old ones decrypt with
-//!   the key their envelope names.
+//!   the key their envelope names. Across processes, see
+//!   [Key rotation](#key-rotation).
 //! - **Key hygiene.** [`EncryptionKey`] and the expanded cipher state are
 //!   zeroized on drop and redacted in `Debug`; keys load from base64 or an
 //!   environment variable with a clear [`Error::InvalidConfig`] for a bad one.
@@ -24,6 +25,7 @@
 //!   cut to 64 characters and their length).
 //!
 //! [`add_key`]: Aes256GcmEncryptor::add_key
+//! [`Error::Conflict`]: event_core::Error::Conflict
 //! [`rotate_to`]: Aes256GcmEncryptor::rotate_to
 //! [`remove_key`]: Aes256GcmEncryptor::remove_key
 //! [`Error::InvalidConfig`]: event_core::Error::InvalidConfig
@@ -62,12 +64,105 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Key rotation
+//!
+//! Every envelope names the key it was encrypted under (`keyId`), and a ring
+//! decrypts with whichever of its keys that names. With several processes
+//! sharing a stream (a rolling deployment), rotate in three steps:
+//!
+//! 1. **Give every process the new key, the old one still active.** Roll
+//!    out a ring holding both keys with the **old** key active (the first
+//!    rollout). Nothing is encrypted under the new key yet, so processes
+//!    still running the previous ring read everything.
+//! 2. **Then make the new key active**, once every process holds it: a
+//!    second rollout with the new key active, or [`rotate_to`] at run time
+//!    on each process.
+//! 3. **Remove the old key last.** [`remove_key`] only once no event under
+//!    the old key is left to read: all past the stream's retention (and the
+//!    DLQ's), or re-encrypted.
+//!
+//! A process whose ring lacks the key an event was encrypted under cannot
+//! decrypt it (`unknown key id`). On an event bus (`event-bus`) using this
+//! encryptor, its consumers then **dead-letter** the event (payload still
+//! encrypted) and terminate it on the stream **if the bus has a DLQ
+//! handler**. Without one the event is only **terminated**: logged as an error,
+//! counted in `dlq_dropped` and `ConsumerReport::terminated`, and lost for
+//! that consumer group (it stays in the stream until retention, but the
+//! group is not offered it again). Give every bus that consumes encrypted
+//! events a DLQ handler (`ProviderDlqHandler`, which can re-drive). To
+//! recover, give the process the key (`add_key`, or a redeploy), then
+//! re-drive the dead letters (`ProviderDlqHandler::redrive` with a bus that
+//! holds the key): each event is decrypted and republished with a **new
+//! id**, its original id in the metadata key `a3s.redriven_from`, and
+//! reaches **every** consumer group of its subject again, those that had
+//! handled it included. Idempotent handlers should deduplicate on
+//! `a3s.redriven_from` when it is present, else on the event id.
+//!
+//! **A key id names exactly one key, forever.** Other key bytes under an id
+//! already used (a key regenerated under the old name, on another process
+//! or after a restart) make every event encrypted under the first key fail
+//! with `authentication failed under key "<id>"`. [`add_key`] refuses that
+//! within one ring ([`Error::Conflict`]) but cannot see other processes:
+//! give each new key a new id.
+//!
+//! Loading the ring from environment variables, one per key id
+//! (`A3S_KEY_<ID>`, standard base64), with the ids and the active one in
+//! two more (a process reads them at start, so a rollout changes them):
+//!
+//! ```standalone_crate
+//! use event_crypto::{Aes256GcmEncryptor, EncryptionKey};
+//!
+//! /// The ring of every id in `A3S_KEY_IDS` (comma-separated), each key read
+//! /// from `A3S_KEY_<ID>`; `A3S_ACTIVE_KEY_ID` names the key new payloads
+//! /// are encrypted with.
+//! fn key_ring_from_env() -> event_core::Result<Aes256GcmEncryptor> {
+//!     let var = |name: &str| {
+//!         std::env::var(name).map_err(|_| {
+//!             event_core::Error::invalid_config(format!("environment variable {name}"), "is not set")
+//!         })
+//!     };
+//!     let key = |id: &str| EncryptionKey::from_env(&format!("A3S_KEY_{id}"));
+//!     let active = var("A3S_ACTIVE_KEY_ID")?;
+//!     let ring = Aes256GcmEncryptor::with_key(active.as_str(), key(&active)?);
+//!     for id in var("A3S_KEY_IDS")?.split(',').map(str::trim) {
+//!         ring.add_encryption_key(id, key(id)?)?; // the active key again: a no-op
+//!     }
+//!     Ok(ring)
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // SAFETY: a doctest of its own (`standalone_crate`), in its own
+//! # // process; no other thread runs yet
+//! # unsafe {
+//! #     std::env::set_var("A3S_KEY_2025_01", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+//! #     std::env::set_var("A3S_KEY_2025_02", "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=");
+//! #     std::env::set_var("A3S_KEY_IDS", "2025_01, 2025_02");
+//! #     std::env::set_var("A3S_ACTIVE_KEY_ID", "2025_01");
+//! # }
+//! // First rollout: A3S_KEY_IDS=2025_01,2025_02 and A3S_ACTIVE_KEY_ID=2025_01
+//! let ring = key_ring_from_env()?;
+//! assert_eq!(ring.key_ids(), ["2025_01", "2025_02"]);
+//! assert_eq!(ring.active_key_id(), "2025_01");
+//! // Second rollout: A3S_ACTIVE_KEY_ID=2025_02; or, at run time:
+//! ring.rotate_to("2025_02")?;
+//! // One id, one key: other bytes under a used id are refused
+//! assert!(ring.add_key("2025_01", &[9; 32]).is_err());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Envelope (format version 1)
 //!
 //! ```json
 //! {"encrypted": true, "version": 1, "keyId": "2025-01",
 //!  "nonce": "<12 bytes, base64>", "ciphertext": "<ciphertext || 16-byte tag, base64>"}
 //! ```
+//!
+//! A payload that claims to be an envelope (`"encrypted": true`, a
+//! `version`, and a `keyId`, `nonce` or `ciphertext` field) is treated as
+//! one, whoever wrote it: a malformed one, one of a later format version,
+//! or a user payload of that shape fails as undecryptable rather than
+//! passing through as data (see [`EncryptedPayload::is_encrypted`]).
 //!
 //! The plaintext is the payload serialized as compact JSON. The associated
 //! data is `"a3s-event/aes-256-gcm/v1"`, then the key id and the event id,

@@ -532,12 +532,14 @@ async fn run_loop(
                 tracing::warn!(error = %err, "consumer's subscription is gone; stopping it");
                 break;
             }
-            // Reported (and dead-lettered where applicable) by the bus
-            // subscription; the subscription stays usable.
-            Err(
-                err @ (Error::Lagged { .. } | Error::Undecodable { .. } | Error::Decryption(_)),
-            ) => {
+            // Counted by the bus subscription; it stays usable.
+            Err(err @ Error::Lagged { .. }) => {
                 tracing::warn!(error = %err, "consumer skipped a delivery");
+            }
+            // Dead-lettered where a DLQ handler is set, and logged with
+            // what became of it, by the bus subscription; it stays usable.
+            Err(err @ (Error::Undecodable { .. } | Error::Decryption(_))) => {
+                tracing::debug!(error = %err, "consumer skipped a delivery");
             }
             Err(err) => {
                 tracing::warn!(error = %err, retry_in = ?error_backoff, "consumer fetch failed");

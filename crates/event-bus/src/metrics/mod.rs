@@ -27,6 +27,19 @@
 //!   again; a spare delivery does not come back). An operator alerts on
 //!   `dlq_dropped` and `dlq_unsettled`: those events may be left only in
 //!   the stream.
+//! - **Encryption.** `encrypt_total`, `decrypt_total` and `decrypt_errors`
+//!   count the bus's own encryptor calls wherever they happen: a failed
+//!   decryption counts in `decrypt_errors` on every delivery to a bus
+//!   subscription (a redelivery counts again), for every undecryptable
+//!   event in every history read (`list_events`, `list_events_each`: a
+//!   dashboard polling history during a key rotation raises it on each
+//!   poll) and on every re-drive attempt. It says that something failed to
+//!   decrypt, not that a consumer lost anything: what became of an
+//!   undecryptable delivery is in `dlq_total` (dead-lettered),
+//!   `dlq_dropped` (terminated: no DLQ handler) and `dlq_unsettled`, and
+//!   in the log line the bus subscription writes for it. A DLQ handler's
+//!   own encryption (`ProviderDlqHandler::with_encryptor`) is not in the
+//!   bus's metrics.
 //! - **Latency.** Exported both as a Prometheus histogram
 //!   (`a3s_event_publish_duration_seconds`, fixed bounds, aggregatable
 //!   across instances) and as the older lifetime summary
@@ -128,9 +141,9 @@ counters! {
     dlq_dropped => add_dlq_dropped, "Dead letters that reached no DLQ and were terminated: no DLQ handler was set (an exhausted, undecryptable or undecodable delivery), the handler refused an undecodable message the provider had already terminated, or it refused an undecryptable event for good once that had been delivered dlq_attempts times. The event is left only in the stream.";
     dlq_unsettled => add_dlq_unsettled, "Final deliveries left unsettled because the DLQ handler refused their dead letter (a consumer runner: for good, dlq_attempts times; a bus subscription: an undecryptable event, once). A final delivery comes once more (its spare delivery) and is offered to the DLQ again, counting again if refused; a spare delivery does not, and its event is left only in the stream.";
     validation_errors => add_validation_error, "Publishes refused by subject or schema validation.";
-    encrypt_total => add_encrypt, "Payloads encrypted.";
-    decrypt_total => add_decrypt, "Payloads decrypted.";
-    decrypt_errors => add_decrypt_error, "Payloads that failed to decrypt.";
+    encrypt_total => add_encrypt, "Payloads the bus encrypted on publish (re-driven events included). A DLQ handler's own encryption (ProviderDlqHandler::with_encryptor) is not counted.";
+    decrypt_total => add_decrypt, "Payloads the bus decrypted: deliveries to its subscriptions, history reads (list_events, list_events_each) and re-drives alike. A DLQ handler's own decryption is not counted.";
+    decrypt_errors => add_decrypt_error, "Payloads the bus failed to decrypt (unknown key id, tampered or moved envelope, or plaintext it refuses), counted per attempt: each delivery to a bus subscription (a redelivered event counts again), each event in each history read (list_events, list_events_each: every call counts again) and each re-drive attempt. Not a consumer-health signal on its own: a dashboard polling history during a key rotation raises it. A DLQ handler's own decryption is not counted.";
     redeliveries => add_redelivery, "Events naked for redelivery by consumer runners.";
     lagged => add_lagged, "Stream positions skipped by lagging subscriptions.";
     handled_total => add_handled, "Deliveries whose handler returned Ok in consumer runners, counted before the ack (an ack that then fails counts in settle_errors too, and the provider redelivers the event).";
