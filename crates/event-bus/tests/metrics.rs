@@ -157,6 +157,8 @@ async fn every_outcome_is_counted_once_in_its_counter() {
             handled_total: 1,
             handler_errors: 3,
             redeliveries: 2,
+            // the failing event's second and third deliveries
+            redelivered: 2,
             dlq_total: 1,
             dlq_errors: 1,
             ..expected_publish
@@ -509,4 +511,45 @@ async fn decrypt_errors_count_history_reads_and_not_a_dlq_handlers_own_encryptio
         (1, 0, 3),
         "{after:?}"
     );
+}
+
+/// A delivery that is not its event's first counts in `redelivered`,
+/// whatever brought it back: here an earlier consumer that took the event
+/// and never settled it (its ack wait expired), with no nak, so
+/// `redeliveries` (naks) stays 0.
+#[tokio::test(flavor = "current_thread")]
+async fn a_redelivery_after_an_expired_ack_wait_counts_as_redelivered() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let (filter, mut options) = one_delivery("w");
+    options.max_deliver = None;
+    options.ack_wait = Some(Duration::from_millis(200));
+    bus.update_subscription_with_options(filter, options)
+        .await
+        .unwrap();
+    bus.publish("jobs", "x", "s", "src", json!(1))
+        .await
+        .unwrap();
+    // an earlier consumer takes the event and dies before settling it
+    let mut subs = bus.create_subscriber("w").await.unwrap();
+    let taken = subs[0].next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(taken.received.num_delivered, 1);
+    drop(taken);
+    drop(subs);
+
+    let consumer = bus
+        .consume(
+            "w",
+            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+    wait_until("the redelivery handled", || {
+        bus.metrics().snapshot().handled_total == 1
+    })
+    .await;
+    consumer.shutdown(Duration::from_secs(1)).await;
+    let m = bus.metrics().snapshot();
+    assert_eq!((m.redelivered, m.redeliveries), (1, 0));
+    assert_eq!(exported(&m, "redelivered"), 1);
 }

@@ -895,6 +895,9 @@ async fn acquire_permit(
 }
 
 async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemaphorePermit) {
+    if pending.received.num_delivered > 1 {
+        shared.bus.metrics.add_redelivered(1);
+    }
     match run_handler(&shared, &pending).await {
         Ok(()) => {
             forget_failure(&shared, &pending.received.stream, pending.received.sequence);

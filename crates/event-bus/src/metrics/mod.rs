@@ -12,7 +12,10 @@
 //! - **Consumer runners.** `handled_total` counts handlers that returned
 //!   `Ok` (the ack comes after; one that fails counts in `settle_errors`),
 //!   `handler_errors` the failures, `redeliveries` the naks among them.
-//!   `consumer_aborted` counts deliveries abandoned at a shutdown deadline.
+//!   `redelivered` counts deliveries that were not their event's first,
+//!   whatever brought them back (a nak, an expired ack wait, a consumer
+//!   stopped mid-event). `consumer_aborted` counts deliveries abandoned at
+//!   a shutdown deadline.
 //! - **Dead letters.** `dlq_total` counts dead letters the DLQ handler
 //!   accepted (hand-overs: an event whose termination was lost with the
 //!   connection after its dead letter is dead-lettered again when it comes
@@ -141,10 +144,11 @@ counters! {
     dlq_dropped => add_dlq_dropped, "Dead letters that reached no DLQ and were terminated: no DLQ handler was set (an exhausted, undecryptable or undecodable delivery), the handler refused an undecodable message the provider had already terminated, or it refused an undecryptable event for good once that had been delivered dlq_attempts times. The event is left only in the stream.";
     dlq_unsettled => add_dlq_unsettled, "Final deliveries left unsettled because the DLQ handler refused their dead letter (a consumer runner: for good, dlq_attempts times; a bus subscription: an undecryptable event, once). A final delivery comes once more (its spare delivery) and is offered to the DLQ again, counting again if refused; a spare delivery does not, and its event is left only in the stream.";
     validation_errors => add_validation_error, "Publishes refused by subject or schema validation.";
-    encrypt_total => add_encrypt, "Payloads the bus encrypted on publish (re-driven events included). A DLQ handler's own encryption (ProviderDlqHandler::with_encryptor) is not counted.";
+    encrypt_total => add_encrypt, "Payloads the bus encrypted on publish (re-driven events included), counted before the store: a publish that then fails, or whose call is dropped, or a retry, counts again, so this can exceed publish_total. A DLQ handler's own encryption (ProviderDlqHandler::with_encryptor) is not counted.";
     decrypt_total => add_decrypt, "Payloads the bus decrypted: deliveries to its subscriptions, history reads (list_events, list_events_each) and re-drives alike. A DLQ handler's own decryption is not counted.";
     decrypt_errors => add_decrypt_error, "Payloads the bus failed to decrypt (unknown key id, tampered or moved envelope, or plaintext it refuses), counted per attempt: each delivery to a bus subscription (a redelivered event counts again), each event in each history read (list_events, list_events_each: every call counts again) and each re-drive attempt. Not a consumer-health signal on its own: a dashboard polling history during a key rotation raises it. A DLQ handler's own decryption is not counted.";
-    redeliveries => add_redelivery, "Events naked for redelivery by consumer runners.";
+    redeliveries => add_redelivery, "Deliveries consumer runners naked for redelivery (a handler's error that was not its event's last attempt); redeliveries for any cause count in redelivered_total.";
+    redelivered => add_redelivered, "Deliveries consumer runners received that were not their event's first (a delivery count above 1), whatever the cause: a nak (see redeliveries), an ack wait that expired (a handler slower than the ack wait, a lost ack), a consumer stopped with the event in flight. Growing faster than redeliveries: look at ack waits.";
     lagged => add_lagged, "Stream positions skipped by lagging subscriptions.";
     handled_total => add_handled, "Deliveries whose handler returned Ok in consumer runners, counted before the ack (an ack that then fails counts in settle_errors too, and the provider redelivers the event).";
     handler_errors => add_handler_error, "Handler failures (errors, panics, timeouts) in consumer runners.";
