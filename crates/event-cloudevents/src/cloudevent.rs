@@ -100,6 +100,12 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
                 mapping::quoted_name(name)
             )));
         }
+        // The SDK's error for a bad `time` ("premature end of input") does
+        // not name the attribute: kept to say so if the SDK refuses.
+        let time = match doc.get("time") {
+            Some(Value::String(time)) => Some(time.clone()),
+            _ => None,
+        };
         // JSON data the SDK would misread as a string: take it out, let the
         // SDK parse the rest, put it back as JSON. Base64 data (`data_base64`,
         // or 0.3's `datacontentencoding`) is left to the SDK, which decodes
@@ -130,7 +136,15 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
             _ => None,
         };
         let mut event: cloudevents::Event =
-            serde_json::from_value(Value::Object(doc)).map_err(D::Error::custom)?;
+            serde_json::from_value(Value::Object(doc)).map_err(|err| {
+                match time.filter(|time| chrono::DateTime::parse_from_rfc3339(time).is_err()) {
+                    Some(time) => D::Error::custom(format!(
+                        "invalid CloudEvents attribute time {time:?}: not an RFC 3339 timestamp \
+                         ({err})"
+                    )),
+                    None => D::Error::custom(err),
+                }
+            })?;
         if let Some(data) = json_data {
             event.set_data_unchecked(Data::Json(data));
         }

@@ -141,8 +141,16 @@ pub(crate) fn read(
             Data::Json(value) => value,
             Data::String(text) => serde_json::from_str(&text)
                 .map_err(|e| invalid(format!("data is not valid JSON: {e}")))?,
-            Data::Binary(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| invalid(format!("data is not valid JSON: {e}")))?,
+            Data::Binary(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                let hint = if content_type.is_none() {
+                    " (binary data, such as `data_base64`, with no datacontenttype is read as \
+                     JSON: give the event a datacontenttype, `application/octet-stream` for raw \
+                     bytes)"
+                } else {
+                    ""
+                };
+                invalid(format!("data is not valid JSON: {e}{hint}"))
+            })?,
         };
         return Ok((value, false));
     };

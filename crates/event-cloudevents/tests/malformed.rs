@@ -110,6 +110,30 @@ fn data_the_mapping_cannot_hold_is_rejected() {
         ]),
         &["not valid JSON"],
     );
+    // bytes with no type (as the Python SDK writes them): refused, saying
+    // what to add
+    rejected(
+        &with(&[
+            ("datacontenttype", Value::Null),
+            ("data", Value::Null),
+            ("data_base64", json!("AAH/")),
+        ]),
+        &[
+            "not valid JSON",
+            "no datacontenttype",
+            "application/octet-stream",
+        ],
+    );
+}
+
+#[test]
+fn a_bad_time_is_rejected_naming_the_attribute() {
+    for time in ["yesterday", "2024-01-02", "2024-01-02T03:04:05", ""] {
+        rejected(
+            &with(&[("time", json!(time))]),
+            &["attribute time", "RFC 3339"],
+        );
+    }
 }
 
 #[test]
