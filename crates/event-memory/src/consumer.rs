@@ -207,6 +207,13 @@ impl Consumer {
     pub(crate) fn new(settings: Settings, store: &mut Store) -> Arc<Self> {
         let (next_seq, initial) = start_position(&settings, store);
         let cursor = store.add_cursor(settings.filter.clone(), next_seq);
+        if next_seq < store.first_seq() {
+            // a start sequence retention already passed: the events from it
+            // on were evicted before this consumer existed, their subjects
+            // are gone, so every evicted position counts (the upper bound
+            // `Error::Lagged` allows); the first fetch reports them
+            cursor.set_missed(store.first_seq() - next_seq);
+        }
         Arc::new(Self {
             state: Mutex::new(State {
                 settings,
@@ -750,9 +757,13 @@ fn start_position(settings: &Settings, store: &Store) -> (u64, VecDeque<u64>) {
     match &settings.options.deliver_policy {
         DeliverPolicy::All => (store.first_seq(), VecDeque::new()),
         DeliverPolicy::New => (end, VecDeque::new()),
-        DeliverPolicy::ByStartSequence { sequence } => {
-            ((*sequence).max(store.first_seq()), VecDeque::new())
-        }
+        // a start before the oldest stored event is kept (sequences start at
+        // 1): the consumer reports the evicted ones as lag (see
+        // `Consumer::new`) and goes on with the oldest stored event
+        DeliverPolicy::ByStartSequence { sequence } => ((*sequence).max(1), VecDeque::new()),
+        // a start time before the oldest stored event is not reported: the
+        // evicted events' times are gone, so whether any was at or after it
+        // cannot be told
         DeliverPolicy::ByStartTime { timestamp } => {
             (store.seq_at_time(*timestamp), VecDeque::new())
         }

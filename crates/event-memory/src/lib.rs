@@ -16,7 +16,12 @@
 //! (so a rare category is found without visiting every event; consumers
 //! catching up skip the same way). A consumer that retention overtakes gets
 //! [`Error::Lagged`](event_core::Error::Lagged) with the number of evicted
-//! events its filter matched, and no report when none did.
+//! events its filter matched, and no report when none did. A consumer
+//! created with `DeliverPolicy::ByStartSequence` before the oldest stored
+//! event gets `Lagged` too, counting every evicted position from its start
+//! (their subjects are gone: an upper bound), then the oldest stored event;
+//! a `ByStartTime` start before it is not reported (the evicted events'
+//! times are gone).
 //!
 //! Events are stored as `Arc<Event>` and delivered as the same `Arc`.
 //! [`publish`](event_core::EventProvider::publish) copies the borrowed event

@@ -1324,3 +1324,59 @@ async fn a_fetch_loop_lets_other_tasks_run() {
     );
     spinner.abort();
 }
+
+/// A consumer that starts by sequence before the oldest stored event (a
+/// checkpoint saved before retention evicted what followed it) is told
+/// what it missed: `Lagged` with every evicted position from its start (the
+/// evicted events' subjects are gone, so an upper bound), then the oldest
+/// stored event. Durable and ephemeral; a start at or after the oldest
+/// stored event, or before the first sequence ever assigned, loses nothing
+/// and gets no report.
+#[tokio::test]
+async fn a_start_sequence_before_the_oldest_stored_event_is_reported_as_lagged() {
+    let p = provider(10, 1000);
+    // sequences 1..=25, of which 16..=25 are stored
+    publish(&p, 0..25).await;
+    let opts = |sequence| SubscribeOptions {
+        deliver_policy: DeliverPolicy::ByStartSequence { sequence },
+        ..SubscribeOptions::default()
+    };
+    for (i, (start, missed)) in [
+        (3, Some(13)),
+        (1, Some(15)),
+        (0, Some(15)),
+        (16, None),
+        (20, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let durable = p
+            .subscribe_durable_with_options(&format!("d{i}"), "events.>", &opts(start))
+            .await
+            .unwrap();
+        let ephemeral = p
+            .subscribe_with_options("events.>", &opts(start))
+            .await
+            .unwrap();
+        for (kind, mut sub) in [("durable", durable), ("ephemeral", ephemeral)] {
+            match (sub.next().await, missed) {
+                (Err(Error::Lagged { missed: got }), Some(want)) => {
+                    assert_eq!(got, want, "{kind} from {start}");
+                    let next = sub.next().await.unwrap().unwrap();
+                    assert_eq!(next.sequence, 16, "{kind} from {start}");
+                }
+                (Ok(Some(r)), None) => assert_eq!(r.sequence, start.max(16), "{kind} from {start}"),
+                (other, _) => panic!("{kind} from {start}: {other:?}"),
+            }
+        }
+    }
+    // before anything was stored nothing can have been evicted
+    let empty = provider(10, 1000);
+    let mut sub = empty
+        .subscribe_with_options("events.>", &opts(0))
+        .await
+        .unwrap();
+    publish(&empty, 0..1).await;
+    assert_eq!(sub.next().await.unwrap().unwrap().sequence, 1);
+}
