@@ -141,6 +141,10 @@ pub(crate) struct State {
     /// [`HANDOFF_GRACE`]); their timers have fired, they stay pending.
     handoff: VecDeque<Handoff>,
     next_token: u64,
+    /// At most the lowest sequence of a nak'd (scheduled) delivery;
+    /// `u64::MAX` when there is none. Retention passing it may have evicted
+    /// such an event (see [`State::drop_evicted_scheduled`]).
+    scheduled_low: u64,
     lagged: u64,
     /// The last delivery was a redelivery: a new event waiting goes first
     /// next, so an event naked over and over (redelivered at once each time)
@@ -225,6 +229,7 @@ impl Consumer {
                 heap: BinaryHeap::new(),
                 handoff: VecDeque::new(),
                 next_token: 0,
+                scheduled_low: u64::MAX,
                 lagged: 0,
                 new_turn: false,
                 deleted: false,
@@ -366,6 +371,7 @@ impl Consumer {
             let deadline = after(Instant::now(), delay.unwrap_or(Duration::ZERO));
             p.deadline = deadline;
             p.phase = Phase::Scheduled;
+            state.scheduled_low = state.scheduled_low.min(seq);
             state.heap.push(Reverse((deadline, seq, token)));
         }
         state.tidy_timers();
@@ -436,6 +442,9 @@ impl State {
             self.handoff.clear();
         }
         let store = store.lock();
+        if store.first_seq() > self.scheduled_low {
+            self.drop_evicted_scheduled(&store);
+        }
         // due redeliveries go first, but after one of them a new event that
         // is waiting takes its turn (see `new_turn`)
         let new_turn = std::mem::take(&mut self.new_turn);
@@ -474,6 +483,38 @@ impl State {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
+    }
+
+    /// Drops the nak'd deliveries (waiting for their redelivery time, or
+    /// left to other subscriptions) whose events retention evicted, and
+    /// counts them as lagged, as their redelivery would have: a long nak
+    /// delay must not hold a `max_ack_pending` slot for an event that can
+    /// never be delivered again. Runs only when retention passed
+    /// `scheduled_low`, and raises it past what is left, so each scheduled
+    /// delivery is looked at O(1) times per time it is nak'd (amortised).
+    /// Deliveries in flight stay: their holders may still settle them.
+    fn drop_evicted_scheduled(&mut self, store: &Store) {
+        let first = store.first_seq();
+        let (mut low, mut dropped) = (u64::MAX, 0);
+        self.pending.retain(|&seq, p| {
+            if p.phase != Phase::Scheduled {
+                return true;
+            }
+            if seq < first {
+                dropped += 1;
+                return false;
+            }
+            low = low.min(seq);
+            true
+        });
+        self.scheduled_low = low;
+        if dropped > 0 {
+            self.lagged += dropped;
+            let pending = &self.pending;
+            self.handoff
+                .retain(|h| pending.get(&h.0).is_some_and(|p| p.token == h.1));
+            self.tidy_timers();
+        }
     }
 
     fn in_flight(&self) -> u64 {
@@ -608,6 +649,7 @@ impl State {
                 // the holder's token can no longer nak or extend it (an ack
                 // or term, by sequence, still settles it)
                 p.phase = Phase::Scheduled;
+                self.scheduled_low = self.scheduled_low.min(seq);
                 self.handoff.push_back((seq, p.token, now));
                 continue;
             }

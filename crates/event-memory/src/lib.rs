@@ -22,6 +22,11 @@
 //! (their subjects are gone: an upper bound), then the oldest stored event;
 //! a `ByStartTime` start before it is not reported (the evicted events'
 //! times are gone).
+//! An event nak'd with a delay and evicted before its redelivery is
+//! dropped from the consumer's unacknowledged deliveries at its next fetch
+//! (counted in `Lagged`), so a long delay does not hold a `max_ack_pending`
+//! slot for an event that can no longer be delivered; a delivery still in
+//! flight keeps its slot until it is settled or its ack wait ends.
 //!
 //! Events are stored as `Arc<Event>` and delivered as the same `Arc`.
 //! [`publish`](event_core::EventProvider::publish) copies the borrowed event

@@ -1022,8 +1022,10 @@ async fn an_explicit_msg_id_counts_towards_the_payload_limit() {
 
 /// Slow consumers: a delivery left unsettled (dropped, or nak'd with a
 /// delay) whose event retention removes before it can be redelivered is
-/// reported as `Lagged` when its redelivery falls due, never dropped
-/// silently; the consumer goes on with the events still stored.
+/// reported as `Lagged`, never dropped silently: a dropped one when its
+/// redelivery falls due, a nak'd one at the next fetch after the eviction
+/// (it gives up its `max_ack_pending` slot); the consumer goes on with the
+/// events still stored.
 #[tokio::test(start_paused = true)]
 async fn an_unsettled_delivery_evicted_before_redelivery_is_reported() {
     let p = provider(1, 10);
@@ -1042,10 +1044,15 @@ async fn an_unsettled_delivery_evicted_before_redelivery_is_reported() {
     assert_eq!(one.received.event.payload["n"], 1);
     one.nak_with_delay(Duration::from_secs(5)).await.unwrap();
     publish(&p, 2..3).await; // evicts event 1, awaiting its delayed redelivery
+    // the nak'd one is reported at once
+    match sub.next_manual_ack().await {
+        Err(Error::Lagged { missed }) => assert_eq!(missed, 1),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
     let two = sub.next_manual_ack().await.unwrap().unwrap();
     assert_eq!(two.received.event.payload["n"], 2);
     two.ack().await.unwrap();
-    let mut missed = 0;
+    let mut missed = 1;
     while missed < 2 {
         // virtual time: a lost report fails at once instead of hanging
         match tokio::time::timeout(Duration::from_secs(60), sub.next_manual_ack()).await {
@@ -1379,4 +1386,42 @@ async fn a_start_sequence_before_the_oldest_stored_event_is_reported_as_lagged()
         .unwrap();
     publish(&empty, 0..1).await;
     assert_eq!(sub.next().await.unwrap().unwrap().sequence, 1);
+}
+
+/// A nak'd delivery waiting out a long delay gives up its `max_ack_pending`
+/// slot once retention evicts its event: the durable goes on at once
+/// (reporting the event as lagged) instead of stalling until the delay
+/// runs out.
+#[tokio::test]
+async fn a_nakd_event_evicted_during_its_delay_frees_its_slot() {
+    let p = provider(100, 1000);
+    let opts = SubscribeOptions {
+        max_ack_pending: Some(1),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("k", "events.>", &opts)
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    let held = sub.next_manual_ack().await.unwrap().unwrap();
+    held.nak_with_delay(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    // sequences 1..=300, of which 201..=300 are stored
+    publish(&p, 1..300).await;
+    let mut missed = 0;
+    let delivered = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match sub.next_manual_ack().await {
+                Err(Error::Lagged { missed: m }) => missed += m,
+                Ok(Some(pending)) => return pending.received.sequence,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the durable stalled behind the evicted nak'd event");
+    assert_eq!((delivered, missed), (201, 200));
+    assert_eq!(p.lagged_total(), 200);
 }
