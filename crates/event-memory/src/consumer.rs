@@ -33,12 +33,16 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The ack wait of delivery number `deliveries`, held at
+    /// [`LONGEST_WAIT`]: the wait applied, which is also what
+    /// `PendingEvent::ack_wait` reports.
     fn in_flight_wait(&self, deliveries: u64) -> Duration {
-        if self.options.backoff.is_empty() {
+        let wait = if self.options.backoff.is_empty() {
             self.ack_wait
         } else {
             self.options.redelivery_delay(deliveries)
-        }
+        };
+        wait.min(LONGEST_WAIT)
     }
 }
 
@@ -785,11 +789,16 @@ fn is_live(pending: &PendingMap, (deadline, seq, token): &Timer) -> bool {
         .is_some_and(|p| p.token == *token && p.deadline == *deadline)
 }
 
-/// `now + d`, saturating a century ahead instead of panicking on overflow
-/// (callers may pass `Duration::MAX` to mean "forever").
+/// The longest wait or delay a consumer holds (a century): longer ones
+/// (`Duration::MAX` for "forever") are held to it, as the contract's
+/// "Option values" allow.
+const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + d`, saturating [`LONGEST_WAIT`] ahead instead of panicking on
+/// overflow (callers may pass `Duration::MAX` to mean "forever").
 fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .or_else(|| now.checked_add(LONGEST_WAIT))
         .unwrap_or(now)
 }
 

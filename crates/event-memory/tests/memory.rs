@@ -229,6 +229,48 @@ async fn huge_durations_mean_forever_and_never_panic() {
     assert!(nothing.is_err(), "a nak delayed 'forever' came back");
 }
 
+/// An ack wait of `Duration::MAX` (set, a backoff step, or the provider's
+/// default) is held at a century, and `PendingEvent::ack_wait` reports that
+/// held value, the wait applied (as the contract asks), not `Duration::MAX`.
+#[tokio::test]
+async fn a_held_ack_wait_is_reported_as_held() {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let by_default = MemoryProvider::with_limits(
+        MemoryConfig::default(),
+        MemoryLimits {
+            default_ack_wait: Duration::MAX,
+            ..MemoryLimits::default()
+        },
+    )
+    .unwrap();
+    let set = SubscribeOptions {
+        ack_wait: Some(Duration::MAX),
+        ..SubscribeOptions::default()
+    };
+    let backoff = SubscribeOptions {
+        backoff: vec![Duration::MAX],
+        ..SubscribeOptions::default()
+    };
+    let p = MemoryProvider::default();
+    for (label, p, opts) in [
+        ("default_ack_wait", &by_default, SubscribeOptions::default()),
+        ("ack_wait", &p, set),
+        ("backoff", &p, backoff),
+    ] {
+        let mut durable = p
+            .subscribe_durable_with_options(label, "events.>", &opts)
+            .await
+            .unwrap();
+        let mut ephemeral = p.subscribe_with_options("events.>", &opts).await.unwrap();
+        publish(p, 0..1).await;
+        for sub in [&mut durable, &mut ephemeral] {
+            let pending = sub.next_manual_ack().await.unwrap().unwrap();
+            assert_eq!(pending.ack_wait(), Some(CENTURY), "{label}");
+            pending.ack().await.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn durable_behind_retention_reports_lag_then_continues() {
     let p = provider(5, 10);
