@@ -164,7 +164,9 @@ use std::time::Duration;
 /// subscription fell further behind than the provider buffers), the next
 /// call returns [`Error::Lagged`] with the number skipped, wherever the
 /// backend can tell, and the subscription continues with the oldest
-/// available event. (The memory provider always reports it; JetStream skips
+/// available event. (The memory provider always reports it, a consumer
+/// created with a `ByStartSequence` start retention already passed included
+/// (not a `ByStartTime` one: see [`DeliverPolicy`](crate::DeliverPolicy)); JetStream skips
 /// messages removed by retention without telling the consumer, so the NATS
 /// provider cannot; size retention accordingly.)
 ///

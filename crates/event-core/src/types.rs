@@ -245,6 +245,15 @@ pub enum DeliverPolicy {
     /// Only events published after the consumer is created.
     New,
     /// Events from stream sequence `sequence` on.
+    ///
+    /// A start before the oldest stored event (a checkpoint saved before
+    /// retention removed what followed it) goes on with the oldest stored
+    /// event. The memory provider first returns [`Error::Lagged`] with the
+    /// number of positions removed from `sequence` on (their subjects are
+    /// gone, so every one counts: an upper bound); JetStream does not tell
+    /// the consumer, so the NATS provider reports nothing.
+    ///
+    /// [`Error::Lagged`]: crate::Error::Lagged
     ByStartSequence {
         /// First stream sequence to deliver.
         sequence: u64,
@@ -263,6 +272,15 @@ pub enum DeliverPolicy {
     /// start of a service) is `Error::Conflict`, as the position cannot
     /// change. Give a durable a fixed timestamp, or `All`, and let it keep
     /// its position.
+    ///
+    /// A start time before the oldest stored event starts at the oldest
+    /// stored event without an [`Error::Lagged`] report, on every provider:
+    /// the removed events' storage times are gone, so whether any of them
+    /// was at or after the start cannot be told. Resume from a saved
+    /// position with `ByStartSequence`, which reports what retention removed
+    /// (on the memory provider).
+    ///
+    /// [`Error::Lagged`]: crate::Error::Lagged
     ByStartTime {
         /// Start time in Unix milliseconds.
         timestamp: u64,

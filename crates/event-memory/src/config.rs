@@ -19,7 +19,10 @@ use std::time::Duration;
 pub struct MemoryConfig {
     /// First token of every subject (`"events"`).
     pub subject_prefix: String,
-    /// Events kept; the oldest is evicted (O(1)) beyond this.
+    /// Events kept; the oldest is evicted beyond this. Each eviction visits
+    /// every consumer the provider tracks (live subscriptions, and durables
+    /// until they are unsubscribed, read or not): O(consumers) per publish
+    /// once the store is full (see the crate docs).
     pub max_events: usize,
     /// Kept from the original configuration (which sized a broadcast
     /// channel with it) and validated to be non-zero. Subscriptions here,
@@ -49,6 +52,12 @@ pub struct MemoryLimits {
     pub max_payload: usize,
     /// How long a dedup id is remembered; must be non-zero. Default 2
     /// minutes, as JetStream.
+    ///
+    /// Zero is refused because it would switch dedup off; a tiny window (1
+    /// ns, or anything shorter than your publishers' retry horizon) is
+    /// accepted and in effect switches it off too, as a retry then comes
+    /// after the id was forgotten. Nothing checks for that: size it to
+    /// cover your retries.
     pub duplicate_window: Duration,
     /// Most dedup ids remembered at once; the oldest is forgotten first.
     /// Default 100,000.
@@ -61,7 +70,10 @@ pub struct MemoryLimits {
     /// past a power of two, as the tables grow by doubling. A service that
     /// publishes little, or has little memory, can lower it; a repeat
     /// older than the last `max_dedup_entries` publishes is then stored
-    /// again.
+    /// again. Zero is refused (it would switch dedup off), but a very low
+    /// value (1 remembers only the latest id) in effect switches it off for
+    /// any publisher whose retry comes after another publish; nothing checks
+    /// for that.
     pub max_dedup_entries: usize,
     /// Encoded bytes of stored events kept (what
     /// [`ProviderInfo::bytes`](event_core::ProviderInfo::bytes) reports);
@@ -103,8 +115,21 @@ impl Default for MemoryLimits {
 }
 
 pub(crate) fn validate(config: &MemoryConfig, limits: &MemoryLimits) -> Result<()> {
-    event_core::subject::validate_category(&config.subject_prefix)
-        .map_err(|e| Error::invalid_config("subject_prefix", e.to_string()))?;
+    // the prefix is checked as a single subject token (the rules of a
+    // category); the message names the prefix, not a category
+    event_core::subject::validate_category(&config.subject_prefix).map_err(|e| {
+        let reason = match e {
+            Error::InvalidSubject { reason, .. } => reason.replace("category", "prefix"),
+            other => other.to_string(),
+        };
+        Error::invalid_config(
+            "subject_prefix",
+            format!(
+                "{:?} is not a usable prefix (one subject token): {reason}",
+                config.subject_prefix
+            ),
+        )
+    })?;
     let positive = [
         ("max_events", config.max_events),
         ("channel_capacity", config.channel_capacity),
@@ -216,6 +241,16 @@ mod tests {
             assert!(validate(&config, &limits).is_err(), "{limits:?}");
         }
         validate(&MemoryConfig::default(), &MemoryLimits::default()).unwrap();
+        // a bad prefix is named as the prefix, not as a subject's category
+        for prefix in ["", "a b", "a.b", ">"] {
+            let config = MemoryConfig {
+                subject_prefix: prefix.into(),
+                ..MemoryConfig::default()
+            };
+            let err = validate(&config, &limits).unwrap_err().to_string();
+            assert!(err.contains(&format!("{prefix:?}")), "{err}");
+            assert!(err.contains("prefix") && !err.contains("category"), "{err}");
+        }
         // a byte limit that holds one event of the largest size is fine
         validate(
             &MemoryConfig::default(),

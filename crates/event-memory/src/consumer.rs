@@ -33,12 +33,16 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The ack wait of delivery number `deliveries`, held at
+    /// [`LONGEST_WAIT`]: the wait applied, which is also what
+    /// `PendingEvent::ack_wait` reports.
     fn in_flight_wait(&self, deliveries: u64) -> Duration {
-        if self.options.backoff.is_empty() {
+        let wait = if self.options.backoff.is_empty() {
             self.ack_wait
         } else {
             self.options.redelivery_delay(deliveries)
-        }
+        };
+        wait.min(LONGEST_WAIT)
     }
 }
 
@@ -141,6 +145,10 @@ pub(crate) struct State {
     /// [`HANDOFF_GRACE`]); their timers have fired, they stay pending.
     handoff: VecDeque<Handoff>,
     next_token: u64,
+    /// At most the lowest sequence of a nak'd (scheduled) delivery;
+    /// `u64::MAX` when there is none. Retention passing it may have evicted
+    /// such an event (see [`State::drop_evicted_scheduled`]).
+    scheduled_low: u64,
     lagged: u64,
     /// The last delivery was a redelivery: a new event waiting goes first
     /// next, so an event naked over and over (redelivered at once each time)
@@ -207,6 +215,13 @@ impl Consumer {
     pub(crate) fn new(settings: Settings, store: &mut Store) -> Arc<Self> {
         let (next_seq, initial) = start_position(&settings, store);
         let cursor = store.add_cursor(settings.filter.clone(), next_seq);
+        if next_seq < store.first_seq() {
+            // a start sequence retention already passed: the events from it
+            // on were evicted before this consumer existed, their subjects
+            // are gone, so every evicted position counts (the upper bound
+            // `Error::Lagged` allows); the first fetch reports them
+            cursor.set_missed(store.first_seq() - next_seq);
+        }
         Arc::new(Self {
             state: Mutex::new(State {
                 settings,
@@ -218,6 +233,7 @@ impl Consumer {
                 heap: BinaryHeap::new(),
                 handoff: VecDeque::new(),
                 next_token: 0,
+                scheduled_low: u64::MAX,
                 lagged: 0,
                 new_turn: false,
                 deleted: false,
@@ -359,6 +375,7 @@ impl Consumer {
             let deadline = after(Instant::now(), delay.unwrap_or(Duration::ZERO));
             p.deadline = deadline;
             p.phase = Phase::Scheduled;
+            state.scheduled_low = state.scheduled_low.min(seq);
             state.heap.push(Reverse((deadline, seq, token)));
         }
         state.tidy_timers();
@@ -429,6 +446,9 @@ impl State {
             self.handoff.clear();
         }
         let store = store.lock();
+        if store.first_seq() > self.scheduled_low {
+            self.drop_evicted_scheduled(&store);
+        }
         // due redeliveries go first, but after one of them a new event that
         // is waiting takes its turn (see `new_turn`)
         let new_turn = std::mem::take(&mut self.new_turn);
@@ -467,6 +487,38 @@ impl State {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
+    }
+
+    /// Drops the nak'd deliveries (waiting for their redelivery time, or
+    /// left to other subscriptions) whose events retention evicted, and
+    /// counts them as lagged, as their redelivery would have: a long nak
+    /// delay must not hold a `max_ack_pending` slot for an event that can
+    /// never be delivered again. Runs only when retention passed
+    /// `scheduled_low`, and raises it past what is left, so each scheduled
+    /// delivery is looked at O(1) times per time it is nak'd (amortised).
+    /// Deliveries in flight stay: their holders may still settle them.
+    fn drop_evicted_scheduled(&mut self, store: &Store) {
+        let first = store.first_seq();
+        let (mut low, mut dropped) = (u64::MAX, 0);
+        self.pending.retain(|&seq, p| {
+            if p.phase != Phase::Scheduled {
+                return true;
+            }
+            if seq < first {
+                dropped += 1;
+                return false;
+            }
+            low = low.min(seq);
+            true
+        });
+        self.scheduled_low = low;
+        if dropped > 0 {
+            self.lagged += dropped;
+            let pending = &self.pending;
+            self.handoff
+                .retain(|h| pending.get(&h.0).is_some_and(|p| p.token == h.1));
+            self.tidy_timers();
+        }
     }
 
     fn in_flight(&self) -> u64 {
@@ -601,6 +653,7 @@ impl State {
                 // the holder's token can no longer nak or extend it (an ack
                 // or term, by sequence, still settles it)
                 p.phase = Phase::Scheduled;
+                self.scheduled_low = self.scheduled_low.min(seq);
                 self.handoff.push_back((seq, p.token, now));
                 continue;
             }
@@ -736,11 +789,16 @@ fn is_live(pending: &PendingMap, (deadline, seq, token): &Timer) -> bool {
         .is_some_and(|p| p.token == *token && p.deadline == *deadline)
 }
 
-/// `now + d`, saturating a century ahead instead of panicking on overflow
-/// (callers may pass `Duration::MAX` to mean "forever").
+/// The longest wait or delay a consumer holds (a century): longer ones
+/// (`Duration::MAX` for "forever") are held to it, as the contract's
+/// "Option values" allow.
+const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + d`, saturating [`LONGEST_WAIT`] ahead instead of panicking on
+/// overflow (callers may pass `Duration::MAX` to mean "forever").
 fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .or_else(|| now.checked_add(LONGEST_WAIT))
         .unwrap_or(now)
 }
 
@@ -750,9 +808,13 @@ fn start_position(settings: &Settings, store: &Store) -> (u64, VecDeque<u64>) {
     match &settings.options.deliver_policy {
         DeliverPolicy::All => (store.first_seq(), VecDeque::new()),
         DeliverPolicy::New => (end, VecDeque::new()),
-        DeliverPolicy::ByStartSequence { sequence } => {
-            ((*sequence).max(store.first_seq()), VecDeque::new())
-        }
+        // a start before the oldest stored event is kept (sequences start at
+        // 1): the consumer reports the evicted ones as lag (see
+        // `Consumer::new`) and goes on with the oldest stored event
+        DeliverPolicy::ByStartSequence { sequence } => ((*sequence).max(1), VecDeque::new()),
+        // a start time before the oldest stored event is not reported: the
+        // evicted events' times are gone, so whether any was at or after it
+        // cannot be told
         DeliverPolicy::ByStartTime { timestamp } => {
             (store.seq_at_time(*timestamp), VecDeque::new())
         }

@@ -8,15 +8,34 @@
 //! It passes the whole conformance suite.
 //!
 //! Events are kept in a bounded ring (`max_events`, and
-//! [`MemoryLimits::max_bytes`] of encoded events if set); publishing evicts
-//! the oldest in O(1) (amortized: one event, or as many as a large one
-//! needs under `max_bytes`), `info()` is O(1) and `history()` walks back
+//! [`MemoryLimits::max_bytes`] of encoded events if set); once full,
+//! publishing evicts the oldest (one event, or as many as a large one needs
+//! under `max_bytes`). An eviction is not O(1): to count each consumer's
+//! `Lagged` report it visits every consumer the store tracks (every live
+//! subscription, and every durable until it is
+//! [`unsubscribe`](event_core::EventProvider::unsubscribe)d, read or not),
+//! and matches the evicted event against the filter of each one it
+//! overtakes, under the store lock: O(consumers) per evicting publish, tens
+//! of nanoseconds per consumer (measured in an `opt-level = 1` build: 3 µs
+//! per publish with no consumer, 20 µs with 1,000 idle durables left behind,
+//! 550 µs with 10,000). Unsubscribe durables you no longer use. `info()` is
+//! O(1) and `history()` walks back
 //! from the newest event only as far as it needs to, skipping blocks of 64
 //! events whose one-word category summary rules out the filter's category
 //! (so a rare category is found without visiting every event; consumers
 //! catching up skip the same way). A consumer that retention overtakes gets
 //! [`Error::Lagged`](event_core::Error::Lagged) with the number of evicted
-//! events its filter matched, and no report when none did.
+//! events its filter matched, and no report when none did. A consumer
+//! created with `DeliverPolicy::ByStartSequence` before the oldest stored
+//! event gets `Lagged` too, counting every evicted position from its start
+//! (their subjects are gone: an upper bound), then the oldest stored event;
+//! a `ByStartTime` start before it is not reported (the evicted events'
+//! times are gone).
+//! An event nak'd with a delay and evicted before its redelivery is
+//! dropped from the consumer's unacknowledged deliveries at its next fetch
+//! (counted in `Lagged`), so a long delay does not hold a `max_ack_pending`
+//! slot for an event that can no longer be delivered; a delivery still in
+//! flight keeps its slot until it is settled or its ack wait ends.
 //!
 //! Events are stored as `Arc<Event>` and delivered as the same `Arc`.
 //! [`publish`](event_core::EventProvider::publish) copies the borrowed event

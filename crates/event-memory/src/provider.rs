@@ -35,7 +35,8 @@ pub(crate) struct Shared {
 /// The in-process provider: the reference implementation of the
 /// [`EventProvider`] contract.
 ///
-/// Events live in a bounded ring (`max_events`, O(1) eviction); consumers,
+/// Events live in a bounded ring (`max_events`; an eviction visits every
+/// consumer, durables until they are unsubscribed: see the crate docs); consumers,
 /// durable or ephemeral, read that log with their own position, in-flight
 /// set and timers, so acknowledgement, redelivery, `max_deliver`, every
 /// deliver policy and dedup behave as on JetStream. Nothing survives the

@@ -1,5 +1,6 @@
-//! The event log: a bounded ring with O(1) append and eviction, and the
-//! dedup window.
+//! The event log: a bounded ring (O(1) append; an eviction is O(1) in the
+//! log but walks every consumer's cursor, see `Store::count_evicted`),
+//! and the dedup window.
 
 use event_core::{Error, Event, MAX_PAYLOAD_DEPTH, Result, SubjectPattern, check_payload_depth};
 use hashbrown::hash_table::Entry as Slot;
@@ -297,8 +298,6 @@ impl Store {
         cursor
     }
 
-    /// Counts evicted event `seq` against every cursor it overtakes whose
-    /// filter matches it, and forgets the cursors of dropped consumers.
     /// Evicts the oldest event, counting it for the consumers it
     /// overtakes; `false` when there is none.
     fn evict_oldest(&mut self) -> bool {
@@ -315,6 +314,12 @@ impl Store {
         true
     }
 
+    /// Counts evicted event `seq` against every cursor it overtakes whose
+    /// filter matches it, and forgets the cursors of dropped consumers.
+    ///
+    /// O(cursors): every tracked consumer (durables until unsubscribed) is
+    /// visited on every eviction, and the filter of each one `seq`
+    /// overtakes is matched unless its category rules it out.
     fn count_evicted(&mut self, seq: u64, subject: &str) {
         // computed once, and only if some cursor is overtaken
         let mut evicted: Option<Summary> = None;
@@ -497,7 +502,8 @@ impl Store {
         }
         let stored_at = self.log.back().map_or(now_ms, |e| e.stored_at.max(now_ms));
         // one event out for the count; for bytes as many as it takes (each
-        // event is evicted once: O(1) per publish, amortized)
+        // event is evicted once: one eviction per publish, amortized, each
+        // O(cursors))
         while self.log.len() >= self.max_events
             || (self.max_bytes != 0 && self.bytes.saturating_add(size as u64) > self.max_bytes)
         {

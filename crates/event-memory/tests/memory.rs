@@ -229,6 +229,48 @@ async fn huge_durations_mean_forever_and_never_panic() {
     assert!(nothing.is_err(), "a nak delayed 'forever' came back");
 }
 
+/// An ack wait of `Duration::MAX` (set, a backoff step, or the provider's
+/// default) is held at a century, and `PendingEvent::ack_wait` reports that
+/// held value, the wait applied (as the contract asks), not `Duration::MAX`.
+#[tokio::test]
+async fn a_held_ack_wait_is_reported_as_held() {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let by_default = MemoryProvider::with_limits(
+        MemoryConfig::default(),
+        MemoryLimits {
+            default_ack_wait: Duration::MAX,
+            ..MemoryLimits::default()
+        },
+    )
+    .unwrap();
+    let set = SubscribeOptions {
+        ack_wait: Some(Duration::MAX),
+        ..SubscribeOptions::default()
+    };
+    let backoff = SubscribeOptions {
+        backoff: vec![Duration::MAX],
+        ..SubscribeOptions::default()
+    };
+    let p = MemoryProvider::default();
+    for (label, p, opts) in [
+        ("default_ack_wait", &by_default, SubscribeOptions::default()),
+        ("ack_wait", &p, set),
+        ("backoff", &p, backoff),
+    ] {
+        let mut durable = p
+            .subscribe_durable_with_options(label, "events.>", &opts)
+            .await
+            .unwrap();
+        let mut ephemeral = p.subscribe_with_options("events.>", &opts).await.unwrap();
+        publish(p, 0..1).await;
+        for sub in [&mut durable, &mut ephemeral] {
+            let pending = sub.next_manual_ack().await.unwrap().unwrap();
+            assert_eq!(pending.ack_wait(), Some(CENTURY), "{label}");
+            pending.ack().await.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn durable_behind_retention_reports_lag_then_continues() {
     let p = provider(5, 10);
@@ -1022,8 +1064,10 @@ async fn an_explicit_msg_id_counts_towards_the_payload_limit() {
 
 /// Slow consumers: a delivery left unsettled (dropped, or nak'd with a
 /// delay) whose event retention removes before it can be redelivered is
-/// reported as `Lagged` when its redelivery falls due, never dropped
-/// silently; the consumer goes on with the events still stored.
+/// reported as `Lagged`, never dropped silently: a dropped one when its
+/// redelivery falls due, a nak'd one at the next fetch after the eviction
+/// (it gives up its `max_ack_pending` slot); the consumer goes on with the
+/// events still stored.
 #[tokio::test(start_paused = true)]
 async fn an_unsettled_delivery_evicted_before_redelivery_is_reported() {
     let p = provider(1, 10);
@@ -1042,10 +1086,15 @@ async fn an_unsettled_delivery_evicted_before_redelivery_is_reported() {
     assert_eq!(one.received.event.payload["n"], 1);
     one.nak_with_delay(Duration::from_secs(5)).await.unwrap();
     publish(&p, 2..3).await; // evicts event 1, awaiting its delayed redelivery
+    // the nak'd one is reported at once
+    match sub.next_manual_ack().await {
+        Err(Error::Lagged { missed }) => assert_eq!(missed, 1),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
     let two = sub.next_manual_ack().await.unwrap().unwrap();
     assert_eq!(two.received.event.payload["n"], 2);
     two.ack().await.unwrap();
-    let mut missed = 0;
+    let mut missed = 1;
     while missed < 2 {
         // virtual time: a lost report fails at once instead of hanging
         match tokio::time::timeout(Duration::from_secs(60), sub.next_manual_ack()).await {
@@ -1323,4 +1372,98 @@ async fn a_fetch_loop_lets_other_tasks_run() {
         "the fetch loop held the runtime for all its {during} fetches"
     );
     spinner.abort();
+}
+
+/// A consumer that starts by sequence before the oldest stored event (a
+/// checkpoint saved before retention evicted what followed it) is told
+/// what it missed: `Lagged` with every evicted position from its start (the
+/// evicted events' subjects are gone, so an upper bound), then the oldest
+/// stored event. Durable and ephemeral; a start at or after the oldest
+/// stored event, or before the first sequence ever assigned, loses nothing
+/// and gets no report.
+#[tokio::test]
+async fn a_start_sequence_before_the_oldest_stored_event_is_reported_as_lagged() {
+    let p = provider(10, 1000);
+    // sequences 1..=25, of which 16..=25 are stored
+    publish(&p, 0..25).await;
+    let opts = |sequence| SubscribeOptions {
+        deliver_policy: DeliverPolicy::ByStartSequence { sequence },
+        ..SubscribeOptions::default()
+    };
+    for (i, (start, missed)) in [
+        (3, Some(13)),
+        (1, Some(15)),
+        (0, Some(15)),
+        (16, None),
+        (20, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let durable = p
+            .subscribe_durable_with_options(&format!("d{i}"), "events.>", &opts(start))
+            .await
+            .unwrap();
+        let ephemeral = p
+            .subscribe_with_options("events.>", &opts(start))
+            .await
+            .unwrap();
+        for (kind, mut sub) in [("durable", durable), ("ephemeral", ephemeral)] {
+            match (sub.next().await, missed) {
+                (Err(Error::Lagged { missed: got }), Some(want)) => {
+                    assert_eq!(got, want, "{kind} from {start}");
+                    let next = sub.next().await.unwrap().unwrap();
+                    assert_eq!(next.sequence, 16, "{kind} from {start}");
+                }
+                (Ok(Some(r)), None) => assert_eq!(r.sequence, start.max(16), "{kind} from {start}"),
+                (other, _) => panic!("{kind} from {start}: {other:?}"),
+            }
+        }
+    }
+    // before anything was stored nothing can have been evicted
+    let empty = provider(10, 1000);
+    let mut sub = empty
+        .subscribe_with_options("events.>", &opts(0))
+        .await
+        .unwrap();
+    publish(&empty, 0..1).await;
+    assert_eq!(sub.next().await.unwrap().unwrap().sequence, 1);
+}
+
+/// A nak'd delivery waiting out a long delay gives up its `max_ack_pending`
+/// slot once retention evicts its event: the durable goes on at once
+/// (reporting the event as lagged) instead of stalling until the delay
+/// runs out.
+#[tokio::test]
+async fn a_nakd_event_evicted_during_its_delay_frees_its_slot() {
+    let p = provider(100, 1000);
+    let opts = SubscribeOptions {
+        max_ack_pending: Some(1),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("k", "events.>", &opts)
+        .await
+        .unwrap();
+    publish(&p, 0..1).await;
+    let held = sub.next_manual_ack().await.unwrap().unwrap();
+    held.nak_with_delay(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    // sequences 1..=300, of which 201..=300 are stored
+    publish(&p, 1..300).await;
+    let mut missed = 0;
+    let delivered = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match sub.next_manual_ack().await {
+                Err(Error::Lagged { missed: m }) => missed += m,
+                Ok(Some(pending)) => return pending.received.sequence,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the durable stalled behind the evicted nak'd event");
+    assert_eq!((delivered, missed), (201, 200));
+    assert_eq!(p.lagged_total(), 200);
 }
