@@ -373,7 +373,9 @@
 //!   event itself at `INFO`
 //!   (target `async_nats`, `event: ...`, one per attempt): filter it with
 //!   `async_nats=warn`. [`NatsProvider::is_connected`]
-//!   and `health()` (connection state plus a stream lookup) report it. A
+//!   and `health()` (connection state plus a stream lookup, and for a
+//!   replicated stream a leader that has heard from a quorum of its
+//!   replicas within 5 s) report it. A
 //!   subscription waiting for events when the connection is lost hands out
 //!   what it already received, then waits up to `request_timeout_secs` for
 //!   the reconnection: it pulls again if the connection comes back

@@ -1056,10 +1056,18 @@ impl EventProvider for NatsProvider {
         }
         // ended at once by a denied request, not after the request timeout
         match self.stream_info("health").await {
-            Ok(_) => {
+            Ok(info) => {
                 let max = self.inner.client.server_info().max_payload;
                 if max > 0 {
                     self.inner.max_payload.store(max, Ordering::Relaxed);
+                }
+                if let Err(problem) = writable(&info) {
+                    tracing::warn!(
+                        stream = %self.inner.stream_name,
+                        problem = %problem,
+                        "NATS health check: the stream cannot take writes"
+                    );
+                    return Ok(false);
                 }
                 Ok(true)
             }
@@ -1069,6 +1077,49 @@ impl EventProvider for NatsProvider {
             }
         }
     }
+}
+
+/// How long a replicated stream's leader may have not heard from a replica
+/// before [`writable`] counts it down: replicas answer the leader's
+/// heartbeats about once a second, and the server itself marks a silent
+/// replica not current only after some ten seconds and offline later
+/// still.
+const PEER_SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a replicated stream, as `info` describes it, can take writes: it
+/// has a leader, and the leader and the replicas up (not offline, heard
+/// from within [`PEER_SILENCE`]) make a quorum of its `num_replicas`. A
+/// member that answers after losing the others still names itself leader,
+/// with the others current, for some ten seconds (and then none), and
+/// every write times out meanwhile. A stream of one replica (or a server
+/// that reports no cluster) is writable whenever it answers.
+pub(crate) fn writable(
+    info: &async_nats::jetstream::stream::Info,
+) -> std::result::Result<(), String> {
+    let replicas = info.config.num_replicas;
+    if replicas <= 1 {
+        return Ok(());
+    }
+    let Some(cluster) = &info.cluster else {
+        return Ok(());
+    };
+    let Some(leader) = &cluster.leader else {
+        return Err(format!(
+            "no leader for its {replicas} replicas (an election in progress, or too few of them up)"
+        ));
+    };
+    let up = 1 + cluster
+        .replicas
+        .iter()
+        .filter(|peer| !peer.offline && peer.active < PEER_SILENCE)
+        .count();
+    let quorum = replicas / 2 + 1;
+    if up < quorum {
+        return Err(format!(
+            "its leader {leader:?} sees {up} of {replicas} replicas up, under the quorum of {quorum}"
+        ));
+    }
+    Ok(())
 }
 
 impl NatsProvider {
@@ -1081,7 +1132,84 @@ impl NatsProvider {
 
 #[cfg(test)]
 mod tests {
-    use super::{ESCAPED, Unsubscribed, msg_id_header};
+    use super::{ESCAPED, Unsubscribed, msg_id_header, writable};
+
+    /// A stream info as a three-node cluster's server answers it, with
+    /// `num_replicas`, the leader and the other members' `offline` flags.
+    /// `peers`: each other member's name, `offline` flag and how long ago
+    /// the leader heard from it.
+    fn stream_info(
+        replicas: usize,
+        leader: Option<&str>,
+        peers: &[(&str, bool)],
+    ) -> async_nats::jetstream::stream::Info {
+        let peers: Vec<_> = peers
+            .iter()
+            .map(|(name, offline)| (*name, *offline, 1))
+            .collect();
+        stream_info_heard(replicas, leader, &peers)
+    }
+
+    fn stream_info_heard(
+        replicas: usize,
+        leader: Option<&str>,
+        peers: &[(&str, bool, u64)],
+    ) -> async_nats::jetstream::stream::Info {
+        let peers: Vec<_> = peers
+            .iter()
+            .map(|(name, offline, ms)| {
+                serde_json::json!({
+                    "name": name, "current": true, "offline": offline,
+                    "active": ms * 1_000_000,
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "config": async_nats::jetstream::stream::Config {
+                name: "S".into(),
+                subjects: vec!["events.>".into()],
+                num_replicas: replicas,
+                ..Default::default()
+            },
+            "created": "2026-11-30T00:00:00Z",
+            "state": {"messages": 0, "bytes": 0, "first_seq": 0, "first_ts": "0001-01-01T00:00:00Z",
+                      "last_seq": 0, "last_ts": "0001-01-01T00:00:00Z", "consumer_count": 0},
+            "cluster": {"name": "a3s", "leader": leader, "replicas": peers},
+        }))
+        .expect("a stream info")
+    }
+
+    #[test]
+    fn a_replicated_stream_without_a_quorum_is_not_writable() {
+        let healthy = stream_info(3, Some("n1"), &[("n2", false), ("n3", false)]);
+        assert_eq!(writable(&healthy), Ok(()));
+        let one_down = stream_info(3, Some("n1"), &[("n2", false), ("n3", true)]);
+        assert_eq!(writable(&one_down), Ok(()));
+        let alone = stream_info(3, Some("n2"), &[("n1", true), ("n3", true)]);
+        let problem = writable(&alone).unwrap_err();
+        assert!(problem.contains("1 of 3 replicas up"), "{problem}");
+        // the member left, right after losing the others: still leader,
+        // the others still current and not offline, but silent
+        let stale = stream_info_heard(3, Some("n1"), &[("n2", false, 6_000), ("n3", false, 6_000)]);
+        assert!(writable(&stale).unwrap_err().contains("1 of 3 replicas up"));
+        let heartbeat =
+            stream_info_heard(3, Some("n1"), &[("n2", false, 1_200), ("n3", false, 6_000)]);
+        assert_eq!(writable(&heartbeat), Ok(()));
+        let electing = stream_info(3, None, &[("n1", true), ("n3", false)]);
+        assert!(writable(&electing).unwrap_err().contains("no leader"));
+        // one replica: writable whenever it answers, cluster or not
+        assert_eq!(writable(&stream_info(1, None, &[])), Ok(()));
+        let mut single = stream_info(1, None, &[]);
+        single.cluster = None;
+        assert_eq!(writable(&single), Ok(()));
+        // R5 with two members offline still has its quorum of three
+        let r5 = stream_info(
+            5,
+            Some("n1"),
+            &[("n2", false), ("n3", false), ("n4", true), ("n5", true)],
+        );
+        assert_eq!(writable(&r5), Ok(()));
+    }
     use std::sync::Arc;
 
     /// The dedup id a `Nats-Msg-Id` value was made from: the inverse of
