@@ -592,7 +592,15 @@ async fn update_or_create(
             if error::api_code(&e) == Some(ErrorCode::STREAM_NAME_EXIST) {
                 return Err(Reconciled::CreatedElsewhere(e.to_string()));
             }
-            let reason = with_overlap(String::new(), is_overlap(&e), js, desired, timeout).await;
+            let mut reason =
+                with_overlap(String::new(), is_overlap(&e), js, desired, timeout).await;
+            if error::api_code(&e) == Some(ErrorCode::CLUSTER_NO_PEERS) {
+                reason.push_str(&format!(
+                    " (NatsOptions::replicas is {}: the cluster has fewer JetStream servers than \
+                     that with room for the stream)",
+                    desired.num_replicas
+                ));
+            }
             Err(match error::map("create stream", e, timeout) {
                 Error::Provider { source, .. } => Error::invalid_config(
                     "stream",

@@ -57,7 +57,8 @@ async fn health_becomes(provider: &NatsProvider, want: bool, limit: Duration) ->
     }
 }
 
-/// With two of the three nodes of a replicated (R3) stream down, the node
+/// Too many replicas for the cluster are refused naming the option. With
+/// two of the three nodes of a replicated (R3) stream down, the node
 /// left answers the stream lookup (naming itself leader for a while, then
 /// no leader) while every write times out: `health()` says false, and true
 /// again once a second node is back and the stream takes writes.
@@ -89,6 +90,25 @@ async fn health_is_false_while_a_replicated_stream_has_no_quorum() {
         }
     };
     health_becomes(&provider, true, Duration::from_secs(30)).await;
+
+    // more replicas than the cluster has servers: refused, naming the option
+    let mut five = common::config(&nodes[0], "five");
+    five.url = config.url.clone();
+    let refused = NatsProvider::connect_with(
+        five,
+        NatsOptions {
+            replicas: 5,
+            ..NatsOptions::default()
+        },
+    )
+    .await
+    .expect_err("5 replicas on 3 servers");
+    assert!(
+        matches!(refused, event_core::Error::InvalidConfig { .. })
+            && refused.to_string().contains("NatsOptions::replicas is 5"),
+        "{refused}"
+    );
+
     let event = common::numbered_event(&provider, "q", 1);
     provider.publish(&event).await.unwrap();
 
