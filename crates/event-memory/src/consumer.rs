@@ -149,6 +149,10 @@ pub(crate) struct State {
     /// `u64::MAX` when there is none. Retention passing it may have evicted
     /// such an event (see [`State::drop_evicted_scheduled`]).
     scheduled_low: u64,
+    /// The store's first sequence at the last [`State::drop_evicted_scheduled`]
+    /// scan: a scan (which walks every pending delivery) waits for as many
+    /// evictions since as there are pending deliveries.
+    scanned_at: u64,
     lagged: u64,
     /// The last delivery was a redelivery: a new event waiting goes first
     /// next, so an event naked over and over (redelivered at once each time)
@@ -234,6 +238,7 @@ impl Consumer {
                 handoff: VecDeque::new(),
                 next_token: 0,
                 scheduled_low: u64::MAX,
+                scanned_at: 0,
                 lagged: 0,
                 new_turn: false,
                 deleted: false,
@@ -446,7 +451,10 @@ impl State {
             self.handoff.clear();
         }
         let store = store.lock();
-        if store.first_seq() > self.scheduled_low {
+        let first = store.first_seq();
+        if first > self.scheduled_low
+            && first.saturating_sub(self.scanned_at) >= self.pending.len() as u64
+        {
             self.drop_evicted_scheduled(&store);
         }
         // due redeliveries go first, but after one of them a new event that
@@ -494,11 +502,15 @@ impl State {
     /// counts them as lagged, as their redelivery would have: a long nak
     /// delay must not hold a `max_ack_pending` slot for an event that can
     /// never be delivered again. Runs only when retention passed
-    /// `scheduled_low`, and raises it past what is left, so each scheduled
-    /// delivery is looked at O(1) times per time it is nak'd (amortised).
-    /// Deliveries in flight stay: their holders may still settle them.
+    /// `scheduled_low`, and then only once as many events were evicted since
+    /// the last scan as there are pending deliveries (the scan walks them
+    /// all: amortised, O(1) per eviction; a slot is freed within that many
+    /// publishes, not after the nak delay). It raises `scheduled_low` to the
+    /// lowest scheduled delivery left. Deliveries in flight stay: their
+    /// holders may still settle them.
     fn drop_evicted_scheduled(&mut self, store: &Store) {
         let first = store.first_seq();
+        self.scanned_at = first;
         let (mut low, mut dropped) = (u64::MAX, 0);
         self.pending.retain(|&seq, p| {
             if p.phase != Phase::Scheduled {
