@@ -1,0 +1,134 @@
+//! A three-node JetStream cluster: an ephemeral subscription keeps
+//! delivering when the node hosting its consumer is killed.
+
+mod common;
+
+use common::NatsCluster;
+use event_core::EventProvider;
+use event_nats::{NatsConfig, NatsOptions, NatsProvider};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// Connects once the cluster has a meta leader (stream creation fails
+/// until then).
+async fn connect(config: NatsConfig) -> NatsProvider {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let options = NatsOptions {
+            replicas: 3,
+            ..NatsOptions::default()
+        };
+        match NatsProvider::connect_with(config.clone(), options).await {
+            Ok(p) => return p,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cluster not ready: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The name and the leader (a `server_name`) of the only consumer on
+/// `stream`, asked through `url`.
+async fn consumer_leader(url: &str, stream: &str) -> (String, String, usize) {
+    let client = async_nats::connect(url).await.expect("connect probe");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(stream).await.expect("stream");
+    let names: Vec<String> = {
+        use futures_util::StreamExt as _;
+        let mut names = Vec::new();
+        let mut list = stream.consumer_names();
+        while let Some(name) = list.next().await {
+            names.push(name.expect("consumer name"));
+        }
+        names
+    };
+    assert_eq!(names.len(), 1, "consumers: {names:?}");
+    let info = stream
+        .consumer_info(names[0].as_str())
+        .await
+        .expect("consumer info");
+    let cluster = info.cluster.as_ref().expect("cluster info");
+    let leader = cluster.leader.clone().expect("consumer leader");
+    (names[0].clone(), leader, cluster.replicas.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_survives_the_loss_of_its_consumer_node() {
+    let Some(mut cluster) = NatsCluster::start("ephemeral_survives_the_loss_of_its_consumer_node")
+    else {
+        return;
+    };
+    let (stream_name, subject_prefix) = common::unique("clu");
+    let config = NatsConfig {
+        url: cluster.urls(),
+        stream_name: stream_name.clone(),
+        subject_prefix,
+        max_events: 0,
+        max_age_secs: 0,
+        connect_timeout_secs: 5,
+        request_timeout_secs: 2,
+        ..NatsConfig::default()
+    };
+    let p = connect(config).await;
+    let filter = p.category_subject("clu");
+    let mut sub = p.subscribe(&filter).await.expect("subscribe");
+
+    // events until the first one is delivered: the consumer works
+    let publish = |n: u64| {
+        let p = &p;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            // retried until stored: the stream may be electing a leader
+            while let Err(e) = p.publish(&common::numbered_event(p, "clu", n)).await {
+                assert!(Instant::now() < deadline, "publish {n}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    publish(0).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("first event in time")
+        .expect("first event")
+        .expect("subscription open");
+    assert_eq!(first.event.payload["n"], 0);
+
+    let (name, leader, replicas) = consumer_leader(&cluster.nodes[0].url(), &stream_name).await;
+    eprintln!("consumer {name} leader {leader}, {replicas} other replicas");
+    cluster.node(&leader).kill();
+    let killed = Instant::now();
+
+    for n in 1..=5 {
+        publish(n).await;
+    }
+    eprintln!("events 1..=5 stored {:?} after the kill", killed.elapsed());
+    // delivered within a bound while the node stays down
+    let bound = Duration::from_secs(30);
+    let mut seen = BTreeSet::new();
+    while seen.len() < 5 {
+        let left = bound.saturating_sub(killed.elapsed());
+        match tokio::time::timeout(left, sub.next()).await {
+            Ok(Ok(Some(received))) => {
+                let n = received.event.payload["n"].as_u64().expect("n");
+                if n > 0 {
+                    seen.insert(n);
+                }
+            }
+            Ok(Ok(None)) => panic!("subscription ended"),
+            // transient errors while the cluster fails over: call again
+            Ok(Err(e)) => {
+                eprintln!("next: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => panic!(
+                "only {seen:?} of events 1..=5 delivered {bound:?} after killing {leader}, \
+                 the node of consumer {name}"
+            ),
+        }
+    }
+    eprintln!(
+        "events 1..=5 delivered {:?} after the kill",
+        killed.elapsed()
+    );
+}
