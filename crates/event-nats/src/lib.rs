@@ -232,7 +232,11 @@
 //! - **Subscriptions** are pull consumers with explicit acks: at-least-once.
 //!   Durables keep their position on the server; ephemeral consumers are
 //!   deleted when the subscription is closed or dropped (and expire on the
-//!   server after two idle minutes if the process dies). A consumer the
+//!   server after two idle minutes if the process dies). Ephemerals get
+//!   the stream's replicas (JetStream would make them a single replica):
+//!   in a cluster, when the node leading one is lost, it fails over with
+//!   the stream and the subscription goes on once its open pull expires,
+//!   instead of stalling while that node is down. A consumer the
 //!   server no longer has (a restart, an administrator, another process's
 //!   `unsubscribe`) is noticed when a pull goes unanswered (within 7 s: a
 //!   5 s pull expiry and 2 s for the server's answer): a durable's

@@ -332,6 +332,17 @@ pub(crate) fn max_deliver_of(config: &consumer::Config) -> Option<u64> {
     }
 }
 
+/// The replicas of an ephemeral consumer on `stream`: as many as the
+/// stream has. JetStream makes an ephemeral consumer of a limits-retention
+/// stream a single replica unless told otherwise, and a single-replica
+/// consumer is unreachable while its one node is down (its lookups time
+/// out instead of answering "not found", so it is never recreated either):
+/// the subscription would stall although the stream has a leader. With the
+/// stream's replicas, the consumer fails over with it.
+fn ephemeral_replicas(stream: &async_nats::jetstream::stream::Config) -> usize {
+    stream.num_replicas.max(1)
+}
+
 /// A subscription on one JetStream pull consumer.
 pub(crate) struct NatsSubscription {
     provider: NatsProvider,
@@ -464,6 +475,7 @@ impl NatsSubscription {
         let name = format!("eph-{}", uuid::Uuid::new_v4().simple());
         config.name = Some(name.clone());
         config.inactive_threshold = EPHEMERAL_INACTIVE;
+        config.num_replicas = ephemeral_replicas(&provider.inner.stream.cached_info().config);
         let since = provider.inner.link.denials.mark();
         // the server may create the consumer although this call never
         // returns it (dropped while waiting for the answer, or timed out):
@@ -758,6 +770,7 @@ impl NatsSubscription {
             .stream_info(&format!("recreating consumer {}", self.name))
             .await?;
         let replaced = self.stream_replaced(&stream);
+        config.num_replicas = ephemeral_replicas(&stream.config);
         let resume = if replaced {
             if !matches!(
                 config.deliver_policy,
@@ -788,7 +801,13 @@ impl NatsSubscription {
             self.last_sequence = 0;
             self.received_sequence = 0;
         } else {
-            tracing::info!(consumer = %self.name, "recreated ephemeral consumer");
+            tracing::warn!(
+                consumer = %self.name,
+                resume_at = ?resume,
+                lost_unsettled,
+                "the server lost this ephemeral consumer: recreated (unsettled deliveries \
+                 come again)"
+            );
         }
         self.start_floor = consumer.cached_info().delivered.stream_sequence;
         self.consumer_created = consumer.cached_info().created;

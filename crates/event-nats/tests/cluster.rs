@@ -1,45 +1,140 @@
-//! The provider on a three-node JetStream cluster (nats-server processes
-//! of their own, random ports): what a cluster's own failures look like
-//! from the provider.
+//! The provider on a three-node JetStream cluster (real `nats-server`
+//! processes, random ports): an ephemeral subscription keeps delivering
+//! when the node hosting its consumer is killed; `health()` follows the
+//! stream's quorum; a stream the cluster cannot place is refused clearly.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::NatsServer;
+use common::NatsCluster;
 use event_core::EventProvider;
-use event_nats::{NatsOptions, NatsProvider};
+use event_nats::{NatsConfig, NatsOptions, NatsProvider};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (for the cluster routes, which the nodes
-/// must know before they start).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Connects once the cluster has a meta leader (stream creation fails
+/// until then).
+async fn connect(config: NatsConfig) -> NatsProvider {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let options = NatsOptions {
+            replicas: 3,
+            ..NatsOptions::default()
+        };
+        match NatsProvider::connect_with(config.clone(), options).await {
+            Ok(p) => return p,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cluster not ready: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
-/// Three nodes `n1`..`n3` routed to each other, JetStream on each; `None`
-/// when nats-server is missing (see `common::require_bin`).
-fn cluster(test: &str) -> Option<Vec<NatsServer>> {
-    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes = Vec::new();
-    for (i, route) in routes.iter().enumerate() {
-        let others: Vec<String> = routes
-            .iter()
-            .filter(|r| *r != route)
-            .map(|r| format!("nats://127.0.0.1:{r}"))
-            .collect();
-        let extra = format!(
-            "server_name: n{}\ncluster {{\n  name: a3s\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
-            i + 1,
-            others.join(", ")
-        );
-        nodes.push(NatsServer::start_with(test, &extra)?);
+/// The name and the leader (a `server_name`) of the only consumer on
+/// `stream`, asked through `url`.
+async fn consumer_leader(url: &str, stream: &str) -> (String, String, usize) {
+    let client = async_nats::connect(url).await.expect("connect probe");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(stream).await.expect("stream");
+    let names: Vec<String> = {
+        use futures_util::StreamExt as _;
+        let mut names = Vec::new();
+        let mut list = stream.consumer_names();
+        while let Some(name) = list.next().await {
+            names.push(name.expect("consumer name"));
+        }
+        names
+    };
+    assert_eq!(names.len(), 1, "consumers: {names:?}");
+    let info = stream
+        .consumer_info(names[0].as_str())
+        .await
+        .expect("consumer info");
+    let cluster = info.cluster.as_ref().expect("cluster info");
+    let leader = cluster.leader.clone().expect("consumer leader");
+    (names[0].clone(), leader, cluster.replicas.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_survives_the_loss_of_its_consumer_node() {
+    let Some(mut cluster) = NatsCluster::start("ephemeral_survives_the_loss_of_its_consumer_node")
+    else {
+        return;
+    };
+    let (stream_name, subject_prefix) = common::unique("clu");
+    let config = NatsConfig {
+        url: cluster.urls(),
+        stream_name: stream_name.clone(),
+        subject_prefix,
+        max_events: 0,
+        max_age_secs: 0,
+        connect_timeout_secs: 5,
+        request_timeout_secs: 2,
+        ..NatsConfig::default()
+    };
+    let p = connect(config).await;
+    let filter = p.category_subject("clu");
+    let mut sub = p.subscribe(&filter).await.expect("subscribe");
+
+    // events until the first one is delivered: the consumer works
+    let publish = |n: u64| {
+        let p = &p;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            // retried until stored: the stream may be electing a leader
+            while let Err(e) = p.publish(&common::numbered_event(p, "clu", n)).await {
+                assert!(Instant::now() < deadline, "publish {n}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    publish(0).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("first event in time")
+        .expect("first event")
+        .expect("subscription open");
+    assert_eq!(first.event.payload["n"], 0);
+
+    let (name, leader, replicas) = consumer_leader(&cluster.nodes[0].url(), &stream_name).await;
+    eprintln!("consumer {name} leader {leader}, {replicas} other replicas");
+    cluster.node(&leader).kill();
+    let killed = Instant::now();
+
+    for n in 1..=5 {
+        publish(n).await;
     }
-    Some(nodes)
+    eprintln!("events 1..=5 stored {:?} after the kill", killed.elapsed());
+    // delivered within a bound while the node stays down
+    let bound = Duration::from_secs(30);
+    let mut seen = BTreeSet::new();
+    while seen.len() < 5 {
+        let left = bound.saturating_sub(killed.elapsed());
+        match tokio::time::timeout(left, sub.next()).await {
+            Ok(Ok(Some(received))) => {
+                let n = received.event.payload["n"].as_u64().expect("n");
+                if n > 0 {
+                    seen.insert(n);
+                }
+            }
+            Ok(Ok(None)) => panic!("subscription ended"),
+            // transient errors while the cluster fails over: call again
+            Ok(Err(e)) => {
+                eprintln!("next: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => panic!(
+                "only {seen:?} of events 1..=5 delivered {bound:?} after killing {leader}, \
+                 the node of consumer {name}"
+            ),
+        }
+    }
+    eprintln!(
+        "events 1..=5 delivered {:?} after the kill",
+        killed.elapsed()
+    );
 }
 
 /// Polls `health()` until it is `want` (`limit` at most); how long it took.
@@ -64,35 +159,19 @@ async fn health_becomes(provider: &NatsProvider, want: bool, limit: Duration) ->
 /// again once a second node is back and the stream takes writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_false_while_a_replicated_stream_has_no_quorum() {
-    let Some(mut nodes) = cluster("health_is_false_while_a_replicated_stream_has_no_quorum") else {
+    let Some(mut cluster) =
+        NatsCluster::start("health_is_false_while_a_replicated_stream_has_no_quorum")
+    else {
         return;
     };
-    let mut config = common::config(&nodes[0], "quorum");
-    config.url = nodes
-        .iter()
-        .map(NatsServer::url)
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut config = common::config(&cluster.nodes[0], "quorum");
+    config.url = cluster.urls();
     config.request_timeout_secs = 2;
-    let options = NatsOptions {
-        replicas: 3,
-        ..NatsOptions::default()
-    };
-    // the cluster elects its meta leader after the nodes start
-    let start = Instant::now();
-    let provider = loop {
-        match NatsProvider::connect_with(config.clone(), options.clone()).await {
-            Ok(provider) => break provider,
-            Err(err) => {
-                assert!(start.elapsed() < Duration::from_secs(60), "connect: {err}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
+    let provider = connect(config.clone()).await;
     health_becomes(&provider, true, Duration::from_secs(30)).await;
 
     // more replicas than the cluster has servers: refused, naming the option
-    let mut five = common::config(&nodes[0], "five");
+    let mut five = common::config(&cluster.nodes[0], "five");
     five.url = config.url.clone();
     let refused = NatsProvider::connect_with(
         five,
@@ -112,8 +191,8 @@ async fn health_is_false_while_a_replicated_stream_has_no_quorum() {
     let event = common::numbered_event(&provider, "q", 1);
     provider.publish(&event).await.unwrap();
 
-    nodes[1].kill();
-    nodes[2].kill();
+    cluster.nodes[1].kill();
+    cluster.nodes[2].kill();
     // (before `health()` checked the quorum it stayed true for 25 s and
     // more, answered by the node left, while every write failed)
     health_becomes(&provider, false, Duration::from_secs(10)).await;
@@ -130,7 +209,7 @@ async fn health_is_false_while_a_replicated_stream_has_no_quorum() {
         "the stream takes no writes without its quorum"
     );
 
-    nodes[1].restart();
+    cluster.nodes[1].restart();
     health_becomes(&provider, true, Duration::from_secs(60)).await;
     let start = Instant::now();
     loop {

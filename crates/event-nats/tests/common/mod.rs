@@ -317,6 +317,62 @@ impl Drop for NatsServer {
     }
 }
 
+/// A free TCP port on 127.0.0.1 (bound and released: another process may
+/// take it meanwhile, as with any port picked ahead).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("pick a free port")
+}
+
+/// A three-node JetStream cluster of real `nats-server`s, each with its own
+/// random client port and store; nodes are `n1`..`n3` (`server_name`).
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the three nodes; `None` when the binary is missing.
+    pub fn start(test: &str) -> Option<Self> {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let cluster = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut nodes = Vec::new();
+        for (i, port) in routes.iter().enumerate() {
+            let others: Vec<String> = routes
+                .iter()
+                .filter(|p| *p != port)
+                .map(|p| format!("nats-route://127.0.0.1:{p}"))
+                .collect();
+            let extra = format!(
+                "server_name: n{}\ncluster {{\n  name: {cluster}\n  listen: 127.0.0.1:{port}\n  \
+                 routes: [{}]\n}}\n",
+                i + 1,
+                others.join(", ")
+            );
+            let mut server = NatsServer::prepare(test, &extra, true)?;
+            server.launch();
+            nodes.push(server);
+        }
+        Some(Self { nodes })
+    }
+
+    /// The node named `name` (`n1`..`n3`).
+    pub fn node(&mut self, name: &str) -> &mut NatsServer {
+        let i: usize = name.trim_start_matches('n').parse().expect("node name nN");
+        &mut self.nodes[i - 1]
+    }
+
+    /// Every node's client URL, comma-separated (a client's server list).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// A unique stream name / subject prefix pair.
 pub fn unique(tag: &str) -> (String, String) {
     let id = uuid::Uuid::new_v4().simple().to_string();
