@@ -289,13 +289,8 @@ async fn publish_batch_encrypts_and_counts_each_event_once() {
     );
 }
 
-/// Plaintext events stored before encryption was turned on pass through
-/// unchanged when they merely mention `"encrypted": true`. One with the
-/// envelope's full shape cannot be told from a damaged envelope: it is not
-/// handed over as if decrypted, and not lost either: its dead letter keeps
-/// the payload as stored.
 /// A payload is taken for an envelope when it claims to be one (the
-/// `encrypted` and `version` markers and a key, nonce or ciphertext field):
+/// `encrypted` and `version` markers and a `ciphertext` field):
 /// plaintext that merely mentions encryption passes through, and anything
 /// claiming to be an envelope that cannot be read (malformed, a future
 /// version, a key this bus lacks) is dead-lettered intact, never handed to
@@ -307,6 +302,8 @@ async fn plaintext_that_looks_encrypted_is_passed_through_or_dead_lettered_intac
     let mentions = [
         json!({"encrypted": true, "disk": "sda"}),
         json!({"encrypted": true, "version": 3, "release": "2026.11"}),
+        // no ciphertext: user data, also once dead-lettered and re-driven
+        json!({"volume": "sda", "encrypted": true, "version": 2, "keyId": "kms-1"}),
     ];
     for payload in &mentions {
         legacy

@@ -59,17 +59,16 @@ pub struct EncryptedPayload {
 
 impl EncryptedPayload {
     /// Whether `value` claims to be an envelope: an object with
-    /// `"encrypted": true`, a `version` field and at least one of `keyId`,
-    /// `nonce` and `ciphertext`.
+    /// `"encrypted": true`, a `version` field and a `ciphertext` field.
     ///
     /// Every envelope version keeps those markers, so a claim is enough: an
     /// envelope that is malformed, or of a version this build does not read,
     /// is still recognised, and decrypting it is an error (a consumer
     /// dead-letters it) instead of its fields reaching a handler as data. A
     /// plaintext payload that merely contains `"encrypted": true` (or even
-    /// `"encrypted": true` and a `version`) is not an envelope, so it passes
-    /// through the bus undecrypted; a user payload carrying those markers and
-    /// a `keyId`, `nonce` or `ciphertext` field is taken for an envelope. The
+    /// `"encrypted": true`, a `version` and a `keyId`) is not an envelope, so
+    /// it passes through the bus undecrypted; a user payload carrying those
+    /// markers and a `ciphertext` field is taken for an envelope. The
     /// check does not decode anything; a recognised envelope can still fail
     /// to decrypt.
     ///
@@ -82,7 +81,7 @@ impl EncryptedPayload {
     /// let future = json!({"encrypted": true, "version": 2, "keyId": "k2", "ciphertext": "AAAA"});
     /// assert!(EncryptedPayload::is_encrypted(&future));
     /// // user data that says "encrypted"
-    /// assert!(!EncryptedPayload::is_encrypted(&json!({"encrypted": true, "version": 3})));
+    /// assert!(!EncryptedPayload::is_encrypted(&json!({"encrypted": true, "version": 3, "keyId": "k"})));
     /// ```
     pub fn is_encrypted(value: &Value) -> bool {
         let Value::Object(map) = value else {
@@ -90,9 +89,7 @@ impl EncryptedPayload {
         };
         map.get("encrypted") == Some(&Value::Bool(true))
             && map.contains_key("version")
-            && ["keyId", "nonce", "ciphertext"]
-                .iter()
-                .any(|field| map.contains_key(*field))
+            && map.contains_key("ciphertext")
     }
 
     /// Parses an envelope.
@@ -286,11 +283,10 @@ mod tests {
         assert!(!EncryptedPayload::is_encrypted(&v));
         v["encrypted"] = json!(false);
         assert!(!EncryptedPayload::is_encrypted(&v));
-        // Markers and no key, nonce or ciphertext field: user data.
+        // Markers and no ciphertext field: user data (a dead letter's
+        // plaintext copy of such a payload must read as plaintext again).
         let mut v = sample();
-        for field in ["keyId", "nonce", "ciphertext"] {
-            v.as_object_mut().unwrap().remove(field);
-        }
+        v.as_object_mut().unwrap().remove("ciphertext");
         assert!(!EncryptedPayload::is_encrypted(&v), "{v}");
         // A plaintext payload that happens to say "encrypted".
         assert!(!EncryptedPayload::is_encrypted(
@@ -301,11 +297,13 @@ mod tests {
         }
         // Malformed or future envelopes are still envelopes (and fail to
         // parse), so they are never taken for plaintext.
-        for field in ["keyId", "nonce", "ciphertext"] {
+        for field in ["keyId", "nonce"] {
             let mut v = sample();
             v.as_object_mut().unwrap().remove(field);
             assert!(EncryptedPayload::is_encrypted(&v), "without {field}");
             assert!(EnvelopeRef::parse(&v).is_err(), "without {field}");
+        }
+        for field in ["keyId", "nonce", "ciphertext"] {
             let mut v = sample();
             v[field] = json!([1, 2, 3]);
             assert!(EncryptedPayload::is_encrypted(&v), "{field} mistyped");

@@ -159,7 +159,7 @@
 //! ```
 //!
 //! A payload that claims to be an envelope (`"encrypted": true`, a
-//! `version`, and a `keyId`, `nonce` or `ciphertext` field) is treated as
+//! `version` and a `ciphertext` field) is treated as
 //! one, whoever wrote it: a malformed one, one of a later format version,
 //! or a user payload of that shape fails as undecryptable rather than
 //! passing through as data (see [`EncryptedPayload::is_encrypted`]).
