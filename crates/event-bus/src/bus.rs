@@ -280,9 +280,12 @@ impl EventBus {
     /// ([`Error::is_transient`]), or whose call was dropped before it
     /// returned, can be published again safely (within the provider's dedup
     /// window); the router, which a dropped or failed call may not have
-    /// reached, gets it then (a second time if the call was dropped while the
-    /// router was taking it). This bus remembers the last 65,536 such calls
-    /// (in memory: a repeat through another bus instance, or after a
+    /// reached, gets it then. Routing is at least once: a repeat is routed a
+    /// second time when the call before it was dropped while the router was
+    /// taking the event, or when that call was itself a repeat of a routed
+    /// event whose answer never came (the bus cannot tell it from the call
+    /// that stored the event). This bus remembers the last 65,536 such
+    /// calls (in memory: a repeat through another bus instance, or after a
     /// restart, is not routed).
     ///
     /// A router's refusal after the store is returned as the `Err` too;
@@ -450,17 +453,31 @@ impl EventBus {
             .as_ref()
             .map(|_| crate::refused::UnroutedGuard::new(&inner.unrouted, dedup_id));
         let provider = &inner.provider;
-        let outcome = match (stored.or_else(|| plain.clone()), options) {
+        let published = match (stored.or_else(|| plain.clone()), options) {
             (Some(shared), options) => {
                 let default = PublishOptions::default();
                 provider
                     .publish_shared_with_outcome(shared, options.unwrap_or(&default))
-                    .await?
+                    .await
             }
-            (None, Some(options)) => {
-                PublishOutcome::unknown(provider.publish_with_options(event, options).await?)
+            (None, Some(options)) => provider
+                .publish_with_options(event, options)
+                .await
+                .map(PublishOutcome::unknown),
+            (None, None) => provider.publish(event).await.map(PublishOutcome::unknown),
+        };
+        let outcome = match published {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                // a refusal (not transient) stored nothing: no repeat needs
+                // routing on its account
+                if !err.is_transient()
+                    && let Some(guard) = &mut guard
+                {
+                    guard.disarm();
+                }
+                return Err(err);
             }
-            (None, None) => PublishOutcome::unknown(provider.publish(event).await?),
         };
         let sequence = outcome.sequence;
         // 5. router, with the plaintext: a repeat the provider stored once
@@ -812,8 +829,10 @@ pub struct Stored {
     /// window and stored nothing ([`sequence`](Self::sequence) is the first
     /// copy's). Such a repeat is **not** handed to the router again (it
     /// was routed when first stored), unless the router refused it then, or
-    /// the call that stored it ended before the router had it (dropped by
-    /// its caller, or failed with an error after the store): this bus
+    /// a call for it ended before the router had it (dropped by its caller,
+    /// or failed with a transient error: the event may have been stored;
+    /// when that call was itself a repeat, the event is routed a second
+    /// time, see [`EventBus::publish_event`]): this bus
     /// remembers its last 65,536 refusals and as many such calls (in
     /// memory; another bus
     /// instance, or this one after a restart, does not know them, and does

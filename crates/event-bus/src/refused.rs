@@ -17,9 +17,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// (a repeat of one of those is then not routed).
 pub(crate) const MAX_REMEMBERED: usize = 65_536;
 
-/// A bounded set of keys, oldest forgotten first. Touched only on the rare
-/// paths (a refusal, an abandoned call, a duplicate): an ordinary publish
-/// reads [`is_empty`](Self::is_empty) at most, an atomic load.
+/// A bounded set of keys, oldest forgotten first. Filled only on the rare
+/// paths (a refusal, an abandoned call); while it is empty a lookup is an
+/// atomic load, and once it holds keys (they leave when their event is
+/// repeated, or are forgotten beyond [`MAX_REMEMBERED`]) a routed publish
+/// takes its lock and hashes its id.
 #[derive(Debug)]
 pub(crate) struct Recent<K> {
     inner: Mutex<Inner<K>>,

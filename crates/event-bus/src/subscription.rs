@@ -411,16 +411,19 @@ impl BusSubscription {
                 let bus = self.bus.clone();
                 let limit = self.dlq_limits.timeout;
                 let own = self.dead_letters.clone();
-                let (fate, settled) = detached("dead-letter hand-off", async move {
-                    match bus.dead_letter(dead, sequence, limit).await {
+                // logged in the task: a caller that stops waiting (a runner
+                // shutting down drops its fetch) must not lose the line
+                let (logged_event, reason) = (Arc::clone(&received.event), err.to_string());
+                let settled = detached("dead-letter hand-off", async move {
+                    let (fate, settled) = match bus.dead_letter(dead, sequence, limit).await {
                         Some(Ok(())) => {
                             OwnDeadLetters::bump(&own.dead_lettered);
-                            Ok((Fate::DeadLettered, acker.term().await))
+                            (Fate::DeadLettered, acker.term().await)
                         }
                         None => {
                             bus.metrics.add_dlq_dropped(1);
                             OwnDeadLetters::bump(&own.dropped);
-                            Ok((Fate::Terminated, acker.term().await))
+                            (Fate::Terminated, acker.term().await)
                         }
                         // a nak of a final delivery would end the event:
                         // left unsettled, it comes once more (its spare
@@ -430,7 +433,7 @@ impl BusSubscription {
                             bus.metrics.add_dlq_unsettled(1);
                             OwnDeadLetters::bump(&own.unsettled);
                             drop(acker);
-                            Ok((Fate::Unsettled, Ok(())))
+                            (Fate::Unsettled, Ok(()))
                         }
                         // refused for good, and offered on enough
                         // deliveries: without `max_deliver` a nak would
@@ -447,16 +450,17 @@ impl BusSubscription {
                             );
                             bus.metrics.add_dlq_dropped(1);
                             OwnDeadLetters::bump(&own.dropped);
-                            Ok((Fate::Logged, acker.term().await))
+                            (Fate::Logged, acker.term().await)
                         }
-                        Some(Err(_)) => Ok((
+                        Some(Err(_)) => (
                             Fate::HandedBack,
                             acker.nak(Some(DLQ_RETRY_DELAY)).await,
-                        )),
-                    }
+                        ),
+                    };
+                    fate.log_undecryptable(&logged_event, sequence, deliveries, &reason);
+                    Ok(settled)
                 })
                 .await?;
-                fate.log_undecryptable(&received.event, sequence, deliveries, &err);
                 settled?;
                 Err(err)
             }
@@ -490,7 +494,7 @@ impl Fate {
     /// while the event is kept (dead-lettered, or to be offered to the DLQ
     /// again), an `ERROR` when this consumer group loses it. Ids and
     /// subjects are logged escaped (`Debug`): they are the publisher's.
-    fn log_undecryptable(self, event: &Event, sequence: u64, deliveries: u64, err: &Error) {
+    fn log_undecryptable(self, event: &Event, sequence: u64, deliveries: u64, err: &str) {
         let (id, subject) = (&event.id, &event.subject);
         match self {
             Self::DeadLettered => tracing::warn!(
@@ -539,7 +543,7 @@ impl Fate {
     /// subject, escaped, and sequence; its body is not logged): a `WARN`
     /// when the DLQ handler took it, an `ERROR` when it is lost (the
     /// provider has already dropped it).
-    fn log_undecodable(self, subject: &str, sequence: u64, err: &Error) {
+    fn log_undecodable(self, subject: &str, sequence: u64, err: &str) {
         match self {
             Self::DeadLettered => tracing::warn!(
                 subject = ?subject,
@@ -662,30 +666,35 @@ impl Inner {
                 // The provider already terminated the message; a refusal is
                 // logged and counted by `dead_letter`, and the dead letter
                 // is then gone (counted as dropped, as without a handler).
+                // The line is logged in the task: a caller that stops
+                // waiting must not lose it.
                 let (bus, own, seq) = (this.clone(), own.clone(), *sequence);
+                let (logged_subject, reason) = (subject.clone(), err.to_string());
                 let handed = detached("dead-letter hand-off", async move {
                     let fate = match bus.dead_letter(dead, seq, None).await {
                         Some(Ok(())) => {
                             OwnDeadLetters::bump(&own.dead_lettered);
-                            return Ok(Fate::DeadLettered);
+                            Fate::DeadLettered
                         }
                         None => Fate::Terminated,
                         Some(Err(_)) => Fate::Refused,
                     };
-                    bus.metrics.add_dlq_dropped(1);
-                    OwnDeadLetters::bump(&own.dropped);
-                    Ok(fate)
+                    if fate != Fate::DeadLettered {
+                        bus.metrics.add_dlq_dropped(1);
+                        OwnDeadLetters::bump(&own.dropped);
+                    }
+                    fate.log_undecodable(&logged_subject, seq, &reason);
+                    Ok(())
                 })
                 .await;
-                match handed {
-                    Ok(fate) => fate.log_undecodable(subject, *sequence, &err),
-                    Err(failed) => tracing::error!(
+                if let Err(failed) = handed {
+                    tracing::error!(
                         subject = ?subject,
                         sequence,
                         error = %err,
                         failure = %failed,
                         "undecodable message: handing it to the DLQ failed"
-                    ),
+                    );
                 }
             }
             _ => {}

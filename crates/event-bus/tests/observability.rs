@@ -70,6 +70,9 @@ mod capture {
         max: Level,
         next: AtomicU64,
         spans: Mutex<HashMap<u64, String>>,
+        /// Each span's metadata, for `current_span` (which
+        /// `Span::current` and `in_current_span` ask).
+        metadata: Mutex<HashMap<u64, &'static Metadata<'static>>>,
         pub lines: Mutex<Vec<Line>>,
     }
 
@@ -80,6 +83,7 @@ mod capture {
                 max,
                 next: AtomicU64::new(0),
                 spans: Mutex::default(),
+                metadata: Mutex::default(),
                 lines: Mutex::default(),
             }
         }
@@ -115,6 +119,7 @@ mod capture {
             let mut text = format!("{}{{", attrs.metadata().name());
             attrs.record(&mut Fields(&mut text));
             self.spans.lock().unwrap().insert(id, text);
+            self.metadata.lock().unwrap().insert(id, attrs.metadata());
             Id::from_u64(id)
         }
         fn record(&self, id: &Id, values: &Record<'_>) {
@@ -139,6 +144,14 @@ mod capture {
                 fields,
                 spans,
             });
+        }
+        fn current_span(&self) -> tracing_core::span::Current {
+            let top = STACK.with(|s| s.borrow().last().copied());
+            top.and_then(|id| {
+                let metadata = *self.metadata.lock().unwrap().get(&id)?;
+                Some(tracing_core::span::Current::new(Id::from_u64(id), metadata))
+            })
+            .unwrap_or_else(tracing_core::span::Current::none)
         }
         fn enter(&self, id: &Id) {
             STACK.with(|s| s.borrow_mut().push(id.into_u64()));
@@ -716,5 +729,83 @@ async fn an_undecodable_message_is_logged_with_its_fate() {
                 && !line.fields.contains("BODY-NOT-LOGGED"),
             "{line:?}"
         );
+    }
+}
+
+/// A DLQ handler that takes its time before storing.
+struct SlowDlq(MemoryDlqHandler);
+
+#[async_trait::async_trait]
+impl event_core::DlqHandler for SlowDlq {
+    async fn handle(&self, dead_letter: event_core::DeadLetterEvent) -> event_core::Result<()> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.0.handle(dead_letter).await
+    }
+    async fn list(&self, limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
+        self.0.list(limit).await
+    }
+    async fn count(&self) -> event_core::Result<usize> {
+        self.0.count().await
+    }
+}
+
+/// The line saying what became of an undecryptable delivery is written
+/// also when the caller stopped waiting for the fetch (a runner shutting
+/// down drops it) while the DLQ handler was taking the dead letter.
+#[tokio::test(flavor = "current_thread")]
+async fn an_undecryptable_delivery_is_logged_when_the_caller_stops_waiting() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider = Arc::new(MemoryProvider::default());
+    let writer = EventBus::from_arc(provider.clone());
+    writer.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k2", &OTHER_KEY)));
+    let reader = EventBus::from_arc(provider.clone());
+    reader.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &KEY)));
+    let dlq = Arc::new(SlowDlq(MemoryDlqHandler::default()));
+    reader.set_dlq_handler(dlq.clone());
+    reader
+        .update_subscription(SubscriptionFilter {
+            subscriber_id: "impatient".into(),
+            subjects: vec!["events.vault.>".into()],
+            durable: true,
+        })
+        .await
+        .unwrap();
+    let event_id = writer
+        .publish("vault", "open", "s", "src", json!({"secret": SECRET}))
+        .await
+        .unwrap()
+        .id;
+    let mut subs = reader.create_subscriber("impatient").await.unwrap();
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), subs[0].next()).await;
+    assert!(
+        gave_up.is_err(),
+        "the fetch was still handing off: {gave_up:?}"
+    );
+    let start = Instant::now();
+    while dlq.count().await.unwrap() < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // the line follows the hand-off in the same task
+    let start = Instant::now();
+    loop {
+        let lines = capture.lines();
+        let logged = lines.iter().any(|l| {
+            l.level == Level::WARN
+                && l.context().contains(&event_id)
+                && l.fields.contains("dead-lettered")
+        });
+        if logged {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "no line for the dead-lettered event: {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -137,10 +137,15 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
         };
         let mut event: cloudevents::Event =
             serde_json::from_value(Value::Object(doc)).map_err(|err| {
-                match time.filter(|time| chrono::DateTime::parse_from_rfc3339(time).is_err()) {
-                    Some(time) => D::Error::custom(format!(
+                let bad_time = time.and_then(|time| {
+                    chrono::DateTime::parse_from_rfc3339(&time)
+                        .err()
+                        .map(|why| (time, why))
+                });
+                match bad_time {
+                    Some((time, why)) => D::Error::custom(format!(
                         "invalid CloudEvents attribute time {time:?}: not an RFC 3339 timestamp \
-                         ({err})"
+                         ({why}); the CloudEvents SDK said: {err}"
                     )),
                     None => D::Error::custom(err),
                 }

@@ -470,7 +470,13 @@ mod tests {
             b.snapshot().to_prometheus_with_labels(&label("b")),
         ];
         let concatenated = texts.concat();
-        assert!(std::panic::catch_unwind(|| parse_exposition(&concatenated)).is_err());
+        let refused = std::panic::catch_unwind(|| parse_exposition(&concatenated))
+            .expect_err("the concatenation is refused");
+        let why = refused
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(why.contains("second HELP"), "{why}");
 
         let merged = super::merge_expositions(&texts);
         let samples = parse_exposition(&merged);
