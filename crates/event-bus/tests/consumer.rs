@@ -662,17 +662,7 @@ impl event_core::Subscription for UnsettleableSubscription {
 #[tokio::test]
 async fn a_failed_ack_is_a_settle_error_not_an_ack() {
     let bus = EventBus::new(MemoryProvider::default());
-    let consumer = bus
-        .consume_subscription(
-            Box::new(UnsettleableSubscription { left: 3 }),
-            SubscribeOptions::default(),
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .unwrap();
-    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
-        .await
-        .expect("the consumer ends with its subscription");
+    let report = common::run_to_end(&bus, Box::new(UnsettleableSubscription { left: 3 })).await;
     assert_eq!((report.acked, report.settle_errors), (0, 3));
 }
 

@@ -396,17 +396,7 @@ impl event_core::Subscription for UnsettleableSubscription {
 #[tokio::test(flavor = "current_thread")]
 async fn handled_counts_the_handlers_ok_and_a_failed_ack_is_a_settle_error() {
     let bus = EventBus::new(MemoryProvider::default());
-    let consumer = bus
-        .consume_subscription(
-            Box::new(UnsettleableSubscription { left: 3 }),
-            SubscribeOptions::default(),
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .unwrap();
-    let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
-        .await
-        .unwrap();
+    let report = common::run_to_end(&bus, Box::new(UnsettleableSubscription { left: 3 })).await;
     assert_eq!((report.acked, report.settle_errors), (0, 3));
     let m = bus.metrics().snapshot();
     assert_eq!((m.handled_total, m.settle_errors), (3, 3));

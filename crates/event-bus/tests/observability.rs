@@ -705,17 +705,7 @@ async fn an_undecodable_message_is_logged_with_its_fate() {
         if dlq {
             bus.set_dlq_handler(Arc::new(MemoryDlqHandler::default()));
         }
-        let consumer = bus
-            .consume_subscription(
-                Box::new(UndecodableOnce(false)),
-                SubscribeOptions::default(),
-                |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-                ConsumerConfig::default(),
-            )
-            .unwrap();
-        let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
-            .await
-            .unwrap();
+        let report = common::run_to_end(&bus, Box::new(UndecodableOnce(false))).await;
         assert_eq!(report.dead_lettered + report.terminated, 1, "{report:?}");
         let lines = capture.lines();
         let about: Vec<_> = lines.iter().filter(|l| l.level <= Level::WARN).collect();

@@ -146,3 +146,23 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs a consumer runner with a handler that always succeeds over `sub`,
+/// with default options, until the subscription ends (5 s at most); its
+/// report.
+pub async fn run_to_end(
+    bus: &event_bus::EventBus,
+    sub: Box<dyn event_core::Subscription>,
+) -> event_bus::ConsumerReport {
+    let consumer = bus
+        .consume_subscription(
+            sub,
+            event_core::SubscribeOptions::default(),
+            |_r: event_core::ReceivedEvent| async { Ok::<(), event_core::BoxError>(()) },
+            event_bus::ConsumerConfig::default(),
+        )
+        .expect("a consumer over the subscription");
+    tokio::time::timeout(std::time::Duration::from_secs(5), consumer.join())
+        .await
+        .expect("the consumer ends with its subscription")
+}
