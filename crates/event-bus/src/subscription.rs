@@ -495,47 +495,35 @@ impl Fate {
     /// again), an `ERROR` when this consumer group loses it. Ids and
     /// subjects are logged escaped (`Debug`): they are the publisher's.
     fn log_undecryptable(self, event: &Event, sequence: u64, deliveries: u64, err: &str) {
-        let (id, subject) = (&event.id, &event.subject);
-        match self {
-            Self::DeadLettered => tracing::warn!(
-                event_id = ?id,
-                subject = ?subject,
-                sequence,
-                deliveries,
-                error = %err,
-                "undecryptable event dead-lettered: the DLQ handler took it and it was terminated on \
-                 the stream (re-drive it once this process can decrypt it)"
+        let (lost, what) = match self {
+            Self::DeadLettered => (
+                false,
+                "undecryptable event dead-lettered: the DLQ handler took it and it was terminated \
+                 on the stream (re-drive it once this process can decrypt it)",
             ),
-            Self::Terminated => tracing::error!(
-                event_id = ?id,
-                subject = ?subject,
-                sequence,
-                deliveries,
-                error = %err,
+            Self::Terminated => (
+                true,
                 "undecryptable event terminated: no DLQ handler is set, so this consumer group \
-                 loses it (it stays in the stream)"
+                 loses it (it stays in the stream)",
             ),
-            Self::Refused | Self::HandedBack => tracing::warn!(
-                event_id = ?id,
-                subject = ?subject,
-                sequence,
-                deliveries,
-                error = %err,
-                retry_in = ?DLQ_RETRY_DELAY,
+            Self::Refused | Self::HandedBack => (
+                false,
                 "undecryptable event not dead-lettered: the DLQ handler refused it; handed back, \
-                 it is offered to the DLQ again on its next delivery"
+                 it is offered to the DLQ again on its next delivery",
             ),
-            Self::Unsettled => tracing::warn!(
-                event_id = ?id,
-                subject = ?subject,
-                sequence,
-                deliveries,
-                error = %err,
+            Self::Unsettled => (
+                false,
                 "undecryptable event not dead-lettered: the DLQ handler refused it on its final \
                  delivery; left unsettled, it comes once more after its ack wait (unless this was \
-                 its spare delivery) and is offered to the DLQ again"
+                 its spare delivery) and is offered to the DLQ again",
             ),
-            Self::Logged => {}
+            Self::Logged => return,
+        };
+        let (id, subject) = (&event.id, &event.subject);
+        if lost {
+            tracing::error!(event_id = ?id, subject = ?subject, sequence, deliveries, error = %err, "{what}");
+        } else {
+            tracing::warn!(event_id = ?id, subject = ?subject, sequence, deliveries, error = %err, "{what}");
         }
     }
 
@@ -544,28 +532,26 @@ impl Fate {
     /// when the DLQ handler took it, an `ERROR` when it is lost (the
     /// provider has already dropped it).
     fn log_undecodable(self, subject: &str, sequence: u64, err: &str) {
-        match self {
-            Self::DeadLettered => tracing::warn!(
-                subject = ?subject,
-                sequence,
-                error = %err,
-                "undecodable message dead-lettered (the provider has dropped it; the dead letter \
-                 holds its body)"
-            ),
-            Self::Terminated => tracing::error!(
-                subject = ?subject,
-                sequence,
-                error = %err,
-                "undecodable message lost: the provider has dropped it and no DLQ handler is set"
-            ),
-            _ => tracing::error!(
-                subject = ?subject,
-                sequence,
-                error = %err,
-                "undecodable message lost: the provider has dropped it and the DLQ handler refused \
-                 its dead letter"
-            ),
-        }
+        let why_lost = match self {
+            Self::DeadLettered => {
+                tracing::warn!(
+                    subject = ?subject,
+                    sequence,
+                    error = %err,
+                    "undecodable message dead-lettered (the provider has dropped it; the dead \
+                     letter holds its body)"
+                );
+                return;
+            }
+            Self::Terminated => "no DLQ handler is set",
+            _ => "the DLQ handler refused its dead letter",
+        };
+        tracing::error!(
+            subject = ?subject,
+            sequence,
+            error = %err,
+            "undecodable message lost: the provider has dropped it and {why_lost}"
+        );
     }
 }
 
