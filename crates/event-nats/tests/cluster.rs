@@ -194,7 +194,11 @@ async fn health_is_false_while_a_replicated_stream_has_no_quorum() {
     cluster.nodes[1].kill();
     cluster.nodes[2].kill();
     // (before `health()` checked the quorum it stayed true for 25 s and
-    // more, answered by the node left, while every write failed)
+    // more, answered by the node left, while every write failed). For the
+    // first 5 s the node left still counts the others up (heard from
+    // within `PEER_SILENCE`), and a lookup that times out meanwhile says
+    // false, so only after that must it be false, and stay so.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     health_becomes(&provider, false, Duration::from_secs(10)).await;
     // and it stays false while the stream cannot take writes
     for _ in 0..3 {
