@@ -10,6 +10,7 @@ mod format;
 mod lock;
 
 use format::{FORMAT_VERSION, parse};
+use lock::Seen;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -57,7 +58,12 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///   reads the file without the lock and logs a warning: the lock guards
 ///   against saves, and none can happen there. Saves fail with
 ///   [`Error::Io`] and leave the file as it was; once the location is
-///   writable, the next load or save takes the lock.
+///   writable, the next load or save takes the lock. A save that takes it
+///   finds the file as the store last loaded it, or is refused with
+///   [`Error::Conflict`] and leaves it as it is: another store took the
+///   lock first and saved, and this store's set, built on the older file,
+///   would erase what that one wrote. A load then takes the lock and reads
+///   the file as it is now.
 /// - **Off the executor.** File I/O, the lock's included, runs on tokio's
 ///   blocking pool.
 /// - **Ordered.** Saves through one store (and its clones) land in the
@@ -394,7 +400,17 @@ impl StateStore for FileStateStore {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let target = shared.ownership.target(&path, lock::Access::Read)?;
-            match std::fs::read(&target) {
+            let read = std::fs::read(&target.path);
+            if !target.claimed {
+                match &read {
+                    Ok(bytes) => shared.ownership.read_unclaimed(Seen::of(Some(bytes))),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        shared.ownership.read_unclaimed(Seen::of(None));
+                    }
+                    Err(_) => {}
+                }
+            }
+            match read {
                 Ok(bytes) => parse(&path, &bytes),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
                 Err(err) => Err(io_error(
@@ -417,7 +433,7 @@ impl StateStore for FileStateStore {
         let shared = self.shared.clone();
         let ticket = shared.order.next.fetch_add(1, Ordering::Relaxed) + 1;
         tokio::task::spawn_blocking(move || {
-            let target = shared.ownership.target(&path, lock::Access::Write)?;
+            let target = shared.ownership.target(&path, lock::Access::Write)?.path;
             let mut written = shared
                 .order
                 .written
@@ -1358,6 +1374,83 @@ mod tests {
         assert_conflict(&other.load().await.unwrap_err(), &path);
         drop(store);
         drop(other);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Two stores loaded a file in a read-only location, unlocked. Once it
+    /// was writable, the first to save claimed it and saved; the other's
+    /// save then wrote its own set over that one, erasing a subscription
+    /// whose save had succeeded. A store whose file changed since it loaded
+    /// it unlocked is refused instead, and takes the file with a new load.
+    #[tokio::test]
+    async fn a_store_that_loaded_a_read_only_file_does_not_save_over_a_later_save() {
+        let test = "a_store_that_loaded_a_read_only_file_does_not_save_over_a_later_save";
+        let dir = temp_dir("read-only-race");
+        let path = dir.join("state.json");
+        let missing_path = dir.join("sub").join("state.json");
+        std::fs::create_dir_all(&dir).unwrap();
+        let shipped = serde_json::to_vec(&serde_json::json!({
+            "version": 1,
+            "subscriptions": [record("a", None)],
+        }))
+        .unwrap();
+        std::fs::write(&path, &shipped).unwrap();
+        let Some(guard) = Immutable::make(&dir, test) else {
+            std::fs::remove_dir_all(dir).unwrap();
+            return;
+        };
+        let first = FileStateStore::new(&path);
+        let second = FileStateStore::new(&path);
+        let unchanged = FileStateStore::new(&path);
+        for store in [&first, &second, &unchanged] {
+            assert_eq!(store.load().await.unwrap(), vec![record("a", None)]);
+        }
+        let missing_first = FileStateStore::new(&missing_path);
+        let missing_second = FileStateStore::new(&missing_path);
+        assert_eq!(missing_first.load().await.unwrap(), vec![]);
+        assert_eq!(missing_second.load().await.unwrap(), vec![]);
+        drop(guard);
+
+        // the first to save finds the file as it loaded it
+        let saved = vec![record("a", None), record("first", None)];
+        first.save(&saved).await.unwrap();
+        drop(first);
+        let written = std::fs::read(&path).unwrap();
+        let err = second
+            .save(&[record("a", None), record("second", None)])
+            .await
+            .unwrap_err();
+        assert_conflict(&err, &path);
+        assert!(err.to_string().contains("changed since"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), written);
+        // refused again until it loads: its set is still the stale one
+        let err = second.save(&[record("second", None)]).await.unwrap_err();
+        assert_conflict(&err, &path);
+        // a load claims the file and reads what it holds now
+        assert_eq!(second.load().await.unwrap(), saved);
+        let merged = vec![
+            record("a", None),
+            record("first", None),
+            record("second", None),
+        ];
+        second.save(&merged).await.unwrap();
+        assert_eq!(second.load().await.unwrap(), merged);
+        drop(second);
+        // a file saved back unchanged is no conflict
+        std::fs::write(&path, &shipped).unwrap();
+        unchanged.save(&[record("b", None)]).await.unwrap();
+        assert_eq!(unchanged.load().await.unwrap(), vec![record("b", None)]);
+        drop(unchanged);
+
+        // a file missing at the load and created since is a change too
+        missing_first.save(&[record("m", None)]).await.unwrap();
+        drop(missing_first);
+        let err = missing_second.save(&[record("n", None)]).await.unwrap_err();
+        assert_conflict(&err, &missing_path);
+        assert_eq!(
+            missing_second.load().await.unwrap(),
+            vec![record("m", None)]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

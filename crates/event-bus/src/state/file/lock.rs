@@ -6,6 +6,7 @@ use super::{
 };
 use event_core::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};
+use std::hash::{DefaultHasher, Hasher as _};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -23,7 +24,54 @@ pub(super) enum Access {
 /// The state file a store (and its clones) owns, once it has claimed it.
 #[derive(Debug, Default)]
 pub(super) struct Ownership {
-    claim: Mutex<Option<Claim>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    claim: Option<Claim>,
+    /// What the last load read while the file was not claimed (a read-only
+    /// location): the first save that claims the file checks that it still
+    /// holds that, as the store's set was built on it.
+    read_unclaimed: Option<Seen>,
+}
+
+/// What a state file held when a load read it: its length and a hash of
+/// its bytes, or `None` for a missing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seen(Option<(usize, u64)>);
+
+impl Seen {
+    /// The file's content as read (`None`: the file was missing).
+    pub(super) fn of(bytes: Option<&[u8]>) -> Self {
+        Self(bytes.map(|bytes| {
+            let mut hasher = DefaultHasher::new();
+            hasher.write(bytes);
+            (bytes.len(), hasher.finish())
+        }))
+    }
+
+    /// What `target` holds now.
+    fn now(target: &Path, path: &Path) -> Result<Self> {
+        match std::fs::read(target) {
+            Ok(bytes) => Ok(Self::of(Some(&bytes))),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(Self::of(None)),
+            Err(err) => Err(io_error(
+                format!("reading state file {}", path.display()),
+                err,
+            )),
+        }
+    }
+}
+
+/// The file a load or save works on.
+#[derive(Debug)]
+pub(super) struct Target {
+    /// The state file, absolute, its symbolic links resolved.
+    pub(super) path: PathBuf,
+    /// Whether the store has claimed it (`false`: a load in a read-only
+    /// location, see [`Ownership::read_unclaimed`]).
+    pub(super) claimed: bool,
 }
 
 #[derive(Debug)]
@@ -46,13 +94,24 @@ impl Ownership {
     /// holds it: nothing is claimed, and a later call tries again. For
     /// [`Access::Read`], a location read-only to this store (where it
     /// cannot create the lock file) gives the file unclaimed, and a later
-    /// call tries to claim it again. Blocking: call it on the blocking pool.
-    pub(super) fn target(&self, path: &Path, access: Access) -> Result<PathBuf> {
+    /// call tries to claim it again.
+    ///
+    /// A save claiming the file after a load read it unclaimed is also
+    /// [`Error::Conflict`] if the file changed since that load (another
+    /// store claimed and saved it while this one could not lock): the
+    /// store's set was built on what it loaded, and saving it would erase
+    /// what the other wrote. Nothing is claimed then; a load claims the
+    /// file and reads what it holds now. Blocking: call it on the blocking
+    /// pool.
+    pub(super) fn target(&self, path: &Path, access: Access) -> Result<Target> {
         // held while claiming: clones racing to their first load or save
         // must share one lock, not take two that conflict
-        let mut claim = self.claim.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(claim) = &*claim {
-            return Ok(claim.target.clone());
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(claim) = &state.claim {
+            return Ok(Target {
+                path: claim.target.clone(),
+                claimed: true,
+            });
         }
         // absolute: a relative path would name another file (one it never
         // locked) after a change of the working directory (an empty path
@@ -78,13 +137,46 @@ impl Ownership {
             Lock::Unsupported => None,
             // not claimed: if the location becomes writable, the next load
             // or save takes the lock before anything is written
-            Lock::ReadOnly => return Ok(target),
+            Lock::ReadOnly => {
+                return Ok(Target {
+                    path: target,
+                    claimed: false,
+                });
+            }
         };
-        *claim = Some(Claim {
+        if access == Access::Write
+            && let Some(seen) = state.read_unclaimed
+            && Seen::now(&target, path)? != seen
+        {
+            // dropping `lock` releases it
+            return Err(Error::Conflict {
+                resource: format!("state file {}", path.display()),
+                reason: "it changed since this store loaded it without the lock (its location \
+                         was read-only then), so another store or process saved to it meanwhile: \
+                         saving this store's set would erase what that one wrote. Load the file \
+                         again (restart the bus) to take the set it holds now"
+                    .into(),
+            });
+        }
+        // a load now reads the file under the lock; a save found it as loaded
+        state.read_unclaimed = None;
+        state.claim = Some(Claim {
             target: target.clone(),
             _lock: lock,
         });
-        Ok(target)
+        Ok(Target {
+            path: target,
+            claimed: true,
+        })
+    }
+
+    /// Records what a load read from the file while it was not claimed
+    /// (see [`target`](Self::target)); ignored once the file is claimed.
+    pub(super) fn read_unclaimed(&self, seen: Seen) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.claim.is_none() {
+            state.read_unclaimed = Some(seen);
+        }
     }
 }
 
