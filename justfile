@@ -7,9 +7,9 @@ default:
 build:
     cargo build --workspace --all-features
 
-# Run all tests (the same command CI runs); NATS tests start their own nats-server
+# Run all tests (the README's command, which CI runs); NATS tests start their own nats-server
 test:
-    cargo test --workspace --all-features
+    cargo nextest run --workspace --all-features && cargo test --workspace --all-features --doc
 
 # One test by name
 test-one NAME:
