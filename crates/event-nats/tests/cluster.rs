@@ -14,8 +14,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// Connects once the cluster has a meta leader (stream creation fails
-/// until then).
-async fn connect(config: NatsConfig) -> NatsProvider {
+/// until then); a cluster not ready in a minute fails the test with the
+/// end of each node's log.
+async fn connect(config: NatsConfig, cluster: &NatsCluster) -> NatsProvider {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let options = NatsOptions {
@@ -24,9 +25,22 @@ async fn connect(config: NatsConfig) -> NatsProvider {
         };
         match NatsProvider::connect_with(config.clone(), options).await {
             Ok(p) => return p,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "cluster not ready: {e}");
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                let logs: Vec<String> = cluster
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, node)| {
+                        let log = node.log();
+                        let lines: Vec<&str> = log.lines().collect();
+                        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                        format!("--- n{} log (end) ---\n{tail}", i + 1)
+                    })
+                    .collect();
+                panic!("cluster not ready: {e}\n{}", logs.join("\n"));
             }
         }
     }
@@ -74,7 +88,7 @@ async fn ephemeral_survives_the_loss_of_its_consumer_node() {
         request_timeout_secs: 2,
         ..NatsConfig::default()
     };
-    let p = connect(config).await;
+    let p = connect(config, &cluster).await;
     let filter = p.category_subject("clu");
     let mut sub = p.subscribe(&filter).await.expect("subscribe");
 
@@ -167,7 +181,7 @@ async fn health_is_false_while_a_replicated_stream_has_no_quorum() {
     let mut config = common::config(&cluster.nodes[0], "quorum");
     config.url = cluster.urls();
     config.request_timeout_secs = 2;
-    let provider = connect(config.clone()).await;
+    let provider = connect(config.clone(), &cluster).await;
     health_becomes(&provider, true, Duration::from_secs(30)).await;
 
     // more replicas than the cluster has servers: refused, naming the option
