@@ -57,7 +57,7 @@ pub use error::{BoxError, Error, Result};
 pub use hooks::{
     DeadLetterEvent, DlqHandler, EventEncryptor, EventRouter, SchemaValidator, StateStore,
 };
-pub use provider::{Acker, EventProvider, LiveAckWait, PendingEvent, Subscription};
+pub use provider::{Acker, EventProvider, LONGEST_WAIT, LiveAckWait, PendingEvent, Subscription};
 pub use stream::SubscriptionStream;
 pub use subject::SubjectPattern;
 pub use types::{

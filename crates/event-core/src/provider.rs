@@ -38,6 +38,25 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The longest ack wait, backoff step or nak delay the workspace's
+/// providers hold: a century, which means "practically never".
+///
+/// The contract's **Option values** rule (see [`EventProvider`]) lets a
+/// provider hold a duration beyond its range to the longest it can: the
+/// memory and NATS providers hold every longer one (`Duration::MAX` for
+/// "forever") to this, and the bus and router use it to saturate their own
+/// deadlines. A third-party provider may use it too, or its backend's own
+/// limit.
+///
+/// ```
+/// use event_core::LONGEST_WAIT;
+/// use std::time::Duration;
+///
+/// assert_eq!(Duration::MAX.min(LONGEST_WAIT), LONGEST_WAIT);
+/// assert!(LONGEST_WAIT >= Duration::from_secs(100 * 365 * 24 * 3600));
+/// ```
+pub const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// A storage and delivery backend for events.
 ///
 /// Applications publish, subscribe and query through this trait and swap the
@@ -133,8 +152,8 @@ use std::time::Duration;
 /// is not refused; it is held to the nearest value that keeps its promise:
 /// a duration beyond the backend's range (an ack wait, backoff step or nak
 /// delay of years, `Duration::MAX`) becomes the longest it can hold, which
-/// means "practically never" (the memory and NATS providers: a century;
-/// JetStream carries i64 nanoseconds), a count beyond its range
+/// means "practically never" (the memory and NATS providers: a century,
+/// [`LONGEST_WAIT`]; JetStream carries i64 nanoseconds), a count beyond its range
 /// (`max_deliver`, `max_ack_pending`) the largest it can hold (NATS:
 /// `i64::MAX`), and a `ByStartTime` later than its clock can express the
 /// latest time it can (NATS: the end of i64 nanoseconds, in 2262, after

@@ -4,7 +4,8 @@
 use crate::store::{Cursor, Store, Summary};
 use async_trait::async_trait;
 use event_core::{
-    Acker, DeliverPolicy, Error, Event, ReceivedEvent, Result, SubjectPattern, SubscribeOptions,
+    Acker, DeliverPolicy, Error, Event, LONGEST_WAIT, ReceivedEvent, Result, SubjectPattern,
+    SubscribeOptions,
 };
 use parking_lot::Mutex;
 use std::cmp::Reverse;
@@ -800,11 +801,6 @@ fn is_live(pending: &PendingMap, (deadline, seq, token): &Timer) -> bool {
         .get(seq)
         .is_some_and(|p| p.token == *token && p.deadline == *deadline)
 }
-
-/// The longest wait or delay a consumer holds (a century): longer ones
-/// (`Duration::MAX` for "forever") are held to it, as the contract's
-/// "Option values" allow.
-const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// `now + d`, saturating [`LONGEST_WAIT`] ahead instead of panicking on
 /// overflow (callers may pass `Duration::MAX` to mean "forever").

@@ -12,7 +12,7 @@ use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker as NatsMsgAcker};
 use async_trait::async_trait;
 use event_core::{
-    Acker, DeliverPolicy, Error, LiveAckWait, PendingEvent, ReceivedEvent, Result,
+    Acker, DeliverPolicy, Error, LONGEST_WAIT, LiveAckWait, PendingEvent, ReceivedEvent, Result,
     SubscribeOptions, Subscription,
 };
 use futures_util::FutureExt;
@@ -29,13 +29,6 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
 /// Ephemeral consumers left behind by a crashed process vanish after this.
 const EPHEMERAL_INACTIVE: Duration = Duration::from_secs(120);
-/// The longest ack wait, backoff step or nak delay sent to JetStream: a
-/// century. It carries durations as i64 nanoseconds (longer ones arrive
-/// wrapped: `18_446_744_274 s` became 200 s, `Duration::MAX` unparsable, a
-/// nak delay then a plain nak) and adds them to the current time, which
-/// overflows past 2262 (an `i64::MAX` ack wait keeps nats-server busy). A
-/// longer duration means "practically never", as on the memory provider.
-const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The description of every consumer the provider creates with a limited
 /// `max_deliver`: it marks the consumer's JetStream `max_deliver` as the
@@ -58,7 +51,12 @@ fn server_max_deliver(n: u64) -> i64 {
     i64::try_from(n.saturating_add(1)).unwrap_or(i64::MAX)
 }
 
-/// `wait`, at most [`LONGEST_WAIT`].
+/// `wait`, at most [`LONGEST_WAIT`] (a century). JetStream carries
+/// durations as i64 nanoseconds (longer ones arrive wrapped:
+/// `18_446_744_274 s` became 200 s, `Duration::MAX` unparsable, a nak delay
+/// then a plain nak) and adds them to the current time, which overflows
+/// past 2262 (an `i64::MAX` ack wait keeps nats-server busy). A longer
+/// duration means "practically never", as on the memory provider.
 fn jetstream_wait(wait: Duration) -> Duration {
     wait.min(LONGEST_WAIT)
 }

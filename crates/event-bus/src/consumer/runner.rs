@@ -825,7 +825,7 @@ fn nak_delay(options: &SubscribeOptions, pending: &PendingEvent, attempt: u64) -
 /// `now + d`, saturating far in the future instead of panicking on overflow.
 fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .or_else(|| now.checked_add(event_core::LONGEST_WAIT))
         .unwrap_or(now)
 }
 

@@ -19,7 +19,7 @@ impl Default for Cutoff {
 /// `now + d`, saturating far in the future instead of panicking on overflow.
 pub(super) fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .or_else(|| now.checked_add(event_core::LONGEST_WAIT))
         .unwrap_or(now)
 }
 
