@@ -468,7 +468,7 @@ impl EventBus {
             validate_subscriber(&record.filter, None).map_err(|e| {
                 Error::invalid_config(
                     "state store",
-                    format!("stored subscription is invalid: {e}"),
+                    format!("a subscription in {} is invalid: {e}", store.location()),
                 )
             })?;
             if let Some(twice) = merged.insert(record.filter.subscriber_id.clone(), record) {
@@ -477,8 +477,9 @@ impl EventBus {
                 return Err(Error::invalid_config(
                     "state store",
                     format!(
-                        "subscriber {:?} is stored twice; remove one of its records",
-                        twice.filter.subscriber_id
+                        "subscriber {:?} is stored twice in {}; remove one of its records",
+                        twice.filter.subscriber_id,
+                        store.location()
                     ),
                 ));
             }

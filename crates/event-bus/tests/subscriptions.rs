@@ -477,6 +477,11 @@ async fn a_state_file_naming_a_subscriber_twice_is_refused_and_left_untouched() 
                 .unwrap_err();
             assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
             assert!(err.to_string().contains("\"a\""), "{err}");
+            // the operator is told which file to fix
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
             assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
             // the bus has no store: later changes do not touch the file
             bus.update_subscription(filter("later", &["events.z.>"], true))
@@ -485,6 +490,33 @@ async fn a_state_file_naming_a_subscriber_twice_is_refused_and_left_untouched() 
             assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
         }
     }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A stored record the bus cannot open (a subject that is not valid) is
+/// refused with an error naming the record and the file, which is left as
+/// it is.
+#[tokio::test]
+async fn a_state_file_with_an_invalid_subscription_is_refused_naming_the_file() {
+    let dir = common::temp_dir("invalid-record");
+    let path = dir.join("s.json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let body = r#"{"version":1,"subscriptions":[
+        {"subscriberId":"audit","subjects":["events..x"],"durable":true}]}"#;
+    std::fs::write(&path, body).unwrap();
+    let bus = EventBus::new(MemoryProvider::default());
+    let err = bus
+        .set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    assert!(err.to_string().contains("events..x"), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(bus.get_subscription_record("audit").await.is_none());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -78,8 +78,11 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// - **Files it cannot read.** A file that is not valid state (including
 ///   the refusals above) is an error naming the file
 ///   ([`Error::Serialization`]); an unreadable one is [`Error::Io`] naming
-///   it. Nothing is loaded, and the file is left untouched either way. A
-///   missing file loads as no subscriptions.
+///   it (a directory too); a special file (a FIFO, a device such as
+///   `/dev/zero`, a socket) is [`Error::InvalidConfig`] from loads and
+///   saves alike, before anything is read or written. Nothing is loaded,
+///   and the file is left untouched either way. A missing file loads as no
+///   subscriptions.
 /// - **Rollbacks.** A file written by a newer version (a higher format
 ///   version, or a field this version does not know) is refused the same
 ///   way, and the error says so: rolling back past a version that wrote
@@ -293,6 +296,50 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Refuses a state file `path` that is a special file (a FIFO, a device, a
+/// socket): reading a FIFO waits for a writer, reading `/dev/zero` never
+/// ends, and a save would replace it. (A directory fails to read and to be
+/// replaced, an [`Error::Io`] naming it.)
+fn check_not_special(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        // missing (loads as empty), or unreadable: the read says why
+        return Ok(());
+    };
+    let file_type = meta.file_type();
+    if file_type.is_file() || file_type.is_dir() {
+        return Ok(());
+    }
+    let kind = special_kind(&file_type);
+    Err(Error::invalid_config(
+        "state file",
+        format!(
+            "{} is {kind}, not a regular file (left untouched): give the store the path of a file",
+            path.display()
+        ),
+    ))
+}
+
+#[cfg(unix)]
+fn special_kind(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_file_type: &std::fs::FileType) -> &'static str {
+    "a special file"
+}
+
 /// The file name of the state file `path`.
 fn file_name(path: &Path) -> Result<String> {
     path.file_name()
@@ -400,6 +447,7 @@ impl StateStore for FileStateStore {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let target = shared.ownership.target(&path, lock::Access::Read)?;
+            check_not_special(&target.path)?;
             let read = std::fs::read(&target.path);
             if !target.claimed {
                 match &read {
@@ -443,12 +491,18 @@ impl StateStore for FileStateStore {
                 // a later save is already in the file
                 return Ok(());
             }
+            check_not_special(&target)?;
             write_atomically(&target, &bytes)?;
             *written = ticket;
             Ok(())
         })
         .await
         .map_err(|e| join_error(&self.path, e))?
+    }
+
+    /// `"state file <path>"`.
+    fn location(&self) -> String {
+        format!("state file {}", self.path.display())
     }
 }
 
@@ -476,6 +530,38 @@ mod tests {
             },
             options,
         }
+    }
+
+    /// A FIFO at the path made a load wait for a writer (here: for ever,
+    /// until the bus's timeout), and a save replaced it with a file. Both
+    /// are refused, naming the path and what is there, and it is left as
+    /// it is.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_fifo_at_the_path_is_refused_and_left_alone() {
+        use std::os::unix::fs::FileTypeExt as _;
+        let dir = temp_dir("special");
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("state.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let store = FileStateStore::new(&fifo);
+        assert_eq!(store.location(), format!("state file {}", fifo.display()));
+        let loaded = tokio::time::timeout(std::time::Duration::from_secs(10), store.load())
+            .await
+            .expect("a load of a FIFO must not wait for a writer");
+        let err = loaded.unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&fifo.display().to_string()), "{text}");
+        assert!(text.contains("a FIFO"), "{text}");
+        let err = store.save(&[record("a", None)]).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]

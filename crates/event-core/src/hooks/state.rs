@@ -18,4 +18,13 @@ pub trait StateStore: Send + Sync {
 
     /// Replaces the stored subscriptions with `subscriptions`.
     async fn save(&self, subscriptions: &[SubscriptionRecord]) -> Result<()>;
+
+    /// Where the store keeps the subscriptions, for the messages of errors
+    /// about what it holds: `"state file /var/lib/app/subscriptions.json"`,
+    /// a table's name. The bus's errors about stored records (one stored
+    /// twice, one with invalid subjects) name it, so that the operator
+    /// knows what to fix. Defaults to `"the state store"`.
+    fn location(&self) -> String {
+        String::from("the state store")
+    }
 }
