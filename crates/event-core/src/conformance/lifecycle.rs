@@ -1,0 +1,308 @@
+//! The end of a subscription or a durable: cancelled fetches, subscribes
+//! and closes, `close`, `unsubscribe`, and a durable created again.
+
+use super::{ProviderFactory, drain_ns, event, n_of, publish_n, recv, try_recv_manual};
+use crate::{Error, SubscribeOptions};
+use std::time::{Duration, Instant};
+
+/// A fetch dropped before it completes (a `select!` branch that lost, a
+/// `timeout`) loses and skips nothing: every event still arrives, in order,
+/// on its first delivery, not after an ack wait. Half the fetches are
+/// dropped right after their first poll, half after a window that doubles
+/// from 1 ms to 32 ms and starts over (so a provider whose fetch needs a
+/// round trip of a few milliseconds completes some and makes progress).
+pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("cancel");
+    let opts = SubscribeOptions {
+        // a lost delivery would come back only after this
+        ack_wait: Some(Duration::from_secs(60)),
+        ..SubscribeOptions::default()
+    };
+    let mut durable = p
+        .subscribe_durable_with_options("cancel", &filter, &opts)
+        .await
+        .expect("durable");
+    let mut live = p.subscribe(&filter).await.expect("subscribe");
+    let publisher = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            for n in 0..100 {
+                p.publish(&event(&*p, "cancel", "t", n))
+                    .await
+                    .expect("publish");
+                if n % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + caps.receive_timeout;
+    let (mut manual, mut auto) = (Vec::new(), Vec::new());
+    let mut round = 0u32;
+    while (manual.len() < 100 || auto.len() < 100) && Instant::now() < deadline {
+        // every other round drops the fetch at its first await (a zero
+        // `timeout` would not: tokio rounds its deadline up to the next
+        // millisecond tick, so the fetch may run past several awaits first)
+        round += 1;
+        let first_poll_only = round.is_multiple_of(2);
+        let window = Duration::from_millis(1 << ((round / 2) % 6));
+        if manual.len() < 100
+            && let Some(item) =
+                fetch_or_cancel(durable.next_manual_ack(), first_poll_only, window).await
+        {
+            let pending = item.expect("delivery").expect("subscription open");
+            manual.push((
+                n_of(&pending.received.event),
+                pending.received.num_delivered,
+            ));
+            pending.ack().await.expect("ack");
+        }
+        if auto.len() < 100
+            && let Some(item) = fetch_or_cancel(live.next(), first_poll_only, window).await
+        {
+            let received = item.expect("delivery").expect("subscription open");
+            auto.push((n_of(&received.event), received.num_delivered));
+        }
+    }
+    publisher.await.expect("publisher");
+    let expected: Vec<(u64, u64)> = (0..100).map(|n| (n, 1)).collect();
+    for (mode, got) in [("manual-ack", &manual), ("auto-ack", &auto)] {
+        if *got != expected {
+            let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).collect();
+            let unexpected: Vec<_> = got.iter().filter(|g| !expected.contains(g)).collect();
+            panic!(
+                "{mode} fetches dropped mid-way: a fetch cancelled at an await must not take \
+                 an event it does not return; missing (n, num_delivered): {missing:?}, \
+                 unexpected: {unexpected:?}, received in this order: {got:?} (within the \
+                 receive timeout {:?}, half the fetches dropped after their first poll, half \
+                 after 1 to 32 ms)",
+                caps.receive_timeout
+            );
+        }
+    }
+}
+
+/// Runs `fetch` until its first poll returns (`first_poll_only`) or for
+/// `window`, then drops it unfinished: `None` when it was cancelled.
+async fn fetch_or_cancel<F: std::future::Future>(
+    fetch: F,
+    first_poll_only: bool,
+    window: Duration,
+) -> Option<F::Output> {
+    if !first_poll_only {
+        return tokio::time::timeout(window, fetch).await.ok();
+    }
+    let mut fetch = std::pin::pin!(fetch);
+    std::future::poll_fn(|cx| match fetch.as_mut().poll(cx) {
+        std::task::Poll::Ready(item) => std::task::Poll::Ready(Some(item)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
+/// An ephemeral `subscribe`, or a `close`, dropped part-way (a `select!`
+/// branch that lost, a `timeout`) leaves no consumer behind: once the
+/// subscriptions are gone, `info().consumers` is back where it was (within
+/// the receive timeout: a provider may delete consumers in the
+/// background). A second `close` after a dropped one returns and ends the
+/// subscription.
+pub async fn cancelled_subscribe_and_close_leave_no_consumer(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("dropsub");
+    let baseline = p.info().await.expect("info").consumers;
+    let settled = |when: String| {
+        let p = p.clone();
+        async move {
+            let deadline = Instant::now() + caps.receive_timeout;
+            loop {
+                let consumers = p.info().await.expect("info").consumers;
+                if consumers == baseline {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{when}: {consumers} consumers, {baseline} before: a consumer was left behind"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    for polls in 0..6 {
+        let made = poll_then_drop(p.subscribe(&filter), polls).await;
+        drop(made);
+        settled(format!(
+            "subscribe dropped after {polls} polls (or finished and dropped)"
+        ))
+        .await;
+    }
+    for second_close in [true, false] {
+        let mut sub = p.subscribe(&filter).await.expect("subscribe");
+        let _ = poll_then_drop(sub.close(), 1).await;
+        if second_close {
+            tokio::time::timeout(caps.receive_timeout, sub.close())
+                .await
+                .expect("a close after a dropped one hung")
+                .expect("a close after a dropped one");
+            let next = tokio::time::timeout(caps.receive_timeout, sub.next())
+                .await
+                .expect("next after close hung")
+                .expect("next after close");
+            assert!(next.is_none(), "a closed subscription delivered {next:?}");
+        }
+        drop(sub);
+        settled(format!(
+            "close dropped after its first poll (closed again: {second_close})"
+        ))
+        .await;
+    }
+}
+
+/// Polls `fut` `polls` times, a millisecond apart (so a provider that
+/// needs a round trip makes progress), then drops it: `None` when it did
+/// not complete.
+async fn poll_then_drop<F: std::future::Future>(fut: F, polls: usize) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    for poll in 0..polls {
+        if poll > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(out) = polled {
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// `close` acknowledges and ends the subscription with `Ok(None)`.
+pub async fn close_acks_and_ends_subscription(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe(&p.category_subject("close"))
+        .await
+        .expect("subscribe");
+    publish_n(&*p, "close", "t", 0..1).await;
+    recv(&mut sub, &caps, "the published event").await;
+    sub.close().await.expect("close");
+    let after = tokio::time::timeout(caps.receive_timeout, sub.next()).await;
+    assert!(
+        matches!(after, Ok(Ok(None))),
+        "a closed subscription yields None, got {after:?}"
+    );
+}
+
+/// `unsubscribe` deletes a durable: a new one starts over.
+pub async fn unsubscribe_deletes_durable(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    publish_n(&*p, "uns", "t", 0..3).await;
+    let filter = p.category_subject("uns");
+    let mut sub = p.subscribe_durable("uns", &filter).await.expect("durable");
+    assert_eq!(
+        drain_ns(&mut sub, &caps, 3, "new durable: the stored events").await,
+        vec![0, 1, 2]
+    );
+    drop(sub);
+    p.unsubscribe("uns").await.expect("unsubscribe");
+    let mut sub = p
+        .subscribe_durable("uns", &filter)
+        .await
+        .expect("new durable");
+    assert_eq!(
+        drain_ns(
+            &mut sub,
+            &caps,
+            3,
+            "a durable recreated after unsubscribe starts over"
+        )
+        .await,
+        vec![0, 1, 2],
+        "a recreated durable starts over"
+    );
+    drop(sub);
+    p.unsubscribe("uns").await.expect("unsubscribe");
+    match p.unsubscribe("uns").await {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("unsubscribing a missing durable: expected NotFound, got {other:?}"),
+    }
+}
+
+/// A subscription waiting on a durable that is unsubscribed ends with
+/// `Ok(None)` or `Error::NotFound` instead of waiting forever.
+pub async fn unsubscribe_ends_live_subscriptions(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("une");
+    let mut sub = p.subscribe_durable("une", &filter).await.expect("durable");
+    publish_n(&*p, "une", "t", 0..1).await;
+    assert_eq!(
+        drain_ns(&mut sub, &caps, 1, "new durable: the stored event").await,
+        vec![0]
+    );
+    // a backend may notice only when its pending fetch expires
+    let limit = caps.receive_timeout.max(Duration::from_secs(30));
+    let (waited, unsubscribed) = tokio::join!(tokio::time::timeout(limit, sub.next()), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        p.unsubscribe("une").await
+    });
+    unsubscribed.expect("unsubscribe");
+    match waited {
+        Ok(Ok(None) | Err(Error::NotFound { .. })) => {}
+        Ok(other) => panic!("a subscription on an unsubscribed durable: got {other:?}"),
+        Err(_) => panic!("a subscription on an unsubscribed durable kept waiting for {limit:?}"),
+    }
+}
+
+/// A subscription on a durable that was unsubscribed and then created again
+/// under the same name ends (`Ok(None)` or `Error::NotFound`): it does not
+/// take events from the new durable, which gets every one of them.
+pub async fn recreated_durable_does_not_feed_old_subscriptions(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let filter = p.category_subject("rdo");
+    let mut old = p.subscribe_durable("rdo", &filter).await.expect("durable");
+    publish_n(&*p, "rdo", "t", 0..1).await;
+    assert_eq!(
+        drain_ns(&mut old, &caps, 1, "first durable: the stored event").await,
+        vec![0]
+    );
+    p.unsubscribe("rdo").await.expect("unsubscribe");
+    let mut new = p
+        .subscribe_durable("rdo", &filter)
+        .await
+        .expect("the durable created again");
+    publish_n(&*p, "rdo", "t", 1..4).await;
+    let limit = caps.receive_timeout.max(Duration::from_secs(30));
+    match tokio::time::timeout(limit, old.next_manual_ack()).await {
+        Ok(Ok(None) | Err(Error::NotFound { .. })) => {}
+        Ok(Ok(Some(pending))) => panic!(
+            "a subscription of the deleted durable took event {} from the new durable of \
+             the same name",
+            n_of(&pending.received.event)
+        ),
+        Ok(Err(other)) => panic!("a subscription of the deleted durable: got {other:?}"),
+        Err(_) => panic!("a subscription of the deleted durable kept waiting for {limit:?}"),
+    }
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        match try_recv_manual(&mut new, &caps).await {
+            Ok(pending) => {
+                got.push(n_of(&pending.received.event));
+                pending.ack().await.expect("ack");
+            }
+            Err(failure) => {
+                panic!("the new durable: expected events 0..4, got {got:?}, then {failure}")
+            }
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        vec![0, 1, 2, 3],
+        "the new durable delivers every stored event"
+    );
+}

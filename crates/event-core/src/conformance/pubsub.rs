@@ -1,0 +1,431 @@
+//! Publish and subscribe: the round trip, wildcard filters, ordering,
+//! concurrent publishers, `history`, and a subscription as a `Stream`.
+
+use super::{ProviderFactory, assert_invalid_subject, event, n_of, publish_n, recv, recv_manual};
+use crate::{Event, SubscribeOptions, Subscription};
+use serde_json::json;
+use std::collections::HashSet;
+
+/// A published event arrives with every field intact and its delivery
+/// context, on a live subscription and read back from the store (replayed
+/// to a durable created after the publish, in manual-ack mode, and from
+/// `history`); the first publish on a fresh provider is sequence 1.
+pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut sub = p
+        .subscribe(&p.category_subject("rt"))
+        .await
+        .expect("subscribe");
+    let sent = Event::typed(
+        p.build_subject("rt", "forex.usd_cny"),
+        "rt",
+        "forex.rate_change",
+        3,
+        "USD/CNY broke 7.35 — ünïcödé ✓",
+        "reuters",
+        // a computed float that a JSON parser without exact float parsing
+        // reads back one ULP off, and the extreme integers
+        json!({
+            "rate": 7.3521,
+            "computed": 0.21291890726713458,
+            "max": u64::MAX,
+            "min": i64::MIN,
+            "nested": {"list": [1, "two", null, true]}
+        }),
+    )
+    .with_metadata("region", "asia")
+    .with_metadata("odd key/with:chars", "v");
+    let seq = p.publish(&sent).await.expect("publish");
+    assert_eq!(
+        seq, 1,
+        "the first publish on a fresh provider: stream sequences start at 1 (the Contract, \
+         \"Publish\")"
+    );
+    let got = recv(
+        &mut sub,
+        &caps,
+        "the published event on a live subscription",
+    )
+    .await;
+    assert_eq!(*got.event, sent, "event fields must round-trip exactly");
+    assert_eq!(
+        got.sequence, seq,
+        "the delivery carries the publish sequence"
+    );
+    assert_eq!(got.num_delivered, 1, "first delivery");
+    assert!(!got.stream.is_empty(), "stream name must be set");
+    // read back from the store, not handed over live: every field intact too
+    let mut durable = p
+        .subscribe_durable("rt-replay", &p.category_subject("rt"))
+        .await
+        .expect("durable");
+    let replayed = recv_manual(
+        &mut durable,
+        &caps,
+        "the stored event, replayed to a durable created after the publish",
+    )
+    .await;
+    assert_eq!(
+        *replayed.received.event, sent,
+        "a stored event replayed to a new durable must round-trip exactly (metadata, numbers \
+         and all)"
+    );
+    assert_eq!(
+        (replayed.received.sequence, replayed.received.num_delivered),
+        (seq, 1),
+        "the replayed delivery: (sequence, num_delivered)"
+    );
+    assert!(
+        !replayed.received.stream.is_empty(),
+        "stream name must be set on a manual-ack delivery too"
+    );
+    replayed.ack().await.expect("ack");
+    assert_eq!(
+        p.history(None, 1).await.expect("history"),
+        vec![sent],
+        "history must return the stored event exactly (metadata, numbers and all)"
+    );
+}
+
+/// `*` matches one token, `>` one or more (never zero: `a.b.>` does not
+/// match `a.b`); a literal filter matches only that subject (not one it is
+/// a string prefix of), on subscriptions and in `history`; unrelated
+/// subjects stay isolated.
+pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let prefix = p.subject_prefix().to_string();
+    let mut star = p
+        .subscribe(&format!("{prefix}.wa.*"))
+        .await
+        .expect("subscribe *");
+    let mut tail = p
+        .subscribe(&format!("{prefix}.wa.>"))
+        .await
+        .expect("subscribe >");
+    let mut mid = p
+        .subscribe(&format!("{prefix}.*.x"))
+        .await
+        .expect("subscribe mid *");
+    let mut exact = p
+        .subscribe(&format!("{prefix}.wb.x"))
+        .await
+        .expect("subscribe exact");
+    // `>` needs at least one more token: `wa.x.>` does not match `wa.x`
+    let mut deep = p
+        .subscribe(&format!("{prefix}.wa.x.>"))
+        .await
+        .expect("subscribe deep >");
+
+    p.publish(&event(&*p, "wa", "x", 1)).await.expect("publish");
+    p.publish(&event(&*p, "wa", "x.y", 2))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wb", "x", 3)).await.expect("publish");
+    p.publish(&event(&*p, "wb", "y", 4)).await.expect("publish");
+    // a literal filter is a whole subject, not a string prefix: `wb.x`
+    // matches neither `wb.xy` nor `wb.x.y`
+    p.publish(&event(&*p, "wb", "xy", 5))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wb", "x.y", 6))
+        .await
+        .expect("publish");
+    // sentinels so that "nothing else arrived" is checked by order, not sleeps
+    p.publish(&event(&*p, "wa", "end", 100))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wb", "x", 101))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wa", "x.end", 102))
+        .await
+        .expect("publish");
+
+    let collect = async |sub: &mut Box<dyn Subscription>, filter: &str, sentinel: u64| {
+        let mut seen = Vec::new();
+        loop {
+            let n = n_of(
+                &recv(
+                    sub,
+                    &caps,
+                    &format!("filter `{filter}`: the events up to the sentinel n={sentinel}"),
+                )
+                .await
+                .event,
+            );
+            if n == sentinel {
+                return seen;
+            }
+            seen.push(n);
+        }
+    };
+    assert_eq!(
+        collect(&mut star, "wa.*", 100).await,
+        vec![1],
+        "`wa.*` matches exactly one token"
+    );
+    assert_eq!(
+        collect(&mut tail, "wa.>", 100).await,
+        vec![1, 2],
+        "`wa.>` matches one or more tokens"
+    );
+    assert_eq!(
+        collect(&mut mid, "*.x", 101).await,
+        vec![1, 3],
+        "`*.x` matches any category"
+    );
+    assert_eq!(
+        collect(&mut exact, "wb.x", 101).await,
+        vec![3],
+        "a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)"
+    );
+    assert_eq!(
+        collect(&mut deep, "wa.x.>", 102).await,
+        vec![2],
+        "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself"
+    );
+    let literal = p.build_subject("wb", "x");
+    assert_eq!(
+        p.history(Some(&literal), 10)
+            .await
+            .expect("history")
+            .iter()
+            .map(n_of)
+            .collect::<Vec<_>>(),
+        vec![101, 3],
+        "history(`{literal}`): a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)"
+    );
+}
+
+/// A wildcard may stand for the prefix token too (`*` is a whole token
+/// anywhere, `>` may be the whole filter): `*.{category}.>`, `*.*.{topic}`
+/// and `>` subscribe, ephemeral or durable, to what they match among the
+/// provider's subjects, as `history` reads them.
+pub async fn wildcard_over_prefix_filters(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let all = SubscribeOptions::default();
+    let mut category = p
+        .subscribe_with_options("*.wpa.>", &all)
+        .await
+        .expect("subscribe `*.wpa.>`");
+    let mut topic = p
+        .subscribe_durable_with_options("wildcard_prefix", "*.*.wpt", &all)
+        .await
+        .expect("subscribe durable `*.*.wpt`");
+    let mut everything = p
+        .subscribe_with_options(">", &all)
+        .await
+        .expect("subscribe `>`");
+    p.publish(&event(&*p, "wpa", "x", 1))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wpb", "wpt", 2))
+        .await
+        .expect("publish");
+    p.publish(&event(&*p, "wpa", "wpt", 3))
+        .await
+        .expect("publish");
+    let take = async |sub: &mut Box<dyn Subscription>, filter: &str, count: usize| {
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            let what = format!("filter `{filter}`: event {} of {count}", seen.len() + 1);
+            seen.push(n_of(&recv(sub, &caps, &what).await.event));
+        }
+        seen
+    };
+    assert_eq!(take(&mut category, "*.wpa.>", 2).await, vec![1, 3]);
+    assert_eq!(take(&mut topic, "*.*.wpt", 2).await, vec![2, 3]);
+    assert_eq!(take(&mut everything, ">", 3).await, vec![1, 2, 3]);
+    let history = p
+        .history(Some("*.wpa.>"), 10)
+        .await
+        .expect("history `*.wpa.>`");
+    assert_eq!(history.iter().map(n_of).collect::<Vec<_>>(), vec![3, 1]);
+}
+
+/// 1,000 events arrive in publish order with strictly increasing sequences.
+pub async fn ordering_of_1000_events(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut live = p
+        .subscribe(&p.category_subject("ord"))
+        .await
+        .expect("subscribe");
+    let seqs = publish_n(&*p, "ord", "t", 0..1000).await;
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "publish sequences must increase"
+    );
+    let mut durable = p
+        .subscribe_durable("ord-durable", &p.category_subject("ord"))
+        .await
+        .expect("durable");
+    for (i, seq) in seqs.iter().enumerate() {
+        let a = recv(
+            &mut live,
+            &caps,
+            &format!("live subscription: event {i} of 1000"),
+        )
+        .await;
+        assert_eq!((n_of(&a.event), a.sequence), (i as u64, *seq), "live order");
+        let b = recv(&mut durable, &caps, &format!("durable: event {i} of 1000")).await;
+        assert_eq!(
+            (n_of(&b.event), b.sequence),
+            (i as u64, *seq),
+            "durable order"
+        );
+    }
+}
+
+/// 50 concurrent publishers × 100 events: none lost, sequences unique.
+pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let mut tasks = Vec::new();
+    for t in 0..50u64 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..100u64 {
+                let e = event(&*p, "conc", &format!("p{t}"), t * 1000 + i);
+                seqs.push(p.publish(&e).await.expect("publish"));
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.expect("publisher task");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one publisher's sequences increase"
+        );
+        all.extend(seqs);
+    }
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), 5000, "every publish gets a unique sequence");
+
+    let mut sub = p
+        .subscribe_durable("conc-reader", &p.category_subject("conc"))
+        .await
+        .expect("durable");
+    let mut last = 0;
+    let mut seen = HashSet::new();
+    for _ in 0..5000 {
+        let r = recv(
+            &mut sub,
+            &caps,
+            &format!(
+                "durable: every concurrently published event (got {} of 5000)",
+                seen.len()
+            ),
+        )
+        .await;
+        assert!(r.sequence > last, "delivery sequences increase");
+        last = r.sequence;
+        seen.insert(n_of(&r.event));
+    }
+    assert_eq!(seen.len(), 5000, "every event delivered once");
+}
+
+/// `history` returns the newest matching events, newest first, up to `limit`.
+pub async fn history_newest_first_with_limit_and_filter(factory: &dyn ProviderFactory) {
+    let p = factory.create().await;
+    for n in 0..30 {
+        let cat = if n % 3 == 0 { "ha" } else { "hb" };
+        p.publish(&event(&*p, cat, "t", n)).await.expect("publish");
+    }
+    let all = p.history(None, 100).await.expect("history");
+    assert_eq!(
+        all.iter().map(n_of).collect::<Vec<_>>(),
+        (0..30).rev().collect::<Vec<_>>(),
+        "history(None, 100): every event, newest first"
+    );
+    let ha = p
+        .history(Some(&p.category_subject("ha")), 4)
+        .await
+        .expect("history");
+    assert_eq!(
+        ha.iter().map(n_of).collect::<Vec<_>>(),
+        vec![27, 24, 21, 18],
+        "history(category, 4): the newest 4 matching events, newest first"
+    );
+    let hb = p
+        .history(Some(&p.category_subject("hb")), 1000)
+        .await
+        .expect("history");
+    assert_eq!(hb.len(), 20, "a limit above the matches returns them all");
+    assert!(
+        p.history(Some(&p.category_subject("none")), 10)
+            .await
+            .expect("history")
+            .is_empty()
+    );
+    assert!(
+        p.history(None, 0).await.expect("history").is_empty(),
+        "limit 0 returns nothing"
+    );
+    // callers ask for "everything" this way; sizing a buffer by the limit
+    // must not overflow
+    match p.history(None, usize::MAX).await {
+        Ok(all) => assert_eq!(all.len(), 30, "history(None, usize::MAX): every event"),
+        Err(e) => panic!("history(None, usize::MAX) (everything): {e}"),
+    }
+    assert_invalid_subject(
+        p.history(Some("bad..filter"), 10).await,
+        "history with a bad filter",
+    );
+    // the shared form returns the same events in the same order
+    for (filter, limit) in [(None, 100), (Some(p.category_subject("ha")), 4)] {
+        let owned = p.history(filter.as_deref(), limit).await.expect("history");
+        let shared = p
+            .history_shared(filter.as_deref(), limit)
+            .await
+            .expect("history_shared");
+        assert_eq!(
+            shared.iter().map(|e| (**e).clone()).collect::<Vec<_>>(),
+            owned,
+            "history_shared({filter:?}, {limit}) differs from history"
+        );
+    }
+    assert!(
+        p.history_shared(None, 0)
+            .await
+            .expect("history_shared")
+            .is_empty()
+    );
+    assert_invalid_subject(
+        p.history_shared(Some("bad..filter"), 10).await,
+        "history_shared with a bad filter",
+    );
+}
+
+/// A subscription works as a `futures::Stream`.
+pub async fn subscription_as_stream(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let sub = p
+        .subscribe(&p.category_subject("strm"))
+        .await
+        .expect("subscribe");
+    let mut stream = sub.into_stream();
+    publish_n(&*p, "strm", "t", 0..3).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let item = tokio::time::timeout(
+            caps.receive_timeout,
+            std::future::poll_fn(|cx| {
+                futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+            }),
+        )
+        .await
+        .expect("stream item in time")
+        .expect("stream not ended")
+        .expect("delivery");
+        got.push(n_of(&item.event));
+    }
+    assert_eq!(got, vec![0, 1, 2]);
+}
