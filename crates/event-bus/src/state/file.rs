@@ -391,9 +391,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let (tmp, mut file) = create_temp(&dir, &file_name)
         .map_err(|e| io_error(format!("writing state file {}", path.display()), e))?;
     let written = (|| -> std::io::Result<()> {
-        file.write_all(bytes)?;
         // the replacement keeps the permissions the user gave the file (a
-        // file system that cannot set them still gets the new state)
+        // file system that cannot set them still gets the new state); set
+        // before anything is written, so that the state of a file only its
+        // owner may read is never readable under the umask's permissions
         if let Ok(meta) = std::fs::metadata(path)
             && let Err(err) = file.set_permissions(meta.permissions())
         {
@@ -403,6 +404,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
                 "could not give the new state file the permissions of the old one"
             );
         }
+        file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)
