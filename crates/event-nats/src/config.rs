@@ -138,6 +138,9 @@ pub struct NatsConfig {
     pub max_age_secs: u64,
     /// Maximum stream size in bytes (0: unlimited). Applied when the
     /// provider creates the stream (see [`max_events`](Self::max_events)).
+    /// An event the stream could never hold (larger than this, with its
+    /// subject and 34 bytes of server overhead) is refused with
+    /// `Error::PayloadTooLarge`.
     pub max_bytes: u64,
     /// Timeout for establishing the connection, in seconds.
     pub connect_timeout_secs: u64,

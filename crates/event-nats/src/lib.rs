@@ -188,9 +188,15 @@
 //!   (mismatch:
 //!   [`Error::WrongLastSequence`](event_core::Error::WrongLastSequence)).
 //!   Events larger than the server's `max_payload` (the JSON and the
-//!   headers as sent) are refused before sending (the limit of the server currently connected, raised or lowered by a
-//!   reconnection); one larger than the stream's own `max_msg_size` (set
-//!   by an administrator) is refused by the server: both are
+//!   headers as sent) are refused before sending (the limit of the server
+//!   currently connected, raised or lowered by a reconnection); so is one
+//!   the stream could never hold, larger than its `max_bytes` (counting the
+//!   subject and nats-server's per-message overhead of at most 34 bytes;
+//!   JetStream would acknowledge it and then discard every event of the
+//!   stream, the new one too, to get under the limit; the limit as last
+//!   read, at connect and by each `info` and `health`); one larger than
+//!   the stream's own `max_msg_size` (set by an administrator) is refused
+//!   by the server: all are
 //!   [`Error::PayloadTooLarge`](event_core::Error::PayloadTooLarge) with
 //!   the limit that applied. A full stream (`DiscardPolicy::New` and
 //!   `max_events` or `max_bytes` reached) is

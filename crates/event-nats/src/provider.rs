@@ -109,6 +109,9 @@ pub(crate) struct Inner {
     pub(crate) config: NatsConfig,
     pub(crate) options: NatsOptions,
     pub(crate) max_payload: AtomicUsize,
+    /// The stream's `max_bytes` (0: unlimited), as last read from the
+    /// server: at connect, and by every stream-info request since.
+    pub(crate) stream_max_bytes: AtomicU64,
     pub(crate) link: Arc<Link>,
     /// Durables this provider (and its clones) deleted.
     pub(crate) unsubscribed: Arc<Unsubscribed>,
@@ -336,6 +339,7 @@ impl NatsProvider {
             .build(client.clone());
         let stream = crate::stream::ensure_stream(&js, &config, &options, &link.denials).await?;
         let max_payload = client.server_info().max_payload;
+        let stream_max_bytes = AtomicU64::new(max_bytes_of(&stream.cached_info().config));
         tracing::info!(
             url = %redact_url(&config.url),
             stream = %config.stream_name,
@@ -349,6 +353,7 @@ impl NatsProvider {
                 stream,
                 stream_name: Arc::from(config.stream_name.as_str()),
                 max_payload: AtomicUsize::new(max_payload),
+                stream_max_bytes,
                 config,
                 options,
                 link,
@@ -403,7 +408,30 @@ impl NatsProvider {
                 return Err(Error::PayloadTooLarge { size, max });
             }
         }
+        self.check_fits_stream(&event.subject, size)?;
         Ok((headers, payload.into(), size))
+    }
+
+    /// Refuses an event the stream could never hold: one whose stored
+    /// size is over the stream's `max_bytes`. JetStream takes it and
+    /// acknowledges it, then, to get back under the limit, discards the
+    /// oldest events (discard Old) — every one of them, the new one too:
+    /// the publish returned a sequence, and the stream was left empty.
+    /// (Discard New refused it as "the stream is full", which waiting
+    /// could never change.)
+    fn check_fits_stream(&self, subject: &str, size: usize) -> Result<()> {
+        let max_bytes = self.inner.stream_max_bytes.load(Ordering::Relaxed);
+        if max_bytes == 0 {
+            return Ok(());
+        }
+        let stored = stored_size(subject, size);
+        if stored > max_bytes {
+            return Err(Error::PayloadTooLarge {
+                size: usize::try_from(stored).unwrap_or(usize::MAX),
+                max: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            });
+        }
+        Ok(())
     }
 
     /// Remembers and returns the connected server's `max_payload` (the
@@ -719,8 +747,32 @@ impl NatsProvider {
                 .await
                 .map_err(|e| self.stream_error(op, e, self.consumer_timeout()))
         };
-        self.guarded(op, &rules, request).await
+        let info = self.guarded(op, &rules, request).await?;
+        // an administrator may have changed the limit since
+        self.inner
+            .stream_max_bytes
+            .store(max_bytes_of(&info.config), Ordering::Relaxed);
+        Ok(info)
     }
+}
+
+/// The largest per-message overhead nats-server counts against a stream's
+/// `max_bytes`, beyond the subject, headers and payload: a file-backed
+/// stream's record header and hash (34 bytes: length, sequence, time,
+/// subject and header lengths, hash; a memory-backed stream counts 16).
+const STORED_OVERHEAD: u64 = 34;
+
+/// What a message of `size` bytes (payload and headers) on `subject` counts
+/// against a stream's `max_bytes`, at most.
+fn stored_size(subject: &str, size: usize) -> u64 {
+    (subject.len() as u64)
+        .saturating_add(size as u64)
+        .saturating_add(STORED_OVERHEAD)
+}
+
+/// A stream's `max_bytes`, 0 for unlimited (JetStream's -1).
+fn max_bytes_of(config: &stream::Config) -> u64 {
+    u64::try_from(config.max_bytes).unwrap_or(0)
 }
 
 async fn connect_options(

@@ -379,6 +379,89 @@ async fn a_stream_message_limit_below_max_payload_is_payload_too_large() {
     assert!(p.publish(&event(&p, 4, 10)).await.is_ok());
 }
 
+/// An event larger than the stream's `max_bytes` can never be stored.
+/// JetStream (discard Old) acknowledged it and then, to get under the
+/// limit, discarded every event of the stream, the new one too: the publish
+/// returned a sequence and the stream was left empty. Discard New called it
+/// "the stream is full". Both refuse it before sending now, and the stream
+/// keeps what it held; an event that fits is stored.
+#[tokio::test]
+async fn an_event_larger_than_the_stream_max_bytes_is_refused_not_acked_and_lost() {
+    let server = server!("an_event_larger_than_the_stream_max_bytes_is_refused_not_acked_and_lost");
+    for discard in [
+        event_nats::DiscardPolicy::Old,
+        event_nats::DiscardPolicy::New,
+    ] {
+        let config = NatsConfig {
+            max_bytes: 4_000,
+            ..common::config(&server, "maxbytes")
+        };
+        let options = NatsOptions {
+            discard,
+            ..NatsOptions::default()
+        };
+        let p = NatsProvider::connect_with(config, options).await.unwrap();
+        for n in 1..=3 {
+            p.publish(&event(&p, n, 10)).await.unwrap();
+        }
+        let big = event(&p, 4, 5_000);
+        let single = p.publish(&big).await;
+        let batch = p
+            .publish_batch(&[event(&p, 5, 5_000), event(&p, 6, 10)])
+            .await
+            .unwrap();
+        let mut results = std::iter::once(single).chain(batch);
+        for result in results.by_ref().take(2) {
+            match result {
+                Err(Error::PayloadTooLarge { size, max }) => {
+                    assert_eq!(max, 4_000, "{discard:?}");
+                    assert!(size > 5_000 && size < 5_400, "{discard:?}: {size}");
+                }
+                other => panic!("{discard:?}: expected PayloadTooLarge, got {other:?}"),
+            }
+        }
+        assert_eq!(results.next().unwrap().unwrap(), 4, "{discard:?}");
+        let info = p.info().await.unwrap();
+        assert_eq!((info.messages, info.first_sequence), (4, 1), "{discard:?}");
+        let kept = p.history(None, 10).await.unwrap();
+        assert_eq!(kept.len(), 4, "{discard:?}");
+        // the bound is tight: an event stored in all but the last few bytes
+        // of an empty stream's limit is taken (discard Old makes room)
+        if discard == event_nats::DiscardPolicy::Old {
+            let mut fits = event(&p, 7, 3_000);
+            let headers = 12 + "Nats-Msg-Id".len() + 4 + fits.id.len();
+            let stored =
+                |e: &Event| e.subject.len() + headers + serde_json::to_vec(e).unwrap().len() + 34;
+            let room = 4_000 - stored(&fits);
+            fits.payload = json!({ "n": 7, "blob": "x".repeat(3_000 + room) });
+            assert_eq!(stored(&fits), 4_000);
+            let sequence = p.publish(&fits).await.unwrap();
+            assert_eq!(p.info().await.unwrap().last_sequence, sequence);
+            assert_eq!(p.history(None, 10).await.unwrap()[0].id, fits.id);
+        }
+    }
+}
+
+/// A stream `max_bytes` lowered by an administrator after connect applies
+/// once the provider reads the stream's info again (`info`, `health`).
+#[tokio::test]
+async fn a_stream_max_bytes_lowered_elsewhere_is_used_after_the_next_stream_info() {
+    let server = server!("a_stream_max_bytes_lowered_elsewhere_is_used_after_the_next_stream_info");
+    let p = NatsProvider::connect(common::config(&server, "lowered"))
+        .await
+        .unwrap();
+    p.publish(&event(&p, 1, 10)).await.unwrap();
+    let mut config = stream_config(&p).await;
+    config.max_bytes = 3_000;
+    update_stream(&p, &config).await;
+    assert!(p.health().await.unwrap());
+    match p.publish(&event(&p, 2, 5_000)).await {
+        Err(Error::PayloadTooLarge { max, .. }) => assert_eq!(max, 3_000),
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    assert_eq!(p.info().await.unwrap().messages, 1);
+}
+
 #[tokio::test]
 async fn a_max_payload_raised_by_a_restart_is_used() {
     let mut server = match NatsServer::start_with(
