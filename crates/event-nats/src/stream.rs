@@ -601,6 +601,20 @@ async fn update_or_create(
                     desired.num_replicas
                 ));
             }
+            let reserves = [
+                ErrorCode::STORAGE_RESOURCES_EXCEEDED,
+                ErrorCode::MEMORY_RESOURCES_EXCEEDED,
+            ];
+            if error::api_code(&e).is_some_and(|code| reserves.contains(&code)) {
+                // JetStream reserves a stream's max_bytes when it is created
+                reason.push_str(&format!(
+                    " (NatsConfig::max_bytes is {}: the server reserves that much of its \
+                     JetStream store (max_file_store / max_memory_store, or the account's \
+                     max_file / max_mem) for the stream, and has less left; lower max_bytes \
+                     or raise the server's limit)",
+                    desired.max_bytes
+                ));
+            }
             Err(match error::map("create stream", e, timeout) {
                 Error::Provider { source, .. } => Error::invalid_config(
                     "stream",

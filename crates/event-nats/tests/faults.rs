@@ -303,6 +303,31 @@ async fn a_full_server_store_is_a_conflict_naming_it_not_an_outage() {
     }
 }
 
+/// JetStream reserves a new stream's `max_bytes` in its store: a
+/// `max_bytes` larger than the server's store is refused at connect with
+/// an error that names `max_bytes`, its value and the server limit to
+/// raise (it quoted only the server's "insufficient storage resources").
+#[tokio::test]
+async fn a_max_bytes_beyond_the_server_store_is_refused_naming_it() {
+    let Some(server) = NatsServer::start_with_jetstream(
+        "a_max_bytes_beyond_the_server_store_is_refused_naming_it",
+        "max_file_store: 1MB",
+    ) else {
+        return;
+    };
+    let config = NatsConfig {
+        max_bytes: 10_000_000,
+        ..common::config(&server, "reserve")
+    };
+    let err = NatsProvider::connect(config).await.err().unwrap();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("max_bytes is 10000000") && text.contains("max_file_store"),
+        "{text}"
+    );
+}
+
 /// An account's JetStream storage limit (`max_file` / `max_mem` of the
 /// account) refuses an event that does not fit (status 400, "resource limits
 /// exceeded for account"): a `Conflict` naming the limit and what to do,
