@@ -202,7 +202,24 @@ const TEMP_ATTEMPTS: usize = 64;
 /// a container, restarted) or by another process with the same pid (another
 /// container sharing the volume) does not collide with it. A name that is
 /// taken anyway is skipped, never opened or removed.
-fn create_temp(dir: &Path, file_name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+///
+/// With `permissions` (the state file's, on unix), the file is created
+/// with them (less what the umask removes), never with more: the state of
+/// a file only its owner may read is never in a file others could open.
+fn create_temp(
+    dir: &Path,
+    file_name: &str,
+    permissions: Option<&std::fs::Permissions>,
+) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if let Some(permissions) = permissions {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(permissions.mode() & 0o777);
+    }
+    #[cfg(not(unix))]
+    let _ = permissions;
     static NONCE: OnceLock<u64> = OnceLock::new();
     let nonce = *NONCE.get_or_init(|| RandomState::new().hash_one(std::process::id()));
     for _ in 0..TEMP_ATTEMPTS {
@@ -211,11 +228,7 @@ fn create_temp(dir: &Path, file_name: &str) -> std::io::Result<(PathBuf, std::fs
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
+        match options.open(&tmp) {
             Ok(file) => return Ok((tmp, file)),
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(err) => return Err(err),
@@ -388,15 +401,16 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
     create_dir(&dir, path)?;
     let file_name = file_name(path)?;
-    let (tmp, mut file) = create_temp(&dir, &file_name)
+    let old = std::fs::metadata(path).ok().map(|meta| meta.permissions());
+    let (tmp, mut file) = create_temp(&dir, &file_name, old.as_ref())
         .map_err(|e| io_error(format!("writing state file {}", path.display()), e))?;
     let written = (|| -> std::io::Result<()> {
         // the replacement keeps the permissions the user gave the file (a
-        // file system that cannot set them still gets the new state); set
-        // before anything is written, so that the state of a file only its
-        // owner may read is never readable under the umask's permissions
-        if let Ok(meta) = std::fs::metadata(path)
-            && let Err(err) = file.set_permissions(meta.permissions())
+        // file system that cannot set them still gets the new state); it
+        // was created with no more than those, and gets exactly those
+        // before anything is written
+        if let Some(permissions) = old
+            && let Err(err) = file.set_permissions(permissions)
         {
             tracing::warn!(
                 path = %path.display(),
@@ -568,6 +582,23 @@ mod tests {
         let err = store.save(&[record("a", None)]).await.unwrap_err();
         assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The temporary file is created with no more permissions than the
+    /// state file it replaces (it was created under the umask, 0644 here,
+    /// and narrowed only later, so a reader could open it in between and
+    /// read the new state through that handle).
+    #[cfg(unix)]
+    #[test]
+    fn the_temporary_file_is_created_with_no_more_than_the_state_files_permissions() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = temp_dir("temp-mode");
+        std::fs::create_dir_all(&dir).unwrap();
+        let private = std::fs::Permissions::from_mode(0o600);
+        let (tmp, file) = create_temp(&dir, "state.json", Some(&private)).unwrap();
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::remove_file(tmp).unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 
