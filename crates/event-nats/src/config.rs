@@ -139,7 +139,7 @@ pub struct NatsConfig {
     /// Maximum stream size in bytes (0: unlimited). Applied when the
     /// provider creates the stream (see [`max_events`](Self::max_events)).
     /// An event the stream could never hold (larger than this, with its
-    /// subject and 34 bytes of server overhead) is refused with
+    /// subject and the server's per-message overhead) is refused with
     /// `Error::PayloadTooLarge`.
     pub max_bytes: u64,
     /// Timeout for establishing the connection, in seconds.

@@ -190,15 +190,18 @@
 //!   Events larger than the server's `max_payload` (the JSON and the
 //!   headers as sent) are refused before sending (the limit of the server
 //!   currently connected, raised or lowered by a reconnection); so is one
-//!   the stream could never hold, larger than its `max_bytes` (counting the
-//!   subject and nats-server's per-message overhead of at most 34 bytes;
-//!   JetStream would acknowledge it and then discard every event of the
-//!   stream, the new one too, to get under the limit; the limit as last
-//!   read, at connect and by each `info` and `health`); one larger than
-//!   the stream's own `max_msg_size` (set by an administrator) is refused
-//!   by the server: all are
+//!   the stream could never hold, larger than its `max_bytes` less the
+//!   subject and nats-server's per-message overhead (34 bytes on file
+//!   storage, 16 in memory): JetStream would acknowledge it and then
+//!   discard every event of the stream, the new one too, to get under the
+//!   limit. (The limit is the stream's as last read: at connect, by `info`
+//!   and `health`, and again before an event is refused against it, so a
+//!   limit raised elsewhere applies at once.) One larger than the stream's
+//!   own `max_msg_size` (set by an administrator) is refused by the
+//!   server. All are
 //!   [`Error::PayloadTooLarge`](event_core::Error::PayloadTooLarge) with
-//!   the limit that applied. A full stream (`DiscardPolicy::New` and
+//!   the limit that applied (for `max_bytes`, the largest event the stream
+//!   holds on that subject). A full stream (`DiscardPolicy::New` and
 //!   `max_events` or `max_bytes` reached) is
 //!   [`Error::Conflict`](event_core::Error::Conflict) on the stream naming
 //!   the limit (not transient: it empties only as events expire or are

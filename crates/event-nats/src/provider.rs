@@ -110,8 +110,12 @@ pub(crate) struct Inner {
     pub(crate) options: NatsOptions,
     pub(crate) max_payload: AtomicUsize,
     /// The stream's `max_bytes` (0: unlimited), as last read from the
-    /// server: at connect, and by every stream-info request since.
+    /// server: at connect, by every stream-info request since, and before
+    /// an event is refused against it.
     pub(crate) stream_max_bytes: AtomicU64,
+    /// What the stream's storage counts per message against `max_bytes`
+    /// beyond the subject, headers and payload ([`stored_overhead`]).
+    pub(crate) stored_overhead: u64,
     pub(crate) link: Arc<Link>,
     /// Durables this provider (and its clones) deleted.
     pub(crate) unsubscribed: Arc<Unsubscribed>,
@@ -340,6 +344,7 @@ impl NatsProvider {
         let stream = crate::stream::ensure_stream(&js, &config, &options, &link.denials).await?;
         let max_payload = client.server_info().max_payload;
         let stream_max_bytes = AtomicU64::new(max_bytes_of(&stream.cached_info().config));
+        let stored_overhead = stored_overhead(stream.cached_info().config.storage);
         tracing::info!(
             url = %redact_url(&config.url),
             stream = %config.stream_name,
@@ -354,6 +359,7 @@ impl NatsProvider {
                 stream_name: Arc::from(config.stream_name.as_str()),
                 max_payload: AtomicUsize::new(max_payload),
                 stream_max_bytes,
+                stored_overhead,
                 config,
                 options,
                 link,
@@ -408,27 +414,43 @@ impl NatsProvider {
                 return Err(Error::PayloadTooLarge { size, max });
             }
         }
-        self.check_fits_stream(&event.subject, size)?;
         Ok((headers, payload.into(), size))
     }
 
-    /// Refuses an event the stream could never hold: one whose stored
-    /// size is over the stream's `max_bytes`. JetStream takes it and
-    /// acknowledges it, then, to get back under the limit, discards the
-    /// oldest events (discard Old) — every one of them, the new one too:
-    /// the publish returned a sequence, and the stream was left empty.
-    /// (Discard New refused it as "the stream is full", which waiting
-    /// could never change.)
+    /// Refuses an event the stream could never hold: one of `size` bytes
+    /// (payload and headers) on `subject` that, stored, would be over the
+    /// stream's `max_bytes`. JetStream takes such an event and acknowledges
+    /// it, then, to get back under the limit, discards the oldest events
+    /// (discard Old): every one of them, the new one too; the publish
+    /// returned a sequence and the stream was left empty. (Discard New
+    /// called it "the stream is full", which waiting could never change.)
+    ///
+    /// The refusal is [`Error::PayloadTooLarge`] with the largest `size`
+    /// the stream holds on that subject. Before refusing, the limit is
+    /// read again (once per call: `refreshed`), in case it was raised.
+    async fn fits_stream(&self, subject: &str, size: usize, refreshed: &mut bool) -> Result<()> {
+        let Err(refused) = self.check_fits_stream(subject, size) else {
+            return Ok(());
+        };
+        if std::mem::replace(refreshed, true) || self.stream_info("publish").await.is_err() {
+            return Err(refused);
+        }
+        self.check_fits_stream(subject, size)
+    }
+
+    /// [`fits_stream`](Self::fits_stream) against the limit as last read.
     fn check_fits_stream(&self, subject: &str, size: usize) -> Result<()> {
         let max_bytes = self.inner.stream_max_bytes.load(Ordering::Relaxed);
         if max_bytes == 0 {
             return Ok(());
         }
-        let stored = stored_size(subject, size);
-        if stored > max_bytes {
+        // what the stream counts beyond the payload and headers
+        let around = (subject.len() as u64).saturating_add(self.inner.stored_overhead);
+        let room = max_bytes.saturating_sub(around);
+        if size as u64 > room {
             return Err(Error::PayloadTooLarge {
-                size: usize::try_from(stored).unwrap_or(usize::MAX),
-                max: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+                size,
+                max: usize::try_from(room).unwrap_or(usize::MAX),
             });
         }
         Ok(())
@@ -756,18 +778,15 @@ impl NatsProvider {
     }
 }
 
-/// The largest per-message overhead nats-server counts against a stream's
-/// `max_bytes`, beyond the subject, headers and payload: a file-backed
-/// stream's record header and hash (34 bytes: length, sequence, time,
-/// subject and header lengths, hash; a memory-backed stream counts 16).
-const STORED_OVERHEAD: u64 = 34;
-
-/// What a message of `size` bytes (payload and headers) on `subject` counts
-/// against a stream's `max_bytes`, at most.
-fn stored_size(subject: &str, size: usize) -> u64 {
-    (subject.len() as u64)
-        .saturating_add(size as u64)
-        .saturating_add(STORED_OVERHEAD)
+/// What nats-server counts per message against a stream's `max_bytes`
+/// beyond the subject, headers and payload: a file-backed stream's record
+/// (length, sequence, time, subject and header lengths, hash: 34 bytes), a
+/// memory-backed stream's sequence and time (16).
+fn stored_overhead(storage: stream::StorageType) -> u64 {
+    match storage {
+        stream::StorageType::File => 34,
+        stream::StorageType::Memory => 16,
+    }
 }
 
 /// A stream's `max_bytes`, 0 for unlimited (JetStream's -1).
@@ -894,6 +913,7 @@ impl NatsProvider {
     /// trait's defaults built on them).
     async fn publish_one(&self, event: &Event, options: &PublishOptions) -> Result<PublishOutcome> {
         let (headers, payload, size) = self.prepare(event, options)?;
+        self.fits_stream(&event.subject, size, &mut false).await?;
         let timeout = options
             .timeout
             .unwrap_or_else(|| self.inner.config.request_timeout());
@@ -948,16 +968,22 @@ impl EventProvider for NatsProvider {
         // has stalled. The events not sent yet are then failed at once
         // instead of waiting out the timeout window after window.
         let mut stalled = false;
+        let mut refreshed = false;
         let stall = |result: &Result<u64>| matches!(result, Err(Error::Timeout { .. }));
         for (i, event) in events.iter().enumerate() {
             results.push(None);
-            let (headers, payload, size) = match self.prepare(event, &options) {
+            let prepared = match self.prepare(event, &options) {
                 Ok(prepared) => prepared,
                 Err(e) => {
                     results[i] = Some(Err(e));
                     continue;
                 }
             };
+            let (headers, payload, size) = prepared;
+            if let Err(e) = self.fits_stream(&event.subject, size, &mut refreshed).await {
+                results[i] = Some(Err(e));
+                continue;
+            }
             if !stalled
                 && inflight.len() >= window
                 && let Some((j, sent, deadline, ack)) = inflight.pop_front()

@@ -606,14 +606,21 @@ async fn update_or_create(
                 ErrorCode::MEMORY_RESOURCES_EXCEEDED,
             ];
             if error::api_code(&e).is_some_and(|code| reserves.contains(&code)) {
-                // JetStream reserves a stream's max_bytes when it is created
-                reason.push_str(&format!(
-                    " (NatsConfig::max_bytes is {}: the server reserves that much of its \
-                     JetStream store (max_file_store / max_memory_store, or the account's \
-                     max_file / max_mem) for the stream, and has less left; lower max_bytes \
-                     or raise the server's limit)",
-                    desired.max_bytes
-                ));
+                // JetStream reserves a stream's max_bytes (times its
+                // replicas, in an account) when it is created
+                let store = "its JetStream store (max_file_store / max_memory_store, or the \
+                             account's max_file / max_mem)";
+                reason.push_str(&match u64::try_from(desired.max_bytes) {
+                    Ok(max_bytes) => format!(
+                        " (NatsConfig::max_bytes is {max_bytes}: the server reserves that much \
+                         of {store} for the stream, per replica, and has less left; lower \
+                         max_bytes or raise the server's limit)"
+                    ),
+                    Err(_) => format!(
+                        " (NatsConfig::max_bytes is 0, unlimited: the server has no room left \
+                         in {store} for another stream; free some, or raise the limit)"
+                    ),
+                });
             }
             Err(match error::map("create stream", e, timeout) {
                 Error::Provider { source, .. } => Error::invalid_config(

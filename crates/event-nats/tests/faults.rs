@@ -411,17 +411,23 @@ async fn a_stream_message_limit_below_max_payload_is_payload_too_large() {
 /// JetStream (discard Old) acknowledged it and then, to get under the
 /// limit, discarded every event of the stream, the new one too: the publish
 /// returned a sequence and the stream was left empty. Discard New called it
-/// "the stream is full". Both refuse it before sending now, and the stream
-/// keeps what it held; an event that fits is stored.
+/// "the stream is full". Both refuse it before sending now, with the
+/// largest size the stream holds on its subject, and the stream keeps what
+/// it held; an event that fits to the byte is stored, on file and memory
+/// storage (which count different overheads).
 #[tokio::test]
 async fn an_event_larger_than_the_stream_max_bytes_is_refused_not_acked_and_lost() {
+    use event_nats::{DiscardPolicy, StorageType};
     let server = server!("an_event_larger_than_the_stream_max_bytes_is_refused_not_acked_and_lost");
-    for discard in [
-        event_nats::DiscardPolicy::Old,
-        event_nats::DiscardPolicy::New,
+    for (discard, storage, overhead) in [
+        (DiscardPolicy::Old, StorageType::File, 34),
+        (DiscardPolicy::New, StorageType::File, 34),
+        (DiscardPolicy::Old, StorageType::Memory, 16),
     ] {
+        let case = format!("{discard:?} {storage:?}");
         let config = NatsConfig {
             max_bytes: 4_000,
+            storage,
             ..common::config(&server, "maxbytes")
         };
         let options = NatsOptions {
@@ -432,6 +438,10 @@ async fn an_event_larger_than_the_stream_max_bytes_is_refused_not_acked_and_lost
         for n in 1..=3 {
             p.publish(&event(&p, n, 10)).await.unwrap();
         }
+        // payload and headers as sent, and what the stream counts for them
+        let headers = |e: &Event| 12 + "Nats-Msg-Id".len() + 4 + e.id.len();
+        let sent = |e: &Event| serde_json::to_vec(e).unwrap().len() + headers(e);
+        let room = 4_000 - p.build_subject("t", "x").len() - overhead;
         let big = event(&p, 4, 5_000);
         let single = p.publish(&big).await;
         let batch = p
@@ -442,40 +452,50 @@ async fn an_event_larger_than_the_stream_max_bytes_is_refused_not_acked_and_lost
         for result in results.by_ref().take(2) {
             match result {
                 Err(Error::PayloadTooLarge { size, max }) => {
-                    assert_eq!(max, 4_000, "{discard:?}");
-                    assert!(size > 5_000 && size < 5_400, "{discard:?}: {size}");
+                    assert_eq!(max, room, "{case}");
+                    assert!(size > 5_000 && size < 5_400, "{case}: {size}");
                 }
-                other => panic!("{discard:?}: expected PayloadTooLarge, got {other:?}"),
+                other => panic!("{case}: expected PayloadTooLarge, got {other:?}"),
             }
         }
-        assert_eq!(results.next().unwrap().unwrap(), 4, "{discard:?}");
+        assert_eq!(results.next().unwrap().unwrap(), 4, "{case}");
         let info = p.info().await.unwrap();
-        assert_eq!((info.messages, info.first_sequence), (4, 1), "{discard:?}");
-        let kept = p.history(None, 10).await.unwrap();
-        assert_eq!(kept.len(), 4, "{discard:?}");
-        // the bound is tight: an event stored in all but the last few bytes
-        // of an empty stream's limit is taken (discard Old makes room)
-        if discard == event_nats::DiscardPolicy::Old {
-            let mut fits = event(&p, 7, 3_000);
-            let headers = 12 + "Nats-Msg-Id".len() + 4 + fits.id.len();
-            let stored =
-                |e: &Event| e.subject.len() + headers + serde_json::to_vec(e).unwrap().len() + 34;
-            let room = 4_000 - stored(&fits);
-            fits.payload = json!({ "n": 7, "blob": "x".repeat(3_000 + room) });
-            assert_eq!(stored(&fits), 4_000);
+        assert_eq!((info.messages, info.first_sequence), (4, 1), "{case}");
+        assert_eq!(p.history(None, 10).await.unwrap().len(), 4, "{case}");
+        if discard == DiscardPolicy::Old {
+            // the bound is exact: an event one byte over is refused, one
+            // that takes the whole limit is stored (the four events before
+            // it are discarded to make room) and kept
+            let mut over = event(&p, 7, 3_000);
+            let grow = room + 1 - sent(&over);
+            over.payload = json!({ "n": 7, "blob": "x".repeat(3_000 + grow) });
+            assert_eq!(sent(&over), room + 1);
+            match p.publish(&over).await {
+                Err(Error::PayloadTooLarge { size, max }) => {
+                    assert_eq!((size, max), (room + 1, room), "{case}")
+                }
+                other => panic!("{case}: expected PayloadTooLarge, got {other:?}"),
+            }
+            let mut fits = event(&p, 8, 3_000);
+            let grow = room - sent(&fits);
+            fits.payload = json!({ "n": 8, "blob": "x".repeat(3_000 + grow) });
+            assert_eq!(sent(&fits), room);
             let sequence = p.publish(&fits).await.unwrap();
-            assert_eq!(p.info().await.unwrap().last_sequence, sequence);
-            assert_eq!(p.history(None, 10).await.unwrap()[0].id, fits.id);
+            let info = p.info().await.unwrap();
+            assert_eq!((info.messages, info.last_sequence), (1, sequence), "{case}");
+            assert_eq!(p.history(None, 10).await.unwrap()[0].id, fits.id, "{case}");
         }
     }
 }
 
-/// A stream `max_bytes` lowered by an administrator after connect applies
-/// once the provider reads the stream's info again (`info`, `health`).
+/// A stream `max_bytes` changed by an administrator after connect: a lower
+/// one applies once the provider reads the stream's info again (`info`,
+/// `health`), a higher one at the next event refused against the old one
+/// (which reads the limit again before refusing).
 #[tokio::test]
-async fn a_stream_max_bytes_lowered_elsewhere_is_used_after_the_next_stream_info() {
-    let server = server!("a_stream_max_bytes_lowered_elsewhere_is_used_after_the_next_stream_info");
-    let p = NatsProvider::connect(common::config(&server, "lowered"))
+async fn a_stream_max_bytes_changed_elsewhere_is_used() {
+    let server = server!("a_stream_max_bytes_changed_elsewhere_is_used");
+    let p = NatsProvider::connect(common::config(&server, "changed"))
         .await
         .unwrap();
     p.publish(&event(&p, 1, 10)).await.unwrap();
@@ -483,11 +503,17 @@ async fn a_stream_max_bytes_lowered_elsewhere_is_used_after_the_next_stream_info
     config.max_bytes = 3_000;
     update_stream(&p, &config).await;
     assert!(p.health().await.unwrap());
+    let room = 3_000 - p.build_subject("t", "x").len() - 34;
     match p.publish(&event(&p, 2, 5_000)).await {
-        Err(Error::PayloadTooLarge { max, .. }) => assert_eq!(max, 3_000),
+        Err(Error::PayloadTooLarge { max, .. }) => assert_eq!(max, room),
         other => panic!("expected PayloadTooLarge, got {other:?}"),
     }
     assert_eq!(p.info().await.unwrap().messages, 1);
+    config.max_bytes = 100_000;
+    update_stream(&p, &config).await;
+    assert_eq!(p.publish(&event(&p, 3, 5_000)).await.unwrap(), 2);
+    let batch = p.publish_batch(&[event(&p, 4, 5_000)]).await.unwrap();
+    assert_eq!(batch[0].as_ref().unwrap(), &3);
 }
 
 #[tokio::test]
