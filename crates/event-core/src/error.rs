@@ -83,7 +83,11 @@ pub enum Error {
     Timeout {
         /// What timed out.
         operation: String,
-        /// How long was waited.
+        /// How long was waited: the time limit that ran out, for most
+        /// operations (the workspace's providers, bus and router report the
+        /// limit; the CloudEvents HTTP client the time measured). On a
+        /// starved executor a limit may run out noticeably later than it
+        /// says.
         elapsed: Duration,
     },
 
