@@ -422,6 +422,73 @@ async fn dlq_refusals_are_retried_and_the_event_is_kept_until_accepted() {
     assert_eq!((report.dead_lettered, report.terminated), (0, 0));
 }
 
+/// A DLQ that is down does not stall the consumer: an exhausted event
+/// waiting for it gives its handler slot back. (It held the slot through
+/// the outage: with as many exhausted events as slots, the healthy events
+/// published meanwhile waited for the DLQ to come back.)
+#[tokio::test]
+async fn a_dlq_outage_does_not_stall_the_other_events() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let dlq = Arc::new(FlakyDlq::default());
+    // down (transient refusals) until told otherwise
+    dlq.refusals.store(usize::MAX, Ordering::SeqCst);
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription_with_options(filter("w", "events.f.>"), opts(1, 1000))
+        .await
+        .unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let config = ConsumerConfig {
+        concurrency: 2,
+        ..ConsumerConfig::default()
+    };
+    let counter = handled.clone();
+    let consumer = bus
+        .consume(
+            "w",
+            move |r: ReceivedEvent| {
+                let counter = counter.clone();
+                async move {
+                    if r.event.payload["poison"] == json!(true) {
+                        return Err::<(), _>("poison");
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            },
+            config,
+        )
+        .await
+        .unwrap();
+    for n in 0..4 {
+        bus.publish("f", "t", "s", "src", json!({ "poison": true, "n": n }))
+            .await
+            .unwrap();
+    }
+    wait_until("the DLQ refusing all four", || {
+        bus.metrics().snapshot().dlq_errors >= 4
+    })
+    .await;
+    for n in 0..20 {
+        bus.publish("f", "t", "s", "src", json!({ "poison": false, "n": n }))
+            .await
+            .unwrap();
+    }
+    wait_until("the healthy events handled while the DLQ is down", || {
+        handled.load(Ordering::SeqCst) == 20
+    })
+    .await;
+    assert_eq!(dlq_count(&*dlq).await, 0);
+    // the DLQ comes back: every dead letter is stored, once
+    dlq.refusals.store(0, Ordering::SeqCst);
+    wait_until("dead-lettered after the outage", || {
+        consumer.report().dead_lettered == 4
+    })
+    .await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((report.dlq_failed, report.terminated), (0, 0));
+    assert_eq!(dlq_count(&*dlq).await, 4);
+}
+
 /// `dlq_attempts` counts the refusals for good alone: after an outage
 /// (transient refusals, however many) a DLQ that refuses once for good and
 /// then accepts gets the dead letter when `dlq_attempts` allows a second

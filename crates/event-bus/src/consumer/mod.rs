@@ -23,7 +23,11 @@
 //!   DLQ accepted it. A DLQ that is down (a transient error: timeout, lost
 //!   connection) is offered the dead letter again, backing off to every
 //!   5 s, for as long as the runner runs (the event's deliveries are
-//!   exhausted, so giving up would lose it). If the DLQ refuses it for good
+//!   exhausted, so giving up would lose it). Its handler slot is given back
+//!   after the first refusal, so other events go on being handled during
+//!   a DLQ outage, until the subscription's `max_ack_pending` deliveries
+//!   are all dead letters waiting (the provider hands out no more: set it
+//!   to bound what an outage holds). If the DLQ refuses it for good
 //!   (any other error, or a panic) [`ConsumerConfig::dlq_attempts`] times,
 //!   the event is left unsettled (logged, counted in
 //!   [`ConsumerReport::dlq_failed`] and the bus's `dlq_unsettled` metric),
@@ -164,7 +168,8 @@ pub struct ConsumerConfig {
     /// a transient refusal ([`Error::Timeout`](event_core::Error::Timeout)),
     /// so it is offered again: the event is held (its delivery kept alive)
     /// meanwhile, so a handler that hangs would otherwise hold it and a
-    /// concurrency permit until shutdown. The same limit applies to the
+    /// concurrency permit until shutdown (the first offer holds the event's
+    /// handler slot; later ones do not). The same limit applies to the
     /// dead letter of an undecryptable delivery, which the runner's bus
     /// subscription hands over before the runner sees it (a hang there
     /// would hold the subscription's fetch; the event is handed back and

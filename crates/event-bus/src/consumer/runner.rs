@@ -894,7 +894,7 @@ async fn acquire_permit(
     }
 }
 
-async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemaphorePermit) {
+async fn process(shared: Arc<Shared>, pending: PendingEvent, permit: OwnedSemaphorePermit) {
     if pending.received.num_delivered > 1 {
         shared.bus.metrics.add_redelivered(1);
     }
@@ -917,7 +917,7 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
             );
             let first_failure = remember_failure(&shared, &stream, sequence);
             if is_last_attempt(&shared.options, &pending) {
-                dead_letter(&shared, pending, reason, first_failure).await;
+                dead_letter(&shared, pending, reason, first_failure, permit).await;
                 forget_failure(&shared, &stream, sequence);
             } else {
                 let attempt = pending.received.num_delivered;
@@ -943,7 +943,22 @@ async fn process(shared: Arc<Shared>, pending: PendingEvent, _permit: OwnedSemap
     }
 }
 
-async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, first_failure: u64) {
+/// Hands an exhausted event to the DLQ handler (terminating it once
+/// stored), or terminates it when there is none.
+///
+/// `permit`, the handler slot the event was processed under, is given
+/// back after the first refusal: a DLQ that is down is retried for as long
+/// as it is down, and holding the slot meanwhile stalled every other event
+/// once `concurrency` exhausted events waited on it. The deliveries waiting
+/// are bounded by the subscription's `max_ack_pending`, as the provider
+/// hands out no more unsettled.
+async fn dead_letter(
+    shared: &Shared,
+    pending: PendingEvent,
+    reason: String,
+    first_failure: u64,
+    permit: OwnedSemaphorePermit,
+) {
     let received = &pending.received;
     let mut dead = DeadLetterEvent::new(Event::clone(&received.event), reason)
         .with_attempts(received.num_delivered)
@@ -973,6 +988,7 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
     // those count towards it, not the attempts an outage took. The delivery
     // is kept ours meanwhile: once its ack wait passed, its spare delivery
     // would run the handler and dead-letter it a second time elsewhere.
+    let mut permit = Some(permit);
     let offered = async {
         let mut pause = Duration::from_millis(100);
         let (mut attempt, mut refused_for_good) = (0u64, 0u32);
@@ -997,6 +1013,9 @@ async fn dead_letter(shared: &Shared, pending: PendingEvent, reason: String, fir
                     return false;
                 }
             }
+            // the handler is done with the event: its slot serves others
+            // while the dead letter waits for the DLQ
+            drop(permit.take());
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
         }
