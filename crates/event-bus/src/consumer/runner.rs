@@ -90,7 +90,10 @@ pub struct ConsumerReport {
     /// once more, as its spare, a spare delivery not at all).
     pub aborted: u64,
     /// Deliveries fetched but not yet started when shutdown was requested,
-    /// handed back unprocessed (naked for immediate redelivery).
+    /// handed back unprocessed (naked for immediate redelivery). A nak is a
+    /// delivery to the provider: the next one counts as a redelivery
+    /// (`num_delivered` 2) and uses one of the event's `max_deliver`
+    /// attempts, although no handler ran.
     pub released: u64,
     /// Acknowledgement calls (ack, nak, term) that failed.
     pub settle_errors: u64,
