@@ -425,9 +425,10 @@ impl NatsProvider {
     /// returned a sequence and the stream was left empty. (Discard New
     /// called it "the stream is full", which waiting could never change.)
     ///
-    /// The refusal is [`Error::PayloadTooLarge`] with the largest `size`
-    /// the stream holds on that subject. Before refusing, the limit is
-    /// read again (once per call: `refreshed`), in case it was raised.
+    /// The refusal is [`Error::PayloadTooLarge`] whose `max` is the largest
+    /// `size` the stream holds on that subject. Before refusing, the limit
+    /// is read again (once per publish or batch: `refreshed`), in case it
+    /// was raised.
     async fn fits_stream(&self, subject: &str, size: usize, refreshed: &mut bool) -> Result<()> {
         let Err(refused) = self.check_fits_stream(subject, size) else {
             return Ok(());
@@ -972,14 +973,13 @@ impl EventProvider for NatsProvider {
         let stall = |result: &Result<u64>| matches!(result, Err(Error::Timeout { .. }));
         for (i, event) in events.iter().enumerate() {
             results.push(None);
-            let prepared = match self.prepare(event, &options) {
+            let (headers, payload, size) = match self.prepare(event, &options) {
                 Ok(prepared) => prepared,
                 Err(e) => {
                     results[i] = Some(Err(e));
                     continue;
                 }
             };
-            let (headers, payload, size) = prepared;
             if let Err(e) = self.fits_stream(&event.subject, size, &mut refreshed).await {
                 results[i] = Some(Err(e));
                 continue;

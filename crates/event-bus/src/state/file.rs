@@ -344,7 +344,7 @@ fn special_kind(file_type: &std::fs::FileType) -> &'static str {
     } else if file_type.is_socket() {
         "a socket"
     } else {
-        "not a file"
+        "a special file"
     }
 }
 
