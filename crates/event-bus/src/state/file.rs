@@ -309,6 +309,21 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// The bytes of the state file `target` (`path` as the store was given
+/// it, for errors), `None` if it is missing; a special file is refused
+/// before anything is read ([`check_not_special`]).
+fn read_state(target: &Path, path: &Path) -> Result<Option<Vec<u8>>> {
+    check_not_special(target)?;
+    match std::fs::read(target) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(io_error(
+            format!("reading state file {}", path.display()),
+            err,
+        )),
+    }
+}
+
 /// Refuses a state file `path` that is a special file (a FIFO, a device, a
 /// socket): reading a FIFO waits for a writer, reading `/dev/zero` never
 /// ends, and a save would replace it. (A directory fails to read and to be
@@ -463,24 +478,13 @@ impl StateStore for FileStateStore {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let target = shared.ownership.target(&path, lock::Access::Read)?;
-            check_not_special(&target.path)?;
-            let read = std::fs::read(&target.path);
+            let read = read_state(&target.path, &path)?;
             if !target.claimed {
-                match &read {
-                    Ok(bytes) => shared.ownership.read_unclaimed(Seen::of(Some(bytes))),
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                        shared.ownership.read_unclaimed(Seen::of(None));
-                    }
-                    Err(_) => {}
-                }
+                shared.ownership.read_unclaimed(Seen::of(read.as_deref()));
             }
             match read {
-                Ok(bytes) => parse(&path, &bytes),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(err) => Err(io_error(
-                    format!("reading state file {}", path.display()),
-                    err,
-                )),
+                Some(bytes) => parse(&path, &bytes),
+                None => Ok(Vec::new()),
             }
         })
         .await

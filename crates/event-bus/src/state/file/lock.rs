@@ -2,7 +2,8 @@
 //! lock file next to it, held by a store and its clones.
 
 use super::{
-    create_dir_synced, file_name, io_error, parent_dir, remove_stale_temps, resolve_symlinks,
+    create_dir_synced, file_name, io_error, parent_dir, read_state, remove_stale_temps,
+    resolve_symlinks,
 };
 use event_core::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -53,14 +54,7 @@ impl Seen {
 
     /// What `target` holds now.
     fn now(target: &Path, path: &Path) -> Result<Self> {
-        match std::fs::read(target) {
-            Ok(bytes) => Ok(Self::of(Some(&bytes))),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(Self::of(None)),
-            Err(err) => Err(io_error(
-                format!("reading state file {}", path.display()),
-                err,
-            )),
-        }
+        Ok(Self::of(read_state(target, path)?.as_deref()))
     }
 }
 
