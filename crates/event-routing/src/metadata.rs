@@ -21,6 +21,9 @@ pub const SENDER_SUBJECT: &str = "sendersubject";
 /// A broker does not route an event that reached its
 /// [`max_hops`](crate::BrokerConfig::max_hops), which breaks routing loops
 /// (a trigger whose topic sink publishes where the same trigger matches).
+/// It travels with the event, over HTTP too (the CloudEvents extension
+/// `a3smroutinghops`), so a sender can set it: see the webhook's docs
+/// (`WebhookSource`, feature `http`).
 pub const HOPS: &str = "routinghops";
 
 /// Why delivery failed (the last error), on dead-lettered events.

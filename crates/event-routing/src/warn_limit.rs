@@ -18,6 +18,9 @@ use tokio::time::Instant;
 ///   [`BrokerMetrics::no_dead_letter_sink`](crate::BrokerMetrics::no_dead_letter_sink));
 /// - a trigger's dead letters (`quiet_dead_letters`; counted in
 ///   [`BrokerMetrics::dead_lettered`](crate::BrokerMetrics::dead_lettered));
+/// - a broker's events not routed for its hop limit (`quiet`; counted in
+///   [`BrokerMetrics::hop_limit`](crate::BrokerMetrics::hop_limit)): a
+///   sender can set the hop count of what it posts to a webhook;
 /// - a webhook's requests whose event its sink refused (`quiet_refusals`;
 ///   counted in `WebhookSource::refused`, feature `http`);
 /// - a webhook reaching its connection limit (`quiet_waits`, not

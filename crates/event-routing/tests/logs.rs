@@ -576,3 +576,68 @@ async fn a_log_sink_escapes_the_fields_it_writes() {
         "{lines:?}"
     );
 }
+
+const HOP_LIMIT: &str = "not routed";
+
+/// Events that arrive at the hop limit (a sender can set the hop count: it
+/// crosses HTTP with the event) do not log a line each: one WARN per
+/// interval (naming the event), the others at DEBUG, the next WARN saying
+/// how many were quiet; every one counted in `hop_limit`. The same limit
+/// holds for a broker delivering into itself.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn events_at_the_hop_limit_warn_once_per_interval_and_are_counted() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let audit = Arc::new(CollectorSink::new("audit"));
+    let broker = Broker::new();
+    broker
+        .add_trigger(Trigger::new("audit", TriggerFilter::all(), audit.clone()))
+        .unwrap();
+    let at_limit = |n: u64| {
+        let mut e = Event::new("events.orders.x", "orders", "s", "src", json!({ "n": n }));
+        e.id = format!("evt-{n}");
+        let hops = broker.config().max_hops.to_string();
+        Arc::new(e.with_metadata(event_routing::metadata::HOPS, hops))
+    };
+    for n in 0..100 {
+        broker.enqueue(at_limit(n)).await.unwrap();
+    }
+    broker.wait_idle().await;
+    assert!(audit.is_empty(), "routed although at the hop limit");
+    let warned = capture.find(Level::WARN, HOP_LIMIT);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    for needle in [r#"event_id="evt-0""#, "forwarded too many times", "quiet=0"] {
+        assert!(warned[0].text.contains(needle), "{needle}: {warned:?}");
+    }
+    assert_eq!(capture.find(Level::DEBUG, HOP_LIMIT).len(), 99);
+    assert_eq!(broker.metrics().hop_limit, 100);
+
+    // a broker that is its own trigger's sink: the nesting limit counts,
+    // quietly within the interval
+    let looping = Broker::new();
+    looping
+        .add_trigger(Trigger::new(
+            "self",
+            TriggerFilter::all(),
+            Arc::new(looping.clone()),
+        ))
+        .unwrap();
+    looping.route(&event(1)).await;
+    assert_eq!(looping.metrics().hop_limit, 1);
+    // its own broker's first warning, then quiet
+    looping.route(&event(2)).await;
+    let warned = capture.find(Level::WARN, HOP_LIMIT);
+    assert_eq!(warned.len(), 2, "{warned:#?}");
+    assert!(
+        warned[1].text.contains("through too many brokers"),
+        "{warned:?}"
+    );
+
+    // after the interval: one warning, with the quiet count
+    tokio::time::advance(LOSS_WARN_INTERVAL).await;
+    broker.route(&at_limit(100)).await;
+    let warned = capture.find(Level::WARN, HOP_LIMIT);
+    assert_eq!(warned.len(), 3, "{warned:#?}");
+    assert!(warned[2].text.contains("quiet=99"), "{warned:?}");
+    assert!(capture.at_least(Level::ERROR).is_empty());
+}

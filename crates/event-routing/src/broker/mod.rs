@@ -289,11 +289,35 @@ struct Core {
     idle: Notify,
     /// The deadline of [`Broker::shutdown_within`], for queued routings.
     cutoff: Cutoff,
+    /// Rate limit of the "not routed: hop limit" warnings: a sender can set
+    /// the hop count (it crosses HTTP with the event), so one line each
+    /// would let it flood the log.
+    hop_limits: WarnLimit,
 }
 
 impl Core {
     fn current(&self) -> Arc<Snapshot> {
         self.snapshot.read().clone()
+    }
+
+    /// Counts an event not routed for the hop limit
+    /// ([`BrokerMetrics::hop_limit`]) and logs it, at `WARN` once per
+    /// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (with the number
+    /// logged at `DEBUG` since), at `DEBUG` otherwise. `why` says which
+    /// limit, `count` the hops or the nesting depth reached.
+    fn count_hop_limit(&self, event: &Event, why: &str, count: u32) {
+        Counters::add(&self.counters.hop_limit, 1);
+        match self.hop_limits.record(tokio::time::Instant::now()) {
+            Some(quiet) => tracing::warn!(
+                event_id = ?event.id, subject = ?event.subject, count, quiet,
+                "event {why} (a routing loop, or a sender that set the hop count); not \
+                 routed (further ones are logged at DEBUG for a while, counted in hop_limit)"
+            ),
+            None => tracing::debug!(
+                event_id = ?event.id, subject = ?event.subject, count,
+                "event {why}; not routed"
+            ),
+        }
     }
 
     /// Routes `event` for a caller that does not deliver it again: a
@@ -333,11 +357,7 @@ impl Core {
             .and_then(|h| h.parse::<u32>().ok())
             .unwrap_or(0);
         if hops >= self.config.max_hops {
-            Counters::add(&self.counters.hop_limit, 1);
-            tracing::warn!(
-                event_id = ?event.id, subject = ?event.subject, hops,
-                "event forwarded too many times (routing loop?); not routed"
-            );
+            self.count_hop_limit(event, "forwarded too many times", hops);
             return (RouteResult::default(), Vec::new());
         }
         let snapshot = self.current();
@@ -610,6 +630,7 @@ impl Broker {
             idle_waiters: Padded(AtomicUsize::new(0)),
             idle: Notify::new(),
             cutoff: Cutoff::default(),
+            hop_limits: WarnLimit::default(),
         });
         Self {
             inner: Arc::new(Inner {
@@ -880,11 +901,7 @@ impl EventSink for Broker {
         let depth = NESTING.try_with(|d| *d).unwrap_or(0).saturating_add(1);
         let core = &self.inner.core;
         if depth >= core.config.max_hops.min(MAX_BROKER_NESTING) {
-            Counters::add(&core.counters.hop_limit, 1);
-            tracing::warn!(
-                event_id = ?event.id, subject = ?event.subject, depth,
-                "event delivered through too many brokers (a cycle?); not routed"
-            );
+            core.count_hop_limit(event, "delivered through too many brokers", depth);
             return Ok(());
         }
         let result = NESTING.scope(depth, self.route(event)).await;

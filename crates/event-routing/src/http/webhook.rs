@@ -292,6 +292,17 @@ type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
 /// [`stats`](Self::stats) render as Prometheus text
 /// (`WebhookStats::to_prometheus`, feature `bus`).
 ///
+/// The webhook does not authenticate senders: whoever reaches its address
+/// can post events, with any attributes and metadata. That includes the
+/// hop count ([`metadata::HOPS`](crate::metadata::HOPS), the CloudEvents
+/// extension `a3smroutinghops`), which crosses HTTP so that loops through
+/// HTTP sinks and webhooks end too: an event posted at its broker's
+/// [`max_hops`](crate::BrokerConfig::max_hops) is answered `202` and routed
+/// to no trigger (counted in `BrokerMetrics::hop_limit`, logged at `WARN`
+/// once per interval). Serve a webhook open to untrusted senders behind a
+/// proxy that authenticates them (and, where that matters, drops the
+/// `ce-a3smroutinghops` header).
+///
 /// To mount the endpoint in your own axum app instead, use
 /// [`router`](Self::router): the body timeout and the body limit apply
 /// there too; the idle timeout, the write timeout, the connection limit and
