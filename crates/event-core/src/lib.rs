@@ -8,7 +8,8 @@
 //! - [`subject`]: subject, filter, category, topic and consumer-name
 //!   validation and the allocation-free [`SubjectPattern`];
 //! - the provider contract: [`EventProvider`], [`Subscription`],
-//!   [`PendingEvent`] (read the "Contract" section of [`EventProvider`]);
+//!   [`PendingEvent`] (read the "Contract" section of [`EventProvider`]),
+//!   and [`KeepAliveClock`] for those who hold a delivery through long work;
 //! - the hook traits the bus calls: [`EventEncryptor`], [`SchemaValidator`],
 //!   [`DlqHandler`], [`StateStore`], [`EventRouter`];
 //! - the one [`Error`] enum and [`Result`];
@@ -44,6 +45,7 @@
 
 pub mod error;
 pub mod hooks;
+pub mod keepalive;
 pub mod provider;
 pub mod stream;
 pub mod subject;
@@ -57,6 +59,7 @@ pub use error::{BoxError, Error, Result};
 pub use hooks::{
     DeadLetterEvent, DlqHandler, EventEncryptor, EventRouter, SchemaValidator, StateStore,
 };
+pub use keepalive::KeepAliveClock;
 pub use provider::{Acker, EventProvider, LONGEST_WAIT, LiveAckWait, PendingEvent, Subscription};
 pub use stream::SubscriptionStream;
 pub use subject::SubjectPattern;

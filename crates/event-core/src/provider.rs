@@ -723,7 +723,8 @@ impl PendingEvent {
         self.acker.term().await
     }
 
-    /// Restarts the ack-wait timer; call repeatedly during long work.
+    /// Restarts the ack-wait timer; call repeatedly during long work
+    /// ([`KeepAliveClock`](crate::KeepAliveClock) says when).
     pub async fn in_progress(&self) -> Result<()> {
         self.acker.in_progress().await
     }

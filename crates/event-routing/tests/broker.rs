@@ -1346,6 +1346,55 @@ async fn a_feed_takes_an_event_only_when_a_slot_is_free() {
     assert_eq!((stats.received, stats.acked), (4, 4), "{stats:?}");
 }
 
+/// A routing longer than the ack wait (a slow sink, retries) is kept
+/// alive (`in_progress`) while it runs: each event is routed once, not
+/// once more every ack wait, through `feed_durable` and through `feed` of
+/// a subscription made elsewhere.
+#[tokio::test(start_paused = true)]
+async fn a_routing_longer_than_the_ack_wait_is_kept_alive_not_routed_again() {
+    let slow = |all: &Arc<CollectorSink>| {
+        let all = all.clone();
+        Arc::new(InProcessSink::new("slow", move |e| {
+            let all = all.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                all.deliver(&e).await
+            }
+        }))
+    };
+    // four routings at once, each eight times the 500 ms ack wait
+    let all = Arc::new(CollectorSink::new("all"));
+    let (provider, _broker, feed) =
+        feeding_four_events(4, slow(&all), Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let stats = feed.stop().await.unwrap();
+    let mut types: Vec<String> = all.events().iter().map(|e| e.event_type.clone()).collect();
+    types.sort();
+    assert_eq!(types, ["e0", "e1", "e2", "e3"], "{stats:?}");
+    assert_eq!((stats.received, stats.acked), (4, 4), "{stats:?}");
+
+    // `feed` of a subscription made by the caller: the provider reports
+    // the wait
+    let again = Arc::new(CollectorSink::new("again"));
+    let broker = Broker::new();
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), slow(&again)))
+        .unwrap();
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_millis(500)),
+        ..SubscribeOptions::default()
+    };
+    let subscription = provider
+        .subscribe_durable_with_options("other", "events.>", &options)
+        .await
+        .unwrap();
+    let feed = broker.feed(subscription);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let stats = feed.stop().await.unwrap();
+    assert_eq!(again.len(), 4, "{stats:?}");
+    assert_eq!((stats.received, stats.acked), (4, 4), "{stats:?}");
+}
+
 /// `stop_within` returns at its deadline with routings still running: it
 /// cuts them off, counts them, and their events come back to the
 /// consumer's next subscription (after their ack wait).

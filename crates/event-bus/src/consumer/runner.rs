@@ -6,7 +6,8 @@ use crate::EventBus;
 use crate::bus::Inner;
 use crate::subscription::{BusSubscription, DlqLimits, OwnDeadLetterCounts, OwnDeadLetters};
 use event_core::{
-    DeadLetterEvent, Error, Event, PendingEvent, Result, SubscribeOptions, Subscription, now_millis,
+    DeadLetterEvent, Error, Event, KeepAliveClock, PendingEvent, Result, SubscribeOptions,
+    Subscription, now_millis,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,11 +26,6 @@ const MAX_TRACKED_FAILURES: usize = 100_000;
 /// `max_ack_pending` assumed when the options leave it to the provider
 /// (the memory and NATS providers' default).
 const DEFAULT_MAX_ACK_PENDING: u64 = 1_000;
-
-/// Longest keepalive period when the subscription options do not state the
-/// ack wait (no `ack_wait`, no `backoff`): the provider then applies its own
-/// default, which the runner cannot see, so it must not assume 30 s.
-const UNKNOWN_WAIT_KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// How long past its deadline [`ConsumerHandle::shutdown`] may take: the
 /// time it gives the subscriptions' `close` when in-flight work used the
@@ -704,114 +700,26 @@ async fn keep_alive<T>(
     work: impl Future<Output = T>,
 ) -> T {
     tokio::pin!(work);
-    let mut clock = KeepAliveClock::new(&shared.options, pending);
+    let options = &shared.options;
+    let mut clock = KeepAliveClock::start(options, pending, now());
     loop {
         tokio::select! {
             outcome = &mut work => return outcome,
-            () = tokio::time::sleep_until(clock.next_check()) => {
-                if clock.due(&shared.options, pending) {
+            () = tokio::time::sleep_until(clock.next_check().into()) => {
+                if clock.due(options, pending, now()) {
                     if let Err(err) = pending.in_progress().await {
                         tracing::debug!(error = %err, "in_progress failed");
                     }
-                    clock.sent(&shared.options, pending);
+                    clock.sent(options, pending, now());
                 }
             }
         }
     }
 }
 
-/// How often a held delivery whose provider reports its ack wait
-/// ([`PendingEvent::ack_wait`]) has the wait read again: a provider may
-/// report it live, and another process may shorten it (a durable takes the
-/// options of whichever subscription came last), so that the next
-/// `in_progress` is due sooner than planned. A clock read and the
-/// provider's (cheap) view where nothing changed.
-const LIVE_WAIT_CHECK: Duration = Duration::from_millis(250);
-
-/// When a held delivery's next `in_progress` is due: half the wait the
-/// provider applies ([`keepalive_interval`]) after the last one, the wait
-/// read again every [`LIVE_WAIT_CHECK`]. Between two calls the shorter of
-/// the wait at the last call and the current one counts: a provider may
-/// keep the deadline the last call set with the earlier wait (the memory
-/// provider does) or apply the current wait to it (JetStream does).
-struct KeepAliveClock {
-    /// The last `in_progress` (or the start).
-    last: Instant,
-    /// The interval due after `last`.
-    every: Duration,
-    /// When to look again ([`next_check`](Self::next_check)).
-    check_at: Instant,
-    /// The provider reports the wait (maybe live): read again meanwhile.
-    reported: bool,
-}
-
-impl KeepAliveClock {
-    fn new(options: &SubscribeOptions, pending: &PendingEvent) -> Self {
-        let now = Instant::now();
-        let mut clock = Self {
-            last: now,
-            every: keepalive_interval(options, pending),
-            check_at: now,
-            reported: pending.ack_wait().is_some(),
-        };
-        clock.plan(now);
-        clock
-    }
-
-    /// When to look again: when the next `in_progress` is due, or sooner to
-    /// read a reported wait again. Fixed until the next [`due`](Self::due),
-    /// however often the caller's loop turns meanwhile.
-    fn next_check(&self) -> Instant {
-        self.check_at
-    }
-
-    fn plan(&mut self, now: Instant) {
-        let due = after(self.last, self.every);
-        self.check_at = if self.reported {
-            due.min(after(now, LIVE_WAIT_CHECK))
-        } else {
-            due
-        };
-    }
-
-    /// Whether the next `in_progress` is due now, with the wait read again
-    /// (one shortened below the time since the last call: at once).
-    fn due(&mut self, options: &SubscribeOptions, pending: &PendingEvent) -> bool {
-        self.every = self.every.min(keepalive_interval(options, pending));
-        let now = Instant::now();
-        self.plan(now);
-        now.saturating_duration_since(self.last) >= self.every
-    }
-
-    /// Records an `in_progress` sent now.
-    fn sent(&mut self, options: &SubscribeOptions, pending: &PendingEvent) {
-        let now = Instant::now();
-        self.last = now;
-        self.every = keepalive_interval(options, pending);
-        self.plan(now);
-    }
-}
-
-/// Half the wait the provider applies to this delivery before redelivering
-/// it. Providers that report it ([`PendingEvent::ack_wait`]; memory and
-/// NATS do) are taken at their word. Otherwise it is inferred from the
-/// options: with a `backoff`, providers (JetStream, memory) use the backoff
-/// entry of the delivery as its ack wait, otherwise `ack_wait`; that is
-/// [`SubscribeOptions::redelivery_delay`]. When the options set neither, the
-/// provider's default ack wait applies, which may be shorter than the 30 s
-/// `redelivery_delay` assumes, so the period is capped at
-/// [`UNKNOWN_WAIT_KEEPALIVE`].
-fn keepalive_interval(options: &SubscribeOptions, pending: &PendingEvent) -> Duration {
-    let half = |wait: Duration| (wait / 2).max(Duration::from_millis(1));
-    if let Some(wait) = pending.ack_wait() {
-        return half(wait);
-    }
-    let inferred = half(options.redelivery_delay(pending.received.num_delivered));
-    if options.ack_wait.is_none() && options.backoff.is_empty() {
-        inferred.min(UNKNOWN_WAIT_KEEPALIVE)
-    } else {
-        inferred
-    }
+/// Tokio's now (paused in tests), for [`KeepAliveClock`].
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 /// The delay of the nak after failed delivery number `attempt`: the
@@ -851,7 +759,8 @@ async fn acquire_permit(
     if let Ok(permit) = shared.permits.clone().try_acquire_owned() {
         return Some(permit);
     }
-    let mut clock = KeepAliveClock::new(&shared.options, pending);
+    let options = &shared.options;
+    let mut clock = KeepAliveClock::start(options, pending, now());
     let acquire = shared.permits.clone().acquire_owned();
     tokio::pin!(acquire);
     tokio::pin!(until);
@@ -859,7 +768,7 @@ async fn acquire_permit(
     // shorter than this one's (a backoff): checked often, which costs a
     // clock read where nothing is due
     let mut fetched_ahead =
-        tokio::time::interval_at(clock.last + FETCHED_AHEAD_CHECK, FETCHED_AHEAD_CHECK);
+        tokio::time::interval_at(Instant::now() + FETCHED_AHEAD_CHECK, FETCHED_AHEAD_CHECK);
     fetched_ahead.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -869,8 +778,9 @@ async fn acquire_permit(
                 // now: a delivery that waited here since its last refresh
                 // would otherwise go up to two intervals (the ack wait)
                 // without one, and be redelivered as its handler starts
-                clock.due(&shared.options, pending);
-                if clock.last.elapsed() >= clock.every / 4
+                let at = now();
+                clock.due(options, pending, at);
+                if at.saturating_duration_since(clock.last_sent()) >= clock.period() / 4
                     && let Err(err) = pending.in_progress().await
                 {
                     tracing::debug!(error = %err, "in_progress failed");
@@ -878,12 +788,12 @@ async fn acquire_permit(
                 return permit.ok();
             }
             () = &mut until => return None,
-            () = tokio::time::sleep_until(clock.next_check()) => {
-                if clock.due(&shared.options, pending) {
+            () = tokio::time::sleep_until(clock.next_check().into()) => {
+                if clock.due(options, pending, now()) {
                     if let Err(err) = pending.in_progress().await {
                         tracing::debug!(error = %err, "in_progress failed");
                     }
-                    clock.sent(&shared.options, pending);
+                    clock.sent(options, pending, now());
                 }
             }
             _ = fetched_ahead.tick(), if sub.is_some() => {

@@ -1,8 +1,11 @@
 //! Feeding a broker from a (durable) subscription.
 
 use super::{Broker, Core, PendingGuard};
-use event_core::{Error, EventProvider, Result, SubscribeOptions, Subscription};
+use event_core::{
+    Error, EventProvider, KeepAliveClock, PendingEvent, Result, SubscribeOptions, Subscription,
+};
 use serde::{Deserialize, Serialize};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -148,6 +151,12 @@ impl FeedStats {
 /// subscription, routing survives restarts and covers events other processes
 /// published.
 ///
+/// While an event is routed, the feed keeps it (`in_progress` about every
+/// half of its ack wait, as [`KeepAliveClock`] says), so a routing that
+/// takes longer than the ack wait (a slow sink, retries with backoff) is
+/// not redelivered meanwhile; it comes back only if the process stops
+/// before settling it, or the feed is [cut off](Self::stop_within).
+///
 /// Without a `max_deliver` on the subscription, an event that a trigger
 /// with no dead-letter sink keeps failing comes back forever. With one, the
 /// event's final delivery does not come back when it is not settled: it is
@@ -273,12 +282,28 @@ fn snapshot(c: &Counters) -> FeedStats {
 impl Broker {
     /// Routes every event `subscription` delivers (manual acknowledgement:
     /// see [`BrokerFeed`]). Spawns a task on the current Tokio runtime.
+    ///
+    /// Events are kept alive while routed, every half of the ack wait the
+    /// provider reports (memory and NATS do); from a provider that does not
+    /// report it, every second (its default wait is unknown here):
+    /// [`feed_durable`](Self::feed_durable) takes the wait from its options.
     pub fn feed(&self, subscription: Box<dyn Subscription>) -> BrokerFeed {
+        self.feed_under(subscription, SubscribeOptions::default())
+    }
+
+    /// [`feed`](Self::feed) of a subscription made with `options` (which
+    /// say the ack wait where the provider does not report it).
+    fn feed_under(
+        &self,
+        subscription: Box<dyn Subscription>,
+        options: SubscribeOptions,
+    ) -> BrokerFeed {
         let (stop, stop_rx) = watch::channel(None);
         let counters = Arc::new(Counters::default());
         let task = tokio::spawn(run(
             self.inner.core.clone(),
             subscription,
+            options,
             stop_rx,
             counters.clone(),
         ));
@@ -305,7 +330,7 @@ impl Broker {
         let subscription = provider
             .subscribe_durable_with_options(consumer_name, filter_subject, options)
             .await?;
-        Ok(self.feed(subscription))
+        Ok(self.feed_under(subscription, options.clone()))
     }
 }
 
@@ -393,9 +418,37 @@ async fn finish(
 /// half of any ack wait in practice.
 const FETCHED_AHEAD_CHECK: Duration = Duration::from_millis(100);
 
+/// Runs `work` (a routing) while keeping `pending` ours: `in_progress`
+/// when its [`KeepAliveClock`] says, about every half of the ack wait, so
+/// that a routing longer than the wait (slow sinks, retries) is not routed
+/// again meanwhile.
+async fn keep_alive<T>(
+    options: &SubscribeOptions,
+    pending: &PendingEvent,
+    work: impl Future<Output = T>,
+) -> T {
+    let now = || tokio::time::Instant::now().into_std();
+    tokio::pin!(work);
+    let mut clock = KeepAliveClock::start(options, pending, now());
+    loop {
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            () = tokio::time::sleep_until(clock.next_check().into()) => {
+                if clock.due(options, pending, now()) {
+                    if let Err(err) = pending.in_progress().await {
+                        tracing::debug!(error = %err, "broker feed: in_progress failed");
+                    }
+                    clock.sent(options, pending, now());
+                }
+            }
+        }
+    }
+}
+
 async fn run(
     core: Arc<Core>,
     mut subscription: Box<dyn Subscription>,
+    options: SubscribeOptions,
     mut stop: watch::Receiver<Option<Stop>>,
     counters: Arc<Counters>,
 ) {
@@ -443,6 +496,7 @@ async fn run(
                 counters.received.fetch_add(1, Ordering::Relaxed);
                 let core = core.clone();
                 let counters = counters.clone();
+                let options = options.clone();
                 core.begin();
                 // made before the spawn: a routing cut off (aborted) before
                 // it first ran still ends what `begin` counted
@@ -450,7 +504,8 @@ async fn run(
                 routings.spawn(async move {
                     let _done = done;
                     let _permit = permit;
-                    let (result, failures) = core.route_reporting(pending.event(), None).await;
+                    let routing = core.route_reporting(pending.event(), None);
+                    let (result, failures) = keep_alive(&options, &pending, routing).await;
                     let settled = if result.is_settled() {
                         counters.acked.fetch_add(1, Ordering::Relaxed);
                         pending.ack().await
