@@ -13,13 +13,21 @@
 //!   event type, version and a JSON pointer into the payload (`/customer/email`).
 //!   Payload values are masked in the reason, and object keys the schema
 //!   does not name are masked in the path and the reason (`/cards/*`: a
-//!   key can be data too). With a schema whose validation
-//!   follows the payload down (a `$ref`, `uniqueItems`), a payload nested
-//!   deeper than 128 levels (where `serde_json` stops decoding) is refused
-//!   instead of risking the thread's stack. So is a schema nested deeper
-//!   than that (only ever built in memory): registering it is an
-//!   [`Error::Schema`](event_core::Error::Schema) and [`can_read`] refuses
-//!   it, where compiling or walking it could exhaust the stack.
+//!   key can be data too). Payloads nested deeper than 128 levels (where
+//!   `serde_json` stops decoding, so only ever built in memory) are handled
+//!   without risking the thread's stack: with a schema whose validation
+//!   follows the payload down (a `$ref`, `uniqueItems`) such a payload is
+//!   refused; with any other schema it is validated (the check goes only as
+//!   deep as the schema), and if it does not match, the error names the
+//!   depth, with an empty path, instead of locating the failure (building
+//!   that error copies or prints the payload: `anyOf`, `oneOf`,
+//!   `unevaluatedItems`). Both refusals are
+//!   [`Error::SchemaValidation`](event_core::Error::SchemaValidation) whose
+//!   reason says the payload is nested deeper than 128 levels. A schema
+//!   nested deeper than that (only ever built in memory) is refused too:
+//!   registering it is an [`Error::Schema`](event_core::Error::Schema) and
+//!   [`can_read`] refuses it, where compiling or walking it could exhaust
+//!   the stack.
 //! - **Patterns** (`pattern`, `patternProperties`) are matched by
 //!   `jsonschema`'s default engine, `fancy-regex`: linear for plain
 //!   patterns, backtracking for backreferences and lookaround, up to its
@@ -38,7 +46,11 @@
 //!   (`Allow`, the original behaviour and the default, or `Reject`) and
 //!   [`UntypedPolicy`] for events with an empty `event_type` (`Allow` by
 //!   default: only typed events are validated; `Reject` to require types).
-//!   Both apply to a known type published with an unregistered version too.
+//!   A known type published with an unregistered version counts as unknown:
+//!   [`UnknownTypePolicy`] decides (`Reject` names the registered versions).
+//!   [`UntypedPolicy`] looks only at whether the event has a type, so
+//!   `UntypedPolicy::Reject` lets such an event through unless
+//!   `UnknownTypePolicy::Reject` is set too.
 //!
 //! ## Example
 //!

@@ -318,8 +318,13 @@ fn untyped_events_are_refused_under_untyped_reject() {
     let (event_type, _, path, reason) = expect_invalid(registry.validate(&untyped));
     assert_eq!((event_type.as_str(), path.as_str()), ("", ""));
     assert!(reason.contains("untyped"), "{reason}");
-    // Typed events of unknown types are still allowed (separate policy).
+    // Typed events of unknown types are still allowed (separate policy),
+    // and so is a known type at an unregistered version.
     registry.validate(&event("x", 1, json!({}))).unwrap();
+    registry
+        .register(EventSchema::new("x", 1).with_required_fields(["id"]))
+        .unwrap();
+    registry.validate(&event("x", 2, json!({}))).unwrap();
 }
 
 #[test]
@@ -553,15 +558,65 @@ fn nested_arrays(depth: usize) -> serde_json::Value {
     value
 }
 
+/// `depth` objects nested around `1`, each with the one key `a`.
+fn nested_objects(depth: usize) -> serde_json::Value {
+    let mut value = json!(1);
+    for _ in 0..depth {
+        // Not `json!`: it would serialize (copy) `value`, recursively.
+        let mut fields = serde_json::Map::new();
+        fields.insert("a".to_owned(), value);
+        value = serde_json::Value::Object(fields);
+    }
+    value
+}
+
 /// Drops a deeply nested payload without recursing (serde_json's drop
 /// recurses once per level).
 fn dismantle(value: serde_json::Value) {
     let mut pending = vec![value];
     while let Some(value) = pending.pop() {
-        if let serde_json::Value::Array(items) = value {
-            pending.extend(items);
+        match value {
+            serde_json::Value::Array(items) => pending.extend(items),
+            serde_json::Value::Object(fields) => pending.extend(fields.into_iter().map(|(_, v)| v)),
+            _ => {}
         }
     }
+}
+
+/// Far deeper than a 2 MiB stack allows `jsonschema` to copy or print
+/// recursively (it overflowed from a few thousand levels).
+const VERY_DEEP: usize = 200_000;
+
+/// Registers `schema` as `t` v1 and validates a payload built by `payload`
+/// on a thread with a 2 MiB stack (the default for spawned threads), the
+/// payload dropped without recursing.
+fn validate_on_a_small_stack(
+    schema: serde_json::Value,
+    payload: fn() -> serde_json::Value,
+) -> event_core::Result<()> {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let registry = MemorySchemaRegistry::new();
+            registry
+                .register(EventSchema::new("t", 1).with_json_schema(schema))
+                .unwrap();
+            let ev = event("t", 1, payload());
+            let result = registry.validate(&ev);
+            dismantle(ev.payload);
+            result
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// The refusal of a payload too deep to locate the failure in: at the
+/// root, naming the depth.
+fn expect_too_deep(result: event_core::Result<()>) {
+    let (event_type, version, path, reason) = expect_invalid(result);
+    assert_eq!((event_type.as_str(), version, path.as_str()), ("t", 1, ""));
+    assert!(reason.contains("nested deeper than 128 levels"), "{reason}");
 }
 
 #[test]
@@ -682,4 +737,121 @@ fn schema_errors_quote_no_payload_content_keys_included() {
         json!({"items": [{"qty": 1}, {"qty": 0}]}),
     );
     assert_eq!(path, "/items/1/qty");
+}
+
+/// A deep payload matching no `anyOf` branch: `jsonschema` copies the
+/// payload into each failed branch's error, which overflowed the stack.
+#[test]
+fn a_deep_payload_failing_any_of_is_refused_not_a_stack_overflow() {
+    expect_too_deep(validate_on_a_small_stack(
+        json!({"anyOf": [{"type": "string"}, {"type": "integer"}]}),
+        || nested_arrays(VERY_DEEP),
+    ));
+}
+
+/// The common nullable property, `{"anyOf": [T, {"type": "null"}]}`, with a
+/// deep value that is neither.
+#[test]
+fn a_deep_value_failing_a_nullable_property_is_refused_not_a_stack_overflow() {
+    let nullable = json!({"type": "object", "properties": {
+        "a": {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    }});
+    expect_too_deep(validate_on_a_small_stack(nullable.clone(), || {
+        nested_objects(VERY_DEEP + 1)
+    }));
+    // A shallow failure is still located.
+    let registry = MemorySchemaRegistry::new();
+    registry
+        .register(EventSchema::new("t", 1).with_json_schema(nullable))
+        .unwrap();
+    let (_, _, path, _) = expect_invalid(registry.validate(&event("t", 1, nested_objects(100))));
+    assert_eq!(path, "/a");
+}
+
+/// A deep payload matching no `oneOf` branch (copied like `anyOf`'s).
+#[test]
+fn a_deep_payload_matching_no_one_of_branch_is_refused_not_a_stack_overflow() {
+    expect_too_deep(validate_on_a_small_stack(
+        json!({"oneOf": [{"type": "string"}, {"type": "integer"}]}),
+        || nested_arrays(VERY_DEEP),
+    ));
+}
+
+/// A deep item refused by `unevaluatedItems`: `jsonschema` prints every
+/// refused item into its error, recursively.
+#[test]
+fn a_deep_item_refused_by_unevaluated_items_is_refused_not_a_stack_overflow() {
+    expect_too_deep(validate_on_a_small_stack(
+        json!({"type": "array", "unevaluatedItems": false}),
+        || nested_arrays(VERY_DEEP),
+    ));
+    expect_too_deep(validate_on_a_small_stack(
+        json!({"type": "array", "unevaluatedItems": {"type": "string"}}),
+        || nested_arrays(VERY_DEEP),
+    ));
+}
+
+/// Whatever keyword refuses a deep payload, the error names the depth (the
+/// failure is not located at that depth).
+#[test]
+fn deep_payloads_failing_any_keyword_are_refused_naming_the_depth() {
+    let arrays = [
+        json!({"type": "string"}),
+        json!({"allOf": [{"type": "array"}, {"minItems": 2}]}),
+        json!({"not": {"type": "array"}}),
+        json!({"if": {"type": "array"}, "then": {"minItems": 2}}),
+        json!({"contains": {"type": "string"}}),
+        json!({"prefixItems": [{"type": "string"}]}),
+        json!({"oneOf": [{"type": "array"}, {"minItems": 1}]}),
+        json!({"enum": [[[1]], 2]}),
+    ];
+    for schema in arrays {
+        expect_too_deep(validate_on_a_small_stack(schema, || {
+            nested_arrays(VERY_DEEP)
+        }));
+    }
+    let objects = [
+        json!({"type": "object", "unevaluatedProperties": false}),
+        json!({"dependentSchemas": {"a": false}}),
+        json!({"additionalProperties": false}),
+        json!({"properties": {"a": {"type": "string"}}}),
+    ];
+    for schema in objects {
+        expect_too_deep(validate_on_a_small_stack(schema, || {
+            nested_objects(VERY_DEEP)
+        }));
+    }
+}
+
+/// A deep payload that matches is accepted: without a reference or
+/// `uniqueItems`, the validator's pass/fail check descends only as deep as
+/// the schema, so the valid path needs no depth check.
+#[test]
+fn deep_payloads_matching_schemas_without_references_are_accepted() {
+    let arrays = [
+        json!({"anyOf": [{"type": "string"}, {"type": "array"}]}),
+        json!({"oneOf": [{"type": "string"}, {"type": "array"}]}),
+        json!({"allOf": [{"type": "array"}, {"minItems": 1}]}),
+        json!({"not": {"type": "string"}}),
+        json!({"if": {"type": "array"}, "then": {"minItems": 1}, "else": false}),
+        json!({"contains": {"type": "array"}}),
+        json!({"prefixItems": [{"type": "array"}], "unevaluatedItems": false}),
+        json!({"not": {"enum": [[[1]], 2]}}),
+        json!({"not": {"const": [[[1]]]}}),
+    ];
+    for schema in arrays {
+        let shown = schema.to_string();
+        let result = validate_on_a_small_stack(schema, || nested_arrays(VERY_DEEP));
+        assert!(result.is_ok(), "{shown}: {result:?}");
+    }
+    let objects = [
+        json!({"anyOf": [{"type": "object"}, {"type": "null"}]}),
+        json!({"properties": {"a": true}, "unevaluatedProperties": false}),
+        json!({"dependentSchemas": {"a": {"required": ["a"]}}}),
+    ];
+    for schema in objects {
+        let shown = schema.to_string();
+        let result = validate_on_a_small_stack(schema, || nested_objects(VERY_DEEP));
+        assert!(result.is_ok(), "{shown}: {result:?}");
+    }
 }
