@@ -9,7 +9,9 @@
 //! - **Filters**: event type, source, subject pattern (`*`, `>`), metadata
 //!   attributes, and Knative's `exact` / `prefix` / `suffix` with `all` /
 //!   `any` / `not` ([`FilterExpr`]). Triggers are indexed, so routing an event
-//!   evaluates only the filters that can match it.
+//!   evaluates only the filters that can match it, and can be added,
+//!   removed or replaced ([`Broker::replace_trigger`], no event missed)
+//!   while events are routed.
 //! - **Off the publisher's path**: attached to an `EventBus` (as its
 //!   [`EventRouter`](event_core::EventRouter)), the broker takes each
 //!   published event into a bounded queue drained by parallel workers; a full

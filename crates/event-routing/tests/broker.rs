@@ -1597,3 +1597,115 @@ async fn per_trigger_counters_count_timeouts_and_retries_cut_at_shutdown() {
     );
     assert_eq!(m.timeouts, 1);
 }
+
+/// `replace_trigger` while events are routed from other threads: every
+/// event reaches the old trigger or the new one, exactly once, none
+/// neither (a remove + add leaves a gap); the trigger keeps its counters
+/// and its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_trigger_under_load_misses_no_event_and_keeps_its_counters() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let counting = |name: &'static str| {
+        let seen = seen.clone();
+        Arc::new(InProcessSink::new(name, move |e: Event| {
+            let seen = seen.clone();
+            async move {
+                *seen.lock().unwrap().entry(e.id.clone()).or_default() += 1;
+                Ok(())
+            }
+        }))
+    };
+    let broker = Broker::new();
+    broker
+        .add_trigger(Trigger::new("first", TriggerFilter::all(), counting("a")))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new("audit", TriggerFilter::all(), counting("a")))
+        .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "last",
+            TriggerFilter::by_subject("never.>"),
+            counting("a"),
+        ))
+        .unwrap();
+    const EVENTS: usize = 20_000;
+    let routing = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(EVENTS);
+            for n in 0..EVENTS {
+                let e = event("events.orders.x", &format!("e{n}"));
+                ids.push(e.id.clone());
+                broker.enqueue(Arc::new(e)).await.unwrap();
+            }
+            broker.wait_idle().await;
+            ids
+        })
+    };
+    let mut replacements = 0;
+    while !routing.is_finished() {
+        let sink = counting(if replacements % 2 == 0 { "b" } else { "a" });
+        let replaced = broker
+            .replace_trigger(Trigger::new("audit", TriggerFilter::all(), sink))
+            .unwrap();
+        assert!(replaced);
+        replacements += 1;
+        tokio::task::yield_now().await;
+    }
+    let ids = routing.await.unwrap();
+    assert!(replacements > 10, "only {replacements} replacements");
+    let seen = seen.lock().unwrap();
+    // every event delivered twice: once by `first`, once by `audit` (old
+    // or new), never neither and never both
+    let wrong: Vec<_> = ids
+        .iter()
+        .filter(|id| seen.get(*id) != Some(&2))
+        .take(5)
+        .map(|id| (id.clone(), seen.get(id).copied()))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{wrong:?} after {replacements} replacements"
+    );
+    assert_eq!(broker.trigger_names(), ["first", "audit", "last"]);
+    let m = broker.metrics();
+    let audit = m.by_trigger.iter().find(|t| t.trigger == "audit").unwrap();
+    assert_eq!(audit.delivered, EVENTS as u64, "{audit:?}");
+}
+
+/// A replacement that is not valid leaves the old trigger in place; one
+/// with a new name is added.
+#[tokio::test]
+async fn an_invalid_replacement_keeps_the_old_trigger_and_a_new_name_is_added() {
+    let old = Arc::new(CollectorSink::new("old"));
+    let broker = Broker::new();
+    broker
+        .add_trigger(Trigger::new("audit", TriggerFilter::all(), old.clone()))
+        .unwrap();
+    let bad = Trigger::new(
+        "audit",
+        TriggerFilter::by_subject("events..x"),
+        Arc::new(CollectorSink::new("new")),
+    );
+    assert!(matches!(
+        broker.replace_trigger(bad),
+        Err(Error::InvalidSubject { .. })
+    ));
+    broker.route(&event("events.orders.x", "t")).await;
+    assert_eq!(old.len(), 1);
+    let other = Arc::new(CollectorSink::new("other"));
+    let added = broker
+        .replace_trigger(Trigger::new("other", TriggerFilter::all(), other.clone()))
+        .unwrap();
+    assert!(!added);
+    assert_eq!(broker.trigger_names(), ["audit", "other"]);
+    // adding under a taken name says what to use instead
+    let err = broker
+        .add_trigger(Trigger::new("audit", TriggerFilter::all(), other))
+        .unwrap_err();
+    assert!(err.to_string().contains("replace_trigger"), "{err}");
+}

@@ -224,13 +224,43 @@ impl RouteResult {
 struct Entry {
     trigger: Trigger,
     filter: CompiledFilter,
-    /// Rate limit of this trigger's "lost delivery" warnings.
-    losses: WarnLimit,
+    /// Rate limit of this trigger's "lost delivery" warnings (kept by a
+    /// replacement of the trigger, as are the two below).
+    losses: Arc<WarnLimit>,
     /// Rate limit of this trigger's "dead-lettered" warnings.
-    dead_letters: WarnLimit,
+    dead_letters: Arc<WarnLimit>,
     /// This trigger's counters (on cache lines of their own: deliveries
     /// write them while routings read the filter next to them).
-    counters: Padded<TriggerCounters>,
+    counters: Arc<Padded<TriggerCounters>>,
+}
+
+impl Entry {
+    /// `trigger` validated and compiled: its name, filter
+    /// ([`Error::InvalidSubject`]) and delivery spec
+    /// ([`Error::InvalidConfig`]).
+    fn new(trigger: Trigger) -> Result<Self> {
+        if trigger.name.is_empty() {
+            return Err(Error::invalid_config("trigger.name", "must not be empty"));
+        }
+        let filter = trigger.filter.compile()?;
+        trigger.delivery.validate()?;
+        Ok(Self {
+            trigger,
+            filter,
+            losses: Arc::default(),
+            dead_letters: Arc::default(),
+            counters: Arc::default(),
+        })
+    }
+
+    /// Takes over `old`'s counters and warning rate limits (the trigger it
+    /// replaces).
+    fn carrying_over(mut self, old: &Self) -> Self {
+        self.losses = old.losses.clone();
+        self.dead_letters = old.dead_letters.clone();
+        self.counters = old.counters.clone();
+        self
+    }
 }
 
 /// An immutable trigger set; routing holds one while delivering, so changes
@@ -658,23 +688,13 @@ impl Broker {
     /// ([`Error::InvalidSubject`] / [`Error::InvalidConfig`]); a trigger with
     /// the same name already registered is [`Error::Conflict`].
     pub fn add_trigger(&self, trigger: Trigger) -> Result<()> {
-        if trigger.name.is_empty() {
-            return Err(Error::invalid_config("trigger.name", "must not be empty"));
-        }
-        let filter = trigger.filter.compile()?;
-        trigger.delivery.validate()?;
-        let entry = Arc::new(Entry {
-            trigger,
-            filter,
-            losses: WarnLimit::default(),
-            dead_letters: WarnLimit::default(),
-            counters: Padded::default(),
-        });
+        let entry = Arc::new(Entry::new(trigger)?);
         self.change(|entries| {
             if entries.iter().any(|e| e.trigger.name == entry.trigger.name) {
                 return Err(Error::Conflict {
                     resource: format!("trigger `{}`", entry.trigger.name),
-                    reason: "a trigger with this name exists; remove it first".to_owned(),
+                    reason: "a trigger with this name exists; replace it with replace_trigger"
+                        .to_owned(),
                 });
             }
             let mut next = entries.to_vec();
@@ -683,8 +703,58 @@ impl Broker {
         })
     }
 
+    /// Replaces the trigger named as `trigger` in one step, or adds it if
+    /// there is none; returns whether one was replaced. Validated as
+    /// [`add_trigger`](Self::add_trigger) validates (an invalid trigger
+    /// leaves the old one in place).
+    ///
+    /// Each event is routed to the old trigger or to the new one, never to
+    /// neither: a routing that started before the call uses the old one
+    /// (its deliveries finish with the old sink and spec), every routing
+    /// after it the new one. A [`remove_trigger`](Self::remove_trigger)
+    /// followed by an `add_trigger` leaves a gap in which events routed
+    /// meanwhile miss the trigger. The trigger keeps its place in the order,
+    /// its counters ([`BrokerMetrics::by_trigger`]) and its warnings' rate
+    /// limits.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
+    /// use event_routing::{Broker, CollectorSink, Trigger, TriggerFilter};
+    /// use std::sync::Arc;
+    ///
+    /// let broker = Broker::new();
+    /// let v1 = Arc::new(CollectorSink::new("v1"));
+    /// broker.add_trigger(Trigger::new("audit", TriggerFilter::all(), v1))?;
+    /// // a configuration reload: the new sink takes over, no event missed
+    /// let v2 = Arc::new(CollectorSink::new("v2"));
+    /// let replaced = broker.replace_trigger(Trigger::new("audit", TriggerFilter::all(), v2))?;
+    /// assert!(replaced);
+    /// assert_eq!(broker.trigger_names(), ["audit"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn replace_trigger(&self, trigger: Trigger) -> Result<bool> {
+        let entry = Entry::new(trigger)?;
+        let mut replaced = false;
+        self.change(|entries| {
+            let mut next = entries.to_vec();
+            match next
+                .iter_mut()
+                .find(|e| e.trigger.name == entry.trigger.name)
+            {
+                Some(slot) => {
+                    *slot = Arc::new(entry.carrying_over(slot));
+                    replaced = true;
+                }
+                None => next.push(Arc::new(entry)),
+            }
+            Ok(next)
+        })?;
+        Ok(replaced)
+    }
+
     /// Removes the trigger named `name`; returns whether there was one.
-    /// Deliveries already started for it finish.
+    /// Deliveries already started for it finish. To change a trigger, use
+    /// [`replace_trigger`](Self::replace_trigger), which leaves no gap.
     pub fn remove_trigger(&self, name: &str) -> bool {
         let mut removed = false;
         let _ = self.change(|entries| {
