@@ -1709,3 +1709,50 @@ async fn an_invalid_replacement_keeps_the_old_trigger_and_a_new_name_is_added() 
         .unwrap_err();
     assert!(err.to_string().contains("replace_trigger"), "{err}");
 }
+
+/// Events the subscription reports it skipped (retention dropped them
+/// before the durable read them) are counted one by one in
+/// `FeedStats::lagged`, not only as one error per report.
+#[tokio::test]
+async fn a_feed_counts_the_events_its_subscription_skipped() {
+    let provider = MemoryProvider::new(event_memory::MemoryConfig {
+        subject_prefix: "events".into(),
+        max_events: 5,
+        channel_capacity: 10,
+    })
+    .unwrap();
+    let broker = Broker::new();
+    let got = Arc::new(CollectorSink::new("got"));
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), got.clone()))
+        .unwrap();
+    let options = SubscribeOptions::default();
+    // the durable exists, then 20 events arrive while nobody reads it:
+    // retention keeps the newest 5
+    let feed = broker
+        .feed_durable(&provider, "router", "events.>", &options)
+        .await
+        .unwrap();
+    feed.stop().await.unwrap();
+    for n in 0..20 {
+        provider
+            .publish(&event("events.orders.x", &format!("e{n}")))
+            .await
+            .unwrap();
+    }
+    let feed = broker
+        .feed_durable(&provider, "router", "events.>", &options)
+        .await
+        .unwrap();
+    assert!(got.wait_for(5, Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = feed.stop().await.unwrap();
+    assert_eq!((stats.received, stats.lagged), (5, 15), "{stats:?}");
+    assert_eq!(stats.errors, 1, "one lag report: {stats:?}");
+    #[cfg(feature = "bus")]
+    assert!(
+        stats.to_prometheus().contains("a3s_feed_lagged_total 15\n"),
+        "{}",
+        stats.to_prometheus()
+    );
+}

@@ -21,6 +21,7 @@ struct Counters {
     dropped: AtomicU64,
     errors: AtomicU64,
     aborted: AtomicU64,
+    lagged: AtomicU64,
 }
 
 /// What a [`BrokerFeed`] did so far.
@@ -46,19 +47,26 @@ pub struct FeedStats {
     /// sink that took them) never get them. Each is an `ERROR` in the log.
     pub dropped: u64,
     /// Errors reported by the subscription (lag, undecodable messages,
-    /// connection failures, failed acks).
+    /// connection failures, failed acks). A lag report is one error however
+    /// many events it skipped: [`lagged`](Self::lagged) counts those.
     pub errors: u64,
     /// Routings cut off at the deadline of
     /// [`stop_within`](BrokerFeed::stop_within): their events were neither
     /// acknowledged nor nak'ed, so the provider redelivers them after their
     /// ack wait (to this consumer's next subscription).
     pub aborted: u64,
+    /// Events the subscription skipped and reported so
+    /// ([`Error::Lagged`]'s `missed`, summed): events an ephemeral
+    /// subscription fell too far behind to get, or that the provider's
+    /// retention dropped before the consumer read them (a durable too: the
+    /// memory provider reports them). These never reach the triggers.
+    pub lagged: u64,
 }
 
 #[cfg(feature = "bus")]
 impl FeedStats {
     /// The counters with their Prometheus names and HELP texts.
-    fn families(&self) -> [(&'static str, &'static str, u64); 6] {
+    fn families(&self) -> [(&'static str, &'static str, u64); 7] {
         [
             (
                 "a3s_feed_received_total",
@@ -90,6 +98,11 @@ impl FeedStats {
                 "Routings the broker feed cut off at the deadline of stop_within; their events come back after their ack wait.",
                 self.aborted,
             ),
+            (
+                "a3s_feed_lagged_total",
+                "Events the broker feed's subscription reported it skipped (lag): never routed.",
+                self.lagged,
+            ),
         ]
     }
 
@@ -97,7 +110,7 @@ impl FeedStats {
     /// (0.0.4), with the conventions of
     /// [`BrokerMetrics::to_prometheus`](crate::BrokerMetrics::to_prometheus):
     /// each counter as `a3s_feed_<counter>_total` (`received`, `acked`,
-    /// `naked`, `dropped`, `errors`, `aborted`).
+    /// `naked`, `dropped`, `errors`, `aborted`, `lagged`).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
@@ -276,6 +289,7 @@ fn snapshot(c: &Counters) -> FeedStats {
         dropped: c.dropped.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         aborted: c.aborted.load(Ordering::Relaxed),
+        lagged: c.lagged.load(Ordering::Relaxed),
     }
 }
 
@@ -555,6 +569,9 @@ async fn run(
             }
             Err(err @ (Error::Lagged { .. } | Error::Undecodable { .. })) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
+                if let Error::Lagged { missed } = err {
+                    counters.lagged.fetch_add(missed, Ordering::Relaxed);
+                }
                 tracing::warn!(error = %err, "broker feed: subscription reported");
             }
             Err(err) => {
@@ -603,18 +620,20 @@ mod tests {
             dropped: 4,
             errors: 1,
             aborted: 3,
+            lagged: 15,
         };
         let samples = parse_exposition(&stats.to_prometheus());
-        assert_eq!(samples.len(), 6);
+        assert_eq!(samples.len(), 7);
         assert_eq!(samples["a3s_feed_received_total"], 9.0);
         assert_eq!(samples["a3s_feed_acked_total"], 7.0);
         assert_eq!(samples["a3s_feed_naked_total"], 2.0);
         assert_eq!(samples["a3s_feed_dropped_total"], 4.0);
         assert_eq!(samples["a3s_feed_errors_total"], 1.0);
         assert_eq!(samples["a3s_feed_aborted_total"], 3.0);
+        assert_eq!(samples["a3s_feed_lagged_total"], 15.0);
         let labels = PrometheusLabels::new([("feed", "a\"b")]).unwrap();
         let labelled = parse_exposition(&stats.to_prometheus_with_labels(&labels));
         assert_eq!(labelled[r#"a3s_feed_aborted_total{feed="a\"b"}"#], 3.0);
-        assert_eq!(labelled.len(), 6);
+        assert_eq!(labelled.len(), 7);
     }
 }
