@@ -100,9 +100,9 @@ pub use event_bus::{
 };
 pub use event_core::{
     BoxError, DeadLetterEvent, DeliverPolicy, DlqHandler, Error, Event, EventCounts,
-    EventEncryptor, EventProvider, EventRouter, PendingEvent, ProviderInfo, PublishOptions,
-    PublishOutcome, ReceivedEvent, Result, SchemaValidator, StateStore, SubjectPattern,
-    SubscribeOptions, Subscription, SubscriptionFilter, SubscriptionRecord,
+    EventEncryptor, EventProvider, EventRouter, KeepAliveClock, PendingEvent, ProviderInfo,
+    PublishOptions, PublishOutcome, ReceivedEvent, Result, SchemaValidator, StateStore,
+    SubjectPattern, SubscribeOptions, Subscription, SubscriptionFilter, SubscriptionRecord,
 };
 
 /// The error type and [`Result`] alias.
@@ -123,6 +123,7 @@ pub mod subject {
 
 /// The provider contract and the providers.
 pub mod provider {
+    pub use event_core::keepalive::KeepAliveClock;
     pub use event_core::provider::*;
     pub use event_core::stream::SubscriptionStream;
     pub use event_core::types::ProviderInfo;
