@@ -736,6 +736,84 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The original library (0.3/0.4) wrote the ack wait and the backoff in
+    /// seconds (`ackWaitSecs`, `backoffSecs`) and passed JetStream's
+    /// "unlimited" `maxDeliver: -1` through: its files load with those
+    /// options as they were meant, in both of its layouts, and the next
+    /// save writes them under this library's names.
+    #[tokio::test]
+    async fn the_original_librarys_option_names_and_units_load_as_meant() {
+        use std::time::Duration;
+        let dir = temp_dir("v04");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let old = r#"{"subscriberId":"billing","subjects":["events.market.>"],"durable":true,
+            "options":{"maxDeliver":5,"backoffSecs":[1,5,30],"maxAckPending":100,
+            "deliverPolicy":{"type":"new"},"ackWaitSecs":60}}"#;
+        let expected = SubscribeOptions {
+            max_deliver: Some(5),
+            backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+            ],
+            max_ack_pending: Some(100),
+            deliver_policy: event_core::DeliverPolicy::New,
+            ack_wait: Some(Duration::from_secs(60)),
+        };
+        for body in [format!("[{old}]"), format!(r#"{{"billing":{old}}}"#)] {
+            std::fs::write(&path, &body).unwrap();
+            let store = FileStateStore::new(&path);
+            let loaded = store.load().await.unwrap();
+            assert_eq!(loaded, vec![record("billing", Some(expected.clone()))]);
+            // written back under this library's names, and read the same
+            store.save(&loaded).await.unwrap();
+            let saved = std::fs::read_to_string(&path).unwrap();
+            let json: serde_json::Value = serde_json::from_str(&saved).unwrap();
+            assert_eq!(
+                json.pointer("/subscriptions/0/options/ackWaitMs"),
+                Some(&serde_json::json!(60_000)),
+                "{saved}"
+            );
+            assert!(!saved.contains("Secs"), "{saved}");
+            assert_eq!(store.load().await.unwrap(), loaded);
+        }
+        // "unlimited" deliveries: no max_deliver
+        std::fs::write(
+            &path,
+            r#"[{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{"maxDeliver":-1}}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            FileStateStore::new(&path).load().await.unwrap(),
+            vec![record("a", Some(SubscribeOptions::default()))]
+        );
+        // what cannot be converted is refused, naming it; the file is kept
+        for options in [
+            r#"{"ackWaitSecs":60,"ackWaitMs":1000}"#,
+            r#"{"ackWaitSecs":-1}"#,
+            r#"{"backoffSecs":[1,"5"]}"#,
+            r#"{"ackWaitSecs":18446744073709551615}"#,
+        ] {
+            let body = format!(
+                r#"[{{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{options}}}]"#
+            );
+            std::fs::write(&path, &body).unwrap();
+            let err = FileStateStore::new(&path).load().await.unwrap_err();
+            assert!(err.to_string().contains("/0/options"), "{options}: {err}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+        }
+        // the versioned layout is this library's own: no conversion there
+        std::fs::write(
+            &path,
+            r#"{"version":1,"subscriptions":[{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{"ackWaitSecs":60}}]}"#,
+        )
+        .unwrap();
+        let err = FileStateStore::new(&path).load().await.unwrap_err();
+        assert!(err.to_string().contains("ackWaitSecs"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_version_that_is_not_an_integer_is_refused_not_misread() {
         let dir = temp_dir("version");

@@ -16,7 +16,10 @@
 //! - in the unversioned layouts of earlier libraries (a bare array of
 //!   records, an object mapping subscriber ids to records), such fields
 //!   load with a warning naming them: those libraries wrote fields this one
-//!   never read, and their files must keep loading.
+//!   never read, and their files must keep loading. The options they wrote
+//!   under other names and units (`ackWaitSecs`, `backoffSecs`, a
+//!   `maxDeliver` of -1) are converted first (see [`upgrade_legacy`]), so
+//!   they load as meant instead of being passed over.
 //!
 //! A field counts as read when the record, as loaded and written back,
 //! holds it, or when it is one the types declare (a known field written
@@ -50,7 +53,7 @@ fn corrupt(path: &Path, reason: impl fmt::Display) -> Error {
 
 /// The subscriptions in `bytes`, the contents of the state file `path`.
 pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<SubscriptionRecord>> {
-    let Unique(value) = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
+    let Unique(mut value) = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
     // `at`: the array's JSON pointer, so that a record of the wrong shape
     // is named by where it is, not only by what serde expected
     let records = |v: &Value, at: &str| -> Result<Vec<SubscriptionRecord>> {
@@ -71,18 +74,17 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<SubscriptionRecord>
             })
             .collect()
     };
+    if !is_versioned(&value) {
+        upgrade_legacy(path, &mut value)?;
+    }
     match value {
         Value::Array(_) => {
             let loaded = records(&value, "")?;
             warn_unread(path, unread_records(&value, &loaded, ""));
             Ok(loaded)
         }
-        // The versioned layout; a legacy map may hold subscribers named
-        // "subscriptions" or "version", whose values are objects.
-        Value::Object(map)
-            if map.get("subscriptions").is_some_and(Value::is_array)
-                || map.get("version").is_some_and(|v| !v.is_object()) =>
-        {
+        // The versioned layout (see `is_versioned`).
+        Value::Object(map) if versioned_map(&map) => {
             let version = match map.get("version") {
                 None => FORMAT_VERSION,
                 Some(v) => v.as_u64().ok_or_else(|| {
@@ -141,6 +143,90 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<SubscriptionRecord>
             ),
         )),
     }
+}
+
+/// Whether the file is in the versioned layout, the one this library
+/// writes: an object with a `subscriptions` array or a `version` number
+/// (a legacy map may hold subscribers named "subscriptions" or "version",
+/// whose values are objects).
+fn is_versioned(file: &Value) -> bool {
+    matches!(file, Value::Object(map) if versioned_map(map))
+}
+
+fn versioned_map(map: &Map<String, Value>) -> bool {
+    map.get("subscriptions").is_some_and(Value::is_array)
+        || map.get("version").is_some_and(|v| !v.is_object())
+}
+
+/// Converts the options of an unversioned file's records (a bare array, or
+/// an object by subscriber id) from the original library's names and
+/// units, in place, so that they load as they were meant rather than being
+/// passed over: `ackWaitSecs` (seconds) to `ackWaitMs`, `backoffSecs`
+/// (seconds) to `backoffMs`, and `maxDeliver` of zero or less (JetStream's
+/// "unlimited", which that library passed through) to no `maxDeliver`
+/// (unlimited here too). A record holding both a name and its replacement
+/// is refused, as is a value that is not a whole number of seconds that
+/// fits.
+fn upgrade_legacy(path: &Path, file: &mut Value) -> Result<()> {
+    let records: Vec<(String, &mut Value)> = match file {
+        Value::Array(items) => items
+            .iter_mut()
+            .enumerate()
+            .map(|(i, item)| (format!("/{i}"), item))
+            .collect(),
+        Value::Object(map) => map
+            .iter_mut()
+            .map(|(id, item)| (format!("/{}", pointer_token(id)), item))
+            .collect(),
+        _ => return Ok(()),
+    };
+    for (at, record) in records {
+        let Some(Value::Object(options)) = record.get_mut("options") else {
+            continue;
+        };
+        let at = format!("{at}/options");
+        for (old, new) in [("ackWaitSecs", "ackWaitMs"), ("backoffSecs", "backoffMs")] {
+            let Some(secs) = options.remove(old) else {
+                continue;
+            };
+            if options.contains_key(new) {
+                return Err(corrupt(
+                    path,
+                    format_args!("`{at}` holds both `{old}` and `{new}`: keep one"),
+                ));
+            }
+            let millis = |v: &Value| {
+                v.as_u64()
+                    .and_then(|secs| secs.checked_mul(1_000))
+                    .map(Value::from)
+                    .ok_or_else(|| {
+                        corrupt(
+                            path,
+                            format_args!(
+                                "`{at}/{old}`: {} is not a number of seconds this library can \
+                                 hold",
+                                cut(&v.to_string(), 64)
+                            ),
+                        )
+                    })
+            };
+            let converted = match &secs {
+                Value::Array(steps) => {
+                    Value::Array(steps.iter().map(millis).collect::<Result<_>>()?)
+                }
+                single => millis(single)?,
+            };
+            options.insert(new.to_owned(), converted);
+        }
+        if options
+            .get("maxDeliver")
+            .and_then(Value::as_i64)
+            .is_some_and(|n| n <= 0)
+        {
+            options.remove("maxDeliver");
+        }
+    }
+    Ok(())
 }
 
 /// Logs the fields of an unversioned file that the load passes over.
