@@ -542,7 +542,13 @@ pub struct NatsOptions {
     /// [`existing_stream`](Self::existing_stream) says otherwise (the
     /// stream's window is the one deduplication uses).
     pub duplicate_window: Duration,
-    /// Stream replicas (1 on a single server; 3 or 5 in a cluster).
+    /// Stream replicas (1 on a single server; 3 or 5 in a cluster). More
+    /// than 1 on a server whose JetStream has no cluster is
+    /// [`Error::InvalidConfig`](event_core::Error::InvalidConfig), when
+    /// creating the stream and when
+    /// [`ExistingStream::Update`] would apply it to an existing one (the
+    /// server would take that update, then refuse every consumer that
+    /// follows the stream's replicas).
     pub replicas: usize,
     /// What happens when the stream is full.
     pub discard: DiscardPolicy,

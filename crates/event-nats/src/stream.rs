@@ -422,6 +422,31 @@ async fn reconcile_stream(
     }
 }
 
+/// Refuses `replicas` above 1 on a server whose JetStream is not
+/// clustered. Creating such a stream is refused by the server itself, but
+/// an update to it is accepted (nats-server 2.9), and from then on every
+/// consumer that takes the stream's replicas is refused ("replicas > 1 not
+/// supported in non-clustered mode"): every ephemeral subscription on the
+/// stream, for every service using it. A server that runs JetStream and
+/// names no cluster is not clustered; one without JetStream of its own (a
+/// leaf node reaching a hub's) is left to the hub to judge.
+fn check_clustered(js: &jetstream::Context, replicas: usize) -> Result<()> {
+    let info = js.client().server_info();
+    if info.jetstream && info.cluster.is_none() {
+        return Err(Error::invalid_config(
+            "replicas",
+            format!(
+                "NatsOptions::replicas is {replicas}, but server {} runs JetStream without a \
+                 cluster (replicas above 1 need a JetStream cluster); the stream was left as it \
+                 is (updated to {replicas} replicas, every consumer that follows them would be \
+                 refused)",
+                info.server_name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Why [`update_or_create`] did not end with the stream.
 enum Reconciled {
     /// The create was refused because the stream exists now (created by
@@ -509,6 +534,12 @@ async fn update_or_create(
                 .collect();
             if changes.is_empty() {
                 return Ok(existing);
+            }
+            if apply_config
+                && desired.num_replicas > 1
+                && current.num_replicas != desired.num_replicas
+            {
+                check_clustered(js, desired.num_replicas)?;
             }
             let reason = describe(&changes);
             let mut merged = current.clone();

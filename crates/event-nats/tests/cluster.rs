@@ -202,6 +202,26 @@ async fn health_is_false_while_a_replicated_stream_has_no_quorum() {
         "{refused}"
     );
 
+    // a single-replica stream grown to three by an update: a cluster takes
+    // it (on a single server it is refused, see existing_stream.rs)
+    let mut grow = common::config(&cluster.nodes[0], "grow");
+    grow.url = config.url.clone();
+    let one = NatsProvider::connect(grow.clone()).await.unwrap();
+    one.publish(&common::numbered_event(&one, "g", 1))
+        .await
+        .unwrap();
+    let three = NatsProvider::connect_with(
+        grow,
+        NatsOptions {
+            replicas: 3,
+            existing_stream: event_nats::ExistingStream::Update,
+            ..NatsOptions::default()
+        },
+    )
+    .await
+    .expect("a cluster grows a stream to 3 replicas");
+    assert_eq!(three.info().await.unwrap().messages, 1);
+
     let event = common::numbered_event(&provider, "q", 1);
     provider.publish(&event).await.unwrap();
 

@@ -242,3 +242,45 @@ async fn adopt_adds_the_subject_and_turns_on_direct_gets_but_keeps_the_limits() 
         .unwrap();
     assert_eq!(p.history(None, 10).await.unwrap().len(), 1);
 }
+
+/// A server whose JetStream is not clustered accepts an update of a stream
+/// to three replicas, and then refuses every consumer that takes the
+/// stream's replicas (every ephemeral subscription). `ExistingStream::Update`
+/// with `replicas: 3` is refused instead, naming the option, and the stream
+/// is left as it was: subscriptions keep working.
+#[tokio::test]
+async fn more_replicas_on_a_single_server_are_refused_not_applied() {
+    let server = server!("more_replicas_on_a_single_server_are_refused_not_applied");
+    let config = common::config(&server, "replicas");
+    let one = NatsProvider::connect(config.clone()).await.unwrap();
+    let refused = NatsProvider::connect_with(
+        config.clone(),
+        NatsOptions {
+            replicas: 3,
+            existing_stream: ExistingStream::Update,
+            ..NatsOptions::default()
+        },
+    )
+    .await
+    .expect_err("3 replicas on a server without a cluster");
+    assert!(
+        matches!(&refused, Error::InvalidConfig { field, .. } if field == "replicas")
+            && refused.to_string().contains("NatsOptions::replicas is 3")
+            && refused.to_string().contains("without a cluster"),
+        "{refused}"
+    );
+    assert_eq!(stream_config(&config).await.num_replicas, 1);
+    // an ephemeral subscription still works
+    let mut sub = one
+        .subscribe(&format!("{}.>", config.subject_prefix))
+        .await
+        .unwrap();
+    let event = common::numbered_event(&one, "r", 1);
+    one.publish(&event).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.event.id, event.id);
+}
