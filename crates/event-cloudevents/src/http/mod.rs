@@ -48,6 +48,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, header::CONTENT_TYPE};
 /// How an event is laid out in an HTTP message (the crate-wide mode).
 pub use crate::Mode;
 
+/// The most attributes (extensions included) an event may have to travel
+/// in HTTP binary mode, which sends each one as a header: 16,384. An HTTP
+/// stack holds only so many headers in a message (the `http` crate's
+/// `HeaderMap`, which reqwest, hyper and axum use, 24,576), and the client's
+/// own headers (`Prefer`, its default headers) need room too. A larger event
+/// is refused in binary mode, with an error naming structured mode, which
+/// carries any number of attributes in the body. (Servers refuse far fewer
+/// headers long before this: hyper and axum answer `431` past 100.)
+pub const MAX_BINARY_ATTRIBUTES: usize = 16 * 1024;
+
 /// The headers and body of an HTTP message carrying one CloudEvent; use it as
 /// a request or a response with any HTTP stack.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,8 +90,10 @@ pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
 /// attribute name (lowercase ASCII letters and digits), in either mode,
 /// and in binary mode when `datacontenttype` names a CloudEvents format
 /// (`application/cloudevents+json`, ...): in `Content-Type` it would announce
-/// structured mode and the receiver would read the data as the message (send
-/// such an event in structured mode).
+/// structured mode and the receiver would read the data as the message; or
+/// when the event has more than [`MAX_BINARY_ATTRIBUTES`] attributes
+/// (extensions included), one header each. Structured mode carries both
+/// kinds of event.
 pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> {
     crate::mapping::check_extension_names(&event)?;
     let mut event = event.into_inner();
@@ -102,17 +114,37 @@ pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> 
 /// `datacontenttype` that `Content-Type` cannot carry, then percent-encodes
 /// the header values.
 pub(crate) fn prepare_binary(event: &mut cloudevents::Event) -> Result<()> {
+    if let Some(refusal) = binary_refusal(event) {
+        return Err(refusal);
+    }
+    percent::encode_event(event)
+}
+
+/// Why binary mode cannot carry an event that structured mode can, if it
+/// cannot: more attributes than [`MAX_BINARY_ATTRIBUTES`] (one header
+/// each), or a `datacontenttype` naming a CloudEvents format (as
+/// `Content-Type` it would announce a structured-mode message).
+pub(crate) fn binary_refusal(event: &cloudevents::Event) -> Option<Error> {
+    let attributes = event.iter().count();
+    if attributes > MAX_BINARY_ATTRIBUTES {
+        return Some(Error::Serialization(format!(
+            "CloudEvent {:?} has too many attributes for HTTP binary mode: {attributes} \
+             (extensions included), and binary mode sends each as a header (at most \
+             {MAX_BINARY_ATTRIBUTES}); send it in structured mode, which carries them in the body",
+            event.id()
+        )));
+    }
     if let Some(ct) = event
         .datacontenttype()
         .filter(|ct| crate::mapping::is_cloudevents_content_type(ct))
     {
-        return Err(Error::Serialization(format!(
+        return Some(Error::Serialization(format!(
             "CloudEvent {:?} has datacontenttype {ct:?}, which HTTP binary mode cannot carry: \
              as Content-Type it announces a structured-mode message; send it in structured mode",
             event.id()
         )));
     }
-    percent::encode_event(event)
+    None
 }
 
 /// Parses a CloudEvent from an HTTP message (either mode) and converts it to
@@ -298,23 +330,35 @@ fn is_structured(headers: &HeaderMap) -> bool {
 #[derive(Default)]
 struct MessageBuilder {
     headers: HeaderMap,
+    /// Why a header could not be added (the first one).
     bad_header: Option<String>,
 }
 
 impl Builder<HttpMessage> for MessageBuilder {
     fn header(&mut self, key: &str, value: HeaderValue) {
+        if self.bad_header.is_some() {
+            return;
+        }
         match HeaderName::from_bytes(key.as_bytes()) {
+            // `try_insert`: `insert` panics past what a `HeaderMap` holds
+            // (`binary_refusal` refuses such an event first)
             Ok(name) => {
-                self.headers.insert(name, value);
+                if self.headers.try_insert(name, value).is_err() {
+                    self.bad_header = Some(format!(
+                        "too many headers for one HTTP message ({} held); send the event in \
+                         structured mode",
+                        self.headers.len()
+                    ));
+                }
             }
-            Err(_) => self.bad_header = Some(key.to_string()),
+            Err(_) => self.bad_header = Some(format!("{key:?} is not a valid HTTP header name")),
         }
     }
 
     fn body(&mut self, bytes: Vec<u8>) -> cloudevents::message::Result<HttpMessage> {
-        if let Some(key) = self.bad_header.take() {
+        if let Some(reason) = self.bad_header.take() {
             return Err(cloudevents::message::Error::Other {
-                source: format!("{key:?} is not a valid HTTP header name").into(),
+                source: reason.into(),
             });
         }
         Ok(HttpMessage {
@@ -764,6 +808,58 @@ mod tests {
         match cloudevent_from_http(&headers, Vec::new()) {
             Err(Error::Serialization(reason)) => assert!(reason.contains("ce-a_b"), "{reason}"),
             other => panic!("expected a serialization error, got {other:?}"),
+        }
+    }
+
+    /// An event with `attributes` attributes, extensions included.
+    fn event_with_attributes(attributes: usize) -> Event {
+        let mut event = Event::new("events.a.b", "a", "s", "src", json!({}));
+        let base = crate::CloudEvent::from(&event).iter().count();
+        for i in 0..attributes - base {
+            event.metadata.insert(format!("k{i}"), "v".into());
+        }
+        assert_eq!(crate::CloudEvent::from(&event).iter().count(), attributes);
+        event
+    }
+
+    #[test]
+    fn an_event_with_more_attributes_than_binary_mode_carries_is_refused_not_a_panic() {
+        // One header per attribute: past what `HeaderMap` holds (24,576
+        // names), binary mode panicked in the `http` crate.
+        for attributes in [MAX_BINARY_ATTRIBUTES + 1, 40_000] {
+            let event = event_with_attributes(attributes);
+            match to_http(&event, Mode::Binary) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains("too many attributes"), "{reason}");
+                    assert!(reason.contains("binary mode"), "{reason}");
+                    assert!(reason.contains("structured mode"), "{reason}");
+                }
+                other => panic!(
+                    "{attributes}: expected a serialization error, got {:?}",
+                    other.map(|msg| msg.headers.len())
+                ),
+            }
+            // structured mode carries it
+            let msg = to_http(&event, Mode::Structured).unwrap();
+            assert_eq!(from_http(&msg.headers, msg.body).unwrap(), event);
+        }
+        // up to the limit, binary mode carries it
+        let event = event_with_attributes(MAX_BINARY_ATTRIBUTES);
+        let msg = to_http(&event, Mode::Binary).unwrap();
+        assert_eq!(msg.headers.len(), MAX_BINARY_ATTRIBUTES);
+        assert_eq!(from_http(&msg.headers, msg.body).unwrap(), event);
+    }
+
+    #[test]
+    fn the_message_builder_refuses_a_header_past_what_a_header_map_holds() {
+        // Whatever reaches it, the builder fails instead of panicking.
+        let mut builder = MessageBuilder::default();
+        for i in 0..30_000 {
+            builder.header(&format!("ce-k{i}"), HeaderValue::from_static("v"));
+        }
+        match builder.finish() {
+            Err(err) => assert!(err.to_string().contains("too many headers"), "{err}"),
+            Ok(msg) => panic!("{} headers built", msg.headers.len()),
         }
     }
 }

@@ -31,7 +31,9 @@ use axum::response::{IntoResponse, Response};
 use event_core::Event;
 
 /// Extracts the A3S [`Event`] of a CloudEvent request (binary or structured
-/// mode). As a response it answers `200 OK` with the event in binary mode.
+/// mode). As a response it answers `200 OK` with the event in binary mode,
+/// or in structured mode when binary mode cannot carry it (see
+/// [`cloudevent_response`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpEvent(pub Event);
 
@@ -73,14 +75,28 @@ impl<S: Send + Sync> FromRequest<S> for HttpEvent {
     }
 }
 
-/// A `200 OK` response carrying `event` in `mode` (a reply event); `500` if it
-/// cannot be encoded.
+/// A `200 OK` response carrying `event` in `mode` (a reply event); see
+/// [`cloudevent_response`].
 pub fn http_response(event: &Event, mode: Mode) -> Response {
     cloudevent_response(CloudEvent::from(event), mode)
 }
 
 /// A `200 OK` response carrying a CloudEvent in `mode`.
+///
+/// An event that binary mode cannot carry but structured mode can (more
+/// than [`MAX_BINARY_ATTRIBUTES`](super::MAX_BINARY_ATTRIBUTES) attributes,
+/// one header each; a `datacontenttype` naming a CloudEvents format) is
+/// answered in structured mode instead, which every CloudEvents receiver
+/// reads (the binding leaves the mode of a reply to the responder): the
+/// handler has done its work, and a `500` would make the sender retry the
+/// event, running the handler again. An event no mode can carry (say an
+/// extension name that is no attribute name, from a hand-built CloudEvent)
+/// is answered `500 Internal Server Error` with the reason.
 pub fn cloudevent_response(event: CloudEvent, mode: Mode) -> Response {
+    let mode = match mode {
+        Mode::Binary if super::binary_refusal(&event).is_some() => Mode::Structured,
+        mode => mode,
+    };
     match cloudevent_to_http(event, mode) {
         Ok(message) => {
             let mut response = Response::new(Body::from(message.body));
