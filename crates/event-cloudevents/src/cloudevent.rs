@@ -27,7 +27,10 @@ use std::ops::{Deref, DerefMut};
 /// JSON but that the SDK takes for JSON by its prefix
 /// (`application/json-seq`, `text/json5`) is read as for any non-JSON type:
 /// a `data` string as text, `data_base64` as bytes (the SDK would parse
-/// either as JSON).
+/// either as JSON). A `datacontenttype` that is no media type (RFC 2046:
+/// printable ASCII; control characters or non-ASCII text) is refused, as
+/// every binding refuses it: HTTP binary mode could not carry it in
+/// `Content-Type`.
 ///
 /// ```
 /// use cloudevents::AttributesReader;
@@ -150,6 +153,7 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
                     None => D::Error::custom(err),
                 }
             })?;
+        mapping::check_datacontenttype(&event).map_err(D::Error::custom)?;
         if let Some(data) = json_data {
             event.set_data_unchecked(Data::Json(data));
         }

@@ -102,6 +102,8 @@
 
 pub use crate::derived_id::{DERIVED_ID_PREFIX, derived_id};
 
+use cloudevents::AttributesReader as _;
+
 /// Extension holding the event's category.
 pub const CATEGORY: &str = "a3scategory";
 /// Extension holding the event's human-readable summary.
@@ -165,21 +167,55 @@ pub fn is_valid_attribute_name(name: &str) -> bool {
     !name.is_empty() && is_lower_alnum(name)
 }
 
-/// Refuses a CloudEvent carrying an extension whose name is no attribute
-/// name (the SDK lets `set_extension` take any name), before it is
-/// written in any mode: no binding can read it back.
-pub(crate) fn check_extension_names(event: &cloudevents::Event) -> event_core::Result<()> {
-    match event
+/// Refuses, before it is written in any mode, a CloudEvent that no binding
+/// can read back (the SDK lets a hand-built event hold both): one carrying
+/// an extension whose name is no attribute name (`set_extension` takes any
+/// name), or a `datacontenttype` that is no media type
+/// ([`check_datacontenttype`]).
+pub(crate) fn check_writable(event: &cloudevents::Event) -> event_core::Result<()> {
+    if let Some(name) = event
         .iter_extensions()
         .map(|(name, _)| name)
         .find(|name| !is_valid_attribute_name(name))
     {
-        None => Ok(()),
-        Some(name) => Err(event_core::Error::Serialization(format!(
+        return Err(event_core::Error::Serialization(format!(
             "extension {} is no CloudEvents attribute name (lowercase ASCII letters and digits)",
             quoted_name(name)
-        ))),
+        )));
     }
+    check_datacontenttype(event).map_err(|reason| {
+        event_core::Error::Serialization(format!(
+            "cannot write CloudEvent {:?}: {reason}",
+            event.id()
+        ))
+    })
+}
+
+/// Refuses a `datacontenttype` that is no media type: RFC 2046 (which the
+/// attribute MUST follow) spells one in printable ASCII, the form an HTTP
+/// binary-mode message carries it in, as its `Content-Type` header.
+/// Control characters (a CR/LF would end the header), DEL and anything
+/// beyond ASCII are refused; spaces and tabs (around a parameter's `;`) are
+/// not. Every binding refuses such an event when reading and when writing,
+/// so that a relay never accepts an event it cannot pass on.
+pub(crate) fn check_datacontenttype(event: &cloudevents::Event) -> Result<(), String> {
+    event
+        .datacontenttype()
+        .map_or(Ok(()), check_media_type_text)
+}
+
+/// [`check_datacontenttype`] on the text of one.
+pub(crate) fn check_media_type_text(content_type: &str) -> Result<(), String> {
+    if content_type
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "invalid CloudEvents attribute datacontenttype {content_type:?}: a media type (RFC 2046) \
+         is printable ASCII, as the HTTP Content-Type header that carries it in binary mode"
+    ))
 }
 
 fn is_lower_alnum(s: &str) -> bool {

@@ -136,9 +136,11 @@ pub fn to_nats(event: &Event, mode: Mode) -> Result<NatsMessage> {
 
 /// A CloudEvent as a NATS message in `mode`. Fails with
 /// [`Error::Serialization`] when an extension name is not a valid
-/// CloudEvents attribute name (binary mode), or when the event cannot be
-/// serialised.
+/// CloudEvents attribute name, when `datacontenttype` is no media type
+/// (RFC 2046: printable ASCII, which the reader requires), or when the event
+/// cannot be serialised.
 pub fn cloudevent_to_nats(event: CloudEvent, mode: Mode) -> Result<NatsMessage> {
+    crate::mapping::check_writable(&event)?;
     match mode {
         Mode::Binary => {
             BinaryDeserializer::deserialize_binary(event.into_inner(), HeaderWriter::default())
@@ -423,9 +425,11 @@ fn read_binary(headers: &HeaderMap, payload: &[u8]) -> Result<CloudEvent> {
         attributes,
         data: payload.to_vec(),
     };
-    BinaryDeserializer::into_event(message)
-        .map(CloudEvent::new)
-        .map_err(|e| Error::Serialization(format!("invalid CloudEvent in NATS message: {e}")))
+    let event = BinaryDeserializer::into_event(message)
+        .map_err(|e| Error::Serialization(format!("invalid CloudEvent in NATS message: {e}")))?;
+    crate::mapping::check_datacontenttype(&event)
+        .map_err(|reason| Error::Serialization(format!("NATS message: {reason}")))?;
+    Ok(CloudEvent::new(event))
 }
 
 fn single_value<'a>(name: &str, values: &'a [HeaderValue]) -> Result<&'a str> {
@@ -700,7 +704,9 @@ mod tests {
             .extension("note", nasty)
             .extension("count", 3_i64)
             .extension("flag", true)
-            .data("text/plain; charset=\"utf-8\"\n", nasty)
+            // (a datacontenttype is a media type, printable ASCII: see
+            // `a_datacontenttype_that_is_no_media_type_is_refused_naming_it`)
+            .data("text/plain; charset=\"utf-8\"", nasty)
             .build()
             .unwrap();
         ce.set_dataschema(Some(
@@ -1036,6 +1042,56 @@ mod tests {
         for (value, decoded) in WELL_FORMED_PERCENT {
             let ce = cloudevent_from_nats(Some(&message("ce-subject", value)), b"").unwrap();
             assert_eq!(ce.subject(), Some(decoded), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_datacontenttype_that_is_no_media_type_is_refused_naming_it() {
+        // Read (as a header, raw or percent-encoded, or in a document) and
+        // written, as in the HTTP binding: such an event cannot be relayed
+        // in HTTP binary mode, where it is the Content-Type.
+        let base = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+        ];
+        for ct in [
+            "text/pl\u{e9}",
+            "text/plain\r\nx: 1",
+            "application/json\u{7f}",
+        ] {
+            let encoded = crate::percent::encode(ct).unwrap_or_else(|| ct.to_string());
+            for (name, value) in [("content-type", ct), ("ce-datacontenttype", &encoded)] {
+                let mut map = headers(&base);
+                // (async-nats takes no CR/LF in a header value)
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    map.insert(name, value);
+                    rejected(Some(&map), b"x", &["datacontenttype"]);
+                }
+            }
+            let doc = json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+                "datacontenttype": ct, "data": "x"
+            });
+            rejected(
+                None,
+                &serde_json::to_vec(&doc).unwrap(),
+                &["datacontenttype"],
+            );
+
+            let mut ce = CloudEvent::from(odd_event());
+            ce.set_datacontenttype(Some(ct));
+            for mode in [Mode::Binary, Mode::Structured] {
+                match cloudevent_to_nats(ce.clone(), mode) {
+                    Err(Error::Serialization(reason)) => {
+                        assert!(reason.contains("datacontenttype"), "{ct:?}: {reason}")
+                    }
+                    other => {
+                        panic!("{ct:?} {mode:?}: expected a serialization error, got {other:?}")
+                    }
+                }
+            }
         }
     }
 }

@@ -36,9 +36,11 @@ pub fn to_structured(event: &Event) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// [`Error::Serialization`] for an extension whose name is no attribute
-/// name (see [`is_valid_attribute_name`](crate::mapping::is_valid_attribute_name)).
+/// name (see [`is_valid_attribute_name`](crate::mapping::is_valid_attribute_name)),
+/// and for a `datacontenttype` that is no media type (RFC 2046: printable
+/// ASCII), which no binding reads back.
 pub fn cloudevent_to_structured(event: &CloudEvent) -> Result<Vec<u8>> {
-    crate::mapping::check_extension_names(event)?;
+    crate::mapping::check_writable(event)?;
     serde_json::to_vec(event)
         .map_err(|e| Error::Serialization(format!("cannot encode CloudEvent as JSON: {e}")))
 }

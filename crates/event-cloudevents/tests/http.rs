@@ -335,6 +335,27 @@ async fn malformed_requests_are_answered_400_with_the_reason() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("invalid CloudEvent"), "{body}");
+
+    // A datacontenttype that is no media type (RFC 2046: printable ASCII):
+    // accepted, it could not be relayed in binary mode (as Content-Type).
+    for ct in [
+        "text/pl\u{e9}",
+        "text/plain\r\nx: 1",
+        "application/json\u{7f}",
+    ] {
+        let doc = json!({
+            "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+            "datacontenttype": ct, "data": "x"
+        });
+        let (status, body) = post_raw(
+            &url,
+            &[("content-type", "application/cloudevents+json")],
+            &doc.to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{ct:?}");
+        assert!(body.contains("datacontenttype"), "{ct:?}: {body}");
+    }
 }
 
 /// A CloudEvents message in a format the extractor does not read (a batch,

@@ -298,6 +298,7 @@ async fn post(
     mode: Mode,
     want_reply: bool,
 ) -> Result<reqwest::Response> {
+    crate::mapping::check_writable(&event)?;
     let mut event = event.into_inner();
     let parsed = reqwest::Url::parse(url).map_err(|e| {
         Error::invalid_config("url", format!("{:?} is not a URL: {e}", redact_url(url)))

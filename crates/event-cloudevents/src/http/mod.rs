@@ -20,6 +20,9 @@
 //! the NATS binding. `Content-Type` is read as is. A `ce-*` header that
 //! names no valid attribute (`ce-a_b`), and a `ce-*` or `Content-Type`
 //! header given more than once, are errors, as in the NATS binding; so is a
+//! `datacontenttype` (in either mode) that is no media type (RFC 2046:
+//! printable ASCII), which a relay could not write back as `Content-Type`
+//! (writing one is an error too, in either mode); so is a
 //! `ce-datacontenttype` header that contradicts `Content-Type` (§3.1.1:
 //! `Content-Type` carries the datacontenttype in binary mode). A batched-mode
 //! message (`application/cloudevents-batch+json`) is refused naming the mode
@@ -93,9 +96,11 @@ pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
 /// structured mode and the receiver would read the data as the message; or
 /// when the event has more than [`MAX_BINARY_ATTRIBUTES`] attributes
 /// (extensions included), one header each. Structured mode carries both
-/// kinds of event.
+/// kinds of event. A `datacontenttype` that is no media type (RFC 2046:
+/// printable ASCII; control characters or non-ASCII text) is refused in
+/// either mode, naming the attribute: no binding reads it back.
 pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> {
-    crate::mapping::check_extension_names(&event)?;
+    crate::mapping::check_writable(&event)?;
     let mut event = event.into_inner();
     let builder = MessageBuilder::default();
     let result = match mode {
@@ -201,6 +206,8 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
     let mut event = to_event(headers.as_ref(), body)
         .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")))?;
     percent::decode_event(&mut event)?;
+    crate::mapping::check_datacontenttype(&event)
+        .map_err(|reason| Error::Serialization(format!("HTTP message: {reason}")))?;
     Ok(CloudEvent::new(event))
 }
 
@@ -286,12 +293,20 @@ fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, Head
         if value == text {
             continue;
         }
-        let value = HeaderValue::from_str(&value).map_err(|_| {
-            Error::Serialization(format!(
-                "header for CloudEvent attribute `{attribute}` decodes to {value:?}, \
+        if attribute == "datacontenttype" {
+            crate::mapping::check_media_type_text(&value)
+                .map_err(|reason| Error::Serialization(format!("HTTP message: {reason}")))?;
+        }
+        // (`from_str` takes octets beyond ASCII, which the SDK then cannot read)
+        let value = Some(value.as_str())
+            .filter(|v| v.is_ascii())
+            .and_then(|v| HeaderValue::from_str(v).ok())
+            .ok_or_else(|| {
+                Error::Serialization(format!(
+                    "header for CloudEvent attribute `{attribute}` decodes to {value:?}, \
                  which is no {attribute}"
-            ))
-        })?;
+                ))
+            })?;
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             Error::Serialization(format!("{name:?} is not a valid HTTP header name"))
         })?;
@@ -379,6 +394,7 @@ mod tests {
         CLOUDEVENTS_CONTENT_TYPES, HEADER_UNSAFE_CONTENT_TYPES, MALFORMED_PERCENT,
         WELL_FORMED_PERCENT, odd_event,
     };
+    use cloudevents::AttributesWriter as _;
     use serde_json::json;
 
     #[test]
@@ -860,6 +876,83 @@ mod tests {
         match builder.finish() {
             Err(err) => assert!(err.to_string().contains("too many headers"), "{err}"),
             Ok(msg) => panic!("{} headers built", msg.headers.len()),
+        }
+    }
+
+    /// Content types no `datacontenttype` can be: not a media type (RFC
+    /// 2046 is ASCII), and no header value a binary-mode relay could write.
+    const NOT_MEDIA_TYPES: [&str; 6] = [
+        "text/pl\u{e9}",
+        "text/plain\r\nx: 1",
+        "application/json\u{7f}",
+        "text/plain\u{0}",
+        "text/plain\n",
+        "text/plain\u{85}",
+    ];
+
+    #[test]
+    fn a_datacontenttype_that_is_no_media_type_is_refused_when_read_naming_it() {
+        // Structured mode accepted it, and relaying the event in binary mode
+        // then wrote a Content-Type its own reader refuses (non-ASCII), or
+        // failed with "failed to parse header value" (CR/LF, DEL).
+        let structured = {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/cloudevents+json"),
+            );
+            headers
+        };
+        for ct in NOT_MEDIA_TYPES {
+            let doc = json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+                "datacontenttype": ct, "data": "x"
+            });
+            match cloudevent_from_http(&structured, serde_json::to_vec(&doc).unwrap()) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains("datacontenttype"), "{ct:?}: {reason}")
+                }
+                other => panic!("{ct:?}: expected a serialization error, got {other:?}"),
+            }
+            // sent percent-encoded in a `ce-datacontenttype` header
+            let mut headers = required_headers();
+            let encoded = crate::percent::encode(ct).unwrap_or_else(|| ct.to_string());
+            headers.insert(
+                DATACONTENTTYPE_HEADER,
+                HeaderValue::from_str(&encoded).unwrap(),
+            );
+            match cloudevent_from_http(&headers, b"x".to_vec()) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains("datacontenttype"), "{ct:?}: {reason}")
+                }
+                other => panic!("{ct:?}: expected a serialization error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_datacontenttype_that_is_no_media_type_is_refused_when_written_naming_it() {
+        for ct in NOT_MEDIA_TYPES {
+            let mut ce = crate::CloudEvent::from(odd_event());
+            ce.set_datacontenttype(Some(ct));
+            for mode in [Mode::Binary, Mode::Structured] {
+                match cloudevent_to_http(ce.clone(), mode) {
+                    Err(Error::Serialization(reason)) => {
+                        assert!(reason.contains("datacontenttype"), "{ct:?}: {reason}")
+                    }
+                    other => {
+                        panic!("{ct:?} {mode:?}: expected a serialization error, got {other:?}")
+                    }
+                }
+            }
+        }
+        // What binary mode writes, its reader reads: tabs and inner spaces.
+        for ct in ["text/plain; charset=utf-8", "text/plain;\tcharset=utf-8"] {
+            let mut ce = crate::CloudEvent::from(odd_event());
+            ce.set_datacontenttype(Some(ct));
+            let msg = cloudevent_to_http(ce, Mode::Binary).unwrap();
+            let back = cloudevent_from_http(&msg.headers, msg.body).unwrap();
+            assert_eq!(back.datacontenttype(), Some(ct));
         }
     }
 }
