@@ -3,10 +3,13 @@
 
 use super::{Mode, cloudevent_from_http, is_cloudevent, redact_url};
 use crate::CloudEvent;
+use bytes::Bytes;
 use cloudevents::binding::reqwest::{RequestSerializer, event_to_request};
 use cloudevents::message::StructuredDeserializer;
 use event_core::{Error, Event, Result};
 use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How much of an error response's body is kept in the error.
@@ -19,6 +22,10 @@ pub const MAX_REPLY_SIZE: usize = 2 * 1024 * 1024;
 /// A success body nobody reads is still read to its end when it announces at
 /// most this many bytes, so that the connection can be reused.
 const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// The most `307` and `308` redirects followed for one event (see
+/// [`send_http`]); one more fails the send with a [`RedirectError`].
+pub const MAX_REDIRECTS: usize = 10;
 
 /// The longest wait for the body of an answer whose status decided the
 /// outcome (a success body drained for reuse, the start of an error body
@@ -103,8 +110,72 @@ impl fmt::Display for HttpStatusError {
 
 impl std::error::Error for HttpStatusError {}
 
+/// The endpoint redirected the event and it was not delivered (carried by
+/// [`Error::Provider`] with provider `"http"`; [`redirect_error`] finds it).
+/// [`Error::is_transient`] is `false`: sending the same event to the same
+/// URL again meets the same redirect.
+///
+/// A `307` or `308` (which repeat the POST with the event) within the
+/// origin is followed, up to [`MAX_REDIRECTS`] times, and is no error. This
+/// is the error for:
+///
+/// - a `301`, `302` or `303` (an HTTP client repeats the request as a GET
+///   without the event) that the client did not follow: [`answer`](Self::answer)
+///   is that status, which [`status_error`] returns too (never retryable);
+/// - one the client did follow (reqwest's default policy does), detected
+///   by the answer coming from another URL: no `answer`, `location` is
+///   where the GET ended;
+/// - a `307` or `308` to another origin (scheme, host or port): the client
+///   would send its default headers, credentials perhaps, to a host the
+///   caller did not name; send the event to `location` instead;
+/// - more than [`MAX_REDIRECTS`] redirects, or a redirect without a
+///   `Location` this crate can follow (any other `3xx`);
+/// - the client giving up on redirects of its own policy (its own
+///   "too many redirects"), with no `answer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedirectError {
+    /// The URL the event was sent to, redacted by [`redact_url`].
+    pub url: String,
+    /// The redirect answer not followed, when there was one.
+    pub answer: Option<HttpStatusError>,
+    /// Where the endpoint redirected the event (its `Location`, resolved),
+    /// redacted by [`redact_url`]; `None` without one.
+    pub location: Option<String>,
+    /// Why the event was not delivered there.
+    pub reason: String,
+}
+
+impl fmt::Display for RedirectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let to = self
+            .location
+            .as_ref()
+            .map(|location| format!(" to {location}"))
+            .unwrap_or_default();
+        match &self.answer {
+            Some(answer) => write!(f, "{answer}; redirect{to} not followed")?,
+            None => write!(f, "POST {} was redirected{to}", self.url)?,
+        }
+        write!(f, ", the event was not delivered: {}", self.reason)
+    }
+}
+
+impl std::error::Error for RedirectError {}
+
+/// The [`RedirectError`] an error of [`send_http`] or [`post_http`]
+/// carries, if the endpoint redirected the event and it was not delivered.
+pub fn redirect_error(err: &Error) -> Option<&RedirectError> {
+    match err {
+        Error::Provider { source, .. } => source.downcast_ref::<RedirectError>(),
+        _ => None,
+    }
+}
+
 /// The [`HttpStatusError`] an error of [`send_http`] or [`post_http`] carries,
-/// if the endpoint answered with a non-success status.
+/// if the endpoint answered with a non-success status (a redirect not
+/// followed included: the [`answer`](RedirectError::answer) of a
+/// [`RedirectError`]).
 ///
 /// ```
 /// use event_cloudevents::http::client::{HttpStatusError, status_error};
@@ -121,7 +192,11 @@ impl std::error::Error for HttpStatusError {}
 /// ```
 pub fn status_error(err: &Error) -> Option<&HttpStatusError> {
     match err {
-        Error::Provider { source, .. } => source.downcast_ref::<HttpStatusError>(),
+        Error::Provider { source, .. } => source.downcast_ref::<HttpStatusError>().or_else(|| {
+            source
+                .downcast_ref::<RedirectError>()
+                .and_then(|redirect| redirect.answer.as_ref())
+        }),
         _ => None,
     }
 }
@@ -145,6 +220,9 @@ pub fn status_error(err: &Error) -> Option<&HttpStatusError> {
 ///   [`HttpStatusError`] source ([`status_error`]), which says whether the
 ///   status is worth retrying ([`HttpStatusError::is_retryable`]: `404`,
 ///   `408`, `409`, `429`, `5xx`) and how long a `429` or `503` asked to wait;
+/// - a redirect the event was not delivered through (below):
+///   [`Error::Provider`] with provider `"http"` and a [`RedirectError`]
+///   source ([`redirect_error`]), naming the `Location`;
 /// - a reply that is a malformed CloudEvent: [`Error::Serialization`];
 /// - a reply event over [`MAX_REPLY_SIZE`]: [`Error::PayloadTooLarge`],
 ///   read no further (the endpoint did accept the event; only its reply is
@@ -157,6 +235,18 @@ pub fn status_error(err: &Error) -> Option<&HttpStatusError> {
 /// Only the timeout and the connection errors are transient
 /// ([`Error::is_transient`]); an answered status is judged by
 /// [`HttpStatusError::is_retryable`].
+///
+/// Redirects: a `307` or `308` answer, which repeats the POST with the
+/// event, is followed within the origin (scheme, host and port), at most
+/// [`MAX_REDIRECTS`] times, whatever the client's redirect policy. A `301`,
+/// `302` or `303` is never reported as a delivery: an HTTP client repeats
+/// it as a GET without the event, and reqwest's default policy (that of
+/// `reqwest::Client::new()`) does so; this crate sees the answer come from
+/// another URL and fails with a [`RedirectError`]. So does a `307` or `308`
+/// to another origin (the client would send its default headers,
+/// credentials perhaps, to a host the caller did not name), more than
+/// [`MAX_REDIRECTS`] redirects, and any other `3xx`. None is transient,
+/// and a redirect answer is never [retryable](HttpStatusError::is_retryable).
 ///
 /// Every error names `url` redacted by [`redact_url`] (userinfo, query
 /// values and fragment shown as `***`; scheme, host, port and path kept),
@@ -289,8 +379,9 @@ async fn read_reply(
     Ok(body)
 }
 
-/// Sends the request (with `Prefer: reply` when `want_reply`); a non-2xx
-/// answer is the error it stands for.
+/// Sends the request (with `Prefer: reply` when `want_reply`), following
+/// `307` and `308` redirects within the origin; a non-2xx answer is the
+/// error it stands for.
 async fn post(
     client: &reqwest::Client,
     url: &str,
@@ -317,58 +408,202 @@ async fn post(
         }
     }
     .map_err(|e| Error::Serialization(format!("cannot encode CloudEvent for HTTP: {e}")))?;
+    let template = request
+        .build()
+        .map_err(|e| transport_error(url, e, Duration::ZERO))?;
+    let body = template
+        .body()
+        .and_then(reqwest::Body::as_bytes)
+        .map(Bytes::copy_from_slice)
+        .unwrap_or_default();
 
     let started = Instant::now();
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| transport_error(url, e, started.elapsed()))?;
-    let status = response.status();
-    if !status.is_success() {
-        let code = status.as_u16();
-        let retry_after = if code == 429 || code == 503 {
-            response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()))
-        } else {
-            None
-        };
-        // Read only the part the error keeps, for at most `BODY_WAIT`: an
-        // endless, huge or stalled error body must not stall the sender or
-        // fill its memory.
-        let mut body = Vec::new();
-        let _ = tokio::time::timeout(BODY_WAIT, async {
-            while body.len() <= ERROR_BODY_LIMIT {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                    // The status is the error; a body cut short does not matter.
-                    Ok(None) | Err(_) => break,
-                }
-            }
-        })
-        .await;
-        body.truncate(ERROR_BODY_LIMIT + 4); // room to finish a UTF-8 char
-        let mut text = String::from_utf8_lossy(&body).into_owned();
-        if text.len() > ERROR_BODY_LIMIT {
-            let mut cut = ERROR_BODY_LIMIT;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
+    let mut target = template.url().clone();
+    let mut redirects = 0;
+    loop {
+        let mut attempt = reqwest::Request::new(reqwest::Method::POST, target.clone());
+        *attempt.headers_mut() = template.headers().clone();
+        *attempt.version_mut() = template.version();
+        *attempt.timeout_mut() = template.timeout().copied();
+        *attempt.body_mut() = Some(reqwest::Body::wrap(EventBody(Some(body.clone()))));
+        let response = client
+            .execute(attempt)
+            .await
+            .map_err(|e| transport_error(url, e, started.elapsed()))?;
+        if !same_resource(response.url(), &target) {
+            // The client followed a redirect, and with this body only a
+            // 301, 302 or 303 (see `EventBody`): the answer is to a GET.
+            let location = redact_url(response.url().as_str());
+            discard_body(response);
+            return Err(Error::provider(
+                "http",
+                RedirectError {
+                    url: redact_url(url),
+                    answer: None,
+                    location: Some(location),
+                    reason: "the endpoint answered with a 301, 302 or 303, which the HTTP \
+                             client followed with a GET without the event; send the event to \
+                             the new URL"
+                        .into(),
+                },
+            ));
         }
-        return Err(Error::provider(
-            "http",
-            HttpStatusError {
-                url: redact_url(url),
-                status: code,
-                body: text,
-                retry_after,
-            },
-        ));
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| target.join(v).ok())
+                .filter(|next| matches!(next.scheme(), "http" | "https"));
+            let reason = match (location, status.as_u16()) {
+                (Some(mut next), 307 | 308)
+                    if redirects < MAX_REDIRECTS && same_origin(&next, &target) =>
+                {
+                    // the request's headers carry the credentials
+                    let _ = next.set_username("");
+                    let _ = next.set_password(None);
+                    redirects += 1;
+                    target = next;
+                    discard_body(response);
+                    continue;
+                }
+                (Some(next), 307 | 308) if redirects < MAX_REDIRECTS => (
+                    Some(next),
+                    "it leads to another origin (scheme, host or port), and a 307 or 308 is \
+                     followed only within the origin (the client would send its default \
+                     headers, credentials perhaps, along); send the event to that URL"
+                        .to_string(),
+                ),
+                (Some(next), 307 | 308) => {
+                    (Some(next), format!("more than {MAX_REDIRECTS} redirects"))
+                }
+                (Some(next), 301..=303) => (
+                    Some(next),
+                    "an HTTP client repeats a 301, 302 or 303 as a GET without the event; \
+                     send the event to that URL"
+                        .to_string(),
+                ),
+                (next, _) => (
+                    next,
+                    "no Location to repeat the POST at (a 307 or 308 with an http or https \
+                     Location is followed)"
+                        .to_string(),
+                ),
+            };
+            let (location, reason) = reason;
+            let answer = status_answer(response, url).await;
+            return Err(Error::provider(
+                "http",
+                RedirectError {
+                    url: redact_url(url),
+                    answer: Some(answer),
+                    location: location.map(|next| redact_url(next.as_str())),
+                    reason,
+                },
+            ));
+        }
+        if !status.is_success() {
+            return Err(Error::provider("http", status_answer(response, url).await));
+        }
+        return Ok(response);
     }
-    Ok(response)
+}
+
+/// Whether two URLs name the same resource to reqwest (which keeps no
+/// fragment and moves the userinfo into a header).
+fn same_resource(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    same_origin(a, b) && a.path() == b.path() && a.query() == b.query()
+}
+
+/// Whether two URLs have the same origin: scheme, host and port.
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// The event as a request body that the HTTP client cannot send twice.
+///
+/// reqwest repeats a body it can copy when it follows a `307` or `308`, and
+/// follows a `301`, `302` or `303` as a GET without it: the final answer
+/// does not say which happened, so a delivery could not tell a GET's `200`
+/// from the event's. With this body the client follows no `307` or `308`
+/// (they come back to [`post`], which follows them within the origin), so
+/// any redirect it did follow dropped the event. Empty, it still has no
+/// exact size, which would let the client copy it.
+struct EventBody(Option<Bytes>);
+
+impl http_body::Body for EventBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(
+            self.0
+                .take()
+                .filter(|bytes| !bytes.is_empty())
+                .map(|bytes| Ok(http_body::Frame::data(bytes))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.0 {
+            Some(bytes) if !bytes.is_empty() => http_body::SizeHint::with_exact(bytes.len() as u64),
+            _ => http_body::SizeHint::default(),
+        }
+    }
+}
+
+/// The [`HttpStatusError`] a non-success answer stands for, with the start
+/// of its body (read for at most `BODY_WAIT`).
+async fn status_answer(mut response: reqwest::Response, url: &str) -> HttpStatusError {
+    let code = response.status().as_u16();
+    let retry_after = if code == 429 || code == 503 {
+        response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+    } else {
+        None
+    };
+    // Read only the part the error keeps, for at most `BODY_WAIT`: an
+    // endless, huge or stalled error body must not stall the sender or
+    // fill its memory.
+    let mut body = Vec::new();
+    let _ = tokio::time::timeout(BODY_WAIT, async {
+        while body.len() <= ERROR_BODY_LIMIT {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                // The status is the error; a body cut short does not matter.
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+    body.truncate(ERROR_BODY_LIMIT + 4); // room to finish a UTF-8 char
+    let mut text = String::from_utf8_lossy(&body).into_owned();
+    if text.len() > ERROR_BODY_LIMIT {
+        let mut cut = ERROR_BODY_LIMIT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    HttpStatusError {
+        url: redact_url(url),
+        status: code,
+        body: text,
+        retry_after,
+    }
 }
 
 /// The longest delay a `Retry-After` value is read as (about 136 years).
@@ -398,7 +633,24 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 fn transport_error(url: &str, err: reqwest::Error, elapsed: Duration) -> Error {
     let url = redact_url(url);
     let err = err.without_url();
-    if err.is_builder() {
+    if err.is_redirect() {
+        // The client's own redirect policy gave up (say "too many
+        // redirects"): only after a 301, 302 or 303, which had dropped the
+        // event (see `EventBody`). Not transient: it would happen again.
+        Error::provider(
+            "http",
+            RedirectError {
+                url,
+                answer: None,
+                location: None,
+                reason: format!(
+                    "the HTTP client followed a 301, 302 or 303 with a GET without the event, \
+                     then gave up: {}",
+                    error_chain(&err)
+                ),
+            },
+        )
+    } else if err.is_builder() {
         Error::Serialization(format!(
             "cannot build the HTTP request for POST {url}: {}",
             error_chain(&err)
