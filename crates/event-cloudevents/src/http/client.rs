@@ -19,6 +19,12 @@ const ERROR_BODY_LIMIT: usize = 512;
 /// limit an axum receiver applies by default).
 pub const MAX_REPLY_SIZE: usize = 2 * 1024 * 1024;
 
+/// The longest wait for the body of a reply event, from the answer's head
+/// (10 s: 2 MiB, [`MAX_REPLY_SIZE`], at 200 KiB/s). The endpoint has accepted
+/// the event by then: a body that does not arrive in time is a
+/// [`ReplyLost`], which is not retried.
+pub const REPLY_WAIT: Duration = Duration::from_secs(10);
+
 /// A success body nobody reads is still read to its end when it announces at
 /// most this many bytes, so that the connection can be reused.
 const DRAIN_LIMIT: u64 = 64 * 1024;
@@ -163,6 +169,47 @@ impl fmt::Display for RedirectError {
 
 impl std::error::Error for RedirectError {}
 
+/// The endpoint accepted the event with a `200` answer carrying a reply
+/// event, whose body could not be read: it broke off, or did not arrive
+/// within [`REPLY_WAIT`] or the client's timeout (carried by
+/// [`Error::Provider`] with provider `"http"`; [`reply_lost`] finds it).
+///
+/// The event was delivered: do not send it again (the endpoint would
+/// receive it twice). [`Error::is_transient`] is `false`, although what
+/// failed is the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplyLost {
+    /// The URL the event was sent to, redacted by [`redact_url`].
+    pub url: String,
+    /// The status of the answer (`200`).
+    pub status: u16,
+    /// What happened to the reply's body.
+    pub reason: String,
+}
+
+impl fmt::Display for ReplyLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "POST {} answered HTTP {}: the event was delivered, but its reply was lost ({}); \
+             do not send the event again",
+            self.url, self.status, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ReplyLost {}
+
+/// The [`ReplyLost`] an error of [`send_http`] carries, if the event was
+/// delivered but its reply could not be read.
+pub fn reply_lost(err: &Error) -> Option<&ReplyLost> {
+    match err {
+        Error::Provider { source, .. } => source.downcast_ref::<ReplyLost>(),
+        _ => None,
+    }
+}
+
 /// The [`RedirectError`] an error of [`send_http`] or [`post_http`]
 /// carries, if the endpoint redirected the event and it was not delivered.
 pub fn redirect_error(err: &Error) -> Option<&RedirectError> {
@@ -226,14 +273,21 @@ pub fn status_error(err: &Error) -> Option<&HttpStatusError> {
 /// - a reply that is a malformed CloudEvent: [`Error::Serialization`];
 /// - a reply event over [`MAX_REPLY_SIZE`]: [`Error::PayloadTooLarge`],
 ///   read no further (the endpoint did accept the event; only its reply is
-///   refused).
+///   refused);
+/// - a reply event whose body breaks off, or does not arrive within
+///   [`REPLY_WAIT`] (10 s) or the client's timeout: [`Error::Provider`]
+///   with provider `"http"` and a [`ReplyLost`] source ([`reply_lost`]),
+///   saying the event was delivered but the reply was lost. It is not
+///   transient: the endpoint has accepted the event, and sending it again
+///   would deliver it twice.
 ///
 /// An error answer's body is read for at most a second (the start of it is
-/// kept in the error), so a stalled body cannot stall the sender; this needs
-/// a Tokio runtime with the time driver.
+/// kept in the error), and a reply's for at most [`REPLY_WAIT`], so a
+/// stalled body cannot stall the sender; this needs a Tokio runtime with the
+/// time driver.
 ///
-/// Only the timeout and the connection errors are transient
-/// ([`Error::is_transient`]); an answered status is judged by
+/// Only the timeout and the connection errors before an answer are
+/// transient ([`Error::is_transient`]); an answered status is judged by
 /// [`HttpStatusError::is_retryable`].
 ///
 /// Redirects: a `307` or `308` answer, which repeats the POST with the
@@ -311,7 +365,6 @@ pub async fn send_cloudevent_http(
     event: CloudEvent,
     mode: Mode,
 ) -> Result<Option<CloudEvent>> {
-    let started = Instant::now();
     let response = post(client, url, event, mode, true).await?;
     let headers = response.headers().clone();
     // Only a 200 carries a reply: a 202 is "accepted", whatever its body.
@@ -319,7 +372,7 @@ pub async fn send_cloudevent_http(
         discard_body(response);
         return Ok(None);
     }
-    let body = read_reply(response, url, started).await?;
+    let body = read_reply(response, url).await?;
     Ok(Some(cloudevent_from_http(&headers, body)?))
 }
 
@@ -350,12 +403,10 @@ fn discard_body(mut response: reqwest::Response) {
     }
 }
 
-/// The body of a reply event, at most [`MAX_REPLY_SIZE`] bytes.
-async fn read_reply(
-    mut response: reqwest::Response,
-    url: &str,
-    started: Instant,
-) -> Result<Vec<u8>> {
+/// The body of a reply event, at most [`MAX_REPLY_SIZE`] bytes, read for at
+/// most [`REPLY_WAIT`]. The endpoint has accepted the event: a body that
+/// breaks off or stalls is a [`ReplyLost`], not a transient error.
+async fn read_reply(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>> {
     let too_large = |size: usize| Error::PayloadTooLarge {
         size,
         max: MAX_REPLY_SIZE,
@@ -365,18 +416,44 @@ async fn read_reply(
     {
         return Err(too_large(usize::try_from(announced).unwrap_or(usize::MAX)));
     }
+    let status = response.status().as_u16();
+    let lost = |reason: String| {
+        Error::provider(
+            "http",
+            ReplyLost {
+                url: redact_url(url),
+                status,
+                reason,
+            },
+        )
+    };
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(url, e, started.elapsed()))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_REPLY_SIZE {
-            return Err(too_large(body.len()));
+    let read = tokio::time::timeout(REPLY_WAIT, async {
+        while let Some(chunk) = response.chunk().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_REPLY_SIZE {
+                return Ok(Some(body.len()));
+            }
         }
+        Ok::<_, reqwest::Error>(None)
+    })
+    .await;
+    match read {
+        Ok(Ok(None)) => Ok(body),
+        Ok(Ok(Some(size))) => Err(too_large(size)),
+        Ok(Err(err)) => {
+            let err = err.without_url();
+            Err(lost(if err.is_timeout() {
+                "its body did not arrive within the client's timeout".to_string()
+            } else {
+                format!("its body broke off: {}", error_chain(&err))
+            }))
+        }
+        Err(_) => Err(lost(format!(
+            "its body did not arrive within {} s",
+            REPLY_WAIT.as_secs()
+        ))),
     }
-    Ok(body)
 }
 
 /// Sends the request (with `Prefer: reply` when `want_reply`), following
