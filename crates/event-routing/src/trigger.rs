@@ -36,9 +36,11 @@ pub enum BackoffPolicy {
 /// other status (a `400` for an unparsable event, a `403`, a `410` ...)
 /// cannot succeed by sending the same event again, so the delivery ends at
 /// once and the event goes to the dead-letter sink, its `dlqattempts` the
-/// attempts made and its `dlqreason` naming the status. Errors of other
-/// sinks (a handler, a topic) are always retried: user code may fail
-/// transiently with any error.
+/// attempts made and its `dlqreason` naming the status. Nor is a redirect
+/// the event was not delivered through (a `RedirectError`) or a reply lost
+/// after the endpoint accepted the event (a `ReplyLost`: sending it again
+/// would deliver it twice). Errors of other sinks (a handler, a topic) are
+/// always retried: user code may fail transiently with any error.
 ///
 /// A `429` or `503` answer's `Retry-After` (seconds or an HTTP date) sets
 /// the wait before the next retry, as Knative's `retryAfterMax` does: the

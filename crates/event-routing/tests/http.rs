@@ -175,11 +175,8 @@ async fn a_redirect_that_would_drop_the_event_fails_the_delivery() {
             let err = sink.deliver(&order()).await.unwrap_err();
             assert!(err.to_string().contains(&status.to_string()), "{err}");
         }
-        assert!(
-            moved.lock().is_empty(),
-            "{status}: followed to {:?}",
-            moved.lock()
-        );
+        let followed = moved.lock().clone();
+        assert!(followed.is_empty(), "{status}: followed to {followed:?}");
     }
     // 307 and 308 repeat the POST with its body: followed.
     for status in [307, 308] {
@@ -908,19 +905,7 @@ async fn scripted_server(answers: Vec<Answer>) -> (String, Arc<Mutex<Vec<std::ti
 /// A broker with one trigger delivering every event to `url` per `spec`,
 /// dead-lettering into the returned collector.
 fn broker_to(url: &str, spec: DeliverySpec) -> (Broker, Arc<CollectorSink>) {
-    let broker = Broker::new();
-    let dead = Arc::new(CollectorSink::new("dead"));
-    broker
-        .add_trigger(
-            Trigger::new(
-                "hook",
-                TriggerFilter::all(),
-                Arc::new(HttpSink::new("hook", url).unwrap()),
-            )
-            .with_delivery(spec.with_dead_letter_sink(dead.clone())),
-        )
-        .unwrap();
-    (broker, dead)
+    broker_to_sink(HttpSink::new("hook", url).unwrap(), spec)
 }
 
 fn quick_retries(retries: u32) -> DeliverySpec {
@@ -2014,4 +1999,61 @@ async fn a_declared_body_over_the_limit_is_answered_413_at_once() {
     let (headers, body) = event_of_size(1024);
     assert_eq!(send(addr, "/events", headers, body).await.0, 202);
     source.stop().await.unwrap();
+}
+
+/// A broker whose one trigger delivers to `sink` with `spec`, dead letters
+/// collected.
+fn broker_to_sink(sink: HttpSink, spec: DeliverySpec) -> (Broker, Arc<CollectorSink>) {
+    let dead = Arc::new(CollectorSink::new("dead"));
+    let broker = Broker::new();
+    broker
+        .add_trigger(
+            Trigger::new("hook", TriggerFilter::all(), Arc::new(sink))
+                .with_delivery(spec.with_dead_letter_sink(dead.clone())),
+        )
+        .unwrap();
+    (broker, dead)
+}
+
+/// Redirects are not delivered and not retried, whatever the client: a
+/// `302` that a client with reqwest's default policy followed with a GET
+/// (the answer then came from another URL: no status of the endpoint's to
+/// judge, and it used to be retried), and a `307` loop (it used to take 11
+/// requests per attempt, 44 with 3 retries).
+#[tokio::test]
+async fn redirects_are_dead_lettered_at_once_whatever_the_client() {
+    let (url, moved) = redirecting_server(302).await;
+    let sink = HttpSink::new("hook", url)
+        .unwrap()
+        .with_client(reqwest::Client::new());
+    let (broker, dead) = broker_to_sink(sink, quick_retries(3));
+    let result = broker.route(&order()).await;
+    assert_eq!((result.failed, result.dead_lettered), (1, 1));
+    let followed = moved.lock().clone();
+    assert_eq!(followed.len(), 1, "one GET, no retry: {followed:?}");
+    let letter = &dead.events()[0].metadata;
+    assert_eq!(letter["dlqattempts"], "1");
+    assert!(letter["dlqreason"].contains("redirected"), "{letter:?}");
+    assert_eq!(broker.metrics().retries, 0);
+
+    // /loop redirects to itself, counting the requests
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = requests.clone();
+    let app = Router::new().route(
+        "/loop",
+        post(move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { (StatusCode::TEMPORARY_REDIRECT, [("location", "/loop")]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let sink = HttpSink::new("hook", format!("http://{addr}/loop")).unwrap();
+    let (broker, dead) = broker_to_sink(sink, quick_retries(3));
+    let result = broker.route(&order()).await;
+    assert_eq!((result.failed, result.dead_lettered), (1, 1));
+    // the POST and its 10 redirects, once
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 11);
+    assert_eq!(dead.events()[0].metadata["dlqattempts"], "1");
 }

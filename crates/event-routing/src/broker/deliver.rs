@@ -98,15 +98,27 @@ struct Verdict {
 }
 
 /// Judges a failed attempt: an HTTP answer by its status, as Knative does
-/// (see [`DeliverySpec`](crate::DeliverySpec)); any other error is retried,
-/// since user code may fail transiently with any error.
+/// (see [`DeliverySpec`](crate::DeliverySpec)); a redirect the event was not
+/// delivered through, and a reply lost after the endpoint accepted the
+/// event, are not retried (the same redirect again; a second delivery);
+/// any other error is retried, since user code may fail transiently with
+/// any error.
 fn judge(err: &Error) -> Verdict {
     #[cfg(feature = "http")]
-    if let Some(answer) = event_cloudevents::http::client::status_error(err) {
-        return Verdict {
-            retry: answer.is_retryable(),
-            retry_after: answer.retry_after,
-        };
+    {
+        use event_cloudevents::http::client::{redirect_error, reply_lost, status_error};
+        if let Some(answer) = status_error(err) {
+            return Verdict {
+                retry: answer.is_retryable(),
+                retry_after: answer.retry_after,
+            };
+        }
+        if redirect_error(err).is_some() || reply_lost(err).is_some() {
+            return Verdict {
+                retry: false,
+                retry_after: None,
+            };
+        }
     }
     let _ = err;
     Verdict {

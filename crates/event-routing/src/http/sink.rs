@@ -51,11 +51,15 @@ use std::time::Duration;
 /// host, port and path kept). A token in the path is shown: pass it in the
 /// userinfo or query instead.
 ///
-/// Redirects: a `307` or `308` answer is followed (at most 10 times), since
-/// it repeats the POST with the event. A `301`, `302` or `303` is not: an
-/// HTTP client turns the POST into a GET without a body there, so following
-/// it would count an event nobody received as delivered; it fails the
-/// delivery, which is not retried (Knative does not retry a `3xx` either).
+/// Redirects (see `event_cloudevents::http::client::send_http`): a `307`
+/// or `308` answer within the origin (scheme, host and port) is followed,
+/// at most 10 times, since it repeats the POST with the event. Any other
+/// redirect fails the delivery, which is not retried (Knative does not
+/// retry a `3xx` either): a `301`, `302` or `303`, which an HTTP client
+/// turns into a GET without the event (so following it would count an
+/// event nobody received as delivered), a `307` or `308` to another origin
+/// (which would take the client's default headers, credentials perhaps,
+/// to a host you did not name), and a redirect loop.
 ///
 /// ```no_run
 /// use event_routing::http::{HttpSink, Mode};
@@ -118,11 +122,11 @@ impl HttpSink {
 
     /// Uses `client` (TLS settings, proxies, pools, timeouts).
     ///
-    /// Its redirect policy is used as it is: reqwest's default follows a
-    /// `301`, `302` or `303` answer with a GET that carries no event, which
-    /// then counts as delivered. Give it a policy that follows only `307` and
-    /// `308` (as [`new`](Self::new)'s client does), or
-    /// `reqwest::redirect::Policy::none()`.
+    /// Whatever its redirect policy, redirects are handled as the type
+    /// docs say: the event's body cannot be replayed by the client, so it
+    /// follows no `307` or `308` itself, and a `301`, `302` or `303` it
+    /// follows (reqwest's default policy does) fails the delivery as not
+    /// delivered, without retries.
     #[must_use]
     pub fn with_client(mut self, client: reqwest::Client) -> Self {
         self.client = client;
@@ -131,7 +135,7 @@ impl HttpSink {
 
     /// Uses a client whose requests time out after `timeout` (prefer the
     /// trigger's [`DeliverySpec`](crate::DeliverySpec) timeout, which covers
-    /// any sink), with [`new`](Self::new)'s redirect policy.
+    /// any sink), following no redirect itself, as [`new`](Self::new)'s.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Result<Self> {
         self.client = client(reqwest::Client::builder().timeout(timeout))?;
         Ok(self)
@@ -160,23 +164,12 @@ impl std::fmt::Debug for HttpSink {
     }
 }
 
-/// Redirects followed before a delivery fails.
-const MAX_REDIRECTS: usize = 10;
-
-/// A client following only the redirects that repeat the POST with its body
-/// (`307`, `308`); any other redirect is returned as the (failing) answer.
+/// A client that follows no redirect itself: every redirect answer comes
+/// back to `post_http`, which follows a `307` or `308` within the origin
+/// and fails the delivery on any other.
 fn client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
-    let policy = reqwest::redirect::Policy::custom(|attempt| {
-        if !matches!(attempt.status().as_u16(), 307 | 308) {
-            attempt.stop()
-        } else if attempt.previous().len() >= MAX_REDIRECTS {
-            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-        } else {
-            attempt.follow()
-        }
-    });
     builder
-        .redirect(policy)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| Error::invalid_config("http_sink.client", e.to_string()))
 }
