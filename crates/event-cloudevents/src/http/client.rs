@@ -7,7 +7,7 @@ use bytes::Bytes;
 use cloudevents::binding::reqwest::{RequestSerializer, event_to_request};
 use cloudevents::message::StructuredDeserializer;
 use event_core::{Error, Event, Result};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -55,7 +55,10 @@ pub struct HttpStatusError {
     pub url: String,
     /// The HTTP status code.
     pub status: u16,
-    /// The start of the response body (at most 512 bytes, lossy UTF-8).
+    /// The start of the response body (at most 512 bytes, lossy UTF-8), as
+    /// the endpoint sent it; `Display` escapes its control characters
+    /// (`\r`, `\n`, `\u{1b}` ...), so that an endpoint cannot break or forge
+    /// log lines.
     pub body: String,
     /// How long a `429` or `503` answer asked the sender to wait before
     /// trying again, from its `Retry-After` header (delay-seconds or an
@@ -99,7 +102,17 @@ impl fmt::Display for HttpStatusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "POST {} answered HTTP {}", self.url, self.status)?;
         if !self.body.is_empty() {
-            write!(f, ": {}", self.body)?;
+            // the endpoint's text: its control characters escaped, so that
+            // it cannot break the log line (or dead-letter reason) it ends
+            // up in, nor forge another one
+            f.write_str(": ")?;
+            for c in self.body.chars() {
+                if c.is_control() {
+                    write!(f, "{}", c.escape_default())?;
+                } else {
+                    f.write_char(c)?;
+                }
+            }
         }
         if self.status == 431 {
             // what binary mode does with many metadata entries, and the
@@ -757,6 +770,29 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An endpoint's error body goes into logs and dead-letter reasons
+    /// through `Display`: its line breaks and terminal escapes are shown
+    /// escaped, never written raw; the field keeps what was sent.
+    #[test]
+    fn an_error_body_cannot_break_or_forge_a_log_line() {
+        let sent = "denied\r\n2026-12-01T00:00:00Z INFO FAKE LOG LINE \u{1b}[31mred\u{7}\0 é";
+        let answer = HttpStatusError {
+            url: "http://host/hook".into(),
+            status: 403,
+            body: sent.into(),
+            retry_after: None,
+        };
+        let shown = answer.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(
+            shown.ends_with(
+                "denied\\r\\n2026-12-01T00:00:00Z INFO FAKE LOG LINE \\u{1b}[31mred\\u{7}\\u{0} é"
+            ),
+            "{shown}"
+        );
+        assert_eq!(answer.body, sent);
+    }
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
