@@ -535,6 +535,7 @@ pub trait Acker: Send + Sync {
 /// }
 /// # Ok(()) }
 /// ```
+#[must_use = "a delivery left unsettled is redelivered after its ack wait"]
 pub struct PendingEvent {
     /// The delivered event and its context.
     pub received: ReceivedEvent,
@@ -639,7 +640,6 @@ impl PendingEvent {
     /// that keeps a long task alive with [`in_progress`](Self::in_progress)
     /// needs it when the subscription left the wait to the provider's
     /// default. The memory and NATS providers report it.
-    #[must_use]
     pub fn with_ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = Some(AckWait::Fixed(wait));
         self
@@ -651,7 +651,6 @@ impl PendingEvent {
     /// then returns the wait in effect at each call. Replaces what
     /// [`with_ack_wait`](Self::with_ack_wait) recorded. The memory and NATS
     /// providers report their durables' waits this way.
-    #[must_use]
     pub fn with_live_ack_wait(mut self, wait: LiveAckWait) -> Self {
         self.ack_wait = Some(AckWait::Live(wait));
         self
@@ -672,7 +671,6 @@ impl PendingEvent {
 
     /// Transforms the delivered event (the bus decrypts it), keeping the
     /// acker and what the provider reported (`max_deliver`, the ack wait).
-    #[must_use]
     pub fn map_received(mut self, f: impl FnOnce(ReceivedEvent) -> ReceivedEvent) -> Self {
         self.received = f(self.received);
         self

@@ -45,6 +45,8 @@ impl fmt::Display for Incompatibility {
     }
 }
 
+impl std::error::Error for Incompatibility {}
+
 type Check = Result<(), Incompatibility>;
 
 /// Whether a consumer using `reader` can read every payload valid under

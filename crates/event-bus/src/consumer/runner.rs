@@ -256,6 +256,7 @@ impl Failures {
 /// [`ConsumerConfig::shutdown_timeout`] (nothing waits for it: the
 /// subscriptions' `close` runs to its end, however long the provider takes,
 /// in the background).
+#[must_use = "dropping the handle shuts the consumer down"]
 pub struct ConsumerHandle {
     /// `Some(deadline)` once shutdown was requested.
     stop: watch::Sender<Option<Instant>>,

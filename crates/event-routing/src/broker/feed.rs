@@ -64,6 +64,7 @@ pub struct FeedStats {
 }
 
 #[cfg(feature = "bus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
 impl FeedStats {
     /// The counters with their Prometheus names and HELP texts.
     fn families(&self) -> [(&'static str, &'static str, u64); 7] {
@@ -196,6 +197,7 @@ impl FeedStats {
 /// consumer was deleted). Other subscription errors (a lost connection) are
 /// counted and retried after `feed_retry_delay`.
 #[derive(Debug)]
+#[must_use = "the handle is what stops the feed: dropped, the feed runs until its subscription ends"]
 pub struct BrokerFeed {
     stop: watch::Sender<Option<Stop>>,
     task: JoinHandle<()>,

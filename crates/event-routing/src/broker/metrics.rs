@@ -172,6 +172,7 @@ impl BrokerMetrics {
 }
 
 #[cfg(feature = "bus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
 impl BrokerMetrics {
     /// Renders the snapshot in the Prometheus text exposition format
     /// (0.0.4), as [`MetricsSnapshot::to_prometheus`](event_bus::MetricsSnapshot::to_prometheus)

@@ -873,6 +873,7 @@ impl WebhookSource {
     /// finish before closing their connections and returning; zero closes
     /// them at once. Default [`DEFAULT_SHUTDOWN_GRACE`]. See the
     /// [type's documentation](Self) for what happens to a request cut off.
+    #[must_use]
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
@@ -930,6 +931,7 @@ impl WebhookSource {
     ///     });
     /// # let _ = webhook;
     /// ```
+    #[must_use]
     pub fn with_subject_mapping(
         mut self,
         mapper: impl Fn(&CloudEvent) -> Option<String> + Send + Sync + 'static,
