@@ -541,6 +541,12 @@ pub struct NatsOptions {
     /// the provider creates it; an existing stream keeps its own unless
     /// [`existing_stream`](Self::existing_stream) says otherwise (the
     /// stream's window is the one deduplication uses).
+    ///
+    /// Default 120 s, or the stream's `max_age_secs` when that is shorter
+    /// (as JetStream does for a stream created without a window: a window
+    /// longer than the stream keeps its events is refused). A longer
+    /// window set explicitly is
+    /// [`Error::InvalidConfig`](event_core::Error::InvalidConfig).
     pub duplicate_window: Duration,
     /// Stream replicas (1 on a single server; 3 or 5 in a cluster). More
     /// than 1 on a server whose JetStream has no cluster is
@@ -578,6 +584,9 @@ pub struct NatsOptions {
     pub ping_interval: Duration,
 }
 
+/// [`NatsOptions::duplicate_window`]'s default: 120 s (JetStream's own).
+pub(crate) const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
 impl Default for NatsOptions {
     fn default() -> Self {
         Self {
@@ -586,7 +595,7 @@ impl Default for NatsOptions {
             nkey_seed: None,
             tls: TlsOptions::default(),
             client_name: None,
-            duplicate_window: Duration::from_secs(120),
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             replicas: 1,
             discard: DiscardPolicy::Old,
             existing_stream: ExistingStream::Adopt,

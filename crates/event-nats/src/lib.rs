@@ -47,7 +47,7 @@
 //! | file or memory storage | `storage` | file |
 //! | retention limits (0 = unlimited)¹ | `max_events`, `max_age_secs`, `max_bytes` | 100,000 / 7 days / unlimited |
 //! | connect and request timeouts | `connect_timeout_secs`, `request_timeout_secs` | 5 s / 10 s |
-//! | dedup window for `Nats-Msg-Id`¹ | `NatsOptions::duplicate_window` | 2 min |
+//! | dedup window for `Nats-Msg-Id`¹ | `NatsOptions::duplicate_window` | 2 min (the max age, if shorter) |
 //! | replicas (clusters)¹ | `NatsOptions::replicas` | 1 |
 //! | discard policy when full¹ | `NatsOptions::discard` | old |
 //! | what connecting does to an existing stream | `NatsOptions::existing_stream` | [`ExistingStream::Adopt`] |

@@ -308,18 +308,28 @@ impl NatsProvider {
 
     /// Connects with production [`NatsOptions`] (user/password, nkey, TLS,
     /// duplicate window, replicas, discard policy, flow control).
-    pub async fn connect_with(config: NatsConfig, options: NatsOptions) -> Result<Self> {
+    pub async fn connect_with(config: NatsConfig, mut options: NatsOptions) -> Result<Self> {
         config.validate()?;
         options.validate()?;
         let (servers, url_credentials) = split_url_credentials(&config.url)?;
         check_one_auth_method(&config, &options, url_credentials.is_some())?;
-        if config.max_age_secs > 0
-            && options.duplicate_window > Duration::from_secs(config.max_age_secs)
-        {
-            return Err(Error::invalid_config(
-                "duplicate_window",
-                "must not be longer than max_age_secs",
-            ));
+        let max_age = Duration::from_secs(config.max_age_secs);
+        if config.max_age_secs > 0 && options.duplicate_window > max_age {
+            if options.duplicate_window != crate::config::DEFAULT_DUPLICATE_WINDOW {
+                return Err(Error::invalid_config(
+                    "duplicate_window",
+                    format!(
+                        "NatsOptions::duplicate_window is {} s, longer than NatsConfig::max_age_secs \
+                         ({} s): JetStream refuses a window longer than the stream keeps its events; \
+                         shorten the window or lengthen max_age_secs",
+                        options.duplicate_window.as_secs_f64(),
+                        config.max_age_secs
+                    ),
+                ));
+            }
+            // the default: as JetStream does for a stream created without
+            // a window
+            options.duplicate_window = max_age;
         }
         let link = Arc::new(Link::default());
         let connect_options =

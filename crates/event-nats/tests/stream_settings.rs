@@ -259,3 +259,41 @@ async fn subjects_overlapping_another_stream_name_it_and_the_subject() {
         other => panic!("expected Conflict, got {other:?}"),
     }
 }
+
+/// A `max_age_secs` shorter than the default 120 s duplicate window: the
+/// original library created such streams (JetStream then takes the max age
+/// as the window), and so does this one, with the window at the max age.
+/// A longer window set explicitly is refused, naming both values.
+#[tokio::test]
+async fn a_short_max_age_shortens_the_default_duplicate_window() {
+    let server = server!("a_short_max_age_shortens_the_default_duplicate_window");
+    let config = NatsConfig {
+        max_age_secs: 60,
+        ..common::config(&server, "short_age")
+    };
+    let provider = NatsProvider::connect(config.clone()).await.unwrap();
+    provider.publish(&event(&provider, "a", 1)).await.unwrap();
+    let client = async_nats::connect(&config.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(&config.stream_name).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.config.duplicate_window,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(info.config.max_age, std::time::Duration::from_secs(60));
+
+    let explicit = event_nats::NatsOptions {
+        duplicate_window: std::time::Duration::from_secs(300),
+        ..event_nats::NatsOptions::default()
+    };
+    let err = NatsProvider::connect_with(config, explicit)
+        .await
+        .expect_err("a window longer than the max age");
+    assert!(
+        matches!(&err, Error::InvalidConfig { field, .. } if field == "duplicate_window")
+            && err.to_string().contains("300 s")
+            && err.to_string().contains("(60 s)"),
+        "{err}"
+    );
+}
