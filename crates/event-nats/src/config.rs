@@ -549,7 +549,7 @@ pub struct NatsOptions {
     /// [`Error::InvalidConfig`](event_core::Error::InvalidConfig).
     pub duplicate_window: Duration,
     /// Stream replicas (1 on a single server; 3 or 5 in a cluster). More
-    /// than 1 on a server whose JetStream has no cluster is
+    /// than 1 where JetStream runs without a cluster is
     /// [`Error::InvalidConfig`](event_core::Error::InvalidConfig), when
     /// creating the stream and when
     /// [`ExistingStream::Update`] would apply it to an existing one (the

@@ -422,29 +422,30 @@ async fn reconcile_stream(
     }
 }
 
-/// Refuses `replicas` above 1 on a server whose JetStream is not
-/// clustered. Creating such a stream is refused by the server itself, but
-/// an update to it is accepted (nats-server 2.9), and from then on every
-/// consumer that takes the stream's replicas is refused ("replicas > 1 not
-/// supported in non-clustered mode"): every ephemeral subscription on the
-/// stream, for every service using it. A server that runs JetStream and
-/// names no cluster is not clustered; one without JetStream of its own (a
-/// leaf node reaching a hub's) is left to the hub to judge.
-fn check_clustered(js: &jetstream::Context, replicas: usize) -> Result<()> {
-    let info = js.client().server_info();
-    if info.jetstream && info.cluster.is_none() {
-        return Err(Error::invalid_config(
-            "replicas",
-            format!(
-                "NatsOptions::replicas is {replicas}, but server {} runs JetStream without a \
-                 cluster (replicas above 1 need a JetStream cluster); the stream was left as it \
-                 is (updated to {replicas} replicas, every consumer that follows them would be \
-                 refused)",
-                info.server_name
-            ),
-        ));
+/// Refuses `replicas` above 1 for a stream whose JetStream is not
+/// clustered (`clustered`: its info names no cluster). Creating such a
+/// stream is refused by the server itself, but an update to it is accepted
+/// (nats-server 2.9), and from then on every consumer that takes the
+/// stream's replicas is refused ("replicas > 1 not supported in
+/// non-clustered mode"): every ephemeral subscription on the stream, for
+/// every service using it. The stream's info is the one to ask: a server
+/// whose config names a cluster without running one says so in its INFO,
+/// and the server a client is connected to (a leaf node) may not be the one
+/// holding the stream.
+fn check_clustered(js: &jetstream::Context, clustered: bool, replicas: usize) -> Result<()> {
+    if clustered {
+        return Ok(());
     }
-    Ok(())
+    let server = js.client().server_info().server_name;
+    Err(Error::invalid_config(
+        "replicas",
+        format!(
+            "NatsOptions::replicas is {replicas}, but the stream's JetStream (server {server}) \
+             runs without a cluster (replicas above 1 need a JetStream cluster); the stream was \
+             left as it is (updated to {replicas} replicas, every consumer that follows them \
+             would be refused)"
+        ),
+    ))
 }
 
 /// Why [`update_or_create`] did not end with the stream.
@@ -473,12 +474,17 @@ async fn update_or_create(
     let name = &config.stream_name;
     match js.get_stream(name).await {
         Ok(mut existing) => {
-            let current = existing
+            let info = existing
                 .info()
                 .await
-                .map_err(|e| error::map("stream info", e, timeout))?
-                .config
-                .clone();
+                .map_err(|e| error::map("stream info", e, timeout))?;
+            let current = info.config.clone();
+            // a JetStream cluster names itself in the stream's info
+            let clustered = info
+                .cluster
+                .as_ref()
+                .and_then(|cluster| cluster.name.as_deref())
+                .is_some_and(|name| !name.is_empty());
             let diffs = stream_differences(&current, desired);
             if diffs.is_empty() {
                 return Ok(existing);
@@ -539,7 +545,7 @@ async fn update_or_create(
                 && desired.num_replicas > 1
                 && current.num_replicas != desired.num_replicas
             {
-                check_clustered(js, desired.num_replicas)?;
+                check_clustered(js, clustered, desired.num_replicas)?;
             }
             let reason = describe(&changes);
             let mut merged = current.clone();

@@ -251,7 +251,21 @@ async fn adopt_adds_the_subject_and_turns_on_direct_gets_but_keeps_the_limits() 
 #[tokio::test]
 async fn more_replicas_on_a_single_server_are_refused_not_applied() {
     let server = server!("more_replicas_on_a_single_server_are_refused_not_applied");
-    let config = common::config(&server, "replicas");
+    more_replicas_are_refused(&server).await;
+    // a server whose config names a cluster it does not run announces the
+    // name in its INFO: still a single server for JetStream
+    let named = match NatsServer::start_with(
+        "more_replicas_on_a_single_server_are_refused_not_applied_named",
+        "cluster { name: \"named\" }",
+    ) {
+        Some(s) => s,
+        None => return,
+    };
+    more_replicas_are_refused(&named).await;
+}
+
+async fn more_replicas_are_refused(server: &NatsServer) {
+    let config = common::config(server, "replicas");
     let one = NatsProvider::connect(config.clone()).await.unwrap();
     let refused = NatsProvider::connect_with(
         config.clone(),
