@@ -778,22 +778,42 @@ mod tests {
             assert!(!saved.contains("Secs"), "{saved}");
             assert_eq!(store.load().await.unwrap(), loaded);
         }
-        // "unlimited" deliveries: no max_deliver
-        std::fs::write(
-            &path,
-            r#"[{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{"maxDeliver":-1}}]"#,
-        )
-        .unwrap();
-        assert_eq!(
-            FileStateStore::new(&path).load().await.unwrap(),
-            vec![record("a", Some(SubscribeOptions::default()))]
-        );
+        // JetStream's special values keep their meaning: unlimited
+        // deliveries and pending acks, the default ack wait and limit
+        for (options, expected) in [
+            (r#"{"maxDeliver":-1}"#, SubscribeOptions::default()),
+            (
+                r#"{"maxDeliver":0,"ackWaitSecs":0,"maxAckPending":0}"#,
+                SubscribeOptions::default(),
+            ),
+            (
+                r#"{"maxAckPending":-1}"#,
+                SubscribeOptions {
+                    max_ack_pending: Some(u64::MAX),
+                    ..SubscribeOptions::default()
+                },
+            ),
+        ] {
+            std::fs::write(
+                &path,
+                format!(
+                    r#"[{{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{options}}}]"#
+                ),
+            )
+            .unwrap();
+            assert_eq!(
+                FileStateStore::new(&path).load().await.unwrap(),
+                vec![record("a", Some(expected))],
+                "{options}"
+            );
+        }
         // what cannot be converted is refused, naming it; the file is kept
-        for options in [
-            r#"{"ackWaitSecs":60,"ackWaitMs":1000}"#,
-            r#"{"ackWaitSecs":-1}"#,
-            r#"{"backoffSecs":[1,"5"]}"#,
-            r#"{"ackWaitSecs":18446744073709551615}"#,
+        for (options, named) in [
+            (r#"{"ackWaitSecs":60,"ackWaitMs":1000}"#, "ackWaitMs"),
+            (r#"{"ackWaitSecs":-1}"#, "ackWaitSecs"),
+            (r#"{"backoffSecs":[1,"5"]}"#, "backoffSecs"),
+            (r#"{"backoffSecs":5}"#, "backoffSecs"),
+            (r#"{"ackWaitSecs":18446744073709551615}"#, "ackWaitSecs"),
         ] {
             let body = format!(
                 r#"[{{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{options}}}]"#
@@ -801,6 +821,7 @@ mod tests {
             std::fs::write(&path, &body).unwrap();
             let err = FileStateStore::new(&path).load().await.unwrap_err();
             assert!(err.to_string().contains("/0/options"), "{options}: {err}");
+            assert!(err.to_string().contains(named), "{options}: {err}");
             assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
         }
         // the versioned layout is this library's own: no conversion there

@@ -17,8 +17,8 @@
 //!   records, an object mapping subscriber ids to records), such fields
 //!   load with a warning naming them: those libraries wrote fields this one
 //!   never read, and their files must keep loading. The options they wrote
-//!   under other names and units (`ackWaitSecs`, `backoffSecs`, a
-//!   `maxDeliver` of -1) are converted first (see [`upgrade_legacy`]), so
+//!   under other names and units (`ackWaitSecs`, `backoffSecs`) or with
+//!   JetStream's special values (-1: unlimited) are converted first (see [`upgrade_legacy`]), so
 //!   they load as meant instead of being passed over.
 //!
 //! A field counts as read when the record, as loaded and written back,
@@ -161,12 +161,20 @@ fn versioned_map(map: &Map<String, Value>) -> bool {
 /// Converts the options of an unversioned file's records (a bare array, or
 /// an object by subscriber id) from the original library's names and
 /// units, in place, so that they load as they were meant rather than being
-/// passed over: `ackWaitSecs` (seconds) to `ackWaitMs`, `backoffSecs`
-/// (seconds) to `backoffMs`, and `maxDeliver` of zero or less (JetStream's
-/// "unlimited", which that library passed through) to no `maxDeliver`
-/// (unlimited here too). A record holding both a name and its replacement
-/// is refused, as is a value that is not a whole number of seconds that
-/// fits.
+/// passed over. That library passed its options to JetStream as they were,
+/// so JetStream's meanings apply:
+///
+/// - `ackWaitSecs` (seconds) becomes `ackWaitMs`; 0 (JetStream's default
+///   wait) becomes no `ackWaitMs` (the provider's default);
+/// - `backoffSecs` (a list of seconds) becomes `backoffMs`;
+/// - `maxDeliver` of zero or less (unlimited) becomes no `maxDeliver`
+///   (unlimited here too);
+/// - `maxAckPending` of -1 (unlimited) becomes the largest count
+///   (unlimited), and 0 (JetStream's default) no `maxAckPending`.
+///
+/// A record holding both a name and its replacement is refused, as is a
+/// value of the wrong shape or one that does not fit, naming the field as
+/// written.
 fn upgrade_legacy(path: &Path, file: &mut Value) -> Result<()> {
     let records: Vec<(String, &mut Value)> = match file {
         Value::Array(items) => items
@@ -185,6 +193,21 @@ fn upgrade_legacy(path: &Path, file: &mut Value) -> Result<()> {
             continue;
         };
         let at = format!("{at}/options");
+        let refuse = |field: &str, value: &Value, wanted: &str| {
+            corrupt(
+                path,
+                format_args!(
+                    "`{at}/{field}` is {}, not {wanted}",
+                    cut(&value.to_string(), 64)
+                ),
+            )
+        };
+        let millis = |field: &str, v: &Value| {
+            v.as_u64()
+                .and_then(|secs| secs.checked_mul(1_000))
+                .map(Value::from)
+                .ok_or_else(|| refuse(field, v, "a number of seconds this library can hold"))
+        };
         for (old, new) in [("ackWaitSecs", "ackWaitMs"), ("backoffSecs", "backoffMs")] {
             let Some(secs) = options.remove(old) else {
                 continue;
@@ -195,35 +218,33 @@ fn upgrade_legacy(path: &Path, file: &mut Value) -> Result<()> {
                     format_args!("`{at}` holds both `{old}` and `{new}`: keep one"),
                 ));
             }
-            let millis = |v: &Value| {
-                v.as_u64()
-                    .and_then(|secs| secs.checked_mul(1_000))
-                    .map(Value::from)
-                    .ok_or_else(|| {
-                        corrupt(
-                            path,
-                            format_args!(
-                                "`{at}/{old}`: {} is not a number of seconds this library can \
-                                 hold",
-                                cut(&v.to_string(), 64)
-                            ),
-                        )
-                    })
+            let converted = match (old, &secs) {
+                ("backoffSecs", Value::Array(steps)) => Value::Array(
+                    steps
+                        .iter()
+                        .map(|step| millis(old, step))
+                        .collect::<Result<_>>()?,
+                ),
+                ("backoffSecs", other) => return Err(refuse(old, other, "a list of seconds")),
+                (_, single) => millis(old, single)?,
             };
-            let converted = match &secs {
-                Value::Array(steps) => {
-                    Value::Array(steps.iter().map(millis).collect::<Result<_>>()?)
-                }
-                single => millis(single)?,
-            };
-            options.insert(new.to_owned(), converted);
+            if converted != 0 {
+                options.insert(new.to_owned(), converted);
+            }
         }
-        if options
-            .get("maxDeliver")
-            .and_then(Value::as_i64)
-            .is_some_and(|n| n <= 0)
-        {
+        let count =
+            |field: &str, options: &Map<String, Value>| options.get(field).and_then(Value::as_i64);
+        if count("maxDeliver", options).is_some_and(|n| n <= 0) {
             options.remove("maxDeliver");
+        }
+        match count("maxAckPending", options) {
+            Some(0) => {
+                options.remove("maxAckPending");
+            }
+            Some(n) if n < 0 => {
+                options.insert("maxAckPending".to_owned(), Value::from(u64::MAX));
+            }
+            _ => {}
         }
     }
     Ok(())
