@@ -11,7 +11,9 @@
 //! [`due`](KeepAliveClock::due), and after sending `in_progress` records it
 //! with [`sent`](KeepAliveClock::sent). Times are passed in, so a runtime
 //! with a paused or mocked clock (Tokio's `start_paused` tests) drives it
-//! with its own `now`.
+//! with its own `now`: take them from the clock the loop sleeps on (with
+//! Tokio, `tokio::time::Instant::now().into_std()`; std's `Instant::now()`
+//! under a paused Tokio clock makes the loop spin).
 //!
 //! ```
 //! # async fn example(
@@ -19,18 +21,19 @@
 //! #     options: event_core::SubscribeOptions,
 //! # ) -> event_core::Result<()> {
 //! use event_core::KeepAliveClock;
-//! use std::time::Instant;
 //!
+//! // the runtime's clock (paused in Tokio's `start_paused` tests), as std's
+//! let now = || tokio::time::Instant::now().into_std();
 //! let work = async { /* the long work on pending.event() */ };
 //! let mut work = std::pin::pin!(work);
-//! let mut clock = KeepAliveClock::start(&options, &pending, Instant::now());
+//! let mut clock = KeepAliveClock::start(&options, &pending, now());
 //! loop {
 //!     tokio::select! {
 //!         () = &mut work => break,
 //!         () = tokio::time::sleep_until(clock.next_check().into()) => {
-//!             if clock.due(&options, &pending, Instant::now()) {
+//!             if clock.due(&options, &pending, now()) {
 //!                 pending.in_progress().await?;
-//!                 clock.sent(&options, &pending, Instant::now());
+//!                 clock.sent(&options, &pending, now());
 //!             }
 //!         }
 //!     }

@@ -57,8 +57,9 @@ pub struct HttpStatusError {
     pub status: u16,
     /// The start of the response body (at most 512 bytes, lossy UTF-8), as
     /// the endpoint sent it; `Display` escapes its control characters
-    /// (`\r`, `\n`, `\u{1b}` ...), so that an endpoint cannot break or forge
-    /// log lines.
+    /// (`\r`, `\n`, `\u{1b}` ...), line separators and bidirectional
+    /// overrides, so that an endpoint cannot break, reorder or forge log
+    /// lines.
     pub body: String,
     /// How long a `429` or `503` answer asked the sender to wait before
     /// trying again, from its `Retry-After` header (delay-seconds or an
@@ -107,7 +108,13 @@ impl fmt::Display for HttpStatusError {
             // up in, nor forge another one
             f.write_str(": ")?;
             for c in self.body.chars() {
-                if c.is_control() {
+                // control characters, the line and paragraph separators,
+                // and the bidirectional overrides (which reorder a line)
+                if c.is_control()
+                    || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+                    || ('\u{202a}'..='\u{202e}').contains(&c)
+                    || ('\u{2066}'..='\u{2069}').contains(&c)
+                {
                     write!(f, "{}", c.escape_default())?;
                 } else {
                     f.write_char(c)?;
@@ -306,13 +313,19 @@ pub fn status_error(err: &Error) -> Option<&HttpStatusError> {
 /// Redirects: a `307` or `308` answer, which repeats the POST with the
 /// event, is followed within the origin (scheme, host and port), at most
 /// [`MAX_REDIRECTS`] times, whatever the client's redirect policy. A `301`,
-/// `302` or `303` is never reported as a delivery: an HTTP client repeats
-/// it as a GET without the event, and reqwest's default policy (that of
-/// `reqwest::Client::new()`) does so; this crate sees the answer come from
-/// another URL and fails with a [`RedirectError`]. So does a `307` or `308`
-/// to another origin (the client would send its default headers,
+/// `302` or `303` is not a delivery: an HTTP client repeats it as a GET
+/// without the event. With a client that follows no redirect
+/// (`reqwest::redirect::Policy::none()`, which is what to give this
+/// function) it fails with a [`RedirectError`] holding the answer. A
+/// client that follows them (reqwest's default policy, that of
+/// `reqwest::Client::new()`) hides them: this crate sees only the final
+/// answer, and fails with a [`RedirectError`] when it comes from another
+/// URL; a chain of them that ends back at `url` (a `302` to a login page
+/// that sends the GET back) cannot be told from a delivery. A `307` or
+/// `308` to another origin (the client would send its default headers,
 /// credentials perhaps, to a host the caller did not name), more than
-/// [`MAX_REDIRECTS`] redirects, and any other `3xx`. None is transient,
+/// [`MAX_REDIRECTS`] redirects, and any other `3xx` fail with a
+/// [`RedirectError`] too. None is transient,
 /// and a redirect answer is never [retryable](HttpStatusError::is_retryable).
 ///
 /// Every error names `url` redacted by [`redact_url`] (userinfo, query
@@ -776,7 +789,7 @@ mod tests {
     /// escaped, never written raw; the field keeps what was sent.
     #[test]
     fn an_error_body_cannot_break_or_forge_a_log_line() {
-        let sent = "denied\r\n2026-12-01T00:00:00Z INFO FAKE LOG LINE \u{1b}[31mred\u{7}\0 é";
+        let sent = "denied\r\n2026-12-01T00:00:00Z INFO FAKE LOG LINE \u{1b}[31mred\u{7}\0 é\u{2028}\u{202e}";
         let answer = HttpStatusError {
             url: "http://host/hook".into(),
             status: 403,
@@ -787,7 +800,7 @@ mod tests {
         assert!(!shown.chars().any(char::is_control), "{shown:?}");
         assert!(
             shown.ends_with(
-                "denied\\r\\n2026-12-01T00:00:00Z INFO FAKE LOG LINE \\u{1b}[31mred\\u{7}\\u{0} é"
+                "denied\\r\\n2026-12-01T00:00:00Z INFO FAKE LOG LINE \\u{1b}[31mred\\u{7}\\u{0} é\\u{2028}\\u{202e}"
             ),
             "{shown}"
         );

@@ -122,11 +122,14 @@ impl HttpSink {
 
     /// Uses `client` (TLS settings, proxies, pools, timeouts).
     ///
-    /// Whatever its redirect policy, redirects are handled as the type
-    /// docs say: the event's body cannot be replayed by the client, so it
-    /// follows no `307` or `308` itself, and a `301`, `302` or `303` it
-    /// follows (reqwest's default policy does) fails the delivery as not
-    /// delivered, without retries.
+    /// Give it `.redirect(reqwest::redirect::Policy::none())`, as
+    /// [`new`](Self::new)'s client has: redirects are then handled as the
+    /// type docs say. The event's body cannot be replayed by the client,
+    /// so it follows no `307` or `308` itself whatever its policy; but a
+    /// client that follows `301`, `302` and `303` (reqwest's default
+    /// policy) hides them, and a chain of them that ends back at the
+    /// sink's URL (a login page sending the GET back) counts as delivered.
+    /// One ending elsewhere fails the delivery, without retries.
     #[must_use]
     pub fn with_client(mut self, client: reqwest::Client) -> Self {
         self.client = client;
