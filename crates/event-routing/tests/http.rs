@@ -2057,3 +2057,65 @@ async fn redirects_are_dead_lettered_at_once_whatever_the_client() {
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 11);
     assert_eq!(dead.events()[0].metadata["dlqattempts"], "1");
 }
+
+/// `with_authorization`: a request without the token is answered 401
+/// before its body is read (a sender stalling mid-body gets its answer at
+/// once, not after the body timeout), reaches no sink and is counted; one
+/// with it is delivered. The check applies to `router` too.
+#[tokio::test]
+async fn webhook_authorization_refuses_before_reading_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authorized = |headers: &HeaderMap| {
+        headers.get("authorization").map(|v| v.as_bytes()) == Some(b"Bearer s3cret".as_slice())
+    };
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source =
+        WebhookSource::new("w", "127.0.0.1:0".parse().unwrap()).with_authorization(authorized);
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+
+    let (status, text) = send(addr, "/events", msg.headers.clone(), msg.body.clone()).await;
+    assert_eq!(status, 401, "{text}");
+    let mut wrong = msg.headers.clone();
+    wrong.insert("authorization", "Bearer guess".parse().unwrap());
+    assert_eq!(send(addr, "/events", wrong, msg.body.clone()).await.0, 401);
+
+    // the head alone, with a large body announced and never sent: answered
+    let (head, _) = raw_request(&large_order(), "");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&head).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 401"), "{answer:?}");
+    assert!(sink.is_empty());
+
+    let mut right = msg.headers.clone();
+    right.insert("authorization", "Bearer s3cret".parse().unwrap());
+    let (status, text) = send(addr, "/events", right.clone(), msg.body.clone()).await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(sink.len(), 1);
+    let stats = source.stats();
+    assert_eq!((stats.unauthorized, stats.accepted), (3, 1), "{stats:?}");
+    assert_eq!(stats.bad_requests, 0, "{stats:?}");
+    source.stop().await.unwrap();
+
+    // mounted in the caller's own app: the same check
+    let own = WebhookSource::new("own", "127.0.0.1:0".parse().unwrap())
+        .with_authorization(authorized)
+        .router(sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, own).await.unwrap() });
+    assert_eq!(
+        send(own_addr, "/events", msg.headers.clone(), msg.body.clone())
+            .await
+            .0,
+        401
+    );
+    assert_eq!(send(own_addr, "/events", right, msg.body).await.0, 202);
+    assert_eq!(sink.len(), 2);
+}

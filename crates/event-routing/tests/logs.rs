@@ -641,3 +641,44 @@ async fn events_at_the_hop_limit_warn_once_per_interval_and_are_counted() {
     assert!(warned[2].text.contains("quiet=99"), "{warned:?}");
     assert!(capture.at_least(Level::ERROR).is_empty());
 }
+
+/// Requests the authorization check refuses (a scanner, a sender with a
+/// stale token) do not log a line each: one WARN per interval, the others
+/// at DEBUG, the next WARN saying how many were quiet; every one counted.
+#[cfg(feature = "http")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn webhook_authorization_refusals_warn_once_per_interval_and_are_counted() {
+    use axum::body::Body;
+    use event_routing::http::WebhookSource;
+    use hyper::service::Service as _;
+    use hyper_util::service::TowerToHyperService;
+
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let source = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap())
+        .with_authorization(|headers| headers.contains_key("authorization"));
+    let sink = Arc::new(CollectorSink::new("c"));
+    let app = TowerToHyperService::new(source.router(sink.clone()));
+    let post = || {
+        let request = axum::http::Request::post("/events")
+            .body(Body::from("{}"))
+            .unwrap();
+        app.call(request)
+    };
+    for _ in 0..50 {
+        assert_eq!(post().await.unwrap().status(), 401);
+    }
+    const REFUSED: &str = "failed the authorization check";
+    let warned = capture.find(Level::WARN, REFUSED);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(warned[0].text.contains("source=ingress"), "{warned:?}");
+    assert!(warned[0].text.contains("quiet=0"), "{warned:?}");
+    assert_eq!(capture.find(Level::DEBUG, REFUSED).len(), 49);
+    tokio::time::advance(LOSS_WARN_INTERVAL).await;
+    assert_eq!(post().await.unwrap().status(), 401);
+    let warned = capture.find(Level::WARN, REFUSED);
+    assert_eq!(warned.len(), 2, "{warned:#?}");
+    assert!(warned[1].text.contains("quiet=49"), "{warned:?}");
+    assert_eq!(source.stats().unauthorized, 51);
+    assert!(sink.is_empty());
+}

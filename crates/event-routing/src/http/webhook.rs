@@ -5,7 +5,7 @@ use crate::warn_limit::WarnLimit;
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use event_cloudevents::CloudEvent;
@@ -71,8 +71,11 @@ struct Counters {
     accepted: AtomicU64,
     refused: AtomicU64,
     bad_requests: AtomicU64,
+    unauthorized: AtomicU64,
     /// Rate limit of the "delivery failed" warnings (see [`log_refusal`]).
     refusals: WarnLimit,
+    /// Rate limit of the "not authorized" warnings (see [`receive`]).
+    unauthorized_warnings: WarnLimit,
     /// Rate limit of the "too many connections" warnings (see [`serve`]).
     connections_full: WarnLimit,
 }
@@ -98,6 +101,9 @@ pub struct WebhookStats {
     /// refuses, `431`, is answered before the webhook sees it and is not
     /// counted.)
     pub bad_requests: u64,
+    /// Requests the [`with_authorization`](WebhookSource::with_authorization)
+    /// check refused (answered `401`, their bodies not read).
+    pub unauthorized: u64,
 }
 
 #[cfg(feature = "bus")]
@@ -107,7 +113,8 @@ impl WebhookStats {
     /// (0.0.4), with the conventions of
     /// [`BrokerMetrics::to_prometheus`](crate::BrokerMetrics::to_prometheus):
     /// the counters `a3s_webhook_accepted_total`,
-    /// `a3s_webhook_refused_total` and `a3s_webhook_bad_requests_total`.
+    /// `a3s_webhook_refused_total`, `a3s_webhook_bad_requests_total` and
+    /// `a3s_webhook_unauthorized_total`.
     ///
     /// ```
     /// use event_bus::metrics::{PrometheusLabels, merge_expositions};
@@ -181,6 +188,11 @@ impl WebhookStats {
                 "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a CloudEvents format not read (415), a body over the limit (413), or a body that did not arrive in time (408).",
                 self.bad_requests,
             ),
+            (
+                "a3s_webhook_unauthorized_total",
+                "Requests the webhook's authorization check refused (answered 401, their bodies not read).",
+                self.unauthorized,
+            ),
         ];
         let mut out = String::with_capacity(512);
         for (metric, help, value) in families {
@@ -199,10 +211,14 @@ struct AppState {
     body_timeout: Duration,
     body_limit: usize,
     subject_mapper: Option<SubjectMapper>,
+    authorization: Option<Authorization>,
 }
 
 /// [`WebhookSource::with_subject_mapping`]'s function.
 type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
+
+/// [`WebhookSource::with_authorization`]'s check.
+type Authorization = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 
 /// Receives CloudEvents over HTTP (binary or structured mode) and delivers
 /// each to the sink it was started with (a [`TopicSink`](crate::TopicSink)
@@ -292,20 +308,22 @@ type SubjectMapper = Arc<dyn Fn(&CloudEvent) -> Option<String> + Send + Sync>;
 /// [`stats`](Self::stats) render as Prometheus text
 /// (`WebhookStats::to_prometheus`, feature `bus`).
 ///
-/// The webhook does not authenticate senders: whoever reaches its address
-/// can post events, with any attributes and metadata. That includes the
+/// Without [`with_authorization`](Self::with_authorization) the webhook
+/// does not authenticate senders: whoever reaches its address can post
+/// events, with any attributes and metadata. Even an authorized sender
+/// chooses those, and they include the
 /// hop count ([`metadata::HOPS`](crate::metadata::HOPS), the CloudEvents
 /// extension `a3smroutinghops`), which crosses HTTP so that loops through
 /// HTTP sinks and webhooks end too: an event posted at its broker's
 /// [`max_hops`](crate::BrokerConfig::max_hops) is answered `202` and routed
 /// to no trigger (counted in `BrokerMetrics::hop_limit`, logged at `WARN`
-/// once per interval). Serve a webhook open to untrusted senders behind a
-/// proxy that authenticates them (and, where that matters, drops the
-/// `ce-a3smroutinghops` header).
+/// once per interval). Check senders with `with_authorization` (or behind a
+/// proxy that authenticates them, and, where the hop count matters, drops
+/// the `ce-a3smroutinghops` header).
 ///
 /// To mount the endpoint in your own axum app instead, use
-/// [`router`](Self::router): the body timeout and the body limit apply
-/// there too; the idle timeout, the write timeout, the connection limit and
+/// [`router`](Self::router): the authorization check, the body timeout and
+/// the body limit apply there too; the idle timeout, the write timeout, the connection limit and
 /// the shutdown grace period are your server's.
 pub struct WebhookSource {
     name: String,
@@ -321,6 +339,7 @@ pub struct WebhookSource {
     body_limit: usize,
     shutdown_grace: Duration,
     subject_mapper: Option<SubjectMapper>,
+    authorization: Option<Authorization>,
 }
 
 impl std::fmt::Debug for WebhookSource {
@@ -406,6 +425,11 @@ fn declares_more_than(request: &Request, limit: usize) -> bool {
 
 async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let version = request.version();
+    if let Some(authorized) = &state.authorization
+        && !authorized(request.headers())
+    {
+        return unauthorized(&state, version);
+    }
     // Answered before reading the body (and before `100 Continue`), so that
     // the sender need not send it and the answer does not wait for a body
     // that may never come.
@@ -493,6 +517,40 @@ async fn read_event(request: Request, state: &AppState) -> std::result::Result<E
 /// (`quiet_refusals`). Every one counts in [`WebhookSource::refused`]. A
 /// misbehaving sender (or a sink that is down) would otherwise write a
 /// line per request.
+/// The answer to a request the authorization check refused: `401`, its
+/// body not read (and the connection closed, so that the unread body is
+/// not taken for the next request); counted, and logged at `WARN` once per
+/// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL).
+fn unauthorized(state: &AppState, version: Version) -> Response {
+    state.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+    let name = &*state.name;
+    match state
+        .counters
+        .unauthorized_warnings
+        .record(tokio::time::Instant::now())
+    {
+        Some(quiet) => tracing::warn!(
+            source = %name, quiet,
+            "webhook: a request failed the authorization check; answered 401 (further ones \
+             are logged at DEBUG for a while, counted in stats().unauthorized)"
+        ),
+        None => {
+            tracing::debug!(source = %name, "webhook: a request failed the authorization check")
+        }
+    }
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        "the webhook's authorization check refused the request",
+    )
+        .into_response();
+    if version <= Version::HTTP_11 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 fn log_refusal(state: &AppState, event: &event_core::Event, err: &Error, status: StatusCode) {
     let name = &*state.name;
     match state.counters.refusals.record(tokio::time::Instant::now()) {
@@ -794,6 +852,7 @@ impl WebhookSource {
             body_limit: DEFAULT_BODY_LIMIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             subject_mapper: None,
+            authorization: None,
         }
     }
 
@@ -940,6 +999,46 @@ impl WebhookSource {
         self
     }
 
+    /// Checks each request before anything else, its body unread: `check`
+    /// gets the request's headers and says whether the sender may post. A
+    /// request it refuses is answered `401 Unauthorized` without reading
+    /// its body, reaches no sink, and counts in
+    /// [`WebhookStats::unauthorized`] (logged at `WARN` once per
+    /// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL), the others at
+    /// `DEBUG`). It applies to [`router`](Self::router) too. Without one,
+    /// whoever reaches the address can post (see the type's docs).
+    ///
+    /// A check that compares a secret should take the same time whatever
+    /// the guess (below: every byte compared), so that the time of a
+    /// refusal does not give the secret away. A signature over the body
+    /// (an HMAC) cannot be checked here, before the body is read: verify it
+    /// in the sink, or in a proxy.
+    ///
+    /// ```
+    /// use event_routing::http::WebhookSource;
+    ///
+    /// let token = std::env::var("WEBHOOK_TOKEN").unwrap_or_else(|_| "s3cret".into());
+    /// let expected = format!("Bearer {token}").into_bytes();
+    /// let webhook = WebhookSource::new("ingress", "127.0.0.1:0".parse().unwrap())
+    ///     .with_authorization(move |headers| {
+    ///         let given = headers
+    ///             .get("authorization")
+    ///             .map(|value| value.as_bytes())
+    ///             .unwrap_or_default();
+    ///         given.len() == expected.len()
+    ///             && given.iter().zip(&expected).fold(0, |diff, (a, b)| diff | (a ^ b)) == 0
+    ///     });
+    /// # let _ = webhook;
+    /// ```
+    #[must_use]
+    pub fn with_authorization(
+        mut self,
+        check: impl Fn(&HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.authorization = Some(Arc::new(check));
+        self
+    }
+
     /// The address the server listens on, once started.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         *self.local_addr.lock()
@@ -962,6 +1061,7 @@ impl WebhookSource {
                 body_timeout: self.body_timeout,
                 body_limit: self.body_limit,
                 subject_mapper: self.subject_mapper.clone(),
+                authorization: self.authorization.clone(),
             })
     }
 
@@ -986,6 +1086,7 @@ impl WebhookSource {
             accepted: self.accepted(),
             refused: self.refused(),
             bad_requests: self.counters.bad_requests.load(Ordering::Relaxed),
+            unauthorized: self.counters.unauthorized.load(Ordering::Relaxed),
         }
     }
 }
@@ -1048,9 +1149,11 @@ mod tests {
             accepted: 5,
             refused: 2,
             bad_requests: 4,
+            unauthorized: 6,
         };
         let samples = parse_exposition(&stats.to_prometheus());
-        assert_eq!(samples.len(), 3);
+        assert_eq!(samples.len(), 4);
+        assert_eq!(samples["a3s_webhook_unauthorized_total"], 6.0);
         assert_eq!(samples["a3s_webhook_accepted_total"], 5.0);
         assert_eq!(samples["a3s_webhook_refused_total"], 2.0);
         assert_eq!(samples["a3s_webhook_bad_requests_total"], 4.0);
@@ -1060,6 +1163,6 @@ mod tests {
             labelled[r#"a3s_webhook_refused_total{webhook="ingress"}"#],
             2.0
         );
-        assert_eq!(labelled.len(), 3);
+        assert_eq!(labelled.len(), 4);
     }
 }
