@@ -367,16 +367,24 @@ fn status_for(err: &Error) -> StatusCode {
     }
 }
 
-/// The answer to a request whose body did not arrive in time: `408`. The
-/// rest of the body is not read, so HTTP/1 closes the connection after the
-/// answer, which says so with `Connection: close` (a header HTTP/2, where
-/// the router may be mounted, does not allow).
+/// The answer to a request whose body did not arrive in time: `408`, the
+/// rest of the body not read ([`closing`]).
 fn body_timed_out(timeout: Duration, version: Version) -> Response {
-    let mut response = (
-        StatusCode::REQUEST_TIMEOUT,
-        format!("the request body did not arrive within {timeout:?}"),
+    closing(
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {timeout:?}"),
+        ),
+        version,
     )
-        .into_response();
+}
+
+/// `answer` to a request whose body is left unread: HTTP/1 closes the
+/// connection after it (the unread body must not be taken for the next
+/// request), and says so with `Connection: close` (a header HTTP/2, where
+/// the router may be mounted, does not allow).
+fn closing(answer: impl IntoResponse, version: Version) -> Response {
+    let mut response = answer.into_response();
     if version <= Version::HTTP_11 {
         response
             .headers_mut()
@@ -385,30 +393,25 @@ fn body_timed_out(timeout: Duration, version: Version) -> Response {
     response
 }
 
-/// The answer to a request whose body is over the limit: `413`. The rest
-/// of the body is not read, so HTTP/1 closes the connection after the
-/// answer, which says so (see [`body_timed_out`]).
+/// The answer to a request whose body is over the limit: `413`, the rest
+/// of the body not read ([`closing`]).
 fn body_too_large(state: &AppState, version: Version) -> Response {
     state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(
         limit = state.body_limit,
         "webhook: a request body is over the limit; answering 413"
     );
-    let mut response = (
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!(
-            "the request body is larger than this webhook's limit of {} bytes \
-             (WebhookSource::with_body_limit)",
-            state.body_limit
+    closing(
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than this webhook's limit of {} bytes \
+                 (WebhookSource::with_body_limit)",
+                state.body_limit
+            ),
         ),
+        version,
     )
-        .into_response();
-    if version <= Version::HTTP_11 {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }
 
 /// Whether `request` declares (`Content-Length`) a body over `limit`
@@ -511,15 +514,8 @@ async fn read_event(request: Request, state: &AppState) -> std::result::Result<E
     Ok(event)
 }
 
-/// Logs a request whose event the sink refused: the first one at `WARN`,
-/// then `DEBUG` until [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) has
-/// passed since that warning; the next `WARN` counts them
-/// (`quiet_refusals`). Every one counts in [`WebhookSource::refused`]. A
-/// misbehaving sender (or a sink that is down) would otherwise write a
-/// line per request.
 /// The answer to a request the authorization check refused: `401`, its
-/// body not read (and the connection closed, so that the unread body is
-/// not taken for the next request); counted, and logged at `WARN` once per
+/// body not read ([`closing`]); counted, and logged at `WARN` once per
 /// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL).
 fn unauthorized(state: &AppState, version: Version) -> Response {
     state.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -538,19 +534,21 @@ fn unauthorized(state: &AppState, version: Version) -> Response {
             tracing::debug!(source = %name, "webhook: a request failed the authorization check")
         }
     }
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        "the webhook's authorization check refused the request",
+    closing(
+        (
+            StatusCode::UNAUTHORIZED,
+            "the webhook's authorization check refused the request",
+        ),
+        version,
     )
-        .into_response();
-    if version <= Version::HTTP_11 {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }
 
+/// Logs a request whose event the sink refused: the first one at `WARN`,
+/// then `DEBUG` until [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) has
+/// passed since that warning; the next `WARN` counts them
+/// (`quiet_refusals`). Every one counts in [`WebhookSource::refused`]. A
+/// misbehaving sender (or a sink that is down) would otherwise write a
+/// line per request.
 fn log_refusal(state: &AppState, event: &event_core::Event, err: &Error, status: StatusCode) {
     let name = &*state.name;
     match state.counters.refusals.record(tokio::time::Instant::now()) {
