@@ -156,6 +156,25 @@ fn offset_by(err: DecodeError, by: usize) -> DecodeError {
 /// tail).
 const TAIL: usize = 2048;
 
+/// The stack copy's size for short tails, so that sealing a payload of a
+/// few hundred bytes does not zero a [`TAIL`]-byte copy each time.
+const SHORT_TAIL: usize = 512;
+
+/// Encodes `buf[read..]` (at most `N` bytes) from a stack copy into
+/// `buf[written..]`; returns the characters written.
+fn encode_from_copy<const N: usize>(
+    buf: &mut [u8],
+    read: usize,
+    written: usize,
+) -> Result<usize, LayoutError> {
+    let mut copy = [0u8; N];
+    let data = buf.get(read..).ok_or(LayoutError)?;
+    let copy = copy.get_mut(..data.len()).ok_or(LayoutError)?;
+    copy.copy_from_slice(data);
+    let text = buf.get_mut(written..).ok_or(LayoutError)?;
+    encode_slice(copy, text).map_err(|_| LayoutError)
+}
+
 /// Why [`encode_tail_in_place`] could not encode (never expected: a bug).
 #[derive(Debug)]
 pub(crate) struct LayoutError;
@@ -194,11 +213,11 @@ pub(crate) fn encode_tail_in_place(mut buf: Vec<u8>, start: usize) -> Result<Str
             return Err(LayoutError);
         }
     }
-    let mut rest = [0u8; TAIL];
-    let rest = &mut rest[..total - read];
-    rest.copy_from_slice(&buf[read..]);
-    let text = buf.get_mut(written..).ok_or(LayoutError)?;
-    written += encode_slice(rest, text).map_err(|_| LayoutError)?;
+    written += if total - read <= SHORT_TAIL {
+        encode_from_copy::<SHORT_TAIL>(&mut buf, read, written)?
+    } else {
+        encode_from_copy::<TAIL>(&mut buf, read, written)?
+    };
     if written != total {
         return Err(LayoutError);
     }
