@@ -256,6 +256,12 @@ impl Consumer {
         self.subscribers.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The category summary bit of the filter's subjects (0: a wildcard
+    /// category), read under the state lock that filter changes take.
+    pub(crate) fn required_category(&self) -> u64 {
+        self.state.lock().cursor.required_category()
+    }
+
     /// Counts the caller as waiting for work until the guard is dropped:
     /// due redeliveries are then left to it rather than taken back by the
     /// subscription that failed them (see [`HANDOFF_GRACE`]).

@@ -37,6 +37,17 @@
 //! slot for an event that can no longer be delivered; a delivery still in
 //! flight keeps its slot until it is settled or its ack wait ends.
 //!
+//! A publish wakes the waiting subscriptions its event could match, not
+//! all of them: waiters are grouped by their filter's category (hashed into
+//! 64 groups, plus one for filters with a wildcard category, which every
+//! publish wakes), so thousands of subscriptions waiting on other
+//! categories cost a publish nothing (measured with 8,000 waiting on 8,000
+//! other categories: about 140 subscription polls per publish instead of
+//! 8,000). Subscribing is O(1) amortized, whatever the number of
+//! subscriptions. Fetching needs a Tokio runtime with the time driver
+//! (`enable_time`, as `#[tokio::main]` has) once a delivery is in flight:
+//! its ack wait is a Tokio timer.
+//!
 //! Events are stored as `Arc<Event>` and delivered as the same `Arc`.
 //! [`publish`](event_core::EventProvider::publish) copies the borrowed event
 //! once; [`publish_shared`](event_core::EventProvider::publish_shared) stores

@@ -220,7 +220,7 @@ impl MemoryProvider {
         )?;
         match appended {
             Appended::New(seq) => {
-                self.shared.published.published();
+                self.shared.published.published(summary.category());
                 Ok(PublishOutcome::stored(seq))
             }
             Appended::Duplicate(seq) => Ok(PublishOutcome::duplicate(seq)),

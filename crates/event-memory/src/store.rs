@@ -129,6 +129,11 @@ impl Summary {
         self.category == 0
     }
 
+    /// The category bit (0: none, a wildcard category).
+    pub(crate) fn category(self) -> u64 {
+        self.category
+    }
+
     /// Whether a block with summary `self` may hold a subject with the
     /// `required` bits.
     fn may_hold(self, required: Self) -> bool {
@@ -208,6 +213,12 @@ impl Cursor {
         *self.filter.lock() = filter;
     }
 
+    /// The category summary bit every subject the filter matches has (0:
+    /// none, a wildcard category).
+    pub(crate) fn required_category(&self) -> u64 {
+        self.required.load(Ordering::Relaxed)
+    }
+
     /// Replaces the count of missed events. Call under the store lock.
     pub(crate) fn set_missed(&self, missed: u64) {
         self.missed.store(missed, Ordering::Relaxed);
@@ -250,6 +261,9 @@ pub(crate) struct Store {
     /// Every live consumer's cursor; a cursor only the store still holds
     /// belongs to a dropped consumer and is removed at the next eviction.
     cursors: Vec<Arc<Cursor>>,
+    /// How many cursors were left by the last sweep of dropped ones (see
+    /// [`add_cursor`](Self::add_cursor)).
+    cursors_swept: usize,
 }
 
 pub(crate) enum Appended {
@@ -279,15 +293,21 @@ impl Store {
             duplicate_window,
             max_dedup_entries,
             cursors: Vec::new(),
+            cursors_swept: 0,
             blocks: VecDeque::with_capacity(max_events.min(1 << 16) / BLOCK as usize + 2),
         }
     }
 
     /// Registers a consumer that reads `next_seq` next with `filter`, and
-    /// forgets the cursors of dropped consumers (so subscribing and dropping
-    /// in a loop does not grow the list while nothing is evicted).
+    /// forgets the cursors of dropped consumers once the list has doubled
+    /// since they were last swept (so subscribing and dropping in a loop
+    /// does not grow the list while nothing is evicted, and subscribing is
+    /// O(1) amortized, not O(consumers)).
     pub(crate) fn add_cursor(&mut self, filter: SubjectPattern, next_seq: u64) -> Arc<Cursor> {
-        self.cursors.retain(|cursor| Arc::strong_count(cursor) > 1);
+        if self.cursors.len() >= 2 * self.cursors_swept.max(32) {
+            self.cursors.retain(|cursor| Arc::strong_count(cursor) > 1);
+            self.cursors_swept = self.cursors.len();
+        }
         let cursor = Arc::new(Cursor {
             next_seq: AtomicU64::new(next_seq),
             missed: AtomicU64::new(0),
@@ -335,6 +355,7 @@ impl Store {
             }
             Arc::strong_count(cursor) > 1
         });
+        self.cursors_swept = self.cursors.len();
     }
 
     pub(crate) fn first_seq(&self) -> u64 {
@@ -848,15 +869,32 @@ mod tests {
         for _ in 0..100 {
             drop(store.add_cursor(pattern(), 1));
         }
-        // forgotten at the next registration, without any eviction
-        assert_eq!(store.cursor_count(), 2);
+        // swept when the list has doubled, without any eviction: bounded
+        // by twice the live cursors (at least 64), not by the drops
+        let after_drops = store.cursor_count();
+        assert!((2..=64).contains(&after_drops), "{after_drops} cursors");
         append_n(&mut store, "events.a.b", 4);
         drop(store.add_cursor(pattern(), 5));
-        assert_eq!(store.cursor_count(), 2);
         // and at the next eviction
         append_n(&mut store, "events.a.b", 1);
         assert_eq!(store.cursor_count(), 1);
         assert_eq!(kept.take_missed(), 1);
+    }
+
+    #[test]
+    fn dropped_cursors_stay_bounded_by_the_live_ones() {
+        let mut store = Store::new(4, 0, Duration::from_secs(60), 10_000);
+        let pattern = || SubjectPattern::parse("events.>").unwrap();
+        let live: Vec<_> = (0..1_000).map(|_| store.add_cursor(pattern(), 1)).collect();
+        for _ in 0..20_000 {
+            drop(store.add_cursor(pattern(), 1));
+            assert!(store.cursor_count() <= 2 * live.len() + 1);
+        }
+        drop(live);
+        for _ in 0..2_000 {
+            drop(store.add_cursor(pattern(), 1));
+        }
+        assert!(store.cursor_count() <= 64, "{}", store.cursor_count());
     }
 
     #[test]

@@ -64,7 +64,10 @@ impl MemorySubscription {
             let notified = consumer.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (published, _waiting) = shared.published.register();
+            // read after the consumer's wake-up is enabled: a filter
+            // changed later wakes this fetch, which registers again
+            let category = consumer.required_category();
+            let (published, _waiting) = shared.published.register(category);
             let deadline = match self.poll_consumer(auto_ack)? {
                 Polled::Ready(d) => return Ok(d),
                 Polled::Wait(deadline) => deadline,

@@ -1467,3 +1467,47 @@ async fn a_nakd_event_evicted_during_its_delay_frees_its_slot() {
     assert_eq!((delivered, missed), (201, 200));
     assert_eq!(p.lagged_total(), 200);
 }
+
+/// A waiting subscription is woken only by publishes its filter's category
+/// could match (waiters are spread over lanes by category); when its
+/// durable's filter changes to another category while it waits, it must
+/// wake for the new category, and a wildcard-category filter wakes for all.
+#[tokio::test]
+async fn a_waiting_subscription_follows_its_durable_filter_to_another_category() {
+    let p = provider(1_000, 64);
+    let manual = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(30)),
+        ..SubscribeOptions::default()
+    };
+    let mut waiting = p
+        .subscribe_durable_with_options("moving", "events.orders.>", &manual)
+        .await
+        .unwrap();
+    let mut wildcard = p.subscribe("events.*.created").await.unwrap();
+    let wildcard = tokio::spawn(async move { wildcard.next().await.unwrap().unwrap() });
+    let waiter = tokio::spawn(async move {
+        let got = waiting.next_manual_ack().await.unwrap().unwrap();
+        let subject = got.received.event.subject.clone();
+        got.ack().await.unwrap();
+        subject
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // the same durable, now on another category, while the first waits
+    let _other = p
+        .subscribe_durable_with_options("moving", "events.users.>", &manual)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let user = Event::new("events.users.created", "users", "s", "test", 1.into());
+    p.publish(&user).await.unwrap();
+    let subject = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiting subscription was not woken for its new category")
+        .unwrap();
+    assert_eq!(subject, "events.users.created");
+    let got = tokio::time::timeout(Duration::from_secs(5), wildcard)
+        .await
+        .expect("a waiting wildcard-category subscription was not woken")
+        .unwrap();
+    assert_eq!(got.event.subject, "events.users.created");
+}
