@@ -799,3 +799,70 @@ async fn an_undecryptable_delivery_is_logged_when_the_caller_stops_waiting() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A consumer whose runtime was shut down before it was: shutting its
+/// handle down from another runtime says so in one `WARN` (its in-flight
+/// deliveries were left unsettled and are not in the report), not as a
+/// consumer loop that failed (`ERROR`, kept for panics).
+#[test]
+fn a_consumer_outlived_by_its_handle_is_a_warning_not_a_failure() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bus = EventBus::new(MemoryProvider::default());
+    let (started, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let consumer = first.block_on(async {
+        bus.update_subscription(SubscriptionFilter {
+            subscriber_id: "stuck".into(),
+            subjects: vec!["events.work.>".into()],
+            durable: true,
+        })
+        .await
+        .unwrap();
+        let consumer = bus
+            .consume(
+                "stuck",
+                move |_r: ReceivedEvent| {
+                    let started = started.clone();
+                    async move {
+                        let _ = started.send(());
+                        std::future::pending::<()>().await;
+                        Ok::<(), BoxError>(())
+                    }
+                },
+                ConsumerConfig::default(),
+            )
+            .await
+            .unwrap();
+        bus.publish("work", "t", "s", "src", json!(1))
+            .await
+            .unwrap();
+        started_rx.recv().await.unwrap();
+        consumer
+    });
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = second.block_on(consumer.shutdown(Duration::from_secs(1)));
+    assert_eq!(report.acked, 0);
+    let lines = capture.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.level == Level::ERROR && l.fields.contains("consumer loop failed")),
+        "a runtime shutdown logged as a failed loop: {lines:#?}"
+    );
+    let warned = lines
+        .iter()
+        .filter(|l| l.level == Level::WARN && l.fields.contains("ended with its runtime"))
+        .count();
+    assert!(
+        warned >= 1,
+        "no warning that the loop ended with its runtime: {lines:#?}"
+    );
+}

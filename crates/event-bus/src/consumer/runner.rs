@@ -83,7 +83,10 @@ pub struct ConsumerReport {
     pub dlq_failed: u64,
     /// In-flight deliveries aborted at the shutdown deadline (unsettled, so
     /// redelivered by the provider after their ack wait; a final delivery
-    /// once more, as its spare, a spare delivery not at all).
+    /// once more, as its spare, a spare delivery not at all). Deliveries
+    /// dropped because the runtime running the consumer was shut down
+    /// first are not counted here (they end unsettled all the same; a
+    /// `WARN` says so when the handle is shut down or joined).
     pub aborted: u64,
     /// Deliveries fetched but not yet started when shutdown was requested,
     /// handed back unprocessed (naked for immediate redelivery). A nak is a
@@ -316,7 +319,7 @@ impl ConsumerHandle {
         for mut handle in std::mem::take(&mut self.loops) {
             match tokio::time::timeout_at(cutoff, &mut handle).await {
                 Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::error!(error = %err, "consumer loop failed"),
+                Ok(Err(err)) => log_loop_end(&err),
                 // dropping the handle detaches the loop: it goes on
                 Err(_) => unclosed += 1,
             }
@@ -340,7 +343,7 @@ impl ConsumerHandle {
     pub async fn join(mut self) -> ConsumerReport {
         for handle in std::mem::take(&mut self.loops) {
             if let Err(err) = handle.await {
-                tracing::error!(error = %err, "consumer loop failed");
+                log_loop_end(&err);
             }
         }
         self.shared.report()
@@ -656,6 +659,23 @@ fn is_last_attempt(options: &SubscribeOptions, pending: &PendingEvent) -> bool {
         || options
             .max_deliver
             .is_some_and(|max| pending.received.num_delivered >= max)
+}
+
+/// Logs a subscription loop that did not return: a panic is a bug (an
+/// error); a cancellation means the runtime that ran it was shut down
+/// before [`ConsumerHandle::shutdown`] or `join` was called (a warning:
+/// the deliveries it held were neither settled nor counted in the report's
+/// `aborted`, and the provider redelivers them after their ack wait).
+fn log_loop_end(err: &tokio::task::JoinError) {
+    if err.is_cancelled() {
+        tracing::warn!(
+            "consumer loop ended with its runtime (shut down before this consumer was): \
+             deliveries it held were left unsettled, uncounted, and are redelivered after \
+             their ack wait"
+        );
+    } else {
+        tracing::error!(error = %err, "consumer loop failed");
+    }
 }
 
 fn log_task_end(done: std::result::Result<(), tokio::task::JoinError>) {
