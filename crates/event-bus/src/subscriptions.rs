@@ -246,10 +246,17 @@ impl EventBus {
             None => previous.as_ref().and_then(|p| p.options.clone()),
         };
         let record = SubscriptionRecord { filter, options };
-        let mut next = state.records.clone();
-        next.insert(record.filter.subscriber_id.clone(), record.clone());
-        state.save(&next).await?;
-        state.records = next;
+        // changed in place (not in a copy of every record: a change costs
+        // O(log n) without a store) and put back if the save fails
+        let id = record.filter.subscriber_id.clone();
+        state.records.insert(id.clone(), record.clone());
+        if let Err(err) = state.save(&state.records).await {
+            match &previous {
+                Some(previous) => state.records.insert(id, previous.clone()),
+                None => state.records.remove(&id),
+            };
+            return Err(err);
+        }
         let id = &record.filter.subscriber_id;
         if !kept {
             state.options_kept.remove(id);
@@ -314,10 +321,14 @@ impl EventBus {
                 name: subscriber_id.to_string(),
             });
         }
-        let mut next = state.records.clone();
-        let removed = next.remove(subscriber_id);
-        state.save(&next).await?;
-        state.records = next;
+        // removed in place and put back if the save fails (see `upsert_now`)
+        let removed = state.records.remove(subscriber_id);
+        if let Err(err) = state.save(&state.records).await {
+            if let Some(removed) = removed {
+                state.records.insert(subscriber_id.to_owned(), removed);
+            }
+            return Err(err);
+        }
         state.options_kept.remove(subscriber_id);
         self.inner
             .sub_changes

@@ -321,13 +321,16 @@ async fn a_change_that_cannot_be_saved_is_not_applied() {
             .is_err()
     );
     assert!(bus.remove_subscription("a").await.is_err());
-    let ids: Vec<_> = bus
-        .list_subscriptions()
-        .await
-        .into_iter()
-        .map(|f| f.subscriber_id)
-        .collect();
+    // a changed subscriber keeps what it had
+    assert!(
+        bus.update_subscription(filter("a", &["events.orders.>"], true))
+            .await
+            .is_err()
+    );
+    let listed = bus.list_subscriptions().await;
+    let ids: Vec<_> = listed.iter().map(|f| f.subscriber_id.as_str()).collect();
     assert_eq!(ids, ["a"]);
+    assert_eq!(listed[0].subjects, ["events.>"]);
     assert_eq!(store.inner.load().await.unwrap().len(), 1);
 }
 
