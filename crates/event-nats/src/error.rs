@@ -59,6 +59,11 @@ pub(crate) fn map(op: &str, err: impl Into<BoxError>, timeout: Duration) -> Erro
         }
         return Error::provider(PROVIDER, format!("{op}: {text}"));
     }
+    // the client's command channel (or a request's reply channel) is
+    // closed: its connection task has ended, for good
+    if text.contains("channel closed") {
+        return client_gone(op, Some(&text));
+    }
     // kinds without an API error, e.g. `ConsumerInfoErrorKind::NotFound`
     if text.contains("consumer not found") {
         return Error::NotFound {
@@ -90,6 +95,21 @@ pub(crate) fn map(op: &str, err: impl Into<BoxError>, timeout: Duration) -> Erro
         provider: PROVIDER.to_string(),
         source: format!("{op}: {text}").into(),
     }
+}
+
+/// The error of operation `op` once the client's connection task is gone
+/// (`said`: what async-nats said, if it said something):
+/// [`Error::Closed`], not transient. async-nats runs the connection on the
+/// Tokio runtime that connected; when that task ends (the runtime was shut
+/// down, or the client closed the connection for good) every request fails
+/// at once with "channel closed", and nothing reconnects.
+pub(crate) fn client_gone(op: &str, said: Option<&str>) -> Error {
+    let said = said.map_or_else(String::new, |said| format!(" (async-nats: {said})"));
+    Error::Closed(format!(
+        "{op}: the NATS client's connection task is gone, for example because the Tokio \
+         runtime that called NatsProvider::connect was shut down; the provider does not \
+         reconnect by itself: connect again{said}"
+    ))
 }
 
 /// Whether `err` (anywhere in its source chain) is a request no one
@@ -387,6 +407,25 @@ mod tests {
         assert!(matches!(e, Error::Connection(_)), "{e:?}");
         let e = map("x", std::io::Error::other("weird"), Duration::from_secs(1));
         assert!(matches!(e, Error::Provider { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_closed_command_channel_is_a_client_gone_for_good() {
+        // what async-nats says once its connection task has ended
+        let e = map(
+            "history",
+            std::io::Error::other("request failed: request failed: channel closed"),
+            Duration::from_secs(1),
+        );
+        assert!(matches!(e, Error::Closed(_)), "{e:?}");
+        assert!(!e.is_transient(), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("connection task is gone"), "{text}");
+        assert!(text.contains("connect again"), "{text}");
+        assert!(
+            text.ends_with("(async-nats: request failed: request failed: channel closed)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -417,6 +417,18 @@
 //!   provider starts the wait when it hands an event out). Call again
 //!   within the ack wait, or set an ack wait longer than the gaps between
 //!   calls.
+//!   The connection runs on the Tokio runtime that called
+//!   [`NatsProvider::connect`] (async-nats spawns its connection task
+//!   there). Once that runtime is shut down the task is gone and nothing
+//!   reconnects: every call of the provider and of its subscriptions
+//!   (publishes, `subscribe`, `history`, `info`, `unsubscribe`, a
+//!   subscription's next delivery, acks, `close`) fails at once with
+//!   [`Error::Closed`](event_core::Error::Closed), not transient, saying
+//!   that the client's connection task is gone and to connect again;
+//!   `is_connected()` is false and `health()` `Ok(false)` for good.
+//!   Connect on a runtime that lives as long as the provider is used (a
+//!   provider connected inside one `Runtime::block_on` or `#[tokio::test]`
+//!   and used after that runtime is dropped is this case).
 //! - **Durables**: changed `ack_wait`, `max_deliver`, `max_ack_pending`,
 //!   `backoff` or filter are applied to the existing consumer (a changed
 //!   filter only on nats-server 2.9.14 and later: older servers accept it

@@ -252,12 +252,32 @@ pub(crate) struct Link {
     /// Set when the provider is dropped (its last handle): the connection
     /// closes because the application let it go.
     pub(crate) closing: AtomicBool,
+    /// Set when the client's connection task has ended, for good (see
+    /// [`TaskGuard`]): nothing reconnects it.
+    gone: AtomicBool,
 }
 
 impl Link {
     /// Whether the client has a live connection.
     pub(crate) fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
+        self.connected.load(Ordering::Acquire) && !self.is_gone()
+    }
+
+    /// Whether the client's connection task has ended: every request fails
+    /// at once, and no reconnection comes.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// The client's connection task has ended: not connected, and never
+    /// again; waiters for a loss or a reconnection are woken. Whether it
+    /// was not known before.
+    fn task_ended(&self) -> bool {
+        let first = !self.gone.swap(true, Ordering::AcqRel);
+        self.connected.store(false, Ordering::Release);
+        self.lost.notify_waiters();
+        self.restored.notify_waiters();
+        first
     }
 
     /// Waits up to `limit` for a live connection; whether there is one.
@@ -271,9 +291,38 @@ impl Link {
             if self.is_connected() {
                 return true;
             }
+            if self.is_gone() {
+                return false;
+            }
             if tokio::time::timeout_at(deadline, restored).await.is_err() {
                 return self.is_connected();
             }
+        }
+    }
+}
+
+/// Held by the client's event callback, which async-nats's event task
+/// owns: dropped when that task ends, which it does only with the
+/// connection task (whose end closes the event channel) or with the Tokio
+/// runtime that connected (whose shutdown drops both tasks). async-nats's
+/// connection state is not updated in the second case: it still says
+/// connected.
+struct TaskGuard {
+    link: Arc<Link>,
+    url: String,
+}
+
+impl Drop for TaskGuard {
+    /// Logged at `DEBUG` only: a runtime shut down while tasks still hold
+    /// the provider is most often the process exiting; a provider used
+    /// after that says so in every error.
+    fn drop(&mut self) {
+        if self.link.task_ended() && !self.link.closing.load(Ordering::Acquire) {
+            tracing::debug!(
+                server = %self.url,
+                "NATS client's connection task ended (the Tokio runtime that connected was \
+                 shut down?): every operation fails with Error::Closed; connect again"
+            );
         }
     }
 }
@@ -702,8 +751,13 @@ impl NatsProvider {
     /// `Error::Connection` at once while the client is not connected: a
     /// request would only wait out its timeout. `Error::Authentication`
     /// instead when the server's last word on reconnecting was a refusal
-    /// of the credentials (not transient: retrying cannot help).
+    /// of the credentials (not transient: retrying cannot help), and
+    /// `Error::Closed` when the client's connection task is gone (nothing
+    /// reconnects it).
     fn require_connected(&self, op: &str) -> Result<()> {
+        if self.inner.link.is_gone() {
+            return Err(error::client_gone(op, None));
+        }
         if self.inner.client.connection_state() == async_nats::connection::State::Connected {
             return Ok(());
         }
@@ -812,12 +866,16 @@ async fn connect_options(
     link: Arc<Link>,
 ) -> Result<async_nats::ConnectOptions> {
     let url = redact_url(&config.url);
+    let guard = TaskGuard {
+        link,
+        url: url.clone(),
+    };
     let mut co = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout())
         .request_timeout(Some(config.request_timeout()))
         .ping_interval(options.ping_period())
         .event_callback(move |event| {
-            let link = link.clone();
+            let link = guard.link.clone();
             let url = url.clone();
             async move {
                 match event {
@@ -844,8 +902,7 @@ async fn connect_options(
                         link.log.attempt_failed(&error);
                     }
                     async_nats::Event::Closed => {
-                        link.connected.store(false, Ordering::Release);
-                        link.lost.notify_waiters();
+                        link.task_ended();
                         link.log.closed(&url, link.closing.load(Ordering::Acquire));
                     }
                     async_nats::Event::ServerError(async_nats::ServerError::Other(text))
@@ -1139,7 +1196,9 @@ impl EventProvider for NatsProvider {
     }
 
     async fn health(&self) -> Result<bool> {
-        if self.inner.client.connection_state() != async_nats::connection::State::Connected {
+        if self.inner.link.is_gone()
+            || self.inner.client.connection_state() != async_nats::connection::State::Connected
+        {
             return Ok(false);
         }
         // ended at once by a denied request, not after the request timeout
@@ -1212,7 +1271,10 @@ pub(crate) fn writable(
 
 impl NatsProvider {
     /// Whether the client currently has a live connection (updated from
-    /// async-nats connection events; reconnection is automatic).
+    /// async-nats connection events; reconnection is automatic). False for
+    /// good once the client's connection task is gone: the Tokio runtime
+    /// that called [`connect`](Self::connect) was shut down (see the crate
+    /// docs, "Reconnection").
     pub fn is_connected(&self) -> bool {
         self.inner.link.is_connected()
     }

@@ -114,14 +114,19 @@ impl NatsAcker {
                 elapsed: self.timeout,
             });
         };
-        sent.map_err(|e| Error::Connection(format!("{what}: {e}")))
-            .map_err(|e| match e {
-                Error::Connection(m) if m.contains("timed out") => Error::Timeout {
-                    operation: m,
+        sent.map_err(|e| {
+            let text = e.to_string();
+            if text.contains("timed out") {
+                Error::Timeout {
+                    operation: format!("{what}: {text}"),
                     elapsed: self.timeout,
-                },
-                other => other,
-            })
+                }
+            } else if text.contains("channel closed") {
+                crate::error::client_gone(what, Some(&text))
+            } else {
+                Error::Connection(format!("{what}: {text}"))
+            }
+        })
     }
 }
 

@@ -234,6 +234,9 @@ impl NatsSubscription {
     }
 
     fn connection_lost(&self) -> Error {
+        if self.provider.inner.link.is_gone() {
+            return crate::error::client_gone(&format!("consumer {}", self.name), None);
+        }
         let url = crate::config::redact_url(&self.provider.inner.config.url);
         if let Some(refusal) = self.provider.inner.link.credentials.refused() {
             return refusal.error(&format!("consumer {}", self.name), &url);

@@ -347,16 +347,28 @@ fn is_backoff(err: &Error) -> bool {
 }
 
 /// Maps the error of a request creating or reading consumer `name`: a
-/// missing stream is `NotFound` naming the stream, another refusal is
-/// `InvalidConfig` (the options).
+/// missing stream is `NotFound` naming the stream, another refusal of the
+/// consumer (a JetStream API error; async-nats's own refusal of its name
+/// or type) is `InvalidConfig` (the options). A request that got no answer
+/// keeps its own error (a lost connection, a timeout, a client whose
+/// connection task is gone): the options are not at fault.
 fn consumer_error(
     provider: &NatsProvider,
     name: &str,
     err: impl Into<event_core::BoxError>,
 ) -> Error {
+    use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
+    let err: event_core::BoxError = err.into();
+    let refused = error::api_code(err.as_ref()).is_some()
+        || err.downcast_ref::<ConsumerError>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                ConsumerErrorKind::InvalidName | ConsumerErrorKind::InvalidConsumerType
+            )
+        });
     let timeout = provider.consumer_timeout();
     match provider.stream_error(name, err, timeout) {
-        Error::Provider { source, .. } => Error::invalid_config(
+        Error::Provider { source, .. } if refused => Error::invalid_config(
             "subscribe options",
             format!("JetStream refused consumer {name}: {source}"),
         ),
