@@ -16,6 +16,7 @@ use event_routing::{
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tracing::Level;
 
 mod capture {
@@ -681,4 +682,86 @@ async fn webhook_authorization_refusals_warn_once_per_interval_and_are_counted()
     assert!(warned[1].text.contains("quiet=49"), "{warned:?}");
     assert_eq!(source.stats().unauthorized, 51);
     assert!(sink.is_empty());
+}
+
+/// The runtime running the broker's dispatcher is dropped with routings in
+/// progress and events queued behind them: one `ERROR` counts both (not one
+/// per event, and not only the queued ones), as the metrics do.
+#[test]
+fn a_dispatcher_dropped_with_its_runtime_logs_what_it_lost_once() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 2,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let started = Arc::new(Semaphore::new(0));
+    broker
+        .add_trigger(Trigger::new(
+            "stuck",
+            TriggerFilter::all(),
+            Arc::new(event_routing::InProcessSink::new("stuck", {
+                let started = started.clone();
+                move |_| {
+                    let started = started.clone();
+                    async move {
+                        started.add_permits(1);
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    }
+                }
+            })),
+        ))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for n in 0..5 {
+            broker.enqueue(event(n)).await.unwrap();
+        }
+        // both workers are routing; three events wait in the queue
+        started.acquire_many(2).await.unwrap().forget();
+    });
+    drop(runtime);
+    let errors = capture.at_least(Level::ERROR);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].text.contains("runtime shut down"), "{errors:?}");
+    assert!(errors[0].text.contains("unrouted=3"), "{errors:?}");
+    assert!(errors[0].text.contains("aborted=2"), "{errors:?}");
+    let m = broker.metrics();
+    assert_eq!(
+        (m.shutdown_unrouted, m.shutdown_aborted, m.in_flight),
+        (3, 2, 0),
+        "{m:?}"
+    );
+}
+
+/// Routings a shutdown deadline cuts off are one `WARN` from the shutdown,
+/// not also the `ERROR` of a dispatcher lost with its runtime.
+#[tokio::test(flavor = "current_thread")]
+async fn routings_cut_off_at_a_shutdown_deadline_are_not_logged_as_a_runtime_loss() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let broker = Broker::new();
+    broker
+        .add_trigger(Trigger::new(
+            "stuck",
+            TriggerFilter::all(),
+            Arc::new(event_routing::InProcessSink::new("stuck", |_| async {
+                std::future::pending::<()>().await;
+                Ok(())
+            })),
+        ))
+        .unwrap();
+    for n in 0..3 {
+        broker.enqueue(event(n)).await.unwrap();
+    }
+    let report = broker.shutdown_within(Duration::from_millis(50)).await;
+    assert_eq!(report.aborted, 3, "{report:?}");
+    let warned = capture.find(Level::WARN, "shutdown deadline");
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(capture.at_least(Level::ERROR).is_empty());
 }

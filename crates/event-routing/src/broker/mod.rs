@@ -594,8 +594,9 @@ impl Drop for PendingGuard {
 /// dispatcher stops when [`shutdown`](Self::shutdown) is called or every
 /// handle is dropped, after routing what was queued. It runs on the runtime
 /// of the first [`enqueue`](Self::enqueue); if that runtime is dropped, the
-/// events it was routing or held queued are lost (logged as an error, no
-/// longer pending) and the next `enqueue` starts a dispatcher on its own
+/// events it was routing or held queued are lost (one `ERROR` counts both,
+/// as `shutdown_aborted` and `shutdown_unrouted` in the
+/// [metrics](Self::metrics) do; no longer pending) and the next `enqueue` starts a dispatcher on its own
 /// runtime (one waiting for room in the full queue then does too, and is
 /// queued there).
 ///
