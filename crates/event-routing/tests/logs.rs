@@ -765,3 +765,76 @@ async fn routings_cut_off_at_a_shutdown_deadline_are_not_logged_as_a_runtime_los
     assert_eq!(warned.len(), 1, "{warned:#?}");
     assert!(capture.at_least(Level::ERROR).is_empty());
 }
+
+/// A source whose task belongs to a runtime that shuts down stops with it:
+/// one `WARN` names it, `is_running` is false, `stop` says the task ended
+/// abnormally, and a webhook no longer reports the address it listened on.
+#[test]
+fn a_source_stopped_by_its_runtime_shutting_down_warns() {
+    use event_routing::{CronSource, EventSource};
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let sink = Arc::new(CollectorSink::new("c"));
+    let cron =
+        CronSource::every("beat", Duration::from_secs(3600), |n| (*event(n)).clone()).unwrap();
+    #[cfg(feature = "http")]
+    let webhook = event_routing::http::WebhookSource::new(
+        "hook",
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        cron.start(sink.clone()).await.unwrap();
+        assert!(cron.is_running());
+        #[cfg(feature = "http")]
+        {
+            webhook.start(sink.clone()).await.unwrap();
+            assert!(webhook.local_addr().is_some());
+        }
+    });
+    drop(runtime);
+    assert!(!cron.is_running());
+    let warned = capture.find(Level::WARN, "the Tokio runtime that started it shut down");
+    assert!(
+        warned.iter().any(|l| l.text.contains("source=beat")),
+        "{warned:#?}"
+    );
+    #[cfg(feature = "http")]
+    {
+        assert!(!webhook.is_running());
+        assert_eq!(webhook.local_addr(), None);
+        assert!(
+            warned.iter().any(|l| l.text.contains("source=hook")),
+            "{warned:#?}"
+        );
+    }
+    let again = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    again.block_on(async {
+        assert!(matches!(
+            cron.stop().await,
+            Err(event_core::Error::Provider { .. })
+        ));
+        // started again on a live runtime, stopped cleanly: no warning
+        cron.start(sink.clone()).await.unwrap();
+        cron.stop().await.unwrap();
+        #[cfg(feature = "http")]
+        {
+            webhook.start(sink.clone()).await.unwrap();
+            assert!(webhook.local_addr().is_some());
+            webhook.stop().await.unwrap();
+            assert_eq!(webhook.local_addr(), None);
+        }
+    });
+    let warned = capture.find(Level::WARN, "source task");
+    assert_eq!(
+        warned.len(),
+        if cfg!(feature = "http") { 2 } else { 1 },
+        "{warned:#?}"
+    );
+}
