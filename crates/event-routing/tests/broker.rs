@@ -1756,3 +1756,55 @@ async fn a_feed_counts_the_events_its_subscription_skipped() {
         stats.to_prometheus()
     );
 }
+
+#[tokio::test]
+async fn add_triggers_adds_all_or_nothing_and_remove_triggers_counts() {
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let trigger = |name: &str, event_type: &str| {
+        Trigger::new(name, TriggerFilter::by_type(event_type), sink.clone())
+    };
+    broker.add_trigger(trigger("a", "ta")).unwrap();
+
+    // A name given twice, a name already registered, an invalid trigger:
+    // each refuses the whole batch.
+    for (batch, conflict) in [
+        (
+            vec![trigger("b", "tb"), trigger("c", "tc"), trigger("b", "tx")],
+            true,
+        ),
+        (vec![trigger("b", "tb"), trigger("a", "tx")], true),
+        (vec![trigger("b", "tb"), trigger("", "tx")], false),
+    ] {
+        let err = broker.add_triggers(batch).unwrap_err();
+        assert_eq!(matches!(err, Error::Conflict { .. }), conflict, "{err}");
+        assert!(matches!(
+            err,
+            Error::Conflict { .. } | Error::InvalidConfig { .. }
+        ));
+        assert_eq!(broker.trigger_names(), ["a"]);
+    }
+    broker.add_triggers(Vec::new()).unwrap();
+
+    broker
+        .add_triggers((0..100).map(|i| trigger(&format!("t{i}"), "shared")))
+        .unwrap();
+    assert_eq!(broker.trigger_count(), 101);
+    assert_eq!(broker.trigger_names()[..3], ["a", "t0", "t1"]);
+    let result = broker
+        .route(&event("events.orders.created", "shared"))
+        .await;
+    assert_eq!((result.matched, result.delivered), (100, 100));
+    assert_eq!(sink.len(), 100);
+
+    // Unknown and repeated names are skipped; the added names are free again.
+    let gone = ["t0", "t1", "t1", "nope"];
+    assert_eq!(broker.remove_triggers(gone), 2);
+    assert_eq!(broker.trigger_count(), 99);
+    broker.add_triggers([trigger("t0", "ta")]).unwrap();
+    assert!(broker.replace_trigger(trigger("t0", "tb")).unwrap());
+    assert!(!broker.replace_trigger(trigger("t1", "tb")).unwrap());
+    assert!(broker.add_trigger(trigger("t1", "tb")).is_err());
+    assert!(broker.remove_trigger("t1"));
+    assert_eq!(broker.trigger_count(), 100);
+}

@@ -16,6 +16,7 @@ use event_routing::{
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tracing::Level;
 
 mod capture {
@@ -681,4 +682,159 @@ async fn webhook_authorization_refusals_warn_once_per_interval_and_are_counted()
     assert!(warned[1].text.contains("quiet=49"), "{warned:?}");
     assert_eq!(source.stats().unauthorized, 51);
     assert!(sink.is_empty());
+}
+
+/// The runtime running the broker's dispatcher is dropped with routings in
+/// progress and events queued behind them: one `ERROR` counts both (not one
+/// per event, and not only the queued ones), as the metrics do.
+#[test]
+fn a_dispatcher_dropped_with_its_runtime_logs_what_it_lost_once() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 2,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let started = Arc::new(Semaphore::new(0));
+    broker
+        .add_trigger(Trigger::new(
+            "stuck",
+            TriggerFilter::all(),
+            Arc::new(event_routing::InProcessSink::new("stuck", {
+                let started = started.clone();
+                move |_| {
+                    let started = started.clone();
+                    async move {
+                        started.add_permits(1);
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    }
+                }
+            })),
+        ))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for n in 0..5 {
+            broker.enqueue(event(n)).await.unwrap();
+        }
+        // both workers are routing; three events wait in the queue
+        started.acquire_many(2).await.unwrap().forget();
+    });
+    drop(runtime);
+    let errors = capture.at_least(Level::ERROR);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].text.contains("runtime shut down"), "{errors:?}");
+    assert!(errors[0].text.contains("unrouted=3"), "{errors:?}");
+    assert!(errors[0].text.contains("aborted=2"), "{errors:?}");
+    let m = broker.metrics();
+    assert_eq!(
+        (m.shutdown_unrouted, m.shutdown_aborted, m.in_flight),
+        (3, 2, 0),
+        "{m:?}"
+    );
+}
+
+/// Routings a shutdown deadline cuts off are one `WARN` from the shutdown,
+/// not also the `ERROR` of a dispatcher lost with its runtime.
+#[tokio::test(flavor = "current_thread")]
+async fn routings_cut_off_at_a_shutdown_deadline_are_not_logged_as_a_runtime_loss() {
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let broker = Broker::new();
+    broker
+        .add_trigger(Trigger::new(
+            "stuck",
+            TriggerFilter::all(),
+            Arc::new(event_routing::InProcessSink::new("stuck", |_| async {
+                std::future::pending::<()>().await;
+                Ok(())
+            })),
+        ))
+        .unwrap();
+    for n in 0..3 {
+        broker.enqueue(event(n)).await.unwrap();
+    }
+    let report = broker.shutdown_within(Duration::from_millis(50)).await;
+    assert_eq!(report.aborted, 3, "{report:?}");
+    let warned = capture.find(Level::WARN, "shutdown deadline");
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(capture.at_least(Level::ERROR).is_empty());
+}
+
+/// A source whose task belongs to a runtime that shuts down stops with it:
+/// one `WARN` names it, `is_running` is false, `stop` says the task ended
+/// abnormally, and a webhook no longer reports the address it listened on.
+#[test]
+fn a_source_stopped_by_its_runtime_shutting_down_warns() {
+    use event_routing::{CronSource, EventSource};
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let sink = Arc::new(CollectorSink::new("c"));
+    let cron =
+        CronSource::every("beat", Duration::from_secs(3600), |n| (*event(n)).clone()).unwrap();
+    #[cfg(feature = "http")]
+    let webhook = event_routing::http::WebhookSource::new(
+        "hook",
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        cron.start(sink.clone()).await.unwrap();
+        assert!(cron.is_running());
+        #[cfg(feature = "http")]
+        {
+            webhook.start(sink.clone()).await.unwrap();
+            assert!(webhook.local_addr().is_some());
+        }
+    });
+    drop(runtime);
+    assert!(!cron.is_running());
+    let warned = capture.find(Level::WARN, "the Tokio runtime that started it shut down");
+    assert!(
+        warned.iter().any(|l| l.text.contains("source=beat")),
+        "{warned:#?}"
+    );
+    #[cfg(feature = "http")]
+    {
+        assert!(!webhook.is_running());
+        assert_eq!(webhook.local_addr(), None);
+        assert!(
+            warned.iter().any(|l| l.text.contains("source=hook")),
+            "{warned:#?}"
+        );
+    }
+    let again = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    again.block_on(async {
+        assert!(matches!(
+            cron.stop().await,
+            Err(event_core::Error::Provider { .. })
+        ));
+        // started again on a live runtime, stopped cleanly: no warning
+        cron.start(sink.clone()).await.unwrap();
+        cron.stop().await.unwrap();
+        #[cfg(feature = "http")]
+        {
+            webhook.start(sink.clone()).await.unwrap();
+            assert!(webhook.local_addr().is_some());
+            webhook.stop().await.unwrap();
+            assert_eq!(webhook.local_addr(), None);
+        }
+    });
+    let warned = capture.find(Level::WARN, "source task");
+    assert_eq!(
+        warned.len(),
+        if cfg!(feature = "http") { 2 } else { 1 },
+        "{warned:#?}"
+    );
 }

@@ -22,6 +22,7 @@ use event_core::{Error, Event, Result};
 use metrics::{Counters, Padded, TriggerCounters};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -301,8 +302,13 @@ impl Snapshot {
 struct Core {
     config: BrokerConfig,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// Serialises trigger changes (readers never take it).
-    writer: Mutex<()>,
+    /// Serialises trigger changes (readers never take it) and holds the
+    /// registered triggers' names, so a change checks a name without
+    /// scanning the trigger set.
+    names: Mutex<HashSet<String>>,
+    /// Trigger sets built, ever (tests check a batch builds one).
+    #[cfg(test)]
+    builds: AtomicUsize,
     counters: Counters,
     /// Events accepted (queue or feed), ever. Pending events are
     /// `accepted - settled`: two counters on their own cache lines, so that
@@ -549,7 +555,9 @@ impl Drop for PendingGuard {
 /// - [`add_trigger`](Self::add_trigger) / [`remove_trigger`](Self::remove_trigger)
 ///   swap in a new immutable trigger set: they never wait for deliveries in
 ///   progress, and a routing in progress finishes with the set it started
-///   with.
+///   with. Each change builds the whole set: change many triggers with
+///   [`add_triggers`](Self::add_triggers) /
+///   [`remove_triggers`](Self::remove_triggers), which build it once.
 /// - [`route`](Self::route) delivers one event to every matching trigger in
 ///   parallel, each per its [`DeliverySpec`](crate::DeliverySpec), and
 ///   reports what happened.
@@ -586,8 +594,9 @@ impl Drop for PendingGuard {
 /// dispatcher stops when [`shutdown`](Self::shutdown) is called or every
 /// handle is dropped, after routing what was queued. It runs on the runtime
 /// of the first [`enqueue`](Self::enqueue); if that runtime is dropped, the
-/// events it was routing or held queued are lost (logged as an error, no
-/// longer pending) and the next `enqueue` starts a dispatcher on its own
+/// events it was routing or held queued are lost (one `ERROR` counts both,
+/// as `shutdown_aborted` and `shutdown_unrouted` in the
+/// [metrics](Self::metrics) do; no longer pending) and the next `enqueue` starts a dispatcher on its own
 /// runtime (one waiting for room in the full queue then does too, and is
 /// queued there).
 ///
@@ -652,7 +661,9 @@ impl Broker {
         let core = Arc::new(Core {
             config,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            writer: Mutex::new(()),
+            names: Mutex::default(),
+            #[cfg(test)]
+            builds: AtomicUsize::new(0),
             counters: Counters::default(),
             accepted: Padded(AtomicUsize::new(0)),
             settled: Padded(AtomicUsize::new(0)),
@@ -675,31 +686,91 @@ impl Broker {
         &self.inner.core.config
     }
 
-    fn change(&self, f: impl FnOnce(&[Arc<Entry>]) -> Result<Vec<Arc<Entry>>>) -> Result<()> {
+    /// Swaps in the trigger set `f` makes of the current one and the
+    /// registered names (which `f` updates to match), unless `f` fails or
+    /// returns `None` (nothing to change: no set is built).
+    fn change(
+        &self,
+        f: impl FnOnce(&mut HashSet<String>, &[Arc<Entry>]) -> Result<Option<Vec<Arc<Entry>>>>,
+    ) -> Result<()> {
         let core = &self.inner.core;
-        let _writer = core.writer.lock();
+        let mut names = core.names.lock();
         let current = core.current();
-        let next = Arc::new(Snapshot::build(f(&current.entries)?));
-        *core.snapshot.write() = next;
+        if let Some(next) = f(&mut names, &current.entries)? {
+            #[cfg(test)]
+            core.builds.fetch_add(1, Ordering::Relaxed);
+            *core.snapshot.write() = Arc::new(Snapshot::build(next));
+        }
         Ok(())
     }
 
     /// Adds `trigger`. Its filter and delivery spec are validated
     /// ([`Error::InvalidSubject`] / [`Error::InvalidConfig`]); a trigger with
     /// the same name already registered is [`Error::Conflict`].
+    ///
+    /// Each change builds a new trigger set and index (routings in progress
+    /// keep theirs), which takes time in proportion to the triggers
+    /// registered: adding triggers one by one takes time in proportion to
+    /// the square of their number (seconds for thousands). Add many at once
+    /// with [`add_triggers`](Self::add_triggers), which builds once.
     pub fn add_trigger(&self, trigger: Trigger) -> Result<()> {
-        let entry = Arc::new(Entry::new(trigger)?);
-        self.change(|entries| {
-            if entries.iter().any(|e| e.trigger.name == entry.trigger.name) {
-                return Err(Error::Conflict {
-                    resource: format!("trigger `{}`", entry.trigger.name),
-                    reason: "a trigger with this name exists; replace it with replace_trigger"
-                        .to_owned(),
-                });
+        self.add_triggers([trigger])
+    }
+
+    /// Adds `triggers` in one step, all or none: each is validated as
+    /// [`add_trigger`](Self::add_trigger) validates, and a name already
+    /// registered or given twice in `triggers` is [`Error::Conflict`]; on
+    /// the first error nothing is added. The trigger set is built once, so
+    /// this takes time in proportion to the triggers registered in all,
+    /// whatever their number (load a configuration's triggers this way).
+    /// A routing sees all of them or none. They keep their order in
+    /// `triggers`, after those registered before.
+    ///
+    /// ```
+    /// # fn main() -> event_core::Result<()> {
+    /// use event_routing::{Broker, CollectorSink, Trigger, TriggerFilter};
+    /// use std::sync::Arc;
+    ///
+    /// let broker = Broker::new();
+    /// let sink = Arc::new(CollectorSink::new("tenants"));
+    /// broker.add_triggers((0..1_000).map(|i| {
+    ///     Trigger::new(format!("tenant-{i}"), TriggerFilter::by_source(format!("tenant-{i}")), sink.clone())
+    /// }))?;
+    /// assert_eq!(broker.trigger_count(), 1_000);
+    /// # Ok(()) }
+    /// ```
+    pub fn add_triggers(&self, triggers: impl IntoIterator<Item = Trigger>) -> Result<()> {
+        let added = triggers
+            .into_iter()
+            .map(|t| Entry::new(t).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        if added.is_empty() {
+            return Ok(());
+        }
+        let conflict = |name: &str, reason: &str| Error::Conflict {
+            resource: format!("trigger `{name}`"),
+            reason: reason.to_owned(),
+        };
+        let mut batch = HashSet::with_capacity(added.len());
+        if let Some(twice) = added.iter().find(|e| !batch.insert(&e.trigger.name)) {
+            return Err(conflict(
+                &twice.trigger.name,
+                "the triggers to add name it more than once",
+            ));
+        }
+        drop(batch);
+        self.change(|names, entries| {
+            if let Some(there) = added.iter().find(|e| names.contains(&e.trigger.name)) {
+                return Err(conflict(
+                    &there.trigger.name,
+                    "a trigger with this name exists; replace it with replace_trigger",
+                ));
             }
-            let mut next = entries.to_vec();
-            next.push(entry);
-            Ok(next)
+            names.extend(added.iter().map(|e| e.trigger.name.clone()));
+            let mut next = Vec::with_capacity(entries.len() + added.len());
+            next.extend_from_slice(entries);
+            next.extend(added);
+            Ok(Some(next))
         })
     }
 
@@ -735,38 +806,62 @@ impl Broker {
     pub fn replace_trigger(&self, trigger: Trigger) -> Result<bool> {
         let entry = Entry::new(trigger)?;
         let mut replaced = false;
-        self.change(|entries| {
+        self.change(|names, entries| {
             let mut next = entries.to_vec();
-            match next
-                .iter_mut()
-                .find(|e| e.trigger.name == entry.trigger.name)
-            {
+            let slot = if names.contains(&entry.trigger.name) {
+                next.iter_mut()
+                    .find(|e| e.trigger.name == entry.trigger.name)
+            } else {
+                None
+            };
+            match slot {
                 Some(slot) => {
                     *slot = Arc::new(entry.carrying_over(slot));
                     replaced = true;
                 }
-                None => next.push(Arc::new(entry)),
+                None => {
+                    names.insert(entry.trigger.name.clone());
+                    next.push(Arc::new(entry));
+                }
             }
-            Ok(next)
+            Ok(Some(next))
         })?;
         Ok(replaced)
     }
 
     /// Removes the trigger named `name`; returns whether there was one.
     /// Deliveries already started for it finish. To change a trigger, use
-    /// [`replace_trigger`](Self::replace_trigger), which leaves no gap.
+    /// [`replace_trigger`](Self::replace_trigger), which leaves no gap. To
+    /// remove many, use [`remove_triggers`](Self::remove_triggers), which
+    /// builds the trigger set once (see [`add_trigger`](Self::add_trigger)).
     pub fn remove_trigger(&self, name: &str) -> bool {
-        let mut removed = false;
-        let _ = self.change(|entries| {
-            let next: Vec<_> = entries
-                .iter()
-                .filter(|e| e.trigger.name != name)
-                .cloned()
-                .collect();
-            removed = next.len() != entries.len();
-            Ok(next)
+        self.remove_triggers([name]) == 1
+    }
+
+    /// Removes the triggers named in `names` in one step (a routing sees
+    /// all of them or none); returns how many there were. Names not
+    /// registered (or given twice) are skipped. Builds the trigger set once,
+    /// and not at all when none of the names is registered.
+    pub fn remove_triggers<S: AsRef<str>>(&self, names: impl IntoIterator<Item = S>) -> usize {
+        let mut removed = HashSet::new();
+        let _ = self.change(|registered, entries| {
+            removed.extend(
+                names
+                    .into_iter()
+                    .filter_map(|n| registered.take(n.as_ref())),
+            );
+            if removed.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(
+                entries
+                    .iter()
+                    .filter(|e| !removed.contains(&e.trigger.name))
+                    .cloned()
+                    .collect(),
+            ))
         });
-        removed
+        removed.len()
     }
 
     /// How many triggers are registered.
@@ -991,5 +1086,36 @@ impl EventSink for Broker {
 
     fn name(&self) -> &str {
         "broker"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CollectorSink, TriggerFilter};
+
+    #[test]
+    fn batch_changes_build_the_trigger_set_once_and_no_ops_not_at_all() {
+        let broker = Broker::new();
+        let sink = Arc::new(CollectorSink::new("c"));
+        let builds = || broker.inner.core.builds.load(Ordering::Relaxed);
+        let trigger = |i: usize| {
+            Trigger::new(
+                format!("t{i}"),
+                TriggerFilter::by_type(format!("type{i}")),
+                sink.clone(),
+            )
+        };
+        broker.add_triggers((0..500).map(trigger)).unwrap();
+        assert_eq!((broker.trigger_count(), builds()), (500, 1));
+        // Refused batches and removals of unknown names build nothing.
+        assert!(broker.add_triggers([trigger(500), trigger(0)]).is_err());
+        assert!(broker.add_trigger(trigger(7)).is_err());
+        assert_eq!(broker.remove_triggers(["x", "y"]), 0);
+        assert!(!broker.remove_trigger("x"));
+        assert_eq!(builds(), 1);
+        let names: Vec<_> = (0..250).map(|i| format!("t{i}")).collect();
+        assert_eq!(broker.remove_triggers(&names), 250);
+        assert_eq!((broker.trigger_count(), builds()), (250, 2));
     }
 }

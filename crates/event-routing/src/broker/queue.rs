@@ -8,7 +8,7 @@ use futures_util::{FutureExt, StreamExt};
 use parking_lot::RwLock;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -356,22 +356,33 @@ const BATCH: usize = 32;
 /// deadline of [`Broker::shutdown_within`](super::Broker::shutdown_within)
 /// it stops: see [`abandon`].
 async fn dispatch(core: Arc<Core>, rx: mpsc::Receiver<Arc<Event>>) {
+    let teardown = Arc::new(Teardown::default());
     let mut queue = Leftovers {
         core: core.clone(),
         rx,
+        teardown: teardown.clone(),
     };
     let mut routings = JoinSet::new();
     let finished = tokio::select! {
         biased;
         () = core.cutoff.passed() => false,
         () = async {
-            drain(&core, &mut queue.rx, &mut routings).await;
+            drain(&core, &teardown, &mut queue.rx, &mut routings).await;
             while routings.join_next().await.is_some() {}
         } => true,
     };
     if !finished {
+        teardown.deadline.store(true, Ordering::Relaxed);
         abandon(&core, &mut queue.rx, &mut routings).await;
     }
+}
+
+/// What a routing task shares with the dispatcher that spawned it.
+#[derive(Clone)]
+struct Run {
+    core: Arc<Core>,
+    slots: Arc<Slots>,
+    teardown: Arc<Teardown>,
 }
 
 /// At the shutdown deadline: discards the events still queued and cancels
@@ -426,14 +437,24 @@ async fn abandon(core: &Core, rx: &mut mpsc::Receiver<Arc<Event>>, routings: &mu
 /// driving its routings concurrently, instead of one task per event; the
 /// tasks go into `routings` (so that a shutdown deadline can cancel them),
 /// which sheds the finished ones as it goes.
-async fn drain(core: &Arc<Core>, rx: &mut mpsc::Receiver<Arc<Event>>, routings: &mut JoinSet<()>) {
+async fn drain(
+    core: &Arc<Core>,
+    teardown: &Arc<Teardown>,
+    rx: &mut mpsc::Receiver<Arc<Event>>,
+    routings: &mut JoinSet<()>,
+) {
     let workers = core.config.workers;
     let linger = core.config.dispatch_linger;
-    let slots = Arc::new(Slots {
-        free: AtomicUsize::new(workers),
-        total: workers,
-        changed: Notify::new(),
-    });
+    let run = Run {
+        core: core.clone(),
+        slots: Arc::new(Slots {
+            free: AtomicUsize::new(workers),
+            total: workers,
+            changed: Notify::new(),
+        }),
+        teardown: teardown.clone(),
+    };
+    let slots = &run.slots;
     let mut batch = Vec::new();
     'idle: loop {
         slots.wait(|free| free > 0).await;
@@ -456,7 +477,7 @@ async fn drain(core: &Arc<Core>, rx: &mut mpsc::Receiver<Arc<Event>>, routings: 
                 while routings.try_join_next().is_some() {}
                 let mut taken = batch.drain(..);
                 while taken.len() > 0 {
-                    spawn_routings(core, &slots, routings, taken.by_ref().take(BATCH).collect());
+                    spawn_routings(&run, routings, taken.by_ref().take(BATCH).collect());
                 }
             }
             if !open {
@@ -478,10 +499,12 @@ async fn drain(core: &Arc<Core>, rx: &mut mpsc::Receiver<Arc<Event>>, routings: 
 /// The dispatcher's end of the queue. Dropped before the queue was drained
 /// (the runtime dropped the dispatcher), it closes the queue and settles the
 /// events left in it, which will never be routed, so that they do not stay
-/// pending forever ([`Broker::wait_idle`](super::Broker::wait_idle)).
+/// pending forever ([`Broker::wait_idle`](super::Broker::wait_idle)); they
+/// count in its [`Teardown`].
 struct Leftovers {
     core: Arc<Core>,
     rx: mpsc::Receiver<Arc<Event>>,
+    teardown: Arc<Teardown>,
 }
 
 impl Drop for Leftovers {
@@ -498,10 +521,35 @@ impl Drop for Leftovers {
             self.core.end();
         }
         Counters::add(&self.core.counters.shutdown_unrouted, lost);
-        if lost > 0 {
+        self.teardown.unrouted.fetch_add(lost, Ordering::Relaxed);
+    }
+}
+
+/// What a dispatcher lost because its runtime dropped it and its routing
+/// tasks: shared by the dispatcher and the tasks, so the last of them
+/// dropped logs it all in one `ERROR` (none if nothing was lost).
+#[derive(Default)]
+struct Teardown {
+    /// Queued events never routed (see [`Leftovers`]).
+    unrouted: AtomicU64,
+    /// Routings in progress dropped unfinished (see [`route_queued`]), but
+    /// for those a shutdown deadline cancelled, which [`abandon`] logs.
+    aborted: AtomicU64,
+    /// Set by [`abandon`] before it cancels the routings.
+    deadline: AtomicBool,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let unrouted = *self.unrouted.get_mut();
+        let aborted = *self.aborted.get_mut();
+        if unrouted > 0 || aborted > 0 {
             tracing::error!(
-                lost,
-                "broker dispatcher dropped with events queued; they are lost"
+                unrouted,
+                aborted,
+                "broker dispatcher dropped (its Tokio runtime shut down): queued events not \
+                 routed, routings in progress cut off; lost to their triggers (the provider \
+                 still stores the events; counted in shutdown_unrouted and shutdown_aborted)"
             );
         }
     }
@@ -509,23 +557,17 @@ impl Drop for Leftovers {
 
 /// Routes `events` (each holding a worker slot) concurrently in one task,
 /// spawned into `routings`.
-fn spawn_routings(
-    core: &Arc<Core>,
-    slots: &Arc<Slots>,
-    routings: &mut JoinSet<()>,
-    events: Vec<Arc<Event>>,
-) {
-    let id = core_id(core);
-    let core = core.clone();
-    let slots = slots.clone();
+fn spawn_routings(run: &Run, routings: &mut JoinSet<()>, events: Vec<Arc<Event>>) {
+    let id = core_id(&run.core);
+    let run = run.clone();
     routings.spawn(ROUTING_WORKER.scope(id, async move {
         if let [event] = events.as_slice() {
-            route_queued(&core, &slots, event).await;
+            route_queued(&run, event).await;
             return;
         }
         let mut routings: FuturesUnordered<_> = events
             .iter()
-            .map(|event| route_queued(&core, &slots, event))
+            .map(|event| route_queued(&run, event))
             .collect();
         while routings.next().await.is_some() {}
     }));
@@ -534,27 +576,31 @@ fn spawn_routings(
 /// Routes one queued event, then gives back its slot and ends its pending
 /// count (also if routing panics, or the routing is cancelled: at a
 /// shutdown deadline, or because the runtime drops the task; that counts
-/// in `shutdown_aborted`).
-async fn route_queued(core: &Core, slots: &Slots, event: &Event) {
+/// in `shutdown_aborted`, and the latter in the run's [`Teardown`]).
+async fn route_queued(run: &Run, event: &Event) {
     struct Settle<'a> {
-        core: &'a Core,
-        slots: &'a Slots,
+        run: &'a Run,
         routed: bool,
     }
     impl Drop for Settle<'_> {
         fn drop(&mut self) {
+            let Run {
+                core,
+                slots,
+                teardown,
+            } = self.run;
             if !self.routed {
-                Counters::add(&self.core.counters.shutdown_aborted, 1);
+                Counters::add(&core.counters.shutdown_aborted, 1);
+                if !teardown.deadline.load(Ordering::Relaxed) {
+                    teardown.aborted.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            self.slots.give_back();
-            self.core.end();
+            slots.give_back();
+            core.end();
         }
     }
-    let mut settle = Settle {
-        core,
-        slots,
-        routed: false,
-    };
+    let core = &*run.core;
+    let mut settle = Settle { run, routed: false };
     // Sinks' panics are caught per attempt; this keeps a bug in routing
     // itself from cancelling the other routings of the task.
     if AssertUnwindSafe(core.route_queued(event))

@@ -61,6 +61,20 @@ use std::time::Duration;
 /// (which would take the client's default headers, credentials perhaps,
 /// to a host you did not name), and a redirect loop.
 ///
+/// Timeouts and runtimes: [`new`](Self::new)'s client sets no request
+/// timeout. Through a [`Broker`](crate::Broker), the trigger's
+/// [`DeliverySpec`](crate::DeliverySpec) timeout bounds every attempt
+/// (30 s unless set, none if set to `None`); a caller of
+/// [`deliver`](EventSink::deliver) itself bounds it with
+/// [`with_request_timeout`](Self::with_request_timeout) (or a client of
+/// its own, or `tokio::time::timeout`), else a stalled
+/// endpoint holds the call for ever. The client pools its connections, and
+/// each pooled connection is driven by a task on the Tokio runtime that
+/// opened it: a request that reuses it waits while that runtime is not
+/// running (a current-thread runtime nobody is blocking on), without a
+/// timeout for ever. Deliver from one long-lived runtime, or give each
+/// runtime a sink (a client) of its own.
+///
 /// ```no_run
 /// use event_routing::http::{HttpSink, Mode};
 /// use std::time::Duration;
@@ -80,8 +94,9 @@ pub struct HttpSink {
 
 impl HttpSink {
     /// A sink POSTing to `url` (http or https) in binary mode, with a default
-    /// client. A URL that does not parse, or has another scheme, is
-    /// [`Error::InvalidConfig`].
+    /// client, which sets no request timeout (see the type's docs on
+    /// timeouts and runtimes). A URL that does not parse, or has another
+    /// scheme, is [`Error::InvalidConfig`].
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Result<Self> {
         let url = url.into();
         let parsed = reqwest::Url::parse(&url).map_err(|e| {

@@ -1037,9 +1037,13 @@ impl WebhookSource {
         self
     }
 
-    /// The address the server listens on, once started.
+    /// The address the server listens on while it runs: `None` before
+    /// [`start`](EventSource::start), after [`stop`](EventSource::stop), and
+    /// once the server's task has ended otherwise (the runtime that started
+    /// it shut down, see [`EventSource`]).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        *self.local_addr.lock()
+        let addr = *self.local_addr.lock();
+        addr.filter(|_| self.lifecycle.is_running())
     }
 
     /// The endpoint as an axum router delivering to `sink`, to mount in an

@@ -22,6 +22,35 @@ impl Running {
     }
 }
 
+/// Logs a source's task dropped before its end: its runtime shut down (or
+/// it panicked, which Tokio reports to no one here). Holds the source's
+/// name until the task ends.
+struct CutOff(Option<String>);
+
+impl CutOff {
+    /// The task reached its end: nothing to log.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CutOff {
+    fn drop(&mut self) {
+        let Some(source) = self.0.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            tracing::error!(source = %source, "source task panicked; the source has stopped");
+        } else {
+            tracing::warn!(
+                source = %source,
+                "source task dropped before it was stopped (the Tokio runtime that started it \
+                 shut down); the source has stopped"
+            );
+        }
+    }
+}
+
 /// A source's background task, if running.
 #[derive(Default)]
 pub(crate) struct Lifecycle {
@@ -64,8 +93,10 @@ impl Lifecycle {
         let (stop, rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
         let run = run(StopSignal(rx));
+        let mut cut_off = CutOff(Some(name.to_owned()));
         let task = runtime.spawn(async move {
             run.await;
+            cut_off.disarm();
             let _ = done_tx.send(true);
         });
         *running = Some(Running { stop, task, done });

@@ -35,6 +35,15 @@ use std::sync::Arc;
 ///   given up on), and until then the source is running (starting it is a
 ///   conflict). Stopping a stopped source is a no-op. A stopped source may
 ///   be started again.
+/// - The task runs on the Tokio runtime `start` is called on, and belongs
+///   to it: when that runtime shuts down (a `#[tokio::main]` returning, a
+///   setup or test runtime dropped) the source stops with it, logged at
+///   `WARN`, though nobody called `stop`. [`is_running`](Self::is_running)
+///   is then `false`, and `stop` returns
+///   [`Error::Provider`](event_core::Error::Provider) ("ended abnormally",
+///   as for a task that panicked); the source may be started again on a
+///   live runtime. Start long-lived sources on the runtime that outlives
+///   them.
 /// - A failing delivery (an error or a panic in the sink) is logged, and
 ///   the source keeps going. Sources that count their emissions count it
 ///   too ([`CronSource::failures`]; [`MetricsPoller`] only logs).
