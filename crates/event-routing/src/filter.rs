@@ -419,55 +419,64 @@ impl CompiledFilter {
             && self.filters.iter().all(|f| f.matches(event))
     }
 
-    /// The index key this filter is filed under (the most selective exact
-    /// condition every matching event satisfies), or `None` when it has none.
-    pub(crate) fn index_key(&self) -> Option<IndexKey> {
+    /// Every index key this filter could be filed under: each an exact
+    /// condition every matching event satisfies, in the order the index
+    /// prefers them when they are equally rare (exact type, the subject's
+    /// literal tokens from the last, exact source, exact attributes, exact
+    /// expression attributes). Empty when it has none.
+    pub(crate) fn index_keys(&self) -> Vec<IndexKey> {
         let mut exact = Vec::new();
         for f in self.filters.iter() {
             f.required_exact(&mut exact);
         }
-        let find = |name: &str| {
+        let found = |name: &'static str| {
             exact
                 .iter()
-                .find(|(k, _)| *k == name)
+                .filter(move |(k, _)| *k == name)
                 .map(|(_, v)| Box::<str>::from(*v))
         };
-        if let Some(t) = self.event_type.clone().or_else(|| find("type")) {
-            return Some(IndexKey::Type(t));
-        }
-        let subject_key = |p: &SubjectPattern| {
-            // The last literal token is the most specific one.
-            (0..p.as_str().split('.').count()).rev().find_map(|i| {
+        let mut keys = Vec::new();
+        keys.extend(self.event_type.iter().cloned().map(IndexKey::Type));
+        keys.extend(found("type").map(IndexKey::Type));
+        if let Some(p) = &self.subject {
+            // the last literal token is the most specific one
+            keys.extend((0..p.as_str().split('.').count()).rev().filter_map(|i| {
                 p.literal_token(i)
                     .map(|t| IndexKey::SubjectToken(i, t.into()))
-            })
-        };
-        if let Some(key) = self.subject.as_ref().and_then(subject_key) {
-            return Some(key);
+            }));
         }
-        if let Some(subject) = find("subject") {
-            // An exact subject: its last token is a literal by definition.
-            let count = subject.split('.').count();
-            if let Some(last) = subject.rsplit('.').next() {
-                return Some(IndexKey::SubjectToken(count - 1, last.into()));
-            }
+        for subject in found("subject") {
+            // an exact subject: every token is a literal
+            let tokens: Vec<&str> = subject.split('.').collect();
+            keys.extend(
+                tokens
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .map(|(i, t)| IndexKey::SubjectToken(i, (*t).into())),
+            );
         }
-        if let Some(s) = self.source.clone().or_else(|| find("source")) {
-            return Some(IndexKey::Source(s));
-        }
-        // Not an attribute with an empty value (any value matches it).
-        if let Some((k, v)) = self.attributes.iter().find(|(_, v)| !v.is_empty()) {
-            return Some(IndexKey::Attribute(k.clone(), v.clone()));
-        }
-        exact
-            .iter()
-            .find(|(k, _)| !matches!(*k, "id" | "category"))
-            .map(|(k, v)| IndexKey::Extension((*k).into(), (*v).into()))
+        keys.extend(self.source.iter().cloned().map(IndexKey::Source));
+        keys.extend(found("source").map(IndexKey::Source));
+        // not an attribute with an empty value (any value matches it)
+        keys.extend(
+            self.attributes
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| IndexKey::Attribute(k.clone(), v.clone())),
+        );
+        keys.extend(
+            exact
+                .iter()
+                .filter(|(k, _)| !matches!(*k, "id" | "category" | "type" | "source" | "subject"))
+                .map(|(k, v)| IndexKey::Extension((*k).into(), (*v).into())),
+        );
+        keys
     }
 }
 
 /// Where the trigger index files a filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum IndexKey {
     /// Exact event type.
     Type(Box<str>),

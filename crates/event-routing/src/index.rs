@@ -1,13 +1,16 @@
 //! The trigger index: which triggers can possibly match an event.
 //!
-//! Each trigger is filed under one key (see `CompiledFilter::index_key`): its
-//! exact event type, else the last literal token of its subject pattern (with
-//! its position), else its exact source, else an exact metadata attribute
-//! (of `with_attribute` with a non-empty value, or of an `exact` expression,
-//! which also matches a foreign CloudEvent's extension as metadata
-//! `ce-<name>`). Filters with
-//! none of these (only `prefix`, `any`, `not`, ...) go to a fallback list
-//! that every event is checked against.
+//! Each trigger is filed under one key (see `CompiledFilter::index_keys`),
+//! the rarest among the triggers of the exact conditions it has: its exact
+//! event type, a literal token of its subject pattern (with its position),
+//! its exact source, an exact metadata attribute (of `with_attribute` with a
+//! non-empty value, or of an `exact` expression, which also matches a
+//! foreign CloudEvent's extension as metadata `ce-<name>`); of equally rare
+//! ones, the first in that order (of subject tokens, the last). So 1,000
+//! triggers of one type that each name their own tenant attribute are filed
+//! by tenant, not all under the type. Filters with none of these (only
+//! `prefix`, `any`, `not`, ...) go to a fallback list that every event is
+//! checked against.
 //!
 //! Routing an event looks up its type, its source, each of its subject tokens
 //! and its metadata entries, so only the triggers in those buckets and the
@@ -38,9 +41,27 @@ pub(crate) struct TriggerIndex {
 impl TriggerIndex {
     /// Builds the index over `filters`; ids are positions in the iterator.
     pub(crate) fn build<'a>(filters: impl IntoIterator<Item = &'a CompiledFilter>) -> Self {
+        let keys: Vec<Vec<IndexKey>> = filters
+            .into_iter()
+            .map(CompiledFilter::index_keys)
+            .collect();
+        // how many filters could go under each key: each goes under its
+        // rarest, so triggers that share a type (or a subject token) but
+        // differ in another exact condition are told apart by that one
+        let mut counts: HashMap<&IndexKey, usize> = HashMap::new();
+        for key in keys.iter().flatten() {
+            *counts.entry(key).or_default() += 1;
+        }
+        let chosen: Vec<Option<IndexKey>> = keys
+            .iter()
+            .map(|keys| {
+                // `min_by_key` keeps the first of equals: the preferred kind
+                keys.iter().min_by_key(|key| counts[key]).cloned()
+            })
+            .collect();
         let mut index = Self::default();
-        for (id, filter) in filters.into_iter().enumerate() {
-            match filter.index_key() {
+        for (id, key) in chosen.into_iter().enumerate() {
+            match key {
                 Some(IndexKey::Type(t)) => index.by_type.entry(t).or_default().push(id),
                 Some(IndexKey::Source(s)) => index.by_source.entry(s).or_default().push(id),
                 Some(IndexKey::SubjectToken(pos, token)) => {
@@ -159,6 +180,32 @@ mod tests {
         assert_eq!(index.by_source["s"], vec![2]);
         assert_eq!(index.by_attribute["region"]["eu"], vec![3]);
         assert_eq!(index.fallback, vec![4]);
+    }
+
+    #[test]
+    fn triggers_sharing_a_type_are_filed_by_their_rarer_condition() {
+        // per-tenant triggers of one type: filed by tenant, not all under
+        // the type; a trigger whose type is rarer stays under its type
+        let mut filters: Vec<_> = (0..100)
+            .map(|i| {
+                TriggerFilter::by_type("order.created").with_attribute("tenant", format!("t{i}"))
+            })
+            .collect();
+        filters.push(TriggerFilter::by_type("audit").with_attribute("tenant", "t7"));
+        filters.extend((0..50).map(|i| TriggerFilter::by_subject(format!("events.t{i}.orders"))));
+        let compiled = compile(&filters);
+        let index = TriggerIndex::build(&compiled);
+        assert!(!index.by_type.contains_key("order.created"));
+        assert_eq!(index.by_type["audit"], vec![100]);
+        assert_eq!(index.by_attribute["tenant"]["t42"], vec![42]);
+        // `orders` is shared by all 50: each is filed by its tenant token
+        assert_eq!(index.by_subject[1]["t3"], vec![104]);
+        let event =
+            event_core::Event::typed("events.x.y", "x", "order.created", 1, "", "s", json!(null))
+                .with_metadata("tenant", "t42");
+        let mut out = Vec::new();
+        index.candidates(&event, &mut out);
+        assert_eq!(out, vec![42]);
     }
 
     #[test]
