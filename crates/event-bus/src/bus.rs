@@ -22,7 +22,7 @@ pub(crate) struct Inner {
     /// Bumped whenever a managed subscriber changes or is removed: the
     /// subscriptions opened for it check whether they still belong to it
     /// (see [`BusSubscription`](crate::BusSubscription)).
-    pub(crate) sub_changes: tokio::sync::watch::Sender<u64>,
+    pub(crate) sub_changes: tokio::sync::watch::Sender<crate::subscription::SubChange>,
     /// Sequences of stored events the router refused: a repeat of one is
     /// routed again.
     pub(crate) refused: crate::refused::Recent<u64>,
@@ -129,7 +129,9 @@ impl EventBus {
                 hooks: HookSlot::default(),
                 metrics: EventMetrics::new(),
                 subs: Arc::new(tokio::sync::Mutex::new(SubState::default())),
-                sub_changes: tokio::sync::watch::Sender::new(0),
+                sub_changes: tokio::sync::watch::Sender::new(
+                    crate::subscription::SubChange::default(),
+                ),
                 refused: crate::refused::Recent::default(),
                 unrouted: crate::refused::Recent::default(),
             }),

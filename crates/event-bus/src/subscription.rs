@@ -213,13 +213,31 @@ pub struct BusSubscription {
     dead_letters: Arc<OwnDeadLetters>,
 }
 
+/// The bus's signal of managed-subscriber changes: how many there have
+/// been, and whose the last one was.
+#[derive(Debug, Default)]
+pub(crate) struct SubChange {
+    pub(crate) generation: u64,
+    pub(crate) subscriber: Option<Arc<str>>,
+}
+
+impl SubChange {
+    /// Records a change of subscriber `id` (added, updated or removed).
+    pub(crate) fn made(&mut self, id: &str) {
+        self.generation += 1;
+        self.subscriber = Some(id.into());
+    }
+}
+
 /// The managed subscriber (and subject) a [`BusSubscription`] was opened
 /// for, and the bus's change signal to watch.
 pub(crate) struct Membership {
     pub(crate) subscriber_id: String,
     pub(crate) subject: String,
     pub(crate) durable: bool,
-    pub(crate) changes: tokio::sync::watch::Receiver<u64>,
+    pub(crate) changes: tokio::sync::watch::Receiver<SubChange>,
+    /// The last change generation looked at.
+    pub(crate) seen: u64,
     /// A change was signalled and not yet checked (the check can be
     /// interrupted by a delivery; it is redone on the next call).
     pub(crate) unchecked: bool,
@@ -233,6 +251,24 @@ impl Membership {
             if !self.unchecked {
                 if self.changes.changed().await.is_err() {
                     return std::future::pending().await;
+                }
+                let (generation, other) = {
+                    let change = self.changes.borrow_and_update();
+                    let other = change
+                        .subscriber
+                        .as_deref()
+                        .is_some_and(|id| id != self.subscriber_id);
+                    (change.generation, other)
+                };
+                // exactly one change since the last look, of another
+                // subscriber: this one's record is as it was, and the
+                // lock is not taken (with thousands of subscriptions open,
+                // each change would otherwise queue every one of them on
+                // it); several changes coalesced are checked
+                let skip = other && generation == self.seen + 1;
+                self.seen = generation;
+                if skip {
+                    continue;
                 }
                 self.unchecked = true;
             }

@@ -263,9 +263,7 @@ impl EventBus {
         } else if state.store.is_none() && previous.is_none() {
             state.options_kept.insert(id.clone());
         }
-        self.inner
-            .sub_changes
-            .send_modify(|generation| *generation += 1);
+        self.inner.sub_changes.send_modify(|change| change.made(id));
         // the lock stays held while the dropped durables are deleted, so a
         // concurrent update that re-adds a subject cannot have its consumer
         // deleted under it
@@ -332,7 +330,7 @@ impl EventBus {
         state.options_kept.remove(subscriber_id);
         self.inner
             .sub_changes
-            .send_modify(|generation| *generation += 1);
+            .send_modify(|change| change.made(subscriber_id));
         // held through the deletes (see `upsert`)
         self.inner.metrics.add_unsubscribe(1);
         if let Some(removed) = removed.filter(|r| r.filter.durable) {
@@ -618,11 +616,14 @@ impl EventBus {
             durable = record.filter.durable,
             "subscribed"
         );
+        let changes = self.inner.sub_changes.subscribe();
+        let seen = changes.borrow().generation;
         let membership = Membership {
             subscriber_id: record.filter.subscriber_id.clone(),
             subject: subject.to_owned(),
             durable: record.filter.durable,
-            changes: self.inner.sub_changes.subscribe(),
+            seen,
+            changes,
             unchecked: false,
         };
         Ok(BusSubscription::new(sub, self.inner.clone())

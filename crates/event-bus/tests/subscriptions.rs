@@ -394,6 +394,68 @@ async fn removing_an_ephemeral_subscriber_ends_its_subscriptions() {
     ends(&mut idle).await;
 }
 
+/// Changes of other subscribers, one at a time or coalesced, do not end a
+/// subscription; its own subscriber's removal does, whether it comes alone
+/// right after them or in the same burst.
+#[tokio::test]
+async fn other_subscribers_changes_leave_a_subscription_and_its_removal_ends_it() {
+    let bus = EventBus::new(MemoryProvider::default());
+    for id in ["mine", "again"] {
+        bus.update_subscription(filter(id, &["events.a.>"], false))
+            .await
+            .unwrap();
+    }
+    let mut mine = bus.create_subscriber("mine").await.unwrap().remove(0);
+    let mut again = bus.create_subscriber("again").await.unwrap().remove(0);
+    let mine = tokio::spawn(async move { ends(&mut mine).await });
+    let again = tokio::spawn(async move { ends(&mut again).await });
+    for i in 0..50 {
+        // one at a time (the waiting tasks look at each) ...
+        bus.update_subscription(filter(&format!("other{i}"), &["events.b.>"], false))
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    // ... and coalesced
+    for i in 0..5 {
+        bus.remove_subscription(&format!("other{i}")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !mine.is_finished() && !again.is_finished(),
+        "ended by others' changes"
+    );
+    bus.remove_subscription("mine").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), mine)
+        .await
+        .expect("removing its subscriber did not end the subscription")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !again.is_finished(),
+        "ended by another subscriber's removal"
+    );
+    bus.remove_subscription("again").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), again)
+        .await
+        .expect("removing its subscriber did not end the subscription")
+        .unwrap();
+    // removed in a burst of changes that last named another subscriber,
+    // all made before the subscription looks at them
+    bus.update_subscription(filter("burst", &["events.a.>"], false))
+        .await
+        .unwrap();
+    let mut burst = bus.create_subscriber("burst").await.unwrap().remove(0);
+    bus.update_subscription(filter("other10", &["events.c.>"], false))
+        .await
+        .unwrap();
+    bus.remove_subscription("burst").await.unwrap();
+    bus.update_subscription(filter("other11", &["events.c.>"], false))
+        .await
+        .unwrap();
+    ends(&mut burst).await;
+}
+
 #[tokio::test]
 async fn an_update_that_drops_a_subject_ends_only_that_subscription() {
     let bus = EventBus::new(MemoryProvider::default());
