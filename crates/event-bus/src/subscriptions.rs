@@ -185,6 +185,15 @@ impl EventBus {
     /// that gave up can read the outcome with
     /// [`get_subscription_record`](Self::get_subscription_record). The same
     /// holds for every method that changes subscriptions.
+    ///
+    /// **Cost.** With a state store, every change saves the whole set of
+    /// subscribers (the [`StateStore`](event_core::StateStore) contract), so
+    /// registering N subscribers one by one writes O(N²) bytes: measured
+    /// with [`FileStateStore`](crate::FileStateStore), 4,000 subscribers
+    /// took 33 s and wrote 1 GB. To register many at start-up, add them
+    /// before [`set_state_store`](Self::set_state_store), which merges them
+    /// with the stored ones in one save. Without a store a change is
+    /// O(log N).
     pub async fn update_subscription(&self, filter: SubscriptionFilter) -> Result<()> {
         self.upsert(filter, None).await
     }

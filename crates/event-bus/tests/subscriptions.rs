@@ -1310,3 +1310,29 @@ async fn a_stored_subscriber_under_another_prefix_still_loads_and_can_be_fixed()
         .unwrap();
     assert_eq!(bus.create_subscriber("old").await.unwrap().len(), 1);
 }
+
+/// The documented way to register many subscribers at start-up: added
+/// before the state store is set, they are merged with the stored ones in
+/// one save, not one save (of the whole set) per subscriber.
+#[tokio::test]
+async fn subscribers_added_before_the_store_is_set_are_saved_once() {
+    let store = Arc::new(MemoryStateStore::new());
+    store
+        .save(&[SubscriptionRecord {
+            filter: filter("stored", &["events.s.>"], true),
+            options: None,
+        }])
+        .await
+        .unwrap();
+    let bus = EventBus::new(MemoryProvider::default());
+    for i in 0..200 {
+        bus.update_subscription(filter(&format!("s{i}"), &["events.a.>"], true))
+            .await
+            .unwrap();
+    }
+    let before = store.saves();
+    bus.set_state_store(store.clone()).await.unwrap();
+    assert_eq!(store.saves() - before, 1);
+    assert_eq!(store.load().await.unwrap().len(), 201);
+    assert_eq!(bus.list_subscriptions().await.len(), 201);
+}
