@@ -39,6 +39,26 @@ impl SubState {
         records.values().cloned().collect()
     }
 
+    /// Makes `change` to the records: on a copy that replaces them once the
+    /// state store saved it, so a save that fails, panics or is cut off
+    /// (its runtime shut down) changes nothing; in place when there is no
+    /// store (nothing can fail, and a change costs O(log n) instead of a
+    /// copy of every record).
+    async fn apply(
+        &mut self,
+        change: impl FnOnce(&mut BTreeMap<String, SubscriptionRecord>),
+    ) -> Result<()> {
+        if self.store.is_none() {
+            change(&mut self.records);
+            return Ok(());
+        }
+        let mut next = self.records.clone();
+        change(&mut next);
+        self.save(&next).await?;
+        self.records = next;
+        Ok(())
+    }
+
     /// Saves `records` to the state store, if one is set, within its time
     /// limit.
     async fn save(&self, records: &BTreeMap<String, SubscriptionRecord>) -> Result<()> {
@@ -255,17 +275,12 @@ impl EventBus {
             None => previous.as_ref().and_then(|p| p.options.clone()),
         };
         let record = SubscriptionRecord { filter, options };
-        // changed in place (not in a copy of every record: a change costs
-        // O(log n) without a store) and put back if the save fails
         let id = record.filter.subscriber_id.clone();
-        state.records.insert(id.clone(), record.clone());
-        if let Err(err) = state.save(&state.records).await {
-            match &previous {
-                Some(previous) => state.records.insert(id, previous.clone()),
-                None => state.records.remove(&id),
-            };
-            return Err(err);
-        }
+        state
+            .apply(|records| {
+                records.insert(id, record.clone());
+            })
+            .await?;
         let id = &record.filter.subscriber_id;
         if !kept {
             state.options_kept.remove(id);
@@ -328,14 +343,10 @@ impl EventBus {
                 name: subscriber_id.to_string(),
             });
         }
-        // removed in place and put back if the save fails (see `upsert_now`)
-        let removed = state.records.remove(subscriber_id);
-        if let Err(err) = state.save(&state.records).await {
-            if let Some(removed) = removed {
-                state.records.insert(subscriber_id.to_owned(), removed);
-            }
-            return Err(err);
-        }
+        let mut removed = None;
+        state
+            .apply(|records| removed = records.remove(subscriber_id))
+            .await?;
         state.options_kept.remove(subscriber_id);
         self.inner
             .sub_changes

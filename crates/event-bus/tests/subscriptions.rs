@@ -1336,3 +1336,72 @@ async fn subscribers_added_before_the_store_is_set_are_saved_once() {
     assert_eq!(store.load().await.unwrap().len(), 201);
     assert_eq!(bus.list_subscriptions().await.len(), 201);
 }
+
+/// A state store whose save panics while `panic` is set.
+#[derive(Default)]
+struct PanickingStore {
+    panic: AtomicBool,
+    inner: MemoryStateStore,
+}
+
+#[async_trait]
+impl StateStore for PanickingStore {
+    async fn load(&self) -> Result<Vec<SubscriptionRecord>> {
+        self.inner.load().await
+    }
+    async fn save(&self, subscriptions: &[SubscriptionRecord]) -> Result<()> {
+        assert!(!self.panic.load(Ordering::SeqCst), "a state store bug");
+        self.inner.save(subscriptions).await
+    }
+}
+
+/// A change whose save panics is refused and not applied, and a later save
+/// does not carry it into the store either.
+#[tokio::test]
+async fn a_change_whose_save_panics_is_not_applied() {
+    let store = Arc::new(PanickingStore::default());
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(store.clone()).await.unwrap();
+    bus.update_subscription(filter("a", &["events.>"], true))
+        .await
+        .unwrap();
+    store.panic.store(true, Ordering::SeqCst);
+    assert!(
+        bus.update_subscription(filter("b", &["events.>"], true))
+            .await
+            .is_err()
+    );
+    assert!(
+        bus.update_subscription(filter("a", &["events.orders.>"], true))
+            .await
+            .is_err()
+    );
+    assert!(bus.remove_subscription("a").await.is_err());
+    let subjects = |records: Vec<SubscriptionFilter>| -> Vec<(String, Vec<String>)> {
+        records
+            .into_iter()
+            .map(|f| (f.subscriber_id, f.subjects))
+            .collect()
+    };
+    let only_a = vec![("a".to_owned(), vec!["events.>".to_owned()])];
+    assert_eq!(subjects(bus.list_subscriptions().await), only_a);
+    store.panic.store(false, Ordering::SeqCst);
+    bus.update_subscription(filter("c", &["events.c.>"], true))
+        .await
+        .unwrap();
+    let stored: Vec<_> = store
+        .inner
+        .load()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.filter)
+        .collect();
+    assert_eq!(
+        subjects(stored),
+        [
+            only_a[0].clone(),
+            ("c".to_owned(), vec!["events.c.>".to_owned()])
+        ]
+    );
+}
