@@ -212,8 +212,9 @@ impl EventBus {
     /// with [`FileStateStore`](crate::FileStateStore), 4,000 subscribers
     /// took 33 s and wrote 1 GB. To register many at start-up, add them
     /// before [`set_state_store`](Self::set_state_store), which merges them
-    /// with the stored ones in one save. Without a store a change is
-    /// O(log N).
+    /// with the stored ones in one save. Without a store the change itself
+    /// is O(log N); with N subscriptions open (`create_subscriber`,
+    /// `consume`), each change still wakes every one of them to look at it.
     pub async fn update_subscription(&self, filter: SubscriptionFilter) -> Result<()> {
         self.upsert(filter, None).await
     }

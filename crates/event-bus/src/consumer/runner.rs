@@ -528,7 +528,12 @@ async fn run_loop(
                 }
             }
             Ok(None) => break,
-            Err(Error::Closed(_)) => break,
+            // the provider closed: by the application (a shutdown), or for
+            // good (a NATS client whose runtime is gone says so in `err`)
+            Err(err @ Error::Closed(_)) => {
+                tracing::info!(error = %err, "consumer's subscription is closed; stopping it");
+                break;
+            }
             // the consumer was deleted (another process, an administrator):
             // the subscription yields nothing more, as with `Ok(None)`
             Err(err @ Error::NotFound { .. }) => {

@@ -696,10 +696,14 @@ impl Broker {
         let core = &self.inner.core;
         let mut names = core.names.lock();
         let current = core.current();
-        if let Some(next) = f(&mut names, &current.entries)? {
+        // `f` updates a copy, kept only once the set is built: the names
+        // and the triggers cannot disagree, whatever happens in between
+        let mut next_names = names.clone();
+        if let Some(next) = f(&mut next_names, &current.entries)? {
             #[cfg(test)]
             core.builds.fetch_add(1, Ordering::Relaxed);
             *core.snapshot.write() = Arc::new(Snapshot::build(next));
+            *names = next_names;
         }
         Ok(())
     }
