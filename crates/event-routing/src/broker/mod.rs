@@ -22,7 +22,7 @@ use event_core::{Error, Event, Result};
 use metrics::{Counters, Padded, TriggerCounters};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -270,12 +270,24 @@ impl Entry {
 struct Snapshot {
     entries: Vec<Arc<Entry>>,
     index: TriggerIndex,
+    /// Each trigger's position in `entries`, by name: a change checks a
+    /// name without scanning the triggers.
+    positions: HashMap<String, usize>,
 }
 
 impl Snapshot {
     fn build(entries: Vec<Arc<Entry>>) -> Self {
         let index = TriggerIndex::build(entries.iter().map(|e| &e.filter));
-        Self { entries, index }
+        let positions = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.trigger.name.clone(), i))
+            .collect();
+        Self {
+            entries,
+            index,
+            positions,
+        }
     }
 
     fn matching(&self, event: &Event) -> Vec<&Arc<Entry>> {
@@ -302,10 +314,8 @@ impl Snapshot {
 struct Core {
     config: BrokerConfig,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// Serialises trigger changes (readers never take it) and holds the
-    /// registered triggers' names, so a change checks a name without
-    /// scanning the trigger set.
-    names: Mutex<HashSet<String>>,
+    /// Serialises trigger changes (readers never take it).
+    writer: Mutex<()>,
     /// Trigger sets built, ever (tests check a batch builds one).
     #[cfg(test)]
     builds: AtomicUsize,
@@ -661,7 +671,7 @@ impl Broker {
         let core = Arc::new(Core {
             config,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            names: Mutex::default(),
+            writer: Mutex::new(()),
             #[cfg(test)]
             builds: AtomicUsize::new(0),
             counters: Counters::default(),
@@ -686,24 +696,15 @@ impl Broker {
         &self.inner.core.config
     }
 
-    /// Swaps in the trigger set `f` makes of the current one and the
-    /// registered names (which `f` updates to match), unless `f` fails or
-    /// returns `None` (nothing to change: no set is built).
-    fn change(
-        &self,
-        f: impl FnOnce(&mut HashSet<String>, &[Arc<Entry>]) -> Result<Option<Vec<Arc<Entry>>>>,
-    ) -> Result<()> {
+    /// Swaps in the trigger set `f` makes of the current one, unless `f`
+    /// fails or returns `None` (nothing to change: no set is built).
+    fn change(&self, f: impl FnOnce(&Snapshot) -> Result<Option<Vec<Arc<Entry>>>>) -> Result<()> {
         let core = &self.inner.core;
-        let mut names = core.names.lock();
-        let current = core.current();
-        // `f` updates a copy, kept only once the set is built: the names
-        // and the triggers cannot disagree, whatever happens in between
-        let mut next_names = names.clone();
-        if let Some(next) = f(&mut next_names, &current.entries)? {
+        let _writer = core.writer.lock();
+        if let Some(next) = f(&core.current())? {
             #[cfg(test)]
             core.builds.fetch_add(1, Ordering::Relaxed);
             *core.snapshot.write() = Arc::new(Snapshot::build(next));
-            *names = next_names;
         }
         Ok(())
     }
@@ -763,16 +764,16 @@ impl Broker {
             ));
         }
         drop(batch);
-        self.change(|names, entries| {
-            if let Some(there) = added.iter().find(|e| names.contains(&e.trigger.name)) {
+        self.change(|current| {
+            let registered = |e: &&Arc<Entry>| current.positions.contains_key(&e.trigger.name);
+            if let Some(there) = added.iter().find(registered) {
                 return Err(conflict(
                     &there.trigger.name,
                     "a trigger with this name exists; replace it with replace_trigger",
                 ));
             }
-            names.extend(added.iter().map(|e| e.trigger.name.clone()));
-            let mut next = Vec::with_capacity(entries.len() + added.len());
-            next.extend_from_slice(entries);
+            let mut next = Vec::with_capacity(current.entries.len() + added.len());
+            next.extend_from_slice(&current.entries);
             next.extend(added);
             Ok(Some(next))
         })
@@ -810,23 +811,18 @@ impl Broker {
     pub fn replace_trigger(&self, trigger: Trigger) -> Result<bool> {
         let entry = Entry::new(trigger)?;
         let mut replaced = false;
-        self.change(|names, entries| {
-            let mut next = entries.to_vec();
-            let slot = if names.contains(&entry.trigger.name) {
-                next.iter_mut()
-                    .find(|e| e.trigger.name == entry.trigger.name)
-            } else {
-                None
-            };
-            match slot {
+        self.change(|current| {
+            let mut next = current.entries.clone();
+            match current
+                .positions
+                .get(&entry.trigger.name)
+                .and_then(|&i| next.get_mut(i))
+            {
                 Some(slot) => {
                     *slot = Arc::new(entry.carrying_over(slot));
                     replaced = true;
                 }
-                None => {
-                    names.insert(entry.trigger.name.clone());
-                    next.push(Arc::new(entry));
-                }
+                None => next.push(Arc::new(entry)),
             }
             Ok(Some(next))
         })?;
@@ -848,17 +844,19 @@ impl Broker {
     /// and not at all when none of the names is registered.
     pub fn remove_triggers<S: AsRef<str>>(&self, names: impl IntoIterator<Item = S>) -> usize {
         let mut removed = HashSet::new();
-        let _ = self.change(|registered, entries| {
+        let _ = self.change(|current| {
             removed.extend(
                 names
                     .into_iter()
-                    .filter_map(|n| registered.take(n.as_ref())),
+                    .filter_map(|n| current.positions.get_key_value(n.as_ref()))
+                    .map(|(name, _)| name.clone()),
             );
             if removed.is_empty() {
                 return Ok(None);
             }
             Ok(Some(
-                entries
+                current
+                    .entries
                     .iter()
                     .filter(|e| !removed.contains(&e.trigger.name))
                     .cloned()
