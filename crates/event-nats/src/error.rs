@@ -59,9 +59,7 @@ pub(crate) fn map(op: &str, err: impl Into<BoxError>, timeout: Duration) -> Erro
         }
         return Error::provider(PROVIDER, format!("{op}: {text}"));
     }
-    // the client's command channel (or a request's reply channel) is
-    // closed: its connection task has ended, for good
-    if text.contains("channel closed") {
+    if says_client_gone(&text) {
         return client_gone(op, Some(&text));
     }
     // kinds without an API error, e.g. `ConsumerInfoErrorKind::NotFound`
@@ -95,6 +93,13 @@ pub(crate) fn map(op: &str, err: impl Into<BoxError>, timeout: Duration) -> Erro
         provider: PROVIDER.to_string(),
         source: format!("{op}: {text}").into(),
     }
+}
+
+/// Whether async-nats's error `text` says the client's command channel (or
+/// a request's reply channel) is closed: its connection task has ended,
+/// for good.
+pub(crate) fn says_client_gone(text: &str) -> bool {
+    text.contains("channel closed")
 }
 
 /// The error of operation `op` once the client's connection task is gone

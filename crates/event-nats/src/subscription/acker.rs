@@ -121,7 +121,7 @@ impl NatsAcker {
                     operation: format!("{what}: {text}"),
                     elapsed: self.timeout,
                 }
-            } else if text.contains("channel closed") {
+            } else if crate::error::says_client_gone(&text) {
                 crate::error::client_gone(what, Some(&text))
             } else {
                 Error::Connection(format!("{what}: {text}"))
