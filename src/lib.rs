@@ -96,7 +96,7 @@
 pub use event_bus::{
     BusSubscription, ConsumerConfig, ConsumerHandle, ConsumerReport, EventBus, EventMetrics,
     FileStateStore, Handler, MemoryDlqHandler, MemoryStateStore, MetricsSnapshot, PlaintextPolicy,
-    ProviderDlqHandler, Stored, durable_consumer_name,
+    ProviderDlqHandler, STALL_THRESHOLD, Stored, durable_consumer_name,
 };
 pub use event_core::{
     BoxError, DeadLetterEvent, DeliverPolicy, DlqHandler, Error, Event, EventCounts,

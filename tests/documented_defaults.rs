@@ -136,6 +136,12 @@ async fn event_bus_consumer_and_dlq() {
     assert_eq!(consumer.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(consumer.dlq_attempts, 5);
     assert_eq!(consumer.dlq_timeout, Some(Duration::from_secs(30)));
+    // `STALL_THRESHOLD` docs, `handler_timeout` docs and deployment.md
+    // ("Consumers", "Operations"): a run with no limit is reported at 60 s.
+    assert_eq!(
+        a3s_event::consumer::STALL_THRESHOLD,
+        Duration::from_secs(60)
+    );
     // `DEFAULT_STATE_STORE_TIMEOUT` docs and deployment.md "Subscription
     // state": 30 s per load and save.
     assert_eq!(
@@ -343,6 +349,7 @@ fn event_bus_prometheus_names_and_buckets() {
         "a3s_event_dlq_dropped_total",
         "a3s_event_dlq_unsettled_total",
         "a3s_event_consumer_aborted_total",
+        "a3s_event_handler_stalls_total",
         "a3s_event_publish_duration_seconds",
         "a3s_event_publish_latency_seconds",
     ] {

@@ -97,7 +97,9 @@ mod subscriptions;
 mod text;
 
 pub use bus::{EventBus, Stored};
-pub use consumer::{ConsumerConfig, ConsumerHandle, ConsumerReport, Handler, SHUTDOWN_CLOSE_GRACE};
+pub use consumer::{
+    ConsumerConfig, ConsumerHandle, ConsumerReport, Handler, SHUTDOWN_CLOSE_GRACE, STALL_THRESHOLD,
+};
 pub use dlq::{MemoryDlqHandler, ProviderDlqHandler};
 pub use hooks::PlaintextPolicy;
 pub use metrics::{EventMetrics, MetricsSnapshot};

@@ -624,7 +624,9 @@ impl Inner {
     ) -> Option<Result<()>> {
         let dlq = self.hooks.load().dlq.clone()?;
         let (id, subject) = (dead.event.id.clone(), dead.event.subject.clone());
-        let result = crate::consumer::guard::offer_dead_letter(&*dlq, dead, limit).await;
+        let result =
+            crate::consumer::guard::offer_dead_letter(&*dlq, dead, limit, &self.metrics, sequence)
+                .await;
         match &result {
             Ok(()) => self.metrics.add_dlq(1),
             Err(err) => {

@@ -866,3 +866,335 @@ fn a_consumer_outlived_by_its_handle_is_a_warning_not_a_failure() {
         "no warning that the loop ended with its runtime: {lines:#?}"
     );
 }
+
+/// The stall lines captured so far: the warnings that a run is still going
+/// and the lines saying a stalled run ended.
+fn stall_lines(capture: &Capture) -> (Vec<capture::Line>, Vec<capture::Line>) {
+    let lines = capture.lines();
+    let still = lines
+        .iter()
+        .filter(|l| l.level == Level::WARN && l.fields.contains("still running"))
+        .cloned()
+        .collect();
+    let ended = lines
+        .iter()
+        .filter(|l| l.level == Level::WARN && l.fields.contains("ended after"))
+        .cloned()
+        .collect();
+    (still, ended)
+}
+
+/// Sleeps (on the paused clock) until `secs` after `start`.
+async fn until(start: tokio::time::Instant, secs: u64) {
+    tokio::time::sleep_until(start + Duration::from_secs(secs)).await;
+}
+
+/// A handler with no time limit that hangs is not silent: a `WARN` at 60 s
+/// naming the subscriber, event, subject, delivery count and how long it
+/// has run, another at 120 s and 240 s (each doubling, not every tick), one
+/// count in `handler_stalls`, and once it is let go, a line saying it
+/// ended and how. It is not cancelled: it finishes and is acked.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_handler_with_no_time_limit_that_hangs_is_reported_at_each_doubling() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(SubscriptionFilter {
+        subscriber_id: "stuck-worker".into(),
+        subjects: vec!["events.orders.>".into()],
+        durable: true,
+    })
+    .await
+    .unwrap();
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let consumer = bus
+        .consume(
+            "stuck-worker",
+            move |_r: ReceivedEvent| {
+                let (started_tx, gate) = (started_tx.clone(), gate.clone());
+                async move {
+                    let _ = started_tx.send(());
+                    gate.notified().await;
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default().handler_timeout(None),
+        )
+        .await
+        .unwrap();
+    let event = Event::new("events.orders.placed", "orders", "s", "src", json!(1));
+    bus.publish_event(&event).await.unwrap();
+    started.recv().await.unwrap();
+    let start = tokio::time::Instant::now();
+    let stalls = || bus.metrics().snapshot().handler_stalls;
+
+    until(start, 59).await;
+    assert_eq!(stall_lines(&capture).0.len(), 0, "warned before 60 s");
+    assert_eq!(stalls(), 0);
+
+    until(start, 61).await;
+    let (still, _) = stall_lines(&capture);
+    assert_eq!(still.len(), 1, "{:#?}", capture.lines());
+    let first = still[0].context();
+    for needle in [
+        "subscriber=stuck-worker",
+        &format!("event_id={:?}", event.id),
+        "subject=\"events.orders.placed\"",
+        "deliveries=1",
+        "running_for=60",
+        "handler",
+    ] {
+        assert!(first.contains(needle), "no {needle} in: {first}");
+    }
+    assert_eq!(stalls(), 1);
+
+    until(start, 119).await;
+    assert_eq!(stall_lines(&capture).0.len(), 1, "warned between doublings");
+    until(start, 121).await;
+    let (still, _) = stall_lines(&capture);
+    assert_eq!(still.len(), 2, "no warning at 120 s");
+    assert!(still[1].fields.contains("running_for=120"), "{still:#?}");
+    until(start, 239).await;
+    assert_eq!(stall_lines(&capture).0.len(), 2, "warned between doublings");
+    until(start, 241).await;
+    let (still, ended) = stall_lines(&capture);
+    assert_eq!(still.len(), 3, "no warning at 240 s");
+    assert!(still[2].fields.contains("running_for=240"), "{still:#?}");
+    assert!(ended.is_empty());
+    assert_eq!(stalls(), 1, "counted per run, not per warning");
+
+    until(start, 300).await;
+    release.notify_one();
+    let deadline = start + Duration::from_secs(400);
+    while consumer.report().acked == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never acked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (still, ended) = stall_lines(&capture);
+    assert_eq!((still.len(), ended.len()), (3, 1), "{:#?}", capture.lines());
+    let end = ended[0].context();
+    for needle in [
+        "subscriber=stuck-worker",
+        &format!("event_id={:?}", event.id),
+        "ran_for=300",
+        "outcome=ok",
+    ] {
+        assert!(end.contains(needle), "no {needle} in: {end}");
+    }
+    assert_eq!(stalls(), 1);
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((report.acked, report.retried), (1, 0), "{report:?}");
+}
+
+/// A handler with no time limit that finishes at 59 s is never reported,
+/// and counts no stall.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_handler_with_no_time_limit_finishing_before_the_threshold_is_not_reported() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let bus = EventBus::new(MemoryProvider::default());
+    let sub = bus.subscribe("events.slow.>").await.unwrap();
+    let consumer = bus
+        .consume_subscription(
+            sub,
+            SubscribeOptions::default(),
+            |_r: ReceivedEvent| async {
+                tokio::time::sleep(Duration::from_secs(59)).await;
+                Ok::<(), BoxError>(())
+            },
+            ConsumerConfig::default().handler_timeout(None),
+        )
+        .unwrap();
+    bus.publish("slow", "t", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    while consumer.report().acked == 0 {
+        assert!(start.elapsed() < Duration::from_secs(120), "never acked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // well past the threshold of a run that would still be going
+    until(start, 200).await;
+    let (still, ended) = stall_lines(&capture);
+    assert!(
+        still.is_empty() && ended.is_empty(),
+        "{:#?}",
+        capture.lines()
+    );
+    assert_eq!(bus.metrics().snapshot().handler_stalls, 0);
+    consumer.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A stalled handler abandoned at a shutdown deadline ends with a line
+/// saying it was aborted, counted once as a stall.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stalled_handler_aborted_at_shutdown_says_so() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let bus = EventBus::new(MemoryProvider::default());
+    let sub = bus.subscribe("events.hang.>").await.unwrap();
+    let consumer = bus
+        .consume_subscription(
+            sub,
+            SubscribeOptions::default(),
+            |_r: ReceivedEvent| async {
+                std::future::pending::<()>().await;
+                Ok::<(), BoxError>(())
+            },
+            ConsumerConfig::default().handler_timeout(None),
+        )
+        .unwrap();
+    bus.publish("hang", "t", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    until(start, 61).await;
+    assert_eq!(stall_lines(&capture).0.len(), 1, "{:#?}", capture.lines());
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.aborted, 1, "{report:?}");
+    let (still, ended) = stall_lines(&capture);
+    assert_eq!((still.len(), ended.len()), (1, 1), "{:#?}", capture.lines());
+    let end = ended[0].context();
+    assert!(
+        end.contains("outcome=aborted") && end.contains("ran_for=62"),
+        "{end}"
+    );
+    assert_eq!(bus.metrics().snapshot().handler_stalls, 1);
+}
+
+/// A limit above the threshold is watched until it cancels the handler:
+/// a `WARN` at 60 s, then the end line at 90 s saying it failed (timed
+/// out).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_handler_limit_above_the_threshold_is_watched_until_it_cancels() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let bus = EventBus::new(MemoryProvider::default());
+    let sub = bus.subscribe("events.hang.>").await.unwrap();
+    let consumer = bus
+        .consume_subscription(
+            sub,
+            SubscribeOptions::default(),
+            |_r: ReceivedEvent| async {
+                std::future::pending::<()>().await;
+                Ok::<(), BoxError>(())
+            },
+            ConsumerConfig::default().handler_timeout(Some(Duration::from_secs(90))),
+        )
+        .unwrap();
+    bus.publish("hang", "t", "s", "src", json!(1))
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    until(start, 61).await;
+    assert_eq!(stall_lines(&capture).0.len(), 1, "{:#?}", capture.lines());
+    until(start, 91).await;
+    let (still, ended) = stall_lines(&capture);
+    assert_eq!((still.len(), ended.len()), (1, 1), "{:#?}", capture.lines());
+    let end = ended[0].context();
+    assert!(
+        end.contains("outcome=failed") && end.contains("timed out after 90s"),
+        "{end}"
+    );
+    assert_eq!(bus.metrics().snapshot().handler_stalls, 1);
+    consumer.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A DLQ handler that waits to be released before it takes a dead letter.
+struct HangingDlq {
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl DlqHandler for HangingDlq {
+    async fn handle(&self, _dead: event_core::DeadLetterEvent) -> event_core::Result<()> {
+        let _ = self.started.send(());
+        self.release.notified().await;
+        Ok(())
+    }
+    async fn list(&self, _limit: usize) -> event_core::Result<Vec<event_core::DeadLetterEvent>> {
+        Ok(Vec::new())
+    }
+    async fn count(&self) -> event_core::Result<usize> {
+        Ok(0)
+    }
+}
+
+/// A DLQ handler that hangs with no `dlq_timeout` is reported as a hung
+/// handler is: a `WARN` at 60 s naming it as the DLQ handler and the event,
+/// one count in `handler_stalls`, and the end line once it takes the dead
+/// letter.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_dlq_call_with_no_time_limit_that_hangs_is_reported() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider = MemoryProvider::default();
+    let bus = EventBus::new(provider.clone());
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    bus.set_dlq_handler(Arc::new(HangingDlq {
+        started: started_tx,
+        release: release.clone(),
+    }));
+    let options = SubscribeOptions {
+        max_deliver: Some(1),
+        ..SubscribeOptions::default()
+    };
+    let sub = event_core::EventProvider::subscribe_durable_with_options(
+        &provider,
+        "dlq-stall",
+        "events.bad.>",
+        &options,
+    )
+    .await
+    .unwrap();
+    let consumer = bus
+        .consume_subscription(
+            sub,
+            options,
+            |_r: ReceivedEvent| async { Err::<(), BoxError>("refused".into()) },
+            ConsumerConfig::default().dlq_timeout(None),
+        )
+        .unwrap();
+    let event = Event::new("events.bad.one", "bad", "s", "src", json!(1));
+    bus.publish_event(&event).await.unwrap();
+    started.recv().await.unwrap();
+    let start = tokio::time::Instant::now();
+    until(start, 59).await;
+    assert!(stall_lines(&capture).0.is_empty());
+    until(start, 61).await;
+    let (still, _) = stall_lines(&capture);
+    assert_eq!(still.len(), 1, "{:#?}", capture.lines());
+    let first = still[0].context();
+    for needle in [
+        "DLQ handler still running",
+        &format!("event_id={:?}", event.id),
+        "subject=\"events.bad.one\"",
+        "deliveries=1",
+        "running_for=60",
+    ] {
+        assert!(first.contains(needle), "no {needle} in: {first}");
+    }
+    assert_eq!(bus.metrics().snapshot().handler_stalls, 1);
+    release.notify_one();
+    while consumer.report().dead_lettered == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (still, ended) = stall_lines(&capture);
+    assert_eq!((still.len(), ended.len()), (1, 1), "{:#?}", capture.lines());
+    assert!(
+        ended[0].fields.contains("stalled DLQ handler ended after")
+            && ended[0].fields.contains("outcome=ok"),
+        "{:?}",
+        ended[0]
+    );
+    assert_eq!(bus.metrics().snapshot().handler_stalls, 1);
+    consumer.shutdown(Duration::from_secs(1)).await;
+}

@@ -1,5 +1,7 @@
 //! Running a handler future (or a DLQ handler) with panics caught.
 
+use super::stall::{About, StallWatch, Work, watched};
+use crate::metrics::EventMetrics;
 use event_core::{DeadLetterEvent, DlqHandler, Error, Result};
 use std::any::Any;
 use std::future::Future;
@@ -37,15 +39,29 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Hands `dead` to `dlq`, turning a panic of the handler into an error (so
-/// a panicking DLQ handler is treated like a refusing one: the event is
-/// kept, not lost with the task that ran it). A call running longer than
-/// `limit` is abandoned as [`Error::Timeout`] (a transient refusal).
+/// Hands `dead` (the delivery at stream `sequence`) to `dlq`, turning a
+/// panic of the handler into an error (so a panicking DLQ handler is
+/// treated like a refusing one: the event is kept, not lost with the task
+/// that ran it). A call running longer than `limit` is abandoned as
+/// [`Error::Timeout`] (a transient refusal). One that may run past
+/// [`STALL_THRESHOLD`](super::STALL_THRESHOLD) (no limit, or a longer one)
+/// is watched: logged and counted in `metrics` if it does.
 pub(crate) async fn offer_dead_letter(
     dlq: &dyn DlqHandler,
     dead: DeadLetterEvent,
     limit: Option<Duration>,
+    metrics: &EventMetrics,
+    sequence: u64,
 ) -> Result<()> {
+    // what the watch names, kept only where a watch may be needed
+    let named = StallWatch::applies(limit).then(|| {
+        (
+            dead.subscriber.clone(),
+            dead.event.id.clone(),
+            dead.event.subject.clone(),
+            dead.delivery_attempts,
+        )
+    });
     let offer = async {
         match CatchUnwind(dlq.handle(dead)).await {
             Ok(result) => result,
@@ -55,16 +71,34 @@ pub(crate) async fn offer_dead_letter(
             )),
         }
     };
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, offer)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Timeout {
-                    operation: "the DLQ handler taking a dead letter".to_string(),
-                    elapsed: limit,
-                })
-            }),
-        None => offer.await,
+    let bounded = async {
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, offer)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Timeout {
+                        operation: "the DLQ handler taking a dead letter".to_string(),
+                        elapsed: limit,
+                    })
+                }),
+            None => offer.await,
+        }
+    };
+    let watch = named
+        .as_ref()
+        .and_then(|(subscriber, id, subject, attempts)| {
+            let about = About {
+                subscriber: subscriber.as_deref(),
+                event_id: id,
+                subject,
+                sequence,
+                deliveries: *attempts,
+            };
+            StallWatch::start(Work::DeadLetter, limit, about)
+        });
+    match watch {
+        Some(watch) => watched(watch, metrics, bounded).await,
+        None => bounded.await,
     }
 }
 

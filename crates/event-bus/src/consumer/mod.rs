@@ -53,6 +53,15 @@
 //!   `ack_wait` or the backoff entry of the options, and when the options
 //!   set neither (the provider's unreported default applies) the runner
 //!   extends every second (covering provider defaults of 2 s and more).
+//! - a handler run (or a DLQ handler's call) that may go on without a time
+//!   limit (a [`ConsumerConfig::handler_timeout`] or
+//!   [`dlq_timeout`](ConsumerConfig::dlq_timeout) of `None`, or above
+//!   60 s) and has run [`STALL_THRESHOLD`] is logged at `WARN` (the
+//!   subscriber, event id, subject, sequence, delivery count and how long
+//!   it has run), again at each doubling of that time, and once when it
+//!   ends (after how long, with what outcome); it counts once in the bus's
+//!   `handler_stalls` metric. It is not cancelled. Runs under a limit at
+//!   or below the threshold are not watched (no timer, no clock read).
 //!
 //! Undecryptable and undecodable deliveries are dead-lettered by the bus
 //! subscription itself (see [`BusSubscription`](crate::BusSubscription));
@@ -98,8 +107,10 @@
 
 pub(crate) mod guard;
 mod runner;
+pub(crate) mod stall;
 
 pub use runner::{ConsumerHandle, ConsumerReport, SHUTDOWN_CLOSE_GRACE};
+pub use stall::STALL_THRESHOLD;
 
 use async_trait::async_trait;
 use event_core::{BoxError, ReceivedEvent};
@@ -143,8 +154,17 @@ pub struct ConsumerConfig {
     /// comes back after later ones in any case): where order matters, use
     /// 1 on a durable with one subscription.
     pub concurrency: usize,
-    /// A handler running longer is cancelled and counted as failed. `None`:
-    /// no limit. Default 30 s.
+    /// A handler running longer is cancelled and counted as failed. Default
+    /// 30 s.
+    ///
+    /// `None`: no limit. A handler that never returns then holds its event
+    /// (kept alive with `in_progress`, so the provider never redelivers it)
+    /// and its concurrency slot for as long as the runner runs; it is not
+    /// cancelled, but once it has run [`STALL_THRESHOLD`] (60 s) the runner
+    /// logs a `WARN` naming the event, again at each doubling (120 s,
+    /// 240 s, ...), and once when it ends, and counts it in the
+    /// `handler_stalls` metric. A limit above the threshold is watched the
+    /// same way until it cancels the handler; one at or below it never is.
     pub handler_timeout: Option<Duration>,
     /// Shutdown deadline used when the [`ConsumerHandle`] is dropped without
     /// [`shutdown`](ConsumerHandle::shutdown), or when all subscriptions
@@ -179,6 +199,12 @@ pub struct ConsumerConfig {
     /// message, which the provider already terminated: it is the message's
     /// only copy, so the subscription waits for the DLQ. `None`: no limit.
     /// Default 30 s.
+    ///
+    /// A call without a limit (or with one above [`STALL_THRESHOLD`]) that
+    /// has run 60 s is reported as the handler's is (see
+    /// [`handler_timeout`](Self::handler_timeout)): a `WARN` then, at each
+    /// doubling and when it ends, and once in the `handler_stalls` metric;
+    /// the dead letter of an undecodable message too.
     pub dlq_timeout: Option<Duration>,
 }
 

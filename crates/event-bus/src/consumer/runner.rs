@@ -1,6 +1,7 @@
 //! The runner loop and per-delivery processing.
 
 use super::guard::{CatchUnwind, offer_dead_letter, panic_message};
+use super::stall::{About, StallWatch, Work};
 use super::{ConsumerConfig, Handler};
 use crate::EventBus;
 use crate::bus::Inner;
@@ -712,7 +713,22 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
             Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic))),
         }
     };
-    keep_alive(shared, pending, guarded).await
+    let received = &pending.received;
+    let about = About {
+        subscriber: shared.subscriber.as_deref(),
+        event_id: &received.event.id,
+        subject: &received.event.subject,
+        sequence: received.sequence,
+        deliveries: received.num_delivered,
+    };
+    // `None` (no clock read, no timer) under a limit that ends the run by
+    // the threshold: the default's case
+    let mut stall = StallWatch::start(Work::Handler, shared.config.handler_timeout, about);
+    let outcome = keep_alive(shared, pending, guarded, stall.as_mut()).await;
+    if let Some(stall) = &mut stall {
+        stall.ended(Instant::now(), &outcome);
+    }
+    outcome
 }
 
 /// Runs `work` while keeping `pending` ours: `in_progress` every half of
@@ -720,19 +736,33 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
 /// (to this or another instance) while the handler or the DLQ works on it.
 /// The wait is read again while `work` runs (see [`KeepAliveClock`]): a
 /// durable's ack wait changed by another process meanwhile is followed.
+///
+/// `stall`, if any, watches `work` on the same timer: the loop wakes for
+/// the next keep-alive check or the next stall warning, whichever is first
+/// (no timer of its own per delivery).
 async fn keep_alive<T>(
     shared: &Shared,
     pending: &PendingEvent,
     work: impl Future<Output = T>,
+    mut stall: Option<&mut StallWatch<'_>>,
 ) -> T {
     tokio::pin!(work);
     let options = &shared.options;
     let mut clock = KeepAliveClock::start(options, pending, now());
     loop {
+        let check: Instant = clock.next_check().into();
+        let wake = match &stall {
+            Some(stall) => check.min(stall.next_warning()),
+            None => check,
+        };
         tokio::select! {
             outcome = &mut work => return outcome,
-            () = tokio::time::sleep_until(clock.next_check().into()) => {
-                if clock.due(options, pending, now()) {
+            () = tokio::time::sleep_until(wake) => {
+                let at = Instant::now();
+                if let Some(stall) = stall.as_deref_mut() {
+                    stall.check(at, &shared.bus.metrics);
+                }
+                if at >= check && clock.due(options, pending, at.into_std()) {
                     if let Err(err) = pending.in_progress().await {
                         tracing::debug!(error = %err, "in_progress failed");
                     }
@@ -933,7 +963,14 @@ async fn dead_letter(
         let (mut attempt, mut refused_for_good) = (0u64, 0u32);
         loop {
             attempt += 1;
-            let outcome = offer_dead_letter(&*dlq, dead.clone(), shared.config.dlq_timeout).await;
+            let outcome = offer_dead_letter(
+                &*dlq,
+                dead.clone(),
+                shared.config.dlq_timeout,
+                &shared.bus.metrics,
+                pending.received.sequence,
+            )
+            .await;
             let Err(err) = outcome else {
                 return true;
             };
@@ -959,7 +996,7 @@ async fn dead_letter(
             pause = (pause * 2).min(Duration::from_secs(5));
         }
     };
-    if keep_alive(shared, &pending, offered).await {
+    if keep_alive(shared, &pending, offered, None).await {
         shared.bus.metrics.add_dlq(1);
         let (event, sequence) = delivery(&pending);
         settle(shared, &event, sequence, pending.term().await, "term");

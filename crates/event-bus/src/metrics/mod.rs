@@ -15,7 +15,9 @@
 //!   `redelivered` counts deliveries that were not their event's first,
 //!   whatever brought them back (a nak, an expired ack wait, a consumer
 //!   stopped mid-event). `consumer_aborted` counts deliveries abandoned at
-//!   a shutdown deadline.
+//!   a shutdown deadline, `handler_stalls` handler runs (and DLQ calls)
+//!   still going after [`STALL_THRESHOLD`](crate::consumer::STALL_THRESHOLD)
+//!   (60 s; only work with no time limit, or one above that, can).
 //! - **Dead letters.** `dlq_total` counts dead letters the DLQ handler
 //!   accepted (hand-overs: an event whose termination was lost with the
 //!   connection after its dead letter is dead-lettered again when it comes
@@ -154,6 +156,7 @@ counters! {
     handler_errors => add_handler_error, "Handler failures (errors, panics, timeouts) in consumer runners.";
     settle_errors => add_settle_error, "Acknowledgement calls (ack, nak, term) of consumer runners that failed.";
     consumer_aborted => add_consumer_aborted, "Deliveries a consumer runner abandoned at its shutdown deadline, unsettled (the provider redelivers them after their ack wait, a final delivery once more as its spare delivery; a spare delivery is not redelivered).";
+    handler_stalls => add_handler_stall, "Handler runs of consumer runners, and DLQ handler calls (of runners and bus subscriptions), that went on past STALL_THRESHOLD (60 s) without finishing: possible only without a time limit (handler_timeout or dlq_timeout None, or the dead letter of an undecodable message) or with one above 60 s. Counted once per run, however long it goes on; the run is not cancelled (a WARN names the event then, at each doubling of the time, and when the run ends).";
     router_errors => add_router_error, "Stored events the router (broker hook) refused: the publish returned the router's error although the provider stored the event (counted in publish_total too).";
 }
 

@@ -551,6 +551,14 @@ mod tests {
             help(&text, "a3s_event_publish_errors_total").contains("before the provider stored")
         );
         assert!(help(&text, "a3s_event_router_errors_total").contains("publish_total too"));
+        // a stall is counted per run, and the run is not cancelled
+        let stalls = help(&text, "a3s_event_handler_stalls_total");
+        assert!(
+            stalls.contains("STALL_THRESHOLD (60 s)")
+                && stalls.contains("once per run")
+                && stalls.contains("not cancelled"),
+            "{stalls}"
+        );
     }
 
     #[test]
@@ -569,6 +577,7 @@ mod tests {
             "dlq_unsettled",
             "settle_errors",
             "consumer_aborted",
+            "handler_stalls",
         ] {
             let line =
                 format!("# TYPE a3s_event_{counter}_total counter\na3s_event_{counter}_total 0\n");
