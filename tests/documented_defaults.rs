@@ -343,6 +343,7 @@ fn event_bus_prometheus_names_and_buckets() {
         "a3s_event_dlq_dropped_total",
         "a3s_event_dlq_unsettled_total",
         "a3s_event_consumer_aborted_total",
+        "a3s_event_state_save_errors_total",
         "a3s_event_publish_duration_seconds",
         "a3s_event_publish_latency_seconds",
     ] {

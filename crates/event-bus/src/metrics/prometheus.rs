@@ -551,6 +551,8 @@ mod tests {
             help(&text, "a3s_event_publish_errors_total").contains("before the provider stored")
         );
         assert!(help(&text, "a3s_event_router_errors_total").contains("publish_total too"));
+        // a failed save is a refused change
+        assert!(help(&text, "a3s_event_state_save_errors_total").contains("not applied"));
     }
 
     #[test]
@@ -569,6 +571,7 @@ mod tests {
             "dlq_unsettled",
             "settle_errors",
             "consumer_aborted",
+            "state_save_errors",
         ] {
             let line =
                 format!("# TYPE a3s_event_{counter}_total counter\na3s_event_{counter}_total 0\n");
