@@ -350,6 +350,7 @@ fn event_bus_prometheus_names_and_buckets() {
         "a3s_event_dlq_unsettled_total",
         "a3s_event_consumer_aborted_total",
         "a3s_event_handler_stalls_total",
+        "a3s_event_state_save_errors_total",
         "a3s_event_publish_duration_seconds",
         "a3s_event_publish_latency_seconds",
     ] {

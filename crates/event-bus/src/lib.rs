@@ -16,6 +16,7 @@
 //!   stored event ([`Stored::not_routed`]) from a publish that stored
 //!   nothing.
 //! - **Managed subscriptions** ([`EventBus::update_subscription`],
+//!   [`EventBus::update_subscriptions`] for many in one save,
 //!   [`EventBus::create_subscriber`]): filters and options per subscriber,
 //!   persisted through a [`StateStore`](event_core::StateStore)
 //!   ([`state::FileStateStore`], [`state::MemoryStateStore`]), durable

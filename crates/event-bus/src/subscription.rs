@@ -214,19 +214,37 @@ pub struct BusSubscription {
 }
 
 /// The bus's signal of managed-subscriber changes: how many there have
-/// been, and whose the last one was.
+/// been, and whose the last one was (one subscriber's, or a batch's).
 #[derive(Debug, Default)]
 pub(crate) struct SubChange {
     pub(crate) generation: u64,
-    pub(crate) subscriber: Option<Arc<str>>,
+    /// The subscribers the last change added, updated or removed, sorted
+    /// and without repeats (see [`changed_ids`]); empty before the first.
+    subscribers: Box<[Box<str>]>,
 }
 
 impl SubChange {
-    /// Records a change of subscriber `id` (added, updated or removed).
-    pub(crate) fn made(&mut self, id: &str) {
+    /// Records a change of `subscribers` (added, updated or removed), as
+    /// [`changed_ids`] lists them.
+    pub(crate) fn made(&mut self, subscribers: Box<[Box<str>]>) {
         self.generation += 1;
-        self.subscriber = Some(id.into());
+        self.subscribers = subscribers;
     }
+
+    /// Whether the last change was (also) of subscriber `id`.
+    pub(crate) fn names(&self, id: &str) -> bool {
+        self.subscribers.binary_search_by(|s| (**s).cmp(id)).is_ok()
+    }
+}
+
+/// The subscribers of one change, as [`SubChange::made`] takes them: built
+/// before the signal's lock is taken, so that its readers do not wait for
+/// a large batch to be sorted.
+pub(crate) fn changed_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Box<[Box<str>]> {
+    let mut ids: Vec<Box<str>> = ids.into_iter().map(Box::from).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_boxed_slice()
 }
 
 /// The managed subscriber (and subject) a [`BusSubscription`] was opened
@@ -254,17 +272,14 @@ impl Membership {
                 }
                 let (generation, other) = {
                     let change = self.changes.borrow_and_update();
-                    let other = change
-                        .subscriber
-                        .as_deref()
-                        .is_some_and(|id| id != self.subscriber_id);
-                    (change.generation, other)
+                    (change.generation, !change.names(&self.subscriber_id))
                 };
-                // exactly one change since the last look, of another
-                // subscriber: this one's record is as it was, and the
-                // lock is not taken (with thousands of subscriptions open,
-                // each change would otherwise queue every one of them on
-                // it); several changes coalesced are checked
+                // exactly one change since the last look, of other
+                // subscribers only (one, or a batch that leaves this one
+                // out): this one's record is as it was, and the lock is
+                // not taken (with thousands of subscriptions open, each
+                // change would otherwise queue every one of them on it);
+                // several changes coalesced are checked
                 let skip = other && generation == self.seen + 1;
                 self.seen = generation;
                 if skip {

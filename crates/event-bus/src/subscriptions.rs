@@ -1,18 +1,23 @@
 //! Managed subscriptions: filters, options, state persistence, creation.
 
 use crate::bus::EventBus;
+use crate::metrics::EventMetrics;
 use crate::naming::durable_consumer_name;
 use crate::state::DEFAULT_STATE_STORE_TIMEOUT;
-use crate::subscription::{BusSubscription, DlqLimits, Membership, detached};
+use crate::subscription::{BusSubscription, DlqLimits, Membership, changed_ids, detached};
 use event_core::subject::{validate_filter, validate_filter_for_prefix};
 use event_core::{
     Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
     SubscriptionRecord,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
+
+/// One subscriber's change in an update: its filter, and its options
+/// (`None`: keep the subscriber's current ones).
+type Upsert = (SubscriptionFilter, Option<Option<SubscribeOptions>>);
 
 /// The bus's subscriptions and the store that persists them. Guarded by one
 /// async mutex held across the save, so saves land in change order.
@@ -43,36 +48,27 @@ impl SubState {
     /// state store saved it, so a save that fails, panics or is cut off
     /// (its runtime shut down) changes nothing; in place when there is no
     /// store (nothing can fail, and a change costs O(log n) instead of a
-    /// copy of every record).
+    /// copy of every record). A failed save counts in `metrics`.
     async fn apply(
         &mut self,
+        metrics: &EventMetrics,
         change: impl FnOnce(&mut BTreeMap<String, SubscriptionRecord>),
     ) -> Result<()> {
-        if self.store.is_none() {
+        let Some(store) = &self.store else {
             change(&mut self.records);
             return Ok(());
-        }
+        };
         let mut next = self.records.clone();
         change(&mut next);
-        self.save(&next).await?;
+        save_to(
+            &**store,
+            &Self::snapshot(&next),
+            self.store_timeout,
+            metrics,
+        )
+        .await?;
         self.records = next;
         Ok(())
-    }
-
-    /// Saves `records` to the state store, if one is set, within its time
-    /// limit.
-    async fn save(&self, records: &BTreeMap<String, SubscriptionRecord>) -> Result<()> {
-        match &self.store {
-            Some(store) => {
-                within(
-                    self.store_timeout,
-                    "saving subscription state",
-                    store.save(&Self::snapshot(records)),
-                )
-                .await
-            }
-            None => Ok(()),
-        }
     }
 }
 
@@ -85,6 +81,42 @@ impl Default for SubState {
             options_kept: BTreeSet::new(),
         }
     }
+}
+
+/// Saves `records` to `store` within `limit`. A save that fails (an error,
+/// the time limit, a panic, or cut off by its runtime's shutdown) is logged
+/// and counted in `metrics` (`state_save_errors`).
+async fn save_to(
+    store: &dyn StateStore,
+    records: &[SubscriptionRecord],
+    limit: Duration,
+    metrics: &EventMetrics,
+) -> Result<()> {
+    /// Counts the save while it has not returned: if it never does (it
+    /// panicked, or its task was dropped), it failed.
+    struct Unfinished<'a>(Option<&'a EventMetrics>);
+    impl Drop for Unfinished<'_> {
+        fn drop(&mut self) {
+            if let Some(metrics) = self.0 {
+                metrics.add_state_save_error(1);
+                tracing::warn!(
+                    "saving subscription state panicked or was cut off; the change is not applied"
+                );
+            }
+        }
+    }
+    let mut unfinished = Unfinished(Some(metrics));
+    let saved = within(limit, "saving subscription state", store.save(records)).await;
+    unfinished.0 = None;
+    if let Err(err) = &saved {
+        metrics.add_state_save_error(1);
+        tracing::warn!(
+            store = %store.location(),
+            error = %err,
+            "could not save subscription state; the change is not applied"
+        );
+    }
+    saved
 }
 
 /// Runs a state store call, abandoning it after `limit`
@@ -182,7 +214,8 @@ impl EventBus {
     /// changes before it. If the state
     /// store fails, or does not answer within its time limit
     /// ([`Error::Timeout`], see [`set_state_store`](Self::set_state_store)),
-    /// the change is not applied and its error is returned.
+    /// the change is not applied and its error is returned (and counted in
+    /// the `state_save_errors` metric, and logged at `WARN`).
     /// Durable consumers of subjects the update drops (or of every subject,
     /// when `durable` becomes false) are deleted from the provider, and the
     /// subscriptions opened for dropped subjects (or for every subject, when
@@ -212,11 +245,64 @@ impl EventBus {
     /// with [`FileStateStore`](crate::FileStateStore), 4,000 subscribers
     /// took 33 s and wrote 1 GB. To register many at start-up, add them
     /// before [`set_state_store`](Self::set_state_store), which merges them
-    /// with the stored ones in one save. Without a store the change itself
+    /// with the stored ones in one save, or register them in one call of
+    /// [`update_subscriptions`](Self::update_subscriptions): one save for
+    /// all of them. Without a store the change itself
     /// is O(log N); with N subscriptions open (`create_subscriber`,
     /// `consume`), each change still wakes every one of them to look at it.
     pub async fn update_subscription(&self, filter: SubscriptionFilter) -> Result<()> {
-        self.upsert(filter, None).await
+        self.upsert(vec![(filter, None)]).await
+    }
+
+    /// Adds or replaces every subscriber in `filters`, each keeping the
+    /// options it already had, as
+    /// [`update_subscription`](Self::update_subscription) does, in one
+    /// change: the state store, if one is set, is saved once for all of
+    /// them (registering N subscribers one by one saves N times, each time
+    /// the whole set). Measured with
+    /// [`FileStateStore`](crate::FileStateStore), release build: 4,000
+    /// durable subscribers in one call took 17 ms and wrote 0.56 MB, one
+    /// by one 44 s and 1.1 GB.
+    ///
+    /// All or nothing. Every filter is validated first, with the errors
+    /// `update_subscription` gives, and a subscriber id given twice in
+    /// `filters` is [`Error::InvalidConfig`]: a batch refused there
+    /// changes and saves nothing, and is refused at once, without waiting
+    /// for the changes before it. If the state store fails or does not
+    /// answer in time, no subscriber of the batch is changed and the
+    /// store's error is returned. Once saved, each subscriber is changed as
+    /// `update_subscription` changes it: the durable consumers of the
+    /// subjects it drops are deleted, and the subscriptions opened for
+    /// those subjects end. An empty batch does nothing. Cancellation is as
+    /// on `update_subscription`: the batch is one change.
+    ///
+    /// ```
+    /// use event_bus::{EventBus, MemoryStateStore};
+    /// use event_core::SubscriptionFilter;
+    /// use event_memory::MemoryProvider;
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> event_core::Result<()> {
+    /// let bus = EventBus::new(MemoryProvider::default());
+    /// let store = Arc::new(MemoryStateStore::new());
+    /// bus.set_state_store(store.clone()).await?;
+    /// bus.update_subscriptions((0..100).map(|i| SubscriptionFilter {
+    ///     subscriber_id: format!("worker-{i}"),
+    ///     subjects: vec!["events.jobs.>".into()],
+    ///     durable: true,
+    /// }))
+    /// .await?;
+    /// assert_eq!(bus.list_subscriptions().await.len(), 100);
+    /// assert_eq!(store.saves(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_subscriptions(
+        &self,
+        filters: impl IntoIterator<Item = SubscriptionFilter>,
+    ) -> Result<()> {
+        self.upsert(filters.into_iter().map(|f| (f, None)).collect())
+            .await
     }
 
     /// Like [`update_subscription`](Self::update_subscription), and sets the
@@ -235,10 +321,12 @@ impl EventBus {
         filter: SubscriptionFilter,
         options: SubscribeOptions,
     ) -> Result<()> {
-        self.upsert(filter, Some(Some(options))).await
+        self.upsert(vec![(filter, Some(Some(options)))]).await
     }
 
-    /// `options`: `None` keeps the subscriber's current options.
+    /// Adds or replaces the subscribers of `items` in one change (see
+    /// [`update_subscriptions`](Self::update_subscriptions)); each item's
+    /// options: `None` keeps the subscriber's current ones.
     ///
     /// Waits for the subscriptions lock here (dropped meanwhile, it does
     /// nothing), then runs detached (see [`detached`]) with the lock: the
@@ -247,18 +335,32 @@ impl EventBus {
     /// do not disagree (short of a save that completes after its time
     /// limit). (Detached before taking the lock, a change given up
     /// on could take it after a change its caller made next, and undo it.)
-    async fn upsert(
-        &self,
-        filter: SubscriptionFilter,
-        options: Option<Option<SubscribeOptions>>,
-    ) -> Result<()> {
-        // before waiting for the changes ahead of this one: a filter that
-        // is refused touches nothing
-        validate_subscriber(&filter, Some(self.inner.provider.subject_prefix()))?;
+    async fn upsert(&self, items: Vec<Upsert>) -> Result<()> {
+        // before waiting for the changes ahead of this one: a batch with a
+        // refused filter touches nothing
+        let prefix = self.inner.provider.subject_prefix();
+        let mut ids = HashSet::with_capacity(items.len());
+        for (filter, _) in &items {
+            validate_subscriber(filter, Some(prefix))?;
+            if !ids.insert(filter.subscriber_id.as_str()) {
+                // one of the two would be lost, silently
+                return Err(Error::invalid_config(
+                    "subscriber_id",
+                    format!(
+                        "subscriber {:?} is given twice in one batch",
+                        filter.subscriber_id
+                    ),
+                ));
+            }
+        }
+        drop(ids);
+        if items.is_empty() {
+            return Ok(());
+        }
         let state = self.inner.subs.clone().lock_owned().await;
         let bus = self.clone();
         detached("subscription update", async move {
-            bus.upsert_now(state, filter, options).await
+            bus.upsert_now(state, items).await
         })
         .await
     }
@@ -266,44 +368,54 @@ impl EventBus {
     async fn upsert_now(
         &self,
         mut state: OwnedMutexGuard<SubState>,
-        filter: SubscriptionFilter,
-        options: Option<Option<SubscribeOptions>>,
+        items: Vec<Upsert>,
     ) -> Result<()> {
-        let previous = state.records.get(&filter.subscriber_id).cloned();
-        let kept = options.is_none();
-        let options = match options {
-            Some(options) => options,
-            None => previous.as_ref().and_then(|p| p.options.clone()),
-        };
-        let record = SubscriptionRecord { filter, options };
-        let id = record.filter.subscriber_id.clone();
+        // per subscriber: its id, whether its options were kept, and its
+        // record before the change
+        let mut made: Vec<(String, bool, Option<SubscriptionRecord>)> =
+            Vec::with_capacity(items.len());
         state
-            .apply(|records| {
-                records.insert(id, record.clone());
+            .apply(&self.inner.metrics, |records| {
+                for (filter, options) in items {
+                    let id = filter.subscriber_id.clone();
+                    let kept = options.is_none();
+                    let options =
+                        options.unwrap_or_else(|| records.get(&id).and_then(|p| p.options.clone()));
+                    let previous =
+                        records.insert(id.clone(), SubscriptionRecord { filter, options });
+                    made.push((id, kept, previous));
+                }
             })
             .await?;
-        let id = &record.filter.subscriber_id;
-        if !kept {
-            state.options_kept.remove(id);
-        } else if state.store.is_none() && previous.is_none() {
-            state.options_kept.insert(id.clone());
+        let state = &mut *state;
+        for (id, kept, previous) in &made {
+            if !kept {
+                state.options_kept.remove(id);
+            } else if state.store.is_none() && previous.is_none() {
+                state.options_kept.insert(id.clone());
+            }
         }
-        self.inner.sub_changes.send_modify(|change| change.made(id));
+        let ids = changed_ids(made.iter().map(|(id, ..)| id.as_str()));
+        self.inner
+            .sub_changes
+            .send_modify(|change| change.made(ids));
         // the lock stays held while the dropped durables are deleted, so a
         // concurrent update that re-adds a subject cannot have its consumer
         // deleted under it
-        if let Some(previous) = previous.filter(|p| p.filter.durable) {
+        for (id, _, previous) in &made {
+            let Some(previous) = previous.as_ref().filter(|p| p.filter.durable) else {
+                continue;
+            };
+            let now = state.records.get(id).filter(|r| r.filter.durable);
             let dropped: Vec<&str> = previous
                 .filter
                 .subjects
                 .iter()
-                .filter(|s| !record.filter.durable || !record.filter.subjects.contains(s))
+                .filter(|s| !now.is_some_and(|r| r.filter.subjects.contains(s)))
                 .map(String::as_str)
                 .collect();
-            self.delete_durables(&previous.filter.subscriber_id, &dropped)
-                .await;
+            self.delete_durables(id, &dropped).await;
         }
-        drop(state);
         Ok(())
     }
 
@@ -311,7 +423,52 @@ impl EventBus {
     /// exactly as given, `None` clearing them); persisted like
     /// [`update_subscription`](Self::update_subscription).
     pub async fn set_subscription(&self, record: SubscriptionRecord) -> Result<()> {
-        self.upsert(record.filter, Some(record.options)).await
+        self.upsert(vec![(record.filter, Some(record.options))])
+            .await
+    }
+
+    /// Replaces every subscriber in `records` (filters and options exactly
+    /// as given, as [`set_subscription`](Self::set_subscription) does) in
+    /// one change, saved once: all or nothing, as
+    /// [`update_subscriptions`](Self::update_subscriptions) (which keeps
+    /// each subscriber's options instead).
+    ///
+    /// ```
+    /// use event_bus::{EventBus, MemoryStateStore};
+    /// use event_core::{SubscribeOptions, SubscriptionFilter, SubscriptionRecord};
+    /// use event_memory::MemoryProvider;
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> event_core::Result<()> {
+    /// let bus = EventBus::new(MemoryProvider::default());
+    /// let store = Arc::new(MemoryStateStore::new());
+    /// bus.set_state_store(store.clone()).await?;
+    /// let record = |id: &str, max_deliver| SubscriptionRecord {
+    ///     filter: SubscriptionFilter {
+    ///         subscriber_id: id.into(),
+    ///         subjects: vec!["events.orders.>".into()],
+    ///         durable: true,
+    ///     },
+    ///     options: Some(SubscribeOptions { max_deliver: Some(max_deliver), ..Default::default() }),
+    /// };
+    /// bus.set_subscriptions([record("billing", 5), record("shipping", 10)]).await?;
+    /// let shipping = bus.get_subscription_record("shipping").await.unwrap();
+    /// assert_eq!(shipping.options.unwrap().max_deliver, Some(10));
+    /// assert_eq!(store.saves(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_subscriptions(
+        &self,
+        records: impl IntoIterator<Item = SubscriptionRecord>,
+    ) -> Result<()> {
+        self.upsert(
+            records
+                .into_iter()
+                .map(|r| (r.filter, Some(r.options)))
+                .collect(),
+        )
+        .await
     }
 
     /// Removes the subscriber, persists the change, and deletes its durable
@@ -346,12 +503,15 @@ impl EventBus {
         }
         let mut removed = None;
         state
-            .apply(|records| removed = records.remove(subscriber_id))
+            .apply(&self.inner.metrics, |records| {
+                removed = records.remove(subscriber_id);
+            })
             .await?;
         state.options_kept.remove(subscriber_id);
+        let ids = changed_ids([subscriber_id]);
         self.inner
             .sub_changes
-            .send_modify(|change| change.made(subscriber_id));
+            .send_modify(|change| change.made(ids));
         // held through the deletes (see `upsert`)
         self.inner.metrics.add_unsubscribe(1);
         if let Some(removed) = removed.filter(|r| r.filter.durable) {
@@ -477,13 +637,15 @@ impl EventBus {
         // locked, then detached, as `upsert`: dropped while the merged set
         // is saved, the store would hold subscriptions the bus does not
         let state = self.inner.subs.clone().lock_owned().await;
+        let bus = self.clone();
         detached("setting the state store", async move {
-            Self::set_state_store_now(state, store, timeout).await
+            bus.set_state_store_now(state, store, timeout).await
         })
         .await
     }
 
     async fn set_state_store_now(
+        &self,
         mut state: OwnedMutexGuard<SubState>,
         store: Arc<dyn StateStore>,
         timeout: Duration,
@@ -528,12 +690,7 @@ impl EventBus {
         }
         let merged_list = SubState::snapshot(&merged);
         if merged_list != stored {
-            within(
-                timeout,
-                "saving subscription state",
-                store.save(&merged_list),
-            )
-            .await?;
+            save_to(&*store, &merged_list, timeout, &self.inner.metrics).await?;
         }
         state.records = merged;
         state.store = Some(store);

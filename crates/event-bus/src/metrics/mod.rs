@@ -45,6 +45,11 @@
 //!   in the log line the bus subscription writes for it. A DLQ handler's
 //!   own encryption (`ProviderDlqHandler::with_encryptor`) is not in the
 //!   bus's metrics.
+//! - **Subscription state.** `state_save_errors` counts saves of the
+//!   subscription state store that failed (an error, the store's time
+//!   limit, a panic), each a subscription change refused and not applied
+//!   (logged at `WARN` with the error). An operator alerts on it: the
+//!   application's subscription changes are failing.
 //! - **Latency.** Exported both as a Prometheus histogram
 //!   (`a3s_event_publish_duration_seconds`, fixed bounds, aggregatable
 //!   across instances) and as the older lifetime summary
@@ -158,6 +163,7 @@ counters! {
     consumer_aborted => add_consumer_aborted, "Deliveries a consumer runner abandoned at its shutdown deadline, unsettled (the provider redelivers them after their ack wait, a final delivery once more as its spare delivery; a spare delivery is not redelivered).";
     handler_stalls => add_handler_stall, "Handler runs of consumer runners, and DLQ handler calls (of runners and bus subscriptions), that went on past STALL_THRESHOLD (60 s) without finishing: possible only without a time limit (handler_timeout or dlq_timeout None, or the dead letter of an undecodable message) or with one above 60 s. Counted once per run, however long it goes on; the run is not cancelled (a WARN names the event then, at each doubling of the time, and when the run ends).";
     router_errors => add_router_error, "Stored events the router (broker hook) refused: the publish returned the router's error although the provider stored the event (counted in publish_total too).";
+    state_save_errors => add_state_save_error, "Saves of subscription state to the state store that failed (the store's error, its time limit, a panic): the change they carried (a subscription update or removal, or set_state_store's merged set) was refused and not applied.";
 }
 
 impl EventMetrics {

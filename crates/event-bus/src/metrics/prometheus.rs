@@ -559,6 +559,8 @@ mod tests {
                 && stalls.contains("not cancelled"),
             "{stalls}"
         );
+        // a failed save is a refused change
+        assert!(help(&text, "a3s_event_state_save_errors_total").contains("not applied"));
     }
 
     #[test]
@@ -578,6 +580,7 @@ mod tests {
             "settle_errors",
             "consumer_aborted",
             "handler_stalls",
+            "state_save_errors",
         ] {
             let line =
                 format!("# TYPE a3s_event_{counter}_total counter\na3s_event_{counter}_total 0\n");
