@@ -274,7 +274,9 @@ impl EventBus {
     /// `update_subscription` changes it: the durable consumers of the
     /// subjects it drops are deleted, and the subscriptions opened for
     /// those subjects end. An empty batch does nothing. Cancellation is as
-    /// on `update_subscription`: the batch is one change.
+    /// on `update_subscription`: the batch is one change. The batch is read
+    /// from `filters` when this is called, so the returned future does not
+    /// hold the iterator (it is `Send` even if the iterator is not).
     ///
     /// ```
     /// use event_bus::{EventBus, MemoryStateStore};
@@ -297,12 +299,13 @@ impl EventBus {
     /// assert_eq!(store.saves(), 1);
     /// # Ok(()) }
     /// ```
-    pub async fn update_subscriptions(
+    pub fn update_subscriptions(
         &self,
         filters: impl IntoIterator<Item = SubscriptionFilter>,
-    ) -> Result<()> {
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        // taken from the iterator now, so the future does not hold it (an
+        // iterator that is not `Send` still gives a `Send` future)
         self.upsert(filters.into_iter().map(|f| (f, None)).collect())
-            .await
     }
 
     /// Like [`update_subscription`](Self::update_subscription), and sets the
@@ -458,17 +461,17 @@ impl EventBus {
     /// assert_eq!(store.saves(), 1);
     /// # Ok(()) }
     /// ```
-    pub async fn set_subscriptions(
+    pub fn set_subscriptions(
         &self,
         records: impl IntoIterator<Item = SubscriptionRecord>,
-    ) -> Result<()> {
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        // taken now, as in `update_subscriptions`
         self.upsert(
             records
                 .into_iter()
                 .map(|r| (r.filter, Some(r.options)))
                 .collect(),
         )
-        .await
     }
 
     /// Removes the subscriber, persists the change, and deletes its durable

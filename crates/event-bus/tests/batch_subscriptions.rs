@@ -419,3 +419,36 @@ async fn a_batch_ends_the_subscriptions_it_drops_and_leaves_the_others() {
     let a2 = bus.publish("a", "x", "s", "src", json!(3)).await.unwrap();
     assert_eq!(next_id(&mut other).await, a2.id);
 }
+
+/// Passes `future` through, and fails to compile unless it is `Send` (so it
+/// can be spawned, or held across an `.await` in a spawned task).
+fn sendable<F: std::future::Future + Send>(future: F) -> F {
+    future
+}
+
+/// A batch is taken from its iterator when the call is made, so the future
+/// does not hold the iterator: a batch built from data that is not `Send`
+/// (here an `Rc` the mapping closures hold) still gives a `Send` future.
+#[tokio::test]
+async fn a_batch_from_an_iterator_that_is_not_send_gives_a_send_future() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let names = std::rc::Rc::new(["a", "b"]);
+    let filters = {
+        let names = names.clone();
+        (0..2).map(move |i| filter(names[i], &["events.jobs.>"], true))
+    };
+    let records =
+        (0..2).map(move |i| with_max_deliver(filter(names[i], &["events.jobs.>"], false), 3));
+    sendable(bus.update_subscriptions(filters)).await.unwrap();
+    assert!(
+        bus.get_subscription_record("a")
+            .await
+            .unwrap()
+            .filter
+            .durable
+    );
+    sendable(bus.set_subscriptions(records)).await.unwrap();
+    let b = bus.get_subscription_record("b").await.unwrap();
+    assert!(!b.filter.durable);
+    assert_eq!(b.options.unwrap().max_deliver, Some(3));
+}
