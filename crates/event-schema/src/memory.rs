@@ -30,7 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// payload's sorted keys with the sorted names.
 /// Registration is serialised (check and swap happen under one write lock,
 /// so two racing registrations cannot both pass a check against a stale
-/// latest version). A thread keeps the last snapshot it used alive until it
+/// latest version). A change copies the snapshot's pointers, one per
+/// registered type, and updates the lookup table for the changed types
+/// only; register many schemas at start-up with
+/// [`register_all`](Self::register_all), one change for the whole batch,
+/// all or nothing. A thread keeps the last snapshot it used alive until it
 /// validates against a registry again or exits.
 ///
 /// ```
