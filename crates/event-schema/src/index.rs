@@ -1,16 +1,23 @@
 //! [`TypeIndex`]: the table validation looks schemas up in, by event type
 //! and version.
 //!
-//! Built once per registry snapshot (snapshots are immutable), so it is laid
-//! out for lookups alone: an open-addressing table at most half full, keyed
+//! Each registry snapshot has its own (snapshots are immutable), so it is
+//! laid out for lookups alone: an open-addressing table at most half full, keyed
 //! by a name's length and first and last eight bytes. Those decide equality
 //! for names of up to 16 bytes without `memcmp`, and hashing reads two words
 //! instead of walking the name. Each type's versions are a sorted slice.
+//! A changed snapshot's index is the previous one copied with the changed
+//! types replaced or added (names and version lists are shared), not a
+//! rebuild from the registry's types.
 
 use crate::validate::CompiledSchema;
 use std::sync::Arc;
 
 /// Event type and version to compiled schema, for validation.
+///
+/// Names and version lists are shared (`Arc`), so a copy with one type
+/// changed ([`with_types`](Self::with_types)) clones pointers, not names
+/// and lists.
 #[derive(Debug, Clone)]
 pub(crate) struct TypeIndex {
     /// Open addressing with linear probing: `0` is empty, `i + 1` names
@@ -19,15 +26,38 @@ pub(crate) struct TypeIndex {
     slots: Box<[usize]>,
     /// `64 - log2(slots.len())`: a hash's top bits pick its first slot.
     shift: u32,
-    entries: Box<[Entry]>,
+    entries: Vec<Entry>,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     head: Head,
-    name: Box<str>,
+    name: Arc<str>,
     /// Ascending by version.
-    versions: Box<[(u32, Arc<CompiledSchema>)]>,
+    versions: Arc<[(u32, Arc<CompiledSchema>)]>,
+}
+
+impl Entry {
+    /// `name` with `versions` (any order); `None` without versions (such a
+    /// type is not indexed).
+    fn new<'a>(
+        name: &str,
+        versions: impl IntoIterator<Item = (u32, &'a Arc<CompiledSchema>)>,
+    ) -> Option<Self> {
+        let mut versions: Vec<(u32, Arc<CompiledSchema>)> = versions
+            .into_iter()
+            .map(|(version, compiled)| (version, Arc::clone(compiled)))
+            .collect();
+        if versions.is_empty() {
+            return None;
+        }
+        versions.sort_unstable_by_key(|(version, _)| *version);
+        Some(Self {
+            head: Head::of(name),
+            name: name.into(),
+            versions: versions.into(),
+        })
+    }
 }
 
 /// A name's length with its first and last eight bytes (overlapping, or
@@ -92,37 +122,11 @@ impl TypeIndex {
     where
         V: IntoIterator<Item = (u32, &'a Arc<CompiledSchema>)>,
     {
-        let entries: Box<[Entry]> = types
+        let entries: Vec<Entry> = types
             .into_iter()
-            .filter_map(|(name, versions)| {
-                let mut versions: Vec<(u32, Arc<CompiledSchema>)> = versions
-                    .into_iter()
-                    .map(|(version, compiled)| (version, Arc::clone(compiled)))
-                    .collect();
-                if versions.is_empty() {
-                    return None;
-                }
-                versions.sort_unstable_by_key(|(version, _)| *version);
-                Some(Entry {
-                    head: Head::of(name),
-                    name: name.into(),
-                    versions: versions.into_boxed_slice(),
-                })
-            })
+            .filter_map(|(name, versions)| Entry::new(name, versions))
             .collect();
-        let len = (2 * entries.len()).next_power_of_two().max(2);
-        let shift = 64 - len.trailing_zeros();
-        let mut slots = vec![0usize; len].into_boxed_slice();
-        let mask = len - 1;
-        for (i, entry) in entries.iter().enumerate() {
-            let mut slot = (entry.head.hash() >> shift) as usize;
-            while slots.get(slot).is_some_and(|s| *s != 0) {
-                slot = (slot + 1) & mask;
-            }
-            if let Some(s) = slots.get_mut(slot) {
-                *s = i + 1;
-            }
-        }
+        let (slots, shift) = Self::slots_for(&entries);
         Self {
             slots,
             shift,
@@ -130,25 +134,87 @@ impl TypeIndex {
         }
     }
 
-    /// The schema of `event_type` at `version`.
+    /// This index with the versions of each of `changed` (a name at most
+    /// once) replaced by the given ones, or added if the name is not
+    /// indexed. Copies the table, pointers only, and rebuilds the slots
+    /// only when the table grows; a type given no versions is left as it is.
+    pub(crate) fn with_types<'a, V>(&self, changed: impl IntoIterator<Item = (&'a str, V)>) -> Self
+    where
+        V: IntoIterator<Item = (u32, &'a Arc<CompiledSchema>)>,
+    {
+        let mut next = self.clone();
+        for (name, versions) in changed {
+            let Some(entry) = Entry::new(name, versions) else {
+                continue;
+            };
+            if let Some(index) = next.position(entry.head, name) {
+                if let Some(slot) = next.entries.get_mut(index) {
+                    *slot = entry;
+                }
+                continue;
+            }
+            let head = entry.head;
+            next.entries.push(entry);
+            if 2 * next.entries.len() > next.slots.len() {
+                (next.slots, next.shift) = Self::slots_for(&next.entries);
+            } else {
+                Self::place(&mut next.slots, next.shift, head, next.entries.len() - 1);
+            }
+        }
+        next
+    }
+
+    /// A slot table (and its shift) for `entries`, at most half full.
+    fn slots_for(entries: &[Entry]) -> (Box<[usize]>, u32) {
+        let len = (2 * entries.len()).next_power_of_two().max(2);
+        let shift = 64 - len.trailing_zeros();
+        let mut slots = vec![0usize; len].into_boxed_slice();
+        for (i, entry) in entries.iter().enumerate() {
+            Self::place(&mut slots, shift, entry.head, i);
+        }
+        (slots, shift)
+    }
+
+    /// Puts entry `index`, with `head`, in the first free slot of its probe
+    /// sequence (the table has one: it is at most half full).
+    fn place(slots: &mut [usize], shift: u32, head: Head, index: usize) {
+        let mask = slots.len() - 1;
+        let mut slot = (head.hash() >> shift) as usize;
+        while slots.get(slot).is_some_and(|s| *s != 0) {
+            slot = (slot + 1) & mask;
+        }
+        if let Some(s) = slots.get_mut(slot) {
+            *s = index + 1;
+        }
+    }
+
+    /// The position in `entries` of `name`, whose head is `head`.
     #[inline]
-    pub(crate) fn get(&self, event_type: &str, version: u32) -> Option<&CompiledSchema> {
-        let head = Head::of(event_type);
+    fn position(&self, head: Head, name: &str) -> Option<usize> {
         let mask = self.slots.len() - 1;
         let mut slot = (head.hash() >> self.shift) as usize;
         // The table is at most half full, so the probe ends at an empty slot.
         loop {
             let index = (*self.slots.get(slot)?).checked_sub(1)?;
             let entry = self.entries.get(index)?;
-            if entry.head == head && (head.is_whole_name() || *entry.name == *event_type) {
-                let found = entry
-                    .versions
-                    .binary_search_by_key(&version, |(v, _)| *v)
-                    .ok()?;
-                return entry.versions.get(found).map(|(_, compiled)| &**compiled);
+            if entry.head == head && (head.is_whole_name() || *entry.name == *name) {
+                return Some(index);
             }
             slot = (slot + 1) & mask;
         }
+    }
+
+    /// The schema of `event_type` at `version`.
+    #[inline]
+    pub(crate) fn get(&self, event_type: &str, version: u32) -> Option<&CompiledSchema> {
+        let entry = self
+            .entries
+            .get(self.position(Head::of(event_type), event_type)?)?;
+        let found = entry
+            .versions
+            .binary_search_by_key(&version, |(v, _)| *v)
+            .ok()?;
+        entry.versions.get(found).map(|(_, compiled)| &**compiled)
     }
 }
 
@@ -228,5 +294,58 @@ mod tests {
         }
         assert!(index.get("", 1).is_none());
         assert!(TypeIndex::default().get("t0", 1).is_none());
+    }
+
+    #[test]
+    fn updated_copies_find_what_a_rebuild_finds() {
+        let names: Vec<String> = (0..300)
+            .map(|i| match i % 3 {
+                0 => format!("t{i}"),
+                1 => format!("a.very.long.event.type.name.shared.prefix.{i}"),
+                _ => format!("{i}.a.very.long.event.type.name.shared.suffix"),
+            })
+            .collect();
+        let v1: Vec<Arc<CompiledSchema>> = names.iter().map(|n| compiled(n, 1)).collect();
+        let v2: Vec<Arc<CompiledSchema>> = names.iter().map(|n| compiled(n, 2)).collect();
+        // Every name added with v1, one at a time or several at once
+        // (crossing each growth of the table), then every third given v2.
+        let mut index = TypeIndex::default();
+        let mut start = 0;
+        for chunk in [1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 68] {
+            let changed = (start..start + chunk).map(|i| (names[i].as_str(), [(1, &v1[i])]));
+            let before = index.clone();
+            index = index.with_types(changed);
+            // The copy changed, not the original.
+            assert!(before.get(&names[start], 1).is_none());
+            start += chunk;
+        }
+        assert_eq!(start, names.len());
+        let third = (0..names.len()).step_by(3);
+        index = index.with_types(
+            third
+                .clone()
+                .map(|i| (names[i].as_str(), [(2, &v2[i]), (1, &v1[i])])),
+        );
+        let rebuilt = TypeIndex::build(names.iter().enumerate().map(|(i, name)| {
+            let versions: Vec<(u32, &Arc<CompiledSchema>)> = if i % 3 == 0 {
+                vec![(1, &v1[i]), (2, &v2[i])]
+            } else {
+                vec![(1, &v1[i])]
+            };
+            (name.as_str(), versions)
+        }));
+        for name in &names {
+            for version in 0..=3 {
+                let found = |index: &TypeIndex| {
+                    index
+                        .get(name, version)
+                        .map(|c| (c.schema.event_type.clone(), c.schema.version))
+                };
+                assert_eq!(found(&index), found(&rebuilt), "{name} v{version}");
+            }
+            assert!(index.get(&format!("{name}x"), 1).is_none());
+        }
+        assert!(index.get(&names[0], 2).is_some());
+        assert_eq!(index.entries.len(), names.len());
     }
 }

@@ -30,7 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// payload's sorted keys with the sorted names.
 /// Registration is serialised (check and swap happen under one write lock,
 /// so two racing registrations cannot both pass a check against a stale
-/// latest version). A thread keeps the last snapshot it used alive until it
+/// latest version). A change copies the snapshot's pointers, one per
+/// registered type, and updates the lookup table for the changed types
+/// only; register many schemas at start-up with
+/// [`register_all`](Self::register_all), one change for the whole batch,
+/// all or nothing. A thread keeps the last snapshot it used alive until it
 /// validates against a registry again or exits.
 ///
 /// ```
@@ -87,10 +91,12 @@ thread_local! {
 
 #[derive(Debug, Default, Clone)]
 struct Inner {
-    types: HashMap<String, TypeEntry>,
+    /// Shared, so that a copy of the state clones pointers, not each type's
+    /// name and versions.
+    types: HashMap<Arc<str>, Arc<TypeEntry>>,
     default_level: Compatibility,
-    /// `types` laid out for validation; rebuilt by [`Inner::reindexed`]
-    /// whenever a changed copy is published.
+    /// The versions in `types` laid out for validation; kept in step by
+    /// [`Inner::with_entries`], the only change that touches versions.
     index: TypeIndex,
 }
 
@@ -110,18 +116,27 @@ struct TypeEntry {
 }
 
 impl Inner {
-    /// This state with its validation index rebuilt from `types`.
-    fn reindexed(mut self) -> Self {
-        self.index = TypeIndex::build(self.types.iter().map(|(name, entry)| {
+    /// This state with the entries of `changed` in place of (or beside) its
+    /// own, its validation index updated for those types only.
+    fn with_entries(&self, changed: HashMap<Arc<str>, TypeEntry>) -> Self {
+        let index = self.index.with_types(changed.iter().map(|(name, entry)| {
             (
-                name.as_str(),
+                &**name,
                 entry
                     .versions
                     .iter()
                     .map(|(version, compiled)| (*version, compiled)),
             )
         }));
-        self
+        let mut types = self.types.clone();
+        for (name, entry) in changed {
+            types.insert(name, Arc::new(entry));
+        }
+        Self {
+            types,
+            default_level: self.default_level,
+            index,
+        }
     }
 
     fn level_for(&self, event_type: &str) -> Compatibility {
@@ -173,14 +188,123 @@ impl MemorySchemaRegistry {
     }
 
     /// Applies `change` to a copy of the state and publishes the copy, only
-    /// if `change` succeeds.
+    /// if `change` succeeds. `change` must not add or remove versions (the
+    /// copy keeps the validation index as it is): those go through
+    /// [`register_all`](Self::register_all).
     fn update<R>(&self, change: impl FnOnce(&mut Inner) -> Result<R>) -> Result<R> {
         let mut current = self.inner.write();
         let mut next = Inner::clone(&current);
         let out = change(&mut next)?;
-        *current = Arc::new(next.reindexed());
+        *current = Arc::new(next);
         self.generation.fetch_add(1, Ordering::Release);
         Ok(out)
+    }
+
+    /// Registers `schemas` in their order, all or nothing: each is checked
+    /// as [`register`](SchemaRegistry::register) would check it against the
+    /// registry holding the ones before it, and the batch is published in
+    /// one change (a concurrent [`validate`](Self::validate) sees all of it
+    /// or none of it).
+    ///
+    /// The first schema `register` would refuse refuses the whole batch with
+    /// the error `register` would give for it, and nothing is registered. A
+    /// definition already registered, or earlier in the batch, is skipped,
+    /// as `register` skips it; so does an empty batch, which changes
+    /// nothing. The versions of one type go in increasing order, and each is
+    /// checked against its type's earlier versions, the batch's included,
+    /// under the type's compatibility level.
+    ///
+    /// Cost: every schema is compiled before the registry is locked; then
+    /// the registry's state is copied once, whatever the batch's length
+    /// (a copy of pointers, one per registered type, plus the new entries).
+    /// Registering many types this way at start-up costs one such copy,
+    /// where [`register`](SchemaRegistry::register) makes one per schema.
+    ///
+    /// ```
+    /// use event_core::Event;
+    /// use event_schema::{EventSchema, MemorySchemaRegistry, SchemaRegistry};
+    /// use serde_json::json;
+    ///
+    /// let registry = MemorySchemaRegistry::new(); // BACKWARD by default
+    /// registry.register_all([
+    ///     EventSchema::new("user.created", 1).with_required_fields(["id"]),
+    ///     EventSchema::new("user.created", 2).with_required_fields(["id"]),
+    ///     EventSchema::new("order.placed", 1).with_required_fields(["id", "amount"]),
+    /// ])?;
+    /// assert_eq!(registry.versions("user.created"), vec![1, 2]);
+    /// registry.validate(&Event::typed("events.shop", "shop", "order.placed", 1,
+    ///     "order", "shop", json!({"id": "o-1", "amount": 3})))?;
+    ///
+    /// // v3 adds a required field: BACKWARD refuses it, so the batch
+    /// // registers nothing, not even the type before it.
+    /// let refused = registry.register_all([
+    ///     EventSchema::new("invoice.sent", 1),
+    ///     EventSchema::new("user.created", 3).with_required_fields(["id", "email"]),
+    /// ]);
+    /// assert!(matches!(refused, Err(event_core::Error::Schema { version: 3, .. })));
+    /// assert_eq!(registry.latest_version("invoice.sent")?, None);
+    /// # Ok::<(), event_core::Error>(())
+    /// ```
+    pub fn register_all(&self, schemas: impl IntoIterator<Item = EventSchema>) -> Result<()> {
+        // Compile outside the lock: it is the expensive part. A definition
+        // that does not compile is reported only if every one before it
+        // passes, so the error is the one registering them in order gives.
+        let mut compiled = Vec::new();
+        let mut refused = None;
+        for schema in schemas {
+            match CompiledSchema::new(schema) {
+                Ok(schema) => compiled.push(schema),
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            }
+        }
+        let mut current = self.inner.write();
+        let changed = Self::place_all(&current, compiled)?;
+        if let Some(error) = refused {
+            return Err(error);
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        *current = Arc::new(current.with_entries(changed));
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// The entries of the types `schemas` add versions to, once each schema
+    /// is added, in order, to `inner` with the ones before it: checked for
+    /// placement, then against the type's earlier versions under its level
+    /// (skipped when exactly that definition is there already). The first
+    /// refusal otherwise. `inner` is not changed.
+    fn place_all(
+        inner: &Inner,
+        schemas: Vec<CompiledSchema>,
+    ) -> Result<HashMap<Arc<str>, TypeEntry>> {
+        let mut changed: HashMap<Arc<str>, TypeEntry> = HashMap::new();
+        for compiled in schemas {
+            let schema = &compiled.schema;
+            let name = schema.event_type.as_str();
+            let entry = changed
+                .get(name)
+                .or_else(|| inner.types.get(name).map(|t| &**t));
+            if Self::check_placement(entry, schema)? == Placement::AlreadyRegistered {
+                continue;
+            }
+            Self::check_candidate(entry, inner.level_for(name), schema)?;
+            if !changed.contains_key(name) {
+                let registered = inner.types.get_key_value(name);
+                let key = registered.map_or_else(|| Arc::from(name), |(key, _)| Arc::clone(key));
+                let entry = registered.map(|(_, t)| TypeEntry::clone(t));
+                changed.insert(key, entry.unwrap_or_default());
+            }
+            let version = schema.version;
+            if let Some(entry) = changed.get_mut(name) {
+                entry.versions.insert(version, Arc::new(compiled));
+            }
+        }
+        Ok(changed)
     }
 
     /// Runs `f` on the current snapshot: the calling thread's cached one when
@@ -354,29 +478,15 @@ impl MemorySchemaRegistry {
 }
 
 impl SchemaRegistry for MemorySchemaRegistry {
+    /// Registers `schema` (see the [contract](SchemaRegistry#contract)):
+    /// [`register_all`](MemorySchemaRegistry::register_all) with one schema.
+    ///
+    /// Cost: each registration that adds a version copies the registry's
+    /// state (pointers, one per registered type), so registering `n` types
+    /// one by one costs `n²` pointer copies; register them at start-up in
+    /// one [`register_all`](MemorySchemaRegistry::register_all) batch.
     fn register(&self, schema: EventSchema) -> Result<()> {
-        // Compile outside the lock: it is the expensive part.
-        let compiled = CompiledSchema::new(schema)?;
-        let schema = &compiled.schema;
-        let mut current = self.inner.write();
-        let inner: &Inner = &current;
-        let level = inner.level_for(&schema.event_type);
-        let entry = inner.types.get(schema.event_type.as_str());
-        if Self::check_placement(entry, schema)? == Placement::AlreadyRegistered {
-            return Ok(());
-        }
-        Self::check_candidate(entry, level, schema)?;
-        let event_type = schema.event_type.clone();
-        let version = schema.version;
-        let mut next = inner.clone();
-        next.types
-            .entry(event_type)
-            .or_default()
-            .versions
-            .insert(version, Arc::new(compiled));
-        *current = Arc::new(next.reindexed());
-        self.generation.fetch_add(1, Ordering::Release);
-        Ok(())
+        self.register_all([schema])
     }
 
     fn get(&self, event_type: &str, version: u32) -> Result<Option<EventSchema>> {
@@ -406,7 +516,7 @@ impl SchemaRegistry for MemorySchemaRegistry {
             .types
             .iter()
             .filter(|(_, t)| !t.versions.is_empty())
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| name.to_string())
             .collect();
         types.sort();
         Ok(types)
@@ -423,7 +533,7 @@ impl SchemaRegistry for MemorySchemaRegistry {
         mode: Compatibility,
     ) -> Result<()> {
         let inner = self.inner.read();
-        let entry = inner.types.get(event_type);
+        let entry = inner.types.get(event_type).map(|t| &**t);
         let Some(candidate) = entry.and_then(|t| t.versions.get(&new_version)) else {
             return Err(Error::NotFound {
                 kind: "schema",
@@ -436,13 +546,7 @@ impl SchemaRegistry for MemorySchemaRegistry {
     fn test_compatibility(&self, candidate: &EventSchema) -> Result<()> {
         // The definition must be registrable too.
         let compiled = CompiledSchema::new(candidate.clone())?;
-        let inner = self.inner.read();
-        let level = inner.level_for(&candidate.event_type);
-        let entry = inner.types.get(candidate.event_type.as_str());
-        if Self::check_placement(entry, &compiled.schema)? == Placement::AlreadyRegistered {
-            return Ok(());
-        }
-        Self::check_candidate(entry, level, &compiled.schema)
+        Self::place_all(&self.inner.read(), vec![compiled]).map(|_| ())
     }
 
     fn set_compatibility(&self, event_type: &str, level: Compatibility) -> Result<()> {
@@ -453,7 +557,8 @@ impl SchemaRegistry for MemorySchemaRegistry {
             ));
         }
         self.update(|inner| {
-            inner.types.entry(event_type.to_owned()).or_default().level = Some(level);
+            let entry = inner.types.entry(Arc::from(event_type)).or_default();
+            Arc::make_mut(entry).level = Some(level);
             Ok(())
         })
     }
@@ -473,5 +578,44 @@ impl SchemaRegistry for MemorySchemaRegistry {
 impl SchemaValidator for MemorySchemaRegistry {
     fn validate(&self, event: &Event) -> Result<()> {
         MemorySchemaRegistry::validate(self, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generation(registry: &MemorySchemaRegistry) -> u64 {
+        registry.generation.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn a_batch_is_one_change_and_a_batch_changing_nothing_is_none() {
+        let registry = MemorySchemaRegistry::new();
+        let v1 = EventSchema::new("t", 1).with_required_fields(["a"]);
+        let start = generation(&registry);
+        registry.register_all([]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(generation(&registry), start);
+        registry
+            .register_all([
+                v1.clone(),
+                EventSchema::new("t", 2).with_required_fields(["a"]),
+                EventSchema::new("u", 1),
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(generation(&registry), start + 1);
+        // Already registered, twice: no change.
+        registry
+            .register_all([v1.clone(), v1])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(generation(&registry), start + 1);
+        // Refused: no change.
+        assert!(
+            registry
+                .register_all([EventSchema::new("w", 1), EventSchema::new("t", 1)])
+                .is_err()
+        );
+        assert_eq!(generation(&registry), start + 1);
+        assert_eq!(registry.versions("w"), Vec::<u32>::new());
     }
 }
