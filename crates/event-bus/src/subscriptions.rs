@@ -242,8 +242,9 @@ impl EventBus {
     /// **Cost.** With a state store, every change saves the whole set of
     /// subscribers (the [`StateStore`](event_core::StateStore) contract), so
     /// registering N subscribers one by one writes O(N²) bytes: measured
-    /// with [`FileStateStore`](crate::FileStateStore), 4,000 subscribers
-    /// took 33 s and wrote 1 GB. To register many at start-up, add them
+    /// with [`FileStateStore`](crate::FileStateStore) (release build, a
+    /// 2-core host), 4,000 durable subscribers took 44 s and wrote 1.1 GB.
+    /// To register many at start-up, add them
     /// before [`set_state_store`](Self::set_state_store), which merges them
     /// with the stored ones in one save, or register them in one call of
     /// [`update_subscriptions`](Self::update_subscriptions): one save for
@@ -260,9 +261,10 @@ impl EventBus {
     /// change: the state store, if one is set, is saved once for all of
     /// them (registering N subscribers one by one saves N times, each time
     /// the whole set). Measured with
-    /// [`FileStateStore`](crate::FileStateStore), release build: 4,000
-    /// durable subscribers in one call took 17 ms and wrote 0.56 MB, one
-    /// by one 44 s and 1.1 GB.
+    /// [`FileStateStore`](crate::FileStateStore) in the same run as the
+    /// figure on `update_subscription` (release build, a 2-core host):
+    /// 4,000 durable subscribers in one call took 17 ms and wrote 0.56 MB,
+    /// one by one 44 s and 1.1 GB.
     ///
     /// All or nothing. Every filter is validated first, with the errors
     /// `update_subscription` gives, and a subscriber id given twice in

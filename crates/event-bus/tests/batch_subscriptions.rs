@@ -452,3 +452,56 @@ async fn a_batch_from_an_iterator_that_is_not_send_gives_a_send_future() {
     assert!(!b.filter.durable);
     assert_eq!(b.options.unwrap().max_deliver, Some(3));
 }
+
+/// Two changes land before the subscription looks: a batch leaving it out,
+/// then one naming it (either order). It must look, and end.
+#[tokio::test]
+async fn coalesced_changes_are_checked_whatever_their_order() {
+    for batch_first in [true, false] {
+        let bus = EventBus::new(MemoryProvider::default());
+        bus.update_subscriptions([
+            filter("mine", &["events.a.>"], false),
+            filter("other", &["events.b.>"], false),
+        ])
+        .await
+        .unwrap();
+        let mut sub = bus.create_subscriber("mine").await.unwrap().remove(0);
+        if batch_first {
+            bus.update_subscriptions([filter("other", &["events.c.>"], false)])
+                .await
+                .unwrap();
+            bus.remove_subscription("mine").await.unwrap();
+        } else {
+            bus.remove_subscription("mine").await.unwrap();
+            bus.update_subscriptions([filter("other", &["events.c.>"], false)])
+                .await
+                .unwrap();
+        }
+        bus.publish("a", "x", "s", "src", json!(1)).await.unwrap();
+        ends(&mut sub).await;
+    }
+}
+
+/// A batch naming the subscriber but keeping its subject: the subscription
+/// looks (takes the lock) and stays open.
+#[tokio::test]
+async fn a_batch_naming_the_subscriber_and_keeping_the_subject_keeps_it() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscription(filter("mine", &["events.a.>"], false))
+        .await
+        .unwrap();
+    let mut sub = bus.create_subscriber("mine").await.unwrap().remove(0);
+    bus.update_subscriptions([
+        filter("aaa", &["events.c.>"], false),
+        filter("mine", &["events.a.>", "events.b.>"], false),
+    ])
+    .await
+    .unwrap();
+    let e = bus.publish("a", "x", "s", "src", json!(1)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("open");
+    assert_eq!(got.event.id, e.id);
+}
