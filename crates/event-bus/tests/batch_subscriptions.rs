@@ -3,7 +3,10 @@
 //! `state_save_errors` metric.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use async_trait::async_trait;
+use common::{ends, filter};
 use event_bus::{EventBus, MemoryStateStore, durable_consumer_name};
 use event_core::{
     Error, EventProvider, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
@@ -14,14 +17,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-fn filter(id: &str, subjects: &[&str], durable: bool) -> SubscriptionFilter {
-    SubscriptionFilter {
-        subscriber_id: id.into(),
-        subjects: subjects.iter().map(|s| s.to_string()).collect(),
-        durable,
-    }
-}
 
 fn with_max_deliver(filter: SubscriptionFilter, max_deliver: u64) -> SubscriptionRecord {
     SubscriptionRecord {
@@ -336,17 +331,6 @@ async fn a_batch_deletes_the_durables_of_the_subjects_it_drops() {
     // those kept are still there (deleted now by the test itself)
     assert!(!gone("a", "events.a.>").await);
     assert!(!gone("m", "events.m.>").await);
-}
-
-/// `next` on `sub` ends (`Ok(None)`) within five seconds.
-async fn ends(sub: &mut Box<dyn Subscription>) {
-    let next = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .expect("the subscription did not end");
-    assert!(
-        next.expect("no error").is_none(),
-        "expected the end, got an event"
-    );
 }
 
 async fn next_id(sub: &mut Box<dyn Subscription>) -> String {

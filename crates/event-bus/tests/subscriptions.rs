@@ -3,6 +3,7 @@
 mod common;
 
 use async_trait::async_trait;
+use common::{ends, filter};
 use event_bus::{EventBus, FileStateStore, MemoryStateStore, durable_consumer_name};
 use event_core::{
     Error, EventProvider, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
@@ -13,14 +14,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-fn filter(id: &str, subjects: &[&str], durable: bool) -> SubscriptionFilter {
-    SubscriptionFilter {
-        subscriber_id: id.into(),
-        subjects: subjects.iter().map(|s| s.to_string()).collect(),
-        durable,
-    }
-}
 
 async fn next(sub: &mut Box<dyn Subscription>) -> event_core::ReceivedEvent {
     tokio::time::timeout(Duration::from_secs(5), sub.next())
@@ -356,17 +349,6 @@ async fn concurrent_updates_all_land_in_the_store() {
     }
     assert_eq!(store.load().await.unwrap().len(), 20);
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-/// `next` on `sub` ends (`Ok(None)`) within five seconds.
-async fn ends(sub: &mut Box<dyn Subscription>) {
-    let next = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .expect("the subscription did not end");
-    assert!(
-        next.expect("no error").is_none(),
-        "expected the end, got an event"
-    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{event, object};
+use common::{Rng, event, object};
 use event_core::Error;
 use event_schema::{
     Compatibility, EventSchema, MemorySchemaRegistry, SchemaRegistry, UnknownTypePolicy,
@@ -204,22 +204,6 @@ fn a_concurrent_validation_sees_all_of_a_batch_or_none_of_it() {
         done.store(true, Ordering::Release);
         assert!(checker.join().unwrap() >= ROUNDS);
     });
-}
-
-/// A deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// Short names (compared by their heads in the index) and long ones.

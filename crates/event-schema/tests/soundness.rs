@@ -13,29 +13,10 @@
 
 mod common;
 
+use common::Rng;
+
 use event_schema::{Compatibility, EventSchema, MemorySchemaRegistry, SchemaRegistry, can_read};
 use serde_json::{Map, Value, json};
-
-/// xorshift64: enough randomness for a reproducible search, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap()
-    }
-    fn percent(&mut self, p: usize) -> bool {
-        self.below(100) < p
-    }
-    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())].clone()
-    }
-}
 
 const TYPES: [&str; 7] = [
     "null", "boolean", "object", "array", "number", "integer", "string",

@@ -1,5 +1,5 @@
 //! Test doubles for the bus hooks.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use async_trait::async_trait;
 use event_core::{
@@ -165,4 +165,24 @@ pub async fn run_to_end(
     tokio::time::timeout(std::time::Duration::from_secs(5), consumer.join())
         .await
         .expect("the consumer ends with its subscription")
+}
+
+/// A subscriber's filter: `id` on `subjects`, durable or not.
+pub fn filter(id: &str, subjects: &[&str], durable: bool) -> event_core::SubscriptionFilter {
+    event_core::SubscriptionFilter {
+        subscriber_id: id.into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        durable,
+    }
+}
+
+/// `next` on `sub` ends (`Ok(None)`) within five seconds.
+pub async fn ends(sub: &mut Box<dyn event_core::Subscription>) {
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+        .await
+        .expect("the subscription did not end");
+    assert!(
+        next.expect("no error").is_none(),
+        "expected the end, got an event"
+    );
 }
