@@ -184,7 +184,9 @@ pub(crate) enum Next {
 
 pub(crate) struct Consumer {
     pub(crate) state: Mutex<State>,
-    pub(crate) notify: Notify,
+    /// Wakes the waiting fetches (shared with the store, see
+    /// [`Cursor::wake_on_eviction`]).
+    pub(crate) notify: Arc<Notify>,
     /// Subscriptions waiting for work (see [`Consumer::waiting`]).
     waiting: AtomicUsize,
     /// Identifiers handed to subscriptions (see [`Consumer::join`]).
@@ -219,7 +221,8 @@ impl Drop for Waiting<'_> {
 impl Consumer {
     pub(crate) fn new(settings: Settings, store: &mut Store) -> Arc<Self> {
         let (next_seq, initial) = start_position(&settings, store);
-        let cursor = store.add_cursor(settings.filter.clone(), next_seq);
+        let notify = Arc::new(Notify::new());
+        let cursor = store.add_cursor(settings.filter.clone(), next_seq, notify.clone());
         if next_seq < store.first_seq() {
             // a start sequence retention already passed: the events from it
             // on were evicted before this consumer existed, their subjects
@@ -244,7 +247,7 @@ impl Consumer {
                 new_turn: false,
                 deleted: false,
             }),
-            notify: Notify::new(),
+            notify,
             waiting: AtomicUsize::new(0),
             subscribers: AtomicU64::new(0),
         })
@@ -496,6 +499,16 @@ impl State {
         {
             self.new_turn = true;
             return Next::Delivery(d);
+        }
+        // a nak'd delivery whose event retention evicts is dropped at the
+        // next fetch (`drop_evicted_scheduled`), which may free the slot a
+        // waiting fetch needs: the eviction that makes that scan due wakes
+        // it, also when its publish was on a category the waiter's filter
+        // does not match (such a publish wakes no waiter of this consumer)
+        if self.scheduled_low != u64::MAX {
+            let scan_due = (self.scanned_at + self.pending.len() as u64).saturating_sub(1);
+            self.cursor
+                .wake_on_eviction(self.scheduled_low.max(scan_due));
         }
         let handoff = self.handoff.iter().map(|h| after(h.2, HANDOFF_GRACE)).min();
         Next::Wait(match (self.next_deadline(), handoff) {

@@ -34,7 +34,9 @@
 //! An event nak'd with a delay and evicted before its redelivery is
 //! dropped from the consumer's unacknowledged deliveries at its next fetch
 //! (counted in `Lagged`), so a long delay does not hold a `max_ack_pending`
-//! slot for an event that can no longer be delivered; a delivery still in
+//! slot for an event that can no longer be delivered (a fetch waiting for
+//! that slot is woken by the eviction, whatever the subject of the event
+//! whose publish caused it); a delivery still in
 //! flight keeps its slot until it is settled or its ack wait ends.
 //!
 //! A publish wakes the waiting subscriptions its event could match, not

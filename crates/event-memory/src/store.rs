@@ -11,6 +11,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 // tokio's clock (std's unless the `test-util` feature pauses it), so that
 // the dedup window follows a paused or advanced runtime clock in tests
 use tokio::time::Instant;
@@ -203,6 +204,11 @@ pub(crate) struct Cursor {
     required: AtomicU64,
     /// Consulted only when an eviction overtakes the cursor; a leaf lock.
     filter: Mutex<SubjectPattern>,
+    /// The first evicted sequence that wakes the consumer's waiting
+    /// fetches, once (`u64::MAX`: none; see [`wake_on_eviction`](Self::wake_on_eviction)).
+    wake_at: AtomicU64,
+    /// The consumer's own wake-up.
+    notify: Arc<Notify>,
 }
 
 impl Cursor {
@@ -228,6 +234,14 @@ impl Cursor {
     /// store lock.
     pub(crate) fn advance_to(&self, next_seq: u64) {
         self.next_seq.store(next_seq, Ordering::Relaxed);
+    }
+
+    /// Wakes the consumer's waiting fetches once, when retention evicts
+    /// `seq` or a later event, whatever the subject (a publish on another
+    /// category wakes none of them, yet its eviction may have freed what
+    /// they wait for). Call under the store lock.
+    pub(crate) fn wake_on_eviction(&self, seq: u64) {
+        self.wake_at.store(seq, Ordering::Relaxed);
     }
 
     /// Takes the count of matching events evicted before the consumer read
@@ -298,12 +312,18 @@ impl Store {
         }
     }
 
-    /// Registers a consumer that reads `next_seq` next with `filter`, and
+    /// Registers a consumer that reads `next_seq` next with `filter` (and
+    /// wakes on `notify`, see [`Cursor::wake_on_eviction`]), and
     /// forgets the cursors of dropped consumers once the list has doubled
     /// since they were last swept (so subscribing and dropping in a loop
     /// does not grow the list while nothing is evicted, and subscribing is
     /// O(1) amortized, not O(consumers)).
-    pub(crate) fn add_cursor(&mut self, filter: SubjectPattern, next_seq: u64) -> Arc<Cursor> {
+    pub(crate) fn add_cursor(
+        &mut self,
+        filter: SubjectPattern,
+        next_seq: u64,
+        notify: Arc<Notify>,
+    ) -> Arc<Cursor> {
         if self.cursors.len() >= 2 * self.cursors_swept.max(32) {
             self.cursors.retain(|cursor| Arc::strong_count(cursor) > 1);
             self.cursors_swept = self.cursors.len();
@@ -313,6 +333,8 @@ impl Store {
             missed: AtomicU64::new(0),
             required: AtomicU64::new(Summary::required_by(&filter).category),
             filter: Mutex::new(filter),
+            wake_at: AtomicU64::new(u64::MAX),
+            notify,
         });
         self.cursors.push(Arc::clone(&cursor));
         cursor
@@ -344,6 +366,10 @@ impl Store {
         // computed once, and only if some cursor is overtaken
         let mut evicted: Option<Summary> = None;
         self.cursors.retain(|cursor| {
+            if cursor.wake_at.load(Ordering::Relaxed) <= seq {
+                cursor.wake_at.store(u64::MAX, Ordering::Relaxed);
+                cursor.notify.notify_waiters();
+            }
             if cursor.next_seq.load(Ordering::Relaxed) <= seq {
                 let evicted = *evicted.get_or_insert_with(|| Summary::of_subject(subject));
                 let required = Summary {
@@ -865,16 +891,16 @@ mod tests {
     fn cursors_of_dropped_consumers_are_forgotten() {
         let mut store = Store::new(4, 0, Duration::from_secs(60), 10_000);
         let pattern = || SubjectPattern::parse("events.>").unwrap();
-        let kept = store.add_cursor(pattern(), 1);
+        let kept = store.add_cursor(pattern(), 1, Arc::default());
         for _ in 0..100 {
-            drop(store.add_cursor(pattern(), 1));
+            drop(store.add_cursor(pattern(), 1, Arc::default()));
         }
         // swept when the list has doubled, without any eviction: bounded
         // by twice the live cursors (at least 64), not by the drops
         let after_drops = store.cursor_count();
         assert!((2..=64).contains(&after_drops), "{after_drops} cursors");
         append_n(&mut store, "events.a.b", 4);
-        drop(store.add_cursor(pattern(), 5));
+        drop(store.add_cursor(pattern(), 5, Arc::default()));
         // and at the next eviction
         append_n(&mut store, "events.a.b", 1);
         assert_eq!(store.cursor_count(), 1);
@@ -885,14 +911,16 @@ mod tests {
     fn dropped_cursors_stay_bounded_by_the_live_ones() {
         let mut store = Store::new(4, 0, Duration::from_secs(60), 10_000);
         let pattern = || SubjectPattern::parse("events.>").unwrap();
-        let live: Vec<_> = (0..1_000).map(|_| store.add_cursor(pattern(), 1)).collect();
+        let live: Vec<_> = (0..1_000)
+            .map(|_| store.add_cursor(pattern(), 1, Arc::default()))
+            .collect();
         for _ in 0..20_000 {
-            drop(store.add_cursor(pattern(), 1));
+            drop(store.add_cursor(pattern(), 1, Arc::default()));
             assert!(store.cursor_count() <= 2 * live.len() + 1);
         }
         drop(live);
         for _ in 0..2_000 {
-            drop(store.add_cursor(pattern(), 1));
+            drop(store.add_cursor(pattern(), 1, Arc::default()));
         }
         assert!(store.cursor_count() <= 64, "{}", store.cursor_count());
     }

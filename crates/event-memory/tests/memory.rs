@@ -1511,3 +1511,50 @@ async fn a_waiting_subscription_follows_its_durable_filter_to_another_category()
         .unwrap();
     assert_eq!(got.event.subject, "events.users.created");
 }
+
+/// A waiting subscription on one category, paused at `max_ack_pending`
+/// behind an event nak'd for an hour, is not woken by publishes on
+/// another category (waiters are grouped by category), yet those publishes
+/// can evict the nak'd event: the eviction must still free its slot, so
+/// the waiting fetch goes on (reporting the lost event) instead of
+/// stalling until the delay runs out.
+#[tokio::test]
+async fn a_nakd_event_evicted_by_another_category_frees_a_waiting_fetch() {
+    let p = provider(3, 1000);
+    let opts = SubscribeOptions {
+        max_ack_pending: Some(1),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("k", "events.orders.>", &opts)
+        .await
+        .unwrap();
+    let orders = |n: u64| Event::new("events.orders.x", "orders", "s", "t", n.into());
+    let users = |n: u64| Event::new("events.users.x", "users", "s", "t", n.into());
+    p.publish(&orders(1)).await.unwrap();
+    let held = sub.next_manual_ack().await.unwrap().unwrap();
+    held.nak_with_delay(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    // stored, but the nak'd event holds the only slot
+    p.publish(&orders(2)).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let mut missed = 0;
+        loop {
+            match sub.next_manual_ack().await {
+                Err(Error::Lagged { missed: m }) => missed += m,
+                Ok(Some(pending)) => return (pending.received.sequence, missed),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // sequences 3 and 4: the store keeps 2..=4, the nak'd event 1 is gone
+    p.publish(&users(3)).await.unwrap();
+    p.publish(&users(4)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("the waiting fetch stalled behind an evicted nak'd event")
+        .unwrap();
+    assert_eq!(got, (2, 1));
+}
