@@ -345,3 +345,48 @@ async fn every_kind_of_bad_envelope_is_dead_lettered_and_the_consumer_goes_on() 
         (n_good + 1, n_bad, 0)
     );
 }
+
+/// A dead letter made because its event did not decrypt still holds the
+/// envelope, bound to the event's original id. Re-driven through a bus
+/// without an encryptor (a maintenance process that was not given the
+/// keys), it was republished as it was under the copy's new id, where no
+/// key can ever open it, and `redrive` counted it re-driven and never
+/// offered it again: it must be skipped, as one that still does not
+/// decrypt is, and re-driven once a bus with the key does it.
+#[tokio::test]
+async fn a_bus_without_an_encryptor_skips_an_undecryptable_dead_letter() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &[1; 32]));
+    bus.set_encryptor(encryptor.clone());
+    let dlq = Arc::new(ProviderDlqHandler::new(provider.clone()));
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription(filter("w", &["events.pay.>"], true))
+        .await
+        .unwrap();
+    let mut event = Event::new("events.pay.x", "pay", "s", "src", json!(null));
+    event.payload = Aes256GcmEncryptor::new("k9", &[9; 32])
+        .encrypt(&event.id, &json!({"secret": 9}))
+        .unwrap();
+    provider.publish(&event).await.unwrap();
+    let (consumer, seen) = recording_consumer(&bus).await;
+    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+
+    let keyless = EventBus::from_arc(provider.clone());
+    let report = dlq.redrive(&keyless, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (0, 1));
+    let copy = format!("evt-redrive-{}", event.id);
+    let stored = provider.history(Some("events.pay.>"), 10).await.unwrap();
+    assert!(stored.iter().all(|e| e.id != copy), "{stored:?}");
+
+    // the key arrives: a bus that has it re-drives the letter
+    encryptor.add_key("k9", &[9; 32]).unwrap();
+    let report = dlq
+        .redrive_matching(&bus, 10, |l| l.event.id == event.id)
+        .await
+        .unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 0));
+    wait_until("the copy", || seen.lock().unwrap().contains_key(&copy)).await;
+    assert_eq!(seen.lock().unwrap()[&copy], json!({"secret": 9}));
+    consumer.shutdown(Duration::from_secs(2)).await;
+}
