@@ -379,6 +379,19 @@ async fn a_bus_without_an_encryptor_skips_an_undecryptable_dead_letter() {
     let stored = provider.history(Some("events.pay.>"), 10).await.unwrap();
     assert!(stored.iter().all(|e| e.id != copy), "{stored:?}");
 
+    // a handler's own decryption error is not the bus's: its letter holds
+    // the plaintext, and a bus without an encryptor re-drives it
+    let plain = Event::new("events.pay.y", "pay", "s", "src", json!({"n": 1}));
+    let reason = Error::Decryption(format!("event {:?}: wrong key for a field", plain.id));
+    dlq.handle(event_core::DeadLetterEvent::new(
+        plain.clone(),
+        reason.to_string(),
+    ))
+    .await
+    .unwrap();
+    let report = dlq.redrive(&keyless, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 0));
+
     // the key arrives: a bus that has it re-drives the letter
     encryptor.add_key("k9", &[9; 32]).unwrap();
     let report = dlq

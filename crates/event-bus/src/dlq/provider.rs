@@ -588,9 +588,15 @@ impl ProviderDlqHandler {
             return Ok(Republished::Skipped);
         }
         let refused_plaintext = dead.reason.contains(crate::bus::PLAINTEXT_REFUSED);
-        let undecryptable = dead
-            .reason
-            .starts_with(&Error::Decryption(String::new()).to_string());
+        // a bus subscription's reason for an event it could not decrypt
+        // (see `Inner::decrypt_payload_as`), not a handler's own error
+        let undecryptable = dead.reason.starts_with(
+            &Error::Decryption(format!(
+                "event {} (sequence ",
+                crate::text::quoted(&dead.event.id, 64)
+            ))
+            .to_string(),
+        );
         let mut event = match opened_for_redrive(bus, dead.event, refused_plaintext, undecryptable)
         {
             Ok(event) => event,
