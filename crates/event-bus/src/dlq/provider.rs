@@ -275,7 +275,8 @@ impl ProviderDlqHandler {
     /// envelope, bound to its original id: it is decrypted with the bus's
     /// encryptor (which may have got the missing key since) and republished
     /// as plaintext, so the bus encrypts it under the fresh id. One that
-    /// still does not decrypt is skipped (see [`RedriveReport::skipped`]).
+    /// still does not decrypt, or that `bus` has no encryptor to decrypt,
+    /// is skipped (see [`RedriveReport::skipped`]).
     ///
     /// Progress is kept by a durable consumer on the DLQ subjects that holds
     /// one dead letter at a time (`max_ack_pending` 1, so a call that stops
@@ -587,7 +588,17 @@ impl ProviderDlqHandler {
             return Ok(Republished::Skipped);
         }
         let refused_plaintext = dead.reason.contains(crate::bus::PLAINTEXT_REFUSED);
-        let mut event = match opened_for_redrive(bus, dead.event, refused_plaintext) {
+        // a bus subscription's reason for an event it could not decrypt
+        // (see `Inner::decrypt_payload_as`), not a handler's own error
+        let undecryptable = dead.reason.starts_with(
+            &Error::Decryption(format!(
+                "event {} (sequence ",
+                crate::text::quoted(&dead.event.id, 64)
+            ))
+            .to_string(),
+        );
+        let mut event = match opened_for_redrive(bus, dead.event, refused_plaintext, undecryptable)
+        {
             Ok(event) => event,
             Err(err) => {
                 tracing::error!(%letter_id, error = %err, "skipping an unreadable dead letter");
@@ -657,8 +668,28 @@ enum Republished {
 /// the bus encrypt it as if it were genuine, so it is re-driven only if it
 /// is an envelope after all (dead-lettered while the bus had no
 /// encryptor), and skipped otherwise.
-fn opened_for_redrive(bus: &EventBus, mut event: Event, refused_plaintext: bool) -> Result<Event> {
+///
+/// A dead letter made because its event did not decrypt (`undecryptable`:
+/// its reason is a decryption error) still holds the envelope: a bus
+/// without an encryptor cannot open it, and republished as it is under the
+/// copy's new id it could never be opened (and the copy, stored under the
+/// id a later re-drive publishes, would have that one deduplicated), so it
+/// is a decryption error too, counted in `decrypt_errors`.
+fn opened_for_redrive(
+    bus: &EventBus,
+    mut event: Event,
+    refused_plaintext: bool,
+    undecryptable: bool,
+) -> Result<Event> {
     let hooks = bus.inner.hooks.load();
+    if undecryptable && hooks.encryptor.is_none() {
+        bus.inner.metrics.add_decrypt_error(1);
+        return Err(Error::Decryption(format!(
+            "event {}: dead-lettered because it did not decrypt, it still holds its \
+             envelope, and the bus re-driving it has no encryptor to read it with",
+            crate::text::quoted(&event.id, 64)
+        )));
+    }
     if let Some(plain) = bus
         .inner
         .decrypt_payload_as(&hooks, &event, None, refused_plaintext)?
