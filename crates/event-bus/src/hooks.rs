@@ -39,6 +39,21 @@ pub enum PlaintextPolicy {
     /// decrypted one; a re-drive
     /// ([`ProviderDlqHandler`](crate::ProviderDlqHandler)) skips such a
     /// dead letter instead of republishing it encrypted.
+    ///
+    /// A delivery that is itself a dead letter (`event_type`
+    /// [`DEAD_LETTER_EVENT_TYPE`](crate::dlq::DEAD_LETTER_EVENT_TYPE), to a
+    /// subscriber whose filter covers the DLQ subjects, `{prefix}.>` say)
+    /// and that the bus refuses as plaintext (a
+    /// [`ProviderDlqHandler`](crate::ProviderDlqHandler) without
+    /// [`with_encryptor`](crate::ProviderDlqHandler::with_encryptor) stores
+    /// its letters in clear) or cannot decrypt is **not dead-lettered
+    /// again**, whatever the policy: it is stored in its DLQ already, and a
+    /// new letter would only nest it, unreadable for the same reason, and be
+    /// delivered in turn, without end. It is terminated for that subscriber
+    /// instead, logged as a `WARN` naming it and why, and counted in
+    /// `dlq_dropped` (and [`ConsumerReport::terminated`](crate::ConsumerReport::terminated)),
+    /// as well as in `decrypt_errors`. Other events the bus refuses or
+    /// cannot decrypt are dead-lettered as described above.
     Refuse,
 }
 

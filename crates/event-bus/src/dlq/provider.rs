@@ -32,7 +32,14 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// [`DEAD_LETTER_EVENT_TYPE`], the whole [`DeadLetterEvent`] as payload and
 /// the original id and subject in metadata (`a3s.original_id`,
 /// `a3s.original_subject`). Note that `{prefix}.>` subscribers see dead
-/// letters too. Only events of that type are dead letters: other events
+/// letters too. A bus subscription that cannot read one of them (a bus with
+/// [`PlaintextPolicy::Refuse`](crate::PlaintextPolicy::Refuse) and a
+/// handler without [`with_encryptor`](Self::with_encryptor), or a handler
+/// encrypting under a key the bus does not hold) does not dead-letter it
+/// again (it is in the DLQ already, and a new letter would only nest it):
+/// it terminates it for that subscriber, logs a `WARN` and counts it in
+/// `dlq_dropped`. Give the handler the bus's encryptor, or keep such
+/// subscribers off the DLQ subjects. Only events of that type are dead letters: other events
 /// published under the DLQ subjects (an event-routing `SinkDlqHandler`
 /// forwarding under `{prefix}.dlq`, say) are not listed, counted or
 /// re-driven.
