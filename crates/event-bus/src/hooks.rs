@@ -38,7 +38,11 @@ pub enum PlaintextPolicy {
     /// directly then cannot pass a forged plaintext payload off as a
     /// decrypted one; a re-drive
     /// ([`ProviderDlqHandler`](crate::ProviderDlqHandler)) skips such a
-    /// dead letter instead of republishing it encrypted.
+    /// dead letter instead of republishing it encrypted, and skips as well
+    /// every dead letter stored in plaintext (not an envelope of the
+    /// handler's encryptor: written before encryption was enabled, or
+    /// planted in the DLQ stream), which it cannot tell from a forgery.
+    /// Re-drive a genuine one from a bus with [`Accept`](Self::Accept).
     ///
     /// A delivery that is itself a dead letter (`event_type`
     /// [`DEAD_LETTER_EVENT_TYPE`](crate::dlq::DEAD_LETTER_EVENT_TYPE), to a

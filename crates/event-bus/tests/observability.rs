@@ -1290,3 +1290,54 @@ async fn an_unreadable_dead_letter_is_terminated_not_dead_lettered_again() {
         );
     }
 }
+
+/// A re-drive through a bus refusing plaintext skips a dead letter stored
+/// in plaintext with a `WARN` naming the letter, saying why and what to do
+/// if it is genuine.
+#[tokio::test(flavor = "current_thread")]
+async fn a_plaintext_letter_skipped_by_a_refusing_redrive_is_a_warning_naming_it() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &KEY));
+    bus.set_encryptor(encryptor.clone());
+    bus.set_plaintext_policy(PlaintextPolicy::Refuse);
+    let dlq = ProviderDlqHandler::new(provider.clone()).with_encryptor(encryptor);
+    let forged = Event::new(
+        "events.orders.refund",
+        "orders",
+        "s",
+        "src",
+        json!({"n": 1}),
+    );
+    let letter = event_core::DeadLetterEvent::new(forged, "handler failed");
+    let mut carrier = Event::new(
+        "events.dlq.orders",
+        "dlq",
+        "d",
+        "a3s-event-dlq",
+        serde_json::to_value(&letter).unwrap(),
+    );
+    carrier.event_type = DEAD_LETTER_EVENT_TYPE.into();
+    provider.publish(&carrier).await.unwrap();
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (0, 1));
+    assert_eq!(bus.metrics().snapshot().decrypt_errors, 1);
+    let lines = capture.lines();
+    let about: Vec<_> = lines
+        .iter()
+        .filter(|l| l.level <= Level::WARN && l.fields.contains(&carrier.id))
+        .collect();
+    assert_eq!(about.len(), 1, "{lines:#?}");
+    let line = about[0];
+    assert_eq!(line.level, Level::WARN, "{line:?}");
+    for what in [
+        "stored in plaintext",
+        "PlaintextPolicy::Refuse",
+        "forged",
+        "PlaintextPolicy::Accept",
+    ] {
+        assert!(line.fields.contains(what), "no '{what}': {line:?}");
+    }
+}
