@@ -316,10 +316,10 @@ impl ProviderDlqHandler {
     /// the stream, and republished the bus would encrypt its payload and
     /// hand it to subscribers as a genuine event. Re-drive such a letter,
     /// once you know it is genuine, from a bus with
-    /// [`PlaintextPolicy::Accept`](crate::PlaintextPolicy::Accept) (with
-    /// [`redrive_matching`](Self::redrive_matching) for `redrive` does not
-    /// offer it again). Under `Accept` such letters are re-driven as any
-    /// other.
+    /// [`PlaintextPolicy::Accept`](crate::PlaintextPolicy::Accept), with
+    /// [`redrive_matching`](Self::redrive_matching): `redrive` does not
+    /// offer a skipped letter again. Under `Accept` such letters are
+    /// re-driven as any other.
     ///
     /// Progress is kept by a durable consumer on the DLQ subjects that holds
     /// one dead letter at a time (`max_ack_pending` 1, so a call that stops
