@@ -38,7 +38,26 @@ pub enum PlaintextPolicy {
     /// directly then cannot pass a forged plaintext payload off as a
     /// decrypted one; a re-drive
     /// ([`ProviderDlqHandler`](crate::ProviderDlqHandler)) skips such a
-    /// dead letter instead of republishing it encrypted.
+    /// dead letter instead of republishing it encrypted, and skips as well
+    /// every dead letter stored in plaintext (not an envelope of the
+    /// handler's encryptor: written before encryption was enabled, or
+    /// planted in the DLQ stream), which it cannot tell from a forgery.
+    /// Re-drive a genuine one from a bus with [`Accept`](Self::Accept).
+    ///
+    /// A delivery that is itself a dead letter (`event_type`
+    /// [`DEAD_LETTER_EVENT_TYPE`](crate::dlq::DEAD_LETTER_EVENT_TYPE), to a
+    /// subscriber whose filter covers the DLQ subjects, `{prefix}.>` say)
+    /// and that the bus refuses as plaintext (a
+    /// [`ProviderDlqHandler`](crate::ProviderDlqHandler) without
+    /// [`with_encryptor`](crate::ProviderDlqHandler::with_encryptor) stores
+    /// its letters in clear) or cannot decrypt is **not dead-lettered
+    /// again**, whatever the policy: it is stored in its DLQ already, and a
+    /// new letter would only nest it, unreadable for the same reason, and be
+    /// delivered in turn, without end. It is terminated for that subscriber
+    /// instead, logged as a `WARN` naming it and why, and counted in
+    /// `dlq_dropped` (and [`ConsumerReport::terminated`](crate::ConsumerReport::terminated)),
+    /// as well as in `decrypt_errors`. Other events the bus refuses or
+    /// cannot decrypt are dead-lettered as described above.
     Refuse,
 }
 

@@ -1,6 +1,7 @@
 //! [`BusSubscription`]: a provider subscription that decrypts for the caller.
 
 use crate::bus::{Inner, with_payload};
+use crate::dlq::DEAD_LETTER_EVENT_TYPE;
 use async_trait::async_trait;
 use event_core::{
     Acker, DeadLetterEvent, Error, Event, PendingEvent, ReceivedEvent, Result, Subscription,
@@ -41,8 +42,9 @@ struct HandedOut {
 pub(crate) struct OwnDeadLetters {
     /// Accepted by the DLQ handler (then terminated).
     dead_lettered: AtomicU64,
-    /// Terminated without reaching a DLQ: none was set, or it refused an
-    /// undecodable message the provider had already terminated.
+    /// Terminated without reaching a DLQ: none was set, it refused an
+    /// undecodable message the provider had already terminated, or the
+    /// delivery was an unreadable dead letter (never dead-lettered again).
     dropped: AtomicU64,
     /// Final deliveries left unsettled because the DLQ handler refused them.
     unsettled: AtomicU64,
@@ -444,6 +446,28 @@ impl BusSubscription {
                 let event = Arc::new(with_payload(&received.event, plain));
                 ReceivedEvent { event, ..received }
             }))),
+            Err(err) if pending.received.event.event_type == DEAD_LETTER_EVENT_TYPE => {
+                // A dead letter (a subscriber covering the DLQ subjects) is
+                // stored in its DLQ already: dead-lettered again, it would
+                // only be nested in a new letter, unreadable for the same
+                // reason, delivered here in turn, and so on without end.
+                let (received, _, acker) = pending.into_parts();
+                self.bus.metrics.add_dlq_dropped(1);
+                OwnDeadLetters::bump(&self.dead_letters.dropped);
+                tracing::warn!(
+                    event_id = ?received.event.id,
+                    subject = ?received.event.subject,
+                    sequence,
+                    deliveries = received.num_delivered,
+                    error = %err,
+                    "unreadable dead letter not dead-lettered again: it is stored in its DLQ \
+                     already (a new dead letter would only nest it); terminated for this \
+                     subscriber. Give the DLQ handler the bus's encryptor, or keep this \
+                     subscriber's filter off the DLQ subjects"
+                );
+                acker.term().await?;
+                Err(err)
+            }
             Err(err) => {
                 let last = pending.is_final_delivery();
                 let (received, _, acker) = pending.into_parts();

@@ -8,10 +8,11 @@
 mod common;
 
 use capture::Capture;
-use event_bus::{ConsumerConfig, EventBus, MemoryDlqHandler};
+use event_bus::dlq::{DEAD_LETTER_EVENT_TYPE, ProviderDlqHandler};
+use event_bus::{ConsumerConfig, EventBus, MemoryDlqHandler, PlaintextPolicy};
 use event_core::{
-    Acker, BoxError, DlqHandler, Error, Event, PendingEvent, ReceivedEvent, SubscribeOptions,
-    Subscription, SubscriptionFilter,
+    Acker, BoxError, DlqHandler, Error, Event, EventEncryptor, EventProvider, PendingEvent,
+    ReceivedEvent, SubscribeOptions, Subscription, SubscriptionFilter,
 };
 use event_crypto::Aes256GcmEncryptor;
 use event_memory::MemoryProvider;
@@ -1197,4 +1198,146 @@ async fn a_dlq_call_with_no_time_limit_that_hangs_is_reported() {
     );
     assert_eq!(bus.metrics().snapshot().handler_stalls, 1);
     consumer.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A dead letter the bus cannot read (refused as plaintext: a DLQ handler
+/// without an encryptor under `PlaintextPolicy::Refuse`; or encrypted under
+/// a key the bus does not hold) reaching a subscriber whose filter covers
+/// the DLQ subjects is not dead-lettered again: it is in the DLQ already,
+/// and a new letter would only nest it (each one in turn unreadable, so
+/// the DLQ filled with letters nesting all the earlier ones until the
+/// payload depth limit). It is terminated, counted in `dlq_dropped` and
+/// `ConsumerReport::terminated`, and logged as a `WARN` naming it.
+#[tokio::test(flavor = "current_thread")]
+async fn an_unreadable_dead_letter_is_terminated_not_dead_lettered_again() {
+    for refuse in [true, false] {
+        let capture = Arc::new(Capture::at(Level::INFO));
+        let _guard = tracing::subscriber::set_default(capture.clone());
+        let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+        let bus = EventBus::from_arc(provider.clone());
+        bus.set_encryptor(Arc::new(Aes256GcmEncryptor::new("k1", &KEY)));
+        let dlq = ProviderDlqHandler::new(provider.clone());
+        let (dlq, event) = if refuse {
+            bus.set_plaintext_policy(PlaintextPolicy::Refuse);
+            let plain = Event::new("events.pay.x", "pay", "s", "src", json!({"refund": 1}));
+            (dlq, plain)
+        } else {
+            // the DLQ encrypts under a key the bus does not hold, and so
+            // does the writer of the event
+            let other = Arc::new(Aes256GcmEncryptor::new("k2", &OTHER_KEY));
+            let mut sealed = Event::new("events.pay.x", "pay", "s", "src", json!(null));
+            sealed.payload = other.encrypt(&sealed.id, &json!({"refund": 1})).unwrap();
+            (dlq.with_encryptor(other), sealed)
+        };
+        bus.set_dlq_handler(Arc::new(dlq));
+        bus.update_subscription(SubscriptionFilter {
+            subscriber_id: "w".into(),
+            subjects: vec!["events.>".into()],
+            durable: true,
+        })
+        .await
+        .unwrap();
+        provider.publish(&event).await.unwrap();
+        let consumer = bus
+            .consume(
+                "w",
+                |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
+                ConsumerConfig::default(),
+            )
+            .await
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            let report = consumer.report();
+            if report.dead_lettered + report.terminated >= 2 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{report:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let report = consumer.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(
+            (report.dead_lettered, report.terminated),
+            (1, 1),
+            "refuse {refuse}: {report:?}"
+        );
+        let stored = provider.history(None, 10).await.unwrap();
+        assert_eq!(stored.len(), 2, "refuse {refuse}: one event, one letter");
+        let letter = &stored[0];
+        assert_eq!(letter.event_type, DEAD_LETTER_EVENT_TYPE);
+        assert_eq!(letter.metadata["a3s.original_id"], event.id);
+        let metrics = bus.metrics().snapshot();
+        assert_eq!(
+            (
+                metrics.dlq_total,
+                metrics.dlq_dropped,
+                metrics.decrypt_errors
+            ),
+            (1, 1, 2),
+            "refuse {refuse}: {metrics:?}"
+        );
+        let lines = capture.lines();
+        let about: Vec<_> = lines
+            .iter()
+            .filter(|l| l.level <= Level::WARN && l.fields.contains(&letter.id))
+            .collect();
+        assert_eq!(about.len(), 1, "refuse {refuse}: {lines:#?}");
+        assert_eq!(about[0].level, Level::WARN, "{:?}", about[0]);
+        assert!(
+            about[0].fields.contains("not dead-lettered again"),
+            "{:?}",
+            about[0]
+        );
+    }
+}
+
+/// A re-drive through a bus refusing plaintext skips a dead letter stored
+/// in plaintext with a `WARN` naming the letter, saying why and what to do
+/// if it is genuine.
+#[tokio::test(flavor = "current_thread")]
+async fn a_plaintext_letter_skipped_by_a_refusing_redrive_is_a_warning_naming_it() {
+    let capture = Arc::new(Capture::at(Level::INFO));
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &KEY));
+    bus.set_encryptor(encryptor.clone());
+    bus.set_plaintext_policy(PlaintextPolicy::Refuse);
+    let dlq = ProviderDlqHandler::new(provider.clone()).with_encryptor(encryptor);
+    let forged = Event::new(
+        "events.orders.refund",
+        "orders",
+        "s",
+        "src",
+        json!({"n": 1}),
+    );
+    let letter = event_core::DeadLetterEvent::new(forged, "handler failed");
+    let mut carrier = Event::new(
+        "events.dlq.orders",
+        "dlq",
+        "d",
+        "a3s-event-dlq",
+        serde_json::to_value(&letter).unwrap(),
+    );
+    carrier.event_type = DEAD_LETTER_EVENT_TYPE.into();
+    provider.publish(&carrier).await.unwrap();
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (0, 1));
+    assert_eq!(bus.metrics().snapshot().decrypt_errors, 1);
+    let lines = capture.lines();
+    let about: Vec<_> = lines
+        .iter()
+        .filter(|l| l.level <= Level::WARN && l.fields.contains(&carrier.id))
+        .collect();
+    assert_eq!(about.len(), 1, "{lines:#?}");
+    let line = about[0];
+    assert_eq!(line.level, Level::WARN, "{line:?}");
+    for what in [
+        "stored in plaintext",
+        "PlaintextPolicy::Refuse",
+        "forged",
+        "PlaintextPolicy::Accept",
+    ] {
+        assert!(line.fields.contains(what), "no '{what}': {line:?}");
+    }
 }

@@ -1491,3 +1491,66 @@ async fn a_bus_refusing_plaintext_redrives_its_dead_letters_but_not_forged_plain
     assert_ne!(copies[0].metadata["a3s.redriven_from"], forged.id);
     assert!(enc.is_encrypted(&copies[0].payload));
 }
+
+/// Anyone who can write to the DLQ stream can plant a dead letter stored in
+/// plaintext (the handler reads those, for letters written before it had
+/// an encryptor). A bus refusing plaintext does not re-drive it: it would
+/// encrypt the forged payload and its subscribers would receive it as a
+/// genuine, decrypted event. It is skipped by `redrive` and
+/// `redrive_matching` alike, while the genuine (encrypted) letter is
+/// re-driven. A bus accepting plaintext re-drives both, as before.
+#[tokio::test]
+async fn a_bus_refusing_plaintext_does_not_redrive_a_letter_stored_in_plaintext() {
+    for policy in [PlaintextPolicy::Refuse, PlaintextPolicy::Accept] {
+        let (bus, provider, dlq, enc) = setup();
+        bus.set_plaintext_policy(policy);
+        let genuine = Event::new(
+            "events.orders.new",
+            "orders",
+            "s",
+            "src",
+            json!({"card": "4111"}),
+        );
+        dlq.handle(DeadLetterEvent::new(genuine.clone(), "handler failed"))
+            .await
+            .unwrap();
+        let forged = Event::new(
+            "events.orders.refund",
+            "orders",
+            "s",
+            "src",
+            json!({"refund": 1000}),
+        );
+        let letter = DeadLetterEvent::new(forged.clone(), "handler failed");
+        let mut carrier = Event::new(
+            "events.dlq.orders",
+            "dlq",
+            "d",
+            "a3s-event-dlq",
+            serde_json::to_value(&letter).unwrap(),
+        );
+        carrier.event_type = DEAD_LETTER_EVENT_TYPE.into();
+        provider.publish(&carrier).await.unwrap();
+
+        let (expected, copies) = match policy {
+            PlaintextPolicy::Refuse => ((1, 1), vec![genuine.id.clone()]),
+            _ => ((2, 0), vec![genuine.id.clone(), forged.id.clone()]),
+        };
+        let report = dlq.redrive_matching(&bus, 10, |_| true).await.unwrap();
+        assert_eq!(
+            (report.redriven, report.skipped),
+            expected,
+            "{policy:?}: redrive_matching"
+        );
+        let report = dlq.redrive(&bus, 10).await.unwrap();
+        assert_eq!(
+            (report.redriven, report.skipped),
+            expected,
+            "{policy:?}: redrive"
+        );
+        assert_eq!(redriven_from(&bus, "orders").await, copies, "{policy:?}");
+        let stored = provider.history(Some("events.orders.>"), 10).await.unwrap();
+        assert_eq!(stored.len(), copies.len(), "{policy:?}");
+        assert!(stored.iter().all(|e| enc.is_encrypted(&e.payload)));
+    }
+}

@@ -73,8 +73,11 @@ pub struct ConsumerReport {
     /// undecryptable ones without a DLQ handler, undecryptable ones whose
     /// dead letter the DLQ handler refused for good once they had been
     /// delivered [`ConsumerConfig::dlq_attempts`] times (see
-    /// [`BusSubscription`]), and undecodable messages (the provider
-    /// already terminated them) no DLQ handler took.
+    /// [`BusSubscription`]), undecodable messages (the provider
+    /// already terminated them) no DLQ handler took, and unreadable dead
+    /// letters (refused as plaintext or undecryptable: a subscriber covering
+    /// the DLQ subjects), which are never dead-lettered again (see
+    /// [`PlaintextPolicy::Refuse`](crate::PlaintextPolicy::Refuse)).
     pub terminated: u64,
     /// Final deliveries left unsettled because the DLQ handler refused
     /// them: exhausted ones it refused for good (see

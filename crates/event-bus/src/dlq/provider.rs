@@ -1,5 +1,6 @@
 use super::fit;
 use crate::bus::EventBus;
+use crate::hooks::PlaintextPolicy;
 use crate::naming::durable_consumer_name;
 use async_trait::async_trait;
 use event_core::subject::validate_category;
@@ -32,7 +33,14 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// [`DEAD_LETTER_EVENT_TYPE`], the whole [`DeadLetterEvent`] as payload and
 /// the original id and subject in metadata (`a3s.original_id`,
 /// `a3s.original_subject`). Note that `{prefix}.>` subscribers see dead
-/// letters too. Only events of that type are dead letters: other events
+/// letters too. A bus subscription that cannot read one of them (a bus with
+/// [`PlaintextPolicy::Refuse`](crate::PlaintextPolicy::Refuse) and a
+/// handler without [`with_encryptor`](Self::with_encryptor), or a handler
+/// encrypting under a key the bus does not hold) does not dead-letter it
+/// again (it is in the DLQ already, and a new letter would only nest it):
+/// it terminates it for that subscriber, logs a `WARN` and counts it in
+/// `dlq_dropped`. Give the handler the bus's encryptor, or keep such
+/// subscribers off the DLQ subjects. Only events of that type are dead letters: other events
 /// published under the DLQ subjects (an event-routing `SinkDlqHandler`
 /// forwarding under `{prefix}.dlq`, say) are not listed, counted or
 /// re-driven.
@@ -48,7 +56,13 @@ pub(crate) const META_REDRIVEN_FROM: &str = "a3s.redriven_from";
 /// Dead letters carry the event's plaintext (the bus decrypts before it
 /// dead-letters). Give the handler an encryptor
 /// ([`with_encryptor`](Self::with_encryptor), normally the bus's) so they are
-/// stored encrypted, bound to the dead letter's own id.
+/// stored encrypted, bound to the dead letter's own id. A handler with an
+/// encryptor still reads letters stored in plaintext (written before it had
+/// one), and so would read one planted by anyone who can write to the
+/// stream: a bus with [`PlaintextPolicy::Refuse`](crate::PlaintextPolicy::Refuse)
+/// therefore re-drives only letters stored encrypted (see
+/// [`redrive`](Self::redrive)); [`list`](DlqHandler::list) and
+/// [`count`](DlqHandler::count), which know no bus, show them all.
 ///
 /// The dead letter nests the event's payload two levels deeper, so the
 /// dead letter of an event whose payload nests more than
@@ -144,7 +158,9 @@ pub struct RedriveReport {
     pub redriven: usize,
     /// Dead letters that could not be decoded or decrypted, that were
     /// stored without their event's payload (see "Dead letters over the
-    /// provider's limit" on [`ProviderDlqHandler`]), or whose event
+    /// provider's limit" on [`ProviderDlqHandler`]), that are stored in
+    /// plaintext while the re-driving bus refuses plaintext (see
+    /// [`redrive`](ProviderDlqHandler::redrive)), or whose event
     /// the bus refused for good (invalid subject, schema validation, too
     /// large, not serializable: a schema registered since the event was
     /// published, say), logged with the reason. `redrive` terminated them
@@ -178,7 +194,11 @@ impl ProviderDlqHandler {
     }
 
     /// Encrypts stored dead letters (and decrypts them in `list`,
-    /// `redrive` and `redrive_matching`).
+    /// `redrive` and `redrive_matching`). Letters stored in plaintext
+    /// (before the handler had an encryptor) are still read as they are,
+    /// except that a bus with
+    /// [`PlaintextPolicy::Refuse`](crate::PlaintextPolicy::Refuse) does
+    /// not re-drive them (see [`redrive`](Self::redrive)).
     #[must_use]
     pub fn with_encryptor(mut self, encryptor: Arc<dyn EventEncryptor>) -> Self {
         self.encryptor = Some(encryptor);
@@ -242,6 +262,14 @@ impl ProviderDlqHandler {
         Ok(event)
     }
 
+    /// Whether the stored dead letter `event` is one of this handler's
+    /// envelopes (never, without an encryptor).
+    fn stored_encrypted(&self, event: &Event) -> bool {
+        self.encryptor
+            .as_ref()
+            .is_some_and(|encryptor| encryptor.is_encrypted(&event.payload))
+    }
+
     fn decode_event(&self, event: &Event) -> Result<DeadLetterEvent> {
         let payload = match &self.encryptor {
             Some(encryptor) if encryptor.is_encrypted(&event.payload) => {
@@ -277,6 +305,21 @@ impl ProviderDlqHandler {
     /// as plaintext, so the bus encrypts it under the fresh id. One that
     /// still does not decrypt, or that `bus` has no encryptor to decrypt,
     /// is skipped (see [`RedriveReport::skipped`]).
+    ///
+    /// When `bus` refuses plaintext
+    /// ([`PlaintextPolicy::Refuse`](crate::PlaintextPolicy::Refuse)), a dead
+    /// letter stored in plaintext (not one of this handler's envelopes:
+    /// every letter, for a handler without
+    /// [`with_encryptor`](Self::with_encryptor)) is skipped too, with a
+    /// `WARN` naming it, and counted in `decrypt_errors`: it was written
+    /// before encryption was enabled, or forged by someone who can write to
+    /// the stream, and republished the bus would encrypt its payload and
+    /// hand it to subscribers as a genuine event. Re-drive such a letter,
+    /// once you know it is genuine, from a bus with
+    /// [`PlaintextPolicy::Accept`](crate::PlaintextPolicy::Accept), with
+    /// [`redrive_matching`](Self::redrive_matching): `redrive` does not
+    /// offer a skipped letter again. Under `Accept` such letters are
+    /// re-driven as any other.
     ///
     /// Progress is kept by a durable consumer on the DLQ subjects that holds
     /// one dead letter at a time (`max_ack_pending` 1, so a call that stops
@@ -377,7 +420,7 @@ impl ProviderDlqHandler {
             }
             let outcome = match self.decode_event(&pending.received.event) {
                 Ok(dead) => {
-                    self.republish(bus, &pending.received.event.id, dead, &mut published_copies)
+                    self.republish(bus, &pending.received.event, dead, &mut published_copies)
                         .await
                 }
                 Err(err) => {
@@ -424,7 +467,9 @@ impl ProviderDlqHandler {
     /// metadata `a3s.redriven_from`; the letters of one event selected in one
     /// call are republished once (each counts in
     /// [`RedriveReport::redriven`]). A selected letter whose event still
-    /// does not decrypt, or that the bus refuses for good (invalid subject,
+    /// does not decrypt, that is stored in plaintext while the bus refuses
+    /// plaintext (see [`redrive`](Self::redrive)), or that the bus refuses
+    /// for good (invalid subject,
     /// schema validation, too large, not serializable), is logged and counted
     /// in [`RedriveReport::skipped`], and the call goes on; any other
     /// failure to republish (the provider down, a router refusing) stops the
@@ -522,7 +567,7 @@ impl ProviderDlqHandler {
                 continue;
             }
             match self
-                .republish(bus, &letter.id, dead, &mut published_copies)
+                .republish(bus, letter, dead, &mut published_copies)
                 .await?
             {
                 Republished::Done => report.redriven += 1,
@@ -559,9 +604,15 @@ impl ProviderDlqHandler {
         }
     }
 
-    /// Republishes one dead letter, `dead` (stored as event `letter_id`),
-    /// through `bus`: the one path of [`redrive`](Self::redrive) and
-    /// [`redrive_matching`](Self::redrive_matching).
+    /// Republishes one dead letter, `dead` (decoded from the stored event
+    /// `letter`), through `bus`: the one path of [`redrive`](Self::redrive)
+    /// and [`redrive_matching`](Self::redrive_matching).
+    ///
+    /// A letter stored in plaintext (not one of this handler's envelopes)
+    /// is skipped when `bus` refuses plaintext: it was written before
+    /// encryption was enabled, or forged by someone who can write to the
+    /// stream, and nothing tells the two apart; republished, the bus would
+    /// encrypt its payload as if it were genuine.
     ///
     /// Its event is decrypted if it is still an envelope, gets the id
     /// derived from its original id and the original id in
@@ -573,10 +624,25 @@ impl ProviderDlqHandler {
     async fn republish(
         &self,
         bus: &EventBus,
-        letter_id: &str,
+        letter: &Event,
         dead: DeadLetterEvent,
         published_copies: &mut HashSet<String>,
     ) -> Result<Republished> {
+        let letter_id = letter.id.as_str();
+        if !self.stored_encrypted(letter)
+            && bus.inner.hooks.load().plaintext == PlaintextPolicy::Refuse
+        {
+            bus.inner.metrics.add_decrypt_error(1);
+            tracing::warn!(
+                letter_id = ?letter_id,
+                original_id = ?dead.event.id,
+                original_subject = ?dead.original_subject,
+                "skipping a dead letter stored in plaintext, refused under \
+                 PlaintextPolicy::Refuse: written before encryption was enabled, or forged; \
+                 re-drive it from a bus with PlaintextPolicy::Accept if it is genuine"
+            );
+            return Ok(Republished::Skipped);
+        }
         if fit::payload_dropped(&dead) {
             // stored without its event's payload: there is nothing to
             // republish (the event is still in its stream)

@@ -24,8 +24,10 @@
 //!   back, and counts again), `dlq_errors` its refusals (calls: one event refused
 //!   three times counts three). An event that never reaches a DLQ counts in
 //!   `dlq_dropped` (terminated: no handler set, an undecodable message the
-//!   handler refused, or an undecryptable event it refused for good on
-//!   `dlq_attempts` deliveries) or `dlq_unsettled` (a runner gave up on a DLQ that
+//!   handler refused, an undecryptable event it refused for good on
+//!   `dlq_attempts` deliveries, or an unreadable dead letter, which is never
+//!   dead-lettered again: see
+//!   [`PlaintextPolicy::Refuse`](crate::PlaintextPolicy::Refuse)) or `dlq_unsettled` (a runner gave up on a DLQ that
 //!   refused it for good, or a bus subscription's DLQ refused an
 //!   undecryptable event, on its final delivery, and left it unsettled: it
 //!   comes once more, as its spare delivery, and counts again if refused
@@ -41,7 +43,8 @@
 //!   poll) and on every re-drive attempt. It says that something failed to
 //!   decrypt, not that a consumer lost anything: what became of an
 //!   undecryptable delivery is in `dlq_total` (dead-lettered),
-//!   `dlq_dropped` (terminated: no DLQ handler) and `dlq_unsettled`, and
+//!   `dlq_dropped` (terminated: no DLQ handler, or a dead letter itself)
+//!   and `dlq_unsettled`, and
 //!   in the log line the bus subscription writes for it. A DLQ handler's
 //!   own encryption (`ProviderDlqHandler::with_encryptor`) is not in the
 //!   bus's metrics.
@@ -148,7 +151,7 @@ counters! {
     unsubscribe_total => add_unsubscribe, "Managed subscribers removed (remove_subscription).";
     dlq_total => add_dlq, "Dead letters the DLQ handler accepted (exhausted, undecryptable or undecodable events; an event dead-lettered again after a lost termination counts again).";
     dlq_errors => add_dlq_error, "DLQ handler calls that failed (an error or a panic): a dead letter offered again after a refusal counts once per refusal, so this counts refusals, not events.";
-    dlq_dropped => add_dlq_dropped, "Dead letters that reached no DLQ and were terminated: no DLQ handler was set (an exhausted, undecryptable or undecodable delivery), the handler refused an undecodable message the provider had already terminated, or it refused an undecryptable event for good once that had been delivered dlq_attempts times. The event is left only in the stream.";
+    dlq_dropped => add_dlq_dropped, "Dead letters that reached no DLQ and were terminated: no DLQ handler was set (an exhausted, undecryptable or undecodable delivery), the handler refused an undecodable message the provider had already terminated, or it refused an undecryptable event for good once that had been delivered dlq_attempts times. Also an unreadable dead letter (event_type a3s.dead_letter: refused as plaintext or undecryptable) delivered to a subscriber whose filter covers the DLQ subjects: it is not dead-lettered again, since it is stored in its DLQ already. The event is left only in the stream.";
     dlq_unsettled => add_dlq_unsettled, "Final deliveries left unsettled because the DLQ handler refused their dead letter (a consumer runner: for good, dlq_attempts times; a bus subscription: an undecryptable event, once). A final delivery comes once more (its spare delivery) and is offered to the DLQ again, counting again if refused; a spare delivery does not, and its event is left only in the stream.";
     validation_errors => add_validation_error, "Publishes refused by subject or schema validation.";
     encrypt_total => add_encrypt, "Payloads the bus encrypted on publish (re-driven events included), counted before the store: a publish that then fails, or whose call is dropped, or a retry, counts again, so this can exceed publish_total. A DLQ handler's own encryption (ProviderDlqHandler::with_encryptor) is not counted.";

@@ -544,7 +544,10 @@ mod tests {
             refusals.contains("counts refusals, not events"),
             "{refusals}"
         );
-        assert!(help(&text, "a3s_event_dlq_dropped_total").contains("no DLQ handler"));
+        let dropped = help(&text, "a3s_event_dlq_dropped_total");
+        assert!(dropped.contains("no DLQ handler"), "{dropped}");
+        // an unreadable dead letter is terminated, never dead-lettered again
+        assert!(dropped.contains("not dead-lettered again"), "{dropped}");
         assert!(help(&text, "a3s_event_dlq_unsettled_total").contains("left unsettled"));
         // a router refusal is not a failed publish
         assert!(
