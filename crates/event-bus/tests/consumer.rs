@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{FlakyDlq, TestEncryptor};
+use common::{FlakyDlq, TestEncryptor, wait_until};
 use event_bus::{ConsumerConfig, ConsumerHandle, EventBus, MemoryDlqHandler, PlaintextPolicy};
 use event_core::{
     BoxError, DlqHandler, Error, Event, EventProvider, ReceivedEvent, SubscribeOptions,
@@ -30,17 +30,6 @@ fn opts(max_deliver: u64, backoff_ms: u64) -> SubscribeOptions {
         backoff: vec![Duration::from_millis(backoff_ms)],
         ack_wait: Some(Duration::from_secs(5)),
         ..Default::default()
-    }
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::filter;
+use common::{filter, wait_until};
 use event_bus::{ConsumerConfig, ConsumerHandle, EventBus, ProviderDlqHandler};
 use event_core::{
     BoxError, DlqHandler, Error, Event, EventEncryptor, EventProvider, ReceivedEvent,
@@ -15,17 +15,23 @@ use event_memory::MemoryProvider;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// A bus over a fresh memory provider with `encryptor`, a provider-backed
+/// DLQ (storing letters in clear) and the durable subscriber `w` on
+/// `events.pay.>`.
+async fn encrypting_bus(
+    encryptor: &Arc<Aes256GcmEncryptor>,
+) -> (Arc<MemoryProvider>, EventBus, Arc<ProviderDlqHandler>) {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(encryptor.clone());
+    let dlq = Arc::new(ProviderDlqHandler::new(provider.clone()));
+    bus.set_dlq_handler(dlq.clone());
+    bus.update_subscription(filter("w", &["events.pay.>"], true))
+        .await
+        .unwrap();
+    (provider, bus, dlq)
 }
 
 /// A consumer on subscriber `w` whose handler records each event's id and
@@ -64,15 +70,8 @@ async fn recording_consumer(
 async fn rotation_racing_publishes_and_a_consumer_loses_nothing() {
     const TASKS: u64 = 4;
     const EACH: u64 = 150;
-    let provider = Arc::new(MemoryProvider::default());
-    let bus = EventBus::from_arc(provider.clone());
     let encryptor = Arc::new(Aes256GcmEncryptor::new("k0", &[0; 32]));
-    bus.set_encryptor(encryptor.clone());
-    let dlq = Arc::new(ProviderDlqHandler::new(provider.clone()));
-    bus.set_dlq_handler(dlq.clone());
-    bus.update_subscription(filter("w", &["events.pay.>"], true))
-        .await
-        .unwrap();
+    let (provider, bus, dlq) = encrypting_bus(&encryptor).await;
     let (consumer, seen) = recording_consumer(&bus).await;
 
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -160,16 +159,9 @@ async fn rotation_racing_publishes_and_a_consumer_loses_nothing() {
 /// decryptions counted on success only, errors once per attempt.
 #[tokio::test]
 async fn every_kind_of_bad_envelope_is_dead_lettered_and_the_consumer_goes_on() {
-    let provider = Arc::new(MemoryProvider::default());
-    let bus = EventBus::from_arc(provider.clone());
     let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &[1; 32]));
     encryptor.add_key("k2", &[2; 32]).unwrap();
-    bus.set_encryptor(encryptor.clone());
-    let dlq = Arc::new(ProviderDlqHandler::new(provider.clone()));
-    bus.set_dlq_handler(dlq.clone());
-    bus.update_subscription(filter("w", &["events.pay.>"], true))
-        .await
-        .unwrap();
+    let (provider, bus, dlq) = encrypting_bus(&encryptor).await;
 
     let sealed = |id: &str| encryptor.encrypt(id, &json!({"secret": id})).unwrap();
     let stranger = Aes256GcmEncryptor::new("k9", &[9; 32]);
@@ -355,15 +347,8 @@ async fn every_kind_of_bad_envelope_is_dead_lettered_and_the_consumer_goes_on() 
 /// decrypt is, and re-driven once a bus with the key does it.
 #[tokio::test]
 async fn a_bus_without_an_encryptor_skips_an_undecryptable_dead_letter() {
-    let provider = Arc::new(MemoryProvider::default());
-    let bus = EventBus::from_arc(provider.clone());
     let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &[1; 32]));
-    bus.set_encryptor(encryptor.clone());
-    let dlq = Arc::new(ProviderDlqHandler::new(provider.clone()));
-    bus.set_dlq_handler(dlq.clone());
-    bus.update_subscription(filter("w", &["events.pay.>"], true))
-        .await
-        .unwrap();
+    let (provider, bus, dlq) = encrypting_bus(&encryptor).await;
     let mut event = Event::new("events.pay.x", "pay", "s", "src", json!(null));
     event.payload = Aes256GcmEncryptor::new("k9", &[9; 32])
         .encrypt(&event.id, &json!({"secret": 9}))

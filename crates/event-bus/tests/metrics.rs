@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{CollectRouter, FlakyDlq, RequireField, TestEncryptor};
+use common::{CollectRouter, FlakyDlq, RequireField, TestEncryptor, wait_until};
 use event_bus::metrics::MetricsSnapshot;
 use event_bus::{ConsumerConfig, EventBus};
 use event_core::{
@@ -256,17 +256,6 @@ fn one_delivery(subscriber_id: &str) -> (SubscriptionFilter, SubscribeOptions) {
             ..Default::default()
         },
     )
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn failing(_r: ReceivedEvent) -> Result<(), BoxError> {

@@ -1311,15 +1311,7 @@ async fn a_plaintext_letter_skipped_by_a_refusing_redrive_is_a_warning_naming_it
         "src",
         json!({"n": 1}),
     );
-    let letter = event_core::DeadLetterEvent::new(forged, "handler failed");
-    let mut carrier = Event::new(
-        "events.dlq.orders",
-        "dlq",
-        "d",
-        "a3s-event-dlq",
-        serde_json::to_value(&letter).unwrap(),
-    );
-    carrier.event_type = DEAD_LETTER_EVENT_TYPE.into();
+    let carrier = common::planted_dead_letter(forged);
     provider.publish(&carrier).await.unwrap();
     let report = dlq.redrive(&bus, 10).await.unwrap();
     assert_eq!((report.redriven, report.skipped), (0, 1));

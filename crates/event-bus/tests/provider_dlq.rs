@@ -1521,15 +1521,7 @@ async fn a_bus_refusing_plaintext_does_not_redrive_a_letter_stored_in_plaintext(
             "src",
             json!({"refund": 1000}),
         );
-        let letter = DeadLetterEvent::new(forged.clone(), "handler failed");
-        let mut carrier = Event::new(
-            "events.dlq.orders",
-            "dlq",
-            "d",
-            "a3s-event-dlq",
-            serde_json::to_value(&letter).unwrap(),
-        );
-        carrier.event_type = DEAD_LETTER_EVENT_TYPE.into();
+        let carrier = common::planted_dead_letter(forged.clone());
         provider.publish(&carrier).await.unwrap();
 
         let (expected, copies) = match policy {

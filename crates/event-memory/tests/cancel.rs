@@ -9,30 +9,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::poll_then_drop;
 use event_core::{
     Event, EventProvider, PendingEvent, PublishOptions, ReceivedEvent, SubscribeOptions,
 };
 use event_memory::MemoryProvider;
 use serde_json::json;
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
-
-/// Polls `fut` `polls` times, yielding to the runtime between polls, then
-/// drops it; `Some(output)` when it completed within those polls.
-async fn poll_then_drop<F: Future>(fut: F, polls: usize) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    for _ in 0..polls {
-        let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        if let Poll::Ready(out) = polled {
-            return Some(out);
-        }
-        tokio::task::yield_now().await;
-    }
-    None
-}
 
 /// Runs `$call` (an expression making a fresh future) under the harness
 /// for `k = 0, 1, ...` until it completes; evaluates to its output.

@@ -7,38 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Rng, poll_then_drop};
 use event_core::{Event, EventProvider, PendingEvent, SubscribeOptions, Subscription};
 use event_memory::MemoryProvider;
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-}
-
-/// Polls `fut` up to `polls` times, then drops it.
-async fn poll_then_drop<F: Future>(fut: F, polls: u64) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    for _ in 0..polls {
-        let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        if let Poll::Ready(out) = polled {
-            return Some(out);
-        }
-        tokio::task::yield_now().await;
-    }
-    None
-}
 
 /// What the caller knows of one event.
 #[derive(Default)]
@@ -151,7 +127,7 @@ async fn a_shared_durable_used_at_random_loses_duplicates_and_strands_nothing() 
 }
 
 async fn run(seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let max_events = [100_000, 20, 7][rng.below(3) as usize];
     let p = MemoryProvider::new(event_memory::MemoryConfig {
         max_events,
@@ -200,11 +176,11 @@ async fn run(seed: u64) {
                 let manual = rng.below(3) != 0;
                 let polls = rng.below(4);
                 let out = if manual {
-                    poll_then_drop(subs[i].next_manual_ack(), polls)
+                    poll_then_drop(subs[i].next_manual_ack(), polls as usize)
                         .await
                         .map(|r| r.map(|o| o.map(Ok)))
                 } else {
-                    poll_then_drop(subs[i].next(), polls)
+                    poll_then_drop(subs[i].next(), polls as usize)
                         .await
                         .map(|r| r.map(|o| o.map(Err)))
                 };

@@ -2,6 +2,9 @@
 //! lag reports, configuration errors, backpressure.
 
 #![allow(clippy::unwrap_used)]
+mod common;
+
+use common::Rng;
 use event_core::{DeliverPolicy, Error, Event, EventProvider, PublishOptions, SubscribeOptions};
 use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use std::time::Duration;
@@ -886,13 +889,8 @@ async fn a_durable_whose_filter_changed_after_retention_overtook_it_is_told_it_l
 /// number of evicted events its filter matched, then the next stored match.
 #[tokio::test]
 async fn deliveries_and_lag_counts_agree_with_a_model_of_the_whole_log() {
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
+    let mut next = move |n: u64| rng.below(n);
     let subjects = ["events.a.x", "events.a.y", "events.b.x", "events.rare.z"];
     let filters = [
         "events.>",

@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::Rng;
 use event_core::{
     DeliverPolicy, Error, Event, EventProvider, SubjectPattern, SubscribeOptions, Subscription,
 };
@@ -60,13 +63,8 @@ impl Sub {
 /// start, for a start beyond the end).
 #[tokio::test]
 async fn every_deliver_policy_accounts_for_every_event_under_retention() {
-    let mut state = 0x1234_5678_9ABC_DEF1_u64;
-    let mut rnd = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n.max(1)
-    };
+    let mut rng = Rng::new(0x1234_5678_9ABC_DEF1);
+    let mut rnd = move |n: u64| rng.below(n);
     let subjects = [
         "events.a.x",
         "events.a.y",

@@ -186,3 +186,33 @@ pub async fn ends(sub: &mut Box<dyn event_core::Subscription>) {
         "expected the end, got an event"
     );
 }
+
+/// A dead letter of `event` as someone who can write to the stream would
+/// plant it under the DLQ subjects: stored in plaintext, shaped as a
+/// `ProviderDlqHandler` stores its letters (type `DEAD_LETTER_EVENT_TYPE`,
+/// the whole `DeadLetterEvent` as payload). Publish it on the provider.
+pub fn planted_dead_letter(event: Event) -> Event {
+    let letter = DeadLetterEvent::new(event, "handler failed");
+    let mut carrier = Event::new(
+        "events.dlq.orders",
+        "dlq",
+        "d",
+        "a3s-event-dlq",
+        serde_json::to_value(&letter).expect("a dead letter serializes"),
+    );
+    carrier.event_type = event_bus::dlq::DEAD_LETTER_EVENT_TYPE.into();
+    carrier
+}
+
+/// Waits (polling every 5 ms) until `cond` holds; fails naming `what` after
+/// ten seconds.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
