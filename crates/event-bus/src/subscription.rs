@@ -462,21 +462,32 @@ impl BusSubscription {
                 // stored in its DLQ already: dead-lettered again, it would
                 // only be nested in a new letter, unreadable for the same
                 // reason, delivered here in turn, and so on without end.
+                // counted, logged and terminated in a task of its own: a
+                // caller that stops waiting (a runner shutting down drops its
+                // fetch) must not leave it counted but unsettled, to be
+                // counted again when it comes back
                 let (received, _, acker) = pending.into_parts();
-                self.bus.metrics.add_dlq_dropped(1);
-                OwnDeadLetters::bump(&self.dead_letters.dropped);
-                tracing::warn!(
-                    event_id = ?received.event.id,
-                    subject = ?received.event.subject,
-                    sequence,
-                    deliveries = received.num_delivered,
-                    error = %err,
-                    "unreadable dead letter not dead-lettered again: it is stored in its DLQ \
-                     already (a new dead letter would only nest it); terminated for this \
-                     subscriber. Give the DLQ handler the bus's encryptor, or keep this \
-                     subscriber's filter off the DLQ subjects"
-                );
-                acker.term().await?;
+                let (bus, own, reason) =
+                    (self.bus.clone(), self.dead_letters.clone(), err.to_string());
+                detached("terminating an unreadable dead letter", async move {
+                    bus.metrics.add_dlq_dropped(1);
+                    OwnDeadLetters::bump(&own.dropped);
+                    tracing::warn!(
+                        event_id = ?received.event.id,
+                        subject = ?received.event.subject,
+                        sequence,
+                        deliveries = received.num_delivered,
+                        error = %reason,
+                        "unreadable dead letter not dead-lettered again: it is stored in its DLQ \
+                         already (a new dead letter would only nest it); terminated for this \
+                         subscriber. Give the DLQ handler the bus's encryptor (letters it \
+                         stored in clear before it had one stay unreadable under \
+                         PlaintextPolicy::Refuse), or keep this subscriber's filter off the DLQ \
+                         subjects"
+                    );
+                    acker.term().await
+                })
+                .await?;
                 Err(err)
             }
             Err(err) => {
