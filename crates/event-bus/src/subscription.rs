@@ -166,6 +166,16 @@ impl Default for DlqLimits {
 /// this bus as configured, so redelivering it forever would only block the
 /// consumer.
 ///
+/// Except a delivery that is itself a dead letter (`event_type`
+/// [`DEAD_LETTER_EVENT_TYPE`], to a subscription whose filter covers the
+/// DLQ subjects): it is stored in its DLQ already and is never offered to
+/// the DLQ handler again (a new letter would only nest it, unreadable for
+/// the same reason, and be delivered here in turn). It is terminated at
+/// once, whatever the DLQ handler, counted in `dlq_dropped` (and a runner's
+/// [`ConsumerReport::terminated`](crate::ConsumerReport::terminated)),
+/// logged as a `WARN`, and the call returns its [`Error::Decryption`] as
+/// above (see [`PlaintextPolicy::Refuse`](crate::PlaintextPolicy::Refuse)).
+///
 /// A message the provider could not decode ([`Error::Undecodable`], already
 /// terminated by the provider) is dead-lettered too when a DLQ handler is
 /// set (payload: the raw body as a JSON string), then reported. That DLQ
@@ -174,7 +184,8 @@ impl Default for DlqLimits {
 /// Each such delivery is logged once, saying what became of it and naming
 /// its subject (escaped, as ids are) and sequence, and for an event its id
 /// and deliveries: a `WARN` when the DLQ handler took it or it is kept to be
-/// offered again, an `ERROR` when it is lost to this subscription's
+/// offered again (or it is an unreadable dead letter, kept in its DLQ), an
+/// `ERROR` when it is lost to this subscription's
 /// consumer group (terminated without a DLQ handler, an undecodable message
 /// the handler refused, an undecryptable event refused for good). A
 /// consumer runner over the subscription adds nothing above `DEBUG`.
@@ -451,21 +462,32 @@ impl BusSubscription {
                 // stored in its DLQ already: dead-lettered again, it would
                 // only be nested in a new letter, unreadable for the same
                 // reason, delivered here in turn, and so on without end.
+                // counted, logged and terminated in a task of its own: a
+                // caller that stops waiting (a runner shutting down drops its
+                // fetch) must not leave it counted but unsettled, to be
+                // counted again when it comes back
                 let (received, _, acker) = pending.into_parts();
-                self.bus.metrics.add_dlq_dropped(1);
-                OwnDeadLetters::bump(&self.dead_letters.dropped);
-                tracing::warn!(
-                    event_id = ?received.event.id,
-                    subject = ?received.event.subject,
-                    sequence,
-                    deliveries = received.num_delivered,
-                    error = %err,
-                    "unreadable dead letter not dead-lettered again: it is stored in its DLQ \
-                     already (a new dead letter would only nest it); terminated for this \
-                     subscriber. Give the DLQ handler the bus's encryptor, or keep this \
-                     subscriber's filter off the DLQ subjects"
-                );
-                acker.term().await?;
+                let (bus, own, reason) =
+                    (self.bus.clone(), self.dead_letters.clone(), err.to_string());
+                detached("terminating an unreadable dead letter", async move {
+                    bus.metrics.add_dlq_dropped(1);
+                    OwnDeadLetters::bump(&own.dropped);
+                    tracing::warn!(
+                        event_id = ?received.event.id,
+                        subject = ?received.event.subject,
+                        sequence,
+                        deliveries = received.num_delivered,
+                        error = %reason,
+                        "unreadable dead letter not dead-lettered again: it is stored in its DLQ \
+                         already (a new dead letter would only nest it); terminated for this \
+                         subscriber. Give the DLQ handler the bus's encryptor (letters it \
+                         stored in clear before it had one stay unreadable under \
+                         PlaintextPolicy::Refuse), or keep this subscriber's filter off the DLQ \
+                         subjects"
+                    );
+                    acker.term().await
+                })
+                .await?;
                 Err(err)
             }
             Err(err) => {

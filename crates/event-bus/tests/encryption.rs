@@ -388,3 +388,39 @@ async fn a_bus_without_an_encryptor_skips_an_undecryptable_dead_letter() {
     assert_eq!(seen.lock().unwrap()[&copy], json!({"secret": 9}));
     consumer.shutdown(Duration::from_secs(2)).await;
 }
+
+/// The re-drive tells a bus subscription's undecryptable dead letter by its
+/// reason's prefix, which names the event id quoted and cut to 64
+/// characters: an id past that length, with a quote, a backslash and
+/// characters of several bytes, is still told apart (skipped by a bus
+/// without an encryptor, re-driven by one with the key).
+#[tokio::test]
+async fn a_long_quoted_id_still_marks_an_undecryptable_dead_letter() {
+    let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &[1; 32]));
+    let (provider, bus, dlq) = encrypting_bus(&encryptor).await;
+    let mut event = Event::new("events.pay.x", "pay", "s", "src", json!(null));
+    event.id = format!("a\"b\\c (sequence 1): é{}", "x".repeat(100));
+    event.payload = Aes256GcmEncryptor::new("k9", &[9; 32])
+        .encrypt(&event.id, &json!({"secret": 9}))
+        .unwrap();
+    provider.publish(&event).await.unwrap();
+    let (consumer, seen) = recording_consumer(&bus).await;
+    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+
+    let keyless = EventBus::from_arc(provider.clone());
+    let report = dlq
+        .redrive_matching(&keyless, 10, |l| l.event.id == event.id)
+        .await
+        .unwrap();
+    assert_eq!((report.redriven, report.skipped), (0, 1));
+    let copy = format!("evt-redrive-{}", event.id);
+    let stored = provider.history(Some("events.pay.>"), 10).await.unwrap();
+    assert!(stored.iter().all(|e| e.id != copy), "{stored:?}");
+
+    encryptor.add_key("k9", &[9; 32]).unwrap();
+    let report = dlq.redrive(&bus, 10).await.unwrap();
+    assert_eq!((report.redriven, report.skipped), (1, 0));
+    wait_until("the copy", || seen.lock().unwrap().contains_key(&copy)).await;
+    assert_eq!(seen.lock().unwrap()[&copy], json!({"secret": 9}));
+    consumer.shutdown(Duration::from_secs(2)).await;
+}

@@ -32,12 +32,17 @@
 //! a `ByStartTime` start before it is not reported (the evicted events'
 //! times are gone).
 //! An event nak'd with a delay and evicted before its redelivery is
-//! dropped from the consumer's unacknowledged deliveries at its next fetch
-//! (counted in `Lagged`), so a long delay does not hold a `max_ack_pending`
-//! slot for an event that can no longer be delivered (a fetch waiting for
-//! that slot is woken by the eviction, whatever the subject of the event
-//! whose publish caused it); a delivery still in
-//! flight keeps its slot until it is settled or its ack wait ends.
+//! dropped from the consumer's unacknowledged deliveries (counted in
+//! `Lagged`), so a long delay does not hold a `max_ack_pending` slot for an
+//! event that can no longer be delivered. The consumer looks for such
+//! events at a fetch once retention has evicted, since it last looked, as
+//! many events as it has unacknowledged deliveries (the look walks them
+//! all: amortised), so the slot is freed at once with one delivery
+//! unacknowledged, and otherwise within that many further evictions; a
+//! fetch waiting for the slot is woken by the eviction that makes the look
+//! due, whatever the subject of the event whose publish caused it. A
+//! delivery still in flight keeps its slot until it is settled or its ack
+//! wait ends.
 //!
 //! A publish wakes the waiting subscriptions its event could match, not
 //! all of them: waiters are grouped by their filter's category (hashed into

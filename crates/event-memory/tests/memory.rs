@@ -1556,3 +1556,60 @@ async fn a_nakd_event_evicted_by_another_category_frees_a_waiting_fetch() {
         .unwrap();
     assert_eq!(got, (2, 1));
 }
+
+/// How soon an evicted nak'd delivery frees its slot: the scan for them is
+/// amortised (it waits for as many evictions since the last one as there
+/// are unacknowledged deliveries), so with three unacknowledged, the
+/// eviction of the first nak'd event does not free its slot yet; the next
+/// eviction does, and wakes the waiting fetch (characterisation of what
+/// the crate docs say).
+#[tokio::test(start_paused = true)]
+async fn an_evicted_nakd_event_frees_its_slot_within_as_many_evictions_as_deliveries_pending() {
+    let p = provider(3, 1000);
+    let opts = SubscribeOptions {
+        max_ack_pending: Some(3),
+        ack_wait: Some(Duration::from_secs(7200)),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("k", "events.orders.>", &opts)
+        .await
+        .unwrap();
+    let orders = |n: u64| Event::new("events.orders.x", "orders", "s", "t", n.into());
+    let users = |n: u64| Event::new("events.users.x", "users", "s", "t", n.into());
+    let mut held = Vec::new();
+    for n in 1..=3 {
+        p.publish(&orders(n)).await.unwrap();
+        held.push(sub.next_manual_ack().await.unwrap().unwrap());
+    }
+    let in_flight = held.pop().unwrap();
+    for h in held {
+        h.nak_with_delay(Duration::from_secs(3600)).await.unwrap();
+    }
+    // sequence 4 evicts 1: nak'd, but not dropped yet (amortised scan)
+    p.publish(&orders(4)).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let mut missed = 0;
+        loop {
+            match sub.next_manual_ack().await {
+                Err(Error::Lagged { missed: m }) => missed += m,
+                Ok(Some(pending)) => return (pending.received.sequence, missed),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a slot was freed at the first eviction"
+    );
+    // sequence 5 (another category) evicts 2: the scan is due, drops 1 and
+    // 2, and the waiting fetch is woken
+    p.publish(&users(5)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(60), waiter)
+        .await
+        .expect("the waiting fetch stalled")
+        .unwrap();
+    assert_eq!(got, (4, 2));
+    drop(in_flight);
+}
