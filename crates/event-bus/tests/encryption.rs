@@ -338,6 +338,23 @@ async fn every_kind_of_bad_envelope_is_dead_lettered_and_the_consumer_goes_on() 
     );
 }
 
+/// Publishes `event` on `provider` with the payload `{"secret": 9}` sealed
+/// under key `k9` (which the bus's encryptor lacks) and waits until a
+/// recording consumer of `bus` has dead-lettered it.
+async fn dead_lettered_sealed_elsewhere(
+    provider: &MemoryProvider,
+    bus: &EventBus,
+    mut event: Event,
+) -> (Event, ConsumerHandle, Arc<Mutex<HashMap<String, Value>>>) {
+    event.payload = Aes256GcmEncryptor::new("k9", &[9; 32])
+        .encrypt(&event.id, &json!({"secret": 9}))
+        .unwrap();
+    provider.publish(&event).await.unwrap();
+    let (consumer, seen) = recording_consumer(bus).await;
+    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+    (event, consumer, seen)
+}
+
 /// A dead letter made because its event did not decrypt still holds the
 /// envelope, bound to the event's original id. Re-driven through a bus
 /// without an encryptor (a maintenance process that was not given the
@@ -349,13 +366,8 @@ async fn every_kind_of_bad_envelope_is_dead_lettered_and_the_consumer_goes_on() 
 async fn a_bus_without_an_encryptor_skips_an_undecryptable_dead_letter() {
     let encryptor = Arc::new(Aes256GcmEncryptor::new("k1", &[1; 32]));
     let (provider, bus, dlq) = encrypting_bus(&encryptor).await;
-    let mut event = Event::new("events.pay.x", "pay", "s", "src", json!(null));
-    event.payload = Aes256GcmEncryptor::new("k9", &[9; 32])
-        .encrypt(&event.id, &json!({"secret": 9}))
-        .unwrap();
-    provider.publish(&event).await.unwrap();
-    let (consumer, seen) = recording_consumer(&bus).await;
-    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+    let event = Event::new("events.pay.x", "pay", "s", "src", json!(null));
+    let (event, consumer, seen) = dead_lettered_sealed_elsewhere(&provider, &bus, event).await;
 
     let keyless = EventBus::from_arc(provider.clone());
     let report = dlq.redrive(&keyless, 10).await.unwrap();
@@ -400,12 +412,7 @@ async fn a_long_quoted_id_still_marks_an_undecryptable_dead_letter() {
     let (provider, bus, dlq) = encrypting_bus(&encryptor).await;
     let mut event = Event::new("events.pay.x", "pay", "s", "src", json!(null));
     event.id = format!("a\"b\\c (sequence 1): é{}", "x".repeat(100));
-    event.payload = Aes256GcmEncryptor::new("k9", &[9; 32])
-        .encrypt(&event.id, &json!({"secret": 9}))
-        .unwrap();
-    provider.publish(&event).await.unwrap();
-    let (consumer, seen) = recording_consumer(&bus).await;
-    wait_until("dead-lettered", || consumer.report().dead_lettered == 1).await;
+    let (event, consumer, seen) = dead_lettered_sealed_elsewhere(&provider, &bus, event).await;
 
     let keyless = EventBus::from_arc(provider.clone());
     let report = dlq

@@ -9,6 +9,19 @@ use event_core::{DeliverPolicy, Error, Event, EventProvider, PublishOptions, Sub
 use event_memory::{MemoryConfig, MemoryLimits, MemoryProvider};
 use std::time::Duration;
 
+/// The next manual-ack delivery of `sub`, after any `Lagged` reports:
+/// (its sequence, the events they said were missed).
+async fn next_after_lag(sub: &mut Box<dyn event_core::Subscription>) -> (u64, u64) {
+    let mut missed = 0;
+    loop {
+        match sub.next_manual_ack().await {
+            Err(Error::Lagged { missed: m }) => missed += m,
+            Ok(Some(pending)) => return (pending.received.sequence, missed),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 fn provider(max_events: usize, channel_capacity: usize) -> MemoryProvider {
     MemoryProvider::new(MemoryConfig {
         subject_prefix: "events".into(),
@@ -1450,18 +1463,10 @@ async fn a_nakd_event_evicted_during_its_delay_frees_its_slot() {
         .unwrap();
     // sequences 1..=300, of which 201..=300 are stored
     publish(&p, 1..300).await;
-    let mut missed = 0;
-    let delivered = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match sub.next_manual_ack().await {
-                Err(Error::Lagged { missed: m }) => missed += m,
-                Ok(Some(pending)) => return pending.received.sequence,
-                other => panic!("{other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the durable stalled behind the evicted nak'd event");
+    let (delivered, missed) =
+        tokio::time::timeout(Duration::from_secs(2), next_after_lag(&mut sub))
+            .await
+            .expect("the durable stalled behind the evicted nak'd event");
     assert_eq!((delivered, missed), (201, 200));
     assert_eq!(p.lagged_total(), 200);
 }
@@ -1536,16 +1541,7 @@ async fn a_nakd_event_evicted_by_another_category_frees_a_waiting_fetch() {
         .unwrap();
     // stored, but the nak'd event holds the only slot
     p.publish(&orders(2)).await.unwrap();
-    let waiter = tokio::spawn(async move {
-        let mut missed = 0;
-        loop {
-            match sub.next_manual_ack().await {
-                Err(Error::Lagged { missed: m }) => missed += m,
-                Ok(Some(pending)) => return (pending.received.sequence, missed),
-                other => panic!("{other:?}"),
-            }
-        }
-    });
+    let waiter = tokio::spawn(async move { next_after_lag(&mut sub).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     // sequences 3 and 4: the store keeps 2..=4, the nak'd event 1 is gone
     p.publish(&users(3)).await.unwrap();
@@ -1588,16 +1584,7 @@ async fn an_evicted_nakd_event_frees_its_slot_within_as_many_evictions_as_delive
     }
     // sequence 4 evicts 1: nak'd, but not dropped yet (amortised scan)
     p.publish(&orders(4)).await.unwrap();
-    let waiter = tokio::spawn(async move {
-        let mut missed = 0;
-        loop {
-            match sub.next_manual_ack().await {
-                Err(Error::Lagged { missed: m }) => missed += m,
-                Ok(Some(pending)) => return (pending.received.sequence, missed),
-                other => panic!("{other:?}"),
-            }
-        }
-    });
+    let waiter = tokio::spawn(async move { next_after_lag(&mut sub).await });
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(
         !waiter.is_finished(),
