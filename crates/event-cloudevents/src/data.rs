@@ -141,6 +141,7 @@ pub(crate) fn read(
     invalid: impl Fn(String) -> Error,
 ) -> Result<(Value, bool)> {
     let Some(ct) = content_type.filter(|ct| !is_json_content_type(ct)) else {
+        let parsed = !matches!(data, Data::Json(_));
         let value = match data {
             Data::Json(value) => value,
             Data::String(text) => serde_json::from_str(&text)
@@ -156,6 +157,12 @@ pub(crate) fn read(
                 invalid(format!("data is not valid JSON: {e}{hint}"))
             })?,
         };
+        if parsed {
+            // Text and bytes come from a message (binary mode's body) that
+            // holds the data one level shallower than a structured document
+            // does: past the limit, the event could not be read back from one.
+            event_core::check_payload_depth(&value).map_err(|e| invalid(format!("data: {e}")))?;
+        }
         return Ok((value, false));
     };
     let bytes = match data {
