@@ -206,7 +206,10 @@ fn millis_to_time(millis: u64) -> Option<DateTime<Utc>> {
 /// - data under a JSON (or no) `datacontenttype` that does not parse as
 ///   JSON, and a JSON value other than a string as data under a non-JSON
 ///   type (only a hand-built SDK event holds one: the JSON format and the
-///   bindings carry such data as text or bytes);
+///   bindings carry such data as text or bytes); JSON data given as text or
+///   bytes (binary mode's body) nested deeper than
+///   [`MAX_PAYLOAD_DEPTH`](event_core::MAX_PAYLOAD_DEPTH), which no
+///   structured document could hold readably;
 /// - `time` before 1970 (A3S timestamps are unsigned milliseconds);
 /// - a bad A3S extension: a non-string `a3scategory`/`a3ssummary`, an
 ///   `a3sversion` that is not an integer in `u32` range, an `a3stimestamp`

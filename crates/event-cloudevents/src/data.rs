@@ -57,12 +57,16 @@ pub(crate) enum DataForm {
 }
 
 /// Whether `value` survives as an HTTP header value (binary mode carries
-/// `datacontenttype` in `Content-Type`, unencoded): printable ASCII, inner
-/// spaces only (HTTP trims surrounding whitespace).
+/// `datacontenttype` in `Content-Type`, unencoded): printable ASCII and
+/// inner spaces and tabs (a media type's `OWS` around a parameter's `;`),
+/// no whitespace at either end (HTTP trims it).
 pub(crate) fn is_stable_header_value(value: &str) -> bool {
-    value.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !value.starts_with(' ')
-        && !value.ends_with(' ')
+    let blank = |c: char| c == ' ' || c == '\t';
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        && !value.starts_with(blank)
+        && !value.ends_with(blank)
 }
 
 /// Whether a content type can be a CloudEvent's `datacontenttype` attribute
@@ -137,6 +141,7 @@ pub(crate) fn read(
     invalid: impl Fn(String) -> Error,
 ) -> Result<(Value, bool)> {
     let Some(ct) = content_type.filter(|ct| !is_json_content_type(ct)) else {
+        let parsed = !matches!(data, Data::Json(_));
         let value = match data {
             Data::Json(value) => value,
             Data::String(text) => serde_json::from_str(&text)
@@ -152,6 +157,12 @@ pub(crate) fn read(
                 invalid(format!("data is not valid JSON: {e}{hint}"))
             })?,
         };
+        if parsed {
+            // Text and bytes come from a message (binary mode's body) that
+            // holds the data one level shallower than a structured document
+            // does: past the limit, the event could not be read back from one.
+            event_core::check_payload_depth(&value).map_err(|e| invalid(format!("data: {e}")))?;
+        }
         return Ok((value, false));
     };
     let bytes = match data {
@@ -263,7 +274,7 @@ pub fn data_content_type(event: &Event) -> Option<&str> {
 ///
 /// Fails with [`Error::Serialization`] when the bytes are not valid JSON
 /// under a JSON type, or when the type cannot be a `datacontenttype`
-/// attribute (it must be printable ASCII without surrounding spaces, and no
+/// attribute (it must be printable ASCII and inner tabs without surrounding whitespace, and no
 /// CloudEvents format such as `application/cloudevents+json`).
 ///
 /// ```
@@ -287,7 +298,8 @@ pub fn with_data(mut event: Event, content_type: &str, bytes: impl Into<Vec<u8>>
     if !is_attribute_content_type(content_type) {
         return Err(Error::Serialization(format!(
             "content type {content_type:?} cannot be a CloudEvent datacontenttype: it must be \
-             printable ASCII without surrounding spaces and name no CloudEvents format"
+             printable ASCII (tabs allowed) without surrounding whitespace and name no \
+             CloudEvents format"
         )));
     }
     let bytes = bytes.into();

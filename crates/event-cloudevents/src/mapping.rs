@@ -28,7 +28,7 @@
 //!    Two core attributes the `Event` has no field for travel the same way:
 //!    `ce-dataschema` ↔ `dataschema` (when the value is a URL in normal
 //!    form) and `ce-datacontenttype` ↔ `datacontenttype` when the value is
-//!    written in printable ASCII without surrounding spaces and names no
+//!    written in printable ASCII (and inner tabs) without surrounding whitespace and names no
 //!    CloudEvents format (so that HTTP binary mode can carry it in
 //!    `Content-Type`, where `application/cloudevents…` would announce
 //!    structured mode; see [`is_cloudevents_content_type`]) and either the

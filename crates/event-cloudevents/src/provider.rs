@@ -10,7 +10,7 @@
 use crate::CloudEvent;
 use crate::mapping::CATEGORY;
 use cloudevents::AttributesReader;
-use event_core::{Error, Event, EventProvider, PendingEvent, Result, Subscription};
+use event_core::{Error, Event, EventProvider, PendingEvent, PublishOptions, Result, Subscription};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -37,7 +37,10 @@ pub trait CloudEventProviderExt: EventProvider {
     /// Converts `event` and publishes it to the subject in its `subject`
     /// attribute; returns the stream sequence. A CloudEvent without a
     /// `subject` is [`Error::InvalidSubject`]; one that cannot become an A3S
-    /// event is [`Error::Serialization`].
+    /// event is [`Error::Serialization`]. The CloudEvent of an event without
+    /// an id (its id derived, marked in `a3sdefaulted`) is published as that
+    /// event, with the CloudEvent id as its dedup id
+    /// ([`PublishOptions::msg_id`]).
     fn publish_cloudevent<'a>(
         &'a self,
         event: &'a CloudEvent,
@@ -54,7 +57,7 @@ pub trait CloudEventProviderExt: EventProvider {
                     ),
                 ));
             }
-            self.publish(&converted).await
+            publish_converted(self, &converted, event).await
         }
     }
 
@@ -74,7 +77,7 @@ pub trait CloudEventProviderExt: EventProvider {
             if !has_category {
                 converted.category = subject.split('.').nth(1).unwrap_or_default().to_string();
             }
-            self.publish(&converted).await
+            publish_converted(self, &converted, event).await
         }
     }
 
@@ -106,6 +109,27 @@ pub trait CloudEventProviderExt: EventProvider {
 }
 
 impl<P: EventProvider + ?Sized> CloudEventProviderExt for P {}
+
+/// Publishes the converted event. An event without an id (its CloudEvent
+/// carries the id derived from it, marked in `a3sdefaulted`) keeps its empty
+/// id, so that it comes out as the same CloudEvent, and is published with
+/// the CloudEvent id as its dedup id: an empty one is no dedup id, and no
+/// provider would take it.
+async fn publish_converted<P: EventProvider + ?Sized>(
+    provider: &P,
+    converted: &Event,
+    event: &CloudEvent,
+) -> Result<u64> {
+    if converted.id.is_empty() {
+        let options = PublishOptions {
+            msg_id: Some(event.id().to_string()),
+            ..Default::default()
+        };
+        provider.publish_with_options(converted, &options).await
+    } else {
+        provider.publish(converted).await
+    }
+}
 
 /// A CloudEvent delivered by a [`CloudEventSubscription`], with its delivery
 /// context.

@@ -490,3 +490,51 @@ fn regression_a_datacontentencoding_extension_does_not_hide_json_data() {
     let doc = to_structured(&event).unwrap();
     assert_eq!(from_structured(&doc).unwrap(), event);
 }
+
+/// Binary mode carries JSON data as the body, one level shallower than a
+/// structured document holds it. Data nested 127 levels deep (one past
+/// [`event_core::MAX_PAYLOAD_DEPTH`]) was read from a binary-mode message,
+/// but the event's structured document, one level deeper, did not read
+/// back (`recursion limit exceeded`). Data past the limit is now refused in
+/// every mode; data at the limit travels everywhere.
+#[cfg(all(feature = "http", feature = "nats"))]
+#[test]
+fn regression_binary_mode_refuses_data_too_deep_for_structured_mode() {
+    use event_cloudevents::http::from_http;
+    use event_cloudevents::nats::from_nats;
+    use event_core::MAX_PAYLOAD_DEPTH;
+    for depth in [MAX_PAYLOAD_DEPTH, MAX_PAYLOAD_DEPTH + 1] {
+        let body = format!("{}1{}", "[".repeat(depth), "]".repeat(depth)).into_bytes();
+        let mut nats = async_nats::HeaderMap::new();
+        let mut http = http::HeaderMap::new();
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "deep"),
+            ("ce-source", "urn:deep"),
+            ("ce-type", "t"),
+            ("ce-time", "2024-01-02T03:04:05Z"),
+        ] {
+            nats.insert(name, value);
+            http.insert(name, http::HeaderValue::from_static(value));
+        }
+        nats.insert("ce-datacontenttype", "application/json");
+        http.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        for (what, read) in [
+            ("nats", from_nats(Some(&nats), &body)),
+            ("http", from_http(&http, body.clone())),
+        ] {
+            if depth <= MAX_PAYLOAD_DEPTH {
+                assert_stable(what, &read.unwrap());
+            } else {
+                assert!(
+                    matches!(read, Err(Error::Serialization(_))),
+                    "{what}: {}",
+                    short(&read)
+                );
+            }
+        }
+    }
+}

@@ -228,6 +228,13 @@ async fn text_and_binary_bodies_are_received_and_sent_back_unchanged() {
             json!("Yf8="),
             true,
         ),
+        // a tab around a parameter's `;` (RFC 9110 OWS)
+        (
+            "text/plain;\tcharset=utf-8",
+            text,
+            json!("hello, wörld\n"),
+            false,
+        ),
     ] {
         let response = post_binary(&format!("{}/events", server.base), content_type, body).await;
         assert_eq!(response.status(), StatusCode::ACCEPTED, "{content_type}");

@@ -261,3 +261,30 @@ fn empty_non_json_data_is_no_data_and_empty_text_survives() {
         assert_eq!(from_nats(Some(&msg.headers), &msg.payload).unwrap(), event);
     }
 }
+
+/// A media type may have a tab around a parameter's `;` (RFC 9110 `OWS`),
+/// and reading accepts one; the type used to stay encoded metadata when
+/// written back, so such a foreign CloudEvent came back `application/json`
+/// with its text or bytes as a JSON string.
+#[test]
+fn a_tab_between_media_type_parameters_keeps_the_type() {
+    structured_round_trip(
+        "text/plain;\tcharset=utf-8",
+        "data",
+        json!("héllo"),
+        "héllo",
+        false,
+    );
+    structured_round_trip(
+        "application/octet-stream;\tx=1",
+        "data_base64",
+        json!(base64(PNG)),
+        &base64(PNG),
+        true,
+    );
+    let doc = document("application/vnd.a3s+json; \tv=1", "data", json!({"k": 1}));
+    let event = from_structured(&doc).unwrap();
+    let back: Value = serde_json::from_slice(&to_structured(&event).unwrap()).unwrap();
+    assert_eq!(back["datacontenttype"], "application/vnd.a3s+json; \tv=1");
+    assert_eq!(back["data"], json!({"k": 1}));
+}

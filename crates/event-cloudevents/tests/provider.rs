@@ -199,3 +199,37 @@ async fn a_stored_event_without_id_has_one_cloudevent_id_for_every_consumer() {
     assert_eq!(first, live_ce);
     assert_eq!(Event::try_from(live_ce).unwrap(), no_id);
 }
+
+#[tokio::test]
+async fn a_received_cloudevent_of_an_event_without_id_can_be_published_again() {
+    // A relay forwards what it receives. The CloudEvent of a stored empty-id
+    // event carries its derived id; converted back, the A3S event has an
+    // empty id again, which no provider takes as a dedup id: publishing it
+    // used to fail with InvalidConfig (`msg_id`), an error the caller, who
+    // gave no msg_id, cannot act on.
+    let source = MemoryProvider::default();
+    let mut live = source.subscribe_cloudevents("events.noid.>").await.unwrap();
+    let mut no_id = Event::new("events.noid.a", "noid", "s", "svc", json!(1));
+    no_id.id = String::new();
+    let options = event_core::PublishOptions {
+        msg_id: Some("m-1".into()),
+        ..Default::default()
+    };
+    source.publish_with_options(&no_id, &options).await.unwrap();
+    let ce = next_ce(&mut live).await.event;
+
+    let relay = MemoryProvider::default();
+    let mut out = relay.subscribe_cloudevents("events.>").await.unwrap();
+    relay.publish_cloudevent(&ce).await.unwrap();
+    assert_eq!(next_ce(&mut out).await.event, ce);
+
+    let other = MemoryProvider::default();
+    let mut out = other.subscribe_cloudevents("events.>").await.unwrap();
+    other
+        .publish_cloudevent_to("events.other.b", &ce)
+        .await
+        .unwrap();
+    let moved = Event::try_from(next_ce(&mut out).await.event).unwrap();
+    assert_eq!(moved.subject, "events.other.b");
+    assert_eq!(moved.payload, json!(1));
+}

@@ -548,6 +548,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_tab_between_media_type_parameters_travels_in_content_type() {
+        // RFC 9110 allows a tab around a parameter's `;`; binary mode
+        // carries such a type in Content-Type as it is.
+        for (ct, payload) in [
+            (
+                "application/vnd.a3s+json;\tv=1",
+                serde_json::json!({"k": 1}),
+            ),
+            ("text/plain;\tcharset=utf-8", serde_json::json!("text")),
+        ] {
+            let mut event = odd_event().with_metadata("ce-datacontenttype", ct);
+            event.payload = payload;
+            let msg = to_http(&event, Mode::Binary).unwrap();
+            assert_eq!(msg.headers[CONTENT_TYPE], ct);
+            assert_eq!(from_http(&msg.headers, msg.body).unwrap(), event, "{ct:?}");
+        }
+    }
+
     /// Binary-mode headers with only the required attributes.
     fn required_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();
