@@ -553,3 +553,88 @@ fn indexed_routing_equals_brute_force_with_colliding_attribute_names() {
     }
     assert!(total > 4000, "only {total} matches");
 }
+
+/// The index against brute force while the trigger set changes in batches:
+/// random `add_triggers`, `remove_triggers` and `replace_trigger` (with a
+/// different filter, so the replacement is filed under another key) on a
+/// model of the registered triggers; after every change, random events
+/// match exactly the triggers the model's filters select, in registration
+/// order (a replacement keeps its place).
+#[test]
+fn indexed_routing_equals_brute_force_across_batches_of_trigger_changes() {
+    let mut rng = Rng(0xA076_1D64_78BD_642F);
+    let broker = Broker::new();
+    let sink = Arc::new(CollectorSink::new("c"));
+    let mut model: Vec<(String, TriggerFilter)> = Vec::new();
+    let mut next = 0;
+    let valid = |rng: &mut Rng| loop {
+        let f = random_filter(rng);
+        if f.compile().is_ok() {
+            return f;
+        }
+    };
+    let mut total = 0;
+    for _ in 0..150 {
+        match rng.below(3) {
+            0 => {
+                let batch: Vec<_> = (0..1 + rng.below(20))
+                    .map(|_| {
+                        next += 1;
+                        (format!("t{next}"), valid(&mut rng))
+                    })
+                    .collect();
+                broker
+                    .add_triggers(
+                        batch
+                            .iter()
+                            .map(|(n, f)| Trigger::new(n.clone(), f.clone(), sink.clone())),
+                    )
+                    .unwrap();
+                model.extend(batch);
+            }
+            1 if !model.is_empty() => {
+                let names: Vec<String> = (0..1 + rng.below(8))
+                    .map(|_| model[rng.below(model.len() as u64) as usize].0.clone())
+                    .chain(["never-added".to_owned()])
+                    .collect();
+                let distinct: BTreeSet<&String> = names.iter().collect();
+                let distinct = distinct.len() - 1;
+                assert_eq!(broker.remove_triggers(&names), distinct);
+                model.retain(|(n, _)| !names.contains(n));
+            }
+            _ if !model.is_empty() => {
+                let at = rng.below(model.len() as u64) as usize;
+                let filter = valid(&mut rng);
+                let name = model[at].0.clone();
+                assert!(
+                    broker
+                        .replace_trigger(Trigger::new(name, filter.clone(), sink.clone()))
+                        .unwrap()
+                );
+                model[at].1 = filter;
+            }
+            _ => continue,
+        }
+        let names: Vec<String> = model.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(broker.trigger_names(), names);
+        let compiled: Vec<_> = model
+            .iter()
+            .map(|(n, f)| (n.clone(), f.compile().unwrap()))
+            .collect();
+        for _ in 0..40 {
+            let event = random_event(&mut rng);
+            let expected: Vec<String> = compiled
+                .iter()
+                .filter(|(_, f)| f.matches(&event))
+                .map(|(n, _)| n.clone())
+                .collect();
+            assert_eq!(
+                broker.matching_triggers(&event),
+                expected,
+                "event {event:?}"
+            );
+            total += expected.len();
+        }
+    }
+    assert!(total > 1000, "only {total} matches");
+}

@@ -333,6 +333,11 @@ struct Core {
     /// [`Broker::wait_idle`] callers waiting now; `end` notifies only then.
     idle_waiters: Padded<AtomicUsize>,
     idle: Notify,
+    /// Forwards waiting for room in tasks of their own (see
+    /// `QueueFullPolicy::Wait`), and the signal that the last one ended: a
+    /// shutdown at its deadline waits for them to count themselves.
+    deferring: AtomicUsize,
+    deferring_done: Notify,
     /// The deadline of [`Broker::shutdown_within`], for queued routings.
     cutoff: Cutoff,
     /// Rate limit of the "not routed: hop limit" warnings: a sender can set
@@ -680,6 +685,8 @@ impl Broker {
             dequeued: Padded(std::sync::atomic::AtomicU64::new(0)),
             idle_waiters: Padded(AtomicUsize::new(0)),
             idle: Notify::new(),
+            deferring: AtomicUsize::new(0),
+            deferring_done: Notify::new(),
             cutoff: Cutoff::default(),
             hop_limits: WarnLimit::default(),
         });

@@ -183,7 +183,10 @@ impl Queue {
                 admitted: false,
             };
             Counters::add(&core.counters.deferred, 1);
+            core.deferring.fetch_add(1, Ordering::SeqCst);
+            let deferring = Deferring(core.clone());
             tokio::spawn(async move {
+                let _deferring = deferring;
                 let mut pending = pending;
                 if tx.send(event).await.is_ok() {
                     pending.admitted = true;
@@ -270,6 +273,18 @@ impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if !self.admitted {
             self.core.end();
+        }
+    }
+}
+
+/// A forward waiting for room in a task of its own: counted in
+/// `Core::deferring` while the task lives (also when its runtime drops it).
+struct Deferring(Arc<Core>);
+
+impl Drop for Deferring {
+    fn drop(&mut self) {
+        if self.0.deferring.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.deferring_done.notify_waiters();
         }
     }
 }
@@ -389,6 +404,8 @@ struct Run {
 /// the routings in progress (each counts itself, see [`route_queued`]),
 /// counted and logged.
 async fn abandon(core: &Core, rx: &mut mpsc::Receiver<Arc<Event>>, routings: &mut JoinSet<()>) {
+    let unrouted_before = core.counters.shutdown_unrouted.load(Ordering::Relaxed);
+    // Forwards waiting for room (`Deferring`) fail their send from here on.
     rx.close();
     let mut unrouted = 0_u64;
     while let Ok(event) = rx.try_recv() {
@@ -404,6 +421,23 @@ async fn abandon(core: &Core, rx: &mut mpsc::Receiver<Arc<Event>>, routings: &mu
     let aborted_before = core.counters.shutdown_aborted.load(Ordering::Relaxed);
     routings.abort_all();
     while routings.join_next().await.is_some() {}
+    // The forwards that were waiting for room count themselves as they
+    // fail (the queue is closed): wait for them, so the report and the
+    // metrics read after this have them.
+    loop {
+        let done = core.deferring_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if core.deferring.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        done.await;
+    }
+    let unrouted = core
+        .counters
+        .shutdown_unrouted
+        .load(Ordering::Relaxed)
+        .saturating_sub(unrouted_before);
     let aborted = core
         .counters
         .shutdown_aborted
