@@ -304,3 +304,31 @@ fn deferred_forwards_do_not_hold_a_bounded_shutdown() {
         });
     }
 }
+
+/// Forwards waiting for room in tasks of their own are lost with the
+/// runtime they (and the dispatcher) ran on, as the events still queued
+/// are: they count in `shutdown_unrouted`, as the queued ones do, instead
+/// of vanishing from every counter.
+#[test]
+fn forwards_waiting_for_room_lost_with_their_runtime_count_as_unrouted() {
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // the seed's routing hangs: one forward queued, two waiting for room
+    let broker = first.block_on(broker_with_deferred_forwards(3));
+    drop(first);
+    let m = broker.metrics();
+    assert_eq!((m.deferred, m.enqueued), (2, 2), "{m:?}");
+    assert_eq!(
+        (m.shutdown_unrouted, m.shutdown_aborted, m.in_flight),
+        (3, 1, 0),
+        "{m:?}"
+    );
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = second.block_on(broker.shutdown_within(Duration::from_millis(20)));
+    assert_eq!((report.unrouted, report.aborted), (3, 1), "{report:?}");
+}
