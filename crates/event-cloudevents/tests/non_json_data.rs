@@ -288,3 +288,65 @@ fn a_tab_between_media_type_parameters_keeps_the_type() {
     assert_eq!(back["datacontenttype"], "application/vnd.a3s+json; \tv=1");
     assert_eq!(back["data"], json!({"k": 1}));
 }
+
+/// Types with tabs (after `;`, before `;`, several, inside a quoted value
+/// or the type itself) with each kind of data go through structured JSON
+/// and HTTP and NATS, binary and structured, and come back the same.
+#[cfg(all(feature = "http", feature = "nats"))]
+#[test]
+fn types_with_tabs_round_trip_in_every_mode() {
+    for ct in [
+        "text/plain;\tcharset=utf-8",
+        "text/plain\t;\tcharset=utf-8",
+        "text/plain;\t\t\tcharset=utf-8;\tformat=flowed",
+        "text/plain; charset=\"utf\t8\"",
+        "application/json;\tcharset=utf-8",
+        "application/vnd.a3s+json;\t\tv=1",
+        "application/octet-stream;\tx=1",
+        "text/x\tweird",
+    ] {
+        for payload in [
+            Value::Null,
+            json!("héllo\tthere"),
+            json!({"k": [1, "x"]}),
+            json!(base64(PNG)),
+            json!(""),
+        ] {
+            for b64 in [false, true] {
+                let mut event = Event::new("events.a.b", "a", "s", "src", payload.clone())
+                    .with_metadata("ce-datacontenttype", ct);
+                if b64 {
+                    event = event.with_metadata("ce-data_base64", "true");
+                }
+                let doc = to_structured(&event).unwrap();
+                assert_eq!(
+                    from_structured(&doc).unwrap(),
+                    event,
+                    "structured {ct:?} {payload}"
+                );
+                {
+                    use event_cloudevents::http::{Mode, from_http, to_http};
+                    for mode in [Mode::Binary, Mode::Structured] {
+                        let msg = to_http(&event, mode).unwrap();
+                        assert_eq!(
+                            from_http(&msg.headers, msg.body).unwrap(),
+                            event,
+                            "http {ct:?} {payload} {b64}"
+                        );
+                    }
+                }
+                {
+                    use event_cloudevents::nats::{Mode, from_nats, to_nats};
+                    for mode in [Mode::Binary, Mode::Structured] {
+                        let msg = to_nats(&event, mode).unwrap();
+                        assert_eq!(
+                            from_nats(Some(&msg.headers), &msg.payload).unwrap(),
+                            event,
+                            "nats {ct:?} {payload} {b64}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -230,3 +230,105 @@ async fn shutdown_within_reports_forwards_still_waiting_for_room() {
         );
     }
 }
+
+/// A broker whose seed routing defers `forwards - 1` forwards (policy Wait,
+/// capacity 1, one worker) and then hangs.
+async fn broker_with_deferred_forwards(forwards: usize) -> Broker {
+    let broker = Broker::with_config(BrokerConfig {
+        workers: 1,
+        queue_capacity: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    let handle = broker.clone();
+    let forwarder = Arc::new(InProcessSink::new("forwards", move |e: Event| {
+        let broker = handle.clone();
+        async move {
+            if e.event_type == "seed" {
+                for _ in 0..forwards {
+                    let mut fwd = e.clone();
+                    fwd.event_type = "fwd".to_owned();
+                    broker.enqueue(Arc::new(fwd)).await?;
+                }
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }));
+    broker
+        .add_trigger(Trigger::new("fwd", TriggerFilter::all(), forwarder))
+        .unwrap();
+    let mut seed = event(0);
+    seed.event_type = "seed".to_owned();
+    broker.enqueue(Arc::new(seed)).await.unwrap();
+    while broker.metrics().deferred < (forwards - 1) as u64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    broker
+}
+
+/// The deadline's wait for deferred forwards ends on a current-thread
+/// runtime, with several of them, and with shutdown and shutdown_within
+/// (twice) racing: every caller gets the same complete report.
+#[test]
+fn deferred_forwards_do_not_hold_a_bounded_shutdown() {
+    for flavor in ["current_thread", "multi_thread"] {
+        let rt = if flavor == "current_thread" {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+        }
+        .enable_all()
+        .build()
+        .unwrap();
+        rt.block_on(async {
+            for round in 0..20 {
+                let broker = broker_with_deferred_forwards(5).await;
+                let (a, b, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+                    tokio::join!(
+                        broker.shutdown_within(Duration::from_millis(20)),
+                        broker.shutdown_within(Duration::from_secs(3600)),
+                        broker.shutdown(),
+                    )
+                })
+                .await
+                .unwrap_or_else(|_| panic!("{flavor} round {round}: hangs"));
+                assert_eq!(a, b, "{flavor} round {round}");
+                assert_eq!(
+                    (a.unrouted, a.aborted),
+                    (5, 1),
+                    "{flavor} round {round}: {a:?}"
+                );
+                assert_eq!(broker.metrics().shutdown_unrouted, 5);
+            }
+        });
+    }
+}
+
+/// Forwards waiting for room in tasks of their own are lost with the
+/// runtime they (and the dispatcher) ran on, as the events still queued
+/// are: they count in `shutdown_unrouted`, as the queued ones do, instead
+/// of vanishing from every counter.
+#[test]
+fn forwards_waiting_for_room_lost_with_their_runtime_count_as_unrouted() {
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // the seed's routing hangs: one forward queued, two waiting for room
+    let broker = first.block_on(broker_with_deferred_forwards(3));
+    drop(first);
+    let m = broker.metrics();
+    assert_eq!((m.deferred, m.enqueued), (2, 2), "{m:?}");
+    assert_eq!(
+        (m.shutdown_unrouted, m.shutdown_aborted, m.in_flight),
+        (3, 1, 0),
+        "{m:?}"
+    );
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = second.block_on(broker.shutdown_within(Duration::from_millis(20)));
+    assert_eq!((report.unrouted, report.aborted), (3, 1), "{report:?}");
+}

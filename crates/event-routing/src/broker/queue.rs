@@ -184,11 +184,16 @@ impl Queue {
             };
             Counters::add(&core.counters.deferred, 1);
             core.deferring.fetch_add(1, Ordering::SeqCst);
-            let deferring = Deferring(core.clone());
+            let deferring = Deferring {
+                core: core.clone(),
+                settled: false,
+            };
             tokio::spawn(async move {
-                let _deferring = deferring;
+                let mut deferring = deferring;
                 let mut pending = pending;
-                if tx.send(event).await.is_ok() {
+                let sent = tx.send(event).await;
+                deferring.settled = true;
+                if sent.is_ok() {
                     pending.admitted = true;
                     Counters::add(&pending.core.counters.enqueued, 1);
                 } else {
@@ -279,12 +284,25 @@ impl Drop for Admission<'_> {
 
 /// A forward waiting for room in a task of its own: counted in
 /// `Core::deferring` while the task lives (also when its runtime drops it).
-struct Deferring(Arc<Core>);
+/// Dropped before its send `settled` (its runtime dropped the task, as it
+/// drops the dispatcher and the events still queued), the forward is lost
+/// to its triggers and counts in `shutdown_unrouted`, as those events do.
+struct Deferring {
+    core: Arc<Core>,
+    settled: bool,
+}
 
 impl Drop for Deferring {
     fn drop(&mut self) {
-        if self.0.deferring.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.deferring_done.notify_waiters();
+        if !self.settled {
+            Counters::add(&self.core.counters.shutdown_unrouted, 1);
+            tracing::debug!(
+                "broker task dropped (its runtime shut down) while a forwarded event waited \
+                 for room; not routed"
+            );
+        }
+        if self.core.deferring.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.core.deferring_done.notify_waiters();
         }
     }
 }
