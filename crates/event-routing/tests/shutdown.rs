@@ -190,37 +190,8 @@ async fn a_retry_after_wait_does_not_hold_a_bounded_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_within_reports_forwards_still_waiting_for_room() {
     for round in 0..50 {
-        let broker = Broker::with_config(BrokerConfig {
-            workers: 1,
-            queue_capacity: 1,
-            ..BrokerConfig::default()
-        })
-        .unwrap();
-        let handle = broker.clone();
-        let forwarder = Arc::new(InProcessSink::new("forwards", move |e: Event| {
-            let broker = handle.clone();
-            async move {
-                if e.event_type == "seed" {
-                    for _ in 0..2 {
-                        let mut fwd = e.clone();
-                        fwd.event_type = "fwd".to_owned();
-                        broker.enqueue(Arc::new(fwd)).await?;
-                    }
-                    std::future::pending::<()>().await;
-                }
-                Ok(())
-            }
-        }));
-        broker
-            .add_trigger(Trigger::new("fwd", TriggerFilter::all(), forwarder))
-            .unwrap();
-        let mut seed = event(0);
-        seed.event_type = "seed".to_owned();
-        broker.enqueue(Arc::new(seed)).await.unwrap();
-        // the seed's routing runs: one forward queued, one deferred
-        while broker.metrics().deferred < 1 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        // one forward queued, one deferred
+        let broker = broker_with_deferred_forwards(2).await;
         let report = broker.shutdown_within(Duration::from_millis(20)).await;
         assert_eq!(
             (report.unrouted, report.aborted),
