@@ -607,14 +607,7 @@ async fn consumer_ends_when_the_subscriber_is_removed() {
     bus.update_subscription(filter("w", "events.>"))
         .await
         .unwrap();
-    let consumer = bus
-        .consume(
-            "w",
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
+    let consumer = common::succeeding_consumer(&bus, "w").await;
     bus.remove_subscription("w").await.unwrap();
     let report = tokio::time::timeout(Duration::from_secs(5), consumer.join())
         .await

@@ -515,14 +515,7 @@ async fn a_redelivery_after_an_expired_ack_wait_counts_as_redelivered() {
     drop(taken);
     drop(subs);
 
-    let consumer = bus
-        .consume(
-            "w",
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
+    let consumer = common::succeeding_consumer(&bus, "w").await;
     wait_until("the redelivery handled", || {
         bus.metrics().snapshot().handled_total == 1
     })

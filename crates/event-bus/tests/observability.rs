@@ -228,14 +228,7 @@ async fn no_plaintext_or_key_in_logs_spans_or_errors() {
         )
         .await
         .unwrap();
-    let other = stranger
-        .consume(
-            "stranger",
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
+    let other = common::succeeding_consumer(&stranger, "stranger").await;
     for i in 0..3 {
         bus.publish(
             "vault",
@@ -427,14 +420,7 @@ async fn consumer_loop_warnings_name_the_subscriber_and_subject() {
     })
     .await
     .unwrap();
-    let consumer = bus
-        .consume(
-            "slow-reader",
-            |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-            ConsumerConfig::default(),
-        )
-        .await
-        .unwrap();
+    let consumer = common::succeeding_consumer(&bus, "slow-reader").await;
     // the runner's loop does not run before the test task yields: it lags
     for i in 0..20 {
         bus.publish("ticks", "t", "s", "src", json!(i))
@@ -611,14 +597,7 @@ async fn an_undecryptable_delivery_is_logged_with_its_fate_and_subject() {
         })
         .await
         .unwrap();
-        let consumer = bus
-            .consume(
-                id,
-                |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-                ConsumerConfig::default(),
-            )
-            .await
-            .unwrap();
+        let consumer = common::succeeding_consumer(bus, id).await;
         consumers.push(consumer);
     }
     let event_id = writer
@@ -1238,14 +1217,7 @@ async fn an_unreadable_dead_letter_is_terminated_not_dead_lettered_again() {
         .await
         .unwrap();
         provider.publish(&event).await.unwrap();
-        let consumer = bus
-            .consume(
-                "w",
-                |_r: ReceivedEvent| async { Ok::<(), BoxError>(()) },
-                ConsumerConfig::default(),
-            )
-            .await
-            .unwrap();
+        let consumer = common::succeeding_consumer(&bus, "w").await;
         let start = Instant::now();
         loop {
             let report = consumer.report();

@@ -216,3 +216,15 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// A consumer of subscriber `id` on `bus` whose handler succeeds at once,
+/// with the default configuration.
+pub async fn succeeding_consumer(bus: &event_bus::EventBus, id: &str) -> event_bus::ConsumerHandle {
+    bus.consume(
+        id,
+        |_r: event_core::ReceivedEvent| async { Ok::<(), event_core::BoxError>(()) },
+        event_bus::ConsumerConfig::default(),
+    )
+    .await
+    .unwrap()
+}
