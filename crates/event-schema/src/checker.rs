@@ -648,8 +648,16 @@ fn read_by_union(
         return check_values(&values, r, at, ctx);
     }
     let wt = TypeSet::of(wm, "writer", at)?;
+    // Drafts 6 and 7 ignore every sibling of a `$ref`, its `type` included:
+    // there a branch's `type` next to a `$ref` says nothing.
+    let ref_siblings_apply = matches!(
+        ctx.reader_draft
+            .map_or_else(Draft::default, Draft::from_schema_uri),
+        Draft::Draft201909 | Draft::Draft202012
+    );
     let disjoint = |b: &Value| match b {
         Value::Bool(accepts) => !accepts,
+        Value::Object(bm) if bm.contains_key("$ref") && !ref_siblings_apply => false,
         Value::Object(bm) if bm.contains_key("type") => {
             TypeSet::of(bm, "reader", at).is_ok_and(|bt| {
                 let overlap = |x: TypeSet, y: TypeSet| {
