@@ -282,34 +282,47 @@ fn payload(rng: &mut Rng, pool: &[Value], depth: u32) -> Value {
 }
 
 /// `schema` with some of its subschemas moved to `$defs` and referenced
-/// (`{"$ref": "#/$defs/..."}`, sometimes with an annotation beside it), as
-/// schema generators write them: the checker resolves local references.
+/// (`{"$ref": "#/$defs/..."}`, sometimes with an annotation beside it, as
+/// schema generators write them, and sometimes with a `type` beside it,
+/// which drafts 6 and 7 ignore and 2019-09 and 2020-12 apply): the checker
+/// resolves local references where that is exact. Subschemas of
+/// properties, items, additional properties and union branches, at any
+/// depth.
 fn extract_defs(rng: &mut Rng, schema: &mut Value) {
-    let mut defs = Map::new();
-    let refer = |rng: &mut Rng, sub: &mut Value, defs: &mut Map<String, Value>| {
-        let name = format!("d{}", defs.len());
-        let mut reference = json!({ "$ref": format!("#/$defs/{name}") });
-        if rng.percent(30) {
-            reference["description"] = json!("referenced");
+    fn walk(rng: &mut Rng, sub: &mut Value, defs: &mut Map<String, Value>) {
+        let Value::Object(map) = sub else { return };
+        let mut children: Vec<&mut Value> = Vec::new();
+        for (key, value) in map.iter_mut() {
+            match (key.as_str(), value) {
+                ("properties", Value::Object(properties)) => {
+                    children.extend(properties.values_mut())
+                }
+                ("anyOf" | "oneOf" | "allOf", Value::Array(branches)) => {
+                    children.extend(branches.iter_mut());
+                }
+                ("items" | "additionalProperties", value) => children.push(value),
+                _ => {}
+            }
         }
-        defs.insert(name, std::mem::replace(sub, reference));
-    };
-    let Value::Object(map) = schema else { return };
-    if let Some(Value::Object(properties)) = map.get_mut("properties") {
-        for sub in properties.values_mut() {
-            if rng.percent(50) {
-                refer(rng, sub, &mut defs);
+        for child in children {
+            walk(rng, child, defs);
+            if rng.percent(40) {
+                let name = format!("d{}", defs.len());
+                let mut reference = json!({ "$ref": format!("#/$defs/{name}") });
+                if rng.percent(30) {
+                    reference["description"] = json!("referenced");
+                } else if rng.percent(30) {
+                    reference["type"] = json!(rng.pick(&TYPES));
+                }
+                defs.insert(name, std::mem::replace(child, reference));
             }
         }
     }
-    for key in ["items", "additionalProperties"] {
-        if let Some(sub) = map.get_mut(key)
-            && rng.percent(50)
-        {
-            refer(rng, sub, &mut defs);
-        }
-    }
-    if !defs.is_empty() {
+    let mut defs = Map::new();
+    walk(rng, schema, &mut defs);
+    if let Value::Object(map) = schema
+        && !defs.is_empty()
+    {
         map.insert("$defs".into(), Value::Object(defs));
     }
 }
