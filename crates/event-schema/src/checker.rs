@@ -119,6 +119,7 @@ pub fn can_read(reader: &EventSchema, writer: &EventSchema) -> Result<(), Incomp
     }
     let ctx = Ctx {
         reader_draft: r_draft,
+        writer_draft: w_draft,
         same_draft: same_draft(r_draft, w_draft),
         steps: Cell::new(MAX_STEPS),
     };
@@ -374,6 +375,7 @@ pub(crate) fn check_evolution(
 
 struct Ctx<'a> {
     reader_draft: Option<&'a str>,
+    writer_draft: Option<&'a str>,
     same_draft: bool,
     /// Subschema comparisons left before the checker gives up (refusing).
     steps: Cell<usize>,
@@ -383,6 +385,16 @@ struct Ctx<'a> {
 /// in the schemas' size for the keyword rules, but the union rules try
 /// branches one after another, which multiplies with nesting.
 const MAX_STEPS: usize = 250_000;
+
+/// Whether the draft a root `$schema` declares (absent: 2020-12) applies
+/// the keywords beside a `$ref`: 2019-09 and 2020-12 do, drafts 6 and 7
+/// ignore every sibling of a `$ref` (its `type` included).
+fn ref_siblings_apply(draft: Option<&str>) -> bool {
+    matches!(
+        draft.map_or_else(Draft::default, Draft::from_schema_uri),
+        Draft::Draft201909 | Draft::Draft202012
+    )
+}
 
 fn declared_draft(schema: &Value) -> Option<&str> {
     schema.get("$schema").and_then(Value::as_str)
@@ -647,9 +659,17 @@ fn read_by_union(
     {
         return check_values(&values, r, at, ctx);
     }
-    let wt = TypeSet::of(wm, "writer", at)?;
+    // A `type` next to a `$ref` says nothing under drafts 6 and 7, which
+    // ignore it: neither the writer's nor a branch's.
+    let wt = if wm.contains_key("$ref") && !ref_siblings_apply(ctx.writer_draft) {
+        TypeSet::ALL
+    } else {
+        TypeSet::of(wm, "writer", at)?
+    };
+    let branch_types_apply = ref_siblings_apply(ctx.reader_draft);
     let disjoint = |b: &Value| match b {
         Value::Bool(accepts) => !accepts,
+        Value::Object(bm) if bm.contains_key("$ref") && !branch_types_apply => false,
         Value::Object(bm) if bm.contains_key("type") => {
             TypeSet::of(bm, "reader", at).is_ok_and(|bt| {
                 let overlap = |x: TypeSet, y: TypeSet| {

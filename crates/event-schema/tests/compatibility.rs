@@ -1169,6 +1169,77 @@ fn any_of_one_of_and_all_of_alone_in_a_subschema() {
 }
 
 #[test]
+fn one_of_branches_with_a_ref_are_not_disjoint_by_an_ignored_type() {
+    // Drafts 6 and 7 ignore a `$ref`'s siblings: the second branch is
+    // `{"minimum": 0}`, which every string matches too, so the writer's
+    // strings match both branches and the reader's `oneOf` refuses them.
+    let d7 = "http://json-schema.org/draft-07/schema#";
+    let writer = json!({"$schema": d7, "type": "object",
+        "properties": {"id": {"type": "string"}}, "required": ["id"]});
+    let reader = json!({"$schema": d7, "type": "object",
+        "definitions": {"counter": {"minimum": 0}},
+        "properties": {"id": {"oneOf": [
+            {"type": "string"},
+            {"$ref": "#/definitions/counter", "type": "integer"}
+        ]}},
+        "required": ["id"]});
+    assert!(valid(&writer, json!({"id": "o-1"})));
+    assert!(!valid(&reader, json!({"id": "o-1"})));
+    let err = reads(reader.clone(), writer.clone()).unwrap_err();
+    assert_eq!(err.path, "/id", "{err}");
+    let reason = refused(
+        Compatibility::Backward,
+        js("t", 1, writer.clone()),
+        js("t", 2, reader),
+    );
+    assert!(reason.contains("/id"), "{reason}");
+    // Under 2020-12 the sibling `type` applies, so the branches are disjoint.
+    let d2020 = "https://json-schema.org/draft/2020-12/schema";
+    let mut writer = writer;
+    writer["$schema"] = json!(d2020);
+    let reader = json!({"$schema": d2020, "type": "object",
+        "$defs": {"counter": {"minimum": 0}},
+        "properties": {"id": {"oneOf": [
+            {"type": "string"},
+            {"$ref": "#/$defs/counter", "type": "integer"}
+        ]}},
+        "required": ["id"]});
+    assert!(valid(&reader, json!({"id": "o-1"})));
+    reads(reader, writer).unwrap();
+}
+
+#[test]
+fn a_writer_type_beside_a_ref_does_not_make_it_disjoint_from_one_of_branches() {
+    // Drafts 6 and 7 ignore a `$ref`'s siblings: the writer's `id` is
+    // `{"minimum": 0}`, any value, not only strings; an integer matches both
+    // of the reader's branches, so the reader's `oneOf` refuses it.
+    let d7 = "http://json-schema.org/draft-07/schema#";
+    let writer = json!({"$schema": d7, "type": "object",
+        "definitions": {"code": {"minimum": 0}},
+        "properties": {"id": {"$ref": "#/definitions/code", "type": "string"}}});
+    let reader = json!({"$schema": d7, "type": "object",
+        "properties": {"id": {"oneOf": [{}, {"type": "integer"}]}}});
+    assert!(valid(&writer, json!({"id": 5})));
+    assert!(!valid(&reader, json!({"id": 5})));
+    let err = reads(reader.clone(), writer.clone()).unwrap_err();
+    assert_eq!(err.path, "/id", "{err}");
+    let reason = refused(
+        Compatibility::Backward,
+        js("t", 1, writer.clone()),
+        js("t", 2, reader.clone()),
+    );
+    assert!(reason.contains("/id"), "{reason}");
+    // Under 2020-12 the writer's `type` applies: only strings, which match
+    // the first branch alone.
+    let d2020 = "https://json-schema.org/draft/2020-12/schema";
+    let (mut writer, mut reader) = (writer, reader);
+    writer["$schema"] = json!(d2020);
+    reader["$schema"] = json!(d2020);
+    assert!(!valid(&writer, json!({"id": 5})));
+    reads(reader, writer).unwrap();
+}
+
+#[test]
 fn draft_4_schemas_are_not_reasoned_about() {
     let d4 = json!({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
                     "properties": {"n": {"type": "integer"}}});

@@ -383,6 +383,51 @@ fn concurrent_validation_while_registering() {
     assert_eq!(registry.list_types().unwrap().len(), 51);
 }
 
+/// A version is visible to every thread as soon as its `register` has
+/// returned (each thread validates from its own cached snapshot, refreshed
+/// by the registry's generation): readers that learn of the newest version
+/// from the registering thread find it, never a stale snapshot without it.
+#[test]
+fn a_registered_version_is_seen_by_every_thread_once_register_returned() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const VERSIONS: u32 = 300;
+    let registry = MemorySchemaRegistry::new()
+        .with_unknown_type_policy(UnknownTypePolicy::Reject)
+        .with_default_compatibility(event_schema::Compatibility::None);
+    let published = AtomicU32::new(0);
+    std::thread::scope(|scope| {
+        for reader in 0..3u32 {
+            let (registry, published) = (&registry, &published);
+            scope.spawn(move || {
+                loop {
+                    let seen = published.load(Ordering::Acquire);
+                    if seen > 0 {
+                        // Version `v` requires field `f{v}`: found and checked.
+                        let field = format!("f{seen}");
+                        registry
+                            .validate(&event("t", seen, json!({ field: 1 })))
+                            .unwrap_or_else(|e| panic!("reader {reader}: v{seen}: {e}"));
+                        assert!(
+                            registry.validate(&event("t", seen, json!({}))).is_err(),
+                            "reader {reader}: v{seen} let a payload without `f{seen}` through"
+                        );
+                    }
+                    if seen == VERSIONS {
+                        return;
+                    }
+                }
+            });
+        }
+        for v in 1..=VERSIONS {
+            registry
+                .register(EventSchema::new("t", v).with_required_fields([format!("f{v}")]))
+                .unwrap();
+            published.store(v, Ordering::Release);
+        }
+    });
+    assert_eq!(registry.latest_version("t").unwrap(), Some(VERSIONS));
+}
+
 #[test]
 fn required_fields_with_a_root_ref_schema() {
     let registry = MemorySchemaRegistry::new();
