@@ -95,7 +95,7 @@ counters! {
     enqueued => "Events accepted into the queue.",
     queue_full => "Times the queue was full when an event arrived (the publisher waited or was refused).",
     hop_limit => "Events not routed because topic sinks had forwarded them, or brokers delivered them into brokers, `max_hops` times (a routing loop).",
-    deferred => "Events a routing worker's own sink published into a full queue (policy `Wait`): they wait for room in a task of their own, so the worker never waits for the queue only workers drain.",
+    deferred => "Events a routing worker's own sink published into a full queue (policy `Wait`): they wait for room in a task of their own, so the worker never waits for the queue only workers drain. The sink's publish succeeds at once; each ends in `enqueued`, or in `shutdown_unrouted` when the broker shuts down first (never in `rejected`).",
     rejected => "Events refused because the queue was full (policy `Reject`, or `WaitFor` timed out).",
     shutdown_unrouted => "Queued events discarded without being routed: still queued at the deadline of [`Broker::shutdown_within`](crate::Broker::shutdown_within) (forwards waiting for room in a full queue included), or when the Tokio runtime the queue's dispatcher ran on was dropped. Lost to their triggers (the provider still stores them).",
     shutdown_aborted => "Queued events whose routing was cancelled before it ended: in progress at the deadline of [`Broker::shutdown_within`](crate::Broker::shutdown_within), or when their Tokio runtime was dropped. Some of their deliveries may have reached their sinks, others not; none was dead-lettered.",

@@ -197,7 +197,8 @@ impl Queue {
                     pending.admitted = true;
                     Counters::add(&pending.core.counters.enqueued, 1);
                 } else {
-                    Counters::add(&pending.core.counters.rejected, 1);
+                    // Its publisher was answered `Ok` when it was deferred:
+                    // lost to shutdown, not refused (not in `rejected`).
                     Counters::add(&pending.core.counters.shutdown_unrouted, 1);
                     tracing::error!(
                         "broker shut down while a forwarded event waited for room; not routed"
