@@ -482,6 +482,147 @@ async fn full_queue_with_wait_for_times_out() {
     assert_eq!(done.len(), 2);
 }
 
+/// Brokers in a ring, each routing's sink forwarding into the next broker's
+/// full queue (policy `Wait`, one worker, a one-slot queue): the last
+/// worker to find its target full would close a cycle of workers waiting
+/// for each other's queues, so its forward waits for room in a task of its
+/// own instead. Before, every worker waited for ever (here: until the
+/// per-attempt timeout, 30 s by default, then the forwards failed).
+async fn forwarding_ring_makes_progress(brokers: usize) {
+    let ring: Vec<Broker> = (0..brokers)
+        .map(|_| {
+            Broker::with_config(BrokerConfig {
+                queue_capacity: 1,
+                workers: 1,
+                ..BrokerConfig::default()
+            })
+            .unwrap()
+        })
+        .collect();
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(Semaphore::new(0));
+    let pongs: Vec<Arc<CollectorSink>> = (0..brokers)
+        .map(|i| Arc::new(CollectorSink::new(format!("pongs {i}"))))
+        .collect();
+    for (i, broker) in ring.iter().enumerate() {
+        let next = ring[(i + 1) % brokers].clone();
+        let (gate, started) = (gate.clone(), started.clone());
+        let forward = Arc::new(InProcessSink::new("forward", move |e: Event| {
+            let (next, gate, started) = (next.clone(), gate.clone(), started.clone());
+            async move {
+                started.add_permits(1);
+                gate.acquire().await.unwrap().forget();
+                let mut pong = e.clone();
+                pong.event_type = "pong".to_owned();
+                next.enqueue(Arc::new(pong)).await
+            }
+        }));
+        broker
+            .add_trigger(
+                Trigger::new("ping", TriggerFilter::by_type("ping"), forward)
+                    .with_delivery(DeliverySpec::new().with_timeout(None)),
+            )
+            .unwrap();
+        broker
+            .add_trigger(Trigger::new(
+                "pong",
+                TriggerFilter::by_type("pong"),
+                pongs[i].clone(),
+            ))
+            .unwrap();
+    }
+    // Each worker holds a ping at the gate, each queue holds another: full.
+    for broker in &ring {
+        broker
+            .enqueue(Arc::new(event("events.a.one", "ping")))
+            .await
+            .unwrap();
+    }
+    started.acquire_many(brokers as u32).await.unwrap().forget();
+    for broker in &ring {
+        broker
+            .enqueue(Arc::new(event("events.a.two", "ping")))
+            .await
+            .unwrap();
+        assert_eq!(broker.metrics().queue_depth, 1);
+    }
+    gate.add_permits(2 * brokers);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        for broker in &ring {
+            broker.wait_idle().await;
+        }
+    })
+    .await
+    .expect("the ring's workers wait for each other's full queues");
+    for (i, pongs) in pongs.iter().enumerate() {
+        assert_eq!(pongs.len(), 2, "broker {i}");
+    }
+    let metrics: Vec<_> = ring.iter().map(Broker::metrics).collect();
+    let deferred: u64 = metrics.iter().map(|m| m.deferred).sum();
+    assert!(deferred >= 1, "{metrics:?}");
+    for m in &metrics {
+        assert_eq!((m.failed, m.rejected, m.in_flight), (0, 0, 0), "{m:?}");
+    }
+}
+
+/// A routing forwarding into another broker's full queue with no cycle
+/// (the other broker's workers wait for nothing of the first's) waits for
+/// room: backpressure, not a task per forward.
+#[tokio::test]
+async fn a_routing_forwarding_into_another_full_broker_waits_for_room() {
+    let Blocked {
+        broker: target,
+        gate,
+        done,
+    } = blocked_broker(QueueFullPolicy::Wait).await;
+    let source = Broker::new();
+    let forwarded = Arc::new(Semaphore::new(0));
+    source
+        .add_trigger(Trigger::new(
+            "forward",
+            TriggerFilter::all(),
+            Arc::new(InProcessSink::new("forward", {
+                let (target, forwarded) = (target.clone(), forwarded.clone());
+                move |e: Event| {
+                    let (target, forwarded) = (target.clone(), forwarded.clone());
+                    async move {
+                        target.enqueue(Arc::new(e)).await?;
+                        forwarded.add_permits(1);
+                        Ok(())
+                    }
+                }
+            })),
+        ))
+        .unwrap();
+    source
+        .enqueue(Arc::new(event("events.a.three", "t")))
+        .await
+        .unwrap();
+    while target.metrics().queue_full == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(forwarded.available_permits(), 0, "the forward should wait");
+    assert_eq!(target.metrics().deferred, 0);
+    gate.add_permits(10);
+    forwarded.acquire().await.unwrap().forget();
+    source.wait_idle().await;
+    target.wait_idle().await;
+    assert_eq!(done.len(), 3);
+    let m = target.metrics();
+    assert_eq!((m.queue_full, m.deferred, m.enqueued), (1, 0, 3), "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_forwarding_into_each_others_full_queues_make_progress() {
+    forwarding_ring_makes_progress(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_forwarding_in_a_ring_of_full_queues_make_progress() {
+    forwarding_ring_makes_progress(3).await;
+}
+
 #[tokio::test]
 async fn shutdown_routes_what_was_queued_then_refuses() {
     let broker = Broker::new();

@@ -199,6 +199,14 @@ async fn shutdown_within_reports_forwards_still_waiting_for_room() {
             "round {round}: {report:?}, {:?}",
             broker.metrics()
         );
+        // The deferred forward's publisher was answered `Ok` when it was
+        // deferred: lost at shutdown, it is unrouted, not refused.
+        let m = broker.metrics();
+        assert_eq!(
+            (m.deferred, m.shutdown_unrouted, m.rejected),
+            (1, 2, 0),
+            "round {round}: {m:?}"
+        );
     }
 }
 

@@ -43,7 +43,12 @@ pub enum QueueFullPolicy {
     /// A routing's own sink publishing back into the broker (a topic sink
     /// through the bus it is attached to) does not wait: its event waits
     /// for room in a task of its own ([`BrokerMetrics::deferred`]), since
-    /// only the routings it would block make room.
+    /// only the routings it would block make room. Likewise across
+    /// brokers: a routing's sink publishing into another broker's full
+    /// queue waits for room (backpressure), unless that broker's routings
+    /// already wait, directly or through other brokers, for room in this
+    /// one's queue. Brokers forwarding into each other in a ring never all
+    /// wait for each other.
     #[default]
     Wait,
     /// Wait at most this long, then refuse with

@@ -170,41 +170,16 @@ impl Queue {
         event: Arc<Event>,
     ) -> Result<Option<Arc<Event>>> {
         Counters::add(&core.counters.queue_full, 1);
-        if core.config.full_policy == QueueFullPolicy::Wait && in_routing_worker(core) {
-            // A sink of one of this broker's routings publishes back into it
-            // (a topic sink through the bus the broker is attached to). The
-            // routing holds a worker slot, and only the workers make room in
-            // the queue: waiting here would, once every worker does, wait
-            // forever, and every publisher with it. The event waits for room
-            // in a task of its own; the routing goes on.
-            admission.admitted = true; // the task below owns the pending count
-            let pending = OwnedAdmission {
-                core: core.clone(),
-                admitted: false,
-            };
-            Counters::add(&core.counters.deferred, 1);
-            core.deferring.fetch_add(1, Ordering::SeqCst);
-            let deferring = Deferring {
-                core: core.clone(),
-                settled: false,
-            };
-            tokio::spawn(async move {
-                let mut deferring = deferring;
-                let mut pending = pending;
-                let sent = tx.send(event).await;
-                deferring.settled = true;
-                if sent.is_ok() {
-                    pending.admitted = true;
-                    Counters::add(&pending.core.counters.enqueued, 1);
-                } else {
-                    Counters::add(&pending.core.counters.rejected, 1);
-                    Counters::add(&pending.core.counters.shutdown_unrouted, 1);
-                    tracing::error!(
-                        "broker shut down while a forwarded event waited for room; not routed"
-                    );
+        let mut waiting = None;
+        if core.config.full_policy == QueueFullPolicy::Wait {
+            match WaitsFor::enter(core) {
+                RoutingWait::NotAWorker => {}
+                RoutingWait::Waiting(edge) => waiting = Some(edge),
+                RoutingWait::WouldCycle => {
+                    Self::defer(core, admission, tx, event);
+                    return Ok(None);
                 }
-            });
-            return Ok(None);
+            }
         }
         let sent = match core.config.full_policy {
             QueueFullPolicy::Reject => {
@@ -230,6 +205,7 @@ impl Queue {
                 }
             }
         };
+        drop(waiting);
         match sent {
             Ok(()) => {
                 admission.admitted = true;
@@ -239,6 +215,45 @@ impl Queue {
             // the dispatcher is gone (only it closes the queue)
             Err(mpsc::error::SendError(event)) => Ok(Some(event)),
         }
+    }
+
+    /// Hands `event`, for which a routing worker would wait for room in a
+    /// cycle (see [`WAITS_FOR`]), to a task of its own that waits instead:
+    /// the routing goes on. The task owns the event's pending count.
+    fn defer(
+        core: &Arc<Core>,
+        admission: &mut Admission<'_>,
+        tx: mpsc::Sender<Arc<Event>>,
+        event: Arc<Event>,
+    ) {
+        admission.admitted = true; // the task below owns the pending count
+        let pending = OwnedAdmission {
+            core: core.clone(),
+            admitted: false,
+        };
+        Counters::add(&core.counters.deferred, 1);
+        core.deferring.fetch_add(1, Ordering::SeqCst);
+        let deferring = Deferring {
+            core: core.clone(),
+            settled: false,
+        };
+        tokio::spawn(async move {
+            let mut deferring = deferring;
+            let mut pending = pending;
+            let sent = tx.send(event).await;
+            deferring.settled = true;
+            if sent.is_ok() {
+                pending.admitted = true;
+                Counters::add(&pending.core.counters.enqueued, 1);
+            } else {
+                // Its publisher was answered `Ok` when it was deferred: lost
+                // to shutdown, not refused (not in `rejected`).
+                Counters::add(&pending.core.counters.shutdown_unrouted, 1);
+                tracing::error!(
+                    "broker shut down while a forwarded event waited for room; not routed"
+                );
+            }
+        });
     }
 
     /// Closes the queue and waits until the dispatcher has routed what was
@@ -330,11 +345,84 @@ fn core_id(core: &Arc<Core>) -> usize {
     Arc::as_ptr(core) as usize
 }
 
-/// Whether the current task is one of `core`'s routing workers.
-fn in_routing_worker(core: &Arc<Core>) -> bool {
-    ROUTING_WORKER
-        .try_with(|id| *id == core_id(core))
-        .unwrap_or(false)
+/// Which brokers' routing workers wait for room in which brokers' queues
+/// now (policy `Wait`): an edge `(worker's broker, queue's broker)` per
+/// waiting worker, keyed by [`core_id`] (both `Core`s outlive the edge: the
+/// worker's run and the waiting call hold them).
+///
+/// Only routing workers make room in a queue. A worker that waited for
+/// room in its own broker's queue, or in one whose broker's workers wait
+/// (directly, or through other brokers' queues) for room in its own, would
+/// close a cycle of workers each waiting for a queue only the others
+/// drain: once every worker of the cycle does, all wait for ever, and
+/// every publisher with them. That worker's event waits for room in a task
+/// of its own instead ([`BrokerMetrics::deferred`](super::BrokerMetrics::deferred)),
+/// so no such cycle ever forms. Checking and adding an edge happen under
+/// one lock, so of two workers closing a cycle at once one defers.
+static WAITS_FOR: parking_lot::Mutex<Vec<(usize, usize)>> = parking_lot::Mutex::new(Vec::new());
+
+/// What a task about to wait for room in a `Wait` queue does.
+enum RoutingWait {
+    /// Not a routing worker (a publisher, a feed): it waits; its waiting
+    /// holds up no queue.
+    NotAWorker,
+    /// A routing worker whose wait closes no cycle: it waits, its edge in
+    /// [`WAITS_FOR`] held until the wait ends (or is cancelled).
+    Waiting(WaitsFor),
+    /// A routing worker whose wait would close a cycle: it defers.
+    WouldCycle,
+}
+
+/// A routing worker's edge in [`WAITS_FOR`], removed on drop.
+struct WaitsFor {
+    edge: (usize, usize),
+}
+
+impl WaitsFor {
+    /// Decides, for the current task, whether it may wait for room in
+    /// `core`'s queue (see [`WAITS_FOR`]).
+    fn enter(core: &Arc<Core>) -> RoutingWait {
+        let Ok(worker) = ROUTING_WORKER.try_with(|id| *id) else {
+            return RoutingWait::NotAWorker;
+        };
+        let queue = core_id(core);
+        let mut edges = WAITS_FOR.lock();
+        if reaches(&edges, queue, worker) {
+            return RoutingWait::WouldCycle;
+        }
+        edges.push((worker, queue));
+        RoutingWait::Waiting(WaitsFor {
+            edge: (worker, queue),
+        })
+    }
+}
+
+impl Drop for WaitsFor {
+    fn drop(&mut self) {
+        let mut edges = WAITS_FOR.lock();
+        if let Some(i) = edges.iter().position(|edge| *edge == self.edge) {
+            edges.swap_remove(i);
+        }
+    }
+}
+
+/// Whether broker `from` is broker `to`, or its workers wait (through any
+/// chain of brokers' queues) for room in `to`'s queue.
+fn reaches(edges: &[(usize, usize)], from: usize, to: usize) -> bool {
+    let mut seen = vec![from];
+    let mut next = vec![from];
+    while let Some(broker) = next.pop() {
+        if broker == to {
+            return true;
+        }
+        for &(waiter, queue) in edges {
+            if waiter == broker && !seen.contains(&queue) {
+                seen.push(queue);
+                next.push(queue);
+            }
+        }
+    }
+    false
 }
 
 /// Worker slots: how many more events may be routed now. Only the
