@@ -1293,6 +1293,68 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Clones of one store racing to their first save, on several threads,
+    /// share one lock: none is refused, the file holds one of their sets
+    /// whole, and a later save through any clone lands. Independent stores
+    /// racing for a new file: exactly one takes it, the others are refused
+    /// with a conflict, and the file holds the winner's set.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stores_racing_for_a_file_share_it_as_clones_and_conflict_otherwise() {
+        let dir = temp_dir("race");
+        let path = dir.join("state.json");
+        let store = FileStateStore::new(&path);
+        let sets: Vec<Vec<SubscriptionRecord>> = (0..16)
+            .map(|i| (0..=i).map(|j| record(&format!("s{j}"), None)).collect())
+            .collect();
+        let saves: Vec<_> = sets
+            .iter()
+            .map(|set| {
+                let clone = store.clone();
+                let set = set.clone();
+                tokio::spawn(async move { clone.save(&set).await })
+            })
+            .collect();
+        for save in saves {
+            save.await.unwrap().unwrap();
+        }
+        let held = store.load().await.unwrap();
+        assert!(sets.contains(&held), "{held:?}");
+        store.clone().save(&sets[3]).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), sets[3]);
+        drop(store);
+
+        let fresh = dir.join("fresh.json");
+        let stores: Vec<FileStateStore> = (0..8).map(|_| FileStateStore::new(&fresh)).collect();
+        let saves: Vec<_> = stores
+            .iter()
+            .zip(&sets)
+            .map(|(store, set)| {
+                let (store, set) = (store.clone(), set.clone());
+                tokio::spawn(async move { store.save(&set).await.map(|()| set) })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for save in saves {
+            match save.await.unwrap() {
+                Ok(set) => won.push(set),
+                Err(err) => assert_conflict(&err, &fresh),
+            }
+        }
+        assert_eq!(won.len(), 1, "{} stores took the file", won.len());
+        let owner = stores
+            .iter()
+            .find(|s| {
+                s.shared
+                    .ownership
+                    .target(&fresh, lock::Access::Read)
+                    .is_ok()
+            })
+            .unwrap();
+        assert_eq!(owner.load().await.unwrap(), won[0]);
+        drop(stores);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_first_load_of_a_missing_file_already_owns_it() {
         // loading a file that does not exist yet (a first start) claims it:
