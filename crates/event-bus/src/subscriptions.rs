@@ -577,7 +577,12 @@ impl EventBus {
     /// (which keeps the options a subscriber has) and given none since: it
     /// gets its stored options, so declaring the subscribers before loading
     /// the state does not wipe options set at run time. If that changed anything,
-    /// the merged set is saved. If loading fails (a corrupt file, say), or
+    /// the merged set is saved. A stored durable subscriber replaced so
+    /// has the durable consumers of the stored subjects it no longer has
+    /// (all of them, if it is no longer durable) deleted from the provider
+    /// once the merged set is saved, as an update replacing it would
+    /// (nothing else would ever delete them: the saved set no longer names
+    /// them). If loading fails (a corrupt file, say), or
     /// the store holds an invalid subscription or one subscriber twice, the
     /// error is returned and neither the bus nor the store is changed. A
     /// stored subscription that lists a subject twice (earlier versions
@@ -682,6 +687,8 @@ impl EventBus {
             }
         }
         let stored = SubState::snapshot(&merged);
+        // per replaced subscriber: the stored durables its record drops
+        let mut dropped: Vec<(String, Vec<String>)> = Vec::new();
         for (id, record) in &state.records {
             let mut record = record.clone();
             // added with `update_subscription`, which keeps the options a
@@ -691,7 +698,22 @@ impl EventBus {
             {
                 record.options = stored.options.clone();
             }
-            merged.insert(id.clone(), record);
+            if let Some(previous) = merged.insert(id.clone(), record)
+                && previous.filter.durable
+            {
+                // replaced, as by an update: the durables of the stored
+                // subjects it no longer has are deleted once saved
+                let now = &state.records[id].filter;
+                let gone: Vec<String> = previous
+                    .filter
+                    .subjects
+                    .into_iter()
+                    .filter(|s| !(now.durable && now.subjects.contains(s)))
+                    .collect();
+                if !gone.is_empty() {
+                    dropped.push((id.clone(), gone));
+                }
+            }
         }
         let merged_list = SubState::snapshot(&merged);
         if merged_list != stored {
@@ -701,6 +723,11 @@ impl EventBus {
         state.store = Some(store);
         state.store_timeout = timeout;
         state.options_kept.clear();
+        // held through the deletes (see `upsert`)
+        for (id, subjects) in &dropped {
+            let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
+            self.delete_durables(id, &subjects).await;
+        }
         Ok(())
     }
 

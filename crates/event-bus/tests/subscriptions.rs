@@ -1387,3 +1387,130 @@ async fn a_change_whose_save_panics_is_not_applied() {
         ]
     );
 }
+
+/// A subscriber whose ack wait or backoff step is not a whole number of
+/// milliseconds (the unit of the state file) opens before a restart, and
+/// after one: restored from the file, it still opens, with waits no
+/// shorter than it was given (a 500 µs ack wait once came back as 0, which
+/// every provider refuses, and the subscriber could not open again).
+#[tokio::test]
+async fn a_subscriber_with_sub_millisecond_waits_still_opens_after_a_restart() {
+    let dir = common::temp_dir("sub-ms");
+    let path = dir.join("s.json");
+    let waits = [
+        SubscribeOptions {
+            ack_wait: Some(Duration::from_micros(500)),
+            ..Default::default()
+        },
+        SubscribeOptions {
+            backoff: vec![Duration::from_micros(250), Duration::from_micros(1_500)],
+            max_deliver: Some(3),
+            ..Default::default()
+        },
+    ];
+    {
+        let bus = EventBus::new(MemoryProvider::default());
+        bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+            .await
+            .unwrap();
+        for (i, options) in waits.iter().enumerate() {
+            let id = format!("s{i}");
+            bus.update_subscription_with_options(
+                filter(&id, &["events.a.>"], true),
+                options.clone(),
+            )
+            .await
+            .unwrap();
+            bus.create_subscriber(&id).await.unwrap();
+        }
+    }
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    for (i, given) in waits.iter().enumerate() {
+        let id = format!("s{i}");
+        let restored = bus
+            .get_subscription_record(&id)
+            .await
+            .unwrap()
+            .options
+            .unwrap();
+        let (was, is) = (given.redelivery_delay(1), restored.redelivery_delay(1));
+        assert!(is >= was, "{id}: restored wait {is:?} shorter than {was:?}");
+        let (was, is) = (given.redelivery_delay(2), restored.redelivery_delay(2));
+        assert!(is >= was, "{id}: restored wait {is:?} shorter than {was:?}");
+        if let Err(err) = bus.create_subscriber(&id).await {
+            panic!("{id} ({restored:?}) no longer opens after a restart: {err}");
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A subscriber declared before the state store is set replaces its
+/// stored record (the newer wins): the durable consumers of the stored
+/// subjects it no longer has, or of all of them when it is no longer
+/// durable, are deleted, as an update replacing the record after the store
+/// was set deletes them. (They were left on the provider, named in no
+/// record, for good: with the file saved without them, nothing would ever
+/// delete them, and on JetStream they keep their messages.)
+#[tokio::test]
+async fn a_subscriber_declared_before_the_store_deletes_the_durables_its_stored_record_drops() {
+    let dir = common::temp_dir("declared-drops");
+    let path = dir.join("s.json");
+    let provider = Arc::new(MemoryProvider::default());
+    {
+        let bus = EventBus::from_arc(provider.clone());
+        bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+            .await
+            .unwrap();
+        bus.update_subscription(filter(
+            "analyst",
+            &["events.market.>", "events.system.>"],
+            true,
+        ))
+        .await
+        .unwrap();
+        bus.update_subscription(filter("auditor", &["events.audit.>"], true))
+            .await
+            .unwrap();
+        for id in ["analyst", "auditor"] {
+            for mut sub in bus.create_subscriber(id).await.unwrap() {
+                sub.close().await.unwrap();
+            }
+        }
+    }
+    assert_eq!(provider.info().await.unwrap().consumers, 3);
+    // the restarted process declares its subscribers as its code now has
+    // them, then loads the state
+    let bus = EventBus::from_arc(provider.clone());
+    bus.update_subscription(filter("analyst", &["events.market.>"], true))
+        .await
+        .unwrap();
+    bus.update_subscription(filter("auditor", &["events.audit.>"], false))
+        .await
+        .unwrap();
+    bus.set_state_store(Arc::new(FileStateStore::new(&path)))
+        .await
+        .unwrap();
+    for (id, subject) in [
+        ("analyst", "events.system.>"),
+        ("auditor", "events.audit.>"),
+    ] {
+        let name = durable_consumer_name(id, subject);
+        assert!(
+            matches!(
+                provider.unsubscribe(&name).await,
+                Err(Error::NotFound { .. })
+            ),
+            "the durable {name} of a subject the stored record had is left on the provider"
+        );
+    }
+    // the one the subscriber kept is still there, and resumes
+    assert_eq!(provider.info().await.unwrap().consumers, 1);
+    provider
+        .unsubscribe(&durable_consumer_name("analyst", "events.market.>"))
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -424,7 +424,9 @@ pub struct SubscribeOptions {
     pub max_deliver: Option<u64>,
     /// Redelivery delays: the n-th redelivery after an ack timeout waits
     /// `backoff[n-1]` (the last entry repeats). Empty: `ack_wait` each time.
-    /// Consumer runners also use it as the `nak` delay.
+    /// Consumer runners also use it as the `nak` delay. Serialised (in a
+    /// state store, say) as whole milliseconds, `backoffMs`: a step that is
+    /// not one is rounded up to the next millisecond.
     ///
     /// A backoff *replaces* `ack_wait` (as on JetStream): delivery number n
     /// may stay unsettled for `backoff[n-1]`, the first one for
@@ -450,6 +452,8 @@ pub struct SubscribeOptions {
     /// How long a delivered event may stay unacknowledged before it is
     /// redelivered. `None`: the provider default (30 s). Ignored where
     /// `backoff` is set: the backoff steps are then the ack waits.
+    /// Serialised as whole milliseconds, `ackWaitMs`, rounded up (a 500 µs
+    /// wait is stored as 1 ms, never as 0, which providers refuse).
     #[serde(
         default,
         rename = "ackWaitMs",
@@ -521,13 +525,22 @@ pub struct SubscriptionRecord {
     pub options: Option<SubscribeOptions>,
 }
 
+/// `d` in whole milliseconds, rounded up (saturating at `u64::MAX`): a wait
+/// that is not a whole number of milliseconds is stored as the next one,
+/// never shorter, and never as 0, which providers refuse.
+fn millis_rounded_up(d: std::time::Duration) -> u64 {
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
 mod opt_duration_ms {
+    use super::millis_rounded_up;
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
     pub(super) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Some(d) => s.serialize_u64(millis_rounded_up(*d)),
             None => s.serialize_none(),
         }
     }
@@ -540,13 +553,14 @@ mod opt_duration_ms {
 }
 
 mod vec_duration_ms {
+    use super::millis_rounded_up;
     use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
     use std::time::Duration;
 
     pub(super) fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(v.len()))?;
         for d in v {
-            seq.serialize_element(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX))?;
+            seq.serialize_element(&millis_rounded_up(*d))?;
         }
         seq.end()
     }
@@ -596,6 +610,26 @@ mod tests {
         assert_eq!(e.event_type, "");
         assert!(e.metadata.is_empty());
         assert!(!e.is_typed());
+    }
+
+    /// A wait that is not a whole number of milliseconds is stored as the
+    /// next one up: never shorter, never 0 (truncated, 500 µs was stored as
+    /// 0, which every provider refuses).
+    #[test]
+    fn sub_millisecond_waits_serialise_rounded_up() {
+        let opts = SubscribeOptions {
+            backoff: vec![
+                Duration::from_micros(250),
+                Duration::from_nanos(1_000_001),
+                Duration::from_millis(2),
+                Duration::MAX,
+            ],
+            ack_wait: Some(Duration::from_nanos(1)),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&opts).unwrap();
+        assert_eq!(v["backoffMs"], json!([1, 2, 2, u64::MAX]));
+        assert_eq!(v["ackWaitMs"], json!(1));
     }
 
     #[test]

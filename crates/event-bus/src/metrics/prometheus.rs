@@ -566,6 +566,55 @@ mod tests {
         assert!(help(&text, "a3s_event_state_save_errors_total").contains("not applied"));
     }
 
+    /// Extremes stay a valid exposition: every counter at `u64::MAX`, a
+    /// zero duration, durations on each fixed bound and one past it, and
+    /// `Duration::MAX` (a saturated sum): the buckets are cumulative, the
+    /// `+Inf` bucket is `_count`, and every value parses.
+    #[test]
+    fn extreme_values_stay_a_valid_exposition() {
+        let m = EventMetrics::new();
+        let counters = m.snapshot().counters().len();
+        // every counter (a number at the top of the JSON) at u64::MAX
+        let mut json = serde_json::to_value(m.snapshot()).unwrap();
+        for (_, value) in json.as_object_mut().unwrap() {
+            if value.is_u64() {
+                *value = serde_json::json!(u64::MAX);
+            }
+        }
+        let mut snapshot: crate::metrics::MetricsSnapshot = serde_json::from_value(json).unwrap();
+        assert!(snapshot.counters().iter().all(|&(_, _, v)| v == u64::MAX));
+        let h = m.publish_latency();
+        h.record(Duration::ZERO);
+        for k in 0..crate::metrics::LATENCY_BUCKETS {
+            let bound = crate::metrics::LatencyBuckets::bound_ns(k);
+            h.record_nanos(bound);
+            h.record_nanos(bound + 1);
+        }
+        h.record(Duration::MAX);
+        snapshot.publish_latency = h.summary();
+        let text = snapshot.to_prometheus();
+        let samples = parse_exposition(&text);
+        let n = 2 + 2 * crate::metrics::LATENCY_BUCKETS;
+        let hist = "a3s_event_publish_duration_seconds";
+        assert_eq!(samples[&format!("{hist}_count")], n as f64);
+        assert_eq!(samples[&format!("{hist}_bucket{{le=\"+Inf\"}}")], n as f64);
+        // zero and the first bound in the first bucket
+        assert_eq!(
+            samples[&format!("{hist}_bucket{{le=\"0.000001023\"}}")],
+            2.0
+        );
+        assert_eq!(samples[&format!("{hist}_sum")], u64::MAX as f64 / 1e9);
+        assert_eq!(
+            samples["a3s_event_publish_latency_max_seconds"],
+            u64::MAX as f64 / 1e9
+        );
+        let maxed = samples
+            .iter()
+            .filter(|(k, v)| k.ends_with("_total") && **v == u64::MAX as f64)
+            .count();
+        assert_eq!(maxed, counters);
+    }
+
     #[test]
     fn exposition_has_every_counter_and_the_summary() {
         let m = EventMetrics::new();

@@ -699,7 +699,7 @@ mod tests {
             truncated,
         ] {
             std::fs::write(&path, body).unwrap();
-            let err = FileStateStore::new(&path).load().await.unwrap_err();
+            let err = load_fresh(&path).await.unwrap_err();
             assert!(matches!(err, Error::Serialization(_)), "{err}");
             assert!(
                 err.to_string().contains(&path.display().to_string()),
@@ -720,19 +720,13 @@ mod tests {
             r#"[{"subscriberId":"a","subjects":["events.market.>"],"durable":true}]"#,
         )
         .unwrap();
-        assert_eq!(
-            FileStateStore::new(&path).load().await.unwrap(),
-            vec![record("a", None)]
-        );
+        assert_eq!(load_fresh(&path).await.unwrap(), vec![record("a", None)]);
         std::fs::write(
             &path,
             r#"{"a":{"subscriberId":"a","subjects":["events.market.>"],"durable":true}}"#,
         )
         .unwrap();
-        assert_eq!(
-            FileStateStore::new(&path).load().await.unwrap(),
-            vec![record("a", None)]
-        );
+        assert_eq!(load_fresh(&path).await.unwrap(), vec![record("a", None)]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -764,7 +758,7 @@ mod tests {
         for body in [format!("[{old}]"), format!(r#"{{"billing":{old}}}"#)] {
             std::fs::write(&path, &body).unwrap();
             let store = FileStateStore::new(&path);
-            let loaded = store.load().await.unwrap();
+            let loaded = load_once_free(&store).await;
             assert_eq!(loaded, vec![record("billing", Some(expected.clone()))]);
             // written back under this library's names, and read the same
             store.save(&loaded).await.unwrap();
@@ -802,7 +796,7 @@ mod tests {
             )
             .unwrap();
             assert_eq!(
-                FileStateStore::new(&path).load().await.unwrap(),
+                load_fresh(&path).await.unwrap(),
                 vec![record("a", Some(expected))],
                 "{options}"
             );
@@ -819,7 +813,7 @@ mod tests {
                 r#"[{{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{options}}}]"#
             );
             std::fs::write(&path, &body).unwrap();
-            let err = FileStateStore::new(&path).load().await.unwrap_err();
+            let err = load_fresh(&path).await.unwrap_err();
             assert!(err.to_string().contains("/0/options"), "{options}: {err}");
             assert!(err.to_string().contains(named), "{options}: {err}");
             assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
@@ -830,7 +824,7 @@ mod tests {
             r#"{"version":1,"subscriptions":[{"subscriberId":"a","subjects":["events.market.>"],"durable":true,"options":{"ackWaitSecs":60}}]}"#,
         )
         .unwrap();
-        let err = FileStateStore::new(&path).load().await.unwrap_err();
+        let err = load_fresh(&path).await.unwrap_err();
         assert!(err.to_string().contains("ackWaitSecs"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -844,7 +838,7 @@ mod tests {
         for version in [r#""2""#, "2.5", "-1", "null", "true", "{}"] {
             let body = format!(r#"{{"version": {version}, "subscriptions": [{rec}]}}"#);
             std::fs::write(&path, &body).unwrap();
-            let err = FileStateStore::new(&path).load().await.unwrap_err();
+            let err = load_fresh(&path).await.unwrap_err();
             assert!(matches!(err, Error::Serialization(_)), "{version}: {err}");
             assert!(err.to_string().contains("version"), "{err}");
             assert_eq!(std::fs::read(&path).unwrap(), body.as_bytes());
@@ -855,10 +849,7 @@ mod tests {
             format!(r#"{{"subscriptions": [{rec}]}}"#),
         ] {
             std::fs::write(&path, &body).unwrap();
-            assert_eq!(
-                FileStateStore::new(&path).load().await.unwrap(),
-                vec![record("a", None)]
-            );
+            assert_eq!(load_fresh(&path).await.unwrap(), vec![record("a", None)]);
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -868,7 +859,7 @@ mod tests {
     async fn refused(dir: &Path, body: &str) -> String {
         let path = dir.join("state.json");
         std::fs::write(&path, body).unwrap();
-        let err = FileStateStore::new(&path).load().await.unwrap_err();
+        let err = load_fresh(&path).await.unwrap_err();
         assert!(matches!(err, Error::Serialization(_)), "{body}: {err}");
         let msg = err.to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
@@ -1055,7 +1046,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            FileStateStore::new(&path).load().await.unwrap(),
+            load_fresh(&path).await.unwrap(),
             vec![
                 record("a", None),
                 record("b", Some(SubscribeOptions::default()))
@@ -1081,7 +1072,7 @@ mod tests {
         )];
         for body in [format!("[{old}]"), format!(r#"{{"a":{old}}}"#)] {
             std::fs::write(&path, &body).unwrap();
-            assert_eq!(FileStateStore::new(&path).load().await.unwrap(), expected);
+            assert_eq!(load_fresh(&path).await.unwrap(), expected);
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -1098,7 +1089,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            FileStateStore::new(&path).load().await.unwrap(),
+            load_fresh(&path).await.unwrap(),
             vec![record("subscriptions", None), record("version", None)]
         );
         std::fs::remove_dir_all(dir).unwrap();
@@ -1185,7 +1176,9 @@ mod tests {
         // a relative link, as `ln -s data/real.json state.json` makes
         std::os::unix::fs::symlink("data/real.json", &link).unwrap();
         let via_link = FileStateStore::new(&link);
-        via_link.save(&[record("b", None)]).await.unwrap();
+        once_free(|| async { via_link.save(&[record("b", None)]).await })
+            .await
+            .unwrap();
         assert!(
             std::fs::symlink_metadata(&link)
                 .unwrap()
@@ -1195,10 +1188,7 @@ mod tests {
         );
         assert_eq!(via_link.load().await.unwrap(), vec![record("b", None)]);
         drop(via_link);
-        assert_eq!(
-            FileStateStore::new(&target).load().await.unwrap(),
-            vec![record("b", None)]
-        );
+        assert_eq!(load_fresh(&target).await.unwrap(), vec![record("b", None)]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1229,21 +1219,39 @@ mod tests {
         }
     }
 
-    /// `store.load()`, retried while it is refused as a conflict, for up
-    /// to 5 s: for a store just dropped. Its lock file is closed at once,
-    /// but a process this one forks in that moment (other tests here spawn
-    /// `chattr` and copies of this binary) holds a copy of it, and so the
-    /// lock, until the child execs.
-    async fn load_once_free(store: &FileStateStore) -> Vec<SubscriptionRecord> {
+    /// `op`, retried for up to 5 s while it is refused because another
+    /// store holds the file's lock (any other outcome, a conflict over a
+    /// file that changed included, is returned at once): for a file whose
+    /// store was just dropped. Its lock file is closed at once, but a
+    /// process this one forks in that moment (other tests here spawn
+    /// `mkfifo`, `chattr` and copies of this binary) holds a copy of it,
+    /// and so the lock, until the child execs: run with many test threads,
+    /// a store opened right after another was dropped was refused in 19 of
+    /// 40 runs of these tests.
+    async fn once_free<T, F: Future<Output = Result<T>>>(mut op: impl FnMut() -> F) -> Result<T> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            match store.load().await {
-                Err(Error::Conflict { .. }) if std::time::Instant::now() < deadline => {
+            match op().await {
+                Err(Error::Conflict { reason, .. })
+                    if reason.contains("holds it") && std::time::Instant::now() < deadline =>
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
-                other => return other.unwrap(),
+                other => return other,
             }
         }
+    }
+
+    /// `store.load()`, retried while another store holds the lock (see
+    /// [`once_free`]), unwrapped.
+    async fn load_once_free(store: &FileStateStore) -> Vec<SubscriptionRecord> {
+        once_free(|| store.load()).await.unwrap()
+    }
+
+    /// A load by a new store at `path`, retried while another store holds
+    /// the lock (see [`once_free`]): for a file a store just used.
+    async fn load_fresh(path: &Path) -> Result<Vec<SubscriptionRecord>> {
+        once_free(|| async { FileStateStore::new(path).load().await }).await
     }
 
     #[tokio::test]
@@ -1285,6 +1293,68 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Clones of one store racing to their first save, on several threads,
+    /// share one lock: none is refused, the file holds one of their sets
+    /// whole, and a later save through any clone lands. Independent stores
+    /// racing for a new file: exactly one takes it, the others are refused
+    /// with a conflict, and the file holds the winner's set.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stores_racing_for_a_file_share_it_as_clones_and_conflict_otherwise() {
+        let dir = temp_dir("race");
+        let path = dir.join("state.json");
+        let store = FileStateStore::new(&path);
+        let sets: Vec<Vec<SubscriptionRecord>> = (0..16)
+            .map(|i| (0..=i).map(|j| record(&format!("s{j}"), None)).collect())
+            .collect();
+        let saves: Vec<_> = sets
+            .iter()
+            .map(|set| {
+                let clone = store.clone();
+                let set = set.clone();
+                tokio::spawn(async move { clone.save(&set).await })
+            })
+            .collect();
+        for save in saves {
+            save.await.unwrap().unwrap();
+        }
+        let held = store.load().await.unwrap();
+        assert!(sets.contains(&held), "{held:?}");
+        store.clone().save(&sets[3]).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), sets[3]);
+        drop(store);
+
+        let fresh = dir.join("fresh.json");
+        let stores: Vec<FileStateStore> = (0..8).map(|_| FileStateStore::new(&fresh)).collect();
+        let saves: Vec<_> = stores
+            .iter()
+            .zip(&sets)
+            .map(|(store, set)| {
+                let (store, set) = (store.clone(), set.clone());
+                tokio::spawn(async move { store.save(&set).await.map(|()| set) })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for save in saves {
+            match save.await.unwrap() {
+                Ok(set) => won.push(set),
+                Err(err) => assert_conflict(&err, &fresh),
+            }
+        }
+        assert_eq!(won.len(), 1, "{} stores took the file", won.len());
+        let owner = stores
+            .iter()
+            .find(|s| {
+                s.shared
+                    .ownership
+                    .target(&fresh, lock::Access::Read)
+                    .is_ok()
+            })
+            .unwrap();
+        assert_eq!(owner.load().await.unwrap(), won[0]);
+        drop(stores);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_first_load_of_a_missing_file_already_owns_it() {
         // loading a file that does not exist yet (a first start) claims it:
@@ -1322,7 +1392,7 @@ mod tests {
         assert_eq!(owner.load().await.unwrap(), vec![record("a", None)]);
         drop(owner);
         assert_eq!(
-            FileStateStore::new(&absolute).load().await.unwrap(),
+            load_fresh(&absolute).await.unwrap(),
             vec![record("a", None)]
         );
         std::fs::remove_dir_all(dir).unwrap();
@@ -1643,10 +1713,13 @@ mod tests {
         first.save(&saved).await.unwrap();
         drop(first);
         let written = std::fs::read(&path).unwrap();
-        let err = second
-            .save(&[record("a", None), record("second", None)])
-            .await
-            .unwrap_err();
+        let err = once_free(|| async {
+            second
+                .save(&[record("a", None), record("second", None)])
+                .await
+        })
+        .await
+        .unwrap_err();
         assert_conflict(&err, &path);
         assert!(err.to_string().contains("changed since"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), written);
@@ -1654,7 +1727,7 @@ mod tests {
         let err = second.save(&[record("second", None)]).await.unwrap_err();
         assert_conflict(&err, &path);
         // a load claims the file and reads what it holds now
-        assert_eq!(second.load().await.unwrap(), saved);
+        assert_eq!(load_once_free(&second).await, saved);
         let merged = vec![
             record("a", None),
             record("first", None),
@@ -1665,17 +1738,21 @@ mod tests {
         drop(second);
         // a file saved back unchanged is no conflict
         std::fs::write(&path, &shipped).unwrap();
-        unchanged.save(&[record("b", None)]).await.unwrap();
+        once_free(|| async { unchanged.save(&[record("b", None)]).await })
+            .await
+            .unwrap();
         assert_eq!(unchanged.load().await.unwrap(), vec![record("b", None)]);
         drop(unchanged);
 
         // a file missing at the load and created since is a change too
         missing_first.save(&[record("m", None)]).await.unwrap();
         drop(missing_first);
-        let err = missing_second.save(&[record("n", None)]).await.unwrap_err();
+        let err = once_free(|| async { missing_second.save(&[record("n", None)]).await })
+            .await
+            .unwrap_err();
         assert_conflict(&err, &missing_path);
         assert_eq!(
-            missing_second.load().await.unwrap(),
+            load_once_free(&missing_second).await,
             vec![record("m", None)]
         );
         std::fs::remove_dir_all(dir).unwrap();
@@ -1687,7 +1764,7 @@ mod tests {
         let path = dir.join("state.json");
         std::fs::create_dir_all(&path).unwrap();
         // the "file" is a directory: reading it fails
-        let err = FileStateStore::new(&path).load().await.unwrap_err();
+        let err = load_fresh(&path).await.unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err}");
         assert!(err.to_string().contains(&path.display().to_string()));
         std::fs::remove_dir_all(dir).unwrap();
