@@ -159,6 +159,7 @@ async fn unfiltered(provider: &NatsProvider, limit: usize) -> Result<Vec<Event>>
         let pending = consumer.cached_info().num_pending;
         let raws =
             read_consumer(provider, &consumer, &guard.name, pending, end - start, end).await?;
+        guard.release().await;
         out.take_newest(raws);
         end = start;
         // short because of deleted sequences or undecodable payloads
@@ -181,6 +182,7 @@ async fn filtered(provider: &NatsProvider, filter: &str, limit: usize) -> Result
         direct,
     }) = bounds?
     else {
+        counter_guard.release().await;
         return Ok(Vec::new());
     };
     // matches in [first, end) not read yet (the count may include a few
@@ -217,7 +219,10 @@ async fn filtered(provider: &NatsProvider, filter: &str, limit: usize) -> Result
                 // twice the estimate: rarely a second pull, and a window
                 // older than the tail does not pull the newer matches too
                 let hint = expected.saturating_mul(2).min(end - start);
-                read_consumer(provider, &consumer, &guard.name, pending, hint, end).await?
+                let raws =
+                    read_consumer(provider, &consumer, &guard.name, pending, hint, end).await?;
+                guard.release().await;
+                raws
             } else {
                 step_range(provider, direct, filter, start, end, need).await?
             }
@@ -231,6 +236,7 @@ async fn filtered(provider: &NatsProvider, filter: &str, limit: usize) -> Result
         out.take_newest(raws);
         end = start;
     }
+    counter_guard.release().await;
     Ok(out.events)
 }
 
@@ -279,12 +285,38 @@ impl Collected {
     }
 }
 
-/// Deletes a short-lived consumer when dropped (in the background; the
-/// server would also drop it after its inactivity threshold); an empty
-/// `name` deletes nothing.
+/// A short-lived consumer, deleted by [`release`](Self::release) before
+/// the call returns, so that it neither holds a consumer slot of the stream
+/// (its `max_consumers`) nor counts in `info` once `history` has returned;
+/// when dropped unreleased (an error, or a `history` dropped part-way),
+/// deleted in the background (the server would also drop it after its
+/// inactivity threshold). An empty `name` deletes nothing.
 struct ConsumerGuard {
     provider: NatsProvider,
     name: String,
+}
+
+impl ConsumerGuard {
+    /// Deletes the consumer and waits for the server's answer (at most a
+    /// request timeout). A deletion that fails (the connection lost) is
+    /// left to the consumer's inactivity threshold: the events read are
+    /// still returned. Cancel-safe: dropped part-way, the guard deletes in
+    /// the background as if never released.
+    async fn release(mut self) {
+        if self.name.is_empty() {
+            return;
+        }
+        let stream = &self.provider.inner.stream;
+        let timeout = self.provider.consumer_timeout();
+        match tokio::time::timeout(timeout, stream.delete_consumer(&self.name)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(consumer = %self.name, error = %e, "history consumer cleanup");
+            }
+            Err(_) => tracing::debug!(consumer = %self.name, "history consumer cleanup timed out"),
+        }
+        self.name.clear();
+    }
 }
 
 impl Drop for ConsumerGuard {

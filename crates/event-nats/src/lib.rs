@@ -365,8 +365,10 @@
 //!   stream (updated in place on connect); direct gets are used only on
 //!   single-replica streams (a follower may lag), leader message gets
 //!   otherwise. Each `history` call uses consumer slots of the stream (its
-//!   `max_consumers`) and of the account while it runs (each deleted as
-//!   the call ends), beside those of the subscriptions: unfiltered, one on
+//!   `max_consumers`) and of the account while it runs (each deleted
+//!   before the call returns, so `info` right after it does not count it;
+//!   a call that fails or is dropped part-way leaves its deletion to a
+//!   background task), beside those of the subscriptions: unfiltered, one on
 //!   a non-empty stream; filtered, always one (the counting consumer), up
 //!   to two at once. At either limit a new
 //!   subscription or `history` call is
