@@ -387,3 +387,51 @@ async fn a_stored_message_with_a_status_line_is_delivered_not_taken_for_the_pull
         "filtered history"
     );
 }
+
+/// `history`'s sparse path (message gets stepping through a long window)
+/// returns stored messages whose header block starts with a status line of
+/// their own like any other: a `404` or `408` one is neither taken for
+/// "no match from here" (hiding the matches after it) nor an error.
+#[tokio::test]
+async fn history_by_message_gets_returns_stored_messages_with_a_status_line() {
+    let server = server!("history_by_message_gets_returns_stored_messages_with_a_status_line");
+    let p = provider(&server, "statush").await;
+    let mut next_fill = 0;
+    let mut fill = async |count: u64| {
+        let events: Vec<Event> = (next_fill..next_fill + count)
+            .map(|n| common::numbered_event(&p, "fill", n))
+            .collect();
+        next_fill += count;
+        for result in p.publish_batch(&events).await.unwrap() {
+            result.unwrap();
+        }
+    };
+    let genuine = common::numbered_event(&p, "s", 0);
+    let relayed: Vec<Event> = (1..4).map(|n| common::numbered_event(&p, "s", n)).collect();
+    fill(2_000).await;
+    p.publish(&genuine).await.unwrap();
+    for (event, header) in relayed.iter().zip([
+        "NATS/1.0 404 No Messages\r\n\r\n",
+        "NATS/1.0 408 Request Timeout\r\n\r\n",
+        "NATS/1.0 503\r\n\r\n",
+    ]) {
+        fill(99).await;
+        let body = serde_json::to_vec(event).unwrap();
+        raw_publish_with_header_block(&p, server.port(), &event.subject, header, &body).await;
+    }
+    fill(900).await;
+    let filter = p.category_subject("s");
+    let ids = |events: &[Event]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    for limit in 1..=4 {
+        let want: Vec<Event> = relayed
+            .iter()
+            .rev()
+            .chain([&genuine])
+            .take(limit)
+            .cloned()
+            .collect();
+        let got = p.history(Some(&filter), limit).await;
+        assert!(got.is_ok(), "limit {limit}: {got:?}");
+        assert_eq!(ids(&got.unwrap()), ids(&want), "limit {limit}");
+    }
+}
