@@ -121,7 +121,8 @@ pub struct NatsConfig {
     pub token: Option<String>,
     /// A `.creds` file (JWT + nkey seed) for decentralised authentication.
     pub credentials_path: Option<String>,
-    /// JetStream stream name (created if absent).
+    /// JetStream stream name (created if absent): at most 255 bytes, no
+    /// whitespace, `.`, `*`, `>`, `/`, `\` or `%`.
     pub stream_name: String,
     /// Subject prefix; the stream captures `{subject_prefix}.>`. Not in the
     /// namespaces the server reserves (`$JS`, `$SYS`, ... and `_INBOX`).
@@ -380,6 +381,18 @@ impl NatsConfig {
                 ),
             ));
         }
+        // JetStream refuses a longer one; one of a few thousand bytes puts
+        // the stream's API subjects past the protocol's control line, and
+        // the server closes the connection instead of answering
+        if self.stream_name.len() > MAX_STREAM_NAME_LEN {
+            return Err(Error::invalid_config(
+                "stream_name",
+                format!(
+                    "is {} bytes long, more than the {MAX_STREAM_NAME_LEN} JetStream allows",
+                    self.stream_name.len()
+                ),
+            ));
+        }
         event_core::subject::validate_subject(&self.subject_prefix).map_err(|e| {
             Error::invalid_config("subject_prefix", format!("{:?}: {e}", self.subject_prefix))
         })?;
@@ -446,6 +459,9 @@ impl NatsConfig {
 
 /// The longest duration, in seconds, that JetStream's i64 nanoseconds hold.
 const MAX_SECS: u64 = i64::MAX as u64 / 1_000_000_000;
+
+/// The longest stream name JetStream takes, in bytes.
+const MAX_STREAM_NAME_LEN: usize = 255;
 
 fn validate_url(url: &str) -> Result<()> {
     let bad =

@@ -43,6 +43,42 @@ pub(crate) struct Denial {
     pub(crate) subject: String,
 }
 
+/// The text of a Go-quoted string (nats-server names the subject with
+/// `%q`: a `"` or `\` in it is escaped with a `\`, and so is what is not
+/// printable) whose opening quote is already taken off, up to its closing
+/// quote (the rest of `quoted` when there is none).
+fn unquote(quoted: &str) -> String {
+    let mut text = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => {
+                let hex = |chars: &mut std::str::Chars<'_>, digits: usize| {
+                    let code: String = chars.by_ref().take(digits).collect();
+                    u32::from_str_radix(&code, 16).ok().and_then(char::from_u32)
+                };
+                let unescaped = match chars.next() {
+                    Some('a') => Some('\u{7}'),
+                    Some('b') => Some('\u{8}'),
+                    Some('f') => Some('\u{c}'),
+                    Some('n') => Some('\n'),
+                    Some('r') => Some('\r'),
+                    Some('t') => Some('\t'),
+                    Some('v') => Some('\u{b}'),
+                    Some('x') => hex(&mut chars, 2),
+                    Some('u') => hex(&mut chars, 4),
+                    Some('U') => hex(&mut chars, 8),
+                    other => other,
+                };
+                text.extend(unescaped);
+            }
+            c => text.push(c),
+        }
+    }
+    text
+}
+
 impl Denial {
     /// The action and subject of a server error text such as
     /// `Permissions Violation for Publish to "a.b"` (or `for Subscription
@@ -59,10 +95,14 @@ impl Denial {
             return None;
         };
         let subject = match rest.strip_prefix('"') {
-            Some(quoted) => quoted.split('"').next().unwrap_or_default(),
-            None => rest.split_whitespace().next().unwrap_or_default(),
+            Some(quoted) => unquote(quoted),
+            None => rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         };
-        (!subject.is_empty()).then(|| (action, subject.to_string()))
+        (!subject.is_empty()).then_some((action, subject))
     }
 
     /// [`Error::Authentication`] for operation `op`, naming the denied
@@ -266,6 +306,15 @@ mod tests {
                 r#"Permissions Violation for Subscription to "_INBOX.x" using queue "q""#
             ),
             Some((Action::Subscribe, "_INBOX.x".to_string()))
+        );
+        // `%q`-quoted: quotes and backslashes in the subject are escaped
+        assert_eq!(
+            Denial::parse(r#"Permissions Violation for Publish to "events.a\"b\\c.\"x\"""#),
+            Some((Action::Publish, r#"events.a"b\c."x""#.to_string()))
+        );
+        assert_eq!(
+            Denial::parse(r#"Permissions Violation for Publish to "events.é.\u00e9\x41""#),
+            Some((Action::Publish, "events.é.éA".to_string()))
         );
         assert_eq!(Denial::parse("Authorization Violation"), None);
         assert_eq!(

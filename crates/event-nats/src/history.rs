@@ -32,9 +32,10 @@ use crate::pull::{PULL_GRACE, Pull};
 use crate::subscription::delete_in_background;
 use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use event_core::{Error, Event, Result};
+use futures_util::StreamExt;
 use std::time::Duration;
 
 /// Largest pull request.
@@ -159,6 +160,7 @@ async fn unfiltered(provider: &NatsProvider, limit: usize) -> Result<Vec<Event>>
         let pending = consumer.cached_info().num_pending;
         let raws =
             read_consumer(provider, &consumer, &guard.name, pending, end - start, end).await?;
+        guard.release().await;
         out.take_newest(raws);
         end = start;
         // short because of deleted sequences or undecodable payloads
@@ -181,6 +183,7 @@ async fn filtered(provider: &NatsProvider, filter: &str, limit: usize) -> Result
         direct,
     }) = bounds?
     else {
+        counter_guard.release().await;
         return Ok(Vec::new());
     };
     // matches in [first, end) not read yet (the count may include a few
@@ -217,7 +220,10 @@ async fn filtered(provider: &NatsProvider, filter: &str, limit: usize) -> Result
                 // twice the estimate: rarely a second pull, and a window
                 // older than the tail does not pull the newer matches too
                 let hint = expected.saturating_mul(2).min(end - start);
-                read_consumer(provider, &consumer, &guard.name, pending, hint, end).await?
+                let raws =
+                    read_consumer(provider, &consumer, &guard.name, pending, hint, end).await?;
+                guard.release().await;
+                raws
             } else {
                 step_range(provider, direct, filter, start, end, need).await?
             }
@@ -231,6 +237,7 @@ async fn filtered(provider: &NatsProvider, filter: &str, limit: usize) -> Result
         out.take_newest(raws);
         end = start;
     }
+    counter_guard.release().await;
     Ok(out.events)
 }
 
@@ -279,12 +286,38 @@ impl Collected {
     }
 }
 
-/// Deletes a short-lived consumer when dropped (in the background; the
-/// server would also drop it after its inactivity threshold); an empty
-/// `name` deletes nothing.
+/// A short-lived consumer, deleted by [`release`](Self::release) before
+/// the call returns, so that it neither holds a consumer slot of the stream
+/// (its `max_consumers`) nor counts in `info` once `history` has returned;
+/// when dropped unreleased (an error, or a `history` dropped part-way),
+/// deleted in the background (the server would also drop it after its
+/// inactivity threshold). An empty `name` deletes nothing.
 struct ConsumerGuard {
     provider: NatsProvider,
     name: String,
+}
+
+impl ConsumerGuard {
+    /// Deletes the consumer and waits for the server's answer (at most a
+    /// request timeout). A deletion that fails (the connection lost) is
+    /// left to the consumer's inactivity threshold: the events read are
+    /// still returned. Cancel-safe: dropped part-way, the guard deletes in
+    /// the background as if never released.
+    async fn release(mut self) {
+        if self.name.is_empty() {
+            return;
+        }
+        let stream = &self.provider.inner.stream;
+        let timeout = self.provider.consumer_timeout();
+        match tokio::time::timeout(timeout, stream.delete_consumer(&self.name)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(consumer = %self.name, error = %e, "history consumer cleanup");
+            }
+            Err(_) => tracing::debug!(consumer = %self.name, "history consumer cleanup timed out"),
+        }
+        self.name.clear();
+    }
 }
 
 impl Drop for ConsumerGuard {
@@ -544,20 +577,7 @@ async fn next_match(
     if direct {
         let subject = format!("$JS.API.DIRECT.GET.{name}");
         let rules = [Rule::ReplyInbox, Rule::PublishUnder(&subject)];
-        let get = async {
-            match stream
-                .direct_get_next_for_subject(filter, Some(sequence))
-                .await
-            {
-                Ok(message) => Ok(Some((
-                    message.sequence,
-                    message.subject.to_string(),
-                    message.payload,
-                ))),
-                Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
-                Err(e) => Err(error::map("history direct get", e, timeout)),
-            }
-        };
+        let get = direct_get_next(provider, subject.clone(), filter, sequence, timeout);
         provider.guarded("history", &rules, get).await
     } else {
         let subject = format!("$JS.API.STREAM.MSG.GET.{name}");
@@ -580,6 +600,86 @@ async fn next_match(
             }
         };
         provider.guarded("history", &rules, get).await
+    }
+}
+
+/// The first match of `filter` at or after `sequence` by a direct get,
+/// `None` when there is none.
+///
+/// Made here rather than with async-nats's direct get, which reads the
+/// answer's status line first: a stored message whose own header block
+/// starts with one (`NATS/1.0 404 No Messages`, a reply relayed by a
+/// bridge) came back as "not found" (the matches before it then hid), or
+/// as an error (a `408`, or a `503` taken for "no responders"). The server
+/// answers a message with its stream sequence and subject added to its
+/// headers (after the stored ones: the last values are the server's), and
+/// "not found" or a refusal without them.
+async fn direct_get_next(
+    provider: &NatsProvider,
+    subject: String,
+    filter: &str,
+    sequence: u64,
+    timeout: Duration,
+) -> Result<Option<Raw>> {
+    let op = "history direct get";
+    let client = &provider.inner.client;
+    // the whole request within the timeout: with the server stalled, the
+    // client's full outgoing queue would hold the subscription or the
+    // request too
+    let request = async {
+        let inbox = client.new_inbox();
+        let mut replies = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| error::map(op, e, timeout))?;
+        let body = serde_json::json!({ "seq": sequence, "next_by_subj": filter });
+        client
+            .publish_with_reply(subject, inbox, body.to_string().into())
+            .await
+            .map_err(|e| error::map(op, e, timeout))?;
+        replies.next().await.ok_or_else(|| {
+            Error::Connection(format!(
+                "{op}: the subscription for the answer ended (connection closed?)"
+            ))
+        })
+    };
+    let reply = match tokio::time::timeout(timeout, request).await {
+        Ok(reply) => reply?,
+        Err(_) => {
+            return Err(Error::Timeout {
+                operation: format!("{op}: no answer"),
+                elapsed: timeout,
+            });
+        }
+    };
+    let last = |name: &str| {
+        reply
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get_all(name).last())
+            .map(|value| value.as_str().to_owned())
+    };
+    if let (Some(found), Some(stored_under)) = (last("Nats-Sequence"), last("Nats-Subject")) {
+        let found = found.trim().parse::<u64>().map_err(|e| {
+            Error::provider(
+                error::PROVIDER,
+                format!("{op}: the answer's Nats-Sequence {found:?}: {e}"),
+            )
+        })?;
+        return Ok(Some((found, stored_under.trim().to_owned(), reply.payload)));
+    }
+    match reply.status {
+        Some(async_nats::StatusCode::NOT_FOUND) => Ok(None),
+        Some(async_nats::StatusCode::NO_RESPONDERS) => Err(Error::Connection(format!(
+            "{op}: no responders (JetStream is not available)"
+        ))),
+        status => Err(Error::provider(
+            error::PROVIDER,
+            format!(
+                "{op}: the server answered {status:?} {}",
+                reply.description.as_deref().unwrap_or_default()
+            ),
+        )),
     }
 }
 

@@ -314,7 +314,10 @@
 //!   stores under other subjects than they were published on (subject
 //!   transforms, a sourced or mirrored stream with a transform, account
 //!   subject mappings onto the stream's subjects) is not supported: each of
-//!   its events would be reported this way. The error's `raw` keeps the body byte
+//!   its events would be reported this way. A stored message is read by
+//!   its body and subject alone: headers another client stored with it,
+//!   even a header block starting with a status line of its own (a
+//!   relayed reply's `NATS/1.0 404 No Messages`), change nothing. The error's `raw` keeps the body byte
 //!   for byte: the body itself when it is UTF-8 text that does not start
 //!   with `base64:`, else `base64:` followed by the standard (padded)
 //!   base64 of its bytes (the reason then says so). An `EventBus` with a
@@ -365,8 +368,10 @@
 //!   stream (updated in place on connect); direct gets are used only on
 //!   single-replica streams (a follower may lag), leader message gets
 //!   otherwise. Each `history` call uses consumer slots of the stream (its
-//!   `max_consumers`) and of the account while it runs (each deleted as
-//!   the call ends), beside those of the subscriptions: unfiltered, one on
+//!   `max_consumers`) and of the account while it runs (each deleted
+//!   before the call returns, so `info` right after it does not count it;
+//!   a call that fails or is dropped part-way leaves its deletion to a
+//!   background task), beside those of the subscriptions: unfiltered, one on
 //!   a non-empty stream; filtered, always one (the counting consumer), up
 //!   to two at once. At either limit a new
 //!   subscription or `history` call is

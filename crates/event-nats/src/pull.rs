@@ -209,23 +209,37 @@ impl Pull {
         self.oldest = self.received.iter().map(|(at, _)| *at).min();
     }
 
+    /// Keeps delivery `message`, which arrived at `arrived` or later, to be
+    /// handed out.
+    fn keep(&mut self, message: async_nats::Message, arrived: Instant) {
+        self.pending -= 1;
+        let oldest = self.oldest.get_or_insert(arrived);
+        *oldest = (*oldest).min(arrived);
+        self.received.push_back((
+            arrived,
+            async_nats::jetstream::Message {
+                message,
+                context: self.context.clone(),
+            },
+        ));
+    }
+
     /// Takes in what the server sent for this request, which arrived at
     /// `arrived` or later.
     fn accept(&mut self, message: async_nats::Message, arrived: Instant) {
         self.answered = true;
+        // a stored message comes with its acknowledgement subject, whatever
+        // its header block says: one whose headers start with a status line
+        // of its own (a relayed reply, `NATS/1.0 404 No Messages`) is a
+        // delivery, not the server's answer to the request, which never
+        // has that subject
+        let delivery = message
+            .reply
+            .as_ref()
+            .is_some_and(|reply| reply.starts_with("$JS.ACK."));
         match message.status {
-            None | Some(StatusCode::OK) => {
-                self.pending -= 1;
-                let oldest = self.oldest.get_or_insert(arrived);
-                *oldest = (*oldest).min(arrived);
-                self.received.push_back((
-                    arrived,
-                    async_nats::jetstream::Message {
-                        message,
-                        context: self.context.clone(),
-                    },
-                ));
-            }
+            _ if delivery => self.keep(message, arrived),
+            None | Some(StatusCode::OK) => self.keep(message, arrived),
             Some(StatusCode::IDLE_HEARTBEAT) => {}
             // expired, or nothing to deliver
             Some(StatusCode::TIMEOUT | StatusCode::NOT_FOUND) => {

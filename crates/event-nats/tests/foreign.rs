@@ -1,9 +1,11 @@
 //! Messages in the stream that the provider did not write: bodies that are
 //! not events (text, binary, empty) and events whose JSON claims another
-//! subject than the one they are stored under. Subscriptions (ephemeral,
+//! subject than the one they are stored under: subscriptions (ephemeral,
 //! durable, manual acks) report each once as `Error::Undecodable` with the
 //! body recoverable byte for byte, `history` skips them, and a bus
-//! dead-letters them with that body.
+//! dead-letters them with that body. Events stored with a header block
+//! starting with a status line of its own are delivered and returned like
+//! any other.
 
 #![allow(clippy::unwrap_used)]
 
@@ -272,4 +274,164 @@ async fn foreign_bodies_are_reported_and_dead_lettered_with_their_bytes() {
     kept.sort();
     sent.sort();
     assert_eq!(kept, sent, "each dead letter holds its message's bytes");
+}
+
+/// Publishes `payload` to `subject` over a raw client connection with
+/// `header` as the whole header block (its version line included), as a
+/// bridge relaying whole NATS messages would, and waits until the stream
+/// has stored it.
+async fn raw_publish_with_header_block(
+    p: &NatsProvider,
+    port: u16,
+    subject: &str,
+    header: &str,
+    payload: &[u8],
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let before = p.info().await.unwrap().messages;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let info = lines.next_line().await.unwrap().unwrap_or_default();
+    assert!(info.starts_with("INFO"), "{info}");
+    let mut out = Vec::new();
+    out.extend_from_slice(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n");
+    out.extend_from_slice(
+        format!(
+            "HPUB {subject} {} {}\r\n",
+            header.len(),
+            header.len() + payload.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\nPING\r\n");
+    write.write_all(&out).await.unwrap();
+    loop {
+        let line = lines.next_line().await.unwrap().unwrap_or_default();
+        assert!(!line.starts_with("-ERR"), "{line}");
+        if line == "PONG" {
+            break;
+        }
+    }
+    for _ in 0..500 {
+        if p.info().await.unwrap().messages > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("raw message to {subject} not stored");
+}
+
+/// A stored message whose header block carries a status line (`NATS/1.0
+/// 404 No Messages`, `408`, `503`: what a bridge relaying whole messages,
+/// replies with a status included, stores) is a delivery like any other:
+/// subscriptions hand it out (its body is an event) in its place in the
+/// stream, and `history` returns it and the events around it. The status
+/// is the stored message's, not the server's answer to the pull request.
+#[tokio::test]
+async fn a_stored_message_with_a_status_line_is_delivered_not_taken_for_the_pulls_end() {
+    let server = server!("a_stored_message_with_a_status_line_is_delivered");
+    let p = provider(&server, "status").await;
+    let mut published = Vec::new();
+    for (n, header) in [
+        "NATS/1.0 404 No Messages\r\n\r\n",
+        "NATS/1.0 408 Request Timeout\r\n\r\n",
+        "NATS/1.0 503\r\n\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = common::numbered_event(&p, "s", 2 * n as u64);
+        p.publish(&before).await.unwrap();
+        let relayed = common::numbered_event(&p, "s", 2 * n as u64 + 1);
+        let body = serde_json::to_vec(&relayed).unwrap();
+        raw_publish_with_header_block(&p, server.port(), &relayed.subject, header, &body).await;
+        published.extend([before, relayed]);
+    }
+    let last = common::numbered_event(&p, "s", 6);
+    p.publish(&last).await.unwrap();
+    published.push(last);
+    let ids = |events: &[Event]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+
+    let filter = p.category_subject("s");
+    let all = SubscribeOptions {
+        deliver_policy: event_core::DeliverPolicy::All,
+        ..SubscribeOptions::default()
+    };
+    let mut durable = p
+        .subscribe_durable_with_options("relay", &filter, &all)
+        .await
+        .unwrap();
+    let mut ephemeral = p.subscribe_with_options(&filter, &all).await.unwrap();
+    let (mut from_durable, mut from_ephemeral) = (Vec::new(), Vec::new());
+    for _ in 0..published.len() {
+        from_durable.push(next_manual(&mut durable).await.unwrap());
+        from_ephemeral.push(next(&mut ephemeral).await.unwrap());
+    }
+    assert_eq!(ids(&from_durable), ids(&published), "durable");
+    assert_eq!(ids(&from_ephemeral), ids(&published), "ephemeral");
+
+    let newest_first: Vec<Event> = published.iter().rev().cloned().collect();
+    assert_eq!(
+        ids(&p.history(None, 100).await.unwrap()),
+        ids(&newest_first),
+        "unfiltered history"
+    );
+    assert_eq!(
+        ids(&p.history(Some(&filter), 100).await.unwrap()),
+        ids(&newest_first),
+        "filtered history"
+    );
+}
+
+/// `history`'s sparse path (message gets stepping through a long window)
+/// returns stored messages whose header block starts with a status line of
+/// their own like any other: a `404` or `408` one is neither taken for
+/// "no match from here" (hiding the matches after it) nor an error.
+#[tokio::test]
+async fn history_by_message_gets_returns_stored_messages_with_a_status_line() {
+    let server = server!("history_by_message_gets_returns_stored_messages_with_a_status_line");
+    let p = provider(&server, "statush").await;
+    let mut next_fill = 0;
+    let mut fill = async |count: u64| {
+        let events: Vec<Event> = (next_fill..next_fill + count)
+            .map(|n| common::numbered_event(&p, "fill", n))
+            .collect();
+        next_fill += count;
+        for result in p.publish_batch(&events).await.unwrap() {
+            result.unwrap();
+        }
+    };
+    let genuine = common::numbered_event(&p, "s", 0);
+    let relayed: Vec<Event> = (1..4).map(|n| common::numbered_event(&p, "s", n)).collect();
+    fill(2_000).await;
+    p.publish(&genuine).await.unwrap();
+    for (event, header) in relayed.iter().zip([
+        "NATS/1.0 404 No Messages\r\n\r\n",
+        "NATS/1.0 408 Request Timeout\r\n\r\n",
+        "NATS/1.0 503\r\n\r\n",
+    ]) {
+        fill(99).await;
+        let body = serde_json::to_vec(event).unwrap();
+        raw_publish_with_header_block(&p, server.port(), &event.subject, header, &body).await;
+    }
+    fill(900).await;
+    let filter = p.category_subject("s");
+    let ids = |events: &[Event]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    for limit in 1..=4 {
+        let want: Vec<Event> = relayed
+            .iter()
+            .rev()
+            .chain([&genuine])
+            .take(limit)
+            .cloned()
+            .collect();
+        let got = p.history(Some(&filter), limit).await;
+        assert!(got.is_ok(), "limit {limit}: {got:?}");
+        assert_eq!(ids(&got.unwrap()), ids(&want), "limit {limit}");
+    }
 }

@@ -384,3 +384,61 @@ async fn history_undecodable_matches_do_not_hide_older_events_in_the_same_window
         assert_eq!(got, want, "limit {limit}");
     }
 }
+
+/// Each `history` call's consumers are gone when it returns (the crate
+/// docs: deleted before the call returns): `info` right after it counts
+/// only the subscriptions' consumers (it counted the call's two, deleted
+/// in the background), and the stream's `max_consumers` slots are free for
+/// subscriptions.
+#[tokio::test]
+async fn history_consumers_are_gone_when_the_call_returns() {
+    use async_nats::jetstream::stream;
+    let server = server!("history_consumers_are_gone_when_the_call_returns");
+    let config = common::config(&server, "histgone");
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // filtered history uses up to two consumers at once
+    js.create_stream(stream::Config {
+        name: config.stream_name.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        max_consumers: 2,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = NatsProvider::connect(config).await.unwrap();
+    let prefix = p.subject_prefix().to_string();
+    publish(
+        &p,
+        (0..200)
+            .map(|n| format!("{prefix}.{}.t", if n % 2 == 0 { "a" } else { "b" }))
+            .collect(),
+    )
+    .await;
+    let filter = format!("{prefix}.a.t");
+    for round in 0..20 {
+        let filtered = p.history(Some(&filter), 5).await;
+        assert!(filtered.is_ok(), "round {round}: filtered: {filtered:?}");
+        assert_eq!(p.info().await.unwrap().consumers, 0, "round {round}");
+        let unfiltered = p.history(None, 5).await;
+        assert!(
+            unfiltered.is_ok(),
+            "round {round}: unfiltered: {unfiltered:?}"
+        );
+        assert_eq!(p.info().await.unwrap().consumers, 0, "round {round}");
+        // the stream's two slots are free for subscriptions
+        let first = p.subscribe_durable("d1", &filter).await;
+        let second = p.subscribe(&filter).await;
+        assert!(
+            first.is_ok() && second.is_ok(),
+            "round {round}: subscribing after history: {:?} / {:?}",
+            first.err(),
+            second.err()
+        );
+        let (mut first, mut second) = (first.unwrap(), second.unwrap());
+        first.close().await.unwrap();
+        second.close().await.unwrap();
+        p.unsubscribe("d1").await.unwrap();
+    }
+}

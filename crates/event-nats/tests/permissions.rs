@@ -603,3 +603,26 @@ async fn publishing_outside_the_permissions_is_an_authorization_error() {
     // its own events still go through
     p.publish(&order(&p, "created", 99)).await.unwrap();
 }
+
+/// A denied subject with a `"` in it (a valid subject token) is recognised
+/// in the server's report, which quotes the subject without escaping it:
+/// the publish is `Error::Authentication` naming the whole subject, at
+/// once, not a `Timeout` after waiting for an acknowledgement that never
+/// comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_subject_with_a_quote_is_an_authorization_error() {
+    let test = "a_denied_subject_with_a_quote_is_an_authorization_error";
+    let authorization = documented_authorization(&[]);
+    let Some((server, _admin)) = denied_setup(test, &authorization).await else {
+        return;
+    };
+    let p = service(&server).await;
+    for category in ["pay\"ments", "\"payments\"", "a\"b\"c", "back\\slash\\"] {
+        let subject = p.build_subject(category, "settled");
+        let payment = Event::new(&subject, category, "not this service's", "shop", json!({}));
+        // not a Timeout: the denial ends the wait for the acknowledgement
+        let result = within("publish", p.publish(&payment)).await;
+        assert_denied(result, &format!("{subject:?}"));
+    }
+    p.publish(&order(&p, "created", 99)).await.unwrap();
+}

@@ -59,6 +59,35 @@ async fn bad_url_is_invalid_config() {
     }
 }
 
+/// A stream name longer than JetStream takes (255 bytes) is
+/// `InvalidConfig` on `stream_name` before any I/O, however long: one of a
+/// few thousand bytes made the server close the connection on the stream
+/// lookup (its subject past the protocol's control line), which came back
+/// as a transient `Timeout` after the request timeout.
+#[tokio::test]
+async fn a_stream_name_longer_than_jetstream_takes_is_invalid_config() {
+    let Some(server) =
+        NatsServer::start("a_stream_name_longer_than_jetstream_takes_is_invalid_config")
+    else {
+        return;
+    };
+    let mut config = common::config(&server, "longname");
+    config.stream_name = "S".repeat(255);
+    let p = NatsProvider::connect(config).await.unwrap();
+    assert_eq!(p.stream_name().len(), 255);
+    for len in [256, 5_000] {
+        let mut config = common::config(&server, "longname");
+        config.stream_name = "S".repeat(len);
+        match NatsProvider::connect(config).await {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "stream_name", "{len}: {reason}");
+                assert!(reason.contains("255"), "{len}: {reason}");
+            }
+            other => panic!("{len} bytes: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn refused_connection_is_connection_error() {
     let port = {
