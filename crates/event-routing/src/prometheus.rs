@@ -69,21 +69,6 @@ pub(crate) fn help_text(doc: &str) -> String {
     text.replace('\\', "\\\\")
 }
 
-/// `value` escaped for a label value (`\`, `"` and line feeds), as
-/// [`PrometheusLabels`] escapes its own.
-pub(crate) fn label_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Whether `labels` has a label named `name` (read from a series it
 /// renders: `x{a="v",b="w"}`, values escaped).
 pub(crate) fn has_label(labels: &PrometheusLabels, name: &str) -> bool {
@@ -143,10 +128,5 @@ mod tests {
             PrometheusLabels::new([("broker", "x\",trigger=\"y"), ("zone", "\\")]).unwrap();
         assert!(!has_label(&labels, "trigger"));
         assert!(!has_label(&PrometheusLabels::default(), "trigger"));
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

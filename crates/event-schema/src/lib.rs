@@ -44,7 +44,7 @@
 //!   names the level, the versions, the field and the rule.
 //! - **Policies**: [`UnknownTypePolicy`] for typed events without a schema
 //!   (`Allow`, the original behaviour and the default, or `Reject`) and
-//!   [`UntypedPolicy`] for events with an empty `event_type` (`Allow` by
+//!   [`UntypedPolicy`] for events with an empty or blank `event_type` (`Allow` by
 //!   default: only typed events are validated; `Reject` to require types).
 //!   A known type published with an unregistered version counts as unknown:
 //!   [`UnknownTypePolicy`] decides (`Reject` names the registered versions).

@@ -370,7 +370,8 @@ impl MemorySchemaRegistry {
     /// method so that calls are unambiguous when both [`SchemaRegistry`] and
     /// [`SchemaValidator`] are in scope).
     pub fn validate(&self, event: &Event) -> Result<()> {
-        if event.event_type.is_empty() {
+        // blank counts as untyped: no such type can be registered
+        if event.event_type.trim().is_empty() {
             return self.validate_untyped(event);
         }
         // The closure returns one word: `Error` is large, and moving it out
@@ -386,7 +387,8 @@ impl MemorySchemaRegistry {
         .map_err(|error| *error)
     }
 
-    /// [`validate`](Self::validate) for an event without a type.
+    /// [`validate`](Self::validate) for an event without a type (empty or
+    /// blank).
     fn validate_untyped(&self, event: &Event) -> Result<()> {
         match self.untyped {
             UntypedPolicy::Allow => Ok(()),

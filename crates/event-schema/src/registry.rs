@@ -18,7 +18,8 @@ pub enum UnknownTypePolicy {
     Reject,
 }
 
-/// What validation does with an untyped event (empty `event_type`).
+/// What validation does with an untyped event (an empty or blank
+/// `event_type`: only whitespace, which no schema can be registered under).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum UntypedPolicy {

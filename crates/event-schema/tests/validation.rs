@@ -327,6 +327,28 @@ fn untyped_events_are_refused_under_untyped_reject() {
     registry.validate(&event("x", 2, json!({}))).unwrap();
 }
 
+/// A blank type (spaces, a tab) can never be registered, as an empty one
+/// cannot: it is untyped too, so `UntypedPolicy::Reject` refuses it rather
+/// than `UnknownTypePolicy::Allow` letting it through unvalidated.
+#[test]
+fn blank_typed_events_are_untyped() {
+    let registry = MemorySchemaRegistry::new().with_untyped_policy(UntypedPolicy::Reject);
+    for blank in [" ", "\t", "  \n "] {
+        assert!(
+            registry
+                .register(EventSchema::new(blank, 1).with_required_fields(["id"]))
+                .is_err(),
+            "{blank:?} registered"
+        );
+        let (event_type, _, path, reason) =
+            expect_invalid(registry.validate(&event(blank, 1, json!({}))));
+        assert_eq!((event_type.as_str(), path.as_str()), (blank, ""));
+        assert!(reason.contains("untyped"), "{blank:?}: {reason}");
+    }
+    let allowing = MemorySchemaRegistry::new().with_unknown_type_policy(UnknownTypePolicy::Reject);
+    allowing.validate(&event(" ", 1, json!({}))).unwrap();
+}
+
 #[test]
 fn works_through_the_schema_validator_hook() {
     let registry = required_registry();

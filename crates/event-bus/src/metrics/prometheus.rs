@@ -64,32 +64,51 @@ impl PrometheusLabels {
             if !rendered.is_empty() {
                 rendered.push(',');
             }
-            rendered.push_str(name);
-            rendered.push_str("=\"");
-            for c in value.chars() {
-                match c {
-                    '\\' => rendered.push_str("\\\\"),
-                    '"' => rendered.push_str("\\\""),
-                    '\n' => rendered.push_str("\\n"),
-                    c => rendered.push(c),
-                }
-            }
-            rendered.push('"');
+            push_label(&mut rendered, name, value);
         }
         Ok(Self { rendered })
     }
 
     /// The series `name` with these labels and, if given, one more (a
-    /// histogram's `le`, a summary's `quantile`): `name{bus="orders"}`, or
-    /// `name` alone when there are no labels.
+    /// histogram's `le`, a summary's `quantile`, a broker's `trigger`):
+    /// `name{bus="orders"}`, or `name` alone when there are no labels. The
+    /// extra label's value is escaped as the others are; its name is the
+    /// caller's to keep valid.
     pub fn series(&self, name: &str, extra: Option<(&str, &str)>) -> String {
-        match (self.rendered.is_empty(), extra) {
-            (true, None) => name.to_owned(),
-            (true, Some((k, v))) => format!("{name}{{{k}=\"{v}\"}}"),
-            (false, None) => format!("{name}{{{}}}", self.rendered),
-            (false, Some((k, v))) => format!("{name}{{{},{k}=\"{v}\"}}", self.rendered),
+        let Some((label, value)) = extra else {
+            return if self.rendered.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}{{{}}}", self.rendered)
+            };
+        };
+        let mut series = String::with_capacity(name.len() + self.rendered.len() + 32);
+        series.push_str(name);
+        series.push('{');
+        series.push_str(&self.rendered);
+        if !self.rendered.is_empty() {
+            series.push(',');
+        }
+        push_label(&mut series, label, value);
+        series.push('}');
+        series
+    }
+}
+
+/// Appends `name="value"` to `out`, the value escaped as the format
+/// requires (`\`, `"` and line feeds).
+fn push_label(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
     }
+    out.push('"');
 }
 
 impl MetricsSnapshot {
@@ -308,6 +327,31 @@ mod tests {
     use crate::metrics::EventMetrics;
     use std::collections::HashMap;
     use std::time::Duration;
+
+    /// The extra label's value is any text, escaped as the constant
+    /// labels' values are (a caller's label, a broker's trigger name).
+    #[test]
+    fn a_series_extra_label_value_is_escaped() {
+        use super::PrometheusLabels;
+        let value = "a\"b\\c\nd";
+        let escaped = "a\\\"b\\\\c\\nd";
+        let none = PrometheusLabels::default();
+        assert_eq!(
+            none.series("x", Some(("k", value))),
+            format!("x{{k=\"{escaped}\"}}")
+        );
+        let some = PrometheusLabels::new([("bus", value)]).unwrap();
+        assert_eq!(
+            some.series("x", Some(("k", value))),
+            format!("x{{bus=\"{escaped}\",k=\"{escaped}\"}}")
+        );
+        let text = format!(
+            "# HELP x h\n# TYPE x counter\n{} 1\n",
+            some.series("x", Some(("k", value)))
+        );
+        let samples = parse_exposition(&text);
+        assert_eq!(samples.len(), 1, "{text}");
+    }
 
     #[test]
     fn exposition_is_valid_and_an_empty_summary_has_nan_quantiles() {

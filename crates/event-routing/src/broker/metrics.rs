@@ -247,11 +247,6 @@ impl BrokerMetrics {
         if crate::prometheus::has_label(labels, TRIGGER_LABEL) {
             return out;
         }
-        let names: Vec<String> = self
-            .by_trigger
-            .iter()
-            .map(|t| crate::prometheus::label_value(&t.trigger))
-            .collect();
         let values: Vec<_> = self
             .by_trigger
             .iter()
@@ -260,13 +255,13 @@ impl BrokerMetrics {
         for (i, &(name, doc)) in TriggerMetrics::families().iter().enumerate() {
             let metric = format!("a3s_broker_trigger_{name}_total");
             write_header(&mut out, &metric, doc, Kind::Counter);
-            for (trigger, counters) in names.iter().zip(&values) {
+            for (trigger, counters) in self.by_trigger.iter().zip(&values) {
                 let value = counters.get(i).map_or(0, |&(_, _, v)| v);
                 // writing to a String cannot fail
                 let _ = writeln!(
                     out,
                     "{} {value}",
-                    labels.series(&metric, Some((TRIGGER_LABEL, trigger)))
+                    labels.series(&metric, Some((TRIGGER_LABEL, &trigger.trigger)))
                 );
             }
         }
