@@ -400,6 +400,11 @@ async fn read_consumer(
     let timeout = provider.consumer_timeout();
     let denials = &provider.inner.link.denials;
     let mut raws = Vec::new();
+    // the consumer's delivery sequence of the last delivery received: with
+    // no acks nothing is redelivered, so these count 1, 2, 3, ... and a gap
+    // is deliveries lost in transit (the connection dropped, with the
+    // pull's replies still on the way)
+    let mut delivered = 0u64;
     let mut size = expected.saturating_add(1);
     while pending > 0 {
         let want = pending.min(size).min(MAX_FETCH);
@@ -442,6 +447,13 @@ async fn read_consumer(
                     format!("history delivery without metadata: {e}"),
                 )
             })?;
+            if info.consumer_sequence != delivered + 1 {
+                return Err(lost_deliveries(
+                    name,
+                    info.consumer_sequence - delivered - 1,
+                ));
+            }
+            delivered = info.consumer_sequence;
             let sequence = info.stream_sequence;
             if sequence >= end {
                 return Ok(raws);
@@ -480,11 +492,37 @@ async fn read_consumer(
                     elapsed: timeout + PULL_GRACE,
                 });
             }
-            // deleted meanwhile: the server has nothing more to deliver
+            // Nothing more to deliver although some was pending: deleted
+            // meanwhile, or delivered and lost in transit (the connection
+            // dropped with the last pull's replies on the way), which must
+            // not pass for the end of the range.
+            let info = tokio::time::timeout(timeout, consumer.get_info())
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: format!("history: consumer {name} info"),
+                    elapsed: timeout,
+                })?
+                .map_err(|e| error::map("history consumer info", e, timeout))?;
+            if info.delivered.consumer_sequence > delivered {
+                return Err(lost_deliveries(
+                    name,
+                    info.delivered.consumer_sequence - delivered,
+                ));
+            }
             break;
         }
     }
     Ok(raws)
+}
+
+/// `history`'s error for deliveries of its consumer `name` that never
+/// arrived: it returns nothing rather than a result missing events.
+fn lost_deliveries(name: &str, lost: u64) -> Error {
+    Error::Connection(format!(
+        "history: {lost} deliveries of consumer {name} were lost in transit (the connection \
+         dropped during the read; a stored message whose header block the NATS client cannot \
+         parse does this each time it is read); nothing returned"
+    ))
 }
 
 /// One range being stepped through: the next sequence to ask from, its

@@ -215,7 +215,10 @@
 //!   While the connection is down, publishes (and `subscribe`, `history`,
 //!   `info`, `unsubscribe`) fail at once with
 //!   [`Error::Connection`](event_core::Error::Connection) instead of
-//!   queueing. A publish no stream answers is that same transient error
+//!   queueing; a `history` read the connection drops under, its events on
+//!   the way, fails with that error too (within the request timeout and
+//!   a grace of 2 s), never returning the events that did arrive as the
+//!   whole result. A publish no stream answers is that same transient error
 //!   while JetStream is down or recovering, and
 //!   [`Error::NotFound`](event_core::Error::NotFound) naming the stream when
 //!   it was deleted (one stream-info request on that failure tells which).
@@ -317,7 +320,21 @@
 //!   its events would be reported this way. A stored message is read by
 //!   its body and subject alone: headers another client stored with it,
 //!   even a header block starting with a status line of its own (a
-//!   relayed reply's `NATS/1.0 404 No Messages`), change nothing. The error's `raw` keeps the body byte
+//!   relayed reply's `NATS/1.0 404 No Messages`), change nothing, as long
+//!   as the NATS client can parse them. **Known limitation:** a header
+//!   block async-nats cannot parse (a line without a colon, say, which
+//!   another client can store with a raw `HPUB`) fails the client's
+//!   protocol parser when the message arrives: the connection drops and
+//!   reconnects, the delivery in flight is lost to that fetch (redelivered
+//!   after its ack wait, with the same result, until `max_deliver` ends
+//!   it) and a `history` read covering the message fails with
+//!   [`Error::Connection`](event_core::Error::Connection) (as any read
+//!   whose deliveries a dropped connection lost does: it never returns
+//!   part of the events as if they were all).
+//!   It is not reported as `Undecodable`, because this crate never sees
+//!   it. Only writers that bypass the NATS clients' header API can store
+//!   such a block; deny them publish permission on the stream's subjects.
+//!   The error's `raw` keeps the body byte
 //!   for byte: the body itself when it is UTF-8 text that does not start
 //!   with `base64:`, else `base64:` followed by the standard (padded)
 //!   base64 of its bytes (the reason then says so). An `EventBus` with a

@@ -435,3 +435,97 @@ async fn history_by_message_gets_returns_stored_messages_with_a_status_line() {
         assert_eq!(ids(&got.unwrap()), ids(&want), "limit {limit}");
     }
 }
+
+/// A stored message whose header block the NATS client cannot parse (a
+/// line without a colon, stored by a raw `HPUB`) drops the client's
+/// connection when it arrives, a known limitation the crate documents: it
+/// is not reported, but it does not stop a subscription (the events around
+/// it are delivered once each and in order, the provider goes on working),
+/// and a `history` read covering it fails rather than returning some of
+/// the events: the deliveries lost with the connection are not taken for
+/// the end of the stream.
+#[tokio::test]
+async fn an_unparsable_header_block_drops_the_connection_but_loses_nothing_silently() {
+    let server = server!("an_unparsable_header_block_drops_the_connection");
+    // a pull whose replies were lost waits out its expiry: keep it short
+    let p = NatsProvider::connect(event_nats::NatsConfig {
+        request_timeout_secs: 1,
+        ..common::config(&server, "badhdr")
+    })
+    .await
+    .unwrap();
+    let before = common::numbered_event(&p, "s", 0);
+    p.publish(&before).await.unwrap();
+    let poison = common::numbered_event(&p, "s", 1);
+    let body = serde_json::to_vec(&poison).unwrap();
+    raw_publish_with_header_block(
+        &p,
+        server.port(),
+        &poison.subject,
+        "NATS/1.0\r\nno colon here\r\n\r\n",
+        &body,
+    )
+    .await;
+    let after: Vec<Event> = (2..6).map(|n| common::numbered_event(&p, "s", n)).collect();
+    for event in &after {
+        p.publish(event).await.unwrap();
+    }
+    let connects = || {
+        p.client()
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let filter = p.category_subject("s");
+
+    for (round, history_filter) in [None, Some(filter.as_str())].into_iter().enumerate() {
+        let dropped = connects();
+        let read = p.history(history_filter, 10).await;
+        assert!(
+            connects() > dropped,
+            "round {round}: the connection did not drop"
+        );
+        match read {
+            Err(Error::Connection(reason)) if reason.contains("lost in transit") => {}
+            other => panic!(
+                "round {round} ({history_filter:?}): a read that lost deliveries returned {:?}",
+                other.map(|events| events.len())
+            ),
+        }
+    }
+
+    let options = SubscribeOptions {
+        deliver_policy: event_core::DeliverPolicy::All,
+        ack_wait: Some(Duration::from_millis(500)),
+        max_deliver: Some(2),
+        ..SubscribeOptions::default()
+    };
+    let mut durable = p
+        .subscribe_durable_with_options("badhdr", &filter, &options)
+        .await
+        .unwrap();
+    let want: Vec<String> = [&before]
+        .into_iter()
+        .chain(&after)
+        .map(|e| e.id.clone())
+        .collect();
+    let mut seen = Vec::new();
+    while seen.len() < want.len() {
+        let pending = tokio::time::timeout(Duration::from_secs(10), durable.next_manual_ack())
+            .await
+            .unwrap_or_else(|_| panic!("no delivery in 10 s; seen {seen:?}"))
+            .unwrap()
+            .unwrap();
+        seen.push(pending.event().id.clone());
+        pending.ack().await.unwrap();
+    }
+    assert_eq!(seen, want);
+    let last = common::numbered_event(&p, "s", 6);
+    p.publish(&last).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), durable.next_manual_ack())
+        .await
+        .expect("a delivery within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.event().id, last.id);
+}
