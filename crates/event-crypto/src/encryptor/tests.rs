@@ -592,6 +592,49 @@ fn shared_encryptor_rotates_while_in_use() {
     );
 }
 
+/// An encrypt racing rotations uses a key that was active at some point
+/// during the call: never one rotated away from before it started, never
+/// one not yet active when it returned (ids sort in rotation order), and
+/// its envelope names that key.
+#[test]
+fn an_encrypt_racing_rotations_uses_a_key_active_during_the_call() {
+    let e = Arc::new(Aes256GcmEncryptor::new("k000", &[0; 32]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let e = Arc::clone(&e);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) || n < 50 {
+                    let id = format!("evt-{w}-{n}");
+                    let before = e.active_key_id();
+                    let sealed = e.encrypt(&id, &json!(n)).unwrap();
+                    let after = e.active_key_id();
+                    let used = sealed["keyId"].as_str().unwrap();
+                    assert!(
+                        before.as_str() <= used && used <= after.as_str(),
+                        "{before} <= {used} <= {after}"
+                    );
+                    assert_eq!(e.decrypt(&id, &sealed).unwrap(), json!(n));
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for i in 1..=200u8 {
+        let id = format!("k{i:03}");
+        e.add_key(id.clone(), &[i; 32]).unwrap();
+        e.rotate_to(&id).unwrap();
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(e.active_key_id(), "k200");
+}
+
 #[test]
 fn usable_as_a_trait_object() {
     let e: Arc<dyn EventEncryptor> = Arc::new(enc());
