@@ -102,8 +102,9 @@
 //! already used (a key regenerated under the old name, on another process
 //! or after a restart) make every event encrypted under the first key fail
 //! with `authentication failed under key "<id>"`. [`add_key`] refuses that
-//! within one ring ([`Error::Conflict`]) but cannot see other processes:
-//! give each new key a new id.
+//! within one ring ([`Error::Conflict`]), for an id [`remove_key`] removed
+//! too (which takes back only its own key), but cannot see other processes
+//! or a restarted one: give each new key a new id.
 //!
 //! Loading the ring from environment variables, one per key id
 //! (`A3S_KEY_<ID>`, standard base64), with the ids and the active one in

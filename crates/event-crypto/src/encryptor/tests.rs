@@ -240,6 +240,40 @@ fn remove_key_retires_a_key_but_never_the_active_one() {
     assert!(decrypt_err(&e, "evt-1", &old).contains("unknown key id \"k1\""));
 }
 
+/// "A key id names exactly one key, forever": a removed id given other
+/// bytes is refused like one still in the ring, while the key itself can
+/// be given back (the recovery from a key removed too early).
+#[test]
+fn a_removed_key_id_is_not_reused_for_another_key() {
+    let e = enc();
+    let old = e.encrypt("evt-1", &payload()).unwrap();
+    e.add_key("k2", &K2).unwrap();
+    e.rotate_to("k2").unwrap();
+    e.remove_key("k1").unwrap();
+
+    let err = e.add_key("k1", &[9; 32]).unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert!(err.to_string().contains("\"k1\""), "{err}");
+    assert!(err.to_string().contains("removed"), "{err}");
+    assert_eq!(e.key_ids(), ["k2"]);
+    assert!(matches!(e.rotate_to("k1"), Err(Error::NotFound { .. })));
+
+    e.add_key("k1", &K1).unwrap();
+    assert_eq!(e.key_ids(), ["k1", "k2"]);
+    assert_eq!(e.decrypt("evt-1", &old).unwrap(), payload());
+    assert!(matches!(
+        e.add_key("k1", &[9; 32]),
+        Err(Error::Conflict { .. })
+    ));
+    // removed again, still remembered
+    e.remove_key("k1").unwrap();
+    assert!(matches!(
+        e.add_key("k1", &[9; 32]),
+        Err(Error::Conflict { .. })
+    ));
+    e.add_key("k1", &K1).unwrap();
+}
+
 #[test]
 fn constructors_from_base64_and_key() {
     let key = EncryptionKey::generate().unwrap();
