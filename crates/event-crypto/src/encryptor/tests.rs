@@ -669,6 +669,73 @@ fn an_encrypt_racing_rotations_uses_a_key_active_during_the_call() {
     assert_eq!(e.active_key_id(), "k200");
 }
 
+/// Readers of envelopes under four keys race a thread that retires and
+/// gives back those keys (rotating away first): each read is the payload
+/// or `unknown key id`, never another error or another payload, and a
+/// retired key given back reads again.
+#[test]
+fn reads_racing_key_removal_and_return_get_the_payload_or_unknown_key() {
+    let keys: Vec<(String, [u8; 32])> = (0..4u8).map(|i| (format!("k{i}"), [i + 10; 32])).collect();
+    let e = Arc::new(Aes256GcmEncryptor::new("active", &[99; 32]));
+    let mut sealed = Vec::new();
+    for (n, (id, key)) in keys.iter().enumerate() {
+        e.add_key(id.clone(), key).unwrap();
+        e.rotate_to(id).unwrap();
+        sealed.push((
+            format!("evt-{n}"),
+            json!({"n": n}),
+            e.encrypt(&format!("evt-{n}"), &json!({"n": n})).unwrap(),
+        ));
+    }
+    e.rotate_to("active").unwrap();
+    let sealed = Arc::new(sealed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (e, sealed, stop) = (Arc::clone(&e), Arc::clone(&sealed), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let (mut read, mut unknown) = (0u64, 0u64);
+                let mut i = r;
+                while !stop.load(Ordering::Relaxed) || read == 0 {
+                    let (id, plain, envelope) = &sealed[i % sealed.len()];
+                    match e.decrypt(id, envelope) {
+                        Ok(back) => {
+                            assert_eq!(&back, plain);
+                            read += 1;
+                        }
+                        Err(Error::Decryption(msg)) if msg.contains("unknown key id") => {
+                            unknown += 1;
+                        }
+                        other => panic!("{id}: {other:?}"),
+                    }
+                    i += 1;
+                }
+                (read, unknown)
+            })
+        })
+        .collect();
+    for round in 0..400usize {
+        let (id, key) = &keys[round % keys.len()];
+        e.remove_key(id).unwrap();
+        assert!(matches!(
+            e.add_key(id.clone(), &[7; 32]),
+            Err(Error::Conflict { .. })
+        ));
+        e.add_key(id.clone(), key).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut read, mut unknown) = (0, 0);
+    for r in readers {
+        let (r, u) = r.join().unwrap();
+        (read, unknown) = (read + r, unknown + u);
+    }
+    // (how many reads fell on a removed key depends on the scheduling)
+    assert!(read >= 3, "{read} read, {unknown} unknown");
+    for (id, plain, envelope) in sealed.iter() {
+        assert_eq!(&e.decrypt(id, envelope).unwrap(), plain);
+    }
+}
+
 #[test]
 fn usable_as_a_trait_object() {
     let e: Arc<dyn EventEncryptor> = Arc::new(enc());
