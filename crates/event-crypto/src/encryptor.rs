@@ -79,6 +79,9 @@ pub struct Aes256GcmEncryptor {
 struct KeyRing {
     active: Arc<RingKey>,
     keys: HashMap<String, Arc<RingKey>>,
+    /// The check value of each key removed from the ring (not the key), so
+    /// that its id is given back only that key.
+    removed: HashMap<String, [u8; TAG_LEN]>,
 }
 
 struct RingKey {
@@ -90,10 +93,25 @@ struct RingKey {
     key: EncryptionKey,
 }
 
+/// Nonce of a key's check value: none of the ring's nonces in practice
+/// (they are random), and the check value is never shown anyway.
+const CHECK_NONCE: [u8; NONCE_LEN] = *b"a3s-keycheck";
+/// Associated data of a key's check value.
+const CHECK_AAD: &[u8] = b"a3s-event/aes-256-gcm/key-check";
+
 impl RingKey {
     fn new(id: String, key: EncryptionKey) -> Arc<Self> {
         let cipher = Aes256Gcm::new(key.as_bytes().into());
         Arc::new(Self { id, cipher, key })
+    }
+
+    /// A value that tells this key from another without revealing it: the
+    /// authentication tag of an empty message under a fixed nonce.
+    fn check_value(&self) -> [u8; TAG_LEN] {
+        let mut empty: [u8; 0] = [];
+        self.cipher
+            .encrypt_inout_detached(&CHECK_NONCE.into(), CHECK_AAD, empty[..].as_mut().into())
+            .map_or([0; TAG_LEN], Into::into)
     }
 }
 
@@ -115,6 +133,7 @@ impl Aes256GcmEncryptor {
             ring: RwLock::new(KeyRing {
                 active: entry,
                 keys,
+                removed: HashMap::new(),
             }),
         }
     }
@@ -143,14 +162,15 @@ impl Aes256GcmEncryptor {
     /// configuration can be re-applied.
     ///
     /// A key id must name exactly one key, forever, in every process: this
-    /// ring refuses other bytes under an id it holds, but a process given
-    /// other bytes under an id used elsewhere fails to decrypt that key's
-    /// events (`authentication failed under key ...`).
+    /// ring refuses other bytes under an id it holds or held (an id
+    /// [removed](Self::remove_key) takes back only its own key), but a
+    /// process given other bytes under an id used elsewhere fails to
+    /// decrypt that key's events (`authentication failed under key ...`).
     ///
     /// # Errors
-    /// [`Error::Conflict`] when `key_id` is already in the ring with a
-    /// different key: replacing it would make every payload encrypted under
-    /// the old key unreadable.
+    /// [`Error::Conflict`] when `key_id` is in the ring, or was removed from
+    /// it, with a different key: replacing it would make every payload
+    /// encrypted under the old key unreadable.
     pub fn add_key(&self, key_id: impl Into<String>, key: &[u8; KEY_LEN]) -> Result<()> {
         self.add_encryption_key(key_id, EncryptionKey::from_bytes(key))
     }
@@ -175,6 +195,24 @@ impl Aes256GcmEncryptor {
                         .to_owned(),
                 })
             };
+        }
+        if let Some(check) = ring.removed.get(&id) {
+            let same = entry
+                .check_value()
+                .iter()
+                .zip(check)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+            if !same {
+                return Err(Error::Conflict {
+                    resource: format!("encryption key {id:?}"),
+                    reason: "a different key was registered under this id and removed; \
+                             payloads encrypted under it name this id: use a new key id \
+                             for a new key"
+                        .to_owned(),
+                });
+            }
+            ring.removed.remove(&id);
         }
         ring.keys.insert(id, entry);
         Ok(())
@@ -207,7 +245,9 @@ impl Aes256GcmEncryptor {
     }
 
     /// Removes a retired key from the ring. Payloads encrypted under it can
-    /// no longer be decrypted.
+    /// no longer be decrypted. The ring keeps a check value of the key (not
+    /// the key), so [`add_key`](Self::add_key) gives the id back that key
+    /// only (to read its payloads again) and refuses other bytes under it.
     ///
     /// Remove a key only once nothing can still be encrypted under it: an
     /// `encrypt` that picked the key up just before [`rotate_to`](Self::rotate_to)
@@ -230,13 +270,12 @@ impl Aes256GcmEncryptor {
                 reason: "it is the active key; rotate to another key before removing it".to_owned(),
             });
         }
-        ring.keys
-            .remove(key_id)
-            .map(drop)
-            .ok_or_else(|| Error::NotFound {
-                kind: "encryption key",
-                name: key_id.to_owned(),
-            })
+        let entry = ring.keys.remove(key_id).ok_or_else(|| Error::NotFound {
+            kind: "encryption key",
+            name: key_id.to_owned(),
+        })?;
+        ring.removed.insert(entry.id.clone(), entry.check_value());
+        Ok(())
     }
 
     /// The id of the key new payloads are encrypted with.

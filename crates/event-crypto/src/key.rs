@@ -64,7 +64,8 @@ impl EncryptionKey {
     /// # Errors
     /// [`Error::InvalidConfig`] when the text is not base64 or does not
     /// decode to exactly 32 bytes. The message names the position of the
-    /// first bad character or the decoded length, never the key itself, and
+    /// first bad character (counted from the start of `encoded`, leading
+    /// whitespace included) or the decoded length, never the key itself, and
     /// says so when the text is a 32-byte key in another usual form: 64 hex
     /// digits (`openssl rand -hex 32`), URL-safe base64, standard base64
     /// without its `=` padding (43 characters instead of 44), wrapped in
@@ -159,9 +160,26 @@ pub(crate) fn decode_key(what: &str, encoded: &str) -> Result<EncryptionKey> {
         ),
         None => Error::invalid_config(what, reason),
     };
-    STANDARD
-        .decode_vec(trimmed, &mut decoded)
-        .map_err(|err| diagnosed(format!("is not valid base64: {}", describe_b64(&err))))?;
+    // offsets count in the text as given, the ignored leading whitespace too
+    let lead = encoded.len() - encoded.trim_ascii_start().len();
+    STANDARD.decode_vec(trimmed, &mut decoded).map_err(|err| {
+        let err = match err {
+            base64::DecodeError::InvalidByte(offset, byte) => {
+                base64::DecodeError::InvalidByte(offset + lead, byte)
+            }
+            base64::DecodeError::InvalidLastSymbol {
+                offset,
+                symbol,
+                symbol_value,
+            } => base64::DecodeError::InvalidLastSymbol {
+                offset: offset + lead,
+                symbol,
+                symbol_value,
+            },
+            other => other,
+        };
+        diagnosed(format!("is not valid base64: {}", describe_b64(&err)))
+    })?;
     if decoded.len() != KEY_LEN {
         return Err(diagnosed(wrong_length_reason(decoded.len())));
     }
@@ -313,6 +331,28 @@ mod tests {
         assert!(err.to_string().contains("padding"), "{err}");
         let err = EncryptionKey::from_base64("   ").unwrap_err();
         assert!(err.to_string().contains("is empty"), "{err}");
+    }
+
+    /// The offset an error names counts in the text as given: the leading
+    /// whitespace that is ignored (an indented line of a secrets file, a
+    /// `KEY= value`) is counted too, or the position named is off by its
+    /// length.
+    #[test]
+    fn error_offsets_count_the_ignored_leading_whitespace() {
+        let bad = " \tAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGx!dHh8=";
+        assert_eq!(bad.find('!'), Some(40));
+        let msg = EncryptionKey::from_base64(bad).unwrap_err().to_string();
+        assert!(msg.contains("invalid character at offset 40"), "{msg}");
+        // a nonzero trailing bit in the last symbol, `9` where `8` is
+        let bad = "\n\n AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh9=\n";
+        assert_eq!(bad.find('9'), Some(45));
+        let msg = EncryptionKey::from_base64(bad).unwrap_err().to_string();
+        assert!(msg.contains("invalid last symbol at offset 45"), "{msg}");
+        // without leading whitespace, as before
+        let msg = EncryptionKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGx!dHh8=\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("invalid character at offset 38"), "{msg}");
     }
 
     /// The usual ways a key gets mangled on its way into a variable or a

@@ -102,8 +102,20 @@
 //! already used (a key regenerated under the old name, on another process
 //! or after a restart) make every event encrypted under the first key fail
 //! with `authentication failed under key "<id>"`. [`add_key`] refuses that
-//! within one ring ([`Error::Conflict`]) but cannot see other processes:
-//! give each new key a new id.
+//! within one ring ([`Error::Conflict`]), for an id [`remove_key`] removed
+//! too (which takes back only its own key), but cannot see other processes
+//! or a restarted one: give each new key a new id.
+//!
+//! **Rotate before a key has encrypted 2³² payloads**, counted over every
+//! process that encrypts under it. Nonces are random (96 bits), and NIST
+//! SP 800-38D (section 8.3) allows a key with random nonces at most 2³²
+//! encryptions: past that, the chance that two payloads share a nonce,
+//! which under GCM reveals the XOR of their plaintexts and lets the
+//! authentication key be recovered (envelopes forged under that key),
+//! grows beyond 2⁻³². That is about 50 days at 1,000 payloads per second,
+//! 5 days at 10,000. The ring does not count them: size the rotation
+//! period from the publish rate (a bus counts its encryptions in its
+//! `encrypt_total` metric).
 //!
 //! Loading the ring from environment variables, one per key id
 //! (`A3S_KEY_<ID>`, standard base64), with the ids and the active one in

@@ -240,6 +240,40 @@ fn remove_key_retires_a_key_but_never_the_active_one() {
     assert!(decrypt_err(&e, "evt-1", &old).contains("unknown key id \"k1\""));
 }
 
+/// "A key id names exactly one key, forever": a removed id given other
+/// bytes is refused like one still in the ring, while the key itself can
+/// be given back (the recovery from a key removed too early).
+#[test]
+fn a_removed_key_id_is_not_reused_for_another_key() {
+    let e = enc();
+    let old = e.encrypt("evt-1", &payload()).unwrap();
+    e.add_key("k2", &K2).unwrap();
+    e.rotate_to("k2").unwrap();
+    e.remove_key("k1").unwrap();
+
+    let err = e.add_key("k1", &[9; 32]).unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert!(err.to_string().contains("\"k1\""), "{err}");
+    assert!(err.to_string().contains("removed"), "{err}");
+    assert_eq!(e.key_ids(), ["k2"]);
+    assert!(matches!(e.rotate_to("k1"), Err(Error::NotFound { .. })));
+
+    e.add_key("k1", &K1).unwrap();
+    assert_eq!(e.key_ids(), ["k1", "k2"]);
+    assert_eq!(e.decrypt("evt-1", &old).unwrap(), payload());
+    assert!(matches!(
+        e.add_key("k1", &[9; 32]),
+        Err(Error::Conflict { .. })
+    ));
+    // removed again, still remembered
+    e.remove_key("k1").unwrap();
+    assert!(matches!(
+        e.add_key("k1", &[9; 32]),
+        Err(Error::Conflict { .. })
+    ));
+    e.add_key("k1", &K1).unwrap();
+}
+
 #[test]
 fn constructors_from_base64_and_key() {
     let key = EncryptionKey::generate().unwrap();
@@ -590,6 +624,116 @@ fn shared_encryptor_rotates_while_in_use() {
         seen.len() > 1,
         "workers should have seen rotations: {seen:?}"
     );
+}
+
+/// An encrypt racing rotations uses a key that was active at some point
+/// during the call: never one rotated away from before it started, never
+/// one not yet active when it returned (ids sort in rotation order), and
+/// its envelope names that key.
+#[test]
+fn an_encrypt_racing_rotations_uses_a_key_active_during_the_call() {
+    let e = Arc::new(Aes256GcmEncryptor::new("k000", &[0; 32]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let e = Arc::clone(&e);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) || n < 50 {
+                    let id = format!("evt-{w}-{n}");
+                    let before = e.active_key_id();
+                    let sealed = e.encrypt(&id, &json!(n)).unwrap();
+                    let after = e.active_key_id();
+                    let used = sealed["keyId"].as_str().unwrap();
+                    assert!(
+                        before.as_str() <= used && used <= after.as_str(),
+                        "{before} <= {used} <= {after}"
+                    );
+                    assert_eq!(e.decrypt(&id, &sealed).unwrap(), json!(n));
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for i in 1..=200u8 {
+        let id = format!("k{i:03}");
+        e.add_key(id.clone(), &[i; 32]).unwrap();
+        e.rotate_to(&id).unwrap();
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(e.active_key_id(), "k200");
+}
+
+/// Readers of envelopes under four keys race a thread that retires and
+/// gives back those keys (rotating away first): each read is the payload
+/// or `unknown key id`, never another error or another payload, and a
+/// retired key given back reads again.
+#[test]
+fn reads_racing_key_removal_and_return_get_the_payload_or_unknown_key() {
+    let keys: Vec<(String, [u8; 32])> = (0..4u8).map(|i| (format!("k{i}"), [i + 10; 32])).collect();
+    let e = Arc::new(Aes256GcmEncryptor::new("active", &[99; 32]));
+    let mut sealed = Vec::new();
+    for (n, (id, key)) in keys.iter().enumerate() {
+        e.add_key(id.clone(), key).unwrap();
+        e.rotate_to(id).unwrap();
+        sealed.push((
+            format!("evt-{n}"),
+            json!({"n": n}),
+            e.encrypt(&format!("evt-{n}"), &json!({"n": n})).unwrap(),
+        ));
+    }
+    e.rotate_to("active").unwrap();
+    let sealed = Arc::new(sealed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (e, sealed, stop) = (Arc::clone(&e), Arc::clone(&sealed), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let (mut read, mut unknown) = (0u64, 0u64);
+                let mut i = r;
+                while !stop.load(Ordering::Relaxed) || read == 0 {
+                    let (id, plain, envelope) = &sealed[i % sealed.len()];
+                    match e.decrypt(id, envelope) {
+                        Ok(back) => {
+                            assert_eq!(&back, plain);
+                            read += 1;
+                        }
+                        Err(Error::Decryption(msg)) if msg.contains("unknown key id") => {
+                            unknown += 1;
+                        }
+                        other => panic!("{id}: {other:?}"),
+                    }
+                    i += 1;
+                }
+                (read, unknown)
+            })
+        })
+        .collect();
+    for round in 0..400usize {
+        let (id, key) = &keys[round % keys.len()];
+        e.remove_key(id).unwrap();
+        assert!(matches!(
+            e.add_key(id.clone(), &[7; 32]),
+            Err(Error::Conflict { .. })
+        ));
+        e.add_key(id.clone(), key).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut read, mut unknown) = (0, 0);
+    for r in readers {
+        let (r, u) = r.join().unwrap();
+        (read, unknown) = (read + r, unknown + u);
+    }
+    // (how many reads fell on a removed key depends on the scheduling)
+    assert!(read >= 3, "{read} read, {unknown} unknown");
+    for (id, plain, envelope) in sealed.iter() {
+        assert_eq!(&e.decrypt(id, envelope).unwrap(), plain);
+    }
 }
 
 #[test]
