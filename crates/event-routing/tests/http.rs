@@ -2119,3 +2119,54 @@ async fn webhook_authorization_refuses_before_reading_the_body() {
     assert_eq!(send(own_addr, "/events", right, msg.body).await.0, 202);
     assert_eq!(sink.len(), 2);
 }
+
+#[tokio::test]
+async fn a_panicking_subject_mapping_or_authorization_check_is_answered_500_and_counted() {
+    // User code run on each request, with the peer's input: its panic
+    // dropped the connection without an answer (the sender retried into the
+    // same panic), and nothing counted it.
+    let mapping = WebhookSource::new("mapped", "127.0.0.1:0".parse().unwrap())
+        .with_subject_mapping(|ce| {
+            use event_cloudevents::cloudevents::AttributesReader as _;
+            let subject = ce.subject().expect("mapping bug: no subject");
+            Some(subject.replace('/', "."))
+        });
+    let authorization = WebhookSource::new("checked", "127.0.0.1:0".parse().unwrap())
+        .with_authorization(|headers| {
+            headers
+                .get("authorization")
+                .expect("authorization bug: no header")
+                == "Bearer t"
+        });
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let mut no_subject = msg.headers.clone();
+    no_subject.remove("ce-subject");
+    let mut with_token = msg.headers.clone();
+    with_token.insert("authorization", "Bearer t".parse().unwrap());
+    for (source, panicking, working) in [
+        (mapping, no_subject, msg.headers.clone()),
+        (authorization, msg.headers.clone(), with_token),
+    ] {
+        let collector = Arc::new(CollectorSink::new("c"));
+        source.start(collector.clone()).await.unwrap();
+        let addr = source.local_addr().unwrap();
+        let answer = reqwest::Client::new()
+            .post(format!("http://{addr}/events"))
+            .headers(panicking)
+            .body(msg.body.clone())
+            .send()
+            .await;
+        let answer = answer.unwrap_or_else(|err| panic!("{source:?}: no answer: {err:?}"));
+        assert_eq!(answer.status().as_u16(), 500, "{source:?}");
+        let text = answer.text().await.unwrap();
+        assert!(text.contains("bug: no"), "{source:?}: {text}");
+        assert_eq!(source.stats().refused, 1, "{source:?}");
+        assert!(collector.is_empty());
+        // the webhook goes on serving
+        let (status, text) = send(addr, "/events", working, msg.body.clone()).await;
+        assert_eq!(status, 202, "{source:?}: {text}");
+        assert_eq!(collector.len(), 1);
+        assert_eq!((source.accepted(), source.refused()), (1, 1));
+        source.stop().await.unwrap();
+    }
+}

@@ -90,8 +90,9 @@ pub struct WebhookStats {
     /// Events delivered to the sink (answered `202 Accepted`).
     pub accepted: u64,
     /// Valid CloudEvents the sink refused (answered `400`, `413`, `500` or
-    /// `503`, see [`WebhookSource`]); malformed requests are not counted:
-    /// they never reach the sink.
+    /// `503`, see [`WebhookSource`]), and requests whose authorization
+    /// check or subject mapping panicked (`500`); malformed requests are
+    /// not counted: they never reach the sink.
     pub refused: u64,
     /// Requests answered without reaching the sink: not a valid CloudEvent
     /// or A3S event (`400`), a CloudEvents format not read here (`415`), a
@@ -180,7 +181,7 @@ impl WebhookStats {
             ),
             (
                 "a3s_webhook_refused_total",
-                "Valid CloudEvents the webhook's sink refused (answered 400, 413, 500 or 503); malformed requests are not counted.",
+                "Valid CloudEvents the webhook's sink refused (answered 400, 413, 500 or 503), and requests whose authorization check or subject mapping panicked (500); malformed requests are not counted.",
                 self.refused,
             ),
             (
@@ -238,6 +239,7 @@ type Authorization = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 /// | the sink refused it as too large | `413 Payload Too Large` |
 /// | the sink failed transiently (connection, timeout), or an [`HttpSink`](crate::http::HttpSink) got an answer worth retrying (`404`, `408`, `409`, `429`, `5xx`) | `503 Service Unavailable` (the sender should retry) |
 /// | any other sink failure (a panicking sink included) | `500 Internal Server Error` |
+/// | the [authorization check](Self::with_authorization) or the [subject mapping](Self::with_subject_mapping) panicked | `500 Internal Server Error` and the connection is closed, nothing delivered (counted in [`refused`](Self::refused)) |
 ///
 /// [`start`](EventSource::start) binds the address (port 0 picks a free one:
 /// see [`local_addr`](Self::local_addr)) and serves HTTP/1.1. Every
@@ -426,26 +428,63 @@ fn declares_more_than(request: &Request, limit: usize) -> bool {
         .is_some_and(|length| u64::try_from(limit).is_ok_and(|limit| length > limit))
 }
 
+/// Answers a request ([`answer`]), containing a panic of the user code it
+/// runs outside the sink (the authorization check, the subject mapping):
+/// answered `500`, the connection closed (the body may be unread), counted
+/// in [`WebhookStats::refused`] and logged as a refusal is, instead of the
+/// connection dropping without an answer.
 async fn receive(State(state): State<AppState>, request: Request) -> Response {
+    let version = request.version();
+    match crate::panic::caught(|| answer(&state, request)).await {
+        Ok(response) => response,
+        Err(panic) => {
+            state.counters.refused.fetch_add(1, Ordering::Relaxed);
+            let name = &*state.name;
+            match state.counters.refusals.record(tokio::time::Instant::now()) {
+                Some(quiet_refusals) => tracing::warn!(
+                    source = %name, panic = %panic, quiet_refusals,
+                    "webhook: the authorization check or the subject mapping panicked; \
+                     answered 500 (further refusals of this webhook are logged at DEBUG for a \
+                     while, counted in refused())"
+                ),
+                None => tracing::debug!(
+                    source = %name, panic = %panic,
+                    "webhook: the authorization check or the subject mapping panicked"
+                ),
+            }
+            closing(
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "the webhook's authorization check or subject mapping panicked: {panic}"
+                    ),
+                ),
+                version,
+            )
+        }
+    }
+}
+
+async fn answer(state: &AppState, request: Request) -> Response {
     let version = request.version();
     if let Some(authorized) = &state.authorization
         && !authorized(request.headers())
     {
-        return unauthorized(&state, version);
+        return unauthorized(state, version);
     }
     // Answered before reading the body (and before `100 Continue`), so that
     // the sender need not send it and the answer does not wait for a body
     // that may never come.
     if declares_more_than(&request, state.body_limit) {
-        return body_too_large(&state, version);
+        return body_too_large(state, version);
     }
     // Only reading the body is timed, not the delivery: a slow sink is not
     // the sender's fault.
-    let read = tokio::time::timeout(state.body_timeout, read_event(request, &state)).await;
+    let read = tokio::time::timeout(state.body_timeout, read_event(request, state)).await;
     let event = match read {
         Ok(Ok(event)) => event,
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return body_too_large(&state, version);
+            return body_too_large(state, version);
         }
         Ok(Err(rejection)) => {
             state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -481,7 +520,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         Err(err) => {
             state.counters.refused.fetch_add(1, Ordering::Relaxed);
             let status = status_for(&err);
-            log_refusal(&state, &event, &err, status);
+            log_refusal(state, &event, &err, status);
             (status, err.to_string()).into_response()
         }
     }
@@ -974,7 +1013,9 @@ impl WebhookSource {
     /// [`metadata::SENDER_SUBJECT`](crate::metadata::SENDER_SUBJECT), so
     /// it goes back out as an extension when the event is sent on as a
     /// CloudEvent. A subject the mapper returns that is not a valid publish
-    /// subject is refused like any other (`400`).
+    /// subject is refused like any other (`400`). A `mapper` that panics
+    /// (on a CloudEvent it did not expect) has the request answered `500`,
+    /// counted in [`refused`](Self::refused).
     ///
     /// ```
     /// use event_cloudevents::cloudevents::AttributesReader;
@@ -1003,7 +1044,9 @@ impl WebhookSource {
     /// its body, reaches no sink, and counts in
     /// [`WebhookStats::unauthorized`] (logged at `WARN` once per
     /// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL), the others at
-    /// `DEBUG`). It applies to [`router`](Self::router) too. Without one,
+    /// `DEBUG`). A `check` that panics has the request answered `500`
+    /// (counted in [`refused`](Self::refused)), its body unread. It applies
+    /// to [`router`](Self::router) too. Without one,
     /// whoever reaches the address can post (see the type's docs).
     ///
     /// A check that compares a secret should take the same time whatever
@@ -1072,7 +1115,8 @@ impl WebhookSource {
         self.counters.accepted.load(Ordering::Relaxed)
     }
 
-    /// Valid CloudEvents the sink refused so far (malformed requests are not
+    /// Valid CloudEvents the sink refused so far, and requests whose
+    /// authorization check or subject mapping panicked (malformed requests are not
     /// counted: they never reach the sink; see [`WebhookStats::bad_requests`]). Every one counts, also those
     /// whose log line was at `DEBUG` (see the type's documentation).
     pub fn refused(&self) -> u64 {
