@@ -2170,3 +2170,41 @@ async fn a_panicking_subject_mapping_or_authorization_check_is_answered_500_and_
         source.stop().await.unwrap();
     }
 }
+
+/// Zero is refused, so a caller wanting no idle or write timeout gives the
+/// longest one: `Duration::MAX` overflowed the deadline (`now + timeout`)
+/// and panicked each connection's task, in hyper when a request head
+/// arrived and in the write timer when an answer had to wait, dropping the
+/// connection without an answer.
+#[tokio::test]
+async fn the_longest_timeouts_are_as_good_as_none_not_a_panic() {
+    for longest in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+        let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+            .with_idle_timeout(longest)
+            .unwrap()
+            .with_write_timeout(longest)
+            .unwrap()
+            .with_body_timeout(longest)
+            .unwrap();
+        source
+            .start(Arc::new(CollectorSink::new("c")))
+            .await
+            .unwrap();
+        let addr = source.local_addr().unwrap();
+        let msg = to_http(&order(), Mode::Binary).unwrap();
+        let answer = reqwest::Client::new()
+            .post(format!("http://{addr}/events"))
+            .headers(msg.headers)
+            .body(msg.body)
+            .send()
+            .await
+            .map(|answer| answer.status().as_u16());
+        assert!(matches!(answer, Ok(202)), "{longest:?}: {answer:?}");
+        // a sender not reading its answers stalls the server's writes,
+        // which wait without a limit
+        let stalled = pipeline_without_reading(addr, Duration::from_secs(3)).await;
+        assert!(stalled.is_err(), "{longest:?}: closed after {stalled:?}");
+        assert_serves_a_working_client(addr).await;
+        source.stop().await.unwrap();
+    }
+}

@@ -66,6 +66,11 @@ pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// and killing it.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// The longest idle, write or body timeout a webhook keeps: 30 years, as
+/// good as none. A longer one (`Duration::MAX`, for no timeout, since zero
+/// is refused) is taken as this long.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
 #[derive(Debug, Default)]
 struct Counters {
     accepted: AtomicU64,
@@ -727,6 +732,13 @@ async fn serve(
     connections.shutdown().await;
 }
 
+/// `timeout`, at most [`LONGEST_TIMEOUT`]: a deadline is `now + timeout`,
+/// which overflows (a panic, in hyper's head timer and in [`WriteTimed`])
+/// for a timeout near `Duration::MAX`.
+fn bounded(timeout: Duration) -> Duration {
+    timeout.min(LONGEST_TIMEOUT)
+}
+
 /// `value`, or [`Error::InvalidConfig`] naming `field` when it is zero
 /// (a zero timeout, limit or count would refuse everything).
 fn nonzero<T: PartialEq + Default>(field: &str, value: T) -> Result<T> {
@@ -895,9 +907,11 @@ impl WebhookSource {
 
     /// Closes a connection that has not sent a complete request head for
     /// `timeout`: a new one, or a kept-alive one between requests. Zero is
-    /// [`Error::InvalidConfig`]. Default [`DEFAULT_IDLE_TIMEOUT`].
+    /// [`Error::InvalidConfig`]; a timeout over 30 years
+    /// (`Duration::MAX`, say) is 30 years, as good as none. Default
+    /// [`DEFAULT_IDLE_TIMEOUT`].
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Result<Self> {
-        let timeout = nonzero("webhook.idle_timeout", timeout)?;
+        let timeout = bounded(nonzero("webhook.idle_timeout", timeout)?);
         self.idle_timeout = timeout;
         Ok(self)
     }
@@ -910,9 +924,10 @@ impl WebhookSource {
     /// read. A sender that keeps reading its answers (256 KiB per `timeout`
     /// is enough) is not cut off (see the type docs and
     /// [`with_max_connections`](Self::with_max_connections)). Zero is
-    /// [`Error::InvalidConfig`]. Default [`DEFAULT_WRITE_TIMEOUT`].
+    /// [`Error::InvalidConfig`]; a timeout over 30 years is 30 years,
+    /// as good as none. Default [`DEFAULT_WRITE_TIMEOUT`].
     pub fn with_write_timeout(mut self, timeout: Duration) -> Result<Self> {
-        let timeout = nonzero("webhook.write_timeout", timeout)?;
+        let timeout = bounded(nonzero("webhook.write_timeout", timeout)?);
         self.write_timeout = timeout;
         Ok(self)
     }
@@ -939,10 +954,11 @@ impl WebhookSource {
     /// trickling or stalling mid-body, or one that vanished mid-request).
     /// The timeout bounds the whole body, not each pause within it; it does
     /// not include the sink's delivery. It applies to
-    /// [`router`](Self::router) too. Zero is [`Error::InvalidConfig`].
+    /// [`router`](Self::router) too. Zero is [`Error::InvalidConfig`]; a
+    /// timeout over 30 years is 30 years, as good as none.
     /// Default [`DEFAULT_BODY_TIMEOUT`].
     pub fn with_body_timeout(mut self, timeout: Duration) -> Result<Self> {
-        let timeout = nonzero("webhook.body_timeout", timeout)?;
+        let timeout = bounded(nonzero("webhook.body_timeout", timeout)?);
         self.body_timeout = timeout;
         Ok(self)
     }
