@@ -57,6 +57,17 @@ async fn server(statuses: Vec<u16>) -> (String, Received) {
     (format!("http://{addr}/hook"), state)
 }
 
+/// `event` as an `HttpSink` posts it: one more hop.
+fn forwarded(event: &Event) -> Event {
+    let hops = event
+        .metadata
+        .get(event_routing::metadata::HOPS)
+        .map_or(0, |hops| hops.parse::<u32>().unwrap());
+    event
+        .clone()
+        .with_metadata(event_routing::metadata::HOPS, (hops + 1).to_string())
+}
+
 fn order() -> Event {
     Event::typed(
         "events.orders.created",
@@ -88,7 +99,7 @@ async fn http_sink_posts_a_binary_mode_cloudevent() {
     );
     assert_eq!(
         event_cloudevents::http::from_http(&headers, body).unwrap(),
-        event
+        forwarded(&event)
     );
 }
 
@@ -112,7 +123,7 @@ async fn http_sink_posts_a_structured_mode_cloudevent() {
     assert_eq!(doc["data"], json!({"id": 7}));
     assert_eq!(
         event_cloudevents::http::from_http(&headers, body).unwrap(),
-        event
+        forwarded(&event)
     );
 }
 
@@ -472,7 +483,10 @@ async fn an_event_with_hundreds_of_metadata_entries_crosses_in_binary_mode() {
     }
     let sink = HttpSink::new("hop", format!("http://{addr}/events")).unwrap();
     sink.deliver(&event).await.unwrap();
-    assert_eq!(provider.history(None, 1).await.unwrap(), vec![event]);
+    assert_eq!(
+        provider.history(None, 1).await.unwrap(),
+        vec![forwarded(&event)]
+    );
     source.stop().await.unwrap();
 }
 
@@ -813,7 +827,7 @@ async fn webhook_into_a_broker_routes_end_to_end_over_http() {
     let (headers, body) = received.requests.lock()[0].clone();
     assert_eq!(
         event_cloudevents::http::from_http(&headers, body).unwrap(),
-        event
+        forwarded(&event)
     );
     source.stop().await.unwrap();
 }
@@ -2207,4 +2221,57 @@ async fn the_longest_timeouts_are_as_good_as_none_not_a_panic() {
         assert_serves_a_working_client(addr).await;
         source.stop().await.unwrap();
     }
+}
+
+/// A routing loop through HTTP: a webhook feeding a broker whose trigger
+/// posts every event back to the webhook with an `HttpSink`. The hop count
+/// crosses HTTP so that such loops end (see `WebhookSource`), but nothing
+/// counted a hop on the way: the event went round until the webhook's
+/// connections ran out and the attempts timed out, every round delivered
+/// to the broker's other triggers again.
+#[tokio::test]
+async fn a_routing_loop_through_an_http_sink_and_a_webhook_ends_at_max_hops() {
+    let broker = Broker::new();
+    let source = WebhookSource::new("in", "127.0.0.1:0".parse().unwrap())
+        .with_max_connections(32)
+        .unwrap();
+    source.start(Arc::new(broker.clone())).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let tap = Arc::new(CollectorSink::new("tap"));
+    broker
+        .add_triggers([
+            Trigger::new(
+                "loop",
+                TriggerFilter::by_type("order.created"),
+                Arc::new(HttpSink::new("back", format!("http://{addr}/events")).unwrap()),
+            )
+            .with_delivery(DeliverySpec::new().with_timeout(Some(Duration::from_secs(3)))),
+            Trigger::new("tap", TriggerFilter::by_type("order.created"), tap.clone()),
+        ])
+        .unwrap();
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        send(addr, "/events", msg.headers, msg.body),
+    )
+    .await
+    .expect("the loop did not end");
+    let max_hops = event_routing::BrokerConfig::default().max_hops;
+    assert_eq!(
+        answer.0,
+        202,
+        "{answer:?}; the tap saw {} copies",
+        tap.len()
+    );
+    assert_eq!(tap.len(), max_hops as usize);
+    assert_eq!(broker.metrics().hop_limit, 1);
+    // each copy is the event, one more hop each time
+    let hops: Vec<_> = tap
+        .events()
+        .iter()
+        .map(|event| event.metadata.get("routinghops").cloned())
+        .collect();
+    assert_eq!(hops[0], None);
+    assert_eq!(hops[1].as_deref(), Some("1"));
+    source.stop().await.unwrap();
 }
