@@ -2275,3 +2275,108 @@ async fn a_routing_loop_through_an_http_sink_and_a_webhook_ends_at_max_hops() {
     assert_eq!(hops[1].as_deref(), Some("1"));
     source.stop().await.unwrap();
 }
+
+/// A binary-mode request as a raw client sends it, its body chunked as
+/// `chunks` (raw chunk framing, so that it can be malformed).
+fn chunked_request(event: &Event, chunks: &[u8]) -> Vec<u8> {
+    let (head, body) = raw_request(event, "Transfer-Encoding: chunked\r\n");
+    let head = String::from_utf8(head)
+        .unwrap()
+        .replace(&format!("Content-Length: {}\r\n", body.len()), "");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(chunks);
+    request
+}
+
+/// Malformed framing from a peer (a chunk size that is no number or
+/// overflows, a `Content-Length` that cuts the body short, two lengths),
+/// a nesting deeper than JSON parsing allows in either mode, and a request
+/// pipelined behind a `415`: each answered with a typed 4xx, nothing half
+/// read is delivered, and a well-formed request pipelined behind an answer
+/// whose body was read in full is still served.
+#[tokio::test]
+async fn malformed_framing_and_deep_nesting_are_typed_4xx_and_deliver_nothing() {
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let exchange = |request: Vec<u8>| async move {
+        use tokio::io::AsyncWriteExt;
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(&request).await.unwrap();
+        let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+        String::from_utf8_lossy(&answer.unwrap_or_else(|open| open)).into_owned()
+    };
+    let (head, body) = raw_request(&order(), "");
+    let with_length = |length: &str| {
+        let mut request = String::from_utf8(head.clone())
+            .unwrap()
+            .replace(&format!("Content-Length: {}\r\n", body.len()), length)
+            .into_bytes();
+        request.extend_from_slice(&body);
+        request
+    };
+    for (what, request) in [
+        (
+            "chunk size no number",
+            chunked_request(&order(), b"zz\r\n{}\r\n0\r\n\r\n"),
+        ),
+        (
+            "chunk size overflowing",
+            chunked_request(&order(), b"ffffffffffffffffffff\r\n{}\r\n0\r\n\r\n"),
+        ),
+        (
+            "Content-Length cutting the body short",
+            with_length(&format!("Content-Length: {}\r\n", body.len() - 2)),
+        ),
+        (
+            "two Content-Lengths",
+            with_length(&format!(
+                "Content-Length: {}\r\nContent-Length: 3\r\n",
+                body.len()
+            )),
+        ),
+    ] {
+        let answer = exchange(request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer:?}");
+    }
+
+    let nested = |depth: usize| "[".repeat(depth) + &"]".repeat(depth);
+    let binary = to_http(&order(), Mode::Binary).unwrap();
+    let mut structured = HeaderMap::new();
+    structured.insert(
+        "content-type",
+        "application/cloudevents+json".parse().unwrap(),
+    );
+    for depth in [200, 100_000] {
+        let (status, text) = send(
+            addr,
+            "/events",
+            binary.headers.clone(),
+            nested(depth).into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 400, "binary, {depth} deep: {text}");
+        let doc = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{}}}"#,
+            nested(depth)
+        );
+        let (status, text) = send(addr, "/events", structured.clone(), doc.into_bytes()).await;
+        assert_eq!(status, 400, "structured, {depth} deep: {text}");
+    }
+    assert!(sink.is_empty());
+
+    // A batch is answered 415 after its (whole) body was read; the request
+    // pipelined behind it is served.
+    let mut pipelined = b"POST /events HTTP/1.1\r\nHost: w\r\n\
+        Content-Type: application/cloudevents-batch+json\r\nContent-Length: 2\r\n\r\n[]"
+        .to_vec();
+    let (head, body) = raw_request(&order(), "Connection: close\r\n");
+    pipelined.extend_from_slice(&head);
+    pipelined.extend_from_slice(&body);
+    let answer = exchange(pipelined).await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer:?}");
+    assert!(answer.contains("HTTP/1.1 202"), "{answer:?}");
+    assert_eq!(sink.len(), 1);
+    source.stop().await.unwrap();
+}
