@@ -2380,3 +2380,60 @@ async fn malformed_framing_and_deep_nesting_are_typed_4xx_and_deliver_nothing() 
     assert_eq!(sink.len(), 1);
     source.stop().await.unwrap();
 }
+
+/// `stop` while a request's delivery runs and another is pipelined behind
+/// it: the first is answered (`Connection: close`), the second is neither
+/// delivered nor answered (its sender retries it), so nothing is accepted
+/// and then dropped.
+#[tokio::test]
+async fn stop_answers_the_request_in_progress_and_delivers_none_pipelined_behind_it() {
+    use tokio::io::AsyncWriteExt;
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    let (seen, on_start, wait) = (delivered.clone(), started.clone(), gate.clone());
+    source
+        .start(Arc::new(event_routing::InProcessSink::new(
+            "gated",
+            move |event| {
+                let (seen, on_start, wait) = (seen.clone(), on_start.clone(), wait.clone());
+                async move {
+                    on_start.notify_one();
+                    wait.acquire().await.unwrap().forget();
+                    seen.lock().push(event.id);
+                    Ok(())
+                }
+            },
+        )))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    let (mut first, mut second) = (order(), order());
+    first.id = "first".into();
+    second.id = "second".into();
+    let (h1, b1) = raw_request(&first, "");
+    let (h2, b2) = raw_request(&second, "");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&[h1, b1, h2, b2].concat()).await.unwrap();
+    started.notified().await;
+    let source = Arc::new(source);
+    let stopping = source.clone();
+    let stop = tokio::spawn(async move { stopping.stop().await });
+    // the listener is closed once stop has begun the graceful shutdown
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(2);
+    let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer.unwrap_or_else(|open| open)).into_owned();
+    stop.await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
+    assert_eq!(*delivered.lock(), ["first"]);
+    assert_eq!(source.accepted(), 1);
+}
