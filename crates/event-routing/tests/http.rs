@@ -2437,3 +2437,50 @@ async fn stop_answers_the_request_in_progress_and_delivers_none_pipelined_behind
     assert_eq!(*delivered.lock(), ["first"]);
     assert_eq!(source.accepted(), 1);
 }
+
+/// A path no request can reach, since a request's path is
+/// percent-encoded and holds no query or fragment (`/é`, `/my hooks`,
+/// `/a?b`, `/a#b`), was accepted, and the webhook answered every post
+/// `404`; now `InvalidConfig`, naming percent-encoding. A path written
+/// percent-encoded is reached.
+#[tokio::test]
+async fn webhook_paths_no_request_can_reach_are_config_errors() {
+    for path in [
+        "/é",
+        "/my hooks",
+        "/a?b",
+        "/a#b",
+        "/a\0",
+        "/a\nb",
+        "/a%zz",
+        "/a%4",
+    ] {
+        let err = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+            .with_path(path)
+            .map(|source| format!("accepted: {source:?}"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { reason, .. } if reason.contains("percent-encode")),
+            "{path:?}: {err:?}"
+        );
+    }
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    for path in [
+        "/caf%C3%A9",
+        "/my%20hooks",
+        "/v1;tenant=a/events",
+        "/a-b_c.d~e/@x!$&'()*+,=",
+    ] {
+        let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+            .with_path(path)
+            .unwrap();
+        source
+            .start(Arc::new(CollectorSink::new("c")))
+            .await
+            .unwrap();
+        let addr = source.local_addr().unwrap();
+        let (status, text) = send(addr, path, msg.headers.clone(), msg.body.clone()).await;
+        assert_eq!(status, 202, "{path}: {text}");
+        source.stop().await.unwrap();
+    }
+}

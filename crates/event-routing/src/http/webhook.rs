@@ -739,6 +739,26 @@ fn bounded(timeout: Duration) -> Duration {
     timeout.min(LONGEST_TIMEOUT)
 }
 
+/// What in `path` a request's path never holds, if anything: a character
+/// outside RFC 3986's path characters (non-ASCII, a space, a control
+/// character, `?` and `#`, which start a query and a fragment ...), or a
+/// `%` that starts no `%XX` triplet.
+fn unreachable_path_part(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    for (i, c) in path.char_indices() {
+        let allowed = c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/".contains(c);
+        if c == '%' {
+            let hex = |j: usize| bytes.get(i + j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(1) && hex(2)) {
+                return Some("a `%` that starts no `%XX` triplet".to_owned());
+            }
+        } else if !allowed {
+            return Some(format!("{c:?}"));
+        }
+    }
+    None
+}
+
 /// `value`, or [`Error::InvalidConfig`] naming `field` when it is zero
 /// (a zero timeout, limit or count would refuse everything).
 fn nonzero<T: PartialEq + Default>(field: &str, value: T) -> Result<T> {
@@ -993,8 +1013,11 @@ impl WebhookSource {
 
     /// Listens at `path` instead of `/events`: a literal path starting with
     /// `/`, without `{` or `}` and without a segment starting with `:` or
-    /// `*` (route parameters, which the router would refuse);
-    /// [`Error::InvalidConfig`] otherwise.
+    /// `*` (route parameters, which the router would refuse), written as a
+    /// request carries it: percent-encoded (`/caf%C3%A9`, `/my%20hooks`),
+    /// without `?` or `#`; [`Error::InvalidConfig`] otherwise (such a path
+    /// would never match a request, and every post would be answered
+    /// `404`).
     pub fn with_path(mut self, path: impl Into<String>) -> Result<Self> {
         let path = path.into();
         if !path.starts_with('/') {
@@ -1009,6 +1032,16 @@ impl WebhookSource {
                 format!(
                     "{path:?} must be a literal path: no `{{` or `}}`, no segment starting \
                      with `:` or `*`"
+                ),
+            ));
+        }
+        if let Some(bad) = unreachable_path_part(&path) {
+            return Err(Error::invalid_config(
+                "webhook.path",
+                format!(
+                    "{path:?} holds {bad}, which no request's path does (a request's path is \
+                     percent-encoded, without a query or fragment): percent-encode it \
+                     (`/caf%C3%A9`, `/my%20hooks`)"
                 ),
             ));
         }
