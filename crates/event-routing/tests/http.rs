@@ -2484,3 +2484,91 @@ async fn webhook_paths_no_request_can_reach_are_config_errors() {
         source.stop().await.unwrap();
     }
 }
+
+/// A raw endpoint at a random local port that reads each request's head
+/// and answers it with `answer` (`None`: never answers, holding the
+/// connection), then closes the connection.
+async fn raw_endpoint(answer: Option<&'static [u8]>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                match answer {
+                    Some(answer) => {
+                        let _ = conn.write_all(answer).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            });
+        }
+    });
+    format!("http://{addr}/hook")
+}
+
+/// Peers that misbehave after the request: each outcome is typed, and
+/// judged as a delivery, a retryable failure or a final one as the sink's
+/// docs say.
+#[tokio::test]
+async fn misbehaving_endpoints_give_typed_outcomes() {
+    let event = order();
+    // a 200 whose announced body never comes, the connection closed: the
+    // endpoint accepted the event
+    let url = raw_endpoint(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc")).await;
+    HttpSink::new("h", url)
+        .unwrap()
+        .deliver(&event)
+        .await
+        .unwrap();
+    // never answers: a timeout, transient
+    let url = raw_endpoint(None).await;
+    let sink = HttpSink::new("h", url)
+        .unwrap()
+        .with_request_timeout(Duration::from_millis(300))
+        .unwrap();
+    let err = sink.deliver(&event).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    // closes without answering, or answers what is no HTTP: transient
+    for answer in [&b""[..], b"SMTP ready\r\n\r\n"] {
+        let url = raw_endpoint(Some(answer)).await;
+        let err = HttpSink::new("h", url)
+            .unwrap()
+            .deliver(&event)
+            .await
+            .unwrap_err();
+        assert!(
+            err.is_transient(),
+            "{:?}: {err:?}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+    // a 503 whose Retry-After is a date already past: retried at once
+    let url = raw_endpoint(Some(
+        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+          content-length: 0\r\n\r\n",
+    ))
+    .await;
+    let err = HttpSink::new("h", url)
+        .unwrap()
+        .deliver(&event)
+        .await
+        .unwrap_err();
+    let answer = event_cloudevents::http::client::status_error(&err).unwrap();
+    assert_eq!(
+        (answer.status, answer.retry_after),
+        (503, Some(Duration::ZERO))
+    );
+    assert!(answer.is_retryable());
+}
