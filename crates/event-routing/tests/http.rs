@@ -2572,3 +2572,68 @@ async fn misbehaving_endpoints_give_typed_outcomes() {
     );
     assert!(answer.is_retryable());
 }
+
+/// A sender may shut down its side of the connection once its request is
+/// sent, and wait for the answer (HTTP/1.1 half-close). The webhook took
+/// the end of its input for a vanished sender and closed the connection
+/// mid-delivery: the sink's delivery was cancelled, no answer was sent, and
+/// every retry met the same fate, so such a sender could deliver nothing.
+#[tokio::test]
+async fn a_sender_that_half_closes_after_its_request_gets_its_answer() {
+    use tokio::io::AsyncWriteExt;
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let (seen, gate) = (delivered.clone(), Arc::new(tokio::sync::Notify::new()));
+    let (started, release) = (gate.clone(), Arc::new(tokio::sync::Semaphore::new(0)));
+    let wait = release.clone();
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    source
+        .start(Arc::new(event_routing::InProcessSink::new(
+            "gated",
+            move |event| {
+                let (seen, started, wait) = (seen.clone(), started.clone(), wait.clone());
+                async move {
+                    started.notify_one();
+                    wait.acquire().await.unwrap().forget();
+                    seen.lock().push(event.id);
+                    Ok(())
+                }
+            },
+        )))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    let (head, body) = raw_request(&order(), "");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&[head, body].concat()).await.unwrap();
+    gate.notified().await;
+    // the request is in delivery: the sender is done writing
+    conn.shutdown().await.unwrap();
+    // (the webhook, watching for a closed connection, sees the end of its
+    // input while the sink still waits; nothing waits on that but time)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.add_permits(1);
+    let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer.unwrap_or_else(|open| open)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer:?}");
+    assert_eq!(delivered.lock().len(), 1);
+    assert_eq!(source.accepted(), 1);
+
+    // A sender that leaves altogether does not cut the delivery off
+    // half-way: it runs to its end (and counts), its answer going nowhere.
+    let (head, body) = raw_request(&order(), "");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&[head, body].concat()).await.unwrap();
+    gate.notified().await;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.add_permits(1);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while source.accepted() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the delivery was cut off");
+    assert_eq!(delivered.lock().len(), 2);
+    source.stop().await.unwrap();
+}

@@ -276,6 +276,13 @@ type Authorization = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 /// (about 400 KB, which also bounds the requests it pipelined ahead), an
 /// answer, and a body up to the body limit while its request is read.
 ///
+/// A sender may shut down its side of the connection once its request is
+/// sent (HTTP/1.1 half-close) and still gets its answer. A delivery runs
+/// to its end whatever the sender does meanwhile: one that closed its
+/// connection (its own timeout, say) gets no answer and retries, so the
+/// event may reach the sink twice, but a delivery is never cut off
+/// half-way by a sender leaving.
+///
 /// The sink's delivery is not timed here: a slow sink is not the sender's
 /// fault (bound it with the sink's own timeout, such as
 /// [`HttpSink::with_request_timeout`](crate::http::HttpSink::with_request_timeout) or a
@@ -649,7 +656,11 @@ async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.idle_timeout)
-        .max_headers(MAX_HEADERS);
+        .max_headers(MAX_HEADERS)
+        // A sender may shut down its side once its request is sent and
+        // wait for the answer: the end of its input mid-request is no
+        // vanished sender, and must not cancel the delivery unanswered.
+        .half_close(true);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // The connections' tasks, to close those still open when the grace
