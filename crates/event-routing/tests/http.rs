@@ -2637,3 +2637,45 @@ async fn a_sender_that_half_closes_after_its_request_gets_its_answer() {
     assert_eq!(delivered.lock().len(), 2);
     source.stop().await.unwrap();
 }
+
+/// A body sent with a `Content-Encoding` (gzip, say) is the encoded form
+/// of the data: the webhook, which decodes none, took the compressed bytes
+/// for the event's data and accepted them (`202`), the encoding lost. It
+/// answers `415` now (RFC 9110: a coding the server does not support),
+/// delivering nothing; `identity` is no encoding.
+#[tokio::test]
+async fn a_content_encoded_body_is_refused_415_not_taken_for_the_data() {
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let mut event = order();
+    event.payload = json!("hello");
+    event = event.with_metadata("ce-datacontenttype", "text/plain");
+    let text = to_http(&event, Mode::Binary).unwrap();
+    assert_eq!(text.headers["content-type"], "text/plain");
+    // the gzip form of the text, as a sender compressing its body sends it
+    let gzipped = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xcbH\xcd\xc9\xc9\x07\x00\x86\xa6\x106\x05\x00\x00\x00".to_vec();
+    let structured = to_http(&order(), Mode::Structured).unwrap();
+    for (headers, body) in [
+        (text.headers.clone(), gzipped),
+        (structured.headers, structured.body),
+    ] {
+        for coding in ["gzip", "br", "identity, gzip"] {
+            let mut headers = headers.clone();
+            headers.insert("content-encoding", coding.parse().unwrap());
+            let (status, answer) = send(addr, "/events", headers, body.clone()).await;
+            assert_eq!(status, 415, "{coding}: {answer}");
+            assert!(answer.contains("Content-Encoding"), "{answer}");
+        }
+    }
+    assert!(sink.is_empty(), "{:?}", sink.events());
+    assert_eq!(source.stats().bad_requests, 6);
+    // `identity` is the body as it is
+    let mut headers = text.headers.clone();
+    headers.insert("content-encoding", "identity".parse().unwrap());
+    let (status, answer) = send(addr, "/events", headers, text.body.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(sink.events()[0].payload, json!("hello"));
+    source.stop().await.unwrap();
+}

@@ -100,7 +100,8 @@ pub struct WebhookStats {
     /// not counted: they never reach the sink.
     pub refused: u64,
     /// Requests answered without reaching the sink: not a valid CloudEvent
-    /// or A3S event (`400`), a CloudEvents format not read here (`415`), a
+    /// or A3S event (`400`), a CloudEvents format not read here or a
+    /// `Content-Encoding` (`415`), a
     /// body over the limit (`413`), or a body that did not arrive within
     /// the body timeout (`408`). Logged at `DEBUG` only: a sender's own
     /// fault, which its answer tells it. (A request head the HTTP server
@@ -191,7 +192,7 @@ impl WebhookStats {
             ),
             (
                 "a3s_webhook_bad_requests_total",
-                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a CloudEvents format not read (415), a body over the limit (413), or a body that did not arrive in time (408).",
+                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a CloudEvents format not read or a Content-Encoding (415), a body over the limit (413), or a body that did not arrive in time (408).",
                 self.bad_requests,
             ),
             (
@@ -237,6 +238,7 @@ type Authorization = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 /// | delivered | `202 Accepted` |
 /// | not a valid CloudEvent, or one that is not a valid A3S event | `400 Bad Request`, nothing delivered |
 /// | a CloudEvents message in a format not read here: batched mode, an event format other than JSON | `415 Unsupported Media Type`, nothing delivered (send the events one by one, in binary or JSON structured mode) |
+/// | a body with a `Content-Encoding` (gzip ...) other than `identity` | `415 Unsupported Media Type` and the connection is closed, nothing delivered (send the body unencoded) |
 /// | a request head with more than 1,024 headers (binary mode sends one per attribute and metadata entry) or over about 400 KB | `431 Request Header Fields Too Large`, nothing delivered (send it in structured mode) |
 /// | a body larger than [`with_body_limit`](Self::with_body_limit) (default 2 MiB) | `413 Payload Too Large` and the connection is closed, nothing delivered; at once, without waiting for the body, when the request's `Content-Length` says so |
 /// | the body did not arrive completely within [`with_body_timeout`](Self::with_body_timeout) (default 30 s) of the head | `408 Request Timeout` and the connection is closed, nothing delivered (the sender should retry) |
@@ -477,6 +479,23 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     }
 }
 
+/// The request's `Content-Encoding`, unless it is absent or `identity`
+/// only: the body is then an encoded form of the content (gzip ...), which
+/// the webhook does not decode, and must not take for the event's data.
+fn content_coding(request: &Request) -> Option<String> {
+    let codings = request.headers().get_all(header::CONTENT_ENCODING);
+    let mut seen = Vec::new();
+    for value in codings {
+        let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if text.split(',').any(|coding| {
+            !coding.trim().is_empty() && !coding.trim().eq_ignore_ascii_case("identity")
+        }) {
+            seen.push(text);
+        }
+    }
+    (!seen.is_empty()).then(|| seen.join(", "))
+}
+
 async fn answer(state: &AppState, request: Request) -> Response {
     let version = request.version();
     if let Some(authorized) = &state.authorization
@@ -489,6 +508,23 @@ async fn answer(state: &AppState, request: Request) -> Response {
     // that may never come.
     if declares_more_than(&request, state.body_limit) {
         return body_too_large(state, version);
+    }
+    if let Some(coding) = content_coding(&request) {
+        state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            source = %state.name, coding = ?coding,
+            "webhook: a request body has a Content-Encoding; answering 415"
+        );
+        return closing(
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "the request has Content-Encoding {coding:?}, which this webhook does not \
+                     decode: send the body unencoded"
+                ),
+            ),
+            version,
+        );
     }
     // Only reading the body is timed, not the delivery: a slow sink is not
     // the sender's fault.
