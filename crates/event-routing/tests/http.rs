@@ -2679,3 +2679,59 @@ async fn a_content_encoded_body_is_refused_415_not_taken_for_the_data() {
     assert_eq!(sink.events()[0].payload, json!("hello"));
     source.stop().await.unwrap();
 }
+
+/// A body sent with a transfer coding besides `chunked` (`gzip, chunked`)
+/// reached the webhook chunk-decoded only: the still gzipped bytes were
+/// taken for the event's data and accepted (`202`), as were codings
+/// nobody knows and a body chunked twice. A coding the server does not
+/// understand is answered `501` (RFC 9112, 6.1), chunked twice `400`;
+/// nothing is delivered.
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_is_refused_not_taken_for_the_data() {
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let mut event = order();
+    event.payload = json!("hello");
+    event = event.with_metadata("ce-datacontenttype", "text/plain");
+    let exchange = |codings: &str| {
+        let (head, body) = raw_request(&event, &format!("Transfer-Encoding: {codings}\r\n"));
+        let head = String::from_utf8(head)
+            .unwrap()
+            .replace(&format!("Content-Length: {}\r\n", body.len()), "");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        request.extend_from_slice(&body);
+        request.extend_from_slice(b"\r\n0\r\n\r\n");
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            conn.write_all(&request).await.unwrap();
+            let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+            String::from_utf8_lossy(&answer.unwrap_or_else(|open| open)).into_owned()
+        }
+    };
+    for (codings, status) in [
+        ("gzip, chunked", "501"),
+        ("x-unknown, chunked", "501"),
+        ("chunked, chunked", "400"),
+    ] {
+        let answer = exchange(codings).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{codings}: {answer:?}"
+        );
+        assert!(
+            answer.contains("Transfer-Encoding"),
+            "{codings}: {answer:?}"
+        );
+    }
+    assert!(sink.is_empty(), "{:?}", sink.events());
+    assert_eq!(source.stats().bad_requests, 3);
+    // chunked alone is the body as it is (the connection closed after it)
+    let answer = exchange("chunked\r\nConnection: close").await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer:?}");
+    assert_eq!(sink.events()[0].payload, json!("hello"));
+    source.stop().await.unwrap();
+}

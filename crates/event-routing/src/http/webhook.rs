@@ -101,7 +101,8 @@ pub struct WebhookStats {
     pub refused: u64,
     /// Requests answered without reaching the sink: not a valid CloudEvent
     /// or A3S event (`400`), a CloudEvents format not read here or a
-    /// `Content-Encoding` (`415`), a
+    /// `Content-Encoding` (`415`), a transfer coding besides `chunked`
+    /// (`501`, or `400` for `chunked` twice), a
     /// body over the limit (`413`), or a body that did not arrive within
     /// the body timeout (`408`). Logged at `DEBUG` only: a sender's own
     /// fault, which its answer tells it. (A request head the HTTP server
@@ -192,7 +193,7 @@ impl WebhookStats {
             ),
             (
                 "a3s_webhook_bad_requests_total",
-                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a CloudEvents format not read or a Content-Encoding (415), a body over the limit (413), or a body that did not arrive in time (408).",
+                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a CloudEvents format not read or a Content-Encoding (415), a transfer coding besides chunked (501), a body over the limit (413), or a body that did not arrive in time (408).",
                 self.bad_requests,
             ),
             (
@@ -239,6 +240,7 @@ type Authorization = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 /// | not a valid CloudEvent, or one that is not a valid A3S event | `400 Bad Request`, nothing delivered |
 /// | a CloudEvents message in a format not read here: batched mode, an event format other than JSON | `415 Unsupported Media Type`, nothing delivered (send the events one by one, in binary or JSON structured mode) |
 /// | a body with a `Content-Encoding` (gzip ...) other than `identity` | `415 Unsupported Media Type` and the connection is closed, nothing delivered (send the body unencoded) |
+/// | a body with a `Transfer-Encoding` besides `chunked` (`gzip, chunked` ...) | `501 Not Implemented` (`400 Bad Request` for `chunked` twice) and the connection is closed, nothing delivered |
 /// | a request head with more than 1,024 headers (binary mode sends one per attribute and metadata entry) or over about 400 KB | `431 Request Header Fields Too Large`, nothing delivered (send it in structured mode) |
 /// | a body larger than [`with_body_limit`](Self::with_body_limit) (default 2 MiB) | `413 Payload Too Large` and the connection is closed, nothing delivered; at once, without waiting for the body, when the request's `Content-Length` says so |
 /// | the body did not arrive completely within [`with_body_timeout`](Self::with_body_timeout) (default 30 s) of the head | `408 Request Timeout` and the connection is closed, nothing delivered (the sender should retry) |
@@ -479,6 +481,38 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     }
 }
 
+/// The answer to a request whose `Transfer-Encoding` is not `chunked`
+/// alone: hyper decodes `chunked` only and passes any other coding's bytes
+/// on as the body (`gzip, chunked` arrives still gzipped), so the body is
+/// not the content. A coding not understood is `501` (RFC 9112, 6.1),
+/// `chunked` more than once `400`.
+fn transfer_coding_refusal(request: &Request) -> Option<(StatusCode, String)> {
+    let mut codings = Vec::new();
+    for value in request.headers().get_all(header::TRANSFER_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
+        codings.extend(
+            text.split(',')
+                .map(|coding| coding.trim().to_owned())
+                .filter(|coding| !coding.is_empty()),
+        );
+    }
+    if let Some(other) = codings.iter().find(|coding| *coding != "chunked") {
+        return Some((
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "the request has Transfer-Encoding {other:?}, which this webhook does not \
+                 decode: send the body unencoded (chunked, or with a Content-Length)"
+            ),
+        ));
+    }
+    (codings.len() > 1).then(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            "the request has Transfer-Encoding chunked more than once".to_owned(),
+        )
+    })
+}
+
 /// The request's `Content-Encoding`, unless it is absent or `identity`
 /// only: the body is then an encoded form of the content (gzip ...), which
 /// the webhook does not decode, and must not take for the event's data.
@@ -508,6 +542,14 @@ async fn answer(state: &AppState, request: Request) -> Response {
     // that may never come.
     if declares_more_than(&request, state.body_limit) {
         return body_too_large(state, version);
+    }
+    if let Some((status, reason)) = transfer_coding_refusal(&request) {
+        state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            source = %state.name, status = status.as_u16(),
+            "webhook: a request body has a transfer coding besides chunked; refused"
+        );
+        return closing((status, reason), version);
     }
     if let Some(coding) = content_coding(&request) {
         state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
