@@ -2735,3 +2735,30 @@ async fn a_transfer_coding_besides_chunked_is_refused_not_taken_for_the_data() {
     assert_eq!(sink.events()[0].payload, json!("hello"));
     source.stop().await.unwrap();
 }
+
+/// A zero request timeout times every request out before it is sent: the
+/// sink could deliver nothing, each failure a transient `Timeout` retried
+/// to the dead-letter sink. It is a configuration error, as the webhook's
+/// zero timeouts are.
+#[tokio::test]
+async fn a_zero_request_timeout_is_a_config_error() {
+    let (url, received) = server(vec![]).await;
+    let sink = HttpSink::new("h", url.clone())
+        .unwrap()
+        .with_request_timeout(Duration::ZERO);
+    let outcome = match sink {
+        Ok(sink) => format!("accepted; delivering: {:?}", sink.deliver(&order()).await),
+        Err(err) => {
+            assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+            String::new()
+        }
+    };
+    assert!(outcome.is_empty(), "{outcome}");
+    assert!(received.requests.lock().is_empty());
+    // any other timeout is kept
+    let sink = HttpSink::new("h", url)
+        .unwrap()
+        .with_request_timeout(Duration::from_secs(5))
+        .unwrap();
+    sink.deliver(&order()).await.unwrap();
+}

@@ -162,7 +162,15 @@ impl HttpSink {
     /// Uses a client whose requests time out after `timeout` (prefer the
     /// trigger's [`DeliverySpec`](crate::DeliverySpec) timeout, which covers
     /// any sink), following no redirect itself, as [`new`](Self::new)'s.
+    /// Zero, which would time every request out before it is sent, is
+    /// [`Error::InvalidConfig`] (without this call requests have no timeout).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(Error::invalid_config(
+                "http_sink.request_timeout",
+                "must be greater than zero",
+            ));
+        }
         self.client = client(reqwest::Client::builder().timeout(timeout))?;
         Ok(self)
     }
