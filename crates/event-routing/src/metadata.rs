@@ -17,10 +17,12 @@ pub const ORIGINAL_SUBJECT: &str = "originalsubject";
 /// replaced it (`with_subject_mapping`): the sender's, not an A3S subject.
 pub const SENDER_SUBJECT: &str = "sendersubject";
 
-/// How many times the event was forwarded by a topic sink (absent: never).
+/// How many times the event was forwarded by a topic sink or an HTTP sink
+/// (absent: never).
 /// A broker does not route an event that reached its
 /// [`max_hops`](crate::BrokerConfig::max_hops), which breaks routing loops
-/// (a trigger whose topic sink publishes where the same trigger matches).
+/// (a trigger whose topic sink publishes where the same trigger matches, or
+/// whose HTTP sink posts to a webhook feeding the same broker).
 /// It travels with the event, over HTTP too (the CloudEvents extension
 /// `a3smroutinghops`), so a sender can set it: see the webhook's docs
 /// (`WebhookSource`, feature `http`).

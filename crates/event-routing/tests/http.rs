@@ -57,6 +57,17 @@ async fn server(statuses: Vec<u16>) -> (String, Received) {
     (format!("http://{addr}/hook"), state)
 }
 
+/// `event` as an `HttpSink` posts it: one more hop.
+fn forwarded(event: &Event) -> Event {
+    let hops = event
+        .metadata
+        .get(event_routing::metadata::HOPS)
+        .map_or(0, |hops| hops.parse::<u32>().unwrap());
+    event
+        .clone()
+        .with_metadata(event_routing::metadata::HOPS, (hops + 1).to_string())
+}
+
 fn order() -> Event {
     Event::typed(
         "events.orders.created",
@@ -88,7 +99,7 @@ async fn http_sink_posts_a_binary_mode_cloudevent() {
     );
     assert_eq!(
         event_cloudevents::http::from_http(&headers, body).unwrap(),
-        event
+        forwarded(&event)
     );
 }
 
@@ -112,7 +123,7 @@ async fn http_sink_posts_a_structured_mode_cloudevent() {
     assert_eq!(doc["data"], json!({"id": 7}));
     assert_eq!(
         event_cloudevents::http::from_http(&headers, body).unwrap(),
-        event
+        forwarded(&event)
     );
 }
 
@@ -472,7 +483,10 @@ async fn an_event_with_hundreds_of_metadata_entries_crosses_in_binary_mode() {
     }
     let sink = HttpSink::new("hop", format!("http://{addr}/events")).unwrap();
     sink.deliver(&event).await.unwrap();
-    assert_eq!(provider.history(None, 1).await.unwrap(), vec![event]);
+    assert_eq!(
+        provider.history(None, 1).await.unwrap(),
+        vec![forwarded(&event)]
+    );
     source.stop().await.unwrap();
 }
 
@@ -813,7 +827,7 @@ async fn webhook_into_a_broker_routes_end_to_end_over_http() {
     let (headers, body) = received.requests.lock()[0].clone();
     assert_eq!(
         event_cloudevents::http::from_http(&headers, body).unwrap(),
-        event
+        forwarded(&event)
     );
     source.stop().await.unwrap();
 }
@@ -2118,4 +2132,633 @@ async fn webhook_authorization_refuses_before_reading_the_body() {
     );
     assert_eq!(send(own_addr, "/events", right, msg.body).await.0, 202);
     assert_eq!(sink.len(), 2);
+}
+
+#[tokio::test]
+async fn a_panicking_subject_mapping_or_authorization_check_is_answered_500_and_counted() {
+    // User code run on each request, with the peer's input: its panic
+    // dropped the connection without an answer (the sender retried into the
+    // same panic), and nothing counted it.
+    let mapping = WebhookSource::new("mapped", "127.0.0.1:0".parse().unwrap())
+        .with_subject_mapping(|ce| {
+            use event_cloudevents::cloudevents::AttributesReader as _;
+            let subject = ce.subject().expect("mapping bug: no subject");
+            Some(subject.replace('/', "."))
+        });
+    let authorization = WebhookSource::new("checked", "127.0.0.1:0".parse().unwrap())
+        .with_authorization(|headers| {
+            headers
+                .get("authorization")
+                .expect("authorization bug: no header")
+                == "Bearer t"
+        });
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let mut no_subject = msg.headers.clone();
+    no_subject.remove("ce-subject");
+    let mut with_token = msg.headers.clone();
+    with_token.insert("authorization", "Bearer t".parse().unwrap());
+    for (source, panicking, working) in [
+        (mapping, no_subject, msg.headers.clone()),
+        (authorization, msg.headers.clone(), with_token),
+    ] {
+        let collector = Arc::new(CollectorSink::new("c"));
+        source.start(collector.clone()).await.unwrap();
+        let addr = source.local_addr().unwrap();
+        let answer = reqwest::Client::new()
+            .post(format!("http://{addr}/events"))
+            .headers(panicking)
+            .body(msg.body.clone())
+            .send()
+            .await;
+        let answer = answer.unwrap_or_else(|err| panic!("{source:?}: no answer: {err:?}"));
+        assert_eq!(answer.status().as_u16(), 500, "{source:?}");
+        let text = answer.text().await.unwrap();
+        assert!(text.contains("bug: no"), "{source:?}: {text}");
+        assert_eq!(source.stats().refused, 1, "{source:?}");
+        assert!(collector.is_empty());
+        // the webhook goes on serving
+        let (status, text) = send(addr, "/events", working, msg.body.clone()).await;
+        assert_eq!(status, 202, "{source:?}: {text}");
+        assert_eq!(collector.len(), 1);
+        assert_eq!((source.accepted(), source.refused()), (1, 1));
+        source.stop().await.unwrap();
+    }
+}
+
+/// Zero is refused, so a caller wanting no idle or write timeout gives the
+/// longest one: `Duration::MAX` overflowed the deadline (`now + timeout`)
+/// and panicked each connection's task, in hyper when a request head
+/// arrived and in the write timer when an answer had to wait, dropping the
+/// connection without an answer.
+#[tokio::test]
+async fn the_longest_timeouts_are_as_good_as_none_not_a_panic() {
+    for longest in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+        let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+            .with_idle_timeout(longest)
+            .unwrap()
+            .with_write_timeout(longest)
+            .unwrap()
+            .with_body_timeout(longest)
+            .unwrap();
+        source
+            .start(Arc::new(CollectorSink::new("c")))
+            .await
+            .unwrap();
+        let addr = source.local_addr().unwrap();
+        let msg = to_http(&order(), Mode::Binary).unwrap();
+        let answer = reqwest::Client::new()
+            .post(format!("http://{addr}/events"))
+            .headers(msg.headers)
+            .body(msg.body)
+            .send()
+            .await
+            .map(|answer| answer.status().as_u16());
+        assert!(matches!(answer, Ok(202)), "{longest:?}: {answer:?}");
+        // a sender not reading its answers stalls the server's writes,
+        // which wait without a limit
+        let stalled = pipeline_without_reading(addr, Duration::from_secs(3)).await;
+        assert!(stalled.is_err(), "{longest:?}: closed after {stalled:?}");
+        assert_serves_a_working_client(addr).await;
+        source.stop().await.unwrap();
+    }
+}
+
+/// A routing loop through HTTP: a webhook feeding a broker whose trigger
+/// posts every event back to the webhook with an `HttpSink`. The hop count
+/// crosses HTTP so that such loops end (see `WebhookSource`), but nothing
+/// counted a hop on the way: the event went round until the webhook's
+/// connections ran out and the attempts timed out, every round delivered
+/// to the broker's other triggers again.
+#[tokio::test]
+async fn a_routing_loop_through_an_http_sink_and_a_webhook_ends_at_max_hops() {
+    let broker = Broker::new();
+    let source = WebhookSource::new("in", "127.0.0.1:0".parse().unwrap())
+        .with_max_connections(32)
+        .unwrap();
+    source.start(Arc::new(broker.clone())).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let tap = Arc::new(CollectorSink::new("tap"));
+    broker
+        .add_triggers([
+            Trigger::new(
+                "loop",
+                TriggerFilter::by_type("order.created"),
+                Arc::new(HttpSink::new("back", format!("http://{addr}/events")).unwrap()),
+            )
+            .with_delivery(DeliverySpec::new().with_timeout(Some(Duration::from_secs(3)))),
+            Trigger::new("tap", TriggerFilter::by_type("order.created"), tap.clone()),
+        ])
+        .unwrap();
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        send(addr, "/events", msg.headers, msg.body),
+    )
+    .await
+    .expect("the loop did not end");
+    let max_hops = event_routing::BrokerConfig::default().max_hops;
+    assert_eq!(
+        answer.0,
+        202,
+        "{answer:?}; the tap saw {} copies",
+        tap.len()
+    );
+    assert_eq!(tap.len(), max_hops as usize);
+    assert_eq!(broker.metrics().hop_limit, 1);
+    // each copy is the event, one more hop each time
+    let hops: Vec<_> = tap
+        .events()
+        .iter()
+        .map(|event| event.metadata.get("routinghops").cloned())
+        .collect();
+    assert_eq!(hops[0], None);
+    assert_eq!(hops[1].as_deref(), Some("1"));
+    source.stop().await.unwrap();
+}
+
+/// A binary-mode request as a raw client sends it, its body chunked as
+/// `chunks` (raw chunk framing, so that it can be malformed).
+fn chunked_request(event: &Event, chunks: &[u8]) -> Vec<u8> {
+    let (head, body) = raw_request(event, "Transfer-Encoding: chunked\r\n");
+    let head = String::from_utf8(head)
+        .unwrap()
+        .replace(&format!("Content-Length: {}\r\n", body.len()), "");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(chunks);
+    request
+}
+
+/// Malformed framing from a peer (a chunk size that is no number or
+/// overflows, a `Content-Length` that cuts the body short, two lengths),
+/// a nesting deeper than JSON parsing allows in either mode, and a request
+/// pipelined behind a `415`: each answered with a typed 4xx, nothing half
+/// read is delivered, and a well-formed request pipelined behind an answer
+/// whose body was read in full is still served.
+#[tokio::test]
+async fn malformed_framing_and_deep_nesting_are_typed_4xx_and_deliver_nothing() {
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let exchange = |request: Vec<u8>| async move {
+        use tokio::io::AsyncWriteExt;
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(&request).await.unwrap();
+        let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+        String::from_utf8_lossy(&answer.unwrap_or_else(|open| open)).into_owned()
+    };
+    let (head, body) = raw_request(&order(), "");
+    let with_length = |length: &str| {
+        let mut request = String::from_utf8(head.clone())
+            .unwrap()
+            .replace(&format!("Content-Length: {}\r\n", body.len()), length)
+            .into_bytes();
+        request.extend_from_slice(&body);
+        request
+    };
+    for (what, request) in [
+        (
+            "chunk size no number",
+            chunked_request(&order(), b"zz\r\n{}\r\n0\r\n\r\n"),
+        ),
+        (
+            "chunk size overflowing",
+            chunked_request(&order(), b"ffffffffffffffffffff\r\n{}\r\n0\r\n\r\n"),
+        ),
+        (
+            "Content-Length cutting the body short",
+            with_length(&format!("Content-Length: {}\r\n", body.len() - 2)),
+        ),
+        (
+            "two Content-Lengths",
+            with_length(&format!(
+                "Content-Length: {}\r\nContent-Length: 3\r\n",
+                body.len()
+            )),
+        ),
+    ] {
+        let answer = exchange(request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer:?}");
+    }
+
+    let nested = |depth: usize| "[".repeat(depth) + &"]".repeat(depth);
+    let binary = to_http(&order(), Mode::Binary).unwrap();
+    let mut structured = HeaderMap::new();
+    structured.insert(
+        "content-type",
+        "application/cloudevents+json".parse().unwrap(),
+    );
+    for depth in [200, 100_000] {
+        let (status, text) = send(
+            addr,
+            "/events",
+            binary.headers.clone(),
+            nested(depth).into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 400, "binary, {depth} deep: {text}");
+        let doc = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{}}}"#,
+            nested(depth)
+        );
+        let (status, text) = send(addr, "/events", structured.clone(), doc.into_bytes()).await;
+        assert_eq!(status, 400, "structured, {depth} deep: {text}");
+    }
+    assert!(sink.is_empty());
+
+    // A batch is answered 415 after its (whole) body was read; the request
+    // pipelined behind it is served.
+    let mut pipelined = b"POST /events HTTP/1.1\r\nHost: w\r\n\
+        Content-Type: application/cloudevents-batch+json\r\nContent-Length: 2\r\n\r\n[]"
+        .to_vec();
+    let (head, body) = raw_request(&order(), "Connection: close\r\n");
+    pipelined.extend_from_slice(&head);
+    pipelined.extend_from_slice(&body);
+    let answer = exchange(pipelined).await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer:?}");
+    assert!(answer.contains("HTTP/1.1 202"), "{answer:?}");
+    assert_eq!(sink.len(), 1);
+    source.stop().await.unwrap();
+}
+
+/// `stop` while a request's delivery runs and another is pipelined behind
+/// it: the first is answered (`Connection: close`), the second is neither
+/// delivered nor answered (its sender retries it), so nothing is accepted
+/// and then dropped.
+#[tokio::test]
+async fn stop_answers_the_request_in_progress_and_delivers_none_pipelined_behind_it() {
+    use tokio::io::AsyncWriteExt;
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    let (seen, on_start, wait) = (delivered.clone(), started.clone(), gate.clone());
+    source
+        .start(Arc::new(event_routing::InProcessSink::new(
+            "gated",
+            move |event| {
+                let (seen, on_start, wait) = (seen.clone(), on_start.clone(), wait.clone());
+                async move {
+                    on_start.notify_one();
+                    wait.acquire().await.unwrap().forget();
+                    seen.lock().push(event.id);
+                    Ok(())
+                }
+            },
+        )))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    let (mut first, mut second) = (order(), order());
+    first.id = "first".into();
+    second.id = "second".into();
+    let (h1, b1) = raw_request(&first, "");
+    let (h2, b2) = raw_request(&second, "");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&[h1, b1, h2, b2].concat()).await.unwrap();
+    started.notified().await;
+    let source = Arc::new(source);
+    let stopping = source.clone();
+    let stop = tokio::spawn(async move { stopping.stop().await });
+    // the listener is closed once stop has begun the graceful shutdown
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(2);
+    let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer.unwrap_or_else(|open| open)).into_owned();
+    stop.await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
+    assert_eq!(*delivered.lock(), ["first"]);
+    assert_eq!(source.accepted(), 1);
+}
+
+/// A path no request can reach, since a request's path is
+/// percent-encoded and holds no query or fragment (`/é`, `/my hooks`,
+/// `/a?b`, `/a#b`), was accepted, and the webhook answered every post
+/// `404`; now `InvalidConfig`, naming percent-encoding. A path written
+/// percent-encoded is reached.
+#[tokio::test]
+async fn webhook_paths_no_request_can_reach_are_config_errors() {
+    for path in [
+        "/é",
+        "/my hooks",
+        "/a?b",
+        "/a#b",
+        "/a\0",
+        "/a\nb",
+        "/a%zz",
+        "/a%4",
+    ] {
+        let err = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+            .with_path(path)
+            .map(|source| format!("accepted: {source:?}"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { reason, .. } if reason.contains("percent-encode")),
+            "{path:?}: {err:?}"
+        );
+    }
+    let msg = to_http(&order(), Mode::Binary).unwrap();
+    for path in [
+        "/caf%C3%A9",
+        "/my%20hooks",
+        "/v1;tenant=a/events",
+        "/a-b_c.d~e/@x!$&'()*+,=",
+    ] {
+        let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap())
+            .with_path(path)
+            .unwrap();
+        source
+            .start(Arc::new(CollectorSink::new("c")))
+            .await
+            .unwrap();
+        let addr = source.local_addr().unwrap();
+        let (status, text) = send(addr, path, msg.headers.clone(), msg.body.clone()).await;
+        assert_eq!(status, 202, "{path}: {text}");
+        source.stop().await.unwrap();
+    }
+}
+
+/// A raw endpoint at a random local port that reads each request's head
+/// and answers it with `answer` (`None`: never answers, holding the
+/// connection), then closes the connection.
+async fn raw_endpoint(answer: Option<&'static [u8]>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                match answer {
+                    Some(answer) => {
+                        let _ = conn.write_all(answer).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            });
+        }
+    });
+    format!("http://{addr}/hook")
+}
+
+/// Peers that misbehave after the request: each outcome is typed, and
+/// judged as a delivery, a retryable failure or a final one as the sink's
+/// docs say.
+#[tokio::test]
+async fn misbehaving_endpoints_give_typed_outcomes() {
+    let event = order();
+    // a 200 whose announced body never comes, the connection closed: the
+    // endpoint accepted the event
+    let url = raw_endpoint(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc")).await;
+    HttpSink::new("h", url)
+        .unwrap()
+        .deliver(&event)
+        .await
+        .unwrap();
+    // never answers: a timeout, transient
+    let url = raw_endpoint(None).await;
+    let sink = HttpSink::new("h", url)
+        .unwrap()
+        .with_request_timeout(Duration::from_millis(300))
+        .unwrap();
+    let err = sink.deliver(&event).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    // closes without answering, or answers what is no HTTP: transient
+    for answer in [&b""[..], b"SMTP ready\r\n\r\n"] {
+        let url = raw_endpoint(Some(answer)).await;
+        let err = HttpSink::new("h", url)
+            .unwrap()
+            .deliver(&event)
+            .await
+            .unwrap_err();
+        assert!(
+            err.is_transient(),
+            "{:?}: {err:?}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+    // a 503 whose Retry-After is a date already past: retried at once
+    let url = raw_endpoint(Some(
+        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+          content-length: 0\r\n\r\n",
+    ))
+    .await;
+    let err = HttpSink::new("h", url)
+        .unwrap()
+        .deliver(&event)
+        .await
+        .unwrap_err();
+    let answer = event_cloudevents::http::client::status_error(&err).unwrap();
+    assert_eq!(
+        (answer.status, answer.retry_after),
+        (503, Some(Duration::ZERO))
+    );
+    assert!(answer.is_retryable());
+}
+
+/// A sender may shut down its side of the connection once its request is
+/// sent, and wait for the answer (HTTP/1.1 half-close). The webhook took
+/// the end of its input for a vanished sender and closed the connection
+/// mid-delivery: the sink's delivery was cancelled, no answer was sent, and
+/// every retry met the same fate, so such a sender could deliver nothing.
+#[tokio::test]
+async fn a_sender_that_half_closes_after_its_request_gets_its_answer() {
+    use tokio::io::AsyncWriteExt;
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let (seen, gate) = (delivered.clone(), Arc::new(tokio::sync::Notify::new()));
+    let (started, release) = (gate.clone(), Arc::new(tokio::sync::Semaphore::new(0)));
+    let wait = release.clone();
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    source
+        .start(Arc::new(event_routing::InProcessSink::new(
+            "gated",
+            move |event| {
+                let (seen, started, wait) = (seen.clone(), started.clone(), wait.clone());
+                async move {
+                    started.notify_one();
+                    wait.acquire().await.unwrap().forget();
+                    seen.lock().push(event.id);
+                    Ok(())
+                }
+            },
+        )))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    let (head, body) = raw_request(&order(), "");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&[head, body].concat()).await.unwrap();
+    gate.notified().await;
+    // the request is in delivery: the sender is done writing
+    conn.shutdown().await.unwrap();
+    // (the webhook, watching for a closed connection, sees the end of its
+    // input while the sink still waits; nothing waits on that but time)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.add_permits(1);
+    let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer.unwrap_or_else(|open| open)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer:?}");
+    assert_eq!(delivered.lock().len(), 1);
+    assert_eq!(source.accepted(), 1);
+
+    // A sender that leaves altogether does not cut the delivery off
+    // half-way: it runs to its end (and counts), its answer going nowhere.
+    let (head, body) = raw_request(&order(), "");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&[head, body].concat()).await.unwrap();
+    gate.notified().await;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.add_permits(1);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while source.accepted() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the delivery was cut off");
+    assert_eq!(delivered.lock().len(), 2);
+    source.stop().await.unwrap();
+}
+
+/// A body sent with a `Content-Encoding` (gzip, say) is the encoded form
+/// of the data: the webhook, which decodes none, took the compressed bytes
+/// for the event's data and accepted them (`202`), the encoding lost. It
+/// answers `415` now (RFC 9110: a coding the server does not support),
+/// delivering nothing; `identity` is no encoding.
+#[tokio::test]
+async fn a_content_encoded_body_is_refused_415_not_taken_for_the_data() {
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let mut event = order();
+    event.payload = json!("hello");
+    event = event.with_metadata("ce-datacontenttype", "text/plain");
+    let text = to_http(&event, Mode::Binary).unwrap();
+    assert_eq!(text.headers["content-type"], "text/plain");
+    // the gzip form of the text, as a sender compressing its body sends it
+    let gzipped = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xcbH\xcd\xc9\xc9\x07\x00\x86\xa6\x106\x05\x00\x00\x00".to_vec();
+    let structured = to_http(&order(), Mode::Structured).unwrap();
+    for (headers, body) in [
+        (text.headers.clone(), gzipped),
+        (structured.headers, structured.body),
+    ] {
+        for coding in ["gzip", "br", "identity, gzip"] {
+            let mut headers = headers.clone();
+            headers.insert("content-encoding", coding.parse().unwrap());
+            let (status, answer) = send(addr, "/events", headers, body.clone()).await;
+            assert_eq!(status, 415, "{coding}: {answer}");
+            assert!(answer.contains("Content-Encoding"), "{answer}");
+        }
+    }
+    assert!(sink.is_empty(), "{:?}", sink.events());
+    assert_eq!(source.stats().bad_requests, 6);
+    // `identity` is the body as it is
+    let mut headers = text.headers.clone();
+    headers.insert("content-encoding", "identity".parse().unwrap());
+    let (status, answer) = send(addr, "/events", headers, text.body.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(sink.events()[0].payload, json!("hello"));
+    source.stop().await.unwrap();
+}
+
+/// A body sent with a transfer coding besides `chunked` (`gzip, chunked`)
+/// reached the webhook chunk-decoded only: the still gzipped bytes were
+/// taken for the event's data and accepted (`202`), as were codings
+/// nobody knows and a body chunked twice. A coding the server does not
+/// understand is answered `501` (RFC 9112, 6.1), chunked twice `400`;
+/// nothing is delivered.
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_is_refused_not_taken_for_the_data() {
+    let sink = Arc::new(CollectorSink::new("c"));
+    let source = WebhookSource::new("w", "127.0.0.1:0".parse().unwrap());
+    source.start(sink.clone()).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let mut event = order();
+    event.payload = json!("hello");
+    event = event.with_metadata("ce-datacontenttype", "text/plain");
+    let exchange = |codings: &str| {
+        let (head, body) = raw_request(&event, &format!("Transfer-Encoding: {codings}\r\n"));
+        let head = String::from_utf8(head)
+            .unwrap()
+            .replace(&format!("Content-Length: {}\r\n", body.len()), "");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        request.extend_from_slice(&body);
+        request.extend_from_slice(b"\r\n0\r\n\r\n");
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            conn.write_all(&request).await.unwrap();
+            let answer = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+            String::from_utf8_lossy(&answer.unwrap_or_else(|open| open)).into_owned()
+        }
+    };
+    for (codings, status) in [
+        ("gzip, chunked", "501"),
+        ("x-unknown, chunked", "501"),
+        ("chunked, chunked", "400"),
+    ] {
+        let answer = exchange(codings).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{codings}: {answer:?}"
+        );
+        assert!(
+            answer.contains("Transfer-Encoding"),
+            "{codings}: {answer:?}"
+        );
+    }
+    assert!(sink.is_empty(), "{:?}", sink.events());
+    assert_eq!(source.stats().bad_requests, 3);
+    // chunked alone is the body as it is (the connection closed after it)
+    let answer = exchange("chunked\r\nConnection: close").await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer:?}");
+    assert_eq!(sink.events()[0].payload, json!("hello"));
+    source.stop().await.unwrap();
+}
+
+/// A zero request timeout times every request out before it is sent: the
+/// sink could deliver nothing, each failure a transient `Timeout` retried
+/// to the dead-letter sink. It is a configuration error, as the webhook's
+/// zero timeouts are.
+#[tokio::test]
+async fn a_zero_request_timeout_is_a_config_error() {
+    let (url, received) = server(vec![]).await;
+    let sink = HttpSink::new("h", url.clone())
+        .unwrap()
+        .with_request_timeout(Duration::ZERO);
+    let outcome = match sink {
+        Ok(sink) => format!("accepted; delivering: {:?}", sink.deliver(&order()).await),
+        Err(err) => {
+            assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+            String::new()
+        }
+    };
+    assert!(outcome.is_empty(), "{outcome}");
+    assert!(received.requests.lock().is_empty());
+    // any other timeout is kept
+    let sink = HttpSink::new("h", url)
+        .unwrap()
+        .with_request_timeout(Duration::from_secs(5))
+        .unwrap();
+    sink.deliver(&order()).await.unwrap();
 }

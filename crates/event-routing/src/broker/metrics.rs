@@ -94,7 +94,7 @@ counters! {
     no_dead_letter_sink => "Failed deliveries of triggers without a dead-letter sink (a part of `dead_letter_failures`). Logged at `WARN` once per trigger and [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL) (with how many were logged at `DEBUG` since), so count them here.",
     enqueued => "Events accepted into the queue.",
     queue_full => "Times the queue was full when an event arrived (the publisher waited or was refused).",
-    hop_limit => "Events not routed because topic sinks had forwarded them, or brokers delivered them into brokers, `max_hops` times (a routing loop).",
+    hop_limit => "Events not routed because topic or HTTP sinks had forwarded them, or brokers delivered them into brokers, `max_hops` times (a routing loop).",
     deferred => "Events a routing's sink published into a full queue (policy `Wait`) that its worker could not wait on without closing a cycle: this broker's own queue, or a broker whose routings wait (directly or through other brokers) for room in the worker's broker's queue. They wait for room in a task of their own, so no worker waits for a queue only waiting workers drain. The sink's publish succeeds at once; each ends in `enqueued`, or in `shutdown_unrouted` when the broker shuts down first (never in `rejected`).",
     rejected => "Events refused because the queue was full (policy `Reject`, or `WaitFor` timed out).",
     shutdown_unrouted => "Queued events discarded without being routed: still queued at the deadline of [`Broker::shutdown_within`](crate::Broker::shutdown_within) (forwards waiting for room in a full queue included), or when the Tokio runtime the queue's dispatcher ran on was dropped. Lost to their triggers (the provider still stores them).",

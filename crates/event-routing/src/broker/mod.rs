@@ -102,7 +102,7 @@ pub struct BrokerConfig {
     /// How long a feed waits before an unsettled event is redelivered, and
     /// between retries of a failing subscription. Default 1 s.
     pub feed_retry_delay: Duration,
-    /// Events forwarded this many times by topic sinks
+    /// Events forwarded this many times by topic or HTTP sinks
     /// ([`metadata::HOPS`](crate::metadata::HOPS)) are not routed again,
     /// which ends routing loops; they are counted in
     /// [`BrokerMetrics::hop_limit`] and logged. A routing delivering into

@@ -1,10 +1,18 @@
-use crate::sink::EventSink;
+use crate::sink::{EventSink, count_hop};
 use async_trait::async_trait;
 use event_cloudevents::http::{Mode, client::post_http, redact_url};
 use event_core::{Error, Event, Result};
 use std::time::Duration;
 
 /// Delivers by POSTing the event as a CloudEvent to a URL.
+///
+/// The event is sent as it is (its id, subject and metadata) but for one
+/// more hop in [`metadata::HOPS`](crate::metadata::HOPS) (the CloudEvents
+/// extension `a3smroutinghops`), as a [`TopicSink`](crate::TopicSink)
+/// counts its forwards: a routing loop back into a
+/// [`WebhookSource`](crate::http::WebhookSource) feeding the broker (a
+/// trigger posting to a webhook whose broker routes the event to it again)
+/// ends at the broker's [`max_hops`](crate::BrokerConfig::max_hops).
 ///
 /// A 2xx answer is a delivery; anything else fails it, so the trigger's
 /// delivery spec retries and dead-letters:
@@ -154,7 +162,15 @@ impl HttpSink {
     /// Uses a client whose requests time out after `timeout` (prefer the
     /// trigger's [`DeliverySpec`](crate::DeliverySpec) timeout, which covers
     /// any sink), following no redirect itself, as [`new`](Self::new)'s.
+    /// Zero, which would time every request out before it is sent, is
+    /// [`Error::InvalidConfig`] (without this call requests have no timeout).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(Error::invalid_config(
+                "http_sink.request_timeout",
+                "must be greater than zero",
+            ));
+        }
         self.client = client(reqwest::Client::builder().timeout(timeout))?;
         Ok(self)
     }
@@ -195,7 +211,11 @@ fn client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
 #[async_trait]
 impl EventSink for HttpSink {
     async fn deliver(&self, event: &Event) -> Result<()> {
-        post_http(&self.client, &self.url, event, self.mode).await
+        // a forward, as a topic sink's: one more hop, so that a loop back
+        // into a webhook feeding the broker ends at its `max_hops`
+        let mut out = event.clone();
+        count_hop(&mut out, event);
+        post_http(&self.client, &self.url, &out, self.mode).await
     }
 
     fn name(&self) -> &str {

@@ -66,6 +66,11 @@ pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// and killing it.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// The longest idle, write or body timeout a webhook keeps: 30 years, as
+/// good as none. A longer one (`Duration::MAX`, for no timeout, since zero
+/// is refused) is taken as this long.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
 #[derive(Debug, Default)]
 struct Counters {
     accepted: AtomicU64,
@@ -90,11 +95,14 @@ pub struct WebhookStats {
     /// Events delivered to the sink (answered `202 Accepted`).
     pub accepted: u64,
     /// Valid CloudEvents the sink refused (answered `400`, `413`, `500` or
-    /// `503`, see [`WebhookSource`]); malformed requests are not counted:
-    /// they never reach the sink.
+    /// `503`, see [`WebhookSource`]), and requests whose authorization
+    /// check or subject mapping panicked (`500`); malformed requests are
+    /// not counted: they never reach the sink.
     pub refused: u64,
     /// Requests answered without reaching the sink: not a valid CloudEvent
-    /// or A3S event (`400`), a CloudEvents format not read here (`415`), a
+    /// or A3S event (`400`), a CloudEvents format not read here or a
+    /// `Content-Encoding` (`415`), a transfer coding besides `chunked`
+    /// (`501`, or `400` for `chunked` twice), a
     /// body over the limit (`413`), or a body that did not arrive within
     /// the body timeout (`408`). Logged at `DEBUG` only: a sender's own
     /// fault, which its answer tells it. (A request head the HTTP server
@@ -180,12 +188,12 @@ impl WebhookStats {
             ),
             (
                 "a3s_webhook_refused_total",
-                "Valid CloudEvents the webhook's sink refused (answered 400, 413, 500 or 503); malformed requests are not counted.",
+                "Valid CloudEvents the webhook's sink refused (answered 400, 413, 500 or 503), and requests whose authorization check or subject mapping panicked (500); malformed requests are not counted.",
                 self.refused,
             ),
             (
                 "a3s_webhook_bad_requests_total",
-                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a CloudEvents format not read (415), a body over the limit (413), or a body that did not arrive in time (408).",
+                "Requests the webhook answered without reaching its sink: not a valid CloudEvent or A3S event (400), a CloudEvents format not read or a Content-Encoding (415), a transfer coding besides chunked (501), a body over the limit (413), or a body that did not arrive in time (408).",
                 self.bad_requests,
             ),
             (
@@ -231,6 +239,8 @@ type Authorization = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 /// | delivered | `202 Accepted` |
 /// | not a valid CloudEvent, or one that is not a valid A3S event | `400 Bad Request`, nothing delivered |
 /// | a CloudEvents message in a format not read here: batched mode, an event format other than JSON | `415 Unsupported Media Type`, nothing delivered (send the events one by one, in binary or JSON structured mode) |
+/// | a body with a `Content-Encoding` (gzip ...) other than `identity` | `415 Unsupported Media Type` and the connection is closed, nothing delivered (send the body unencoded) |
+/// | a body with a `Transfer-Encoding` besides `chunked` (`gzip, chunked` ...) | `501 Not Implemented` (`400 Bad Request` for `chunked` twice) and the connection is closed, nothing delivered |
 /// | a request head with more than 1,024 headers (binary mode sends one per attribute and metadata entry) or over about 400 KB | `431 Request Header Fields Too Large`, nothing delivered (send it in structured mode) |
 /// | a body larger than [`with_body_limit`](Self::with_body_limit) (default 2 MiB) | `413 Payload Too Large` and the connection is closed, nothing delivered; at once, without waiting for the body, when the request's `Content-Length` says so |
 /// | the body did not arrive completely within [`with_body_timeout`](Self::with_body_timeout) (default 30 s) of the head | `408 Request Timeout` and the connection is closed, nothing delivered (the sender should retry) |
@@ -238,6 +248,7 @@ type Authorization = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 /// | the sink refused it as too large | `413 Payload Too Large` |
 /// | the sink failed transiently (connection, timeout), or an [`HttpSink`](crate::http::HttpSink) got an answer worth retrying (`404`, `408`, `409`, `429`, `5xx`) | `503 Service Unavailable` (the sender should retry) |
 /// | any other sink failure (a panicking sink included) | `500 Internal Server Error` |
+/// | the [authorization check](Self::with_authorization) or the [subject mapping](Self::with_subject_mapping) panicked | `500 Internal Server Error` and the connection is closed, nothing delivered (counted in [`refused`](Self::refused)) |
 ///
 /// [`start`](EventSource::start) binds the address (port 0 picks a free one:
 /// see [`local_addr`](Self::local_addr)) and serves HTTP/1.1. Every
@@ -268,6 +279,13 @@ type Authorization = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 /// reached. A connection holds, besides its socket, at most a request head
 /// (about 400 KB, which also bounds the requests it pipelined ahead), an
 /// answer, and a body up to the body limit while its request is read.
+///
+/// A sender may shut down its side of the connection once its request is
+/// sent (HTTP/1.1 half-close) and still gets its answer. A delivery runs
+/// to its end whatever the sender does meanwhile: one that closed its
+/// connection (its own timeout, say) gets no answer and retries, so the
+/// event may reach the sink twice, but a delivery is never cut off
+/// half-way by a sender leaving.
 ///
 /// The sink's delivery is not timed here: a slow sink is not the sender's
 /// fault (bound it with the sink's own timeout, such as
@@ -426,26 +444,137 @@ fn declares_more_than(request: &Request, limit: usize) -> bool {
         .is_some_and(|length| u64::try_from(limit).is_ok_and(|limit| length > limit))
 }
 
+/// Answers a request ([`answer`]), containing a panic of the user code it
+/// runs outside the sink (the authorization check, the subject mapping):
+/// answered `500`, the connection closed (the body may be unread), counted
+/// in [`WebhookStats::refused`] and logged as a refusal is, instead of the
+/// connection dropping without an answer.
 async fn receive(State(state): State<AppState>, request: Request) -> Response {
+    let version = request.version();
+    match crate::panic::caught(|| answer(&state, request)).await {
+        Ok(response) => response,
+        Err(panic) => {
+            state.counters.refused.fetch_add(1, Ordering::Relaxed);
+            let name = &*state.name;
+            match state.counters.refusals.record(tokio::time::Instant::now()) {
+                Some(quiet_refusals) => tracing::warn!(
+                    source = %name, panic = %panic, quiet_refusals,
+                    "webhook: the authorization check or the subject mapping panicked; \
+                     answered 500 (further refusals of this webhook are logged at DEBUG for a \
+                     while, counted in refused())"
+                ),
+                None => tracing::debug!(
+                    source = %name, panic = %panic,
+                    "webhook: the authorization check or the subject mapping panicked"
+                ),
+            }
+            closing(
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "the webhook's authorization check or subject mapping panicked: {panic}"
+                    ),
+                ),
+                version,
+            )
+        }
+    }
+}
+
+/// The answer to a request whose `Transfer-Encoding` is not `chunked`
+/// alone: hyper decodes `chunked` only and passes any other coding's bytes
+/// on as the body (`gzip, chunked` arrives still gzipped), so the body is
+/// not the content. A coding not understood is `501` (RFC 9112, 6.1),
+/// `chunked` more than once `400`.
+fn transfer_coding_refusal(request: &Request) -> Option<(StatusCode, String)> {
+    let mut codings = Vec::new();
+    for value in request.headers().get_all(header::TRANSFER_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
+        codings.extend(
+            text.split(',')
+                .map(|coding| coding.trim().to_owned())
+                .filter(|coding| !coding.is_empty()),
+        );
+    }
+    if let Some(other) = codings.iter().find(|coding| *coding != "chunked") {
+        return Some((
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "the request has Transfer-Encoding {other:?}, which this webhook does not \
+                 decode: send the body unencoded (chunked, or with a Content-Length)"
+            ),
+        ));
+    }
+    (codings.len() > 1).then(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            "the request has Transfer-Encoding chunked more than once".to_owned(),
+        )
+    })
+}
+
+/// The request's `Content-Encoding`, unless it is absent or `identity`
+/// only: the body is then an encoded form of the content (gzip ...), which
+/// the webhook does not decode, and must not take for the event's data.
+fn content_coding(request: &Request) -> Option<String> {
+    let codings = request.headers().get_all(header::CONTENT_ENCODING);
+    let mut seen = Vec::new();
+    for value in codings {
+        let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if text.split(',').any(|coding| {
+            !coding.trim().is_empty() && !coding.trim().eq_ignore_ascii_case("identity")
+        }) {
+            seen.push(text);
+        }
+    }
+    (!seen.is_empty()).then(|| seen.join(", "))
+}
+
+async fn answer(state: &AppState, request: Request) -> Response {
     let version = request.version();
     if let Some(authorized) = &state.authorization
         && !authorized(request.headers())
     {
-        return unauthorized(&state, version);
+        return unauthorized(state, version);
     }
     // Answered before reading the body (and before `100 Continue`), so that
     // the sender need not send it and the answer does not wait for a body
     // that may never come.
     if declares_more_than(&request, state.body_limit) {
-        return body_too_large(&state, version);
+        return body_too_large(state, version);
+    }
+    if let Some((status, reason)) = transfer_coding_refusal(&request) {
+        state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            source = %state.name, status = status.as_u16(),
+            "webhook: a request body has a transfer coding besides chunked; refused"
+        );
+        return closing((status, reason), version);
+    }
+    if let Some(coding) = content_coding(&request) {
+        state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            source = %state.name, coding = ?coding,
+            "webhook: a request body has a Content-Encoding; answering 415"
+        );
+        return closing(
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "the request has Content-Encoding {coding:?}, which this webhook does not \
+                     decode: send the body unencoded"
+                ),
+            ),
+            version,
+        );
     }
     // Only reading the body is timed, not the delivery: a slow sink is not
     // the sender's fault.
-    let read = tokio::time::timeout(state.body_timeout, read_event(request, &state)).await;
+    let read = tokio::time::timeout(state.body_timeout, read_event(request, state)).await;
     let event = match read {
         Ok(Ok(event)) => event,
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return body_too_large(&state, version);
+            return body_too_large(state, version);
         }
         Ok(Err(rejection)) => {
             state.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -481,7 +610,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         Err(err) => {
             state.counters.refused.fetch_add(1, Ordering::Relaxed);
             let status = status_for(&err);
-            log_refusal(&state, &event, &err, status);
+            log_refusal(state, &event, &err, status);
             (status, err.to_string()).into_response()
         }
     }
@@ -605,7 +734,11 @@ async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.idle_timeout)
-        .max_headers(MAX_HEADERS);
+        .max_headers(MAX_HEADERS)
+        // A sender may shut down its side once its request is sent and
+        // wait for the answer: the end of its input mid-request is no
+        // vanished sender, and must not cancel the delivery unanswered.
+        .half_close(true);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // The connections' tasks, to close those still open when the grace
@@ -686,6 +819,33 @@ async fn serve(
     }
     // Aborting a connection's task drops its socket and its request.
     connections.shutdown().await;
+}
+
+/// `timeout`, at most [`LONGEST_TIMEOUT`]: a deadline is `now + timeout`,
+/// which overflows (a panic, in hyper's head timer and in [`WriteTimed`])
+/// for a timeout near `Duration::MAX`.
+fn bounded(timeout: Duration) -> Duration {
+    timeout.min(LONGEST_TIMEOUT)
+}
+
+/// What in `path` a request's path never holds, if anything: a character
+/// outside RFC 3986's path characters (non-ASCII, a space, a control
+/// character, `?` and `#`, which start a query and a fragment ...), or a
+/// `%` that starts no `%XX` triplet.
+fn unreachable_path_part(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    for (i, c) in path.char_indices() {
+        let allowed = c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/".contains(c);
+        if c == '%' {
+            let hex = |j: usize| bytes.get(i + j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(1) && hex(2)) {
+                return Some("a `%` that starts no `%XX` triplet".to_owned());
+            }
+        } else if !allowed {
+            return Some(format!("{c:?}"));
+        }
+    }
+    None
 }
 
 /// `value`, or [`Error::InvalidConfig`] naming `field` when it is zero
@@ -856,9 +1016,11 @@ impl WebhookSource {
 
     /// Closes a connection that has not sent a complete request head for
     /// `timeout`: a new one, or a kept-alive one between requests. Zero is
-    /// [`Error::InvalidConfig`]. Default [`DEFAULT_IDLE_TIMEOUT`].
+    /// [`Error::InvalidConfig`]; a timeout over 30 years
+    /// (`Duration::MAX`, say) is 30 years, as good as none. Default
+    /// [`DEFAULT_IDLE_TIMEOUT`].
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Result<Self> {
-        let timeout = nonzero("webhook.idle_timeout", timeout)?;
+        let timeout = bounded(nonzero("webhook.idle_timeout", timeout)?);
         self.idle_timeout = timeout;
         Ok(self)
     }
@@ -871,9 +1033,10 @@ impl WebhookSource {
     /// read. A sender that keeps reading its answers (256 KiB per `timeout`
     /// is enough) is not cut off (see the type docs and
     /// [`with_max_connections`](Self::with_max_connections)). Zero is
-    /// [`Error::InvalidConfig`]. Default [`DEFAULT_WRITE_TIMEOUT`].
+    /// [`Error::InvalidConfig`]; a timeout over 30 years is 30 years,
+    /// as good as none. Default [`DEFAULT_WRITE_TIMEOUT`].
     pub fn with_write_timeout(mut self, timeout: Duration) -> Result<Self> {
-        let timeout = nonzero("webhook.write_timeout", timeout)?;
+        let timeout = bounded(nonzero("webhook.write_timeout", timeout)?);
         self.write_timeout = timeout;
         Ok(self)
     }
@@ -900,10 +1063,11 @@ impl WebhookSource {
     /// trickling or stalling mid-body, or one that vanished mid-request).
     /// The timeout bounds the whole body, not each pause within it; it does
     /// not include the sink's delivery. It applies to
-    /// [`router`](Self::router) too. Zero is [`Error::InvalidConfig`].
+    /// [`router`](Self::router) too. Zero is [`Error::InvalidConfig`]; a
+    /// timeout over 30 years is 30 years, as good as none.
     /// Default [`DEFAULT_BODY_TIMEOUT`].
     pub fn with_body_timeout(mut self, timeout: Duration) -> Result<Self> {
-        let timeout = nonzero("webhook.body_timeout", timeout)?;
+        let timeout = bounded(nonzero("webhook.body_timeout", timeout)?);
         self.body_timeout = timeout;
         Ok(self)
     }
@@ -938,8 +1102,11 @@ impl WebhookSource {
 
     /// Listens at `path` instead of `/events`: a literal path starting with
     /// `/`, without `{` or `}` and without a segment starting with `:` or
-    /// `*` (route parameters, which the router would refuse);
-    /// [`Error::InvalidConfig`] otherwise.
+    /// `*` (route parameters, which the router would refuse), written as a
+    /// request carries it: percent-encoded (`/caf%C3%A9`, `/my%20hooks`),
+    /// without `?` or `#`; [`Error::InvalidConfig`] otherwise (such a path
+    /// would never match a request, and every post would be answered
+    /// `404`).
     pub fn with_path(mut self, path: impl Into<String>) -> Result<Self> {
         let path = path.into();
         if !path.starts_with('/') {
@@ -954,6 +1121,16 @@ impl WebhookSource {
                 format!(
                     "{path:?} must be a literal path: no `{{` or `}}`, no segment starting \
                      with `:` or `*`"
+                ),
+            ));
+        }
+        if let Some(bad) = unreachable_path_part(&path) {
+            return Err(Error::invalid_config(
+                "webhook.path",
+                format!(
+                    "{path:?} holds {bad}, which no request's path does (a request's path is \
+                     percent-encoded, without a query or fragment): percent-encode it \
+                     (`/caf%C3%A9`, `/my%20hooks`)"
                 ),
             ));
         }
@@ -974,7 +1151,9 @@ impl WebhookSource {
     /// [`metadata::SENDER_SUBJECT`](crate::metadata::SENDER_SUBJECT), so
     /// it goes back out as an extension when the event is sent on as a
     /// CloudEvent. A subject the mapper returns that is not a valid publish
-    /// subject is refused like any other (`400`).
+    /// subject is refused like any other (`400`). A `mapper` that panics
+    /// (on a CloudEvent it did not expect) has the request answered `500`,
+    /// counted in [`refused`](Self::refused).
     ///
     /// ```
     /// use event_cloudevents::cloudevents::AttributesReader;
@@ -1003,7 +1182,9 @@ impl WebhookSource {
     /// its body, reaches no sink, and counts in
     /// [`WebhookStats::unauthorized`] (logged at `WARN` once per
     /// [`LOSS_WARN_INTERVAL`](crate::LOSS_WARN_INTERVAL), the others at
-    /// `DEBUG`). It applies to [`router`](Self::router) too. Without one,
+    /// `DEBUG`). A `check` that panics has the request answered `500`
+    /// (counted in [`refused`](Self::refused)), its body unread. It applies
+    /// to [`router`](Self::router) too. Without one,
     /// whoever reaches the address can post (see the type's docs).
     ///
     /// A check that compares a secret should take the same time whatever
@@ -1072,7 +1253,8 @@ impl WebhookSource {
         self.counters.accepted.load(Ordering::Relaxed)
     }
 
-    /// Valid CloudEvents the sink refused so far (malformed requests are not
+    /// Valid CloudEvents the sink refused so far, and requests whose
+    /// authorization check or subject mapping panicked (malformed requests are not
     /// counted: they never reach the sink; see [`WebhookStats::bad_requests`]). Every one counts, also those
     /// whose log line was at `DEBUG` (see the type's documentation).
     pub fn refused(&self) -> u64 {

@@ -19,6 +19,8 @@ pub use failing::FailingSink;
 pub use in_process::InProcessSink;
 pub use log::LogSink;
 pub use topic::TopicSink;
+#[cfg(feature = "http")]
+pub(crate) use topic::count_hop;
 
 use async_trait::async_trait;
 use event_core::{Event, Result};

@@ -263,7 +263,7 @@ impl TopicSink {
 }
 
 /// Sets `out`'s [`metadata::HOPS`] to `event`'s plus one.
-fn count_hop(out: &mut Event, event: &Event) {
+pub(crate) fn count_hop(out: &mut Event, event: &Event) {
     let hops = event
         .metadata
         .get(metadata::HOPS)
