@@ -97,6 +97,12 @@ enum Kind {
     ExpectedSequencePerSubject,
     /// `publish` returns sequences from 1001 (the store's are from 1).
     SequencesStartAt1001,
+    /// `publish` reserves its sequence (the last one plus one) before an
+    /// await and stores after it, returning the reserved number: right for
+    /// one publisher at a time (and for duplicates), unique and increasing
+    /// under concurrency, but then not always the sequence the event was
+    /// stored (and is delivered) at.
+    SequenceReservedBeforeStore,
     /// `history` drops metadata (deliveries keep it).
     HistoryDropsMetadata,
     /// Durable deliveries (replays from the store) drop metadata; live
@@ -264,6 +270,8 @@ struct Mutant {
     /// Live ephemeral subscriptions.
     ephemerals: Arc<AtomicUsize>,
     counter: AtomicU64,
+    /// The last sequence reserved ([`Kind::SequenceReservedBeforeStore`]).
+    reserved: AtomicU64,
     /// Last sequence per subject ([`Kind::ExpectedSequencePerSubject`]).
     last_by_subject: Mutex<HashMap<String, u64>>,
     /// (sequence, event timestamp) of each stored event, in order
@@ -295,6 +303,7 @@ impl Mutant {
             live: Mutex::new(HashMap::new()),
             ephemerals: Arc::new(AtomicUsize::new(0)),
             counter: AtomicU64::new(0),
+            reserved: AtomicU64::new(0),
             last_by_subject: Mutex::new(HashMap::new()),
             stamps: Mutex::new(Vec::new()),
         }
@@ -368,6 +377,9 @@ impl Mutant {
         shared: bool,
     ) -> Result<u64> {
         let event = self.admit(&event)?;
+        if self.kind == Kind::SequenceReservedBeforeStore {
+            return self.publish_reserved(event, options).await;
+        }
         let mut options = self.publish_options(&event, options, shared);
         if self.kind == Kind::ExpectedSequencePerSubject
             && let Some(expected) = options.expected_sequence.take()
@@ -417,6 +429,45 @@ impl Mutant {
                 })
             }
             other => other,
+        }
+    }
+
+    /// [`Kind::SequenceReservedBeforeStore`]: the sequence is taken (the
+    /// stream's last, or the last reserved, plus one) before an await and
+    /// the event stored after it; a duplicate or a failure gives the
+    /// reservation back.
+    async fn publish_reserved(&self, event: Arc<Event>, options: &PublishOptions) -> Result<u64> {
+        let last = self.inner.info().await?.last_sequence;
+        let reserved = self
+            .reserved
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                Some(r.max(last) + 1)
+            })
+            .map_or(last + 1, |r| r.max(last) + 1);
+        // the work between reserving and storing (encoding, a round trip)
+        if reserved.is_multiple_of(3) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+        let give_back = || {
+            let _ = self.reserved.compare_exchange(
+                reserved,
+                reserved - 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        };
+        match self.inner.publish_shared_with_outcome(event, options).await {
+            Ok(outcome) if outcome.is_duplicate() => {
+                give_back();
+                Ok(outcome.sequence)
+            }
+            Ok(_) => Ok(reserved),
+            Err(e) => {
+                give_back();
+                Err(e)
+            }
         }
     }
 
@@ -1393,6 +1444,13 @@ mutant!(
     /// The suite catches `expected_sequence` compared per subject.
     expected_sequence_per_subject, Kind::ExpectedSequencePerSubject,
     expected_sequence_conflict => "the last sequence of the event's subject",
+);
+mutant!(
+    /// The suite catches a publish that returns a sequence reserved before
+    /// storing, not always the one the event was stored at when publishers
+    /// race.
+    sequence_reserved_before_store, Kind::SequenceReservedBeforeStore,
+    concurrent_publishers_lose_nothing => "the sequence its publish returned",
 );
 mutant!(
     /// The suite catches sequences that do not start at 1.

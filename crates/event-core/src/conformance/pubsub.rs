@@ -4,7 +4,7 @@
 use super::{ProviderFactory, assert_invalid_subject, event, n_of, publish_n, recv, recv_manual};
 use crate::{Event, SubscribeOptions, Subscription};
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// A published event arrives with every field intact and its delivery
 /// context, on a live subscription and read back from the store (replayed
@@ -280,7 +280,10 @@ pub async fn ordering_of_1000_events(factory: &dyn ProviderFactory) {
     }
 }
 
-/// 50 concurrent publishers × 100 events: none lost, sequences unique.
+/// 50 concurrent publishers × 100 events: none lost, sequences unique, and
+/// each event delivered once at the sequence its publish returned (a
+/// sequence taken before storing can differ from the one stored at when
+/// publishers race).
 pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -288,24 +291,25 @@ pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
     for t in 0..50u64 {
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
-            let mut seqs = Vec::new();
+            let mut published = Vec::new();
             for i in 0..100u64 {
-                let e = event(&*p, "conc", &format!("p{t}"), t * 1000 + i);
-                seqs.push(p.publish(&e).await.expect("publish"));
+                let n = t * 1000 + i;
+                let e = event(&*p, "conc", &format!("p{t}"), n);
+                published.push((n, p.publish(&e).await.expect("publish")));
             }
-            seqs
+            published
         }));
     }
-    let mut all = Vec::new();
+    let mut returned = HashMap::new();
     for t in tasks {
-        let seqs = t.await.expect("publisher task");
+        let published = t.await.expect("publisher task");
         assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
+            published.windows(2).all(|w| w[0].1 < w[1].1),
             "one publisher's sequences increase"
         );
-        all.extend(seqs);
+        returned.extend(published);
     }
-    let unique: HashSet<u64> = all.iter().copied().collect();
+    let unique: HashSet<u64> = returned.values().copied().collect();
     assert_eq!(unique.len(), 5000, "every publish gets a unique sequence");
 
     let mut sub = p
@@ -314,6 +318,7 @@ pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
         .expect("durable");
     let mut last = 0;
     let mut seen = HashSet::new();
+    let mut misplaced = Vec::new();
     for _ in 0..5000 {
         let r = recv(
             &mut sub,
@@ -326,9 +331,20 @@ pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
         .await;
         assert!(r.sequence > last, "delivery sequences increase");
         last = r.sequence;
-        seen.insert(n_of(&r.event));
+        let n = n_of(&r.event);
+        seen.insert(n);
+        if returned.get(&n) != Some(&r.sequence) {
+            misplaced.push((n, returned.get(&n).copied(), r.sequence));
+        }
     }
     assert_eq!(seen.len(), 5000, "every event delivered once");
+    assert!(
+        misplaced.is_empty(),
+        "{} of 5000 concurrently published events delivered at another sequence than the \
+         sequence its publish returned (n, returned, delivered): {:?}",
+        misplaced.len(),
+        &misplaced[..misplaced.len().min(10)]
+    );
 }
 
 /// `history` returns the newest matching events, newest first, up to `limit`.
