@@ -40,6 +40,39 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 /// How far ahead the clock of the [`Kind::ClockAhead`] backend runs.
 const CLOCK_AHEAD: Duration = Duration::from_millis(200);
 
+/// The sequence [`Kind::SequenceGaps`] shows for the inner provider's
+/// `seq`: 1, 3, 5, ... (0, "none", stays 0).
+fn gapped(seq: u64) -> u64 {
+    seq.saturating_mul(2).saturating_sub(1)
+}
+
+/// The inner sequence of the first event at or after the gapped sequence
+/// `seq` (0 stays 0).
+fn ungapped_start(seq: u64) -> u64 {
+    if seq == 0 { 0 } else { seq / 2 + 1 }
+}
+
+/// The inner last sequence that is the gapped `expected` one (none for a
+/// sequence in a gap: `u64::MAX`, which never matches).
+fn ungapped_last(expected: u64) -> u64 {
+    match expected {
+        0 => 0,
+        e if e % 2 == 1 => e / 2 + 1,
+        _ => u64::MAX,
+    }
+}
+
+/// The inner provider's error as [`Kind::SequenceGaps`] reports it.
+fn gapped_error(error: Error, expected: Option<u64>) -> Error {
+    match error {
+        Error::WrongLastSequence { actual, .. } => Error::WrongLastSequence {
+            expected: expected.unwrap_or_default(),
+            actual: gapped(actual),
+        },
+        other => other,
+    }
+}
+
 /// The one rule a mutant breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -215,6 +248,10 @@ enum Kind {
     /// the `Capabilities::clock_tolerance` tests.
     ClockAhead,
     PolicyLastPerSubjectAsLast,
+    /// Not a broken rule: a backend whose sequences leave gaps (1, 3, 5,
+    /// ...: strictly increasing from 1, as the contract asks, but not
+    /// contiguous, as a database sequence after a rolled-back insert).
+    SequenceGaps,
     /// Ephemeral subscriptions ignore the deliver policy (always live).
     EphemeralPolicyIgnored,
     /// `subscribe` (live) replays the stored events.
@@ -381,6 +418,18 @@ impl Mutant {
             return self.publish_reserved(event, options).await;
         }
         let mut options = self.publish_options(&event, options, shared);
+        if self.kind == Kind::SequenceGaps {
+            let expected = options.expected_sequence;
+            options.expected_sequence = expected.map(ungapped_last);
+            let result = if shared {
+                self.inner
+                    .publish_shared_with_options(event.clone(), &options)
+                    .await
+            } else {
+                self.inner.publish_with_options(&event, &options).await
+            };
+            return result.map(gapped).map_err(|e| gapped_error(e, expected));
+        }
         if self.kind == Kind::ExpectedSequencePerSubject
             && let Some(expected) = options.expected_sequence.take()
         {
@@ -554,6 +603,11 @@ impl Mutant {
             (Kind::PolicyLastPerSubjectAsLast, DeliverPolicy::LastPerSubject) => {
                 DeliverPolicy::Last
             }
+            (Kind::SequenceGaps, DeliverPolicy::ByStartSequence { sequence }) => {
+                DeliverPolicy::ByStartSequence {
+                    sequence: ungapped_start(sequence),
+                }
+            }
             (Kind::PolicyByStartTimeExclusive, DeliverPolicy::ByStartTime { timestamp }) => {
                 DeliverPolicy::ByStartTime {
                     timestamp: timestamp + 1,
@@ -647,11 +701,22 @@ impl EventProvider for Mutant {
         } else {
             options.clone()
         };
-        let options = self.publish_options(&event, &options, true);
-        let outcome = self
+        let mut options = self.publish_options(&event, &options, true);
+        let expected = options.expected_sequence;
+        if self.kind == Kind::SequenceGaps {
+            options.expected_sequence = expected.map(ungapped_last);
+        }
+        let mut outcome = self
             .inner
             .publish_shared_with_outcome(event, &options)
-            .await?;
+            .await
+            .map_err(|e| match self.kind {
+                Kind::SequenceGaps => gapped_error(e, expected),
+                _ => e,
+            })?;
+        if self.kind == Kind::SequenceGaps {
+            outcome.sequence = gapped(outcome.sequence);
+        }
         Ok(if self.kind == Kind::OutcomeMisreported {
             PublishOutcome::stored(outcome.sequence)
         } else {
@@ -850,6 +915,10 @@ impl EventProvider for Mutant {
             }
             Kind::InfoBytesConstant => info.bytes = info.bytes.min(1),
             Kind::InfoProviderNotName => info.provider = "wrapped".into(),
+            Kind::SequenceGaps => {
+                info.first_sequence = gapped(info.first_sequence);
+                info.last_sequence = gapped(info.last_sequence);
+            }
             _ => {}
         }
         Ok(info)
@@ -928,6 +997,7 @@ impl MutSub {
         match self.kind {
             Kind::NumDeliveredAlwaysOne => received.num_delivered = 1,
             Kind::DeliveredSequenceOffByOne => received.sequence += 1,
+            Kind::SequenceGaps => received.sequence = gapped(received.sequence),
             Kind::MetadataDropped => Arc::make_mut(&mut received.event).metadata.clear(),
             Kind::DurableDropsMetadata if self.durable => {
                 Arc::make_mut(&mut received.event).metadata.clear();
@@ -1240,6 +1310,30 @@ async fn clock_skew_beyond_declared_tolerance_names_the_capability() {
         }),
     )
     .await;
+}
+
+/// A backend whose sequences leave gaps ([`Kind::SequenceGaps`]: strictly
+/// increasing from 1, not contiguous) conforms: it passes every test that
+/// reads sequences. (`deliver_policy_by_start_sequence_beyond_the_end`
+/// assumed contiguous sequences and failed it.)
+mod gapped_sequences {
+    use super::{Kind, MutantFactory};
+    event_core::conformance_tests!(@each MutantFactory(Kind::SequenceGaps);
+        publish_subscribe_round_trip,
+        ordering_of_1000_events,
+        concurrent_publishers_lose_nothing,
+        nak_redelivers,
+        ack_timeout_redelivers,
+        deliver_policy_by_start_sequence,
+        deliver_policy_by_start_sequence_beyond_the_end,
+        retention_overrun_reported_and_skipped,
+        msg_id_deduplicates,
+        publish_outcome_reports_duplicates,
+        expected_sequence_conflict,
+        publish_shared_follows_publish_contract,
+        publish_batch_reports_each_result,
+        info_counts,
+    );
 }
 
 /// Awaits a conformance test run against a mutant and asserts that it
