@@ -92,6 +92,10 @@ enum Kind {
     DedupPerSubject,
     /// Only `publish_shared*` ignores the dedup id.
     SharedIgnoresDedup,
+    /// Only `publish_shared*` takes an unusable dedup id (empty, control
+    /// characters) as it is: one key that swallows every later publish
+    /// using it, instead of `InvalidConfig`.
+    SharedTakesUnusableDedupId,
     /// `publish_shared_with_outcome` calls every publish stored, repeats
     /// included.
     OutcomeMisreported,
@@ -398,6 +402,10 @@ impl Mutant {
         match self.kind {
             Kind::DedupIgnored if usable => out.msg_id = Some(self.fresh_id()),
             Kind::SharedIgnoresDedup if usable && shared => out.msg_id = Some(self.fresh_id()),
+            // the raw key, in a form the wrapped store takes
+            Kind::SharedTakesUnusableDedupId if !usable && shared => {
+                out.msg_id = Some(format!("unusable-{}", id.escape_default()));
+            }
             Kind::DedupPerSubject if usable => {
                 out.msg_id = Some(format!("{}/{id}", event.subject));
             }
@@ -1452,6 +1460,12 @@ mutant!(
     /// The suite catches `publish_shared` skipping dedup.
     shared_ignores_dedup, Kind::SharedIgnoresDedup,
     publish_shared_follows_publish_contract => "same event id: same sequence",
+);
+mutant!(
+    /// The suite catches `publish_shared*` taking an unusable dedup id as
+    /// a key instead of refusing it.
+    shared_takes_unusable_dedup_id, Kind::SharedTakesUnusableDedupId,
+    unusable_msg_id_refused => "publish_shared_with_options, msg_id \"\": expected InvalidConfig",
 );
 mutant!(
     /// The suite catches a publish outcome that calls a duplicate stored.

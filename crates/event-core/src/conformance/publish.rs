@@ -155,29 +155,71 @@ pub async fn publish_outcome_reports_duplicates(factory: &dyn ProviderFactory) {
 
 /// An empty dedup id (or one with control characters) is refused before
 /// sending, as JetStream refuses it; it never becomes one dedup key that
-/// silently swallows every later publish using it.
+/// silently swallows every later publish using it. Every publish path
+/// refuses it: `publish_with_options`, the shared forms (which the event
+/// bus uses) and `publish_batch`.
 pub async fn unusable_msg_id_refused(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
+    let refused = |path: &str, what: &str, result: crate::Result<u64>| match result {
+        Err(Error::InvalidConfig { .. }) => {}
+        other => panic!("{path}, {what}: expected InvalidConfig, got {other:?}"),
+    };
     for id in ["", "a\r\nb", "\u{0}"] {
         let opts = PublishOptions {
             msg_id: Some(id.to_string()),
             ..PublishOptions::default()
         };
+        let what = format!("msg_id {id:?}");
         for n in 0..2 {
-            match p
-                .publish_with_options(&event(&*p, "badid", "t", n), &opts)
-                .await
-            {
-                Err(Error::InvalidConfig { .. }) => {}
-                other => panic!("msg_id {id:?}: expected InvalidConfig, got {other:?}"),
-            }
+            let e = event(&*p, "badid", "t", n);
+            refused(
+                "publish_with_options",
+                &what,
+                p.publish_with_options(&e, &opts).await,
+            );
+            refused(
+                "publish_shared_with_options",
+                &what,
+                p.publish_shared_with_options(Arc::new(e.clone()), &opts)
+                    .await,
+            );
+            refused(
+                "publish_shared_with_outcome",
+                &what,
+                p.publish_shared_with_outcome(Arc::new(e), &opts)
+                    .await
+                    .map(|outcome| outcome.sequence),
+            );
         }
     }
-    let mut e = event(&*p, "badid", "t", 9);
-    e.id = String::new();
-    match p.publish(&e).await {
-        Err(Error::InvalidConfig { .. }) => {}
-        other => panic!("empty event id as dedup id: expected InvalidConfig, got {other:?}"),
+    let what = "an empty event id as the dedup id";
+    for n in 0..2 {
+        let mut e = event(&*p, "badid", "t", 9 + n);
+        e.id = String::new();
+        refused("publish", what, p.publish(&e).await);
+        refused(
+            "publish_shared",
+            what,
+            p.publish_shared(Arc::new(e.clone())).await,
+        );
+        refused(
+            "publish_shared_with_outcome",
+            what,
+            p.publish_shared_with_outcome(Arc::new(e.clone()), &PublishOptions::default())
+                .await
+                .map(|outcome| outcome.sequence),
+        );
+        match p.publish_batch(std::slice::from_ref(&e)).await {
+            Ok(results) => match results.as_slice() {
+                [Err(Error::InvalidConfig { .. })] => {}
+                other => {
+                    panic!("publish_batch, {what}: expected [Err(InvalidConfig)], got {other:?}")
+                }
+            },
+            Err(other) => {
+                panic!("publish_batch, {what}: expected [Err(InvalidConfig)], got {other:?}")
+            }
+        }
     }
     assert_eq!(p.info().await.expect("info").messages, 0, "nothing stored");
 }
