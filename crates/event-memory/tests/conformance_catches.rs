@@ -129,6 +129,11 @@ enum Kind {
     /// `publish_shared_with_outcome` ignores its options (dedup id,
     /// expected sequence).
     OutcomeIgnoresOptions,
+    /// `publish_shared_with_outcome` (the path the event bus takes with an
+    /// encryptor or a router) skips what the other paths check: a bad
+    /// subject is stored (rewritten), a payload over the limit or nested
+    /// too deep is stored (the latter in a form the wrapped store takes).
+    OutcomeSkipsAdmission,
     /// `expected_sequence` is compared with the last sequence of the
     /// event's subject, not the stream's.
     ExpectedSequencePerSubject,
@@ -323,7 +328,9 @@ struct Mutant {
 impl Mutant {
     fn new(kind: Kind, max_events: usize) -> Self {
         let max_payload = match kind {
-            Kind::PayloadLimitUnenforced | Kind::PayloadLimitCountsPayloadOnly => MAX_PAYLOAD * 16,
+            Kind::PayloadLimitUnenforced
+            | Kind::PayloadLimitCountsPayloadOnly
+            | Kind::OutcomeSkipsAdmission => MAX_PAYLOAD * 16,
             _ => MAX_PAYLOAD,
         };
         let inner = MemoryProvider::with_limits(
@@ -367,6 +374,17 @@ impl Mutant {
             }
             Kind::PayloadLimitCountsPayloadOnly => {
                 let size = serde_json::to_vec(&event.payload).unwrap().len();
+                if size > MAX_PAYLOAD {
+                    return Err(Error::PayloadTooLarge {
+                        size,
+                        max: MAX_PAYLOAD,
+                    });
+                }
+                Ok(event.clone())
+            }
+            // every path but the outcome's (see `publish_shared_with_outcome`)
+            Kind::OutcomeSkipsAdmission => {
+                let size = serde_json::to_vec(&**event).unwrap().len();
                 if size > MAX_PAYLOAD {
                     return Err(Error::PayloadTooLarge {
                         size,
@@ -703,7 +721,18 @@ impl EventProvider for Mutant {
     ) -> Result<PublishOutcome> {
         // the inner provider says what happened; the wrapper's own rules
         // (admission, dedup id) are those of its shared publish
-        let event = self.admit(&event)?;
+        let event = if self.kind == Kind::OutcomeSkipsAdmission {
+            let mut e = Event::clone(&event);
+            if validate_publish_subject(&e.subject, self.subject_prefix()).is_err() {
+                e.subject = self.build_subject("accepted", "t");
+            }
+            if event_core::check_payload_depth(&e.payload).is_err() {
+                e.payload = serde_json::Value::String(e.payload.to_string());
+            }
+            Arc::new(e)
+        } else {
+            self.admit(&event)?
+        };
         let options = if self.kind == Kind::OutcomeIgnoresOptions {
             PublishOptions::default()
         } else {
@@ -1547,6 +1576,13 @@ mutant!(
     /// The suite catches `publish_shared_with_outcome` ignoring its options.
     outcome_ignores_options, Kind::OutcomeIgnoresOptions,
     publish_outcome_reports_duplicates => "the repeat must return the first one's sequence",
+);
+mutant!(
+    /// The suite catches `publish_shared_with_outcome` skipping the checks
+    /// of the other publish paths (subject, payload limit, depth).
+    outcome_skips_admission, Kind::OutcomeSkipsAdmission,
+    publish_shared_follows_publish_contract => "publish_shared_with_outcome",
+    payload_too_deep_rejected => "publish_shared_with_outcome of a payload nested deeper",
 );
 mutant!(
     /// The suite catches `expected_sequence` compared per subject.

@@ -443,6 +443,17 @@ pub async fn payload_too_deep_rejected(factory: &dyn ProviderFactory) {
              expected Error::Serialization, got {other:?}"
         ),
     }
+    match p
+        .publish_shared_with_outcome(Arc::new(too_deep.clone()), &PublishOptions::default())
+        .await
+    {
+        Err(Error::Serialization(_)) => {}
+        other => panic!(
+            "publish_shared_with_outcome of a payload nested deeper than MAX_PAYLOAD_DEPTH \
+             (the path the event bus takes with an encryptor or a router): expected \
+             Error::Serialization, got {other:?}"
+        ),
+    }
     // a batch refuses that event alone (a pipelining provider's own path)
     let flat = event(&*p, "deep", "t", 2);
     let results = p
@@ -465,7 +476,9 @@ pub async fn payload_too_deep_rejected(factory: &dyn ProviderFactory) {
 
 /// `publish_shared` and `publish_shared_with_options` keep every rule of
 /// `publish`: delivery with fields intact, dedup, expected sequence, subject
-/// validation and the payload limit.
+/// validation and the payload limit; `publish_shared_with_outcome` (the
+/// path the event bus takes with an encryptor or a router) validates the
+/// subject and the payload limit too.
 pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -515,19 +528,34 @@ pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFacto
     let mut bad = event(&*p, "shared", "t", 5);
     bad.subject = format!("{}.shared.*", p.subject_prefix());
     assert_invalid_subject(
-        p.publish_shared(std::sync::Arc::new(bad)).await,
+        p.publish_shared(std::sync::Arc::new(bad.clone())).await,
         "wildcard in a published subject",
+    );
+    assert_invalid_subject(
+        p.publish_shared_with_outcome(std::sync::Arc::new(bad), &PublishOptions::default())
+            .await,
+        "publish_shared_with_outcome: wildcard in a published subject",
     );
     match caps.max_payload {
         Some(max) => {
             let mut big = event(&*p, "shared", "t", 6);
             big.payload = json!({ "blob": "x".repeat(max + 1) });
-            match p.publish_shared(std::sync::Arc::new(big)).await {
+            match p.publish_shared(std::sync::Arc::new(big.clone())).await {
                 Err(Error::PayloadTooLarge { size, max: limit }) => assert!(size > limit),
                 other => panic!(
                     "publish_shared: expected PayloadTooLarge, got {other:?}: the event's \
                      payload alone is over Capabilities::max_payload ({max} bytes); set it to \
                      the provider's real limit (or None, to skip the payload-limit checks)"
+                ),
+            }
+            match p
+                .publish_shared_with_outcome(std::sync::Arc::new(big), &PublishOptions::default())
+                .await
+            {
+                Err(Error::PayloadTooLarge { size, max: limit }) => assert!(size > limit),
+                other => panic!(
+                    "publish_shared_with_outcome: expected PayloadTooLarge, got {other:?}: the \
+                     event's payload alone is over Capabilities::max_payload ({max} bytes)"
                 ),
             }
         }
