@@ -195,6 +195,10 @@ enum Kind {
     AckWaitIgnored,
     /// An unsettled delivery is acked when dropped: never redelivered.
     UnsettledAckedOnDrop,
+    /// An unsettled delivery of an ephemeral subscription is acked when
+    /// dropped: ephemerals never redeliver after an ack timeout (durables
+    /// do).
+    EphemeralUnsettledAckedOnDrop,
     /// An unsettled delivery is naked when dropped: redelivered before the
     /// ack wait.
     UnsettledNakedOnDrop,
@@ -1272,6 +1276,9 @@ impl Drop for MutAcker {
             Kind::UnsettledAckedOnDrop => {
                 runtime.spawn(async move { inner.ack().await });
             }
+            Kind::EphemeralUnsettledAckedOnDrop if self.ephemeral => {
+                runtime.spawn(async move { inner.ack().await });
+            }
             Kind::UnsettledNakedOnDrop => {
                 runtime.spawn(async move { inner.nak(None).await });
             }
@@ -1701,6 +1708,12 @@ mutant!(
     /// The suite catches an unsettled delivery that is never redelivered.
     unsettled_acked_on_drop, Kind::UnsettledAckedOnDrop,
     ack_timeout_redelivers => "the redelivery after the ack wait expired (300ms, the delivery dropped unsettled): no event within",
+);
+mutant!(
+    /// The suite catches an ephemeral subscription that never redelivers a
+    /// delivery left unsettled past its ack wait.
+    ephemeral_unsettled_acked_on_drop, Kind::EphemeralUnsettledAckedOnDrop,
+    ack_timeout_redelivers => "ephemeral: the redelivery after the ack wait expired",
 );
 mutant!(
     /// The suite catches an unsettled delivery redelivered before its ack

@@ -161,43 +161,57 @@ pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
     again.ack().await.expect("ack");
 }
 
-/// An event not acknowledged within `ack_wait` is redelivered.
+/// An event not acknowledged within `ack_wait` is redelivered, on durable
+/// and ephemeral subscriptions alike (delivery is at-least-once on both).
 pub async fn ack_timeout_redelivers(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let mut sub = p
-        .subscribe_durable_with_options("aw", &p.category_subject("aw"), &manual_opts(&caps))
-        .await
-        .expect("durable");
-    publish_n(&*p, "aw", "t", 0..1).await;
-    let started = Instant::now();
-    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
-    let seq = first.received.sequence;
-    // a provider that reports the wait reports the one it applies
-    assert!(
-        first.ack_wait().is_none_or(|w| w == caps.ack_wait),
-        "reported ack wait {:?}, subscribed with {:?}",
-        first.ack_wait(),
-        caps.ack_wait
-    );
-    drop(first); // neither acked nor naked
-    let again = recv_manual(
-        &mut sub,
-        &caps,
-        &format!(
-            "the redelivery after the ack wait expired ({:?}, the delivery dropped unsettled)",
+    for kind in ["durable", "ephemeral"] {
+        // one category each, the second subscribed after the first is done,
+        // so that no delivery waits (and ages) while the other is tested
+        let category = format!("aw{kind}");
+        let filter = p.category_subject(&category);
+        let mut sub = if kind == "durable" {
+            p.subscribe_durable_with_options("aw", &filter, &manual_opts(&caps))
+                .await
+                .expect("durable")
+        } else {
+            p.subscribe_with_options(&filter, &manual_opts(&caps))
+                .await
+                .expect("ephemeral")
+        };
+        publish_n(&*p, &category, "t", 0..1).await;
+        let started = Instant::now();
+        let first = recv_manual(&mut sub, &caps, &format!("{kind}: the first delivery")).await;
+        let seq = first.received.sequence;
+        // a provider that reports the wait reports the one it applies
+        assert!(
+            first.ack_wait().is_none_or(|w| w == caps.ack_wait),
+            "{kind}: reported ack wait {:?}, subscribed with {:?}",
+            first.ack_wait(),
             caps.ack_wait
-        ),
-    )
-    .await;
-    assert!(
-        started.elapsed() + Duration::from_millis(50) >= caps.ack_wait,
-        "redelivered before ack_wait"
-    );
-    assert_eq!(again.received.sequence, seq);
-    assert_eq!(again.received.num_delivered, 2);
-    assert!(again.ack_wait().is_none_or(|w| w == caps.ack_wait));
-    again.ack().await.expect("ack");
+        );
+        drop(first); // neither acked nor naked
+        let again = recv_manual(
+            &mut sub,
+            &caps,
+            &format!(
+                "{kind}: the redelivery after the ack wait expired ({:?}, the delivery dropped \
+                 unsettled)",
+                caps.ack_wait
+            ),
+        )
+        .await;
+        assert!(
+            started.elapsed() + Duration::from_millis(50) >= caps.ack_wait,
+            "{kind}: redelivered before ack_wait"
+        );
+        assert_eq!(again.received.sequence, seq, "{kind}: the same event");
+        assert_eq!(again.received.num_delivered, 2, "{kind}: num_delivered");
+        assert!(again.ack_wait().is_none_or(|w| w == caps.ack_wait));
+        again.ack().await.expect("ack");
+        sub.close().await.expect("close");
+    }
 }
 
 /// `term` stops delivery for good.
