@@ -114,6 +114,9 @@ enum Kind {
     /// `MAX_PAYLOAD_DEPTH` (as a pipelining path that skips the check
     /// would), here in a form the wrapped store takes.
     BatchSkipsDepthCheck,
+    /// `publish_batch` skips the payload limit (as a pipelining path that
+    /// skips the check would); the other paths enforce it.
+    BatchSkipsSizeCheck,
     /// A published subject that breaks the rules is rewritten and stored.
     BadSubjectsAccepted,
     /// A bad filter is widened to `>` instead of refused.
@@ -334,7 +337,8 @@ impl Mutant {
         let max_payload = match kind {
             Kind::PayloadLimitUnenforced
             | Kind::PayloadLimitCountsPayloadOnly
-            | Kind::OutcomeSkipsAdmission => MAX_PAYLOAD * 16,
+            | Kind::OutcomeSkipsAdmission
+            | Kind::BatchSkipsSizeCheck => MAX_PAYLOAD * 16,
             _ => MAX_PAYLOAD,
         };
         let inner = MemoryProvider::with_limits(
@@ -387,7 +391,8 @@ impl Mutant {
                 Ok(event.clone())
             }
             // every path but the outcome's (see `publish_shared_with_outcome`)
-            Kind::OutcomeSkipsAdmission => {
+            // or the batch's (see `publish_batch`)
+            Kind::OutcomeSkipsAdmission | Kind::BatchSkipsSizeCheck => {
                 let size = serde_json::to_vec(&**event).unwrap().len();
                 if size > MAX_PAYLOAD {
                     return Err(Error::PayloadTooLarge {
@@ -777,6 +782,8 @@ impl EventProvider for Mutant {
                     ..PublishOptions::default()
                 };
                 self.publish_with_options(event, &fresh).await
+            } else if self.kind == Kind::BatchSkipsSizeCheck {
+                self.inner.publish(event).await
             } else if self.kind == Kind::BatchSkipsDepthCheck
                 && event_core::check_payload_depth(&event.payload).is_err()
             {
@@ -1560,6 +1567,11 @@ mutant!(
     /// The suite catches a batch that stores a payload nested too deep.
     batch_skips_depth_check, Kind::BatchSkipsDepthCheck,
     payload_too_deep_rejected => "publish_batch of a payload nested deeper than MAX_PAYLOAD_DEPTH",
+);
+mutant!(
+    /// The suite catches a batch that stores a payload over the limit.
+    batch_skips_size_check, Kind::BatchSkipsSizeCheck,
+    payload_over_limit_rejected => "publish_batch of an event over the limit",
 );
 mutant!(
     /// The suite catches a payload limit that is not enforced.

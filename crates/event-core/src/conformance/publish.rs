@@ -296,8 +296,9 @@ pub async fn expected_sequence_conflict(factory: &dyn ProviderFactory) {
 
 /// An event whose encoded size is over the provider's limit is
 /// `PayloadTooLarge` and not stored, even when its payload alone is under
-/// the limit; an event of exactly the limit is accepted ("exceeds" is
-/// strict), and a refusal reports a size over the limit.
+/// the limit, by `publish` and `publish_batch` alike; an event of exactly
+/// the limit is accepted ("exceeds" is strict), and a refusal reports a
+/// size over the limit.
 pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -382,6 +383,26 @@ pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
         .await
         .expect("an event under the limit is accepted");
     assert_eq!(p.info().await.expect("info").messages, 2);
+    // a batch refuses the event over the limit alone (a pipelining
+    // provider's own path)
+    let mut big = event(&*p, "big", "t", 4);
+    big.payload = json!({ "blob": "x".repeat(max + 1) });
+    let results = p
+        .publish_batch(&[big, event(&*p, "big", "t", 5)])
+        .await
+        .expect("publish_batch");
+    match results.as_slice() {
+        [Err(Error::PayloadTooLarge { size, max: limit }), Ok(_)] if size > limit => {}
+        other => panic!(
+            "publish_batch of an event over the limit and a small one: expected \
+             [Err(PayloadTooLarge), Ok], got {other:?}"
+        ),
+    }
+    assert_eq!(
+        p.info().await.expect("info").messages,
+        3,
+        "the batch stored its small event alone"
+    );
 }
 
 /// A payload nested [`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH) levels
