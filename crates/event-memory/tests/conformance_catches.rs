@@ -183,6 +183,9 @@ enum Kind {
     MaxDeliverIgnored,
     /// One delivery more than `max_deliver` (reported as `max_deliver`).
     MaxDeliverOffByOne,
+    /// Ephemeral subscriptions never stop redelivering (but report
+    /// `max_deliver`); durables stop.
+    EphemeralMaxDeliverIgnored,
     /// A final delivery left unsettled is never delivered again: the spare
     /// delivery is skipped (terminated unseen), so the event is lost
     /// unreported.
@@ -590,6 +593,16 @@ impl Mutant {
         let mut report_max = None;
         match self.kind {
             Kind::MaxDeliverIgnored => {
+                out.max_deliver = None;
+                report_max = Some(options.max_deliver);
+            }
+            // after the options were validated (a zero limit is still refused)
+            Kind::EphemeralMaxDeliverIgnored
+                if ephemeral
+                    && options
+                        .max_deliver
+                        .is_some_and(|m| m > 0 && m >= options.backoff.len() as u64) =>
+            {
                 out.max_deliver = None;
                 report_max = Some(options.max_deliver);
             }
@@ -1681,6 +1694,11 @@ mutant!(
     /// The suite catches `max_deliver` being ignored.
     max_deliver_ignored, Kind::MaxDeliverIgnored,
     max_deliver_stops_and_reports_final_delivery => "max_deliver 3 stops it: expected no delivery, got event n=0 (num_delivered 4)",
+);
+mutant!(
+    /// The suite catches ephemeral subscriptions ignoring `max_deliver`.
+    ephemeral_max_deliver_ignored, Kind::EphemeralMaxDeliverIgnored,
+    max_deliver_stops_and_reports_final_delivery => "ephemeral: event 0 naked on its 3rd delivery: max_deliver 3 stops it: expected no delivery, got event n=0 (num_delivered 4)",
 );
 mutant!(
     /// The suite catches one delivery too many.

@@ -242,7 +242,9 @@ pub async fn term_never_redelivers(factory: &dyn ProviderFactory) {
 }
 
 /// After `max_deliver` deliveries the event stops; its last delivery says so.
-/// A nak of the final delivery (with or without a delay) ends the event.
+/// A nak of the final delivery (with or without a delay) ends the event. On
+/// durable and ephemeral subscriptions alike (an ephemeral that ignored the
+/// limit would hand a poison event out forever, never dead-lettered).
 pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -250,75 +252,93 @@ pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn Provider
         max_deliver: Some(3),
         ..manual_opts(&caps)
     };
-    let mut sub = p
-        .subscribe_durable_with_options("maxd", &p.category_subject("maxd"), &opts)
-        .await
-        .expect("durable");
-    publish_n(&*p, "maxd", "t", 0..1).await;
-    for attempt in 1..=3 {
-        let pending = recv_manual(
+    for kind in ["durable", "ephemeral"] {
+        // one category each, the second subscribed after the first is done
+        let category = format!("maxd{kind}");
+        let filter = p.category_subject(&category);
+        let mut sub = if kind == "durable" {
+            p.subscribe_durable_with_options("maxd", &filter, &opts)
+                .await
+                .expect("durable")
+        } else {
+            p.subscribe_with_options(&filter, &opts)
+                .await
+                .expect("ephemeral")
+        };
+        publish_n(&*p, &category, "t", 0..1).await;
+        for attempt in 1..=3 {
+            let pending = recv_manual(
+                &mut sub,
+                &caps,
+                &format!(
+                    "{kind}: event 0, delivery {attempt} of max_deliver 3 (after a nak or an \
+                     expired ack wait)"
+                ),
+            )
+            .await;
+            assert_eq!(n_of(&pending.received.event), 0);
+            assert_eq!(
+                pending.received.num_delivered, attempt,
+                "{kind}: num_delivered counts every delivery"
+            );
+            assert_eq!(pending.max_deliver(), Some(3), "{kind}: max_deliver");
+            assert_eq!(
+                pending.is_final_delivery(),
+                attempt == 3,
+                "{kind}: final flag on attempt {attempt}"
+            );
+            if attempt == 2 {
+                drop(pending); // an ack timeout counts as a failed delivery too
+            } else {
+                pending.nak().await.expect("nak");
+            }
+        }
+        expect_nothing_manual(
+            &mut sub,
+            caps.ack_wait * 3,
+            &format!("{kind}: event 0 naked on its 3rd delivery: max_deliver 3 stops it"),
+        )
+        .await;
+        // the consumer keeps going with later events
+        publish_n(&*p, &category, "t", 1..2).await;
+        let next = recv_manual(
             &mut sub,
             &caps,
             &format!(
-                "event 0, delivery {attempt} of max_deliver 3 (after a nak or an expired ack wait)"
+                "{kind}: event 1, published after event 0 was exhausted: the consumer keeps going"
             ),
         )
         .await;
-        assert_eq!(n_of(&pending.received.event), 0);
-        assert_eq!(
-            pending.received.num_delivered, attempt,
-            "num_delivered counts every delivery"
-        );
-        assert_eq!(pending.max_deliver(), Some(3));
-        assert_eq!(
-            pending.is_final_delivery(),
-            attempt == 3,
-            "final flag on attempt {attempt}"
-        );
-        if attempt == 2 {
-            drop(pending); // an ack timeout counts as a failed delivery too
-        } else {
-            pending.nak().await.expect("nak");
+        assert_eq!(n_of(&next.received.event), 1);
+        next.ack().await.expect("ack");
+        // a delayed nak of the final delivery ends it as well
+        publish_n(&*p, &category, "t", 2..3).await;
+        for attempt in 1..=3 {
+            let pending = recv_manual(
+                &mut sub,
+                &caps,
+                &format!(
+                    "{kind}: event 2, delivery {attempt} of max_deliver 3 (naked with a delay)"
+                ),
+            )
+            .await;
+            assert_eq!(n_of(&pending.received.event), 2);
+            assert_eq!(pending.received.num_delivered, attempt);
+            pending
+                .nak_with_delay(caps.ack_wait / 4)
+                .await
+                .expect("nak_with_delay");
         }
-    }
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "event 0 naked on its 3rd delivery: max_deliver 3 stops it",
-    )
-    .await;
-    // the consumer keeps going with later events
-    publish_n(&*p, "maxd", "t", 1..2).await;
-    let next = recv_manual(
-        &mut sub,
-        &caps,
-        "event 1, published after event 0 was exhausted: the consumer keeps going",
-    )
-    .await;
-    assert_eq!(n_of(&next.received.event), 1);
-    next.ack().await.expect("ack");
-    // a delayed nak of the final delivery ends it as well
-    publish_n(&*p, "maxd", "t", 2..3).await;
-    for attempt in 1..=3 {
-        let pending = recv_manual(
+        expect_nothing_manual(
             &mut sub,
-            &caps,
-            &format!("event 2, delivery {attempt} of max_deliver 3 (naked with a delay)"),
+            caps.ack_wait * 3,
+            &format!(
+                "{kind}: event 2 naked with a delay on its 3rd delivery: max_deliver 3 stops it"
+            ),
         )
         .await;
-        assert_eq!(n_of(&pending.received.event), 2);
-        assert_eq!(pending.received.num_delivered, attempt);
-        pending
-            .nak_with_delay(caps.ack_wait / 4)
-            .await
-            .expect("nak_with_delay");
+        sub.close().await.expect("close");
     }
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "event 2 naked with a delay on its 3rd delivery: max_deliver 3 stops it",
-    )
-    .await;
 }
 
 /// A final delivery left unsettled (its holder crashed, dropped it, or
