@@ -173,6 +173,13 @@ enum Kind {
     LongAckWaitRefused,
     /// A nak on an ephemeral subscription acks.
     EphemeralNakAcks,
+    /// A nak delay on an ephemeral subscription is ignored (redelivered
+    /// at once).
+    EphemeralNakDelayIgnored,
+    /// A `term` on an ephemeral subscription naks.
+    EphemeralTermNaks,
+    /// `in_progress` on an ephemeral subscription does nothing.
+    EphemeralInProgressNoop,
     /// Manual-ack deliveries carry an empty stream name.
     StreamEmptyOnManualAck,
     TermNaks,
@@ -1251,6 +1258,7 @@ impl Acker for MutAcker {
             Kind::NakAcks => self.inner().ack().await,
             Kind::EphemeralNakAcks if self.ephemeral => self.inner().ack().await,
             Kind::NakDelayIgnored => self.inner().nak(None).await,
+            Kind::EphemeralNakDelayIgnored if self.ephemeral => self.inner().nak(None).await,
             Kind::NakDelayRoundedDown => {
                 let whole = delay.map(|d| Duration::from_secs(d.as_secs()));
                 self.inner().nak(whole).await
@@ -1270,6 +1278,7 @@ impl Acker for MutAcker {
         self.settled.store(true, Ordering::SeqCst);
         match self.kind {
             Kind::TermNaks => self.inner().nak(None).await,
+            Kind::EphemeralTermNaks if self.ephemeral => self.inner().nak(None).await,
             Kind::TermNoop => Ok(()),
             _ => self.inner().term().await,
         }
@@ -1278,6 +1287,7 @@ impl Acker for MutAcker {
     async fn in_progress(&self) -> Result<()> {
         match self.kind {
             Kind::InProgressNoop => Ok(()),
+            Kind::EphemeralInProgressNoop if self.ephemeral => Ok(()),
             _ => self.inner().in_progress().await,
         }
     }
@@ -1673,6 +1683,22 @@ mutant!(
     /// The suite catches `nak_with_delay` redelivering at once.
     nak_delay_ignored, Kind::NakDelayIgnored,
     nak_with_delay_redelivers_later => "before the 750ms delay",
+);
+mutant!(
+    /// The suite catches a nak delay ignored on ephemeral subscriptions.
+    ephemeral_nak_delay_ignored, Kind::EphemeralNakDelayIgnored,
+    nak_with_delay_redelivers_later => "ephemeral: redelivered after",
+);
+mutant!(
+    /// The suite catches a `term` that naks on ephemeral subscriptions.
+    ephemeral_term_naks, Kind::EphemeralTermNaks,
+    term_never_redelivers => "ephemeral: a terminated event is not redelivered",
+);
+mutant!(
+    /// The suite catches `in_progress` as a no-op on ephemeral
+    /// subscriptions.
+    ephemeral_in_progress_noop, Kind::EphemeralInProgressNoop,
+    in_progress_extends_ack_wait => "ephemeral: redelivered although in_progress kept extending the wait",
 );
 mutant!(
     /// The suite catches a `term` that naks (redelivers).

@@ -32,6 +32,29 @@ async fn durable_and_ephemeral(
     [("durable", durable), ("ephemeral", ephemeral)]
 }
 
+/// A subscription of `kind` ("durable", named `name`, or "ephemeral") on
+/// `category`'s events with `options`: for the tests that check a rule on
+/// each kind in turn (the second subscribed after the first is done, so
+/// that no delivery waits, and ages, while the other is tested).
+async fn subscribe_kind(
+    p: &dyn EventProvider,
+    kind: &str,
+    name: &str,
+    category: &str,
+    options: &SubscribeOptions,
+) -> Box<dyn Subscription> {
+    let filter = p.category_subject(category);
+    if kind == "durable" {
+        p.subscribe_durable_with_options(name, &filter, options)
+            .await
+            .expect("durable")
+    } else {
+        p.subscribe_with_options(&filter, options)
+            .await
+            .expect("ephemeral")
+    }
+}
+
 /// An event naked on every delivery (no `max_deliver`, no delay) does not
 /// hold back the events published after it: they are delivered while it
 /// keeps coming back, on durable and ephemeral subscriptions alike. A
@@ -126,7 +149,8 @@ pub async fn nak_redelivers(factory: &dyn ProviderFactory) {
 }
 
 /// `nak_with_delay` redelivers, but not before the delay (a delay finer
-/// than the backend's timers is rounded up, never down).
+/// than the backend's timers is rounded up, never down), on durable and
+/// ephemeral subscriptions alike.
 pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -134,31 +158,33 @@ pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
         ack_wait: Some(Duration::from_secs(30)),
         ..SubscribeOptions::default()
     };
-    let mut sub = p
-        .subscribe_durable_with_options("nakd", &p.category_subject("nakd"), &opts)
-        .await
-        .expect("durable");
-    publish_n(&*p, "nakd", "t", 0..1).await;
-    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
-    // not a whole number of ack waits (nor, with the usual ack waits, of
-    // seconds): a provider that rounds the delay down redelivers early
-    let delay = caps.ack_wait * 5 / 2;
-    let started = Instant::now();
-    first.nak_with_delay(delay).await.expect("nak_with_delay");
-    let again = recv_manual(
-        &mut sub,
-        &caps,
-        &format!("the redelivery after nak_with_delay({delay:?})"),
-    )
-    .await;
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed + Duration::from_millis(50) >= delay,
-        "redelivered after {elapsed:?}, before the {delay:?} delay (a nak delay means \
-         \"not before\": one the backend cannot express exactly is rounded up, never down)"
-    );
-    assert_eq!(again.received.num_delivered, 2);
-    again.ack().await.expect("ack");
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("nakd{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "nakd", &category, &opts).await;
+        publish_n(&*p, &category, "t", 0..1).await;
+        let first = recv_manual(&mut sub, &caps, &format!("{kind}: the first delivery")).await;
+        // not a whole number of ack waits (nor, with the usual ack waits, of
+        // seconds): a provider that rounds the delay down redelivers early
+        let delay = caps.ack_wait * 5 / 2;
+        let started = Instant::now();
+        first.nak_with_delay(delay).await.expect("nak_with_delay");
+        let again = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("{kind}: the redelivery after nak_with_delay({delay:?})"),
+        )
+        .await;
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed + Duration::from_millis(50) >= delay,
+            "{kind}: redelivered after {elapsed:?}, before the {delay:?} delay (a nak delay \
+             means \"not before\": one the backend cannot express exactly is rounded up, never \
+             down)"
+        );
+        assert_eq!(again.received.num_delivered, 2, "{kind}: num_delivered");
+        again.ack().await.expect("ack");
+        sub.close().await.expect("close");
+    }
 }
 
 /// An event not acknowledged within `ack_wait` is redelivered, on durable
@@ -167,19 +193,8 @@ pub async fn ack_timeout_redelivers(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     for kind in ["durable", "ephemeral"] {
-        // one category each, the second subscribed after the first is done,
-        // so that no delivery waits (and ages) while the other is tested
         let category = format!("aw{kind}");
-        let filter = p.category_subject(&category);
-        let mut sub = if kind == "durable" {
-            p.subscribe_durable_with_options("aw", &filter, &manual_opts(&caps))
-                .await
-                .expect("durable")
-        } else {
-            p.subscribe_with_options(&filter, &manual_opts(&caps))
-                .await
-                .expect("ephemeral")
-        };
+        let mut sub = subscribe_kind(&*p, kind, "aw", &category, &manual_opts(&caps)).await;
         publish_n(&*p, &category, "t", 0..1).await;
         let started = Instant::now();
         let first = recv_manual(&mut sub, &caps, &format!("{kind}: the first delivery")).await;
@@ -214,31 +229,38 @@ pub async fn ack_timeout_redelivers(factory: &dyn ProviderFactory) {
     }
 }
 
-/// `term` stops delivery for good.
+/// `term` stops delivery for good, on durable and ephemeral subscriptions
+/// alike.
 pub async fn term_never_redelivers(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let mut sub = p
-        .subscribe_durable_with_options("term", &p.category_subject("term"), &manual_opts(&caps))
-        .await
-        .expect("durable");
-    publish_n(&*p, "term", "t", 0..2).await;
-    let first = recv_manual(&mut sub, &caps, "event 0").await;
-    assert_eq!(n_of(&first.received.event), 0);
-    first.term().await.expect("term");
-    let second = recv_manual(&mut sub, &caps, "event 1, after event 0 was terminated").await;
-    assert_eq!(
-        n_of(&second.received.event),
-        1,
-        "a terminated event is not redelivered"
-    );
-    second.ack().await.expect("ack");
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "after term and ack: a terminated event is not redelivered",
-    )
-    .await;
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("term{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "term", &category, &manual_opts(&caps)).await;
+        publish_n(&*p, &category, "t", 0..2).await;
+        let first = recv_manual(&mut sub, &caps, &format!("{kind}: event 0")).await;
+        assert_eq!(n_of(&first.received.event), 0, "{kind}: event 0 first");
+        first.term().await.expect("term");
+        let second = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("{kind}: event 1, after event 0 was terminated"),
+        )
+        .await;
+        assert_eq!(
+            n_of(&second.received.event),
+            1,
+            "{kind}: a terminated event is not redelivered"
+        );
+        second.ack().await.expect("ack");
+        expect_nothing_manual(
+            &mut sub,
+            caps.ack_wait * 3,
+            &format!("{kind}: after term and ack: a terminated event is not redelivered"),
+        )
+        .await;
+        sub.close().await.expect("close");
+    }
 }
 
 /// After `max_deliver` deliveries the event stops; its last delivery says so.
@@ -253,18 +275,8 @@ pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn Provider
         ..manual_opts(&caps)
     };
     for kind in ["durable", "ephemeral"] {
-        // one category each, the second subscribed after the first is done
         let category = format!("maxd{kind}");
-        let filter = p.category_subject(&category);
-        let mut sub = if kind == "durable" {
-            p.subscribe_durable_with_options("maxd", &filter, &opts)
-                .await
-                .expect("durable")
-        } else {
-            p.subscribe_with_options(&filter, &opts)
-                .await
-                .expect("ephemeral")
-        };
+        let mut sub = subscribe_kind(&*p, kind, "maxd", &category, &opts).await;
         publish_n(&*p, &category, "t", 0..1).await;
         for attempt in 1..=3 {
             let pending = recv_manual(
@@ -409,30 +421,37 @@ pub async fn unsettled_final_delivery_comes_once_more(factory: &dyn ProviderFact
     .await;
 }
 
-/// `in_progress` restarts the ack timer.
+/// `in_progress` restarts the ack timer, on durable and ephemeral
+/// subscriptions alike.
 pub async fn in_progress_extends_ack_wait(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let mut sub = p
-        .subscribe_durable_with_options("prog", &p.category_subject("prog"), &manual_opts(&caps))
-        .await
-        .expect("durable");
-    publish_n(&*p, "prog", "t", 0..1).await;
-    let pending = recv_manual(&mut sub, &caps, "the first delivery").await;
-    // keep it alive for 3× the ack wait
-    let step = caps.ack_wait / 2;
-    for _ in 0..6 {
-        tokio::time::sleep(step).await;
-        pending.in_progress().await.expect("in_progress");
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("prog{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "prog", &category, &manual_opts(&caps)).await;
+        publish_n(&*p, &category, "t", 0..1).await;
+        let pending = recv_manual(&mut sub, &caps, &format!("{kind}: the first delivery")).await;
+        // keep it alive for 3× the ack wait
+        let step = caps.ack_wait / 2;
+        for _ in 0..6 {
+            tokio::time::sleep(step).await;
+            pending.in_progress().await.expect("in_progress");
+        }
+        // a concurrent fetch must not see a redelivery while we are in progress
+        let poll = tokio::time::timeout(step, sub.next_manual_ack()).await;
+        assert!(
+            poll.is_err(),
+            "{kind}: redelivered although in_progress kept extending the wait"
+        );
+        pending.ack().await.expect("ack");
+        expect_nothing_manual(
+            &mut sub,
+            caps.ack_wait * 2,
+            &format!("{kind}: after in_progress then ack"),
+        )
+        .await;
+        sub.close().await.expect("close");
     }
-    // a concurrent fetch must not see a redelivery while we are in progress
-    let poll = tokio::time::timeout(step, sub.next_manual_ack()).await;
-    assert!(
-        poll.is_err(),
-        "redelivered although in_progress kept extending the wait"
-    );
-    pending.ack().await.expect("ack");
-    expect_nothing_manual(&mut sub, caps.ack_wait * 2, "after in_progress then ack").await;
 }
 
 /// Auto-ack acknowledges on the next call; an event the caller never finished
