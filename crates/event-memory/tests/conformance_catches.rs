@@ -243,6 +243,10 @@ enum Kind {
     ManualFetchKeepsAutoUnacked,
     /// A fetch dropped after the event was taken loses the event.
     NotCancelSafe,
+    /// [`Kind::NotCancelSafe`] for a durable's auto-ack fetches alone.
+    DurableAutoNotCancelSafe,
+    /// [`Kind::NotCancelSafe`] for an ephemeral's manual-ack fetches alone.
+    EphemeralManualNotCancelSafe,
     /// An ephemeral subscribe dropped after the consumer was made leaves
     /// the consumer behind.
     CancelledSubscribeLeaks,
@@ -1192,7 +1196,9 @@ impl Subscription for MutSub {
                     _ => Ok(Some(first)),
                 }
             }
-            Kind::NotCancelSafe => {
+            Kind::NotCancelSafe | Kind::DurableAutoNotCancelSafe
+                if self.kind == Kind::NotCancelSafe || self.durable =>
+            {
                 let result = self.fetch_auto().await;
                 tokio::task::yield_now().await;
                 result
@@ -1210,7 +1216,9 @@ impl Subscription for MutSub {
             last.ack().await?;
         }
         let result = self.fetch_manual().await;
-        if self.kind == Kind::NotCancelSafe {
+        if self.kind == Kind::NotCancelSafe
+            || (self.kind == Kind::EphemeralManualNotCancelSafe && !self.durable)
+        {
             tokio::task::yield_now().await;
         }
         result
@@ -1805,6 +1813,18 @@ mutant!(
     cancelled_fetches_lose_nothing => "a fetch cancelled at an await must not take an event it does not return; missing (n, num_delivered): [",
 );
 
+mutant!(
+    /// The suite catches a durable's auto-ack fetches losing their event
+    /// when cancelled (its manual-ack ones do not).
+    durable_auto_not_cancel_safe, Kind::DurableAutoNotCancelSafe,
+    cancelled_fetches_lose_nothing => "durable, auto-ack fetches dropped mid-way",
+);
+mutant!(
+    /// The suite catches an ephemeral's manual-ack fetches losing their
+    /// event when cancelled (its auto-ack ones do not).
+    ephemeral_manual_not_cancel_safe, Kind::EphemeralManualNotCancelSafe,
+    cancelled_fetches_lose_nothing => "ephemeral, manual-ack fetches dropped mid-way",
+);
 mutant!(
     /// The suite catches a nak delay rounded down.
     nak_delay_rounded_down, Kind::NakDelayRoundedDown,
