@@ -197,6 +197,8 @@ enum Kind {
     /// delivery is skipped (terminated unseen), so the event is lost
     /// unreported.
     SpareSkipped,
+    /// [`Kind::SpareSkipped`] on ephemeral subscriptions alone.
+    EphemeralSpareSkipped,
     /// A nak of the final delivery leaves it unsettled, so it comes back
     /// once more as the spare instead of ending.
     NakFinalLeftUnsettled,
@@ -229,6 +231,11 @@ enum Kind {
     BackoffOffByOneUnreported,
     /// `max_ack_pending` is ignored.
     MaxAckPendingIgnored,
+    /// `max_ack_pending` is ignored by ephemeral subscriptions.
+    EphemeralMaxAckPendingIgnored,
+    /// `backoff` is ignored by ephemeral subscriptions (every redelivery
+    /// waits `ack_wait`).
+    EphemeralBackoffIgnored,
     /// Auto-ack acks an event before the caller has seen it.
     AutoAckBeforeCallerSees,
     /// Auto-ack never acks (everything comes back after the ack wait).
@@ -637,6 +644,21 @@ impl Mutant {
                 out.backoff.remove(0);
             }
             Kind::MaxAckPendingIgnored => out.max_ack_pending = None,
+            // after the options were validated (a zero limit is still refused)
+            Kind::EphemeralMaxAckPendingIgnored
+                if ephemeral && options.max_ack_pending.is_some_and(|m| m > 0) =>
+            {
+                out.max_ack_pending = None;
+            }
+            Kind::EphemeralBackoffIgnored
+                if ephemeral
+                    && !options.backoff.iter().any(Duration::is_zero)
+                    && options
+                        .max_deliver
+                        .is_none_or(|m| m >= options.backoff.len() as u64) =>
+            {
+                out.backoff.clear();
+            }
             Kind::EphemeralPolicyIgnored if ephemeral => out.deliver_policy = DeliverPolicy::New,
             _ => {}
         }
@@ -1103,7 +1125,8 @@ impl MutSub {
                         pending.ack().await?;
                         continue;
                     }
-                    if self.kind == Kind::SpareSkipped
+                    if (self.kind == Kind::SpareSkipped
+                        || (self.kind == Kind::EphemeralSpareSkipped && !self.durable))
                         && pending
                             .max_deliver()
                             .is_some_and(|max| pending.received.num_delivered > max)
@@ -1824,6 +1847,23 @@ mutant!(
     /// event when cancelled (its auto-ack ones do not).
     ephemeral_manual_not_cancel_safe, Kind::EphemeralManualNotCancelSafe,
     cancelled_fetches_lose_nothing => "ephemeral, manual-ack fetches dropped mid-way",
+);
+mutant!(
+    /// The suite catches `max_ack_pending` ignored by ephemeral
+    /// subscriptions.
+    ephemeral_max_ack_pending_ignored, Kind::EphemeralMaxAckPendingIgnored,
+    max_ack_pending_pauses_delivery => "ephemeral, max_ack_pending 2: a third delivery",
+);
+mutant!(
+    /// The suite catches `backoff` ignored by ephemeral subscriptions.
+    ephemeral_backoff_ignored, Kind::EphemeralBackoffIgnored,
+    backoff_spaces_redeliveries => "ephemeral: delivery 2 reports ack wait Some(300ms)",
+);
+mutant!(
+    /// The suite catches the spare delivery skipped on ephemeral
+    /// subscriptions.
+    ephemeral_spare_skipped, Kind::EphemeralSpareSkipped,
+    unsettled_final_delivery_comes_once_more => "ephemeral: event 0, delivery 3 of max_deliver 2",
 );
 mutant!(
     /// The suite catches a nak delay rounded down.

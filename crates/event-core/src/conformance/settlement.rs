@@ -3,7 +3,7 @@
 
 use super::{
     ProviderFactory, expect_nothing_manual, manual_opts, n_of, publish_n, recv, recv_manual,
-    redelivery_slack,
+    redelivery_slack, subscribe_kind,
 };
 use crate::{EventProvider, SubscribeOptions, Subscription};
 use std::time::{Duration, Instant};
@@ -30,29 +30,6 @@ async fn durable_and_ephemeral(
         .await
         .expect("ephemeral");
     [("durable", durable), ("ephemeral", ephemeral)]
-}
-
-/// A subscription of `kind` ("durable", named `name`, or "ephemeral") on
-/// `category`'s events with `options`: for the tests that check a rule on
-/// each kind in turn (the second subscribed after the first is done, so
-/// that no delivery waits, and ages, while the other is tested).
-async fn subscribe_kind(
-    p: &dyn EventProvider,
-    kind: &str,
-    name: &str,
-    category: &str,
-    options: &SubscribeOptions,
-) -> Box<dyn Subscription> {
-    let filter = p.category_subject(category);
-    if kind == "durable" {
-        p.subscribe_durable_with_options(name, &filter, options)
-            .await
-            .expect("durable")
-    } else {
-        p.subscribe_with_options(&filter, options)
-            .await
-            .expect("ephemeral")
-    }
 }
 
 /// An event naked on every delivery (no `max_deliver`, no delay) does not
@@ -357,7 +334,8 @@ pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn Provider
 /// stalled past the ack wait) was never reported: it comes once more,
 /// numbered `max_deliver + 1` and still final, so the event reaches a
 /// dead-letter queue instead of vanishing. When that spare delivery is not
-/// settled either, the event ends.
+/// settled either, the event ends. On durable and ephemeral subscriptions
+/// alike.
 pub async fn unsettled_final_delivery_comes_once_more(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -365,60 +343,70 @@ pub async fn unsettled_final_delivery_comes_once_more(factory: &dyn ProviderFact
         max_deliver: Some(2),
         ..manual_opts(&caps)
     };
-    let mut sub = p
-        .subscribe_durable_with_options("spare", &p.category_subject("spare"), &opts)
-        .await
-        .expect("durable");
-    publish_n(&*p, "spare", "t", 0..1).await;
-    for attempt in 1..=3 {
-        let pending = recv_manual(
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("spare{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "spare", &category, &opts).await;
+        publish_n(&*p, &category, "t", 0..1).await;
+        for attempt in 1..=3 {
+            let pending = recv_manual(
+                &mut sub,
+                &caps,
+                &format!(
+                    "{kind}: event 0, delivery {attempt} of max_deliver 2, each left unsettled \
+                     (delivery 3 is the spare of an unsettled final delivery)"
+                ),
+            )
+            .await;
+            assert_eq!(n_of(&pending.received.event), 0);
+            assert_eq!(
+                pending.received.num_delivered, attempt,
+                "{kind}: num_delivered"
+            );
+            assert_eq!(pending.max_deliver(), Some(2), "{kind}: max_deliver");
+            assert_eq!(
+                pending.is_final_delivery(),
+                attempt >= 2,
+                "{kind}: final flag on delivery {attempt} of max_deliver 2"
+            );
+            drop(pending); // ack timeout
+        }
+        expect_nothing_manual(
             &mut sub,
-            &caps,
+            caps.ack_wait * 3,
             &format!(
-                "event 0, delivery {attempt} of max_deliver 2, each left unsettled (delivery 3 \
-                 is the spare of an unsettled final delivery)"
+                "{kind}: event 0's spare delivery (3 of max_deliver 2) left unsettled too: the \
+                 event ends"
             ),
         )
         .await;
-        assert_eq!(n_of(&pending.received.event), 0);
-        assert_eq!(pending.received.num_delivered, attempt);
-        assert_eq!(pending.max_deliver(), Some(2));
-        assert_eq!(
-            pending.is_final_delivery(),
-            attempt >= 2,
-            "final flag on delivery {attempt} of max_deliver 2"
-        );
-        drop(pending); // ack timeout
-    }
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "event 0's spare delivery (3 of max_deliver 2) left unsettled too: the event ends",
-    )
-    .await;
-    // settled, the spare ends the event as any delivery does
-    publish_n(&*p, "spare", "t", 1..2).await;
-    for attempt in 1..=3 {
-        let pending = recv_manual(
+        // settled, the spare ends the event as any delivery does
+        publish_n(&*p, &category, "t", 1..2).await;
+        for attempt in 1..=3 {
+            let pending = recv_manual(
+                &mut sub,
+                &caps,
+                &format!("{kind}: event 1, delivery {attempt} of max_deliver 2"),
+            )
+            .await;
+            assert_eq!(n_of(&pending.received.event), 1);
+            assert_eq!(
+                pending.received.num_delivered, attempt,
+                "{kind}: num_delivered"
+            );
+            if attempt < 3 {
+                drop(pending);
+            } else {
+                pending.term().await.expect("term the spare delivery");
+            }
+        }
+        expect_nothing_manual(
             &mut sub,
-            &caps,
-            &format!("event 1, delivery {attempt} of max_deliver 2"),
+            caps.ack_wait * 3,
+            &format!("{kind}: event 1's spare delivery was terminated: the event ends"),
         )
         .await;
-        assert_eq!(n_of(&pending.received.event), 1);
-        assert_eq!(pending.received.num_delivered, attempt);
-        if attempt < 3 {
-            drop(pending);
-        } else {
-            pending.term().await.expect("term the spare delivery");
-        }
+        sub.close().await.expect("close");
     }
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "event 1's spare delivery was terminated: the event ends",
-    )
-    .await;
 }
 
 /// `in_progress` restarts the ack timer, on durable and ephemeral
