@@ -110,6 +110,11 @@ enum Kind {
     BatchStopsAtFirstError,
     /// `publish_batch` stores an event repeated inside the batch twice.
     BatchStoresRepeats,
+    /// `publish_batch` reports each stored event's sequence as the batch's
+    /// first plus its place among the batch's distinct events, as if a
+    /// refused event had taken a sequence too: every report after a refusal
+    /// is one too high (repeats still report the first one's).
+    BatchSequencesCountRefusals,
     /// `publish_batch` stores a payload nested deeper than
     /// `MAX_PAYLOAD_DEPTH` (as a pipelining path that skips the check
     /// would), here in a form the wrapped store takes.
@@ -819,8 +824,31 @@ impl EventProvider for Mutant {
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
         let mut results = Vec::with_capacity(events.len());
         let mut seen = std::collections::HashSet::new();
+        // [`Kind::BatchSequencesCountRefusals`]: (first stored sequence, its
+        // place), the place of each distinct event, and the report of each id
+        let mut first: Option<(u64, u64)> = None;
+        let mut place = 0u64;
+        let mut reported: HashMap<String, u64> = HashMap::new();
         for event in events {
             let repeat = !seen.insert(event.id.clone());
+            if self.kind == Kind::BatchSequencesCountRefusals {
+                let result = self.publish(event).await;
+                results.push(match result {
+                    Ok(_) if repeat => Ok(reported[&event.id]),
+                    Ok(seq) => {
+                        let (base, at) = *first.get_or_insert((seq, place));
+                        let report = base + (place - at);
+                        reported.insert(event.id.clone(), report);
+                        place += 1;
+                        Ok(report)
+                    }
+                    Err(e) => {
+                        place += u64::from(!repeat);
+                        Err(e)
+                    }
+                });
+                continue;
+            }
             let result = if repeat && self.kind == Kind::BatchStoresRepeats {
                 // dedup checked against earlier batches only
                 let fresh = PublishOptions {
@@ -1600,6 +1628,12 @@ mutant!(
     /// inside the batch.
     batch_stores_repeats, Kind::BatchStoresRepeats,
     publish_batch_reports_each_result => "a repeat inside the batch returns the first one's sequence",
+);
+mutant!(
+    /// The suite catches batch results that are not the sequences the
+    /// events were stored at (one too high after a refused event).
+    batch_sequences_count_refusals, Kind::BatchSequencesCountRefusals,
+    publish_batch_reports_each_result => "the sequence it was stored at",
 );
 mutant!(
     /// The suite catches invalid published subjects being accepted.

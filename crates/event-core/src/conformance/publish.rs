@@ -657,8 +657,9 @@ pub async fn info_counts(factory: &dyn ProviderFactory) {
     assert!(p.health().await.expect("health"));
 }
 
-/// `publish_batch` reports one result per event, in order, and
-/// deduplicates as `publish` does, within the batch too.
+/// `publish_batch` reports one result per event, in order (each event's
+/// sequence, the one it is delivered with), and deduplicates as `publish`
+/// does, within the batch too.
 pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let mut events: Vec<Event> = (0..20).map(|n| event(&*p, "batch", "t", n)).collect();
@@ -695,4 +696,30 @@ pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
         18,
         "every good event of the batch is stored, the repeated one once"
     );
+    // each result is the sequence its event was stored at (the refused
+    // event took none)
+    let caps = factory.capabilities();
+    let mut sub = p
+        .subscribe_durable("batch-reader", &p.category_subject("batch"))
+        .await
+        .expect("durable");
+    let mut at = std::collections::HashMap::new();
+    for i in 0..18 {
+        let r = recv(
+            &mut sub,
+            &caps,
+            &format!("the stored batch: event {i} of 18"),
+        )
+        .await;
+        at.insert(n_of(&r.event), r.sequence);
+    }
+    for (i, r) in results.iter().enumerate() {
+        let Ok(reported) = r else { continue };
+        let n = n_of(&events[i]);
+        assert_eq!(
+            Some(reported),
+            at.get(&n),
+            "publish_batch result {i} (event n={n}) must be the sequence it was stored at"
+        );
+    }
 }
