@@ -160,6 +160,9 @@ enum Kind {
     DurableDropsMetadata,
     /// A literal filter matches every subject it is a string prefix of.
     LiteralFilterPrefixMatch,
+    /// [`Kind::LiteralFilterPrefixMatch`] on durables alone (a backend
+    /// that filters durables another way than ephemerals).
+    DurableLiteralPrefixMatch,
     /// A filter whose first token merely starts with the prefix is
     /// accepted (and matches nothing).
     FilterPrefixStringMatch,
@@ -738,8 +741,11 @@ impl Mutant {
         durable: bool,
     ) -> Box<dyn Subscription> {
         let own_filter = (matches!(self.kind, Kind::TailMatchesParent | Kind::StarMatchesMany)
-            || (self.kind == Kind::LiteralFilterPrefixMatch && self.filter(filter) == ">"))
-            .then(|| filter.to_string());
+            || (self.kind == Kind::LiteralFilterPrefixMatch && self.filter(filter) == ">")
+            || (self.kind == Kind::DurableLiteralPrefixMatch
+                && durable
+                && !filter.split('.').any(|t| t == "*" || t == ">")))
+        .then(|| filter.to_string());
         Box::new(MutSub {
             inner,
             kind: self.kind,
@@ -966,9 +972,18 @@ impl EventProvider for Mutant {
         }
         let (mut options, report_max) = self.subscribe_options(&options, false);
         self.last_ignoring_filter(&mut options).await?;
+        let literal = !filter.split('.').any(|t| t == "*" || t == ">");
+        let inner_filter = if self.kind == Kind::DurableLiteralPrefixMatch
+            && literal
+            && validate_filter_for_prefix(&filter, self.subject_prefix()).is_ok()
+        {
+            ">".into()
+        } else {
+            self.filter(&filter)
+        };
         let inner = self
             .inner
-            .subscribe_durable_with_options(&name, &self.filter(&filter), &options)
+            .subscribe_durable_with_options(&name, &inner_filter, &options)
             .await?;
         Ok(self.subscription(inner, &filter, report_max, Live::enter(&counter), true))
     }
@@ -1097,7 +1112,10 @@ impl MutSub {
     /// allows it).
     fn wanted(&mut self, subject: &str) -> bool {
         if let Some(filter) = &self.own_filter
-            && self.kind == Kind::LiteralFilterPrefixMatch
+            && matches!(
+                self.kind,
+                Kind::LiteralFilterPrefixMatch | Kind::DurableLiteralPrefixMatch
+            )
         {
             return subject.starts_with(filter.as_str());
         }
@@ -1723,6 +1741,12 @@ mutant!(
     /// The suite catches a literal filter matched as a string prefix.
     literal_filter_prefix_match, Kind::LiteralFilterPrefixMatch,
     wildcard_filtering_and_topic_isolation => "a literal filter matches only itself",
+);
+mutant!(
+    /// The suite catches a literal filter matched as a string prefix by
+    /// durables alone.
+    durable_literal_prefix_match, Kind::DurableLiteralPrefixMatch,
+    wildcard_filtering_and_topic_isolation => "durable: a literal filter matches only itself",
 );
 mutant!(
     /// The suite catches a filter whose first token merely starts with the

@@ -90,33 +90,46 @@ pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
 
 /// `*` matches one token, `>` one or more (never zero: `a.b.>` does not
 /// match `a.b`); a literal filter matches only that subject (not one it is
-/// a string prefix of), on subscriptions and in `history`; unrelated
-/// subjects stay isolated.
+/// a string prefix of), on ephemeral and durable subscriptions and in
+/// `history`; unrelated subjects stay isolated.
 pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     let prefix = p.subject_prefix().to_string();
-    let mut star = p
-        .subscribe(&format!("{prefix}.wa.*"))
-        .await
-        .expect("subscribe *");
-    let mut tail = p
-        .subscribe(&format!("{prefix}.wa.>"))
-        .await
-        .expect("subscribe >");
-    let mut mid = p
-        .subscribe(&format!("{prefix}.*.x"))
-        .await
-        .expect("subscribe mid *");
-    let mut exact = p
-        .subscribe(&format!("{prefix}.wb.x"))
-        .await
-        .expect("subscribe exact");
-    // `>` needs at least one more token: `wa.x.>` does not match `wa.x`
-    let mut deep = p
-        .subscribe(&format!("{prefix}.wa.x.>"))
-        .await
-        .expect("subscribe deep >");
+    // (filter after the prefix, the sentinel that ends its events, what it
+    // matches, the rule)
+    let cases: [(&str, u64, Vec<u64>, &str); 5] = [
+        ("wa.*", 100, vec![1], "`wa.*` matches exactly one token"),
+        ("wa.>", 100, vec![1, 2], "`wa.>` matches one or more tokens"),
+        ("*.x", 101, vec![1, 3], "`*.x` matches any category"),
+        (
+            "wb.x",
+            101,
+            vec![3],
+            "a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)",
+        ),
+        // `>` needs at least one more token: `wa.x.>` does not match `wa.x`
+        (
+            "wa.x.>",
+            102,
+            vec![2],
+            "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself",
+        ),
+    ];
+    let mut subs = Vec::new();
+    for (i, (filter, ..)) in cases.iter().enumerate() {
+        let full = format!("{prefix}.{filter}");
+        let live = p
+            .subscribe(&full)
+            .await
+            .unwrap_or_else(|e| panic!("subscribe `{full}`: {e}"));
+        // created before anything is published: it starts at the first event
+        let durable = p
+            .subscribe_durable(&format!("wildcard-{i}"), &full)
+            .await
+            .unwrap_or_else(|e| panic!("durable on `{full}`: {e}"));
+        subs.push((live, durable));
+    }
 
     p.publish(&event(&*p, "wa", "x", 1)).await.expect("publish");
     p.publish(&event(&*p, "wa", "x.y", 2))
@@ -143,14 +156,14 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         .await
         .expect("publish");
 
-    let collect = async |sub: &mut Box<dyn Subscription>, filter: &str, sentinel: u64| {
+    let collect = async |sub: &mut Box<dyn Subscription>, what: &str, sentinel: u64| {
         let mut seen = Vec::new();
         loop {
             let n = n_of(
                 &recv(
                     sub,
                     &caps,
-                    &format!("filter `{filter}`: the events up to the sentinel n={sentinel}"),
+                    &format!("{what}: the events up to the sentinel n={sentinel}"),
                 )
                 .await
                 .event,
@@ -161,31 +174,15 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
             seen.push(n);
         }
     };
-    assert_eq!(
-        collect(&mut star, "wa.*", 100).await,
-        vec![1],
-        "`wa.*` matches exactly one token"
-    );
-    assert_eq!(
-        collect(&mut tail, "wa.>", 100).await,
-        vec![1, 2],
-        "`wa.>` matches one or more tokens"
-    );
-    assert_eq!(
-        collect(&mut mid, "*.x", 101).await,
-        vec![1, 3],
-        "`*.x` matches any category"
-    );
-    assert_eq!(
-        collect(&mut exact, "wb.x", 101).await,
-        vec![3],
-        "a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)"
-    );
-    assert_eq!(
-        collect(&mut deep, "wa.x.>", 102).await,
-        vec![2],
-        "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself"
-    );
+    for ((filter, sentinel, expected, rule), (live, durable)) in cases.iter().zip(&mut subs) {
+        for (kind, sub) in [("ephemeral", live), ("durable", durable)] {
+            assert_eq!(
+                collect(sub, &format!("{kind}: filter `{filter}`"), *sentinel).await,
+                *expected,
+                "{kind}: {rule}"
+            );
+        }
+    }
     let literal = p.build_subject("wb", "x");
     assert_eq!(
         p.history(Some(&literal), 10)
