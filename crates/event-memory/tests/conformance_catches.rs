@@ -82,6 +82,10 @@ enum Kind {
     HistoryOldestFirst,
     HistoryIgnoresLimit,
     HistoryIgnoresFilter,
+    /// `history` matches a filter ending in `>` after literal tokens as a
+    /// string prefix of the part before it (`events.wa.x.>` takes
+    /// `events.wa.xy`).
+    HistoryTailAsStringPrefix,
     /// The oldest `limit` matches (newest first among themselves).
     HistoryOldestMatches,
     /// Allocates `limit` slots up front: `usize::MAX` ("everything") panics.
@@ -1013,6 +1017,18 @@ impl EventProvider for Mutant {
             }
             Kind::HistoryIgnoresLimit => self.inner.history(filter, usize::MAX).await,
             Kind::HistoryIgnoresFilter => self.inner.history(None, limit).await,
+            // an index lookup for a literal head (a wildcard head is matched)
+            Kind::HistoryTailAsStringPrefix
+                if filter_subject.is_some_and(|f| f.ends_with(".>") && !f.contains('*')) =>
+            {
+                let head = filter_subject
+                    .and_then(|f| f.strip_suffix(".>"))
+                    .unwrap_or_default();
+                let mut events = self.inner.history(None, usize::MAX).await?;
+                events.retain(|e| e.subject.starts_with(head) && e.subject.len() > head.len());
+                events.truncate(limit);
+                Ok(events)
+            }
             Kind::HistoryPreallocatesLimit => {
                 let mut events = Vec::with_capacity(limit);
                 events.extend(self.inner.history(filter, limit).await?);
@@ -1572,6 +1588,11 @@ mutant!(
     /// The suite catches history ignoring its filter.
     history_ignores_filter, Kind::HistoryIgnoresFilter,
     history_newest_first_with_limit_and_filter => "history(category, 4): the newest 4",
+);
+mutant!(
+    /// The suite catches history matching a `>` filter as a string prefix.
+    history_tail_as_string_prefix, Kind::HistoryTailAsStringPrefix,
+    wildcard_filtering_and_topic_isolation => "history(`events.wa.x.>`), newest first",
 );
 mutant!(
     /// The suite catches history returning the oldest matches instead of the

@@ -91,7 +91,7 @@ pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
 /// `*` matches one token, `>` one or more (never zero: `a.b.>` does not
 /// match `a.b`); a literal filter matches only that subject (not one it is
 /// a string prefix of), on ephemeral and durable subscriptions and in
-/// `history`; unrelated subjects stay isolated.
+/// `history` (with each of the filters); unrelated subjects stay isolated.
 pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -99,8 +99,13 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
     // (filter after the prefix, the sentinel that ends its events, what it
     // matches, the rule)
     let cases: [(&str, u64, Vec<u64>, &str); 5] = [
-        ("wa.*", 100, vec![1], "`wa.*` matches exactly one token"),
-        ("wa.>", 100, vec![1, 2], "`wa.>` matches one or more tokens"),
+        ("wa.*", 100, vec![1, 7], "`wa.*` matches exactly one token"),
+        (
+            "wa.>",
+            100,
+            vec![1, 2, 7],
+            "`wa.>` matches one or more tokens",
+        ),
         ("*.x", 101, vec![1, 3], "`*.x` matches any category"),
         (
             "wb.x",
@@ -113,7 +118,8 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
             "wa.x.>",
             102,
             vec![2],
-            "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself",
+            "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself (nor \
+             `wa.xy`)",
         ),
     ];
     let mut subs = Vec::new();
@@ -131,30 +137,28 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
         subs.push((live, durable));
     }
 
-    p.publish(&event(&*p, "wa", "x", 1)).await.expect("publish");
-    p.publish(&event(&*p, "wa", "x.y", 2))
-        .await
-        .expect("publish");
-    p.publish(&event(&*p, "wb", "x", 3)).await.expect("publish");
-    p.publish(&event(&*p, "wb", "y", 4)).await.expect("publish");
-    // a literal filter is a whole subject, not a string prefix: `wb.x`
-    // matches neither `wb.xy` nor `wb.x.y`
-    p.publish(&event(&*p, "wb", "xy", 5))
-        .await
-        .expect("publish");
-    p.publish(&event(&*p, "wb", "x.y", 6))
-        .await
-        .expect("publish");
-    // sentinels so that "nothing else arrived" is checked by order, not sleeps
-    p.publish(&event(&*p, "wa", "end", 100))
-        .await
-        .expect("publish");
-    p.publish(&event(&*p, "wb", "x", 101))
-        .await
-        .expect("publish");
-    p.publish(&event(&*p, "wa", "x.end", 102))
-        .await
-        .expect("publish");
+    let published = [
+        ("wa", "x", 1),
+        ("wa", "x.y", 2),
+        ("wb", "x", 3),
+        ("wb", "y", 4),
+        // a literal filter is a whole subject, not a string prefix: `wb.x`
+        // matches neither `wb.xy` nor `wb.x.y`
+        ("wb", "xy", 5),
+        ("wb", "x.y", 6),
+        // nor is a tail: `wa.x.>` does not match `wa.xy`
+        ("wa", "xy", 7),
+        // sentinels so that "nothing else arrived" is checked by order, not
+        // sleeps
+        ("wa", "end", 100),
+        ("wb", "x", 101),
+        ("wa", "x.end", 102),
+    ];
+    for (category, topic, n) in published {
+        p.publish(&event(&*p, category, topic, n))
+            .await
+            .expect("publish");
+    }
 
     let collect = async |sub: &mut Box<dyn Subscription>, what: &str, sentinel: u64| {
         let mut seen = Vec::new();
@@ -183,17 +187,28 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
             );
         }
     }
-    let literal = p.build_subject("wb", "x");
-    assert_eq!(
-        p.history(Some(&literal), 10)
-            .await
-            .expect("history")
+    // `history` with each filter: every published event it matches,
+    // newest first
+    for (filter, .., rule) in &cases {
+        let full = format!("{prefix}.{filter}");
+        let pattern = crate::SubjectPattern::parse(&full).expect("a valid filter");
+        let matching: Vec<u64> = published
             .iter()
-            .map(n_of)
-            .collect::<Vec<_>>(),
-        vec![101, 3],
-        "history(`{literal}`): a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)"
-    );
+            .rev()
+            .filter(|(category, topic, _)| pattern.matches(&p.build_subject(category, topic)))
+            .map(|(.., n)| *n)
+            .collect();
+        assert_eq!(
+            p.history(Some(&full), 100)
+                .await
+                .expect("history")
+                .iter()
+                .map(n_of)
+                .collect::<Vec<_>>(),
+            matching,
+            "history(`{full}`), newest first: {rule}"
+        );
+    }
 }
 
 /// A wildcard may stand for the prefix token too (`*` is a whole token
