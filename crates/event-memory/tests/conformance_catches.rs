@@ -103,6 +103,10 @@ enum Kind {
     /// `publish_shared_with_outcome` calls every publish stored, repeats
     /// included.
     OutcomeMisreported,
+    /// A repeated dedup id stores nothing and returns the first sequence,
+    /// but the repeat is handed to the live ephemeral subscriptions anyway
+    /// (fanned out before the dedup check).
+    DuplicatesReachLiveSubscribers,
     ExpectedSequenceIgnored,
     /// A conflicting publish reports `WrongLastSequence` but is stored.
     ConflictStillStored,
@@ -363,6 +367,9 @@ struct Mutant {
     /// (sequence, event timestamp) of each stored event, in order
     /// ([`Kind::PolicyByStartTimeByEventTimestamp`]).
     stamps: Mutex<Vec<(u64, u64)>>,
+    /// Repeats fanned out to ephemerals
+    /// ([`Kind::DuplicatesReachLiveSubscribers`]).
+    repeats: tokio::sync::broadcast::Sender<ReceivedEvent>,
 }
 
 impl Mutant {
@@ -395,6 +402,7 @@ impl Mutant {
             reserved: AtomicU64::new(0),
             last_by_subject: Mutex::new(HashMap::new()),
             stamps: Mutex::new(Vec::new()),
+            repeats: tokio::sync::broadcast::channel(64).0,
         }
     }
 
@@ -484,6 +492,21 @@ impl Mutant {
         let event = self.admit(&event)?;
         if self.kind == Kind::SequenceReservedBeforeStore {
             return self.publish_reserved(event, options).await;
+        }
+        if self.kind == Kind::DuplicatesReachLiveSubscribers {
+            let outcome = self
+                .inner
+                .publish_shared_with_outcome(event.clone(), options)
+                .await?;
+            if outcome.is_duplicate() {
+                let _ = self.repeats.send(ReceivedEvent {
+                    event,
+                    sequence: outcome.sequence,
+                    num_delivered: 1,
+                    stream: Arc::from(self.inner.name()),
+                });
+            }
+            return Ok(outcome.sequence);
         }
         let mut options = self.publish_options(&event, options, shared);
         if self.kind == Kind::SequenceGaps {
@@ -759,6 +782,8 @@ impl Mutant {
             held: None,
             buffered: VecDeque::new(),
             fetched: 0,
+            repeats: (self.kind == Kind::DuplicatesReachLiveSubscribers && !durable)
+                .then(|| self.repeats.subscribe()),
             _live: live,
         })
     }
@@ -1105,6 +1130,9 @@ struct MutSub {
     held: Option<PendingEvent>,
     buffered: VecDeque<ReceivedEvent>,
     fetched: u64,
+    /// Repeats fanned out to this ephemeral
+    /// ([`Kind::DuplicatesReachLiveSubscribers`]).
+    repeats: Option<tokio::sync::broadcast::Receiver<ReceivedEvent>>,
     _live: Live,
 }
 
@@ -1164,6 +1192,11 @@ impl MutSub {
     }
 
     async fn fetch_auto(&mut self) -> Result<Option<ReceivedEvent>> {
+        while let Some(Ok(repeat)) = self.repeats.as_mut().map(|r| r.try_recv()) {
+            if self.wanted(&repeat.event.subject) {
+                return Ok(Some(repeat));
+            }
+        }
         loop {
             match self.inner.next().await {
                 Err(Error::Lagged { .. }) if self.kind == Kind::LaggedSwallowed => continue,
@@ -1630,6 +1663,12 @@ mutant!(
     /// a key instead of refusing it.
     shared_takes_unusable_dedup_id, Kind::SharedTakesUnusableDedupId,
     unusable_msg_id_refused => "publish_shared_with_options, msg_id \"\": expected InvalidConfig",
+);
+mutant!(
+    /// The suite catches a repeated dedup id handed to live subscriptions
+    /// although nothing was stored.
+    duplicates_reach_live_subscribers, Kind::DuplicatesReachLiveSubscribers,
+    msg_id_deduplicates => "a live subscription gets each stored event once, and no repeat",
 );
 mutant!(
     /// The suite catches a publish outcome that calls a duplicate stored.

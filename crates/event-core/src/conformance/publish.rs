@@ -10,9 +10,15 @@ use std::sync::Arc;
 use crate::EventProvider;
 
 /// A repeated dedup id returns the first sequence and stores nothing, on
-/// any subject: dedup is per stream, not per subject.
+/// any subject: dedup is per stream, not per subject. Nor is it delivered:
+/// a live subscription gets each stored event once, and no repeat.
 pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
     let p = factory.create().await;
+    let mut live = p
+        .subscribe(&p.category_subject("dup"))
+        .await
+        .expect("subscribe");
     let e = event(&*p, "dup", "t", 1);
     let first = p.publish(&e).await.expect("publish");
     let again = p.publish(&e).await.expect("republish");
@@ -55,6 +61,32 @@ pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
         "duplicates stored nothing"
     );
     assert_eq!(p.info().await.expect("info").messages, 2);
+    // a sentinel ends what the live subscription got
+    p.publish(&event(&*p, "dup", "t", 5))
+        .await
+        .expect("publish");
+    let mut got = Vec::new();
+    loop {
+        let n = n_of(
+            &recv(
+                &mut live,
+                &caps,
+                "the live subscription: the stored events, then the sentinel n=5",
+            )
+            .await
+            .event,
+        );
+        got.push(n);
+        if n == 5 {
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        vec![1, 2, 5],
+        "a live subscription gets each stored event once, and no repeat (the repeats of a \
+         dedup id stored nothing)"
+    );
 }
 
 /// [`EventProvider::publish_shared_with_outcome`] tells a stored event from
