@@ -283,6 +283,9 @@ enum Kind {
     /// Resubscribing a durable keeps its first ack wait (and applies the
     /// rest).
     ChangedAckWaitIgnored,
+    /// Resubscribing a durable keeps its first `max_ack_pending` (and
+    /// applies the rest).
+    ChangedMaxAckPendingIgnored,
     UnsubscribeNoop,
     /// Unsubscribing a missing durable succeeds.
     UnsubscribeMissingOk,
@@ -978,6 +981,12 @@ impl EventProvider for Mutant {
             }
             (Kind::ChangedOptionsIgnored, Some(first)) => (filter, options) = first,
             (Kind::ChangedAckWaitIgnored, Some((_, first))) => options.ack_wait = first.ack_wait,
+            // after the options were validated (a zero limit is still refused)
+            (Kind::ChangedMaxAckPendingIgnored, Some((_, first)))
+                if options.max_ack_pending.is_none_or(|m| m > 0) =>
+            {
+                options.max_ack_pending = first.max_ack_pending;
+            }
             (_, None) => {
                 self.durables
                     .lock()
@@ -2133,6 +2142,11 @@ mutant!(
     /// The suite catches a changed ack wait silently ignored.
     changed_ack_wait_ignored, Kind::ChangedAckWaitIgnored,
     changed_durable_options_applied_or_refused => "the new ack_wait must be in effect",
+);
+mutant!(
+    /// The suite catches a changed `max_ack_pending` silently ignored.
+    changed_max_ack_pending_ignored, Kind::ChangedMaxAckPendingIgnored,
+    changed_durable_options_applied_or_refused => "the new max_ack_pending must be in effect",
 );
 mutant!(
     /// The suite catches `Last` starting at the stream's last event
