@@ -432,3 +432,89 @@ fn event_cloudevents_reply_limit() {
         2 * 1024 * 1024
     );
 }
+
+/// Every metric name the documentation spells out in full (`a3s_event_...`,
+/// `a3s_broker_...`, `a3s_feed_...`, `a3s_webhook_...` in README.md,
+/// docs/deployment.md and the crate docs) is one the exporters write: a
+/// dashboard or alert built from the docs finds its series. Templated names
+/// (`a3s_broker_trigger_<counter>_total`, `a3s_feed_{received,...}_total`)
+/// are expanded by hand below.
+#[test]
+fn every_metric_name_the_docs_spell_is_exported() {
+    use a3s_event::metrics::EventMetrics;
+    use a3s_event::routing::http::WebhookStats;
+    use a3s_event::routing::{Broker, FeedStats};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = vec![root.join("README.md"), root.join("docs/deployment.md")];
+    for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+        docs.push(entry.unwrap().path().join("src/lib.rs"));
+    }
+    docs.push(root.join("src/lib.rs"));
+
+    let metrics = EventMetrics::new();
+    metrics.record_publish(Duration::from_micros(5));
+    let exposition = [
+        metrics.snapshot().to_prometheus(),
+        Broker::new().metrics().to_prometheus(),
+        FeedStats::default().to_prometheus(),
+        WebhookStats::default().to_prometheus(),
+    ]
+    .join("\n");
+    // a family declared by `# TYPE`, or one of its samples (`_bucket`, ...)
+    let exported = |name: &str| {
+        exposition.lines().any(|line| {
+            line.starts_with(&format!("# TYPE {name} "))
+                || line.starts_with(&format!("{name} "))
+                || line.starts_with(&format!("{name}{{"))
+        })
+    };
+
+    let mut named = std::collections::BTreeSet::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for prefix in ["a3s_event_", "a3s_broker_", "a3s_feed_", "a3s_webhook_"] {
+            for (at, _) in text.match_indices(prefix) {
+                // a whole identifier, not the crate name `a3s_event`
+                if text[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                {
+                    continue;
+                }
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                // a template (`a3s_broker_*`, `a3s_feed_{...}`): expanded below
+                if !name.ends_with('_') {
+                    named.insert((name, doc.display().to_string()));
+                }
+            }
+        }
+    }
+    // the templates, expanded as the docs list them
+    for counter in [
+        "received", "acked", "naked", "dropped", "errors", "aborted", "lagged",
+    ] {
+        named.insert((format!("a3s_feed_{counter}_total"), "feed template".into()));
+    }
+    for counter in ["accepted", "refused", "bad_requests", "unauthorized"] {
+        named.insert((
+            format!("a3s_webhook_{counter}_total"),
+            "webhook template".into(),
+        ));
+    }
+    assert!(named.len() > 30, "names found: {named:?}");
+    let missing: Vec<String> = named
+        .iter()
+        .filter(|(name, _)| !exported(name))
+        .map(|(name, doc)| format!("{name} ({doc})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but not exported:\n{}\nexported:\n{exposition}",
+        missing.join("\n")
+    );
+}
