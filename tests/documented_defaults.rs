@@ -518,3 +518,45 @@ fn every_metric_name_the_docs_spell_is_exported() {
         missing.join("\n")
     );
 }
+
+/// The public limits and grace periods whose values the docs state
+/// (each constant's own doc comment, and docs/deployment.md "Shutdown"
+/// for the two close graces).
+#[test]
+fn documented_limits_and_graces() {
+    // "500 ms" (runner docs; deployment.md: "`SHUTDOWN_CLOSE_GRACE` (500 ms)")
+    assert_eq!(
+        a3s_event::consumer::SHUTDOWN_CLOSE_GRACE,
+        Duration::from_millis(500)
+    );
+    // "500 ms" (feed docs; deployment.md: "`FEED_CLOSE_GRACE` (500 ms)")
+    assert_eq!(
+        a3s_event::routing::FEED_CLOSE_GRACE,
+        Duration::from_millis(500)
+    );
+    // "Default 8" for max_hops, "never deeper than MAX_BROKER_NESTING"
+    assert_eq!(a3s_event::routing::MAX_BROKER_NESTING, 32);
+    // "10 s"; "10 redirects"; binary-mode attributes, 16 Ki
+    use a3s_event::cloudevents::http::{MAX_BINARY_ATTRIBUTES, client};
+    assert_eq!(client::REPLY_WAIT, Duration::from_secs(10));
+    assert_eq!(client::MAX_REDIRECTS, 10);
+    assert_eq!(MAX_BINARY_ATTRIBUTES, 16 * 1024);
+    // subjects and consumer names: "in bytes", 1024 and 255
+    assert_eq!(a3s_event::subject::MAX_SUBJECT_LEN, 1024);
+    assert_eq!(a3s_event::subject::MAX_CONSUMER_NAME_LEN, 255);
+    // keep-alive clock: checks "several times a second" (deployment.md,
+    // "Changing a shared durable's options"), 1 s with no known wait
+    assert_eq!(
+        a3s_event::KeepAliveClock::LIVE_WAIT_CHECK,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        a3s_event::KeepAliveClock::UNKNOWN_WAIT_PERIOD,
+        Duration::from_secs(1)
+    );
+    // "practically never": a century for waits, a year for pings
+    assert!(a3s_event::provider::LONGEST_WAIT >= Duration::from_secs(100 * 365 * 24 * 3600));
+    use a3s_event::provider::nats::{DEFAULT_PING_INTERVAL, MAX_PING_INTERVAL};
+    assert_eq!(DEFAULT_PING_INTERVAL, Duration::from_secs(20));
+    assert_eq!(MAX_PING_INTERVAL, Duration::from_secs(365 * 24 * 3600));
+}
