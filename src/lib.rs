@@ -291,6 +291,29 @@ pub struct DeploymentGuide;
 /// impl a3s_event::routing::http::WebhookSource for Hook {}
 /// ```
 ///
+/// The 0.3 modules `store`, `broker`, `sink`, `source` and `scaling` are
+/// not paths of this crate (their items are at the root and in `routing`):
+///
+/// ```compile_fail,E0432
+/// use a3s_event::store::EventBus;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use a3s_event::broker::Broker;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use a3s_event::sink::LogSink;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use a3s_event::source::CronSource;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use a3s_event::scaling::ScaleUpPayload;
+/// ```
+///
 /// and what the README says to write instead compiles:
 ///
 /// ```
@@ -314,6 +337,10 @@ pub struct DeploymentGuide;
 ///     }
 /// }
 /// let _webhook: Option<a3s_event::routing::http::WebhookSource> = None;
+/// use a3s_event::routing::scaling::ScaleUpPayload;
+/// use a3s_event::routing::{CronSource, LogSink};
+/// use a3s_event::{Broker, EventBus as _Bus};
+/// # let _ = (None::<ScaleUpPayload>, None::<CronSource>, None::<LogSink>, None::<Broker>);
 /// let _bus = EventBus::new(MemoryProvider::new(MemoryConfig::default())?);
 /// # let _ = (seal, options);
 /// # Ok::<(), a3s_event::Error>(())
