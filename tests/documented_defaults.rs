@@ -560,3 +560,19 @@ fn documented_limits_and_graces() {
     assert_eq!(DEFAULT_PING_INTERVAL, Duration::from_secs(20));
     assert_eq!(MAX_PING_INTERVAL, Duration::from_secs(365 * 24 * 3600));
 }
+
+/// `Capabilities` defaults as docs/custom-providers.md (section 4) and the
+/// field docs state them: a 1 MiB payload limit, a 500 ms ack wait, a 10 s
+/// receive timeout (failures read "no event within 10s"), `Lagged`
+/// reported, a 50 ms clock tolerance, stamps with the test machine's clock.
+#[test]
+fn conformance_capabilities() {
+    use event_core::conformance::Capabilities;
+    let caps = Capabilities::default();
+    assert_eq!(caps.max_payload, Some(1024 * 1024));
+    assert_eq!(caps.ack_wait, Duration::from_millis(500));
+    assert_eq!(caps.receive_timeout, Duration::from_secs(10));
+    assert!(caps.reports_lagged);
+    assert_eq!(caps.clock_tolerance, Duration::from_millis(50));
+    assert!(caps.stamps_with_test_clock);
+}
