@@ -13,10 +13,43 @@ use a3s_event::cloudevents::http::server::HttpEvent;
 use a3s_event::cloudevents::http::{Mode, to_http};
 use a3s_event::cloudevents::{CloudEventProviderExt, from_structured, to_structured};
 use a3s_event::provider::memory::MemoryProvider;
+use a3s_event::subject::validate_publish_subject;
 use a3s_event::{CloudEvent, Error, Event, EventProvider};
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use serde_json::json;
 use std::sync::Arc;
+
+/// The webhook of step 4: publishes each CloudEvent it receives, answering
+/// `503` only for transient errors so that senders retry only what can
+/// succeed.
+async fn webhook(
+    State(provider): State<Arc<MemoryProvider>>,
+    HttpEvent(mut event): HttpEvent,
+) -> StatusCode {
+    // A CloudEvent from another system seldom has an A3S subject (its
+    // `subject` attribute is optional and free-form, `/orders/42` say):
+    // give it one, keeping the sender's in metadata, or its publish is
+    // refused as an invalid subject.
+    if validate_publish_subject(&event.subject, provider.subject_prefix()).is_err() {
+        if !event.subject.is_empty() {
+            let sender_subject = std::mem::take(&mut event.subject);
+            event
+                .metadata
+                .insert("sendersubject".to_string(), sender_subject);
+        }
+        event.subject = "events.inbound.webhook".into();
+        event.category = "inbound".into();
+    }
+    match provider.publish(&event).await {
+        Ok(_) => StatusCode::ACCEPTED,
+        // the sender retries these: the provider is down or slow
+        Err(err) if err.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+        // and must not retry these: the same event fails again
+        Err(Error::PayloadTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        Err(Error::InvalidSubject { .. } | Error::Serialization(_)) => StatusCode::BAD_REQUEST,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -85,27 +118,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 4. Over HTTP: a webhook that publishes what it receives, and a client.
-    async fn webhook(
-        State(provider): State<Arc<MemoryProvider>>,
-        HttpEvent(mut event): HttpEvent,
-    ) -> StatusCode {
-        // A CloudEvent from another system seldom has an A3S subject (its
-        // `subject` attribute is optional and free-form): give it one, or
-        // its publish is refused as an invalid subject.
-        if event.subject.is_empty() {
-            event.subject = "events.inbound.webhook".into();
-            event.category = "inbound".into();
-        }
-        match provider.publish(&event).await {
-            Ok(_) => StatusCode::ACCEPTED,
-            // the sender retries these: the provider is down or slow
-            Err(err) if err.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-            // and must not retry these: the same event fails again
-            Err(Error::PayloadTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            Err(Error::InvalidSubject { .. } | Error::Serialization(_)) => StatusCode::BAD_REQUEST,
-            Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
     let app = Router::new()
         .route("/events", post(webhook))
         .with_state(provider.clone());
@@ -125,4 +137,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     sub.close().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use a3s_event::cloudevents::cloudevents::{EventBuilder, EventBuilderV10};
+
+    /// A foreign CloudEvent's `subject` is optional and free-form
+    /// (`/orders/42`): the webhook gives the event an A3S subject, keeping
+    /// the sender's in metadata, instead of refusing it with a `400` that
+    /// tells the sender never to retry.
+    #[tokio::test]
+    async fn a_free_form_subject_is_replaced_not_refused() {
+        let provider = Arc::new(MemoryProvider::default());
+        let foreign = EventBuilderV10::new()
+            .id("order-42")
+            .source("https://shop.example.com")
+            .ty("com.example.order.created")
+            .subject("/orders/42")
+            .data("application/json", json!({"id": 42}))
+            .build()
+            .unwrap_or_else(|err| panic!("{err}"));
+        let event = Event::try_from(CloudEvent::new(foreign)).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(event.subject, "/orders/42");
+
+        let status = webhook(State(provider.clone()), HttpEvent(event)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let stored = provider
+            .history(None, 1)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(stored[0].subject, "events.inbound.webhook");
+        assert_eq!(stored[0].category, "inbound");
+        assert_eq!(stored[0].metadata["sendersubject"], "/orders/42");
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! It implements the `_with_options` methods, as conforming providers do,
 //! and refuses what it cannot do (durable consumers, replaying deliver
-//! policies, redelivery) with `Error::Unsupported` instead of pretending.
+//! policies, redelivery and the options that ask for it: `max_deliver`,
+//! `ack_wait`, `backoff`, `max_ack_pending`) with `Error::Unsupported`
+//! instead of pretending.
 //! It is deliberately partial, not conforming: besides those, it has no
 //! payload limit and its `history` scans the log, so the conformance suite
 //! (feature `conformance`) fails on it wherever it checks them. Run the
@@ -99,6 +101,18 @@ impl EventProvider for LogProvider {
             return Err(Error::unsupported(
                 self.name(),
                 "replaying deliver policies",
+            ));
+        }
+        // nothing is redelivered: options that only make sense with
+        // redelivery are refused, not accepted and ignored
+        if options.max_deliver.is_some()
+            || options.ack_wait.is_some()
+            || !options.backoff.is_empty()
+            || options.max_ack_pending.is_some()
+        {
+            return Err(Error::unsupported(
+                self.name(),
+                "redelivery options (max_deliver, ack_wait, backoff, max_ack_pending)",
             ));
         }
         Ok(Box::new(LiveSubscription {
@@ -260,4 +274,73 @@ async fn main() -> Result<()> {
         err.map(|e| e.to_string()).unwrap_or_default()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use a3s_event::SubscriptionFilter;
+    use std::time::Duration;
+
+    /// A subscription asked for redeliveries (`max_deliver`, `ack_wait`,
+    /// `backoff`, `max_ack_pending`) this provider never makes is refused,
+    /// not accepted and ignored: a consumer runner relying on them would
+    /// otherwise lose every failed event silently.
+    #[tokio::test]
+    async fn redelivery_options_are_refused_not_ignored() {
+        let provider = LogProvider::new();
+        let new = SubscribeOptions {
+            deliver_policy: DeliverPolicy::New,
+            ..SubscribeOptions::default()
+        };
+        let asks_for_redelivery = [
+            SubscribeOptions {
+                max_deliver: Some(3),
+                ..new.clone()
+            },
+            SubscribeOptions {
+                ack_wait: Some(Duration::from_secs(5)),
+                ..new.clone()
+            },
+            SubscribeOptions {
+                backoff: vec![Duration::from_secs(1)],
+                ..new.clone()
+            },
+            SubscribeOptions {
+                max_ack_pending: Some(10),
+                ..new.clone()
+            },
+        ];
+        for options in &asks_for_redelivery {
+            match provider.subscribe_with_options("events.>", options).await {
+                Err(Error::Unsupported { .. }) => {}
+                Err(err) => panic!("{options:?}: {err}"),
+                Ok(_) => panic!("{options:?}: accepted, and would be ignored"),
+            }
+        }
+        // the defaults still subscribe
+        assert!(
+            provider
+                .subscribe_with_options("events.>", &new)
+                .await
+                .is_ok()
+        );
+
+        // and through the bus: a subscriber given such options is refused
+        let bus = EventBus::new(LogProvider::new());
+        bus.update_subscription_with_options(
+            SubscriptionFilter {
+                subscriber_id: "billing".to_string(),
+                subjects: vec!["events.orders.>".to_string()],
+                durable: false,
+            },
+            asks_for_redelivery[0].clone(),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+        assert!(matches!(
+            bus.create_subscriber("billing").await.err(),
+            Some(Error::Unsupported { .. })
+        ));
+    }
 }

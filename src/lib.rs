@@ -254,3 +254,96 @@ pub struct ReadmeDoctests;
 #[cfg(all(doctest, feature = "memory", feature = "nats", feature = "routing"))]
 #[doc = include_str!("../docs/deployment.md")]
 pub struct DeploymentGuide;
+
+/// The original README's API where this crate differs (README.md, "Code
+/// written against the original `a3s-event` 0.3/0.4 README"): each block is
+/// 0.3 code that does not compile here, failing with the error the README
+/// describes. A change that makes one compile again fails here: then drop
+/// that exception from the README.
+///
+/// `MemoryProvider::new` returns a `Result`:
+///
+/// ```compile_fail,E0277
+/// use a3s_event::provider::memory::{MemoryConfig, MemoryProvider};
+/// let _bus = a3s_event::EventBus::new(MemoryProvider::new(MemoryConfig::default()));
+/// ```
+///
+/// `EventEncryptor::encrypt` takes the event id first:
+///
+/// ```compile_fail,E0061
+/// fn seal(encryptor: &dyn a3s_event::EventEncryptor, payload: &serde_json::Value) {
+///     let _ = encryptor.encrypt(payload);
+/// }
+/// ```
+///
+/// `SubscriptionFilter` has no `options` (a `SubscriptionRecord` has):
+///
+/// ```compile_fail,E0609
+/// fn options(filter: a3s_event::SubscriptionFilter) {
+///     let _ = filter.options;
+/// }
+/// ```
+///
+/// `WebhookSource` is a server, not a trait:
+///
+/// ```compile_fail,E0404
+/// struct Hook;
+/// impl a3s_event::routing::http::WebhookSource for Hook {}
+/// ```
+///
+/// The 0.3 modules `store`, `broker`, `sink`, `source` and `scaling` are
+/// not paths of this crate (their items are at the root and in `routing`):
+///
+/// ```compile_fail,E0432
+/// use a3s_event::store::EventBus;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use a3s_event::broker::Broker;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use a3s_event::sink::LogSink;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use a3s_event::source::CronSource;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use a3s_event::scaling::ScaleUpPayload;
+/// ```
+///
+/// and what the README says to write instead compiles:
+///
+/// ```
+/// use a3s_event::provider::memory::{MemoryConfig, MemoryProvider};
+/// use a3s_event::{EventBus, EventEncryptor, SubscriptionFilter, SubscriptionRecord};
+///
+/// fn seal(encryptor: &dyn EventEncryptor, event: &a3s_event::Event) -> a3s_event::Result<serde_json::Value> {
+///     encryptor.encrypt(&event.id, &event.payload)
+/// }
+/// fn options(record: SubscriptionRecord) -> Option<a3s_event::SubscribeOptions> {
+///     record.options
+/// }
+/// struct Samples;
+/// #[async_trait::async_trait]
+/// impl a3s_event::routing::MetricsSource for Samples {
+///     fn name(&self) -> &str {
+///         "samples"
+///     }
+///     async fn collect(&self) -> a3s_event::Result<Vec<a3s_event::routing::MetricSample>> {
+///         Ok(Vec::new())
+///     }
+/// }
+/// let _webhook: Option<a3s_event::routing::http::WebhookSource> = None;
+/// use a3s_event::routing::scaling::ScaleUpPayload;
+/// use a3s_event::routing::{CronSource, LogSink};
+/// use a3s_event::{Broker, EventBus as _Bus};
+/// # let _ = (None::<ScaleUpPayload>, None::<CronSource>, None::<LogSink>, None::<Broker>);
+/// let _bus = EventBus::new(MemoryProvider::new(MemoryConfig::default())?);
+/// # let _ = (seal, options);
+/// # Ok::<(), a3s_event::Error>(())
+/// ```
+#[cfg(all(doctest, feature = "memory", feature = "routing-http"))]
+pub struct ReadmeCompatExceptions;

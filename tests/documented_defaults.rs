@@ -432,3 +432,147 @@ fn event_cloudevents_reply_limit() {
         2 * 1024 * 1024
     );
 }
+
+/// Every metric name the documentation spells out in full (`a3s_event_...`,
+/// `a3s_broker_...`, `a3s_feed_...`, `a3s_webhook_...` in README.md,
+/// docs/deployment.md and the crate docs) is one the exporters write: a
+/// dashboard or alert built from the docs finds its series. Templated names
+/// (`a3s_broker_trigger_<counter>_total`, `a3s_feed_{received,...}_total`)
+/// are expanded by hand below.
+#[test]
+fn every_metric_name_the_docs_spell_is_exported() {
+    use a3s_event::metrics::EventMetrics;
+    use a3s_event::routing::http::WebhookStats;
+    use a3s_event::routing::{Broker, FeedStats};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = vec![root.join("README.md"), root.join("docs/deployment.md")];
+    for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+        docs.push(entry.unwrap().path().join("src/lib.rs"));
+    }
+    docs.push(root.join("src/lib.rs"));
+
+    let metrics = EventMetrics::new();
+    metrics.record_publish(Duration::from_micros(5));
+    let exposition = [
+        metrics.snapshot().to_prometheus(),
+        Broker::new().metrics().to_prometheus(),
+        FeedStats::default().to_prometheus(),
+        WebhookStats::default().to_prometheus(),
+    ]
+    .join("\n");
+    // a family declared by `# TYPE`, or one of its samples (`_bucket`, ...)
+    let exported = |name: &str| {
+        exposition.lines().any(|line| {
+            line.starts_with(&format!("# TYPE {name} "))
+                || line.starts_with(&format!("{name} "))
+                || line.starts_with(&format!("{name}{{"))
+        })
+    };
+
+    let mut named = std::collections::BTreeSet::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for prefix in ["a3s_event_", "a3s_broker_", "a3s_feed_", "a3s_webhook_"] {
+            for (at, _) in text.match_indices(prefix) {
+                // a whole identifier, not the crate name `a3s_event`
+                if text[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                {
+                    continue;
+                }
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                // a template (`a3s_broker_*`, `a3s_feed_{...}`): expanded below
+                if !name.ends_with('_') {
+                    named.insert((name, doc.display().to_string()));
+                }
+            }
+        }
+    }
+    // the templates, expanded as the docs list them
+    for counter in [
+        "received", "acked", "naked", "dropped", "errors", "aborted", "lagged",
+    ] {
+        named.insert((format!("a3s_feed_{counter}_total"), "feed template".into()));
+    }
+    for counter in ["accepted", "refused", "bad_requests", "unauthorized"] {
+        named.insert((
+            format!("a3s_webhook_{counter}_total"),
+            "webhook template".into(),
+        ));
+    }
+    assert!(named.len() > 30, "names found: {named:?}");
+    let missing: Vec<String> = named
+        .iter()
+        .filter(|(name, _)| !exported(name))
+        .map(|(name, doc)| format!("{name} ({doc})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but not exported:\n{}\nexported:\n{exposition}",
+        missing.join("\n")
+    );
+}
+
+/// The public limits and grace periods whose values the docs state
+/// (each constant's own doc comment, and docs/deployment.md "Shutdown"
+/// for the two close graces).
+#[test]
+fn documented_limits_and_graces() {
+    // "500 ms" (runner docs; deployment.md: "`SHUTDOWN_CLOSE_GRACE` (500 ms)")
+    assert_eq!(
+        a3s_event::consumer::SHUTDOWN_CLOSE_GRACE,
+        Duration::from_millis(500)
+    );
+    // "500 ms" (feed docs; deployment.md: "`FEED_CLOSE_GRACE` (500 ms)")
+    assert_eq!(
+        a3s_event::routing::FEED_CLOSE_GRACE,
+        Duration::from_millis(500)
+    );
+    // "Default 8" for max_hops, "never deeper than MAX_BROKER_NESTING"
+    assert_eq!(a3s_event::routing::MAX_BROKER_NESTING, 32);
+    // "10 s"; "10 redirects"; binary-mode attributes, 16 Ki
+    use a3s_event::cloudevents::http::{MAX_BINARY_ATTRIBUTES, client};
+    assert_eq!(client::REPLY_WAIT, Duration::from_secs(10));
+    assert_eq!(client::MAX_REDIRECTS, 10);
+    assert_eq!(MAX_BINARY_ATTRIBUTES, 16 * 1024);
+    // subjects and consumer names: "in bytes", 1024 and 255
+    assert_eq!(a3s_event::subject::MAX_SUBJECT_LEN, 1024);
+    assert_eq!(a3s_event::subject::MAX_CONSUMER_NAME_LEN, 255);
+    // keep-alive clock: checks "several times a second" (deployment.md,
+    // "Changing a shared durable's options"), 1 s with no known wait
+    assert_eq!(
+        a3s_event::KeepAliveClock::LIVE_WAIT_CHECK,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        a3s_event::KeepAliveClock::UNKNOWN_WAIT_PERIOD,
+        Duration::from_secs(1)
+    );
+    // "practically never": a century for waits, a year for pings
+    assert!(a3s_event::provider::LONGEST_WAIT >= Duration::from_secs(100 * 365 * 24 * 3600));
+    use a3s_event::provider::nats::{DEFAULT_PING_INTERVAL, MAX_PING_INTERVAL};
+    assert_eq!(DEFAULT_PING_INTERVAL, Duration::from_secs(20));
+    assert_eq!(MAX_PING_INTERVAL, Duration::from_secs(365 * 24 * 3600));
+}
+
+/// `Capabilities` defaults as docs/custom-providers.md (section 4) and the
+/// field docs state them: a 1 MiB payload limit, a 500 ms ack wait, a 10 s
+/// receive timeout (failures read "no event within 10s"), `Lagged`
+/// reported, a 50 ms clock tolerance, stamps with the test machine's clock.
+#[test]
+fn conformance_capabilities() {
+    use event_core::conformance::Capabilities;
+    let caps = Capabilities::default();
+    assert_eq!(caps.max_payload, Some(1024 * 1024));
+    assert_eq!(caps.ack_wait, Duration::from_millis(500));
+    assert_eq!(caps.receive_timeout, Duration::from_secs(10));
+    assert!(caps.reports_lagged);
+    assert_eq!(caps.clock_tolerance, Duration::from_millis(50));
+    assert!(caps.stamps_with_test_clock);
+}

@@ -804,3 +804,175 @@ fn readme_roadmap_cloudevents_and_scaling() -> a3s_event::Result<()> {
     assert_eq!(Event::try_from(cloud)?, event);
     Ok(())
 }
+
+/// README ("A custom provider written against 0.3 (the plain `publish`,
+/// `subscribe` and `subscribe_durable` methods only) compiles and serves the
+/// bus while no options are given; a subscriber given options ... fails with
+/// `Error::Unsupported` naming the method"): the README's custom-provider
+/// shape, with real bodies (over a `MemoryProvider`), under everything the
+/// bus does without options: publishing (with a router and an encryptor
+/// too), durable and ephemeral subscribers, a consumer runner, history,
+/// counts, info, health and a provider-backed DLQ.
+mod old_provider_serves_the_bus {
+    use a3s_event::provider::memory::MemoryProvider;
+    use a3s_event::provider::{EventProvider, ProviderInfo, Subscription};
+    use a3s_event::{Error, Event, EventBus, Result, SubscriptionFilter};
+    use async_trait::async_trait;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The README's `RedisProvider`, its methods filled in.
+    struct OldProvider(MemoryProvider);
+
+    #[async_trait]
+    impl EventProvider for OldProvider {
+        async fn publish(&self, event: &Event) -> Result<u64> {
+            self.0.publish(event).await
+        }
+        async fn subscribe_durable(
+            &self,
+            consumer_name: &str,
+            filter_subject: &str,
+        ) -> Result<Box<dyn Subscription>> {
+            self.0
+                .subscribe_durable(consumer_name, filter_subject)
+                .await
+        }
+        async fn subscribe(&self, filter_subject: &str) -> Result<Box<dyn Subscription>> {
+            self.0.subscribe(filter_subject).await
+        }
+        async fn history(&self, filter_subject: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+            self.0.history(filter_subject, limit).await
+        }
+        async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
+            self.0.unsubscribe(consumer_name).await
+        }
+        async fn info(&self) -> Result<ProviderInfo> {
+            self.0.info().await
+        }
+        fn build_subject(&self, category: &str, topic: &str) -> String {
+            format!("events.{}.{}", category, topic)
+        }
+        fn category_subject(&self, category: &str) -> String {
+            format!("events.{}.>", category)
+        }
+        fn name(&self) -> &str {
+            "old"
+        }
+    }
+
+    async fn next(sub: &mut Box<dyn Subscription>) -> Result<Option<a3s_event::ReceivedEvent>> {
+        tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no delivery in 5 s"))
+    }
+
+    fn filter(id: &str, durable: bool) -> SubscriptionFilter {
+        SubscriptionFilter {
+            subscriber_id: id.to_string(),
+            subjects: vec!["events.market.>".to_string()],
+            durable,
+        }
+    }
+
+    #[tokio::test]
+    async fn without_options_everything_works() -> Result<()> {
+        let bus = EventBus::new(OldProvider(MemoryProvider::default()));
+        bus.update_subscription(filter("durable", true)).await?;
+        bus.update_subscription(filter("live", false)).await?;
+        let mut durable = bus.create_subscriber("durable").await?;
+        let mut live = bus.create_subscriber("live").await?;
+
+        let first = bus
+            .publish("market", "fx", "one", "src", serde_json::json!({}))
+            .await?;
+        let event = Event::new(
+            "events.market.fx",
+            "market",
+            "two",
+            "src",
+            serde_json::json!({}),
+        );
+        assert_eq!(bus.publish_event(&event).await?, 2);
+        let batch = [Event::new(
+            "events.market.fx",
+            "market",
+            "three",
+            "src",
+            serde_json::json!({}),
+        )];
+        assert!(bus.publish_batch(&batch).await?.iter().all(|r| r.is_ok()));
+        #[cfg(feature = "routing")]
+        {
+            let broker = a3s_event::routing::Broker::new();
+            broker.attach(&bus);
+            bus.publish("market", "fx", "routed", "src", serde_json::json!({}))
+                .await?;
+        }
+        #[cfg(feature = "crypto")]
+        {
+            bus.set_encryptor(Arc::new(a3s_event::Aes256GcmEncryptor::new("k", &[7; 32])));
+            bus.publish("market", "fx", "sealed", "src", serde_json::json!({"a": 1}))
+                .await?;
+        }
+
+        assert_eq!(next(&mut durable[0]).await?.unwrap().event.id, first.id);
+        assert_eq!(next(&mut live[0]).await?.unwrap().event.id, first.id);
+        let stored = bus.list_events(Some("market"), 10).await?;
+        assert_eq!(bus.counts(10).await?.total, stored.len() as u64);
+        assert_eq!(bus.info().await?.messages, stored.len() as u64);
+        assert!(bus.health().await?);
+
+        // a consumer runner on its own durable handles every stored event
+        bus.update_subscription(filter("runner", true)).await?;
+        let consumer = bus
+            .consume(
+                "runner",
+                |_: a3s_event::ReceivedEvent| async move { Ok::<(), String>(()) },
+                a3s_event::ConsumerConfig::default(),
+            )
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while consumer.report().acked < stored.len() as u64
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let report = consumer.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(report.acked, stored.len() as u64, "{report:?}");
+
+        // a DLQ stored on such a provider
+        let dlq =
+            a3s_event::ProviderDlqHandler::new(Arc::new(OldProvider(MemoryProvider::default())));
+        a3s_event::DlqHandler::handle(&dlq, a3s_event::DeadLetterEvent::new(event, "failed"))
+            .await?;
+        assert_eq!(a3s_event::DlqHandler::count(&dlq).await?, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn with_options_the_subscriber_is_refused_naming_the_method() -> Result<()> {
+        let bus = EventBus::new(OldProvider(MemoryProvider::default()));
+        let options = a3s_event::SubscribeOptions {
+            max_deliver: Some(3),
+            ..Default::default()
+        };
+        bus.update_subscription_with_options(filter("durable", true), options.clone())
+            .await?;
+        bus.update_subscription_with_options(filter("live", false), options)
+            .await?;
+        for (id, method) in [
+            ("durable", "subscribe_durable_with_options"),
+            ("live", "subscribe_with_options"),
+        ] {
+            match bus.create_subscriber(id).await {
+                Err(err @ Error::Unsupported { .. }) => {
+                    assert!(err.to_string().contains(method), "{id}: {err}")
+                }
+                Err(err) => panic!("{id}: {err}"),
+                Ok(_) => panic!("{id}: options accepted by a provider that ignores them"),
+            }
+        }
+        Ok(())
+    }
+}
