@@ -118,3 +118,88 @@ impl dyn Subscription {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Error, Event};
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+
+    /// Hands out what its channel receives (`Ok(None)` once it is closed),
+    /// and fails a test that asks it again after that.
+    struct Channel(
+        tokio::sync::mpsc::UnboundedReceiver<Result<ReceivedEvent>>,
+        bool,
+    );
+
+    #[async_trait::async_trait]
+    impl Subscription for Channel {
+        async fn next(&mut self) -> Result<Option<ReceivedEvent>> {
+            assert!(!self.1, "asked for more after it ended");
+            let item = self.0.recv().await.transpose();
+            self.1 = matches!(item, Ok(None));
+            item
+        }
+        async fn next_manual_ack(&mut self) -> Result<Option<PendingEvent>> {
+            Ok(None)
+        }
+        async fn close(&mut self) -> Result<()> {
+            self.0.close();
+            Ok(())
+        }
+    }
+
+    fn received(sequence: u64) -> ReceivedEvent {
+        ReceivedEvent {
+            event: Arc::new(Event::new(
+                "events.a.b",
+                "a",
+                "s",
+                "src",
+                serde_json::json!({}),
+            )),
+            sequence,
+            num_delivered: 1,
+            stream: "s".into(),
+        }
+    }
+
+    /// Items come as the subscription hands them out, a report included and
+    /// the stream going on after it; a fetch that waits is woken when its
+    /// event comes; after `Ok(None)` the stream ends for good and gives the
+    /// subscription back.
+    #[tokio::test]
+    async fn stream_follows_the_subscription_and_ends_once() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sub: Box<dyn Subscription> = Box::new(Channel(rx, false));
+        let mut stream = sub.into_stream();
+        tx.send(Ok(received(1))).unwrap();
+        tx.send(Err(Error::Lagged { missed: 2 })).unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap().sequence, 1);
+        assert!(matches!(
+            stream.next().await,
+            Some(Err(Error::Lagged { missed: 2 }))
+        ));
+        // nothing yet: the fetch waits, then is woken by the event
+        let waiting = tokio::spawn(async move {
+            let item = stream.next().await;
+            (stream, item)
+        });
+        tokio::task::yield_now().await;
+        tx.send(Ok(received(4))).unwrap();
+        let (mut stream, item) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting fetch was woken")
+            .unwrap();
+        assert_eq!(item.unwrap().unwrap().sequence, 4);
+        drop(tx);
+        assert!(stream.next().await.is_none());
+        // ended: polled again, it stays ended without asking the subscription
+        assert!(stream.next().await.is_none());
+        assert!(
+            stream.into_inner().is_some(),
+            "the subscription is given back"
+        );
+    }
+}

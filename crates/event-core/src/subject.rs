@@ -497,6 +497,69 @@ mod tests {
         assert!(validate_filter_for_prefix("events.>.x", "events").is_err());
     }
 
+    /// `can_match_under` and `matches_all_under` equal their definitions,
+    /// checked by brute force: every filter of up to four tokens over a
+    /// small alphabet (wildcards included) against every subject of up to
+    /// five tokens that `validate_publish_subject` accepts under the
+    /// prefix.
+    #[test]
+    fn prefix_reachability_equals_brute_force() {
+        fn all(tokens: &[&str], max: usize) -> Vec<String> {
+            let mut out: Vec<Vec<&str>> = vec![vec![]];
+            let mut level = vec![vec![]];
+            for _ in 0..max {
+                level = level
+                    .iter()
+                    .flat_map(|l: &Vec<&str>| {
+                        tokens.iter().map(move |t| {
+                            let mut l = l.clone();
+                            l.push(t);
+                            l
+                        })
+                    })
+                    .collect();
+                out.extend(level.iter().cloned());
+            }
+            out.into_iter()
+                .filter(|l| !l.is_empty())
+                .map(|l| l.join("."))
+                .collect()
+        }
+        let filters = all(&["events", "a", "b", "*", ">"], 4);
+        let subjects = all(&["events", "a", "b", "x"], 5);
+        let mut checked = 0u32;
+        for prefix in ["events", "a.b", "events.a"] {
+            let publishable: Vec<&String> = subjects
+                .iter()
+                .filter(|s| validate_publish_subject(s, prefix).is_ok())
+                .collect();
+            for filter in &filters {
+                let Ok(pattern) = SubjectPattern::parse(filter) else {
+                    continue;
+                };
+                let some = publishable.iter().any(|s| pattern.matches(s));
+                let every = publishable.iter().all(|s| pattern.matches(s));
+                assert_eq!(
+                    pattern.can_match_under(prefix),
+                    some,
+                    "can_match_under({prefix:?}) of {filter:?}"
+                );
+                assert_eq!(
+                    validate_filter_for_prefix(filter, prefix).is_ok(),
+                    some,
+                    "validate_filter_for_prefix({filter:?}, {prefix:?})"
+                );
+                assert_eq!(
+                    pattern.matches_all_under(prefix),
+                    every,
+                    "matches_all_under({prefix:?}) of {filter:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 1_000, "{checked}");
+    }
+
     #[test]
     fn swar_plain_subject_check_equals_the_bytewise_definition() {
         // every string over a small alphabet that covers each class, at

@@ -340,7 +340,8 @@ impl PublishOutcome {
 /// Options for publishing.
 ///
 /// Defaults: dedup by the event id, no concurrency check, the provider's
-/// timeout.
+/// timeout. In JSON the timeout is `timeoutMs`, whole milliseconds rounded
+/// up.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishOptions {
@@ -413,6 +414,11 @@ fn usable_dedup_id(id: &str) -> bool {
 }
 
 /// Options for creating a subscription (consumer).
+///
+/// In JSON (a persisted [`SubscriptionRecord`]) the durations are whole
+/// milliseconds, `ackWaitMs` and `backoffMs`, rounded up: a wait promises
+/// "not before", so one written and read back is never shorter, and a
+/// sub-millisecond step never becomes the zero providers refuse.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscribeOptions {
@@ -424,9 +430,7 @@ pub struct SubscribeOptions {
     pub max_deliver: Option<u64>,
     /// Redelivery delays: the n-th redelivery after an ack timeout waits
     /// `backoff[n-1]` (the last entry repeats). Empty: `ack_wait` each time.
-    /// Consumer runners also use it as the `nak` delay. Serialised (in a
-    /// state store, say) as whole milliseconds, `backoffMs`: a step that is
-    /// not one is rounded up to the next millisecond.
+    /// Consumer runners also use it as the `nak` delay.
     ///
     /// A backoff *replaces* `ack_wait` (as on JetStream): delivery number n
     /// may stay unsettled for `backoff[n-1]`, the first one for
@@ -452,8 +456,6 @@ pub struct SubscribeOptions {
     /// How long a delivered event may stay unacknowledged before it is
     /// redelivered. `None`: the provider default (30 s). Ignored where
     /// `backoff` is set: the backoff steps are then the ack waits.
-    /// Serialised as whole milliseconds, `ackWaitMs`, rounded up (a 500 µs
-    /// wait is stored as 1 ms, never as 0, which providers refuse).
     #[serde(
         default,
         rename = "ackWaitMs",
@@ -525,22 +527,20 @@ pub struct SubscriptionRecord {
     pub options: Option<SubscribeOptions>,
 }
 
-/// `d` in whole milliseconds, rounded up (saturating at `u64::MAX`): a wait
-/// that is not a whole number of milliseconds is stored as the next one,
-/// never shorter, and never as 0, which providers refuse.
-fn millis_rounded_up(d: std::time::Duration) -> u64 {
-    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
-    u64::try_from(ms).unwrap_or(u64::MAX)
+/// `d` in whole milliseconds, rounded up (saturating): a duration written
+/// to JSON is a wait that promises "not before", so it is never shortened,
+/// and a non-zero one never becomes the zero every provider refuses.
+fn whole_millis_up(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 mod opt_duration_ms {
-    use super::millis_rounded_up;
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
     pub(super) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(d) => s.serialize_u64(millis_rounded_up(*d)),
+            Some(d) => s.serialize_u64(super::whole_millis_up(*d)),
             None => s.serialize_none(),
         }
     }
@@ -553,14 +553,13 @@ mod opt_duration_ms {
 }
 
 mod vec_duration_ms {
-    use super::millis_rounded_up;
     use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
     use std::time::Duration;
 
     pub(super) fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(v.len()))?;
         for d in v {
-            seq.serialize_element(&millis_rounded_up(*d))?;
+            seq.serialize_element(&super::whole_millis_up(*d))?;
         }
         seq.end()
     }
@@ -612,26 +611,6 @@ mod tests {
         assert!(!e.is_typed());
     }
 
-    /// A wait that is not a whole number of milliseconds is stored as the
-    /// next one up: never shorter, never 0 (truncated, 500 µs was stored as
-    /// 0, which every provider refuses).
-    #[test]
-    fn sub_millisecond_waits_serialise_rounded_up() {
-        let opts = SubscribeOptions {
-            backoff: vec![
-                Duration::from_micros(250),
-                Duration::from_nanos(1_000_001),
-                Duration::from_millis(2),
-                Duration::MAX,
-            ],
-            ack_wait: Some(Duration::from_nanos(1)),
-            ..Default::default()
-        };
-        let v = serde_json::to_value(&opts).unwrap();
-        assert_eq!(v["backoffMs"], json!([1, 2, 2, u64::MAX]));
-        assert_eq!(v["ackWaitMs"], json!(1));
-    }
-
     #[test]
     fn options_round_trip_with_durations_in_ms() {
         let opts = SubscribeOptions {
@@ -653,6 +632,52 @@ mod tests {
         assert_eq!(
             serde_json::to_value(SubscribeOptions::default()).unwrap(),
             json!({"deliverPolicy": {"type": "all"}})
+        );
+    }
+
+    /// A duration is written in whole milliseconds rounded up, never down:
+    /// an ack wait, backoff step or publish timeout promises "not before"
+    /// (the contract's Option values), and a valid sub-millisecond step
+    /// written as 0 read back as one every provider refuses
+    /// (`InvalidConfig`), so a persisted subscription could not be
+    /// restored.
+    #[test]
+    fn durations_are_written_in_milliseconds_rounded_up() {
+        let opts = SubscribeOptions {
+            backoff: vec![
+                Duration::from_micros(500),
+                Duration::from_micros(1_500),
+                Duration::from_millis(7),
+            ],
+            ack_wait: Some(Duration::from_nanos(1)),
+            max_deliver: Some(5),
+            ..SubscribeOptions::default()
+        };
+        let v = serde_json::to_value(&opts).unwrap();
+        assert_eq!(v["backoffMs"], json!([1, 2, 7]));
+        assert_eq!(v["ackWaitMs"], json!(1));
+        let back: SubscribeOptions = serde_json::from_value(v).unwrap();
+        for (read, written) in back.backoff.iter().zip(&opts.backoff) {
+            assert!(read >= written, "{read:?} read back for {written:?}");
+        }
+        assert!(back.ack_wait >= opts.ack_wait);
+        let publish = PublishOptions {
+            timeout: Some(Duration::from_micros(2_001)),
+            ..PublishOptions::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&publish).unwrap()["timeoutMs"],
+            json!(3)
+        );
+        // zero stays zero, whole milliseconds stay as they are, and the
+        // longest duration saturates
+        let edges = SubscribeOptions {
+            backoff: vec![Duration::ZERO, Duration::from_secs(2), Duration::MAX],
+            ..SubscribeOptions::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&edges).unwrap()["backoffMs"],
+            json!([0, 2000, u64::MAX])
         );
     }
 

@@ -40,6 +40,39 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 /// How far ahead the clock of the [`Kind::ClockAhead`] backend runs.
 const CLOCK_AHEAD: Duration = Duration::from_millis(200);
 
+/// The sequence [`Kind::SequenceGaps`] shows for the inner provider's
+/// `seq`: 1, 3, 5, ... (0, "none", stays 0).
+fn gapped(seq: u64) -> u64 {
+    seq.saturating_mul(2).saturating_sub(1)
+}
+
+/// The inner sequence of the first event at or after the gapped sequence
+/// `seq` (0 stays 0).
+fn ungapped_start(seq: u64) -> u64 {
+    if seq == 0 { 0 } else { seq / 2 + 1 }
+}
+
+/// The inner last sequence that is the gapped `expected` one (none for a
+/// sequence in a gap: `u64::MAX`, which never matches).
+fn ungapped_last(expected: u64) -> u64 {
+    match expected {
+        0 => 0,
+        e if e % 2 == 1 => e / 2 + 1,
+        _ => u64::MAX,
+    }
+}
+
+/// The inner provider's error as [`Kind::SequenceGaps`] reports it.
+fn gapped_error(error: Error, expected: Option<u64>) -> Error {
+    match error {
+        Error::WrongLastSequence { actual, .. } => Error::WrongLastSequence {
+            expected: expected.unwrap_or_default(),
+            actual: gapped(actual),
+        },
+        other => other,
+    }
+}
+
 /// The one rule a mutant breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -49,6 +82,10 @@ enum Kind {
     HistoryOldestFirst,
     HistoryIgnoresLimit,
     HistoryIgnoresFilter,
+    /// `history` matches a filter ending in `>` after literal tokens as a
+    /// string prefix of the part before it (`events.wa.x.>` takes
+    /// `events.wa.xy`).
+    HistoryTailAsStringPrefix,
     /// The oldest `limit` matches (newest first among themselves).
     HistoryOldestMatches,
     /// Allocates `limit` slots up front: `usize::MAX` ("everything") panics.
@@ -59,9 +96,17 @@ enum Kind {
     DedupPerSubject,
     /// Only `publish_shared*` ignores the dedup id.
     SharedIgnoresDedup,
+    /// Only `publish_shared*` takes an unusable dedup id (empty, control
+    /// characters) as it is: one key that swallows every later publish
+    /// using it, instead of `InvalidConfig`.
+    SharedTakesUnusableDedupId,
     /// `publish_shared_with_outcome` calls every publish stored, repeats
     /// included.
     OutcomeMisreported,
+    /// A repeated dedup id stores nothing and returns the first sequence,
+    /// but the repeat is handed to the live ephemeral subscriptions anyway
+    /// (fanned out before the dedup check).
+    DuplicatesReachLiveSubscribers,
     ExpectedSequenceIgnored,
     /// A conflicting publish reports `WrongLastSequence` but is stored.
     ConflictStillStored,
@@ -73,10 +118,18 @@ enum Kind {
     BatchStopsAtFirstError,
     /// `publish_batch` stores an event repeated inside the batch twice.
     BatchStoresRepeats,
+    /// `publish_batch` reports each stored event's sequence as the batch's
+    /// first plus its place among the batch's distinct events, as if a
+    /// refused event had taken a sequence too: every report after a refusal
+    /// is one too high (repeats still report the first one's).
+    BatchSequencesCountRefusals,
     /// `publish_batch` stores a payload nested deeper than
     /// `MAX_PAYLOAD_DEPTH` (as a pipelining path that skips the check
     /// would), here in a form the wrapped store takes.
     BatchSkipsDepthCheck,
+    /// `publish_batch` skips the payload limit (as a pipelining path that
+    /// skips the check would); the other paths enforce it.
+    BatchSkipsSizeCheck,
     /// A published subject that breaks the rules is rewritten and stored.
     BadSubjectsAccepted,
     /// A bad filter is widened to `>` instead of refused.
@@ -92,11 +145,22 @@ enum Kind {
     /// `publish_shared_with_outcome` ignores its options (dedup id,
     /// expected sequence).
     OutcomeIgnoresOptions,
+    /// `publish_shared_with_outcome` (the path the event bus takes with an
+    /// encryptor or a router) skips what the other paths check: a bad
+    /// subject is stored (rewritten), a payload over the limit or nested
+    /// too deep is stored (the latter in a form the wrapped store takes).
+    OutcomeSkipsAdmission,
     /// `expected_sequence` is compared with the last sequence of the
     /// event's subject, not the stream's.
     ExpectedSequencePerSubject,
     /// `publish` returns sequences from 1001 (the store's are from 1).
     SequencesStartAt1001,
+    /// `publish` reserves its sequence (the last one plus one) before an
+    /// await and stores after it, returning the reserved number: right for
+    /// one publisher at a time (and for duplicates), unique and increasing
+    /// under concurrency, but then not always the sequence the event was
+    /// stored (and is delivered) at.
+    SequenceReservedBeforeStore,
     /// `history` drops metadata (deliveries keep it).
     HistoryDropsMetadata,
     /// Durable deliveries (replays from the store) drop metadata; live
@@ -104,6 +168,9 @@ enum Kind {
     DurableDropsMetadata,
     /// A literal filter matches every subject it is a string prefix of.
     LiteralFilterPrefixMatch,
+    /// [`Kind::LiteralFilterPrefixMatch`] on durables alone (a backend
+    /// that filters durables another way than ephemerals).
+    DurableLiteralPrefixMatch,
     /// A filter whose first token merely starts with the prefix is
     /// accepted (and matches nothing).
     FilterPrefixStringMatch,
@@ -122,6 +189,13 @@ enum Kind {
     LongAckWaitRefused,
     /// A nak on an ephemeral subscription acks.
     EphemeralNakAcks,
+    /// A nak delay on an ephemeral subscription is ignored (redelivered
+    /// at once).
+    EphemeralNakDelayIgnored,
+    /// A `term` on an ephemeral subscription naks.
+    EphemeralTermNaks,
+    /// `in_progress` on an ephemeral subscription does nothing.
+    EphemeralInProgressNoop,
     /// Manual-ack deliveries carry an empty stream name.
     StreamEmptyOnManualAck,
     TermNaks,
@@ -132,10 +206,15 @@ enum Kind {
     MaxDeliverIgnored,
     /// One delivery more than `max_deliver` (reported as `max_deliver`).
     MaxDeliverOffByOne,
+    /// Ephemeral subscriptions never stop redelivering (but report
+    /// `max_deliver`); durables stop.
+    EphemeralMaxDeliverIgnored,
     /// A final delivery left unsettled is never delivered again: the spare
     /// delivery is skipped (terminated unseen), so the event is lost
     /// unreported.
     SpareSkipped,
+    /// [`Kind::SpareSkipped`] on ephemeral subscriptions alone.
+    EphemeralSpareSkipped,
     /// A nak of the final delivery leaves it unsettled, so it comes back
     /// once more as the spare instead of ending.
     NakFinalLeftUnsettled,
@@ -147,6 +226,10 @@ enum Kind {
     AckWaitIgnored,
     /// An unsettled delivery is acked when dropped: never redelivered.
     UnsettledAckedOnDrop,
+    /// An unsettled delivery of an ephemeral subscription is acked when
+    /// dropped: ephemerals never redeliver after an ack timeout (durables
+    /// do).
+    EphemeralUnsettledAckedOnDrop,
     /// An unsettled delivery is naked when dropped: redelivered before the
     /// ack wait.
     UnsettledNakedOnDrop,
@@ -164,6 +247,11 @@ enum Kind {
     BackoffOffByOneUnreported,
     /// `max_ack_pending` is ignored.
     MaxAckPendingIgnored,
+    /// `max_ack_pending` is ignored by ephemeral subscriptions.
+    EphemeralMaxAckPendingIgnored,
+    /// `backoff` is ignored by ephemeral subscriptions (every redelivery
+    /// waits `ack_wait`).
+    EphemeralBackoffIgnored,
     /// Auto-ack acks an event before the caller has seen it.
     AutoAckBeforeCallerSees,
     /// Auto-ack never acks (everything comes back after the ack wait).
@@ -178,6 +266,10 @@ enum Kind {
     ManualFetchKeepsAutoUnacked,
     /// A fetch dropped after the event was taken loses the event.
     NotCancelSafe,
+    /// [`Kind::NotCancelSafe`] for a durable's auto-ack fetches alone.
+    DurableAutoNotCancelSafe,
+    /// [`Kind::NotCancelSafe`] for an ephemeral's manual-ack fetches alone.
+    EphemeralManualNotCancelSafe,
     /// An ephemeral subscribe dropped after the consumer was made leaves
     /// the consumer behind.
     CancelledSubscribeLeaks,
@@ -191,6 +283,9 @@ enum Kind {
     /// Resubscribing a durable keeps its first ack wait (and applies the
     /// rest).
     ChangedAckWaitIgnored,
+    /// Resubscribing a durable keeps its first `max_ack_pending` (and
+    /// applies the rest).
+    ChangedMaxAckPendingIgnored,
     UnsubscribeNoop,
     /// Unsubscribing a missing durable succeeds.
     UnsubscribeMissingOk,
@@ -209,6 +304,10 @@ enum Kind {
     /// the `Capabilities::clock_tolerance` tests.
     ClockAhead,
     PolicyLastPerSubjectAsLast,
+    /// Not a broken rule: a backend whose sequences leave gaps (1, 3, 5,
+    /// ...: strictly increasing from 1, as the contract asks, but not
+    /// contiguous, as a database sequence after a rolled-back insert).
+    SequenceGaps,
     /// Ephemeral subscriptions ignore the deliver policy (always live).
     EphemeralPolicyIgnored,
     /// `subscribe` (live) replays the stored events.
@@ -264,17 +363,25 @@ struct Mutant {
     /// Live ephemeral subscriptions.
     ephemerals: Arc<AtomicUsize>,
     counter: AtomicU64,
+    /// The last sequence reserved ([`Kind::SequenceReservedBeforeStore`]).
+    reserved: AtomicU64,
     /// Last sequence per subject ([`Kind::ExpectedSequencePerSubject`]).
     last_by_subject: Mutex<HashMap<String, u64>>,
     /// (sequence, event timestamp) of each stored event, in order
     /// ([`Kind::PolicyByStartTimeByEventTimestamp`]).
     stamps: Mutex<Vec<(u64, u64)>>,
+    /// Repeats fanned out to ephemerals
+    /// ([`Kind::DuplicatesReachLiveSubscribers`]).
+    repeats: tokio::sync::broadcast::Sender<ReceivedEvent>,
 }
 
 impl Mutant {
     fn new(kind: Kind, max_events: usize) -> Self {
         let max_payload = match kind {
-            Kind::PayloadLimitUnenforced | Kind::PayloadLimitCountsPayloadOnly => MAX_PAYLOAD * 16,
+            Kind::PayloadLimitUnenforced
+            | Kind::PayloadLimitCountsPayloadOnly
+            | Kind::OutcomeSkipsAdmission
+            | Kind::BatchSkipsSizeCheck => MAX_PAYLOAD * 16,
             _ => MAX_PAYLOAD,
         };
         let inner = MemoryProvider::with_limits(
@@ -295,8 +402,10 @@ impl Mutant {
             live: Mutex::new(HashMap::new()),
             ephemerals: Arc::new(AtomicUsize::new(0)),
             counter: AtomicU64::new(0),
+            reserved: AtomicU64::new(0),
             last_by_subject: Mutex::new(HashMap::new()),
             stamps: Mutex::new(Vec::new()),
+            repeats: tokio::sync::broadcast::channel(64).0,
         }
     }
 
@@ -317,6 +426,18 @@ impl Mutant {
             }
             Kind::PayloadLimitCountsPayloadOnly => {
                 let size = serde_json::to_vec(&event.payload).unwrap().len();
+                if size > MAX_PAYLOAD {
+                    return Err(Error::PayloadTooLarge {
+                        size,
+                        max: MAX_PAYLOAD,
+                    });
+                }
+                Ok(event.clone())
+            }
+            // every path but the outcome's (see `publish_shared_with_outcome`)
+            // or the batch's (see `publish_batch`)
+            Kind::OutcomeSkipsAdmission | Kind::BatchSkipsSizeCheck => {
+                let size = serde_json::to_vec(&**event).unwrap().len();
                 if size > MAX_PAYLOAD {
                     return Err(Error::PayloadTooLarge {
                         size,
@@ -352,6 +473,10 @@ impl Mutant {
         match self.kind {
             Kind::DedupIgnored if usable => out.msg_id = Some(self.fresh_id()),
             Kind::SharedIgnoresDedup if usable && shared => out.msg_id = Some(self.fresh_id()),
+            // the raw key, in a form the wrapped store takes
+            Kind::SharedTakesUnusableDedupId if !usable && shared => {
+                out.msg_id = Some(format!("unusable-{}", id.escape_default()));
+            }
             Kind::DedupPerSubject if usable => {
                 out.msg_id = Some(format!("{}/{id}", event.subject));
             }
@@ -368,7 +493,37 @@ impl Mutant {
         shared: bool,
     ) -> Result<u64> {
         let event = self.admit(&event)?;
+        if self.kind == Kind::SequenceReservedBeforeStore {
+            return self.publish_reserved(event, options).await;
+        }
+        if self.kind == Kind::DuplicatesReachLiveSubscribers {
+            let outcome = self
+                .inner
+                .publish_shared_with_outcome(event.clone(), options)
+                .await?;
+            if outcome.is_duplicate() {
+                let _ = self.repeats.send(ReceivedEvent {
+                    event,
+                    sequence: outcome.sequence,
+                    num_delivered: 1,
+                    stream: Arc::from(self.inner.name()),
+                });
+            }
+            return Ok(outcome.sequence);
+        }
         let mut options = self.publish_options(&event, options, shared);
+        if self.kind == Kind::SequenceGaps {
+            let expected = options.expected_sequence;
+            options.expected_sequence = expected.map(ungapped_last);
+            let result = if shared {
+                self.inner
+                    .publish_shared_with_options(event.clone(), &options)
+                    .await
+            } else {
+                self.inner.publish_with_options(&event, &options).await
+            };
+            return result.map(gapped).map_err(|e| gapped_error(e, expected));
+        }
         if self.kind == Kind::ExpectedSequencePerSubject
             && let Some(expected) = options.expected_sequence.take()
         {
@@ -420,6 +575,45 @@ impl Mutant {
         }
     }
 
+    /// [`Kind::SequenceReservedBeforeStore`]: the sequence is taken (the
+    /// stream's last, or the last reserved, plus one) before an await and
+    /// the event stored after it; a duplicate or a failure gives the
+    /// reservation back.
+    async fn publish_reserved(&self, event: Arc<Event>, options: &PublishOptions) -> Result<u64> {
+        let last = self.inner.info().await?.last_sequence;
+        let reserved = self
+            .reserved
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                Some(r.max(last) + 1)
+            })
+            .map_or(last + 1, |r| r.max(last) + 1);
+        // the work between reserving and storing (encoding, a round trip)
+        if reserved.is_multiple_of(3) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+        let give_back = || {
+            let _ = self.reserved.compare_exchange(
+                reserved,
+                reserved - 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        };
+        match self.inner.publish_shared_with_outcome(event, options).await {
+            Ok(outcome) if outcome.is_duplicate() => {
+                give_back();
+                Ok(outcome.sequence)
+            }
+            Ok(_) => Ok(reserved),
+            Err(e) => {
+                give_back();
+                Err(e)
+            }
+        }
+    }
+
     fn filter<'a>(&self, filter: &'a str) -> std::borrow::Cow<'a, str> {
         match self.kind {
             Kind::BadFiltersAccepted if SubjectPattern::parse(filter).is_err() => ">".into(),
@@ -458,6 +652,16 @@ impl Mutant {
                 out.max_deliver = None;
                 report_max = Some(options.max_deliver);
             }
+            // after the options were validated (a zero limit is still refused)
+            Kind::EphemeralMaxDeliverIgnored
+                if ephemeral
+                    && options
+                        .max_deliver
+                        .is_some_and(|m| m > 0 && m >= options.backoff.len() as u64) =>
+            {
+                out.max_deliver = None;
+                report_max = Some(options.max_deliver);
+            }
             Kind::MaxDeliverOffByOne => {
                 out.max_deliver = options.max_deliver.map(|m| m + 1);
                 report_max = Some(options.max_deliver);
@@ -478,6 +682,21 @@ impl Mutant {
                 out.backoff.remove(0);
             }
             Kind::MaxAckPendingIgnored => out.max_ack_pending = None,
+            // after the options were validated (a zero limit is still refused)
+            Kind::EphemeralMaxAckPendingIgnored
+                if ephemeral && options.max_ack_pending.is_some_and(|m| m > 0) =>
+            {
+                out.max_ack_pending = None;
+            }
+            Kind::EphemeralBackoffIgnored
+                if ephemeral
+                    && !options.backoff.iter().any(Duration::is_zero)
+                    && options
+                        .max_deliver
+                        .is_none_or(|m| m >= options.backoff.len() as u64) =>
+            {
+                out.backoff.clear();
+            }
             Kind::EphemeralPolicyIgnored if ephemeral => out.deliver_policy = DeliverPolicy::New,
             _ => {}
         }
@@ -502,6 +721,11 @@ impl Mutant {
             }
             (Kind::PolicyLastPerSubjectAsLast, DeliverPolicy::LastPerSubject) => {
                 DeliverPolicy::Last
+            }
+            (Kind::SequenceGaps, DeliverPolicy::ByStartSequence { sequence }) => {
+                DeliverPolicy::ByStartSequence {
+                    sequence: ungapped_start(sequence),
+                }
             }
             (Kind::PolicyByStartTimeExclusive, DeliverPolicy::ByStartTime { timestamp }) => {
                 DeliverPolicy::ByStartTime {
@@ -547,8 +771,11 @@ impl Mutant {
         durable: bool,
     ) -> Box<dyn Subscription> {
         let own_filter = (matches!(self.kind, Kind::TailMatchesParent | Kind::StarMatchesMany)
-            || (self.kind == Kind::LiteralFilterPrefixMatch && self.filter(filter) == ">"))
-            .then(|| filter.to_string());
+            || (self.kind == Kind::LiteralFilterPrefixMatch && self.filter(filter) == ">")
+            || (self.kind == Kind::DurableLiteralPrefixMatch
+                && durable
+                && !filter.split('.').any(|t| t == "*" || t == ">")))
+        .then(|| filter.to_string());
         Box::new(MutSub {
             inner,
             kind: self.kind,
@@ -558,6 +785,8 @@ impl Mutant {
             held: None,
             buffered: VecDeque::new(),
             fetched: 0,
+            repeats: (self.kind == Kind::DuplicatesReachLiveSubscribers && !durable)
+                .then(|| self.repeats.subscribe()),
             _live: live,
         })
     }
@@ -590,17 +819,39 @@ impl EventProvider for Mutant {
     ) -> Result<PublishOutcome> {
         // the inner provider says what happened; the wrapper's own rules
         // (admission, dedup id) are those of its shared publish
-        let event = self.admit(&event)?;
+        let event = if self.kind == Kind::OutcomeSkipsAdmission {
+            let mut e = Event::clone(&event);
+            if validate_publish_subject(&e.subject, self.subject_prefix()).is_err() {
+                e.subject = self.build_subject("accepted", "t");
+            }
+            if event_core::check_payload_depth(&e.payload).is_err() {
+                e.payload = serde_json::Value::String(e.payload.to_string());
+            }
+            Arc::new(e)
+        } else {
+            self.admit(&event)?
+        };
         let options = if self.kind == Kind::OutcomeIgnoresOptions {
             PublishOptions::default()
         } else {
             options.clone()
         };
-        let options = self.publish_options(&event, &options, true);
-        let outcome = self
+        let mut options = self.publish_options(&event, &options, true);
+        let expected = options.expected_sequence;
+        if self.kind == Kind::SequenceGaps {
+            options.expected_sequence = expected.map(ungapped_last);
+        }
+        let mut outcome = self
             .inner
             .publish_shared_with_outcome(event, &options)
-            .await?;
+            .await
+            .map_err(|e| match self.kind {
+                Kind::SequenceGaps => gapped_error(e, expected),
+                _ => e,
+            })?;
+        if self.kind == Kind::SequenceGaps {
+            outcome.sequence = gapped(outcome.sequence);
+        }
         Ok(if self.kind == Kind::OutcomeMisreported {
             PublishOutcome::stored(outcome.sequence)
         } else {
@@ -611,8 +862,31 @@ impl EventProvider for Mutant {
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
         let mut results = Vec::with_capacity(events.len());
         let mut seen = std::collections::HashSet::new();
+        // [`Kind::BatchSequencesCountRefusals`]: (first stored sequence, its
+        // place), the place of each distinct event, and the report of each id
+        let mut first: Option<(u64, u64)> = None;
+        let mut place = 0u64;
+        let mut reported: HashMap<String, u64> = HashMap::new();
         for event in events {
             let repeat = !seen.insert(event.id.clone());
+            if self.kind == Kind::BatchSequencesCountRefusals {
+                let result = self.publish(event).await;
+                results.push(match result {
+                    Ok(_) if repeat => Ok(reported[&event.id]),
+                    Ok(seq) => {
+                        let (base, at) = *first.get_or_insert((seq, place));
+                        let report = base + (place - at);
+                        reported.insert(event.id.clone(), report);
+                        place += 1;
+                        Ok(report)
+                    }
+                    Err(e) => {
+                        place += u64::from(!repeat);
+                        Err(e)
+                    }
+                });
+                continue;
+            }
             let result = if repeat && self.kind == Kind::BatchStoresRepeats {
                 // dedup checked against earlier batches only
                 let fresh = PublishOptions {
@@ -620,6 +894,8 @@ impl EventProvider for Mutant {
                     ..PublishOptions::default()
                 };
                 self.publish_with_options(event, &fresh).await
+            } else if self.kind == Kind::BatchSkipsSizeCheck {
+                self.inner.publish(event).await
             } else if self.kind == Kind::BatchSkipsDepthCheck
                 && event_core::check_payload_depth(&event.payload).is_err()
             {
@@ -705,6 +981,12 @@ impl EventProvider for Mutant {
             }
             (Kind::ChangedOptionsIgnored, Some(first)) => (filter, options) = first,
             (Kind::ChangedAckWaitIgnored, Some((_, first))) => options.ack_wait = first.ack_wait,
+            // after the options were validated (a zero limit is still refused)
+            (Kind::ChangedMaxAckPendingIgnored, Some((_, first)))
+                if options.max_ack_pending.is_none_or(|m| m > 0) =>
+            {
+                options.max_ack_pending = first.max_ack_pending;
+            }
             (_, None) => {
                 self.durables
                     .lock()
@@ -728,9 +1010,18 @@ impl EventProvider for Mutant {
         }
         let (mut options, report_max) = self.subscribe_options(&options, false);
         self.last_ignoring_filter(&mut options).await?;
+        let literal = !filter.split('.').any(|t| t == "*" || t == ">");
+        let inner_filter = if self.kind == Kind::DurableLiteralPrefixMatch
+            && literal
+            && validate_filter_for_prefix(&filter, self.subject_prefix()).is_ok()
+        {
+            ">".into()
+        } else {
+            self.filter(&filter)
+        };
         let inner = self
             .inner
-            .subscribe_durable_with_options(&name, &self.filter(&filter), &options)
+            .subscribe_durable_with_options(&name, &inner_filter, &options)
             .await?;
         Ok(self.subscription(inner, &filter, report_max, Live::enter(&counter), true))
     }
@@ -760,6 +1051,18 @@ impl EventProvider for Mutant {
             }
             Kind::HistoryIgnoresLimit => self.inner.history(filter, usize::MAX).await,
             Kind::HistoryIgnoresFilter => self.inner.history(None, limit).await,
+            // an index lookup for a literal head (a wildcard head is matched)
+            Kind::HistoryTailAsStringPrefix
+                if filter_subject.is_some_and(|f| f.ends_with(".>") && !f.contains('*')) =>
+            {
+                let head = filter_subject
+                    .and_then(|f| f.strip_suffix(".>"))
+                    .unwrap_or_default();
+                let mut events = self.inner.history(None, usize::MAX).await?;
+                events.retain(|e| e.subject.starts_with(head) && e.subject.len() > head.len());
+                events.truncate(limit);
+                Ok(events)
+            }
             Kind::HistoryPreallocatesLimit => {
                 let mut events = Vec::with_capacity(limit);
                 events.extend(self.inner.history(filter, limit).await?);
@@ -799,6 +1102,10 @@ impl EventProvider for Mutant {
             }
             Kind::InfoBytesConstant => info.bytes = info.bytes.min(1),
             Kind::InfoProviderNotName => info.provider = "wrapped".into(),
+            Kind::SequenceGaps => {
+                info.first_sequence = gapped(info.first_sequence);
+                info.last_sequence = gapped(info.last_sequence);
+            }
             _ => {}
         }
         Ok(info)
@@ -832,6 +1139,9 @@ struct MutSub {
     held: Option<PendingEvent>,
     buffered: VecDeque<ReceivedEvent>,
     fetched: u64,
+    /// Repeats fanned out to this ephemeral
+    /// ([`Kind::DuplicatesReachLiveSubscribers`]).
+    repeats: Option<tokio::sync::broadcast::Receiver<ReceivedEvent>>,
     _live: Live,
 }
 
@@ -855,7 +1165,10 @@ impl MutSub {
     /// allows it).
     fn wanted(&mut self, subject: &str) -> bool {
         if let Some(filter) = &self.own_filter
-            && self.kind == Kind::LiteralFilterPrefixMatch
+            && matches!(
+                self.kind,
+                Kind::LiteralFilterPrefixMatch | Kind::DurableLiteralPrefixMatch
+            )
         {
             return subject.starts_with(filter.as_str());
         }
@@ -877,6 +1190,7 @@ impl MutSub {
         match self.kind {
             Kind::NumDeliveredAlwaysOne => received.num_delivered = 1,
             Kind::DeliveredSequenceOffByOne => received.sequence += 1,
+            Kind::SequenceGaps => received.sequence = gapped(received.sequence),
             Kind::MetadataDropped => Arc::make_mut(&mut received.event).metadata.clear(),
             Kind::DurableDropsMetadata if self.durable => {
                 Arc::make_mut(&mut received.event).metadata.clear();
@@ -887,6 +1201,11 @@ impl MutSub {
     }
 
     async fn fetch_auto(&mut self) -> Result<Option<ReceivedEvent>> {
+        while let Some(Ok(repeat)) = self.repeats.as_mut().map(|r| r.try_recv()) {
+            if self.wanted(&repeat.event.subject) {
+                return Ok(Some(repeat));
+            }
+        }
         loop {
             match self.inner.next().await {
                 Err(Error::Lagged { .. }) if self.kind == Kind::LaggedSwallowed => continue,
@@ -910,7 +1229,8 @@ impl MutSub {
                         pending.ack().await?;
                         continue;
                     }
-                    if self.kind == Kind::SpareSkipped
+                    if (self.kind == Kind::SpareSkipped
+                        || (self.kind == Kind::EphemeralSpareSkipped && !self.durable))
                         && pending
                             .max_deliver()
                             .is_some_and(|max| pending.received.num_delivered > max)
@@ -1003,7 +1323,9 @@ impl Subscription for MutSub {
                     _ => Ok(Some(first)),
                 }
             }
-            Kind::NotCancelSafe => {
+            Kind::NotCancelSafe | Kind::DurableAutoNotCancelSafe
+                if self.kind == Kind::NotCancelSafe || self.durable =>
+            {
                 let result = self.fetch_auto().await;
                 tokio::task::yield_now().await;
                 result
@@ -1021,7 +1343,9 @@ impl Subscription for MutSub {
             last.ack().await?;
         }
         let result = self.fetch_manual().await;
-        if self.kind == Kind::NotCancelSafe {
+        if self.kind == Kind::NotCancelSafe
+            || (self.kind == Kind::EphemeralManualNotCancelSafe && !self.durable)
+        {
             tokio::task::yield_now().await;
         }
         result
@@ -1069,6 +1393,7 @@ impl Acker for MutAcker {
             Kind::NakAcks => self.inner().ack().await,
             Kind::EphemeralNakAcks if self.ephemeral => self.inner().ack().await,
             Kind::NakDelayIgnored => self.inner().nak(None).await,
+            Kind::EphemeralNakDelayIgnored if self.ephemeral => self.inner().nak(None).await,
             Kind::NakDelayRoundedDown => {
                 let whole = delay.map(|d| Duration::from_secs(d.as_secs()));
                 self.inner().nak(whole).await
@@ -1088,6 +1413,7 @@ impl Acker for MutAcker {
         self.settled.store(true, Ordering::SeqCst);
         match self.kind {
             Kind::TermNaks => self.inner().nak(None).await,
+            Kind::EphemeralTermNaks if self.ephemeral => self.inner().nak(None).await,
             Kind::TermNoop => Ok(()),
             _ => self.inner().term().await,
         }
@@ -1096,6 +1422,7 @@ impl Acker for MutAcker {
     async fn in_progress(&self) -> Result<()> {
         match self.kind {
             Kind::InProgressNoop => Ok(()),
+            Kind::EphemeralInProgressNoop if self.ephemeral => Ok(()),
             _ => self.inner().in_progress().await,
         }
     }
@@ -1112,6 +1439,9 @@ impl Drop for MutAcker {
         };
         match self.kind {
             Kind::UnsettledAckedOnDrop => {
+                runtime.spawn(async move { inner.ack().await });
+            }
+            Kind::EphemeralUnsettledAckedOnDrop if self.ephemeral => {
                 runtime.spawn(async move { inner.ack().await });
             }
             Kind::UnsettledNakedOnDrop => {
@@ -1189,6 +1519,30 @@ async fn clock_skew_beyond_declared_tolerance_names_the_capability() {
         }),
     )
     .await;
+}
+
+/// A backend whose sequences leave gaps ([`Kind::SequenceGaps`]: strictly
+/// increasing from 1, not contiguous) conforms: it passes every test that
+/// reads sequences. (`deliver_policy_by_start_sequence_beyond_the_end`
+/// assumed contiguous sequences and failed it.)
+mod gapped_sequences {
+    use super::{Kind, MutantFactory};
+    event_core::conformance_tests!(@each MutantFactory(Kind::SequenceGaps);
+        publish_subscribe_round_trip,
+        ordering_of_1000_events,
+        concurrent_publishers_lose_nothing,
+        nak_redelivers,
+        ack_timeout_redelivers,
+        deliver_policy_by_start_sequence,
+        deliver_policy_by_start_sequence_beyond_the_end,
+        retention_overrun_reported_and_skipped,
+        msg_id_deduplicates,
+        publish_outcome_reports_duplicates,
+        expected_sequence_conflict,
+        publish_shared_follows_publish_contract,
+        publish_batch_reports_each_result,
+        info_counts,
+    );
 }
 
 /// Awaits a conformance test run against a mutant and asserts that it
@@ -1278,6 +1632,11 @@ mutant!(
     history_newest_first_with_limit_and_filter => "history(category, 4): the newest 4",
 );
 mutant!(
+    /// The suite catches history matching a `>` filter as a string prefix.
+    history_tail_as_string_prefix, Kind::HistoryTailAsStringPrefix,
+    wildcard_filtering_and_topic_isolation => "history(`events.wa.x.>`), newest first",
+);
+mutant!(
     /// The suite catches history returning the oldest matches instead of the
     /// newest.
     history_oldest_matches, Kind::HistoryOldestMatches,
@@ -1307,6 +1666,18 @@ mutant!(
     /// The suite catches `publish_shared` skipping dedup.
     shared_ignores_dedup, Kind::SharedIgnoresDedup,
     publish_shared_follows_publish_contract => "same event id: same sequence",
+);
+mutant!(
+    /// The suite catches `publish_shared*` taking an unusable dedup id as
+    /// a key instead of refusing it.
+    shared_takes_unusable_dedup_id, Kind::SharedTakesUnusableDedupId,
+    unusable_msg_id_refused => "publish_shared_with_options, msg_id \"\": expected InvalidConfig",
+);
+mutant!(
+    /// The suite catches a repeated dedup id handed to live subscriptions
+    /// although nothing was stored.
+    duplicates_reach_live_subscribers, Kind::DuplicatesReachLiveSubscribers,
+    msg_id_deduplicates => "a live subscription gets each stored event once, and no repeat",
 );
 mutant!(
     /// The suite catches a publish outcome that calls a duplicate stored.
@@ -1346,6 +1717,12 @@ mutant!(
     publish_batch_reports_each_result => "a repeat inside the batch returns the first one's sequence",
 );
 mutant!(
+    /// The suite catches batch results that are not the sequences the
+    /// events were stored at (one too high after a refused event).
+    batch_sequences_count_refusals, Kind::BatchSequencesCountRefusals,
+    publish_batch_reports_each_result => "the sequence it was stored at",
+);
+mutant!(
     /// The suite catches invalid published subjects being accepted.
     bad_subjects_accepted, Kind::BadSubjectsAccepted,
     invalid_subjects_filters_and_names_rejected => "publish to \"\": expected Error::InvalidSubject",
@@ -1365,6 +1742,11 @@ mutant!(
     /// The suite catches a batch that stores a payload nested too deep.
     batch_skips_depth_check, Kind::BatchSkipsDepthCheck,
     payload_too_deep_rejected => "publish_batch of a payload nested deeper than MAX_PAYLOAD_DEPTH",
+);
+mutant!(
+    /// The suite catches a batch that stores a payload over the limit.
+    batch_skips_size_check, Kind::BatchSkipsSizeCheck,
+    payload_over_limit_rejected => "publish_batch of an event over the limit",
 );
 mutant!(
     /// The suite catches a payload limit that is not enforced.
@@ -1390,9 +1772,23 @@ mutant!(
     publish_outcome_reports_duplicates => "the repeat must return the first one's sequence",
 );
 mutant!(
+    /// The suite catches `publish_shared_with_outcome` skipping the checks
+    /// of the other publish paths (subject, payload limit, depth).
+    outcome_skips_admission, Kind::OutcomeSkipsAdmission,
+    publish_shared_follows_publish_contract => "publish_shared_with_outcome",
+    payload_too_deep_rejected => "publish_shared_with_outcome of a payload nested deeper",
+);
+mutant!(
     /// The suite catches `expected_sequence` compared per subject.
     expected_sequence_per_subject, Kind::ExpectedSequencePerSubject,
     expected_sequence_conflict => "the last sequence of the event's subject",
+);
+mutant!(
+    /// The suite catches a publish that returns a sequence reserved before
+    /// storing, not always the one the event was stored at when publishers
+    /// race.
+    sequence_reserved_before_store, Kind::SequenceReservedBeforeStore,
+    concurrent_publishers_lose_nothing => "the sequence its publish returned",
 );
 mutant!(
     /// The suite catches sequences that do not start at 1.
@@ -1414,6 +1810,12 @@ mutant!(
     /// The suite catches a literal filter matched as a string prefix.
     literal_filter_prefix_match, Kind::LiteralFilterPrefixMatch,
     wildcard_filtering_and_topic_isolation => "a literal filter matches only itself",
+);
+mutant!(
+    /// The suite catches a literal filter matched as a string prefix by
+    /// durables alone.
+    durable_literal_prefix_match, Kind::DurableLiteralPrefixMatch,
+    wildcard_filtering_and_topic_isolation => "durable: a literal filter matches only itself",
 );
 mutant!(
     /// The suite catches a filter whose first token merely starts with the
@@ -1441,6 +1843,22 @@ mutant!(
     nak_with_delay_redelivers_later => "before the 750ms delay",
 );
 mutant!(
+    /// The suite catches a nak delay ignored on ephemeral subscriptions.
+    ephemeral_nak_delay_ignored, Kind::EphemeralNakDelayIgnored,
+    nak_with_delay_redelivers_later => "ephemeral: redelivered after",
+);
+mutant!(
+    /// The suite catches a `term` that naks on ephemeral subscriptions.
+    ephemeral_term_naks, Kind::EphemeralTermNaks,
+    term_never_redelivers => "ephemeral: a terminated event is not redelivered",
+);
+mutant!(
+    /// The suite catches `in_progress` as a no-op on ephemeral
+    /// subscriptions.
+    ephemeral_in_progress_noop, Kind::EphemeralInProgressNoop,
+    in_progress_extends_ack_wait => "ephemeral: redelivered although in_progress kept extending the wait",
+);
+mutant!(
     /// The suite catches a `term` that naks (redelivers).
     term_naks, Kind::TermNaks,
     term_never_redelivers => "a terminated event is not redelivered",
@@ -1460,6 +1878,11 @@ mutant!(
     /// The suite catches `max_deliver` being ignored.
     max_deliver_ignored, Kind::MaxDeliverIgnored,
     max_deliver_stops_and_reports_final_delivery => "max_deliver 3 stops it: expected no delivery, got event n=0 (num_delivered 4)",
+);
+mutant!(
+    /// The suite catches ephemeral subscriptions ignoring `max_deliver`.
+    ephemeral_max_deliver_ignored, Kind::EphemeralMaxDeliverIgnored,
+    max_deliver_stops_and_reports_final_delivery => "ephemeral: event 0 naked on its 3rd delivery: max_deliver 3 stops it: expected no delivery, got event n=0 (num_delivered 4)",
 );
 mutant!(
     /// The suite catches one delivery too many.
@@ -1501,6 +1924,12 @@ mutant!(
     ack_timeout_redelivers => "the redelivery after the ack wait expired (300ms, the delivery dropped unsettled): no event within",
 );
 mutant!(
+    /// The suite catches an ephemeral subscription that never redelivers a
+    /// delivery left unsettled past its ack wait.
+    ephemeral_unsettled_acked_on_drop, Kind::EphemeralUnsettledAckedOnDrop,
+    ack_timeout_redelivers => "ephemeral: the redelivery after the ack wait expired",
+);
+mutant!(
     /// The suite catches an unsettled delivery redelivered before its ack
     /// wait.
     unsettled_naked_on_drop, Kind::UnsettledNakedOnDrop,
@@ -1534,6 +1963,35 @@ mutant!(
     cancelled_fetches_lose_nothing => "a fetch cancelled at an await must not take an event it does not return; missing (n, num_delivered): [",
 );
 
+mutant!(
+    /// The suite catches a durable's auto-ack fetches losing their event
+    /// when cancelled (its manual-ack ones do not).
+    durable_auto_not_cancel_safe, Kind::DurableAutoNotCancelSafe,
+    cancelled_fetches_lose_nothing => "durable, auto-ack fetches dropped mid-way",
+);
+mutant!(
+    /// The suite catches an ephemeral's manual-ack fetches losing their
+    /// event when cancelled (its auto-ack ones do not).
+    ephemeral_manual_not_cancel_safe, Kind::EphemeralManualNotCancelSafe,
+    cancelled_fetches_lose_nothing => "ephemeral, manual-ack fetches dropped mid-way",
+);
+mutant!(
+    /// The suite catches `max_ack_pending` ignored by ephemeral
+    /// subscriptions.
+    ephemeral_max_ack_pending_ignored, Kind::EphemeralMaxAckPendingIgnored,
+    max_ack_pending_pauses_delivery => "ephemeral, max_ack_pending 2: a third delivery",
+);
+mutant!(
+    /// The suite catches `backoff` ignored by ephemeral subscriptions.
+    ephemeral_backoff_ignored, Kind::EphemeralBackoffIgnored,
+    backoff_spaces_redeliveries => "ephemeral: delivery 2 reports ack wait Some(300ms)",
+);
+mutant!(
+    /// The suite catches the spare delivery skipped on ephemeral
+    /// subscriptions.
+    ephemeral_spare_skipped, Kind::EphemeralSpareSkipped,
+    unsettled_final_delivery_comes_once_more => "ephemeral: event 0, delivery 3 of max_deliver 2",
+);
 mutant!(
     /// The suite catches a nak delay rounded down.
     nak_delay_rounded_down, Kind::NakDelayRoundedDown,
@@ -1684,6 +2142,11 @@ mutant!(
     /// The suite catches a changed ack wait silently ignored.
     changed_ack_wait_ignored, Kind::ChangedAckWaitIgnored,
     changed_durable_options_applied_or_refused => "the new ack_wait must be in effect",
+);
+mutant!(
+    /// The suite catches a changed `max_ack_pending` silently ignored.
+    changed_max_ack_pending_ignored, Kind::ChangedMaxAckPendingIgnored,
+    changed_durable_options_applied_or_refused => "the new max_ack_pending must be in effect",
 );
 mutant!(
     /// The suite catches `Last` starting at the stream's last event

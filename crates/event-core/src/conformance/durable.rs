@@ -252,8 +252,8 @@ async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -
 }
 
 /// Resubscribing a durable with different options (filter, `max_deliver`,
-/// `ack_wait`) applies them or refuses with `Conflict`; it never silently
-/// keeps the old ones.
+/// `ack_wait`, `max_ack_pending`) applies them or refuses with `Conflict`;
+/// it never silently keeps the old ones.
 pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -393,6 +393,48 @@ pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFa
         }
         Err(Error::Conflict { .. }) => {}
         Err(other) => panic!("changed ack_wait: expected Ok or Conflict, got {other}"),
+    }
+    // a limit on deliveries awaiting settlement set on a durable that had
+    // the provider's default
+    let filter = p.category_subject("chge");
+    match p
+        .subscribe_durable_with_options("chg4", &filter, &manual_opts(&caps))
+        .await
+    {
+        Ok(s) => drop(s),
+        Err(e) => panic!("durable: {e}"),
+    }
+    let limited = SubscribeOptions {
+        max_ack_pending: Some(1),
+        ..manual_opts(&caps)
+    };
+    match p
+        .subscribe_durable_with_options("chg4", &filter, &limited)
+        .await
+    {
+        Ok(mut sub) => {
+            publish_n(&*p, "chge", "t", 0..2).await;
+            let what = "durable resubscribed with max_ack_pending 1";
+            let first = recv_manual(&mut sub, &caps, &format!("{what}: the first delivery")).await;
+            if let Ok(item) = tokio::time::timeout(caps.ack_wait / 2, sub.next_manual_ack()).await {
+                panic!(
+                    "{what}: a second delivery while the first awaits settlement: {item:?} (the \
+                     new max_ack_pending must be in effect)"
+                );
+            }
+            first.ack().await.expect("ack");
+            recv_manual(
+                &mut sub,
+                &caps,
+                &format!("{what}: the second, after the ack"),
+            )
+            .await
+            .ack()
+            .await
+            .expect("ack");
+        }
+        Err(Error::Conflict { .. }) => {}
+        Err(other) => panic!("changed max_ack_pending: expected Ok or Conflict, got {other}"),
     }
 }
 

@@ -2,15 +2,16 @@
 //! and closes, `close`, `unsubscribe`, and a durable created again.
 
 use super::{ProviderFactory, drain_ns, event, n_of, publish_n, recv, try_recv_manual};
-use crate::{Error, SubscribeOptions};
+use crate::{Error, SubscribeOptions, Subscription};
 use std::time::{Duration, Instant};
 
 /// A fetch dropped before it completes (a `select!` branch that lost, a
 /// `timeout`) loses and skips nothing: every event still arrives, in order,
-/// on its first delivery, not after an ack wait. Half the fetches are
-/// dropped right after their first poll, half after a window that doubles
-/// from 1 ms to 32 ms and starts over (so a provider whose fetch needs a
-/// round trip of a few milliseconds completes some and makes progress).
+/// on its first delivery, not after an ack wait, in both modes on durable
+/// and ephemeral subscriptions. Half the fetches are dropped right after
+/// their first poll, half after a window that doubles from 1 ms to 32 ms
+/// and starts over (so a provider whose fetch needs a round trip of a few
+/// milliseconds completes some and makes progress).
 pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -20,11 +21,40 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
         ack_wait: Some(Duration::from_secs(60)),
         ..SubscribeOptions::default()
     };
-    let mut durable = p
-        .subscribe_durable_with_options("cancel", &filter, &opts)
-        .await
-        .expect("durable");
-    let mut live = p.subscribe(&filter).await.expect("subscribe");
+    let fetcher = |what, sub, manual| Fetcher {
+        what,
+        sub,
+        manual,
+        got: Vec::new(),
+    };
+    let mut subs = vec![
+        fetcher(
+            "durable, manual-ack",
+            p.subscribe_durable_with_options("cancel", &filter, &opts)
+                .await
+                .expect("durable"),
+            true,
+        ),
+        fetcher(
+            "durable, auto-ack",
+            p.subscribe_durable_with_options("cancel-auto", &filter, &opts)
+                .await
+                .expect("durable"),
+            false,
+        ),
+        fetcher(
+            "ephemeral, manual-ack",
+            p.subscribe_with_options(&filter, &opts)
+                .await
+                .expect("ephemeral"),
+            true,
+        ),
+        fetcher(
+            "ephemeral, auto-ack",
+            p.subscribe(&filter).await.expect("subscribe"),
+            false,
+        ),
+    ];
     let publisher = {
         let p = p.clone();
         tokio::spawn(async move {
@@ -39,41 +69,46 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
         })
     };
     let deadline = Instant::now() + caps.receive_timeout;
-    let (mut manual, mut auto) = (Vec::new(), Vec::new());
     let mut round = 0u32;
-    while (manual.len() < 100 || auto.len() < 100) && Instant::now() < deadline {
+    while subs.iter().any(|f| f.got.len() < 100) && Instant::now() < deadline {
         // every other round drops the fetch at its first await (a zero
         // `timeout` would not: tokio rounds its deadline up to the next
         // millisecond tick, so the fetch may run past several awaits first)
         round += 1;
         let first_poll_only = round.is_multiple_of(2);
         let window = Duration::from_millis(1 << ((round / 2) % 6));
-        if manual.len() < 100
-            && let Some(item) =
-                fetch_or_cancel(durable.next_manual_ack(), first_poll_only, window).await
+        for Fetcher {
+            sub, manual, got, ..
+        } in &mut subs
         {
-            let pending = item.expect("delivery").expect("subscription open");
-            manual.push((
-                n_of(&pending.received.event),
-                pending.received.num_delivered,
-            ));
-            pending.ack().await.expect("ack");
-        }
-        if auto.len() < 100
-            && let Some(item) = fetch_or_cancel(live.next(), first_poll_only, window).await
-        {
-            let received = item.expect("delivery").expect("subscription open");
-            auto.push((n_of(&received.event), received.num_delivered));
+            if got.len() >= 100 {
+                continue;
+            }
+            if *manual {
+                if let Some(item) =
+                    fetch_or_cancel(sub.next_manual_ack(), first_poll_only, window).await
+                {
+                    let pending = item.expect("delivery").expect("subscription open");
+                    got.push((
+                        n_of(&pending.received.event),
+                        pending.received.num_delivered,
+                    ));
+                    pending.ack().await.expect("ack");
+                }
+            } else if let Some(item) = fetch_or_cancel(sub.next(), first_poll_only, window).await {
+                let received = item.expect("delivery").expect("subscription open");
+                got.push((n_of(&received.event), received.num_delivered));
+            }
         }
     }
     publisher.await.expect("publisher");
     let expected: Vec<(u64, u64)> = (0..100).map(|n| (n, 1)).collect();
-    for (mode, got) in [("manual-ack", &manual), ("auto-ack", &auto)] {
+    for Fetcher { what, got, .. } in &subs {
         if *got != expected {
             let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).collect();
             let unexpected: Vec<_> = got.iter().filter(|g| !expected.contains(g)).collect();
             panic!(
-                "{mode} fetches dropped mid-way: a fetch cancelled at an await must not take \
+                "{what} fetches dropped mid-way: a fetch cancelled at an await must not take \
                  an event it does not return; missing (n, num_delivered): {missing:?}, \
                  unexpected: {unexpected:?}, received in this order: {got:?} (within the \
                  receive timeout {:?}, half the fetches dropped after their first poll, half \
@@ -82,6 +117,15 @@ pub async fn cancelled_fetches_lose_nothing(factory: &dyn ProviderFactory) {
             );
         }
     }
+}
+
+/// One subscription of [`cancelled_fetches_lose_nothing`]: what it is, in
+/// which mode it fetches, and the (n, num_delivered) it received.
+struct Fetcher {
+    what: &'static str,
+    sub: Box<dyn Subscription>,
+    manual: bool,
+    got: Vec<(u64, u64)>,
 }
 
 /// Runs `fetch` until its first poll returns (`first_poll_only`) or for

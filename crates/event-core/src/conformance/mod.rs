@@ -328,6 +328,29 @@ fn manual_opts(caps: &Capabilities) -> SubscribeOptions {
     }
 }
 
+/// A subscription of `kind` ("durable", named `name`, or "ephemeral") on
+/// `category`'s events with `options`: for the tests that check a rule on
+/// each kind in turn (the second subscribed after the first is done, so
+/// that no delivery waits, and ages, while the other is tested).
+async fn subscribe_kind(
+    p: &dyn EventProvider,
+    kind: &str,
+    name: &str,
+    category: &str,
+    options: &SubscribeOptions,
+) -> Box<dyn Subscription> {
+    let filter = p.category_subject(category);
+    if kind == "durable" {
+        p.subscribe_durable_with_options(name, &filter, options)
+            .await
+            .expect("durable")
+    } else {
+        p.subscribe_with_options(&filter, options)
+            .await
+            .expect("ephemeral")
+    }
+}
+
 fn assert_invalid_subject<T: std::fmt::Debug>(result: crate::Result<T>, what: &str) {
     match result {
         Err(Error::InvalidSubject { .. }) => {}

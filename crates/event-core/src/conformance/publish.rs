@@ -10,9 +10,15 @@ use std::sync::Arc;
 use crate::EventProvider;
 
 /// A repeated dedup id returns the first sequence and stores nothing, on
-/// any subject: dedup is per stream, not per subject.
+/// any subject: dedup is per stream, not per subject. Nor is it delivered:
+/// a live subscription gets each stored event once, and no repeat.
 pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
     let p = factory.create().await;
+    let mut live = p
+        .subscribe(&p.category_subject("dup"))
+        .await
+        .expect("subscribe");
     let e = event(&*p, "dup", "t", 1);
     let first = p.publish(&e).await.expect("publish");
     let again = p.publish(&e).await.expect("republish");
@@ -55,6 +61,32 @@ pub async fn msg_id_deduplicates(factory: &dyn ProviderFactory) {
         "duplicates stored nothing"
     );
     assert_eq!(p.info().await.expect("info").messages, 2);
+    // a sentinel ends what the live subscription got
+    p.publish(&event(&*p, "dup", "t", 5))
+        .await
+        .expect("publish");
+    let mut got = Vec::new();
+    loop {
+        let n = n_of(
+            &recv(
+                &mut live,
+                &caps,
+                "the live subscription: the stored events, then the sentinel n=5",
+            )
+            .await
+            .event,
+        );
+        got.push(n);
+        if n == 5 {
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        vec![1, 2, 5],
+        "a live subscription gets each stored event once, and no repeat (the repeats of a \
+         dedup id stored nothing)"
+    );
 }
 
 /// [`EventProvider::publish_shared_with_outcome`] tells a stored event from
@@ -155,29 +187,71 @@ pub async fn publish_outcome_reports_duplicates(factory: &dyn ProviderFactory) {
 
 /// An empty dedup id (or one with control characters) is refused before
 /// sending, as JetStream refuses it; it never becomes one dedup key that
-/// silently swallows every later publish using it.
+/// silently swallows every later publish using it. Every publish path
+/// refuses it: `publish_with_options`, the shared forms (which the event
+/// bus uses) and `publish_batch`.
 pub async fn unusable_msg_id_refused(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
+    let refused = |path: &str, what: &str, result: crate::Result<u64>| match result {
+        Err(Error::InvalidConfig { .. }) => {}
+        other => panic!("{path}, {what}: expected InvalidConfig, got {other:?}"),
+    };
     for id in ["", "a\r\nb", "\u{0}"] {
         let opts = PublishOptions {
             msg_id: Some(id.to_string()),
             ..PublishOptions::default()
         };
+        let what = format!("msg_id {id:?}");
         for n in 0..2 {
-            match p
-                .publish_with_options(&event(&*p, "badid", "t", n), &opts)
-                .await
-            {
-                Err(Error::InvalidConfig { .. }) => {}
-                other => panic!("msg_id {id:?}: expected InvalidConfig, got {other:?}"),
-            }
+            let e = event(&*p, "badid", "t", n);
+            refused(
+                "publish_with_options",
+                &what,
+                p.publish_with_options(&e, &opts).await,
+            );
+            refused(
+                "publish_shared_with_options",
+                &what,
+                p.publish_shared_with_options(Arc::new(e.clone()), &opts)
+                    .await,
+            );
+            refused(
+                "publish_shared_with_outcome",
+                &what,
+                p.publish_shared_with_outcome(Arc::new(e), &opts)
+                    .await
+                    .map(|outcome| outcome.sequence),
+            );
         }
     }
-    let mut e = event(&*p, "badid", "t", 9);
-    e.id = String::new();
-    match p.publish(&e).await {
-        Err(Error::InvalidConfig { .. }) => {}
-        other => panic!("empty event id as dedup id: expected InvalidConfig, got {other:?}"),
+    let what = "an empty event id as the dedup id";
+    for n in 0..2 {
+        let mut e = event(&*p, "badid", "t", 9 + n);
+        e.id = String::new();
+        refused("publish", what, p.publish(&e).await);
+        refused(
+            "publish_shared",
+            what,
+            p.publish_shared(Arc::new(e.clone())).await,
+        );
+        refused(
+            "publish_shared_with_outcome",
+            what,
+            p.publish_shared_with_outcome(Arc::new(e.clone()), &PublishOptions::default())
+                .await
+                .map(|outcome| outcome.sequence),
+        );
+        match p.publish_batch(std::slice::from_ref(&e)).await {
+            Ok(results) => match results.as_slice() {
+                [Err(Error::InvalidConfig { .. })] => {}
+                other => {
+                    panic!("publish_batch, {what}: expected [Err(InvalidConfig)], got {other:?}")
+                }
+            },
+            Err(other) => {
+                panic!("publish_batch, {what}: expected [Err(InvalidConfig)], got {other:?}")
+            }
+        }
     }
     assert_eq!(p.info().await.expect("info").messages, 0, "nothing stored");
 }
@@ -254,8 +328,9 @@ pub async fn expected_sequence_conflict(factory: &dyn ProviderFactory) {
 
 /// An event whose encoded size is over the provider's limit is
 /// `PayloadTooLarge` and not stored, even when its payload alone is under
-/// the limit; an event of exactly the limit is accepted ("exceeds" is
-/// strict), and a refusal reports a size over the limit.
+/// the limit, by `publish` and `publish_batch` alike; an event of exactly
+/// the limit is accepted ("exceeds" is strict), and a refusal reports a
+/// size over the limit.
 pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -340,6 +415,26 @@ pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
         .await
         .expect("an event under the limit is accepted");
     assert_eq!(p.info().await.expect("info").messages, 2);
+    // a batch refuses the event over the limit alone (a pipelining
+    // provider's own path)
+    let mut big = event(&*p, "big", "t", 4);
+    big.payload = json!({ "blob": "x".repeat(max + 1) });
+    let results = p
+        .publish_batch(&[big, event(&*p, "big", "t", 5)])
+        .await
+        .expect("publish_batch");
+    match results.as_slice() {
+        [Err(Error::PayloadTooLarge { size, max: limit }), Ok(_)] if size > limit => {}
+        other => panic!(
+            "publish_batch of an event over the limit and a small one: expected \
+             [Err(PayloadTooLarge), Ok], got {other:?}"
+        ),
+    }
+    assert_eq!(
+        p.info().await.expect("info").messages,
+        3,
+        "the batch stored its small event alone"
+    );
 }
 
 /// A payload nested [`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH) levels
@@ -401,6 +496,17 @@ pub async fn payload_too_deep_rejected(factory: &dyn ProviderFactory) {
              expected Error::Serialization, got {other:?}"
         ),
     }
+    match p
+        .publish_shared_with_outcome(Arc::new(too_deep.clone()), &PublishOptions::default())
+        .await
+    {
+        Err(Error::Serialization(_)) => {}
+        other => panic!(
+            "publish_shared_with_outcome of a payload nested deeper than MAX_PAYLOAD_DEPTH \
+             (the path the event bus takes with an encryptor or a router): expected \
+             Error::Serialization, got {other:?}"
+        ),
+    }
     // a batch refuses that event alone (a pipelining provider's own path)
     let flat = event(&*p, "deep", "t", 2);
     let results = p
@@ -423,7 +529,9 @@ pub async fn payload_too_deep_rejected(factory: &dyn ProviderFactory) {
 
 /// `publish_shared` and `publish_shared_with_options` keep every rule of
 /// `publish`: delivery with fields intact, dedup, expected sequence, subject
-/// validation and the payload limit.
+/// validation and the payload limit; `publish_shared_with_outcome` (the
+/// path the event bus takes with an encryptor or a router) validates the
+/// subject and the payload limit too.
 pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -473,19 +581,34 @@ pub async fn publish_shared_follows_publish_contract(factory: &dyn ProviderFacto
     let mut bad = event(&*p, "shared", "t", 5);
     bad.subject = format!("{}.shared.*", p.subject_prefix());
     assert_invalid_subject(
-        p.publish_shared(std::sync::Arc::new(bad)).await,
+        p.publish_shared(std::sync::Arc::new(bad.clone())).await,
         "wildcard in a published subject",
+    );
+    assert_invalid_subject(
+        p.publish_shared_with_outcome(std::sync::Arc::new(bad), &PublishOptions::default())
+            .await,
+        "publish_shared_with_outcome: wildcard in a published subject",
     );
     match caps.max_payload {
         Some(max) => {
             let mut big = event(&*p, "shared", "t", 6);
             big.payload = json!({ "blob": "x".repeat(max + 1) });
-            match p.publish_shared(std::sync::Arc::new(big)).await {
+            match p.publish_shared(std::sync::Arc::new(big.clone())).await {
                 Err(Error::PayloadTooLarge { size, max: limit }) => assert!(size > limit),
                 other => panic!(
                     "publish_shared: expected PayloadTooLarge, got {other:?}: the event's \
                      payload alone is over Capabilities::max_payload ({max} bytes); set it to \
                      the provider's real limit (or None, to skip the payload-limit checks)"
+                ),
+            }
+            match p
+                .publish_shared_with_outcome(std::sync::Arc::new(big), &PublishOptions::default())
+                .await
+            {
+                Err(Error::PayloadTooLarge { size, max: limit }) => assert!(size > limit),
+                other => panic!(
+                    "publish_shared_with_outcome: expected PayloadTooLarge, got {other:?}: the \
+                     event's payload alone is over Capabilities::max_payload ({max} bytes)"
                 ),
             }
         }
@@ -566,8 +689,9 @@ pub async fn info_counts(factory: &dyn ProviderFactory) {
     assert!(p.health().await.expect("health"));
 }
 
-/// `publish_batch` reports one result per event, in order, and
-/// deduplicates as `publish` does, within the batch too.
+/// `publish_batch` reports one result per event, in order (each event's
+/// sequence, the one it is delivered with), and deduplicates as `publish`
+/// does, within the batch too.
 pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
     let mut events: Vec<Event> = (0..20).map(|n| event(&*p, "batch", "t", n)).collect();
@@ -604,4 +728,30 @@ pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
         18,
         "every good event of the batch is stored, the repeated one once"
     );
+    // each result is the sequence its event was stored at (the refused
+    // event took none)
+    let caps = factory.capabilities();
+    let mut sub = p
+        .subscribe_durable("batch-reader", &p.category_subject("batch"))
+        .await
+        .expect("durable");
+    let mut at = std::collections::HashMap::new();
+    for i in 0..18 {
+        let r = recv(
+            &mut sub,
+            &caps,
+            &format!("the stored batch: event {i} of 18"),
+        )
+        .await;
+        at.insert(n_of(&r.event), r.sequence);
+    }
+    for (i, r) in results.iter().enumerate() {
+        let Ok(reported) = r else { continue };
+        let n = n_of(&events[i]);
+        assert_eq!(
+            Some(reported),
+            at.get(&n),
+            "publish_batch result {i} (event n={n}) must be the sequence it was stored at"
+        );
+    }
 }

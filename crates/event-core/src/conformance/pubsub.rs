@@ -4,7 +4,7 @@
 use super::{ProviderFactory, assert_invalid_subject, event, n_of, publish_n, recv, recv_manual};
 use crate::{Event, SubscribeOptions, Subscription};
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// A published event arrives with every field intact and its delivery
 /// context, on a live subscription and read back from the store (replayed
@@ -90,67 +90,84 @@ pub async fn publish_subscribe_round_trip(factory: &dyn ProviderFactory) {
 
 /// `*` matches one token, `>` one or more (never zero: `a.b.>` does not
 /// match `a.b`); a literal filter matches only that subject (not one it is
-/// a string prefix of), on subscriptions and in `history`; unrelated
-/// subjects stay isolated.
+/// a string prefix of), on ephemeral and durable subscriptions and in
+/// `history` (with each of the filters); unrelated subjects stay isolated.
 pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     let prefix = p.subject_prefix().to_string();
-    let mut star = p
-        .subscribe(&format!("{prefix}.wa.*"))
-        .await
-        .expect("subscribe *");
-    let mut tail = p
-        .subscribe(&format!("{prefix}.wa.>"))
-        .await
-        .expect("subscribe >");
-    let mut mid = p
-        .subscribe(&format!("{prefix}.*.x"))
-        .await
-        .expect("subscribe mid *");
-    let mut exact = p
-        .subscribe(&format!("{prefix}.wb.x"))
-        .await
-        .expect("subscribe exact");
-    // `>` needs at least one more token: `wa.x.>` does not match `wa.x`
-    let mut deep = p
-        .subscribe(&format!("{prefix}.wa.x.>"))
-        .await
-        .expect("subscribe deep >");
+    // (filter after the prefix, the sentinel that ends its events, what it
+    // matches, the rule)
+    let cases: [(&str, u64, Vec<u64>, &str); 5] = [
+        ("wa.*", 100, vec![1, 7], "`wa.*` matches exactly one token"),
+        (
+            "wa.>",
+            100,
+            vec![1, 2, 7],
+            "`wa.>` matches one or more tokens",
+        ),
+        ("*.x", 101, vec![1, 3], "`*.x` matches any category"),
+        (
+            "wb.x",
+            101,
+            vec![3],
+            "a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)",
+        ),
+        // `>` needs at least one more token: `wa.x.>` does not match `wa.x`
+        (
+            "wa.x.>",
+            102,
+            vec![2],
+            "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself (nor \
+             `wa.xy`)",
+        ),
+    ];
+    let mut subs = Vec::new();
+    for (i, (filter, ..)) in cases.iter().enumerate() {
+        let full = format!("{prefix}.{filter}");
+        let live = p
+            .subscribe(&full)
+            .await
+            .unwrap_or_else(|e| panic!("subscribe `{full}`: {e}"));
+        // created before anything is published: it starts at the first event
+        let durable = p
+            .subscribe_durable(&format!("wildcard-{i}"), &full)
+            .await
+            .unwrap_or_else(|e| panic!("durable on `{full}`: {e}"));
+        subs.push((live, durable));
+    }
 
-    p.publish(&event(&*p, "wa", "x", 1)).await.expect("publish");
-    p.publish(&event(&*p, "wa", "x.y", 2))
-        .await
-        .expect("publish");
-    p.publish(&event(&*p, "wb", "x", 3)).await.expect("publish");
-    p.publish(&event(&*p, "wb", "y", 4)).await.expect("publish");
-    // a literal filter is a whole subject, not a string prefix: `wb.x`
-    // matches neither `wb.xy` nor `wb.x.y`
-    p.publish(&event(&*p, "wb", "xy", 5))
-        .await
-        .expect("publish");
-    p.publish(&event(&*p, "wb", "x.y", 6))
-        .await
-        .expect("publish");
-    // sentinels so that "nothing else arrived" is checked by order, not sleeps
-    p.publish(&event(&*p, "wa", "end", 100))
-        .await
-        .expect("publish");
-    p.publish(&event(&*p, "wb", "x", 101))
-        .await
-        .expect("publish");
-    p.publish(&event(&*p, "wa", "x.end", 102))
-        .await
-        .expect("publish");
+    let published = [
+        ("wa", "x", 1),
+        ("wa", "x.y", 2),
+        ("wb", "x", 3),
+        ("wb", "y", 4),
+        // a literal filter is a whole subject, not a string prefix: `wb.x`
+        // matches neither `wb.xy` nor `wb.x.y`
+        ("wb", "xy", 5),
+        ("wb", "x.y", 6),
+        // nor is a tail: `wa.x.>` does not match `wa.xy`
+        ("wa", "xy", 7),
+        // sentinels so that "nothing else arrived" is checked by order, not
+        // sleeps
+        ("wa", "end", 100),
+        ("wb", "x", 101),
+        ("wa", "x.end", 102),
+    ];
+    for (category, topic, n) in published {
+        p.publish(&event(&*p, category, topic, n))
+            .await
+            .expect("publish");
+    }
 
-    let collect = async |sub: &mut Box<dyn Subscription>, filter: &str, sentinel: u64| {
+    let collect = async |sub: &mut Box<dyn Subscription>, what: &str, sentinel: u64| {
         let mut seen = Vec::new();
         loop {
             let n = n_of(
                 &recv(
                     sub,
                     &caps,
-                    &format!("filter `{filter}`: the events up to the sentinel n={sentinel}"),
+                    &format!("{what}: the events up to the sentinel n={sentinel}"),
                 )
                 .await
                 .event,
@@ -161,42 +178,37 @@ pub async fn wildcard_filtering_and_topic_isolation(factory: &dyn ProviderFactor
             seen.push(n);
         }
     };
-    assert_eq!(
-        collect(&mut star, "wa.*", 100).await,
-        vec![1],
-        "`wa.*` matches exactly one token"
-    );
-    assert_eq!(
-        collect(&mut tail, "wa.>", 100).await,
-        vec![1, 2],
-        "`wa.>` matches one or more tokens"
-    );
-    assert_eq!(
-        collect(&mut mid, "*.x", 101).await,
-        vec![1, 3],
-        "`*.x` matches any category"
-    );
-    assert_eq!(
-        collect(&mut exact, "wb.x", 101).await,
-        vec![3],
-        "a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)"
-    );
-    assert_eq!(
-        collect(&mut deep, "wa.x.>", 102).await,
-        vec![2],
-        "`wa.x.>` matches one or more tokens after `wa.x`, not `wa.x` itself"
-    );
-    let literal = p.build_subject("wb", "x");
-    assert_eq!(
-        p.history(Some(&literal), 10)
-            .await
-            .expect("history")
+    for ((filter, sentinel, expected, rule), (live, durable)) in cases.iter().zip(&mut subs) {
+        for (kind, sub) in [("ephemeral", live), ("durable", durable)] {
+            assert_eq!(
+                collect(sub, &format!("{kind}: filter `{filter}`"), *sentinel).await,
+                *expected,
+                "{kind}: {rule}"
+            );
+        }
+    }
+    // `history` with each filter: every published event it matches,
+    // newest first
+    for (filter, .., rule) in &cases {
+        let full = format!("{prefix}.{filter}");
+        let pattern = crate::SubjectPattern::parse(&full).expect("a valid filter");
+        let matching: Vec<u64> = published
             .iter()
-            .map(n_of)
-            .collect::<Vec<_>>(),
-        vec![101, 3],
-        "history(`{literal}`): a literal filter matches only itself (not `wb.xy`, not `wb.x.y`)"
-    );
+            .rev()
+            .filter(|(category, topic, _)| pattern.matches(&p.build_subject(category, topic)))
+            .map(|(.., n)| *n)
+            .collect();
+        assert_eq!(
+            p.history(Some(&full), 100)
+                .await
+                .expect("history")
+                .iter()
+                .map(n_of)
+                .collect::<Vec<_>>(),
+            matching,
+            "history(`{full}`), newest first: {rule}"
+        );
+    }
 }
 
 /// A wildcard may stand for the prefix token too (`*` is a whole token
@@ -280,7 +292,10 @@ pub async fn ordering_of_1000_events(factory: &dyn ProviderFactory) {
     }
 }
 
-/// 50 concurrent publishers × 100 events: none lost, sequences unique.
+/// 50 concurrent publishers × 100 events: none lost, sequences unique, and
+/// each event delivered once at the sequence its publish returned (a
+/// sequence taken before storing can differ from the one stored at when
+/// publishers race).
 pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -288,24 +303,25 @@ pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
     for t in 0..50u64 {
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
-            let mut seqs = Vec::new();
+            let mut published = Vec::new();
             for i in 0..100u64 {
-                let e = event(&*p, "conc", &format!("p{t}"), t * 1000 + i);
-                seqs.push(p.publish(&e).await.expect("publish"));
+                let n = t * 1000 + i;
+                let e = event(&*p, "conc", &format!("p{t}"), n);
+                published.push((n, p.publish(&e).await.expect("publish")));
             }
-            seqs
+            published
         }));
     }
-    let mut all = Vec::new();
+    let mut returned = HashMap::new();
     for t in tasks {
-        let seqs = t.await.expect("publisher task");
+        let published = t.await.expect("publisher task");
         assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
+            published.windows(2).all(|w| w[0].1 < w[1].1),
             "one publisher's sequences increase"
         );
-        all.extend(seqs);
+        returned.extend(published);
     }
-    let unique: HashSet<u64> = all.iter().copied().collect();
+    let unique: HashSet<u64> = returned.values().copied().collect();
     assert_eq!(unique.len(), 5000, "every publish gets a unique sequence");
 
     let mut sub = p
@@ -314,6 +330,7 @@ pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
         .expect("durable");
     let mut last = 0;
     let mut seen = HashSet::new();
+    let mut misplaced = Vec::new();
     for _ in 0..5000 {
         let r = recv(
             &mut sub,
@@ -326,9 +343,20 @@ pub async fn concurrent_publishers_lose_nothing(factory: &dyn ProviderFactory) {
         .await;
         assert!(r.sequence > last, "delivery sequences increase");
         last = r.sequence;
-        seen.insert(n_of(&r.event));
+        let n = n_of(&r.event);
+        seen.insert(n);
+        if returned.get(&n) != Some(&r.sequence) {
+            misplaced.push((n, returned.get(&n).copied(), r.sequence));
+        }
     }
     assert_eq!(seen.len(), 5000, "every event delivered once");
+    assert!(
+        misplaced.is_empty(),
+        "{} of 5000 concurrently published events delivered at another sequence than the \
+         sequence its publish returned (n, returned, delivered): {:?}",
+        misplaced.len(),
+        &misplaced[..misplaced.len().min(10)]
+    );
 }
 
 /// `history` returns the newest matching events, newest first, up to `limit`.

@@ -3,7 +3,7 @@
 
 use super::{
     ProviderFactory, expect_nothing_manual, manual_opts, n_of, publish_n, recv, recv_manual,
-    redelivery_slack,
+    redelivery_slack, subscribe_kind,
 };
 use crate::{EventProvider, SubscribeOptions, Subscription};
 use std::time::{Duration, Instant};
@@ -126,7 +126,8 @@ pub async fn nak_redelivers(factory: &dyn ProviderFactory) {
 }
 
 /// `nak_with_delay` redelivers, but not before the delay (a delay finer
-/// than the backend's timers is rounded up, never down).
+/// than the backend's timers is rounded up, never down), on durable and
+/// ephemeral subscriptions alike.
 pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -134,101 +135,115 @@ pub async fn nak_with_delay_redelivers_later(factory: &dyn ProviderFactory) {
         ack_wait: Some(Duration::from_secs(30)),
         ..SubscribeOptions::default()
     };
-    let mut sub = p
-        .subscribe_durable_with_options("nakd", &p.category_subject("nakd"), &opts)
-        .await
-        .expect("durable");
-    publish_n(&*p, "nakd", "t", 0..1).await;
-    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
-    // not a whole number of ack waits (nor, with the usual ack waits, of
-    // seconds): a provider that rounds the delay down redelivers early
-    let delay = caps.ack_wait * 5 / 2;
-    let started = Instant::now();
-    first.nak_with_delay(delay).await.expect("nak_with_delay");
-    let again = recv_manual(
-        &mut sub,
-        &caps,
-        &format!("the redelivery after nak_with_delay({delay:?})"),
-    )
-    .await;
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed + Duration::from_millis(50) >= delay,
-        "redelivered after {elapsed:?}, before the {delay:?} delay (a nak delay means \
-         \"not before\": one the backend cannot express exactly is rounded up, never down)"
-    );
-    assert_eq!(again.received.num_delivered, 2);
-    again.ack().await.expect("ack");
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("nakd{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "nakd", &category, &opts).await;
+        publish_n(&*p, &category, "t", 0..1).await;
+        let first = recv_manual(&mut sub, &caps, &format!("{kind}: the first delivery")).await;
+        // not a whole number of ack waits (nor, with the usual ack waits, of
+        // seconds): a provider that rounds the delay down redelivers early
+        let delay = caps.ack_wait * 5 / 2;
+        let started = Instant::now();
+        first.nak_with_delay(delay).await.expect("nak_with_delay");
+        let again = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("{kind}: the redelivery after nak_with_delay({delay:?})"),
+        )
+        .await;
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed + Duration::from_millis(50) >= delay,
+            "{kind}: redelivered after {elapsed:?}, before the {delay:?} delay (a nak delay \
+             means \"not before\": one the backend cannot express exactly is rounded up, never \
+             down)"
+        );
+        assert_eq!(again.received.num_delivered, 2, "{kind}: num_delivered");
+        again.ack().await.expect("ack");
+        sub.close().await.expect("close");
+    }
 }
 
-/// An event not acknowledged within `ack_wait` is redelivered.
+/// An event not acknowledged within `ack_wait` is redelivered, on durable
+/// and ephemeral subscriptions alike (delivery is at-least-once on both).
 pub async fn ack_timeout_redelivers(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let mut sub = p
-        .subscribe_durable_with_options("aw", &p.category_subject("aw"), &manual_opts(&caps))
-        .await
-        .expect("durable");
-    publish_n(&*p, "aw", "t", 0..1).await;
-    let started = Instant::now();
-    let first = recv_manual(&mut sub, &caps, "the first delivery").await;
-    let seq = first.received.sequence;
-    // a provider that reports the wait reports the one it applies
-    assert!(
-        first.ack_wait().is_none_or(|w| w == caps.ack_wait),
-        "reported ack wait {:?}, subscribed with {:?}",
-        first.ack_wait(),
-        caps.ack_wait
-    );
-    drop(first); // neither acked nor naked
-    let again = recv_manual(
-        &mut sub,
-        &caps,
-        &format!(
-            "the redelivery after the ack wait expired ({:?}, the delivery dropped unsettled)",
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("aw{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "aw", &category, &manual_opts(&caps)).await;
+        publish_n(&*p, &category, "t", 0..1).await;
+        let started = Instant::now();
+        let first = recv_manual(&mut sub, &caps, &format!("{kind}: the first delivery")).await;
+        let seq = first.received.sequence;
+        // a provider that reports the wait reports the one it applies
+        assert!(
+            first.ack_wait().is_none_or(|w| w == caps.ack_wait),
+            "{kind}: reported ack wait {:?}, subscribed with {:?}",
+            first.ack_wait(),
             caps.ack_wait
-        ),
-    )
-    .await;
-    assert!(
-        started.elapsed() + Duration::from_millis(50) >= caps.ack_wait,
-        "redelivered before ack_wait"
-    );
-    assert_eq!(again.received.sequence, seq);
-    assert_eq!(again.received.num_delivered, 2);
-    assert!(again.ack_wait().is_none_or(|w| w == caps.ack_wait));
-    again.ack().await.expect("ack");
+        );
+        drop(first); // neither acked nor naked
+        let again = recv_manual(
+            &mut sub,
+            &caps,
+            &format!(
+                "{kind}: the redelivery after the ack wait expired ({:?}, the delivery dropped \
+                 unsettled)",
+                caps.ack_wait
+            ),
+        )
+        .await;
+        assert!(
+            started.elapsed() + Duration::from_millis(50) >= caps.ack_wait,
+            "{kind}: redelivered before ack_wait"
+        );
+        assert_eq!(again.received.sequence, seq, "{kind}: the same event");
+        assert_eq!(again.received.num_delivered, 2, "{kind}: num_delivered");
+        assert!(again.ack_wait().is_none_or(|w| w == caps.ack_wait));
+        again.ack().await.expect("ack");
+        sub.close().await.expect("close");
+    }
 }
 
-/// `term` stops delivery for good.
+/// `term` stops delivery for good, on durable and ephemeral subscriptions
+/// alike.
 pub async fn term_never_redelivers(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let mut sub = p
-        .subscribe_durable_with_options("term", &p.category_subject("term"), &manual_opts(&caps))
-        .await
-        .expect("durable");
-    publish_n(&*p, "term", "t", 0..2).await;
-    let first = recv_manual(&mut sub, &caps, "event 0").await;
-    assert_eq!(n_of(&first.received.event), 0);
-    first.term().await.expect("term");
-    let second = recv_manual(&mut sub, &caps, "event 1, after event 0 was terminated").await;
-    assert_eq!(
-        n_of(&second.received.event),
-        1,
-        "a terminated event is not redelivered"
-    );
-    second.ack().await.expect("ack");
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "after term and ack: a terminated event is not redelivered",
-    )
-    .await;
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("term{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "term", &category, &manual_opts(&caps)).await;
+        publish_n(&*p, &category, "t", 0..2).await;
+        let first = recv_manual(&mut sub, &caps, &format!("{kind}: event 0")).await;
+        assert_eq!(n_of(&first.received.event), 0, "{kind}: event 0 first");
+        first.term().await.expect("term");
+        let second = recv_manual(
+            &mut sub,
+            &caps,
+            &format!("{kind}: event 1, after event 0 was terminated"),
+        )
+        .await;
+        assert_eq!(
+            n_of(&second.received.event),
+            1,
+            "{kind}: a terminated event is not redelivered"
+        );
+        second.ack().await.expect("ack");
+        expect_nothing_manual(
+            &mut sub,
+            caps.ack_wait * 3,
+            &format!("{kind}: after term and ack: a terminated event is not redelivered"),
+        )
+        .await;
+        sub.close().await.expect("close");
+    }
 }
 
 /// After `max_deliver` deliveries the event stops; its last delivery says so.
-/// A nak of the final delivery (with or without a delay) ends the event.
+/// A nak of the final delivery (with or without a delay) ends the event. On
+/// durable and ephemeral subscriptions alike (an ephemeral that ignored the
+/// limit would hand a poison event out forever, never dead-lettered).
 pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -236,82 +251,91 @@ pub async fn max_deliver_stops_and_reports_final_delivery(factory: &dyn Provider
         max_deliver: Some(3),
         ..manual_opts(&caps)
     };
-    let mut sub = p
-        .subscribe_durable_with_options("maxd", &p.category_subject("maxd"), &opts)
-        .await
-        .expect("durable");
-    publish_n(&*p, "maxd", "t", 0..1).await;
-    for attempt in 1..=3 {
-        let pending = recv_manual(
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("maxd{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "maxd", &category, &opts).await;
+        publish_n(&*p, &category, "t", 0..1).await;
+        for attempt in 1..=3 {
+            let pending = recv_manual(
+                &mut sub,
+                &caps,
+                &format!(
+                    "{kind}: event 0, delivery {attempt} of max_deliver 3 (after a nak or an \
+                     expired ack wait)"
+                ),
+            )
+            .await;
+            assert_eq!(n_of(&pending.received.event), 0);
+            assert_eq!(
+                pending.received.num_delivered, attempt,
+                "{kind}: num_delivered counts every delivery"
+            );
+            assert_eq!(pending.max_deliver(), Some(3), "{kind}: max_deliver");
+            assert_eq!(
+                pending.is_final_delivery(),
+                attempt == 3,
+                "{kind}: final flag on attempt {attempt}"
+            );
+            if attempt == 2 {
+                drop(pending); // an ack timeout counts as a failed delivery too
+            } else {
+                pending.nak().await.expect("nak");
+            }
+        }
+        expect_nothing_manual(
+            &mut sub,
+            caps.ack_wait * 3,
+            &format!("{kind}: event 0 naked on its 3rd delivery: max_deliver 3 stops it"),
+        )
+        .await;
+        // the consumer keeps going with later events
+        publish_n(&*p, &category, "t", 1..2).await;
+        let next = recv_manual(
             &mut sub,
             &caps,
             &format!(
-                "event 0, delivery {attempt} of max_deliver 3 (after a nak or an expired ack wait)"
+                "{kind}: event 1, published after event 0 was exhausted: the consumer keeps going"
             ),
         )
         .await;
-        assert_eq!(n_of(&pending.received.event), 0);
-        assert_eq!(
-            pending.received.num_delivered, attempt,
-            "num_delivered counts every delivery"
-        );
-        assert_eq!(pending.max_deliver(), Some(3));
-        assert_eq!(
-            pending.is_final_delivery(),
-            attempt == 3,
-            "final flag on attempt {attempt}"
-        );
-        if attempt == 2 {
-            drop(pending); // an ack timeout counts as a failed delivery too
-        } else {
-            pending.nak().await.expect("nak");
+        assert_eq!(n_of(&next.received.event), 1);
+        next.ack().await.expect("ack");
+        // a delayed nak of the final delivery ends it as well
+        publish_n(&*p, &category, "t", 2..3).await;
+        for attempt in 1..=3 {
+            let pending = recv_manual(
+                &mut sub,
+                &caps,
+                &format!(
+                    "{kind}: event 2, delivery {attempt} of max_deliver 3 (naked with a delay)"
+                ),
+            )
+            .await;
+            assert_eq!(n_of(&pending.received.event), 2);
+            assert_eq!(pending.received.num_delivered, attempt);
+            pending
+                .nak_with_delay(caps.ack_wait / 4)
+                .await
+                .expect("nak_with_delay");
         }
-    }
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "event 0 naked on its 3rd delivery: max_deliver 3 stops it",
-    )
-    .await;
-    // the consumer keeps going with later events
-    publish_n(&*p, "maxd", "t", 1..2).await;
-    let next = recv_manual(
-        &mut sub,
-        &caps,
-        "event 1, published after event 0 was exhausted: the consumer keeps going",
-    )
-    .await;
-    assert_eq!(n_of(&next.received.event), 1);
-    next.ack().await.expect("ack");
-    // a delayed nak of the final delivery ends it as well
-    publish_n(&*p, "maxd", "t", 2..3).await;
-    for attempt in 1..=3 {
-        let pending = recv_manual(
+        expect_nothing_manual(
             &mut sub,
-            &caps,
-            &format!("event 2, delivery {attempt} of max_deliver 3 (naked with a delay)"),
+            caps.ack_wait * 3,
+            &format!(
+                "{kind}: event 2 naked with a delay on its 3rd delivery: max_deliver 3 stops it"
+            ),
         )
         .await;
-        assert_eq!(n_of(&pending.received.event), 2);
-        assert_eq!(pending.received.num_delivered, attempt);
-        pending
-            .nak_with_delay(caps.ack_wait / 4)
-            .await
-            .expect("nak_with_delay");
+        sub.close().await.expect("close");
     }
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "event 2 naked with a delay on its 3rd delivery: max_deliver 3 stops it",
-    )
-    .await;
 }
 
 /// A final delivery left unsettled (its holder crashed, dropped it, or
 /// stalled past the ack wait) was never reported: it comes once more,
 /// numbered `max_deliver + 1` and still final, so the event reaches a
 /// dead-letter queue instead of vanishing. When that spare delivery is not
-/// settled either, the event ends.
+/// settled either, the event ends. On durable and ephemeral subscriptions
+/// alike.
 pub async fn unsettled_final_delivery_comes_once_more(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -319,86 +343,103 @@ pub async fn unsettled_final_delivery_comes_once_more(factory: &dyn ProviderFact
         max_deliver: Some(2),
         ..manual_opts(&caps)
     };
-    let mut sub = p
-        .subscribe_durable_with_options("spare", &p.category_subject("spare"), &opts)
-        .await
-        .expect("durable");
-    publish_n(&*p, "spare", "t", 0..1).await;
-    for attempt in 1..=3 {
-        let pending = recv_manual(
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("spare{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "spare", &category, &opts).await;
+        publish_n(&*p, &category, "t", 0..1).await;
+        for attempt in 1..=3 {
+            let pending = recv_manual(
+                &mut sub,
+                &caps,
+                &format!(
+                    "{kind}: event 0, delivery {attempt} of max_deliver 2, each left unsettled \
+                     (delivery 3 is the spare of an unsettled final delivery)"
+                ),
+            )
+            .await;
+            assert_eq!(n_of(&pending.received.event), 0);
+            assert_eq!(
+                pending.received.num_delivered, attempt,
+                "{kind}: num_delivered"
+            );
+            assert_eq!(pending.max_deliver(), Some(2), "{kind}: max_deliver");
+            assert_eq!(
+                pending.is_final_delivery(),
+                attempt >= 2,
+                "{kind}: final flag on delivery {attempt} of max_deliver 2"
+            );
+            drop(pending); // ack timeout
+        }
+        expect_nothing_manual(
             &mut sub,
-            &caps,
+            caps.ack_wait * 3,
             &format!(
-                "event 0, delivery {attempt} of max_deliver 2, each left unsettled (delivery 3 \
-                 is the spare of an unsettled final delivery)"
+                "{kind}: event 0's spare delivery (3 of max_deliver 2) left unsettled too: the \
+                 event ends"
             ),
         )
         .await;
-        assert_eq!(n_of(&pending.received.event), 0);
-        assert_eq!(pending.received.num_delivered, attempt);
-        assert_eq!(pending.max_deliver(), Some(2));
-        assert_eq!(
-            pending.is_final_delivery(),
-            attempt >= 2,
-            "final flag on delivery {attempt} of max_deliver 2"
-        );
-        drop(pending); // ack timeout
-    }
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "event 0's spare delivery (3 of max_deliver 2) left unsettled too: the event ends",
-    )
-    .await;
-    // settled, the spare ends the event as any delivery does
-    publish_n(&*p, "spare", "t", 1..2).await;
-    for attempt in 1..=3 {
-        let pending = recv_manual(
+        // settled, the spare ends the event as any delivery does
+        publish_n(&*p, &category, "t", 1..2).await;
+        for attempt in 1..=3 {
+            let pending = recv_manual(
+                &mut sub,
+                &caps,
+                &format!("{kind}: event 1, delivery {attempt} of max_deliver 2"),
+            )
+            .await;
+            assert_eq!(n_of(&pending.received.event), 1);
+            assert_eq!(
+                pending.received.num_delivered, attempt,
+                "{kind}: num_delivered"
+            );
+            if attempt < 3 {
+                drop(pending);
+            } else {
+                pending.term().await.expect("term the spare delivery");
+            }
+        }
+        expect_nothing_manual(
             &mut sub,
-            &caps,
-            &format!("event 1, delivery {attempt} of max_deliver 2"),
+            caps.ack_wait * 3,
+            &format!("{kind}: event 1's spare delivery was terminated: the event ends"),
         )
         .await;
-        assert_eq!(n_of(&pending.received.event), 1);
-        assert_eq!(pending.received.num_delivered, attempt);
-        if attempt < 3 {
-            drop(pending);
-        } else {
-            pending.term().await.expect("term the spare delivery");
-        }
+        sub.close().await.expect("close");
     }
-    expect_nothing_manual(
-        &mut sub,
-        caps.ack_wait * 3,
-        "event 1's spare delivery was terminated: the event ends",
-    )
-    .await;
 }
 
-/// `in_progress` restarts the ack timer.
+/// `in_progress` restarts the ack timer, on durable and ephemeral
+/// subscriptions alike.
 pub async fn in_progress_extends_ack_wait(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let mut sub = p
-        .subscribe_durable_with_options("prog", &p.category_subject("prog"), &manual_opts(&caps))
-        .await
-        .expect("durable");
-    publish_n(&*p, "prog", "t", 0..1).await;
-    let pending = recv_manual(&mut sub, &caps, "the first delivery").await;
-    // keep it alive for 3× the ack wait
-    let step = caps.ack_wait / 2;
-    for _ in 0..6 {
-        tokio::time::sleep(step).await;
-        pending.in_progress().await.expect("in_progress");
+    for kind in ["durable", "ephemeral"] {
+        let category = format!("prog{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "prog", &category, &manual_opts(&caps)).await;
+        publish_n(&*p, &category, "t", 0..1).await;
+        let pending = recv_manual(&mut sub, &caps, &format!("{kind}: the first delivery")).await;
+        // keep it alive for 3× the ack wait
+        let step = caps.ack_wait / 2;
+        for _ in 0..6 {
+            tokio::time::sleep(step).await;
+            pending.in_progress().await.expect("in_progress");
+        }
+        // a concurrent fetch must not see a redelivery while we are in progress
+        let poll = tokio::time::timeout(step, sub.next_manual_ack()).await;
+        assert!(
+            poll.is_err(),
+            "{kind}: redelivered although in_progress kept extending the wait"
+        );
+        pending.ack().await.expect("ack");
+        expect_nothing_manual(
+            &mut sub,
+            caps.ack_wait * 2,
+            &format!("{kind}: after in_progress then ack"),
+        )
+        .await;
+        sub.close().await.expect("close");
     }
-    // a concurrent fetch must not see a redelivery while we are in progress
-    let poll = tokio::time::timeout(step, sub.next_manual_ack()).await;
-    assert!(
-        poll.is_err(),
-        "redelivered although in_progress kept extending the wait"
-    );
-    pending.ack().await.expect("ack");
-    expect_nothing_manual(&mut sub, caps.ack_wait * 2, "after in_progress then ack").await;
 }
 
 /// Auto-ack acknowledges on the next call; an event the caller never finished
