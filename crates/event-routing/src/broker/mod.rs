@@ -54,7 +54,8 @@ pub enum QueueFullPolicy {
     /// Wait at most this long, then refuse with
     /// [`Error::Timeout`](event_core::Error::Timeout).
     WaitFor {
-        /// How long to wait for room, in milliseconds.
+        /// How long to wait for room; in JSON `timeoutMs`, whole
+        /// milliseconds rounded up.
         #[serde(rename = "timeoutMs", with = "duration_ms")]
         timeout: Duration,
     },
@@ -71,12 +72,44 @@ mod duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// Whole milliseconds rounded up (saturating): never a shorter wait,
+    /// and a sub-millisecond one never 0.
     pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        s.serialize_u64(u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::QueueFullPolicy;
+        use std::time::Duration;
+
+        /// A `WaitFor` timeout in JSON is whole milliseconds rounded up, as
+        /// event-core's durations are: a publisher waits at least as long
+        /// as configured, and a sub-millisecond wait does not become 0
+        /// (which refuses at once).
+        #[test]
+        fn wait_for_timeouts_are_written_rounded_up() {
+            for (timeout, ms) in [
+                (Duration::from_micros(500), 1),
+                (Duration::from_micros(1_500), 2),
+                (Duration::from_millis(7), 7),
+                (Duration::ZERO, 0),
+                (Duration::MAX, u64::MAX),
+            ] {
+                let policy = QueueFullPolicy::WaitFor { timeout };
+                let json = serde_json::to_value(policy).unwrap();
+                assert_eq!(json["timeoutMs"], ms, "{timeout:?}");
+                let back: QueueFullPolicy = serde_json::from_value(json).unwrap();
+                let QueueFullPolicy::WaitFor { timeout: read } = back else {
+                    panic!("{back:?}");
+                };
+                assert!(read >= timeout.min(Duration::from_millis(u64::MAX)));
+            }
+        }
     }
 }
 

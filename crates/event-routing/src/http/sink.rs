@@ -25,7 +25,12 @@ use std::time::Duration;
 ///   `503` answer's `Retry-After`. As in Knative, `404`, `408`, `409`,
 ///   `429` and `5xx` are retried (after `Retry-After`, when given, within
 ///   the spec's `retry_after_max`); any other status is dead-lettered
-///   without a retry (see [`DeliverySpec`](crate::DeliverySpec)).
+///   without a retry (see [`DeliverySpec`](crate::DeliverySpec));
+/// - an event this sink cannot encode as a CloudEvent, before anything is
+///   sent (in binary mode, more metadata entries than an HTTP request
+///   carries, say): [`Error::Serialization`]. The broker retries it as it
+///   retries any sink error it cannot judge (the same event fails the same
+///   way), then dead-letters it.
 ///
 /// A reply event in the response (as Knative sinks may send) is ignored,
 /// and the body of an answer is never waited for long: a 2xx body is not
@@ -46,8 +51,9 @@ use std::time::Duration;
 ///   `Prefer: reply` and returns the CloudEvent of a `200` answer, never of
 ///   a `202`) and hands the reply to the broker. Its errors are judged as
 ///   this sink's are.
-/// - **Retries**: as Knative's (only connection errors, timeouts, `404`,
-///   `408`, `409`, `429` and `5xx` are retried; `Retry-After` honoured on
+/// - **Retries**: as Knative's (of the answers and transport errors, only
+///   connection errors, timeouts, `404`, `408`, `409`, `429` and `5xx` are
+///   retried; `Retry-After` honoured on
 ///   `429` and `503`), but `Retry-After` is always bounded, by the spec's
 ///   `retry_after_max` (30 s unless set).
 ///
