@@ -17,7 +17,10 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryConfig {
-    /// First token of every subject (`"events"`).
+    /// The tokens every subject starts with (`"events"`; several, such as
+    /// `"acme.events"`, as on NATS): subjects are
+    /// `{subject_prefix}.{category}.{topic}`. No wildcards, no empty
+    /// tokens.
     pub subject_prefix: String,
     /// Events kept; the oldest is evicted beyond this. Each eviction visits
     /// every consumer the provider tracks (live subscriptions, and durables
@@ -115,17 +118,17 @@ impl Default for MemoryLimits {
 }
 
 pub(crate) fn validate(config: &MemoryConfig, limits: &MemoryLimits) -> Result<()> {
-    // the prefix is checked as a single subject token (the rules of a
-    // category); the message names the prefix, not a category
-    event_core::subject::validate_category(&config.subject_prefix).map_err(|e| {
+    // the prefix is checked as one or more literal subject tokens (the
+    // rules of a topic); the message names the prefix, not a topic
+    event_core::subject::validate_topic(&config.subject_prefix).map_err(|e| {
         let reason = match e {
-            Error::InvalidSubject { reason, .. } => reason.replace("category", "prefix"),
+            Error::InvalidSubject { reason, .. } => reason.replace("topic", "prefix"),
             other => other.to_string(),
         };
         Error::invalid_config(
             "subject_prefix",
             format!(
-                "{:?} is not a usable prefix (one subject token): {reason}",
+                "{:?} is not a usable prefix (one or more subject tokens): {reason}",
                 config.subject_prefix
             ),
         )
@@ -197,7 +200,11 @@ mod tests {
                 ..MemoryConfig::default()
             },
             MemoryConfig {
-                subject_prefix: "a.b".into(),
+                subject_prefix: "a..b".into(),
+                ..MemoryConfig::default()
+            },
+            MemoryConfig {
+                subject_prefix: "a.*".into(),
                 ..MemoryConfig::default()
             },
             MemoryConfig {
@@ -241,15 +248,26 @@ mod tests {
             assert!(validate(&config, &limits).is_err(), "{limits:?}");
         }
         validate(&MemoryConfig::default(), &MemoryLimits::default()).unwrap();
-        // a bad prefix is named as the prefix, not as a subject's category
-        for prefix in ["", "a b", "a.b", ">"] {
+        // a prefix of several tokens is fine, as on NATS
+        for prefix in ["a.b", "acme.events.v1"] {
+            let config = MemoryConfig {
+                subject_prefix: prefix.into(),
+                ..MemoryConfig::default()
+            };
+            validate(&config, &limits).unwrap();
+        }
+        // a bad prefix is named as the prefix, not as a subject's topic
+        for prefix in ["", "a b", "a..b", ".a", "a.", ">", "a.>"] {
             let config = MemoryConfig {
                 subject_prefix: prefix.into(),
                 ..MemoryConfig::default()
             };
             let err = validate(&config, &limits).unwrap_err().to_string();
             assert!(err.contains(&format!("{prefix:?}")), "{err}");
-            assert!(err.contains("prefix") && !err.contains("category"), "{err}");
+            assert!(
+                err.contains("prefix") && !err.contains("topic") && !err.contains("category"),
+                "{err}"
+            );
         }
         // a byte limit that holds one event of the largest size is fine
         validate(

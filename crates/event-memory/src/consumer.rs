@@ -306,7 +306,9 @@ impl Consumer {
             if state.next_seq < store.first_seq() {
                 state.cursor.set_missed(store.first_seq() - state.next_seq);
             }
-            state.cursor.set_filter(settings.filter.clone());
+            state
+                .cursor
+                .set_filter(settings.filter.clone(), settings.required);
         }
         state.settings = settings;
         // first-delivery timers are only ordered for one ack wait
@@ -913,7 +915,7 @@ mod tests {
     fn consumer(store: &mut Store, ack_wait: Duration) -> Arc<Consumer> {
         let filter = SubjectPattern::parse("events.>").unwrap();
         let settings = Settings {
-            required: Summary::required_by(&filter),
+            required: Summary::required_by(&filter, 1),
             matches_all: filter.matches_all_under("events"),
             filter,
             options: SubscribeOptions::default(),

@@ -22,6 +22,9 @@ use std::task::Poll;
 
 pub(crate) struct Shared {
     pub(crate) config: MemoryConfig,
+    /// Tokens of `config.subject_prefix`: a subject's category is the
+    /// token after them.
+    pub(crate) prefix_tokens: usize,
     pub(crate) limits: MemoryLimits,
     pub(crate) stream: Arc<str>,
     pub(crate) store: Mutex<Store>,
@@ -107,14 +110,17 @@ impl MemoryProvider {
     }
 
     fn build(config: MemoryConfig, limits: MemoryLimits) -> Self {
+        let prefix_tokens = config.subject_prefix.split('.').count();
         let store = Store::new(
             config.max_events,
             limits.max_bytes,
             limits.duplicate_window,
             limits.max_dedup_entries,
-        );
+        )
+        .with_prefix_tokens(prefix_tokens);
         Self {
             shared: Arc::new(Shared {
+                prefix_tokens,
                 stream: Arc::from(limits.stream_name.as_str()),
                 config,
                 limits,
@@ -157,7 +163,7 @@ impl MemoryProvider {
         }
         let required = pattern
             .as_ref()
-            .map(Summary::required_by)
+            .map(|pattern| Summary::required_by(pattern, self.shared.prefix_tokens))
             .unwrap_or_default();
         let store = self.shared.store.lock();
         let mut out = Vec::with_capacity(limit.min(store.len()));
@@ -209,7 +215,7 @@ impl MemoryProvider {
         options: &PublishOptions,
     ) -> Result<PublishOutcome> {
         let dedup_key = DedupKey::new(options.dedup_id(&event));
-        let summary = Summary::of_subject(&event.subject);
+        let summary = Summary::of_subject(&event.subject, self.shared.prefix_tokens);
         let appended = self.shared.store.lock().append_event(
             dedup_key,
             options.expected_sequence,
@@ -261,7 +267,7 @@ impl MemoryProvider {
             ));
         }
         Ok(Settings {
-            required: Summary::required_by(&filter),
+            required: Summary::required_by(&filter, self.shared.prefix_tokens),
             // what is stored passed `validate_publish_subject` (see `admit`)
             matches_all: filter.matches_all_under(&self.shared.config.subject_prefix),
             filter,

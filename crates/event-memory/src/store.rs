@@ -103,25 +103,30 @@ pub(crate) struct Summary {
 }
 
 impl Summary {
-    /// The bits of one published subject (computed before the store is
-    /// locked).
-    pub(crate) fn of_subject(subject: &str) -> Self {
-        let s = subject.as_bytes();
-        let Some(rest) = find_dot(s).and_then(|i| s.get(i + 1..)) else {
-            return Self::default();
-        };
+    /// The bits of one published subject, whose first `prefix_tokens`
+    /// tokens are the provider's subject prefix (computed before the store
+    /// is locked).
+    pub(crate) fn of_subject(subject: &str, prefix_tokens: usize) -> Self {
+        let mut rest = subject.as_bytes();
+        for _ in 0..prefix_tokens {
+            match find_dot(rest).and_then(|i| rest.get(i + 1..)) {
+                Some(after) => rest = after,
+                None => return Self::default(),
+            }
+        }
         let category = find_dot(rest).and_then(|i| rest.get(..i)).unwrap_or(rest);
         Self {
             category: token_bit(category),
         }
     }
 
-    /// The bits every subject matching `filter` has (none when its category
-    /// is a wildcard: nothing can be skipped).
-    pub(crate) fn required_by(filter: &SubjectPattern) -> Self {
+    /// The bits every subject matching `filter` has (none when its category,
+    /// the token after the `prefix_tokens` of the prefix, is a wildcard:
+    /// nothing can be skipped).
+    pub(crate) fn required_by(filter: &SubjectPattern, prefix_tokens: usize) -> Self {
         Self {
             category: filter
-                .literal_token(1)
+                .literal_token(prefix_tokens)
                 .map_or(0, |t| token_bit(t.as_bytes())),
         }
     }
@@ -212,10 +217,10 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
-    /// Replaces the filter. Call under the store lock.
-    pub(crate) fn set_filter(&self, filter: SubjectPattern) {
-        self.required
-            .store(Summary::required_by(&filter).category, Ordering::Relaxed);
+    /// Replaces the filter, whose category bits are `required`
+    /// ([`Summary::required_by`]). Call under the store lock.
+    pub(crate) fn set_filter(&self, filter: SubjectPattern, required: Summary) {
+        self.required.store(required.category, Ordering::Relaxed);
         *self.filter.lock() = filter;
     }
 
@@ -278,6 +283,9 @@ pub(crate) struct Store {
     /// How many cursors were left by the last sweep of dropped ones (see
     /// [`add_cursor`](Self::add_cursor)).
     cursors_swept: usize,
+    /// Tokens of the provider's subject prefix (see
+    /// [`with_prefix_tokens`](Self::with_prefix_tokens)).
+    prefix_tokens: usize,
 }
 
 pub(crate) enum Appended {
@@ -309,7 +317,16 @@ impl Store {
             cursors: Vec::new(),
             cursors_swept: 0,
             blocks: VecDeque::with_capacity(max_events.min(1 << 16) / BLOCK as usize + 2),
+            prefix_tokens: 1,
         }
+    }
+
+    /// The store of a provider whose subject prefix has `tokens` tokens
+    /// (1 unless set): a subject's category, which [`Summary`] records, is
+    /// the token after them.
+    pub(crate) fn with_prefix_tokens(mut self, tokens: usize) -> Self {
+        self.prefix_tokens = tokens;
+        self
     }
 
     /// Registers a consumer that reads `next_seq` next with `filter` (and
@@ -331,7 +348,7 @@ impl Store {
         let cursor = Arc::new(Cursor {
             next_seq: AtomicU64::new(next_seq),
             missed: AtomicU64::new(0),
-            required: AtomicU64::new(Summary::required_by(&filter).category),
+            required: AtomicU64::new(Summary::required_by(&filter, self.prefix_tokens).category),
             filter: Mutex::new(filter),
             wake_at: AtomicU64::new(u64::MAX),
             notify,
@@ -363,6 +380,7 @@ impl Store {
     /// visited on every eviction, and the filter of each one `seq`
     /// overtakes is matched unless its category rules it out.
     fn count_evicted(&mut self, seq: u64, subject: &str) {
+        let prefix_tokens = self.prefix_tokens;
         // computed once, and only if some cursor is overtaken
         let mut evicted: Option<Summary> = None;
         self.cursors.retain(|cursor| {
@@ -371,7 +389,8 @@ impl Store {
                 cursor.notify.notify_waiters();
             }
             if cursor.next_seq.load(Ordering::Relaxed) <= seq {
-                let evicted = *evicted.get_or_insert_with(|| Summary::of_subject(subject));
+                let evicted =
+                    *evicted.get_or_insert_with(|| Summary::of_subject(subject, prefix_tokens));
                 let required = Summary {
                     category: cursor.required.load(Ordering::Relaxed),
                 };
@@ -503,7 +522,7 @@ impl Store {
         size: usize,
         now_ms: u64,
     ) -> Result<Appended> {
-        let summary = Summary::of_subject(&event.subject);
+        let summary = Summary::of_subject(&event.subject, self.prefix_tokens);
         self.append_event(key, expected, event, size, now_ms, summary)
     }
 
@@ -825,7 +844,7 @@ mod tests {
                 }
                 for filter in filters {
                     let pattern = SubjectPattern::parse(filter).unwrap();
-                    let required = Summary::required_by(&pattern);
+                    let required = Summary::required_by(&pattern, 1);
                     let matches = |seq: &u64| {
                         store
                             .get(*seq)
@@ -878,7 +897,7 @@ mod tests {
                 .append(DedupKey::new(&event.id), None, event, 1, 0)
                 .unwrap();
         }
-        let required = Summary::required_by(&SubjectPattern::parse("events.rare.>").unwrap());
+        let required = Summary::required_by(&SubjectPattern::parse("events.rare.>").unwrap(), 1);
         // only the rare event's block is visited (unless the two hashes
         // collide, which they do not)
         assert_eq!(store.iter_rev_candidates(required).count(), 64);
@@ -923,6 +942,25 @@ mod tests {
             drop(store.add_cursor(pattern(), 1, Arc::default()));
         }
         assert!(store.cursor_count() <= 64, "{}", store.cursor_count());
+    }
+
+    /// A subject's category is the token after the prefix, however many
+    /// tokens the prefix has: under `acme.events` the summaries tell
+    /// `orders` from `users` (keyed on the second token, every subject's
+    /// `events`, they could skip nothing), and a filter's required bits are
+    /// its own category's.
+    #[test]
+    fn summaries_key_on_the_token_after_the_prefix() {
+        let orders = Summary::of_subject("acme.events.orders.created", 2);
+        let users = Summary::of_subject("acme.events.users.created", 2);
+        assert_eq!(orders, Summary::of_subject("events.orders.created", 1));
+        assert_ne!(orders, users);
+        let filter = SubjectPattern::parse("acme.events.orders.>").unwrap();
+        assert_eq!(Summary::required_by(&filter, 2), orders);
+        assert!(orders.may_hold(Summary::required_by(&filter, 2)));
+        assert!(!users.may_hold(Summary::required_by(&filter, 2)));
+        let wildcard = SubjectPattern::parse("acme.events.*.created").unwrap();
+        assert!(Summary::required_by(&wildcard, 2).is_empty());
     }
 
     #[test]
