@@ -917,7 +917,12 @@ impl DlqHandler for MisbehavingDlq {
     }
 }
 
-#[tokio::test]
+// On a paused clock: the delivery's in-flight wait is the 20 ms backoff
+// entry, and in real time a keepalive delayed past it under load (1 run in
+// about 150 beside other builds) let the provider redeliver the event as
+// its spare, which was dead-lettered a second time: at-least-once allows
+// that, this test's counts do not.
+#[tokio::test(start_paused = true)]
 async fn a_panicking_dlq_handler_is_a_refusal_and_the_event_is_not_lost() {
     let bus = EventBus::new(MemoryProvider::default());
     let dlq = Arc::new(MisbehavingDlq::default());
