@@ -2043,3 +2043,125 @@ async fn a_bounded_wait_of_a_routing_counts_in_the_cycle_check() {
         assert_eq!((m.failed, m.rejected, m.in_flight), (0, 0, 0), "{m:?}");
     }
 }
+
+/// A routing worker's wait for room in another broker's full queue that
+/// is cut off (its attempt timed out) leaves no trace in the cycle check:
+/// a later forward the other way, into this broker's full queue, waits for
+/// room (backpressure) rather than being deferred as if this broker's
+/// routings still waited for the other's queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wait_for_room_leaves_no_edge_behind() {
+    let config = || BrokerConfig {
+        queue_capacity: 1,
+        workers: 1,
+        ..BrokerConfig::default()
+    };
+    let (a, b) = (
+        Broker::with_config(config()).unwrap(),
+        Broker::with_config(config()).unwrap(),
+    );
+    let (gate_a, started_a) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let (gate_b, started_b) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let arrived = Arc::new(CollectorSink::new("arrived"));
+    // a: "fwd" forwards into b, each attempt cut off after 100 ms; "hold"
+    // holds a's worker at its gate; "back" (from b) is collected
+    let into_b = {
+        let b = b.clone();
+        Arc::new(InProcessSink::new("into b", move |e: Event| {
+            let b = b.clone();
+            async move { b.enqueue(Arc::new(e)).await }
+        }))
+    };
+    a.add_trigger(
+        Trigger::new("fwd", TriggerFilter::by_type("fwd"), into_b).with_delivery(
+            DeliverySpec::new()
+                .with_retries(0)
+                .with_timeout(Some(Duration::from_millis(100))),
+        ),
+    )
+    .unwrap();
+    a.add_trigger(Trigger::new(
+        "hold",
+        TriggerFilter::by_type("hold"),
+        gated_sink(
+            gate_a.clone(),
+            started_a.clone(),
+            Arc::new(CollectorSink::new("h")),
+        ),
+    ))
+    .unwrap();
+    a.add_trigger(Trigger::new(
+        "arrived",
+        TriggerFilter::by_type("back"),
+        arrived.clone(),
+    ))
+    .unwrap();
+    // b: "ping" waits at its gate, then forwards a "back" into a
+    let into_a = {
+        let (a, gate, started) = (a.clone(), gate_b.clone(), started_b.clone());
+        Arc::new(InProcessSink::new("into a", move |e: Event| {
+            let (a, gate, started) = (a.clone(), gate.clone(), started.clone());
+            async move {
+                started.add_permits(1);
+                gate.acquire().await.unwrap().forget();
+                let mut back = e.clone();
+                back.event_type = "back".to_owned();
+                a.enqueue(Arc::new(back)).await
+            }
+        }))
+    };
+    b.add_trigger(
+        Trigger::new("ping", TriggerFilter::by_type("ping"), into_a)
+            .with_delivery(DeliverySpec::new().with_timeout(None)),
+    )
+    .unwrap();
+
+    // b full: its worker at the gate, one ping queued
+    b.enqueue(Arc::new(event("events.a.one", "ping")))
+        .await
+        .unwrap();
+    started_b.acquire().await.unwrap().forget();
+    b.enqueue(Arc::new(event("events.a.two", "ping")))
+        .await
+        .unwrap();
+    // a's worker waits for room in b until its attempt is cut off
+    a.enqueue(Arc::new(event("events.a.fwd", "fwd")))
+        .await
+        .unwrap();
+    a.wait_idle().await;
+    let m = a.metrics();
+    assert_eq!(
+        (m.timeouts, m.failed, b.metrics().queue_full),
+        (1, 1, 1),
+        "{m:?}"
+    );
+
+    // a full: its worker held, one event queued; then b's worker forwards
+    // into a: it must wait for room, not defer
+    a.enqueue(Arc::new(event("events.a.h1", "hold")))
+        .await
+        .unwrap();
+    started_a.acquire().await.unwrap().forget();
+    a.enqueue(Arc::new(event("events.a.h2", "hold")))
+        .await
+        .unwrap();
+    gate_b.add_permits(1);
+    while a.metrics().queue_full == 0 {
+        tokio::task::yield_now().await;
+    }
+    gate_a.add_permits(2);
+    gate_b.add_permits(1);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        b.wait_idle().await;
+        a.wait_idle().await;
+    })
+    .await
+    .expect("the brokers did not settle");
+    assert_eq!(arrived.len(), 2);
+    let m = a.metrics();
+    assert_eq!(
+        (m.deferred, m.rejected),
+        (0, 0),
+        "a forward was deferred: {m:?}"
+    );
+}
