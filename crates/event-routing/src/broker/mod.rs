@@ -54,8 +54,10 @@ pub enum QueueFullPolicy {
     /// Wait at most this long, then refuse with
     /// [`Error::Timeout`](event_core::Error::Timeout). A routing's sink
     /// waiting so counts as waiting for the brokers whose queues are `Wait`
-    /// (see there): their routings forwarding back into its broker do not
-    /// wait for it, so its wait is not made to time out by theirs.
+    /// (see there): their routings forwarding back into its broker later do
+    /// not wait for it. One whose wait would close a cycle of routings
+    /// already waiting for each other's queues still waits, and is refused
+    /// at its timeout unless the cycle clears first.
     WaitFor {
         /// How long to wait for room; in JSON `timeoutMs`, whole
         /// milliseconds rounded up.
