@@ -576,3 +576,40 @@ fn conformance_capabilities() {
     assert_eq!(caps.clock_tolerance, Duration::from_millis(50));
     assert!(caps.stamps_with_test_clock);
 }
+
+/// docs/deployment.md lists the answers `a3s_webhook_bad_requests_total`
+/// counts: each status its HELP (and `WebhookStats::bad_requests`) names.
+#[test]
+fn the_guide_lists_every_status_the_webhook_counts_as_a_bad_request() {
+    use a3s_event::routing::http::WebhookStats;
+
+    let exposition = WebhookStats::default().to_prometheus();
+    let help = exposition
+        .lines()
+        .find(|line| line.starts_with("# HELP a3s_webhook_bad_requests_total "))
+        .unwrap();
+    // the statuses, written `(400)`
+    let statuses: Vec<&str> = help
+        .match_indices('(')
+        .filter_map(|(at, _)| help.get(at + 1..at + 5))
+        .filter(|s| s.ends_with(')') && s[..3].chars().all(|c| c.is_ascii_digit()))
+        .map(|s| &s[..3])
+        .collect();
+    assert!(statuses.len() >= 4, "statuses in {help:?}: {statuses:?}");
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("docs/deployment.md")).unwrap();
+    let start = guide
+        .find("`bad_requests` counting requests answered")
+        .unwrap();
+    let end = start + guide[start..].find("before reaching").unwrap();
+    let listed = &guide[start..end];
+    let missing: Vec<&&str> = statuses
+        .iter()
+        .filter(|status| !listed.contains(&format!("`{status}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/deployment.md's bad_requests list {listed:?} misses {missing:?} (HELP: {help})"
+    );
+}

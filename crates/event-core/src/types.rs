@@ -106,9 +106,12 @@ impl Event {
         self
     }
 
-    /// Whether the event carries an event type (and so is schema-validated).
+    /// Whether the event carries an event type (and so is schema-validated
+    /// against it): not empty nor blank (only whitespace, which names no
+    /// type a schema can be registered under; validation takes such an
+    /// event as untyped).
     pub fn is_typed(&self) -> bool {
-        !self.event_type.is_empty()
+        !self.event_type.trim().is_empty()
     }
 }
 
@@ -609,6 +612,20 @@ mod tests {
         assert_eq!(e.event_type, "");
         assert!(e.metadata.is_empty());
         assert!(!e.is_typed());
+    }
+
+    /// A blank event type (only whitespace) names no type a schema can be
+    /// registered under, and schema validation takes such an event as
+    /// untyped (event-schema's `UntypedPolicy`): `is_typed` says so too.
+    #[test]
+    fn a_blank_event_type_is_untyped() {
+        let mut e = Event::new("events.a.b", "a", "s", "src", serde_json::json!({}));
+        for blank in ["", " ", "\t\n", "\u{3000}"] {
+            e.event_type = blank.to_owned();
+            assert!(!e.is_typed(), "{blank:?}");
+        }
+        e.event_type = " order.created ".to_owned();
+        assert!(e.is_typed());
     }
 
     #[test]

@@ -1949,3 +1949,219 @@ async fn add_triggers_adds_all_or_nothing_and_remove_triggers_counts() {
     assert!(broker.remove_trigger("t1"));
     assert_eq!(broker.trigger_count(), 100);
 }
+
+/// Two brokers forwarding into each other's full queues, the first's
+/// queue `Wait`, the second's `WaitFor`: the first's worker waits (for at
+/// most the timeout) for room in the second's queue; then the second's
+/// worker, forwarding into the first's full queue, finds the first's
+/// routings waiting for room in its own. The docs of `Wait` say it then
+/// does not wait: it waited, both workers waited for each other, and the
+/// first's forward was refused when its wait timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_wait_of_a_routing_counts_in_the_cycle_check() {
+    let timeout = Duration::from_secs(5);
+    let ring: Vec<Broker> = [QueueFullPolicy::Wait, QueueFullPolicy::WaitFor { timeout }]
+        .into_iter()
+        .map(|full_policy| {
+            Broker::with_config(BrokerConfig {
+                queue_capacity: 1,
+                workers: 1,
+                full_policy,
+                ..BrokerConfig::default()
+            })
+            .unwrap()
+        })
+        .collect();
+    let gates: Vec<Arc<Semaphore>> = (0..2).map(|_| Arc::new(Semaphore::new(0))).collect();
+    let started = Arc::new(Semaphore::new(0));
+    let pongs: Vec<Arc<CollectorSink>> = (0..2)
+        .map(|i| Arc::new(CollectorSink::new(format!("pongs {i}"))))
+        .collect();
+    for (i, broker) in ring.iter().enumerate() {
+        let next = ring[(i + 1) % 2].clone();
+        let (gate, started) = (gates[i].clone(), started.clone());
+        let forward = Arc::new(InProcessSink::new("forward", move |e: Event| {
+            let (next, gate, started) = (next.clone(), gate.clone(), started.clone());
+            async move {
+                started.add_permits(1);
+                gate.acquire().await.unwrap().forget();
+                let mut pong = e.clone();
+                pong.event_type = "pong".to_owned();
+                next.enqueue(Arc::new(pong)).await
+            }
+        }));
+        broker
+            .add_trigger(
+                Trigger::new("ping", TriggerFilter::by_type("ping"), forward)
+                    .with_delivery(DeliverySpec::new().with_timeout(None)),
+            )
+            .unwrap();
+        broker
+            .add_trigger(Trigger::new(
+                "pong",
+                TriggerFilter::by_type("pong"),
+                pongs[i].clone(),
+            ))
+            .unwrap();
+    }
+    // Each worker holds a ping at its gate, each queue holds another: full.
+    for broker in &ring {
+        broker
+            .enqueue(Arc::new(event("events.a.one", "ping")))
+            .await
+            .unwrap();
+    }
+    started.acquire_many(2).await.unwrap().forget();
+    for broker in &ring {
+        broker
+            .enqueue(Arc::new(event("events.a.two", "ping")))
+            .await
+            .unwrap();
+    }
+    // The first's worker forwards first and finds the second's queue full
+    // (counted before it waits), then the second's worker forwards.
+    gates[0].add_permits(1);
+    while ring[1].metrics().queue_full == 0 {
+        tokio::task::yield_now().await;
+    }
+    gates[1].add_permits(1);
+    gates[0].add_permits(1);
+    gates[1].add_permits(1);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for broker in &ring {
+            broker.wait_idle().await;
+        }
+    })
+    .await
+    .expect("the brokers' workers wait for each other's full queues");
+    let metrics: Vec<_> = ring.iter().map(Broker::metrics).collect();
+    for (i, pongs) in pongs.iter().enumerate() {
+        assert_eq!(pongs.len(), 2, "broker {i}: {metrics:?}");
+    }
+    assert!(metrics[0].deferred >= 1, "{metrics:?}");
+    for m in &metrics {
+        assert_eq!((m.failed, m.rejected, m.in_flight), (0, 0, 0), "{m:?}");
+    }
+}
+
+/// A routing worker's wait for room in another broker's full queue that
+/// is cut off (its attempt timed out) leaves no trace in the cycle check:
+/// a later forward the other way, into this broker's full queue, waits for
+/// room (backpressure) rather than being deferred as if this broker's
+/// routings still waited for the other's queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wait_for_room_leaves_no_edge_behind() {
+    let config = || BrokerConfig {
+        queue_capacity: 1,
+        workers: 1,
+        ..BrokerConfig::default()
+    };
+    let (a, b) = (
+        Broker::with_config(config()).unwrap(),
+        Broker::with_config(config()).unwrap(),
+    );
+    let (gate_a, started_a) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let (gate_b, started_b) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let arrived = Arc::new(CollectorSink::new("arrived"));
+    // a: "fwd" forwards into b, each attempt cut off after 100 ms; "hold"
+    // holds a's worker at its gate; "back" (from b) is collected
+    let into_b = {
+        let b = b.clone();
+        Arc::new(InProcessSink::new("into b", move |e: Event| {
+            let b = b.clone();
+            async move { b.enqueue(Arc::new(e)).await }
+        }))
+    };
+    a.add_trigger(
+        Trigger::new("fwd", TriggerFilter::by_type("fwd"), into_b).with_delivery(
+            DeliverySpec::new()
+                .with_retries(0)
+                .with_timeout(Some(Duration::from_millis(100))),
+        ),
+    )
+    .unwrap();
+    a.add_trigger(Trigger::new(
+        "hold",
+        TriggerFilter::by_type("hold"),
+        gated_sink(
+            gate_a.clone(),
+            started_a.clone(),
+            Arc::new(CollectorSink::new("h")),
+        ),
+    ))
+    .unwrap();
+    a.add_trigger(Trigger::new(
+        "arrived",
+        TriggerFilter::by_type("back"),
+        arrived.clone(),
+    ))
+    .unwrap();
+    // b: "ping" waits at its gate, then forwards a "back" into a
+    let into_a = {
+        let (a, gate, started) = (a.clone(), gate_b.clone(), started_b.clone());
+        Arc::new(InProcessSink::new("into a", move |e: Event| {
+            let (a, gate, started) = (a.clone(), gate.clone(), started.clone());
+            async move {
+                started.add_permits(1);
+                gate.acquire().await.unwrap().forget();
+                let mut back = e.clone();
+                back.event_type = "back".to_owned();
+                a.enqueue(Arc::new(back)).await
+            }
+        }))
+    };
+    b.add_trigger(
+        Trigger::new("ping", TriggerFilter::by_type("ping"), into_a)
+            .with_delivery(DeliverySpec::new().with_timeout(None)),
+    )
+    .unwrap();
+
+    // b full: its worker at the gate, one ping queued
+    b.enqueue(Arc::new(event("events.a.one", "ping")))
+        .await
+        .unwrap();
+    started_b.acquire().await.unwrap().forget();
+    b.enqueue(Arc::new(event("events.a.two", "ping")))
+        .await
+        .unwrap();
+    // a's worker waits for room in b until its attempt is cut off
+    a.enqueue(Arc::new(event("events.a.fwd", "fwd")))
+        .await
+        .unwrap();
+    a.wait_idle().await;
+    let m = a.metrics();
+    assert_eq!(
+        (m.timeouts, m.failed, b.metrics().queue_full),
+        (1, 1, 1),
+        "{m:?}"
+    );
+
+    // a full: its worker held, one event queued; then b's worker forwards
+    // into a: it must wait for room, not defer
+    a.enqueue(Arc::new(event("events.a.h1", "hold")))
+        .await
+        .unwrap();
+    started_a.acquire().await.unwrap().forget();
+    a.enqueue(Arc::new(event("events.a.h2", "hold")))
+        .await
+        .unwrap();
+    gate_b.add_permits(1);
+    while a.metrics().queue_full == 0 {
+        tokio::task::yield_now().await;
+    }
+    gate_a.add_permits(2);
+    gate_b.add_permits(1);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        b.wait_idle().await;
+        a.wait_idle().await;
+    })
+    .await
+    .expect("the brokers did not settle");
+    assert_eq!(arrived.len(), 2);
+    let m = a.metrics();
+    assert_eq!(
+        (m.deferred, m.rejected),
+        (0, 0),
+        "a forward was deferred: {m:?}"
+    );
+}

@@ -47,12 +47,17 @@ pub enum QueueFullPolicy {
     /// brokers: a routing's sink publishing into another broker's full
     /// queue waits for room (backpressure), unless that broker's routings
     /// already wait, directly or through other brokers, for room in this
-    /// one's queue. Brokers forwarding into each other in a ring never all
-    /// wait for each other.
+    /// one's queue (with `Wait`, or `WaitFor` until its timeout). Brokers
+    /// forwarding into each other in a ring never all wait for each other.
     #[default]
     Wait,
     /// Wait at most this long, then refuse with
-    /// [`Error::Timeout`](event_core::Error::Timeout).
+    /// [`Error::Timeout`](event_core::Error::Timeout). A routing's sink
+    /// waiting so counts as waiting for the brokers whose queues are `Wait`
+    /// (see there): their routings forwarding back into its broker later do
+    /// not wait for it. One whose wait would close a cycle of routings
+    /// already waiting for each other's queues still waits, and is refused
+    /// at its timeout unless the cycle clears first.
     WaitFor {
         /// How long to wait for room; in JSON `timeoutMs`, whole
         /// milliseconds rounded up.

@@ -171,14 +171,17 @@ impl Queue {
     ) -> Result<Option<Arc<Event>>> {
         Counters::add(&core.counters.queue_full, 1);
         let mut waiting = None;
-        if core.config.full_policy == QueueFullPolicy::Wait {
+        if core.config.full_policy != QueueFullPolicy::Reject {
             match WaitsFor::enter(core) {
                 RoutingWait::NotAWorker => {}
                 RoutingWait::Waiting(edge) => waiting = Some(edge),
-                RoutingWait::WouldCycle => {
+                RoutingWait::WouldCycle if core.config.full_policy == QueueFullPolicy::Wait => {
                     Self::defer(core, admission, tx, event);
                     return Ok(None);
                 }
+                // `WaitFor`: a bounded wait, which ends (refused) at its
+                // timeout if the cycle does not clear first
+                RoutingWait::WouldCycle => {}
             }
         }
         let sent = match core.config.full_policy {
@@ -346,8 +349,8 @@ fn core_id(core: &Arc<Core>) -> usize {
 }
 
 /// Which brokers' routing workers wait for room in which brokers' queues
-/// now (policy `Wait`): an edge `(worker's broker, queue's broker)` per
-/// waiting worker, keyed by [`core_id`] (both `Core`s outlive the edge: the
+/// now (policy `Wait`, or `WaitFor` until its timeout): an edge
+/// `(worker's broker, queue's broker)` per waiting worker, keyed by [`core_id`] (both `Core`s outlive the edge: the
 /// worker's run and the waiting call hold them).
 ///
 /// Only routing workers make room in a queue. A worker that waited for
@@ -357,11 +360,15 @@ fn core_id(core: &Arc<Core>) -> usize {
 /// drain: once every worker of the cycle does, all wait for ever, and
 /// every publisher with them. That worker's event waits for room in a task
 /// of its own instead ([`BrokerMetrics::deferred`](super::BrokerMetrics::deferred)),
-/// so no such cycle ever forms. Checking and adding an edge happen under
-/// one lock, so of two workers closing a cycle at once one defers.
+/// so no such cycle ever forms. A worker waiting with `WaitFor` counts as
+/// waiting (without it, a `Wait` worker would join it in a cycle that ends
+/// only when the `WaitFor` wait times out, its event refused); one whose
+/// wait would close a cycle still waits, at most its timeout, unrecorded.
+/// Checking and adding an edge happen under one lock, so of two workers
+/// closing a cycle at once one defers.
 static WAITS_FOR: parking_lot::Mutex<Vec<(usize, usize)>> = parking_lot::Mutex::new(Vec::new());
 
-/// What a task about to wait for room in a `Wait` queue does.
+/// What a task about to wait for room in a `Wait` or `WaitFor` queue does.
 enum RoutingWait {
     /// Not a routing worker (a publisher, a feed): it waits; its waiting
     /// holds up no queue.
@@ -369,7 +376,8 @@ enum RoutingWait {
     /// A routing worker whose wait closes no cycle: it waits, its edge in
     /// [`WAITS_FOR`] held until the wait ends (or is cancelled).
     Waiting(WaitsFor),
-    /// A routing worker whose wait would close a cycle: it defers.
+    /// A routing worker whose wait would close a cycle: it defers (policy
+    /// `Wait`) or waits at most its timeout without an edge (`WaitFor`).
     WouldCycle,
 }
 
