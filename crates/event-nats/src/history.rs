@@ -614,8 +614,16 @@ async fn next_match(
     let name = &provider.inner.stream_name;
     if direct {
         let subject = format!("$JS.API.DIRECT.GET.{name}");
-        let rules = [Rule::ReplyInbox, Rule::PublishUnder(&subject)];
-        let get = direct_get_next(provider, subject.clone(), filter, sequence, timeout);
+        // an inbox shaped like a request's reply subject (`_INBOX.<id>.*`
+        // receives those), so that the get needs no subscribe permission
+        // beyond what every request does
+        let inbox = format!("{}.get", provider.inner.client.new_inbox());
+        let rules = [
+            Rule::ReplyInbox,
+            Rule::Subscribe(&inbox),
+            Rule::PublishUnder(&subject),
+        ];
+        let get = direct_get_next(provider, subject.clone(), &inbox, filter, sequence, timeout);
         provider.guarded("history", &rules, get).await
     } else {
         let subject = format!("$JS.API.STREAM.MSG.GET.{name}");
@@ -655,6 +663,7 @@ async fn next_match(
 async fn direct_get_next(
     provider: &NatsProvider,
     subject: String,
+    inbox: &str,
     filter: &str,
     sequence: u64,
     timeout: Duration,
@@ -665,7 +674,7 @@ async fn direct_get_next(
     // client's full outgoing queue would hold the subscription or the
     // request too
     let request = async {
-        let inbox = client.new_inbox();
+        let inbox = async_nats::Subject::from(inbox);
         let mut replies = client
             .subscribe(inbox.clone())
             .await

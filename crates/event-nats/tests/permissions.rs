@@ -626,3 +626,21 @@ async fn a_denied_subject_with_a_quote_is_an_authorization_error() {
     }
     p.publish(&order(&p, "created", 99)).await.unwrap();
 }
+
+/// A sparse `history` query steps with direct gets, whose answers need no
+/// more than what every request's reply needs (`_INBOX.*.*`): made with
+/// a one-token inbox of their own, each get was denied its subscription,
+/// unrecognised, and the query timed out as if the server were slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_history_needs_only_the_reply_inbox_permission() {
+    let test = "sparse_history_needs_only_the_reply_inbox_permission";
+    let authorization = documented_subscribing_to("_INBOX.*.*");
+    let Some((server, _admin)) = denied_setup(test, &authorization).await else {
+        return;
+    };
+    let p = service(&server).await;
+    let sparse = within("sparse history", p.history(Some("events.orders.rare"), 1)).await;
+    let events = sparse.expect("direct gets are answered on a reply inbox");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload["n"], 2_000);
+}
