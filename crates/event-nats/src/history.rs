@@ -299,22 +299,39 @@ struct ConsumerGuard {
 
 impl ConsumerGuard {
     /// Deletes the consumer and waits for the server's answer (at most a
-    /// request timeout). A deletion that fails (the connection lost) is
-    /// left to the consumer's inactivity threshold: the events read are
-    /// still returned. Cancel-safe: dropped part-way, the guard deletes in
-    /// the background as if never released.
+    /// request timeout, ended at once by a permission violation the server
+    /// reports instead of answering). A deletion that fails (the connection
+    /// lost, the user not allowed to delete consumers) is left to the
+    /// consumer's inactivity threshold: the events read are still returned.
+    /// Cancel-safe: dropped part-way, the guard deletes in the background
+    /// as if never released.
     async fn release(mut self) {
         if self.name.is_empty() {
             return;
         }
-        let stream = &self.provider.inner.stream;
-        let timeout = self.provider.consumer_timeout();
-        match tokio::time::timeout(timeout, stream.delete_consumer(&self.name)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+        let provider = &self.provider;
+        let stream = &provider.inner.stream;
+        let timeout = provider.consumer_timeout();
+        let delete = async {
+            match tokio::time::timeout(timeout, stream.delete_consumer(&self.name)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(error::map("history consumer cleanup", e, timeout)),
+                Err(_) => Err(Error::Timeout {
+                    operation: "history consumer cleanup".to_string(),
+                    elapsed: timeout,
+                }),
+            }
+        };
+        let rules = provider.consumer_rules(&self.name);
+        if let Err(e) = provider
+            .guarded("history consumer cleanup", &rules, delete)
+            .await
+        {
+            if matches!(e, Error::Authentication(_)) {
+                tracing::warn!(consumer = %self.name, error = %e, "history consumer cleanup");
+            } else {
                 tracing::debug!(consumer = %self.name, error = %e, "history consumer cleanup");
             }
-            Err(_) => tracing::debug!(consumer = %self.name, "history consumer cleanup timed out"),
         }
         self.name.clear();
     }

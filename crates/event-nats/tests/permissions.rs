@@ -644,3 +644,37 @@ async fn sparse_history_needs_only_the_reply_inbox_permission() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].payload["n"], 2_000);
 }
+
+/// `history` deletes its consumers before it returns: a user who may
+/// create consumers but not delete them had every call wait, after the
+/// events were read, a whole request timeout for each deletion the server
+/// never answers (it reports the violation instead). The denial ends that
+/// wait at once; the events read are returned and the consumers are left to
+/// their inactivity threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_without_the_consumer_delete_permission_does_not_wait_for_the_deletion() {
+    let test = "history_without_the_consumer_delete_permission_does_not_wait_for_the_deletion";
+    let authorization = documented_without(
+        "$JS.API.CONSUMER.*.A3S_EVENTS.>",
+        &[
+            "$JS.API.CONSUMER.CREATE.A3S_EVENTS.>",
+            "$JS.API.CONSUMER.INFO.A3S_EVENTS.>",
+        ],
+    );
+    let Some((server, _admin)) = denied_setup(test, &authorization).await else {
+        return;
+    };
+    // a request timeout longer than `within` allows: a call waiting for a
+    // denied deletion's answer cannot finish in time
+    let config = NatsConfig {
+        request_timeout_secs: 30,
+        ..config(&server)
+    };
+    let p = NatsProvider::connect_with(config, user("orders", "orders-pw"))
+        .await
+        .expect("the service connects");
+    let tail = within("history", p.history(None, 5)).await.unwrap();
+    assert_eq!(tail.len(), 5);
+    let dense = within("dense history", p.history(Some("events.orders.tick"), 5)).await;
+    assert_eq!(dense.unwrap().len(), 5);
+}
