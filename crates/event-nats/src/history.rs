@@ -707,8 +707,26 @@ async fn direct_get_next(
             ))
         })
     };
+    // a reconnect meanwhile lost the answer (a stored message whose header
+    // block the client cannot parse drops the connection when it arrives):
+    // no answer is then the connection's fault, not a slow server's
+    let connects = || {
+        client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let connected = connects();
     let reply = match tokio::time::timeout(timeout, request).await {
         Ok(reply) => reply?,
+        Err(_)
+            if connects() != connected
+                || client.connection_state() != async_nats::connection::State::Connected =>
+        {
+            return Err(Error::Connection(format!(
+                "{op}: the connection dropped before the answer came (a stored message whose                  header block the NATS client cannot parse does this each time it is read)"
+            )));
+        }
         Err(_) => {
             return Err(Error::Timeout {
                 operation: format!("{op}: no answer"),
