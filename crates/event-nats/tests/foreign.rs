@@ -594,3 +594,54 @@ async fn a_direct_get_whose_answer_drops_the_connection_is_a_connection_error() 
         ),
     }
 }
+
+/// A message another stream republished (or a bridge copied) carries that
+/// stream's `Nats-Sequence` and `Nats-Subject` headers; a direct get's
+/// answer adds the server's own after them. `history`'s sparse path takes
+/// the server's (the last), so such a message is read under its own
+/// subject and sequence, neither skipped nor an error.
+#[tokio::test]
+async fn history_by_direct_gets_takes_the_servers_sequence_and_subject_over_stored_ones() {
+    let server = server!("history_by_direct_gets_takes_the_servers_sequence_and_subject");
+    let p = provider(&server, "hdrseq").await;
+    let fill = |from: u64| -> Vec<Event> {
+        (from..from + 1_000)
+            .map(|n| common::numbered_event(&p, "fill", n))
+            .collect()
+    };
+    let copied: Vec<Event> = (0..3).map(|n| common::numbered_event(&p, "s", n)).collect();
+    for (i, (event, header)) in copied
+        .iter()
+        .zip([
+            "NATS/1.0\r\nNats-Sequence: not-a-number\r\nNats-Subject: elsewhere.x\r\n\r\n",
+            "NATS/1.0\r\nNats-Stream: OTHER\r\nNats-Sequence: 1\r\nNats-Subject: hdrseq.s.y\r\n\r\n",
+            "NATS/1.0\r\nNats-Subject: hdrseq.fill.x\r\n\r\n",
+        ])
+        .enumerate()
+    {
+        for result in p.publish_batch(&fill(i as u64 * 1_000)).await.unwrap() {
+            result.unwrap();
+        }
+        let body = serde_json::to_vec(event).unwrap();
+        raw_publish_with_header_block(&p, server.port(), &event.subject, header, &body).await;
+    }
+    for result in p.publish_batch(&fill(9_000)).await.unwrap() {
+        result.unwrap();
+    }
+    let filter = p.category_subject("s");
+    for limit in 1..=3 {
+        let got = p.history(Some(&filter), limit).await;
+        let ids: Vec<String> = got
+            .unwrap_or_else(|e| panic!("limit {limit}: {e:?}"))
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        let want: Vec<String> = copied
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|e| e.id.clone())
+            .collect();
+        assert_eq!(ids, want, "limit {limit}");
+    }
+}
