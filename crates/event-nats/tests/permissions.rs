@@ -605,10 +605,10 @@ async fn publishing_outside_the_permissions_is_an_authorization_error() {
 }
 
 /// A denied subject with a `"` in it (a valid subject token) is recognised
-/// in the server's report, which quotes the subject without escaping it:
-/// the publish is `Error::Authentication` naming the whole subject, at
-/// once, not a `Timeout` after waiting for an acknowledgement that never
-/// comes.
+/// in the server's report, which names the subject Go-quoted (`%q`: the
+/// quote and the backslash escaped with a backslash): the publish is
+/// `Error::Authentication` naming the whole subject, at once, not a
+/// `Timeout` after waiting for an acknowledgement that never comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_subject_with_a_quote_is_an_authorization_error() {
     let test = "a_denied_subject_with_a_quote_is_an_authorization_error";
