@@ -299,22 +299,39 @@ struct ConsumerGuard {
 
 impl ConsumerGuard {
     /// Deletes the consumer and waits for the server's answer (at most a
-    /// request timeout). A deletion that fails (the connection lost) is
-    /// left to the consumer's inactivity threshold: the events read are
-    /// still returned. Cancel-safe: dropped part-way, the guard deletes in
-    /// the background as if never released.
+    /// request timeout, ended at once by a permission violation the server
+    /// reports instead of answering). A deletion that fails (the connection
+    /// lost, the user not allowed to delete consumers) is left to the
+    /// consumer's inactivity threshold: the events read are still returned.
+    /// Cancel-safe: dropped part-way, the guard deletes in the background
+    /// as if never released.
     async fn release(mut self) {
         if self.name.is_empty() {
             return;
         }
-        let stream = &self.provider.inner.stream;
-        let timeout = self.provider.consumer_timeout();
-        match tokio::time::timeout(timeout, stream.delete_consumer(&self.name)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+        let provider = &self.provider;
+        let stream = &provider.inner.stream;
+        let timeout = provider.consumer_timeout();
+        let delete = async {
+            match tokio::time::timeout(timeout, stream.delete_consumer(&self.name)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(error::map("history consumer cleanup", e, timeout)),
+                Err(_) => Err(Error::Timeout {
+                    operation: "history consumer cleanup".to_string(),
+                    elapsed: timeout,
+                }),
+            }
+        };
+        let rules = provider.consumer_rules(&self.name);
+        if let Err(e) = provider
+            .guarded("history consumer cleanup", &rules, delete)
+            .await
+        {
+            if matches!(e, Error::Authentication(_)) {
+                tracing::warn!(consumer = %self.name, error = %e, "history consumer cleanup");
+            } else {
                 tracing::debug!(consumer = %self.name, error = %e, "history consumer cleanup");
             }
-            Err(_) => tracing::debug!(consumer = %self.name, "history consumer cleanup timed out"),
         }
         self.name.clear();
     }
@@ -614,8 +631,16 @@ async fn next_match(
     let name = &provider.inner.stream_name;
     if direct {
         let subject = format!("$JS.API.DIRECT.GET.{name}");
-        let rules = [Rule::ReplyInbox, Rule::PublishUnder(&subject)];
-        let get = direct_get_next(provider, subject.clone(), filter, sequence, timeout);
+        // an inbox shaped like a request's reply subject (`_INBOX.<id>.*`
+        // receives those), so that the get needs no subscribe permission
+        // beyond what every request does
+        let inbox = format!("{}.get", provider.inner.client.new_inbox());
+        let rules = [
+            Rule::ReplyInbox,
+            Rule::Subscribe(&inbox),
+            Rule::PublishUnder(&subject),
+        ];
+        let get = direct_get_next(provider, subject.clone(), &inbox, filter, sequence, timeout);
         provider.guarded("history", &rules, get).await
     } else {
         let subject = format!("$JS.API.STREAM.MSG.GET.{name}");
@@ -655,6 +680,7 @@ async fn next_match(
 async fn direct_get_next(
     provider: &NatsProvider,
     subject: String,
+    inbox: &str,
     filter: &str,
     sequence: u64,
     timeout: Duration,
@@ -665,7 +691,7 @@ async fn direct_get_next(
     // client's full outgoing queue would hold the subscription or the
     // request too
     let request = async {
-        let inbox = client.new_inbox();
+        let inbox = async_nats::Subject::from(inbox);
         let mut replies = client
             .subscribe(inbox.clone())
             .await
@@ -681,8 +707,26 @@ async fn direct_get_next(
             ))
         })
     };
+    // a reconnect meanwhile lost the answer (a stored message whose header
+    // block the client cannot parse drops the connection when it arrives):
+    // no answer is then the connection's fault, not a slow server's
+    let connects = || {
+        client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let connected = connects();
     let reply = match tokio::time::timeout(timeout, request).await {
         Ok(reply) => reply?,
+        Err(_)
+            if connects() != connected
+                || client.connection_state() != async_nats::connection::State::Connected =>
+        {
+            return Err(Error::Connection(format!(
+                "{op}: the connection dropped before the answer came (a stored message whose                  header block the NATS client cannot parse does this each time it is read)"
+            )));
+        }
         Err(_) => {
             return Err(Error::Timeout {
                 operation: format!("{op}: no answer"),

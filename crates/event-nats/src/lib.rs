@@ -388,7 +388,9 @@
 //!   `max_consumers`) and of the account while it runs (each deleted
 //!   before the call returns, so `info` right after it does not count it;
 //!   a call that fails or is dropped part-way leaves its deletion to a
-//!   background task), beside those of the subscriptions: unfiltered, one on
+//!   background task; a deletion the server refuses, the user not allowed
+//!   to delete consumers, is not waited for and leaves the consumer to its
+//!   10 s inactivity threshold), beside those of the subscriptions: unfiltered, one on
 //!   a non-empty stream; filtered, always one (the counting consumer), up
 //!   to two at once. At either limit a new
 //!   subscription or `history` call is

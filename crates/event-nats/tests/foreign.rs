@@ -529,3 +529,119 @@ async fn an_unparsable_header_block_drops_the_connection_but_loses_nothing_silen
         .unwrap();
     assert_eq!(next.event().id, last.id);
 }
+
+/// A sparse `history` query reads by direct gets: one reaching a stored
+/// message whose header block the client cannot parse drops the
+/// connection, and the gets' answers with it. As the crate docs say of
+/// every read a dropped connection lost, the query fails with
+/// `Error::Connection`, not a `Timeout` naming a server that never
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_get_whose_answer_drops_the_connection_is_a_connection_error() {
+    let server = server!("a_direct_get_whose_answer_drops_the_connection");
+    let p = NatsProvider::connect(event_nats::NatsConfig {
+        request_timeout_secs: 1,
+        ..common::config(&server, "badget")
+    })
+    .await
+    .unwrap();
+    let ticks = |from: u64| -> Vec<Event> {
+        (from..from + 2_000)
+            .map(|n| common::numbered_event(&p, "tick", n))
+            .collect()
+    };
+    p.publish(&common::numbered_event(&p, "s", 0))
+        .await
+        .unwrap();
+    assert!(
+        p.publish_batch(&ticks(1))
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    let poison = common::numbered_event(&p, "s", 1);
+    let body = serde_json::to_vec(&poison).unwrap();
+    raw_publish_with_header_block(
+        &p,
+        server.port(),
+        &poison.subject,
+        "NATS/1.0\r\nno colon here\r\n\r\n",
+        &body,
+    )
+    .await;
+    assert!(
+        p.publish_batch(&ticks(3_000))
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    let connects = || {
+        p.client()
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let dropped = connects();
+    let read = p.history(Some(&p.category_subject("s")), 1).await;
+    assert!(connects() > dropped, "the connection did not drop");
+    match read {
+        Err(Error::Connection(_)) => {}
+        other => panic!(
+            "a sparse read whose answers the dropped connection lost returned {:?}",
+            other.map(|events| events.len())
+        ),
+    }
+}
+
+/// A message another stream republished (or a bridge copied) carries that
+/// stream's `Nats-Sequence` and `Nats-Subject` headers; a direct get's
+/// answer adds the server's own after them. `history`'s sparse path takes
+/// the server's (the last), so such a message is read under its own
+/// subject and sequence, neither skipped nor an error.
+#[tokio::test]
+async fn history_by_direct_gets_takes_the_servers_sequence_and_subject_over_stored_ones() {
+    let server = server!("history_by_direct_gets_takes_the_servers_sequence_and_subject");
+    let p = provider(&server, "hdrseq").await;
+    let fill = |from: u64| -> Vec<Event> {
+        (from..from + 1_000)
+            .map(|n| common::numbered_event(&p, "fill", n))
+            .collect()
+    };
+    let copied: Vec<Event> = (0..3).map(|n| common::numbered_event(&p, "s", n)).collect();
+    for (i, (event, header)) in copied
+        .iter()
+        .zip([
+            "NATS/1.0\r\nNats-Sequence: not-a-number\r\nNats-Subject: elsewhere.x\r\n\r\n",
+            "NATS/1.0\r\nNats-Stream: OTHER\r\nNats-Sequence: 1\r\nNats-Subject: hdrseq.s.y\r\n\r\n",
+            "NATS/1.0\r\nNats-Subject: hdrseq.fill.x\r\n\r\n",
+        ])
+        .enumerate()
+    {
+        for result in p.publish_batch(&fill(i as u64 * 1_000)).await.unwrap() {
+            result.unwrap();
+        }
+        let body = serde_json::to_vec(event).unwrap();
+        raw_publish_with_header_block(&p, server.port(), &event.subject, header, &body).await;
+    }
+    for result in p.publish_batch(&fill(9_000)).await.unwrap() {
+        result.unwrap();
+    }
+    let filter = p.category_subject("s");
+    for limit in 1..=3 {
+        let got = p.history(Some(&filter), limit).await;
+        let ids: Vec<String> = got
+            .unwrap_or_else(|e| panic!("limit {limit}: {e:?}"))
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        let want: Vec<String> = copied
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|e| e.id.clone())
+            .collect();
+        assert_eq!(ids, want, "limit {limit}");
+    }
+}

@@ -605,10 +605,10 @@ async fn publishing_outside_the_permissions_is_an_authorization_error() {
 }
 
 /// A denied subject with a `"` in it (a valid subject token) is recognised
-/// in the server's report, which quotes the subject without escaping it:
-/// the publish is `Error::Authentication` naming the whole subject, at
-/// once, not a `Timeout` after waiting for an acknowledgement that never
-/// comes.
+/// in the server's report, which names the subject Go-quoted (`%q`: the
+/// quote and the backslash escaped with a backslash): the publish is
+/// `Error::Authentication` naming the whole subject, at once, not a
+/// `Timeout` after waiting for an acknowledgement that never comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_subject_with_a_quote_is_an_authorization_error() {
     let test = "a_denied_subject_with_a_quote_is_an_authorization_error";
@@ -625,4 +625,56 @@ async fn a_denied_subject_with_a_quote_is_an_authorization_error() {
         assert_denied(result, &format!("{subject:?}"));
     }
     p.publish(&order(&p, "created", 99)).await.unwrap();
+}
+
+/// A sparse `history` query steps with direct gets, whose answers need no
+/// more than what every request's reply needs (`_INBOX.*.*`): made with
+/// a one-token inbox of their own, each get was denied its subscription,
+/// unrecognised, and the query timed out as if the server were slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_history_needs_only_the_reply_inbox_permission() {
+    let test = "sparse_history_needs_only_the_reply_inbox_permission";
+    let authorization = documented_subscribing_to("_INBOX.*.*");
+    let Some((server, _admin)) = denied_setup(test, &authorization).await else {
+        return;
+    };
+    let p = service(&server).await;
+    let sparse = within("sparse history", p.history(Some("events.orders.rare"), 1)).await;
+    let events = sparse.expect("direct gets are answered on a reply inbox");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload["n"], 2_000);
+}
+
+/// `history` deletes its consumers before it returns: a user who may
+/// create consumers but not delete them had every call wait, after the
+/// events were read, a whole request timeout for each deletion the server
+/// never answers (it reports the violation instead). The denial ends that
+/// wait at once; the events read are returned and the consumers are left to
+/// their inactivity threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_without_the_consumer_delete_permission_does_not_wait_for_the_deletion() {
+    let test = "history_without_the_consumer_delete_permission_does_not_wait_for_the_deletion";
+    let authorization = documented_without(
+        "$JS.API.CONSUMER.*.A3S_EVENTS.>",
+        &[
+            "$JS.API.CONSUMER.CREATE.A3S_EVENTS.>",
+            "$JS.API.CONSUMER.INFO.A3S_EVENTS.>",
+        ],
+    );
+    let Some((server, _admin)) = denied_setup(test, &authorization).await else {
+        return;
+    };
+    // a request timeout longer than `within` allows: a call waiting for a
+    // denied deletion's answer cannot finish in time
+    let config = NatsConfig {
+        request_timeout_secs: 30,
+        ..config(&server)
+    };
+    let p = NatsProvider::connect_with(config, user("orders", "orders-pw"))
+        .await
+        .expect("the service connects");
+    let tail = within("history", p.history(None, 5)).await.unwrap();
+    assert_eq!(tail.len(), 5);
+    let dense = within("dense history", p.history(Some("events.orders.tick"), 5)).await;
+    assert_eq!(dense.unwrap().len(), 5);
 }

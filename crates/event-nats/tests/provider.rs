@@ -1572,3 +1572,61 @@ async fn a_durable_subscription_waiting_on_a_pull_survives_a_graceful_server_res
     assert_eq!(got.received.sequence, seq);
     got.ack().await.unwrap();
 }
+
+/// The 255-byte limit counts bytes, as JetStream does: a name of 255 bytes
+/// in 128 characters (`é` is two) works end to end with the longest
+/// durable name and a long filter (its API and acknowledgement subjects
+/// fit the protocol's control line), and one of 256 bytes in 128
+/// characters is `InvalidConfig` on `stream_name` before any I/O.
+#[tokio::test]
+async fn the_stream_name_limit_counts_bytes_and_the_longest_name_works() {
+    let Some(server) =
+        NatsServer::start("the_stream_name_limit_counts_bytes_and_the_longest_name_works")
+    else {
+        return;
+    };
+    let mut config = common::config(&server, "bytename");
+    config.stream_name = format!("{}a", "é".repeat(127));
+    assert_eq!(config.stream_name.len(), 255);
+    let p = NatsProvider::connect(config).await.unwrap();
+    let category = "c".repeat(900);
+    let filter = p.category_subject(&category);
+    let durable = "d".repeat(event_core::subject::MAX_CONSUMER_NAME_LEN);
+    let all = SubscribeOptions {
+        deliver_policy: DeliverPolicy::All,
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p
+        .subscribe_durable_with_options(&durable, &filter, &all)
+        .await
+        .unwrap();
+    let event = Event::new(
+        p.build_subject(&category, "t"),
+        &category,
+        "long",
+        "test",
+        json!({}),
+    );
+    p.publish(&event).await.unwrap();
+    let pending = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+        .await
+        .expect("a delivery within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.event().id, event.id);
+    pending.ack().await.unwrap();
+    let history = p.history(Some(&filter), 5).await.unwrap();
+    assert_eq!(history.len(), 1);
+    sub.close().await.unwrap();
+    p.unsubscribe(&durable).await.unwrap();
+
+    let mut config = common::config(&server, "bytename");
+    config.stream_name = "é".repeat(128);
+    match NatsProvider::connect(config).await {
+        Err(Error::InvalidConfig { field, reason }) => {
+            assert_eq!(field, "stream_name", "{reason}");
+            assert!(reason.contains("256 bytes"), "{reason}");
+        }
+        other => panic!("256 bytes in 128 characters: expected InvalidConfig, got {other:?}"),
+    }
+}
