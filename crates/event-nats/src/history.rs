@@ -464,10 +464,19 @@ async fn read_consumer(
                     format!("history delivery without metadata: {e}"),
                 )
             })?;
-            if info.consumer_sequence != delivered + 1 {
-                return Err(lost_deliveries(
-                    name,
-                    info.consumer_sequence - delivered - 1,
+            let expected = delivered.saturating_add(1);
+            if info.consumer_sequence > expected {
+                return Err(lost_deliveries(name, info.consumer_sequence - expected));
+            }
+            if info.consumer_sequence < expected {
+                // never from a conforming server (no acks, no redelivery)
+                return Err(Error::provider(
+                    error::PROVIDER,
+                    format!(
+                        "history: consumer {name} delivered its delivery {} again after {}; \
+                         nothing returned",
+                        info.consumer_sequence, delivered
+                    ),
                 ));
             }
             delivered = info.consumer_sequence;
@@ -599,8 +608,21 @@ async fn step_range(
         .await;
         let mut next = Vec::with_capacity(cursors.len());
         for (mut cursor, reply) in cursors.into_iter().zip(replies) {
+            let reply = reply?;
+            if let Some((sequence, ..)) = &reply
+                && *sequence < cursor.at
+            {
+                // never from a conforming server: asking again would loop
+                return Err(Error::provider(
+                    error::PROVIDER,
+                    format!(
+                        "history: a message get from sequence {} answered sequence {sequence}",
+                        cursor.at
+                    ),
+                ));
+            }
             // past this range, the next match is another cursor's
-            if let Some((sequence, subject, payload)) = reply?.filter(|(s, ..)| *s < cursor.end) {
+            if let Some((sequence, subject, payload)) = reply.filter(|(s, ..)| *s < cursor.end) {
                 cursor.at = sequence + 1;
                 cursor.found += 1;
                 if crate::stored::decode(&subject, &payload).is_ok() {
