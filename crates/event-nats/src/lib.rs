@@ -411,10 +411,12 @@
 //!   and `health()` (connection state plus a stream lookup, and for a
 //!   replicated stream a leader that has heard from a quorum of its
 //!   replicas within 5 s) report it. A
-//!   subscription waiting for events when the connection is lost hands out
-//!   what it already received, then waits up to `request_timeout_secs` for
-//!   the reconnection: it pulls again if the connection comes back
-//!   meanwhile, and returns
+//!   subscription waiting for events when the connection is lost (or
+//!   called after a loss that came while its caller was busy with an
+//!   event) hands out what it already received, then waits up to
+//!   `request_timeout_secs` for the reconnection: it pulls again if the
+//!   connection comes back meanwhile (never waiting for a pull request the
+//!   lost connection took with it), and returns
 //!   [`Error::Connection`](event_core::Error::Connection) otherwise (each
 //!   later call waits the same way); it stays usable and pulls again once
 //!   the connection is back. A connection is lost when it closes, or when

@@ -240,6 +240,10 @@ pub(crate) struct Link {
     /// Woken (all waiters) when the connection is lost or closed: a pull
     /// request waiting at the server is gone with it.
     pub(crate) lost: tokio::sync::Notify,
+    /// How many times the connection was lost or closed: a pull request
+    /// sent before the count changed may be gone, although nobody was
+    /// waiting on [`lost`](Self::lost) when it was.
+    losses: AtomicU64,
     /// Woken (all waiters) when the connection is (re)established.
     pub(crate) restored: tokio::sync::Notify,
     /// The permission violations the server reported.
@@ -263,6 +267,18 @@ impl Link {
         self.connected.load(Ordering::Acquire) && !self.is_gone()
     }
 
+    /// How many times the connection was lost (or closed) so far.
+    pub(crate) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
+    }
+
+    /// The connection was lost (or closed): counted, and its waiters woken.
+    fn mark_lost(&self) {
+        self.connected.store(false, Ordering::Release);
+        self.losses.fetch_add(1, Ordering::AcqRel);
+        self.lost.notify_waiters();
+    }
+
     /// Whether the client's connection task has ended: every request fails
     /// at once, and no reconnection comes.
     pub(crate) fn is_gone(&self) -> bool {
@@ -274,8 +290,7 @@ impl Link {
     /// was not known before.
     fn task_ended(&self) -> bool {
         let first = !self.gone.swap(true, Ordering::AcqRel);
-        self.connected.store(false, Ordering::Release);
-        self.lost.notify_waiters();
+        self.mark_lost();
         self.restored.notify_waiters();
         first
     }
@@ -886,8 +901,7 @@ async fn connect_options(
                         link.log.connected();
                     }
                     async_nats::Event::Disconnected => {
-                        link.connected.store(false, Ordering::Release);
-                        link.lost.notify_waiters();
+                        link.mark_lost();
                         link.log.disconnected();
                     }
                     // async-nats reports each failed reconnection attempt
