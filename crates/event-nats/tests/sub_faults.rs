@@ -7,7 +7,7 @@
 mod common;
 
 use common::NatsServer;
-use event_core::{Event, EventProvider, Subscription};
+use event_core::{Event, EventProvider, SubscribeOptions, Subscription};
 use event_nats::{NatsConfig, NatsProvider};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,26 @@ async fn publish_once_back(p: &NatsProvider, event: &Event, deadline: Instant) -
     }
 }
 
+/// Waits until durable `name` has exactly `n` pull requests waiting at the
+/// server (requests whose inbox nobody subscribes to any more are not
+/// counted).
+async fn until_waiting(p: &NatsProvider, name: &str, n: usize) {
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(p.stream_name()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = stream.consumer_info(name).await.unwrap().num_waiting;
+        if waiting == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} pull requests waiting, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// The next manual delivery, riding out transient errors until `deadline`.
 async fn next_through_faults(
     sub: &mut Box<dyn Subscription>,
@@ -59,6 +79,277 @@ async fn next_through_faults(
             other => panic!("next_manual_ack: {other:?}"),
         }
     }
+}
+
+/// A durable subscription actively waiting (its task polling `next`) when
+/// the server shuts down gracefully (SIGTERM, a rolling upgrade) goes on
+/// with its durable once the server is back.
+#[tokio::test]
+async fn a_durable_waiting_through_a_graceful_shutdown_goes_on() {
+    let mut server = server!("a_durable_waiting_through_a_graceful_shutdown_goes_on");
+    let p = NatsProvider::connect(config(&server, "gsd")).await.unwrap();
+    let mut sub = p
+        .subscribe_durable("keep", &p.category_subject("t"))
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            let r = sub.next_manual_ack().await;
+            let stop =
+                matches!(r, Ok(Some(_)) | Ok(None)) || matches!(&r, Err(e) if !e.is_transient());
+            let _ = tx.send(r.map(|o| o.map(|p| p.received.event.payload["n"].as_u64())));
+            if stop {
+                return sub;
+            }
+        }
+    });
+    until_waiting(&p, "keep", 1).await;
+    server.terminate();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    publish_once_back(&p, &event(&p, 1), deadline).await;
+    let mut seen = Vec::new();
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the reader reports")
+            .expect("reader alive");
+        match r {
+            Ok(Some(n)) => {
+                assert_eq!(n, Some(1), "after {seen:?}");
+                break;
+            }
+            Err(e) if e.is_transient() => seen.push(format!("{e}")),
+            other => panic!("after a graceful shutdown (errors before: {seen:?}): {other:?}"),
+        }
+    }
+    let _ = reader.await;
+}
+
+fn manual(ack_wait: Duration) -> SubscribeOptions {
+    SubscribeOptions {
+        ack_wait: Some(ack_wait),
+        ..SubscribeOptions::default()
+    }
+}
+
+/// What `sub` delivers within `quiet` (numbers and delivery counts), acking
+/// each.
+async fn drain(sub: &mut Box<dyn Subscription>, quiet: Duration) -> Vec<(u64, u64)> {
+    let mut got = Vec::new();
+    while let Ok(r) = tokio::time::timeout(quiet, sub.next_manual_ack()).await {
+        match r {
+            Ok(Some(p)) => {
+                got.push((
+                    p.received.event.payload["n"].as_u64().unwrap(),
+                    p.received.num_delivered,
+                ));
+                p.ack().await.unwrap();
+            }
+            Ok(None) => break,
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("drain: {e:?}"),
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn settling_after_the_subscription_is_dropped_or_closed_settles() {
+    let server = server!("settling_after_the_subscription_is_dropped_or_closed");
+    let p = NatsProvider::connect(config(&server, "sad")).await.unwrap();
+    let filter = p.category_subject("t");
+    let opts = manual(Duration::from_secs(1));
+    for n in 0..4 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    let a = sub.next_manual_ack().await.unwrap().unwrap();
+    let b = sub.next_manual_ack().await.unwrap().unwrap();
+    sub.close().await.unwrap();
+    a.ack().await.unwrap();
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    let c = sub.next_manual_ack().await.unwrap().unwrap();
+    let c_n = c.received.event.payload["n"].as_u64().unwrap();
+    drop(sub);
+    b.term().await.unwrap();
+    c.ack().await.unwrap();
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    let got = drain(&mut sub, Duration::from_secs(3)).await;
+    let numbers: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert!(
+        !numbers.contains(&0) && !numbers.contains(&1) && !numbers.contains(&c_n),
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+}
+
+#[tokio::test]
+async fn a_nak_with_a_zero_delay_redelivers_at_once() {
+    let server = server!("a_nak_with_a_zero_delay_redelivers_at_once");
+    let p = NatsProvider::connect(config(&server, "nz")).await.unwrap();
+    let filter = p.category_subject("t");
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &manual(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    first.nak_with_delay(Duration::ZERO).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), sub.next_manual_ack())
+        .await
+        .expect("redelivered at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.received.num_delivered, 2);
+    again.ack().await.unwrap();
+}
+
+/// An ack made while the server is down is queued and sent on
+/// reconnection: the event is not delivered again.
+#[tokio::test]
+async fn an_ack_made_while_the_server_is_down_settles_after_the_restart() {
+    let mut server = server!("an_ack_made_while_the_server_is_down_settles");
+    let p = NatsProvider::connect(config(&server, "akd")).await.unwrap();
+    let filter = p.category_subject("t");
+    let opts = manual(Duration::from_secs(2));
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    p.publish(&event(&p, 1)).await.unwrap();
+    let zero = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(zero.received.event.payload["n"], 0);
+    // a graceful stop: a killed server may forget its latest state
+    server.terminate();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.is_connected() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    zero.ack().await.unwrap();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    publish_once_back(&p, &event(&p, 2), deadline).await;
+    let got = drain(&mut sub, Duration::from_secs(5)).await;
+    let numbers: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(numbers, vec![1, 2], "{got:?}");
+}
+
+/// An ephemeral holding an unsettled delivery when the server restarts
+/// (the consumer survives, or a lost one is recreated at the held
+/// delivery): nothing is lost, the held event comes again.
+#[tokio::test]
+async fn an_ephemeral_restarted_server_redelivers_the_held_event_and_loses_nothing() {
+    let mut server = server!("an_ephemeral_restarted_server_redelivers_the_held");
+    let p = NatsProvider::connect(config(&server, "eh")).await.unwrap();
+    let filter = p.category_subject("t");
+    for n in 0..5 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    let opts = SubscribeOptions {
+        deliver_policy: event_core::DeliverPolicy::All,
+        ..manual(Duration::from_secs(2))
+    };
+    let mut sub = p.subscribe_with_options(&filter, &opts).await.unwrap();
+    let held = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(held.received.event.payload["n"], 0);
+    for n in 1..3 {
+        let d = sub.next_manual_ack().await.unwrap().unwrap();
+        assert_eq!(d.received.event.payload["n"], n);
+        d.ack().await.unwrap();
+    }
+    server.terminate();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    publish_once_back(&p, &event(&p, 5), deadline).await;
+    // dropped unsettled: it comes again after its ack wait
+    drop(held);
+    let got = drain(&mut sub, Duration::from_secs(6)).await;
+    let numbers: Vec<u64> = got.iter().map(|g| g.0).collect();
+    for n in [0, 3, 4, 5] {
+        assert!(numbers.contains(&n), "{n} missing: {got:?}");
+    }
+}
+
+/// One of two subscriptions on a durable dropped while its pull waits: an
+/// event published then goes to the other at once, first delivery.
+#[tokio::test]
+async fn a_subscription_dropped_while_its_pull_waits_takes_no_event() {
+    let server = server!("a_subscription_dropped_while_its_pull_waits");
+    let p = NatsProvider::connect(config(&server, "dpw")).await.unwrap();
+    let filter = p.category_subject("t");
+    let opts = manual(Duration::from_secs(60));
+    let mut a = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    let mut b = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), a.next_manual_ack())
+            .await
+            .is_err()
+    );
+    drop(a);
+    until_waiting(&p, "d", 0).await;
+    let waiting = tokio::spawn(async move {
+        let r = tokio::time::timeout(Duration::from_secs(20), b.next_manual_ack()).await;
+        r.map(|r| {
+            r.map(|o| {
+                o.map(|p| {
+                    (
+                        p.received.event.payload["n"].as_u64(),
+                        p.received.num_delivered,
+                    )
+                })
+            })
+        })
+    });
+    until_waiting(&p, "d", 1).await;
+    for n in 0..3 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    let got = waiting.await.unwrap();
+    assert!(matches!(got, Ok(Ok(Some((Some(0), 1))))), "{got:?}");
+}
+
+/// A server paused past the ack wait while a delivery is held: the
+/// redelivery says it is the second.
+#[tokio::test]
+async fn a_pause_past_the_ack_wait_redelivers_with_an_honest_count() {
+    let server = server!("a_pause_past_the_ack_wait_redelivers");
+    let p = NatsProvider::connect(config(&server, "pz")).await.unwrap();
+    let filter = p.category_subject("t");
+    let opts = manual(Duration::from_secs(1));
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let held = sub.next_manual_ack().await.unwrap().unwrap();
+    server.pause();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.resume();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let again = next_through_faults(&mut sub, deadline).await;
+    assert_eq!(again.received.event.payload["n"], 0);
+    assert_eq!(again.received.num_delivered, 2);
+    held.ack().await.unwrap();
+    again.ack().await.unwrap();
 }
 
 /// A subscription whose pull request was open at the server while its
