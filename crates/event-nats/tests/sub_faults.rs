@@ -417,3 +417,101 @@ async fn a_pull_forgotten_by_a_restart_while_the_caller_was_busy_is_not_waited_f
     );
     got.ack().await.unwrap();
 }
+
+/// A delivery kept alive with `in_progress` (every 400 ms against a 2 s
+/// ack wait) through a server crash and restart is not redelivered to the
+/// other subscription on the durable: the progress made while the server
+/// is down goes out on reconnection.
+#[tokio::test]
+async fn in_progress_keeps_a_delivery_across_a_server_crash() {
+    let mut server = server!("in_progress_keeps_a_delivery_across_a_server_crash");
+    let cfg = config(&server, "ipr");
+    let p = NatsProvider::connect(cfg.clone()).await.unwrap();
+    let q = NatsProvider::connect(cfg).await.unwrap();
+    let filter = p.category_subject("t");
+    let opts = manual(Duration::from_secs(2));
+    let mut a = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let held = a.next_manual_ack().await.unwrap().unwrap();
+    let held = std::sync::Arc::new(held);
+    let keeper = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            loop {
+                // while the server is down: queued, or a transient error
+                let _ = held.in_progress().await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        })
+    };
+    let mut b = q
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    publish_once_back(&p, &event(&p, 1), deadline).await;
+    // three ack waits after the restart: the held event stays with its
+    // holder, the other subscription gets the new one only
+    let got = drain(&mut b, Duration::from_secs(6)).await;
+    assert_eq!(got, vec![(1, 1)]);
+    keeper.abort();
+    let _ = keeper.await;
+    let held = std::sync::Arc::try_unwrap(held).unwrap();
+    held.ack().await.unwrap();
+}
+
+/// An ephemeral lost (deleted behind the provider's back) while its caller
+/// was busy with events fetched ahead (auto-ack mode): it is recreated
+/// after the last event handed out; nothing is skipped or handed out twice,
+/// events published while it was lost included.
+#[tokio::test]
+async fn an_ephemeral_lost_with_events_fetched_ahead_resumes_after_them() {
+    let server = server!("an_ephemeral_lost_with_events_fetched_ahead_resumes");
+    let cfg = config(&server, "efa");
+    let stream = cfg.stream_name.clone();
+    let p = NatsProvider::connect(cfg).await.unwrap();
+    let filter = p.category_subject("t");
+    for n in 0..30 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    let opts = SubscribeOptions {
+        deliver_policy: event_core::DeliverPolicy::All,
+        ..SubscribeOptions::default()
+    };
+    let mut sub = p.subscribe_with_options(&filter, &opts).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..12 {
+        got.push(
+            sub.next().await.unwrap().unwrap().event.payload["n"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let js = async_nats::jetstream::new(p.client().clone());
+    let stream = js.get_stream(&stream).await.unwrap();
+    let names: Vec<String> = {
+        use futures_util::TryStreamExt;
+        stream.consumer_names().try_collect().await.unwrap()
+    };
+    assert_eq!(names.len(), 1, "{names:?}");
+    stream.delete_consumer(&names[0]).await.unwrap();
+    for n in 30..36 {
+        p.publish(&event(&p, n)).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.last() != Some(&35) {
+        assert!(Instant::now() < deadline, "{got:?}");
+        match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
+            Ok(Ok(Some(r))) => got.push(r.event.payload["n"].as_u64().unwrap()),
+            other => panic!("after {got:?}: {other:?}"),
+        }
+    }
+    assert_eq!(got, (0..36).collect::<Vec<u64>>());
+}
