@@ -515,3 +515,76 @@ async fn an_ephemeral_lost_with_events_fetched_ahead_resumes_after_them() {
     }
     assert_eq!(got, (0..36).collect::<Vec<u64>>());
 }
+
+/// Waits (bounded) until the stream has `expected` consumers.
+async fn await_consumers(p: &NatsProvider, expected: usize, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let consumers = p.info().await.map(|info| info.consumers);
+        if consumers.as_ref().is_ok_and(|c| *c == expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}: {consumers:?} consumers on the stream, expected {expected} (a consumer leaked)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `p` is connected again and its stream answers.
+async fn until_back(p: &NatsProvider) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !p.health().await.unwrap() {
+        assert!(Instant::now() < deadline, "no reconnection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An ephemeral's `close` while the server is unreachable (paused, noticed
+/// by the pings) fails, transient; once the server answers again no
+/// consumer is left on the stream, whether the caller closes again (which
+/// returns `Ok` and the subscription yields nothing more) or drops it: the
+/// deletion request the failed close queued goes out on reconnection.
+#[tokio::test]
+async fn an_ephemeral_close_failed_while_the_server_was_unreachable_leaves_no_consumer() {
+    let server = server!("an_ephemeral_close_failed_while_the_server_was_unreachable");
+    // a silent server is noticed after a few pings
+    let options = event_nats::NatsOptions {
+        ping_interval: Duration::from_secs(1),
+        ..event_nats::NatsOptions::default()
+    };
+    let p = NatsProvider::connect_with(config(&server, "cfd"), options)
+        .await
+        .unwrap();
+    let filter = p.category_subject("t");
+    for retry_with_close in [true, false] {
+        let mut sub = p.subscribe(&filter).await.unwrap();
+        await_consumers(&p, 1, "subscribed").await;
+        server.pause();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while p.is_connected() {
+            assert!(Instant::now() < deadline, "the client did not notice");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(20), sub.close()).await;
+        server.resume();
+        match closed {
+            Ok(Err(e)) => assert!(e.is_transient(), "{e:?}"),
+            other => panic!("close while the server is unreachable: {other:?}"),
+        }
+        until_back(&p).await;
+        if retry_with_close {
+            sub.close().await.unwrap();
+            assert!(matches!(sub.next().await, Ok(None)));
+        } else {
+            drop(sub);
+        }
+        let when = if retry_with_close {
+            "closed again"
+        } else {
+            "dropped"
+        };
+        await_consumers(&p, 0, when).await;
+    }
+}
