@@ -588,3 +588,46 @@ async fn an_ephemeral_close_failed_while_the_server_was_unreachable_leaves_no_co
         await_consumers(&p, 0, when).await;
     }
 }
+
+/// A durable read as a `Stream` (`into_manual_stream`) whose `next()` is
+/// given up again and again (a `timeout` shorter than the gaps between
+/// events) hands out every event once, in order, on its first delivery; the
+/// subscription comes back out of the stream between fetches.
+#[tokio::test]
+async fn a_manual_stream_polled_with_timeouts_loses_nothing() {
+    use futures_util::StreamExt;
+    let server = server!("a_manual_stream_polled_with_timeouts_loses_nothing");
+    let p = NatsProvider::connect(config(&server, "stm")).await.unwrap();
+    let filter = p.category_subject("t");
+    let sub = p
+        .subscribe_durable_with_options("d", &filter, &manual(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let mut stream = sub.into_manual_stream();
+    let publisher = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            for n in 0..40 {
+                p.publish(&event(&p, n)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(7 * (n % 5))).await;
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < 40 {
+        assert!(Instant::now() < deadline, "{got:?}");
+        if let Ok(item) = tokio::time::timeout(Duration::from_millis(3), stream.next()).await {
+            let pending = item.expect("the stream goes on").unwrap();
+            got.push((
+                pending.received.event.payload["n"].as_u64().unwrap(),
+                pending.received.num_delivered,
+            ));
+            pending.ack().await.unwrap();
+        }
+    }
+    publisher.await.unwrap();
+    assert_eq!(got, (0..40).map(|n| (n, 1)).collect::<Vec<_>>());
+    let mut sub = stream.into_inner().expect("no fetch in progress");
+    sub.close().await.unwrap();
+}
