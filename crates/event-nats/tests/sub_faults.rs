@@ -631,3 +631,51 @@ async fn a_manual_stream_polled_with_timeouts_loses_nothing() {
     let mut sub = stream.into_inner().expect("no fetch in progress");
     sub.close().await.unwrap();
 }
+
+/// A durable's delivery count survives a server restart: the delivery after
+/// it is the final one when it should be, and a nak of it ends the event.
+#[tokio::test]
+async fn the_final_delivery_is_reported_after_a_server_restart() {
+    let mut server = server!("the_final_delivery_is_reported_after_a_server_restart");
+    let p = NatsProvider::connect(config(&server, "fin")).await.unwrap();
+    let filter = p.category_subject("t");
+    let opts = SubscribeOptions {
+        max_deliver: Some(2),
+        ..manual(Duration::from_secs(1))
+    };
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let first = sub.next_manual_ack().await.unwrap().unwrap();
+    assert!(!first.is_final_delivery());
+    first.nak().await.unwrap();
+    let second = sub.next_manual_ack().await.unwrap().unwrap();
+    assert_eq!(second.received.num_delivered, 2);
+    // held across a graceful restart (its ack wait passes meanwhile)
+    server.terminate();
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    publish_once_back(&p, &event(&p, 1), deadline).await;
+    drop(second);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let pending = next_through_faults(&mut sub, deadline).await;
+        let n = pending.received.event.payload["n"].as_u64().unwrap();
+        got.push((
+            n,
+            pending.received.num_delivered,
+            pending.is_final_delivery(),
+        ));
+        if n == 0 {
+            // the spare delivery: final, its nak ends the event
+            pending.nak().await.unwrap();
+        } else {
+            pending.ack().await.unwrap();
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, vec![(0, 3, true), (1, 1, false)]);
+    assert!(drain(&mut sub, Duration::from_secs(3)).await.is_empty());
+}
