@@ -679,3 +679,42 @@ async fn the_final_delivery_is_reported_after_a_server_restart() {
     assert_eq!(got, vec![(0, 3, true), (1, 1, false)]);
     assert!(drain(&mut sub, Duration::from_secs(3)).await.is_empty());
 }
+
+/// One of two subscriptions on a durable has a delivery in hand (received
+/// by its pull, its call dropped before handing it out) when it is dropped
+/// without `close`: the event is not acknowledged with it; it comes to the
+/// other subscription after the ack wait, as its second delivery.
+#[tokio::test]
+async fn a_delivery_received_by_a_dropped_subscription_comes_again() {
+    use futures_util::FutureExt;
+    let server = server!("a_delivery_received_by_a_dropped_subscription");
+    let p = NatsProvider::connect(config(&server, "rds")).await.unwrap();
+    let filter = p.category_subject("t");
+    let opts = manual(Duration::from_secs(1));
+    let mut a = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    let mut b = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    {
+        // polled once: the pull goes out and waits at the server
+        let mut call = a.next_manual_ack().boxed();
+        assert!((&mut call).now_or_never().is_none());
+        until_waiting(&p, "d", 1).await;
+        p.publish(&event(&p, 0)).await.unwrap();
+        // delivered to it (waiting for its ack) and never polled again
+        let js = async_nats::jetstream::new(p.client().clone());
+        let stream = js.get_stream(p.stream_name()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stream.consumer_info("d").await.unwrap().num_ack_pending < 1 {
+            assert!(Instant::now() < deadline, "not delivered");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    drop(a);
+    let got = drain(&mut b, Duration::from_secs(4)).await;
+    assert_eq!(got, vec![(0, 2)]);
+}
