@@ -401,9 +401,13 @@
 //!   attempt at `DEBUG`, and a reminder `WARN` once a minute while it stays
 //!   down; a server refusing the credentials on reconnect is one more
 //!   `WARN` per outage, at the first refusal (see above for the error
-//!   operations get meanwhile). Dropping the provider (its last clone and
-//!   subscription: a normal exit) closes the connection with a `DEBUG`
-//!   line; a close the application did not cause is a `WARN`. async-nats
+//!   operations get meanwhile). Dropping the provider (its last clone,
+//!   subscription and manual delivery held: a normal exit) closes the
+//!   connection with a `DEBUG` line, once what was queued (the last
+//!   acknowledgements) is sent, within `request_timeout_secs`; a delivery
+//!   settled after its subscription and provider were dropped (a shutdown
+//!   letting handlers finish) reaches the server. A close the application
+//!   did not cause is a `WARN`. async-nats
 //!   also logs every connection
 //!   event itself at `INFO`
 //!   (target `async_nats`, `event: ...`, one per attempt): filter it with

@@ -122,11 +122,31 @@ pub(crate) struct Inner {
 }
 
 impl Drop for Inner {
-    /// The last handle (provider clone or subscription) is gone: the
-    /// client closes its connection next, a close the application caused
-    /// (see [`ConnectionLog::closed`]).
+    /// The last handle (provider clone, subscription or delivery held) is
+    /// gone: the client closes its connection next, a close the
+    /// application caused (see [`ConnectionLog::closed`]). async-nats
+    /// closes it as soon as its last client handle is dropped, without
+    /// sending what was queued (the last acknowledgements: a delivery
+    /// settled just before was redelivered after its ack wait), so a task
+    /// keeps it until the server has read what was queued: until it answers
+    /// a request sent after it (the stream's info, which every provider may
+    /// ask for: a flush alone only hands the bytes to the socket, and a
+    /// close with unread input resets the connection, which may discard
+    /// them at the server), within the request timeout (inside a runtime;
+    /// outside one nothing could be sent anyway).
     fn drop(&mut self) {
         self.link.closing.store(true, Ordering::Release);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            let subject = format!("$JS.API.STREAM.INFO.{}", self.stream_name);
+            let timeout = self.config.request_timeout();
+            runtime.spawn(async move {
+                let answered = client.request(subject, bytes::Bytes::new());
+                if tokio::time::timeout(timeout, answered).await.is_err() {
+                    tracing::debug!("NATS client dropped: sending what was queued timed out");
+                }
+            });
+        }
     }
 }
 

@@ -718,3 +718,41 @@ async fn a_delivery_received_by_a_dropped_subscription_comes_again() {
     let got = drain(&mut b, Duration::from_secs(4)).await;
     assert_eq!(got, vec![(0, 2)]);
 }
+
+/// A delivery settled after its subscription and the provider (every
+/// handle of it) were dropped, as a shutdown that lets in-flight handlers
+/// finish does: `ack` returned `Ok`, but the acknowledgement never reached
+/// the server (an observer of `$JS.ACK.>` saw nothing, and the event was
+/// still pending 10 s later; with a subscription or a provider clone
+/// still alive it was settled at once), so the event came again after its
+/// ack wait, handled twice. A delivery held keeps the provider's
+/// connection, as its subscription does: its settlement reaches the server.
+#[tokio::test]
+async fn a_delivery_settled_after_its_provider_was_dropped_is_settled() {
+    let server = server!("a_delivery_settled_after_its_provider_was_dropped");
+    let cfg = config(&server, "apd");
+    let p = NatsProvider::connect(cfg.clone()).await.unwrap();
+    let observer = NatsProvider::connect(cfg).await.unwrap();
+    let filter = p.category_subject("t");
+    let opts = manual(Duration::from_secs(60));
+    let mut sub = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    p.publish(&event(&p, 0)).await.unwrap();
+    let held = sub.next_manual_ack().await.unwrap().unwrap();
+    drop(sub);
+    drop(p);
+    held.ack().await.unwrap();
+    let js = async_nats::jetstream::new(observer.client().clone());
+    let stream = js.get_stream(observer.stream_name()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // (the ack wait is a minute: nothing is redelivered meanwhile)
+    while stream.consumer_info("d").await.unwrap().num_ack_pending > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the acknowledgement never reached the server: the event is still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -344,6 +344,7 @@ impl Subscription for NatsSubscription {
                         acks: self.acks.clone(),
                         since: self.provider.inner.link.denials.mark(),
                         last,
+                        _provider: self.provider.clone(),
                     }),
                 )
                 .with_ack_wait(wait);
