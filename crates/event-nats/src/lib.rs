@@ -403,9 +403,13 @@
 //!   attempt at `DEBUG`, and a reminder `WARN` once a minute while it stays
 //!   down; a server refusing the credentials on reconnect is one more
 //!   `WARN` per outage, at the first refusal (see above for the error
-//!   operations get meanwhile). Dropping the provider (its last clone and
-//!   subscription: a normal exit) closes the connection with a `DEBUG`
-//!   line; a close the application did not cause is a `WARN`. async-nats
+//!   operations get meanwhile). Dropping the provider (its last clone,
+//!   subscription and manual delivery held: a normal exit) closes the
+//!   connection with a `DEBUG` line, once what was queued (the last
+//!   acknowledgements) is sent, within `request_timeout_secs`; a delivery
+//!   settled after its subscription and provider were dropped (a shutdown
+//!   letting handlers finish) reaches the server. A close the application
+//!   did not cause is a `WARN`. async-nats
 //!   also logs every connection
 //!   event itself at `INFO`
 //!   (target `async_nats`, `event: ...`, one per attempt): filter it with
@@ -413,10 +417,12 @@
 //!   and `health()` (connection state plus a stream lookup, and for a
 //!   replicated stream a leader that has heard from a quorum of its
 //!   replicas within 5 s) report it. A
-//!   subscription waiting for events when the connection is lost hands out
-//!   what it already received, then waits up to `request_timeout_secs` for
-//!   the reconnection: it pulls again if the connection comes back
-//!   meanwhile, and returns
+//!   subscription waiting for events when the connection is lost (or
+//!   called after a loss that came while its caller was busy with an
+//!   event) hands out what it already received, then waits up to
+//!   `request_timeout_secs` for the reconnection: it pulls again if the
+//!   connection comes back meanwhile (never waiting for a pull request the
+//!   lost connection took with it), and returns
 //!   [`Error::Connection`](event_core::Error::Connection) otherwise (each
 //!   later call waits the same way); it stays usable and pulls again once
 //!   the connection is back. A connection is lost when it closes, or when

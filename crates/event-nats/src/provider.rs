@@ -122,11 +122,31 @@ pub(crate) struct Inner {
 }
 
 impl Drop for Inner {
-    /// The last handle (provider clone or subscription) is gone: the
-    /// client closes its connection next, a close the application caused
-    /// (see [`ConnectionLog::closed`]).
+    /// The last handle (provider clone, subscription or delivery held) is
+    /// gone: the client closes its connection next, a close the
+    /// application caused (see [`ConnectionLog::closed`]). async-nats
+    /// closes it as soon as its last client handle is dropped, without
+    /// sending what was queued (the last acknowledgements: a delivery
+    /// settled just before was redelivered after its ack wait), so a task
+    /// keeps it until the server has read what was queued: until it answers
+    /// a request sent after it (the stream's info, which every provider may
+    /// ask for: a flush alone only hands the bytes to the socket, and a
+    /// close with unread input resets the connection, which may discard
+    /// them at the server), within the request timeout (inside a runtime;
+    /// outside one nothing could be sent anyway).
     fn drop(&mut self) {
         self.link.closing.store(true, Ordering::Release);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            let subject = format!("$JS.API.STREAM.INFO.{}", self.stream_name);
+            let timeout = self.config.request_timeout();
+            runtime.spawn(async move {
+                let answered = client.request(subject, bytes::Bytes::new());
+                if tokio::time::timeout(timeout, answered).await.is_err() {
+                    tracing::debug!("NATS client dropped: sending what was queued timed out");
+                }
+            });
+        }
     }
 }
 
@@ -240,6 +260,10 @@ pub(crate) struct Link {
     /// Woken (all waiters) when the connection is lost or closed: a pull
     /// request waiting at the server is gone with it.
     pub(crate) lost: tokio::sync::Notify,
+    /// How many times the connection was lost or closed: a pull request
+    /// sent before the count changed may be gone, although nobody was
+    /// waiting on [`lost`](Self::lost) when it was.
+    losses: AtomicU64,
     /// Woken (all waiters) when the connection is (re)established.
     pub(crate) restored: tokio::sync::Notify,
     /// The permission violations the server reported.
@@ -263,6 +287,18 @@ impl Link {
         self.connected.load(Ordering::Acquire) && !self.is_gone()
     }
 
+    /// How many times the connection was lost (or closed) so far.
+    pub(crate) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
+    }
+
+    /// The connection was lost (or closed): counted, and its waiters woken.
+    fn mark_lost(&self) {
+        self.connected.store(false, Ordering::Release);
+        self.losses.fetch_add(1, Ordering::AcqRel);
+        self.lost.notify_waiters();
+    }
+
     /// Whether the client's connection task has ended: every request fails
     /// at once, and no reconnection comes.
     pub(crate) fn is_gone(&self) -> bool {
@@ -274,8 +310,7 @@ impl Link {
     /// was not known before.
     fn task_ended(&self) -> bool {
         let first = !self.gone.swap(true, Ordering::AcqRel);
-        self.connected.store(false, Ordering::Release);
-        self.lost.notify_waiters();
+        self.mark_lost();
         self.restored.notify_waiters();
         first
     }
@@ -886,8 +921,7 @@ async fn connect_options(
                         link.log.connected();
                     }
                     async_nats::Event::Disconnected => {
-                        link.connected.store(false, Ordering::Release);
-                        link.lost.notify_waiters();
+                        link.mark_lost();
                         link.log.disconnected();
                     }
                     // async-nats reports each failed reconnection attempt

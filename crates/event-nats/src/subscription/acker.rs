@@ -5,6 +5,7 @@
 use super::NatsSubscription;
 use super::options::jetstream_wait;
 use super::permissions::AckScope;
+use crate::provider::NatsProvider;
 use async_nats::jetstream::message::{AckKind, Acker as NatsMsgAcker};
 use async_trait::async_trait;
 use event_core::{Acker, Error, Result};
@@ -83,6 +84,11 @@ pub(super) struct NatsAcker {
     /// or JetStream would spend the spare delivery on it, see
     /// [`server_max_deliver`]).
     pub(super) last: bool,
+    /// Keeps the provider's connection while the delivery is held, as its
+    /// subscription does: once the provider's last handle (clones and
+    /// subscriptions) was dropped, a settlement returned `Ok` without
+    /// reaching the server, and the event came again after its ack wait.
+    pub(super) _provider: NatsProvider,
 }
 
 impl NatsAcker {

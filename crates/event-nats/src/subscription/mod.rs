@@ -111,6 +111,10 @@ pub(crate) struct NatsSubscription {
     /// The connection was lost while `batch` was pending: its pull request
     /// is gone, only what it already received is left.
     stale: bool,
+    /// The connection's loss count ([`Link::losses`](crate::provider::Link::losses))
+    /// when `batch` was sent: a loss since, even one no call was waiting
+    /// for, makes it stale.
+    batch_losses: u64,
     /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<name>`: where pulls are sent.
     pull_subject: String,
     /// Where acknowledgements go (shared with the deliveries' ackers).
@@ -276,6 +280,7 @@ impl NatsSubscription {
             batch_delivered: false,
             held: None,
             stale: false,
+            batch_losses: 0,
             pull_subject,
             pull_inbox: None,
             since,
@@ -339,6 +344,7 @@ impl Subscription for NatsSubscription {
                         acks: self.acks.clone(),
                         since: self.provider.inner.link.denials.mark(),
                         last,
+                        _provider: self.provider.clone(),
                     }),
                 )
                 .with_ack_wait(wait);

@@ -54,9 +54,18 @@ impl NatsSubscription {
                 if !link.wait_connected(self.provider.consumer_timeout()).await {
                     return Err(self.connection_lost());
                 }
+                let losses = link.losses();
                 self.batch = Some(self.start_batch().await?);
                 self.batch_delivered = false;
                 self.stale = false;
+                self.batch_losses = losses;
+            }
+            // the connection was lost since the pull was sent, while no
+            // call was waiting on it (the caller was busy with an event):
+            // the server forgot the request, so waiting for it would stall
+            // until its expiry
+            if self.provider.inner.link.losses() != self.batch_losses {
+                self.stale = true;
             }
             let Some(batch) = self.batch.as_mut() else {
                 continue;
