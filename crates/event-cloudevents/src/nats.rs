@@ -43,8 +43,10 @@
 //! (overlong forms included), exactly as the HTTP binding does. For
 //! compatibility with the Go SDK, whose JetStream protocol reads the
 //! datacontenttype from a `content-type` header, that header is used when
-//! `ce-datacontenttype` is absent. A `ce-` header that does not name a valid attribute (lowercase
-//! letters and digits), a repeated attribute header and a missing required
+//! `ce-datacontenttype` is absent. A `ce-` header that does not name a
+//! valid attribute (lowercase letters and digits) or names the reserved
+//! `data` (`ce-data`, which a structured-mode relay would otherwise write as
+//! the event's data), a repeated attribute header and a missing required
 //! attribute are errors.
 //!
 //! Every failure is an [`Error`] (mostly [`Error::Serialization`]), never a
@@ -136,9 +138,10 @@ pub fn to_nats(event: &Event, mode: Mode) -> Result<NatsMessage> {
 
 /// A CloudEvent as a NATS message in `mode`. Fails with
 /// [`Error::Serialization`] when an extension name is not a valid
-/// CloudEvents attribute name, when `datacontenttype` is no media type
-/// (RFC 2046: printable ASCII, which the reader requires), or when the event
-/// cannot be serialised.
+/// CloudEvents attribute name or is reserved (an attribute of the event's
+/// spec version, whose header it would replace, or `data`), when
+/// `datacontenttype` is no media type (RFC 2046: printable ASCII, which the
+/// reader requires), or when the event cannot be serialised.
 pub fn cloudevent_to_nats(event: CloudEvent, mode: Mode) -> Result<NatsMessage> {
     crate::mapping::check_writable(&event)?;
     match mode {
@@ -380,6 +383,12 @@ fn read_binary(headers: &HeaderMap, payload: &[u8]) -> Result<CloudEvent> {
                 return Err(Error::Serialization(format!(
                     "NATS header {name:?} does not name a CloudEvents attribute \
                      (lowercase letters and digits after `{HEADER_PREFIX}`)"
+                )));
+            }
+            if crate::mapping::is_reserved_data_name(attribute) {
+                return Err(Error::Serialization(format!(
+                    "NATS header {name:?} names `{attribute}`, which is reserved: the data \
+                     is the payload, not an attribute"
                 )));
             }
             let raw = single_value(name, values)?;
@@ -753,6 +762,54 @@ mod tests {
                 }
                 other => panic!("{name:?}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn extensions_named_like_attributes_or_data_are_refused_when_writing() {
+        // The SDK's `set_extension` takes any name. In binary mode such an
+        // extension's header would replace the attribute's (`ce-id: v`); in
+        // structured mode it would be a second `id` member, or, for `data`,
+        // the document's data.
+        for name in [
+            "data",
+            "id",
+            "source",
+            "type",
+            "specversion",
+            "time",
+            "subject",
+            "datacontenttype",
+            "dataschema",
+        ] {
+            let mut ce = CloudEvent::from(odd_event());
+            ce.set_extension(name, "v");
+            for mode in [Mode::Binary, Mode::Structured] {
+                match cloudevent_to_nats(ce.clone(), mode) {
+                    Err(Error::Serialization(reason)) => {
+                        assert!(reason.contains(&format!("`{name}`")), "{reason}");
+                        assert!(reason.contains("reserved"), "{reason}");
+                    }
+                    other => panic!("{name:?} {mode:?}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_data_header_is_refused_not_read_as_an_extension() {
+        // `data` is no attribute (binary mode carries the data in the
+        // payload); read as an extension it would become the data of the
+        // event relayed in structured mode.
+        for (name, payload) in [("ce-data", &b""[..]), ("CE-Data", b"{\"k\":1}")] {
+            let h = headers(&[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+                (name, "hello"),
+            ]);
+            rejected(Some(&h), payload, &[name, "reserved"]);
         }
     }
 
