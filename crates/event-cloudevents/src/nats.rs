@@ -259,7 +259,8 @@ pub fn is_cloudevent(headers: Option<&HeaderMap>, payload: &[u8]) -> bool {
 /// [`Client::flush`] waits until the server has it).
 ///
 /// Errors: [`Error::Serialization`] (see [`cloudevent_to_nats`]),
-/// [`Error::InvalidSubject`], [`Error::PayloadTooLarge`] (headers and
+/// [`Error::InvalidSubject`] (empty, an empty token, a wildcard token `*` or
+/// `>`, whitespace), [`Error::PayloadTooLarge`] (headers and
 /// payload over the server's `max_payload`), [`Error::Unsupported`] for
 /// binary mode on a server without headers (before NATS 2.2; structured
 /// mode is then sent without the `Content-Type` header),
@@ -281,6 +282,7 @@ pub async fn publish_cloudevent<S: ToSubject>(
     mode: Mode,
 ) -> Result<()> {
     let subject = subject.to_subject();
+    check_publish_subject(subject.as_str())?;
     let NatsMessage { headers, payload } = cloudevent_to_nats(event, mode)?;
     // Before the first INFO the client cannot know: assume a modern server.
     let server_has_headers = client.try_server_info().is_none_or(|info| info.headers);
@@ -313,6 +315,24 @@ pub async fn publish_cloudevent<S: ToSubject>(
         }
         _ => Error::Connection(format!("cannot publish CloudEvent to {subject}: {e}")),
     })
+}
+
+/// Refuses, before any I/O, a subject NATS takes for publishing but does not
+/// deliver as one: an empty token (`a..b`, `.a`, `a.`), which the server
+/// drops without telling the publisher, or a wildcard token (`*`, `>`),
+/// which would reach subscribers as a pattern. Whitespace is left to the
+/// client, which refuses it.
+fn check_publish_subject(subject: &str) -> Result<()> {
+    for token in subject.split('.') {
+        let rule = match token {
+            "" if subject.is_empty() => "subject is empty",
+            "" => "subject has an empty token (the server would drop the message)",
+            "*" | ">" => "subject must not contain wildcard tokens (`*`, `>`)",
+            _ => continue,
+        };
+        return Err(Error::invalid_subject(subject, rule));
+    }
+    Ok(())
 }
 
 /// Bytes the headers take on the wire (`NATS/1.0` line, `name: value` lines,
