@@ -863,6 +863,65 @@ mod tests {
     }
 
     #[test]
+    fn foreign_header_values_edge_cases() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+            ];
+            pairs.retain(|(n, _)| !extra.iter().any(|(e, _)| e == n));
+            pairs.extend_from_slice(extra);
+            headers(&pairs)
+        };
+        // empty values of required attributes: typed errors naming them
+        for attribute in ["id", "source", "type"] {
+            let name = format!("ce-{attribute}");
+            rejected(
+                Some(&with(&[(name.as_str(), "")])),
+                b"",
+                &[attribute, "empty"],
+            );
+        }
+        rejected(
+            Some(&with(&[("ce-specversion", "")])),
+            b"",
+            &["specversion"],
+        );
+        rejected(Some(&with(&[("ce-time", "")])), b"", &["time"]);
+        // RFC 3339 in its other spellings: offsets, lowercase, nanoseconds
+        for (time, millis) in [
+            ("2018-04-05T03:56:24Z", 1_522_900_584_000),
+            ("2018-04-05t03:56:24z", 1_522_900_584_000),
+            ("2018-04-05T05:56:24.123456789+02:00", 1_522_900_584_123),
+            ("2018-04-05T03:56:24%2B00:00", 1_522_900_584_000),
+        ] {
+            let event = from_nats(Some(&with(&[("ce-time", time)])), b"").unwrap();
+            assert_eq!(event.timestamp, millis, "{time}");
+        }
+        // a 0.3 event in binary mode: `schemaurl` is its `dataschema`
+        let event = from_nats(
+            Some(&with(&[
+                ("ce-specversion", "0.3"),
+                ("ce-schemaurl", "https://x.example/s"),
+            ])),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(
+            event.metadata.get("ce-dataschema").map(String::as_str),
+            Some("https://x.example/s")
+        );
+        // structured mode whose body is JSON but no object
+        let structured = headers(&[("Content-Type", STRUCTURED_CONTENT_TYPE)]);
+        for body in [&b"[1]"[..], b"\"x\"", b"null", b"1"] {
+            rejected(Some(&structured), body, &["JSON object"]);
+            rejected(None, body, &["not a CloudEvent"]);
+        }
+    }
+
+    #[test]
     fn the_binding_example_is_read() {
         // §3.1.4 of the binding, with a JSON payload.
         let h = headers(&[
