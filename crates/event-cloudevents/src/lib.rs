@@ -142,7 +142,9 @@ pub enum Mode {
     /// by its `Content-Type` header.
     Structured,
 }
-pub use provider::{CloudEventProviderExt, CloudEventSubscription, ReceivedCloudEvent};
+pub use provider::{
+    CloudEventProviderExt, CloudEventSubscription, ReceivedCloudEvent, cloudevent_dedup_id,
+};
 pub use structured::{
     BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, cloudevent_from_structured,
     cloudevent_to_structured, from_structured, from_structured_batch, to_structured,

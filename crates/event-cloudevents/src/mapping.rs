@@ -161,6 +161,13 @@ const CORE_ATTRIBUTES: [&str; 10] = [
     "data_base64",
 ];
 
+/// Whether `name` is `data` or `data_base64`: the event data's names, which
+/// no attribute may have (binary mode carries the data in the body, the
+/// JSON format in these members).
+pub(crate) fn is_reserved_data_name(name: &str) -> bool {
+    matches!(name, "data" | "data_base64")
+}
+
 /// Whether `name` is a valid CloudEvents attribute name: non-empty, lowercase
 /// ASCII letters and digits only.
 pub fn is_valid_attribute_name(name: &str) -> bool {
@@ -170,8 +177,10 @@ pub fn is_valid_attribute_name(name: &str) -> bool {
 /// Refuses, before it is written in any mode, a CloudEvent that no binding
 /// can read back (the SDK lets a hand-built event hold both): one carrying
 /// an extension whose name is no attribute name (`set_extension` takes any
-/// name), or a `datacontenttype` that is no media type
-/// ([`check_datacontenttype`]).
+/// name) or is reserved (an attribute of its spec version, whose header or
+/// member it would replace or repeat, or `data`, which in structured mode
+/// would become the event's data), or a `datacontenttype` that is no media
+/// type ([`check_datacontenttype`]).
 pub(crate) fn check_writable(event: &cloudevents::Event) -> event_core::Result<()> {
     if let Some(name) = event
         .iter_extensions()
@@ -181,6 +190,18 @@ pub(crate) fn check_writable(event: &cloudevents::Event) -> event_core::Result<(
         return Err(event_core::Error::Serialization(format!(
             "extension {} is no CloudEvents attribute name (lowercase ASCII letters and digits)",
             quoted_name(name)
+        )));
+    }
+    let attributes = event.specversion().attribute_names();
+    if let Some(name) = event
+        .iter_extensions()
+        .map(|(name, _)| name)
+        .find(|name| attributes.contains(name) || is_reserved_data_name(name))
+    {
+        return Err(event_core::Error::Serialization(format!(
+            "extension `{name}` has a reserved name (an attribute of CloudEvents {}, or `data`): \
+             it would replace or repeat that attribute, or become the data",
+            event.specversion()
         )));
     }
     check_datacontenttype(event).map_err(|reason| {

@@ -37,10 +37,15 @@ pub trait CloudEventProviderExt: EventProvider {
     /// Converts `event` and publishes it to the subject in its `subject`
     /// attribute; returns the stream sequence. A CloudEvent without a
     /// `subject` is [`Error::InvalidSubject`]; one that cannot become an A3S
-    /// event is [`Error::Serialization`]. The CloudEvent of an event without
-    /// an id (its id derived, marked in `a3sdefaulted`) is published as that
-    /// event, with the CloudEvent id as its dedup id
-    /// ([`PublishOptions::msg_id`]).
+    /// event is [`Error::Serialization`]. The dedup id
+    /// ([`PublishOptions::msg_id`]) is the CloudEvent's source and id
+    /// together ([`cloudevent_dedup_id`]): the same source and id again
+    /// within the provider's window returns the first publish's sequence and
+    /// stores nothing; the same id from another source is another event.
+    /// (An A3S event published directly is deduplicated by its id alone, so
+    /// it and its CloudEvent are not repeats of each other.) The CloudEvent
+    /// of an event without an id (its id derived, marked in `a3sdefaulted`)
+    /// is published as that event.
     fn publish_cloudevent<'a>(
         &'a self,
         event: &'a CloudEvent,
@@ -64,7 +69,9 @@ pub trait CloudEventProviderExt: EventProvider {
     /// Converts `event` and publishes it to `subject`, replacing its
     /// `subject` attribute (for CloudEvents from other producers, whose
     /// subject is rarely an A3S subject). Without an `a3scategory` extension
-    /// the category is the subject's second token.
+    /// the category is the subject's second token. Deduplicated as
+    /// [`publish_cloudevent`](Self::publish_cloudevent) is, whatever the
+    /// subject.
     fn publish_cloudevent_to<'a>(
         &'a self,
         subject: &'a str,
@@ -110,25 +117,63 @@ pub trait CloudEventProviderExt: EventProvider {
 
 impl<P: EventProvider + ?Sized> CloudEventProviderExt for P {}
 
-/// Publishes the converted event. An event without an id (its CloudEvent
-/// carries the id derived from it, marked in `a3sdefaulted`) keeps its empty
-/// id, so that it comes out as the same CloudEvent, and is published with
-/// the CloudEvent id as its dedup id: an empty one is no dedup id, and no
-/// provider would take it.
+/// Publishes the converted event with [`cloudevent_dedup_id`] as its dedup
+/// id. An event without an id (its CloudEvent carries the id derived from
+/// it, marked in `a3sdefaulted`) keeps its empty id, so that it comes out as
+/// the same CloudEvent; its dedup id holds the derived one.
 async fn publish_converted<P: EventProvider + ?Sized>(
     provider: &P,
     converted: &Event,
     event: &CloudEvent,
 ) -> Result<u64> {
-    if converted.id.is_empty() {
-        let options = PublishOptions {
-            msg_id: Some(event.id().to_string()),
-            ..Default::default()
-        };
-        provider.publish_with_options(converted, &options).await
-    } else {
-        provider.publish(converted).await
+    let options = PublishOptions {
+        msg_id: Some(cloudevent_dedup_id(event)),
+        ..Default::default()
+    };
+    provider.publish_with_options(converted, &options).await
+}
+
+/// The dedup id ([`PublishOptions::msg_id`]) that
+/// [`publish_cloudevent`](CloudEventProviderExt::publish_cloudevent) and
+/// [`publish_cloudevent_to`](CloudEventProviderExt::publish_cloudevent_to)
+/// publish `event` with: its `source` and `id` together, as CloudEvents
+/// defines an event's identity (two producers that both send id `1` send two
+/// events), written `<length of the source>:<source><id>` (the length makes
+/// it one-to-one). Control characters and `%` are percent-encoded (their
+/// UTF-8 bytes as `%XX`), as no provider takes a dedup id with control
+/// characters; without them it is the id event-routing's unchanged topic
+/// sink gives the same event.
+///
+/// ```
+/// use event_cloudevents::{CloudEvent, cloudevent_dedup_id};
+///
+/// let ce = event_cloudevents::cloudevent_from_structured(
+///     br#"{"specversion":"1.0","id":"1","source":"https://billing.example","type":"t"}"#,
+/// )?;
+/// assert_eq!(cloudevent_dedup_id(&ce), "23:https://billing.example1");
+/// # Ok::<(), event_core::Error>(())
+/// ```
+pub fn cloudevent_dedup_id(event: &CloudEvent) -> String {
+    let source = escape_controls(event.source());
+    format!("{}:{}{}", source.len(), source, escape_controls(event.id()))
+}
+
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c == '%' || c.is_control()) {
+        return std::borrow::Cow::Borrowed(text);
     }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c == '%' || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                escaped.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// A CloudEvent delivered by a [`CloudEventSubscription`], with its delivery

@@ -36,8 +36,9 @@ pub fn to_structured(event: &Event) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// [`Error::Serialization`] for an extension whose name is no attribute
-/// name (see [`is_valid_attribute_name`](crate::mapping::is_valid_attribute_name)),
-/// and for a `datacontenttype` that is no media type (RFC 2046: printable
+/// name (see [`is_valid_attribute_name`](crate::mapping::is_valid_attribute_name))
+/// or is reserved (an attribute of the event's spec version, which it would
+/// repeat, or `data`, which it would replace), and for a `datacontenttype` that is no media type (RFC 2046: printable
 /// ASCII), which no binding reads back.
 pub fn cloudevent_to_structured(event: &CloudEvent) -> Result<Vec<u8>> {
     crate::mapping::check_writable(event)?;

@@ -397,13 +397,35 @@ async fn invalid_subjects_are_typed_errors() {
     let Some(server) = Server::start("invalid_subjects_are_typed_errors") else {
         return;
     };
-    let client = server.client().await;
-    for subject in ["", "has space", "tab\there"] {
+    let (client, mut everything) = server.pair(">").await;
+    // Empty tokens: the server drops the message (no subscriber, not even
+    // `>`, receives it) while the publish succeeds. Wildcard tokens: the
+    // message is delivered under a subject that is a pattern.
+    for subject in [
+        "",
+        "has space",
+        "tab\there",
+        "events..x",
+        ".a",
+        "a.",
+        ".",
+        "events.*",
+        "events.>",
+        "a.>.b",
+    ] {
         match publish(&client, subject, &odd_event(), Mode::Binary).await {
             Err(Error::InvalidSubject { subject: s, .. }) => assert_eq!(s, subject),
             other => panic!("{subject:?}: {other:?}"),
         }
     }
+    // `*` and `>` inside a token are literal characters
+    publish(&client, "events.a*b.c>d", &odd_event(), Mode::Binary)
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut everything).await.subject.as_str(),
+        "events.a*b.c>d"
+    );
 }
 
 /// Binary-mode messages with text or binary data (what other SDKs publish

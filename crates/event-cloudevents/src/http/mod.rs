@@ -18,7 +18,8 @@
 //! percent-decoded once; a `%` that starts no `%XX` triplet or octets that
 //! are not UTF-8 are an [`Error::Serialization`] naming the attribute, as in
 //! the NATS binding. `Content-Type` is read as is. A `ce-*` header that
-//! names no valid attribute (`ce-a_b`), and a `ce-*` or `Content-Type`
+//! names no valid attribute (`ce-a_b`) or the reserved `data` (`ce-data`),
+//! and a `ce-*` or `Content-Type`
 //! header given more than once, are errors, as in the NATS binding; so is a
 //! `datacontenttype` (in either mode) that is no media type (RFC 2046:
 //! printable ASCII), which a relay could not write back as `Content-Type`
@@ -96,7 +97,9 @@ pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
 /// structured mode and the receiver would read the data as the message; or
 /// when the event has more than [`MAX_BINARY_ATTRIBUTES`] attributes
 /// (extensions included), one header each. Structured mode carries both
-/// kinds of event. A `datacontenttype` that is no media type (RFC 2046:
+/// kinds of event. An extension whose name is no attribute name or is
+/// reserved (an attribute's, or `data`) is refused in either mode. A
+/// `datacontenttype` that is no media type (RFC 2046:
 /// printable ASCII; control characters or non-ASCII text) is refused in
 /// either mode, naming the attribute: no binding reads it back.
 pub fn cloudevent_to_http(event: CloudEvent, mode: Mode) -> Result<HttpMessage> {
@@ -213,7 +216,8 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
 
 /// Refuses, as the NATS binding does, a binary-mode message with a `ce-*`
 /// header that names no valid attribute (the SDK would take `ce-a_b` as an
-/// extension no CloudEvent may have), or with a `ce-*` or `Content-Type`
+/// extension no CloudEvent may have) or the reserved `data` (an extension
+/// that a structured-mode relay would write as the data), or with a `ce-*` or `Content-Type`
 /// header given more than once (the SDK would keep one value, the last
 /// `ce-*` or the first `Content-Type`, and drop the other silently).
 fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
@@ -224,6 +228,12 @@ fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
                 return Err(Error::Serialization(format!(
                     "HTTP header {name:?} does not name a CloudEvents attribute \
                      (lowercase letters and digits after `ce-`)"
+                )));
+            }
+            if crate::mapping::is_reserved_data_name(attribute) {
+                return Err(Error::Serialization(format!(
+                    "HTTP header {name:?} names `{attribute}`, which is reserved: the data \
+                     is the body, not an attribute"
                 )));
             }
             format!("CloudEvent attribute `{attribute}`")
@@ -831,6 +841,21 @@ mod tests {
             Err(Error::Serialization(reason)) => {
                 assert!(reason.contains("\"ce-id\""), "{reason}");
                 assert!(reason.contains("percent-encoded"), "{reason}");
+            }
+            other => panic!("expected a serialization error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_data_header_is_refused_as_in_nats() {
+        // Read as an extension, it would become the data of the event
+        // relayed in structured mode.
+        let mut headers = required_headers();
+        headers.insert("ce-data", HeaderValue::from_static("hello"));
+        match cloudevent_from_http(&headers, Vec::new()) {
+            Err(Error::Serialization(reason)) => {
+                assert!(reason.contains("ce-data"), "{reason}");
+                assert!(reason.contains("reserved"), "{reason}");
             }
             other => panic!("expected a serialization error, got {other:?}"),
         }
