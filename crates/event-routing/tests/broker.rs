@@ -2165,3 +2165,32 @@ async fn a_cancelled_wait_for_room_leaves_no_edge_behind() {
         "a forward was deferred: {m:?}"
     );
 }
+
+/// A `stop_within` whose future is dropped before its deadline (a second
+/// signal in a `select!`, an outer timeout) still cuts the routings off at
+/// that deadline: the deadline was asked for, and dropping the caller's
+/// future does not lift it.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_stop_within_still_cuts_off_at_its_deadline() {
+    let hangs = sleeping_sink("hangs", Duration::from_secs(3600));
+    let (_provider, broker, feed) = feeding_four_events(4, hangs, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(broker.metrics().in_flight, 4);
+    // the stop is asked for, then its future dropped long before the deadline
+    let stopping = tokio::time::timeout(
+        Duration::from_millis(10),
+        feed.stop_within(Duration::from_secs(2)),
+    )
+    .await;
+    assert!(
+        stopping.is_err(),
+        "the routings hang: it cannot have returned"
+    );
+    // well past the deadline and the close's grace
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        broker.metrics().in_flight,
+        0,
+        "the routings still run past the deadline of the dropped stop_within"
+    );
+}

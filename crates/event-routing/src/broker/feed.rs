@@ -228,7 +228,10 @@ impl BrokerFeed {
     /// routings in progress finish (and settles their events) until
     /// `deadline` has passed, then cuts off those still running and closes
     /// the subscription (the close itself is given at most
-    /// [`FEED_CLOSE_GRACE`] more). Returns as soon as all is done.
+    /// [`FEED_CLOSE_GRACE`] more). Returns as soon as all is done. Once
+    /// the returned future has been polled, dropping it before it completes
+    /// (a second signal, an outer timeout) leaves the feed stopping in the
+    /// background, still cut off at `deadline`.
     ///
     /// A cut-off routing may have delivered to some triggers and not to
     /// others; its event is neither acknowledged nor nak'ed, so the provider
@@ -389,12 +392,15 @@ async fn stopped(stop: &mut watch::Receiver<Option<Stop>>) -> Stop {
 
 /// Waits for the routings in progress. Once a stop with a deadline is
 /// requested (before or while it waits) and the deadline passes, cuts off
-/// those still running and counts them. Returns the deadline, if any.
+/// those still running and counts them; a deadline holds even if the
+/// handle is dropped afterwards (the `stop_within` future dropped before it
+/// returned). Returns the deadline, if any.
 async fn finish(
     routings: &mut JoinSet<()>,
     stop: &mut watch::Receiver<Option<Stop>>,
     counters: &Counters,
 ) -> Option<Instant> {
+    let mut handle_alive = true;
     loop {
         let deadline = stop
             .borrow_and_update()
@@ -410,10 +416,10 @@ async fn finish(
                 return deadline;
             },
             () = passed => break,
-            changed = stop.changed() => if changed.is_err() {
-                // the handle was dropped: no deadline can come any more
-                while routings.join_next().await.is_some() {}
-                return deadline;
+            changed = stop.changed(), if handle_alive => if changed.is_err() {
+                // the handle was dropped: no (new) deadline can come any
+                // more; one already asked for still holds
+                handle_alive = false;
             },
         }
     }
