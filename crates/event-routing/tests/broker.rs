@@ -2194,3 +2194,72 @@ async fn a_dropped_stop_within_still_cuts_off_at_its_deadline() {
         "the routings still run past the deadline of the dropped stop_within"
     );
 }
+
+/// An acker whose `ack` never completes (a connection stalled mid-ack).
+struct StalledAck;
+
+#[async_trait::async_trait]
+impl event_core::Acker for StalledAck {
+    async fn ack(&self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hands out one event with a [`StalledAck`], then waits for ever.
+struct OneStalled(Option<event_core::PendingEvent>);
+
+#[async_trait::async_trait]
+impl event_core::Subscription for OneStalled {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        std::future::pending().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        match self.0.take() {
+            Some(pending) => Ok(Some(pending)),
+            None => std::future::pending().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// A routing cut off at the deadline of `stop_within` while its event's
+/// settlement hangs is counted once, as cut off (its event neither
+/// acknowledged nor nak'ed), not also as acknowledged: the stats add up to
+/// what was received.
+#[tokio::test(start_paused = true)]
+async fn a_routing_cut_off_while_settling_counts_once() {
+    let broker = Broker::new();
+    let all = Arc::new(CollectorSink::new("all"));
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    let pending = event_core::PendingEvent::new(received, None, Box::new(StalledAck));
+    let feed = broker.feed(Box::new(OneStalled(Some(pending))));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(all.len(), 1, "routed");
+    let stats = feed.stop_within(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(stats.received, 1, "{stats:?}");
+    assert_eq!(
+        stats.acked + stats.naked + stats.dropped + stats.aborted,
+        1,
+        "one event, counted once: {stats:?}"
+    );
+    assert_eq!(stats.aborted, 1, "{stats:?}");
+}

@@ -29,11 +29,16 @@ struct Counters {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct FeedStats {
-    /// Events received from the subscription.
+    /// Events received from the subscription. Once the feed has stopped,
+    /// each is counted once in `acked`, `naked`, `dropped` or `aborted`
+    /// (while it runs, the events being routed are in none yet; a routing
+    /// that panicked, a bug, is in none either).
     pub received: u64,
     /// Events acknowledged: every matching trigger delivered or
     /// dead-lettered them (events matching no trigger are acknowledged too).
-    /// These are acks sent: on NATS an ack is not confirmed, and one lost
+    /// These are acks sent (counted once the ack call returned, also when
+    /// it failed: [`errors`](Self::errors) counts those too): on NATS an
+    /// ack is not confirmed, and one lost
     /// with the connection (a server restart) brings its event back, routed
     /// again.
     pub acked: u64,
@@ -53,7 +58,9 @@ pub struct FeedStats {
     /// Routings cut off at the deadline of
     /// [`stop_within`](BrokerFeed::stop_within): their events were neither
     /// acknowledged nor nak'ed, so the provider redelivers them after their
-    /// ack wait (to this consumer's next subscription).
+    /// ack wait (to this consumer's next subscription). A routing cut off
+    /// while its ack, nak or term was still running (a stalled connection)
+    /// counts here only.
     pub aborted: u64,
     /// Events the subscription skipped and reported so
     /// ([`Error::Lagged`]'s `missed`, summed): events an ephemeral
@@ -528,13 +535,14 @@ async fn run(
                     let _permit = permit;
                     let routing = core.route_reporting(pending.event(), None);
                     let (result, failures) = keep_alive(&options, &pending, routing).await;
-                    let settled = if result.is_settled() {
-                        counters.acked.fetch_add(1, Ordering::Relaxed);
-                        pending.ack().await
+                    // Counted once the settlement returned: a routing cut
+                    // off while settling (a stalled ack) is counted as cut
+                    // off only, not also as settled.
+                    let (settled, counter) = if result.is_settled() {
+                        (pending.ack().await, &counters.acked)
                     } else if pending.is_final_delivery() {
                         // a nak would end it as well (see the contract):
                         // say so, and end it explicitly
-                        counters.dropped.fetch_add(1, Ordering::Relaxed);
                         let event = pending.event();
                         tracing::error!(
                             event_id = ?event.id,
@@ -545,9 +553,8 @@ async fn run(
                             "routing not settled on the event's final delivery (max_deliver); \
                              the triggers that failed it never get it"
                         );
-                        pending.term().await
+                        (pending.term().await, &counters.dropped)
                     } else {
-                        counters.naked.fetch_add(1, Ordering::Relaxed);
                         // the one line about this routing (the deliveries
                         // logged their attempts at DEBUG only)
                         let event = pending.event();
@@ -558,8 +565,9 @@ async fn run(
                             ?result,
                             "routing not settled; the event will be redelivered"
                         );
-                        pending.nak_with_delay(retry_delay).await
+                        (pending.nak_with_delay(retry_delay).await, &counters.naked)
                     };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     if let Err(err) = settled {
                         counters.errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %err, "could not settle a fed event");
