@@ -2263,3 +2263,141 @@ async fn a_routing_cut_off_while_settling_counts_once() {
     );
     assert_eq!(stats.aborted, 1, "{stats:?}");
 }
+
+/// Fails with a connection error `failures` times (recording when), then
+/// hands out `events` (acked by no one: an acker that does nothing), then
+/// waits for ever.
+struct Flaky {
+    failures: usize,
+    calls: Arc<parking_lot::Mutex<Vec<Instant>>>,
+    events: Vec<event_core::PendingEvent>,
+}
+
+struct NoopAck;
+
+#[async_trait::async_trait]
+impl event_core::Acker for NoopAck {
+    async fn ack(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for Flaky {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        std::future::pending().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        self.calls.lock().push(Instant::now());
+        if self.failures > 0 {
+            self.failures -= 1;
+            return Err(Error::Connection("server down".into()));
+        }
+        match self.events.pop() {
+            Some(pending) => Ok(Some(pending)),
+            None => std::future::pending().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// A subscription failing with connection errors is retried after
+/// `feed_retry_delay` each time (no spinning), each failure counted, and
+/// the feed goes on to route what comes after.
+#[tokio::test(start_paused = true)]
+async fn a_feed_retries_connection_errors_after_its_delay_and_goes_on() {
+    let broker = Broker::new();
+    let all = Arc::new(CollectorSink::new("all"));
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let feed = broker.feed(Box::new(Flaky {
+        failures: 3,
+        calls: calls.clone(),
+        events: vec![event_core::PendingEvent::new(
+            received,
+            None,
+            Box::new(NoopAck),
+        )],
+    }));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let delay = broker.config().feed_retry_delay;
+    let offsets: Vec<Duration> = calls.lock().iter().map(|t| *t - start).collect();
+    assert_eq!(
+        offsets,
+        [Duration::ZERO, delay, 2 * delay, 3 * delay, 3 * delay]
+    );
+    assert_eq!(all.len(), 1);
+    assert!(!feed.is_finished());
+    let stats = feed.stop().await.unwrap();
+    assert_eq!(
+        (stats.errors, stats.received, stats.acked),
+        (3, 1, 1),
+        "{stats:?}"
+    );
+}
+
+/// With `max_deliver`, an event a trigger keeps failing (no dead-letter
+/// sink) is nak'ed until its final delivery, then terminated and counted
+/// as dropped; it does not come back.
+#[tokio::test(start_paused = true)]
+async fn a_feed_terminates_an_unsettled_event_on_its_final_delivery() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let broker = Broker::new();
+    let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    broker
+        .add_trigger(Trigger::new(
+            "down",
+            TriggerFilter::all(),
+            Arc::new(InProcessSink::new("down", {
+                let tries = tries.clone();
+                move |_| {
+                    tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { Err(Error::Connection("down".into())) }
+                }
+            })),
+        ))
+        .unwrap();
+    provider
+        .publish(&event("events.orders.x", "e0"))
+        .await
+        .unwrap();
+    let options = SubscribeOptions {
+        max_deliver: Some(3),
+        ack_wait: Some(Duration::from_secs(5)),
+        ..SubscribeOptions::default()
+    };
+    let feed = broker
+        .feed_durable(&*provider, "router", "events.>", &options)
+        .await
+        .unwrap();
+    // three deliveries a retry delay apart, and time for more
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let stats = feed.stop().await.unwrap();
+    assert_eq!(
+        (stats.received, stats.naked, stats.dropped, stats.acked),
+        (3, 2, 1, 0),
+        "{stats:?}"
+    );
+    // every delivery tried the trigger the same number of times
+    assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst) % 3, 0);
+}
