@@ -536,3 +536,30 @@ async fn schedules_beyond_the_timer_wheel_fire_on_time_not_early() {
         fired[0]
     );
 }
+
+/// An emission longer than the period skips the ticks it overran, as the
+/// docs say: the next starts at the next period boundary, not at once
+/// (a late tick fired on the spot put slow emissions back to back, a
+/// 25 s metrics poll on a 10 s schedule polled without a pause).
+#[tokio::test(start_paused = true)]
+async fn ticks_overrun_by_a_long_emission_are_skipped_not_fired_late() {
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let slow = Arc::new(InProcessSink::new("slow", {
+        let starts = starts.clone();
+        move |_| {
+            let starts = starts.clone();
+            async move {
+                starts.lock().push(Instant::now() - start);
+                tokio::time::sleep(Duration::from_secs(25)).await;
+                Ok(())
+            }
+        }
+    }));
+    let source = CronSource::every("every-10s", Duration::from_secs(10), tick_event).unwrap();
+    source.start(slow).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(105)).await;
+    source.stop().await.unwrap();
+    let secs: Vec<u64> = starts.lock().iter().map(Duration::as_secs).collect();
+    assert_eq!(secs, [10, 40, 70, 100]);
+}
