@@ -2401,3 +2401,59 @@ async fn a_feed_terminates_an_unsettled_event_on_its_final_delivery() {
     // every delivery tried the trigger the same number of times
     assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst) % 3, 0);
 }
+
+/// An acker whose `in_progress` never completes (a stalled connection);
+/// the rest succeed.
+struct StalledKeepAlive;
+
+#[async_trait::async_trait]
+impl event_core::Acker for StalledKeepAlive {
+    async fn ack(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+}
+
+/// Keeping an event alive is best effort: a stalled `in_progress` does not
+/// stall the routing it keeps alive (which then never settled its event).
+#[tokio::test(start_paused = true)]
+async fn a_stalled_keep_alive_does_not_stall_the_routing() {
+    let broker = Broker::new();
+    let all = Arc::new(CollectorSink::new("all"));
+    let slow = Arc::new(InProcessSink::new("slow", {
+        let all = all.clone();
+        move |e| {
+            let all = all.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                all.deliver(&e).await
+            }
+        }
+    }));
+    broker
+        .add_trigger(Trigger::new("slow", TriggerFilter::all(), slow))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    // a 1 s ack wait: kept alive every half second while the 5 s routing runs
+    let pending = event_core::PendingEvent::new(received, None, Box::new(StalledKeepAlive))
+        .with_ack_wait(Duration::from_secs(1));
+    let feed = broker.feed(Box::new(OneStalled(Some(pending))));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let stats = feed.stats();
+    let _ = feed.stop_within(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(all.len(), 1, "{stats:?}");
+    assert_eq!((stats.received, stats.acked), (1, 1), "{stats:?}");
+}

@@ -450,7 +450,7 @@ const FETCHED_AHEAD_CHECK: Duration = Duration::from_millis(100);
 /// Runs `work` (a routing) while keeping `pending` ours: `in_progress`
 /// when its [`KeepAliveClock`] says, about every half of the ack wait, so
 /// that a routing longer than the wait (slow sinks, retries) is not routed
-/// again meanwhile.
+/// again meanwhile. `work` runs on while an `in_progress` is pending.
 async fn keep_alive<T>(
     options: &SubscribeOptions,
     pending: &PendingEvent,
@@ -464,8 +464,14 @@ async fn keep_alive<T>(
             outcome = &mut work => return outcome,
             () = tokio::time::sleep_until(clock.next_check().into()) => {
                 if clock.due(options, pending, now()) {
-                    if let Err(err) = pending.in_progress().await {
-                        tracing::debug!(error = %err, "broker feed: in_progress failed");
+                    // Best effort: the routing goes on while it is sent (a
+                    // stalled connection must not stall the routing), and
+                    // one still in flight when the routing ends is dropped.
+                    tokio::select! {
+                        outcome = &mut work => return outcome,
+                        sent = pending.in_progress() => if let Err(err) = sent {
+                            tracing::debug!(error = %err, "broker feed: in_progress failed");
+                        },
                     }
                     clock.sent(options, pending, now());
                 }
