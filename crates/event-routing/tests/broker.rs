@@ -2457,3 +2457,62 @@ async fn a_stalled_keep_alive_does_not_stall_the_routing() {
     assert_eq!(all.len(), 1, "{stats:?}");
     assert_eq!((stats.received, stats.acked), (1, 1), "{stats:?}");
 }
+
+/// Hands out one event (settled by a [`NoopAck`]), then waits for ever;
+/// its `keep_alive` of what it fetched ahead never completes (a stalled
+/// connection).
+struct StalledFetchedAhead(Option<event_core::PendingEvent>);
+
+#[async_trait::async_trait]
+impl event_core::Subscription for StalledFetchedAhead {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        std::future::pending().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        match self.0.take() {
+            Some(pending) => Ok(Some(pending)),
+            None => std::future::pending().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn keep_alive(&mut self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+}
+
+/// A subscription's stalled `keep_alive` (called while every routing slot
+/// is busy) does not keep the feed from stopping: `stop_within` returns.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_feed() {
+    let broker = Broker::with_config(BrokerConfig {
+        feed_concurrency: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "slow",
+            TriggerFilter::all(),
+            sleeping_sink("slow", Duration::from_secs(5)),
+        ))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    let pending = event_core::PendingEvent::new(received, None, Box::new(NoopAck));
+    let feed = broker.feed(Box::new(StalledFetchedAhead(Some(pending))));
+    // the one slot is busy for 5 s: the feed keeps what was fetched ahead
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(feed.stats().acked, 1);
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(60),
+        feed.stop_within(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(stopped.is_ok(), "stop_within did not return");
+}

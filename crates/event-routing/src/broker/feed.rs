@@ -512,8 +512,14 @@ async fn run(
                 _ = stopped(&mut stop) => break None,
                 permit = &mut acquire => break permit.ok(),
                 _ = fetched_ahead.tick() => {
-                    if let Err(err) = subscription.keep_alive().await {
-                        tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
+                    // a stalled keep-alive (a custom provider's, a stalled
+                    // connection) must not hold up a stop: it is dropped
+                    tokio::select! {
+                        biased;
+                        _ = stopped(&mut stop) => break None,
+                        kept = subscription.keep_alive() => if let Err(err) = kept {
+                            tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
+                        },
                     }
                 }
             }
