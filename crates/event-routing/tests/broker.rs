@@ -2516,3 +2516,18 @@ async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_feed() {
     .await;
     assert!(stopped.is_ok(), "stop_within did not return");
 }
+
+/// `FeedStats` JSON written by a version with fewer counters (before
+/// `lagged`) still reads, the missing counters as zero, as the broker's
+/// and the bus's metrics snapshots do.
+#[test]
+fn feed_stats_with_fewer_counters_still_read() {
+    let older = json!({
+        "received": 3, "acked": 2, "naked": 1, "dropped": 0, "errors": 1, "aborted": 0
+    });
+    let stats: event_routing::FeedStats = serde_json::from_value(older).unwrap();
+    assert_eq!(
+        (stats.received, stats.acked, stats.errors, stats.lagged),
+        (3, 2, 1, 0)
+    );
+}

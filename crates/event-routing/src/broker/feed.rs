@@ -25,8 +25,11 @@ struct Counters {
 }
 
 /// What a [`BrokerFeed`] did so far.
+///
+/// A counter missing from the JSON reads as zero, so stats written by a
+/// version with fewer counters still read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 #[non_exhaustive]
 pub struct FeedStats {
     /// Events received from the subscription. Once the feed has stopped,
