@@ -2264,11 +2264,12 @@ async fn a_routing_cut_off_while_settling_counts_once() {
     assert_eq!(stats.aborted, 1, "{stats:?}");
 }
 
-/// Fails with a connection error `failures` times (recording when), then
+/// Fails with `error` `failures` times (recording when), then
 /// hands out `events` (acked by no one: an acker that does nothing), then
 /// waits for ever.
 struct Flaky {
     failures: usize,
+    error: fn() -> Error,
     calls: Arc<parking_lot::Mutex<Vec<Instant>>>,
     events: Vec<event_core::PendingEvent>,
 }
@@ -2300,7 +2301,7 @@ impl event_core::Subscription for Flaky {
         self.calls.lock().push(Instant::now());
         if self.failures > 0 {
             self.failures -= 1;
-            return Err(Error::Connection("server down".into()));
+            return Err((self.error)());
         }
         match self.events.pop() {
             Some(pending) => Ok(Some(pending)),
@@ -2332,6 +2333,7 @@ async fn a_feed_retries_connection_errors_after_its_delay_and_goes_on() {
     let start = Instant::now();
     let feed = broker.feed(Box::new(Flaky {
         failures: 3,
+        error: || Error::Connection("server down".into()),
         calls: calls.clone(),
         events: vec![event_core::PendingEvent::new(
             received,
@@ -2529,5 +2531,47 @@ fn feed_stats_with_fewer_counters_still_read() {
     assert_eq!(
         (stats.received, stats.acked, stats.errors, stats.lagged),
         (3, 2, 1, 0)
+    );
+}
+
+/// An event the bus could not decrypt is a report about that one event
+/// ([`Error::Decryption`]; the bus dead-lettered or terminated it, and its
+/// subscription stays usable), as an undecodable message is: counted, and
+/// the feed goes on at once, not after `feed_retry_delay` as for a lost
+/// connection (a run of undecryptable events stalled it a second each).
+#[tokio::test(start_paused = true)]
+async fn undecryptable_events_are_counted_and_the_feed_goes_on_at_once() {
+    let broker = Broker::new();
+    let all = Arc::new(CollectorSink::new("all"));
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let feed = broker.feed(Box::new(Flaky {
+        failures: 5,
+        error: || Error::Decryption("event e1 (sequence 1): wrong key".into()),
+        calls: calls.clone(),
+        events: vec![event_core::PendingEvent::new(
+            received,
+            None,
+            Box::new(NoopAck),
+        )],
+    }));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let offsets: Vec<Duration> = calls.lock().iter().map(|t| *t - start).collect();
+    assert_eq!(offsets, [Duration::ZERO; 7]);
+    let stats = feed.stop().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (stats.errors, stats.received, stats.acked),
+        (5, 1, 1),
+        "{stats:?}"
     );
 }

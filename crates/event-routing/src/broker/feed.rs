@@ -55,7 +55,8 @@ pub struct FeedStats {
     /// sink that took them) never get them. Each is an `ERROR` in the log.
     pub dropped: u64,
     /// Errors reported by the subscription (lag, undecodable messages,
-    /// connection failures, failed acks). A lag report is one error however
+    /// events a bus subscription could not decrypt, connection failures,
+    /// failed acks). A lag report is one error however
     /// many events it skipped: [`lagged`](Self::lagged) counts those.
     pub errors: u64,
     /// Routings cut off at the deadline of
@@ -101,7 +102,7 @@ impl FeedStats {
             ),
             (
                 "a3s_feed_errors_total",
-                "Errors the broker feed's subscription reported (lag, undecodable messages, connection failures, failed acks).",
+                "Errors the broker feed's subscription reported (lag, undecodable messages, undecryptable events, connection failures, failed acks).",
                 self.errors,
             ),
             (
@@ -598,7 +599,12 @@ async fn run(
                 tracing::warn!(error = %err, "broker feed: the subscription is gone; the feed ends");
                 break;
             }
-            Err(err @ (Error::Lagged { .. } | Error::Undecodable { .. })) => {
+            // Reports about events (skipped, undecodable, or undecryptable
+            // by a bus subscription, which dead-lettered or terminated
+            // them): the subscription stays usable, nothing to wait for.
+            Err(
+                err @ (Error::Lagged { .. } | Error::Undecodable { .. } | Error::Decryption(_)),
+            ) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 if let Error::Lagged { missed } = err {
                     counters.lagged.fetch_add(missed, Ordering::Relaxed);
