@@ -2575,3 +2575,49 @@ async fn undecryptable_events_are_counted_and_the_feed_goes_on_at_once() {
         "{stats:?}"
     );
 }
+
+/// Two feeds (two processes' brokers) on one durable share its events:
+/// each is routed by one of them, once, and acknowledged.
+#[tokio::test(start_paused = true)]
+async fn two_feeds_on_one_durable_route_each_event_once() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let all = Arc::new(CollectorSink::new("all"));
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(5)),
+        ..SubscribeOptions::default()
+    };
+    let mut feeds = Vec::new();
+    for _ in 0..2 {
+        let broker = Broker::new();
+        broker
+            .add_trigger(Trigger::new(
+                "all",
+                TriggerFilter::all(),
+                all.clone() as Arc<dyn EventSink>,
+            ))
+            .unwrap();
+        let feed = broker
+            .feed_durable(&*provider, "router", "events.>", &options)
+            .await
+            .unwrap();
+        feeds.push((broker, feed));
+    }
+    for i in 0..20 {
+        provider
+            .publish(&event("events.orders.x", &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let mut received = 0;
+    for (_broker, feed) in feeds {
+        let stats = feed.stop().await.unwrap();
+        assert_eq!(stats.received, stats.acked, "{stats:?}");
+        received += stats.received;
+    }
+    assert_eq!(received, 20);
+    let mut types: Vec<String> = all.events().iter().map(|e| e.event_type.clone()).collect();
+    types.sort();
+    types.dedup();
+    assert_eq!((all.len(), types.len()), (20, 20));
+}
