@@ -2165,3 +2165,459 @@ async fn a_cancelled_wait_for_room_leaves_no_edge_behind() {
         "a forward was deferred: {m:?}"
     );
 }
+
+/// A `stop_within` whose future is dropped before its deadline (a second
+/// signal in a `select!`, an outer timeout) still cuts the routings off at
+/// that deadline: the deadline was asked for, and dropping the caller's
+/// future does not lift it.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_stop_within_still_cuts_off_at_its_deadline() {
+    let hangs = sleeping_sink("hangs", Duration::from_secs(3600));
+    let (_provider, broker, feed) = feeding_four_events(4, hangs, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(broker.metrics().in_flight, 4);
+    // the stop is asked for, then its future dropped long before the deadline
+    let stopping = tokio::time::timeout(
+        Duration::from_millis(10),
+        feed.stop_within(Duration::from_secs(2)),
+    )
+    .await;
+    assert!(
+        stopping.is_err(),
+        "the routings hang: it cannot have returned"
+    );
+    // well past the deadline and the close's grace
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        broker.metrics().in_flight,
+        0,
+        "the routings still run past the deadline of the dropped stop_within"
+    );
+}
+
+/// An acker whose `ack` never completes (a connection stalled mid-ack).
+struct StalledAck;
+
+#[async_trait::async_trait]
+impl event_core::Acker for StalledAck {
+    async fn ack(&self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hands out one event with a [`StalledAck`], then waits for ever.
+struct OneStalled(Option<event_core::PendingEvent>);
+
+#[async_trait::async_trait]
+impl event_core::Subscription for OneStalled {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        std::future::pending().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        match self.0.take() {
+            Some(pending) => Ok(Some(pending)),
+            None => std::future::pending().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// A routing cut off at the deadline of `stop_within` while its event's
+/// settlement hangs is counted once, as cut off (its event neither
+/// acknowledged nor nak'ed), not also as acknowledged: the stats add up to
+/// what was received.
+#[tokio::test(start_paused = true)]
+async fn a_routing_cut_off_while_settling_counts_once() {
+    let broker = Broker::new();
+    let all = Arc::new(CollectorSink::new("all"));
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    let pending = event_core::PendingEvent::new(received, None, Box::new(StalledAck));
+    let feed = broker.feed(Box::new(OneStalled(Some(pending))));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(all.len(), 1, "routed");
+    let stats = feed.stop_within(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(stats.received, 1, "{stats:?}");
+    assert_eq!(
+        stats.acked + stats.naked + stats.dropped + stats.aborted,
+        1,
+        "one event, counted once: {stats:?}"
+    );
+    assert_eq!(stats.aborted, 1, "{stats:?}");
+}
+
+/// Fails with `error` `failures` times (recording when), then
+/// hands out `events` (acked by no one: an acker that does nothing), then
+/// waits for ever.
+struct Flaky {
+    failures: usize,
+    error: fn() -> Error,
+    calls: Arc<parking_lot::Mutex<Vec<Instant>>>,
+    events: Vec<event_core::PendingEvent>,
+}
+
+struct NoopAck;
+
+#[async_trait::async_trait]
+impl event_core::Acker for NoopAck {
+    async fn ack(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for Flaky {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        std::future::pending().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        self.calls.lock().push(Instant::now());
+        if self.failures > 0 {
+            self.failures -= 1;
+            return Err((self.error)());
+        }
+        match self.events.pop() {
+            Some(pending) => Ok(Some(pending)),
+            None => std::future::pending().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// A subscription failing with connection errors is retried after
+/// `feed_retry_delay` each time (no spinning), each failure counted, and
+/// the feed goes on to route what comes after.
+#[tokio::test(start_paused = true)]
+async fn a_feed_retries_connection_errors_after_its_delay_and_goes_on() {
+    let broker = Broker::new();
+    let all = Arc::new(CollectorSink::new("all"));
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let feed = broker.feed(Box::new(Flaky {
+        failures: 3,
+        error: || Error::Connection("server down".into()),
+        calls: calls.clone(),
+        events: vec![event_core::PendingEvent::new(
+            received,
+            None,
+            Box::new(NoopAck),
+        )],
+    }));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let delay = broker.config().feed_retry_delay;
+    let offsets: Vec<Duration> = calls.lock().iter().map(|t| *t - start).collect();
+    assert_eq!(
+        offsets,
+        [Duration::ZERO, delay, 2 * delay, 3 * delay, 3 * delay]
+    );
+    assert_eq!(all.len(), 1);
+    assert!(!feed.is_finished());
+    let stats = feed.stop().await.unwrap();
+    assert_eq!(
+        (stats.errors, stats.received, stats.acked),
+        (3, 1, 1),
+        "{stats:?}"
+    );
+}
+
+/// With `max_deliver`, an event a trigger keeps failing (no dead-letter
+/// sink) is nak'ed until its final delivery, then terminated and counted
+/// as dropped; it does not come back.
+#[tokio::test(start_paused = true)]
+async fn a_feed_terminates_an_unsettled_event_on_its_final_delivery() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let broker = Broker::new();
+    let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    broker
+        .add_trigger(Trigger::new(
+            "down",
+            TriggerFilter::all(),
+            Arc::new(InProcessSink::new("down", {
+                let tries = tries.clone();
+                move |_| {
+                    tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { Err(Error::Connection("down".into())) }
+                }
+            })),
+        ))
+        .unwrap();
+    provider
+        .publish(&event("events.orders.x", "e0"))
+        .await
+        .unwrap();
+    let options = SubscribeOptions {
+        max_deliver: Some(3),
+        ack_wait: Some(Duration::from_secs(5)),
+        ..SubscribeOptions::default()
+    };
+    let feed = broker
+        .feed_durable(&*provider, "router", "events.>", &options)
+        .await
+        .unwrap();
+    // three deliveries a retry delay apart, and time for more
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let stats = feed.stop().await.unwrap();
+    assert_eq!(
+        (stats.received, stats.naked, stats.dropped, stats.acked),
+        (3, 2, 1, 0),
+        "{stats:?}"
+    );
+    // every delivery tried the trigger the same number of times
+    assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst) % 3, 0);
+}
+
+/// An acker whose `in_progress` never completes (a stalled connection);
+/// the rest succeed.
+struct StalledKeepAlive;
+
+#[async_trait::async_trait]
+impl event_core::Acker for StalledKeepAlive {
+    async fn ack(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+}
+
+/// Keeping an event alive is best effort: a stalled `in_progress` does not
+/// stall the routing it keeps alive (which then never settled its event).
+#[tokio::test(start_paused = true)]
+async fn a_stalled_keep_alive_does_not_stall_the_routing() {
+    let broker = Broker::new();
+    let all = Arc::new(CollectorSink::new("all"));
+    let slow = Arc::new(InProcessSink::new("slow", {
+        let all = all.clone();
+        move |e| {
+            let all = all.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                all.deliver(&e).await
+            }
+        }
+    }));
+    broker
+        .add_trigger(Trigger::new("slow", TriggerFilter::all(), slow))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    // a 1 s ack wait: kept alive every half second while the 5 s routing runs
+    let pending = event_core::PendingEvent::new(received, None, Box::new(StalledKeepAlive))
+        .with_ack_wait(Duration::from_secs(1));
+    let feed = broker.feed(Box::new(OneStalled(Some(pending))));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let stats = feed.stats();
+    let _ = feed.stop_within(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(all.len(), 1, "{stats:?}");
+    assert_eq!((stats.received, stats.acked), (1, 1), "{stats:?}");
+}
+
+/// Hands out one event (settled by a [`NoopAck`]), then waits for ever;
+/// its `keep_alive` of what it fetched ahead never completes (a stalled
+/// connection).
+struct StalledFetchedAhead(Option<event_core::PendingEvent>);
+
+#[async_trait::async_trait]
+impl event_core::Subscription for StalledFetchedAhead {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        std::future::pending().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        match self.0.take() {
+            Some(pending) => Ok(Some(pending)),
+            None => std::future::pending().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn keep_alive(&mut self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+}
+
+/// A subscription's stalled `keep_alive` (called while every routing slot
+/// is busy) does not keep the feed from stopping: `stop_within` returns.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_feed() {
+    let broker = Broker::with_config(BrokerConfig {
+        feed_concurrency: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "slow",
+            TriggerFilter::all(),
+            sleeping_sink("slow", Duration::from_secs(5)),
+        ))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    let pending = event_core::PendingEvent::new(received, None, Box::new(NoopAck));
+    let feed = broker.feed(Box::new(StalledFetchedAhead(Some(pending))));
+    // the one slot is busy for 5 s: the feed keeps what was fetched ahead
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(feed.stats().acked, 1);
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(60),
+        feed.stop_within(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(stopped.is_ok(), "stop_within did not return");
+}
+
+/// `FeedStats` JSON written by a version with fewer counters (before
+/// `lagged`) still reads, the missing counters as zero, as the broker's
+/// and the bus's metrics snapshots do.
+#[test]
+fn feed_stats_with_fewer_counters_still_read() {
+    let older = json!({
+        "received": 3, "acked": 2, "naked": 1, "dropped": 0, "errors": 1, "aborted": 0
+    });
+    let stats: event_routing::FeedStats = serde_json::from_value(older).unwrap();
+    assert_eq!(
+        (stats.received, stats.acked, stats.errors, stats.lagged),
+        (3, 2, 1, 0)
+    );
+}
+
+/// An event the bus could not decrypt is a report about that one event
+/// ([`Error::Decryption`]; the bus dead-lettered or terminated it, and its
+/// subscription stays usable), as an undecodable message is: counted, and
+/// the feed goes on at once, not after `feed_retry_delay` as for a lost
+/// connection (a run of undecryptable events stalled it a second each).
+#[tokio::test(start_paused = true)]
+async fn undecryptable_events_are_counted_and_the_feed_goes_on_at_once() {
+    let broker = Broker::new();
+    let all = Arc::new(CollectorSink::new("all"));
+    broker
+        .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
+        .unwrap();
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", "e0")),
+        sequence: 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let feed = broker.feed(Box::new(Flaky {
+        failures: 5,
+        error: || Error::Decryption("event e1 (sequence 1): wrong key".into()),
+        calls: calls.clone(),
+        events: vec![event_core::PendingEvent::new(
+            received,
+            None,
+            Box::new(NoopAck),
+        )],
+    }));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let offsets: Vec<Duration> = calls.lock().iter().map(|t| *t - start).collect();
+    assert_eq!(offsets, [Duration::ZERO; 7]);
+    let stats = feed.stop().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (stats.errors, stats.received, stats.acked),
+        (5, 1, 1),
+        "{stats:?}"
+    );
+}
+
+/// Two feeds (two processes' brokers) on one durable share its events:
+/// each is routed by one of them, once, and acknowledged.
+#[tokio::test(start_paused = true)]
+async fn two_feeds_on_one_durable_route_each_event_once() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let all = Arc::new(CollectorSink::new("all"));
+    let options = SubscribeOptions {
+        ack_wait: Some(Duration::from_secs(5)),
+        ..SubscribeOptions::default()
+    };
+    let mut feeds = Vec::new();
+    for _ in 0..2 {
+        let broker = Broker::new();
+        broker
+            .add_trigger(Trigger::new(
+                "all",
+                TriggerFilter::all(),
+                all.clone() as Arc<dyn EventSink>,
+            ))
+            .unwrap();
+        let feed = broker
+            .feed_durable(&*provider, "router", "events.>", &options)
+            .await
+            .unwrap();
+        feeds.push((broker, feed));
+    }
+    for i in 0..20 {
+        provider
+            .publish(&event("events.orders.x", &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let mut received = 0;
+    for (_broker, feed) in feeds {
+        let stats = feed.stop().await.unwrap();
+        assert_eq!(stats.received, stats.acked, "{stats:?}");
+        received += stats.received;
+    }
+    assert_eq!(received, 20);
+    let mut types: Vec<String> = all.events().iter().map(|e| e.event_type.clone()).collect();
+    types.sort();
+    types.dedup();
+    assert_eq!((all.len(), types.len()), (20, 20));
+}

@@ -493,3 +493,73 @@ async fn every_stop_call_waits_for_the_emission_in_progress() {
     assert!(!source.is_running());
     assert_eq!(source.emitted(), 2);
 }
+
+/// Periods and cron times longer than Tokio's timer wheel spans (about
+/// 2.2 years) fire at their time, not early at the wheel's horizon.
+#[tokio::test(start_paused = true)]
+async fn schedules_beyond_the_timer_wheel_fire_on_time_not_early() {
+    const YEAR: Duration = Duration::from_secs(365 * 86_400);
+    let times = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let longest = CronSource::every("rare", Schedule::MAX_INTERVAL, tick_event).unwrap();
+    longest.start(timing_sink(times.clone())).await.unwrap();
+    tokio::time::sleep(Schedule::MAX_INTERVAL + Duration::from_secs(1)).await;
+    longest.stop().await.unwrap();
+    assert_eq!(
+        times.lock().iter().map(|t| *t - start).collect::<Vec<_>>(),
+        [Schedule::MAX_INTERVAL],
+        "fired at the wrong times"
+    );
+
+    // a cron time years ahead (a year field)
+    let year = chrono::Datelike::year(&chrono::Utc::now()) + 4;
+    let expression = format!("0 0 0 1 1 * {year}");
+    let times = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let wall_start = chrono::Utc::now();
+    let far_start = Instant::now();
+    let far = CronSource::cron("far", &expression, tick_event).unwrap();
+    far.start(timing_sink(times.clone())).await.unwrap();
+    tokio::time::sleep(5 * YEAR).await;
+    far.stop().await.unwrap();
+    let due = Schedule::cron(&expression)
+        .unwrap()
+        .next_after(wall_start)
+        .unwrap();
+    let due = (due - wall_start).to_std().unwrap();
+    let fired: Vec<Duration> = times.lock().iter().map(|t| *t - far_start).collect();
+    assert_eq!(fired.len(), 1, "{fired:?}, due after {due:?}");
+    // the source read the wall clock a moment after `wall_start`, and
+    // Tokio's timer rounds up to its millisecond
+    assert!(
+        fired[0].abs_diff(due) < Duration::from_secs(1),
+        "fired after {:?}, due after {due:?}",
+        fired[0]
+    );
+}
+
+/// An emission longer than the period skips the ticks it overran, as the
+/// docs say: the next starts at the next period boundary, not at once
+/// (a late tick fired on the spot put slow emissions back to back, a
+/// 25 s metrics poll on a 10 s schedule polled without a pause).
+#[tokio::test(start_paused = true)]
+async fn ticks_overrun_by_a_long_emission_are_skipped_not_fired_late() {
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let slow = Arc::new(InProcessSink::new("slow", {
+        let starts = starts.clone();
+        move |_| {
+            let starts = starts.clone();
+            async move {
+                starts.lock().push(Instant::now() - start);
+                tokio::time::sleep(Duration::from_secs(25)).await;
+                Ok(())
+            }
+        }
+    }));
+    let source = CronSource::every("every-10s", Duration::from_secs(10), tick_event).unwrap();
+    source.start(slow).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(105)).await;
+    source.stop().await.unwrap();
+    let secs: Vec<u64> = starts.lock().iter().map(Duration::as_secs).collect();
+    assert_eq!(secs, [10, 40, 70, 100]);
+}

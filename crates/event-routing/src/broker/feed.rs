@@ -25,15 +25,23 @@ struct Counters {
 }
 
 /// What a [`BrokerFeed`] did so far.
+///
+/// A counter missing from the JSON reads as zero, so stats written by a
+/// version with fewer counters still read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 #[non_exhaustive]
 pub struct FeedStats {
-    /// Events received from the subscription.
+    /// Events received from the subscription. Once the feed has stopped,
+    /// each is counted once in `acked`, `naked`, `dropped` or `aborted`
+    /// (while it runs, the events being routed are in none yet; a routing
+    /// that panicked, a bug, is in none either).
     pub received: u64,
     /// Events acknowledged: every matching trigger delivered or
     /// dead-lettered them (events matching no trigger are acknowledged too).
-    /// These are acks sent: on NATS an ack is not confirmed, and one lost
+    /// These are acks sent (counted once the ack call returned, also when
+    /// it failed: [`errors`](Self::errors) counts those too): on NATS an
+    /// ack is not confirmed, and one lost
     /// with the connection (a server restart) brings its event back, routed
     /// again.
     pub acked: u64,
@@ -47,13 +55,16 @@ pub struct FeedStats {
     /// sink that took them) never get them. Each is an `ERROR` in the log.
     pub dropped: u64,
     /// Errors reported by the subscription (lag, undecodable messages,
-    /// connection failures, failed acks). A lag report is one error however
+    /// events a bus subscription could not decrypt, connection failures,
+    /// failed acks). A lag report is one error however
     /// many events it skipped: [`lagged`](Self::lagged) counts those.
     pub errors: u64,
     /// Routings cut off at the deadline of
     /// [`stop_within`](BrokerFeed::stop_within): their events were neither
     /// acknowledged nor nak'ed, so the provider redelivers them after their
-    /// ack wait (to this consumer's next subscription).
+    /// ack wait (to this consumer's next subscription). A routing cut off
+    /// while its ack, nak or term was still running (a stalled connection)
+    /// counts here only.
     pub aborted: u64,
     /// Events the subscription skipped and reported so
     /// ([`Error::Lagged`]'s `missed`, summed): events an ephemeral
@@ -91,7 +102,7 @@ impl FeedStats {
             ),
             (
                 "a3s_feed_errors_total",
-                "Errors the broker feed's subscription reported (lag, undecodable messages, connection failures, failed acks).",
+                "Errors the broker feed's subscription reported (lag, undecodable messages, undecryptable events, connection failures, failed acks).",
                 self.errors,
             ),
             (
@@ -228,7 +239,10 @@ impl BrokerFeed {
     /// routings in progress finish (and settles their events) until
     /// `deadline` has passed, then cuts off those still running and closes
     /// the subscription (the close itself is given at most
-    /// [`FEED_CLOSE_GRACE`] more). Returns as soon as all is done.
+    /// [`FEED_CLOSE_GRACE`] more). Returns as soon as all is done. Once
+    /// the returned future has been polled, dropping it before it completes
+    /// (a second signal, an outer timeout) leaves the feed stopping in the
+    /// background, still cut off at `deadline`.
     ///
     /// A cut-off routing may have delivered to some triggers and not to
     /// others; its event is neither acknowledged nor nak'ed, so the provider
@@ -389,12 +403,15 @@ async fn stopped(stop: &mut watch::Receiver<Option<Stop>>) -> Stop {
 
 /// Waits for the routings in progress. Once a stop with a deadline is
 /// requested (before or while it waits) and the deadline passes, cuts off
-/// those still running and counts them. Returns the deadline, if any.
+/// those still running and counts them; a deadline holds even if the
+/// handle is dropped afterwards (the `stop_within` future dropped before it
+/// returned). Returns the deadline, if any.
 async fn finish(
     routings: &mut JoinSet<()>,
     stop: &mut watch::Receiver<Option<Stop>>,
     counters: &Counters,
 ) -> Option<Instant> {
+    let mut handle_alive = true;
     loop {
         let deadline = stop
             .borrow_and_update()
@@ -410,10 +427,10 @@ async fn finish(
                 return deadline;
             },
             () = passed => break,
-            changed = stop.changed() => if changed.is_err() {
-                // the handle was dropped: no deadline can come any more
-                while routings.join_next().await.is_some() {}
-                return deadline;
+            changed = stop.changed(), if handle_alive => if changed.is_err() {
+                // the handle was dropped: no (new) deadline can come any
+                // more; one already asked for still holds
+                handle_alive = false;
             },
         }
     }
@@ -437,7 +454,7 @@ const FETCHED_AHEAD_CHECK: Duration = Duration::from_millis(100);
 /// Runs `work` (a routing) while keeping `pending` ours: `in_progress`
 /// when its [`KeepAliveClock`] says, about every half of the ack wait, so
 /// that a routing longer than the wait (slow sinks, retries) is not routed
-/// again meanwhile.
+/// again meanwhile. `work` runs on while an `in_progress` is pending.
 async fn keep_alive<T>(
     options: &SubscribeOptions,
     pending: &PendingEvent,
@@ -451,8 +468,14 @@ async fn keep_alive<T>(
             outcome = &mut work => return outcome,
             () = tokio::time::sleep_until(clock.next_check().into()) => {
                 if clock.due(options, pending, now()) {
-                    if let Err(err) = pending.in_progress().await {
-                        tracing::debug!(error = %err, "broker feed: in_progress failed");
+                    // Best effort: the routing goes on while it is sent (a
+                    // stalled connection must not stall the routing), and
+                    // one still in flight when the routing ends is dropped.
+                    tokio::select! {
+                        outcome = &mut work => return outcome,
+                        sent = pending.in_progress() => if let Err(err) = sent {
+                            tracing::debug!(error = %err, "broker feed: in_progress failed");
+                        },
                     }
                     clock.sent(options, pending, now());
                 }
@@ -493,8 +516,14 @@ async fn run(
                 _ = stopped(&mut stop) => break None,
                 permit = &mut acquire => break permit.ok(),
                 _ = fetched_ahead.tick() => {
-                    if let Err(err) = subscription.keep_alive().await {
-                        tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
+                    // a stalled keep-alive (a custom provider's, a stalled
+                    // connection) must not hold up a stop: it is dropped
+                    tokio::select! {
+                        biased;
+                        _ = stopped(&mut stop) => break None,
+                        kept = subscription.keep_alive() => if let Err(err) = kept {
+                            tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
+                        },
                     }
                 }
             }
@@ -522,13 +551,14 @@ async fn run(
                     let _permit = permit;
                     let routing = core.route_reporting(pending.event(), None);
                     let (result, failures) = keep_alive(&options, &pending, routing).await;
-                    let settled = if result.is_settled() {
-                        counters.acked.fetch_add(1, Ordering::Relaxed);
-                        pending.ack().await
+                    // Counted once the settlement returned: a routing cut
+                    // off while settling (a stalled ack) is counted as cut
+                    // off only, not also as settled.
+                    let (settled, counter) = if result.is_settled() {
+                        (pending.ack().await, &counters.acked)
                     } else if pending.is_final_delivery() {
                         // a nak would end it as well (see the contract):
                         // say so, and end it explicitly
-                        counters.dropped.fetch_add(1, Ordering::Relaxed);
                         let event = pending.event();
                         tracing::error!(
                             event_id = ?event.id,
@@ -539,9 +569,8 @@ async fn run(
                             "routing not settled on the event's final delivery (max_deliver); \
                              the triggers that failed it never get it"
                         );
-                        pending.term().await
+                        (pending.term().await, &counters.dropped)
                     } else {
-                        counters.naked.fetch_add(1, Ordering::Relaxed);
                         // the one line about this routing (the deliveries
                         // logged their attempts at DEBUG only)
                         let event = pending.event();
@@ -552,8 +581,9 @@ async fn run(
                             ?result,
                             "routing not settled; the event will be redelivered"
                         );
-                        pending.nak_with_delay(retry_delay).await
+                        (pending.nak_with_delay(retry_delay).await, &counters.naked)
                     };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     if let Err(err) = settled {
                         counters.errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %err, "could not settle a fed event");
@@ -569,7 +599,12 @@ async fn run(
                 tracing::warn!(error = %err, "broker feed: the subscription is gone; the feed ends");
                 break;
             }
-            Err(err @ (Error::Lagged { .. } | Error::Undecodable { .. })) => {
+            // Reports about events (skipped, undecodable, or undecryptable
+            // by a bus subscription, which dead-lettered or terminated
+            // them): the subscription stays usable, nothing to wait for.
+            Err(
+                err @ (Error::Lagged { .. } | Error::Undecodable { .. } | Error::Decryption(_)),
+            ) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 if let Error::Lagged { missed } = err {
                     counters.lagged.fetch_add(missed, Ordering::Relaxed);

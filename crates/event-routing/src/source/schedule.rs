@@ -6,7 +6,7 @@ use event_core::{Error, Result};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 /// When a scheduled source fires: a fixed interval or a cron expression.
 ///
@@ -125,7 +125,9 @@ impl Schedule {
 
     /// Fires every `period`, first after one period. A zero period, or one
     /// over [`MAX_INTERVAL`](Self::MAX_INTERVAL), is [`Error::InvalidConfig`].
-    /// Ticks missed while an emission ran long are skipped, not bunched up.
+    /// Ticks missed while an emission ran long are skipped, not bunched up:
+    /// the next emission starts on the next boundary (`start + k * period`)
+    /// after it, as a cron schedule's does.
     pub fn every(period: Duration) -> Result<Self> {
         if period.is_zero() {
             return Err(Error::invalid_config(
@@ -204,40 +206,27 @@ impl Schedule {
     {
         let start = Instant::now();
         let wall_start = Utc::now();
-        let mut interval = match &self.0 {
-            Kind::Interval(period) => {
-                let mut i = tokio::time::interval_at(start + *period, *period);
-                i.set_missed_tick_behavior(MissedTickBehavior::Skip);
-                Some(i)
-            }
-            Kind::Cron(_) => None,
-        };
         let mut n = 0u64;
         loop {
             let wait = async {
-                match (&mut interval, &self.0) {
-                    (Some(i), _) => {
-                        i.tick().await;
-                        true
-                    }
-                    (None, Kind::Cron(schedule)) => {
+                let deadline = match &self.0 {
+                    Kind::Interval(period) => next_interval(start, *period),
+                    Kind::Cron(schedule) => {
                         let elapsed = chrono::Duration::from_std(start.elapsed())
                             .unwrap_or(chrono::Duration::MAX);
                         let now = wall_start
                             .checked_add_signed(elapsed)
                             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                        let Some(next) = next_cron(schedule, &now) else {
-                            return false;
-                        };
-                        let offset = (next - wall_start).to_std().unwrap_or_default();
-                        let Some(deadline) = start.checked_add(offset) else {
-                            return false;
-                        };
-                        tokio::time::sleep_until(deadline).await;
-                        true
+                        next_cron(schedule, &now).and_then(|next| {
+                            start.checked_add((next - wall_start).to_std().unwrap_or_default())
+                        })
                     }
-                    (None, Kind::Interval(_)) => false,
-                }
+                };
+                let Some(deadline) = deadline else {
+                    return false;
+                };
+                tokio::time::sleep_until(deadline).await;
+                true
             };
             let fire = tokio::select! {
                 biased;
@@ -251,6 +240,21 @@ impl Schedule {
             tick(n).await;
         }
     }
+}
+
+/// The first `start + k * period` (k = 1, 2, ...) strictly after now: the
+/// ticks an emission overran are skipped, and the next fires on the
+/// period's boundary (a tick fired late, at once, would put slow emissions
+/// back to back). `None` past what an `Instant` holds.
+fn next_interval(start: Instant, period: Duration) -> Option<Instant> {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    let period = period.as_nanos(); // not zero: `every` refuses it
+    let ticks = start.elapsed().as_nanos() / period + 1;
+    let offset = ticks.checked_mul(period)?;
+    let secs = u64::try_from(offset / NANOS_PER_SEC).ok()?;
+    // the remainder is under a billion
+    let nanos = (offset % NANOS_PER_SEC) as u32;
+    start.checked_add(Duration::new(secs, nanos))
 }
 
 /// The earliest fire time strictly after `after` of any of `schedules`.
