@@ -715,6 +715,109 @@ async fn a_failed_ack_is_a_settle_error_not_an_ack() {
     assert_eq!((report.acked, report.settle_errors), (0, 3));
 }
 
+/// Settles normally, but its `in_progress` never returns (a provider
+/// whose keep-alive request hangs on a half-dead connection).
+#[derive(Default)]
+struct StallingKeepAlive {
+    acked: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl event_core::Acker for StallingKeepAlive {
+    async fn ack(&self) -> event_core::Result<()> {
+        self.acked.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+}
+
+/// Hands out one delivery with a 100 ms ack wait whose keep-alive stalls,
+/// then waits for ever.
+struct StallingKeepAliveSubscription {
+    acked: Arc<AtomicUsize>,
+    handed_out: bool,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for StallingKeepAliveSubscription {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(self.next_manual_ack().await?.map(|p| p.received))
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        if std::mem::replace(&mut self.handed_out, true) {
+            std::future::pending::<()>().await;
+        }
+        let received = ReceivedEvent {
+            event: Arc::new(Event::new("events.a.b", "a", "s", "src", json!(1))),
+            sequence: 1,
+            num_delivered: 1,
+            stream: Arc::from("test"),
+        };
+        let acker = StallingKeepAlive {
+            acked: self.acked.clone(),
+        };
+        Ok(Some(
+            event_core::PendingEvent::new(received, None, Box::new(acker))
+                .with_ack_wait(Duration::from_millis(100)),
+        ))
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// A keep-alive (`in_progress`) that never returns does not hold up the
+/// handler it keeps alive: the handler (1 s, ten ack waits) still ends and
+/// its event is acked. The runner awaited the keep-alive without polling
+/// the handler, so both waited for ever.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_keep_alive_does_not_stall_the_handler() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let acked = Arc::new(AtomicUsize::new(0));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = handled.clone();
+    let consumer = bus
+        .consume_subscription(
+            Box::new(StallingKeepAliveSubscription {
+                acked: acked.clone(),
+                handed_out: false,
+            }),
+            SubscribeOptions::default(),
+            move |_r: ReceivedEvent| {
+                let h = h.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    h.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), BoxError>(())
+                }
+            },
+            ConsumerConfig::default(),
+        )
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while acked.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "not acked after 60 s; handled {}",
+            handled.load(Ordering::SeqCst)
+        )
+    });
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    consumer.shutdown(Duration::from_secs(1)).await;
+}
+
 /// A handler implemented on a type.
 struct Counter(Arc<AtomicUsize>);
 

@@ -37,7 +37,9 @@
 //!   [`ConsumerReport::terminated`] and `dlq_dropped`);
 //! - while a handler runs, the runner extends the ack wait (`in_progress`)
 //!   every half of the wait the provider applies to the delivery, so slow
-//!   handlers are not redelivered concurrently. While a fetched delivery
+//!   handlers are not redelivered concurrently (the handler runs on while
+//!   an `in_progress` is sent: one that never returns delays the next one,
+//!   not the handler). While a fetched delivery
 //!   waits for a free handler slot, the runner extends its ack wait the
 //!   same way (and once more as its handler starts, if it waited), and
 //!   keeps what the subscription fetched ahead alive

@@ -12,6 +12,7 @@ use event_core::{
 };
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -752,24 +753,46 @@ async fn keep_alive<T>(
     tokio::pin!(work);
     let options = &shared.options;
     let mut clock = KeepAliveClock::start(options, pending, now());
+    // the keep-alive being sent: `work` is polled meanwhile, so one that
+    // stalls (a provider's request on a half-dead connection) holds up
+    // neither the work nor the stall warnings; dropped when `work` ends
+    let mut sending: Option<Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>> = None;
     loop {
-        let check: Instant = clock.next_check().into();
-        let wake = match &stall {
-            Some(stall) => check.min(stall.next_warning()),
-            None => check,
+        // no keep-alive check is due while one is being sent
+        let check: Option<Instant> = sending.is_none().then(|| clock.next_check().into());
+        let warning = stall.as_ref().map(|stall| stall.next_warning());
+        let wake = match (check, warning) {
+            (Some(check), Some(warning)) => Some(check.min(warning)),
+            (check, warning) => check.or(warning),
         };
         tokio::select! {
             outcome = &mut work => return outcome,
-            () = tokio::time::sleep_until(wake) => {
+            result = async {
+                match sending.as_mut() {
+                    Some(send) => send.await,
+                    None => std::future::pending().await,
+                }
+            }, if sending.is_some() => {
+                sending = None;
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "in_progress failed");
+                }
+                clock.sent(options, pending, now());
+            }
+            () = async {
+                match wake {
+                    Some(wake) => tokio::time::sleep_until(wake).await,
+                    None => std::future::pending().await,
+                }
+            }, if wake.is_some() => {
                 let at = Instant::now();
                 if let Some(stall) = stall.as_deref_mut() {
                     stall.check(at, &shared.bus.metrics);
                 }
-                if at >= check && clock.due(options, pending, at.into_std()) {
-                    if let Err(err) = pending.in_progress().await {
-                        tracing::debug!(error = %err, "in_progress failed");
-                    }
-                    clock.sent(options, pending, now());
+                if check.is_some_and(|check| at >= check)
+                    && clock.due(options, pending, at.into_std())
+                {
+                    sending = Some(Box::pin(pending.in_progress()));
                 }
             }
         }
