@@ -482,31 +482,34 @@ async fn full_queue_with_wait_for_times_out() {
     assert_eq!(done.len(), 2);
 }
 
-/// Brokers in a ring, each routing's sink forwarding into the next broker's
-/// full queue (policy `Wait`, one worker, a one-slot queue): the last
-/// worker to find its target full would close a cycle of workers waiting
-/// for each other's queues, so its forward waits for room in a task of its
-/// own instead. Before, every worker waited for ever (here: until the
-/// per-attempt timeout, 30 s by default, then the forwards failed).
-async fn forwarding_ring_makes_progress(brokers: usize) {
-    let ring: Vec<Broker> = (0..brokers)
-        .map(|_| {
+/// Brokers in a ring, one per entry of `policies` (one worker, a one-slot
+/// queue): broker `i`'s trigger `ping` forwards each ping, once `gates[i]`
+/// gives a permit, as a `pong` into the next broker, whose trigger `pong`
+/// collects it (the returned sinks, one per broker). Returns once every
+/// worker holds a ping at its gate and every queue holds another: full.
+async fn full_forwarding_ring(
+    policies: &[QueueFullPolicy],
+    gates: &[Arc<Semaphore>],
+) -> (Vec<Broker>, Vec<Arc<CollectorSink>>) {
+    let ring: Vec<Broker> = policies
+        .iter()
+        .map(|&full_policy| {
             Broker::with_config(BrokerConfig {
                 queue_capacity: 1,
                 workers: 1,
+                full_policy,
                 ..BrokerConfig::default()
             })
             .unwrap()
         })
         .collect();
-    let gate = Arc::new(Semaphore::new(0));
     let started = Arc::new(Semaphore::new(0));
-    let pongs: Vec<Arc<CollectorSink>> = (0..brokers)
+    let pongs: Vec<Arc<CollectorSink>> = (0..ring.len())
         .map(|i| Arc::new(CollectorSink::new(format!("pongs {i}"))))
         .collect();
     for (i, broker) in ring.iter().enumerate() {
-        let next = ring[(i + 1) % brokers].clone();
-        let (gate, started) = (gate.clone(), started.clone());
+        let next = ring[(i + 1) % ring.len()].clone();
+        let (gate, started) = (gates[i].clone(), started.clone());
         let forward = Arc::new(InProcessSink::new("forward", move |e: Event| {
             let (next, gate, started) = (next.clone(), gate.clone(), started.clone());
             async move {
@@ -531,14 +534,17 @@ async fn forwarding_ring_makes_progress(brokers: usize) {
             ))
             .unwrap();
     }
-    // Each worker holds a ping at the gate, each queue holds another: full.
     for broker in &ring {
         broker
             .enqueue(Arc::new(event("events.a.one", "ping")))
             .await
             .unwrap();
     }
-    started.acquire_many(brokers as u32).await.unwrap().forget();
+    started
+        .acquire_many(ring.len() as u32)
+        .await
+        .unwrap()
+        .forget();
     for broker in &ring {
         broker
             .enqueue(Arc::new(event("events.a.two", "ping")))
@@ -546,6 +552,22 @@ async fn forwarding_ring_makes_progress(brokers: usize) {
             .unwrap();
         assert_eq!(broker.metrics().queue_depth, 1);
     }
+    (ring, pongs)
+}
+
+/// Brokers in a ring, each routing's sink forwarding into the next broker's
+/// full queue (policy `Wait`, one worker, a one-slot queue): the last
+/// worker to find its target full would close a cycle of workers waiting
+/// for each other's queues, so its forward waits for room in a task of its
+/// own instead. Before, every worker waited for ever (here: until the
+/// per-attempt timeout, 30 s by default, then the forwards failed).
+async fn forwarding_ring_makes_progress(brokers: usize) {
+    let gate = Arc::new(Semaphore::new(0));
+    let (ring, pongs) = full_forwarding_ring(
+        &vec![QueueFullPolicy::Wait; brokers],
+        &vec![gate.clone(); brokers],
+    )
+    .await;
     gate.add_permits(2 * brokers);
     tokio::time::timeout(Duration::from_secs(10), async {
         for broker in &ring {
@@ -1960,64 +1982,12 @@ async fn add_triggers_adds_all_or_nothing_and_remove_triggers_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_wait_of_a_routing_counts_in_the_cycle_check() {
     let timeout = Duration::from_secs(5);
-    let ring: Vec<Broker> = [QueueFullPolicy::Wait, QueueFullPolicy::WaitFor { timeout }]
-        .into_iter()
-        .map(|full_policy| {
-            Broker::with_config(BrokerConfig {
-                queue_capacity: 1,
-                workers: 1,
-                full_policy,
-                ..BrokerConfig::default()
-            })
-            .unwrap()
-        })
-        .collect();
     let gates: Vec<Arc<Semaphore>> = (0..2).map(|_| Arc::new(Semaphore::new(0))).collect();
-    let started = Arc::new(Semaphore::new(0));
-    let pongs: Vec<Arc<CollectorSink>> = (0..2)
-        .map(|i| Arc::new(CollectorSink::new(format!("pongs {i}"))))
-        .collect();
-    for (i, broker) in ring.iter().enumerate() {
-        let next = ring[(i + 1) % 2].clone();
-        let (gate, started) = (gates[i].clone(), started.clone());
-        let forward = Arc::new(InProcessSink::new("forward", move |e: Event| {
-            let (next, gate, started) = (next.clone(), gate.clone(), started.clone());
-            async move {
-                started.add_permits(1);
-                gate.acquire().await.unwrap().forget();
-                let mut pong = e.clone();
-                pong.event_type = "pong".to_owned();
-                next.enqueue(Arc::new(pong)).await
-            }
-        }));
-        broker
-            .add_trigger(
-                Trigger::new("ping", TriggerFilter::by_type("ping"), forward)
-                    .with_delivery(DeliverySpec::new().with_timeout(None)),
-            )
-            .unwrap();
-        broker
-            .add_trigger(Trigger::new(
-                "pong",
-                TriggerFilter::by_type("pong"),
-                pongs[i].clone(),
-            ))
-            .unwrap();
-    }
-    // Each worker holds a ping at its gate, each queue holds another: full.
-    for broker in &ring {
-        broker
-            .enqueue(Arc::new(event("events.a.one", "ping")))
-            .await
-            .unwrap();
-    }
-    started.acquire_many(2).await.unwrap().forget();
-    for broker in &ring {
-        broker
-            .enqueue(Arc::new(event("events.a.two", "ping")))
-            .await
-            .unwrap();
-    }
+    let (ring, pongs) = full_forwarding_ring(
+        &[QueueFullPolicy::Wait, QueueFullPolicy::WaitFor { timeout }],
+        &gates,
+    )
+    .await;
     // The first's worker forwards first and finds the second's queue full
     // (counted before it waits), then the second's worker forwards.
     gates[0].add_permits(1);
