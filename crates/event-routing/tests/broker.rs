@@ -2591,3 +2591,51 @@ async fn two_feeds_on_one_durable_route_each_event_once() {
     types.dedup();
     assert_eq!((all.len(), types.len()), (20, 20));
 }
+
+/// Routings that end at the very instant of `stop_within`'s deadline
+/// (settled: acked) are counted once, as acked, not also as cut off: the
+/// stats add up to what was received. The feed counted as cut off every
+/// routing not yet joined when the deadline's timer won, including those
+/// that had finished (and counted their ack) in the same instant.
+#[tokio::test(start_paused = true)]
+async fn routings_ending_at_the_deadline_count_once() {
+    for round in 0..8 {
+        let broker = Broker::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let at_deadline = Arc::new(InProcessSink::new("at-deadline", move |_| async move {
+            tokio::time::sleep_until(deadline).await;
+            Ok(())
+        }));
+        broker
+            .add_trigger(Trigger::new("all", TriggerFilter::all(), at_deadline))
+            .unwrap();
+        let events = (0..16u64)
+            .map(|n| {
+                let received = event_core::ReceivedEvent {
+                    event: Arc::new(event("events.orders.x", &format!("e{n}"))),
+                    sequence: n + 1,
+                    num_delivered: 1,
+                    stream: "s".into(),
+                };
+                event_core::PendingEvent::new(received, None, Box::new(NoopAck))
+            })
+            .collect();
+        let feed = broker.feed(Box::new(Flaky {
+            failures: 0,
+            error: || Error::Connection("unused".into()),
+            calls: Arc::default(),
+            events,
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = feed
+            .stop_within(deadline.saturating_duration_since(Instant::now()))
+            .await
+            .unwrap();
+        assert_eq!(stats.received, 16, "round {round}: {stats:?}");
+        assert_eq!(
+            stats.acked + stats.naked + stats.dropped + stats.aborted,
+            16,
+            "round {round}: each event counted once: {stats:?}"
+        );
+    }
+}
