@@ -951,6 +951,90 @@ async fn a_stalled_keep_alive_of_a_waiting_delivery_does_not_stall_a_shutdown() 
     a_stalled_keep_alive_while_waiting_for_a_slot(WaitingStall::InProgress).await;
 }
 
+/// Hands out `total` deliveries at once, then waits for ever; counts acks.
+struct ManyDeliveries {
+    total: u64,
+    handed_out: Arc<AtomicUsize>,
+    acked: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for ManyDeliveries {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(self.next_manual_ack().await?.map(|p| p.received))
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        let n = self.handed_out.load(Ordering::SeqCst) as u64 + 1;
+        if n > self.total {
+            std::future::pending::<()>().await;
+        }
+        self.handed_out.fetch_add(1, Ordering::SeqCst);
+        let received = ReceivedEvent {
+            event: Arc::new(Event::new("events.a.b", "a", "s", "src", json!(n))),
+            sequence: n,
+            num_delivered: 1,
+            stream: Arc::from("test"),
+        };
+        let acker = StallingKeepAlive {
+            acked: self.acked.clone(),
+        };
+        Ok(Some(event_core::PendingEvent::new(
+            received,
+            None,
+            Box::new(acker),
+        )))
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// Handlers that end at the very instant of the shutdown deadline (their
+/// events acked) are counted once, as acked, not also as aborted: with
+/// more of them than a task's cooperative budget lets it join at once,
+/// the runner counted every handler not yet joined at the deadline as
+/// aborted, finished or not.
+#[tokio::test(start_paused = true)]
+async fn handlers_ending_at_the_shutdown_deadline_count_once() {
+    const HANDLERS: usize = 300;
+    let bus = EventBus::new(MemoryProvider::default());
+    let handed_out = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let consumer = bus
+        .consume_subscription(
+            Box::new(ManyDeliveries {
+                total: HANDLERS as u64,
+                handed_out: handed_out.clone(),
+                acked: acked.clone(),
+            }),
+            SubscribeOptions::default(),
+            move |_r: ReceivedEvent| async move {
+                tokio::time::sleep_until(deadline).await;
+                Ok::<(), BoxError>(())
+            },
+            ConsumerConfig {
+                concurrency: HANDLERS,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+    wait_until("every delivery", || {
+        handed_out.load(Ordering::SeqCst) == HANDLERS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = consumer
+        .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
+    assert_eq!(report.acked as usize, acked.load(Ordering::SeqCst));
+    assert_eq!(
+        report.acked + report.aborted,
+        HANDLERS as u64,
+        "each delivery counted once: {report:?}"
+    );
+}
+
 /// A handler implemented on a type.
 struct Counter(Arc<AtomicUsize>);
 

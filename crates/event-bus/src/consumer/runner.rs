@@ -577,16 +577,28 @@ async fn run_loop(
     })
     .await;
     if drained.is_err() {
-        let left = tasks.len() as u64;
-        shared.stats.aborted.fetch_add(left, Ordering::Relaxed);
-        shared.bus.metrics.add_consumer_aborted(left);
-        tracing::warn!(
-            in_flight = left,
-            "shutdown deadline reached; aborting handlers and dead letters in progress (their \
-             events are redelivered after their ack wait; a final delivery comes once more, as \
-             its spare, and an aborted spare delivery is lost)"
-        );
-        tasks.shutdown().await;
+        // Only the tasks the abort cancelled count: tasks that ended in
+        // the deadline's instant (their settlement counted) may still be
+        // in the set, unjoined (the join loop ran out of its cooperative
+        // budget), and aborting them does nothing.
+        tasks.abort_all();
+        let mut left = 0u64;
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Err(err) if err.is_cancelled() => left += 1,
+                done => log_task_end(done),
+            }
+        }
+        if left > 0 {
+            shared.stats.aborted.fetch_add(left, Ordering::Relaxed);
+            shared.bus.metrics.add_consumer_aborted(left);
+            tracing::warn!(
+                in_flight = left,
+                "shutdown deadline reached; aborted handlers and dead letters in progress \
+                 (their events are redelivered after their ack wait; a final delivery comes \
+                 once more, as its spare, and an aborted spare delivery is lost)"
+            );
+        }
     }
     let closed = sub.close().await;
     // past the cutoff, `shutdown` has returned without this subscription
