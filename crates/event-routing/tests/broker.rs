@@ -2639,3 +2639,64 @@ async fn routings_ending_at_the_deadline_count_once() {
         );
     }
 }
+
+/// Hands out its events (settled by a [`NoopAck`]), then waits for ever;
+/// its `keep_alive` of what it fetched ahead never completes (a stalled
+/// connection).
+struct StalledFetchedAheadOf(Vec<event_core::PendingEvent>);
+
+#[async_trait::async_trait]
+impl event_core::Subscription for StalledFetchedAheadOf {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        std::future::pending().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        match self.0.pop() {
+            Some(pending) => Ok(Some(pending)),
+            None => std::future::pending().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn keep_alive(&mut self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+}
+
+/// A subscription's stalled `keep_alive` (called while every routing slot
+/// is busy) does not keep the feed from taking the next event once a slot
+/// is free: the feed awaited it without watching for the slot, so it
+/// routed nothing more until stopped.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_next_event() {
+    let broker = Broker::with_config(BrokerConfig {
+        feed_concurrency: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "slow",
+            TriggerFilter::all(),
+            sleeping_sink("slow", Duration::from_secs(5)),
+        ))
+        .unwrap();
+    let events = (0..2u64)
+        .map(|n| {
+            let received = event_core::ReceivedEvent {
+                event: Arc::new(event("events.orders.x", &format!("e{n}"))),
+                sequence: n + 1,
+                num_delivered: 1,
+                stream: "s".into(),
+            };
+            event_core::PendingEvent::new(received, None, Box::new(NoopAck))
+        })
+        .collect();
+    let feed = broker.feed(Box::new(StalledFetchedAheadOf(events)));
+    // each event holds the one slot for 5 s
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let stats = feed.stats();
+    let _ = feed.stop_within(Duration::from_secs(1)).await.unwrap();
+    assert_eq!((stats.received, stats.acked), (2, 2), "{stats:?}");
+}

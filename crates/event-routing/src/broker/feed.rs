@@ -526,10 +526,12 @@ async fn run(
                 permit = &mut acquire => break permit.ok(),
                 _ = fetched_ahead.tick() => {
                     // a stalled keep-alive (a custom provider's, a stalled
-                    // connection) must not hold up a stop: it is dropped
+                    // connection) must not hold up a stop nor the next
+                    // event once a slot is free: it is dropped
                     tokio::select! {
                         biased;
                         _ = stopped(&mut stop) => break None,
+                        permit = &mut acquire => break permit.ok(),
                         kept = subscription.keep_alive() => if let Err(err) = kept {
                             tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
                         },
