@@ -825,12 +825,17 @@ enum WaitingStall {
     FetchedAhead,
     /// The `in_progress` of the delivery waiting for a handler slot.
     InProgress,
+    /// The nak handing back the delivery waiting for a handler slot at a
+    /// shutdown (not a keep-alive, but awaited in the same loop).
+    Nak,
 }
 
-/// Settles normally; its `in_progress` never returns if `stalls`.
+/// Settles normally; its `in_progress` never returns if `stalls`, its
+/// nak never returns if `nak_stalls`.
 struct CountingAcker {
     naked: Arc<AtomicUsize>,
     stalls: bool,
+    nak_stalls: bool,
 }
 
 #[async_trait::async_trait]
@@ -840,6 +845,9 @@ impl event_core::Acker for CountingAcker {
     }
     async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
         self.naked.fetch_add(1, Ordering::SeqCst);
+        if self.nak_stalls {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
     async fn term(&self) -> event_core::Result<()> {
@@ -882,6 +890,7 @@ impl event_core::Subscription for WaitingStalls {
         let acker = CountingAcker {
             naked: self.naked.clone(),
             stalls: self.stall == WaitingStall::InProgress && n == 2,
+            nak_stalls: self.stall == WaitingStall::Nak && n == 2,
         };
         Ok(Some(
             event_core::PendingEvent::new(received, None, Box::new(acker))
@@ -938,6 +947,9 @@ async fn a_stalled_keep_alive_while_waiting_for_a_slot(stall: WaitingStall) {
         (0, 1, 1),
         "unclosed, released, aborted"
     );
+    // a nak cut off at the deadline is a failed settlement
+    let settle_errors = u64::from(stall == WaitingStall::Nak);
+    assert_eq!(report.settle_errors, settle_errors);
     assert_eq!(naked.load(Ordering::SeqCst), 1);
 }
 
@@ -949,6 +961,14 @@ async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_a_shutdown() {
 #[tokio::test(start_paused = true)]
 async fn a_stalled_keep_alive_of_a_waiting_delivery_does_not_stall_a_shutdown() {
     a_stalled_keep_alive_while_waiting_for_a_slot(WaitingStall::InProgress).await;
+}
+
+/// The nak handing back a delivery that had not started at a shutdown is
+/// bounded by the shutdown's deadline too: one that never returns was
+/// awaited for ever, with the same effect as a stalled keep-alive.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_hand_back_at_shutdown_does_not_stall_the_shutdown() {
+    a_stalled_keep_alive_while_waiting_for_a_slot(WaitingStall::Nak).await;
 }
 
 /// Hands out `total` deliveries at once, then waits for ever; counts acks.

@@ -97,7 +97,9 @@ pub struct ConsumerReport {
     /// handed back unprocessed (naked for immediate redelivery). A nak is a
     /// delivery to the provider: the next one counts as a redelivery
     /// (`num_delivered` 2) and uses one of the event's `max_deliver`
-    /// attempts, although no handler ran.
+    /// attempts, although no handler ran. A nak that fails, or has not
+    /// returned by the shutdown deadline, is also a settle error: that
+    /// delivery comes back after its ack wait.
     pub released: u64,
     /// Acknowledgement calls (ack, nak, term) that failed.
     pub settle_errors: u64,
@@ -650,19 +652,31 @@ async fn unstarted_at_stop(
     pending: PendingEvent,
     stop: &watch::Receiver<Option<Instant>>,
 ) -> Option<(PendingEvent, OwnedSemaphorePermit, bool)> {
+    let deadline = stop
+        .borrow()
+        .unwrap_or_else(|| after(Instant::now(), shared.config.shutdown_timeout));
     if !is_last_attempt(&shared.options, &pending) {
         tracing::debug!(
             event_id = ?pending.received.event.id,
             "shutdown: handing back a delivery that had not started"
         );
         let (event, sequence) = delivery(&pending);
-        settle(shared, &event, sequence, pending.nak().await, "nak");
+        // bounded by the deadline: a nak that never returns (a stalled
+        // connection) must not hold up the shutdown; the delivery comes
+        // back after its ack wait then
+        let started = Instant::now();
+        let naked = tokio::time::timeout_at(deadline, pending.nak())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    operation: "nak (handing back a delivery at shutdown)".into(),
+                    elapsed: started.elapsed(),
+                })
+            });
+        settle(shared, &event, sequence, naked, "nak");
         bump(&shared.stats.released);
         return None;
     }
-    let deadline = stop
-        .borrow()
-        .unwrap_or_else(|| after(Instant::now(), shared.config.shutdown_timeout));
     let permit = acquire_permit(shared, &pending, None, tokio::time::sleep_until(deadline)).await;
     if permit.is_none() {
         bump(&shared.stats.aborted);
