@@ -818,6 +818,243 @@ async fn a_stalled_keep_alive_does_not_stall_the_handler() {
     consumer.shutdown(Duration::from_secs(1)).await;
 }
 
+/// Which keep-alive of [`WaitingStalls`] never returns.
+#[derive(Clone, Copy, PartialEq)]
+enum WaitingStall {
+    /// The subscription's `keep_alive` (what it fetched ahead).
+    FetchedAhead,
+    /// The `in_progress` of the delivery waiting for a handler slot.
+    InProgress,
+    /// The nak handing back the delivery waiting for a handler slot at a
+    /// shutdown (not a keep-alive, but awaited in the same loop).
+    Nak,
+}
+
+/// Settles normally; its `in_progress` never returns if `stalls`, its
+/// nak never returns if `nak_stalls`.
+struct CountingAcker {
+    naked: Arc<AtomicUsize>,
+    stalls: bool,
+    nak_stalls: bool,
+}
+
+#[async_trait::async_trait]
+impl event_core::Acker for CountingAcker {
+    async fn ack(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn nak(&self, _delay: Option<Duration>) -> event_core::Result<()> {
+        self.naked.fetch_add(1, Ordering::SeqCst);
+        if self.nak_stalls {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+    async fn term(&self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn in_progress(&self) -> event_core::Result<()> {
+        if self.stalls {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+/// Hands out two deliveries (100 ms ack wait), then waits for ever; the
+/// keep-alive named by `stall` never returns (for the second delivery's
+/// `in_progress`: the first one's handler keeps its slot).
+struct WaitingStalls {
+    stall: WaitingStall,
+    handed_out: Arc<AtomicUsize>,
+    naked: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for WaitingStalls {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(self.next_manual_ack().await?.map(|p| p.received))
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        let n = self.handed_out.load(Ordering::SeqCst) as u64 + 1;
+        if n > 2 {
+            std::future::pending::<()>().await;
+        }
+        self.handed_out.fetch_add(1, Ordering::SeqCst);
+        let received = ReceivedEvent {
+            event: Arc::new(Event::new("events.a.b", "a", "s", "src", json!(n))),
+            sequence: n,
+            num_delivered: 1,
+            stream: Arc::from("test"),
+        };
+        let acker = CountingAcker {
+            naked: self.naked.clone(),
+            stalls: self.stall == WaitingStall::InProgress && n == 2,
+            nak_stalls: self.stall == WaitingStall::Nak && n == 2,
+        };
+        Ok(Some(
+            event_core::PendingEvent::new(received, None, Box::new(acker))
+                .with_ack_wait(Duration::from_millis(100)),
+        ))
+    }
+    async fn keep_alive(&mut self) -> event_core::Result<()> {
+        if self.stall == WaitingStall::FetchedAhead {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// A keep-alive sent while a delivery waits for a handler slot (its own
+/// `in_progress`, or the subscription's `keep_alive` for what it fetched
+/// ahead) that never returns does not hold up a shutdown: the waiting
+/// delivery is handed back, the handler holding the slot is aborted at
+/// the deadline and the subscription closes. The runner awaited those
+/// keep-alives without watching for the stop request.
+async fn a_stalled_keep_alive_while_waiting_for_a_slot(stall: WaitingStall) {
+    let bus = EventBus::new(MemoryProvider::default());
+    let handed_out = Arc::new(AtomicUsize::new(0));
+    let naked = Arc::new(AtomicUsize::new(0));
+    let consumer = bus
+        .consume_subscription(
+            Box::new(WaitingStalls {
+                stall,
+                handed_out: handed_out.clone(),
+                naked: naked.clone(),
+            }),
+            SubscribeOptions::default(),
+            // the first event's handler keeps the only slot
+            |_r: ReceivedEvent| async move {
+                std::future::pending::<()>().await;
+                Ok::<(), BoxError>(())
+            },
+            ConsumerConfig {
+                concurrency: 1,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+    wait_until("two deliveries", || handed_out.load(Ordering::SeqCst) == 2).await;
+    // past the first keep-alive of the waiting delivery and of what was
+    // fetched ahead (both due within 100 ms)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = consumer.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (report.unclosed, report.released, report.aborted),
+        (0, 1, 1),
+        "unclosed, released, aborted"
+    );
+    // a nak cut off at the deadline is a failed settlement
+    let settle_errors = u64::from(stall == WaitingStall::Nak);
+    assert_eq!(report.settle_errors, settle_errors);
+    assert_eq!(naked.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_a_shutdown() {
+    a_stalled_keep_alive_while_waiting_for_a_slot(WaitingStall::FetchedAhead).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_keep_alive_of_a_waiting_delivery_does_not_stall_a_shutdown() {
+    a_stalled_keep_alive_while_waiting_for_a_slot(WaitingStall::InProgress).await;
+}
+
+/// The nak handing back a delivery that had not started at a shutdown is
+/// bounded by the shutdown's deadline too: one that never returns was
+/// awaited for ever, with the same effect as a stalled keep-alive.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_hand_back_at_shutdown_does_not_stall_the_shutdown() {
+    a_stalled_keep_alive_while_waiting_for_a_slot(WaitingStall::Nak).await;
+}
+
+/// Hands out `total` deliveries at once, then waits for ever; counts acks.
+struct ManyDeliveries {
+    total: u64,
+    handed_out: Arc<AtomicUsize>,
+    acked: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl event_core::Subscription for ManyDeliveries {
+    async fn next(&mut self) -> event_core::Result<Option<ReceivedEvent>> {
+        Ok(self.next_manual_ack().await?.map(|p| p.received))
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        let n = self.handed_out.load(Ordering::SeqCst) as u64 + 1;
+        if n > self.total {
+            std::future::pending::<()>().await;
+        }
+        self.handed_out.fetch_add(1, Ordering::SeqCst);
+        let received = ReceivedEvent {
+            event: Arc::new(Event::new("events.a.b", "a", "s", "src", json!(n))),
+            sequence: n,
+            num_delivered: 1,
+            stream: Arc::from("test"),
+        };
+        let acker = StallingKeepAlive {
+            acked: self.acked.clone(),
+        };
+        Ok(Some(event_core::PendingEvent::new(
+            received,
+            None,
+            Box::new(acker),
+        )))
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// Handlers that end at the very instant of the shutdown deadline (their
+/// events acked) are counted once, as acked, not also as aborted: with
+/// more of them than a task's cooperative budget lets it join at once,
+/// the runner counted every handler not yet joined at the deadline as
+/// aborted, finished or not.
+#[tokio::test(start_paused = true)]
+async fn handlers_ending_at_the_shutdown_deadline_count_once() {
+    const HANDLERS: usize = 300;
+    let bus = EventBus::new(MemoryProvider::default());
+    let handed_out = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let consumer = bus
+        .consume_subscription(
+            Box::new(ManyDeliveries {
+                total: HANDLERS as u64,
+                handed_out: handed_out.clone(),
+                acked: acked.clone(),
+            }),
+            SubscribeOptions::default(),
+            move |_r: ReceivedEvent| async move {
+                tokio::time::sleep_until(deadline).await;
+                Ok::<(), BoxError>(())
+            },
+            ConsumerConfig {
+                concurrency: HANDLERS,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+    wait_until("every delivery", || {
+        handed_out.load(Ordering::SeqCst) == HANDLERS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = consumer
+        .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
+    assert_eq!(report.acked as usize, acked.load(Ordering::SeqCst));
+    assert_eq!(
+        report.acked + report.aborted,
+        HANDLERS as u64,
+        "each delivery counted once: {report:?}"
+    );
+}
+
 /// A handler implemented on a type.
 struct Counter(Arc<AtomicUsize>);
 

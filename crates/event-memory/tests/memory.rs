@@ -1600,3 +1600,68 @@ async fn an_evicted_nakd_event_frees_its_slot_within_as_many_evictions_as_delive
     assert_eq!(got, (4, 2));
     drop(in_flight);
 }
+
+/// A prefix whose tokens look like categories (`events.orders`) keys on
+/// the token after the whole prefix: live subscriptions, history and lag
+/// reports each see exactly their category's events, whether the filter
+/// names the prefix or matches it with wildcards.
+#[tokio::test]
+async fn a_prefix_whose_tokens_look_like_categories_keys_on_the_token_after_it() {
+    let p = MemoryProvider::new(MemoryConfig {
+        subject_prefix: "events.orders".into(),
+        max_events: 4,
+        channel_capacity: 16,
+    })
+    .unwrap();
+    let subject = |category: &str| format!("events.orders.{category}.x");
+    let publish = |category: &'static str| {
+        let p = &p;
+        async move {
+            let e = Event::new(
+                subject(category),
+                category,
+                "s",
+                "test",
+                serde_json::json!(1),
+            );
+            p.publish(&e).await.unwrap()
+        }
+    };
+    let mut orders = p.subscribe("events.orders.orders.>").await.unwrap();
+    let mut users = p.subscribe("*.*.users.>").await.unwrap();
+    let mut events = p.subscribe("events.orders.events.*").await.unwrap();
+    let users_seq = publish("users").await;
+    let orders_seq = publish("orders").await;
+    let events_seq = publish("events").await;
+    assert_eq!(next_after_lag(&mut orders).await, (orders_seq, 0));
+    assert_eq!(next_after_lag(&mut users).await, (users_seq, 0));
+    assert_eq!(next_after_lag(&mut events).await, (events_seq, 0));
+    // history: only the category's events
+    let history = p.history(Some("events.orders.users.>"), 10).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|e| e.subject.clone())
+            .collect::<Vec<_>>(),
+        [subject("users")]
+    );
+    // a lagging durable of one category counts only its category's events
+    let mut durable = p
+        .subscribe_durable_with_options(
+            "d",
+            "events.orders.orders.>",
+            &SubscribeOptions {
+                deliver_policy: DeliverPolicy::All,
+                ..SubscribeOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    // max_events 4: these evict the three above and two more of orders
+    for _ in 0..3 {
+        publish("orders").await;
+        publish("users").await;
+    }
+    let (_, missed) = next_after_lag(&mut durable).await;
+    assert_eq!(missed, 2, "orders evicted before the durable read them");
+}

@@ -2591,3 +2591,112 @@ async fn two_feeds_on_one_durable_route_each_event_once() {
     types.dedup();
     assert_eq!((all.len(), types.len()), (20, 20));
 }
+
+/// Routings that end at the very instant of `stop_within`'s deadline
+/// (settled: acked) are counted once, as acked, not also as cut off: the
+/// stats add up to what was received. The feed counted as cut off every
+/// routing not yet joined when the deadline's timer won, including those
+/// that had finished (and counted their ack) in the same instant.
+#[tokio::test(start_paused = true)]
+async fn routings_ending_at_the_deadline_count_once() {
+    for round in 0..8 {
+        let broker = Broker::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let at_deadline = Arc::new(InProcessSink::new("at-deadline", move |_| async move {
+            tokio::time::sleep_until(deadline).await;
+            Ok(())
+        }));
+        broker
+            .add_trigger(Trigger::new("all", TriggerFilter::all(), at_deadline))
+            .unwrap();
+        let events = (0..16u64)
+            .map(|n| {
+                let received = event_core::ReceivedEvent {
+                    event: Arc::new(event("events.orders.x", &format!("e{n}"))),
+                    sequence: n + 1,
+                    num_delivered: 1,
+                    stream: "s".into(),
+                };
+                event_core::PendingEvent::new(received, None, Box::new(NoopAck))
+            })
+            .collect();
+        let feed = broker.feed(Box::new(Flaky {
+            failures: 0,
+            error: || Error::Connection("unused".into()),
+            calls: Arc::default(),
+            events,
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = feed
+            .stop_within(deadline.saturating_duration_since(Instant::now()))
+            .await
+            .unwrap();
+        assert_eq!(stats.received, 16, "round {round}: {stats:?}");
+        assert_eq!(
+            stats.acked + stats.naked + stats.dropped + stats.aborted,
+            16,
+            "round {round}: each event counted once: {stats:?}"
+        );
+    }
+}
+
+/// Hands out its events (settled by a [`NoopAck`]), then waits for ever;
+/// its `keep_alive` of what it fetched ahead never completes (a stalled
+/// connection).
+struct StalledFetchedAheadOf(Vec<event_core::PendingEvent>);
+
+#[async_trait::async_trait]
+impl event_core::Subscription for StalledFetchedAheadOf {
+    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
+        std::future::pending().await
+    }
+    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
+        match self.0.pop() {
+            Some(pending) => Ok(Some(pending)),
+            None => std::future::pending().await,
+        }
+    }
+    async fn close(&mut self) -> event_core::Result<()> {
+        Ok(())
+    }
+    async fn keep_alive(&mut self) -> event_core::Result<()> {
+        std::future::pending().await
+    }
+}
+
+/// A subscription's stalled `keep_alive` (called while every routing slot
+/// is busy) does not keep the feed from taking the next event once a slot
+/// is free: the feed awaited it without watching for the slot, so it
+/// routed nothing more until stopped.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_next_event() {
+    let broker = Broker::with_config(BrokerConfig {
+        feed_concurrency: 1,
+        ..BrokerConfig::default()
+    })
+    .unwrap();
+    broker
+        .add_trigger(Trigger::new(
+            "slow",
+            TriggerFilter::all(),
+            sleeping_sink("slow", Duration::from_secs(5)),
+        ))
+        .unwrap();
+    let events = (0..2u64)
+        .map(|n| {
+            let received = event_core::ReceivedEvent {
+                event: Arc::new(event("events.orders.x", &format!("e{n}"))),
+                sequence: n + 1,
+                num_delivered: 1,
+                stream: "s".into(),
+            };
+            event_core::PendingEvent::new(received, None, Box::new(NoopAck))
+        })
+        .collect();
+    let feed = broker.feed(Box::new(StalledFetchedAheadOf(events)));
+    // each event holds the one slot for 5 s
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let stats = feed.stats();
+    let _ = feed.stop_within(Duration::from_secs(1)).await.unwrap();
+    assert_eq!((stats.received, stats.acked), (2, 2), "{stats:?}");
+}

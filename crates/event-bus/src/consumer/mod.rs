@@ -44,7 +44,9 @@
 //!   same way (and once more as its handler starts, if it waited), and
 //!   keeps what the subscription fetched ahead alive
 //!   ([`Subscription::keep_alive`](event_core::Subscription::keep_alive)),
-//!   so the events behind it are not redelivered while they wait either. Providers that report it
+//!   so the events behind it are not redelivered while they wait either
+//!   (neither keep-alive holds up the wait: one that never returns delays
+//!   the next of its kind, not the start of the delivery nor a shutdown). Providers that report it
 //!   ([`PendingEvent::ack_wait`](event_core::PendingEvent::ack_wait); the
 //!   memory and NATS providers do) are taken at their word, and read again
 //!   several times a second: a wait the provider reports live

@@ -97,7 +97,9 @@ pub struct ConsumerReport {
     /// handed back unprocessed (naked for immediate redelivery). A nak is a
     /// delivery to the provider: the next one counts as a redelivery
     /// (`num_delivered` 2) and uses one of the event's `max_deliver`
-    /// attempts, although no handler ran.
+    /// attempts, although no handler ran. A nak that fails, or has not
+    /// returned by the shutdown deadline, is also a settle error: that
+    /// delivery comes back after its ack wait.
     pub released: u64,
     /// Acknowledgement calls (ack, nak, term) that failed.
     pub settle_errors: u64,
@@ -520,13 +522,15 @@ async fn run_loop(
                 match acquire_permit(&shared, &pending, Some(&mut sub), stop_requested(&mut stop))
                     .await
                 {
-                    Some(permit) => spawn_process(&mut tasks, &shared, pending, permit),
+                    Some((permit, refresh)) => {
+                        spawn_process(&mut tasks, &shared, pending, permit, refresh);
+                    }
                     None => {
                         // stop requested before this delivery could start
-                        if let Some((pending, permit)) =
+                        if let Some((pending, permit, refresh)) =
                             unstarted_at_stop(&shared, pending, &stop).await
                         {
-                            spawn_process(&mut tasks, &shared, pending, permit);
+                            spawn_process(&mut tasks, &shared, pending, permit, refresh);
                         }
                         break;
                     }
@@ -575,16 +579,28 @@ async fn run_loop(
     })
     .await;
     if drained.is_err() {
-        let left = tasks.len() as u64;
-        shared.stats.aborted.fetch_add(left, Ordering::Relaxed);
-        shared.bus.metrics.add_consumer_aborted(left);
-        tracing::warn!(
-            in_flight = left,
-            "shutdown deadline reached; aborting handlers and dead letters in progress (their \
-             events are redelivered after their ack wait; a final delivery comes once more, as \
-             its spare, and an aborted spare delivery is lost)"
-        );
-        tasks.shutdown().await;
+        // Only the tasks the abort cancelled count: tasks that ended in
+        // the deadline's instant (their settlement counted) may still be
+        // in the set, unjoined (the join loop ran out of its cooperative
+        // budget), and aborting them does nothing.
+        tasks.abort_all();
+        let mut left = 0u64;
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Err(err) if err.is_cancelled() => left += 1,
+                done => log_task_end(done),
+            }
+        }
+        if left > 0 {
+            shared.stats.aborted.fetch_add(left, Ordering::Relaxed);
+            shared.bus.metrics.add_consumer_aborted(left);
+            tracing::warn!(
+                in_flight = left,
+                "shutdown deadline reached; aborted handlers and dead letters in progress \
+                 (their events are redelivered after their ack wait; a final delivery comes \
+                 once more, as its spare, and an aborted spare delivery is lost)"
+            );
+        }
     }
     let closed = sub.close().await;
     // past the cutoff, `shutdown` has returned without this subscription
@@ -607,6 +623,7 @@ fn spawn_process(
     shared: &Arc<Shared>,
     pending: PendingEvent,
     permit: OwnedSemaphorePermit,
+    refresh: bool,
 ) {
     let span = tracing::debug_span!(
         "a3s_event.consume",
@@ -617,7 +634,7 @@ fn spawn_process(
     // the delivery's span (debug) is a child of the loop's; the loop's is
     // kept when the delivery's is disabled
     tasks.spawn(
-        process(shared.clone(), pending, permit)
+        process(shared.clone(), pending, permit, refresh)
             .instrument(span)
             .in_current_span(),
     );
@@ -634,20 +651,32 @@ async fn unstarted_at_stop(
     shared: &Arc<Shared>,
     pending: PendingEvent,
     stop: &watch::Receiver<Option<Instant>>,
-) -> Option<(PendingEvent, OwnedSemaphorePermit)> {
+) -> Option<(PendingEvent, OwnedSemaphorePermit, bool)> {
+    let deadline = stop
+        .borrow()
+        .unwrap_or_else(|| after(Instant::now(), shared.config.shutdown_timeout));
     if !is_last_attempt(&shared.options, &pending) {
         tracing::debug!(
             event_id = ?pending.received.event.id,
             "shutdown: handing back a delivery that had not started"
         );
         let (event, sequence) = delivery(&pending);
-        settle(shared, &event, sequence, pending.nak().await, "nak");
+        // bounded by the deadline: a nak that never returns (a stalled
+        // connection) must not hold up the shutdown; the delivery comes
+        // back after its ack wait then
+        let started = Instant::now();
+        let naked = tokio::time::timeout_at(deadline, pending.nak())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    operation: "nak (handing back a delivery at shutdown)".into(),
+                    elapsed: started.elapsed(),
+                })
+            });
+        settle(shared, &event, sequence, naked, "nak");
         bump(&shared.stats.released);
         return None;
     }
-    let deadline = stop
-        .borrow()
-        .unwrap_or_else(|| after(Instant::now(), shared.config.shutdown_timeout));
     let permit = acquire_permit(shared, &pending, None, tokio::time::sleep_until(deadline)).await;
     if permit.is_none() {
         bump(&shared.stats.aborted);
@@ -660,7 +689,7 @@ async fn unstarted_at_stop(
             "shutdown deadline reached before the final delivery of an event could start; it comes once more after its ack wait unless this was already its spare delivery"
         );
     }
-    permit.map(|permit| (pending, permit))
+    permit.map(|(permit, refresh)| (pending, permit, refresh))
 }
 
 /// Whether a failure of this delivery exhausts the event.
@@ -697,7 +726,13 @@ fn log_task_end(done: std::result::Result<(), tokio::task::JoinError>) {
 }
 
 /// Outcome of one handler run: `Err(reason)` on error, panic or timeout.
-async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Result<(), String> {
+/// `refresh`: the delivery's ack wait is extended (`in_progress`) as the
+/// handler starts (it waited for its slot since its last refresh).
+async fn run_handler(
+    shared: &Shared,
+    pending: &PendingEvent,
+    refresh: bool,
+) -> std::result::Result<(), String> {
     // `handle` itself runs inside the guard too: a handler that panics
     // before returning its future is caught like one panicking in it
     let handler = shared.handler.clone();
@@ -728,7 +763,7 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
     // `None` (no clock read, no timer) under a limit that ends the run by
     // the threshold: the default's case
     let mut stall = StallWatch::start(Work::Handler, shared.config.handler_timeout, about);
-    let outcome = keep_alive(shared, pending, guarded, stall.as_mut()).await;
+    let outcome = keep_alive(shared, pending, guarded, stall.as_mut(), refresh).await;
     if let Some(stall) = &mut stall {
         stall.ended(Instant::now(), &outcome);
     }
@@ -743,12 +778,14 @@ async fn run_handler(shared: &Shared, pending: &PendingEvent) -> std::result::Re
 ///
 /// `stall`, if any, watches `work` on the same timer: the loop wakes for
 /// the next keep-alive check or the next stall warning, whichever is first
-/// (no timer of its own per delivery).
+/// (no timer of its own per delivery). `refresh` sends an `in_progress`
+/// as `work` starts (the delivery waited for a handler slot).
 async fn keep_alive<T>(
     shared: &Shared,
     pending: &PendingEvent,
     work: impl Future<Output = T>,
     mut stall: Option<&mut StallWatch<'_>>,
+    refresh: bool,
 ) -> T {
     tokio::pin!(work);
     let options = &shared.options;
@@ -756,7 +793,8 @@ async fn keep_alive<T>(
     // the keep-alive being sent: `work` is polled meanwhile, so one that
     // stalls (a provider's request on a half-dead connection) holds up
     // neither the work nor the stall warnings; dropped when `work` ends
-    let mut sending: Option<Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>> = None;
+    let mut sending: Option<Sending<'_, Result<()>>> =
+        refresh.then(|| Box::pin(pending.in_progress()) as Sending<'_, Result<()>>);
     loop {
         // no keep-alive check is due while one is being sent
         let check: Option<Instant> = sending.is_none().then(|| clock.next_check().into());
@@ -827,19 +865,34 @@ fn after(now: Instant, d: Duration) -> Instant {
 /// half of any ack wait in practice, whatever the delivery in hand waits.
 const FETCHED_AHEAD_CHECK: Duration = Duration::from_millis(100);
 
+/// A keep-alive call in flight (`in_progress`, or a subscription's
+/// `keep_alive`), polled alongside what it keeps alive.
+type Sending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A subscription's `keep_alive` in flight, which gives the subscription
+/// back as it ends.
+type KeepingAlive<'a> = Sending<'a, (Result<()>, &'a mut Box<dyn Subscription>)>;
+
 /// Waits for a handler permit, keeping the fetched delivery alive
 /// (`in_progress`) meanwhile, and what `sub` fetched ahead of it
 /// ([`Subscription::keep_alive`]: the runner does not ask for the next
 /// event while it waits); `None` if `until` completes first.
+///
+/// The keep-alives are sent while the permit and `until` are watched, so
+/// one that never returns (a provider's request on a half-dead
+/// connection) holds up neither the start of the delivery nor a stop; no
+/// next one of the same kind is sent meanwhile, and one still pending
+/// when this returns is dropped. The `bool` says the delivery's ack wait
+/// is to be refreshed as its handler starts (see [`keep_alive`]).
 async fn acquire_permit(
     shared: &Arc<Shared>,
     pending: &PendingEvent,
-    mut sub: Option<&mut Box<dyn Subscription>>,
+    sub: Option<&mut Box<dyn Subscription>>,
     until: impl Future<Output = ()>,
-) -> Option<OwnedSemaphorePermit> {
+) -> Option<(OwnedSemaphorePermit, bool)> {
     // a free slot: no timers to set up (the common case below saturation)
     if let Ok(permit) = shared.permits.clone().try_acquire_owned() {
-        return Some(permit);
+        return Some((permit, false));
     }
     let options = &shared.options;
     let mut clock = KeepAliveClock::start(options, pending, now());
@@ -852,48 +905,81 @@ async fn acquire_permit(
     let mut fetched_ahead =
         tokio::time::interval_at(Instant::now() + FETCHED_AHEAD_CHECK, FETCHED_AHEAD_CHECK);
     fetched_ahead.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `sub` is lent to its keep-alive while one is sent, and given back
+    let mut idle_sub = sub;
+    let mut keeping: Option<KeepingAlive<'_>> = None;
+    let mut sending: Option<Sending<'_, Result<()>>> = None;
     loop {
+        let check: Option<Instant> = sending.is_none().then(|| clock.next_check().into());
         tokio::select! {
             biased;
             permit = &mut acquire => {
                 // the handler's own keep-alive starts a whole interval from
                 // now: a delivery that waited here since its last refresh
                 // would otherwise go up to two intervals (the ack wait)
-                // without one, and be redelivered as its handler starts
+                // without one, and be redelivered as its handler starts;
+                // the handler's keep-alive sends it, so that one that
+                // stalls holds up neither the handler nor this loop
                 let at = now();
                 clock.due(options, pending, at);
-                if at.saturating_duration_since(clock.last_sent()) >= clock.period() / 4
-                    && let Err(err) = pending.in_progress().await
-                {
-                    tracing::debug!(error = %err, "in_progress failed");
-                }
-                return permit.ok();
+                let refresh = sending.is_some()
+                    || at.saturating_duration_since(clock.last_sent()) >= clock.period() / 4;
+                return permit.ok().map(|permit| (permit, refresh));
             }
             () = &mut until => return None,
-            () = tokio::time::sleep_until(clock.next_check().into()) => {
-                if clock.due(options, pending, now()) {
-                    if let Err(err) = pending.in_progress().await {
-                        tracing::debug!(error = %err, "in_progress failed");
-                    }
-                    clock.sent(options, pending, now());
+            result = async {
+                match sending.as_mut() {
+                    Some(send) => send.await,
+                    None => std::future::pending().await,
+                }
+            }, if sending.is_some() => {
+                sending = None;
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "in_progress failed");
+                }
+                clock.sent(options, pending, now());
+            }
+            (result, sub) = async {
+                match keeping.as_mut() {
+                    Some(keep) => keep.await,
+                    None => std::future::pending().await,
+                }
+            }, if keeping.is_some() => {
+                keeping = None;
+                idle_sub = Some(sub);
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
                 }
             }
-            _ = fetched_ahead.tick(), if sub.is_some() => {
-                if let Some(sub) = &mut sub
-                    && let Err(err) = sub.keep_alive().await
-                {
-                    tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
+            () = async {
+                match check {
+                    Some(check) => tokio::time::sleep_until(check).await,
+                    None => std::future::pending().await,
+                }
+            }, if check.is_some() => {
+                if clock.due(options, pending, now()) {
+                    sending = Some(Box::pin(pending.in_progress()));
+                }
+            }
+            _ = fetched_ahead.tick(), if idle_sub.is_some() => {
+                if let Some(sub) = idle_sub.take() {
+                    keeping = Some(Box::pin(async move { (sub.keep_alive().await, sub) }));
                 }
             }
         }
     }
 }
 
-async fn process(shared: Arc<Shared>, pending: PendingEvent, permit: OwnedSemaphorePermit) {
+async fn process(
+    shared: Arc<Shared>,
+    pending: PendingEvent,
+    permit: OwnedSemaphorePermit,
+    refresh: bool,
+) {
     if pending.received.num_delivered > 1 {
         shared.bus.metrics.add_redelivered(1);
     }
-    match run_handler(&shared, &pending).await {
+    match run_handler(&shared, &pending, refresh).await {
         Ok(()) => {
             forget_failure(&shared, &pending.received.stream, pending.received.sequence);
             shared.bus.metrics.add_handled(1);
@@ -1022,7 +1108,7 @@ async fn dead_letter(
             pause = (pause * 2).min(Duration::from_secs(5));
         }
     };
-    if keep_alive(shared, &pending, offered, None).await {
+    if keep_alive(shared, &pending, offered, None, false).await {
         shared.bus.metrics.add_dlq(1);
         let (event, sequence) = delivery(&pending);
         settle(shared, &event, sequence, pending.term().await, "term");

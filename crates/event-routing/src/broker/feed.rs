@@ -434,15 +434,24 @@ async fn finish(
             },
         }
     }
-    let cut = routings.len() as u64;
+    // Only the routings the abort cut off count: one that ended in the
+    // same instant as the deadline (its settlement counted) is still in
+    // the set until joined, and aborting it does nothing.
     routings.abort_all();
-    while routings.join_next().await.is_some() {}
+    let mut cut = 0u64;
+    while let Some(done) = routings.join_next().await {
+        if done.is_err_and(|err| err.is_cancelled()) {
+            cut += 1;
+        }
+    }
     counters.aborted.fetch_add(cut, Ordering::Relaxed);
-    tracing::warn!(
-        aborted = cut,
-        "broker feed stopped at its deadline: routings cut off; their events come back after \
-         their ack wait"
-    );
+    if cut > 0 {
+        tracing::warn!(
+            aborted = cut,
+            "broker feed stopped at its deadline: routings cut off; their events come back \
+             after their ack wait"
+        );
+    }
     stop.borrow().and_then(|request| request.deadline)
 }
 
@@ -517,10 +526,12 @@ async fn run(
                 permit = &mut acquire => break permit.ok(),
                 _ = fetched_ahead.tick() => {
                     // a stalled keep-alive (a custom provider's, a stalled
-                    // connection) must not hold up a stop: it is dropped
+                    // connection) must not hold up a stop nor the next
+                    // event once a slot is free: it is dropped
                     tokio::select! {
                         biased;
                         _ = stopped(&mut stop) => break None,
+                        permit = &mut acquire => break permit.ok(),
                         kept = subscription.keep_alive() => if let Err(err) = kept {
                             tracing::debug!(error = %err, "keeping the events fetched ahead alive failed");
                         },
