@@ -112,3 +112,22 @@ fn a_provider_used_after_its_connecting_runtime_shut_down_is_closed() {
     drop(sub);
     drop(p);
 }
+
+/// A provider whose last handle is held by a task its connecting runtime
+/// drops while shutting down: the drop, which would keep the connection
+/// until what was queued is sent, spawns on a runtime that takes no more
+/// tasks, and neither panics nor hangs the shutdown.
+#[test]
+fn a_provider_dropped_by_its_runtimes_shutdown_neither_panics_nor_hangs() {
+    let Some(server) = NatsServer::start("runtime_shutdown_drop") else {
+        return;
+    };
+    for runtime in [multi_thread(), current_thread()] {
+        let p = runtime.block_on(common::provider(&server, "rtdrop"));
+        runtime.spawn(async move {
+            let _held = p;
+            std::future::pending::<()>().await;
+        });
+        drop(runtime);
+    }
+}
