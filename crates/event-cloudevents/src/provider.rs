@@ -141,8 +141,8 @@ async fn publish_converted<P: EventProvider + ?Sized>(
 /// events), written `<length of the source>:<source><id>` (the length makes
 /// it one-to-one). Control characters and `%` are percent-encoded (their
 /// UTF-8 bytes as `%XX`), as no provider takes a dedup id with control
-/// characters; without them it is the id event-routing's unchanged topic
-/// sink gives the same event.
+/// characters; it is the id event-routing's unchanged topic sink gives the
+/// same event.
 ///
 /// ```
 /// use event_cloudevents::{CloudEvent, cloudevent_dedup_id};

@@ -283,3 +283,43 @@ async fn cloudevents_are_deduplicated_by_source_and_id_together() {
         assert_eq!(received.id(), expected.id());
     }
 }
+
+/// No two sources and ids share a dedup id: every pair of up to three
+/// characters from an alphabet of the encoding's own characters (`%`, hex
+/// digits, `:`, digits) and control characters gives its own text, and
+/// none has a control character left.
+#[test]
+fn cloudevent_dedup_ids_are_one_to_one() {
+    let alphabet = ['a', '1', '2', ':', '%', '0', 'A', '\n', '\u{85}'];
+    let mut texts = vec![String::new()];
+    for _ in 0..3 {
+        let longer: Vec<String> = texts
+            .iter()
+            .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+            .collect();
+        texts.extend(longer);
+        texts.sort();
+        texts.dedup();
+    }
+    texts.retain(|t| !t.is_empty());
+    let ce = |source: &str, id: &str| {
+        let doc = json!({"specversion": "1.0", "id": id, "source": source, "type": "t"});
+        cloudevent_from_structured(&serde_json::to_vec(&doc).unwrap())
+    };
+    // ids over the whole set, sources over the short ones (enough to meet
+    // every length boundary the prefix guards)
+    let mut seen = std::collections::HashMap::new();
+    let mut read = 0;
+    for source in texts.iter().filter(|s| s.chars().count() <= 2) {
+        for id in &texts {
+            let Ok(event) = ce(source, id) else { continue };
+            read += 1;
+            let dedup = event_cloudevents::cloudevent_dedup_id(&event);
+            assert!(!dedup.chars().any(char::is_control), "{dedup:?}");
+            if let Some(other) = seen.insert(dedup.clone(), (source.clone(), id.clone())) {
+                panic!("{dedup:?} for {:?} and {other:?}", (source, id));
+            }
+        }
+    }
+    assert!(read > 50_000, "only {read} events read");
+}

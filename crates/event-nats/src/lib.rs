@@ -406,7 +406,9 @@
 //!   operations get meanwhile). Dropping the provider (its last clone,
 //!   subscription and manual delivery held: a normal exit) closes the
 //!   connection with a `DEBUG` line, once what was queued (the last
-//!   acknowledgements) is sent, within `request_timeout_secs`; a delivery
+//!   acknowledgements) is sent, within `request_timeout_secs`, by the
+//!   runtime that connected (wherever the drop happens, even outside any
+//!   runtime, while that one runs); a delivery
 //!   settled after its subscription and provider were dropped (a shutdown
 //!   letting handlers finish) reaches the server. A close the application
 //!   did not cause is a `WARN`. async-nats

@@ -119,6 +119,10 @@ pub(crate) struct Inner {
     pub(crate) link: Arc<Link>,
     /// Durables this provider (and its clones) deleted.
     pub(crate) unsubscribed: Arc<Unsubscribed>,
+    /// The runtime that connected, which runs the client's connection
+    /// task: where the last drop keeps the connection until what was
+    /// queued is sent, wherever that drop happens.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Drop for Inner {
@@ -132,11 +136,17 @@ impl Drop for Inner {
     /// a request sent after it (the stream's info, which every provider may
     /// ask for: a flush alone only hands the bytes to the socket, and a
     /// close with unread input resets the connection, which may discard
-    /// them at the server), within the request timeout (inside a runtime;
-    /// outside one nothing could be sent anyway).
+    /// them at the server), within the request timeout. The task runs on
+    /// the runtime that connected, which runs the connection: a drop
+    /// outside any runtime (synchronous code between two `block_on`s) or
+    /// in another one sends what was queued too (once that runtime is shut
+    /// down, the connection is gone and nothing can be sent).
     fn drop(&mut self) {
         self.link.closing.store(true, Ordering::Release);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        if self.link.is_gone() {
+            return;
+        }
+        if let Some(runtime) = &self.runtime {
             let client = self.client.clone();
             let subject = format!("$JS.API.STREAM.INFO.{}", self.stream_name);
             let timeout = self.config.request_timeout();
@@ -458,6 +468,7 @@ impl NatsProvider {
                 options,
                 link,
                 unsubscribed: Arc::default(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         })
     }

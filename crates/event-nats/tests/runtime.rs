@@ -112,3 +112,81 @@ fn a_provider_used_after_its_connecting_runtime_shut_down_is_closed() {
     drop(sub);
     drop(p);
 }
+
+/// A provider whose last handle is held by a task its connecting runtime
+/// drops while shutting down: the drop, which would keep the connection
+/// until what was queued is sent, spawns on a runtime that takes no more
+/// tasks, and neither panics nor hangs the shutdown.
+#[test]
+fn a_provider_dropped_by_its_runtimes_shutdown_neither_panics_nor_hangs() {
+    let Some(server) = NatsServer::start("runtime_shutdown_drop") else {
+        return;
+    };
+    for runtime in [multi_thread(), current_thread()] {
+        let p = runtime.block_on(common::provider(&server, "rtdrop"));
+        runtime.spawn(async move {
+            let _held = p;
+            std::future::pending::<()>().await;
+        });
+        drop(runtime);
+    }
+}
+
+/// The server's open client connections, from its monitoring port.
+fn open_connections(monitor: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", monitor)).unwrap();
+    conn.write_all(b"GET /varz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let varz: serde_json::Value = serde_json::from_str(body).unwrap();
+    varz["connections"].as_u64().unwrap()
+}
+
+/// Providers connected and dropped in a loop, each with a delivery it
+/// acknowledged just before: the connections their drops keep until what
+/// was queued is sent all close (none is kept for ever), whether dropped
+/// inside the runtime or outside it.
+#[test]
+fn providers_dropped_in_a_loop_leave_no_connection_open() {
+    let monitor = common::free_port();
+    let Some(server) = NatsServer::start_with(
+        "providers_dropped_in_a_loop",
+        &format!("http: \"127.0.0.1:{monitor}\""),
+    ) else {
+        return;
+    };
+    let runtime = multi_thread();
+    for round in 0..20 {
+        let p = runtime.block_on(async {
+            let p = common::provider(&server, "loop").await;
+            let filter = format!("{}.>", p.subject_prefix());
+            let mut sub = p.subscribe(&filter).await.unwrap();
+            p.publish(&common::numbered_event(&p, "t", 1))
+                .await
+                .unwrap();
+            let delivery = sub.next_manual_ack().await.unwrap().unwrap();
+            delivery.ack().await.unwrap();
+            p
+        });
+        if round % 2 == 0 {
+            runtime.block_on(async move { drop(p) });
+        } else {
+            drop(p);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = open_connections(monitor);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connections still open 20 s after the last drop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

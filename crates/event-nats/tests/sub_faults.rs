@@ -756,3 +756,46 @@ async fn a_delivery_settled_after_its_provider_was_dropped_is_settled() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The provider's last handle dropped outside the runtime (by synchronous
+/// code between two `block_on`s) just after a delivery was acknowledged:
+/// the runtime still runs the connection, and the acknowledgement reaches
+/// the server as when it is dropped inside it.
+#[test]
+fn an_ack_queued_before_the_provider_was_dropped_outside_the_runtime_is_settled() {
+    let server = server!("an_ack_queued_before_the_provider_was_dropped_outside");
+    let cfg = config(&server, "apo");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (p, observer) = runtime.block_on(async {
+        let p = NatsProvider::connect(cfg.clone()).await.unwrap();
+        let observer = NatsProvider::connect(cfg).await.unwrap();
+        let filter = p.category_subject("t");
+        let opts = manual(Duration::from_secs(60));
+        let mut sub = p
+            .subscribe_durable_with_options("d", &filter, &opts)
+            .await
+            .unwrap();
+        p.publish(&event(&p, 0)).await.unwrap();
+        let held = sub.next_manual_ack().await.unwrap().unwrap();
+        drop(sub);
+        held.ack().await.unwrap();
+        (p, observer)
+    });
+    drop(p);
+    runtime.block_on(async {
+        let js = async_nats::jetstream::new(observer.client().clone());
+        let stream = js.get_stream(observer.stream_name()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // (the ack wait is a minute: nothing is redelivered meanwhile)
+        while stream.consumer_info("d").await.unwrap().num_ack_pending > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the acknowledgement never reached the server: the event is still pending"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}

@@ -298,3 +298,34 @@ async fn topic_sinks_work_over_a_provider_without_options() {
     unchanged.deliver(&e).await.unwrap();
     assert_eq!(provider.history(None, 10).await.unwrap().len(), 2);
 }
+
+/// An unchanged sink forwards an event whose source has a control
+/// character (a provider takes such an event: its own dedup id is the id)
+/// and still stores a repeat once; its dedup id is the one
+/// `event_cloudevents::cloudevent_dedup_id` gives, `%` and control
+/// characters percent-encoded (so no two sources and ids share one).
+#[tokio::test]
+async fn an_unchanged_sink_forwards_an_event_whose_source_has_a_control_character() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let mut e = event();
+    e.source = "shop\nwest".into();
+    provider.publish(&e).await.unwrap();
+    let target: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let unchanged = TopicSink::unchanged("ingest", target.clone());
+    unchanged.deliver(&e).await.unwrap();
+    unchanged.deliver(&e).await.unwrap();
+    assert_eq!(target.history(None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        TopicSink::unchanged_dedup_id(&e),
+        format!("11:shop%0Awest{}", e.id)
+    );
+    // `%` is encoded too, so a source spelling the escape is another source
+    let mut spelled = e.clone();
+    spelled.source = "shop%0Awest".into();
+    assert_eq!(
+        TopicSink::unchanged_dedup_id(&spelled),
+        format!("13:shop%250Awest{}", e.id)
+    );
+    unchanged.deliver(&spelled).await.unwrap();
+    assert_eq!(target.history(None, 10).await.unwrap().len(), 2);
+}

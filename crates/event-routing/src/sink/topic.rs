@@ -208,7 +208,11 @@ impl TopicSink {
     /// The dedup id an [`unchanged`](Self::unchanged) sink publishes
     /// `event` with: its source and its id, as
     /// `<length of the source>:<source><id>` (the length makes it one-to-one:
-    /// no other source and id give the same text).
+    /// no other source and id give the same text). Control characters and
+    /// `%` are percent-encoded (their UTF-8 bytes as `%XX`), as no provider
+    /// takes a dedup id with control characters: an event whose source
+    /// has one is forwarded, not refused. It is the text
+    /// `event_cloudevents::cloudevent_dedup_id` gives the same event.
     ///
     /// ```
     /// use event_core::Event;
@@ -219,7 +223,8 @@ impl TopicSink {
     /// assert_eq!(TopicSink::unchanged_dedup_id(&event), "23:https://billing.example1");
     /// ```
     pub fn unchanged_dedup_id(event: &Event) -> String {
-        format!("{}:{}{}", event.source.len(), event.source, event.id)
+        let source = escape_controls(&event.source);
+        format!("{}:{}{}", source.len(), source, escape_controls(&event.id))
     }
 
     fn with_target(name: String, target: Target, subject: Option<String>) -> Result<Self> {
@@ -273,6 +278,27 @@ pub(crate) fn count_hop(out: &mut Event, event: &Event) {
         metadata::HOPS.to_owned(),
         hops.saturating_add(1).to_string(),
     );
+}
+
+/// `text` with `%` and control characters percent-encoded (their UTF-8
+/// bytes as `%XX`): a dedup id providers take, one-to-one (as
+/// `event_cloudevents::cloudevent_dedup_id` encodes it).
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c == '%' || c.is_control()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c == '%' || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                escaped.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 #[async_trait]
