@@ -2214,13 +2214,7 @@ async fn a_routing_cut_off_while_settling_counts_once() {
     broker
         .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
         .unwrap();
-    let received = event_core::ReceivedEvent {
-        event: Arc::new(event("events.orders.x", "e0")),
-        sequence: 1,
-        num_delivered: 1,
-        stream: "s".into(),
-    };
-    let pending = event_core::PendingEvent::new(received, None, Box::new(StalledAck));
+    let pending = pending_with(0, Box::new(StalledAck));
     let feed = broker.feed(Box::new(OneStalled(Some(pending))));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(all.len(), 1, "routed");
@@ -2262,6 +2256,23 @@ impl event_core::Acker for NoopAck {
     }
 }
 
+/// Delivery `n` (event type `e{n}`, sequence `n + 1`) settled by a
+/// [`NoopAck`].
+fn noop_pending(n: u64) -> event_core::PendingEvent {
+    pending_with(n, Box::new(NoopAck))
+}
+
+/// Delivery `n` (event type `e{n}`, sequence `n + 1`) settled by `acker`.
+fn pending_with(n: u64, acker: Box<dyn event_core::Acker>) -> event_core::PendingEvent {
+    let received = event_core::ReceivedEvent {
+        event: Arc::new(event("events.orders.x", &format!("e{n}"))),
+        sequence: n + 1,
+        num_delivered: 1,
+        stream: "s".into(),
+    };
+    event_core::PendingEvent::new(received, None, acker)
+}
+
 #[async_trait::async_trait]
 impl event_core::Subscription for Flaky {
     async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
@@ -2293,23 +2304,13 @@ async fn a_feed_retries_connection_errors_after_its_delay_and_goes_on() {
     broker
         .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
         .unwrap();
-    let received = event_core::ReceivedEvent {
-        event: Arc::new(event("events.orders.x", "e0")),
-        sequence: 1,
-        num_delivered: 1,
-        stream: "s".into(),
-    };
     let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let start = Instant::now();
     let feed = broker.feed(Box::new(Flaky {
         failures: 3,
         error: || Error::Connection("server down".into()),
         calls: calls.clone(),
-        events: vec![event_core::PendingEvent::new(
-            received,
-            None,
-            Box::new(NoopAck),
-        )],
+        events: vec![noop_pending(0)],
     }));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let delay = broker.config().feed_retry_delay;
@@ -2413,45 +2414,14 @@ async fn a_stalled_keep_alive_does_not_stall_the_routing() {
     broker
         .add_trigger(Trigger::new("slow", TriggerFilter::all(), slow))
         .unwrap();
-    let received = event_core::ReceivedEvent {
-        event: Arc::new(event("events.orders.x", "e0")),
-        sequence: 1,
-        num_delivered: 1,
-        stream: "s".into(),
-    };
     // a 1 s ack wait: kept alive every half second while the 5 s routing runs
-    let pending = event_core::PendingEvent::new(received, None, Box::new(StalledKeepAlive))
-        .with_ack_wait(Duration::from_secs(1));
+    let pending = pending_with(0, Box::new(StalledKeepAlive)).with_ack_wait(Duration::from_secs(1));
     let feed = broker.feed(Box::new(OneStalled(Some(pending))));
     tokio::time::sleep(Duration::from_secs(30)).await;
     let stats = feed.stats();
     let _ = feed.stop_within(Duration::from_secs(1)).await.unwrap();
     assert_eq!(all.len(), 1, "{stats:?}");
     assert_eq!((stats.received, stats.acked), (1, 1), "{stats:?}");
-}
-
-/// Hands out one event (settled by a [`NoopAck`]), then waits for ever;
-/// its `keep_alive` of what it fetched ahead never completes (a stalled
-/// connection).
-struct StalledFetchedAhead(Option<event_core::PendingEvent>);
-
-#[async_trait::async_trait]
-impl event_core::Subscription for StalledFetchedAhead {
-    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
-        std::future::pending().await
-    }
-    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
-        match self.0.take() {
-            Some(pending) => Ok(Some(pending)),
-            None => std::future::pending().await,
-        }
-    }
-    async fn close(&mut self) -> event_core::Result<()> {
-        Ok(())
-    }
-    async fn keep_alive(&mut self) -> event_core::Result<()> {
-        std::future::pending().await
-    }
 }
 
 /// A subscription's stalled `keep_alive` (called while every routing slot
@@ -2470,14 +2440,8 @@ async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_feed() {
             sleeping_sink("slow", Duration::from_secs(5)),
         ))
         .unwrap();
-    let received = event_core::ReceivedEvent {
-        event: Arc::new(event("events.orders.x", "e0")),
-        sequence: 1,
-        num_delivered: 1,
-        stream: "s".into(),
-    };
-    let pending = event_core::PendingEvent::new(received, None, Box::new(NoopAck));
-    let feed = broker.feed(Box::new(StalledFetchedAhead(Some(pending))));
+    let pending = noop_pending(0);
+    let feed = broker.feed(Box::new(StalledFetchedAheadOf(vec![pending])));
     // the one slot is busy for 5 s: the feed keeps what was fetched ahead
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(feed.stats().acked, 1);
@@ -2516,23 +2480,13 @@ async fn undecryptable_events_are_counted_and_the_feed_goes_on_at_once() {
     broker
         .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
         .unwrap();
-    let received = event_core::ReceivedEvent {
-        event: Arc::new(event("events.orders.x", "e0")),
-        sequence: 1,
-        num_delivered: 1,
-        stream: "s".into(),
-    };
     let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let start = Instant::now();
     let feed = broker.feed(Box::new(Flaky {
         failures: 5,
         error: || Error::Decryption("event e1 (sequence 1): wrong key".into()),
         calls: calls.clone(),
-        events: vec![event_core::PendingEvent::new(
-            received,
-            None,
-            Box::new(NoopAck),
-        )],
+        events: vec![noop_pending(0)],
     }));
     tokio::time::sleep(Duration::from_secs(30)).await;
     let offsets: Vec<Duration> = calls.lock().iter().map(|t| *t - start).collect();
@@ -2609,17 +2563,7 @@ async fn routings_ending_at_the_deadline_count_once() {
         broker
             .add_trigger(Trigger::new("all", TriggerFilter::all(), at_deadline))
             .unwrap();
-        let events = (0..16u64)
-            .map(|n| {
-                let received = event_core::ReceivedEvent {
-                    event: Arc::new(event("events.orders.x", &format!("e{n}"))),
-                    sequence: n + 1,
-                    num_delivered: 1,
-                    stream: "s".into(),
-                };
-                event_core::PendingEvent::new(received, None, Box::new(NoopAck))
-            })
-            .collect();
+        let events = (0..16u64).map(noop_pending).collect();
         let feed = broker.feed(Box::new(Flaky {
             failures: 0,
             error: || Error::Connection("unused".into()),
@@ -2682,17 +2626,7 @@ async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_next_event
             sleeping_sink("slow", Duration::from_secs(5)),
         ))
         .unwrap();
-    let events = (0..2u64)
-        .map(|n| {
-            let received = event_core::ReceivedEvent {
-                event: Arc::new(event("events.orders.x", &format!("e{n}"))),
-                sequence: n + 1,
-                num_delivered: 1,
-                stream: "s".into(),
-            };
-            event_core::PendingEvent::new(received, None, Box::new(NoopAck))
-        })
-        .collect();
+    let events = (0..2u64).map(noop_pending).collect();
     let feed = broker.feed(Box::new(StalledFetchedAheadOf(events)));
     // each event holds the one slot for 5 s
     tokio::time::sleep(Duration::from_secs(60)).await;
