@@ -2184,25 +2184,6 @@ impl event_core::Acker for StalledAck {
     }
 }
 
-/// Hands out one event with a [`StalledAck`], then waits for ever.
-struct OneStalled(Option<event_core::PendingEvent>);
-
-#[async_trait::async_trait]
-impl event_core::Subscription for OneStalled {
-    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
-        std::future::pending().await
-    }
-    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
-        match self.0.take() {
-            Some(pending) => Ok(Some(pending)),
-            None => std::future::pending().await,
-        }
-    }
-    async fn close(&mut self) -> event_core::Result<()> {
-        Ok(())
-    }
-}
-
 /// A routing cut off at the deadline of `stop_within` while its event's
 /// settlement hangs is counted once, as cut off (its event neither
 /// acknowledged nor nak'ed), not also as acknowledged: the stats add up to
@@ -2215,7 +2196,7 @@ async fn a_routing_cut_off_while_settling_counts_once() {
         .add_trigger(Trigger::new("all", TriggerFilter::all(), all.clone()))
         .unwrap();
     let pending = pending_with(0, Box::new(StalledAck));
-    let feed = broker.feed(Box::new(OneStalled(Some(pending))));
+    let feed = broker.feed(Box::new(Flaky::handing_out(vec![pending])));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(all.len(), 1, "routed");
     let stats = feed.stop_within(Duration::from_secs(1)).await.unwrap();
@@ -2228,14 +2209,35 @@ async fn a_routing_cut_off_while_settling_counts_once() {
     assert_eq!(stats.aborted, 1, "{stats:?}");
 }
 
-/// Fails with `error` `failures` times (recording when), then
-/// hands out `events` (acked by no one: an acker that does nothing), then
-/// waits for ever.
+/// Fails with `error` `failures` times (recording when), then hands out
+/// `events` (last first), then waits for ever; with `keep_alive_stalls`,
+/// its `keep_alive` of what it fetched ahead never completes (a stalled
+/// connection).
 struct Flaky {
     failures: usize,
     error: fn() -> Error,
     calls: Arc<parking_lot::Mutex<Vec<Instant>>>,
     events: Vec<event_core::PendingEvent>,
+    keep_alive_stalls: bool,
+}
+
+impl Flaky {
+    /// Hands out `events` (last first) without failing, then waits.
+    fn handing_out(events: Vec<event_core::PendingEvent>) -> Self {
+        Self {
+            failures: 0,
+            error: || Error::Connection("unused".into()),
+            calls: Arc::default(),
+            events,
+            keep_alive_stalls: false,
+        }
+    }
+
+    /// Its `keep_alive` never completes.
+    fn with_stalled_keep_alive(mut self) -> Self {
+        self.keep_alive_stalls = true;
+        self
+    }
 }
 
 struct NoopAck;
@@ -2292,6 +2294,12 @@ impl event_core::Subscription for Flaky {
     async fn close(&mut self) -> event_core::Result<()> {
         Ok(())
     }
+    async fn keep_alive(&mut self) -> event_core::Result<()> {
+        if self.keep_alive_stalls {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
 }
 
 /// A subscription failing with connection errors is retried after
@@ -2311,6 +2319,7 @@ async fn a_feed_retries_connection_errors_after_its_delay_and_goes_on() {
         error: || Error::Connection("server down".into()),
         calls: calls.clone(),
         events: vec![noop_pending(0)],
+        keep_alive_stalls: false,
     }));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let delay = broker.config().feed_retry_delay;
@@ -2416,7 +2425,7 @@ async fn a_stalled_keep_alive_does_not_stall_the_routing() {
         .unwrap();
     // a 1 s ack wait: kept alive every half second while the 5 s routing runs
     let pending = pending_with(0, Box::new(StalledKeepAlive)).with_ack_wait(Duration::from_secs(1));
-    let feed = broker.feed(Box::new(OneStalled(Some(pending))));
+    let feed = broker.feed(Box::new(Flaky::handing_out(vec![pending])));
     tokio::time::sleep(Duration::from_secs(30)).await;
     let stats = feed.stats();
     let _ = feed.stop_within(Duration::from_secs(1)).await.unwrap();
@@ -2441,7 +2450,9 @@ async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_feed() {
         ))
         .unwrap();
     let pending = noop_pending(0);
-    let feed = broker.feed(Box::new(StalledFetchedAheadOf(vec![pending])));
+    let feed = broker.feed(Box::new(
+        Flaky::handing_out(vec![pending]).with_stalled_keep_alive(),
+    ));
     // the one slot is busy for 5 s: the feed keeps what was fetched ahead
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(feed.stats().acked, 1);
@@ -2487,6 +2498,7 @@ async fn undecryptable_events_are_counted_and_the_feed_goes_on_at_once() {
         error: || Error::Decryption("event e1 (sequence 1): wrong key".into()),
         calls: calls.clone(),
         events: vec![noop_pending(0)],
+        keep_alive_stalls: false,
     }));
     tokio::time::sleep(Duration::from_secs(30)).await;
     let offsets: Vec<Duration> = calls.lock().iter().map(|t| *t - start).collect();
@@ -2564,12 +2576,7 @@ async fn routings_ending_at_the_deadline_count_once() {
             .add_trigger(Trigger::new("all", TriggerFilter::all(), at_deadline))
             .unwrap();
         let events = (0..16u64).map(noop_pending).collect();
-        let feed = broker.feed(Box::new(Flaky {
-            failures: 0,
-            error: || Error::Connection("unused".into()),
-            calls: Arc::default(),
-            events,
-        }));
+        let feed = broker.feed(Box::new(Flaky::handing_out(events)));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let stats = feed
             .stop_within(deadline.saturating_duration_since(Instant::now()))
@@ -2581,30 +2588,6 @@ async fn routings_ending_at_the_deadline_count_once() {
             16,
             "round {round}: each event counted once: {stats:?}"
         );
-    }
-}
-
-/// Hands out its events (settled by a [`NoopAck`]), then waits for ever;
-/// its `keep_alive` of what it fetched ahead never completes (a stalled
-/// connection).
-struct StalledFetchedAheadOf(Vec<event_core::PendingEvent>);
-
-#[async_trait::async_trait]
-impl event_core::Subscription for StalledFetchedAheadOf {
-    async fn next(&mut self) -> event_core::Result<Option<event_core::ReceivedEvent>> {
-        std::future::pending().await
-    }
-    async fn next_manual_ack(&mut self) -> event_core::Result<Option<event_core::PendingEvent>> {
-        match self.0.pop() {
-            Some(pending) => Ok(Some(pending)),
-            None => std::future::pending().await,
-        }
-    }
-    async fn close(&mut self) -> event_core::Result<()> {
-        Ok(())
-    }
-    async fn keep_alive(&mut self) -> event_core::Result<()> {
-        std::future::pending().await
     }
 }
 
@@ -2627,7 +2610,9 @@ async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_next_event
         ))
         .unwrap();
     let events = (0..2u64).map(noop_pending).collect();
-    let feed = broker.feed(Box::new(StalledFetchedAheadOf(events)));
+    let feed = broker.feed(Box::new(
+        Flaky::handing_out(events).with_stalled_keep_alive(),
+    ));
     // each event holds the one slot for 5 s
     tokio::time::sleep(Duration::from_secs(60)).await;
     let stats = feed.stats();
