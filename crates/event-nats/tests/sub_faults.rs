@@ -134,6 +134,25 @@ fn manual(ack_wait: Duration) -> SubscribeOptions {
     }
 }
 
+/// Two manual-ack subscriptions on the durable `d` of category `t`, with
+/// `ack_wait`.
+async fn two_on_one_durable(
+    p: &NatsProvider,
+    ack_wait: Duration,
+) -> (Box<dyn Subscription>, Box<dyn Subscription>) {
+    let filter = p.category_subject("t");
+    let opts = manual(ack_wait);
+    let a = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    let b = p
+        .subscribe_durable_with_options("d", &filter, &opts)
+        .await
+        .unwrap();
+    (a, b)
+}
+
 /// What `sub` delivers within `quiet` (numbers and delivery counts), acking
 /// each.
 async fn drain(sub: &mut Box<dyn Subscription>, quiet: Duration) -> Vec<(u64, u64)> {
@@ -289,16 +308,7 @@ async fn an_ephemeral_restarted_server_redelivers_the_held_event_and_loses_nothi
 async fn a_subscription_dropped_while_its_pull_waits_takes_no_event() {
     let server = server!("a_subscription_dropped_while_its_pull_waits");
     let p = NatsProvider::connect(config(&server, "dpw")).await.unwrap();
-    let filter = p.category_subject("t");
-    let opts = manual(Duration::from_secs(60));
-    let mut a = p
-        .subscribe_durable_with_options("d", &filter, &opts)
-        .await
-        .unwrap();
-    let mut b = p
-        .subscribe_durable_with_options("d", &filter, &opts)
-        .await
-        .unwrap();
+    let (mut a, mut b) = two_on_one_durable(&p, Duration::from_secs(60)).await;
     assert!(
         tokio::time::timeout(Duration::from_millis(300), a.next_manual_ack())
             .await
@@ -689,16 +699,7 @@ async fn a_delivery_received_by_a_dropped_subscription_comes_again() {
     use futures_util::FutureExt;
     let server = server!("a_delivery_received_by_a_dropped_subscription");
     let p = NatsProvider::connect(config(&server, "rds")).await.unwrap();
-    let filter = p.category_subject("t");
-    let opts = manual(Duration::from_secs(1));
-    let mut a = p
-        .subscribe_durable_with_options("d", &filter, &opts)
-        .await
-        .unwrap();
-    let mut b = p
-        .subscribe_durable_with_options("d", &filter, &opts)
-        .await
-        .unwrap();
+    let (mut a, mut b) = two_on_one_durable(&p, Duration::from_secs(1)).await;
     {
         // polled once: the pull goes out and waits at the server
         let mut call = a.next_manual_ack().boxed();
