@@ -349,9 +349,12 @@ impl EventBus {
 
     /// [`publish_event_stored`](Self::publish_event_stored) with explicit
     /// options: `Ok` whenever the provider stored the event, a router's
-    /// refusal inside it. (With an expected sequence, publishing again
-    /// after a refusal that was taken for a failed publish would fail with
-    /// [`Error::WrongLastSequence`]: the event is already there.)
+    /// refusal inside it. (With an expected sequence, a refusal taken for a
+    /// failed publish matters: the event is stored, so a **new** event
+    /// published next with the same expected sequence fails with
+    /// [`Error::WrongLastSequence`]. The same event published again with
+    /// the same options is deduplicated before the sequence is checked:
+    /// `Ok` with the first sequence, and routed.)
     pub async fn publish_event_stored_with_options(
         &self,
         event: &Event,

@@ -875,6 +875,16 @@ async fn publish_event_stored_with_options_tells_the_two_apart() {
         (m.publish_total, m.router_errors, m.publish_errors),
         (1, 1, 1)
     );
+    // the refused event itself, published again with the same options, is
+    // deduplicated before the sequence is checked: stored once, and routed
+    router.refuse.store(false, Ordering::SeqCst);
+    let again = bus
+        .publish_event_stored_with_options(&first, &options)
+        .await
+        .unwrap();
+    assert_eq!((again.sequence, again.duplicate), (1, Some(true)));
+    assert!(again.is_routed());
+    assert_eq!(router.routed.lock().unwrap().len(), 1);
 }
 
 /// `publish_batch_stored`: per event, `Ok(Stored)` when the provider stored
