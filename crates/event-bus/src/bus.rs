@@ -349,9 +349,12 @@ impl EventBus {
 
     /// [`publish_event_stored`](Self::publish_event_stored) with explicit
     /// options: `Ok` whenever the provider stored the event, a router's
-    /// refusal inside it. (With an expected sequence, publishing again
-    /// after a refusal that was taken for a failed publish would fail with
-    /// [`Error::WrongLastSequence`]: the event is already there.)
+    /// refusal inside it. (With an expected sequence, a refusal taken for a
+    /// failed publish matters: the event is stored, so a **new** event
+    /// published next with the same expected sequence fails with
+    /// [`Error::WrongLastSequence`]. The same event published again with
+    /// the same options is deduplicated before the sequence is checked:
+    /// `Ok` with the first sequence, and routed.)
     pub async fn publish_event_stored_with_options(
         &self,
         event: &Event,
@@ -587,6 +590,14 @@ impl EventBus {
     /// per-event results): which events it stored is then unknown, and a
     /// retry of the same events is deduplicated.
     ///
+    /// Routing: the provider's batch does not say which events are repeats,
+    /// so every event it stored is handed to the router, a repeat too. An
+    /// event whose call ended after the provider may have stored it but
+    /// before the router had it (the call dropped, or a transient error for
+    /// the event or the whole call) is routed when published again, in a
+    /// batch or alone with [`publish_event`](Self::publish_event) (which
+    /// otherwise does not route a repeat), as for `publish_event`.
+    ///
     /// Calling the provider's `publish_batch` directly
     /// ([`provider`](Self::provider)) skips all of this: no validation, no
     /// encryption, no routing.
@@ -654,11 +665,35 @@ impl EventBus {
             .map(|event| self.check_and_encrypt(&hooks, event, false))
             .collect();
         let passed = checked.iter().filter(|c| c.is_ok()).count();
+        // With a router, as in `pipeline`: an event whose call ends from
+        // here until the router has it (dropped, or an error after which it
+        // may be stored) leaves its dedup id (the event id) behind, so that
+        // a repeat, deduplicated by the provider, is routed.
+        let mut guards: Vec<Option<crate::refused::UnroutedGuard<'_>>> = match &hooks.router {
+            Some(_) => events
+                .iter()
+                .zip(&checked)
+                .map(|(event, checked)| {
+                    checked
+                        .is_ok()
+                        .then(|| crate::refused::UnroutedGuard::new(&inner.unrouted, &event.id))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        // a refusal (not transient) stored nothing
+        let settle = |guard: Option<&mut crate::refused::UnroutedGuard<'_>>, err: &Error| {
+            if let Some(guard) = guard
+                && !err.is_transient()
+            {
+                guard.disarm();
+            }
+        };
         // 4. provider: the caller's slice as it is when nothing changed
-        let outcomes = if passed == 0 {
-            Vec::new()
+        let published = if passed == 0 {
+            Ok(Vec::new())
         } else if passed == events.len() && hooks.encryptor.is_none() {
-            inner.provider.publish_batch(events).await?
+            inner.provider.publish_batch(events).await
         } else {
             // the encrypted events are moved out (only Ok/Err is read below)
             let batch: Vec<Event> = events
@@ -669,11 +704,20 @@ impl EventBus {
                     Err(_) => None,
                 })
                 .collect();
-            inner.provider.publish_batch(&batch).await?
+            inner.provider.publish_batch(&batch).await
+        };
+        let outcomes = match published {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                for guard in &mut guards {
+                    settle(guard.as_mut(), &err);
+                }
+                return Err(err);
+            }
         };
         let mut outcomes = outcomes.into_iter();
         let mut results: Vec<Result<Stored>> = Vec::with_capacity(events.len());
-        for (event, checked) in events.iter().zip(checked) {
+        for (i, (event, checked)) in events.iter().zip(checked).enumerate() {
             let result = match checked {
                 Err(err) => Err(err),
                 Ok(_) => outcomes.next().unwrap_or_else(|| {
@@ -686,6 +730,9 @@ impl EventBus {
                     ))
                 }),
             };
+            if let Err(err) = &result {
+                settle(guards.get_mut(i).and_then(Option::as_mut), err);
+            }
             results.push(result.map(|sequence| Stored {
                 sequence,
                 not_routed: None,
@@ -693,13 +740,24 @@ impl EventBus {
             }));
         }
         // 5. router, with the plaintext, in order
+        //    (every stored event, a repeat too: the provider's batch does
+        //    not say which are repeats)
         if let Some(router) = &hooks.router {
-            for (event, result) in events.iter().zip(results.iter_mut()) {
-                if let Ok(stored) = result
-                    && let Err(error) = router
-                        .route_published(Arc::new(event.clone()), stored.sequence)
-                        .await
-                {
+            for (i, (event, result)) in events.iter().zip(results.iter_mut()).enumerate() {
+                let Ok(stored) = result else {
+                    continue;
+                };
+                // routed now: what an earlier call left for a repeat is
+                // settled
+                inner.refused.take(&stored.sequence);
+                inner.unrouted.take(event.id.as_str());
+                let routed = router
+                    .route_published(Arc::new(event.clone()), stored.sequence)
+                    .await;
+                if let Some(guard) = guards.get_mut(i).and_then(Option::as_mut) {
+                    guard.disarm();
+                }
+                if let Err(error) = routed {
                     inner.metrics.add_router_error(1);
                     // so that publishing it again alone routes it
                     inner.refused.insert(stored.sequence);

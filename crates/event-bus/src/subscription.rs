@@ -200,7 +200,9 @@ impl Default for DlqLimits {
 /// consumer runner over it stops) once
 /// [`remove_subscription`](crate::EventBus::remove_subscription) removes the
 /// subscriber, or an update drops its subject or changes its durability; it
-/// delivers nothing published after that. A delivery already handed out is
+/// delivers nothing published after that, also when the subscriber, the
+/// subject or the durability is given back before the subscription looks
+/// (the subscriptions opened after that deliver instead). A delivery already handed out is
 /// unaffected and can still be settled. Changes to other subscribers do not
 /// disturb it.
 ///
@@ -266,6 +268,9 @@ pub(crate) struct Membership {
     pub(crate) subscriber_id: String,
     pub(crate) subject: String,
     pub(crate) durable: bool,
+    /// The stamp of the subject in the subscriber's record when this
+    /// subscription was opened (see `SubState::stamp`).
+    pub(crate) stamp: u64,
     pub(crate) changes: tokio::sync::watch::Receiver<SubChange>,
     /// The last change generation looked at.
     pub(crate) seen: u64,
@@ -300,11 +305,12 @@ impl Membership {
                 }
                 self.unchecked = true;
             }
-            let covered =
-                bus.subs
-                    .lock()
-                    .await
-                    .covers(&self.subscriber_id, &self.subject, self.durable);
+            let covered = bus.subs.lock().await.covers(
+                &self.subscriber_id,
+                &self.subject,
+                self.durable,
+                self.stamp,
+            );
             self.unchecked = false;
             if !covered {
                 return;

@@ -10,7 +10,7 @@ use event_core::{
     Error, Result, StateStore, SubscribeOptions, Subscription, SubscriptionFilter,
     SubscriptionRecord,
 };
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
@@ -30,14 +30,60 @@ pub(crate) struct SubState {
     /// added before any state store: `set_state_store` gives them their
     /// stored options (see there).
     options_kept: BTreeSet<String>,
+    /// Per subscriber, per subject: the stamp of the subject's membership,
+    /// new whenever the subject is added (again) or its durability
+    /// changes, kept by changes that keep both. A subscription opened
+    /// under one stamp ends once its subject has another, even if the
+    /// subscriber was removed and added back before it looked.
+    stamps: HashMap<String, HashMap<String, u64>>,
+    /// The next stamp given (from 1).
+    next_stamp: u64,
 }
 
 impl SubState {
-    /// Whether subscriber `id` (still) has `subject`, with this durability.
-    pub(crate) fn covers(&self, id: &str, subject: &str, durable: bool) -> bool {
+    /// Whether subscriber `id` (still) has `subject`, with this durability,
+    /// under `stamp` (see [`stamp`](Self::stamp)): not dropped or switched
+    /// and given back since.
+    pub(crate) fn covers(&self, id: &str, subject: &str, durable: bool, stamp: u64) -> bool {
         self.records.get(id).is_some_and(|r| {
             r.filter.durable == durable && r.filter.subjects.iter().any(|s| s == subject)
-        })
+        }) && self.stamp(id, subject) == stamp
+    }
+
+    /// The stamp of `subject` in subscriber `id`'s current record.
+    pub(crate) fn stamp(&self, id: &str, subject: &str) -> u64 {
+        self.stamps
+            .get(id)
+            .and_then(|stamps| stamps.get(subject))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Stamps the subjects of `id`'s current record (none if it is gone),
+    /// keeping the stamps of those `previous` (its record before the
+    /// change) had with the same durability.
+    fn restamp(&mut self, id: &str, previous: Option<&SubscriptionRecord>) {
+        let Some(now) = self.records.get(id) else {
+            self.stamps.remove(id);
+            return;
+        };
+        let old = self.stamps.remove(id).unwrap_or_default();
+        let mut stamps = HashMap::with_capacity(now.filter.subjects.len());
+        for subject in &now.filter.subjects {
+            let kept = previous.is_some_and(|p| {
+                p.filter.durable == now.filter.durable && p.filter.subjects.contains(subject)
+            });
+            let stamp = match old.get(subject) {
+                Some(&stamp) if kept => stamp,
+                _ => {
+                    let stamp = self.next_stamp;
+                    self.next_stamp += 1;
+                    stamp
+                }
+            };
+            stamps.insert(subject.clone(), stamp);
+        }
+        self.stamps.insert(id.to_owned(), stamps);
     }
 
     fn snapshot(records: &BTreeMap<String, SubscriptionRecord>) -> Vec<SubscriptionRecord> {
@@ -79,6 +125,8 @@ impl Default for SubState {
             store: None,
             store_timeout: DEFAULT_STATE_STORE_TIMEOUT,
             options_kept: BTreeSet::new(),
+            stamps: HashMap::new(),
+            next_stamp: 1,
         }
     }
 }
@@ -394,6 +442,7 @@ impl EventBus {
             .await?;
         let state = &mut *state;
         for (id, kept, previous) in &made {
+            state.restamp(id, previous.as_ref());
             if !kept {
                 state.options_kept.remove(id);
             } else if state.store.is_none() && previous.is_none() {
@@ -513,6 +562,7 @@ impl EventBus {
             })
             .await?;
         state.options_kept.remove(subscriber_id);
+        state.restamp(subscriber_id, None);
         let ids = changed_ids([subscriber_id]);
         self.inner
             .sub_changes
@@ -719,7 +769,17 @@ impl EventBus {
         if merged_list != stored {
             save_to(&*store, &merged_list, timeout, &self.inner.metrics).await?;
         }
+        let added: Vec<String> = merged
+            .keys()
+            .filter(|id| !state.records.contains_key(*id))
+            .cloned()
+            .collect();
         state.records = merged;
+        // the stored subscribers the bus did not have: stamped anew (the
+        // bus's own keep theirs)
+        for id in &added {
+            state.restamp(id, None);
+        }
         state.store = Some(store);
         state.store_timeout = timeout;
         state.options_kept.clear();
@@ -774,7 +834,8 @@ impl EventBus {
             })?;
         let mut subs: Vec<Box<dyn Subscription>> = Vec::with_capacity(record.filter.subjects.len());
         for subject in &record.filter.subjects {
-            match self.open(&record, subject, dlq_limits).await {
+            let stamp = state.stamp(subscriber_id, subject);
+            match self.open(&record, subject, stamp, dlq_limits).await {
                 Ok(sub) => subs.push(sub),
                 Err(err) => {
                     // The caller gets none of them: close (not just drop)
@@ -801,6 +862,7 @@ impl EventBus {
         &self,
         record: &SubscriptionRecord,
         subject: &str,
+        stamp: u64,
         dlq_limits: DlqLimits,
     ) -> Result<Box<dyn Subscription>> {
         let provider = &self.inner.provider;
@@ -832,6 +894,7 @@ impl EventBus {
             subscriber_id: record.filter.subscriber_id.clone(),
             subject: subject.to_owned(),
             durable: record.filter.durable,
+            stamp,
             seen,
             changes,
             unchecked: false,

@@ -875,6 +875,16 @@ async fn publish_event_stored_with_options_tells_the_two_apart() {
         (m.publish_total, m.router_errors, m.publish_errors),
         (1, 1, 1)
     );
+    // the refused event itself, published again with the same options, is
+    // deduplicated before the sequence is checked: stored once, and routed
+    router.refuse.store(false, Ordering::SeqCst);
+    let again = bus
+        .publish_event_stored_with_options(&first, &options)
+        .await
+        .unwrap();
+    assert_eq!((again.sequence, again.duplicate), (1, Some(true)));
+    assert!(again.is_routed());
+    assert_eq!(router.routed.lock().unwrap().len(), 1);
 }
 
 /// `publish_batch_stored`: per event, `Ok(Stored)` when the provider stored
@@ -1019,6 +1029,24 @@ impl EventProvider for LateAnswerProvider {
             }),
         }
     }
+    /// As a single publish, by mode; 4: the whole call times out after the
+    /// store.
+    async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
+        if self.mode.load(Ordering::SeqCst) == 3 {
+            std::future::pending::<()>().await;
+        }
+        let results = self.store.publish_batch(events).await?;
+        let timeout = || Error::Timeout {
+            operation: "publish".into(),
+            elapsed: Duration::from_secs(5),
+        };
+        match self.mode.load(Ordering::SeqCst) {
+            0 => Ok(results),
+            1 => std::future::pending().await,
+            2 => Ok(results.into_iter().map(|_| Err(timeout())).collect()),
+            _ => Err(timeout()),
+        }
+    }
     async fn subscribe(&self, filter: &str) -> Result<Box<dyn Subscription>> {
         self.store.subscribe(filter).await
     }
@@ -1147,4 +1175,70 @@ async fn a_repeat_of_a_call_that_ended_before_routing_is_routed_once() {
     let repeat = bus.publish_event_stored(&event).await.unwrap();
     assert_eq!(repeat.duplicate, Some(true));
     assert_eq!(routed(&event.id), 1, "the new copy routed, its repeat not");
+}
+
+/// The same for a batch: an event whose batch call ended after the
+/// provider stored it but before the router had it (the call dropped while
+/// waiting for the provider or the router, or failed with a timeout, for
+/// the event or for the whole call) is routed when published again on its
+/// own, as `publish_event` documents for a retry, and once.
+#[tokio::test]
+async fn a_repeat_of_a_batch_that_ended_before_routing_is_routed_once() {
+    let provider = Arc::new(LateAnswerProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let router = Arc::new(HeldRouter::default());
+    bus.set_router(router.clone());
+    let routed = |id: &str| {
+        router
+            .routed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| *r == id)
+            .count()
+    };
+    let give_up = Duration::from_millis(100);
+
+    for (case, mode, held) in [
+        ("dropped waiting for the provider's answer", 1, false),
+        ("dropped waiting for the router", 0, true),
+        ("each event timed out after the store", 2, false),
+        ("the whole call timed out after the store", 4, false),
+    ] {
+        let events = [
+            Event::new("events.orders.new", "orders", case, "src", json!({"n": 1})),
+            Event::new("events.orders.new", "orders", case, "src", json!({"n": 2})),
+        ];
+        provider.mode.store(mode, Ordering::SeqCst);
+        router.held.store(held, Ordering::SeqCst);
+        let first = tokio::time::timeout(give_up, bus.publish_batch(&events)).await;
+        let all_ok = matches!(&first, Ok(Ok(results)) if results.iter().all(Result::is_ok));
+        assert!(!all_ok, "{case}: the batch did not succeed: {first:?}");
+        for event in &events {
+            assert_eq!(routed(&event.id), 0, "{case}");
+        }
+
+        provider.mode.store(0, Ordering::SeqCst);
+        router.held.store(false, Ordering::SeqCst);
+        for event in &events {
+            let repeat = bus.publish_event_stored(event).await.unwrap();
+            assert_eq!(repeat.duplicate, Some(true), "{case}: stored by the batch");
+            assert!(repeat.is_routed(), "{case}");
+            assert_eq!(routed(&event.id), 1, "{case}: the repeat was routed");
+            let again = bus.publish_event_stored(event).await.unwrap();
+            assert_eq!(again.duplicate, Some(true), "{case}");
+            assert_eq!(routed(&event.id), 1, "{case}: and only once");
+        }
+    }
+
+    // a batch that routed its events leaves nothing for a repeat
+    let event = Event::new("events.orders.new", "orders", "ok", "src", json!({}));
+    let results = bus
+        .publish_batch(std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    let repeat = bus.publish_event_stored(&event).await.unwrap();
+    assert_eq!(repeat.duplicate, Some(true));
+    assert_eq!(routed(&event.id), 1, "routed by the batch, not again");
 }

@@ -459,6 +459,73 @@ async fn an_update_that_drops_a_subject_ends_only_that_subscription() {
     ends(&mut subs[0]).await;
 }
 
+/// A subscription whose subscriber is removed and added again with the
+/// same subject (or whose subject is dropped and given back, or whose
+/// durability is switched and switched back) before it looks at the
+/// changes ends all the same: the subscriber it served was removed, and
+/// nothing published after that reaches it. Only the subscriptions opened
+/// after the change deliver. A change that keeps the subject (new options,
+/// another subject added) leaves it open.
+#[tokio::test]
+async fn a_subscription_ends_when_its_subject_is_dropped_and_given_back_before_it_looks() {
+    for durable in [false, true] {
+        for case in 0..3 {
+            // a bus of its own: a durable starts with every stored event
+            let bus = EventBus::new(MemoryProvider::default());
+            let id = format!("s{case}");
+            bus.update_subscription(filter(&id, &["events.a.>"], durable))
+                .await
+                .unwrap();
+            let mut old = bus.create_subscriber(&id).await.unwrap().remove(0);
+            // kept: its subject stays, with new options and a subject more
+            bus.update_subscription_with_options(
+                filter(&id, &["events.a.>", "events.c.>"], durable),
+                SubscribeOptions {
+                    max_deliver: Some(7),
+                    ..SubscribeOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+            let kept = bus
+                .publish("a", "x", "s", "src", json!({"kept": case}))
+                .await
+                .unwrap();
+            let got = next(&mut old).await;
+            assert_eq!(got.event.id, kept.id, "durable {durable}, case {case}");
+            // dropped and given back while `old` is not looking
+            match case {
+                // removed, then added again
+                0 => bus.remove_subscription(&id).await.unwrap(),
+                // its subject dropped, then given back
+                1 => bus
+                    .update_subscription(filter(&id, &["events.b.>"], durable))
+                    .await
+                    .unwrap(),
+                // switched to the other durability, then back
+                _ => bus
+                    .update_subscription(filter(&id, &["events.a.>"], !durable))
+                    .await
+                    .unwrap(),
+            }
+            bus.update_subscription(filter(&id, &["events.a.>"], durable))
+                .await
+                .unwrap();
+            bus.publish("a", "x", "s", "src", json!({"after": case}))
+                .await
+                .unwrap();
+            let next = tokio::time::timeout(Duration::from_secs(5), old.next())
+                .await
+                .expect("an answer in time");
+            assert!(
+                matches!(next, Ok(None)),
+                "durable {durable}, case {case}: the subscription of a removed subject \
+                 went on: {next:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn changes_to_other_subscribers_do_not_disturb_a_subscription() {
     const N: usize = 200;
