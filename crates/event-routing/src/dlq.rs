@@ -32,6 +32,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///   [`DLQ_SUBSCRIBER`](metadata::DLQ_SUBSCRIBER) (when known) and
 ///   [`DLQ_DEAD_LETTERED_AT`](metadata::DLQ_DEAD_LETTERED_AT).
 ///
+/// A bus subscription whose filter covers the prefix (`events.>`) receives
+/// these forwards too; one it cannot read (the envelope of an event it
+/// could not decrypt, still bound to the original id, or plaintext under
+/// `PlaintextPolicy::Refuse`) is recognised as a dead letter by its
+/// [`DLQ_REASON`](metadata::DLQ_REASON) and terminated for that
+/// subscriber, not dead-lettered (forwarded) again.
+///
 /// `handle` returns the sink's error, so the caller keeps the original event
 /// unacknowledged; an HTTP answer worth retrying (an `HttpSink`'s `503`,
 /// `429` ..., feature `http`)
