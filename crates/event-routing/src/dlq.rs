@@ -39,6 +39,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// [`DLQ_REASON`](metadata::DLQ_REASON) and terminated for that
 /// subscriber, not dead-lettered (forwarded) again.
 ///
+/// A forwarded dead letter is larger than its event (the failure in its
+/// metadata): the dead letter of an event near the sink's provider's
+/// limit, or with a long reason, is refused ([`Error::PayloadTooLarge`]).
+/// Refused, it would be offered again and again, then lost to the
+/// consumer group, so `handle` forwards a smaller form instead, the first
+/// that fits of (each logged as a warning):
+///
+/// 1. the reason ([`DLQ_REASON`](metadata::DLQ_REASON)) cut to its first
+///    4,096 characters, then `…` and its length in bytes; the event whole;
+/// 2. the event without its payload (`null`) and its own metadata (the
+///    forward's is kept: original id and subject, the failure), its
+///    summary, source and type cut to 256 characters, marked with
+///    [`DLQ_PAYLOAD_DROPPED`](metadata::DLQ_PAYLOAD_DROPPED) (what was left
+///    out, and the limit); the event itself is still in its stream.
+///
 /// `handle` returns the sink's error, so the caller keeps the original event
 /// unacknowledged; an HTTP answer worth retrying (an `HttpSink`'s `503`,
 /// `429` ..., feature `http`)
@@ -182,14 +197,121 @@ impl SinkDlqHandler {
     }
 }
 
+/// Characters of a reason kept when it is cut to make a forward fit.
+const REASON_CHARS: usize = 4096;
+
+/// Characters of the event's strings kept in a forward without its payload.
+const STUB_CHARS: usize = 256;
+
+/// `text`, or its first `chars` characters, `…` and its length in bytes;
+/// `None` when it is no longer than that.
+fn cut(text: &str, chars: usize) -> Option<String> {
+    let (end, _) = text.char_indices().nth(chars)?;
+    Some(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
+/// `forward` without its payload and the event's own metadata (see
+/// [`SinkDlqHandler`], "a smaller form"); `max` is the provider's limit.
+fn without_payload(mut forward: Event, max: usize) -> Event {
+    let payload_len = serde_json::to_vec(&forward.payload).map_or(0, |json| json.len());
+    let kept = [
+        metadata::ORIGINAL_ID,
+        metadata::ORIGINAL_SUBJECT,
+        metadata::HOPS,
+        metadata::DLQ_REASON,
+        metadata::DLQ_ORIGINAL_SUBJECT,
+        metadata::DLQ_ATTEMPTS,
+        metadata::DLQ_TRIGGER,
+        metadata::DLQ_FIRST_FAILURE_AT,
+        metadata::DLQ_DEAD_LETTERED_AT,
+        metadata::DLQ_SUBSCRIBER,
+    ];
+    let left_out = forward
+        .metadata
+        .keys()
+        .filter(|key| !kept.contains(&key.as_str()))
+        .count();
+    forward
+        .metadata
+        .retain(|key, _| kept.contains(&key.as_str()));
+    for value in forward.metadata.values_mut() {
+        if let Some(short) = cut(value, REASON_CHARS) {
+            *value = short;
+        }
+    }
+    for text in [
+        &mut forward.summary,
+        &mut forward.source,
+        &mut forward.event_type,
+    ] {
+        if let Some(short) = cut(text, STUB_CHARS) {
+            *text = short;
+        }
+    }
+    forward.payload = serde_json::Value::Null;
+    forward.metadata.insert(
+        metadata::DLQ_PAYLOAD_DROPPED.to_owned(),
+        format!(
+            "the dead letter was over the DLQ provider's limit ({max} bytes): the event's \
+             payload ({payload_len} bytes as JSON) and its {left_out} metadata entries were \
+             left out; the event is still in its stream"
+        ),
+    );
+    forward
+}
+
+impl SinkDlqHandler {
+    /// Delivers `forward` (of `dead_letter`), or a smaller form of it when
+    /// the sink's provider refuses it as too large.
+    async fn deliver_fitting(
+        &self,
+        dead_letter: &DeadLetterEvent,
+        mut forward: Event,
+    ) -> Result<()> {
+        let max = match self.sink.deliver(&forward).await {
+            Err(Error::PayloadTooLarge { max, .. }) => max,
+            other => return other.map_err(|err| self.judged(err)),
+        };
+        let id = cut(&dead_letter.event.id, 64).unwrap_or_else(|| dead_letter.event.id.clone());
+        if let Some(reason) = cut(&dead_letter.reason, REASON_CHARS) {
+            forward
+                .metadata
+                .insert(metadata::DLQ_REASON.to_owned(), reason);
+            match self.sink.deliver(&forward).await {
+                Err(Error::PayloadTooLarge { .. }) => {}
+                Ok(()) => {
+                    tracing::warn!(
+                        sink = %self.sink.name(),
+                        event_id = ?id,
+                        reason_bytes = dead_letter.reason.len(),
+                        max,
+                        "dead letter over the DLQ provider's limit: forwarded with its reason cut"
+                    );
+                    return Ok(());
+                }
+                Err(err) => return Err(self.judged(err)),
+            }
+        }
+        self.sink
+            .deliver(&without_payload(forward, max))
+            .await
+            .map_err(|err| self.judged(err))?;
+        tracing::warn!(
+            sink = %self.sink.name(),
+            event_id = ?id,
+            max,
+            "dead letter over the DLQ provider's limit: forwarded without the event's payload \
+             (the event is still in its stream)"
+        );
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl DlqHandler for SinkDlqHandler {
     async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
         let event = self.forwarded_event(&dead_letter)?;
-        self.sink
-            .deliver(&event)
-            .await
-            .map_err(|err| self.judged(err))?;
+        self.deliver_fitting(&dead_letter, event).await?;
         self.forwarded.fetch_add(1, Ordering::Relaxed);
         if self.history > 0 {
             let mut recent = self.recent.lock();
