@@ -260,58 +260,63 @@ fn without_payload(mut forward: Event, max: usize) -> Event {
     forward
 }
 
-impl SinkDlqHandler {
-    /// Delivers `forward` (of `dead_letter`), or a smaller form of it when
-    /// the sink's provider refuses it as too large.
-    async fn deliver_fitting(
-        &self,
-        dead_letter: &DeadLetterEvent,
-        mut forward: Event,
-    ) -> Result<()> {
-        let max = match self.sink.deliver(&forward).await {
-            Err(Error::PayloadTooLarge { max, .. }) => max,
-            other => return other.map_err(|err| self.judged(err)),
-        };
-        let id = cut(&dead_letter.event.id, 64).unwrap_or_else(|| dead_letter.event.id.clone());
-        if let Some(reason) = cut(&dead_letter.reason, REASON_CHARS) {
-            forward
-                .metadata
-                .insert(metadata::DLQ_REASON.to_owned(), reason);
-            match self.sink.deliver(&forward).await {
-                Err(Error::PayloadTooLarge { .. }) => {}
-                Ok(()) => {
-                    tracing::warn!(
-                        sink = %self.sink.name(),
-                        event_id = ?id,
-                        reason_bytes = dead_letter.reason.len(),
-                        max,
-                        "dead letter over the DLQ provider's limit: forwarded with its reason cut"
-                    );
-                    return Ok(());
-                }
-                Err(err) => return Err(self.judged(err)),
+/// Delivers `letter`, a dead letter whose failure's reason is `reason`,
+/// through `sink`, or a smaller form of it when the sink's provider refuses
+/// it as too large (see [`SinkDlqHandler`], "a smaller form"); the sink's
+/// error as it is. Used by [`SinkDlqHandler`] and a broker trigger's
+/// dead-letter sink.
+pub(crate) async fn deliver_fitting(
+    sink: &dyn EventSink,
+    mut letter: Event,
+    reason: &str,
+) -> Result<()> {
+    let max = match sink.deliver(&letter).await {
+        Err(Error::PayloadTooLarge { max, .. }) => max,
+        other => return other,
+    };
+    let named = letter
+        .metadata
+        .get(metadata::ORIGINAL_ID)
+        .unwrap_or(&letter.id);
+    let id = cut(named, 64).unwrap_or_else(|| named.clone());
+    if let Some(reason_cut) = cut(reason, REASON_CHARS) {
+        letter
+            .metadata
+            .insert(metadata::DLQ_REASON.to_owned(), reason_cut);
+        match sink.deliver(&letter).await {
+            Err(Error::PayloadTooLarge { .. }) => {}
+            Ok(()) => {
+                tracing::warn!(
+                    sink = %sink.name(),
+                    event_id = ?id,
+                    reason_bytes = reason.len(),
+                    max,
+                    "dead letter over the dead-letter sink's provider's limit: sent with its \
+                     reason cut"
+                );
+                return Ok(());
             }
+            Err(err) => return Err(err),
         }
-        self.sink
-            .deliver(&without_payload(forward, max))
-            .await
-            .map_err(|err| self.judged(err))?;
-        tracing::warn!(
-            sink = %self.sink.name(),
-            event_id = ?id,
-            max,
-            "dead letter over the DLQ provider's limit: forwarded without the event's payload \
-             (the event is still in its stream)"
-        );
-        Ok(())
     }
+    sink.deliver(&without_payload(letter, max)).await?;
+    tracing::warn!(
+        sink = %sink.name(),
+        event_id = ?id,
+        max,
+        "dead letter over the dead-letter sink's provider's limit: sent without the event's \
+         payload (the event is still in its stream)"
+    );
+    Ok(())
 }
 
 #[async_trait]
 impl DlqHandler for SinkDlqHandler {
     async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
         let event = self.forwarded_event(&dead_letter)?;
-        self.deliver_fitting(&dead_letter, event).await?;
+        deliver_fitting(&*self.sink, event, &dead_letter.reason)
+            .await
+            .map_err(|err| self.judged(err))?;
         self.forwarded.fetch_add(1, Ordering::Relaxed);
         if self.history > 0 {
             let mut recent = self.recent.lock();
