@@ -41,7 +41,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///
 /// A forwarded dead letter is larger than its event (the failure in its
 /// metadata): the dead letter of an event near the sink's provider's
-/// limit, or with a long reason, is refused ([`Error::PayloadTooLarge`]).
+/// limit, or with a long reason, is refused ([`Error::PayloadTooLarge`];
+/// through an `HttpSink`, feature `http`, a `413 Payload Too Large` answer).
 /// Refused, it would be offered again and again, then lost to the
 /// consumer group, so `handle` forwards a smaller form instead, the first
 /// that fits of (each logged as a warning):
@@ -210,9 +211,27 @@ fn cut(text: &str, chars: usize) -> Option<String> {
     Some(format!("{}… ({} bytes)", &text[..end], text.len()))
 }
 
+/// The limit `err` says a dead letter is over, for the note of its
+/// smaller form: a provider's [`Error::PayloadTooLarge`], or an HTTP
+/// endpoint's `413 Payload Too Large` (feature `http`); `None` for any
+/// other error.
+fn over_limit(err: &Error) -> Option<String> {
+    if let Error::PayloadTooLarge { max, .. } = err {
+        return Some(format!("the DLQ provider's limit ({max} bytes)"));
+    }
+    #[cfg(feature = "http")]
+    if let Some(answer) = event_cloudevents::http::client::status_error(err)
+        && answer.status == 413
+    {
+        return Some("the dead-letter endpoint's limit (HTTP 413)".to_owned());
+    }
+    None
+}
+
 /// `forward` without its payload and the event's own metadata (see
-/// [`SinkDlqHandler`], "a smaller form"); `max` is the provider's limit.
-fn without_payload(mut forward: Event, max: usize) -> Event {
+/// [`SinkDlqHandler`], "a smaller form"); `limit` names the limit it was
+/// over.
+fn without_payload(mut forward: Event, limit: &str) -> Event {
     let payload_len = serde_json::to_vec(&forward.payload).map_or(0, |json| json.len());
     let kept = [
         metadata::ORIGINAL_ID,
@@ -252,7 +271,7 @@ fn without_payload(mut forward: Event, max: usize) -> Event {
     forward.metadata.insert(
         metadata::DLQ_PAYLOAD_DROPPED.to_owned(),
         format!(
-            "the dead letter was over the DLQ provider's limit ({max} bytes): the event's \
+            "the dead letter was over {limit}: the event's \
              payload ({payload_len} bytes as JSON) and its {left_out} metadata entries were \
              left out; the event is still in its stream"
         ),
@@ -270,9 +289,12 @@ pub(crate) async fn deliver_fitting(
     mut letter: Event,
     reason: &str,
 ) -> Result<()> {
-    let max = match sink.deliver(&letter).await {
-        Err(Error::PayloadTooLarge { max, .. }) => max,
-        other => return other,
+    let limit = match sink.deliver(&letter).await {
+        Err(err) => match over_limit(&err) {
+            Some(limit) => limit,
+            None => return Err(err),
+        },
+        Ok(()) => return Ok(()),
     };
     let named = letter
         .metadata
@@ -284,14 +306,14 @@ pub(crate) async fn deliver_fitting(
             .metadata
             .insert(metadata::DLQ_REASON.to_owned(), reason_cut);
         match sink.deliver(&letter).await {
-            Err(Error::PayloadTooLarge { .. }) => {}
+            Err(err) if over_limit(&err).is_some() => {}
             Ok(()) => {
                 tracing::warn!(
                     sink = %sink.name(),
                     event_id = ?id,
                     reason_bytes = reason.len(),
-                    max,
-                    "dead letter over the dead-letter sink's provider's limit: sent with its \
+                    %limit,
+                    "dead letter over the dead-letter sink's limit: sent with its \
                      reason cut"
                 );
                 return Ok(());
@@ -299,12 +321,12 @@ pub(crate) async fn deliver_fitting(
             Err(err) => return Err(err),
         }
     }
-    sink.deliver(&without_payload(letter, max)).await?;
+    sink.deliver(&without_payload(letter, &limit)).await?;
     tracing::warn!(
         sink = %sink.name(),
         event_id = ?id,
-        max,
-        "dead letter over the dead-letter sink's provider's limit: sent without the event's \
+        %limit,
+        "dead letter over the dead-letter sink's limit: sent without the event's \
          payload (the event is still in its stream)"
     );
     Ok(())
