@@ -32,6 +32,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///   [`DLQ_SUBSCRIBER`](metadata::DLQ_SUBSCRIBER) (when known) and
 ///   [`DLQ_DEAD_LETTERED_AT`](metadata::DLQ_DEAD_LETTERED_AT).
 ///
+/// The forward carries the event as the handler saw it: a consumer of an
+/// encrypting bus dead-letters the **decrypted** event. Through a sink that
+/// publishes to the provider itself ([`TopicSink::same_subject`](crate::TopicSink::same_subject),
+/// [`TopicSink::new`](crate::TopicSink::new)) or to an HTTP endpoint, the
+/// payload leaves in clear; forward through the bus's pipeline
+/// ([`TopicSink::unchanged_through_bus`](crate::TopicSink::unchanged_through_bus),
+/// feature `bus`) to store dead letters encrypted (under the forward's id).
+///
 /// A bus subscription whose filter covers the prefix (`events.>`) receives
 /// these forwards too; one it cannot read (the envelope of an event it
 /// could not decrypt, still bound to the original id, or plaintext under

@@ -715,3 +715,51 @@ async fn an_unreadable_dead_letter_forwarded_by_a_sink_dlq_is_not_dead_lettered_
         assert_eq!((m.dlq_total, m.dlq_dropped), (1, 1), "{m:?}");
     }
 }
+
+/// What the `SinkDlqHandler` docs say of encryption: the dead letter of a
+/// consumer of an encrypting bus holds the decrypted event; a topic sink
+/// publishing to the provider itself stores it in clear, one through the
+/// bus's pipeline stores it encrypted under the forward's id.
+#[tokio::test]
+async fn a_sink_dlq_handler_stores_encrypted_only_through_the_bus() {
+    use event_core::{DeadLetterEvent, DlqHandler as _};
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor));
+    // the event as a consumer of the bus saw it: decrypted
+    let event = Event::new(
+        "events.orders.created",
+        "orders",
+        "s",
+        "shop",
+        json!({"card": "4111"}),
+    );
+    let raw = event_routing::SinkDlqHandler::new(
+        Arc::new(TopicSink::same_subject("dlq", provider.clone())),
+        "events.rawdlq",
+    )
+    .unwrap();
+    let piped = event_routing::SinkDlqHandler::new(
+        Arc::new(TopicSink::unchanged_through_bus("dlq", bus.clone())),
+        "events.dlq",
+    )
+    .unwrap();
+    for dlq in [&raw, &piped] {
+        dlq.handle(DeadLetterEvent::new(event.clone(), "failed"))
+            .await
+            .unwrap();
+    }
+    let stored = |filter: &'static str| {
+        let provider = provider.clone();
+        async move { provider.history(Some(filter), 1).await.unwrap().remove(0) }
+    };
+    assert_eq!(stored("events.rawdlq.>").await.payload, event.payload);
+    let encrypted = stored("events.dlq.>").await;
+    assert!(TestEncryptor.is_encrypted(&encrypted.payload));
+    assert_eq!(
+        TestEncryptor
+            .decrypt(&encrypted.id, &encrypted.payload)
+            .unwrap(),
+        event.payload
+    );
+}
