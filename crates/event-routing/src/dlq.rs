@@ -23,8 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///   duplicate while `handle` reported success;
 /// - subject `{prefix}.{original subject without its first token}`
 ///   (`events.orders.created` under `events.dlq` → `events.dlq.orders.created`;
-///   a one-token subject is appended whole), and category that subject's
-///   second token (`dlq`);
+///   a one-token subject is appended whole; when that would be over
+///   [`MAX_SUBJECT_LEN`](event_core::subject::MAX_SUBJECT_LEN), as many of
+///   those tokens as fit, else `{prefix}.unknown`: the whole original
+///   subject is in the metadata), and category that subject's second token
+///   (`dlq`);
 /// - metadata [`DLQ_REASON`](metadata::DLQ_REASON),
 ///   [`DLQ_ORIGINAL_SUBJECT`](metadata::DLQ_ORIGINAL_SUBJECT),
 ///   [`DLQ_ATTEMPTS`](metadata::DLQ_ATTEMPTS),
@@ -154,6 +157,25 @@ impl SinkDlqHandler {
         err
     }
 
+    /// `{prefix}.{rest}`; when that is over [`subject::MAX_SUBJECT_LEN`]
+    /// (an original subject near the limit), the prefix and as many of
+    /// `rest`'s leading tokens as fit, else `{prefix}.unknown`.
+    fn subject_within_limit(&self, rest: &str) -> String {
+        let full = format!("{}.{rest}", self.prefix);
+        if full.len() <= subject::MAX_SUBJECT_LEN {
+            return full;
+        }
+        let room = subject::MAX_SUBJECT_LEN.saturating_sub(self.prefix.len() + 1);
+        // the longest run of whole leading tokens within `room`
+        let kept = rest
+            .match_indices('.')
+            .map(|(at, _)| at)
+            .take_while(|&at| at <= room)
+            .last()
+            .map_or("unknown", |at| &rest[..at]);
+        format!("{}.{kept}", self.prefix)
+    }
+
     /// The event forwarded for `dead_letter`.
     pub fn forwarded_event(&self, dead_letter: &DeadLetterEvent) -> Result<Event> {
         let original = if dead_letter.original_subject.is_empty() {
@@ -166,7 +188,7 @@ impl SinkDlqHandler {
             .map_or(original.as_str(), |(_, r)| r);
         let mut event = dead_letter.event.clone();
         event.id = new_event_id();
-        event.subject = format!("{}.{rest}", self.prefix);
+        event.subject = self.subject_within_limit(rest);
         // The category is the subject's, as for a topic sink's forward.
         if let Some(category) = event.subject.split('.').nth(1) {
             event.category = category.to_owned();

@@ -394,3 +394,30 @@ async fn an_unchanged_sink_forwards_an_event_whose_source_has_a_control_characte
     unchanged.deliver(&spelled).await.unwrap();
     assert_eq!(target.history(None, 10).await.unwrap().len(), 2);
 }
+
+/// An original subject within the limit (1,024 bytes) but too long for the
+/// prefix to be put before it: the dead letter was refused for good
+/// (`InvalidSubject`, "longer than 1024 bytes"), so a consumer runner left
+/// the event unsettled and after its spare delivery no dead letter
+/// existed. The forward keeps as many of the subject's leading tokens as
+/// fit (the whole subject is in its metadata), else `{prefix}.unknown`.
+#[tokio::test]
+async fn sink_dlq_handler_forwards_the_dead_letter_of_an_event_with_a_subject_near_the_limit() {
+    let sink = Arc::new(CollectorSink::new("dlq"));
+    let dlq = SinkDlqHandler::new(sink.clone(), "events.dlq").unwrap();
+    let long = format!("events.orders.{}", "x".repeat(1024 - 14));
+    let one_token = format!("events.{}", "y".repeat(1024 - 7));
+    for (subject, expected) in [
+        (long.clone(), "events.dlq.orders".to_owned()),
+        (one_token.clone(), "events.dlq.unknown".to_owned()),
+    ] {
+        assert_eq!(subject.len(), 1024);
+        let event = Event::new(subject.clone(), "orders", "s", "shop", json!({}));
+        dlq.handle(DeadLetterEvent::new(event, "failed"))
+            .await
+            .unwrap();
+        let forwarded = sink.events().pop().unwrap();
+        assert_eq!(forwarded.subject, expected);
+        assert_eq!(forwarded.metadata["dlqoriginalsubject"], subject);
+    }
+}
