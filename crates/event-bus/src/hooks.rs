@@ -45,7 +45,9 @@ pub enum PlaintextPolicy {
     /// Re-drive a genuine one from a bus with [`Accept`](Self::Accept).
     ///
     /// A delivery that is itself a dead letter (`event_type`
-    /// [`DEAD_LETTER_EVENT_TYPE`](crate::dlq::DEAD_LETTER_EVENT_TYPE), to a
+    /// [`DEAD_LETTER_EVENT_TYPE`](crate::dlq::DEAD_LETTER_EVENT_TYPE), or
+    /// the `dlqreason` metadata of a dead letter `event-routing`'s
+    /// `SinkDlqHandler` forwarded, to a
     /// subscriber whose filter covers the DLQ subjects, `{prefix}.>` say)
     /// and that the bus refuses as plaintext (a
     /// [`ProviderDlqHandler`](crate::ProviderDlqHandler) without

@@ -1,7 +1,7 @@
 //! [`BusSubscription`]: a provider subscription that decrypts for the caller.
 
 use crate::bus::{Inner, with_payload};
-use crate::dlq::DEAD_LETTER_EVENT_TYPE;
+use crate::dlq::is_stored_dead_letter;
 use async_trait::async_trait;
 use event_core::{
     Acker, DeadLetterEvent, Error, Event, PendingEvent, ReceivedEvent, Result, Subscription,
@@ -167,10 +167,13 @@ impl Default for DlqLimits {
 /// consumer.
 ///
 /// Except a delivery that is itself a dead letter (`event_type`
-/// [`DEAD_LETTER_EVENT_TYPE`], to a subscription whose filter covers the
-/// DLQ subjects): it is stored in its DLQ already and is never offered to
-/// the DLQ handler again (a new letter would only nest it, unreadable for
-/// the same reason, and be delivered here in turn). It is terminated at
+/// [`DEAD_LETTER_EVENT_TYPE`](crate::dlq::DEAD_LETTER_EVENT_TYPE), or an event carrying the `dlqreason`
+/// metadata of a dead letter `event-routing`'s `SinkDlqHandler` or a
+/// broker's dead-letter sink forwarded, to a subscription whose filter
+/// covers the DLQ subjects): it is stored in its DLQ already and is never
+/// offered to the DLQ handler again (a new letter would only nest it, or
+/// forward it once more, unreadable for the same reason, and be delivered
+/// here in turn). It is terminated at
 /// once, whatever the DLQ handler, counted in `dlq_dropped` (and a runner's
 /// [`ConsumerReport::terminated`](crate::ConsumerReport::terminated)),
 /// logged as a `WARN`, and the call returns its [`Error::Decryption`] as
@@ -463,7 +466,7 @@ impl BusSubscription {
                 let event = Arc::new(with_payload(&received.event, plain));
                 ReceivedEvent { event, ..received }
             }))),
-            Err(err) if pending.received.event.event_type == DEAD_LETTER_EVENT_TYPE => {
+            Err(err) if is_stored_dead_letter(&pending.received.event) => {
                 // A dead letter (a subscriber covering the DLQ subjects) is
                 // stored in its DLQ already: dead-lettered again, it would
                 // only be nested in a new letter, unreadable for the same

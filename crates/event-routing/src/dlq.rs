@@ -23,14 +23,48 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///   duplicate while `handle` reported success;
 /// - subject `{prefix}.{original subject without its first token}`
 ///   (`events.orders.created` under `events.dlq` → `events.dlq.orders.created`;
-///   a one-token subject is appended whole), and category that subject's
-///   second token (`dlq`);
+///   a one-token subject is appended whole; when that would be over
+///   [`MAX_SUBJECT_LEN`](event_core::subject::MAX_SUBJECT_LEN), as many of
+///   those tokens as fit, else `{prefix}.unknown`: the whole original
+///   subject is in the metadata), and category that subject's second token
+///   (`dlq`);
 /// - metadata [`DLQ_REASON`](metadata::DLQ_REASON),
 ///   [`DLQ_ORIGINAL_SUBJECT`](metadata::DLQ_ORIGINAL_SUBJECT),
 ///   [`DLQ_ATTEMPTS`](metadata::DLQ_ATTEMPTS),
 ///   [`DLQ_FIRST_FAILURE_AT`](metadata::DLQ_FIRST_FAILURE_AT) (when known),
 ///   [`DLQ_SUBSCRIBER`](metadata::DLQ_SUBSCRIBER) (when known) and
 ///   [`DLQ_DEAD_LETTERED_AT`](metadata::DLQ_DEAD_LETTERED_AT).
+///
+/// The forward carries the event as the handler saw it: a consumer of an
+/// encrypting bus dead-letters the **decrypted** event. Through a sink that
+/// publishes to the provider itself ([`TopicSink::same_subject`](crate::TopicSink::same_subject),
+/// [`TopicSink::new`](crate::TopicSink::new)) or to an HTTP endpoint, the
+/// payload leaves in clear; forward through the bus's pipeline
+/// ([`TopicSink::unchanged_through_bus`](crate::TopicSink::unchanged_through_bus),
+/// feature `bus`) to store dead letters encrypted (under the forward's id).
+///
+/// A bus subscription whose filter covers the prefix (`events.>`) receives
+/// these forwards too; one it cannot read (the envelope of an event it
+/// could not decrypt, still bound to the original id, or plaintext under
+/// `PlaintextPolicy::Refuse`) is recognised as a dead letter by its
+/// [`DLQ_REASON`](metadata::DLQ_REASON) and terminated for that
+/// subscriber, not dead-lettered (forwarded) again.
+///
+/// A forwarded dead letter is larger than its event (the failure in its
+/// metadata): the dead letter of an event near the sink's provider's
+/// limit, or with a long reason, is refused ([`Error::PayloadTooLarge`];
+/// through an `HttpSink`, feature `http`, a `413 Payload Too Large` answer).
+/// Refused, it would be offered again and again, then lost to the
+/// consumer group, so `handle` forwards a smaller form instead, the first
+/// that fits of (each logged as a warning):
+///
+/// 1. the reason ([`DLQ_REASON`](metadata::DLQ_REASON)) cut to its first
+///    4,096 characters, then `…` and its length in bytes; the event whole;
+/// 2. the event without its payload (`null`) and its own metadata (the
+///    forward's is kept: original id and subject, the failure), its
+///    summary, source and type cut to 256 characters, marked with
+///    [`DLQ_PAYLOAD_DROPPED`](metadata::DLQ_PAYLOAD_DROPPED) (what was left
+///    out, and the limit); the event itself is still in its stream.
 ///
 /// `handle` returns the sink's error, so the caller keeps the original event
 /// unacknowledged; an HTTP answer worth retrying (an `HttpSink`'s `503`,
@@ -123,6 +157,25 @@ impl SinkDlqHandler {
         err
     }
 
+    /// `{prefix}.{rest}`; when that is over [`subject::MAX_SUBJECT_LEN`]
+    /// (an original subject near the limit), the prefix and as many of
+    /// `rest`'s leading tokens as fit, else `{prefix}.unknown`.
+    fn subject_within_limit(&self, rest: &str) -> String {
+        let full = format!("{}.{rest}", self.prefix);
+        if full.len() <= subject::MAX_SUBJECT_LEN {
+            return full;
+        }
+        let room = subject::MAX_SUBJECT_LEN.saturating_sub(self.prefix.len() + 1);
+        // the longest run of whole leading tokens within `room`
+        let kept = rest
+            .match_indices('.')
+            .map(|(at, _)| at)
+            .take_while(|&at| at <= room)
+            .last()
+            .map_or("unknown", |at| &rest[..at]);
+        format!("{}.{kept}", self.prefix)
+    }
+
     /// The event forwarded for `dead_letter`.
     pub fn forwarded_event(&self, dead_letter: &DeadLetterEvent) -> Result<Event> {
         let original = if dead_letter.original_subject.is_empty() {
@@ -135,7 +188,7 @@ impl SinkDlqHandler {
             .map_or(original.as_str(), |(_, r)| r);
         let mut event = dead_letter.event.clone();
         event.id = new_event_id();
-        event.subject = format!("{}.{rest}", self.prefix);
+        event.subject = self.subject_within_limit(rest);
         // The category is the subject's, as for a topic sink's forward.
         if let Some(category) = event.subject.split('.').nth(1) {
             event.category = category.to_owned();
@@ -175,12 +228,145 @@ impl SinkDlqHandler {
     }
 }
 
+/// Characters of a reason kept when it is cut to make a forward fit.
+const REASON_CHARS: usize = 4096;
+
+/// Characters of the event's strings kept in a forward without its payload.
+const STUB_CHARS: usize = 256;
+
+/// `text`, or its first `chars` characters, `…` and its length in bytes;
+/// `None` when it is no longer than that.
+fn cut(text: &str, chars: usize) -> Option<String> {
+    let (end, _) = text.char_indices().nth(chars)?;
+    Some(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
+/// The limit `err` says a dead letter is over, for the note of its
+/// smaller form: a provider's [`Error::PayloadTooLarge`], or an HTTP
+/// endpoint's `413 Payload Too Large` (feature `http`); `None` for any
+/// other error.
+fn over_limit(err: &Error) -> Option<String> {
+    if let Error::PayloadTooLarge { max, .. } = err {
+        return Some(format!("the DLQ provider's limit ({max} bytes)"));
+    }
+    #[cfg(feature = "http")]
+    if let Some(answer) = event_cloudevents::http::client::status_error(err)
+        && answer.status == 413
+    {
+        return Some("the dead-letter endpoint's limit (HTTP 413)".to_owned());
+    }
+    None
+}
+
+/// `forward` without its payload and the event's own metadata (see
+/// [`SinkDlqHandler`], "a smaller form"); `limit` names the limit it was
+/// over.
+fn without_payload(mut forward: Event, limit: &str) -> Event {
+    let payload_len = serde_json::to_vec(&forward.payload).map_or(0, |json| json.len());
+    let kept = [
+        metadata::ORIGINAL_ID,
+        metadata::ORIGINAL_SUBJECT,
+        metadata::HOPS,
+        metadata::DLQ_REASON,
+        metadata::DLQ_ORIGINAL_SUBJECT,
+        metadata::DLQ_ATTEMPTS,
+        metadata::DLQ_TRIGGER,
+        metadata::DLQ_FIRST_FAILURE_AT,
+        metadata::DLQ_DEAD_LETTERED_AT,
+        metadata::DLQ_SUBSCRIBER,
+    ];
+    let left_out = forward
+        .metadata
+        .keys()
+        .filter(|key| !kept.contains(&key.as_str()))
+        .count();
+    forward
+        .metadata
+        .retain(|key, _| kept.contains(&key.as_str()));
+    for value in forward.metadata.values_mut() {
+        if let Some(short) = cut(value, REASON_CHARS) {
+            *value = short;
+        }
+    }
+    for text in [
+        &mut forward.summary,
+        &mut forward.source,
+        &mut forward.event_type,
+    ] {
+        if let Some(short) = cut(text, STUB_CHARS) {
+            *text = short;
+        }
+    }
+    forward.payload = serde_json::Value::Null;
+    forward.metadata.insert(
+        metadata::DLQ_PAYLOAD_DROPPED.to_owned(),
+        format!(
+            "the dead letter was over {limit}: the event's \
+             payload ({payload_len} bytes as JSON) and its {left_out} metadata entries were \
+             left out; the event is still in its stream"
+        ),
+    );
+    forward
+}
+
+/// Delivers `letter`, a dead letter whose failure's reason is `reason`,
+/// through `sink`, or a smaller form of it when the sink's provider refuses
+/// it as too large (see [`SinkDlqHandler`], "a smaller form"); the sink's
+/// error as it is. Used by [`SinkDlqHandler`] and a broker trigger's
+/// dead-letter sink.
+pub(crate) async fn deliver_fitting(
+    sink: &dyn EventSink,
+    mut letter: Event,
+    reason: &str,
+) -> Result<()> {
+    let limit = match sink.deliver(&letter).await {
+        Err(err) => match over_limit(&err) {
+            Some(limit) => limit,
+            None => return Err(err),
+        },
+        Ok(()) => return Ok(()),
+    };
+    let named = letter
+        .metadata
+        .get(metadata::ORIGINAL_ID)
+        .unwrap_or(&letter.id);
+    let id = cut(named, 64).unwrap_or_else(|| named.clone());
+    if let Some(reason_cut) = cut(reason, REASON_CHARS) {
+        letter
+            .metadata
+            .insert(metadata::DLQ_REASON.to_owned(), reason_cut);
+        match sink.deliver(&letter).await {
+            Err(err) if over_limit(&err).is_some() => {}
+            Ok(()) => {
+                tracing::warn!(
+                    sink = %sink.name(),
+                    event_id = ?id,
+                    reason_bytes = reason.len(),
+                    %limit,
+                    "dead letter over the dead-letter sink's limit: sent with its \
+                     reason cut"
+                );
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    sink.deliver(&without_payload(letter, &limit)).await?;
+    tracing::warn!(
+        sink = %sink.name(),
+        event_id = ?id,
+        %limit,
+        "dead letter over the dead-letter sink's limit: sent without the event's \
+         payload (the event is still in its stream)"
+    );
+    Ok(())
+}
+
 #[async_trait]
 impl DlqHandler for SinkDlqHandler {
     async fn handle(&self, dead_letter: DeadLetterEvent) -> Result<()> {
         let event = self.forwarded_event(&dead_letter)?;
-        self.sink
-            .deliver(&event)
+        deliver_fitting(&*self.sink, event, &dead_letter.reason)
             .await
             .map_err(|err| self.judged(err))?;
         self.forwarded.fetch_add(1, Ordering::Relaxed);

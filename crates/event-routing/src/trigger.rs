@@ -169,7 +169,13 @@ impl DeliverySpec {
         self
     }
 
-    /// Sets the dead-letter sink.
+    /// Sets the dead-letter sink. A dead letter its sink's provider
+    /// refuses as too large ([`Error::PayloadTooLarge`](event_core::Error::PayloadTooLarge),
+    /// or an HTTP endpoint's `413`: an event near the limit, a long error)
+    /// is sent in a smaller form, as
+    /// a [`SinkDlqHandler`](crate::SinkDlqHandler) forwards one: the reason
+    /// cut to 4,096 characters, else without the event's payload and own
+    /// metadata, marked [`DLQ_PAYLOAD_DROPPED`](crate::metadata::DLQ_PAYLOAD_DROPPED).
     #[must_use]
     pub fn with_dead_letter_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.dead_letter_sink = Some(sink);

@@ -2619,3 +2619,64 @@ async fn a_stalled_keep_alive_of_the_fetched_ahead_does_not_stall_the_next_event
     let _ = feed.stop_within(Duration::from_secs(1)).await.unwrap();
     assert_eq!((stats.received, stats.acked), (2, 2), "{stats:?}");
 }
+
+/// A trigger's dead letter is its event plus the failure in metadata: for
+/// an event near the limit of the dead-letter sink's provider (a topic
+/// sink), or a sink whose error is long, it was refused as too large
+/// (`PayloadTooLarge`), counted in `dead_letter_failures`, and the event
+/// lost to that trigger. It is sent in a smaller form instead, as a
+/// `SinkDlqHandler` forwards one: the reason cut, else without the event's
+/// payload and own metadata (`dlqpayloaddropped`).
+#[tokio::test]
+async fn a_dead_letter_over_the_dead_letter_sinks_limit_is_sent_smaller() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let dead = Arc::new(
+        event_routing::TopicSink::new("dead", provider.clone(), "events.dlq.orders").unwrap(),
+    );
+    let long_error = format!("refused: {}", "e".repeat(2_000_000));
+    let broker = Broker::new();
+    broker
+        .add_trigger(
+            Trigger::new(
+                "to-down",
+                TriggerFilter::all(),
+                Arc::new(FailingSink::new("down", &long_error)),
+            )
+            .with_delivery(
+                DeliverySpec::new()
+                    .with_retries(0)
+                    .with_dead_letter_sink(dead),
+            ),
+        )
+        .unwrap();
+
+    // a long error: the reason cut, the event whole
+    let small = event("events.orders.created", "t").with_metadata("region", "eu");
+    let result = broker.route(&small).await;
+    assert_eq!((result.failed, result.dead_lettered), (1, 1), "{result:?}");
+    let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let m = &stored[0].metadata;
+    assert_eq!(stored[0].payload, small.payload);
+    assert_eq!(m["region"], "eu");
+    assert!(m["dlqreason"].len() < 5000, "{}", m["dlqreason"].len());
+    assert!(m["dlqreason"].contains("refused: eee"));
+    assert_eq!(m["dlqtrigger"], "to-down");
+
+    // an event near the limit: without its payload
+    let mut big = event("events.orders.created", "t");
+    big.payload = json!("");
+    let base = serde_json::to_vec(&big).unwrap().len();
+    big.payload = json!("x".repeat(1024 * 1024 - 10 - base));
+    provider.publish(&big).await.unwrap();
+    let result = broker.route(&big).await;
+    assert_eq!((result.failed, result.dead_lettered), (1, 1), "{result:?}");
+    let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    let m = &stored[0].metadata;
+    assert_eq!(stored[0].payload, serde_json::Value::Null);
+    assert_eq!(m["originalid"], big.id);
+    assert_eq!(m["dlqtrigger"], "to-down");
+    assert!(m.contains_key("dlqpayloaddropped"), "{m:?}");
+    assert_eq!(broker.metrics().dead_letter_failures, 0);
+}

@@ -644,3 +644,122 @@ fn forward_orders_through(broker: &Broker, bus: &EventBus) -> Arc<CollectorSink>
         .unwrap();
     dead
 }
+
+/// A `SinkDlqHandler` whose sink writes into the stream the bus reads (a
+/// topic sink under `events.dlq`), with a subscriber on `events.>`: the
+/// forwarded dead letter of an event the bus cannot read (an envelope it
+/// cannot decrypt, or plaintext under `PlaintextPolicy::Refuse`) is
+/// delivered to that subscriber, unreadable for the same reason (an
+/// envelope stays bound to the original id, the forward has a new one).
+/// It is in the DLQ already: terminated for the subscriber, not
+/// dead-lettered again. It was forwarded once more on every delivery, each
+/// forward delivered in turn, without end (20 letters in 20 reads, under
+/// `events.dlq.dlq.dlq...`).
+#[tokio::test]
+async fn an_unreadable_dead_letter_forwarded_by_a_sink_dlq_is_not_dead_lettered_again() {
+    use event_bus::PlaintextPolicy;
+    use event_core::DlqHandler as _;
+    for refuse_plaintext in [false, true] {
+        let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+        let bus = EventBus::from_arc(provider.clone());
+        bus.set_encryptor(Arc::new(TestEncryptor));
+        if refuse_plaintext {
+            bus.set_plaintext_policy(PlaintextPolicy::Refuse);
+        }
+        let dlq = Arc::new(
+            event_routing::SinkDlqHandler::new(
+                Arc::new(TopicSink::same_subject("dlq", provider.clone())),
+                "events.dlq",
+            )
+            .unwrap(),
+        );
+        bus.set_dlq_handler(dlq.clone());
+        let mut sub = bus.subscribe("events.>").await.unwrap();
+        let mut event = Event::new(
+            "events.orders.created",
+            "orders",
+            "s",
+            "shop",
+            json!({"x": 1}),
+        );
+        if !refuse_plaintext {
+            // an envelope this bus cannot open (bound to another id)
+            event.payload = TestEncryptor
+                .encrypt("another-id", &json!({"x": 1}))
+                .unwrap();
+        }
+        provider.publish(&event).await.unwrap();
+        let mut refused = 0;
+        for _ in 0..10 {
+            match tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+                Err(_) => break,
+                Ok(Ok(received)) => panic!("handed over: {received:?}"),
+                Ok(Err(err)) => {
+                    assert!(matches!(err, Error::Decryption(_)), "{err}");
+                    refused += 1;
+                }
+            }
+        }
+        let letters = provider.history(Some("events.dlq.>"), 100).await.unwrap();
+        let subjects: Vec<_> = letters.iter().map(|l| l.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            ["events.dlq.orders.created"],
+            "refuse plaintext: {refuse_plaintext}"
+        );
+        assert_eq!(letters[0].metadata["originalid"], event.id);
+        assert_eq!(dlq.count().await.unwrap(), 1);
+        // the event, then its forwarded dead letter, each refused once
+        assert_eq!(refused, 2, "refuse plaintext: {refuse_plaintext}");
+        let m = bus.metrics().snapshot();
+        assert_eq!((m.dlq_total, m.dlq_dropped), (1, 1), "{m:?}");
+    }
+}
+
+/// What the `SinkDlqHandler` docs say of encryption: the dead letter of a
+/// consumer of an encrypting bus holds the decrypted event; a topic sink
+/// publishing to the provider itself stores it in clear, one through the
+/// bus's pipeline stores it encrypted under the forward's id.
+#[tokio::test]
+async fn a_sink_dlq_handler_stores_encrypted_only_through_the_bus() {
+    use event_core::{DeadLetterEvent, DlqHandler as _};
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    bus.set_encryptor(Arc::new(TestEncryptor));
+    // the event as a consumer of the bus saw it: decrypted
+    let event = Event::new(
+        "events.orders.created",
+        "orders",
+        "s",
+        "shop",
+        json!({"card": "4111"}),
+    );
+    let raw = event_routing::SinkDlqHandler::new(
+        Arc::new(TopicSink::same_subject("dlq", provider.clone())),
+        "events.rawdlq",
+    )
+    .unwrap();
+    let piped = event_routing::SinkDlqHandler::new(
+        Arc::new(TopicSink::unchanged_through_bus("dlq", bus.clone())),
+        "events.dlq",
+    )
+    .unwrap();
+    for dlq in [&raw, &piped] {
+        dlq.handle(DeadLetterEvent::new(event.clone(), "failed"))
+            .await
+            .unwrap();
+    }
+    let stored = |filter: &'static str| {
+        let provider = provider.clone();
+        async move { provider.history(Some(filter), 1).await.unwrap().remove(0) }
+    };
+    assert_eq!(stored("events.rawdlq.>").await.payload, event.payload);
+    let encrypted = stored("events.dlq.>").await;
+    assert!(TestEncryptor.is_encrypted(&encrypted.payload));
+    assert_eq!(
+        TestEncryptor
+            .decrypt(&encrypted.id, &encrypted.payload)
+            .unwrap(),
+        event.payload
+    );
+}

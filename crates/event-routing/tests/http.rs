@@ -2762,3 +2762,37 @@ async fn a_zero_request_timeout_is_a_config_error() {
         .unwrap();
     sink.deliver(&order()).await.unwrap();
 }
+
+/// A dead-letter endpoint that refuses the dead letter as too large (`413`,
+/// as a proxy's body limit answers: nginx's is 1 MiB by default, the size
+/// of the largest event) gets it again in a smaller form, without the
+/// event's payload, as a provider's `PayloadTooLarge` does. It was a
+/// refusal for good: a consumer runner left the event unsettled and, after
+/// its spare delivery, no dead letter existed.
+#[tokio::test]
+async fn a_sink_dlq_handler_resends_smaller_what_the_endpoint_refuses_as_too_large() {
+    use event_core::{DeadLetterEvent, DlqHandler};
+    let (url, received) = server(vec![413]).await;
+    let dlq = event_routing::SinkDlqHandler::new(
+        Arc::new(HttpSink::new("dlq-endpoint", url).unwrap()),
+        "events.dlq",
+    )
+    .unwrap();
+    let event = order().with_metadata("region", "eu");
+    dlq.handle(DeadLetterEvent::new(event.clone(), "handler failed").with_attempts(3))
+        .await
+        .unwrap();
+    let requests = received.requests.lock();
+    assert_eq!(requests.len(), 2);
+    let (headers, body) = &requests[1];
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert!(header("ce-a3smdlqpayloaddropped").unwrap().contains("413"));
+    // header values are percent-encoded (CloudEvents HTTP binding)
+    assert_eq!(header("ce-a3smdlqreason").unwrap(), "handler%20failed");
+    assert_eq!(header("ce-a3smoriginalid").unwrap(), event.id);
+    assert_eq!(header("ce-a3smregion"), None);
+    assert!(
+        !String::from_utf8_lossy(body).contains("\"id\""),
+        "{body:?}"
+    );
+}

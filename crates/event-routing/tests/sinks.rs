@@ -240,6 +240,71 @@ async fn sink_dlq_handler_through_a_topic_sink_lands_in_the_provider() {
     assert_eq!(stored[0].metadata["originalid"], original.id);
 }
 
+/// A forwarded dead letter is larger than its event (the failure in its
+/// metadata): the dead letter of an event near the provider's limit, or
+/// with a long reason, was refused by a topic sink's provider
+/// (`PayloadTooLarge`) on every attempt, so a consumer runner left the
+/// event unsettled and, after its spare delivery, no dead letter existed.
+/// As a `ProviderDlqHandler` does, the handler forwards a smaller form: the
+/// reason cut, else the event without its payload and own metadata, marked
+/// `dlqpayloaddropped`.
+#[tokio::test]
+async fn sink_dlq_handler_forwards_a_dead_letter_over_the_providers_limit_smaller() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let dlq = SinkDlqHandler::new(
+        Arc::new(TopicSink::same_subject("dlq", provider.clone())),
+        "events.dlq",
+    )
+    .unwrap();
+
+    // a long reason: cut, the event whole
+    let original = event();
+    let reason = format!("handler failed: {}", "r".repeat(2_000_000));
+    dlq.handle(DeadLetterEvent::new(original.clone(), reason.clone()).with_attempts(3))
+        .await
+        .unwrap();
+    let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let m = &stored[0].metadata;
+    assert_eq!(stored[0].payload, original.payload, "the event is whole");
+    assert_eq!(m["region"], "eu");
+    assert!(m["dlqreason"].starts_with(&reason[..1000]));
+    assert!(m["dlqreason"].len() < 5000, "{}", m["dlqreason"].len());
+    assert!(m["dlqreason"].ends_with(&format!("({} bytes)", reason.len())));
+    assert_eq!(m["dlqattempts"], "3");
+    assert!(!m.contains_key("dlqpayloaddropped"));
+
+    // an event near the limit: forwarded without its payload, still naming it
+    let mut big = event();
+    big.payload = json!("");
+    let base = serde_json::to_vec(&big).unwrap().len();
+    big.payload = json!("x".repeat(1024 * 1024 - 10 - base));
+    provider.publish(&big).await.unwrap();
+    dlq.handle(DeadLetterEvent::new(big.clone(), "handler failed").with_subscriber("billing"))
+        .await
+        .unwrap();
+    let stored = provider.history(Some("events.dlq.>"), 10).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    let stub = &stored[0];
+    assert_eq!(stub.payload, serde_json::Value::Null);
+    assert_eq!(stub.subject, "events.dlq.orders.created");
+    assert_eq!(
+        (stub.event_type.as_str(), stub.source.as_str()),
+        ("order.created", "shop")
+    );
+    let m = &stub.metadata;
+    assert_eq!(m["originalid"], big.id);
+    assert_eq!(m["dlqreason"], "handler failed");
+    assert_eq!(m["dlqsubscriber"], "billing");
+    assert_eq!(m["dlqoriginalsubject"], "events.orders.created");
+    assert!(m["dlqpayloaddropped"].contains("(1048576 bytes)"), "{m:?}");
+    assert!(
+        !m.contains_key("region"),
+        "the event's own metadata is left out"
+    );
+    assert_eq!(dlq.count().await.unwrap(), 2);
+}
+
 #[tokio::test]
 async fn sink_dlq_handler_errors_are_returned_and_prefixes_validated() {
     let dlq = SinkDlqHandler::new(Arc::new(FailingSink::new("f", "down")), "events.dlq").unwrap();
@@ -328,4 +393,31 @@ async fn an_unchanged_sink_forwards_an_event_whose_source_has_a_control_characte
     );
     unchanged.deliver(&spelled).await.unwrap();
     assert_eq!(target.history(None, 10).await.unwrap().len(), 2);
+}
+
+/// An original subject within the limit (1,024 bytes) but too long for the
+/// prefix to be put before it: the dead letter was refused for good
+/// (`InvalidSubject`, "longer than 1024 bytes"), so a consumer runner left
+/// the event unsettled and after its spare delivery no dead letter
+/// existed. The forward keeps as many of the subject's leading tokens as
+/// fit (the whole subject is in its metadata), else `{prefix}.unknown`.
+#[tokio::test]
+async fn sink_dlq_handler_forwards_the_dead_letter_of_an_event_with_a_subject_near_the_limit() {
+    let sink = Arc::new(CollectorSink::new("dlq"));
+    let dlq = SinkDlqHandler::new(sink.clone(), "events.dlq").unwrap();
+    let long = format!("events.orders.{}", "x".repeat(1024 - 14));
+    let one_token = format!("events.{}", "y".repeat(1024 - 7));
+    for (subject, expected) in [
+        (long.clone(), "events.dlq.orders".to_owned()),
+        (one_token.clone(), "events.dlq.unknown".to_owned()),
+    ] {
+        assert_eq!(subject.len(), 1024);
+        let event = Event::new(subject.clone(), "orders", "s", "shop", json!({}));
+        dlq.handle(DeadLetterEvent::new(event, "failed"))
+            .await
+            .unwrap();
+        let forwarded = sink.events().pop().unwrap();
+        assert_eq!(forwarded.subject, expected);
+        assert_eq!(forwarded.metadata["dlqoriginalsubject"], subject);
+    }
 }

@@ -13,7 +13,21 @@ pub use fit::META_PAYLOAD_DROPPED;
 pub use memory::MemoryDlqHandler;
 pub use provider::{DEAD_LETTER_EVENT_TYPE, ProviderDlqHandler, RedriveReport};
 
-use event_core::ReceivedEvent;
+use event_core::{Event, ReceivedEvent};
+
+/// Metadata key of the reason on a dead letter forwarded as an event by
+/// `event-routing` (its `SinkDlqHandler`, and a broker trigger's
+/// dead-letter sink): `event_routing::metadata::DLQ_REASON`.
+const FORWARDED_DLQ_REASON: &str = "dlqreason";
+
+/// Whether `event` is a dead letter stored as an event: one a
+/// [`ProviderDlqHandler`] stored (`event_type` [`DEAD_LETTER_EVENT_TYPE`]),
+/// or one `event-routing` forwarded (its `SinkDlqHandler`, a broker's
+/// dead-letter sink), which carries the failure's reason in its metadata
+/// (`dlqreason`).
+pub(crate) fn is_stored_dead_letter(event: &Event) -> bool {
+    event.event_type == DEAD_LETTER_EVENT_TYPE || event.metadata.contains_key(FORWARDED_DLQ_REASON)
+}
 
 /// Whether `received` has used up `max_deliver` deliveries, so that a
 /// handler that fails on it should dead-letter it rather than ask for a

@@ -68,7 +68,17 @@ pub(crate) struct Failure {
 }
 
 async fn attempt(sink: &dyn EventSink, event: &Event, timeout: Option<Duration>) -> Result<()> {
-    let call = AssertUnwindSafe(sink.deliver(event)).catch_unwind();
+    bounded(sink, sink.deliver(event), timeout).await
+}
+
+/// `work`, a delivery to `sink`, with `timeout` and a panic turned into an
+/// error.
+async fn bounded(
+    sink: &dyn EventSink,
+    work: impl std::future::Future<Output = Result<()>>,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    let call = AssertUnwindSafe(work).catch_unwind();
     let result = match timeout {
         Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(r) => r,
@@ -237,7 +247,10 @@ pub(crate) async fn deliver(
         });
     };
     let dead = dead_letter_event(event, &trigger.name, &last_error, made, first_failure_at);
-    match attempt(&**dls, &dead, spec.timeout).await {
+    // a dead letter its sink's provider refuses as too large (an event
+    // near the limit, a long error) is sent in a smaller form
+    let fitting = crate::dlq::deliver_fitting(&**dls, dead, &last_error);
+    match bounded(&**dls, fitting, spec.timeout).await {
         Ok(()) => {
             count!(tally, dead_lettered);
             Outcome::DeadLettered(DeadLetter {
