@@ -57,6 +57,34 @@ use std::time::Duration;
 /// ```
 pub const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// `at + wait`, or [`LONGEST_WAIT`] after `at` when that sum does not fit
+/// an `Instant` (a `wait` of `Duration::MAX` means "forever"): a deadline
+/// that never panics on overflow.
+///
+/// Takes and returns `std::time::Instant`, or any instant type convertible
+/// both ways (Tokio's `tokio::time::Instant`, whose paused test clock it
+/// keeps).
+///
+/// ```
+/// use event_core::{LONGEST_WAIT, deadline_after};
+/// use std::time::{Duration, Instant};
+///
+/// let now = Instant::now();
+/// assert_eq!(deadline_after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+/// assert_eq!(deadline_after(now, Duration::MAX), now + LONGEST_WAIT);
+/// ```
+pub fn deadline_after<I>(at: I, wait: Duration) -> I
+where
+    I: Into<std::time::Instant> + From<std::time::Instant>,
+{
+    let at: std::time::Instant = at.into();
+    I::from(
+        at.checked_add(wait)
+            .or_else(|| at.checked_add(LONGEST_WAIT))
+            .unwrap_or(at),
+    )
+}
+
 /// A storage and delivery backend for events.
 ///
 /// Applications publish, subscribe and query through this trait and swap the
