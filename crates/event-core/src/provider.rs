@@ -127,6 +127,10 @@ where
 /// order, each under the rules of a single publish; the default (one
 /// publish after another) conforms, and a provider whose backend can
 /// pipeline the writes overrides it as an optimisation.
+/// [`publish_batch_with_outcome`](Self::publish_batch_with_outcome) is the
+/// same batch with each event's [`PublishOutcome`]: a provider that says
+/// whether an event was a duplicate says it truly (a repeat inside the
+/// batch too), or says nothing (`None`, the default).
 ///
 /// **Subscribe.** [`subscribe_with_options`](Self::subscribe_with_options)
 /// creates an ephemeral consumer that lives as long as the returned
@@ -353,6 +357,31 @@ pub trait EventProvider: Send + Sync {
             results.push(self.publish(event).await);
         }
         Ok(results)
+    }
+
+    /// [`publish_batch`](Self::publish_batch) that also says, per event,
+    /// whether the provider stored it or found its dedup id (the event id)
+    /// inside its window and stored nothing ([`PublishOutcome::duplicate`]),
+    /// as [`publish_shared_with_outcome`](Self::publish_shared_with_outcome)
+    /// does for one event. An event repeated inside the batch is a
+    /// duplicate of its first copy. The event bus uses it to route each
+    /// event of a batch once, not again for each repeat a retrying sender
+    /// makes.
+    ///
+    /// The default does not say ([`PublishOutcome::unknown`]): it calls
+    /// [`publish_batch`](Self::publish_batch), so a provider that pipelines
+    /// there keeps doing so. Providers that know (the memory store,
+    /// JetStream's publish acknowledgements) override it.
+    async fn publish_batch_with_outcome(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<Result<PublishOutcome>>> {
+        Ok(self
+            .publish_batch(events)
+            .await?
+            .into_iter()
+            .map(|result| result.map(PublishOutcome::unknown))
+            .collect())
     }
 
     /// Publishes an event the caller already holds in an [`Arc`], with
