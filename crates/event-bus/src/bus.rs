@@ -590,13 +590,16 @@ impl EventBus {
     /// per-event results): which events it stored is then unknown, and a
     /// retry of the same events is deduplicated.
     ///
-    /// Routing: the provider's batch does not say which events are repeats,
-    /// so every event it stored is handed to the router, a repeat too. An
-    /// event whose call ended after the provider may have stored it but
-    /// before the router had it (the call dropped, or a transient error for
-    /// the event or the whole call) is routed when published again, in a
-    /// batch or alone with [`publish_event`](Self::publish_event) (which
-    /// otherwise does not route a repeat), as for `publish_event`.
+    /// Routing: as for `publish_event`, a repeat the provider deduplicates
+    /// (of an event stored before, or of one earlier in the same batch) is
+    /// not handed to the router again, where the provider says which events
+    /// are repeats ([`EventProvider::publish_batch_with_outcome`]: the
+    /// memory and NATS providers do; with one that does not, every stored
+    /// event is routed, a repeat too). A repeat is routed when the router
+    /// refused its first copy, or when the call that stored it ended before
+    /// the router had it (the call dropped, or a transient error for the
+    /// event or the whole call), whether it comes again in a batch or alone
+    /// with [`publish_event`](Self::publish_event).
     ///
     /// Calling the provider's `publish_batch` directly
     /// ([`provider`](Self::provider)) skips all of this: no validation, no
@@ -693,7 +696,7 @@ impl EventBus {
         let published = if passed == 0 {
             Ok(Vec::new())
         } else if passed == events.len() && hooks.encryptor.is_none() {
-            inner.provider.publish_batch(events).await
+            inner.provider.publish_batch_with_outcome(events).await
         } else {
             // the encrypted events are moved out (only Ok/Err is read below)
             let batch: Vec<Event> = events
@@ -704,7 +707,7 @@ impl EventBus {
                     Err(_) => None,
                 })
                 .collect();
-            inner.provider.publish_batch(&batch).await
+            inner.provider.publish_batch_with_outcome(&batch).await
         };
         let outcomes = match published {
             Ok(outcomes) => outcomes,
@@ -733,27 +736,39 @@ impl EventBus {
             if let Err(err) = &result {
                 settle(guards.get_mut(i).and_then(Option::as_mut), err);
             }
-            results.push(result.map(|sequence| Stored {
-                sequence,
+            results.push(result.map(|outcome| Stored {
+                sequence: outcome.sequence,
                 not_routed: None,
-                duplicate: None,
+                duplicate: outcome.duplicate,
             }));
         }
-        // 5. router, with the plaintext, in order
-        //    (every stored event, a repeat too: the provider's batch does
-        //    not say which are repeats)
+        // 5. router, with the plaintext, in order: as in `pipeline`, a
+        //    repeat the provider stored once (before, or earlier in this
+        //    batch) was routed then, unless the router refused it or the
+        //    call that stored it ended before routing it; where the
+        //    provider does not say, every stored event is routed
         if let Some(router) = &hooks.router {
             for (i, (event, result)) in events.iter().zip(results.iter_mut()).enumerate() {
                 let Ok(stored) = result else {
                     continue;
                 };
-                // routed now: what an earlier call left for a repeat is
-                // settled
-                inner.refused.take(&stored.sequence);
-                inner.unrouted.take(event.id.as_str());
-                let routed = router
-                    .route_published(Arc::new(event.clone()), stored.sequence)
-                    .await;
+                let id = event.id.as_str();
+                let route = if stored.duplicate == Some(true) {
+                    // both taken: neither is left for a later repeat
+                    inner.refused.take(&stored.sequence) | inner.unrouted.take(id)
+                } else {
+                    // routed now: what an earlier call left is settled
+                    inner.refused.take(&stored.sequence);
+                    inner.unrouted.take(id);
+                    true
+                };
+                let routed = if route {
+                    router
+                        .route_published(Arc::new(event.clone()), stored.sequence)
+                        .await
+                } else {
+                    Ok(())
+                };
                 if let Some(guard) = guards.get_mut(i).and_then(Option::as_mut) {
                     guard.disarm();
                 }
@@ -899,9 +914,10 @@ pub struct Stored {
     /// not route the repeat: route it yourself then, say with
     /// `Broker::enqueue`). `Some(false)`: newly
     /// stored. `None`: not known, because the provider does not say
-    /// ([`EventProvider::publish_shared_with_outcome`]), or the publish
-    /// was a batch, or the bus had neither a router nor an encryptor (it
-    /// then publishes the caller's event as it is, and does not ask).
+    /// ([`EventProvider::publish_shared_with_outcome`],
+    /// [`EventProvider::publish_batch_with_outcome`]), or, for a single
+    /// publish, the bus had neither a router nor an encryptor (it then
+    /// publishes the caller's event as it is, and does not ask).
     pub duplicate: Option<bool>,
 }
 

@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+use crate::deadline_after as after;
 use crate::{PendingEvent, SubscribeOptions};
 use std::time::{Duration, Instant};
 
@@ -167,13 +168,6 @@ impl KeepAliveClock {
             due
         };
     }
-}
-
-/// `at + d`, saturating far in the future instead of panicking on overflow.
-fn after(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .or_else(|| at.checked_add(crate::LONGEST_WAIT))
-        .unwrap_or(at)
 }
 
 #[cfg(test)]

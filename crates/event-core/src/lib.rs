@@ -60,7 +60,9 @@ pub use hooks::{
     DeadLetterEvent, DlqHandler, EventEncryptor, EventRouter, SchemaValidator, StateStore,
 };
 pub use keepalive::KeepAliveClock;
-pub use provider::{Acker, EventProvider, LONGEST_WAIT, LiveAckWait, PendingEvent, Subscription};
+pub use provider::{
+    Acker, EventProvider, LONGEST_WAIT, LiveAckWait, PendingEvent, Subscription, deadline_after,
+};
 pub use stream::SubscriptionStream;
 pub use subject::SubjectPattern;
 pub use types::{

@@ -57,6 +57,34 @@ use std::time::Duration;
 /// ```
 pub const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// `at + wait`, or [`LONGEST_WAIT`] after `at` when that sum does not fit
+/// an `Instant` (a `wait` of `Duration::MAX` means "forever"): a deadline
+/// that never panics on overflow.
+///
+/// Takes and returns `std::time::Instant`, or any instant type convertible
+/// both ways (Tokio's `tokio::time::Instant`, whose paused test clock it
+/// keeps).
+///
+/// ```
+/// use event_core::{LONGEST_WAIT, deadline_after};
+/// use std::time::{Duration, Instant};
+///
+/// let now = Instant::now();
+/// assert_eq!(deadline_after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+/// assert_eq!(deadline_after(now, Duration::MAX), now + LONGEST_WAIT);
+/// ```
+pub fn deadline_after<I>(at: I, wait: Duration) -> I
+where
+    I: Into<std::time::Instant> + From<std::time::Instant>,
+{
+    let at: std::time::Instant = at.into();
+    I::from(
+        at.checked_add(wait)
+            .or_else(|| at.checked_add(LONGEST_WAIT))
+            .unwrap_or(at),
+    )
+}
+
 /// A storage and delivery backend for events.
 ///
 /// Applications publish, subscribe and query through this trait and swap the
@@ -99,6 +127,10 @@ pub const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// order, each under the rules of a single publish; the default (one
 /// publish after another) conforms, and a provider whose backend can
 /// pipeline the writes overrides it as an optimisation.
+/// [`publish_batch_with_outcome`](Self::publish_batch_with_outcome) is the
+/// same batch with each event's [`PublishOutcome`]: a provider that says
+/// whether an event was a duplicate says it truly (a repeat inside the
+/// batch too), or says nothing (`None`, the default).
 ///
 /// **Subscribe.** [`subscribe_with_options`](Self::subscribe_with_options)
 /// creates an ephemeral consumer that lives as long as the returned
@@ -325,6 +357,31 @@ pub trait EventProvider: Send + Sync {
             results.push(self.publish(event).await);
         }
         Ok(results)
+    }
+
+    /// [`publish_batch`](Self::publish_batch) that also says, per event,
+    /// whether the provider stored it or found its dedup id (the event id)
+    /// inside its window and stored nothing ([`PublishOutcome::duplicate`]),
+    /// as [`publish_shared_with_outcome`](Self::publish_shared_with_outcome)
+    /// does for one event. An event repeated inside the batch is a
+    /// duplicate of its first copy. The event bus uses it to route each
+    /// event of a batch once, not again for each repeat a retrying sender
+    /// makes.
+    ///
+    /// The default does not say ([`PublishOutcome::unknown`]): it calls
+    /// [`publish_batch`](Self::publish_batch), so a provider that pipelines
+    /// there keeps doing so. Providers that know (the memory store,
+    /// JetStream's publish acknowledgements) override it.
+    async fn publish_batch_with_outcome(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<Result<PublishOutcome>>> {
+        Ok(self
+            .publish_batch(events)
+            .await?
+            .into_iter()
+            .map(|result| result.map(PublishOutcome::unknown))
+            .collect())
     }
 
     /// Publishes an event the caller already holds in an [`Arc`], with

@@ -38,11 +38,12 @@ pub struct Event {
     pub subject: String,
     /// Top-level category (the subject's second token by convention).
     pub category: String,
-    /// Event type for schema lookup (`"forex.rate_change"`); empty when untyped.
-    #[serde(default)]
+    /// Event type for schema lookup (`"forex.rate_change"`); empty when untyped
+    /// (read as empty when absent or `null`).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub event_type: String,
-    /// Schema version of `event_type`; 1 when not given.
-    #[serde(default = "default_version")]
+    /// Schema version of `event_type`; 1 when not given (absent or `null`).
+    #[serde(default = "default_version", deserialize_with = "null_as_version")]
     pub version: u32,
     /// Arbitrary JSON payload.
     pub payload: serde_json::Value,
@@ -52,13 +53,31 @@ pub struct Event {
     pub source: String,
     /// Creation time in Unix milliseconds.
     pub timestamp: u64,
-    /// Free-form key/value metadata.
-    #[serde(default)]
+    /// Free-form key/value metadata (read as empty when absent or `null`,
+    /// as producers in other languages write an empty map).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: HashMap<String, String>,
 }
 
 fn default_version() -> u32 {
     1
+}
+
+/// Reads `null` as the field's default, as if the field were left out.
+fn null_as_default<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Reads a `null` version as [`default_version`], as if it were left out.
+fn null_as_version<'de, D>(deserializer: D) -> std::result::Result<u32, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<u32>::deserialize(deserializer)?.unwrap_or_else(default_version))
 }
 
 impl Event {
@@ -612,6 +631,32 @@ mod tests {
         assert_eq!(e.event_type, "");
         assert!(e.metadata.is_empty());
         assert!(!e.is_typed());
+    }
+
+    /// Producers in other languages write an absent map or string as `null`
+    /// (Go's `encoding/json` marshals a nil map so): the fields that may be
+    /// left out may also be `null`, and read as if left out.
+    #[test]
+    fn null_optional_fields_read_as_absent() {
+        let raw = r#"{"id":"evt-1","subject":"events.a.b","category":"a","payload":{},
+            "summary":"s","source":"x","timestamp":5,
+            "eventType":null,"version":null,"metadata":null}"#;
+        let e: Event = serde_json::from_str(raw).unwrap();
+        assert_eq!(e.event_type, "");
+        assert_eq!(e.version, 1);
+        assert!(e.metadata.is_empty());
+        // written back in the usual shape, not as null
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["metadata"], json!({}));
+        assert_eq!(v["eventType"], json!(""));
+        assert_eq!(v["version"], json!(1));
+        // required fields stay required: null is not a subject
+        let raw = raw.replace(r#""subject":"events.a.b""#, r#""subject":null"#);
+        assert!(serde_json::from_str::<Event>(&raw).is_err());
+        // a metadata value must still be a string
+        let bad = r#"{"id":"evt-1","subject":"events.a.b","category":"a","payload":{},
+            "summary":"s","source":"x","timestamp":5,"metadata":{"k":null}}"#;
+        assert!(serde_json::from_str::<Event>(bad).is_err());
     }
 
     /// A blank event type (only whitespace) names no type a schema can be

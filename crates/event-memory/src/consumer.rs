@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 // tokio's clock (std's unless the `test-util` feature pauses it), so that
 // ack timers follow a paused or advanced runtime clock in tests
+use event_core::deadline_after as after;
 use tokio::time::Instant;
 
 /// Settings a consumer runs with, resolved against the provider defaults.
@@ -821,14 +822,6 @@ fn is_live(pending: &PendingMap, (deadline, seq, token): &Timer) -> bool {
     pending
         .get(seq)
         .is_some_and(|p| p.token == *token && p.deadline == *deadline)
-}
-
-/// `now + d`, saturating [`LONGEST_WAIT`] ahead instead of panicking on
-/// overflow (callers may pass `Duration::MAX` to mean "forever").
-fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d)
-        .or_else(|| now.checked_add(LONGEST_WAIT))
-        .unwrap_or(now)
 }
 
 fn start_position(settings: &Settings, store: &Store) -> (u64, VecDeque<u64>) {

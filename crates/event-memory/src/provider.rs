@@ -318,12 +318,15 @@ impl MemoryProvider {
     /// Every borrowed publish: a copy of `event` is stored. Not a trait
     /// method, so `publish` awaits it inside its own boxed future instead of
     /// boxing a second one for `publish_with_options`.
-    async fn publish_copy(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
+    async fn publish_copy(
+        &self,
+        event: &Event,
+        options: &PublishOptions,
+    ) -> Result<PublishOutcome> {
         cooperate().await;
         // Checked before the copy, so a refused event is never cloned.
         let size = self.admit(event, options)?;
         self.append(Arc::new(event.clone()), size, options)
-            .map(|outcome| outcome.sequence)
     }
 
     /// Every shared publish: `event` itself is stored (see
@@ -342,11 +345,29 @@ impl MemoryProvider {
 #[async_trait]
 impl EventProvider for MemoryProvider {
     async fn publish(&self, event: &Event) -> Result<u64> {
-        self.publish_copy(event, &PublishOptions::default()).await
+        self.publish_copy(event, &PublishOptions::default())
+            .await
+            .map(|outcome| outcome.sequence)
     }
 
     async fn publish_with_options(&self, event: &Event, options: &PublishOptions) -> Result<u64> {
-        self.publish_copy(event, options).await
+        self.publish_copy(event, options)
+            .await
+            .map(|outcome| outcome.sequence)
+    }
+
+    /// Says, per event, whether it was stored or a duplicate inside the
+    /// dedup window (a repeat inside the batch too).
+    async fn publish_batch_with_outcome(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<Result<PublishOutcome>>> {
+        let options = PublishOptions::default();
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.publish_copy(event, &options).await);
+        }
+        Ok(results)
     }
 
     async fn publish_shared(&self, event: Arc<Event>) -> Result<u64> {

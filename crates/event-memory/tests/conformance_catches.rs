@@ -118,6 +118,9 @@ enum Kind {
     BatchStopsAtFirstError,
     /// `publish_batch` stores an event repeated inside the batch twice.
     BatchStoresRepeats,
+    /// `publish_batch_with_outcome` reports every stored event as newly
+    /// stored, repeats too.
+    BatchOutcomeMisreported,
     /// `publish_batch` reports each stored event's sequence as the batch's
     /// first plus its place among the batch's distinct events, as if a
     /// refused event had taken a sequence too: every report after a refusal
@@ -914,6 +917,25 @@ impl EventProvider for Mutant {
         Ok(results)
     }
 
+    async fn publish_batch_with_outcome(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<Result<PublishOutcome>>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            let outcome = self
+                .publish_shared_with_outcome(Arc::new(event.clone()), &PublishOptions::default())
+                .await;
+            results.push(match outcome {
+                Ok(outcome) if self.kind == Kind::BatchOutcomeMisreported => {
+                    Ok(PublishOutcome::stored(outcome.sequence))
+                }
+                other => other,
+            });
+        }
+        Ok(results)
+    }
+
     async fn subscribe_with_options(
         &self,
         filter_subject: &str,
@@ -1541,6 +1563,7 @@ mod gapped_sequences {
         expected_sequence_conflict,
         publish_shared_follows_publish_contract,
         publish_batch_reports_each_result,
+        publish_batch_with_outcome_reports_each_result,
         info_counts,
     );
 }
@@ -1715,6 +1738,12 @@ mutant!(
     /// inside the batch.
     batch_stores_repeats, Kind::BatchStoresRepeats,
     publish_batch_reports_each_result => "a repeat inside the batch returns the first one's sequence",
+);
+mutant!(
+    /// The suite catches a batch publish that reports a repeat as newly
+    /// stored (the bus would route it again).
+    batch_outcome_misreported, Kind::BatchOutcomeMisreported,
+    publish_batch_with_outcome_reports_each_result => "is a duplicate (Some(true))",
 );
 mutant!(
     /// The suite catches batch results that are not the sequences the

@@ -612,6 +612,88 @@ impl NatsProvider {
         })
     }
 
+    /// Every batch publish: the events pipelined, up to
+    /// `max_inflight_acks` acknowledgements awaited at a time, one outcome
+    /// per event in order.
+    async fn publish_batch_outcomes(&self, events: &[Event]) -> Vec<Result<PublishOutcome>> {
+        let window = self.inner.options.max_inflight_acks;
+        let mut results: Vec<Option<Result<PublishOutcome>>> = Vec::with_capacity(events.len());
+        let timeout = self.inner.config.request_timeout();
+        let mut inflight: VecDeque<(usize, Sent<'_>, tokio::time::Instant, PublishAckFuture)> =
+            VecDeque::with_capacity(window);
+        let options = PublishOptions::default();
+        // Set once a publish of this batch got no answer within the whole
+        // timeout (no ack, or no room in the client's queue): the server
+        // has stalled. The events not sent yet are then failed at once
+        // instead of waiting out the timeout window after window.
+        let mut stalled = false;
+        let mut refreshed = false;
+        let stall = |result: &Result<PublishOutcome>| matches!(result, Err(Error::Timeout { .. }));
+        for (i, event) in events.iter().enumerate() {
+            results.push(None);
+            let (headers, payload, size) = match self.prepare(event, &options) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            if let Err(e) = self.fits_stream(&event.subject, size, &mut refreshed).await {
+                results[i] = Some(Err(e));
+                continue;
+            }
+            if !stalled
+                && inflight.len() >= window
+                && let Some((j, sent, deadline, ack)) = inflight.pop_front()
+            {
+                let result = self.await_ack(ack, sent, deadline, timeout).await;
+                stalled = stall(&result);
+                results[j] = Some(result);
+            }
+            if stalled {
+                results[i] = Some(Err(Error::Timeout {
+                    operation: "publish: not sent, an earlier publish of this batch got no \
+                                answer in time (the server is not answering)"
+                        .into(),
+                    elapsed: timeout,
+                }));
+                continue;
+            }
+            let deadline = deadline_after(timeout);
+            let sent = Sent {
+                subject: &event.subject,
+                expected: None,
+                since: self.inner.link.denials.mark(),
+                size,
+            };
+            match self
+                .send(&event.subject, headers, payload, None, (deadline, timeout))
+                .await
+            {
+                Ok(ack) => inflight.push_back((i, sent, deadline, ack)),
+                Err(e) => {
+                    let result = Err(e);
+                    stalled = stall(&result);
+                    results[i] = Some(result);
+                }
+            }
+        }
+        while let Some((j, sent, deadline, ack)) = inflight.pop_front() {
+            results[j] = Some(self.await_ack(ack, sent, deadline, timeout).await);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::provider(
+                        PROVIDER,
+                        "batch publish lost track of an event",
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Awaits an acknowledgement until `deadline` (async-nats starts its own
     /// timer only when the future is first polled, which in a pipelined batch
     /// would add up the timeouts of every pending ack).
@@ -1070,89 +1152,22 @@ impl EventProvider for NatsProvider {
     }
 
     async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
-        let window = self.inner.options.max_inflight_acks;
-        let mut results: Vec<Option<Result<u64>>> = Vec::with_capacity(events.len());
-        let timeout = self.inner.config.request_timeout();
-        let mut inflight: VecDeque<(usize, Sent<'_>, tokio::time::Instant, PublishAckFuture)> =
-            VecDeque::with_capacity(window);
-        let options = PublishOptions::default();
-        // Set once a publish of this batch got no answer within the whole
-        // timeout (no ack, or no room in the client's queue): the server
-        // has stalled. The events not sent yet are then failed at once
-        // instead of waiting out the timeout window after window.
-        let mut stalled = false;
-        let mut refreshed = false;
-        let stall = |result: &Result<u64>| matches!(result, Err(Error::Timeout { .. }));
-        for (i, event) in events.iter().enumerate() {
-            results.push(None);
-            let (headers, payload, size) = match self.prepare(event, &options) {
-                Ok(prepared) => prepared,
-                Err(e) => {
-                    results[i] = Some(Err(e));
-                    continue;
-                }
-            };
-            if let Err(e) = self.fits_stream(&event.subject, size, &mut refreshed).await {
-                results[i] = Some(Err(e));
-                continue;
-            }
-            if !stalled
-                && inflight.len() >= window
-                && let Some((j, sent, deadline, ack)) = inflight.pop_front()
-            {
-                let result = self
-                    .await_ack(ack, sent, deadline, timeout)
-                    .await
-                    .map(|outcome| outcome.sequence);
-                stalled = stall(&result);
-                results[j] = Some(result);
-            }
-            if stalled {
-                results[i] = Some(Err(Error::Timeout {
-                    operation: "publish: not sent, an earlier publish of this batch got no \
-                                answer in time (the server is not answering)"
-                        .into(),
-                    elapsed: timeout,
-                }));
-                continue;
-            }
-            let deadline = deadline_after(timeout);
-            let sent = Sent {
-                subject: &event.subject,
-                expected: None,
-                since: self.inner.link.denials.mark(),
-                size,
-            };
-            match self
-                .send(&event.subject, headers, payload, None, (deadline, timeout))
-                .await
-            {
-                Ok(ack) => inflight.push_back((i, sent, deadline, ack)),
-                Err(e) => {
-                    let result = Err(e);
-                    stalled = stall(&result);
-                    results[i] = Some(result);
-                }
-            }
-        }
-        while let Some((j, sent, deadline, ack)) = inflight.pop_front() {
-            results[j] = Some(
-                self.await_ack(ack, sent, deadline, timeout)
-                    .await
-                    .map(|outcome| outcome.sequence),
-            );
-        }
-        Ok(results
+        Ok(self
+            .publish_batch_outcomes(events)
+            .await
             .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Error::provider(
-                        PROVIDER,
-                        "batch publish lost track of an event",
-                    ))
-                })
-            })
+            .map(|result| result.map(|outcome| outcome.sequence))
             .collect())
+    }
+
+    /// Says, per event, whether JetStream stored it or found its dedup id
+    /// inside the stream's duplicate window (each publish
+    /// acknowledgement's `duplicate`; a repeat inside the batch too).
+    async fn publish_batch_with_outcome(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<Result<PublishOutcome>>> {
+        Ok(self.publish_batch_outcomes(events).await)
     }
 
     async fn subscribe_with_options(

@@ -543,6 +543,22 @@ async fn schedules_beyond_the_timer_wheel_fire_on_time_not_early() {
 /// 25 s metrics poll on a 10 s schedule polled without a pause).
 #[tokio::test(start_paused = true)]
 async fn ticks_overrun_by_a_long_emission_are_skipped_not_fired_late() {
+    let secs = emission_starts(Duration::from_secs(25), Duration::from_secs(105)).await;
+    assert_eq!(secs, [10, 40, 70, 100]);
+}
+
+/// An emission that takes exactly one period ends on the next boundary:
+/// that tick is due, not overrun, and fires then (taking only boundaries
+/// strictly after the end skipped it: 10, 30, 50 instead of 10, 20, 30).
+#[tokio::test(start_paused = true)]
+async fn an_emission_ending_on_the_next_boundary_does_not_skip_it() {
+    let secs = emission_starts(Duration::from_secs(10), Duration::from_secs(55)).await;
+    assert_eq!(secs, [10, 20, 30, 40, 50]);
+}
+
+/// Seconds (since start) at which a 10 s interval source's emissions
+/// started, each taking `emission`, over `run_for` of Tokio's clock.
+async fn emission_starts(emission: Duration, run_for: Duration) -> Vec<u64> {
     let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let start = Instant::now();
     let slow = Arc::new(InProcessSink::new("slow", {
@@ -551,15 +567,14 @@ async fn ticks_overrun_by_a_long_emission_are_skipped_not_fired_late() {
             let starts = starts.clone();
             async move {
                 starts.lock().push(Instant::now() - start);
-                tokio::time::sleep(Duration::from_secs(25)).await;
+                tokio::time::sleep(emission).await;
                 Ok(())
             }
         }
     }));
     let source = CronSource::every("every-10s", Duration::from_secs(10), tick_event).unwrap();
     source.start(slow).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(105)).await;
+    tokio::time::sleep(run_for).await;
     source.stop().await.unwrap();
-    let secs: Vec<u64> = starts.lock().iter().map(Duration::as_secs).collect();
-    assert_eq!(secs, [10, 40, 70, 100]);
+    starts.lock().iter().map(Duration::as_secs).collect()
 }

@@ -6,6 +6,7 @@ use super::{ConsumerConfig, Handler};
 use crate::EventBus;
 use crate::bus::Inner;
 use crate::subscription::{BusSubscription, DlqLimits, OwnDeadLetterCounts, OwnDeadLetters};
+use event_core::deadline_after as after;
 use event_core::{
     DeadLetterEvent, Error, Event, KeepAliveClock, PendingEvent, Result, SubscribeOptions,
     Subscription, now_millis,
@@ -851,13 +852,6 @@ fn nak_delay(options: &SubscribeOptions, pending: &PendingEvent, attempt: u64) -
         Some(wait) if options.ack_wait.is_none() && options.backoff.is_empty() => wait,
         _ => options.redelivery_delay(attempt),
     }
-}
-
-/// `now + d`, saturating far in the future instead of panicking on overflow.
-fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d)
-        .or_else(|| now.checked_add(event_core::LONGEST_WAIT))
-        .unwrap_or(now)
 }
 
 /// How often a runner waiting for a handler slot has the subscription keep

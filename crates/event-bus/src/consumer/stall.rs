@@ -5,6 +5,7 @@
 //! hangs is seen: it is never cancelled for it, only logged and counted.
 
 use crate::metrics::EventMetrics;
+use event_core::deadline_after as after;
 use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
@@ -204,13 +205,6 @@ pub(crate) async fn watched<E: Display>(
     };
     watch.ended(Instant::now(), &outcome);
     outcome
-}
-
-/// `at + d`, saturating far in the future instead of panicking on overflow.
-fn after(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .or_else(|| at.checked_add(event_core::LONGEST_WAIT))
-        .unwrap_or(at)
 }
 
 #[cfg(test)]

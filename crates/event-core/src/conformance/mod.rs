@@ -195,6 +195,7 @@ macro_rules! conformance_tests {
             payload_too_deep_rejected,
             info_counts,
             publish_batch_reports_each_result,
+            publish_batch_with_outcome_reports_each_result,
             publish_shared_follows_publish_contract,
             subscription_as_stream
         );
@@ -410,8 +411,8 @@ pub use policies::{
 pub use publish::{
     expected_sequence_conflict, info_counts, msg_id_deduplicates, payload_over_limit_rejected,
     payload_too_deep_rejected, publish_batch_reports_each_result,
-    publish_outcome_reports_duplicates, publish_shared_follows_publish_contract,
-    unusable_msg_id_refused,
+    publish_batch_with_outcome_reports_each_result, publish_outcome_reports_duplicates,
+    publish_shared_follows_publish_contract, unusable_msg_id_refused,
 };
 pub use pubsub::{
     concurrent_publishers_lose_nothing, history_newest_first_with_limit_and_filter,

@@ -444,13 +444,6 @@ pub async fn payload_over_limit_rejected(factory: &dyn ProviderFactory) {
 pub async fn payload_too_deep_rejected(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let nested = |levels: usize| {
-        let mut payload = json!({ "leaf": true });
-        for _ in 1..levels {
-            payload = json!([payload]);
-        }
-        payload
-    };
     let mut sub = p
         .subscribe(&p.category_subject("deep"))
         .await
@@ -754,4 +747,160 @@ pub async fn publish_batch_reports_each_result(factory: &dyn ProviderFactory) {
             "publish_batch result {i} (event n={n}) must be the sequence it was stored at"
         );
     }
+}
+
+/// [`EventProvider::publish_batch_with_outcome`] is `publish_batch` with
+/// each event's outcome: one result per event, in order, each under the
+/// rules of a single publish (a bad subject, an unusable dedup id, a payload
+/// over the limit or nested too deep refused at its position, the others
+/// stored), each sequence the one its event was stored at. When the
+/// provider says (`Some`), an event first stored is `Some(false)`, and a
+/// repeat, inside the batch or of an event stored before, is `Some(true)`
+/// with the first copy's sequence; a provider that does not say (the
+/// default) says `None` for every event.
+pub async fn publish_batch_with_outcome_reports_each_result(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let earlier = event(&*p, "obatch", "t", 100);
+    let earlier_seq = p.publish(&earlier).await.expect("publish");
+    let mut events: Vec<Event> = (0..10).map(|n| event(&*p, "obatch", "t", n)).collect();
+    events[2].subject = "bad..subject".into();
+    events[4].id = String::new(); // an unusable dedup id
+    events[5] = events[1].clone(); // a repeat inside the batch
+    events[6] = earlier.clone(); // a repeat of an event stored before
+    events[7].payload = nested(crate::MAX_PAYLOAD_DEPTH + 1);
+    if let Some(max) = caps.max_payload {
+        events[8].payload = json!({ "blob": "x".repeat(max + 1) });
+    }
+    let results = p
+        .publish_batch_with_outcome(&events)
+        .await
+        .expect("publish_batch_with_outcome");
+    assert_eq!(
+        results.len(),
+        events.len(),
+        "publish_batch_with_outcome: one result per event, failures included"
+    );
+    let refused = |i: usize, ok: bool, what: &str| {
+        assert!(
+            ok,
+            "publish_batch_with_outcome result {i} ({what}): got {:?}",
+            results[i]
+        );
+    };
+    refused(
+        2,
+        matches!(results[2], Err(Error::InvalidSubject { .. })),
+        "a bad subject: expected InvalidSubject",
+    );
+    refused(
+        4,
+        matches!(results[4], Err(Error::InvalidConfig { .. })),
+        "an empty event id as the dedup id: expected InvalidConfig",
+    );
+    refused(
+        7,
+        matches!(results[7], Err(Error::Serialization(_))),
+        "a payload nested deeper than MAX_PAYLOAD_DEPTH: expected Serialization",
+    );
+    if caps.max_payload.is_some() {
+        refused(
+            8,
+            matches!(results[8], Err(Error::PayloadTooLarge { .. })),
+            "an event over the payload limit: expected PayloadTooLarge",
+        );
+    }
+    let outcome = |i: usize| match &results[i] {
+        Ok(outcome) => *outcome,
+        Err(err) => panic!("publish_batch_with_outcome result {i}: expected it stored, got {err}"),
+    };
+    // the sequences: a repeat returns its first copy's
+    assert_eq!(
+        outcome(5).sequence,
+        outcome(1).sequence,
+        "a repeat inside the batch returns the first copy's sequence"
+    );
+    assert_eq!(
+        outcome(6).sequence,
+        earlier_seq,
+        "a repeat of an event stored before the batch returns its sequence"
+    );
+    let new: Vec<usize> = [0, 1, 3, 9]
+        .into_iter()
+        .chain(caps.max_payload.is_none().then_some(8))
+        .collect();
+    let mut last = earlier_seq;
+    for &i in &new {
+        let seq = outcome(i).sequence;
+        assert!(
+            seq > last,
+            "publish_batch_with_outcome: sequences of new events increase in order ({i}: {seq} after {last})"
+        );
+        last = seq;
+    }
+    // the duplicate flags: all said, or none
+    let said: Vec<Option<bool>> = new
+        .iter()
+        .chain(&[5, 6])
+        .map(|&i| outcome(i).duplicate)
+        .collect();
+    if said.iter().all(Option::is_none) {
+        println!(
+            "conformance: {} does not say whether an event of a batch was a duplicate \
+             (publish_batch_with_outcome returns None); the bus then routes every repeat",
+            p.name()
+        );
+    } else {
+        for &i in &new {
+            assert_eq!(
+                outcome(i).duplicate,
+                Some(false),
+                "publish_batch_with_outcome result {i}: a new event is stored (Some(false))"
+            );
+        }
+        for (i, what) in [(5, "inside the batch"), (6, "of an event stored before")] {
+            assert_eq!(
+                outcome(i).duplicate,
+                Some(true),
+                "publish_batch_with_outcome result {i}: a repeat {what} is a duplicate (Some(true))"
+            );
+        }
+    }
+    // what was stored: the earlier event and the new ones, once each, at
+    // the sequences reported
+    let stored = p
+        .history(Some(&p.category_subject("obatch")), 100)
+        .await
+        .expect("history");
+    assert_eq!(
+        stored.len(),
+        1 + new.len(),
+        "publish_batch_with_outcome stores each new event once and no repeat"
+    );
+    let mut sub = p
+        .subscribe_durable("obatch-reader", &p.category_subject("obatch"))
+        .await
+        .expect("durable");
+    let mut at = std::collections::HashMap::new();
+    for k in 0..stored.len() {
+        let r = recv(&mut sub, &caps, &format!("the stored batch: event {k}")).await;
+        at.insert(n_of(&r.event), r.sequence);
+    }
+    for &i in &new {
+        let n = n_of(&events[i]);
+        assert_eq!(
+            Some(&outcome(i).sequence),
+            at.get(&n),
+            "publish_batch_with_outcome result {i} (event n={n}) must be the sequence it was stored at"
+        );
+    }
+}
+
+/// A payload whose arrays and objects nest `levels` deep.
+fn nested(levels: usize) -> serde_json::Value {
+    let mut payload = json!({ "leaf": true });
+    for _ in 1..levels {
+        payload = json!([payload]);
+    }
+    payload
 }

@@ -2,6 +2,7 @@
 //!
 //! [`Broker::shutdown_within`]: super::Broker::shutdown_within
 
+pub(super) use event_core::deadline_after as after;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -14,13 +15,6 @@ impl Default for Cutoff {
     fn default() -> Self {
         Self(watch::Sender::new(None))
     }
-}
-
-/// `now + d`, saturating far in the future instead of panicking on overflow.
-pub(super) fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d)
-        .or_else(|| now.checked_add(event_core::LONGEST_WAIT))
-        .unwrap_or(now)
 }
 
 impl Cutoff {

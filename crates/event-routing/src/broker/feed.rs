@@ -317,6 +317,11 @@ impl Broker {
     /// provider reports (memory and NATS do); from a provider that does not
     /// report it, every second (its default wait is unknown here):
     /// [`feed_durable`](Self::feed_durable) takes the wait from its options.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as [`tokio::spawn`] does (a subscription is
+    /// made in async code, so a feed normally starts beside it; from sync
+    /// code, enter the runtime first with [`tokio::runtime::Handle::enter`]).
     pub fn feed(&self, subscription: Box<dyn Subscription>) -> BrokerFeed {
         self.feed_under(subscription, SubscribeOptions::default())
     }

@@ -126,8 +126,9 @@ impl Schedule {
     /// Fires every `period`, first after one period. A zero period, or one
     /// over [`MAX_INTERVAL`](Self::MAX_INTERVAL), is [`Error::InvalidConfig`].
     /// Ticks missed while an emission ran long are skipped, not bunched up:
-    /// the next emission starts on the next boundary (`start + k * period`)
-    /// after it, as a cron schedule's does.
+    /// the next emission starts on the first boundary (`start + k * period`)
+    /// not before the long one ended (at once when it ended on one), as a
+    /// cron schedule's does.
     pub fn every(period: Duration) -> Result<Self> {
         if period.is_zero() {
             return Err(Error::invalid_config(
@@ -207,10 +208,19 @@ impl Schedule {
         let start = Instant::now();
         let wall_start = Utc::now();
         let mut n = 0u64;
+        // for an interval: the last boundary (k of `start + k * period`)
+        // fired
+        let mut boundary = 0u128;
         loop {
+            let mut next_boundary = boundary;
             let wait = async {
                 let deadline = match &self.0 {
-                    Kind::Interval(period) => next_interval(start, *period),
+                    Kind::Interval(period) => {
+                        next_interval(start, *period, boundary).map(|(k, deadline)| {
+                            next_boundary = k;
+                            deadline
+                        })
+                    }
                     Kind::Cron(schedule) => {
                         let elapsed = chrono::Duration::from_std(start.elapsed())
                             .unwrap_or(chrono::Duration::MAX);
@@ -236,25 +246,33 @@ impl Schedule {
             if !fire {
                 break;
             }
+            boundary = next_boundary;
             n += 1;
             tick(n).await;
         }
     }
 }
 
-/// The first `start + k * period` (k = 1, 2, ...) strictly after now: the
-/// ticks an emission overran are skipped, and the next fires on the
-/// period's boundary (a tick fired late, at once, would put slow emissions
-/// back to back). `None` past what an `Instant` holds.
-fn next_interval(start: Instant, period: Duration) -> Option<Instant> {
+/// The first boundary `start + k * period` (k = 1, 2, ...) not yet fired
+/// (k above `fired`) and not yet past: the ticks an emission overran are
+/// skipped, and the next fires on the period's boundary (a tick fired late,
+/// at once, would put slow emissions back to back), while a boundary reached
+/// right now is due and fires at once (an emission that took exactly one
+/// period does not skip the next). Returns k with its time; `None` past what
+/// an `Instant` holds.
+fn next_interval(start: Instant, period: Duration, fired: u128) -> Option<(u128, Instant)> {
     const NANOS_PER_SEC: u128 = 1_000_000_000;
     let period = period.as_nanos(); // not zero: `every` refuses it
-    let ticks = start.elapsed().as_nanos() / period + 1;
-    let offset = ticks.checked_mul(period)?;
+    let k = start
+        .elapsed()
+        .as_nanos()
+        .div_ceil(period)
+        .max(fired.checked_add(1)?);
+    let offset = k.checked_mul(period)?;
     let secs = u64::try_from(offset / NANOS_PER_SEC).ok()?;
     // the remainder is under a billion
     let nanos = (offset % NANOS_PER_SEC) as u32;
-    start.checked_add(Duration::new(secs, nanos))
+    Some((k, start.checked_add(Duration::new(secs, nanos))?))
 }
 
 /// The earliest fire time strictly after `after` of any of `schedules`.

@@ -40,6 +40,16 @@ impl EventProvider for CountingProvider {
         Ok(results)
     }
 
+    async fn publish_batch_with_outcome(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<Result<PublishOutcome>>> {
+        let results = self.inner.publish_batch_with_outcome(events).await?;
+        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        self.published.fetch_add(ok, Ordering::Relaxed);
+        Ok(results)
+    }
+
     async fn publish_shared(&self, event: Arc<Event>) -> Result<u64> {
         let sequence = self.inner.publish_shared(event).await?;
         self.published.fetch_add(1, Ordering::Relaxed);
