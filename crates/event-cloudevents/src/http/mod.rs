@@ -514,6 +514,68 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_cloudevent_keeps_base64_json_data_bytes() {
+        // JSON format §3.1.2: `data_base64` is decoded into binary data.
+        // The SDK parsed it as JSON under a JSON type (or none), so a relay
+        // re-serialised a signed JSON body (`{"a":1}`): in binary mode the
+        // body, in structured mode the `data` member, differed from the
+        // bytes sent.
+        let signed: &[u8] = b"{ \"b\": 2,  \"a\" : 1 }\n";
+        let encoded = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(signed)
+        };
+        let structured = {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
+            );
+            headers
+        };
+        for ct in [
+            Some("application/json"),
+            Some("application/vnd.x+json"),
+            Some("text/json"),
+            None,
+        ] {
+            let mut doc = json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+                "data_base64": encoded,
+            });
+            if let Some(ct) = ct {
+                doc["datacontenttype"] = json!(ct);
+            }
+            let ce = cloudevent_from_http(&structured, serde_json::to_vec(&doc).unwrap()).unwrap();
+            assert_eq!(
+                ce.data(),
+                Some(&cloudevents::Data::Binary(signed.to_vec())),
+                "{ct:?}"
+            );
+            let binary = cloudevent_to_http(ce.clone(), Mode::Binary).unwrap();
+            assert_eq!(binary.body, signed, "{ct:?}");
+            let again = cloudevent_to_http(ce.clone(), Mode::Structured).unwrap();
+            let again: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
+            assert_eq!(again["data_base64"], json!(encoded), "{ct:?}");
+            // binary → structured → binary: the same body
+            let back = cloudevent_from_http(&binary.headers, binary.body.clone()).unwrap();
+            let relayed = cloudevent_to_http(back, Mode::Structured).unwrap();
+            let back = cloudevent_from_http(&relayed.headers, relayed.body).unwrap();
+            assert_eq!(
+                cloudevent_to_http(back, Mode::Binary).unwrap().body,
+                signed,
+                "{ct:?}"
+            );
+            // as an event, the data is the JSON it holds
+            assert_eq!(
+                Event::try_from(ce).unwrap().payload,
+                json!({"a": 1, "b": 2}),
+                "{ct:?}"
+            );
+        }
+    }
+
+    #[test]
     fn structured_content_type_is_matched_case_insensitively() {
         // Media types are case-insensitive (RFC 9110 §8.3.1).
         let event = odd_event();
