@@ -395,6 +395,57 @@ async fn cloudevents_formats_not_read_are_answered_415() {
     }
 }
 
+/// A body in a content coding (`Content-Encoding: gzip`) is an encoded form
+/// of the data, which the extractor does not decode: it is answered `415`
+/// (RFC 9110 §8.4.1), as the routing webhook answers it, never taken for the
+/// event's data. `identity` is no coding.
+#[tokio::test]
+async fn a_body_with_a_content_encoding_is_answered_415_not_taken_for_the_data() {
+    let mut server = start().await;
+    let url = format!("{}/events", server.base);
+    // (a gzip stream's first bytes; the extractor must not store them)
+    let gzip = "\u{1f}\u{8b}\u{8}\u{0}compressed";
+    let binary = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "/s"),
+        ("ce-type", "t"),
+        ("content-type", "application/octet-stream"),
+    ];
+    for coding in ["gzip", "identity, br", "GZIP"] {
+        let mut headers = binary.to_vec();
+        headers.push(("content-encoding", coding));
+        let (status, text) = post_raw(&url, &headers, gzip).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{coding}: {text}"
+        );
+        assert!(text.contains("Content-Encoding"), "{coding}: {text}");
+        let structured = [
+            ("content-type", "application/cloudevents+json"),
+            ("content-encoding", coding),
+        ];
+        let (status, text) = post_raw(&url, &structured, gzip).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{coding}: {text}"
+        );
+    }
+    // `identity` is the body itself
+    let mut headers = binary.to_vec();
+    headers.push(("content-encoding", "identity"));
+    let (status, text) = post_raw(&url, &headers, "raw").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    assert_eq!(
+        event_cloudevents::data::data_bytes(&server.next().await),
+        Some(b"raw".to_vec())
+    );
+    // nothing else arrived
+    assert!(server.received.try_recv().is_err());
+}
+
 /// A structured-mode document that names an attribute twice is refused as
 /// ambiguous, as binary mode refuses a repeated `ce-*` header: JSON parsers
 /// disagree on which member wins (first, last, or an error), so a relay and

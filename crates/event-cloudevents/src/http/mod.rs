@@ -28,7 +28,10 @@
 //! `Content-Type` carries the datacontenttype in binary mode). A batched-mode
 //! message (`application/cloudevents-batch+json`) is refused naming the mode
 //! (read its body with [`from_structured_batch`](crate::from_structured_batch)),
-//! as is a structured message in an event format other than JSON.
+//! as is a structured message in an event format other than JSON, and a
+//! message whose body has a `Content-Encoding` (gzip, ...) other than
+//! `identity`: it is not decoded here, and its encoded bytes are not the
+//! event's data.
 
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
@@ -162,10 +165,17 @@ pub fn from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<Event> {
     Event::try_from(cloudevent_from_http(headers, body)?)
 }
 
-/// The refusal of a CloudEvents message in a format [`cloudevent_from_http`]
-/// does not read (batched mode, or structured mode in an event format other
-/// than JSON), if the message is one: a server answers it `415`.
+/// The refusal of a message [`cloudevent_from_http`] does not read, if it is
+/// one: a body in a content coding (`Content-Encoding` other than
+/// `identity`), or a CloudEvents message in a format not read here
+/// (batched mode, or structured mode in an event format other than JSON).
+/// A server answers it `415` (RFC 9110 §8.4.1).
 pub(crate) fn unread_format(headers: &HeaderMap) -> Option<Error> {
+    if let Some(coding) = content_coding(headers) {
+        return Some(Error::Serialization(format!(
+            "HTTP message has Content-Encoding {coding:?}: its body is an encoded form of the              event, which is not decoded here; send it unencoded"
+        )));
+    }
     if is_structured(headers) {
         return None;
     }
@@ -323,6 +333,24 @@ fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, Head
         decoded.to_mut().insert(name, value);
     }
     Ok(decoded)
+}
+
+/// The message's `Content-Encoding`, unless it is absent or `identity` only:
+/// the body is then an encoded form of the content (gzip ...), not the data
+/// or the event document.
+fn content_coding(headers: &HeaderMap) -> Option<String> {
+    let codings: Vec<String> = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .filter(|text| {
+            text.split(',').any(|coding| {
+                let coding = coding.trim();
+                !coding.is_empty() && !coding.eq_ignore_ascii_case("identity")
+            })
+        })
+        .collect();
+    (!codings.is_empty()).then(|| codings.join(", "))
 }
 
 /// The binary-mode header a sender must not send next to `Content-Type`.

@@ -5,7 +5,9 @@
 //! [`Event`] of a CloudEvent POSTed in either mode; a malformed CloudEvent is
 //! answered `400 Bad Request` with the reason, a CloudEvents message in a
 //! format it does not read (batched mode, an event format other than JSON)
-//! `415 Unsupported Media Type` with the reason, a body over axum's
+//! or with a body in a content coding (`Content-Encoding: gzip`, which it
+//! does not decode) `415 Unsupported Media Type` with the reason, before
+//! the body is read, a body over axum's
 //! `DefaultBodyLimit` (2 MB unless configured) `413`. Unlike the SDK's own
 //! extractor it honours the body limit and percent-decodes binary-mode
 //! headers.
@@ -44,8 +46,9 @@ pub struct HttpCloudEvent(pub CloudEvent);
 async fn read_cloudevent<S: Send + Sync>(req: Request, state: &S) -> Result<CloudEvent, Response> {
     let headers = req.headers().clone();
     if let Some(err) = unread_format(&headers) {
-        // a CloudEvents message in a format not read here, not a malformed
-        // one: the sender can send its events one by one in JSON instead
+        // a CloudEvents message in a format not read here (or a body in a
+        // content coding), not a malformed one: the sender can send its
+        // events one by one in JSON, unencoded, instead
         return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, err.to_string()).into_response());
     }
     let body = Bytes::from_request(req, state)
