@@ -941,3 +941,55 @@ async fn tokens_in_the_username_or_the_query_stay_out_of_errors() {
         assert!(text.contains("access_token=***&sig=***&v=***"), "{text}");
     }
 }
+
+/// A relay passes a CloudEvent on as it came: a `datacontenttype` with
+/// whitespace at either end (which a structured document may carry) cannot
+/// travel in binary mode's `Content-Type`, whose surrounding whitespace
+/// every HTTP parser drops. Sending it so is refused naming structured
+/// mode, which carries it, and an extractor's reply falls back to
+/// structured mode, instead of the receiver reading another type.
+#[tokio::test]
+async fn a_datacontenttype_with_surrounding_whitespace_is_never_changed_on_the_way() {
+    use event_cloudevents::cloudevents::AttributesReader as _;
+    use event_cloudevents::http::client::send_cloudevent_http;
+    use event_cloudevents::http::server::HttpCloudEvent;
+
+    async fn echo(HttpCloudEvent(ce): HttpCloudEvent) -> HttpCloudEvent {
+        HttpCloudEvent(ce)
+    }
+    let app = Router::new().route("/echo", post(echo));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/echo", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let client = reqwest::Client::new();
+
+    for ct in ["text/plain ", " text/plain", "text/plain;\tcharset=utf-8\t"] {
+        let doc = json!({
+            "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+            "datacontenttype": ct, "data": "hi"
+        });
+        let ce = event_cloudevents::cloudevent_from_structured(doc.to_string().as_bytes())
+            .expect("a structured document");
+        match send_cloudevent_http(&client, &url, ce.clone(), Mode::Binary).await {
+            Err(Error::Serialization(reason)) => {
+                assert!(reason.contains("datacontenttype"), "{ct:?}: {reason}");
+                assert!(reason.contains("structured mode"), "{ct:?}: {reason}");
+            }
+            Ok(reply) => panic!(
+                "{ct:?}: sent in binary mode, came back as {:?}",
+                reply.map(|r| r.datacontenttype().map(str::to_owned))
+            ),
+            Err(other) => panic!("{ct:?}: expected a serialization error, got {other}"),
+        }
+        // structured mode carries it there, and the reply (binary mode
+        // asked for, structured given) brings it back
+        let reply = send_cloudevent_http(&client, &url, ce.clone(), Mode::Structured)
+            .await
+            .unwrap_or_else(|e| panic!("{ct:?}: {e}"))
+            .expect("a reply");
+        assert_eq!(reply.datacontenttype(), Some(ct));
+        assert_eq!(reply, ce, "{ct:?}");
+    }
+}

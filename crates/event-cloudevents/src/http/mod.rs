@@ -97,7 +97,8 @@ pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
 /// attribute name (lowercase ASCII letters and digits), in either mode,
 /// and in binary mode when `datacontenttype` names a CloudEvents format
 /// (`application/cloudevents+json`, ...): in `Content-Type` it would announce
-/// structured mode and the receiver would read the data as the message; or
+/// structured mode and the receiver would read the data as the message, or
+/// has whitespace at either end, which `Content-Type` loses on the way; or
 /// when the event has more than [`MAX_BINARY_ATTRIBUTES`] attributes
 /// (extensions included), one header each. Structured mode carries both
 /// kinds of event. An extension whose name is no attribute name or is
@@ -133,8 +134,10 @@ pub(crate) fn prepare_binary(event: &mut cloudevents::Event) -> Result<()> {
 
 /// Why binary mode cannot carry an event that structured mode can, if it
 /// cannot: more attributes than [`MAX_BINARY_ATTRIBUTES`] (one header
-/// each), or a `datacontenttype` naming a CloudEvents format (as
-/// `Content-Type` it would announce a structured-mode message).
+/// each), a `datacontenttype` naming a CloudEvents format (as
+/// `Content-Type` it would announce a structured-mode message), or one with
+/// whitespace at either end (which `Content-Type` loses: HTTP trims header
+/// values).
 pub(crate) fn binary_refusal(event: &cloudevents::Event) -> Option<Error> {
     let attributes = event.iter().count();
     if attributes > MAX_BINARY_ATTRIBUTES {
@@ -152,6 +155,17 @@ pub(crate) fn binary_refusal(event: &cloudevents::Event) -> Option<Error> {
         return Some(Error::Serialization(format!(
             "CloudEvent {:?} has datacontenttype {ct:?}, which HTTP binary mode cannot carry: \
              as Content-Type it announces a structured-mode message; send it in structured mode",
+            event.id()
+        )));
+    }
+    if let Some(ct) = event
+        .datacontenttype()
+        .filter(|ct| !crate::data::is_stable_header_value(ct))
+    {
+        return Some(Error::Serialization(format!(
+            "CloudEvent {:?} has datacontenttype {ct:?}, which HTTP binary mode cannot carry: \
+             Content-Type loses whitespace at either end on the way (HTTP trims header \
+             values); send it in structured mode",
             event.id()
         )));
     }

@@ -88,7 +88,8 @@ pub fn http_response(event: &Event, mode: Mode) -> Response {
 ///
 /// An event that binary mode cannot carry but structured mode can (more
 /// than [`MAX_BINARY_ATTRIBUTES`](super::MAX_BINARY_ATTRIBUTES) attributes,
-/// one header each; a `datacontenttype` naming a CloudEvents format) is
+/// one header each; a `datacontenttype` naming a CloudEvents format, or
+/// with whitespace at either end, which `Content-Type` loses) is
 /// answered in structured mode instead, which every CloudEvents receiver
 /// reads (the binding leaves the mode of a reply to the responder): the
 /// handler has done its work, and a `500` would make the sender retry the
