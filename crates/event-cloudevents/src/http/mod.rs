@@ -213,6 +213,13 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
     if let Some(err) = unread_format(headers) {
         return Err(err);
     }
+    // A singleton header (RFC 9110 §8.3): with two, even the mode is
+    // ambiguous, in structured mode as in binary mode.
+    if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+        return Err(Error::Serialization(
+            "HTTP message has more than one Content-Type header".to_string(),
+        ));
+    }
     let structured = is_structured(headers);
     if !structured && !headers.contains_key(SPEC_VERSION_HEADER) {
         return Err(Error::Serialization(format!(
@@ -814,6 +821,26 @@ mod tests {
                     assert!(reason.contains("more than one"), "{name}: {reason}");
                 }
                 other => panic!("{name}: expected a serialization error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_content_type_is_refused_in_structured_mode_too() {
+        // Content-Type is a singleton header (RFC 9110 §8.3): with two, the
+        // mode itself is ambiguous. Binary mode refused it; structured mode
+        // read the first one and ignored the other.
+        let event = odd_event();
+        let msg = to_http(&event, Mode::Structured).unwrap();
+        for second in ["text/plain", STRUCTURED_CONTENT_TYPE] {
+            let mut headers = msg.headers.clone();
+            headers.append(CONTENT_TYPE, HeaderValue::from_static(second));
+            match cloudevent_from_http(&headers, msg.body.clone()) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains("Content-Type"), "{second}: {reason}");
+                    assert!(reason.contains("more than one"), "{second}: {reason}");
+                }
+                other => panic!("{second}: expected a serialization error, got {other:?}"),
             }
         }
     }
