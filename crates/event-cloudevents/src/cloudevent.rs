@@ -114,11 +114,12 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
             _ => None,
         };
         // JSON data the SDK would misread as a string: take it out, let the
-        // SDK parse the rest, put it back as JSON. Base64 data (`data_base64`,
-        // or 0.3's `datacontentencoding`) is left to the SDK, which decodes
-        // it or refuses it. In a 1.0 document `datacontentencoding` is no
-        // attribute but an extension like any other, which says nothing
-        // about `data`.
+        // SDK parse the rest, put it back as JSON (`null` too: an explicit
+        // null payload, JSON format §3.1.1, as the SDK keeps it under
+        // `application/json`). Base64 data (`data_base64`, or 0.3's
+        // `datacontentencoding`) is read below as bytes. In a 1.0 document
+        // `datacontentencoding` is no attribute but an extension like any
+        // other, which says nothing about `data`.
         let base64_data = doc.contains_key("data_base64")
             || (doc.get("specversion").and_then(Value::as_str) == Some("0.3")
                 && doc.contains_key("datacontentencoding"));
@@ -126,7 +127,7 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
             Some(Value::String(ct))
                 if mapping::is_json_content_type(ct) && !sdk_reads_as_json(ct) && !base64_data =>
             {
-                doc.remove("data").filter(|data| !data.is_null())
+                doc.remove("data")
             }
             _ => None,
         };

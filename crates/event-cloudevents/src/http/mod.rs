@@ -625,6 +625,44 @@ mod tests {
     }
 
     #[test]
+    fn explicit_null_json_data_is_relayed_under_every_json_type() {
+        // JSON format §3.1.1: `"data": null` under a JSON type is an explicit
+        // null payload, distinct from no `data`. The SDK keeps it under
+        // `application/json`; under the JSON types it misses (case, `+json`
+        // with parameters) it was dropped, so a relay sent no body instead
+        // of `null`.
+        let structured = {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
+            );
+            headers
+        };
+        for ct in [
+            "application/json",
+            "Application/JSON",
+            "application/vnd.x+json; charset=utf-8",
+        ] {
+            let doc = json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+                "datacontenttype": ct, "data": null,
+            });
+            let ce = cloudevent_from_http(&structured, serde_json::to_vec(&doc).unwrap()).unwrap();
+            assert_eq!(
+                ce.data(),
+                Some(&cloudevents::Data::Json(json!(null))),
+                "{ct}"
+            );
+            let binary = cloudevent_to_http(ce.clone(), Mode::Binary).unwrap();
+            assert_eq!(binary.body, b"null", "{ct}");
+            let again = cloudevent_to_http(ce, Mode::Structured).unwrap();
+            let again: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
+            assert_eq!(again.get("data"), Some(&json!(null)), "{ct}");
+        }
+    }
+
+    #[test]
     fn structured_content_type_is_matched_case_insensitively() {
         // Media types are case-insensitive (RFC 9110 §8.3.1).
         let event = odd_event();
