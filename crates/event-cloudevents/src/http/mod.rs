@@ -316,6 +316,7 @@ fn check_content_type_header(headers: &HeaderMap) -> Result<()> {
 /// binding. The string attributes are decoded after the SDK has read them.
 fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, HeaderMap>> {
     let mut decoded = std::borrow::Cow::Borrowed(headers);
+    let mut spec_version: Option<String> = None;
     for (attribute, decode) in [
         ("specversion", true),
         ("time", true),
@@ -331,6 +332,25 @@ fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, Head
             true => percent::decode(attribute, &unquoted)?.unwrap_or_else(|| unquoted.into_owned()),
             false => unquoted.into_owned(),
         };
+        if attribute == "specversion" {
+            spec_version = Some(value.clone());
+        }
+        // The SDK's own errors for these name no attribute. (In 0.3,
+        // `dataschema` is no attribute: `schemaurl` is.)
+        let refused = match attribute {
+            "time" => chrono::DateTime::parse_from_rfc3339(&value)
+                .err()
+                .map(|e| format!("not an RFC 3339 timestamp ({e})")),
+            "dataschema" if spec_version.as_deref() != Some("0.3") => url::Url::parse(&value)
+                .err()
+                .map(|e| format!("not an absolute URI ({e})")),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            return Err(Error::Serialization(format!(
+                "header for CloudEvent attribute `{attribute}` holds {value:?}, which is {why}"
+            )));
+        }
         if value == text {
             continue;
         }
@@ -920,6 +940,45 @@ mod tests {
         headers.insert("ce-time", HeaderValue::from_static("2018-04-05T17%3"));
         let err = cloudevent_from_http(&headers, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("`time`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_time_or_dataschema_header_is_refused_naming_the_attribute() {
+        // The SDK's own errors ("premature end of input", "relative URL
+        // without a base") named no header; the NATS binding and structured
+        // mode name the attribute.
+        for (name, value, attribute) in [
+            ("ce-time", "2018-04-05T17:31:00", "`time`"),
+            ("ce-time", "yesterday", "`time`"),
+            ("ce-time", "\"\"", "`time`"),
+            ("ce-dataschema", "/relative/schema", "`dataschema`"),
+            ("ce-dataschema", "not%20a%20url", "`dataschema`"),
+        ] {
+            let mut headers = required_headers();
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            match cloudevent_from_http(&headers, Vec::new()) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains(attribute), "{name}: {value}: {reason}");
+                    let shown = value.trim_matches('"');
+                    assert!(reason.contains(shown), "{name}: {value}: {reason}");
+                }
+                other => panic!("{name}: {value}: expected a serialization error, got {other:?}"),
+            }
+        }
+        // In 0.3 `dataschema` is no attribute but an extension, of any text.
+        let mut headers = required_headers();
+        headers.insert("ce-specversion", HeaderValue::from_static("0.3"));
+        headers.insert("ce-dataschema", HeaderValue::from_static("/relative"));
+        let ce = cloudevent_from_http(&headers, Vec::new()).unwrap();
+        assert_eq!(
+            ce.extension("dataschema")
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("/relative")
+        );
     }
 
     #[test]
