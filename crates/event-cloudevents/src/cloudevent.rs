@@ -113,6 +113,15 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
             Some(Value::String(time)) => Some(time.clone()),
             _ => None,
         };
+        // Nor does its error for a bad `dataschema` (0.3: `schemaurl`).
+        let schema_attribute = match doc.get("specversion").and_then(Value::as_str) {
+            Some("0.3") => "schemaurl",
+            _ => "dataschema",
+        };
+        let schema = match doc.get(schema_attribute) {
+            Some(Value::String(schema)) => Some(schema.clone()),
+            _ => None,
+        };
         // JSON data the SDK would misread as a string: take it out, let the
         // SDK parse the rest, put it back as JSON (`null` too: an explicit
         // null payload, JSON format §3.1.1, as the SDK keeps it under
@@ -162,12 +171,18 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
                         .err()
                         .map(|why| (time, why))
                 });
-                match bad_time {
-                    Some((time, why)) => D::Error::custom(format!(
+                let bad_schema = schema
+                    .and_then(|schema| url::Url::parse(&schema).err().map(|why| (schema, why)));
+                match (bad_time, bad_schema) {
+                    (Some((time, why)), _) => D::Error::custom(format!(
                         "invalid CloudEvents attribute time {time:?}: not an RFC 3339 timestamp \
                          ({why}); the CloudEvents SDK said: {err}"
                     )),
-                    None => D::Error::custom(err),
+                    (None, Some((schema, why))) => D::Error::custom(format!(
+                        "invalid CloudEvents attribute {schema_attribute} {schema:?}: not an \
+                         absolute URI ({why}); the CloudEvents SDK said: {err}"
+                    )),
+                    (None, None) => D::Error::custom(err),
                 }
             })?;
         mapping::check_datacontenttype(&event).map_err(D::Error::custom)?;
