@@ -100,8 +100,8 @@ pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
 /// structured mode and the receiver would read the data as the message, or
 /// has whitespace at either end, which `Content-Type` loses on the way; or
 /// when the event has more than [`MAX_BINARY_ATTRIBUTES`] attributes
-/// (extensions included), one header each. Structured mode carries both
-/// kinds of event. An extension whose name is no attribute name or is
+/// (extensions included), one header each. Structured mode carries all these
+/// events. An extension whose name is no attribute name or is
 /// reserved (an attribute's, or `data`) is refused in either mode. A
 /// `datacontenttype` that is no media type (RFC 2046:
 /// printable ASCII; control characters or non-ASCII text) is refused in
