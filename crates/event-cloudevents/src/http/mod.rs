@@ -31,7 +31,9 @@
 //! as is a structured message in an event format other than JSON, and a
 //! message whose body has a `Content-Encoding` (gzip, ...) other than
 //! `identity`: it is not decoded here, and its encoded bytes are not the
-//! event's data.
+//! event's data. A CloudEvent with an empty `id`, `source`, `type` or
+//! `subject` (which the spec forbids, and the SDK accepts) is an error in
+//! either mode.
 
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
@@ -231,8 +233,11 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
         // Parsed here rather than by the SDK, which matches the content type
         // case-sensitively and misreads JSON data under some JSON types (see
         // `CloudEvent`'s `Deserialize`).
-        return serde_json::from_slice(&body)
-            .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")));
+        let event: CloudEvent = serde_json::from_slice(&body).map_err(|e| {
+            Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}"))
+        })?;
+        check_non_empty(&event)?;
+        return Ok(event);
     }
     check_binary_headers(headers)?;
     let headers = decode_typed_headers(headers)?;
@@ -242,7 +247,27 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
     percent::decode_event(&mut event)?;
     crate::mapping::check_datacontenttype(&event)
         .map_err(|reason| Error::Serialization(format!("HTTP message: {reason}")))?;
+    check_non_empty(&event)?;
     Ok(CloudEvent::new(event))
+}
+
+/// Refuses an empty `id`, `source` or `type`, or an empty `subject`: the
+/// spec requires them non-empty (`subject` when present), the SDK does not.
+fn check_non_empty(event: &cloudevents::Event) -> Result<()> {
+    for (attribute, value) in [
+        ("id", event.id()),
+        ("source", event.source().as_str()),
+        ("type", event.ty()),
+        ("subject", event.subject().unwrap_or("-")),
+    ] {
+        if value.is_empty() {
+            return Err(Error::Serialization(format!(
+                "invalid CloudEvent in HTTP message: attribute `{attribute}` is empty; \
+                 CloudEvents requires it non-empty"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses, as the NATS binding does, a binary-mode message with a `ce-*`
@@ -979,6 +1004,51 @@ mod tests {
                 .as_deref(),
             Some("/relative")
         );
+    }
+
+    #[test]
+    fn empty_required_attributes_are_refused_in_both_modes() {
+        // CloudEvents: id, source and type are non-empty, subject too when
+        // present. The SDK accepts them empty, so HttpCloudEvent handed such
+        // an event to its handler (and a relay passed it on) where HttpEvent
+        // answered 400.
+        let structured = {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
+            );
+            headers
+        };
+        for attribute in ["id", "source", "type", "subject"] {
+            let mut doc = json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+            });
+            doc[attribute] = json!("");
+            let mut headers = required_headers();
+            headers.insert(
+                HeaderName::from_bytes(format!("ce-{attribute}").as_bytes()).unwrap(),
+                HeaderValue::from_static("\"\""),
+            );
+            for (mode, result) in [
+                (
+                    "structured",
+                    cloudevent_from_http(&structured, serde_json::to_vec(&doc).unwrap()),
+                ),
+                ("binary", cloudevent_from_http(&headers, Vec::new())),
+            ] {
+                match result {
+                    Err(Error::Serialization(reason)) => {
+                        assert!(
+                            reason.contains(&format!("`{attribute}`")),
+                            "{attribute} {mode}: {reason}"
+                        );
+                        assert!(reason.contains("empty"), "{attribute} {mode}: {reason}");
+                    }
+                    other => panic!("{attribute} {mode}: expected an error, got {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]
