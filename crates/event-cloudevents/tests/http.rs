@@ -422,6 +422,10 @@ async fn a_body_with_a_content_encoding_is_answered_415_not_taken_for_the_data()
             "{coding}: {text}"
         );
         assert!(text.contains("Content-Encoding"), "{coding}: {text}");
+        assert!(
+            text.contains("an encoded form of the event, which is not decoded here"),
+            "{coding}: {text}"
+        );
         let structured = [
             ("content-type", "application/cloudevents+json"),
             ("content-encoding", coding),

@@ -189,7 +189,8 @@ pub fn from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<Event> {
 pub(crate) fn unread_format(headers: &HeaderMap) -> Option<Error> {
     if let Some(coding) = content_coding(headers) {
         return Some(Error::Serialization(format!(
-            "HTTP message has Content-Encoding {coding:?}: its body is an encoded form of the              event, which is not decoded here; send it unencoded"
+            "HTTP message has Content-Encoding {coding:?}: its body is an encoded form of the \
+             event, which is not decoded here; send it unencoded"
         )));
     }
     if is_structured(headers) {
