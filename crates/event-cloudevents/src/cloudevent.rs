@@ -27,7 +27,11 @@ use std::ops::{Deref, DerefMut};
 /// JSON but that the SDK takes for JSON by its prefix
 /// (`application/json-seq`, `text/json5`) is read as for any non-JSON type:
 /// a `data` string as text, `data_base64` as bytes (the SDK would parse
-/// either as JSON). A `datacontenttype` that is no media type (RFC 2046:
+/// either as JSON). `data_base64` is read as bytes under every type, JSON
+/// types and none included (JSON format §3.1.2; the SDK parses it as JSON
+/// there, which loses the bytes a relay passes on): such data becomes a
+/// JSON payload only when converted to an A3S event, as a binary-mode body
+/// does. A `datacontenttype` that is no media type (RFC 2046:
 /// printable ASCII; control characters or non-ASCII text) is refused, as
 /// every binding refuses it: HTTP binary mode could not carry it in
 /// `Content-Type`.
@@ -109,12 +113,22 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
             Some(Value::String(time)) => Some(time.clone()),
             _ => None,
         };
+        // Nor does its error for a bad `dataschema` (0.3: `schemaurl`).
+        let schema_attribute = match doc.get("specversion").and_then(Value::as_str) {
+            Some("0.3") => "schemaurl",
+            _ => "dataschema",
+        };
+        let schema = match doc.get(schema_attribute) {
+            Some(Value::String(schema)) => Some(schema.clone()),
+            _ => None,
+        };
         // JSON data the SDK would misread as a string: take it out, let the
-        // SDK parse the rest, put it back as JSON. Base64 data (`data_base64`,
-        // or 0.3's `datacontentencoding`) is left to the SDK, which decodes
-        // it or refuses it. In a 1.0 document `datacontentencoding` is no
-        // attribute but an extension like any other, which says nothing
-        // about `data`.
+        // SDK parse the rest, put it back as JSON (`null` too: an explicit
+        // null payload, JSON format §3.1.1, as the SDK keeps it under
+        // `application/json`). Base64 data (`data_base64`, or 0.3's
+        // `datacontentencoding`) is read below as bytes. In a 1.0 document
+        // `datacontentencoding` is no attribute but an extension like any
+        // other, which says nothing about `data`.
         let base64_data = doc.contains_key("data_base64")
             || (doc.get("specversion").and_then(Value::as_str) == Some("0.3")
                 && doc.contains_key("datacontentencoding"));
@@ -122,7 +136,7 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
             Some(Value::String(ct))
                 if mapping::is_json_content_type(ct) && !sdk_reads_as_json(ct) && !base64_data =>
             {
-                doc.remove("data").filter(|data| !data.is_null())
+                doc.remove("data")
             }
             _ => None,
         };
@@ -130,12 +144,24 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
         // (`application/json-seq`, `text/json5`): the SDK would parse it as
         // JSON (a `data` string as a JSON value, `data_base64` that decodes
         // to JSON text as JSON); read it as for any other non-JSON type.
+        //
+        // Base64 data under a JSON type the SDK recognises, or under none
+        // (which it reads as `application/json`): the SDK parses the decoded
+        // bytes as JSON, but `data_base64` is binary data whatever the type
+        // (JSON format §3.1.2: the deserializer MUST decode it into binary),
+        // and its bytes are what a relay must pass on (a signed body); read
+        // it as bytes. Reading the CloudEvent into an A3S event parses JSON
+        // bytes as JSON, as for a binary-mode body.
         let other_data = match doc.get("datacontenttype") {
             Some(Value::String(ct))
                 if !mapping::is_json_content_type(ct) && sdk_reads_as_json(ct) =>
             {
                 take_non_json_data(&mut doc).map_err(D::Error::custom)?
             }
+            Some(Value::String(ct)) if sdk_reads_as_json(ct) => {
+                take_base64_data(&mut doc).map_err(D::Error::custom)?
+            }
+            None | Some(Value::Null) => take_base64_data(&mut doc).map_err(D::Error::custom)?,
             _ => None,
         };
         let mut event: cloudevents::Event =
@@ -145,12 +171,18 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
                         .err()
                         .map(|why| (time, why))
                 });
-                match bad_time {
-                    Some((time, why)) => D::Error::custom(format!(
+                let bad_schema = schema
+                    .and_then(|schema| url::Url::parse(&schema).err().map(|why| (schema, why)));
+                match (bad_time, bad_schema) {
+                    (Some((time, why)), _) => D::Error::custom(format!(
                         "invalid CloudEvents attribute time {time:?}: not an RFC 3339 timestamp \
                          ({why}); the CloudEvents SDK said: {err}"
                     )),
-                    None => D::Error::custom(err),
+                    (None, Some((schema, why))) => D::Error::custom(format!(
+                        "invalid CloudEvents attribute {schema_attribute} {schema:?}: not an \
+                         absolute URI ({why}); the CloudEvents SDK said: {err}"
+                    )),
+                    (None, None) => D::Error::custom(err),
                 }
             })?;
         mapping::check_datacontenttype(&event).map_err(D::Error::custom)?;
@@ -241,6 +273,37 @@ fn take_non_json_data(doc: &mut Map<String, Value>) -> Result<Option<Data>, Stri
                 .and_then(Value::as_str)
                 .unwrap_or_default()
         )),
+    }
+}
+
+/// Takes base64 data out of a document as bytes: `data_base64` (in 0.3:
+/// `data` with `datacontentencoding: base64`), if it is there. Both `data`
+/// and `data_base64` at once are left to the SDK, which refuses them.
+fn take_base64_data(doc: &mut Map<String, Value>) -> Result<Option<Data>, String> {
+    let member = if doc.get("specversion").and_then(Value::as_str) == Some("0.3") {
+        let encoded = doc
+            .get("datacontentencoding")
+            .and_then(Value::as_str)
+            .is_some_and(|encoding| encoding.eq_ignore_ascii_case("base64"));
+        if !encoded {
+            return Ok(None);
+        }
+        "data"
+    } else if doc.contains_key("data") {
+        return Ok(None);
+    } else {
+        "data_base64"
+    };
+    match doc.remove(member) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(&text)
+                .map(|bytes| Some(Data::Binary(bytes)))
+                .map_err(|e| format!("`{member}` is not base64: {e}"))
+        }
+        Some(other) => Err(format!("`{member}` must be a base64 string, got {other}")),
     }
 }
 

@@ -395,6 +395,61 @@ async fn cloudevents_formats_not_read_are_answered_415() {
     }
 }
 
+/// A body in a content coding (`Content-Encoding: gzip`) is an encoded form
+/// of the data, which the extractor does not decode: it is answered `415`
+/// (RFC 9110 §8.4.1), as the routing webhook answers it, never taken for the
+/// event's data. `identity` is no coding.
+#[tokio::test]
+async fn a_body_with_a_content_encoding_is_answered_415_not_taken_for_the_data() {
+    let mut server = start().await;
+    let url = format!("{}/events", server.base);
+    // (a gzip stream's first bytes; the extractor must not store them)
+    let gzip = "\u{1f}\u{8b}\u{8}\u{0}compressed";
+    let binary = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "/s"),
+        ("ce-type", "t"),
+        ("content-type", "application/octet-stream"),
+    ];
+    for coding in ["gzip", "identity, br", "GZIP"] {
+        let mut headers = binary.to_vec();
+        headers.push(("content-encoding", coding));
+        let (status, text) = post_raw(&url, &headers, gzip).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{coding}: {text}"
+        );
+        assert!(text.contains("Content-Encoding"), "{coding}: {text}");
+        assert!(
+            text.contains("an encoded form of the event, which is not decoded here"),
+            "{coding}: {text}"
+        );
+        let structured = [
+            ("content-type", "application/cloudevents+json"),
+            ("content-encoding", coding),
+        ];
+        let (status, text) = post_raw(&url, &structured, gzip).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{coding}: {text}"
+        );
+    }
+    // `identity` is the body itself
+    let mut headers = binary.to_vec();
+    headers.push(("content-encoding", "identity"));
+    let (status, text) = post_raw(&url, &headers, "raw").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    assert_eq!(
+        event_cloudevents::data::data_bytes(&server.next().await),
+        Some(b"raw".to_vec())
+    );
+    // nothing else arrived
+    assert!(server.received.try_recv().is_err());
+}
+
 /// A structured-mode document that names an attribute twice is refused as
 /// ambiguous, as binary mode refuses a repeated `ce-*` header: JSON parsers
 /// disagree on which member wins (first, last, or an error), so a relay and
@@ -888,5 +943,57 @@ async fn tokens_in_the_username_or_the_query_stay_out_of_errors() {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(text.contains("access_token=***&sig=***&v=***"), "{text}");
+    }
+}
+
+/// A relay passes a CloudEvent on as it came: a `datacontenttype` with
+/// whitespace at either end (which a structured document may carry) cannot
+/// travel in binary mode's `Content-Type`, whose surrounding whitespace
+/// every HTTP parser drops. Sending it so is refused naming structured
+/// mode, which carries it, and an extractor's reply falls back to
+/// structured mode, instead of the receiver reading another type.
+#[tokio::test]
+async fn a_datacontenttype_with_surrounding_whitespace_is_never_changed_on_the_way() {
+    use event_cloudevents::cloudevents::AttributesReader as _;
+    use event_cloudevents::http::client::send_cloudevent_http;
+    use event_cloudevents::http::server::HttpCloudEvent;
+
+    async fn echo(HttpCloudEvent(ce): HttpCloudEvent) -> HttpCloudEvent {
+        HttpCloudEvent(ce)
+    }
+    let app = Router::new().route("/echo", post(echo));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/echo", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let client = reqwest::Client::new();
+
+    for ct in ["text/plain ", " text/plain", "text/plain;\tcharset=utf-8\t"] {
+        let doc = json!({
+            "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+            "datacontenttype": ct, "data": "hi"
+        });
+        let ce = event_cloudevents::cloudevent_from_structured(doc.to_string().as_bytes())
+            .expect("a structured document");
+        match send_cloudevent_http(&client, &url, ce.clone(), Mode::Binary).await {
+            Err(Error::Serialization(reason)) => {
+                assert!(reason.contains("datacontenttype"), "{ct:?}: {reason}");
+                assert!(reason.contains("structured mode"), "{ct:?}: {reason}");
+            }
+            Ok(reply) => panic!(
+                "{ct:?}: sent in binary mode, came back as {:?}",
+                reply.map(|r| r.datacontenttype().map(str::to_owned))
+            ),
+            Err(other) => panic!("{ct:?}: expected a serialization error, got {other}"),
+        }
+        // structured mode carries it there, and the reply (binary mode
+        // asked for, structured given) brings it back
+        let reply = send_cloudevent_http(&client, &url, ce.clone(), Mode::Structured)
+            .await
+            .unwrap_or_else(|e| panic!("{ct:?}: {e}"))
+            .expect("a reply");
+        assert_eq!(reply.datacontenttype(), Some(ct));
+        assert_eq!(reply, ce, "{ct:?}");
     }
 }

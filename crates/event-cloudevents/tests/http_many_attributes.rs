@@ -103,3 +103,35 @@ async fn sending_too_many_attributes_in_binary_mode_is_refused_naming_structured
         .unwrap();
     assert_eq!(*count.lock().unwrap(), 1);
 }
+
+/// The reply of an event with more headers than HTTP clients read (hyper's
+/// and so reqwest's, and Python's http.client, stop at 100 headers; Node at
+/// 16 KiB of them) is answered in structured mode: in binary mode the
+/// endpoint had handled the event, but the sender could not read the answer
+/// and got a transient error, so it sent the event again.
+#[tokio::test]
+async fn a_reply_too_large_for_http_clients_in_binary_mode_is_answered_in_structured_mode() {
+    let (base, _) = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/echo");
+    let mut long_summary = many(3);
+    long_summary.summary = "é".repeat(10_000); // 60 KB percent-encoded
+    for event in [many(90), many(150), many(1_000), long_summary] {
+        // (sent in structured mode: a binary request of as many headers is
+        // answered 431)
+        let reply = send_http(&client, &url, &event, Mode::Structured)
+            .await
+            .unwrap_or_else(|e| panic!("{} entries: {e}", event.metadata.len()))
+            .expect("a reply");
+        assert_eq!(reply, event);
+    }
+    // a reply binary mode carries well is still answered in binary mode
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/cloudevents+json")
+        .body(event_cloudevents::to_structured(&many(20)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["ce-specversion"], "1.0");
+}

@@ -137,6 +137,17 @@ fn a_bad_time_is_rejected_naming_the_attribute() {
 }
 
 #[test]
+fn a_bad_dataschema_is_rejected_naming_the_attribute() {
+    // The SDK said only "relative URL without a base".
+    for schema in ["/relative/schema", "schema.json", "not a url", ""] {
+        rejected(
+            &with(&[("dataschema", json!(schema))]),
+            &["attribute dataschema", "URI"],
+        );
+    }
+}
+
+#[test]
 fn time_before_1970_is_rejected() {
     rejected(
         &with(&[("time", json!("1969-12-31T23:59:59.999Z"))]),

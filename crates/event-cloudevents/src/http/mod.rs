@@ -28,7 +28,12 @@
 //! `Content-Type` carries the datacontenttype in binary mode). A batched-mode
 //! message (`application/cloudevents-batch+json`) is refused naming the mode
 //! (read its body with [`from_structured_batch`](crate::from_structured_batch)),
-//! as is a structured message in an event format other than JSON.
+//! as is a structured message in an event format other than JSON, and a
+//! message whose body has a `Content-Encoding` (gzip, ...) other than
+//! `identity`: it is not decoded here, and its encoded bytes are not the
+//! event's data. A CloudEvent with an empty `id`, `source`, `type` or
+//! `subject` (which the spec forbids, and the SDK accepts) is an error in
+//! either mode.
 
 #[cfg(feature = "http-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
@@ -94,10 +99,11 @@ pub fn to_http(event: &Event, mode: Mode) -> Result<HttpMessage> {
 /// attribute name (lowercase ASCII letters and digits), in either mode,
 /// and in binary mode when `datacontenttype` names a CloudEvents format
 /// (`application/cloudevents+json`, ...): in `Content-Type` it would announce
-/// structured mode and the receiver would read the data as the message; or
+/// structured mode and the receiver would read the data as the message, or
+/// has whitespace at either end, which `Content-Type` loses on the way; or
 /// when the event has more than [`MAX_BINARY_ATTRIBUTES`] attributes
-/// (extensions included), one header each. Structured mode carries both
-/// kinds of event. An extension whose name is no attribute name or is
+/// (extensions included), one header each. Structured mode carries all these
+/// events. An extension whose name is no attribute name or is
 /// reserved (an attribute's, or `data`) is refused in either mode. A
 /// `datacontenttype` that is no media type (RFC 2046:
 /// printable ASCII; control characters or non-ASCII text) is refused in
@@ -130,8 +136,10 @@ pub(crate) fn prepare_binary(event: &mut cloudevents::Event) -> Result<()> {
 
 /// Why binary mode cannot carry an event that structured mode can, if it
 /// cannot: more attributes than [`MAX_BINARY_ATTRIBUTES`] (one header
-/// each), or a `datacontenttype` naming a CloudEvents format (as
-/// `Content-Type` it would announce a structured-mode message).
+/// each), a `datacontenttype` naming a CloudEvents format (as
+/// `Content-Type` it would announce a structured-mode message), or one with
+/// whitespace at either end (which `Content-Type` loses: HTTP trims header
+/// values).
 pub(crate) fn binary_refusal(event: &cloudevents::Event) -> Option<Error> {
     let attributes = event.iter().count();
     if attributes > MAX_BINARY_ATTRIBUTES {
@@ -152,6 +160,17 @@ pub(crate) fn binary_refusal(event: &cloudevents::Event) -> Option<Error> {
             event.id()
         )));
     }
+    if let Some(ct) = event
+        .datacontenttype()
+        .filter(|ct| !crate::data::is_stable_header_value(ct))
+    {
+        return Some(Error::Serialization(format!(
+            "CloudEvent {:?} has datacontenttype {ct:?}, which HTTP binary mode cannot carry: \
+             Content-Type loses whitespace at either end on the way (HTTP trims header \
+             values); send it in structured mode",
+            event.id()
+        )));
+    }
     None
 }
 
@@ -162,10 +181,18 @@ pub fn from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<Event> {
     Event::try_from(cloudevent_from_http(headers, body)?)
 }
 
-/// The refusal of a CloudEvents message in a format [`cloudevent_from_http`]
-/// does not read (batched mode, or structured mode in an event format other
-/// than JSON), if the message is one: a server answers it `415`.
+/// The refusal of a message [`cloudevent_from_http`] does not read, if it is
+/// one: a body in a content coding (`Content-Encoding` other than
+/// `identity`), or a CloudEvents message in a format not read here
+/// (batched mode, or structured mode in an event format other than JSON).
+/// A server answers it `415` (RFC 9110 §8.4.1).
 pub(crate) fn unread_format(headers: &HeaderMap) -> Option<Error> {
+    if let Some(coding) = content_coding(headers) {
+        return Some(Error::Serialization(format!(
+            "HTTP message has Content-Encoding {coding:?}: its body is an encoded form of the \
+             event, which is not decoded here; send it unencoded"
+        )));
+    }
     if is_structured(headers) {
         return None;
     }
@@ -189,6 +216,13 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
     if let Some(err) = unread_format(headers) {
         return Err(err);
     }
+    // A singleton header (RFC 9110 §8.3): with two, even the mode is
+    // ambiguous, in structured mode as in binary mode.
+    if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+        return Err(Error::Serialization(
+            "HTTP message has more than one Content-Type header".to_string(),
+        ));
+    }
     let structured = is_structured(headers);
     if !structured && !headers.contains_key(SPEC_VERSION_HEADER) {
         return Err(Error::Serialization(format!(
@@ -200,8 +234,11 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
         // Parsed here rather than by the SDK, which matches the content type
         // case-sensitively and misreads JSON data under some JSON types (see
         // `CloudEvent`'s `Deserialize`).
-        return serde_json::from_slice(&body)
-            .map_err(|e| Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}")));
+        let event: CloudEvent = serde_json::from_slice(&body).map_err(|e| {
+            Error::Serialization(format!("invalid CloudEvent in HTTP message: {e}"))
+        })?;
+        check_non_empty(&event)?;
+        return Ok(event);
     }
     check_binary_headers(headers)?;
     let headers = decode_typed_headers(headers)?;
@@ -211,7 +248,27 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
     percent::decode_event(&mut event)?;
     crate::mapping::check_datacontenttype(&event)
         .map_err(|reason| Error::Serialization(format!("HTTP message: {reason}")))?;
+    check_non_empty(&event)?;
     Ok(CloudEvent::new(event))
+}
+
+/// Refuses an empty `id`, `source` or `type`, or an empty `subject`: the
+/// spec requires them non-empty (`subject` when present), the SDK does not.
+fn check_non_empty(event: &cloudevents::Event) -> Result<()> {
+    for (attribute, value) in [
+        ("id", event.id()),
+        ("source", event.source().as_str()),
+        ("type", event.ty()),
+        ("subject", event.subject().unwrap_or("-")),
+    ] {
+        if value.is_empty() {
+            return Err(Error::Serialization(format!(
+                "invalid CloudEvent in HTTP message: attribute `{attribute}` is empty; \
+                 CloudEvents requires it non-empty"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses, as the NATS binding does, a binary-mode message with a `ce-*`
@@ -285,6 +342,7 @@ fn check_content_type_header(headers: &HeaderMap) -> Result<()> {
 /// binding. The string attributes are decoded after the SDK has read them.
 fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, HeaderMap>> {
     let mut decoded = std::borrow::Cow::Borrowed(headers);
+    let mut spec_version: Option<String> = None;
     for (attribute, decode) in [
         ("specversion", true),
         ("time", true),
@@ -300,6 +358,25 @@ fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, Head
             true => percent::decode(attribute, &unquoted)?.unwrap_or_else(|| unquoted.into_owned()),
             false => unquoted.into_owned(),
         };
+        if attribute == "specversion" {
+            spec_version = Some(value.clone());
+        }
+        // The SDK's own errors for these name no attribute. (In 0.3,
+        // `dataschema` is no attribute: `schemaurl` is.)
+        let refused = match attribute {
+            "time" => chrono::DateTime::parse_from_rfc3339(&value)
+                .err()
+                .map(|e| format!("not an RFC 3339 timestamp ({e})")),
+            "dataschema" if spec_version.as_deref() != Some("0.3") => url::Url::parse(&value)
+                .err()
+                .map(|e| format!("not an absolute URI ({e})")),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            return Err(Error::Serialization(format!(
+                "header for CloudEvent attribute `{attribute}` holds {value:?}, which is {why}"
+            )));
+        }
         if value == text {
             continue;
         }
@@ -323,6 +400,24 @@ fn decode_typed_headers(headers: &HeaderMap) -> Result<std::borrow::Cow<'_, Head
         decoded.to_mut().insert(name, value);
     }
     Ok(decoded)
+}
+
+/// The message's `Content-Encoding`, unless it is absent or `identity` only:
+/// the body is then an encoded form of the content (gzip ...), not the data
+/// or the event document.
+fn content_coding(headers: &HeaderMap) -> Option<String> {
+    let codings: Vec<String> = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .filter(|text| {
+            text.split(',').any(|coding| {
+                let coding = coding.trim();
+                !coding.is_empty() && !coding.eq_ignore_ascii_case("identity")
+            })
+        })
+        .collect();
+    (!codings.is_empty()).then(|| codings.join(", "))
 }
 
 /// The binary-mode header a sender must not send next to `Content-Type`.
@@ -510,6 +605,106 @@ mod tests {
                     "{ct} {payload}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_relayed_cloudevent_keeps_base64_json_data_bytes() {
+        // JSON format §3.1.2: `data_base64` is decoded into binary data.
+        // The SDK parsed it as JSON under a JSON type (or none), so a relay
+        // re-serialised a signed JSON body (`{"a":1}`): in binary mode the
+        // body, in structured mode the `data` member, differed from the
+        // bytes sent.
+        let signed: &[u8] = b"{ \"b\": 2,  \"a\" : 1 }\n";
+        let encoded = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(signed)
+        };
+        let structured = {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
+            );
+            headers
+        };
+        for ct in [
+            Some("application/json"),
+            Some("application/vnd.x+json"),
+            Some("text/json"),
+            None,
+        ] {
+            let mut doc = json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+                "data_base64": encoded,
+            });
+            if let Some(ct) = ct {
+                doc["datacontenttype"] = json!(ct);
+            }
+            let ce = cloudevent_from_http(&structured, serde_json::to_vec(&doc).unwrap()).unwrap();
+            assert_eq!(
+                ce.data(),
+                Some(&cloudevents::Data::Binary(signed.to_vec())),
+                "{ct:?}"
+            );
+            let binary = cloudevent_to_http(ce.clone(), Mode::Binary).unwrap();
+            assert_eq!(binary.body, signed, "{ct:?}");
+            let again = cloudevent_to_http(ce.clone(), Mode::Structured).unwrap();
+            let again: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
+            assert_eq!(again["data_base64"], json!(encoded), "{ct:?}");
+            // binary → structured → binary: the same body
+            let back = cloudevent_from_http(&binary.headers, binary.body.clone()).unwrap();
+            let relayed = cloudevent_to_http(back, Mode::Structured).unwrap();
+            let back = cloudevent_from_http(&relayed.headers, relayed.body).unwrap();
+            assert_eq!(
+                cloudevent_to_http(back, Mode::Binary).unwrap().body,
+                signed,
+                "{ct:?}"
+            );
+            // as an event, the data is the JSON it holds
+            assert_eq!(
+                Event::try_from(ce).unwrap().payload,
+                json!({"a": 1, "b": 2}),
+                "{ct:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn explicit_null_json_data_is_relayed_under_every_json_type() {
+        // JSON format §3.1.1: `"data": null` under a JSON type is an explicit
+        // null payload, distinct from no `data`. The SDK keeps it under
+        // `application/json`; under the JSON types it misses (case, `+json`
+        // with parameters) it was dropped, so a relay sent no body instead
+        // of `null`.
+        let structured = {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
+            );
+            headers
+        };
+        for ct in [
+            "application/json",
+            "Application/JSON",
+            "application/vnd.x+json; charset=utf-8",
+        ] {
+            let doc = json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+                "datacontenttype": ct, "data": null,
+            });
+            let ce = cloudevent_from_http(&structured, serde_json::to_vec(&doc).unwrap()).unwrap();
+            assert_eq!(
+                ce.data(),
+                Some(&cloudevents::Data::Json(json!(null))),
+                "{ct}"
+            );
+            let binary = cloudevent_to_http(ce.clone(), Mode::Binary).unwrap();
+            assert_eq!(binary.body, b"null", "{ct}");
+            let again = cloudevent_to_http(ce, Mode::Structured).unwrap();
+            let again: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
+            assert_eq!(again.get("data"), Some(&json!(null)), "{ct}");
         }
     }
 
@@ -715,6 +910,26 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_content_type_is_refused_in_structured_mode_too() {
+        // Content-Type is a singleton header (RFC 9110 §8.3): with two, the
+        // mode itself is ambiguous. Binary mode refused it; structured mode
+        // read the first one and ignored the other.
+        let event = odd_event();
+        let msg = to_http(&event, Mode::Structured).unwrap();
+        for second in ["text/plain", STRUCTURED_CONTENT_TYPE] {
+            let mut headers = msg.headers.clone();
+            headers.append(CONTENT_TYPE, HeaderValue::from_static(second));
+            match cloudevent_from_http(&headers, msg.body.clone()) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains("Content-Type"), "{second}: {reason}");
+                    assert!(reason.contains("more than one"), "{second}: {reason}");
+                }
+                other => panic!("{second}: expected a serialization error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn quoted_or_needlessly_encoded_typed_attribute_headers_are_read() {
         // §3.1.3.2: *any* header value is unquoted (RFC 7230) and then
         // percent-decoded once, and needless percent-encoding MUST be
@@ -751,6 +966,90 @@ mod tests {
         headers.insert("ce-time", HeaderValue::from_static("2018-04-05T17%3"));
         let err = cloudevent_from_http(&headers, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("`time`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_time_or_dataschema_header_is_refused_naming_the_attribute() {
+        // The SDK's own errors ("premature end of input", "relative URL
+        // without a base") named no header; the NATS binding and structured
+        // mode name the attribute.
+        for (name, value, attribute) in [
+            ("ce-time", "2018-04-05T17:31:00", "`time`"),
+            ("ce-time", "yesterday", "`time`"),
+            ("ce-time", "\"\"", "`time`"),
+            ("ce-dataschema", "/relative/schema", "`dataschema`"),
+            ("ce-dataschema", "not%20a%20url", "`dataschema`"),
+        ] {
+            let mut headers = required_headers();
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            match cloudevent_from_http(&headers, Vec::new()) {
+                Err(Error::Serialization(reason)) => {
+                    assert!(reason.contains(attribute), "{name}: {value}: {reason}");
+                    let shown = value.trim_matches('"');
+                    assert!(reason.contains(shown), "{name}: {value}: {reason}");
+                }
+                other => panic!("{name}: {value}: expected a serialization error, got {other:?}"),
+            }
+        }
+        // In 0.3 `dataschema` is no attribute but an extension, of any text.
+        let mut headers = required_headers();
+        headers.insert("ce-specversion", HeaderValue::from_static("0.3"));
+        headers.insert("ce-dataschema", HeaderValue::from_static("/relative"));
+        let ce = cloudevent_from_http(&headers, Vec::new()).unwrap();
+        assert_eq!(
+            ce.extension("dataschema")
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("/relative")
+        );
+    }
+
+    #[test]
+    fn empty_required_attributes_are_refused_in_both_modes() {
+        // CloudEvents: id, source and type are non-empty, subject too when
+        // present. The SDK accepts them empty, so HttpCloudEvent handed such
+        // an event to its handler (and a relay passed it on) where HttpEvent
+        // answered 400.
+        let structured = {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
+            );
+            headers
+        };
+        for attribute in ["id", "source", "type", "subject"] {
+            let mut doc = json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+            });
+            doc[attribute] = json!("");
+            let mut headers = required_headers();
+            headers.insert(
+                HeaderName::from_bytes(format!("ce-{attribute}").as_bytes()).unwrap(),
+                HeaderValue::from_static("\"\""),
+            );
+            for (mode, result) in [
+                (
+                    "structured",
+                    cloudevent_from_http(&structured, serde_json::to_vec(&doc).unwrap()),
+                ),
+                ("binary", cloudevent_from_http(&headers, Vec::new())),
+            ] {
+                match result {
+                    Err(Error::Serialization(reason)) => {
+                        assert!(
+                            reason.contains(&format!("`{attribute}`")),
+                            "{attribute} {mode}: {reason}"
+                        );
+                        assert!(reason.contains("empty"), "{attribute} {mode}: {reason}");
+                    }
+                    other => panic!("{attribute} {mode}: expected an error, got {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

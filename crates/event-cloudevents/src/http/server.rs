@@ -5,7 +5,9 @@
 //! [`Event`] of a CloudEvent POSTed in either mode; a malformed CloudEvent is
 //! answered `400 Bad Request` with the reason, a CloudEvents message in a
 //! format it does not read (batched mode, an event format other than JSON)
-//! `415 Unsupported Media Type` with the reason, a body over axum's
+//! or with a body in a content coding (`Content-Encoding: gzip`, which it
+//! does not decode) `415 Unsupported Media Type` with the reason, before
+//! the body is read, a body over axum's
 //! `DefaultBodyLimit` (2 MB unless configured) `413`. Unlike the SDK's own
 //! extractor it honours the body limit and percent-decodes binary-mode
 //! headers.
@@ -32,8 +34,8 @@ use event_core::Event;
 
 /// Extracts the A3S [`Event`] of a CloudEvent request (binary or structured
 /// mode). As a response it answers `200 OK` with the event in binary mode,
-/// or in structured mode when binary mode cannot carry it (see
-/// [`cloudevent_response`]).
+/// or in structured mode when binary mode cannot carry it or its headers
+/// are more than HTTP clients read (see [`cloudevent_response`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpEvent(pub Event);
 
@@ -44,8 +46,9 @@ pub struct HttpCloudEvent(pub CloudEvent);
 async fn read_cloudevent<S: Send + Sync>(req: Request, state: &S) -> Result<CloudEvent, Response> {
     let headers = req.headers().clone();
     if let Some(err) = unread_format(&headers) {
-        // a CloudEvents message in a format not read here, not a malformed
-        // one: the sender can send its events one by one in JSON instead
+        // a CloudEvents message in a format not read here (or a body in a
+        // content coding), not a malformed one: the sender can send its
+        // events one by one in JSON, unencoded, instead
         return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, err.to_string()).into_response());
     }
     let body = Bytes::from_request(req, state)
@@ -81,14 +84,32 @@ pub fn http_response(event: &Event, mode: Mode) -> Response {
     cloudevent_response(CloudEvent::from(event), mode)
 }
 
+/// The most headers a binary-mode reply carries (its `ce-*` headers and
+/// `Content-Type`): 64. HTTP clients read only so many (hyper's, and so
+/// reqwest's, and Python's `http.client` stop at 100, headers the server
+/// or a proxy adds included); a larger reply is answered in structured
+/// mode (see [`cloudevent_response`]).
+pub const MAX_BINARY_REPLY_HEADERS: usize = 64;
+
+/// The most bytes of headers (names and values) a binary-mode reply
+/// carries: 8 KiB. HTTP clients read only so much (Node's default is
+/// 16 KiB for the whole head); a larger reply is answered in structured
+/// mode (see [`cloudevent_response`]).
+pub const MAX_BINARY_REPLY_HEADER_BYTES: usize = 8 * 1024;
+
 /// A `200 OK` response carrying a CloudEvent in `mode`.
 ///
 /// An event that binary mode cannot carry but structured mode can (more
 /// than [`MAX_BINARY_ATTRIBUTES`](super::MAX_BINARY_ATTRIBUTES) attributes,
-/// one header each; a `datacontenttype` naming a CloudEvents format) is
+/// one header each; a `datacontenttype` naming a CloudEvents format, or
+/// with whitespace at either end, which `Content-Type` loses), or whose
+/// binary-mode headers are more than HTTP clients read (more than
+/// [`MAX_BINARY_REPLY_HEADERS`] headers or [`MAX_BINARY_REPLY_HEADER_BYTES`]
+/// bytes of them: many metadata entries, a long summary) is
 /// answered in structured mode instead, which every CloudEvents receiver
 /// reads (the binding leaves the mode of a reply to the responder): the
-/// handler has done its work, and a `500` would make the sender retry the
+/// handler has done its work, and a `500`, or an answer the sender cannot
+/// read (a transport error to it), would make the sender retry the
 /// event, running the handler again. An event no mode can carry (say an
 /// extension name that is no attribute name, from a hand-built CloudEvent)
 /// is answered `500 Internal Server Error` with the reason.
@@ -97,7 +118,22 @@ pub fn cloudevent_response(event: CloudEvent, mode: Mode) -> Response {
         Mode::Binary if super::binary_refusal(&event).is_some() => Mode::Structured,
         mode => mode,
     };
-    match cloudevent_to_http(event, mode) {
+    let message = match mode {
+        // (percent-encoding at most triples a value: most replies are known
+        // to fit without building them twice)
+        Mode::Binary if surely_fits_clients(&event) => cloudevent_to_http(event, Mode::Binary),
+        Mode::Binary => {
+            let structured = event.clone();
+            match cloudevent_to_http(event, Mode::Binary) {
+                Ok(message) if too_large_for_clients(&message.headers) => {
+                    cloudevent_to_http(structured, Mode::Structured)
+                }
+                other => other,
+            }
+        }
+        Mode::Structured => cloudevent_to_http(event, Mode::Structured),
+    };
+    match message {
         Ok(message) => {
             let mut response = Response::new(Body::from(message.body));
             *response.headers_mut() = message.headers;
@@ -105,6 +141,27 @@ pub fn cloudevent_response(event: CloudEvent, mode: Mode) -> Response {
         }
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }
+}
+
+/// Whether the event's binary-mode headers are surely no more than HTTP
+/// clients read, whatever their percent-encoding.
+fn surely_fits_clients(event: &CloudEvent) -> bool {
+    let mut headers = 0;
+    let mut bytes = 0;
+    for (name, value) in event.iter() {
+        headers += 1;
+        bytes += "ce-".len() + name.len() + 3 * value.to_string().len();
+    }
+    headers <= MAX_BINARY_REPLY_HEADERS && bytes <= MAX_BINARY_REPLY_HEADER_BYTES
+}
+
+/// Whether binary-mode reply headers are more than HTTP clients read.
+fn too_large_for_clients(headers: &axum::http::HeaderMap) -> bool {
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    headers.len() > MAX_BINARY_REPLY_HEADERS || bytes > MAX_BINARY_REPLY_HEADER_BYTES
 }
 
 impl IntoResponse for HttpEvent {
