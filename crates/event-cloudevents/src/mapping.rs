@@ -212,6 +212,26 @@ pub(crate) fn check_writable(event: &cloudevents::Event) -> event_core::Result<(
     })
 }
 
+/// Refuses an empty `id`, `source` or `type`, or an empty `subject`: the
+/// spec requires them non-empty (`subject` when present), the SDK does not.
+/// Every binding refuses such an event when reading it.
+pub(crate) fn check_required(event: &cloudevents::Event) -> Result<(), String> {
+    use cloudevents::AttributesReader as _;
+    for (attribute, value) in [
+        ("id", event.id()),
+        ("source", event.source().as_str()),
+        ("type", event.ty()),
+        ("subject", event.subject().unwrap_or("-")),
+    ] {
+        if value.is_empty() {
+            return Err(format!(
+                "attribute `{attribute}` is empty; CloudEvents requires it non-empty"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a `datacontenttype` that is no media type: RFC 2046 (which the
 /// attribute MUST follow) spells one in printable ASCII, the form an HTTP
 /// binary-mode message carries it in, as its `Content-Type` header.

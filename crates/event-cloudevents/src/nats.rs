@@ -177,8 +177,18 @@ pub fn from_nats(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Event> {
 
 /// Parses a CloudEvent from a NATS message (either mode). In binary mode the
 /// data is the payload's bytes ([`cloudevents::Data::Binary`]); an empty
-/// payload is no data.
+/// payload is no data. An empty `id`, `source` or `type`, or an empty
+/// `subject` (which the spec forbids, and the SDK accepts) is
+/// [`Error::Serialization`], as in the HTTP binding.
 pub fn cloudevent_from_nats(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<CloudEvent> {
+    let event = read_cloudevent(headers, payload)?;
+    crate::mapping::check_required(&event)
+        .map_err(|reason| Error::Serialization(format!("NATS message: {reason}")))?;
+    Ok(event)
+}
+
+/// [`cloudevent_from_nats`] before the check of the required attributes.
+fn read_cloudevent(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<CloudEvent> {
     let headers = headers.filter(|h| !h.is_empty());
     if let Some(headers) = headers {
         if let Some(content_type) = structured_content_type(headers) {
@@ -617,6 +627,45 @@ mod tests {
                 }
             }
             other => panic!("expected rejection mentioning {needles:?}, got {other:?}"),
+        }
+    }
+
+    /// CloudEvents requires `id`, `source` and `type` non-empty, and
+    /// `subject` when present; the SDK accepts them empty. The HTTP binding
+    /// refuses such an event in either mode; so does this one (it handed it
+    /// on, so the two bindings disagreed about the same event).
+    #[test]
+    fn empty_required_attributes_are_refused_in_both_modes() {
+        for attribute in ["id", "source", "type", "subject"] {
+            let mut doc = json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+            });
+            doc[attribute] = json!("");
+            let structured = serde_json::to_vec(&doc).unwrap();
+            let mut pairs = vec![
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+            ];
+            let name = format!("ce-{attribute}");
+            pairs.retain(|(n, _)| *n != name);
+            pairs.push((&name, ""));
+            let binary = headers(&pairs);
+            for (mode, result) in [
+                ("structured", cloudevent_from_nats(None, &structured)),
+                ("binary", cloudevent_from_nats(Some(&binary), b"")),
+            ] {
+                match result {
+                    Err(Error::Serialization(reason)) => {
+                        assert!(
+                            reason.contains(&format!("`{attribute}`")) && reason.contains("empty"),
+                            "{attribute} {mode}: {reason}"
+                        );
+                    }
+                    other => panic!("{attribute} {mode}: expected an error, got {other:?}"),
+                }
+            }
         }
     }
 

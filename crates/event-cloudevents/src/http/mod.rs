@@ -252,23 +252,11 @@ pub fn cloudevent_from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<CloudE
     Ok(CloudEvent::new(event))
 }
 
-/// Refuses an empty `id`, `source` or `type`, or an empty `subject`: the
-/// spec requires them non-empty (`subject` when present), the SDK does not.
+/// [`crate::mapping::check_required`], worded for an HTTP message.
 fn check_non_empty(event: &cloudevents::Event) -> Result<()> {
-    for (attribute, value) in [
-        ("id", event.id()),
-        ("source", event.source().as_str()),
-        ("type", event.ty()),
-        ("subject", event.subject().unwrap_or("-")),
-    ] {
-        if value.is_empty() {
-            return Err(Error::Serialization(format!(
-                "invalid CloudEvent in HTTP message: attribute `{attribute}` is empty; \
-                 CloudEvents requires it non-empty"
-            )));
-        }
-    }
-    Ok(())
+    crate::mapping::check_required(event).map_err(|reason| {
+        Error::Serialization(format!("invalid CloudEvent in HTTP message: {reason}"))
+    })
 }
 
 /// Refuses, as the NATS binding does, a binary-mode message with a `ce-*`
