@@ -7,8 +7,8 @@ use common::{CollectRouter, RequireField, TestEncryptor};
 use event_bus::dlq::{DEAD_LETTER_EVENT_TYPE, ProviderDlqHandler};
 use event_bus::{ConsumerConfig, ConsumerHandle, EventBus, PlaintextPolicy};
 use event_core::{
-    BoxError, DeadLetterEvent, DlqHandler, Event, EventEncryptor, EventProvider, ReceivedEvent,
-    SubscribeOptions, SubscriptionFilter,
+    BoxError, DeadLetterEvent, DlqHandler, Error, Event, EventEncryptor, EventProvider,
+    ReceivedEvent, SubscribeOptions, SubscriptionFilter,
 };
 use event_crypto::Aes256GcmEncryptor;
 use event_memory::MemoryProvider;
@@ -1545,4 +1545,40 @@ async fn a_bus_refusing_plaintext_does_not_redrive_a_letter_stored_in_plaintext(
         assert_eq!(stored.len(), copies.len(), "{policy:?}");
         assert!(stored.iter().all(|e| enc.is_encrypted(&e.payload)));
     }
+}
+
+/// One letter that cannot be read (its key removed from the ring, or an
+/// event of the dead-letter type that is no dead letter) fails `list` as a
+/// whole, while `count` counts it: `list_each` reads the rest, newest
+/// first, with that letter's error in its place, so an operator can still
+/// see the queue.
+#[tokio::test]
+async fn list_each_reads_the_letters_around_one_that_cannot_be_read() {
+    let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
+    let dlq = ProviderDlqHandler::new(provider.clone());
+    let first = DeadLetterEvent::new(job(1), "x").with_subscriber("w1");
+    dlq.handle(first.clone()).await.unwrap();
+    // an event of the dead-letter type whose payload is no dead letter
+    let mut planted = job(2);
+    planted.subject = "events.dlq.jobs.run".into();
+    planted.event_type = DEAD_LETTER_EVENT_TYPE.into();
+    planted.payload = json!({"not": "a dead letter"});
+    provider.publish(&planted).await.unwrap();
+    let last = DeadLetterEvent::new(job(3), "y").with_subscriber("w1");
+    dlq.handle(last.clone()).await.unwrap();
+
+    assert_eq!(dlq.count().await.unwrap(), 3);
+    assert!(matches!(dlq.list(10).await, Err(Error::Serialization(_))));
+    let each = dlq.list_each(10).await.unwrap();
+    assert_eq!(each.len(), 3);
+    assert_eq!(each[0].as_ref().unwrap(), &last);
+    match &each[1] {
+        Err(Error::Serialization(reason)) => {
+            assert!(reason.contains(&planted.id), "{reason}");
+        }
+        other => panic!("expected the planted letter's error, got {other:?}"),
+    }
+    assert_eq!(each[2].as_ref().unwrap(), &first);
+    assert_eq!(dlq.list_each(1).await.unwrap().len(), 1);
+    assert!(dlq.list_each(0).await.unwrap().is_empty());
 }

@@ -286,6 +286,51 @@ impl ProviderDlqHandler {
         })
     }
 
+    /// The newest `limit` dead letters, newest first, as
+    /// [`list`](DlqHandler::list), with one result per letter: a letter
+    /// that cannot be read (encrypted under a key the ring no longer holds,
+    /// or an event of the dead-letter type that is no dead letter) is its
+    /// error, naming it, in its place, and the others are read all the
+    /// same ([`count`](DlqHandler::count) counts it too). The outer `Err`
+    /// is the provider's.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
+    /// use event_bus::dlq::ProviderDlqHandler;
+    /// use event_core::{DeadLetterEvent, DlqHandler, Event};
+    /// use event_memory::MemoryProvider;
+    /// use std::sync::Arc;
+    ///
+    /// let dlq = ProviderDlqHandler::new(Arc::new(MemoryProvider::default()));
+    /// let event = Event::new("events.jobs.run", "jobs", "s", "src", serde_json::json!({}));
+    /// dlq.handle(DeadLetterEvent::new(event, "handler failed")).await?;
+    /// for letter in dlq.list_each(50).await? {
+    ///     match letter {
+    ///         Ok(letter) => println!("{}: {}", letter.event.id, letter.reason),
+    ///         Err(err) => eprintln!("unreadable dead letter: {err}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_each(&self, limit: usize) -> Result<Vec<Result<DeadLetterEvent>>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // other events under the DLQ subjects are passed over: read further
+        // back until `limit` dead letters are found or the stream is done
+        let events = self
+            .read_back(limit, |events| {
+                events.iter().filter(|e| is_dead_letter(e)).count() >= limit
+            })
+            .await?;
+        Ok(events
+            .iter()
+            .filter(|e| is_dead_letter(e))
+            .take(limit)
+            .map(|e| self.decode_event(e))
+            .collect())
+    }
+
     /// Republishes up to `max` dead letters, oldest first, to their original
     /// subjects through `bus` (so they are validated, encrypted and routed
     /// like any publish), each with a **fresh event id** and the original
@@ -898,23 +943,13 @@ impl DlqHandler for ProviderDlqHandler {
         Ok(())
     }
 
+    /// The newest `limit` dead letters, newest first. One letter that
+    /// cannot be read (encrypted under a key the ring no longer holds, or
+    /// an event of the dead-letter type that is no dead letter) fails the
+    /// whole call, naming it; [`list_each`](ProviderDlqHandler::list_each)
+    /// reads the others.
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetterEvent>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // other events under the DLQ subjects are passed over: read further
-        // back until `limit` dead letters are found or the stream is done
-        let events = self
-            .read_back(limit, |events| {
-                events.iter().filter(|e| is_dead_letter(e)).count() >= limit
-            })
-            .await?;
-        events
-            .iter()
-            .filter(|e| is_dead_letter(e))
-            .take(limit)
-            .map(|e| self.decode_event(e))
-            .collect()
+        self.list_each(limit).await?.into_iter().collect()
     }
 
     async fn count(&self) -> Result<usize> {
