@@ -304,13 +304,14 @@ fn check_binary_headers(headers: &HeaderMap) -> Result<()> {
 
 /// §3.1.1: `Content-Type` is the datacontenttype and `ce-datacontenttype`
 /// MUST NOT be present too; the SDK would keep the first and drop the second
-/// silently. The same value twice (the `ce-` one decoded) contradicts
+/// silently. The same value twice (the `ce-` one decoded; the type and
+/// subtype compared case-insensitively, as media types are) contradicts
 /// nothing.
 fn check_content_type_header(headers: &HeaderMap) -> Result<()> {
     if let (Some(ct), Some(ce_ct)) = (
         headers.get(CONTENT_TYPE),
         headers.get(DATACONTENTTYPE_HEADER),
-    ) && ct != ce_ct
+    ) && !same_media_type(ct, ce_ct)
     {
         return Err(Error::Serialization(format!(
             "HTTP message has a `{DATACONTENTTYPE_HEADER}` header ({ce_ct:?}) that \
@@ -319,6 +320,20 @@ fn check_content_type_header(headers: &HeaderMap) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether two header values name the same media type: the type and
+/// subtype equal but for ASCII case, the parameters byte for byte.
+fn same_media_type(a: &HeaderValue, b: &HeaderValue) -> bool {
+    fn split(v: &HeaderValue) -> (&[u8], &[u8]) {
+        let v = v.as_bytes();
+        match v.iter().position(|&c| c == b';') {
+            Some(at) => (v[..at].trim_ascii(), v[at..].trim_ascii()),
+            None => (v.trim_ascii(), &[]),
+        }
+    }
+    let ((type_a, params_a), (type_b, params_b)) = (split(a), split(b));
+    type_a.eq_ignore_ascii_case(type_b) && params_a == params_b
 }
 
 /// Unquotes and percent-decodes (§3.1.3.2) the headers of the attributes
@@ -1038,6 +1053,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A media type's type and subtype are case-insensitive (RFC 9110
+    /// §8.3.1): `Application/JSON` in one header and `application/json` in
+    /// the other say the same, and were refused as a contradiction.
+    #[test]
+    fn a_ce_datacontenttype_differing_from_content_type_in_case_alone_is_no_contradiction() {
+        let mut headers = required_headers();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON; charset=utf-8"),
+        );
+        headers.insert(
+            "ce-datacontenttype",
+            HeaderValue::from_static("application/json;%20charset=utf-8"),
+        );
+        let ce = cloudevent_from_http(&headers, b"{}".to_vec()).unwrap();
+        assert_eq!(
+            ce.datacontenttype(),
+            Some("Application/JSON; charset=utf-8")
+        );
+        // a parameter that differs is still a contradiction
+        headers.insert(
+            "ce-datacontenttype",
+            HeaderValue::from_static("application/json;%20charset=latin1"),
+        );
+        assert!(matches!(
+            cloudevent_from_http(&headers, b"{}".to_vec()),
+            Err(Error::Serialization(_))
+        ));
     }
 
     #[test]
