@@ -286,6 +286,9 @@ enum Kind {
     /// Resubscribing a durable keeps its first `max_ack_pending` (and
     /// applies the rest).
     ChangedMaxAckPendingIgnored,
+    /// Resubscribing a durable with another deliver policy keeps the first
+    /// one (and applies the rest), without a `Conflict`.
+    ChangedDeliverPolicyIgnored,
     UnsubscribeNoop,
     /// Unsubscribing a missing durable succeeds.
     UnsubscribeMissingOk,
@@ -981,6 +984,9 @@ impl EventProvider for Mutant {
             }
             (Kind::ChangedOptionsIgnored, Some(first)) => (filter, options) = first,
             (Kind::ChangedAckWaitIgnored, Some((_, first))) => options.ack_wait = first.ack_wait,
+            (Kind::ChangedDeliverPolicyIgnored, Some((_, first))) => {
+                options.deliver_policy = first.deliver_policy;
+            }
             // after the options were validated (a zero limit is still refused)
             (Kind::ChangedMaxAckPendingIgnored, Some((_, first)))
                 if options.max_ack_pending.is_none_or(|m| m > 0) =>
@@ -2147,6 +2153,11 @@ mutant!(
     /// The suite catches a changed `max_ack_pending` silently ignored.
     changed_max_ack_pending_ignored, Kind::ChangedMaxAckPendingIgnored,
     changed_durable_options_applied_or_refused => "the new max_ack_pending must be in effect",
+);
+mutant!(
+    /// The suite catches a changed deliver policy silently ignored.
+    changed_deliver_policy_ignored, Kind::ChangedDeliverPolicyIgnored,
+    changed_durable_options_applied_or_refused => "the new deliver policy must be in effect",
 );
 mutant!(
     /// The suite catches `Last` starting at the stream's last event
