@@ -292,6 +292,10 @@ enum Kind {
     UnsubscribeNoop,
     /// Unsubscribing a missing durable succeeds.
     UnsubscribeMissingOk,
+    /// `close` on a durable's subscription acks the last auto-ack event
+    /// but does not end the subscription: it goes on taking the
+    /// durable's events.
+    DurableCloseKeepsDelivering,
     PolicyLastAsAll,
     PolicyNewAsAll,
     PolicyByStartSequenceOffByOne,
@@ -1313,7 +1317,8 @@ impl Subscription for MutSub {
             | Kind::AutoAckNeverAcks
             | Kind::CloseDoesNotAck
             | Kind::AutoAckOnArrival
-            | Kind::ManualFetchKeepsAutoUnacked => self.next_emulated().await,
+            | Kind::ManualFetchKeepsAutoUnacked
+            | Kind::DurableCloseKeepsDelivering => self.next_emulated().await,
             Kind::Reorders => {
                 if let Some(received) = self.buffered.pop_front() {
                     return Ok(Some(received));
@@ -1365,6 +1370,9 @@ impl Subscription for MutSub {
                     last.ack().await?;
                 }
             }
+        }
+        if self.kind == Kind::DurableCloseKeepsDelivering && self.durable {
+            return Ok(());
         }
         self.inner.close().await
     }
@@ -2053,6 +2061,12 @@ mutant!(
     /// The suite catches unsubscribing a missing durable succeeding.
     unsubscribe_missing_ok, Kind::UnsubscribeMissingOk,
     unsubscribe_deletes_durable => "unsubscribing a missing durable: expected NotFound",
+);
+mutant!(
+    /// The suite catches a closed durable subscription that keeps taking
+    /// the durable's events.
+    durable_close_keeps_delivering, Kind::DurableCloseKeepsDelivering,
+    close_acks_and_ends_subscription => "durable: a closed subscription yields None",
 );
 mutant!(
     /// The suite catches `DeliverPolicy::Last` delivering everything.
