@@ -292,6 +292,9 @@ enum Kind {
     UnsubscribeNoop,
     /// Unsubscribing a missing durable succeeds.
     UnsubscribeMissingOk,
+    /// `unsubscribe` looks a name `validate_consumer_name` refuses up as
+    /// it is (`NotFound`) instead of refusing it (`InvalidSubject`).
+    UnsubscribeNameUnchecked,
     /// `close` on a durable's subscription acks the last auto-ack event
     /// but does not end the subscription: it goes on taking the
     /// durable's events.
@@ -1089,6 +1092,12 @@ impl EventProvider for Mutant {
     async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
         match self.kind {
             Kind::UnsubscribeNoop => return Ok(()),
+            Kind::UnsubscribeNameUnchecked if validate_consumer_name(consumer_name).is_err() => {
+                return Err(Error::NotFound {
+                    kind: "consumer",
+                    name: consumer_name.to_string(),
+                });
+            }
             Kind::UnsubscribeMissingOk => {
                 if let Err(Error::NotFound { .. }) = self.inner.unsubscribe(consumer_name).await {
                     return Ok(());
@@ -2061,6 +2070,12 @@ mutant!(
     /// The suite catches unsubscribing a missing durable succeeding.
     unsubscribe_missing_ok, Kind::UnsubscribeMissingOk,
     unsubscribe_deletes_durable => "unsubscribing a missing durable: expected NotFound",
+);
+mutant!(
+    /// The suite catches `unsubscribe` taking a bad consumer name for a
+    /// missing one.
+    unsubscribe_name_unchecked, Kind::UnsubscribeNameUnchecked,
+    invalid_subjects_filters_and_names_rejected => "unsubscribe \"\" (refused by event_core::subject::validate_consumer_name): expected Error::InvalidSubject, got Err(NotFound",
 );
 mutant!(
     /// The suite catches a closed durable subscription that keeps taking
