@@ -340,6 +340,9 @@ enum Kind {
     InfoIgnoresEphemeralConsumers,
     /// `bytes` is 1 whenever something is stored.
     InfoBytesConstant,
+    /// `bytes` still counts the events retention removed (every event
+    /// ever stored, of the stored ones' average size).
+    InfoBytesCountsRemoved,
     /// `info().provider` is not `name()` (a wrapper forwarding the inner
     /// provider's info).
     InfoProviderNotName,
@@ -1120,6 +1123,9 @@ impl EventProvider for Mutant {
                     .saturating_sub(self.ephemerals.load(Ordering::SeqCst));
             }
             Kind::InfoBytesConstant => info.bytes = info.bytes.min(1),
+            Kind::InfoBytesCountsRemoved if info.messages > 0 => {
+                info.bytes = info.bytes / info.messages * info.last_sequence;
+            }
             Kind::InfoProviderNotName => info.provider = "wrapped".into(),
             Kind::SequenceGaps => {
                 info.first_sequence = gapped(info.first_sequence);
@@ -2233,4 +2239,9 @@ mutant!(
     /// The suite catches a constant `info().bytes`.
     info_bytes_constant, Kind::InfoBytesConstant,
     info_counts => "bytes grow with what is stored",
+);
+mutant!(
+    /// The suite catches `bytes` that retention does not bring down.
+    info_bytes_counts_removed, Kind::InfoBytesCountsRemoved,
+    retention_overrun_reported_and_skipped => "the removed events' bytes must not be counted",
 );

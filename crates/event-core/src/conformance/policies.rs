@@ -522,7 +522,8 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
 /// continues with the oldest stored event: it skips nothing still stored,
 /// and (where the backend can tell, [`Capabilities::reports_lagged`]) it
 /// first reports [`Error::Lagged`] with the number it missed, so nothing is
-/// lost silently. `info` and `history` see only the retained events.
+/// lost silently. `info` (its counts and its `bytes`) and `history` see
+/// only the retained events.
 pub async fn retention_overrun_reported_and_skipped(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let Some(p) = factory.create_with_max_events(10).await else {
@@ -539,7 +540,10 @@ pub async fn retention_overrun_reported_and_skipped(factory: &dyn ProviderFactor
         .await
         .expect("durable");
     let live = p.subscribe(&filter).await.expect("subscribe");
-    let seqs = publish_n(&*p, "ret", "t", 0..30).await;
+    let mut seqs = publish_n(&*p, "ret", "t", 0..10).await;
+    // ten events of about the same size stored, as after the overrun below
+    let full = p.info().await.expect("info").bytes;
+    seqs.extend(publish_n(&*p, "ret", "t", 10..30).await);
     for (kind, mut sub, manual) in [("durable", durable, true), ("ephemeral", live, false)] {
         let (mut got, mut missed) = (Vec::new(), 0);
         while got.last() != Some(&29) {
@@ -594,6 +598,12 @@ pub async fn retention_overrun_reported_and_skipped(factory: &dyn ProviderFactor
         (info.messages, info.first_sequence, info.last_sequence),
         (10, seqs[20], seqs[29]),
         "info after retention: (messages, first_sequence, last_sequence)"
+    );
+    assert!(
+        info.bytes < full * 2,
+        "info after retention: bytes {} for the 10 retained events, but 10 events of the same \
+         size took {full} before the overrun: the removed events' bytes must not be counted",
+        info.bytes
     );
     assert_eq!(
         p.history(None, 100)
