@@ -245,6 +245,10 @@ enum Kind {
     /// [`Kind::BackoffOffByOne`], with no ack wait reported: only the
     /// redelivery times show it.
     BackoffOffByOneUnreported,
+    /// Once the backoff steps run out, deliveries wait `ack_wait` (or the
+    /// default) instead of the last step again; no ack wait reported: only
+    /// the redelivery times show it.
+    BackoffLastStepNotRepeated,
     /// `max_ack_pending` is ignored.
     MaxAckPendingIgnored,
     /// `max_ack_pending` is ignored by ephemeral subscriptions.
@@ -693,6 +697,20 @@ impl Mutant {
             // delivery n waits the inner provider's delivery n + 1 step
             Kind::BackoffOffByOne | Kind::BackoffOffByOneUnreported if out.backoff.len() > 1 => {
                 out.backoff.remove(0);
+            }
+            // the steps continued with the ack wait, as many as deliveries
+            // may come (after the options were validated: too many steps
+            // are still refused)
+            Kind::BackoffLastStepNotRepeated if !out.backoff.is_empty() => {
+                let fallback = out.ack_wait.unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT);
+                let steps = out.max_deliver.map_or(out.backoff.len() + 8, |max| {
+                    usize::try_from(max)
+                        .unwrap_or(usize::MAX)
+                        .min(out.backoff.len() + 8)
+                });
+                while out.backoff.len() < steps {
+                    out.backoff.push(fallback);
+                }
             }
             Kind::MaxAckPendingIgnored => out.max_ack_pending = None,
             // after the options were validated (a zero limit is still refused)
@@ -1272,7 +1290,9 @@ impl MutSub {
 
     fn wrap(&self, pending: PendingEvent) -> PendingEvent {
         let wait = match self.kind {
-            Kind::BackoffOffByOneUnreported | Kind::BackoffIgnoredUnreported => None,
+            Kind::BackoffOffByOneUnreported
+            | Kind::BackoffIgnoredUnreported
+            | Kind::BackoffLastStepNotRepeated => None,
             _ => pending.ack_wait(),
         };
         let (mut received, max_deliver, acker) = pending.into_parts();
@@ -2172,6 +2192,11 @@ mutant!(
     /// the redelivery times alone, when no ack wait is reported.
     backoff_off_by_one_unreported, Kind::BackoffOffByOneUnreported,
     backoff_spaces_redeliveries => "later than backoff[0] = 300ms plus the slack 450ms",
+);
+mutant!(
+    /// The suite catches a backoff whose last step does not repeat.
+    backoff_last_step_not_repeated, Kind::BackoffLastStepNotRepeated,
+    backoff_spaces_redeliveries => "before backoff[1], the last step repeating",
 );
 mutant!(
     /// The suite catches `Error::Lagged` swallowed (events dropped silently).

@@ -435,8 +435,10 @@ pub async fn max_ack_pending_pauses_delivery(factory: &dyn ProviderFactory) {
 
 /// `backoff` spaces the redeliveries after ack timeouts: the n-th delivery
 /// waits `backoff[n-1]` (the last entry repeats), so the first redelivery
-/// comes `backoff[0]` after the first delivery and the second `backoff[1]`
-/// after the first redelivery, not a flat `ack_wait`. Each comes no earlier
+/// comes `backoff[0]` after the first delivery, the second `backoff[1]`
+/// after the first redelivery and the third `backoff[1]` again (not
+/// `ack_wait`, nor the provider's default, once the steps run out), not a
+/// flat `ack_wait`. Each comes no earlier
 /// than its step and no later than its step plus a slack of 1.5 ×
 /// [`Capabilities::ack_wait`] (a provider off by one step, waiting
 /// `backoff[n]` after delivery n, is late by `backoff[1] - backoff[0]`,
@@ -460,6 +462,7 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
         (1, short, "backoff[0]"),
         (2, long, "backoff[1]"),
         (3, long, "backoff[1], the last step repeating"),
+        (4, long, "backoff[1], the last step repeating"),
     ];
     for kind in ["durable", "ephemeral"] {
         let category = format!("backoff{kind}");
@@ -505,7 +508,7 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
                  n waits backoff[n-1] (a provider that waits backoff[n] is off by one step)"
             );
         }
-        let (n, wait, step) = steps[2];
+        let (n, wait, step) = steps[3];
         assert!(
             pending.ack_wait().is_none_or(|w| w == wait),
             "{kind}: delivery {n} reports ack wait {:?}, but with backoff {:?} it waits {step} \
