@@ -318,6 +318,10 @@ enum Kind {
     /// the `Capabilities::clock_tolerance` tests.
     ClockAhead,
     PolicyLastPerSubjectAsLast,
+    /// `LastPerSubject` starts with the newest stored event of every
+    /// subject, not only of those the filter matches (new events are
+    /// filtered).
+    PolicyLastPerSubjectIgnoresFilter,
     /// Not a broken rule: a backend whose sequences leave gaps (1, 3, 5,
     /// ...: strictly increasing from 1, as the contract asks, but not
     /// contiguous, as a database sequence after a rolled-back insert).
@@ -793,6 +797,18 @@ impl Mutant {
         Ok(())
     }
 
+    /// [`Kind::PolicyLastPerSubjectIgnoresFilter`]: for a `LastPerSubject`
+    /// subscription, the stream's last sequence, up to which the inner
+    /// subscription (on `>`) is not filtered.
+    async fn last_per_subject_unfiltered(&self, options: &SubscribeOptions) -> Result<Option<u64>> {
+        if self.kind == Kind::PolicyLastPerSubjectIgnoresFilter
+            && options.deliver_policy == DeliverPolicy::LastPerSubject
+        {
+            return Ok(Some(self.inner.info().await?.last_sequence));
+        }
+        Ok(None)
+    }
+
     fn subscription(
         &self,
         inner: Box<dyn Subscription>,
@@ -800,12 +816,14 @@ impl Mutant {
         report_max: Option<Option<u64>>,
         live: Live,
         durable: bool,
+        unfiltered_until: Option<u64>,
     ) -> Box<dyn Subscription> {
         let own_filter = (matches!(self.kind, Kind::TailMatchesParent | Kind::StarMatchesMany)
             || (self.kind == Kind::LiteralFilterPrefixMatch && self.filter(filter) == ">")
             || (self.kind == Kind::DurableLiteralPrefixMatch
                 && durable
-                && !filter.split('.').any(|t| t == "*" || t == ">")))
+                && !filter.split('.').any(|t| t == "*" || t == ">"))
+            || unfiltered_until.is_some())
         .then(|| filter.to_string());
         Box::new(MutSub {
             inner,
@@ -818,6 +836,7 @@ impl Mutant {
             fetched: 0,
             repeats: (self.kind == Kind::DuplicatesReachLiveSubscribers && !durable)
                 .then(|| self.repeats.subscribe()),
+            unfiltered_until: unfiltered_until.unwrap_or(0),
             _live: live,
         })
     }
@@ -952,9 +971,15 @@ impl EventProvider for Mutant {
     ) -> Result<Box<dyn Subscription>> {
         let (mut options, report_max) = self.subscribe_options(options, true);
         self.last_ignoring_filter(&mut options).await?;
+        let unfiltered_until = self.last_per_subject_unfiltered(&options).await?;
+        let inner_filter = if unfiltered_until.is_some() {
+            ">".into()
+        } else {
+            self.filter(filter_subject)
+        };
         let mut inner = self
             .inner
-            .subscribe_with_options(&self.filter(filter_subject), &options)
+            .subscribe_with_options(&inner_filter, &options)
             .await?;
         if self.kind == Kind::CancelledSubscribeLeaks {
             // the consumer exists; a caller that stops waiting now leaks it
@@ -974,6 +999,7 @@ impl EventProvider for Mutant {
             report_max,
             Live::enter(&self.ephemerals),
             false,
+            unfiltered_until,
         ))
     }
 
@@ -1044,10 +1070,12 @@ impl EventProvider for Mutant {
         }
         let (mut options, report_max) = self.subscribe_options(&options, false);
         self.last_ignoring_filter(&mut options).await?;
+        let unfiltered_until = self.last_per_subject_unfiltered(&options).await?;
         let literal = !filter.split('.').any(|t| t == "*" || t == ">");
-        let inner_filter = if self.kind == Kind::DurableLiteralPrefixMatch
-            && literal
-            && validate_filter_for_prefix(&filter, self.subject_prefix()).is_ok()
+        let inner_filter = if unfiltered_until.is_some()
+            || (self.kind == Kind::DurableLiteralPrefixMatch
+                && literal
+                && validate_filter_for_prefix(&filter, self.subject_prefix()).is_ok())
         {
             ">".into()
         } else {
@@ -1057,7 +1085,14 @@ impl EventProvider for Mutant {
             .inner
             .subscribe_durable_with_options(&name, &inner_filter, &options)
             .await?;
-        Ok(self.subscription(inner, &filter, report_max, Live::enter(&counter), true))
+        Ok(self.subscription(
+            inner,
+            &filter,
+            report_max,
+            Live::enter(&counter),
+            true,
+            unfiltered_until,
+        ))
     }
 
     async fn history(&self, filter_subject: Option<&str>, limit: usize) -> Result<Vec<Event>> {
@@ -1185,6 +1220,9 @@ struct MutSub {
     /// Repeats fanned out to this ephemeral
     /// ([`Kind::DuplicatesReachLiveSubscribers`]).
     repeats: Option<tokio::sync::broadcast::Receiver<ReceivedEvent>>,
+    /// Deliveries up to this sequence pass unfiltered
+    /// ([`Kind::PolicyLastPerSubjectIgnoresFilter`]).
+    unfiltered_until: u64,
     _live: Live,
 }
 
@@ -1206,7 +1244,11 @@ fn broken_match(kind: Kind, filter: &[&str], subject: &[&str]) -> bool {
 impl MutSub {
     /// Whether the caller should see `subject` (and the delivery count
     /// allows it).
-    fn wanted(&mut self, subject: &str) -> bool {
+    fn wanted(&mut self, received: &ReceivedEvent) -> bool {
+        let subject = received.event.subject.as_str();
+        if received.sequence <= self.unfiltered_until {
+            return true;
+        }
         if let Some(filter) = &self.own_filter
             && matches!(
                 self.kind,
@@ -1245,7 +1287,7 @@ impl MutSub {
 
     async fn fetch_auto(&mut self) -> Result<Option<ReceivedEvent>> {
         while let Some(Ok(repeat)) = self.repeats.as_mut().map(|r| r.try_recv()) {
-            if self.wanted(&repeat.event.subject) {
+            if self.wanted(&repeat) {
                 return Ok(Some(repeat));
             }
         }
@@ -1253,7 +1295,7 @@ impl MutSub {
             match self.inner.next().await {
                 Err(Error::Lagged { .. }) if self.kind == Kind::LaggedSwallowed => continue,
                 Ok(Some(received)) => {
-                    if !self.wanted(&received.event.subject) {
+                    if !self.wanted(&received) {
                         continue;
                     }
                     return Ok(Some(self.mutate(received)));
@@ -1268,7 +1310,7 @@ impl MutSub {
             match self.inner.next_manual_ack().await {
                 Err(Error::Lagged { .. }) if self.kind == Kind::LaggedSwallowed => continue,
                 Ok(Some(pending)) => {
-                    if !self.wanted(&pending.received.event.subject) {
+                    if !self.wanted(&pending.received) {
                         pending.ack().await?;
                         continue;
                     }
@@ -2224,6 +2266,12 @@ mutant!(
     /// whatever its subject.
     policy_last_ignores_filter, Kind::PolicyLastIgnoresFilter,
     deliver_policy_last => "DeliverPolicy::Last (the newest event matching",
+);
+mutant!(
+    /// The suite catches `LastPerSubject` starting with subjects the
+    /// filter does not match.
+    policy_last_per_subject_ignores_filter, Kind::PolicyLastPerSubjectIgnoresFilter,
+    deliver_policy_last_per_subject => "after [3, 4]: expected no delivery, got event n=99",
 );
 mutant!(
     /// The suite catches an exclusive `ByStartTime`.

@@ -340,11 +340,16 @@ pub async fn deliver_policy_by_start_time_includes_its_millisecond(factory: &dyn
 }
 
 /// `DeliverPolicy::LastPerSubject` delivers the newest event of each
-/// subject, then new ones (durable and ephemeral).
+/// subject the filter matches (not of the stream's other subjects), then
+/// new ones (durable and ephemeral).
 pub async fn deliver_policy_last_per_subject(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     policy_fixture(&*p).await;
+    // the newest event of a subject outside the filter
+    p.publish(&event(&*p, "pol-other", "x", 99))
+        .await
+        .expect("publish");
     let mut subs = policy_subs(&*p, "pol-lps", DeliverPolicy::LastPerSubject).await;
     for (kind, sub) in &mut subs {
         assert_eq!(
@@ -356,7 +361,8 @@ pub async fn deliver_policy_last_per_subject(factory: &dyn ProviderFactory) {
             )
             .await,
             vec![3, 4],
-            "{kind} subscription with DeliverPolicy::LastPerSubject"
+            "{kind} subscription with DeliverPolicy::LastPerSubject (the newest event of each \
+             subject the filter matches; n=99 is on another category)"
         );
     }
     p.publish(&event(&*p, "pol", "z", 5))
