@@ -108,6 +108,9 @@ enum Kind {
     /// (fanned out before the dedup check).
     DuplicatesReachLiveSubscribers,
     ExpectedSequenceIgnored,
+    /// `expected_sequence: Some(0)` (the stream must be empty) is taken as
+    /// no condition.
+    ExpectedSequenceZeroIgnored,
     /// A conflicting publish reports `WrongLastSequence` but is stored.
     ConflictStillStored,
     /// The sequence a delivery reports is not the one publish returned.
@@ -502,6 +505,9 @@ impl Mutant {
                 out.msg_id = Some(format!("{}/{id}", event.subject));
             }
             Kind::ExpectedSequenceIgnored => out.expected_sequence = None,
+            Kind::ExpectedSequenceZeroIgnored if out.expected_sequence == Some(0) => {
+                out.expected_sequence = None;
+            }
             _ => {}
         }
         out
@@ -1780,6 +1786,12 @@ mutant!(
     expected_sequence_ignored, Kind::ExpectedSequenceIgnored,
     expected_sequence_conflict => "expected WrongLastSequence",
     publish_shared_follows_publish_contract => "expected WrongLastSequence",
+);
+mutant!(
+    /// The suite catches `expected_sequence: Some(0)` taken as no
+    /// condition.
+    expected_sequence_zero_ignored, Kind::ExpectedSequenceZeroIgnored,
+    expected_sequence_conflict => "0 is a sequence to compare",
 );
 mutant!(
     /// The suite catches a conflicting publish that is refused but stored.
