@@ -316,6 +316,11 @@ enum Kind {
     PolicyByStartTimeExclusive,
     /// `ByStartTime` compares the events' own `timestamp`.
     PolicyByStartTimeByEventTimestamp,
+    /// `ByStartTime` filters on storage times instead of setting a start
+    /// position: with a start time ahead of the clock, the events stored
+    /// before that time are skipped (as a query `stored_at >= start`
+    /// would).
+    PolicyByStartTimeFiltersStorageTime,
     /// Not a broken rule: a backend whose clock runs [`CLOCK_AHEAD`] ahead
     /// of the test machine's (its stored events carry later times), for
     /// the `Capabilities::clock_tolerance` tests.
@@ -803,6 +808,20 @@ impl Mutant {
         Ok(())
     }
 
+    /// [`Kind::PolicyByStartTimeFiltersStorageTime`]: the start time of a
+    /// `ByStartTime` subscription (0 otherwise), before which deliveries
+    /// are skipped.
+    fn start_time_filter(&self, options: &SubscribeOptions) -> u64 {
+        match options.deliver_policy {
+            DeliverPolicy::ByStartTime { timestamp }
+                if self.kind == Kind::PolicyByStartTimeFiltersStorageTime =>
+            {
+                timestamp
+            }
+            _ => 0,
+        }
+    }
+
     /// [`Kind::PolicyLastPerSubjectIgnoresFilter`]: for a `LastPerSubject`
     /// subscription, the stream's last sequence, up to which the inner
     /// subscription (on `>`) is not filtered.
@@ -822,14 +841,14 @@ impl Mutant {
         report_max: Option<Option<u64>>,
         live: Live,
         durable: bool,
-        unfiltered_until: Option<u64>,
+        window: PolicyWindow,
     ) -> Box<dyn Subscription> {
         let own_filter = (matches!(self.kind, Kind::TailMatchesParent | Kind::StarMatchesMany)
             || (self.kind == Kind::LiteralFilterPrefixMatch && self.filter(filter) == ">")
             || (self.kind == Kind::DurableLiteralPrefixMatch
                 && durable
                 && !filter.split('.').any(|t| t == "*" || t == ">"))
-            || unfiltered_until.is_some())
+            || window.unfiltered_until.is_some())
         .then(|| filter.to_string());
         Box::new(MutSub {
             inner,
@@ -842,7 +861,8 @@ impl Mutant {
             fetched: 0,
             repeats: (self.kind == Kind::DuplicatesReachLiveSubscribers && !durable)
                 .then(|| self.repeats.subscribe()),
-            unfiltered_until: unfiltered_until.unwrap_or(0),
+            unfiltered_until: window.unfiltered_until.unwrap_or(0),
+            skip_until_ms: window.skip_until_ms,
             _live: live,
         })
     }
@@ -978,6 +998,7 @@ impl EventProvider for Mutant {
         let (mut options, report_max) = self.subscribe_options(options, true);
         self.last_ignoring_filter(&mut options).await?;
         let unfiltered_until = self.last_per_subject_unfiltered(&options).await?;
+        let skip_until_ms = self.start_time_filter(&options);
         let inner_filter = if unfiltered_until.is_some() {
             ">".into()
         } else {
@@ -1005,7 +1026,10 @@ impl EventProvider for Mutant {
             report_max,
             Live::enter(&self.ephemerals),
             false,
-            unfiltered_until,
+            PolicyWindow {
+                unfiltered_until,
+                skip_until_ms,
+            },
         ))
     }
 
@@ -1077,6 +1101,7 @@ impl EventProvider for Mutant {
         let (mut options, report_max) = self.subscribe_options(&options, false);
         self.last_ignoring_filter(&mut options).await?;
         let unfiltered_until = self.last_per_subject_unfiltered(&options).await?;
+        let skip_until_ms = self.start_time_filter(&options);
         let literal = !filter.split('.').any(|t| t == "*" || t == ">");
         let inner_filter = if unfiltered_until.is_some()
             || (self.kind == Kind::DurableLiteralPrefixMatch
@@ -1097,7 +1122,10 @@ impl EventProvider for Mutant {
             report_max,
             Live::enter(&counter),
             true,
-            unfiltered_until,
+            PolicyWindow {
+                unfiltered_until,
+                skip_until_ms,
+            },
         ))
     }
 
@@ -1210,6 +1238,18 @@ impl EventProvider for Mutant {
 
 // ---------------------------------------------------------- subscriptions
 
+/// What a subscription lets through unfiltered, or skips, for the deliver
+/// policy mutants.
+#[derive(Clone, Copy)]
+struct PolicyWindow {
+    /// Deliveries up to this sequence pass unfiltered
+    /// ([`Kind::PolicyLastPerSubjectIgnoresFilter`]).
+    unfiltered_until: Option<u64>,
+    /// Deliveries are skipped until the clock reaches this, in Unix ms
+    /// ([`Kind::PolicyByStartTimeFiltersStorageTime`]).
+    skip_until_ms: u64,
+}
+
 struct MutSub {
     inner: Box<dyn Subscription>,
     kind: Kind,
@@ -1229,6 +1269,9 @@ struct MutSub {
     /// Deliveries up to this sequence pass unfiltered
     /// ([`Kind::PolicyLastPerSubjectIgnoresFilter`]).
     unfiltered_until: u64,
+    /// Deliveries are skipped until the clock reaches this (Unix ms;
+    /// [`Kind::PolicyByStartTimeFiltersStorageTime`]).
+    skip_until_ms: u64,
     _live: Live,
 }
 
@@ -1254,6 +1297,9 @@ impl MutSub {
         let subject = received.event.subject.as_str();
         if received.sequence <= self.unfiltered_until {
             return true;
+        }
+        if event_core::now_millis() < self.skip_until_ms {
+            return false;
         }
         if let Some(filter) = &self.own_filter
             && matches!(
@@ -2284,6 +2330,11 @@ mutant!(
     /// filter does not match.
     policy_last_per_subject_ignores_filter, Kind::PolicyLastPerSubjectIgnoresFilter,
     deliver_policy_last_per_subject => "after [3, 4]: expected no delivery, got event n=99",
+);
+mutant!(
+    /// The suite catches `ByStartTime` taken as a filter on storage times.
+    policy_by_start_time_filters_storage_time, Kind::PolicyByStartTimeFiltersStorageTime,
+    deliver_policy_by_start_time => "ByStartTime an hour ahead",
 );
 mutant!(
     /// The suite catches an exclusive `ByStartTime`.

@@ -228,6 +228,10 @@ pub async fn deliver_policy_by_start_sequence_beyond_the_end(factory: &dyn Provi
 /// [`Capabilities::clock_tolerance`] between it and the publishes on either
 /// side: a backend that stamps events with a clock further off than that
 /// fails here although its logic is right, and sets the capability.
+///
+/// A start time an hour ahead starts at the next event stored, whatever its
+/// storage time: the start sets a position, fixed when the consumer is
+/// created, not a filter on storage times.
 pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -261,6 +265,18 @@ pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
             vec![2, 3],
             "{what}"
         );
+    }
+    let ahead = crate::now_millis() + 3_600_000;
+    let policy = DeliverPolicy::ByStartTime { timestamp: ahead };
+    let mut subs = policy_subs(&*p, "pol-ahead", policy).await;
+    publish_stamped(4..5, crate::now_millis()).await;
+    for (kind, sub) in &mut subs {
+        let what = format!(
+            "{kind} subscription with DeliverPolicy::ByStartTime an hour ahead (the start sets \
+             a position when the consumer is created, the next event stored, 4: not a filter \
+             on storage times)"
+        );
+        assert_eq!(drain_ns(sub, &caps, 1, &what).await, vec![4], "{what}");
     }
 }
 
