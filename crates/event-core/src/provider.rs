@@ -1,8 +1,9 @@
 //! The provider contract: [`EventProvider`], [`Subscription`], [`PendingEvent`].
 //!
 //! The module also re-exports the types those traits hand back
-//! ([`ProviderInfo`], [`SubscriptionStream`]), so it holds everything a
-//! provider implements or returns, as the umbrella crate's
+//! ([`ProviderInfo`], [`SubscriptionStream`]) and [`KeepAliveClock`] (when
+//! a holder of a [`PendingEvent`] calls `in_progress`), so it holds
+//! everything a provider implements or returns, as the umbrella crate's
 //! `a3s_event::provider` does: code written against `a3s_event::provider::X`
 //! compiles against `event_core::provider::X` for every such `X`.
 //!
@@ -12,6 +13,8 @@
 //! use event_core::provider::{
 //!     Acker, EventProvider, PendingEvent, ProviderInfo, Subscription, SubscriptionStream,
 //! };
+//! // and the rest of what `a3s_event::provider` holds (not a module)
+//! use event_core::provider::{KeepAliveClock, LONGEST_WAIT, LiveAckWait, closed_error};
 //! use event_core::subject::{SubjectPattern, validate_publish_subject};
 //! use event_core::types::{
 //!     DeliverPolicy, Event, PublishOptions, ReceivedEvent, SubscribeOptions, check_payload_depth,
@@ -32,6 +35,7 @@
 use crate::error::{Error, Result};
 use crate::types::{Event, PublishOptions, PublishOutcome, ReceivedEvent, SubscribeOptions};
 
+pub use crate::keepalive::KeepAliveClock;
 pub use crate::stream::SubscriptionStream;
 pub use crate::types::ProviderInfo;
 use async_trait::async_trait;

@@ -108,6 +108,9 @@ enum Kind {
     /// (fanned out before the dedup check).
     DuplicatesReachLiveSubscribers,
     ExpectedSequenceIgnored,
+    /// `expected_sequence: Some(0)` (the stream must be empty) is taken as
+    /// no condition.
+    ExpectedSequenceZeroIgnored,
     /// A conflicting publish reports `WrongLastSequence` but is stored.
     ConflictStillStored,
     /// The sequence a delivery reports is not the one publish returned.
@@ -248,6 +251,10 @@ enum Kind {
     /// [`Kind::BackoffOffByOne`], with no ack wait reported: only the
     /// redelivery times show it.
     BackoffOffByOneUnreported,
+    /// Once the backoff steps run out, deliveries wait `ack_wait` (or the
+    /// default) instead of the last step again; no ack wait reported: only
+    /// the redelivery times show it.
+    BackoffLastStepNotRepeated,
     /// `max_ack_pending` is ignored.
     MaxAckPendingIgnored,
     /// `max_ack_pending` is ignored by ephemeral subscriptions.
@@ -289,9 +296,19 @@ enum Kind {
     /// Resubscribing a durable keeps its first `max_ack_pending` (and
     /// applies the rest).
     ChangedMaxAckPendingIgnored,
+    /// Resubscribing a durable with another deliver policy keeps the first
+    /// one (and applies the rest), without a `Conflict`.
+    ChangedDeliverPolicyIgnored,
     UnsubscribeNoop,
     /// Unsubscribing a missing durable succeeds.
     UnsubscribeMissingOk,
+    /// `unsubscribe` looks a name `validate_consumer_name` refuses up as
+    /// it is (`NotFound`) instead of refusing it (`InvalidSubject`).
+    UnsubscribeNameUnchecked,
+    /// `close` on a durable's subscription acks the last auto-ack event
+    /// but does not end the subscription: it goes on taking the
+    /// durable's events.
+    DurableCloseKeepsDelivering,
     PolicyLastAsAll,
     PolicyNewAsAll,
     PolicyByStartSequenceOffByOne,
@@ -302,11 +319,20 @@ enum Kind {
     PolicyByStartTimeExclusive,
     /// `ByStartTime` compares the events' own `timestamp`.
     PolicyByStartTimeByEventTimestamp,
+    /// `ByStartTime` filters on storage times instead of setting a start
+    /// position: with a start time ahead of the clock, the events stored
+    /// before that time are skipped (as a query `stored_at >= start`
+    /// would).
+    PolicyByStartTimeFiltersStorageTime,
     /// Not a broken rule: a backend whose clock runs [`CLOCK_AHEAD`] ahead
     /// of the test machine's (its stored events carry later times), for
     /// the `Capabilities::clock_tolerance` tests.
     ClockAhead,
     PolicyLastPerSubjectAsLast,
+    /// `LastPerSubject` starts with the newest stored event of every
+    /// subject, not only of those the filter matches (new events are
+    /// filtered).
+    PolicyLastPerSubjectIgnoresFilter,
     /// Not a broken rule: a backend whose sequences leave gaps (1, 3, 5,
     /// ...: strictly increasing from 1, as the contract asks, but not
     /// contiguous, as a database sequence after a rolled-back insert).
@@ -333,6 +359,9 @@ enum Kind {
     InfoIgnoresEphemeralConsumers,
     /// `bytes` is 1 whenever something is stored.
     InfoBytesConstant,
+    /// `bytes` still counts the events retention removed (every event
+    /// ever stored, of the stored ones' average size).
+    InfoBytesCountsRemoved,
     /// `info().provider` is not `name()` (a wrapper forwarding the inner
     /// provider's info).
     InfoProviderNotName,
@@ -484,6 +513,9 @@ impl Mutant {
                 out.msg_id = Some(format!("{}/{id}", event.subject));
             }
             Kind::ExpectedSequenceIgnored => out.expected_sequence = None,
+            Kind::ExpectedSequenceZeroIgnored if out.expected_sequence == Some(0) => {
+                out.expected_sequence = None;
+            }
             _ => {}
         }
         out
@@ -684,6 +716,20 @@ impl Mutant {
             Kind::BackoffOffByOne | Kind::BackoffOffByOneUnreported if out.backoff.len() > 1 => {
                 out.backoff.remove(0);
             }
+            // the steps continued with the ack wait, as many as deliveries
+            // may come (after the options were validated: too many steps
+            // are still refused)
+            Kind::BackoffLastStepNotRepeated if !out.backoff.is_empty() => {
+                let fallback = out.ack_wait.unwrap_or(SubscribeOptions::DEFAULT_ACK_WAIT);
+                let steps = out.max_deliver.map_or(out.backoff.len() + 8, |max| {
+                    usize::try_from(max)
+                        .unwrap_or(usize::MAX)
+                        .min(out.backoff.len() + 8)
+                });
+                while out.backoff.len() < steps {
+                    out.backoff.push(fallback);
+                }
+            }
             Kind::MaxAckPendingIgnored => out.max_ack_pending = None,
             // after the options were validated (a zero limit is still refused)
             Kind::EphemeralMaxAckPendingIgnored
@@ -765,6 +811,32 @@ impl Mutant {
         Ok(())
     }
 
+    /// [`Kind::PolicyByStartTimeFiltersStorageTime`]: the start time of a
+    /// `ByStartTime` subscription (0 otherwise), before which deliveries
+    /// are skipped.
+    fn start_time_filter(&self, options: &SubscribeOptions) -> u64 {
+        match options.deliver_policy {
+            DeliverPolicy::ByStartTime { timestamp }
+                if self.kind == Kind::PolicyByStartTimeFiltersStorageTime =>
+            {
+                timestamp
+            }
+            _ => 0,
+        }
+    }
+
+    /// [`Kind::PolicyLastPerSubjectIgnoresFilter`]: for a `LastPerSubject`
+    /// subscription, the stream's last sequence, up to which the inner
+    /// subscription (on `>`) is not filtered.
+    async fn last_per_subject_unfiltered(&self, options: &SubscribeOptions) -> Result<Option<u64>> {
+        if self.kind == Kind::PolicyLastPerSubjectIgnoresFilter
+            && options.deliver_policy == DeliverPolicy::LastPerSubject
+        {
+            return Ok(Some(self.inner.info().await?.last_sequence));
+        }
+        Ok(None)
+    }
+
     fn subscription(
         &self,
         inner: Box<dyn Subscription>,
@@ -772,12 +844,14 @@ impl Mutant {
         report_max: Option<Option<u64>>,
         live: Live,
         durable: bool,
+        window: PolicyWindow,
     ) -> Box<dyn Subscription> {
         let own_filter = (matches!(self.kind, Kind::TailMatchesParent | Kind::StarMatchesMany)
             || (self.kind == Kind::LiteralFilterPrefixMatch && self.filter(filter) == ">")
             || (self.kind == Kind::DurableLiteralPrefixMatch
                 && durable
-                && !filter.split('.').any(|t| t == "*" || t == ">")))
+                && !filter.split('.').any(|t| t == "*" || t == ">"))
+            || window.unfiltered_until.is_some())
         .then(|| filter.to_string());
         Box::new(MutSub {
             inner,
@@ -790,6 +864,8 @@ impl Mutant {
             fetched: 0,
             repeats: (self.kind == Kind::DuplicatesReachLiveSubscribers && !durable)
                 .then(|| self.repeats.subscribe()),
+            unfiltered_until: window.unfiltered_until.unwrap_or(0),
+            skip_until_ms: window.skip_until_ms,
             _live: live,
         })
     }
@@ -943,9 +1019,16 @@ impl EventProvider for Mutant {
     ) -> Result<Box<dyn Subscription>> {
         let (mut options, report_max) = self.subscribe_options(options, true);
         self.last_ignoring_filter(&mut options).await?;
+        let unfiltered_until = self.last_per_subject_unfiltered(&options).await?;
+        let skip_until_ms = self.start_time_filter(&options);
+        let inner_filter = if unfiltered_until.is_some() {
+            ">".into()
+        } else {
+            self.filter(filter_subject)
+        };
         let mut inner = self
             .inner
-            .subscribe_with_options(&self.filter(filter_subject), &options)
+            .subscribe_with_options(&inner_filter, &options)
             .await?;
         if self.kind == Kind::CancelledSubscribeLeaks {
             // the consumer exists; a caller that stops waiting now leaks it
@@ -965,6 +1048,10 @@ impl EventProvider for Mutant {
             report_max,
             Live::enter(&self.ephemerals),
             false,
+            PolicyWindow {
+                unfiltered_until,
+                skip_until_ms,
+            },
         ))
     }
 
@@ -1003,6 +1090,9 @@ impl EventProvider for Mutant {
             }
             (Kind::ChangedOptionsIgnored, Some(first)) => (filter, options) = first,
             (Kind::ChangedAckWaitIgnored, Some((_, first))) => options.ack_wait = first.ack_wait,
+            (Kind::ChangedDeliverPolicyIgnored, Some((_, first))) => {
+                options.deliver_policy = first.deliver_policy;
+            }
             // after the options were validated (a zero limit is still refused)
             (Kind::ChangedMaxAckPendingIgnored, Some((_, first)))
                 if options.max_ack_pending.is_none_or(|m| m > 0) =>
@@ -1032,10 +1122,13 @@ impl EventProvider for Mutant {
         }
         let (mut options, report_max) = self.subscribe_options(&options, false);
         self.last_ignoring_filter(&mut options).await?;
+        let unfiltered_until = self.last_per_subject_unfiltered(&options).await?;
+        let skip_until_ms = self.start_time_filter(&options);
         let literal = !filter.split('.').any(|t| t == "*" || t == ">");
-        let inner_filter = if self.kind == Kind::DurableLiteralPrefixMatch
-            && literal
-            && validate_filter_for_prefix(&filter, self.subject_prefix()).is_ok()
+        let inner_filter = if unfiltered_until.is_some()
+            || (self.kind == Kind::DurableLiteralPrefixMatch
+                && literal
+                && validate_filter_for_prefix(&filter, self.subject_prefix()).is_ok())
         {
             ">".into()
         } else {
@@ -1045,7 +1138,17 @@ impl EventProvider for Mutant {
             .inner
             .subscribe_durable_with_options(&name, &inner_filter, &options)
             .await?;
-        Ok(self.subscription(inner, &filter, report_max, Live::enter(&counter), true))
+        Ok(self.subscription(
+            inner,
+            &filter,
+            report_max,
+            Live::enter(&counter),
+            true,
+            PolicyWindow {
+                unfiltered_until,
+                skip_until_ms,
+            },
+        ))
     }
 
     async fn history(&self, filter_subject: Option<&str>, limit: usize) -> Result<Vec<Event>> {
@@ -1101,6 +1204,12 @@ impl EventProvider for Mutant {
     async fn unsubscribe(&self, consumer_name: &str) -> Result<()> {
         match self.kind {
             Kind::UnsubscribeNoop => return Ok(()),
+            Kind::UnsubscribeNameUnchecked if validate_consumer_name(consumer_name).is_err() => {
+                return Err(Error::NotFound {
+                    kind: "consumer",
+                    name: consumer_name.to_string(),
+                });
+            }
             Kind::UnsubscribeMissingOk => {
                 if let Err(Error::NotFound { .. }) = self.inner.unsubscribe(consumer_name).await {
                     return Ok(());
@@ -1123,6 +1232,9 @@ impl EventProvider for Mutant {
                     .saturating_sub(self.ephemerals.load(Ordering::SeqCst));
             }
             Kind::InfoBytesConstant => info.bytes = info.bytes.min(1),
+            Kind::InfoBytesCountsRemoved if info.messages > 0 => {
+                info.bytes = info.bytes / info.messages * info.last_sequence;
+            }
             Kind::InfoProviderNotName => info.provider = "wrapped".into(),
             Kind::SequenceGaps => {
                 info.first_sequence = gapped(info.first_sequence);
@@ -1148,6 +1260,18 @@ impl EventProvider for Mutant {
 
 // ---------------------------------------------------------- subscriptions
 
+/// What a subscription lets through unfiltered, or skips, for the deliver
+/// policy mutants.
+#[derive(Clone, Copy)]
+struct PolicyWindow {
+    /// Deliveries up to this sequence pass unfiltered
+    /// ([`Kind::PolicyLastPerSubjectIgnoresFilter`]).
+    unfiltered_until: Option<u64>,
+    /// Deliveries are skipped until the clock reaches this, in Unix ms
+    /// ([`Kind::PolicyByStartTimeFiltersStorageTime`]).
+    skip_until_ms: u64,
+}
+
 struct MutSub {
     inner: Box<dyn Subscription>,
     kind: Kind,
@@ -1164,6 +1288,12 @@ struct MutSub {
     /// Repeats fanned out to this ephemeral
     /// ([`Kind::DuplicatesReachLiveSubscribers`]).
     repeats: Option<tokio::sync::broadcast::Receiver<ReceivedEvent>>,
+    /// Deliveries up to this sequence pass unfiltered
+    /// ([`Kind::PolicyLastPerSubjectIgnoresFilter`]).
+    unfiltered_until: u64,
+    /// Deliveries are skipped until the clock reaches this (Unix ms;
+    /// [`Kind::PolicyByStartTimeFiltersStorageTime`]).
+    skip_until_ms: u64,
     _live: Live,
 }
 
@@ -1185,7 +1315,14 @@ fn broken_match(kind: Kind, filter: &[&str], subject: &[&str]) -> bool {
 impl MutSub {
     /// Whether the caller should see `subject` (and the delivery count
     /// allows it).
-    fn wanted(&mut self, subject: &str) -> bool {
+    fn wanted(&mut self, received: &ReceivedEvent) -> bool {
+        let subject = received.event.subject.as_str();
+        if received.sequence <= self.unfiltered_until {
+            return true;
+        }
+        if event_core::now_millis() < self.skip_until_ms {
+            return false;
+        }
         if let Some(filter) = &self.own_filter
             && matches!(
                 self.kind,
@@ -1224,7 +1361,7 @@ impl MutSub {
 
     async fn fetch_auto(&mut self) -> Result<Option<ReceivedEvent>> {
         while let Some(Ok(repeat)) = self.repeats.as_mut().map(|r| r.try_recv()) {
-            if self.wanted(&repeat.event.subject) {
+            if self.wanted(&repeat) {
                 return Ok(Some(repeat));
             }
         }
@@ -1232,7 +1369,7 @@ impl MutSub {
             match self.inner.next().await {
                 Err(Error::Lagged { .. }) if self.kind == Kind::LaggedSwallowed => continue,
                 Ok(Some(received)) => {
-                    if !self.wanted(&received.event.subject) {
+                    if !self.wanted(&received) {
                         continue;
                     }
                     return Ok(Some(self.mutate(received)));
@@ -1247,7 +1384,7 @@ impl MutSub {
             match self.inner.next_manual_ack().await {
                 Err(Error::Lagged { .. }) if self.kind == Kind::LaggedSwallowed => continue,
                 Ok(Some(pending)) => {
-                    if !self.wanted(&pending.received.event.subject) {
+                    if !self.wanted(&pending.received) {
                         pending.ack().await?;
                         continue;
                     }
@@ -1269,7 +1406,9 @@ impl MutSub {
 
     fn wrap(&self, pending: PendingEvent) -> PendingEvent {
         let wait = match self.kind {
-            Kind::BackoffOffByOneUnreported | Kind::BackoffIgnoredUnreported => None,
+            Kind::BackoffOffByOneUnreported
+            | Kind::BackoffIgnoredUnreported
+            | Kind::BackoffLastStepNotRepeated => None,
             _ => pending.ack_wait(),
         };
         let (mut received, max_deliver, acker) = pending.into_parts();
@@ -1329,7 +1468,8 @@ impl Subscription for MutSub {
             | Kind::AutoAckNeverAcks
             | Kind::CloseDoesNotAck
             | Kind::AutoAckOnArrival
-            | Kind::ManualFetchKeepsAutoUnacked => self.next_emulated().await,
+            | Kind::ManualFetchKeepsAutoUnacked
+            | Kind::DurableCloseKeepsDelivering => self.next_emulated().await,
             Kind::Reorders => {
                 if let Some(received) = self.buffered.pop_front() {
                     return Ok(Some(received));
@@ -1381,6 +1521,9 @@ impl Subscription for MutSub {
                     last.ack().await?;
                 }
             }
+        }
+        if self.kind == Kind::DurableCloseKeepsDelivering && self.durable {
+            return Ok(());
         }
         self.inner.close().await
     }
@@ -1712,6 +1855,12 @@ mutant!(
     expected_sequence_ignored, Kind::ExpectedSequenceIgnored,
     expected_sequence_conflict => "expected WrongLastSequence",
     publish_shared_follows_publish_contract => "expected WrongLastSequence",
+);
+mutant!(
+    /// The suite catches `expected_sequence: Some(0)` taken as no
+    /// condition.
+    expected_sequence_zero_ignored, Kind::ExpectedSequenceZeroIgnored,
+    expected_sequence_conflict => "0 is a sequence to compare",
 );
 mutant!(
     /// The suite catches a conflicting publish that is refused but stored.
@@ -2078,6 +2227,18 @@ mutant!(
     unsubscribe_deletes_durable => "unsubscribing a missing durable: expected NotFound",
 );
 mutant!(
+    /// The suite catches `unsubscribe` taking a bad consumer name for a
+    /// missing one.
+    unsubscribe_name_unchecked, Kind::UnsubscribeNameUnchecked,
+    invalid_subjects_filters_and_names_rejected => "unsubscribe \"\" (refused by event_core::subject::validate_consumer_name): expected Error::InvalidSubject, got Err(NotFound",
+);
+mutant!(
+    /// The suite catches a closed durable subscription that keeps taking
+    /// the durable's events.
+    durable_close_keeps_delivering, Kind::DurableCloseKeepsDelivering,
+    close_acks_and_ends_subscription => "durable: a closed subscription yields None",
+);
+mutant!(
     /// The suite catches `DeliverPolicy::Last` delivering everything.
     policy_last_as_all, Kind::PolicyLastAsAll,
     deliver_policy_last => "the stream's newest is on another category): after [0]: expected no delivery, got event n=1",
@@ -2162,6 +2323,11 @@ mutant!(
     backoff_spaces_redeliveries => "later than backoff[0] = 300ms plus the slack 450ms",
 );
 mutant!(
+    /// The suite catches a backoff whose last step does not repeat.
+    backoff_last_step_not_repeated, Kind::BackoffLastStepNotRepeated,
+    backoff_spaces_redeliveries => "before backoff[1], the last step repeating",
+);
+mutant!(
     /// The suite catches `Error::Lagged` swallowed (events dropped silently).
     lagged_swallowed, Kind::LaggedSwallowed,
     retention_overrun_reported_and_skipped => "events lost silently",
@@ -2178,10 +2344,26 @@ mutant!(
     changed_durable_options_applied_or_refused => "the new max_ack_pending must be in effect",
 );
 mutant!(
+    /// The suite catches a changed deliver policy silently ignored.
+    changed_deliver_policy_ignored, Kind::ChangedDeliverPolicyIgnored,
+    changed_durable_options_applied_or_refused => "the new deliver policy must be in effect",
+);
+mutant!(
     /// The suite catches `Last` starting at the stream's last event
     /// whatever its subject.
     policy_last_ignores_filter, Kind::PolicyLastIgnoresFilter,
     deliver_policy_last => "DeliverPolicy::Last (the newest event matching",
+);
+mutant!(
+    /// The suite catches `LastPerSubject` starting with subjects the
+    /// filter does not match.
+    policy_last_per_subject_ignores_filter, Kind::PolicyLastPerSubjectIgnoresFilter,
+    deliver_policy_last_per_subject => "after [3, 4]: expected no delivery, got event n=99",
+);
+mutant!(
+    /// The suite catches `ByStartTime` taken as a filter on storage times.
+    policy_by_start_time_filters_storage_time, Kind::PolicyByStartTimeFiltersStorageTime,
+    deliver_policy_by_start_time => "ByStartTime an hour ahead",
 );
 mutant!(
     /// The suite catches an exclusive `ByStartTime`.
@@ -2222,4 +2404,9 @@ mutant!(
     /// The suite catches a constant `info().bytes`.
     info_bytes_constant, Kind::InfoBytesConstant,
     info_counts => "bytes grow with what is stored",
+);
+mutant!(
+    /// The suite catches `bytes` that retention does not bring down.
+    info_bytes_counts_removed, Kind::InfoBytesCountsRemoved,
+    retention_overrun_reported_and_skipped => "the removed events' bytes must not be counted",
 );

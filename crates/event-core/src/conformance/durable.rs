@@ -2,9 +2,10 @@
 //! (also under random settlements), and resubscribing with changed options.
 
 use super::{
-    ProviderFactory, event, expect_nothing_manual, manual_opts, n_of, publish_n, recv_manual,
+    ProviderFactory, drain_ns, event, expect_nothing_manual, manual_opts, n_of, publish_n,
+    recv_manual,
 };
-use crate::{Error, SubscribeOptions};
+use crate::{DeliverPolicy, Error, SubscribeOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -252,8 +253,11 @@ async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -
 }
 
 /// Resubscribing a durable with different options (filter, `max_deliver`,
-/// `ack_wait`, `max_ack_pending`) applies them or refuses with `Conflict`;
-/// it never silently keeps the old ones.
+/// `ack_wait`, `max_ack_pending`, deliver policy) applies them or refuses
+/// with `Conflict`; it never silently keeps the old ones. (A deliver policy
+/// sets where a durable starts, so the memory and NATS providers refuse a
+/// changed one; a provider that applies it moves the durable to the new
+/// start.)
 pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -435,6 +439,42 @@ pub async fn changed_durable_options_applied_or_refused(factory: &dyn ProviderFa
         }
         Err(Error::Conflict { .. }) => {}
         Err(other) => panic!("changed max_ack_pending: expected Ok or Conflict, got {other}"),
+    }
+    // a changed deliver policy, on a durable created with `New` over two
+    // stored events: applied, `All` delivers them; ignored, nothing comes
+    publish_n(&*p, "chgf", "t", 0..2).await;
+    let filter = p.category_subject("chgf");
+    let new_only = SubscribeOptions {
+        deliver_policy: DeliverPolicy::New,
+        ..manual_opts(&caps)
+    };
+    match p
+        .subscribe_durable_with_options("chg5", &filter, &new_only)
+        .await
+    {
+        Ok(s) => drop(s),
+        Err(e) => panic!("durable: {e}"),
+    }
+    let all = SubscribeOptions {
+        deliver_policy: DeliverPolicy::All,
+        ..manual_opts(&caps)
+    };
+    match p
+        .subscribe_durable_with_options("chg5", &filter, &all)
+        .await
+    {
+        Ok(mut sub) => {
+            let what = "durable created with DeliverPolicy::New, resubscribed with \
+                        DeliverPolicy::All (accepted: the new deliver policy must be in effect; \
+                        or refuse it with Error::Conflict)";
+            assert_eq!(
+                drain_ns(&mut sub, &caps, 2, what).await,
+                [0, 1],
+                "{what}: the stored events"
+            );
+        }
+        Err(Error::Conflict { .. }) => {}
+        Err(other) => panic!("changed deliver policy: expected Ok or Conflict, got {other}"),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The end of a subscription or a durable: cancelled fetches, subscribes
 //! and closes, `close`, `unsubscribe`, and a durable created again.
 
-use super::{ProviderFactory, drain_ns, event, n_of, publish_n, recv, try_recv_manual};
+use super::{
+    ProviderFactory, drain_ns, event, n_of, publish_n, recv, subscribe_kind, try_recv_manual,
+};
 use crate::{Error, SubscribeOptions, Subscription};
 use std::time::{Duration, Instant};
 
@@ -221,22 +223,50 @@ async fn poll_then_drop<F: std::future::Future>(fut: F, polls: usize) -> Option<
     None
 }
 
-/// `close` acknowledges and ends the subscription with `Ok(None)`.
+/// `close` acknowledges and ends the subscription: every later call
+/// returns `Ok(None)` and takes nothing, not even an event published after
+/// the close (on a durable, that event goes to the next subscription on
+/// it), on ephemeral and durable subscriptions alike. (That `close`
+/// acknowledges the last auto-ack event, `auto_ack_never_loses_unfinished_event`
+/// checks.)
 pub async fn close_acks_and_ends_subscription(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
-    let mut sub = p
-        .subscribe(&p.category_subject("close"))
-        .await
-        .expect("subscribe");
-    publish_n(&*p, "close", "t", 0..1).await;
-    recv(&mut sub, &caps, "the published event").await;
-    sub.close().await.expect("close");
-    let after = tokio::time::timeout(caps.receive_timeout, sub.next()).await;
-    assert!(
-        matches!(after, Ok(Ok(None))),
-        "a closed subscription yields None, got {after:?}"
-    );
+    let opts = SubscribeOptions::default();
+    for kind in ["ephemeral", "durable"] {
+        let category = format!("close{kind}");
+        let mut sub = subscribe_kind(&*p, kind, "close", &category, &opts).await;
+        publish_n(&*p, &category, "t", 0..1).await;
+        recv(&mut sub, &caps, &format!("{kind}: the published event")).await;
+        sub.close().await.expect("close");
+        publish_n(&*p, &category, "t", 1..2).await;
+        let after = tokio::time::timeout(caps.receive_timeout, sub.next()).await;
+        assert!(
+            matches!(after, Ok(Ok(None))),
+            "{kind}: a closed subscription yields None (an event was published after the \
+             close), got {after:?}"
+        );
+        let after = tokio::time::timeout(caps.receive_timeout, sub.next_manual_ack()).await;
+        assert!(
+            matches!(after, Ok(Ok(None))),
+            "{kind}: a closed subscription yields None to next_manual_ack too, got {after:?}"
+        );
+        if kind == "durable" {
+            drop(sub);
+            let mut sub = subscribe_kind(&*p, kind, "close", &category, &opts).await;
+            assert_eq!(
+                drain_ns(
+                    &mut sub,
+                    &caps,
+                    1,
+                    "durable resubscribed after a close: the event published after the close"
+                )
+                .await,
+                [1],
+                "durable resubscribed after a close"
+            );
+        }
+    }
 }
 
 /// `unsubscribe` deletes a durable: a new one starts over.

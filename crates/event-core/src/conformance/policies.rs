@@ -228,6 +228,10 @@ pub async fn deliver_policy_by_start_sequence_beyond_the_end(factory: &dyn Provi
 /// [`Capabilities::clock_tolerance`] between it and the publishes on either
 /// side: a backend that stamps events with a clock further off than that
 /// fails here although its logic is right, and sets the capability.
+///
+/// A start time an hour ahead starts at the next event stored, whatever its
+/// storage time: the start sets a position, fixed when the consumer is
+/// created, not a filter on storage times.
 pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
@@ -261,6 +265,18 @@ pub async fn deliver_policy_by_start_time(factory: &dyn ProviderFactory) {
             vec![2, 3],
             "{what}"
         );
+    }
+    let ahead = crate::now_millis() + 3_600_000;
+    let policy = DeliverPolicy::ByStartTime { timestamp: ahead };
+    let mut subs = policy_subs(&*p, "pol-ahead", policy).await;
+    publish_stamped(4..5, crate::now_millis()).await;
+    for (kind, sub) in &mut subs {
+        let what = format!(
+            "{kind} subscription with DeliverPolicy::ByStartTime an hour ahead (the start sets \
+             a position when the consumer is created, the next event stored, 4: not a filter \
+             on storage times)"
+        );
+        assert_eq!(drain_ns(sub, &caps, 1, &what).await, vec![4], "{what}");
     }
 }
 
@@ -340,11 +356,16 @@ pub async fn deliver_policy_by_start_time_includes_its_millisecond(factory: &dyn
 }
 
 /// `DeliverPolicy::LastPerSubject` delivers the newest event of each
-/// subject, then new ones (durable and ephemeral).
+/// subject the filter matches (not of the stream's other subjects), then
+/// new ones (durable and ephemeral).
 pub async fn deliver_policy_last_per_subject(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let p = factory.create().await;
     policy_fixture(&*p).await;
+    // the newest event of a subject outside the filter
+    p.publish(&event(&*p, "pol-other", "x", 99))
+        .await
+        .expect("publish");
     let mut subs = policy_subs(&*p, "pol-lps", DeliverPolicy::LastPerSubject).await;
     for (kind, sub) in &mut subs {
         assert_eq!(
@@ -356,7 +377,8 @@ pub async fn deliver_policy_last_per_subject(factory: &dyn ProviderFactory) {
             )
             .await,
             vec![3, 4],
-            "{kind} subscription with DeliverPolicy::LastPerSubject"
+            "{kind} subscription with DeliverPolicy::LastPerSubject (the newest event of each \
+             subject the filter matches; n=99 is on another category)"
         );
     }
     p.publish(&event(&*p, "pol", "z", 5))
@@ -435,8 +457,10 @@ pub async fn max_ack_pending_pauses_delivery(factory: &dyn ProviderFactory) {
 
 /// `backoff` spaces the redeliveries after ack timeouts: the n-th delivery
 /// waits `backoff[n-1]` (the last entry repeats), so the first redelivery
-/// comes `backoff[0]` after the first delivery and the second `backoff[1]`
-/// after the first redelivery, not a flat `ack_wait`. Each comes no earlier
+/// comes `backoff[0]` after the first delivery, the second `backoff[1]`
+/// after the first redelivery and the third `backoff[1]` again (not
+/// `ack_wait`, nor the provider's default, once the steps run out), not a
+/// flat `ack_wait`. Each comes no earlier
 /// than its step and no later than its step plus a slack of 1.5 ×
 /// [`Capabilities::ack_wait`] (a provider off by one step, waiting
 /// `backoff[n]` after delivery n, is late by `backoff[1] - backoff[0]`,
@@ -460,6 +484,7 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
         (1, short, "backoff[0]"),
         (2, long, "backoff[1]"),
         (3, long, "backoff[1], the last step repeating"),
+        (4, long, "backoff[1], the last step repeating"),
     ];
     for kind in ["durable", "ephemeral"] {
         let category = format!("backoff{kind}");
@@ -505,7 +530,7 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
                  n waits backoff[n-1] (a provider that waits backoff[n] is off by one step)"
             );
         }
-        let (n, wait, step) = steps[2];
+        let (n, wait, step) = steps[3];
         assert!(
             pending.ack_wait().is_none_or(|w| w == wait),
             "{kind}: delivery {n} reports ack wait {:?}, but with backoff {:?} it waits {step} \
@@ -522,7 +547,8 @@ pub async fn backoff_spaces_redeliveries(factory: &dyn ProviderFactory) {
 /// continues with the oldest stored event: it skips nothing still stored,
 /// and (where the backend can tell, [`Capabilities::reports_lagged`]) it
 /// first reports [`Error::Lagged`] with the number it missed, so nothing is
-/// lost silently. `info` and `history` see only the retained events.
+/// lost silently. `info` (its counts and its `bytes`) and `history` see
+/// only the retained events.
 pub async fn retention_overrun_reported_and_skipped(factory: &dyn ProviderFactory) {
     let caps = factory.capabilities();
     let Some(p) = factory.create_with_max_events(10).await else {
@@ -539,7 +565,10 @@ pub async fn retention_overrun_reported_and_skipped(factory: &dyn ProviderFactor
         .await
         .expect("durable");
     let live = p.subscribe(&filter).await.expect("subscribe");
-    let seqs = publish_n(&*p, "ret", "t", 0..30).await;
+    let mut seqs = publish_n(&*p, "ret", "t", 0..10).await;
+    // ten events of about the same size stored, as after the overrun below
+    let full = p.info().await.expect("info").bytes;
+    seqs.extend(publish_n(&*p, "ret", "t", 10..30).await);
     for (kind, mut sub, manual) in [("durable", durable, true), ("ephemeral", live, false)] {
         let (mut got, mut missed) = (Vec::new(), 0);
         while got.last() != Some(&29) {
@@ -594,6 +623,12 @@ pub async fn retention_overrun_reported_and_skipped(factory: &dyn ProviderFactor
         (info.messages, info.first_sequence, info.last_sequence),
         (10, seqs[20], seqs[29]),
         "info after retention: (messages, first_sequence, last_sequence)"
+    );
+    assert!(
+        info.bytes < full * 2,
+        "info after retention: bytes {} for the 10 retained events, but 10 events of the same \
+         size took {full} before the overrun: the removed events' bytes must not be counted",
+        info.bytes
     );
     assert_eq!(
         p.history(None, 100)

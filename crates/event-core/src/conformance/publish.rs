@@ -257,13 +257,24 @@ pub async fn unusable_msg_id_refused(factory: &dyn ProviderFactory) {
 }
 
 /// `expected_sequence` publishes only on the expected last sequence, the
-/// stream's (any subject's), not the last one of the event's subject.
+/// stream's (any subject's), not the last one of the event's subject; 0
+/// is the last sequence of a stream nothing was published to yet (a
+/// publish that succeeds only onto a new stream).
 pub async fn expected_sequence_conflict(factory: &dyn ProviderFactory) {
     let p = factory.create().await;
+    // 0: the stream must be empty (publish once, onto a new stream)
+    let empty = PublishOptions {
+        expected_sequence: Some(0),
+        ..PublishOptions::default()
+    };
     let s1 = p
-        .publish(&event(&*p, "exp", "t", 1))
+        .publish_with_options(&event(&*p, "exp", "t", 1), &empty)
         .await
-        .expect("publish");
+        .unwrap_or_else(|e| {
+            panic!(
+                "expected_sequence 0 on an empty stream: expected the publish to succeed, got {e}"
+            )
+        });
     let ok = PublishOptions {
         expected_sequence: Some(s1),
         ..PublishOptions::default()
@@ -324,6 +335,16 @@ pub async fn expected_sequence_conflict(factory: &dyn ProviderFactory) {
             )
         });
     assert!(s4 > s3);
+    match p
+        .publish_with_options(&event(&*p, "exp", "t", 7), &empty)
+        .await
+    {
+        Err(Error::WrongLastSequence { expected: 0, .. }) => {}
+        other => panic!(
+            "expected_sequence 0 (the stream must be empty) on a stream at {s4}: expected \
+             WrongLastSequence (0 is a sequence to compare, not \"no check\"), got {other:?}"
+        ),
+    }
 }
 
 /// An event whose encoded size is over the provider's limit is

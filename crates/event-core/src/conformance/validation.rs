@@ -213,7 +213,8 @@ pub async fn out_of_range_values_are_held_not_refused(factory: &dyn ProviderFact
 
 /// Bad subjects, filters and consumer names (every name
 /// [`validate_consumer_name`](crate::subject::validate_consumer_name)
-/// refuses) are `InvalidSubject`, before I/O, and so is a filter that
+/// refuses, given to `subscribe_durable` or `unsubscribe`) are
+/// `InvalidSubject`, before I/O, and so is a filter that
 /// matches no subject the provider publishes (`<prefix>.<category>.<topic>`,
 /// the prefix a whole token, see
 /// [`validate_filter_for_prefix`](crate::subject::validate_filter_for_prefix)).
@@ -283,6 +284,12 @@ pub async fn invalid_subjects_filters_and_names_rejected(factory: &dyn ProviderF
                 .map(|_| ()),
             &format!(
                 "consumer name {name:?} (refused by event_core::subject::validate_consumer_name)"
+            ),
+        );
+        assert_invalid_subject(
+            p.unsubscribe(name).await,
+            &format!(
+                "unsubscribe {name:?} (refused by event_core::subject::validate_consumer_name)"
             ),
         );
     }
