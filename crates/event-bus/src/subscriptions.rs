@@ -532,14 +532,60 @@ impl EventBus {
     /// nothing published after the removal, and consumer runners over them
     /// stop. [`Error::NotFound`] if there is no such subscriber.
     pub async fn remove_subscription(&self, subscriber_id: &str) -> Result<()> {
+        self.remove_subscriptions([subscriber_id]).await
+    }
+
+    /// Removes several subscribers in one change, persisted with one state
+    /// save, as [`remove_subscription`](Self::remove_subscription) removes
+    /// one (their subscriptions end, their durables are deleted). All or
+    /// nothing: [`Error::NotFound`] naming the first id with no subscriber,
+    /// or [`Error::InvalidConfig`] for an id given twice, and nothing is
+    /// removed. No ids: nothing to do.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> event_core::Result<()> {
+    /// use event_bus::EventBus;
+    /// use event_core::SubscriptionFilter;
+    /// use event_memory::MemoryProvider;
+    ///
+    /// let bus = EventBus::new(MemoryProvider::default());
+    /// let filter = |id: &str| SubscriptionFilter {
+    ///     subscriber_id: id.into(),
+    ///     subjects: vec!["events.orders.>".into()],
+    ///     durable: true,
+    /// };
+    /// bus.update_subscriptions([filter("billing"), filter("shipping"), filter("audit")])
+    ///     .await?;
+    /// bus.remove_subscriptions(["billing", "shipping"]).await?;
+    /// assert!(bus.get_subscription("billing").await.is_none());
+    /// assert!(bus.get_subscription("audit").await.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_subscriptions<'a>(
+        &self,
+        subscriber_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        let mut ids: Vec<String> = Vec::new();
+        for id in subscriber_ids {
+            if ids.iter().any(|seen| seen == id) {
+                // as in `upsert`: a batch naming one twice is a mistake
+                return Err(Error::invalid_config(
+                    "subscriber_id",
+                    format!("subscriber {id:?} is given twice in one batch"),
+                ));
+            }
+            ids.push(id.to_owned());
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
         // locked, then detached, as `upsert`: a removal dropped while its
-        // state is saved still removes the subscriber and deletes its
+        // state is saved still removes the subscribers and deletes their
         // durables
         let state = self.inner.subs.clone().lock_owned().await;
         let bus = self.clone();
-        let subscriber_id = subscriber_id.to_owned();
         detached("subscription removal", async move {
-            bus.remove_now(state, &subscriber_id).await
+            bus.remove_now(state, &ids).await
         })
         .await
     }
@@ -547,31 +593,42 @@ impl EventBus {
     async fn remove_now(
         &self,
         mut state: OwnedMutexGuard<SubState>,
-        subscriber_id: &str,
+        subscriber_ids: &[String],
     ) -> Result<()> {
-        if !state.records.contains_key(subscriber_id) {
+        if let Some(missing) = subscriber_ids
+            .iter()
+            .find(|id| !state.records.contains_key(id.as_str()))
+        {
             return Err(Error::NotFound {
                 kind: "subscription",
-                name: subscriber_id.to_string(),
+                name: missing.clone(),
             });
         }
-        let mut removed = None;
+        let mut removed = Vec::with_capacity(subscriber_ids.len());
         state
             .apply(&self.inner.metrics, |records| {
-                removed = records.remove(subscriber_id);
+                removed = subscriber_ids
+                    .iter()
+                    .filter_map(|id| records.remove(id.as_str()))
+                    .collect();
             })
             .await?;
-        state.options_kept.remove(subscriber_id);
-        state.restamp(subscriber_id, None);
-        let ids = changed_ids([subscriber_id]);
+        for id in subscriber_ids {
+            state.options_kept.remove(id.as_str());
+            state.restamp(id, None);
+        }
+        let ids = changed_ids(subscriber_ids.iter().map(String::as_str));
         self.inner
             .sub_changes
             .send_modify(|change| change.made(ids));
         // held through the deletes (see `upsert`)
-        self.inner.metrics.add_unsubscribe(1);
-        if let Some(removed) = removed.filter(|r| r.filter.durable) {
+        self.inner
+            .metrics
+            .add_unsubscribe(u64::try_from(subscriber_ids.len()).unwrap_or(u64::MAX));
+        for removed in removed.iter().filter(|r| r.filter.durable) {
             let subjects: Vec<&str> = removed.filter.subjects.iter().map(String::as_str).collect();
-            self.delete_durables(subscriber_id, &subjects).await;
+            self.delete_durables(&removed.filter.subscriber_id, &subjects)
+                .await;
         }
         drop(state);
         Ok(())

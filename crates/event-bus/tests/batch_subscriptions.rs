@@ -489,3 +489,74 @@ async fn a_batch_naming_the_subscriber_and_keeping_the_subject_keeps_it() {
         .expect("open");
     assert_eq!(got.event.id, e.id);
 }
+
+/// `remove_subscriptions` removes several subscribers in one save: their
+/// subscriptions end and their durables are deleted; an unknown or repeated
+/// id removes nothing.
+#[tokio::test]
+async fn several_subscribers_are_removed_in_one_save_or_not_at_all() {
+    let provider = Arc::new(MemoryProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let store = Arc::new(MemoryStateStore::new());
+    bus.set_state_store(store.clone()).await.unwrap();
+    bus.update_subscriptions([
+        filter("a", &["events.a.>"], true),
+        filter("m", &["events.m.>", "events.n.>"], true),
+        filter("e", &["events.e.>"], false),
+        filter("keep", &["events.k.>"], true),
+    ])
+    .await
+    .unwrap();
+    let mut opened = Vec::new();
+    for id in ["a", "m", "e", "keep"] {
+        opened.push(bus.create_subscriber(id).await.unwrap());
+    }
+    assert_eq!(provider.info().await.unwrap().consumers, 5);
+
+    // refused, nothing removed
+    let before = store.saves();
+    assert!(matches!(
+        bus.remove_subscriptions(["a", "nobody"]).await,
+        Err(Error::NotFound { name, .. }) if name == "nobody"
+    ));
+    assert!(matches!(
+        bus.remove_subscriptions(["a", "m", "a"]).await,
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert_eq!(store.saves(), before);
+    assert_eq!(bus.list_subscriptions().await.len(), 4);
+    bus.remove_subscriptions([]).await.unwrap();
+    assert_eq!(store.saves(), before, "no ids: nothing to save");
+
+    bus.remove_subscriptions(["a", "m", "e"]).await.unwrap();
+    assert_eq!(store.saves() - before, 1, "one save for the batch");
+    assert_eq!(
+        summary(bus.list_subscriptions().await),
+        [("keep".to_owned(), vec!["events.k.>".to_owned()])]
+    );
+    assert_eq!(stored(&*store).await.len(), 1);
+    for (id, subject) in [
+        ("a", "events.a.>"),
+        ("m", "events.m.>"),
+        ("m", "events.n.>"),
+    ] {
+        let name = durable_consumer_name(id, subject);
+        assert!(
+            matches!(
+                provider.unsubscribe(&name).await,
+                Err(Error::NotFound { .. })
+            ),
+            "{name} deleted"
+        );
+    }
+    for subs in opened.iter_mut().take(3) {
+        for sub in subs.iter_mut() {
+            ends(sub).await;
+        }
+    }
+    // "e"'s ephemeral consumer goes with its subscription
+    opened.truncate(3);
+    opened.remove(2);
+    assert_eq!(provider.info().await.unwrap().consumers, 1);
+    assert_eq!(bus.metrics().snapshot().unsubscribe_total, 3);
+}
