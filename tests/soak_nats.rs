@@ -36,7 +36,9 @@
 //! `A3S_SOAK_SEED` replays a run (the seed is printed); without it the
 //! default run uses a fixed seed (so CI replays one plan of handler fates;
 //! the faults' timing still varies) and a run with `A3S_SOAK_SECS` set
-//! draws one from the clock.
+//! draws one from the clock. `A3S_SOAK_INSTANCES` (default 3) and
+//! `A3S_SOAK_CONCURRENCY` (default 4) set the instances sharing the durable
+//! and the handlers each runs at once.
 #![cfg(all(feature = "nats", feature = "crypto"))]
 #![allow(clippy::unwrap_used)]
 
@@ -65,9 +67,21 @@ const MAX_DELIVER: u64 = 4;
 /// The attempts a dead letter reports: the final delivery, or the spare
 /// that follows a final delivery left unsettled (its instance died).
 const FINAL_ATTEMPTS: std::ops::RangeInclusive<u64> = MAX_DELIVER..=MAX_DELIVER + 1;
-const INSTANCES: usize = 3;
-/// Handlers each instance runs at once.
-const CONCURRENCY: u64 = 4;
+/// Service instances sharing the durable (`A3S_SOAK_INSTANCES`, default 3).
+fn instance_count() -> usize {
+    env_or("A3S_SOAK_INSTANCES", 3).max(1) as usize
+}
+/// Handlers each instance runs at once (`A3S_SOAK_CONCURRENCY`, default 4).
+fn concurrency() -> u64 {
+    env_or("A3S_SOAK_CONCURRENCY", 4).max(1)
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
 const SUBSCRIBER: &str = "billing";
 const REQUEST_TIMEOUT_SECS: u64 = 2;
 const CONSUMER_SHUTDOWN: Duration = Duration::from_secs(3);
@@ -241,7 +255,7 @@ fn subscribe_options() -> SubscribeOptions {
 
 fn consumer_config() -> ConsumerConfig {
     ConsumerConfig::default()
-        .concurrency(CONCURRENCY as usize)
+        .concurrency(concurrency() as usize)
         .handler_timeout(Some(Duration::from_secs(5)))
         .shutdown_timeout(CONSUMER_SHUTDOWN)
 }
@@ -692,7 +706,12 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    eprintln!("chaos soak: A3S_SOAK_SEED={seed} A3S_SOAK_SECS={secs}");
+    eprintln!(
+        "chaos soak: A3S_SOAK_SEED={seed} A3S_SOAK_SECS={secs} A3S_SOAK_INSTANCES={} \
+         A3S_SOAK_CONCURRENCY={}",
+        instance_count(),
+        concurrency()
+    );
     let mut rng = Rng(seed);
 
     let config = NatsConfig {
@@ -734,7 +753,7 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
 
     let mut instances = Vec::new();
     let mut next_id = 0;
-    for _ in 0..INSTANCES {
+    for _ in 0..instance_count() {
         instances.push(start_instance(&ctx, next_id, keys).await);
         next_id += 1;
     }
@@ -1212,7 +1231,7 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
         // returning and the runner counting it: at most one per handler
         // running at once
         let counted = |metric: u64, saw: u64| match exit.stop {
-            Stop::Kill => metric <= saw && saw - metric <= CONCURRENCY,
+            Stop::Kill => metric <= saw && saw - metric <= concurrency(),
             _ => metric == saw,
         };
         if !(counted(exact.0, seen.0)
