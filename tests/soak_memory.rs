@@ -10,7 +10,9 @@
 //! While two publishers (their own buses) publish a known set of events,
 //! the fault injector restarts instances (graceful shutdown, a dropped
 //! `ConsumerHandle`, and a runtime torn down at once) and rotates the
-//! encryption key (`add_key` everywhere, then `rotate_to`). Handlers fail
+//! encryption key (`add_key` everywhere, then `rotate_to`), and has the DLQ refuse every dead letter with a
+//! transient error for a few seconds (its backend down; other faults may
+//! come meanwhile). Handlers fail
 //! per event: some on their first one or two deliveries, some always
 //! (those must reach the DLQ after `max_deliver`).
 //!
@@ -163,6 +165,8 @@ struct Journal {
     offers: Mutex<Vec<Offer>>,
     /// Payloads a handler got that were not what was published.
     corrupt: Mutex<Vec<String>>,
+    /// The DLQ's backend is down: every offer fails with a transient error.
+    dlq_down: AtomicBool,
 }
 
 /// The instance's DLQ: the provider-backed one, recording every offer.
@@ -180,7 +184,13 @@ impl DlqHandler for RecordingDlq {
             dead.delivery_attempts,
             dead.reason.clone(),
         );
-        let result = self.inner.handle(dead).await;
+        let result = if self.journal.dlq_down.load(Ordering::SeqCst) {
+            Err(a3s_event::Error::Connection(
+                "soak: the DLQ's backend is down".to_string(),
+            ))
+        } else {
+            self.inner.handle(dead).await
+        };
         self.journal.offers.lock().unwrap().push(Offer {
             original_id,
             attempts,
@@ -601,6 +611,9 @@ enum Fault {
     /// replacements start.
     RestartTwoInstances(Stop, Stop),
     RotateKey,
+    /// The DLQ refuses every dead letter with a transient error for a
+    /// while (its backend down, the event stream up).
+    DlqOutage,
 }
 
 fn random_stop(rng: &mut Rng) -> Stop {
@@ -612,7 +625,8 @@ fn random_stop(rng: &mut Rng) -> Stop {
 }
 
 fn random_fault(rng: &mut Rng) -> Fault {
-    match rng.below(3) {
+    match rng.below(4) {
+        3 => Fault::DlqOutage,
         0 => Fault::RestartTwoInstances(random_stop(rng), random_stop(rng)),
         _ => Fault::RestartInstance(random_stop(rng)),
     }
@@ -620,6 +634,7 @@ fn random_fault(rng: &mut Rng) -> Fault {
 
 fn plan(rng: &mut Rng, secs: u64) -> Vec<Fault> {
     let mut faults = vec![
+        Fault::DlqOutage,
         Fault::RestartInstance(Stop::Graceful(Duration::from_secs(2))),
         Fault::RestartInstance(Stop::DropHandle),
         Fault::RestartInstance(Stop::Kill),
@@ -730,6 +745,17 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
         tokio::time::sleep(gap).await;
         let at = began.elapsed();
         match fault {
+            Fault::DlqOutage => {
+                // the next fault may come while it is down
+                let down = rng.millis(1000, 5000);
+                eprintln!("{at:?}: the DLQ refuses (transiently) for {down:?}");
+                journal.dlq_down.store(true, Ordering::SeqCst);
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(down).await;
+                    journal.dlq_down.store(false, Ordering::SeqCst);
+                });
+            }
             Fault::RestartInstance(how) => {
                 let i = rng.below(instances.len() as u64) as usize;
                 let instance = instances.remove(i);
@@ -792,6 +818,7 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
             .unwrap();
     }
     eprintln!("{:?}: publishing stopped", began.elapsed());
+    journal.dlq_down.store(false, Ordering::SeqCst);
 
     // ---- drain: every acknowledged event handled or dead-lettered ----
     let ok: BTreeMap<u64, u64> = published.lock().unwrap().ok.clone();

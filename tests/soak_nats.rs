@@ -11,8 +11,10 @@
 //! advice), the fault injector SIGKILLs and restarts the `nats-server`
 //! (same store), SIGSTOPs and SIGCONTs it, restarts instances (graceful
 //! shutdown, a dropped `ConsumerHandle`, and a killed runtime: a process
-//! exit), and rotates the encryption key (`add_key` everywhere, then
-//! `rotate_to`). Handlers fail per event: some on their first one or two
+//! exit), rotates the encryption key (`add_key` everywhere, then
+//! `rotate_to`), and has the DLQ refuse every dead letter with a
+//! transient error for a few seconds (its backend down; other faults may
+//! come meanwhile). Handlers fail per event: some on their first one or two
 //! deliveries, some always (those must reach the DLQ after `max_deliver`).
 //!
 //! At the end the at-least-once contract is checked exactly: every event
@@ -173,6 +175,8 @@ struct Journal {
     offers: Mutex<Vec<Offer>>,
     /// Payloads a handler got that were not what was published.
     corrupt: Mutex<Vec<String>>,
+    /// The DLQ's backend is down: every offer fails with a transient error.
+    dlq_down: AtomicBool,
 }
 
 /// The instance's DLQ: the provider-backed one, recording every offer.
@@ -190,7 +194,13 @@ impl DlqHandler for RecordingDlq {
             dead.delivery_attempts,
             dead.reason.clone(),
         );
-        let result = self.inner.handle(dead).await;
+        let result = if self.journal.dlq_down.load(Ordering::SeqCst) {
+            Err(a3s_event::Error::Connection(
+                "soak: the DLQ's backend is down".to_string(),
+            ))
+        } else {
+            self.inner.handle(dead).await
+        };
         self.journal.offers.lock().unwrap().push(Offer {
             original_id,
             attempts,
@@ -617,6 +627,9 @@ enum Fault {
         kill_server: bool,
     },
     RotateKey,
+    /// The DLQ refuses every dead letter with a transient error for a
+    /// while (its backend down, the event stream up).
+    DlqOutage,
 }
 
 fn random_fault(rng: &mut Rng) -> Fault {
@@ -625,7 +638,8 @@ fn random_fault(rng: &mut Rng) -> Fault {
         1 => Stop::DropHandle,
         _ => Stop::Kill,
     };
-    match rng.below(4) {
+    match rng.below(5) {
+        4 => Fault::DlqOutage,
         0 => Fault::KillServer,
         1 => Fault::PauseServer,
         2 => Fault::RestartInstance(how),
@@ -638,6 +652,7 @@ fn random_fault(rng: &mut Rng) -> Fault {
 
 fn plan(rng: &mut Rng, secs: u64) -> Vec<Fault> {
     let mut faults = vec![
+        Fault::DlqOutage,
         Fault::KillServer,
         Fault::PauseServer,
         Fault::RestartInstance(Stop::Graceful(Duration::from_secs(2))),
@@ -770,6 +785,17 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
         tokio::time::sleep(gap).await;
         let at = began.elapsed();
         match fault {
+            Fault::DlqOutage => {
+                // the next fault may come while it is down
+                let down = rng.millis(1000, 5000);
+                eprintln!("{at:?}: the DLQ refuses (transiently) for {down:?}");
+                journal.dlq_down.store(true, Ordering::SeqCst);
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(down).await;
+                    journal.dlq_down.store(false, Ordering::SeqCst);
+                });
+            }
             Fault::KillServer => {
                 let down = rng.millis(300, 1500);
                 eprintln!("{at:?}: SIGKILL nats-server, restart after {down:?}");
@@ -872,6 +898,7 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
             .unwrap();
     }
     eprintln!("{:?}: publishing stopped", began.elapsed());
+    journal.dlq_down.store(false, Ordering::SeqCst);
 
     // ---- drain: every acknowledged event handled or dead-lettered ----
     let ok: BTreeMap<u64, u64> = published.lock().unwrap().ok.clone();
