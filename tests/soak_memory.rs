@@ -7,7 +7,8 @@
 //! the one thing they share (a memory provider lives as long as its
 //! process, so the faults here are the instances' own).
 //!
-//! While two publishers (their own buses) publish a known set of events,
+//! While two publishers (their own buses; one event by event, one in
+//! batches) publish a known set of events,
 //! the fault injector restarts instances (graceful shutdown, a dropped
 //! `ConsumerHandle`, and a runtime torn down at once) and rotates the
 //! encryption key (`add_key` everywhere, then `rotate_to`), and has the DLQ refuse every dead letter with a
@@ -519,6 +520,76 @@ async fn publish_loop(
     }
 }
 
+/// Publishes batches of 1 to 8 events with `publish_batch`, retrying the
+/// events whose result (or the whole call) was a transient error, with the
+/// same events.
+async fn publish_batch_loop(
+    bus: EventBus,
+    subject: String,
+    first: u64,
+    stop: Arc<AtomicBool>,
+    mut rng: Rng,
+    out: Arc<Mutex<Published>>,
+) {
+    let mut n = first;
+    while !stop.load(Ordering::Relaxed) {
+        let mut events: Vec<(u64, Event)> = Vec::new();
+        for _ in 0..1 + rng.below(8) {
+            let event = Event::new(
+                subject.clone(),
+                "orders",
+                format!("order {n}"),
+                "soak",
+                payload(n),
+            );
+            out.lock().unwrap().attempted.insert(n, event.id.clone());
+            events.push((n, event));
+            n += 1;
+        }
+        let began = Instant::now();
+        while !events.is_empty() {
+            let batch: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
+            let given_up = began.elapsed() > PUBLISH_RETRY_FOR;
+            match bus.publish_batch(&batch).await {
+                Ok(results) => {
+                    assert_eq!(results.len(), batch.len(), "one result per event");
+                    let mut out = out.lock().unwrap();
+                    let mut left = Vec::new();
+                    for ((n, event), result) in events.into_iter().zip(results) {
+                        match result {
+                            Ok(sequence) => {
+                                out.ok.insert(n, sequence);
+                            }
+                            Err(err) => {
+                                out.errors += 1;
+                                if !err.is_transient() || given_up {
+                                    out.failed.insert(n, format!("{err:?}"));
+                                } else {
+                                    left.push((n, event));
+                                }
+                            }
+                        }
+                    }
+                    events = left;
+                }
+                Err(err) => {
+                    let mut out = out.lock().unwrap();
+                    out.errors += events.len() as u64;
+                    if !err.is_transient() || given_up {
+                        for (n, _) in events.drain(..) {
+                            out.failed.insert(n, format!("{err:?}"));
+                        }
+                    }
+                }
+            }
+            if !events.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        tokio::time::sleep(rng.millis(5, 30)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Observing the process: panics and warnings
 // ---------------------------------------------------------------------------
@@ -718,14 +789,18 @@ async fn chaos_soak_every_acknowledged_event_is_handled_or_dead_lettered() {
         bus.set_encryptor(enc.clone());
         publisher_keys.push(enc);
         publisher_buses.push(bus.clone());
-        publishers.push(tokio::spawn(publish_loop(
-            bus,
-            subject,
+        // one publishes event by event, the other in batches
+        let (first, stop, own_rng, out) = (
             p * 1_000_000,
             stop_publishing.clone(),
             Rng(rng.next()),
             published.clone(),
-        )));
+        );
+        publishers.push(if p == 0 {
+            tokio::spawn(publish_loop(bus, subject, first, stop, own_rng, out))
+        } else {
+            tokio::spawn(publish_batch_loop(bus, subject, first, stop, own_rng, out))
+        });
     }
 
     let mut instances = Vec::new();
