@@ -534,7 +534,8 @@ async fn publish_batch_loop(
     let mut n = first;
     while !stop.load(Ordering::Relaxed) {
         let mut events: Vec<(u64, Event)> = Vec::new();
-        for _ in 0..1 + rng.below(8) {
+        let size = 1 + rng.below(8);
+        for _ in 0..size {
             let event = Event::new(
                 subject.clone(),
                 "orders",
@@ -586,7 +587,8 @@ async fn publish_batch_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        tokio::time::sleep(rng.millis(5, 30)).await;
+        // the pace of the other publisher, per event: the consumers keep up
+        tokio::time::sleep(rng.millis(5, 30) * size as u32).await;
     }
 }
 
