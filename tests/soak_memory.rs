@@ -8,14 +8,14 @@
 //! process, so the faults here are the instances' own).
 //!
 //! While two publishers (their own buses; one event by event, one in
-//! batches) publish a known set of events,
-//! the fault injector restarts instances (graceful shutdown, a dropped
-//! `ConsumerHandle`, and a runtime torn down at once) and rotates the
-//! encryption key (`add_key` everywhere, then `rotate_to`), and has the DLQ refuse every dead letter with a
-//! transient error for a few seconds (its backend down; other faults may
-//! come meanwhile). Handlers fail
-//! per event: some on their first one or two deliveries, some always
-//! (those must reach the DLQ after `max_deliver`).
+//! batches) publish a known set of events, the fault injector restarts
+//! instances, one or two at once (graceful shutdown, a dropped
+//! `ConsumerHandle`, and a runtime torn down at once), rotates the
+//! encryption key (`add_key` everywhere, then `rotate_to`), and has the DLQ
+//! refuse every dead letter with a transient error for a few seconds (its
+//! backend down; other faults may come meanwhile). Handlers fail per
+//! event: some on their first one or two deliveries, some always (those
+//! must reach the DLQ after `max_deliver`).
 //!
 //! At the end the at-least-once contract is checked exactly, as the NATS
 //! soak does: every event whose publish returned `Ok` is stored (once, at
