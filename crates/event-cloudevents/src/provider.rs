@@ -69,7 +69,9 @@ pub trait CloudEventProviderExt: EventProvider {
     /// Converts `event` and publishes it to `subject`, replacing its
     /// `subject` attribute (for CloudEvents from other producers, whose
     /// subject is rarely an A3S subject). Without an `a3scategory` extension
-    /// the category is the subject's second token. Deduplicated as
+    /// the category is the subject's token after the provider's prefix
+    /// (`partner` in `acme.events.partner.ping` under `acme.events`).
+    /// Deduplicated as
     /// [`publish_cloudevent`](Self::publish_cloudevent) is, whatever the
     /// subject.
     fn publish_cloudevent_to<'a>(
@@ -82,7 +84,10 @@ pub trait CloudEventProviderExt: EventProvider {
             let mut converted = Event::try_from(event.clone())?;
             converted.subject = subject.to_string();
             if !has_category {
-                converted.category = subject.split('.').nth(1).unwrap_or_default().to_string();
+                converted.category =
+                    event_core::subject::category_of(subject, self.subject_prefix())
+                        .unwrap_or_default()
+                        .to_string();
             }
             publish_converted(self, &converted, event).await
         }
