@@ -25,6 +25,27 @@ fn event() -> Event {
     .with_metadata("region", "eu")
 }
 
+/// Under a prefix of two tokens a topic sink's forward has the category of
+/// its subject (the token after the prefix), not the prefix's second token.
+#[tokio::test]
+async fn topic_sink_under_a_two_token_prefix_sets_the_category_after_the_prefix() {
+    let provider: Arc<dyn EventProvider> = Arc::new(
+        MemoryProvider::new(event_memory::MemoryConfig {
+            subject_prefix: "acme.events".into(),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let sink = TopicSink::new("audit", provider.clone(), "acme.events.audit.orders").unwrap();
+    let mut original = event();
+    original.subject = "acme.events.orders.created".into();
+    assert_eq!(sink.forwarded(&original).category, "audit");
+    sink.deliver(&original).await.unwrap();
+    let stored = provider.history(None, 1).await.unwrap().remove(0);
+    assert_eq!(stored.subject, "acme.events.audit.orders");
+    assert_eq!(stored.category, "audit");
+}
+
 #[tokio::test]
 async fn topic_sink_publishes_a_new_id_with_the_original_in_metadata() {
     let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
