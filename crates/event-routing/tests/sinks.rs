@@ -242,6 +242,52 @@ async fn sink_dlq_handler_leaves_no_stale_failure_metadata_on_a_dead_letter_of_a
     assert!(!m.contains_key("dlqfirstfailureat"), "{m:?}");
 }
 
+/// Under a prefix of two tokens (`acme.events`), told the provider's prefix,
+/// the handler strips the whole prefix from the original subject and takes
+/// the category after it: the forward of `acme.events.orders.created`
+/// under `acme.events.dlq` is `acme.events.dlq.orders.created`, category
+/// `dlq` (it was `acme.events.dlq.events.orders.created`, category `events`).
+#[tokio::test]
+async fn sink_dlq_handler_under_a_two_token_prefix_strips_the_provider_prefix() {
+    let provider: Arc<dyn EventProvider> = Arc::new(
+        MemoryProvider::new(event_memory::MemoryConfig {
+            subject_prefix: "acme.events".into(),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let dlq = SinkDlqHandler::new(
+        Arc::new(TopicSink::same_subject("dlq", provider.clone())),
+        "acme.events.dlq",
+    )
+    .unwrap()
+    .with_provider_prefix(provider.subject_prefix())
+    .unwrap();
+    let mut original = event();
+    original.subject = "acme.events.orders.created".into();
+    let forward = dlq
+        .forwarded_event(&DeadLetterEvent::new(original.clone(), "bad"))
+        .unwrap();
+    assert_eq!(forward.subject, "acme.events.dlq.orders.created");
+    assert_eq!(forward.category, "dlq");
+    dlq.handle(DeadLetterEvent::new(original, "bad"))
+        .await
+        .unwrap();
+    let stored = provider
+        .history(Some("acme.events.dlq.>"), 10)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].subject, "acme.events.dlq.orders.created");
+    assert_eq!(stored[0].category, "dlq");
+    assert!(
+        SinkDlqHandler::new(Arc::new(CollectorSink::new("c")), "events.dlq")
+            .unwrap()
+            .with_provider_prefix("events.*")
+            .is_err()
+    );
+}
+
 #[tokio::test]
 async fn sink_dlq_handler_through_a_topic_sink_lands_in_the_provider() {
     let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
