@@ -130,6 +130,26 @@ async fn foreign_cloudevent_under_a_two_token_prefix_gets_the_category_after_the
     assert_eq!(partner.len(), 1);
 }
 
+/// Under a prefix of two tokens a foreign CloudEvent published to its own
+/// subject gets the category after the prefix too.
+#[tokio::test]
+async fn foreign_cloudevent_with_its_own_subject_under_a_two_token_prefix_gets_its_category() {
+    let provider = MemoryProvider::new(event_memory::MemoryConfig {
+        subject_prefix: "acme.events".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let foreign = cloudevent_from_structured(
+        br#"{"specversion":"1.0","id":"x-2","source":"/other","type":"com.example.ping",
+             "subject":"acme.events.partner.ping","data":{"n":1}}"#,
+    )
+    .unwrap();
+    provider.publish_cloudevent(&foreign).await.unwrap();
+    let stored = provider.history(None, 1).await.unwrap().remove(0);
+    assert_eq!(stored.subject, "acme.events.partner.ping");
+    assert_eq!(stored.category, "partner");
+}
+
 #[tokio::test]
 async fn foreign_cloudevent_published_to_an_explicit_subject() {
     let provider = MemoryProvider::default();
