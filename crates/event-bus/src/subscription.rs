@@ -735,7 +735,10 @@ impl Inner {
                 reason,
                 raw,
             } => {
-                let category = subject.split('.').nth(1).unwrap_or("unknown");
+                // the token after the provider's prefix (of one or more tokens)
+                let category =
+                    event_core::subject::category_of(subject, this.provider.subject_prefix())
+                        .unwrap_or("unknown");
                 let event = Event {
                     id: new_event_id(),
                     subject: subject.clone(),

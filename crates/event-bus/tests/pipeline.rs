@@ -511,6 +511,46 @@ async fn undecodable_messages_are_dead_lettered_and_reported() {
     assert_eq!(bus.metrics().snapshot().dlq_total, 1);
 }
 
+/// Under a prefix of two tokens the dead letter of an undecodable message
+/// has the category after the prefix, not the prefix's second token.
+#[tokio::test]
+async fn an_undecodable_message_under_a_two_token_prefix_is_dead_lettered_with_its_category() {
+    struct Undecodable(bool);
+    #[async_trait]
+    impl Subscription for Undecodable {
+        async fn next(&mut self) -> Result<Option<event_core::ReceivedEvent>> {
+            Ok(None)
+        }
+        async fn next_manual_ack(&mut self) -> Result<Option<event_core::PendingEvent>> {
+            if std::mem::replace(&mut self.0, false) {
+                return Err(Error::Undecodable {
+                    subject: "acme.events.orders.new".into(),
+                    sequence: 7,
+                    reason: "expected value".into(),
+                    raw: "{".into(),
+                });
+            }
+            Ok(None)
+        }
+        async fn close(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+    let provider = MemoryProvider::new(event_memory::MemoryConfig {
+        subject_prefix: "acme.events".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let bus = EventBus::new(provider);
+    let dlq = Arc::new(MemoryDlqHandler::default());
+    bus.set_dlq_handler(dlq.clone());
+    let mut sub = bus.wrap_subscription(Box::new(Undecodable(true)));
+    assert!(sub.next_manual_ack().await.is_err());
+    let dead = dlq.list(1).await.unwrap().remove(0);
+    assert_eq!(dead.original_subject, "acme.events.orders.new");
+    assert_eq!(dead.event.category, "orders");
+}
+
 /// The provider terminated an undecodable message itself: a dead letter
 /// that no DLQ takes (none set, or it refuses) is gone, and counted so.
 #[tokio::test]

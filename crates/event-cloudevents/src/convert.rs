@@ -426,7 +426,8 @@ impl TryFrom<CloudEvent> for Event {
     }
 }
 
-/// The category a foreign CloudEvent gets: the subject's second token.
+/// The category a foreign CloudEvent gets: the subject's second token (the
+/// conversion knows no provider prefix; see the mapping docs).
 fn subject_category(subject: &str) -> String {
     let mut tokens = subject.split('.');
     match (tokens.next(), tokens.next()) {

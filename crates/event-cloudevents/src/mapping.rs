@@ -52,7 +52,13 @@
 //! # Reading a foreign CloudEvent
 //!
 //! Missing A3S extensions take documented defaults: `category` is the second
-//! token of the subject (`events.market.forex` → `market`) or empty, `summary`
+//! token of the subject (`events.market.forex` → `market`) or empty (the
+//! conversion knows no provider, so it takes the prefix to be one token:
+//! under `acme.events` it would be `events`;
+//! [`publish_cloudevent`](crate::CloudEventProviderExt::publish_cloudevent)
+//! and [`publish_cloudevent_to`](crate::CloudEventProviderExt::publish_cloudevent_to)
+//! take the token after their provider's prefix instead; elsewhere (the NATS
+//! binding's `from_nats`, say) set the event's `category` after converting), `summary`
 //! is empty, `version` is 1, a missing `time` is the time of conversion, a
 //! missing `subject` is empty. `time` is truncated to whole milliseconds.
 //! A 0.3 event is read as its 1.0 form (`schemaurl` is `dataschema`) and

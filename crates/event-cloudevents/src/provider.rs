@@ -42,7 +42,8 @@ pub trait CloudEventProviderExt: EventProvider {
     /// together ([`cloudevent_dedup_id`]): the same source and id again
     /// within the provider's window returns the first publish's sequence and
     /// stores nothing; the same id from another source is another event.
-    /// (An A3S event published directly is deduplicated by its id alone, so
+    /// Without an `a3scategory` extension the category is the subject's
+    /// token after the provider's prefix. (An A3S event published directly is deduplicated by its id alone, so
     /// it and its CloudEvent are not repeats of each other.) The CloudEvent
     /// of an event without an id (its id derived, marked in `a3sdefaulted`)
     /// is published as that event.
@@ -51,7 +52,14 @@ pub trait CloudEventProviderExt: EventProvider {
         event: &'a CloudEvent,
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
         async move {
-            let converted = Event::try_from(event.clone())?;
+            let mut converted = Event::try_from(event.clone())?;
+            if event.extension(CATEGORY).is_none() {
+                // the token after the provider's prefix (of one or more tokens)
+                converted.category =
+                    event_core::subject::category_of(&converted.subject, self.subject_prefix())
+                        .unwrap_or_default()
+                        .to_string();
+            }
             if converted.subject.is_empty() {
                 return Err(Error::invalid_subject(
                     "",
@@ -69,7 +77,9 @@ pub trait CloudEventProviderExt: EventProvider {
     /// Converts `event` and publishes it to `subject`, replacing its
     /// `subject` attribute (for CloudEvents from other producers, whose
     /// subject is rarely an A3S subject). Without an `a3scategory` extension
-    /// the category is the subject's second token. Deduplicated as
+    /// the category is the subject's token after the provider's prefix
+    /// (`partner` in `acme.events.partner.ping` under `acme.events`).
+    /// Deduplicated as
     /// [`publish_cloudevent`](Self::publish_cloudevent) is, whatever the
     /// subject.
     fn publish_cloudevent_to<'a>(
@@ -82,7 +92,10 @@ pub trait CloudEventProviderExt: EventProvider {
             let mut converted = Event::try_from(event.clone())?;
             converted.subject = subject.to_string();
             if !has_category {
-                converted.category = subject.split('.').nth(1).unwrap_or_default().to_string();
+                converted.category =
+                    event_core::subject::category_of(subject, self.subject_prefix())
+                        .unwrap_or_default()
+                        .to_string();
             }
             publish_converted(self, &converted, event).await
         }

@@ -102,6 +102,54 @@ async fn cloudevent_without_subject_is_refused_before_publishing() {
     assert_eq!(provider.info().await.unwrap().messages, 0);
 }
 
+/// Under a prefix of two tokens the category of a foreign CloudEvent is the
+/// token after the prefix, not the prefix's second token.
+#[tokio::test]
+async fn foreign_cloudevent_under_a_two_token_prefix_gets_the_category_after_the_prefix() {
+    let provider = MemoryProvider::new(event_memory::MemoryConfig {
+        subject_prefix: "acme.events".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let foreign = cloudevent_from_structured(
+        br#"{"specversion":"1.0","id":"x-1","source":"/other","type":"com.example.ping",
+             "data":{"n":1}}"#,
+    )
+    .unwrap();
+    provider
+        .publish_cloudevent_to("acme.events.partner.ping", &foreign)
+        .await
+        .unwrap();
+    let stored = provider.history(None, 1).await.unwrap().remove(0);
+    assert_eq!(stored.subject, "acme.events.partner.ping");
+    assert_eq!(stored.category, "partner");
+    let partner = provider
+        .history(Some("acme.events.partner.>"), 1)
+        .await
+        .unwrap();
+    assert_eq!(partner.len(), 1);
+}
+
+/// Under a prefix of two tokens a foreign CloudEvent published to its own
+/// subject gets the category after the prefix too.
+#[tokio::test]
+async fn foreign_cloudevent_with_its_own_subject_under_a_two_token_prefix_gets_its_category() {
+    let provider = MemoryProvider::new(event_memory::MemoryConfig {
+        subject_prefix: "acme.events".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let foreign = cloudevent_from_structured(
+        br#"{"specversion":"1.0","id":"x-2","source":"/other","type":"com.example.ping",
+             "subject":"acme.events.partner.ping","data":{"n":1}}"#,
+    )
+    .unwrap();
+    provider.publish_cloudevent(&foreign).await.unwrap();
+    let stored = provider.history(None, 1).await.unwrap().remove(0);
+    assert_eq!(stored.subject, "acme.events.partner.ping");
+    assert_eq!(stored.category, "partner");
+}
+
 #[tokio::test]
 async fn foreign_cloudevent_published_to_an_explicit_subject() {
     let provider = MemoryProvider::default();

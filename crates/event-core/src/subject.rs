@@ -167,6 +167,26 @@ fn is_plain_subject(bytes: &[u8]) -> bool {
     rest.is_empty() || word(u64::from_le_bytes(*last), u64::MAX, 0).is_some()
 }
 
+/// The category token of `subject` under a provider whose prefix is
+/// `prefix`: the token right after as many tokens as the prefix has
+/// (`{prefix}.{category}.{topic}`), or `None` when the subject has no such
+/// token. The prefix's tokens are counted, not compared: under a one-token
+/// prefix it is the subject's second token, whatever its first. Use it
+/// where an event's category is derived from its subject, so a prefix of
+/// several tokens (`acme.events`) gives the category, not the prefix's
+/// second token.
+///
+/// ```
+/// use event_core::subject::category_of;
+///
+/// assert_eq!(category_of("events.orders.created", "events"), Some("orders"));
+/// assert_eq!(category_of("acme.events.orders.created", "acme.events"), Some("orders"));
+/// assert_eq!(category_of("acme.events", "acme.events"), None);
+/// ```
+pub fn category_of<'a>(subject: &'a str, prefix: &str) -> Option<&'a str> {
+    subject.split('.').nth(prefix.split('.').count())
+}
+
 /// Validates a publish subject and checks that it lies under `prefix` with at
 /// least a category and a topic token: `{prefix}.{category}.{topic}...`.
 pub fn validate_publish_subject(subject: &str, prefix: &str) -> Result<()> {

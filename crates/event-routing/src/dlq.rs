@@ -22,12 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///   original's id, published where the original was, would be dropped as a
 ///   duplicate while `handle` reported success;
 /// - subject `{prefix}.{original subject without its first token}`
+///   (without the provider's prefix, when told one of several tokens with
+///   [`with_provider_prefix`](SinkDlqHandler::with_provider_prefix))
 ///   (`events.orders.created` under `events.dlq` → `events.dlq.orders.created`;
 ///   a one-token subject is appended whole; when that would be over
 ///   [`MAX_SUBJECT_LEN`](event_core::subject::MAX_SUBJECT_LEN), as many of
 ///   those tokens as fit, else `{prefix}.unknown`: the whole original
 ///   subject is in the metadata), and category that subject's second token
-///   (`dlq`);
+///   (`dlq`; the token after the provider's prefix when told it);
 /// - metadata [`DLQ_REASON`](metadata::DLQ_REASON),
 ///   [`DLQ_ORIGINAL_SUBJECT`](metadata::DLQ_ORIGINAL_SUBJECT),
 ///   [`DLQ_ATTEMPTS`](metadata::DLQ_ATTEMPTS),
@@ -95,6 +97,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct SinkDlqHandler {
     sink: Arc<dyn EventSink>,
     prefix: String,
+    /// Tokens of the provider's prefix: stripped from the original
+    /// subject, and the forward's category is the token after them.
+    provider_prefix_tokens: usize,
     history: usize,
     recent: Mutex<VecDeque<DeadLetterEvent>>,
     forwarded: AtomicU64,
@@ -119,6 +124,7 @@ impl SinkDlqHandler {
         Ok(Self {
             sink,
             prefix,
+            provider_prefix_tokens: 1,
             history: 1000,
             recent: Mutex::new(VecDeque::new()),
             forwarded: AtomicU64::new(0),
@@ -131,6 +137,36 @@ impl SinkDlqHandler {
     pub fn with_history(mut self, entries: usize) -> Self {
         self.history = entries;
         self
+    }
+
+    /// Tells the handler the subject prefix of the provider whose events
+    /// it dead-letters and that its forwards go to (one or more literal
+    /// tokens, [`Error::InvalidSubject`] otherwise), for a prefix of more
+    /// than one token: the handler cannot know it from its sink, and
+    /// otherwise takes it to be one token. Under `acme.events`, with the
+    /// handler's prefix `acme.events.dlq`, the forward of
+    /// `acme.events.orders.created` is then `acme.events.dlq.orders.created`,
+    /// category `dlq` (without it: `acme.events.dlq.events.orders.created`,
+    /// category `events`).
+    ///
+    /// ```
+    /// # fn main() -> event_core::Result<()> {
+    /// use event_core::{DeadLetterEvent, Event};
+    /// use event_routing::{CollectorSink, SinkDlqHandler};
+    /// use std::sync::Arc;
+    ///
+    /// let dlq = SinkDlqHandler::new(Arc::new(CollectorSink::new("dlq")), "acme.events.dlq")?
+    ///     .with_provider_prefix("acme.events")?;
+    /// let event = Event::new("acme.events.orders.created", "orders", "s", "shop", serde_json::json!({}));
+    /// let forward = dlq.forwarded_event(&DeadLetterEvent::new(event, "failed"))?;
+    /// assert_eq!(forward.subject, "acme.events.dlq.orders.created");
+    /// assert_eq!(forward.category, "dlq");
+    /// # Ok(()) }
+    /// ```
+    pub fn with_provider_prefix(mut self, prefix: &str) -> Result<Self> {
+        subject::validate_subject(prefix)?;
+        self.provider_prefix_tokens = prefix.split('.').count();
+        Ok(self)
     }
 
     /// The subject prefix.
@@ -183,14 +219,17 @@ impl SinkDlqHandler {
         } else {
             &dead_letter.original_subject
         };
+        // the original subject without the provider's prefix (one token
+        // unless told otherwise), or whole when it has no more tokens
         let rest = original
-            .split_once('.')
-            .map_or(original.as_str(), |(_, r)| r);
+            .splitn(self.provider_prefix_tokens + 1, '.')
+            .nth(self.provider_prefix_tokens)
+            .unwrap_or(original.as_str());
         let mut event = dead_letter.event.clone();
         event.id = new_event_id();
         event.subject = self.subject_within_limit(rest);
         // The category is the subject's, as for a topic sink's forward.
-        if let Some(category) = event.subject.split('.').nth(1) {
+        if let Some(category) = event.subject.split('.').nth(self.provider_prefix_tokens) {
             event.category = category.to_owned();
         }
         subject::validate_subject(&event.subject).map_err(|e| {

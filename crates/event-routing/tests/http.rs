@@ -529,6 +529,78 @@ async fn webhook_dedups_by_source_and_id() {
     source.stop().await.unwrap();
 }
 
+/// Under a provider prefix of two tokens, told it, a webhook gives a foreign
+/// CloudEvent (no `a3scategory`) the category after the prefix, with a
+/// subject mapping or its own subject; an A3S event keeps its own.
+#[tokio::test]
+async fn a_webhook_told_a_two_token_prefix_gives_foreign_cloudevents_their_category() {
+    use event_cloudevents::cloudevents::{EventBuilder, EventBuilderV10};
+    let foreign = |id: &str, ty: &str, subject: Option<&str>| {
+        let mut builder = EventBuilderV10::new()
+            .id(id)
+            .source("/k8s")
+            .ty(ty)
+            .data("application/json", json!({"name": "foo"}));
+        if let Some(subject) = subject {
+            builder = builder.subject(subject);
+        }
+        let ce = event_cloudevents::CloudEvent::from(builder.build().unwrap());
+        event_cloudevents::http::cloudevent_to_http(ce, Mode::Binary).unwrap()
+    };
+    let provider: Arc<dyn EventProvider> = Arc::new(
+        MemoryProvider::new(event_memory::MemoryConfig {
+            subject_prefix: "acme.events".into(),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let source = WebhookSource::new("k8s", "127.0.0.1:0".parse().unwrap())
+        .with_subject_mapping(|ce| {
+            use event_cloudevents::cloudevents::AttributesReader;
+            (ce.ty() == "com.example.pod.created").then(|| "acme.events.k8s.pod_created".to_owned())
+        })
+        .with_provider_prefix("acme.events")
+        .unwrap();
+    source
+        .start(Arc::new(TopicSink::unchanged("ingest", provider.clone())))
+        .await
+        .unwrap();
+    let addr = source.local_addr().unwrap();
+    let mapped = foreign("pod-1", "com.example.pod.created", Some("/pods/foo"));
+    assert_eq!(
+        send(addr, "/events", mapped.headers, mapped.body).await.0,
+        202
+    );
+    let own = foreign(
+        "pod-2",
+        "com.example.other",
+        Some("acme.events.nodes.ready"),
+    );
+    assert_eq!(send(addr, "/events", own.headers, own.body).await.0, 202);
+    let a3s = Event::new("acme.events.x.y", "billing", "s", "svc", json!({}));
+    let msg = to_http(&a3s, Mode::Binary).unwrap();
+    assert_eq!(send(addr, "/events", msg.headers, msg.body).await.0, 202);
+    let stored = provider.history(None, 10).await.unwrap();
+    let categories: Vec<(&str, &str)> = stored
+        .iter()
+        .map(|e| (e.subject.as_str(), e.category.as_str()))
+        .collect();
+    assert_eq!(
+        categories,
+        [
+            ("acme.events.x.y", "billing"),
+            ("acme.events.nodes.ready", "nodes"),
+            ("acme.events.k8s.pod_created", "k8s"),
+        ]
+    );
+    source.stop().await.unwrap();
+    assert!(
+        WebhookSource::new("k8s", "127.0.0.1:0".parse().unwrap())
+            .with_provider_prefix("acme.*")
+            .is_err()
+    );
+}
+
 /// A CloudEvent from elsewhere, without an A3S subject: refused without a
 /// subject mapping; with one, stored under the mapped subject with its own
 /// subject kept in metadata. A mapped subject that is not valid is refused.

@@ -25,6 +25,27 @@ fn event() -> Event {
     .with_metadata("region", "eu")
 }
 
+/// Under a prefix of two tokens a topic sink's forward has the category of
+/// its subject (the token after the prefix), not the prefix's second token.
+#[tokio::test]
+async fn topic_sink_under_a_two_token_prefix_sets_the_category_after_the_prefix() {
+    let provider: Arc<dyn EventProvider> = Arc::new(
+        MemoryProvider::new(event_memory::MemoryConfig {
+            subject_prefix: "acme.events".into(),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let sink = TopicSink::new("audit", provider.clone(), "acme.events.audit.orders").unwrap();
+    let mut original = event();
+    original.subject = "acme.events.orders.created".into();
+    assert_eq!(sink.forwarded(&original).category, "audit");
+    sink.deliver(&original).await.unwrap();
+    let stored = provider.history(None, 1).await.unwrap().remove(0);
+    assert_eq!(stored.subject, "acme.events.audit.orders");
+    assert_eq!(stored.category, "audit");
+}
+
 #[tokio::test]
 async fn topic_sink_publishes_a_new_id_with_the_original_in_metadata() {
     let provider: Arc<dyn EventProvider> = Arc::new(MemoryProvider::default());
@@ -219,6 +240,52 @@ async fn sink_dlq_handler_leaves_no_stale_failure_metadata_on_a_dead_letter_of_a
     assert_eq!(m["dlqattempts"], "1");
     assert!(!m.contains_key("dlqsubscriber"), "{m:?}");
     assert!(!m.contains_key("dlqfirstfailureat"), "{m:?}");
+}
+
+/// Under a prefix of two tokens (`acme.events`), told the provider's prefix,
+/// the handler strips the whole prefix from the original subject and takes
+/// the category after it: the forward of `acme.events.orders.created`
+/// under `acme.events.dlq` is `acme.events.dlq.orders.created`, category
+/// `dlq` (it was `acme.events.dlq.events.orders.created`, category `events`).
+#[tokio::test]
+async fn sink_dlq_handler_under_a_two_token_prefix_strips_the_provider_prefix() {
+    let provider: Arc<dyn EventProvider> = Arc::new(
+        MemoryProvider::new(event_memory::MemoryConfig {
+            subject_prefix: "acme.events".into(),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let dlq = SinkDlqHandler::new(
+        Arc::new(TopicSink::same_subject("dlq", provider.clone())),
+        "acme.events.dlq",
+    )
+    .unwrap()
+    .with_provider_prefix(provider.subject_prefix())
+    .unwrap();
+    let mut original = event();
+    original.subject = "acme.events.orders.created".into();
+    let forward = dlq
+        .forwarded_event(&DeadLetterEvent::new(original.clone(), "bad"))
+        .unwrap();
+    assert_eq!(forward.subject, "acme.events.dlq.orders.created");
+    assert_eq!(forward.category, "dlq");
+    dlq.handle(DeadLetterEvent::new(original, "bad"))
+        .await
+        .unwrap();
+    let stored = provider
+        .history(Some("acme.events.dlq.>"), 10)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].subject, "acme.events.dlq.orders.created");
+    assert_eq!(stored[0].category, "dlq");
+    assert!(
+        SinkDlqHandler::new(Arc::new(CollectorSink::new("c")), "events.dlq")
+            .unwrap()
+            .with_provider_prefix("events.*")
+            .is_err()
+    );
 }
 
 #[tokio::test]

@@ -225,6 +225,40 @@ impl MetricsSource for Gauges {
     }
 }
 
+/// Under a provider prefix of two tokens, told it, the poller's events
+/// have the category after the prefix (`metrics`), not the prefix's
+/// second token (`events`); a subject not under it is refused.
+#[test]
+fn metrics_poller_under_a_two_token_prefix_takes_the_category_after_it() {
+    let poller = MetricsPoller::new(
+        Arc::new(Gauges),
+        Schedule::every(Duration::from_secs(15)).unwrap(),
+        "acme.events.metrics.gauges",
+    )
+    .unwrap()
+    .with_provider_prefix("acme.events")
+    .unwrap();
+    let event = poller.event(&[MetricSample::new("cpu", 1.0)]);
+    assert_eq!(event.subject, "acme.events.metrics.gauges");
+    assert_eq!(event.category, "metrics");
+    for (subject, prefix) in [
+        ("acme.events.metrics", "acme.events"),
+        ("other.events.metrics.gauges", "acme.events"),
+        ("acme.events.metrics.gauges", "acme.*"),
+    ] {
+        let poller = MetricsPoller::new(
+            Arc::new(Gauges),
+            Schedule::every(Duration::from_secs(15)).unwrap(),
+            subject,
+        )
+        .unwrap();
+        assert!(
+            poller.with_provider_prefix(prefix).is_err(),
+            "{subject} under {prefix}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn metrics_poller_emits_samples_on_schedule() {
     let poller = MetricsPoller::new(

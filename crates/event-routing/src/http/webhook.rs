@@ -219,6 +219,8 @@ struct AppState {
     body_timeout: Duration,
     body_limit: usize,
     subject_mapper: Option<SubjectMapper>,
+    /// [`WebhookSource::with_provider_prefix`]'s prefix.
+    provider_prefix: Option<Arc<str>>,
     authorization: Option<Authorization>,
 }
 
@@ -357,6 +359,7 @@ pub struct WebhookSource {
     body_limit: usize,
     shutdown_grace: Duration,
     subject_mapper: Option<SubjectMapper>,
+    provider_prefix: Option<Arc<str>>,
     authorization: Option<Authorization>,
 }
 
@@ -619,13 +622,13 @@ async fn answer(state: &AppState, request: Request) -> Response {
 /// The request's event: converted as it is, or (with a subject mapping)
 /// read as a CloudEvent, given the mapped subject, then converted.
 async fn read_event(request: Request, state: &AppState) -> std::result::Result<Event, Response> {
-    let Some(mapper) = &state.subject_mapper else {
+    if state.subject_mapper.is_none() && state.provider_prefix.is_none() {
         return HttpEvent::from_request(request, state)
             .await
             .map(|HttpEvent(event)| event);
-    };
+    }
     let HttpCloudEvent(mut ce) = HttpCloudEvent::from_request(request, state).await?;
-    let original = match mapper(&ce) {
+    let original = match state.subject_mapper.as_ref().and_then(|mapper| mapper(&ce)) {
         Some(subject) => {
             let original = ce.subject().map(str::to_owned);
             ce.set_subject(Some(subject));
@@ -633,8 +636,14 @@ async fn read_event(request: Request, state: &AppState) -> std::result::Result<E
         }
         None => None,
     };
+    let defaulted = ce.extension(event_cloudevents::mapping::CATEGORY).is_none();
     let mut event = Event::try_from(ce)
         .map_err(|err| (StatusCode::BAD_REQUEST, err.to_string()).into_response())?;
+    if let Some(prefix) = state.provider_prefix.as_deref().filter(|_| defaulted) {
+        event.category = event_core::subject::category_of(&event.subject, prefix)
+            .unwrap_or_default()
+            .to_owned();
+    }
     if let Some(original) = original.filter(|original| *original != event.subject) {
         event
             .metadata
@@ -1010,6 +1019,7 @@ impl WebhookSource {
             body_limit: DEFAULT_BODY_LIMIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             subject_mapper: None,
+            provider_prefix: None,
             authorization: None,
         }
     }
@@ -1176,6 +1186,21 @@ impl WebhookSource {
         self
     }
 
+    /// Tells the webhook the subject prefix of the provider its events go
+    /// to, for a prefix of more than one token (one or more literal tokens,
+    /// [`Error::InvalidSubject`] otherwise). A CloudEvent without an
+    /// `a3scategory` extension (one from another producer) gets as category
+    /// its subject's token after the prefix (`k8s` in
+    /// `acme.events.k8s.pod_created` under `acme.events`). Without it the
+    /// webhook cannot know the prefix, and such an event's category is its
+    /// subject's second token (`events` there), the CloudEvents mapping's
+    /// default.
+    pub fn with_provider_prefix(mut self, prefix: &str) -> Result<Self> {
+        event_core::subject::validate_subject(prefix)?;
+        self.provider_prefix = Some(Arc::from(prefix));
+        Ok(self)
+    }
+
     /// Checks each request before anything else, its body unread: `check`
     /// gets the request's headers and says whether the sender may post. A
     /// request it refuses is answered `401 Unauthorized` without reading
@@ -1244,6 +1269,7 @@ impl WebhookSource {
                 body_timeout: self.body_timeout,
                 body_limit: self.body_limit,
                 subject_mapper: self.subject_mapper.clone(),
+                provider_prefix: self.provider_prefix.clone(),
                 authorization: self.authorization.clone(),
             })
     }

@@ -66,7 +66,9 @@ impl Target {
 /// Publishes routed events to a subject of a provider.
 ///
 /// The forwarded event is a copy with a **new id**, its subject set to the
-/// sink's subject (and category to that subject's second token), and the
+/// sink's subject (and category to that subject's token after the
+/// provider's prefix: `audit` in `acme.events.audit.orders` under
+/// `acme.events`), and the
 /// original id and subject in metadata ([`metadata::ORIGINAL_ID`],
 /// [`metadata::ORIGINAL_SUBJECT`]; a forward of a forward keeps the first
 /// event's). The new id matters: providers deduplicate
@@ -250,7 +252,7 @@ impl TopicSink {
         out.id = new_event_id();
         if let Some(s) = &self.subject {
             out.subject.clone_from(s);
-            if let Some(category) = s.split('.').nth(1) {
+            if let Some(category) = subject::category_of(s, self.target.prefix()) {
                 out.category = category.to_owned();
             }
         }

@@ -101,6 +101,9 @@ pub struct MetricsPoller {
     source: Arc<dyn MetricsSource>,
     schedule: Schedule,
     subject: String,
+    /// Tokens of the provider's prefix: the category is the subject's
+    /// token after them.
+    prefix_tokens: usize,
     lifecycle: Lifecycle,
 }
 
@@ -119,7 +122,10 @@ impl MetricsPoller {
 
     /// Polls `source` on `schedule`, emitting on `subject`
     /// (`{prefix}.{category}.{topic}`; [`Error::InvalidSubject`](event_core::Error::InvalidSubject)
-    /// when it has wildcards or fewer than two tokens).
+    /// when it has wildcards or fewer than two tokens). The events'
+    /// category is the subject's second token: the poller takes the
+    /// provider's prefix to be one token unless told otherwise with
+    /// [`with_provider_prefix`](Self::with_provider_prefix).
     pub fn new(
         source: Arc<dyn MetricsSource>,
         schedule: Schedule,
@@ -137,13 +143,48 @@ impl MetricsPoller {
             source,
             schedule,
             subject,
+            prefix_tokens: 1,
             lifecycle: Lifecycle::default(),
         })
     }
 
+    /// Tells the poller the subject prefix of the provider its events go
+    /// to, for a prefix of more than one token: the category of its events
+    /// is then the subject's token after the prefix (`metrics` in
+    /// `acme.events.metrics.gauges` under `acme.events`); without it the
+    /// poller takes the prefix to be one token (the category would be
+    /// `events`). [`Error::InvalidSubject`](event_core::Error::InvalidSubject)
+    /// when the subject is not `{prefix}.{category}.{topic}`.
+    ///
+    /// ```
+    /// # use event_routing::{MetricSample, MetricsPoller, MetricsSource, Schedule};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Gauges;
+    /// # #[async_trait::async_trait]
+    /// # impl MetricsSource for Gauges {
+    /// #     fn name(&self) -> &str { "gauges" }
+    /// #     async fn collect(&self) -> event_core::Result<Vec<MetricSample>> { Ok(vec![]) }
+    /// # }
+    /// let every = Schedule::every(Duration::from_secs(15))?;
+    /// let poller = MetricsPoller::new(Arc::new(Gauges), every, "acme.events.metrics.gauges")?
+    ///     .with_provider_prefix("acme.events")?;
+    /// assert_eq!(poller.event(&[]).category, "metrics");
+    /// # Ok::<(), event_core::Error>(())
+    /// ```
+    pub fn with_provider_prefix(mut self, prefix: &str) -> Result<Self> {
+        subject::validate_subject(prefix)?;
+        subject::validate_publish_subject(&self.subject, prefix)?;
+        self.prefix_tokens = prefix.split('.').count();
+        Ok(self)
+    }
+
     /// The event for `samples`.
     pub fn event(&self, samples: &[MetricSample]) -> Event {
-        let category = self.subject.split('.').nth(1).unwrap_or_default();
+        let category = self
+            .subject
+            .split('.')
+            .nth(self.prefix_tokens)
+            .unwrap_or_default();
         Event::typed(
             self.subject.clone(),
             category,
@@ -169,6 +210,7 @@ impl EventSource for MetricsPoller {
             source: self.source.clone(),
             schedule: self.schedule.clone(),
             subject: self.subject.clone(),
+            prefix_tokens: self.prefix_tokens,
             lifecycle: Lifecycle::default(),
         };
         self.lifecycle.start(self.source.name(), move |stop| async move {
