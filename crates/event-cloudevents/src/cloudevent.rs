@@ -34,7 +34,9 @@ use std::ops::{Deref, DerefMut};
 /// does. A `datacontenttype` that is no media type (RFC 2046:
 /// printable ASCII; control characters or non-ASCII text) is refused, as
 /// every binding refuses it: HTTP binary mode could not carry it in
-/// `Content-Type`.
+/// `Content-Type`. So is an empty `id`, `source` or `type`, or an empty
+/// `subject`, which CloudEvents forbids (the SDK accepts them), as every
+/// binding refuses them.
 ///
 /// ```
 /// use cloudevents::AttributesReader;
@@ -186,6 +188,7 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
                 }
             })?;
         mapping::check_datacontenttype(&event).map_err(D::Error::custom)?;
+        mapping::check_required(&event).map_err(D::Error::custom)?;
         if let Some(data) = json_data {
             event.set_data_unchecked(Data::Json(data));
         }

@@ -53,7 +53,9 @@ pub fn from_structured(json: &[u8]) -> Result<Event> {
     Event::try_from(cloudevent_from_structured(json)?)
 }
 
-/// Parses a CloudEvents JSON document.
+/// Parses a CloudEvents JSON document. A document that is no valid
+/// CloudEvent is [`Error::Serialization`] (see [`CloudEvent`] for what the
+/// SDK accepts and this refuses: an empty `id`, ...).
 pub fn cloudevent_from_structured(json: &[u8]) -> Result<CloudEvent> {
     serde_json::from_slice(json)
         .map_err(|e| Error::Serialization(format!("invalid structured CloudEvent: {e}")))

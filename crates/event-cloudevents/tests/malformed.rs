@@ -299,6 +299,29 @@ fn empty_required_attributes_are_rejected() {
     rejected(&with(&[("type", json!(""))]), &["`type`", "empty"]);
 }
 
+/// The bindings (HTTP, NATS) refuse a CloudEvent with an empty `id`,
+/// `source`, `type` or `subject` in either mode, which CloudEvents forbids;
+/// the JSON event format's own reader handed it on (a relay reading
+/// documents from a queue passed on what no binding reads), and so did
+/// `serde_json` into a `CloudEvent`.
+#[test]
+fn empty_required_attributes_are_refused_as_a_cloudevent_too() {
+    for attribute in ["id", "source", "type", "subject"] {
+        let doc = with(&[(attribute, json!(""))]);
+        match cloudevent_from_structured(&doc) {
+            Err(Error::Serialization(reason)) => {
+                assert!(reason.contains(&format!("`{attribute}`")), "{reason}");
+                assert!(reason.contains("empty"), "{reason}");
+            }
+            other => panic!("{attribute}: expected a serialization error, got {other:?}"),
+        }
+        assert!(
+            serde_json::from_slice::<CloudEvent>(&doc).is_err(),
+            "{attribute}"
+        );
+    }
+}
+
 #[test]
 fn an_empty_subject_is_rejected() {
     // spec.md: `subject`, when present, MUST be a non-empty string. An A3S

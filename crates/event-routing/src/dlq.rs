@@ -55,7 +55,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A forwarded dead letter is larger than its event (the failure in its
 /// metadata): the dead letter of an event near the sink's provider's
 /// limit, or with a long reason, is refused ([`Error::PayloadTooLarge`];
-/// through an `HttpSink`, feature `http`, a `413 Payload Too Large` answer).
+/// through an `HttpSink`, feature `http`, a `413 Payload Too Large` answer,
+/// or in binary mode, where the reason and the metadata are headers, a
+/// `431 Request Header Fields Too Large`).
 /// Refused, it would be offered again and again, then lost to the
 /// consumer group, so `handle` forwards a smaller form instead, the first
 /// that fits of (each logged as a warning):
@@ -282,17 +284,22 @@ fn cut(text: &str, chars: usize) -> Option<String> {
 
 /// The limit `err` says a dead letter is over, for the note of its
 /// smaller form: a provider's [`Error::PayloadTooLarge`], or an HTTP
-/// endpoint's `413 Payload Too Large` (feature `http`); `None` for any
-/// other error.
+/// endpoint's `413 Payload Too Large` or `431 Request Header Fields Too
+/// Large` (feature `http`: in binary mode the reason and the metadata are
+/// headers); `None` for any other error.
 fn over_limit(err: &Error) -> Option<String> {
     if let Error::PayloadTooLarge { max, .. } = err {
         return Some(format!("the DLQ provider's limit ({max} bytes)"));
     }
     #[cfg(feature = "http")]
-    if let Some(answer) = event_cloudevents::http::client::status_error(err)
-        && answer.status == 413
-    {
-        return Some("the dead-letter endpoint's limit (HTTP 413)".to_owned());
+    if let Some(answer) = event_cloudevents::http::client::status_error(err) {
+        match answer.status {
+            413 => return Some("the dead-letter endpoint's limit (HTTP 413)".to_owned()),
+            431 => {
+                return Some("the dead-letter endpoint's header limit (HTTP 431)".to_owned());
+            }
+            _ => {}
+        }
     }
     None
 }

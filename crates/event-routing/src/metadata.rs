@@ -46,5 +46,5 @@ pub const DLQ_SUBSCRIBER: &str = "dlqsubscriber";
 /// On a dead letter a [`SinkDlqHandler`](crate::SinkDlqHandler) or a
 /// trigger's dead-letter sink received without the event's payload and own
 /// metadata (the whole one was over the sink's provider's limit, or an
-/// HTTP endpoint answered `413`): what was left out, and the limit.
+/// HTTP endpoint answered `413` or `431`): what was left out, and the limit.
 pub const DLQ_PAYLOAD_DROPPED: &str = "dlqpayloaddropped";

@@ -171,7 +171,7 @@ impl DeliverySpec {
 
     /// Sets the dead-letter sink. A dead letter its sink's provider
     /// refuses as too large ([`Error::PayloadTooLarge`](event_core::Error::PayloadTooLarge),
-    /// or an HTTP endpoint's `413`: an event near the limit, a long error)
+    /// or an HTTP endpoint's `413` or `431`: an event near the limit, a long error)
     /// is sent in a smaller form, as
     /// a [`SinkDlqHandler`](crate::SinkDlqHandler) forwards one: the reason
     /// cut to 4,096 characters, else without the event's payload and own

@@ -2868,3 +2868,38 @@ async fn a_sink_dlq_handler_resends_smaller_what_the_endpoint_refuses_as_too_lar
         "{body:?}"
     );
 }
+
+/// In binary mode (an `HttpSink`'s default) a dead letter's reason and
+/// metadata travel as headers, so an endpoint refuses one too large with
+/// `431 Request Header Fields Too Large`, not `413`: a `WebhookSource` past
+/// hyper's head buffer (here a 2 MB reason), hyper past 100 headers, nginx
+/// past 8 KB a line.
+/// The handler tried its smaller forms on a `413` only, so the dead letter
+/// of a long error was refused for good (`431` is not retried) and lost.
+/// A `431` is a refusal as too large too: the reason is cut.
+#[tokio::test]
+async fn a_sink_dlq_handler_resends_smaller_what_the_endpoint_refuses_with_431() {
+    use event_core::{DeadLetterEvent, DlqHandler};
+    let collector = Arc::new(CollectorSink::new("dead"));
+    let source = WebhookSource::new("dead-letters", "127.0.0.1:0".parse().unwrap());
+    source.start(collector.clone()).await.unwrap();
+    let url = format!("http://{}/events", source.local_addr().unwrap());
+    let dlq = event_routing::SinkDlqHandler::new(
+        Arc::new(HttpSink::new("dlq-endpoint", url).unwrap()),
+        "events.dlq",
+    )
+    .unwrap();
+    let reason = format!("handler failed: {}", "r".repeat(2_000_000));
+    let event = order().with_metadata("region", "eu");
+    dlq.handle(DeadLetterEvent::new(event.clone(), reason.clone()).with_attempts(3))
+        .await
+        .unwrap();
+    let received = collector.events();
+    assert_eq!(received.len(), 1);
+    let m = &received[0].metadata;
+    assert_eq!(received[0].payload, event.payload, "the event is whole");
+    assert_eq!(m["region"], "eu");
+    assert!(m["dlqreason"].starts_with(&reason[..1000]));
+    assert!(m["dlqreason"].len() < 5000, "{}", m["dlqreason"].len());
+    source.stop().await.unwrap();
+}

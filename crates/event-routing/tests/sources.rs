@@ -612,3 +612,39 @@ async fn emission_starts(emission: Duration, run_for: Duration) -> Vec<u64> {
     source.stop().await.unwrap();
     starts.lock().iter().map(Duration::as_secs).collect()
 }
+
+/// A cron source's emission that takes exactly its period ends on the next
+/// fire time: that one is due, not overrun, and fires then, as an interval
+/// source's does (`every` says so). Taking only times strictly after the
+/// end skipped it: starts 20 s apart on a 10 s schedule (2.8, 22.8, 42.8,
+/// 62.8 s).
+#[tokio::test(start_paused = true)]
+async fn a_cron_emission_ending_on_the_next_fire_time_does_not_skip_it() {
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let slow = Arc::new(InProcessSink::new("slow", {
+        let starts = starts.clone();
+        move |_| {
+            let starts = starts.clone();
+            async move {
+                starts.lock().push(Instant::now());
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(())
+            }
+        }
+    }));
+    let source = CronSource::cron("every-10s", "*/10 * * * * *", tick_event).unwrap();
+    source.start(slow).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    source.stop().await.unwrap();
+    let starts = starts.lock().clone();
+    // any 65 s window holds six or seven multiples of 10 s
+    assert!(starts.len() >= 6, "{starts:?}");
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        // (a fire time's tick comes up to Tokio's 1 ms resolution late)
+        assert!(
+            gap > Duration::from_millis(9_998) && gap < Duration::from_millis(10_002),
+            "{starts:?}"
+        );
+    }
+}

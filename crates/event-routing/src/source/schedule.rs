@@ -211,8 +211,11 @@ impl Schedule {
         // for an interval: the last boundary (k of `start + k * period`)
         // fired
         let mut boundary = 0u128;
+        // for a cron schedule: the last time fired
+        let mut fired: Option<DateTime<Utc>> = None;
         loop {
             let mut next_boundary = boundary;
+            let mut next_fired = fired;
             let wait = async {
                 let deadline = match &self.0 {
                     Kind::Interval(period) => {
@@ -227,7 +230,19 @@ impl Schedule {
                         let now = wall_start
                             .checked_add_signed(elapsed)
                             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                        next_cron(schedule, &now).and_then(|next| {
+                        // the first time not yet fired and not yet past: a
+                        // time reached right now is due (an emission that
+                        // ended on it does not skip it), as for an interval.
+                        // "Now" within Tokio's timer resolution (1 ms): a
+                        // fire time has a wall clock's fraction of a second
+                        // on the monotonic clock, and its tick, rounded up
+                        // to the millisecond, fires that much after it.
+                        let due = now
+                            .checked_sub_signed(chrono::TimeDelta::milliseconds(1))
+                            .unwrap_or(now);
+                        let after = fired.map_or(due, |fired| fired.max(due));
+                        next_cron(schedule, &after).and_then(|next| {
+                            next_fired = Some(next);
                             start.checked_add((next - wall_start).to_std().unwrap_or_default())
                         })
                     }
@@ -247,6 +262,7 @@ impl Schedule {
                 break;
             }
             boundary = next_boundary;
+            fired = next_fired;
             n += 1;
             tick(n).await;
         }
