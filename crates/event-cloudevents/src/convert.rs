@@ -258,19 +258,7 @@ impl TryFrom<CloudEvent> for Event {
 
     fn try_from(ce: CloudEvent) -> Result<Event> {
         let mut ce = ce.into_inner();
-        for (attribute, value) in [("id", ce.id()), ("source", ce.source()), ("type", ce.ty())] {
-            if value.is_empty() {
-                return Err(invalid(format!(
-                    "required attribute `{attribute}` is empty; CloudEvents requires a non-empty value"
-                )));
-            }
-        }
-        if ce.subject() == Some("") {
-            return Err(invalid(
-                "attribute `subject` is empty; CloudEvents requires it non-empty when present \
-                 (an A3S event holds no subject as an empty one)",
-            ));
-        }
+        crate::mapping::check_required(&ce).map_err(invalid)?;
         let (content_type, dataschema, data) = ce.take_data();
 
         let mut category: Option<String> = None;

@@ -119,10 +119,26 @@ impl std::fmt::Debug for SinkDlqHandler {
 
 impl SinkDlqHandler {
     /// A handler forwarding through `sink` under `subject_prefix` (one or more
-    /// literal tokens, [`Error::InvalidSubject`] otherwise).
+    /// literal tokens, [`Error::InvalidSubject`] otherwise). A prefix that
+    /// leaves no room for the fallback subject `{prefix}.unknown` within
+    /// [`MAX_SUBJECT_LEN`](subject::MAX_SUBJECT_LEN) (over 1,016 bytes) is
+    /// [`Error::InvalidConfig`]: the dead letter of a long subject could not
+    /// be forwarded.
     pub fn new(sink: Arc<dyn EventSink>, subject_prefix: impl Into<String>) -> Result<Self> {
         let prefix = subject_prefix.into();
         subject::validate_subject(&prefix)?;
+        if prefix.len() + ".unknown".len() > subject::MAX_SUBJECT_LEN {
+            return Err(Error::invalid_config(
+                "subject_prefix",
+                format!(
+                    "the dead-letter prefix is {} bytes: at most {} leave room for the \
+                     fallback subject `<prefix>.unknown` within {} bytes",
+                    prefix.len(),
+                    subject::MAX_SUBJECT_LEN - ".unknown".len(),
+                    subject::MAX_SUBJECT_LEN
+                ),
+            ));
+        }
         Ok(Self {
             sink,
             prefix,

@@ -488,3 +488,22 @@ async fn sink_dlq_handler_forwards_the_dead_letter_of_an_event_with_a_subject_ne
         assert_eq!(forwarded.metadata["dlqoriginalsubject"], subject);
     }
 }
+
+/// A prefix that leaves no room for the `{prefix}.unknown` fallback would
+/// make every forward of a long subject an `InvalidSubject` refusal (the
+/// dead letter lost): `new` refuses it up front, and takes the longest
+/// prefix that leaves that room.
+#[test]
+fn sink_dlq_handler_refuses_a_prefix_with_no_room_for_the_fallback_subject() {
+    let sink = Arc::new(CollectorSink::new("dlq"));
+    let longest = format!("dlq.{}", "p".repeat(1024 - ".unknown".len() - 4));
+    assert_eq!(longest.len() + ".unknown".len(), 1024);
+    SinkDlqHandler::new(sink.clone(), longest.clone()).unwrap();
+    let too_long = format!("{longest}p");
+    match SinkDlqHandler::new(sink, too_long) {
+        Err(event_core::Error::InvalidConfig { field, .. }) => {
+            assert_eq!(field, "subject_prefix");
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
