@@ -1161,7 +1161,10 @@ impl WebhookSource {
     /// [`metadata::SENDER_SUBJECT`](crate::metadata::SENDER_SUBJECT), so
     /// it goes back out as an extension when the event is sent on as a
     /// CloudEvent. A subject the mapper returns that is not a valid publish
-    /// subject is refused like any other (`400`). A `mapper` that panics
+    /// subject is refused like any other (`400`). A CloudEvent whose own
+    /// `subject` is present but empty (which CloudEvents forbids) is
+    /// refused (`400`) before `mapper` sees it, as is one with an empty
+    /// `id`, `source` or `type`. A `mapper` that panics
     /// (on a CloudEvent it did not expect) has the request answered `500`,
     /// counted in [`refused`](Self::refused).
     ///
