@@ -368,7 +368,20 @@
 //!   subscription with `max_deliver` never fetches ahead: each event fetched
 //!   and not handed out would lose one of its deliveries to a close or a
 //!   restart, so a backlog read through a few rolling restarts would use up
-//!   its events' attempts (the spare delivery included) unseen.
+//!   its events' attempts (the spare delivery included) unseen. Only the
+//!   pull request of a cancelled call (below) can still bring one event
+//!   that no call is waiting for. **Known gap:** when that event is a spare
+//!   delivery (a final delivery left unsettled, by a crash say, coming once
+//!   more) and the subscription is closed or dropped before a call hands it
+//!   out, the event ends neither handled nor dead-lettered: JetStream never
+//!   delivers a spare again, and the close can only hand it back. A
+//!   consumer runner told to stop while it waits for an event is such a
+//!   cancelled call: a spare that falls due while it drains its handlers
+//!   (within the pull request's 5 s) is lost that way, so one crash and a
+//!   graceful shutdown soon after can end an event. The close logs a
+//!   warning naming the consumer and the event's stream sequence; reconcile
+//!   from the stream (`history`) where that matters. The memory provider
+//!   has no such gap.
 //! - **History** returns exactly the newest `limit` matches, newest first,
 //!   without reading the whole stream. Unfiltered, it reads the tail with a
 //!   short-lived consumer. Filtered, it counts the matches first (a consumer
@@ -448,7 +461,9 @@
 //!   wait may get that delivery and its redelivery back to back (the memory
 //!   provider starts the wait when it hands an event out). Call again
 //!   within the ack wait, or set an ack wait longer than the gaps between
-//!   calls.
+//!   calls. A spare delivery that arrives that way and is not handed out
+//!   before the subscription is closed or dropped is lost (the known gap
+//!   above).
 //!   The connection runs on the Tokio runtime that called
 //!   [`NatsProvider::connect`] (async-nats spawns its connection task
 //!   there). Once that runtime is shut down the task is gone and nothing

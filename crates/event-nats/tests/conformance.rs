@@ -58,3 +58,15 @@ event_core::conformance_tests!({
         None => return,
     }
 });
+
+/// Outside the suite's macro: the known gap of the crate docs (a spare
+/// delivery received by a closing subscription and never handed out ends
+/// the event; see also `consumer.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known gap: a spare delivery fetched for a cancelled call and handed back by close is never delivered again by JetStream"]
+async fn spare_due_at_close_comes_to_the_next_subscription() {
+    let Some(factory) = Nats::new(module_path!()) else {
+        return;
+    };
+    event_core::conformance::spare_due_at_close_comes_to_the_next_subscription(&factory).await;
+}

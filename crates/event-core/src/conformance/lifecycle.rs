@@ -2,7 +2,8 @@
 //! and closes, `close`, `unsubscribe`, and a durable created again.
 
 use super::{
-    ProviderFactory, drain_ns, event, n_of, publish_n, recv, subscribe_kind, try_recv_manual,
+    ProviderFactory, drain_ns, event, n_of, publish_n, recv, recv_manual, subscribe_kind,
+    try_recv_manual,
 };
 use crate::{Error, SubscribeOptions, Subscription};
 use std::time::{Duration, Instant};
@@ -379,4 +380,65 @@ pub async fn recreated_durable_does_not_feed_old_subscriptions(factory: &dyn Pro
         vec![0, 1, 2, 3],
         "the new durable delivers every stored event"
     );
+}
+
+/// A spare delivery (see [`unsettled_final_delivery_comes_once_more`](super::unsettled_final_delivery_comes_once_more))
+/// that becomes due while a durable's subscription is idle and is not
+/// handed out before the subscription is closed still comes, to the
+/// durable's next subscription: a close hands back what it did not hand
+/// out, and a spare handed back is no exception (the event would end
+/// neither handled nor dead-lettered). The steps: two events' final
+/// deliveries left unsettled (a crash), half an ack wait apart; the first
+/// event's spare received; a call that gives up before the second's spare
+/// is due (a poll with a timeout, a `select!` with a shutdown signal); the
+/// spare falls due; the subscription is closed (the graceful shutdown) and
+/// the durable subscribed again.
+///
+/// Not in [`conformance_tests!`](crate::conformance_tests) yet: NATS fails it
+/// (a known gap, see the `event-nats` crate docs); the memory provider runs
+/// it.
+pub async fn spare_due_at_close_comes_to_the_next_subscription(factory: &dyn ProviderFactory) {
+    let caps = factory.capabilities();
+    let p = factory.create().await;
+    let opts = SubscribeOptions {
+        max_deliver: Some(1),
+        ack_wait: Some(caps.ack_wait),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = subscribe_kind(&*p, "durable", "sparedue", "sparedue", &opts).await;
+    publish_n(&*p, "sparedue", "t", 0..2).await;
+    let first = recv_manual(&mut sub, &caps, "event 0, delivery 1").await;
+    assert_eq!(n_of(&first.received.event), 0);
+    assert!(first.is_final_delivery(), "delivery 1 of max_deliver 1");
+    drop(first); // the holder crashed: its ack wait runs out
+    tokio::time::sleep(caps.ack_wait / 2).await;
+    let first = recv_manual(&mut sub, &caps, "event 1, delivery 1").await;
+    assert_eq!(n_of(&first.received.event), 1);
+    drop(first);
+    let spare = recv_manual(&mut sub, &caps, "event 0's spare (delivery 2 of max 1)").await;
+    assert_eq!(n_of(&spare.received.event), 0);
+    assert_eq!(spare.received.num_delivered, 2, "event 0's spare");
+    spare.ack().await.expect("ack");
+    let early = tokio::time::timeout(caps.ack_wait / 10, sub.next_manual_ack()).await;
+    if let Ok(got) = early {
+        panic!(
+            "event 1's spare is due half an ack wait after event 0's: got {:?}",
+            got.map(|p| p.map(|p| (n_of(&p.received.event), p.received.num_delivered)))
+        );
+    }
+    tokio::time::sleep(caps.ack_wait).await;
+    sub.close().await.expect("close");
+    drop(sub);
+    let mut sub = subscribe_kind(&*p, "durable", "sparedue", "sparedue", &opts).await;
+    let spare = recv_manual(
+        &mut sub,
+        &caps,
+        "event 1's spare, due while the closed subscription was idle: it comes to the next one",
+    )
+    .await;
+    assert_eq!(n_of(&spare.received.event), 1);
+    assert_eq!(spare.received.num_delivered, 2, "event 1's spare");
+    assert!(spare.is_final_delivery());
+    spare.ack().await.expect("ack");
+    sub.close().await.expect("close");
 }

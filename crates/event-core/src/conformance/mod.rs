@@ -399,7 +399,8 @@ pub use durable::{
 pub use lifecycle::{
     cancelled_fetches_lose_nothing, cancelled_subscribe_and_close_leave_no_consumer,
     close_acks_and_ends_subscription, recreated_durable_does_not_feed_old_subscriptions,
-    unsubscribe_deletes_durable, unsubscribe_ends_live_subscriptions,
+    spare_due_at_close_comes_to_the_next_subscription, unsubscribe_deletes_durable,
+    unsubscribe_ends_live_subscriptions,
 };
 pub use policies::{
     backoff_spaces_redeliveries, deliver_policy_all, deliver_policy_by_start_sequence,

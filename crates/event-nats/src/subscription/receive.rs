@@ -319,6 +319,13 @@ impl NatsSubscription {
     /// of after the ack wait. An ephemeral is deleted instead; a delivery
     /// still in flight from the server is left to the ack wait. Bounded by
     /// `deadline` (close's: one request timeout for all its waits).
+    ///
+    /// A spare delivery among them (JetStream's last) is not delivered
+    /// again, naked or not: its event ends neither handled nor
+    /// dead-lettered. It can only be here when it arrived for the pull
+    /// request of a call that was cancelled (a subscription with
+    /// `max_deliver` never fetches ahead otherwise); each one is logged
+    /// as a warning (the known gap of the crate docs).
     pub(super) async fn hand_back_unseen(&mut self, deadline: tokio::time::Instant) {
         if !matches!(self.kind, Kind::Durable) {
             self.held = None;
@@ -345,6 +352,22 @@ impl NatsSubscription {
             return;
         }
         let count = unseen.len();
+        for message in &unseen {
+            if let Ok(info) = message.info()
+                && self
+                    .max_deliver
+                    .is_some_and(|max| u64::try_from(info.delivered).is_ok_and(|d| d > max))
+            {
+                tracing::warn!(
+                    consumer = %self.name,
+                    sequence = info.stream_sequence,
+                    delivered = info.delivered,
+                    "a spare delivery received for a cancelled call was never handed out before \
+                     the close: JetStream does not deliver it again, so the event is neither \
+                     handled nor dead-lettered (it stays in the stream)"
+                );
+            }
+        }
         let naks = async {
             for message in &unseen {
                 if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
