@@ -783,7 +783,7 @@ impl PendingEvent {
     }
 
     /// Restarts the ack-wait timer; call repeatedly during long work
-    /// ([`KeepAliveClock`](crate::KeepAliveClock) says when).
+    /// ([`KeepAliveClock`] says when).
     pub async fn in_progress(&self) -> Result<()> {
         self.acker.in_progress().await
     }
