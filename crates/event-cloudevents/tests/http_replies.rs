@@ -20,6 +20,11 @@ const REPLY_HEAD: &str = "HTTP/1.1 200 OK\r\nce-specversion: 1.0\r\nce-id: r\r\n
 /// connection (`close`) or holding it open; returns its URL and a count of
 /// the requests it received (each an accepted event).
 async fn server(close: bool) -> (String, Arc<AtomicUsize>) {
+    answering(REPLY_HEAD, close).await
+}
+
+/// [`server`] answering `answer` instead of `REPLY_HEAD`.
+async fn answering(answer: &'static str, close: bool) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/events", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicUsize::new(0));
@@ -38,7 +43,7 @@ async fn server(close: bool) -> (String, Arc<AtomicUsize>) {
                     }
                 }
                 count.fetch_add(1, Ordering::SeqCst);
-                let _ = socket.write_all(REPLY_HEAD.as_bytes()).await;
+                let _ = socket.write_all(answer.as_bytes()).await;
                 if close {
                     let _ = socket.shutdown().await;
                 } else {
@@ -99,4 +104,23 @@ async fn a_reply_lost_after_a_200_is_not_transient() {
         assert!(started.elapsed() < REPLY_WAIT, "{what}");
         assert_delivered_reply_lost(&err, what);
     }
+}
+
+/// A `200` whose reply is no valid CloudEvent (here, without the required
+/// `type`): the endpoint accepted the event, so the error says it was
+/// delivered and is not to be retried. It was `Error::Serialization`, which
+/// a broker retries: the endpoint received the event again on every
+/// attempt.
+#[tokio::test]
+async fn a_malformed_reply_after_a_200_is_a_lost_reply_not_a_failure() {
+    const MALFORMED: &str = "HTTP/1.1 200 OK\r\nce-specversion: 1.0\r\nce-id: r\r\n\
+                             ce-source: /s\r\ncontent-type: application/json\r\n\
+                             content-length: 2\r\n\r\n{}";
+    let (url, requests) = answering(MALFORMED, true).await;
+    let err = send_http(&reqwest::Client::new(), &url, &event(), Mode::Binary)
+        .await
+        .unwrap_err();
+    assert_delivered_reply_lost(&err, "malformed reply");
+    assert!(err.to_string().contains("type"), "{err}");
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
 }

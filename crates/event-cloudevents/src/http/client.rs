@@ -290,7 +290,10 @@ pub fn status_error(err: &Error) -> Option<&HttpStatusError> {
 /// - a redirect the event was not delivered through (below):
 ///   [`Error::Provider`] with provider `"http"` and a [`RedirectError`]
 ///   source ([`redirect_error`]), naming the `Location`;
-/// - a reply that is a malformed CloudEvent: [`Error::Serialization`];
+/// - a reply that is a malformed CloudEvent (or, for `send_http`, one that
+///   cannot become an A3S event): [`Error::Provider`] with provider
+///   `"http"` and a [`ReplyLost`] source ([`reply_lost`]), as for a reply
+///   body that breaks off (below): the endpoint has accepted the event;
 /// - a reply event over [`MAX_REPLY_SIZE`]: [`Error::PayloadTooLarge`],
 ///   read no further (the endpoint did accept the event; only its reply is
 ///   refused);
@@ -349,8 +352,28 @@ pub async fn send_http(
     mode: Mode,
 ) -> Result<Option<Event>> {
     match send_cloudevent_http(client, url, CloudEvent::from(event), mode).await? {
-        Some(reply) => Ok(Some(Event::try_from(reply)?)),
+        Some(reply) => Event::try_from(reply)
+            .map(Some)
+            .map_err(|err| unreadable_reply(url, err)),
         None => Ok(None),
+    }
+}
+
+/// The error for a reply read after a `200` that cannot be taken as a
+/// (CloudEvent or A3S) event: the endpoint has accepted the event, so a
+/// [`Error::Serialization`] becomes a [`ReplyLost`], not a failure to send
+/// the event again for.
+fn unreadable_reply(url: &str, err: Error) -> Error {
+    match err {
+        Error::Serialization(reason) => Error::provider(
+            "http",
+            ReplyLost {
+                url: redact_url(url),
+                status: reqwest::StatusCode::OK.as_u16(),
+                reason: format!("the reply cannot be read: {reason}"),
+            },
+        ),
+        other => other,
     }
 }
 
@@ -399,7 +422,9 @@ pub async fn send_cloudevent_http(
         return Ok(None);
     }
     let body = read_reply(response, url).await?;
-    Ok(Some(cloudevent_from_http(&headers, body)?))
+    cloudevent_from_http(&headers, body)
+        .map(Some)
+        .map_err(|err| unreadable_reply(url, err))
 }
 
 /// Lets go of a success response whose body is not needed: reads it to its
