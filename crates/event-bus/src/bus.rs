@@ -576,9 +576,12 @@ impl EventBus {
     ///
     /// Each event is validated (subject, schema) and encrypted as
     /// [`publish_event`](Self::publish_event) does; those that pass go to the
-    /// provider in one [`publish_batch`](EventProvider::publish_batch) call
-    /// (pipelined where the provider supports it, deduplicated by event id),
-    /// then, in order, to the router. An event refused at any step gets its
+    /// provider in one
+    /// [`publish_batch_with_outcome`](EventProvider::publish_batch_with_outcome)
+    /// call (whose default calls the provider's
+    /// [`publish_batch`](EventProvider::publish_batch): pipelined where the
+    /// provider supports it, deduplicated by event id), then, in order, to
+    /// the router. An event refused at any step gets its
     /// error at its position and does not hold up the others; as with
     /// `publish_event`, an event the router refuses is stored all the same
     /// and a retry of it is deduplicated. Each event counts once in the
@@ -601,9 +604,9 @@ impl EventBus {
     /// event or the whole call), whether it comes again in a batch or alone
     /// with [`publish_event`](Self::publish_event).
     ///
-    /// Calling the provider's `publish_batch` directly
-    /// ([`provider`](Self::provider)) skips all of this: no validation, no
-    /// encryption, no routing.
+    /// Calling the provider's `publish_batch` (or
+    /// `publish_batch_with_outcome`) directly ([`provider`](Self::provider))
+    /// skips all of this: no validation, no encryption, no routing.
     pub async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
         let results = self.publish_batch_stored(events).await?;
         Ok(results
