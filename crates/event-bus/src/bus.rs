@@ -738,6 +738,12 @@ impl EventBus {
             };
             if let Err(err) = &result {
                 settle(guards.get_mut(i).and_then(Option::as_mut), err);
+                // left behind now, not when the call ends: a later copy of
+                // the event in this batch, reported as this one's
+                // duplicate, finds it and is routed
+                if let Some(guard) = guards.get_mut(i) {
+                    drop(guard.take());
+                }
             }
             results.push(result.map(|outcome| Stored {
                 sequence: outcome.sequence,

@@ -1309,3 +1309,103 @@ async fn a_batch_routes_each_event_once_and_not_its_repeats() {
     assert_eq!(routed(&d.id), 1, "the refused event's repeat, once");
     assert_eq!(bus.provider().info().await.unwrap().messages, 4);
 }
+
+/// Stores through a memory provider; a batch's first result is replaced by
+/// a timeout (its answer lost after the store), the others as the memory
+/// provider says them (a repeat of that event later in the batch: a
+/// duplicate).
+#[derive(Default)]
+struct FirstAnswerLostProvider {
+    store: MemoryProvider,
+}
+
+#[async_trait]
+impl EventProvider for FirstAnswerLostProvider {
+    async fn publish(&self, event: &Event) -> Result<u64> {
+        self.store.publish(event).await
+    }
+    async fn publish_shared_with_outcome(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<event_core::PublishOutcome> {
+        self.store.publish_shared_with_outcome(event, options).await
+    }
+    async fn publish_batch_with_outcome(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<Result<event_core::PublishOutcome>>> {
+        let mut results = self.store.publish_batch_with_outcome(events).await?;
+        if let Some(first) = results.first_mut() {
+            *first = Err(Error::Timeout {
+                operation: "publish".into(),
+                elapsed: Duration::from_secs(5),
+            });
+        }
+        Ok(results)
+    }
+    async fn subscribe(&self, filter: &str) -> Result<Box<dyn Subscription>> {
+        self.store.subscribe(filter).await
+    }
+    async fn subscribe_durable(&self, name: &str, filter: &str) -> Result<Box<dyn Subscription>> {
+        self.store.subscribe_durable(name, filter).await
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        self.store.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> Result<()> {
+        self.store.unsubscribe(name).await
+    }
+    async fn info(&self) -> Result<ProviderInfo> {
+        self.store.info().await
+    }
+    fn name(&self) -> &str {
+        "first-answer-lost"
+    }
+}
+
+/// A batch whose first copy of an event failed with a transient error after
+/// the store (its answer lost) and whose later copy the provider reports as
+/// that copy's duplicate: the event was stored by this call and not routed
+/// yet, so the repeat is routed (as `publish_batch` documents: a repeat is
+/// routed when the call that stored it ended before the router had it), and
+/// a retry of the failed copy is not routed again. (The repeat used to be
+/// reported routed, `is_routed`, while the router never had the event.)
+#[tokio::test]
+async fn a_repeat_in_a_batch_of_a_copy_that_failed_after_the_store_is_routed_once() {
+    let provider = Arc::new(FirstAnswerLostProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    let routed = |id: &str| {
+        router
+            .routed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(e, _)| e.id == id)
+            .count()
+    };
+    let a = Event::new("events.orders.new", "orders", "a", "src", json!({"n": 1}));
+    let results = bus
+        .publish_batch_stored(&[a.clone(), a.clone()])
+        .await
+        .unwrap();
+    assert!(
+        matches!(results[0], Err(Error::Timeout { .. })),
+        "{results:?}"
+    );
+    let repeat = results[1].as_ref().unwrap();
+    assert_eq!(repeat.duplicate, Some(true));
+    assert!(repeat.is_routed());
+    assert_eq!(
+        routed(&a.id),
+        1,
+        "the repeat is routed: the router has the event"
+    );
+    // the failed copy retried: stored once, routed once
+    let retry = bus.publish_event_stored(&a).await.unwrap();
+    assert_eq!(retry.duplicate, Some(true));
+    assert_eq!(routed(&a.id), 1, "and only once");
+    assert_eq!(provider.info().await.unwrap().messages, 1);
+}
