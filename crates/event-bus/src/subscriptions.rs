@@ -566,8 +566,11 @@ impl EventBus {
         subscriber_ids: impl IntoIterator<Item = &'a str>,
     ) -> Result<()> {
         let mut ids: Vec<String> = Vec::new();
+        // a set, as in `upsert`: a scan of the ids seen so far would make a
+        // large batch quadratic, the runtime's thread held all the while
+        let mut seen: HashSet<&str> = HashSet::new();
         for id in subscriber_ids {
-            if ids.iter().any(|seen| seen == id) {
+            if !seen.insert(id) {
                 // as in `upsert`: a batch naming one twice is a mistake
                 return Err(Error::invalid_config(
                     "subscriber_id",
@@ -576,6 +579,7 @@ impl EventBus {
             }
             ids.push(id.to_owned());
         }
+        drop(seen);
         if ids.is_empty() {
             return Ok(());
         }
