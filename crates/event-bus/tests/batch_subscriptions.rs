@@ -582,3 +582,21 @@ async fn removing_many_subscribers_at_once_checks_their_ids_in_linear_time() {
         "checking 60,000 ids for repeats took {took:?}"
     );
 }
+
+/// `remove_subscriptions` too takes its ids when the call is made: ids
+/// from data that is not `Send` (an `Rc`) still give a `Send` future, as
+/// `update_subscriptions` and `set_subscriptions` do.
+#[tokio::test]
+async fn removing_with_ids_that_are_not_send_gives_a_send_future() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscriptions([
+        filter("a", &["events.jobs.>"], true),
+        filter("b", &["events.jobs.>"], false),
+    ])
+    .await
+    .unwrap();
+    let names = std::rc::Rc::new(["a", "b"]);
+    let ids = (0..2).map(move |i| names[i]);
+    sendable(bus.remove_subscriptions(ids)).await.unwrap();
+    assert!(bus.list_subscriptions().await.is_empty());
+}
