@@ -8,6 +8,7 @@ use event_core::{
     DlqHandler, Error, Event, EventCounts, EventEncryptor, EventProvider, EventRouter,
     ProviderInfo, PublishOptions, PublishOutcome, Result, SchemaValidator, check_payload_depth,
 };
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -576,9 +577,12 @@ impl EventBus {
     ///
     /// Each event is validated (subject, schema) and encrypted as
     /// [`publish_event`](Self::publish_event) does; those that pass go to the
-    /// provider in one [`publish_batch`](EventProvider::publish_batch) call
-    /// (pipelined where the provider supports it, deduplicated by event id),
-    /// then, in order, to the router. An event refused at any step gets its
+    /// provider in one
+    /// [`publish_batch_with_outcome`](EventProvider::publish_batch_with_outcome)
+    /// call (whose default calls the provider's
+    /// [`publish_batch`](EventProvider::publish_batch): pipelined where the
+    /// provider supports it, deduplicated by event id), then, in order, to
+    /// the router. An event refused at any step gets its
     /// error at its position and does not hold up the others; as with
     /// `publish_event`, an event the router refuses is stored all the same
     /// and a retry of it is deduplicated. Each event counts once in the
@@ -601,9 +605,9 @@ impl EventBus {
     /// event or the whole call), whether it comes again in a batch or alone
     /// with [`publish_event`](Self::publish_event).
     ///
-    /// Calling the provider's `publish_batch` directly
-    /// ([`provider`](Self::provider)) skips all of this: no validation, no
-    /// encryption, no routing.
+    /// Calling the provider's `publish_batch` (or
+    /// `publish_batch_with_outcome`) directly ([`provider`](Self::provider))
+    /// skips all of this: no validation, no encryption, no routing.
     pub async fn publish_batch(&self, events: &[Event]) -> Result<Vec<Result<u64>>> {
         let results = self.publish_batch_stored(events).await?;
         Ok(results
@@ -720,6 +724,9 @@ impl EventBus {
         };
         let mut outcomes = outcomes.into_iter();
         let mut results: Vec<Result<Stored>> = Vec::with_capacity(events.len());
+        // per event id, the first copy whose error leaves it perhaps stored
+        // (transient), its guard still armed
+        let mut failed: HashMap<&str, usize> = HashMap::new();
         for (i, (event, checked)) in events.iter().zip(checked).enumerate() {
             let result = match checked {
                 Err(err) => Err(err),
@@ -735,6 +742,12 @@ impl EventBus {
             };
             if let Err(err) = &result {
                 settle(guards.get_mut(i).and_then(Option::as_mut), err);
+                if guards.get(i).is_some_and(|g| {
+                    g.as_ref()
+                        .is_some_and(crate::refused::UnroutedGuard::is_armed)
+                }) {
+                    failed.entry(event.id.as_str()).or_insert(i);
+                }
             }
             results.push(result.map(|outcome| Stored {
                 sequence: outcome.sequence,
@@ -748,14 +761,20 @@ impl EventBus {
         //    call that stored it ended before routing it; where the
         //    provider does not say, every stored event is routed
         if let Some(router) = &hooks.router {
+            // ids the router has: taken from this batch, or before it
+            let mut settled: HashSet<&str> = HashSet::new();
             for (i, (event, result)) in events.iter().zip(results.iter_mut()).enumerate() {
                 let Ok(stored) = result else {
                     continue;
                 };
                 let id = event.id.as_str();
+                // an earlier copy in this batch failed after it may have
+                // been stored: this call may have stored it, not routed yet
+                let failed_before = failed.get(id).is_some_and(|&j| j < i) && !settled.contains(id);
                 let route = if stored.duplicate == Some(true) {
                     // both taken: neither is left for a later repeat
-                    inner.refused.take(&stored.sequence) | inner.unrouted.take(id)
+                    (inner.refused.take(&stored.sequence) | inner.unrouted.take(id))
+                        || failed_before
                 } else {
                     // routed now: what an earlier call left is settled
                     inner.refused.take(&stored.sequence);
@@ -772,11 +791,30 @@ impl EventBus {
                 if let Some(guard) = guards.get_mut(i).and_then(Option::as_mut) {
                     guard.disarm();
                 }
-                if let Err(error) = routed {
-                    inner.metrics.add_router_error(1);
-                    // so that publishing it again alone routes it
-                    inner.refused.insert(stored.sequence);
-                    stored.not_routed = Some(error);
+                match routed {
+                    // routed now, or a repeat of one routed before (kept
+                    // only for the failed copies, rare)
+                    Ok(()) => {
+                        if failed.contains_key(id) {
+                            settled.insert(id);
+                        }
+                    }
+                    Err(error) => {
+                        inner.metrics.add_router_error(1);
+                        // so that publishing it again alone routes it
+                        inner.refused.insert(stored.sequence);
+                        stored.not_routed = Some(error);
+                    }
+                }
+            }
+            // a copy that failed after it may have been stored, of an event
+            // the router has, leaves nothing behind: a retry of it is a
+            // repeat of a routed event
+            for (event, guard) in events.iter().zip(guards.iter_mut()) {
+                if let Some(guard) = guard
+                    && settled.contains(event.id.as_str())
+                {
+                    guard.disarm();
                 }
             }
         }

@@ -128,6 +128,11 @@ impl<'a> UnroutedGuard<'a> {
     pub(crate) fn disarm(&mut self) {
         self.armed = false;
     }
+
+    /// Whether it would remember its key if dropped now.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.armed
+    }
 }
 
 impl Drop for UnroutedGuard<'_> {

@@ -561,21 +561,18 @@ impl EventBus {
     /// assert!(bus.get_subscription("audit").await.is_some());
     /// # Ok(()) }
     /// ```
-    pub async fn remove_subscriptions<'a>(
+    pub fn remove_subscriptions<'a>(
         &self,
         subscriber_ids: impl IntoIterator<Item = &'a str>,
-    ) -> Result<()> {
-        let mut ids: Vec<String> = Vec::new();
-        for id in subscriber_ids {
-            if ids.iter().any(|seen| seen == id) {
-                // as in `upsert`: a batch naming one twice is a mistake
-                return Err(Error::invalid_config(
-                    "subscriber_id",
-                    format!("subscriber {id:?} is given twice in one batch"),
-                ));
-            }
-            ids.push(id.to_owned());
-        }
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        // taken from the iterator now, so the future does not hold it (ids
+        // from data that is not `Send` still give a `Send` future, as with
+        // `update_subscriptions`)
+        self.remove_ids(removal_ids(subscriber_ids))
+    }
+
+    async fn remove_ids(&self, ids: Result<Vec<String>>) -> Result<()> {
+        let ids = ids?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -984,4 +981,24 @@ impl EventBus {
         }
         BusSubscription::new(subscription, self.inner.clone()).boxed()
     }
+}
+
+/// The ids of a `remove_subscriptions` batch, owned, or
+/// [`Error::InvalidConfig`] for one given twice.
+fn removal_ids<'a>(subscriber_ids: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = Vec::new();
+    // a set, as in `upsert`: a scan of the ids seen so far would make a
+    // large batch quadratic, the runtime's thread held all the while
+    let mut seen: HashSet<&str> = HashSet::new();
+    for id in subscriber_ids {
+        if !seen.insert(id) {
+            // as in `upsert`: a batch naming one twice is a mistake
+            return Err(Error::invalid_config(
+                "subscriber_id",
+                format!("subscriber {id:?} is given twice in one batch"),
+            ));
+        }
+        ids.push(id.to_owned());
+    }
+    Ok(ids)
 }

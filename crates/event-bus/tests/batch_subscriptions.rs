@@ -560,3 +560,43 @@ async fn several_subscribers_are_removed_in_one_save_or_not_at_all() {
     assert_eq!(provider.info().await.unwrap().consumers, 1);
     assert_eq!(bus.metrics().snapshot().unsubscribe_total, 3);
 }
+
+/// Tens of thousands of ids in one `remove_subscriptions` call are checked
+/// for repeats in linear time, as `update_subscriptions` checks its
+/// filters: the call answers at once (here `NotFound`, nothing removed).
+#[tokio::test]
+async fn removing_many_subscribers_at_once_checks_their_ids_in_linear_time() {
+    let bus = EventBus::new(MemoryProvider::default());
+    let ids: Vec<String> = (0..60_000).map(|i| format!("subscriber-{i}")).collect();
+    let started = std::time::Instant::now();
+    let result = bus
+        .remove_subscriptions(ids.iter().map(String::as_str))
+        .await;
+    let took = started.elapsed();
+    assert!(
+        matches!(&result, Err(Error::NotFound { name, .. }) if name == "subscriber-0"),
+        "{result:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "checking 60,000 ids for repeats took {took:?}"
+    );
+}
+
+/// `remove_subscriptions` too takes its ids when the call is made: ids
+/// from data that is not `Send` (an `Rc`) still give a `Send` future, as
+/// `update_subscriptions` and `set_subscriptions` do.
+#[tokio::test]
+async fn removing_with_ids_that_are_not_send_gives_a_send_future() {
+    let bus = EventBus::new(MemoryProvider::default());
+    bus.update_subscriptions([
+        filter("a", &["events.jobs.>"], true),
+        filter("b", &["events.jobs.>"], false),
+    ])
+    .await
+    .unwrap();
+    let names = std::rc::Rc::new(["a", "b"]);
+    let ids = (0..2).map(move |i| names[i]);
+    sendable(bus.remove_subscriptions(ids)).await.unwrap();
+    assert!(bus.list_subscriptions().await.is_empty());
+}

@@ -1349,3 +1349,140 @@ async fn a_batch_routes_each_event_once_and_not_its_repeats() {
     assert_eq!(routed(&d.id), 1, "the refused event's repeat, once");
     assert_eq!(bus.provider().info().await.unwrap().messages, 4);
 }
+
+/// Stores through a memory provider; the result at index `lost` of a batch
+/// is replaced by a timeout (its answer lost after the store), the others
+/// as the memory provider says them (a repeat of that event later in the
+/// batch: a duplicate).
+#[derive(Default)]
+struct FirstAnswerLostProvider {
+    store: MemoryProvider,
+    lost: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl EventProvider for FirstAnswerLostProvider {
+    async fn publish(&self, event: &Event) -> Result<u64> {
+        self.store.publish(event).await
+    }
+    async fn publish_shared_with_outcome(
+        &self,
+        event: Arc<Event>,
+        options: &PublishOptions,
+    ) -> Result<event_core::PublishOutcome> {
+        self.store.publish_shared_with_outcome(event, options).await
+    }
+    async fn publish_batch_with_outcome(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<Result<event_core::PublishOutcome>>> {
+        let mut results = self.store.publish_batch_with_outcome(events).await?;
+        if let Some(lost) = results.get_mut(self.lost.load(Ordering::SeqCst)) {
+            *lost = Err(Error::Timeout {
+                operation: "publish".into(),
+                elapsed: Duration::from_secs(5),
+            });
+        }
+        Ok(results)
+    }
+    async fn subscribe(&self, filter: &str) -> Result<Box<dyn Subscription>> {
+        self.store.subscribe(filter).await
+    }
+    async fn subscribe_durable(&self, name: &str, filter: &str) -> Result<Box<dyn Subscription>> {
+        self.store.subscribe_durable(name, filter).await
+    }
+    async fn history(&self, filter: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        self.store.history(filter, limit).await
+    }
+    async fn unsubscribe(&self, name: &str) -> Result<()> {
+        self.store.unsubscribe(name).await
+    }
+    async fn info(&self) -> Result<ProviderInfo> {
+        self.store.info().await
+    }
+    fn name(&self) -> &str {
+        "first-answer-lost"
+    }
+}
+
+/// A batch whose first copy of an event failed with a transient error after
+/// the store (its answer lost) and whose later copy the provider reports as
+/// that copy's duplicate: the event was stored by this call and not routed
+/// yet, so the repeat is routed (as `publish_batch` documents: a repeat is
+/// routed when the call that stored it ended before the router had it), and
+/// a retry of the failed copy is not routed again. (The repeat used to be
+/// reported routed, `is_routed`, while the router never had the event.)
+#[tokio::test]
+async fn a_repeat_in_a_batch_of_a_copy_that_failed_after_the_store_is_routed_once() {
+    let provider = Arc::new(FirstAnswerLostProvider::default());
+    let bus = EventBus::from_arc(provider.clone());
+    let router = Arc::new(CollectRouter::default());
+    bus.set_router(router.clone());
+    let routed = |id: &str| {
+        router
+            .routed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(e, _)| e.id == id)
+            .count()
+    };
+    let a = Event::new("events.orders.new", "orders", "a", "src", json!({"n": 1}));
+    let results = bus
+        .publish_batch_stored(&[a.clone(), a.clone(), a.clone()])
+        .await
+        .unwrap();
+    assert!(
+        matches!(results[0], Err(Error::Timeout { .. })),
+        "{results:?}"
+    );
+    for repeat in &results[1..] {
+        let repeat = repeat.as_ref().unwrap();
+        assert_eq!(repeat.duplicate, Some(true));
+        assert!(repeat.is_routed());
+    }
+    assert_eq!(
+        routed(&a.id),
+        1,
+        "the first repeat is routed (the router has the event), the second not"
+    );
+    // the failed copy retried: stored once, routed once
+    let retry = bus.publish_event_stored(&a).await.unwrap();
+    assert_eq!(retry.duplicate, Some(true));
+    assert_eq!(routed(&a.id), 1, "and only once");
+
+    // the other way round: the first copy stored and routed, the repeat's
+    // answer lost; a retry of the repeat is not routed again
+    provider.lost.store(1, Ordering::SeqCst);
+    let b = Event::new("events.orders.new", "orders", "b", "src", json!({"n": 2}));
+    let results = bus
+        .publish_batch_stored(&[b.clone(), b.clone()])
+        .await
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap().duplicate, Some(false));
+    assert!(
+        matches!(results[1], Err(Error::Timeout { .. })),
+        "{results:?}"
+    );
+    assert_eq!(routed(&b.id), 1);
+    let retried = bus.publish_event_stored(&b).await.unwrap();
+    assert_eq!(retried.duplicate, Some(true));
+    assert_eq!(routed(&b.id), 1, "the retried repeat of a routed event");
+
+    // a repeat of an event routed before, then a copy whose answer is lost:
+    // nothing routed again, now or on a retry
+    let results = bus
+        .publish_batch_stored(&[a.clone(), a.clone()])
+        .await
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap().duplicate, Some(true));
+    assert!(results[1].is_err());
+    let retried = bus.publish_event_stored(&a).await.unwrap();
+    assert_eq!(retried.duplicate, Some(true));
+    assert_eq!(
+        routed(&a.id),
+        1,
+        "a repeat of a routed event, in a batch or alone"
+    );
+    assert_eq!(provider.info().await.unwrap().messages, 2);
+}

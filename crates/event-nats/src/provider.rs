@@ -1094,12 +1094,10 @@ async fn connect_options(
 }
 
 /// `timeout` from now; a timeout too long for the clock (a caller's
-/// `Duration::MAX`) is a deadline decades ahead instead of a panic.
+/// `Duration::MAX`) is a deadline [`LONGEST_WAIT`](event_core::LONGEST_WAIT)
+/// ahead instead of a panic.
 fn deadline_after(timeout: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(timeout)
-        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
-        .unwrap_or(now)
+    event_core::deadline_after(tokio::time::Instant::now(), timeout)
 }
 
 impl NatsProvider {
