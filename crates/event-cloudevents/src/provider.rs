@@ -167,26 +167,7 @@ async fn publish_converted<P: EventProvider + ?Sized>(
 /// # Ok::<(), event_core::Error>(())
 /// ```
 pub fn cloudevent_dedup_id(event: &CloudEvent) -> String {
-    let source = escape_controls(event.source());
-    format!("{}:{}{}", source.len(), source, escape_controls(event.id()))
-}
-
-fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| c == '%' || c.is_control()) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c == '%' || c.is_control() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                escaped.push_str(&format!("%{b:02X}"));
-            }
-        } else {
-            escaped.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(escaped)
+    event_core::source_scoped_dedup_id(event.source(), event.id())
 }
 
 /// A CloudEvent delivered by a [`CloudEventSubscription`], with its delivery

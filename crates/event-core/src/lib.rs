@@ -68,5 +68,5 @@ pub use subject::SubjectPattern;
 pub use types::{
     DeliverPolicy, Event, EventCounts, MAX_PAYLOAD_DEPTH, ProviderInfo, PublishOptions,
     PublishOutcome, ReceivedEvent, SubscribeOptions, SubscriptionFilter, SubscriptionRecord,
-    check_payload_depth, new_event_id, now_millis,
+    check_payload_depth, new_event_id, now_millis, source_scoped_dedup_id,
 };

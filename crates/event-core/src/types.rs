@@ -134,6 +134,43 @@ impl Event {
     }
 }
 
+/// A dedup id scoped to an event's source: `<length of the source>:<source><id>`
+/// (the length makes it one-to-one: no other source and id give the same
+/// text), with `%` and control characters percent-encoded (their UTF-8
+/// bytes as `%XX`), as no provider takes a dedup id with control
+/// characters. CloudEvents are unique by source and id together: this is
+/// the dedup id `event_cloudevents::cloudevent_dedup_id` and
+/// `event_routing::TopicSink::unchanged_dedup_id` give an event, one
+/// definition so that the two always agree.
+///
+/// ```
+/// assert_eq!(event_core::source_scoped_dedup_id("https://b.example", "1"), "17:https://b.example1");
+/// assert_eq!(event_core::source_scoped_dedup_id("a\nb", "%"), "5:a%0Ab%25");
+/// ```
+pub fn source_scoped_dedup_id(source: &str, id: &str) -> String {
+    let source = escape_controls(source);
+    format!("{}:{}{}", source.len(), source, escape_controls(id))
+}
+
+/// `text` with `%` and control characters percent-encoded.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c == '%' || c.is_control()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c == '%' || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                escaped.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 /// A fresh event id: `evt-<uuid v4>`.
 pub fn new_event_id() -> String {
     format!("evt-{}", uuid::Uuid::new_v4())

@@ -225,8 +225,7 @@ impl TopicSink {
     /// assert_eq!(TopicSink::unchanged_dedup_id(&event), "23:https://billing.example1");
     /// ```
     pub fn unchanged_dedup_id(event: &Event) -> String {
-        let source = escape_controls(&event.source);
-        format!("{}:{}{}", source.len(), source, escape_controls(&event.id))
+        event_core::source_scoped_dedup_id(&event.source, &event.id)
     }
 
     fn with_target(name: String, target: Target, subject: Option<String>) -> Result<Self> {
@@ -280,27 +279,6 @@ pub(crate) fn count_hop(out: &mut Event, event: &Event) {
         metadata::HOPS.to_owned(),
         hops.saturating_add(1).to_string(),
     );
-}
-
-/// `text` with `%` and control characters percent-encoded (their UTF-8
-/// bytes as `%XX`): a dedup id providers take, one-to-one (as
-/// `event_cloudevents::cloudevent_dedup_id` encodes it).
-fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| c == '%' || c.is_control()) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c == '%' || c.is_control() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                escaped.push_str(&format!("%{b:02X}"));
-            }
-        } else {
-            escaped.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(escaped)
 }
 
 #[async_trait]
