@@ -1109,6 +1109,14 @@ struct HeldRouter {
     routed: std::sync::Mutex<Vec<String>>,
 }
 
+impl HeldRouter {
+    /// How many times the router took the event `id`.
+    fn times_routed(&self, id: &str) -> usize {
+        let routed = self.routed.lock().expect("router lock");
+        routed.iter().filter(|r| *r == id).count()
+    }
+}
+
 #[async_trait]
 impl event_core::EventRouter for HeldRouter {
     async fn route_published(&self, event: Arc<Event>, _sequence: u64) -> Result<()> {
@@ -1134,15 +1142,7 @@ async fn a_repeat_of_a_call_that_ended_before_routing_is_routed_once() {
     let bus = EventBus::from_arc(provider.clone());
     let router = Arc::new(HeldRouter::default());
     bus.set_router(router.clone());
-    let routed = |id: &str| {
-        router
-            .routed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| *r == id)
-            .count()
-    };
+    let routed = |id: &str| router.times_routed(id);
     let give_up = Duration::from_millis(100);
 
     // (how the first call ends, what holds it)
@@ -1222,15 +1222,7 @@ async fn a_repeat_of_a_batch_that_ended_before_routing_is_routed_once() {
     let bus = EventBus::from_arc(provider.clone());
     let router = Arc::new(HeldRouter::default());
     bus.set_router(router.clone());
-    let routed = |id: &str| {
-        router
-            .routed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| *r == id)
-            .count()
-    };
+    let routed = |id: &str| router.times_routed(id);
     let give_up = Duration::from_millis(100);
 
     for (case, mode, held) in [
@@ -1288,15 +1280,7 @@ async fn a_batch_routes_each_event_once_and_not_its_repeats() {
     let bus = EventBus::new(MemoryProvider::default());
     let router = Arc::new(CollectRouter::default());
     bus.set_router(router.clone());
-    let routed = |id: &str| {
-        router
-            .routed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(e, _)| e.id == id)
-            .count()
-    };
+    let routed = |id: &str| router.times_routed(id);
     let a = Event::new("events.orders.new", "orders", "a", "src", json!({"n": 1}));
     let b = Event::new("events.orders.new", "orders", "b", "src", json!({"n": 2}));
 
@@ -1418,15 +1402,7 @@ async fn a_repeat_in_a_batch_of_a_copy_that_failed_after_the_store_is_routed_onc
     let bus = EventBus::from_arc(provider.clone());
     let router = Arc::new(CollectRouter::default());
     bus.set_router(router.clone());
-    let routed = |id: &str| {
-        router
-            .routed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(e, _)| e.id == id)
-            .count()
-    };
+    let routed = |id: &str| router.times_routed(id);
     let a = Event::new("events.orders.new", "orders", "a", "src", json!({"n": 1}));
     let results = bus
         .publish_batch_stored(&[a.clone(), a.clone(), a.clone()])

@@ -65,6 +65,14 @@ pub struct CollectRouter {
     pub refuse: AtomicBool,
 }
 
+impl CollectRouter {
+    /// How many times the router took the event `id`.
+    pub fn times_routed(&self, id: &str) -> usize {
+        let routed = self.routed.lock().unwrap();
+        routed.iter().filter(|(e, _)| e.id == id).count()
+    }
+}
+
 #[async_trait]
 impl EventRouter for CollectRouter {
     async fn route_published(&self, event: Arc<Event>, sequence: u64) -> Result<()> {
