@@ -623,14 +623,7 @@ mod tests {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(signed)
         };
-        let structured = {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
-            );
-            headers
-        };
+        let structured = structured_headers();
         for ct in [
             Some("application/json"),
             Some("application/vnd.x+json"),
@@ -680,14 +673,7 @@ mod tests {
         // `application/json`; under the JSON types it misses (case, `+json`
         // with parameters) it was dropped, so a relay sent no body instead
         // of `null`.
-        let structured = {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
-            );
-            headers
-        };
+        let structured = structured_headers();
         for ct in [
             "application/json",
             "Application/JSON",
@@ -776,6 +762,16 @@ mod tests {
     }
 
     /// Binary-mode headers with only the required attributes.
+    /// The headers of a structured-mode message: its `Content-Type` alone.
+    fn structured_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
+        );
+        headers
+    }
+
     fn required_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (n, v) in [
@@ -1016,14 +1012,7 @@ mod tests {
         // present. The SDK accepts them empty, so HttpCloudEvent handed such
         // an event to its handler (and a relay passed it on) where HttpEvent
         // answered 400.
-        let structured = {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
-            );
-            headers
-        };
+        let structured = structured_headers();
         for attribute in ["id", "source", "type", "subject"] {
             let mut doc = json!({
                 "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
